@@ -1,0 +1,87 @@
+//! DNS as the checks see it: a check (SPF, DKIM, DMARC, iprev, DNSBL, MX lookup) is a machine
+//! that asks for [`Lookup`]s and is answered with [`LookupResult`]s. Who answers is not its
+//! business: the sans-IO stub resolver in this module (driven by a runtime's UDP/TCP), or
+//! the [`StaticResolver`]-style zone data in tests.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Record types the checks ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordType {
+    /// IPv4 address.
+    A,
+    /// IPv6 address.
+    Aaaa,
+    /// Mail exchanger.
+    Mx,
+    /// Text (SPF, DKIM keys, DMARC, MTA-STS, TLSRPT).
+    Txt,
+    /// Reverse name.
+    Ptr,
+    /// Canonical name.
+    Cname,
+    /// DANE TLSA.
+    Tlsa,
+}
+
+/// One question: a name (absolute, lower-case ASCII, no trailing dot) and a type.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Lookup {
+    /// The name asked for.
+    pub name: String,
+    /// The record type.
+    pub rtype: RecordType,
+}
+
+/// One answer record, in the form the checks use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// An IPv4 address.
+    A(Ipv4Addr),
+    /// An IPv6 address.
+    Aaaa(Ipv6Addr),
+    /// A mail exchanger; `host` is lower-case, no trailing dot, `""` for null MX (`.`).
+    Mx {
+        /// Preference, lower is tried first.
+        preference: u16,
+        /// The exchanger's host name.
+        host: String,
+    },
+    /// A TXT record: its character-strings, in order (checks concatenate them).
+    Txt(Vec<Vec<u8>>),
+    /// A PTR target, lower-case, no trailing dot.
+    Ptr(String),
+    /// A CNAME target, lower-case, no trailing dot.
+    Cname(String),
+    /// A DANE TLSA record.
+    Tlsa {
+        /// Certificate usage (0-3).
+        usage: u8,
+        /// Selector (0 full certificate, 1 SubjectPublicKeyInfo).
+        selector: u8,
+        /// Matching type (0 exact, 1 SHA-256, 2 SHA-512).
+        matching: u8,
+        /// Certificate association data.
+        data: Vec<u8>,
+    },
+}
+
+/// The outcome of one lookup. The distinction between the variants decides between
+/// permanent and temporary answers in every check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LookupResult {
+    /// One or more records of the type asked for.
+    Records {
+        /// The records (CNAMEs already followed).
+        records: Vec<Record>,
+        /// The resolver set the AD bit (DNSSEC-validated); trusted only from a trusted
+        /// resolver.
+        authentic: bool,
+    },
+    /// The name does not exist (NXDOMAIN).
+    NxDomain,
+    /// The name exists but has no records of this type (NODATA).
+    NoData,
+    /// The answer could not be had now: SERVFAIL, timeout, DNSSEC bogus, network error.
+    TempFail(String),
+}

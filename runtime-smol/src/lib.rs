@@ -1,0 +1,1 @@
+//! Drives rmox's sans-IO machines on smol.

@@ -1,0 +1,6 @@
+//! The rmox mail server binary.
+
+fn main() {
+    eprintln!("rmox: not yet wired");
+    std::process::exit(2);
+}

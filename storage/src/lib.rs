@@ -1,0 +1,1 @@
+//! rmox-storage: everything rmox keeps, durable before acknowledged.
