@@ -1,7 +1,7 @@
 //! DNS as the checks see it: a check (SPF, DKIM, DMARC, iprev, DNSBL, MX lookup) is a machine
 //! that asks for [`Lookup`]s and is answered with [`LookupResult`]s. Who answers is not its
 //! business: the sans-IO stub resolver in this module (driven by a runtime's UDP/TCP), or
-//! the [`StaticResolver`]-style zone data in tests.
+//! the static zone data in tests ([`run_sync`]).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -84,4 +84,63 @@ pub enum LookupResult {
     NoData,
     /// The answer could not be had now: SERVFAIL, timeout, DNSSEC bogus, network error.
     TempFail(String),
+}
+
+/// One step of a DNS-driven check (SPF, DKIM, DMARC, iprev, DNSBL, MX resolution).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckStep<V> {
+    /// Ask this question and hand the answer to [`Check::answer`]. A check may ask several
+    /// questions before it waits; answers may come back in any order.
+    Lookup(Lookup),
+    /// Waiting for answers to questions already asked.
+    Wait,
+    /// The verdict. Polling again returns the same verdict.
+    Done(V),
+}
+
+/// A check that needs DNS: poll it for questions, answer them, until it is done.
+///
+/// ```text
+/// loop {
+///     match check.poll() {
+///         CheckStep::Lookup(q) => send q to the resolver, remember it,
+///         CheckStep::Wait => wait for an answer, then check.answer(&q, result),
+///         CheckStep::Done(v) => break v,
+///     }
+/// }
+/// ```
+pub trait Check {
+    /// What the check concludes.
+    type Verdict;
+    /// The next question, `Wait`, or the verdict.
+    fn poll(&mut self) -> CheckStep<Self::Verdict>;
+    /// The answer to a question asked earlier.
+    fn answer(&mut self, lookup: &Lookup, result: LookupResult);
+}
+
+/// Runs a check to completion with a synchronous answer function (tests, CLI tools over a
+/// static zone). Gives up with `None` after `max_steps` questions, so a broken check cannot
+/// loop forever.
+pub fn run_sync<C: Check>(
+    check: &mut C,
+    mut resolve: impl FnMut(&Lookup) -> LookupResult,
+    max_steps: usize,
+) -> Option<C::Verdict> {
+    let mut pending: Vec<Lookup> = Vec::new();
+    for _ in 0..max_steps {
+        match check.poll() {
+            CheckStep::Lookup(q) => pending.push(q),
+            CheckStep::Wait => {
+                if pending.is_empty() {
+                    return None;
+                }
+                for q in std::mem::take(&mut pending) {
+                    let r = resolve(&q);
+                    check.answer(&q, r);
+                }
+            }
+            CheckStep::Done(v) => return Some(v),
+        }
+    }
+    None
 }
