@@ -36,10 +36,15 @@
 //!   bytes panics.
 
 pub mod dns;
+pub mod message;
 pub mod rng;
+pub mod server;
 pub mod smtp;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod time;
 pub mod timer;
+pub mod tls;
 
 pub use rng::Rng;
 pub use time::{Now, UnixTime};

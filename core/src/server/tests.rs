@@ -1,0 +1,946 @@
+//! Transcript tests of the server session machine, driven only through its public contract
+//! by the in-memory harness in [`crate::testkit`].
+
+use super::*;
+use crate::smtp::ReplyParser;
+use crate::testkit::{self, TestClock};
+use proptest::prelude::*;
+use std::collections::VecDeque;
+
+/// What the fake outside world answers.
+#[derive(Clone)]
+struct World {
+    /// username -> (password, account, disabled message)
+    users: Vec<(&'static str, &'static str, &'static str, Option<&'static str>)>,
+    store_result: Result<(), Reply>,
+    stored: Vec<Transaction>,
+    connection: Verdict,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            users: vec![
+                ("mjl@mox.example", "testtest", "mjl", None),
+                ("off@mox.example", "testtest", "off", Some("account closed, ask the admin")),
+            ],
+            store_result: Ok(()),
+            stored: Vec::new(),
+            connection: Verdict::Accept,
+        }
+    }
+
+    fn answer(&mut self, e: &Effect) -> Option<Completion> {
+        Some(match e {
+            Effect::CheckConnection { .. } => Completion::Verdict(self.connection.clone()),
+            Effect::CheckPassword { username, password, .. } => {
+                match self.users.iter().find(|u| u.0 == username) {
+                    Some((_, _, _, Some(msg))) => Completion::Password(PasswordCheck::Disabled(msg.to_string())),
+                    Some((_, pw, acc, None)) if pw == password => {
+                        Completion::Password(PasswordCheck::Valid { account: acc.to_string() })
+                    }
+                    _ => Completion::Password(PasswordCheck::Invalid),
+                }
+            }
+            Effect::LookupCredentials { username, kind, .. } => {
+                match self.users.iter().find(|u| u.0 == username) {
+                    Some((_, _, _, Some(msg))) => Completion::Credentials(CredentialsAnswer::Disabled(msg.to_string())),
+                    Some((_, pw, acc, None)) => {
+                        let credentials = match kind {
+                            CredentialKind::CramMd5 => StoredCredentials::CramMd5(crate::sasl::derive_cram_md5(pw)),
+                            CredentialKind::ScramSha1 => StoredCredentials::Scram(crate::sasl::derive_scram(
+                                crate::sasl::ScramHash::Sha1,
+                                pw,
+                                b"saltsaltsalt",
+                                4096,
+                            )),
+                            CredentialKind::ScramSha256 => StoredCredentials::Scram(crate::sasl::derive_scram(
+                                crate::sasl::ScramHash::Sha256,
+                                pw,
+                                b"saltsaltsalt",
+                                4096,
+                            )),
+                        };
+                        Completion::Credentials(CredentialsAnswer::Found {
+                            account: acc.to_string(),
+                            credentials,
+                        })
+                    }
+                    None => Completion::Credentials(CredentialsAnswer::Unknown),
+                }
+            }
+            Effect::CheckSender { account, address, .. } => {
+                // Submission: the address must be the account's own.
+                match (account, address) {
+                    (Some(acc), ReversePath::Mailbox(a)) if a.to_string() != format!("{acc}@mox.example") => {
+                        Completion::Verdict(Verdict::Reject(Reply::new(
+                            550,
+                            Some(Enhanced::new(5, 7, 1)),
+                            "must match authenticated user",
+                        )))
+                    }
+                    _ => Completion::Verdict(Verdict::Accept),
+                }
+            }
+            Effect::CheckRecipient { recipient, .. } => match recipient {
+                ForwardPath::Mailbox(a) if a.localpart.0 == "unknown" => Completion::Verdict(Verdict::Reject(
+                    Reply::new(550, Some(Enhanced::new(5, 1, 1)), "no such user"),
+                )),
+                _ => Completion::Verdict(Verdict::Accept),
+            },
+            Effect::Store(t) => {
+                if self.store_result.is_ok() {
+                    self.stored.push((**t).clone());
+                }
+                Completion::Stored(self.store_result.clone())
+            }
+        })
+    }
+}
+
+/// A session, its fake world and a virtual clock. Effects are answered at once unless
+/// `hold_effects` is set.
+struct H {
+    s: ServerSession,
+    clock: TestClock,
+    world: World,
+    inbuf: Vec<u8>,
+    tx: Vec<u8>,
+    /// Plaintext received from the server (decrypted when the client side uses TLS).
+    received: Vec<u8>,
+    closed: bool,
+    events: Vec<Event>,
+    held: VecDeque<(Token, Effect)>,
+    hold_effects: bool,
+    client_tls: Option<crate::tls::TlsLayer>,
+    parser: ReplyParser,
+}
+
+fn config() -> ServerConfig {
+    let mut c = ServerConfig::new("mox.example");
+    c.auth_failure_delay = Duration::ZERO;
+    c.require_tls_for_auth = false;
+    c
+}
+
+fn submission_config() -> ServerConfig {
+    let mut c = config();
+    c.submission = true;
+    c
+}
+
+impl H {
+    fn new(c: ServerConfig) -> H {
+        Self::with_world(c, World::new())
+    }
+
+    fn with_world(c: ServerConfig, world: World) -> H {
+        let clock = TestClock::new();
+        let peer = Peer {
+            ip: "192.0.2.10".parse().unwrap(),
+            cid: 7,
+        };
+        let s = ServerSession::new(Arc::new(c), peer, clock.now()).unwrap();
+        let mut h = H {
+            s,
+            clock,
+            world,
+            inbuf: Vec::new(),
+            tx: Vec::new(),
+            received: Vec::new(),
+            closed: false,
+            events: Vec::new(),
+            held: VecDeque::new(),
+            hold_effects: false,
+            client_tls: None,
+            parser: ReplyParser::new(),
+        };
+        h.drain();
+        h
+    }
+
+    /// Drains outputs, answering effects, until the session is idle.
+    fn drain(&mut self) {
+        for _ in 0..10_000 {
+            let now = self.clock.now();
+            match self.s.poll(now, &mut self.tx) {
+                Output::Transmit => {
+                    let bytes = std::mem::take(&mut self.tx);
+                    match &mut self.client_tls {
+                        Some(t) => {
+                            t.feed(&bytes, &mut self.received).unwrap();
+                        }
+                        None => self.received.extend_from_slice(&bytes),
+                    }
+                }
+                Output::Effect(t, e) => {
+                    if self.hold_effects {
+                        self.held.push_back((t, e));
+                    } else {
+                        let c = self.world.answer(&e).unwrap();
+                        self.s.handle(now, Input::Completed(t, c)).unwrap();
+                        self.feed_pending();
+                    }
+                }
+                Output::Event(e) => self.events.push(e),
+                Output::Idle { .. } => return,
+                Output::Close => {
+                    self.closed = true;
+                    return;
+                }
+            }
+        }
+        panic!("session did not become idle");
+    }
+
+    /// Offers buffered input again (after a completion unblocked the session).
+    fn feed_pending(&mut self) {
+        if self.inbuf.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let buf = std::mem::take(&mut self.inbuf);
+        let n = self.s.handle(now, Input::Received(&buf)).unwrap();
+        self.inbuf = buf[n..].to_vec();
+    }
+
+    /// Sends bytes as the client (through TLS when the client side has it).
+    fn send(&mut self, bytes: &[u8]) {
+        let wire = match &mut self.client_tls {
+            Some(t) => {
+                t.write_plain(bytes);
+                let mut out = Vec::new();
+                t.take_ciphertext(&mut out);
+                out
+            }
+            None => bytes.to_vec(),
+        };
+        self.inbuf.extend_from_slice(&wire);
+        let now = self.clock.now();
+        let buf = std::mem::take(&mut self.inbuf);
+        let n = self.s.handle(now, Input::Received(&buf)).unwrap();
+        self.inbuf = buf[n..].to_vec();
+        self.drain();
+        // Completions may have unblocked the session with input left over.
+        for _ in 0..100 {
+            if self.inbuf.is_empty() || self.closed {
+                break;
+            }
+            let before = self.inbuf.len();
+            self.feed_pending();
+            self.drain();
+            if self.inbuf.len() == before {
+                break;
+            }
+        }
+    }
+
+    fn send_str(&mut self, s: &str) {
+        self.send(s.as_bytes());
+    }
+
+    /// The replies received since the last call, as "code text" strings (first line only
+    /// for multi-line replies, which are joined with '|').
+    fn replies(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = std::mem::take(&mut self.received);
+        loop {
+            match self.parser.feed(&buf) {
+                Ok((Some(r), n)) => {
+                    buf.drain(..n);
+                    let enh = r.enhanced.map(|e| format!(" {e}")).unwrap_or_default();
+                    out.push(format!("{}{} {}", r.code, enh, r.lines.join("|")));
+                }
+                Ok((None, n)) => {
+                    buf.drain(..n);
+                    break;
+                }
+                Err(e) => panic!("bad reply from server: {e}: {:?}", String::from_utf8_lossy(&buf)),
+            }
+        }
+        self.received = buf;
+        out
+    }
+
+    /// Sends `input` and asserts the reply codes (prefix match on "code enhanced text").
+    fn expect(&mut self, input: &str, want: &[&str]) {
+        self.send_str(input);
+        let got = self.replies();
+        assert_eq!(got.len(), want.len(), "for {input:?}: got {got:?}, want {want:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.starts_with(w), "for {input:?}: got {g:?}, want prefix {w:?}");
+        }
+    }
+
+    fn timeout(&mut self) {
+        let now = self.clock.now();
+        let Output::Idle { deadline: Some(d) } = self.s.poll(now, &mut self.tx) else {
+            panic!("no deadline");
+        };
+        self.clock.set_mono(d);
+        let now = self.clock.now();
+        self.s.handle(now, Input::Timeout).unwrap();
+        self.drain();
+    }
+
+    fn stored(&self) -> &[Transaction] {
+        &self.world.stored
+    }
+}
+
+const MSG: &str = "From: <remote@example.org>\r\nTo: <mjl@mox.example>\r\nSubject: test\r\n\r\ntest email\r\n";
+
+fn greeted(c: ServerConfig) -> H {
+    let mut h = H::new(c);
+    assert_eq!(h.replies(), vec!["220 mox.example ESMTP rmox".to_string()]);
+    h
+}
+
+fn ehloed(c: ServerConfig) -> H {
+    let mut h = greeted(c);
+    h.send_str("EHLO client.example\r\n");
+    let r = h.replies();
+    assert!(r[0].starts_with("250 mox.example|PIPELINING"), "{r:?}");
+    h
+}
+
+#[test]
+fn greeting_ehlo_extensions_and_quit() {
+    let mut h = greeted(config());
+    h.send_str("EHLO client.example\r\n");
+    let r = h.replies();
+    let caps: Vec<&str> = r[0].split('|').collect();
+    for want in ["PIPELINING", "SIZE 104857600", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN", "LIMITS RCPTMAX=1000"] {
+        assert!(caps.contains(&want), "missing {want} in {caps:?}");
+    }
+    for absent in ["STARTTLS", "REQUIRETLS", "FUTURERELEASE"] {
+        assert!(!caps.iter().any(|c| c.starts_with(absent)), "unexpected {absent} in {caps:?}");
+    }
+    assert!(!caps.iter().any(|c| c.starts_with("AUTH")), "no AUTH on port 25: {caps:?}");
+    h.expect("HELO client.example\r\n", &["250 mox.example"]);
+    h.expect("QUIT\r\n", &["221 2.0.0"]);
+    assert!(h.closed);
+}
+
+#[test]
+fn connection_refused_by_policy() {
+    let mut w = World::new();
+    w.connection = Verdict::Reject(Reply::new(421, Some(Enhanced::new(4, 7, 0)), "too many connections"));
+    let mut h = H::with_world(config(), w);
+    assert_eq!(h.replies(), vec!["421 4.7.0 too many connections".to_string()]);
+    assert!(h.closed);
+}
+
+#[test]
+fn non_smtp_first_command_closes() {
+    let mut h = greeted(config());
+    h.expect("GET / HTTP/1.1\r\n", &["500 5.5.2 please try again speaking smtp"]);
+    assert!(h.closed);
+}
+
+#[test]
+fn unknown_command_later_is_500_5_5_1() {
+    let mut h = ehloed(config());
+    h.expect("BOGUS\r\n", &["500 5.5.1"]);
+    assert!(!h.closed);
+    h.expect("NOOP\r\n", &["250 2.0.0"]);
+}
+
+#[test]
+fn simple_commands() {
+    let mut h = ehloed(config());
+    h.expect("VRFY mjl\r\n", &["252 2.7.0"]);
+    h.expect("EXPN list\r\n", &["252 2.7.0"]);
+    h.expect("HELP\r\n", &["214 2.0.0"]);
+    h.expect("NOOP\r\n", &["250 2.0.0"]);
+    h.expect("RSET\r\n", &["250 2.0.0"]);
+}
+
+#[test]
+fn sequencing_errors() {
+    let mut h = greeted(config());
+    h.expect("MAIL FROM:<a@example.org>\r\n", &["503 5.5.1"]);
+    h.expect("EHLO c.example\r\n", &["250"]);
+    h.expect("RCPT TO:<mjl@mox.example>\r\n", &["503 5.5.1"]);
+    h.expect("DATA\r\n", &["503 5.5.1"]);
+    h.expect("MAIL FROM:<a@example.org>\r\n", &["250 2.1.0"]);
+    h.expect("MAIL FROM:<a@example.org>\r\n", &["503 5.5.1"]);
+    h.expect("DATA\r\n", &["503 5.5.1"]);
+}
+
+#[test]
+fn delivery_is_acknowledged_only_after_store_completes() {
+    let mut h = ehloed(config());
+    h.expect("MAIL FROM:<remote@example.org>\r\n", &["250 2.1.0"]);
+    h.expect("RCPT TO:<mjl@mox.example>\r\n", &["250 2.1.5"]);
+    h.expect("DATA\r\n", &["354"]);
+    h.hold_effects = true;
+    h.send_str(&format!("{MSG}.\r\n"));
+    assert_eq!(h.replies(), Vec::<String>::new(), "no reply before the store completes");
+    let (t, e) = h.held.pop_front().expect("store effect");
+    let Effect::Store(txn) = &e else { panic!("expected store, got {e:?}") };
+    let text = String::from_utf8(txn.message.clone()).unwrap();
+    assert!(text.starts_with("Received: from client.example ([192.0.2.10])\r\n\tby mox.example with ESMTP id 7"), "{text}");
+    assert!(text.contains("\tfor <mjl@mox.example>;"), "{text}");
+    assert!(text.ends_with(MSG), "{text}");
+    assert_eq!(txn.recipients.len(), 1);
+    let now = h.clock.now();
+    h.s.handle(now, Input::Completed(t, Completion::Stored(Ok(())))).unwrap();
+    h.drain();
+    assert_eq!(h.replies(), vec!["250 2.0.0 it is done".to_string()]);
+}
+
+#[test]
+fn failed_store_is_not_acknowledged() {
+    let mut w = World::new();
+    w.store_result = Err(Reply::new(451, Some(Enhanced::new(4, 3, 0)), "disk full"));
+    let mut h = H::with_world(config(), w);
+    h.replies();
+    h.expect("EHLO c.example\r\n", &["250"]);
+    h.expect(
+        &format!("MAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n{MSG}.\r\n"),
+        &["250", "250", "354", "451 4.3.0 disk full"],
+    );
+    assert!(h.stored().is_empty());
+}
+
+#[test]
+fn pipelined_transaction_in_one_write() {
+    let mut h = greeted(config());
+    h.expect(
+        &format!("EHLO c.example\r\nMAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nRCPT TO:<unknown@mox.example>\r\nRCPT TO:<other@mox.example>\r\nDATA\r\n{MSG}.\r\nQUIT\r\n"),
+        &["250 mox.example", "250 2.1.0", "250 2.1.5", "550 5.1.1", "250 2.1.5", "354", "250 2.0.0", "221 2.0.0"],
+    );
+    assert_eq!(h.stored().len(), 1);
+    assert_eq!(h.stored()[0].recipients.len(), 2);
+}
+
+/// Every fake end-of-data sequence from the shared vectors: never taken as the end of the
+/// message. Those with a bare CR or LF next to the dot are refused with 500 5.5.2 naming
+/// smuggling, only after the real end of data, and the session stays usable; those with a
+/// NUL are plain content of one message.
+#[test]
+fn smuggling_sequences_are_refused() {
+    for (name, seq) in testkit::smuggling_vectors() {
+        let mut h = ehloed(config());
+        h.expect("MAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n", &["250", "250", "354"]);
+        let mut data = b"From: <remote@example.org>\r\n\r\nbody".to_vec();
+        data.extend_from_slice(&seq);
+        data.extend_from_slice(b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\nsmuggled\r\n");
+        h.send(&data);
+        assert_eq!(h.replies(), Vec::<String>::new(), "{name}: replied before the real end of data");
+        h.send_str("\r\n.\r\n");
+        let r = h.replies();
+        assert_eq!(r.len(), 1, "{name}: {r:?}");
+        let bare = seq.windows(2).any(|w| (w[0] == b'\r') != (w[1] == b'\n') && (w[0] == b'\r' || w[1] == b'\n'))
+            || seq.first() == Some(&b'\n')
+            || seq.last() == Some(&b'\r');
+        if bare {
+            assert!(r[0].starts_with("500 5.5.2") && r[0].contains("smuggling"), "{name}: {r:?}");
+            assert!(h.stored().is_empty(), "{name}");
+        } else {
+            assert!(r[0].starts_with("250"), "{name}: {r:?}");
+            assert_eq!(h.stored().len(), 1, "{name}");
+            assert!(String::from_utf8_lossy(&h.stored()[0].message).contains("smuggled"), "{name}");
+        }
+        h.expect("NOOP\r\n", &["250"]);
+    }
+}
+
+#[test]
+fn line_too_long_closes() {
+    let mut h = ehloed(config());
+    let long = format!("NOOP {}\r\n", "x".repeat(5000));
+    h.send_str(&long);
+    let r = h.replies();
+    assert!(r[0].starts_with("500 5.5.2 line too long"), "{r:?}");
+    assert!(h.closed);
+}
+
+#[test]
+fn recipient_limit_and_null_sender() {
+    let mut c = config();
+    c.max_recipients = 3;
+    let mut h = ehloed(c);
+    h.expect("MAIL FROM:<remote@example.org>\r\n", &["250"]);
+    for i in 0..3 {
+        h.expect(&format!("RCPT TO:<r{i}@mox.example>\r\n"), &["250 2.1.5"]);
+    }
+    h.expect("RCPT TO:<r4@mox.example>\r\n", &["452 4.5.3"]);
+    h.expect("RSET\r\nMAIL FROM:<>\r\nRCPT TO:<a@mox.example>\r\nRCPT TO:<b@mox.example>\r\n", &["250", "250", "250", "452 4.5.3"]);
+}
+
+#[test]
+fn at_least_100_recipients_by_default() {
+    let mut h = ehloed(config());
+    h.expect("MAIL FROM:<remote@example.org>\r\n", &["250"]);
+    let mut cmds = String::new();
+    for i in 0..100 {
+        cmds.push_str(&format!("RCPT TO:<r{i}@mox.example>\r\n"));
+    }
+    h.send_str(&cmds);
+    let r = h.replies();
+    assert_eq!(r.len(), 100);
+    assert!(r.iter().all(|l| l.starts_with("250 2.1.5")));
+}
+
+#[test]
+fn mail_parameter_rules() {
+    let mut c = config();
+    c.max_message_size = 1000;
+    let mut h = ehloed(c);
+    h.expect("MAIL FROM:<a@example.org> SIZE=1001\r\n", &["552 5.3.4"]);
+    h.expect("MAIL FROM:<a@example.org> FOO=BAR\r\n", &["555"]);
+    h.expect("MAIL FROM:<a@example.org> REQUIRETLS\r\n", &["530 5.7.10"]);
+    h.expect("MAIL FROM:<δοκιμή@example.org>\r\n", &["553 5.6.7"]);
+    h.expect("MAIL FROM:<a@example.org> HOLDFOR=10\r\n", &["555"]);
+    h.expect("MAIL FROM:<δοκιμή@example.org> SMTPUTF8\r\n", &["250"]);
+    h.expect("RCPT TO:<mjl@[127.0.0.1]>\r\n", &["550 5.1.1"]);
+    h.expect("RCPT TO:<дмитрий@mox.example>\r\n", &["250"]);
+}
+
+#[test]
+fn message_too_large_after_data() {
+    let mut c = config();
+    c.max_message_size = 100;
+    let mut h = ehloed(c);
+    h.expect("MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n", &["250", "250", "354"]);
+    let body = format!("Subject: x\r\n\r\n{}\r\n.\r\n", "y".repeat(200));
+    h.expect(&body, &["552 5.3.4"]);
+    assert!(h.stored().is_empty());
+}
+
+#[test]
+fn header_and_body_required() {
+    let mut h = ehloed(config());
+    h.expect(
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\nno header separation\r\n.\r\n",
+        &["250", "250", "354", "554 5.6.0"],
+    );
+}
+
+#[test]
+fn too_many_errors_close() {
+    let mut h = ehloed(config());
+    let mut want = Vec::new();
+    for _ in 0..10 {
+        h.send_str("RCPT TO:<x@mox.example>\r\n");
+        want.push("503");
+    }
+    assert_eq!(h.replies().len(), 10);
+    h.expect("RCPT TO:<x@mox.example>\r\n", &["503", "550 5.1.0 too many failures"]);
+    assert!(h.closed);
+}
+
+#[test]
+fn bdat_chunks() {
+    let mut h = ehloed(config());
+    h.expect("MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\n", &["250", "250"]);
+    let part1 = "From: <a@example.org>\r\n";
+    let part2 = "\r\nbody\r\n";
+    h.expect(&format!("BDAT {}\r\n{part1}", part1.len()), &["250 2.0.0"]);
+    h.expect(&format!("BDAT {} LAST\r\n{part2}", part2.len()), &["250 2.0.0 it is done"]);
+    let stored = &h.stored()[0];
+    assert!(stored.message.ends_with(format!("{part1}{part2}").as_bytes()));
+    // BDAT without a transaction: the chunk is read and discarded, then 503.
+    h.expect("BDAT 5 LAST\r\nhello", &["503 5.5.1"]);
+    h.expect("NOOP\r\n", &["250"]);
+    // BDAT 0 LAST completes at once.
+    h.expect("MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\n", &["250", "250"]);
+    h.expect(&format!("BDAT {}\r\n{part1}{part2}BDAT 0 LAST\r\n", part1.len() + part2.len()), &["250", "250 2.0.0 it is done"]);
+}
+
+#[test]
+fn command_timeout_closes_with_421() {
+    let mut h = ehloed(config());
+    h.timeout();
+    assert_eq!(h.replies(), vec!["421 4.4.2 timeout, closing".to_string()]);
+    assert!(h.closed);
+}
+
+#[test]
+fn early_timeout_is_a_no_op() {
+    let mut h = ehloed(config());
+    let now = h.clock.now();
+    h.s.handle(now, Input::Timeout).unwrap();
+    h.drain();
+    assert!(!h.closed);
+    h.expect("NOOP\r\n", &["250"]);
+}
+
+#[test]
+fn peer_closing_mid_data_stores_nothing() {
+    let mut h = ehloed(config());
+    h.expect("MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n", &["250", "250", "354"]);
+    h.send_str("Subject: half\r\n\r\nhalf a message");
+    let now = h.clock.now();
+    h.s.handle(now, Input::PeerClosed).unwrap();
+    h.drain();
+    assert!(h.closed);
+    assert!(h.stored().is_empty());
+}
+
+#[test]
+fn shutdown_answers_421() {
+    let mut h = ehloed(config());
+    let now = h.clock.now();
+    h.s.handle(now, Input::Shutdown).unwrap();
+    h.drain();
+    assert_eq!(h.replies(), vec!["421 4.3.2 shutting down".to_string()]);
+    assert!(h.closed);
+}
+
+// ---- Submission ----
+
+fn authed() -> H {
+    let mut h = ehloed(submission_config());
+    let plain = base64::engine::general_purpose::STANDARD.encode(b"\0mjl@mox.example\0testtest");
+    h.expect(&format!("AUTH PLAIN {plain}\r\n"), &["235 2.7.0"]);
+    h
+}
+
+const SUBMIT: &str = "From: <mjl@mox.example>\r\nTo: <remote@example.org>\r\nSubject: test\r\nMessage-Id: <test@mox.example>\r\n\r\ntest email\r\n";
+
+#[test]
+fn submission_requires_auth() {
+    let mut h = ehloed(submission_config());
+    h.expect("MAIL FROM:<mjl@mox.example>\r\n", &["530 5.7.0"]);
+}
+
+#[test]
+fn auth_on_port_25_is_refused() {
+    let mut h = ehloed(config());
+    h.expect("AUTH PLAIN AG1qbEBtb3guZXhhbXBsZQB0ZXN0dGVzdA==\r\n", &["503 5.5.1"]);
+}
+
+#[test]
+fn auth_requires_tls_when_configured() {
+    let mut c = submission_config();
+    c.require_tls_for_auth = true;
+    let mut h = greeted(c);
+    h.send_str("EHLO c.example\r\n");
+    let r = h.replies();
+    assert!(!r[0].contains("AUTH"), "AUTH announced without TLS: {r:?}");
+    h.expect("AUTH PLAIN AG1qbEBtb3guZXhhbXBsZQB0ZXN0dGVzdA==\r\n", &["538 5.7.11"]);
+}
+
+#[test]
+fn auth_plain_and_login() {
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut h = ehloed(submission_config());
+    h.expect(&format!("AUTH PLAIN {}\r\n", b64(b"\0mjl@mox.example\0wrong")), &["535 5.7.8"]);
+    h.expect(&format!("AUTH PLAIN {}\r\n", b64(b"\0off@mox.example\0testtest")), &["535 5.7.8 login disabled: account closed, ask the admin"]);
+    h.expect("AUTH PLAIN\r\n", &["334"]);
+    h.expect(&format!("{}\r\n", b64(b"\0mjl@mox.example\0testtest")), &["235 2.7.0"]);
+    h.expect("AUTH PLAIN\r\n", &["503 5.5.1"]);
+
+    let mut h = ehloed(submission_config());
+    h.expect("AUTH LOGIN\r\n", &["334"]);
+    h.expect(&format!("{}\r\n", b64(b"mjl@mox.example")), &["334"]);
+    h.expect(&format!("{}\r\n", b64(b"testtest")), &["235 2.7.0"]);
+
+    let mut h = ehloed(submission_config());
+    h.expect("AUTH LOGIN\r\n", &["334"]);
+    h.expect("*\r\n", &["501 5.0.0"]);
+    h.expect("AUTH PLAIN !!!\r\n", &["501 5.5.2"]);
+    h.expect("AUTH BOGUS\r\n", &["504 5.5.4"]);
+}
+
+#[test]
+fn auth_failures_close_after_limit_and_are_delayed() {
+    let mut c = submission_config();
+    c.auth_failure_delay = Duration::from_secs(1);
+    let mut h = ehloed(c);
+    let bad = base64::engine::general_purpose::STANDARD.encode(b"\0mjl@mox.example\0bad");
+    for i in 1..=3u32 {
+        h.send_str(&format!("AUTH PLAIN {bad}\r\n"));
+        assert_eq!(h.replies(), Vec::<String>::new(), "failure {i} answered without delay");
+        h.timeout();
+        let r = h.replies();
+        assert!(r[0].starts_with("535 5.7.8"), "{r:?}");
+    }
+    assert!(h.closed);
+    assert!(h.events.iter().filter(|e| matches!(e, Event::AuthFailed { .. })).count() == 3);
+}
+
+#[test]
+fn auth_cram_md5_and_scram_without_tls() {
+    use crate::sasl::{ClientAuth, Mechanism};
+    for mech in [Mechanism::CramMd5, Mechanism::ScramSha1, Mechanism::ScramSha256] {
+        for (pass, ok) in [("testtest", true), ("wrong", false)] {
+            let mut h = ehloed(submission_config());
+            let mut rng = Rng::new(1);
+            let mut client = ClientAuth::new(mech, "mjl@mox.example", pass, &mut rng, None);
+            let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+            match client.initial_response() {
+                Some(ir) => h.send_str(&format!("AUTH {} {}\r\n", mech.name(), b64(&ir))),
+                None => h.send_str(&format!("AUTH {}\r\n", mech.name())),
+            }
+            let mut last = String::new();
+            for _ in 0..5 {
+                let r = h.replies();
+                last = r.last().cloned().unwrap_or_default();
+                let Some(challenge) = last.strip_prefix("334 ") else { break };
+                let challenge = base64::engine::general_purpose::STANDARD.decode(challenge).unwrap();
+                let resp = client.respond(&challenge).unwrap_or_default();
+                h.send_str(&format!("{}\r\n", b64(&resp)));
+            }
+            if ok {
+                assert!(last.starts_with("235 2.7.0"), "{mech:?}: {last}");
+                assert_eq!(h.s.account(), Some("mjl"));
+            } else {
+                assert!(last.starts_with("535 5.7.8"), "{mech:?}: {last}");
+                assert_eq!(h.s.account(), None);
+            }
+        }
+    }
+}
+
+#[test]
+fn submission_message_rules() {
+    let mut h = authed();
+    // Sender must be the account's own.
+    h.expect("MAIL FROM:<other@mox.example>\r\n", &["550 5.7.1"]);
+    // From header must be the account's own.
+    h.expect(
+        "MAIL FROM:<mjl@mox.example>\r\nRCPT TO:<remote@example.org>\r\nDATA\r\nFrom: <other@mox.example>\r\n\r\nx\r\n.\r\n",
+        &["250", "250", "354", "550 5.7.1"],
+    );
+    // No Return-Path.
+    h.expect(
+        "MAIL FROM:<mjl@mox.example>\r\nRCPT TO:<remote@example.org>\r\nDATA\r\nReturn-Path: <x@y>\r\nFrom: <mjl@mox.example>\r\n\r\nx\r\n.\r\n",
+        &["250", "250", "354", "550 5.6.0"],
+    );
+    // Message-Id and Date added when missing.
+    h.expect(
+        "MAIL FROM:<mjl@mox.example>\r\nRCPT TO:<remote@example.org>\r\nDATA\r\nFrom: <mjl@mox.example>\r\n\r\nx\r\n.\r\n",
+        &["250", "250", "354", "250 2.0.0"],
+    );
+    let text = String::from_utf8(h.stored()[0].message.clone()).unwrap();
+    assert!(text.contains("\r\nMessage-Id: <"), "{text}");
+    assert!(text.contains("\r\nDate: "), "{text}");
+    assert!(text.contains("with ESMTPA"), "{text}");
+    assert_eq!(h.stored()[0].account.as_deref(), Some("mjl"));
+    // Kept as is when present.
+    h.expect(&format!("MAIL FROM:<mjl@mox.example>\r\nRCPT TO:<remote@example.org>\r\nDATA\r\n{SUBMIT}.\r\n"), &["250", "250", "354", "250"]);
+    let text = String::from_utf8(h.stored()[1].message.clone()).unwrap();
+    assert_eq!(text.matches("Message-Id:").count(), 1);
+}
+
+#[test]
+fn tls_required_header_and_requiretls() {
+    // Without TLS REQUIRETLS is refused, so only the header part can be checked here; the
+    // REQUIRETLS parameter is covered in the STARTTLS tests.
+    let mut h = authed();
+    let with_header = "From: <mjl@mox.example>\r\nTLS-Required: No\r\n\r\nx\r\n";
+    let bogus = "From: <mjl@mox.example>\r\nTLS-Required: No\r\nTLS-Required: bogus\r\n\r\nx\r\n";
+    for m in [with_header, bogus, SUBMIT] {
+        h.expect(&format!("MAIL FROM:<mjl@mox.example>\r\nRCPT TO:<r@example.org>\r\nDATA\r\n{m}.\r\n"), &["250", "250", "354", "250"]);
+    }
+    let got: Vec<Option<bool>> = h.stored().iter().map(|t| t.requiretls).collect();
+    assert_eq!(got, vec![Some(false), None, None]);
+}
+
+#[test]
+fn future_release() {
+    let now = TestClock::new().now();
+    let day = 86_400i64;
+    let cases: Vec<(String, &str)> = vec![
+        (" HOLDFOR=1".into(), "250"),
+        (format!(" HOLDUNTIL={}", UnixTime(now.wall.0 + 60).rfc3339()), "250"),
+        (" HOLDFOR=0".into(), "501"),
+        (format!(" HOLDFOR={}", 60 * day + 60), "554"),
+        (format!(" HOLDUNTIL={}", UnixTime(now.wall.0 - 60).rfc3339()), "554"),
+        (format!(" HOLDUNTIL={}", UnixTime(now.wall.0 + 60 * day + 60).rfc3339()), "554"),
+        (" HOLDUNTIL=2024-02-10T17:28:00+00:00".into(), "501"),
+        (" HOLDUNTIL=24-02-10T17:28:00Z".into(), "501"),
+        (" HOLDFOR=1 HOLDFOR=1".into(), "501"),
+        (format!(" HOLDFOR=1 HOLDUNTIL={}", UnixTime(now.wall.0 + 3600).rfc3339()), "501"),
+    ];
+    for (params, want) in cases {
+        let mut h = authed();
+        h.expect(&format!("MAIL FROM:<mjl@mox.example>{params}\r\n"), &[want]);
+    }
+    let mut h = authed();
+    h.expect(
+        &format!("MAIL FROM:<mjl@mox.example> HOLDFOR=3600\r\nRCPT TO:<r@example.org>\r\nDATA\r\n{SUBMIT}.\r\n"),
+        &["250", "250", "354", "250"],
+    );
+    assert_eq!(h.stored()[0].hold_until, Some(UnixTime(h.clock.now().wall.0 + 3600)));
+}
+
+#[test]
+fn futurerelease_announced_on_submission() {
+    let mut h = greeted(submission_config());
+    h.send_str("EHLO c.example\r\n");
+    let r = h.replies();
+    assert!(r[0].contains("|FUTURERELEASE 5184000 "), "{r:?}");
+    assert!(r[0].contains("|AUTH SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5 PLAIN LOGIN|"), "{r:?}");
+}
+
+// ---- TLS ----
+
+fn tls_config() -> ServerConfig {
+    let mut c = submission_config();
+    c.require_tls_for_auth = true;
+    c.tls = Some(testkit::server_tls());
+    c
+}
+
+/// Runs STARTTLS from the client side and completes the handshake.
+fn starttls(h: &mut H) {
+    h.expect("STARTTLS\r\n", &["220 2.0.0"]);
+    h.client_tls = Some(crate::tls::TlsLayer::client(testkit::client_tls(), "mox.example").unwrap());
+    // Handshake: move bytes until both sides are done.
+    for _ in 0..10 {
+        h.send(b"");
+        let mut out = Vec::new();
+        if let Some(t) = h.client_tls.as_mut() {
+            t.take_ciphertext(&mut out);
+        }
+        if out.is_empty() && !h.client_tls.as_ref().unwrap().is_handshaking() {
+            break;
+        }
+        let now = h.clock.now();
+        let n = h.s.handle(now, Input::Received(&out)).unwrap();
+        assert_eq!(n, out.len());
+        h.drain();
+    }
+    assert!(!h.client_tls.as_ref().unwrap().is_handshaking(), "handshake did not complete");
+    assert!(h.s.is_tls());
+}
+
+#[test]
+fn starttls_then_auth_with_channel_binding() {
+    use crate::sasl::{ClientAuth, Mechanism};
+    let mut h = greeted(tls_config());
+    h.send_str("EHLO c.example\r\n");
+    let caps = h.replies();
+    assert!(caps[0].contains("|STARTTLS|"), "{caps:?}");
+    starttls(&mut h);
+    assert!(h.events.iter().any(|e| matches!(e, Event::TlsEstablished(_))));
+    // State was reset: EHLO is needed again.
+    h.expect("MAIL FROM:<mjl@mox.example>\r\n", &["503 5.5.1"]);
+    h.send_str("EHLO c.example\r\n");
+    let caps = h.replies();
+    assert!(caps[0].contains("|REQUIRETLS|"), "{caps:?}");
+    assert!(caps[0].contains("AUTH SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-256"), "{caps:?}");
+    assert!(!caps[0].contains("STARTTLS"), "{caps:?}");
+    h.expect("STARTTLS\r\n", &["503 5.5.1"]);
+
+    let cb = h.client_tls.as_ref().unwrap().channel_binding();
+    assert!(cb.is_some());
+    let mut rng = Rng::new(3);
+    let mut client = ClientAuth::new(Mechanism::ScramSha256Plus, "mjl@mox.example", "testtest", &mut rng, cb);
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let ir = client.initial_response().unwrap();
+    h.send_str(&format!("AUTH SCRAM-SHA-256-PLUS {}\r\n", b64(&ir)));
+    let mut last = String::new();
+    for _ in 0..4 {
+        last = h.replies().pop().unwrap();
+        let Some(c) = last.strip_prefix("334 ") else { break };
+        let c = base64::engine::general_purpose::STANDARD.decode(c).unwrap();
+        let resp = client.respond(&c).unwrap_or_default();
+        h.send_str(&format!("{}\r\n", b64(&resp)));
+    }
+    assert!(last.starts_with("235 2.7.0"), "{last}");
+    client.finish().unwrap();
+    // REQUIRETLS is accepted inside TLS and recorded.
+    h.expect(
+        &format!("MAIL FROM:<mjl@mox.example> REQUIRETLS\r\nRCPT TO:<r@example.org>\r\nDATA\r\n{SUBMIT}.\r\n"),
+        &["250", "250", "354", "250"],
+    );
+    let t = &h.stored()[0];
+    assert_eq!(t.requiretls, Some(true));
+    assert!(t.tls.is_some());
+    assert!(String::from_utf8_lossy(&t.message).contains("with ESMTPSA"));
+}
+
+/// Plaintext pipelined after STARTTLS must never be executed inside TLS (CVE-2011-0411
+/// style command injection): the session ends instead.
+#[test]
+fn commands_pipelined_after_starttls_are_not_executed() {
+    let mut h = greeted(tls_config());
+    h.expect("EHLO c.example\r\n", &["250"]);
+    let now = h.clock.now();
+    let r = h.s.handle(now, Input::Received(b"STARTTLS\r\nMAIL FROM:<mjl@mox.example>\r\n"));
+    assert!(r.is_err());
+    h.drain();
+    assert!(h.closed);
+    assert!(h.stored().is_empty());
+}
+
+#[test]
+fn implicit_tls_greets_after_handshake() {
+    let mut c = tls_config();
+    c.implicit_tls = true;
+    let clock = TestClock::new();
+    let peer = Peer { ip: "192.0.2.10".parse().unwrap(), cid: 1 };
+    let s = ServerSession::new(Arc::new(c), peer, clock.now()).unwrap();
+    let mut h = H {
+        s,
+        clock,
+        world: World::new(),
+        inbuf: Vec::new(),
+        tx: Vec::new(),
+        received: Vec::new(),
+        closed: false,
+        events: Vec::new(),
+        held: VecDeque::new(),
+        hold_effects: false,
+        client_tls: Some(crate::tls::TlsLayer::client(testkit::client_tls(), "mox.example").unwrap()),
+        parser: ReplyParser::new(),
+    };
+    h.drain();
+    for _ in 0..10 {
+        h.send(b"");
+    }
+    assert_eq!(h.replies(), vec!["220 mox.example ESMTP rmox".to_string()]);
+    h.send_str("EHLO c.example\r\n");
+    assert!(h.replies()[0].contains("AUTH SCRAM-SHA-256-PLUS"));
+}
+
+// ---- Properties ----
+
+fn transcript(chunks: &[usize]) -> Vec<String> {
+    let script = format!(
+        "EHLO c.example\r\nMAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nRCPT TO:<unknown@mox.example>\r\nDATA\r\n{MSG}..dot\r\n.\r\nBDAT 3\r\nabcRSET\r\nNOOP\r\nQUIT\r\n"
+    );
+    let bytes = script.as_bytes();
+    let mut h = H::new(config());
+    let mut pos = 0;
+    let mut i = 0;
+    while pos < bytes.len() {
+        let n = chunks.get(i).copied().unwrap_or(bytes.len()).max(1).min(bytes.len() - pos);
+        h.send(&bytes[pos..pos + n]);
+        pos += n;
+        i += 1;
+    }
+    let mut r = h.replies();
+    r.push(format!("stored={}", h.stored().len()));
+    if let Some(t) = h.stored().first() {
+        r.push(String::from_utf8_lossy(&t.message[t.message.len() - 30..]).to_string());
+    }
+    r
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Any split of the input bytes gives the same replies and the same stored message.
+    #[test]
+    fn chunking_invariance(chunks in proptest::collection::vec(1usize..40, 0..200)) {
+        let whole = transcript(&[]);
+        prop_assert_eq!(transcript(&chunks), whole);
+    }
+
+    /// Arbitrary bytes never panic the session, in any phase.
+    #[test]
+    fn arbitrary_input_never_panics(prefix in 0usize..4, junk in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let mut h = greeted(config());
+        let prefixes = ["", "EHLO x.example\r\n", "EHLO x.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n", "EHLO x.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nBDAT 100\r\n"];
+        h.send_str(prefixes[prefix]);
+        h.send(&junk);
+        let _ = h.replies();
+    }
+}

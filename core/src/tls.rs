@@ -1,0 +1,191 @@
+//! TLS as one more sans-IO layer: every rustls call of the crate lives here.
+//!
+//! A [`TlsLayer`] wraps a rustls connection (server or client side). The session feeds it
+//! ciphertext from the peer, reads decrypted plaintext out, writes plaintext in and takes
+//! ciphertext to transmit. rustls' buffer API is still moving upstream, which is why no
+//! other module touches it.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+/// Why the TLS layer failed. The session cannot continue after any of these.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The peer sent something that is not valid TLS, or the handshake failed (certificate
+    /// refused, no common cipher, bad record).
+    #[error("tls: {0}")]
+    Protocol(#[from] rustls::Error),
+    /// The TLS configuration cannot make a connection (e.g. an invalid server name).
+    #[error("tls setup: {0}")]
+    Setup(String),
+}
+
+/// Facts about an established TLS connection, for logs and Received headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// Protocol version, e.g. `TLSv1.3`.
+    pub version: String,
+    /// Cipher suite, e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub cipher: String,
+    /// Server name the client asked for (server side), if any.
+    pub sni: Option<String>,
+}
+
+/// A rustls connection driven with byte buffers.
+pub struct TlsLayer {
+    conn: rustls::Connection,
+}
+
+impl std::fmt::Debug for TlsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsLayer")
+            .field("handshaking", &self.conn.is_handshaking())
+            .finish()
+    }
+}
+
+/// Label of the `tls-exporter` channel binding (RFC 9266).
+const EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
+
+impl TlsLayer {
+    /// Server side of a connection.
+    pub fn server(config: Arc<rustls::ServerConfig>) -> Result<TlsLayer, TlsError> {
+        let conn = rustls::ServerConnection::new(config)?;
+        Ok(TlsLayer { conn: conn.into() })
+    }
+
+    /// Client side of a connection to `server_name` (a DNS name or an IP address).
+    pub fn client(config: Arc<rustls::ClientConfig>, server_name: &str) -> Result<TlsLayer, TlsError> {
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| TlsError::Setup(format!("server name {server_name:?}: {e}")))?;
+        let conn = rustls::ClientConnection::new(config, name)?;
+        Ok(TlsLayer { conn: conn.into() })
+    }
+
+    /// Feeds ciphertext from the peer, appends any decrypted plaintext to `plain`. Returns the
+    /// number of input bytes consumed (rustls may refuse more while its buffers are full).
+    pub fn feed(&mut self, mut input: &[u8], plain: &mut Vec<u8>) -> Result<usize, TlsError> {
+        let total = input.len();
+        while !input.is_empty() {
+            let n = match self.conn.read_tls(&mut input) {
+                Ok(0) => break,
+                Ok(n) => n,
+                // rustls refuses more input while its plaintext buffer is full: drain it first.
+                Err(_) => {
+                    self.process(plain)?;
+                    match self.conn.read_tls(&mut input) {
+                        Ok(n) if n > 0 => n,
+                        _ => break,
+                    }
+                }
+            };
+            let _ = n;
+            self.process(plain)?;
+        }
+        Ok(total - input.len())
+    }
+
+    fn process(&mut self, plain: &mut Vec<u8>) -> Result<(), TlsError> {
+        let state = self.conn.process_new_packets()?;
+        let avail = state.plaintext_bytes_to_read();
+        if avail > 0 {
+            let start = plain.len();
+            plain.resize(start + avail, 0);
+            let got = match self.conn.reader().read(&mut plain[start..]) {
+                Ok(n) => n,
+                Err(_) => 0,
+            };
+            plain.truncate(start + got);
+        }
+        Ok(())
+    }
+
+    /// Queues plaintext for the peer (buffered by rustls until the handshake completes).
+    pub fn write_plain(&mut self, data: &[u8]) {
+        // Writing to rustls' in-memory buffer cannot fail except on a closed connection,
+        // in which case the data is dropped with the connection anyway.
+        let _ = self.conn.writer().write_all(data);
+    }
+
+    /// Appends ciphertext waiting to be sent to `out`.
+    pub fn take_ciphertext(&mut self, out: &mut Vec<u8>) {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(out) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Sends a close_notify alert (taken with the next [`TlsLayer::take_ciphertext`]).
+    pub fn close(&mut self) {
+        self.conn.send_close_notify();
+    }
+
+    /// Whether the handshake is still in progress.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// The `tls-exporter` channel binding value (RFC 9266), once the handshake is done.
+    pub fn channel_binding(&self) -> Option<Vec<u8>> {
+        if self.conn.is_handshaking() {
+            return None;
+        }
+        self.conn
+            .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
+            .ok()
+            .map(|k| k.to_vec())
+    }
+
+    /// Version, cipher and SNI of the established connection.
+    pub fn info(&self) -> Option<TlsInfo> {
+        let version = self.conn.protocol_version()?;
+        let cipher = self.conn.negotiated_cipher_suite()?;
+        let sni = match &self.conn {
+            rustls::Connection::Server(s) => s.server_name().map(str::to_string),
+            rustls::Connection::Client(_) => None,
+        };
+        Some(TlsInfo {
+            version: match version {
+                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+                v => format!("{v:?}"),
+            },
+            cipher: format!("{:?}", cipher.suite()),
+            sni,
+        })
+    }
+
+    /// The peer's end-entity certificate (DER), if it sent one.
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        self.conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec())
+    }
+}
+
+/// The process-wide crypto provider (ring), for building configs.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server config from a certificate chain and key in PEM form.
+pub fn server_config_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Setup(format!("certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::Setup("no certificate in PEM".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Setup(format!("private key: {e}")))?;
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(Arc::new(cfg))
+}
