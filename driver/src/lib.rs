@@ -1,0 +1,172 @@
+//! rmox-driver: the one async loop that drives rmox's sans-IO server session over any
+//! byte stream, written once for every runtime.
+//!
+//! A runtime crate supplies three things through [`Runtime`]: a timer, a way to run
+//! blocking work (storage calls) off its reactor, and streams implementing `futures-io`
+//! (tokio's through `tokio-util`'s compat layer). Everything about SMTP stays in the core
+//! machine; this loop only moves bytes, deadlines and effect answers. Nothing here needs
+//! `Send`: glommio tasks are `!Send`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
+use rmox_core::server::{Completion, Effect, Event, Input, Output, ServerSession};
+use rmox_core::{Now, UnixTime};
+
+/// What the driver needs from a runtime.
+pub trait Runtime: Clone + 'static {
+    /// Completes at `at` (or at once when `at` has passed).
+    fn sleep_until(&self, at: Instant) -> Pin<Box<dyn Future<Output = ()>>>;
+    /// Runs a blocking function on the runtime's blocking pool.
+    fn unblock<T: Send + 'static>(
+        &self,
+        f: Box<dyn FnOnce() -> T + Send + 'static>,
+    ) -> Pin<Box<dyn Future<Output = T>>>;
+}
+
+/// Answers the session's effects from storage and configuration. Called on the blocking
+/// pool; implementations may block (disk, fsync).
+pub trait Answerer: Send + Sync + 'static {
+    /// Performs `effect` and returns its answer.
+    fn answer(&self, effect: Effect) -> Completion;
+    /// A session event, for logging and policy counters (auth failures).
+    fn event(&self, cid: u64, event: &Event) {
+        let _ = (cid, event);
+    }
+}
+
+/// The current time from the operating system's clocks: only drivers read clocks.
+pub fn now() -> Now {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Now {
+        mono: Instant::now(),
+        wall: UnixTime(wall),
+    }
+}
+
+/// Why a connection ended abnormally (logged, never shown to the peer).
+#[derive(Debug)]
+pub enum ConnError {
+    /// Reading or writing the socket failed.
+    Io(std::io::Error),
+    /// The session ended with an error (TLS failure, protocol violation).
+    Session(rmox_core::server::SessionError),
+}
+
+impl std::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnError::Io(e) => write!(f, "i/o: {e}"),
+            ConnError::Session(e) => write!(f, "session: {e}"),
+        }
+    }
+}
+
+/// Unconsumed input kept before the connection is dropped.
+const MAX_UNCONSUMED: usize = 8 << 20;
+
+/// Size of one socket read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Drives `session` over `stream` until it closes. Bytes the session did not consume yet
+/// stay buffered and are offered again after the next input (backpressure: while the
+/// session waits for an effect it consumes nothing and we stop reading).
+pub async fn serve<S, R>(
+    rt: R,
+    mut stream: S,
+    mut session: ServerSession,
+    answerer: Arc<dyn Answerer>,
+    cid: u64,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: Runtime,
+{
+    let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut tx: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut eof = false;
+    loop {
+        // Drain outputs until idle.
+        let deadline = loop {
+            match session.poll(now(), &mut tx) {
+                Output::Transmit => {
+                    stream.write_all(&tx).await.map_err(ConnError::Io)?;
+                    tx.clear();
+                }
+                Output::Effect(token, effect) => {
+                    let a = Arc::clone(&answerer);
+                    let completion = rt.unblock(Box::new(move || a.answer(effect))).await;
+                    session
+                        .handle(now(), Input::Completed(token, completion))
+                        .map_err(ConnError::Session)?;
+                    offer(&mut session, &mut inbuf)?;
+                }
+                Output::Event(ev) => {
+                    tracing::debug!(cid, event = ?ev, "smtp");
+                    answerer.event(cid, &ev);
+                }
+                Output::Idle { deadline } => break deadline,
+                Output::Close => {
+                    let _ = stream.flush().await;
+                    let _ = stream.close().await;
+                    return Ok(());
+                }
+            }
+        };
+        stream.flush().await.map_err(ConnError::Io)?;
+        if eof {
+            session.handle(now(), Input::PeerClosed).map_err(ConnError::Session)?;
+            continue;
+        }
+        // Wait for input or the deadline.
+        if let Some(d) = deadline {
+            if Instant::now() >= d {
+                session.handle(now(), Input::Timeout).map_err(ConnError::Session)?;
+                offer(&mut session, &mut inbuf)?;
+                continue;
+            }
+        }
+        let read = async { Some(stream.read(&mut chunk).await) };
+        let timer = async {
+            match deadline {
+                Some(d) => rt.sleep_until(d).await,
+                None => futures_lite::future::pending::<()>().await,
+            }
+            None
+        };
+        match read.or(timer).await {
+            Some(Ok(0)) => eof = true,
+            Some(Ok(n)) => {
+                if inbuf.len() > MAX_UNCONSUMED {
+                    return Err(ConnError::Io(std::io::Error::other("peer sends faster than the session consumes")));
+                }
+                inbuf.extend_from_slice(&chunk[..n]);
+                offer(&mut session, &mut inbuf)?;
+            }
+            Some(Err(e)) => return Err(ConnError::Io(e)),
+            None => {
+                session.handle(now(), Input::Timeout).map_err(ConnError::Session)?;
+                offer(&mut session, &mut inbuf)?;
+            }
+        }
+    }
+}
+
+/// Offers buffered input to the session and drops what it consumed.
+fn offer(session: &mut ServerSession, inbuf: &mut Vec<u8>) -> Result<(), ConnError> {
+    if inbuf.is_empty() {
+        return Ok(());
+    }
+    let n = session
+        .handle(now(), Input::Received(inbuf))
+        .map_err(ConnError::Session)?;
+    inbuf.drain(..n.min(inbuf.len()));
+    Ok(())
+}
