@@ -12,7 +12,7 @@ pub mod reply;
 pub use address::{Address, AddressError, Domain, ForwardPath, Host, Localpart, ReversePath};
 pub use command::{Body, Command, CommandError, Hold, MailParams, Notify, RcptParams, Ret};
 pub use data::{DataEnd, DataReader};
-pub use line::LineResult;
+pub use line::{split_line, LineResult};
 pub use reply::{Enhanced, Reply, ReplyError, ReplyParser};
 
 /// Longest command line accepted, CRLF included (RFC 5321 4.5.3.1.4 says 512; extensions
