@@ -37,6 +37,7 @@
 
 pub mod dns;
 pub mod rng;
+pub mod sasl;
 pub mod smtp;
 pub mod time;
 pub mod timer;
