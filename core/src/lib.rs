@@ -38,6 +38,7 @@
 pub mod dns;
 pub mod message;
 pub mod rng;
+pub mod sasl;
 pub mod server;
 pub mod smtp;
 #[cfg(test)]
