@@ -100,7 +100,6 @@ fn derive_from_bytes(pw: &[u8]) -> CramMd5Credentials {
 }
 
 /// Lower-case hex of a digest.
-#[allow(dead_code)] // used by the client side (next commit)
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);

@@ -18,11 +18,13 @@
 //!
 //! Randomness (nonces, the CRAM-MD5 challenge) comes from a [`crate::Rng`] passed in.
 
+mod client;
 mod cram;
 mod md5;
 mod scram;
 mod server;
 
+pub use client::{ClientAuth, ClientAuthError, SCRAM_MAX_ITERATIONS};
 pub use cram::{derive_cram_md5, CramMd5Credentials, CRAM_MD5_CREDENTIALS_LEN};
 pub use scram::{derive_scram, ScramCredentials, ScramHash, SCRAM_DEFAULT_ITERATIONS};
 pub use server::{AuthFailure, ServerAuth, ServerStep};

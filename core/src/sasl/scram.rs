@@ -91,7 +91,6 @@ pub struct ScramCredentials {
 }
 
 /// The keys derived from a salted password.
-#[allow(dead_code)] // client_key is used by the client side (next commit)
 pub(crate) struct Keys {
     pub(crate) client_key: Vec<u8>,
     pub(crate) stored_key: Vec<u8>,
@@ -152,7 +151,6 @@ pub(crate) fn b64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Escapes a user name for `n=`/`a=`: `,` to `=2C` and `=` to `=3D`.
-#[allow(dead_code)] // used by the client side (next commit)
 pub(crate) fn encode_saslname(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {

@@ -1270,6 +1270,34 @@ mod tests {
         ));
     }
 
+    /// The fake keys of an unknown user are derivable by anyone who knows the salt key
+    /// (by default derived from the host name): a proof made with them must still fail.
+    #[test]
+    fn scram_forged_proof_for_unknown_user_refused() {
+        let h = ScramHash::Sha256;
+        let step = scram_run(
+            Mechanism::ScramSha256,
+            None,
+            "n,,n=ghost,r=CNONCE",
+            None,
+            |sf| {
+                let salted = h.hmac(b"rmox fake SCRAM salt x", b"fake keys");
+                let k = scram::keys(h, &salted);
+                let without = format!(
+                    "c=biws,r={}",
+                    sf.split(',').next().unwrap().strip_prefix("r=").unwrap()
+                );
+                let am = format!("n=ghost,r=CNONCE,{sf},{without}");
+                let sig = scram::client_signature(h, &k.stored_key, am.as_bytes());
+                format!(
+                    "{without},p={}",
+                    b64_encode(&scram::xor(&k.client_key, &sig))
+                )
+            },
+        );
+        assert_eq!(step, ServerStep::Failure(AuthFailure::BadCredentials));
+    }
+
     #[test]
     fn scram_unknown_user_looks_real() {
         let first = "n,,n=ghost,r=CNONCE";
