@@ -11,7 +11,7 @@ pub mod reply;
 
 pub use address::{Address, AddressError, Domain, ForwardPath, Host, Localpart, ReversePath};
 pub use command::{Body, Command, CommandError, Hold, MailParams, Notify, RcptParams, Ret};
-pub use data::{DataEnd, DataReader};
+pub use data::{dot_stuff, DataEnd, DataReader};
 pub use line::{split_line, LineResult};
 pub use reply::{Enhanced, Reply, ReplyError, ReplyParser};
 
