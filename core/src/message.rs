@@ -58,8 +58,14 @@ pub fn fields(header: &[u8]) -> impl Iterator<Item = Field<'_>> {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &s[start..end]
 }
 
@@ -109,7 +115,10 @@ mod tests {
         assert_eq!(f.len(), 3);
         assert_eq!(f[1].name, b"Subject");
         assert_eq!(f[1].value, b" x\r\n  y");
-        assert_eq!(values(h, "tls-required").collect::<Vec<_>>(), vec![b"No".as_slice()]);
+        assert_eq!(
+            values(h, "tls-required").collect::<Vec<_>>(),
+            vec![b"No".as_slice()]
+        );
         assert!(has_field(h, "FROM"));
         assert!(!has_field(h, "Date"));
     }

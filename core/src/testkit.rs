@@ -65,8 +65,9 @@ fn pki() -> &'static Pki {
     PKI.get_or_init(|| {
         let ck = rcgen::generate_simple_self_signed(vec!["mox.example".to_string()]).unwrap();
         let cert_pem = ck.cert.pem();
-        let key_pem = ck.signing_key.serialize_pem();
-        let server = crate::tls::server_config_from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+        let key_pem = ck.key_pair.serialize_pem();
+        let server =
+            crate::tls::server_config_from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
         Pki {
             cert_der: ck.cert.der().to_vec(),
             server,
@@ -83,7 +84,9 @@ pub fn server_tls() -> Arc<rustls::ServerConfig> {
 pub fn client_tls() -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(rustls::pki_types::CertificateDer::from(pki().cert_der.clone()))
+        .add(rustls::pki_types::CertificateDer::from(
+            pki().cert_der.clone(),
+        ))
         .unwrap();
     let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
@@ -96,7 +99,10 @@ pub fn client_tls() -> Arc<rustls::ClientConfig> {
 /// Where the shared test material lives (`../shared/vectors` next to the repository).
 pub fn vectors_dir() -> std::path::PathBuf {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for up in [manifest.join("../../shared/vectors"), manifest.join("../shared/vectors")] {
+    for up in [
+        manifest.join("../../shared/vectors"),
+        manifest.join("../shared/vectors"),
+    ] {
         if up.is_dir() {
             return up;
         }
@@ -106,7 +112,8 @@ pub fn vectors_dir() -> std::path::PathBuf {
 
 /// The fake end-of-data sequences from `smtp-smuggling/smuggling_vectors.json`, named.
 pub fn smuggling_vectors() -> Vec<(String, Vec<u8>)> {
-    let text = std::fs::read_to_string(vectors_dir().join("smtp-smuggling/smuggling_vectors.json")).unwrap();
+    let text = std::fs::read_to_string(vectors_dir().join("smtp-smuggling/smuggling_vectors.json"))
+        .unwrap();
     // A tiny extraction of the JSON string values that are sequences (short, only CR, LF,
     // NUL and dots), so that no JSON dependency is needed.
     let mut out = Vec::new();
@@ -124,13 +131,19 @@ pub fn smuggling_vectors() -> Vec<(String, Vec<u8>)> {
         if !decoded.is_empty()
             && decoded.len() <= 8
             && decoded.contains('.')
-            && decoded.bytes().all(|b| matches!(b, b'\r' | b'\n' | b'\0' | b'.'))
-            && decoded != "\r\n.\r\n"
+            && decoded
+                .bytes()
+                .all(|b| matches!(b, b'\r' | b'\n' | b'\0' | b'.'))
+            && !decoded.contains("\r\n.\r\n")
         {
             n += 1;
             out.push((format!("{n}:{raw}"), decoded.into_bytes()));
         }
     }
-    assert!(out.len() >= 20, "too few smuggling vectors found: {}", out.len());
+    assert!(
+        out.len() >= 20,
+        "too few smuggling vectors found: {}",
+        out.len()
+    );
     out
 }

@@ -56,7 +56,10 @@ impl TlsLayer {
     }
 
     /// Client side of a connection to `server_name` (a DNS name or an IP address).
-    pub fn client(config: Arc<rustls::ClientConfig>, server_name: &str) -> Result<TlsLayer, TlsError> {
+    pub fn client(
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> Result<TlsLayer, TlsError> {
         let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
             .map_err(|e| TlsError::Setup(format!("server name {server_name:?}: {e}")))?;
         let conn = rustls::ClientConnection::new(config, name)?;
@@ -173,7 +176,10 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A server config from a certificate chain and key in PEM form.
-pub fn server_config_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
@@ -182,7 +188,8 @@ pub fn server_config_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rus
     if certs.is_empty() {
         return Err(TlsError::Setup("no certificate in PEM".into()));
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Setup(format!("private key: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| TlsError::Setup(format!("private key: {e}")))?;
     let cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

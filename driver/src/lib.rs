@@ -122,13 +122,17 @@ where
         };
         stream.flush().await.map_err(ConnError::Io)?;
         if eof {
-            session.handle(now(), Input::PeerClosed).map_err(ConnError::Session)?;
+            session
+                .handle(now(), Input::PeerClosed)
+                .map_err(ConnError::Session)?;
             continue;
         }
         // Wait for input or the deadline.
         if let Some(d) = deadline {
             if Instant::now() >= d {
-                session.handle(now(), Input::Timeout).map_err(ConnError::Session)?;
+                session
+                    .handle(now(), Input::Timeout)
+                    .map_err(ConnError::Session)?;
                 offer(&mut session, &mut inbuf)?;
                 continue;
             }
@@ -145,14 +149,18 @@ where
             Some(Ok(0)) => eof = true,
             Some(Ok(n)) => {
                 if inbuf.len() > MAX_UNCONSUMED {
-                    return Err(ConnError::Io(std::io::Error::other("peer sends faster than the session consumes")));
+                    return Err(ConnError::Io(std::io::Error::other(
+                        "peer sends faster than the session consumes",
+                    )));
                 }
                 inbuf.extend_from_slice(&chunk[..n]);
                 offer(&mut session, &mut inbuf)?;
             }
             Some(Err(e)) => return Err(ConnError::Io(e)),
             None => {
-                session.handle(now(), Input::Timeout).map_err(ConnError::Session)?;
+                session
+                    .handle(now(), Input::Timeout)
+                    .map_err(ConnError::Session)?;
                 offer(&mut session, &mut inbuf)?;
             }
         }

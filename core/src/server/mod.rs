@@ -412,12 +412,28 @@ enum Phase {
 /// What a pending effect's answer continues.
 enum Pending {
     Connection,
-    Sender { txn: Txn },
-    Recipient { path: ForwardPath, params: RcptParams },
-    Password { auth: AuthPhase, username: String },
-    Credentials { auth: AuthPhase, username: String },
-    FromHeader { txn: Box<Transaction> },
-    Store { size: usize, recipients: usize },
+    Sender {
+        txn: Txn,
+    },
+    Recipient {
+        path: ForwardPath,
+        params: RcptParams,
+    },
+    Password {
+        auth: AuthPhase,
+        username: String,
+    },
+    Credentials {
+        auth: AuthPhase,
+        username: String,
+    },
+    FromHeader {
+        txn: Box<Transaction>,
+    },
+    Store {
+        size: usize,
+        recipients: usize,
+    },
 }
 
 /// One SMTP server session.
@@ -470,7 +486,11 @@ const MAX_PLAIN_BUFFER: usize = 1 << 20;
 impl ServerSession {
     /// A new session for a connection from `peer`. The connection policy is asked first
     /// ([`Effect::CheckConnection`]); the greeting follows its acceptance.
-    pub fn new(config: Arc<ServerConfig>, peer: Peer, now: Now) -> Result<ServerSession, SessionError> {
+    pub fn new(
+        config: Arc<ServerConfig>,
+        peer: Peer,
+        now: Now,
+    ) -> Result<ServerSession, SessionError> {
         let mut seed = Rng::new(config.seed ^ peer.cid.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let rng = seed.child();
         let tls = match (&config.tls, config.implicit_tls) {
@@ -509,7 +529,8 @@ impl ServerSession {
             error: None,
         };
         if s.tls.is_some() {
-            s.timers.set(Timer::Handshake, now.mono + s.config.tls_handshake_timeout);
+            s.timers
+                .set(Timer::Handshake, now.mono + s.config.tls_handshake_timeout);
         }
         s.effect(Pending::Connection, Effect::CheckConnection { ip: peer.ip });
         Ok(s)
@@ -556,8 +577,15 @@ impl ServerSession {
             }
             Input::Shutdown => {
                 self.shutting_down = true;
-                if matches!(self.phase, Phase::Command) && self.pending.is_none() && self.txn.is_none() {
-                    self.reply(Reply::new(421, Some(Enhanced::new(4, 3, 2)), "shutting down"));
+                if matches!(self.phase, Phase::Command)
+                    && self.pending.is_none()
+                    && self.txn.is_none()
+                {
+                    self.reply(Reply::new(
+                        421,
+                        Some(Enhanced::new(4, 3, 2)),
+                        "shutting down",
+                    ));
                     self.finish("shutting down");
                 }
                 0
@@ -627,7 +655,11 @@ impl ServerSession {
         self.reply(r);
         self.errors += 1;
         if self.errors > self.config.max_errors && self.delivered == 0 {
-            self.reply(Reply::new(550, Some(Enhanced::new(5, 1, 0)), "too many failures"));
+            self.reply(Reply::new(
+                550,
+                Some(Enhanced::new(5, 1, 0)),
+                "too many failures",
+            ));
             self.finish("too many failures");
         }
     }
@@ -702,12 +734,12 @@ impl ServerSession {
             return;
         }
         match self.phase {
-            Phase::Data(_) | Phase::Bdat(_) => {
-                self.timers.set(Timer::Data, now.mono + self.config.data_timeout)
-            }
-            Phase::Command | Phase::Auth(_) => {
-                self.timers.set(Timer::Command, now.mono + self.config.command_timeout)
-            }
+            Phase::Data(_) | Phase::Bdat(_) => self
+                .timers
+                .set(Timer::Data, now.mono + self.config.data_timeout),
+            Phase::Command | Phase::Auth(_) => self
+                .timers
+                .set(Timer::Command, now.mono + self.config.command_timeout),
             Phase::Closed => {}
         }
     }
@@ -745,7 +777,9 @@ impl ServerSession {
                     }
                 }
                 Phase::Bdat(bp) => {
-                    let take = usize::try_from(bp.remaining).unwrap_or(usize::MAX).min(rest.len());
+                    let take = usize::try_from(bp.remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(rest.len());
                     if bp.discard.is_none() {
                         if let Some(msg) = self.bdat_msg.as_mut() {
                             if (msg.len() + take) as u64 <= self.config.max_message_size {
@@ -807,7 +841,10 @@ impl ServerSession {
         match TlsLayer::server(tc) {
             Ok(t) => {
                 self.tls = Some(t);
-                self.timers.set(Timer::Handshake, now.mono + self.config.tls_handshake_timeout);
+                self.timers.set(
+                    Timer::Handshake,
+                    now.mono + self.config.tls_handshake_timeout,
+                );
                 // RFC 3207 4.2: forget everything learned before TLS.
                 self.ehlo = None;
                 self.esmtp = false;
@@ -834,7 +871,11 @@ impl ServerSession {
                 }
                 Timer::Command | Timer::Data | Timer::Handshake => {
                     if self.tls_announced || t != Timer::Handshake {
-                        self.reply(Reply::new(421, Some(Enhanced::new(4, 4, 2)), "timeout, closing"));
+                        self.reply(Reply::new(
+                            421,
+                            Some(Enhanced::new(4, 4, 2)),
+                            "timeout, closing",
+                        ));
                     }
                     self.finish("timeout");
                 }
@@ -860,7 +901,11 @@ impl ServerSession {
                 let r = e.reply();
                 if self.commands == 1 && r.code == 500 {
                     // Not SMTP at all (e.g. HTTP): say so and hang up.
-                    self.reply(Reply::new(500, Some(Enhanced::new(5, 5, 2)), "please try again speaking smtp"));
+                    self.reply(Reply::new(
+                        500,
+                        Some(Enhanced::new(5, 5, 2)),
+                        "please try again speaking smtp",
+                    ));
                     self.finish("non-smtp first command");
                 } else {
                     self.reply_error(r);
@@ -870,7 +915,11 @@ impl ServerSession {
         };
         self.event(Event::Command(verb(&cmd).to_string()));
         if self.shutting_down && !matches!(cmd, Command::Quit) {
-            self.reply(Reply::new(421, Some(Enhanced::new(4, 3, 2)), "shutting down"));
+            self.reply(Reply::new(
+                421,
+                Some(Enhanced::new(4, 3, 2)),
+                "shutting down",
+            ));
             self.finish("shutting down");
             return false;
         }
@@ -878,9 +927,10 @@ impl ServerSession {
             Command::Ehlo(host) => self.cmd_hello(now, host, true),
             Command::Helo(host) => self.cmd_hello(now, host, false),
             Command::StartTls => return self.cmd_starttls(),
-            Command::Auth { mechanism, initial_response } => {
-                self.cmd_auth(now, &mechanism, initial_response.as_deref())
-            }
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.cmd_auth(now, &mechanism, initial_response.as_deref()),
             Command::Mail(path, params) => self.cmd_mail(now, path, params),
             Command::Rcpt(path, params) => self.cmd_rcpt(path, params),
             Command::Data => self.cmd_data(),
@@ -900,12 +950,20 @@ impl ServerSession {
                 Some(Enhanced::new(2, 7, 0)),
                 "no expand but will try delivery",
             )),
-            Command::Help(_) => {
-                self.reply(Reply::new(214, Some(Enhanced::new(2, 0, 0)), "see rfc 5321 (smtp)"))
+            Command::Help(_) => self.reply(Reply::new(
+                214,
+                Some(Enhanced::new(2, 0, 0)),
+                "see rfc 5321 (smtp)",
+            )),
+            Command::Noop(_) => {
+                self.reply(Reply::new(250, Some(Enhanced::new(2, 0, 0)), "alrighty"))
             }
-            Command::Noop(_) => self.reply(Reply::new(250, Some(Enhanced::new(2, 0, 0)), "alrighty")),
             Command::Quit => {
-                self.reply(Reply::new(221, Some(Enhanced::new(2, 0, 0)), "okay thanks bye"));
+                self.reply(Reply::new(
+                    221,
+                    Some(Enhanced::new(2, 0, 0)),
+                    "okay thanks bye",
+                ));
                 self.finish("quit");
             }
         }
@@ -923,7 +981,11 @@ impl ServerSession {
             return;
         }
         let c = &self.config;
-        let mut lines = vec![c.hostname.clone(), "PIPELINING".to_string(), format!("SIZE {}", c.max_message_size)];
+        let mut lines = vec![
+            c.hostname.clone(),
+            "PIPELINING".to_string(),
+            format!("SIZE {}", c.max_message_size),
+        ];
         let tls_active = self.tls.is_some();
         if c.tls.is_some() && !tls_active {
             lines.push("STARTTLS".into());
@@ -945,7 +1007,11 @@ impl ServerSession {
         }
         if c.submission {
             let max = c.future_release_max;
-            lines.push(format!("FUTURERELEASE {} {}", max.as_secs(), now.wall.add(max).rfc3339()));
+            lines.push(format!(
+                "FUTURERELEASE {} {}",
+                max.as_secs(),
+                now.wall.add(max).rfc3339()
+            ));
         }
         lines.push(format!("LIMITS RCPTMAX={}", c.max_recipients));
         lines.push("DSN".into());
@@ -963,15 +1029,27 @@ impl ServerSession {
 
     fn cmd_starttls(&mut self) -> bool {
         if self.tls.is_some() {
-            self.reply_error(Reply::new(503, Some(Enhanced::new(5, 5, 1)), "already speaking tls"));
+            self.reply_error(Reply::new(
+                503,
+                Some(Enhanced::new(5, 5, 1)),
+                "already speaking tls",
+            ));
             return false;
         }
         if self.config.tls.is_none() {
-            self.reply_error(Reply::new(502, Some(Enhanced::new(5, 5, 1)), "STARTTLS not available"));
+            self.reply_error(Reply::new(
+                502,
+                Some(Enhanced::new(5, 5, 1)),
+                "STARTTLS not available",
+            ));
             return false;
         }
         if self.account.is_some() {
-            self.reply_error(Reply::new(503, Some(Enhanced::new(5, 5, 1)), "cannot starttls after authentication"));
+            self.reply_error(Reply::new(
+                503,
+                Some(Enhanced::new(5, 5, 1)),
+                "cannot starttls after authentication",
+            ));
             return false;
         }
         self.reply(Reply::new(220, Some(Enhanced::new(2, 0, 0)), "go!"));
@@ -983,45 +1061,85 @@ impl ServerSession {
             return self.reply_error(seq_error("no ehlo/helo yet"));
         }
         if self.config.submission && self.account.is_none() {
-            return self.reply_error(Reply::new(530, Some(Enhanced::new(5, 7, 0)), "authentication required"));
+            return self.reply_error(Reply::new(
+                530,
+                Some(Enhanced::new(5, 7, 0)),
+                "authentication required",
+            ));
         }
         if self.config.require_tls_for_delivery && self.tls.is_none() {
-            return self.reply_error(Reply::new(530, Some(Enhanced::new(5, 7, 0)), "STARTTLS required for mail delivery"));
+            return self.reply_error(Reply::new(
+                530,
+                Some(Enhanced::new(5, 7, 0)),
+                "STARTTLS required for mail delivery",
+            ));
         }
         if self.txn.is_some() {
             return self.reply_error(seq_error("already have MAIL"));
         }
         if let Some(size) = params.size {
             if size > self.config.max_message_size {
-                return self.reply_error(Reply::new(552, Some(Enhanced::new(5, 3, 4)), "message too large"));
+                return self.reply_error(Reply::new(
+                    552,
+                    Some(Enhanced::new(5, 3, 4)),
+                    "message too large",
+                ));
             }
         }
         if params.requiretls && self.tls.is_none() {
-            return self.reply_error(Reply::new(530, Some(Enhanced::new(5, 7, 10)), "REQUIRETLS requires a TLS connection"));
+            return self.reply_error(Reply::new(
+                530,
+                Some(Enhanced::new(5, 7, 10)),
+                "REQUIRETLS requires a TLS connection",
+            ));
         }
         if let ReversePath::Mailbox(a) = &path {
             if !a.is_ascii() && !params.smtputf8 {
-                return self.reply_error(Reply::new(553, Some(Enhanced::new(5, 6, 7)), "non-ascii address requires SMTPUTF8"));
+                return self.reply_error(Reply::new(
+                    553,
+                    Some(Enhanced::new(5, 6, 7)),
+                    "non-ascii address requires SMTPUTF8",
+                ));
             }
         }
         let mut hold_until = None;
         if let Some(hold) = params.hold {
             if !self.config.submission {
-                return self.reply_error(Reply::new(555, Some(Enhanced::new(5, 3, 3)), "unrecognized parameter: future release only on submission"));
+                return self.reply_error(Reply::new(
+                    555,
+                    Some(Enhanced::new(5, 3, 3)),
+                    "unrecognized parameter: future release only on submission",
+                ));
             }
             let max = now.wall.add(self.config.future_release_max);
             let until = match hold {
                 Hold::For(0) => {
-                    return self.reply_error(Reply::new(501, Some(Enhanced::new(5, 5, 4)), "HOLDFOR must be at least 1 second"));
+                    return self.reply_error(Reply::new(
+                        501,
+                        Some(Enhanced::new(5, 5, 4)),
+                        "HOLDFOR must be at least 1 second",
+                    ));
                 }
-                Hold::For(secs) => UnixTime(now.wall.0.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX))),
+                Hold::For(secs) => UnixTime(
+                    now.wall
+                        .0
+                        .saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)),
+                ),
                 Hold::Until(t) => t,
             };
             if until <= now.wall {
-                return self.reply_error(Reply::new(554, Some(Enhanced::new(5, 5, 4)), "requested future release time is in the past"));
+                return self.reply_error(Reply::new(
+                    554,
+                    Some(Enhanced::new(5, 5, 4)),
+                    "requested future release time is in the past",
+                ));
             }
             if until > max {
-                return self.reply_error(Reply::new(554, Some(Enhanced::new(5, 5, 4)), "requested future release time is too far in the future"));
+                return self.reply_error(Reply::new(
+                    554,
+                    Some(Enhanced::new(5, 5, 4)),
+                    "requested future release time is too far in the future",
+                ));
             }
             hold_until = Some(until);
         }
@@ -1056,14 +1174,26 @@ impl ServerSession {
             return self.reply_error(r);
         }
         if txn.mail_from == ReversePath::Null && !txn.recipients.is_empty() {
-            return self.reply_error(Reply::new(452, Some(Enhanced::new(4, 5, 3)), "only one recipient allowed with null reverse address"));
+            return self.reply_error(Reply::new(
+                452,
+                Some(Enhanced::new(4, 5, 3)),
+                "only one recipient allowed with null reverse address",
+            ));
         }
         if let ForwardPath::Mailbox(a) = &path {
             if !a.is_ascii() && !txn.params.smtputf8 {
-                return self.reply_error(Reply::new(553, Some(Enhanced::new(5, 6, 7)), "non-ascii address requires SMTPUTF8"));
+                return self.reply_error(Reply::new(
+                    553,
+                    Some(Enhanced::new(5, 6, 7)),
+                    "non-ascii address requires SMTPUTF8",
+                ));
             }
             if !self.config.submission && !matches!(a.host, Host::Domain(_)) {
-                return self.reply_error(Reply::new(550, Some(Enhanced::new(5, 1, 1)), "not accepting email for ip"));
+                return self.reply_error(Reply::new(
+                    550,
+                    Some(Enhanced::new(5, 1, 1)),
+                    "not accepting email for ip",
+                ));
             }
         }
         let effect = Effect::CheckRecipient {
@@ -1168,7 +1298,11 @@ impl ServerSession {
         }
         if end.too_large {
             self.txn = None;
-            return self.reply_error(Reply::new(552, Some(Enhanced::new(5, 3, 4)), "message too large"));
+            return self.reply_error(Reply::new(
+                552,
+                Some(Enhanced::new(5, 3, 4)),
+                "message too large",
+            ));
         }
         self.message_complete(now, dp.msg);
     }
@@ -1207,7 +1341,11 @@ impl ServerSession {
             ));
         };
         let header = &msg[..body_at];
-        let mut requiretls = if txn.params.requiretls { Some(true) } else { None };
+        let mut requiretls = if txn.params.requiretls {
+            Some(true)
+        } else {
+            None
+        };
         let mut from_header = None;
         let mut prefix = String::new();
         if self.config.submission {
@@ -1236,7 +1374,10 @@ impl ServerSession {
             }
             if !message::has_field(header, "Message-Id") {
                 let r = self.rng.next_u64();
-                prefix.push_str(&format!("Message-Id: <{:016x}.{}@{}>\r\n", r, self.peer.cid, self.config.hostname));
+                prefix.push_str(&format!(
+                    "Message-Id: <{:016x}.{}@{}>\r\n",
+                    r, self.peer.cid, self.config.hostname
+                ));
             }
             if !message::has_field(header, "Date") {
                 prefix.push_str(&format!("Date: {}\r\n", now.wall.rfc5322()));
@@ -1315,7 +1456,10 @@ impl ServerSession {
             self.peer.cid
         );
         if let Some(info) = self.tls.as_ref().and_then(TlsLayer::info) {
-            h.push_str(&format!("\r\n\t(version={} cipher={})", info.version, info.cipher));
+            h.push_str(&format!(
+                "\r\n\t(version={} cipher={})",
+                info.version, info.cipher
+            ));
         }
         if let [(ForwardPath::Mailbox(a), _)] = txn.recipients.as_slice() {
             h.push_str(&format!("\r\n\tfor <{a}>"));
@@ -1334,10 +1478,16 @@ impl ServerSession {
             return self.reply_error(seq_error("already authenticated"));
         }
         if self.txn.is_some() {
-            return self.reply_error(seq_error("authentication not allowed during mail transaction"));
+            return self.reply_error(seq_error(
+                "authentication not allowed during mail transaction",
+            ));
         }
         if self.tls.is_none() && self.config.require_tls_for_auth {
-            return self.reply_error(Reply::new(538, Some(Enhanced::new(5, 7, 11)), "authentication requires tls"));
+            return self.reply_error(Reply::new(
+                538,
+                Some(Enhanced::new(5, 7, 11)),
+                "authentication requires tls",
+            ));
         }
         let mech = match Mechanism::from_name(mechanism) {
             Some(m) if self.config.auth_mechanisms.contains(&m) => m,
@@ -1363,7 +1513,11 @@ impl ServerSession {
             Some(b64) => match base64::engine::general_purpose::STANDARD.decode(b64) {
                 Ok(v) => Some(v),
                 Err(_) => {
-                    return self.reply_error(Reply::new(501, Some(Enhanced::new(5, 5, 2)), "invalid base64"))
+                    return self.reply_error(Reply::new(
+                        501,
+                        Some(Enhanced::new(5, 5, 2)),
+                        "invalid base64",
+                    ))
                 }
             },
         };
@@ -1379,10 +1533,18 @@ impl ServerSession {
 
     fn auth_response(&mut self, now: Now, mut ap: AuthPhase, line: &[u8]) {
         if line == b"*" {
-            return self.reply_error(Reply::new(501, Some(Enhanced::new(5, 0, 0)), "authentication aborted"));
+            return self.reply_error(Reply::new(
+                501,
+                Some(Enhanced::new(5, 0, 0)),
+                "authentication aborted",
+            ));
         }
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(line) else {
-            return self.reply_error(Reply::new(501, Some(Enhanced::new(5, 5, 2)), "invalid base64"));
+            return self.reply_error(Reply::new(
+                501,
+                Some(Enhanced::new(5, 5, 2)),
+                "invalid base64",
+            ));
         };
         if let Some(account) = ap.final_sent.take() {
             return self.auth_success(account, ap.mechanism);
@@ -1405,7 +1567,11 @@ impl ServerSession {
                         auth: ap,
                         username: username.clone(),
                     },
-                    Effect::CheckPassword { username, password, ip },
+                    Effect::CheckPassword {
+                        username,
+                        password,
+                        ip,
+                    },
                 );
             }
             ServerStep::NeedCredentials { username, kind } => {
@@ -1418,7 +1584,10 @@ impl ServerSession {
                     Effect::LookupCredentials { username, kind, ip },
                 );
             }
-            ServerStep::Success { username, final_data } => {
+            ServerStep::Success {
+                username,
+                final_data,
+            } => {
                 // The account comes from the completion that led here; see auth_verified.
                 let account = self.auth_account.take().unwrap_or(username);
                 match final_data {
@@ -1433,7 +1602,11 @@ impl ServerSession {
             }
             ServerStep::Failure(f) => {
                 let r = if f.is_malformed() {
-                    Reply::new(501, Some(Enhanced::new(5, 5, 2)), format!("malformed authentication: {f}"))
+                    Reply::new(
+                        501,
+                        Some(Enhanced::new(5, 5, 2)),
+                        format!("malformed authentication: {f}"),
+                    )
                 } else {
                     Reply::new(535, Some(Enhanced::new(5, 7, 8)), "bad user/pass")
                 };
@@ -1481,7 +1654,12 @@ impl ServerSession {
 
     // ---- Completions ----
 
-    fn handle_completion(&mut self, now: Now, token: Token, c: Completion) -> Result<(), SessionError> {
+    fn handle_completion(
+        &mut self,
+        now: Now,
+        token: Token,
+        c: Completion,
+    ) -> Result<(), SessionError> {
         let Some((t, pending)) = self.pending.take() else {
             return Err(SessionError::Misuse("completion without a pending effect"));
         };
@@ -1503,7 +1681,11 @@ impl ServerSession {
             (Pending::Sender { txn }, Completion::Verdict(v)) => match v {
                 Verdict::Accept => {
                     self.txn = Some(txn);
-                    self.reply(Reply::new(250, Some(Enhanced::new(2, 1, 0)), "looking good"));
+                    self.reply(Reply::new(
+                        250,
+                        Some(Enhanced::new(2, 1, 0)),
+                        "looking good",
+                    ));
                 }
                 Verdict::Reject(r) => self.reply_error(r),
             },
@@ -1512,7 +1694,11 @@ impl ServerSession {
                     if let Some(txn) = self.txn.as_mut() {
                         txn.recipients.push((path, params));
                     }
-                    self.reply(Reply::new(250, Some(Enhanced::new(2, 1, 5)), "now on the list"));
+                    self.reply(Reply::new(
+                        250,
+                        Some(Enhanced::new(2, 1, 5)),
+                        "now on the list",
+                    ));
                 }
                 Verdict::Reject(r) => self.reply_error(r),
             },
@@ -1537,7 +1723,11 @@ impl ServerSession {
                         self.auth_failed(now, Some(username), r);
                     }
                     PasswordCheck::Disabled(msg) => {
-                        let r = Reply::new(535, Some(Enhanced::new(5, 7, 8)), format!("login disabled: {msg}"));
+                        let r = Reply::new(
+                            535,
+                            Some(Enhanced::new(5, 7, 8)),
+                            format!("login disabled: {msg}"),
+                        );
                         self.auth_failed(now, Some(username), r);
                     }
                     PasswordCheck::RateLimited => self.auth_rate_limited(),
@@ -1546,7 +1736,10 @@ impl ServerSession {
             (Pending::Credentials { auth, username }, Completion::Credentials(a)) => {
                 let mut auth = auth;
                 match a {
-                    CredentialsAnswer::Found { account, credentials } => {
+                    CredentialsAnswer::Found {
+                        account,
+                        credentials,
+                    } => {
                         self.auth_account = Some(account);
                         let step = auth.auth.credentials(Some(credentials));
                         self.auth_step(now, auth, step);
@@ -1556,7 +1749,11 @@ impl ServerSession {
                         self.auth_step(now, auth, step);
                     }
                     CredentialsAnswer::Disabled(msg) => {
-                        let r = Reply::new(535, Some(Enhanced::new(5, 7, 8)), format!("login disabled: {msg}"));
+                        let r = Reply::new(
+                            535,
+                            Some(Enhanced::new(5, 7, 8)),
+                            format!("login disabled: {msg}"),
+                        );
                         self.auth_failed(now, Some(username), r);
                     }
                     CredentialsAnswer::RateLimited => self.auth_rate_limited(),
@@ -1568,7 +1765,11 @@ impl ServerSession {
     }
 
     fn auth_rate_limited(&mut self) {
-        self.reply(Reply::new(421, Some(Enhanced::new(4, 7, 0)), "too many auth failures"));
+        self.reply(Reply::new(
+            421,
+            Some(Enhanced::new(4, 7, 0)),
+            "too many auth failures",
+        ));
         self.finish("auth rate limited");
     }
 
@@ -1582,6 +1783,12 @@ impl ServerSession {
 /// Keeps a peer-supplied name safe inside a header comment.
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_graphic() || (!c.is_ascii() && !c.is_control()) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() || (!c.is_ascii() && !c.is_control()) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }

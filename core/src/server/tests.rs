@@ -2,6 +2,7 @@
 //! by the in-memory harness in [`crate::testkit`].
 
 use super::*;
+use crate::rng::Rng;
 use crate::smtp::ReplyParser;
 use crate::testkit::{self, TestClock};
 use proptest::prelude::*;
@@ -11,7 +12,12 @@ use std::collections::VecDeque;
 #[derive(Clone)]
 struct World {
     /// username -> (password, account, disabled message)
-    users: Vec<(&'static str, &'static str, &'static str, Option<&'static str>)>,
+    users: Vec<(
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+    )>,
     store_result: Result<(), Reply>,
     stored: Vec<Transaction>,
     connection: Verdict,
@@ -22,7 +28,12 @@ impl World {
         World {
             users: vec![
                 ("mjl@mox.example", "testtest", "mjl", None),
-                ("off@mox.example", "testtest", "off", Some("account closed, ask the admin")),
+                (
+                    "off@mox.example",
+                    "testtest",
+                    "off",
+                    Some("account closed, ask the admin"),
+                ),
             ],
             store_result: Ok(()),
             stored: Vec::new(),
@@ -33,33 +44,45 @@ impl World {
     fn answer(&mut self, e: &Effect) -> Option<Completion> {
         Some(match e {
             Effect::CheckConnection { .. } => Completion::Verdict(self.connection.clone()),
-            Effect::CheckPassword { username, password, .. } => {
-                match self.users.iter().find(|u| u.0 == username) {
-                    Some((_, _, _, Some(msg))) => Completion::Password(PasswordCheck::Disabled(msg.to_string())),
-                    Some((_, pw, acc, None)) if pw == password => {
-                        Completion::Password(PasswordCheck::Valid { account: acc.to_string() })
-                    }
-                    _ => Completion::Password(PasswordCheck::Invalid),
+            Effect::CheckPassword {
+                username, password, ..
+            } => match self.users.iter().find(|u| u.0 == username) {
+                Some((_, _, _, Some(msg))) => {
+                    Completion::Password(PasswordCheck::Disabled(msg.to_string()))
                 }
-            }
+                Some((_, pw, acc, None)) if pw == password => {
+                    Completion::Password(PasswordCheck::Valid {
+                        account: acc.to_string(),
+                    })
+                }
+                _ => Completion::Password(PasswordCheck::Invalid),
+            },
             Effect::LookupCredentials { username, kind, .. } => {
                 match self.users.iter().find(|u| u.0 == username) {
-                    Some((_, _, _, Some(msg))) => Completion::Credentials(CredentialsAnswer::Disabled(msg.to_string())),
+                    Some((_, _, _, Some(msg))) => {
+                        Completion::Credentials(CredentialsAnswer::Disabled(msg.to_string()))
+                    }
                     Some((_, pw, acc, None)) => {
                         let credentials = match kind {
-                            CredentialKind::CramMd5 => StoredCredentials::CramMd5(crate::sasl::derive_cram_md5(pw)),
-                            CredentialKind::ScramSha1 => StoredCredentials::Scram(crate::sasl::derive_scram(
-                                crate::sasl::ScramHash::Sha1,
-                                pw,
-                                b"saltsaltsalt",
-                                4096,
-                            )),
-                            CredentialKind::ScramSha256 => StoredCredentials::Scram(crate::sasl::derive_scram(
-                                crate::sasl::ScramHash::Sha256,
-                                pw,
-                                b"saltsaltsalt",
-                                4096,
-                            )),
+                            CredentialKind::CramMd5 => {
+                                StoredCredentials::CramMd5(crate::sasl::derive_cram_md5(pw))
+                            }
+                            CredentialKind::ScramSha1 => {
+                                StoredCredentials::Scram(crate::sasl::derive_scram(
+                                    crate::sasl::ScramHash::Sha1,
+                                    pw,
+                                    b"saltsaltsalt",
+                                    4096,
+                                ))
+                            }
+                            CredentialKind::ScramSha256 => {
+                                StoredCredentials::Scram(crate::sasl::derive_scram(
+                                    crate::sasl::ScramHash::Sha256,
+                                    pw,
+                                    b"saltsaltsalt",
+                                    4096,
+                                ))
+                            }
                         };
                         Completion::Credentials(CredentialsAnswer::Found {
                             account: acc.to_string(),
@@ -69,10 +92,14 @@ impl World {
                     None => Completion::Credentials(CredentialsAnswer::Unknown),
                 }
             }
-            Effect::CheckSender { account, address, .. } => {
+            Effect::CheckSender {
+                account, address, ..
+            } => {
                 // Submission: the address must be the account's own.
                 match (account, address) {
-                    (Some(acc), ReversePath::Mailbox(a)) if a.to_string() != format!("{acc}@mox.example") => {
+                    (Some(acc), ReversePath::Mailbox(a))
+                        if a.to_string() != format!("{acc}@mox.example") =>
+                    {
                         Completion::Verdict(Verdict::Reject(Reply::new(
                             550,
                             Some(Enhanced::new(5, 7, 1)),
@@ -83,9 +110,13 @@ impl World {
                 }
             }
             Effect::CheckRecipient { recipient, .. } => match recipient {
-                ForwardPath::Mailbox(a) if a.localpart.0 == "unknown" => Completion::Verdict(Verdict::Reject(
-                    Reply::new(550, Some(Enhanced::new(5, 1, 1)), "no such user"),
-                )),
+                ForwardPath::Mailbox(a) if a.localpart.0 == "unknown" => {
+                    Completion::Verdict(Verdict::Reject(Reply::new(
+                        550,
+                        Some(Enhanced::new(5, 1, 1)),
+                        "no such user",
+                    )))
+                }
                 _ => Completion::Verdict(Verdict::Accept),
             },
             Effect::Store(t) => {
@@ -255,7 +286,10 @@ impl H {
                     buf.drain(..n);
                     break;
                 }
-                Err(e) => panic!("bad reply from server: {e}: {:?}", String::from_utf8_lossy(&buf)),
+                Err(e) => panic!(
+                    "bad reply from server: {e}: {:?}",
+                    String::from_utf8_lossy(&buf)
+                ),
             }
         }
         self.received = buf;
@@ -266,9 +300,16 @@ impl H {
     fn expect(&mut self, input: &str, want: &[&str]) {
         self.send_str(input);
         let got = self.replies();
-        assert_eq!(got.len(), want.len(), "for {input:?}: got {got:?}, want {want:?}");
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "for {input:?}: got {got:?}, want {want:?}"
+        );
         for (g, w) in got.iter().zip(want) {
-            assert!(g.starts_with(w), "for {input:?}: got {g:?}, want prefix {w:?}");
+            assert!(
+                g.starts_with(w),
+                "for {input:?}: got {g:?}, want prefix {w:?}"
+            );
         }
     }
 
@@ -288,7 +329,8 @@ impl H {
     }
 }
 
-const MSG: &str = "From: <remote@example.org>\r\nTo: <mjl@mox.example>\r\nSubject: test\r\n\r\ntest email\r\n";
+const MSG: &str =
+    "From: <remote@example.org>\r\nTo: <mjl@mox.example>\r\nSubject: test\r\n\r\ntest email\r\n";
 
 fn greeted(c: ServerConfig) -> H {
     let mut h = H::new(c);
@@ -310,13 +352,28 @@ fn greeting_ehlo_extensions_and_quit() {
     h.send_str("EHLO client.example\r\n");
     let r = h.replies();
     let caps: Vec<&str> = r[0].split('|').collect();
-    for want in ["PIPELINING", "SIZE 104857600", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN", "LIMITS RCPTMAX=1000"] {
+    for want in [
+        "PIPELINING",
+        "SIZE 104857600",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+        "CHUNKING",
+        "DSN",
+        "LIMITS RCPTMAX=1000",
+    ] {
         assert!(caps.contains(&want), "missing {want} in {caps:?}");
     }
     for absent in ["STARTTLS", "REQUIRETLS", "FUTURERELEASE"] {
-        assert!(!caps.iter().any(|c| c.starts_with(absent)), "unexpected {absent} in {caps:?}");
+        assert!(
+            !caps.iter().any(|c| c.starts_with(absent)),
+            "unexpected {absent} in {caps:?}"
+        );
     }
-    assert!(!caps.iter().any(|c| c.starts_with("AUTH")), "no AUTH on port 25: {caps:?}");
+    assert!(
+        !caps.iter().any(|c| c.starts_with("AUTH")),
+        "no AUTH on port 25: {caps:?}"
+    );
     h.expect("HELO client.example\r\n", &["250 mox.example"]);
     h.expect("QUIT\r\n", &["221 2.0.0"]);
     assert!(h.closed);
@@ -325,16 +382,26 @@ fn greeting_ehlo_extensions_and_quit() {
 #[test]
 fn connection_refused_by_policy() {
     let mut w = World::new();
-    w.connection = Verdict::Reject(Reply::new(421, Some(Enhanced::new(4, 7, 0)), "too many connections"));
+    w.connection = Verdict::Reject(Reply::new(
+        421,
+        Some(Enhanced::new(4, 7, 0)),
+        "too many connections",
+    ));
     let mut h = H::with_world(config(), w);
-    assert_eq!(h.replies(), vec!["421 4.7.0 too many connections".to_string()]);
+    assert_eq!(
+        h.replies(),
+        vec!["421 4.7.0 too many connections".to_string()]
+    );
     assert!(h.closed);
 }
 
 #[test]
 fn non_smtp_first_command_closes() {
     let mut h = greeted(config());
-    h.expect("GET / HTTP/1.1\r\n", &["500 5.5.2 please try again speaking smtp"]);
+    h.expect(
+        "GET / HTTP/1.1\r\n",
+        &["500 5.5.2 please try again speaking smtp"],
+    );
     assert!(h.closed);
 }
 
@@ -376,16 +443,28 @@ fn delivery_is_acknowledged_only_after_store_completes() {
     h.expect("DATA\r\n", &["354"]);
     h.hold_effects = true;
     h.send_str(&format!("{MSG}.\r\n"));
-    assert_eq!(h.replies(), Vec::<String>::new(), "no reply before the store completes");
+    assert_eq!(
+        h.replies(),
+        Vec::<String>::new(),
+        "no reply before the store completes"
+    );
     let (t, e) = h.held.pop_front().expect("store effect");
-    let Effect::Store(txn) = &e else { panic!("expected store, got {e:?}") };
+    let Effect::Store(txn) = &e else {
+        panic!("expected store, got {e:?}")
+    };
     let text = String::from_utf8(txn.message.clone()).unwrap();
-    assert!(text.starts_with("Received: from client.example ([192.0.2.10])\r\n\tby mox.example with ESMTP id 7"), "{text}");
+    assert!(
+        text.starts_with(
+            "Received: from client.example ([192.0.2.10])\r\n\tby mox.example with ESMTP id 7"
+        ),
+        "{text}"
+    );
     assert!(text.contains("\tfor <mjl@mox.example>;"), "{text}");
     assert!(text.ends_with(MSG), "{text}");
     assert_eq!(txn.recipients.len(), 1);
     let now = h.clock.now();
-    h.s.handle(now, Input::Completed(t, Completion::Stored(Ok(())))).unwrap();
+    h.s.handle(now, Input::Completed(t, Completion::Stored(Ok(()))))
+        .unwrap();
     h.drain();
     assert_eq!(h.replies(), vec!["250 2.0.0 it is done".to_string()]);
 }
@@ -398,7 +477,9 @@ fn failed_store_is_not_acknowledged() {
     h.replies();
     h.expect("EHLO c.example\r\n", &["250"]);
     h.expect(
-        &format!("MAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n{MSG}.\r\n"),
+        &format!(
+            "MAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n{MSG}.\r\n"
+        ),
         &["250", "250", "354", "451 4.3.0 disk full"],
     );
     assert!(h.stored().is_empty());
@@ -423,25 +504,42 @@ fn pipelined_transaction_in_one_write() {
 fn smuggling_sequences_are_refused() {
     for (name, seq) in testkit::smuggling_vectors() {
         let mut h = ehloed(config());
-        h.expect("MAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n", &["250", "250", "354"]);
+        h.expect(
+            "MAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n",
+            &["250", "250", "354"],
+        );
         let mut data = b"From: <remote@example.org>\r\n\r\nbody".to_vec();
         data.extend_from_slice(&seq);
-        data.extend_from_slice(b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\nsmuggled\r\n");
+        data.extend_from_slice(
+            b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\nsmuggled\r\n",
+        );
         h.send(&data);
-        assert_eq!(h.replies(), Vec::<String>::new(), "{name}: replied before the real end of data");
+        assert_eq!(
+            h.replies(),
+            Vec::<String>::new(),
+            "{name}: replied before the real end of data"
+        );
         h.send_str("\r\n.\r\n");
         let r = h.replies();
         assert_eq!(r.len(), 1, "{name}: {r:?}");
-        let bare = seq.windows(2).any(|w| (w[0] == b'\r') != (w[1] == b'\n') && (w[0] == b'\r' || w[1] == b'\n'))
+        let bare = seq
+            .windows(2)
+            .any(|w| (w[0] == b'\r') != (w[1] == b'\n') && (w[0] == b'\r' || w[1] == b'\n'))
             || seq.first() == Some(&b'\n')
             || seq.last() == Some(&b'\r');
         if bare {
-            assert!(r[0].starts_with("500 5.5.2") && r[0].contains("smuggling"), "{name}: {r:?}");
+            assert!(
+                r[0].starts_with("500 5.5.2") && r[0].contains("smuggling"),
+                "{name}: {r:?}"
+            );
             assert!(h.stored().is_empty(), "{name}");
         } else {
             assert!(r[0].starts_with("250"), "{name}: {r:?}");
             assert_eq!(h.stored().len(), 1, "{name}");
-            assert!(String::from_utf8_lossy(&h.stored()[0].message).contains("smuggled"), "{name}");
+            assert!(
+                String::from_utf8_lossy(&h.stored()[0].message).contains("smuggled"),
+                "{name}"
+            );
         }
         h.expect("NOOP\r\n", &["250"]);
     }
@@ -467,7 +565,10 @@ fn recipient_limit_and_null_sender() {
         h.expect(&format!("RCPT TO:<r{i}@mox.example>\r\n"), &["250 2.1.5"]);
     }
     h.expect("RCPT TO:<r4@mox.example>\r\n", &["452 4.5.3"]);
-    h.expect("RSET\r\nMAIL FROM:<>\r\nRCPT TO:<a@mox.example>\r\nRCPT TO:<b@mox.example>\r\n", &["250", "250", "250", "452 4.5.3"]);
+    h.expect(
+        "RSET\r\nMAIL FROM:<>\r\nRCPT TO:<a@mox.example>\r\nRCPT TO:<b@mox.example>\r\n",
+        &["250", "250", "250", "452 4.5.3"],
+    );
 }
 
 #[test]
@@ -504,7 +605,10 @@ fn message_too_large_after_data() {
     let mut c = config();
     c.max_message_size = 100;
     let mut h = ehloed(c);
-    h.expect("MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n", &["250", "250", "354"]);
+    h.expect(
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n",
+        &["250", "250", "354"],
+    );
     let body = format!("Subject: x\r\n\r\n{}\r\n.\r\n", "y".repeat(200));
     h.expect(&body, &["552 5.3.4"]);
     assert!(h.stored().is_empty());
@@ -528,26 +632,46 @@ fn too_many_errors_close() {
         want.push("503");
     }
     assert_eq!(h.replies().len(), 10);
-    h.expect("RCPT TO:<x@mox.example>\r\n", &["503", "550 5.1.0 too many failures"]);
+    h.expect(
+        "RCPT TO:<x@mox.example>\r\n",
+        &["503", "550 5.1.0 too many failures"],
+    );
     assert!(h.closed);
 }
 
 #[test]
 fn bdat_chunks() {
     let mut h = ehloed(config());
-    h.expect("MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\n", &["250", "250"]);
+    h.expect(
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\n",
+        &["250", "250"],
+    );
     let part1 = "From: <a@example.org>\r\n";
     let part2 = "\r\nbody\r\n";
     h.expect(&format!("BDAT {}\r\n{part1}", part1.len()), &["250 2.0.0"]);
-    h.expect(&format!("BDAT {} LAST\r\n{part2}", part2.len()), &["250 2.0.0 it is done"]);
+    h.expect(
+        &format!("BDAT {} LAST\r\n{part2}", part2.len()),
+        &["250 2.0.0 it is done"],
+    );
     let stored = &h.stored()[0];
-    assert!(stored.message.ends_with(format!("{part1}{part2}").as_bytes()));
+    assert!(stored
+        .message
+        .ends_with(format!("{part1}{part2}").as_bytes()));
     // BDAT without a transaction: the chunk is read and discarded, then 503.
     h.expect("BDAT 5 LAST\r\nhello", &["503 5.5.1"]);
     h.expect("NOOP\r\n", &["250"]);
     // BDAT 0 LAST completes at once.
-    h.expect("MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\n", &["250", "250"]);
-    h.expect(&format!("BDAT {}\r\n{part1}{part2}BDAT 0 LAST\r\n", part1.len() + part2.len()), &["250", "250 2.0.0 it is done"]);
+    h.expect(
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\n",
+        &["250", "250"],
+    );
+    h.expect(
+        &format!(
+            "BDAT {}\r\n{part1}{part2}BDAT 0 LAST\r\n",
+            part1.len() + part2.len()
+        ),
+        &["250", "250 2.0.0 it is done"],
+    );
 }
 
 #[test]
@@ -571,7 +695,10 @@ fn early_timeout_is_a_no_op() {
 #[test]
 fn peer_closing_mid_data_stores_nothing() {
     let mut h = ehloed(config());
-    h.expect("MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n", &["250", "250", "354"]);
+    h.expect(
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n",
+        &["250", "250", "354"],
+    );
     h.send_str("Subject: half\r\n\r\nhalf a message");
     let now = h.clock.now();
     h.s.handle(now, Input::PeerClosed).unwrap();
@@ -610,7 +737,10 @@ fn submission_requires_auth() {
 #[test]
 fn auth_on_port_25_is_refused() {
     let mut h = ehloed(config());
-    h.expect("AUTH PLAIN AG1qbEBtb3guZXhhbXBsZQB0ZXN0dGVzdA==\r\n", &["503 5.5.1"]);
+    h.expect(
+        "AUTH PLAIN AG1qbEBtb3guZXhhbXBsZQB0ZXN0dGVzdA==\r\n",
+        &["503 5.5.1"],
+    );
 }
 
 #[test]
@@ -621,17 +751,29 @@ fn auth_requires_tls_when_configured() {
     h.send_str("EHLO c.example\r\n");
     let r = h.replies();
     assert!(!r[0].contains("AUTH"), "AUTH announced without TLS: {r:?}");
-    h.expect("AUTH PLAIN AG1qbEBtb3guZXhhbXBsZQB0ZXN0dGVzdA==\r\n", &["538 5.7.11"]);
+    h.expect(
+        "AUTH PLAIN AG1qbEBtb3guZXhhbXBsZQB0ZXN0dGVzdA==\r\n",
+        &["538 5.7.11"],
+    );
 }
 
 #[test]
 fn auth_plain_and_login() {
     let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
     let mut h = ehloed(submission_config());
-    h.expect(&format!("AUTH PLAIN {}\r\n", b64(b"\0mjl@mox.example\0wrong")), &["535 5.7.8"]);
-    h.expect(&format!("AUTH PLAIN {}\r\n", b64(b"\0off@mox.example\0testtest")), &["535 5.7.8 login disabled: account closed, ask the admin"]);
+    h.expect(
+        &format!("AUTH PLAIN {}\r\n", b64(b"\0mjl@mox.example\0wrong")),
+        &["535 5.7.8"],
+    );
+    h.expect(
+        &format!("AUTH PLAIN {}\r\n", b64(b"\0off@mox.example\0testtest")),
+        &["535 5.7.8 login disabled: account closed, ask the admin"],
+    );
     h.expect("AUTH PLAIN\r\n", &["334"]);
-    h.expect(&format!("{}\r\n", b64(b"\0mjl@mox.example\0testtest")), &["235 2.7.0"]);
+    h.expect(
+        &format!("{}\r\n", b64(b"\0mjl@mox.example\0testtest")),
+        &["235 2.7.0"],
+    );
     h.expect("AUTH PLAIN\r\n", &["503 5.5.1"]);
 
     let mut h = ehloed(submission_config());
@@ -654,19 +796,33 @@ fn auth_failures_close_after_limit_and_are_delayed() {
     let bad = base64::engine::general_purpose::STANDARD.encode(b"\0mjl@mox.example\0bad");
     for i in 1..=3u32 {
         h.send_str(&format!("AUTH PLAIN {bad}\r\n"));
-        assert_eq!(h.replies(), Vec::<String>::new(), "failure {i} answered without delay");
+        assert_eq!(
+            h.replies(),
+            Vec::<String>::new(),
+            "failure {i} answered without delay"
+        );
         h.timeout();
         let r = h.replies();
         assert!(r[0].starts_with("535 5.7.8"), "{r:?}");
     }
     assert!(h.closed);
-    assert!(h.events.iter().filter(|e| matches!(e, Event::AuthFailed { .. })).count() == 3);
+    assert!(
+        h.events
+            .iter()
+            .filter(|e| matches!(e, Event::AuthFailed { .. }))
+            .count()
+            == 3
+    );
 }
 
 #[test]
 fn auth_cram_md5_and_scram_without_tls() {
     use crate::sasl::{ClientAuth, Mechanism};
-    for mech in [Mechanism::CramMd5, Mechanism::ScramSha1, Mechanism::ScramSha256] {
+    for mech in [
+        Mechanism::CramMd5,
+        Mechanism::ScramSha1,
+        Mechanism::ScramSha256,
+    ] {
         for (pass, ok) in [("testtest", true), ("wrong", false)] {
             let mut h = ehloed(submission_config());
             let mut rng = Rng::new(1);
@@ -680,8 +836,12 @@ fn auth_cram_md5_and_scram_without_tls() {
             for _ in 0..5 {
                 let r = h.replies();
                 last = r.last().cloned().unwrap_or_default();
-                let Some(challenge) = last.strip_prefix("334 ") else { break };
-                let challenge = base64::engine::general_purpose::STANDARD.decode(challenge).unwrap();
+                let Some(challenge) = last.strip_prefix("334 ") else {
+                    break;
+                };
+                let challenge = base64::engine::general_purpose::STANDARD
+                    .decode(challenge)
+                    .unwrap();
                 let resp = client.respond(&challenge).unwrap_or_default();
                 h.send_str(&format!("{}\r\n", b64(&resp)));
             }
@@ -722,7 +882,12 @@ fn submission_message_rules() {
     assert!(text.contains("with ESMTPA"), "{text}");
     assert_eq!(h.stored()[0].account.as_deref(), Some("mjl"));
     // Kept as is when present.
-    h.expect(&format!("MAIL FROM:<mjl@mox.example>\r\nRCPT TO:<remote@example.org>\r\nDATA\r\n{SUBMIT}.\r\n"), &["250", "250", "354", "250"]);
+    h.expect(
+        &format!(
+            "MAIL FROM:<mjl@mox.example>\r\nRCPT TO:<remote@example.org>\r\nDATA\r\n{SUBMIT}.\r\n"
+        ),
+        &["250", "250", "354", "250"],
+    );
     let text = String::from_utf8(h.stored()[1].message.clone()).unwrap();
     assert_eq!(text.matches("Message-Id:").count(), 1);
 }
@@ -735,7 +900,10 @@ fn tls_required_header_and_requiretls() {
     let with_header = "From: <mjl@mox.example>\r\nTLS-Required: No\r\n\r\nx\r\n";
     let bogus = "From: <mjl@mox.example>\r\nTLS-Required: No\r\nTLS-Required: bogus\r\n\r\nx\r\n";
     for m in [with_header, bogus, SUBMIT] {
-        h.expect(&format!("MAIL FROM:<mjl@mox.example>\r\nRCPT TO:<r@example.org>\r\nDATA\r\n{m}.\r\n"), &["250", "250", "354", "250"]);
+        h.expect(
+            &format!("MAIL FROM:<mjl@mox.example>\r\nRCPT TO:<r@example.org>\r\nDATA\r\n{m}.\r\n"),
+            &["250", "250", "354", "250"],
+        );
     }
     let got: Vec<Option<bool>> = h.stored().iter().map(|t| t.requiretls).collect();
     assert_eq!(got, vec![Some(false), None, None]);
@@ -747,15 +915,33 @@ fn future_release() {
     let day = 86_400i64;
     let cases: Vec<(String, &str)> = vec![
         (" HOLDFOR=1".into(), "250"),
-        (format!(" HOLDUNTIL={}", UnixTime(now.wall.0 + 60).rfc3339()), "250"),
+        (
+            format!(" HOLDUNTIL={}", UnixTime(now.wall.0 + 60).rfc3339()),
+            "250",
+        ),
         (" HOLDFOR=0".into(), "501"),
         (format!(" HOLDFOR={}", 60 * day + 60), "554"),
-        (format!(" HOLDUNTIL={}", UnixTime(now.wall.0 - 60).rfc3339()), "554"),
-        (format!(" HOLDUNTIL={}", UnixTime(now.wall.0 + 60 * day + 60).rfc3339()), "554"),
+        (
+            format!(" HOLDUNTIL={}", UnixTime(now.wall.0 - 60).rfc3339()),
+            "554",
+        ),
+        (
+            format!(
+                " HOLDUNTIL={}",
+                UnixTime(now.wall.0 + 60 * day + 60).rfc3339()
+            ),
+            "554",
+        ),
         (" HOLDUNTIL=2024-02-10T17:28:00+00:00".into(), "501"),
         (" HOLDUNTIL=24-02-10T17:28:00Z".into(), "501"),
         (" HOLDFOR=1 HOLDFOR=1".into(), "501"),
-        (format!(" HOLDFOR=1 HOLDUNTIL={}", UnixTime(now.wall.0 + 3600).rfc3339()), "501"),
+        (
+            format!(
+                " HOLDFOR=1 HOLDUNTIL={}",
+                UnixTime(now.wall.0 + 3600).rfc3339()
+            ),
+            "501",
+        ),
     ];
     for (params, want) in cases {
         let mut h = authed();
@@ -766,7 +952,10 @@ fn future_release() {
         &format!("MAIL FROM:<mjl@mox.example> HOLDFOR=3600\r\nRCPT TO:<r@example.org>\r\nDATA\r\n{SUBMIT}.\r\n"),
         &["250", "250", "354", "250"],
     );
-    assert_eq!(h.stored()[0].hold_until, Some(UnixTime(h.clock.now().wall.0 + 3600)));
+    assert_eq!(
+        h.stored()[0].hold_until,
+        Some(UnixTime(h.clock.now().wall.0 + 3600))
+    );
 }
 
 #[test]
@@ -775,7 +964,10 @@ fn futurerelease_announced_on_submission() {
     h.send_str("EHLO c.example\r\n");
     let r = h.replies();
     assert!(r[0].contains("|FUTURERELEASE 5184000 "), "{r:?}");
-    assert!(r[0].contains("|AUTH SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5 PLAIN LOGIN|"), "{r:?}");
+    assert!(
+        r[0].contains("|AUTH SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5 PLAIN LOGIN|"),
+        "{r:?}"
+    );
 }
 
 // ---- TLS ----
@@ -790,7 +982,8 @@ fn tls_config() -> ServerConfig {
 /// Runs STARTTLS from the client side and completes the handshake.
 fn starttls(h: &mut H) {
     h.expect("STARTTLS\r\n", &["220 2.0.0"]);
-    h.client_tls = Some(crate::tls::TlsLayer::client(testkit::client_tls(), "mox.example").unwrap());
+    h.client_tls =
+        Some(crate::tls::TlsLayer::client(testkit::client_tls(), "mox.example").unwrap());
     // Handshake: move bytes until both sides are done.
     for _ in 0..10 {
         h.send(b"");
@@ -806,7 +999,10 @@ fn starttls(h: &mut H) {
         assert_eq!(n, out.len());
         h.drain();
     }
-    assert!(!h.client_tls.as_ref().unwrap().is_handshaking(), "handshake did not complete");
+    assert!(
+        !h.client_tls.as_ref().unwrap().is_handshaking(),
+        "handshake did not complete"
+    );
     assert!(h.s.is_tls());
 }
 
@@ -818,27 +1014,41 @@ fn starttls_then_auth_with_channel_binding() {
     let caps = h.replies();
     assert!(caps[0].contains("|STARTTLS|"), "{caps:?}");
     starttls(&mut h);
-    assert!(h.events.iter().any(|e| matches!(e, Event::TlsEstablished(_))));
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::TlsEstablished(_))));
     // State was reset: EHLO is needed again.
     h.expect("MAIL FROM:<mjl@mox.example>\r\n", &["503 5.5.1"]);
     h.send_str("EHLO c.example\r\n");
     let caps = h.replies();
     assert!(caps[0].contains("|REQUIRETLS|"), "{caps:?}");
-    assert!(caps[0].contains("AUTH SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-256"), "{caps:?}");
+    assert!(
+        caps[0].contains("AUTH SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-256"),
+        "{caps:?}"
+    );
     assert!(!caps[0].contains("STARTTLS"), "{caps:?}");
     h.expect("STARTTLS\r\n", &["503 5.5.1"]);
 
     let cb = h.client_tls.as_ref().unwrap().channel_binding();
     assert!(cb.is_some());
     let mut rng = Rng::new(3);
-    let mut client = ClientAuth::new(Mechanism::ScramSha256Plus, "mjl@mox.example", "testtest", &mut rng, cb);
+    let mut client = ClientAuth::new(
+        Mechanism::ScramSha256Plus,
+        "mjl@mox.example",
+        "testtest",
+        &mut rng,
+        cb,
+    );
     let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
     let ir = client.initial_response().unwrap();
     h.send_str(&format!("AUTH SCRAM-SHA-256-PLUS {}\r\n", b64(&ir)));
     let mut last = String::new();
     for _ in 0..4 {
         last = h.replies().pop().unwrap();
-        let Some(c) = last.strip_prefix("334 ") else { break };
+        let Some(c) = last.strip_prefix("334 ") else {
+            break;
+        };
         let c = base64::engine::general_purpose::STANDARD.decode(c).unwrap();
         let resp = client.respond(&c).unwrap_or_default();
         h.send_str(&format!("{}\r\n", b64(&resp)));
@@ -863,7 +1073,10 @@ fn commands_pipelined_after_starttls_are_not_executed() {
     let mut h = greeted(tls_config());
     h.expect("EHLO c.example\r\n", &["250"]);
     let now = h.clock.now();
-    let r = h.s.handle(now, Input::Received(b"STARTTLS\r\nMAIL FROM:<mjl@mox.example>\r\n"));
+    let r = h.s.handle(
+        now,
+        Input::Received(b"STARTTLS\r\nMAIL FROM:<mjl@mox.example>\r\n"),
+    );
     assert!(r.is_err());
     h.drain();
     assert!(h.closed);
@@ -875,7 +1088,10 @@ fn implicit_tls_greets_after_handshake() {
     let mut c = tls_config();
     c.implicit_tls = true;
     let clock = TestClock::new();
-    let peer = Peer { ip: "192.0.2.10".parse().unwrap(), cid: 1 };
+    let peer = Peer {
+        ip: "192.0.2.10".parse().unwrap(),
+        cid: 1,
+    };
     let s = ServerSession::new(Arc::new(c), peer, clock.now()).unwrap();
     let mut h = H {
         s,
@@ -888,7 +1104,9 @@ fn implicit_tls_greets_after_handshake() {
         events: Vec::new(),
         held: VecDeque::new(),
         hold_effects: false,
-        client_tls: Some(crate::tls::TlsLayer::client(testkit::client_tls(), "mox.example").unwrap()),
+        client_tls: Some(
+            crate::tls::TlsLayer::client(testkit::client_tls(), "mox.example").unwrap(),
+        ),
         parser: ReplyParser::new(),
     };
     h.drain();
@@ -911,7 +1129,12 @@ fn transcript(chunks: &[usize]) -> Vec<String> {
     let mut pos = 0;
     let mut i = 0;
     while pos < bytes.len() {
-        let n = chunks.get(i).copied().unwrap_or(bytes.len()).max(1).min(bytes.len() - pos);
+        let n = chunks
+            .get(i)
+            .copied()
+            .unwrap_or(bytes.len())
+            .max(1)
+            .min(bytes.len() - pos);
         h.send(&bytes[pos..pos + n]);
         pos += n;
         i += 1;

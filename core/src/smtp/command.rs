@@ -135,6 +135,9 @@ pub enum CommandError {
     /// The MAIL FROM path is malformed: `501 5.1.7`.
     #[error("bad sender address: {0}")]
     BadSender(String),
+    /// A non-ASCII MAIL FROM address without the SMTPUTF8 parameter: `553 5.6.7`.
+    #[error("non-ASCII address requires SMTPUTF8")]
+    NonAsciiWithoutSmtputf8,
     /// The RCPT TO path is malformed: `501 5.1.3`.
     #[error("bad recipient address: {0}")]
     BadRecipient(String),
@@ -156,6 +159,7 @@ impl CommandError {
             CommandError::Unknown => (500, Enhanced::new(5, 5, 1)),
             CommandError::Syntax(_) => (501, Enhanced::new(5, 5, 4)),
             CommandError::BadSender(_) => (501, Enhanced::new(5, 1, 7)),
+            CommandError::NonAsciiWithoutSmtputf8 => (553, Enhanced::new(5, 6, 7)),
             CommandError::BadRecipient(_) => (501, Enhanced::new(5, 1, 3)),
             CommandError::UnknownParameter(_) => (555, Enhanced::new(5, 5, 4)),
             CommandError::DuplicateParameter(_) => (501, Enhanced::new(5, 5, 4)),
@@ -378,8 +382,12 @@ fn parse_mail(arg: &str) -> Result<Command, CommandError> {
                     set_once(&mut p.hold, &key, Hold::For(n))?;
                 }
                 "HOLDUNTIL" => {
-                    let t = UnixTime::parse_rfc3339(need_value(k, v)?)
-                        .ok_or_else(|| syntax("bad HOLDUNTIL"))?;
+                    // RFC 4865 3: the time is in UTC, written with "Z".
+                    let raw = need_value(k, v)?;
+                    if !raw.ends_with('Z') {
+                        return Err(syntax("HOLDUNTIL must be in UTC, ending in Z"));
+                    }
+                    let t = UnixTime::parse_rfc3339(raw).ok_or_else(|| syntax("bad HOLDUNTIL"))?;
                     set_once(&mut p.hold, &key, Hold::Until(t))?;
                 }
                 "RET" => {
@@ -409,9 +417,7 @@ fn parse_mail(arg: &str) -> Result<Command, CommandError> {
     }
     // RFC 6531 3.4: UTF-8 in the path needs SMTPUTF8 on this MAIL command.
     if !p.smtputf8 && !path.is_ascii() {
-        return Err(CommandError::BadSender(
-            "non-ASCII address without SMTPUTF8".into(),
-        ));
+        return Err(CommandError::NonAsciiWithoutSmtputf8);
     }
     let path = ReversePath::parse(path).map_err(|e| CommandError::BadSender(e.to_string()))?;
     Ok(Command::Mail(path, p))
@@ -1031,7 +1037,9 @@ mod tests {
             (b"MAIL FROM:<a>", &bs),
             (b"MAIL FROM:<a@x..y>", &bs),
             (b"MAIL FROM:<postmaster>", &bs),
-            (b"MAIL FROM:<j\xc3\xb6@x>", &bs),
+            (b"MAIL FROM:<j\xc3\xb6@x>", &|e: &E| {
+                matches!(e, E::NonAsciiWithoutSmtputf8)
+            }),
             (b"MAIL FROM:<a@x>SIZE=1", &syn),
             (b"MAIL FROM:<a@x> SIZE=1  BODY=7BIT", &syn),
             (b"MAIL FROM:<a@x> SIZE", &syn),
