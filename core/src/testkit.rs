@@ -1,7 +1,12 @@
 //! Test support shared by the machine tests: a virtual clock, TLS configs with a
 //! self-signed certificate, and the shared test vectors.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    dead_code
+)]
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

@@ -13,6 +13,7 @@ impl UnixTime {
     }
 
     /// This time plus `d` (saturating).
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, d: Duration) -> UnixTime {
         UnixTime(
             self.0

@@ -95,10 +95,11 @@ impl TlsLayer {
         if avail > 0 {
             let start = plain.len();
             plain.resize(start + avail, 0);
-            let got = match self.conn.reader().read(&mut plain[start..]) {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+            let got = self
+                .conn
+                .reader()
+                .read(&mut plain[start..])
+                .unwrap_or_default();
             plain.truncate(start + got);
         }
         Ok(())
