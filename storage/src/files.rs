@@ -39,7 +39,6 @@ pub(crate) fn path(root: &Path, area: Area, id: u64) -> PathBuf {
 }
 
 /// Parses a file name back to its id (for verify), when it is one of ours.
-#[allow(dead_code)] // used by verify (next commit)
 pub(crate) fn parse_name(shard: &str, name: &str) -> Option<u64> {
     let id: u64 = name.parse().ok()?;
     let s = u64::from_str_radix(shard, 16).ok()?;

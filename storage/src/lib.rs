@@ -83,6 +83,7 @@
 //! verify(data_dir: &Path) -> VerifyReport                           // free function
 //! ```
 
+mod backup;
 mod error;
 mod files;
 mod group;
@@ -91,6 +92,7 @@ mod queue;
 mod store;
 mod tables;
 
+pub use backup::{verify, BackupReport, VerifyReport};
 pub use error::StoreError;
 pub use group::{MAX_BATCH, MAX_PENDING};
 pub use model::*;
