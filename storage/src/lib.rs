@@ -1,1 +1,100 @@
 //! rmox-storage: everything rmox keeps, durable before acknowledged.
+//!
+//! One data directory holds a redb database (`index.db`: accounts, credentials, mailboxes,
+//! message records and indexes, queue, history, hold rules, suppression list, outgoing log,
+//! reports, policy caches) and the message bytes as files (`msg/…`, `queue/…`). The API is
+//! synchronous: runtimes call it from their blocking pools, from many threads at once.
+//! [`Store`] is `Send + Sync`; share one in an `Arc`.
+//!
+//! # Guarantees
+//!
+//! * **Durable before `Ok`.** A write returns `Ok` only after the message file's data was
+//!   fsynced (`fdatasync` by the calling thread), its directory entry was fsynced, and the
+//!   redb transaction referencing it committed with [`redb::Durability::Immediate`]. Any
+//!   failure (full disk, I/O error, redb error) returns `Err`, never `Ok`;
+//!   [`StoreError::is_storage_failure`] / [`StoreError::is_disk_full`] tell the server
+//!   to answer 451 or 452.
+//! * **Crash safety.** Files are written before the record that references them is
+//!   committed and removed only after the record stopped referencing them. A crash leaves at
+//!   worst an unreferenced file, which [`verify`] reports as "orphan, safe to delete".
+//!   `storage/tests/crash.rs` SIGKILLs writers repeatedly and checks every acknowledged id.
+//! * **Group commit.** Concurrent writes share one write transaction and one commit: callers
+//!   write and fsync their files in parallel, enqueue a closure; one of them becomes the
+//!   leader, runs up to 512 queued closures in one transaction, fsyncs the touched
+//!   directories once, commits once and wakes the others. At most 4096 jobs wait; more
+//!   callers block (bounded memory). A job refused for its own reason (no account, over
+//!   quota) fails alone and changes nothing; a storage failure fails the whole batch.
+//! * **Indexes, not scans.** Reputation and rate questions ([`Store::lookup`],
+//!   [`Store::count_since`], [`Store::count_outgoing`], [`Store::queue_due`]) are range
+//!   scans over keyed tables, so their cost grows with the answer, not with the account.
+//! * **Schema version.** `meta.schema_version` is [`SCHEMA_VERSION`]; [`Store::open`]
+//!   migrates older data (version 1 had no per-account usage counters) and refuses newer
+//!   data with [`StoreError::SchemaTooNew`].
+//!
+//! # API overview (all methods on [`Store`] unless noted)
+//!
+//! ```text
+//! Store::open(data_dir: &Path) -> Result<Store>
+//! Store::open_readonly(data_dir: &Path) -> Result<Store>          // writes fail: ReadOnly
+//!
+//! // accounts and credentials
+//! account_add(name: &str, domain: &str) -> Result<()>
+//! account_remove(name: &str) -> Result<()>
+//! accounts() -> Result<Vec<Account>>;  account(name) -> Result<Option<Account>>
+//! account_set_login_disabled(name, Option<String>) -> Result<()>
+//! account_set_quota(name, Option<u64>) -> Result<()>
+//! account_usage(name) -> Result<u64>                                // bytes, a counter
+//! set_credentials(account, Vec<(String /*kind*/, Vec<u8>)>) -> Result<()>   // replaces all
+//! credentials(account, kind: &str) -> Result<Option<Vec<u8>>>
+//!
+//! // delivery and messages
+//! deliver(Delivery<'_>) -> Result<MessageId>
+//! deliver_many(Vec<Delivery<'_>>) -> Result<Vec<MessageId>>       // one commit, all or none
+//! messages(account) -> Result<Vec<MessageRecord>>;  message(id) -> Result<Option<MessageRecord>>
+//! message_bytes(id) -> Result<Vec<u8>>;  mailboxes(account) -> Result<Vec<String>>
+//! set_flags(id, Flags) -> Result<()>;  expunge(id) -> Result<()>
+//! lookup(account, IndexKind, value, since: UnixTime, limit) -> Result<Vec<IndexHit>>  // newest first
+//! count_since(account, IndexKind, value, since) -> Result<u64>
+//! ip_networks(IpAddr) -> Vec<String>                                // free function
+//!
+//! // queue
+//! queue_add(msg: &[u8], Vec<QueueRecipient>) -> Result<Vec<QueueId>>
+//! queue_list(&QueueFilter) -> Result<Vec<QueueEntry>>;  queue_get(QueueId) -> Result<Option<QueueEntry>>
+//! queue_due(now, limit) -> Result<Vec<QueueEntry>>;  queue_next_due() -> Result<Option<UnixTime>>
+//! queue_message(msg_id: u64) -> Result<Vec<u8>>
+//! queue_update(QueueId, FnOnce(&mut QueueEntry)) -> Result<QueueEntry>
+//! queue_hold(QueueId), queue_release(QueueId) -> Result<()>
+//! queue_retire(QueueId, Outcome, now) -> Result<()>;  queue_drop(QueueId) -> Result<()>
+//! queue_retired(limit) -> Result<Vec<RetiredEntry>>;  queue_retired_cleanup(before) -> Result<u64>
+//! hold_rule_add(HoldRule) -> Result<u64>;  hold_rules();  hold_rule_remove(id) -> Result<bool>
+//! suppression_add(account, Suppression);  suppressions(account);  suppression_remove(account, addr);
+//! is_suppressed(account, addr) -> Result<bool>
+//! record_outgoing(account, &[String], time) -> Result<u32 /*first-time*/>
+//! count_outgoing(account, since) -> Result<(u64 /*messages*/, u64 /*first-time rcpts*/)>
+//! has_sent_to(account, addr) -> Result<bool>;  outgoing_cleanup(before)
+//!
+//! // reports and policy caches
+//! report_add(ReportKind, domain, time, Vec<u8>);  reports(kind, domain);  report_domains(kind);
+//! reports_remove(kind, domain, before)
+//! mtasts_put(MtaStsRecord);  mtasts_get(domain);  mtasts_remove(domain)
+//!
+//! // backup and verify
+//! backup(&self, dest: &Path) -> Result<BackupReport>
+//! verify(data_dir: &Path) -> VerifyReport                           // free function
+//! ```
+
+mod backup;
+mod error;
+mod files;
+mod group;
+mod model;
+mod queue;
+mod store;
+mod tables;
+
+pub use backup::{verify, BackupReport, VerifyReport};
+pub use error::StoreError;
+pub use group::{MAX_BATCH, MAX_PENDING};
+pub use model::*;
+pub use store::{ip_networks, Store, DB_FILE};
+pub use tables::SCHEMA_VERSION;

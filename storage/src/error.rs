@@ -1,0 +1,130 @@
+//! The one error type of the store.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::model::{MessageId, QueueId};
+
+/// Why a store operation failed. A failed write stored nothing that a later read can see
+/// (message files it wrote are orphans that [`crate::verify`] reports as safe to delete).
+///
+/// Cloneable because one failed group commit is reported to every caller in the batch.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed (I/O error, full disk, corruption, a failed commit). After a failed
+    /// commit redb refuses further writes until the store is reopened.
+    #[error("database: {0}")]
+    Database(Arc<redb::Error>),
+    /// Creating, writing, syncing, reading or removing a file failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("write", "sync", "read", ...).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: Arc<io::Error>,
+    },
+    /// The data directory was written by a newer rmox; refusing to touch it.
+    #[error("schema version {found} is newer than the newest this rmox knows ({supported}): upgrade rmox")]
+    SchemaTooNew {
+        /// Version recorded in the database.
+        found: u64,
+        /// Newest version this build supports.
+        supported: u64,
+    },
+    /// No account with this name.
+    #[error("no account {0:?}")]
+    NoAccount(String),
+    /// An account with this name exists already.
+    #[error("account {0:?} exists already")]
+    AccountExists(String),
+    /// Storing the message would take the account over its quota.
+    #[error("account {account:?} over quota: {used} + {size} > {quota} bytes")]
+    QuotaExceeded {
+        /// The account.
+        account: String,
+        /// Bytes stored now.
+        used: u64,
+        /// Size of the new message(s).
+        size: u64,
+        /// The limit.
+        quota: u64,
+    },
+    /// No message with this id.
+    #[error("no message {0}")]
+    NoMessage(MessageId),
+    /// No queue entry with this id.
+    #[error("no queue entry {0}")]
+    NoQueueEntry(QueueId),
+    /// The store was opened read-only (verify) and a write was attempted.
+    #[error("store opened read-only")]
+    ReadOnly,
+    /// A record could not be decoded (written by a buggy or foreign program).
+    #[error("corrupt record in table {table}: {detail}")]
+    Corrupt {
+        /// Table name.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The caller passed an argument the store cannot use (empty name, no recipients, ...).
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// Code running inside a commit panicked; the batch was aborted.
+    #[error("a write operation panicked; batch aborted")]
+    Panicked,
+}
+
+impl StoreError {
+    /// True when the failure is the disk being full (the server answers 452, not 451).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => source.kind() == io::ErrorKind::StorageFull,
+            StoreError::Database(e) => match e.as_ref() {
+                redb::Error::Io(io) => io.kind() == io::ErrorKind::StorageFull,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// True for failures of the storage itself (database, files, panics) as opposed to a
+    /// refusal of this one request (no such account, over quota, ...). A server answers
+    /// the first with a temporary error (451/452).
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(_) | StoreError::Io { .. } | StoreError::Panicked
+        )
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, e: io::Error) -> StoreError {
+        StoreError::Io {
+            op,
+            path: path.into(),
+            source: Arc::new(e),
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> StoreError {
+                StoreError::Database(Arc::new(redb::Error::from(e)))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);

@@ -1,0 +1,122 @@
+//! Message files: written and fsynced by the storing thread before its commit is queued,
+//! immutable afterwards, removed only after the commit that stops referencing them.
+//!
+//! Layout: `DATA/msg/<id / 4096 in hex>/<id>` for delivered messages and
+//! `DATA/queue/<id / 4096 in hex>/<id>` for queued ones.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::StoreError;
+
+/// Which set of message files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Area {
+    /// Delivered messages.
+    Msg,
+    /// Queued messages.
+    Queue,
+}
+
+impl Area {
+    pub(crate) fn dir_name(self) -> &'static str {
+        match self {
+            Area::Msg => "msg",
+            Area::Queue => "queue",
+        }
+    }
+}
+
+/// Directory holding the file for `id`.
+pub(crate) fn shard_dir(root: &Path, area: Area, id: u64) -> PathBuf {
+    root.join(area.dir_name()).join(format!("{:x}", id >> 12))
+}
+
+/// Path of the file for `id`.
+pub(crate) fn path(root: &Path, area: Area, id: u64) -> PathBuf {
+    shard_dir(root, area, id).join(id.to_string())
+}
+
+/// Parses a file name back to its id (for verify), when it is one of ours.
+pub(crate) fn parse_name(shard: &str, name: &str) -> Option<u64> {
+    let id: u64 = name.parse().ok()?;
+    let s = u64::from_str_radix(shard, 16).ok()?;
+    (id >> 12 == s && id.to_string() == name).then_some(id)
+}
+
+/// fsyncs a directory (makes entries created in it durable).
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("sync directory", dir, e))
+}
+
+/// Creates `dir` (and its parent) if needed, durably.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        if !parent.is_dir() {
+            ensure_dir(parent)?;
+        }
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(StoreError::io("create directory", dir, e)),
+    }
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to the file for `id` and fsyncs its data. The directory entry is made
+/// durable by the committer (one directory fsync per batch). Returns the shard directory.
+pub(crate) fn write(root: &Path, area: Area, id: u64, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+    let dir = shard_dir(root, area, id);
+    ensure_dir(&dir)?;
+    let p = dir.join(id.to_string());
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&p)
+        .map_err(|e| StoreError::io("create", &p, e))?;
+    f.write_all(bytes)
+        .map_err(|e| StoreError::io("write", &p, e))?;
+    f.sync_data().map_err(|e| StoreError::io("sync", &p, e))?;
+    Ok(dir)
+}
+
+/// Hard-links the file for `from` as `to` (one message stored for several recipients).
+/// Falls back to a copy when links are not supported. Returns the shard directory of `to`.
+pub(crate) fn link(
+    root: &Path,
+    area: Area,
+    from: u64,
+    to: u64,
+    bytes: &[u8],
+) -> Result<PathBuf, StoreError> {
+    let dir = shard_dir(root, area, to);
+    ensure_dir(&dir)?;
+    let dst = dir.join(to.to_string());
+    let _ = fs::remove_file(&dst);
+    match fs::hard_link(path(root, area, from), &dst) {
+        Ok(()) => Ok(dir),
+        Err(_) => write(root, area, to, bytes),
+    }
+}
+
+/// Reads the file for `id`.
+pub(crate) fn read(root: &Path, area: Area, id: u64) -> Result<Vec<u8>, StoreError> {
+    let p = path(root, area, id);
+    fs::read(&p).map_err(|e| StoreError::io("read", p, e))
+}
+
+/// Removes a file, ignoring "not found".
+pub(crate) fn remove(p: &Path) {
+    let _ = fs::remove_file(p);
+}

@@ -1,0 +1,259 @@
+//! Group commit: many concurrent writers share one redb write transaction and one fsync.
+//!
+//! Leader/follower: a caller puts its work (a closure over the write transaction) and the
+//! directories whose new entries must be durable into a shared queue. If no commit is
+//! running, it becomes the leader: it takes up to [`MAX_BATCH`] jobs, fsyncs their
+//! directories, runs every closure in one transaction, commits once with immediate
+//! durability, publishes each job's result and wakes the others. Whoever then finds its job
+//! still pending (it arrived during the commit) becomes the next leader. The queue is
+//! bounded by [`MAX_PENDING`]; callers beyond it wait, so memory stays bounded.
+//!
+//! A job that returns an error that is not a storage failure (no such account, over quota)
+//! must not have changed anything; only that job fails. A storage failure or a panic aborts
+//! the whole batch and every job in it gets the error. A failed commit also fails every
+//! job; redb may still have made it durable, so callers must not delete files then.
+
+use std::any::Any;
+use std::collections::{BTreeSet, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use redb::{Database, Durability, WriteTransaction};
+
+use crate::error::StoreError;
+
+/// Most jobs in one transaction.
+pub const MAX_BATCH: usize = 512;
+/// Most jobs waiting; more callers block until there is room.
+pub const MAX_PENDING: usize = 4096;
+
+type Work = Box<dyn FnOnce(&WriteTransaction) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
+type Hook = Box<dyn Fn(&WriteTransaction) -> Result<(), StoreError> + Send + Sync>;
+
+/// The result of one job: its output, or why it failed, and whether the failure came after
+/// the commit was attempted (then files must be kept).
+pub(crate) struct Done {
+    pub result: Result<Box<dyn Any + Send>, StoreError>,
+    /// True when the commit itself failed (the job's effects may be durable).
+    pub commit_failed: bool,
+}
+
+/// Where a job's result is published; set once.
+#[derive(Default)]
+struct Slot(Mutex<Option<Done>>);
+
+impl Slot {
+    fn set(&self, d: Done) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            *g = Some(d);
+        }
+    }
+    fn is_set(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+    fn take(&self) -> Option<Done> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+struct Job {
+    work: Work,
+    dirs: Vec<PathBuf>,
+    done: Arc<Slot>,
+}
+
+struct State {
+    pending: VecDeque<Job>,
+    leader: bool,
+}
+
+/// The shared commit queue of one store.
+pub(crate) struct Committer {
+    state: Mutex<State>,
+    cv: Condvar,
+    /// Runs at the end of every batch before commit (persists id counters).
+    before_commit: Hook,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Committer {
+    pub(crate) fn new(before_commit: Hook) -> Committer {
+        Committer {
+            state: Mutex::new(State {
+                pending: VecDeque::new(),
+                leader: false,
+            }),
+            cv: Condvar::new(),
+            before_commit,
+        }
+    }
+
+    /// Runs `f` in a shared, durably committed write transaction. `dirs` are fsynced before
+    /// the commit. Returns `f`'s output once committed.
+    pub(crate) fn run<R, F>(
+        &self,
+        db: &Database,
+        dirs: Vec<PathBuf>,
+        f: F,
+    ) -> Result<R, (StoreError, bool)>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    {
+        let done = Arc::new(Slot::default());
+        let job = Job {
+            work: Box::new(move |txn| f(txn).map(|r| Box::new(r) as Box<dyn Any + Send>)),
+            dirs,
+            done: Arc::clone(&done),
+        };
+        let mut st = lock(&self.state);
+        while st.pending.len() >= MAX_PENDING {
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.pending.push_back(job);
+        loop {
+            if done.is_set() {
+                break;
+            }
+            if st.leader {
+                st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.leader = true;
+            let n = st.pending.len().min(MAX_BATCH);
+            let batch: Vec<Job> = st.pending.drain(..n).collect();
+            drop(st);
+            self.commit_batch(db, batch);
+            st = lock(&self.state);
+            st.leader = false;
+            self.cv.notify_all();
+        }
+        drop(st);
+        let Some(d) = done.take() else {
+            return Err((StoreError::Panicked, true));
+        };
+        match d.result {
+            Ok(b) => match b.downcast::<R>() {
+                Ok(r) => Ok(*r),
+                Err(_) => Err((StoreError::Panicked, d.commit_failed)),
+            },
+            Err(e) => Err((e, d.commit_failed)),
+        }
+    }
+
+    fn commit_batch(&self, db: &Database, batch: Vec<Job>) {
+        let slots: Vec<Arc<Slot>> = batch.iter().map(|j| Arc::clone(&j.done)).collect();
+        let _ = catch_unwind(AssertUnwindSafe(|| self.try_batch(db, batch)));
+        // try_batch answers every job; should it panic before that, answer the rest here so
+        // no caller waits forever.
+        for s in slots {
+            s.set(Done {
+                result: Err(StoreError::Panicked),
+                commit_failed: true,
+            });
+        }
+    }
+
+    fn try_batch(&self, db: &Database, batch: Vec<Job>) {
+        let mut slots = Vec::with_capacity(batch.len());
+        let mut works = Vec::with_capacity(batch.len());
+        let mut dirs = BTreeSet::new();
+        for j in batch {
+            slots.push(j.done);
+            works.push(j.work);
+            dirs.extend(j.dirs);
+        }
+        let fail_all = |slots: &[Arc<Slot>], e: &StoreError, commit_failed: bool| {
+            for s in slots {
+                s.set(Done {
+                    result: Err(e.clone()),
+                    commit_failed,
+                });
+            }
+        };
+        for d in &dirs {
+            if let Err(e) = crate::files::sync_dir(d) {
+                fail_all(&slots, &e, false);
+                return;
+            }
+        }
+        let mut txn = match db.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                fail_all(&slots, &e.into(), false);
+                return;
+            }
+        };
+        if let Err(e) = txn.set_durability(Durability::Immediate) {
+            fail_all(&slots, &e.into(), false);
+            return;
+        }
+        let mut results: Vec<Option<Result<Box<dyn Any + Send>, StoreError>>> =
+            Vec::with_capacity(works.len());
+        let mut fatal: Option<StoreError> = None;
+        for w in works {
+            if fatal.is_some() {
+                results.push(None);
+                continue;
+            }
+            match catch_unwind(AssertUnwindSafe(|| w(&txn))) {
+                Ok(Ok(r)) => results.push(Some(Ok(r))),
+                Ok(Err(e)) if !e.is_storage_failure() => results.push(Some(Err(e))),
+                Ok(Err(e)) => {
+                    fatal = Some(e);
+                    results.push(None);
+                }
+                Err(_) => {
+                    fatal = Some(StoreError::Panicked);
+                    results.push(None);
+                }
+            }
+        }
+        if fatal.is_none() {
+            match catch_unwind(AssertUnwindSafe(|| (self.before_commit)(&txn))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => fatal = Some(e),
+                Err(_) => fatal = Some(StoreError::Panicked),
+            }
+        }
+        if let Some(e) = fatal {
+            let _ = txn.abort();
+            fail_all(&slots, &e, false);
+            return;
+        }
+        let any_ok = results.iter().any(|r| matches!(r, Some(Ok(_))));
+        let commit = if any_ok {
+            txn.commit().map_err(StoreError::from)
+        } else {
+            txn.abort().map_err(StoreError::from)
+        };
+        match commit {
+            Ok(()) => {
+                for (s, r) in slots.iter().zip(results) {
+                    let result = r.unwrap_or(Err(StoreError::Panicked));
+                    s.set(Done {
+                        result,
+                        commit_failed: false,
+                    });
+                }
+            }
+            Err(e) => {
+                for (s, r) in slots.iter().zip(results) {
+                    let (result, commit_failed) = match r {
+                        Some(Err(own)) => (Err(own), false),
+                        _ => (Err(e.clone()), any_ok),
+                    };
+                    s.set(Done {
+                        result,
+                        commit_failed,
+                    });
+                }
+            }
+        }
+    }
+}

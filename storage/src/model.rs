@@ -1,0 +1,461 @@
+//! The records the store keeps, as callers see them.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use rmox_core::UnixTime;
+use serde::{Deserialize, Serialize};
+
+/// Id of a stored (delivered) message; unique in a data directory, never reused while the
+/// process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageId(pub u64);
+
+/// Id of one queue entry (one recipient of one queued message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct QueueId(pub u64);
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// (De)serializes [`UnixTime`] as seconds.
+pub(crate) mod unix {
+    use rmox_core::UnixTime;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &UnixTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(t.0)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UnixTime, D::Error> {
+        Ok(UnixTime(i64::deserialize(d)?))
+    }
+
+    pub mod opt {
+        use rmox_core::UnixTime;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(t: &Option<UnixTime>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_some(&t.0),
+                None => s.serialize_none(),
+            }
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<UnixTime>, D::Error> {
+            Ok(Option::<i64>::deserialize(d)?.map(UnixTime))
+        }
+    }
+}
+
+/// An account: the unit that owns mailboxes, credentials and a quota.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Account name (exact, case-sensitive).
+    pub name: String,
+    /// The account's domain (used for the default address and reports).
+    pub domain: String,
+    /// When set, logins are refused and this message is shown.
+    #[serde(default)]
+    pub login_disabled: Option<String>,
+    /// Maximum bytes of stored messages; `None` for no limit.
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
+}
+
+/// Message flags the store indexes on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Flags {
+    /// Read by the user.
+    #[serde(default)]
+    pub seen: bool,
+    /// Classified or marked as junk.
+    #[serde(default)]
+    pub junk: bool,
+    /// Marked as not junk by the user.
+    #[serde(default)]
+    pub notjunk: bool,
+}
+
+/// Result of a validation step (SPF, DKIM, DMARC alignment, EHLO) as mox records it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Validation {
+    /// Not evaluated.
+    #[default]
+    Unknown,
+    /// Strict (exact) match, e.g. DKIM for exactly this domain.
+    Strict,
+    /// Validated by DMARC alignment.
+    Dmarc,
+    /// Relaxed (organisational domain) match.
+    Relaxed,
+    /// Pass.
+    Pass,
+    /// Neutral.
+    Neutral,
+    /// Temporary error during evaluation.
+    TempError,
+    /// Permanent error (bad record).
+    PermError,
+    /// Fail.
+    Fail,
+    /// Soft fail.
+    Softfail,
+    /// No policy published.
+    None,
+}
+
+/// The index fields stored with each delivered message: what reputation and rate questions
+/// are asked about later. All optional; the store lowercases addresses and domains for its
+/// indexes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageInfo {
+    /// IP address of the SMTP client (`None` for local submissions and imports).
+    #[serde(default)]
+    pub remote_ip: Option<IpAddr>,
+    /// EHLO/HELO name.
+    #[serde(default)]
+    pub ehlo: Option<String>,
+    /// EHLO validation (SPF for the EHLO name).
+    #[serde(default)]
+    pub ehlo_validation: Validation,
+    /// MAIL FROM address (`None` for the null sender `<>`).
+    #[serde(default)]
+    pub mail_from: Option<String>,
+    /// MAIL FROM validation (SPF).
+    #[serde(default)]
+    pub mail_from_validation: Validation,
+    /// The RCPT TO address this copy was delivered for.
+    #[serde(default)]
+    pub rcpt_to: Option<String>,
+    /// Domain of the message's From header.
+    #[serde(default)]
+    pub from_domain: Option<String>,
+    /// From-domain validation (DMARC/DKIM alignment).
+    #[serde(default)]
+    pub from_validation: Validation,
+    /// Domains with a passing DKIM signature.
+    #[serde(default)]
+    pub dkim_domains: Vec<String>,
+    /// The Message-ID header, without angle brackets.
+    #[serde(default)]
+    pub message_id: Option<String>,
+}
+
+/// One message to store into one account's mailbox.
+#[derive(Clone, Debug)]
+pub struct Delivery<'a> {
+    /// Account that receives the message (must exist).
+    pub account: String,
+    /// Mailbox name ("Inbox", "Junk", "Rejects", ...); created on demand.
+    pub mailbox: String,
+    /// The whole message as received (headers and body, CRLF line ends).
+    pub message: &'a [u8],
+    /// Initial flags.
+    pub flags: Flags,
+    /// When the message was received.
+    pub received: UnixTime,
+    /// Index fields.
+    pub info: MessageInfo,
+}
+
+/// A stored message's record (everything except its bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The id.
+    pub id: MessageId,
+    /// Owning account.
+    pub account: String,
+    /// Mailbox name.
+    pub mailbox: String,
+    /// Received time.
+    #[serde(with = "unix")]
+    pub received: UnixTime,
+    /// Flags.
+    pub flags: Flags,
+    /// Message size in bytes (the file's size).
+    pub size: u64,
+    /// Index fields.
+    pub info: MessageInfo,
+    /// The masked networks of `info.remote_ip` (see [`crate::ip_networks`]).
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// Removed by the user: the bytes are gone, the record stays for reputation.
+    #[serde(default)]
+    pub expunged: bool,
+}
+
+/// What an index lookup is keyed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IndexKind {
+    /// A masked remote network as produced by [`crate::ip_networks`], e.g. `192.0.2.0/26`.
+    Network,
+    /// The full MAIL FROM address.
+    MailFrom,
+    /// The domain of the MAIL FROM address.
+    MailFromDomain,
+    /// The From header domain.
+    FromDomain,
+    /// A domain with a passing DKIM signature.
+    DkimDomain,
+    /// The EHLO name.
+    Ehlo,
+    /// The Message-ID.
+    MessageId,
+}
+
+impl IndexKind {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            IndexKind::Network => 1,
+            IndexKind::MailFrom => 2,
+            IndexKind::MailFromDomain => 3,
+            IndexKind::FromDomain => 4,
+            IndexKind::DkimDomain => 5,
+            IndexKind::Ehlo => 6,
+            IndexKind::MessageId => 7,
+        }
+    }
+}
+
+/// One message found through an index, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexHit {
+    /// The message.
+    pub id: MessageId,
+    /// When it was received.
+    pub received: UnixTime,
+    /// Its current flags (junk/notjunk are what reputation looks at).
+    pub flags: Flags,
+    /// Its mailbox.
+    pub mailbox: String,
+    /// Whether it was expunged since.
+    pub expunged: bool,
+}
+
+/// REQUIRETLS state of a queued message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RequireTls {
+    /// Neither REQUIRETLS nor `TLS-Required: No`: the configured policy applies.
+    #[default]
+    Default,
+    /// MAIL FROM had REQUIRETLS.
+    Required,
+    /// The message had `TLS-Required: No`.
+    NotRequired,
+}
+
+/// DSN parameters (RFC 3461) given at submission.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DsnParams {
+    /// ENVID.
+    #[serde(default)]
+    pub envid: Option<String>,
+    /// RET: `Some(true)` for FULL, `Some(false)` for HDRS.
+    #[serde(default)]
+    pub ret_full: Option<bool>,
+    /// NOTIFY values as given (`NEVER` or some of `SUCCESS`, `FAILURE`, `DELAY`); empty when
+    /// not given.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// ORCPT, as given (`rfc822;user@example.org`).
+    #[serde(default)]
+    pub orcpt: Option<String>,
+}
+
+/// One recipient to queue, with everything the delivery attempts need.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRecipient {
+    /// Account that submitted the message; `None` for DSNs and forwards.
+    pub sender_account: Option<String>,
+    /// MAIL FROM address; empty for the null sender.
+    pub mail_from: String,
+    /// The recipient address.
+    pub recipient: String,
+    /// Message has 8-bit content (8BITMIME needed).
+    pub has_8bit: bool,
+    /// Message needs SMTPUTF8.
+    pub smtputf8: bool,
+    /// REQUIRETLS / TLS-Required: No.
+    pub requiretls: RequireTls,
+    /// Named transport to use; `None` for direct delivery.
+    pub transport: Option<String>,
+    /// First attempt not before this time (FUTURERELEASE or now).
+    #[serde(with = "unix")]
+    pub next_attempt: UnixTime,
+    /// When the message was queued.
+    #[serde(with = "unix")]
+    pub queued: UnixTime,
+    /// Held: not returned by `queue_due` until released. Hold rules may also set this.
+    pub hold: bool,
+    /// DSN parameters.
+    pub dsn: DsnParams,
+    /// This message is itself a DSN (never generate a DSN about it).
+    pub is_dsn: bool,
+}
+
+/// One delivery attempt in an entry's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When the attempt ended.
+    #[serde(with = "unix")]
+    pub time: UnixTime,
+    /// Host (MX or transport) tried.
+    pub host: String,
+    /// Full reply text or local error.
+    pub result: String,
+}
+
+/// One queued recipient of a queued message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    /// Entry id.
+    pub id: QueueId,
+    /// Id of the queued message bytes (shared by the entries of one `queue_add`).
+    pub msg_id: u64,
+    /// Size of the message in bytes.
+    pub size: u64,
+    /// The recipient and its parameters.
+    pub rcpt: QueueRecipient,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    /// Full text of the last error (reply lines or local error), if any.
+    pub last_error: Option<String>,
+    /// When the last attempt ended.
+    #[serde(with = "unix::opt")]
+    pub last_attempt: Option<UnixTime>,
+    /// Attempt history, oldest first.
+    pub history: Vec<Attempt>,
+}
+
+impl QueueEntry {
+    /// Whether `queue_due(now, ..)` returns this entry.
+    pub fn is_due(&self, now: UnixTime) -> bool {
+        !self.rcpt.hold && self.rcpt.next_attempt <= now
+    }
+}
+
+/// How an entry left the queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Delivered; the final reply.
+    Delivered(String),
+    /// Failed permanently (DSN sent or not); the final error.
+    Failed(String),
+    /// Removed by an administrator.
+    Dropped,
+}
+
+/// A queue entry that left the queue, with its history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredEntry {
+    /// The entry as it was last.
+    pub entry: QueueEntry,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When.
+    #[serde(with = "unix")]
+    pub retired: UnixTime,
+}
+
+/// Selects queue entries for `queue_list`; every set field must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueFilter {
+    /// Only these ids.
+    pub ids: Option<Vec<QueueId>>,
+    /// Sender account equals.
+    pub account: Option<String>,
+    /// MAIL FROM domain equals (case-insensitive).
+    pub from_domain: Option<String>,
+    /// Recipient domain equals (case-insensitive).
+    pub to_domain: Option<String>,
+    /// Hold state equals.
+    pub hold: Option<bool>,
+    /// next_attempt <= this.
+    pub due_by: Option<UnixTime>,
+    /// Transport equals (`Some(None)` = direct).
+    pub transport: Option<Option<String>>,
+}
+
+/// A rule that holds newly queued messages: every set field must match; no field set
+/// matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRule {
+    /// Rule id (assigned by `hold_rule_add`; ignored on input).
+    pub id: u64,
+    /// Sender account equals.
+    pub account: Option<String>,
+    /// MAIL FROM domain equals (case-insensitive).
+    pub sender_domain: Option<String>,
+    /// Recipient domain equals (case-insensitive).
+    pub recipient_domain: Option<String>,
+}
+
+impl HoldRule {
+    /// Whether a new recipient matches.
+    pub fn matches(&self, r: &QueueRecipient) -> bool {
+        let dom = |a: &str| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+        self.account
+            .as_ref()
+            .is_none_or(|a| r.sender_account.as_deref() == Some(a.as_str()))
+            && self
+                .sender_domain
+                .as_ref()
+                .is_none_or(|d| dom(&r.mail_from).as_deref() == Some(&d.to_ascii_lowercase()))
+            && self
+                .recipient_domain
+                .as_ref()
+                .is_none_or(|d| dom(&r.recipient).as_deref() == Some(&d.to_ascii_lowercase()))
+    }
+}
+
+/// An address an account must not send to (bounced, complained).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suppression {
+    /// The address (stored lowercased).
+    pub address: String,
+    /// Why.
+    pub reason: String,
+    /// Added manually (not by a bounce).
+    pub manual: bool,
+    /// When added.
+    #[serde(with = "unix")]
+    pub created: UnixTime,
+}
+
+/// A cached MTA-STS policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MtaStsRecord {
+    /// The policy domain.
+    pub domain: String,
+    /// The policy text as fetched.
+    pub policy: String,
+    /// The id from the `_mta-sts` TXT record.
+    pub record_id: String,
+    /// When fetched.
+    #[serde(with = "unix")]
+    pub fetched: UnixTime,
+    /// When it expires (fetched + max_age).
+    #[serde(with = "unix")]
+    pub expires: UnixTime,
+}
+
+/// Which kind of report record (opaque bytes, serialized by the caller).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReportKind {
+    /// A DMARC evaluation, keyed by the policy domain, for aggregate reports.
+    DmarcEval,
+    /// A TLS result, keyed by the policy domain, for TLSRPT.
+    TlsResult,
+}

@@ -1,0 +1,891 @@
+//! The outgoing queue, hold rules, suppression list, outgoing log, reports and policy caches.
+
+use std::sync::atomic::Ordering;
+
+use redb::{ReadableTable, WriteTransaction};
+use rmox_core::UnixTime;
+
+use crate::error::StoreError;
+use crate::files::{self, Area};
+use crate::model::*;
+use crate::store::Store;
+use crate::tables::*;
+
+fn get_entry(txn: &WriteTransaction, id: QueueId) -> Result<QueueEntry, StoreError> {
+    let t = txn.open_table(QUEUE)?;
+    let g = t.get(id.0)?;
+    match g {
+        Some(g) => dec("queue", g.value()),
+        None => Err(StoreError::NoQueueEntry(id)),
+    }
+}
+
+/// Writes `new` over `old` (same id), keeping the due index in step.
+fn put_entry(
+    txn: &WriteTransaction,
+    old: Option<&QueueEntry>,
+    new: &QueueEntry,
+) -> Result<(), StoreError> {
+    let mut due = txn.open_table(QUEUE_DUE)?;
+    if let Some(o) = old {
+        if !o.rcpt.hold {
+            due.remove((o.rcpt.next_attempt.0, o.id.0))?;
+        }
+    }
+    if !new.rcpt.hold {
+        due.insert((new.rcpt.next_attempt.0, new.id.0), ())?;
+    }
+    txn.open_table(QUEUE)?
+        .insert(new.id.0, enc(new)?.as_slice())?;
+    Ok(())
+}
+
+/// Removes an entry and its due index; drops its reference to the message. Returns the
+/// message id when that was the last reference (the file can go).
+fn remove_entry(txn: &WriteTransaction, e: &QueueEntry) -> Result<Option<u64>, StoreError> {
+    if !e.rcpt.hold {
+        txn.open_table(QUEUE_DUE)?
+            .remove((e.rcpt.next_attempt.0, e.id.0))?;
+    }
+    txn.open_table(QUEUE)?.remove(e.id.0)?;
+    let mut m = txn.open_table(QUEUE_MSGS)?;
+    let cur = m.get(e.msg_id)?.map(|g| g.value());
+    match cur {
+        Some((size, refs)) if refs > 1 => {
+            m.insert(e.msg_id, (size, refs - 1))?;
+            Ok(None)
+        }
+        Some(_) => {
+            m.remove(e.msg_id)?;
+            Ok(Some(e.msg_id))
+        }
+        None => Ok(None),
+    }
+}
+
+fn filter_match(f: &QueueFilter, e: &QueueEntry) -> bool {
+    let dom = |a: &str| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+    f.ids.as_ref().is_none_or(|ids| ids.contains(&e.id))
+        && f.account
+            .as_ref()
+            .is_none_or(|a| e.rcpt.sender_account.as_deref() == Some(a.as_str()))
+        && f.from_domain
+            .as_ref()
+            .is_none_or(|d| dom(&e.rcpt.mail_from) == Some(d.to_ascii_lowercase()))
+        && f.to_domain
+            .as_ref()
+            .is_none_or(|d| dom(&e.rcpt.recipient) == Some(d.to_ascii_lowercase()))
+        && f.hold.is_none_or(|h| e.rcpt.hold == h)
+        && f.due_by.is_none_or(|t| e.rcpt.next_attempt <= t)
+        && f.transport.as_ref().is_none_or(|t| *t == e.rcpt.transport)
+}
+
+impl Store {
+    /// Queues `msg` for `recipients`: the message is stored once, with one entry per
+    /// recipient. Entries matching a hold rule are held. Durable before return; ids in the
+    /// order of `recipients`.
+    pub fn queue_add(
+        &self,
+        msg: &[u8],
+        recipients: Vec<QueueRecipient>,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        if recipients.is_empty() {
+            return Err(StoreError::Invalid("queue_add without recipients".into()));
+        }
+        let n = recipients.len() as u64;
+        let msg_id = self.counters.next_qmsg.fetch_add(1, Ordering::SeqCst);
+        let first = self.counters.next_queue.fetch_add(n, Ordering::SeqCst);
+        let path = files::path(&self.dir, Area::Queue, msg_id);
+        let dir = match files::write(&self.dir, Area::Queue, msg_id, msg) {
+            Ok(d) => d,
+            Err(e) => {
+                files::remove(&path);
+                return Err(e);
+            }
+        };
+        let size = msg.len() as u64;
+        self.write(vec![path], vec![dir], move |txn| {
+            let rules: Vec<HoldRule> = {
+                let t = txn.open_table(HOLD_RULES)?;
+                let mut v = Vec::new();
+                for r in t.iter()? {
+                    v.push(dec("hold_rules", r?.1.value())?);
+                }
+                v
+            };
+            txn.open_table(QUEUE_MSGS)?.insert(msg_id, (size, n))?;
+            let mut ids = Vec::with_capacity(recipients.len());
+            for (i, mut rcpt) in recipients.into_iter().enumerate() {
+                if rules.iter().any(|r| r.matches(&rcpt)) {
+                    rcpt.hold = true;
+                }
+                let e = QueueEntry {
+                    id: QueueId(first + i as u64),
+                    msg_id,
+                    size,
+                    rcpt,
+                    attempts: 0,
+                    last_error: None,
+                    last_attempt: None,
+                    history: Vec::new(),
+                };
+                put_entry(txn, None, &e)?;
+                ids.push(e.id);
+            }
+            Ok(ids)
+        })
+    }
+
+    /// Entries matching `filter`, by id. Scans the queue (an administrative operation).
+    pub fn queue_list(&self, filter: &QueueFilter) -> Result<Vec<QueueEntry>, StoreError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(QUEUE)?;
+        let mut v = Vec::new();
+        for r in t.iter()? {
+            let e: QueueEntry = dec("queue", r?.1.value())?;
+            if filter_match(filter, &e) {
+                v.push(e);
+            }
+        }
+        Ok(v)
+    }
+
+    /// One entry.
+    pub fn queue_get(&self, id: QueueId) -> Result<Option<QueueEntry>, StoreError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(QUEUE)?;
+        let r = t.get(id.0)?;
+        r.map(|g| dec("queue", g.value())).transpose()
+    }
+
+    /// Entries due at `now` (not held, `next_attempt <= now`) ordered by next attempt then
+    /// id, at most `limit`; a range scan of the due index.
+    pub fn queue_due(&self, now: UnixTime, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
+        let rtx = self.read()?;
+        let due = rtx.open_table(QUEUE_DUE)?;
+        let q = rtx.open_table(QUEUE)?;
+        let mut v = Vec::new();
+        for r in due.range((i64::MIN, 0u64)..=(now.0, u64::MAX))? {
+            if v.len() >= limit {
+                break;
+            }
+            let (k, _) = r?;
+            if let Some(g) = q.get(k.value().1)? {
+                v.push(dec("queue", g.value())?);
+            }
+        }
+        Ok(v)
+    }
+
+    /// The earliest `next_attempt` of any entry not held (to sleep until then).
+    pub fn queue_next_due(&self) -> Result<Option<UnixTime>, StoreError> {
+        let rtx = self.read()?;
+        let due = rtx.open_table(QUEUE_DUE)?;
+        let v = due.first()?.map(|(k, _)| UnixTime(k.value().0));
+        Ok(v)
+    }
+
+    /// The bytes of a queued message (by [`QueueEntry::msg_id`]).
+    pub fn queue_message(&self, msg_id: u64) -> Result<Vec<u8>, StoreError> {
+        files::read(&self.dir, Area::Queue, msg_id)
+    }
+
+    /// Changes an entry: `f` gets the current entry (inside the commit) and may change
+    /// anything but `id`, `msg_id` and `size` (restored if changed): record an attempt
+    /// (`attempts`, `last_error`, `last_attempt`, `history.push`), set `rcpt.next_attempt`,
+    /// hold or release. Returns the entry as stored.
+    pub fn queue_update<F>(&self, id: QueueId, f: F) -> Result<QueueEntry, StoreError>
+    where
+        F: FnOnce(&mut QueueEntry) + Send + 'static,
+    {
+        self.write(vec![], vec![], move |txn| {
+            let old = get_entry(txn, id)?;
+            let mut new = old.clone();
+            f(&mut new);
+            new.id = old.id;
+            new.msg_id = old.msg_id;
+            new.size = old.size;
+            put_entry(txn, Some(&old), &new)?;
+            Ok(new)
+        })
+    }
+
+    /// Holds an entry (not returned by `queue_due` until released).
+    pub fn queue_hold(&self, id: QueueId) -> Result<(), StoreError> {
+        self.queue_update(id, |e| e.rcpt.hold = true).map(|_| ())
+    }
+
+    /// Releases a held entry.
+    pub fn queue_release(&self, id: QueueId) -> Result<(), StoreError> {
+        self.queue_update(id, |e| e.rcpt.hold = false).map(|_| ())
+    }
+
+    /// Moves an entry out of the queue into the retired list with its history and outcome;
+    /// the message file goes when no entry references it anymore.
+    pub fn queue_retire(
+        &self,
+        id: QueueId,
+        outcome: Outcome,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let freed = self.write(vec![], vec![], move |txn| {
+            let e = get_entry(txn, id)?;
+            let freed = remove_entry(txn, &e)?;
+            let r = RetiredEntry {
+                entry: e,
+                outcome,
+                retired: now,
+            };
+            txn.open_table(RETIRED)?.insert(id.0, enc(&r)?.as_slice())?;
+            Ok(freed)
+        })?;
+        if let Some(m) = freed {
+            self.remove_files(vec![files::path(&self.dir, Area::Queue, m)]);
+        }
+        Ok(())
+    }
+
+    /// Removes an entry without a trace (administrator's drop); the message file goes when
+    /// no entry references it anymore.
+    pub fn queue_drop(&self, id: QueueId) -> Result<(), StoreError> {
+        let freed = self.write(vec![], vec![], move |txn| {
+            let e = get_entry(txn, id)?;
+            remove_entry(txn, &e)
+        })?;
+        if let Some(m) = freed {
+            self.remove_files(vec![files::path(&self.dir, Area::Queue, m)]);
+        }
+        Ok(())
+    }
+
+    /// Retired entries, newest id first, at most `limit`.
+    pub fn queue_retired(&self, limit: usize) -> Result<Vec<RetiredEntry>, StoreError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(RETIRED)?;
+        let mut v = Vec::new();
+        for r in t.iter()?.rev().take(limit) {
+            v.push(dec("retired", r?.1.value())?);
+        }
+        Ok(v)
+    }
+
+    /// Removes retired entries retired before `before`; returns how many.
+    pub fn queue_retired_cleanup(&self, before: UnixTime) -> Result<u64, StoreError> {
+        self.write(vec![], vec![], move |txn| {
+            let mut t = txn.open_table(RETIRED)?;
+            let mut n = 0u64;
+            // Undecodable records are kept (verify reports them).
+            t.retain(|_, v| match dec::<RetiredEntry>("retired", v) {
+                Ok(r) if r.retired < before => {
+                    n += 1;
+                    false
+                }
+                _ => true,
+            })?;
+            Ok(n)
+        })
+    }
+
+    // ---- hold rules ----
+
+    /// Adds a hold rule (its `id` is assigned); returns the id.
+    pub fn hold_rule_add(&self, rule: HoldRule) -> Result<u64, StoreError> {
+        self.write(vec![], vec![], move |txn| {
+            let mut meta = txn.open_table(META)?;
+            let id = meta.get(K_NEXT_RULE)?.map(|g| g.value()).unwrap_or(1);
+            meta.insert(K_NEXT_RULE, id + 1)?;
+            let r = HoldRule { id, ..rule };
+            txn.open_table(HOLD_RULES)?
+                .insert(id, enc(&r)?.as_slice())?;
+            Ok(id)
+        })
+    }
+
+    /// All hold rules.
+    pub fn hold_rules(&self) -> Result<Vec<HoldRule>, StoreError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(HOLD_RULES)?;
+        let mut v = Vec::new();
+        for r in t.iter()? {
+            v.push(dec("hold_rules", r?.1.value())?);
+        }
+        Ok(v)
+    }
+
+    /// Removes a hold rule; true if it existed. Entries it held stay held.
+    pub fn hold_rule_remove(&self, id: u64) -> Result<bool, StoreError> {
+        self.write(vec![], vec![], move |txn| {
+            Ok(txn.open_table(HOLD_RULES)?.remove(id)?.is_some())
+        })
+    }
+
+    // ---- suppression list ----
+
+    /// Adds (or replaces) a suppressed address for the account.
+    pub fn suppression_add(&self, account: &str, s: Suppression) -> Result<(), StoreError> {
+        let account = account.to_string();
+        self.write(vec![], vec![], move |txn| {
+            let s = Suppression {
+                address: s.address.to_ascii_lowercase(),
+                ..s
+            };
+            txn.open_table(SUPPRESSIONS)?
+                .insert((account.as_str(), s.address.as_str()), enc(&s)?.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// The account's suppression list, by address.
+    pub fn suppressions(&self, account: &str) -> Result<Vec<Suppression>, StoreError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(SUPPRESSIONS)?;
+        let mut v = Vec::new();
+        for r in t.range((account, "")..)? {
+            let (k, val) = r?;
+            if k.value().0 != account {
+                break;
+            }
+            v.push(dec("suppressions", val.value())?);
+        }
+        Ok(v)
+    }
+
+    /// Removes an address from the account's suppression list; true if it was there.
+    pub fn suppression_remove(&self, account: &str, address: &str) -> Result<bool, StoreError> {
+        let account = account.to_string();
+        let address = address.to_ascii_lowercase();
+        self.write(vec![], vec![], move |txn| {
+            Ok(txn
+                .open_table(SUPPRESSIONS)?
+                .remove((account.as_str(), address.as_str()))?
+                .is_some())
+        })
+    }
+
+    /// Whether the address is on the account's suppression list (case-insensitive).
+    pub fn is_suppressed(&self, account: &str, address: &str) -> Result<bool, StoreError> {
+        let a = address.to_ascii_lowercase();
+        let rtx = self.read()?;
+        let t = rtx.open_table(SUPPRESSIONS)?;
+        let v = t.get((account, a.as_str()))?.is_some();
+        Ok(v)
+    }
+
+    // ---- outgoing log (send limits) ----
+
+    /// Records one outgoing message of `account` to `recipients` at `time`, noting which
+    /// recipients were never sent to before. Returns the number of first-time recipients.
+    pub fn record_outgoing(
+        &self,
+        account: &str,
+        recipients: &[String],
+        time: UnixTime,
+    ) -> Result<u32, StoreError> {
+        let account = account.to_string();
+        let rcpts: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
+        self.write(vec![], vec![], move |txn| {
+            let a = account.as_str();
+            let mut sent = txn.open_table(SENT_TO)?;
+            let mut first = 0u32;
+            let mut seen = std::collections::BTreeSet::new();
+            for r in &rcpts {
+                if !seen.insert(r.as_str()) {
+                    continue;
+                }
+                if sent.get((a, r.as_str()))?.is_none() {
+                    sent.insert((a, r.as_str()), time.0)?;
+                    first += 1;
+                }
+            }
+            let mut log = txn.open_table(OUTGOING)?;
+            let seq = log
+                .range((a, time.0, 0u64)..=(a, time.0, u64::MAX))?
+                .next_back()
+                .transpose()?
+                .map(|(k, _)| k.value().2 + 1)
+                .unwrap_or(0);
+            let n = u32::try_from(seen.len()).unwrap_or(u32::MAX);
+            log.insert((a, time.0, seq), (n, first))?;
+            Ok(first)
+        })
+    }
+
+    /// Outgoing messages of `account` since `since` and how many first-time recipients
+    /// they had: `(messages, first_time_recipients)`. A range scan of the log.
+    pub fn count_outgoing(&self, account: &str, since: UnixTime) -> Result<(u64, u64), StoreError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(OUTGOING)?;
+        let (mut msgs, mut first) = (0u64, 0u64);
+        for r in t.range((account, since.0, 0u64)..=(account, i64::MAX, u64::MAX))? {
+            let (_, v) = r?;
+            msgs += 1;
+            first += u64::from(v.value().1);
+        }
+        Ok((msgs, first))
+    }
+
+    /// Whether `account` has sent to `address` before (case-insensitive).
+    pub fn has_sent_to(&self, account: &str, address: &str) -> Result<bool, StoreError> {
+        let a = address.to_ascii_lowercase();
+        let rtx = self.read()?;
+        let t = rtx.open_table(SENT_TO)?;
+        let v = t.get((account, a.as_str()))?.is_some();
+        Ok(v)
+    }
+
+    /// Removes outgoing-log entries older than `before` (the sent-to list stays).
+    pub fn outgoing_cleanup(&self, before: UnixTime) -> Result<(), StoreError> {
+        self.write(vec![], vec![], move |txn| {
+            txn.open_table(OUTGOING)?.retain(|k, _| k.1 >= before.0)?;
+            Ok(())
+        })
+    }
+
+    // ---- reports and policy caches ----
+
+    /// Stores an opaque report record (a DMARC evaluation or TLS result serialized by the
+    /// caller) for `domain` at `time`.
+    pub fn report_add(
+        &self,
+        kind: ReportKind,
+        domain: &str,
+        time: UnixTime,
+        record: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let d = domain.to_ascii_lowercase();
+        self.write(vec![], vec![], move |txn| {
+            let k = report_code(kind);
+            let mut t = txn.open_table(REPORTS)?;
+            let seq = t
+                .range((k, d.as_str(), time.0, 0u64)..=(k, d.as_str(), time.0, u64::MAX))?
+                .next_back()
+                .transpose()?
+                .map(|(k, _)| k.value().3 + 1)
+                .unwrap_or(0);
+            t.insert((k, d.as_str(), time.0, seq), record.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Report records of `kind` for `domain`, oldest first, with their times.
+    pub fn reports(
+        &self,
+        kind: ReportKind,
+        domain: &str,
+    ) -> Result<Vec<(UnixTime, Vec<u8>)>, StoreError> {
+        let d = domain.to_ascii_lowercase();
+        let k = report_code(kind);
+        let rtx = self.read()?;
+        let t = rtx.open_table(REPORTS)?;
+        let mut v = Vec::new();
+        for r in t.range((k, d.as_str(), i64::MIN, 0u64)..=(k, d.as_str(), i64::MAX, u64::MAX))? {
+            let (key, val) = r?;
+            v.push((UnixTime(key.value().2), val.value().to_vec()));
+        }
+        Ok(v)
+    }
+
+    /// Domains with report records of `kind`.
+    pub fn report_domains(&self, kind: ReportKind) -> Result<Vec<String>, StoreError> {
+        let k = report_code(kind);
+        let rtx = self.read()?;
+        let t = rtx.open_table(REPORTS)?;
+        let mut v: Vec<String> = Vec::new();
+        for r in t.range((k, "", i64::MIN, 0u64)..)? {
+            let (key, _) = r?;
+            let key = key.value();
+            if key.0 != k {
+                break;
+            }
+            if v.last().map(|s| s.as_str()) != Some(key.1) {
+                v.push(key.1.to_string());
+            }
+        }
+        Ok(v)
+    }
+
+    /// Removes report records of `kind` for `domain` older than `before` (after sending).
+    pub fn reports_remove(
+        &self,
+        kind: ReportKind,
+        domain: &str,
+        before: UnixTime,
+    ) -> Result<(), StoreError> {
+        let d = domain.to_ascii_lowercase();
+        let k = report_code(kind);
+        self.write(vec![], vec![], move |txn| {
+            txn.open_table(REPORTS)?.retain_in(
+                (k, d.as_str(), i64::MIN, 0u64)..(k, d.as_str(), before.0, 0u64),
+                |_, _| false,
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Stores (replaces) a cached MTA-STS policy.
+    pub fn mtasts_put(&self, rec: MtaStsRecord) -> Result<(), StoreError> {
+        self.write(vec![], vec![], move |txn| {
+            let d = rec.domain.to_ascii_lowercase();
+            txn.open_table(MTASTS)?
+                .insert(d.as_str(), enc(&rec)?.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// The cached MTA-STS policy of `domain`, expired or not.
+    pub fn mtasts_get(&self, domain: &str) -> Result<Option<MtaStsRecord>, StoreError> {
+        let d = domain.to_ascii_lowercase();
+        let rtx = self.read()?;
+        let t = rtx.open_table(MTASTS)?;
+        let r = t.get(d.as_str())?;
+        r.map(|g| dec("mtasts", g.value())).transpose()
+    }
+
+    /// Removes a cached MTA-STS policy.
+    pub fn mtasts_remove(&self, domain: &str) -> Result<(), StoreError> {
+        let d = domain.to_ascii_lowercase();
+        self.write(vec![], vec![], move |txn| {
+            txn.open_table(MTASTS)?.remove(d.as_str())?;
+            Ok(())
+        })
+    }
+}
+
+fn report_code(k: ReportKind) -> u8 {
+    match k {
+        ReportKind::DmarcEval => 1,
+        ReportKind::TlsResult => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        (d, s)
+    }
+
+    fn rcpt(to: &str, next: i64) -> QueueRecipient {
+        QueueRecipient {
+            sender_account: Some("mjl".into()),
+            mail_from: "mjl@example.org".into(),
+            recipient: to.into(),
+            has_8bit: false,
+            smtputf8: false,
+            requiretls: RequireTls::Required,
+            transport: None,
+            next_attempt: UnixTime(next),
+            queued: UnixTime(1),
+            hold: false,
+            dsn: DsnParams {
+                envid: Some("e1".into()),
+                ret_full: Some(false),
+                notify: vec!["FAILURE".into()],
+                orcpt: Some("rfc822;x@example.com".into()),
+            },
+            is_dsn: false,
+        }
+    }
+
+    #[test]
+    fn add_update_due_retire() {
+        let (_d, s) = store();
+        let msg = b"Subject: q\r\n\r\nbody\r\n".to_vec();
+        let ids = s
+            .queue_add(
+                &msg,
+                vec![rcpt("a@example.com", 100), rcpt("b@example.net", 50)],
+            )
+            .unwrap();
+        assert_eq!(ids.len(), 2);
+        let e = s.queue_get(ids[0]).unwrap().unwrap();
+        assert_eq!(e.size, msg.len() as u64);
+        assert_eq!(e.rcpt.dsn.envid.as_deref(), Some("e1"));
+        assert_eq!(s.queue_message(e.msg_id).unwrap(), msg);
+        let due: Vec<QueueId> = s
+            .queue_due(UnixTime(100), 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(due, [ids[1], ids[0]]);
+        assert_eq!(s.queue_due(UnixTime(49), 10).unwrap().len(), 0);
+        assert_eq!(s.queue_next_due().unwrap(), Some(UnixTime(50)));
+        // An attempt failed: reschedule.
+        let u = s
+            .queue_update(ids[1], |e| {
+                e.attempts += 1;
+                e.last_error = Some("451-4.7.1 try\r\n451 4.7.1 later".into());
+                e.last_attempt = Some(UnixTime(50));
+                e.history.push(Attempt {
+                    time: UnixTime(50),
+                    host: "mx.example.net".into(),
+                    result: "451 later".into(),
+                });
+                e.rcpt.next_attempt = UnixTime(500);
+                e.msg_id = 12345; // ignored
+            })
+            .unwrap();
+        assert_eq!(u.attempts, 1);
+        assert_eq!(u.msg_id, e.msg_id);
+        assert_eq!(s.queue_due(UnixTime(100), 10).unwrap().len(), 1);
+        s.queue_hold(ids[0]).unwrap();
+        assert_eq!(s.queue_due(UnixTime(1000), 10).unwrap().len(), 1);
+        let held = s
+            .queue_list(&QueueFilter {
+                hold: Some(true),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(held.len(), 1);
+        s.queue_release(ids[0]).unwrap();
+        assert_eq!(s.queue_due(UnixTime(1000), 10).unwrap().len(), 2);
+        let f = QueueFilter {
+            to_domain: Some("EXAMPLE.NET".into()),
+            ..Default::default()
+        };
+        assert_eq!(s.queue_list(&f).unwrap().len(), 1);
+        // Retire one: the file stays for the other.
+        s.queue_retire(ids[0], Outcome::Delivered("250 ok".into()), UnixTime(600))
+            .unwrap();
+        assert!(s.queue_get(ids[0]).unwrap().is_none());
+        assert_eq!(s.queue_message(e.msg_id).unwrap(), msg);
+        s.queue_retire(ids[1], Outcome::Failed("550 no".into()), UnixTime(700))
+            .unwrap();
+        assert!(s.queue_message(e.msg_id).is_err());
+        let r = s.queue_retired(10).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].entry.history.len(), 1);
+        assert!(s.queue_due(UnixTime(i64::MAX), 10).unwrap().is_empty());
+        assert!(matches!(
+            s.queue_retire(ids[0], Outcome::Dropped, UnixTime(1)),
+            Err(StoreError::NoQueueEntry(_))
+        ));
+        assert_eq!(s.queue_retired_cleanup(UnixTime(650)).unwrap(), 1);
+        assert_eq!(s.queue_retired(10).unwrap().len(), 1);
+        assert!(s.queue_add(&msg, vec![]).is_err());
+    }
+
+    #[test]
+    fn drop_removes_file_with_last_reference() {
+        let (_d, s) = store();
+        let ids = s
+            .queue_add(b"m", vec![rcpt("a@x.example", 1), rcpt("b@x.example", 1)])
+            .unwrap();
+        let msg_id = s.queue_get(ids[0]).unwrap().unwrap().msg_id;
+        s.queue_drop(ids[0]).unwrap();
+        assert!(s.queue_message(msg_id).is_ok());
+        s.queue_drop(ids[1]).unwrap();
+        assert!(s.queue_message(msg_id).is_err());
+        assert!(s.queue_retired(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn hold_rules_apply_on_add() {
+        let (_d, s) = store();
+        let cases: &[(HoldRule, &str, bool)] = &[
+            (HoldRule::default(), "a@b.example", true),
+            (
+                HoldRule {
+                    recipient_domain: Some("B.example".into()),
+                    ..Default::default()
+                },
+                "a@b.example",
+                true,
+            ),
+            (
+                HoldRule {
+                    recipient_domain: Some("c.example".into()),
+                    ..Default::default()
+                },
+                "a@b.example",
+                false,
+            ),
+            (
+                HoldRule {
+                    sender_domain: Some("example.org".into()),
+                    ..Default::default()
+                },
+                "a@b.example",
+                true,
+            ),
+            (
+                HoldRule {
+                    account: Some("other".into()),
+                    ..Default::default()
+                },
+                "a@b.example",
+                false,
+            ),
+        ];
+        for (rule, to, held) in cases {
+            let id = s.hold_rule_add(rule.clone()).unwrap();
+            assert_eq!(s.hold_rules().unwrap().len(), 1);
+            let q = s.queue_add(b"m", vec![rcpt(to, 1)]).unwrap();
+            assert_eq!(
+                s.queue_get(q[0]).unwrap().unwrap().rcpt.hold,
+                *held,
+                "{rule:?}"
+            );
+            assert!(s.hold_rule_remove(id).unwrap());
+            assert!(!s.hold_rule_remove(id).unwrap());
+        }
+    }
+
+    #[test]
+    fn suppression_list() {
+        let (_d, s) = store();
+        let sup = |a: &str| Suppression {
+            address: a.into(),
+            reason: "550 no such user".into(),
+            manual: false,
+            created: UnixTime(5),
+        };
+        s.suppression_add("mjl", sup("Bob@Example.com")).unwrap();
+        s.suppression_add("mjl", sup("carol@example.com")).unwrap();
+        s.suppression_add("mjl2", sup("dave@example.com")).unwrap();
+        assert!(s.is_suppressed("mjl", "bob@example.COM").unwrap());
+        assert!(!s.is_suppressed("mjl2", "bob@example.com").unwrap());
+        assert_eq!(s.suppressions("mjl").unwrap().len(), 2);
+        assert!(s.suppression_remove("mjl", "BOB@example.com").unwrap());
+        assert!(!s.is_suppressed("mjl", "bob@example.com").unwrap());
+        assert_eq!(s.suppressions("mjl").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn outgoing_log() {
+        let (_d, s) = store();
+        let r = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            s.record_outgoing("a", &r(&["x@e.example", "y@e.example"]), UnixTime(100))
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            s.record_outgoing("a", &r(&["X@e.example", "z@e.example"]), UnixTime(100))
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            s.record_outgoing("a", &r(&["x@e.example"]), UnixTime(200))
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            s.record_outgoing("b", &r(&["x@e.example"]), UnixTime(200))
+                .unwrap(),
+            1
+        );
+        assert_eq!(s.count_outgoing("a", UnixTime(0)).unwrap(), (3, 3));
+        assert_eq!(s.count_outgoing("a", UnixTime(150)).unwrap(), (1, 0));
+        assert_eq!(s.count_outgoing("b", UnixTime(0)).unwrap(), (1, 1));
+        assert!(s.has_sent_to("a", "z@E.example").unwrap());
+        assert!(!s.has_sent_to("b", "z@e.example").unwrap());
+        s.outgoing_cleanup(UnixTime(150)).unwrap();
+        assert_eq!(s.count_outgoing("a", UnixTime(0)).unwrap(), (1, 0));
+        assert!(s.has_sent_to("a", "y@e.example").unwrap());
+    }
+
+    #[test]
+    fn reports_and_mtasts() {
+        let (_d, s) = store();
+        s.report_add(ReportKind::DmarcEval, "Example.org", UnixTime(10), vec![1])
+            .unwrap();
+        s.report_add(ReportKind::DmarcEval, "example.org", UnixTime(10), vec![2])
+            .unwrap();
+        s.report_add(ReportKind::DmarcEval, "example.org", UnixTime(20), vec![3])
+            .unwrap();
+        s.report_add(ReportKind::DmarcEval, "b.example", UnixTime(20), vec![4])
+            .unwrap();
+        s.report_add(ReportKind::TlsResult, "example.org", UnixTime(20), vec![5])
+            .unwrap();
+        let v = s.reports(ReportKind::DmarcEval, "example.org").unwrap();
+        assert_eq!(
+            v,
+            vec![
+                (UnixTime(10), vec![1]),
+                (UnixTime(10), vec![2]),
+                (UnixTime(20), vec![3])
+            ]
+        );
+        assert_eq!(
+            s.report_domains(ReportKind::DmarcEval).unwrap(),
+            ["b.example", "example.org"]
+        );
+        assert_eq!(
+            s.report_domains(ReportKind::TlsResult).unwrap(),
+            ["example.org"]
+        );
+        s.reports_remove(ReportKind::DmarcEval, "example.org", UnixTime(20))
+            .unwrap();
+        assert_eq!(
+            s.reports(ReportKind::DmarcEval, "example.org")
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            s.reports(ReportKind::TlsResult, "example.org")
+                .unwrap()
+                .len(),
+            1
+        );
+        let rec = MtaStsRecord {
+            domain: "example.org".into(),
+            policy: "version: STSv1\nmode: enforce\nmx: mx.example.org\nmax_age: 86400\n".into(),
+            record_id: "20240101".into(),
+            fetched: UnixTime(1),
+            expires: UnixTime(86401),
+        };
+        s.mtasts_put(rec.clone()).unwrap();
+        assert_eq!(s.mtasts_get("EXAMPLE.org").unwrap(), Some(rec));
+        s.mtasts_remove("example.org").unwrap();
+        assert_eq!(s.mtasts_get("example.org").unwrap(), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// queue_due returns exactly the entries not held with next_attempt <= now, ordered
+        /// by (next_attempt, id), whatever sequence of adds, reschedules, holds and retires.
+        #[test]
+        fn due_matches_model(ops in proptest::collection::vec((0u8..4, 0i64..50, any::<bool>()), 1..40), now in 0i64..60) {
+            let (_d, s) = store();
+            let mut ids: Vec<QueueId> = Vec::new();
+            for (op, t, flag) in ops {
+                match op {
+                    0 => ids.extend(s.queue_add(b"m", vec![rcpt("a@b.example", t)]).unwrap()),
+                    1 if !ids.is_empty() => {
+                        let id = ids[(t as usize) % ids.len()];
+                        s.queue_update(id, move |e| { e.rcpt.next_attempt = UnixTime(t); e.rcpt.hold = flag; }).unwrap();
+                    }
+                    2 if !ids.is_empty() => {
+                        let id = ids.remove((t as usize) % ids.len());
+                        s.queue_retire(id, Outcome::Dropped, UnixTime(t)).unwrap();
+                    }
+                    _ => {}
+                }
+            }
+            let mut want: Vec<(i64, u64)> = s
+                .queue_list(&QueueFilter::default())
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.is_due(UnixTime(now)))
+                .map(|e| (e.rcpt.next_attempt.0, e.id.0))
+                .collect();
+            want.sort();
+            let got: Vec<(i64, u64)> = s
+                .queue_due(UnixTime(now), 1000)
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.rcpt.next_attempt.0, e.id.0))
+                .collect();
+            prop_assert_eq!(&got, &want);
+            let limited = s.queue_due(UnixTime(now), 2).unwrap();
+            prop_assert_eq!(limited.len(), want.len().min(2));
+        }
+    }
+}

@@ -1,0 +1,1159 @@
+//! The store: opening, accounts, credentials, delivery, messages and their indexes.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use redb::{
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, WriteTransaction,
+};
+use rmox_core::UnixTime;
+
+use crate::error::StoreError;
+use crate::files::{self, Area};
+use crate::group::Committer;
+use crate::model::*;
+use crate::tables::*;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "index.db";
+
+pub(crate) enum Db {
+    Rw(Database),
+    Ro(ReadOnlyDatabase),
+}
+
+/// Next ids to hand out; persisted in `meta` with every commit.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub next_msg: AtomicU64,
+    pub next_qmsg: AtomicU64,
+    pub next_queue: AtomicU64,
+}
+
+#[derive(Default)]
+pub(crate) struct Deletes {
+    /// Backups running: file removals are deferred until they end.
+    pub backups: usize,
+    pub deferred: Vec<PathBuf>,
+}
+
+/// rmox's storage: a redb database plus durable message files in one data directory.
+/// `Send + Sync`; share it in an `Arc` and call it from many threads at once. Every write
+/// returns only once durable; concurrent writes share commits (see the crate docs).
+pub struct Store {
+    pub(crate) dir: PathBuf,
+    pub(crate) db: Db,
+    pub(crate) committer: Committer,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) deletes: Mutex<Deletes>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+fn last_key<V: redb::Value + 'static>(t: &impl ReadableTable<u64, V>) -> Result<u64, StoreError> {
+    Ok(t.last()?
+        .map(|(k, _)| k.value().saturating_add(1))
+        .unwrap_or(1))
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory `data_dir`: creates the directories and
+    /// the database, records the schema version or migrates an older one, and refuses a
+    /// newer one ([`StoreError::SchemaTooNew`]). Only one process may open a data directory.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        files::ensure_dir(data_dir)?;
+        files::ensure_dir(&data_dir.join(Area::Msg.dir_name()))?;
+        files::ensure_dir(&data_dir.join(Area::Queue.dir_name()))?;
+        let db = Database::create(data_dir.join(DB_FILE))?;
+        let txn = db.begin_write()?;
+        migrate(&txn)?;
+        let counters = Arc::new(Counters::default());
+        {
+            let meta = txn.open_table(META)?;
+            let get = |k: &str| -> Result<u64, StoreError> {
+                Ok(meta.get(k)?.map(|g| g.value()).unwrap_or(1).max(1))
+            };
+            let m = get(K_NEXT_MSG)?.max(last_key(&txn.open_table(MESSAGES)?)?);
+            let qm = get(K_NEXT_QMSG)?.max(last_key(&txn.open_table(QUEUE_MSGS)?)?);
+            let q = get(K_NEXT_QUEUE)?
+                .max(last_key(&txn.open_table(QUEUE)?)?)
+                .max(last_key(&txn.open_table(RETIRED)?)?);
+            counters.next_msg.store(m, Ordering::SeqCst);
+            counters.next_qmsg.store(qm, Ordering::SeqCst);
+            counters.next_queue.store(q, Ordering::SeqCst);
+        }
+        txn.commit()?;
+        let c = Arc::clone(&counters);
+        let committer = Committer::new(Box::new(move |txn: &WriteTransaction| {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(K_NEXT_MSG, c.next_msg.load(Ordering::SeqCst))?;
+            meta.insert(K_NEXT_QMSG, c.next_qmsg.load(Ordering::SeqCst))?;
+            meta.insert(K_NEXT_QUEUE, c.next_queue.load(Ordering::SeqCst))?;
+            Ok(())
+        }));
+        Ok(Store {
+            dir: data_dir.to_path_buf(),
+            db: Db::Rw(db),
+            committer,
+            counters,
+            deletes: Mutex::new(Deletes::default()),
+        })
+    }
+
+    /// Opens an existing data directory read-only (for verify and inspection; no process may
+    /// have it open for writing). Writes return [`StoreError::ReadOnly`].
+    pub fn open_readonly(data_dir: &Path) -> Result<Store, StoreError> {
+        let db = ReadOnlyDatabase::open(data_dir.join(DB_FILE))?;
+        let rtx = db.begin_read()?;
+        let version = match rtx.open_table(META) {
+            Ok(t) => t.get(K_VERSION)?.map(|g| g.value()).unwrap_or(1),
+            Err(redb::TableError::TableDoesNotExist(_)) => 1,
+            Err(e) => return Err(e.into()),
+        };
+        drop(rtx);
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(Store {
+            dir: data_dir.to_path_buf(),
+            db: Db::Ro(db),
+            committer: Committer::new(Box::new(|_| Err(StoreError::ReadOnly))),
+            counters: Arc::new(Counters::default()),
+            deletes: Mutex::new(Deletes::default()),
+        })
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(match &self.db {
+            Db::Rw(d) => d.begin_read()?,
+            Db::Ro(d) => d.begin_read()?,
+        })
+    }
+
+    /// Runs `f` in a group commit, fsyncing `dirs` first. On failure (unless the commit itself
+    /// failed, when they may be referenced) removes `new_files`.
+    pub(crate) fn write<R, F>(
+        &self,
+        new_files: Vec<PathBuf>,
+        dirs: Vec<PathBuf>,
+        f: F,
+    ) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    {
+        let Db::Rw(db) = &self.db else {
+            return Err(StoreError::ReadOnly);
+        };
+        match self.committer.run(db, dirs, f) {
+            Ok(r) => Ok(r),
+            Err((e, commit_failed)) => {
+                if !commit_failed {
+                    for p in &new_files {
+                        files::remove(p);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes files no longer referenced by committed data (deferred while a backup runs).
+    pub(crate) fn remove_files(&self, paths: Vec<PathBuf>) {
+        let mut d = self.deletes.lock().unwrap_or_else(|e| e.into_inner());
+        if d.backups > 0 {
+            d.deferred.extend(paths);
+        } else {
+            for p in paths {
+                files::remove(&p);
+            }
+        }
+    }
+
+    // ---- accounts ----
+
+    /// Adds an account. Errors with [`StoreError::AccountExists`] if the name is taken.
+    pub fn account_add(&self, name: &str, domain: &str) -> Result<(), StoreError> {
+        if name.is_empty() {
+            return Err(StoreError::Invalid("empty account name".into()));
+        }
+        let acc = Account {
+            name: name.to_string(),
+            domain: domain.to_string(),
+            login_disabled: None,
+            quota_bytes: None,
+        };
+        self.write(vec![], vec![], move |txn| {
+            let mut t = txn.open_table(ACCOUNTS)?;
+            if t.get(acc.name.as_str())?.is_some() {
+                return Err(StoreError::AccountExists(acc.name));
+            }
+            t.insert(acc.name.as_str(), enc(&acc)?.as_slice())?;
+            txn.open_table(USAGE)?.insert(acc.name.as_str(), 0)?;
+            Ok(())
+        })
+    }
+
+    /// Removes an account with its credentials, messages (records and files), indexes,
+    /// suppression list and outgoing log. Queue entries it submitted stay queued.
+    pub fn account_remove(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_string();
+        let root = self.dir.clone();
+        let paths = self.write(vec![], vec![], move |txn| {
+            let n = name.as_str();
+            if txn.open_table(ACCOUNTS)?.get(n)?.is_none() {
+                return Err(StoreError::NoAccount(name.clone()));
+            }
+            txn.open_table(ACCOUNTS)?.remove(n)?;
+            txn.open_table(USAGE)?.remove(n)?;
+            remove_prefix2(&mut txn.open_table(CREDENTIALS)?, n)?;
+            remove_prefix2u(&mut txn.open_table(MAILBOXES)?, n)?;
+            remove_prefix2(&mut txn.open_table(SUPPRESSIONS)?, n)?;
+            {
+                let mut t = txn.open_table(SENT_TO)?;
+                let mut keys: Vec<String> = Vec::new();
+                for r in t.range((n, "")..)? {
+                    let (k, _) = r?;
+                    let k = k.value();
+                    if k.0 != n {
+                        break;
+                    }
+                    keys.push(k.1.to_string());
+                }
+                for k in keys {
+                    t.remove((n, k.as_str()))?;
+                }
+            }
+            {
+                let mut t = txn.open_table(OUTGOING)?;
+                t.retain_in((n, i64::MIN, 0u64)..=(n, i64::MAX, u64::MAX), |_, _| false)?;
+            }
+            {
+                let mut t = txn.open_table(MSG_INDEX)?;
+                let mut keys: Vec<(u8, String, i64, u64)> = Vec::new();
+                for r in t.range((n, 0u8, "", i64::MIN, 0u64)..)? {
+                    let (k, _) = r?;
+                    let k = k.value();
+                    if k.0 != n {
+                        break;
+                    }
+                    keys.push((k.1, k.2.to_string(), k.3, k.4));
+                }
+                for (a, b, c, d) in keys {
+                    t.remove((n, a, b.as_str(), c, d))?;
+                }
+            }
+            let ids: Vec<u64> = {
+                let t = txn.open_table(ACCOUNT_MESSAGES)?;
+                let v = t
+                    .range((n, 0u64)..=(n, u64::MAX))?
+                    .map(|r| r.map(|(k, _)| k.value().1))
+                    .collect::<Result<_, _>>()?;
+                v
+            };
+            txn.open_table(ACCOUNT_MESSAGES)?
+                .retain_in((n, 0u64)..=(n, u64::MAX), |_, _| false)?;
+            let mut msgs = txn.open_table(MESSAGES)?;
+            let mut paths = Vec::new();
+            for id in ids {
+                if let Some(g) = msgs.remove(id)? {
+                    let r: MessageRecord = dec("messages", g.value())?;
+                    if !r.expunged {
+                        paths.push(files::path(&root, Area::Msg, id));
+                    }
+                }
+            }
+            Ok(paths)
+        })?;
+        self.remove_files(paths);
+        Ok(())
+    }
+
+    /// All accounts, by name.
+    pub fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(ACCOUNTS)?;
+        let mut v = Vec::new();
+        for r in t.iter()? {
+            let (_, val) = r?;
+            v.push(dec("accounts", val.value())?);
+        }
+        Ok(v)
+    }
+
+    /// One account.
+    pub fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(ACCOUNTS)?;
+        let r = t.get(name)?;
+        r.map(|g| dec("accounts", g.value())).transpose()
+    }
+
+    fn account_update(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Account) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.write(vec![], vec![], move |txn| {
+            let mut t = txn.open_table(ACCOUNTS)?;
+            let mut acc: Account = match t.get(name.as_str())? {
+                Some(g) => dec("accounts", g.value())?,
+                None => return Err(StoreError::NoAccount(name)),
+            };
+            f(&mut acc);
+            t.insert(name.as_str(), enc(&acc)?.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Sets (`Some(message)`) or clears (`None`) the login-disabled message.
+    pub fn account_set_login_disabled(
+        &self,
+        name: &str,
+        message: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.account_update(name, move |a| a.login_disabled = message)
+    }
+
+    /// Sets the quota in bytes (`None`: unlimited).
+    pub fn account_set_quota(
+        &self,
+        name: &str,
+        quota_bytes: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.account_update(name, move |a| a.quota_bytes = quota_bytes)
+    }
+
+    /// Bytes of (non-expunged) messages stored for the account, from a counter kept in the
+    /// same transactions as the messages.
+    pub fn account_usage(&self, name: &str) -> Result<u64, StoreError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(USAGE)?;
+        let v = t.get(name)?.map(|g| g.value());
+        v.ok_or_else(|| StoreError::NoAccount(name.to_string()))
+    }
+
+    /// Replaces all credentials of the account with `creds`: (kind, opaque bytes) pairs, e.g.
+    /// ("scram-sha-256", salted password + salt + iterations) as serialized by core's SASL
+    /// module. Never pass a plain password.
+    pub fn set_credentials(
+        &self,
+        account: &str,
+        creds: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let name = account.to_string();
+        self.write(vec![], vec![], move |txn| {
+            if txn.open_table(ACCOUNTS)?.get(name.as_str())?.is_none() {
+                return Err(StoreError::NoAccount(name));
+            }
+            let mut t = txn.open_table(CREDENTIALS)?;
+            remove_prefix2(&mut t, &name)?;
+            for (kind, bytes) in &creds {
+                t.insert((name.as_str(), kind.as_str()), bytes.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The credential of `kind` for the account, if set.
+    pub fn credentials(&self, account: &str, kind: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(CREDENTIALS)?;
+        let v = t.get((account, kind))?.map(|g| g.value().to_vec());
+        Ok(v)
+    }
+
+    // ---- delivery ----
+
+    /// Stores one message in one account's mailbox. Returns once the bytes and the record
+    /// are durable. Fails with [`StoreError::NoAccount`] or [`StoreError::QuotaExceeded`]
+    /// without storing anything, or with a storage failure.
+    pub fn deliver(&self, req: Delivery<'_>) -> Result<MessageId, StoreError> {
+        self.deliver_many(vec![req])?
+            .into_iter()
+            .next()
+            .ok_or(StoreError::Panicked)
+    }
+
+    /// Stores several deliveries (typically one message for several local recipients) in
+    /// one commit: all are stored or none. Deliveries that share the same `message` slice
+    /// share one file through hard links. Ids are returned in order.
+    pub fn deliver_many(&self, reqs: Vec<Delivery<'_>>) -> Result<Vec<MessageId>, StoreError> {
+        if reqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = reqs.len() as u64;
+        let first = self.counters.next_msg.fetch_add(n, Ordering::SeqCst);
+        let mut new_files = Vec::new();
+        let mut dirs = Vec::new();
+        let mut recs = Vec::with_capacity(reqs.len());
+        let mut written: Vec<(*const u8, usize, u64)> = Vec::new();
+        let result = (|| {
+            for (i, d) in reqs.iter().enumerate() {
+                let id = first + i as u64;
+                let same = written
+                    .iter()
+                    .find(|(p, l, _)| *p == d.message.as_ptr() && *l == d.message.len())
+                    .map(|w| w.2);
+                let dir = match same {
+                    Some(from) => files::link(&self.dir, Area::Msg, from, id, d.message),
+                    None => files::write(&self.dir, Area::Msg, id, d.message),
+                };
+                new_files.push(files::path(&self.dir, Area::Msg, id));
+                let dir = dir?;
+                written.push((d.message.as_ptr(), d.message.len(), id));
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+                let networks = d.info.remote_ip.map(ip_networks).unwrap_or_default();
+                recs.push(MessageRecord {
+                    id: MessageId(id),
+                    account: d.account.clone(),
+                    mailbox: d.mailbox.clone(),
+                    received: d.received,
+                    flags: d.flags,
+                    size: d.message.len() as u64,
+                    info: d.info.clone(),
+                    networks,
+                    expunged: false,
+                });
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for p in &new_files {
+                files::remove(p);
+            }
+            return Err(e);
+        }
+        self.write(new_files, dirs, move |txn| deliver_txn(txn, &recs))
+    }
+
+    // ---- messages ----
+
+    /// Records of the account's messages (including expunged ones), by id.
+    pub fn messages(&self, account: &str) -> Result<Vec<MessageRecord>, StoreError> {
+        let rtx = self.read()?;
+        let am = rtx.open_table(ACCOUNT_MESSAGES)?;
+        let msgs = rtx.open_table(MESSAGES)?;
+        let mut v = Vec::new();
+        for r in am.range((account, 0u64)..=(account, u64::MAX))? {
+            let (k, _) = r?;
+            if let Some(g) = msgs.get(k.value().1)? {
+                v.push(dec("messages", g.value())?);
+            }
+        }
+        Ok(v)
+    }
+
+    /// One message's record.
+    pub fn message(&self, id: MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(MESSAGES)?;
+        let r = t.get(id.0)?;
+        r.map(|g| dec("messages", g.value())).transpose()
+    }
+
+    /// The bytes of a stored, non-expunged message.
+    pub fn message_bytes(&self, id: MessageId) -> Result<Vec<u8>, StoreError> {
+        match self.message(id)? {
+            Some(r) if !r.expunged => files::read(&self.dir, Area::Msg, id.0),
+            _ => Err(StoreError::NoMessage(id)),
+        }
+    }
+
+    /// Mailbox names of the account (created on delivery).
+    pub fn mailboxes(&self, account: &str) -> Result<Vec<String>, StoreError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(MAILBOXES)?;
+        let mut v = Vec::new();
+        for r in t.range((account, "")..)? {
+            let (k, _) = r?;
+            let (a, m) = k.value();
+            if a != account {
+                break;
+            }
+            v.push(m.to_string());
+        }
+        Ok(v)
+    }
+
+    /// Sets a message's flags (e.g. the user marks it junk or not junk).
+    pub fn set_flags(&self, id: MessageId, flags: Flags) -> Result<(), StoreError> {
+        self.write(vec![], vec![], move |txn| {
+            let mut t = txn.open_table(MESSAGES)?;
+            let mut r: MessageRecord = match t.get(id.0)? {
+                Some(g) => dec("messages", g.value())?,
+                None => return Err(StoreError::NoMessage(id)),
+            };
+            r.flags = flags;
+            t.insert(id.0, enc(&r)?.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Expunges a message: its bytes are removed and no longer count for the quota; the
+    /// record and its index entries stay for reputation.
+    pub fn expunge(&self, id: MessageId) -> Result<(), StoreError> {
+        let removed = self.write(vec![], vec![], move |txn| {
+            let mut t = txn.open_table(MESSAGES)?;
+            let mut r: MessageRecord = match t.get(id.0)? {
+                Some(g) => dec("messages", g.value())?,
+                None => return Err(StoreError::NoMessage(id)),
+            };
+            if r.expunged {
+                return Ok(false);
+            }
+            r.expunged = true;
+            t.insert(id.0, enc(&r)?.as_slice())?;
+            let mut u = txn.open_table(USAGE)?;
+            let used = u.get(r.account.as_str())?.map(|g| g.value()).unwrap_or(0);
+            u.insert(r.account.as_str(), used.saturating_sub(r.size))?;
+            Ok(true)
+        })?;
+        if removed {
+            self.remove_files(vec![files::path(&self.dir, Area::Msg, id.0)]);
+        }
+        Ok(())
+    }
+
+    // ---- indexes ----
+
+    /// Messages of `account` indexed under (`kind`, `value`) received at or after `since`,
+    /// newest first, at most `limit`. A range scan: cost grows with the answer, not with the
+    /// account. `value` is normalised like the index (lowercase; Message-ID without `<>`).
+    pub fn lookup(
+        &self,
+        account: &str,
+        kind: IndexKind,
+        value: &str,
+        since: UnixTime,
+        limit: usize,
+    ) -> Result<Vec<IndexHit>, StoreError> {
+        let v = normalize(kind, value);
+        let rtx = self.read()?;
+        let idx = rtx.open_table(MSG_INDEX)?;
+        let msgs = rtx.open_table(MESSAGES)?;
+        let mut hits = Vec::new();
+        let range = idx.range(
+            (account, kind.code(), v.as_str(), since.0, 0u64)
+                ..=(account, kind.code(), v.as_str(), i64::MAX, u64::MAX),
+        )?;
+        for r in range.rev() {
+            if hits.len() >= limit {
+                break;
+            }
+            let (k, _) = r?;
+            let id = k.value().4;
+            if let Some(g) = msgs.get(id)? {
+                let rec: MessageRecord = dec("messages", g.value())?;
+                hits.push(IndexHit {
+                    id: rec.id,
+                    received: rec.received,
+                    flags: rec.flags,
+                    mailbox: rec.mailbox,
+                    expunged: rec.expunged,
+                });
+            }
+        }
+        Ok(hits)
+    }
+
+    /// How many messages of `account` are indexed under (`kind`, `value`) since `since`
+    /// (e.g. deliveries from this /26 in the last minute).
+    pub fn count_since(
+        &self,
+        account: &str,
+        kind: IndexKind,
+        value: &str,
+        since: UnixTime,
+    ) -> Result<u64, StoreError> {
+        let v = normalize(kind, value);
+        let rtx = self.read()?;
+        let idx = rtx.open_table(MSG_INDEX)?;
+        let mut n = 0;
+        for r in idx.range(
+            (account, kind.code(), v.as_str(), since.0, 0u64)
+                ..=(account, kind.code(), v.as_str(), i64::MAX, u64::MAX),
+        )? {
+            r?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+fn remove_prefix2(t: &mut redb::Table<(&str, &str), &[u8]>, n: &str) -> Result<(), StoreError> {
+    let mut keys: Vec<String> = Vec::new();
+    for r in t.range((n, "")..)? {
+        let (k, _) = r?;
+        let k = k.value();
+        if k.0 != n {
+            break;
+        }
+        keys.push(k.1.to_string());
+    }
+    for k in keys {
+        t.remove((n, k.as_str()))?;
+    }
+    Ok(())
+}
+
+fn remove_prefix2u(t: &mut redb::Table<(&str, &str), ()>, n: &str) -> Result<(), StoreError> {
+    let mut keys: Vec<String> = Vec::new();
+    for r in t.range((n, "")..)? {
+        let (k, _) = r?;
+        let k = k.value();
+        if k.0 != n {
+            break;
+        }
+        keys.push(k.1.to_string());
+    }
+    for k in keys {
+        t.remove((n, k.as_str()))?;
+    }
+    Ok(())
+}
+
+/// Normalises an index value: Message-IDs lose surrounding `<>` and space, everything else
+/// is lowercased.
+pub(crate) fn normalize(kind: IndexKind, value: &str) -> String {
+    match kind {
+        IndexKind::MessageId => value
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string(),
+        _ => value.trim().to_ascii_lowercase(),
+    }
+}
+
+/// The masked networks of an address, as indexed: /32, /26, /21 for IPv4 and /64, /48, /32
+/// for IPv6 (an IPv4-mapped IPv6 address counts as IPv4), e.g. `192.0.2.64/26`.
+pub fn ip_networks(ip: IpAddr) -> Vec<String> {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let x = u32::from(v4);
+            [32u32, 26, 21]
+                .iter()
+                .map(|&p| {
+                    let mask = u32::MAX.checked_shl(32 - p).unwrap_or(0);
+                    format!("{}/{p}", std::net::Ipv4Addr::from(x & mask))
+                })
+                .collect()
+        }
+        IpAddr::V6(v6) => {
+            let x = u128::from(v6);
+            [64u32, 48, 32]
+                .iter()
+                .map(|&p| {
+                    let mask = u128::MAX.checked_shl(128 - p).unwrap_or(0);
+                    format!("{}/{p}", std::net::Ipv6Addr::from(x & mask))
+                })
+                .collect()
+        }
+    }
+}
+
+/// The (kind, value) index entries of a message record.
+fn index_entries(r: &MessageRecord) -> Vec<(u8, String)> {
+    let mut v: Vec<(u8, String)> = Vec::new();
+    let mut add = |k: IndexKind, s: &str| {
+        if !s.is_empty() {
+            v.push((k.code(), normalize(k, s)));
+        }
+    };
+    for n in &r.networks {
+        add(IndexKind::Network, n);
+    }
+    if let Some(mf) = &r.info.mail_from {
+        add(IndexKind::MailFrom, mf);
+        if let Some((_, d)) = mf.rsplit_once('@') {
+            add(IndexKind::MailFromDomain, d);
+        }
+    }
+    if let Some(d) = &r.info.from_domain {
+        add(IndexKind::FromDomain, d);
+    }
+    for d in &r.info.dkim_domains {
+        add(IndexKind::DkimDomain, d);
+    }
+    if let Some(e) = &r.info.ehlo {
+        add(IndexKind::Ehlo, e);
+    }
+    if let Some(m) = &r.info.message_id {
+        add(IndexKind::MessageId, m);
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Inserts message records with their index entries, mailboxes and usage counters. Checks
+/// accounts and quotas first, so a refusal changes nothing.
+pub(crate) fn deliver_txn(
+    txn: &WriteTransaction,
+    recs: &[MessageRecord],
+) -> Result<Vec<MessageId>, StoreError> {
+    let mut per_account: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in recs {
+        *per_account.entry(r.account.as_str()).or_default() += r.size;
+    }
+    let mut new_usage = Vec::new();
+    {
+        let accounts = txn.open_table(ACCOUNTS)?;
+        let usage = txn.open_table(USAGE)?;
+        for (acc, size) in &per_account {
+            let a: Account = match accounts.get(*acc)? {
+                Some(g) => dec("accounts", g.value())?,
+                None => return Err(StoreError::NoAccount(acc.to_string())),
+            };
+            let used = usage.get(*acc)?.map(|g| g.value()).unwrap_or(0);
+            if let Some(q) = a.quota_bytes {
+                if used.saturating_add(*size) > q {
+                    return Err(StoreError::QuotaExceeded {
+                        account: acc.to_string(),
+                        used,
+                        size: *size,
+                        quota: q,
+                    });
+                }
+            }
+            new_usage.push((*acc, used.saturating_add(*size)));
+        }
+    }
+    let mut msgs = txn.open_table(MESSAGES)?;
+    let mut am = txn.open_table(ACCOUNT_MESSAGES)?;
+    let mut mb = txn.open_table(MAILBOXES)?;
+    let mut idx = txn.open_table(MSG_INDEX)?;
+    for r in recs {
+        msgs.insert(r.id.0, enc(r)?.as_slice())?;
+        am.insert((r.account.as_str(), r.id.0), ())?;
+        mb.insert((r.account.as_str(), r.mailbox.as_str()), ())?;
+        for (k, v) in index_entries(r) {
+            idx.insert(
+                (r.account.as_str(), k, v.as_str(), r.received.0, r.id.0),
+                (),
+            )?;
+        }
+    }
+    let mut usage = txn.open_table(USAGE)?;
+    for (acc, n) in new_usage {
+        usage.insert(acc, n)?;
+    }
+    Ok(recs.iter().map(|r| r.id).collect())
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn f<T: Send + Sync>() {}
+    f::<Store>();
+}
+
+#[allow(unused_imports)]
+use ReadableTableMetadata as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("data")).unwrap();
+        (d, s)
+    }
+
+    fn delivery<'a>(account: &str, mailbox: &str, msg: &'a [u8], t: i64) -> Delivery<'a> {
+        Delivery {
+            account: account.into(),
+            mailbox: mailbox.into(),
+            message: msg,
+            flags: Flags::default(),
+            received: UnixTime(t),
+            info: MessageInfo {
+                remote_ip: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77))),
+                ehlo: Some("Mail.Example.org".into()),
+                mail_from: Some("Bob@Example.ORG".into()),
+                mail_from_validation: Validation::Pass,
+                from_domain: Some("example.org".into()),
+                dkim_domains: vec!["example.org".into(), "esp.example".into()],
+                message_id: Some("<abc@example.org>".into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn networks() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "192.0.2.77",
+                &["192.0.2.77/32", "192.0.2.64/26", "192.0.0.0/21"],
+            ),
+            (
+                "::ffff:10.1.2.3",
+                &["10.1.2.3/32", "10.1.2.0/26", "10.1.0.0/21"],
+            ),
+            (
+                "2001:db8:1:2:3::4",
+                &["2001:db8:1:2::/64", "2001:db8:1::/48", "2001:db8::/32"],
+            ),
+        ];
+        for (ip, want) in cases {
+            assert_eq!(ip_networks(ip.parse().unwrap()), *want, "{ip}");
+        }
+    }
+
+    #[test]
+    fn accounts_and_credentials() {
+        let (_d, s) = store();
+        s.account_add("mjl", "example.org").unwrap();
+        assert!(matches!(
+            s.account_add("mjl", "x"),
+            Err(StoreError::AccountExists(_))
+        ));
+        assert!(matches!(
+            s.account_add("", "x"),
+            Err(StoreError::Invalid(_))
+        ));
+        s.account_add("other", "example.com").unwrap();
+        let names: Vec<String> = s.accounts().unwrap().into_iter().map(|a| a.name).collect();
+        assert_eq!(names, ["mjl", "other"]);
+        s.account_set_login_disabled("mjl", Some("moved".into()))
+            .unwrap();
+        s.account_set_quota("mjl", Some(1000)).unwrap();
+        let a = s.account("mjl").unwrap().unwrap();
+        assert_eq!(a.login_disabled.as_deref(), Some("moved"));
+        assert_eq!(a.quota_bytes, Some(1000));
+        assert!(matches!(
+            s.account_set_quota("nobody", None),
+            Err(StoreError::NoAccount(_))
+        ));
+        s.set_credentials(
+            "mjl",
+            vec![
+                ("scram-sha-256".into(), vec![1, 2]),
+                ("cram-md5".into(), vec![3]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            s.credentials("mjl", "scram-sha-256").unwrap(),
+            Some(vec![1, 2])
+        );
+        s.set_credentials("mjl", vec![("scram-sha-1".into(), vec![9])])
+            .unwrap();
+        assert_eq!(s.credentials("mjl", "scram-sha-256").unwrap(), None);
+        assert_eq!(s.credentials("mjl", "scram-sha-1").unwrap(), Some(vec![9]));
+        assert_eq!(s.credentials("other", "scram-sha-1").unwrap(), None);
+        assert!(s.set_credentials("nobody", vec![]).is_err());
+    }
+
+    #[test]
+    fn deliver_read_usage_quota() {
+        let (_d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        s.account_add("b", "example.org").unwrap();
+        let m1 = b"Subject: one\r\n\r\nhello\r\n".to_vec();
+        let id = s.deliver(delivery("a", "Inbox", &m1, 100)).unwrap();
+        assert_eq!(s.message_bytes(id).unwrap(), m1);
+        assert_eq!(s.account_usage("a").unwrap(), m1.len() as u64);
+        let rec = s.message(id).unwrap().unwrap();
+        assert_eq!(rec.mailbox, "Inbox");
+        assert_eq!(rec.size, m1.len() as u64);
+        assert_eq!(rec.networks.len(), 3);
+        // One message to two accounts in one commit, shared file.
+        let m2 = vec![b'x'; 5000];
+        let ids = s
+            .deliver_many(vec![
+                delivery("a", "Junk", &m2, 200),
+                delivery("b", "Inbox", &m2, 200),
+            ])
+            .unwrap();
+        assert_eq!(ids.len(), 2);
+        for id in &ids {
+            assert_eq!(s.message_bytes(*id).unwrap(), m2);
+        }
+        assert_eq!(s.mailboxes("a").unwrap(), ["Inbox", "Junk"]);
+        assert_eq!(s.messages("a").unwrap().len(), 2);
+        assert_eq!(s.account_usage("b").unwrap(), 5000);
+        // All-or-nothing: an unknown account fails the whole call.
+        assert!(matches!(
+            s.deliver_many(vec![
+                delivery("a", "Inbox", &m1, 300),
+                delivery("zz", "Inbox", &m1, 300)
+            ]),
+            Err(StoreError::NoAccount(_))
+        ));
+        assert_eq!(s.messages("a").unwrap().len(), 2);
+        // Quota.
+        s.account_set_quota("b", Some(6000)).unwrap();
+        assert!(matches!(
+            s.deliver(delivery("b", "Inbox", &m2, 400)),
+            Err(StoreError::QuotaExceeded { used: 5000, .. })
+        ));
+        s.expunge(ids[1]).unwrap();
+        assert_eq!(s.account_usage("b").unwrap(), 0);
+        assert!(matches!(
+            s.message_bytes(ids[1]),
+            Err(StoreError::NoMessage(_))
+        ));
+        // The hard-linked sibling survives the expunge.
+        assert_eq!(s.message_bytes(ids[0]).unwrap(), m2);
+        s.deliver(delivery("b", "Inbox", &m2, 400)).unwrap();
+        // Flags.
+        s.set_flags(
+            id,
+            Flags {
+                seen: true,
+                junk: false,
+                notjunk: true,
+            },
+        )
+        .unwrap();
+        assert!(s.message(id).unwrap().unwrap().flags.notjunk);
+        assert!(matches!(
+            s.set_flags(MessageId(9999), Flags::default()),
+            Err(StoreError::NoMessage(_))
+        ));
+    }
+
+    #[test]
+    fn index_lookups() {
+        let (_d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        s.account_add("b", "example.org").unwrap();
+        let m = b"x".to_vec();
+        for t in [10, 20, 30, 40] {
+            s.deliver(delivery("a", "Inbox", &m, t)).unwrap();
+        }
+        let mut other = delivery("b", "Inbox", &m, 35);
+        other.info.remote_ip = Some("198.51.100.1".parse().unwrap());
+        s.deliver(other).unwrap();
+        let cases: &[(IndexKind, &str, i64, u64)] = &[
+            (IndexKind::Network, "192.0.2.77/32", 0, 4),
+            (IndexKind::Network, "192.0.2.64/26", 25, 2),
+            (IndexKind::Network, "192.0.0.0/21", 41, 0),
+            (IndexKind::MailFrom, "bob@example.org", 0, 4),
+            (IndexKind::MailFromDomain, "EXAMPLE.org", 15, 3),
+            (IndexKind::FromDomain, "example.org", 0, 4),
+            (IndexKind::DkimDomain, "esp.example", 0, 4),
+            (IndexKind::Ehlo, "mail.example.org", 0, 4),
+            (IndexKind::MessageId, "abc@example.org", 0, 4),
+            (IndexKind::MessageId, "<abc@example.org>", 0, 4),
+            (IndexKind::Network, "198.51.100.1/32", 0, 0),
+        ];
+        for (k, v, since, want) in cases {
+            assert_eq!(
+                s.count_since("a", *k, v, UnixTime(*since)).unwrap(),
+                *want,
+                "{k:?} {v}"
+            );
+        }
+        assert_eq!(
+            s.count_since("b", IndexKind::Network, "198.51.100.1/32", UnixTime(0))
+                .unwrap(),
+            1
+        );
+        let hits = s
+            .lookup("a", IndexKind::MailFrom, "bob@example.org", UnixTime(0), 3)
+            .unwrap();
+        let times: Vec<i64> = hits.iter().map(|h| h.received.0).collect();
+        assert_eq!(times, [40, 30, 20]);
+    }
+
+    #[test]
+    fn account_remove_cleans_up() {
+        let (_d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        s.account_add("b", "example.org").unwrap();
+        s.set_credentials("a", vec![("k".into(), vec![1])]).unwrap();
+        let m = b"hello".to_vec();
+        let ida = s.deliver(delivery("a", "Inbox", &m, 1)).unwrap();
+        let idb = s.deliver(delivery("b", "Inbox", &m, 1)).unwrap();
+        let pa = files::path(s.data_dir(), Area::Msg, ida.0);
+        assert!(pa.exists());
+        s.account_remove("a").unwrap();
+        assert!(!pa.exists());
+        assert!(s.account("a").unwrap().is_none());
+        assert!(s.message(ida).unwrap().is_none());
+        assert_eq!(s.credentials("a", "k").unwrap(), None);
+        assert_eq!(
+            s.count_since("a", IndexKind::MailFrom, "bob@example.org", UnixTime(0))
+                .unwrap(),
+            0
+        );
+        assert_eq!(s.message_bytes(idb).unwrap(), m);
+        assert!(matches!(
+            s.account_remove("a"),
+            Err(StoreError::NoAccount(_))
+        ));
+        // The name can be reused.
+        s.account_add("a", "example.org").unwrap();
+        assert_eq!(s.account_usage("a").unwrap(), 0);
+    }
+
+    #[test]
+    fn reopen_keeps_everything_and_ids_grow() {
+        let d = tempfile::tempdir().unwrap();
+        let m = b"persist".to_vec();
+        let id = {
+            let s = Store::open(d.path()).unwrap();
+            s.account_add("a", "example.org").unwrap();
+            s.deliver(delivery("a", "Inbox", &m, 1)).unwrap()
+        };
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.message_bytes(id).unwrap(), m);
+        let id2 = s.deliver(delivery("a", "Inbox", &m, 2)).unwrap();
+        assert!(id2 > id);
+        drop(s);
+        let ro = Store::open_readonly(d.path()).unwrap();
+        assert_eq!(ro.messages("a").unwrap().len(), 2);
+        assert!(matches!(
+            ro.account_add("x", "y"),
+            Err(StoreError::ReadOnly)
+        ));
+    }
+
+    /// Version 1 had no usage counters: opening it must compute them.
+    #[test]
+    fn migrate_from_version_1() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(d.path().join(DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert(K_VERSION, 1).unwrap();
+            let acc = Account {
+                name: "a".into(),
+                domain: "example.org".into(),
+                login_disabled: None,
+                quota_bytes: None,
+            };
+            txn.open_table(ACCOUNTS)
+                .unwrap()
+                .insert("a", enc(&acc).unwrap().as_slice())
+                .unwrap();
+            for (id, size, expunged) in [(1u64, 10u64, false), (2, 20, false), (3, 40, true)] {
+                let r = MessageRecord {
+                    id: MessageId(id),
+                    account: "a".into(),
+                    mailbox: "Inbox".into(),
+                    received: UnixTime(1),
+                    flags: Flags::default(),
+                    size,
+                    info: MessageInfo::default(),
+                    networks: vec![],
+                    expunged,
+                };
+                txn.open_table(MESSAGES)
+                    .unwrap()
+                    .insert(id, enc(&r).unwrap().as_slice())
+                    .unwrap();
+                txn.open_table(ACCOUNT_MESSAGES)
+                    .unwrap()
+                    .insert(("a", id), ())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.account_usage("a").unwrap(), 30);
+        let rtx = s.read().unwrap();
+        let v = rtx
+            .open_table(META)
+            .unwrap()
+            .get(K_VERSION)
+            .unwrap()
+            .unwrap()
+            .value();
+        assert_eq!(v, SCHEMA_VERSION);
+        drop(rtx);
+        // New ids continue after the migrated ones.
+        let id = s.deliver(delivery("a", "Inbox", b"m", 5)).unwrap();
+        assert!(id.0 > 3);
+    }
+
+    #[test]
+    fn refuses_newer_schema() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(d.path().join(DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(K_VERSION, SCHEMA_VERSION + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let e = Store::open(d.path()).unwrap_err();
+        assert!(
+            matches!(e, StoreError::SchemaTooNew { found, .. } if found == SCHEMA_VERSION + 1),
+            "{e}"
+        );
+        assert!(matches!(
+            Store::open_readonly(d.path()),
+            Err(StoreError::SchemaTooNew { .. })
+        ));
+    }
+
+    /// Many threads deliver at once; all succeed, ids are distinct, counters add up.
+    #[test]
+    fn concurrent_deliveries_share_commits() {
+        let (_d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        let s = Arc::new(s);
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || {
+                    (0..10)
+                        .map(|i| {
+                            let m = format!("message {t} {i}").into_bytes();
+                            (s.deliver(delivery("a", "Inbox", &m, i)).unwrap(), m)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in threads {
+            all.extend(t.join().unwrap());
+        }
+        let mut ids: Vec<u64> = all.iter().map(|(id, _)| id.0).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 160);
+        let total: u64 = all.iter().map(|(_, m)| m.len() as u64).sum();
+        assert_eq!(s.account_usage("a").unwrap(), total);
+        for (id, m) in all {
+            assert_eq!(s.message_bytes(id).unwrap(), m);
+        }
+    }
+
+    /// A refused job in a batch must not disturb the others or leave files behind.
+    #[test]
+    fn refused_delivery_leaves_no_file() {
+        let (_d, s) = store();
+        let before = s.counters.next_msg.load(Ordering::SeqCst);
+        assert!(s.deliver(delivery("nobody", "Inbox", b"m", 1)).is_err());
+        assert!(!files::path(s.data_dir(), Area::Msg, before).exists());
+    }
+}

@@ -1,0 +1,149 @@
+//! Table definitions, record encoding, schema version and migrations.
+
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::StoreError;
+
+/// Schema version written by this build.
+pub const SCHEMA_VERSION: u64 = 2;
+
+/// `meta`: schema version and id counters.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `accounts`: name -> JSON [`crate::Account`].
+pub(crate) const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+/// `credentials`: (account, kind) -> opaque bytes.
+pub(crate) const CREDENTIALS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("credentials");
+/// `usage` (since v2): account -> bytes of non-expunged messages.
+pub(crate) const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
+/// `mailboxes`: (account, mailbox) -> ().
+pub(crate) const MAILBOXES: TableDefinition<(&str, &str), ()> = TableDefinition::new("mailboxes");
+/// `messages`: id -> JSON [`crate::MessageRecord`].
+pub(crate) const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// `account_messages`: (account, id) -> ().
+pub(crate) const ACCOUNT_MESSAGES: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("account_messages");
+/// `msg_index`: (account, kind, value, received, id) -> ().
+pub(crate) const MSG_INDEX: TableDefinition<(&str, u8, &str, i64, u64), ()> =
+    TableDefinition::new("msg_index");
+/// `queue_msgs`: queued message id -> (size, entries referencing it).
+pub(crate) const QUEUE_MSGS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("queue_msgs");
+/// `queue`: entry id -> JSON [`crate::QueueEntry`].
+pub(crate) const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
+/// `queue_due`: (next_attempt, entry id) -> () for entries not held.
+pub(crate) const QUEUE_DUE: TableDefinition<(i64, u64), ()> = TableDefinition::new("queue_due");
+/// `retired`: entry id -> JSON [`crate::RetiredEntry`].
+pub(crate) const RETIRED: TableDefinition<u64, &[u8]> = TableDefinition::new("retired");
+/// `hold_rules`: id -> JSON [`crate::HoldRule`].
+pub(crate) const HOLD_RULES: TableDefinition<u64, &[u8]> = TableDefinition::new("hold_rules");
+/// `suppressions`: (account, address) -> JSON [`crate::Suppression`].
+pub(crate) const SUPPRESSIONS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("suppressions");
+/// `outgoing`: (account, time, seq) -> (recipients, first-time recipients).
+pub(crate) const OUTGOING: TableDefinition<(&str, i64, u64), (u32, u32)> =
+    TableDefinition::new("outgoing");
+/// `sent_to`: (account, recipient) -> first time sent.
+pub(crate) const SENT_TO: TableDefinition<(&str, &str), i64> = TableDefinition::new("sent_to");
+/// `reports`: (kind, domain, time, seq) -> opaque bytes.
+pub(crate) const REPORTS: TableDefinition<(u8, &str, i64, u64), &[u8]> =
+    TableDefinition::new("reports");
+/// `mtasts`: domain -> JSON [`crate::MtaStsRecord`].
+pub(crate) const MTASTS: TableDefinition<&str, &[u8]> = TableDefinition::new("mtasts");
+
+pub(crate) const K_VERSION: &str = "schema_version";
+pub(crate) const K_NEXT_MSG: &str = "next_message_id";
+pub(crate) const K_NEXT_QMSG: &str = "next_queue_msg_id";
+pub(crate) const K_NEXT_QUEUE: &str = "next_queue_id";
+pub(crate) const K_NEXT_RULE: &str = "next_hold_rule_id";
+
+/// Encodes a record.
+pub(crate) fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Invalid(format!("encoding record: {e}")))
+}
+
+/// Decodes a record of `table`.
+pub(crate) fn dec<T: DeserializeOwned>(table: &'static str, b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt {
+        table,
+        detail: e.to_string(),
+    })
+}
+
+/// Creates every table (so readers never meet a missing one).
+pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(META)?;
+    txn.open_table(ACCOUNTS)?;
+    txn.open_table(CREDENTIALS)?;
+    txn.open_table(USAGE)?;
+    txn.open_table(MAILBOXES)?;
+    txn.open_table(MESSAGES)?;
+    txn.open_table(ACCOUNT_MESSAGES)?;
+    txn.open_table(MSG_INDEX)?;
+    txn.open_table(QUEUE_MSGS)?;
+    txn.open_table(QUEUE)?;
+    txn.open_table(QUEUE_DUE)?;
+    txn.open_table(RETIRED)?;
+    txn.open_table(HOLD_RULES)?;
+    txn.open_table(SUPPRESSIONS)?;
+    txn.open_table(OUTGOING)?;
+    txn.open_table(SENT_TO)?;
+    txn.open_table(REPORTS)?;
+    txn.open_table(MTASTS)?;
+    Ok(())
+}
+
+/// Brings a database to [`SCHEMA_VERSION`] inside `txn`. A fresh database (no version) is
+/// stamped; version 1 (no `usage` counters) gets its counters computed from the messages;
+/// a newer version is refused. Returns the version found.
+pub(crate) fn migrate(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let found = {
+        let meta = txn.open_table(META)?;
+        let v = meta.get(K_VERSION)?.map(|g| g.value());
+        v
+    };
+    let fresh = {
+        let m = txn.open_table(MESSAGES)?;
+        let a = txn.open_table(ACCOUNTS)?;
+        m.is_empty()? && a.is_empty()?
+    };
+    let found = match found {
+        Some(v) => v,
+        None if fresh => SCHEMA_VERSION,
+        // Data without a version record predates versioning: treat as version 1.
+        None => 1,
+    };
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    create_all(txn)?;
+    if found < 2 {
+        migrate_1_to_2(txn)?;
+    }
+    txn.open_table(META)?.insert(K_VERSION, SCHEMA_VERSION)?;
+    Ok(found)
+}
+
+/// Version 2 added the per-account `usage` counter: sum the sizes of non-expunged messages.
+fn migrate_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut totals: std::collections::BTreeMap<String, u64> = Default::default();
+    {
+        let msgs = txn.open_table(MESSAGES)?;
+        for row in msgs.iter()? {
+            let (_, v) = row?;
+            let r: crate::MessageRecord = dec("messages", v.value())?;
+            if !r.expunged {
+                *totals.entry(r.account).or_default() += r.size;
+            }
+        }
+    }
+    let mut usage = txn.open_table(USAGE)?;
+    for (acc, n) in totals {
+        usage.insert(acc.as_str(), n)?;
+    }
+    Ok(())
+}
