@@ -38,6 +38,7 @@
 pub mod dns;
 pub mod rng;
 pub mod smtp;
+pub mod spf;
 pub mod time;
 pub mod timer;
 

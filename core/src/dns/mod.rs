@@ -5,6 +5,10 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+pub mod zone;
+
+pub use zone::{StaticZone, ZoneError};
+
 /// Record types the checks ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RecordType {
