@@ -36,6 +36,8 @@
 //!   bytes panics.
 
 pub mod dns;
+pub mod dnsbl;
+pub mod iprev;
 pub mod rng;
 pub mod smtp;
 pub mod spf;

@@ -22,7 +22,7 @@ pub use record::{
     Directive, DomainSpec, MacroPart, MacroString, Mechanism, Qualifier, RecordError, SpfRecord,
 };
 
-use crate::dns::{Check, CheckStep, Lookup, LookupResult, Record, RecordType};
+use crate::dns::{reverse_name, Check, CheckStep, Lookup, LookupResult, Record, RecordType};
 use crate::UnixTime;
 
 /// DNS-querying mechanisms and modifiers allowed per evaluation.
@@ -226,24 +226,6 @@ fn q(name: &str, rtype: RecordType) -> Lookup {
     Lookup {
         name: crate::dns::zone::normalize_name(name),
         rtype,
-    }
-}
-
-/// The reverse-lookup name of an IP (`4.3.2.1.in-addr.arpa`, nibbles `.ip6.arpa`).
-pub fn reverse_name(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
-        }
-        IpAddr::V6(v6) => {
-            let mut s = String::with_capacity(72);
-            for b in v6.octets().iter().rev() {
-                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
-            }
-            s.push_str("ip6.arpa");
-            s
-        }
     }
 }
 
