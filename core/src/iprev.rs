@@ -174,10 +174,8 @@ impl Check for IprevCheck {
                 };
                 self.state = next;
             }
-            State::WaitAddrs { asked, answers, .. } => {
-                if asked.contains(lookup) {
-                    answers.insert(lookup.clone(), result);
-                }
+            State::WaitAddrs { asked, answers, .. } if asked.contains(lookup) => {
+                answers.insert(lookup.clone(), result);
             }
             _ => {}
         }
