@@ -273,6 +273,17 @@ pub fn encode_query(txid: u16, name: &str, rtype: RecordType, ad: bool) -> Optio
     m.to_vec().ok()
 }
 
+/// Whether `msg` asks exactly one question, `name` of type `rtype` (case-insensitive).
+fn same_question(msg: &Message, name: &str, rtype: RecordType) -> bool {
+    let Some(qname) = to_name(name) else {
+        return false;
+    };
+    match msg.queries.as_slice() {
+        [q] => q.name() == &qname && q.query_type() == h_type(rtype),
+        _ => false,
+    }
+}
+
 /// What one response says about the name asked.
 enum Parsed {
     /// Final result, with the TTL to cache it for.
@@ -533,10 +544,12 @@ impl Resolver {
         let Ok(msg) = Message::from_vec(bytes) else {
             return;
         };
+        // IDs are 16 bits: two outstanding queries may share one, so the question decides.
         let key = self.pending.iter().find_map(|(k, p)| {
             (p.transport == Transport::Udp
                 && p.txid == msg.metadata.id
-                && self.config.servers.get(p.server) == Some(&from))
+                && self.config.servers.get(p.server) == Some(&from)
+                && same_question(&msg, &p.name, p.original.rtype))
             .then_some(*k)
         });
         if let Some(key) = key {
@@ -597,11 +610,7 @@ impl Resolver {
             return;
         };
         let rtype = p.original.rtype;
-        let same_question = match msg.queries.as_slice() {
-            [q] => q.name() == &qname && q.query_type() == h_type(rtype),
-            _ => false,
-        };
-        if !same_question {
+        if !same_question(msg, &p.name, rtype) {
             return;
         }
         match interpret(msg, &qname, rtype, self.config.trust_ad) {
