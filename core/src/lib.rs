@@ -36,11 +36,14 @@
 //!   bytes panics.
 
 pub mod dns;
+pub mod dnsbl;
+pub mod iprev;
 pub mod message;
 pub mod rng;
 pub mod sasl;
 pub mod server;
 pub mod smtp;
+pub mod spf;
 #[cfg(test)]
 pub(crate) mod testkit;
 pub mod time;

@@ -3,7 +3,13 @@
 //! business: the sans-IO stub resolver in this module (driven by a runtime's UDP/TCP), or
 //! the static zone data in tests ([`run_sync`]).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub mod resolver;
+pub mod zone;
+
+pub use resolver::{parse_resolv_conf, QueryId, Resolver, ResolverConfig, ResolverOutput};
+pub use zone::{StaticZone, ZoneError};
 
 /// Record types the checks ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,6 +90,45 @@ pub enum LookupResult {
     NoData,
     /// The answer could not be had now: SERVFAIL, timeout, DNSSEC bogus, network error.
     TempFail(String),
+}
+
+/// The labels of an IP in reverse order: `4.3.2.1` for 1.2.3.4, 32 nibbles for IPv6
+/// (`1.0.0.0...8.b.d.0.1.0.0.2`), as used below `in-addr.arpa`, `ip6.arpa` and DNSBL zones.
+/// An IPv4-mapped IPv6 address gives the IPv4 form.
+pub fn reversed_labels(ip: IpAddr) -> String {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}")
+        }
+        IpAddr::V6(v6) => {
+            let mut s = String::with_capacity(64);
+            for (i, b) in v6.octets().iter().rev().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                s.push_str(&format!("{:x}.{:x}", b & 0xf, b >> 4));
+            }
+            s
+        }
+    }
+}
+
+/// The PTR name of an IP: `4.3.2.1.in-addr.arpa`, or nibbles under `ip6.arpa`.
+pub fn reverse_name(ip: IpAddr) -> String {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    let suffix = match ip {
+        IpAddr::V4(_) => "in-addr.arpa",
+        IpAddr::V6(_) => "ip6.arpa",
+    };
+    format!("{}.{suffix}", reversed_labels(ip))
 }
 
 /// One step of a DNS-driven check (SPF, DKIM, DMARC, iprev, DNSBL, MX resolution).
