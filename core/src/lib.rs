@@ -35,7 +35,9 @@
 //!   `handle` means the session cannot continue; it is sticky. Nothing reachable from network
 //!   bytes panics.
 
+pub mod dkim;
 pub mod dns;
+pub mod publicsuffix;
 pub mod rng;
 pub mod smtp;
 pub mod time;
