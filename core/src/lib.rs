@@ -36,6 +36,7 @@
 //!   bytes panics.
 
 pub mod dkim;
+pub mod dmarc;
 pub mod dns;
 pub mod publicsuffix;
 pub mod rng;
