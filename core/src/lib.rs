@@ -35,10 +35,13 @@
 //!   `handle` means the session cannot continue; it is sticky. Nothing reachable from network
 //!   bytes panics.
 
+pub mod dkim;
+pub mod dmarc;
 pub mod dns;
 pub mod dnsbl;
 pub mod iprev;
 pub mod message;
+pub mod publicsuffix;
 pub mod rng;
 pub mod sasl;
 pub mod server;

@@ -1,0 +1,369 @@
+//! Keys and the signature primitives, all through `ring`.
+//!
+//! Why ring and not the `rsa` crate: the `rsa` crate's private-key operation has a known
+//! timing side channel (RUSTSEC-2023-0071, "Marvin"); ring's RSA signing is constant-time
+//! and blinded, and ring is already in the tree for rustls. ring cannot generate RSA keys,
+//! so RSA key generation is left to the binary; ring's RSA signing wants a
+//! `SecureRandom` for blinding (the signature itself is deterministic), which the caller
+//! passes in because core has no source of OS randomness.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use ring::signature::{self, KeyPair as _};
+
+use super::sig::{Algorithm, KeyType};
+
+/// Why a key could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The PEM armour is missing or its base64 is broken.
+    #[error("bad PEM: {0}")]
+    Pem(String),
+    /// The DER is not a key ring accepts (PKCS#8 RSA or Ed25519, PKCS#1 RSA).
+    #[error("key rejected: {0}")]
+    Rejected(String),
+}
+
+/// A private key for signing. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum SigningKey {
+    /// An Ed25519 key (RFC 8463).
+    Ed25519(Arc<signature::Ed25519KeyPair>),
+    /// An RSA key (rsa-sha256).
+    Rsa(Arc<signature::RsaKeyPair>),
+}
+
+/// PKCS#8 v1 prefix for an Ed25519 private key (RFC 8410): the 32-byte seed follows.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The PKCS#8 document (DER) for an Ed25519 private key from its 32-byte seed, for storing
+/// a generated key.
+pub fn ed25519_pkcs8_from_seed(seed: &[u8; 32]) -> Vec<u8> {
+    let mut v = ED25519_PKCS8_PREFIX.to_vec();
+    v.extend_from_slice(seed);
+    v
+}
+
+/// Wraps DER in PEM armour with the given label (`PRIVATE KEY`).
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut s = format!("-----BEGIN {label}-----\n");
+    for chunk in b.as_bytes().chunks(64) {
+        s.push_str(&String::from_utf8_lossy(chunk));
+        s.push('\n');
+    }
+    s.push_str(&format!("-----END {label}-----\n"));
+    s
+}
+
+/// The DER inside the first PEM block, and its label.
+pub fn pem_decode(pem: &str) -> Result<(String, Vec<u8>), KeyError> {
+    let start = pem
+        .find("-----BEGIN ")
+        .ok_or_else(|| KeyError::Pem("no BEGIN line".into()))?;
+    let rest = &pem[start + 11..];
+    let label_end = rest
+        .find("-----")
+        .ok_or_else(|| KeyError::Pem("bad BEGIN line".into()))?;
+    let label = rest[..label_end].to_string();
+    let body = &rest[label_end + 5..];
+    let end = body
+        .find("-----END ")
+        .ok_or_else(|| KeyError::Pem("no END line".into()))?;
+    let b: String = body[..end]
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b)
+        .map_err(|e| KeyError::Pem(e.to_string()))?;
+    Ok((label, der))
+}
+
+impl SigningKey {
+    /// An Ed25519 key from a 32-byte seed (key generation: the caller draws the seed from
+    /// the operating system's random source).
+    pub fn ed25519_from_seed(seed: &[u8; 32]) -> Result<SigningKey, KeyError> {
+        Self::from_der(&ed25519_pkcs8_from_seed(seed))
+    }
+
+    /// A key from DER: PKCS#8 (RSA or Ed25519) or PKCS#1 `RSAPrivateKey`.
+    pub fn from_der(der: &[u8]) -> Result<SigningKey, KeyError> {
+        if let Ok(k) = signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+            return Ok(SigningKey::Ed25519(Arc::new(k)));
+        }
+        match signature::RsaKeyPair::from_pkcs8(der) {
+            Ok(k) => Ok(SigningKey::Rsa(Arc::new(k))),
+            Err(_) => signature::RsaKeyPair::from_der(der)
+                .map(|k| SigningKey::Rsa(Arc::new(k)))
+                .map_err(|e| KeyError::Rejected(e.to_string())),
+        }
+    }
+
+    /// A key from PEM (`PRIVATE KEY` or `RSA PRIVATE KEY`).
+    pub fn from_pem(pem: &str) -> Result<SigningKey, KeyError> {
+        let (_, der) = pem_decode(pem)?;
+        Self::from_der(&der)
+    }
+
+    /// The algorithm this key signs with.
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            SigningKey::Ed25519(_) => Algorithm::Ed25519Sha256,
+            SigningKey::Rsa(_) => Algorithm::RsaSha256,
+        }
+    }
+
+    /// The public key as it goes in `p=`: SubjectPublicKeyInfo DER for RSA, the raw 32
+    /// bytes for Ed25519.
+    pub fn public_key_bytes(&self) -> Vec<u8> {
+        match self {
+            SigningKey::Ed25519(k) => k.public_key().as_ref().to_vec(),
+            SigningKey::Rsa(k) => rsa_spki(k.public_key().as_ref()),
+        }
+    }
+
+    /// The TXT record to publish at `<selector>._domainkey.<domain>`.
+    pub fn dns_record(&self) -> String {
+        let k = match self {
+            SigningKey::Ed25519(_) => "ed25519",
+            SigningKey::Rsa(_) => "rsa",
+        };
+        let p = base64::engine::general_purpose::STANDARD.encode(self.public_key_bytes());
+        format!("v=DKIM1; k={k}; p={p}")
+    }
+
+    /// Signs `data` (the bytes to be hashed, not a hash).
+    pub(crate) fn sign(
+        &self,
+        data: &[u8],
+        rng: &dyn ring::rand::SecureRandom,
+    ) -> Result<Vec<u8>, KeyError> {
+        match self {
+            // RFC 8463 3: Ed25519 (PureEdDSA) signs the SHA-256 hash of the data.
+            SigningKey::Ed25519(k) => Ok(k
+                .sign(&digest(Algorithm::Ed25519Sha256, data))
+                .as_ref()
+                .to_vec()),
+            SigningKey::Rsa(k) => {
+                let mut sig = vec![0u8; k.public().modulus_len()];
+                k.sign(&signature::RSA_PKCS1_SHA256, rng, data, &mut sig)
+                    .map_err(|_| KeyError::Rejected("RSA signing failed".into()))?;
+                Ok(sig)
+            }
+        }
+    }
+}
+
+/// DER length bytes.
+fn der_len(n: usize, out: &mut Vec<u8>) {
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes = n.to_be_bytes();
+        let skip = bytes.iter().take_while(|&&b| b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+}
+
+fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    der_len(content.len(), &mut v);
+    v.extend_from_slice(content);
+    v
+}
+
+/// rsaEncryption AlgorithmIdentifier: SEQUENCE { OID 1.2.840.113549.1.1.1, NULL }.
+const RSA_ALG_ID: [u8; 15] = [
+    0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+];
+
+fn rsa_spki(rsa_public_key: &[u8]) -> Vec<u8> {
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(rsa_public_key);
+    let mut content = RSA_ALG_ID.to_vec();
+    content.extend(der_tlv(0x03, &bits));
+    der_tlv(0x30, &content)
+}
+
+/// A minimal DER reader: one TLV from `b`, returning (tag, content, rest).
+fn der_read(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = b.split_first()?;
+    let (&l0, rest) = rest.split_first()?;
+    let (len, rest) = if l0 < 0x80 {
+        (usize::from(l0), rest)
+    } else {
+        let n = usize::from(l0 & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let mut len = 0usize;
+        for &x in &rest[..n] {
+            len = (len << 8) | usize::from(x);
+        }
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// The `RSAPublicKey` DER and the modulus size in bits, from `p=`: either a
+/// SubjectPublicKeyInfo with rsaEncryption (what RFC 6376 specifies) or a bare PKCS#1
+/// `RSAPublicKey` (which some publish and dkimpy accepts).
+pub(crate) fn rsa_public_key(p: &[u8]) -> Option<(&[u8], usize)> {
+    let (tag, content, rest) = der_read(p)?;
+    if tag != 0x30 || !rest.is_empty() {
+        return None;
+    }
+    let (t1, c1, after1) = der_read(content)?;
+    let rsa_der = if t1 == 0x30 {
+        // SPKI: AlgorithmIdentifier then BIT STRING.
+        if c1.get(..11) != Some(&RSA_ALG_ID[2..13]) {
+            return None;
+        }
+        let (t2, bits, tail) = der_read(after1)?;
+        if t2 != 0x03 || !tail.is_empty() || bits.first() != Some(&0) {
+            return None;
+        }
+        bits.get(1..)?
+    } else {
+        p
+    };
+    // RSAPublicKey: SEQUENCE { INTEGER n, INTEGER e }.
+    let (t, seq, tail) = der_read(rsa_der)?;
+    if t != 0x30 || !tail.is_empty() {
+        return None;
+    }
+    let (tn, n, _) = der_read(seq)?;
+    if tn != 0x02 {
+        return None;
+    }
+    let lead = n.iter().take_while(|&&b| b == 0).count();
+    let n = &n[lead..];
+    let bits = match n.first() {
+        Some(&top) => n.len() * 8 - top.leading_zeros() as usize,
+        None => 0,
+    };
+    Some((rsa_der, bits))
+}
+
+/// Why a signature did not verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VerifyFail {
+    /// The key is unusable for this algorithm.
+    BadKey,
+    /// The key is shorter than allowed.
+    WeakKey(usize),
+    /// The signature does not match.
+    Mismatch,
+}
+
+/// Verifies `sig` over `data` with the key from a key record. Returns the key size in bits.
+pub(crate) fn verify(
+    alg: Algorithm,
+    key_type: KeyType,
+    public_key: &[u8],
+    data: &[u8],
+    sig: &[u8],
+    min_rsa_bits: usize,
+) -> Result<usize, VerifyFail> {
+    if alg.key_type() != key_type {
+        return Err(VerifyFail::BadKey);
+    }
+    match alg {
+        Algorithm::Ed25519Sha256 => {
+            if public_key.len() != 32 {
+                return Err(VerifyFail::BadKey);
+            }
+            // RFC 8463 3: the signature is over the SHA-256 hash of the data.
+            signature::UnparsedPublicKey::new(&signature::ED25519, public_key)
+                .verify(&digest(alg, data), sig)
+                .map_err(|_| VerifyFail::Mismatch)?;
+            Ok(256)
+        }
+        Algorithm::RsaSha256 | Algorithm::RsaSha1 => {
+            let (der, bits) = rsa_public_key(public_key).ok_or(VerifyFail::BadKey)?;
+            if bits < min_rsa_bits.max(1024) {
+                return Err(VerifyFail::WeakKey(bits));
+            }
+            if bits > 8192 {
+                return Err(VerifyFail::BadKey);
+            }
+            let params = if alg == Algorithm::RsaSha1 {
+                &signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY
+            } else {
+                &signature::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY
+            };
+            signature::UnparsedPublicKey::new(params, der)
+                .verify(data, sig)
+                .map_err(|_| VerifyFail::Mismatch)?;
+            Ok(bits)
+        }
+    }
+}
+
+/// Hash for the body hash.
+pub(crate) fn digest(alg: Algorithm, data: &[u8]) -> Vec<u8> {
+    let a = match alg {
+        Algorithm::RsaSha1 => &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        _ => &ring::digest::SHA256,
+    };
+    ring::digest::digest(a, data).as_ref().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ed25519_seed_and_record() {
+        // RFC 8032 7.1 test 1.
+        let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
+            .decode("nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let k = SigningKey::ed25519_from_seed(&seed).unwrap();
+        assert_eq!(
+            k.dns_record(),
+            "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+        );
+        let pem = pem_encode("PRIVATE KEY", &ed25519_pkcs8_from_seed(&seed));
+        assert_eq!(
+            SigningKey::from_pem(&pem).unwrap().public_key_bytes(),
+            k.public_key_bytes()
+        );
+    }
+
+    #[test]
+    fn rsa_key_forms() {
+        let d = "/work/shared/vectors/dkim-dkimpy/data/";
+        let pem = std::fs::read_to_string(format!("{d}2048_testkey.key")).unwrap();
+        let k = SigningKey::from_pem(&pem).unwrap();
+        let rec = std::fs::read_to_string(format!("{d}2048_testkey_wo_markers.pub.txt")).unwrap();
+        assert_eq!(k.dns_record(), rec.trim().replace("g=*; ", ""));
+        let pem8 = std::fs::read_to_string(format!("{d}2048_testkey_PKCS8.key")).unwrap();
+        assert!(matches!(
+            SigningKey::from_pem(&pem8).unwrap(),
+            SigningKey::Rsa(_)
+        ));
+        let spki = k.public_key_bytes();
+        let (inner, bits) = rsa_public_key(&spki).unwrap();
+        assert_eq!(bits, 2048);
+        assert_eq!(rsa_public_key(inner).unwrap().1, 2048);
+        // ring signs only with keys of 2048 bits or more; 1024-bit keys still verify.
+        let small = std::fs::read_to_string(format!("{d}1024_testkey.key")).unwrap();
+        assert!(SigningKey::from_pem(&small).is_err());
+        assert!(rsa_public_key(&spki[..spki.len() - 1]).is_none());
+        assert!(rsa_public_key(b"").is_none());
+        assert!(SigningKey::from_pem("junk").is_err());
+        assert!(SigningKey::from_der(b"\x30\x00").is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! DMARC (RFC 7489): record parsing, policy discovery at the From domain and its
+//! organizational domain ([`crate::publicsuffix`]), SPF and DKIM identifier alignment,
+//! the policy to apply with `pct` sampling, and aggregate reports (parsing incoming ones,
+//! building outgoing ones).
+//!
+//! [`DmarcVerify`] is a [`crate::dns::Check`] that takes the SPF and DKIM outcomes in a
+//! [`DmarcInput`] and returns a [`DmarcResult`].
+
+pub mod record;
+pub mod verify;
+
+pub use record::{Align, DmarcRecord, Policy, RecordError, ReportUri};
+pub use verify::{aligned, DmarcError, DmarcInput, DmarcResult, DmarcStatus, DmarcVerify};
