@@ -750,8 +750,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const REPORTS: &str = "/work/shared/vectors/mox-testdata/testdata/dmarc-reports/";
-
     /// The real reports from mox's test data: zip and gzip attachments, several senders.
     #[test]
     fn real_reports_parse() {
@@ -763,7 +761,12 @@ mod tests {
             ("yahoo.eml", "Yahoo! Inc.", "ueber.net", 1),
         ];
         for (file, org, domain, min_records) in table {
-            let msg = std::fs::read(format!("{REPORTS}{file}")).unwrap();
+            let msg = std::fs::read(
+                crate::dkim::test_vectors_dir()
+                    .join("mox-testdata/testdata/dmarc-reports")
+                    .join(file),
+            )
+            .unwrap();
             let f = parse_report_message(&msg).unwrap_or_else(|e| panic!("{file}: {e}"));
             assert_eq!(f.metadata.org_name, *org, "{file}");
             assert_eq!(f.policy.domain, *domain, "{file}");
