@@ -344,7 +344,10 @@ mod tests {
 
     #[test]
     fn rsa_key_forms() {
-        let d = "/work/shared/vectors/dkim-dkimpy/data/";
+        let d = format!(
+            "{}/dkim-dkimpy/data/",
+            super::super::test_vectors_dir().display()
+        );
         let pem = std::fs::read_to_string(format!("{d}2048_testkey.key")).unwrap();
         let k = SigningKey::from_pem(&pem).unwrap();
         let rec = std::fs::read_to_string(format!("{d}2048_testkey_wo_markers.pub.txt")).unwrap();

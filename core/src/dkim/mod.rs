@@ -31,6 +31,21 @@ pub use sign::{sign, SignConfig, SignError, DEFAULT_HEADERS, DEFAULT_OVERSIGN};
 pub use tags::TagError;
 pub use verify::{DkimResult, DkimVerify, Status, VerifyError, VerifyLimits};
 
+/// Where the shared test material lives: `shared/vectors` next to the repository (CI),
+/// or `/work/shared/vectors` (worktrees).
+#[cfg(test)]
+pub(crate) fn test_vectors_dir() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    [
+        manifest.join("../../shared/vectors"),
+        manifest.join("../shared/vectors"),
+        std::path::PathBuf::from("/work/shared/vectors"),
+    ]
+    .into_iter()
+    .find(|p| p.is_dir())
+    .expect("shared/vectors not found next to the repository")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,11 +54,10 @@ mod tests {
     use base64::Engine as _;
     use std::collections::HashMap;
 
-    const DATA: &str = "/work/shared/vectors/dkim-dkimpy/data/";
     const RFC8463_PUB: &str = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
 
     fn read(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{DATA}{name}")).unwrap()
+        std::fs::read(test_vectors_dir().join("dkim-dkimpy/data").join(name)).unwrap()
     }
 
     fn txt(name: &str) -> String {

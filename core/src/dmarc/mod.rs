@@ -7,7 +7,13 @@
 //! [`DmarcInput`] and returns a [`DmarcResult`].
 
 pub mod record;
+pub mod report;
 pub mod verify;
 
 pub use record::{Align, DmarcRecord, Policy, RecordError, ReportUri};
+pub use report::{
+    build_report, parse_report, parse_report_file, parse_report_message, AlignResult, AuthResults,
+    DkimAuth, Evaluation, Feedback, Identifiers, PolicyPublished, Reason, ReportError,
+    ReportMetadata, ReportRecord, SpfAuth,
+};
 pub use verify::{aligned, DmarcError, DmarcInput, DmarcResult, DmarcStatus, DmarcVerify};

@@ -1,0 +1,940 @@
+//! DMARC aggregate reports (RFC 7489 7.2, Appendix C): parsing incoming reports (XML,
+//! possibly in a gzip or zip attachment of a message) into a typed [`Feedback`], and
+//! building outgoing reports from stored [`Evaluation`]s.
+//!
+//! Decompression uses `miniz_oxide` (the pure-Rust deflate that flate2's rust backend
+//! wraps) directly: gzip and zip containers are small enough to read by hand, and this
+//! avoids two more dependencies. Output is capped at [`MAX_REPORT_SIZE`] against
+//! decompression bombs.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use quick_xml::events::Event;
+
+use super::record::{Align, DmarcRecord, Policy};
+use crate::time::UnixTime;
+
+/// Largest decompressed report accepted, in bytes.
+pub const MAX_REPORT_SIZE: usize = 20 << 20;
+/// Deepest XML nesting accepted.
+const MAX_DEPTH: usize = 32;
+/// Most XML elements accepted.
+const MAX_ELEMENTS: usize = 1_000_000;
+
+/// Why a report could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// The XML is malformed.
+    #[error("bad XML: {0}")]
+    Xml(String),
+    /// The XML is too deep or has too many elements.
+    #[error("XML exceeds limits")]
+    TooLarge,
+    /// The root element is not `feedback`.
+    #[error("root element is not feedback")]
+    NotFeedback,
+    /// A required element is missing.
+    #[error("missing element {0}")]
+    Missing(&'static str),
+    /// An element has an invalid value.
+    #[error("invalid value in {0}: {1:?}")]
+    Value(&'static str, String),
+    /// The gzip or zip container is broken, or decompresses to more than the limit.
+    #[error("bad compressed data: {0}")]
+    Compression(String),
+    /// The message has no part that holds a report.
+    #[error("no report found in message")]
+    NoReport,
+}
+
+/// Result of an alignment check in a report row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AlignResult {
+    /// `pass`.
+    Pass,
+    /// `fail`.
+    Fail,
+}
+
+impl AlignResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            AlignResult::Pass => "pass",
+            AlignResult::Fail => "fail",
+        }
+    }
+}
+
+/// `report_metadata`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReportMetadata {
+    /// `org_name`.
+    pub org_name: String,
+    /// `email`.
+    pub email: String,
+    /// `extra_contact_info`.
+    pub extra_contact_info: Option<String>,
+    /// `report_id`.
+    pub report_id: String,
+    /// `date_range/begin`, Unix seconds.
+    pub begin: i64,
+    /// `date_range/end`, Unix seconds.
+    pub end: i64,
+    /// `error` elements.
+    pub errors: Vec<String>,
+}
+
+/// `policy_published`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyPublished {
+    /// `domain`.
+    pub domain: String,
+    /// `adkim`.
+    pub adkim: Option<Align>,
+    /// `aspf`.
+    pub aspf: Option<Align>,
+    /// `p`.
+    pub p: Policy,
+    /// `sp`.
+    pub sp: Option<Policy>,
+    /// `np` (RFC 9091).
+    pub np: Option<Policy>,
+    /// `pct`.
+    pub pct: Option<u8>,
+    /// `fo`.
+    pub fo: Option<String>,
+}
+
+impl PolicyPublished {
+    /// The published policy of `record` found at `domain`.
+    pub fn from_record(domain: &str, record: &DmarcRecord) -> PolicyPublished {
+        PolicyPublished {
+            domain: domain.to_string(),
+            adkim: Some(record.adkim),
+            aspf: Some(record.aspf),
+            p: record.policy,
+            sp: record.subdomain_policy,
+            np: record.nonexistent_policy,
+            pct: Some(record.percentage),
+            fo: Some(record.failure_options.clone()),
+        }
+    }
+}
+
+/// A `reason` in `policy_evaluated`: why the disposition differs from the policy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Reason {
+    /// `type`: forwarded, sampled_out, trusted_forwarder, mailing_list, local_policy, other.
+    pub kind: String,
+    /// `comment`.
+    pub comment: Option<String>,
+}
+
+/// `identifiers`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identifiers {
+    /// `envelope_to`.
+    pub envelope_to: Option<String>,
+    /// `envelope_from`.
+    pub envelope_from: Option<String>,
+    /// `header_from`.
+    pub header_from: String,
+}
+
+/// A DKIM result in `auth_results`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DkimAuth {
+    /// `domain`.
+    pub domain: String,
+    /// `selector`.
+    pub selector: Option<String>,
+    /// `result`: none, pass, fail, policy, neutral, temperror, permerror.
+    pub result: String,
+    /// `human_result`.
+    pub human_result: Option<String>,
+}
+
+/// An SPF result in `auth_results`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpfAuth {
+    /// `domain`.
+    pub domain: String,
+    /// `scope`: helo or mfrom.
+    pub scope: Option<String>,
+    /// `result`: none, neutral, pass, fail, softfail, temperror, permerror.
+    pub result: String,
+}
+
+/// `auth_results`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AuthResults {
+    /// `dkim` elements.
+    pub dkim: Vec<DkimAuth>,
+    /// `spf` elements.
+    pub spf: Vec<SpfAuth>,
+}
+
+/// One `record`: a row with its count, identifiers and authentication results.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportRecord {
+    /// `row/source_ip`.
+    pub source_ip: IpAddr,
+    /// `row/count`.
+    pub count: u64,
+    /// `row/policy_evaluated/disposition`.
+    pub disposition: Policy,
+    /// `row/policy_evaluated/dkim`.
+    pub dkim: Option<AlignResult>,
+    /// `row/policy_evaluated/spf`.
+    pub spf: Option<AlignResult>,
+    /// `row/policy_evaluated/reason`.
+    pub reasons: Vec<Reason>,
+    /// `identifiers`.
+    pub identifiers: Identifiers,
+    /// `auth_results`.
+    pub auth_results: AuthResults,
+}
+
+/// A DMARC aggregate report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Feedback {
+    /// `version`, if given.
+    pub version: Option<String>,
+    /// `report_metadata`.
+    pub metadata: ReportMetadata,
+    /// `policy_published`.
+    pub policy: PolicyPublished,
+    /// `record` elements.
+    pub records: Vec<ReportRecord>,
+}
+
+/// A minimal element tree.
+#[derive(Debug, Default)]
+struct Node {
+    name: String,
+    text: String,
+    children: Vec<Node>,
+}
+
+impl Node {
+    fn child(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    fn opt(&self, name: &str) -> Option<String> {
+        self.child(name).map(|c| c.text.trim().to_string())
+    }
+
+    fn req(&self, name: &'static str) -> Result<String, ReportError> {
+        self.opt(name).ok_or(ReportError::Missing(name))
+    }
+
+    fn node(&self, name: &'static str) -> Result<&Node, ReportError> {
+        self.child(name).ok_or(ReportError::Missing(name))
+    }
+}
+
+fn xml_err(e: impl std::fmt::Display) -> ReportError {
+    ReportError::Xml(e.to_string())
+}
+
+fn parse_tree(xml: &[u8]) -> Result<Node, ReportError> {
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let mut stack: Vec<Node> = vec![Node::default()];
+    let mut elements = 0usize;
+    let mut buf = Vec::new();
+    loop {
+        let ev = reader.read_event_into(&mut buf).map_err(xml_err)?;
+        match ev {
+            Event::Start(e) => {
+                elements += 1;
+                if stack.len() > MAX_DEPTH || elements > MAX_ELEMENTS {
+                    return Err(ReportError::TooLarge);
+                }
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                stack.push(Node {
+                    name,
+                    ..Node::default()
+                });
+            }
+            Event::Empty(e) => {
+                elements += 1;
+                if elements > MAX_ELEMENTS {
+                    return Err(ReportError::TooLarge);
+                }
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                if let Some(top) = stack.last_mut() {
+                    top.children.push(Node {
+                        name,
+                        ..Node::default()
+                    });
+                }
+            }
+            Event::End(_) => {
+                if stack.len() < 2 {
+                    return Err(ReportError::Xml("unbalanced end tag".into()));
+                }
+                if let Some(done) = stack.pop() {
+                    if let Some(top) = stack.last_mut() {
+                        top.children.push(done);
+                    }
+                }
+            }
+            Event::Text(t) => {
+                let s = t.unescape().map_err(xml_err)?;
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&s);
+                }
+            }
+            Event::CData(c) => {
+                let s = c.decode().map_err(xml_err)?;
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&s);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    if stack.len() != 1 {
+        return Err(ReportError::Xml("unclosed element".into()));
+    }
+    let mut doc = stack.pop().unwrap_or_default();
+    doc.children
+        .pop()
+        .filter(|n| n.name == "feedback")
+        .ok_or(ReportError::NotFeedback)
+}
+
+fn policy_val(what: &'static str, s: &str) -> Result<Policy, ReportError> {
+    Policy::parse(s).ok_or_else(|| ReportError::Value(what, s.to_string()))
+}
+
+fn opt_nonempty(s: Option<String>) -> Option<String> {
+    s.filter(|x| !x.is_empty())
+}
+
+/// Parses a report's XML.
+pub fn parse_report(xml: &[u8]) -> Result<Feedback, ReportError> {
+    let root = parse_tree(xml)?;
+    let md = root.node("report_metadata")?;
+    let dr = md.node("date_range")?;
+    let int = |what: &'static str, s: String| -> Result<i64, ReportError> {
+        s.parse().map_err(|_| ReportError::Value(what, s))
+    };
+    let metadata = ReportMetadata {
+        org_name: md.req("org_name")?,
+        email: md.opt("email").unwrap_or_default(),
+        extra_contact_info: opt_nonempty(md.opt("extra_contact_info")),
+        report_id: md.req("report_id")?,
+        begin: int("begin", dr.req("begin")?)?,
+        end: int("end", dr.req("end")?)?,
+        errors: md.all("error").map(|e| e.text.trim().to_string()).collect(),
+    };
+    let pp = root.node("policy_published")?;
+    let align = |what: &'static str| -> Result<Option<Align>, ReportError> {
+        match opt_nonempty(pp.opt(what)) {
+            None => Ok(None),
+            Some(v) => Align::parse(&v)
+                .map(Some)
+                .ok_or(ReportError::Value(what, v)),
+        }
+    };
+    let opt_policy = |what: &'static str| -> Result<Option<Policy>, ReportError> {
+        opt_nonempty(pp.opt(what))
+            .map(|v| policy_val(what, &v))
+            .transpose()
+    };
+    let policy = PolicyPublished {
+        domain: pp.req("domain")?,
+        adkim: align("adkim")?,
+        aspf: align("aspf")?,
+        p: policy_val("p", &pp.req("p")?)?,
+        sp: opt_policy("sp")?,
+        np: opt_policy("np")?,
+        pct: opt_nonempty(pp.opt("pct"))
+            .map(|v| v.parse().map_err(|_| ReportError::Value("pct", v)))
+            .transpose()?,
+        fo: opt_nonempty(pp.opt("fo")),
+    };
+    let mut records = Vec::new();
+    for rec in root.all("record") {
+        let row = rec.node("row")?;
+        let pe = row.node("policy_evaluated")?;
+        let ip_s = row.req("source_ip")?;
+        let ar = |what: &'static str| -> Result<Option<AlignResult>, ReportError> {
+            match opt_nonempty(pe.opt(what)).map(|v| v.to_ascii_lowercase()) {
+                None => Ok(None),
+                Some(v) if v == "pass" => Ok(Some(AlignResult::Pass)),
+                Some(v) if v == "fail" => Ok(Some(AlignResult::Fail)),
+                Some(v) => Err(ReportError::Value(what, v)),
+            }
+        };
+        let ids = rec.node("identifiers")?;
+        let auth = rec.child("auth_results");
+        records.push(ReportRecord {
+            source_ip: ip_s
+                .parse()
+                .map_err(|_| ReportError::Value("source_ip", ip_s.clone()))?,
+            count: {
+                let c = row.req("count")?;
+                c.parse().map_err(|_| ReportError::Value("count", c))?
+            },
+            disposition: policy_val("disposition", &pe.req("disposition")?)?,
+            dkim: ar("dkim")?,
+            spf: ar("spf")?,
+            reasons: pe
+                .all("reason")
+                .map(|r| Reason {
+                    kind: r.opt("type").unwrap_or_default(),
+                    comment: opt_nonempty(r.opt("comment")),
+                })
+                .collect(),
+            identifiers: Identifiers {
+                envelope_to: opt_nonempty(ids.opt("envelope_to")),
+                envelope_from: opt_nonempty(ids.opt("envelope_from")),
+                header_from: ids.opt("header_from").unwrap_or_default(),
+            },
+            auth_results: AuthResults {
+                dkim: auth
+                    .into_iter()
+                    .flat_map(|a| a.all("dkim"))
+                    .map(|d| DkimAuth {
+                        domain: d.opt("domain").unwrap_or_default(),
+                        selector: opt_nonempty(d.opt("selector")),
+                        result: d.opt("result").unwrap_or_default(),
+                        human_result: opt_nonempty(d.opt("human_result")),
+                    })
+                    .collect(),
+                spf: auth
+                    .into_iter()
+                    .flat_map(|a| a.all("spf"))
+                    .map(|s| SpfAuth {
+                        domain: s.opt("domain").unwrap_or_default(),
+                        scope: opt_nonempty(s.opt("scope")),
+                        result: s.opt("result").unwrap_or_default(),
+                    })
+                    .collect(),
+            },
+        });
+    }
+    Ok(Feedback {
+        version: opt_nonempty(root.opt("version")),
+        metadata,
+        policy,
+        records,
+    })
+}
+
+fn inflate(raw: &[u8]) -> Result<Vec<u8>, ReportError> {
+    miniz_oxide::inflate::decompress_to_vec_with_limit(raw, MAX_REPORT_SIZE)
+        .map_err(|e| ReportError::Compression(format!("inflate: {e}")))
+}
+
+/// Decompresses a gzip member (RFC 1952).
+pub fn gunzip(data: &[u8]) -> Result<Vec<u8>, ReportError> {
+    let bad = |m: &str| ReportError::Compression(m.to_string());
+    if data.len() < 18 || data[0] != 0x1f || data[1] != 0x8b || data[2] != 8 {
+        return Err(bad("not gzip"));
+    }
+    let flags = data[3];
+    let mut pos = 10usize;
+    if flags & 4 != 0 {
+        let xlen = usize::from(u16::from_le_bytes([
+            *data.get(pos).ok_or_else(|| bad("short"))?,
+            *data.get(pos + 1).ok_or_else(|| bad("short"))?,
+        ]));
+        pos += 2 + xlen;
+    }
+    for bit in [8u8, 16] {
+        if flags & bit != 0 {
+            let n = data
+                .get(pos..)
+                .and_then(|r| r.iter().position(|&c| c == 0))
+                .ok_or_else(|| bad("unterminated name"))?;
+            pos += n + 1;
+        }
+    }
+    if flags & 2 != 0 {
+        pos += 2;
+    }
+    let body = data.get(pos..).ok_or_else(|| bad("short"))?;
+    inflate(body)
+}
+
+fn le16(b: &[u8], at: usize) -> Option<usize> {
+    Some(usize::from(u16::from_le_bytes([
+        *b.get(at)?,
+        *b.get(at + 1)?,
+    ])))
+}
+
+fn le32(b: &[u8], at: usize) -> Option<usize> {
+    let v = u32::from_le_bytes([
+        *b.get(at)?,
+        *b.get(at + 1)?,
+        *b.get(at + 2)?,
+        *b.get(at + 3)?,
+    ]);
+    usize::try_from(v).ok()
+}
+
+/// The first file of a zip archive, decompressed (stored or deflate). Sizes come from the
+/// central directory, so archives written with data descriptors work too.
+pub fn unzip_first(data: &[u8]) -> Result<Vec<u8>, ReportError> {
+    let bad = |m: &str| ReportError::Compression(m.to_string());
+    // End of central directory: 22 bytes plus a comment of up to 64 KiB.
+    let min = data.len().saturating_sub(22 + 65_535);
+    let eocd = (min..data.len().saturating_sub(21))
+        .rev()
+        .find(|&i| data.get(i..i + 4) == Some(b"PK\x05\x06"))
+        .ok_or_else(|| bad("no end of central directory"))?;
+    let cd = le32(data, eocd + 16).ok_or_else(|| bad("short"))?;
+    if data.get(cd..cd + 4) != Some(b"PK\x01\x02") {
+        return Err(bad("bad central directory"));
+    }
+    let method = le16(data, cd + 10).ok_or_else(|| bad("short"))?;
+    let csize = le32(data, cd + 20).ok_or_else(|| bad("short"))?;
+    let usize_ = le32(data, cd + 24).ok_or_else(|| bad("short"))?;
+    let local = le32(data, cd + 42).ok_or_else(|| bad("short"))?;
+    if data.get(local..local + 4) != Some(b"PK\x03\x04") {
+        return Err(bad("bad local header"));
+    }
+    let name_len = le16(data, local + 26).ok_or_else(|| bad("short"))?;
+    let extra_len = le16(data, local + 28).ok_or_else(|| bad("short"))?;
+    let start = local + 30 + name_len + extra_len;
+    let raw = data
+        .get(start..start.saturating_add(csize))
+        .ok_or_else(|| bad("truncated"))?;
+    match method {
+        0 if usize_ <= MAX_REPORT_SIZE => Ok(raw.to_vec()),
+        0 => Err(bad("too large")),
+        8 => inflate(raw),
+        m => Err(bad(&format!("compression method {m}"))),
+    }
+}
+
+/// Reads a report from a file's bytes: XML, gzip or zip (detected by content).
+pub fn parse_report_file(data: &[u8]) -> Result<Feedback, ReportError> {
+    if data.starts_with(&[0x1f, 0x8b]) {
+        parse_report(&gunzip(data)?)
+    } else if data.starts_with(b"PK\x03\x04") {
+        parse_report(&unzip_first(data)?)
+    } else {
+        parse_report(data)
+    }
+}
+
+/// Finds and parses the report in a report message: the first part that holds XML,
+/// gzip or zip and parses as a report.
+pub fn parse_report_message(msg: &[u8]) -> Result<Feedback, ReportError> {
+    let parsed = mail_parser::MessageParser::default()
+        .parse(msg)
+        .ok_or(ReportError::NoReport)?;
+    let mut first_err = None;
+    for part in &parsed.parts {
+        if part.is_multipart() {
+            continue;
+        }
+        let c = part.contents();
+        let t = c.trim_ascii_start();
+        let candidate = c.starts_with(&[0x1f, 0x8b])
+            || c.starts_with(b"PK\x03\x04")
+            || t.starts_with(b"<?xml")
+            || t.starts_with(b"<feedback");
+        if !candidate {
+            continue;
+        }
+        match parse_report_file(t) {
+            Ok(f) => return Ok(f),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or(ReportError::NoReport))
+}
+
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    quick_xml::escape::escape(s)
+}
+
+fn elem(out: &mut String, indent: usize, name: &str, value: &str) {
+    out.push_str(&" ".repeat(indent));
+    out.push_str(&format!("<{name}>{}</{name}>\n", esc(value)));
+}
+
+fn opt_elem(out: &mut String, indent: usize, name: &str, value: Option<&str>) {
+    if let Some(v) = value {
+        elem(out, indent, name, v);
+    }
+}
+
+impl Feedback {
+    /// The report as XML (RFC 7489 Appendix C).
+    pub fn to_xml(&self) -> String {
+        let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<feedback>\n");
+        opt_elem(&mut o, 2, "version", self.version.as_deref());
+        let m = &self.metadata;
+        o.push_str("  <report_metadata>\n");
+        elem(&mut o, 4, "org_name", &m.org_name);
+        elem(&mut o, 4, "email", &m.email);
+        opt_elem(
+            &mut o,
+            4,
+            "extra_contact_info",
+            m.extra_contact_info.as_deref(),
+        );
+        elem(&mut o, 4, "report_id", &m.report_id);
+        o.push_str("    <date_range>\n");
+        elem(&mut o, 6, "begin", &m.begin.to_string());
+        elem(&mut o, 6, "end", &m.end.to_string());
+        o.push_str("    </date_range>\n");
+        for e in &m.errors {
+            elem(&mut o, 4, "error", e);
+        }
+        o.push_str("  </report_metadata>\n  <policy_published>\n");
+        let p = &self.policy;
+        elem(&mut o, 4, "domain", &p.domain);
+        opt_elem(&mut o, 4, "adkim", p.adkim.map(Align::as_str));
+        opt_elem(&mut o, 4, "aspf", p.aspf.map(Align::as_str));
+        elem(&mut o, 4, "p", p.p.as_str());
+        opt_elem(&mut o, 4, "sp", p.sp.map(Policy::as_str));
+        opt_elem(&mut o, 4, "np", p.np.map(Policy::as_str));
+        opt_elem(&mut o, 4, "pct", p.pct.map(|x| x.to_string()).as_deref());
+        opt_elem(&mut o, 4, "fo", p.fo.as_deref());
+        o.push_str("  </policy_published>\n");
+        for r in &self.records {
+            o.push_str("  <record>\n    <row>\n");
+            elem(&mut o, 6, "source_ip", &r.source_ip.to_string());
+            elem(&mut o, 6, "count", &r.count.to_string());
+            o.push_str("      <policy_evaluated>\n");
+            elem(&mut o, 8, "disposition", r.disposition.as_str());
+            opt_elem(&mut o, 8, "dkim", r.dkim.map(AlignResult::as_str));
+            opt_elem(&mut o, 8, "spf", r.spf.map(AlignResult::as_str));
+            for reason in &r.reasons {
+                o.push_str("        <reason>\n");
+                elem(&mut o, 10, "type", &reason.kind);
+                opt_elem(&mut o, 10, "comment", reason.comment.as_deref());
+                o.push_str("        </reason>\n");
+            }
+            o.push_str("      </policy_evaluated>\n    </row>\n    <identifiers>\n");
+            let i = &r.identifiers;
+            opt_elem(&mut o, 6, "envelope_to", i.envelope_to.as_deref());
+            opt_elem(&mut o, 6, "envelope_from", i.envelope_from.as_deref());
+            elem(&mut o, 6, "header_from", &i.header_from);
+            o.push_str("    </identifiers>\n    <auth_results>\n");
+            for d in &r.auth_results.dkim {
+                o.push_str("      <dkim>\n");
+                elem(&mut o, 8, "domain", &d.domain);
+                opt_elem(&mut o, 8, "selector", d.selector.as_deref());
+                elem(&mut o, 8, "result", &d.result);
+                opt_elem(&mut o, 8, "human_result", d.human_result.as_deref());
+                o.push_str("      </dkim>\n");
+            }
+            for s in &r.auth_results.spf {
+                o.push_str("      <spf>\n");
+                elem(&mut o, 8, "domain", &s.domain);
+                opt_elem(&mut o, 8, "scope", s.scope.as_deref());
+                elem(&mut o, 8, "result", &s.result);
+                o.push_str("      </spf>\n");
+            }
+            o.push_str("    </auth_results>\n  </record>\n");
+        }
+        o.push_str("</feedback>\n");
+        o
+    }
+}
+
+/// One stored DMARC evaluation of an incoming message, the unit outgoing reports are made
+/// of. Plain data, no serde: storage decides the encoding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evaluation {
+    /// The domain whose policy was evaluated (where the record was found).
+    pub policy_domain: String,
+    /// When.
+    pub evaluated: UnixTime,
+    /// The connecting IP.
+    pub source_ip: IpAddr,
+    /// The disposition applied.
+    pub disposition: Policy,
+    /// A DKIM pass was aligned.
+    pub dkim_aligned: bool,
+    /// The SPF pass was aligned.
+    pub spf_aligned: bool,
+    /// Why the disposition differs from the policy (sampled_out, local_policy, ...).
+    pub reasons: Vec<Reason>,
+    /// Envelope and header identifiers.
+    pub identifiers: Identifiers,
+    /// Every DKIM and SPF result, aligned or not.
+    pub auth_results: AuthResults,
+    /// The policy as published when evaluated.
+    pub published: PolicyPublished,
+}
+
+/// Builds an aggregate report for `published.domain` from evaluations: rows with equal
+/// contents are counted together; evaluations for other domains are skipped. Returns the
+/// XML, which [`parse_report`] reads back.
+pub fn build_report(
+    metadata: &ReportMetadata,
+    published: &PolicyPublished,
+    evaluations: &[Evaluation],
+) -> String {
+    type RowKey = (
+        String,
+        &'static str,
+        bool,
+        bool,
+        Vec<Reason>,
+        Identifiers,
+        AuthResults,
+    );
+    let mut rows: BTreeMap<RowKey, (IpAddr, Policy, u64)> = BTreeMap::new();
+    for e in evaluations
+        .iter()
+        .filter(|e| e.policy_domain.eq_ignore_ascii_case(&published.domain))
+    {
+        let key = (
+            e.source_ip.to_string(),
+            e.disposition.as_str(),
+            e.dkim_aligned,
+            e.spf_aligned,
+            e.reasons.clone(),
+            e.identifiers.clone(),
+            e.auth_results.clone(),
+        );
+        rows.entry(key).or_insert((e.source_ip, e.disposition, 0)).2 += 1;
+    }
+    let pass_fail = |b: bool| {
+        Some(if b {
+            AlignResult::Pass
+        } else {
+            AlignResult::Fail
+        })
+    };
+    let records = rows
+        .into_iter()
+        .map(
+            |((_, _, dkim, spf, reasons, identifiers, auth_results), (ip, disp, count))| {
+                ReportRecord {
+                    source_ip: ip,
+                    count,
+                    disposition: disp,
+                    dkim: pass_fail(dkim),
+                    spf: pass_fail(spf),
+                    reasons,
+                    identifiers,
+                    auth_results,
+                }
+            },
+        )
+        .collect();
+    Feedback {
+        version: Some("1.0".into()),
+        metadata: metadata.clone(),
+        policy: published.clone(),
+        records,
+    }
+    .to_xml()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The real reports from mox's test data: zip and gzip attachments, several senders.
+    #[test]
+    fn real_reports_parse() {
+        let table: &[(&str, &str, &str, usize)] = &[
+            ("google.eml", "google.com", "ueber.net", 1),
+            ("mailru.eml", "Mail.Ru", "ueber.net", 1),
+            ("outlook.eml", "Outlook.com", "ueber.net", 1),
+            ("xs4all.eml", "xs4all.nl", "ueber.net", 1),
+            ("yahoo.eml", "Yahoo! Inc.", "ueber.net", 1),
+        ];
+        for (file, org, domain, min_records) in table {
+            let msg = std::fs::read(
+                crate::dkim::test_vectors_dir()
+                    .join("mox-testdata/testdata/dmarc-reports")
+                    .join(file),
+            )
+            .unwrap();
+            let f = parse_report_message(&msg).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(f.metadata.org_name, *org, "{file}");
+            assert_eq!(f.policy.domain, *domain, "{file}");
+            assert!(f.records.len() >= *min_records, "{file}");
+            assert!(f.metadata.begin < f.metadata.end, "{file}");
+            // What we parse, we write and read back the same.
+            assert_eq!(parse_report(f.to_xml().as_bytes()).unwrap(), f, "{file}");
+        }
+    }
+
+    const MIN: &str = "<feedback><report_metadata><org_name>o</org_name><email>e@o</email><report_id>1</report_id><date_range><begin>1</begin><end>2</end></date_range></report_metadata><policy_published><domain>d.example</domain><p>none</p></policy_published>";
+
+    #[test]
+    fn errors_table() {
+        let rec = |row: &str| {
+            format!("{MIN}<record><row>{row}</row><identifiers><header_from>d.example</header_from></identifiers></record></feedback>")
+        };
+        let table: Vec<(String, ReportError)> = vec![
+            ("<notfeedback/>".into(), ReportError::NotFeedback),
+            ("<feedback>".into(), ReportError::Xml("unclosed element".into())),
+            ("<feedback></feedback>".into(), ReportError::Missing("report_metadata")),
+            (MIN.replace("<p>none</p>", "<p>maybe</p>") + "</feedback>", ReportError::Value("p", "maybe".into())),
+            (MIN.replace("<begin>1</begin>", "<begin>x</begin>") + "</feedback>", ReportError::Value("begin", "x".into())),
+            (rec("<source_ip>1.2.3.4</source_ip><count>1</count>"), ReportError::Missing("policy_evaluated")),
+            (rec("<source_ip>nope</source_ip><count>1</count><policy_evaluated><disposition>none</disposition></policy_evaluated>"), ReportError::Value("source_ip", "nope".into())),
+            (rec("<source_ip>1.2.3.4</source_ip><count>-1</count><policy_evaluated><disposition>none</disposition></policy_evaluated>"), ReportError::Value("count", "-1".into())),
+            (rec("<source_ip>1.2.3.4</source_ip><count>1</count><policy_evaluated><disposition>none</disposition><dkim>maybe</dkim></policy_evaluated>"), ReportError::Value("dkim", "maybe".into())),
+            (format!("{}</feedback>", "<a>".repeat(40)), ReportError::TooLarge),
+        ];
+        for (xml, want) in table {
+            assert_eq!(parse_report(xml.as_bytes()).unwrap_err(), want, "{xml}");
+        }
+        assert!(matches!(
+            parse_report(b"<feedback><a></b></feedback>"),
+            Err(ReportError::Xml(_))
+        ));
+        assert_eq!(
+            parse_report_message(b"Subject: hi\r\n\r\nno report\r\n").unwrap_err(),
+            ReportError::NoReport
+        );
+        assert!(matches!(
+            gunzip(b"\x1f\x8b\x08\x00junkjunkjunkjunkjunk"),
+            Err(ReportError::Compression(_))
+        ));
+        assert!(matches!(
+            unzip_first(b"PK\x03\x04junk"),
+            Err(ReportError::Compression(_))
+        ));
+        let ok = parse_report(format!("{MIN}</feedback>").as_bytes()).unwrap();
+        assert_eq!(ok.records.len(), 0);
+        // Namespaced reports (DMARCbis) and CDATA.
+        let ns = MIN
+            .replace("<feedback>", "<d:feedback xmlns:d=\"urn:x\">")
+            .replace(
+                "<org_name>o</org_name>",
+                "<org_name><![CDATA[o&co]]></org_name>",
+            )
+            + "</d:feedback>";
+        assert_eq!(
+            parse_report(ns.as_bytes()).unwrap().metadata.org_name,
+            "o&co"
+        );
+    }
+
+    fn eval(ip: &str, dkim: bool, disposition: Policy, domain: &str) -> Evaluation {
+        Evaluation {
+            policy_domain: domain.into(),
+            evaluated: UnixTime(1_700_000_000),
+            source_ip: ip.parse().unwrap(),
+            disposition,
+            dkim_aligned: dkim,
+            spf_aligned: false,
+            reasons: if disposition == Policy::Quarantine {
+                vec![Reason {
+                    kind: "sampled_out".into(),
+                    comment: None,
+                }]
+            } else {
+                vec![]
+            },
+            identifiers: Identifiers {
+                envelope_to: Some("rmox.example".into()),
+                envelope_from: Some("sender.example".into()),
+                header_from: "sender.example".into(),
+            },
+            auth_results: AuthResults {
+                dkim: vec![DkimAuth {
+                    domain: "sender.example".into(),
+                    selector: Some("s1".into()),
+                    result: if dkim { "pass" } else { "fail" }.into(),
+                    human_result: None,
+                }],
+                spf: vec![SpfAuth {
+                    domain: "sender.example".into(),
+                    scope: Some("mfrom".into()),
+                    result: "softfail".into(),
+                }],
+            },
+            published: published(),
+        }
+    }
+
+    fn published() -> PolicyPublished {
+        let rec = DmarcRecord::parse("v=DMARC1; p=reject; pct=50").unwrap();
+        PolicyPublished::from_record("sender.example", &rec)
+    }
+
+    #[test]
+    fn build_and_read_back() {
+        let meta = ReportMetadata {
+            org_name: "rmox <test> & co".into(),
+            email: "postmaster@rmox.example".into(),
+            extra_contact_info: None,
+            report_id: "r1".into(),
+            begin: 1_700_000_000,
+            end: 1_700_086_400,
+            errors: vec![],
+        };
+        let evals = vec![
+            eval("192.0.2.1", true, Policy::None, "sender.example"),
+            eval("192.0.2.1", true, Policy::None, "sender.example"),
+            eval("2001:db8::1", false, Policy::Quarantine, "sender.example"),
+            eval("192.0.2.9", true, Policy::None, "other.example"),
+        ];
+        let xml = build_report(&meta, &published(), &evals);
+        let f = parse_report(xml.as_bytes()).unwrap();
+        assert_eq!(f.metadata, meta);
+        assert_eq!(f.policy, published());
+        assert_eq!(f.records.len(), 2);
+        let counts: Vec<u64> = f.records.iter().map(|r| r.count).collect();
+        assert_eq!(counts, vec![2, 1]);
+        assert_eq!(f.records[1].reasons[0].kind, "sampled_out");
+        assert_eq!(f.records[1].dkim, Some(AlignResult::Fail));
+        assert_eq!(f.records[0].auth_results.spf[0].result, "softfail");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever metadata strings we write, we read back.
+        #[test]
+        fn text_round_trip(org in "\\PC{0,30}", id in "[ -~]{1,20}", err in proptest::collection::vec("[ -~]{1,10}", 0..3)) {
+            let meta = ReportMetadata {
+                org_name: org.trim().to_string(),
+                email: "a@b".into(),
+                extra_contact_info: None,
+                report_id: id.trim().to_string(),
+                begin: 1,
+                end: 2,
+                errors: err.iter().map(|e| e.trim().to_string()).collect(),
+            };
+            prop_assume!(!meta.report_id.is_empty());
+            let xml = build_report(&meta, &published(), &[]);
+            let f = parse_report(xml.as_bytes()).unwrap();
+            prop_assert_eq!(f.metadata, meta);
+        }
+
+        #[test]
+        fn parse_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_report_file(&data);
+            let mut gz = vec![0x1f, 0x8b, 8, 0];
+            gz.extend_from_slice(&data);
+            let _ = parse_report_file(&gz);
+            let mut zip = b"PK\x03\x04".to_vec();
+            zip.extend_from_slice(&data);
+            zip.extend_from_slice(b"PK\x05\x06");
+            zip.extend_from_slice(&data);
+            let _ = parse_report_file(&zip);
+        }
+    }
+}
