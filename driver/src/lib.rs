@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,52 @@ pub trait Answerer: Send + Sync + 'static {
     /// A session event, for logging and policy counters (auth failures).
     fn event(&self, cid: u64, event: &Event) {
         let _ = (cid, event);
+    }
+}
+
+/// Connection ids, unique in this process.
+pub fn next_cid() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A process-wide shutdown signal: sessions answer new commands with 421, finish open
+/// transactions, and listeners stop accepting.
+#[derive(Default)]
+pub struct Shutdown {
+    flag: AtomicBool,
+    event: event_listener::Event,
+}
+
+impl Shutdown {
+    /// A new, untriggered signal.
+    pub fn new() -> Arc<Shutdown> {
+        Arc::new(Shutdown::default())
+    }
+
+    /// Triggers shutdown (idempotent).
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.event.notify(usize::MAX);
+    }
+
+    /// Whether shutdown was triggered.
+    pub fn is_triggered(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Completes when shutdown is triggered.
+    pub async fn wait(&self) {
+        loop {
+            if self.is_triggered() {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.is_triggered() {
+                return;
+            }
+            listener.await;
+        }
     }
 }
 
@@ -83,6 +130,7 @@ pub async fn serve<S, R>(
     mut session: ServerSession,
     answerer: Arc<dyn Answerer>,
     cid: u64,
+    shutdown: Arc<Shutdown>,
 ) -> Result<(), ConnError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -92,7 +140,12 @@ where
     let mut tx: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut eof = false;
+    let mut shutdown_sent = false;
     loop {
+        if !shutdown_sent && shutdown.is_triggered() {
+            shutdown_sent = true;
+            session.handle(now(), Input::Shutdown).map_err(ConnError::Session)?;
+        }
         // Drain outputs until idle.
         let deadline = loop {
             match session.poll(now(), &mut tx) {
@@ -145,7 +198,14 @@ where
             }
             None
         };
-        match read.or(timer).await {
+        let stop = async {
+            if shutdown_sent {
+                futures_lite::future::pending::<()>().await;
+            }
+            shutdown.wait().await;
+            None
+        };
+        match read.or(timer).or(stop).await {
             Some(Ok(0)) => eof = true,
             Some(Ok(n)) => {
                 if inbuf.len() > MAX_UNCONSUMED {
