@@ -79,10 +79,17 @@ pub(crate) fn write(root: &Path, area: Area, id: u64, bytes: &[u8]) -> Result<Pa
     let dir = shard_dir(root, area, id);
     ensure_dir(&dir)?;
     let p = dir.join(id.to_string());
+    // An id allocated but never committed before a crash is handed out again after the
+    // restart, and its orphan file may be a hard link shared with another orphan whose id
+    // is reused too: never write into an existing inode, always make a new one.
+    match fs::remove_file(&p) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io("remove stale", &p, e)),
+    }
     let mut f = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .open(&p)
         .map_err(|e| StoreError::io("create", &p, e))?;
     f.write_all(bytes)
@@ -119,4 +126,41 @@ pub(crate) fn read(root: &Path, area: Area, id: u64) -> Result<Vec<u8>, StoreErr
 /// Removes a file, ignoring "not found".
 pub(crate) fn remove(p: &Path) {
     let _ = fs::remove_file(p);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the crash test: after a crash, a reused id whose orphan file was a hard link
+    /// shared with a committed message's file truncated that message. Writes must make a new
+    /// inode.
+    #[test]
+    fn write_never_reuses_an_inode() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), Area::Msg, 1, b"first").unwrap();
+        link(d.path(), Area::Msg, 1, 2, b"first").unwrap();
+        write(d.path(), Area::Msg, 2, b"second, longer").unwrap();
+        assert_eq!(read(d.path(), Area::Msg, 1).unwrap(), b"first");
+        assert_eq!(read(d.path(), Area::Msg, 2).unwrap(), b"second, longer");
+    }
+
+    #[test]
+    fn names() {
+        let cases: &[(u64, &str)] = &[
+            (0, "msg/0/0"),
+            (4095, "msg/0/4095"),
+            (4096, "msg/1/4096"),
+            (1 << 20, "msg/100/1048576"),
+        ];
+        for (id, want) in cases {
+            let p = path(Path::new(""), Area::Msg, *id);
+            assert_eq!(p.to_str().unwrap(), *want);
+            let shard = p.parent().unwrap().file_name().unwrap().to_str().unwrap();
+            assert_eq!(parse_name(shard, &id.to_string()), Some(*id));
+        }
+        assert_eq!(parse_name("1", "5"), None);
+        assert_eq!(parse_name("0", "007"), None);
+        assert_eq!(parse_name("0", "x"), None);
+    }
 }
