@@ -228,6 +228,8 @@ pub enum Effect {
     CheckConnection {
         /// The remote IP.
         ip: IpAddr,
+        /// The connection id (events carry it; policy counts open connections by it).
+        cid: u64,
     },
     /// PLAIN/LOGIN: is this password right? Answered with [`Completion::Password`].
     CheckPassword {
@@ -532,7 +534,7 @@ impl ServerSession {
             s.timers
                 .set(Timer::Handshake, now.mono + s.config.tls_handshake_timeout);
         }
-        s.effect(Pending::Connection, Effect::CheckConnection { ip: peer.ip });
+        s.effect(Pending::Connection, Effect::CheckConnection { ip: peer.ip, cid: peer.cid });
         Ok(s)
     }
 

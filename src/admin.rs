@@ -1,0 +1,246 @@
+//! Administration commands: accounts, domains, export, backup, verify.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use clap::ValueEnum;
+use rmox_storage::Store;
+
+use crate::config::Config;
+use crate::Fail;
+
+/// Export formats.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One mbox file (mboxrd quoting).
+    Mbox,
+    /// A maildir (cur/new/tmp).
+    Maildir,
+}
+
+fn open_store(c: &Config) -> Result<Store, Fail> {
+    let data = c.data_dir();
+    Store::open(&data).map_err(|e| {
+        Fail(format!(
+            "opening data directory {}: {e} (is `rmox serve` running? stop it first)",
+            data.display()
+        ))
+    })
+}
+
+/// Edits the config file as TOML, keeping comments, and writes it back atomically after
+/// checking the result still validates.
+fn edit_config(path: &Path, f: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), Fail>) -> Result<Config, Fail> {
+    let text = std::fs::read_to_string(path).map_err(|e| Fail(format!("{}: cannot read: {e}", path.display())))?;
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| Fail(format!("{}: {e}", path.display())))?;
+    f(&mut doc)?;
+    let new = doc.to_string();
+    let c = Config::parse(&new, path)?;
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, &new).map_err(|e| Fail(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| Fail(format!("{}: {e}", path.display())))?;
+    Ok(c)
+}
+
+/// `rmox account add NAME ADDRESS`.
+pub fn account_add(config: &Path, name: &str, address: &str) -> Result<(), Fail> {
+    let current = Config::load(config)?;
+    if current.account.contains_key(name) {
+        return Err(Fail(format!("{}: account.{name}: already exists", config.display())));
+    }
+    let a = rmox_core::smtp::Address::parse(address).map_err(|e| Fail(format!("address {address:?}: {e}")))?;
+    let rmox_core::smtp::Host::Domain(d) = &a.host else {
+        return Err(Fail(format!("address {address:?}: needs a domain")));
+    };
+    let domain = d.ascii.clone();
+    let c = edit_config(config, |doc| {
+        let accounts = doc
+            .entry("account")
+            .or_insert(toml_edit::table())
+            .as_table_mut()
+            .ok_or_else(|| Fail(format!("{}: account: not a table", config.display())))?;
+        accounts.set_implicit(true);
+        let mut t = toml_edit::Table::new();
+        t["domain"] = toml_edit::value(domain.clone());
+        let mut dests = toml_edit::InlineTable::new();
+        dests.insert(&a.to_string(), toml_edit::Value::InlineTable(toml_edit::InlineTable::new()));
+        t["destinations"] = toml_edit::Item::Value(toml_edit::Value::InlineTable(dests));
+        accounts.insert(name, toml_edit::Item::Table(t));
+        Ok(())
+    })?;
+    let store = open_store(&c)?;
+    if store.account(name)?.is_none() {
+        store.account_add(name, &domain)?;
+    }
+    println!("account {name} added with address {a}; set a password with: rmox account setpassword {name}");
+    Ok(())
+}
+
+/// Derives and stores the credentials for `password`.
+pub fn set_password(store: &Store, account: &str, password: &str) -> Result<(), Fail> {
+    use ring::rand::SecureRandom;
+    let mut salt = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut salt)
+        .map_err(|_| Fail("no random source for the salt".into()))?;
+    store.set_credentials(account, crate::creds::derive_all(password, &salt))?;
+    Ok(())
+}
+
+/// `rmox account setpassword NAME`: the password comes from stdin.
+pub fn account_setpassword(config: &Path, name: &str) -> Result<(), Fail> {
+    let c = Config::load(config)?;
+    if !c.account.contains_key(name) {
+        return Err(Fail(format!("{}: account.{name}: no such account", config.display())));
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("new password for {name} (shown as typed): ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line).map_err(|e| Fail(format!("reading password: {e}")))?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.len() < 8 {
+        return Err(Fail("password too short: at least 8 characters".into()));
+    }
+    let store = open_store(&c)?;
+    if store.account(name)?.is_none() {
+        store.account_add(name, &c.account[name].domain)?;
+    }
+    set_password(&store, name, password)?;
+    println!("password set for {name}");
+    Ok(())
+}
+
+/// `rmox account disable|enable NAME`.
+pub fn account_disable(config: &Path, name: &str, message: Option<String>) -> Result<(), Fail> {
+    let c = Config::load(config)?;
+    if !c.account.contains_key(name) {
+        return Err(Fail(format!("{}: account.{name}: no such account", config.display())));
+    }
+    let store = open_store(&c)?;
+    if store.account(name)?.is_none() {
+        store.account_add(name, &c.account[name].domain)?;
+    }
+    let state = if message.is_some() { "disabled" } else { "enabled" };
+    store.account_set_login_disabled(name, message)?;
+    println!("logins {state} for {name}");
+    Ok(())
+}
+
+/// `rmox domain add DOMAIN`.
+pub fn domain_add(config: &Path, domain: &str) -> Result<(), Fail> {
+    let d = rmox_core::smtp::Domain::parse(domain).map_err(|e| Fail(format!("domain {domain:?}: {e}")))?;
+    let current = Config::load(config)?;
+    if current.domain.contains_key(&d.ascii) {
+        return Err(Fail(format!("{}: domain.{:?}: already exists", config.display(), d.ascii)));
+    }
+    edit_config(config, |doc| {
+        let domains = doc
+            .entry("domain")
+            .or_insert(toml_edit::table())
+            .as_table_mut()
+            .ok_or_else(|| Fail(format!("{}: domain: not a table", config.display())))?;
+        domains.set_implicit(true);
+        domains.insert(&d.ascii, toml_edit::Item::Table(toml_edit::Table::new()));
+        Ok(())
+    })?;
+    println!("domain {} added", d.ascii);
+    Ok(())
+}
+
+/// `rmox domain disable|enable DOMAIN`.
+pub fn domain_set_disabled(config: &Path, domain: &str, disabled: bool) -> Result<(), Fail> {
+    let current = Config::load(config)?;
+    if !current.domain.contains_key(domain) {
+        return Err(Fail(format!("{}: domain.{domain:?}: no such domain", config.display())));
+    }
+    edit_config(config, |doc| {
+        let t = doc["domain"][domain]
+            .as_table_mut()
+            .ok_or_else(|| Fail(format!("{}: domain.{domain:?}: not a table", config.display())))?;
+        t["disabled"] = toml_edit::value(disabled);
+        Ok(())
+    })?;
+    println!("domain {domain} {}", if disabled { "disabled" } else { "enabled" });
+    Ok(())
+}
+
+/// `rmox export mbox|maildir ACCOUNT DEST`.
+pub fn export(config: &Path, format: ExportFormat, account: &str, dest: &Path) -> Result<(), Fail> {
+    let c = Config::load(config)?;
+    let store = Store::open_readonly(&c.data_dir()).or_else(|_| open_store(&c))?;
+    let msgs = store.messages(account)?;
+    let mut n = 0;
+    match format {
+        ExportFormat::Mbox => {
+            let mut out = Vec::new();
+            for m in msgs.iter().filter(|m| !m.expunged) {
+                let bytes = store.message_bytes(m.id)?;
+                let (y, mo, d, hh, mm, ss, wd) = m.received.civil();
+                const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+                const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+                let sender = m.info.mail_from.clone().unwrap_or_else(|| "MAILER-DAEMON".into());
+                out.extend_from_slice(
+                    format!("From {sender} {} {} {d:2} {hh:02}:{mm:02}:{ss:02} {y}\n", DAYS[wd as usize], MONTHS[(mo - 1) as usize]).as_bytes(),
+                );
+                for line in String::from_utf8_lossy(&bytes).split_inclusive('\n') {
+                    let l = line.trim_end_matches('\n').trim_end_matches('\r');
+                    // mboxrd: quote every From_ line, quoted or not.
+                    if l.trim_start_matches('>').starts_with("From ") {
+                        out.push(b'>');
+                    }
+                    out.extend_from_slice(l.as_bytes());
+                    out.push(b'\n');
+                }
+                out.push(b'\n');
+                n += 1;
+            }
+            std::fs::write(dest, out).map_err(|e| Fail(format!("{}: {e}", dest.display())))?;
+        }
+        ExportFormat::Maildir => {
+            for sub in ["cur", "new", "tmp"] {
+                std::fs::create_dir_all(dest.join(sub)).map_err(|e| Fail(format!("{}: {e}", dest.display())))?;
+            }
+            for m in msgs.iter().filter(|m| !m.expunged) {
+                let bytes = store.message_bytes(m.id)?;
+                let flags = if m.flags.seen { "S" } else { "" };
+                let name = format!("{}.{}.rmox:2,{flags}", m.received.0, m.id);
+                std::fs::write(dest.join("cur").join(name), bytes).map_err(|e| Fail(format!("{}: {e}", dest.display())))?;
+                n += 1;
+            }
+        }
+    }
+    println!("exported {n} messages of {account} to {}", dest.display());
+    Ok(())
+}
+
+/// `rmox backup DIR`.
+pub fn backup(config: &Path, dir: &Path) -> Result<(), Fail> {
+    let c = Config::load(config)?;
+    let store = open_store(&c)?;
+    let r = store.backup(dir)?;
+    println!(
+        "backup written to {}: {} messages, {} queued messages, {} bytes",
+        dir.display(),
+        r.messages,
+        r.queue_messages,
+        r.bytes
+    );
+    Ok(())
+}
+
+/// `rmox verifydata DATADIR`: one problem per line; non-zero exit when damaged.
+pub fn verifydata(datadir: &Path) -> Result<(), Fail> {
+    let r = rmox_storage::verify(datadir);
+    for l in r.lines() {
+        println!("{l}");
+    }
+    if r.is_ok() {
+        println!("{}: ok", datadir.display());
+        Ok(())
+    } else {
+        Err(Fail(format!("{}: damaged, see the problems above", datadir.display())))
+    }
+}

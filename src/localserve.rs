@@ -1,0 +1,86 @@
+//! `rmox localserve`: a local development server that behaves like a real one.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use crate::config::Config;
+use crate::{Fail, RuntimeChoice};
+
+/// Account, address and password created on first run.
+pub const ACCOUNT: &str = "rmox";
+/// The account's address.
+pub const ADDRESS: &str = "rmox@localhost";
+/// The account's password.
+pub const PASSWORD: &str = "rmoxrmox";
+
+fn config_text(ip: IpAddr) -> String {
+    format!(
+        r#"# rmox localserve configuration, written on first run. Edit freely.
+hostname = "localhost"
+data_dir = "data"
+# Development mode: every recipient is accepted into account "rmox"; local parts ending in
+# temperror, permerror, timeout or a 3-digit code fail at DATA (or at MAIL/RCPT when they
+# start with "mailfrom"/"rcptto").
+localserve = true
+
+[[listener]]
+name = "local"
+ip = "{ip}"
+smtp = {{ port = 1025 }}
+submission = {{ port = 1587 }}
+submissions = {{ port = 1465 }}
+tls = {{ cert_file = "tls/cert.pem", key_file = "tls/key.pem" }}
+# Convenient for local clients: AUTH is allowed before STARTTLS.
+require_tls_for_auth = false
+
+[domain."localhost"]
+localpart_catchall_separator = "+"
+
+[account.{ACCOUNT}]
+domain = "localhost"
+destinations = {{ "{ADDRESS}" = {{}}, "@localhost" = {{}} }}
+
+[postmaster]
+account = "{ACCOUNT}"
+mailbox = "Inbox"
+"#
+    )
+}
+
+/// Creates `dir` with config, certificate and account on first run, then serves.
+pub fn run(dir: &Path, ip: IpAddr, runtime: RuntimeChoice) -> Result<(), Fail> {
+    let config_path = dir.join("rmox.toml");
+    if !config_path.exists() {
+        std::fs::create_dir_all(dir.join("tls")).map_err(|e| Fail(format!("creating {}: {e}", dir.display())))?;
+        let names = vec!["localhost".to_string(), ip.to_string()];
+        let ck = rcgen::generate_simple_self_signed(names).map_err(|e| Fail(format!("generating certificate: {e}")))?;
+        write_private(&dir.join("tls/key.pem"), ck.key_pair.serialize_pem().as_bytes())?;
+        std::fs::write(dir.join("tls/cert.pem"), ck.cert.pem()).map_err(|e| Fail(format!("writing certificate: {e}")))?;
+        std::fs::write(&config_path, config_text(ip)).map_err(|e| Fail(format!("writing {}: {e}", config_path.display())))?;
+        let c = Config::load(&config_path)?;
+        let store = rmox_storage::Store::open(&c.data_dir())?;
+        store.account_add(ACCOUNT, "localhost")?;
+        crate::admin::set_password(&store, ACCOUNT, PASSWORD)?;
+        eprintln!("rmox: created {} with account {ADDRESS}, password {PASSWORD}", dir.display());
+    }
+    let c = Config::load(&config_path)?;
+    let banner = format!(
+        "rmox localserve: SMTP {ip}:1025, submission {ip}:1587 (STARTTLS), submissions {ip}:1465 (TLS)\n\
+         account {ADDRESS}, password {PASSWORD}; data in {}",
+        c.data_dir().display()
+    );
+    crate::serve::run(c, runtime, Some(banner))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), Fail> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Fail(format!("writing {}: {e}", path.display())))?;
+    f.write_all(data).map_err(|e| Fail(format!("writing {}: {e}", path.display())))
+}
