@@ -1,1 +1,165 @@
-//! Drives rmox's sans-IO machines on smol.
+//! Drives rmox's sans-IO server sessions on smol's building blocks: one thread per worker,
+//! each running a single-threaded `async-executor` `LocalExecutor` (sessions are not
+//! `Send`) over the `async-io` reactor, all accepting from the same listening sockets.
+//! Blocking work (storage) runs on the `blocking` thread pool. The session loop itself is
+//! [`rmox_driver::serve`], shared with the other runtimes.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_executor::{LocalExecutor, Task};
+use async_net::{TcpListener, TcpStream};
+use futures_lite::FutureExt;
+use rmox_core::server::{Peer, ServerConfig, ServerSession};
+use rmox_driver::{Answerer, Runtime, Shutdown};
+
+/// One listening address and the session config for its connections.
+pub struct ListenerSpec {
+    /// Bound, non-blocking listener.
+    pub listener: StdListener,
+    /// Session settings.
+    pub config: Arc<ServerConfig>,
+}
+
+#[derive(Clone)]
+struct SmolRt;
+
+impl Runtime for SmolRt {
+    fn sleep_until(&self, at: Instant) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(async move {
+            async_io::Timer::at(at).await;
+        })
+    }
+
+    fn unblock<T: Send + 'static>(
+        &self,
+        f: Box<dyn FnOnce() -> T + Send + 'static>,
+    ) -> Pin<Box<dyn Future<Output = T>>> {
+        // A panic in `f` propagates to the awaiting session, as the answerer's bug it is.
+        Box::pin(blocking::unblock(f))
+    }
+}
+
+/// Serves the listeners on `threads` worker threads until `shutdown` triggers and the open
+/// sessions have ended.
+pub fn run(
+    listeners: Vec<ListenerSpec>,
+    answerer: Arc<dyn Answerer>,
+    threads: usize,
+    shutdown: Arc<Shutdown>,
+) -> std::io::Result<()> {
+    let mut handles = Vec::new();
+    for i in 0..threads.max(1) {
+        let mine: Vec<(StdListener, Arc<ServerConfig>)> = listeners
+            .iter()
+            .map(|l| Ok((l.listener.try_clone()?, Arc::clone(&l.config))))
+            .collect::<std::io::Result<_>>()?;
+        let answerer = Arc::clone(&answerer);
+        let shutdown = Arc::clone(&shutdown);
+        let h = std::thread::Builder::new()
+            .name(format!("rmox-smol-{i}"))
+            .spawn(move || worker(mine, answerer, shutdown))?;
+        handles.push(h);
+    }
+    for h in handles {
+        match h.join() {
+            Ok(r) => r?,
+            Err(e) => std::panic::resume_unwind(e),
+        }
+    }
+    Ok(())
+}
+
+fn worker(
+    listeners: Vec<(StdListener, Arc<ServerConfig>)>,
+    answerer: Arc<dyn Answerer>,
+    shutdown: Arc<Shutdown>,
+) -> std::io::Result<()> {
+    let ex = Rc::new(LocalExecutor::new());
+    async_io::block_on(ex.run(async {
+        let mut tasks = Vec::new();
+        for (l, config) in listeners {
+            // `Async::new` makes the socket non-blocking and registers it with the reactor.
+            let l = TcpListener::from(async_io::Async::new(l)?);
+            tasks.push(ex.spawn(accept_loop(
+                Rc::clone(&ex),
+                l,
+                config,
+                Arc::clone(&answerer),
+                Arc::clone(&shutdown),
+            )));
+        }
+        for t in tasks {
+            t.await;
+        }
+        Ok(())
+    }))
+}
+
+async fn accept_loop(
+    ex: Rc<LocalExecutor<'static>>,
+    l: TcpListener,
+    config: Arc<ServerConfig>,
+    answerer: Arc<dyn Answerer>,
+    shutdown: Arc<Shutdown>,
+) {
+    let mut open: Vec<Task<()>> = Vec::new();
+    loop {
+        let accepted = async { Some(l.accept().await) }
+            .or(async {
+                shutdown.wait().await;
+                None
+            })
+            .await;
+        let (stream, addr) = match accepted {
+            None => break,
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                async_io::Timer::after(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        open.retain(|t| !t.is_finished());
+        open.push(ex.spawn(connection(
+            stream,
+            addr,
+            Arc::clone(&config),
+            Arc::clone(&answerer),
+            Arc::clone(&shutdown),
+        )));
+    }
+    // Stop accepting at once, then let open sessions finish their transactions.
+    drop(l);
+    for t in open {
+        t.await;
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    config: Arc<ServerConfig>,
+    answerer: Arc<dyn Answerer>,
+    shutdown: Arc<Shutdown>,
+) {
+    let cid = rmox_driver::next_cid();
+    let peer = Peer { ip: addr.ip(), cid };
+    let session = match ServerSession::new(config, peer, rmox_driver::now()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(cid, error = %e, "cannot start session");
+            return;
+        }
+    };
+    tracing::info!(cid, remote = %addr, "connection");
+    match rmox_driver::serve(SmolRt, stream, session, answerer, cid, shutdown).await {
+        Ok(()) => tracing::info!(cid, "connection closed"),
+        Err(e) => tracing::info!(cid, error = %e, "connection ended"),
+    }
+}
