@@ -157,6 +157,12 @@ pub struct Limits {
     pub deliveries_per_minute: u32,
     /// Messages per day from one IP network into one account.
     pub deliveries_per_day: u32,
+    /// Seconds to wait for a command (RFC 5321 4.5.3.2: at least 300).
+    pub command_timeout_secs: u64,
+    /// Seconds to wait for more message data.
+    pub data_timeout_secs: u64,
+    /// Delay in seconds before a failed login is answered (times the failures so far).
+    pub auth_failure_delay_secs: u64,
 }
 
 impl Default for Limits {
@@ -169,6 +175,9 @@ impl Default for Limits {
             auth_failures_per_minute: 10,
             deliveries_per_minute: 500,
             deliveries_per_day: 20_000,
+            command_timeout_secs: 300,
+            data_timeout_secs: 300,
+            auth_failure_delay_secs: 1,
         }
     }
 }
@@ -503,6 +512,9 @@ connections_per_minute = 300
 auth_failures_per_minute = 10
 deliveries_per_minute = 500
 deliveries_per_day = 20000
+command_timeout_secs = 300
+data_timeout_secs = 300
+auth_failure_delay_secs = 1
 "#;
 
 #[cfg(test)]

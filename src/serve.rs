@@ -55,6 +55,9 @@ fn base_config(c: &Config, seed: u64) -> ServerConfig {
     sc.max_message_size = c.limits.max_message_size;
     sc.max_recipients = c.limits.max_recipients;
     sc.seed = seed;
+    sc.command_timeout = std::time::Duration::from_secs(c.limits.command_timeout_secs.max(1));
+    sc.data_timeout = std::time::Duration::from_secs(c.limits.data_timeout_secs.max(1));
+    sc.auth_failure_delay = std::time::Duration::from_secs(c.limits.auth_failure_delay_secs);
     sc
 }
 
