@@ -206,27 +206,54 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Localserve { dir, ip, runtime } => localserve::run(&dir, ip, runtime),
         Cmd::Serve { config, runtime } => serve::run_config(&config, runtime),
-        Cmd::Config { cmd: ConfigCmd::Check { config } } => {
-            config::Config::load(&config).map(|c| {
-                println!("{}: ok ({} domains, {} accounts, {} listeners)", config.display(), c.domain.len(), c.account.len(), c.listener.len());
-            }).map_err(Fail::from)
-        }
-        Cmd::Config { cmd: ConfigCmd::Example } => {
+        Cmd::Config {
+            cmd: ConfigCmd::Check { config },
+        } => config::Config::load(&config)
+            .map(|c| {
+                println!(
+                    "{}: ok ({} domains, {} accounts, {} listeners)",
+                    config.display(),
+                    c.domain.len(),
+                    c.account.len(),
+                    c.listener.len()
+                );
+            })
+            .map_err(Fail::from),
+        Cmd::Config {
+            cmd: ConfigCmd::Example,
+        } => {
             print!("{}", config::EXAMPLE);
             Ok(())
         }
         Cmd::Account { cmd } => match cmd {
-            AccountCmd::Add { name, address, config } => admin::account_add(&config, &name, &address),
+            AccountCmd::Add {
+                name,
+                address,
+                config,
+            } => admin::account_add(&config, &name, &address),
             AccountCmd::Setpassword { name, config } => admin::account_setpassword(&config, &name),
-            AccountCmd::Disable { name, message, config } => admin::account_disable(&config, &name, Some(message)),
+            AccountCmd::Disable {
+                name,
+                message,
+                config,
+            } => admin::account_disable(&config, &name, Some(message)),
             AccountCmd::Enable { name, config } => admin::account_disable(&config, &name, None),
         },
         Cmd::Domain { cmd } => match cmd {
             DomainCmd::Add { domain, config } => admin::domain_add(&config, &domain),
-            DomainCmd::Disable { domain, config } => admin::domain_set_disabled(&config, &domain, true),
-            DomainCmd::Enable { domain, config } => admin::domain_set_disabled(&config, &domain, false),
+            DomainCmd::Disable { domain, config } => {
+                admin::domain_set_disabled(&config, &domain, true)
+            }
+            DomainCmd::Enable { domain, config } => {
+                admin::domain_set_disabled(&config, &domain, false)
+            }
         },
-        Cmd::Export { format, account, dest, config } => admin::export(&config, format, &account, &dest),
+        Cmd::Export {
+            format,
+            account,
+            dest,
+            config,
+        } => admin::export(&config, format, &account, &dest),
         Cmd::Backup { dir, config } => admin::backup(&config, &dir),
         Cmd::Verifydata { datadir } => admin::verifydata(&datadir),
     };

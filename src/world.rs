@@ -63,7 +63,9 @@ enum Special {
 
 fn special(localpart: &str, prefix: &str) -> Option<Special> {
     let lp = localpart.to_ascii_lowercase();
-    let lp = lp.strip_prefix(prefix).unwrap_or(if prefix.is_empty() { &lp } else { return None });
+    let lp = lp
+        .strip_prefix(prefix)
+        .unwrap_or(if prefix.is_empty() { &lp } else { return None });
     if lp.ends_with("temperror") {
         return Some(Special::Temp);
     }
@@ -88,15 +90,31 @@ fn special(localpart: &str, prefix: &str) -> Option<Special> {
 
 fn special_reply(s: Special, what: &str) -> Reply {
     match s {
-        Special::Temp => reply(451, (4, 3, 0), format!("temporary failure of {what} due to special localpart")),
-        Special::Perm => reply(550, (5, 0, 0), format!("permanent failure of {what} due to special localpart")),
+        Special::Temp => reply(
+            451,
+            (4, 3, 0),
+            format!("temporary failure of {what} due to special localpart"),
+        ),
+        Special::Perm => reply(
+            550,
+            (5, 0, 0),
+            format!("permanent failure of {what} due to special localpart"),
+        ),
         Special::Timeout => {
             std::thread::sleep(Duration::from_secs(3));
-            reply(451, (4, 4, 2), format!("timing out {what} due to special localpart"))
+            reply(
+                451,
+                (4, 4, 2),
+                format!("timing out {what} due to special localpart"),
+            )
         }
         Special::Code(c) => {
             let class = (c / 100) as u8;
-            Reply::new(c, Some(Enhanced::new(class, 0, 0)), format!("failure with code {c} due to special localpart"))
+            Reply::new(
+                c,
+                Some(Enhanced::new(class, 0, 0)),
+                format!("failure with code {c} due to special localpart"),
+            )
         }
     }
 }
@@ -138,25 +156,43 @@ impl World {
         let n = c.connections.entry(ip).or_default();
         *n += 1;
         if *n > limits.connections_per_minute && !ip.is_loopback() {
-            return Verdict::Reject(reply(421, (4, 7, 0), "connection rate from your ip or network too high, slow down please"));
+            return Verdict::Reject(reply(
+                421,
+                (4, 7, 0),
+                "connection rate from your ip or network too high, slow down please",
+            ));
         }
         let open = c.open.get(&ip).copied().unwrap_or(0);
         if open >= limits.connections_per_ip && !ip.is_loopback() {
-            return Verdict::Reject(reply(421, (4, 7, 0), "too many open connections from your ip or network"));
+            return Verdict::Reject(reply(
+                421,
+                (4, 7, 0),
+                "too many open connections from your ip or network",
+            ));
         }
         Verdict::Accept
     }
 
     fn auth_limited(&self, ip: IpAddr) -> bool {
         let c = self.counters();
-        c.auth_failures.get(&ip).copied().unwrap_or(0) >= self.config.limits.auth_failures_per_minute
+        c.auth_failures.get(&ip).copied().unwrap_or(0)
+            >= self.config.limits.auth_failures_per_minute
     }
 
     fn login_disabled(&self, account: &str) -> Option<String> {
-        if let Some(m) = self.config.account.get(account).and_then(|a| a.login_disabled.clone()) {
+        if let Some(m) = self
+            .config
+            .account
+            .get(account)
+            .and_then(|a| a.login_disabled.clone())
+        {
             return Some(m);
         }
-        self.store.account(account).ok().flatten().and_then(|a| a.login_disabled)
+        self.store
+            .account(account)
+            .ok()
+            .flatten()
+            .and_then(|a| a.login_disabled)
     }
 
     fn check_password(&self, username: &str, password: &str, ip: IpAddr) -> PasswordCheck {
@@ -179,7 +215,12 @@ impl World {
         }
     }
 
-    fn lookup_credentials(&self, username: &str, kind: CredentialKind, ip: IpAddr) -> CredentialsAnswer {
+    fn lookup_credentials(
+        &self,
+        username: &str,
+        kind: CredentialKind,
+        ip: IpAddr,
+    ) -> CredentialsAnswer {
         if self.auth_limited(ip) {
             return CredentialsAnswer::RateLimited;
         }
@@ -191,14 +232,22 @@ impl World {
         }
         match self.store.credentials(&account, creds::kind_name(kind)) {
             Ok(Some(b)) => match creds::decode(kind, &b) {
-                Some(credentials) => CredentialsAnswer::Found { account, credentials },
+                Some(credentials) => CredentialsAnswer::Found {
+                    account,
+                    credentials,
+                },
                 None => CredentialsAnswer::Unknown,
             },
             _ => CredentialsAnswer::Unknown,
         }
     }
 
-    fn check_sender(&self, account: Option<&str>, address: &ReversePath, source: SenderSource) -> Verdict {
+    fn check_sender(
+        &self,
+        account: Option<&str>,
+        address: &ReversePath,
+        source: SenderSource,
+    ) -> Verdict {
         let what = match source {
             SenderSource::MailFrom => "mail from",
             SenderSource::FromHeader => "message from",
@@ -225,7 +274,11 @@ impl World {
                 if self.config.account_owns(account, &a.localpart.0, &d) {
                     Verdict::Accept
                 } else {
-                    Verdict::Reject(reply(550, (5, 7, 1), format!("{what} address must match authenticated user")))
+                    Verdict::Reject(reply(
+                        550,
+                        (5, 7, 1),
+                        format!("{what} address must match authenticated user"),
+                    ))
                 }
             }
         }
@@ -253,18 +306,28 @@ impl World {
             Resolution::Account { account, .. } => self.quota_verdict(&account, 0),
             // Unknown users are refused after DATA, so addresses cannot be probed cheaply.
             Resolution::UnknownUser => Verdict::Accept,
-            Resolution::UnknownDomain => Verdict::Reject(reply(550, (5, 1, 1), "not accepting email for domain")),
-            Resolution::DomainDisabled => Verdict::Reject(reply(450, (4, 2, 1), "domain is disabled, try again later")),
+            Resolution::UnknownDomain => {
+                Verdict::Reject(reply(550, (5, 1, 1), "not accepting email for domain"))
+            }
+            Resolution::DomainDisabled => {
+                Verdict::Reject(reply(450, (4, 2, 1), "domain is disabled, try again later"))
+            }
         }
     }
 
     fn quota_verdict(&self, account: &str, extra: u64) -> Verdict {
-        let quota = self.config.account.get(account).map_or(0, |a| a.quota_message_size);
+        let quota = self
+            .config
+            .account
+            .get(account)
+            .map_or(0, |a| a.quota_message_size);
         if quota == 0 {
             return Verdict::Accept;
         }
         match self.store.account_usage(account) {
-            Ok(used) if used + extra > quota => Verdict::Reject(reply(452, (4, 2, 2), "account storage full")),
+            Ok(used) if used + extra > quota => {
+                Verdict::Reject(reply(452, (4, 2, 2), "account storage full"))
+            }
             Ok(_) => Verdict::Accept,
             Err(e) => Verdict::Reject(store_error(&e)),
         }
@@ -286,7 +349,11 @@ impl World {
             .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
         info.message_id = rmox_core::message::values(header, "Message-Id")
             .next()
-            .map(|v| String::from_utf8_lossy(v).trim_matches(|c| c == '<' || c == '>').to_string());
+            .map(|v| {
+                String::from_utf8_lossy(v)
+                    .trim_matches(|c| c == '<' || c == '>')
+                    .to_string()
+            });
         info
     }
 
@@ -307,11 +374,14 @@ impl World {
         for (path, _) in &t.recipients {
             let (lp, dom) = match path {
                 ForwardPath::Postmaster => ("postmaster".to_string(), self.config.hostname.clone()),
-                ForwardPath::Mailbox(a) => (a.localpart.0.clone(), domain_of(a).unwrap_or_default()),
+                ForwardPath::Mailbox(a) => {
+                    (a.localpart.0.clone(), domain_of(a).unwrap_or_default())
+                }
             };
             match self.config.resolve(&lp, &dom) {
                 Resolution::Account { account, mailbox } => {
-                    if let Verdict::Reject(r) = self.quota_verdict(&account, t.message.len() as u64) {
+                    if let Verdict::Reject(r) = self.quota_verdict(&account, t.message.len() as u64)
+                    {
                         failure.get_or_insert(r);
                         continue;
                     }
@@ -332,24 +402,42 @@ impl World {
         if deliveries.is_empty() {
             return Err(failure.unwrap_or_else(|| reply(550, (5, 1, 1), "no such user(s)")));
         }
-        self.store.deliver_many(deliveries).map(|_| ()).map_err(|e| store_error(&e))
+        self.store
+            .deliver_many(deliveries)
+            .map(|_| ())
+            .map_err(|e| store_error(&e))
     }
 
     /// Submission: check send limits, then queue per recipient.
     fn submit(&self, account: &str, t: &Transaction) -> Result<(), Reply> {
         let acc = self.config.account.get(account);
-        let max_msgs = acc.and_then(|a| a.max_outgoing_messages_per_day).unwrap_or(1000);
-        let max_first = acc.and_then(|a| a.max_first_time_recipients_per_day).unwrap_or(200);
+        let max_msgs = acc
+            .and_then(|a| a.max_outgoing_messages_per_day)
+            .unwrap_or(1000);
+        let max_first = acc
+            .and_then(|a| a.max_first_time_recipients_per_day)
+            .unwrap_or(200);
         let now = wall_now();
         let since = UnixTime(now.0 - 24 * 3600);
-        let rcpts: Vec<String> = t.recipients.iter().map(|(p, _)| path_string(p, &self.config.hostname)).collect();
-        let (msgs, first) = self.store.count_outgoing(account, since).map_err(|e| store_error(&e))?;
+        let rcpts: Vec<String> = t
+            .recipients
+            .iter()
+            .map(|(p, _)| path_string(p, &self.config.hostname))
+            .collect();
+        let (msgs, first) = self
+            .store
+            .count_outgoing(account, since)
+            .map_err(|e| store_error(&e))?;
         if msgs + 1 > u64::from(max_msgs) {
             return Err(reply(451, (4, 7, 1), format!("max number of messages ({max_msgs}) over past 24h reached, try increasing per-account setting max_outgoing_messages_per_day")));
         }
         let mut new_first = 0u64;
         for r in &rcpts {
-            if !self.store.has_sent_to(account, r).map_err(|e| store_error(&e))? {
+            if !self
+                .store
+                .has_sent_to(account, r)
+                .map_err(|e| store_error(&e))?
+            {
                 new_first += 1;
             }
         }
@@ -406,8 +494,12 @@ impl World {
                 is_dsn: false,
             })
             .collect();
-        self.store.queue_add(&t.message, queue).map_err(|e| store_error(&e))?;
-        self.store.record_outgoing(account, &rcpts, now).map_err(|e| store_error(&e))?;
+        self.store
+            .queue_add(&t.message, queue)
+            .map_err(|e| store_error(&e))?;
+        self.store
+            .record_outgoing(account, &rcpts, now)
+            .map_err(|e| store_error(&e))?;
         Ok(())
     }
 
@@ -425,8 +517,16 @@ impl World {
             (None, Some(p)) => p.account.clone(),
             (None, None) => return Err(reply(550, (5, 1, 1), "no account to deliver to")),
         };
-        let mailbox = if t.account.is_some() { "Inbox" } else { "Inbox" }.to_string();
-        let rcpt = t.recipients.first().map(|(p, _)| path_string(p, &self.config.hostname));
+        let mailbox = if t.account.is_some() {
+            "Inbox"
+        } else {
+            "Inbox"
+        }
+        .to_string();
+        let rcpt = t
+            .recipients
+            .first()
+            .map(|(p, _)| path_string(p, &self.config.hostname));
         let d = Delivery {
             account,
             mailbox,
@@ -435,7 +535,10 @@ impl World {
             received: t.received,
             info: Self::info(t, rcpt),
         };
-        self.store.deliver(d).map(|_| ()).map_err(|e| store_error(&e))
+        self.store
+            .deliver(d)
+            .map(|_| ())
+            .map_err(|e| store_error(&e))
     }
 }
 
@@ -458,18 +561,23 @@ impl rmox_driver::Answerer for World {
                 }
                 Completion::Verdict(v)
             }
-            Effect::CheckPassword { username, password, ip } => {
-                Completion::Password(self.check_password(&username, &password, ip))
-            }
+            Effect::CheckPassword {
+                username,
+                password,
+                ip,
+            } => Completion::Password(self.check_password(&username, &password, ip)),
             Effect::LookupCredentials { username, kind, ip } => {
                 Completion::Credentials(self.lookup_credentials(&username, kind, ip))
             }
-            Effect::CheckSender { account, address, source, .. } => {
-                Completion::Verdict(self.check_sender(account.as_deref(), &address, source))
-            }
-            Effect::CheckRecipient { account, recipient, .. } => {
-                Completion::Verdict(self.check_recipient(account.as_deref(), &recipient))
-            }
+            Effect::CheckSender {
+                account,
+                address,
+                source,
+                ..
+            } => Completion::Verdict(self.check_sender(account.as_deref(), &address, source)),
+            Effect::CheckRecipient {
+                account, recipient, ..
+            } => Completion::Verdict(self.check_recipient(account.as_deref(), &recipient)),
             Effect::Store(t) => Completion::Stored(self.store_message(&t)),
         }
     }
@@ -477,7 +585,11 @@ impl rmox_driver::Answerer for World {
     fn event(&self, cid: u64, event: &Event) {
         match event {
             Event::AuthFailed { username } => {
-                tracing::info!(cid, username = username.as_deref().unwrap_or(""), "authentication failed");
+                tracing::info!(
+                    cid,
+                    username = username.as_deref().unwrap_or(""),
+                    "authentication failed"
+                );
                 // The IP is not in the event; the failure counts against the connection's IP.
                 let mut c = self.counters();
                 if let Some(ip) = c.cids.get(&cid).copied() {
@@ -503,4 +615,3 @@ impl rmox_driver::Answerer for World {
         }
     }
 }
-
