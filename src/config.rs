@@ -182,6 +182,31 @@ impl Default for Limits {
     }
 }
 
+/// Checks of incoming delivery (port 25).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Incoming {
+    /// Run the DNS-based checks (EHLO, MAIL FROM domain, SPF, DKIM, DMARC, iprev).
+    pub checks: bool,
+    /// DNSBL zones to check the client's IP against.
+    pub dnsbl: Vec<String>,
+    /// Refuse messages whose From domain's DMARC policy says reject.
+    pub dmarc_reject: bool,
+    /// Refuse (temporarily) first-time senders without valid reverse DNS.
+    pub require_iprev_for_unknown_senders: bool,
+}
+
+impl Default for Incoming {
+    fn default() -> Self {
+        Incoming {
+            checks: true,
+            dnsbl: Vec::new(),
+            dmarc_reject: true,
+            require_iprev_for_unknown_senders: true,
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +232,9 @@ pub struct Config {
     /// Abuse limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Checks of incoming delivery.
+    #[serde(default)]
+    pub incoming: Incoming,
     /// Development mode (localserve): every recipient is accepted into the postmaster
     /// account, and special local parts simulate failures.
     #[serde(default)]
@@ -536,6 +564,17 @@ rejects_mailbox = "Rejects"
 [postmaster]
 account = "mjl"
 mailbox = "Postmaster"
+
+# Checks of incoming mail on port 25 (defaults shown).
+[incoming]
+# EHLO name, MAIL FROM domain, SPF, DKIM, DMARC and reverse DNS.
+checks = true
+# DNS blocklists to consult, e.g. ["sbl.example.org"].
+dnsbl = []
+# Refuse mail whose From domain publishes p=reject and fails DMARC.
+dmarc_reject = true
+# Refuse (temporarily) first-time senders without valid reverse DNS.
+require_iprev_for_unknown_senders = true
 
 # Abuse limits (defaults shown).
 [limits]

@@ -5,6 +5,7 @@ mod admin;
 mod config;
 mod creds;
 mod localserve;
+mod resolve;
 mod serve;
 mod world;
 

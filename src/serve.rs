@@ -106,6 +106,12 @@ pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
             sc.implicit_tls = implicit;
             sc.tls = tls.clone();
             sc.require_tls_for_auth = l.require_tls_for_auth;
+            if !submission && c.incoming.checks && !c.localserve {
+                sc.checks = Some(rmox_core::server::IncomingChecks {
+                    dnsbl: c.incoming.dnsbl.clone(),
+                    ..Default::default()
+                });
+            }
             let addr = SocketAddr::new(l.ip, p.port);
             let listener = bind(addr)?;
             tracing::info!(listener = %l.name, %addr, submission, implicit_tls = implicit, "listening");
@@ -146,8 +152,14 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     if let Some(b) = banner {
         println!("{b}");
     }
+    let dns = if c.localserve && c.resolver.is_empty() {
+        None
+    } else {
+        let base = c.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Some(crate::resolve::Dns::from_config(&c.resolver, &base)?)
+    };
     let world: Arc<dyn rmox_driver::Answerer> =
-        Arc::new(World::new(Arc::new(c), Arc::clone(&store)));
+        Arc::new(World::new(Arc::new(c), Arc::clone(&store), dns));
     let shutdown = Shutdown::new();
     install_signals(Arc::clone(&shutdown))?;
     let threads = std::thread::available_parallelism()

@@ -17,6 +17,7 @@ use rmox_storage::{Delivery, Flags, MessageInfo, QueueRecipient, RequireTls, Sto
 
 use crate::config::{Config, Resolution};
 use crate::creds;
+use crate::resolve::Dns;
 
 /// Counters for rate limits, per IP, in fixed one-minute windows.
 #[derive(Default)]
@@ -33,6 +34,7 @@ struct Counters {
 pub struct World {
     config: Arc<Config>,
     store: Arc<Store>,
+    dns: Option<Dns>,
     counters: Mutex<Counters>,
 }
 
@@ -128,10 +130,11 @@ fn domain_of(a: &Address) -> Option<String> {
 
 impl World {
     /// A world over `config` and `store`.
-    pub fn new(config: Arc<Config>, store: Arc<Store>) -> World {
+    pub fn new(config: Arc<Config>, store: Arc<Store>, dns: Option<Dns>) -> World {
         World {
             config,
             store,
+            dns,
             counters: Mutex::new(Counters::default()),
         }
     }
@@ -342,6 +345,34 @@ impl World {
             ReversePath::Mailbox(a) => Some(a.to_string()),
         };
         info.rcpt_to = rcpt;
+        if let Some(v) = &t.auth {
+            use rmox_storage::Validation;
+            if let Some(spf) = &v.spf {
+                info.mail_from_validation = match spf.result {
+                    rmox_core::spf::SpfStatus::Pass => Validation::Pass,
+                    rmox_core::spf::SpfStatus::Fail => Validation::Fail,
+                    rmox_core::spf::SpfStatus::Softfail => Validation::Softfail,
+                    rmox_core::spf::SpfStatus::Neutral => Validation::Neutral,
+                    rmox_core::spf::SpfStatus::Temperror => Validation::TempError,
+                    rmox_core::spf::SpfStatus::Permerror => Validation::PermError,
+                    rmox_core::spf::SpfStatus::None => Validation::None,
+                };
+            }
+            if let Some(d) = &v.dkim {
+                info.dkim_domains = d
+                    .iter()
+                    .filter(|r| r.status == rmox_core::dkim::Status::Pass)
+                    .map(|r| r.domain.clone())
+                    .collect();
+            }
+            if let Some(d) = &v.dmarc {
+                info.from_validation = if d.status == rmox_core::dmarc::DmarcStatus::Pass {
+                    Validation::Dmarc
+                } else {
+                    Validation::Fail
+                };
+            }
+        }
         let header_end = rmox_core::message::body_offset(&t.message).unwrap_or(t.message.len());
         let header = &t.message[..header_end];
         info.from_domain = rmox_core::message::from_addresses(header)
@@ -365,6 +396,45 @@ impl World {
             None => self.deliver_incoming(t),
             Some(account) => self.submit(account, t),
         }
+    }
+
+    /// Port 25 policy on the checks' results: DMARC reject, DNSBL, iprev for unknown
+    /// senders.
+    fn incoming_policy(&self, t: &Transaction, accounts: &[String]) -> Result<(), Reply> {
+        let Some(v) = &t.auth else { return Ok(()) };
+        let inc = &self.config.incoming;
+        if let Some(d) = &v.dmarc {
+            if d.is_reject() && inc.dmarc_reject {
+                return Err(reply(550, (5, 7, 1), format!("rejecting per DMARC policy of {}", v.from_domain.as_deref().unwrap_or("the From domain"))));
+            }
+        }
+        if let Some(list) = &v.dnsbl {
+            for (zone, status) in list {
+                if let rmox_core::dnsbl::DnsblStatus::Fail(reason) = status {
+                    return Err(reply(451, (4, 7, 1), format!("your ip is listed in {zone}: {reason}")));
+                }
+            }
+        }
+        let iprev_pass = matches!(v.iprev, Some(rmox_core::iprev::IprevResult::Pass(_)) | None);
+        if !iprev_pass && inc.require_iprev_for_unknown_senders {
+            // A sender is known when an account here got mail from its domain before.
+            let domain = match &t.mail_from {
+                ReversePath::Mailbox(a) => domain_of(a),
+                ReversePath::Null => None,
+            };
+            let known = domain.is_some_and(|d| {
+                accounts.iter().any(|acc| {
+                    self.store
+                        .count_since(acc, rmox_storage::IndexKind::MailFromDomain, &d, UnixTime(0))
+                        .map(|n| n > 0)
+                        .unwrap_or(false)
+                })
+            });
+            if !known {
+                return Err(reply(451, (4, 7, 0), "your ip has no valid reverse dns, required for first-time senders, try again later"));
+            }
+        }
+        Ok(())
     }
 
     /// Port 25: deliver into the local accounts; unknown users are refused here, after DATA.
@@ -579,6 +649,13 @@ impl rmox_driver::Answerer for World {
                 account, recipient, ..
             } => Completion::Verdict(self.check_recipient(account.as_deref(), &recipient)),
             Effect::Store(t) => Completion::Stored(self.store_message(&t)),
+            Effect::Dns(lookups) => Completion::Dns(match &self.dns {
+                Some(d) => d.lookup_many(&lookups),
+                None => lookups
+                    .iter()
+                    .map(|_| rmox_core::dns::LookupResult::TempFail("no resolver configured".into()))
+                    .collect(),
+            }),
         }
     }
 
