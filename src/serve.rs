@@ -159,7 +159,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         Some(crate::resolve::Dns::from_config(&c.resolver, &base)?)
     };
     let world: Arc<dyn rmox_driver::Answerer> =
-        Arc::new(World::new(Arc::new(c), Arc::clone(&store), dns));
+        Arc::new(World::new(Arc::new(c), Arc::clone(&store), dns)?);
     let shutdown = Shutdown::new();
     install_signals(Arc::clone(&shutdown))?;
     let threads = std::thread::available_parallelism()

@@ -36,6 +36,36 @@ pub struct World {
     store: Arc<Store>,
     dns: Option<Dns>,
     counters: Mutex<Counters>,
+    /// DKIM signing configs per domain (lower-case ASCII).
+    dkim: HashMap<String, Vec<rmox_core::dkim::SignConfig>>,
+}
+
+/// Loads the DKIM keys of every domain that signs.
+pub fn load_dkim(c: &Config) -> Result<HashMap<String, Vec<rmox_core::dkim::SignConfig>>, crate::Fail> {
+    let mut out = HashMap::new();
+    for (domain, dc) in &c.domain {
+        let mut configs = Vec::new();
+        for sel in &dc.dkim.sign {
+            let Some(path) = dc.dkim.selectors.get(sel) else {
+                return Err(crate::Fail(format!(
+                    "{}: domain.{domain:?}.dkim.sign: selector {sel:?} is not in dkim.selectors",
+                    c.path.display()
+                )));
+            };
+            let p = c.resolve_path(path);
+            let pem = std::fs::read_to_string(&p).map_err(|e| {
+                crate::Fail(format!("{}: domain.{domain:?}.dkim.selectors.{sel}: {}: {e}", c.path.display(), p.display()))
+            })?;
+            let key = rmox_core::dkim::SigningKey::from_pem(&pem).map_err(|e| {
+                crate::Fail(format!("{}: domain.{domain:?}.dkim.selectors.{sel}: {}: {e}", c.path.display(), p.display()))
+            })?;
+            configs.push(rmox_core::dkim::SignConfig::new(domain, sel, key));
+        }
+        if !configs.is_empty() {
+            out.insert(domain.clone(), configs);
+        }
+    }
+    Ok(out)
 }
 
 fn reply(code: u16, e: (u8, u16, u16), text: impl Into<String>) -> Reply {
@@ -130,12 +160,37 @@ fn domain_of(a: &Address) -> Option<String> {
 
 impl World {
     /// A world over `config` and `store`.
-    pub fn new(config: Arc<Config>, store: Arc<Store>, dns: Option<Dns>) -> World {
-        World {
+    pub fn new(config: Arc<Config>, store: Arc<Store>, dns: Option<Dns>) -> Result<World, crate::Fail> {
+        let dkim = load_dkim(&config)?;
+        Ok(World {
             config,
             store,
             dns,
             counters: Mutex::new(Counters::default()),
+            dkim,
+        })
+    }
+
+    /// DKIM-signs a submitted message for its From domain, when that domain signs.
+    fn dkim_sign(&self, t: &Transaction) -> Vec<u8> {
+        let domain = t
+            .from_header
+            .as_ref()
+            .and_then(|f| f.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
+        let Some(configs) = domain.and_then(|d| self.dkim.get(&d)) else {
+            return t.message.clone();
+        };
+        let rng = ring::rand::SystemRandom::new();
+        match rmox_core::dkim::sign(&t.message, configs, t.received, &rng) {
+            Ok(h) => {
+                let mut m = h.into_bytes();
+                m.extend_from_slice(&t.message);
+                m
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "dkim signing failed, sending unsigned");
+                t.message.clone()
+            }
         }
     }
 
