@@ -1,0 +1,925 @@
+//! Transcript tests (a scripted fake server, as in the seed's mox client tests) and pair
+//! tests (the client against the rmox server machine in memory).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::sasl::{CredentialKind, ServerAuth, ServerStep, StoredCredentials};
+use crate::testkit::{self, TestClock};
+
+// ---------------------------------------------------------------------------------------
+// Transcript harness
+// ---------------------------------------------------------------------------------------
+
+/// One step of the fake server's script.
+#[derive(Clone, Debug)]
+enum Step {
+    /// The server writes this line (CRLF added).
+    S(&'static str),
+    /// The server writes this line (owned).
+    So(String),
+    /// The client must have sent a line starting with this (ASCII case-insensitive).
+    C(&'static str),
+    /// The client must have sent a line not containing this (after a `C` prefix check).
+    CNot(&'static str, &'static str),
+    /// The client must have sent a dot-terminated message.
+    Msg,
+    /// The server answers STARTTLS with `220 go` and does the TLS handshake with this
+    /// config.
+    StartTls(Arc<rustls::ServerConfig>),
+    /// The server runs a real SASL exchange (user `test`, password `test`).
+    Sasl,
+    /// The server closes the connection.
+    Close,
+}
+use Step::*;
+
+fn msg() -> Arc<[u8]> {
+    Arc::from(
+        &b"From: <postmaster@mox.example>\r\nTo: <mjl@mox.example>\r\nSubject: test\r\n\r\ntest\r\n"[..],
+    )
+}
+
+fn delivery(rcpts: &[&str]) -> Delivery {
+    Delivery {
+        mail_from: ReversePath::parse("<postmaster@mox.example>").unwrap(),
+        recipients: rcpts
+            .iter()
+            .map(|r| {
+                (
+                    ForwardPath::parse(&format!("<{r}>")).unwrap(),
+                    RcptParams::default(),
+                )
+            })
+            .collect(),
+        params: MailParams::default(),
+        message: msg(),
+        needs: Needs::default(),
+    }
+}
+
+fn config() -> ClientConfig {
+    let mut c = ClientConfig::new(Host::parse("localhost").unwrap(), "mox.example");
+    c.seed = 1;
+    c
+}
+
+/// What a session produced.
+#[derive(Debug, Default)]
+struct Result_ {
+    outcomes: Vec<Outcome>,
+    failed: Option<ClientError>,
+    events: Vec<Event>,
+    closed: bool,
+    /// Plaintext the client sent that no step consumed.
+    leftover: Vec<u8>,
+}
+
+struct Harness {
+    c: ClientSession,
+    clock: TestClock,
+    chunks: Vec<usize>,
+    chunk_i: usize,
+    to_client: Vec<u8>,
+    from_client: Vec<u8>,
+    srv_tls: Option<TlsLayer>,
+    deliveries: VecDeque<Delivery>,
+    reset_between: bool,
+    pending_deliver: bool,
+    res: Result_,
+    rng: crate::Rng,
+}
+
+impl Harness {
+    fn new(config: ClientConfig, deliveries: Vec<Delivery>, chunks: Vec<usize>) -> Harness {
+        let clock = TestClock::new();
+        let c = ClientSession::new(Arc::new(config), clock.now());
+        let mut h = Harness {
+            c,
+            clock,
+            chunks,
+            chunk_i: 0,
+            to_client: Vec::new(),
+            from_client: Vec::new(),
+            srv_tls: None,
+            deliveries: deliveries.into(),
+            reset_between: false,
+            pending_deliver: false,
+            res: Result_::default(),
+            rng: crate::Rng::new(9),
+        };
+        h.next_delivery();
+        h.drain();
+        h
+    }
+
+    /// Hands in the next delivery, or QUIT when there is none.
+    fn next_delivery(&mut self) {
+        let now = self.clock.now();
+        if self.res.closed {
+            return;
+        }
+        match self.deliveries.pop_front() {
+            Some(d) => {
+                let _ = self.c.handle(now, Input::Deliver(Box::new(d)));
+            }
+            None => {
+                let _ = self.c.handle(now, Input::Quit);
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        for _ in 0..10_000 {
+            let now = self.clock.now();
+            let mut tx = Vec::new();
+            match self.c.poll(now, &mut tx) {
+                Output::Transmit => self.deliver_to_server(&tx),
+                Output::Event(e) => {
+                    match &e {
+                        Event::Done(o) => {
+                            self.res.outcomes.push(o.clone());
+                            self.pending_deliver = true;
+                        }
+                        Event::Failed(err) => self.res.failed = Some(err.clone()),
+                        _ => {}
+                    }
+                    self.res.events.push(e);
+                }
+                Output::Idle { .. } => {
+                    if self.pending_deliver {
+                        self.pending_deliver = false;
+                        if self.reset_between && !self.deliveries.is_empty() {
+                            let _ = self.c.handle(now, Input::Reset);
+                        }
+                        self.next_delivery();
+                        continue;
+                    }
+                    return;
+                }
+                Output::Close => {
+                    self.res.closed = true;
+                    return;
+                }
+            }
+        }
+        panic!("client did not become idle");
+    }
+
+    fn deliver_to_server(&mut self, bytes: &[u8]) {
+        match &mut self.srv_tls {
+            Some(t) => {
+                if t.feed(bytes, &mut self.from_client).is_err() {
+                    // The handshake failed on the server side too.
+                    self.srv_tls = None;
+                    return;
+                }
+                t.take_ciphertext(&mut self.to_client);
+            }
+            None => self.from_client.extend_from_slice(bytes),
+        }
+    }
+
+    /// Moves bytes until nothing moves.
+    fn pump(&mut self) {
+        for _ in 0..10_000 {
+            if self.to_client.is_empty() || self.res.closed {
+                return;
+            }
+            let size = if self.chunks.is_empty() {
+                self.to_client.len()
+            } else {
+                let s = self.chunks[self.chunk_i % self.chunks.len()];
+                self.chunk_i += 1;
+                s.max(1)
+            };
+            let k = size.min(self.to_client.len());
+            let now = self.clock.now();
+            let chunk = self.to_client[..k].to_vec();
+            match self.c.handle(now, Input::Received(&chunk)) {
+                Ok(n) => {
+                    self.to_client.drain(..n);
+                }
+                Err(_) => self.to_client.clear(),
+            }
+            self.drain();
+        }
+        panic!("pump did not settle");
+    }
+
+    fn write(&mut self, line: &str) {
+        let mut b = line.as_bytes().to_vec();
+        b.extend_from_slice(b"\r\n");
+        match &mut self.srv_tls {
+            Some(t) => {
+                t.write_plain(&b);
+                t.take_ciphertext(&mut self.to_client);
+            }
+            None => self.to_client.extend_from_slice(&b),
+        }
+        self.pump();
+    }
+
+    fn line(&mut self) -> String {
+        self.pump();
+        let Some(i) = self.from_client.iter().position(|&b| b == b'\n') else {
+            panic!(
+                "client sent no line; have {:?}; events {:?}",
+                String::from_utf8_lossy(&self.from_client),
+                self.res.events
+            );
+        };
+        let l: Vec<u8> = self.from_client.drain(..=i).collect();
+        String::from_utf8(l).unwrap().trim_end().to_string()
+    }
+
+    fn run(&mut self, script: &[Step]) {
+        for step in script {
+            match step {
+                S(l) => self.write(l),
+                So(l) => self.write(l),
+                C(prefix) => {
+                    let l = self.line();
+                    assert!(
+                        l.to_ascii_lowercase()
+                            .starts_with(&prefix.to_ascii_lowercase()),
+                        "expected {prefix:?}, got {l:?}"
+                    );
+                }
+                CNot(prefix, not) => {
+                    let l = self.line();
+                    assert!(
+                        l.to_ascii_lowercase()
+                            .starts_with(&prefix.to_ascii_lowercase()),
+                        "expected {prefix:?}, got {l:?}"
+                    );
+                    assert!(!l.contains(not), "{l:?} must not contain {not:?}");
+                }
+                Msg => loop {
+                    if self.line() == "." {
+                        break;
+                    }
+                },
+                StartTls(cfg) => {
+                    self.to_client.extend_from_slice(b"220 go\r\n");
+                    self.srv_tls = Some(TlsLayer::server(Arc::clone(cfg)).unwrap());
+                    self.pump();
+                    if let Some(t) = &mut self.srv_tls {
+                        t.take_ciphertext(&mut self.to_client);
+                    }
+                    for _ in 0..20 {
+                        self.pump();
+                        self.drain();
+                    }
+                }
+                Sasl => self.sasl(),
+                Close => {
+                    let now = self.clock.now();
+                    let _ = self.c.handle(now, Input::PeerClosed);
+                    self.drain();
+                }
+            }
+        }
+        self.pump();
+        self.drain();
+        self.res.leftover = std::mem::take(&mut self.from_client);
+    }
+
+    fn sasl(&mut self) {
+        use base64::engine::general_purpose::STANDARD;
+        let l = self.line();
+        let mut words = l.split(' ');
+        assert_eq!(words.next(), Some("AUTH"));
+        let mech = Mechanism::from_name(words.next().unwrap()).unwrap();
+        let ir = words.next().map(|w| {
+            if w == "=" {
+                Vec::new()
+            } else {
+                STANDARD.decode(w).unwrap()
+            }
+        });
+        let mut sa = ServerAuth::new(mech, &mut self.rng, "mox.example", None);
+        let mut step = sa.start(ir.as_deref());
+        loop {
+            step = match step {
+                ServerStep::Challenge(c) => {
+                    self.write(&format!("334 {}", STANDARD.encode(c)));
+                    let resp = self.line();
+                    sa.respond(&STANDARD.decode(resp).unwrap())
+                }
+                ServerStep::CheckPassword { password, .. } => {
+                    sa.password_checked(password == "test")
+                }
+                ServerStep::NeedCredentials { kind, .. } => {
+                    let creds = match kind {
+                        CredentialKind::CramMd5 => {
+                            StoredCredentials::CramMd5(crate::sasl::derive_cram_md5("test"))
+                        }
+                        CredentialKind::ScramSha1 => {
+                            StoredCredentials::Scram(crate::sasl::derive_scram(
+                                crate::sasl::ScramHash::Sha1,
+                                "test",
+                                b"salt",
+                                2 * 4096,
+                            ))
+                        }
+                        CredentialKind::ScramSha256 => {
+                            StoredCredentials::Scram(crate::sasl::derive_scram(
+                                crate::sasl::ScramHash::Sha256,
+                                "test",
+                                b"salt",
+                                4096,
+                            ))
+                        }
+                    };
+                    sa.credentials(Some(creds))
+                }
+                ServerStep::Success { final_data, .. } => {
+                    if let Some(d) = final_data {
+                        self.write(&format!("334 {}", STANDARD.encode(d)));
+                        assert_eq!(self.line(), "");
+                    }
+                    self.write("235 2.7.0 auth ok");
+                    return;
+                }
+                ServerStep::Failure(_) => {
+                    self.write("535 5.7.8 bad");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn run(config: ClientConfig, deliveries: Vec<Delivery>, script: &[Step]) -> Result_ {
+    run_chunked(config, deliveries, script, Vec::new())
+}
+
+fn run_chunked(
+    config: ClientConfig,
+    deliveries: Vec<Delivery>,
+    script: &[Step],
+    chunks: Vec<usize>,
+) -> Result_ {
+    let mut h = Harness::new(config, deliveries, chunks);
+    h.run(script);
+    h.res
+}
+
+fn kind_of(r: &Result<Reply, ClientError>) -> Option<&ErrorKind> {
+    r.as_ref().err().map(|e| &e.kind)
+}
+
+// ---------------------------------------------------------------------------------------
+// Seed 001, TestClient: a server script built from options, as in the mox test.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+struct Opts {
+    pipelining: bool,
+    ecodes: bool,
+    max_size: usize,
+    starttls: bool,
+    eightbitmime: bool,
+    smtputf8: bool,
+    requiretls: bool,
+    ehlo: bool,
+    tls_mode: Option<TlsMode>,
+    verify: Option<Verify>,
+    tls_hostname: Option<&'static str>,
+    needs: Needs,
+    auths: Vec<&'static str>,
+    /// The client refuses before MAIL (SIZE, SMTPUTF8, REQUIRETLS).
+    nodeliver: bool,
+    server_tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// What the seed test expects: a connection error or a delivery error.
+#[derive(Debug, PartialEq)]
+enum Expected {
+    Ok,
+    Conn(ErrorKind, bool),
+    Deliver(ErrorKind, bool),
+}
+
+fn hello(script: &mut Vec<Step>, o: &Opts, have_tls: bool) {
+    if !o.ehlo {
+        script.push(C("EHLO "));
+        script.push(S("500 bad syntax"));
+        script.push(C("HELO "));
+        script.push(S("250 mox.example"));
+        return;
+    }
+    script.push(C("EHLO "));
+    script.push(S("250-mox.example"));
+    if o.pipelining {
+        script.push(S("250-PIPELINING"));
+    }
+    if o.max_size > 0 {
+        script.push(So(format!("250-SIZE {}", o.max_size)));
+    }
+    if o.ecodes {
+        script.push(S("250-ENHANCEDSTATUSCODES"));
+    }
+    if o.starttls && !have_tls {
+        script.push(S("250-STARTTLS"));
+    }
+    if o.eightbitmime {
+        script.push(S("250-8BITMIME"));
+    }
+    if o.smtputf8 {
+        script.push(S("250-SMTPUTF8"));
+    }
+    if o.requiretls && have_tls {
+        script.push(S("250-REQUIRETLS"));
+    }
+    if !o.auths.is_empty() {
+        script.push(So(format!("250-AUTH {}", o.auths.join(" "))));
+    }
+    script.push(S("250 UNKNOWN"));
+}
+
+fn seed_client_test(o: Opts, want: Expected) {
+    let mut cfg = config();
+    cfg.tls_mode = o.tls_mode.unwrap_or(TlsMode::Opportunistic);
+    cfg.verification = o.verify.clone().unwrap_or(Verify::None);
+    cfg.remote_hostname = o.tls_hostname.unwrap_or("mox.example").to_string();
+    if !o.auths.is_empty() {
+        cfg.auth = Some(Credentials {
+            mechanism: None,
+            username: "test".into(),
+            password: "test".into(),
+        });
+    }
+    let mut script = vec![S("220 mox.example ESMTP test")];
+    hello(&mut script, &o, false);
+    if o.starttls {
+        script.push(C("STARTTLS"));
+        let tls = o.server_tls.clone().unwrap_or_else(testkit::server_tls);
+        script.push(StartTls(tls));
+        if matches!(want, Expected::Conn(..)) {
+            // The handshake fails.
+            let mut d = delivery(&["mjl@mox.example"]);
+            d.needs = o.needs;
+            let r = run(cfg, vec![d], &script);
+            check(&r, &want);
+            return;
+        }
+        hello(&mut script, &o, true);
+    }
+    if !o.auths.is_empty() {
+        script.push(Sasl);
+    }
+    if !o.nodeliver {
+        for i in 0..2 {
+            if i == 1 {
+                script.push(C("RSET"));
+                script.push(S("250 ok"));
+            }
+            if o.needs.eightbit && !o.eightbitmime {
+                // Seed 003: 8-bit content goes out without BODY=8BITMIME.
+                script.push(CNot("MAIL FROM:", "BODY="));
+            } else {
+                script.push(C("MAIL FROM:"));
+            }
+            script.push(S("250 ok"));
+            script.push(C("RCPT TO:"));
+            script.push(S("250 ok"));
+            script.push(C("DATA"));
+            script.push(S("354 continue"));
+            script.push(Msg);
+            script.push(S("250 ok"));
+        }
+    }
+    script.push(C("QUIT"));
+    script.push(S("221 ok"));
+    let deliveries = (0..2)
+        .map(|_| {
+            let mut d = delivery(&["mjl@mox.example"]);
+            d.needs = o.needs;
+            d
+        })
+        .collect();
+    let mut h = Harness::new(cfg, deliveries, Vec::new());
+    h.reset_between = true;
+    h.run(&script);
+    check(&h.res, &want);
+    assert!(h.res.closed, "session closed after QUIT");
+    assert!(
+        h.res.leftover.is_empty(),
+        "unconsumed: {:?}",
+        h.res.leftover
+    );
+}
+
+fn check(r: &Result_, want: &Expected) {
+    match want {
+        Expected::Ok => {
+            assert_eq!(r.failed, None);
+            assert_eq!(r.outcomes.len(), 2, "{:?}", r.outcomes);
+            for o in &r.outcomes {
+                assert!(o.data.is_ok(), "{o:?}");
+                assert!(o.recipients.iter().all(Result::is_ok));
+            }
+        }
+        Expected::Conn(kind, permanent) => {
+            let e = r.failed.as_ref().expect("connection error");
+            assert_eq!(
+                std::mem::discriminant(&e.kind),
+                std::mem::discriminant(kind),
+                "{e:?}"
+            );
+            assert_eq!(e.permanent, *permanent, "{e:?}");
+        }
+        Expected::Deliver(kind, permanent) => {
+            assert_eq!(r.failed, None);
+            assert_eq!(r.outcomes.len(), 2);
+            for o in &r.outcomes {
+                let e = o.data.as_ref().unwrap_err();
+                assert_eq!(&e.kind, kind, "{e:?}");
+                assert_eq!(e.permanent, *permanent);
+                assert_eq!(kind_of(&o.recipients[0]), Some(kind));
+            }
+        }
+    }
+}
+
+fn ehlo() -> Opts {
+    Opts {
+        ehlo: true,
+        ..Opts::default()
+    }
+}
+
+#[test]
+fn seed_client_defaults_helo_fallback() {
+    seed_client_test(Opts::default(), Expected::Ok);
+}
+
+#[test]
+fn seed_client_all_options() {
+    let o = Opts {
+        pipelining: true,
+        ecodes: true,
+        max_size: 512,
+        eightbitmime: true,
+        smtputf8: true,
+        starttls: true,
+        ehlo: true,
+        requiretls: true,
+        tls_mode: Some(TlsMode::RequiredStartTls),
+        verify: Some(Verify::Pkix(testkit::client_tls())),
+        tls_hostname: Some("mox.example"),
+        needs: Needs {
+            smtputf8: true,
+            requiretls: true,
+            eightbit: true,
+        },
+        ..Opts::default()
+    };
+    seed_client_test(o, Expected::Ok);
+}
+
+#[test]
+fn seed_client_ehlo_8bitmime() {
+    seed_client_test(
+        Opts {
+            eightbitmime: true,
+            ..ehlo()
+        },
+        Expected::Ok,
+    );
+}
+
+/// Seed 003 superseded the seed-001 expectation (Err8bitmimeUnsupported): 8-bit content is
+/// sent even when 8BITMIME is not announced.
+#[test]
+fn seed_client_8bit_without_8bitmime_is_sent() {
+    seed_client_test(
+        Opts {
+            needs: Needs {
+                eightbit: true,
+                ..Needs::default()
+            },
+            ..ehlo()
+        },
+        Expected::Ok,
+    );
+}
+
+#[test]
+fn seed_client_smtputf8_unsupported() {
+    seed_client_test(
+        Opts {
+            needs: Needs {
+                smtputf8: true,
+                ..Needs::default()
+            },
+            nodeliver: true,
+            ..ehlo()
+        },
+        Expected::Deliver(ErrorKind::SmtpUtf8Unsupported, true),
+    );
+}
+
+#[test]
+fn seed_client_tls_name_mismatch_is_permanent() {
+    seed_client_test(
+        Opts {
+            starttls: true,
+            tls_mode: Some(TlsMode::RequiredStartTls),
+            verify: Some(Verify::Pkix(testkit::client_tls())),
+            tls_hostname: Some("mismatch.example"),
+            nodeliver: true,
+            ..ehlo()
+        },
+        Expected::Conn(ErrorKind::Tls(String::new()), true),
+    );
+}
+
+#[test]
+fn seed_client_size_exceeded() {
+    seed_client_test(
+        Opts {
+            max_size: msg().len() - 1,
+            nodeliver: true,
+            ..ehlo()
+        },
+        Expected::Deliver(
+            ErrorKind::SizeExceeded {
+                size: msg().len() as u64,
+                max: msg().len() as u64 - 1,
+            },
+            true,
+        ),
+    );
+}
+
+#[test]
+fn seed_client_auth_each_mechanism() {
+    for m in ["PLAIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"] {
+        seed_client_test(
+            Opts {
+                auths: vec![m],
+                ..ehlo()
+            },
+            Expected::Ok,
+        );
+    }
+}
+
+#[test]
+fn seed_client_requiretls_unsupported() {
+    seed_client_test(
+        Opts {
+            needs: Needs {
+                requiretls: true,
+                ..Needs::default()
+            },
+            nodeliver: true,
+            ..ehlo()
+        },
+        Expected::Deliver(ErrorKind::RequireTlsUnsupported, true),
+    );
+}
+
+/// A server config with an expired, self-signed certificate.
+fn expired_server_tls() -> Arc<rustls::ServerConfig> {
+    let mut params = rcgen::CertificateParams::new(vec!["mox.example".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    crate::tls::server_config_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+        .unwrap()
+}
+
+#[test]
+fn seed_client_expired_untrusted_cert_accepted_opportunistically() {
+    seed_client_test(
+        Opts {
+            starttls: true,
+            server_tls: Some(expired_server_tls()),
+            ..ehlo()
+        },
+        Expected::Ok,
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Seed 001, TestErrors
+// ---------------------------------------------------------------------------------------
+
+fn conn_err(r: &Result_) -> &ClientError {
+    r.failed.as_ref().expect("connection error")
+}
+
+#[test]
+fn seed_errors_invalid_greeting_is_protocol_error() {
+    for script in [
+        &[S("bogus")][..],
+        &[S("2200 mox.example")][..],
+        &[S("220-mox.example"), S("500 different code")][..],
+    ] {
+        let r = run(config(), vec![], script);
+        let e = conn_err(&r);
+        assert!(matches!(e.kind, ErrorKind::Protocol(_)), "{e:?}");
+        assert!(!e.permanent);
+        assert_eq!(e.stage, Stage::Greeting);
+        assert!(r.closed);
+    }
+}
+
+#[test]
+fn seed_errors_server_just_closes_is_temporary_eof() {
+    let r = run(config(), vec![delivery(&["mjl@mox.example"])], &[Close]);
+    let e = conn_err(&r);
+    assert_eq!(e.kind, ErrorKind::Eof);
+    assert!(!e.permanent);
+    // The queued delivery is reported too.
+    assert_eq!(kind_of(&r.outcomes[0].data), Some(&ErrorKind::Eof));
+}
+
+#[test]
+fn seed_errors_521_greeting_is_permanent() {
+    let r = run(config(), vec![], &[S("521 not accepting connections")]);
+    let e = conn_err(&r);
+    assert_eq!(e.kind, ErrorKind::Status);
+    assert!(e.permanent);
+    assert_eq!(e.reply.as_ref().unwrap().code, 521);
+}
+
+fn one_txn(replies: &[Step]) -> Result_ {
+    let mut script = vec![S("220 mox.example"), C("EHLO"), S("250 mox.example")];
+    script.extend_from_slice(replies);
+    run(config(), vec![delivery(&["mjl@mox.example"])], &script)
+}
+
+#[test]
+fn seed_errors_mail_refused_permanently() {
+    let r = run(
+        config(),
+        vec![delivery(&["mjl@mox.example"])],
+        &[
+            S("220 mox.example"),
+            C("EHLO"),
+            S("250 ENHANCEDSTATUSCODES"),
+            C("MAIL FROM:"),
+            S("550 5.7.0 not allowed"),
+        ],
+    );
+    let o = &r.outcomes[0];
+    let e = o.data.as_ref().unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Status);
+    assert!(e.permanent);
+    assert_eq!(e.stage, Stage::Mail);
+    assert_eq!(e.enhanced(), Some(Enhanced::new(5, 7, 0)));
+    assert_eq!(e.reply.as_ref().unwrap().lines, vec!["not allowed"]);
+}
+
+#[test]
+fn seed_errors_mail_refused_temporarily() {
+    let r = one_txn(&[C("MAIL FROM:"), S("451 bad sender")]);
+    let e = r.outcomes[0].data.as_ref().unwrap_err();
+    assert_eq!(
+        (e.kind.clone(), e.permanent, e.stage),
+        (ErrorKind::Status, false, Stage::Mail)
+    );
+}
+
+#[test]
+fn seed_errors_rcpt_refused_temporarily() {
+    let r = one_txn(&[
+        C("MAIL FROM:"),
+        S("250 ok"),
+        C("RCPT TO:"),
+        S("451 not now"),
+    ]);
+    let o = &r.outcomes[0];
+    let e = o.data.as_ref().unwrap_err();
+    assert_eq!(
+        (e.kind.clone(), e.permanent, e.stage),
+        (ErrorKind::Status, false, Stage::Rcpt)
+    );
+    assert_eq!(o.recipients[0].as_ref().unwrap_err(), e);
+}
+
+#[test]
+fn seed_errors_data_refused_permanently() {
+    let r = one_txn(&[
+        C("MAIL FROM:"),
+        S("250 ok"),
+        C("RCPT TO:"),
+        S("250 ok"),
+        C("DATA"),
+        S("550 no!"),
+    ]);
+    let o = &r.outcomes[0];
+    assert!(o.recipients[0].is_ok());
+    let e = o.data.as_ref().unwrap_err();
+    assert_eq!(
+        (e.kind.clone(), e.permanent, e.stage),
+        (ErrorKind::Status, true, Stage::Data)
+    );
+}
+
+#[test]
+fn seed_errors_required_tls_attempted_when_not_announced() {
+    let mut cfg = config();
+    cfg.tls_mode = TlsMode::RequiredStartTls;
+    cfg.verification = Verify::Pkix(testkit::client_tls());
+    let r = run(
+        cfg,
+        vec![],
+        &[
+            S("220 mox.example"),
+            C("EHLO"),
+            S("250 mox.example"),
+            C("STARTTLS"),
+            S("502 command not implemented"),
+        ],
+    );
+    let e = conn_err(&r);
+    assert!(matches!(e.kind, ErrorKind::Tls(_)), "{e:?}");
+    assert!(e.permanent);
+    assert_eq!(e.stage, Stage::StartTls);
+    assert_eq!(e.reply.as_ref().unwrap().code, 502);
+}
+
+#[test]
+fn seed_errors_tls_skip_ignores_offered_starttls() {
+    let mut cfg = config();
+    cfg.tls_mode = TlsMode::Skip;
+    let r = run(
+        cfg,
+        vec![delivery(&["mjl@mox.example"])],
+        &[
+            S("220 mox.example"),
+            C("EHLO"),
+            S("250 STARTTLS"),
+            C("MAIL FROM:"),
+            S("451 enough"),
+        ],
+    );
+    let e = r.outcomes[0].data.as_ref().unwrap_err();
+    assert_eq!((e.kind.clone(), e.permanent), (ErrorKind::Status, false));
+}
+
+#[test]
+fn seed_errors_rset_after_aborted_transaction() {
+    let r = run(
+        config(),
+        vec![
+            delivery(&["mjl@mox.example"]),
+            delivery(&["mjl@mox.example"]),
+        ],
+        &[
+            S("220 mox.example"),
+            C("EHLO"),
+            S("250 mox.example"),
+            C("MAIL FROM:"),
+            S("250 ok"),
+            C("RCPT TO:"),
+            S("451 not now"),
+            C("RSET"),
+            S("250 ok"),
+            C("MAIL FROM:"),
+            S("250 ok"),
+            C("RCPT TO:"),
+            S("250 ok"),
+            C("DATA"),
+            S("550 not now"),
+        ],
+    );
+    assert_eq!(r.outcomes.len(), 2);
+    let e = r.outcomes[0].data.as_ref().unwrap_err();
+    assert_eq!((e.kind.clone(), e.permanent), (ErrorKind::Status, false));
+    let e = r.outcomes[1].data.as_ref().unwrap_err();
+    assert_eq!((e.kind.clone(), e.permanent), (ErrorKind::Status, true));
+}
+
+#[test]
+fn seed_errors_close_after_550_to_pipelined_mail_is_permanent() {
+    let r = run(
+        config(),
+        vec![delivery(&["mjl@mox.example"])],
+        &[
+            S("220 mox.example"),
+            C("EHLO"),
+            S("250 PIPELINING"),
+            C("MAIL FROM:"),
+            C("RCPT TO:"),
+            C("DATA"),
+            S("550 ok"),
+            Close,
+        ],
+    );
+    let o = &r.outcomes[0];
+    let e = o.data.as_ref().unwrap_err();
+    assert_eq!(
+        (e.kind.clone(), e.permanent, e.stage),
+        (ErrorKind::Status, true, Stage::Mail)
+    );
+    assert_eq!(e.reply.as_ref().unwrap().code, 550);
+    assert_eq!(o.recipients[0].as_ref().unwrap_err(), e);
+}
