@@ -1055,6 +1055,15 @@ impl ClientSession {
         let Some(mech) = mech else {
             return self.fail(ClientError::new(Stage::Auth, true, ErrorKind::NoMechanism));
         };
+        // Channel binding with a plain SCRAM mechanism makes the client say "I could bind
+        // but you do not offer -PLUS" (gs2 flag y); when the server does offer -PLUS and a
+        // plain variant was configured, that looks like a downgrade to it: say "n".
+        let plus_offered = self.ext.auth.iter().any(|m| m.needs_channel_binding());
+        let cb = if mech.needs_channel_binding() || !plus_offered {
+            cb
+        } else {
+            None
+        };
         let mut auth =
             match ClientAuth::try_new(mech, &cred.username, &cred.password, &mut self.rng, cb) {
                 Ok(a) => a,

@@ -6,6 +6,7 @@
 use super::*;
 use crate::sasl::{CredentialKind, ServerAuth, ServerStep, StoredCredentials};
 use crate::testkit::{self, TestClock};
+use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------------------
 // Transcript harness
@@ -922,4 +923,553 @@ fn seed_errors_close_after_550_to_pipelined_mail_is_permanent() {
     );
     assert_eq!(e.reply.as_ref().unwrap().code, 550);
     assert_eq!(o.recipients[0].as_ref().unwrap_err(), e);
+}
+
+// ---------------------------------------------------------------------------------------
+// Pair tests: the client against the rmox server machine, in memory.
+// ---------------------------------------------------------------------------------------
+
+mod pair {
+    use super::*;
+    use crate::server::{
+        Completion, CredentialsAnswer, Effect, Input as SInput, Output as SOutput, PasswordCheck,
+        Peer, ServerConfig, ServerSession, Transaction, Verdict,
+    };
+
+    /// Answers the server's effects: users `mjl@mox.example` / `testtest`; recipient
+    /// localpart `unknown` does not exist.
+    fn answer(e: &Effect, stored: &mut Vec<Transaction>) -> Completion {
+        match e {
+            Effect::CheckConnection { .. } | Effect::CheckSender { .. } => {
+                Completion::Verdict(Verdict::Accept)
+            }
+            Effect::CheckPassword {
+                username, password, ..
+            } => Completion::Password(if username == "mjl@mox.example" && password == "testtest" {
+                PasswordCheck::Valid {
+                    account: "mjl".into(),
+                }
+            } else {
+                PasswordCheck::Invalid
+            }),
+            Effect::LookupCredentials { username, kind, .. } => {
+                if username != "mjl@mox.example" {
+                    return Completion::Credentials(CredentialsAnswer::Unknown);
+                }
+                let credentials = match kind {
+                    CredentialKind::CramMd5 => {
+                        StoredCredentials::CramMd5(crate::sasl::derive_cram_md5("testtest"))
+                    }
+                    CredentialKind::ScramSha1 => {
+                        StoredCredentials::Scram(crate::sasl::derive_scram(
+                            crate::sasl::ScramHash::Sha1,
+                            "testtest",
+                            b"saltsalt",
+                            4096,
+                        ))
+                    }
+                    CredentialKind::ScramSha256 => {
+                        StoredCredentials::Scram(crate::sasl::derive_scram(
+                            crate::sasl::ScramHash::Sha256,
+                            "testtest",
+                            b"saltsalt",
+                            4096,
+                        ))
+                    }
+                };
+                Completion::Credentials(CredentialsAnswer::Found {
+                    account: "mjl".into(),
+                    credentials,
+                })
+            }
+            Effect::CheckRecipient { recipient, .. } => match recipient {
+                ForwardPath::Mailbox(a) if a.localpart.0 == "unknown" => {
+                    Completion::Verdict(Verdict::Reject(Reply::new(
+                        550,
+                        Some(Enhanced::new(5, 1, 1)),
+                        "no such user",
+                    )))
+                }
+                _ => Completion::Verdict(Verdict::Accept),
+            },
+            Effect::Store(t) => {
+                stored.push((**t).clone());
+                Completion::Stored(Ok(()))
+            }
+        }
+    }
+
+    pub(super) struct Pair {
+        c: ClientSession,
+        s: ServerSession,
+        clock: TestClock,
+        c2s: Vec<u8>,
+        s2c: Vec<u8>,
+        s_in: Vec<u8>,
+        c_in: Vec<u8>,
+        chunker: crate::Rng,
+        /// 0: whole buffers; otherwise chunks of 1..=max bytes.
+        max_chunk: usize,
+        deliveries: VecDeque<Delivery>,
+        /// Re-deliver recipients that were not attempted (what the queue does).
+        redeliver: bool,
+        pending_deliver: Option<Delivery>,
+        last: Option<Delivery>,
+        pub stored: Vec<Transaction>,
+        pub outcomes: Vec<Outcome>,
+        pub events: Vec<Event>,
+        pub failed: Option<ClientError>,
+        /// Client transmits in plaintext sessions, one entry per write.
+        pub writes: Vec<Vec<u8>>,
+        c_closed: bool,
+        s_closed: bool,
+        eof_sent: bool,
+    }
+
+    impl Pair {
+        pub fn new(
+            cc: ClientConfig,
+            sc: ServerConfig,
+            deliveries: Vec<Delivery>,
+            seed: u64,
+            max_chunk: usize,
+        ) -> Pair {
+            let clock = TestClock::new();
+            let peer = Peer {
+                ip: "192.0.2.10".parse().unwrap(),
+                cid: 1,
+            };
+            let s = ServerSession::new(Arc::new(sc), peer, clock.now()).unwrap();
+            let c = ClientSession::new(Arc::new(cc), clock.now());
+            let mut p = Pair {
+                c,
+                s,
+                clock,
+                c2s: Vec::new(),
+                s2c: Vec::new(),
+                s_in: Vec::new(),
+                c_in: Vec::new(),
+                chunker: crate::Rng::new(seed),
+                max_chunk,
+                deliveries: deliveries.into(),
+                redeliver: false,
+                pending_deliver: None,
+                last: None,
+                stored: Vec::new(),
+                outcomes: Vec::new(),
+                events: Vec::new(),
+                failed: None,
+                writes: Vec::new(),
+                c_closed: false,
+                s_closed: false,
+                eof_sent: false,
+            };
+            p.next_delivery();
+            p
+        }
+
+        fn next_delivery(&mut self) {
+            let now = self.clock.now();
+            let next = self
+                .pending_deliver
+                .take()
+                .or_else(|| self.deliveries.pop_front());
+            match next {
+                Some(d) => {
+                    self.last = Some(d.clone());
+                    self.c.handle(now, Input::Deliver(Box::new(d))).unwrap();
+                }
+                None => {
+                    let _ = self.c.handle(now, Input::Quit);
+                }
+            }
+        }
+
+        fn drain_client(&mut self) -> bool {
+            let mut moved = false;
+            let mut again = false;
+            loop {
+                let now = self.clock.now();
+                let mut tx = Vec::new();
+                match self.c.poll(now, &mut tx) {
+                    Output::Transmit => {
+                        if !self.c.is_tls() {
+                            self.writes.push(tx.clone());
+                        }
+                        self.c2s.extend_from_slice(&tx);
+                        moved = true;
+                    }
+                    Output::Event(e) => {
+                        match &e {
+                            Event::Done(o) => {
+                                self.outcomes.push(o.clone());
+                                if self.redeliver {
+                                    if let Some(last) = &self.last {
+                                        let rest: Vec<_> = o
+                                            .not_attempted()
+                                            .map(|i| last.recipients[i].clone())
+                                            .collect();
+                                        if !rest.is_empty() {
+                                            let mut d = last.clone();
+                                            d.recipients = rest;
+                                            self.pending_deliver = Some(d);
+                                        }
+                                    }
+                                }
+                                again = true;
+                            }
+                            Event::Failed(err) => self.failed = Some(err.clone()),
+                            _ => {}
+                        }
+                        self.events.push(e);
+                    }
+                    Output::Idle { .. } => break,
+                    Output::Close => {
+                        self.c_closed = true;
+                        break;
+                    }
+                }
+            }
+            if again && !self.c_closed {
+                self.next_delivery();
+                self.drain_client();
+                moved = true;
+            }
+            moved
+        }
+
+        fn drain_server(&mut self) -> bool {
+            let mut moved = false;
+            for _ in 0..10_000 {
+                let now = self.clock.now();
+                let mut tx = Vec::new();
+                match self.s.poll(now, &mut tx) {
+                    SOutput::Transmit => {
+                        self.s2c.extend_from_slice(&tx);
+                        moved = true;
+                    }
+                    SOutput::Effect(t, e) => {
+                        let c = answer(&e, &mut self.stored);
+                        self.s.handle(now, SInput::Completed(t, c)).unwrap();
+                        moved = true;
+                    }
+                    SOutput::Event(_) => {}
+                    SOutput::Idle { .. } => break,
+                    SOutput::Close => {
+                        self.s_closed = true;
+                        break;
+                    }
+                }
+            }
+            moved
+        }
+
+        fn take(&mut self, len: usize) -> usize {
+            if self.max_chunk == 0 {
+                len
+            } else {
+                (1 + self.chunker.below(self.max_chunk as u64) as usize).min(len)
+            }
+        }
+
+        pub fn run(&mut self) {
+            for _ in 0..100_000 {
+                let mut moved = self.drain_client() | self.drain_server();
+                let now = self.clock.now();
+                // Bytes arrive in random pieces; the driver offers all it holds.
+                if !self.c2s.is_empty() && !self.s_closed {
+                    let k = self.take(self.c2s.len());
+                    self.s_in.extend(self.c2s.drain(..k));
+                    moved = true;
+                }
+                if !self.s_in.is_empty() && !self.s_closed {
+                    if let Ok(n) = self.s.handle(now, SInput::Received(&self.s_in)) {
+                        self.s_in.drain(..n);
+                        moved |= n > 0;
+                    }
+                }
+                if !self.s2c.is_empty() && !self.c_closed {
+                    let k = self.take(self.s2c.len());
+                    self.c_in.extend(self.s2c.drain(..k));
+                    moved = true;
+                    match self.c.handle(now, Input::Received(&self.c_in)) {
+                        Ok(n) => {
+                            self.c_in.drain(..n);
+                        }
+                        Err(_) => self.c_in.clear(),
+                    }
+                }
+                if self.s_closed
+                    && self.s2c.is_empty()
+                    && self.c_in.is_empty()
+                    && !self.eof_sent
+                    && !self.c_closed
+                {
+                    self.eof_sent = true;
+                    let _ = self.c.handle(now, Input::PeerClosed);
+                    moved = true;
+                }
+                if self.c_closed {
+                    return;
+                }
+                if !moved {
+                    panic!("pair stuck; events {:?}", self.events);
+                }
+            }
+            panic!("pair did not finish");
+        }
+    }
+
+    fn cconfig() -> ClientConfig {
+        let mut c = config();
+        c.tls_mode = TlsMode::Skip;
+        c
+    }
+
+    fn sconfig() -> ServerConfig {
+        let mut c = ServerConfig::new("mox.example");
+        c.auth_failure_delay = Duration::ZERO;
+        c
+    }
+
+    fn tls_pair_configs() -> (ClientConfig, ServerConfig) {
+        let mut cc = config();
+        cc.tls_mode = TlsMode::RequiredStartTls;
+        cc.verification = Verify::Pkix(testkit::client_tls());
+        let mut sc = sconfig();
+        sc.tls = Some(testkit::server_tls());
+        (cc, sc)
+    }
+
+    fn run_pair(
+        cc: ClientConfig,
+        sc: ServerConfig,
+        d: Vec<Delivery>,
+        seed: u64,
+        chunk: usize,
+    ) -> Pair {
+        let mut p = Pair::new(cc, sc, d, seed, chunk);
+        p.run();
+        p
+    }
+
+    #[test]
+    fn plain_delivery() {
+        let p = run_pair(
+            cconfig(),
+            sconfig(),
+            vec![delivery(&["mjl@mox.example"])],
+            1,
+            0,
+        );
+        assert_eq!(p.failed, None);
+        assert_eq!(p.outcomes.len(), 1);
+        assert!(p.outcomes[0].data.is_ok(), "{:?}", p.outcomes);
+        assert_eq!(p.stored.len(), 1);
+        assert!(p.stored[0].message.ends_with(&msg()[..]));
+        assert_eq!(p.stored[0].recipients.len(), 1);
+        assert!(!p.c.is_tls());
+    }
+
+    #[test]
+    fn starttls_delivery_with_pkix_and_requiretls() {
+        let (cc, sc) = tls_pair_configs();
+        let mut d = delivery(&["mjl@mox.example"]);
+        d.needs.requiretls = true;
+        let p = run_pair(cc, sc, vec![d], 1, 0);
+        assert_eq!(p.failed, None, "{:?}", p.events);
+        assert!(p.outcomes[0].data.is_ok());
+        assert!(p
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::TlsEstablished(_))));
+        assert_eq!(p.stored.len(), 1);
+        assert_eq!(p.stored[0].requiretls, Some(true));
+        assert!(p.stored[0].tls.is_some());
+    }
+
+    #[test]
+    fn auth_with_each_mechanism() {
+        for m in Mechanism::ALL {
+            let (mut cc, mut sc) = tls_pair_configs();
+            sc.submission = true;
+            cc.auth = Some(Credentials {
+                mechanism: Some(m),
+                username: "mjl@mox.example".into(),
+                password: "testtest".into(),
+            });
+            let mut d = delivery(&["other@remote.example"]);
+            d.mail_from = ReversePath::parse("<mjl@mox.example>").unwrap();
+            let p = run_pair(cc, sc, vec![d], 2, 0);
+            assert_eq!(p.failed, None, "{m:?}: {:?}", p.events);
+            assert!(p.events.contains(&Event::Authenticated(m)), "{m:?}");
+            assert!(p.outcomes[0].data.is_ok(), "{m:?}");
+            assert_eq!(p.stored[0].account.as_deref(), Some("mjl"));
+        }
+    }
+
+    #[test]
+    fn auth_strongest_mechanism_chosen_and_wrong_password_is_permanent() {
+        let (mut cc, mut sc) = tls_pair_configs();
+        sc.submission = true;
+        cc.auth = Some(Credentials {
+            mechanism: None,
+            username: "mjl@mox.example".into(),
+            password: "testtest".into(),
+        });
+        let p = run_pair(cc.clone(), sc.clone(), vec![], 2, 0);
+        assert!(p
+            .events
+            .contains(&Event::Authenticated(Mechanism::ScramSha256Plus)));
+
+        cc.auth = Some(Credentials {
+            mechanism: Some(Mechanism::Plain),
+            username: "mjl@mox.example".into(),
+            password: "wrong".into(),
+        });
+        let p = run_pair(cc, sc, vec![delivery(&["x@remote.example"])], 2, 0);
+        let e = p.failed.unwrap();
+        assert_eq!(
+            (e.stage, e.permanent, e.kind),
+            (Stage::Auth, true, ErrorKind::Status)
+        );
+        assert!(p.outcomes[0].data.is_err());
+        assert!(p.stored.is_empty());
+    }
+
+    #[test]
+    fn pipelined_in_one_write_with_many_recipients() {
+        let rcpts: Vec<String> = (0..60)
+            .map(|i| {
+                if i == 7 {
+                    "unknown@mox.example".to_string()
+                } else {
+                    format!("r{i}@mox.example")
+                }
+            })
+            .collect();
+        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        let p = run_pair(cconfig(), sconfig(), vec![delivery(&refs)], 3, 0);
+        let o = &p.outcomes[0];
+        assert!(o.data.is_ok());
+        assert_eq!(o.recipients.len(), 60);
+        for (i, r) in o.recipients.iter().enumerate() {
+            if i == 7 {
+                let e = r.as_ref().unwrap_err();
+                assert!(e.permanent);
+                assert_eq!(e.reply.as_ref().unwrap().code, 550);
+            } else {
+                assert!(r.is_ok(), "{i}");
+            }
+        }
+        assert_eq!(o.delivered().count(), 59);
+        assert_eq!(p.stored[0].recipients.len(), 59);
+        // MAIL and every RCPT in one write.
+        let w = p
+            .writes
+            .iter()
+            .find(|w| w.starts_with(b"MAIL FROM"))
+            .expect("mail write");
+        let text = String::from_utf8_lossy(w);
+        assert_eq!(text.matches("RCPT TO:").count(), 60, "{text}");
+    }
+
+    #[test]
+    fn rcptmax_splits_into_transactions() {
+        let mut sc = sconfig();
+        sc.max_recipients = 2;
+        let rcpts = [
+            "a@mox.example",
+            "b@mox.example",
+            "c@mox.example",
+            "d@mox.example",
+            "e@mox.example",
+        ];
+        let mut p = Pair::new(cconfig(), sc, vec![delivery(&rcpts)], 4, 0);
+        p.redeliver = true;
+        p.run();
+        assert_eq!(p.failed, None);
+        assert_eq!(p.outcomes.len(), 3);
+        let first = &p.outcomes[0];
+        assert_eq!(first.delivered().count(), 2);
+        assert_eq!(first.not_attempted().collect::<Vec<_>>(), vec![2, 3, 4]);
+        let got: Vec<String> = p
+            .stored
+            .iter()
+            .flat_map(|t| t.recipients.iter().map(|r| r.0.to_string()))
+            .collect();
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(p.stored.len(), 3);
+        assert!(p.stored.iter().all(|t| t.recipients.len() <= 2));
+    }
+
+    /// The outcome with the server's variable text removed.
+    pub(super) fn summary(p: &Pair) -> Vec<(bool, Vec<Option<u16>>)> {
+        p.outcomes
+            .iter()
+            .map(|o| {
+                (
+                    o.data.is_ok(),
+                    o.recipients
+                        .iter()
+                        .map(|r| match r {
+                            Ok(r) => Some(r.code),
+                            Err(e) => e.reply.as_ref().map(|r| r.code),
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_chunking_pairs() {
+        let (cc, sc) = tls_pair_configs();
+        let want = summary(&run_pair(
+            cc.clone(),
+            sc.clone(),
+            vec![delivery(&["a@mox.example", "unknown@mox.example"])],
+            1,
+            0,
+        ));
+        for seed in 0..8 {
+            let p = run_pair(
+                cc.clone(),
+                sc.clone(),
+                vec![delivery(&["a@mox.example", "unknown@mox.example"])],
+                seed,
+                7,
+            );
+            assert_eq!(summary(&p), want, "seed {seed}");
+            assert_eq!(p.stored.len(), 1);
+        }
+        let want = summary(&run_pair(
+            cconfig(),
+            sconfig(),
+            vec![delivery(&["a@mox.example"])],
+            1,
+            0,
+        ));
+        for seed in 0..16 {
+            let p = run_pair(
+                cconfig(),
+                sconfig(),
+                vec![delivery(&["a@mox.example"])],
+                seed,
+                3,
+            );
+            assert_eq!(summary(&p), want, "seed {seed}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_chunking_same_outcome_against_server(seed in any::<u64>(), max in 1usize..64) {
+            let rcpts = ["a@mox.example", "unknown@mox.example", "b@mox.example"];
+            let p = run_pair(cconfig(), sconfig(), vec![delivery(&rcpts), delivery(&rcpts)], seed, max);
+            prop_assert_eq!(summary(&p), vec![(true, vec![Some(250), Some(550), Some(250)]); 2]);
+            prop_assert_eq!(p.stored.len(), 2);
+        }
+    }
 }
