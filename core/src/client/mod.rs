@@ -1393,6 +1393,7 @@ fn complete(txn: Txn, conn: Option<&ClientError>) -> Outcome {
         rcpts,
         data,
         attempt,
+        too_many,
         ..
     } = txn;
     let not_attempted = ClientError::new(Stage::Rcpt, false, ErrorKind::NotAttempted);
@@ -1414,7 +1415,7 @@ fn complete(txn: Txn, conn: Option<&ClientError>) -> Outcome {
         .enumerate()
         .map(|(i, r)| match r {
             Some(r) => r,
-            None if i >= attempt => Err(not_attempted.clone()),
+            None if i >= attempt || too_many => Err(not_attempted.clone()),
             None => Err(missing(Stage::Rcpt)),
         })
         .collect();

@@ -32,6 +32,9 @@ enum Step {
     Sasl,
     /// The server closes the connection.
     Close,
+    /// The server stays silent: the client's deadline must be this far away; time jumps
+    /// there.
+    Silence(u64),
 }
 use Step::*;
 
@@ -274,6 +277,22 @@ impl Harness {
                     }
                 }
                 Sasl => self.sasl(),
+                Silence(secs) => {
+                    self.pump();
+                    let now = self.clock.now();
+                    let mut tx = Vec::new();
+                    let Output::Idle { deadline: Some(d) } = self.c.poll(now, &mut tx) else {
+                        panic!("no deadline");
+                    };
+                    assert_eq!(d - now.mono, Duration::from_secs(*secs));
+                    // Early is a no-op.
+                    self.c.handle(now, Input::Timeout).unwrap();
+                    assert!(self.res.failed.is_none());
+                    self.clock.set_mono(d);
+                    let now = self.clock.now();
+                    let _ = self.c.handle(now, Input::Timeout);
+                    self.drain();
+                }
                 Close => {
                     let now = self.clock.now();
                     let _ = self.c.handle(now, Input::PeerClosed);
@@ -1470,6 +1489,559 @@ mod pair {
             let p = run_pair(cconfig(), sconfig(), vec![delivery(&rcpts), delivery(&rcpts)], seed, max);
             prop_assert_eq!(summary(&p), vec![(true, vec![Some(250), Some(550), Some(250)]); 2]);
             prop_assert_eq!(p.stored.len(), 2);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The rules of issue 3, as transcripts.
+// ---------------------------------------------------------------------------------------
+
+fn ehlo_lines(lines: &'static [&'static str]) -> Vec<Step> {
+    let mut v = vec![S("220 mox.example"), C("EHLO localhost")];
+    v.extend(lines.iter().map(|l| S(l)));
+    v
+}
+
+#[test]
+fn rcptmax_from_limits_only_sends_that_many() {
+    let mut script = ehlo_lines(&["250-mox.example", "250 LIMITS RCPTMAX=2"]);
+    script.extend([
+        C("MAIL FROM:<postmaster@mox.example>"),
+        S("250 ok"),
+        C("RCPT TO:<a@mox.example>"),
+        S("250 ok"),
+        C("RCPT TO:<b@mox.example>"),
+        S("250 ok"),
+        C("DATA"),
+        S("354 go"),
+        Msg,
+        S("250 2.0.0 queued"),
+        C("QUIT"),
+        S("221 bye"),
+    ]);
+    let r = run(
+        config(),
+        vec![delivery(&[
+            "a@mox.example",
+            "b@mox.example",
+            "c@mox.example",
+        ])],
+        &script,
+    );
+    let o = &r.outcomes[0];
+    assert!(o.data.is_ok());
+    assert_eq!(o.delivered().collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(o.not_attempted().collect::<Vec<_>>(), vec![2]);
+    assert!(!o.recipients[2].as_ref().unwrap_err().permanent);
+    assert!(r.leftover.is_empty());
+}
+
+#[test]
+fn too_many_recipients_452_and_552_mean_another_transaction() {
+    for (code, text) in [
+        ("452", "452 4.5.3 too many recipients"),
+        ("552", "552 5.5.3 too many recipients"),
+    ] {
+        let mut script = ehlo_lines(&["250 mox.example"]);
+        script.extend([
+            C("MAIL FROM:"),
+            S("250 ok"),
+            C("RCPT TO:<a@"),
+            S("250 ok"),
+            C("RCPT TO:<b@"),
+            S(text),
+            // No more RCPTs after "too many".
+            C("DATA"),
+            S("354 go"),
+            Msg,
+            S("250 ok"),
+        ]);
+        let r = run(
+            config(),
+            vec![delivery(&[
+                "a@mox.example",
+                "b@mox.example",
+                "c@mox.example",
+            ])],
+            &script,
+        );
+        let o = &r.outcomes[0];
+        assert!(o.data.is_ok(), "{code}");
+        assert_eq!(o.not_attempted().collect::<Vec<_>>(), vec![1, 2], "{code}");
+        assert_eq!(
+            o.recipients[1]
+                .as_ref()
+                .unwrap_err()
+                .reply
+                .as_ref()
+                .unwrap()
+                .code
+                .to_string(),
+            code
+        );
+    }
+    // A 452 on the first recipient is an ordinary temporary failure.
+    let mut script = ehlo_lines(&["250 mox.example"]);
+    script.extend([
+        C("MAIL FROM:"),
+        S("250 ok"),
+        C("RCPT TO:"),
+        S("452 4.3.1 full"),
+    ]);
+    let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
+    let e = r.outcomes[0].recipients[0].as_ref().unwrap_err();
+    assert_eq!((e.kind.clone(), e.permanent), (ErrorKind::Status, false));
+}
+
+#[test]
+fn pipelined_with_failed_recipients_and_354_sends_lone_dot() {
+    let mut script = ehlo_lines(&["250-mox.example", "250 PIPELINING"]);
+    script.extend([
+        C("MAIL FROM:"),
+        C("RCPT TO:<a@"),
+        C("RCPT TO:<b@"),
+        C("DATA"),
+        S("250 ok"),
+        S("550 5.1.1 no a"),
+        S("450 4.2.1 b busy"),
+        S("354 go"),
+        C("."),
+        S("554 no valid recipients"),
+    ]);
+    let r = run(
+        config(),
+        vec![delivery(&["a@mox.example", "b@mox.example"])],
+        &script,
+    );
+    let o = &r.outcomes[0];
+    let e = o.data.as_ref().unwrap_err();
+    // Mixed permanent and temporary: not permanent; the first error is reported.
+    assert!(!e.permanent);
+    assert_eq!(e.stage, Stage::Rcpt);
+    assert_eq!(e.reply.as_ref().unwrap().code, 550);
+    assert!(o.recipients[0].as_ref().unwrap_err().permanent);
+    assert!(!o.recipients[1].as_ref().unwrap_err().permanent);
+    assert_eq!(r.leftover, b"QUIT\r\n");
+}
+
+#[test]
+fn bdat_when_chunking_offered_and_multiline_enhanced_reply_kept() {
+    let mut script = ehlo_lines(&["250-mox.example", "250-CHUNKING", "250 ENHANCEDSTATUSCODES"]);
+    script.extend([C("MAIL FROM:"), S("250 ok"), C("RCPT TO:"), S("250 ok")]);
+    script.push(C("BDAT 78 LAST"));
+    // The chunk itself: the message lines, undotted.
+    for _ in 0..5 {
+        script.push(C(""));
+    }
+    script.extend([S("554-5.7.1 rejected"), S("554 5.7.1 second line")]);
+    let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
+    let e = r.outcomes[0].data.as_ref().unwrap_err();
+    assert!(e.permanent);
+    assert_eq!(e.stage, Stage::Data);
+    let reply = e.reply.as_ref().unwrap();
+    assert_eq!(reply.lines, vec!["rejected", "second line"]);
+    assert_eq!(reply.enhanced, Some(Enhanced::new(5, 7, 1)));
+}
+
+#[test]
+fn dsn_parameters_only_when_offered_and_8bitmime_body() {
+    let mut d = delivery(&["a@mox.example"]);
+    d.params.envid = Some("id1".into());
+    d.params.ret = Some(crate::smtp::Ret::Hdrs);
+    d.recipients[0].1.notify = Some(crate::smtp::Notify {
+        failure: true,
+        ..Default::default()
+    });
+    d.needs.eightbit = true;
+    let mut script = ehlo_lines(&["250 8BITMIME"]);
+    script.extend([
+        CNot("MAIL FROM:<postmaster@mox.example> BODY=8BITMIME", "ENVID"),
+        S("250 ok"),
+        CNot("RCPT TO:<a@mox.example>", "NOTIFY"),
+        S("250 ok"),
+        C("DATA"),
+        S("354 go"),
+        Msg,
+        S("250 ok"),
+    ]);
+    let r = run(config(), vec![d.clone()], &script);
+    assert!(r.outcomes[0].data.is_ok());
+
+    let mut script = ehlo_lines(&["250-DSN", "250 SIZE 1000"]);
+    script.extend([
+        C("MAIL FROM:<postmaster@mox.example> SIZE=78 RET=HDRS ENVID=id1"),
+        S("250 ok"),
+        C("RCPT TO:<a@mox.example> NOTIFY=FAILURE"),
+        S("250 ok"),
+        C("DATA"),
+        S("354 go"),
+        Msg,
+        S("250 ok"),
+    ]);
+    assert_eq!(msg().len(), 78);
+    let r = run(config(), vec![d], &script);
+    assert!(r.outcomes[0].data.is_ok());
+}
+
+#[test]
+fn ehlo_temporary_error_and_helo_refused() {
+    let r = run(
+        config(),
+        vec![],
+        &[S("220 x"), C("EHLO"), S("421 4.3.2 busy")],
+    );
+    let e = conn_err(&r);
+    assert_eq!(
+        (e.stage, e.permanent, e.kind.clone()),
+        (Stage::Ehlo, false, ErrorKind::Status)
+    );
+    let r = run(
+        config(),
+        vec![],
+        &[
+            S("220 x"),
+            C("EHLO"),
+            S("502 no"),
+            C("HELO localhost"),
+            S("550 go away"),
+        ],
+    );
+    let e = conn_err(&r);
+    assert_eq!((e.stage, e.permanent), (Stage::Ehlo, true));
+}
+
+#[test]
+fn timeouts_per_rfc5321() {
+    let r = run(config(), vec![], &[Silence(300)]);
+    let e = conn_err(&r);
+    assert_eq!(
+        (e.stage, e.kind.clone(), e.permanent),
+        (Stage::Greeting, ErrorKind::Timeout, false)
+    );
+    assert!(r.closed);
+
+    let mut script = ehlo_lines(&["250 mox.example"]);
+    script.extend([C("MAIL"), Silence(300)]);
+    let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
+    let e = r.outcomes[0].data.as_ref().unwrap_err();
+    assert_eq!((e.stage, e.kind.clone()), (Stage::Mail, ErrorKind::Timeout));
+
+    let mut script = ehlo_lines(&["250 mox.example"]);
+    script.extend([C("MAIL"), S("250 ok"), C("RCPT"), Silence(300)]);
+    let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
+    let e = r.outcomes[0].recipients[0].as_ref().unwrap_err();
+    assert_eq!((e.stage, e.kind.clone()), (Stage::Rcpt, ErrorKind::Timeout));
+
+    let mut script = ehlo_lines(&["250 mox.example"]);
+    script.extend([
+        C("MAIL"),
+        S("250 ok"),
+        C("RCPT"),
+        S("250 ok"),
+        C("DATA"),
+        Silence(120),
+    ]);
+    let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
+    let o = &r.outcomes[0];
+    assert!(o.recipients[0].is_ok());
+    let e = o.data.as_ref().unwrap_err();
+    assert_eq!((e.stage, e.kind.clone()), (Stage::Data, ErrorKind::Timeout));
+
+    let mut script = ehlo_lines(&["250 mox.example"]);
+    script.extend([
+        C("MAIL"),
+        S("250 ok"),
+        C("RCPT"),
+        S("250 ok"),
+        C("DATA"),
+        S("354 go"),
+        Msg,
+        Silence(600),
+    ]);
+    let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
+    let e = r.outcomes[0].data.as_ref().unwrap_err();
+    assert_eq!((e.stage, e.kind.clone()), (Stage::Data, ErrorKind::Timeout));
+}
+
+/// STARTTLS response injection: bytes after the 220 must not be taken as replies.
+#[test]
+fn data_after_starttls_220_is_refused() {
+    let mut cfg = config();
+    cfg.tls_mode = TlsMode::RequiredStartTls;
+    let r = run(
+        cfg,
+        vec![],
+        &[
+            S("220 x"),
+            C("EHLO"),
+            S("250 STARTTLS"),
+            C("STARTTLS"),
+            S("220 go\r\n250 injected"),
+        ],
+    );
+    let e = conn_err(&r);
+    assert!(matches!(e.kind, ErrorKind::Protocol(_)), "{e:?}");
+    assert!(e.permanent);
+    assert_eq!(e.stage, Stage::StartTls);
+}
+
+#[test]
+fn auth_without_usable_mechanism_and_sasl_failure() {
+    let mut cfg = config();
+    cfg.auth = Some(Credentials {
+        mechanism: None,
+        username: "test".into(),
+        password: "test".into(),
+    });
+    let r = run(
+        cfg.clone(),
+        vec![],
+        &[S("220 x"), C("EHLO"), S("250 AUTH GSSAPI")],
+    );
+    assert_eq!(conn_err(&r).kind, ErrorKind::NoMechanism);
+    // -PLUS is never chosen without TLS.
+    let r = run(
+        cfg.clone(),
+        vec![],
+        &[S("220 x"), C("EHLO"), S("250 AUTH SCRAM-SHA-256-PLUS")],
+    );
+    assert_eq!(conn_err(&r).kind, ErrorKind::NoMechanism);
+    let r = run(
+        cfg,
+        vec![],
+        &[
+            S("220 x"),
+            C("EHLO"),
+            S("250 AUTH PLAIN"),
+            C("AUTH PLAIN"),
+            S("535 5.7.8 bad credentials"),
+        ],
+    );
+    let e = conn_err(&r);
+    assert_eq!((e.stage, e.permanent), (Stage::Auth, true));
+    assert_eq!(e.enhanced(), Some(Enhanced::new(5, 7, 8)));
+}
+
+/// A self-signed certificate: its server config and its SPKI.
+fn dane_server() -> (Arc<rustls::ServerConfig>, Vec<u8>, Vec<u8>) {
+    let params = rcgen::CertificateParams::new(vec!["other.example".to_string()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let cfg =
+        crate::tls::server_config_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .unwrap();
+    (cfg, cert.der().to_vec(), key.public_key_der())
+}
+
+#[test]
+fn dane_ee_records_checked_in_handshake() {
+    let (srv, der, spki) = dane_server();
+    let sha256 = |b: &[u8]| {
+        ring::digest::digest(&ring::digest::SHA256, b)
+            .as_ref()
+            .to_vec()
+    };
+    let sha512 = |b: &[u8]| {
+        ring::digest::digest(&ring::digest::SHA512, b)
+            .as_ref()
+            .to_vec()
+    };
+    let good = [
+        Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: sha256(&spki),
+        },
+        Tlsa {
+            usage: 3,
+            selector: 0,
+            matching: 1,
+            data: sha256(&der),
+        },
+        Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 2,
+            data: sha512(&spki),
+        },
+        Tlsa {
+            usage: 3,
+            selector: 0,
+            matching: 0,
+            data: der.clone(),
+        },
+    ];
+    let bad = [
+        Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: sha256(b"other"),
+        },
+        // Usage 1 (PKIX-EE) is not used for SMTP.
+        Tlsa {
+            usage: 1,
+            selector: 1,
+            matching: 1,
+            data: sha256(&spki),
+        },
+        // Usage 2 must name an anchor of a chain that also verifies.
+        Tlsa {
+            usage: 2,
+            selector: 1,
+            matching: 1,
+            data: sha256(b"nothing"),
+        },
+    ];
+    for (records, ok) in good
+        .iter()
+        .map(|r| (r, true))
+        .chain(bad.iter().map(|r| (r, false)))
+    {
+        let mut cfg = config();
+        cfg.tls_mode = TlsMode::RequiredStartTls;
+        cfg.remote_hostname = "mx.mox.example".into(); // DANE-EE: name not checked.
+        cfg.verification = Verify::Dane(vec![records.clone()]);
+        let mut script = ehlo_lines(&["250 STARTTLS"]);
+        script.extend([C("STARTTLS"), StartTls(Arc::clone(&srv))]);
+        if ok {
+            script.extend([C("EHLO"), S("250 mox.example"), C("QUIT"), S("221 bye")]);
+        }
+        let r = run(cfg, vec![], &script);
+        if ok {
+            assert_eq!(r.failed, None, "{records:?}");
+            assert!(r
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::TlsEstablished(_))));
+        } else {
+            let e = conn_err(&r);
+            assert!(matches!(e.kind, ErrorKind::Tls(_)), "{records:?}: {e:?}");
+            assert!(e.permanent);
+        }
+    }
+}
+
+#[test]
+fn opportunistic_tls_failure_is_temporary() {
+    // The server's certificate is fine, but PKIX with the wrong name fails; without
+    // RequiredStartTls the error is temporary (the queue may retry without TLS).
+    let mut cfg = config();
+    cfg.verification = Verify::Pkix(testkit::client_tls());
+    cfg.remote_hostname = "wrong.example".into();
+    let mut script = ehlo_lines(&["250 STARTTLS"]);
+    script.extend([C("STARTTLS"), StartTls(testkit::server_tls())]);
+    let r = run(cfg, vec![], &script);
+    let e = conn_err(&r);
+    assert!(matches!(e.kind, ErrorKind::Tls(_)));
+    assert!(!e.permanent);
+}
+
+#[test]
+fn deliver_while_busy_is_misuse() {
+    let clock = TestClock::new();
+    let mut c = ClientSession::new(Arc::new(config()), clock.now());
+    c.handle(
+        clock.now(),
+        Input::Deliver(Box::new(delivery(&["a@mox.example"]))),
+    )
+    .unwrap();
+    let e = c
+        .handle(
+            clock.now(),
+            Input::Deliver(Box::new(delivery(&["a@mox.example"]))),
+        )
+        .unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::Misuse(_)));
+}
+
+/// The seed scenarios, every reply delivered in random pieces: same outcomes.
+fn chunked_scenarios(chunks: Vec<usize>) -> Vec<String> {
+    let scripts: Vec<(Vec<Delivery>, Vec<Step>)> = vec![
+        (vec![], vec![S("220-mox.example"), S("500 different code")]),
+        (
+            vec![delivery(&["a@mox.example", "b@mox.example"])],
+            vec![
+                S("220 mox.example"),
+                C("EHLO"),
+                S("250-mox.example\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES"),
+                C("MAIL"),
+                C("RCPT"),
+                C("RCPT"),
+                C("DATA"),
+                S("250 ok\r\n250 ok\r\n550-5.1.1 no\r\n550 5.1.1 really\r\n354 go"),
+                Msg,
+                S("250 2.0.0 ok"),
+                C("QUIT"),
+                S("221 bye"),
+            ],
+        ),
+        (
+            vec![delivery(&["a@mox.example"])],
+            vec![
+                S("220 mox.example"),
+                C("EHLO"),
+                S("250 PIPELINING"),
+                C("MAIL"),
+                C("RCPT"),
+                C("DATA"),
+                S("550 ok"),
+                Close,
+            ],
+        ),
+    ];
+    scripts
+        .into_iter()
+        .map(|(d, s)| {
+            let r = run_chunked(config(), d, &s, chunks.clone());
+            format!("{:?} {:?}", r.outcomes, r.failed)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    #[test]
+    fn any_chunking_of_server_bytes_same_outcome(chunks in proptest::collection::vec(1usize..20, 1..30)) {
+        prop_assert_eq!(chunked_scenarios(chunks), chunked_scenarios(Vec::new()));
+    }
+
+    #[test]
+    fn arbitrary_server_bytes_never_panic(
+        prefix in 0usize..3,
+        junk in proptest::collection::vec(any::<u8>(), 0..400),
+        tls in any::<bool>(),
+    ) {
+        let clock = TestClock::new();
+        let mut cfg = config();
+        cfg.tls_mode = if tls { TlsMode::RequiredStartTls } else { TlsMode::Opportunistic };
+        cfg.auth = Some(Credentials { mechanism: None, username: "u".into(), password: "p".into() });
+        let mut c = ClientSession::new(Arc::new(cfg), clock.now());
+        c.handle(clock.now(), Input::Deliver(Box::new(delivery(&["a@mox.example"])))).unwrap();
+        let prefixes: [&[u8]; 3] = [
+            b"",
+            b"220 x\r\n",
+            b"220 x\r\n250-x\r\n250-PIPELINING\r\n250-AUTH CRAM-MD5 PLAIN\r\n250 STARTTLS\r\n",
+        ];
+        let mut input = prefixes[prefix].to_vec();
+        input.extend_from_slice(&junk);
+        for piece in input.chunks(17) {
+            let _ = c.handle(clock.now(), Input::Received(piece));
+            let mut tx = Vec::new();
+            for _ in 0..1000 {
+                if matches!(c.poll(clock.now(), &mut tx), Output::Idle { .. } | Output::Close) {
+                    break;
+                }
+            }
+        }
+        let _ = c.handle(clock.now(), Input::PeerClosed);
+        let mut tx = Vec::new();
+        for _ in 0..1000 {
+            if matches!(c.poll(clock.now(), &mut tx), Output::Idle { .. } | Output::Close) {
+                break;
+            }
         }
     }
 }
