@@ -35,6 +35,7 @@
 //!   `handle` means the session cannot continue; it is sticky. Nothing reachable from network
 //!   bytes panics.
 
+pub mod client;
 pub mod dkim;
 pub mod dmarc;
 pub mod dns;
