@@ -2,7 +2,7 @@
 //! are combined into one transaction ([`QueueConfig::due`]), what happens after a delivery
 //! attempt (backoff with jitter, permanent failure, delayed DSN, suppression:
 //! [`QueueConfig::after_attempt`]), holds and hold rules, future release, routes and
-//! transports ([`route`]), the order of the hosts to try (`mx::MxPlan`) and the DSN
+//! transports ([`route`]), the order of the hosts to try ([`mx::MxPlan`]) and the DSN
 //! messages sent back to senders ([`dsn::compose_dsn`]).
 //!
 //! Everything is a function of its arguments: wall time comes in as [`UnixTime`], randomness
@@ -26,10 +26,12 @@
 //! ```
 
 pub mod dsn;
+pub mod mx;
 pub mod route;
 pub mod schedule;
 
 pub use dsn::{compose_dsn, must_not_send_dsn, Action, DsnInput, DsnKind, DsnRecipient};
+pub use mx::{MxHost, MxOptions, MxPlan, MxVerdict};
 pub use route::{
     select_transport, Route, Routes, SmtpAuth, SmtpTls, Transport, TransportDirect, TransportSmtp,
     TransportSocks5, TransportSubmission,
