@@ -704,6 +704,36 @@ mod tests {
         assert!(must_not_send_dsn(&it));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever the reply text, ENVID and detail: CRLF only, every line below 998
+        /// octets, three leaf parts, and the status part still has one Final-Recipient per
+        /// recipient.
+        #[test]
+        fn any_input_gives_a_well_formed_dsn(
+            lines in proptest::collection::vec("[ -~\u{80}-\u{10ff}\r\n]{0,1200}", 1..5),
+            envid in "[ -~\r\n]{0,300}",
+            detail in proptest::option::of("[ -~\r\n()]{0,1200}"),
+            nrcpt in 1usize..4,
+            full in proptest::bool::ANY,
+        ) {
+            let mut inp = input(DsnKind::Failure, if full { Ret::Full } else { Ret::Hdrs });
+            inp.envid = Some(envid);
+            let mut r = recipient();
+            r.diagnostic = Some(Reply { code: 554, enhanced: None, lines });
+            r.detail = detail;
+            inp.recipients = vec![r; nrcpt];
+            let msg = compose_dsn(&inp, UnixTime(1));
+            check_lines(&msg);
+            let m = MessageParser::default().parse(&msg).unwrap();
+            let leaves: Vec<_> = m.parts.iter().filter(|p| !p.is_multipart()).collect();
+            proptest::prop_assert!(leaves.len() >= 3);
+            let status = unfold(&String::from_utf8_lossy(leaves[1].contents()));
+            proptest::prop_assert_eq!(status.matches("\r\nFinal-Recipient: ").count(), nrcpt);
+        }
+    }
+
     #[test]
     fn field_folding() {
         let mut s = String::new();

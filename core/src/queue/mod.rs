@@ -6,7 +6,7 @@
 //! messages sent back to senders ([`dsn::compose_dsn`]).
 //!
 //! Everything is a function of its arguments: wall time comes in as [`UnixTime`], randomness
-//! as a [`Rng`]. Queue records live in storage; a [`QueueItem`] is the part of one record
+//! as a [`Rng`](crate::Rng). Queue records live in storage; a [`QueueItem`] is the part of one record
 //! (one recipient of one message) that the scheduler looks at, and maps field by field to
 //! the storage model.
 //!
@@ -323,6 +323,56 @@ mod tests {
             &mut it2
         ));
         assert!(it2.hold);
+    }
+
+    /// Transcript across the pieces: a due item to a null-MX domain is planned, fails
+    /// permanently without a connection, and its sender gets a failure DSN.
+    #[test]
+    fn null_mx_to_dsn() {
+        use crate::dns::{run_sync, StaticZone};
+        let zone = StaticZone::parse("example.net. MX 0 .\n").unwrap();
+        let c = QueueConfig::default();
+        let mut items = vec![item(1)];
+        let batches = c.due(
+            &items,
+            UnixTime(1000),
+            &Routes::default(),
+            &InFlight::default(),
+        );
+        assert_eq!(batches.len(), 1);
+        let mut plan = MxPlan::new(
+            &batches[0].key.recipient_domain,
+            MxOptions::default(),
+            crate::Rng::new(1),
+        );
+        let verdict = run_sync(&mut plan, |q| zone.lookup(q), 10).unwrap();
+        assert_eq!(verdict, MxVerdict::NullMx);
+        let result = verdict.attempt_result("example.net").unwrap();
+        let mut rng = crate::Rng::new(2);
+        let Decision::Failed {
+            dsn: Some(notice),
+            suppress: false,
+        } = c.after_attempt(&mut items[0], &result, UnixTime(1000), &mut rng)
+        else {
+            panic!("null MX fails at once")
+        };
+        let original = b"Subject: hi\r\n\r\nbody\r\n";
+        let input = DsnInput::for_item(
+            &items[0],
+            notice.kind,
+            vec![notice.recipient],
+            "mail.example.org",
+            original,
+            "q1".into(),
+        );
+        let msg = String::from_utf8(compose_dsn(&input, UnixTime(1001))).unwrap();
+        assert!(msg.contains("To: <alice@example.org>\r\n"));
+        assert!(msg.contains("From: <postmaster@example.org>\r\n"));
+        assert!(msg.contains("Final-Recipient: rfc822; r1@example.net\r\n"));
+        assert!(
+            msg.contains("Status: 5.1.10 (example.net does not accept mail [null MX])\r\n"),
+            "{msg}"
+        );
     }
 
     #[test]

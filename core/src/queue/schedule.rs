@@ -189,6 +189,15 @@ impl Failure {
         }
     }
 
+    /// The failure for a recipient on the sender account's suppression list (fail it with
+    /// [`QueueConfig::fail`] instead of attempting delivery).
+    pub fn suppressed() -> Failure {
+        Failure::local(
+            "recipient is on the suppression list of the sending account",
+            Enhanced::new(5, 7, 1),
+        )
+    }
+
     /// A failure without a remote reply.
     pub fn local(detail: impl Into<String>, enhanced: Enhanced) -> Failure {
         Failure {
@@ -955,10 +964,7 @@ mod tests {
     fn admin_fail_and_local_failures() {
         let c = cfg();
         let mut it = item(1);
-        let f = Failure::local(
-            "recipient is on the suppression list",
-            Enhanced::new(5, 7, 1),
-        );
+        let f = Failure::suppressed();
         let Decision::Failed {
             dsn: Some(d),
             suppress: false,
@@ -970,7 +976,7 @@ mod tests {
         assert_eq!(d.recipient.status, Enhanced::new(5, 7, 1));
         assert_eq!(
             d.recipient.detail.as_deref(),
-            Some("recipient is on the suppression list")
+            Some("recipient is on the suppression list of the sending account")
         );
         assert_eq!(d.recipient.diagnostic, None);
         let mut rng = Rng::new(1);
@@ -1189,6 +1195,7 @@ mod tests {
                 it
             }).collect();
             let mut retired: BTreeMap<u64, &'static str> = BTreeMap::new();
+            let mut delay_dsns: BTreeMap<u64, u32> = BTreeMap::new();
             let mut now = UnixTime(1000);
             let mut prev_base = Duration::ZERO;
             for n in 1..=12 {
@@ -1228,7 +1235,14 @@ mod tests {
                         prop_assert_eq!(it.attempts, before + 1);
                         prop_assert!(it.attempts <= c.max_attempts());
                         match d {
-                            Decision::Retry { next_attempt, .. } => {
+                            Decision::Retry { next_attempt, dsn } => {
+                                if let Some(d) = dsn {
+                                    prop_assert_eq!(d.kind, DsnKind::Delay);
+                                    prop_assert_eq!(it.attempts, 5);
+                                    let n = delay_dsns.entry(*id).or_default();
+                                    *n += 1;
+                                    prop_assert_eq!(*n, 1, "delay DSN twice");
+                                }
                                 prop_assert!(next_attempt >= now);
                                 prop_assert_eq!(next_attempt, it.next_attempt);
                                 let base = c.backoff(it.attempts).as_secs() as i64;
