@@ -135,6 +135,17 @@ impl QueueItem {
     pub fn is_due(&self, now: UnixTime) -> bool {
         !self.hold && self.next_attempt <= now
     }
+
+    /// Administrator `kick`: attempt at `now` (a held item stays held).
+    pub fn kick(&mut self, now: UnixTime) {
+        self.next_attempt = now;
+    }
+
+    /// Administrator `release` (and hold rule removal): takes the item off hold; its
+    /// `next_attempt` is kept, so a FUTURERELEASE time still applies.
+    pub fn release(&mut self) {
+        self.hold = false;
+    }
 }
 
 /// A rule that puts newly queued messages on hold. Every field that is set must match; a
@@ -373,6 +384,22 @@ mod tests {
             msg.contains("Status: 5.1.10 (example.net does not accept mail [null MX])\r\n"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn kick_and_release() {
+        let mut it = item(1);
+        it.next_attempt = UnixTime(5000);
+        it.hold = true;
+        it.kick(UnixTime(2000));
+        assert!(
+            !it.is_due(UnixTime(2000)),
+            "held items stay held when kicked"
+        );
+        it.release();
+        assert!(it.is_due(UnixTime(2000)));
+        it.next_attempt = UnixTime(9000);
+        assert!(!it.is_due(UnixTime(2000)));
     }
 
     #[test]
