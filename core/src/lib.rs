@@ -43,6 +43,7 @@ pub mod dnsbl;
 pub mod iprev;
 pub mod message;
 pub mod publicsuffix;
+pub mod queue;
 pub mod rng;
 pub mod sasl;
 pub mod server;
