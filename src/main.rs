@@ -370,14 +370,53 @@ fn main() -> ExitCode {
         } => admin::export(&config, format, &account, &dest),
         Cmd::Backup { dir, config } => admin::backup(&config, &dir),
         Cmd::Verifydata { datadir } => admin::verifydata(&datadir),
-        Cmd::Spf { cmd: SpfCmd::Check { domain, ip, helo, resolver } } => tools::spf_check(&domain, ip, &helo, &resolver),
-        Cmd::Spf { cmd: SpfCmd::Lookup { domain, resolver } } => tools::spf_lookup(&domain, &resolver),
-        Cmd::Dnsbl { cmd: DnsblCmd::Check { zone, ip, resolver } } => tools::dnsbl_check(&zone, ip, &resolver),
-        Cmd::Dkim { cmd: DkimCmd::Gened25519 { domain, selector, keyfile } } => tools::dkim_gen_ed25519(&domain, &selector, &keyfile),
-        Cmd::Dkim { cmd: DkimCmd::Sign { domain, selector, keyfile, file } } => tools::dkim_sign(&domain, &selector, &keyfile, &file),
-        Cmd::Dkim { cmd: DkimCmd::Verify { file, resolver } } => tools::dkim_verify(&file, &resolver),
-        Cmd::Dmarc { cmd: DmarcCmd::Verify { remoteip, mailfrom, helo, resolver } } => tools::dmarc_verify(remoteip, &mailfrom, &helo, &resolver),
-        Cmd::Dmarc { cmd: DmarcCmd::Parsereport { file } } => tools::dmarc_parsereport(&file),
+        Cmd::Spf {
+            cmd:
+                SpfCmd::Check {
+                    domain,
+                    ip,
+                    helo,
+                    resolver,
+                },
+        } => tools::spf_check(&domain, ip, &helo, &resolver),
+        Cmd::Spf {
+            cmd: SpfCmd::Lookup { domain, resolver },
+        } => tools::spf_lookup(&domain, &resolver),
+        Cmd::Dnsbl {
+            cmd: DnsblCmd::Check { zone, ip, resolver },
+        } => tools::dnsbl_check(&zone, ip, &resolver),
+        Cmd::Dkim {
+            cmd:
+                DkimCmd::Gened25519 {
+                    domain,
+                    selector,
+                    keyfile,
+                },
+        } => tools::dkim_gen_ed25519(&domain, &selector, &keyfile),
+        Cmd::Dkim {
+            cmd:
+                DkimCmd::Sign {
+                    domain,
+                    selector,
+                    keyfile,
+                    file,
+                },
+        } => tools::dkim_sign(&domain, &selector, &keyfile, &file),
+        Cmd::Dkim {
+            cmd: DkimCmd::Verify { file, resolver },
+        } => tools::dkim_verify(&file, &resolver),
+        Cmd::Dmarc {
+            cmd:
+                DmarcCmd::Verify {
+                    remoteip,
+                    mailfrom,
+                    helo,
+                    resolver,
+                },
+        } => tools::dmarc_verify(remoteip, &mailfrom, &helo, &resolver),
+        Cmd::Dmarc {
+            cmd: DmarcCmd::Parsereport { file },
+        } => tools::dmarc_parsereport(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

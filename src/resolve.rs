@@ -11,7 +11,9 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rmox_core::dns::{Lookup, LookupResult, QueryId, Resolver, ResolverConfig, ResolverOutput, StaticZone};
+use rmox_core::dns::{
+    Lookup, LookupResult, QueryId, Resolver, ResolverConfig, ResolverOutput, StaticZone,
+};
 use rmox_core::{Rng, Token};
 
 use crate::Fail;
@@ -32,20 +34,27 @@ impl Dns {
     pub fn from_config(resolver: &[String], base: &std::path::Path) -> Result<Dns, Fail> {
         if let Some(path) = resolver.iter().find_map(|r| r.strip_prefix("zonefile:")) {
             let p = base.join(path);
-            let text = std::fs::read_to_string(&p).map_err(|e| Fail(format!("resolver zonefile {}: {e}", p.display())))?;
-            let zone = StaticZone::parse(&text).map_err(|e| Fail(format!("resolver zonefile {}: {e}", p.display())))?;
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| Fail(format!("resolver zonefile {}: {e}", p.display())))?;
+            let zone = StaticZone::parse(&text)
+                .map_err(|e| Fail(format!("resolver zonefile {}: {e}", p.display())))?;
             return Ok(Dns::Zone(zone));
         }
         let mut servers: Vec<SocketAddr> = Vec::new();
         for r in resolver {
-            servers.push(r.parse().map_err(|_| Fail(format!("resolver {r:?}: not ip:port")))?);
+            servers.push(
+                r.parse()
+                    .map_err(|_| Fail(format!("resolver {r:?}: not ip:port")))?,
+            );
         }
         if servers.is_empty() {
             let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             servers = rmox_core::dns::parse_resolv_conf(&text);
         }
         if servers.is_empty() {
-            return Err(Fail("no DNS servers: set `resolver` in the config or fill /etc/resolv.conf".into()));
+            return Err(Fail(
+                "no DNS servers: set `resolver` in the config or fill /etc/resolv.conf".into(),
+            ));
         }
         // The AD bit is believed only from loopback resolvers (a validating resolver on this
         // machine); others could be spoofed on the way.
@@ -81,8 +90,9 @@ impl Dns {
                 waiting
                     .into_iter()
                     .map(|r| {
-                        r.recv_timeout(Duration::from_secs(30))
-                            .unwrap_or_else(|_| LookupResult::TempFail("resolver did not answer".into()))
+                        r.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+                            LookupResult::TempFail("resolver did not answer".into())
+                        })
                     })
                     .collect()
             }
@@ -91,7 +101,9 @@ impl Dns {
 
     /// One lookup.
     pub fn lookup(&self, l: &Lookup) -> LookupResult {
-        self.lookup_many(std::slice::from_ref(l)).pop().unwrap_or(LookupResult::TempFail("no answer".into()))
+        self.lookup_many(std::slice::from_ref(l))
+            .pop()
+            .unwrap_or(LookupResult::TempFail("no answer".into()))
     }
 }
 
@@ -102,7 +114,9 @@ fn now() -> rmox_core::Now {
 /// The resolver thread: runs until every sender is gone.
 fn run(config: ResolverConfig, seed: u64, rx: mpsc::Receiver<(Lookup, Reply)>) {
     let bind: SocketAddr = match config.servers.first() {
-        Some(s) if s.is_ipv6() => "[::]:0".parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        Some(s) if s.is_ipv6() => "[::]:0"
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
         _ => SocketAddr::from(([0, 0, 0, 0], 0)),
     };
     let sock = match UdpSocket::bind(bind) {
@@ -141,7 +155,11 @@ fn run(config: ResolverConfig, seed: u64, rx: mpsc::Receiver<(Lookup, Reply)>) {
                         tracing::debug!(error = %e, %server, "dns: udp send failed");
                     }
                 }
-                ResolverOutput::SendTcp { server, conn, bytes } => {
+                ResolverOutput::SendTcp {
+                    server,
+                    conn,
+                    bytes,
+                } => {
                     let t = now();
                     match tcp_exchange(&mut tcp, server, conn, &bytes) {
                         Ok(answer) => r.handle_tcp(t, conn, &answer),
@@ -207,7 +225,9 @@ fn tcp_exchange(
         s.set_write_timeout(Some(Duration::from_secs(3)))?;
         conns.insert(conn, s);
     }
-    let s = conns.get_mut(&conn).ok_or_else(|| std::io::Error::other("no connection"))?;
+    let s = conns
+        .get_mut(&conn)
+        .ok_or_else(|| std::io::Error::other("no connection"))?;
     s.write_all(bytes)?;
     let mut len = [0u8; 2];
     s.read_exact(&mut len)?;

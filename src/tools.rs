@@ -19,7 +19,8 @@ fn dns(resolver: &Option<String>) -> Result<Dns, Fail> {
 /// Runs a check against real DNS (or a zone file), bounded in questions.
 fn run<C: Check>(check: &mut C, d: &Dns) -> Result<C::Verdict, Fail> {
     // run_sync answers one batch at a time; 256 questions is far above any check's limit.
-    run_sync(check, |l: &Lookup| d.lookup(l), 256).ok_or_else(|| Fail("check did not finish".into()))
+    run_sync(check, |l: &Lookup| d.lookup(l), 256)
+        .ok_or_else(|| Fail("check did not finish".into()))
 }
 
 fn now() -> UnixTime {
@@ -27,9 +28,20 @@ fn now() -> UnixTime {
 }
 
 /// `rmox spf check DOMAIN IP [--helo NAME]`: evaluate SPF for a sender domain and IP.
-pub fn spf_check(domain: &str, ip: IpAddr, helo: &str, resolver: &Option<String>) -> Result<(), Fail> {
+pub fn spf_check(
+    domain: &str,
+    ip: IpAddr,
+    helo: &str,
+    resolver: &Option<String>,
+) -> Result<(), Fail> {
     let d = dns(resolver)?;
-    let args = rmox_core::spf::SpfArgs::mail_from(ip, &format!("postmaster@{domain}"), helo, "rmox.invalid", now());
+    let args = rmox_core::spf::SpfArgs::mail_from(
+        ip,
+        &format!("postmaster@{domain}"),
+        helo,
+        "rmox.invalid",
+        now(),
+    );
     let mut c = rmox_core::spf::SpfCheck::new(args.clone());
     let r = run(&mut c, &d)?;
     println!("result: {}", r.result);
@@ -50,14 +62,20 @@ pub fn spf_check(domain: &str, ip: IpAddr, helo: &str, resolver: &Option<String>
 /// `rmox spf lookup DOMAIN`: print and parse the SPF record.
 pub fn spf_lookup(domain: &str, resolver: &Option<String>) -> Result<(), Fail> {
     let d = dns(resolver)?;
-    let r = d.lookup(&Lookup { name: domain.trim_end_matches('.').to_ascii_lowercase(), rtype: RecordType::Txt });
+    let r = d.lookup(&Lookup {
+        name: domain.trim_end_matches('.').to_ascii_lowercase(),
+        rtype: RecordType::Txt,
+    });
     let rmox_core::dns::LookupResult::Records { records, .. } = r else {
         return Err(Fail(format!("{domain}: no TXT records ({r:?})")));
     };
     let mut found = 0;
     for rec in records {
         if let rmox_core::dns::Record::Txt(parts) = rec {
-            let text: String = parts.iter().map(|p| String::from_utf8_lossy(p).to_string()).collect();
+            let text: String = parts
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).to_string())
+                .collect();
             if text.to_ascii_lowercase().starts_with("v=spf1") {
                 found += 1;
                 println!("{text}");
@@ -92,7 +110,9 @@ pub fn dnsbl_check(zone: &str, ip: IpAddr, resolver: &Option<String>) -> Result<
 fn read_message(file: &Path) -> Result<Vec<u8>, Fail> {
     let raw = if file == Path::new("-") {
         let mut v = Vec::new();
-        std::io::stdin().read_to_end(&mut v).map_err(|e| Fail(format!("reading stdin: {e}")))?;
+        std::io::stdin()
+            .read_to_end(&mut v)
+            .map_err(|e| Fail(format!("reading stdin: {e}")))?;
         v
     } else {
         std::fs::read(file).map_err(|e| Fail(format!("{}: {e}", file.display())))?
@@ -104,7 +124,8 @@ fn read_message(file: &Path) -> Result<Vec<u8>, Fail> {
 pub fn dkim_verify(file: &Path, resolver: &Option<String>) -> Result<(), Fail> {
     let msg = read_message(file)?;
     let d = dns(resolver)?;
-    let mut c = rmox_core::dkim::DkimVerify::new(&msg, now(), &rmox_core::dkim::VerifyLimits::default());
+    let mut c =
+        rmox_core::dkim::DkimVerify::new(&msg, now(), &rmox_core::dkim::VerifyLimits::default());
     let results = run(&mut c, &d)?;
     if results.is_empty() {
         println!("dkim=none (no signatures)");
@@ -122,41 +143,64 @@ pub fn dkim_verify(file: &Path, resolver: &Option<String>) -> Result<(), Fail> {
 pub fn dkim_gen_ed25519(domain: &str, selector: &str, keyfile: &Path) -> Result<(), Fail> {
     use ring::rand::SecureRandom;
     let mut seed = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut seed).map_err(|_| Fail("no random source".into()))?;
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| Fail("no random source".into()))?;
     let der = rmox_core::dkim::ed25519_pkcs8_from_seed(&seed);
     let pem = rmox_core::dkim::pem_encode("PRIVATE KEY", &der);
     if keyfile.exists() {
-        return Err(Fail(format!("{}: exists, not overwriting", keyfile.display())));
+        return Err(Fail(format!(
+            "{}: exists, not overwriting",
+            keyfile.display()
+        )));
     }
     std::fs::write(keyfile, pem).map_err(|e| Fail(format!("{}: {e}", keyfile.display())))?;
-    let key = rmox_core::dkim::SigningKey::ed25519_from_seed(&seed).map_err(|e| Fail(e.to_string()))?;
-    println!("{selector}._domainkey.{domain}. IN TXT \"{}\"", key.dns_record());
+    let key =
+        rmox_core::dkim::SigningKey::ed25519_from_seed(&seed).map_err(|e| Fail(e.to_string()))?;
+    println!(
+        "{selector}._domainkey.{domain}. IN TXT \"{}\"",
+        key.dns_record()
+    );
     Ok(())
 }
 
 /// `rmox dkim sign DOMAIN SELECTOR KEYFILE FILE`: prints the message with a signature.
 pub fn dkim_sign(domain: &str, selector: &str, keyfile: &Path, file: &Path) -> Result<(), Fail> {
     let msg = read_message(file)?;
-    let pem = std::fs::read_to_string(keyfile).map_err(|e| Fail(format!("{}: {e}", keyfile.display())))?;
-    let key = rmox_core::dkim::SigningKey::from_pem(&pem).map_err(|e| Fail(format!("{}: {e}", keyfile.display())))?;
+    let pem = std::fs::read_to_string(keyfile)
+        .map_err(|e| Fail(format!("{}: {e}", keyfile.display())))?;
+    let key = rmox_core::dkim::SigningKey::from_pem(&pem)
+        .map_err(|e| Fail(format!("{}: {e}", keyfile.display())))?;
     let cfg = rmox_core::dkim::SignConfig::new(domain, selector, key);
     let rng = ring::rand::SystemRandom::new();
-    let h = rmox_core::dkim::sign(&msg, &[cfg], now(), &rng).map_err(|e| Fail(format!("signing: {e}")))?;
+    let h = rmox_core::dkim::sign(&msg, &[cfg], now(), &rng)
+        .map_err(|e| Fail(format!("signing: {e}")))?;
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    out.write_all(h.as_bytes()).and_then(|_| out.write_all(&msg)).map_err(|e| Fail(e.to_string()))
+    out.write_all(h.as_bytes())
+        .and_then(|_| out.write_all(&msg))
+        .map_err(|e| Fail(e.to_string()))
 }
 
 /// `rmox dmarc verify REMOTEIP MAILFROM HELO < message`: SPF, DKIM and DMARC as the server
 /// would evaluate them.
-pub fn dmarc_verify(ip: IpAddr, mail_from: &str, helo: &str, resolver: &Option<String>) -> Result<(), Fail> {
+pub fn dmarc_verify(
+    ip: IpAddr,
+    mail_from: &str,
+    helo: &str,
+    resolver: &Option<String>,
+) -> Result<(), Fail> {
     let msg = read_message(Path::new("-"))?;
     let d = dns(resolver)?;
     let args = rmox_core::spf::SpfArgs::mail_from(ip, mail_from, helo, "rmox.invalid", now());
     let spf = run(&mut rmox_core::spf::SpfCheck::new(args.clone()), &d)?;
     println!("spf={} smtp.mailfrom={}", spf.result, args.domain);
     let dkim = run(
-        &mut rmox_core::dkim::DkimVerify::new(&msg, now(), &rmox_core::dkim::VerifyLimits::default()),
+        &mut rmox_core::dkim::DkimVerify::new(
+            &msg,
+            now(),
+            &rmox_core::dkim::VerifyLimits::default(),
+        ),
         &d,
     )?;
     for r in &dkim {
@@ -164,21 +208,33 @@ pub fn dmarc_verify(ip: IpAddr, mail_from: &str, helo: &str, resolver: &Option<S
     }
     let header_end = rmox_core::message::body_offset(&msg).unwrap_or(msg.len());
     let from = rmox_core::message::from_addresses(&msg[..header_end]);
-    let Some(from_domain) = from.first().and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase())) else {
+    let Some(from_domain) = from
+        .first()
+        .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+    else {
         return Err(Fail("message has no From address".into()));
     };
     let spf_pass = (spf.result == rmox_core::spf::SpfStatus::Pass).then_some(args.domain.as_str());
     let input = rmox_core::dmarc::DmarcInput::new(&from_domain, spf_pass, &dkim, 0);
     let r = run(&mut rmox_core::dmarc::DmarcVerify::new(input), &d)?;
     println!("{}", r.auth_results(&from_domain));
-    println!("disposition: {:?}{}", r.disposition, if r.is_reject() { " (would be rejected)" } else { "" });
+    println!(
+        "disposition: {:?}{}",
+        r.disposition,
+        if r.is_reject() {
+            " (would be rejected)"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 
 /// `rmox dmarc parsereport FILE`: XML, gzip or zip.
 pub fn dmarc_parsereport(file: &Path) -> Result<(), Fail> {
     let data = std::fs::read(file).map_err(|e| Fail(format!("{}: {e}", file.display())))?;
-    let f = rmox_core::dmarc::parse_report_file(&data).map_err(|e| Fail(format!("{}: {e}", file.display())))?;
+    let f = rmox_core::dmarc::parse_report_file(&data)
+        .map_err(|e| Fail(format!("{}: {e}", file.display())))?;
     println!("{f:#?}");
     Ok(())
 }

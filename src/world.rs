@@ -41,7 +41,9 @@ pub struct World {
 }
 
 /// Loads the DKIM keys of every domain that signs.
-pub fn load_dkim(c: &Config) -> Result<HashMap<String, Vec<rmox_core::dkim::SignConfig>>, crate::Fail> {
+pub fn load_dkim(
+    c: &Config,
+) -> Result<HashMap<String, Vec<rmox_core::dkim::SignConfig>>, crate::Fail> {
     let mut out = HashMap::new();
     for (domain, dc) in &c.domain {
         let mut configs = Vec::new();
@@ -54,10 +56,18 @@ pub fn load_dkim(c: &Config) -> Result<HashMap<String, Vec<rmox_core::dkim::Sign
             };
             let p = c.resolve_path(path);
             let pem = std::fs::read_to_string(&p).map_err(|e| {
-                crate::Fail(format!("{}: domain.{domain:?}.dkim.selectors.{sel}: {}: {e}", c.path.display(), p.display()))
+                crate::Fail(format!(
+                    "{}: domain.{domain:?}.dkim.selectors.{sel}: {}: {e}",
+                    c.path.display(),
+                    p.display()
+                ))
             })?;
             let key = rmox_core::dkim::SigningKey::from_pem(&pem).map_err(|e| {
-                crate::Fail(format!("{}: domain.{domain:?}.dkim.selectors.{sel}: {}: {e}", c.path.display(), p.display()))
+                crate::Fail(format!(
+                    "{}: domain.{domain:?}.dkim.selectors.{sel}: {}: {e}",
+                    c.path.display(),
+                    p.display()
+                ))
             })?;
             configs.push(rmox_core::dkim::SignConfig::new(domain, sel, key));
         }
@@ -160,7 +170,11 @@ fn domain_of(a: &Address) -> Option<String> {
 
 impl World {
     /// A world over `config` and `store`.
-    pub fn new(config: Arc<Config>, store: Arc<Store>, dns: Option<Dns>) -> Result<World, crate::Fail> {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<Store>,
+        dns: Option<Dns>,
+    ) -> Result<World, crate::Fail> {
         let dkim = load_dkim(&config)?;
         Ok(World {
             config,
@@ -460,13 +474,24 @@ impl World {
         let inc = &self.config.incoming;
         if let Some(d) = &v.dmarc {
             if d.is_reject() && inc.dmarc_reject {
-                return Err(reply(550, (5, 7, 1), format!("rejecting per DMARC policy of {}", v.from_domain.as_deref().unwrap_or("the From domain"))));
+                return Err(reply(
+                    550,
+                    (5, 7, 1),
+                    format!(
+                        "rejecting per DMARC policy of {}",
+                        v.from_domain.as_deref().unwrap_or("the From domain")
+                    ),
+                ));
             }
         }
         if let Some(list) = &v.dnsbl {
             for (zone, status) in list {
                 if let rmox_core::dnsbl::DnsblStatus::Fail(reason) = status {
-                    return Err(reply(451, (4, 7, 1), format!("your ip is listed in {zone}: {reason}")));
+                    return Err(reply(
+                        451,
+                        (4, 7, 1),
+                        format!("your ip is listed in {zone}: {reason}"),
+                    ));
                 }
             }
         }
@@ -480,7 +505,12 @@ impl World {
             let known = domain.is_some_and(|d| {
                 accounts.iter().any(|acc| {
                     self.store
-                        .count_since(acc, rmox_storage::IndexKind::MailFromDomain, &d, UnixTime(0))
+                        .count_since(
+                            acc,
+                            rmox_storage::IndexKind::MailFromDomain,
+                            &d,
+                            UnixTime(0),
+                        )
                         .map(|n| n > 0)
                         .unwrap_or(false)
                 })
@@ -527,6 +557,8 @@ impl World {
         if deliveries.is_empty() {
             return Err(failure.unwrap_or_else(|| reply(550, (5, 1, 1), "no such user(s)")));
         }
+        let accounts: Vec<String> = deliveries.iter().map(|d| d.account.clone()).collect();
+        self.incoming_policy(t, &accounts)?;
         self.store
             .deliver_many(deliveries)
             .map(|_| ())
@@ -619,8 +651,9 @@ impl World {
                 is_dsn: false,
             })
             .collect();
+        let signed = self.dkim_sign(t);
         self.store
-            .queue_add(&t.message, queue)
+            .queue_add(&signed, queue)
             .map_err(|e| store_error(&e))?;
         self.store
             .record_outgoing(account, &rcpts, now)
@@ -708,7 +741,9 @@ impl rmox_driver::Answerer for World {
                 Some(d) => d.lookup_many(&lookups),
                 None => lookups
                     .iter()
-                    .map(|_| rmox_core::dns::LookupResult::TempFail("no resolver configured".into()))
+                    .map(|_| {
+                        rmox_core::dns::LookupResult::TempFail("no resolver configured".into())
+                    })
                     .collect(),
             }),
         }
