@@ -74,7 +74,7 @@ pub fn account_add(config: &Path, name: &str, address: &str) -> Result<(), Fail>
         t["domain"] = toml_edit::value(domain.clone());
         let mut dests = toml_edit::InlineTable::new();
         dests.insert(
-            &a.to_string(),
+            a.to_string(),
             toml_edit::Value::InlineTable(toml_edit::InlineTable::new()),
         );
         t["destinations"] = toml_edit::Item::Value(toml_edit::Value::InlineTable(dests));

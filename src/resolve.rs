@@ -219,15 +219,15 @@ fn tcp_exchange(
     conn: Token,
     bytes: &[u8],
 ) -> std::io::Result<Vec<u8>> {
-    if !conns.contains_key(&conn) {
-        let s = TcpStream::connect_timeout(&server, Duration::from_secs(3))?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
-        s.set_write_timeout(Some(Duration::from_secs(3)))?;
-        conns.insert(conn, s);
-    }
-    let s = conns
-        .get_mut(&conn)
-        .ok_or_else(|| std::io::Error::other("no connection"))?;
+    let s = match conns.entry(conn) {
+        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            let s = TcpStream::connect_timeout(&server, Duration::from_secs(3))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            s.set_write_timeout(Some(Duration::from_secs(3)))?;
+            v.insert(s)
+        }
+    };
     s.write_all(bytes)?;
     let mut len = [0u8; 2];
     s.read_exact(&mut len)?;

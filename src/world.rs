@@ -405,6 +405,7 @@ impl World {
         }
     }
 
+    #[allow(clippy::field_reassign_with_default)]
     fn info(t: &Transaction, rcpt: Option<String>) -> MessageInfo {
         let mut info = MessageInfo::default();
         info.remote_ip = Some(t.remote_ip);
@@ -675,12 +676,7 @@ impl World {
             (None, Some(p)) => p.account.clone(),
             (None, None) => return Err(reply(550, (5, 1, 1), "no account to deliver to")),
         };
-        let mailbox = if t.account.is_some() {
-            "Inbox"
-        } else {
-            "Inbox"
-        }
-        .to_string();
+        let mailbox = "Inbox".to_string();
         let rcpt = t
             .recipients
             .first()

@@ -962,6 +962,12 @@ mod pair {
             Effect::CheckConnection { .. } | Effect::CheckSender { .. } => {
                 Completion::Verdict(Verdict::Accept)
             }
+            Effect::Dns(lookups) => Completion::Dns(
+                lookups
+                    .iter()
+                    .map(|_| crate::dns::LookupResult::NxDomain)
+                    .collect(),
+            ),
             Effect::CheckPassword {
                 username, password, ..
             } => Completion::Password(if username == "mjl@mox.example" && password == "testtest" {

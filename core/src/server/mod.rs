@@ -432,7 +432,7 @@ enum Phase {
 enum Pending {
     Connection,
     Sender {
-        txn: Txn,
+        txn: Box<Txn>,
     },
     Recipient {
         path: ForwardPath,
@@ -462,7 +462,7 @@ enum Pending {
 /// What follows when a set of checks is done.
 enum AfterChecks {
     /// The checks at MAIL FROM.
-    Mail { txn: Txn },
+    Mail { txn: Box<Txn> },
     /// The checks after DATA; `dmarc` is false until the DMARC round ran.
     Data {
         t: Box<Transaction>,
@@ -1215,7 +1215,10 @@ impl ServerSession {
                 &self.config.hostname,
                 now.wall,
             );
-            return self.run_checks(CheckSet::new(list), AfterChecks::Mail { txn });
+            return self.run_checks(
+                CheckSet::new(list),
+                AfterChecks::Mail { txn: Box::new(txn) },
+            );
         }
         self.mail_checked(txn);
     }
@@ -1225,7 +1228,7 @@ impl ServerSession {
         let path = txn.mail_from.clone();
         let account = self.account.clone();
         self.effect(
-            Pending::Sender { txn },
+            Pending::Sender { txn: Box::new(txn) },
             Effect::CheckSender {
                 account,
                 address: path,
@@ -1785,7 +1788,7 @@ impl ServerSession {
             },
             (Pending::Sender { txn }, Completion::Verdict(v)) => match v {
                 Verdict::Accept => {
-                    self.txn = Some(txn);
+                    self.txn = Some(*txn);
                     self.reply(Reply::new(
                         250,
                         Some(Enhanced::new(2, 1, 0)),
@@ -1943,7 +1946,7 @@ impl ServerSession {
                     }
                     _ => {}
                 }
-                self.mail_checked(txn);
+                self.mail_checked(*txn);
             }
             AfterChecks::Data {
                 mut t,

@@ -1238,7 +1238,7 @@ fn authentication_results_after_data() {
     assert!(text.starts_with("Authentication-Results: mox.example;\r\n\tiprev=pass policy.iprev=192.0.2.10;\r\n\tdkim=none;\r\n\tspf=pass smtp.mailfrom=good.example;\r\n\tdmarc=pass"), "{text}");
     assert!(text.contains("\r\nReceived-SPF: pass"), "{text}");
     let auth = t.auth.as_ref().unwrap();
-    assert!(auth.dmarc.as_ref().unwrap().dkim_aligned == false);
+    assert!(!auth.dmarc.as_ref().unwrap().dkim_aligned);
     assert!(!auth.dmarc.as_ref().unwrap().is_reject());
 }
 
