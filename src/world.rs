@@ -63,7 +63,8 @@ enum Special {
 
 fn special(localpart: &str, prefix: &str) -> Option<Special> {
     let lp = localpart.to_ascii_lowercase();
-    let lp = lp.strip_prefix(prefix).unwrap_or(if prefix.is_empty() { &lp } else { return None });
+    // Without the prefix the local part is not special (`strip_prefix("")` always matches).
+    let lp = lp.strip_prefix(prefix)?;
     if lp.ends_with("temperror") {
         return Some(Special::Temp);
     }
@@ -73,14 +74,13 @@ fn special(localpart: &str, prefix: &str) -> Option<Special> {
     if lp.ends_with("timeout") {
         return Some(Special::Timeout);
     }
-    if lp.len() >= 3 {
-        let tail = &lp[lp.len() - 3..];
-        if tail.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(code) = tail.parse::<u16>() {
-                if (400..600).contains(&code) {
-                    return Some(Special::Code(code));
-                }
-            }
+    // Bytes, not a str slice: the local part may be UTF-8 (SMTPUTF8) and the last three
+    // bytes need not start at a character boundary.
+    let tail = lp.as_bytes().get(lp.len().checked_sub(3)?..)?;
+    if tail.iter().all(|b| b.is_ascii_digit()) {
+        let code = tail.iter().fold(0u16, |n, b| n * 10 + u16::from(b - b'0'));
+        if (400..600).contains(&code) {
+            return Some(Special::Code(code));
         }
     }
     None
@@ -744,6 +744,40 @@ mailbox = "Postmaster"
     #[track_caller]
     fn expect(got: &str, prefix: &str) {
         assert!(got.starts_with(prefix), "expected {prefix:?}, got {got:?}");
+    }
+
+    /// Regression: `special` evaluated `unwrap_or(return None)` eagerly, so the
+    /// `mailfrom`/`rcptto` prefixes never matched; and it sliced a str at a byte offset,
+    /// panicking on UTF-8 local parts.
+    #[test]
+    fn localserve_special_localparts() {
+        let code = |lp: &str, prefix: &str| match special(lp, prefix) {
+            None => "none".to_string(),
+            Some(Special::Temp) => "temp".to_string(),
+            Some(Special::Perm) => "perm".to_string(),
+            Some(Special::Timeout) => "timeout".to_string(),
+            Some(Special::Code(c)) => c.to_string(),
+        };
+        let cases = [
+            ("mailfrom550", "mailfrom", "550"),
+            ("MailFromTempError", "mailfrom", "temp"),
+            ("rcpttopermerror", "rcptto", "perm"),
+            ("rcptto-timeout", "rcptto", "timeout"),
+            ("x550", "mailfrom", "none"),
+            ("mailfrom", "mailfrom", "none"),
+            ("x-452", "", "452"),
+            ("x-200", "", "none"),
+            ("x-999", "", "none"),
+            ("plain", "", "none"),
+            ("éé", "", "none"),
+            ("é", "", "none"),
+            ("aé5", "", "none"),
+            ("rcpttoéé", "rcptto", "none"),
+            ("", "", "none"),
+        ];
+        for (lp, prefix, want) in cases {
+            assert_eq!(code(lp, prefix), want, "{lp:?} with prefix {prefix:?}");
+        }
     }
 
     #[test]

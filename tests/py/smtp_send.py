@@ -24,6 +24,7 @@ def main():
     p.add_argument("--from-header", default=None)
     p.add_argument("--subject", required=True)
     p.add_argument("--body", default="Hello from smtplib.\r\n")
+    p.add_argument("--body-repeat", type=int, default=0, help="body of N fixed 70-octet lines instead")
     a = p.parse_args()
 
     ctx = ssl.create_default_context()
@@ -31,6 +32,9 @@ def main():
     ctx.verify_mode = ssl.CERT_NONE
 
     frm = a.from_header or a.mail_from
+    if a.body_repeat:
+        # A trailing dot in each line exercises dot handling; no line starts with one.
+        a.body = "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .!\r\n" * a.body_repeat
     msg = (
         "From: <%s>\r\nTo: %s\r\nSubject: %s\r\nMessage-Id: <%s@e2e.example>\r\n\r\n%s"
         % (frm, ", ".join("<%s>" % t for t in a.to), a.subject, abs(hash(a.subject)), a.body)

@@ -111,6 +111,8 @@ pub struct Server {
     /// Its directory (localserve: config, certificate, data).
     pub dir: TempDir,
     starts: u32,
+    /// SIGTERM was sent to the current process (a second one makes rmox exit at once).
+    term_sent: bool,
 }
 
 impl Server {
@@ -126,6 +128,7 @@ impl Server {
             probe_port: SMTP_PORT,
             dir,
             starts: 0,
+            term_sent: false,
         };
         s.start();
         s
@@ -143,6 +146,7 @@ impl Server {
             probe_port,
             dir,
             starts: 0,
+            term_sent: false,
         };
         s.start();
         s
@@ -174,6 +178,7 @@ impl Server {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "server already running");
         self.starts += 1;
+        self.term_sent = false;
         let stderr = std::fs::File::create(self.stderr_path()).unwrap();
         let mut cmd = Command::new(rmox_bin());
         match &self.mode {
@@ -227,11 +232,8 @@ impl Server {
     /// SIGTERM, then waits (bounded; SIGKILL after the timeout). Returns the exit status
     /// and whether it stopped by itself.
     pub fn stop(&mut self) -> (ExitStatus, bool) {
+        self.signal_term();
         let mut child = self.child.take().expect("server not running");
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
         let deadline = Instant::now() + STOP_TIMEOUT;
         for _ in 0..10_000 {
             if let Some(st) = child.try_wait().unwrap() {
@@ -244,6 +246,19 @@ impl Server {
         }
         let _ = child.kill();
         (child.wait().unwrap(), false)
+    }
+
+    /// Sends SIGTERM (once per process: a second one makes rmox exit at once) without
+    /// waiting.
+    pub fn signal_term(&mut self) {
+        let c = self.child.as_ref().expect("server not running");
+        if !self.term_sent {
+            self.term_sent = true;
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+        }
     }
 
     /// Stops and checks it exited cleanly and by itself.

@@ -348,6 +348,167 @@ fn graceful_shutdown(rt: &str) {
     }
 }
 
+/// localserve's special local parts: failures at MAIL, RCPT and DATA as mox localserve does.
+fn localserve_special_localparts(rt: &str) {
+    let mut srv = Server::localserve(rt);
+    let mut c = greeted(&srv, SMTP_PORT);
+    c.expect_cmd("EHLO e2e.example", 250);
+    let cases: [(&str, &str, &str, u16); 5] = [
+        ("mailfrom550@example.org", "rmox@localhost", "mail", 550),
+        (
+            "mailfromtemperror@example.org",
+            "rmox@localhost",
+            "mail",
+            451,
+        ),
+        (
+            "remote@example.org",
+            "rcpttopermerror@localhost",
+            "rcpt",
+            550,
+        ),
+        ("remote@example.org", "x-temperror@localhost", "data", 451),
+        ("remote@example.org", "x-552@localhost", "data", 552),
+    ];
+    for (from, to, stage, code) in cases {
+        let m = format!("From: <{from}>\nSubject: {}\n\nx\n", subject("special", rt));
+        match c.transaction(from, &[to], &m) {
+            Err((s, got, _)) if s == stage && got == code => {}
+            other => panic!("{from} -> {to}: expected {code} at {stage}, got {other:?}"),
+        }
+        let _ = c.cmd("RSET");
+    }
+    let ok = subject("special-ok", rt);
+    c.transaction(
+        "remote@example.org",
+        &["anyone@example.net"],
+        &format!("From: <remote@example.org>\nSubject: {ok}\n\nx\n"),
+    )
+    .unwrap();
+    c.expect_cmd("QUIT", 221);
+    srv.stop_clean();
+    let mbox = srv.export_mbox("rmox");
+    assert_eq!(count_subject(&mbox, &ok), 1, "mbox:\n{mbox}");
+    assert_eq!(
+        mbox_messages(&mbox).len(),
+        1,
+        "a failed special transaction was stored; mbox:\n{mbox}"
+    );
+}
+
+/// SIGTERM during DATA: the open transaction finishes (250, stored), the next command gets
+/// 421, and the server exits cleanly.
+fn shutdown_mid_transaction(rt: &str) {
+    let mut srv = Server::localserve(rt);
+    let subj = subject("shutdown-mid-data", rt);
+    let mut c = greeted(&srv, SMTP_PORT);
+    c.expect_cmd("EHLO e2e.example", 250);
+    c.expect_cmd("MAIL FROM:<remote@example.org>", 250);
+    c.expect_cmd("RCPT TO:<rmox@localhost>", 250);
+    c.expect_cmd("DATA", 354);
+    c.send(
+        format!("From: <remote@example.org>\r\nSubject: {subj}\r\n\r\nfirst half\r\n").as_bytes(),
+    );
+    srv.signal_term();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        srv.running(),
+        "server exited with a transaction open; stderr:\n{}",
+        srv.stderr()
+    );
+    c.send(b"second half\r\n.\r\n");
+    c.expect(250);
+    match c.cmd("NOOP") {
+        ReplyOrClose::Reply(421, _) | ReplyOrClose::Closed => {}
+        other => panic!("command after shutdown: {other:?}"),
+    }
+    srv.stop_clean();
+    let mbox = srv.export_mbox("rmox");
+    assert_eq!(count_subject(&mbox, &subj), 1, "mbox:\n{mbox}");
+}
+
+/// Many clients at once, on every port kind; every message is stored exactly once.
+fn concurrent_clients(rt: &str) {
+    let mut srv = Server::localserve(rt);
+    let subjects: Vec<Vec<String>> = (0..8)
+        .map(|t| {
+            (0..4)
+                .map(|i| subject(&format!("conc-{t}-{i}"), rt))
+                .collect()
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for subs in &subjects {
+            let srv = &srv;
+            scope.spawn(move || {
+                let mut c = greeted(srv, SMTP_PORT);
+                c.expect_cmd("EHLO e2e.example", 250);
+                for s in subs {
+                    let m = format!(
+                        "From: <remote@example.org>\nSubject: {s}\n\n{}\n",
+                        "line of text ".repeat(200)
+                    );
+                    c.transaction("remote@example.org", &["rmox@localhost"], &m)
+                        .unwrap_or_else(|e| panic!("{s}: {e:?}"));
+                }
+                c.expect_cmd("QUIT", 221);
+            });
+        }
+    });
+    srv.stop_clean();
+    let mbox = srv.export_mbox("rmox");
+    for s in subjects.iter().flatten() {
+        assert_eq!(count_subject(&mbox, s), 1, "{s:?}");
+    }
+    assert_eq!(mbox_messages(&mbox).len(), 32);
+}
+
+/// A 3 MB message over implicit TLS and over STARTTLS arrives intact.
+fn large_message_tls(rt: &str) {
+    let mut srv = Server::localserve(rt);
+    let ip = s(srv.ip);
+    let mut sent = Vec::new();
+    for (port, mode) in [(SUBMISSIONS_PORT, "tls"), (SUBMISSION_PORT, "starttls")] {
+        let subj = subject(&format!("large-{mode}"), rt);
+        let (code, out) = py_send(&[
+            s("--host"),
+            ip.clone(),
+            s("--port"),
+            s(port),
+            s("--mode"),
+            s(mode),
+            s("--auth"),
+            s("PLAIN"),
+            s("--user"),
+            s("rmox@localhost"),
+            s("--password"),
+            s("rmoxrmox"),
+            s("--mail-from"),
+            s("rmox@localhost"),
+            s("--to"),
+            s("friend@example.com"),
+            s("--subject"),
+            subj.clone(),
+            s("--body-repeat"),
+            s("40000"),
+        ]);
+        assert_eq!(code, 0, "{out}");
+        sent.push(subj);
+    }
+    srv.stop_clean();
+    let mbox = srv.export_mbox("rmox");
+    let msgs = mbox_messages(&mbox);
+    assert_eq!(msgs.len(), 2);
+    for (m, subj) in msgs.iter().zip(&sent) {
+        assert!(m.contains(subj.as_str()));
+        let lines = m
+            .lines()
+            .filter(|l| *l == "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .!")
+            .count();
+        assert_eq!(lines, 40000, "body lines of {subj:?}");
+    }
+}
+
 trait ConnExt {
     fn expect_closed_after_long_line(&mut self);
 }
@@ -390,6 +551,22 @@ macro_rules! suite {
             #[test]
             fn graceful_shutdown() {
                 super::graceful_shutdown(RT)
+            }
+            #[test]
+            fn localserve_special_localparts() {
+                super::localserve_special_localparts(RT)
+            }
+            #[test]
+            fn shutdown_mid_transaction() {
+                super::shutdown_mid_transaction(RT)
+            }
+            #[test]
+            fn concurrent_clients() {
+                super::concurrent_clients(RT)
+            }
+            #[test]
+            fn large_message_tls() {
+                super::large_message_tls(RT)
             }
         }
     )*};
