@@ -856,6 +856,9 @@ login_disabled = "account suspended for testing"
 [postmaster]
 account = "mjl"
 mailbox = "Postmaster"
+
+[incoming]
+checks = false
 "#;
 
     struct Env {

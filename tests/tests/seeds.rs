@@ -58,6 +58,10 @@ mailbox = "Postmaster"
 
 [limits]
 auth_failure_delay_secs = 0
+
+# The scenarios are the parts without DNS.
+[incoming]
+checks = false
 "#
     )
 }
