@@ -105,9 +105,8 @@ enum Special {
 
 fn special(localpart: &str, prefix: &str) -> Option<Special> {
     let lp = localpart.to_ascii_lowercase();
-    let lp = lp
-        .strip_prefix(prefix)
-        .unwrap_or(if prefix.is_empty() { &lp } else { return None });
+    // Without the prefix the local part is not special (`strip_prefix("")` always matches).
+    let lp = lp.strip_prefix(prefix)?;
     if lp.ends_with("temperror") {
         return Some(Special::Temp);
     }
@@ -117,14 +116,13 @@ fn special(localpart: &str, prefix: &str) -> Option<Special> {
     if lp.ends_with("timeout") {
         return Some(Special::Timeout);
     }
-    if lp.len() >= 3 {
-        let tail = &lp[lp.len() - 3..];
-        if tail.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(code) = tail.parse::<u16>() {
-                if (400..600).contains(&code) {
-                    return Some(Special::Code(code));
-                }
-            }
+    // Bytes, not a str slice: the local part may be UTF-8 (SMTPUTF8) and the last three
+    // bytes need not start at a character boundary.
+    let tail = lp.as_bytes().get(lp.len().checked_sub(3)?..)?;
+    if tail.iter().all(|b| b.is_ascii_digit()) {
+        let code = tail.iter().fold(0u16, |n, b| n * 10 + u16::from(b - b'0'));
+        if (400..600).contains(&code) {
+            return Some(Special::Code(code));
         }
     }
     None
@@ -776,5 +774,434 @@ impl rmox_driver::Answerer for World {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! mox's seed scenarios (TestCatchall, TestPostmaster, TestEmptylocalpart, TestQuota, the
+    //! DNS-free parts of TestDelivery, TestLimitOutgoing, a login-disabled account) driven
+    //! in memory: a real [`ServerSession`] whose effects this [`World`] answers over a real
+    //! store in a temporary directory.
+
+    use std::path::PathBuf;
+
+    use rmox_core::server::{Input, Output, Peer, ServerConfig, ServerSession};
+    use rmox_driver::Answerer;
+
+    use super::*;
+
+    /// A temporary directory removed on drop.
+    struct Tmp(PathBuf);
+
+    impl Tmp {
+        fn new(tag: &str) -> Tmp {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "rmox-world-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            Tmp(p)
+        }
+    }
+
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const CONFIG: &str = r#"
+hostname = "host.mox.example"
+data_dir = "data"
+
+[domain."mox.example"]
+localpart_catchall_separator = "+"
+[domain."other.example"]
+[domain."off.example"]
+disabled = true
+
+[account.mjl]
+domain = "mox.example"
+destinations = { "mjl@mox.example" = {}, "\"\"@mox.example" = { mailbox = "Empty" } }
+max_outgoing_messages_per_day = 4
+max_first_time_recipients_per_day = 2
+
+[account.catchall]
+domain = "mox.example"
+destinations = { "@mox.example" = { mailbox = "Catchall" } }
+
+[account.known]
+domain = "other.example"
+destinations = { "known@other.example" = {}, "x@off.example" = {} }
+
+[account.full]
+domain = "other.example"
+destinations = { "full@other.example" = {} }
+quota_message_size = 1
+
+[account.off]
+domain = "other.example"
+destinations = { "off@other.example" = {} }
+login_disabled = "account suspended for testing"
+
+[postmaster]
+account = "mjl"
+mailbox = "Postmaster"
+
+[incoming]
+checks = false
+"#;
+
+    struct Env {
+        _tmp: Tmp,
+        store: Arc<Store>,
+        world: World,
+        cid: u64,
+    }
+
+    impl Env {
+        fn new(tag: &str) -> Env {
+            let tmp = Tmp::new(tag);
+            let c = Config::parse(CONFIG, &tmp.0.join("rmox.toml")).unwrap();
+            let store = Arc::new(Store::open(&c.data_dir()).unwrap());
+            for (name, a) in &c.account {
+                store.account_add(name, &a.domain).unwrap();
+            }
+            for name in ["mjl", "off"] {
+                crate::admin::set_password(&store, name, "testtest").unwrap();
+            }
+            let world = World::new(Arc::new(c), Arc::clone(&store), None).unwrap();
+            Env {
+                _tmp: tmp,
+                store,
+                world,
+                cid: 0,
+            }
+        }
+
+        fn session(&mut self, submission: bool) -> Sess<'_> {
+            let mut sc = ServerConfig::new("host.mox.example");
+            sc.submission = submission;
+            sc.require_tls_for_auth = false;
+            sc.auth_failure_delay = Duration::ZERO;
+            self.cid += 1;
+            let peer = Peer {
+                ip: "192.0.2.1".parse().unwrap(),
+                cid: self.cid,
+            };
+            let session = ServerSession::new(Arc::new(sc), peer, rmox_driver::now()).unwrap();
+            let mut s = Sess {
+                env: self,
+                session,
+                closed: false,
+            };
+            let greeting = s.run(b"");
+            assert!(greeting.starts_with("220 "), "{greeting}");
+            let ehlo = s.cmd("EHLO remote.example");
+            assert!(ehlo.starts_with("250"), "{ehlo}");
+            s
+        }
+
+        fn count(&self, account: &str, mailbox: &str) -> usize {
+            self.store
+                .messages(account)
+                .unwrap()
+                .iter()
+                .filter(|m| m.mailbox == mailbox)
+                .count()
+        }
+    }
+
+    /// One session driven synchronously: effects answered by the world at once.
+    struct Sess<'a> {
+        env: &'a Env,
+        session: ServerSession,
+        closed: bool,
+    }
+
+    impl Sess<'_> {
+        /// Feeds `bytes`, runs the session until idle, returns what it sent.
+        fn run(&mut self, bytes: &[u8]) -> String {
+            let mut tx = Vec::new();
+            let mut rest = bytes;
+            for _ in 0..10_000 {
+                if !rest.is_empty() && !self.closed {
+                    let n = self
+                        .session
+                        .handle(rmox_driver::now(), Input::Received(rest))
+                        .unwrap();
+                    rest = &rest[n..];
+                }
+                let mut progressed = false;
+                for _ in 0..10_000 {
+                    match self.session.poll(rmox_driver::now(), &mut tx) {
+                        Output::Transmit => {}
+                        Output::Effect(token, effect) => {
+                            let c = self.env.world.answer(effect);
+                            self.session
+                                .handle(rmox_driver::now(), Input::Completed(token, c))
+                                .unwrap();
+                            progressed = true;
+                        }
+                        Output::Event(e) => self.env.world.event(self.session_cid(), &e),
+                        Output::Idle { .. } => break,
+                        Output::Close => {
+                            self.closed = true;
+                            break;
+                        }
+                    }
+                }
+                if rest.is_empty() && !progressed || self.closed {
+                    break;
+                }
+            }
+            String::from_utf8(tx).unwrap()
+        }
+
+        fn session_cid(&self) -> u64 {
+            self.env.cid
+        }
+
+        fn cmd(&mut self, line: &str) -> String {
+            self.run(format!("{line}\r\n").as_bytes())
+        }
+
+        fn auth(&mut self, user: &str, pass: &str) -> String {
+            self.cmd(&format!(
+                "AUTH PLAIN {}",
+                b64(format!("\0{user}\0{pass}").as_bytes())
+            ))
+        }
+
+        /// MAIL, RCPT, DATA: the first reply that is not a success, or the final 250.
+        fn deliver(&mut self, from: &str, to: &str) -> String {
+            let r = self.cmd(&format!("MAIL FROM:<{from}>"));
+            if !r.starts_with("250") {
+                return r;
+            }
+            let r = self.cmd(&format!("RCPT TO:<{to}>"));
+            if !r.starts_with("250") {
+                self.cmd("RSET");
+                return r;
+            }
+            let r = self.cmd("DATA");
+            if !r.starts_with("354") {
+                return r;
+            }
+            let msg = format!(
+                "From: <{from}>\r\nTo: <{to}>\r\nSubject: test\r\nMessage-Id: <t@example.org>\r\n\r\ntest email\r\n.\r\n"
+            );
+            self.run(msg.as_bytes())
+        }
+    }
+
+    fn b64(b: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for ch in b.chunks(3) {
+            let g = |i: usize| u32::from(ch.get(i).copied().unwrap_or(0));
+            let n = (g(0) << 16) | (g(1) << 8) | g(2);
+            for i in 0..4 {
+                out.push(if i <= ch.len() {
+                    A[((n >> (18 - 6 * i)) & 63) as usize] as char
+                } else {
+                    '='
+                });
+            }
+        }
+        out
+    }
+
+    #[track_caller]
+    fn expect(got: &str, prefix: &str) {
+        assert!(got.starts_with(prefix), "expected {prefix:?}, got {got:?}");
+    }
+
+    /// Regression: `special` evaluated `unwrap_or(return None)` eagerly, so the
+    /// `mailfrom`/`rcptto` prefixes never matched; and it sliced a str at a byte offset,
+    /// panicking on UTF-8 local parts.
+    #[test]
+    fn localserve_special_localparts() {
+        let code = |lp: &str, prefix: &str| match special(lp, prefix) {
+            None => "none".to_string(),
+            Some(Special::Temp) => "temp".to_string(),
+            Some(Special::Perm) => "perm".to_string(),
+            Some(Special::Timeout) => "timeout".to_string(),
+            Some(Special::Code(c)) => c.to_string(),
+        };
+        let cases = [
+            ("mailfrom550", "mailfrom", "550"),
+            ("MailFromTempError", "mailfrom", "temp"),
+            ("rcpttopermerror", "rcptto", "perm"),
+            ("rcptto-timeout", "rcptto", "timeout"),
+            ("x550", "mailfrom", "none"),
+            ("mailfrom", "mailfrom", "none"),
+            ("x-452", "", "452"),
+            ("x-200", "", "none"),
+            ("x-999", "", "none"),
+            ("plain", "", "none"),
+            ("éé", "", "none"),
+            ("é", "", "none"),
+            ("aé5", "", "none"),
+            ("rcpttoéé", "rcptto", "none"),
+            ("", "", "none"),
+        ];
+        for (lp, prefix, want) in cases {
+            assert_eq!(code(lp, prefix), want, "{lp:?} with prefix {prefix:?}");
+        }
+    }
+
+    #[test]
+    fn catchall() {
+        let mut env = Env::new("catchall");
+        for (rcpt, want) in [
+            ("mjl@mox.example", "250 "),
+            ("mjl+test@mox.example", "250 "),
+            ("MJL+TEST@mox.example", "250 "),
+            ("unknown@mox.example", "250 "),
+        ] {
+            let mut s = env.session(false);
+            expect(&s.deliver("mjl@other.example", rcpt), want);
+        }
+        assert_eq!(env.count("mjl", "Inbox"), 3);
+        assert_eq!(env.count("catchall", "Catchall"), 1);
+    }
+
+    #[test]
+    fn postmaster() {
+        let mut env = Env::new("postmaster");
+        for (rcpt, want) in [
+            ("postmaster", "250 "),
+            ("postmaster@host.mox.example", "250 "),
+            ("postmaster@mox.example", "250 "),
+            ("PostMaster@other.example", "250 "),
+            ("postmaster@unknown.example", "550 5.1.1 "),
+        ] {
+            let mut s = env.session(false);
+            expect(&s.deliver("mjl@other.example", rcpt), want);
+        }
+        assert_eq!(env.count("mjl", "Postmaster"), 4);
+        assert_eq!(
+            env.count("catchall", "Catchall"),
+            0,
+            "postmaster@ must not fall into the catchall"
+        );
+    }
+
+    #[test]
+    fn empty_localpart() {
+        let mut env = Env::new("empty");
+        let mut s = env.session(false);
+        expect(&s.deliver("\"\"@other.example", "\"\"@mox.example"), "250 ");
+        assert_eq!(env.count("mjl", "Empty"), 1);
+        // Without a configured empty local part the domain's catchall is not used for it.
+        let mut s = env.session(false);
+        expect(
+            &s.deliver("\"\"@other.example", "\"\"@other.example"),
+            "550 5.1.1 ",
+        );
+    }
+
+    #[test]
+    fn quota() {
+        let mut env = Env::new("quota");
+        let mut s = env.session(false);
+        expect(
+            &s.deliver("mjl@other.example", "full@other.example"),
+            "452 4.2.2 ",
+        );
+        assert_eq!(env.count("full", "Inbox"), 0);
+    }
+
+    #[test]
+    fn delivery_without_dns() {
+        let mut env = Env::new("delivery");
+        let cases = [
+            ("mjl@[127.0.0.10]", "550 "),
+            ("mjl@test.example", "550 5.1.1 "),
+            ("unknown@other.example", "550 5.1.1 "),
+            ("x@off.example", "450 "),
+            ("known@other.example", "250 "),
+        ];
+        for (rcpt, want) in cases {
+            let mut s = env.session(false);
+            expect(&s.deliver("remote@example.org", rcpt), want);
+        }
+        // The unknown user is refused after DATA, not at RCPT (no cheap address probing).
+        let mut s = env.session(false);
+        expect(&s.cmd("MAIL FROM:<remote@example.org>"), "250 ");
+        expect(&s.cmd("RCPT TO:<unknown@other.example>"), "250 ");
+        assert_eq!(env.count("known", "Inbox"), 1);
+    }
+
+    #[test]
+    fn limit_outgoing() {
+        let mut env = Env::new("limit");
+        // An old send, outside the 24 hour window, does not count.
+        let old = UnixTime(wall_now().0 - 24 * 3600 - 60);
+        env.store
+            .record_outgoing("mjl", &["a@other.example".to_string()], old)
+            .unwrap();
+        let mut submit = |to: &str| {
+            let mut s = env.session(true);
+            expect(&s.auth("mjl@mox.example", "testtest"), "235 ");
+            s.deliver("mjl@mox.example", to)
+        };
+        expect(&submit("b@other.example"), "250 ");
+        expect(&submit("c@other.example"), "250 ");
+        expect(&submit("d@other.example"), "451 4.7.1 "); // 3rd first-time recipient.
+        expect(&submit("b@other.example"), "250 ");
+        expect(&submit("b@other.example"), "250 ");
+        expect(&submit("b@other.example"), "451 4.7.1 "); // 5th message.
+    }
+
+    #[test]
+    fn login_disabled() {
+        let mut env = Env::new("disabled");
+        let mut s = env.session(true);
+        let r = s.auth("off@other.example", "testtest");
+        expect(&r, "535 ");
+        assert!(r.contains("account suspended for testing"), "{r}");
+        // The message also comes with a challenge-response mechanism.
+        let mut s = env.session(true);
+        let r = s.cmd("AUTH CRAM-MD5");
+        expect(&r, "334 ");
+        let r = s.cmd(&b64(b"off@other.example 00000000000000000000000000000000"));
+        expect(&r, "535 ");
+        assert!(r.contains("account suspended for testing"), "{r}");
+        // Disabled in the store (`rmox account disable`) works the same.
+        env.store
+            .account_set_login_disabled("mjl", Some("disabled by admin".into()))
+            .unwrap();
+        let mut s = env.session(true);
+        let r = s.auth("mjl@mox.example", "testtest");
+        assert!(
+            r.starts_with("535 ") && r.contains("disabled by admin"),
+            "{r}"
+        );
+        // Wrong password for a working account: plain 535.
+        env.store.account_set_login_disabled("mjl", None).unwrap();
+        let mut s = env.session(true);
+        let r = s.auth("mjl@mox.example", "wrong");
+        expect(&r, "535 ");
+        let mut s = env.session(true);
+        expect(&s.auth("mjl@mox.example", "testtest"), "235 ");
+    }
+
+    #[test]
+    fn submission_sender_must_match_account() {
+        let mut env = Env::new("sender");
+        let mut s = env.session(true);
+        expect(&s.auth("mjl", "testtest"), "235 ");
+        expect(
+            &s.deliver("known@other.example", "x@example.org"),
+            "550 5.7.1 ",
+        );
+        expect(&s.deliver("mjl+alias@mox.example", "x@example.org"), "250 ");
     }
 }
