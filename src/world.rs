@@ -365,13 +365,20 @@ impl World {
             }
             return Verdict::Accept;
         }
-        if account.is_some() {
-            // Submission: any destination; send limits are checked with the whole message.
-            return Verdict::Accept;
-        }
         let Some(d) = domain_of(a) else {
+            if account.is_some() {
+                return Verdict::Accept;
+            }
             return Verdict::Reject(reply(550, (5, 1, 1), "not accepting email for ip"));
         };
+        if account.is_some() {
+            // Submission: any destination; send limits are checked with the whole message.
+            // A local address that does not exist is refused now: nobody would get it.
+            if let Resolution::UnknownUser = self.config.resolve(&a.localpart.0, &d) {
+                return Verdict::Reject(reply(550, (5, 1, 1), "no such user"));
+            }
+            return Verdict::Accept;
+        }
         match self.config.resolve(&a.localpart.0, &d) {
             Resolution::Account { account, .. } => self.quota_verdict(&account, 0),
             // Unknown users are refused after DATA, so addresses cannot be probed cheaply.
@@ -1152,12 +1159,28 @@ checks = false
             expect(&s.auth("mjl@mox.example", "testtest"), "235 ");
             s.deliver("mjl@mox.example", to)
         };
-        expect(&submit("b@other.example"), "250 ");
-        expect(&submit("c@other.example"), "250 ");
-        expect(&submit("d@other.example"), "451 4.7.1 "); // 3rd first-time recipient.
-        expect(&submit("b@other.example"), "250 ");
-        expect(&submit("b@other.example"), "250 ");
-        expect(&submit("b@other.example"), "451 4.7.1 "); // 5th message.
+        expect(&submit("b@remote.example"), "250 ");
+        expect(&submit("c@remote.example"), "250 ");
+        expect(&submit("d@remote.example"), "451 4.7.1 "); // 3rd first-time recipient.
+        expect(&submit("b@remote.example"), "250 ");
+        expect(&submit("b@remote.example"), "250 ");
+        expect(&submit("b@remote.example"), "451 4.7.1 "); // 5th message.
+    }
+
+    /// Submission to an address at one of our own domains that nobody has is refused at
+    /// RCPT (issue 5): the sender learns at once instead of from a bounce.
+    #[test]
+    fn submission_unknown_local_user_refused_at_rcpt() {
+        let mut env = Env::new("unknownlocal");
+        let mut s = env.session(true);
+        expect(&s.auth("mjl@mox.example", "testtest"), "235 ");
+        expect(
+            &s.deliver("mjl@mox.example", "nobody@other.example"),
+            "550 5.1.1 ",
+        );
+        let mut s = env.session(true);
+        expect(&s.auth("mjl@mox.example", "testtest"), "235 ");
+        expect(&s.deliver("mjl@mox.example", "known@other.example"), "250 ");
     }
 
     #[test]
