@@ -273,30 +273,30 @@ fn scenarios(rt: &str) {
         )
         .unwrap_or_else(|e| panic!("{to}: {e:?}"))
     };
-    ok("b@other.example");
-    ok("c@other.example");
+    ok("b@remote.example");
+    ok("c@remote.example");
     refused(
         submit(
             &srv,
             "mjl@mox.example",
             "testtest",
             "mjl@mox.example",
-            "d@other.example",
+            "d@remote.example",
             &sub("limit"),
         ),
         "data",
         451,
         "4.7.1",
     );
-    ok("b@other.example");
-    ok("b@other.example");
+    ok("b@remote.example");
+    ok("b@remote.example");
     refused(
         submit(
             &srv,
             "mjl@mox.example",
             "testtest",
             "mjl@mox.example",
-            "b@other.example",
+            "b@remote.example",
             &sub("limit"),
         ),
         "data",
