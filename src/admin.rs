@@ -273,6 +273,12 @@ pub fn export(config: &Path, format: ExportFormat, account: &str, dest: &Path) -
 /// `rmox backup DIR`.
 pub fn backup(config: &Path, dir: &Path) -> Result<(), Fail> {
     let c = Config::load(config)?;
+    // A running server owns the database: ask it to make the copy.
+    let abs = std::path::absolute(dir).map_err(|e| Fail(format!("{}: {e}", dir.display())))?;
+    if let Some(r) = crate::ctl::send(&c.data_dir(), &format!("backup {}", abs.display())) {
+        println!("{}", r?);
+        return Ok(());
+    }
     let store = open_store(&c)?;
     let r = store.backup(dir)?;
     println!(

@@ -4,6 +4,7 @@
 mod admin;
 mod config;
 mod creds;
+mod ctl;
 mod localserve;
 mod resolve;
 mod serve;

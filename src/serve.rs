@@ -149,6 +149,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         }
     }
     let bound = bind_all(&c)?;
+    crate::ctl::start(Arc::clone(&store))?;
     if let Some(b) = banner {
         println!("{b}");
     }

@@ -348,6 +348,45 @@ fn graceful_shutdown(rt: &str) {
     }
 }
 
+/// `rmox backup` while the server runs goes through the control socket, and the copy
+/// verifies and holds the messages acknowledged before it.
+fn backup_while_running(rt: &str) {
+    let srv = Server::localserve(rt);
+    let mut c = greeted(&srv, SMTP_PORT);
+    c.expect_cmd("EHLO e2e.example", 250);
+    for i in 0..3 {
+        let subj = format!("backup {rt} {i}");
+        c.transaction(
+            "a@example.org",
+            &["rmox@localhost"],
+            &format!("Subject: {subj}\r\n\r\nbody\r\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    let dest = TempDir::new("backup");
+    let target = dest.path().join("copy");
+    let cfg = srv.config_path();
+    let out = rmox(
+        &[
+            "backup",
+            target.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        None,
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "backup failed: {text}");
+    assert!(text.contains("3 messages"), "{text}");
+    let out = rmox(&["verifydata", target.to_str().unwrap()], None);
+    assert!(
+        out.status.success(),
+        "verifydata: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// localserve's special local parts: failures at MAIL, RCPT and DATA as mox localserve does.
 fn localserve_special_localparts(rt: &str) {
     let mut srv = Server::localserve(rt);
@@ -567,6 +606,10 @@ macro_rules! suite {
             #[test]
             fn large_message_tls() {
                 super::large_message_tls(RT)
+            }
+            #[test]
+            fn backup_while_running() {
+                super::backup_while_running(RT)
             }
         }
     )*};
