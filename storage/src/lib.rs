@@ -83,6 +83,7 @@
 //! verify(data_dir: &Path) -> VerifyReport                           // free function
 //! ```
 
+mod backend;
 mod backup;
 mod error;
 mod files;
@@ -92,6 +93,7 @@ mod queue;
 mod store;
 mod tables;
 
+pub use backend::{MailStore, QueueChange};
 pub use backup::{verify, BackupReport, VerifyReport};
 pub use error::StoreError;
 pub use group::{MAX_BATCH, MAX_PENDING};

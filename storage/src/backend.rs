@@ -1,0 +1,227 @@
+//! The storage interface the server and the queue use, as a trait, so a second backend
+//! (e.g. a distributed one) can be added without touching core or the protocol code. The
+//! redb-backed [`Store`] is the embedded default. Every method is synchronous and may
+//! block; every write that returns `Ok` is durable.
+
+use std::path::Path;
+
+use rmox_core::UnixTime;
+
+use crate::{
+    Account, BackupReport, Delivery, HoldRule, IndexKind, MessageId, MessageRecord, Outcome,
+    QueueEntry, QueueId, QueueRecipient, Store, StoreError, Suppression,
+};
+
+/// A boxed in-place change of a queue entry.
+pub type QueueChange = Box<dyn FnOnce(&mut QueueEntry) + Send + 'static>;
+
+/// What rmox keeps, whatever keeps it.
+pub trait MailStore: Send + Sync {
+    /// The account record.
+    fn account(&self, name: &str) -> Result<Option<Account>, StoreError>;
+    /// Creates an account.
+    fn account_add(&self, name: &str, domain: &str) -> Result<(), StoreError>;
+    /// Refuses (Some) or allows (None) logins.
+    fn account_set_login_disabled(
+        &self,
+        name: &str,
+        message: Option<String>,
+    ) -> Result<(), StoreError>;
+    /// Bytes of stored messages.
+    fn account_usage(&self, name: &str) -> Result<u64, StoreError>;
+    /// Replaces all credentials of an account (kind name, derived bytes).
+    fn set_credentials(
+        &self,
+        account: &str,
+        creds: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError>;
+    /// One kind of credentials.
+    fn credentials(&self, account: &str, kind: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Delivers one message to several accounts/mailboxes, all or nothing, durably.
+    fn deliver_many(&self, reqs: Vec<Delivery<'_>>) -> Result<Vec<MessageId>, StoreError>;
+    /// The messages of an account.
+    fn messages(&self, account: &str) -> Result<Vec<MessageRecord>, StoreError>;
+    /// A message's bytes.
+    fn message_bytes(&self, id: MessageId) -> Result<Vec<u8>, StoreError>;
+    /// Messages indexed under `value` of `kind` since a time (reputation, rate limits).
+    fn count_since(
+        &self,
+        account: &str,
+        kind: IndexKind,
+        value: &str,
+        since: UnixTime,
+    ) -> Result<u64, StoreError>;
+    /// Queues a message for its recipients, durably.
+    fn queue_add(
+        &self,
+        msg: &[u8],
+        recipients: Vec<QueueRecipient>,
+    ) -> Result<Vec<QueueId>, StoreError>;
+    /// Entries due at `now`, not held, oldest first.
+    fn queue_due(&self, now: UnixTime, limit: usize) -> Result<Vec<QueueEntry>, StoreError>;
+    /// The earliest next attempt of any entry not held.
+    fn queue_next_due(&self) -> Result<Option<UnixTime>, StoreError>;
+    /// One entry.
+    fn queue_get(&self, id: QueueId) -> Result<Option<QueueEntry>, StoreError>;
+    /// A queued message's bytes.
+    fn queue_message(&self, msg_id: u64) -> Result<Vec<u8>, StoreError>;
+    /// Changes an entry in place.
+    fn queue_update_with(&self, id: QueueId, f: QueueChange) -> Result<QueueEntry, StoreError>;
+    /// Moves an entry to the retired list with its outcome.
+    fn queue_retire(&self, id: QueueId, outcome: Outcome, now: UnixTime) -> Result<(), StoreError>;
+    /// Hold rules.
+    fn hold_rules(&self) -> Result<Vec<HoldRule>, StoreError>;
+    /// Adds an address to an account's suppression list.
+    fn suppression_add(&self, account: &str, s: Suppression) -> Result<(), StoreError>;
+    /// Whether an address is on an account's suppression list.
+    fn is_suppressed(&self, account: &str, address: &str) -> Result<bool, StoreError>;
+    /// Logs outgoing recipients; returns how many were first-time.
+    fn record_outgoing(
+        &self,
+        account: &str,
+        recipients: &[String],
+        time: UnixTime,
+    ) -> Result<u32, StoreError>;
+    /// (messages, first-time recipients) sent since a time.
+    fn count_outgoing(&self, account: &str, since: UnixTime) -> Result<(u64, u64), StoreError>;
+    /// Whether the account sent to this address before.
+    fn has_sent_to(&self, account: &str, address: &str) -> Result<bool, StoreError>;
+    /// A consistent copy into `dest`, while in use.
+    fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError>;
+    /// Where the data lives (for the control socket).
+    fn data_dir(&self) -> &Path;
+}
+
+impl MailStore for Store {
+    fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        Store::account(self, name)
+    }
+    fn account_add(&self, name: &str, domain: &str) -> Result<(), StoreError> {
+        Store::account_add(self, name, domain)
+    }
+    fn account_set_login_disabled(
+        &self,
+        name: &str,
+        message: Option<String>,
+    ) -> Result<(), StoreError> {
+        Store::account_set_login_disabled(self, name, message)
+    }
+    fn account_usage(&self, name: &str) -> Result<u64, StoreError> {
+        Store::account_usage(self, name)
+    }
+    fn set_credentials(
+        &self,
+        account: &str,
+        creds: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        Store::set_credentials(self, account, creds)
+    }
+    fn credentials(&self, account: &str, kind: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Store::credentials(self, account, kind)
+    }
+    fn deliver_many(&self, reqs: Vec<Delivery<'_>>) -> Result<Vec<MessageId>, StoreError> {
+        Store::deliver_many(self, reqs)
+    }
+    fn messages(&self, account: &str) -> Result<Vec<MessageRecord>, StoreError> {
+        Store::messages(self, account)
+    }
+    fn message_bytes(&self, id: MessageId) -> Result<Vec<u8>, StoreError> {
+        Store::message_bytes(self, id)
+    }
+    fn count_since(
+        &self,
+        account: &str,
+        kind: IndexKind,
+        value: &str,
+        since: UnixTime,
+    ) -> Result<u64, StoreError> {
+        Store::count_since(self, account, kind, value, since)
+    }
+    fn queue_add(
+        &self,
+        msg: &[u8],
+        recipients: Vec<QueueRecipient>,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        Store::queue_add(self, msg, recipients)
+    }
+    fn queue_due(&self, now: UnixTime, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
+        Store::queue_due(self, now, limit)
+    }
+    fn queue_next_due(&self) -> Result<Option<UnixTime>, StoreError> {
+        Store::queue_next_due(self)
+    }
+    fn queue_get(&self, id: QueueId) -> Result<Option<QueueEntry>, StoreError> {
+        Store::queue_get(self, id)
+    }
+    fn queue_message(&self, msg_id: u64) -> Result<Vec<u8>, StoreError> {
+        Store::queue_message(self, msg_id)
+    }
+    fn queue_update_with(&self, id: QueueId, f: QueueChange) -> Result<QueueEntry, StoreError> {
+        Store::queue_update(self, id, f)
+    }
+    fn queue_retire(&self, id: QueueId, outcome: Outcome, now: UnixTime) -> Result<(), StoreError> {
+        Store::queue_retire(self, id, outcome, now)
+    }
+    fn hold_rules(&self) -> Result<Vec<HoldRule>, StoreError> {
+        Store::hold_rules(self)
+    }
+    fn suppression_add(&self, account: &str, s: Suppression) -> Result<(), StoreError> {
+        Store::suppression_add(self, account, s)
+    }
+    fn is_suppressed(&self, account: &str, address: &str) -> Result<bool, StoreError> {
+        Store::is_suppressed(self, account, address)
+    }
+    fn record_outgoing(
+        &self,
+        account: &str,
+        recipients: &[String],
+        time: UnixTime,
+    ) -> Result<u32, StoreError> {
+        Store::record_outgoing(self, account, recipients, time)
+    }
+    fn count_outgoing(&self, account: &str, since: UnixTime) -> Result<(u64, u64), StoreError> {
+        Store::count_outgoing(self, account, since)
+    }
+    fn has_sent_to(&self, account: &str, address: &str) -> Result<bool, StoreError> {
+        Store::has_sent_to(self, account, address)
+    }
+    fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError> {
+        Store::backup(self, dest)
+    }
+    fn data_dir(&self) -> &Path {
+        Store::data_dir(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// The server holds the store as a trait object; this is what it relies on.
+    #[test]
+    fn store_works_as_a_trait_object() {
+        let dir = std::env::temp_dir().join(format!("rmox-backend-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s: Arc<dyn MailStore> = Arc::new(Store::open(&dir).unwrap());
+        s.account_add("a", "example.org").unwrap();
+        s.set_credentials("a", vec![("k".into(), vec![1, 2, 3])])
+            .unwrap();
+        assert_eq!(s.credentials("a", "k").unwrap(), Some(vec![1, 2, 3]));
+        let d = Delivery {
+            account: "a".into(),
+            mailbox: "Inbox".into(),
+            message: b"Subject: x\r\n\r\nbody\r\n",
+            flags: Default::default(),
+            received: UnixTime(1000),
+            info: Default::default(),
+        };
+        let ids = s.deliver_many(vec![d]).unwrap();
+        assert_eq!(
+            s.message_bytes(ids[0]).unwrap(),
+            b"Subject: x\r\n\r\nbody\r\n"
+        );
+        assert_eq!(s.account_usage("a").unwrap(), 20);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
