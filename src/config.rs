@@ -601,6 +601,15 @@ dmarc_reject = true
 # Refuse (temporarily) first-time senders without valid reverse DNS.
 require_iprev_for_unknown_senders = true
 
+# Outgoing queue (defaults shown).
+[queue]
+# Port of MX hosts; only tests use another value.
+smtp_port = 25
+# Delivery worker threads.
+workers = 8
+# Seconds to wait for a TCP connection to a host.
+connect_timeout_secs = 30
+
 # Abuse limits (defaults shown).
 [limits]
 max_message_size = 104857600

@@ -78,10 +78,10 @@ pub fn entry_line(e: &QueueEntry) -> String {
         .and_then(|s| s.lines().next())
         .unwrap_or("");
     format!(
-        "{} {}{} from <{}> to <{}> account {} attempts {} next {} size {}{}{}",
+        "{}{}{} from <{}> to <{}> account {} attempts {} next {} size {}{}{}",
         e.id.0,
-        if e.rcpt.hold { "held " } else { "" },
-        if e.rcpt.is_dsn { "dsn " } else { "" },
+        if e.rcpt.hold { " held" } else { "" },
+        if e.rcpt.is_dsn { " dsn" } else { "" },
         e.rcpt.mail_from,
         e.rcpt.recipient,
         e.rcpt.sender_account.as_deref().unwrap_or("-"),
