@@ -657,3 +657,50 @@ fn smtp_connection_refused_and_null_mx() {
     assert!(matches!(e.retired(null), Some(Outcome::Failed(t)) if t.contains("null MX")));
     assert_eq!(e.inbox().len(), 1);
 }
+
+/// Against ../shared/harness (NSD/Unbound, aiosmtpd peers, real Postfix): run
+/// `/work/shared/harness/up.sh`, then `HARNESS_DIR=/tmp/harness/run cargo test --bin rmox
+/// queue::tests::harness`. Skips with a printed reason when the harness is not up.
+#[test]
+fn harness_postfix_and_peers() {
+    let Ok(hdir) = std::env::var("HARNESS_DIR") else {
+        eprintln!("skipping harness test: HARNESS_DIR not set");
+        return;
+    };
+    if !Path::new(&hdir).join("env.sh").exists() {
+        eprintln!("skipping harness test: {hdir}/env.sh missing (run harness/up.sh)");
+        return;
+    }
+    let e = env(false, "resolver = [\"127.53.0.2:53\"]\n");
+    let dns = crate::resolve::Dns::from_config(&e.config.resolver, Path::new(".")).unwrap();
+    let connector = Runner::connector_for(&e.config, &e.store, Some(dns), 11).unwrap();
+    let r = e.runner(connector);
+    let pf = e.queue("mjl@mox.example", &["rcpt@pf.example.org"])[0];
+    let temp = e.queue("mjl@mox.example", &["tempfail@example.org"])[0];
+    let perm = e.queue("mjl@mox.example", &["permfail@example.org"])[0];
+    let multi = e.queue("mjl@mox.example", &["rcpt@multi.example.org"])[0];
+    r.run_once(e.now()).unwrap();
+    let hist = |id| {
+        e.store
+            .queue_get(id)
+            .unwrap()
+            .map(|q| format!("{:?}", q.history))
+    };
+    assert!(
+        matches!(e.retired(pf), Some(Outcome::Delivered(_))),
+        "postfix: {:?} {:?}",
+        e.retired(pf),
+        hist(pf)
+    );
+    assert!(
+        matches!(e.retired(multi), Some(Outcome::Delivered(_))),
+        "MX fallback: {:?}",
+        hist(multi)
+    );
+    assert!(
+        e.store.queue_get(temp).unwrap().is_some(),
+        "tempfail retried"
+    );
+    assert!(matches!(e.retired(perm), Some(Outcome::Failed(_))));
+    assert!(e.inbox().iter().any(|m| m.contains("permfail@example.org")));
+}
