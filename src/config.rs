@@ -207,6 +207,28 @@ impl Default for Incoming {
     }
 }
 
+/// The outgoing queue (`[queue]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// TCP port of MX hosts (25; another value only makes sense for tests).
+    pub smtp_port: u16,
+    /// Delivery worker threads.
+    pub workers: usize,
+    /// Seconds to wait for a TCP connection to a host.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            smtp_port: 25,
+            workers: 8,
+            connect_timeout_secs: 30,
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -239,6 +261,9 @@ pub struct Config {
     /// account, and special local parts simulate failures.
     #[serde(default)]
     pub localserve: bool,
+    /// The outgoing queue.
+    #[serde(default)]
+    pub queue: QueueSettings,
     /// The file this was read from (set after parsing).
     #[serde(skip)]
     pub path: PathBuf,
@@ -575,6 +600,15 @@ dnsbl = []
 dmarc_reject = true
 # Refuse (temporarily) first-time senders without valid reverse DNS.
 require_iprev_for_unknown_senders = true
+
+# Outgoing queue (defaults shown).
+[queue]
+# Port of MX hosts; only tests use another value.
+smtp_port = 25
+# Delivery worker threads.
+workers = 8
+# Seconds to wait for a TCP connection to a host.
+connect_timeout_secs = 30
 
 # Abuse limits (defaults shown).
 [limits]

@@ -20,7 +20,9 @@ hostname = "localhost"
 data_dir = "data"
 # Development mode: every recipient is accepted into account "rmox"; local parts ending in
 # temperror, permerror, timeout or a 3-digit code fail at DATA (or at MAIL/RCPT when they
-# start with "mailfrom"/"rcptto").
+# start with "mailfrom"/"rcptto"). Submitted messages go through the queue and come back
+# into the sender's account; recipients starting with queuetemperror, queuepermerror or
+# queuetimeout fail there (DSNs arrive in the Inbox).
 localserve = true
 
 [[listener]]

@@ -6,6 +6,7 @@ mod config;
 mod creds;
 mod ctl;
 mod localserve;
+mod queue;
 mod resolve;
 mod serve;
 mod tools;
@@ -121,6 +122,163 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DmarcCmd,
     },
+    /// The outgoing queue (run with the server stopped).
+    Queue {
+        #[command(subcommand)]
+        cmd: QueueCmd,
+        /// Configuration file.
+        #[arg(long, global = true, default_value = "rmox.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum QueueCmd {
+    /// List queued messages (one line per recipient).
+    List {
+        /// Only this sender account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only this recipient domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only held entries.
+        #[arg(long)]
+        held: bool,
+    },
+    /// Hold an entry.
+    Hold {
+        /// Entry id.
+        id: u64,
+    },
+    /// Release a held entry.
+    Release {
+        /// Entry id.
+        id: u64,
+    },
+    /// Fail an entry now, sending a DSN to the sender.
+    Fail {
+        /// Entry id.
+        id: u64,
+    },
+    /// Remove an entry without a DSN.
+    Drop {
+        /// Entry id.
+        id: u64,
+    },
+    /// Attempt delivery of an entry now.
+    Kick {
+        /// Entry id.
+        id: u64,
+    },
+    /// Rules that hold new messages.
+    Holdrule {
+        #[command(subcommand)]
+        cmd: HoldruleCmd,
+    },
+    /// Entries that left the queue.
+    Retired {
+        #[command(subcommand)]
+        cmd: RetiredCmd,
+    },
+    /// Per-account lists of addresses never to send to.
+    Suppression {
+        #[command(subcommand)]
+        cmd: SuppressionCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HoldruleCmd {
+    /// Add a rule; every given field must match, none given holds everything.
+    Add {
+        /// Sender account.
+        #[arg(long)]
+        account: Option<String>,
+        /// MAIL FROM domain.
+        #[arg(long)]
+        sender_domain: Option<String>,
+        /// Recipient domain.
+        #[arg(long)]
+        recipient_domain: Option<String>,
+    },
+    /// List rules.
+    List,
+    /// Remove a rule.
+    Remove {
+        /// Rule id.
+        id: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RetiredCmd {
+    /// List retired entries, newest first.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum SuppressionCmd {
+    /// An account's suppressed addresses.
+    List {
+        /// Account name.
+        account: String,
+    },
+    /// Suppress an address for an account.
+    Add {
+        /// Account name.
+        account: String,
+        /// Address.
+        address: String,
+    },
+    /// Remove an address from an account's list.
+    Remove {
+        /// Account name.
+        account: String,
+        /// Address.
+        address: String,
+    },
+}
+
+fn queue_op(cmd: QueueCmd) -> queue::cli::Op {
+    use queue::cli::Op;
+    match cmd {
+        QueueCmd::List {
+            account,
+            domain,
+            held,
+        } => Op::List {
+            account,
+            domain,
+            held,
+        },
+        QueueCmd::Hold { id } => Op::Hold(id),
+        QueueCmd::Release { id } => Op::Release(id),
+        QueueCmd::Fail { id } => Op::Fail(id),
+        QueueCmd::Drop { id } => Op::Drop(id),
+        QueueCmd::Kick { id } => Op::Kick(id),
+        QueueCmd::Holdrule { cmd } => match cmd {
+            HoldruleCmd::Add {
+                account,
+                sender_domain,
+                recipient_domain,
+            } => Op::HoldruleAdd {
+                account,
+                sender_domain,
+                recipient_domain,
+            },
+            HoldruleCmd::List => Op::HoldruleList,
+            HoldruleCmd::Remove { id } => Op::HoldruleRemove(id),
+        },
+        QueueCmd::Retired {
+            cmd: RetiredCmd::List,
+        } => Op::RetiredList,
+        QueueCmd::Suppression { cmd } => match cmd {
+            SuppressionCmd::List { account } => Op::SuppressionList(account),
+            SuppressionCmd::Add { account, address } => Op::SuppressionAdd(account, address),
+            SuppressionCmd::Remove { account, address } => Op::SuppressionRemove(account, address),
+        },
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -419,6 +577,7 @@ fn main() -> ExitCode {
         Cmd::Dmarc {
             cmd: DmarcCmd::Parsereport { file },
         } => tools::dmarc_parsereport(&file),
+        Cmd::Queue { cmd, config } => queue::cli::run(&config, queue_op(cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -159,8 +159,21 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         let base = c.path.parent().unwrap_or(Path::new(".")).to_path_buf();
         Some(crate::resolve::Dns::from_config(&c.resolver, &base)?)
     };
+    let c = Arc::new(c);
+    let wakeup = Arc::new(crate::queue::Wakeup::default());
+    let connector = crate::queue::Runner::connector_for(&c, &store, None, os_seed())?;
+    let runner = crate::queue::Runner::new(
+        Arc::clone(&store),
+        Arc::clone(&c),
+        connector,
+        os_seed(),
+        crate::queue::wall_clock(),
+    )
+    .with_wakeup(Arc::clone(&wakeup));
+    let workers = c.queue.workers;
     let world: Arc<dyn rmox_driver::Answerer> =
-        Arc::new(World::new(Arc::new(c), Arc::clone(&store), dns)?);
+        Arc::new(World::new(Arc::clone(&c), Arc::clone(&store), dns)?.with_queue_wakeup(wakeup));
+    let queue = Arc::new(runner).spawn(workers)?;
     let shutdown = Shutdown::new();
     install_signals(Arc::clone(&shutdown))?;
     let threads = std::thread::available_parallelism()
@@ -206,6 +219,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
             shutdown,
         ),
     };
+    queue.stop();
     result.map_err(|e| Fail(format!("server: {e}")))?;
     tracing::info!("stopped");
     Ok(())

@@ -38,6 +38,8 @@ pub struct World {
     counters: Mutex<Counters>,
     /// DKIM signing configs per domain (lower-case ASCII).
     dkim: HashMap<String, Vec<rmox_core::dkim::SignConfig>>,
+    /// Wakes the queue runner when a message is queued.
+    queue_wakeup: Option<Arc<crate::queue::Wakeup>>,
 }
 
 /// Loads the DKIM keys of every domain that signs.
@@ -180,7 +182,14 @@ impl World {
             dns,
             counters: Mutex::new(Counters::default()),
             dkim,
+            queue_wakeup: None,
         })
+    }
+
+    /// Notifies `w` whenever a message is queued (the queue runner's wakeup).
+    pub fn with_queue_wakeup(mut self, w: Arc<crate::queue::Wakeup>) -> World {
+        self.queue_wakeup = Some(w);
+        self
     }
 
     /// DKIM-signs a submitted message for its From domain, when that domain signs.
@@ -664,17 +673,30 @@ impl World {
         self.store
             .record_outgoing(account, &rcpts, now)
             .map_err(|e| store_error(&e))?;
+        if let Some(w) = &self.queue_wakeup {
+            w.notify();
+        }
         Ok(())
     }
 
     /// localserve: everything lands in the one account, except special local parts.
+    /// Submitted messages go through the queue, whose localserve delivery puts them back
+    /// into the sender's account (local parts starting with `queue` fail there, with DSNs).
     fn store_localserve(&self, t: &Transaction) -> Result<(), Reply> {
         for (p, _) in &t.recipients {
             if let ForwardPath::Mailbox(a) = p {
+                let queued =
+                    t.account.is_some() && a.localpart.0.to_ascii_lowercase().starts_with("queue");
+                if queued {
+                    continue;
+                }
                 if let Some(s) = special(&a.localpart.0, "") {
                     return Err(special_reply(s, "delivery"));
                 }
             }
+        }
+        if let Some(account) = &t.account {
+            return self.submit(account, t);
         }
         let account = match (&t.account, &self.config.postmaster) {
             (Some(a), _) => a.clone(),
