@@ -313,11 +313,13 @@ fn scenarios(rt: &str) {
             "{s:?} not in mjl; mbox:\n{mbox}"
         );
     }
-    assert_eq!(
-        mbox_messages(&mbox).len(),
-        to_mjl.len(),
-        "mjl mbox:\n{mbox}"
-    );
+    // Submitted messages to remote.example are queued and, without DNS for it here, come
+    // back as delivery status notifications: those are not part of the count.
+    let delivered: Vec<String> = mbox_messages(&mbox)
+        .into_iter()
+        .filter(|m| !m.contains("multipart/report"))
+        .collect();
+    assert_eq!(delivered.len(), to_mjl.len(), "mjl mbox:\n{mbox}");
     let mbox = srv.export_mbox("catchall");
     assert_eq!(mbox_messages(&mbox).len(), 1, "catchall mbox:\n{mbox}");
     assert_eq!(
