@@ -240,3 +240,70 @@ fn offer(session: &mut ServerSession, inbuf: &mut Vec<u8>) -> Result<(), ConnErr
     inbuf.drain(..n.min(inbuf.len()));
     Ok(())
 }
+
+/// One accepted connection, start to end: a session for the peer, served until it closes,
+/// logged with its connection id. Every runtime's accept loop calls this.
+pub async fn connection<S, R>(
+    rt: R,
+    stream: S,
+    remote: std::net::SocketAddr,
+    config: Arc<rmox_core::server::ServerConfig>,
+    answerer: Arc<dyn Answerer>,
+    shutdown: Arc<Shutdown>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: Runtime,
+{
+    let cid = next_cid();
+    let peer = rmox_core::server::Peer {
+        ip: remote.ip(),
+        cid,
+    };
+    let session = match ServerSession::new(config, peer, now()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(cid, error = %e, "cannot start session");
+            return;
+        }
+    };
+    tracing::info!(cid, %remote, "connection");
+    match serve(rt, stream, session, answerer, cid, shutdown).await {
+        Ok(()) => tracing::info!(cid, "connection closed"),
+        Err(e) => tracing::info!(cid, error = %e, "connection ended"),
+    }
+}
+
+/// The listeners one worker thread serves: its own handles on the shared sockets.
+pub type WorkerListeners = Vec<(std::net::TcpListener, Arc<rmox_core::server::ServerConfig>)>;
+
+/// Starts `threads` worker threads named `{name}-{i}`, each given clones of the listening
+/// sockets, and waits for all of them; the first error or panic of a worker is returned.
+pub fn run_workers<F>(
+    name: &str,
+    listeners: &[(std::net::TcpListener, Arc<rmox_core::server::ServerConfig>)],
+    threads: usize,
+    worker: F,
+) -> std::io::Result<()>
+where
+    F: Fn(WorkerListeners) -> std::io::Result<()> + Send + Clone + 'static,
+{
+    let mut handles = Vec::new();
+    for i in 0..threads.max(1) {
+        let mine: WorkerListeners = listeners
+            .iter()
+            .map(|(l, c)| Ok((l.try_clone()?, Arc::clone(c))))
+            .collect::<std::io::Result<_>>()?;
+        let w = worker.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("{name}-{i}"))
+            .spawn(move || w(mine))?;
+        handles.push(h);
+    }
+    for h in handles {
+        match h.join() {
+            Ok(r) => r?,
+            Err(e) => std::panic::resume_unwind(e),
+        }
+    }
+    Ok(())
+}

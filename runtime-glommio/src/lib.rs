@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use futures_lite::FutureExt;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement, PoolPlacement};
-use rmox_core::server::{Peer, ServerConfig, ServerSession};
+use rmox_core::server::ServerConfig;
 use rmox_driver::{Answerer, Runtime, Shutdown};
 
 /// One listening address and the session config for its connections.
@@ -362,7 +362,8 @@ async fn accept_loop(
         let Ok(addr) = s.peer_addr() else { continue };
         let _ = s.set_nodelay(true);
         let stream = TcpStream::from(socket2_04::Socket::from(s));
-        open.push(glommio::spawn_local(connection(
+        open.push(glommio::spawn_local(rmox_driver::connection(
+            GlommioRt,
             stream,
             addr,
             Arc::clone(&config),
@@ -393,7 +394,8 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         open.retain_mut(|t| !finished(t));
-        open.push(glommio::spawn_local(connection(
+        open.push(glommio::spawn_local(rmox_driver::connection(
+            GlommioRt,
             stream,
             addr,
             Arc::clone(&config),
@@ -416,27 +418,4 @@ async fn accept_loop(
 fn finished(t: &mut glommio::Task<()>) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     Pin::new(t).poll(&mut cx).is_ready()
-}
-
-async fn connection(
-    stream: TcpStream,
-    addr: SocketAddr,
-    config: Arc<ServerConfig>,
-    answerer: Arc<dyn Answerer>,
-    shutdown: Arc<Shutdown>,
-) {
-    let cid = rmox_driver::next_cid();
-    let peer = Peer { ip: addr.ip(), cid };
-    let session = match ServerSession::new(config, peer, rmox_driver::now()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(cid, error = %e, "cannot start session");
-            return;
-        }
-    };
-    tracing::info!(cid, remote = %addr, "connection");
-    match rmox_driver::serve(GlommioRt, stream, session, answerer, cid, shutdown).await {
-        Ok(()) => tracing::info!(cid, "connection closed"),
-        Err(e) => tracing::info!(cid, error = %e, "connection ended"),
-    }
 }

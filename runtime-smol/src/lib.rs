@@ -5,16 +5,16 @@
 //! [`rmox_driver::serve`], shared with the other runtimes.
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::TcpListener as StdListener;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_executor::{LocalExecutor, Task};
-use async_net::{TcpListener, TcpStream};
+use async_net::TcpListener;
 use futures_lite::FutureExt;
-use rmox_core::server::{Peer, ServerConfig, ServerSession};
+use rmox_core::server::ServerConfig;
 use rmox_driver::{Answerer, Runtime, Shutdown};
 
 /// One listening address and the session config for its connections.
@@ -52,26 +52,13 @@ pub fn run(
     threads: usize,
     shutdown: Arc<Shutdown>,
 ) -> std::io::Result<()> {
-    let mut handles = Vec::new();
-    for i in 0..threads.max(1) {
-        let mine: Vec<(StdListener, Arc<ServerConfig>)> = listeners
-            .iter()
-            .map(|l| Ok((l.listener.try_clone()?, Arc::clone(&l.config))))
-            .collect::<std::io::Result<_>>()?;
-        let answerer = Arc::clone(&answerer);
-        let shutdown = Arc::clone(&shutdown);
-        let h = std::thread::Builder::new()
-            .name(format!("rmox-smol-{i}"))
-            .spawn(move || worker(mine, answerer, shutdown))?;
-        handles.push(h);
-    }
-    for h in handles {
-        match h.join() {
-            Ok(r) => r?,
-            Err(e) => std::panic::resume_unwind(e),
-        }
-    }
-    Ok(())
+    let shared: Vec<(StdListener, Arc<ServerConfig>)> = listeners
+        .into_iter()
+        .map(|l| (l.listener, l.config))
+        .collect();
+    rmox_driver::run_workers("rmox-smol", &shared, threads, move |mine| {
+        worker(mine, Arc::clone(&answerer), Arc::clone(&shutdown))
+    })
 }
 
 fn worker(
@@ -126,7 +113,8 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         open.retain(|t| !t.is_finished());
-        open.push(ex.spawn(connection(
+        open.push(ex.spawn(rmox_driver::connection(
+            SmolRt,
             stream,
             addr,
             Arc::clone(&config),
@@ -138,28 +126,5 @@ async fn accept_loop(
     drop(l);
     for t in open {
         t.await;
-    }
-}
-
-async fn connection(
-    stream: TcpStream,
-    addr: SocketAddr,
-    config: Arc<ServerConfig>,
-    answerer: Arc<dyn Answerer>,
-    shutdown: Arc<Shutdown>,
-) {
-    let cid = rmox_driver::next_cid();
-    let peer = Peer { ip: addr.ip(), cid };
-    let session = match ServerSession::new(config, peer, rmox_driver::now()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(cid, error = %e, "cannot start session");
-            return;
-        }
-    };
-    tracing::info!(cid, remote = %addr, "connection");
-    match rmox_driver::serve(SmolRt, stream, session, answerer, cid, shutdown).await {
-        Ok(()) => tracing::info!(cid, "connection closed"),
-        Err(e) => tracing::info!(cid, error = %e, "connection ended"),
     }
 }

@@ -3,12 +3,12 @@
 //! listening sockets. Blocking work (storage) runs on tokio's blocking pool.
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::TcpListener as StdListener;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rmox_core::server::{Peer, ServerConfig, ServerSession};
+use rmox_core::server::ServerConfig;
 use rmox_driver::{Answerer, Runtime, Shutdown};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
@@ -50,26 +50,13 @@ pub fn run(
     threads: usize,
     shutdown: Arc<Shutdown>,
 ) -> std::io::Result<()> {
-    let mut handles = Vec::new();
-    for i in 0..threads.max(1) {
-        let mine: Vec<(StdListener, Arc<ServerConfig>)> = listeners
-            .iter()
-            .map(|l| Ok((l.listener.try_clone()?, Arc::clone(&l.config))))
-            .collect::<std::io::Result<_>>()?;
-        let answerer = Arc::clone(&answerer);
-        let shutdown = Arc::clone(&shutdown);
-        let h = std::thread::Builder::new()
-            .name(format!("rmox-tokio-{i}"))
-            .spawn(move || worker(mine, answerer, shutdown))?;
-        handles.push(h);
-    }
-    for h in handles {
-        match h.join() {
-            Ok(r) => r?,
-            Err(e) => std::panic::resume_unwind(e),
-        }
-    }
-    Ok(())
+    let shared: Vec<(StdListener, Arc<ServerConfig>)> = listeners
+        .into_iter()
+        .map(|l| (l.listener, l.config))
+        .collect();
+    rmox_driver::run_workers("rmox-tokio", &shared, threads, move |mine| {
+        worker(mine, Arc::clone(&answerer), Arc::clone(&shutdown))
+    })
 }
 
 fn worker(
@@ -121,8 +108,9 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         open.retain(|h: &tokio::task::JoinHandle<()>| !h.is_finished());
-        open.push(tokio::task::spawn_local(connection(
-            stream,
+        open.push(tokio::task::spawn_local(rmox_driver::connection(
+            TokioRt,
+            stream.compat(),
             addr,
             Arc::clone(&config),
             Arc::clone(&answerer),
@@ -132,28 +120,5 @@ async fn accept_loop(
     // Let open sessions finish their transactions.
     for h in open {
         let _ = h.await;
-    }
-}
-
-async fn connection(
-    stream: tokio::net::TcpStream,
-    addr: SocketAddr,
-    config: Arc<ServerConfig>,
-    answerer: Arc<dyn Answerer>,
-    shutdown: Arc<Shutdown>,
-) {
-    let cid = rmox_driver::next_cid();
-    let peer = Peer { ip: addr.ip(), cid };
-    let session = match ServerSession::new(config, peer, rmox_driver::now()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(cid, error = %e, "cannot start session");
-            return;
-        }
-    };
-    tracing::info!(cid, remote = %addr, "connection");
-    match rmox_driver::serve(TokioRt, stream.compat(), session, answerer, cid, shutdown).await {
-        Ok(()) => tracing::info!(cid, "connection closed"),
-        Err(e) => tracing::info!(cid, error = %e, "connection ended"),
     }
 }

@@ -762,7 +762,7 @@ impl ClientSession {
 
     fn send(&mut self, now: Now, cmd: &Command, expect: Expect) {
         cmd.render(&mut self.out_plain);
-        self.event(Event::Command(verb(cmd)));
+        self.event(Event::Command(cmd.verb()));
         self.wait(now, expect);
     }
 
@@ -1468,24 +1468,5 @@ fn protocol(stage: Stage, reply: Reply) -> ClientError {
             false,
             ErrorKind::Protocol("unexpected reply code".into()),
         )
-    }
-}
-
-fn verb(c: &Command) -> &'static str {
-    match c {
-        Command::Ehlo(_) => "EHLO",
-        Command::Helo(_) => "HELO",
-        Command::Mail(..) => "MAIL",
-        Command::Rcpt(..) => "RCPT",
-        Command::Data => "DATA",
-        Command::Bdat { .. } => "BDAT",
-        Command::Rset => "RSET",
-        Command::Vrfy(_) => "VRFY",
-        Command::Expn(_) => "EXPN",
-        Command::Help(_) => "HELP",
-        Command::Noop(_) => "NOOP",
-        Command::Quit => "QUIT",
-        Command::StartTls => "STARTTLS",
-        Command::Auth { .. } => "AUTH",
     }
 }

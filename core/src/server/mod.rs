@@ -957,7 +957,7 @@ impl ServerSession {
                 return false;
             }
         };
-        self.event(Event::Command(verb(&cmd).to_string()));
+        self.event(Event::Command(cmd.verb().to_string()));
         if self.shutting_down && !matches!(cmd, Command::Quit) {
             self.reply(Reply::new(
                 421,
@@ -1353,25 +1353,6 @@ impl ServerSession {
 
 fn seq_error(msg: &str) -> Reply {
     Reply::new(503, Some(Enhanced::new(5, 5, 1)), msg)
-}
-
-fn verb(c: &Command) -> &'static str {
-    match c {
-        Command::Ehlo(_) => "EHLO",
-        Command::Helo(_) => "HELO",
-        Command::Mail(..) => "MAIL",
-        Command::Rcpt(..) => "RCPT",
-        Command::Data => "DATA",
-        Command::Bdat { .. } => "BDAT",
-        Command::Rset => "RSET",
-        Command::Vrfy(_) => "VRFY",
-        Command::Expn(_) => "EXPN",
-        Command::Help(_) => "HELP",
-        Command::Noop(_) => "NOOP",
-        Command::Quit => "QUIT",
-        Command::StartTls => "STARTTLS",
-        Command::Auth { .. } => "AUTH",
-    }
 }
 
 impl ServerSession {

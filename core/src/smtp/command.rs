@@ -152,6 +152,28 @@ pub enum CommandError {
     InvalidCharacters,
 }
 
+impl Command {
+    /// The verb, upper-case, for logs and metrics (arguments may be secret).
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Command::Ehlo(_) => "EHLO",
+            Command::Helo(_) => "HELO",
+            Command::Mail(..) => "MAIL",
+            Command::Rcpt(..) => "RCPT",
+            Command::Data => "DATA",
+            Command::Bdat { .. } => "BDAT",
+            Command::Rset => "RSET",
+            Command::Vrfy(_) => "VRFY",
+            Command::Expn(_) => "EXPN",
+            Command::Help(_) => "HELP",
+            Command::Noop(_) => "NOOP",
+            Command::Quit => "QUIT",
+            Command::StartTls => "STARTTLS",
+            Command::Auth { .. } => "AUTH",
+        }
+    }
+}
+
 impl CommandError {
     /// The reply the server sends for this error.
     pub fn reply(&self) -> Reply {
