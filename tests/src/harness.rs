@@ -22,7 +22,14 @@ pub struct Harness {
 
 /// Records the rmox tests add to the example.org zone (through `dns/extra`, then
 /// `dns-reload.sh`). A marker line makes adding them idempotent.
-const EXTRA_MARKER: &str = "; rmox tests/src/harness.rs records v1";
+const EXTRA_MARKER: &str = "; rmox tests/src/harness.rs records v2";
+/// The start of every version's marker, and the end of the block.
+const EXTRA_PREFIX: &str = "; rmox tests/src/harness.rs records";
+const EXTRA_END: &str = "; end rmox\n";
+
+/// An address nothing in the harness uses: `later-mx.example.org`, the MX of
+/// `later.example.org`. Connections are refused until a test listens there.
+pub const LATER_MX: &str = "127.10.0.97";
 
 /// Long SPF record for `bigspf.example.org`: more than the 1232-octet EDNS payload, so the
 /// UDP answer is truncated and the resolver must retry over TCP.
@@ -49,6 +56,9 @@ bigspf            IN TXT {}
 nullmx            IN MX 0 .
 nullmx            IN A 127.10.0.99
 ; DNSBL zone bl.example.org: 127.0.0.2 (the health check) and 127.10.0.15 are listed.
+; later.example.org: MX refused until a test listens on {LATER_MX}.
+later             IN MX 10 later-mx.example.org.
+later-mx          IN A {LATER_MX}
 2.0.0.127.bl      IN A 127.0.0.2
 2.0.0.127.bl      IN TXT \"test entry\"
 15.0.10.127.bl    IN A 127.0.0.2
@@ -121,9 +131,16 @@ impl Harness {
         static ONCE: Once = Once::new();
         ONCE.call_once(|| {
             let p = self.dir.join("dns/extra/example.org.zone");
-            let old = std::fs::read_to_string(&p).unwrap_or_default();
+            let mut old = std::fs::read_to_string(&p).unwrap_or_default();
             if old.contains(EXTRA_MARKER) {
                 return;
+            }
+            // Replace an older version of the block.
+            if let Some(start) = old.find(EXTRA_PREFIX) {
+                let end = old[start..]
+                    .find(EXTRA_END)
+                    .map_or(old.len(), |e| start + e + EXTRA_END.len());
+                old.replace_range(start..end, "");
             }
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, format!("{old}{}", extra_records())).unwrap();
@@ -187,4 +204,52 @@ impl Harness {
         }
         out
     }
+}
+
+/// A minimal SMTP server on `ip:25` for one connection (no STARTTLS): accepts every
+/// command and returns the transcript of what the client sent. The listener is bound
+/// before this returns.
+pub fn smtp_sink(ip: &str) -> std::thread::JoinHandle<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind((ip, 25)).unwrap_or_else(|e| panic!("bind {ip}:25: {e}"));
+    std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let mut seen = String::new();
+        let _ = w.write_all(b"220 sink.example ESMTP\r\n");
+        let mut in_data = false;
+        loop {
+            let mut line = String::new();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            seen.push_str(&line);
+            if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    let _ = w.write_all(b"250 2.0.0 stored\r\n");
+                }
+                continue;
+            }
+            let cmd = line.get(..4).unwrap_or("").to_ascii_uppercase();
+            let reply: &[u8] = match cmd.as_str() {
+                "EHLO" => b"250-sink.example\r\n250 8BITMIME\r\n",
+                "DATA" => {
+                    in_data = true;
+                    b"354 go ahead\r\n"
+                }
+                "QUIT" => {
+                    let _ = w.write_all(b"221 2.0.0 bye\r\n");
+                    break;
+                }
+                _ => b"250 2.0.0 ok\r\n",
+            };
+            let _ = w.write_all(reply);
+        }
+        seen
+    })
 }

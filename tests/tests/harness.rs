@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rmox_tests::harness::{big_spf_record, Harness, RESOLVER};
+use rmox_tests::harness::{big_spf_record, smtp_sink, Harness, LATER_MX, RESOLVER};
 use rmox_tests::*;
 
 /// `rmox ARGS --resolver 127.53.0.2:53`: (success, stdout + stderr).
@@ -288,6 +288,7 @@ fn serve_scenarios(rt: &str) {
     let r_multi = format!("rcpt-{tag}@multi.example.org");
     let r_temp = format!("tempfail-{tag}@example.org");
     let r_perm = format!("permfail-{tag}@example.org");
+    let r_later = format!("rcpt-{tag}@later.example.org");
     let s_out = sub("outgoing");
     let mut args: Vec<String> = [
         "--host",
@@ -310,7 +311,7 @@ fn serve_scenarios(rt: &str) {
     .iter()
     .map(|x| x.to_string())
     .collect();
-    for r in [&r_pf, &r_multi, &r_temp, &r_perm] {
+    for r in [&r_pf, &r_multi, &r_temp, &r_perm, &r_later] {
         args.push("--to".into());
         args.push(r.clone());
     }
@@ -391,6 +392,23 @@ fn serve_scenarios(rt: &str) {
         .filter(|l| l.contains(&format!("\"rcpt\": \"{r_temp}\"")))
         .count();
     assert_eq!(temp_events, 2, "kick did not reach mx1");
+
+    // later.example.org: its MX refused the connection (temporary); once it listens,
+    // `queue kick` delivers.
+    let line = list
+        .lines()
+        .find(|l| l.contains(&r_later))
+        .unwrap_or_else(|| panic!("{r_later} not queued:\n{list}"));
+    assert!(line.contains("attempts 1"), "{line}");
+    let id = line.split_whitespace().next().unwrap();
+    let sink = smtp_sink(LATER_MX);
+    let (ok, kick) = rmox_out(&["queue", "kick", id, "--config", &cfgs]);
+    assert!(ok && kick.contains("Delivered"), "{kick}");
+    let seen = sink.join().unwrap();
+    assert!(seen.contains(&format!("RCPT TO:<{r_later}>")), "{seen}");
+    assert!(seen.contains(&format!("Subject: {s_out}")), "{seen}");
+    let (_, list) = rmox_out(&["queue", "list", "--config", &cfgs]);
+    assert!(!list.contains(&r_later), "{list}");
 
     let mbox = srv.export_mbox("mjl");
     let dsn = mbox_messages(&mbox)
