@@ -1,0 +1,461 @@
+//! End to end against real DNS and real mail servers: the test world of ../shared/harness
+//! (NSD + validating Unbound on 127.53.0.x, aiosmtpd peers and Postfix on 127.10.0.x).
+//! `.ci/run` starts it; elsewhere the tests skip with a printed reason unless
+//! `$HARNESS_DIR/env.sh` exists (`../shared/harness/up.sh`, with `HARNESS_HOME` pointing
+//! at the scripts when they are not at ../shared/harness beside the checkout).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use rmox_tests::harness::{big_spf_record, smtp_sink, Harness, LATER_MX, RESOLVER};
+use rmox_tests::*;
+
+/// `rmox ARGS --resolver 127.53.0.2:53`: (success, stdout + stderr).
+fn cli(args: &[&str]) -> (bool, String) {
+    let mut a: Vec<&str> = args.to_vec();
+    a.extend(["--resolver", RESOLVER]);
+    let out = rmox(&a, None);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[track_caller]
+fn cli_ok(args: &[&str]) -> String {
+    let (ok, out) = cli(args);
+    assert!(ok, "rmox {args:?} failed:\n{out}");
+    out
+}
+
+/// The DNS tools of the binary against the real resolver: UDP answers, and a TXT record
+/// too big for the 1232-octet EDNS payload that only arrives over TCP.
+#[test]
+fn cli_spf_and_dnsbl_real_dns() {
+    let Some(_h) = Harness::get("cli_spf_and_dnsbl_real_dns") else {
+        return;
+    };
+    // SPF over UDP: example.org allows 127.10.0.0/24.
+    let out = cli_ok(&["spf", "check", "example.org", "127.10.0.11"]);
+    assert!(out.contains("result: pass"), "{out}");
+    assert!(out.contains("mechanism: ip4:127.10.0.0/24"), "{out}");
+    let out = cli_ok(&["spf", "check", "example.org", "127.20.0.1"]);
+    assert!(out.contains("result: fail"), "{out}");
+    assert!(out.starts_with("result: fail") && out.contains("Received-SPF: fail"));
+    // mox.example: ip4 of the MTA.
+    let out = cli_ok(&["spf", "check", "mox.example", "127.10.0.2"]);
+    assert!(out.contains("result: pass"), "{out}");
+    let out = cli_ok(&["spf", "lookup", "example.org"]);
+    assert!(
+        out.contains("v=spf1 ip4:127.10.0.0/24 -all\nvalid"),
+        "{out}"
+    );
+    // DNSSEC-bogus zone: SERVFAIL from the validating resolver, a temporary error.
+    let out = cli_ok(&["spf", "check", "bogus.example", "127.10.0.17"]);
+    assert!(out.contains("result: temperror"), "{out}");
+
+    // Over TCP: the record is longer than the UDP payload, so the UDP answer is
+    // truncated; only a TCP retry can return it whole.
+    let big = big_spf_record();
+    assert!(big.len() > 1232, "{}", big.len());
+    let out = cli_ok(&["spf", "lookup", "bigspf.example.org"]);
+    assert!(out.contains(&format!("{big}\nvalid")), "{out}");
+    let out = cli_ok(&["spf", "check", "bigspf.example.org", "127.10.0.2"]);
+    assert!(out.contains("result: pass"), "{out}");
+    assert!(out.contains("mechanism: ip4:127.10.0.2"), "{out}");
+    let out = cli_ok(&["spf", "check", "bigspf.example.org", "127.20.0.1"]);
+    assert!(out.contains("result: fail"), "{out}");
+
+    // DNSBL: bl.example.org lists 127.10.0.15 (and 127.0.0.2 for the health check).
+    let out = cli_ok(&["dnsbl", "check", "bl.example.org", "127.10.0.15"]);
+    assert!(
+        out.contains("bl.example.org: Fail(\"listed by the rmox harness test\")"),
+        "{out}"
+    );
+    assert!(out.contains("bl.example.org health: Healthy"), "{out}");
+    let out = cli_ok(&["dnsbl", "check", "bl.example.org", "127.10.0.11"]);
+    assert!(out.contains("bl.example.org: Pass"), "{out}");
+    let out = cli_ok(&["dnsbl", "check", "bl.bogus.example", "127.10.0.15"]);
+    assert!(out.contains("bl.bogus.example: TempError"), "{out}");
+}
+
+fn serve_config(h: &Harness) -> String {
+    format!(
+        r#"hostname = "{host}"
+data_dir = "data"
+resolver = ["{RESOLVER}"]
+
+[[listener]]
+name = "harness"
+ip = "{ip}"
+smtp = {{ port = 25 }}
+submission = {{ port = 587 }}
+tls = {{ cert_file = "{cert}", key_file = "{key}" }}
+require_tls_for_auth = false
+
+[domain."mox.example"]
+
+[account.mjl]
+domain = "mox.example"
+destinations = {{ "mjl@mox.example" = {{}} }}
+
+[postmaster]
+account = "mjl"
+mailbox = "Inbox"
+
+[limits]
+auth_failure_delay_secs = 0
+
+[incoming]
+checks = true
+dnsbl = ["bl.example.org"]
+require_iprev_for_unknown_senders = true
+"#,
+        host = h.var("HARNESS_MTA_HOSTNAME"),
+        ip = h.var("HARNESS_MTA_ADDR"),
+        cert = h.var("HARNESS_MTA_CERT"),
+        key = h.var("HARNESS_MTA_KEY"),
+    )
+}
+
+/// `rmox ARGS` without a resolver: (success, stdout + stderr).
+fn rmox_out(args: &[&str]) -> (bool, String) {
+    let out = rmox(args, None);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The final reply inject.py printed (its last line).
+fn last_line(out: &str) -> &str {
+    out.trim_end().lines().last().unwrap_or("")
+}
+
+#[track_caller]
+fn inject_expect(h: &Harness, args: &[&str], want: &str) {
+    let (_, out) = h.inject(args);
+    assert!(
+        last_line(&out).starts_with(want),
+        "inject {args:?}: want {want:?}, got:\n{out}"
+    );
+}
+
+/// Waits up to `secs` for `f` to hold.
+fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    f()
+}
+
+/// `rmox serve` as mail.mox.example on 127.10.0.2:25 with the DNS checks on: the seed
+/// scenarios that need DNS, then outgoing delivery to the real Postfix MX and the peers.
+fn serve_scenarios(rt: &str) {
+    let test = format!("serve_scenarios({rt})");
+    let Some(h) = Harness::get(&test) else {
+        return;
+    };
+    let _guard = Harness::lock();
+    let dir = TempDir::new(&format!("harness-{rt}"));
+    let cfg = dir.path().join("rmox.toml");
+    std::fs::write(&cfg, serve_config(&h)).unwrap();
+    let cfgs = cfg.to_str().unwrap().to_string();
+    let out = rmox(&["config", "check", "--config", &cfgs], None);
+    assert!(
+        out.status.success(),
+        "config check: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = rmox(
+        &["account", "setpassword", "mjl", "--config", &cfgs],
+        Some("testtest\n"),
+    );
+    assert!(out.status.success(), "setpassword");
+    let ip: std::net::Ipv4Addr = h.var("HARNESS_MTA_ADDR").parse().unwrap();
+    let mut srv = Server::serve(rt, dir, ip, 25);
+    let sub = |what: &str| subject(&format!("harness-{what}"), rt);
+    let to = "mjl@mox.example";
+
+    // EHLO name that does not exist: 550 at MAIL FROM.
+    inject_expect(
+        &h,
+        &[
+            "--to",
+            to,
+            "--helo",
+            "nonexistent.example.org",
+            "--tls",
+            "none",
+        ],
+        "550",
+    );
+    // MAIL FROM domain with a null MX: 550 5.7.27; DNSSEC-bogus (SERVFAIL): 451 4.4.0.
+    inject_expect(
+        &h,
+        &["--to", to, "--from", "a@nullmx.example.org"],
+        "550 5.7.27",
+    );
+    inject_expect(&h, &["--to", to, "--from", "a@bogus.example"], "451 4.4.0");
+    // Listed in bl.example.org (127.10.0.15 = mx-notls.example.org): 451 4.7.1.
+    let s_dnsbl = sub("dnsbl");
+    inject_expect(
+        &h,
+        &[
+            "--to",
+            to,
+            "--source-ip",
+            "127.10.0.15",
+            "--helo",
+            "mx-notls.example.org",
+            "--dkim",
+            "example.org:harness",
+            "--subject",
+            &s_dnsbl,
+        ],
+        "451 4.7.1",
+    );
+    // No PTR for 127.20.0.1, example.org not yet known: iprev required, 451 4.7.0 (DKIM
+    // keeps DMARC passing although SPF fails).
+    let s_noptr = sub("noptr");
+    inject_expect(
+        &h,
+        &[
+            "--to",
+            to,
+            "--source-ip",
+            "127.20.0.1",
+            "--dkim",
+            "example.org:harness",
+            "--subject",
+            &s_noptr,
+        ],
+        "451 4.7.0",
+    );
+    // With PTR (127.10.0.11 = mx1.example.org), SPF pass, DKIM: accepted over STARTTLS
+    // verified against the harness CA and name.
+    let s_ok = sub("ok");
+    inject_expect(
+        &h,
+        &[
+            "--to",
+            to,
+            "--source-ip",
+            "127.10.0.11",
+            "--dkim",
+            "example.org:harness",
+            "--tls",
+            "verify",
+            "--sni",
+            "mail.mox.example",
+            "--subject",
+            &s_ok,
+        ],
+        "250",
+    );
+    // Now example.org is a known sender: no PTR is accepted, SPF fails.
+    let s_known = sub("known");
+    inject_expect(
+        &h,
+        &[
+            "--to",
+            to,
+            "--source-ip",
+            "127.20.0.1",
+            "--dkim",
+            "example.org:harness",
+            "--subject",
+            &s_known,
+        ],
+        "250",
+    );
+
+    // Outgoing (issue 8): one submitted message to the real Postfix MX, to a domain whose
+    // MX10 refuses connections (fallback to MX20 = mx1), and to mx1's tempfail/permfail.
+    let tag = format!("{rt}{}", std::process::id());
+    let r_pf = format!("rcpt-{tag}@pf.example.org");
+    let r_multi = format!("rcpt-{tag}@multi.example.org");
+    let r_temp = format!("tempfail-{tag}@example.org");
+    let r_perm = format!("permfail-{tag}@example.org");
+    let r_later = format!("rcpt-{tag}@later.example.org");
+    let s_out = sub("outgoing");
+    let mut args: Vec<String> = [
+        "--host",
+        &ip.to_string(),
+        "--port",
+        "587",
+        "--mode",
+        "starttls",
+        "--auth",
+        "PLAIN",
+        "--user",
+        "mjl@mox.example",
+        "--password",
+        "testtest",
+        "--mail-from",
+        "mjl@mox.example",
+        "--subject",
+        &s_out,
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    for r in [&r_pf, &r_multi, &r_temp, &r_perm, &r_later] {
+        args.push("--to".into());
+        args.push(r.clone());
+    }
+    let (code, out) = py_send(&args);
+    assert_eq!(code, 0, "submission: {out}");
+    // Postfix stored it (over STARTTLS, per its Received header).
+    let mut pf_msg = None;
+    let delivered = wait_for(30, || {
+        pf_msg = h
+            .postfix_messages()
+            .into_iter()
+            .find(|m| m.contains(&format!("Subject: {s_out}")));
+        pf_msg.is_some()
+    });
+    assert!(
+        delivered,
+        "{s_out} not in the Postfix Maildir; stderr:\n{}",
+        srv.stderr()
+    );
+    let pf_msg = pf_msg.unwrap();
+    assert!(
+        pf_msg.contains(&format!("Delivered-To: {r_pf}")),
+        "{pf_msg}"
+    );
+    assert!(pf_msg.contains("(using TLSv1."), "no TLS: {pf_msg}");
+    assert!(
+        pf_msg.contains("by mx2.example.org (Postfix) with ESMTPS"),
+        "{pf_msg}"
+    );
+    // The peers saw the MX20 delivery and refused tempfail (451) and permfail (550).
+    let has_event = |f: &dyn Fn(&str) -> bool| h.events().iter().any(|l| f(l));
+    let ok = wait_for(30, || {
+        has_event(&|l: &str| {
+            l.contains(&format!("\"{r_multi}\""))
+                && l.contains("\"result\": \"250\"")
+                && l.contains("\"peer\": \"mx1.example.org\"")
+        }) && has_event(&|l: &str| {
+            l.contains(&format!("\"rcpt\": \"{r_temp}\"")) && l.contains("\"result\": \"451")
+        }) && has_event(&|l: &str| {
+            l.contains(&format!("\"rcpt\": \"{r_perm}\"")) && l.contains("\"result\": \"550")
+        })
+    });
+    assert!(
+        ok,
+        "events for {tag} missing:\n{}\nstderr:\n{}",
+        h.events().join("\n"),
+        srv.stderr()
+    );
+    // The DSN for permfail is delivered locally by the runner: give it a moment.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+
+    srv.stop_clean();
+
+    // tempfail is still queued after one attempt; `rmox queue kick` attempts it again now.
+    let (_, list) = rmox_out(&["queue", "list", "--config", &cfgs]);
+    let line = list
+        .lines()
+        .find(|l| l.contains(&r_temp))
+        .unwrap_or_else(|| panic!("{r_temp} not queued:\n{list}"));
+    assert!(
+        line.contains("attempts 1") && line.contains("451"),
+        "{line}"
+    );
+    assert!(
+        !list.contains(&r_pf) && !list.contains(&r_multi) && !list.contains(&r_perm),
+        "{list}"
+    );
+    let id = line.split_whitespace().next().unwrap();
+    let (ok, kick) = rmox_out(&["queue", "kick", id, "--config", &cfgs]);
+    assert!(ok, "{kick}");
+    assert!(
+        kick.contains("still queued") && kick.contains("attempts 2") && kick.contains("451"),
+        "{kick}"
+    );
+    let temp_events = h
+        .events()
+        .iter()
+        .filter(|l| l.contains(&format!("\"rcpt\": \"{r_temp}\"")))
+        .count();
+    assert_eq!(temp_events, 2, "kick did not reach mx1");
+
+    // later.example.org: its MX refused the connection (temporary); once it listens,
+    // `queue kick` delivers.
+    let line = list
+        .lines()
+        .find(|l| l.contains(&r_later))
+        .unwrap_or_else(|| panic!("{r_later} not queued:\n{list}"));
+    assert!(line.contains("attempts 1"), "{line}");
+    let id = line.split_whitespace().next().unwrap();
+    let sink = smtp_sink(LATER_MX);
+    let (ok, kick) = rmox_out(&["queue", "kick", id, "--config", &cfgs]);
+    assert!(ok && kick.contains("Delivered"), "{kick}");
+    let seen = sink.join().unwrap();
+    assert!(seen.contains(&format!("RCPT TO:<{r_later}>")), "{seen}");
+    assert!(seen.contains(&format!("Subject: {s_out}")), "{seen}");
+    let (_, list) = rmox_out(&["queue", "list", "--config", &cfgs]);
+    assert!(!list.contains(&r_later), "{list}");
+
+    let mbox = srv.export_mbox("mjl");
+    let dsn = mbox_messages(&mbox)
+        .into_iter()
+        .find(|m| m.contains("multipart/report") && m.contains(&r_perm))
+        .unwrap_or_else(|| panic!("no DSN for {r_perm}:\n{mbox}"));
+    assert!(dsn.contains("Action: failed"), "{dsn}");
+    assert!(dsn.contains("Remote-MTA: dns; mx1.example.org"), "{dsn}");
+    assert!(dsn.contains("550"), "{dsn}");
+    let msgs = mbox_messages(&mbox);
+    let find = |s: &str| {
+        msgs.iter()
+            .find(|m| m.contains(&format!("Subject: {s}")))
+            .cloned()
+    };
+    assert!(
+        find(&s_dnsbl).is_none() && find(&s_noptr).is_none(),
+        "{mbox}"
+    );
+    let ok = find(&s_ok).unwrap_or_else(|| panic!("{s_ok} not stored:\n{mbox}"));
+    let ar: String = ok.split("\n\n").next().unwrap_or("").to_string();
+    for want in [
+        "Authentication-Results: mail.mox.example",
+        "iprev=pass",
+        "spf=pass",
+        "dkim=pass",
+        "dmarc=pass",
+    ] {
+        assert!(ar.contains(want), "{want} missing in:\n{ar}");
+    }
+    let known = find(&s_known).unwrap_or_else(|| panic!("{s_known} not stored:\n{mbox}"));
+    let ar = known.split("\n\n").next().unwrap_or("").to_string();
+    for want in ["iprev=", "spf=fail", "dkim=pass", "dmarc=pass"] {
+        assert!(ar.contains(want), "{want} missing in:\n{ar}");
+    }
+    assert!(!ar.contains("iprev=pass"), "{ar}");
+}
+
+macro_rules! suite {
+    ($($rt:ident),*) => {$(
+        mod $rt {
+            #[test]
+            fn serve_scenarios() {
+                super::serve_scenarios(stringify!($rt))
+            }
+        }
+    )*};
+}
+
+suite!(tokio, smol, glommio);
