@@ -341,6 +341,9 @@ enum DkimCmd {
         keyfile: PathBuf,
         /// Message file, or -.
         file: PathBuf,
+        /// Canonicalization HEADER/BODY: relaxed or simple each (default relaxed/relaxed).
+        #[arg(long, default_value = "relaxed/relaxed")]
+        canon: String,
     },
     /// Verify the signatures of FILE (or - for stdin).
     Verify {
@@ -560,8 +563,9 @@ fn main() -> ExitCode {
                     selector,
                     keyfile,
                     file,
+                    canon,
                 },
-        } => tools::dkim_sign(&domain, &selector, &keyfile, &file),
+        } => tools::dkim_sign(&domain, &selector, &keyfile, &file, &canon),
         Cmd::Dkim {
             cmd: DkimCmd::Verify { file, resolver },
         } => tools::dkim_verify(&file, &resolver),

@@ -612,3 +612,5 @@ pub fn swaks(args: &[String]) -> (i32, String) {
     );
     (out.status.code().unwrap_or(-1), text)
 }
+
+pub mod dkimpy;
