@@ -7,6 +7,7 @@ mod creds;
 mod ctl;
 mod localserve;
 mod queue;
+mod reports;
 mod resolve;
 mod serve;
 mod tools;
