@@ -207,6 +207,22 @@ impl Default for Incoming {
     }
 }
 
+/// Outgoing reports (`[reports]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportSettings {
+    /// Seconds between DMARC aggregate report runs (default 3600); 0 turns them off.
+    pub dmarc_interval_secs: u64,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        ReportSettings {
+            dmarc_interval_secs: 3600,
+        }
+    }
+}
+
 /// The outgoing queue (`[queue]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -264,6 +280,9 @@ pub struct Config {
     /// The outgoing queue.
     #[serde(default)]
     pub queue: QueueSettings,
+    /// Outgoing reports (`[reports]`).
+    #[serde(default)]
+    pub reports: ReportSettings,
     /// The file this was read from (set after parsing).
     #[serde(skip)]
     pub path: PathBuf,

@@ -7,6 +7,7 @@ mod creds;
 mod ctl;
 mod localserve;
 mod queue;
+mod reports;
 mod resolve;
 mod serve;
 mod tools;
@@ -341,6 +342,9 @@ enum DkimCmd {
         keyfile: PathBuf,
         /// Message file, or -.
         file: PathBuf,
+        /// Canonicalization HEADER/BODY: relaxed or simple each (default relaxed/relaxed).
+        #[arg(long, default_value = "relaxed/relaxed")]
+        canon: String,
     },
     /// Verify the signatures of FILE (or - for stdin).
     Verify {
@@ -560,8 +564,9 @@ fn main() -> ExitCode {
                     selector,
                     keyfile,
                     file,
+                    canon,
                 },
-        } => tools::dkim_sign(&domain, &selector, &keyfile, &file),
+        } => tools::dkim_sign(&domain, &selector, &keyfile, &file, &canon),
         Cmd::Dkim {
             cmd: DkimCmd::Verify { file, resolver },
         } => tools::dkim_verify(&file, &resolver),

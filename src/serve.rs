@@ -171,6 +171,16 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     )
     .with_wakeup(Arc::clone(&wakeup));
     let workers = c.queue.workers;
+    let reporter = Arc::new(crate::reports::Trigger::default());
+    if !c.localserve && c.reports.dmarc_interval_secs > 0 {
+        crate::reports::spawn_reporter(
+            Arc::clone(&store),
+            Arc::clone(&c),
+            std::time::Duration::from_secs(c.reports.dmarc_interval_secs),
+            Arc::clone(&reporter),
+            Some(Arc::clone(&wakeup)),
+        )?;
+    }
     let world: Arc<dyn rmox_driver::Answerer> =
         Arc::new(World::new(Arc::clone(&c), Arc::clone(&store), dns)?.with_queue_wakeup(wakeup));
     let queue = Arc::new(runner).spawn(workers)?;
@@ -220,6 +230,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         ),
     };
     queue.stop();
+    reporter.stop();
     result.map_err(|e| Fail(format!("server: {e}")))?;
     tracing::info!("stopped");
     Ok(())

@@ -164,14 +164,41 @@ pub fn dkim_gen_ed25519(domain: &str, selector: &str, keyfile: &Path) -> Result<
     Ok(())
 }
 
-/// `rmox dkim sign DOMAIN SELECTOR KEYFILE FILE`: prints the message with a signature.
-pub fn dkim_sign(domain: &str, selector: &str, keyfile: &Path, file: &Path) -> Result<(), Fail> {
+/// Parses `HEADER/BODY` canonicalization names (`relaxed/simple`; a lone name is the
+/// header's, with a simple body, as in a `c=` tag).
+fn parse_canon(s: &str) -> Result<rmox_core::dkim::Canonicalization, Fail> {
+    use rmox_core::dkim::Canon;
+    let one = |n: &str| match n.trim().to_ascii_lowercase().as_str() {
+        "relaxed" => Ok(Canon::Relaxed),
+        "simple" => Ok(Canon::Simple),
+        _ => Err(Fail(format!(
+            "canonicalization {s:?}: want relaxed or simple"
+        ))),
+    };
+    let (h, b) = s.split_once('/').unwrap_or((s, "simple"));
+    Ok(rmox_core::dkim::Canonicalization {
+        header: one(h)?,
+        body: one(b)?,
+    })
+}
+
+/// `rmox dkim sign DOMAIN SELECTOR KEYFILE FILE [--canon H/B]`: prints the message with a
+/// signature.
+pub fn dkim_sign(
+    domain: &str,
+    selector: &str,
+    keyfile: &Path,
+    file: &Path,
+    canon: &str,
+) -> Result<(), Fail> {
+    let canonicalization = parse_canon(canon)?;
     let msg = read_message(file)?;
     let pem = std::fs::read_to_string(keyfile)
         .map_err(|e| Fail(format!("{}: {e}", keyfile.display())))?;
     let key = rmox_core::dkim::SigningKey::from_pem(&pem)
         .map_err(|e| Fail(format!("{}: {e}", keyfile.display())))?;
-    let cfg = rmox_core::dkim::SignConfig::new(domain, selector, key);
+    let mut cfg = rmox_core::dkim::SignConfig::new(domain, selector, key);
+    cfg.canonicalization = canonicalization;
     let rng = ring::rand::SystemRandom::new();
     let h = rmox_core::dkim::sign(&msg, &[cfg], now(), &rng)
         .map_err(|e| Fail(format!("signing: {e}")))?;

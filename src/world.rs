@@ -573,7 +573,20 @@ impl World {
             return Err(failure.unwrap_or_else(|| reply(550, (5, 1, 1), "no such user(s)")));
         }
         let accounts: Vec<String> = deliveries.iter().map(|d| d.account.clone()).collect();
-        self.incoming_policy(t, &accounts)?;
+        let policy = self.incoming_policy(t, &accounts);
+        // DMARC reporting (src/reports.rs): the evaluation is stored when the message is
+        // accepted or refused for its DMARC policy, not when refused for other reasons
+        // (a temporary refusal would store it again on each retry).
+        let dmarc_refused = self.config.incoming.dmarc_reject
+            && t.auth
+                .as_ref()
+                .and_then(|v| v.dmarc.as_ref())
+                .is_some_and(|d| d.is_reject());
+        if policy.is_ok() || dmarc_refused {
+            crate::reports::store_evaluation(&self.store, t, &accounts);
+        }
+        policy?;
+        crate::reports::store_incoming_report(&self.store, &self.config, t);
         self.store
             .deliver_many(deliveries)
             .map(|_| ())

@@ -458,4 +458,6 @@ pub enum ReportKind {
     DmarcEval,
     /// A TLS result, keyed by the policy domain, for TLSRPT.
     TlsResult,
+    /// An incoming DMARC aggregate report (the raw message), keyed by our domain it is about.
+    DmarcReport,
 }

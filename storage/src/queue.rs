@@ -555,6 +555,7 @@ fn report_code(k: ReportKind) -> u8 {
     match k {
         ReportKind::DmarcEval => 1,
         ReportKind::TlsResult => 2,
+        ReportKind::DmarcReport => 3,
     }
 }
 

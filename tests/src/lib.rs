@@ -614,3 +614,5 @@ pub fn swaks(args: &[String]) -> (i32, String) {
     );
     (out.status.code().unwrap_or(-1), text)
 }
+
+pub mod dkimpy;
