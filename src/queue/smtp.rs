@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rmox_core::client::{
     ClientConfig, ClientError, ClientSession, Credentials, Delivery, ErrorKind, Event, Extensions,
-    Input, Needs, Outcome, Output, TlsMode, Verify,
+    Input, Needs, Outcome, Output, Stage, TlsMode, Verify,
 };
 use rmox_core::dns::{Lookup, LookupResult, Record, RecordType};
 use rmox_core::queue::{
@@ -384,6 +384,12 @@ struct Relay<'a> {
     ca_file: Option<&'a Path>,
 }
 
+/// Whether an error is about the AUTH mechanism (not offered, refused with 504, channel
+/// binding unavailable) rather than the credentials or the connection.
+fn mechanism_problem(e: &ClientError) -> bool {
+    e.stage == Stage::Auth && e.reply.as_ref().is_none_or(|r| r.code == 504)
+}
+
 /// How MX connections are made.
 enum Via<'a> {
     /// Straight TCP.
@@ -393,16 +399,6 @@ enum Via<'a> {
         s: &'a TransportSocks5,
         auth: Option<(&'a str, &'a str)>,
     },
-}
-
-/// The client machine's AUTH settings from a transport's: the first configured mechanism,
-/// or (none configured) the strongest the server offers.
-fn credentials(a: &SmtpAuth) -> Credentials {
-    Credentials {
-        mechanism: a.mechanisms.iter().find_map(|m| Mechanism::from_name(m)),
-        username: a.username.clone(),
-        password: a.password.clone(),
-    }
 }
 
 fn connect_failure(host: &str, addr: SocketAddr, e: impl std::fmt::Display) -> AttemptResult {
@@ -591,60 +587,95 @@ impl SmtpConnector {
             Ok(ips) => ips,
             Err(r) => return all(r),
         };
+        // Configured mechanisms are tried in order, each on a new connection, while the
+        // failure is about the mechanism (not offered, refused with 504, no channel
+        // binding); none configured: the strongest the server offers.
+        let mechanisms: Vec<Option<Mechanism>> = match auth {
+            Some(a) if !a.mechanisms.is_empty() => a
+                .mechanisms
+                .iter()
+                .filter_map(|m| Mechanism::from_name(m))
+                .map(Some)
+                .collect(),
+            _ => vec![None],
+        };
         let mut last = temp(format!("{host} not reachable"), Enhanced::new(4, 4, 1));
         for ip in ips {
             let addr = SocketAddr::new(ip, port);
-            let stream = match TcpStream::connect_timeout(&addr, self.connect_timeout) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::info!(%host, %addr, error = %e, "connect failed");
-                    last = connect_failure(host, addr, e);
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(300)));
-            let mut cfg = ClientConfig::new(self.our_hostname.clone(), host.to_string());
-            cfg.tls_mode = tls_mode;
-            cfg.verification = verification.clone();
-            cfg.auth = auth.map(credentials);
-            cfg.seed = self.next_seed();
-            let cfg = Arc::new(cfg);
-            let end = match &implicit {
-                None => {
-                    let mut stream = stream;
-                    drive(&mut stream, cfg, env.delivery())
-                }
-                Some(tc) => {
-                    let name = match rustls::pki_types::ServerName::try_from(host.to_string()) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            return all(AttemptResult::Permanent(Failure::local(
-                                format!("{host}: not a TLS server name: {e}"),
-                                Enhanced::new(5, 7, 0),
-                            )))
-                        }
-                    };
-                    match rustls::ClientConnection::new(Arc::clone(tc), name) {
-                        Ok(c) => {
-                            let mut tls = rustls::StreamOwned::new(c, stream);
-                            drive(&mut tls, cfg, env.delivery())
-                        }
-                        Err(e) => {
-                            return all(temp(format!("{host}: TLS: {e}"), Enhanced::new(4, 7, 0)))
+            for (mi, mechanism) in mechanisms.iter().enumerate() {
+                let stream = match TcpStream::connect_timeout(&addr, self.connect_timeout) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::info!(%host, %addr, error = %e, "connect failed");
+                        last = connect_failure(host, addr, e);
+                        break;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(300)));
+                let mut cfg = ClientConfig::new(self.our_hostname.clone(), host.to_string());
+                cfg.tls_mode = tls_mode;
+                cfg.verification = verification.clone();
+                cfg.auth = auth.map(|a| Credentials {
+                    mechanism: *mechanism,
+                    username: a.username.clone(),
+                    password: a.password.clone(),
+                });
+                cfg.seed = self.next_seed();
+                let cfg = Arc::new(cfg);
+                let end = match &implicit {
+                    None => {
+                        let mut stream = stream;
+                        drive(&mut stream, cfg, env.delivery())
+                    }
+                    Some(tc) => {
+                        let name = match rustls::pki_types::ServerName::try_from(host.to_string()) {
+                            Ok(n) => n,
+                            Err(e) => {
+                                return all(AttemptResult::Permanent(Failure::local(
+                                    format!("{host}: not a TLS server name: {e}"),
+                                    Enhanced::new(5, 7, 0),
+                                )))
+                            }
+                        };
+                        match rustls::ClientConnection::new(Arc::clone(tc), name) {
+                            Ok(c) => {
+                                let mut tls = rustls::StreamOwned::new(c, stream);
+                                drive(&mut tls, cfg, env.delivery())
+                            }
+                            Err(e) => {
+                                return all(temp(
+                                    format!("{host}: TLS: {e}"),
+                                    Enhanced::new(4, 7, 0),
+                                ))
+                            }
                         }
                     }
-                }
-            };
-            match end {
-                SessionEnd::Done(o, ext) => return outcome_results(host, &o, &ext, n),
-                SessionEnd::Failed(e) => {
-                    tracing::info!(%host, %addr, error = %e, "delivery attempt failed");
-                    let r = error_result(host, &e);
-                    if matches!(r, AttemptResult::Permanent(_)) {
-                        return all(r);
+                };
+                let more = mi + 1 < mechanisms.len();
+                match end {
+                    SessionEnd::Done(o, _)
+                        if more
+                            && !o.recipients.is_empty()
+                            && o.recipients
+                                .iter()
+                                .all(|r| r.as_ref().is_err_and(mechanism_problem)) =>
+                    {
+                        continue
                     }
-                    last = r;
+                    SessionEnd::Done(o, ext) => return outcome_results(host, &o, &ext, n),
+                    SessionEnd::Failed(e) => {
+                        tracing::info!(%host, %addr, error = %e, "delivery attempt failed");
+                        if more && mechanism_problem(&e) {
+                            continue;
+                        }
+                        let r = error_result(host, &e);
+                        if matches!(r, AttemptResult::Permanent(_)) {
+                            return all(r);
+                        }
+                        last = r;
+                        break;
+                    }
                 }
             }
         }

@@ -144,6 +144,13 @@ fn smarthost_and_submission_with_auth_through_rmox() {
             true,
             "",
         ),
+        // -PLUS needs channel binding, which implicit TLS outside the machine cannot give:
+        // the next configured mechanism is tried.
+        (
+            format!("kind = \"submission\"\nhost = \"smarthost.example\"\nport = {}\ntls = \"implicit\"\nca_file = \"{cert}\"\nauth = {{ username = \"relayuser\", password = \"password123\", mechanisms = [\"SCRAM-SHA-256-PLUS\", \"PLAIN\"] }}\n", sh.implicit_port),
+            true,
+            "",
+        ),
         // Wrong password: refused.
         (
             format!("kind = \"smarthost\"\nhost = \"smarthost.example\"\nport = {}\ntls = \"starttls\"\nverify = false\nauth = {{ username = \"relayuser\", password = \"wrong-password\" }}\n", sh.starttls_port),
