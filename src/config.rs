@@ -92,6 +92,9 @@ pub struct DomainConfig {
     /// DKIM signing.
     #[serde(default)]
     pub dkim: DkimConfig,
+    /// Routes for mail from this domain, tried after the account's, before the global ones.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
 }
 
 /// Settings of one destination address of an account.
@@ -122,6 +125,9 @@ pub struct AccountConfig {
     pub login_disabled: Option<String>,
     /// Mailbox for rejected messages, when set.
     pub rejects_mailbox: Option<String>,
+    /// Routes for mail from this account, tried first.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
 }
 
 /// Where mail to postmaster goes.
@@ -245,6 +251,127 @@ impl Default for QueueSettings {
     }
 }
 
+/// One route: the conditions that are set must all hold; the first matching route of the
+/// account, then the sender's domain, then the global list, names the transport.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Sender domains (`.example.org` matches its subdomains); empty matches any.
+    #[serde(default)]
+    pub from_domains: Vec<String>,
+    /// Recipient domains, same form.
+    #[serde(default)]
+    pub to_domains: Vec<String>,
+    /// Matches from this attempt on (1 is the first).
+    #[serde(default)]
+    pub min_attempts: u32,
+    /// The name of a `[transport.NAME]`; `""` or `"direct"` without such a transport means
+    /// direct delivery to the MX hosts.
+    pub transport: String,
+}
+
+/// What a transport does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// Relay everything to one SMTP server, optionally authenticated.
+    Smarthost,
+    /// Submit to a mail service with AUTH (587 STARTTLS or 465 implicit TLS).
+    Submission,
+    /// Deliver to the MX hosts, connecting through a SOCKS5 proxy.
+    Socks5,
+    /// Deliver to the MX hosts directly.
+    Direct,
+}
+
+/// TLS towards a smarthost or submission service.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportTls {
+    /// STARTTLS when offered.
+    Opportunistic,
+    /// STARTTLS required.
+    Starttls,
+    /// TLS from the first byte.
+    Implicit,
+    /// Plain text.
+    None,
+}
+
+/// AUTH credentials of a transport.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TransportAuth {
+    /// User name.
+    pub username: String,
+    /// Password (or `password_file`).
+    pub password: Option<String>,
+    /// File whose first line is the password, relative to the config file.
+    pub password_file: Option<PathBuf>,
+    /// Mechanisms to use (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256 and -PLUS);
+    /// empty: the strongest the server offers.
+    #[serde(default)]
+    pub mechanisms: Vec<String>,
+}
+
+impl std::fmt::Debug for TransportAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportAuth")
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .field("mechanisms", &self.mechanisms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[transport.NAME]`: the keys valid for each kind are checked in validation.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TransportConfig {
+    /// smarthost, submission, socks5 or direct.
+    pub kind: TransportKind,
+    /// Smarthost/submission: host name or IP.
+    pub host: Option<String>,
+    /// Smarthost/submission: port (default 25 for smarthost, 587 for submission, 465 with
+    /// implicit TLS).
+    pub port: Option<u16>,
+    /// Smarthost: opportunistic (default), starttls, implicit or none; submission:
+    /// starttls (default) or implicit.
+    pub tls: Option<TransportTls>,
+    /// Smarthost: check the certificate with starttls/implicit (default true).
+    pub verify: Option<bool>,
+    /// Smarthost/submission: PEM file of CA certificates to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Smarthost (optional), submission (required): credentials.
+    pub auth: Option<TransportAuth>,
+    /// Socks5: the proxy's `ip:port`.
+    pub proxy: Option<String>,
+    /// Socks5: user name for the proxy (RFC 1929), with `proxy_password`.
+    pub proxy_username: Option<String>,
+    /// Socks5: password for the proxy.
+    pub proxy_password: Option<String>,
+    /// Socks5: the IPs the proxy connects from (informational, for SPF).
+    #[serde(default)]
+    pub remote_ips: Vec<IpAddr>,
+    /// Socks5: EHLO name matching the proxy's IPs (default: `hostname`).
+    pub ehlo_hostname: Option<String>,
+    /// Direct: use IPv4 (default true).
+    pub ipv4: Option<bool>,
+    /// Direct: use IPv6 (default true).
+    pub ipv6: Option<bool>,
+}
+
+/// A transport ready to use: the core description and what only the binary needs.
+#[derive(Debug, Clone)]
+pub struct TransportSetup {
+    /// The core's description.
+    pub transport: rmox_core::queue::Transport,
+    /// CA certificates to trust instead of the system's (resolved path).
+    pub ca_file: Option<PathBuf>,
+    /// SOCKS5 proxy credentials (user name, password).
+    pub proxy_auth: Option<(String, String)>,
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -283,6 +410,12 @@ pub struct Config {
     /// Outgoing reports (`[reports]`).
     #[serde(default)]
     pub reports: ReportSettings,
+    /// Named transports (`[transport.NAME]`) that routes refer to.
+    #[serde(default)]
+    pub transport: BTreeMap<String, TransportConfig>,
+    /// Global routes (`[[route]]`), tried after account and domain routes.
+    #[serde(default)]
+    pub route: Vec<RouteConfig>,
     /// The file this was read from (set after parsing).
     #[serde(skip)]
     pub path: PathBuf,
@@ -415,6 +548,16 @@ impl Config {
                 }
             }
         }
+        for name in self.transport.keys() {
+            self.transport_setup(name, false)?;
+        }
+        self.check_routes("route", &self.route)?;
+        for (d, dc) in &self.domain {
+            self.check_routes(&format!("domain.{d:?}.routes"), &dc.routes)?;
+        }
+        for (a, ac) in &self.account {
+            self.check_routes(&format!("account.{a}.routes"), &ac.routes)?;
+        }
         if let Some(p) = &self.postmaster {
             if !self.account.contains_key(&p.account) {
                 return Err(self.err(
@@ -424,6 +567,290 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn check_routes(&self, key: &str, routes: &[RouteConfig]) -> Result<(), ConfigError> {
+        for (i, r) in routes.iter().enumerate() {
+            let t = &r.transport;
+            if !t.is_empty() && t != "direct" && !self.transport.contains_key(t) {
+                return Err(self.err(
+                    format!("{key}[{i}].transport"),
+                    format!("transport {t:?} is not configured (add [transport.{t}])"),
+                ));
+            }
+            for (field, list) in [
+                ("from_domains", &r.from_domains),
+                ("to_domains", &r.to_domains),
+            ] {
+                for d in list {
+                    let bare = d.strip_prefix('.').unwrap_or(d);
+                    if rmox_core::smtp::Domain::parse(bare).is_err() {
+                        return Err(self.err(
+                            format!("{key}[{i}].{field}"),
+                            format!("{d:?} is not a domain (or .domain for its subdomains)"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `[transport.NAME]` and builds its setup; `read_files` reads `password_file`
+    /// (validation only checks that one of password and password_file is set).
+    fn transport_setup(&self, name: &str, read_files: bool) -> Result<TransportSetup, ConfigError> {
+        use rmox_core::queue::{
+            SmtpAuth, SmtpTls, Transport, TransportDirect, TransportSmtp, TransportSocks5,
+            TransportSubmission,
+        };
+        let key = |k: &str| format!("transport.{name}.{k}");
+        let Some(t) = self.transport.get(name) else {
+            return Err(self.err(format!("transport.{name}"), "not configured"));
+        };
+        let kind = match t.kind {
+            TransportKind::Smarthost => "smarthost",
+            TransportKind::Submission => "submission",
+            TransportKind::Socks5 => "socks5",
+            TransportKind::Direct => "direct",
+        };
+        let relay = matches!(t.kind, TransportKind::Smarthost | TransportKind::Submission);
+        let not_for = |k: &str, set: bool, ok: bool| -> Result<(), ConfigError> {
+            if set && !ok {
+                return Err(self.err(key(k), format!("not valid for kind = {kind:?}")));
+            }
+            Ok(())
+        };
+        not_for("host", t.host.is_some(), relay)?;
+        not_for("port", t.port.is_some(), relay)?;
+        not_for("tls", t.tls.is_some(), relay)?;
+        not_for("ca_file", t.ca_file.is_some(), relay)?;
+        not_for("auth", t.auth.is_some(), relay)?;
+        not_for(
+            "verify",
+            t.verify.is_some(),
+            t.kind == TransportKind::Smarthost,
+        )?;
+        let socks = t.kind == TransportKind::Socks5;
+        not_for("proxy", t.proxy.is_some(), socks)?;
+        not_for("proxy_username", t.proxy_username.is_some(), socks)?;
+        not_for("proxy_password", t.proxy_password.is_some(), socks)?;
+        not_for("remote_ips", !t.remote_ips.is_empty(), socks)?;
+        not_for("ehlo_hostname", t.ehlo_hostname.is_some(), socks)?;
+        let direct = t.kind == TransportKind::Direct;
+        not_for("ipv4", t.ipv4.is_some(), direct)?;
+        not_for("ipv6", t.ipv6.is_some(), direct)?;
+        let auth = match &t.auth {
+            None => None,
+            Some(a) => {
+                if a.username.is_empty() {
+                    return Err(self.err(key("auth.username"), "must not be empty"));
+                }
+                for m in &a.mechanisms {
+                    if rmox_core::sasl::Mechanism::from_name(m).is_none() {
+                        return Err(self.err(
+                            key("auth.mechanisms"),
+                            format!("unknown mechanism {m:?} (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-256-PLUS)"),
+                        ));
+                    }
+                }
+                let password = match (&a.password, &a.password_file) {
+                    (Some(p), None) => p.clone(),
+                    (None, Some(f)) if read_files => {
+                        let path = self.resolve_path(f);
+                        let text = std::fs::read_to_string(&path).map_err(|e| {
+                            self.err(
+                                key("auth.password_file"),
+                                format!("{}: {e}", path.display()),
+                            )
+                        })?;
+                        let p = text.lines().next().unwrap_or_default().to_string();
+                        if p.is_empty() {
+                            return Err(self.err(
+                                key("auth.password_file"),
+                                format!("{}: empty first line", path.display()),
+                            ));
+                        }
+                        p
+                    }
+                    (None, Some(_)) => String::new(),
+                    _ => {
+                        return Err(
+                            self.err(key("auth"), "set exactly one of password and password_file")
+                        )
+                    }
+                };
+                Some(SmtpAuth {
+                    username: a.username.clone(),
+                    password,
+                    mechanisms: a
+                        .mechanisms
+                        .iter()
+                        .map(|m| m.to_ascii_uppercase())
+                        .collect(),
+                })
+            }
+        };
+        let host = || -> Result<String, ConfigError> {
+            let h = t
+                .host
+                .clone()
+                .ok_or_else(|| self.err(key("host"), format!("required for kind = {kind:?}")))?;
+            if h.parse::<IpAddr>().is_err() && rmox_core::smtp::Domain::parse(&h).is_err() {
+                return Err(self.err(key("host"), format!("{h:?} is not a host name or IP")));
+            }
+            Ok(h)
+        };
+        let transport = match t.kind {
+            TransportKind::Direct => {
+                let d = TransportDirect {
+                    ipv4: t.ipv4.unwrap_or(true),
+                    ipv6: t.ipv6.unwrap_or(true),
+                };
+                if !d.ipv4 && !d.ipv6 {
+                    return Err(self.err(key("ipv4"), "ipv4 and ipv6 cannot both be false"));
+                }
+                Transport::Direct(d)
+            }
+            TransportKind::Smarthost => {
+                let verify = t.verify.unwrap_or(true);
+                let tls = match t.tls.unwrap_or(TransportTls::Opportunistic) {
+                    TransportTls::Opportunistic => SmtpTls::Opportunistic,
+                    TransportTls::Starttls => SmtpTls::StartTls { verify },
+                    TransportTls::Implicit => SmtpTls::Implicit { verify },
+                    TransportTls::None => SmtpTls::None,
+                };
+                let default_port = if matches!(tls, SmtpTls::Implicit { .. }) {
+                    465
+                } else {
+                    25
+                };
+                Transport::Smarthost(TransportSmtp {
+                    host: host()?,
+                    port: t.port.unwrap_or(default_port),
+                    tls,
+                    auth,
+                })
+            }
+            TransportKind::Submission => {
+                let implicit_tls = match t.tls {
+                    None => t.port == Some(465),
+                    Some(TransportTls::Starttls) => false,
+                    Some(TransportTls::Implicit) => true,
+                    Some(other) => {
+                        return Err(self.err(
+                            key("tls"),
+                            format!("{other:?} is not valid for submission: starttls or implicit"),
+                        ))
+                    }
+                };
+                let Some(auth) = auth else {
+                    return Err(self.err(key("auth"), "required for kind = \"submission\""));
+                };
+                Transport::Submission(TransportSubmission {
+                    host: host()?,
+                    port: t.port.unwrap_or(if implicit_tls { 465 } else { 587 }),
+                    implicit_tls,
+                    auth,
+                })
+            }
+            TransportKind::Socks5 => {
+                let p = t.proxy.as_deref().ok_or_else(|| {
+                    self.err(key("proxy"), "required for kind = \"socks5\" (ip:port)")
+                })?;
+                let proxy: SocketAddr = p
+                    .parse()
+                    .map_err(|_| self.err(key("proxy"), format!("{p:?} is not ip:port")))?;
+                let ehlo = t
+                    .ehlo_hostname
+                    .clone()
+                    .unwrap_or_else(|| self.hostname.clone());
+                if rmox_core::smtp::Domain::parse(&ehlo).is_err() {
+                    return Err(self.err(
+                        key("ehlo_hostname"),
+                        format!("{ehlo:?} is not a valid host name"),
+                    ));
+                }
+                Transport::Socks5(TransportSocks5 {
+                    proxy,
+                    remote_ips: t.remote_ips.clone(),
+                    ehlo_hostname: ehlo,
+                })
+            }
+        };
+        let proxy_auth = match (&t.proxy_username, &t.proxy_password) {
+            (None, None) => None,
+            (Some(u), Some(p)) => {
+                if u.is_empty() || u.len() > 255 || p.is_empty() || p.len() > 255 {
+                    return Err(self.err(
+                        key("proxy_username"),
+                        "proxy user name and password must be 1 to 255 bytes",
+                    ));
+                }
+                Some((u.clone(), p.clone()))
+            }
+            _ => {
+                return Err(self.err(
+                    key("proxy_username"),
+                    "set both proxy_username and proxy_password, or neither",
+                ))
+            }
+        };
+        Ok(TransportSetup {
+            transport,
+            ca_file: t.ca_file.as_ref().map(|f| self.resolve_path(f)),
+            proxy_auth,
+        })
+    }
+
+    /// Every configured transport by name, password files read.
+    pub fn transports(&self) -> Result<BTreeMap<String, TransportSetup>, ConfigError> {
+        self.transport
+            .keys()
+            .map(|n| Ok((n.clone(), self.transport_setup(n, true)?)))
+            .collect()
+    }
+
+    /// The routes for the queue scheduler. A route to `"direct"` (when no transport has that
+    /// name) is direct delivery.
+    pub fn routes(&self) -> rmox_core::queue::Routes {
+        let conv = |list: &[RouteConfig]| -> Vec<rmox_core::queue::Route> {
+            list.iter()
+                .map(|r| rmox_core::queue::Route {
+                    from_domains: r
+                        .from_domains
+                        .iter()
+                        .map(|d| d.to_ascii_lowercase())
+                        .collect(),
+                    to_domains: r
+                        .to_domains
+                        .iter()
+                        .map(|d| d.to_ascii_lowercase())
+                        .collect(),
+                    min_attempts: r.min_attempts,
+                    transport: if r.transport == "direct" && !self.transport.contains_key("direct")
+                    {
+                        String::new()
+                    } else {
+                        r.transport.clone()
+                    },
+                })
+                .collect()
+        };
+        rmox_core::queue::Routes {
+            accounts: self
+                .account
+                .iter()
+                .filter(|(_, a)| !a.routes.is_empty())
+                .map(|(n, a)| (n.clone(), conv(&a.routes)))
+                .collect(),
+            domains: self
+                .domain
+                .iter()
+                .filter(|(_, d)| !d.routes.is_empty())
+                .map(|(n, d)| (n.clone(), conv(&d.routes)))
+                .collect(),
+            global: conv(&self.route),
+        }
     }
 
     /// The data directory, resolved against the config file's directory.
@@ -629,6 +1056,63 @@ workers = 8
 # Seconds to wait for a TCP connection to a host.
 connect_timeout_secs = 30
 
+# Transports: other ways for outgoing mail to leave than direct delivery to the MX hosts.
+# Routes (below) choose one per delivery attempt.
+#
+# Relay to a smarthost. tls: "opportunistic" (default), "starttls", "implicit" or "none";
+# verify the certificate with starttls/implicit (default true); ca_file: trust these CA
+# certificates (PEM) instead of the system's. auth is optional; mechanisms default to the
+# strongest the server offers (SCRAM-SHA-256-PLUS down to PLAIN).
+[transport.relay]
+kind = "smarthost"
+host = "smtp.example.net"
+port = 25
+tls = "starttls"
+verify = true
+# ca_file = "tls/relay-ca.pem"
+auth = { username = "mjl", password = "secret", mechanisms = ["SCRAM-SHA-256", "PLAIN"] }
+
+# Submission to a mail service: AUTH required, tls "starttls" (port 587, the default) or
+# "implicit" (port 465). The password can come from a file (first line).
+[transport.provider]
+kind = "submission"
+host = "smtp.provider.example"
+port = 465
+tls = "implicit"
+auth = { username = "mjl@provider.example", password = "secret" }
+# auth = { username = "mjl@provider.example", password_file = "provider-password.txt" }
+
+# Direct delivery to the MX hosts, each connection made through a SOCKS5 proxy (RFC 1928).
+# proxy_username/proxy_password for a proxy that wants them (RFC 1929); remote_ips and
+# ehlo_hostname describe where the proxy connects from (default EHLO: hostname).
+[transport.tor]
+kind = "socks5"
+proxy = "127.0.0.1:1080"
+# proxy_username = "rmox"
+# proxy_password = "secret"
+remote_ips = ["192.0.2.10"]
+ehlo_hostname = "mail.example.org"
+
+# Direct delivery with address family switches.
+[transport.ipv4only]
+kind = "direct"
+ipv4 = true
+ipv6 = false
+
+# Routes: the account's, then the sender domain's ([domain."x"].routes), then these
+# global ones are tried in order; the first whose conditions all hold (sender domains,
+# recipient domains with ".example.com" for subdomains, from attempt number min_attempts
+# on) names the transport; "direct" or no match: direct MX delivery. Per domain or account:
+#   [[domain."example.org".routes]] or [[account.mjl.routes]] with the same keys.
+[[route]]
+to_domains = ["example.com", ".example.com"]
+transport = "ipv4only"
+
+# After 4 failed attempts, try through the smarthost.
+[[route]]
+min_attempts = 5
+transport = "relay"
+
 # Abuse limits (defaults shown).
 [limits]
 max_message_size = 104857600
@@ -743,5 +1227,193 @@ mailbox = "Postmaster"
         assert_eq!(c.login_account("mjl@mox.example").as_deref(), Some("mjl"));
         assert_eq!(c.login_account("mjl").as_deref(), Some("mjl"));
         assert_eq!(c.login_account("nobody@mox.example"), None);
+    }
+
+    #[test]
+    fn example_transports_and_routes() {
+        use rmox_core::queue::{SmtpTls, Transport};
+        let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
+        let t = c.transports().unwrap();
+        match &t["relay"].transport {
+            Transport::Smarthost(s) => {
+                assert_eq!((s.host.as_str(), s.port), ("smtp.example.net", 25));
+                assert_eq!(s.tls, SmtpTls::StartTls { verify: true });
+                let a = s.auth.as_ref().unwrap();
+                assert_eq!(a.password, "secret");
+                assert_eq!(a.mechanisms, vec!["SCRAM-SHA-256", "PLAIN"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &t["provider"].transport {
+            Transport::Submission(s) => assert!(s.implicit_tls && s.port == 465),
+            other => panic!("{other:?}"),
+        }
+        match &t["tor"].transport {
+            Transport::Socks5(s) => {
+                assert_eq!(s.proxy.to_string(), "127.0.0.1:1080");
+                assert_eq!(s.ehlo_hostname, "mail.example.org");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &t["ipv4only"].transport {
+            Transport::Direct(d) => assert!(d.ipv4 && !d.ipv6),
+            other => panic!("{other:?}"),
+        }
+        let r = c.routes();
+        assert_eq!(r.global.len(), 2);
+        assert_eq!(r.global[0].to_domains, vec!["example.com", ".example.com"]);
+        assert_eq!(r.global[1].min_attempts, 5);
+        assert_eq!(r.global[1].transport, "relay");
+        assert!(r.accounts.is_empty() && r.domains.is_empty());
+    }
+
+    #[test]
+    fn transport_defaults_and_route_levels() {
+        use rmox_core::queue::{SmtpTls, Transport};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "from-file\nignored\n").unwrap();
+        let text = format!(
+            r#"
+hostname = "mox.example"
+data_dir = "data"
+[domain."mox.example"]
+routes = [{{ to_domains = ["x.example"], transport = "sub" }}]
+[account.mjl]
+domain = "mox.example"
+[[account.mjl.routes]]
+from_domains = ["mox.example"]
+transport = "direct"
+[transport.sh]
+kind = "smarthost"
+host = "10.0.0.1"
+[transport.sub]
+kind = "submission"
+host = "smtp.example"
+auth = {{ username = "u", password_file = "{}" }}
+[transport.s5]
+kind = "socks5"
+proxy = "[::1]:1080"
+proxy_username = "u"
+proxy_password = "p"
+"#,
+            dir.path().join("pw").display()
+        );
+        let c = Config::parse(&text, &dir.path().join("rmox.toml")).unwrap();
+        let t = c.transports().unwrap();
+        match &t["sh"].transport {
+            Transport::Smarthost(s) => {
+                assert_eq!((s.port, s.tls), (25, SmtpTls::Opportunistic));
+                assert!(s.auth.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        match &t["sub"].transport {
+            Transport::Submission(s) => {
+                assert_eq!((s.port, s.implicit_tls), (587, false));
+                assert_eq!(s.auth.password, "from-file");
+                assert!(s.auth.mechanisms.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(t["s5"].proxy_auth, Some(("u".into(), "p".into())));
+        match &t["s5"].transport {
+            Transport::Socks5(s) => assert_eq!(s.ehlo_hostname, "mox.example"),
+            other => panic!("{other:?}"),
+        }
+        let r = c.routes();
+        assert_eq!(
+            r.accounts["mjl"][0].transport, "",
+            "direct is the empty transport"
+        );
+        assert_eq!(r.domains["mox.example"][0].transport, "sub");
+        assert!(r.global.is_empty());
+    }
+
+    #[test]
+    fn transport_and_route_errors() {
+        let cases = [
+            (
+                "[transport.t]\nkind = \"smtp\"\n",
+                "unknown variant `smtp`",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\n",
+                "transport.t.host: required for kind = \"smarthost\"",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"bad host\"\n",
+                "transport.t.host: \"bad host\" is not a host name or IP",
+            ),
+            (
+                "[transport.t]\nkind = \"submission\"\nhost = \"h.example\"\n",
+                "transport.t.auth: required for kind = \"submission\"",
+            ),
+            (
+                "[transport.t]\nkind = \"submission\"\nhost = \"h.example\"\ntls = \"none\"\nauth = { username = \"u\", password = \"p\" }\n",
+                "transport.t.tls: None is not valid for submission",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nauth = { username = \"u\" }\n",
+                "transport.t.auth: set exactly one of password and password_file",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nauth = { username = \"u\", password = \"p\", mechanisms = [\"NTLM\"] }\n",
+                "transport.t.auth.mechanisms: unknown mechanism \"NTLM\"",
+            ),
+            (
+                "[transport.t]\nkind = \"socks5\"\n",
+                "transport.t.proxy: required for kind = \"socks5\"",
+            ),
+            (
+                "[transport.t]\nkind = \"socks5\"\nproxy = \"localhost:1080\"\n",
+                "transport.t.proxy: \"localhost:1080\" is not ip:port",
+            ),
+            (
+                "[transport.t]\nkind = \"socks5\"\nproxy = \"127.0.0.1:1080\"\nproxy_username = \"u\"\n",
+                "set both proxy_username and proxy_password",
+            ),
+            (
+                "[transport.t]\nkind = \"direct\"\nhost = \"h.example\"\n",
+                "transport.t.host: not valid for kind = \"direct\"",
+            ),
+            (
+                "[transport.t]\nkind = \"direct\"\nipv4 = false\nipv6 = false\n",
+                "transport.t.ipv4: ipv4 and ipv6 cannot both be false",
+            ),
+            (
+                "[transport.t]\nkind = \"submission\"\nhost = \"h.example\"\nverify = false\nauth = { username = \"u\", password = \"p\" }\n",
+                "transport.t.verify: not valid for kind = \"submission\"",
+            ),
+            (
+                "[[route]]\ntransport = \"nope\"\n",
+                "route[0].transport: transport \"nope\" is not configured",
+            ),
+            (
+                "[[route]]\nto_domains = [\"bad domain\"]\ntransport = \"\"\n",
+                "route[0].to_domains: \"bad domain\" is not a domain",
+            ),
+            (
+                "[[route]]\nmin_attempts = 2\n",
+                "missing field `transport`",
+            ),
+            (
+                "[[account.mjl.routes]]\ntransport = \"x\"\n",
+                "account.mjl.routes[0].transport: transport \"x\" is not configured",
+            ),
+        ];
+        for (extra, want) in cases {
+            let e = cfg(extra).unwrap_err().to_string();
+            assert!(e.contains(want), "{extra}: {e}");
+            assert!(e.starts_with("/etc/rmox/rmox.toml: "), "{e}");
+        }
+        let e = cfg("[transport.t]\nkind = \"submission\"\nhost = \"h.example\"\nauth = { username = \"u\", password_file = \"/nonexistent/pw\" }\n")
+            .unwrap()
+            .transports()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("transport.t.auth.password_file: /nonexistent/pw: "),
+            "{e}"
+        );
     }
 }

@@ -487,6 +487,8 @@ fn main() -> ExitCode {
         Cmd::Config {
             cmd: ConfigCmd::Check { config },
         } => config::Config::load(&config)
+            // Also reads the transports' password files.
+            .and_then(|c| c.transports().map(|_| c))
             .map(|c| {
                 println!(
                     "{}: ok ({} domains, {} accounts, {} listeners)",

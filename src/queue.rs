@@ -13,6 +13,7 @@
 
 pub mod cli;
 mod smtp;
+pub mod socks5;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -200,9 +201,9 @@ impl Runner {
     ) -> Runner {
         Runner {
             store,
-            config,
             qc: QueueConfig::default(),
-            routes: Routes::default(),
+            routes: config.routes(),
+            config,
             connector,
             rng: Mutex::new(Rng::new(seed)),
             wakeup: Arc::new(Wakeup::default()),
@@ -236,13 +237,17 @@ impl Runner {
                 crate::resolve::Dns::from_config(&config.resolver, &base)?
             }
         };
-        Ok(Arc::new(SmtpConnector::new(
-            dns,
-            &config.hostname,
-            config.queue.smtp_port,
-            Duration::from_secs(config.queue.connect_timeout_secs.max(1)),
-            seed,
-        )?))
+        let transports = config.transports()?;
+        Ok(Arc::new(
+            SmtpConnector::new(
+                dns,
+                &config.hostname,
+                config.queue.smtp_port,
+                Duration::from_secs(config.queue.connect_timeout_secs.max(1)),
+                seed,
+            )?
+            .with_transports(transports),
+        ))
     }
 
     /// Replaces the scheduler settings.

@@ -714,3 +714,5 @@ fn harness_postfix_and_peers() {
     assert!(matches!(e.retired(perm), Some(Outcome::Failed(_))));
     assert!(e.inbox().iter().any(|m| m.contains("permfail@example.org")));
 }
+
+mod transport;
