@@ -442,6 +442,25 @@ impl World {
                     rmox_core::spf::SpfStatus::None => Validation::None,
                 };
             }
+            if let Some(i) = &v.iprev {
+                use rmox_core::iprev::IprevResult;
+                info.iprev_validation = match i {
+                    IprevResult::Pass(names) => {
+                        info.iprev_names = names.clone();
+                        Validation::Pass
+                    }
+                    IprevResult::Fail => Validation::Fail,
+                    IprevResult::TempError(_) => Validation::TempError,
+                    IprevResult::PermError(_) => Validation::PermError,
+                };
+            }
+            if let Some(list) = &v.dnsbl {
+                info.dnsbl_listed = list
+                    .iter()
+                    .filter(|(_, s)| matches!(s, rmox_core::dnsbl::DnsblStatus::Fail(_)))
+                    .map(|(z, _)| z.clone())
+                    .collect();
+            }
             if let Some(d) = &v.dkim {
                 info.dkim_domains = d
                     .iter()

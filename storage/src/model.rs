@@ -148,6 +148,15 @@ pub struct MessageInfo {
     /// The Message-ID header, without angle brackets.
     #[serde(default)]
     pub message_id: Option<String>,
+    /// Reverse DNS (iprev) of the client: Pass, Fail, TempError, PermError.
+    #[serde(default)]
+    pub iprev_validation: Validation,
+    /// The iprev names that confirmed the client's address.
+    #[serde(default)]
+    pub iprev_names: Vec<String>,
+    /// DNSBL zones that listed the client.
+    #[serde(default)]
+    pub dnsbl_listed: Vec<String>,
 }
 
 /// One message to store into one account's mailbox.
