@@ -51,7 +51,10 @@ const EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
 impl TlsLayer {
     /// Server side of a connection.
     pub fn server(config: Arc<rustls::ServerConfig>) -> Result<TlsLayer, TlsError> {
-        let conn = rustls::ServerConnection::new(config)?;
+        let mut conn = rustls::ServerConnection::new(config)?;
+        // The machine bounds what it queues; rustls' default 64 KiB limit would make
+        // write_plain drop the rest (see write_plain).
+        conn.set_buffer_limit(None);
         Ok(TlsLayer { conn: conn.into() })
     }
 
@@ -62,7 +65,9 @@ impl TlsLayer {
     ) -> Result<TlsLayer, TlsError> {
         let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
             .map_err(|e| TlsError::Setup(format!("server name {server_name:?}: {e}")))?;
-        let conn = rustls::ClientConnection::new(config, name)?;
+        let mut conn = rustls::ClientConnection::new(config, name)?;
+        // A whole message is queued at once (see write_plain).
+        conn.set_buffer_limit(None);
         Ok(TlsLayer { conn: conn.into() })
     }
 
@@ -108,7 +113,9 @@ impl TlsLayer {
     /// Queues plaintext for the peer (buffered by rustls until the handshake completes).
     pub fn write_plain(&mut self, data: &[u8]) {
         // Writing to rustls' in-memory buffer cannot fail except on a closed connection,
-        // in which case the data is dropped with the connection anyway.
+        // in which case the data is dropped with the connection anyway. The buffer limit is
+        // off (set in the constructors): with rustls' default of 64 KiB, `write_all` stopped
+        // at the limit and a larger message was silently truncated.
         let _ = self.conn.writer().write_all(data);
     }
 
@@ -420,5 +427,67 @@ impl ServerCertVerifier for DaneVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit;
+
+    /// Moves ciphertext both ways until neither side has anything to send; returns the
+    /// plaintext each side received (client, server).
+    fn pump(c: &mut TlsLayer, s: &mut TlsLayer) -> (Vec<u8>, Vec<u8>) {
+        let (mut at_c, mut at_s) = (Vec::new(), Vec::new());
+        for _ in 0..10_000 {
+            let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
+            c.take_ciphertext(&mut c2s);
+            s.take_ciphertext(&mut s2c);
+            if c2s.is_empty() && s2c.is_empty() {
+                return (at_c, at_s);
+            }
+            let mut off = 0;
+            while off < c2s.len() {
+                off += s.feed(&c2s[off..], &mut at_s).unwrap();
+            }
+            let mut off = 0;
+            while off < s2c.len() {
+                off += c.feed(&s2c[off..], &mut at_c).unwrap();
+            }
+        }
+        panic!("TLS pump did not settle");
+    }
+
+    /// Regression: rustls' default 64 KiB send buffer limit made `write_plain` drop
+    /// everything past it, so a message larger than that sent over STARTTLS lost its end
+    /// (found by the aiosmtpd interop test with a 2 MiB message: the server never saw the
+    /// final dot). Every byte written must come out on the other side, before and after
+    /// the handshake, from both sides.
+    #[test]
+    fn large_writes_are_not_truncated() {
+        for (before, len) in [
+            (true, 3 << 20),
+            (false, 3 << 20),
+            (false, 64 << 10),
+            (true, 1),
+        ] {
+            let mut c = TlsLayer::client(testkit::client_tls(), "mox.example").unwrap();
+            let mut s = TlsLayer::server(testkit::server_tls()).unwrap();
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            if before {
+                c.write_plain(&data);
+                s.write_plain(&data);
+            } else {
+                pump(&mut c, &mut s);
+                assert!(!c.is_handshaking() && !s.is_handshaking());
+                c.write_plain(&data);
+                s.write_plain(&data);
+            }
+            let (at_c, at_s) = pump(&mut c, &mut s);
+            assert_eq!(at_s.len(), data.len(), "client to server, before={before}");
+            assert!(at_s == data, "client to server content, before={before}");
+            assert_eq!(at_c.len(), data.len(), "server to client, before={before}");
+            assert!(at_c == data, "server to client content, before={before}");
+        }
     }
 }
