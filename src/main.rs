@@ -332,6 +332,18 @@ enum DkimCmd {
         /// Where to write the private key (PEM).
         keyfile: PathBuf,
     },
+    /// Generate an RSA key into KEYFILE and print its DNS record.
+    Genrsa {
+        /// Domain.
+        domain: String,
+        /// Selector.
+        selector: String,
+        /// Where to write the private key (PKCS#8 PEM).
+        keyfile: PathBuf,
+        /// Key size in bits (2048 to 4096).
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+    },
     /// Sign FILE (or - for stdin) and print the signed message.
     Sign {
         /// Domain.
@@ -551,6 +563,15 @@ fn main() -> ExitCode {
         Cmd::Dnsbl {
             cmd: DnsblCmd::Check { zone, ip, resolver },
         } => tools::dnsbl_check(&zone, ip, &resolver),
+        Cmd::Dkim {
+            cmd:
+                DkimCmd::Genrsa {
+                    domain,
+                    selector,
+                    keyfile,
+                    bits,
+                },
+        } => tools::dkim_gen_rsa(&domain, &selector, &keyfile, bits),
         Cmd::Dkim {
             cmd:
                 DkimCmd::Gened25519 {

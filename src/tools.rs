@@ -182,6 +182,38 @@ fn parse_canon(s: &str) -> Result<rmox_core::dkim::Canonicalization, Fail> {
     })
 }
 
+/// `rmox dkim genrsa DOMAIN SELECTOR KEYFILE [--bits N]`: writes a PKCS#8 RSA key and prints
+/// its DNS record. Key generation uses the `rsa` crate (its timing advisory concerns
+/// private-key operations, which rmox leaves to ring); signing uses ring.
+pub fn dkim_gen_rsa(domain: &str, selector: &str, keyfile: &Path, bits: usize) -> Result<(), Fail> {
+    use rsa::pkcs8::EncodePrivateKey;
+    if !(2048..=4096).contains(&bits) {
+        return Err(Fail(format!(
+            "--bits {bits}: must be 2048 to 4096 (ring signs with 2048 and more)"
+        )));
+    }
+    if keyfile.exists() {
+        return Err(Fail(format!(
+            "{}: exists, not overwriting",
+            keyfile.display()
+        )));
+    }
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits)
+        .map_err(|e| Fail(format!("generating RSA key: {e}")))?;
+    let pem = key
+        .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+        .map_err(|e| Fail(format!("encoding RSA key: {e}")))?;
+    let signing = rmox_core::dkim::SigningKey::from_pem(&pem)
+        .map_err(|e| Fail(format!("generated key: {e}")))?;
+    std::fs::write(keyfile, pem.as_bytes())
+        .map_err(|e| Fail(format!("{}: {e}", keyfile.display())))?;
+    println!(
+        "{selector}._domainkey.{domain}. IN TXT \"{}\"",
+        signing.dns_record()
+    );
+    Ok(())
+}
+
 /// `rmox dkim sign DOMAIN SELECTOR KEYFILE FILE [--canon H/B]`: prints the message with a
 /// signature.
 pub fn dkim_sign(

@@ -927,14 +927,22 @@ checks = false
 
     impl Env {
         fn new(tag: &str) -> Env {
+            Self::with_config(tag, CONFIG, |_| {})
+        }
+
+        /// An environment for `config`; `prepare` writes files (keys) into its directory first.
+        fn with_config(tag: &str, config: &str, prepare: impl FnOnce(&std::path::Path)) -> Env {
             let tmp = Tmp::new(tag);
-            let c = Config::parse(CONFIG, &tmp.0.join("rmox.toml")).unwrap();
+            prepare(&tmp.0);
+            let c = Config::parse(config, &tmp.0.join("rmox.toml")).unwrap();
             let store = Arc::new(Store::open(&c.data_dir()).unwrap());
             for (name, a) in &c.account {
                 store.account_add(name, &a.domain).unwrap();
             }
             for name in ["mjl", "off"] {
-                crate::admin::set_password(&store, name, "testtest").unwrap();
+                if c.account.contains_key(name) {
+                    crate::admin::set_password(&store, name, "testtest").unwrap();
+                }
             }
             let world = World::new(Arc::new(c), Arc::clone(&store), None).unwrap();
             Env {
@@ -1280,5 +1288,58 @@ checks = false
             "550 5.7.1 ",
         );
         expect(&s.deliver("mjl+alias@mox.example", "x@example.org"), "250 ");
+    }
+
+    /// TestDKIMSign: a submitted message is signed for the domain of its From address, with
+    /// that domain's selector, also when the account's own domain is another one.
+    #[test]
+    fn dkim_sign_for_from_domain() {
+        const CFG: &str = r#"
+hostname = "host.mox.example"
+data_dir = "data"
+[domain."mox.example"]
+dkim = { selectors = { "sel1" = "dkim1.pem" }, sign = ["sel1"] }
+[domain."other.example"]
+dkim = { selectors = { "sel2" = "dkim2.pem" }, sign = ["sel2"] }
+[account.mjl]
+domain = "mox.example"
+destinations = { "mjl@mox.example" = {}, "mjl@other.example" = {} }
+[incoming]
+checks = false
+"#;
+        let mut env = Env::with_config("dkimsign", CFG, |dir| {
+            for (i, name) in ["dkim1.pem", "dkim2.pem"].iter().enumerate() {
+                let der = rmox_core::dkim::ed25519_pkcs8_from_seed(&[i as u8 + 1; 32]);
+                std::fs::write(
+                    dir.join(name),
+                    rmox_core::dkim::pem_encode("PRIVATE KEY", &der),
+                )
+                .unwrap();
+            }
+        });
+        for from in ["mjl@other.example", "mjl@mox.example"] {
+            let mut s = env.session(true);
+            expect(&s.auth("mjl@mox.example", "testtest"), "235 ");
+            expect(&s.deliver(from, "remote@remote.example"), "250 ");
+        }
+        let entries = env.store.queue_list(&Default::default()).unwrap();
+        assert_eq!(entries.len(), 2);
+        let mut seen = Vec::new();
+        for e in entries {
+            let msg = String::from_utf8(env.store.queue_message(e.msg_id).unwrap()).unwrap();
+            assert!(msg.starts_with("DKIM-Signature: "), "{msg}");
+            let d = if msg.contains("From: <mjl@other.example>") {
+                "other.example"
+            } else {
+                "mox.example"
+            };
+            let sel = if d == "other.example" { "sel2" } else { "sel1" };
+            let sig = &msg[..msg.find("\r\nReceived:").unwrap_or(msg.len())];
+            assert!(sig.contains(&format!("d={d};")), "{sig}");
+            assert!(sig.contains(&format!("s={sel};")), "{sig}");
+            seen.push(d);
+        }
+        seen.sort();
+        assert_eq!(seen, ["mox.example", "other.example"]);
     }
 }

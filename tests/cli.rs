@@ -52,3 +52,61 @@ fn bad_config_is_one_line_naming_file_key_and_problem() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `rmox dkim genrsa` and `gened25519` write keys whose printed DNS records verify what
+/// `rmox dkim sign` signs with them (DNS from a zone file).
+#[test]
+fn dkim_keys_sign_and_verify() {
+    let dir = tmpdir("dkimgen");
+    let msg = dir.join("msg.eml");
+    std::fs::write(
+        &msg,
+        "From: <a@example.org>\r\nTo: <b@example.net>\r\nSubject: keys\r\n\r\nbody\r\n",
+    )
+    .unwrap();
+    for (cmd, sel) in [("genrsa", "r1"), ("gened25519", "e1")] {
+        let key = dir.join(format!("{sel}.pem"));
+        let (ok, record, err) = rmox(&["dkim", cmd, "example.org", sel, key.to_str().unwrap()]);
+        assert!(ok, "{cmd}: {err}");
+        assert!(
+            record.starts_with(&format!("{sel}._domainkey.example.org. IN TXT \"v=DKIM1;")),
+            "{record}"
+        );
+        let (ok, again, _) = rmox(&["dkim", cmd, "example.org", sel, key.to_str().unwrap()]);
+        assert!(!ok, "overwrote an existing key: {again}");
+        let zone = dir.join(format!("{sel}.zone"));
+        std::fs::write(&zone, record.trim().replace("IN TXT", "300 IN TXT") + "\n").unwrap();
+        let (ok, signed, err) = rmox(&[
+            "dkim",
+            "sign",
+            "example.org",
+            sel,
+            key.to_str().unwrap(),
+            msg.to_str().unwrap(),
+        ]);
+        assert!(ok, "sign: {err}");
+        let signed_path = dir.join(format!("{sel}.signed"));
+        std::fs::write(&signed_path, signed).unwrap();
+        let resolver = format!("zonefile:{}", zone.display());
+        let (ok, out, err) = rmox(&[
+            "dkim",
+            "verify",
+            signed_path.to_str().unwrap(),
+            "--resolver",
+            &resolver,
+        ]);
+        assert!(ok, "verify: {err}");
+        assert!(out.contains("dkim=pass"), "{cmd}: {out}");
+    }
+    let (ok, _, err) = rmox(&[
+        "dkim",
+        "genrsa",
+        "example.org",
+        "x",
+        dir.join("x.pem").to_str().unwrap(),
+        "--bits",
+        "1024",
+    ]);
+    assert!(!ok && err.contains("--bits 1024"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
