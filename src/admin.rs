@@ -30,9 +30,15 @@ fn open_store(c: &Config) -> Result<Store, Fail> {
 
 /// Edits the config file as TOML, keeping comments, and writes it back atomically after
 /// checking the result still validates.
-fn edit_config(path: &Path, f: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), Fail>) -> Result<Config, Fail> {
-    let text = std::fs::read_to_string(path).map_err(|e| Fail(format!("{}: cannot read: {e}", path.display())))?;
-    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| Fail(format!("{}: {e}", path.display())))?;
+fn edit_config(
+    path: &Path,
+    f: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), Fail>,
+) -> Result<Config, Fail> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Fail(format!("{}: cannot read: {e}", path.display())))?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| Fail(format!("{}: {e}", path.display())))?;
     f(&mut doc)?;
     let new = doc.to_string();
     let c = Config::parse(&new, path)?;
@@ -46,9 +52,13 @@ fn edit_config(path: &Path, f: impl FnOnce(&mut toml_edit::DocumentMut) -> Resul
 pub fn account_add(config: &Path, name: &str, address: &str) -> Result<(), Fail> {
     let current = Config::load(config)?;
     if current.account.contains_key(name) {
-        return Err(Fail(format!("{}: account.{name}: already exists", config.display())));
+        return Err(Fail(format!(
+            "{}: account.{name}: already exists",
+            config.display()
+        )));
     }
-    let a = rmox_core::smtp::Address::parse(address).map_err(|e| Fail(format!("address {address:?}: {e}")))?;
+    let a = rmox_core::smtp::Address::parse(address)
+        .map_err(|e| Fail(format!("address {address:?}: {e}")))?;
     let rmox_core::smtp::Host::Domain(d) = &a.host else {
         return Err(Fail(format!("address {address:?}: needs a domain")));
     };
@@ -63,7 +73,10 @@ pub fn account_add(config: &Path, name: &str, address: &str) -> Result<(), Fail>
         let mut t = toml_edit::Table::new();
         t["domain"] = toml_edit::value(domain.clone());
         let mut dests = toml_edit::InlineTable::new();
-        dests.insert(&a.to_string(), toml_edit::Value::InlineTable(toml_edit::InlineTable::new()));
+        dests.insert(
+            &a.to_string(),
+            toml_edit::Value::InlineTable(toml_edit::InlineTable::new()),
+        );
         t["destinations"] = toml_edit::Item::Value(toml_edit::Value::InlineTable(dests));
         accounts.insert(name, toml_edit::Item::Table(t));
         Ok(())
@@ -91,7 +104,10 @@ pub fn set_password(store: &Store, account: &str, password: &str) -> Result<(), 
 pub fn account_setpassword(config: &Path, name: &str) -> Result<(), Fail> {
     let c = Config::load(config)?;
     if !c.account.contains_key(name) {
-        return Err(Fail(format!("{}: account.{name}: no such account", config.display())));
+        return Err(Fail(format!(
+            "{}: account.{name}: no such account",
+            config.display()
+        )));
     }
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
@@ -99,7 +115,10 @@ pub fn account_setpassword(config: &Path, name: &str) -> Result<(), Fail> {
         let _ = std::io::stderr().flush();
     }
     let mut line = String::new();
-    stdin.lock().read_line(&mut line).map_err(|e| Fail(format!("reading password: {e}")))?;
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Fail(format!("reading password: {e}")))?;
     let password = line.trim_end_matches(['\r', '\n']);
     if password.len() < 8 {
         return Err(Fail("password too short: at least 8 characters".into()));
@@ -117,13 +136,20 @@ pub fn account_setpassword(config: &Path, name: &str) -> Result<(), Fail> {
 pub fn account_disable(config: &Path, name: &str, message: Option<String>) -> Result<(), Fail> {
     let c = Config::load(config)?;
     if !c.account.contains_key(name) {
-        return Err(Fail(format!("{}: account.{name}: no such account", config.display())));
+        return Err(Fail(format!(
+            "{}: account.{name}: no such account",
+            config.display()
+        )));
     }
     let store = open_store(&c)?;
     if store.account(name)?.is_none() {
         store.account_add(name, &c.account[name].domain)?;
     }
-    let state = if message.is_some() { "disabled" } else { "enabled" };
+    let state = if message.is_some() {
+        "disabled"
+    } else {
+        "enabled"
+    };
     store.account_set_login_disabled(name, message)?;
     println!("logins {state} for {name}");
     Ok(())
@@ -131,10 +157,15 @@ pub fn account_disable(config: &Path, name: &str, message: Option<String>) -> Re
 
 /// `rmox domain add DOMAIN`.
 pub fn domain_add(config: &Path, domain: &str) -> Result<(), Fail> {
-    let d = rmox_core::smtp::Domain::parse(domain).map_err(|e| Fail(format!("domain {domain:?}: {e}")))?;
+    let d = rmox_core::smtp::Domain::parse(domain)
+        .map_err(|e| Fail(format!("domain {domain:?}: {e}")))?;
     let current = Config::load(config)?;
     if current.domain.contains_key(&d.ascii) {
-        return Err(Fail(format!("{}: domain.{:?}: already exists", config.display(), d.ascii)));
+        return Err(Fail(format!(
+            "{}: domain.{:?}: already exists",
+            config.display(),
+            d.ascii
+        )));
     }
     edit_config(config, |doc| {
         let domains = doc
@@ -154,16 +185,25 @@ pub fn domain_add(config: &Path, domain: &str) -> Result<(), Fail> {
 pub fn domain_set_disabled(config: &Path, domain: &str, disabled: bool) -> Result<(), Fail> {
     let current = Config::load(config)?;
     if !current.domain.contains_key(domain) {
-        return Err(Fail(format!("{}: domain.{domain:?}: no such domain", config.display())));
+        return Err(Fail(format!(
+            "{}: domain.{domain:?}: no such domain",
+            config.display()
+        )));
     }
     edit_config(config, |doc| {
-        let t = doc["domain"][domain]
-            .as_table_mut()
-            .ok_or_else(|| Fail(format!("{}: domain.{domain:?}: not a table", config.display())))?;
+        let t = doc["domain"][domain].as_table_mut().ok_or_else(|| {
+            Fail(format!(
+                "{}: domain.{domain:?}: not a table",
+                config.display()
+            ))
+        })?;
         t["disabled"] = toml_edit::value(disabled);
         Ok(())
     })?;
-    println!("domain {domain} {}", if disabled { "disabled" } else { "enabled" });
+    println!(
+        "domain {domain} {}",
+        if disabled { "disabled" } else { "enabled" }
+    );
     Ok(())
 }
 
@@ -180,10 +220,22 @@ pub fn export(config: &Path, format: ExportFormat, account: &str, dest: &Path) -
                 let bytes = store.message_bytes(m.id)?;
                 let (y, mo, d, hh, mm, ss, wd) = m.received.civil();
                 const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-                const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-                let sender = m.info.mail_from.clone().unwrap_or_else(|| "MAILER-DAEMON".into());
+                const MONTHS: [&str; 12] = [
+                    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+                    "Dec",
+                ];
+                let sender = m
+                    .info
+                    .mail_from
+                    .clone()
+                    .unwrap_or_else(|| "MAILER-DAEMON".into());
                 out.extend_from_slice(
-                    format!("From {sender} {} {} {d:2} {hh:02}:{mm:02}:{ss:02} {y}\n", DAYS[wd as usize], MONTHS[(mo - 1) as usize]).as_bytes(),
+                    format!(
+                        "From {sender} {} {} {d:2} {hh:02}:{mm:02}:{ss:02} {y}\n",
+                        DAYS[wd as usize],
+                        MONTHS[(mo - 1) as usize]
+                    )
+                    .as_bytes(),
                 );
                 for line in String::from_utf8_lossy(&bytes).split_inclusive('\n') {
                     let l = line.trim_end_matches('\n').trim_end_matches('\r');
@@ -201,13 +253,15 @@ pub fn export(config: &Path, format: ExportFormat, account: &str, dest: &Path) -
         }
         ExportFormat::Maildir => {
             for sub in ["cur", "new", "tmp"] {
-                std::fs::create_dir_all(dest.join(sub)).map_err(|e| Fail(format!("{}: {e}", dest.display())))?;
+                std::fs::create_dir_all(dest.join(sub))
+                    .map_err(|e| Fail(format!("{}: {e}", dest.display())))?;
             }
             for m in msgs.iter().filter(|m| !m.expunged) {
                 let bytes = store.message_bytes(m.id)?;
                 let flags = if m.flags.seen { "S" } else { "" };
                 let name = format!("{}.{}.rmox:2,{flags}", m.received.0, m.id);
-                std::fs::write(dest.join("cur").join(name), bytes).map_err(|e| Fail(format!("{}: {e}", dest.display())))?;
+                std::fs::write(dest.join("cur").join(name), bytes)
+                    .map_err(|e| Fail(format!("{}: {e}", dest.display())))?;
                 n += 1;
             }
         }
@@ -241,6 +295,9 @@ pub fn verifydata(datadir: &Path) -> Result<(), Fail> {
         println!("{}: ok", datadir.display());
         Ok(())
     } else {
-        Err(Fail(format!("{}: damaged, see the problems above", datadir.display())))
+        Err(Fail(format!(
+            "{}: damaged, see the problems above",
+            datadir.display()
+        )))
     }
 }

@@ -182,6 +182,31 @@ impl Default for Limits {
     }
 }
 
+/// Checks of incoming delivery (port 25).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Incoming {
+    /// Run the DNS-based checks (EHLO, MAIL FROM domain, SPF, DKIM, DMARC, iprev).
+    pub checks: bool,
+    /// DNSBL zones to check the client's IP against.
+    pub dnsbl: Vec<String>,
+    /// Refuse messages whose From domain's DMARC policy says reject.
+    pub dmarc_reject: bool,
+    /// Refuse (temporarily) first-time senders without valid reverse DNS.
+    pub require_iprev_for_unknown_senders: bool,
+}
+
+impl Default for Incoming {
+    fn default() -> Self {
+        Incoming {
+            checks: true,
+            dnsbl: Vec::new(),
+            dmarc_reject: true,
+            require_iprev_for_unknown_senders: true,
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +232,9 @@ pub struct Config {
     /// Abuse limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Checks of incoming delivery.
+    #[serde(default)]
+    pub incoming: Incoming,
     /// Development mode (localserve): every recipient is accepted into the postmaster
     /// account, and special local parts simulate failures.
     #[serde(default)]
@@ -278,33 +306,52 @@ impl Config {
 
     fn validate(&mut self) -> Result<(), ConfigError> {
         if rmox_core::smtp::Domain::parse(&self.hostname).is_err() {
-            return Err(self.err("hostname", format!("{:?} is not a valid host name", self.hostname)));
+            return Err(self.err(
+                "hostname",
+                format!("{:?} is not a valid host name", self.hostname),
+            ));
         }
         for r in &self.resolver {
             if r.parse::<SocketAddr>().is_err() && !r.starts_with("zonefile:") {
-                return Err(self.err("resolver", format!("{r:?} is not ip:port (or zonefile:PATH)")));
+                return Err(self.err(
+                    "resolver",
+                    format!("{r:?} is not ip:port (or zonefile:PATH)"),
+                ));
             }
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, l) in self.listener.iter().enumerate() {
             if !names.insert(l.name.clone()) {
-                return Err(self.err(format!("listener[{i}].name"), format!("duplicate listener name {:?}", l.name)));
+                return Err(self.err(
+                    format!("listener[{i}].name"),
+                    format!("duplicate listener name {:?}", l.name),
+                ));
             }
             if l.submissions.as_ref().is_some_and(|p| p.enabled) && l.tls.is_none() {
-                return Err(self.err(format!("listener[{i}].submissions"), "implicit TLS needs listener.tls"));
+                return Err(self.err(
+                    format!("listener[{i}].submissions"),
+                    "implicit TLS needs listener.tls",
+                ));
             }
         }
         let domains: Vec<String> = self.domain.keys().cloned().collect();
         for d in &domains {
-            let parsed = rmox_core::smtp::Domain::parse(d)
-                .map_err(|e| self.err(format!("domain.{d:?}"), format!("not a valid domain: {e}")))?;
+            let parsed = rmox_core::smtp::Domain::parse(d).map_err(|e| {
+                self.err(format!("domain.{d:?}"), format!("not a valid domain: {e}"))
+            })?;
             if parsed.ascii != *d {
-                return Err(self.err(format!("domain.{d:?}"), format!("write the domain as {:?}", parsed.ascii)));
+                return Err(self.err(
+                    format!("domain.{d:?}"),
+                    format!("write the domain as {:?}", parsed.ascii),
+                ));
             }
         }
         for (name, a) in &self.account {
             if !self.domain.contains_key(&a.domain) {
-                return Err(self.err(format!("account.{name}.domain"), format!("domain {:?} is not configured", a.domain)));
+                return Err(self.err(
+                    format!("account.{name}.domain"),
+                    format!("domain {:?} is not configured", a.domain),
+                ));
             }
             for addr in a.destinations.keys() {
                 let dom = match addr.rsplit_once('@') {
@@ -317,13 +364,19 @@ impl Config {
                     }
                 };
                 if !self.domain.contains_key(dom) {
-                    return Err(self.err(format!("account.{name}.destinations.{addr:?}"), format!("domain {dom:?} is not configured")));
+                    return Err(self.err(
+                        format!("account.{name}.destinations.{addr:?}"),
+                        format!("domain {dom:?} is not configured"),
+                    ));
                 }
             }
         }
         if let Some(p) = &self.postmaster {
             if !self.account.contains_key(&p.account) {
-                return Err(self.err("postmaster.account", format!("account {:?} does not exist", p.account)));
+                return Err(self.err(
+                    "postmaster.account",
+                    format!("account {:?} does not exist", p.account),
+                ));
             }
         }
         Ok(())
@@ -334,7 +387,10 @@ impl Config {
         if self.data_dir.is_absolute() {
             return self.data_dir.clone();
         }
-        self.path.parent().unwrap_or(Path::new(".")).join(&self.data_dir)
+        self.path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&self.data_dir)
     }
 
     /// A path from the config, resolved against the config file's directory.
@@ -369,13 +425,19 @@ impl Config {
             return Resolution::DomainDisabled;
         }
         let mut lp = localpart.to_string();
-        if let Some(sep) = dc.localpart_catchall_separator.as_deref().filter(|s| !s.is_empty()) {
+        if let Some(sep) = dc
+            .localpart_catchall_separator
+            .as_deref()
+            .filter(|s| !s.is_empty())
+        {
             if let Some((base, _)) = lp.split_once(sep) {
                 lp = base.to_string();
             }
         }
         let matches = |dest: &str| -> bool {
-            let Some((dl, dd)) = dest.rsplit_once('@') else { return false };
+            let Some((dl, dd)) = dest.rsplit_once('@') else {
+                return false;
+            };
             if !dd.eq_ignore_ascii_case(domain) || dl.is_empty() && !lp.is_empty() {
                 return false;
             }
@@ -503,6 +565,17 @@ rejects_mailbox = "Rejects"
 account = "mjl"
 mailbox = "Postmaster"
 
+# Checks of incoming mail on port 25 (defaults shown).
+[incoming]
+# EHLO name, MAIL FROM domain, SPF, DKIM, DMARC and reverse DNS.
+checks = true
+# DNS blocklists to consult, e.g. ["sbl.example.org"].
+dnsbl = []
+# Refuse mail whose From domain publishes p=reject and fails DMARC.
+dmarc_reject = true
+# Refuse (temporarily) first-time senders without valid reverse DNS.
+require_iprev_for_unknown_senders = true
+
 # Abuse limits (defaults shown).
 [limits]
 max_message_size = 104857600
@@ -558,29 +631,59 @@ mailbox = "Postmaster"
         let e = cfg("bogus = 1").unwrap_err().to_string();
         assert!(e.starts_with("/etc/rmox/rmox.toml: line "), "{e}");
         assert!(e.contains("bogus"), "{e}");
-        let e = Config::parse("hostname = \"bad host\"\ndata_dir = \"d\"\n", Path::new("x.toml")).unwrap_err().to_string();
+        let e = Config::parse(
+            "hostname = \"bad host\"\ndata_dir = \"d\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(e, "x.toml: hostname: \"bad host\" is not a valid host name");
-        let e = cfg("[account.x]\ndomain = \"nope.example\"\n").unwrap_err().to_string();
-        assert_eq!(e, "/etc/rmox/rmox.toml: account.x.domain: domain \"nope.example\" is not configured");
-        let e = cfg("[[listener]]\nname = \"a\"\nip = \"1.2.3.4\"\nsubmissions = { port = 465 }\n").unwrap_err().to_string();
-        assert!(e.contains("listener[0].submissions: implicit TLS needs listener.tls"), "{e}");
+        let e = cfg("[account.x]\ndomain = \"nope.example\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "/etc/rmox/rmox.toml: account.x.domain: domain \"nope.example\" is not configured"
+        );
+        let e = cfg("[[listener]]\nname = \"a\"\nip = \"1.2.3.4\"\nsubmissions = { port = 465 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("listener[0].submissions: implicit TLS needs listener.tls"),
+            "{e}"
+        );
     }
 
     #[test]
     fn recipient_resolution() {
         let c = cfg("").unwrap();
-        let acc = |a: &str, m: &str| Resolution::Account { account: a.into(), mailbox: m.into() };
+        let acc = |a: &str, m: &str| Resolution::Account {
+            account: a.into(),
+            mailbox: m.into(),
+        };
         assert_eq!(c.resolve("mjl", "mox.example"), acc("mjl", "Inbox"));
         assert_eq!(c.resolve("MJL", "mox.example"), acc("mjl", "Inbox"));
         assert_eq!(c.resolve("mjl+tag", "mox.example"), acc("mjl", "Inbox"));
         assert_eq!(c.resolve("", "mox.example"), acc("mjl", "Empty"));
         assert_eq!(c.resolve("unknown", "mox.example"), Resolution::UnknownUser);
         assert_eq!(c.resolve("mjl", "test.example"), Resolution::UnknownDomain);
-        assert_eq!(c.resolve("anything", "other.example"), acc("catch", "Catchall"));
+        assert_eq!(
+            c.resolve("anything", "other.example"),
+            acc("catch", "Catchall")
+        );
         assert_eq!(c.resolve("exact", "other.example"), acc("catch", "Inbox"));
-        assert_eq!(c.resolve("postmaster", "other.example"), acc("mjl", "Postmaster"));
-        assert_eq!(c.resolve("POSTMASTER", "mox.example"), acc("mjl", "Postmaster"));
-        assert_eq!(c.resolve("postmaster", "mox.example"), acc("mjl", "Postmaster"));
+        assert_eq!(
+            c.resolve("postmaster", "other.example"),
+            acc("mjl", "Postmaster")
+        );
+        assert_eq!(
+            c.resolve("POSTMASTER", "mox.example"),
+            acc("mjl", "Postmaster")
+        );
+        assert_eq!(
+            c.resolve("postmaster", "mox.example"),
+            acc("mjl", "Postmaster")
+        );
         assert_eq!(c.resolve("x", "off.example"), Resolution::DomainDisabled);
         assert!(c.account_owns("mjl", "mjl+x", "mox.example"));
         assert!(!c.account_owns("mjl", "other", "other.example"));

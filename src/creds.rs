@@ -29,7 +29,10 @@ pub fn derive_all(password: &str, salt: &[u8]) -> Vec<(String, Vec<u8>)> {
     vec![
         ("scram-sha-256".to_string(), encode_scram(&s256)),
         ("scram-sha-1".to_string(), encode_scram(&s1)),
-        ("cram-md5".to_string(), derive_cram_md5(password).to_bytes().to_vec()),
+        (
+            "cram-md5".to_string(),
+            derive_cram_md5(password).to_bytes().to_vec(),
+        ),
     ]
 }
 
@@ -65,8 +68,12 @@ fn decode_scram(hash: ScramHash, b: &[u8]) -> Option<ScramCredentials> {
 pub fn decode(kind: CredentialKind, b: &[u8]) -> Option<StoredCredentials> {
     match kind {
         CredentialKind::ScramSha1 => decode_scram(ScramHash::Sha1, b).map(StoredCredentials::Scram),
-        CredentialKind::ScramSha256 => decode_scram(ScramHash::Sha256, b).map(StoredCredentials::Scram),
-        CredentialKind::CramMd5 => CramMd5Credentials::from_bytes(b).map(StoredCredentials::CramMd5),
+        CredentialKind::ScramSha256 => {
+            decode_scram(ScramHash::Sha256, b).map(StoredCredentials::Scram)
+        }
+        CredentialKind::CramMd5 => {
+            CramMd5Credentials::from_bytes(b).map(StoredCredentials::CramMd5)
+        }
     }
 }
 
@@ -98,7 +105,10 @@ mod tests {
         assert!(check_password(s256, "testtest"));
         assert!(!check_password(s256, "testtesx"));
         assert!(!check_password(b"garbage", "testtest"));
-        for (k, kind) in [("scram-sha-1", CredentialKind::ScramSha1), ("cram-md5", CredentialKind::CramMd5)] {
+        for (k, kind) in [
+            ("scram-sha-1", CredentialKind::ScramSha1),
+            ("cram-md5", CredentialKind::CramMd5),
+        ] {
             let b = &all.iter().find(|(n, _)| n == k).unwrap().1;
             assert!(decode(kind, b).is_some(), "{k}");
         }

@@ -51,17 +51,27 @@ mailbox = "Inbox"
 pub fn run(dir: &Path, ip: IpAddr, runtime: RuntimeChoice) -> Result<(), Fail> {
     let config_path = dir.join("rmox.toml");
     if !config_path.exists() {
-        std::fs::create_dir_all(dir.join("tls")).map_err(|e| Fail(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir.join("tls"))
+            .map_err(|e| Fail(format!("creating {}: {e}", dir.display())))?;
         let names = vec!["localhost".to_string(), ip.to_string()];
-        let ck = rcgen::generate_simple_self_signed(names).map_err(|e| Fail(format!("generating certificate: {e}")))?;
-        write_private(&dir.join("tls/key.pem"), ck.key_pair.serialize_pem().as_bytes())?;
-        std::fs::write(dir.join("tls/cert.pem"), ck.cert.pem()).map_err(|e| Fail(format!("writing certificate: {e}")))?;
-        std::fs::write(&config_path, config_text(ip)).map_err(|e| Fail(format!("writing {}: {e}", config_path.display())))?;
+        let ck = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| Fail(format!("generating certificate: {e}")))?;
+        write_private(
+            &dir.join("tls/key.pem"),
+            ck.key_pair.serialize_pem().as_bytes(),
+        )?;
+        std::fs::write(dir.join("tls/cert.pem"), ck.cert.pem())
+            .map_err(|e| Fail(format!("writing certificate: {e}")))?;
+        std::fs::write(&config_path, config_text(ip))
+            .map_err(|e| Fail(format!("writing {}: {e}", config_path.display())))?;
         let c = Config::load(&config_path)?;
         let store = rmox_storage::Store::open(&c.data_dir())?;
         store.account_add(ACCOUNT, "localhost")?;
         crate::admin::set_password(&store, ACCOUNT, PASSWORD)?;
-        eprintln!("rmox: created {} with account {ADDRESS}, password {PASSWORD}", dir.display());
+        eprintln!(
+            "rmox: created {} with account {ADDRESS}, password {PASSWORD}",
+            dir.display()
+        );
     }
     let c = Config::load(&config_path)?;
     let banner = format!(
@@ -82,5 +92,6 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), Fail> {
         .mode(0o600)
         .open(path)
         .map_err(|e| Fail(format!("writing {}: {e}", path.display())))?;
-    f.write_all(data).map_err(|e| Fail(format!("writing {}: {e}", path.display())))
+    f.write_all(data)
+        .map_err(|e| Fail(format!("writing {}: {e}", path.display())))
 }

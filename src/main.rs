@@ -5,7 +5,9 @@ mod admin;
 mod config;
 mod creds;
 mod localserve;
+mod resolve;
 mod serve;
+mod tools;
 mod world;
 
 use std::path::PathBuf;
@@ -97,6 +99,118 @@ enum Cmd {
     Verifydata {
         /// The data directory.
         datadir: PathBuf,
+    },
+    /// SPF: evaluate or look up records.
+    Spf {
+        #[command(subcommand)]
+        cmd: SpfCmd,
+    },
+    /// DNS blocklists.
+    Dnsbl {
+        #[command(subcommand)]
+        cmd: DnsblCmd,
+    },
+    /// DKIM: keys, signing, verification.
+    Dkim {
+        #[command(subcommand)]
+        cmd: DkimCmd,
+    },
+    /// DMARC: evaluate a message, parse aggregate reports.
+    Dmarc {
+        #[command(subcommand)]
+        cmd: DmarcCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SpfCmd {
+    /// Evaluate SPF for DOMAIN and IP.
+    Check {
+        /// Sender domain.
+        domain: String,
+        /// Client IP.
+        ip: std::net::IpAddr,
+        /// EHLO name.
+        #[arg(long, default_value = "")]
+        helo: String,
+        /// DNS server ip:port or zonefile:PATH (default: /etc/resolv.conf).
+        #[arg(long)]
+        resolver: Option<String>,
+    },
+    /// Print and parse a domain's SPF record.
+    Lookup {
+        /// Domain.
+        domain: String,
+        /// DNS server ip:port or zonefile:PATH.
+        #[arg(long)]
+        resolver: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DnsblCmd {
+    /// Is IP listed in ZONE? Also checks the list's health.
+    Check {
+        /// DNSBL zone.
+        zone: String,
+        /// IP address.
+        ip: std::net::IpAddr,
+        /// DNS server ip:port or zonefile:PATH.
+        #[arg(long)]
+        resolver: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DkimCmd {
+    /// Generate an ed25519 key into KEYFILE and print its DNS record.
+    Gened25519 {
+        /// Domain.
+        domain: String,
+        /// Selector.
+        selector: String,
+        /// Where to write the private key (PEM).
+        keyfile: PathBuf,
+    },
+    /// Sign FILE (or - for stdin) and print the signed message.
+    Sign {
+        /// Domain.
+        domain: String,
+        /// Selector.
+        selector: String,
+        /// Private key (PKCS#8 or PKCS#1 PEM).
+        keyfile: PathBuf,
+        /// Message file, or -.
+        file: PathBuf,
+    },
+    /// Verify the signatures of FILE (or - for stdin).
+    Verify {
+        /// Message file, or -.
+        file: PathBuf,
+        /// DNS server ip:port or zonefile:PATH.
+        #[arg(long)]
+        resolver: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DmarcCmd {
+    /// SPF, DKIM and DMARC for a message on stdin.
+    Verify {
+        /// The client's IP.
+        remoteip: std::net::IpAddr,
+        /// MAIL FROM address.
+        mailfrom: String,
+        /// EHLO name.
+        helo: String,
+        /// DNS server ip:port or zonefile:PATH.
+        #[arg(long)]
+        resolver: Option<String>,
+    },
+    /// Parse an aggregate report (XML, gzip or zip).
+    Parsereport {
+        /// Report file.
+        file: PathBuf,
     },
 }
 
@@ -206,29 +320,103 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Localserve { dir, ip, runtime } => localserve::run(&dir, ip, runtime),
         Cmd::Serve { config, runtime } => serve::run_config(&config, runtime),
-        Cmd::Config { cmd: ConfigCmd::Check { config } } => {
-            config::Config::load(&config).map(|c| {
-                println!("{}: ok ({} domains, {} accounts, {} listeners)", config.display(), c.domain.len(), c.account.len(), c.listener.len());
-            }).map_err(Fail::from)
-        }
-        Cmd::Config { cmd: ConfigCmd::Example } => {
+        Cmd::Config {
+            cmd: ConfigCmd::Check { config },
+        } => config::Config::load(&config)
+            .map(|c| {
+                println!(
+                    "{}: ok ({} domains, {} accounts, {} listeners)",
+                    config.display(),
+                    c.domain.len(),
+                    c.account.len(),
+                    c.listener.len()
+                );
+            })
+            .map_err(Fail::from),
+        Cmd::Config {
+            cmd: ConfigCmd::Example,
+        } => {
             print!("{}", config::EXAMPLE);
             Ok(())
         }
         Cmd::Account { cmd } => match cmd {
-            AccountCmd::Add { name, address, config } => admin::account_add(&config, &name, &address),
+            AccountCmd::Add {
+                name,
+                address,
+                config,
+            } => admin::account_add(&config, &name, &address),
             AccountCmd::Setpassword { name, config } => admin::account_setpassword(&config, &name),
-            AccountCmd::Disable { name, message, config } => admin::account_disable(&config, &name, Some(message)),
+            AccountCmd::Disable {
+                name,
+                message,
+                config,
+            } => admin::account_disable(&config, &name, Some(message)),
             AccountCmd::Enable { name, config } => admin::account_disable(&config, &name, None),
         },
         Cmd::Domain { cmd } => match cmd {
             DomainCmd::Add { domain, config } => admin::domain_add(&config, &domain),
-            DomainCmd::Disable { domain, config } => admin::domain_set_disabled(&config, &domain, true),
-            DomainCmd::Enable { domain, config } => admin::domain_set_disabled(&config, &domain, false),
+            DomainCmd::Disable { domain, config } => {
+                admin::domain_set_disabled(&config, &domain, true)
+            }
+            DomainCmd::Enable { domain, config } => {
+                admin::domain_set_disabled(&config, &domain, false)
+            }
         },
-        Cmd::Export { format, account, dest, config } => admin::export(&config, format, &account, &dest),
+        Cmd::Export {
+            format,
+            account,
+            dest,
+            config,
+        } => admin::export(&config, format, &account, &dest),
         Cmd::Backup { dir, config } => admin::backup(&config, &dir),
         Cmd::Verifydata { datadir } => admin::verifydata(&datadir),
+        Cmd::Spf {
+            cmd:
+                SpfCmd::Check {
+                    domain,
+                    ip,
+                    helo,
+                    resolver,
+                },
+        } => tools::spf_check(&domain, ip, &helo, &resolver),
+        Cmd::Spf {
+            cmd: SpfCmd::Lookup { domain, resolver },
+        } => tools::spf_lookup(&domain, &resolver),
+        Cmd::Dnsbl {
+            cmd: DnsblCmd::Check { zone, ip, resolver },
+        } => tools::dnsbl_check(&zone, ip, &resolver),
+        Cmd::Dkim {
+            cmd:
+                DkimCmd::Gened25519 {
+                    domain,
+                    selector,
+                    keyfile,
+                },
+        } => tools::dkim_gen_ed25519(&domain, &selector, &keyfile),
+        Cmd::Dkim {
+            cmd:
+                DkimCmd::Sign {
+                    domain,
+                    selector,
+                    keyfile,
+                    file,
+                },
+        } => tools::dkim_sign(&domain, &selector, &keyfile, &file),
+        Cmd::Dkim {
+            cmd: DkimCmd::Verify { file, resolver },
+        } => tools::dkim_verify(&file, &resolver),
+        Cmd::Dmarc {
+            cmd:
+                DmarcCmd::Verify {
+                    remoteip,
+                    mailfrom,
+                    helo,
+                    resolver,
+                },
+        } => tools::dmarc_verify(remoteip, &mailfrom, &helo, &resolver),
+        Cmd::Dmarc {
+            cmd: DmarcCmd::Parsereport { file },
+        } => tools::dmarc_parsereport(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,9 +71,25 @@ pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
             Some(t) => {
                 let cert_path = c.resolve_path(&t.cert_file);
                 let key_path = c.resolve_path(&t.key_file);
-                let cert = std::fs::read(&cert_path).map_err(|e| Fail(format!("{}: listener[{i}].tls.cert_file: {}: {e}", c.path.display(), cert_path.display())))?;
-                let key = std::fs::read(&key_path).map_err(|e| Fail(format!("{}: listener[{i}].tls.key_file: {}: {e}", c.path.display(), key_path.display())))?;
-                Some(rmox_core::tls::server_config_from_pem(&cert, &key).map_err(|e| Fail(format!("{}: listener[{i}].tls: {e}", c.path.display())))?)
+                let cert = std::fs::read(&cert_path).map_err(|e| {
+                    Fail(format!(
+                        "{}: listener[{i}].tls.cert_file: {}: {e}",
+                        c.path.display(),
+                        cert_path.display()
+                    ))
+                })?;
+                let key = std::fs::read(&key_path).map_err(|e| {
+                    Fail(format!(
+                        "{}: listener[{i}].tls.key_file: {}: {e}",
+                        c.path.display(),
+                        key_path.display()
+                    ))
+                })?;
+                Some(
+                    rmox_core::tls::server_config_from_pem(&cert, &key).map_err(|e| {
+                        Fail(format!("{}: listener[{i}].tls: {e}", c.path.display()))
+                    })?,
+                )
             }
         };
         let ports = [
@@ -82,20 +98,34 @@ pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
             (&l.submissions, true, true),
         ];
         for (n, (port, submission, implicit)) in ports.into_iter().enumerate() {
-            let Some(p) = port.as_ref().filter(|p| p.enabled) else { continue };
+            let Some(p) = port.as_ref().filter(|p| p.enabled) else {
+                continue;
+            };
             let mut sc = base_config(c, seed.wrapping_add((i * 3 + n) as u64));
             sc.submission = submission;
             sc.implicit_tls = implicit;
             sc.tls = tls.clone();
             sc.require_tls_for_auth = l.require_tls_for_auth;
+            if !submission && c.incoming.checks && !c.localserve {
+                sc.checks = Some(rmox_core::server::IncomingChecks {
+                    dnsbl: c.incoming.dnsbl.clone(),
+                    ..Default::default()
+                });
+            }
             let addr = SocketAddr::new(l.ip, p.port);
             let listener = bind(addr)?;
             tracing::info!(listener = %l.name, %addr, submission, implicit_tls = implicit, "listening");
-            out.push(Bound { listener, config: Arc::new(sc) });
+            out.push(Bound {
+                listener,
+                config: Arc::new(sc),
+            });
         }
     }
     if out.is_empty() {
-        return Err(Fail(format!("{}: listener: no enabled ports", c.path.display())));
+        return Err(Fail(format!(
+            "{}: listener: no enabled ports",
+            c.path.display()
+        )));
     }
     Ok(out)
 }
@@ -110,7 +140,8 @@ pub fn run_config(path: &Path, runtime: RuntimeChoice) -> Result<(), Fail> {
 /// ports are bound.
 pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<(), Fail> {
     let data = c.data_dir();
-    let store = Store::open(&data).map_err(|e| Fail(format!("opening data directory {}: {e}", data.display())))?;
+    let store = Store::open(&data)
+        .map_err(|e| Fail(format!("opening data directory {}: {e}", data.display())))?;
     let store = Arc::new(store);
     for (name, a) in &c.account {
         if store.account(name)?.is_none() {
@@ -121,27 +152,54 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     if let Some(b) = banner {
         println!("{b}");
     }
-    let world: Arc<dyn rmox_driver::Answerer> = Arc::new(World::new(Arc::new(c), Arc::clone(&store)));
+    let dns = if c.localserve && c.resolver.is_empty() {
+        None
+    } else {
+        let base = c.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Some(crate::resolve::Dns::from_config(&c.resolver, &base)?)
+    };
+    let world: Arc<dyn rmox_driver::Answerer> =
+        Arc::new(World::new(Arc::new(c), Arc::clone(&store), dns)?);
     let shutdown = Shutdown::new();
     install_signals(Arc::clone(&shutdown))?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let rt = pick_runtime(runtime);
     tracing::info!(runtime = rt, threads, "starting");
     let result = match rt {
         "tokio" => rmox_runtime_tokio::run(
-            bound.into_iter().map(|b| rmox_runtime_tokio::ListenerSpec { listener: b.listener, config: b.config }).collect(),
+            bound
+                .into_iter()
+                .map(|b| rmox_runtime_tokio::ListenerSpec {
+                    listener: b.listener,
+                    config: b.config,
+                })
+                .collect(),
             world,
             threads,
             shutdown,
         ),
         "glommio" => rmox_runtime_glommio::run(
-            bound.into_iter().map(|b| rmox_runtime_glommio::ListenerSpec { listener: b.listener, config: b.config }).collect(),
+            bound
+                .into_iter()
+                .map(|b| rmox_runtime_glommio::ListenerSpec {
+                    listener: b.listener,
+                    config: b.config,
+                })
+                .collect(),
             world,
             threads,
             shutdown,
         ),
         _ => rmox_runtime_smol::run(
-            bound.into_iter().map(|b| rmox_runtime_smol::ListenerSpec { listener: b.listener, config: b.config }).collect(),
+            bound
+                .into_iter()
+                .map(|b| rmox_runtime_smol::ListenerSpec {
+                    listener: b.listener,
+                    config: b.config,
+                })
+                .collect(),
             world,
             threads,
             shutdown,

@@ -17,6 +17,7 @@ use rmox_storage::{Delivery, Flags, MessageInfo, QueueRecipient, RequireTls, Sto
 
 use crate::config::{Config, Resolution};
 use crate::creds;
+use crate::resolve::Dns;
 
 /// Counters for rate limits, per IP, in fixed one-minute windows.
 #[derive(Default)]
@@ -33,7 +34,48 @@ struct Counters {
 pub struct World {
     config: Arc<Config>,
     store: Arc<Store>,
+    dns: Option<Dns>,
     counters: Mutex<Counters>,
+    /// DKIM signing configs per domain (lower-case ASCII).
+    dkim: HashMap<String, Vec<rmox_core::dkim::SignConfig>>,
+}
+
+/// Loads the DKIM keys of every domain that signs.
+pub fn load_dkim(
+    c: &Config,
+) -> Result<HashMap<String, Vec<rmox_core::dkim::SignConfig>>, crate::Fail> {
+    let mut out = HashMap::new();
+    for (domain, dc) in &c.domain {
+        let mut configs = Vec::new();
+        for sel in &dc.dkim.sign {
+            let Some(path) = dc.dkim.selectors.get(sel) else {
+                return Err(crate::Fail(format!(
+                    "{}: domain.{domain:?}.dkim.sign: selector {sel:?} is not in dkim.selectors",
+                    c.path.display()
+                )));
+            };
+            let p = c.resolve_path(path);
+            let pem = std::fs::read_to_string(&p).map_err(|e| {
+                crate::Fail(format!(
+                    "{}: domain.{domain:?}.dkim.selectors.{sel}: {}: {e}",
+                    c.path.display(),
+                    p.display()
+                ))
+            })?;
+            let key = rmox_core::dkim::SigningKey::from_pem(&pem).map_err(|e| {
+                crate::Fail(format!(
+                    "{}: domain.{domain:?}.dkim.selectors.{sel}: {}: {e}",
+                    c.path.display(),
+                    p.display()
+                ))
+            })?;
+            configs.push(rmox_core::dkim::SignConfig::new(domain, sel, key));
+        }
+        if !configs.is_empty() {
+            out.insert(domain.clone(), configs);
+        }
+    }
+    Ok(out)
 }
 
 fn reply(code: u16, e: (u8, u16, u16), text: impl Into<String>) -> Reply {
@@ -63,7 +105,9 @@ enum Special {
 
 fn special(localpart: &str, prefix: &str) -> Option<Special> {
     let lp = localpart.to_ascii_lowercase();
-    let lp = lp.strip_prefix(prefix).unwrap_or(if prefix.is_empty() { &lp } else { return None });
+    let lp = lp
+        .strip_prefix(prefix)
+        .unwrap_or(if prefix.is_empty() { &lp } else { return None });
     if lp.ends_with("temperror") {
         return Some(Special::Temp);
     }
@@ -88,15 +132,31 @@ fn special(localpart: &str, prefix: &str) -> Option<Special> {
 
 fn special_reply(s: Special, what: &str) -> Reply {
     match s {
-        Special::Temp => reply(451, (4, 3, 0), format!("temporary failure of {what} due to special localpart")),
-        Special::Perm => reply(550, (5, 0, 0), format!("permanent failure of {what} due to special localpart")),
+        Special::Temp => reply(
+            451,
+            (4, 3, 0),
+            format!("temporary failure of {what} due to special localpart"),
+        ),
+        Special::Perm => reply(
+            550,
+            (5, 0, 0),
+            format!("permanent failure of {what} due to special localpart"),
+        ),
         Special::Timeout => {
             std::thread::sleep(Duration::from_secs(3));
-            reply(451, (4, 4, 2), format!("timing out {what} due to special localpart"))
+            reply(
+                451,
+                (4, 4, 2),
+                format!("timing out {what} due to special localpart"),
+            )
         }
         Special::Code(c) => {
             let class = (c / 100) as u8;
-            Reply::new(c, Some(Enhanced::new(class, 0, 0)), format!("failure with code {c} due to special localpart"))
+            Reply::new(
+                c,
+                Some(Enhanced::new(class, 0, 0)),
+                format!("failure with code {c} due to special localpart"),
+            )
         }
     }
 }
@@ -110,11 +170,41 @@ fn domain_of(a: &Address) -> Option<String> {
 
 impl World {
     /// A world over `config` and `store`.
-    pub fn new(config: Arc<Config>, store: Arc<Store>) -> World {
-        World {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<Store>,
+        dns: Option<Dns>,
+    ) -> Result<World, crate::Fail> {
+        let dkim = load_dkim(&config)?;
+        Ok(World {
             config,
             store,
+            dns,
             counters: Mutex::new(Counters::default()),
+            dkim,
+        })
+    }
+
+    /// DKIM-signs a submitted message for its From domain, when that domain signs.
+    fn dkim_sign(&self, t: &Transaction) -> Vec<u8> {
+        let domain = t
+            .from_header
+            .as_ref()
+            .and_then(|f| f.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
+        let Some(configs) = domain.and_then(|d| self.dkim.get(&d)) else {
+            return t.message.clone();
+        };
+        let rng = ring::rand::SystemRandom::new();
+        match rmox_core::dkim::sign(&t.message, configs, t.received, &rng) {
+            Ok(h) => {
+                let mut m = h.into_bytes();
+                m.extend_from_slice(&t.message);
+                m
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "dkim signing failed, sending unsigned");
+                t.message.clone()
+            }
         }
     }
 
@@ -138,25 +228,43 @@ impl World {
         let n = c.connections.entry(ip).or_default();
         *n += 1;
         if *n > limits.connections_per_minute && !ip.is_loopback() {
-            return Verdict::Reject(reply(421, (4, 7, 0), "connection rate from your ip or network too high, slow down please"));
+            return Verdict::Reject(reply(
+                421,
+                (4, 7, 0),
+                "connection rate from your ip or network too high, slow down please",
+            ));
         }
         let open = c.open.get(&ip).copied().unwrap_or(0);
         if open >= limits.connections_per_ip && !ip.is_loopback() {
-            return Verdict::Reject(reply(421, (4, 7, 0), "too many open connections from your ip or network"));
+            return Verdict::Reject(reply(
+                421,
+                (4, 7, 0),
+                "too many open connections from your ip or network",
+            ));
         }
         Verdict::Accept
     }
 
     fn auth_limited(&self, ip: IpAddr) -> bool {
         let c = self.counters();
-        c.auth_failures.get(&ip).copied().unwrap_or(0) >= self.config.limits.auth_failures_per_minute
+        c.auth_failures.get(&ip).copied().unwrap_or(0)
+            >= self.config.limits.auth_failures_per_minute
     }
 
     fn login_disabled(&self, account: &str) -> Option<String> {
-        if let Some(m) = self.config.account.get(account).and_then(|a| a.login_disabled.clone()) {
+        if let Some(m) = self
+            .config
+            .account
+            .get(account)
+            .and_then(|a| a.login_disabled.clone())
+        {
             return Some(m);
         }
-        self.store.account(account).ok().flatten().and_then(|a| a.login_disabled)
+        self.store
+            .account(account)
+            .ok()
+            .flatten()
+            .and_then(|a| a.login_disabled)
     }
 
     fn check_password(&self, username: &str, password: &str, ip: IpAddr) -> PasswordCheck {
@@ -179,7 +287,12 @@ impl World {
         }
     }
 
-    fn lookup_credentials(&self, username: &str, kind: CredentialKind, ip: IpAddr) -> CredentialsAnswer {
+    fn lookup_credentials(
+        &self,
+        username: &str,
+        kind: CredentialKind,
+        ip: IpAddr,
+    ) -> CredentialsAnswer {
         if self.auth_limited(ip) {
             return CredentialsAnswer::RateLimited;
         }
@@ -191,14 +304,22 @@ impl World {
         }
         match self.store.credentials(&account, creds::kind_name(kind)) {
             Ok(Some(b)) => match creds::decode(kind, &b) {
-                Some(credentials) => CredentialsAnswer::Found { account, credentials },
+                Some(credentials) => CredentialsAnswer::Found {
+                    account,
+                    credentials,
+                },
                 None => CredentialsAnswer::Unknown,
             },
             _ => CredentialsAnswer::Unknown,
         }
     }
 
-    fn check_sender(&self, account: Option<&str>, address: &ReversePath, source: SenderSource) -> Verdict {
+    fn check_sender(
+        &self,
+        account: Option<&str>,
+        address: &ReversePath,
+        source: SenderSource,
+    ) -> Verdict {
         let what = match source {
             SenderSource::MailFrom => "mail from",
             SenderSource::FromHeader => "message from",
@@ -225,7 +346,11 @@ impl World {
                 if self.config.account_owns(account, &a.localpart.0, &d) {
                     Verdict::Accept
                 } else {
-                    Verdict::Reject(reply(550, (5, 7, 1), format!("{what} address must match authenticated user")))
+                    Verdict::Reject(reply(
+                        550,
+                        (5, 7, 1),
+                        format!("{what} address must match authenticated user"),
+                    ))
                 }
             }
         }
@@ -253,18 +378,28 @@ impl World {
             Resolution::Account { account, .. } => self.quota_verdict(&account, 0),
             // Unknown users are refused after DATA, so addresses cannot be probed cheaply.
             Resolution::UnknownUser => Verdict::Accept,
-            Resolution::UnknownDomain => Verdict::Reject(reply(550, (5, 1, 1), "not accepting email for domain")),
-            Resolution::DomainDisabled => Verdict::Reject(reply(450, (4, 2, 1), "domain is disabled, try again later")),
+            Resolution::UnknownDomain => {
+                Verdict::Reject(reply(550, (5, 1, 1), "not accepting email for domain"))
+            }
+            Resolution::DomainDisabled => {
+                Verdict::Reject(reply(450, (4, 2, 1), "domain is disabled, try again later"))
+            }
         }
     }
 
     fn quota_verdict(&self, account: &str, extra: u64) -> Verdict {
-        let quota = self.config.account.get(account).map_or(0, |a| a.quota_message_size);
+        let quota = self
+            .config
+            .account
+            .get(account)
+            .map_or(0, |a| a.quota_message_size);
         if quota == 0 {
             return Verdict::Accept;
         }
         match self.store.account_usage(account) {
-            Ok(used) if used + extra > quota => Verdict::Reject(reply(452, (4, 2, 2), "account storage full")),
+            Ok(used) if used + extra > quota => {
+                Verdict::Reject(reply(452, (4, 2, 2), "account storage full"))
+            }
             Ok(_) => Verdict::Accept,
             Err(e) => Verdict::Reject(store_error(&e)),
         }
@@ -279,6 +414,34 @@ impl World {
             ReversePath::Mailbox(a) => Some(a.to_string()),
         };
         info.rcpt_to = rcpt;
+        if let Some(v) = &t.auth {
+            use rmox_storage::Validation;
+            if let Some(spf) = &v.spf {
+                info.mail_from_validation = match spf.result {
+                    rmox_core::spf::SpfStatus::Pass => Validation::Pass,
+                    rmox_core::spf::SpfStatus::Fail => Validation::Fail,
+                    rmox_core::spf::SpfStatus::Softfail => Validation::Softfail,
+                    rmox_core::spf::SpfStatus::Neutral => Validation::Neutral,
+                    rmox_core::spf::SpfStatus::Temperror => Validation::TempError,
+                    rmox_core::spf::SpfStatus::Permerror => Validation::PermError,
+                    rmox_core::spf::SpfStatus::None => Validation::None,
+                };
+            }
+            if let Some(d) = &v.dkim {
+                info.dkim_domains = d
+                    .iter()
+                    .filter(|r| r.status == rmox_core::dkim::Status::Pass)
+                    .map(|r| r.domain.clone())
+                    .collect();
+            }
+            if let Some(d) = &v.dmarc {
+                info.from_validation = if d.status == rmox_core::dmarc::DmarcStatus::Pass {
+                    Validation::Dmarc
+                } else {
+                    Validation::Fail
+                };
+            }
+        }
         let header_end = rmox_core::message::body_offset(&t.message).unwrap_or(t.message.len());
         let header = &t.message[..header_end];
         info.from_domain = rmox_core::message::from_addresses(header)
@@ -286,7 +449,11 @@ impl World {
             .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
         info.message_id = rmox_core::message::values(header, "Message-Id")
             .next()
-            .map(|v| String::from_utf8_lossy(v).trim_matches(|c| c == '<' || c == '>').to_string());
+            .map(|v| {
+                String::from_utf8_lossy(v)
+                    .trim_matches(|c| c == '<' || c == '>')
+                    .to_string()
+            });
         info
     }
 
@@ -300,6 +467,61 @@ impl World {
         }
     }
 
+    /// Port 25 policy on the checks' results: DMARC reject, DNSBL, iprev for unknown
+    /// senders.
+    fn incoming_policy(&self, t: &Transaction, accounts: &[String]) -> Result<(), Reply> {
+        let Some(v) = &t.auth else { return Ok(()) };
+        let inc = &self.config.incoming;
+        if let Some(d) = &v.dmarc {
+            if d.is_reject() && inc.dmarc_reject {
+                return Err(reply(
+                    550,
+                    (5, 7, 1),
+                    format!(
+                        "rejecting per DMARC policy of {}",
+                        v.from_domain.as_deref().unwrap_or("the From domain")
+                    ),
+                ));
+            }
+        }
+        if let Some(list) = &v.dnsbl {
+            for (zone, status) in list {
+                if let rmox_core::dnsbl::DnsblStatus::Fail(reason) = status {
+                    return Err(reply(
+                        451,
+                        (4, 7, 1),
+                        format!("your ip is listed in {zone}: {reason}"),
+                    ));
+                }
+            }
+        }
+        let iprev_pass = matches!(v.iprev, Some(rmox_core::iprev::IprevResult::Pass(_)) | None);
+        if !iprev_pass && inc.require_iprev_for_unknown_senders {
+            // A sender is known when an account here got mail from its domain before.
+            let domain = match &t.mail_from {
+                ReversePath::Mailbox(a) => domain_of(a),
+                ReversePath::Null => None,
+            };
+            let known = domain.is_some_and(|d| {
+                accounts.iter().any(|acc| {
+                    self.store
+                        .count_since(
+                            acc,
+                            rmox_storage::IndexKind::MailFromDomain,
+                            &d,
+                            UnixTime(0),
+                        )
+                        .map(|n| n > 0)
+                        .unwrap_or(false)
+                })
+            });
+            if !known {
+                return Err(reply(451, (4, 7, 0), "your ip has no valid reverse dns, required for first-time senders, try again later"));
+            }
+        }
+        Ok(())
+    }
+
     /// Port 25: deliver into the local accounts; unknown users are refused here, after DATA.
     fn deliver_incoming(&self, t: &Transaction) -> Result<(), Reply> {
         let mut deliveries = Vec::new();
@@ -307,11 +529,14 @@ impl World {
         for (path, _) in &t.recipients {
             let (lp, dom) = match path {
                 ForwardPath::Postmaster => ("postmaster".to_string(), self.config.hostname.clone()),
-                ForwardPath::Mailbox(a) => (a.localpart.0.clone(), domain_of(a).unwrap_or_default()),
+                ForwardPath::Mailbox(a) => {
+                    (a.localpart.0.clone(), domain_of(a).unwrap_or_default())
+                }
             };
             match self.config.resolve(&lp, &dom) {
                 Resolution::Account { account, mailbox } => {
-                    if let Verdict::Reject(r) = self.quota_verdict(&account, t.message.len() as u64) {
+                    if let Verdict::Reject(r) = self.quota_verdict(&account, t.message.len() as u64)
+                    {
                         failure.get_or_insert(r);
                         continue;
                     }
@@ -332,24 +557,44 @@ impl World {
         if deliveries.is_empty() {
             return Err(failure.unwrap_or_else(|| reply(550, (5, 1, 1), "no such user(s)")));
         }
-        self.store.deliver_many(deliveries).map(|_| ()).map_err(|e| store_error(&e))
+        let accounts: Vec<String> = deliveries.iter().map(|d| d.account.clone()).collect();
+        self.incoming_policy(t, &accounts)?;
+        self.store
+            .deliver_many(deliveries)
+            .map(|_| ())
+            .map_err(|e| store_error(&e))
     }
 
     /// Submission: check send limits, then queue per recipient.
     fn submit(&self, account: &str, t: &Transaction) -> Result<(), Reply> {
         let acc = self.config.account.get(account);
-        let max_msgs = acc.and_then(|a| a.max_outgoing_messages_per_day).unwrap_or(1000);
-        let max_first = acc.and_then(|a| a.max_first_time_recipients_per_day).unwrap_or(200);
+        let max_msgs = acc
+            .and_then(|a| a.max_outgoing_messages_per_day)
+            .unwrap_or(1000);
+        let max_first = acc
+            .and_then(|a| a.max_first_time_recipients_per_day)
+            .unwrap_or(200);
         let now = wall_now();
         let since = UnixTime(now.0 - 24 * 3600);
-        let rcpts: Vec<String> = t.recipients.iter().map(|(p, _)| path_string(p, &self.config.hostname)).collect();
-        let (msgs, first) = self.store.count_outgoing(account, since).map_err(|e| store_error(&e))?;
+        let rcpts: Vec<String> = t
+            .recipients
+            .iter()
+            .map(|(p, _)| path_string(p, &self.config.hostname))
+            .collect();
+        let (msgs, first) = self
+            .store
+            .count_outgoing(account, since)
+            .map_err(|e| store_error(&e))?;
         if msgs + 1 > u64::from(max_msgs) {
             return Err(reply(451, (4, 7, 1), format!("max number of messages ({max_msgs}) over past 24h reached, try increasing per-account setting max_outgoing_messages_per_day")));
         }
         let mut new_first = 0u64;
         for r in &rcpts {
-            if !self.store.has_sent_to(account, r).map_err(|e| store_error(&e))? {
+            if !self
+                .store
+                .has_sent_to(account, r)
+                .map_err(|e| store_error(&e))?
+            {
                 new_first += 1;
             }
         }
@@ -406,8 +651,13 @@ impl World {
                 is_dsn: false,
             })
             .collect();
-        self.store.queue_add(&t.message, queue).map_err(|e| store_error(&e))?;
-        self.store.record_outgoing(account, &rcpts, now).map_err(|e| store_error(&e))?;
+        let signed = self.dkim_sign(t);
+        self.store
+            .queue_add(&signed, queue)
+            .map_err(|e| store_error(&e))?;
+        self.store
+            .record_outgoing(account, &rcpts, now)
+            .map_err(|e| store_error(&e))?;
         Ok(())
     }
 
@@ -425,8 +675,16 @@ impl World {
             (None, Some(p)) => p.account.clone(),
             (None, None) => return Err(reply(550, (5, 1, 1), "no account to deliver to")),
         };
-        let mailbox = if t.account.is_some() { "Inbox" } else { "Inbox" }.to_string();
-        let rcpt = t.recipients.first().map(|(p, _)| path_string(p, &self.config.hostname));
+        let mailbox = if t.account.is_some() {
+            "Inbox"
+        } else {
+            "Inbox"
+        }
+        .to_string();
+        let rcpt = t
+            .recipients
+            .first()
+            .map(|(p, _)| path_string(p, &self.config.hostname));
         let d = Delivery {
             account,
             mailbox,
@@ -435,7 +693,10 @@ impl World {
             received: t.received,
             info: Self::info(t, rcpt),
         };
-        self.store.deliver(d).map(|_| ()).map_err(|e| store_error(&e))
+        self.store
+            .deliver(d)
+            .map(|_| ())
+            .map_err(|e| store_error(&e))
     }
 }
 
@@ -458,26 +719,44 @@ impl rmox_driver::Answerer for World {
                 }
                 Completion::Verdict(v)
             }
-            Effect::CheckPassword { username, password, ip } => {
-                Completion::Password(self.check_password(&username, &password, ip))
-            }
+            Effect::CheckPassword {
+                username,
+                password,
+                ip,
+            } => Completion::Password(self.check_password(&username, &password, ip)),
             Effect::LookupCredentials { username, kind, ip } => {
                 Completion::Credentials(self.lookup_credentials(&username, kind, ip))
             }
-            Effect::CheckSender { account, address, source, .. } => {
-                Completion::Verdict(self.check_sender(account.as_deref(), &address, source))
-            }
-            Effect::CheckRecipient { account, recipient, .. } => {
-                Completion::Verdict(self.check_recipient(account.as_deref(), &recipient))
-            }
+            Effect::CheckSender {
+                account,
+                address,
+                source,
+                ..
+            } => Completion::Verdict(self.check_sender(account.as_deref(), &address, source)),
+            Effect::CheckRecipient {
+                account, recipient, ..
+            } => Completion::Verdict(self.check_recipient(account.as_deref(), &recipient)),
             Effect::Store(t) => Completion::Stored(self.store_message(&t)),
+            Effect::Dns(lookups) => Completion::Dns(match &self.dns {
+                Some(d) => d.lookup_many(&lookups),
+                None => lookups
+                    .iter()
+                    .map(|_| {
+                        rmox_core::dns::LookupResult::TempFail("no resolver configured".into())
+                    })
+                    .collect(),
+            }),
         }
     }
 
     fn event(&self, cid: u64, event: &Event) {
         match event {
             Event::AuthFailed { username } => {
-                tracing::info!(cid, username = username.as_deref().unwrap_or(""), "authentication failed");
+                tracing::info!(
+                    cid,
+                    username = username.as_deref().unwrap_or(""),
+                    "authentication failed"
+                );
                 // The IP is not in the event; the failure counts against the connection's IP.
                 let mut c = self.counters();
                 if let Some(ip) = c.cids.get(&cid).copied() {
@@ -503,4 +782,3 @@ impl rmox_driver::Answerer for World {
         }
     }
 }
-

@@ -35,6 +35,7 @@
 //!   `handle` means the session cannot continue; it is sticky. Nothing reachable from network
 //!   bytes panics.
 
+pub mod client;
 pub mod dkim;
 pub mod dmarc;
 pub mod dns;
@@ -42,6 +43,7 @@ pub mod dnsbl;
 pub mod iprev;
 pub mod message;
 pub mod publicsuffix;
+pub mod queue;
 pub mod rng;
 pub mod sasl;
 pub mod server;

@@ -197,3 +197,228 @@ pub fn server_config_from_pem(
         .with_single_cert(certs, key)?;
     Ok(Arc::new(cfg))
 }
+
+// ---- Client side: certificate verification for outgoing SMTP ----
+
+/// A DANE TLSA record (RFC 6698), as handed to the client by the caller who looked it up
+/// (DNSSEC-validated).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tlsa {
+    /// Certificate usage: 2 (DANE-TA) and 3 (DANE-EE) are used for SMTP (RFC 7672); others
+    /// are ignored.
+    pub usage: u8,
+    /// Selector: 0 the full certificate, 1 the SubjectPublicKeyInfo.
+    pub selector: u8,
+    /// Matching type: 0 exact, 1 SHA-256, 2 SHA-512.
+    pub matching: u8,
+    /// Certificate association data.
+    pub data: Vec<u8>,
+}
+
+impl Tlsa {
+    /// Whether `cert` (DER) matches this record's selector, matching type and data.
+    pub fn matches(&self, cert: &[u8]) -> bool {
+        let selected: Vec<u8> = match self.selector {
+            0 => cert.to_vec(),
+            1 => {
+                let der = rustls::pki_types::CertificateDer::from(cert);
+                match webpki::EndEntityCert::try_from(&der) {
+                    Ok(c) => c.subject_public_key_info().as_ref().to_vec(),
+                    Err(_) => return false,
+                }
+            }
+            _ => return false,
+        };
+        let digest = |alg| ring::digest::digest(alg, &selected).as_ref().to_vec();
+        let value = match self.matching {
+            0 => selected,
+            1 => digest(&ring::digest::SHA256),
+            2 => digest(&ring::digest::SHA512),
+            _ => return false,
+        };
+        // Public data: no need for constant time.
+        value == self.data
+    }
+}
+
+/// How the client checks the server's certificate.
+#[derive(Clone, Debug)]
+pub enum ClientVerify {
+    /// Accept any certificate (opportunistic TLS, RFC 7435; or verification errors to be
+    /// ignored, `TLS-Required: No`). Handshake signatures are still checked.
+    AcceptAny,
+    /// DANE (RFC 7672): the certificate must match one of these TLSA records (usage 3:
+    /// the end-entity certificate, no name or expiry check; usage 2: a trust anchor in the
+    /// presented chain, then PKIX path and name validation from that anchor).
+    Dane(Vec<Tlsa>),
+}
+
+/// A client config for outgoing SMTP with the given verification (PKIX is a caller-built
+/// `rustls::ClientConfig` with its roots, used as is).
+pub fn client_config(verify: ClientVerify) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = provider();
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match verify {
+        ClientVerify::AcceptAny => Arc::new(AnyCert {
+            provider: Arc::clone(&provider),
+        }),
+        ClientVerify::Dane(records) => Arc::new(DaneVerifier {
+            provider: Arc::clone(&provider),
+            records,
+        }),
+    };
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime as TlsTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+fn tls12_sig(
+    p: &rustls::crypto::CryptoProvider,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls12_signature(message, cert, dss, &p.signature_verification_algorithms)
+}
+
+fn tls13_sig(
+    p: &rustls::crypto::CryptoProvider,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls13_signature(message, cert, dss, &p.signature_verification_algorithms)
+}
+
+/// Accepts any certificate; checks handshake signatures.
+#[derive(Debug)]
+struct AnyCert {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: TlsTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        tls12_sig(&self.provider, message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        tls13_sig(&self.provider, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// DANE verification inside the handshake.
+#[derive(Debug)]
+struct DaneVerifier {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    records: Vec<Tlsa>,
+}
+
+impl ServerCertVerifier for DaneVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: TlsTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // DANE-EE: the end-entity certificate itself; name and validity are not checked
+        // (RFC 7672 3.1.1).
+        if self
+            .records
+            .iter()
+            .any(|r| r.usage == 3 && r.matches(end_entity.as_ref()))
+        {
+            return Ok(ServerCertVerified::assertion());
+        }
+        // DANE-TA: an anchor in the presented chain, then a normal path check from it.
+        let mut last = None;
+        for r in self.records.iter().filter(|r| r.usage == 2) {
+            for ta in intermediates.iter().chain(std::iter::once(end_entity)) {
+                if !r.matches(ta.as_ref()) {
+                    continue;
+                }
+                let mut roots = rustls::RootCertStore::empty();
+                if roots.add(ta.clone().into_owned()).is_err() {
+                    continue;
+                }
+                let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::clone(&self.provider),
+                )
+                .build()
+                .map_err(|e| rustls::Error::General(format!("dane-ta verifier: {e}")))?;
+                match v.verify_server_cert(
+                    end_entity,
+                    intermediates,
+                    server_name,
+                    ocsp_response,
+                    now,
+                ) {
+                    Ok(ok) => return Ok(ok),
+                    Err(e) => last = Some(e),
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            rustls::Error::General("dane: no TLSA record matches the certificate".into())
+        }))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        tls12_sig(&self.provider, message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        tls13_sig(&self.provider, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

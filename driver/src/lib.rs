@@ -144,7 +144,9 @@ where
     loop {
         if !shutdown_sent && shutdown.is_triggered() {
             shutdown_sent = true;
-            session.handle(now(), Input::Shutdown).map_err(ConnError::Session)?;
+            session
+                .handle(now(), Input::Shutdown)
+                .map_err(ConnError::Session)?;
         }
         // Drain outputs until idle.
         let deadline = loop {

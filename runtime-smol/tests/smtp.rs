@@ -167,3 +167,30 @@ fn shutdown_closes_idle_sessions_with_421() {
     // The listener is closed once `run` has returned.
     assert!(TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn shutdown_waits_for_message_in_progress() {
+    let server = Server::start(2);
+    let mut c = Client::connect(server.addr);
+    c.reply();
+    c.expect("EHLO client.test.example\r\n", "250 ");
+    c.expect("MAIL FROM:<alice@example.org>\r\n", "250 ");
+    c.expect("RCPT TO:<bob@test.example>\r\n", "250 ");
+    c.expect("DATA\r\n", "354 ");
+    c.w.write_all(b"Subject: hi\r\n\r\nfirst half\r\n").unwrap();
+    server.shutdown.trigger();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        matches!(server.done.try_recv(), Err(mpsc::TryRecvError::Empty)),
+        "run returned while a message was being received"
+    );
+    c.expect("second half\r\n.\r\n", "250 ");
+    assert_eq!(server.answerer.stored.load(Ordering::SeqCst), 1);
+    // New commands are refused from now on; QUIT still works.
+    c.expect("QUIT\r\n", "221 ");
+    c.expect_eof();
+    match server.done.recv_timeout(Duration::from_secs(10)) {
+        Ok(r) => r.unwrap(),
+        Err(e) => panic!("run did not stop within 10 s: {e}"),
+    }
+}

@@ -77,7 +77,9 @@ fn worker(
     answerer: Arc<dyn Answerer>,
     shutdown: Arc<Shutdown>,
 ) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let mut tasks = Vec::new();
@@ -86,7 +88,9 @@ fn worker(
             let l = tokio::net::TcpListener::from_std(l)?;
             let answerer = Arc::clone(&answerer);
             let shutdown = Arc::clone(&shutdown);
-            tasks.push(tokio::task::spawn_local(accept_loop(l, config, answerer, shutdown)));
+            tasks.push(tokio::task::spawn_local(accept_loop(
+                l, config, answerer, shutdown,
+            )));
         }
         for t in tasks {
             let _ = t.await;

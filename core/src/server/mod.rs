@@ -10,8 +10,12 @@
 //! TLS (STARTTLS and implicit TLS) happens inside the machine through [`crate::tls`], so a
 //! driver only moves bytes.
 
+pub mod checks;
 #[cfg(test)]
 mod tests;
+
+use checks::CheckSet;
+pub use checks::{IncomingChecks, Verdicts};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -70,6 +74,9 @@ pub struct ServerConfig {
     pub future_release_max: Duration,
     /// Seed for per-session randomness (SASL nonces, Message-Id).
     pub seed: u64,
+    /// DNS-based checks of incoming delivery; `None` runs none (submission, tests,
+    /// localserve).
+    pub checks: Option<IncomingChecks>,
 }
 
 impl ServerConfig {
@@ -93,6 +100,7 @@ impl ServerConfig {
             tls_handshake_timeout: Duration::from_secs(30),
             future_release_max: Duration::from_secs(60 * 24 * 3600),
             seed: 0,
+            checks: None,
         }
     }
 }
@@ -174,6 +182,8 @@ pub enum Completion {
     Password(PasswordCheck),
     /// Answer to [`Effect::LookupCredentials`].
     Credentials(CredentialsAnswer),
+    /// Answer to [`Effect::Dns`]: one result per lookup, in order.
+    Dns(Vec<crate::dns::LookupResult>),
     /// Answer to [`Effect::Store`]: `Ok` only once the message is durable (delivered to
     /// the mailboxes, or queued); `Err` carries the reply to send (e.g. 451, 452, 550).
     Stored(Result<(), Reply>),
@@ -218,6 +228,8 @@ pub struct Transaction {
     pub from_header: Option<String>,
     /// When the transaction completed.
     pub received: UnixTime,
+    /// Results of the incoming checks (SPF, DKIM, DMARC, iprev, DNSBL), when they ran.
+    pub auth: Option<Box<Verdicts>>,
 }
 
 /// Requests for the outside world.
@@ -278,6 +290,9 @@ pub enum Effect {
     /// Make the transaction durable: deliver (port 25) or queue (submission). Answered with
     /// [`Completion::Stored`].
     Store(Box<Transaction>),
+    /// Answer these DNS questions (all of them, any order of work). Answered with
+    /// [`Completion::Dns`].
+    Dns(Vec<crate::dns::Lookup>),
 }
 
 /// Things worth a log line or a metric.
@@ -373,6 +388,8 @@ struct Txn {
     params: MailParams,
     recipients: Vec<(ForwardPath, RcptParams)>,
     hold_until: Option<UnixTime>,
+    /// Results of the checks made at MAIL FROM.
+    verdicts: Verdicts,
 }
 
 /// Reading the message of a DATA command.
@@ -436,6 +453,22 @@ enum Pending {
         size: usize,
         recipients: usize,
     },
+    Checks {
+        set: CheckSet,
+        after: AfterChecks,
+    },
+}
+
+/// What follows when a set of checks is done.
+enum AfterChecks {
+    /// The checks at MAIL FROM.
+    Mail { txn: Txn },
+    /// The checks after DATA; `dmarc` is false until the DMARC round ran.
+    Data {
+        t: Box<Transaction>,
+        verdicts: Box<Verdicts>,
+        dmarc: bool,
+    },
 }
 
 /// One SMTP server session.
@@ -455,6 +488,7 @@ pub struct ServerSession {
     pending: Option<(Token, Pending)>,
     delayed: Option<(Reply, bool)>,
     ehlo: Option<String>,
+    ehlo_host: Option<Host>,
     esmtp: bool,
     account: Option<String>,
     /// The account an AUTH exchange in progress resolved to.
@@ -516,6 +550,7 @@ impl ServerSession {
             pending: None,
             delayed: None,
             ehlo: None,
+            ehlo_host: None,
             esmtp: false,
             account: None,
             auth_account: None,
@@ -534,7 +569,13 @@ impl ServerSession {
             s.timers
                 .set(Timer::Handshake, now.mono + s.config.tls_handshake_timeout);
         }
-        s.effect(Pending::Connection, Effect::CheckConnection { ip: peer.ip, cid: peer.cid });
+        s.effect(
+            Pending::Connection,
+            Effect::CheckConnection {
+                ip: peer.ip,
+                cid: peer.cid,
+            },
+        );
         Ok(s)
     }
 
@@ -849,6 +890,7 @@ impl ServerSession {
                 );
                 // RFC 3207 4.2: forget everything learned before TLS.
                 self.ehlo = None;
+                self.ehlo_host = None;
                 self.esmtp = false;
                 self.txn = None;
                 self.bdat_msg = None;
@@ -976,6 +1018,7 @@ impl ServerSession {
         self.txn = None;
         self.bdat_msg = None;
         self.ehlo = Some(host.to_string());
+        self.ehlo_host = Some(host);
         self.esmtp = ehlo;
         if !ehlo {
             let r = Reply::new(250, None, self.config.hostname.clone());
@@ -1150,7 +1193,36 @@ impl ServerSession {
             params,
             recipients: Vec::new(),
             hold_until,
+            verdicts: Verdicts::default(),
         };
+        if let (false, Some(c)) = (self.config.submission, self.config.checks.clone()) {
+            let ehlo = match self.ehlo_host.as_ref() {
+                Some(Host::Domain(d)) => Some(d.ascii.clone()),
+                _ => None,
+            };
+            let mail_from = match &path {
+                ReversePath::Mailbox(a) => match &a.host {
+                    Host::Domain(d) => Some((a.to_string(), d.ascii.clone())),
+                    _ => None,
+                },
+                ReversePath::Null => None,
+            };
+            let list = checks::mail_checks(
+                &c,
+                self.peer.ip,
+                ehlo.as_deref(),
+                mail_from.as_ref().map(|(a, d)| (a.as_str(), d.as_str())),
+                &self.config.hostname,
+                now.wall,
+            );
+            return self.run_checks(CheckSet::new(list), AfterChecks::Mail { txn });
+        }
+        self.mail_checked(txn);
+    }
+
+    /// MAIL FROM passed the protocol and DNS checks: ask the policy.
+    fn mail_checked(&mut self, txn: Txn) {
+        let path = txn.mail_from.clone();
         let account = self.account.clone();
         self.effect(
             Pending::Sender { txn },
@@ -1174,6 +1246,23 @@ impl ServerSession {
                 format!("max of {} recipients reached", self.config.max_recipients),
             );
             return self.reply_error(r);
+        }
+        let spf_pass = txn
+            .verdicts
+            .spf
+            .as_ref()
+            .is_some_and(|r| r.result == crate::spf::SpfStatus::Pass);
+        let need_spf = self
+            .config
+            .checks
+            .as_ref()
+            .is_some_and(|c| c.multiple_recipients_need_spf_pass);
+        if !self.config.submission && need_spf && !spf_pass && !txn.recipients.is_empty() {
+            return self.reply_error(Reply::new(
+                452,
+                Some(Enhanced::new(4, 5, 3)),
+                "only one recipient allowed without spf pass",
+            ));
         }
         if txn.mail_from == ReversePath::Null && !txn.recipients.is_empty() {
             return self.reply_error(Reply::new(
@@ -1386,6 +1475,7 @@ impl ServerSession {
             }
         }
         let received = self.received_header(now, &txn);
+        let txn_verdicts = txn.verdicts.clone();
         let mut full = Vec::with_capacity(received.len() + prefix.len() + msg.len());
         full.extend_from_slice(received.as_bytes());
         full.extend_from_slice(prefix.as_bytes());
@@ -1404,7 +1494,20 @@ impl ServerSession {
             hold_until: txn.hold_until,
             from_header: from_header.clone(),
             received: now.wall,
+            auth: None,
         });
+        if let (false, Some(c)) = (self.config.submission, self.config.checks.clone()) {
+            let list = checks::data_checks(&c, self.peer.ip, &msg, now.wall);
+            let verdicts = Box::new(txn_verdicts);
+            return self.run_checks(
+                CheckSet::new(list),
+                AfterChecks::Data {
+                    t,
+                    verdicts,
+                    dmarc: false,
+                },
+            );
+        }
         match from_header {
             Some(f) => {
                 let address = match Address::parse(&f) {
@@ -1712,6 +1815,10 @@ impl ServerSession {
                 Ok(()) => self.accepted(Spooled(()), size, recipients),
                 Err(r) => self.reply_error(r),
             },
+            (Pending::Checks { mut set, after }, Completion::Dns(results)) => {
+                set.answer(results);
+                self.run_checks(set, after);
+            }
             (Pending::Password { auth, username }, Completion::Password(p)) => {
                 let mut auth = auth;
                 match p {
@@ -1793,4 +1900,85 @@ fn sanitize(s: &str) -> String {
             }
         })
         .collect()
+}
+
+impl ServerSession {
+    // ---- DNS checks ----
+
+    /// Advances a set of checks: asks its next batch of questions, or finishes.
+    fn run_checks(&mut self, mut set: CheckSet, after: AfterChecks) {
+        match set.step() {
+            Some(lookups) => self.effect(Pending::Checks { set, after }, Effect::Dns(lookups)),
+            None => self.checks_done(set, after),
+        }
+    }
+
+    fn checks_done(&mut self, set: CheckSet, after: AfterChecks) {
+        match after {
+            AfterChecks::Mail { mut txn } => {
+                set.collect(&mut txn.verdicts);
+                let v = &txn.verdicts;
+                if v.ehlo == Some(checks::HostStatus::NotFound) {
+                    return self.reply_error(Reply::new(
+                        550,
+                        Some(Enhanced::new(5, 5, 0)),
+                        "your ehlo domain does not resolve to an IP address",
+                    ));
+                }
+                match v.mail_domain {
+                    Some(checks::MailDomainStatus::NullMx)
+                    | Some(checks::MailDomainStatus::NotFound) => {
+                        return self.reply_error(Reply::new(
+                            550,
+                            Some(Enhanced::new(5, 7, 27)),
+                            "mailfrom domain not configured for mail",
+                        ));
+                    }
+                    Some(checks::MailDomainStatus::TempFail) => {
+                        return self.reply_error(Reply::new(
+                            451,
+                            Some(Enhanced::new(4, 4, 0)),
+                            "cannot verify mx records for mailfrom domain",
+                        ));
+                    }
+                    _ => {}
+                }
+                self.mail_checked(txn);
+            }
+            AfterChecks::Data {
+                mut t,
+                mut verdicts,
+                dmarc,
+            } => {
+                set.collect(&mut verdicts);
+                let want_dmarc = self.config.checks.as_ref().is_some_and(|c| c.dmarc);
+                if !dmarc && want_dmarc {
+                    let header_end = message::body_offset(&t.message).unwrap_or(t.message.len());
+                    let from = message::from_addresses(&t.message[..header_end])
+                        .first()
+                        .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
+                    if let Some(d) = from {
+                        let sample = (self.rng.below(100)) as u8;
+                        let check = checks::dmarc_check(&d, &verdicts, sample);
+                        verdicts.from_domain = Some(d);
+                        return self.run_checks(
+                            CheckSet::new(vec![check]),
+                            AfterChecks::Data {
+                                t,
+                                verdicts,
+                                dmarc: true,
+                            },
+                        );
+                    }
+                }
+                let headers = checks::auth_headers(&self.config.hostname, self.peer.ip, &verdicts);
+                let mut msg = Vec::with_capacity(headers.len() + t.message.len());
+                msg.extend_from_slice(headers.as_bytes());
+                msg.extend_from_slice(&t.message);
+                t.message = msg;
+                t.auth = Some(verdicts);
+                self.store(t);
+            }
+        }
+    }
 }

@@ -21,6 +21,7 @@ struct World {
     store_result: Result<(), Reply>,
     stored: Vec<Transaction>,
     connection: Verdict,
+    zone: crate::dns::StaticZone,
 }
 
 impl World {
@@ -38,6 +39,7 @@ impl World {
             store_result: Ok(()),
             stored: Vec::new(),
             connection: Verdict::Accept,
+            zone: crate::dns::StaticZone::new(),
         }
     }
 
@@ -119,6 +121,9 @@ impl World {
                 }
                 _ => Completion::Verdict(Verdict::Accept),
             },
+            Effect::Dns(lookups) => {
+                Completion::Dns(lookups.iter().map(|l| self.zone.lookup(l)).collect())
+            }
             Effect::Store(t) => {
                 if self.store_result.is_ok() {
                     self.stored.push((**t).clone());
@@ -1164,4 +1169,87 @@ proptest! {
         h.send(&junk);
         let _ = h.replies();
     }
+}
+
+// ---- Incoming checks with DNS (static zone) ----
+
+const ZONE: &str = "$ORIGIN example.\n\
+$TTL 300\n\
+client IN A 192.0.2.10\n\
+good IN MX 10 mx.good.example.\n\
+good IN TXT \"v=spf1 ip4:192.0.2.10 -all\"\n\
+mx.good IN A 192.0.2.20\n\
+nospf IN MX 10 mx.good.example.\n\
+nullmx IN MX 0 .\n\
+implicit IN A 192.0.2.30\n\
+_dmarc.good IN TXT \"v=DMARC1; p=reject\"\n\
+10.2.0.192.in-addr.arpa. IN PTR client.example.\n\
+;@tempfail broken\n";
+
+fn checked() -> H {
+    let mut c = config();
+    c.checks = Some(IncomingChecks::default());
+    let mut w = World::new();
+    w.zone = crate::dns::StaticZone::parse(ZONE).unwrap();
+    let mut h = H::with_world(c, w);
+    h.replies();
+    h
+}
+
+#[test]
+fn ehlo_must_resolve() {
+    let mut h = checked();
+    h.expect("EHLO nonexistent.example\r\n", &["250"]);
+    h.expect("MAIL FROM:<a@good.example>\r\n", &["550 5.5.0"]);
+    h.expect("EHLO client.example\r\n", &["250"]);
+    h.expect("MAIL FROM:<a@good.example>\r\n", &["250"]);
+}
+
+#[test]
+fn mail_from_domain_must_accept_mail() {
+    let mut h = checked();
+    h.expect("EHLO client.example\r\n", &["250"]);
+    h.expect("MAIL FROM:<a@nullmx.example>\r\n", &["550 5.7.27"]);
+    h.expect("MAIL FROM:<a@nxdomain.example>\r\n", &["550 5.7.27"]);
+    h.expect("MAIL FROM:<a@broken.example>\r\n", &["451 4.4.0"]);
+    h.expect("MAIL FROM:<a@implicit.example>\r\n", &["250"]);
+}
+
+#[test]
+fn multiple_recipients_need_spf_pass() {
+    let mut h = checked();
+    h.expect("EHLO client.example\r\n", &["250"]);
+    h.expect(
+        "MAIL FROM:<a@nospf.example>\r\nRCPT TO:<x@mox.example>\r\nRCPT TO:<y@mox.example>\r\n",
+        &["250", "250", "452 4.5.3"],
+    );
+    h.expect("RSET\r\nMAIL FROM:<a@good.example>\r\nRCPT TO:<x@mox.example>\r\nRCPT TO:<y@mox.example>\r\n", &["250", "250", "250", "250"]);
+}
+
+#[test]
+fn authentication_results_after_data() {
+    let mut h = checked();
+    h.expect(
+        "EHLO client.example\r\nMAIL FROM:<a@good.example>\r\nRCPT TO:<x@mox.example>\r\nDATA\r\nFrom: <a@good.example>\r\nSubject: hi\r\n\r\nbody\r\n.\r\n",
+        &["250", "250", "250", "354", "250"],
+    );
+    let t = &h.stored()[0];
+    let text = String::from_utf8_lossy(&t.message);
+    assert!(text.starts_with("Authentication-Results: mox.example;\r\n\tiprev=pass policy.iprev=192.0.2.10;\r\n\tdkim=none;\r\n\tspf=pass smtp.mailfrom=good.example;\r\n\tdmarc=pass"), "{text}");
+    assert!(text.contains("\r\nReceived-SPF: pass"), "{text}");
+    let auth = t.auth.as_ref().unwrap();
+    assert!(auth.dmarc.as_ref().unwrap().dkim_aligned == false);
+    assert!(!auth.dmarc.as_ref().unwrap().is_reject());
+}
+
+#[test]
+fn dmarc_reject_policy_is_reported_for_unaligned_mail() {
+    let mut h = checked();
+    // SPF for nospf.example is none, From is good.example with p=reject: DMARC fails.
+    h.expect(
+        "EHLO client.example\r\nMAIL FROM:<a@nospf.example>\r\nRCPT TO:<x@mox.example>\r\nDATA\r\nFrom: <a@good.example>\r\n\r\nbody\r\n.\r\n",
+        &["250", "250", "250", "354", "250"],
+    );
+    let auth = h.stored()[0].auth.as_ref().unwrap();
+    assert!(auth.dmarc.as_ref().unwrap().is_reject(), "{:?}", auth.dmarc);
 }

@@ -1,0 +1,2047 @@
+//! Transcript tests (a scripted fake server, as in the seed's mox client tests) and pair
+//! tests (the client against the rmox server machine in memory).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::sasl::{CredentialKind, ServerAuth, ServerStep, StoredCredentials};
+use crate::testkit::{self, TestClock};
+use proptest::prelude::*;
+
+// ---------------------------------------------------------------------------------------
+// Transcript harness
+// ---------------------------------------------------------------------------------------
+
+/// One step of the fake server's script.
+#[derive(Clone, Debug)]
+enum Step {
+    /// The server writes this line (CRLF added).
+    S(&'static str),
+    /// The server writes this line (owned).
+    So(String),
+    /// The client must have sent a line starting with this (ASCII case-insensitive).
+    C(&'static str),
+    /// The client must have sent a line not containing this (after a `C` prefix check).
+    CNot(&'static str, &'static str),
+    /// The client must have sent a dot-terminated message.
+    Msg,
+    /// The server answers STARTTLS with `220 go` and does the TLS handshake with this
+    /// config.
+    StartTls(Arc<rustls::ServerConfig>),
+    /// The server runs a real SASL exchange (user `test`, password `test`).
+    Sasl,
+    /// The server closes the connection.
+    Close,
+    /// The server stays silent: the client's deadline must be this far away; time jumps
+    /// there.
+    Silence(u64),
+}
+use Step::*;
+
+fn msg() -> Arc<[u8]> {
+    Arc::from(
+        &b"From: <postmaster@mox.example>\r\nTo: <mjl@mox.example>\r\nSubject: test\r\n\r\ntest\r\n"[..],
+    )
+}
+
+fn delivery(rcpts: &[&str]) -> Delivery {
+    Delivery {
+        mail_from: ReversePath::parse("<postmaster@mox.example>").unwrap(),
+        recipients: rcpts
+            .iter()
+            .map(|r| {
+                (
+                    ForwardPath::parse(&format!("<{r}>")).unwrap(),
+                    RcptParams::default(),
+                )
+            })
+            .collect(),
+        params: MailParams::default(),
+        message: msg(),
+        needs: Needs::default(),
+    }
+}
+
+fn config() -> ClientConfig {
+    let mut c = ClientConfig::new(Host::parse("localhost").unwrap(), "mox.example");
+    c.seed = 1;
+    c
+}
+
+/// What a session produced.
+#[derive(Debug, Default)]
+struct Result_ {
+    outcomes: Vec<Outcome>,
+    failed: Option<ClientError>,
+    events: Vec<Event>,
+    closed: bool,
+    /// Plaintext the client sent that no step consumed.
+    leftover: Vec<u8>,
+}
+
+struct Harness {
+    c: ClientSession,
+    clock: TestClock,
+    chunks: Vec<usize>,
+    chunk_i: usize,
+    to_client: Vec<u8>,
+    from_client: Vec<u8>,
+    srv_tls: Option<TlsLayer>,
+    deliveries: VecDeque<Delivery>,
+    reset_between: bool,
+    pending_deliver: bool,
+    res: Result_,
+    rng: crate::Rng,
+}
+
+impl Harness {
+    fn new(config: ClientConfig, deliveries: Vec<Delivery>, chunks: Vec<usize>) -> Harness {
+        let clock = TestClock::new();
+        let c = ClientSession::new(Arc::new(config), clock.now());
+        let mut h = Harness {
+            c,
+            clock,
+            chunks,
+            chunk_i: 0,
+            to_client: Vec::new(),
+            from_client: Vec::new(),
+            srv_tls: None,
+            deliveries: deliveries.into(),
+            reset_between: false,
+            pending_deliver: false,
+            res: Result_::default(),
+            rng: crate::Rng::new(9),
+        };
+        h.next_delivery();
+        h.drain();
+        h
+    }
+
+    /// Hands in the next delivery, or QUIT when there is none.
+    fn next_delivery(&mut self) {
+        let now = self.clock.now();
+        if self.res.closed {
+            return;
+        }
+        match self.deliveries.pop_front() {
+            Some(d) => {
+                let _ = self.c.handle(now, Input::Deliver(Box::new(d)));
+            }
+            None => {
+                let _ = self.c.handle(now, Input::Quit);
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        for _ in 0..10_000 {
+            let now = self.clock.now();
+            let mut tx = Vec::new();
+            match self.c.poll(now, &mut tx) {
+                Output::Transmit => self.deliver_to_server(&tx),
+                Output::Event(e) => {
+                    match &e {
+                        Event::Done(o) => {
+                            self.res.outcomes.push(o.clone());
+                            self.pending_deliver = true;
+                        }
+                        Event::Failed(err) => self.res.failed = Some(err.clone()),
+                        _ => {}
+                    }
+                    self.res.events.push(e);
+                }
+                Output::Idle { .. } => {
+                    if self.pending_deliver {
+                        self.pending_deliver = false;
+                        if self.reset_between && !self.deliveries.is_empty() {
+                            let _ = self.c.handle(now, Input::Reset);
+                        }
+                        self.next_delivery();
+                        continue;
+                    }
+                    return;
+                }
+                Output::Close => {
+                    self.res.closed = true;
+                    return;
+                }
+            }
+        }
+        panic!("client did not become idle");
+    }
+
+    fn deliver_to_server(&mut self, bytes: &[u8]) {
+        match &mut self.srv_tls {
+            Some(t) => {
+                if t.feed(bytes, &mut self.from_client).is_err() {
+                    // The handshake failed on the server side too.
+                    self.srv_tls = None;
+                    return;
+                }
+                t.take_ciphertext(&mut self.to_client);
+            }
+            None => self.from_client.extend_from_slice(bytes),
+        }
+    }
+
+    /// Moves bytes until nothing moves.
+    fn pump(&mut self) {
+        for _ in 0..10_000 {
+            if self.to_client.is_empty() || self.res.closed {
+                return;
+            }
+            let size = if self.chunks.is_empty() {
+                self.to_client.len()
+            } else {
+                let s = self.chunks[self.chunk_i % self.chunks.len()];
+                self.chunk_i += 1;
+                s.max(1)
+            };
+            let k = size.min(self.to_client.len());
+            let now = self.clock.now();
+            let chunk = self.to_client[..k].to_vec();
+            match self.c.handle(now, Input::Received(&chunk)) {
+                Ok(n) => {
+                    self.to_client.drain(..n);
+                }
+                Err(_) => self.to_client.clear(),
+            }
+            self.drain();
+        }
+        panic!("pump did not settle");
+    }
+
+    fn write(&mut self, line: &str) {
+        let mut b = line.as_bytes().to_vec();
+        b.extend_from_slice(b"\r\n");
+        match &mut self.srv_tls {
+            Some(t) => {
+                t.write_plain(&b);
+                t.take_ciphertext(&mut self.to_client);
+            }
+            None => self.to_client.extend_from_slice(&b),
+        }
+        self.pump();
+    }
+
+    fn line(&mut self) -> String {
+        self.pump();
+        let Some(i) = self.from_client.iter().position(|&b| b == b'\n') else {
+            panic!(
+                "client sent no line; have {:?}; events {:?}",
+                String::from_utf8_lossy(&self.from_client),
+                self.res.events
+            );
+        };
+        let l: Vec<u8> = self.from_client.drain(..=i).collect();
+        String::from_utf8(l).unwrap().trim_end().to_string()
+    }
+
+    fn run(&mut self, script: &[Step]) {
+        for step in script {
+            match step {
+                S(l) => self.write(l),
+                So(l) => self.write(l),
+                C(prefix) => {
+                    let l = self.line();
+                    assert!(
+                        l.to_ascii_lowercase()
+                            .starts_with(&prefix.to_ascii_lowercase()),
+                        "expected {prefix:?}, got {l:?}"
+                    );
+                }
+                CNot(prefix, not) => {
+                    let l = self.line();
+                    assert!(
+                        l.to_ascii_lowercase()
+                            .starts_with(&prefix.to_ascii_lowercase()),
+                        "expected {prefix:?}, got {l:?}"
+                    );
+                    assert!(!l.contains(not), "{l:?} must not contain {not:?}");
+                }
+                Msg => loop {
+                    if self.line() == "." {
+                        break;
+                    }
+                },
+                StartTls(cfg) => {
+                    self.to_client.extend_from_slice(b"220 go\r\n");
+                    self.srv_tls = Some(TlsLayer::server(Arc::clone(cfg)).unwrap());
+                    self.pump();
+                    if let Some(t) = &mut self.srv_tls {
+                        t.take_ciphertext(&mut self.to_client);
+                    }
+                    for _ in 0..20 {
+                        self.pump();
+                        self.drain();
+                    }
+                }
+                Sasl => self.sasl(),
+                Silence(secs) => {
+                    self.pump();
+                    let now = self.clock.now();
+                    let mut tx = Vec::new();
+                    let Output::Idle { deadline: Some(d) } = self.c.poll(now, &mut tx) else {
+                        panic!("no deadline");
+                    };
+                    assert_eq!(d - now.mono, Duration::from_secs(*secs));
+                    // Early is a no-op.
+                    self.c.handle(now, Input::Timeout).unwrap();
+                    assert!(self.res.failed.is_none());
+                    self.clock.set_mono(d);
+                    let now = self.clock.now();
+                    let _ = self.c.handle(now, Input::Timeout);
+                    self.drain();
+                }
+                Close => {
+                    let now = self.clock.now();
+                    let _ = self.c.handle(now, Input::PeerClosed);
+                    self.drain();
+                }
+            }
+        }
+        self.pump();
+        self.drain();
+        self.res.leftover = std::mem::take(&mut self.from_client);
+    }
+
+    fn sasl(&mut self) {
+        use base64::engine::general_purpose::STANDARD;
+        let l = self.line();
+        let mut words = l.split(' ');
+        assert_eq!(words.next(), Some("AUTH"));
+        let mech = Mechanism::from_name(words.next().unwrap()).unwrap();
+        let ir = words.next().map(|w| {
+            if w == "=" {
+                Vec::new()
+            } else {
+                STANDARD.decode(w).unwrap()
+            }
+        });
+        let mut sa = ServerAuth::new(mech, &mut self.rng, "mox.example", None);
+        let mut step = sa.start(ir.as_deref());
+        loop {
+            step = match step {
+                ServerStep::Challenge(c) => {
+                    self.write(&format!("334 {}", STANDARD.encode(c)));
+                    let resp = self.line();
+                    sa.respond(&STANDARD.decode(resp).unwrap())
+                }
+                ServerStep::CheckPassword { password, .. } => {
+                    sa.password_checked(password == "test")
+                }
+                ServerStep::NeedCredentials { kind, .. } => {
+                    let creds = match kind {
+                        CredentialKind::CramMd5 => {
+                            StoredCredentials::CramMd5(crate::sasl::derive_cram_md5("test"))
+                        }
+                        CredentialKind::ScramSha1 => {
+                            StoredCredentials::Scram(crate::sasl::derive_scram(
+                                crate::sasl::ScramHash::Sha1,
+                                "test",
+                                b"salt",
+                                2 * 4096,
+                            ))
+                        }
+                        CredentialKind::ScramSha256 => {
+                            StoredCredentials::Scram(crate::sasl::derive_scram(
+                                crate::sasl::ScramHash::Sha256,
+                                "test",
+                                b"salt",
+                                4096,
+                            ))
+                        }
+                    };
+                    sa.credentials(Some(creds))
+                }
+                ServerStep::Success { final_data, .. } => {
+                    if let Some(d) = final_data {
+                        self.write(&format!("334 {}", STANDARD.encode(d)));
+                        assert_eq!(self.line(), "");
+                    }
+                    self.write("235 2.7.0 auth ok");
+                    return;
+                }
+                ServerStep::Failure(_) => {
+                    self.write("535 5.7.8 bad");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn run(config: ClientConfig, deliveries: Vec<Delivery>, script: &[Step]) -> Result_ {
+    run_chunked(config, deliveries, script, Vec::new())
+}
+
+fn run_chunked(
+    config: ClientConfig,
+    deliveries: Vec<Delivery>,
+    script: &[Step],
+    chunks: Vec<usize>,
+) -> Result_ {
+    let mut h = Harness::new(config, deliveries, chunks);
+    h.run(script);
+    h.res
+}
+
+fn kind_of(r: &Result<Reply, ClientError>) -> Option<&ErrorKind> {
+    r.as_ref().err().map(|e| &e.kind)
+}
+
+// ---------------------------------------------------------------------------------------
+// Seed 001, TestClient: a server script built from options, as in the mox test.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+struct Opts {
+    pipelining: bool,
+    ecodes: bool,
+    max_size: usize,
+    starttls: bool,
+    eightbitmime: bool,
+    smtputf8: bool,
+    requiretls: bool,
+    ehlo: bool,
+    tls_mode: Option<TlsMode>,
+    verify: Option<Verify>,
+    tls_hostname: Option<&'static str>,
+    needs: Needs,
+    auths: Vec<&'static str>,
+    /// The client refuses before MAIL (SIZE, SMTPUTF8, REQUIRETLS).
+    nodeliver: bool,
+    server_tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// What the seed test expects: a connection error or a delivery error.
+#[derive(Debug, PartialEq)]
+enum Expected {
+    Ok,
+    Conn(ErrorKind, bool),
+    Deliver(ErrorKind, bool),
+}
+
+fn hello(script: &mut Vec<Step>, o: &Opts, have_tls: bool) {
+    if !o.ehlo {
+        script.push(C("EHLO "));
+        script.push(S("500 bad syntax"));
+        script.push(C("HELO "));
+        script.push(S("250 mox.example"));
+        return;
+    }
+    script.push(C("EHLO "));
+    script.push(S("250-mox.example"));
+    if o.pipelining {
+        script.push(S("250-PIPELINING"));
+    }
+    if o.max_size > 0 {
+        script.push(So(format!("250-SIZE {}", o.max_size)));
+    }
+    if o.ecodes {
+        script.push(S("250-ENHANCEDSTATUSCODES"));
+    }
+    if o.starttls && !have_tls {
+        script.push(S("250-STARTTLS"));
+    }
+    if o.eightbitmime {
+        script.push(S("250-8BITMIME"));
+    }
+    if o.smtputf8 {
+        script.push(S("250-SMTPUTF8"));
+    }
+    if o.requiretls && have_tls {
+        script.push(S("250-REQUIRETLS"));
+    }
+    if !o.auths.is_empty() {
+        script.push(So(format!("250-AUTH {}", o.auths.join(" "))));
+    }
+    script.push(S("250 UNKNOWN"));
+}
+
+fn seed_client_test(o: Opts, want: Expected) {
+    let mut cfg = config();
+    cfg.tls_mode = o.tls_mode.unwrap_or(TlsMode::Opportunistic);
+    cfg.verification = o.verify.clone().unwrap_or(Verify::None);
+    cfg.remote_hostname = o.tls_hostname.unwrap_or("mox.example").to_string();
+    if !o.auths.is_empty() {
+        cfg.auth = Some(Credentials {
+            mechanism: None,
+            username: "test".into(),
+            password: "test".into(),
+        });
+    }
+    let mut script = vec![S("220 mox.example ESMTP test")];
+    hello(&mut script, &o, false);
+    if o.starttls {
+        script.push(C("STARTTLS"));
+        let tls = o.server_tls.clone().unwrap_or_else(testkit::server_tls);
+        script.push(StartTls(tls));
+        if matches!(want, Expected::Conn(..)) {
+            // The handshake fails.
+            let mut d = delivery(&["mjl@mox.example"]);
+            d.needs = o.needs;
+            let r = run(cfg, vec![d], &script);
+            check(&r, &want);
+            return;
+        }
+        hello(&mut script, &o, true);
+    }
+    if !o.auths.is_empty() {
+        script.push(Sasl);
+    }
+    if !o.nodeliver {
+        for i in 0..2 {
+            if i == 1 {
+                script.push(C("RSET"));
+                script.push(S("250 ok"));
+            }
+            if o.needs.eightbit && !o.eightbitmime {
+                // Seed 003: 8-bit content goes out without BODY=8BITMIME.
+                script.push(CNot("MAIL FROM:", "BODY="));
+            } else {
+                script.push(C("MAIL FROM:"));
+            }
+            script.push(S("250 ok"));
+            script.push(C("RCPT TO:"));
+            script.push(S("250 ok"));
+            script.push(C("DATA"));
+            script.push(S("354 continue"));
+            script.push(Msg);
+            script.push(S("250 ok"));
+        }
+    }
+    script.push(C("QUIT"));
+    script.push(S("221 ok"));
+    let deliveries = (0..2)
+        .map(|_| {
+            let mut d = delivery(&["mjl@mox.example"]);
+            d.needs = o.needs;
+            d
+        })
+        .collect();
+    let mut h = Harness::new(cfg, deliveries, Vec::new());
+    h.reset_between = true;
+    h.run(&script);
+    check(&h.res, &want);
+    assert!(h.res.closed, "session closed after QUIT");
+    assert!(
+        h.res.leftover.is_empty(),
+        "unconsumed: {:?}",
+        h.res.leftover
+    );
+}
+
+fn check(r: &Result_, want: &Expected) {
+    match want {
+        Expected::Ok => {
+            assert_eq!(r.failed, None);
+            assert_eq!(r.outcomes.len(), 2, "{:?}", r.outcomes);
+            for o in &r.outcomes {
+                assert!(o.data.is_ok(), "{o:?}");
+                assert!(o.recipients.iter().all(Result::is_ok));
+            }
+        }
+        Expected::Conn(kind, permanent) => {
+            let e = r.failed.as_ref().expect("connection error");
+            assert_eq!(
+                std::mem::discriminant(&e.kind),
+                std::mem::discriminant(kind),
+                "{e:?}"
+            );
+            assert_eq!(e.permanent, *permanent, "{e:?}");
+        }
+        Expected::Deliver(kind, permanent) => {
+            assert_eq!(r.failed, None);
+            assert_eq!(r.outcomes.len(), 2);
+            for o in &r.outcomes {
+                let e = o.data.as_ref().unwrap_err();
+                assert_eq!(&e.kind, kind, "{e:?}");
+                assert_eq!(e.permanent, *permanent);
+                assert_eq!(kind_of(&o.recipients[0]), Some(kind));
+            }
+        }
+    }
+}
+
+fn ehlo() -> Opts {
+    Opts {
+        ehlo: true,
+        ..Opts::default()
+    }
+}
+
+#[test]
+fn seed_client_defaults_helo_fallback() {
+    seed_client_test(Opts::default(), Expected::Ok);
+}
+
+#[test]
+fn seed_client_all_options() {
+    let o = Opts {
+        pipelining: true,
+        ecodes: true,
+        max_size: 512,
+        eightbitmime: true,
+        smtputf8: true,
+        starttls: true,
+        ehlo: true,
+        requiretls: true,
+        tls_mode: Some(TlsMode::RequiredStartTls),
+        verify: Some(Verify::Pkix(testkit::client_tls())),
+        tls_hostname: Some("mox.example"),
+        needs: Needs {
+            smtputf8: true,
+            requiretls: true,
+            eightbit: true,
+        },
+        ..Opts::default()
+    };
+    seed_client_test(o, Expected::Ok);
+}
+
+#[test]
+fn seed_client_ehlo_8bitmime() {
+    seed_client_test(
+        Opts {
+            eightbitmime: true,
+            ..ehlo()
+        },
+        Expected::Ok,
+    );
+}
+
+/// Seed 003 superseded the seed-001 expectation (Err8bitmimeUnsupported): 8-bit content is
+/// sent even when 8BITMIME is not announced.
+#[test]
+fn seed_client_8bit_without_8bitmime_is_sent() {
+    seed_client_test(
+        Opts {
+            needs: Needs {
+                eightbit: true,
+                ..Needs::default()
+            },
+            ..ehlo()
+        },
+        Expected::Ok,
+    );
+}
+
+#[test]
+fn seed_client_smtputf8_unsupported() {
+    seed_client_test(
+        Opts {
+            needs: Needs {
+                smtputf8: true,
+                ..Needs::default()
+            },
+            nodeliver: true,
+            ..ehlo()
+        },
+        Expected::Deliver(ErrorKind::SmtpUtf8Unsupported, true),
+    );
+}
+
+#[test]
+fn seed_client_tls_name_mismatch_is_permanent() {
+    seed_client_test(
+        Opts {
+            starttls: true,
+            tls_mode: Some(TlsMode::RequiredStartTls),
+            verify: Some(Verify::Pkix(testkit::client_tls())),
+            tls_hostname: Some("mismatch.example"),
+            nodeliver: true,
+            ..ehlo()
+        },
+        Expected::Conn(ErrorKind::Tls(String::new()), true),
+    );
+}
+
+#[test]
+fn seed_client_size_exceeded() {
+    seed_client_test(
+        Opts {
+            max_size: msg().len() - 1,
+            nodeliver: true,
+            ..ehlo()
+        },
+        Expected::Deliver(
+            ErrorKind::SizeExceeded {
+                size: msg().len() as u64,
+                max: msg().len() as u64 - 1,
+            },
+            true,
+        ),
+    );
+}
+
+#[test]
+fn seed_client_auth_each_mechanism() {
+    for m in ["PLAIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"] {
+        seed_client_test(
+            Opts {
+                auths: vec![m],
+                ..ehlo()
+            },
+            Expected::Ok,
+        );
+    }
+}
+
+#[test]
+fn seed_client_requiretls_unsupported() {
+    seed_client_test(
+        Opts {
+            needs: Needs {
+                requiretls: true,
+                ..Needs::default()
+            },
+            nodeliver: true,
+            ..ehlo()
+        },
+        Expected::Deliver(ErrorKind::RequireTlsUnsupported, true),
+    );
+}
+
+/// A server config with an expired, self-signed certificate.
+fn expired_server_tls() -> Arc<rustls::ServerConfig> {
+    let mut params = rcgen::CertificateParams::new(vec!["mox.example".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    crate::tls::server_config_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+        .unwrap()
+}
+
+#[test]
+fn seed_client_expired_untrusted_cert_accepted_opportunistically() {
+    seed_client_test(
+        Opts {
+            starttls: true,
+            server_tls: Some(expired_server_tls()),
+            ..ehlo()
+        },
+        Expected::Ok,
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Seed 001, TestErrors
+// ---------------------------------------------------------------------------------------
+
+fn conn_err(r: &Result_) -> &ClientError {
+    r.failed.as_ref().expect("connection error")
+}
+
+#[test]
+fn seed_errors_invalid_greeting_is_protocol_error() {
+    for script in [
+        &[S("bogus")][..],
+        &[S("2200 mox.example")][..],
+        &[S("220-mox.example"), S("500 different code")][..],
+    ] {
+        let r = run(config(), vec![], script);
+        let e = conn_err(&r);
+        assert!(matches!(e.kind, ErrorKind::Protocol(_)), "{e:?}");
+        assert!(!e.permanent);
+        assert_eq!(e.stage, Stage::Greeting);
+        assert!(r.closed);
+    }
+}
+
+#[test]
+fn seed_errors_server_just_closes_is_temporary_eof() {
+    let r = run(config(), vec![delivery(&["mjl@mox.example"])], &[Close]);
+    let e = conn_err(&r);
+    assert_eq!(e.kind, ErrorKind::Eof);
+    assert!(!e.permanent);
+    // The queued delivery is reported too.
+    assert_eq!(kind_of(&r.outcomes[0].data), Some(&ErrorKind::Eof));
+}
+
+#[test]
+fn seed_errors_521_greeting_is_permanent() {
+    let r = run(config(), vec![], &[S("521 not accepting connections")]);
+    let e = conn_err(&r);
+    assert_eq!(e.kind, ErrorKind::Status);
+    assert!(e.permanent);
+    assert_eq!(e.reply.as_ref().unwrap().code, 521);
+}
+
+fn one_txn(replies: &[Step]) -> Result_ {
+    let mut script = vec![S("220 mox.example"), C("EHLO"), S("250 mox.example")];
+    script.extend_from_slice(replies);
+    run(config(), vec![delivery(&["mjl@mox.example"])], &script)
+}
+
+#[test]
+fn seed_errors_mail_refused_permanently() {
+    let r = run(
+        config(),
+        vec![delivery(&["mjl@mox.example"])],
+        &[
+            S("220 mox.example"),
+            C("EHLO"),
+            S("250 ENHANCEDSTATUSCODES"),
+            C("MAIL FROM:"),
+            S("550 5.7.0 not allowed"),
+        ],
+    );
+    let o = &r.outcomes[0];
+    let e = o.data.as_ref().unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Status);
+    assert!(e.permanent);
+    assert_eq!(e.stage, Stage::Mail);
+    assert_eq!(e.enhanced(), Some(Enhanced::new(5, 7, 0)));
+    assert_eq!(e.reply.as_ref().unwrap().lines, vec!["not allowed"]);
+}
+
+#[test]
+fn seed_errors_mail_refused_temporarily() {
+    let r = one_txn(&[C("MAIL FROM:"), S("451 bad sender")]);
+    let e = r.outcomes[0].data.as_ref().unwrap_err();
+    assert_eq!(
+        (e.kind.clone(), e.permanent, e.stage),
+        (ErrorKind::Status, false, Stage::Mail)
+    );
+}
+
+#[test]
+fn seed_errors_rcpt_refused_temporarily() {
+    let r = one_txn(&[
+        C("MAIL FROM:"),
+        S("250 ok"),
+        C("RCPT TO:"),
+        S("451 not now"),
+    ]);
+    let o = &r.outcomes[0];
+    let e = o.data.as_ref().unwrap_err();
+    assert_eq!(
+        (e.kind.clone(), e.permanent, e.stage),
+        (ErrorKind::Status, false, Stage::Rcpt)
+    );
+    assert_eq!(o.recipients[0].as_ref().unwrap_err(), e);
+}
+
+#[test]
+fn seed_errors_data_refused_permanently() {
+    let r = one_txn(&[
+        C("MAIL FROM:"),
+        S("250 ok"),
+        C("RCPT TO:"),
+        S("250 ok"),
+        C("DATA"),
+        S("550 no!"),
+    ]);
+    let o = &r.outcomes[0];
+    assert!(o.recipients[0].is_ok());
+    let e = o.data.as_ref().unwrap_err();
+    assert_eq!(
+        (e.kind.clone(), e.permanent, e.stage),
+        (ErrorKind::Status, true, Stage::Data)
+    );
+}
+
+#[test]
+fn seed_errors_required_tls_attempted_when_not_announced() {
+    let mut cfg = config();
+    cfg.tls_mode = TlsMode::RequiredStartTls;
+    cfg.verification = Verify::Pkix(testkit::client_tls());
+    let r = run(
+        cfg,
+        vec![],
+        &[
+            S("220 mox.example"),
+            C("EHLO"),
+            S("250 mox.example"),
+            C("STARTTLS"),
+            S("502 command not implemented"),
+        ],
+    );
+    let e = conn_err(&r);
+    assert!(matches!(e.kind, ErrorKind::Tls(_)), "{e:?}");
+    assert!(e.permanent);
+    assert_eq!(e.stage, Stage::StartTls);
+    assert_eq!(e.reply.as_ref().unwrap().code, 502);
+}
+
+#[test]
+fn seed_errors_tls_skip_ignores_offered_starttls() {
+    let mut cfg = config();
+    cfg.tls_mode = TlsMode::Skip;
+    let r = run(
+        cfg,
+        vec![delivery(&["mjl@mox.example"])],
+        &[
+            S("220 mox.example"),
+            C("EHLO"),
+            S("250 STARTTLS"),
+            C("MAIL FROM:"),
+            S("451 enough"),
+        ],
+    );
+    let e = r.outcomes[0].data.as_ref().unwrap_err();
+    assert_eq!((e.kind.clone(), e.permanent), (ErrorKind::Status, false));
+}
+
+#[test]
+fn seed_errors_rset_after_aborted_transaction() {
+    let r = run(
+        config(),
+        vec![
+            delivery(&["mjl@mox.example"]),
+            delivery(&["mjl@mox.example"]),
+        ],
+        &[
+            S("220 mox.example"),
+            C("EHLO"),
+            S("250 mox.example"),
+            C("MAIL FROM:"),
+            S("250 ok"),
+            C("RCPT TO:"),
+            S("451 not now"),
+            C("RSET"),
+            S("250 ok"),
+            C("MAIL FROM:"),
+            S("250 ok"),
+            C("RCPT TO:"),
+            S("250 ok"),
+            C("DATA"),
+            S("550 not now"),
+        ],
+    );
+    assert_eq!(r.outcomes.len(), 2);
+    let e = r.outcomes[0].data.as_ref().unwrap_err();
+    assert_eq!((e.kind.clone(), e.permanent), (ErrorKind::Status, false));
+    let e = r.outcomes[1].data.as_ref().unwrap_err();
+    assert_eq!((e.kind.clone(), e.permanent), (ErrorKind::Status, true));
+}
+
+#[test]
+fn seed_errors_close_after_550_to_pipelined_mail_is_permanent() {
+    let r = run(
+        config(),
+        vec![delivery(&["mjl@mox.example"])],
+        &[
+            S("220 mox.example"),
+            C("EHLO"),
+            S("250 PIPELINING"),
+            C("MAIL FROM:"),
+            C("RCPT TO:"),
+            C("DATA"),
+            S("550 ok"),
+            Close,
+        ],
+    );
+    let o = &r.outcomes[0];
+    let e = o.data.as_ref().unwrap_err();
+    assert_eq!(
+        (e.kind.clone(), e.permanent, e.stage),
+        (ErrorKind::Status, true, Stage::Mail)
+    );
+    assert_eq!(e.reply.as_ref().unwrap().code, 550);
+    assert_eq!(o.recipients[0].as_ref().unwrap_err(), e);
+}
+
+// ---------------------------------------------------------------------------------------
+// Pair tests: the client against the rmox server machine, in memory.
+// ---------------------------------------------------------------------------------------
+
+mod pair {
+    use super::*;
+    use crate::server::{
+        Completion, CredentialsAnswer, Effect, Input as SInput, Output as SOutput, PasswordCheck,
+        Peer, ServerConfig, ServerSession, Transaction, Verdict,
+    };
+
+    /// Answers the server's effects: users `mjl@mox.example` / `testtest`; recipient
+    /// localpart `unknown` does not exist.
+    fn answer(e: &Effect, stored: &mut Vec<Transaction>) -> Completion {
+        match e {
+            Effect::CheckConnection { .. } | Effect::CheckSender { .. } => {
+                Completion::Verdict(Verdict::Accept)
+            }
+            Effect::CheckPassword {
+                username, password, ..
+            } => Completion::Password(if username == "mjl@mox.example" && password == "testtest" {
+                PasswordCheck::Valid {
+                    account: "mjl".into(),
+                }
+            } else {
+                PasswordCheck::Invalid
+            }),
+            Effect::LookupCredentials { username, kind, .. } => {
+                if username != "mjl@mox.example" {
+                    return Completion::Credentials(CredentialsAnswer::Unknown);
+                }
+                let credentials = match kind {
+                    CredentialKind::CramMd5 => {
+                        StoredCredentials::CramMd5(crate::sasl::derive_cram_md5("testtest"))
+                    }
+                    CredentialKind::ScramSha1 => {
+                        StoredCredentials::Scram(crate::sasl::derive_scram(
+                            crate::sasl::ScramHash::Sha1,
+                            "testtest",
+                            b"saltsalt",
+                            4096,
+                        ))
+                    }
+                    CredentialKind::ScramSha256 => {
+                        StoredCredentials::Scram(crate::sasl::derive_scram(
+                            crate::sasl::ScramHash::Sha256,
+                            "testtest",
+                            b"saltsalt",
+                            4096,
+                        ))
+                    }
+                };
+                Completion::Credentials(CredentialsAnswer::Found {
+                    account: "mjl".into(),
+                    credentials,
+                })
+            }
+            Effect::CheckRecipient { recipient, .. } => match recipient {
+                ForwardPath::Mailbox(a) if a.localpart.0 == "unknown" => {
+                    Completion::Verdict(Verdict::Reject(Reply::new(
+                        550,
+                        Some(Enhanced::new(5, 1, 1)),
+                        "no such user",
+                    )))
+                }
+                _ => Completion::Verdict(Verdict::Accept),
+            },
+            Effect::Store(t) => {
+                stored.push((**t).clone());
+                Completion::Stored(Ok(()))
+            }
+        }
+    }
+
+    pub(super) struct Pair {
+        c: ClientSession,
+        s: ServerSession,
+        clock: TestClock,
+        c2s: Vec<u8>,
+        s2c: Vec<u8>,
+        s_in: Vec<u8>,
+        c_in: Vec<u8>,
+        chunker: crate::Rng,
+        /// 0: whole buffers; otherwise chunks of 1..=max bytes.
+        max_chunk: usize,
+        deliveries: VecDeque<Delivery>,
+        /// Re-deliver recipients that were not attempted (what the queue does).
+        redeliver: bool,
+        pending_deliver: Option<Delivery>,
+        last: Option<Delivery>,
+        pub stored: Vec<Transaction>,
+        pub outcomes: Vec<Outcome>,
+        pub events: Vec<Event>,
+        pub failed: Option<ClientError>,
+        /// Client transmits in plaintext sessions, one entry per write.
+        pub writes: Vec<Vec<u8>>,
+        c_closed: bool,
+        s_closed: bool,
+        eof_sent: bool,
+    }
+
+    impl Pair {
+        pub fn new(
+            cc: ClientConfig,
+            sc: ServerConfig,
+            deliveries: Vec<Delivery>,
+            seed: u64,
+            max_chunk: usize,
+        ) -> Pair {
+            let clock = TestClock::new();
+            let peer = Peer {
+                ip: "192.0.2.10".parse().unwrap(),
+                cid: 1,
+            };
+            let s = ServerSession::new(Arc::new(sc), peer, clock.now()).unwrap();
+            let c = ClientSession::new(Arc::new(cc), clock.now());
+            let mut p = Pair {
+                c,
+                s,
+                clock,
+                c2s: Vec::new(),
+                s2c: Vec::new(),
+                s_in: Vec::new(),
+                c_in: Vec::new(),
+                chunker: crate::Rng::new(seed),
+                max_chunk,
+                deliveries: deliveries.into(),
+                redeliver: false,
+                pending_deliver: None,
+                last: None,
+                stored: Vec::new(),
+                outcomes: Vec::new(),
+                events: Vec::new(),
+                failed: None,
+                writes: Vec::new(),
+                c_closed: false,
+                s_closed: false,
+                eof_sent: false,
+            };
+            p.next_delivery();
+            p
+        }
+
+        fn next_delivery(&mut self) {
+            let now = self.clock.now();
+            let next = self
+                .pending_deliver
+                .take()
+                .or_else(|| self.deliveries.pop_front());
+            match next {
+                Some(d) => {
+                    self.last = Some(d.clone());
+                    self.c.handle(now, Input::Deliver(Box::new(d))).unwrap();
+                }
+                None => {
+                    let _ = self.c.handle(now, Input::Quit);
+                }
+            }
+        }
+
+        fn drain_client(&mut self) -> bool {
+            let mut moved = false;
+            let mut again = false;
+            loop {
+                let now = self.clock.now();
+                let mut tx = Vec::new();
+                match self.c.poll(now, &mut tx) {
+                    Output::Transmit => {
+                        if !self.c.is_tls() {
+                            self.writes.push(tx.clone());
+                        }
+                        self.c2s.extend_from_slice(&tx);
+                        moved = true;
+                    }
+                    Output::Event(e) => {
+                        match &e {
+                            Event::Done(o) => {
+                                self.outcomes.push(o.clone());
+                                if self.redeliver {
+                                    if let Some(last) = &self.last {
+                                        let rest: Vec<_> = o
+                                            .not_attempted()
+                                            .map(|i| last.recipients[i].clone())
+                                            .collect();
+                                        if !rest.is_empty() {
+                                            let mut d = last.clone();
+                                            d.recipients = rest;
+                                            self.pending_deliver = Some(d);
+                                        }
+                                    }
+                                }
+                                again = true;
+                            }
+                            Event::Failed(err) => self.failed = Some(err.clone()),
+                            _ => {}
+                        }
+                        self.events.push(e);
+                    }
+                    Output::Idle { .. } => break,
+                    Output::Close => {
+                        self.c_closed = true;
+                        break;
+                    }
+                }
+            }
+            if again && !self.c_closed {
+                self.next_delivery();
+                self.drain_client();
+                moved = true;
+            }
+            moved
+        }
+
+        fn drain_server(&mut self) -> bool {
+            let mut moved = false;
+            for _ in 0..10_000 {
+                let now = self.clock.now();
+                let mut tx = Vec::new();
+                match self.s.poll(now, &mut tx) {
+                    SOutput::Transmit => {
+                        self.s2c.extend_from_slice(&tx);
+                        moved = true;
+                    }
+                    SOutput::Effect(t, e) => {
+                        let c = answer(&e, &mut self.stored);
+                        self.s.handle(now, SInput::Completed(t, c)).unwrap();
+                        moved = true;
+                    }
+                    SOutput::Event(_) => {}
+                    SOutput::Idle { .. } => break,
+                    SOutput::Close => {
+                        self.s_closed = true;
+                        break;
+                    }
+                }
+            }
+            moved
+        }
+
+        fn take(&mut self, len: usize) -> usize {
+            if self.max_chunk == 0 {
+                len
+            } else {
+                (1 + self.chunker.below(self.max_chunk as u64) as usize).min(len)
+            }
+        }
+
+        pub fn run(&mut self) {
+            for _ in 0..100_000 {
+                let mut moved = self.drain_client() | self.drain_server();
+                let now = self.clock.now();
+                // Bytes arrive in random pieces; the driver offers all it holds.
+                if !self.c2s.is_empty() && !self.s_closed {
+                    let k = self.take(self.c2s.len());
+                    self.s_in.extend(self.c2s.drain(..k));
+                    moved = true;
+                }
+                if !self.s_in.is_empty() && !self.s_closed {
+                    if let Ok(n) = self.s.handle(now, SInput::Received(&self.s_in)) {
+                        self.s_in.drain(..n);
+                        moved |= n > 0;
+                    }
+                }
+                if !self.s2c.is_empty() && !self.c_closed {
+                    let k = self.take(self.s2c.len());
+                    self.c_in.extend(self.s2c.drain(..k));
+                    moved = true;
+                    match self.c.handle(now, Input::Received(&self.c_in)) {
+                        Ok(n) => {
+                            self.c_in.drain(..n);
+                        }
+                        Err(_) => self.c_in.clear(),
+                    }
+                }
+                if self.s_closed
+                    && self.s2c.is_empty()
+                    && self.c_in.is_empty()
+                    && !self.eof_sent
+                    && !self.c_closed
+                {
+                    self.eof_sent = true;
+                    let _ = self.c.handle(now, Input::PeerClosed);
+                    moved = true;
+                }
+                if self.c_closed {
+                    return;
+                }
+                if !moved {
+                    panic!("pair stuck; events {:?}", self.events);
+                }
+            }
+            panic!("pair did not finish");
+        }
+    }
+
+    fn cconfig() -> ClientConfig {
+        let mut c = config();
+        c.tls_mode = TlsMode::Skip;
+        c
+    }
+
+    fn sconfig() -> ServerConfig {
+        let mut c = ServerConfig::new("mox.example");
+        c.auth_failure_delay = Duration::ZERO;
+        c
+    }
+
+    fn tls_pair_configs() -> (ClientConfig, ServerConfig) {
+        let mut cc = config();
+        cc.tls_mode = TlsMode::RequiredStartTls;
+        cc.verification = Verify::Pkix(testkit::client_tls());
+        let mut sc = sconfig();
+        sc.tls = Some(testkit::server_tls());
+        (cc, sc)
+    }
+
+    fn run_pair(
+        cc: ClientConfig,
+        sc: ServerConfig,
+        d: Vec<Delivery>,
+        seed: u64,
+        chunk: usize,
+    ) -> Pair {
+        let mut p = Pair::new(cc, sc, d, seed, chunk);
+        p.run();
+        p
+    }
+
+    #[test]
+    fn plain_delivery() {
+        let p = run_pair(
+            cconfig(),
+            sconfig(),
+            vec![delivery(&["mjl@mox.example"])],
+            1,
+            0,
+        );
+        assert_eq!(p.failed, None);
+        assert_eq!(p.outcomes.len(), 1);
+        assert!(p.outcomes[0].data.is_ok(), "{:?}", p.outcomes);
+        assert_eq!(p.stored.len(), 1);
+        assert!(p.stored[0].message.ends_with(&msg()[..]));
+        assert_eq!(p.stored[0].recipients.len(), 1);
+        assert!(!p.c.is_tls());
+    }
+
+    #[test]
+    fn starttls_delivery_with_pkix_and_requiretls() {
+        let (cc, sc) = tls_pair_configs();
+        let mut d = delivery(&["mjl@mox.example"]);
+        d.needs.requiretls = true;
+        let p = run_pair(cc, sc, vec![d], 1, 0);
+        assert_eq!(p.failed, None, "{:?}", p.events);
+        assert!(p.outcomes[0].data.is_ok());
+        assert!(p
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::TlsEstablished(_))));
+        assert_eq!(p.stored.len(), 1);
+        assert_eq!(p.stored[0].requiretls, Some(true));
+        assert!(p.stored[0].tls.is_some());
+    }
+
+    #[test]
+    fn auth_with_each_mechanism() {
+        for m in Mechanism::ALL {
+            let (mut cc, mut sc) = tls_pair_configs();
+            sc.submission = true;
+            cc.auth = Some(Credentials {
+                mechanism: Some(m),
+                username: "mjl@mox.example".into(),
+                password: "testtest".into(),
+            });
+            let mut d = delivery(&["other@remote.example"]);
+            d.mail_from = ReversePath::parse("<mjl@mox.example>").unwrap();
+            let p = run_pair(cc, sc, vec![d], 2, 0);
+            assert_eq!(p.failed, None, "{m:?}: {:?}", p.events);
+            assert!(p.events.contains(&Event::Authenticated(m)), "{m:?}");
+            assert!(p.outcomes[0].data.is_ok(), "{m:?}");
+            assert_eq!(p.stored[0].account.as_deref(), Some("mjl"));
+        }
+    }
+
+    #[test]
+    fn auth_strongest_mechanism_chosen_and_wrong_password_is_permanent() {
+        let (mut cc, mut sc) = tls_pair_configs();
+        sc.submission = true;
+        cc.auth = Some(Credentials {
+            mechanism: None,
+            username: "mjl@mox.example".into(),
+            password: "testtest".into(),
+        });
+        let p = run_pair(cc.clone(), sc.clone(), vec![], 2, 0);
+        assert!(p
+            .events
+            .contains(&Event::Authenticated(Mechanism::ScramSha256Plus)));
+
+        cc.auth = Some(Credentials {
+            mechanism: Some(Mechanism::Plain),
+            username: "mjl@mox.example".into(),
+            password: "wrong".into(),
+        });
+        let p = run_pair(cc, sc, vec![delivery(&["x@remote.example"])], 2, 0);
+        let e = p.failed.unwrap();
+        assert_eq!(
+            (e.stage, e.permanent, e.kind),
+            (Stage::Auth, true, ErrorKind::Status)
+        );
+        assert!(p.outcomes[0].data.is_err());
+        assert!(p.stored.is_empty());
+    }
+
+    #[test]
+    fn pipelined_in_one_write_with_many_recipients() {
+        let rcpts: Vec<String> = (0..60)
+            .map(|i| {
+                if i == 7 {
+                    "unknown@mox.example".to_string()
+                } else {
+                    format!("r{i}@mox.example")
+                }
+            })
+            .collect();
+        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        let p = run_pair(cconfig(), sconfig(), vec![delivery(&refs)], 3, 0);
+        let o = &p.outcomes[0];
+        assert!(o.data.is_ok());
+        assert_eq!(o.recipients.len(), 60);
+        for (i, r) in o.recipients.iter().enumerate() {
+            if i == 7 {
+                let e = r.as_ref().unwrap_err();
+                assert!(e.permanent);
+                assert_eq!(e.reply.as_ref().unwrap().code, 550);
+            } else {
+                assert!(r.is_ok(), "{i}");
+            }
+        }
+        assert_eq!(o.delivered().count(), 59);
+        assert_eq!(p.stored[0].recipients.len(), 59);
+        // MAIL and every RCPT in one write.
+        let w = p
+            .writes
+            .iter()
+            .find(|w| w.starts_with(b"MAIL FROM"))
+            .expect("mail write");
+        let text = String::from_utf8_lossy(w);
+        assert_eq!(text.matches("RCPT TO:").count(), 60, "{text}");
+    }
+
+    #[test]
+    fn rcptmax_splits_into_transactions() {
+        let mut sc = sconfig();
+        sc.max_recipients = 2;
+        let rcpts = [
+            "a@mox.example",
+            "b@mox.example",
+            "c@mox.example",
+            "d@mox.example",
+            "e@mox.example",
+        ];
+        let mut p = Pair::new(cconfig(), sc, vec![delivery(&rcpts)], 4, 0);
+        p.redeliver = true;
+        p.run();
+        assert_eq!(p.failed, None);
+        assert_eq!(p.outcomes.len(), 3);
+        let first = &p.outcomes[0];
+        assert_eq!(first.delivered().count(), 2);
+        assert_eq!(first.not_attempted().collect::<Vec<_>>(), vec![2, 3, 4]);
+        let got: Vec<String> = p
+            .stored
+            .iter()
+            .flat_map(|t| t.recipients.iter().map(|r| r.0.to_string()))
+            .collect();
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(p.stored.len(), 3);
+        assert!(p.stored.iter().all(|t| t.recipients.len() <= 2));
+    }
+
+    /// The outcome with the server's variable text removed.
+    pub(super) fn summary(p: &Pair) -> Vec<(bool, Vec<Option<u16>>)> {
+        p.outcomes
+            .iter()
+            .map(|o| {
+                (
+                    o.data.is_ok(),
+                    o.recipients
+                        .iter()
+                        .map(|r| match r {
+                            Ok(r) => Some(r.code),
+                            Err(e) => e.reply.as_ref().map(|r| r.code),
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_chunking_pairs() {
+        let (cc, sc) = tls_pair_configs();
+        let want = summary(&run_pair(
+            cc.clone(),
+            sc.clone(),
+            vec![delivery(&["a@mox.example", "unknown@mox.example"])],
+            1,
+            0,
+        ));
+        for seed in 0..8 {
+            let p = run_pair(
+                cc.clone(),
+                sc.clone(),
+                vec![delivery(&["a@mox.example", "unknown@mox.example"])],
+                seed,
+                7,
+            );
+            assert_eq!(summary(&p), want, "seed {seed}");
+            assert_eq!(p.stored.len(), 1);
+        }
+        let want = summary(&run_pair(
+            cconfig(),
+            sconfig(),
+            vec![delivery(&["a@mox.example"])],
+            1,
+            0,
+        ));
+        for seed in 0..16 {
+            let p = run_pair(
+                cconfig(),
+                sconfig(),
+                vec![delivery(&["a@mox.example"])],
+                seed,
+                3,
+            );
+            assert_eq!(summary(&p), want, "seed {seed}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_chunking_same_outcome_against_server(seed in any::<u64>(), max in 1usize..64) {
+            let rcpts = ["a@mox.example", "unknown@mox.example", "b@mox.example"];
+            let p = run_pair(cconfig(), sconfig(), vec![delivery(&rcpts), delivery(&rcpts)], seed, max);
+            prop_assert_eq!(summary(&p), vec![(true, vec![Some(250), Some(550), Some(250)]); 2]);
+            prop_assert_eq!(p.stored.len(), 2);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The rules of issue 3, as transcripts.
+// ---------------------------------------------------------------------------------------
+
+fn ehlo_lines(lines: &'static [&'static str]) -> Vec<Step> {
+    let mut v = vec![S("220 mox.example"), C("EHLO localhost")];
+    v.extend(lines.iter().map(|l| S(l)));
+    v
+}
+
+#[test]
+fn rcptmax_from_limits_only_sends_that_many() {
+    let mut script = ehlo_lines(&["250-mox.example", "250 LIMITS RCPTMAX=2"]);
+    script.extend([
+        C("MAIL FROM:<postmaster@mox.example>"),
+        S("250 ok"),
+        C("RCPT TO:<a@mox.example>"),
+        S("250 ok"),
+        C("RCPT TO:<b@mox.example>"),
+        S("250 ok"),
+        C("DATA"),
+        S("354 go"),
+        Msg,
+        S("250 2.0.0 queued"),
+        C("QUIT"),
+        S("221 bye"),
+    ]);
+    let r = run(
+        config(),
+        vec![delivery(&[
+            "a@mox.example",
+            "b@mox.example",
+            "c@mox.example",
+        ])],
+        &script,
+    );
+    let o = &r.outcomes[0];
+    assert!(o.data.is_ok());
+    assert_eq!(o.delivered().collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(o.not_attempted().collect::<Vec<_>>(), vec![2]);
+    assert!(!o.recipients[2].as_ref().unwrap_err().permanent);
+    assert!(r.leftover.is_empty());
+}
+
+#[test]
+fn too_many_recipients_452_and_552_mean_another_transaction() {
+    for (code, text) in [
+        ("452", "452 4.5.3 too many recipients"),
+        ("552", "552 5.5.3 too many recipients"),
+    ] {
+        let mut script = ehlo_lines(&["250 mox.example"]);
+        script.extend([
+            C("MAIL FROM:"),
+            S("250 ok"),
+            C("RCPT TO:<a@"),
+            S("250 ok"),
+            C("RCPT TO:<b@"),
+            S(text),
+            // No more RCPTs after "too many".
+            C("DATA"),
+            S("354 go"),
+            Msg,
+            S("250 ok"),
+        ]);
+        let r = run(
+            config(),
+            vec![delivery(&[
+                "a@mox.example",
+                "b@mox.example",
+                "c@mox.example",
+            ])],
+            &script,
+        );
+        let o = &r.outcomes[0];
+        assert!(o.data.is_ok(), "{code}");
+        assert_eq!(o.not_attempted().collect::<Vec<_>>(), vec![1, 2], "{code}");
+        assert_eq!(
+            o.recipients[1]
+                .as_ref()
+                .unwrap_err()
+                .reply
+                .as_ref()
+                .unwrap()
+                .code
+                .to_string(),
+            code
+        );
+    }
+    // A 452 on the first recipient is an ordinary temporary failure.
+    let mut script = ehlo_lines(&["250 mox.example"]);
+    script.extend([
+        C("MAIL FROM:"),
+        S("250 ok"),
+        C("RCPT TO:"),
+        S("452 4.3.1 full"),
+    ]);
+    let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
+    let e = r.outcomes[0].recipients[0].as_ref().unwrap_err();
+    assert_eq!((e.kind.clone(), e.permanent), (ErrorKind::Status, false));
+}
+
+#[test]
+fn pipelined_with_failed_recipients_and_354_sends_lone_dot() {
+    let mut script = ehlo_lines(&["250-mox.example", "250 PIPELINING"]);
+    script.extend([
+        C("MAIL FROM:"),
+        C("RCPT TO:<a@"),
+        C("RCPT TO:<b@"),
+        C("DATA"),
+        S("250 ok"),
+        S("550 5.1.1 no a"),
+        S("450 4.2.1 b busy"),
+        S("354 go"),
+        C("."),
+        S("554 no valid recipients"),
+    ]);
+    let r = run(
+        config(),
+        vec![delivery(&["a@mox.example", "b@mox.example"])],
+        &script,
+    );
+    let o = &r.outcomes[0];
+    let e = o.data.as_ref().unwrap_err();
+    // Mixed permanent and temporary: not permanent; the first error is reported.
+    assert!(!e.permanent);
+    assert_eq!(e.stage, Stage::Rcpt);
+    assert_eq!(e.reply.as_ref().unwrap().code, 550);
+    assert!(o.recipients[0].as_ref().unwrap_err().permanent);
+    assert!(!o.recipients[1].as_ref().unwrap_err().permanent);
+    assert_eq!(r.leftover, b"QUIT\r\n");
+}
+
+#[test]
+fn bdat_when_chunking_offered_and_multiline_enhanced_reply_kept() {
+    let mut script = ehlo_lines(&["250-mox.example", "250-CHUNKING", "250 ENHANCEDSTATUSCODES"]);
+    script.extend([C("MAIL FROM:"), S("250 ok"), C("RCPT TO:"), S("250 ok")]);
+    script.push(C("BDAT 78 LAST"));
+    // The chunk itself: the message lines, undotted.
+    for _ in 0..5 {
+        script.push(C(""));
+    }
+    script.extend([S("554-5.7.1 rejected"), S("554 5.7.1 second line")]);
+    let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
+    let e = r.outcomes[0].data.as_ref().unwrap_err();
+    assert!(e.permanent);
+    assert_eq!(e.stage, Stage::Data);
+    let reply = e.reply.as_ref().unwrap();
+    assert_eq!(reply.lines, vec!["rejected", "second line"]);
+    assert_eq!(reply.enhanced, Some(Enhanced::new(5, 7, 1)));
+}
+
+#[test]
+fn dsn_parameters_only_when_offered_and_8bitmime_body() {
+    let mut d = delivery(&["a@mox.example"]);
+    d.params.envid = Some("id1".into());
+    d.params.ret = Some(crate::smtp::Ret::Hdrs);
+    d.recipients[0].1.notify = Some(crate::smtp::Notify {
+        failure: true,
+        ..Default::default()
+    });
+    d.needs.eightbit = true;
+    let mut script = ehlo_lines(&["250 8BITMIME"]);
+    script.extend([
+        CNot("MAIL FROM:<postmaster@mox.example> BODY=8BITMIME", "ENVID"),
+        S("250 ok"),
+        CNot("RCPT TO:<a@mox.example>", "NOTIFY"),
+        S("250 ok"),
+        C("DATA"),
+        S("354 go"),
+        Msg,
+        S("250 ok"),
+    ]);
+    let r = run(config(), vec![d.clone()], &script);
+    assert!(r.outcomes[0].data.is_ok());
+
+    let mut script = ehlo_lines(&["250-DSN", "250 SIZE 1000"]);
+    script.extend([
+        C("MAIL FROM:<postmaster@mox.example> SIZE=78 RET=HDRS ENVID=id1"),
+        S("250 ok"),
+        C("RCPT TO:<a@mox.example> NOTIFY=FAILURE"),
+        S("250 ok"),
+        C("DATA"),
+        S("354 go"),
+        Msg,
+        S("250 ok"),
+    ]);
+    assert_eq!(msg().len(), 78);
+    let r = run(config(), vec![d], &script);
+    assert!(r.outcomes[0].data.is_ok());
+}
+
+#[test]
+fn ehlo_temporary_error_and_helo_refused() {
+    let r = run(
+        config(),
+        vec![],
+        &[S("220 x"), C("EHLO"), S("421 4.3.2 busy")],
+    );
+    let e = conn_err(&r);
+    assert_eq!(
+        (e.stage, e.permanent, e.kind.clone()),
+        (Stage::Ehlo, false, ErrorKind::Status)
+    );
+    let r = run(
+        config(),
+        vec![],
+        &[
+            S("220 x"),
+            C("EHLO"),
+            S("502 no"),
+            C("HELO localhost"),
+            S("550 go away"),
+        ],
+    );
+    let e = conn_err(&r);
+    assert_eq!((e.stage, e.permanent), (Stage::Ehlo, true));
+}
+
+#[test]
+fn timeouts_per_rfc5321() {
+    let r = run(config(), vec![], &[Silence(300)]);
+    let e = conn_err(&r);
+    assert_eq!(
+        (e.stage, e.kind.clone(), e.permanent),
+        (Stage::Greeting, ErrorKind::Timeout, false)
+    );
+    assert!(r.closed);
+
+    let mut script = ehlo_lines(&["250 mox.example"]);
+    script.extend([C("MAIL"), Silence(300)]);
+    let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
+    let e = r.outcomes[0].data.as_ref().unwrap_err();
+    assert_eq!((e.stage, e.kind.clone()), (Stage::Mail, ErrorKind::Timeout));
+
+    let mut script = ehlo_lines(&["250 mox.example"]);
+    script.extend([C("MAIL"), S("250 ok"), C("RCPT"), Silence(300)]);
+    let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
+    let e = r.outcomes[0].recipients[0].as_ref().unwrap_err();
+    assert_eq!((e.stage, e.kind.clone()), (Stage::Rcpt, ErrorKind::Timeout));
+
+    let mut script = ehlo_lines(&["250 mox.example"]);
+    script.extend([
+        C("MAIL"),
+        S("250 ok"),
+        C("RCPT"),
+        S("250 ok"),
+        C("DATA"),
+        Silence(120),
+    ]);
+    let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
+    let o = &r.outcomes[0];
+    assert!(o.recipients[0].is_ok());
+    let e = o.data.as_ref().unwrap_err();
+    assert_eq!((e.stage, e.kind.clone()), (Stage::Data, ErrorKind::Timeout));
+
+    let mut script = ehlo_lines(&["250 mox.example"]);
+    script.extend([
+        C("MAIL"),
+        S("250 ok"),
+        C("RCPT"),
+        S("250 ok"),
+        C("DATA"),
+        S("354 go"),
+        Msg,
+        Silence(600),
+    ]);
+    let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
+    let e = r.outcomes[0].data.as_ref().unwrap_err();
+    assert_eq!((e.stage, e.kind.clone()), (Stage::Data, ErrorKind::Timeout));
+}
+
+/// STARTTLS response injection: bytes after the 220 must not be taken as replies.
+#[test]
+fn data_after_starttls_220_is_refused() {
+    let mut cfg = config();
+    cfg.tls_mode = TlsMode::RequiredStartTls;
+    let r = run(
+        cfg,
+        vec![],
+        &[
+            S("220 x"),
+            C("EHLO"),
+            S("250 STARTTLS"),
+            C("STARTTLS"),
+            S("220 go\r\n250 injected"),
+        ],
+    );
+    let e = conn_err(&r);
+    assert!(matches!(e.kind, ErrorKind::Protocol(_)), "{e:?}");
+    assert!(e.permanent);
+    assert_eq!(e.stage, Stage::StartTls);
+}
+
+#[test]
+fn auth_without_usable_mechanism_and_sasl_failure() {
+    let mut cfg = config();
+    cfg.auth = Some(Credentials {
+        mechanism: None,
+        username: "test".into(),
+        password: "test".into(),
+    });
+    let r = run(
+        cfg.clone(),
+        vec![],
+        &[S("220 x"), C("EHLO"), S("250 AUTH GSSAPI")],
+    );
+    assert_eq!(conn_err(&r).kind, ErrorKind::NoMechanism);
+    // -PLUS is never chosen without TLS.
+    let r = run(
+        cfg.clone(),
+        vec![],
+        &[S("220 x"), C("EHLO"), S("250 AUTH SCRAM-SHA-256-PLUS")],
+    );
+    assert_eq!(conn_err(&r).kind, ErrorKind::NoMechanism);
+    let r = run(
+        cfg,
+        vec![],
+        &[
+            S("220 x"),
+            C("EHLO"),
+            S("250 AUTH PLAIN"),
+            C("AUTH PLAIN"),
+            S("535 5.7.8 bad credentials"),
+        ],
+    );
+    let e = conn_err(&r);
+    assert_eq!((e.stage, e.permanent), (Stage::Auth, true));
+    assert_eq!(e.enhanced(), Some(Enhanced::new(5, 7, 8)));
+}
+
+/// A self-signed certificate: its server config and its SPKI.
+fn dane_server() -> (Arc<rustls::ServerConfig>, Vec<u8>, Vec<u8>) {
+    let params = rcgen::CertificateParams::new(vec!["other.example".to_string()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let cfg =
+        crate::tls::server_config_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .unwrap();
+    (cfg, cert.der().to_vec(), key.public_key_der())
+}
+
+#[test]
+fn dane_ee_records_checked_in_handshake() {
+    let (srv, der, spki) = dane_server();
+    let sha256 = |b: &[u8]| {
+        ring::digest::digest(&ring::digest::SHA256, b)
+            .as_ref()
+            .to_vec()
+    };
+    let sha512 = |b: &[u8]| {
+        ring::digest::digest(&ring::digest::SHA512, b)
+            .as_ref()
+            .to_vec()
+    };
+    let good = [
+        Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: sha256(&spki),
+        },
+        Tlsa {
+            usage: 3,
+            selector: 0,
+            matching: 1,
+            data: sha256(&der),
+        },
+        Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 2,
+            data: sha512(&spki),
+        },
+        Tlsa {
+            usage: 3,
+            selector: 0,
+            matching: 0,
+            data: der.clone(),
+        },
+    ];
+    let bad = [
+        Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: sha256(b"other"),
+        },
+        // Usage 1 (PKIX-EE) is not used for SMTP.
+        Tlsa {
+            usage: 1,
+            selector: 1,
+            matching: 1,
+            data: sha256(&spki),
+        },
+        // Usage 2 must name an anchor of a chain that also verifies.
+        Tlsa {
+            usage: 2,
+            selector: 1,
+            matching: 1,
+            data: sha256(b"nothing"),
+        },
+    ];
+    for (records, ok) in good
+        .iter()
+        .map(|r| (r, true))
+        .chain(bad.iter().map(|r| (r, false)))
+    {
+        let mut cfg = config();
+        cfg.tls_mode = TlsMode::RequiredStartTls;
+        cfg.remote_hostname = "mx.mox.example".into(); // DANE-EE: name not checked.
+        cfg.verification = Verify::Dane(vec![records.clone()]);
+        let mut script = ehlo_lines(&["250 STARTTLS"]);
+        script.extend([C("STARTTLS"), StartTls(Arc::clone(&srv))]);
+        if ok {
+            script.extend([C("EHLO"), S("250 mox.example"), C("QUIT"), S("221 bye")]);
+        }
+        let r = run(cfg, vec![], &script);
+        if ok {
+            assert_eq!(r.failed, None, "{records:?}");
+            assert!(r
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::TlsEstablished(_))));
+        } else {
+            let e = conn_err(&r);
+            assert!(matches!(e.kind, ErrorKind::Tls(_)), "{records:?}: {e:?}");
+            assert!(e.permanent);
+        }
+    }
+}
+
+#[test]
+fn opportunistic_tls_failure_is_temporary() {
+    // The server's certificate is fine, but PKIX with the wrong name fails; without
+    // RequiredStartTls the error is temporary (the queue may retry without TLS).
+    let mut cfg = config();
+    cfg.verification = Verify::Pkix(testkit::client_tls());
+    cfg.remote_hostname = "wrong.example".into();
+    let mut script = ehlo_lines(&["250 STARTTLS"]);
+    script.extend([C("STARTTLS"), StartTls(testkit::server_tls())]);
+    let r = run(cfg, vec![], &script);
+    let e = conn_err(&r);
+    assert!(matches!(e.kind, ErrorKind::Tls(_)));
+    assert!(!e.permanent);
+}
+
+#[test]
+fn deliver_while_busy_is_misuse() {
+    let clock = TestClock::new();
+    let mut c = ClientSession::new(Arc::new(config()), clock.now());
+    c.handle(
+        clock.now(),
+        Input::Deliver(Box::new(delivery(&["a@mox.example"]))),
+    )
+    .unwrap();
+    let e = c
+        .handle(
+            clock.now(),
+            Input::Deliver(Box::new(delivery(&["a@mox.example"]))),
+        )
+        .unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::Misuse(_)));
+}
+
+/// The seed scenarios, every reply delivered in random pieces: same outcomes.
+fn chunked_scenarios(chunks: Vec<usize>) -> Vec<String> {
+    let scripts: Vec<(Vec<Delivery>, Vec<Step>)> = vec![
+        (vec![], vec![S("220-mox.example"), S("500 different code")]),
+        (
+            vec![delivery(&["a@mox.example", "b@mox.example"])],
+            vec![
+                S("220 mox.example"),
+                C("EHLO"),
+                S("250-mox.example\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES"),
+                C("MAIL"),
+                C("RCPT"),
+                C("RCPT"),
+                C("DATA"),
+                S("250 ok\r\n250 ok\r\n550-5.1.1 no\r\n550 5.1.1 really\r\n354 go"),
+                Msg,
+                S("250 2.0.0 ok"),
+                C("QUIT"),
+                S("221 bye"),
+            ],
+        ),
+        (
+            vec![delivery(&["a@mox.example"])],
+            vec![
+                S("220 mox.example"),
+                C("EHLO"),
+                S("250 PIPELINING"),
+                C("MAIL"),
+                C("RCPT"),
+                C("DATA"),
+                S("550 ok"),
+                Close,
+            ],
+        ),
+    ];
+    scripts
+        .into_iter()
+        .map(|(d, s)| {
+            let r = run_chunked(config(), d, &s, chunks.clone());
+            format!("{:?} {:?}", r.outcomes, r.failed)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    #[test]
+    fn any_chunking_of_server_bytes_same_outcome(chunks in proptest::collection::vec(1usize..20, 1..30)) {
+        prop_assert_eq!(chunked_scenarios(chunks), chunked_scenarios(Vec::new()));
+    }
+
+    #[test]
+    fn arbitrary_server_bytes_never_panic(
+        prefix in 0usize..3,
+        junk in proptest::collection::vec(any::<u8>(), 0..400),
+        tls in any::<bool>(),
+    ) {
+        let clock = TestClock::new();
+        let mut cfg = config();
+        cfg.tls_mode = if tls { TlsMode::RequiredStartTls } else { TlsMode::Opportunistic };
+        cfg.auth = Some(Credentials { mechanism: None, username: "u".into(), password: "p".into() });
+        let mut c = ClientSession::new(Arc::new(cfg), clock.now());
+        c.handle(clock.now(), Input::Deliver(Box::new(delivery(&["a@mox.example"])))).unwrap();
+        let prefixes: [&[u8]; 3] = [
+            b"",
+            b"220 x\r\n",
+            b"220 x\r\n250-x\r\n250-PIPELINING\r\n250-AUTH CRAM-MD5 PLAIN\r\n250 STARTTLS\r\n",
+        ];
+        let mut input = prefixes[prefix].to_vec();
+        input.extend_from_slice(&junk);
+        for piece in input.chunks(17) {
+            let _ = c.handle(clock.now(), Input::Received(piece));
+            let mut tx = Vec::new();
+            for _ in 0..1000 {
+                if matches!(c.poll(clock.now(), &mut tx), Output::Idle { .. } | Output::Close) {
+                    break;
+                }
+            }
+        }
+        let _ = c.handle(clock.now(), Input::PeerClosed);
+        let mut tx = Vec::new();
+        for _ in 0..1000 {
+            if matches!(c.poll(clock.now(), &mut tx), Output::Idle { .. } | Output::Close) {
+                break;
+            }
+        }
+    }
+}

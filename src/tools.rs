@@ -1,0 +1,240 @@
+//! The checks as command-line tools, for people testing their DNS and mail: `rmox spf`,
+//! `rmox dnsbl`, `rmox dkim`, `rmox dmarc`. Each runs the same core check the server runs.
+
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::Path;
+
+use rmox_core::dns::{run_sync, Check, Lookup, RecordType};
+use rmox_core::UnixTime;
+
+use crate::resolve::Dns;
+use crate::Fail;
+
+fn dns(resolver: &Option<String>) -> Result<Dns, Fail> {
+    let list: Vec<String> = resolver.iter().cloned().collect();
+    Dns::from_config(&list, Path::new("."))
+}
+
+/// Runs a check against real DNS (or a zone file), bounded in questions.
+fn run<C: Check>(check: &mut C, d: &Dns) -> Result<C::Verdict, Fail> {
+    // run_sync answers one batch at a time; 256 questions is far above any check's limit.
+    run_sync(check, |l: &Lookup| d.lookup(l), 256)
+        .ok_or_else(|| Fail("check did not finish".into()))
+}
+
+fn now() -> UnixTime {
+    rmox_driver::now().wall
+}
+
+/// `rmox spf check DOMAIN IP [--helo NAME]`: evaluate SPF for a sender domain and IP.
+pub fn spf_check(
+    domain: &str,
+    ip: IpAddr,
+    helo: &str,
+    resolver: &Option<String>,
+) -> Result<(), Fail> {
+    let d = dns(resolver)?;
+    let args = rmox_core::spf::SpfArgs::mail_from(
+        ip,
+        &format!("postmaster@{domain}"),
+        helo,
+        "rmox.invalid",
+        now(),
+    );
+    let mut c = rmox_core::spf::SpfCheck::new(args.clone());
+    let r = run(&mut c, &d)?;
+    println!("result: {}", r.result);
+    if let Some(m) = &r.mechanism {
+        println!("mechanism: {m}");
+    }
+    if let Some(e) = &r.explanation {
+        println!("explanation: {e}");
+    }
+    if let Some(p) = &r.problem {
+        println!("problem: {p}");
+    }
+    println!("dns lookups: {} (void: {})", r.lookups, r.void_lookups);
+    println!("{}", rmox_core::spf::received_spf_header(&r, &args));
+    Ok(())
+}
+
+/// `rmox spf lookup DOMAIN`: print and parse the SPF record.
+pub fn spf_lookup(domain: &str, resolver: &Option<String>) -> Result<(), Fail> {
+    let d = dns(resolver)?;
+    let r = d.lookup(&Lookup {
+        name: domain.trim_end_matches('.').to_ascii_lowercase(),
+        rtype: RecordType::Txt,
+    });
+    let rmox_core::dns::LookupResult::Records { records, .. } = r else {
+        return Err(Fail(format!("{domain}: no TXT records ({r:?})")));
+    };
+    let mut found = 0;
+    for rec in records {
+        if let rmox_core::dns::Record::Txt(parts) = rec {
+            let text: String = parts
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).to_string())
+                .collect();
+            if text.to_ascii_lowercase().starts_with("v=spf1") {
+                found += 1;
+                println!("{text}");
+                match rmox_core::spf::SpfRecord::parse(&text) {
+                    Ok(_) => println!("valid"),
+                    Err(e) => println!("invalid: {e}"),
+                }
+            }
+        }
+    }
+    if found == 0 {
+        return Err(Fail(format!("{domain}: no SPF record")));
+    }
+    Ok(())
+}
+
+/// `rmox dnsbl check ZONE IP`.
+pub fn dnsbl_check(zone: &str, ip: IpAddr, resolver: &Option<String>) -> Result<(), Fail> {
+    let d = dns(resolver)?;
+    let zones = vec![zone.to_string()];
+    let mut c = rmox_core::dnsbl::DnsblCheck::new(ip, &zones);
+    for (z, status) in run(&mut c, &d)? {
+        println!("{z}: {status:?}");
+    }
+    let mut h = rmox_core::dnsbl::DnsblHealthCheck::new(&zones);
+    for (z, health) in run(&mut h, &d)? {
+        println!("{z} health: {health:?}");
+    }
+    Ok(())
+}
+
+fn read_message(file: &Path) -> Result<Vec<u8>, Fail> {
+    let raw = if file == Path::new("-") {
+        let mut v = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut v)
+            .map_err(|e| Fail(format!("reading stdin: {e}")))?;
+        v
+    } else {
+        std::fs::read(file).map_err(|e| Fail(format!("{}: {e}", file.display())))?
+    };
+    Ok(rmox_core::dkim::to_crlf(&raw))
+}
+
+/// `rmox dkim verify FILE`.
+pub fn dkim_verify(file: &Path, resolver: &Option<String>) -> Result<(), Fail> {
+    let msg = read_message(file)?;
+    let d = dns(resolver)?;
+    let mut c =
+        rmox_core::dkim::DkimVerify::new(&msg, now(), &rmox_core::dkim::VerifyLimits::default());
+    let results = run(&mut c, &d)?;
+    if results.is_empty() {
+        println!("dkim=none (no signatures)");
+    }
+    for r in &results {
+        println!("{}", r.auth_results());
+        if let Some(e) = &r.error {
+            println!("  error: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// `rmox dkim gened25519 DOMAIN SELECTOR KEYFILE`: writes a key, prints the DNS record.
+pub fn dkim_gen_ed25519(domain: &str, selector: &str, keyfile: &Path) -> Result<(), Fail> {
+    use ring::rand::SecureRandom;
+    let mut seed = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| Fail("no random source".into()))?;
+    let der = rmox_core::dkim::ed25519_pkcs8_from_seed(&seed);
+    let pem = rmox_core::dkim::pem_encode("PRIVATE KEY", &der);
+    if keyfile.exists() {
+        return Err(Fail(format!(
+            "{}: exists, not overwriting",
+            keyfile.display()
+        )));
+    }
+    std::fs::write(keyfile, pem).map_err(|e| Fail(format!("{}: {e}", keyfile.display())))?;
+    let key =
+        rmox_core::dkim::SigningKey::ed25519_from_seed(&seed).map_err(|e| Fail(e.to_string()))?;
+    println!(
+        "{selector}._domainkey.{domain}. IN TXT \"{}\"",
+        key.dns_record()
+    );
+    Ok(())
+}
+
+/// `rmox dkim sign DOMAIN SELECTOR KEYFILE FILE`: prints the message with a signature.
+pub fn dkim_sign(domain: &str, selector: &str, keyfile: &Path, file: &Path) -> Result<(), Fail> {
+    let msg = read_message(file)?;
+    let pem = std::fs::read_to_string(keyfile)
+        .map_err(|e| Fail(format!("{}: {e}", keyfile.display())))?;
+    let key = rmox_core::dkim::SigningKey::from_pem(&pem)
+        .map_err(|e| Fail(format!("{}: {e}", keyfile.display())))?;
+    let cfg = rmox_core::dkim::SignConfig::new(domain, selector, key);
+    let rng = ring::rand::SystemRandom::new();
+    let h = rmox_core::dkim::sign(&msg, &[cfg], now(), &rng)
+        .map_err(|e| Fail(format!("signing: {e}")))?;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(h.as_bytes())
+        .and_then(|_| out.write_all(&msg))
+        .map_err(|e| Fail(e.to_string()))
+}
+
+/// `rmox dmarc verify REMOTEIP MAILFROM HELO < message`: SPF, DKIM and DMARC as the server
+/// would evaluate them.
+pub fn dmarc_verify(
+    ip: IpAddr,
+    mail_from: &str,
+    helo: &str,
+    resolver: &Option<String>,
+) -> Result<(), Fail> {
+    let msg = read_message(Path::new("-"))?;
+    let d = dns(resolver)?;
+    let args = rmox_core::spf::SpfArgs::mail_from(ip, mail_from, helo, "rmox.invalid", now());
+    let spf = run(&mut rmox_core::spf::SpfCheck::new(args.clone()), &d)?;
+    println!("spf={} smtp.mailfrom={}", spf.result, args.domain);
+    let dkim = run(
+        &mut rmox_core::dkim::DkimVerify::new(
+            &msg,
+            now(),
+            &rmox_core::dkim::VerifyLimits::default(),
+        ),
+        &d,
+    )?;
+    for r in &dkim {
+        println!("{}", r.auth_results());
+    }
+    let header_end = rmox_core::message::body_offset(&msg).unwrap_or(msg.len());
+    let from = rmox_core::message::from_addresses(&msg[..header_end]);
+    let Some(from_domain) = from
+        .first()
+        .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+    else {
+        return Err(Fail("message has no From address".into()));
+    };
+    let spf_pass = (spf.result == rmox_core::spf::SpfStatus::Pass).then_some(args.domain.as_str());
+    let input = rmox_core::dmarc::DmarcInput::new(&from_domain, spf_pass, &dkim, 0);
+    let r = run(&mut rmox_core::dmarc::DmarcVerify::new(input), &d)?;
+    println!("{}", r.auth_results(&from_domain));
+    println!(
+        "disposition: {:?}{}",
+        r.disposition,
+        if r.is_reject() {
+            " (would be rejected)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// `rmox dmarc parsereport FILE`: XML, gzip or zip.
+pub fn dmarc_parsereport(file: &Path) -> Result<(), Fail> {
+    let data = std::fs::read(file).map_err(|e| Fail(format!("{}: {e}", file.display())))?;
+    let f = rmox_core::dmarc::parse_report_file(&data)
+        .map_err(|e| Fail(format!("{}: {e}", file.display())))?;
+    println!("{f:#?}");
+    Ok(())
+}
