@@ -79,7 +79,7 @@ struct Args {
     /// Envelope sender.
     #[arg(long, default_value = "load@load.example")]
     from: String,
-    /// Recipient domain; recipients are rcpt1@DOMAIN .. rcptR@DOMAIN.
+    /// Recipient domain; recipients are rcpt1-load@DOMAIN .. rcptR-load@DOMAIN.
     #[arg(long, default_value = "localhost")]
     rcpt_domain: String,
     /// Name in EHLO.
@@ -514,7 +514,7 @@ fn send(args: &Args, addr: SocketAddr, sizes: &[(usize, u32)]) -> Outcome {
     );
     let mut envelope = vec![format!("MAIL FROM:<{}>\r\n", args.from).into_bytes()];
     for i in 1..=args.rcpts {
-        envelope.push(format!("RCPT TO:<rcpt{i}@{}>\r\n", args.rcpt_domain).into_bytes());
+        envelope.push(format!("RCPT TO:<rcpt{i}-load@{}>\r\n", args.rcpt_domain).into_bytes());
     }
     envelope.push(b"DATA\r\n".to_vec());
     let envelope = Arc::new(envelope);
