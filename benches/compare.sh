@@ -50,6 +50,7 @@ if [ "$(ulimit -n)" -lt "$need" ]; then
 fi
 
 TMP=$(mktemp -d /var/tmp/rmox-compare.XXXXXX)
+chmod 755 "$TMP" # Postfix daemons run as user postfix
 OUT=${OUT:-$TMP/results}
 mkdir -p "$OUT"
 PIDS=()
@@ -136,7 +137,11 @@ biff = no
 EOF
 awk '/^smtp +inet/ {print "127.0.0.4:2525 inet n - n - - smtpd"; next}
      /^[a-z]/ && NF >= 8 {$5 = "n"} {print}' /etc/postfix/master.cf >"$PFX/etc/master.cf"
-postfix -c "$PFX/etc" start >"$TMP/postfix.log" 2>&1 || { cat "$TMP/postfix.log" >&2; exit 1; }
+postfix -c "$PFX/etc" start >"$TMP/postfix.log" 2>&1 || {
+    echo "compare.sh: Postfix did not start:" >&2
+    tail -3 "$PFX/maillog" >&2
+    exit 1
+}
 for _ in $(seq 50); do [ -s "$PFX/queue/pid/master.pid" ] && break; sleep 0.1; done
 PFXPID=$(tr -d ' ' <"$PFX/queue/pid/master.pid")
 PIDS+=("$PFXPID")
