@@ -3,7 +3,7 @@
 #
 #   benches/compare.sh            # from the repository root; run as root (Postfix needs it)
 #
-# Environment: MSGS (messages per cell, default 2000), SECS (time bound per cell, default 6),
+# Environment: MSGS (messages per cell, default 3000), SECS (time bound per cell, default 6),
 # IDLE (idle sessions for the memory test, default 5000), RUNTIMES (default
 # "tokio smol glommio"), NO_BUILD=1 (reuse target/release), KEEP=1 (keep the temp dir),
 # OUT (directory for JSON results and the table; default a temp dir).
@@ -21,7 +21,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-MSGS=${MSGS:-2000}
+MSGS=${MSGS:-3000}
 SECS=${SECS:-6}
 IDLE=${IDLE:-5000}
 RUNTIMES=${RUNTIMES:-"tokio smol glommio"}
@@ -169,6 +169,7 @@ postfix_drain() {
     done
 }
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "compare.sh: servers ${SERVERS[*]}; $MSGS messages or ${SECS}s per cell; results in $OUT" >&2
 for size in 1024 65536; do
     for sess in 1 10 50; do
@@ -198,6 +199,9 @@ done
 
 # The table.
 {
+    echo "$(date -u +%F) $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))," \
+        "kernel $(uname -r), data on $(findmnt -n -o FSTYPE -T "$TMP") ($(findmnt -n -o SOURCE -T "$TMP"))," \
+        "load average at start $LOAD_START"
     echo "msg/s per server; ratios rmox/postfix and rmox/smtp-sink for each runtime"
     printf "%-6s %4s %4s" size sess pipe
     for s in "${SERVERS[@]}"; do printf " %11s" "$s"; done
