@@ -9,7 +9,8 @@
 # OUT (directory for JSON results and the table; default a temp dir).
 #
 # Servers, each on its own loopback address and fresh directory:
-#   rmox localserve --runtime R  127.0.0.1x:1025   durable: message file + redb commit (fsync)
+#   rmox localserve --runtime R  127.0.0.1x:1025   durable: message file + redb commit (fsync);
+#                                                  restarted on a fresh directory per cell
 #   Postfix 3.x (Debian)         127.0.0.4:2525    own config dir, virtual(8) delivery to a
 #                                                  Maildir; Postfix fsyncs the queue file
 #                                                  before its 250 and the Maildir file on delivery
@@ -53,7 +54,7 @@ TMP=$(mktemp -d /var/tmp/rmox-compare.XXXXXX)
 chmod 755 "$TMP" # Postfix daemons run as user postfix
 OUT=${OUT:-$TMP/results}
 mkdir -p "$OUT"
-PIDS=()
+PIDS=() # servers still running, stopped by cleanup
 PFX=""
 
 cleanup() {
@@ -90,17 +91,41 @@ wait_port() { # ip port pid
 declare -A ADDR PIDOF
 SERVERS=()
 
+# rmox runs on a fresh data directory for every cell (so the disk never holds more than one
+# cell's messages); start_rmox/stop_rmox keep ADDR and PIDOF current.
+declare -A IPOF
+start_rmox() { # name
+    local rt=${1#rmox-} ip=${IPOF[$1]}
+    rm -rf "$TMP/$1"
+    "$RMOX" localserve --dir "$TMP/$1" --ip "$ip" --runtime "$rt" >>"$TMP/$1.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    PIDOF[$1]=$pid
+    ADDR[$1]=$ip:1025
+    wait_port "$ip" 1025 "$pid"
+}
+stop_rmox() { # name
+    local pid=${PIDOF[$1]}
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "compare.sh: $1 (pid $pid) did not stop within 10 s of SIGTERM; killed" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    local keep=() p
+    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+    rm -rf "$TMP/$1"
+}
+
 i=11
 for rt in $RUNTIMES; do
-    ip=127.0.0.$i
+    IPOF[rmox-$rt]=127.0.0.$i
     i=$((i + 1))
-    "$RMOX" localserve --dir "$TMP/rmox-$rt" --ip "$ip" --runtime "$rt" >"$TMP/rmox-$rt.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    if wait_port "$ip" 1025 "$pid"; then
+    if start_rmox "rmox-$rt"; then
         SERVERS+=("rmox-$rt")
-        ADDR[rmox-$rt]=$ip:1025
-        PIDOF[rmox-$rt]=$pid
+        stop_rmox "rmox-$rt"
     else
         echo "compare.sh: rmox --runtime $rt did not start; skipped:" >&2
         tail -3 "$TMP/rmox-$rt.log" >&2
@@ -175,26 +200,34 @@ for size in 1024 65536; do
     for sess in 1 10 50; do
         for pipe in no yes; do
             for s in "${SERVERS[@]}"; do
+                case $s in rmox-*) start_rmox "$s" ;; esac
                 flag=()
                 [ "$pipe" = yes ] && flag=(--pipelining)
                 f="$OUT/send-$s-$size-$sess-$pipe.json"
                 "$LOAD" --target "${ADDR[$s]}" --sessions "$sess" --messages "$MSGS" --size "$size" \
                     "${flag[@]}" --max-seconds "$SECS" --pid "${PIDOF[$s]}" --label "$s $size/$sess/$pipe" \
                     --json "$f" >&2
-                [ "$s" = postfix ] && postfix_drain
+                case $s in
+                    rmox-*) stop_rmox "$s" ;;
+                    postfix) postfix_drain && find "$PFX/mail" -type f -path '*/new/*' -delete ;;
+                esac
             done
         done
     done
 done
 
 for s in "${SERVERS[@]}"; do
+    case $s in rmox-*) start_rmox "$s" ;; esac
     "$LOAD" --mode accept --target "${ADDR[$s]}" --sessions 10 --messages 20000 --max-seconds 5 \
         --pid "${PIDOF[$s]}" --label "$s accept" --json "$OUT/accept-$s.json" >&2
+    case $s in rmox-*) stop_rmox "$s" ;; esac
 done
 for s in "${SERVERS[@]}"; do
     case $s in rmox-*) ;; *) continue ;; esac
+    start_rmox "$s"
     "$LOAD" --mode idle --target "${ADDR[$s]}" --sessions "$IDLE" --max-seconds 60 \
         --pid "${PIDOF[$s]}" --label "$s idle" --json "$OUT/idle-$s.json" >&2
+    stop_rmox "$s"
 done
 
 # The table.
