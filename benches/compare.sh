@@ -270,6 +270,8 @@ done
         done
     done
     echo "(* = some messages failed; see the JSON)"
+    echo "1-minute load average after each cell: min $(jq -s 'map(.loadavg_1min_at_end) | min' "$OUT"/send-*.json)," \
+        "max $(jq -s 'map(.loadavg_1min_at_end) | max' "$OUT"/send-*.json) (above 2 on this machine means other work competed)"
     echo
     echo "p99 final-dot latency (ms) / server CPU s per 1000 messages"
     printf "%-6s %4s %4s" size sess pipe

@@ -750,6 +750,14 @@ fn proc_tree_sample(pid: u32) -> Result<ProcSample, String> {
     Ok(out)
 }
 
+/// The 1-minute load average from /proc/loadavg (0 when unreadable).
+fn loadavg_1min() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
 /// Nearest-rank percentile of sorted values (p in 0..=100); 0 for no values.
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
@@ -792,6 +800,8 @@ fn report(args: &Args, o: &Outcome, server: Option<(f64, u64)>) -> Result<(), St
         "errors": t.errors,
         "connections": t.connections,
         "connections_per_second": t.connections as f64 / secs,
+        // Other work on the machine skews every figure; keep the 1-minute load with them.
+        "loadavg_1min_at_end": loadavg_1min(),
     });
     let mut line = String::new();
     if !args.label.is_empty() {
