@@ -91,6 +91,14 @@ wait_port() { # ip port pid
 declare -A ADDR PIDOF
 SERVERS=()
 
+# Another server on one of our addresses would be measured instead of ours: refuse.
+for a in 127.0.0.4/2525 127.0.0.5/2525 127.0.0.11/1025 127.0.0.12/1025 127.0.0.13/1025; do
+    if (exec 3<>"/dev/tcp/$a") 2>/dev/null; then
+        echo "compare.sh: something already listens on ${a/\//:}; stop it first" >&2
+        exit 1
+    fi
+done
+
 # rmox runs on a fresh data directory for every cell (so the disk never holds more than one
 # cell's messages); start_rmox/stop_rmox keep ADDR and PIDOF current.
 declare -A IPOF
