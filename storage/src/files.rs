@@ -52,6 +52,18 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io("sync directory", dir, e))
 }
 
+/// Makes everything written to `dir`'s file system durable: file data and directory
+/// entries (Linux `syncfs`, which reports writeback errors since 5.8).
+pub(crate) fn sync_fs(dir: &Path) -> Result<(), StoreError> {
+    let d = File::open(dir).map_err(|e| StoreError::io("open for syncfs", dir, e))?;
+    rustix::fs::syncfs(&d).map_err(|e| StoreError::io("syncfs", dir, std::io::Error::from(e)))
+}
+
+/// Whether `syncfs` works for `dir` (probed once when a store opens).
+pub(crate) fn syncfs_works(dir: &Path) -> bool {
+    sync_fs(dir).is_ok()
+}
+
 /// Creates `dir` (and its parent) if needed, durably.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     if dir.is_dir() {
@@ -73,9 +85,16 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes `bytes` to the file for `id` and fsyncs its data. The directory entry is made
-/// durable by the committer (one directory fsync per batch). Returns the shard directory.
-pub(crate) fn write(root: &Path, area: Area, id: u64, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+/// Writes `bytes` to the file for `id` and, when `sync`, fsyncs its data (otherwise the
+/// committer's `syncfs` does). The directory entry is made durable by the committer (one
+/// directory fsync or one `syncfs` per batch). Returns the shard directory.
+pub(crate) fn write(
+    root: &Path,
+    area: Area,
+    id: u64,
+    bytes: &[u8],
+    sync: bool,
+) -> Result<PathBuf, StoreError> {
     let dir = shard_dir(root, area, id);
     ensure_dir(&dir)?;
     let p = dir.join(id.to_string());
@@ -94,7 +113,9 @@ pub(crate) fn write(root: &Path, area: Area, id: u64, bytes: &[u8]) -> Result<Pa
         .map_err(|e| StoreError::io("create", &p, e))?;
     f.write_all(bytes)
         .map_err(|e| StoreError::io("write", &p, e))?;
-    f.sync_data().map_err(|e| StoreError::io("sync", &p, e))?;
+    if sync {
+        f.sync_data().map_err(|e| StoreError::io("sync", &p, e))?;
+    }
     Ok(dir)
 }
 
@@ -106,6 +127,7 @@ pub(crate) fn link(
     from: u64,
     to: u64,
     bytes: &[u8],
+    sync: bool,
 ) -> Result<PathBuf, StoreError> {
     let dir = shard_dir(root, area, to);
     ensure_dir(&dir)?;
@@ -113,7 +135,7 @@ pub(crate) fn link(
     let _ = fs::remove_file(&dst);
     match fs::hard_link(path(root, area, from), &dst) {
         Ok(()) => Ok(dir),
-        Err(_) => write(root, area, to, bytes),
+        Err(_) => write(root, area, to, bytes, sync),
     }
 }
 
@@ -138,9 +160,9 @@ mod tests {
     #[test]
     fn write_never_reuses_an_inode() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), Area::Msg, 1, b"first").unwrap();
-        link(d.path(), Area::Msg, 1, 2, b"first").unwrap();
-        write(d.path(), Area::Msg, 2, b"second, longer").unwrap();
+        write(d.path(), Area::Msg, 1, b"first", true).unwrap();
+        link(d.path(), Area::Msg, 1, 2, b"first", true).unwrap();
+        write(d.path(), Area::Msg, 2, b"second, longer", true).unwrap();
         assert_eq!(read(d.path(), Area::Msg, 1).unwrap(), b"first");
         assert_eq!(read(d.path(), Area::Msg, 2).unwrap(), b"second, longer");
     }

@@ -75,6 +75,11 @@ pub(crate) struct Committer {
     cv: Condvar,
     /// Runs at the end of every batch before commit (persists id counters).
     before_commit: Hook,
+    /// When set, message files are written without their own fsync and one `syncfs` of
+    /// this directory's file system makes a whole batch's files and directory entries
+    /// durable before the commit (Linux); otherwise every file is fsynced by its writer and
+    /// every touched directory here.
+    syncfs_root: Option<PathBuf>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -82,7 +87,7 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl Committer {
-    pub(crate) fn new(before_commit: Hook) -> Committer {
+    pub(crate) fn new(before_commit: Hook, syncfs_root: Option<PathBuf>) -> Committer {
         Committer {
             state: Mutex::new(State {
                 pending: VecDeque::new(),
@@ -90,7 +95,13 @@ impl Committer {
             }),
             cv: Condvar::new(),
             before_commit,
+            syncfs_root,
         }
+    }
+
+    /// Whether writers may skip their own file fsync (the batch syncs the file system).
+    pub(crate) fn batch_syncs_files(&self) -> bool {
+        self.syncfs_root.is_some()
     }
 
     /// Runs `f` in a shared, durably committed write transaction. `dirs` are fsynced before
@@ -176,10 +187,20 @@ impl Committer {
                 });
             }
         };
-        for d in &dirs {
-            if let Err(e) = crate::files::sync_dir(d) {
-                fail_all(&slots, &e, false);
-                return;
+        match &self.syncfs_root {
+            Some(root) if !dirs.is_empty() => {
+                if let Err(e) = crate::files::sync_fs(root) {
+                    fail_all(&slots, &e, false);
+                    return;
+                }
+            }
+            _ => {
+                for d in &dirs {
+                    if let Err(e) = crate::files::sync_dir(d) {
+                        fail_all(&slots, &e, false);
+                        return;
+                    }
+                }
             }
         }
         let mut txn = match db.begin_write() {

@@ -96,7 +96,13 @@ impl Store {
         let msg_id = self.counters.next_qmsg.fetch_add(1, Ordering::SeqCst);
         let first = self.counters.next_queue.fetch_add(n, Ordering::SeqCst);
         let path = files::path(&self.dir, Area::Queue, msg_id);
-        let dir = match files::write(&self.dir, Area::Queue, msg_id, msg) {
+        let dir = match files::write(
+            &self.dir,
+            Area::Queue,
+            msg_id,
+            msg,
+            !self.committer.batch_syncs_files(),
+        ) {
             Ok(d) => d,
             Err(e) => {
                 files::remove(&path);

@@ -92,13 +92,22 @@ impl Store {
         }
         txn.commit()?;
         let c = Arc::clone(&counters);
-        let committer = Committer::new(Box::new(move |txn: &WriteTransaction| {
-            let mut meta = txn.open_table(META)?;
-            meta.insert(K_NEXT_MSG, c.next_msg.load(Ordering::SeqCst))?;
-            meta.insert(K_NEXT_QMSG, c.next_qmsg.load(Ordering::SeqCst))?;
-            meta.insert(K_NEXT_QUEUE, c.next_queue.load(Ordering::SeqCst))?;
-            Ok(())
-        }));
+        // One syncfs per batch instead of one fsync per message file, where the platform
+        // has it and it works for this directory; `RMOX_STORAGE_FSYNC=file` keeps per-file
+        // fsyncs (for file systems where syncfs is slow because of unrelated traffic).
+        let per_file = std::env::var("RMOX_STORAGE_FSYNC").is_ok_and(|v| v == "file");
+        let syncfs_root =
+            (!per_file && files::syncfs_works(data_dir)).then(|| data_dir.to_path_buf());
+        let committer = Committer::new(
+            Box::new(move |txn: &WriteTransaction| {
+                let mut meta = txn.open_table(META)?;
+                meta.insert(K_NEXT_MSG, c.next_msg.load(Ordering::SeqCst))?;
+                meta.insert(K_NEXT_QMSG, c.next_qmsg.load(Ordering::SeqCst))?;
+                meta.insert(K_NEXT_QUEUE, c.next_queue.load(Ordering::SeqCst))?;
+                Ok(())
+            }),
+            syncfs_root,
+        );
         Ok(Store {
             dir: data_dir.to_path_buf(),
             db: Db::Rw(db),
@@ -128,7 +137,7 @@ impl Store {
         Ok(Store {
             dir: data_dir.to_path_buf(),
             db: Db::Ro(db),
-            committer: Committer::new(Box::new(|_| Err(StoreError::ReadOnly))),
+            committer: Committer::new(Box::new(|_| Err(StoreError::ReadOnly)), None),
             counters: Arc::new(Counters::default()),
             deletes: Mutex::new(Deletes::default()),
         })
@@ -400,6 +409,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let n = reqs.len() as u64;
+        let sync = !self.committer.batch_syncs_files();
         let first = self.counters.next_msg.fetch_add(n, Ordering::SeqCst);
         let mut new_files = Vec::new();
         let mut dirs = Vec::new();
@@ -413,8 +423,8 @@ impl Store {
                     .find(|(p, l, _)| *p == d.message.as_ptr() && *l == d.message.len())
                     .map(|w| w.2);
                 let dir = match same {
-                    Some(from) => files::link(&self.dir, Area::Msg, from, id, d.message),
-                    None => files::write(&self.dir, Area::Msg, id, d.message),
+                    Some(from) => files::link(&self.dir, Area::Msg, from, id, d.message, sync),
+                    None => files::write(&self.dir, Area::Msg, id, d.message, sync),
                 };
                 new_files.push(files::path(&self.dir, Area::Msg, id));
                 let dir = dir?;
