@@ -843,6 +843,89 @@ require_iprev_for_unknown_senders = false
         let again = send_reports(&env.store, &env.config, &Default::default(), now).unwrap();
         assert!(again.is_empty());
         check_with_python(&rep.xml, 3);
+        check_with_dmarc_cat(&rep.message, "example.org", &[(IP, 2), (IP, 1)]);
+    }
+
+    /// Decodes base64 (whitespace ignored); `None` on a bad character.
+    fn unbase64(s: &str) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0u32);
+        for c in s.bytes() {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                b'/' => 63,
+                b'=' | b'\r' | b'\n' | b' ' | b'\t' => continue,
+                _ => return None,
+            };
+            acc = (acc << 6) | u32::from(v);
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+            }
+        }
+        Some(out)
+    }
+
+    /// The `.xml.gz` attachment of a report message composed by [`compose`]: its file name
+    /// and bytes.
+    fn xml_gz_attachment(msg: &[u8]) -> (String, Vec<u8>) {
+        let text = String::from_utf8_lossy(msg);
+        let (_, rest) = text
+            .split_once("Content-Disposition: attachment; filename=\"")
+            .expect("no attachment");
+        let (name, rest) = rest.split_once('"').unwrap();
+        let (_, body) = rest.split_once("\r\n\r\n").unwrap();
+        let body = body.split("\r\n--").next().unwrap();
+        (name.to_string(), unbase64(body).expect("bad base64"))
+    }
+
+    /// Debian's `dmarc-cat` (a report parser we did not write) reads the queued report's
+    /// `.xml.gz` attachment: exit 0, and its output names the policy domain and every
+    /// source IP with its count. Skipped when dmarc-cat is missing, unless CI is set.
+    fn check_with_dmarc_cat(msg: &[u8], domain: &str, rows: &[(&str, u64)]) {
+        let (name, gz) = xml_gz_attachment(msg);
+        assert!(name.ends_with(".xml.gz"), "{name}");
+        assert!(gz.starts_with(&[0x1f, 0x8b]), "attachment is not gzip");
+        let tmp = Tmp::new("dmarc-cat");
+        let file = tmp.0.join(&name);
+        std::fs::write(&file, &gz).unwrap();
+        // -N: no reverse DNS for the source IPs (no network in tests).
+        let out = match std::process::Command::new("dmarc-cat")
+            .arg("-N")
+            .arg(&file)
+            .output()
+        {
+            Ok(o) => o,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "dmarc-cat missing in CI (.ci/run installs it): {e}"
+                );
+                eprintln!(
+                    "SKIP dmarc-cat check: dmarc-cat not runnable ({e}); apt install dmarc-cat"
+                );
+                return;
+            }
+        };
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "dmarc-cat failed: {text}");
+        assert!(text.contains(domain), "domain {domain} missing:\n{text}");
+        // One table row per (source IP, evaluation) with its count.
+        for (ip, count) in rows {
+            let found = text.lines().any(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.first() == Some(ip) && w.get(1) == Some(&count.to_string().as_str())
+            });
+            assert!(found, "no row for {ip} with count {count}:\n{text}");
+        }
     }
 
     /// Python's xml.etree (a parser we did not write) reads the report's DMARC schema

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod client_driver;
+pub mod dmarc_report;
 pub mod harness;
 
 use std::io::{BufRead, BufReader, Read, Write};
