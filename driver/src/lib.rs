@@ -121,6 +121,10 @@ const MAX_UNCONSUMED: usize = 8 << 20;
 /// Size of one socket read.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// First size of the read buffer: most sessions are command lines and small messages, and
+/// idle sessions should cost little memory; it grows to [`READ_CHUNK`] on a full read.
+const FIRST_CHUNK: usize = 1024;
+
 /// Drives `session` over `stream` until it closes. Bytes the session did not consume yet
 /// stay buffered and are offered again after the next input (backpressure: while the
 /// session waits for an effect it consumes nothing and we stop reading).
@@ -136,9 +140,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     R: Runtime,
 {
-    let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut tx: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut inbuf: Vec<u8> = Vec::new();
+    let mut tx: Vec<u8> = Vec::with_capacity(512);
+    let mut chunk = vec![0u8; FIRST_CHUNK];
     let mut eof = false;
     let mut shutdown_sent = false;
     loop {
@@ -216,6 +220,9 @@ where
                     )));
                 }
                 inbuf.extend_from_slice(&chunk[..n]);
+                if n == chunk.len() && chunk.len() < READ_CHUNK {
+                    chunk.resize(READ_CHUNK, 0);
+                }
                 offer(&mut session, &mut inbuf)?;
             }
             Some(Err(e)) => return Err(ConnError::Io(e)),
