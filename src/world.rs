@@ -763,6 +763,40 @@ fn path_string(p: &ForwardPath, hostname: &str) -> String {
 }
 
 impl rmox_driver::Answerer for World {
+    fn answer_now(&self, effect: Effect) -> Result<Completion, Effect> {
+        // Only what is answered from configuration and in-memory counters; anything that may
+        // touch the disk, the network or spend CPU on key derivation goes to the pool.
+        match &effect {
+            Effect::CheckConnection { .. } => Ok(self.answer(effect)),
+            Effect::CheckSender { .. } if !self.config.localserve => Ok(self.answer(effect)),
+            Effect::CheckRecipient {
+                account, recipient, ..
+            } if !self.config.localserve => {
+                let needs_store = match recipient {
+                    ForwardPath::Postmaster => false,
+                    ForwardPath::Mailbox(a) => match (account, domain_of(a)) {
+                        // Submission and IP literals are decided from configuration.
+                        (Some(_), _) | (_, None) => false,
+                        (None, Some(d)) => match self.config.resolve(&a.localpart.0, &d) {
+                            Resolution::Account { account, .. } => self
+                                .config
+                                .account
+                                .get(&account)
+                                .is_some_and(|a| a.quota_message_size > 0),
+                            _ => false,
+                        },
+                    },
+                };
+                if needs_store {
+                    Err(effect)
+                } else {
+                    Ok(self.answer(effect))
+                }
+            }
+            _ => Err(effect),
+        }
+    }
+
     fn answer(&self, effect: Effect) -> Completion {
         match effect {
             Effect::CheckConnection { ip, cid } => {

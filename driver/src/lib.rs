@@ -33,6 +33,12 @@ pub trait Runtime: Clone + 'static {
 pub trait Answerer: Send + Sync + 'static {
     /// Performs `effect` and returns its answer.
     fn answer(&self, effect: Effect) -> Completion;
+    /// Answers `effect` at once when that needs no blocking work (configuration and
+    /// in-memory counters only), saving the hand-off to the blocking pool; gives the effect
+    /// back otherwise. Called on the runtime's own thread: it must never block.
+    fn answer_now(&self, effect: Effect) -> Result<Completion, Effect> {
+        Err(effect)
+    }
     /// A session event, for logging and policy counters (auth failures).
     fn event(&self, cid: u64, event: &Event) {
         let _ = (cid, event);
@@ -160,8 +166,13 @@ where
                     tx.clear();
                 }
                 Output::Effect(token, effect) => {
-                    let a = Arc::clone(&answerer);
-                    let completion = rt.unblock(Box::new(move || a.answer(effect))).await;
+                    let completion = match answerer.answer_now(effect) {
+                        Ok(c) => c,
+                        Err(effect) => {
+                            let a = Arc::clone(&answerer);
+                            rt.unblock(Box::new(move || a.answer(effect))).await
+                        }
+                    };
                     session
                         .handle(now(), Input::Completed(token, completion))
                         .map_err(ConnError::Session)?;
