@@ -409,6 +409,26 @@ enum Via<'a> {
     },
 }
 
+/// A transaction that failed as a whole at the connection level (the machine reports a
+/// failed STARTTLS as a transaction whose recipients all carry the error) as a failed
+/// connection.
+fn connection_failure(end: SessionEnd) -> SessionEnd {
+    match end {
+        SessionEnd::Done(o, x) => match &o.data {
+            Err(e)
+                if is_connection_level(e)
+                    && o.recipients
+                        .iter()
+                        .all(|r| r.as_ref().is_err_and(is_connection_level)) =>
+            {
+                SessionEnd::Failed(e.clone())
+            }
+            _ => SessionEnd::Done(o, x),
+        },
+        f => f,
+    }
+}
+
 /// Whether a failed session failed at the connection level (greeting, TLS) rather than in
 /// the conversation about this message: other addresses and hosts are still worth trying.
 fn is_connection_level(e: &ClientError) -> bool {
@@ -499,7 +519,12 @@ impl SmtpConnector {
                 cfg.verification = verification.clone();
                 cfg.seed = self.next_seed();
                 let mut info = None;
-                let end = drive(&mut stream, Arc::new(cfg), env.delivery(), &mut info);
+                let end = connection_failure(drive(
+                    &mut stream,
+                    Arc::new(cfg),
+                    env.delivery(),
+                    &mut info,
+                ));
                 let err = match &end {
                     SessionEnd::Failed(e) => Some(e),
                     SessionEnd::Done(..) => None,
@@ -704,6 +729,7 @@ impl SmtpConnector {
                         }
                     }
                 };
+                let end = connection_failure(end);
                 let err = match &end {
                     SessionEnd::Failed(e) => Some(e),
                     SessionEnd::Done(..) => None,

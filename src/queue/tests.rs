@@ -776,4 +776,5 @@ fn harness_postfix_and_peers() {
     assert!(e.inbox().iter().any(|m| m.contains("permfail@example.org")));
 }
 
+mod tls;
 mod transport;
