@@ -369,9 +369,17 @@ impl Runner {
             };
             let (results, tls) = self.connector.deliver_recorded(&job);
             let now = (self.clock)();
+            // A lost report record must not keep the results from being applied.
             for t in tls.iter().filter(|t| t.is_reportable()) {
-                self.store
-                    .report_add(ReportKind::TlsResult, &t.policy_domain, now, t.to_json())?;
+                let r = self.store.report_add(
+                    ReportKind::TlsResult,
+                    &t.policy_domain,
+                    now,
+                    t.to_json(),
+                );
+                if let Err(e) = r {
+                    tracing::error!(domain = %t.policy_domain, error = %e, "storing TLS result");
+                }
             }
             let mut rng = self.rng();
             for (i, mut item) in keep_items.into_iter().enumerate() {
