@@ -14,6 +14,7 @@
 pub mod cli;
 mod smtp;
 pub mod socks5;
+pub mod tlsresult;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,12 +29,13 @@ use rmox_core::smtp::{Enhanced, Notify, Ret};
 use rmox_core::{Rng, UnixTime};
 use rmox_storage::{
     Attempt, Delivery, Flags, MessageInfo, Outcome, QueueEntry, QueueId, QueueRecipient,
-    RequireTls, Store, StoreError, Suppression,
+    ReportKind, RequireTls, Store, StoreError, Suppression,
 };
 
 use crate::config::{Config, Resolution};
 
 pub use smtp::SmtpConnector;
+pub use tlsresult::TlsAttempt;
 
 /// Most entries loaded per pass.
 const DUE_LIMIT: usize = 1000;
@@ -96,6 +98,11 @@ pub struct Job<'a> {
 pub trait Connector: Send + Sync {
     /// One result per item of `job`, in order.
     fn deliver(&self, job: &Job<'_>) -> Vec<AttemptResult>;
+
+    /// As [`Connector::deliver`], with the TLS of each connection made, in order.
+    fn deliver_recorded(&self, job: &Job<'_>) -> (Vec<AttemptResult>, Vec<TlsAttempt>) {
+        (self.deliver(job), Vec::new())
+    }
 }
 
 /// The wall clock the runner uses (virtual in tests).
@@ -347,7 +354,7 @@ impl Runner {
             };
             if suppressed {
                 let d = self.qc.fail(&mut item, &Failure::suppressed(), now);
-                self.apply(&item, None, &d, now, &mut notices)?;
+                self.apply(&item, None, None, &d, now, &mut notices)?;
             } else {
                 keep_items.push(item);
                 keep_entries.push(e);
@@ -360,8 +367,20 @@ impl Runner {
                 entries: &keep_entries,
                 message: &message,
             };
-            let results = self.connector.deliver(&job);
+            let (results, tls) = self.connector.deliver_recorded(&job);
             let now = (self.clock)();
+            // A lost report record must not keep the results from being applied.
+            for t in tls.iter().filter(|t| t.is_reportable()) {
+                let r = self.store.report_add(
+                    ReportKind::TlsResult,
+                    &t.policy_domain,
+                    now,
+                    t.to_json(),
+                );
+                if let Err(e) = r {
+                    tracing::error!(domain = %t.policy_domain, error = %e, "storing TLS result");
+                }
+            }
             let mut rng = self.rng();
             for (i, mut item) in keep_items.into_iter().enumerate() {
                 let result = results.get(i).cloned().unwrap_or_else(|| {
@@ -372,7 +391,7 @@ impl Runner {
                 });
                 let d = self.qc.after_attempt(&mut item, &result, now, &mut rng);
                 tracing::info!(id = item.id, recipient = %item.recipient, decision = ?decision_name(&d), "delivery attempt");
-                self.apply(&item, Some(&result), &d, now, &mut notices)?;
+                self.apply(&item, Some(&result), tls.last(), &d, now, &mut notices)?;
             }
         }
         self.send_dsns(notices, &message, now)
@@ -383,6 +402,7 @@ impl Runner {
         &self,
         item: &QueueItem,
         result: Option<&AttemptResult>,
+        tls: Option<&TlsAttempt>,
         d: &Decision,
         now: UnixTime,
         notices: &mut Vec<(QueueItem, DsnNotice)>,
@@ -405,6 +425,8 @@ impl Runner {
         let next = item.next_attempt;
         let record = result.is_some();
         let (h, t) = (host.clone(), text.clone());
+        let tls_mode = tls.map(|t| t.mode.to_string());
+        let tls_result = tls.map(TlsAttempt::result_text);
         self.store.queue_update(QueueId(item.id), move |e| {
             e.attempts = attempts;
             e.last_error = last_error;
@@ -415,6 +437,8 @@ impl Runner {
                     time: now,
                     host: h,
                     result: t,
+                    tls_mode,
+                    tls_result,
                 });
             }
         })?;
@@ -422,6 +446,10 @@ impl Runner {
             Decision::Delivered { dsn } => {
                 self.store
                     .queue_retire(QueueId(item.id), Outcome::Delivered(text), now)?;
+                if let (Some(a), Some(_)) = (&item.sender_account, result) {
+                    self.store
+                        .failure_streak_record(a, &item.recipient, false)?;
+                }
                 if let Some(n) = dsn {
                     notices.push((item.clone(), n.clone()));
                 }
@@ -434,7 +462,20 @@ impl Runner {
             Decision::Failed { dsn, suppress } => {
                 self.store
                     .queue_retire(QueueId(item.id), Outcome::Failed(text.clone()), now)?;
-                if *suppress {
+                // Three failed messages in a row to a recipient suppress it too.
+                let streak = match (&item.sender_account, result) {
+                    (Some(a), Some(_)) if !item.is_dsn => {
+                        self.store.failure_streak_record(a, &item.recipient, true)?
+                    }
+                    _ => 0,
+                };
+                let by_streak = streak >= rmox_core::queue::SUPPRESS_AFTER_FAILURES;
+                let text = if by_streak && !*suppress {
+                    format!("{streak} failed deliveries in a row; last: {text}")
+                } else {
+                    text
+                };
+                if *suppress || by_streak {
                     if let Some(a) = &item.sender_account {
                         self.store.suppression_add(
                             a,
@@ -555,7 +596,7 @@ impl Runner {
             now,
         );
         let mut notices = Vec::new();
-        self.apply(&item, None, &d, now, &mut notices)?;
+        self.apply(&item, None, None, &d, now, &mut notices)?;
         self.send_dsns(notices, &message, now)
     }
 

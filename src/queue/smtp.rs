@@ -25,6 +25,7 @@ use rmox_core::sasl::Mechanism;
 use rmox_core::smtp::{Enhanced, ForwardPath, Host, MailParams, RcptParams, ReversePath};
 use rmox_core::Rng;
 
+use super::tlsresult::{classify, mode_name, TlsAttempt, TlsPolicy};
 use super::{socks5, Connector, Job};
 use crate::config::TransportSetup;
 use crate::resolve::Dns;
@@ -197,8 +198,14 @@ impl Conn for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     }
 }
 
-/// Drives a client session over a blocking stream until it closes.
-fn drive<S: Conn>(stream: &mut S, cfg: Arc<ClientConfig>, delivery: Delivery) -> SessionEnd {
+/// Drives a client session over a blocking stream until it closes; `tls` is set when TLS
+/// was established.
+fn drive<S: Conn>(
+    stream: &mut S,
+    cfg: Arc<ClientConfig>,
+    delivery: Delivery,
+    tls: &mut Option<rmox_core::tls::TlsInfo>,
+) -> SessionEnd {
     let mut now = rmox_driver::now();
     let mut s = ClientSession::new(cfg, now);
     let mut done: Option<(Outcome, Extensions)> = None;
@@ -228,6 +235,7 @@ fn drive<S: Conn>(stream: &mut S, cfg: Arc<ClientConfig>, delivery: Delivery) ->
                     tx.clear();
                 }
                 Output::Event(Event::Ready(x)) => ext = x,
+                Output::Event(Event::TlsEstablished(i)) => *tls = Some(i),
                 Output::Event(Event::Done(o)) => {
                     done = Some((o, ext.clone()));
                     let _ = s.handle(now, Input::Quit);
@@ -401,6 +409,33 @@ enum Via<'a> {
     },
 }
 
+/// A transaction that failed as a whole at the connection level (the machine reports a
+/// failed STARTTLS as a transaction whose recipients all carry the error) as a failed
+/// connection.
+fn connection_failure(end: SessionEnd) -> SessionEnd {
+    match end {
+        SessionEnd::Done(o, x) => match &o.data {
+            Err(e)
+                if is_connection_level(e)
+                    && o.recipients
+                        .iter()
+                        .all(|r| r.as_ref().is_err_and(is_connection_level)) =>
+            {
+                SessionEnd::Failed(e.clone())
+            }
+            _ => SessionEnd::Done(o, x),
+        },
+        f => f,
+    }
+}
+
+/// Whether a failed session failed at the connection level (greeting, TLS) rather than in
+/// the conversation about this message: other addresses and hosts are still worth trying.
+fn is_connection_level(e: &ClientError) -> bool {
+    matches!(e.stage, Stage::Connect | Stage::Greeting | Stage::StartTls)
+        || matches!(e.kind, ErrorKind::Tls(_))
+}
+
 fn connect_failure(host: &str, addr: SocketAddr, e: impl std::fmt::Display) -> AttemptResult {
     AttemptResult::Temporary(Failure {
         host: Some(host.to_string()),
@@ -418,6 +453,7 @@ impl SmtpConnector {
         env: &Envelope,
         opts: MxOptions,
         via: Via<'_>,
+        log: &mut Vec<TlsAttempt>,
     ) -> Vec<AttemptResult> {
         let n = job.items.len();
         let all = |r: AttemptResult| vec![r; n];
@@ -482,12 +518,35 @@ impl SmtpConnector {
                 cfg.tls_mode = tls_mode;
                 cfg.verification = verification.clone();
                 cfg.seed = self.next_seed();
-                match drive(&mut stream, Arc::new(cfg), env.delivery()) {
+                let mut info = None;
+                let end = connection_failure(drive(
+                    &mut stream,
+                    Arc::new(cfg),
+                    env.delivery(),
+                    &mut info,
+                ));
+                let err = match &end {
+                    SessionEnd::Failed(e) => Some(e),
+                    SessionEnd::Done(..) => None,
+                };
+                if let Some(result) = classify(info.as_ref(), err) {
+                    log.push(TlsAttempt {
+                        policy_domain: domain.clone(),
+                        mx_host: h.host.clone(),
+                        receiving_ip: ip.to_string(),
+                        policy: TlsPolicy::NoPolicy,
+                        mode: mode_name(tls_mode, false),
+                        result,
+                    });
+                }
+                match end {
                     SessionEnd::Done(o, ext) => return outcome_results(&h.host, &o, &ext, n),
                     SessionEnd::Failed(e) => {
                         tracing::info!(host = %h.host, %addr, error = %e, "delivery attempt failed");
                         let r = error_result(&h.host, &e);
-                        if matches!(r, AttemptResult::Permanent(_)) {
+                        // A refused greeting or a TLS failure may be particular to this
+                        // address (the other family, another host): try the rest first.
+                        if matches!(r, AttemptResult::Permanent(_)) && !is_connection_level(&e) {
                             return all(r);
                         }
                         last = r;
@@ -536,7 +595,13 @@ impl SmtpConnector {
     }
 
     /// Delivery to a fixed host (smarthost, submission service).
-    fn deliver_relay(&self, n: usize, env: &Envelope, relay: Relay<'_>) -> Vec<AttemptResult> {
+    fn deliver_relay(
+        &self,
+        n: usize,
+        env: &Envelope,
+        relay: Relay<'_>,
+        log: &mut Vec<TlsAttempt>,
+    ) -> Vec<AttemptResult> {
         let Relay {
             host,
             port,
@@ -623,10 +688,11 @@ impl SmtpConnector {
                 });
                 cfg.seed = self.next_seed();
                 let cfg = Arc::new(cfg);
+                let mut info = None;
                 let end = match &implicit {
                     None => {
                         let mut stream = stream;
-                        drive(&mut stream, cfg, env.delivery())
+                        drive(&mut stream, cfg, env.delivery(), &mut info)
                     }
                     Some(tc) => {
                         let name = match rustls::pki_types::ServerName::try_from(host.to_string()) {
@@ -641,7 +707,18 @@ impl SmtpConnector {
                         match rustls::ClientConnection::new(Arc::clone(tc), name) {
                             Ok(c) => {
                                 let mut tls = rustls::StreamOwned::new(c, stream);
-                                drive(&mut tls, cfg, env.delivery())
+                                let end = drive(&mut tls, cfg, env.delivery(), &mut info);
+                                if let (Some(v), Some(c)) = (
+                                    tls.conn.protocol_version(),
+                                    tls.conn.negotiated_cipher_suite(),
+                                ) {
+                                    info = Some(rmox_core::tls::TlsInfo {
+                                        version: format!("{v:?}"),
+                                        cipher: format!("{:?}", c.suite()),
+                                        sni: None,
+                                    });
+                                }
+                                end
                             }
                             Err(e) => {
                                 return all(temp(
@@ -652,6 +729,21 @@ impl SmtpConnector {
                         }
                     }
                 };
+                let end = connection_failure(end);
+                let err = match &end {
+                    SessionEnd::Failed(e) => Some(e),
+                    SessionEnd::Done(..) => None,
+                };
+                if let Some(result) = classify(info.as_ref(), err) {
+                    log.push(TlsAttempt {
+                        policy_domain: host.to_ascii_lowercase(),
+                        mx_host: host.to_string(),
+                        receiving_ip: ip.to_string(),
+                        policy: TlsPolicy::NoPolicy,
+                        mode: mode_name(tls_mode, implicit.is_some()),
+                        result,
+                    });
+                }
                 let more = mi + 1 < mechanisms.len();
                 match end {
                     SessionEnd::Done(o, _)
@@ -685,6 +777,18 @@ impl SmtpConnector {
 
 impl Connector for SmtpConnector {
     fn deliver(&self, job: &Job<'_>) -> Vec<AttemptResult> {
+        self.deliver_recorded(job).0
+    }
+
+    fn deliver_recorded(&self, job: &Job<'_>) -> (Vec<AttemptResult>, Vec<TlsAttempt>) {
+        let mut log = Vec::new();
+        let r = self.deliver_logged(job, &mut log);
+        (r, log)
+    }
+}
+
+impl SmtpConnector {
+    fn deliver_logged(&self, job: &Job<'_>, log: &mut Vec<TlsAttempt>) -> Vec<AttemptResult> {
         let n = job.items.len();
         let all = |r: AttemptResult| vec![r; n];
         let key = &job.batch.key;
@@ -705,7 +809,7 @@ impl Connector for SmtpConnector {
             Err(r) => return all(r),
         };
         let Some(setup) = setup else {
-            return self.deliver_mx(job, &env, MxOptions::default(), Via::Direct);
+            return self.deliver_mx(job, &env, MxOptions::default(), Via::Direct, log);
         };
         let ca_file = setup.ca_file.as_deref();
         match &setup.transport {
@@ -715,14 +819,20 @@ impl Connector for SmtpConnector {
                     ipv6: d.ipv6,
                     ..MxOptions::default()
                 };
-                self.deliver_mx(job, &env, opts, Via::Direct)
+                self.deliver_mx(job, &env, opts, Via::Direct, log)
             }
             Transport::Socks5(s) => {
                 let auth = setup
                     .proxy_auth
                     .as_ref()
                     .map(|(u, p)| (u.as_str(), p.as_str()));
-                self.deliver_mx(job, &env, MxOptions::default(), Via::Socks5 { s, auth })
+                self.deliver_mx(
+                    job,
+                    &env,
+                    MxOptions::default(),
+                    Via::Socks5 { s, auth },
+                    log,
+                )
             }
             Transport::Smarthost(t) => self.deliver_relay(
                 n,
@@ -734,6 +844,7 @@ impl Connector for SmtpConnector {
                     auth: t.auth.as_ref(),
                     ca_file,
                 },
+                log,
             ),
             Transport::Submission(t) => {
                 let tls = if t.implicit_tls {
@@ -751,6 +862,7 @@ impl Connector for SmtpConnector {
                         auth: Some(&t.auth),
                         ca_file,
                     },
+                    log,
                 )
             }
             other => all(temp(

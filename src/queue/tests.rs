@@ -133,7 +133,8 @@ impl Env {
 }
 
 /// Canned outcomes by recipient local part: `temp*` temporary, `perm*` permanent 550
-/// 5.1.1, `later*` temporary until `accept_later` is set, else delivered.
+/// 5.1.1, `later*` temporary and `flaky*` permanent 554 5.7.0 (not a suppressing reply)
+/// until `accept_later` is set, else delivered.
 #[derive(Default)]
 struct Fake {
     calls: AtomicUsize,
@@ -155,6 +156,11 @@ impl Connector for Fake {
                     AttemptResult::Temporary(Failure::from_reply(
                         "mx.example.net",
                         Reply::new(451, Enhanced::parse("4.3.0"), "try later"),
+                    ))
+                } else if lp.starts_with("flaky") && !self.accept_later.load(Ordering::SeqCst) {
+                    AttemptResult::Permanent(Failure::from_reply(
+                        "mx.example.net",
+                        Reply::new(554, Enhanced::parse("5.7.0"), "rejected"),
                     ))
                 } else if lp.starts_with("perm") {
                     AttemptResult::Permanent(Failure::from_reply(
@@ -302,6 +308,61 @@ fn permanent_failure_dsn_and_suppression() {
     assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
     assert!(matches!(e.retired(id2), Some(Outcome::Failed(t)) if t.contains("suppression")));
     assert_eq!(e.inbox().len(), 2);
+}
+
+#[test]
+fn three_failed_deliveries_in_a_row_suppress() {
+    let e = env(false, "");
+    let fake = Arc::new(Fake::default());
+    let r = e.runner(fake.clone());
+    let send = |n: usize| {
+        let id = e.queue("mjl@mox.example", &["flaky@example.net"])[0];
+        r.run_once(e.now()).unwrap();
+        assert_eq!(fake.calls.load(Ordering::SeqCst), n, "attempted");
+        e.retired(id)
+    };
+    // Two failures, then a delivery ends the streak.
+    for n in 1..=2 {
+        assert!(matches!(send(n), Some(Outcome::Failed(t)) if t.contains("554 5.7.0")));
+        assert!(!e.store.is_suppressed("mjl", "flaky@example.net").unwrap());
+    }
+    assert_eq!(
+        e.store.failure_streak("mjl", "flaky@example.net").unwrap(),
+        2
+    );
+    fake.accept_later.store(true, Ordering::SeqCst);
+    assert!(matches!(send(3), Some(Outcome::Delivered(_))));
+    assert_eq!(
+        e.store.failure_streak("mjl", "flaky@example.net").unwrap(),
+        0
+    );
+    fake.accept_later.store(false, Ordering::SeqCst);
+    // Three failures in a row: suppressed after the third.
+    for n in 4..=5 {
+        assert!(matches!(send(n), Some(Outcome::Failed(_))));
+        assert!(!e.store.is_suppressed("mjl", "flaky@example.net").unwrap());
+    }
+    assert!(matches!(send(6), Some(Outcome::Failed(_))));
+    let sup = e.store.suppressions("mjl").unwrap();
+    assert_eq!(sup.len(), 1);
+    assert!(
+        sup[0].reason.contains("3 failed deliveries in a row"),
+        "{sup:?}"
+    );
+    assert!(sup[0].reason.contains("554 5.7.0"), "{sup:?}");
+    // The next message fails at once without an attempt; other senders' streaks differ.
+    let id = e.queue("mjl@mox.example", &["flaky@example.net"])[0];
+    r.run_once(e.now()).unwrap();
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 6);
+    assert!(matches!(e.retired(id), Some(Outcome::Failed(t)) if t.contains("suppression")));
+    // Temporary failures that end in a retry do not count.
+    let t = e.queue("mjl@mox.example", &["temp@example.net"])[0];
+    r.run_once(e.now()).unwrap();
+    assert!(e.store.queue_get(t).unwrap().is_some());
+    assert_eq!(
+        e.store.failure_streak("mjl", "temp@example.net").unwrap(),
+        0
+    );
 }
 
 #[test]
@@ -715,4 +776,5 @@ fn harness_postfix_and_peers() {
     assert!(e.inbox().iter().any(|m| m.contains("permfail@example.org")));
 }
 
+mod tls;
 mod transport;

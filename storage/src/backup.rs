@@ -149,6 +149,7 @@ impl Store {
             RETIRED,
             HOLD_RULES,
             SUPPRESSIONS,
+            FAILURE_STREAKS,
             OUTGOING,
             SENT_TO,
             REPORTS,

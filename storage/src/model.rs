@@ -322,6 +322,14 @@ pub struct Attempt {
     pub host: String,
     /// Full reply text or local error.
     pub result: String,
+    /// TLS mode of the attempt (`opportunistic`, `required`, `skip`, `implicit`), when a
+    /// connection was made. Absent in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_mode: Option<String>,
+    /// TLS result of the attempt: the protocol and cipher, `plaintext`, or the TLSRPT
+    /// result type and detail of a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_result: Option<String>,
 }
 
 /// One queued recipient of a queued message.

@@ -377,6 +377,39 @@ impl Store {
         Ok(v)
     }
 
+    /// Records the end of a delivery to `address` for `account`: a failed message adds
+    /// one to the failures in a row, a delivered one ends the streak. Returns the failures
+    /// in a row now (0 after a delivery).
+    pub fn failure_streak_record(
+        &self,
+        account: &str,
+        address: &str,
+        failed: bool,
+    ) -> Result<u32, StoreError> {
+        let account = account.to_string();
+        let address = address.to_ascii_lowercase();
+        self.write(vec![], vec![], move |txn| {
+            let mut t = txn.open_table(FAILURE_STREAKS)?;
+            let key = (account.as_str(), address.as_str());
+            if !failed {
+                t.remove(key)?;
+                return Ok(0);
+            }
+            let n = t.get(key)?.map_or(0, |v| v.value()).saturating_add(1);
+            t.insert(key, n)?;
+            Ok(n)
+        })
+    }
+
+    /// The failed deliveries in a row to `address` for `account`.
+    pub fn failure_streak(&self, account: &str, address: &str) -> Result<u32, StoreError> {
+        let a = address.to_ascii_lowercase();
+        let rtx = self.read()?;
+        let t = rtx.open_table(FAILURE_STREAKS)?;
+        let v = t.get((account, a.as_str()))?.map_or(0, |v| v.value());
+        Ok(v)
+    }
+
     // ---- outgoing log (send limits) ----
 
     /// Records one outgoing message of `account` to `recipients` at `time`, noting which
@@ -632,6 +665,8 @@ mod tests {
                     time: UnixTime(50),
                     host: "mx.example.net".into(),
                     result: "451 later".into(),
+                    tls_mode: None,
+                    tls_result: None,
                 });
                 e.rcpt.next_attempt = UnixTime(500);
                 e.msg_id = 12345; // ignored
@@ -761,6 +796,27 @@ mod tests {
         assert!(s.suppression_remove("mjl", "BOB@example.com").unwrap());
         assert!(!s.is_suppressed("mjl", "bob@example.com").unwrap());
         assert_eq!(s.suppressions("mjl").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn failure_streaks() {
+        let (_d, s) = store();
+        // (account, address, failed, streak after)
+        let steps: &[(&str, &str, bool, u32)] = &[
+            ("mjl", "Bob@Example.com", true, 1),
+            ("mjl", "bob@example.com", true, 2),
+            ("mjl2", "bob@example.com", true, 1),
+            ("mjl", "bob@example.com", false, 0),
+            ("mjl", "bob@example.com", true, 1),
+            ("mjl", "bob@example.com", true, 2),
+            ("mjl", "BOB@example.com", true, 3),
+        ];
+        for &(a, addr, failed, want) in steps {
+            assert_eq!(s.failure_streak_record(a, addr, failed).unwrap(), want);
+            assert_eq!(s.failure_streak(a, addr).unwrap(), want);
+        }
+        assert_eq!(s.failure_streak("mjl2", "bob@example.com").unwrap(), 1);
+        assert_eq!(s.failure_streak("mjl", "nobody@example.com").unwrap(), 0);
     }
 
     #[test]

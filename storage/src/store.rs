@@ -235,6 +235,20 @@ impl Store {
             remove_prefix2u(&mut txn.open_table(MAILBOXES)?, n)?;
             remove_prefix2(&mut txn.open_table(SUPPRESSIONS)?, n)?;
             {
+                let mut t = txn.open_table(FAILURE_STREAKS)?;
+                let mut keys: Vec<String> = Vec::new();
+                for r in t.range((n, "")..)? {
+                    let (k, _) = r?;
+                    if k.value().0 != n {
+                        break;
+                    }
+                    keys.push(k.value().1.to_string());
+                }
+                for k in keys {
+                    t.remove((n, k.as_str()))?;
+                }
+            }
+            {
                 let mut t = txn.open_table(SENT_TO)?;
                 let mut keys: Vec<String> = Vec::new();
                 for r in t.range((n, "")..)? {

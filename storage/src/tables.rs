@@ -41,6 +41,9 @@ pub(crate) const HOLD_RULES: TableDefinition<u64, &[u8]> = TableDefinition::new(
 /// `suppressions`: (account, address) -> JSON [`crate::Suppression`].
 pub(crate) const SUPPRESSIONS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("suppressions");
+/// `failure_streaks`: (account, lowercased address) -> failed deliveries in a row to it.
+pub(crate) const FAILURE_STREAKS: TableDefinition<(&str, &str), u32> =
+    TableDefinition::new("failure_streaks");
 /// `outgoing`: (account, time, seq) -> (recipients, first-time recipients).
 pub(crate) const OUTGOING: TableDefinition<(&str, i64, u64), (u32, u32)> =
     TableDefinition::new("outgoing");
@@ -87,6 +90,7 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(RETIRED)?;
     txn.open_table(HOLD_RULES)?;
     txn.open_table(SUPPRESSIONS)?;
+    txn.open_table(FAILURE_STREAKS)?;
     txn.open_table(OUTGOING)?;
     txn.open_table(SENT_TO)?;
     txn.open_table(REPORTS)?;
