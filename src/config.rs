@@ -239,6 +239,19 @@ pub struct QueueSettings {
     pub workers: usize,
     /// Seconds to wait for a TCP connection to a host.
     pub connect_timeout_secs: u64,
+    /// Seconds to wait after each failed attempt (the last value repeats); the message
+    /// fails after `max_attempts`. Non-decreasing.
+    pub backoff_secs: Vec<u64>,
+    /// Failed attempts after which the message fails with a DSN.
+    pub max_attempts: u32,
+    /// A "delayed" DSN is sent after this failed attempt (once); 0 for never.
+    pub delayed_dsn_after_attempt: u32,
+    /// Spread of each wait, in percent either way (0 to 50).
+    pub jitter_percent: u8,
+    /// Local IPv4 address outgoing connections are made from (default: the system's choice).
+    pub source_ipv4: Option<std::net::Ipv4Addr>,
+    /// Local IPv6 address outgoing connections are made from.
+    pub source_ipv6: Option<std::net::Ipv6Addr>,
 }
 
 impl Default for QueueSettings {
@@ -247,7 +260,36 @@ impl Default for QueueSettings {
             smtp_port: 25,
             workers: 8,
             connect_timeout_secs: 30,
+            // Close to mox: 7.5 minutes, doubling to 8 hours.
+            backoff_secs: vec![450, 900, 1800, 3600, 7200, 14_400, 28_800, 28_800],
+            max_attempts: 8,
+            delayed_dsn_after_attempt: 5,
+            jitter_percent: 10,
+            source_ipv4: None,
+            source_ipv6: None,
         }
+    }
+}
+
+impl QueueSettings {
+    /// The scheduler's settings; errors name the key.
+    pub fn queue_config(&self, file: &Path) -> Result<rmox_core::queue::QueueConfig, ConfigError> {
+        let b = rmox_core::queue::QueueConfigBuilder {
+            backoff: self
+                .backoff_secs
+                .iter()
+                .map(|s| std::time::Duration::from_secs(*s))
+                .collect(),
+            jitter: f64::from(self.jitter_percent) / 100.0,
+            delayed_dsn_after_attempt: self.delayed_dsn_after_attempt,
+            max_attempts: self.max_attempts,
+            ..Default::default()
+        };
+        b.build().map_err(|e| ConfigError {
+            file: file.display().to_string(),
+            key: "queue".into(),
+            problem: e.to_string(),
+        })
     }
 }
 
@@ -558,6 +600,7 @@ impl Config {
         for (a, ac) in &self.account {
             self.check_routes(&format!("account.{a}.routes"), &ac.routes)?;
         }
+        self.queue.queue_config(&self.path)?;
         if let Some(p) = &self.postmaster {
             if !self.account.contains_key(&p.account) {
                 return Err(self.err(
@@ -1055,6 +1098,17 @@ smtp_port = 25
 workers = 8
 # Seconds to wait for a TCP connection to a host.
 connect_timeout_secs = 30
+# Waits after each failed attempt, in seconds (the last repeats): 7.5 min doubling to 8 h.
+backoff_secs = [450, 900, 1800, 3600, 7200, 14400, 28800, 28800]
+# The message fails (DSN to the sender) after this many failed attempts.
+max_attempts = 8
+# A "delayed" DSN goes to the sender after this failed attempt; 0 for never.
+delayed_dsn_after_attempt = 5
+# Each wait is spread by up to this percentage either way.
+jitter_percent = 10
+# Local addresses for outgoing connections (default: the system's choice).
+# source_ipv4 = "192.0.2.25"
+# source_ipv6 = "2001:db8::25"
 
 # Transports: other ways for outgoing mail to leave than direct delivery to the MX hosts.
 # Routes (below) choose one per delivery attempt.

@@ -253,13 +253,12 @@ impl Runner {
                 Duration::from_secs(config.queue.connect_timeout_secs.max(1)),
                 seed,
             )?
-            .with_transports(transports),
+            .with_transports(transports)
+            .with_source_addresses(config.queue.source_ipv4, config.queue.source_ipv6),
         ))
     }
 
     /// Replaces the scheduler settings.
-    #[cfg(test)]
-    #[allow(dead_code)]
     pub fn with_queue_config(mut self, qc: QueueConfig) -> Runner {
         self.qc = qc;
         self

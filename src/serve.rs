@@ -169,7 +169,8 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         os_seed(),
         crate::queue::wall_clock(),
     )
-    .with_wakeup(Arc::clone(&wakeup));
+    .with_wakeup(Arc::clone(&wakeup))
+    .with_queue_config(c.queue.queue_config(&c.path)?);
     let workers = c.queue.workers;
     let reporter = Arc::new(crate::reports::Trigger::default());
     if !c.localserve && c.reports.dmarc_interval_secs > 0 {

@@ -38,6 +38,8 @@ pub struct SmtpConnector {
     connect_timeout: Duration,
     seed: AtomicU64,
     transports: BTreeMap<String, TransportSetup>,
+    source_ipv4: Option<std::net::Ipv4Addr>,
+    source_ipv6: Option<std::net::Ipv6Addr>,
 }
 
 impl SmtpConnector {
@@ -58,7 +60,39 @@ impl SmtpConnector {
             connect_timeout,
             seed: AtomicU64::new(seed),
             transports: BTreeMap::new(),
+            source_ipv4: None,
+            source_ipv6: None,
         })
+    }
+
+    /// Makes outgoing connections from these local addresses (per family).
+    pub fn with_source_addresses(
+        mut self,
+        v4: Option<std::net::Ipv4Addr>,
+        v6: Option<std::net::Ipv6Addr>,
+    ) -> Self {
+        self.source_ipv4 = v4;
+        self.source_ipv6 = v6;
+        self
+    }
+
+    /// A TCP connection to `addr` from the configured source address of its family.
+    fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let source: Option<std::net::IpAddr> = match addr {
+            SocketAddr::V4(_) => self.source_ipv4.map(Into::into),
+            SocketAddr::V6(_) => self.source_ipv6.map(Into::into),
+        };
+        let Some(src) = source else {
+            return TcpStream::connect_timeout(&addr, self.connect_timeout);
+        };
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        s.bind(&SocketAddr::new(src, 0).into())?;
+        s.connect_timeout(&addr.into(), self.connect_timeout)?;
+        Ok(s.into())
     }
 
     /// Uses these named transports (routes refer to them by name).
@@ -497,8 +531,7 @@ impl SmtpConnector {
             for ip in &h.ips {
                 let addr = SocketAddr::new(*ip, self.port);
                 let conn = match &via {
-                    Via::Direct => TcpStream::connect_timeout(&addr, self.connect_timeout)
-                        .map_err(|e| e.to_string()),
+                    Via::Direct => self.connect(addr).map_err(|e| e.to_string()),
                     Via::Socks5 { s, auth } => {
                         socks5::connect(s.proxy, *auth, addr, self.connect_timeout)
                             .map_err(|e| format!("through SOCKS5 proxy {}: {e}", s.proxy))
@@ -668,7 +701,7 @@ impl SmtpConnector {
         for ip in ips {
             let addr = SocketAddr::new(ip, port);
             for (mi, mechanism) in mechanisms.iter().enumerate() {
-                let stream = match TcpStream::connect_timeout(&addr, self.connect_timeout) {
+                let stream = match self.connect(addr) {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::info!(%host, %addr, error = %e, "connect failed");

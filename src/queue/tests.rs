@@ -573,6 +573,8 @@ struct Sink {
     port: u16,
     accept: Arc<AtomicBool>,
     received: Received,
+    /// The client address of every connection.
+    peers: Arc<Mutex<Vec<std::net::IpAddr>>>,
 }
 
 fn sink() -> Sink {
@@ -580,10 +582,18 @@ fn sink() -> Sink {
     let port = l.local_addr().unwrap().port();
     let accept = Arc::new(AtomicBool::new(false));
     let received: Received = Arc::new(Mutex::new(Vec::new()));
-    let (a, rcv) = (Arc::clone(&accept), Arc::clone(&received));
+    let peers: Arc<Mutex<Vec<std::net::IpAddr>>> = Arc::new(Mutex::new(Vec::new()));
+    let (a, rcv, pr) = (
+        Arc::clone(&accept),
+        Arc::clone(&received),
+        Arc::clone(&peers),
+    );
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(c) = conn else { return };
+            if let Ok(p) = c.peer_addr() {
+                pr.lock().unwrap().push(p.ip());
+            }
             let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
             let mut w = c.try_clone().unwrap();
             let mut r = BufReader::new(c);
@@ -642,7 +652,31 @@ fn sink() -> Sink {
         port,
         accept,
         received,
+        peers,
     }
+}
+
+/// `[queue] source_ipv4` makes outgoing connections from that address.
+#[test]
+fn smtp_source_address() {
+    let s = sink();
+    let e = env(
+        false,
+        &format!(
+            "[queue]\nsmtp_port = {}\nsource_ipv4 = \"127.0.0.77\"\n",
+            s.port
+        ),
+    );
+    let connector = Runner::connector_for(&e.config, &e.store, Some(zone_dns()), 3).unwrap();
+    let r = e.runner(connector);
+    e.queue("mjl@mox.example", &["a@example.net"]);
+    r.run_once(e.now()).unwrap();
+    assert_eq!(s.received.lock().unwrap().len(), 1);
+    let peers = s.peers.lock().unwrap().clone();
+    assert_eq!(
+        peers,
+        vec!["127.0.0.77".parse::<std::net::IpAddr>().unwrap()]
+    );
 }
 
 fn zone_dns() -> crate::resolve::Dns {
