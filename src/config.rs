@@ -1222,6 +1222,10 @@ mailbox = "Postmaster"
         let e = cfg("bogus = 1").unwrap_err().to_string();
         assert!(e.starts_with("/etc/rmox/rmox.toml: line "), "{e}");
         assert!(e.contains("bogus"), "{e}");
+        let e = cfg("[queue]\nbackoff_secs = [600, 60]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/rmox/rmox.toml: queue: "), "{e}");
         let e = Config::parse(
             "hostname = \"bad host\"\ndata_dir = \"d\"\n",
             Path::new("x.toml"),

@@ -763,12 +763,14 @@ fn path_string(p: &ForwardPath, hostname: &str) -> String {
 }
 
 impl rmox_driver::Answerer for World {
-    fn answer_now(&self, effect: Effect) -> Result<Completion, Effect> {
+    fn answer_now(&self, effect: &Effect) -> Option<Completion> {
         // Only what is answered from configuration and in-memory counters; anything that may
         // touch the disk, the network or spend CPU on key derivation goes to the pool.
-        match &effect {
-            Effect::CheckConnection { .. } => Ok(self.answer(effect)),
-            Effect::CheckSender { .. } if !self.config.localserve => Ok(self.answer(effect)),
+        match effect {
+            Effect::CheckConnection { .. } => Some(self.answer(effect.clone())),
+            Effect::CheckSender { .. } if !self.config.localserve => {
+                Some(self.answer(effect.clone()))
+            }
             Effect::CheckRecipient {
                 account, recipient, ..
             } if !self.config.localserve => {
@@ -788,12 +790,12 @@ impl rmox_driver::Answerer for World {
                     },
                 };
                 if needs_store {
-                    Err(effect)
+                    None
                 } else {
-                    Ok(self.answer(effect))
+                    Some(self.answer(effect.clone()))
                 }
             }
-            _ => Err(effect),
+            _ => None,
         }
     }
 

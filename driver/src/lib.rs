@@ -34,10 +34,11 @@ pub trait Answerer: Send + Sync + 'static {
     /// Performs `effect` and returns its answer.
     fn answer(&self, effect: Effect) -> Completion;
     /// Answers `effect` at once when that needs no blocking work (configuration and
-    /// in-memory counters only), saving the hand-off to the blocking pool; gives the effect
-    /// back otherwise. Called on the runtime's own thread: it must never block.
-    fn answer_now(&self, effect: Effect) -> Result<Completion, Effect> {
-        Err(effect)
+    /// in-memory counters only), saving the hand-off to the blocking pool;
+    /// `None` otherwise. Called on the runtime's own thread: it must never block.
+    fn answer_now(&self, effect: &Effect) -> Option<Completion> {
+        let _ = effect;
+        None
     }
     /// A session event, for logging and policy counters (auth failures).
     fn event(&self, cid: u64, event: &Event) {
@@ -166,9 +167,9 @@ where
                     tx.clear();
                 }
                 Output::Effect(token, effect) => {
-                    let completion = match answerer.answer_now(effect) {
-                        Ok(c) => c,
-                        Err(effect) => {
+                    let completion = match answerer.answer_now(&effect) {
+                        Some(c) => c,
+                        None => {
                             let a = Arc::clone(&answerer);
                             rt.unblock(Box::new(move || a.answer(effect))).await
                         }
