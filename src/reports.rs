@@ -23,7 +23,9 @@ use rmox_core::dmarc::{
 use rmox_core::server::{Transaction, Verdicts};
 use rmox_core::smtp::{ForwardPath, ReversePath};
 use rmox_core::UnixTime;
-use rmox_storage::{DsnParams, QueueRecipient, ReportKind, RequireTls, Store, StoreError};
+use rmox_storage::{
+    DsnParams, MailStore, QueueRecipient, ReportKind, RequireTls, Store, StoreError,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -250,7 +252,7 @@ pub fn parse_incoming_report(msg: &[u8]) -> Option<rmox_core::dmarc::Feedback> {
 
 /// Stores the DMARC evaluation of an incoming message (see the module doc for which are
 /// optional). `accounts` are the recipient accounts. Errors are logged, never fatal.
-pub fn store_evaluation(store: &Store, t: &Transaction, accounts: &[String]) {
+pub fn store_evaluation(store: &dyn MailStore, t: &Transaction, accounts: &[String]) {
     let Some(v) = &t.auth else { return };
     let is_report = parse_incoming_report(&t.message).is_some();
     let has_rua = v
@@ -294,7 +296,7 @@ pub fn store_evaluation(store: &Store, t: &Transaction, accounts: &[String]) {
 /// Stores an incoming aggregate report about one of our domains (`ReportKind::DmarcReport`,
 /// keyed by that domain, the parsed report's Debug text is not kept: the raw message is,
 /// so it can be parsed again). Returns whether it was stored.
-pub fn store_incoming_report(store: &Store, config: &Config, t: &Transaction) -> bool {
+pub fn store_incoming_report(store: &dyn MailStore, config: &Config, t: &Transaction) -> bool {
     let Some(f) = parse_incoming_report(&t.message) else {
         return false;
     };
@@ -722,7 +724,7 @@ require_iprev_for_unknown_senders = false
         fn deliver(&self, spf_pass: bool, msg: &str) -> String {
             let world = World::new(
                 Arc::clone(&self.config),
-                Arc::clone(&self.store),
+                Arc::clone(&self.store) as Arc<dyn MailStore>,
                 Some(crate::resolve::Dns::Zone(zone(spf_pass))),
             )
             .unwrap();

@@ -182,8 +182,14 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
             Some(Arc::clone(&wakeup)),
         )?;
     }
-    let world: Arc<dyn rmox_driver::Answerer> =
-        Arc::new(World::new(Arc::clone(&c), Arc::clone(&store), dns)?.with_queue_wakeup(wakeup));
+    let world: Arc<dyn rmox_driver::Answerer> = Arc::new(
+        World::new(
+            Arc::clone(&c),
+            Arc::clone(&store) as Arc<dyn rmox_storage::MailStore>,
+            dns,
+        )?
+        .with_queue_wakeup(wakeup),
+    );
     let queue = Arc::new(runner).spawn(workers)?;
     let shutdown = Shutdown::new();
     install_signals(Arc::clone(&shutdown))?;

@@ -13,7 +13,9 @@ use rmox_core::server::{
 };
 use rmox_core::smtp::{Address, Enhanced, ForwardPath, Host, Reply, ReversePath};
 use rmox_core::UnixTime;
-use rmox_storage::{Delivery, Flags, MessageInfo, QueueRecipient, RequireTls, Store, StoreError};
+use rmox_storage::{
+    Delivery, Flags, MailStore, MessageInfo, QueueRecipient, RequireTls, StoreError,
+};
 
 use crate::config::{Config, Resolution};
 use crate::creds;
@@ -33,7 +35,8 @@ struct Counters {
 /// The real server's answers.
 pub struct World {
     config: Arc<Config>,
-    store: Arc<Store>,
+    /// Any storage backend: the server needs only the `MailStore` interface.
+    store: Arc<dyn MailStore>,
     dns: Option<Dns>,
     counters: Mutex<Counters>,
     /// DKIM signing configs per domain (lower-case ASCII).
@@ -172,7 +175,7 @@ impl World {
     /// A world over `config` and `store`.
     pub fn new(
         config: Arc<Config>,
-        store: Arc<Store>,
+        store: Arc<dyn MailStore>,
         dns: Option<Dns>,
     ) -> Result<World, crate::Fail> {
         let dkim = load_dkim(&config)?;
@@ -602,10 +605,10 @@ impl World {
                 .and_then(|v| v.dmarc.as_ref())
                 .is_some_and(|d| d.is_reject());
         if policy.is_ok() || dmarc_refused {
-            crate::reports::store_evaluation(&self.store, t, &accounts);
+            crate::reports::store_evaluation(self.store.as_ref(), t, &accounts);
         }
         policy?;
-        crate::reports::store_incoming_report(&self.store, &self.config, t);
+        crate::reports::store_incoming_report(self.store.as_ref(), &self.config, t);
         self.store
             .deliver_many(deliveries)
             .map(|_| ())
@@ -887,6 +890,7 @@ mod tests {
     use rmox_driver::Answerer;
 
     use super::*;
+    use rmox_storage::Store;
 
     /// A temporary directory removed on drop.
     struct Tmp(PathBuf);
@@ -980,7 +984,8 @@ checks = false
                     crate::admin::set_password(&store, name, "testtest").unwrap();
                 }
             }
-            let world = World::new(Arc::new(c), Arc::clone(&store), None).unwrap();
+            let world =
+                World::new(Arc::new(c), Arc::clone(&store) as Arc<dyn MailStore>, None).unwrap();
             Env {
                 _tmp: tmp,
                 store,

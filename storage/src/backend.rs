@@ -9,7 +9,7 @@ use rmox_core::UnixTime;
 
 use crate::{
     Account, BackupReport, Delivery, HoldRule, IndexKind, MessageId, MessageRecord, Outcome,
-    QueueEntry, QueueId, QueueRecipient, Store, StoreError, Suppression,
+    QueueEntry, QueueId, QueueRecipient, ReportKind, Store, StoreError, Suppression,
 };
 
 /// A boxed in-place change of a queue entry.
@@ -37,6 +37,8 @@ pub trait MailStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// One kind of credentials.
     fn credentials(&self, account: &str, kind: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Delivers one message to one mailbox, durably.
+    fn deliver(&self, req: Delivery<'_>) -> Result<MessageId, StoreError>;
     /// Delivers one message to several accounts/mailboxes, all or nothing, durably.
     fn deliver_many(&self, reqs: Vec<Delivery<'_>>) -> Result<Vec<MessageId>, StoreError>;
     /// The messages of an account.
@@ -86,6 +88,14 @@ pub trait MailStore: Send + Sync {
     fn count_outgoing(&self, account: &str, since: UnixTime) -> Result<(u64, u64), StoreError>;
     /// Whether the account sent to this address before.
     fn has_sent_to(&self, account: &str, address: &str) -> Result<bool, StoreError>;
+    /// Keeps a report record (DMARC evaluation, TLS result, incoming report).
+    fn report_add(
+        &self,
+        kind: ReportKind,
+        domain: &str,
+        time: UnixTime,
+        record: Vec<u8>,
+    ) -> Result<(), StoreError>;
     /// A consistent copy into `dest`, while in use.
     fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError>;
     /// Where the data lives (for the control socket).
@@ -118,6 +128,9 @@ impl MailStore for Store {
     }
     fn credentials(&self, account: &str, kind: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Store::credentials(self, account, kind)
+    }
+    fn deliver(&self, req: Delivery<'_>) -> Result<MessageId, StoreError> {
+        Store::deliver(self, req)
     }
     fn deliver_many(&self, reqs: Vec<Delivery<'_>>) -> Result<Vec<MessageId>, StoreError> {
         Store::deliver_many(self, reqs)
@@ -184,6 +197,15 @@ impl MailStore for Store {
     }
     fn has_sent_to(&self, account: &str, address: &str) -> Result<bool, StoreError> {
         Store::has_sent_to(self, account, address)
+    }
+    fn report_add(
+        &self,
+        kind: ReportKind,
+        domain: &str,
+        time: UnixTime,
+        record: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        Store::report_add(self, kind, domain, time, record)
     }
     fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError> {
         Store::backup(self, dest)

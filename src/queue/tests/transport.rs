@@ -78,8 +78,14 @@ destinations = { "mjl@mox.example" = {} }
             config: Arc::new(sc),
         });
     }
-    let world: Arc<dyn rmox_driver::Answerer> =
-        Arc::new(crate::world::World::new(Arc::clone(&config), Arc::clone(&store), None).unwrap());
+    let world: Arc<dyn rmox_driver::Answerer> = Arc::new(
+        crate::world::World::new(
+            Arc::clone(&config),
+            Arc::clone(&store) as Arc<dyn rmox_storage::MailStore>,
+            None,
+        )
+        .unwrap(),
+    );
     let shutdown = rmox_driver::Shutdown::new();
     let sd = Arc::clone(&shutdown);
     let thread = std::thread::spawn(move || {
