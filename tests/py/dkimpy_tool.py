@@ -7,6 +7,8 @@
   dkimpy_tool.py verify --record FILE < msg
       verifies the first signature; DNS answers come from FILE (the TXT record text,
       unquoted) for the name the signature points at, so no DNS server is needed.
+  dkimpy_tool.py verify --server IP < msg
+      the same with the key record asked from the DNS server at IP (dnspython).
       Prints "pass" and exits 0, or "fail" and exits 3.
 Exit 1: anything else.
 """
@@ -38,7 +40,8 @@ def main():
     s.add_argument("--algo", choices=["rsa", "ed25519"], required=True)
     s.add_argument("--canon", default="relaxed/relaxed")
     v = sub.add_parser("verify")
-    v.add_argument("--record", required=True)
+    v.add_argument("--record", default=None)
+    v.add_argument("--server", default=None)
     v.add_argument("--name", default=None)
     a = p.parse_args()
     msg = sys.stdin.buffer.read()
@@ -60,14 +63,28 @@ def main():
         )
         sys.stdout.buffer.write(sig)
         return 0
-    record = open(a.record, "rb").read().strip()
     asked = []
+    if a.server is not None:
+        import dns.resolver
 
-    def dnsfunc(name, timeout=5):
-        asked.append(name)
-        if a.name is not None and name.decode().rstrip(".").lower() != a.name.lower():
-            return None
-        return record
+        r = dns.resolver.Resolver(configure=False)
+        r.nameservers = [a.server]
+
+        def dnsfunc(name, timeout=5):
+            asked.append(name)
+            try:
+                ans = r.resolve(name.decode().rstrip("."), "TXT", lifetime=timeout)
+            except Exception:
+                return None
+            return b"".join(ans[0].strings)
+    else:
+        record = open(a.record, "rb").read().strip()
+
+        def dnsfunc(name, timeout=5):
+            asked.append(name)
+            if a.name is not None and name.decode().rstrip(".").lower() != a.name.lower():
+                return None
+            return record
 
     ok = dkim.verify(msg, dnsfunc=dnsfunc)
     print("pass" if ok else "fail", b" ".join(asked).decode())

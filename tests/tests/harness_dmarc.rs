@@ -200,6 +200,33 @@ fn dmarc_scenarios(rt: &str) {
     .unwrap();
     let v = dkim_verify(&tampered);
     assert!(v.contains("dkim=fail") && !v.contains("dkim=pass"), "{v}");
+    // dkimpy (a verifier we did not write) checks rmox's signature against the harness DNS.
+    if rmox_tests::dkimpy::have_dkimpy() {
+        let server = RESOLVER.split(':').next().unwrap_or(RESOLVER);
+        let (code, out, err) = rmox_tests::dkimpy::dkimpy(
+            &["verify", "--server", server],
+            &std::fs::read(&signed).unwrap(),
+        );
+        let out = String::from_utf8_lossy(&out).to_string();
+        assert_eq!(code, 0, "dkimpy verify over the harness DNS: {out} {err}");
+        assert!(out.starts_with("pass"), "{out}");
+        let (code, out, _) = rmox_tests::dkimpy::dkimpy(
+            &["verify", "--server", server],
+            &std::fs::read(&tampered).unwrap(),
+        );
+        assert_eq!(
+            code,
+            3,
+            "dkimpy accepted a changed message: {}",
+            String::from_utf8_lossy(&out)
+        );
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "dkimpy (python3-dkim) missing in CI"
+        );
+        eprintln!("SKIP dkimpy part: python3-dkim not installed");
+    }
 
     // TestDMARCSent: SPF fails (127.20.0.1 is not in example.org's SPF), no DKIM: DMARC
     // fails and example.org publishes p=reject: 550 5.7.1.
