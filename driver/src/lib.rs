@@ -7,6 +7,9 @@
 //! machine; this loop only moves bytes, deadlines and effect answers. Nothing here needs
 //! `Send`: glommio tasks are `!Send`.
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
