@@ -237,16 +237,7 @@ pub fn export(config: &Path, format: ExportFormat, account: &str, dest: &Path) -
                     )
                     .as_bytes(),
                 );
-                for line in String::from_utf8_lossy(&bytes).split_inclusive('\n') {
-                    let l = line.trim_end_matches('\n').trim_end_matches('\r');
-                    // mboxrd: quote every From_ line, quoted or not.
-                    if l.trim_start_matches('>').starts_with("From ") {
-                        out.push(b'>');
-                    }
-                    out.extend_from_slice(l.as_bytes());
-                    out.push(b'\n');
-                }
-                out.push(b'\n');
+                mboxrd_append(&mut out, &bytes);
                 n += 1;
             }
             std::fs::write(dest, out).map_err(|e| Fail(format!("{}: {e}", dest.display())))?;
@@ -268,6 +259,25 @@ pub fn export(config: &Path, format: ExportFormat, account: &str, dest: &Path) -
     }
     println!("exported {n} messages of {account} to {}", dest.display());
     Ok(())
+}
+
+/// Appends one message to an mboxrd file body, after its `From ` line: the message's bytes
+/// exactly as stored (8-bit data and CRLF line endings untouched), with one `>` added before
+/// every line that matches `>*From `, then the blank line that ends the entry. A reader that
+/// removes one `>` from such lines gets the stored bytes back (plus a final line ending when
+/// the message had none).
+fn mboxrd_append(out: &mut Vec<u8>, message: &[u8]) {
+    for line in message.split_inclusive(|b| *b == b'\n') {
+        let unquoted = line.iter().position(|b| *b != b'>').map_or(&[][..], |i| &line[i..]);
+        if unquoted.starts_with(b"From ") {
+            out.push(b'>');
+        }
+        out.extend_from_slice(line);
+    }
+    if !message.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    out.push(b'\n');
 }
 
 /// `rmox backup DIR`.
@@ -305,5 +315,49 @@ pub fn verifydata(datadir: &Path) -> Result<(), Fail> {
             "{}: damaged, see the problems above",
             datadir.display()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mboxrd_append;
+
+    /// Reads back one entry written by `mboxrd_append` (the inverse an mboxrd reader applies).
+    fn unquote(entry: &[u8]) -> Vec<u8> {
+        let body = &entry[..entry.len() - 1]; // the separating blank line
+        let mut out = Vec::new();
+        for line in body.split_inclusive(|b| *b == b'\n') {
+            let unquoted = line.iter().position(|b| *b != b'>').map_or(&[][..], |i| &line[i..]);
+            if line.first() == Some(&b'>') && unquoted.starts_with(b"From ") {
+                out.extend_from_slice(&line[1..]);
+            } else {
+                out.extend_from_slice(line);
+            }
+        }
+        out
+    }
+
+    /// `rmox export mbox` used a lossy UTF-8 conversion: Latin-1 bytes became U+FFFD and CRLF
+    /// became LF, so an exported 8-bit message was not the message received.
+    #[test]
+    fn mbox_export_is_byte_exact() {
+        let msgs: [&[u8]; 4] = [
+            b"Subject: caf\xe9\r\n\r\nna\xefve \xff\xfe bytes\r\nFrom the start\r\n>From quoted\r\n",
+            b"Subject: x\n\nFrom \n>>From x\nFromage\n",
+            b"Subject: y\r\n\r\n\x00\x80\r\n",
+            b"Subject: z\r\n\r\nno final newline\xe9",
+        ];
+        for m in msgs {
+            let mut out = Vec::new();
+            mboxrd_append(&mut out, m);
+            assert!(!out.windows(6).any(|w| w == b"\nFrom "), "unquoted From_ line in {out:?}");
+            let back = unquote(&out);
+            if m.ends_with(b"\n") {
+                assert_eq!(back, m);
+            } else {
+                assert_eq!(&back[..m.len()], m);
+                assert_eq!(&back[m.len()..], b"\n");
+            }
+        }
     }
 }

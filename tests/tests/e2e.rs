@@ -548,6 +548,42 @@ fn large_message_tls(rt: &str) {
     }
 }
 
+/// `rmox export mbox` converted messages with a lossy UTF-8 conversion, so a Latin-1 message
+/// came out with U+FFFD in place of its 8-bit bytes. The export now carries the received bytes.
+#[test]
+fn export_mbox_keeps_8bit_bytes() {
+    let mut srv = Server::localserve("tokio");
+    let mut c = greeted(&srv, SMTP_PORT);
+    c.expect_cmd("EHLO client.example", 250);
+    c.expect_cmd("MAIL FROM:<remote@example.org> BODY=8BITMIME", 250);
+    c.expect_cmd("RCPT TO:<someone@localhost>", 250);
+    c.expect_cmd("DATA", 354);
+    c.send(b"Subject: latin1\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\ncaf\xe9 \xff\xfe\r\nFrom here\r\n.\r\n");
+    c.expect(250);
+    c.shutdown();
+    srv.stop_clean();
+    let dest = srv.dir.path().join("latin1.mbox");
+    let out = rmox(
+        &[
+            "export",
+            "mbox",
+            "rmox",
+            dest.to_str().unwrap(),
+            "--config",
+            srv.config_path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let mbox = std::fs::read(&dest).unwrap();
+    let want: &[u8] = b"\r\n\r\ncaf\xe9 \xff\xfe\r\n>From here\r\n";
+    assert!(
+        mbox.windows(want.len()).any(|w| w == want),
+        "8-bit body not exported byte for byte: {}",
+        String::from_utf8_lossy(&mbox)
+    );
+}
+
 trait ConnExt {
     fn expect_closed_after_long_line(&mut self);
 }
