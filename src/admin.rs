@@ -268,7 +268,10 @@ pub fn export(config: &Path, format: ExportFormat, account: &str, dest: &Path) -
 /// the message had none).
 fn mboxrd_append(out: &mut Vec<u8>, message: &[u8]) {
     for line in message.split_inclusive(|b| *b == b'\n') {
-        let unquoted = line.iter().position(|b| *b != b'>').map_or(&[][..], |i| &line[i..]);
+        let unquoted = line
+            .iter()
+            .position(|b| *b != b'>')
+            .map_or(&[][..], |i| &line[i..]);
         if unquoted.starts_with(b"From ") {
             out.push(b'>');
         }
@@ -327,7 +330,10 @@ mod tests {
         let body = &entry[..entry.len() - 1]; // the separating blank line
         let mut out = Vec::new();
         for line in body.split_inclusive(|b| *b == b'\n') {
-            let unquoted = line.iter().position(|b| *b != b'>').map_or(&[][..], |i| &line[i..]);
+            let unquoted = line
+                .iter()
+                .position(|b| *b != b'>')
+                .map_or(&[][..], |i| &line[i..]);
             if line.first() == Some(&b'>') && unquoted.starts_with(b"From ") {
                 out.extend_from_slice(&line[1..]);
             } else {
@@ -350,7 +356,10 @@ mod tests {
         for m in msgs {
             let mut out = Vec::new();
             mboxrd_append(&mut out, m);
-            assert!(!out.windows(6).any(|w| w == b"\nFrom "), "unquoted From_ line in {out:?}");
+            assert!(
+                !out.windows(6).any(|w| w == b"\nFrom "),
+                "unquoted From_ line in {out:?}"
+            );
             let back = unquote(&out);
             if m.ends_with(b"\n") {
                 assert_eq!(back, m);

@@ -51,6 +51,7 @@ mailbox = "Inbox"
 
 /// Creates `dir` with config, certificate and account on first run, then serves.
 pub fn run(dir: &Path, ip: IpAddr, runtime: RuntimeChoice) -> Result<(), Fail> {
+    crate::serve::ensure_runtime(runtime)?;
     let config_path = dir.join("rmox.toml");
     if !config_path.exists() {
         std::fs::create_dir_all(dir.join("tls"))

@@ -1,6 +1,15 @@
 //! The rmox mail server binary: command line, configuration, wiring of storage and a
 //! runtime to the core machines.
 
+#[cfg(not(any(
+    feature = "tokio",
+    feature = "smol",
+    all(feature = "glommio", target_os = "linux")
+)))]
+compile_error!(
+    "rmox needs a runtime: build with the default features (Linux), or `--no-default-features --features smol` (portable) or `--features tokio`"
+);
+
 mod admin;
 mod config;
 mod creds;

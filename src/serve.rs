@@ -139,6 +139,8 @@ pub fn run_config(path: &Path, runtime: RuntimeChoice) -> Result<(), Fail> {
 /// Runs the server for a loaded config until SIGINT/SIGTERM; `banner` is printed once the
 /// ports are bound.
 pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<(), Fail> {
+    // Before anything is opened or bound: a runtime this build lacks is a usage error.
+    let rt = pick_runtime(runtime)?;
     let data = c.data_dir();
     let store = Store::open(&data)
         .map_err(|e| Fail(format!("opening data directory {}: {e}", data.display())))?;
@@ -196,10 +198,134 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let rt = pick_runtime(runtime);
-    tracing::info!(runtime = rt, threads, "starting");
-    let result = match rt {
-        "tokio" => rmox_runtime_tokio::run(
+    tracing::info!(runtime = rt.name(), threads, "starting");
+    let result = run_on(rt, bound, world, threads, shutdown);
+    queue.stop();
+    reporter.stop();
+    result.map_err(|e| Fail(format!("server: {e}")))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A runtime compiled into this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runtime {
+    /// tokio (feature `tokio`).
+    #[cfg(feature = "tokio")]
+    Tokio,
+    /// smol (feature `smol`).
+    #[cfg(feature = "smol")]
+    Smol,
+    /// glommio on io_uring (feature `glommio`, Linux only).
+    #[cfg(all(feature = "glommio", target_os = "linux"))]
+    Glommio,
+}
+
+impl Runtime {
+    fn name(self) -> &'static str {
+        match self {
+            #[cfg(feature = "tokio")]
+            Runtime::Tokio => "tokio",
+            #[cfg(feature = "smol")]
+            Runtime::Smol => "smol",
+            #[cfg(all(feature = "glommio", target_os = "linux"))]
+            Runtime::Glommio => "glommio",
+        }
+    }
+}
+
+/// The runtime for `choice` in this build, or why there is none; resolves `auto` (glommio
+/// where io_uring works, else smol, else tokio, among the runtimes compiled in) and logs why.
+fn pick_runtime(choice: RuntimeChoice) -> Result<Runtime, Fail> {
+    let missing = |name: &str, why: &str| {
+        Fail(format!(
+            "--runtime {name}: this build of rmox has no {name} runtime ({why}); available: {}",
+            compiled_runtimes().join(", ")
+        ))
+    };
+    match choice {
+        #[cfg(feature = "tokio")]
+        RuntimeChoice::Tokio => Ok(Runtime::Tokio),
+        #[cfg(not(feature = "tokio"))]
+        RuntimeChoice::Tokio => Err(missing("tokio", "rebuild with `--features tokio`")),
+        #[cfg(feature = "smol")]
+        RuntimeChoice::Smol => Ok(Runtime::Smol),
+        #[cfg(not(feature = "smol"))]
+        RuntimeChoice::Smol => Err(missing("smol", "rebuild with `--features smol`")),
+        #[cfg(all(feature = "glommio", target_os = "linux"))]
+        RuntimeChoice::Glommio => Ok(Runtime::Glommio),
+        #[cfg(not(all(feature = "glommio", target_os = "linux")))]
+        RuntimeChoice::Glommio => Err(missing(
+            "glommio",
+            "the io_uring runtime needs Linux and a build with `--features glommio`",
+        )),
+        RuntimeChoice::Auto => Ok(pick_auto()),
+    }
+}
+
+/// Fails when `choice` names a runtime this build lacks (checked before anything is created).
+pub fn ensure_runtime(choice: RuntimeChoice) -> Result<(), Fail> {
+    match choice {
+        RuntimeChoice::Auto => Ok(()),
+        _ => pick_runtime(choice).map(|_| ()),
+    }
+}
+
+/// `auto`: glommio when compiled in and io_uring works, else smol, else tokio.
+fn pick_auto() -> Runtime {
+    #[cfg(all(feature = "glommio", target_os = "linux"))]
+    match rmox_runtime_glommio::io_uring_available() {
+        Ok(()) => {
+            tracing::info!("runtime auto: io_uring works, using glommio");
+            return Runtime::Glommio;
+        }
+        Err(why) => tracing::info!(reason = %why, "runtime auto: io_uring unavailable"),
+    }
+    #[cfg(not(all(feature = "glommio", target_os = "linux")))]
+    tracing::info!("runtime auto: this build has no io_uring runtime (glommio)");
+    #[cfg(feature = "smol")]
+    {
+        tracing::info!("runtime auto: using smol");
+        Runtime::Smol
+    }
+    #[cfg(all(not(feature = "smol"), feature = "tokio"))]
+    {
+        tracing::info!("runtime auto: using tokio");
+        Runtime::Tokio
+    }
+    #[cfg(all(not(feature = "smol"), not(feature = "tokio")))]
+    {
+        // The crate refuses to build without a runtime unless glommio is in (lib.rs).
+        Runtime::Glommio
+    }
+}
+
+/// The names of the runtimes compiled into this build.
+fn compiled_runtimes() -> Vec<&'static str> {
+    [
+        (cfg!(feature = "tokio"), "tokio"),
+        (cfg!(feature = "smol"), "smol"),
+        (
+            cfg!(all(feature = "glommio", target_os = "linux")),
+            "glommio",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect()
+}
+
+/// Runs the listeners on `rt` until shutdown.
+fn run_on(
+    rt: Runtime,
+    bound: Vec<Bound>,
+    world: Arc<dyn rmox_driver::Answerer>,
+    threads: usize,
+    shutdown: Arc<Shutdown>,
+) -> std::io::Result<()> {
+    match rt {
+        #[cfg(feature = "tokio")]
+        Runtime::Tokio => rmox_runtime_tokio::run(
             bound
                 .into_iter()
                 .map(|b| rmox_runtime_tokio::ListenerSpec {
@@ -211,7 +337,8 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
             threads,
             shutdown,
         ),
-        "glommio" => rmox_runtime_glommio::run(
+        #[cfg(all(feature = "glommio", target_os = "linux"))]
+        Runtime::Glommio => rmox_runtime_glommio::run(
             bound
                 .into_iter()
                 .map(|b| rmox_runtime_glommio::ListenerSpec {
@@ -223,7 +350,8 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
             threads,
             shutdown,
         ),
-        _ => rmox_runtime_smol::run(
+        #[cfg(feature = "smol")]
+        Runtime::Smol => rmox_runtime_smol::run(
             bound
                 .into_iter()
                 .map(|b| rmox_runtime_smol::ListenerSpec {
@@ -235,30 +363,6 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
             threads,
             shutdown,
         ),
-    };
-    queue.stop();
-    reporter.stop();
-    result.map_err(|e| Fail(format!("server: {e}")))?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Resolves `auto` and logs why.
-fn pick_runtime(choice: RuntimeChoice) -> &'static str {
-    match choice {
-        RuntimeChoice::Tokio => "tokio",
-        RuntimeChoice::Smol => "smol",
-        RuntimeChoice::Glommio => "glommio",
-        RuntimeChoice::Auto => match rmox_runtime_glommio::io_uring_available() {
-            Ok(()) => {
-                tracing::info!("runtime auto: io_uring works, using glommio");
-                "glommio"
-            }
-            Err(why) => {
-                tracing::info!(reason = %why, "runtime auto: io_uring unavailable, using smol");
-                "smol"
-            }
-        },
     }
 }
 

@@ -110,3 +110,32 @@ fn dkim_keys_sign_and_verify() {
     assert!(!ok && err.contains("--bits 1024"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A build without glommio (the portable build, or any non-Linux host) must refuse
+/// `--runtime glommio` with one line that names the missing io_uring runtime and the feature,
+/// before it binds or opens anything.
+#[cfg(not(all(feature = "glommio", target_os = "linux")))]
+#[test]
+fn runtime_not_in_this_build_is_named() {
+    let dir = tmpdir("noglommio");
+    let (ok, out, err) = rmox(&[
+        "localserve",
+        "--dir",
+        dir.join("ls").to_str().unwrap(),
+        "--ip",
+        "127.77.0.1",
+        "--runtime",
+        "glommio",
+    ]);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        err.contains("no glommio runtime") && err.contains("--features glommio"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        !dir.join("ls").exists(),
+        "localserve created its directory before failing"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

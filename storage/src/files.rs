@@ -54,12 +54,26 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Makes everything written to `dir`'s file system durable: file data and directory
 /// entries (Linux `syncfs`, which reports writeback errors since 5.8).
+#[cfg(target_os = "linux")]
 pub(crate) fn sync_fs(dir: &Path) -> Result<(), StoreError> {
     let d = File::open(dir).map_err(|e| StoreError::io("open for syncfs", dir, e))?;
     rustix::fs::syncfs(&d).map_err(|e| StoreError::io("syncfs", dir, std::io::Error::from(e)))
 }
 
-/// Whether `syncfs` works for `dir` (probed once when a store opens).
+/// Other systems have no `syncfs`: never called, since [`syncfs_works`] says no and the
+/// store then fsyncs each file and directory (the path `RMOX_STORAGE_FSYNC=file` selects
+/// on Linux, which the portable CI run uses).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn sync_fs(dir: &Path) -> Result<(), StoreError> {
+    Err(StoreError::io(
+        "syncfs",
+        dir,
+        std::io::Error::new(std::io::ErrorKind::Unsupported, "syncfs is Linux-only"),
+    ))
+}
+
+/// Whether `syncfs` works for `dir` (probed once when a store opens); false where the
+/// platform has none.
 pub(crate) fn syncfs_works(dir: &Path) -> bool {
     sync_fs(dir).is_ok()
 }

@@ -15,9 +15,6 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// The runtimes every end-to-end test runs on.
-pub const RUNTIMES: [&str; 3] = ["tokio", "smol", "glommio"];
-
 /// localserve's fixed ports.
 pub const SMTP_PORT: u16 = 1025;
 /// localserve's submission (STARTTLS) port.
