@@ -234,15 +234,21 @@ impl Runtime {
     }
 }
 
+/// The error for a runtime this build lacks.
+#[cfg_attr(
+    all(feature = "tokio", feature = "smol", feature = "glommio", target_os = "linux"),
+    allow(dead_code)
+)]
+fn missing(name: &str, why: &str) -> Fail {
+    Fail(format!(
+        "--runtime {name}: this build of rmox has no {name} runtime ({why}); available: {}",
+        compiled_runtimes().join(", ")
+    ))
+}
+
 /// The runtime for `choice` in this build, or why there is none; resolves `auto` (glommio
 /// where io_uring works, else smol, else tokio, among the runtimes compiled in) and logs why.
 fn pick_runtime(choice: RuntimeChoice) -> Result<Runtime, Fail> {
-    let missing = |name: &str, why: &str| {
-        Fail(format!(
-            "--runtime {name}: this build of rmox has no {name} runtime ({why}); available: {}",
-            compiled_runtimes().join(", ")
-        ))
-    };
     match choice {
         #[cfg(feature = "tokio")]
         RuntimeChoice::Tokio => Ok(Runtime::Tokio),
