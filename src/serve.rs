@@ -58,6 +58,8 @@ fn base_config(c: &Config, seed: u64) -> ServerConfig {
     sc.command_timeout = std::time::Duration::from_secs(c.limits.command_timeout_secs.max(1));
     sc.data_timeout = std::time::Duration::from_secs(c.limits.data_timeout_secs.max(1));
     sc.auth_failure_delay = std::time::Duration::from_secs(c.limits.auth_failure_delay_secs);
+    sc.unknown_recipient_delay =
+        std::time::Duration::from_secs(c.limits.unknown_recipient_delay_secs);
     sc
 }
 
