@@ -284,3 +284,30 @@ fn install_signals(shutdown: Arc<Shutdown>) -> Result<(), Fail> {
         .map_err(|e| Fail(format!("starting signal thread: {e}")))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `limits.unknown_recipient_delay_secs` reaches the sessions (default 5 s, 0 turns the
+    /// delay off); the machine's tests show what the delay does.
+    #[test]
+    fn unknown_recipient_delay_from_config() {
+        let parse = |limits: &str| {
+            let text = format!("hostname = \"mox.example\"\ndata_dir = \"data\"\n{limits}");
+            Config::parse(&text, Path::new("rmox.toml")).unwrap()
+        };
+        let sc = base_config(&parse(""), 0);
+        assert_eq!(
+            sc.unknown_recipient_delay,
+            std::time::Duration::from_secs(5)
+        );
+        let sc = base_config(&parse("[limits]\nunknown_recipient_delay_secs = 0\n"), 0);
+        assert!(sc.unknown_recipient_delay.is_zero());
+        let sc = base_config(&parse("[limits]\nunknown_recipient_delay_secs = 2\n"), 0);
+        assert_eq!(
+            sc.unknown_recipient_delay,
+            std::time::Duration::from_secs(2)
+        );
+    }
+}
