@@ -738,19 +738,15 @@ impl Connector for LocalserveConnector {
     }
 }
 
-/// Sends a DSN to `to` (an original MAIL FROM): into a local account when the address is
-/// ours (in localserve: the sending account, else the postmaster's), else queued with the
-/// null sender and marked as a DSN, so no DSN is ever sent about it. Returns whether it was
-/// queued (the caller wakes the queue runner). Durable when it returns `Ok`.
-pub fn deliver_or_queue_dsn(
-    store: &dyn MailStore,
+/// Where a DSN to `to` (an original MAIL FROM) is delivered locally: the account and mailbox
+/// when the address is ours (in localserve: the sending account, else the postmaster's);
+/// `None` when it must be queued ([`dsn_queue_recipient`]).
+pub fn dsn_local_destination(
     config: &Config,
     to: &str,
     sender_account: Option<&str>,
-    dsn: &[u8],
-    now: UnixTime,
-) -> Result<bool, StoreError> {
-    let local = if config.localserve {
+) -> Option<(String, String)> {
+    if config.localserve {
         sender_account
             .map(String::from)
             .or_else(|| config.postmaster.as_ref().map(|p| p.account.clone()))
@@ -762,39 +758,65 @@ pub fn deliver_or_queue_dsn(
                 _ => None,
             },
         )
-    };
-    if let Some((account, mailbox)) = local {
-        let info = MessageInfo {
+    }
+}
+
+/// The queue entry of a DSN to `to`: the null sender, marked as a DSN so no DSN is ever sent
+/// about it.
+pub fn dsn_queue_recipient(to: &str, dsn: &[u8], now: UnixTime) -> QueueRecipient {
+    QueueRecipient {
+        sender_account: None,
+        mail_from: String::new(),
+        recipient: to.to_string(),
+        has_8bit: dsn.iter().any(|b| *b >= 0x80),
+        smtputf8: !to.is_ascii(),
+        requiretls: RequireTls::Default,
+        transport: None,
+        next_attempt: now,
+        queued: now,
+        hold: false,
+        dsn: rmox_storage::DsnParams::default(),
+        is_dsn: true,
+    }
+}
+
+/// The local delivery of a DSN into `account`'s `mailbox`.
+pub fn dsn_delivery<'a>(
+    account: String,
+    mailbox: String,
+    to: &str,
+    dsn: &'a [u8],
+    now: UnixTime,
+) -> Delivery<'a> {
+    Delivery {
+        account,
+        mailbox,
+        message: dsn,
+        flags: Flags::default(),
+        received: now,
+        info: MessageInfo {
             rcpt_to: Some(to.to_string()),
             ..MessageInfo::default()
-        };
-        store.deliver(Delivery {
-            account,
-            mailbox,
-            message: dsn,
-            flags: Flags::default(),
-            received: now,
-            info,
-        })?;
+        },
+    }
+}
+
+/// Sends a DSN to `to` (an original MAIL FROM): delivered into a local account
+/// ([`dsn_local_destination`]), else queued ([`dsn_queue_recipient`]). Returns whether it
+/// was queued (the caller wakes the queue runner). Durable when it returns `Ok`.
+pub fn deliver_or_queue_dsn(
+    store: &dyn MailStore,
+    config: &Config,
+    to: &str,
+    sender_account: Option<&str>,
+    dsn: &[u8],
+    now: UnixTime,
+) -> Result<bool, StoreError> {
+    if let Some((account, mailbox)) = dsn_local_destination(config, to, sender_account) {
+        store.deliver(dsn_delivery(account, mailbox, to, dsn, now))?;
         return Ok(false);
     }
-    store.queue_add(
-        dsn,
-        vec![QueueRecipient {
-            sender_account: None,
-            mail_from: String::new(),
-            recipient: to.to_string(),
-            has_8bit: dsn.iter().any(|b| *b >= 0x80),
-            smtputf8: !to.is_ascii(),
-            requiretls: RequireTls::Default,
-            transport: None,
-            next_attempt: now,
-            queued: now,
-            hold: false,
-            dsn: rmox_storage::DsnParams::default(),
-            is_dsn: true,
-        }],
-    )?;
+    store.queue_add(dsn, vec![dsn_queue_recipient(to, dsn, now)])?;
     Ok(true)
 }
 

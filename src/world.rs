@@ -627,24 +627,50 @@ impl World {
             received: t.received,
             info: Self::info(t, Some(index.clone())),
         };
-        // One commit for all recipients; when it fails, each on its own, so one mailbox the
-        // storage refuses does not cost the others their message.
-        let all = self
-            .store
-            .deliver_many(targets.iter().map(delivery).collect());
-        let mut delivered = targets.len();
+        // One commit for all recipients and the DSN about those refused so far; when it
+        // fails, each recipient on its own, so one mailbox the storage refuses does not cost
+        // the others their message (the DSN then follows in its own commit).
+        let mut batch: Vec<Delivery<'_>> = targets.iter().map(delivery).collect();
+        let dsn = self.failure_dsn(t, &failed);
+        let all = match &dsn {
+            None => self.store.deliver_many(batch),
+            Some((to, bytes)) => {
+                match crate::queue::dsn_local_destination(&self.config, to, None) {
+                    Some((account, mailbox)) => {
+                        batch.push(crate::queue::dsn_delivery(
+                            account, mailbox, to, bytes, t.received,
+                        ));
+                        self.store.deliver_many(batch)
+                    }
+                    None => {
+                        let rcpt = crate::queue::dsn_queue_recipient(to, bytes, t.received);
+                        self.store
+                            .deliver_and_queue(batch, bytes, vec![rcpt])
+                            .inspect(|_| self.wake_queue())
+                    }
+                }
+            }
+        };
+        if all.is_ok() {
+            if let Some((to, _)) = &dsn {
+                tracing::info!(cid = t.cid, to = %to, "dsn about failed recipients");
+            }
+            if failed.is_empty() {
+                return StoreOutcome::Delivered;
+            }
+            return StoreOutcome::Partial { failed };
+        }
         if let Err(e) = all {
             tracing::info!(cid = t.cid, error = %e, "delivery to all recipients failed, trying each");
-            for target in &targets {
-                if let Err(e) = self.store.deliver(delivery(target)) {
-                    delivered -= 1;
-                    failed.push(match e {
-                        StoreError::QuotaExceeded { .. } => {
-                            RecipientFailure::mailbox_full(&target.2)
-                        }
-                        e => RecipientFailure::storage(&target.2, &store_error(&e)),
-                    });
+        }
+        let mut delivered = 0;
+        for target in &targets {
+            match self.store.deliver(delivery(target)) {
+                Ok(_) => delivered += 1,
+                Err(StoreError::QuotaExceeded { .. }) => {
+                    failed.push(RecipientFailure::mailbox_full(&target.2))
                 }
+                Err(e) => failed.push(RecipientFailure::storage(&target.2, &store_error(&e))),
             }
         }
         if failed.is_empty() {
@@ -653,47 +679,60 @@ impl World {
         if delivered == 0 {
             return StoreOutcome::Failed(failed);
         }
-        self.dsn_for_failures(t, &failed);
+        if let Some((to, bytes)) = self.failure_dsn(t, &failed) {
+            match crate::queue::deliver_or_queue_dsn(
+                self.store.as_ref(),
+                &self.config,
+                &to,
+                None,
+                &bytes,
+                t.received,
+            ) {
+                Ok(queued) => {
+                    tracing::info!(cid = t.cid, to = %to, "dsn about failed recipients");
+                    if queued {
+                        self.wake_queue();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(cid = t.cid, error = %e, "storing dsn about failed recipients; no dsn sent")
+                }
+            }
+        }
         StoreOutcome::Partial { failed }
     }
 
-    /// The DSN about recipients that failed while others got the message: composed by core,
-    /// durable (queued, or delivered when the sender is local) when this returns, and only
-    /// for a verified, non-null sender.
-    fn dsn_for_failures(&self, t: &Transaction, failed: &[RecipientFailure]) {
+    fn wake_queue(&self) {
+        if let Some(w) = &self.queue_wakeup {
+            w.notify();
+        }
+    }
+
+    /// The DSN (recipient, message) about failed recipients, composed by core; `None` when
+    /// there are none to report or the sender is null or not verified (core's
+    /// `should_send_dsn`): then the failures are only logged.
+    fn failure_dsn(
+        &self,
+        t: &Transaction,
+        failed: &[RecipientFailure],
+    ) -> Option<(String, Vec<u8>)> {
+        if failed.is_empty() {
+            return None;
+        }
         if !should_send_dsn(&DsnFacts::of(t)) {
             tracing::info!(
                 cid = t.cid,
                 mail_from = %t.mail_from,
                 "no dsn about failed recipients: sender null or not verified"
             );
-            return;
+            return None;
         }
         let id = format!("{}.{}.{}", t.received.0, t.cid, t.message.len());
-        let Some(input) = partial_failure_dsn(t, failed, &self.config.hostname, id) else {
-            return;
-        };
-        let dsn = rmox_core::queue::compose_dsn(&input, t.received);
-        match crate::queue::deliver_or_queue_dsn(
-            self.store.as_ref(),
-            &self.config,
-            &input.to,
-            None,
-            &dsn,
-            t.received,
-        ) {
-            Ok(queued) => {
-                tracing::info!(cid = t.cid, to = %input.to, recipients = input.recipients.len(), "dsn about failed recipients");
-                if queued {
-                    if let Some(w) = &self.queue_wakeup {
-                        w.notify();
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(cid = t.cid, error = %e, "storing dsn about failed recipients; no dsn sent")
-            }
-        }
+        let input = partial_failure_dsn(t, failed, &self.config.hostname, id)?;
+        Some((
+            input.to.clone(),
+            rmox_core::queue::compose_dsn(&input, t.received),
+        ))
     }
 
     /// Submission: check send limits, then queue per recipient.
@@ -1512,6 +1551,8 @@ spf.example. MX 10 remote.example.
 spf.example. TXT \"v=spf1 ip4:192.0.2.1 -all\"
 neutral.example. MX 10 remote.example.
 neutral.example. TXT \"v=spf1 ?all\"
+mox.example. MX 10 remote.example.
+mox.example. TXT \"v=spf1 ip4:192.0.2.1 -all\"
 ";
 
     /// MAIL FROM `from`, RCPT TO each of `rcpts` (all must be accepted), DATA: the final reply.
@@ -1601,6 +1642,30 @@ neutral.example. TXT \"v=spf1 ?all\"
         assert!(!msg.contains("mjl@mox.example\r\nAction"), "{msg}");
     }
 
+    /// Issue 12: a DSN to a sender that is one of our own addresses is delivered into that
+    /// account (in the same commit as the deliveries), not queued.
+    #[test]
+    fn partial_failure_dsn_to_local_sender() {
+        let mut env = Env::with_zone("partial-local", PARTIAL_ZONE, &[]);
+        let mut s = env.session(false);
+        let r = deliver_many(
+            &mut s,
+            "mjl@mox.example",
+            &["known@other.example", "nobody@other.example"],
+        );
+        expect(&r, "250 2.0.0 ");
+        assert_eq!(env.count("known", "Inbox"), 1);
+        assert_eq!(env.count("mjl", "Inbox"), 1, "the DSN");
+        assert!(queued_dsns(&env).is_empty());
+        let m = env.store.messages("mjl").unwrap();
+        let text = String::from_utf8(env.store.message_bytes(m[0].id).unwrap()).unwrap();
+        assert!(text.contains("report-type=delivery-status"), "{text}");
+        assert!(
+            text.contains("Final-Recipient: rfc822; nobody@other.example"),
+            "{text}"
+        );
+    }
+
     /// Issue 12: the DSN goes only to verified senders (no backscatter to forged MAIL
     /// FROMs): an SPF-neutral sender gets none, the valid recipient still gets the message.
     #[test]
@@ -1621,6 +1686,58 @@ neutral.example. TXT \"v=spf1 ?all\"
         assert!(queued_dsns(&env).is_empty());
     }
 
+    /// Answers a store effect for a transaction made here, without a session (for what a
+    /// session cannot produce).
+    fn store_direct(
+        env: &Env,
+        mail_from: ReversePath,
+        rcpts: &[&str],
+        auth: Option<rmox_core::server::Verdicts>,
+    ) -> Completion {
+        let rcpt = |a: &&str| {
+            (
+                ForwardPath::Mailbox(Address::parse(a).unwrap()),
+                rmox_core::smtp::RcptParams::default(),
+            )
+        };
+        let t = Transaction {
+            cid: 1,
+            remote_ip: "192.0.2.1".parse().unwrap(),
+            ehlo: "remote.example".into(),
+            tls: None,
+            account: None,
+            mail_from,
+            params: Default::default(),
+            recipients: rcpts.iter().map(rcpt).collect(),
+            message: b"From: <x@remote.example>\r\nSubject: direct\r\n\r\nbody\r\n".to_vec(),
+            requiretls: None,
+            hold_until: None,
+            from_header: None,
+            received: wall_now(),
+            auth: auth.map(Box::new),
+        };
+        env.world.answer(Effect::Store(Box::new(t)))
+    }
+
+    /// Issue 12: a recipient whose domain is disabled by the time the message is stored
+    /// (RCPT answers 450 for it; the configuration may change in between) fails on its own
+    /// with a temporary status while the others get the message.
+    #[test]
+    fn disabled_domain_at_delivery() {
+        let env = Env::new("partial-disabled");
+        let from = ReversePath::Mailbox(Address::parse("remote@remote.example").unwrap());
+        let c = store_direct(&env, from, &["mjl@mox.example", "x@off.example"], None);
+        let Completion::Stored(StoreOutcome::Partial { failed }) = c else {
+            panic!("expected a partial delivery, got {c:?}");
+        };
+        assert_eq!(
+            failed,
+            vec![RecipientFailure::domain_disabled("x@off.example")]
+        );
+        assert_eq!(env.count("mjl", "Inbox"), 1);
+        assert_eq!(env.count("known", "Inbox"), 0);
+    }
+
     /// Issue 12: never a DSN to the null sender. A null sender can have only one recipient
     /// in a session, so the store effect is answered directly for a transaction with two
     /// (and an SPF pass, for the HELO name).
@@ -1638,29 +1755,12 @@ neutral.example. TXT \"v=spf1 ?all\"
             }),
             ..Default::default()
         };
-        let rcpt = |a: &str| {
-            (
-                ForwardPath::Mailbox(Address::parse(a).unwrap()),
-                rmox_core::smtp::RcptParams::default(),
-            )
-        };
-        let t = Transaction {
-            cid: 1,
-            remote_ip: "192.0.2.1".parse().unwrap(),
-            ehlo: "remote.example".into(),
-            tls: None,
-            account: None,
-            mail_from: ReversePath::Null,
-            params: Default::default(),
-            recipients: vec![rcpt("mjl@mox.example"), rcpt("nobody@other.example")],
-            message: b"From: <x@remote.example>\r\nSubject: bounce\r\n\r\nbody\r\n".to_vec(),
-            requiretls: None,
-            hold_until: None,
-            from_header: None,
-            received: wall_now(),
-            auth: Some(Box::new(verdicts)),
-        };
-        let c = env.world.answer(Effect::Store(Box::new(t)));
+        let c = store_direct(
+            &env,
+            ReversePath::Null,
+            &["mjl@mox.example", "nobody@other.example"],
+            Some(verdicts),
+        );
         let Completion::Stored(StoreOutcome::Partial { failed }) = c else {
             panic!("expected a partial delivery, got {c:?}");
         };

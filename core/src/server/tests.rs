@@ -782,6 +782,42 @@ fn too_many_errors_close() {
     assert!(h.closed);
 }
 
+/// Issue 12: BDAT ends in the same per-recipient outcomes as DATA: a partial delivery is
+/// 250, all recipients failing is one reply.
+#[test]
+fn bdat_store_outcomes() {
+    let cases = [
+        (
+            StoreOutcome::Partial {
+                failed: vec![RecipientFailure::unknown_user("x@mox.example")],
+            },
+            "250 2.0.0 it is done",
+        ),
+        (
+            StoreOutcome::Failed(vec![
+                RecipientFailure::unknown_user("x@mox.example"),
+                RecipientFailure::mailbox_full("mjl@mox.example"),
+            ]),
+            "554 5.3.0 550 5.1.1 <x@mox.example>: no such user|",
+        ),
+    ];
+    for (outcome, want) in cases {
+        let mut w = World::new();
+        w.store_result = outcome;
+        let mut c = config();
+        c.unknown_recipient_delay = Duration::ZERO;
+        let mut h = H::with_world(c, w);
+        h.replies();
+        h.expect(
+            "EHLO c.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nRCPT TO:<x@mox.example>\r\n",
+            &["250", "250", "250", "250"],
+        );
+        let msg = "From: <a@example.org>\r\n\r\nbody\r\n";
+        h.expect(&format!("BDAT {} LAST\r\n{msg}", msg.len()), &[want]);
+        h.expect("NOOP\r\n", &["250 2.0.0"]);
+    }
+}
+
 #[test]
 fn bdat_chunks() {
     let mut h = ehloed(config());
