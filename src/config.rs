@@ -169,6 +169,8 @@ pub struct Limits {
     pub data_timeout_secs: u64,
     /// Delay in seconds before a failed login is answered (times the failures so far).
     pub auth_failure_delay_secs: u64,
+    /// Delay in seconds before answering a transaction whose recipients were all unknown.
+    pub unknown_recipient_delay_secs: u64,
 }
 
 impl Default for Limits {
@@ -184,6 +186,7 @@ impl Default for Limits {
             command_timeout_secs: 300,
             data_timeout_secs: 300,
             auth_failure_delay_secs: 1,
+            unknown_recipient_delay_secs: 5,
         }
     }
 }
@@ -1179,6 +1182,9 @@ deliveries_per_day = 20000
 command_timeout_secs = 300
 data_timeout_secs = 300
 auth_failure_delay_secs = 1
+# Seconds before a message whose recipients are all unknown users is refused (550 5.1.1);
+# slows down address guessing. 0 answers at once.
+unknown_recipient_delay_secs = 5
 "#;
 
 #[cfg(test)]

@@ -181,6 +181,11 @@ enum QueueCmd {
         /// Entry id.
         id: u64,
     },
+    /// Print the queued message of an entry.
+    Show {
+        /// Entry id.
+        id: u64,
+    },
     /// Rules that hold new messages.
     Holdrule {
         #[command(subcommand)]
@@ -267,6 +272,7 @@ fn queue_op(cmd: QueueCmd) -> queue::cli::Op {
         QueueCmd::Fail { id } => Op::Fail(id),
         QueueCmd::Drop { id } => Op::Drop(id),
         QueueCmd::Kick { id } => Op::Kick(id),
+        QueueCmd::Show { id } => Op::Show(id),
         QueueCmd::Holdrule { cmd } => match cmd {
             HoldruleCmd::Add {
                 account,

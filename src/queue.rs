@@ -28,7 +28,7 @@ use rmox_core::queue::{
 use rmox_core::smtp::{Enhanced, Notify, Ret};
 use rmox_core::{Rng, UnixTime};
 use rmox_storage::{
-    Attempt, Delivery, Flags, MessageInfo, Outcome, QueueEntry, QueueId, QueueRecipient,
+    Attempt, Delivery, Flags, MailStore, MessageInfo, Outcome, QueueEntry, QueueId, QueueRecipient,
     ReportKind, RequireTls, Store, StoreError, Suppression,
 };
 
@@ -529,52 +529,17 @@ impl Runner {
     /// Delivers a DSN about `item` to its MAIL FROM: into a local account when the sender is
     /// ours (always in localserve), else queued with the null sender.
     pub fn send_dsn(&self, item: &QueueItem, dsn: &[u8], now: UnixTime) -> Result<(), StoreError> {
-        let local = if self.config.localserve {
-            item.sender_account
-                .clone()
-                .or_else(|| self.config.postmaster.as_ref().map(|p| p.account.clone()))
-                .map(|a| (a, "Inbox".to_string()))
-        } else {
-            item.mail_from.rsplit_once('@').and_then(|(lp, d)| {
-                match self.config.resolve(lp, &d.to_ascii_lowercase()) {
-                    Resolution::Account { account, mailbox } => Some((account, mailbox)),
-                    _ => None,
-                }
-            })
-        };
-        if let Some((account, mailbox)) = local {
-            let info = MessageInfo {
-                rcpt_to: Some(item.mail_from.clone()),
-                ..MessageInfo::default()
-            };
-            self.store.deliver(Delivery {
-                account,
-                mailbox,
-                message: dsn,
-                flags: Flags::default(),
-                received: now,
-                info,
-            })?;
-            return Ok(());
-        }
-        self.store.queue_add(
+        let queued = deliver_or_queue_dsn(
+            self.store.as_ref(),
+            &self.config,
+            &item.mail_from,
+            item.sender_account.as_deref(),
             dsn,
-            vec![QueueRecipient {
-                sender_account: None,
-                mail_from: String::new(),
-                recipient: item.mail_from.clone(),
-                has_8bit: dsn.iter().any(|b| *b >= 0x80),
-                smtputf8: !item.mail_from.is_ascii(),
-                requiretls: RequireTls::Default,
-                transport: None,
-                next_attempt: now,
-                queued: now,
-                hold: false,
-                dsn: rmox_storage::DsnParams::default(),
-                is_dsn: true,
-            }],
+            now,
         )?;
-        self.wakeup.notify();
+        if queued {
+            self.wakeup.notify();
+        }
         Ok(())
     }
 
@@ -771,6 +736,88 @@ impl Connector for LocalserveConnector {
             })
             .collect()
     }
+}
+
+/// Where a DSN to `to` (an original MAIL FROM) is delivered locally: the account and mailbox
+/// when the address is ours (in localserve: the sending account, else the postmaster's);
+/// `None` when it must be queued ([`dsn_queue_recipient`]).
+pub fn dsn_local_destination(
+    config: &Config,
+    to: &str,
+    sender_account: Option<&str>,
+) -> Option<(String, String)> {
+    if config.localserve {
+        sender_account
+            .map(String::from)
+            .or_else(|| config.postmaster.as_ref().map(|p| p.account.clone()))
+            .map(|a| (a, "Inbox".to_string()))
+    } else {
+        to.rsplit_once('@').and_then(
+            |(lp, d)| match config.resolve(lp, &d.to_ascii_lowercase()) {
+                Resolution::Account { account, mailbox } => Some((account, mailbox)),
+                _ => None,
+            },
+        )
+    }
+}
+
+/// The queue entry of a DSN to `to`: the null sender, marked as a DSN so no DSN is ever sent
+/// about it.
+pub fn dsn_queue_recipient(to: &str, dsn: &[u8], now: UnixTime) -> QueueRecipient {
+    QueueRecipient {
+        sender_account: None,
+        mail_from: String::new(),
+        recipient: to.to_string(),
+        has_8bit: dsn.iter().any(|b| *b >= 0x80),
+        smtputf8: !to.is_ascii(),
+        requiretls: RequireTls::Default,
+        transport: None,
+        next_attempt: now,
+        queued: now,
+        hold: false,
+        dsn: rmox_storage::DsnParams::default(),
+        is_dsn: true,
+    }
+}
+
+/// The local delivery of a DSN into `account`'s `mailbox`.
+pub fn dsn_delivery<'a>(
+    account: String,
+    mailbox: String,
+    to: &str,
+    dsn: &'a [u8],
+    now: UnixTime,
+) -> Delivery<'a> {
+    Delivery {
+        account,
+        mailbox,
+        message: dsn,
+        flags: Flags::default(),
+        received: now,
+        info: MessageInfo {
+            rcpt_to: Some(to.to_string()),
+            ..MessageInfo::default()
+        },
+    }
+}
+
+/// Sends a DSN to `to` (an original MAIL FROM): delivered into a local account
+/// ([`dsn_local_destination`]), else queued ([`dsn_queue_recipient`]). Returns whether it
+/// was queued (the caller wakes the queue runner). Durable when it returns `Ok`.
+pub fn deliver_or_queue_dsn(
+    store: &dyn MailStore,
+    config: &Config,
+    to: &str,
+    sender_account: Option<&str>,
+    dsn: &[u8],
+    now: UnixTime,
+) -> Result<bool, StoreError> {
+    if let Some((account, mailbox)) = dsn_local_destination(config, to, sender_account) {
+        store.deliver(dsn_delivery(account, mailbox, to, dsn, now))?;
+        return Ok(false);
+    }
+    store.queue_add(dsn, vec![dsn_queue_recipient(to, dsn, now)])?;
+    Ok(true)
 }
 
 #[cfg(test)]

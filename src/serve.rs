@@ -58,6 +58,8 @@ fn base_config(c: &Config, seed: u64) -> ServerConfig {
     sc.command_timeout = std::time::Duration::from_secs(c.limits.command_timeout_secs.max(1));
     sc.data_timeout = std::time::Duration::from_secs(c.limits.data_timeout_secs.max(1));
     sc.auth_failure_delay = std::time::Duration::from_secs(c.limits.auth_failure_delay_secs);
+    sc.unknown_recipient_delay =
+        std::time::Duration::from_secs(c.limits.unknown_recipient_delay_secs);
     sc
 }
 
@@ -391,4 +393,31 @@ fn install_signals(shutdown: Arc<Shutdown>) -> Result<(), Fail> {
         })
         .map_err(|e| Fail(format!("starting signal thread: {e}")))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `limits.unknown_recipient_delay_secs` reaches the sessions (default 5 s, 0 turns the
+    /// delay off); the machine's tests show what the delay does.
+    #[test]
+    fn unknown_recipient_delay_from_config() {
+        let parse = |limits: &str| {
+            let text = format!("hostname = \"mox.example\"\ndata_dir = \"data\"\n{limits}");
+            Config::parse(&text, Path::new("rmox.toml")).unwrap()
+        };
+        let sc = base_config(&parse(""), 0);
+        assert_eq!(
+            sc.unknown_recipient_delay,
+            std::time::Duration::from_secs(5)
+        );
+        let sc = base_config(&parse("[limits]\nunknown_recipient_delay_secs = 0\n"), 0);
+        assert!(sc.unknown_recipient_delay.is_zero());
+        let sc = base_config(&parse("[limits]\nunknown_recipient_delay_secs = 2\n"), 0);
+        assert_eq!(
+            sc.unknown_recipient_delay,
+            std::time::Duration::from_secs(2)
+        );
+    }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use rmox_core::sasl::CredentialKind;
 use rmox_core::server::{
-    Completion, CredentialsAnswer, Effect, Event, PasswordCheck, SenderSource, Transaction, Verdict,
+    partial_failure_dsn, should_send_dsn, Completion, CredentialsAnswer, DsnFacts, Effect, Event,
+    PasswordCheck, RecipientFailure, SenderSource, StoreOutcome, Transaction, Verdict,
 };
 use rmox_core::smtp::{Address, Enhanced, ForwardPath, Host, Reply, ReversePath};
 use rmox_core::UnixTime;
@@ -405,20 +406,26 @@ impl World {
     }
 
     fn quota_verdict(&self, account: &str, extra: u64) -> Verdict {
+        match self.over_quota(account, extra) {
+            Ok(true) => Verdict::Reject(reply(452, (4, 2, 2), "account storage full")),
+            Ok(false) => Verdict::Accept,
+            Err(r) => Verdict::Reject(r),
+        }
+    }
+
+    /// Whether `extra` more bytes take the account over its quota.
+    fn over_quota(&self, account: &str, extra: u64) -> Result<bool, Reply> {
         let quota = self
             .config
             .account
             .get(account)
             .map_or(0, |a| a.quota_message_size);
         if quota == 0 {
-            return Verdict::Accept;
+            return Ok(false);
         }
         match self.store.account_usage(account) {
-            Ok(used) if used + extra > quota => {
-                Verdict::Reject(reply(452, (4, 2, 2), "account storage full"))
-            }
-            Ok(_) => Verdict::Accept,
-            Err(e) => Verdict::Reject(store_error(&e)),
+            Ok(used) => Ok(used + extra > quota),
+            Err(e) => Err(store_error(&e)),
         }
     }
 
@@ -494,13 +501,13 @@ impl World {
         info
     }
 
-    fn store_message(&self, t: &Transaction) -> Result<(), Reply> {
+    fn store_message(&self, t: &Transaction) -> StoreOutcome {
         if self.config.localserve {
-            return self.store_localserve(t);
+            return self.store_localserve(t).into();
         }
         match &t.account {
             None => self.deliver_incoming(t),
-            Some(account) => self.submit(account, t),
+            Some(account) => self.submit(account, t).into(),
         }
     }
 
@@ -560,9 +567,13 @@ impl World {
     }
 
     /// Port 25: deliver into the local accounts; unknown users are refused here, after DATA.
-    fn deliver_incoming(&self, t: &Transaction) -> Result<(), Reply> {
-        let mut deliveries = Vec::new();
-        let mut failure: Option<Reply> = None;
+    /// Each recipient succeeds or fails on its own. When some got the message and others did
+    /// not, a verified sender gets one DSN about the others, durable before the 250
+    /// (core's `should_send_dsn`); otherwise the failures are only logged.
+    fn deliver_incoming(&self, t: &Transaction) -> StoreOutcome {
+        // (account, mailbox, recipient as given, recipient for the index)
+        let mut targets: Vec<(String, String, String, String)> = Vec::new();
+        let mut failed: Vec<RecipientFailure> = Vec::new();
         for (path, _) in &t.recipients {
             let (lp, dom) = match path {
                 ForwardPath::Postmaster => ("postmaster".to_string(), self.config.hostname.clone()),
@@ -570,31 +581,28 @@ impl World {
                     (a.localpart.0.clone(), domain_of(a).unwrap_or_default())
                 }
             };
+            let rcpt = match path {
+                ForwardPath::Postmaster => "postmaster".to_string(),
+                ForwardPath::Mailbox(a) => a.to_string(),
+            };
             match self.config.resolve(&lp, &dom) {
                 Resolution::Account { account, mailbox } => {
-                    if let Verdict::Reject(r) = self.quota_verdict(&account, t.message.len() as u64)
-                    {
-                        failure.get_or_insert(r);
-                        continue;
+                    match self.over_quota(&account, t.message.len() as u64) {
+                        Ok(false) => targets.push((account, mailbox, rcpt, format!("{lp}@{dom}"))),
+                        Ok(true) => failed.push(RecipientFailure::mailbox_full(&rcpt)),
+                        Err(r) => failed.push(RecipientFailure::storage(&rcpt, &r)),
                     }
-                    deliveries.push(Delivery {
-                        account,
-                        mailbox,
-                        message: &t.message,
-                        flags: Flags::default(),
-                        received: t.received,
-                        info: Self::info(t, Some(format!("{lp}@{dom}"))),
-                    });
                 }
-                _ => {
-                    failure.get_or_insert(reply(550, (5, 1, 1), "no such user(s)"));
+                Resolution::DomainDisabled => failed.push(RecipientFailure::domain_disabled(&rcpt)),
+                Resolution::UnknownUser | Resolution::UnknownDomain => {
+                    failed.push(RecipientFailure::unknown_user(&rcpt))
                 }
             }
         }
-        if deliveries.is_empty() {
-            return Err(failure.unwrap_or_else(|| reply(550, (5, 1, 1), "no such user(s)")));
+        if targets.is_empty() {
+            return StoreOutcome::Failed(failed);
         }
-        let accounts: Vec<String> = deliveries.iter().map(|d| d.account.clone()).collect();
+        let accounts: Vec<String> = targets.iter().map(|d| d.0.clone()).collect();
         let policy = self.incoming_policy(t, &accounts);
         // DMARC reporting (src/reports.rs): the evaluation is stored when the message is
         // accepted or refused for its DMARC policy, not when refused for other reasons
@@ -607,12 +615,124 @@ impl World {
         if policy.is_ok() || dmarc_refused {
             crate::reports::store_evaluation(self.store.as_ref(), t, &accounts);
         }
-        policy?;
+        if let Err(r) = policy {
+            return StoreOutcome::Refused(r);
+        }
         crate::reports::store_incoming_report(self.store.as_ref(), &self.config, t);
-        self.store
-            .deliver_many(deliveries)
-            .map(|_| ())
-            .map_err(|e| store_error(&e))
+        let delivery = |(account, mailbox, _, index): &(String, String, String, String)| Delivery {
+            account: account.clone(),
+            mailbox: mailbox.clone(),
+            message: &t.message,
+            flags: Flags::default(),
+            received: t.received,
+            info: Self::info(t, Some(index.clone())),
+        };
+        // One commit for all recipients and the DSN about those refused so far; when it
+        // fails, each recipient on its own, so one mailbox the storage refuses does not cost
+        // the others their message (the DSN then follows in its own commit).
+        let mut batch: Vec<Delivery<'_>> = targets.iter().map(delivery).collect();
+        let dsn = self.failure_dsn(t, &failed);
+        let all = match &dsn {
+            None => self.store.deliver_many(batch),
+            Some((to, bytes)) => {
+                match crate::queue::dsn_local_destination(&self.config, to, None) {
+                    Some((account, mailbox)) => {
+                        batch.push(crate::queue::dsn_delivery(
+                            account, mailbox, to, bytes, t.received,
+                        ));
+                        self.store.deliver_many(batch)
+                    }
+                    None => {
+                        let rcpt = crate::queue::dsn_queue_recipient(to, bytes, t.received);
+                        self.store
+                            .deliver_and_queue(batch, bytes, vec![rcpt])
+                            .inspect(|_| self.wake_queue())
+                    }
+                }
+            }
+        };
+        if all.is_ok() {
+            if let Some((to, _)) = &dsn {
+                tracing::info!(cid = t.cid, to = %to, "dsn about failed recipients");
+            }
+            if failed.is_empty() {
+                return StoreOutcome::Delivered;
+            }
+            return StoreOutcome::Partial { failed };
+        }
+        if let Err(e) = all {
+            tracing::info!(cid = t.cid, error = %e, "delivery to all recipients failed, trying each");
+        }
+        let mut delivered = 0;
+        for target in &targets {
+            match self.store.deliver(delivery(target)) {
+                Ok(_) => delivered += 1,
+                Err(StoreError::QuotaExceeded { .. }) => {
+                    failed.push(RecipientFailure::mailbox_full(&target.2))
+                }
+                Err(e) => failed.push(RecipientFailure::storage(&target.2, &store_error(&e))),
+            }
+        }
+        if failed.is_empty() {
+            return StoreOutcome::Delivered;
+        }
+        if delivered == 0 {
+            return StoreOutcome::Failed(failed);
+        }
+        if let Some((to, bytes)) = self.failure_dsn(t, &failed) {
+            match crate::queue::deliver_or_queue_dsn(
+                self.store.as_ref(),
+                &self.config,
+                &to,
+                None,
+                &bytes,
+                t.received,
+            ) {
+                Ok(queued) => {
+                    tracing::info!(cid = t.cid, to = %to, "dsn about failed recipients");
+                    if queued {
+                        self.wake_queue();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(cid = t.cid, error = %e, "storing dsn about failed recipients; no dsn sent")
+                }
+            }
+        }
+        StoreOutcome::Partial { failed }
+    }
+
+    fn wake_queue(&self) {
+        if let Some(w) = &self.queue_wakeup {
+            w.notify();
+        }
+    }
+
+    /// The DSN (recipient, message) about failed recipients, composed by core; `None` when
+    /// there are none to report or the sender is null or not verified (core's
+    /// `should_send_dsn`): then the failures are only logged.
+    fn failure_dsn(
+        &self,
+        t: &Transaction,
+        failed: &[RecipientFailure],
+    ) -> Option<(String, Vec<u8>)> {
+        if failed.is_empty() {
+            return None;
+        }
+        if !should_send_dsn(&DsnFacts::of(t)) {
+            tracing::info!(
+                cid = t.cid,
+                mail_from = %t.mail_from,
+                "no dsn about failed recipients: sender null or not verified"
+            );
+            return None;
+        }
+        let id = format!("{}.{}.{}", t.received.0, t.cid, t.message.len());
+        let input = partial_failure_dsn(t, failed, &self.config.hostname, id)?;
+        Some((
+            input.to.clone(),
+            rmox_core::queue::compose_dsn(&input, t.received),
+        ))
     }
 
     /// Submission: check send limits, then queue per recipient.
@@ -869,6 +989,14 @@ impl rmox_driver::Answerer for World {
             Event::Accepted { size, recipients } => {
                 tracing::info!(cid, size, recipients, "message accepted");
             }
+            Event::RecipientFailed {
+                recipient,
+                code,
+                enhanced,
+                reason,
+            } => {
+                tracing::info!(cid, recipient = %recipient, code, enhanced = %enhanced, reason = %reason, "delivery to recipient failed");
+            }
             Event::Authenticated { account, mechanism } => {
                 tracing::info!(cid, account = %account, mechanism, "authenticated");
             }
@@ -963,6 +1091,8 @@ checks = false
         store: Arc<Store>,
         world: World,
         cid: u64,
+        /// The DNS checks sessions run (with a zone: [`Env::with_zone`]).
+        checks: Option<rmox_core::server::IncomingChecks>,
     }
 
     impl Env {
@@ -972,12 +1102,37 @@ checks = false
 
         /// An environment for `config`; `prepare` writes files (keys) into its directory first.
         fn with_config(tag: &str, config: &str, prepare: impl FnOnce(&std::path::Path)) -> Env {
+            Self::build(tag, config, prepare, None, &[])
+        }
+
+        /// The default config with DNS answered from `zone` and the incoming checks on;
+        /// the accounts in `missing` are in the config but not in the store.
+        fn with_zone(tag: &str, zone: &str, missing: &[&str]) -> Env {
+            let zone = rmox_core::dns::StaticZone::parse(zone).unwrap();
+            let mut env = Self::build(tag, CONFIG, |_| {}, Some(Dns::Zone(zone)), missing);
+            env.checks = Some(rmox_core::server::IncomingChecks {
+                // Lets an unverified sender have several recipients, to show no DSN goes to it.
+                multiple_recipients_need_spf_pass: false,
+                ..Default::default()
+            });
+            env
+        }
+
+        fn build(
+            tag: &str,
+            config: &str,
+            prepare: impl FnOnce(&std::path::Path),
+            dns: Option<Dns>,
+            missing: &[&str],
+        ) -> Env {
             let tmp = Tmp::new(tag);
             prepare(&tmp.0);
             let c = Config::parse(config, &tmp.0.join("rmox.toml")).unwrap();
             let store = Arc::new(Store::open(&c.data_dir()).unwrap());
             for (name, a) in &c.account {
-                store.account_add(name, &a.domain).unwrap();
+                if !missing.contains(&name.as_str()) {
+                    store.account_add(name, &a.domain).unwrap();
+                }
             }
             for name in ["mjl", "off"] {
                 if c.account.contains_key(name) {
@@ -985,12 +1140,13 @@ checks = false
                 }
             }
             let world =
-                World::new(Arc::new(c), Arc::clone(&store) as Arc<dyn MailStore>, None).unwrap();
+                World::new(Arc::new(c), Arc::clone(&store) as Arc<dyn MailStore>, dns).unwrap();
             Env {
                 _tmp: tmp,
                 store,
                 world,
                 cid: 0,
+                checks: None,
             }
         }
 
@@ -999,6 +1155,8 @@ checks = false
             sc.submission = submission;
             sc.require_tls_for_auth = false;
             sc.auth_failure_delay = Duration::ZERO;
+            sc.unknown_recipient_delay = Duration::ZERO;
+            sc.checks = self.checks.clone();
             self.cid += 1;
             let peer = Peer {
                 ip: "192.0.2.1".parse().unwrap(),
@@ -1382,5 +1540,285 @@ checks = false
         }
         seen.sort();
         assert_eq!(seen, ["mox.example", "other.example"]);
+    }
+
+    /// DNS for the partial-delivery tests: the client 192.0.2.1 is remote.example (iprev
+    /// passes); spf.example allows it (SPF pass), neutral.example says nothing (`?all`).
+    const PARTIAL_ZONE: &str = "\
+remote.example. A 192.0.2.1
+1.2.0.192.in-addr.arpa. PTR remote.example.
+spf.example. MX 10 remote.example.
+spf.example. TXT \"v=spf1 ip4:192.0.2.1 -all\"
+neutral.example. MX 10 remote.example.
+neutral.example. TXT \"v=spf1 ?all\"
+mox.example. MX 10 remote.example.
+mox.example. TXT \"v=spf1 ip4:192.0.2.1 -all\"
+";
+
+    /// MAIL FROM `from`, RCPT TO each of `rcpts` (all must be accepted), DATA: the final reply.
+    fn deliver_many(s: &mut Sess<'_>, from: &str, rcpts: &[&str]) -> String {
+        expect(&s.cmd(&format!("MAIL FROM:<{from}>")), "250 ");
+        for r in rcpts {
+            expect(&s.cmd(&format!("RCPT TO:<{r}>")), "250 ");
+        }
+        expect(&s.cmd("DATA"), "354 ");
+        s.run(
+            format!(
+                "From: <{from}>\r\nTo: <{}>\r\nSubject: partial\r\nMessage-Id: <partial@example.org>\r\n\r\ntest email\r\n.\r\n",
+                rcpts[0]
+            )
+            .as_bytes(),
+        )
+    }
+
+    fn queued_dsns(env: &Env) -> Vec<(QueueRecipient, String)> {
+        env.store
+            .queue_list(&Default::default())
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                let msg = String::from_utf8(env.store.queue_message(e.msg_id).unwrap()).unwrap();
+                (e.rcpt, msg)
+            })
+            .collect()
+    }
+
+    /// Issue 12: a transaction to a valid recipient, an unknown user of a hosted domain and
+    /// an account over quota was answered 250 and only the valid one got it; nothing told
+    /// the sender about the other two. Now the 250 comes with exactly one DSN to the
+    /// (SPF-verified) sender naming both failed recipients with their own statuses.
+    #[test]
+    fn partial_failure_sends_one_dsn_to_verified_sender() {
+        let mut env = Env::with_zone("partial-dsn", PARTIAL_ZONE, &[]);
+        let mut s = env.session(false);
+        let r = deliver_many(
+            &mut s,
+            "remote@spf.example",
+            &[
+                "mjl@mox.example",
+                "nobody@other.example",
+                "full@other.example",
+            ],
+        );
+        expect(&r, "250 2.0.0 ");
+        assert_eq!(env.count("mjl", "Inbox"), 1);
+        assert_eq!(env.count("full", "Inbox"), 0);
+        let dsns = queued_dsns(&env);
+        assert_eq!(dsns.len(), 1, "one DSN queued");
+        let (rcpt, msg) = &dsns[0];
+        assert!(rcpt.is_dsn, "marked as a DSN: never a DSN about it");
+        assert_eq!(rcpt.mail_from, "", "sent with the null sender");
+        assert_eq!(rcpt.recipient, "remote@spf.example");
+        assert!(msg.contains("To: <remote@spf.example>"), "{msg}");
+        assert!(msg.contains("From: <postmaster@other.example>"), "{msg}");
+        assert!(msg.contains("report-type=delivery-status"), "{msg}");
+        assert!(msg.contains("Content-Type: text/rfc822-headers"), "{msg}");
+        assert!(
+            msg.contains("Subject: partial"),
+            "original header attached: {msg}"
+        );
+        assert!(!msg.contains("test email"), "only the header: {msg}");
+        assert_eq!(msg.matches("Action: failed").count(), 2, "{msg}");
+        assert!(
+            msg.contains(
+                "Final-Recipient: rfc822; nobody@other.example\r\nAction: failed\r\nStatus: 5.1.1"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(
+                "Final-Recipient: rfc822; full@other.example\r\nAction: failed\r\nStatus: 4.2.2"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("Diagnostic-Code: smtp; 452 4.2.2 account storage full"),
+            "{msg}"
+        );
+        assert!(!msg.contains("mjl@mox.example\r\nAction"), "{msg}");
+    }
+
+    /// Issue 12: a DSN to a sender that is one of our own addresses is delivered into that
+    /// account (in the same commit as the deliveries), not queued.
+    #[test]
+    fn partial_failure_dsn_to_local_sender() {
+        let mut env = Env::with_zone("partial-local", PARTIAL_ZONE, &[]);
+        let mut s = env.session(false);
+        let r = deliver_many(
+            &mut s,
+            "mjl@mox.example",
+            &["known@other.example", "nobody@other.example"],
+        );
+        expect(&r, "250 2.0.0 ");
+        assert_eq!(env.count("known", "Inbox"), 1);
+        assert_eq!(env.count("mjl", "Inbox"), 1, "the DSN");
+        assert!(queued_dsns(&env).is_empty());
+        let m = env.store.messages("mjl").unwrap();
+        let text = String::from_utf8(env.store.message_bytes(m[0].id).unwrap()).unwrap();
+        assert!(text.contains("report-type=delivery-status"), "{text}");
+        assert!(
+            text.contains("Final-Recipient: rfc822; nobody@other.example"),
+            "{text}"
+        );
+    }
+
+    /// Issue 12: the DSN goes only to verified senders (no backscatter to forged MAIL
+    /// FROMs): an SPF-neutral sender gets none, the valid recipient still gets the message.
+    #[test]
+    fn partial_failure_no_dsn_to_unverified_sender() {
+        let mut env = Env::with_zone("partial-unverified", PARTIAL_ZONE, &[]);
+        let mut s = env.session(false);
+        let r = deliver_many(
+            &mut s,
+            "remote@neutral.example",
+            &[
+                "mjl@mox.example",
+                "nobody@other.example",
+                "full@other.example",
+            ],
+        );
+        expect(&r, "250 2.0.0 ");
+        assert_eq!(env.count("mjl", "Inbox"), 1);
+        assert!(queued_dsns(&env).is_empty());
+    }
+
+    /// Answers a store effect for a transaction made here, without a session (for what a
+    /// session cannot produce).
+    fn store_direct(
+        env: &Env,
+        mail_from: ReversePath,
+        rcpts: &[&str],
+        auth: Option<rmox_core::server::Verdicts>,
+    ) -> Completion {
+        let rcpt = |a: &&str| {
+            (
+                ForwardPath::Mailbox(Address::parse(a).unwrap()),
+                rmox_core::smtp::RcptParams::default(),
+            )
+        };
+        let t = Transaction {
+            cid: 1,
+            remote_ip: "192.0.2.1".parse().unwrap(),
+            ehlo: "remote.example".into(),
+            tls: None,
+            account: None,
+            mail_from,
+            params: Default::default(),
+            recipients: rcpts.iter().map(rcpt).collect(),
+            message: b"From: <x@remote.example>\r\nSubject: direct\r\n\r\nbody\r\n".to_vec(),
+            requiretls: None,
+            hold_until: None,
+            from_header: None,
+            received: wall_now(),
+            auth: auth.map(Box::new),
+        };
+        env.world.answer(Effect::Store(Box::new(t)))
+    }
+
+    /// Issue 12: a recipient whose domain is disabled by the time the message is stored
+    /// (RCPT answers 450 for it; the configuration may change in between) fails on its own
+    /// with a temporary status while the others get the message.
+    #[test]
+    fn disabled_domain_at_delivery() {
+        let env = Env::new("partial-disabled");
+        let from = ReversePath::Mailbox(Address::parse("remote@remote.example").unwrap());
+        let c = store_direct(&env, from, &["mjl@mox.example", "x@off.example"], None);
+        let Completion::Stored(StoreOutcome::Partial { failed }) = c else {
+            panic!("expected a partial delivery, got {c:?}");
+        };
+        assert_eq!(
+            failed,
+            vec![RecipientFailure::domain_disabled("x@off.example")]
+        );
+        assert_eq!(env.count("mjl", "Inbox"), 1);
+        assert_eq!(env.count("known", "Inbox"), 0);
+    }
+
+    /// Issue 12: never a DSN to the null sender. A null sender can have only one recipient
+    /// in a session, so the store effect is answered directly for a transaction with two
+    /// (and an SPF pass, for the HELO name).
+    #[test]
+    fn partial_failure_no_dsn_to_null_sender() {
+        let env = Env::new("partial-null");
+        let verdicts = rmox_core::server::Verdicts {
+            spf: Some(rmox_core::spf::SpfResult {
+                result: rmox_core::spf::SpfStatus::Pass,
+                mechanism: None,
+                explanation: None,
+                lookups: 1,
+                void_lookups: 0,
+                problem: None,
+            }),
+            ..Default::default()
+        };
+        let c = store_direct(
+            &env,
+            ReversePath::Null,
+            &["mjl@mox.example", "nobody@other.example"],
+            Some(verdicts),
+        );
+        let Completion::Stored(StoreOutcome::Partial { failed }) = c else {
+            panic!("expected a partial delivery, got {c:?}");
+        };
+        assert_eq!(
+            failed,
+            vec![RecipientFailure::unknown_user("nobody@other.example")]
+        );
+        assert_eq!(env.count("mjl", "Inbox"), 1);
+        assert!(queued_dsns(&env).is_empty());
+    }
+
+    /// Issue 12: storage refusing one mailbox (an account missing from the store) costs only
+    /// that recipient its message: the others are delivered, the reply is 250 and the DSN
+    /// names the refused one with a temporary status.
+    #[test]
+    fn storage_refusing_one_mailbox() {
+        let mut env = Env::with_zone("partial-storage", PARTIAL_ZONE, &["known"]);
+        let mut s = env.session(false);
+        let r = deliver_many(
+            &mut s,
+            "remote@spf.example",
+            &["mjl@mox.example", "known@other.example"],
+        );
+        expect(&r, "250 2.0.0 ");
+        assert_eq!(env.count("mjl", "Inbox"), 1);
+        let dsns = queued_dsns(&env);
+        assert_eq!(dsns.len(), 1);
+        let msg = &dsns[0].1;
+        assert!(
+            msg.contains(
+                "Final-Recipient: rfc822; known@other.example\r\nAction: failed\r\nStatus: 4.3.0"
+            ),
+            "{msg}"
+        );
+        assert_eq!(msg.matches("Action: failed").count(), 1, "{msg}");
+    }
+
+    /// Issue 12: when every recipient fails after DATA, one reply names each (here an
+    /// unknown user and a full mailbox, both the sender's doing: 554), nothing is stored and
+    /// no DSN is queued.
+    #[test]
+    fn all_recipients_failed_after_data() {
+        let mut env = Env::with_zone("all-failed", PARTIAL_ZONE, &[]);
+        let mut s = env.session(false);
+        let r = deliver_many(
+            &mut s,
+            "remote@spf.example",
+            &["nobody@other.example", "full@other.example"],
+        );
+        assert_eq!(
+            r,
+            "554-5.3.0 550 5.1.1 <nobody@other.example>: no such user\r\n\
+             554-5.3.0 452 4.2.2 <full@other.example>: account storage full\r\n\
+             554 5.3.0 multiple errors\r\n"
+        );
+        let r = deliver_many(&mut s, "remote@spf.example", &["nobody@other.example"]);
+        assert_eq!(r, "550 5.1.1 no such user\r\n");
+        assert_eq!(env.count("full", "Inbox"), 0);
+        assert!(queued_dsns(&env).is_empty());
     }
 }

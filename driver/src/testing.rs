@@ -37,7 +37,7 @@ impl Answerer for Counting {
             ),
             Effect::Store(_) => {
                 self.stored.fetch_add(1, Ordering::SeqCst);
-                Completion::Stored(Ok(()))
+                Completion::Stored(rmox_core::server::StoreOutcome::Delivered)
             }
             Effect::CheckPassword { .. } => Completion::Password(PasswordCheck::Invalid),
             Effect::LookupCredentials { .. } => Completion::Credentials(CredentialsAnswer::Unknown),

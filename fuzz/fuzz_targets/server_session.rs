@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
                     let c = match e {
                         Effect::CheckPassword { .. } => Completion::Password(if flip { PasswordCheck::Valid { account: "a".into() } } else { PasswordCheck::Invalid }),
                         Effect::LookupCredentials { .. } => Completion::Credentials(rmox_core::server::CredentialsAnswer::Unknown),
-                        Effect::Store(_) => Completion::Stored(if flip { Ok(()) } else { Err(Reply::new(451, Some(Enhanced::new(4, 3, 0)), "no")) }),
+                        Effect::Store(_) => Completion::Stored(if flip { Ok(()) } else { Err(Reply::new(451, Some(Enhanced::new(4, 3, 0)), "no")) }.into()),
                         _ => Completion::Verdict(if flip { Verdict::Accept } else { Verdict::Reject(Reply::new(550, None, "no")) }),
                     };
                     if s.handle(now, Input::Completed(t, c)).is_err() {

@@ -33,6 +33,8 @@ pub enum Op {
     Drop(u64),
     /// Attempt an entry now.
     Kick(u64),
+    /// Print an entry's queued message.
+    Show(u64),
     /// Add a hold rule.
     HoldruleAdd {
         /// Sender account.
@@ -135,6 +137,13 @@ pub fn execute(
             for e in store.queue_list(&f)? {
                 out.push(entry_line(&e));
             }
+        }
+        Op::Show(id) => {
+            let Some(e) = store.queue_get(QueueId(id))? else {
+                return Err(Fail(format!("queue entry {id} not found")));
+            };
+            let msg = store.queue_message(e.msg_id)?;
+            out.push(String::from_utf8_lossy(&msg).into_owned());
         }
         Op::Hold(id) => {
             store.queue_hold(exists(id)?)?;

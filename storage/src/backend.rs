@@ -41,6 +41,14 @@ pub trait MailStore: Send + Sync {
     fn deliver(&self, req: Delivery<'_>) -> Result<MessageId, StoreError>;
     /// Delivers one message to several accounts/mailboxes, all or nothing, durably.
     fn deliver_many(&self, reqs: Vec<Delivery<'_>>) -> Result<Vec<MessageId>, StoreError>;
+    /// Delivers and queues a message for its recipients (a DSN about the recipients that
+    /// failed) in one commit: all or nothing, durably.
+    fn deliver_and_queue(
+        &self,
+        reqs: Vec<Delivery<'_>>,
+        msg: &[u8],
+        recipients: Vec<QueueRecipient>,
+    ) -> Result<Vec<MessageId>, StoreError>;
     /// The messages of an account.
     fn messages(&self, account: &str) -> Result<Vec<MessageRecord>, StoreError>;
     /// A message's bytes.
@@ -134,6 +142,14 @@ impl MailStore for Store {
     }
     fn deliver_many(&self, reqs: Vec<Delivery<'_>>) -> Result<Vec<MessageId>, StoreError> {
         Store::deliver_many(self, reqs)
+    }
+    fn deliver_and_queue(
+        &self,
+        reqs: Vec<Delivery<'_>>,
+        msg: &[u8],
+        recipients: Vec<QueueRecipient>,
+    ) -> Result<Vec<MessageId>, StoreError> {
+        Store::deliver_and_queue(self, reqs, Some((msg, recipients)))
     }
     fn messages(&self, account: &str) -> Result<Vec<MessageRecord>, StoreError> {
         Store::messages(self, account)

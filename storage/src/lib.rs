@@ -50,6 +50,8 @@
 //! // delivery and messages
 //! deliver(Delivery<'_>) -> Result<MessageId>
 //! deliver_many(Vec<Delivery<'_>>) -> Result<Vec<MessageId>>       // one commit, all or none
+//! deliver_and_queue(Vec<Delivery<'_>>, Option<(&[u8], Vec<QueueRecipient>)>)
+//!     -> Result<Vec<MessageId>>     // deliveries + a queued DSN, one commit, all or none
 //! messages(account) -> Result<Vec<MessageRecord>>;  message(id) -> Result<Option<MessageRecord>>
 //! message_bytes(id) -> Result<Vec<u8>>;  mailboxes(account) -> Result<Vec<String>>
 //! set_flags(id, Flags) -> Result<()>;  expunge(id) -> Result<()>

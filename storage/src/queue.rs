@@ -20,6 +20,46 @@ fn get_entry(txn: &WriteTransaction, id: QueueId) -> Result<QueueEntry, StoreErr
     }
 }
 
+/// The records of a queued message (its file already written as `msg_id`) and its entries
+/// `first..`, with the hold rules applied.
+pub(crate) fn queue_add_txn(
+    txn: &WriteTransaction,
+    msg_id: u64,
+    size: u64,
+    first: u64,
+    recipients: Vec<QueueRecipient>,
+) -> Result<Vec<QueueId>, StoreError> {
+    let n = recipients.len() as u64;
+    let rules: Vec<HoldRule> = {
+        let t = txn.open_table(HOLD_RULES)?;
+        let mut v = Vec::new();
+        for r in t.iter()? {
+            v.push(dec("hold_rules", r?.1.value())?);
+        }
+        v
+    };
+    txn.open_table(QUEUE_MSGS)?.insert(msg_id, (size, n))?;
+    let mut ids = Vec::with_capacity(recipients.len());
+    for (i, mut rcpt) in recipients.into_iter().enumerate() {
+        if rules.iter().any(|r| r.matches(&rcpt)) {
+            rcpt.hold = true;
+        }
+        let e = QueueEntry {
+            id: QueueId(first + i as u64),
+            msg_id,
+            size,
+            rcpt,
+            attempts: 0,
+            last_error: None,
+            last_attempt: None,
+            history: Vec::new(),
+        };
+        put_entry(txn, None, &e)?;
+        ids.push(e.id);
+    }
+    Ok(ids)
+}
+
 /// Writes `new` over `old` (same id), keeping the due index in step.
 fn put_entry(
     txn: &WriteTransaction,
@@ -92,9 +132,7 @@ impl Store {
         if recipients.is_empty() {
             return Err(StoreError::Invalid("queue_add without recipients".into()));
         }
-        let n = recipients.len() as u64;
-        let msg_id = self.counters.next_qmsg.fetch_add(1, Ordering::SeqCst);
-        let first = self.counters.next_queue.fetch_add(n, Ordering::SeqCst);
+        let (msg_id, first) = self.queue_reserve(recipients.len());
         let path = files::path(&self.dir, Area::Queue, msg_id);
         let dir = match files::write(
             &self.dir,
@@ -111,35 +149,18 @@ impl Store {
         };
         let size = msg.len() as u64;
         self.write(vec![path], vec![dir], move |txn| {
-            let rules: Vec<HoldRule> = {
-                let t = txn.open_table(HOLD_RULES)?;
-                let mut v = Vec::new();
-                for r in t.iter()? {
-                    v.push(dec("hold_rules", r?.1.value())?);
-                }
-                v
-            };
-            txn.open_table(QUEUE_MSGS)?.insert(msg_id, (size, n))?;
-            let mut ids = Vec::with_capacity(recipients.len());
-            for (i, mut rcpt) in recipients.into_iter().enumerate() {
-                if rules.iter().any(|r| r.matches(&rcpt)) {
-                    rcpt.hold = true;
-                }
-                let e = QueueEntry {
-                    id: QueueId(first + i as u64),
-                    msg_id,
-                    size,
-                    rcpt,
-                    attempts: 0,
-                    last_error: None,
-                    last_attempt: None,
-                    history: Vec::new(),
-                };
-                put_entry(txn, None, &e)?;
-                ids.push(e.id);
-            }
-            Ok(ids)
+            queue_add_txn(txn, msg_id, size, first, recipients)
         })
+    }
+
+    /// Reserves a queue message id and `n` entry ids.
+    pub(crate) fn queue_reserve(&self, n: usize) -> (u64, u64) {
+        let msg_id = self.counters.next_qmsg.fetch_add(1, Ordering::SeqCst);
+        let first = self
+            .counters
+            .next_queue
+            .fetch_add(n as u64, Ordering::SeqCst);
+        (msg_id, first)
     }
 
     /// Entries matching `filter`, by id. Scans the queue (an administrative operation).

@@ -419,8 +419,22 @@ impl Store {
     /// one commit: all are stored or none. Deliveries that share the same `message` slice
     /// share one file through hard links. Ids are returned in order.
     pub fn deliver_many(&self, reqs: Vec<Delivery<'_>>) -> Result<Vec<MessageId>, StoreError> {
-        if reqs.is_empty() {
+        self.deliver_and_queue(reqs, None)
+    }
+
+    /// [`Store::deliver_many`], and in the same commit (all or nothing) queues `queued`, a
+    /// message and its recipients, as [`Store::queue_add`] would: a DSN about the recipients
+    /// that failed is durable exactly when the deliveries are.
+    pub fn deliver_and_queue(
+        &self,
+        reqs: Vec<Delivery<'_>>,
+        queued: Option<(&[u8], Vec<QueueRecipient>)>,
+    ) -> Result<Vec<MessageId>, StoreError> {
+        if reqs.is_empty() && queued.is_none() {
             return Ok(Vec::new());
+        }
+        if queued.as_ref().is_some_and(|(_, r)| r.is_empty()) {
+            return Err(StoreError::Invalid("queue_add without recipients".into()));
         }
         let n = reqs.len() as u64;
         let sync = !self.committer.batch_syncs_files();
@@ -461,13 +475,37 @@ impl Store {
             }
             Ok(())
         })();
-        if let Err(e) = result {
-            for p in &new_files {
-                files::remove(p);
+        let queue = match (result, queued) {
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => Ok(None),
+            (Ok(()), Some((msg, rcpts))) => {
+                let (msg_id, qfirst) = self.queue_reserve(rcpts.len());
+                let path = files::path(&self.dir, Area::Queue, msg_id);
+                new_files.push(path);
+                files::write(&self.dir, Area::Queue, msg_id, msg, sync).map(|dir| {
+                    if !dirs.contains(&dir) {
+                        dirs.push(dir);
+                    }
+                    Some((msg_id, msg.len() as u64, qfirst, rcpts))
+                })
             }
-            return Err(e);
-        }
-        self.write(new_files, dirs, move |txn| deliver_txn(txn, &recs))
+        };
+        let queue = match queue {
+            Ok(q) => q,
+            Err(e) => {
+                for p in &new_files {
+                    files::remove(p);
+                }
+                return Err(e);
+            }
+        };
+        self.write(new_files, dirs, move |txn| {
+            let ids = deliver_txn(txn, &recs)?;
+            if let Some((msg_id, size, first, rcpts)) = queue {
+                crate::queue::queue_add_txn(txn, msg_id, size, first, rcpts)?;
+            }
+            Ok(ids)
+        })
     }
 
     // ---- messages ----
@@ -889,6 +927,58 @@ mod tests {
         assert_eq!(s.credentials("mjl", "scram-sha-1").unwrap(), Some(vec![9]));
         assert_eq!(s.credentials("other", "scram-sha-1").unwrap(), None);
         assert!(s.set_credentials("nobody", vec![]).is_err());
+    }
+
+    fn queued_rcpt(to: &str) -> QueueRecipient {
+        QueueRecipient {
+            sender_account: None,
+            mail_from: String::new(),
+            recipient: to.into(),
+            has_8bit: false,
+            smtputf8: false,
+            requiretls: RequireTls::Default,
+            transport: None,
+            next_attempt: UnixTime(5),
+            queued: UnixTime(5),
+            hold: false,
+            dsn: DsnParams::default(),
+            is_dsn: true,
+        }
+    }
+
+    /// Issue 12: the DSN about failed recipients and the deliveries to the others are one
+    /// commit: both are there, or (a delivery refused) neither.
+    #[test]
+    fn deliver_and_queue_all_or_nothing() {
+        let (_d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        let ids = s
+            .deliver_and_queue(
+                vec![delivery("a", "Inbox", b"m1", 5)],
+                Some((b"dsn", vec![queued_rcpt("x@example.net")])),
+            )
+            .unwrap();
+        assert_eq!(ids.len(), 1);
+        assert_eq!(s.message_bytes(ids[0]).unwrap(), b"m1");
+        let q = s.queue_list(&QueueFilter::default()).unwrap();
+        assert_eq!(q.len(), 1);
+        assert!(q[0].rcpt.is_dsn);
+        assert_eq!(s.queue_message(q[0].msg_id).unwrap(), b"dsn");
+
+        let err = s.deliver_and_queue(
+            vec![
+                delivery("a", "Inbox", b"m2", 6),
+                delivery("missing", "Inbox", b"m2", 6),
+            ],
+            Some((b"dsn2", vec![queued_rcpt("y@example.net")])),
+        );
+        assert!(matches!(err, Err(StoreError::NoAccount(_))), "{err:?}");
+        assert_eq!(s.messages("a").unwrap().len(), 1);
+        assert_eq!(s.queue_list(&QueueFilter::default()).unwrap().len(), 1);
+        assert!(matches!(
+            s.deliver_and_queue(vec![delivery("a", "Inbox", b"m3", 7)], Some((b"d", vec![]))),
+            Err(StoreError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -108,6 +108,7 @@ mailbox = "Inbox"
 
 [limits]
 auth_failure_delay_secs = 0
+unknown_recipient_delay_secs = 0
 
 [incoming]
 checks = true

@@ -40,6 +40,7 @@ mailbox = "Inbox"
 
 [limits]
 auth_failure_delay_secs = 0
+unknown_recipient_delay_secs = 0
 
 [queue]
 connect_timeout_secs = 2

@@ -58,6 +58,7 @@ mailbox = "Postmaster"
 
 [limits]
 auth_failure_delay_secs = 0
+unknown_recipient_delay_secs = 0
 
 # The scenarios are the parts without DNS.
 [incoming]

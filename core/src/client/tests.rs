@@ -1019,7 +1019,7 @@ mod pair {
             },
             Effect::Store(t) => {
                 stored.push((**t).clone());
-                Completion::Stored(Ok(()))
+                Completion::Stored(crate::server::StoreOutcome::Delivered)
             }
         }
     }

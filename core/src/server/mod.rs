@@ -11,11 +11,16 @@
 //! driver only moves bytes.
 
 pub mod checks;
+pub mod outcome;
 #[cfg(test)]
 mod tests;
 
 use checks::CheckSet;
 pub use checks::{IncomingChecks, Verdicts};
+pub use outcome::{
+    is_unknown_recipients_only, partial_failure_dsn, should_send_dsn, transaction_failed_reply,
+    DsnFacts, FailureCause, RecipientFailure, StoreOutcome,
+};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -72,6 +77,9 @@ pub struct ServerConfig {
     pub tls_handshake_timeout: Duration,
     /// Maximum FUTURERELEASE interval (RFC 4865); 60 days by default.
     pub future_release_max: Duration,
+    /// Delay before answering a transaction whose recipients were all unknown users (slows
+    /// down address guessing); 5 s by default.
+    pub unknown_recipient_delay: Duration,
     /// Seed for per-session randomness (SASL nonces, Message-Id).
     pub seed: u64,
     /// DNS-based checks of incoming delivery; `None` runs none (submission, tests,
@@ -99,6 +107,7 @@ impl ServerConfig {
             data_timeout: Duration::from_secs(300),
             tls_handshake_timeout: Duration::from_secs(30),
             future_release_max: Duration::from_secs(60 * 24 * 3600),
+            unknown_recipient_delay: Duration::from_secs(5),
             seed: 0,
             checks: None,
         }
@@ -184,9 +193,11 @@ pub enum Completion {
     Credentials(CredentialsAnswer),
     /// Answer to [`Effect::Dns`]: one result per lookup, in order.
     Dns(Vec<crate::dns::LookupResult>),
-    /// Answer to [`Effect::Store`]: `Ok` only once the message is durable (delivered to
-    /// the mailboxes, or queued); `Err` carries the reply to send (e.g. 451, 452, 550).
-    Stored(Result<(), Reply>),
+    /// Answer to [`Effect::Store`]: [`StoreOutcome::Delivered`] or
+    /// [`StoreOutcome::Partial`] only once the message is durable for the recipients that got
+    /// it (delivered to the mailboxes, or queued), and the DSN about the others too when one
+    /// is sent; the other outcomes carry the failures or the reply to send.
+    Stored(StoreOutcome),
 }
 
 /// Where a sender address being checked comes from.
@@ -318,6 +329,17 @@ pub enum Event {
     },
     /// The message could not be accepted because it contained a smuggling sequence.
     Smuggling,
+    /// A recipient of a stored transaction did not get the message.
+    RecipientFailed {
+        /// The recipient.
+        recipient: String,
+        /// The reply code of its failure.
+        code: u16,
+        /// The enhanced status code.
+        enhanced: Enhanced,
+        /// The reason.
+        reason: String,
+    },
     /// A message was accepted with 250.
     Accepted {
         /// Size in octets (with our headers).
@@ -373,13 +395,22 @@ enum Timer {
     Data,
     /// The TLS handshake.
     Handshake,
-    /// A failed AUTH reply held back.
+    /// A reply held back (failed AUTH, unknown recipients).
     Delay,
 }
 
-/// Proof that a transaction was stored durably: only made from a successful
-/// [`Completion::Stored`], and required to send the 250 after DATA.
+/// Proof that a transaction was stored durably: only made from a
+/// [`Completion::Stored`] with [`StoreOutcome::Delivered`] or [`StoreOutcome::Partial`], and
+/// required to send the 250 after DATA.
 struct Spooled(());
+
+/// A reply held back until [`Timer::Delay`] expires.
+enum Delayed {
+    /// A failed AUTH; `close` ends the session after it.
+    Auth { reply: Reply, close: bool },
+    /// A failed transaction (all recipients unknown): an error reply.
+    Error(Reply),
+}
 
 /// The transaction being built: MAIL given, recipients collected.
 #[derive(Debug)]
@@ -486,7 +517,7 @@ pub struct ServerSession {
     outputs: std::collections::VecDeque<Output>,
     next_token: u64,
     pending: Option<(Token, Pending)>,
-    delayed: Option<(Reply, bool)>,
+    delayed: Option<Delayed>,
     ehlo: Option<String>,
     ehlo_host: Option<Host>,
     esmtp: bool,
@@ -905,14 +936,16 @@ impl ServerSession {
     fn handle_timeout(&mut self, now: Now) {
         while let Some(t) = self.timers.expired(now.mono) {
             match t {
-                Timer::Delay => {
-                    if let Some((r, close)) = self.delayed.take() {
-                        self.reply(r);
+                Timer::Delay => match self.delayed.take() {
+                    Some(Delayed::Auth { reply, close }) => {
+                        self.reply(reply);
                         if close {
                             self.finish("too many authentication failures");
                         }
                     }
-                }
+                    Some(Delayed::Error(r)) => self.reply_error(r),
+                    None => {}
+                },
                 Timer::Command | Timer::Data | Timer::Handshake => {
                     if self.tls_announced || t != Timer::Handshake {
                         self.reply(Reply::new(
@@ -1735,7 +1768,10 @@ impl ServerSession {
                 self.finish("too many authentication failures");
             }
         } else {
-            self.delayed = Some((replies, close));
+            self.delayed = Some(Delayed::Auth {
+                reply: replies,
+                close,
+            });
             self.timers.stop(Timer::Command);
             self.timers.set(Timer::Delay, now.mono + delay);
         }
@@ -1795,10 +1831,9 @@ impl ServerSession {
                 Verdict::Accept => self.store(txn),
                 Verdict::Reject(r) => self.reply_error(r),
             },
-            (Pending::Store { size, recipients }, Completion::Stored(res)) => match res {
-                Ok(()) => self.accepted(Spooled(()), size, recipients),
-                Err(r) => self.reply_error(r),
-            },
+            (Pending::Store { size, recipients }, Completion::Stored(outcome)) => {
+                self.stored(now, outcome, size, recipients)
+            }
             (Pending::Checks { mut set, after }, Completion::Dns(results)) => {
                 set.answer(results);
                 self.run_checks(set, after);
@@ -1864,6 +1899,42 @@ impl ServerSession {
             "too many auth failures",
         ));
         self.finish("auth rate limited");
+    }
+
+    fn stored(&mut self, now: Now, outcome: StoreOutcome, size: usize, recipients: usize) {
+        match outcome {
+            StoreOutcome::Delivered => self.accepted(Spooled(()), size, recipients),
+            StoreOutcome::Partial { failed } => {
+                self.recipients_failed(&failed);
+                let delivered = recipients.saturating_sub(failed.len());
+                self.accepted(Spooled(()), size, delivered);
+            }
+            StoreOutcome::Failed(failed) => {
+                self.recipients_failed(&failed);
+                let r = transaction_failed_reply(&failed);
+                let delay = self.config.unknown_recipient_delay;
+                if is_unknown_recipients_only(&failed) && !delay.is_zero() {
+                    // Slows down address guessing; the session waits, input is buffered.
+                    self.delayed = Some(Delayed::Error(r));
+                    self.timers.stop(Timer::Command);
+                    self.timers.set(Timer::Delay, now.mono + delay);
+                } else {
+                    self.reply_error(r);
+                }
+            }
+            StoreOutcome::Refused(r) => self.reply_error(r),
+        }
+    }
+
+    fn recipients_failed(&mut self, failed: &[RecipientFailure]) {
+        for f in failed {
+            self.event(Event::RecipientFailed {
+                recipient: f.recipient.clone(),
+                code: f.code,
+                enhanced: f.enhanced,
+                reason: f.reason.clone(),
+            });
+        }
     }
 
     fn accepted(&mut self, _proof: Spooled, size: usize, recipients: usize) {

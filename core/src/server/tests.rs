@@ -18,7 +18,7 @@ struct World {
         &'static str,
         Option<&'static str>,
     )>,
-    store_result: Result<(), Reply>,
+    store_result: StoreOutcome,
     stored: Vec<Transaction>,
     connection: Verdict,
     zone: crate::dns::StaticZone,
@@ -36,7 +36,7 @@ impl World {
                     Some("account closed, ask the admin"),
                 ),
             ],
-            store_result: Ok(()),
+            store_result: StoreOutcome::Delivered,
             stored: Vec::new(),
             connection: Verdict::Accept,
             zone: crate::dns::StaticZone::new(),
@@ -125,7 +125,10 @@ impl World {
                 Completion::Dns(lookups.iter().map(|l| self.zone.lookup(l)).collect())
             }
             Effect::Store(t) => {
-                if self.store_result.is_ok() {
+                if matches!(
+                    self.store_result,
+                    StoreOutcome::Delivered | StoreOutcome::Partial { .. }
+                ) {
                     self.stored.push((**t).clone());
                 }
                 Completion::Stored(self.store_result.clone())
@@ -468,8 +471,11 @@ fn delivery_is_acknowledged_only_after_store_completes() {
     assert!(text.ends_with(MSG), "{text}");
     assert_eq!(txn.recipients.len(), 1);
     let now = h.clock.now();
-    h.s.handle(now, Input::Completed(t, Completion::Stored(Ok(()))))
-        .unwrap();
+    h.s.handle(
+        now,
+        Input::Completed(t, Completion::Stored(StoreOutcome::Delivered)),
+    )
+    .unwrap();
     h.drain();
     assert_eq!(h.replies(), vec!["250 2.0.0 it is done".to_string()]);
 }
@@ -477,7 +483,8 @@ fn delivery_is_acknowledged_only_after_store_completes() {
 #[test]
 fn failed_store_is_not_acknowledged() {
     let mut w = World::new();
-    w.store_result = Err(Reply::new(451, Some(Enhanced::new(4, 3, 0)), "disk full"));
+    w.store_result =
+        StoreOutcome::Refused(Reply::new(451, Some(Enhanced::new(4, 3, 0)), "disk full"));
     let mut h = H::with_world(config(), w);
     h.replies();
     h.expect("EHLO c.example\r\n", &["250"]);
@@ -488,6 +495,139 @@ fn failed_store_is_not_acknowledged() {
         &["250", "250", "354", "451 4.3.0 disk full"],
     );
     assert!(h.stored().is_empty());
+}
+
+/// Three recipients accepted at RCPT, then the store's per-recipient outcome.
+fn three_recipient_transaction(outcome: StoreOutcome, delay: Duration) -> H {
+    let mut w = World::new();
+    w.store_result = outcome;
+    let mut c = config();
+    c.unknown_recipient_delay = delay;
+    let mut h = H::with_world(c, w);
+    h.replies();
+    h.expect("EHLO c.example\r\n", &["250"]);
+    h.expect(
+        "MAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nRCPT TO:<nobody@mox.example>\r\nRCPT TO:<full@mox.example>\r\nDATA\r\n",
+        &["250 2.1.0", "250 2.1.5", "250 2.1.5", "250 2.1.5", "354"],
+    );
+    h.send_str(&format!("{MSG}.\r\n"));
+    h
+}
+
+fn failed_events(h: &H) -> Vec<String> {
+    h.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RecipientFailed {
+                recipient,
+                code,
+                enhanced,
+                reason,
+            } => Some(format!("{recipient} {code} {enhanced} {reason}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 12: a transaction whose recipients were all unknown users is answered 550 5.1.1
+/// only after the unknown-recipient delay (virtual time), and not before; the session then
+/// goes on.
+#[test]
+fn all_unknown_recipients_answered_after_delay() {
+    let failed = vec![
+        RecipientFailure::unknown_user("mjl@mox.example"),
+        RecipientFailure::unknown_user("nobody@mox.example"),
+        RecipientFailure::unknown_user("full@mox.example"),
+    ];
+    let mut h =
+        three_recipient_transaction(StoreOutcome::Failed(failed.clone()), Duration::from_secs(5));
+    let start = h.clock.now().mono;
+    assert_eq!(
+        h.replies(),
+        Vec::<String>::new(),
+        "answered before the delay"
+    );
+    // A command sent meanwhile waits too.
+    h.send_str("NOOP\r\n");
+    assert_eq!(h.replies(), Vec::<String>::new());
+    h.timeout();
+    assert!(h.clock.now().mono >= start + Duration::from_secs(5));
+    h.feed_pending();
+    h.drain();
+    assert_eq!(
+        h.replies(),
+        vec![
+            "550 5.1.1 no such user".to_string(),
+            "250 2.0.0 alrighty".to_string()
+        ]
+    );
+    assert_eq!(failed_events(&h).len(), 3);
+    assert!(!h.closed);
+    h.expect("NOOP\r\n", &["250 2.0.0"]);
+    // Without a delay configured the reply comes at once.
+    let mut h = three_recipient_transaction(StoreOutcome::Failed(failed), Duration::ZERO);
+    assert_eq!(h.replies(), vec!["550 5.1.1 no such user".to_string()]);
+}
+
+/// Issue 12: mixed failures of every recipient give one multi-line reply naming each
+/// recipient: 554 when all are the sender's doing, 451 when one is a fault of ours; no delay
+/// unless all were unknown users.
+#[test]
+fn all_recipients_failed_with_different_errors() {
+    let unknown = RecipientFailure::unknown_user("nobody@mox.example");
+    let full = RecipientFailure::mailbox_full("full@mox.example");
+    let storage = RecipientFailure::storage(
+        "mjl@mox.example",
+        &Reply::new(451, Some(Enhanced::new(4, 3, 0)), "error processing"),
+    );
+    let mut h = three_recipient_transaction(
+        StoreOutcome::Failed(vec![unknown.clone(), full.clone()]),
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        h.replies(),
+        vec!["554 5.3.0 550 5.1.1 <nobody@mox.example>: no such user|452 4.2.2 <full@mox.example>: account storage full|multiple errors".to_string()]
+    );
+    let mut h = three_recipient_transaction(
+        StoreOutcome::Failed(vec![storage, unknown, full]),
+        Duration::from_secs(5),
+    );
+    let r = h.replies();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(
+        r[0].starts_with("451 4.3.0 451 4.3.0 <mjl@mox.example>: error processing|"),
+        "{r:?}"
+    );
+    assert!(r[0].ends_with("|multiple errors"), "{r:?}");
+    assert_eq!(failed_events(&h).len(), 3);
+    assert!(h.stored().is_empty());
+}
+
+/// Issue 12: when some recipients got the message, the answer is 250 (the outcome is the
+/// Spooled proof) and each failed recipient is reported as an event for the log.
+#[test]
+fn partial_delivery_is_250_with_failures_reported() {
+    let mut h = three_recipient_transaction(
+        StoreOutcome::Partial {
+            failed: vec![
+                RecipientFailure::unknown_user("nobody@mox.example"),
+                RecipientFailure::mailbox_full("full@mox.example"),
+            ],
+        },
+        Duration::from_secs(5),
+    );
+    assert_eq!(h.replies(), vec!["250 2.0.0 it is done".to_string()]);
+    assert_eq!(
+        failed_events(&h),
+        vec![
+            "nobody@mox.example 550 5.1.1 no such user".to_string(),
+            "full@mox.example 452 4.2.2 account storage full".to_string(),
+        ]
+    );
+    assert!(h.events.contains(&Event::Accepted {
+        size: h.stored()[0].message.len(),
+        recipients: 1
+    }));
 }
 
 #[test]
@@ -640,6 +780,42 @@ fn too_many_errors_close() {
         &["503", "550 5.1.0 too many failures"],
     );
     assert!(h.closed);
+}
+
+/// Issue 12: BDAT ends in the same per-recipient outcomes as DATA: a partial delivery is
+/// 250, all recipients failing is one reply.
+#[test]
+fn bdat_store_outcomes() {
+    let cases = [
+        (
+            StoreOutcome::Partial {
+                failed: vec![RecipientFailure::unknown_user("x@mox.example")],
+            },
+            "250 2.0.0 it is done",
+        ),
+        (
+            StoreOutcome::Failed(vec![
+                RecipientFailure::unknown_user("x@mox.example"),
+                RecipientFailure::mailbox_full("mjl@mox.example"),
+            ]),
+            "554 5.3.0 550 5.1.1 <x@mox.example>: no such user|",
+        ),
+    ];
+    for (outcome, want) in cases {
+        let mut w = World::new();
+        w.store_result = outcome;
+        let mut c = config();
+        c.unknown_recipient_delay = Duration::ZERO;
+        let mut h = H::with_world(c, w);
+        h.replies();
+        h.expect(
+            "EHLO c.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nRCPT TO:<x@mox.example>\r\n",
+            &["250", "250", "250", "250"],
+        );
+        let msg = "From: <a@example.org>\r\n\r\nbody\r\n";
+        h.expect(&format!("BDAT {} LAST\r\n{msg}", msg.len()), &[want]);
+        h.expect("NOOP\r\n", &["250 2.0.0"]);
+    }
 }
 
 #[test]
