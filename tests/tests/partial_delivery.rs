@@ -257,4 +257,10 @@ macro_rules! suite {
     )*};
 }
 
-suite!(tokio, smol, glommio);
+// One suite per runtime compiled into the binary under test (the crate's features).
+#[cfg(feature = "tokio")]
+suite!(tokio);
+#[cfg(feature = "smol")]
+suite!(smol);
+#[cfg(feature = "glommio")]
+suite!(glommio);
