@@ -2,6 +2,8 @@
 //! runtime to the core machines.
 
 mod admin;
+#[cfg(test)]
+mod checks_tests;
 mod config;
 mod creds;
 mod ctl;
