@@ -86,16 +86,21 @@ struct Env {
 
 impl Env {
     fn new(tag: &str, extra: &str, zone: StaticZone) -> Env {
-        let tmp = Tmp::new(tag);
         let text = format!(
             "{BASE}\n[[listener]]\nname = \"t\"\nip = \"127.0.0.1\"\nsmtp = {{ port = 25 }}\n{extra}"
         );
-        let c = Config::parse(&text, &tmp.0.join("rmox.toml")).unwrap();
+        Self::with_text(tag, &text, zone)
+    }
+
+    /// An environment for a whole config text; every account's password is "testtest".
+    fn with_text(tag: &str, text: &str, zone: StaticZone) -> Env {
+        let tmp = Tmp::new(tag);
+        let c = Config::parse(text, &tmp.0.join("rmox.toml")).unwrap();
         let store = Arc::new(Store::open(&c.data_dir()).unwrap());
         for (name, a) in &c.account {
             store.account_add(name, &a.domain).unwrap();
+            crate::admin::set_password(&store, name, "testtest").unwrap();
         }
-        crate::admin::set_password(&store, "mjl", "testtest").unwrap();
         let config = Arc::new(c);
         let world = World::new(
             Arc::clone(&config),
@@ -461,4 +466,56 @@ fn no_require_starttls_key() {
             "no_require_starttls = {relaxed}: {r}"
         );
     }
+}
+
+/// localserve applies the submission rules of serve (as mox localserve): MAIL FROM and the
+/// From header must be addresses of the authenticated account (any @localhost address,
+/// through the catchall). Regression: localserve accepted any sender.
+#[test]
+fn localserve_submission_sender_rules() {
+    let text = r#"
+hostname = "localhost"
+data_dir = "data"
+localserve = true
+[[listener]]
+name = "local"
+ip = "127.0.0.1"
+submission = { port = 1587 }
+no_require_starttls = true
+[domain."localhost"]
+[account.rmox]
+domain = "localhost"
+destinations = { "rmox@localhost" = {}, "@localhost" = {} }
+"#;
+    let env = Env::with_text("localserve", text, zone(true, "none", true));
+    // base64 of "\0rmox@localhost\0testtest".
+    let auth = "AUTH PLAIN AHJtb3hAbG9jYWxob3N0AHRlc3R0ZXN0\r\n".to_string();
+    let start = |from: &str| {
+        vec![
+            "EHLO client.example\r\n".to_string(),
+            auth.clone(),
+            format!("MAIL FROM:<{from}>\r\n"),
+        ]
+    };
+    let r = env.script(true, &start("someone@example.com"));
+    assert!(
+        r.starts_with("550 5.7.1 mail from address must match authenticated user"),
+        "{r}"
+    );
+    let r = env.script(true, &start("anything@localhost"));
+    assert!(r.starts_with("250"), "{r}");
+    // The From header too.
+    let mut s = start("rmox@localhost");
+    s.push("RCPT TO:<friend@example.com>\r\n".into());
+    s.push("DATA\r\n".into());
+    s.push("From: <someone@example.com>\r\nSubject: x\r\n\r\nx\r\n.\r\n".into());
+    let r = env.script(true, &s);
+    assert!(
+        r.starts_with("550 5.7.1 message from address must match authenticated user"),
+        "{r}"
+    );
+    // Special local parts still work after the ownership check.
+    let r = env.script(true, &start("mailfrom550@localhost"));
+    assert!(r.starts_with("550"), "{r}");
+    assert!(!r.contains("authenticated user"), "{r}");
 }

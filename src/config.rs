@@ -1390,6 +1390,80 @@ mailbox = "Postmaster"
         );
     }
 
+    /// Keys that used to be accepted without effect (`rejects_mailbox`) or that were
+    /// replaced (`require_tls_for_auth`) are refused with a message saying what to do;
+    /// the listener TLS keys and `dmarc_reports` are checked for what they need.
+    #[test]
+    fn refused_and_checked_keys() {
+        let err = |extra: &str| cfg(extra).unwrap_err().to_string();
+        let e = err("[account.x]\ndomain = \"mox.example\"\nrejects_mailbox = \"Rejects\"\n");
+        assert_eq!(
+            e,
+            "/etc/rmox/rmox.toml: account.x.rejects_mailbox: not supported yet: refused messages are not kept; remove the key"
+        );
+        let listener = "[[listener]]\nname = \"a\"\nip = \"1.2.3.4\"\n";
+        let tls = "tls = { cert_file = \"c\", key_file = \"k\" }\n";
+        let e = err(&format!(
+            "{listener}smtp = {{ port = 25 }}\nrequire_tls_for_auth = false\n"
+        ));
+        assert!(
+            e.contains("listener[0].require_tls_for_auth: replaced by no_require_starttls"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{listener}smtp = {{ port = 25 }}\nrequire_starttls = true\n"
+        ));
+        assert!(
+            e.contains("listener[0].require_starttls: STARTTLS needs listener.tls"),
+            "{e}"
+        );
+        let e = err(&format!("{listener}submission = {{ port = 587 }}\n"));
+        assert!(
+            e.contains("listener[0].submission: submission requires STARTTLS"),
+            "{e}"
+        );
+        cfg(&format!(
+            "{listener}submission = {{ port = 587 }}\nno_require_starttls = true\n"
+        ))
+        .unwrap();
+        cfg(&format!(
+            "{listener}smtp = {{ port = 25 }}\n{tls}require_starttls = true\n"
+        ))
+        .unwrap();
+        // dmarc_reports: an address at the domain, delivered to an account.
+        let dom = |v: &str| format!("[domain.\"third.example\"]\ndmarc_reports = \"{v}\"\n");
+        assert!(err(&dom("nope")).contains("is not an address"));
+        assert!(err(&dom("mjl@mox.example")).contains("must be an address at third.example"));
+        assert!(err(&dom("reports@third.example")).contains("is not delivered to an account"));
+        let c = cfg("[domain.\"third.example\"]\ndmarc_reports = \"reports@third.example\"\n[account.r]\ndomain = \"third.example\"\ndestinations = { \"reports@third.example\" = {} }\n").unwrap();
+        assert_eq!(
+            c.dmarc_reports_domain("Reports", "third.example"),
+            Some("third.example")
+        );
+        assert_eq!(c.dmarc_reports_domain("other", "third.example"), None);
+        assert_eq!(c.dmarc_reports_domain("reports", "mox.example"), None);
+    }
+
+    /// Every key the example prints is one `Config` reads (the example parses with unknown
+    /// keys refused) and its value is not the serde default when that would hide a typo.
+    #[test]
+    fn example_sets_what_it_documents() {
+        let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
+        let l = &c.listener[0];
+        assert!(!l.require_starttls && !l.no_require_starttls);
+        let i = &c.incoming;
+        assert!(
+            i.checks && i.ehlo_check && i.mail_from_check && i.spf && i.dkim && i.dmarc && i.iprev
+        );
+        assert_eq!(c.limits.max_received_headers, 100);
+        assert_eq!(
+            c.domain["example.org"].dmarc_reports.as_deref(),
+            Some("info@example.org")
+        );
+        assert!(!EXAMPLE.contains("rejects_mailbox"));
+        assert!(!EXAMPLE.contains("require_tls_for_auth"));
+    }
+
     #[test]
     fn recipient_resolution() {
         let c = cfg("").unwrap();
