@@ -132,6 +132,9 @@ pub enum Input<'a> {
     PeerClosed,
     /// The server is shutting down: the next command is answered 421.
     Shutdown,
+    /// The driver holds more unconsumed input than it keeps (the peer sent far ahead of
+    /// the replies): the session answers `421 4.7.0` and closes.
+    Overflow,
 }
 
 /// A yes-or-no policy answer with the reply for the no.
@@ -618,6 +621,16 @@ impl ServerSession {
             Input::PeerClosed => {
                 // A transaction in progress is dropped: nothing was acknowledged.
                 self.finish("peer closed connection");
+                0
+            }
+            Input::Overflow => {
+                // A transaction in progress is dropped: nothing was acknowledged.
+                self.reply(Reply::new(
+                    421,
+                    Some(Enhanced::new(4, 7, 0)),
+                    "too much input ahead of our replies, closing",
+                ));
+                self.finish("input overflow");
                 0
             }
             Input::Shutdown => {

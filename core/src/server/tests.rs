@@ -1223,6 +1223,18 @@ fn protocol_violation_closes_are_answered() {
     h.timeout();
     assert_eq!(h.replies(), vec!["421 4.4.2 timeout, closing".to_string()]);
     assert!(h.closed);
+    // The driver cannot keep more input (regression: it dropped the connection silently).
+    let mut h = ehloed(config());
+    h.hold_effects = true;
+    h.send_str("MAIL FROM:<a@example.org>\r\n");
+    let now = h.clock.now();
+    h.s.handle(now, Input::Overflow).unwrap();
+    h.drain();
+    assert_eq!(
+        h.replies(),
+        vec!["421 4.7.0 too much input ahead of our replies, closing".to_string()]
+    );
+    assert!(h.closed);
 }
 
 fn starttls_port25() -> ServerConfig {
