@@ -519,3 +519,62 @@ destinations = { "rmox@localhost" = {}, "@localhost" = {} }
     assert!(r.starts_with("550"), "{r}");
     assert!(!r.contains("authenticated user"), "{r}");
 }
+
+/// The `[limits]` keys of the session reach it (`serve::port_config`), and act.
+#[test]
+fn limits_keys_reach_the_session() {
+    let env = Env::new(
+        "limits",
+        "[limits]\nmax_message_size = 200\nmax_recipients = 1\ncommand_timeout_secs = 400\ndata_timeout_secs = 500\nauth_failure_delay_secs = 2\nmax_received_headers = 7\n[incoming]\nchecks = false\n",
+        zone(true, "none", true),
+    );
+    let sc = crate::serve::port_config(&env.config, &env.config.listener[0], false, false, None, 1);
+    assert_eq!(sc.max_message_size, 200);
+    assert_eq!(sc.max_recipients, 1);
+    assert_eq!(sc.command_timeout, std::time::Duration::from_secs(400));
+    assert_eq!(sc.data_timeout, std::time::Duration::from_secs(500));
+    assert_eq!(sc.auth_failure_delay, std::time::Duration::from_secs(2));
+    assert_eq!(sc.max_received_headers, 7);
+    assert!(sc.checks.is_none());
+    let r = env.script(
+        false,
+        &[
+            "EHLO remote.example\r\n".into(),
+            "MAIL FROM:<remote@example.org> SIZE=201\r\n".into(),
+        ],
+    );
+    assert!(r.starts_with("552 5.3.4"), "{r}");
+    let r = env.script(
+        false,
+        &[
+            "EHLO remote.example\r\n".into(),
+            "MAIL FROM:<remote@example.org>\r\n".into(),
+            "RCPT TO:<mjl@mox.example>\r\n".into(),
+            "RCPT TO:<other@mox.example>\r\n".into(),
+        ],
+    );
+    assert!(r.starts_with("452 4.5.3"), "{r}");
+}
+
+/// A port with `enabled = false` is not bound; the others are, with their kind.
+#[test]
+fn port_enabled_key() {
+    let env = Env::new(
+        "enabled",
+        "submission = { port = 0, enabled = false }\nno_require_starttls = true\n",
+        zone(true, "none", true),
+    );
+    // The smtp port of BASE's listener is 25; bind an ephemeral one instead.
+    let mut c = (*env.config).clone();
+    c.listener[0].smtp = Some(crate::config::PortConfig {
+        port: 0,
+        enabled: true,
+    });
+    let bound = crate::serve::bind_all(&c).unwrap();
+    assert_eq!(bound.len(), 1);
+    assert!(!bound[0].config.submission);
+    c.listener[0].submission.as_mut().unwrap().enabled = true;
+    let bound = crate::serve::bind_all(&c).unwrap();
+    assert_eq!(bound.len(), 2);
+    assert!(bound[1].config.submission);
+}

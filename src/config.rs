@@ -430,9 +430,6 @@ pub struct TransportConfig {
     pub proxy_username: Option<String>,
     /// Socks5: password for the proxy.
     pub proxy_password: Option<String>,
-    /// Socks5: the IPs the proxy connects from (informational, for SPF).
-    #[serde(default)]
-    pub remote_ips: Vec<IpAddr>,
     /// Socks5: EHLO name matching the proxy's IPs (default: `hostname`).
     pub ehlo_hostname: Option<String>,
     /// Direct: use IPv4 (default true).
@@ -763,7 +760,6 @@ impl Config {
         not_for("proxy", t.proxy.is_some(), socks)?;
         not_for("proxy_username", t.proxy_username.is_some(), socks)?;
         not_for("proxy_password", t.proxy_password.is_some(), socks)?;
-        not_for("remote_ips", !t.remote_ips.is_empty(), socks)?;
         not_for("ehlo_hostname", t.ehlo_hostname.is_some(), socks)?;
         let direct = t.kind == TransportKind::Direct;
         not_for("ipv4", t.ipv4.is_some(), direct)?;
@@ -901,7 +897,8 @@ impl Config {
                 }
                 Transport::Socks5(TransportSocks5 {
                     proxy,
-                    remote_ips: t.remote_ips.clone(),
+                    // Nothing reads the proxy's IPs yet; the key was removed as inert.
+                    remote_ips: Vec::new(),
                     ehlo_hostname: ehlo,
                 })
             }
@@ -1276,14 +1273,13 @@ auth = { username = "mjl@provider.example", password = "secret" }
 # auth = { username = "mjl@provider.example", password_file = "provider-password.txt" }
 
 # Direct delivery to the MX hosts, each connection made through a SOCKS5 proxy (RFC 1928).
-# proxy_username/proxy_password for a proxy that wants them (RFC 1929); remote_ips and
-# ehlo_hostname describe where the proxy connects from (default EHLO: hostname).
+# proxy_username/proxy_password for a proxy that wants them (RFC 1929); ehlo_hostname
+# names where the proxy connects from (default EHLO: hostname).
 [transport.tor]
 kind = "socks5"
 proxy = "127.0.0.1:1080"
 # proxy_username = "rmox"
 # proxy_password = "secret"
-remote_ips = ["192.0.2.10"]
 ehlo_hostname = "mail.example.org"
 
 # Direct delivery with address family switches.
@@ -1462,6 +1458,23 @@ mailbox = "Postmaster"
         );
         assert!(!EXAMPLE.contains("rejects_mailbox"));
         assert!(!EXAMPLE.contains("require_tls_for_auth"));
+        assert!(!EXAMPLE.contains("remote_ips"));
+    }
+
+    #[test]
+    fn localpart_case_sensitive_key() {
+        let c = cfg("[domain.\"case.example\"]\nlocalpart_case_sensitive = true\n[account.c]\ndomain = \"case.example\"\ndestinations = { \"User@case.example\" = {} }\n").unwrap();
+        assert!(matches!(
+            c.resolve("User", "case.example"),
+            Resolution::Account { .. }
+        ));
+        assert_eq!(c.resolve("user", "case.example"), Resolution::UnknownUser);
+        // Default: case-insensitive.
+        let c = cfg("").unwrap();
+        assert!(matches!(
+            c.resolve("MJL", "mox.example"),
+            Resolution::Account { .. }
+        ));
     }
 
     #[test]
