@@ -759,8 +759,10 @@ impl ServerSession {
         let n = match fed {
             Ok(n) => n,
             Err(e) => {
-                self.finish("tls error");
-                return Err(e.into());
+                // The peer broke TLS: rustls queued an alert saying why, which goes out
+                // before the close (the close is the session's, not an `Err`).
+                self.finish(&format!("tls error: {e}"));
+                return Ok(bytes.len());
             }
         };
         self.check_handshake(now);

@@ -1237,6 +1237,29 @@ fn protocol_violation_closes_are_answered() {
     assert!(h.closed);
 }
 
+/// A peer that sends garbage instead of a TLS handshake gets a TLS alert before the close.
+/// Regression: the session returned an error and the driver dropped the connection
+/// without sending the alert rustls had queued.
+#[test]
+fn tls_garbage_is_answered_with_an_alert() {
+    let mut h = greeted(tls_config());
+    h.expect("EHLO c.example\r\n", &["250"]);
+    h.expect("STARTTLS\r\n", &["220 2.0.0"]);
+    // A handshake record whose message is nonsense.
+    h.send(b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00");
+    assert!(h.closed);
+    assert_eq!(
+        h.received.first(),
+        Some(&0x15),
+        "no alert: {:?}",
+        h.received
+    );
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Closing(w) if w.starts_with("tls error"))));
+}
+
 fn starttls_port25() -> ServerConfig {
     let mut c = config();
     c.tls = Some(testkit::server_tls());
