@@ -536,6 +536,9 @@ fn limits_keys_reach_the_session() {
     assert_eq!(sc.auth_failure_delay, std::time::Duration::from_secs(2));
     assert_eq!(sc.max_received_headers, 7);
     assert!(sc.checks.is_none());
+    // hostname names us in the greeting.
+    let r = env.script(false, &[]);
+    assert!(r.starts_with("220 mail.mox.example "), "{r}");
     let r = env.script(
         false,
         &[

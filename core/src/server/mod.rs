@@ -359,7 +359,8 @@ pub enum Output {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// The TLS layer failed (bad record, handshake failure).
+    /// The TLS layer could not be set up (implicit TLS). A peer's TLS failure is not an
+    /// error: it is answered with an alert and the session closes.
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// The caller misused the API: a completion with an unknown token or of the wrong
