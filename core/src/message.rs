@@ -167,6 +167,12 @@ pub fn check_structure(msg: &[u8]) -> Result<(), Malformed> {
             }
         }
     }
+    // Only a multipart message has MIME structure to check; skip the full parse otherwise.
+    let multipart = values(header_section(msg, body_at), "Content-Type")
+        .any(|v| v.windows(9).any(|w| w.eq_ignore_ascii_case(b"multipart")));
+    if !multipart {
+        return Ok(());
+    }
     let Some(parsed) = mail_parser::MessageParser::default().parse(msg) else {
         // mail-parser finds no header at all: only a message that starts with the
         // separator, whose empty header is valid here.
@@ -209,6 +215,11 @@ fn crlf_lines(s: &[u8]) -> impl Iterator<Item = &[u8]> {
             }
         }
     })
+}
+
+/// The header section including the CRLF of its last line (what [`fields`] takes).
+fn header_section(msg: &[u8], body_at: usize) -> &[u8] {
+    &msg[..body_at.saturating_sub(2)]
 }
 
 /// Whether `body` has a line starting with `--boundary`.
