@@ -60,9 +60,17 @@ pub struct Listener {
     pub submissions: Option<PortConfig>,
     /// TLS certificate; without it STARTTLS is not offered and submissions cannot run.
     pub tls: Option<TlsFiles>,
-    /// Require TLS before AUTH (default true).
-    #[serde(default = "yes")]
-    pub require_tls_for_auth: bool,
+    /// Port 25 (`smtp`): MAIL only after STARTTLS (`530 5.7.0`), as mox's RequireSTARTTLS.
+    /// Default false: other servers may deliver in plain text.
+    #[serde(default)]
+    pub require_starttls: bool,
+    /// Submission (`submission`): allow AUTH and MAIL without STARTTLS, as mox's
+    /// NoRequireSTARTTLS. Default false: TLS first.
+    #[serde(default)]
+    pub no_require_starttls: bool,
+    /// Replaced by `no_require_starttls`; refused with a message saying so.
+    #[serde(default)]
+    pub require_tls_for_auth: Option<bool>,
 }
 
 /// DKIM signing settings of a domain.
@@ -95,6 +103,10 @@ pub struct DomainConfig {
     /// Routes for mail from this domain, tried after the account's, before the global ones.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// The address (at this domain, delivered to an account) that receives DMARC aggregate
+    /// reports about this domain, as mox's DMARC reports destination. Only reports sent to
+    /// it, about this domain, by a sender that passed DMARC, are stored as reports.
+    pub dmarc_reports: Option<String>,
 }
 
 /// Settings of one destination address of an account.
@@ -123,7 +135,8 @@ pub struct AccountConfig {
     pub quota_message_size: u64,
     /// When set, logins are refused with this message.
     pub login_disabled: Option<String>,
-    /// Mailbox for rejected messages, when set.
+    /// Not supported yet (a later version keeps refused messages there): refused with a
+    /// message saying so, so that nobody relies on it.
     pub rejects_mailbox: Option<String>,
     /// Routes for mail from this account, tried first.
     #[serde(default)]
@@ -171,6 +184,8 @@ pub struct Limits {
     pub auth_failure_delay_secs: u64,
     /// Delay in seconds before answering a transaction whose recipients were all unknown.
     pub unknown_recipient_delay_secs: u64,
+    /// Port 25: more `Received` fields than this is a mail loop (`550 5.4.6`).
+    pub max_received_headers: usize,
 }
 
 impl Default for Limits {
@@ -187,6 +202,7 @@ impl Default for Limits {
             data_timeout_secs: 300,
             auth_failure_delay_secs: 1,
             unknown_recipient_delay_secs: 5,
+            max_received_headers: 100,
         }
     }
 }
@@ -195,8 +211,24 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Incoming {
-    /// Run the DNS-based checks (EHLO, MAIL FROM domain, SPF, DKIM, DMARC, iprev).
+    /// false turns every check below off (DNSBL included); true runs those switched on.
     pub checks: bool,
+    /// The EHLO name must resolve to an address (`550 5.5.0` at MAIL when it does not
+    /// exist).
+    pub ehlo_check: bool,
+    /// The MAIL FROM domain must accept mail: exists, no null MX (`550 5.7.27`).
+    pub mail_from_check: bool,
+    /// SPF for MAIL FROM (Received-SPF and `spf=` in Authentication-Results); without an SPF
+    /// pass only one recipient per transaction is accepted.
+    pub spf: bool,
+    /// DKIM verification (`dkim=` in Authentication-Results).
+    pub dkim: bool,
+    /// DMARC evaluation (`dmarc=`; needs DKIM, which runs for it even when `dkim` is false,
+    /// and uses SPF when on); `dmarc_reject` acts on it.
+    pub dmarc: bool,
+    /// Forward-confirmed reverse DNS of the client (`iprev=`);
+    /// `require_iprev_for_unknown_senders` acts on it.
+    pub iprev: bool,
     /// DNSBL zones to check the client's IP against.
     pub dnsbl: Vec<String>,
     /// Refuse messages whose From domain's DMARC policy says reject.
@@ -209,6 +241,12 @@ impl Default for Incoming {
     fn default() -> Self {
         Incoming {
             checks: true,
+            ehlo_check: true,
+            mail_from_check: true,
+            spf: true,
+            dkim: true,
+            dmarc: true,
+            iprev: true,
             dnsbl: Vec::new(),
             dmarc_reject: true,
             require_iprev_for_unknown_senders: true,
@@ -395,9 +433,6 @@ pub struct TransportConfig {
     pub proxy_username: Option<String>,
     /// Socks5: password for the proxy.
     pub proxy_password: Option<String>,
-    /// Socks5: the IPs the proxy connects from (informational, for SPF).
-    #[serde(default)]
-    pub remote_ips: Vec<IpAddr>,
     /// Socks5: EHLO name matching the proxy's IPs (default: `hostname`).
     pub ehlo_hostname: Option<String>,
     /// Direct: use IPv4 (default true).
@@ -555,6 +590,27 @@ impl Config {
                     "implicit TLS needs listener.tls",
                 ));
             }
+            if l.require_tls_for_auth.is_some() {
+                return Err(self.err(
+                    format!("listener[{i}].require_tls_for_auth"),
+                    "replaced by no_require_starttls: submission requires TLS before AUTH and MAIL unless no_require_starttls = true",
+                ));
+            }
+            if l.require_starttls && l.tls.is_none() {
+                return Err(self.err(
+                    format!("listener[{i}].require_starttls"),
+                    "STARTTLS needs listener.tls",
+                ));
+            }
+            if l.submission.as_ref().is_some_and(|p| p.enabled)
+                && l.tls.is_none()
+                && !l.no_require_starttls
+            {
+                return Err(self.err(
+                    format!("listener[{i}].submission"),
+                    "submission requires STARTTLS: set listener.tls (or no_require_starttls = true)",
+                ));
+            }
         }
         let domains: Vec<String> = self.domain.keys().cloned().collect();
         for d in &domains {
@@ -569,6 +625,12 @@ impl Config {
             }
         }
         for (name, a) in &self.account {
+            if a.rejects_mailbox.is_some() {
+                return Err(self.err(
+                    format!("account.{name}.rejects_mailbox"),
+                    "not supported yet: refused messages are not kept; remove the key",
+                ));
+            }
             if !self.domain.contains_key(&a.domain) {
                 return Err(self.err(
                     format!("account.{name}.domain"),
@@ -591,6 +653,27 @@ impl Config {
                         format!("domain {dom:?} is not configured"),
                     ));
                 }
+            }
+        }
+        for (d, dc) in &self.domain {
+            let Some(addr) = &dc.dmarc_reports else {
+                continue;
+            };
+            let key = format!("domain.{d:?}.dmarc_reports");
+            let Some((lp, ad)) = addr.rsplit_once('@') else {
+                return Err(self.err(key, format!("{addr:?} is not an address")));
+            };
+            if !ad.eq_ignore_ascii_case(d) || lp.is_empty() {
+                return Err(self.err(key, format!("{addr:?} must be an address at {d}")));
+            }
+            if !matches!(
+                self.resolve(lp, &ad.to_ascii_lowercase()),
+                Resolution::Account { .. }
+            ) {
+                return Err(self.err(
+                    key,
+                    format!("{addr:?} is not delivered to an account (add it to an account's destinations)"),
+                ));
             }
         }
         for name in self.transport.keys() {
@@ -680,7 +763,6 @@ impl Config {
         not_for("proxy", t.proxy.is_some(), socks)?;
         not_for("proxy_username", t.proxy_username.is_some(), socks)?;
         not_for("proxy_password", t.proxy_password.is_some(), socks)?;
-        not_for("remote_ips", !t.remote_ips.is_empty(), socks)?;
         not_for("ehlo_hostname", t.ehlo_hostname.is_some(), socks)?;
         let direct = t.kind == TransportKind::Direct;
         not_for("ipv4", t.ipv4.is_some(), direct)?;
@@ -818,7 +900,8 @@ impl Config {
                 }
                 Transport::Socks5(TransportSocks5 {
                     proxy,
-                    remote_ips: t.remote_ips.clone(),
+                    // Nothing reads the proxy's IPs yet; the key was removed as inert.
+                    remote_ips: Vec::new(),
                     ehlo_hostname: ehlo,
                 })
             }
@@ -1003,6 +1086,40 @@ impl Config {
         Resolution::UnknownUser
     }
 
+    /// The checks port 25 runs, from `[incoming]`; `None` when none run (`checks = false`,
+    /// every switch off, or localserve).
+    pub fn incoming_checks(&self) -> Option<rmox_core::server::IncomingChecks> {
+        let i = &self.incoming;
+        if !i.checks || self.localserve {
+            return None;
+        }
+        let c = rmox_core::server::IncomingChecks {
+            ehlo_must_resolve: i.ehlo_check,
+            mail_from_domain: i.mail_from_check,
+            spf: i.spf,
+            multiple_recipients_need_spf_pass: i.spf,
+            iprev: i.iprev,
+            dkim: i.dkim,
+            dmarc: i.dmarc,
+            dnsbl: i.dnsbl.clone(),
+        };
+        let any = c.ehlo_must_resolve || c.mail_from_domain || c.spf || c.iprev || c.dkim;
+        (any || c.dmarc || !c.dnsbl.is_empty()).then_some(c)
+    }
+
+    /// The domain whose `dmarc_reports` address `localpart@domain` is, if any.
+    pub fn dmarc_reports_domain(&self, localpart: &str, domain: &str) -> Option<&str> {
+        let (name, dc) = self.domain.get_key_value(&domain.to_ascii_lowercase())?;
+        let addr = dc.dmarc_reports.as_deref()?;
+        let (lp, _) = addr.rsplit_once('@')?;
+        let same = if dc.localpart_case_sensitive {
+            lp == localpart
+        } else {
+            lp.eq_ignore_ascii_case(localpart)
+        };
+        same.then_some(name.as_str())
+    }
+
     /// Whether `address` (as written in MAIL FROM or From) may be used by `account` to send.
     pub fn account_owns(&self, account: &str, localpart: &str, domain: &str) -> bool {
         match self.resolve(localpart, domain) {
@@ -1048,8 +1165,12 @@ submission = { port = 587, enabled = true }
 submissions = { port = 465, enabled = true }
 # Certificate for STARTTLS and port 465.
 tls = { cert_file = "tls/cert.pem", key_file = "tls/key.pem" }
-# Refuse AUTH before TLS.
-require_tls_for_auth = true
+# Port 25: refuse MAIL before STARTTLS (530 5.7.0). Other servers may deliver in plain
+# text, so this is off by default.
+require_starttls = false
+# Submission (587): AUTH and MAIL need STARTTLS first unless this is true (then a
+# submission port without tls is allowed too).
+no_require_starttls = false
 
 # Each domain we accept mail for.
 [domain."example.org"]
@@ -1061,6 +1182,10 @@ localpart_case_sensitive = false
 disabled = false
 # DKIM: selector -> key file, and the selectors to sign with.
 dkim = { selectors = { "2026a" = "dkim/2026a.ed25519.pem" }, sign = ["2026a"] }
+# Address (at this domain, delivered to an account) that receives DMARC aggregate reports
+# about this domain, e.g. the rua=mailto: of its DMARC record. Reports sent there, about
+# this domain, from a sender that passes DMARC, are kept as reports; others stay mail.
+dmarc_reports = "info@example.org"
 
 # Accounts and the addresses that deliver to them.
 [account.mjl]
@@ -1074,18 +1199,29 @@ max_first_time_recipients_per_day = 200
 quota_message_size = 0
 # Uncomment to refuse logins with this message.
 # login_disabled = "account suspended, contact the administrator"
-# Deliver rejected messages here instead of dropping them.
-rejects_mailbox = "Rejects"
 
 # Mail to postmaster (without domain, or at any of our domains).
 [postmaster]
 account = "mjl"
 mailbox = "Postmaster"
 
-# Checks of incoming mail on port 25 (defaults shown).
+# Checks of incoming mail on port 25 (defaults shown). Their results go into an
+# Authentication-Results header (and Received-SPF).
 [incoming]
-# EHLO name, MAIL FROM domain, SPF, DKIM, DMARC and reverse DNS.
+# false turns every check below off, DNSBL included.
 checks = true
+# The EHLO name must resolve to an IP address (550 at MAIL otherwise).
+ehlo_check = true
+# The MAIL FROM domain must accept mail: exist, no null MX (550 5.7.27 otherwise).
+mail_from_check = true
+# SPF of the MAIL FROM domain; without an SPF pass one recipient per transaction.
+spf = true
+# DKIM signatures.
+dkim = true
+# DMARC of the From domain (verifies DKIM for itself even with dkim = false).
+dmarc = true
+# Reverse DNS of the client that resolves back to its IP.
+iprev = true
 # DNS blocklists to consult, e.g. ["sbl.example.org"].
 dnsbl = []
 # Refuse mail whose From domain publishes p=reject and fails DMARC.
@@ -1140,14 +1276,13 @@ auth = { username = "mjl@provider.example", password = "secret" }
 # auth = { username = "mjl@provider.example", password_file = "provider-password.txt" }
 
 # Direct delivery to the MX hosts, each connection made through a SOCKS5 proxy (RFC 1928).
-# proxy_username/proxy_password for a proxy that wants them (RFC 1929); remote_ips and
-# ehlo_hostname describe where the proxy connects from (default EHLO: hostname).
+# proxy_username/proxy_password for a proxy that wants them (RFC 1929); ehlo_hostname
+# names where the proxy connects from (default EHLO: hostname).
 [transport.tor]
 kind = "socks5"
 proxy = "127.0.0.1:1080"
 # proxy_username = "rmox"
 # proxy_password = "secret"
-remote_ips = ["192.0.2.10"]
 ehlo_hostname = "mail.example.org"
 
 # Direct delivery with address family switches.
@@ -1185,6 +1320,8 @@ auth_failure_delay_secs = 1
 # Seconds before a message whose recipients are all unknown users is refused (550 5.1.1);
 # slows down address guessing. 0 answers at once.
 unknown_recipient_delay_secs = 5
+# Port 25: more Received header fields than this is a mail loop (550 5.4.6).
+max_received_headers = 100
 "#;
 
 #[cfg(test)]
@@ -1253,6 +1390,97 @@ mailbox = "Postmaster"
             e.contains("listener[0].submissions: implicit TLS needs listener.tls"),
             "{e}"
         );
+    }
+
+    /// Keys that used to be accepted without effect (`rejects_mailbox`) or that were
+    /// replaced (`require_tls_for_auth`) are refused with a message saying what to do;
+    /// the listener TLS keys and `dmarc_reports` are checked for what they need.
+    #[test]
+    fn refused_and_checked_keys() {
+        let err = |extra: &str| cfg(extra).unwrap_err().to_string();
+        let e = err("[account.x]\ndomain = \"mox.example\"\nrejects_mailbox = \"Rejects\"\n");
+        assert_eq!(
+            e,
+            "/etc/rmox/rmox.toml: account.x.rejects_mailbox: not supported yet: refused messages are not kept; remove the key"
+        );
+        let listener = "[[listener]]\nname = \"a\"\nip = \"1.2.3.4\"\n";
+        let tls = "tls = { cert_file = \"c\", key_file = \"k\" }\n";
+        let e = err(&format!(
+            "{listener}smtp = {{ port = 25 }}\nrequire_tls_for_auth = false\n"
+        ));
+        assert!(
+            e.contains("listener[0].require_tls_for_auth: replaced by no_require_starttls"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{listener}smtp = {{ port = 25 }}\nrequire_starttls = true\n"
+        ));
+        assert!(
+            e.contains("listener[0].require_starttls: STARTTLS needs listener.tls"),
+            "{e}"
+        );
+        let e = err(&format!("{listener}submission = {{ port = 587 }}\n"));
+        assert!(
+            e.contains("listener[0].submission: submission requires STARTTLS"),
+            "{e}"
+        );
+        cfg(&format!(
+            "{listener}submission = {{ port = 587 }}\nno_require_starttls = true\n"
+        ))
+        .unwrap();
+        cfg(&format!(
+            "{listener}smtp = {{ port = 25 }}\n{tls}require_starttls = true\n"
+        ))
+        .unwrap();
+        // dmarc_reports: an address at the domain, delivered to an account.
+        let dom = |v: &str| format!("[domain.\"third.example\"]\ndmarc_reports = \"{v}\"\n");
+        assert!(err(&dom("nope")).contains("is not an address"));
+        assert!(err(&dom("mjl@mox.example")).contains("must be an address at third.example"));
+        assert!(err(&dom("reports@third.example")).contains("is not delivered to an account"));
+        let c = cfg("[domain.\"third.example\"]\ndmarc_reports = \"reports@third.example\"\n[account.r]\ndomain = \"third.example\"\ndestinations = { \"reports@third.example\" = {} }\n").unwrap();
+        assert_eq!(
+            c.dmarc_reports_domain("Reports", "third.example"),
+            Some("third.example")
+        );
+        assert_eq!(c.dmarc_reports_domain("other", "third.example"), None);
+        assert_eq!(c.dmarc_reports_domain("reports", "mox.example"), None);
+    }
+
+    /// Every key the example prints is one `Config` reads (the example parses with unknown
+    /// keys refused) and its value is not the serde default when that would hide a typo.
+    #[test]
+    fn example_sets_what_it_documents() {
+        let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
+        let l = &c.listener[0];
+        assert!(!l.require_starttls && !l.no_require_starttls);
+        let i = &c.incoming;
+        assert!(
+            i.checks && i.ehlo_check && i.mail_from_check && i.spf && i.dkim && i.dmarc && i.iprev
+        );
+        assert_eq!(c.limits.max_received_headers, 100);
+        assert_eq!(
+            c.domain["example.org"].dmarc_reports.as_deref(),
+            Some("info@example.org")
+        );
+        assert!(!EXAMPLE.contains("rejects_mailbox"));
+        assert!(!EXAMPLE.contains("require_tls_for_auth"));
+        assert!(!EXAMPLE.contains("remote_ips"));
+    }
+
+    #[test]
+    fn localpart_case_sensitive_key() {
+        let c = cfg("[domain.\"case.example\"]\nlocalpart_case_sensitive = true\n[account.c]\ndomain = \"case.example\"\ndestinations = { \"User@case.example\" = {} }\n").unwrap();
+        assert!(matches!(
+            c.resolve("User", "case.example"),
+            Resolution::Account { .. }
+        ));
+        assert_eq!(c.resolve("user", "case.example"), Resolution::UnknownUser);
+        // Default: case-insensitive.
+        let c = cfg("").unwrap();
+        assert!(matches!(
+            c.resolve("MJL", "mox.example"),
+            Resolution::Account { .. }
+        ));
     }
 
     #[test]

@@ -22,7 +22,8 @@ data_dir = "data"
 # temperror, permerror, timeout or a 3-digit code fail at DATA (or at MAIL/RCPT when they
 # start with "mailfrom"/"rcptto"). Submitted messages go through the queue and come back
 # into the sender's account; recipients starting with queuetemperror, queuepermerror or
-# queuetimeout fail there (DSNs arrive in the Inbox).
+# queuetimeout fail there (DSNs arrive in the Inbox). Submission follows the same rules as
+# serve: MAIL FROM and the From header must be the account's (any address @localhost).
 localserve = true
 
 [[listener]]
@@ -32,8 +33,9 @@ smtp = {{ port = 1025 }}
 submission = {{ port = 1587 }}
 submissions = {{ port = 1465 }}
 tls = {{ cert_file = "tls/cert.pem", key_file = "tls/key.pem" }}
-# Convenient for local clients: AUTH is allowed before STARTTLS.
-require_tls_for_auth = false
+# As mox localserve: submission on 1587 does not require STARTTLS (AUTH and MAIL in plain
+# text are fine on loopback); STARTTLS is offered.
+no_require_starttls = true
 
 [domain."localhost"]
 localpart_catchall_separator = "+"

@@ -11,6 +11,8 @@ compile_error!(
 );
 
 mod admin;
+#[cfg(test)]
+mod checks_tests;
 mod config;
 mod creds;
 mod ctl;

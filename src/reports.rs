@@ -296,16 +296,41 @@ pub fn store_evaluation(store: &dyn MailStore, t: &Transaction, accounts: &[Stri
 /// Stores an incoming aggregate report about one of our domains (`ReportKind::DmarcReport`,
 /// keyed by that domain, the parsed report's Debug text is not kept: the raw message is,
 /// so it can be parsed again). Returns whether it was stored.
+///
+/// Only a report that (1) was sent to the domain's configured `dmarc_reports` address,
+/// (2) is about that domain, and (3) comes from a sender that passed DMARC is stored, so a
+/// forged report (or one sent to any other address) cannot inject data; the message itself
+/// is delivered as mail either way.
 pub fn store_incoming_report(store: &dyn MailStore, config: &Config, t: &Transaction) -> bool {
+    let dmarc_pass = t
+        .auth
+        .as_ref()
+        .and_then(|v| v.dmarc.as_ref())
+        .is_some_and(|d| d.status == rmox_core::dmarc::DmarcStatus::Pass);
+    if !dmarc_pass {
+        return false;
+    }
+    let destinations: Vec<&str> = t
+        .recipients
+        .iter()
+        .filter_map(|(p, _)| match p {
+            ForwardPath::Mailbox(a) => match &a.host {
+                rmox_core::smtp::Host::Domain(d) => {
+                    config.dmarc_reports_domain(&a.localpart.0, &d.ascii)
+                }
+                _ => None,
+            },
+            ForwardPath::Postmaster => None,
+        })
+        .collect();
+    if destinations.is_empty() {
+        return false;
+    }
     let Some(f) = parse_incoming_report(&t.message) else {
         return false;
     };
     let domain = f.policy.domain.trim_end_matches('.').to_ascii_lowercase();
-    if !config
-        .domain
-        .keys()
-        .any(|d| d.eq_ignore_ascii_case(&domain))
-    {
+    if !destinations.iter().any(|d| d.eq_ignore_ascii_case(&domain)) {
         return false;
     }
     match store.report_add(
@@ -671,10 +696,11 @@ hostname = "mail.mox.example"
 data_dir = "data"
 
 [domain."mox.example"]
+dmarc_reports = "dmarc-reports@mox.example"
 
 [account.mjl]
 domain = "mox.example"
-destinations = { "mjl@mox.example" = {} }
+destinations = { "mjl@mox.example" = {}, "dmarc-reports@mox.example" = { mailbox = "DMARC" } }
 
 [postmaster]
 account = "mjl"
@@ -694,7 +720,8 @@ require_iprev_for_unknown_senders = false
         StaticZone::parse(&format!(
             "example.org. IN A 192.0.2.99\n\
              example.org. IN TXT \"{spf}\"\n\
-             _dmarc.example.org. IN TXT \"v=DMARC1;p=reject;rua=mailto:dmarcrpt@example.org!10m\"\n"
+             _dmarc.example.org. IN TXT \"v=DMARC1;p=reject;rua=mailto:dmarcrpt@example.org!10m\"\n\
+             _dmarc.example.net. IN TXT \"v=DMARC1;p=none\"\n"
         ))
         .unwrap()
     }
@@ -722,6 +749,11 @@ require_iprev_for_unknown_senders = false
 
         /// Delivers `msg` from remote@example.org to mjl@mox.example; the final reply.
         fn deliver(&self, spf_pass: bool, msg: &str) -> String {
+            self.deliver_to(spf_pass, "mjl@mox.example", msg)
+        }
+
+        /// Delivers `msg` from remote@example.org to `rcpt`; the final reply.
+        fn deliver_to(&self, spf_pass: bool, rcpt: &str, msg: &str) -> String {
             let world = World::new(
                 Arc::clone(&self.config),
                 Arc::clone(&self.store) as Arc<dyn MailStore>,
@@ -744,13 +776,22 @@ require_iprev_for_unknown_senders = false
                 String::new(),
                 "EHLO remote.example\r\n".into(),
                 "MAIL FROM:<remote@example.org>\r\n".into(),
-                "RCPT TO:<mjl@mox.example>\r\n".into(),
+                format!("RCPT TO:<{rcpt}>\r\n"),
                 "DATA\r\n".into(),
                 format!("{msg}.\r\n"),
             ] {
                 out = run(&mut s, &world, input.as_bytes());
             }
             out
+        }
+
+        fn count_mailbox(&self, mailbox: &str) -> usize {
+            self.store
+                .messages("mjl")
+                .unwrap()
+                .iter()
+                .filter(|m| m.mailbox == mailbox)
+                .count()
         }
 
         fn evals(&self) -> Vec<StoredEval> {
@@ -987,33 +1028,48 @@ print(total)
         );
     }
 
+    /// Incoming aggregate reports: only one sent to the domain's `dmarc_reports` address,
+    /// about that domain, from a sender that passed DMARC is stored. Regression: any
+    /// message that parsed as a report, to any address, forged or not, was stored.
     #[test]
     fn dmarc_report_scenario() {
         let env = Env::new("report");
-        let report = |domain: &str| {
+        let report_from = |from: &str, domain: &str| {
             format!(
-                "From: <remote@example.org>\r\nTo: <mjl@mox.example>\r\nSubject: dmarc report\r\nMIME-Version: 1.0\r\nContent-Type: text/xml\r\n\r\n\
+                "From: <{from}>\r\nTo: <dmarc-reports@mox.example>\r\nSubject: dmarc report\r\nMIME-Version: 1.0\r\nContent-Type: text/xml\r\n\r\n\
 <?xml version=\"1.0\" encoding=\"UTF-8\" ?>\r\n<feedback><report_metadata><org_name>example.org</org_name><email>postmaster@example.org</email><report_id>1</report_id><date_range><begin>1596412800</begin><end>1596499199</end></date_range></report_metadata>\r\n\
 <policy_published><domain>{domain}</domain><adkim>r</adkim><aspf>r</aspf><p>reject</p><sp>reject</sp><pct>100</pct></policy_published>\r\n\
 <record><row><source_ip>192.0.2.5</source_ip><count>1</count><policy_evaluated><disposition>none</disposition><dkim>pass</dkim><spf>pass</spf></policy_evaluated></row><identifiers><header_from>{domain}</header_from></identifiers><auth_results><dkim><domain>{domain}</domain><result>pass</result><selector>s</selector></dkim><spf><domain>{domain}</domain><result>pass</result></spf></auth_results></record></feedback>\r\n"
             )
         };
+        let report = |domain: &str| report_from("remote@example.org", domain);
         let stored = |env: &Env| {
             env.store
                 .reports(ReportKind::DmarcReport, "mox.example")
                 .unwrap()
                 .len()
         };
+        let to = "dmarc-reports@mox.example";
         // A report about someone else's domain is delivered but not stored as a report.
-        let r = env.deliver(true, &report("xmox.nl"));
+        let r = env.deliver_to(true, to, &report("xmox.nl"));
         assert!(r.starts_with("250"), "{r}");
         assert_eq!(stored(&env), 0);
+        // A valid report sent to another address than dmarc_reports: mail only.
         let r = env.deliver(true, &report("mox.example"));
         assert!(r.starts_with("250"), "{r}");
+        assert_eq!(stored(&env), 0);
+        // A forged report: From example.net (p=none), which fails DMARC (SPF passes for
+        // example.org, not aligned; no DKIM): delivered, not stored.
+        let r = env.deliver_to(true, to, &report_from("remote@example.net", "mox.example"));
+        assert!(r.starts_with("250"), "{r}");
+        assert_eq!(stored(&env), 0);
+        let r = env.deliver_to(true, to, &report("mox.example"));
+        assert!(r.starts_with("250"), "{r}");
         assert_eq!(stored(&env), 1);
-        // Both were evaluated, as optional (they are reports).
+        assert_eq!(env.count_mailbox("DMARC"), 3);
+        // The example.org ones were evaluated, as optional (they are reports).
         let l = env.evals();
-        assert_eq!(l.len(), 2);
+        assert_eq!(l.len(), 3);
         assert!(l.iter().all(|e| e.optional));
         // Optional-only domains get no report; the evaluations are dropped.
         let now = UnixTime(l[1].evaluated + 10);

@@ -60,6 +60,32 @@ fn base_config(c: &Config, seed: u64) -> ServerConfig {
     sc.auth_failure_delay = std::time::Duration::from_secs(c.limits.auth_failure_delay_secs);
     sc.unknown_recipient_delay =
         std::time::Duration::from_secs(c.limits.unknown_recipient_delay_secs);
+    sc.max_received_headers = c.limits.max_received_headers;
+    sc
+}
+
+/// The session settings of one port of listener `l`: `submission` for 587/465, `implicit`
+/// for 465.
+pub fn port_config(
+    c: &Config,
+    l: &crate::config::Listener,
+    submission: bool,
+    implicit: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    seed: u64,
+) -> ServerConfig {
+    let mut sc = base_config(c, seed);
+    sc.submission = submission;
+    sc.implicit_tls = implicit;
+    sc.tls = tls;
+    if submission {
+        // mox: TLS before AUTH and MAIL unless NoRequireSTARTTLS.
+        sc.require_tls_for_auth = !l.no_require_starttls;
+        sc.require_tls_for_delivery = !l.no_require_starttls;
+    } else {
+        sc.require_tls_for_delivery = l.require_starttls;
+        sc.checks = c.incoming_checks();
+    }
     sc
 }
 
@@ -103,17 +129,14 @@ pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
             let Some(p) = port.as_ref().filter(|p| p.enabled) else {
                 continue;
             };
-            let mut sc = base_config(c, seed.wrapping_add((i * 3 + n) as u64));
-            sc.submission = submission;
-            sc.implicit_tls = implicit;
-            sc.tls = tls.clone();
-            sc.require_tls_for_auth = l.require_tls_for_auth;
-            if !submission && c.incoming.checks && !c.localserve {
-                sc.checks = Some(rmox_core::server::IncomingChecks {
-                    dnsbl: c.incoming.dnsbl.clone(),
-                    ..Default::default()
-                });
-            }
+            let sc = port_config(
+                c,
+                l,
+                submission,
+                implicit,
+                tls.clone(),
+                seed.wrapping_add((i * 3 + n) as u64),
+            );
             let addr = SocketAddr::new(l.ip, p.port);
             let listener = bind(addr)?;
             tracing::info!(listener = %l.name, %addr, submission, implicit_tls = implicit, "listening");

@@ -335,36 +335,28 @@ impl World {
             SenderSource::MailFrom => "mail from",
             SenderSource::FromHeader => "message from",
         };
+        // Submission (localserve too, as mox localserve): the address must be one of the
+        // authenticated account's. Port 25 sender checks that need DNS (SPF, MX of the
+        // domain) are the core's incoming checks.
+        if let (Some(account), ReversePath::Mailbox(a)) = (account, address) {
+            let owned =
+                domain_of(a).is_some_and(|d| self.config.account_owns(account, &a.localpart.0, &d));
+            if !owned {
+                return Verdict::Reject(reply(
+                    550,
+                    (5, 7, 1),
+                    format!("{what} address must match authenticated user"),
+                ));
+            }
+        }
         if self.config.localserve {
             if let (ReversePath::Mailbox(a), SenderSource::MailFrom) = (address, source) {
                 if let Some(s) = special(&a.localpart.0, "mailfrom") {
                     return Verdict::Reject(special_reply(s, "mail from"));
                 }
             }
-            return Verdict::Accept;
         }
-        let Some(account) = account else {
-            // Port 25: sender checks that need DNS (SPF, MX of the domain) come with the
-            // DNS wiring; nothing to refuse from configuration alone.
-            return Verdict::Accept;
-        };
-        match address {
-            ReversePath::Null => Verdict::Accept,
-            ReversePath::Mailbox(a) => {
-                let Some(d) = domain_of(a) else {
-                    return Verdict::Reject(reply(550, (5, 7, 0), "domain name required"));
-                };
-                if self.config.account_owns(account, &a.localpart.0, &d) {
-                    Verdict::Accept
-                } else {
-                    Verdict::Reject(reply(
-                        550,
-                        (5, 7, 1),
-                        format!("{what} address must match authenticated user"),
-                    ))
-                }
-            }
-        }
+        Verdict::Accept
     }
 
     fn check_recipient(&self, account: Option<&str>, recipient: &ForwardPath) -> Verdict {

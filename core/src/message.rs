@@ -1,6 +1,25 @@
 //! Small, fast views of a message's header section, for the checks the SMTP server makes
 //! on every message (separation of header and body, From, Return-Path, Message-Id, Date,
 //! TLS-Required). Whole-message parsing uses `mail-parser`.
+//!
+//! # When a message "cannot be parsed"
+//!
+//! The server refuses a message after DATA (`554 5.6.0`) only when [`check_structure`]
+//! finds one of these, and nothing else, so that real mail (odd, old or sloppy) passes:
+//!
+//! 1. No header/body separator: no empty line ends the header section (checked first, by
+//!    [`body_offset`]).
+//! 2. A line of the header section that is neither a field (a name of printable US-ASCII
+//!    characters other than `:`, optionally followed by spaces or tabs, then `:`) nor a
+//!    continuation line (starting with a space or tab, not as the first line).
+//! 3. A multipart part (`Content-Type: multipart/...`, at any nesting level of the
+//!    message itself; attached `message/rfc822` messages are not inspected) without a
+//!    `boundary` parameter, or whose body never contains a delimiter line
+//!    (`--boundary` at the start of a line).
+//!
+//! Not refused: missing or unterminated close delimiters, bad encodings (base64,
+//! quoted-printable, encoded words), 8-bit or NUL bytes, unknown content types, missing
+//! From/Date/Message-Id (checked separately on submission).
 
 /// Offset of the body: just after the first empty line (`CRLF CRLF`, or a message that
 /// starts with `CRLF`). `None` when there is no header/body separator.
@@ -97,9 +116,251 @@ pub fn from_addresses(header: &[u8]) -> Vec<String> {
     out
 }
 
+/// Number of `Received` fields in a header section.
+pub fn received_count(header: &[u8]) -> usize {
+    fields(header)
+        .filter(|f| f.name.eq_ignore_ascii_case(b"Received"))
+        .count()
+}
+
+/// Why a message cannot be parsed (see the module doc for the rules).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// No empty line ends the header section.
+    #[error("message requires both header and body section")]
+    NoBody,
+    /// A header line is neither a field nor a continuation (1-based line number).
+    #[error("header line {0} is not a header field")]
+    HeaderLine(usize),
+    /// A multipart part without a boundary parameter.
+    #[error("multipart part without boundary parameter")]
+    NoBoundary,
+    /// A multipart part whose body has no delimiter line for its boundary.
+    #[error("multipart part without any part delimiter")]
+    NoDelimiter,
+}
+
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&c| c == b':') else {
+        return false;
+    };
+    let name = &line[..colon];
+    let end = name
+        .iter()
+        .rposition(|&c| c != b' ' && c != b'\t')
+        .map_or(0, |e| e + 1);
+    end > 0 && name[..end].iter().all(|&c| (33..=126).contains(&c))
+}
+
+/// Checks that `msg` can be parsed as a message: the rules of the module doc.
+pub fn check_structure(msg: &[u8]) -> Result<(), Malformed> {
+    let body_at = body_offset(msg).ok_or(Malformed::NoBody)?;
+    // The header lines without the CRLF of the last one and the empty line (a message
+    // may start with the empty line: no header at all).
+    let header = &msg[..body_at.saturating_sub(4)];
+    if !header.is_empty() {
+        for (i, line) in crlf_lines(header).enumerate() {
+            let continuation = matches!(line.first(), Some(b' ') | Some(b'\t'));
+            if (continuation && i == 0) || (!continuation && !is_field_line(line)) {
+                return Err(Malformed::HeaderLine(i + 1));
+            }
+        }
+    }
+    // Only a multipart message has MIME structure to check; skip the full parse otherwise.
+    let multipart = values(header_section(msg, body_at), "Content-Type")
+        .any(|v| v.windows(9).any(|w| w.eq_ignore_ascii_case(b"multipart")));
+    if !multipart {
+        return Ok(());
+    }
+    let Some(parsed) = mail_parser::MessageParser::default().parse(msg) else {
+        // mail-parser finds no header at all: only a message that starts with the
+        // separator, whose empty header is valid here.
+        return Ok(());
+    };
+    for part in &parsed.parts {
+        use mail_parser::MimeHeaders;
+        let Some(ct) = part.content_type() else {
+            continue;
+        };
+        if !ct.ctype().eq_ignore_ascii_case("multipart") {
+            continue;
+        }
+        let boundary = match ct.attribute("boundary") {
+            Some(b) if !b.is_empty() => b,
+            _ => return Err(Malformed::NoBoundary),
+        };
+        let start = (part.offset_body as usize).min(msg.len());
+        let end = (part.offset_end as usize).clamp(start, msg.len());
+        if !has_delimiter(&msg[start..end], boundary.as_bytes()) {
+            return Err(Malformed::NoDelimiter);
+        }
+    }
+    Ok(())
+}
+
+/// The lines of `s`, split at CRLF only (a bare LF stays inside its line).
+fn crlf_lines(s: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.windows(2).position(|w| w == b"\r\n") {
+            Some(p) => {
+                rest = Some(&r[p + 2..]);
+                Some(&r[..p])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+/// The header section including the CRLF of its last line (what [`fields`] takes).
+fn header_section(msg: &[u8], body_at: usize) -> &[u8] {
+    &msg[..body_at.saturating_sub(2)]
+}
+
+/// Whether `body` has a line starting with `--boundary`.
+fn has_delimiter(body: &[u8], boundary: &[u8]) -> bool {
+    let mut delim = Vec::with_capacity(boundary.len() + 2);
+    delim.extend_from_slice(b"--");
+    delim.extend_from_slice(boundary);
+    body.split(|&c| c == b'\n').any(|l| l.starts_with(&delim))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every message of the shared corpora (converted to CRLF), with the verdict.
+    fn corpus() -> Vec<(String, Result<(), Malformed>)> {
+        let base = crate::dkim::test_vectors_dir();
+        let mut files = Vec::new();
+        for dir in [
+            "mail-parser/resources/eml/rfc",
+            "mail-parser/resources/eml/legacy",
+            "mail-parser/resources/eml/thirdparty",
+            "mail-parser/resources/eml/malformed",
+        ] {
+            for e in std::fs::read_dir(base.join(dir)).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "eml") {
+                    files.push(p);
+                }
+            }
+        }
+        for e in std::fs::read_dir(base.join("python-email-testdata")).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("msg_") && name.ends_with(".txt") {
+                files.push(p);
+            }
+        }
+        files.sort();
+        files
+            .into_iter()
+            .map(|p| {
+                let raw = std::fs::read(&p).unwrap();
+                let mut crlf = Vec::with_capacity(raw.len() + raw.len() / 20);
+                for (i, &c) in raw.iter().enumerate() {
+                    if c == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
+                        crlf.push(b'\r');
+                    }
+                    crlf.push(c);
+                }
+                let name = p.strip_prefix(&base).unwrap().display().to_string();
+                (name, check_structure(&crlf))
+            })
+            .collect()
+    }
+
+    /// The shared corpora (mail-parser's and CPython's test messages, 158 files): every
+    /// message is accepted except these, each broken by the rules of the module doc (and
+    /// each reported as a defect by CPython's or Dovecot's tests).
+    #[test]
+    fn corpus_verdicts() {
+        let refused: Vec<(String, Malformed)> = corpus()
+            .into_iter()
+            .filter_map(|(n, v)| v.err().map(|e| (n, e)))
+            .collect();
+        let want = [
+            // `Content-Type: multipart/mixed; boundary="ab"` and no `--ab` line.
+            (
+                "mail-parser/resources/eml/malformed/002.eml",
+                Malformed::NoDelimiter,
+            ),
+            // multipart/mixed whose body is plain text.
+            ("python-email-testdata/msg_17.txt", Malformed::NoDelimiter),
+            // Starts with a line of text, not a field.
+            ("python-email-testdata/msg_19.txt", Malformed::HeaderLine(1)),
+            // An mbox "From " separator line before the header.
+            ("python-email-testdata/msg_25.txt", Malformed::HeaderLine(1)),
+            // boundary=BOUNDARY_ but the parts are delimited by --BOUNDARY.
+            ("python-email-testdata/msg_31.txt", Malformed::NoDelimiter),
+            // No empty line after the header.
+            ("python-email-testdata/msg_35.txt", Malformed::NoBody),
+            // multipart/alternative without a boundary parameter.
+            ("python-email-testdata/msg_41.txt", Malformed::NoBoundary),
+            // An mbox "From " separator line before the header.
+            ("python-email-testdata/msg_43.txt", Malformed::HeaderLine(1)),
+        ];
+        let want: Vec<(String, Malformed)> = want
+            .iter()
+            .map(|(n, e)| (n.to_string(), e.clone()))
+            .collect();
+        assert_eq!(refused, want);
+    }
+
+    #[test]
+    fn structure_rules() {
+        let ok: &[&[u8]] = &[
+            b"\r\nbody only\r\n",
+            b"Subject: x\r\n\r\n",
+            b"Subject : obsolete space before colon\r\n\r\nb\r\n",
+            b"Subject: x\r\n folded\r\n\tagain\r\n\r\nb\r\n",
+            b"Subject: bare\nlf inside a line\r\n\r\nb\r\n",
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nunterminated\r\n",
+            b"Content-Transfer-Encoding: base64\r\n\r\n!!!not base64\r\n",
+        ];
+        for m in ok {
+            assert_eq!(check_structure(m), Ok(()), "{}", String::from_utf8_lossy(m));
+        }
+        let bad: &[(&[u8], Malformed)] = &[
+            (b"Subject: x\r\nbody\r\n", Malformed::NoBody),
+            (b" folded first\r\n\r\nb\r\n", Malformed::HeaderLine(1)),
+            (
+                b"Subject: x\r\nno colon here\r\n\r\nb\r\n",
+                Malformed::HeaderLine(2),
+            ),
+            (b": empty name\r\n\r\nb\r\n", Malformed::HeaderLine(1)),
+            (
+                b"Sub ject: space in name\r\n\r\nb\r\n",
+                Malformed::HeaderLine(1),
+            ),
+            (
+                b"Content-Type: multipart/mixed\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+                Malformed::NoBoundary,
+            ),
+            (
+                b"Content-Type: multipart/mixed; boundary=b\r\n\r\njust text\r\n",
+                Malformed::NoDelimiter,
+            ),
+        ];
+        for (m, e) in bad {
+            assert_eq!(
+                check_structure(m).as_ref(),
+                Err(e),
+                "{}",
+                String::from_utf8_lossy(m)
+            );
+        }
+        assert_eq!(
+            received_count(b"Received: a\r\nreceived: b\r\n c\r\nX: y\r\n"),
+            2
+        );
+    }
 
     #[test]
     fn body_offsets() {

@@ -230,9 +230,12 @@ where
             Some(Ok(0)) => eof = true,
             Some(Ok(n)) => {
                 if inbuf.len() > MAX_UNCONSUMED {
-                    return Err(ConnError::Io(std::io::Error::other(
-                        "peer sends faster than the session consumes",
-                    )));
+                    // Told why (421) and closed by the session.
+                    inbuf.clear();
+                    session
+                        .handle(now(), Input::Overflow)
+                        .map_err(ConnError::Session)?;
+                    continue;
                 }
                 inbuf.extend_from_slice(&chunk[..n]);
                 if n == chunk.len() && chunk.len() < READ_CHUNK {

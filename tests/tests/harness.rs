@@ -94,7 +94,7 @@ ip = "{ip}"
 smtp = {{ port = 25 }}
 submission = {{ port = 587 }}
 tls = {{ cert_file = "{cert}", key_file = "{key}" }}
-require_tls_for_auth = false
+no_require_starttls = true
 
 [domain."mox.example"]
 

@@ -54,12 +54,16 @@ pub struct ServerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// AUTH is only offered and accepted inside TLS.
     pub require_tls_for_auth: bool,
-    /// MAIL is only accepted inside TLS.
+    /// MAIL is only accepted inside TLS (`530 5.7.0`): mox's RequireSTARTTLS on port 25,
+    /// and on submission unless NoRequireSTARTTLS.
     pub require_tls_for_delivery: bool,
     /// Largest message accepted, in octets (SIZE).
     pub max_message_size: u64,
     /// Recipients per transaction (LIMITS RCPTMAX); more get `452 4.5.3`.
     pub max_recipients: usize,
+    /// Port 25: a message with more `Received` fields than this is refused as a mail loop
+    /// (`550 5.4.6`); 100 by default.
+    pub max_received_headers: usize,
     /// SASL mechanisms offered on submission.
     pub auth_mechanisms: Vec<Mechanism>,
     /// Failed AUTH attempts before the connection is closed with 421.
@@ -99,6 +103,7 @@ impl ServerConfig {
             require_tls_for_delivery: false,
             max_message_size: 100 << 20,
             max_recipients: 1000,
+            max_received_headers: 100,
             auth_mechanisms: Mechanism::ALL.to_vec(),
             max_auth_failures: 3,
             auth_failure_delay: Duration::from_secs(1),
@@ -136,6 +141,9 @@ pub enum Input<'a> {
     PeerClosed,
     /// The server is shutting down: the next command is answered 421.
     Shutdown,
+    /// The driver holds more unconsumed input than it keeps (the peer sent far ahead of
+    /// the replies): the session answers `421 4.7.0` and closes.
+    Overflow,
 }
 
 /// A yes-or-no policy answer with the reply for the no.
@@ -373,13 +381,10 @@ pub enum Output {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// The TLS layer failed (bad record, handshake failure).
+    /// The TLS layer could not be set up (implicit TLS). A peer's TLS failure is not an
+    /// error: it is answered with an alert and the session closes.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The peer broke the protocol in a way that ends the session (e.g. pipelined
-    /// commands after STARTTLS).
-    #[error("protocol violation: {0}")]
-    ProtocolViolation(&'static str),
     /// The caller misused the API: a completion with an unknown token or of the wrong
     /// kind.
     #[error("api misuse: {0}")]
@@ -534,7 +539,10 @@ pub struct ServerSession {
     shutting_down: bool,
     close_after_flush: bool,
     closed: bool,
-    error: Option<&'static str>,
+    /// More input followed the command line being handled (in the same read).
+    input_follows: bool,
+    /// The TLS layer made by an accepted STARTTLS, started once its 220 is out.
+    starting_tls: Option<TlsLayer>,
 }
 
 impl std::fmt::Debug for ServerSession {
@@ -594,7 +602,8 @@ impl ServerSession {
             shutting_down: false,
             close_after_flush: false,
             closed: false,
-            error: None,
+            input_follows: false,
+            starting_tls: None,
         };
         if s.tls.is_some() {
             s.timers
@@ -623,9 +632,6 @@ impl ServerSession {
     /// Takes one input. For [`Input::Received`], returns how many bytes were consumed; the
     /// caller keeps the rest and offers it again (with more) after the next input.
     pub fn handle(&mut self, now: Now, input: Input<'_>) -> Result<usize, SessionError> {
-        if let Some(e) = self.error {
-            return Err(SessionError::ProtocolViolation(e));
-        }
         if self.closed {
             return Ok(match input {
                 Input::Received(b) => b.len(),
@@ -649,6 +655,16 @@ impl ServerSession {
                 self.finish("peer closed connection");
                 0
             }
+            Input::Overflow => {
+                // A transaction in progress is dropped: nothing was acknowledged.
+                self.reply(Reply::new(
+                    421,
+                    Some(Enhanced::new(4, 7, 0)),
+                    "too much input ahead of our replies, closing",
+                ));
+                self.finish("input overflow");
+                0
+            }
             Input::Shutdown => {
                 self.shutting_down = true;
                 if matches!(self.phase, Phase::Command)
@@ -665,9 +681,6 @@ impl ServerSession {
                 0
             }
         };
-        if let Some(e) = self.error {
-            return Err(SessionError::ProtocolViolation(e));
-        }
         Ok(consumed)
     }
 
@@ -778,8 +791,10 @@ impl ServerSession {
         let n = match fed {
             Ok(n) => n,
             Err(e) => {
-                self.finish("tls error");
-                return Err(e.into());
+                // The peer broke TLS: rustls queued an alert saying why, which goes out
+                // before the close (the close is the session's, not an `Err`).
+                self.finish(&format!("tls error: {e}"));
+                return Ok(bytes.len());
             }
         };
         self.check_handshake(now);
@@ -878,14 +893,9 @@ impl ServerSession {
                 Phase::Command | Phase::Auth(_) => match split_line(rest, MAX_COMMAND_LINE) {
                     LineResult::Line(line, n) => {
                         pos += n;
+                        self.input_follows = pos < data.len();
                         let starttls = self.line(now, line);
                         if starttls {
-                            if pos < data.len() {
-                                // RFC 3207 5: nothing may follow STARTTLS before the handshake.
-                                self.error = Some("data pipelined after STARTTLS");
-                                self.finish("data pipelined after STARTTLS");
-                                return data.len();
-                            }
                             self.start_tls(now);
                             return pos;
                         }
@@ -907,30 +917,22 @@ impl ServerSession {
     }
 
     fn start_tls(&mut self, now: Now) {
-        let Some(tc) = self.config.tls.clone() else {
+        let Some(t) = self.starting_tls.take() else {
             return;
         };
         // The 220 goes out in plaintext, everything after it through TLS.
         self.out_raw.append(&mut self.out_plain);
-        match TlsLayer::server(tc) {
-            Ok(t) => {
-                self.tls = Some(t);
-                self.timers.set(
-                    Timer::Handshake,
-                    now.mono + self.config.tls_handshake_timeout,
-                );
-                // RFC 3207 4.2: forget everything learned before TLS.
-                self.ehlo = None;
-                self.ehlo_host = None;
-                self.esmtp = false;
-                self.txn = None;
-                self.bdat_msg = None;
-            }
-            Err(_) => {
-                self.error = Some("tls setup failed");
-                self.finish("tls setup failed");
-            }
-        }
+        self.tls = Some(t);
+        self.timers.set(
+            Timer::Handshake,
+            now.mono + self.config.tls_handshake_timeout,
+        );
+        // RFC 3207 4.2: forget everything learned before TLS.
+        self.ehlo = None;
+        self.ehlo_host = None;
+        self.esmtp = false;
+        self.txn = None;
+        self.bdat_msg = None;
     }
 
     fn handle_timeout(&mut self, now: Now) {
@@ -1114,14 +1116,14 @@ impl ServerSession {
             ));
             return false;
         }
-        if self.config.tls.is_none() {
+        let Some(tc) = self.config.tls.clone() else {
             self.reply_error(Reply::new(
                 502,
                 Some(Enhanced::new(5, 5, 1)),
                 "STARTTLS not available",
             ));
             return false;
-        }
+        };
         if self.account.is_some() {
             self.reply_error(Reply::new(
                 503,
@@ -1129,6 +1131,28 @@ impl ServerSession {
                 "cannot starttls after authentication",
             ));
             return false;
+        }
+        if self.input_follows {
+            // RFC 3207 5: nothing may follow STARTTLS before the handshake; bytes that did
+            // would be taken as said inside TLS (command injection). Say why, then close.
+            self.reply(Reply::new(
+                500,
+                Some(Enhanced::new(5, 5, 0)),
+                "data pipelined after STARTTLS, closing",
+            ));
+            self.finish("data pipelined after STARTTLS");
+            return false;
+        }
+        match TlsLayer::server(tc) {
+            Ok(t) => self.starting_tls = Some(t),
+            Err(_) => {
+                self.reply_error(Reply::new(
+                    454,
+                    Some(Enhanced::new(4, 7, 0)),
+                    "TLS not available due to temporary reason",
+                ));
+                return false;
+            }
         }
         self.reply(Reply::new(220, Some(Enhanced::new(2, 0, 0)), "go!"));
         true
@@ -1138,18 +1162,18 @@ impl ServerSession {
         if self.ehlo.is_none() {
             return self.reply_error(seq_error("no ehlo/helo yet"));
         }
-        if self.config.submission && self.account.is_none() {
-            return self.reply_error(Reply::new(
-                530,
-                Some(Enhanced::new(5, 7, 0)),
-                "authentication required",
-            ));
-        }
         if self.config.require_tls_for_delivery && self.tls.is_none() {
             return self.reply_error(Reply::new(
                 530,
                 Some(Enhanced::new(5, 7, 0)),
                 "STARTTLS required for mail delivery",
+            ));
+        }
+        if self.config.submission && self.account.is_none() {
+            return self.reply_error(Reply::new(
+                530,
+                Some(Enhanced::new(5, 7, 0)),
+                "authentication required",
             ));
         }
         if self.txn.is_some() {
@@ -1177,6 +1201,15 @@ impl ServerSession {
                     553,
                     Some(Enhanced::new(5, 6, 7)),
                     "non-ascii address requires SMTPUTF8",
+                ));
+            }
+        }
+        if let ReversePath::Mailbox(a) = &path {
+            if !self.config.submission && !matches!(a.host, Host::Domain(_)) {
+                return self.reply_error(Reply::new(
+                    550,
+                    Some(Enhanced::new(5, 7, 0)),
+                    "domain name required",
                 ));
             }
         }
@@ -1441,7 +1474,15 @@ impl ServerSession {
         let Some(txn) = self.txn.take() else {
             return self.reply_error(seq_error("missing MAIL FROM"));
         };
+        if let Err(e) = message::check_structure(&msg) {
+            let text = match e {
+                message::Malformed::NoBody => e.to_string(),
+                _ => format!("malformed message: {e}"),
+            };
+            return self.reply_error(Reply::new(554, Some(Enhanced::new(5, 6, 0)), text));
+        }
         let Some(body_at) = message::body_offset(&msg) else {
+            // check_structure refuses a message without a separator; kept as a reply.
             return self.reply_error(Reply::new(
                 554,
                 Some(Enhanced::new(5, 6, 0)),
@@ -1449,6 +1490,18 @@ impl ServerSession {
             ));
         };
         let header = &msg[..body_at];
+        if !self.config.submission
+            && message::received_count(header) > self.config.max_received_headers
+        {
+            return self.reply_error(Reply::new(
+                550,
+                Some(Enhanced::new(5, 4, 6)),
+                format!(
+                    "loop detected, more than {} Received headers",
+                    self.config.max_received_headers
+                ),
+            ));
+        }
         let mut requiretls = if txn.params.requiretls {
             Some(true)
         } else {

@@ -768,6 +768,119 @@ fn header_and_body_required() {
     );
 }
 
+/// mox refuses a message with more than 100 Received fields as a mail loop.
+#[test]
+fn received_loop_is_refused_on_port_25() {
+    let with = |n: usize| {
+        let mut m = String::new();
+        for i in 0..n {
+            m.push_str(&format!(
+                "Received: from h{i}.example by x.example; Thu, 1 Jan 2026 00:00:00 +0000\r\n"
+            ));
+        }
+        m.push_str(MSG);
+        m
+    };
+    let mut h = ehloed(config());
+    let txn = "MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n";
+    h.expect(
+        &format!("{txn}{}.\r\n", with(101)),
+        &[
+            "250",
+            "250",
+            "354",
+            "550 5.4.6 loop detected, more than 100 Received headers",
+        ],
+    );
+    assert!(h.stored().is_empty());
+    h.expect(
+        &format!("{txn}{}.\r\n", with(100)),
+        &["250", "250", "354", "250"],
+    );
+    assert_eq!(h.stored().len(), 1);
+    // The limit is configurable.
+    let mut c = config();
+    c.max_received_headers = 3;
+    let mut h = ehloed(c);
+    h.expect(
+        &format!("{txn}{}.\r\n", with(4)),
+        &[
+            "250",
+            "250",
+            "354",
+            "550 5.4.6 loop detected, more than 3 Received headers",
+        ],
+    );
+    // Submission does not count them (as mox).
+    let mut h = authed();
+    let sub = "MAIL FROM:<mjl@mox.example>\r\nRCPT TO:<r@example.org>\r\nDATA\r\n";
+    let mut m = String::new();
+    for _ in 0..101 {
+        m.push_str("Received: from a by b; Thu, 1 Jan 2026 00:00:00 +0000\r\n");
+    }
+    h.expect(
+        &format!("{sub}{m}{SUBMIT}.\r\n"),
+        &["250", "250", "354", "250"],
+    );
+}
+
+/// A message that cannot be parsed (rules in `crate::message`) is refused with the reason,
+/// on port 25 and on submission.
+#[test]
+fn malformed_messages_are_refused() {
+    let bad = [
+        (
+            "Subject: x\r\nnot a header line\r\n\r\nbody\r\n",
+            "554 5.6.0 malformed message: header line ",
+        ),
+        (
+            "Subject: x\r\nContent-Type: multipart/mixed\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+            "554 5.6.0 malformed message: multipart part without boundary parameter",
+        ),
+        (
+            "Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\nplain text\r\n",
+            "554 5.6.0 malformed message: multipart part without any part delimiter",
+        ),
+    ];
+    for (msg, want) in bad {
+        let mut h = ehloed(config());
+        h.expect(
+            &format!(
+                "MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n{msg}.\r\n"
+            ),
+            &["250", "250", "354", want],
+        );
+        assert!(h.stored().is_empty());
+        let mut h = authed();
+        h.expect(
+            &format!("MAIL FROM:<mjl@mox.example>\r\nRCPT TO:<r@example.org>\r\nDATA\r\nFrom: <mjl@mox.example>\r\n{msg}.\r\n"),
+            &["250", "250", "354", want],
+        );
+        assert!(h.stored().is_empty());
+    }
+}
+
+/// Port 25 needs a domain in MAIL FROM (mox: "domain name required"); submission leaves
+/// the address to the sender policy.
+#[test]
+fn ip_literal_mail_from() {
+    let mut h = ehloed(config());
+    h.expect(
+        "MAIL FROM:<x@[1.2.3.4]>\r\n",
+        &["550 5.7.0 domain name required"],
+    );
+    h.expect(
+        "MAIL FROM:<x@[IPv6:2001:db8::1]>\r\n",
+        &["550 5.7.0 domain name required"],
+    );
+    h.expect("MAIL FROM:<x@example.org>\r\n", &["250"]);
+    let mut h = authed();
+    h.expect(
+        "MAIL FROM:<mjl@[1.2.3.4]>\r\n",
+        &["550 5.7.1 must match authenticated user"],
+    );
+}
+
 #[test]
 fn too_many_errors_close() {
     let mut h = ehloed(config());
@@ -1246,20 +1359,122 @@ fn starttls_then_auth_with_channel_binding() {
 }
 
 /// Plaintext pipelined after STARTTLS must never be executed inside TLS (CVE-2011-0411
-/// style command injection): the session ends instead.
+/// style command injection): the session ends instead. Regression: the session was
+/// dropped without a reply (a bare `SessionError::ProtocolViolation`); now the client is
+/// told why before the close.
 #[test]
 fn commands_pipelined_after_starttls_are_not_executed() {
     let mut h = greeted(tls_config());
     h.expect("EHLO c.example\r\n", &["250"]);
-    let now = h.clock.now();
-    let r = h.s.handle(
-        now,
-        Input::Received(b"STARTTLS\r\nMAIL FROM:<mjl@mox.example>\r\n"),
+    h.expect(
+        "STARTTLS\r\nMAIL FROM:<mjl@mox.example>\r\n",
+        &["500 5.5.0 data pipelined after STARTTLS"],
     );
-    assert!(r.is_err());
-    h.drain();
     assert!(h.closed);
+    assert!(!h.s.is_tls());
     assert!(h.stored().is_empty());
+}
+
+/// Every close for a protocol violation is preceded by a reply saying why (the
+/// STARTTLS case is above; too many failures in `too_many_errors_close`, auth failures in
+/// `auth_failures_close_after_limit_and_are_delayed`).
+#[test]
+fn protocol_violation_closes_are_answered() {
+    // A long line.
+    let mut h = ehloed(config());
+    h.expect(
+        &format!("NOOP {}\r\n", "x".repeat(5000)),
+        &["500 5.5.2 line too long"],
+    );
+    assert!(h.closed);
+    // Not SMTP at all.
+    let mut h = greeted(config());
+    h.expect(
+        "GET / HTTP/1.1\r\n",
+        &["500 5.5.2 please try again speaking smtp"],
+    );
+    assert!(h.closed);
+    // Idle too long.
+    let mut h = ehloed(config());
+    h.timeout();
+    assert_eq!(h.replies(), vec!["421 4.4.2 timeout, closing".to_string()]);
+    assert!(h.closed);
+    // The driver cannot keep more input (regression: it dropped the connection silently).
+    let mut h = ehloed(config());
+    h.hold_effects = true;
+    h.send_str("MAIL FROM:<a@example.org>\r\n");
+    let now = h.clock.now();
+    h.s.handle(now, Input::Overflow).unwrap();
+    h.drain();
+    assert_eq!(
+        h.replies(),
+        vec!["421 4.7.0 too much input ahead of our replies, closing".to_string()]
+    );
+    assert!(h.closed);
+}
+
+/// A peer that sends garbage instead of a TLS handshake gets a TLS alert before the close.
+/// Regression: the session returned an error and the driver dropped the connection
+/// without sending the alert rustls had queued.
+#[test]
+fn tls_garbage_is_answered_with_an_alert() {
+    let mut h = greeted(tls_config());
+    h.expect("EHLO c.example\r\n", &["250"]);
+    h.expect("STARTTLS\r\n", &["220 2.0.0"]);
+    // A handshake record whose message is nonsense.
+    h.send(b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00");
+    assert!(h.closed);
+    assert_eq!(
+        h.received.first(),
+        Some(&0x15),
+        "no alert: {:?}",
+        h.received
+    );
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Closing(w) if w.starts_with("tls error"))));
+}
+
+fn starttls_port25() -> ServerConfig {
+    let mut c = config();
+    c.tls = Some(testkit::server_tls());
+    c.require_tls_for_delivery = true;
+    c
+}
+
+/// A listener with `require_starttls`: MAIL (and so RCPT/DATA) only after STARTTLS, as
+/// mox's RequireSTARTTLS.
+#[test]
+fn port25_require_starttls() {
+    let mut h = ehloed(starttls_port25());
+    h.expect(
+        "MAIL FROM:<remote@example.org>\r\n",
+        &["530 5.7.0 STARTTLS required for mail delivery"],
+    );
+    starttls(&mut h);
+    h.expect(
+        &format!("EHLO c.example\r\nMAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n{MSG}.\r\n"),
+        &["250", "250", "250", "354", "250"],
+    );
+    assert_eq!(h.stored().len(), 1);
+}
+
+/// Submission requires TLS before MAIL (and AUTH) by default in the root wiring; with it
+/// set, MAIL before STARTTLS is refused with the reason.
+#[test]
+fn submission_require_starttls_for_mail() {
+    let mut c = tls_config();
+    c.require_tls_for_delivery = true;
+    let mut h = ehloed(c);
+    h.expect(
+        "MAIL FROM:<mjl@mox.example>\r\n",
+        &["530 5.7.0 STARTTLS required for mail delivery"],
+    );
+    h.expect(
+        "AUTH PLAIN AG1qbEBtb3guZXhhbXBsZQB0ZXN0dGVzdA==\r\n",
+        &["538 5.7.11"],
+    );
 }
 
 #[test]

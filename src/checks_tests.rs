@@ -1,0 +1,583 @@
+//! Config that does what it says: every `[incoming]` switch, the listener TLS keys and the
+//! Received limit, each shown on and off by a real [`ServerSession`] built from the parsed
+//! config (`serve::port_config`), answered by a real [`World`] over a store in a temporary
+//! directory, with DNS from a static zone.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rmox_core::dns::StaticZone;
+use rmox_core::server::{Input, Output, Peer, ServerSession};
+use rmox_driver::Answerer;
+use rmox_storage::{MailStore, Store};
+
+use crate::config::Config;
+use crate::world::World;
+
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "rmox-checks-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const IP: &str = "192.0.2.10";
+
+/// `[incoming]` and `[[listener]]` settings are appended by each test.
+const BASE: &str = r#"
+hostname = "mail.mox.example"
+data_dir = "data"
+
+[domain."mox.example"]
+
+[account.mjl]
+domain = "mox.example"
+destinations = { "mjl@mox.example" = {}, "other@mox.example" = {} }
+
+[postmaster]
+account = "mjl"
+"#;
+
+/// remote.example resolves and has a PTR/A pair for IP; example.org publishes SPF for IP
+/// (when `spf_pass`) and DMARC (`p`); nomail.example has a null MX; the DNSBL lists IP.
+fn zone(spf_pass: bool, dmarc_p: &str, ptr: bool) -> StaticZone {
+    let spf = if spf_pass {
+        format!("v=spf1 ip4:{IP} -all")
+    } else {
+        "v=spf1 -all".to_string()
+    };
+    let mut z = format!(
+        "remote.example. IN A {IP}\n\
+         example.org. IN A 192.0.2.99\n\
+         example.org. IN TXT \"{spf}\"\n\
+         _dmarc.example.org. IN TXT \"v=DMARC1;p={dmarc_p}\"\n\
+         nomail.example. IN MX 0 .\n\
+         10.2.0.192.bl.example. IN A 127.0.0.2\n\
+         10.2.0.192.bl.example. IN TXT \"listed for testing\"\n"
+    );
+    if ptr {
+        z.push_str("10.2.0.192.in-addr.arpa. IN PTR remote.example.\n");
+    }
+    StaticZone::parse(&z).unwrap()
+}
+
+struct Env {
+    _tmp: Tmp,
+    config: Arc<Config>,
+    store: Arc<Store>,
+    world: World,
+}
+
+impl Env {
+    fn new(tag: &str, extra: &str, zone: StaticZone) -> Env {
+        let text = format!(
+            "{BASE}\n[[listener]]\nname = \"t\"\nip = \"127.0.0.1\"\nsmtp = {{ port = 25 }}\n{extra}"
+        );
+        Self::with_text(tag, &text, zone)
+    }
+
+    /// An environment for a whole config text; every account's password is "testtest".
+    fn with_text(tag: &str, text: &str, zone: StaticZone) -> Env {
+        let tmp = Tmp::new(tag);
+        let c = Config::parse(text, &tmp.0.join("rmox.toml")).unwrap();
+        let store = Arc::new(Store::open(&c.data_dir()).unwrap());
+        for (name, a) in &c.account {
+            store.account_add(name, &a.domain).unwrap();
+            crate::admin::set_password(&store, name, "testtest").unwrap();
+        }
+        let config = Arc::new(c);
+        let world = World::new(
+            Arc::clone(&config),
+            Arc::clone(&store) as Arc<dyn MailStore>,
+            Some(crate::resolve::Dns::Zone(zone)),
+        )
+        .unwrap();
+        Env {
+            _tmp: tmp,
+            config,
+            store,
+            world,
+        }
+    }
+
+    /// A session on the listener's port 25 (or submission), as `serve` configures it.
+    fn session(&self, submission: bool) -> ServerSession {
+        let l = &self.config.listener[0];
+        let mut sc = crate::serve::port_config(&self.config, l, submission, false, None, 1);
+        sc.auth_failure_delay = std::time::Duration::ZERO;
+        let peer = Peer {
+            ip: IP.parse().unwrap(),
+            cid: 1,
+        };
+        ServerSession::new(Arc::new(sc), peer, rmox_driver::now()).unwrap()
+    }
+
+    /// Runs `script` (one element per write) on a new port 25 session; the replies to the
+    /// last write.
+    fn script(&self, submission: bool, script: &[String]) -> String {
+        let mut s = self.session(submission);
+        let mut out = run(&mut s, &self.world, b"");
+        for input in script {
+            out = run(&mut s, &self.world, input.as_bytes());
+        }
+        out
+    }
+
+    /// EHLO `ehlo`, MAIL FROM `from`, RCPT mjl@mox.example, DATA with a message from
+    /// remote@example.org; the first reply that is not a success, or the final one.
+    fn deliver(&self, ehlo: &str, from: &str, msg: &str) -> String {
+        let mut s = self.session(false);
+        run(&mut s, &self.world, b"");
+        for (input, want) in [
+            (format!("EHLO {ehlo}\r\n"), "250"),
+            (format!("MAIL FROM:<{from}>\r\n"), "250"),
+            ("RCPT TO:<mjl@mox.example>\r\n".to_string(), "250"),
+            ("DATA\r\n".to_string(), "354"),
+            (format!("{msg}.\r\n"), "250"),
+        ] {
+            let r = run(&mut s, &self.world, input.as_bytes());
+            if !r.starts_with(want) {
+                return r;
+            }
+        }
+        "250 stored".into()
+    }
+
+    /// The stored messages of mjl, as text.
+    fn stored(&self) -> Vec<String> {
+        self.store
+            .messages("mjl")
+            .unwrap()
+            .iter()
+            .map(|m| String::from_utf8_lossy(&self.store.message_bytes(m.id).unwrap()).into())
+            .collect()
+    }
+
+    /// The Authentication-Results field of the last stored message ("" when none).
+    fn auth_results(&self) -> String {
+        let last = self.stored().pop().expect("a stored message");
+        let Some(at) = last.find("Authentication-Results:") else {
+            return String::new();
+        };
+        let rest = &last[at..];
+        // Up to the next field (a line not starting with white space).
+        let mut end = rest.len();
+        for (i, _) in rest.match_indices("\r\n") {
+            if !rest[i + 2..].starts_with([' ', '\t']) {
+                end = i;
+                break;
+            }
+        }
+        rest[..end].to_string()
+    }
+}
+
+fn run(s: &mut ServerSession, world: &World, bytes: &[u8]) -> String {
+    let mut tx = Vec::new();
+    let mut rest = bytes;
+    for _ in 0..10_000 {
+        if !rest.is_empty() {
+            let n = s.handle(rmox_driver::now(), Input::Received(rest)).unwrap();
+            rest = &rest[n..];
+        }
+        let mut progressed = false;
+        loop {
+            match s.poll(rmox_driver::now(), &mut tx) {
+                Output::Transmit => {}
+                Output::Effect(token, effect) => {
+                    let c = world.answer(effect);
+                    s.handle(rmox_driver::now(), Input::Completed(token, c))
+                        .unwrap();
+                    progressed = true;
+                }
+                Output::Event(e) => world.event(1, &e),
+                Output::Idle { .. } | Output::Close => break,
+            }
+        }
+        if rest.is_empty() && !progressed {
+            break;
+        }
+    }
+    String::from_utf8(tx).unwrap()
+}
+
+const MSG: &str = "From: <remote@example.org>\r\nTo: <mjl@mox.example>\r\nSubject: test\r\nMessage-Id: <t@example.org>\r\n\r\ntest email\r\n";
+
+/// No iprev refusal and no DMARC refusal unless a test asks for them.
+const QUIET: &str = "require_iprev_for_unknown_senders = false\ndmarc_reject = false\n";
+
+fn incoming(keys: &str) -> String {
+    format!("[incoming]\n{QUIET}{keys}\n")
+}
+
+#[test]
+fn ehlo_check_switch() {
+    for (on, want) in [(true, "550 5.5.0"), (false, "250")] {
+        let env = Env::new(
+            "ehlo",
+            &incoming(&format!("ehlo_check = {on}")),
+            zone(true, "none", true),
+        );
+        let r = env.deliver("nxdomain.example", "remote@example.org", MSG);
+        assert!(r.starts_with(want), "ehlo_check = {on}: {r}");
+    }
+}
+
+#[test]
+fn mail_from_check_switch() {
+    for (on, want) in [(true, "550 5.7.27"), (false, "250")] {
+        let env = Env::new(
+            "mailfrom",
+            &incoming(&format!("mail_from_check = {on}")),
+            zone(true, "none", true),
+        );
+        let r = env.deliver("remote.example", "x@nomail.example", MSG);
+        assert!(r.starts_with(want), "mail_from_check = {on}: {r}");
+    }
+}
+
+#[test]
+fn spf_switch() {
+    for on in [true, false] {
+        let env = Env::new(
+            "spf",
+            &incoming(&format!("spf = {on}")),
+            zone(false, "none", true),
+        );
+        let r = env.deliver("remote.example", "remote@example.org", MSG);
+        assert!(r.starts_with("250"), "{r}");
+        let m = env.stored().pop().unwrap();
+        assert_eq!(m.contains("Received-SPF: fail"), on, "spf = {on}:\n{m}");
+        assert_eq!(env.auth_results().contains("spf=fail"), on);
+        // Without an SPF pass, only one recipient per transaction (when SPF runs).
+        let r = env.script(
+            false,
+            &[
+                "EHLO remote.example\r\n".into(),
+                "MAIL FROM:<remote@example.org>\r\n".into(),
+                "RCPT TO:<mjl@mox.example>\r\n".into(),
+                "RCPT TO:<other@mox.example>\r\n".into(),
+            ],
+        );
+        let want = if on { "452 4.5.3" } else { "250" };
+        assert!(r.starts_with(want), "spf = {on}: {r}");
+    }
+}
+
+#[test]
+fn dkim_switch() {
+    // dmarc off too: DMARC verifies DKIM for itself.
+    for on in [true, false] {
+        let env = Env::new(
+            "dkim",
+            &incoming(&format!("dkim = {on}\ndmarc = false")),
+            zone(true, "none", true),
+        );
+        let r = env.deliver("remote.example", "remote@example.org", MSG);
+        assert!(r.starts_with("250"), "{r}");
+        let ar = env.auth_results();
+        assert_eq!(ar.contains("dkim=none"), on, "dkim = {on}: {ar}");
+        assert!(!ar.contains("dmarc="), "{ar}");
+    }
+}
+
+#[test]
+fn dmarc_switch() {
+    for on in [true, false] {
+        let env = Env::new(
+            "dmarc",
+            &incoming(&format!("dmarc = {on}")),
+            zone(true, "none", true),
+        );
+        let r = env.deliver("remote.example", "remote@example.org", MSG);
+        assert!(r.starts_with("250"), "{r}");
+        let ar = env.auth_results();
+        assert_eq!(ar.contains("dmarc=pass"), on, "dmarc = {on}: {ar}");
+    }
+}
+
+#[test]
+fn dmarc_reject_switch() {
+    // SPF fails, no DKIM: DMARC fails for example.org, which says p=reject.
+    for (on, want) in [(true, "550 5.7.1"), (false, "250")] {
+        let env = Env::new(
+            "dmarcreject",
+            &format!(
+                "[incoming]\nrequire_iprev_for_unknown_senders = false\ndmarc_reject = {on}\n"
+            ),
+            zone(false, "reject", true),
+        );
+        let r = env.deliver("remote.example", "remote@example.org", MSG);
+        assert!(r.starts_with(want), "dmarc_reject = {on}: {r}");
+    }
+}
+
+#[test]
+fn iprev_switch() {
+    for on in [true, false] {
+        let env = Env::new(
+            "iprev",
+            &incoming(&format!("iprev = {on}")),
+            zone(true, "none", true),
+        );
+        let r = env.deliver("remote.example", "remote@example.org", MSG);
+        assert!(r.starts_with("250"), "{r}");
+        let ar = env.auth_results();
+        assert_eq!(ar.contains("iprev=pass"), on, "iprev = {on}: {ar}");
+    }
+}
+
+#[test]
+fn require_iprev_for_unknown_senders_switch() {
+    // No PTR for the client: iprev fails; a first-time sender is refused only when asked.
+    for (on, want) in [(true, "451 4.7.0"), (false, "250")] {
+        let env = Env::new(
+            "reqiprev",
+            &format!(
+                "[incoming]\ndmarc_reject = false\nrequire_iprev_for_unknown_senders = {on}\n"
+            ),
+            zone(true, "none", false),
+        );
+        let r = env.deliver("remote.example", "remote@example.org", MSG);
+        assert!(r.starts_with(want), "require_iprev = {on}: {r}");
+    }
+}
+
+#[test]
+fn dnsbl_zones() {
+    for (zones, want) in [("[\"bl.example\"]", "451 4.7.1"), ("[]", "250")] {
+        let env = Env::new(
+            "dnsbl",
+            &incoming(&format!("dnsbl = {zones}")),
+            zone(true, "none", true),
+        );
+        let r = env.deliver("remote.example", "remote@example.org", MSG);
+        assert!(r.starts_with(want), "dnsbl = {zones}: {r}");
+    }
+}
+
+/// `checks = false` turns everything off, the DNSBL included: no Authentication-Results,
+/// and a listed IP from a domain without mail is accepted.
+#[test]
+fn checks_false_turns_all_off() {
+    let env = Env::new(
+        "checksoff",
+        &incoming("checks = false\ndnsbl = [\"bl.example\"]"),
+        zone(false, "reject", false),
+    );
+    let r = env.deliver("nxdomain.example", "x@nomail.example", MSG);
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(env.auth_results(), "");
+    // Every switch off (checks = true) is the same.
+    let env = Env::new(
+        "alloff",
+        &incoming(
+            "ehlo_check = false\nmail_from_check = false\nspf = false\ndkim = false\ndmarc = false\niprev = false",
+        ),
+        zone(false, "reject", false),
+    );
+    assert!(env.config.incoming_checks().is_none());
+    let r = env.deliver("nxdomain.example", "x@nomail.example", MSG);
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(env.auth_results(), "");
+}
+
+#[test]
+fn max_received_headers_limit() {
+    let mut msg = String::new();
+    for _ in 0..4 {
+        msg.push_str("Received: from a by b; Thu, 1 Jan 2026 00:00:00 +0000\r\n");
+    }
+    msg.push_str(MSG);
+    for (limit, want) in [(3, "550 5.4.6"), (4, "250")] {
+        let env = Env::new(
+            "received",
+            &format!("[limits]\nmax_received_headers = {limit}\n[incoming]\nchecks = false\n"),
+            zone(true, "none", true),
+        );
+        let r = env.deliver("remote.example", "remote@example.org", &msg);
+        assert!(r.starts_with(want), "max_received_headers = {limit}: {r}");
+    }
+}
+
+/// `require_starttls` on the listener: MAIL on port 25 needs STARTTLS first.
+#[test]
+fn require_starttls_key() {
+    for (on, want) in [(true, "530 5.7.0"), (false, "250")] {
+        let env = Env::new(
+            "reqtls",
+            &format!(
+                "tls = {{ cert_file = \"c.pem\", key_file = \"k.pem\" }}\nrequire_starttls = {on}\n[incoming]\nchecks = false\n"
+            ),
+            zone(true, "none", true),
+        );
+        let r = env.deliver("remote.example", "remote@example.org", MSG);
+        assert!(r.starts_with(want), "require_starttls = {on}: {r}");
+    }
+}
+
+/// Submission needs TLS before AUTH and MAIL unless `no_require_starttls`.
+#[test]
+fn no_require_starttls_key() {
+    let plain = "AUTH PLAIN AG1qbEBtb3guZXhhbXBsZQB0ZXN0dGVzdA==\r\n".to_string();
+    for (relaxed, auth_want, mail_want) in [
+        (false, "538 5.7.11", "530 5.7.0 STARTTLS required"),
+        (true, "235", "250"),
+    ] {
+        let env = Env::new(
+            "norequire",
+            &format!(
+                "submission = {{ port = 587 }}\ntls = {{ cert_file = \"c.pem\", key_file = \"k.pem\" }}\nno_require_starttls = {relaxed}\n"
+            ),
+            zone(true, "none", true),
+        );
+        let ehlo = "EHLO client.example\r\n".to_string();
+        let r = env.script(true, &[ehlo.clone(), plain.clone()]);
+        assert!(
+            r.starts_with(auth_want),
+            "no_require_starttls = {relaxed}: {r}"
+        );
+        let r = env.script(
+            true,
+            &[
+                ehlo,
+                plain.clone(),
+                "MAIL FROM:<mjl@mox.example>\r\n".into(),
+            ],
+        );
+        assert!(
+            r.starts_with(mail_want),
+            "no_require_starttls = {relaxed}: {r}"
+        );
+    }
+}
+
+/// localserve applies the submission rules of serve (as mox localserve): MAIL FROM and the
+/// From header must be addresses of the authenticated account (any @localhost address,
+/// through the catchall). Regression: localserve accepted any sender.
+#[test]
+fn localserve_submission_sender_rules() {
+    let text = r#"
+hostname = "localhost"
+data_dir = "data"
+localserve = true
+[[listener]]
+name = "local"
+ip = "127.0.0.1"
+submission = { port = 1587 }
+no_require_starttls = true
+[domain."localhost"]
+[account.rmox]
+domain = "localhost"
+destinations = { "rmox@localhost" = {}, "@localhost" = {} }
+"#;
+    let env = Env::with_text("localserve", text, zone(true, "none", true));
+    // base64 of "\0rmox@localhost\0testtest".
+    let auth = "AUTH PLAIN AHJtb3hAbG9jYWxob3N0AHRlc3R0ZXN0\r\n".to_string();
+    let start = |from: &str| {
+        vec![
+            "EHLO client.example\r\n".to_string(),
+            auth.clone(),
+            format!("MAIL FROM:<{from}>\r\n"),
+        ]
+    };
+    let r = env.script(true, &start("someone@example.com"));
+    assert!(
+        r.starts_with("550 5.7.1 mail from address must match authenticated user"),
+        "{r}"
+    );
+    let r = env.script(true, &start("anything@localhost"));
+    assert!(r.starts_with("250"), "{r}");
+    // The From header too.
+    let mut s = start("rmox@localhost");
+    s.push("RCPT TO:<friend@example.com>\r\n".into());
+    s.push("DATA\r\n".into());
+    s.push("From: <someone@example.com>\r\nSubject: x\r\n\r\nx\r\n.\r\n".into());
+    let r = env.script(true, &s);
+    assert!(
+        r.starts_with("550 5.7.1 message from address must match authenticated user"),
+        "{r}"
+    );
+    // Special local parts still work after the ownership check.
+    let r = env.script(true, &start("mailfrom550@localhost"));
+    assert!(r.starts_with("550"), "{r}");
+    assert!(!r.contains("authenticated user"), "{r}");
+}
+
+/// The `[limits]` keys of the session reach it (`serve::port_config`), and act.
+#[test]
+fn limits_keys_reach_the_session() {
+    let env = Env::new(
+        "limits",
+        "[limits]\nmax_message_size = 200\nmax_recipients = 1\ncommand_timeout_secs = 400\ndata_timeout_secs = 500\nauth_failure_delay_secs = 2\nmax_received_headers = 7\n[incoming]\nchecks = false\n",
+        zone(true, "none", true),
+    );
+    let sc = crate::serve::port_config(&env.config, &env.config.listener[0], false, false, None, 1);
+    assert_eq!(sc.max_message_size, 200);
+    assert_eq!(sc.max_recipients, 1);
+    assert_eq!(sc.command_timeout, std::time::Duration::from_secs(400));
+    assert_eq!(sc.data_timeout, std::time::Duration::from_secs(500));
+    assert_eq!(sc.auth_failure_delay, std::time::Duration::from_secs(2));
+    assert_eq!(sc.max_received_headers, 7);
+    assert!(sc.checks.is_none());
+    // hostname names us in the greeting.
+    let r = env.script(false, &[]);
+    assert!(r.starts_with("220 mail.mox.example "), "{r}");
+    let r = env.script(
+        false,
+        &[
+            "EHLO remote.example\r\n".into(),
+            "MAIL FROM:<remote@example.org> SIZE=201\r\n".into(),
+        ],
+    );
+    assert!(r.starts_with("552 5.3.4"), "{r}");
+    let r = env.script(
+        false,
+        &[
+            "EHLO remote.example\r\n".into(),
+            "MAIL FROM:<remote@example.org>\r\n".into(),
+            "RCPT TO:<mjl@mox.example>\r\n".into(),
+            "RCPT TO:<other@mox.example>\r\n".into(),
+        ],
+    );
+    assert!(r.starts_with("452 4.5.3"), "{r}");
+}
+
+/// A port with `enabled = false` is not bound; the others are, with their kind.
+#[test]
+fn port_enabled_key() {
+    let env = Env::new(
+        "enabled",
+        "submission = { port = 0, enabled = false }\nno_require_starttls = true\n",
+        zone(true, "none", true),
+    );
+    // The smtp port of BASE's listener is 25; bind an ephemeral one instead.
+    let mut c = (*env.config).clone();
+    c.listener[0].smtp = Some(crate::config::PortConfig {
+        port: 0,
+        enabled: true,
+    });
+    let bound = crate::serve::bind_all(&c).unwrap();
+    assert_eq!(bound.len(), 1);
+    assert!(!bound[0].config.submission);
+    c.listener[0].submission.as_mut().unwrap().enabled = true;
+    let bound = crate::serve::bind_all(&c).unwrap();
+    assert_eq!(bound.len(), 2);
+    assert!(bound[1].config.submission);
+}
