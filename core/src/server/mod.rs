@@ -242,6 +242,8 @@ pub enum Effect {
         ip: IpAddr,
         /// The connection id (events carry it; policy counts open connections by it).
         cid: u64,
+        /// A submission port (failed-login limits refuse connections there).
+        submission: bool,
     },
     /// PLAIN/LOGIN: is this password right? Answered with [`Completion::Password`].
     CheckPassword {
@@ -574,6 +576,7 @@ impl ServerSession {
             Effect::CheckConnection {
                 ip: peer.ip,
                 cid: peer.cid,
+                submission: s.config.submission,
             },
         );
         Ok(s)
