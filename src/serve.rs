@@ -182,7 +182,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
             Some(Arc::clone(&wakeup)),
         )?;
     }
-    let world: Arc<dyn rmox_driver::Answerer> = Arc::new(
+    let world = Arc::new(
         World::new(
             Arc::clone(&c),
             Arc::clone(&store) as Arc<dyn rmox_storage::MailStore>,
@@ -190,6 +190,8 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         )?
         .with_queue_wakeup(wakeup),
     );
+    let flusher = crate::world::Flusher::spawn(Arc::clone(&world))?;
+    let world: Arc<dyn rmox_driver::Answerer> = world;
     let queue = Arc::new(runner).spawn(workers)?;
     let shutdown = Shutdown::new();
     install_signals(Arc::clone(&shutdown))?;
@@ -238,6 +240,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     };
     queue.stop();
     reporter.stop();
+    flusher.stop();
     result.map_err(|e| Fail(format!("server: {e}")))?;
     tracing::info!("stopped");
     Ok(())
