@@ -1628,8 +1628,28 @@ checks = false
         expect(&s.deliver("remote@example.org", "mjl@mox.example"), "250 ");
         let r = s.deliver("remote@example.org", "mjl@mox.example");
         expect(&r, "452 4.2.2 ");
-        assert!(r.contains("bytes"), "{r}");
+        assert!(r.contains("bytes in past minute"), "{r}");
         assert_eq!(env.count("mjl", "Inbox"), 2);
+        // The same per UTC day (delivery_bytes_per_day).
+        let mut env = Env::with_config(
+            "ratebytesday",
+            &limits_config(&format!(
+                "delivery_bytes_per_day = [{limit}, {limit}, {limit}]"
+            )),
+            |_| {},
+        );
+        let mut s = env.session(false);
+        expect(&s.deliver("remote@example.org", "mjl@mox.example"), "250 ");
+        expect(&s.deliver("remote@example.org", "mjl@mox.example"), "250 ");
+        let r = s.deliver("remote@example.org", "mjl@mox.example");
+        expect(&r, "452 4.2.2 ");
+        assert!(r.contains("bytes in past day"), "{r}");
+        env.world.flush_delivery_counts();
+        let day = rmox_core::ratelimit::day_of(wall_now());
+        assert_eq!(
+            env.store.delivery_counts(day, "192.0.2.1/32").unwrap(),
+            (2, 2 * size)
+        );
     }
 
     /// The per-day counts survive a restart: counted, written by the flush, read back by a
