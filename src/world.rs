@@ -263,7 +263,7 @@ impl World {
                 Verdict::Accept
             }
             Err(r) => {
-                tracing::info!(cid, %ip, reply = %r, "connection refused by rate limit");
+                tracing::debug!(cid, %ip, reply = %r, "connection refused by rate limit");
                 Verdict::Reject(r)
             }
         }
