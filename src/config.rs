@@ -158,6 +158,32 @@ fn inbox() -> String {
     "Inbox".to_string()
 }
 
+/// A limit at the three network levels of an address: `[ip, small network, large
+/// network]` (IPv4 /32, /26, /21; IPv6 /64, /48, /32), or one number `N` meaning
+/// `[N, 3N, 9N]` (the ratio of mox's defaults).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum NetLimits {
+    /// `N`: `[N, 3N, 9N]`.
+    One(u64),
+    /// One limit per level.
+    Levels([u64; 3]),
+}
+
+impl NetLimits {
+    /// The limits per level.
+    pub fn levels(self) -> rmox_core::ratelimit::Levels {
+        match self {
+            NetLimits::One(n) => {
+                rmox_core::ratelimit::Levels::new(n, n.saturating_mul(3), n.saturating_mul(9))
+            }
+            NetLimits::Levels([a, b, c]) => rmox_core::ratelimit::Levels::new(a, b, c),
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
 /// Limits against abuse; defaults follow mox's built-in numbers.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -166,16 +192,26 @@ pub struct Limits {
     pub max_message_size: u64,
     /// Recipients per transaction.
     pub max_recipients: usize,
-    /// Concurrent connections from one IP.
-    pub connections_per_ip: u32,
-    /// New connections per minute from one IP network.
-    pub connections_per_minute: u32,
-    /// Failed logins per minute from one IP network.
+    /// Open connections per IP / network (`connections_per_ip` is the old name).
+    #[serde(alias = "connections_per_ip")]
+    pub connections_open: NetLimits,
+    /// New connections per minute per IP / network.
+    pub connections_per_minute: NetLimits,
+    /// Failed logins per minute from one IP; at the limit logins and new submission
+    /// connections from it are refused.
     pub auth_failures_per_minute: u32,
-    /// Messages per minute from one IP network into one account.
-    pub deliveries_per_minute: u32,
-    /// Messages per day from one IP network into one account.
-    pub deliveries_per_day: u32,
+    /// Messages delivered (port 25) per minute per IP / network.
+    pub deliveries_per_minute: NetLimits,
+    /// Messages delivered (port 25) per UTC day per IP / network.
+    pub deliveries_per_day: NetLimits,
+    /// Bytes delivered (port 25) per minute per IP / network.
+    pub delivery_bytes_per_minute: NetLimits,
+    /// Bytes delivered (port 25) per UTC day per IP / network.
+    pub delivery_bytes_per_day: NetLimits,
+    /// Loopback addresses are exempt from the connection, login and delivery limits.
+    pub exempt_loopback: bool,
+    /// Networks tracked per level and window by each rate limit (bounded memory).
+    pub tracked_networks: usize,
     /// Seconds to wait for a command (RFC 5321 4.5.3.2: at least 300).
     pub command_timeout_secs: u64,
     /// Seconds to wait for more message data.
@@ -193,16 +229,45 @@ impl Default for Limits {
         Limits {
             max_message_size: 100 << 20,
             max_recipients: 1000,
-            connections_per_ip: 100,
-            connections_per_minute: 300,
+            connections_open: NetLimits::Levels([30, 90, 270]),
+            connections_per_minute: NetLimits::Levels([300, 900, 2700]),
             auth_failures_per_minute: 10,
-            deliveries_per_minute: 500,
-            deliveries_per_day: 20_000,
+            deliveries_per_minute: NetLimits::Levels([500, 1500, 4500]),
+            deliveries_per_day: NetLimits::Levels([10_000, 30_000, 90_000]),
+            delivery_bytes_per_minute: NetLimits::Levels([1000 * MIB, 3000 * MIB, 9000 * MIB]),
+            delivery_bytes_per_day: NetLimits::Levels([3000 * MIB, 9000 * MIB, 27_000 * MIB]),
+            exempt_loopback: true,
+            tracked_networks: rmox_core::ratelimit::DEFAULT_MAX_KEYS,
             command_timeout_secs: 300,
             data_timeout_secs: 300,
             auth_failure_delay_secs: 1,
             unknown_recipient_delay_secs: 5,
             max_received_headers: 100,
+        }
+    }
+}
+
+impl Limits {
+    /// The connection-time limits for the core limiter.
+    pub fn connection_settings(&self) -> rmox_core::ratelimit::ConnectionSettings {
+        rmox_core::ratelimit::ConnectionSettings {
+            open: self.connections_open.levels(),
+            per_minute: self.connections_per_minute.levels(),
+            auth_failures_per_minute: u64::from(self.auth_failures_per_minute),
+            exempt_loopback: self.exempt_loopback,
+            max_keys: self.tracked_networks,
+        }
+    }
+
+    /// The delivery limits for the core limiter.
+    pub fn delivery_settings(&self) -> rmox_core::ratelimit::DeliverySettings {
+        rmox_core::ratelimit::DeliverySettings {
+            messages_per_minute: self.deliveries_per_minute.levels(),
+            messages_per_day: self.deliveries_per_day.levels(),
+            bytes_per_minute: self.delivery_bytes_per_minute.levels(),
+            bytes_per_day: self.delivery_bytes_per_day.levels(),
+            exempt_loopback: self.exempt_loopback,
+            max_keys: self.tracked_networks,
         }
     }
 }
@@ -1305,15 +1370,37 @@ transport = "ipv4only"
 min_attempts = 5
 transport = "relay"
 
-# Abuse limits (defaults shown).
+# Abuse limits (defaults shown, mox's numbers). Limits marked [ip, /26, /21] are counted
+# per address and per network: IPv4 /32, /26, /21, IPv6 /64, /48, /32. Such a limit is
+# three numbers, or one number N meaning [N, 3N, 9N]. Windows are fixed: a minute, or a
+# UTC day.
 [limits]
 max_message_size = 104857600
 max_recipients = 1000
-connections_per_ip = 100
-connections_per_minute = 300
+# Open connections [ip, /26, /21]; more: "421 4.7.0" before the greeting.
+connections_open = [30, 90, 270]
+# New connections per minute [ip, /26, /21]; more: "421 4.7.0" before the greeting.
+connections_per_minute = [300, 900, 2700]
+# Failed logins per minute from one IP. At the limit, AUTH from it gets "421 4.7.0" and
+# new connections to submission ports are refused with "421 4.7.0" before the greeting;
+# a successful login from the IP resets its count.
 auth_failures_per_minute = 10
-deliveries_per_minute = 500
-deliveries_per_day = 20000
+# Messages delivered to port 25 per minute and per UTC day [ip, /26, /21]; more:
+# "452 4.2.2" at MAIL FROM. The per-day counts are kept in the database (written within a
+# second and at shutdown) and survive a restart.
+deliveries_per_minute = [500, 1500, 4500]
+deliveries_per_day = [10000, 30000, 90000]
+# Bytes delivered to port 25 per minute and per UTC day [ip, /26, /21]: a message that
+# would cross a limit gets "452 4.2.2" after its data; once a limit is reached, MAIL FROM
+# gets "452 4.2.2".
+delivery_bytes_per_minute = [1048576000, 3145728000, 9437184000]
+delivery_bytes_per_day = [3145728000, 9437184000, 28311552000]
+# Loopback addresses (127.0.0.0/8, ::1) are exempt from the connection, login and
+# delivery limits above; false applies them to loopback too.
+exempt_loopback = true
+# Networks each of those limits tracks per level and window (bounds memory). A network
+# seen when its level is full is not counted at that level; the coarser levels still are.
+tracked_networks = 100000
 command_timeout_secs = 300
 data_timeout_secs = 300
 auth_failure_delay_secs = 1
@@ -1358,6 +1445,58 @@ mailbox = "Postmaster"
         let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
         assert_eq!(c.hostname, "mail.example.org");
         assert_eq!(c.listener[0].smtp.as_ref().unwrap().port, 25);
+    }
+
+    /// The example shows the defaults of every limit.
+    #[test]
+    fn example_limits_are_the_defaults() {
+        let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    /// Issue 12: per-network limits as three levels or one number; the old key name
+    /// `connections_per_ip` still works.
+    #[test]
+    fn limits_per_network() {
+        use rmox_core::ratelimit::Levels;
+        let c = cfg(
+            "[limits]\nconnections_open = [1, 2, 3]\nconnections_per_minute = 5\n\
+                     deliveries_per_minute = [7, 8, 9]\ndeliveries_per_day = 4\n\
+                     delivery_bytes_per_minute = [100, 200, 300]\ndelivery_bytes_per_day = 1000\n\
+                     exempt_loopback = false\ntracked_networks = 7\nauth_failures_per_minute = 2\n",
+        )
+        .unwrap();
+        let cs = c.limits.connection_settings();
+        assert_eq!(cs.open, Levels::new(1, 2, 3));
+        assert_eq!(cs.per_minute, Levels::new(5, 15, 45));
+        assert_eq!(cs.auth_failures_per_minute, 2);
+        assert!(!cs.exempt_loopback);
+        assert_eq!(cs.max_keys, 7);
+        let ds = c.limits.delivery_settings();
+        assert_eq!(ds.messages_per_minute, Levels::new(7, 8, 9));
+        assert_eq!(ds.messages_per_day, Levels::new(4, 12, 36));
+        assert_eq!(ds.bytes_per_minute, Levels::new(100, 200, 300));
+        assert_eq!(ds.bytes_per_day, Levels::new(1000, 3000, 9000));
+        assert!(!ds.exempt_loopback);
+        let c = cfg("[limits]\nconnections_per_ip = 4\n").unwrap();
+        assert_eq!(c.limits.connections_open, NetLimits::One(4));
+        let d = Limits::default();
+        assert_eq!(
+            d.connection_settings(),
+            rmox_core::ratelimit::ConnectionSettings::default()
+        );
+        assert_eq!(
+            d.delivery_settings(),
+            rmox_core::ratelimit::DeliverySettings::default()
+        );
+        for bad in [
+            "connections_open = [1, 2]",
+            "deliveries_per_day = \"x\"",
+            "exempt_loopback = 1",
+        ] {
+            let e = cfg(&format!("[limits]\n{bad}\n")).unwrap_err().to_string();
+            assert!(e.starts_with("/etc/rmox/rmox.toml: "), "{bad}: {e}");
+        }
     }
 
     #[test]

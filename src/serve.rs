@@ -209,7 +209,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
             Some(Arc::clone(&wakeup)),
         )?;
     }
-    let world: Arc<dyn rmox_driver::Answerer> = Arc::new(
+    let world = Arc::new(
         World::new(
             Arc::clone(&c),
             Arc::clone(&store) as Arc<dyn rmox_storage::MailStore>,
@@ -217,6 +217,8 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         )?
         .with_queue_wakeup(wakeup),
     );
+    let flusher = crate::world::Flusher::spawn(Arc::clone(&world))?;
+    let world: Arc<dyn rmox_driver::Answerer> = world;
     let queue = Arc::new(runner).spawn(workers)?;
     let shutdown = Shutdown::new();
     install_signals(Arc::clone(&shutdown))?;
@@ -227,6 +229,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let result = run_on(rt, bound, world, threads, shutdown);
     queue.stop();
     reporter.stop();
+    flusher.stop();
     result.map_err(|e| Fail(format!("server: {e}")))?;
     tracing::info!("stopped");
     Ok(())
@@ -261,7 +264,12 @@ impl Runtime {
 
 /// The error for a runtime this build lacks.
 #[cfg_attr(
-    all(feature = "tokio", feature = "smol", feature = "glommio", target_os = "linux"),
+    all(
+        feature = "tokio",
+        feature = "smol",
+        feature = "glommio",
+        target_os = "linux"
+    ),
     allow(dead_code)
 )]
 fn missing(name: &str, why: &str) -> Fail {

@@ -2,11 +2,12 @@
 //! connect, whose password is right, which recipients exist, where a message goes. This is
 //! policy, not protocol: the reply codes for protocol errors live in the core machine.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rmox_core::ratelimit::{ConnectionLimits, DeliveryLimiter, Network};
 use rmox_core::sasl::CredentialKind;
 use rmox_core::server::{
     partial_failure_dsn, should_send_dsn, Completion, CredentialsAnswer, DsnFacts, Effect, Event,
@@ -22,15 +23,36 @@ use crate::config::{Config, Resolution};
 use crate::creds;
 use crate::resolve::Dns;
 
-/// Counters for rate limits, per IP, in fixed one-minute windows.
-#[derive(Default)]
+/// What the rate limits need to know of an open connection.
+struct ConnInfo {
+    ip: IpAddr,
+    submission: bool,
+    authenticated: bool,
+}
+
+/// Rate-limit state: the core limiters (the decisions), the connections they count, and
+/// per-day delivery counts not yet written to storage.
 struct Counters {
-    window: i64,
-    connections: HashMap<IpAddr, u32>,
-    auth_failures: HashMap<IpAddr, u32>,
-    open: HashMap<IpAddr, u32>,
-    /// Connection id -> IP, to release open-connection counts.
-    cids: HashMap<u64, IpAddr>,
+    conn: ConnectionLimits,
+    delivery: DeliveryLimiter,
+    /// Connection id -> its IP and kind (events carry only the id).
+    cids: HashMap<u64, ConnInfo>,
+    /// (day, network) -> (messages, bytes) counted in memory, not yet in storage.
+    pending: BTreeMap<(i64, Network), (u64, u64)>,
+    /// The last day whose older counts were removed from storage.
+    cleaned_day: i64,
+}
+
+impl Counters {
+    fn new(l: &crate::config::Limits) -> Counters {
+        Counters {
+            conn: ConnectionLimits::new(l.connection_settings()),
+            delivery: DeliveryLimiter::new(l.delivery_settings()),
+            cids: HashMap::new(),
+            pending: BTreeMap::new(),
+            cleaned_day: i64::MIN,
+        }
+    }
 }
 
 /// The real server's answers.
@@ -180,11 +202,12 @@ impl World {
         dns: Option<Dns>,
     ) -> Result<World, crate::Fail> {
         let dkim = load_dkim(&config)?;
+        let counters = Mutex::new(Counters::new(&config.limits));
         Ok(World {
             config,
             store,
             dns,
-            counters: Mutex::new(Counters::default()),
+            counters,
             dkim,
             queue_wakeup: None,
         })
@@ -220,46 +243,120 @@ impl World {
     }
 
     fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
-        let mut c = match self.counters.lock() {
+        match self.counters.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
-        };
-        let window = wall_now().0 / 60;
-        if c.window != window {
-            c.window = window;
-            c.connections.clear();
-            c.auth_failures.clear();
         }
-        c
     }
 
-    fn check_connection(&self, ip: IpAddr) -> Verdict {
-        let limits = &self.config.limits;
+    fn check_connection(&self, ip: IpAddr, cid: u64, submission: bool) -> Verdict {
         let mut c = self.counters();
-        let n = c.connections.entry(ip).or_default();
-        *n += 1;
-        if *n > limits.connections_per_minute && !ip.is_loopback() {
-            return Verdict::Reject(reply(
-                421,
-                (4, 7, 0),
-                "connection rate from your ip or network too high, slow down please",
-            ));
+        match c.conn.connect(wall_now(), ip, submission) {
+            Ok(()) => {
+                c.cids.insert(
+                    cid,
+                    ConnInfo {
+                        ip,
+                        submission,
+                        authenticated: false,
+                    },
+                );
+                Verdict::Accept
+            }
+            Err(r) => {
+                tracing::debug!(cid, %ip, reply = %r, "connection refused by rate limit");
+                Verdict::Reject(r)
+            }
         }
-        let open = c.open.get(&ip).copied().unwrap_or(0);
-        if open >= limits.connections_per_ip && !ip.is_loopback() {
-            return Verdict::Reject(reply(
-                421,
-                (4, 7, 0),
-                "too many open connections from your ip or network",
-            ));
-        }
-        Verdict::Accept
     }
 
     fn auth_limited(&self, ip: IpAddr) -> bool {
-        let c = self.counters();
-        c.auth_failures.get(&ip).copied().unwrap_or(0)
-            >= self.config.limits.auth_failures_per_minute
+        self.counters().conn.is_auth_limited(wall_now(), ip)
+    }
+
+    /// Whether the per-day delivery counts of `ip`'s networks must be read from storage
+    /// before a delivery check (then the check goes to the blocking pool).
+    fn delivery_needs_load(&self, ip: IpAddr) -> bool {
+        !self
+            .counters()
+            .delivery
+            .missing_day(wall_now(), ip)
+            .is_empty()
+    }
+
+    /// Reads today's stored delivery counts of `ip`'s networks not in memory yet.
+    fn load_delivery_counts(&self, ip: IpAddr) {
+        let now = wall_now();
+        let day = rmox_core::ratelimit::day_of(now);
+        let missing = self.counters().delivery.missing_day(now, ip);
+        for (level, net) in missing {
+            match self.store.delivery_counts(day, &net.to_string()) {
+                Ok((m, b)) => {
+                    let mut c = self.counters();
+                    let (pm, pb) = c.pending.get(&(day, net)).copied().unwrap_or((0, 0));
+                    c.delivery.load_day(now, level, net, m + pm, b + pb);
+                }
+                // Without the stored count the memory one (from zero) still applies.
+                Err(e) => tracing::error!(error = %e, network = %net, "reading delivery counts"),
+            }
+        }
+    }
+
+    /// Port 25, before a transaction: may `ip` deliver another message?
+    fn delivery_limit(&self, ip: IpAddr) -> Result<(), Reply> {
+        self.load_delivery_counts(ip);
+        let r = self.counters().delivery.check_start(wall_now(), ip);
+        r.map_err(|over| {
+            tracing::info!(%ip, limit = over.over.limit, network = %over.over.network, bytes = over.bytes, day = over.day, "delivery refused by rate limit");
+            over.reply()
+        })
+    }
+
+    /// Port 25, before storing: would this message cross a byte limit?
+    fn delivery_size_limit(&self, t: &Transaction) -> Result<(), Reply> {
+        if t.account.is_some() {
+            return Ok(());
+        }
+        let size = t.message.len() as u64;
+        let r = self
+            .counters()
+            .delivery
+            .check_message(wall_now(), t.remote_ip, size);
+        r.map_err(|over| over.reply())
+    }
+
+    /// Writes the per-day delivery counts gathered in memory to storage (and, once a day,
+    /// removes older days). Called about every second and at shutdown.
+    pub fn flush_delivery_counts(&self) {
+        let today = rmox_core::ratelimit::day_of(wall_now());
+        let (pending, clean) = {
+            let mut c = self.counters();
+            let clean = c.cleaned_day != today;
+            c.cleaned_day = today;
+            (std::mem::take(&mut c.pending), clean)
+        };
+        let mut days: BTreeMap<i64, Vec<(String, u64, u64)>> = BTreeMap::new();
+        for ((day, net), (m, b)) in &pending {
+            days.entry(*day)
+                .or_default()
+                .push((net.to_string(), *m, *b));
+        }
+        for (day, adds) in days {
+            if let Err(e) = self.store.delivery_counts_add(day, adds) {
+                tracing::error!(error = %e, "writing delivery counts; retrying later");
+                let mut c = self.counters();
+                for (k, (m, b)) in pending.iter().filter(|(k, _)| k.0 == day) {
+                    let e = c.pending.entry(*k).or_default();
+                    e.0 += m;
+                    e.1 += b;
+                }
+            }
+        }
+        if clean {
+            if let Err(e) = self.store.delivery_counts_cleanup(today) {
+                tracing::error!(error = %e, "removing old delivery counts");
+            }
+        }
     }
 
     fn login_disabled(&self, account: &str) -> Option<String> {
@@ -330,7 +427,13 @@ impl World {
         account: Option<&str>,
         address: &ReversePath,
         source: SenderSource,
+        ip: IpAddr,
     ) -> Verdict {
+        if account.is_none() && source == SenderSource::MailFrom {
+            if let Err(r) = self.delivery_limit(ip) {
+                return Verdict::Reject(r);
+            }
+        }
         let what = match source {
             SenderSource::MailFrom => "mail from",
             SenderSource::FromHeader => "message from",
@@ -870,6 +973,54 @@ impl World {
     }
 }
 
+/// How often the per-day delivery counts gathered in memory are written to storage.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The thread that writes per-day delivery counts to storage every [`FLUSH_INTERVAL`], and
+/// once more when stopped (so a graceful restart keeps every count; a crash loses at most
+/// the last interval's).
+pub struct Flusher {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    /// Starts the thread for `world`.
+    pub fn spawn(world: Arc<World>) -> Result<Flusher, crate::Fail> {
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let s = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("rate-limit-counts".into())
+            .spawn(move || loop {
+                let stopped = {
+                    let g = s.0.lock().unwrap_or_else(|e| e.into_inner());
+                    let (g, _) =
+                        s.1.wait_timeout_while(g, FLUSH_INTERVAL, |stop| !*stop)
+                            .unwrap_or_else(|e| e.into_inner());
+                    *g
+                };
+                world.flush_delivery_counts();
+                if stopped {
+                    return;
+                }
+            })
+            .map_err(|e| crate::Fail(format!("starting the rate limit counts thread: {e}")))?;
+        Ok(Flusher {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Writes what is left and stops the thread.
+    pub fn stop(mut self) {
+        *self.stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn path_string(p: &ForwardPath, hostname: &str) -> String {
     match p {
         ForwardPath::Postmaster => format!("postmaster@{hostname}"),
@@ -883,6 +1034,13 @@ impl rmox_driver::Answerer for World {
         // touch the disk, the network or spend CPU on key derivation goes to the pool.
         match effect {
             Effect::CheckConnection { .. } => Some(self.answer(effect.clone())),
+            // Today's delivery counts of this IP are not in memory: read them on the pool.
+            Effect::CheckSender {
+                account: None,
+                source: SenderSource::MailFrom,
+                ip,
+                ..
+            } if self.delivery_needs_load(*ip) => None,
             Effect::CheckSender { .. } if !self.config.localserve => {
                 Some(self.answer(effect.clone()))
             }
@@ -916,15 +1074,11 @@ impl rmox_driver::Answerer for World {
 
     fn answer(&self, effect: Effect) -> Completion {
         match effect {
-            Effect::CheckConnection { ip, cid } => {
-                let v = self.check_connection(ip);
-                if v == Verdict::Accept {
-                    let mut c = self.counters();
-                    c.cids.insert(cid, ip);
-                    *c.open.entry(ip).or_default() += 1;
-                }
-                Completion::Verdict(v)
-            }
+            Effect::CheckConnection {
+                ip,
+                cid,
+                submission,
+            } => Completion::Verdict(self.check_connection(ip, cid, submission)),
             Effect::CheckPassword {
                 username,
                 password,
@@ -937,12 +1091,15 @@ impl rmox_driver::Answerer for World {
                 account,
                 address,
                 source,
-                ..
-            } => Completion::Verdict(self.check_sender(account.as_deref(), &address, source)),
+                ip,
+            } => Completion::Verdict(self.check_sender(account.as_deref(), &address, source, ip)),
             Effect::CheckRecipient {
                 account, recipient, ..
             } => Completion::Verdict(self.check_recipient(account.as_deref(), &recipient)),
-            Effect::Store(t) => Completion::Stored(self.store_message(&t)),
+            Effect::Store(t) => Completion::Stored(match self.delivery_size_limit(&t) {
+                Ok(()) => self.store_message(&t),
+                Err(r) => StoreOutcome::Refused(r),
+            }),
             Effect::Dns(lookups) => Completion::Dns(match &self.dns {
                 Some(d) => d.lookup_many(&lookups),
                 None => lookups
@@ -965,21 +1122,30 @@ impl rmox_driver::Answerer for World {
                 );
                 // The IP is not in the event; the failure counts against the connection's IP.
                 let mut c = self.counters();
-                if let Some(ip) = c.cids.get(&cid).copied() {
-                    *c.auth_failures.entry(ip).or_default() += 1;
+                if let Some(ip) = c.cids.get(&cid).map(|i| i.ip) {
+                    c.conn.auth_failed(wall_now(), ip);
                 }
             }
             Event::Closing(why) => {
                 tracing::debug!(cid, why = %why, "closing");
-                let mut c = self.counters();
-                if let Some(ip) = c.cids.remove(&cid) {
-                    if let Some(n) = c.open.get_mut(&ip) {
-                        *n = n.saturating_sub(1);
-                    }
-                }
+                self.ended(cid);
             }
             Event::Accepted { size, recipients } => {
                 tracing::info!(cid, size, recipients, "message accepted");
+                // Deliveries into the server (not submissions) count toward its limits.
+                let now = wall_now();
+                let mut c = self.counters();
+                let ip = match c.cids.get(&cid) {
+                    Some(i) if !i.submission && !i.authenticated => i.ip,
+                    _ => return,
+                };
+                let size = *size as u64;
+                let (day, nets) = c.delivery.record(now, ip, size);
+                for net in nets {
+                    let e = c.pending.entry((day, net)).or_default();
+                    e.0 += 1;
+                    e.1 += size;
+                }
             }
             Event::RecipientFailed {
                 recipient,
@@ -991,8 +1157,21 @@ impl rmox_driver::Answerer for World {
             }
             Event::Authenticated { account, mechanism } => {
                 tracing::info!(cid, account = %account, mechanism, "authenticated");
+                let mut c = self.counters();
+                if let Some(i) = c.cids.get_mut(&cid) {
+                    i.authenticated = true;
+                    let ip = i.ip;
+                    c.conn.auth_succeeded(wall_now(), ip);
+                }
             }
             _ => {}
+        }
+    }
+
+    fn ended(&self, cid: u64) {
+        let mut c = self.counters();
+        if let Some(i) = c.cids.remove(&cid) {
+            c.conn.closed(wall_now(), i.ip);
         }
     }
 }
@@ -1143,6 +1322,20 @@ checks = false
         }
 
         fn session(&mut self, submission: bool) -> Sess<'_> {
+            self.session_from(submission, "192.0.2.1")
+        }
+
+        /// A greeted session from `ip`, after EHLO.
+        fn session_from(&mut self, submission: bool, ip: &str) -> Sess<'_> {
+            let (mut s, greeting) = self.open(submission, ip);
+            assert!(greeting.starts_with("220 "), "{greeting}");
+            let ehlo = s.cmd("EHLO remote.example");
+            assert!(ehlo.starts_with("250"), "{ehlo}");
+            s
+        }
+
+        /// A new connection from `ip`: the session and what it sent first.
+        fn open(&mut self, submission: bool, ip: &str) -> (Sess<'_>, String) {
             let mut sc = ServerConfig::new("host.mox.example");
             sc.submission = submission;
             sc.require_tls_for_auth = false;
@@ -1151,20 +1344,19 @@ checks = false
             sc.checks = self.checks.clone();
             self.cid += 1;
             let peer = Peer {
-                ip: "192.0.2.1".parse().unwrap(),
+                ip: ip.parse().unwrap(),
                 cid: self.cid,
             };
             let session = ServerSession::new(Arc::new(sc), peer, rmox_driver::now()).unwrap();
+            let cid = self.cid;
             let mut s = Sess {
                 env: self,
                 session,
+                cid,
                 closed: false,
             };
             let greeting = s.run(b"");
-            assert!(greeting.starts_with("220 "), "{greeting}");
-            let ehlo = s.cmd("EHLO remote.example");
-            assert!(ehlo.starts_with("250"), "{ehlo}");
-            s
+            (s, greeting)
         }
 
         fn count(&self, account: &str, mailbox: &str) -> usize {
@@ -1181,6 +1373,7 @@ checks = false
     struct Sess<'a> {
         env: &'a Env,
         session: ServerSession,
+        cid: u64,
         closed: bool,
     }
 
@@ -1224,7 +1417,7 @@ checks = false
         }
 
         fn session_cid(&self) -> u64 {
-            self.env.cid
+            self.cid
         }
 
         fn cmd(&mut self, line: &str) -> String {
@@ -1812,5 +2005,209 @@ mox.example. TXT \"v=spf1 ip4:192.0.2.1 -all\"
         assert_eq!(r, "550 5.1.1 no such user\r\n");
         assert_eq!(env.count("full", "Inbox"), 0);
         assert!(queued_dsns(&env).is_empty());
+    }
+
+    /// A config with rate limits for the limit tests: `limits` is the `[limits]` body.
+    fn limits_config(limits: &str) -> String {
+        format!("{CONFIG}\n[limits]\n{limits}\n")
+    }
+
+    /// Issue 12 (deliveries_per_minute was documented but read by nothing); mox's
+    /// TestRatelimitDelivery: with one message per minute per IP the second delivery gets
+    /// 452 4.2.2 (here at MAIL FROM), while another /26 still delivers.
+    #[test]
+    fn delivery_rate_messages() {
+        let mut env = Env::with_config(
+            "ratemsgs",
+            &limits_config("deliveries_per_minute = [1, 10, 10]"),
+            |_| {},
+        );
+        let mut s = env.session(false);
+        expect(&s.deliver("remote@example.org", "mjl@mox.example"), "250 ");
+        let r = s.deliver("remote@example.org", "mjl@mox.example");
+        expect(&r, "452 4.2.2 ");
+        assert!(r.contains("192.0.2.1/32"), "{r}");
+        let mut s = env.session_from(false, "192.0.2.100");
+        expect(&s.deliver("remote@example.org", "mjl@mox.example"), "250 ");
+        // Submission does not count and is not limited.
+        let mut s = env.session(true);
+        expect(&s.auth("mjl@mox.example", "testtest"), "235 ");
+        expect(&s.deliver("mjl@mox.example", "x@remote.example"), "250 ");
+        assert_eq!(env.count("mjl", "Inbox"), 2);
+    }
+
+    /// TestRatelimitDelivery by size: room for two and a half messages per minute; the
+    /// third message is refused with 452 4.2.2 after its data, and the next transaction at
+    /// MAIL FROM once the limit is reached.
+    #[test]
+    fn delivery_rate_bytes() {
+        let mut probe = Env::new("ratebytesprobe");
+        let mut s = probe.session(false);
+        expect(&s.deliver("remote@example.org", "mjl@mox.example"), "250 ");
+        let size = probe.store.messages("mjl").unwrap()[0].size;
+        let limit = 2 * size + size / 2;
+        let mut env = Env::with_config(
+            "ratebytes",
+            &limits_config(&format!(
+                "delivery_bytes_per_minute = [{limit}, {limit}, {limit}]"
+            )),
+            |_| {},
+        );
+        let mut s = env.session(false);
+        expect(&s.deliver("remote@example.org", "mjl@mox.example"), "250 ");
+        expect(&s.deliver("remote@example.org", "mjl@mox.example"), "250 ");
+        let r = s.deliver("remote@example.org", "mjl@mox.example");
+        expect(&r, "452 4.2.2 ");
+        assert!(r.contains("bytes in past minute"), "{r}");
+        assert_eq!(env.count("mjl", "Inbox"), 2);
+        // The same per UTC day (delivery_bytes_per_day).
+        let mut env = Env::with_config(
+            "ratebytesday",
+            &limits_config(&format!(
+                "delivery_bytes_per_day = [{limit}, {limit}, {limit}]"
+            )),
+            |_| {},
+        );
+        let mut s = env.session(false);
+        expect(&s.deliver("remote@example.org", "mjl@mox.example"), "250 ");
+        expect(&s.deliver("remote@example.org", "mjl@mox.example"), "250 ");
+        let r = s.deliver("remote@example.org", "mjl@mox.example");
+        expect(&r, "452 4.2.2 ");
+        assert!(r.contains("bytes in past day"), "{r}");
+        env.world.flush_delivery_counts();
+        let day = rmox_core::ratelimit::day_of(wall_now());
+        assert_eq!(
+            env.store.delivery_counts(day, "192.0.2.1/32").unwrap(),
+            (2, 2 * size)
+        );
+    }
+
+    /// The per-day counts survive a restart: counted, written by the flush, read back by a
+    /// new World over the same store; the cost per check does not depend on history (one
+    /// stored row per network and day).
+    #[test]
+    fn delivery_per_day_survives_restart() {
+        let mut env = Env::with_config(
+            "rateday",
+            &limits_config("deliveries_per_day = [2, 10, 10]"),
+            |_| {},
+        );
+        let mut s = env.session(false);
+        expect(&s.deliver("remote@example.org", "mjl@mox.example"), "250 ");
+        expect(&s.deliver("remote@example.org", "mjl@mox.example"), "250 ");
+        env.world.flush_delivery_counts();
+        let day = rmox_core::ratelimit::day_of(wall_now());
+        assert_eq!(env.store.delivery_counts(day, "192.0.2.1/32").unwrap().0, 2);
+        assert_eq!(env.store.delivery_counts(day, "192.0.0.0/21").unwrap().0, 2);
+        // "Restart": a new World over the same store and config.
+        env.world = World::new(
+            Arc::clone(&env.world.config),
+            Arc::clone(&env.store) as Arc<dyn MailStore>,
+            None,
+        )
+        .unwrap();
+        let mut s = env.session(false);
+        let r = s.deliver("remote@example.org", "mjl@mox.example");
+        expect(&r, "452 4.2.2 ");
+        assert!(r.contains("day"), "{r}");
+        // The check needing storage is not answered inline on the runtime thread.
+        let env2 = Env::with_config(
+            "ratedayinline",
+            &limits_config("deliveries_per_day = [2, 10, 10]"),
+            |_| {},
+        );
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let e = Effect::CheckSender {
+            account: None,
+            address: ReversePath::Null,
+            source: SenderSource::MailFrom,
+            ip,
+        };
+        assert!(env2.world.answer_now(&e).is_none());
+        assert!(matches!(
+            env2.world.answer(e.clone()),
+            Completion::Verdict(Verdict::Accept)
+        ));
+        assert!(
+            env2.world.answer_now(&e).is_some(),
+            "loaded once, then in memory"
+        );
+    }
+
+    /// Issue 12: auth failures per IP refuse the next submission connection before the
+    /// greeting (mox refuses at connect, not only at the next AUTH); a successful login
+    /// resets the IP's count; port 25 is not refused for it.
+    #[test]
+    fn auth_failures_refuse_at_connect() {
+        let mut env = Env::with_config(
+            "rateauth",
+            &limits_config("auth_failures_per_minute = 2"),
+            |_| {},
+        );
+        for _ in 0..2 {
+            let mut s = env.session_from(true, "198.51.100.1");
+            expect(&s.auth("mjl@mox.example", "wrong"), "535 ");
+        }
+        let (_s, greeting) = env.open(true, "198.51.100.1");
+        expect(&greeting, "421 4.7.0 ");
+        let (_s, greeting) = env.open(false, "198.51.100.1");
+        expect(&greeting, "220 ");
+        // Another IP: fail, succeed (reset), fail: still under the limit.
+        for pass in ["wrong", "testtest", "wrong"] {
+            let mut s = env.session_from(true, "198.51.100.2");
+            s.auth("mjl@mox.example", pass);
+        }
+        let (_s, greeting) = env.open(true, "198.51.100.2");
+        expect(&greeting, "220 ");
+    }
+
+    /// Issue 12: open connections and new connections per minute, per IP and per /26,
+    /// answered 421 4.7.0 before the greeting; loopback is exempt unless
+    /// `exempt_loopback = false`; `tracked_networks` bounds what is tracked.
+    #[test]
+    fn connection_limits() {
+        let mut env = Env::with_config(
+            "rateconn",
+            &limits_config(
+                "connections_open = [2, 3, 100]\nconnections_per_minute = [4, 100, 100]",
+            ),
+            |_| {},
+        );
+        let mut open = Vec::new();
+        for _ in 0..2 {
+            let (s, g) = env.open(false, "203.0.113.1");
+            expect(&g, "220 ");
+            open.push(s.cid);
+        }
+        let (_s, g) = env.open(false, "203.0.113.1");
+        expect(&g, "421 4.7.0 too many open connections");
+        let (_s, g) = env.open(false, "203.0.113.2");
+        expect(&g, "220 ");
+        let (_s, g) = env.open(false, "203.0.113.3");
+        expect(&g, "421 4.7.0 too many open connections");
+        env.world.ended(open[0]);
+        let (_s, g) = env.open(false, "203.0.113.1");
+        expect(&g, "220 ");
+        let (_s, g) = env.open(false, "203.0.113.1");
+        expect(&g, "421 4.7.0 connection rate");
+        // Loopback: exempt by default.
+        for _ in 0..10 {
+            let (_s, g) = env.open(false, "127.0.0.1");
+            expect(&g, "220 ");
+        }
+        let mut env = Env::with_config(
+            "rateconnlo",
+            &limits_config("exempt_loopback = false\nconnections_per_minute = [1, 100, 100]\ntracked_networks = 1"),
+            |_| {},
+        );
+        let (_s, g) = env.open(false, "127.0.0.1");
+        expect(&g, "220 ");
+        let (_s, g) = env.open(false, "127.0.0.1");
+        expect(&g, "421 4.7.0 connection rate");
+        // tracked_networks = 1: a second address is not tracked at the full level.
+        for _ in 0..3 {
+            let (_s, g) = env.open(false, "127.0.0.2");
+            expect(&g, "220 ");
+        }
     }
 }

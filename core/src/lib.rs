@@ -44,6 +44,7 @@ pub mod iprev;
 pub mod message;
 pub mod publicsuffix;
 pub mod queue;
+pub mod ratelimit;
 pub mod rng;
 pub mod sasl;
 pub mod server;

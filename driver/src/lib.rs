@@ -47,6 +47,11 @@ pub trait Answerer: Send + Sync + 'static {
     fn event(&self, cid: u64, event: &Event) {
         let _ = (cid, event);
     }
+    /// The connection `cid` is gone, however it ended (also after an I/O error, when the
+    /// session never said [`Event::Closing`]): per-connection counts are released here.
+    fn ended(&self, cid: u64) {
+        let _ = cid;
+    }
 }
 
 /// Connection ids, unique in this process.
@@ -138,7 +143,25 @@ const FIRST_CHUNK: usize = 1024;
 /// Drives `session` over `stream` until it closes. Bytes the session did not consume yet
 /// stay buffered and are offered again after the next input (backpressure: while the
 /// session waits for an effect it consumes nothing and we stop reading).
+/// [`Answerer::ended`] is called when it returns, on every path.
 pub async fn serve<S, R>(
+    rt: R,
+    stream: S,
+    session: ServerSession,
+    answerer: Arc<dyn Answerer>,
+    cid: u64,
+    shutdown: Arc<Shutdown>,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: Runtime,
+{
+    let r = serve_session(rt, stream, session, Arc::clone(&answerer), cid, shutdown).await;
+    answerer.ended(cid);
+    r
+}
+
+async fn serve_session<S, R>(
     rt: R,
     mut stream: S,
     mut session: ServerSession,

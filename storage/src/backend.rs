@@ -104,6 +104,16 @@ pub trait MailStore: Send + Sync {
         time: UnixTime,
         record: Vec<u8>,
     ) -> Result<(), StoreError>;
+    /// (messages, bytes) delivered from `network` on `day` (UTC days since the epoch).
+    fn delivery_counts(&self, day: i64, network: &str) -> Result<(u64, u64), StoreError>;
+    /// Adds (network, messages, bytes) to the counts of `day`, durably.
+    fn delivery_counts_add(
+        &self,
+        day: i64,
+        adds: Vec<(String, u64, u64)>,
+    ) -> Result<(), StoreError>;
+    /// Forgets the counts of days before `before_day`; returns how many rows went.
+    fn delivery_counts_cleanup(&self, before_day: i64) -> Result<u64, StoreError>;
     /// A consistent copy into `dest`, while in use.
     fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError>;
     /// Where the data lives (for the control socket).
@@ -222,6 +232,19 @@ impl MailStore for Store {
         record: Vec<u8>,
     ) -> Result<(), StoreError> {
         Store::report_add(self, kind, domain, time, record)
+    }
+    fn delivery_counts(&self, day: i64, network: &str) -> Result<(u64, u64), StoreError> {
+        Store::delivery_counts(self, day, network)
+    }
+    fn delivery_counts_add(
+        &self,
+        day: i64,
+        adds: Vec<(String, u64, u64)>,
+    ) -> Result<(), StoreError> {
+        Store::delivery_counts_add(self, day, adds)
+    }
+    fn delivery_counts_cleanup(&self, before_day: i64) -> Result<u64, StoreError> {
+        Store::delivery_counts_cleanup(self, before_day)
     }
     fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError> {
         Store::backup(self, dest)

@@ -75,6 +75,11 @@
 //! count_outgoing(account, since) -> Result<(u64 /*messages*/, u64 /*first-time rcpts*/)>
 //! has_sent_to(account, addr) -> Result<bool>;  outgoing_cleanup(before)
 //!
+//! // per-network delivery counts per UTC day (per-day rate limits)
+//! delivery_counts(day: i64, network: &str) -> Result<(u64 /*messages*/, u64 /*bytes*/)>  // a point read
+//! delivery_counts_add(day, Vec<(String, u64, u64)>) -> Result<()>    // adds, one commit
+//! delivery_counts_cleanup(before_day) -> Result<u64>
+//!
 //! // reports and policy caches
 //! report_add(ReportKind, domain, time, Vec<u8>);  reports(kind, domain);  report_domains(kind);
 //! reports_remove(kind, domain, before)
@@ -87,6 +92,7 @@
 
 mod backend;
 mod backup;
+mod counts;
 mod error;
 mod files;
 mod group;

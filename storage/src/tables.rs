@@ -52,6 +52,10 @@ pub(crate) const SENT_TO: TableDefinition<(&str, &str), i64> = TableDefinition::
 /// `reports`: (kind, domain, time, seq) -> opaque bytes.
 pub(crate) const REPORTS: TableDefinition<(u8, &str, i64, u64), &[u8]> =
     TableDefinition::new("reports");
+/// `delivery_counts`: (UTC day, network such as `192.0.2.0/26`) -> (messages, bytes)
+/// delivered into the server from that network that day (per-day rate limits).
+pub(crate) const DELIVERY_COUNTS: TableDefinition<(i64, &str), (u64, u64)> =
+    TableDefinition::new("delivery_counts");
 /// `mtasts`: domain -> JSON [`crate::MtaStsRecord`].
 pub(crate) const MTASTS: TableDefinition<&str, &[u8]> = TableDefinition::new("mtasts");
 
@@ -95,6 +99,7 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(SENT_TO)?;
     txn.open_table(REPORTS)?;
     txn.open_table(MTASTS)?;
+    txn.open_table(DELIVERY_COUNTS)?;
     Ok(())
 }
 

@@ -423,6 +423,25 @@ impl Conn {
         }
     }
 
+    /// Connects from the local address `source` (any 127.0.0.0/8 address works on
+    /// loopback), for tests of per-IP limits.
+    pub fn from_source(addr: SocketAddr, source: Ipv4Addr) -> Conn {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::from((source, 0)).into())
+            .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+        sock.connect_timeout(&addr.into(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect {addr} from {source}: {e}"));
+        let s: TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(15))).unwrap();
+        let w = s.try_clone().unwrap();
+        Conn {
+            r: BufReader::new(s),
+            w,
+        }
+    }
+
     /// Sets the read timeout.
     pub fn set_read_timeout(&self, d: Duration) {
         self.w.set_read_timeout(Some(d)).unwrap();

@@ -261,6 +261,8 @@ pub enum Effect {
         ip: IpAddr,
         /// The connection id (events carry it; policy counts open connections by it).
         cid: u64,
+        /// A submission port (failed-login limits refuse connections there).
+        submission: bool,
     },
     /// PLAIN/LOGIN: is this password right? Answered with [`Completion::Password`].
     CheckPassword {
@@ -614,6 +616,7 @@ impl ServerSession {
             Effect::CheckConnection {
                 ip: peer.ip,
                 cid: peer.cid,
+                submission: s.config.submission,
             },
         );
         Ok(s)
