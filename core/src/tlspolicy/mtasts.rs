@@ -270,12 +270,14 @@ fn normalize_host(s: &str) -> Option<String> {
     } else {
         idna::domain_to_ascii(s).ok()?
     };
-    let ok = ascii.split('.').all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-    });
+    // Checked again after IDNA: the A-label form may be longer.
+    let ok = ascii.len() <= 253
+        && ascii.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        });
     ok.then_some(ascii)
 }
 
@@ -1153,6 +1155,30 @@ mod tests {
             let extensions: Vec<_> = ext.into_iter().filter(|(k, _)| seen.insert(k.clone())).collect();
             let r = StsRecord { id, extensions };
             prop_assert_eq!(StsRecord::parse(&r.to_string()), Ok(r));
+        }
+
+        /// Whatever parses renders back to the same policy or record (the fuzz targets'
+        /// property, on inputs built from plausible fragments).
+        #[test]
+        fn anything_parsed_round_trips(
+            lines in proptest::collection::vec(prop_oneof![
+                Just("version: STSv1".to_string()),
+                Just("mode: enforce".to_string()),
+                Just("mode: none".to_string()),
+                "max_age:[ \t]{0,2}0{0,3}[0-9]{1,10}",
+                "mx:[ \t]{0,2}(\\*\\.)?[a-zA-Z0-9_\u{e9}-]{1,5}(\\.[a-zA-Z0-9-]{1,5}){0,2}\\.?",
+                "[ -~\r\u{b}\u{a0}]{0,12}",
+            ], 0..8),
+            crlf in any::<bool>(),
+            rec in "v=STSv1[ \t;]{0,3}(id=[a-z0-9]{0,3}|[a-z]{1,3}=[!-~]{0,3})?([ \t]*;[ \t]*[a-z]{1,3}=[!-~]{0,3}){0,3}[; ]{0,2}",
+        ) {
+            let body = lines.join(if crlf { "\r\n" } else { "\n" });
+            if let Ok(p) = StsPolicy::parse(body.as_bytes()) {
+                prop_assert_eq!(StsPolicy::parse(p.to_text().as_bytes()), Ok(p));
+            }
+            if let Ok(r) = StsRecord::parse(&rec) {
+                prop_assert_eq!(StsRecord::parse(&r.to_string()), Ok(r));
+            }
         }
 
         #[test]

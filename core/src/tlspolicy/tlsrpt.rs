@@ -289,6 +289,10 @@ mod rfc3339 {
     use super::UnixTime;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// 9999-12-31T23:59:59Z: later times do not render in four-digit years. Times before
+    /// 1970 are refused too: no report covers them.
+    const LAST: i64 = 253_402_300_799;
+
     pub fn serialize<S: Serializer>(t: &UnixTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&t.rfc3339())
     }
@@ -296,6 +300,7 @@ mod rfc3339 {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UnixTime, D::Error> {
         let s = String::deserialize(d)?;
         UnixTime::parse_rfc3339(&s)
+            .filter(|t| (0..=LAST).contains(&t.0))
             .ok_or_else(|| serde::de::Error::custom(format!("bad date-time {s:?}")))
     }
 }
@@ -344,6 +349,45 @@ pub struct Policy {
         deserialize_with = "string_or_list"
     )]
     pub mx_host: Vec<String>,
+}
+
+impl Policy {
+    /// The policy entry for an MTA-STS policy of `domain` (its lines and `mx` patterns).
+    pub fn sts(domain: &str, policy: &super::mtasts::StsPolicy) -> Policy {
+        Policy {
+            policy_type: PolicyType::Sts,
+            policy_string: policy.lines(),
+            policy_domain: domain.to_ascii_lowercase(),
+            mx_host: policy.mx.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// The policy entry for DANE at an MX host: its TLSA records in presentation form
+    /// (`3 1 1 HEX`), as reported to the host's own TLSRPT policy.
+    pub fn tlsa(host: &str, records: &[crate::tls::Tlsa]) -> Policy {
+        Policy {
+            policy_type: PolicyType::Tlsa,
+            policy_string: records
+                .iter()
+                .map(|r| {
+                    let hex: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
+                    format!("{} {} {} {hex}", r.usage, r.selector, r.matching)
+                })
+                .collect(),
+            policy_domain: host.to_ascii_lowercase(),
+            mx_host: Vec::new(),
+        }
+    }
+
+    /// The policy entry when no policy applied (`no-policy-found`).
+    pub fn none(domain: &str) -> Policy {
+        Policy {
+            policy_type: PolicyType::NoPolicyFound,
+            policy_string: Vec::new(),
+            policy_domain: domain.to_ascii_lowercase(),
+            mx_host: Vec::new(),
+        }
+    }
 }
 
 /// Session counts of one policy (RFC 8460 4.4 `summary`).
@@ -894,6 +938,8 @@ mod tests {
             r#"{"organization-name":"x"}"#,
             // Bad date.
             r#"{"organization-name":"x","date-range":{"start-datetime":"yesterday","end-datetime":"2022-01-07T23:59:59Z"},"report-id":"1","policies":[]}"#,
+            // Before 1970 (year 0 with an offset would not render back).
+            r#"{"organization-name":"x","date-range":{"start-datetime":"0000-01-01T00:30:00+01:00","end-datetime":"2022-01-07T23:59:59Z"},"report-id":"1","policies":[]}"#,
             // Unknown policy type.
             r#"{"organization-name":"x","date-range":{"start-datetime":"2022-01-07T00:00:00Z","end-datetime":"2022-01-07T23:59:59Z"},"report-id":"1","policies":[{"policy":{"policy-type":"foo","policy-domain":"a"},"summary":{"total-successful-session-count":1,"total-failure-session-count":0}}]}"#,
             // Negative count.
@@ -1016,6 +1062,44 @@ mod tests {
         );
         assert!(TlsrptRecord::from_txt(&["v=spf1", "v=TLSRPTv1; rua=mailto:c@d"]).is_ok());
         assert_eq!(record_name("mx.example."), "_smtp._tls.mx.example");
+    }
+
+    #[test]
+    fn policy_entries() {
+        let p = crate::tlspolicy::StsPolicy::parse(
+            b"version: STSv1\nmode: testing\nmx: mx1.example.org\nmx: *.example.net\nmax_age: 86400\n",
+        )
+        .unwrap();
+        let e = Policy::sts("Sts-Testing.example.org", &p);
+        assert_eq!(e.policy_domain, "sts-testing.example.org");
+        assert_eq!(
+            e.policy_string,
+            [
+                "version: STSv1",
+                "mode: testing",
+                "mx: mx1.example.org",
+                "mx: *.example.net",
+                "max_age: 86400"
+            ]
+        );
+        assert_eq!(e.mx_host, ["mx1.example.org", "*.example.net"]);
+        let t = Policy::tlsa(
+            "mx.dane.example",
+            &[crate::tls::Tlsa {
+                usage: 3,
+                selector: 1,
+                matching: 1,
+                data: vec![0xab, 0x01],
+            }],
+        );
+        assert_eq!(
+            (t.policy_type, t.policy_string.as_slice()),
+            (PolicyType::Tlsa, &["3 1 1 ab01".to_string()][..])
+        );
+        assert_eq!(
+            Policy::none("a.example").policy_type.as_str(),
+            "no-policy-found"
+        );
     }
 
     fn sts_policy(domain: &str) -> Policy {
