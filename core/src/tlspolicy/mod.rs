@@ -19,6 +19,8 @@
 pub mod dane;
 pub mod mtasts;
 pub mod requirement;
+#[cfg(test)]
+mod scenarios;
 pub mod tlsrpt;
 
 pub use dane::{

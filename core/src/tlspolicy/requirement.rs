@@ -274,6 +274,45 @@ pub fn requirement(
     }
 }
 
+/// A compact form for logs and tests: `required/webpki=mx.example/abort/sts`,
+/// `opportunistic/none/deliver/no-policy-found`, `required/dane=BASE/abort/tlsa/requiretls`,
+/// `skip:mismatch`, `skip:dane-tempfail`, `fail:5.7.10`. A testing-mode MX mismatch adds
+/// `/mismatch`.
+impl std::fmt::Display for TlsRequirement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsRequirement::Skip(SkipReason::StsMxMismatch) => f.write_str("skip:mismatch"),
+            TlsRequirement::Skip(SkipReason::DaneTempFail { .. }) => {
+                f.write_str("skip:dane-tempfail")
+            }
+            TlsRequirement::Fail(r) => write!(f, "fail:{}", r.enhanced()),
+            TlsRequirement::Connect(c) => {
+                let starttls = match c.starttls {
+                    StartTls::Required => "required",
+                    StartTls::Opportunistic => "opportunistic",
+                };
+                let verify = match &c.verify {
+                    Verification::None => "none".to_string(),
+                    Verification::WebPki { names } => format!("webpki={}", names.join(",")),
+                    Verification::Dane(d) => format!("dane={}", d.base_domain),
+                };
+                let on_failure = match c.on_failure {
+                    OnFailure::Abort => "abort",
+                    OnFailure::DeliverAndReport => "deliver",
+                };
+                write!(f, "{starttls}/{verify}/{on_failure}/{}", c.report.as_str())?;
+                if c.requiretls {
+                    f.write_str("/requiretls")?;
+                }
+                if c.sts_testing_mismatch {
+                    f.write_str("/mismatch")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,38 +348,6 @@ mod tests {
         DaneVerdict::TempFail {
             name: "_25._tcp.mx.bogus.example".into(),
             reason: "SERVFAIL".into(),
-        }
-    }
-
-    /// A compact description of a requirement, for the table.
-    fn describe(r: &TlsRequirement) -> String {
-        match r {
-            TlsRequirement::Skip(SkipReason::StsMxMismatch) => "skip:mismatch".into(),
-            TlsRequirement::Skip(SkipReason::DaneTempFail { .. }) => "skip:dane-tempfail".into(),
-            TlsRequirement::Fail(f) => format!("fail:{}", f.enhanced()),
-            TlsRequirement::Connect(c) => format!(
-                "{}/{}/{}/{}{}{}",
-                match c.starttls {
-                    StartTls::Required => "required",
-                    StartTls::Opportunistic => "opportunistic",
-                },
-                match &c.verify {
-                    Verification::None => "none".to_string(),
-                    Verification::WebPki { names } => format!("webpki={}", names.join(",")),
-                    Verification::Dane(d) => format!("dane={}", d.base_domain),
-                },
-                match c.on_failure {
-                    OnFailure::Abort => "abort",
-                    OnFailure::DeliverAndReport => "deliver",
-                },
-                c.report.as_str(),
-                if c.requiretls { "/requiretls" } else { "" },
-                if c.sts_testing_mismatch {
-                    "/mismatch"
-                } else {
-                    ""
-                },
-            ),
         }
     }
 
@@ -580,7 +587,7 @@ mod tests {
         ];
         for (name, sts, host, dane, msg, want) in rows {
             let got = requirement(sts, host, &dane, msg);
-            assert_eq!(describe(&got), want, "{name}");
+            assert_eq!(got.to_string(), want, "{name}");
         }
     }
 
