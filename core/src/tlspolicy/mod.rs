@@ -9,6 +9,8 @@
 //!   secure verdict are what [`crate::client::Verify::Dane`] checks in the handshake.
 //! * [`requirement`](mod@requirement): the policies and the message's flag combined into a
 //!   [`TlsRequirement`] per MX host.
+//! * [`results`]: a connection's TLS outcome (or a failed policy fetch) to the
+//!   [`SessionResult`]s to record, per report scope.
 //! * [`tlsrpt`]: the `_smtp._tls` record, [`TlsResults`] collected per policy domain and
 //!   scope, the JSON report (built, gzipped, parsed).
 //!
@@ -19,6 +21,7 @@
 pub mod dane;
 pub mod mtasts;
 pub mod requirement;
+pub mod results;
 #[cfg(test)]
 mod scenarios;
 pub mod tlsrpt;
@@ -36,6 +39,7 @@ pub use requirement::{
     requirement, ConnectTls, FailReason, MessageTls, OnFailure, SkipReason, StartTls,
     TlsRequirement, Verification,
 };
+pub use results::{fetch_failure_result, session_results, Endpoints, TlsOutcome};
 pub use tlsrpt::{
     day_range, parse_report, parse_report_file, parse_report_message, DateRange, FailureDetails,
     Policy, PolicyResult, PolicyType, Report, ReportScope, ReportUri, ResultType, SessionResult,
