@@ -591,6 +591,67 @@ mod tests {
         }
     }
 
+    fn arb_dane() -> impl proptest::strategy::Strategy<Value = DaneVerdict> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(INSECURE),
+            Just(secure("mx.example.org")),
+            Just(tempfail()),
+            Just(DaneVerdict::NoUsableRecords {
+                base_domain: "mx.example.org".into()
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Invariants over every combination: REQUIRETLS is never opportunistic, never
+        /// unverified and always asks the next hop for REQUIRETLS; `TLS-Required: No`
+        /// never skips or fails a host and never aborts on a verification failure; an
+        /// enforce policy is never opportunistic without that header; DANE verification
+        /// is always required STARTTLS unless the header relaxes it.
+        #[test]
+        fn invariants(
+            mode in proptest::prop_oneof![
+                proptest::strategy::Just(None),
+                proptest::strategy::Just(Some(Mode::Enforce)),
+                proptest::strategy::Just(Some(Mode::Testing)),
+                proptest::strategy::Just(Some(Mode::None)),
+            ],
+            matches in proptest::bool::ANY,
+            dane in arb_dane(),
+            msg in proptest::prop_oneof![
+                proptest::strategy::Just(MessageTls::Default),
+                proptest::strategy::Just(MessageTls::RequireTls),
+                proptest::strategy::Just(MessageTls::TlsRequiredNo),
+            ],
+        ) {
+            let policy = mode.map(|m| sts(m, &["mx.example.org"]));
+            let host = if matches { "mx.example.org" } else { "other.example.net" };
+            let r = requirement(policy.as_ref(), host, &dane, msg);
+            match (&r, msg) {
+                (TlsRequirement::Connect(c), MessageTls::RequireTls) => {
+                    proptest::prop_assert!(c.starttls == StartTls::Required);
+                    proptest::prop_assert!(c.verify != Verification::None);
+                    proptest::prop_assert!(c.requiretls && c.on_failure == OnFailure::Abort);
+                }
+                (TlsRequirement::Connect(c), MessageTls::TlsRequiredNo) => {
+                    proptest::prop_assert!(c.on_failure == OnFailure::DeliverAndReport);
+                    proptest::prop_assert!(c.starttls == StartTls::Opportunistic);
+                }
+                (_, MessageTls::TlsRequiredNo) => proptest::prop_assert!(false, "{r}"),
+                (TlsRequirement::Connect(c), MessageTls::Default) => {
+                    if mode == Some(Mode::Enforce) || matches!(c.verify, Verification::Dane(_)) {
+                        proptest::prop_assert!(c.starttls == StartTls::Required, "{r}");
+                        proptest::prop_assert!(c.on_failure == OnFailure::Abort, "{r}");
+                    }
+                    proptest::prop_assert!(!c.requiretls);
+                }
+                (TlsRequirement::Fail(_), MessageTls::Default) => proptest::prop_assert!(false, "{r}"),
+                _ => {}
+            }
+        }
+    }
+
     #[test]
     fn client_modes() {
         let r = requirement(None, "mx.example", &INSECURE, MessageTls::Default);
