@@ -31,9 +31,9 @@ pub use dane::{
     InsecureReason,
 };
 pub use mtasts::{
-    decide, needs_refresh, policy_url, Applied, CacheAction, CachedPolicy, FetchError, Mode,
-    MxPattern, PolicySource, RecordAnswer, StsDecision, StsPolicy, StsPolicyError, StsRecord,
-    StsRecordError, MAX_POLICY_SIZE,
+    decide, needs_refresh, policy_from_response, policy_url, Applied, CacheAction, CachedPolicy,
+    FetchError, Mode, MxPattern, PolicySource, RecordAnswer, StsDecision, StsPolicy,
+    StsPolicyError, StsRecord, StsRecordError, MAX_POLICY_SIZE,
 };
 pub use requirement::{
     requirement, ConnectTls, FailReason, MessageTls, OnFailure, SkipReason, StartTls,

@@ -476,6 +476,60 @@ pub enum RecordAnswer {
     TempError,
 }
 
+impl RecordAnswer {
+    /// The answer from a TXT lookup of [`record_name`]: each record's strings
+    /// concatenated, then [`StsRecord::from_txt`]; NXDOMAIN, NODATA and records that do not
+    /// parse are [`RecordAnswer::Absent`], a temporary failure is
+    /// [`RecordAnswer::TempError`].
+    pub fn from_lookup(r: &crate::dns::LookupResult) -> RecordAnswer {
+        use crate::dns::{LookupResult, Record};
+        match r {
+            LookupResult::TempFail(_) => RecordAnswer::TempError,
+            LookupResult::NxDomain | LookupResult::NoData => RecordAnswer::Absent,
+            LookupResult::Records { records, .. } => {
+                let txts: Vec<String> = records
+                    .iter()
+                    .filter_map(|r| match r {
+                        Record::Txt(parts) => {
+                            Some(String::from_utf8_lossy(&parts.concat()).into_owned())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                match StsRecord::from_txt(&txts) {
+                    Ok(rec) => RecordAnswer::Present(rec),
+                    Err(_) => RecordAnswer::Absent,
+                }
+            }
+        }
+    }
+}
+
+/// Checks a policy fetch's HTTP response (RFC 8461 3.3): status 200 (a redirect is not
+/// followed: an error), a `Content-Type` of `text/plain` when present (parameters such as
+/// charset ignored), a body of at most [`MAX_POLICY_SIZE`], then parses the policy.
+pub fn policy_from_response(
+    status: u16,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<StsPolicy, FetchError> {
+    if status != 200 {
+        return Err(FetchError::Fetch(format!("http status {status}")));
+    }
+    if let Some(ct) = content_type {
+        let media = ct.split(';').next().unwrap_or_default().trim();
+        if !media.eq_ignore_ascii_case("text/plain") {
+            return Err(FetchError::Fetch(format!("content type {media:?}")));
+        }
+    }
+    if body.len() > MAX_POLICY_SIZE {
+        return Err(FetchError::Fetch(format!(
+            "policy larger than {MAX_POLICY_SIZE} bytes"
+        )));
+    }
+    Ok(StsPolicy::parse(body)?)
+}
+
 /// Why a policy fetch failed; each maps to an RFC 8460 result type.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -1099,6 +1153,80 @@ mod tests {
             panic!("{a:?}")
         };
         assert_eq!(e.result_type().as_str(), "sts-webpki-invalid");
+    }
+
+    #[test]
+    fn record_answers_from_lookups() {
+        use crate::dns::{LookupResult, Record};
+        let txt =
+            |parts: &[&str]| Record::Txt(parts.iter().map(|p| p.as_bytes().to_vec()).collect());
+        let recs = |r: Vec<Record>| LookupResult::Records {
+            records: r,
+            authentic: false,
+        };
+        let rows: Vec<(&str, LookupResult, RecordAnswer)> = vec![
+            ("nxdomain", LookupResult::NxDomain, RecordAnswer::Absent),
+            ("nodata", LookupResult::NoData, RecordAnswer::Absent),
+            (
+                "servfail",
+                LookupResult::TempFail("x".into()),
+                RecordAnswer::TempError,
+            ),
+            (
+                "split strings joined",
+                recs(vec![txt(&["v=STSv1; ", "id=abc"])]),
+                present("abc"),
+            ),
+            (
+                "other TXT ignored",
+                recs(vec![txt(&["hello"]), txt(&["v=STSv1; id=1"])]),
+                present("1"),
+            ),
+            (
+                "two records: none",
+                recs(vec![txt(&["v=STSv1; id=1"]), txt(&["v=STSv1; id=2"])]),
+                RecordAnswer::Absent,
+            ),
+            (
+                "bad record: none",
+                recs(vec![txt(&["v=STSv1; id=-"])]),
+                RecordAnswer::Absent,
+            ),
+        ];
+        for (name, lookup, want) in rows {
+            assert_eq!(RecordAnswer::from_lookup(&lookup), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn fetch_responses() {
+        let body = b"version: STSv1\r\nmode: enforce\r\nmx: mx1.example.org\r\nmax_age: 86400\r\n";
+        let rows: Vec<(u16, Option<&str>, &[u8], Result<(), &str>)> = vec![
+            (200, Some("text/plain"), body, Ok(())),
+            (200, Some("Text/Plain; charset=utf-8"), body, Ok(())),
+            (200, None, body, Ok(())),
+            (301, Some("text/plain"), body, Err("sts-policy-fetch-error")),
+            (404, Some("text/plain"), body, Err("sts-policy-fetch-error")),
+            (200, Some("text/html"), body, Err("sts-policy-fetch-error")),
+            (
+                200,
+                Some("text/plain"),
+                b"version: STSv1\n",
+                Err("sts-policy-invalid"),
+            ),
+        ];
+        for (status, ct, body, want) in rows {
+            let got = policy_from_response(status, ct, body);
+            let got = got
+                .map(|_| ())
+                .map_err(|e| e.result_type().as_str().to_string());
+            assert_eq!(got, want.map_err(str::to_string), "{status} {ct:?}");
+        }
+        let big = vec![b'a'; MAX_POLICY_SIZE + 1];
+        assert!(matches!(
+            policy_from_response(200, None, &big),
+            Err(FetchError::Fetch(_))
+        ));
     }
 
     #[test]

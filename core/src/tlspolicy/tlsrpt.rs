@@ -169,6 +169,25 @@ impl TlsrptRecord {
     }
 }
 
+impl TlsrptRecord {
+    /// The record from a TXT lookup of [`record_name`] (each record's strings
+    /// concatenated); `None` when there is none, it does not parse, or the lookup failed.
+    pub fn from_lookup(r: &crate::dns::LookupResult) -> Option<TlsrptRecord> {
+        use crate::dns::{LookupResult, Record};
+        let LookupResult::Records { records, .. } = r else {
+            return None;
+        };
+        let txts: Vec<String> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Txt(parts) => Some(String::from_utf8_lossy(&parts.concat()).into_owned()),
+                _ => None,
+            })
+            .collect();
+        TlsrptRecord::from_txt(&txts).ok()
+    }
+}
+
 impl fmt::Display for TlsrptRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("v=TLSRPTv1; rua=")?;
@@ -1062,6 +1081,19 @@ mod tests {
         );
         assert!(TlsrptRecord::from_txt(&["v=spf1", "v=TLSRPTv1; rua=mailto:c@d"]).is_ok());
         assert_eq!(record_name("mx.example."), "_smtp._tls.mx.example");
+        let lookup = crate::dns::LookupResult::Records {
+            records: vec![crate::dns::Record::Txt(vec![
+                b"v=TLSRPTv1; rua=mailto:".to_vec(),
+                b"tlsrpt@example.org".to_vec(),
+            ])],
+            authentic: false,
+        };
+        let r = TlsrptRecord::from_lookup(&lookup).unwrap();
+        assert_eq!(r.rua[0].mailto(), Some("tlsrpt@example.org"));
+        assert_eq!(
+            TlsrptRecord::from_lookup(&crate::dns::LookupResult::NxDomain),
+            None
+        );
     }
 
     #[test]
