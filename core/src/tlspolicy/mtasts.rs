@@ -1201,7 +1201,8 @@ mod tests {
     #[test]
     fn fetch_responses() {
         let body = b"version: STSv1\r\nmode: enforce\r\nmx: mx1.example.org\r\nmax_age: 86400\r\n";
-        let rows: Vec<(u16, Option<&str>, &[u8], Result<(), &str>)> = vec![
+        type Row<'a> = (u16, Option<&'a str>, &'a [u8], Result<(), &'a str>);
+        let rows: Vec<Row> = vec![
             (200, Some("text/plain"), body, Ok(())),
             (200, Some("Text/Plain; charset=utf-8"), body, Ok(())),
             (200, None, body, Ok(())),
