@@ -223,28 +223,55 @@ pub struct Tlsa {
 }
 
 impl Tlsa {
-    /// Whether `cert` (DER) matches this record's selector, matching type and data.
-    pub fn matches(&self, cert: &[u8]) -> bool {
-        let selected: Vec<u8> = match self.selector {
+    /// The association data of `cert` (DER) for a selector and matching type; `None` for
+    /// an unknown selector or matching type, or a certificate that does not parse.
+    fn association(selector: u8, matching: u8, cert: &[u8]) -> Option<Vec<u8>> {
+        let selected: Vec<u8> = match selector {
             0 => cert.to_vec(),
             1 => {
                 let der = rustls::pki_types::CertificateDer::from(cert);
-                match webpki::EndEntityCert::try_from(&der) {
-                    Ok(c) => c.subject_public_key_info().as_ref().to_vec(),
-                    Err(_) => return false,
-                }
+                let c = webpki::EndEntityCert::try_from(&der).ok()?;
+                // The whole SubjectPublicKeyInfo DER, outer SEQUENCE included (checked
+                // against rcgen's public_key_der in client tests).
+                c.subject_public_key_info().as_ref().to_vec()
             }
-            _ => return false,
+            _ => return None,
         };
         let digest = |alg| ring::digest::digest(alg, &selected).as_ref().to_vec();
-        let value = match self.matching {
-            0 => selected,
-            1 => digest(&ring::digest::SHA256),
-            2 => digest(&ring::digest::SHA512),
-            _ => return false,
-        };
+        match matching {
+            0 => Some(selected),
+            1 => Some(digest(&ring::digest::SHA256)),
+            2 => Some(digest(&ring::digest::SHA512)),
+            _ => None,
+        }
+    }
+
+    /// Whether `cert` (DER) matches this record's selector, matching type and data.
+    pub fn matches(&self, cert: &[u8]) -> bool {
         // Public data: no need for constant time.
-        value == self.data
+        Tlsa::association(self.selector, self.matching, cert).is_some_and(|v| v == self.data)
+    }
+
+    /// The record for a certificate (DER), e.g. `3 1 1` for our own certificate (what
+    /// `rmox dane makerecord` is to print); `None` as for [`Tlsa::matches`].
+    pub fn for_certificate(usage: u8, selector: u8, matching: u8, cert: &[u8]) -> Option<Tlsa> {
+        Some(Tlsa {
+            usage,
+            selector,
+            matching,
+            data: Tlsa::association(selector, matching, cert)?,
+        })
+    }
+}
+
+/// Presentation form: `3 1 1 0123ab...` (lower-case hex).
+impl std::fmt::Display for Tlsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {} ", self.usage, self.selector, self.matching)?;
+        for b in &self.data {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
     }
 }
 
@@ -542,6 +569,31 @@ mod tests {
             }
             assert_eq!(!failed && !c.is_handshaking(), ok, "{name}");
         }
+    }
+
+    /// A record made for a certificate matches it, and its presentation form is the one
+    /// DNS zone files use; selector 1 hashes the whole SubjectPublicKeyInfo DER.
+    #[test]
+    fn tlsa_for_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["mail.mox.example".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = cert.der().to_vec();
+        let r = Tlsa::for_certificate(3, 1, 1, &der).unwrap();
+        let want = ring::digest::digest(&ring::digest::SHA256, &key.public_key_der());
+        assert_eq!(r.data, want.as_ref());
+        assert!(r.matches(&der));
+        let hex: String = want.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(r.to_string(), format!("3 1 1 {hex}"));
+        for (s, m) in [(0, 0), (0, 1), (1, 2), (1, 0)] {
+            let r = Tlsa::for_certificate(3, s, m, &der).unwrap();
+            assert!(r.matches(&der), "{s} {m}");
+        }
+        assert_eq!(Tlsa::for_certificate(3, 2, 1, &der), None);
+        assert_eq!(Tlsa::for_certificate(3, 1, 3, &der), None);
+        assert_eq!(Tlsa::for_certificate(3, 1, 1, b"junk"), None);
     }
 
     /// Regression: rustls' default 64 KiB send buffer limit made `write_plain` drop

@@ -386,13 +386,7 @@ impl Policy {
     pub fn tlsa(host: &str, records: &[crate::tls::Tlsa]) -> Policy {
         Policy {
             policy_type: PolicyType::Tlsa,
-            policy_string: records
-                .iter()
-                .map(|r| {
-                    let hex: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
-                    format!("{} {} {} {hex}", r.usage, r.selector, r.matching)
-                })
-                .collect(),
+            policy_string: records.iter().map(ToString::to_string).collect(),
             policy_domain: host.to_ascii_lowercase(),
             mx_host: Vec::new(),
         }
