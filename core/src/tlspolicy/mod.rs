@@ -20,6 +20,8 @@
 
 pub mod dane;
 pub mod mtasts;
+#[cfg(test)]
+mod mutation;
 pub mod requirement;
 pub mod results;
 #[cfg(test)]
