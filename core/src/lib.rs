@@ -55,6 +55,7 @@ pub(crate) mod testkit;
 pub mod time;
 pub mod timer;
 pub mod tls;
+pub mod tlspolicy;
 
 pub use rng::Rng;
 pub use time::{Now, UnixTime};

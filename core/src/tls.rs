@@ -223,28 +223,55 @@ pub struct Tlsa {
 }
 
 impl Tlsa {
-    /// Whether `cert` (DER) matches this record's selector, matching type and data.
-    pub fn matches(&self, cert: &[u8]) -> bool {
-        let selected: Vec<u8> = match self.selector {
+    /// The association data of `cert` (DER) for a selector and matching type; `None` for
+    /// an unknown selector or matching type, or a certificate that does not parse.
+    fn association(selector: u8, matching: u8, cert: &[u8]) -> Option<Vec<u8>> {
+        let selected: Vec<u8> = match selector {
             0 => cert.to_vec(),
             1 => {
                 let der = rustls::pki_types::CertificateDer::from(cert);
-                match webpki::EndEntityCert::try_from(&der) {
-                    Ok(c) => c.subject_public_key_info().as_ref().to_vec(),
-                    Err(_) => return false,
-                }
+                let c = webpki::EndEntityCert::try_from(&der).ok()?;
+                // The whole SubjectPublicKeyInfo DER, outer SEQUENCE included (checked
+                // against rcgen's public_key_der in client tests).
+                c.subject_public_key_info().as_ref().to_vec()
             }
-            _ => return false,
+            _ => return None,
         };
         let digest = |alg| ring::digest::digest(alg, &selected).as_ref().to_vec();
-        let value = match self.matching {
-            0 => selected,
-            1 => digest(&ring::digest::SHA256),
-            2 => digest(&ring::digest::SHA512),
-            _ => return false,
-        };
+        match matching {
+            0 => Some(selected),
+            1 => Some(digest(&ring::digest::SHA256)),
+            2 => Some(digest(&ring::digest::SHA512)),
+            _ => None,
+        }
+    }
+
+    /// Whether `cert` (DER) matches this record's selector, matching type and data.
+    pub fn matches(&self, cert: &[u8]) -> bool {
         // Public data: no need for constant time.
-        value == self.data
+        Tlsa::association(self.selector, self.matching, cert).is_some_and(|v| v == self.data)
+    }
+
+    /// The record for a certificate (DER), e.g. `3 1 1` for our own certificate (what
+    /// `rmox dane makerecord` is to print); `None` as for [`Tlsa::matches`].
+    pub fn for_certificate(usage: u8, selector: u8, matching: u8, cert: &[u8]) -> Option<Tlsa> {
+        Some(Tlsa {
+            usage,
+            selector,
+            matching,
+            data: Tlsa::association(selector, matching, cert)?,
+        })
+    }
+}
+
+/// Presentation form: `3 1 1 0123ab...` (lower-case hex).
+impl std::fmt::Display for Tlsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {} ", self.usage, self.selector, self.matching)?;
+        for b in &self.data {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
     }
 }
 
@@ -258,6 +285,11 @@ pub enum ClientVerify {
     /// the end-entity certificate, no name or expiry check; usage 2: a trust anchor in the
     /// presented chain, then PKIX path and name validation from that anchor).
     Dane(Vec<Tlsa>),
+    /// DANE as [`ClientVerify::Dane`], where a DANE-TA chain may also match one of these
+    /// names besides the server name (SNI): RFC 7672 3.2.2's reference identifiers, the
+    /// TLSA base domain and the MX host name before CNAME expansion
+    /// ([`crate::tlspolicy::DaneSecure::names`]).
+    DaneNames(Vec<Tlsa>, Vec<String>),
 }
 
 /// A client config for outgoing SMTP with the given verification (PKIX is a caller-built
@@ -271,6 +303,12 @@ pub fn client_config(verify: ClientVerify) -> Result<Arc<rustls::ClientConfig>, 
         ClientVerify::Dane(records) => Arc::new(DaneVerifier {
             provider: Arc::clone(&provider),
             records,
+            names: Vec::new(),
+        }),
+        ClientVerify::DaneNames(records, names) => Arc::new(DaneVerifier {
+            provider: Arc::clone(&provider),
+            records,
+            names,
         }),
     };
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
@@ -351,6 +389,8 @@ impl ServerCertVerifier for AnyCert {
 struct DaneVerifier {
     provider: Arc<rustls::crypto::CryptoProvider>,
     records: Vec<Tlsa>,
+    /// More reference identifiers for DANE-TA, besides the server name.
+    names: Vec<String>,
 }
 
 impl ServerCertVerifier for DaneVerifier {
@@ -388,15 +428,16 @@ impl ServerCertVerifier for DaneVerifier {
                 )
                 .build()
                 .map_err(|e| rustls::Error::General(format!("dane-ta verifier: {e}")))?;
-                match v.verify_server_cert(
-                    end_entity,
-                    intermediates,
-                    server_name,
-                    ocsp_response,
-                    now,
-                ) {
-                    Ok(ok) => return Ok(ok),
-                    Err(e) => last = Some(e),
+                let extra = self
+                    .names
+                    .iter()
+                    .filter_map(|n| ServerName::try_from(n.as_str()).ok());
+                for name in std::iter::once(server_name.clone()).chain(extra) {
+                    match v.verify_server_cert(end_entity, intermediates, &name, ocsp_response, now)
+                    {
+                        Ok(ok) => return Ok(ok),
+                        Err(e) => last = Some(e),
+                    }
                 }
             }
         }
@@ -456,6 +497,103 @@ mod tests {
             }
         }
         panic!("TLS pump did not settle");
+    }
+
+    /// DANE-TA checks the chain's name against the SNI and the extra reference names
+    /// (RFC 7672 3.2.2: with a CNAME-expanded TLSA base domain as SNI, a certificate for
+    /// the MX host name as published is valid too); a name in neither fails.
+    #[test]
+    fn dane_ta_reference_names() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["mx.original.example".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .unwrap();
+        let chain = format!("{}{}", leaf.pem(), ca.pem());
+        let srv =
+            server_config_from_pem(chain.as_bytes(), leaf_key.serialize_pem().as_bytes()).unwrap();
+        let ta = Tlsa {
+            usage: 2,
+            selector: 1,
+            matching: 1,
+            data: ring::digest::digest(&ring::digest::SHA256, &ca_key.public_key_der())
+                .as_ref()
+                .to_vec(),
+        };
+        let cases = [
+            (
+                ClientVerify::Dane(vec![ta.clone()]),
+                "mx.original.example",
+                true,
+            ),
+            (
+                ClientVerify::Dane(vec![ta.clone()]),
+                "b.host.example",
+                false,
+            ),
+            (
+                ClientVerify::DaneNames(
+                    vec![ta.clone()],
+                    vec!["b.host.example".into(), "mx.original.example".into()],
+                ),
+                "b.host.example",
+                true,
+            ),
+            (
+                ClientVerify::DaneNames(vec![ta.clone()], vec!["other.example".into()]),
+                "b.host.example",
+                false,
+            ),
+        ];
+        for (verify, sni, ok) in cases {
+            let name = format!("{verify:?} sni={sni}");
+            let mut c = TlsLayer::client(client_config(verify).unwrap(), sni).unwrap();
+            let mut s = TlsLayer::server(Arc::clone(&srv)).unwrap();
+            let mut failed = false;
+            for _ in 0..20 {
+                let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
+                c.take_ciphertext(&mut c2s);
+                s.take_ciphertext(&mut s2c);
+                if c2s.is_empty() && s2c.is_empty() {
+                    break;
+                }
+                let mut sink = Vec::new();
+                if s.feed(&c2s, &mut sink).is_err() || c.feed(&s2c, &mut sink).is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            assert_eq!(!failed && !c.is_handshaking(), ok, "{name}");
+        }
+    }
+
+    /// A record made for a certificate matches it, and its presentation form is the one
+    /// DNS zone files use; selector 1 hashes the whole SubjectPublicKeyInfo DER.
+    #[test]
+    fn tlsa_for_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["mail.mox.example".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = cert.der().to_vec();
+        let r = Tlsa::for_certificate(3, 1, 1, &der).unwrap();
+        let want = ring::digest::digest(&ring::digest::SHA256, &key.public_key_der());
+        assert_eq!(r.data, want.as_ref());
+        assert!(r.matches(&der));
+        let hex: String = want.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(r.to_string(), format!("3 1 1 {hex}"));
+        for (s, m) in [(0, 0), (0, 1), (1, 2), (1, 0)] {
+            let r = Tlsa::for_certificate(3, s, m, &der).unwrap();
+            assert!(r.matches(&der), "{s} {m}");
+        }
+        assert_eq!(Tlsa::for_certificate(3, 2, 1, &der), None);
+        assert_eq!(Tlsa::for_certificate(3, 1, 3, &der), None);
+        assert_eq!(Tlsa::for_certificate(3, 1, 1, b"junk"), None);
     }
 
     /// Regression: rustls' default 64 KiB send buffer limit made `write_plain` drop

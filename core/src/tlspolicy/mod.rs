@@ -1,0 +1,49 @@
+//! TLS policy for outgoing delivery, as pure decisions: MTA-STS (RFC 8461), DANE for SMTP
+//! (RFC 7672), REQUIRETLS and `TLS-Required: No` (RFC 8689), and SMTP TLS reporting
+//! (RFC 8460).
+//!
+//! * [`mtasts`]: the `_mta-sts` record, the policy file, MX patterns, and [`decide`]: which
+//!   policy a delivery uses given the cache, the record answer and a fetch outcome (the
+//!   fetch over HTTPS is the caller's effect).
+//! * [`dane`]: DNS facts about one MX host to a [`DaneVerdict`]; the TLSA records of a
+//!   secure verdict are what [`crate::client::Verify::Dane`] checks in the handshake.
+//! * [`requirement`](mod@requirement): the policies and the message's flag combined into a
+//!   [`TlsRequirement`] per MX host.
+//! * [`results`]: a connection's TLS outcome (or a failed policy fetch) to the
+//!   [`SessionResult`]s to record, per report scope.
+//! * [`tlsrpt`]: the `_smtp._tls` record, [`TlsResults`] collected per policy domain and
+//!   scope, the JSON report (built, gzipped, parsed).
+//!
+//! Nothing here performs I/O or reads a clock; time is a [`crate::UnixTime`] argument.
+//! Not wired yet: the delivery code in the root package does not call this module (see the
+//! README's Architecture section).
+
+pub mod dane;
+pub mod mtasts;
+#[cfg(test)]
+mod mutation;
+pub mod requirement;
+pub mod results;
+#[cfg(test)]
+mod scenarios;
+pub mod tlsrpt;
+
+pub use dane::{
+    is_usable, tlsa_name, AddressFacts, DaneInput, DaneSecure, DaneStep, DaneVerdict,
+    InsecureReason,
+};
+pub use mtasts::{
+    decide, needs_refresh, policy_from_response, policy_url, Applied, CacheAction, CachedPolicy,
+    FetchError, Mode, MxPattern, PolicySource, RecordAnswer, StsDecision, StsPolicy,
+    StsPolicyError, StsRecord, StsRecordError, MAX_POLICY_SIZE,
+};
+pub use requirement::{
+    requirement, ConnectTls, FailReason, MessageTls, OnFailure, SkipReason, StartTls,
+    TlsRequirement, Verification,
+};
+pub use results::{fetch_failure_result, session_results, Endpoints, TlsOutcome};
+pub use tlsrpt::{
+    day_range, parse_report, parse_report_file, parse_report_message, DateRange, FailureDetails,
+    Policy, PolicyResult, PolicyType, Report, ReportScope, ReportUri, ResultType, SessionResult,
+    Summary, TlsReportError, TlsResults, TlsrptRecord, TlsrptRecordError,
+};
