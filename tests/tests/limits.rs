@@ -32,7 +32,7 @@ name = "test"
 ip = "{ip}"
 smtp = {{ port = {SMTP} }}
 submission = {{ port = {SUBMISSION} }}
-require_tls_for_auth = false
+no_require_starttls = true
 
 [domain."mox.example"]
 
