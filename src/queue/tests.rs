@@ -562,6 +562,69 @@ fn wakeup_and_stop() {
     assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
 }
 
+/// Counts deliveries in flight; each holds until three are in flight or 300 ms passed.
+#[derive(Default)]
+struct Gate {
+    active: AtomicUsize,
+    max: AtomicUsize,
+    done: AtomicUsize,
+}
+
+impl Connector for Gate {
+    fn deliver(&self, job: &Job<'_>) -> Vec<AttemptResult> {
+        let n = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        while self.active.load(Ordering::SeqCst) < 3 && start.elapsed() < Duration::from_millis(300)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        self.done.fetch_add(1, Ordering::SeqCst);
+        job.items
+            .iter()
+            .map(|_| {
+                AttemptResult::from_reply(
+                    "mx.example.net",
+                    Reply::new(250, Enhanced::parse("2.0.0"), "ok"),
+                    false,
+                )
+            })
+            .collect()
+    }
+}
+
+/// `[queue] workers` was documented with no test of its effect: with N workers, N batches
+/// (one per destination domain) are delivered at the same time; with one, one at a time.
+#[test]
+fn workers_key_sets_parallel_deliveries() {
+    for workers in [1usize, 3] {
+        let e = env(false, &format!("[queue]\nworkers = {workers}\n"));
+        assert_eq!(e.config.queue.workers, workers);
+        let gate = Arc::new(Gate::default());
+        let r = Arc::new(e.runner(gate.clone()));
+        for d in ["a.example", "b.example", "c.example"] {
+            e.queue("mjl@mox.example", &[&format!("x@{d}")]);
+        }
+        let w = Arc::clone(&r.wakeup);
+        let h = Arc::clone(&r).spawn(e.config.queue.workers).unwrap();
+        w.notify();
+        for _ in 0..500 {
+            if gate.done.load(Ordering::SeqCst) == 3 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        h.stop();
+        assert_eq!(gate.done.load(Ordering::SeqCst), 3, "workers = {workers}");
+        assert_eq!(
+            gate.max.load(Ordering::SeqCst),
+            workers,
+            "workers = {workers}"
+        );
+    }
+}
+
 // ---- end to end over loopback SMTP ----
 
 /// A small SMTP sink: `tempfail*` recipients get 451 until `accept` is set, `permfail*`
