@@ -525,7 +525,7 @@ destinations = { "rmox@localhost" = {}, "@localhost" = {} }
 fn limits_keys_reach_the_session() {
     let env = Env::new(
         "limits",
-        "[limits]\nmax_message_size = 200\nmax_recipients = 1\ncommand_timeout_secs = 400\ndata_timeout_secs = 500\nauth_failure_delay_secs = 2\nmax_received_headers = 7\n[incoming]\nchecks = false\n",
+        "[limits]\nmax_message_size = 200\nmax_recipients = 1\ncommand_timeout_secs = 400\ndata_timeout_secs = 500\nauth_failure_delay_secs = 2\nmax_received_headers = 7\nmax_errors = 2\nmax_auth_failures_per_connection = 5\ntls_handshake_timeout_secs = 9\n[incoming]\nchecks = false\n",
         zone(true, "none", true),
     );
     let sc = crate::serve::port_config(&env.config, &env.config.listener[0], false, false, None, 1);
@@ -535,6 +535,9 @@ fn limits_keys_reach_the_session() {
     assert_eq!(sc.data_timeout, std::time::Duration::from_secs(500));
     assert_eq!(sc.auth_failure_delay, std::time::Duration::from_secs(2));
     assert_eq!(sc.max_received_headers, 7);
+    assert_eq!(sc.max_errors, 2);
+    assert_eq!(sc.max_auth_failures, 5);
+    assert_eq!(sc.tls_handshake_timeout, std::time::Duration::from_secs(9));
     assert!(sc.checks.is_none());
     // hostname names us in the greeting.
     let r = env.script(false, &[]);
@@ -557,6 +560,17 @@ fn limits_keys_reach_the_session() {
         ],
     );
     assert!(r.starts_with("452 4.5.3"), "{r}");
+    // max_errors = 2: the third failed command ends the connection with 550 5.1.0.
+    let r = env.script(
+        false,
+        &[
+            "EHLO remote.example\r\n".into(),
+            "RCPT TO:<mjl@mox.example>\r\n".into(),
+            "RCPT TO:<mjl@mox.example>\r\n".into(),
+            "RCPT TO:<mjl@mox.example>\r\n".into(),
+        ],
+    );
+    assert!(r.contains("550 5.1.0"), "{r}");
 }
 
 /// A port with `enabled = false` is not bound; the others are, with their kind.

@@ -222,6 +222,13 @@ pub struct Limits {
     pub unknown_recipient_delay_secs: u64,
     /// Port 25: more `Received` fields than this is a mail loop (`550 5.4.6`).
     pub max_received_headers: usize,
+    /// Failed commands tolerated on a connection without a delivered message; the next
+    /// failure closes it with `550 5.1.0`.
+    pub max_errors: u32,
+    /// Failed AUTH attempts per connection before it is closed with `421`.
+    pub max_auth_failures_per_connection: u32,
+    /// Seconds a TLS handshake (STARTTLS or implicit TLS) may take.
+    pub tls_handshake_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -243,6 +250,9 @@ impl Default for Limits {
             auth_failure_delay_secs: 1,
             unknown_recipient_delay_secs: 5,
             max_received_headers: 100,
+            max_errors: 10,
+            max_auth_failures_per_connection: 3,
+            tls_handshake_timeout_secs: 30,
         }
     }
 }
@@ -1409,6 +1419,13 @@ auth_failure_delay_secs = 1
 unknown_recipient_delay_secs = 5
 # Port 25: more Received header fields than this is a mail loop (550 5.4.6).
 max_received_headers = 100
+# Failed commands (MAIL, RCPT, DATA, unknown ones) a connection may make without delivering
+# a message; the next failure closes it with 550 5.1.0.
+max_errors = 10
+# Failed AUTH attempts per connection; then 421 and close.
+max_auth_failures_per_connection = 3
+# Seconds a TLS handshake may take (STARTTLS and implicit TLS); then the connection closes.
+tls_handshake_timeout_secs = 30
 "#;
 
 #[cfg(test)]

@@ -61,6 +61,10 @@ fn base_config(c: &Config, seed: u64) -> ServerConfig {
     sc.unknown_recipient_delay =
         std::time::Duration::from_secs(c.limits.unknown_recipient_delay_secs);
     sc.max_received_headers = c.limits.max_received_headers;
+    sc.max_errors = c.limits.max_errors;
+    sc.max_auth_failures = c.limits.max_auth_failures_per_connection;
+    sc.tls_handshake_timeout =
+        std::time::Duration::from_secs(c.limits.tls_handshake_timeout_secs.max(1));
     sc
 }
 
