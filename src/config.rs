@@ -687,6 +687,42 @@ impl Config {
                 ));
             }
         }
+        // Every enabled port once per address: two services on one port would share it.
+        let mut bound: std::collections::BTreeMap<(IpAddr, u16), String> = Default::default();
+        for (i, l) in self.listener.iter().enumerate() {
+            for (kind, p) in [
+                ("smtp", &l.smtp),
+                ("submission", &l.submission),
+                ("submissions", &l.submissions),
+            ] {
+                let Some(p) = p.as_ref().filter(|p| p.enabled) else {
+                    continue;
+                };
+                let key = format!("listener[{i}].{kind}.port");
+                if p.port == 0 {
+                    return Err(self.err(key, "port 0 is not a port to listen on"));
+                }
+                let conflict = bound
+                    .iter()
+                    .find(|((ip, port), _)| {
+                        *port == p.port
+                            && (*ip == l.ip || ip.is_unspecified() || l.ip.is_unspecified())
+                    })
+                    .map(|(_, other)| other.clone());
+                if let Some(other) = conflict {
+                    return Err(
+                        self.err(key, format!("port {} on {} is also {other}", p.port, l.ip))
+                    );
+                }
+                bound.insert((l.ip, p.port), format!("listener[{i}].{kind}.port"));
+            }
+        }
+        if self.limits.max_message_size == 0 {
+            return Err(self.err(
+                "limits.max_message_size",
+                "0 would refuse every message; give a size in octets",
+            ));
+        }
         let domains: Vec<String> = self.domain.keys().cloned().collect();
         for d in &domains {
             let parsed = rmox_core::smtp::Domain::parse(d).map_err(|e| {

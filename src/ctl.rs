@@ -27,6 +27,12 @@ pub fn start(store: Arc<Store>) -> Result<(), Fail> {
     }
     let listener = UnixListener::bind(&path)
         .map_err(|e| Fail(format!("control socket {}: {e}", path.display())))?;
+    // Whoever can connect can administer the server: the owner only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Fail(format!("control socket {}: {e}", path.display())))?;
+    }
     std::thread::Builder::new()
         .name("rmox-ctl".into())
         .spawn(move || {

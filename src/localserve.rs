@@ -52,10 +52,11 @@ mailbox = "Inbox"
 }
 
 /// Creates `dir` with config, certificate and account on first run, then serves.
-pub fn run(dir: &Path, ip: IpAddr, runtime: RuntimeChoice) -> Result<(), Fail> {
+pub fn run(dir: &Path, ip_arg: Option<IpAddr>, runtime: RuntimeChoice) -> Result<(), Fail> {
     crate::serve::ensure_runtime(runtime)?;
     let config_path = dir.join("rmox.toml");
     if !config_path.exists() {
+        let ip = ip_arg.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         std::fs::create_dir_all(dir.join("tls"))
             .map_err(|e| Fail(format!("creating {}: {e}", dir.display())))?;
         let names = vec!["localhost".to_string(), ip.to_string()];
@@ -78,7 +79,21 @@ pub fn run(dir: &Path, ip: IpAddr, runtime: RuntimeChoice) -> Result<(), Fail> {
             dir.display()
         );
     }
-    let c = Config::load(&config_path)?;
+    let mut c = Config::load(&config_path)?;
+    // --ip on an existing directory: listen where the user asked (and say so), not where the
+    // directory was first created for.
+    if let Some(ip) = ip_arg {
+        for l in &mut c.listener {
+            if l.ip != ip {
+                tracing::info!(configured = %l.ip, ip = %ip, "localserve: --ip replaces the configured address");
+                l.ip = ip;
+            }
+        }
+    }
+    let ip = c
+        .listener
+        .first()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |l| l.ip);
     let banner = format!(
         "rmox localserve: SMTP {ip}:1025, submission {ip}:1587 (STARTTLS), submissions {ip}:1465 (TLS)\n\
          account {ADDRESS}, password {PASSWORD}; data in {}",
@@ -87,7 +102,8 @@ pub fn run(dir: &Path, ip: IpAddr, runtime: RuntimeChoice) -> Result<(), Fail> {
     crate::serve::run(c, runtime, Some(banner))
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<(), Fail> {
+/// Writes a private file (keys): mode 0600, whatever the umask.
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), Fail> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

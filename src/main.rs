@@ -57,9 +57,10 @@ enum Cmd {
         /// Directory for config, certificate and data (created on first run).
         #[arg(long, default_value = "rmox-localserve")]
         dir: PathBuf,
-        /// IP address to listen on.
-        #[arg(long, default_value = "127.0.0.1")]
-        ip: std::net::IpAddr,
+        /// IP address to listen on (default: the one in DIR/rmox.toml, 127.0.0.1 for a new
+        /// directory); given for an existing directory, it replaces the configured one.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
         /// Runtime.
         #[arg(long, value_enum, default_value_t = RuntimeChoice::Auto)]
         runtime: RuntimeChoice,
@@ -516,8 +517,9 @@ fn main() -> ExitCode {
         Cmd::Config {
             cmd: ConfigCmd::Check { config },
         } => config::Config::load(&config)
-            // Also reads the transports' password files.
-            .and_then(|c| c.transports().map(|_| c))
+            .map_err(Fail::from)
+            // What serve reads at start: certificates, DKIM keys, transports' password files.
+            .and_then(|c| serve::check(&c).map(|()| c))
             .map(|c| {
                 println!(
                     "{}: ok ({} domains, {} accounts, {} listeners)",
@@ -526,8 +528,7 @@ fn main() -> ExitCode {
                     c.account.len(),
                     c.listener.len()
                 );
-            })
-            .map_err(Fail::from),
+            }),
         Cmd::Config {
             cmd: ConfigCmd::Example,
         } => {

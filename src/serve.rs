@@ -1,7 +1,7 @@
 //! `rmox serve`: listeners from the config, the store, a runtime, signals.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rmox_core::server::ServerConfig;
@@ -32,14 +32,16 @@ pub fn os_seed() -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Binds `addr` with SO_REUSEADDR and SO_REUSEPORT (so per-core runtimes can share it).
+/// Binds `addr` with SO_REUSEADDR (restart while old connections linger in TIME_WAIT) but
+/// not SO_REUSEPORT: a second server on the same address must fail with "address in use"
+/// instead of silently taking part of the mail. The runtimes share this one socket among
+/// their workers (glommio rebinds per worker only after closing it, see its crate docs).
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, Fail> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)
         .map_err(|e| Fail(format!("cannot listen on {addr}: {e}")))?;
     let setup = || -> std::io::Result<()> {
         s.set_reuse_address(true)?;
-        s.set_reuse_port(true)?;
         s.bind(&addr.into())?;
         s.listen(1024)?;
         s.set_nonblocking(true)?;
@@ -93,10 +95,9 @@ pub fn port_config(
     sc
 }
 
-/// Binds every enabled port of every listener.
-pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
+/// The TLS configuration of each listener (`None` without `tls`), read from its files.
+fn listener_tls(c: &Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, Fail> {
     let mut out = Vec::new();
-    let seed = os_seed();
     for (i, l) in c.listener.iter().enumerate() {
         let tls = match &l.tls {
             None => None,
@@ -124,6 +125,61 @@ pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
                 )
             }
         };
+        out.push(tls);
+    }
+    Ok(out)
+}
+
+/// Files readable by other users than the server's: private keys and the data directory
+/// should be 0600/0700. Returns one line per such file, for a warning at start.
+pub fn exposed_files(c: &Config) -> Vec<String> {
+    let mut paths: Vec<(PathBuf, &str)> = vec![(c.data_dir(), "data directory")];
+    for l in &c.listener {
+        if let Some(t) = &l.tls {
+            paths.push((c.resolve_path(&t.key_file), "TLS private key"));
+        }
+    }
+    for dc in c.domain.values() {
+        for p in dc.dkim.selectors.values() {
+            paths.push((c.resolve_path(p), "DKIM private key"));
+        }
+    }
+    let mut out = Vec::new();
+    #[cfg(unix)]
+    for (p, what) in paths {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(&p) {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                out.push(format!(
+                    "{what} {} is readable by other users (mode {mode:o}): chmod {} it",
+                    p.display(),
+                    if m.is_dir() { "700" } else { "600" }
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Everything `serve` reads besides the config text, checked the same way for
+/// `rmox config check` and at start: certificates and keys, DKIM keys, transports and their
+/// password files, the queue settings. A config that passes here does not fail later.
+pub fn check(c: &Config) -> Result<(), Fail> {
+    c.transports()?;
+    listener_tls(c)?;
+    crate::world::load_dkim(c)?;
+    c.queue.queue_config(&c.path)?;
+    Ok(())
+}
+
+/// Binds every enabled port of every listener.
+pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
+    let tls = listener_tls(c)?;
+    let mut out = Vec::new();
+    let seed = os_seed();
+    for (i, l) in c.listener.iter().enumerate() {
+        let tls = tls[i].clone();
         let ports = [
             (&l.smtp, false, false),
             (&l.submission, true, false),
@@ -170,6 +226,11 @@ pub fn run_config(path: &Path, runtime: RuntimeChoice) -> Result<(), Fail> {
 pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<(), Fail> {
     // Before anything is opened or bound: a runtime this build lacks is a usage error.
     let rt = pick_runtime(runtime)?;
+    // The same checks as `rmox config check`, before anything is created or bound.
+    check(&c)?;
+    for w in exposed_files(&c) {
+        tracing::warn!("{w}");
+    }
     let data = c.data_dir();
     let store = Store::open(&data)
         .map_err(|e| Fail(format!("opening data directory {}: {e}", data.display())))?;
@@ -411,13 +472,21 @@ fn run_on(
 
 /// First SIGINT/SIGTERM: graceful shutdown; second: exit at once.
 fn install_signals(shutdown: Arc<Shutdown>) -> Result<(), Fail> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| Fail(format!("installing signal handlers: {e}")))?;
     std::thread::Builder::new()
         .name("rmox-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    // Reloading the configuration is not built yet: say so, keep serving.
+                    tracing::warn!(
+                        sig,
+                        "SIGHUP: configuration reload is not supported yet; ignored (restart to apply changes)"
+                    );
+                    continue;
+                }
                 if shutdown.is_triggered() {
                     tracing::warn!(sig, "second signal, exiting now");
                     std::process::exit(1);

@@ -154,7 +154,7 @@ pub fn dkim_gen_ed25519(domain: &str, selector: &str, keyfile: &Path) -> Result<
             keyfile.display()
         )));
     }
-    std::fs::write(keyfile, pem).map_err(|e| Fail(format!("{}: {e}", keyfile.display())))?;
+    crate::localserve::write_private(keyfile, pem.as_bytes())?;
     let key =
         rmox_core::dkim::SigningKey::ed25519_from_seed(&seed).map_err(|e| Fail(e.to_string()))?;
     println!(
@@ -205,8 +205,7 @@ pub fn dkim_gen_rsa(domain: &str, selector: &str, keyfile: &Path, bits: usize) -
         .map_err(|e| Fail(format!("encoding RSA key: {e}")))?;
     let signing = rmox_core::dkim::SigningKey::from_pem(&pem)
         .map_err(|e| Fail(format!("generated key: {e}")))?;
-    std::fs::write(keyfile, pem.as_bytes())
-        .map_err(|e| Fail(format!("{}: {e}", keyfile.display())))?;
+    crate::localserve::write_private(keyfile, pem.as_bytes())?;
     println!(
         "{selector}._domainkey.{domain}. IN TXT \"{}\"",
         signing.dns_record()

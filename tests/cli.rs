@@ -32,6 +32,23 @@ fn config_example_passes_config_check() {
     let dir = tmpdir("example");
     let path = dir.join("rmox.toml");
     std::fs::write(&path, example).unwrap();
+    // `config check` reads what serve reads: without the files the example names, it fails.
+    let (ok, _, err) = rmox(&["config", "check", "--config", path.to_str().unwrap()]);
+    assert!(!ok && err.contains("tls.cert_file"), "{err}");
+    std::fs::create_dir_all(dir.join("tls")).unwrap();
+    std::fs::create_dir_all(dir.join("dkim")).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["mail.example.org".to_string()]).unwrap();
+    std::fs::write(dir.join("tls/cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("tls/key.pem"), ck.key_pair.serialize_pem()).unwrap();
+    let key = dir.join("dkim/2026a.ed25519.pem");
+    let (ok, _, err) = rmox(&[
+        "dkim",
+        "gened25519",
+        "example.org",
+        "2026a",
+        key.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
     let (ok, out, err) = rmox(&["config", "check", "--config", path.to_str().unwrap()]);
     assert!(ok, "config check of the example failed: {err}");
     assert!(out.contains(": ok"), "{out}");

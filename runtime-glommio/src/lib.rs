@@ -209,7 +209,10 @@ pub fn run(
             if reuse {
                 keep.push((li, l));
             } else {
-                tracing::warn!(
+                // rmox binds without SO_REUSEPORT so that a second server on the address
+                // fails; the workers then bind their own sockets (SO_REUSEPORT among
+                // themselves only).
+                tracing::debug!(
                     addr = %addrs[li].0,
                     "listener without SO_REUSEPORT: closing and rebinding it for glommio"
                 );

@@ -80,23 +80,49 @@ pub(crate) fn syncfs_works(dir: &Path) -> bool {
 
 /// Creates `dir` (and its parent) if needed, durably.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
-    if dir.is_dir() {
+    // A relative path's last parent is "": the current directory, which exists.
+    if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
-        if !parent.is_dir() {
+        if !parent.as_os_str().is_empty() && !parent.is_dir() {
             ensure_dir(parent)?;
         }
     }
-    match fs::create_dir(dir) {
+    match private_dir_builder().create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(StoreError::io("create directory", dir, e)),
     }
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent)?,
+        _ => sync_dir(Path::new("."))?,
     }
     Ok(())
+}
+
+/// Directories the store creates are private to the server's user (0700 on Unix): they
+/// hold people's mail.
+fn private_dir_builder() -> fs::DirBuilder {
+    #[allow(unused_mut)]
+    let mut b = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b
+}
+
+/// Files the store creates are private to the server's user (0600 on Unix).
+fn private_file_options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o
 }
 
 /// Writes `bytes` to the file for `id` and, when `sync`, fsyncs its data (otherwise the
@@ -120,7 +146,7 @@ pub(crate) fn write(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(StoreError::io("remove stale", &p, e)),
     }
-    let mut f = OpenOptions::new()
+    let mut f = private_file_options()
         .write(true)
         .create_new(true)
         .open(&p)

@@ -73,6 +73,13 @@ impl Store {
         files::ensure_dir(&data_dir.join(Area::Msg.dir_name()))?;
         files::ensure_dir(&data_dir.join(Area::Queue.dir_name()))?;
         let db = Database::create(data_dir.join(DB_FILE))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let p = data_dir.join(DB_FILE);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| StoreError::io("set permissions", &p, e))?;
+        }
         let txn = db.begin_write()?;
         migrate(&txn)?;
         let counters = Arc::new(Counters::default());

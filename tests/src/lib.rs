@@ -286,6 +286,11 @@ impl Server {
         }
     }
 
+    /// The process id of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server not running").id()
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         match self.child.as_mut() {

@@ -1,0 +1,305 @@
+//! What an operator runs into, through the real binary: a second server on the same
+//! address, `config check` against `serve`, a relative data directory, file permissions,
+//! SIGHUP, and localserve's `--ip` on an existing directory (defects of issue 15).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rmox_tests::*;
+
+const SMTP: u16 = 2525;
+
+/// A minimal serve config listening on `ip`, data in `data_dir` (relative to the config).
+fn write_config(dir: &TempDir, ip: Ipv4Addr, data_dir: &str, extra: &str) {
+    std::fs::write(
+        dir.path().join("rmox.toml"),
+        format!(
+            r#"hostname = "mail.mox.example"
+data_dir = "{data_dir}"
+
+[[listener]]
+name = "test"
+ip = "{ip}"
+smtp = {{ port = {SMTP} }}
+
+[domain."mox.example"]
+
+[account.mjl]
+domain = "mox.example"
+destinations = {{ "mjl@mox.example" = {{}} }}
+
+[incoming]
+checks = false
+{extra}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// Runs `rmox ARGS`, killing it after `limit`: (exited by itself, stderr).
+fn run_bounded(args: &[&str], limit: Duration) -> (bool, String) {
+    let mut child = Command::new(rmox_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let exited = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    (exited, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Listeners set SO_REUSEPORT, so a second `rmox serve` on the same address started and took
+/// part of the mail. It must fail with "address in use" and leave the first one serving.
+fn second_server_on_same_address_fails(rt: &str) {
+    let dir = TempDir::new(&format!("second-{rt}"));
+    let ip = unique_ip();
+    write_config(&dir, ip, "data", "");
+    let mut srv = Server::serve(rt, dir, ip, SMTP);
+    // The second instance: the same address, its own data directory.
+    let dir2 = TempDir::new(&format!("second2-{rt}"));
+    write_config(&dir2, ip, "data", "");
+    let cfg2 = dir2.path().join("rmox.toml");
+    let (exited, err) = run_bounded(
+        &["serve", "--config", cfg2.to_str().unwrap(), "--runtime", rt],
+        Duration::from_secs(20),
+    );
+    assert!(
+        exited,
+        "a second server on {ip}:{SMTP} kept running:\n{err}"
+    );
+    assert!(
+        err.contains("cannot listen on") && err.contains("already in use"),
+        "{err}"
+    );
+    let mut c = srv.connect(SMTP);
+    c.expect(220);
+    c.shutdown();
+    srv.stop_clean();
+}
+
+/// SIGHUP killed `serve` without a log line. It is logged and ignored until reload exists.
+fn sighup_is_logged_and_ignored(rt: &str) {
+    let dir = TempDir::new(&format!("hup-{rt}"));
+    let ip = unique_ip();
+    write_config(&dir, ip, "data", "");
+    let mut srv = Server::serve(rt, dir, ip, SMTP);
+    let pid = srv.pid();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !srv.stderr().contains("SIGHUP") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        srv.running(),
+        "SIGHUP stopped the server:\n{}",
+        srv.stderr()
+    );
+    assert!(srv.stderr().contains("SIGHUP"), "{}", srv.stderr());
+    let mut c = srv.connect(SMTP);
+    c.expect(220);
+    c.shutdown();
+    srv.stop_clean();
+}
+
+macro_rules! suite {
+    ($($rt:ident),*) => {$(
+        mod $rt {
+            #[test]
+            fn second_server_on_same_address_fails() {
+                super::second_server_on_same_address_fails(stringify!($rt))
+            }
+            #[test]
+            fn sighup_is_logged_and_ignored() {
+                super::sighup_is_logged_and_ignored(stringify!($rt))
+            }
+        }
+    )*};
+}
+
+// One suite per runtime compiled into the binary under test (the crate's features).
+#[cfg(feature = "tokio")]
+suite!(tokio);
+#[cfg(feature = "smol")]
+suite!(smol);
+#[cfg(feature = "glommio")]
+suite!(glommio);
+
+/// `config check` passed configs that `serve` then refused. Each of these is refused by
+/// both, with one line naming the file and key.
+#[cfg(feature = "smol")]
+#[test]
+fn config_check_refuses_what_serve_refuses() {
+    let ip = unique_ip();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "missing certificate",
+            "[[listener]]\nname = \"x\"\nip = \"IP\"\nsmtp = { port = 2526 }\ntls = { cert_file = \"nope.pem\", key_file = \"nope.pem\" }\n".into(),
+            "tls.cert_file",
+        ),
+        (
+            "certificate given as key",
+            "[[listener]]\nname = \"x\"\nip = \"IP\"\nsmtp = { port = 2526 }\ntls = { cert_file = \"cert.pem\", key_file = \"cert.pem\" }\n".into(),
+            "listener[1].tls",
+        ),
+        (
+            "missing DKIM key",
+            "[domain.\"other.example\".dkim]\nselectors = { s1 = \"nokey.pem\" }\nsign = [\"s1\"]\n".into(),
+            "dkim.selectors",
+        ),
+        (
+            "port 0",
+            "[[listener]]\nname = \"x\"\nip = \"IP\"\nsmtp = { port = 0 }\n".into(),
+            "listener[1].smtp.port",
+        ),
+        (
+            "duplicate port",
+            "[[listener]]\nname = \"x\"\nip = \"IP\"\nsubmission = { port = 2525 }\nno_require_starttls = true\n".into(),
+            "listener[1].submission.port",
+        ),
+        (
+            "message size 0",
+            "[limits]\nmax_message_size = 0\n".into(),
+            "limits.max_message_size",
+        ),
+    ];
+    for (what, extra, key) in cases {
+        let dir = TempDir::new("check");
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), ck.cert.pem()).unwrap();
+        write_config(&dir, ip, "data", &extra.replace("IP", &ip.to_string()));
+        let cfg = dir.path().join("rmox.toml");
+        let check = rmox(
+            &["config", "check", "--config", cfg.to_str().unwrap()],
+            None,
+        );
+        let err = String::from_utf8_lossy(&check.stderr).into_owned();
+        assert!(!check.status.success(), "{what}: config check passed");
+        assert!(err.contains(key), "{what}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+        let (exited, serve_err) = run_bounded(
+            &[
+                "serve",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--runtime",
+                "smol",
+            ],
+            Duration::from_secs(20),
+        );
+        assert!(exited, "{what}: serve kept running");
+        assert!(serve_err.contains(key), "{what}: {serve_err}");
+        assert!(
+            !dir.path().join("data").exists(),
+            "{what}: serve created its data before refusing the config"
+        );
+    }
+}
+
+/// `serve` with a relative, nested, missing data directory failed with an empty path
+/// ("create directory : No such file or directory"). It creates it, private (0700), with
+/// private files, and warns when a key file is readable by others.
+#[cfg(feature = "smol")]
+#[test]
+fn serve_creates_private_data_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("datadir");
+    let ip = unique_ip();
+    let key = dir.path().join("dkim.pem");
+    let gen = rmox(
+        &[
+            "dkim",
+            "gened25519",
+            "mox.example",
+            "s1",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(gen.status.success(), "{gen:?}");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&key),
+        0o600,
+        "dkim gened25519 wrote a world-readable key"
+    );
+    // A key made readable by others on purpose: serve warns.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    write_config(
+        &dir,
+        ip,
+        "nested/data",
+        "[domain.\"mox.example\".dkim]\nselectors = { s1 = \"dkim.pem\" }\nsign = [\"s1\"]\n",
+    );
+    let mut srv = Server::serve("smol", dir, ip, SMTP);
+    let mut c = srv.connect(SMTP);
+    c.expect(220);
+    c.expect_cmd("EHLO client.example", 250);
+    c.transaction(
+        "remote@example.org",
+        &["mjl@mox.example"],
+        "Subject: x\r\n\r\nbody\r\n",
+    )
+    .unwrap();
+    c.shutdown();
+    srv.stop_clean();
+    let data = srv.dir.path().join("nested/data");
+    assert!(data.is_dir(), "{}", srv.stderr());
+    assert_eq!(mode(&data), 0o700);
+    let mut files = 0;
+    let mut stack = vec![data.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                assert_eq!(mode(&p), 0o700, "{}", p.display());
+                stack.push(p);
+            } else {
+                assert_eq!(mode(&p) & 0o077, 0, "{} is readable by others", p.display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 2, "database and one message file expected");
+    assert!(
+        srv.stderr().contains("readable by other users"),
+        "{}",
+        srv.stderr()
+    );
+}
+
+/// `localserve --ip` on an existing directory was ignored while the banner printed the new
+/// address: it now listens on the address given.
+#[cfg(feature = "smol")]
+#[test]
+fn localserve_ip_on_existing_directory() {
+    let mut srv = Server::localserve("smol");
+    srv.stop_clean();
+    // Same directory, another address.
+    srv.ip = unique_ip();
+    srv.start();
+    let mut c = srv.connect(SMTP_PORT);
+    c.expect(220);
+    c.shutdown();
+    srv.stop_clean();
+}
