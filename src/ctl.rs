@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +19,29 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("ctl.sock")
 }
 
+/// The running control thread; [`Control::stop`] ends it and removes the socket.
+pub struct Control {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Control {
+    /// Stops answering, waits for the thread (it drops its handle on the store) and removes
+    /// the socket.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Starts answering control commands for `store` on a thread.
-pub fn start(store: Arc<Store>) -> Result<(), Fail> {
+pub fn start(store: Arc<Store>) -> Result<Control, Fail> {
     let path = socket_path(store.data_dir());
     // A socket left by a crashed server: nothing listens on it any more.
     if path.exists() && UnixStream::connect(&path).is_err() {
@@ -33,10 +55,15 @@ pub fn start(store: Arc<Store>) -> Result<(), Fail> {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| Fail(format!("control socket {}: {e}", path.display())))?;
     }
-    std::thread::Builder::new()
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
         .name("rmox-ctl".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut line = String::new();
                 let mut r = BufReader::new(&conn);
@@ -49,7 +76,11 @@ pub fn start(store: Arc<Store>) -> Result<(), Fail> {
             }
         })
         .map_err(|e| Fail(format!("starting control thread: {e}")))?;
-    Ok(())
+    Ok(Control {
+        path,
+        stop,
+        thread: Some(thread),
+    })
 }
 
 fn handle(store: &Store, line: &str) -> String {

@@ -241,7 +241,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         }
     }
     let bound = bind_all(&c)?;
-    crate::ctl::start(Arc::clone(&store))?;
+    let control = crate::ctl::start(Arc::clone(&store))?;
     if let Some(b) = banner {
         println!("{b}");
     }
@@ -295,9 +295,37 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     queue.stop();
     reporter.stop();
     flusher.stop();
+    control.stop();
+    close_store(store);
     result.map_err(|e| Fail(format!("server: {e}")))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Closes the database cleanly once every user has let go of it (the reporter thread may
+/// take a moment after its stop), so that the next open needs no recovery.
+fn close_store(mut store: Arc<Store>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Arc::try_unwrap(store) {
+            Ok(s) => {
+                drop(s);
+                tracing::debug!("storage closed");
+                return;
+            }
+            Err(s) if std::time::Instant::now() < deadline => {
+                store = s;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(s) => {
+                tracing::warn!(
+                    users = Arc::strong_count(&s),
+                    "storage still in use at exit: the next start recovers the database"
+                );
+                return;
+            }
+        }
+    }
 }
 
 /// A runtime compiled into this build.

@@ -39,6 +39,10 @@ pub struct VerifyReport {
     pub messages: u64,
     /// Queue entries checked.
     pub queue_entries: u64,
+    /// The database was not closed cleanly (crash, kill -9) and needed redb's ordinary
+    /// recovery, which was done on a copy; the server does it itself at its next start.
+    /// Not a problem.
+    pub recovered: bool,
 }
 
 impl VerifyReport {
@@ -49,7 +53,14 @@ impl VerifyReport {
 
     /// The report as lines: problems first, then one line per orphan.
     pub fn lines(&self) -> Vec<String> {
-        let mut v = self.problems.clone();
+        let mut v = Vec::new();
+        if self.recovered {
+            v.push(
+                "database not closed cleanly: checked a copy after redb's ordinary recovery (the server recovers it at its next start)"
+                    .to_string(),
+            );
+        }
+        v.extend(self.problems.iter().cloned());
         for o in &self.orphans {
             v.push(format!("{}: orphan, safe to delete", o.display()));
         }
@@ -214,10 +225,56 @@ impl Store {
 /// counters agree; files nobody references are listed as orphans (harmless).
 pub fn verify(data_dir: &Path) -> VerifyReport {
     let mut rep = VerifyReport::default();
-    if let Err(e) = verify_into(data_dir, &mut rep) {
+    let result = match Store::open_readonly(data_dir) {
+        Ok(store) => verify_into(&store, data_dir, &mut rep),
+        // Not closed cleanly (a crash, kill -9): redb recovers such a file when it is next
+        // opened for writing, which a read-only open may not do. Recover a copy and check
+        // that; the data directory itself is left untouched.
+        Err(StoreError::Database(e)) if matches!(e.as_ref(), redb::Error::RepairAborted) => {
+            rep.recovered = true;
+            match recovered_copy(data_dir) {
+                Ok((copy, store)) => {
+                    let r = verify_into(&store, data_dir, &mut rep);
+                    drop(store);
+                    let _ = fs::remove_dir_all(&copy);
+                    r
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
         rep.problems.push(format!("verify stopped: {e}"));
     }
     rep
+}
+
+/// Copies the database of `data_dir` to a fresh temporary directory, lets redb recover it
+/// there (its ordinary repair on a read-write open), and opens the copy read-only.
+fn recovered_copy(data_dir: &Path) -> Result<(PathBuf, Store), StoreError> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let copy = std::env::temp_dir().join(format!(
+        "rmox-verify-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = fs::remove_dir_all(&copy);
+    fs::create_dir_all(&copy).map_err(|e| StoreError::io("create directory", &copy, e))?;
+    let result = (|| {
+        let src = data_dir.join(DB_FILE);
+        let dst = copy.join(DB_FILE);
+        fs::copy(&src, &dst).map_err(|e| StoreError::io("copy", &src, e))?;
+        drop(Database::create(&dst)?);
+        Store::open_readonly(&copy)
+    })();
+    match result {
+        Ok(store) => Ok((copy, store)),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&copy);
+            Err(e)
+        }
+    }
 }
 
 fn check_file(data_dir: &Path, area: Area, id: u64, size: u64, what: &str, rep: &mut VerifyReport) {
@@ -235,8 +292,7 @@ fn check_file(data_dir: &Path, area: Area, id: u64, size: u64, what: &str, rep: 
     }
 }
 
-fn verify_into(data_dir: &Path, rep: &mut VerifyReport) -> Result<(), StoreError> {
-    let store = Store::open_readonly(data_dir)?;
+fn verify_into(store: &Store, data_dir: &Path, rep: &mut VerifyReport) -> Result<(), StoreError> {
     let rtx = store.read()?;
     let mut accounts = BTreeSet::new();
     for row in rtx.open_table(ACCOUNTS)?.iter()? {

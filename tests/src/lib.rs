@@ -286,6 +286,11 @@ impl Server {
         }
     }
 
+    /// SIGKILL (no chance to clean up), waiting for the process to be gone.
+    pub fn kill_hard(&mut self) {
+        self.kill();
+    }
+
     /// The process id of the running server.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server not running").id()

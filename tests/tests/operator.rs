@@ -122,12 +122,67 @@ fn sighup_is_logged_and_ignored(rt: &str) {
     srv.stop_clean();
 }
 
+/// Every stop left the database unclean: after SIGTERM (and kill -9) `rmox verifydata` said
+/// "damaged" until a read-write open repaired it silently. A graceful stop now closes the
+/// database; after kill -9 verifydata says it needs redb's ordinary recovery, checks a
+/// recovered copy, and reports no damage.
+fn verifydata_after_stops(rt: &str) {
+    let dir = TempDir::new(&format!("verify-{rt}"));
+    let ip = unique_ip();
+    write_config(&dir, ip, "data", "");
+    let mut srv = Server::serve(rt, dir, ip, SMTP);
+    let data = srv.dir.path().join("data");
+    let verify = |data: &std::path::Path| {
+        let out = rmox(&["verifydata", data.to_str().unwrap()], None);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let deliver = |srv: &Server| {
+        let mut c = srv.connect(SMTP);
+        c.expect(220);
+        c.expect_cmd("EHLO client.example", 250);
+        c.transaction(
+            "remote@example.org",
+            &["mjl@mox.example"],
+            "Subject: v\r\n\r\nbody\r\n",
+        )
+        .unwrap();
+        c.shutdown();
+    };
+    deliver(&srv);
+    srv.stop_clean();
+    let (ok, out) = verify(&data);
+    assert!(
+        ok && !out.contains("not closed cleanly"),
+        "after SIGTERM:\n{out}\n{}",
+        srv.stderr()
+    );
+    srv.start();
+    deliver(&srv);
+    srv.kill_hard();
+    let (ok, out) = verify(&data);
+    assert!(ok, "after kill -9:\n{out}");
+    assert!(out.contains("not closed cleanly"), "after kill -9:\n{out}");
+    // The server recovers it and serves again; both messages are there.
+    srv.start();
+    srv.stop_clean();
+    let mbox = srv.export_mbox("mjl");
+    assert_eq!(mbox_messages(&mbox).len(), 2, "{mbox}");
+}
+
 macro_rules! suite {
     ($($rt:ident),*) => {$(
         mod $rt {
             #[test]
             fn second_server_on_same_address_fails() {
                 super::second_server_on_same_address_fails(stringify!($rt))
+            }
+            #[test]
+            fn verifydata_after_stops() {
+                super::verifydata_after_stops(stringify!($rt))
             }
             #[test]
             fn sighup_is_logged_and_ignored() {
