@@ -5,6 +5,7 @@ use super::*;
 use crate::rng::Rng;
 use crate::smtp::ReplyParser;
 use crate::testkit::{self, TestClock};
+use base64::Engine;
 use proptest::prelude::*;
 use std::collections::VecDeque;
 
@@ -323,7 +324,10 @@ impl H {
 
     fn timeout(&mut self) {
         let now = self.clock.now();
-        let Output::Idle { deadline: Some(d) } = self.s.poll(now, &mut self.tx) else {
+        let Output::Idle {
+            deadline: Some(d), ..
+        } = self.s.poll(now, &mut self.tx)
+        else {
             panic!("no deadline");
         };
         self.clock.set_mono(d);
