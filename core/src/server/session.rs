@@ -328,8 +328,11 @@ impl ServerSession {
             if self.is_blocked() {
                 return Ok(0);
             }
-            self.touch_timer(now);
-            return Ok(self.process(now, bytes));
+            let n = self.process(now, bytes);
+            if !self.is_blocked() {
+                self.touch_timer(now);
+            }
+            return Ok(n);
         }
         // TLS: rustls takes the ciphertext; plaintext is buffered here.
         if self.plain_in.len() > MAX_PLAIN_BUFFER {
@@ -351,7 +354,6 @@ impl ServerSession {
             }
         };
         self.check_handshake();
-        self.touch_timer(now);
         self.resume(now);
         Ok(n)
     }
@@ -371,17 +373,19 @@ impl ServerSession {
         }
     }
 
-    /// Restarts the timer of what the session reads next.
+    /// Restarts the timer of what the session reads next (and stops the other one).
     fn touch_timer(&mut self, now: Now) {
-        match self.state {
-            State::Data(_) | State::Chunk { .. } | State::Discard { .. } => self
-                .timers
-                .set(Timer::Data, now.mono + self.config.data_timeout),
-            State::Command(_) | State::Auth { .. } => self
-                .timers
-                .set(Timer::Command, now.mono + self.config.command_timeout),
-            State::Waiting { .. } | State::Delayed { .. } | State::Closed => {}
-        }
+        let (set, stop, after) = match self.state {
+            State::Data(_) | State::Chunk { .. } | State::Discard { .. } => {
+                (Timer::Data, Timer::Command, self.config.data_timeout)
+            }
+            State::Command(_) | State::Auth { .. } => {
+                (Timer::Command, Timer::Data, self.config.command_timeout)
+            }
+            State::Waiting { .. } | State::Delayed { .. } | State::Closed => return,
+        };
+        self.timers.stop(stop);
+        self.timers.set(set, now.mono + after);
     }
 
     /// Processes buffered plaintext (TLS) after something unblocked the session.

@@ -1901,3 +1901,50 @@ fn starttls_forgets_the_transaction_and_hello() {
     h.expect("EHLO c.example\r\n", &["250"]);
     h.expect("MAIL FROM:<a@example.org>\r\n", &["250 2.1.0"]);
 }
+
+/// `Idle` names the timer its deadline belongs to, in every kind of wait.
+#[test]
+fn idle_names_the_next_timer() {
+    // The connection check is out: its answer is awaited.
+    let mut h = H::holding(config());
+    assert_eq!(h.idle().1, Some(Timer::Effect));
+    // Implicit TLS: the handshake (30 s) comes before the effect deadline (120 s).
+    let mut c = tls_config();
+    c.implicit_tls = true;
+    let mut h = H::holding(c);
+    let start = h.clock.now().mono;
+    assert_eq!(
+        h.idle(),
+        (
+            Some(start + Duration::from_secs(30)),
+            Some(Timer::Handshake)
+        )
+    );
+    // Between commands, then inside DATA. Regression: after the 354 the session still ran
+    // the command timer (until more bytes came), so `data_timeout` did not apply yet.
+    let mut c = config();
+    c.data_timeout = Duration::from_secs(10);
+    let mut h = ehloed(c);
+    assert_eq!(h.idle().1, Some(Timer::Command));
+    h.expect(
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n",
+        &["250", "250", "354"],
+    );
+    let now = h.clock.now().mono;
+    assert_eq!(
+        h.idle(),
+        (Some(now + Duration::from_secs(10)), Some(Timer::Data))
+    );
+    h.timeout();
+    assert_eq!(h.replies(), vec!["421 4.4.2 timeout, closing"]);
+    // A failed AUTH answered after a delay.
+    let mut c = submission_config();
+    c.auth_failure_delay = Duration::from_secs(1);
+    let mut h = ehloed(c);
+    let ir = base64::engine::general_purpose::STANDARD.encode("\0mjl@mox.example\0wrong");
+    h.send_str(&format!("AUTH PLAIN {ir}\r\n"));
+    assert!(h.replies().is_empty());
+    assert_eq!(h.idle().1, Some(Timer::Delay));
+    h.timeout();
+    assert_eq!(h.replies(), vec!["535 5.7.8 bad user/pass"]);
+}
