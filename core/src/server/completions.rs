@@ -142,12 +142,7 @@ impl ServerSession {
                     self.auth_failed(now, stage, Some(username), r)
                 }
                 PasswordCheck::Disabled(msg) => {
-                    let r = Reply::new(
-                        535,
-                        Some(Enhanced::new(5, 7, 8)),
-                        format!("login disabled: {msg}"),
-                    );
-                    self.auth_failed(now, stage, Some(username), r)
+                    self.auth_failed(now, stage, Some(username), login_disabled(&msg))
                 }
                 PasswordCheck::RateLimited => self.auth_rate_limited(),
             },
@@ -172,12 +167,7 @@ impl ServerSession {
                     self.auth_step(now, stage, exchange, step)
                 }
                 CredentialsAnswer::Disabled(msg) => {
-                    let r = Reply::new(
-                        535,
-                        Some(Enhanced::new(5, 7, 8)),
-                        format!("login disabled: {msg}"),
-                    );
-                    self.auth_failed(now, stage, Some(username), r)
+                    self.auth_failed(now, stage, Some(username), login_disabled(&msg))
                 }
                 CredentialsAnswer::RateLimited => self.auth_rate_limited(),
             },
@@ -341,6 +331,15 @@ impl ServerSession {
             }
         }
     }
+}
+
+/// `535` for an account whose logins are disabled, with the reason the policy gave.
+fn login_disabled(msg: &str) -> Reply {
+    Reply::new(
+        535,
+        Some(Enhanced::new(5, 7, 8)),
+        format!("login disabled: {msg}"),
+    )
 }
 
 /// What the checks at MAIL FROM refuse, if anything.
