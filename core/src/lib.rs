@@ -17,7 +17,7 @@
 //!         Output::Transmit => { /* write tx to the socket, clear it */ }
 //!         Output::Effect(token, e) => { /* perform e, later handle Completed(token, ..) */ }
 //!         Output::Event(ev) => { /* log, metrics */ }
-//!         Output::Idle { deadline } => break,       // wait for input, a completion or the deadline
+//!         Output::Idle { deadline, .. } => break,   // wait for input, a completion or the deadline
 //!     }
 //! }
 //! ```
@@ -29,8 +29,14 @@
 //!   `handle`. Bytes are appended to the caller's buffer; the caller writes and clears it.
 //! * Effects carry a [`Token`]; the answer comes back as `Completed` with the same token, in
 //!   any order relative to other effects.
-//! * `Idle { deadline }` gives the earliest timer. The driver calls `handle(now,
-//!   Input::Timeout)` once `now >= deadline`; an early call does nothing.
+//! * `Idle { deadline, timer }` gives the earliest deadline and which timer it is. The
+//!   driver calls `handle(now, Input::Timeout)` once `now >= deadline`; an early call does
+//!   nothing.
+//! * A `now` earlier than one given before is ignored: the machine goes on at the latest
+//!   time it was given (str0m's guard), so a clock stepping back cannot move a deadline.
+//! * Everything a machine waits for has a deadline, effects included: an answer that does
+//!   not come in time is given up on (the server session answers `451`/`421`), and a
+//!   completion arriving after that is ignored.
 //! * A peer's protocol error is answered with the protocol's error reply. `Err` from
 //!   `handle` means the session cannot continue; it is sticky. Nothing reachable from network
 //!   bytes panics.

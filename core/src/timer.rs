@@ -1,7 +1,8 @@
 //! Deadlines as a table, not futures.
 //!
 //! A machine keeps one [`TimerTable`] keyed by its own timer enum. It sets and stops deadlines
-//! as it changes state and reports the earliest one in `Output::Idle { deadline }`. Drivers
+//! as it changes state and reports the earliest one, and which timer it is, in
+//! `Output::Idle { deadline, timer }` ([`TimerTable::next`]). Drivers
 //! call `handle(now, Input::Timeout)` when `now >= deadline`; an early call is a no-op because
 //! the machine only acts on timers whose deadline has passed ([`TimerTable::expired`]).
 
@@ -45,7 +46,12 @@ impl<T: Copy + Eq> TimerTable<T> {
 
     /// The earliest deadline of all timers.
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.slots.iter().map(|(_, at)| *at).min()
+        self.next().map(|(_, at)| at)
+    }
+
+    /// The timer that fires first, with its deadline.
+    pub fn next(&self) -> Option<(T, Instant)> {
+        self.slots.iter().copied().min_by_key(|(_, at)| *at)
     }
 
     /// Removes and returns the earliest timer whose deadline is at or before `now`.
@@ -79,6 +85,7 @@ mod tests {
         tt.set(T::A, t0 + Duration::from_secs(10));
         tt.set(T::B, t0 + Duration::from_secs(5));
         assert_eq!(tt.next_timeout(), Some(t0 + Duration::from_secs(5)));
+        assert_eq!(tt.next(), Some((T::B, t0 + Duration::from_secs(5))));
         assert_eq!(
             tt.expired(t0 + Duration::from_secs(4)),
             None,

@@ -209,7 +209,7 @@ where
                     tracing::debug!(cid, event = ?ev, "smtp");
                     answerer.event(cid, &ev);
                 }
-                Output::Idle { deadline } => break deadline,
+                Output::Idle { deadline, .. } => break deadline,
                 Output::Close => {
                     let _ = stream.flush().await;
                     let _ = stream.close().await;

@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
                     inbuf.drain(..n);
                 }
                 Output::Event(_) => {}
-                Output::Idle { deadline } => {
+                Output::Idle { deadline, .. } => {
                     if let Some(d) = deadline {
                         now.mono = now.mono.max(d);
                         let _ = s.handle(now, Input::Timeout);

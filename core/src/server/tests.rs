@@ -5,6 +5,7 @@ use super::*;
 use crate::rng::Rng;
 use crate::smtp::ReplyParser;
 use crate::testkit::{self, TestClock};
+use base64::Engine;
 use proptest::prelude::*;
 use std::collections::VecDeque;
 
@@ -174,6 +175,15 @@ impl H {
     }
 
     fn with_world(c: ServerConfig, world: World) -> H {
+        Self::build(c, world, false)
+    }
+
+    /// A session whose effects are all held, the connection check included.
+    fn holding(c: ServerConfig) -> H {
+        Self::build(c, World::new(), true)
+    }
+
+    fn build(c: ServerConfig, world: World, hold_effects: bool) -> H {
         let clock = TestClock::new();
         let peer = Peer {
             ip: "192.0.2.10".parse().unwrap(),
@@ -190,7 +200,7 @@ impl H {
             closed: false,
             events: Vec::new(),
             held: VecDeque::new(),
-            hold_effects: false,
+            hold_effects,
             client_tls: None,
             parser: ReplyParser::new(),
         };
@@ -323,13 +333,35 @@ impl H {
 
     fn timeout(&mut self) {
         let now = self.clock.now();
-        let Output::Idle { deadline: Some(d) } = self.s.poll(now, &mut self.tx) else {
+        let Output::Idle {
+            deadline: Some(d), ..
+        } = self.s.poll(now, &mut self.tx)
+        else {
             panic!("no deadline");
         };
         self.clock.set_mono(d);
         let now = self.clock.now();
         self.s.handle(now, Input::Timeout).unwrap();
         self.drain();
+    }
+
+    /// What the session waits for: its next deadline and timer.
+    fn idle(&mut self) -> (Option<std::time::Instant>, Option<Timer>) {
+        let now = self.clock.now();
+        match self.s.poll(now, &mut self.tx) {
+            Output::Idle { deadline, timer } => (deadline, timer),
+            o => panic!("not idle: {o:?}"),
+        }
+    }
+
+    /// Answers the oldest held effect now (as the world would).
+    fn answer_held(&mut self) -> Result<usize, SessionError> {
+        let (t, e) = self.held.pop_front().expect("a held effect");
+        let c = self.world.answer(&e).unwrap();
+        let now = self.clock.now();
+        let r = self.s.handle(now, Input::Completed(t, c));
+        self.drain();
+        r
     }
 
     fn stored(&self) -> &[Transaction] {
@@ -1643,4 +1675,282 @@ fn dmarc_reject_policy_is_reported_for_unaligned_mail() {
     );
     let auth = h.stored()[0].auth.as_ref().unwrap();
     assert!(auth.dmarc.as_ref().unwrap().is_reject(), "{:?}", auth.dmarc);
+}
+
+// ---- Effect deadlines and the machine contract ----
+
+/// Regression: a pending effect had no deadline, so an answerer that never answered (a
+/// stuck policy or store) pinned the session forever. Inside a transaction the waiting
+/// command now gets `451 4.3.0` after `effect_timeout`, the session goes on, and the late
+/// answer is ignored (not a misuse).
+#[test]
+fn unanswered_sender_check_is_451_and_the_late_answer_is_ignored() {
+    let mut h = ehloed(config());
+    h.hold_effects = true;
+    h.send_str("MAIL FROM:<a@example.org>\r\n");
+    assert!(h.replies().is_empty());
+    let start = h.clock.now().mono;
+    let (deadline, timer) = h.idle();
+    assert_eq!(timer, Some(Timer::Effect));
+    assert_eq!(deadline, Some(start + Duration::from_secs(120)));
+    h.timeout();
+    assert_eq!(
+        h.replies(),
+        vec!["451 4.3.0 internal timeout, try again later".to_string()]
+    );
+    assert!(!h.closed);
+    assert_eq!(h.idle().1, Some(Timer::Command));
+    h.expect(
+        "RCPT TO:<mjl@mox.example>\r\n",
+        &["503 5.5.1 missing MAIL FROM"],
+    );
+    // The client tries again; the first answer comes after all, while the second check
+    // is pending: ignored, no reply; the second answer is the one that counts.
+    h.send_str("MAIL FROM:<b@example.org>\r\n");
+    assert_eq!(h.held.len(), 2);
+    h.answer_held().expect("a late answer is not a misuse");
+    assert!(h.replies().is_empty());
+    assert_eq!(h.idle().1, Some(Timer::Effect));
+    h.answer_held().unwrap();
+    assert_eq!(h.replies(), vec!["250 2.1.0 looking good"]);
+    h.hold_effects = false;
+    h.expect("RCPT TO:<mjl@mox.example>\r\n", &["250 2.1.5"]);
+}
+
+/// An unanswered RCPT check fails that recipient only; the transaction goes on.
+#[test]
+fn unanswered_recipient_check_keeps_the_transaction() {
+    let mut h = ehloed(config());
+    h.expect("MAIL FROM:<a@example.org>\r\n", &["250"]);
+    h.expect("RCPT TO:<mjl@mox.example>\r\n", &["250"]);
+    h.hold_effects = true;
+    h.send_str("RCPT TO:<other@mox.example>\r\n");
+    h.timeout();
+    assert_eq!(
+        h.replies(),
+        vec!["451 4.3.0 internal timeout, try again later"]
+    );
+    h.hold_effects = false;
+    h.held.clear();
+    h.expect("DATA\r\n", &["354"]);
+    h.expect(&format!("{MSG}.\r\n"), &["250 2.0.0"]);
+    assert_eq!(h.stored()[0].recipients.len(), 1);
+}
+
+/// A store that never answers: `451` instead of the `250`, and a late `Delivered` does not
+/// make a `250` (or an `Accepted` event) appear afterwards.
+#[test]
+fn unanswered_store_is_451_never_250() {
+    let mut h = ehloed(config());
+    h.expect("MAIL FROM:<a@example.org>\r\n", &["250"]);
+    h.expect("RCPT TO:<mjl@mox.example>\r\n", &["250"]);
+    h.expect("DATA\r\n", &["354"]);
+    h.hold_effects = true;
+    h.send_str(&format!("{MSG}.\r\n"));
+    assert_eq!(h.idle().1, Some(Timer::Effect));
+    h.clock.advance(Duration::from_secs(119));
+    let now = h.clock.now();
+    h.s.handle(now, Input::Timeout).unwrap();
+    h.drain();
+    assert!(h.replies().is_empty(), "not before effect_timeout");
+    h.timeout();
+    assert_eq!(
+        h.replies(),
+        vec!["451 4.3.0 internal timeout, try again later"]
+    );
+    h.answer_held().unwrap();
+    assert!(h.replies().is_empty());
+    assert!(!h.events.iter().any(|e| matches!(e, Event::Accepted { .. })));
+    h.hold_effects = false;
+    h.expect("RCPT TO:<mjl@mox.example>\r\n", &["503 5.5.1"]);
+}
+
+/// Outside a transaction there is no command to fail: an unanswered connection check or
+/// AUTH password check ends the session with `421 4.3.0`.
+#[test]
+fn unanswered_effect_outside_a_transaction_is_421_and_close() {
+    let mut h = H::holding(config());
+    assert_eq!(h.idle().1, Some(Timer::Effect));
+    h.timeout();
+    assert_eq!(
+        h.replies(),
+        vec!["421 4.3.0 internal timeout, try again later"]
+    );
+    assert!(h.closed);
+    h.answer_held().expect("a late answer is not a misuse");
+    assert!(h.replies().is_empty());
+
+    let mut h = ehloed(submission_config());
+    h.hold_effects = true;
+    let ir = base64::engine::general_purpose::STANDARD.encode("\0mjl@mox.example\0testtest");
+    h.send_str(&format!("AUTH PLAIN {ir}\r\n"));
+    assert!(matches!(
+        h.held.front(),
+        Some((_, Effect::CheckPassword { .. }))
+    ));
+    h.timeout();
+    assert_eq!(
+        h.replies(),
+        vec!["421 4.3.0 internal timeout, try again later"]
+    );
+    assert!(h.closed);
+    assert_eq!(h.s.account(), None);
+}
+
+/// The DNS checks of one command share one deadline (`checks_timeout`, longer than
+/// `effect_timeout`) over all their rounds.
+#[test]
+fn unanswered_dns_checks_are_451_after_checks_timeout() {
+    let mut h = checked();
+    h.expect("EHLO client.example\r\n", &["250"]);
+    h.hold_effects = true;
+    let start = h.clock.now().mono;
+    h.send_str("MAIL FROM:<a@good.example>\r\n");
+    assert!(matches!(h.held.front(), Some((_, Effect::Dns(_)))));
+    assert_eq!(
+        h.idle(),
+        (Some(start + Duration::from_secs(180)), Some(Timer::Effect))
+    );
+    h.timeout();
+    assert_eq!(
+        h.replies(),
+        vec!["451 4.3.0 internal timeout, try again later"]
+    );
+    assert!(!h.closed);
+
+    // After the message, rounds of lookups (the DMARC round follows the others) keep the
+    // deadline of the first.
+    h.hold_effects = false;
+    h.held.clear();
+    h.expect("MAIL FROM:<a@good.example>\r\n", &["250"]);
+    h.expect("RCPT TO:<mjl@mox.example>\r\n", &["250"]);
+    h.expect("DATA\r\n", &["354"]);
+    h.hold_effects = true;
+    let start = h.clock.now().mono;
+    h.send_str("From: <a@good.example>\r\nSubject: t\r\n\r\nbody\r\n.\r\n");
+    assert!(matches!(h.held.front(), Some((_, Effect::Dns(_)))));
+    h.clock.advance(Duration::from_secs(150));
+    h.answer_held().unwrap();
+    assert!(
+        matches!(h.held.front(), Some((_, Effect::Dns(_)))),
+        "{:?}",
+        h.held
+    );
+    assert_eq!(
+        h.idle(),
+        (Some(start + Duration::from_secs(180)), Some(Timer::Effect))
+    );
+    h.timeout();
+    assert_eq!(
+        h.replies(),
+        vec!["451 4.3.0 internal timeout, try again later"]
+    );
+    assert!(h.stored().is_empty());
+}
+
+/// A completion for a token never handed out is still a misuse.
+#[test]
+fn completion_with_a_token_never_given_is_misuse() {
+    let mut h = ehloed(config());
+    let now = h.clock.now();
+    let r = h.s.handle(
+        now,
+        Input::Completed(Token(999), Completion::Verdict(Verdict::Accept)),
+    );
+    assert!(matches!(r, Err(SessionError::Misuse(_))), "{r:?}");
+}
+
+/// str0m's guard: a `now` earlier than one given before is ignored, so a clock stepping
+/// back cannot pull the command deadline earlier.
+#[test]
+fn earlier_now_is_ignored() {
+    let mut h = ehloed(config());
+    let early = h.clock.now();
+    h.clock.advance(Duration::from_secs(100));
+    h.expect("NOOP\r\n", &["250"]);
+    let late = h.clock.now();
+    assert_eq!(
+        h.idle(),
+        (
+            Some(late.mono + Duration::from_secs(300)),
+            Some(Timer::Command)
+        )
+    );
+    h.s.handle(early, Input::Received(b"NOOP\r\n")).unwrap();
+    h.drain();
+    assert_eq!(h.replies(), vec!["250 2.0.0 alrighty"]);
+    assert_eq!(h.idle().0, Some(late.mono + Duration::from_secs(300)));
+    // A timeout at the early time does nothing either.
+    h.s.handle(early, Input::Timeout).unwrap();
+    h.drain();
+    assert!(!h.closed);
+}
+
+/// STARTTLS resets by construction: a transaction open before it and the EHLO facts are
+/// gone inside TLS (RFC 3207 4.2), whatever state the session was in.
+#[test]
+fn starttls_forgets_the_transaction_and_hello() {
+    let mut c = starttls_port25();
+    c.require_tls_for_delivery = false;
+    let mut h = greeted(c);
+    h.expect("EHLO c.example\r\n", &["250"]);
+    h.expect("MAIL FROM:<a@example.org>\r\n", &["250 2.1.0"]);
+    starttls(&mut h);
+    h.expect(
+        "RCPT TO:<mjl@mox.example>\r\n",
+        &["503 5.5.1 missing MAIL FROM"],
+    );
+    h.expect(
+        "MAIL FROM:<a@example.org>\r\n",
+        &["503 5.5.1 no ehlo/helo yet"],
+    );
+    h.expect("EHLO c.example\r\n", &["250"]);
+    h.expect("MAIL FROM:<a@example.org>\r\n", &["250 2.1.0"]);
+}
+
+/// `Idle` names the timer its deadline belongs to, in every kind of wait.
+#[test]
+fn idle_names_the_next_timer() {
+    // The connection check is out: its answer is awaited.
+    let mut h = H::holding(config());
+    assert_eq!(h.idle().1, Some(Timer::Effect));
+    // Implicit TLS: the handshake (30 s) comes before the effect deadline (120 s).
+    let mut c = tls_config();
+    c.implicit_tls = true;
+    let mut h = H::holding(c);
+    let start = h.clock.now().mono;
+    assert_eq!(
+        h.idle(),
+        (
+            Some(start + Duration::from_secs(30)),
+            Some(Timer::Handshake)
+        )
+    );
+    // Between commands, then inside DATA. Regression: after the 354 the session still ran
+    // the command timer (until more bytes came), so `data_timeout` did not apply yet.
+    let mut c = config();
+    c.data_timeout = Duration::from_secs(10);
+    let mut h = ehloed(c);
+    assert_eq!(h.idle().1, Some(Timer::Command));
+    h.expect(
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n",
+        &["250", "250", "354"],
+    );
+    let now = h.clock.now().mono;
+    assert_eq!(
+        h.idle(),
+        (Some(now + Duration::from_secs(10)), Some(Timer::Data))
+    );
+    h.timeout();
+    assert_eq!(h.replies(), vec!["421 4.4.2 timeout, closing"]);
+    // A failed AUTH answered after a delay.
+    let mut c = submission_config();
+    c.auth_failure_delay = Duration::from_secs(1);
+    let mut h = ehloed(c);
+    let ir = base64::engine::general_purpose::STANDARD.encode("\0mjl@mox.example\0wrong");
+    h.send_str(&format!("AUTH PLAIN {ir}\r\n"));
+    assert!(h.replies().is_empty());
+    assert_eq!(h.idle().1, Some(Timer::Delay));
+    h.timeout();
+    assert_eq!(h.replies(), vec!["535 5.7.8 bad user/pass"]);
 }
