@@ -229,6 +229,12 @@ pub struct Limits {
     pub max_auth_failures_per_connection: u32,
     /// Seconds a TLS handshake (STARTTLS or implicit TLS) may take.
     pub tls_handshake_timeout_secs: u64,
+    /// Seconds the server waits for the answer to one internal request (a password check,
+    /// storing a message, ...) before replying `451 4.3.0` (or `421` and closing).
+    pub effect_timeout_secs: u64,
+    /// Seconds all DNS checks of one command (SPF, DKIM, DMARC, iprev, DNSBL) may take
+    /// together before the command is answered `451 4.3.0`.
+    pub checks_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -253,6 +259,8 @@ impl Default for Limits {
             max_errors: 10,
             max_auth_failures_per_connection: 3,
             tls_handshake_timeout_secs: 30,
+            effect_timeout_secs: 120,
+            checks_timeout_secs: 180,
         }
     }
 }
@@ -1462,6 +1470,12 @@ max_errors = 10
 max_auth_failures_per_connection = 3
 # Seconds a TLS handshake may take (STARTTLS and implicit TLS); then the connection closes.
 tls_handshake_timeout_secs = 30
+# Seconds to wait for one internal answer (password check, storing a message, ...); then
+# the command gets 451 4.3.0 (421 and close outside a transaction), never a hang.
+effect_timeout_secs = 120
+# Seconds all DNS checks of one command (SPF, DKIM, DMARC, iprev, DNSBL) may take together;
+# then 451 4.3.0.
+checks_timeout_secs = 180
 "#;
 
 #[cfg(test)]

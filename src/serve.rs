@@ -67,6 +67,8 @@ fn base_config(c: &Config, seed: u64) -> ServerConfig {
     sc.max_auth_failures = c.limits.max_auth_failures_per_connection;
     sc.tls_handshake_timeout =
         std::time::Duration::from_secs(c.limits.tls_handshake_timeout_secs.max(1));
+    sc.effect_timeout = std::time::Duration::from_secs(c.limits.effect_timeout_secs.max(1));
+    sc.checks_timeout = std::time::Duration::from_secs(c.limits.checks_timeout_secs.max(1));
     sc
 }
 

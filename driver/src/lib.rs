@@ -177,7 +177,14 @@ where
     let mut tx: Vec<u8> = Vec::with_capacity(512);
     let mut chunk = vec![0u8; FIRST_CHUNK];
     let mut eof = false;
+    let mut peer_closed_sent = false;
     let mut shutdown_sent = false;
+    // Effects answered on the blocking pool, oldest first. The session has a deadline for
+    // each (its `Timer::Effect`), so an answer that never comes does not pin the
+    // connection: the wait below races the answer against input, the deadline and
+    // shutdown, and an answer arriving after its deadline is ignored by the session.
+    let mut pending: std::collections::VecDeque<(rmox_core::Token, Answering)> =
+        std::collections::VecDeque::new();
     loop {
         if !shutdown_sent && shutdown.is_triggered() {
             shutdown_sent = true;
@@ -192,19 +199,18 @@ where
                     stream.write_all(&tx).await.map_err(ConnError::Io)?;
                     tx.clear();
                 }
-                Output::Effect(token, effect) => {
-                    let completion = match answerer.answer_now(&effect) {
-                        Some(c) => c,
-                        None => {
-                            let a = Arc::clone(&answerer);
-                            rt.unblock(Box::new(move || a.answer(effect))).await
-                        }
-                    };
-                    session
-                        .handle(now(), Input::Completed(token, completion))
-                        .map_err(ConnError::Session)?;
-                    offer(&mut session, &mut inbuf)?;
-                }
+                Output::Effect(token, effect) => match answerer.answer_now(&effect) {
+                    Some(c) => {
+                        session
+                            .handle(now(), Input::Completed(token, c))
+                            .map_err(ConnError::Session)?;
+                        offer(&mut session, &mut inbuf)?;
+                    }
+                    None => {
+                        let a = Arc::clone(&answerer);
+                        pending.push_back((token, rt.unblock(Box::new(move || a.answer(effect)))));
+                    }
+                },
                 Output::Event(ev) => {
                     tracing::debug!(cid, event = ?ev, "smtp");
                     answerer.event(cid, &ev);
@@ -218,13 +224,14 @@ where
             }
         };
         stream.flush().await.map_err(ConnError::Io)?;
-        if eof {
+        if eof && !peer_closed_sent {
+            peer_closed_sent = true;
             session
                 .handle(now(), Input::PeerClosed)
                 .map_err(ConnError::Session)?;
             continue;
         }
-        // Wait for input or the deadline.
+        // Wait for input, an effect's answer, the deadline or shutdown.
         if let Some(d) = deadline {
             if Instant::now() >= d {
                 session
@@ -234,24 +241,47 @@ where
                 continue;
             }
         }
-        let read = async { Some(stream.read(&mut chunk).await) };
+        if eof && pending.is_empty() && deadline.is_none() {
+            // The peer is gone and the session waits for nothing we can give it.
+            return Ok(());
+        }
+        let read = async {
+            if eof {
+                futures_lite::future::pending::<()>().await;
+            }
+            Woke::Read(stream.read(&mut chunk).await)
+        };
+        let answer = async {
+            match pending.front_mut() {
+                Some((_, f)) => Woke::Answer(f.await),
+                None => futures_lite::future::pending::<Woke>().await,
+            }
+        };
         let timer = async {
             match deadline {
                 Some(d) => rt.sleep_until(d).await,
                 None => futures_lite::future::pending::<()>().await,
             }
-            None
+            Woke::Timer
         };
         let stop = async {
             if shutdown_sent {
                 futures_lite::future::pending::<()>().await;
             }
             shutdown.wait().await;
-            None
+            Woke::Stop
         };
-        match read.or(timer).or(stop).await {
-            Some(Ok(0)) => eof = true,
-            Some(Ok(n)) => {
+        match answer.or(read).or(timer).or(stop).await {
+            Woke::Answer(completion) => {
+                if let Some((token, _)) = pending.pop_front() {
+                    session
+                        .handle(now(), Input::Completed(token, completion))
+                        .map_err(ConnError::Session)?;
+                    offer(&mut session, &mut inbuf)?;
+                }
+            }
+            Woke::Read(Ok(0)) => eof = true,
+            Woke::Read(Ok(n)) => {
                 if inbuf.len() > MAX_UNCONSUMED {
                     // Told why (421) and closed by the session.
                     inbuf.clear();
@@ -266,15 +296,31 @@ where
                 }
                 offer(&mut session, &mut inbuf)?;
             }
-            Some(Err(e)) => return Err(ConnError::Io(e)),
-            None => {
+            Woke::Read(Err(e)) => return Err(ConnError::Io(e)),
+            Woke::Timer => {
                 session
                     .handle(now(), Input::Timeout)
                     .map_err(ConnError::Session)?;
                 offer(&mut session, &mut inbuf)?;
             }
+            Woke::Stop => {}
         }
     }
+}
+
+/// An effect being answered on the blocking pool.
+type Answering = Pin<Box<dyn Future<Output = Completion>>>;
+
+/// What ended one wait of the session loop.
+enum Woke {
+    /// An effect's answer (the oldest pending one).
+    Answer(Completion),
+    /// A read finished.
+    Read(std::io::Result<usize>),
+    /// The session's deadline passed.
+    Timer,
+    /// Shutdown was triggered.
+    Stop,
 }
 
 /// Offers buffered input to the session and drops what it consumed.

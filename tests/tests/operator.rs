@@ -173,12 +173,64 @@ fn verifydata_after_stops(rt: &str) {
     assert_eq!(mbox_messages(&mbox).len(), 2, "{mbox}");
 }
 
+/// A session whose effect answer never came waited forever (issue 14: pending effects need
+/// a deadline). With a resolver that never answers and `checks_timeout_secs = 1`, MAIL FROM
+/// is answered `451 4.3.0` after about a second, and the connection stays usable.
+fn unanswered_checks_get_451(rt: &str) {
+    let dir = TempDir::new(&format!("deadline-{rt}"));
+    let ip = unique_ip();
+    // A DNS server that reads queries and never answers.
+    let dns = std::net::UdpSocket::bind((ip, 0)).unwrap();
+    let dns_addr = dns.local_addr().unwrap();
+    std::fs::write(
+        dir.path().join("rmox.toml"),
+        format!(
+            r#"hostname = "mail.mox.example"
+data_dir = "data"
+resolver = ["{dns_addr}"]
+
+[[listener]]
+name = "test"
+ip = "{ip}"
+smtp = {{ port = {SMTP} }}
+
+[domain."mox.example"]
+
+[account.mjl]
+domain = "mox.example"
+destinations = {{ "mjl@mox.example" = {{}} }}
+
+[limits]
+checks_timeout_secs = 1
+"#
+        ),
+    )
+    .unwrap();
+    let mut srv = Server::serve(rt, dir, ip, SMTP);
+    let mut c = srv.connect(SMTP);
+    c.set_read_timeout(Duration::from_secs(30));
+    c.expect(220);
+    c.expect_cmd("EHLO client.example", 250);
+    let r = c.expect_cmd("MAIL FROM:<someone@example.org>", 451);
+    // The session's deadline, not the resolver's own give-up (6 s, a temporary DNS error).
+    assert!(r.contains("4.3.0") && r.contains("timeout"), "{r}");
+    // Still usable after the deadline.
+    c.expect_cmd("NOOP", 250);
+    c.shutdown();
+    drop(dns);
+    srv.stop_clean();
+}
+
 macro_rules! suite {
     ($($rt:ident),*) => {$(
         mod $rt {
             #[test]
             fn second_server_on_same_address_fails() {
                 super::second_server_on_same_address_fails(stringify!($rt))
+            }
+            #[test]
+            fn unanswered_checks_get_451() {
+                super::unanswered_checks_get_451(stringify!($rt))
             }
             #[test]
             fn verifydata_after_stops() {
