@@ -387,6 +387,17 @@ impl ServerSession {
             Stage::InTransaction(hello, txn) => (hello, txn),
             other => return self.reply_error(seq_error("missing MAIL FROM"), other),
         };
+        if txn.recipients.len() >= self.config.max_recipients {
+            // Over the recipient limit: 452, and not a failed command (RFC 5321 4.5.3.1.10:
+            // the client sends the rest in another transaction). Counting these closed a
+            // pipelining client's session and lost the recipients it had.
+            self.reply(Reply::new(
+                452,
+                Some(Enhanced::new(4, 5, 3)),
+                format!("max of {} recipients reached", self.config.max_recipients),
+            ));
+            return State::Command(Stage::InTransaction(hello, txn));
+        }
         if let Some(r) = self.rcpt_refusal(&txn, &path) {
             return self.reply_error(r, Stage::InTransaction(hello, txn));
         }
@@ -407,13 +418,6 @@ impl ServerSession {
 
     /// Why RCPT TO is refused in this transaction, if it is.
     fn rcpt_refusal(&self, txn: &Txn, path: &ForwardPath) -> Option<Reply> {
-        if txn.recipients.len() >= self.config.max_recipients {
-            return Some(Reply::new(
-                452,
-                Some(Enhanced::new(4, 5, 3)),
-                format!("max of {} recipients reached", self.config.max_recipients),
-            ));
-        }
         let spf_pass = txn
             .verdicts
             .spf

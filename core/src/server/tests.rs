@@ -998,6 +998,60 @@ fn bdat_chunks() {
     );
 }
 
+/// Issue 15: a pipelined recipient over the limit counted as a failed command; ten of them
+/// ended the session with 550 and the accepted recipients were lost. Over-limit recipients
+/// get 452 and do not count: the transaction goes on and is delivered.
+#[test]
+fn recipients_over_the_limit_are_not_errors() {
+    let mut c = config();
+    c.max_recipients = 2;
+    c.max_errors = 3;
+    let mut h = ehloed(c);
+    let mut cmds = String::from("MAIL FROM:<remote@example.org>\r\n");
+    for i in 0..12 {
+        cmds.push_str(&format!("RCPT TO:<r{i}@mox.example>\r\n"));
+    }
+    h.send_str(&cmds);
+    let r = h.replies();
+    assert_eq!(r.len(), 13, "{r:?}");
+    assert!(r[1..3].iter().all(|l| l.starts_with("250 2.1.5")), "{r:?}");
+    assert!(r[3..].iter().all(|l| l.starts_with("452 4.5.3")), "{r:?}");
+    assert!(!h.closed);
+    h.expect("DATA\r\n", &["354"]);
+    h.expect(&format!("{MSG}.\r\n"), &["250"]);
+}
+
+/// Issue 15: the DATA timeout was a total deadline, so a client sending steadily but
+/// slowly was cut off. It is per read (RFC 5321 4.5.3.2.6, as Postfix): data arriving
+/// within `data_timeout` of the last data keeps the transaction going, however long.
+#[test]
+fn data_timeout_is_per_read() {
+    let mut c = config();
+    c.data_timeout = Duration::from_secs(10);
+    let mut h = ehloed(c);
+    h.expect("MAIL FROM:<remote@example.org>\r\n", &["250"]);
+    h.expect("RCPT TO:<mjl@mox.example>\r\n", &["250"]);
+    h.expect("DATA\r\n", &["354"]);
+    h.send_str("Subject: slow\r\n\r\n");
+    for i in 0..20 {
+        // 8 s of silence, then a line: 160 s in all, never 10 s idle.
+        h.clock.advance(Duration::from_secs(8));
+        let now = h.clock.now();
+        h.s.handle(now, Input::Timeout).unwrap();
+        h.send_str(&format!("line {i}\r\n"));
+        assert!(!h.closed, "cut off after {} s", (i + 1) * 8);
+    }
+    h.expect(".\r\n", &["250"]);
+    // Idle for longer than the timeout: 421.
+    h.expect("MAIL FROM:<remote@example.org>\r\n", &["250"]);
+    h.expect("RCPT TO:<mjl@mox.example>\r\n", &["250"]);
+    h.expect("DATA\r\n", &["354"]);
+    h.send_str("Subject: stalled\r\n");
+    h.clock.advance(Duration::from_secs(11));
+    h.timeout();
+    assert_eq!(h.replies(), vec!["421 4.4.2 timeout, closing".to_string()]);
+}
+
 #[test]
 fn command_timeout_closes_with_421() {
     let mut h = ehloed(config());
