@@ -5,24 +5,15 @@
 //!
 //! # Listening sockets
 //!
-//! glommio accepts through its own `glommio::net::TcpListener`, which can only be made
-//! safely by binding, and binds with `SO_REUSEPORT`. So each worker binds its own socket
-//! on the address of every [`ListenerSpec`] (the kernel spreads connections over them),
-//! and `run` retires the std listener handed in: connections already queued on it are
-//! accepted and served by the workers, then it is closed.
-//!
-//! * With `SO_REUSEPORT` set on the std listener (recommended), it is retired after the
-//!   workers listen: the port is never unbound. Only a connection completing in the
-//!   instant between the last drain and the close is reset.
-//! * Without it, it is closed just before the workers bind (the port could not be bound
-//!   again while it or connections accepted from it are open): connections queued on it
-//!   are reset, and for that instant the port is unbound and attempts are refused.
-//!
-//! glommio binds without `IPV6_V6ONLY`, so an IPv6 wildcard address is dual-stack (with
-//! the default `net.ipv6.bindv6only = 0`) whatever the std listener had.
+//! Every worker accepts on the very socket handed in (its own duplicate of the file
+//! descriptor, turned into a `glommio::net::TcpListener`), as the tokio and smol runtimes
+//! do: no second bind, no `SO_REUSEPORT`, so the address is never unbound while the server
+//! starts, and another process binding it fails with "address in use". The listener must
+//! be non-blocking (glommio's accept toggles `O_NONBLOCK` on the shared file description
+//! around a first try; with the flag already set that is a no-op for the other workers).
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::TcpListener as StdListener;
 use std::pin::Pin;
 use std::sync::{mpsc, Arc};
 use std::task::{Context, Waker};
@@ -36,7 +27,7 @@ use rmox_driver::{Answerer, Runtime, Shutdown};
 
 /// One listening address and the session config for its connections.
 pub struct ListenerSpec {
-    /// Bound, non-blocking listener (preferably with `SO_REUSEPORT`; see the crate docs).
+    /// Bound, listening socket (made non-blocking by `run`; see the crate docs).
     pub listener: StdListener,
     /// Session settings.
     pub config: Arc<ServerConfig>,
@@ -139,30 +130,33 @@ pub fn run(
     shutdown: Arc<Shutdown>,
 ) -> std::io::Result<()> {
     let threads = threads.max(1);
-    let mut addrs: Vec<(SocketAddr, Arc<ServerConfig>)> = Vec::new();
-    let mut old: Vec<(StdListener, bool)> = Vec::new();
-    for spec in listeners {
-        addrs.push((spec.listener.local_addr()?, spec.config));
+    for spec in &listeners {
         spec.listener.set_nonblocking(true)?;
-        let reuse = socket2::SockRef::from(&spec.listener)
-            .reuse_port()
-            .unwrap_or(false);
-        old.push((spec.listener, reuse));
     }
+    // Each worker's own duplicates of the listening sockets.
+    let mut per_worker: Vec<Vec<(StdListener, Arc<ServerConfig>)>> = Vec::new();
+    for _ in 0..threads {
+        per_worker.push(
+            listeners
+                .iter()
+                .map(|l| Ok((l.listener.try_clone()?, Arc::clone(&l.config))))
+                .collect::<std::io::Result<_>>()?,
+        );
+    }
+    drop(listeners);
 
-    let startup = Arc::new(Startup::default());
+    let abort = Arc::new(Shutdown::default());
     let (ready_tx, ready_rx) = mpsc::channel::<std::io::Result<()>>();
     let mut handles = Vec::new();
     let mut first_err = None;
-    for i in 0..threads {
-        let addrs = addrs.clone();
+    for (i, mine) in per_worker.into_iter().enumerate() {
         let answerer = Arc::clone(&answerer);
         let shutdown = Arc::clone(&shutdown);
-        let startup = Arc::clone(&startup);
+        let abort = Arc::clone(&abort);
         let ready = ready_tx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("rmox-glommio-{i}"))
-            .spawn(move || worker(i, addrs, answerer, shutdown, startup, ready));
+            .spawn(move || worker(i, mine, answerer, shutdown, abort, ready));
         match spawned {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -172,70 +166,29 @@ pub fn run(
         }
     }
     drop(ready_tx);
-
-    // Waits for one report from every worker; false when one failed. Workers only exit
-    // before `start` when they fail, so one that exited without reporting (a panic in
-    // glommio) ends the wait too; its join below tells why.
-    let gather = |first_err: &mut Option<std::io::Error>| {
-        let mut got = 0;
-        while got < handles.len() && first_err.is_none() {
-            match ready_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(Ok(())) => got += 1,
-                Ok(Err(e)) => {
-                    first_err.get_or_insert(e);
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if handles.iter().any(|h| h.is_finished()) {
-                        first_err.get_or_insert(std::io::Error::other(
-                            "glommio worker exited during start-up",
-                        ));
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    first_err.get_or_insert(std::io::Error::other("glommio workers exited"));
+    // One report from every worker (its executor runs and accepts); a worker that exited
+    // without reporting (a panic in glommio) ends the wait too; its join below tells why.
+    let mut got = 0;
+    while got < handles.len() && first_err.is_none() {
+        match ready_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(Ok(())) => got += 1,
+            Ok(Err(e)) => first_err = Some(e),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if handles.iter().any(|h| h.is_finished()) {
+                    first_err = Some(std::io::Error::other(
+                        "glommio worker exited during start-up",
+                    ));
                 }
             }
-        }
-        first_err.is_none()
-    };
-
-    // Phase 1: executors are up. Listeners without SO_REUSEPORT must be closed before
-    // the workers can bind their address (connections queued on them are reset: serving
-    // them would keep the port in use).
-    let mut drained: Vec<(usize, std::net::TcpStream)> = Vec::new();
-    if gather(&mut first_err) {
-        let mut keep = Vec::new();
-        for (li, (l, reuse)) in old.into_iter().enumerate() {
-            if reuse {
-                keep.push((li, l));
-            } else {
-                // rmox binds without SO_REUSEPORT so that a second server on the address
-                // fails; the workers then bind their own sockets (SO_REUSEPORT among
-                // themselves only).
-                tracing::debug!(
-                    addr = %addrs[li].0,
-                    "listener without SO_REUSEPORT: closing and rebinding it for glommio"
-                );
-                drop(l);
-            }
-        }
-        startup.bind.trigger();
-        // Phase 2: workers listen; the old sockets can go once what the kernel queued on
-        // them is accepted, and those connections are served by the workers.
-        if gather(&mut first_err) {
-            for (li, l) in keep {
-                drain(li, &l, &mut drained);
-            }
-            for (n, (li, stream)) in drained.into_iter().enumerate() {
-                startup.give(n % threads, li, stream);
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                first_err = Some(std::io::Error::other("glommio workers exited"));
             }
         }
     }
     if first_err.is_some() {
-        startup.abort.trigger();
+        abort.trigger();
+        shutdown.trigger();
     }
-    startup.bind.trigger();
-    startup.start.trigger();
     for h in handles {
         match h.join() {
             Ok(Ok(())) => {}
@@ -251,54 +204,24 @@ pub fn run(
     }
 }
 
-/// Accepts what the kernel queued on an old listener before it is closed.
-fn drain(li: usize, l: &StdListener, out: &mut Vec<(usize, std::net::TcpStream)>) {
-    loop {
-        match l.accept() {
-            Ok((s, _)) => out.push((li, s)),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
-}
-
-/// Start-up handshake between `run` and its workers (see `run`).
-#[derive(Default)]
-struct Startup {
-    /// Workers may bind their listeners.
-    bind: Shutdown,
-    /// Workers may serve.
-    start: Shutdown,
-    /// Start-up failed: workers return at once.
-    abort: Shutdown,
-    /// Connections accepted from the old listeners, per worker: (listener index, stream).
-    handed: std::sync::Mutex<Vec<(usize, usize, std::net::TcpStream)>>,
-}
-
-impl Startup {
-    fn give(&self, worker: usize, li: usize, stream: std::net::TcpStream) {
-        self.handed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((worker, li, stream));
-    }
-
-    fn take(&self, worker: usize) -> Vec<(usize, std::net::TcpStream)> {
-        let mut all = self.handed.lock().unwrap_or_else(|e| e.into_inner());
-        let (mine, rest) = std::mem::take(&mut *all)
-            .into_iter()
-            .partition(|(w, _, _)| *w == worker);
-        *all = rest;
-        mine.into_iter().map(|(_, li, s)| (li, s)).collect()
-    }
+/// The shared listening socket as this executor's glommio listener.
+#[allow(unsafe_code)]
+fn glommio_listener(l: StdListener) -> TcpListener {
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let fd = l.into_raw_fd();
+    // SAFETY: `fd` is an open, bound, listening TCP socket whose ownership `into_raw_fd`
+    // just gave up (nothing else closes it); glommio's `from_raw_fd` takes that ownership
+    // and expects exactly such a socket. Called inside the worker's executor, whose reactor
+    // glommio attaches it to.
+    unsafe { TcpListener::from_raw_fd(fd) }
 }
 
 fn worker(
     i: usize,
-    addrs: Vec<(SocketAddr, Arc<ServerConfig>)>,
+    mine: Vec<(StdListener, Arc<ServerConfig>)>,
     answerer: Arc<dyn Answerer>,
     shutdown: Arc<Shutdown>,
-    startup: Arc<Startup>,
+    abort: Arc<Shutdown>,
     ready: mpsc::Sender<std::io::Result<()>>,
 ) -> std::io::Result<()> {
     let ex = match make_executor(&format!("rmox-glommio-{i}")) {
@@ -308,39 +231,19 @@ fn worker(
             return Err(e);
         }
     };
-    let _ = ready.send(Ok(()));
     ex.run(async move {
-        startup.bind.wait().await;
-        if startup.abort.is_triggered() {
-            return Ok(());
-        }
-        let bound: std::io::Result<Vec<(TcpListener, Arc<ServerConfig>)>> = addrs
+        let listeners: Vec<(TcpListener, Arc<ServerConfig>)> = mine
             .into_iter()
-            .map(|(addr, config)| Ok((TcpListener::bind(addr)?, config)))
+            .map(|(l, config)| (glommio_listener(l), config))
             .collect();
-        let listeners = match bound {
-            Ok(l) => {
-                let _ = ready.send(Ok(()));
-                l
-            }
-            Err(e) => {
-                let _ = ready.send(Err(std::io::Error::new(e.kind(), e.to_string())));
-                return Err(e);
-            }
-        };
-        startup.start.wait().await;
-        if startup.abort.is_triggered() {
+        let _ = ready.send(Ok(()));
+        if abort.is_triggered() {
             return Ok(());
         }
-        let mut handed = startup.take(i);
         let mut tasks = Vec::new();
-        for (li, (l, config)) in listeners.into_iter().enumerate() {
-            let (first, rest) = handed.into_iter().partition(|(x, _)| *x == li);
-            handed = rest;
-            let first = first.into_iter().map(|(_, s)| s).collect();
+        for (l, config) in listeners {
             tasks.push(glommio::spawn_local(accept_loop(
                 l,
-                first,
                 config,
                 Arc::clone(&answerer),
                 Arc::clone(&shutdown),
@@ -355,25 +258,11 @@ fn worker(
 
 async fn accept_loop(
     l: TcpListener,
-    first: Vec<std::net::TcpStream>,
     config: Arc<ServerConfig>,
     answerer: Arc<dyn Answerer>,
     shutdown: Arc<Shutdown>,
 ) {
     let mut open: Vec<glommio::Task<()>> = Vec::new();
-    for s in first {
-        let Ok(addr) = s.peer_addr() else { continue };
-        let _ = s.set_nodelay(true);
-        let stream = TcpStream::from(socket2_04::Socket::from(s));
-        open.push(glommio::spawn_local(rmox_driver::connection(
-            GlommioRt,
-            stream,
-            addr,
-            Arc::clone(&config),
-            Arc::clone(&answerer),
-            Arc::clone(&shutdown),
-        )));
-    }
     loop {
         let accepted = async { Some(l.accept().await) }
             .or(async {
