@@ -36,6 +36,7 @@
 //!   bytes panics.
 
 pub mod client;
+pub mod delivery;
 pub mod dkim;
 pub mod dmarc;
 pub mod dns;
