@@ -373,16 +373,22 @@ pub fn mode_name(mode: TlsMode, implicit: bool) -> &'static str {
 }
 
 /// The RFC 8460 result type of a TLS error message.
+/// Both rustls's Debug names (`NotValidForName`) and its Display text ("certificate not
+/// valid for name") are recognized.
 pub fn result_type(detail: &str) -> &'static str {
-    if detail.contains("STARTTLS refused") {
+    let d = detail.to_ascii_lowercase();
+    let has = |a: &str| d.contains(a);
+    if has("starttls refused") {
         "starttls-not-supported"
-    } else if detail.contains("NotValidForName") {
+    } else if has("notvalidforname") || has("not valid for name") {
         "certificate-host-mismatch"
-    } else if detail.contains("Expired") {
+    } else if has("expired") {
         "certificate-expired"
-    } else if detail.contains("UnknownIssuer")
-        || detail.contains("BadSignature")
-        || detail.contains("not trusted")
+    } else if has("unknownissuer")
+        || has("unknown issuer")
+        || has("badsignature")
+        || has("bad signature")
+        || has("not trusted")
     {
         "certificate-not-trusted"
     } else {

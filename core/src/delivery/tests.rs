@@ -695,22 +695,32 @@ fn run(config: DeliveryConfig, job: Job, net: Net, chunk_seed: u64) -> Run {
                             completions.push_back((t, Completion::Dns(r)));
                         }
                     }
-                    Effect::Connect { conn, addr, .. } => match net.open(addr, now, &stored) {
-                        Err(why) => completions.push_back((t, Completion::ConnectFailed(why))),
-                        Ok(None) => {}
-                        Ok(Some(p)) => {
-                            conns.insert(
-                                conn,
-                                PeerLink {
-                                    peer: Some(p),
-                                    to_peer: Vec::new(),
-                                    to_client: Vec::new(),
-                                    eof_sent: false,
-                                },
-                            );
-                            completions.push_back((t, Completion::Connected));
+                    Effect::Connect {
+                        conn,
+                        addr,
+                        source_ip,
+                        ..
+                    } => {
+                        if let Some(ip) = source_ip {
+                            transcript.push(format!("bind {ip}"));
                         }
-                    },
+                        match net.open(addr, now, &stored) {
+                            Err(why) => completions.push_back((t, Completion::ConnectFailed(why))),
+                            Ok(None) => {}
+                            Ok(Some(p)) => {
+                                conns.insert(
+                                    conn,
+                                    PeerLink {
+                                        peer: Some(p),
+                                        to_peer: Vec::new(),
+                                        to_client: Vec::new(),
+                                        eof_sent: false,
+                                    },
+                                );
+                                completions.push_back((t, Completion::Connected));
+                            }
+                        }
+                    }
                     Effect::HostTls {
                         host, requiretls, ..
                     } => {
@@ -1279,6 +1289,51 @@ fn address_families() {
         assert_eq!(r.connects(), want, "{ipv4} {ipv6}");
         assert_eq!(delivered_by(&r.report.results[0]).is_some(), delivered);
     }
+
+    // Configured source addresses: the one of the destination's family is bound.
+    let mut cfg = config();
+    cfg.source_ips = vec![
+        "192.0.2.200".parse().unwrap(),
+        "2001:db8::200".parse().unwrap(),
+    ];
+    let r = run(cfg, job(&["a@example.org"]), mk(), 41);
+    let binds: Vec<&String> = r
+        .transcript
+        .iter()
+        .filter(|l| l.starts_with("bind "))
+        .collect();
+    assert_eq!(binds, ["bind 2001:db8::200", "bind 192.0.2.200"]);
+}
+
+/// Implicit TLS to a relay whose certificate does not match its name: the handshake
+/// fails inside the machine, a temporary failure with a TLS result for the report; no
+/// SMTP command is sent in plaintext.
+#[test]
+fn implicit_tls_verification_failure() {
+    let mut cfg = config();
+    cfg.pkix = Some(testkit::client_tls());
+    cfg.transport = Transport::Smarthost(TransportSmtp {
+        host: "relay.example".into(),
+        port: 465,
+        tls: SmtpTls::Implicit { verify: true },
+        auth: None,
+    });
+    let mut sc = ServerConfig::new("mox.example");
+    sc.tls = Some(testkit::server_tls());
+    sc.implicit_tls = true;
+    let mut net = Net::default();
+    net.a("relay.example", "192.0.2.9")
+        .listen("192.0.2.9:465", Listener::Server(Arc::new(sc)));
+    let r = run(cfg, job(&["a@example.org"]), net, 47);
+    let (perm, f) = failure(&r.report.results[0]);
+    assert!(!perm, "{f:?}");
+    assert!(!r.has("C: "), "{:#?}", r.transcript);
+    assert!(
+        r.has("tls relay.example implicit certificate-host-mismatch"),
+        "{:#?}",
+        r.transcript
+    );
+    assert!(r.stored.is_empty());
 }
 
 /// The TLS requirement per host from a policy layer: a skipped host is passed over, a
@@ -1343,5 +1398,38 @@ proptest! {
         let (got, got_t) = mixed(seed);
         prop_assert_eq!(got, want);
         prop_assert_eq!(got_t, want_t);
+    }
+}
+
+/// The RFC 8460 result types of TLS failures. rustls's Display text was not recognized at
+/// first: a name mismatch was reported as `validation-failure`.
+#[test]
+fn tls_result_types() {
+    let cases = [
+        ("STARTTLS refused", "starttls-not-supported"),
+        (
+            "invalid peer certificate: certificate not valid for name \"x\"",
+            "certificate-host-mismatch",
+        ),
+        (
+            "InvalidCertificate(NotValidForName)",
+            "certificate-host-mismatch",
+        ),
+        (
+            "invalid peer certificate: certificate expired",
+            "certificate-expired",
+        ),
+        (
+            "invalid peer certificate: UnknownIssuer",
+            "certificate-not-trusted",
+        ),
+        (
+            "invalid peer certificate: unknown issuer",
+            "certificate-not-trusted",
+        ),
+        ("received corrupt message", "validation-failure"),
+    ];
+    for (detail, want) in cases {
+        assert_eq!(result_type(detail), want, "{detail}");
     }
 }
