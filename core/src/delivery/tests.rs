@@ -1373,6 +1373,70 @@ fn host_tls_from_policy() {
     assert!(r.connects().is_empty());
 }
 
+/// DANE as a policy verdict fed in per host: TLSA records that do not match the first MX
+/// host's certificate fail its handshake (reported under the `tlsa` policy) and the second
+/// host, whose records match, gets the message.
+#[test]
+fn dane_verdict_per_host() {
+    let sha256 = |b: &[u8]| {
+        ring::digest::digest(&ring::digest::SHA256, b)
+            .as_ref()
+            .to_vec()
+    };
+    let dane = |data: Vec<u8>| {
+        HostTls::Connect(HostTlsConnect {
+            mode: TlsMode::RequiredStartTls,
+            verify: Verify::Dane(vec![crate::tls::Tlsa {
+                usage: 3,
+                selector: 0,
+                matching: 1,
+                data,
+            }]),
+            policy: TlsPolicyKind::Tlsa,
+        })
+    };
+    let mut cfg = config();
+    cfg.host_tls = HostTlsSource::Ask;
+    let mut net = two_mx(
+        Listener::Server(server_config()),
+        Listener::Server(server_config()),
+    );
+    net.host_tls.insert(
+        "mx1.example.org".into(),
+        dane(sha256(b"another certificate")),
+    );
+    net.host_tls.insert(
+        "mx2.example.org".into(),
+        dane(sha256(&testkit::server_cert_der())),
+    );
+    let r = run(cfg, job(&["a@example.org"]), net, 53);
+    assert_eq!(
+        delivered_by(&r.report.results[0]),
+        Some("mx2.example.org"),
+        "{:#?}",
+        r.transcript
+    );
+    let tls: Vec<(&str, TlsPolicyKind, bool)> = r
+        .report
+        .tls
+        .iter()
+        .map(|t| {
+            (
+                t.mx_host.as_str(),
+                t.policy,
+                matches!(t.result, TlsResult::Established(_)),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tls,
+        [
+            ("mx1.example.org", TlsPolicyKind::Tlsa, false),
+            ("mx2.example.org", TlsPolicyKind::Tlsa, true)
+        ]
+    );
+}
+
 /// The MX results of a mixed scenario for a chunking seed.
 fn mixed(seed: u64) -> (Vec<AttemptResult>, Vec<String>) {
     let mut garbage = Script::plain();
