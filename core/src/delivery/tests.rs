@@ -535,6 +535,8 @@ struct Net {
     host_tls: BTreeMap<String, HostTls>,
     /// DNS questions are never answered.
     dns_silent: bool,
+    /// TLS requirement questions are never answered.
+    policy_silent: bool,
     /// Targets a SOCKS5 proxy was asked to connect to.
     asked: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
 }
@@ -730,7 +732,9 @@ fn run(config: DeliveryConfig, job: Job, net: Net, chunk_seed: u64) -> Run {
                             .cloned()
                             .unwrap_or_else(|| builtin_host_tls(requiretls, None));
                         transcript.push(format!("policy {host}"));
-                        completions.push_back((t, Completion::HostTls(v)));
+                        if !net.policy_silent {
+                            completions.push_back((t, Completion::HostTls(v)));
+                        }
                     }
                 },
                 Output::Event(ev) => match ev {
@@ -1371,6 +1375,30 @@ fn host_tls_from_policy() {
     assert!(perm);
     assert_eq!(enhanced(f), Some(Enhanced::new(5, 7, 10)));
     assert!(r.connects().is_empty());
+}
+
+/// A TLS requirement that is not answered in time: the host is skipped (temporarily) at
+/// the effect deadline, and the next host's requirement is asked for.
+#[test]
+fn host_tls_timeout() {
+    let mut cfg = config();
+    cfg.host_tls = HostTlsSource::Ask;
+    let mut net = two_mx(
+        Listener::Server(server_config()),
+        Listener::Server(server_config()),
+    );
+    net.policy_silent = true;
+    let r = run(cfg, job(&["a@example.org"]), net, 59);
+    let (perm, f) = failure(&r.report.results[0]);
+    assert!(!perm);
+    assert!(
+        f.detail.contains("TLS policy not known in time"),
+        "{}",
+        f.detail
+    );
+    assert_eq!(f.host.as_deref(), Some("mx2.example.org"));
+    assert!(r.connects().is_empty());
+    assert_eq!(r.elapsed, Duration::from_secs(120));
 }
 
 /// DANE as a policy verdict fed in per host: TLSA records that do not match the first MX
