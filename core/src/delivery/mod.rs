@@ -650,6 +650,7 @@ impl DeliverySession {
     pub fn new(config: Arc<DeliveryConfig>, mut job: Job, now: Now) -> DeliverySession {
         job.needs.requiretls = job.requiretls == Some(true);
         let mut rng = Rng::new(job.seed);
+        let mut setup_error = None;
         let target = match &config.transport {
             Transport::Direct(d) => Target::Mx {
                 opts: MxOptions {
@@ -663,7 +664,16 @@ impl DeliverySession {
             Transport::Socks5(s) => Target::Mx {
                 opts: MxOptions::default(),
                 proxy: Some(s.proxy),
-                ehlo: Host::parse(&s.ehlo_hostname).unwrap_or_else(|_| config.our_hostname.clone()),
+                ehlo: match Host::parse(&s.ehlo_hostname) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        setup_error = Some(temp(
+                            format!("ehlo_hostname {:?}: {e}", s.ehlo_hostname),
+                            Enhanced::new(4, 3, 5),
+                        ));
+                        config.our_hostname.clone()
+                    }
+                },
             },
             Transport::Smarthost(t) => Target::Relay {
                 host: t.host.clone(),
@@ -718,7 +728,10 @@ impl DeliverySession {
             job,
             target,
         };
-        s.start(now);
+        match setup_error {
+            Some(r) => s.finish_all(r),
+            None => s.start(now),
+        }
         s
     }
 

@@ -1200,7 +1200,27 @@ fn socks5_proxy() {
     net.listen("192.0.2.50:1080", Listener::Socks5(false));
     let r = run(cfg, job(&["a@example.org"]), net, 29);
     assert_eq!(delivered_by(&r.report.results[0]), Some("mx2.example.org"));
-    assert!(r.has("failed mx1.example.org: through SOCKS5 proxy 192.0.2.50:1080: proxy could not connect: connection refused"), "{:#?}", r.transcript);
+    assert!(
+        r.has(
+            "failed mx1.example.org: through SOCKS5 proxy 192.0.2.50:1080: \
+             proxy could not connect: connection refused"
+        ),
+        "{:#?}",
+        r.transcript
+    );
+
+    // A transport whose EHLO name is not a host name: temporary, nothing tried.
+    let mut cfg = config();
+    cfg.transport = Transport::Socks5(TransportSocks5 {
+        proxy: "192.0.2.50:1080".parse().unwrap(),
+        remote_ips: Vec::new(),
+        ehlo_hostname: "not a host".into(),
+    });
+    let r = run(cfg, job(&["a@example.org"]), Net::default(), 0);
+    let (perm, f) = failure(&r.report.results[0]);
+    assert!(!perm);
+    assert_eq!(f.enhanced, Some(Enhanced::new(4, 3, 5)));
+    assert!(r.transcript.is_empty());
 }
 
 /// A connection that never completes times out after the connect timeout and the next
