@@ -1487,16 +1487,54 @@ fn dane_verdict_per_host() {
 
 /// The MX results of a mixed scenario for a chunking seed.
 fn mixed(seed: u64) -> (Vec<AttemptResult>, Vec<String>) {
+    let rcpts = ["bad@example.org", "ok@example.org", "busy@example.org"];
+    let mut results = Vec::new();
+    let mut transcript = Vec::new();
+    let mut add = |r: Run| {
+        results.extend(r.report.results);
+        transcript.extend(r.transcript);
+    };
+
+    // A broken STARTTLS on the first MX, per-recipient answers from the second.
     let mut garbage = Script::plain();
     garbage.starttls = StartTlsScript::Garbage;
     let net = two_mx(Listener::Script(garbage), Listener::Server(server_config()));
-    let r = run(
-        config(),
-        job(&["bad@example.org", "ok@example.org", "busy@example.org"]),
-        net,
-        seed,
-    );
-    (r.report.results, r.transcript)
+    add(run(config(), job(&rcpts), net, seed));
+
+    // Through a SOCKS5 proxy with authentication.
+    let mut cfg = config();
+    cfg.transport = Transport::Socks5(TransportSocks5 {
+        proxy: "192.0.2.50:1080".parse().unwrap(),
+        remote_ips: Vec::new(),
+        ehlo_hostname: "proxy.example".into(),
+    });
+    cfg.proxy_auth = Some(("u".into(), "p".into()));
+    let mut net = two_mx(Listener::Refuse, Listener::Server(server_config()));
+    net.listen("192.0.2.50:1080", Listener::Socks5(true));
+    add(run(cfg, job(&rcpts), net, seed));
+
+    // Implicit TLS submission with AUTH.
+    let mut cfg = config();
+    cfg.pkix = Some(testkit::client_tls());
+    cfg.transport = Transport::Submission(TransportSubmission {
+        host: "mox.example".into(),
+        port: 465,
+        implicit_tls: true,
+        auth: SmtpAuth {
+            username: "mjl@mox.example".into(),
+            password: "secret".into(),
+            mechanisms: Vec::new(),
+        },
+    });
+    let mut sc = ServerConfig::new("mox.example");
+    sc.tls = Some(testkit::server_tls());
+    sc.implicit_tls = true;
+    sc.submission = true;
+    let mut net = Net::default();
+    net.a("mox.example", "192.0.2.7")
+        .listen("192.0.2.7:465", Listener::Server(Arc::new(sc)));
+    add(run(cfg, job(&rcpts), net, seed));
+    (results, transcript)
 }
 
 proptest! {
