@@ -301,8 +301,10 @@ pub enum Output {
     Close(ConnId),
     /// Nothing more now: wait for input, a completion or the deadline.
     Idle {
-        /// The earliest timer, if any.
+        /// The earliest deadline, if any.
         deadline: Option<Instant>,
+        /// The timer that deadline belongs to.
+        timer: Option<Timer>,
     },
     /// The delivery is over: [`DeliverySession::report`] holds the results. Returned from
     /// then on.
@@ -599,13 +601,39 @@ struct Conn {
     failed: Option<ClientError>,
 }
 
-/// Timers of a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Timer {
-    /// An effect's answer.
+/// The deadlines a delivery keeps; [`Output::Idle`] names the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Timer {
+    /// An effect's answer: [`DeliveryConfig::effect_timeout`].
     Effect,
-    /// Connecting, and the SOCKS5 handshake.
+    /// Connecting, and the SOCKS5 handshake: [`DeliveryConfig::connect_timeout`].
     Connect,
+    /// A reply or the TLS handshake of the SMTP session: [`DeliveryConfig::timeouts`].
+    Session,
+}
+
+impl DeliverySession {
+    /// The delivery's own earliest timer, with its deadline.
+    fn next_timer(&self) -> Option<(Timer, Instant)> {
+        [Timer::Effect, Timer::Connect]
+            .into_iter()
+            .filter_map(|t| self.timers.deadline(t).map(|at| (t, at)))
+            .min_by_key(|(_, at)| *at)
+    }
+
+    /// `Idle` for the earliest of our timers and the session's deadline.
+    fn idle(&self, session: Option<Instant>) -> Output {
+        let next = match (self.next_timer(), session) {
+            (Some((t, a)), Some(b)) if a <= b => Some((t, a)),
+            (_, Some(b)) => Some((Timer::Session, b)),
+            (ours, None) => ours,
+        };
+        Output::Idle {
+            deadline: next.map(|(_, at)| at),
+            timer: next.map(|(t, _)| t),
+        }
+    }
 }
 
 /// One delivery.
@@ -1078,30 +1106,19 @@ impl DeliverySession {
                 if self.report.is_some() {
                     return Output::Done;
                 }
-                return Output::Idle {
-                    deadline: self.timers.next_timeout(),
-                };
+                return self.idle(None);
             };
             if !conn.out.is_empty() {
                 tx.append(&mut conn.out);
                 return Output::Transmit(conn.id);
             }
             let Link::Smtp(client) = &mut conn.link else {
-                return Output::Idle {
-                    deadline: self.timers.next_timeout(),
-                };
+                return self.idle(None);
             };
             match client.poll(now, tx) {
                 client::Output::Transmit => return Output::Transmit(conn.id),
                 client::Output::Event(ev) => self.client_event(now, ev),
-                client::Output::Idle { deadline } => {
-                    let ours = self.timers.next_timeout();
-                    let deadline = match (deadline, ours) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    return Output::Idle { deadline };
-                }
+                client::Output::Idle { deadline, .. } => return self.idle(deadline),
                 client::Output::Close => self.end_session(now),
             }
         }
@@ -1323,6 +1340,8 @@ impl DeliverySession {
                     self.pending = None;
                     self.link_failed(now, what);
                 }
+                // Kept by the client session, never in our table.
+                Timer::Session => {}
             }
         }
         if let Some(Conn {

@@ -133,7 +133,7 @@ impl ServerPeer {
                     let _ = self.s.handle(now, server::Input::Completed(t, c));
                 }
                 server::Output::Event(_) => {}
-                server::Output::Idle { deadline } => {
+                server::Output::Idle { deadline, .. } => {
                     self.deadline = deadline;
                     return;
                 }
@@ -766,7 +766,7 @@ fn run(config: DeliveryConfig, job: Job, net: Net, chunk_seed: u64) -> Run {
                 Output::Close(id) => {
                     conns.remove(&id);
                 }
-                Output::Idle { deadline } => break Some(deadline),
+                Output::Idle { deadline, .. } => break Some(deadline),
                 Output::Done => break None,
             }
         };
@@ -1273,6 +1273,27 @@ fn dns_timeout() {
         dns_silent: true,
         ..Net::default()
     };
+    let mut clock = TestClock::new();
+    let mut s = DeliverySession::new(Arc::new(config()), job(&["a@example.org"]), clock.now());
+    let mut tx = Vec::new();
+    assert!(matches!(
+        s.poll(clock.now(), &mut tx),
+        Output::Effect(_, Effect::Dns(_))
+    ));
+    match s.poll(clock.now(), &mut tx) {
+        Output::Idle { deadline, timer } => {
+            assert_eq!(timer, Some(Timer::Effect));
+            assert_eq!(deadline, Some(clock.now().mono + Duration::from_secs(60)));
+        }
+        o => panic!("{o:?}"),
+    }
+    clock.advance(Duration::from_secs(59));
+    s.handle(clock.now(), Input::Timeout).unwrap();
+    assert!(
+        matches!(s.poll(clock.now(), &mut tx), Output::Idle { .. }),
+        "early timeout is a no-op"
+    );
+
     let r = run(config(), job(&["a@example.org"]), net, 0);
     let (perm, f) = failure(&r.report.results[0]);
     assert!(!perm);
