@@ -42,6 +42,7 @@
 //!   bytes panics.
 
 pub mod client;
+pub mod delivery;
 pub mod dkim;
 pub mod dmarc;
 pub mod dns;

@@ -85,6 +85,11 @@ pub fn server_tls() -> Arc<rustls::ServerConfig> {
     Arc::clone(&pki().server)
 }
 
+/// The DER certificate of [`server_tls`] (for DANE records).
+pub fn server_cert_der() -> Vec<u8> {
+    pki().cert_der.clone()
+}
+
 /// A client TLS config that trusts exactly the certificate of [`server_tls`].
 pub fn client_tls() -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();

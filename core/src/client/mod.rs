@@ -145,6 +145,10 @@ pub struct ClientConfig {
     pub timeouts: Timeouts,
     /// Seed for randomness (SASL nonces).
     pub seed: u64,
+    /// TLS from the first byte (submissions, port 465): the handshake, checked as
+    /// [`ClientConfig::verification`] says, comes before the greeting; STARTTLS is then
+    /// never used.
+    pub implicit_tls: bool,
 }
 
 impl ClientConfig {
@@ -158,6 +162,7 @@ impl ClientConfig {
             auth: None,
             timeouts: Timeouts::default(),
             seed: 0,
+            implicit_tls: false,
         }
     }
 }
@@ -653,7 +658,30 @@ impl ClientSession {
             error: None,
         };
         s.wait(now, Expect::Greeting);
+        if s.config.implicit_tls {
+            match s.tls_layer() {
+                Ok(t) => {
+                    s.tls = Some(t);
+                    s.timers
+                        .set(Timer::Handshake, now.mono + s.config.timeouts.command);
+                }
+                Err(e) => s.fail(ClientError::new(Stage::Connect, false, e)),
+            }
+        }
         s
+    }
+
+    /// The TLS client for the configured verification.
+    fn tls_layer(&self) -> Result<TlsLayer, ErrorKind> {
+        let cfg = match &self.config.verification {
+            Verify::Pkix(c) => Ok(Arc::clone(c)),
+            Verify::IgnoreErrors | Verify::None => {
+                crate::tls::client_config(ClientVerify::AcceptAny)
+            }
+            Verify::Dane(r) => crate::tls::client_config(ClientVerify::Dane(r.clone())),
+        };
+        cfg.and_then(|c| TlsLayer::client(c, &self.config.remote_hostname))
+            .map_err(|e| ErrorKind::Tls(e.to_string()))
     }
 
     /// Whether TLS is active.
@@ -851,6 +879,8 @@ impl ClientSession {
         };
         if matches!(self.phase, Phase::Handshake) {
             self.check_handshake(now);
+        } else if self.config.implicit_tls && !self.tls_announced {
+            self.check_implicit_handshake();
         }
         self.process(now);
         n
@@ -871,6 +901,19 @@ impl ClientSession {
         self.ext = Extensions::default();
         let host = self.config.our_hostname.clone();
         self.send(now, &Command::Ehlo(host), Expect::Ehlo);
+    }
+
+    /// Implicit TLS: announces the finished handshake once (the greeting follows inside).
+    fn check_implicit_handshake(&mut self) {
+        let info = match &self.tls {
+            Some(t) if !t.is_handshaking() => t.info(),
+            _ => return,
+        };
+        self.timers.stop(Timer::Handshake);
+        self.tls_announced = true;
+        if let Some(info) = info {
+            self.event(Event::TlsEstablished(info));
+        }
     }
 
     /// Parses buffered plaintext into replies and acts on them.
@@ -1012,15 +1055,7 @@ impl ClientSession {
                 ..ClientError::new(Stage::StartTls, permanent, kind)
             });
         }
-        let cfg = match &self.config.verification {
-            Verify::Pkix(c) => Ok(Arc::clone(c)),
-            Verify::IgnoreErrors | Verify::None => {
-                crate::tls::client_config(ClientVerify::AcceptAny)
-            }
-            Verify::Dane(r) => crate::tls::client_config(ClientVerify::Dane(r.clone())),
-        };
-        let layer = cfg.and_then(|c| TlsLayer::client(c, &self.config.remote_hostname));
-        match layer {
+        match self.tls_layer() {
             Ok(t) => {
                 // Whatever plaintext is queued goes out before the handshake.
                 self.out_raw.append(&mut self.out_plain);
@@ -1029,11 +1064,7 @@ impl ClientSession {
                 self.timers
                     .set(Timer::Handshake, now.mono + self.config.timeouts.command);
             }
-            Err(e) => self.fail(ClientError::new(
-                Stage::StartTls,
-                permanent,
-                ErrorKind::Tls(e.to_string()),
-            )),
+            Err(kind) => self.fail(ClientError::new(Stage::StartTls, permanent, kind)),
         }
     }
 
