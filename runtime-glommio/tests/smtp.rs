@@ -4,14 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failure is a test failure
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
-use rmox_core::server::ServerConfig;
-use rmox_driver::testing::{self, Client, Counting, RunFn, Server};
-use rmox_driver::Shutdown;
+use rmox_driver::testing::{self, Client, RunFn, Server};
 use rmox_runtime_glommio::{io_uring_available, run, ListenerSpec};
 
 /// A std listener on a free loopback port, as the caller of `run` makes it.
