@@ -1115,16 +1115,28 @@ impl rmox_driver::Answerer for World {
     fn event(&self, cid: u64, event: &Event) {
         match event {
             Event::AuthFailed { username } => {
+                // The IP is not in the event; the failure counts against the connection's IP.
+                let mut c = self.counters();
+                let ip = c.cids.get(&cid).map(|i| i.ip);
+                if let Some(ip) = ip {
+                    c.conn.auth_failed(wall_now(), ip);
+                }
+                drop(c);
                 tracing::info!(
                     cid,
+                    ip = %ip.map_or_else(|| "-".to_string(), |i| i.to_string()),
                     username = username.as_deref().unwrap_or(""),
                     "authentication failed"
                 );
-                // The IP is not in the event; the failure counts against the connection's IP.
-                let mut c = self.counters();
-                if let Some(ip) = c.cids.get(&cid).map(|i| i.ip) {
-                    c.conn.auth_failed(wall_now(), ip);
-                }
+            }
+            Event::Refused {
+                ip,
+                code,
+                enhanced,
+                text,
+            } => {
+                let enhanced = enhanced.map_or_else(String::new, |e| e.to_string());
+                tracing::info!(cid, ip = %ip, code, enhanced = %enhanced, reply = %text, "refused");
             }
             Event::Closing(why) => {
                 tracing::debug!(cid, why = %why, "closing");

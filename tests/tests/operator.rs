@@ -410,3 +410,65 @@ fn localserve_ip_on_existing_directory() {
     c.shutdown();
     srv.stop_clean();
 }
+
+/// Rejections were not logged at info level and auth failures carried no IP, so fail2ban
+/// could not use them. Every refusal logs one line with the connection id, the client IP,
+/// the reply and its reason; a failed login logs the IP.
+#[cfg(feature = "smol")]
+#[test]
+fn refusals_are_logged_with_the_client_ip() {
+    let dir = TempDir::new("refusals");
+    let ip = unique_ip();
+    write_config(&dir, ip, "data", "[limits]\nauth_failure_delay_secs = 0\n");
+    // A submission port without TLS, for the login failure.
+    let cfg = dir.path().join("rmox.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            &format!("smtp = {{ port = {SMTP} }}\n"),
+            &format!("smtp = {{ port = {SMTP} }}\nsubmission = {{ port = 2587 }}\nno_require_starttls = true\n"),
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let mut srv = Server::serve("smol", dir, ip, SMTP);
+    let mut c = srv.connect(SMTP);
+    c.expect(220);
+    c.expect_cmd("EHLO client.example", 250);
+    c.expect_cmd("RCPT TO:<mjl@mox.example>", 503);
+    c.expect_cmd("MAIL FROM:<x@[192.0.2.1]>", 550);
+    c.shutdown();
+    let mut c = srv.connect(2587);
+    c.expect(220);
+    c.expect_cmd("EHLO client.example", 250);
+    // "\0mjl@mox.example\0wrong" in base64.
+    c.expect_cmd("AUTH PLAIN AG1qbEBtb3guZXhhbXBsZQB3cm9uZw==", 535);
+    c.shutdown();
+    srv.stop_clean();
+    let log = srv.stderr();
+    let lines: Vec<&str> = log.lines().collect();
+    let has = |needles: &[&str]| lines.iter().any(|l| needles.iter().all(|n| l.contains(n)));
+    // The test client connects from 127.0.0.1.
+    let ip_field = "ip=127.0.0.1".to_string();
+    assert!(
+        has(&["INFO", "refused", &ip_field, "code=503", "cid="]),
+        "{log}"
+    );
+    assert!(
+        has(&[
+            "INFO",
+            "refused",
+            &ip_field,
+            "code=550",
+            "domain name required"
+        ]),
+        "{log}"
+    );
+    assert!(
+        has(&[
+            "INFO",
+            "authentication failed",
+            &ip_field,
+            "mjl@mox.example"
+        ]),
+        "{log}"
+    );
+}

@@ -383,6 +383,18 @@ pub enum Event {
         /// The reason.
         reason: String,
     },
+    /// A command was refused or the session ended with an error reply (4xx/5xx): one log
+    /// line per refusal, with the client's address, for operators and tools like fail2ban.
+    Refused {
+        /// The client's IP address.
+        ip: IpAddr,
+        /// The reply code.
+        code: u16,
+        /// The enhanced status code, when the reply has one.
+        enhanced: Option<Enhanced>,
+        /// The reply text (lines joined with "; ").
+        text: String,
+    },
     /// A message was accepted with 250.
     Accepted {
         /// Size in octets (with our headers).

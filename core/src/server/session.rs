@@ -268,6 +268,14 @@ impl ServerSession {
     pub(super) fn reply(&mut self, r: Reply) {
         r.render(&mut self.out_plain);
         self.outputs.push_back(Output::Event(Event::Reply(r.code)));
+        if r.code >= 400 {
+            self.outputs.push_back(Output::Event(Event::Refused {
+                ip: self.peer.ip,
+                code: r.code,
+                enhanced: r.enhanced,
+                text: r.lines.join("; "),
+            }));
+        }
     }
 
     /// A failed MAIL/RCPT/DATA or unknown command: counted toward the error limit. Goes on
