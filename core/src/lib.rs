@@ -36,11 +36,14 @@
 //!   bytes panics.
 
 pub mod client;
+pub mod codec;
 pub mod dkim;
 pub mod dmarc;
 pub mod dns;
 pub mod dnsbl;
+pub mod incoming;
 pub mod iprev;
+pub mod localserve;
 pub mod message;
 pub mod publicsuffix;
 pub mod queue;

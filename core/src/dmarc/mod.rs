@@ -12,8 +12,8 @@ pub mod verify;
 
 pub use record::{Align, DmarcRecord, Policy, RecordError, ReportUri};
 pub use report::{
-    build_report, parse_report, parse_report_file, parse_report_message, AlignResult, AuthResults,
-    DkimAuth, Evaluation, Feedback, Identifiers, PolicyPublished, Reason, ReportError,
-    ReportMetadata, ReportRecord, SpfAuth,
+    aggregate_report, build_report, parse_report, parse_report_file, parse_report_message,
+    AggregateReport, AlignResult, AuthResults, DkimAuth, Evaluation, Feedback, Identifiers,
+    PolicyPublished, Reason, ReportError, ReportMetadata, ReportRecord, SpfAuth, StoredEvaluation,
 };
 pub use verify::{aligned, DmarcError, DmarcInput, DmarcResult, DmarcStatus, DmarcVerify};

@@ -499,7 +499,7 @@ impl Report {
 
     /// The gzipped JSON, as sent (RFC 8460 5.1).
     pub fn to_gzip(&self) -> Vec<u8> {
-        gzip(self.to_json().as_bytes())
+        crate::codec::gzip(self.to_json().as_bytes())
     }
 
     /// The attachment file name (RFC 8460 5.3):
@@ -583,102 +583,13 @@ pub fn parse_report_message(msg: &[u8]) -> Result<Report, TlsReportError> {
     Err(first_err.unwrap_or(TlsReportError::NoReport))
 }
 
-/// Gzip (RFC 1952) of `data` with miniz_oxide's deflate.
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-    out.extend(miniz_oxide::deflate::compress_to_vec(data, 6));
-    out.extend(crc32(data).to_le_bytes());
-    // ISIZE is the length modulo 2^32 (RFC 1952 2.3.1).
-    out.extend((data.len() as u32).to_le_bytes());
-    out
-}
-
-/// Decompresses one gzip member, checking its CRC and bounding the output by
+/// Decompresses one gzip member (checking its CRC), bounding the output by
 /// [`MAX_REPORT_SIZE`].
-pub fn gunzip(data: &[u8]) -> Result<Vec<u8>, TlsReportError> {
-    let bad = |m: &str| TlsReportError::Compression(m.to_string());
-    if data.len() < 18 || data[0] != 0x1f || data[1] != 0x8b || data[2] != 8 {
-        return Err(bad("not gzip"));
-    }
-    let flags = data[3];
-    let mut pos = 10usize;
-    if flags & 4 != 0 {
-        let xlen = data
-            .get(pos..pos + 2)
-            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
-            .ok_or_else(|| bad("short"))?;
-        pos += 2 + xlen;
-    }
-    for bit in [8u8, 16] {
-        if flags & bit != 0 {
-            let n = data
-                .get(pos..)
-                .and_then(|r| r.iter().position(|&c| c == 0))
-                .ok_or_else(|| bad("unterminated name"))?;
-            pos += n + 1;
-        }
-    }
-    if flags & 2 != 0 {
-        pos += 2;
-    }
-    let body = data.get(pos..).ok_or_else(|| bad("short"))?;
-    let (out, used) = inflate_counted(body)?;
-    let trailer = body
-        .get(used..used + 8)
-        .ok_or_else(|| bad("missing trailer"))?;
-    let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-    if crc != crc32(&out) {
-        return Err(bad("crc mismatch"));
-    }
-    Ok(out)
-}
-
-fn inflate_counted(body: &[u8]) -> Result<(Vec<u8>, usize), TlsReportError> {
-    use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
-    use miniz_oxide::inflate::TINFLStatus;
-    let mut d = DecompressorOxide::new();
-    let mut out = vec![0u8; 64 << 10];
-    let (mut in_pos, mut out_pos) = (0usize, 0usize);
-    loop {
-        let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF
-            | if in_pos < body.len() {
-                inflate_flags::TINFL_FLAG_HAS_MORE_INPUT
-            } else {
-                0
-            };
-        let (status, read, written) = decompress(&mut d, &body[in_pos..], &mut out, out_pos, flags);
-        in_pos += read;
-        out_pos += written;
-        match status {
-            TINFLStatus::Done => {
-                out.truncate(out_pos);
-                return Ok((out, in_pos));
-            }
-            TINFLStatus::HasMoreOutput => {
-                if out.len() >= MAX_REPORT_SIZE {
-                    return Err(TlsReportError::TooLarge);
-                }
-                let n = (out.len() * 2).min(MAX_REPORT_SIZE);
-                out.resize(n, 0);
-            }
-            s => return Err(TlsReportError::Compression(format!("inflate: {s:?}"))),
-        }
-    }
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = 0xffff_ffffu32;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 == 1 {
-                (c >> 1) ^ 0xedb8_8320
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
+fn gunzip(data: &[u8]) -> Result<Vec<u8>, TlsReportError> {
+    crate::codec::gunzip(data, MAX_REPORT_SIZE).map_err(|e| match e {
+        crate::codec::CodecError::TooLarge(_) => TlsReportError::TooLarge,
+        crate::codec::CodecError::Malformed(m) => TlsReportError::Compression(m),
+    })
 }
 
 /// Which TLSRPT policy a result is reported to (seed 001: DANE results go to the MX host's
@@ -964,7 +875,7 @@ mod tests {
                 "{c}"
             );
         }
-        let mut gz = gzip(RFC_EXAMPLE.as_bytes());
+        let mut gz = crate::codec::gzip(RFC_EXAMPLE.as_bytes());
         let n = gz.len();
         gz[n - 6] ^= 1; // CRC.
         assert!(matches!(
