@@ -1361,20 +1361,7 @@ checks = false
     }
 
     fn b64(b: &[u8]) -> String {
-        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for ch in b.chunks(3) {
-            let g = |i: usize| u32::from(ch.get(i).copied().unwrap_or(0));
-            let n = (g(0) << 16) | (g(1) << 8) | g(2);
-            for i in 0..4 {
-                out.push(if i <= ch.len() {
-                    A[((n >> (18 - 6 * i)) & 63) as usize] as char
-                } else {
-                    '='
-                });
-            }
-        }
-        out
+        rmox_core::codec::base64(b)
     }
 
     #[track_caller]

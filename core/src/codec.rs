@@ -129,17 +129,19 @@ pub fn crc32(data: &[u8]) -> u32 {
     })
 }
 
-/// Base64 of `data` in lines of 76 characters, each ended by CRLF (the last one too), as a
-/// MIME body part with `Content-Transfer-Encoding: base64` holds it.
+/// Base64 of `data` (standard alphabet, padded) on one line.
+pub fn base64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// Base64 of `data` in lines of 76 characters, each ended by CRLF, as a MIME body part
+/// with `Content-Transfer-Encoding: base64` holds it (no line for no data).
 pub fn base64_lines(data: &[u8]) -> String {
-    let text = base64::engine::general_purpose::STANDARD.encode(data);
+    let text = base64(data);
     let mut out = String::with_capacity(text.len() + text.len() / 38 + 2);
     // Base64 text is ASCII: every 76-byte chunk is whole characters.
     for line in text.as_bytes().chunks(76) {
         out.extend(line.iter().map(|&b| char::from(b)));
-        out.push_str("\r\n");
-    }
-    if text.is_empty() {
         out.push_str("\r\n");
     }
     out
@@ -220,8 +222,12 @@ mod tests {
 
     #[test]
     fn base64_line_table() {
+        assert_eq!(
+            base64(b"\0mjl@mox.example\0test"),
+            "AG1qbEBtb3guZXhhbXBsZQB0ZXN0"
+        );
         let cases: [(&[u8], &str); 5] = [
-            (b"", "\r\n"),
+            (b"", ""),
             (b"f", "Zg==\r\n"),
             (b"foobar", "Zm9vYmFy\r\n"),
             (&[0u8; 57], &format!("{}\r\n", "A".repeat(76))),
