@@ -37,8 +37,8 @@ pub use route::{
     TransportSocks5, TransportSubmission,
 };
 pub use schedule::{
-    next_wakeup, AttemptResult, Batch, BatchKey, Decision, DsnNotice, Failure, FutureReleaseError,
-    InFlight, QueueConfig, QueueConfigBuilder, QueueConfigError,
+    next_wakeup, AttemptResult, Batch, BatchKey, Decision, DsnNotice, Failure, InFlight,
+    QueueConfig, QueueConfigBuilder, QueueConfigError,
 };
 
 use crate::smtp::{Enhanced, Notify, Reply, Ret};

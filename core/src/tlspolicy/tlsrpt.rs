@@ -108,7 +108,7 @@ pub struct TlsrptRecord {
 impl TlsrptRecord {
     /// Parses one TXT record's text (its strings concatenated), RFC 8460 3.
     pub fn parse(s: &str) -> Result<TlsrptRecord, TlsrptRecordError> {
-        use super::mtasts::{split_fields, FieldError};
+        use super::mtasts::{is_ext_name, is_ext_value, split_fields, FieldError};
         let fields = split_fields(s, "v=TLSRPTv1").map_err(|e| match e {
             FieldError::Version => TlsrptRecordError::Version,
             FieldError::Bad(f) => TlsrptRecordError::BadField(f),
@@ -129,14 +129,7 @@ impl TlsrptRecord {
                     .collect::<Result<Vec<_>, _>>()?;
                 rua = Some(uris);
             } else {
-                let name_ok = k.len() <= 32
-                    && k.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
-                    && k.bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
-                let value_ok = !v.is_empty()
-                    && v.bytes()
-                        .all(|c| (0x21..=0x7e).contains(&c) && c != b';' && c != b'=');
-                if !name_ok || !value_ok {
+                if !is_ext_name(k) || !is_ext_value(v) {
                     return Err(TlsrptRecordError::BadField(format!("{k}={v}")));
                 }
                 if extensions.iter().any(|(n, _)| n == k) {
@@ -152,19 +145,10 @@ impl TlsrptRecord {
     /// Picks the record from all TXT records at `_smtp._tls.DOMAIN`: those not starting
     /// with `v=TLSRPTv1` are ignored; exactly one must remain and parse (RFC 8460 3).
     pub fn from_txt<S: AsRef<str>>(txts: &[S]) -> Result<TlsrptRecord, TlsrptRecordError> {
-        let ours: Vec<&str> = txts
-            .iter()
-            .map(AsRef::as_ref)
-            .filter(|t| {
-                t.split(';')
-                    .next()
-                    .is_some_and(|v| v.trim_matches([' ', '\t']) == "v=TLSRPTv1")
-            })
-            .collect();
-        match ours.as_slice() {
-            [] => Err(TlsrptRecordError::None),
-            [one] => TlsrptRecord::parse(one),
-            many => Err(TlsrptRecordError::Multiple(many.len())),
+        match super::mtasts::pick_record(txts, "v=TLSRPTv1") {
+            Ok(one) => TlsrptRecord::parse(one),
+            Err(0) => Err(TlsrptRecordError::None),
+            Err(n) => Err(TlsrptRecordError::Multiple(n)),
         }
     }
 }
