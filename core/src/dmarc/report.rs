@@ -512,31 +512,15 @@ pub fn parse_report_file(data: &[u8]) -> Result<Feedback, ReportError> {
 /// Finds and parses the report in a report message: the first part that holds XML,
 /// gzip or zip and parses as a report.
 pub fn parse_report_message(msg: &[u8]) -> Result<Feedback, ReportError> {
-    let parsed = mail_parser::MessageParser::default()
-        .parse(msg)
-        .ok_or(ReportError::NoReport)?;
-    let mut first_err = None;
-    for part in &parsed.parts {
-        if part.is_multipart() {
-            continue;
-        }
-        let c = part.contents();
+    crate::message::first_part(msg, |c| {
         let t = c.trim_ascii_start();
         let candidate = c.starts_with(&[0x1f, 0x8b])
             || c.starts_with(b"PK\x03\x04")
             || t.starts_with(b"<?xml")
             || t.starts_with(b"<feedback");
-        if !candidate {
-            continue;
-        }
-        match parse_report_file(t) {
-            Ok(f) => return Ok(f),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    Err(first_err.unwrap_or(ReportError::NoReport))
+        candidate.then(|| parse_report_file(t))
+    })
+    .unwrap_or(Err(ReportError::NoReport))
 }
 
 fn esc(s: &str) -> std::borrow::Cow<'_, str> {

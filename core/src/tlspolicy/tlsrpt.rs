@@ -544,27 +544,17 @@ pub fn parse_report_file(data: &[u8]) -> Result<Report, TlsReportError> {
 /// Finds and parses the report in a report message: the first non-multipart part that is
 /// gzip or a JSON object and parses as a report.
 pub fn parse_report_message(msg: &[u8]) -> Result<Report, TlsReportError> {
-    let parsed = mail_parser::MessageParser::default()
-        .parse(msg)
-        .ok_or(TlsReportError::NoReport)?;
-    let mut first_err = None;
-    for part in &parsed.parts {
-        if part.is_multipart() {
-            continue;
-        }
-        let c = part.contents();
+    crate::message::first_part(msg, |c| {
         let t = c.trim_ascii();
-        if !(t.starts_with(&[0x1f, 0x8b]) || t.starts_with(b"{")) {
-            continue;
+        if t.starts_with(b"{") {
+            Some(parse_report_file(t))
+        } else if t.starts_with(&[0x1f, 0x8b]) {
+            Some(parse_report_file(c))
+        } else {
+            None
         }
-        match parse_report_file(if t.starts_with(b"{") { t } else { c }) {
-            Ok(r) => return Ok(r),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    Err(first_err.unwrap_or(TlsReportError::NoReport))
+    })
+    .unwrap_or(Err(TlsReportError::NoReport))
 }
 
 /// Decompresses one gzip member (checking its CRC), bounding the output by
