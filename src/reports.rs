@@ -232,15 +232,12 @@ impl StoredEval {
         }
     }
 
-    /// The `mailto:` addresses of `rua` with their size limits.
+    /// The `mailto:` addresses of `rua` with their size limits (core reads the URIs).
     pub fn mailto(&self) -> Vec<(String, Option<u64>)> {
         self.rua
             .iter()
             .filter_map(|(u, max)| {
-                let rest = u.get(..7).filter(|p| p.eq_ignore_ascii_case("mailto:"))?;
-                let _ = rest;
-                let addr = u.get(7..)?.split('?').next()?.trim();
-                (!addr.is_empty() && addr.contains('@')).then(|| (addr.to_string(), *max))
+                rmox_core::dmarc::mailto_address(u).map(|a| (a.to_string(), *max))
             })
             .collect()
     }
@@ -273,7 +270,7 @@ pub fn store_evaluation(store: &dyn MailStore, t: &Transaction, accounts: &[Stri
             .iter()
             .any(|s| store.has_sent_to(acc, s).unwrap_or(false))
     });
-    let optional = is_report || !has_rua || !known;
+    let optional = rmox_core::dmarc::evaluation_is_optional(is_report, has_rua, known);
     let Some(e) = StoredEval::from_transaction(t, v, optional) else {
         return;
     };
@@ -330,10 +327,11 @@ pub fn store_incoming_report(store: &dyn MailStore, config: &Config, t: &Transac
     let Some(f) = parse_incoming_report(&t.message) else {
         return false;
     };
-    let domain = f.policy.domain.trim_end_matches('.').to_ascii_lowercase();
-    if !destinations.iter().any(|d| d.eq_ignore_ascii_case(&domain)) {
+    // Core decides whether and under which domain it is kept.
+    let Some(domain) = rmox_core::dmarc::incoming_report_domain(dmarc_pass, &destinations, &f)
+    else {
         return false;
-    }
+    };
     match store.report_add(
         ReportKind::DmarcReport,
         &domain,

@@ -706,6 +706,37 @@ pub fn build_report(
     .to_xml()
 }
 
+/// Whether an evaluation is stored as optional: only reported together with others of its
+/// domain (mox's rule, against backscatter to domains that merely sent us mail). It is
+/// when the message is itself an aggregate report, when the record has no `rua`, or when
+/// the sender is unknown (no recipient account has sent to its From or MAIL FROM address).
+pub fn evaluation_is_optional(is_report: bool, has_rua: bool, sender_known: bool) -> bool {
+    is_report || !has_rua || !sender_known
+}
+
+/// The domain under which an incoming aggregate report is kept, or `None`: the sender
+/// passed DMARC, the message went to the reporting address of one of our domains
+/// (`destinations`: those domains), and the report is about that domain. So a forged
+/// report, or one sent to any other address, cannot inject data.
+pub fn incoming_report_domain(
+    dmarc_pass: bool,
+    destinations: &[&str],
+    report: &Feedback,
+) -> Option<String> {
+    if !dmarc_pass {
+        return None;
+    }
+    let domain = report
+        .policy
+        .domain
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    destinations
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(&domain))
+        .then_some(domain)
+}
+
 /// One stored evaluation as the reporter reads it back: the evaluation, whether it is only
 /// reported together with others, and the `rua` mailto addresses with their size limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1043,6 +1074,53 @@ mod tests {
             over,
             vec![("b@sender.example".to_string(), r.message(&[]).len())]
         );
+    }
+
+    #[test]
+    fn optional_evaluations() {
+        // (is_report, has_rua, sender_known) -> optional
+        let cases = [
+            (false, true, true, false),
+            (true, true, true, true),
+            (false, false, true, true),
+            (false, true, false, true),
+            (true, false, false, true),
+        ];
+        for (report, rua, known, want) in cases {
+            assert_eq!(evaluation_is_optional(report, rua, known), want);
+        }
+    }
+
+    /// Only a DMARC-passing report sent to the reporting address of the domain it is
+    /// about is kept.
+    #[test]
+    fn incoming_report_domains() {
+        let meta = ReportMetadata {
+            org_name: "o".into(),
+            email: "e@o.example".into(),
+            report_id: "r".into(),
+            ..ReportMetadata::default()
+        };
+        let mut f = parse_report(build_report(&meta, &published(), &[]).as_bytes()).unwrap();
+        f.policy.domain = "Sender.Example.".into();
+        let cases: [(bool, &[&str], Option<&str>); 5] = [
+            (true, &["sender.example"], Some("sender.example")),
+            (
+                true,
+                &["other.example", "SENDER.example"],
+                Some("sender.example"),
+            ),
+            (false, &["sender.example"], None),
+            (true, &[], None),
+            (true, &["other.example"], None),
+        ];
+        for (pass, dest, want) in cases {
+            assert_eq!(
+                incoming_report_domain(pass, dest, &f).as_deref(),
+                want,
+                "{pass} {dest:?}"
+            );
+        }
     }
 
     #[test]
