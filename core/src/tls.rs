@@ -247,6 +247,7 @@ impl Tlsa {
 
     /// The record for a certificate (DER), e.g. `3 1 1` for our own certificate (what
     /// `rmox dane makerecord` is to print); `None` as for [`Tlsa::matches`].
+    #[cfg(test)]
     pub fn for_certificate(usage: u8, selector: u8, matching: u8, cert: &[u8]) -> Option<Tlsa> {
         Some(Tlsa {
             usage,

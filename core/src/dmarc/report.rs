@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use quick_xml::events::Event;
 
-use super::record::{Align, DmarcRecord, Policy};
+use super::record::{Align, Policy};
 use crate::time::UnixTime;
 
 /// Largest decompressed report accepted, in bytes.
@@ -108,7 +108,8 @@ pub struct PolicyPublished {
 
 impl PolicyPublished {
     /// The published policy of `record` found at `domain`.
-    pub fn from_record(domain: &str, record: &DmarcRecord) -> PolicyPublished {
+    #[cfg(test)]
+    pub fn from_record(domain: &str, record: &super::record::DmarcRecord) -> PolicyPublished {
         PolicyPublished {
             domain: domain.to_string(),
             adkim: Some(record.adkim),
@@ -863,6 +864,7 @@ impl AggregateReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dmarc::DmarcRecord;
     use proptest::prelude::*;
 
     /// The real reports from mox's test data: zip and gzip attachments, several senders.

@@ -511,13 +511,6 @@ impl Report {
             self.report_id
         )
     }
-
-    /// The policy domains the report is about (to check it concerns one of ours).
-    pub fn policy_domains(&self) -> impl Iterator<Item = &str> {
-        self.policies
-            .iter()
-            .map(|p| p.policy.policy_domain.as_str())
-    }
 }
 
 /// Parses a report's JSON (`application/tlsrpt+json`). Unknown fields are ignored;
@@ -813,10 +806,6 @@ mod tests {
         // Round trip through our rendering and through gzip.
         assert_eq!(parse_report(r.to_json().as_bytes()).unwrap(), r);
         assert_eq!(parse_report_file(&r.to_gzip()).unwrap(), r);
-        assert_eq!(
-            r.policy_domains().collect::<Vec<_>>(),
-            ["company-y.example"]
-        );
     }
 
     /// The report of seed 000's TestTLSReport.
