@@ -357,7 +357,7 @@ pub struct QueueEntry {
 impl QueueEntry {
     /// Whether `queue_due(now, ..)` returns this entry.
     pub fn is_due(&self, now: UnixTime) -> bool {
-        !self.rcpt.hold && self.rcpt.next_attempt <= now
+        rmox_core::queue::is_due(self.rcpt.hold, self.rcpt.next_attempt, now)
     }
 }
 

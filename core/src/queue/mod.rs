@@ -117,6 +117,12 @@ pub struct QueueItem {
     pub queued: UnixTime,
 }
 
+/// Whether a queued recipient is due at `now`: not held and its next attempt time has
+/// come. The scheduler and storage's due index both follow it.
+pub fn is_due(hold: bool, next_attempt: UnixTime, now: UnixTime) -> bool {
+    !hold && next_attempt <= now
+}
+
 /// The lower-case domain of an address (`""` when there is no `@`).
 pub fn domain_of(address: &str) -> String {
     address
@@ -131,9 +137,9 @@ impl QueueItem {
         domain_of(&self.mail_from)
     }
 
-    /// Due at `now`: not held and its next attempt time has come.
+    /// Due at `now`: not held and its next attempt time has come ([`is_due`]).
     pub fn is_due(&self, now: UnixTime) -> bool {
-        !self.hold && self.next_attempt <= now
+        is_due(self.hold, self.next_attempt, now)
     }
 
     /// Administrator `kick`: attempt at `now` (a held item stays held).
