@@ -3,39 +3,15 @@
 //! config (`serve::port_config`), answered by a real [`World`] over a store in a temporary
 //! directory, with DNS from a static zone.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rmox_core::dns::StaticZone;
-use rmox_core::server::{Input, Output, Peer, ServerSession};
-use rmox_driver::Answerer;
+use rmox_core::server::{Peer, ServerSession};
 use rmox_storage::{MailStore, Store};
 
 use crate::config::Config;
+use crate::testutil::{run, Tmp};
 use crate::world::World;
-
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(tag: &str) -> Tmp {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "rmox-checks-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Tmp(p)
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const IP: &str = "192.0.2.10";
 
@@ -186,35 +162,6 @@ impl Env {
         }
         rest[..end].to_string()
     }
-}
-
-fn run(s: &mut ServerSession, world: &World, bytes: &[u8]) -> String {
-    let mut tx = Vec::new();
-    let mut rest = bytes;
-    for _ in 0..10_000 {
-        if !rest.is_empty() {
-            let n = s.handle(rmox_driver::now(), Input::Received(rest)).unwrap();
-            rest = &rest[n..];
-        }
-        let mut progressed = false;
-        loop {
-            match s.poll(rmox_driver::now(), &mut tx) {
-                Output::Transmit => {}
-                Output::Effect(token, effect) => {
-                    let c = world.answer(effect);
-                    s.handle(rmox_driver::now(), Input::Completed(token, c))
-                        .unwrap();
-                    progressed = true;
-                }
-                Output::Event(e) => world.event(1, &e),
-                Output::Idle { .. } | Output::Close => break,
-            }
-        }
-        if rest.is_empty() && !progressed {
-            break;
-        }
-    }
-    String::from_utf8(tx).unwrap()
 }
 
 const MSG: &str = "From: <remote@example.org>\r\nTo: <mjl@mox.example>\r\nSubject: test\r\nMessage-Id: <t@example.org>\r\n\r\ntest email\r\n";

@@ -21,6 +21,8 @@ mod queue;
 mod reports;
 mod resolve;
 mod serve;
+#[cfg(test)]
+mod testutil;
 mod tools;
 mod world;
 

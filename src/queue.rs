@@ -461,31 +461,24 @@ impl Runner {
             Decision::Failed { dsn, suppress } => {
                 self.store
                     .queue_retire(QueueId(item.id), Outcome::Failed(text.clone()), now)?;
-                // Three failed messages in a row to a recipient suppress it too.
+                // Storage counts failed messages in a row; core decides (three suppress).
                 let streak = match (&item.sender_account, result) {
                     (Some(a), Some(_)) if !item.is_dsn => {
                         self.store.failure_streak_record(a, &item.recipient, true)?
                     }
                     _ => 0,
                 };
-                let by_streak = streak >= rmox_core::queue::SUPPRESS_AFTER_FAILURES;
-                let text = if by_streak && !*suppress {
-                    format!("{streak} failed deliveries in a row; last: {text}")
-                } else {
-                    text
-                };
-                if *suppress || by_streak {
-                    if let Some(a) = &item.sender_account {
-                        self.store.suppression_add(
-                            a,
-                            Suppression {
-                                address: item.recipient.clone(),
-                                reason: text,
-                                manual: false,
-                                created: now,
-                            },
-                        )?;
-                    }
+                let reason = rmox_core::queue::suppression_after_failure(*suppress, streak, &text);
+                if let (Some(reason), Some(a)) = (reason, &item.sender_account) {
+                    self.store.suppression_add(
+                        a,
+                        Suppression {
+                            address: item.recipient.clone(),
+                            reason,
+                            manual: false,
+                            created: now,
+                        },
+                    )?;
                 }
                 if let Some(n) = dsn {
                     notices.push((item.clone(), n.clone()));
@@ -653,42 +646,10 @@ pub struct LocalserveConnector {
     config: Arc<Config>,
 }
 
-/// What a localserve recipient's local part asks for.
+/// What a localserve recipient's local part asks for (core's table, `Stage::Queue`).
 fn localserve_special(recipient: &str) -> Option<AttemptResult> {
-    let lp = recipient
-        .rsplit_once('@')
-        .map_or(recipient, |(l, _)| l)
-        .to_ascii_lowercase();
-    let rest = lp.strip_prefix("queue")?;
-    let host = Some("localserve".to_string());
-    let reply = |code, e: Enhanced, text: &str| {
-        rmox_core::smtp::Reply::new(code, Some(e), format!("{text} due to special localpart"))
-    };
-    if rest.starts_with("temperror") {
-        return Some(AttemptResult::Temporary(Failure {
-            host,
-            reply: Some(reply(451, Enhanced::new(4, 3, 0), "temporary failure")),
-            detail: String::new(),
-            enhanced: None,
-        }));
-    }
-    if rest.starts_with("permerror") {
-        return Some(AttemptResult::Permanent(Failure {
-            host,
-            reply: Some(reply(550, Enhanced::new(5, 0, 0), "permanent failure")),
-            detail: String::new(),
-            enhanced: None,
-        }));
-    }
-    if rest.starts_with("timeout") {
-        return Some(AttemptResult::Temporary(Failure {
-            host,
-            reply: None,
-            detail: "timeout waiting for reply due to special localpart".into(),
-            enhanced: Some(Enhanced::new(4, 4, 2)),
-        }));
-    }
-    None
+    use rmox_core::localserve::{localpart, special, Stage};
+    special(Stage::Queue, localpart(recipient)).map(|s| s.attempt_result())
 }
 
 impl Connector for LocalserveConnector {

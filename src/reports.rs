@@ -2,10 +2,11 @@
 //! [`StoredEval`] under `ReportKind::DmarcEval`, keyed by the policy domain), incoming
 //! aggregate reports about our domains are parsed and stored (`ReportKind::DmarcReport`),
 //! and [`send_reports`] (run by the reporter thread, hourly by default) turns the stored
-//! evaluations into aggregate reports: XML built by `dmarc::build_report`, gzipped, attached
-//! to a message From postmaster@hostname, DKIM-signed when the hostname's domain has keys,
-//! queued for each `rua` mailto address whose size limit the message fits and that is not
-//! suppressed, after which the evaluations are removed.
+//! evaluations into aggregate reports: core's `dmarc::aggregate_report` builds the XML and
+//! the message (From postmaster@hostname, the gzipped XML attached) and says which `rua`
+//! mailto addresses its size fits; here it is DKIM-signed when the hostname's domain has
+//! keys and queued for those addresses that are not suppressed, after which the
+//! evaluations are removed.
 //!
 //! Which evaluations are kept follows mox: an evaluation is stored only when a DMARC record
 //! was found; it is *optional* when the message is itself a DMARC report, when the record
@@ -17,8 +18,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use rmox_core::dmarc::{
-    AuthResults, DkimAuth, Evaluation, Identifiers, Policy, PolicyPublished, Reason,
-    ReportMetadata, SpfAuth,
+    aggregate_report, AuthResults, DkimAuth, Evaluation, Identifiers, Policy, PolicyPublished,
+    Reason, SpfAuth, StoredEvaluation,
 };
 use rmox_core::server::{Transaction, Verdicts};
 use rmox_core::smtp::{ForwardPath, ReversePath};
@@ -231,15 +232,12 @@ impl StoredEval {
         }
     }
 
-    /// The `mailto:` addresses of `rua` with their size limits.
+    /// The `mailto:` addresses of `rua` with their size limits (core reads the URIs).
     pub fn mailto(&self) -> Vec<(String, Option<u64>)> {
         self.rua
             .iter()
             .filter_map(|(u, max)| {
-                let rest = u.get(..7).filter(|p| p.eq_ignore_ascii_case("mailto:"))?;
-                let _ = rest;
-                let addr = u.get(7..)?.split('?').next()?.trim();
-                (!addr.is_empty() && addr.contains('@')).then(|| (addr.to_string(), *max))
+                rmox_core::dmarc::mailto_address(u).map(|a| (a.to_string(), *max))
             })
             .collect()
     }
@@ -272,7 +270,7 @@ pub fn store_evaluation(store: &dyn MailStore, t: &Transaction, accounts: &[Stri
             .iter()
             .any(|s| store.has_sent_to(acc, s).unwrap_or(false))
     });
-    let optional = is_report || !has_rua || !known;
+    let optional = rmox_core::dmarc::evaluation_is_optional(is_report, has_rua, known);
     let Some(e) = StoredEval::from_transaction(t, v, optional) else {
         return;
     };
@@ -329,10 +327,11 @@ pub fn store_incoming_report(store: &dyn MailStore, config: &Config, t: &Transac
     let Some(f) = parse_incoming_report(&t.message) else {
         return false;
     };
-    let domain = f.policy.domain.trim_end_matches('.').to_ascii_lowercase();
-    if !destinations.iter().any(|d| d.eq_ignore_ascii_case(&domain)) {
+    // Core decides whether and under which domain it is kept.
+    let Some(domain) = rmox_core::dmarc::incoming_report_domain(dmarc_pass, &destinations, &f)
+    else {
         return false;
-    }
+    };
     match store.report_add(
         ReportKind::DmarcReport,
         &domain,
@@ -345,52 +344,6 @@ pub fn store_incoming_report(store: &dyn MailStore, config: &Config, t: &Transac
             false
         }
     }
-}
-
-/// Gzip (RFC 1952) of `data`, deflated with miniz_oxide.
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-    out.extend(miniz_oxide::deflate::compress_to_vec(data, 6));
-    out.extend(crc32(data).to_le_bytes());
-    out.extend((data.len() as u32).to_le_bytes());
-    out
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = 0xffff_ffffu32;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 == 1 {
-                (c >> 1) ^ 0xedb8_8320
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
-
-fn base64_lines(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for (i, c) in data.chunks(3).enumerate() {
-        if i > 0 && i % 19 == 0 {
-            s.push_str("\r\n");
-        }
-        let b1 = c.get(1).copied().unwrap_or(0);
-        let b2 = c.get(2).copied().unwrap_or(0);
-        let n = (u32::from(c[0]) << 16) | (u32::from(b1) << 8) | u32::from(b2);
-        for k in 0..4 {
-            if k <= c.len() {
-                s.push(char::from(T[((n >> (18 - 6 * k)) & 63) as usize]));
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s.push_str("\r\n");
-    s
 }
 
 /// One composed report, ready to queue.
@@ -406,61 +359,6 @@ pub struct OutgoingReport {
     pub recipients: Vec<String>,
 }
 
-/// Composes the message for a report: multipart/mixed with a text part and the
-/// `.xml.gz` attachment, named as RFC 7489 7.2.1.1 asks.
-pub fn compose(
-    config: &Config,
-    meta: &ReportMetadata,
-    domain: &str,
-    xml: &str,
-    to: &[String],
-    now: UnixTime,
-    boundary: &str,
-) -> Vec<u8> {
-    let from = format!("postmaster@{}", config.hostname);
-    let filename = format!(
-        "{}!{}!{}!{}.xml.gz",
-        config.hostname, domain, meta.begin, meta.end
-    );
-    let gz = gzip(xml.as_bytes());
-    let date = now.rfc5322();
-    let mut m = String::new();
-    m.push_str(&format!("From: <{from}>\r\n"));
-    m.push_str(&format!(
-        "To: {}\r\n",
-        to.iter()
-            .map(|a| format!("<{a}>"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    m.push_str(&format!(
-        "Subject: Report Domain: {domain} Submitter: {} Report-ID: <{}>\r\n",
-        config.hostname, meta.report_id
-    ));
-    m.push_str(&format!("Date: {date}\r\n"));
-    m.push_str(&format!(
-        "Message-ID: <{}@{}>\r\n",
-        meta.report_id, config.hostname
-    ));
-    m.push_str("MIME-Version: 1.0\r\n");
-    m.push_str(&format!(
-        "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n"
-    ));
-    m.push_str(&format!(
-        "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-    ));
-    m.push_str(&format!(
-        "DMARC aggregate report for {domain}, {} to {} (Unix time).\r\n\r\n",
-        meta.begin, meta.end
-    ));
-    m.push_str(&format!(
-        "--{boundary}\r\nContent-Type: application/gzip\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"{filename}\"\r\n\r\n"
-    ));
-    m.push_str(&base64_lines(&gz));
-    m.push_str(&format!("--{boundary}--\r\n"));
-    m.into_bytes()
-}
-
 /// Builds, queues and forgets the aggregate reports of all stored evaluations up to `now`.
 /// Returns the reports queued. `dkim`: the signing configs per domain (the hostname's
 /// domain, or its parent, signs when it has keys).
@@ -473,57 +371,44 @@ pub fn send_reports(
     let mut sent = Vec::new();
     for domain in store.report_domains(ReportKind::DmarcEval)? {
         let rows = store.reports(ReportKind::DmarcEval, &domain)?;
-        let evals: Vec<StoredEval> = rows
+        let evals: Vec<StoredEvaluation> = rows
             .iter()
             .filter(|(t, _)| t.0 <= now.0)
             .filter_map(|(_, b)| serde_json::from_slice::<StoredEval>(b).ok())
+            .map(|e| StoredEvaluation {
+                evaluation: e.evaluation(),
+                optional: e.optional,
+                mailto: e.mailto(),
+            })
             .collect();
         let done = || store.reports_remove(ReportKind::DmarcEval, &domain, UnixTime(now.0 + 1));
-        if evals.iter().all(|e| e.optional) {
-            // Nothing we must report: drop them (mox does not report optional-only domains).
+        // Core builds the report (none for optional-only domains: mox does not report
+        // them) and says which rua addresses its size fits.
+        let Some(report) = aggregate_report(&config.hostname, &domain, &evals, now) else {
             done()?;
             continue;
+        };
+        let (fit, over) = report.recipients();
+        for (addr, size) in over {
+            tracing::info!(%domain, %addr, size, "dmarc report over rua size limit, skipped");
         }
-        // The latest evaluation's policy and rua are the ones in force.
-        let Some(latest) = evals.iter().max_by_key(|e| e.evaluated) else {
-            continue;
-        };
-        let begin = evals.iter().map(|e| e.evaluated).min().unwrap_or(now.0);
-        let meta = ReportMetadata {
-            org_name: config.hostname.clone(),
-            email: format!("postmaster@{}", config.hostname),
-            extra_contact_info: None,
-            report_id: format!("{}.{}", domain, now.0),
-            begin,
-            end: now.0,
-            errors: Vec::new(),
-        };
-        let all: Vec<Evaluation> = evals.iter().map(StoredEval::evaluation).collect();
-        let xml = rmox_core::dmarc::build_report(&meta, &latest.published(), &all);
         let mut recipients: Vec<String> = Vec::new();
-        let targets = latest.mailto();
-        let boundary = format!("rmox-dmarc-{}", now.0);
-        let draft = compose(config, &meta, &domain, &xml, &[], now, &boundary);
-        for (addr, max) in &targets {
-            if max.is_some_and(|m| (draft.len() as u64) > m) {
-                tracing::info!(%domain, %addr, size = draft.len(), "dmarc report over rua size limit, skipped");
-                continue;
-            }
+        for addr in fit {
             let suppressed = config
                 .postmaster
                 .as_ref()
-                .is_some_and(|p| store.is_suppressed(&p.account, addr).unwrap_or(false));
+                .is_some_and(|p| store.is_suppressed(&p.account, &addr).unwrap_or(false));
             if suppressed {
                 tracing::info!(%domain, %addr, "rua address suppressed, skipped");
                 continue;
             }
-            recipients.push(addr.clone());
+            recipients.push(addr);
         }
         if recipients.is_empty() {
             done()?;
             continue;
         }
-        let mut message = compose(config, &meta, &domain, &xml, &recipients, now, &boundary);
+        let mut message = report.message(&recipients);
         if let Some(configs) = signing_configs(dkim, &config.hostname) {
             let rng = ring::rand::SystemRandom::new();
             match rmox_core::dkim::sign(&message, configs, now, &rng) {
@@ -557,7 +442,7 @@ pub fn send_reports(
         done()?;
         sent.push(OutgoingReport {
             domain,
-            xml,
+            xml: report.xml,
             message,
             recipients,
         });
@@ -657,39 +542,15 @@ mod tests {
     //! `StaticZone`; then the reporter over the evaluations they stored.
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use std::path::PathBuf;
     use std::sync::Arc;
     use std::time::Duration;
 
     use rmox_core::dns::StaticZone;
-    use rmox_core::server::{IncomingChecks, Input, Output, Peer, ServerConfig, ServerSession};
-    use rmox_driver::Answerer;
+    use rmox_core::server::{IncomingChecks, Peer, ServerConfig, ServerSession};
 
     use super::*;
+    use crate::testutil::{run, Tmp};
     use crate::world::World;
-
-    struct Tmp(PathBuf);
-
-    impl Tmp {
-        fn new(tag: &str) -> Tmp {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static N: AtomicU32 = AtomicU32::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "rmox-reports-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Tmp(p)
-        }
-    }
-
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     const CONFIG: &str = r#"
 hostname = "mail.mox.example"
@@ -802,35 +663,6 @@ require_iprev_for_unknown_senders = false
                 .map(|(_, b)| serde_json::from_slice(b).unwrap())
                 .collect()
         }
-    }
-
-    fn run(s: &mut ServerSession, world: &World, bytes: &[u8]) -> String {
-        let mut tx = Vec::new();
-        let mut rest = bytes;
-        for _ in 0..10_000 {
-            if !rest.is_empty() {
-                let n = s.handle(rmox_driver::now(), Input::Received(rest)).unwrap();
-                rest = &rest[n..];
-            }
-            let mut progressed = false;
-            loop {
-                match s.poll(rmox_driver::now(), &mut tx) {
-                    Output::Transmit => {}
-                    Output::Effect(token, effect) => {
-                        let c = world.answer(effect);
-                        s.handle(rmox_driver::now(), Input::Completed(token, c))
-                            .unwrap();
-                        progressed = true;
-                    }
-                    Output::Event(e) => world.event(1, &e),
-                    Output::Idle { .. } | Output::Close => break,
-                }
-            }
-            if rest.is_empty() && !progressed {
-                break;
-            }
-        }
-        String::from_utf8(tx).unwrap()
     }
 
     const MSG: &str = "From: <remote@example.org>\r\nTo: <mjl@mox.example>\r\nSubject: test\r\nMessage-Id: <t@example.org>\r\n\r\ntest email\r\n";
@@ -1153,14 +985,5 @@ print(total)
         h.join().unwrap();
         assert_eq!(queued, 1);
         assert!(env.evals().is_empty());
-    }
-
-    #[test]
-    fn gzip_round_trip() {
-        for data in [&b""[..], b"a", &[7u8; 100_000][..], b"<feedback/>"] {
-            let gz = gzip(data);
-            assert_eq!(rmox_core::dmarc::report::gunzip(&gz).unwrap(), data);
-        }
-        let _ = Duration::ZERO;
     }
 }

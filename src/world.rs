@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rmox_core::incoming::IncomingPolicy;
+use rmox_core::localserve::{special as local_special, Stage as LocalStage};
 use rmox_core::ratelimit::{ConnectionLimits, DeliveryLimiter, Network};
 use rmox_core::sasl::CredentialKind;
 use rmox_core::server::{
@@ -123,68 +125,13 @@ fn wall_now() -> UnixTime {
     rmox_driver::now().wall
 }
 
-/// A special local part of localserve: what it simulates.
-enum Special {
-    Temp,
-    Perm,
-    Timeout,
-    Code(u16),
-}
-
-fn special(localpart: &str, prefix: &str) -> Option<Special> {
-    let lp = localpart.to_ascii_lowercase();
-    // Without the prefix the local part is not special (`strip_prefix("")` always matches).
-    let lp = lp.strip_prefix(prefix)?;
-    if lp.ends_with("temperror") {
-        return Some(Special::Temp);
+/// The reply refusing a special local part of localserve at `stage` (core's table); a
+/// `timeout` one after its delay, as mox localserve.
+fn special_reply(s: rmox_core::localserve::Special, stage: LocalStage) -> Reply {
+    if s == rmox_core::localserve::Special::Timeout {
+        std::thread::sleep(rmox_core::localserve::TIMEOUT_DELAY);
     }
-    if lp.ends_with("permerror") {
-        return Some(Special::Perm);
-    }
-    if lp.ends_with("timeout") {
-        return Some(Special::Timeout);
-    }
-    // Bytes, not a str slice: the local part may be UTF-8 (SMTPUTF8) and the last three
-    // bytes need not start at a character boundary.
-    let tail = lp.as_bytes().get(lp.len().checked_sub(3)?..)?;
-    if tail.iter().all(|b| b.is_ascii_digit()) {
-        let code = tail.iter().fold(0u16, |n, b| n * 10 + u16::from(b - b'0'));
-        if (400..600).contains(&code) {
-            return Some(Special::Code(code));
-        }
-    }
-    None
-}
-
-fn special_reply(s: Special, what: &str) -> Reply {
-    match s {
-        Special::Temp => reply(
-            451,
-            (4, 3, 0),
-            format!("temporary failure of {what} due to special localpart"),
-        ),
-        Special::Perm => reply(
-            550,
-            (5, 0, 0),
-            format!("permanent failure of {what} due to special localpart"),
-        ),
-        Special::Timeout => {
-            std::thread::sleep(Duration::from_secs(3));
-            reply(
-                451,
-                (4, 4, 2),
-                format!("timing out {what} due to special localpart"),
-            )
-        }
-        Special::Code(c) => {
-            let class = (c / 100) as u8;
-            Reply::new(
-                c,
-                Some(Enhanced::new(class, 0, 0)),
-                format!("failure with code {c} due to special localpart"),
-            )
-        }
-    }
+    s.reply(stage)
 }
 
 fn domain_of(a: &Address) -> Option<String> {
@@ -454,8 +401,8 @@ impl World {
         }
         if self.config.localserve {
             if let (ReversePath::Mailbox(a), SenderSource::MailFrom) = (address, source) {
-                if let Some(s) = special(&a.localpart.0, "mailfrom") {
-                    return Verdict::Reject(special_reply(s, "mail from"));
+                if let Some(s) = local_special(LocalStage::MailFrom, &a.localpart.0) {
+                    return Verdict::Reject(special_reply(s, LocalStage::MailFrom));
                 }
             }
         }
@@ -468,8 +415,8 @@ impl World {
             ForwardPath::Mailbox(a) => a,
         };
         if self.config.localserve {
-            if let Some(s) = special(&a.localpart.0, "rcptto") {
-                return Verdict::Reject(special_reply(s, "rcpt to"));
+            if let Some(s) = local_special(LocalStage::RcptTo, &a.localpart.0) {
+                return Verdict::Reject(special_reply(s, LocalStage::RcptTo));
             }
             return Verdict::Accept;
         }
@@ -606,42 +553,29 @@ impl World {
         }
     }
 
-    /// Port 25 policy on the checks' results: DMARC reject, DNSBL, iprev for unknown
-    /// senders.
-    fn incoming_policy(&self, t: &Transaction, accounts: &[String]) -> Result<(), Reply> {
+    /// The incoming policy's switches from config (core decides: [`IncomingPolicy`]).
+    fn incoming_policy(&self) -> IncomingPolicy {
+        IncomingPolicy {
+            dmarc_reject: self.config.incoming.dmarc_reject,
+            require_iprev_for_unknown_senders: self
+                .config
+                .incoming
+                .require_iprev_for_unknown_senders,
+        }
+    }
+
+    /// Port 25 policy on the checks' results (DMARC reject, DNSBL, iprev for unknown
+    /// senders), decided by core on the verdicts and, when it matters, on whether the
+    /// sender is known: an account here got mail from its domain before.
+    fn incoming_verdict(&self, t: &Transaction, accounts: &[String]) -> Result<(), Reply> {
         let Some(v) = &t.auth else { return Ok(()) };
-        let inc = &self.config.incoming;
-        if let Some(d) = &v.dmarc {
-            if d.is_reject() && inc.dmarc_reject {
-                return Err(reply(
-                    550,
-                    (5, 7, 1),
-                    format!(
-                        "rejecting per DMARC policy of {}",
-                        v.from_domain.as_deref().unwrap_or("the From domain")
-                    ),
-                ));
-            }
-        }
-        if let Some(list) = &v.dnsbl {
-            for (zone, status) in list {
-                if let rmox_core::dnsbl::DnsblStatus::Fail(reason) = status {
-                    return Err(reply(
-                        451,
-                        (4, 7, 1),
-                        format!("your ip is listed in {zone}: {reason}"),
-                    ));
-                }
-            }
-        }
-        let iprev_pass = matches!(v.iprev, Some(rmox_core::iprev::IprevResult::Pass(_)) | None);
-        if !iprev_pass && inc.require_iprev_for_unknown_senders {
-            // A sender is known when an account here got mail from its domain before.
+        let policy = self.incoming_policy();
+        let known = policy.needs_sender_known(v) && {
             let domain = match &t.mail_from {
                 ReversePath::Mailbox(a) => domain_of(a),
                 ReversePath::Null => None,
             };
-            let known = domain.is_some_and(|d| {
+            domain.is_some_and(|d| {
                 accounts.iter().any(|acc| {
                     self.store
                         .count_since(
@@ -653,12 +587,9 @@ impl World {
                         .map(|n| n > 0)
                         .unwrap_or(false)
                 })
-            });
-            if !known {
-                return Err(reply(451, (4, 7, 0), "your ip has no valid reverse dns, required for first-time senders, try again later"));
-            }
-        }
-        Ok(())
+            })
+        };
+        policy.decide(v, known)
     }
 
     /// Port 25: deliver into the local accounts; unknown users are refused here, after DATA.
@@ -698,15 +629,14 @@ impl World {
             return StoreOutcome::Failed(failed);
         }
         let accounts: Vec<String> = targets.iter().map(|d| d.0.clone()).collect();
-        let policy = self.incoming_policy(t, &accounts);
+        let policy = self.incoming_verdict(t, &accounts);
         // DMARC reporting (src/reports.rs): the evaluation is stored when the message is
         // accepted or refused for its DMARC policy, not when refused for other reasons
         // (a temporary refusal would store it again on each retry).
-        let dmarc_refused = self.config.incoming.dmarc_reject
-            && t.auth
-                .as_ref()
-                .and_then(|v| v.dmarc.as_ref())
-                .is_some_and(|d| d.is_reject());
+        let dmarc_refused = t
+            .auth
+            .as_ref()
+            .is_some_and(|v| self.incoming_policy().dmarc_rejects(v));
         if policy.is_ok() || dmarc_refused {
             crate::reports::store_evaluation(self.store.as_ref(), t, &accounts);
         }
@@ -935,13 +865,15 @@ impl World {
     fn store_localserve(&self, t: &Transaction) -> Result<(), Reply> {
         for (p, _) in &t.recipients {
             if let ForwardPath::Mailbox(a) = p {
-                let queued =
-                    t.account.is_some() && a.localpart.0.to_ascii_lowercase().starts_with("queue");
+                // Submitted mail goes through the queue, whose localserve delivery
+                // answers the `queue` local parts (core's table, stage Queue).
+                let queued = t.account.is_some()
+                    && rmox_core::localserve::has_prefix(LocalStage::Queue, &a.localpart.0);
                 if queued {
                     continue;
                 }
-                if let Some(s) = special(&a.localpart.0, "") {
-                    return Err(special_reply(s, "delivery"));
+                if let Some(s) = local_special(LocalStage::Data, &a.localpart.0) {
+                    return Err(special_reply(s, LocalStage::Data));
                 }
             }
         }
@@ -1195,37 +1127,12 @@ mod tests {
     //! in memory: a real [`ServerSession`] whose effects this [`World`] answers over a real
     //! store in a temporary directory.
 
-    use std::path::PathBuf;
-
     use rmox_core::server::{Input, Output, Peer, ServerConfig, ServerSession};
     use rmox_driver::Answerer;
 
     use super::*;
+    use crate::testutil::Tmp;
     use rmox_storage::Store;
-
-    /// A temporary directory removed on drop.
-    struct Tmp(PathBuf);
-
-    impl Tmp {
-        fn new(tag: &str) -> Tmp {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static N: AtomicU32 = AtomicU32::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "rmox-world-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Tmp(p)
-        }
-    }
-
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     const CONFIG: &str = r#"
 hostname = "host.mox.example"
@@ -1466,59 +1373,12 @@ checks = false
     }
 
     fn b64(b: &[u8]) -> String {
-        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for ch in b.chunks(3) {
-            let g = |i: usize| u32::from(ch.get(i).copied().unwrap_or(0));
-            let n = (g(0) << 16) | (g(1) << 8) | g(2);
-            for i in 0..4 {
-                out.push(if i <= ch.len() {
-                    A[((n >> (18 - 6 * i)) & 63) as usize] as char
-                } else {
-                    '='
-                });
-            }
-        }
-        out
+        rmox_core::codec::base64(b)
     }
 
     #[track_caller]
     fn expect(got: &str, prefix: &str) {
         assert!(got.starts_with(prefix), "expected {prefix:?}, got {got:?}");
-    }
-
-    /// Regression: `special` evaluated `unwrap_or(return None)` eagerly, so the
-    /// `mailfrom`/`rcptto` prefixes never matched; and it sliced a str at a byte offset,
-    /// panicking on UTF-8 local parts.
-    #[test]
-    fn localserve_special_localparts() {
-        let code = |lp: &str, prefix: &str| match special(lp, prefix) {
-            None => "none".to_string(),
-            Some(Special::Temp) => "temp".to_string(),
-            Some(Special::Perm) => "perm".to_string(),
-            Some(Special::Timeout) => "timeout".to_string(),
-            Some(Special::Code(c)) => c.to_string(),
-        };
-        let cases = [
-            ("mailfrom550", "mailfrom", "550"),
-            ("MailFromTempError", "mailfrom", "temp"),
-            ("rcpttopermerror", "rcptto", "perm"),
-            ("rcptto-timeout", "rcptto", "timeout"),
-            ("x550", "mailfrom", "none"),
-            ("mailfrom", "mailfrom", "none"),
-            ("x-452", "", "452"),
-            ("x-200", "", "none"),
-            ("x-999", "", "none"),
-            ("plain", "", "none"),
-            ("éé", "", "none"),
-            ("é", "", "none"),
-            ("aé5", "", "none"),
-            ("rcpttoéé", "rcptto", "none"),
-            ("", "", "none"),
-        ];
-        for (lp, prefix, want) in cases {
-            assert_eq!(code(lp, prefix), want, "{lp:?} with prefix {prefix:?}");
-        }
     }
 
     #[test]

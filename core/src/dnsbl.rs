@@ -69,6 +69,7 @@ impl DnsblCheck {
     }
 
     /// The name asked for `ip` in `zone`.
+    #[cfg(test)]
     pub fn query_name(ip: IpAddr, zone: &str) -> String {
         format!(
             "{}.{}",

@@ -42,12 +42,15 @@
 //!   bytes panics.
 
 pub mod client;
+pub mod codec;
 pub mod delivery;
 pub mod dkim;
 pub mod dmarc;
 pub mod dns;
 pub mod dnsbl;
+pub mod incoming;
 pub mod iprev;
+pub mod localserve;
 pub mod message;
 pub mod publicsuffix;
 pub mod queue;

@@ -116,6 +116,28 @@ pub fn from_addresses(header: &[u8]) -> Vec<String> {
     out
 }
 
+/// The first leaf part of `msg` (a whole message) that `parse` reads: `parse` says `None`
+/// for a part that is not a candidate. `None` when the message does not parse or has no
+/// candidate; the first candidate's error when none parsed. Report readers (DMARC, TLSRPT)
+/// find their attachment with it.
+pub fn first_part<T, E>(
+    msg: &[u8],
+    mut parse: impl FnMut(&[u8]) -> Option<Result<T, E>>,
+) -> Option<Result<T, E>> {
+    let parsed = mail_parser::MessageParser::default().parse(msg)?;
+    let mut first_err = None;
+    for part in parsed.parts.iter().filter(|p| !p.is_multipart()) {
+        match parse(part.contents()) {
+            Some(Ok(v)) => return Some(Ok(v)),
+            Some(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            None => {}
+        }
+    }
+    first_err.map(Err)
+}
+
 /// Number of `Received` fields in a header section.
 pub fn received_count(header: &[u8]) -> usize {
     fields(header)
@@ -233,6 +255,28 @@ fn has_delimiter(body: &[u8], boundary: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first candidate part that parses wins; else the first candidate's error; no
+    /// candidate is `None`.
+    #[test]
+    fn first_part_table() {
+        let msg = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nskip\r\n--b\r\n\r\nbad 1\r\n--b\r\n\r\ngood 2\r\n--b\r\n\r\ngood 3\r\n--b--\r\n";
+        let parse = |c: &[u8]| -> Option<Result<String, String>> {
+            let t = String::from_utf8_lossy(c).trim().to_string();
+            if t.starts_with("good") {
+                Some(Ok(t))
+            } else if t.starts_with("bad") {
+                Some(Err(t))
+            } else {
+                None
+            }
+        };
+        assert_eq!(first_part(msg, parse), Some(Ok("good 2".to_string())));
+        let only_bad = b"Subject: x\r\n\r\nbad 1\r\n";
+        assert_eq!(first_part(only_bad, parse), Some(Err("bad 1".to_string())));
+        let none = b"Subject: x\r\n\r\nskip\r\n";
+        assert_eq!(first_part(none, parse), None);
+    }
 
     /// Every message of the shared corpora (converted to CRLF), with the verdict.
     fn corpus() -> Vec<(String, Result<(), Malformed>)> {

@@ -45,9 +45,6 @@ impl std::fmt::Debug for TlsLayer {
     }
 }
 
-/// Label of the `tls-exporter` channel binding (RFC 9266).
-const EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
-
 impl TlsLayer {
     /// Server side of a connection.
     pub fn server(config: Arc<rustls::ServerConfig>) -> Result<TlsLayer, TlsError> {
@@ -145,7 +142,11 @@ impl TlsLayer {
             return None;
         }
         self.conn
-            .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
+            .export_keying_material(
+                [0u8; crate::sasl::TLS_EXPORTER_LEN],
+                crate::sasl::TLS_EXPORTER_LABEL.as_bytes(),
+                None,
+            )
             .ok()
             .map(|k| k.to_vec())
     }
@@ -167,14 +168,6 @@ impl TlsLayer {
             cipher: format!("{:?}", cipher.suite()),
             sni,
         })
-    }
-
-    /// The peer's end-entity certificate (DER), if it sent one.
-    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
-        self.conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.as_ref().to_vec())
     }
 }
 
@@ -254,6 +247,7 @@ impl Tlsa {
 
     /// The record for a certificate (DER), e.g. `3 1 1` for our own certificate (what
     /// `rmox dane makerecord` is to print); `None` as for [`Tlsa::matches`].
+    #[cfg(test)]
     pub fn for_certificate(usage: u8, selector: u8, matching: u8, cert: &[u8]) -> Option<Tlsa> {
         Some(Tlsa {
             usage,

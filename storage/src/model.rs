@@ -357,7 +357,7 @@ pub struct QueueEntry {
 impl QueueEntry {
     /// Whether `queue_due(now, ..)` returns this entry.
     pub fn is_due(&self, now: UnixTime) -> bool {
-        !self.rcpt.hold && self.rcpt.next_attempt <= now
+        rmox_core::queue::is_due(self.rcpt.hold, self.rcpt.next_attempt, now)
     }
 }
 
@@ -419,20 +419,19 @@ pub struct HoldRule {
 }
 
 impl HoldRule {
-    /// Whether a new recipient matches.
+    /// The rule's conditions, for core's matching ([`rmox_core::queue::HoldRule`]).
+    pub fn conditions(&self) -> rmox_core::queue::HoldRule<'_> {
+        rmox_core::queue::HoldRule {
+            account: self.account.as_deref(),
+            sender_domain: self.sender_domain.as_deref(),
+            recipient_domain: self.recipient_domain.as_deref(),
+        }
+    }
+
+    /// Whether a new recipient matches (core decides: [`rmox_core::queue::HoldRule::matches`]).
     pub fn matches(&self, r: &QueueRecipient) -> bool {
-        let dom = |a: &str| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
-        self.account
-            .as_ref()
-            .is_none_or(|a| r.sender_account.as_deref() == Some(a.as_str()))
-            && self
-                .sender_domain
-                .as_ref()
-                .is_none_or(|d| dom(&r.mail_from).as_deref() == Some(&d.to_ascii_lowercase()))
-            && self
-                .recipient_domain
-                .as_ref()
-                .is_none_or(|d| dom(&r.recipient).as_deref() == Some(&d.to_ascii_lowercase()))
+        self.conditions()
+            .matches(r.sender_account.as_deref(), &r.mail_from, &r.recipient)
     }
 }
 

@@ -104,17 +104,18 @@ fn remove_entry(txn: &WriteTransaction, e: &QueueEntry) -> Result<Option<u64>, S
 }
 
 fn filter_match(f: &QueueFilter, e: &QueueEntry) -> bool {
-    let dom = |a: &str| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+    // Account and domains select as a hold rule's conditions do (core's matcher).
+    let by_sender_and_domains = rmox_core::queue::HoldRule {
+        account: f.account.as_deref(),
+        sender_domain: f.from_domain.as_deref(),
+        recipient_domain: f.to_domain.as_deref(),
+    };
     f.ids.as_ref().is_none_or(|ids| ids.contains(&e.id))
-        && f.account
-            .as_ref()
-            .is_none_or(|a| e.rcpt.sender_account.as_deref() == Some(a.as_str()))
-        && f.from_domain
-            .as_ref()
-            .is_none_or(|d| dom(&e.rcpt.mail_from) == Some(d.to_ascii_lowercase()))
-        && f.to_domain
-            .as_ref()
-            .is_none_or(|d| dom(&e.rcpt.recipient) == Some(d.to_ascii_lowercase()))
+        && by_sender_and_domains.matches(
+            e.rcpt.sender_account.as_deref(),
+            &e.rcpt.mail_from,
+            &e.rcpt.recipient,
+        )
         && f.hold.is_none_or(|h| e.rcpt.hold == h)
         && f.due_by.is_none_or(|t| e.rcpt.next_attempt <= t)
         && f.transport.as_ref().is_none_or(|t| *t == e.rcpt.transport)

@@ -104,21 +104,7 @@ pub fn txt_line(name: &str, text: &str) -> String {
     format!("{name}. IN TXT {}\n", parts.join(" "))
 }
 
-/// Standard base64 with padding.
+/// Standard base64 with padding (core's codec).
 pub fn base64(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
+    rmox_core::codec::base64(b)
 }

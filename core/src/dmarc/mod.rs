@@ -10,10 +10,11 @@ pub mod record;
 pub mod report;
 pub mod verify;
 
-pub use record::{Align, DmarcRecord, Policy, RecordError, ReportUri};
+pub use record::{mailto_address, Align, DmarcRecord, Policy, RecordError, ReportUri};
 pub use report::{
-    build_report, parse_report, parse_report_file, parse_report_message, AlignResult, AuthResults,
-    DkimAuth, Evaluation, Feedback, Identifiers, PolicyPublished, Reason, ReportError,
-    ReportMetadata, ReportRecord, SpfAuth,
+    aggregate_report, build_report, evaluation_is_optional, incoming_report_domain, parse_report,
+    parse_report_file, parse_report_message, AggregateReport, AlignResult, AuthResults, DkimAuth,
+    Evaluation, Feedback, Identifiers, PolicyPublished, Reason, ReportError, ReportMetadata,
+    ReportRecord, SpfAuth, StoredEvaluation,
 };
 pub use verify::{aligned, DmarcError, DmarcInput, DmarcResult, DmarcStatus, DmarcVerify};

@@ -69,6 +69,17 @@ impl Align {
     }
 }
 
+/// The address of a `mailto:` report URI as stored (`?` parameters cut, blanks trimmed;
+/// percent-escapes not decoded); `None` for other schemes and for what is no address.
+pub fn mailto_address(uri: &str) -> Option<&str> {
+    let scheme = uri.get(..7)?;
+    if !scheme.eq_ignore_ascii_case("mailto:") {
+        return None;
+    }
+    let addr = uri[7..].split('?').next()?.trim();
+    (!addr.is_empty() && addr.contains('@')).then_some(addr)
+}
+
 /// A reporting URI with an optional size limit (`mailto:a@example.org!10m`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportUri {
@@ -95,12 +106,7 @@ impl ReportUri {
 
     /// The address of a `mailto:` URI (percent-escapes and `?` parameters not decoded).
     pub fn mailto(&self) -> Option<&str> {
-        let u = self.uri.get(..7)?;
-        if !u.eq_ignore_ascii_case("mailto:") {
-            return None;
-        }
-        let rest = &self.uri[7..];
-        Some(rest.split('?').next().unwrap_or(rest))
+        mailto_address(&self.uri)
     }
 
     fn parse(s: &str) -> Option<ReportUri> {
@@ -358,6 +364,18 @@ mod tests {
         assert_eq!(r.aggregate.len(), 2);
         assert_eq!(r.aggregate[0].max_bytes(), Some(10 << 20));
         assert_eq!(r.aggregate[0].mailto(), Some("a@example.org"));
+        let cases = [
+            ("mailto:a@example.org", Some("a@example.org")),
+            ("MAILTO:a@example.org?subject=x", Some("a@example.org")),
+            ("mailto: a@example.org ", Some("a@example.org")),
+            ("mailto:", None),
+            ("mailto:nobody", None),
+            ("https://example.org/r", None),
+            ("mail", None),
+        ];
+        for (uri, want) in cases {
+            assert_eq!(mailto_address(uri), want, "{uri}");
+        }
         assert_eq!(r.failure[0].max_bytes(), Some(500));
         assert_eq!(r.failure_options, "1:d");
         assert_eq!(r.report_interval, 3600);

@@ -2,17 +2,16 @@
 //! possibly in a gzip or zip attachment of a message) into a typed [`Feedback`], and
 //! building outgoing reports from stored [`Evaluation`]s.
 //!
-//! Decompression uses `miniz_oxide` (the pure-Rust deflate that flate2's rust backend
-//! wraps) directly: gzip and zip containers are small enough to read by hand, and this
-//! avoids two more dependencies. Output is capped at [`MAX_REPORT_SIZE`] against
-//! decompression bombs.
+//! Decompression goes through [`crate::codec`] (miniz_oxide's deflate; the gzip and zip
+//! containers are small enough to read by hand). Output is capped at [`MAX_REPORT_SIZE`]
+//! against decompression bombs.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use quick_xml::events::Event;
 
-use super::record::{Align, DmarcRecord, Policy};
+use super::record::{Align, Policy};
 use crate::time::UnixTime;
 
 /// Largest decompressed report accepted, in bytes.
@@ -109,7 +108,8 @@ pub struct PolicyPublished {
 
 impl PolicyPublished {
     /// The published policy of `record` found at `domain`.
-    pub fn from_record(domain: &str, record: &DmarcRecord) -> PolicyPublished {
+    #[cfg(test)]
+    pub fn from_record(domain: &str, record: &super::record::DmarcRecord) -> PolicyPublished {
         PolicyPublished {
             domain: domain.to_string(),
             adkim: Some(record.adkim),
@@ -433,40 +433,18 @@ pub fn parse_report(xml: &[u8]) -> Result<Feedback, ReportError> {
     })
 }
 
-fn inflate(raw: &[u8]) -> Result<Vec<u8>, ReportError> {
-    miniz_oxide::inflate::decompress_to_vec_with_limit(raw, MAX_REPORT_SIZE)
-        .map_err(|e| ReportError::Compression(format!("inflate: {e}")))
+fn compression(e: crate::codec::CodecError) -> ReportError {
+    ReportError::Compression(e.to_string())
 }
 
-/// Decompresses a gzip member (RFC 1952).
+fn inflate(raw: &[u8]) -> Result<Vec<u8>, ReportError> {
+    crate::codec::inflate(raw, MAX_REPORT_SIZE).map_err(compression)
+}
+
+/// Decompresses a gzip member (RFC 1952), checking its CRC, of at most
+/// [`MAX_REPORT_SIZE`] bytes.
 pub fn gunzip(data: &[u8]) -> Result<Vec<u8>, ReportError> {
-    let bad = |m: &str| ReportError::Compression(m.to_string());
-    if data.len() < 18 || data[0] != 0x1f || data[1] != 0x8b || data[2] != 8 {
-        return Err(bad("not gzip"));
-    }
-    let flags = data[3];
-    let mut pos = 10usize;
-    if flags & 4 != 0 {
-        let xlen = usize::from(u16::from_le_bytes([
-            *data.get(pos).ok_or_else(|| bad("short"))?,
-            *data.get(pos + 1).ok_or_else(|| bad("short"))?,
-        ]));
-        pos += 2 + xlen;
-    }
-    for bit in [8u8, 16] {
-        if flags & bit != 0 {
-            let n = data
-                .get(pos..)
-                .and_then(|r| r.iter().position(|&c| c == 0))
-                .ok_or_else(|| bad("unterminated name"))?;
-            pos += n + 1;
-        }
-    }
-    if flags & 2 != 0 {
-        pos += 2;
-    }
-    let body = data.get(pos..).ok_or_else(|| bad("short"))?;
-    inflate(body)
+    crate::codec::gunzip(data, MAX_REPORT_SIZE).map_err(compression)
 }
 
 fn le16(b: &[u8], at: usize) -> Option<usize> {
@@ -535,31 +513,15 @@ pub fn parse_report_file(data: &[u8]) -> Result<Feedback, ReportError> {
 /// Finds and parses the report in a report message: the first part that holds XML,
 /// gzip or zip and parses as a report.
 pub fn parse_report_message(msg: &[u8]) -> Result<Feedback, ReportError> {
-    let parsed = mail_parser::MessageParser::default()
-        .parse(msg)
-        .ok_or(ReportError::NoReport)?;
-    let mut first_err = None;
-    for part in &parsed.parts {
-        if part.is_multipart() {
-            continue;
-        }
-        let c = part.contents();
+    crate::message::first_part(msg, |c| {
         let t = c.trim_ascii_start();
         let candidate = c.starts_with(&[0x1f, 0x8b])
             || c.starts_with(b"PK\x03\x04")
             || t.starts_with(b"<?xml")
             || t.starts_with(b"<feedback");
-        if !candidate {
-            continue;
-        }
-        match parse_report_file(t) {
-            Ok(f) => return Ok(f),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    Err(first_err.unwrap_or(ReportError::NoReport))
+        candidate.then(|| parse_report_file(t))
+    })
+    .unwrap_or(Err(ReportError::NoReport))
 }
 
 fn esc(s: &str) -> std::borrow::Cow<'_, str> {
@@ -745,9 +707,164 @@ pub fn build_report(
     .to_xml()
 }
 
+/// Whether an evaluation is stored as optional: only reported together with others of its
+/// domain (mox's rule, against backscatter to domains that merely sent us mail). It is
+/// when the message is itself an aggregate report, when the record has no `rua`, or when
+/// the sender is unknown (no recipient account has sent to its From or MAIL FROM address).
+pub fn evaluation_is_optional(is_report: bool, has_rua: bool, sender_known: bool) -> bool {
+    is_report || !has_rua || !sender_known
+}
+
+/// The domain under which an incoming aggregate report is kept, or `None`: the sender
+/// passed DMARC, the message went to the reporting address of one of our domains
+/// (`destinations`: those domains), and the report is about that domain. So a forged
+/// report, or one sent to any other address, cannot inject data.
+pub fn incoming_report_domain(
+    dmarc_pass: bool,
+    destinations: &[&str],
+    report: &Feedback,
+) -> Option<String> {
+    if !dmarc_pass {
+        return None;
+    }
+    let domain = report
+        .policy
+        .domain
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    destinations
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(&domain))
+        .then_some(domain)
+}
+
+/// One stored evaluation as the reporter reads it back: the evaluation, whether it is only
+/// reported together with others, and the `rua` mailto addresses with their size limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvaluation {
+    /// The evaluation (its `published` is the policy in force then).
+    pub evaluation: Evaluation,
+    /// Only reported together with non-optional evaluations of the same domain.
+    pub optional: bool,
+    /// `rua` mailto addresses and their size limits in bytes, as published then.
+    pub mailto: Vec<(String, Option<u64>)>,
+}
+
+/// An outgoing aggregate report (RFC 7489 7.2.1.1) about one policy domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AggregateReport {
+    /// Our host name: org_name, the From (`postmaster@`) and the file name's submitter.
+    pub submitter: String,
+    /// The policy domain reported on.
+    pub domain: String,
+    /// The report's metadata.
+    pub meta: ReportMetadata,
+    /// The report XML.
+    pub xml: String,
+    /// The `rua` mailto addresses in force (the latest evaluation's), with size limits.
+    pub mailto: Vec<(String, Option<u64>)>,
+    /// When it was built.
+    pub now: UnixTime,
+}
+
+/// The report `submitter` sends at `now` about `domain` for its stored evaluations, or
+/// `None` when there is none that must be reported (only optional ones: mox sends no
+/// report then; the caller forgets them). The latest evaluation's policy and `rua` are
+/// the ones in force; the period starts at the earliest evaluation.
+pub fn aggregate_report(
+    submitter: &str,
+    domain: &str,
+    evals: &[StoredEvaluation],
+    now: UnixTime,
+) -> Option<AggregateReport> {
+    if evals.iter().all(|e| e.optional) {
+        return None;
+    }
+    let latest = evals.iter().max_by_key(|e| e.evaluation.evaluated.0)?;
+    let begin = evals
+        .iter()
+        .map(|e| e.evaluation.evaluated.0)
+        .min()
+        .unwrap_or(now.0);
+    let meta = ReportMetadata {
+        org_name: submitter.to_string(),
+        email: format!("postmaster@{submitter}"),
+        extra_contact_info: None,
+        report_id: format!("{domain}.{}", now.0),
+        begin,
+        end: now.0,
+        errors: Vec::new(),
+    };
+    let all: Vec<Evaluation> = evals.iter().map(|e| e.evaluation.clone()).collect();
+    let xml = build_report(&meta, &latest.evaluation.published, &all);
+    Some(AggregateReport {
+        submitter: submitter.to_string(),
+        domain: domain.to_string(),
+        meta,
+        xml,
+        mailto: latest.mailto.clone(),
+        now,
+    })
+}
+
+impl AggregateReport {
+    /// The message to `to`: multipart/mixed with a text part and the gzipped XML as a
+    /// base64 attachment named `submitter!domain!begin!end.xml.gz` (RFC 7489 7.2.1.1).
+    pub fn message(&self, to: &[String]) -> Vec<u8> {
+        let (host, domain, meta) = (&self.submitter, &self.domain, &self.meta);
+        let boundary = format!("rmox-dmarc-{}", self.now.0);
+        let filename = format!("{host}!{domain}!{}!{}.xml.gz", meta.begin, meta.end);
+        let to = to
+            .iter()
+            .map(|a| format!("<{a}>"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut m = format!(
+            "From: <postmaster@{host}>\r\n\
+             To: {to}\r\n\
+             Subject: Report Domain: {domain} Submitter: {host} Report-ID: <{id}>\r\n\
+             Date: {date}\r\n\
+             Message-ID: <{id}@{host}>\r\n\
+             MIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
+             --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+             DMARC aggregate report for {domain}, {begin} to {end} (Unix time).\r\n\r\n\
+             --{boundary}\r\nContent-Type: application/gzip\r\n\
+             Content-Transfer-Encoding: base64\r\n\
+             Content-Disposition: attachment; filename=\"{filename}\"\r\n\r\n",
+            id = meta.report_id,
+            date = self.now.rfc5322(),
+            begin = meta.begin,
+            end = meta.end,
+        );
+        m.push_str(&crate::codec::base64_lines(&crate::codec::gzip(
+            self.xml.as_bytes(),
+        )));
+        m.push_str(&format!("--{boundary}--\r\n"));
+        m.into_bytes()
+    }
+
+    /// The `rua` addresses whose size limit the report message fits, and those it does not
+    /// (with the message size), measured on the message without recipients.
+    pub fn recipients(&self) -> (Vec<String>, Vec<(String, usize)>) {
+        let size = self.message(&[]).len();
+        let mut fit = Vec::new();
+        let mut over = Vec::new();
+        for (addr, max) in &self.mailto {
+            if max.is_some_and(|m| size as u64 > m) {
+                over.push((addr.clone(), size));
+            } else {
+                fit.push(addr.clone());
+            }
+        }
+        (fit, over)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dmarc::DmarcRecord;
     use proptest::prelude::*;
 
     /// The real reports from mox's test data: zip and gzip attachments, several senders.
@@ -872,6 +989,140 @@ mod tests {
     fn published() -> PolicyPublished {
         let rec = DmarcRecord::parse("v=DMARC1; p=reject; pct=50").unwrap();
         PolicyPublished::from_record("sender.example", &rec)
+    }
+
+    fn stored(
+        ip: &str,
+        evaluated: i64,
+        optional: bool,
+        rua: &[(&str, Option<u64>)],
+    ) -> StoredEvaluation {
+        let mut e = eval(ip, true, Policy::None, "sender.example");
+        e.evaluated = UnixTime(evaluated);
+        StoredEvaluation {
+            evaluation: e,
+            optional,
+            mailto: rua.iter().map(|(a, m)| (a.to_string(), *m)).collect(),
+        }
+    }
+
+    /// Which stored evaluations make a report, its period and the rua in force.
+    #[test]
+    fn aggregate_report_table() {
+        let now = UnixTime(1_700_090_000);
+        let rua = [("dmarc@sender.example", None)];
+        let none: &[StoredEvaluation] = &[];
+        assert_eq!(
+            aggregate_report("mail.rmox.example", "sender.example", none, now),
+            None
+        );
+        let only_optional = [
+            stored("192.0.2.1", 10, true, &rua),
+            stored("192.0.2.2", 20, true, &rua),
+        ];
+        assert_eq!(
+            aggregate_report("mail.rmox.example", "sender.example", &only_optional, now),
+            None
+        );
+        let mixed = [
+            stored("192.0.2.1", 30, true, &[("old@sender.example", None)]),
+            stored("192.0.2.2", 20, false, &[("older@sender.example", None)]),
+            stored("192.0.2.3", 40, true, &rua),
+        ];
+        let r = aggregate_report("mail.rmox.example", "sender.example", &mixed, now).unwrap();
+        assert_eq!((r.meta.begin, r.meta.end), (20, now.0));
+        assert_eq!(r.meta.report_id, format!("sender.example.{}", now.0));
+        assert_eq!(r.meta.email, "postmaster@mail.rmox.example");
+        assert_eq!(r.mailto, vec![("dmarc@sender.example".to_string(), None)]);
+        let f = parse_report(r.xml.as_bytes()).unwrap();
+        assert_eq!(f.records.len(), 3);
+    }
+
+    /// The message reads back as a report; the attachment is named as RFC 7489 asks; rua
+    /// size limits are checked against the message.
+    #[test]
+    fn aggregate_report_message() {
+        let now = UnixTime(1_700_090_000);
+        let evals = [stored(
+            "192.0.2.1",
+            100,
+            false,
+            &[
+                ("a@sender.example", None),
+                ("b@sender.example", Some(10)),
+                ("c@sender.example", Some(1 << 20)),
+            ],
+        )];
+        let r = aggregate_report("mail.rmox.example", "sender.example", &evals, now).unwrap();
+        let msg = r.message(&["a@sender.example".into(), "c@sender.example".into()]);
+        let text = String::from_utf8(msg.clone()).unwrap();
+        assert!(text.starts_with("From: <postmaster@mail.rmox.example>\r\nTo: <a@sender.example>, <c@sender.example>\r\n"), "{text}");
+        assert!(text.contains("Subject: Report Domain: sender.example Submitter: mail.rmox.example Report-ID: <sender.example.1700090000>\r\n"));
+        assert!(
+            text.contains("filename=\"mail.rmox.example!sender.example!100!1700090000.xml.gz\"")
+        );
+        assert!(text.lines().all(|l| l.len() <= 998));
+        let f = parse_report_message(&msg).unwrap();
+        assert_eq!(f, parse_report(r.xml.as_bytes()).unwrap());
+        let (fit, over) = r.recipients();
+        assert_eq!(
+            fit,
+            vec![
+                "a@sender.example".to_string(),
+                "c@sender.example".to_string()
+            ]
+        );
+        assert_eq!(
+            over,
+            vec![("b@sender.example".to_string(), r.message(&[]).len())]
+        );
+    }
+
+    #[test]
+    fn optional_evaluations() {
+        // (is_report, has_rua, sender_known) -> optional
+        let cases = [
+            (false, true, true, false),
+            (true, true, true, true),
+            (false, false, true, true),
+            (false, true, false, true),
+            (true, false, false, true),
+        ];
+        for (report, rua, known, want) in cases {
+            assert_eq!(evaluation_is_optional(report, rua, known), want);
+        }
+    }
+
+    /// Only a DMARC-passing report sent to the reporting address of the domain it is
+    /// about is kept.
+    #[test]
+    fn incoming_report_domains() {
+        let meta = ReportMetadata {
+            org_name: "o".into(),
+            email: "e@o.example".into(),
+            report_id: "r".into(),
+            ..ReportMetadata::default()
+        };
+        let mut f = parse_report(build_report(&meta, &published(), &[]).as_bytes()).unwrap();
+        f.policy.domain = "Sender.Example.".into();
+        let cases: [(bool, &[&str], Option<&str>); 5] = [
+            (true, &["sender.example"], Some("sender.example")),
+            (
+                true,
+                &["other.example", "SENDER.example"],
+                Some("sender.example"),
+            ),
+            (false, &["sender.example"], None),
+            (true, &[], None),
+            (true, &["other.example"], None),
+        ];
+        for (pass, dest, want) in cases {
+            assert_eq!(
+                incoming_report_domain(pass, dest, &f).as_deref(),
+                want,
+                "{pass} {dest:?}"
+            );
+        }
     }
 
     #[test]

@@ -233,6 +233,7 @@ pub fn record_from_rdata(d: &RData) -> Option<Record> {
 }
 
 /// Converts a record of the checks' form to hickory's (for tests and fake servers).
+#[cfg(test)]
 pub fn record_to_rdata(r: &Record) -> Option<RData> {
     use hickory_proto::rr::rdata::{self, tlsa};
     Some(match r {

@@ -355,17 +355,6 @@ fn header_section(msg: &[u8]) -> &[u8] {
     }
 }
 
-fn base64_lines(data: &[u8]) -> String {
-    use base64::Engine;
-    let enc = base64::engine::general_purpose::STANDARD.encode(data);
-    let mut out = String::new();
-    for chunk in enc.as_bytes().chunks(76) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push_str("\r\n");
-    }
-    out
-}
-
 /// Composes the DSN message (CRLF line endings). `now` is its Date.
 pub fn compose_dsn(input: &DsnInput<'_>, now: UnixTime) -> Vec<u8> {
     let text = human_text(input);
@@ -429,7 +418,7 @@ pub fn compose_dsn(input: &DsnInput<'_>, now: UnixTime) -> Vec<u8> {
     } else {
         field1(&mut h, "Content-Transfer-Encoding", "base64");
         h.push_str("\r\n");
-        h.push_str(&base64_lines(text.as_bytes()));
+        h.push_str(&crate::codec::base64_lines(text.as_bytes()));
     }
 
     // Part 2: machine-readable.

@@ -37,8 +37,8 @@ pub use route::{
     TransportSocks5, TransportSubmission,
 };
 pub use schedule::{
-    next_wakeup, AttemptResult, Batch, BatchKey, Decision, DsnNotice, Failure, FutureReleaseError,
-    InFlight, QueueConfig, QueueConfigBuilder, QueueConfigError,
+    next_wakeup, AttemptResult, Batch, BatchKey, Decision, DsnNotice, Failure, InFlight,
+    QueueConfig, QueueConfigBuilder, QueueConfigError,
 };
 
 use crate::smtp::{Enhanced, Notify, Reply, Ret};
@@ -117,6 +117,12 @@ pub struct QueueItem {
     pub queued: UnixTime,
 }
 
+/// Whether a queued recipient is due at `now`: not held and its next attempt time has
+/// come. The scheduler and storage's due index both follow it.
+pub fn is_due(hold: bool, next_attempt: UnixTime, now: UnixTime) -> bool {
+    !hold && next_attempt <= now
+}
+
 /// The lower-case domain of an address (`""` when there is no `@`).
 pub fn domain_of(address: &str) -> String {
     address
@@ -131,9 +137,9 @@ impl QueueItem {
         domain_of(&self.mail_from)
     }
 
-    /// Due at `now`: not held and its next attempt time has come.
+    /// Due at `now`: not held and its next attempt time has come ([`is_due`]).
     pub fn is_due(&self, now: UnixTime) -> bool {
-        !self.hold && self.next_attempt <= now
+        is_due(self.hold, self.next_attempt, now)
     }
 
     /// Administrator `kick`: attempt at `now` (a held item stays held).
@@ -148,42 +154,34 @@ impl QueueItem {
     }
 }
 
-/// A rule that puts newly queued messages on hold. Every field that is set must match; a
-/// rule with no field set holds everything.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HoldRule {
+/// A rule that puts newly queued messages on hold, borrowed from wherever it is kept
+/// (storage keeps the rules). Every condition that is set must match; a rule with no
+/// condition holds everything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HoldRule<'a> {
     /// The sender account equals this.
-    pub account: Option<String>,
+    pub account: Option<&'a str>,
     /// The MAIL FROM domain equals this (case-insensitive).
-    pub sender_domain: Option<String>,
+    pub sender_domain: Option<&'a str>,
     /// The recipient domain equals this (case-insensitive).
-    pub recipient_domain: Option<String>,
+    pub recipient_domain: Option<&'a str>,
 }
 
-impl HoldRule {
-    /// Whether `item` matches the rule.
-    pub fn matches(&self, item: &QueueItem) -> bool {
-        self.account
-            .as_ref()
-            .is_none_or(|a| item.sender_account.as_deref() == Some(a.as_str()))
-            && self
-                .sender_domain
-                .as_ref()
-                .is_none_or(|d| d.eq_ignore_ascii_case(&item.sender_domain()))
-            && self
-                .recipient_domain
-                .as_ref()
-                .is_none_or(|d| d.eq_ignore_ascii_case(&item.recipient_domain))
+impl HoldRule<'_> {
+    /// Whether a new recipient matches: its sender account, MAIL FROM and recipient
+    /// address. An address without `@` has no domain and matches no domain condition.
+    pub fn matches(&self, sender_account: Option<&str>, mail_from: &str, recipient: &str) -> bool {
+        let domain_is = |want: Option<&str>, address: &str| {
+            want.is_none_or(|d| {
+                address
+                    .rsplit_once('@')
+                    .is_some_and(|(_, got)| got.eq_ignore_ascii_case(d))
+            })
+        };
+        self.account.is_none_or(|a| sender_account == Some(a))
+            && domain_is(self.sender_domain, mail_from)
+            && domain_is(self.recipient_domain, recipient)
     }
-}
-
-/// Puts `item` on hold when any rule matches; returns whether it did.
-pub fn apply_hold_rules(rules: &[HoldRule], item: &mut QueueItem) -> bool {
-    let hit = rules.iter().any(|r| r.matches(item));
-    if hit {
-        item.hold = true;
-    }
-    hit
 }
 
 /// Reply codes whose permanent failure puts the recipient on the sender account's
@@ -211,22 +209,17 @@ fn is_suppress_enhanced(e: Enhanced) -> bool {
     e.class == 5 && SUPPRESS_ENHANCED.contains(&(e.subject, e.detail))
 }
 
-/// Counts failed deliveries (messages that finally failed) to one recipient of one account,
-/// so that three in a row suppress it. Storage keeps the count; a delivery resets it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FailureStreak(pub u32);
-
-impl FailureStreak {
-    /// A message to the recipient was delivered: the streak ends.
-    pub fn record_delivered(&mut self) {
-        self.0 = 0;
-    }
-
-    /// A message to the recipient failed; returns whether the recipient must now be
-    /// suppressed (the streak reached [`SUPPRESS_AFTER_FAILURES`]).
-    pub fn record_failed(&mut self) -> bool {
-        self.0 = self.0.saturating_add(1);
-        self.0 >= SUPPRESS_AFTER_FAILURES
+/// What a recipient's final failure does to the sender account's suppression list: the
+/// reason to record, or `None`. `by_reply`: the reply itself suppresses
+/// ([`should_suppress`], decided with the failure); `streak`: failed messages in a row to
+/// the recipient, this one included, as storage counted them; `text`: the failure.
+pub fn suppression_after_failure(by_reply: bool, streak: u32, text: &str) -> Option<String> {
+    if by_reply {
+        Some(text.to_string())
+    } else if streak >= SUPPRESS_AFTER_FAILURES {
+        Some(format!("{streak} failed deliveries in a row; last: {text}"))
+    } else {
+        None
     }
 }
 
@@ -283,26 +276,38 @@ mod tests {
         }
     }
 
+    /// Three failed deliveries in a row suppress; a suppressing reply does at once.
     #[test]
-    fn three_failures_in_a_row() {
-        let mut s = FailureStreak::default();
-        assert!(!s.record_failed());
-        assert!(!s.record_failed());
-        s.record_delivered();
-        assert!(!s.record_failed());
-        assert!(!s.record_failed());
-        assert!(s.record_failed());
-        assert!(s.record_failed());
+    fn suppression_after_failure_table() {
+        let cases: [(bool, u32, Option<&str>); 6] = [
+            (false, 0, None),
+            (false, 1, None),
+            (false, 2, None),
+            (false, 3, Some("3 failed deliveries in a row; last: 550 no")),
+            (false, 7, Some("7 failed deliveries in a row; last: 550 no")),
+            (true, 1, Some("550 no")),
+        ];
+        for (by_reply, streak, want) in cases {
+            assert_eq!(
+                suppression_after_failure(by_reply, streak, "550 no").as_deref(),
+                want,
+                "{by_reply} {streak}"
+            );
+        }
+        assert_eq!(
+            suppression_after_failure(true, 5, "550 no").as_deref(),
+            Some("550 no")
+        );
     }
 
     #[test]
     fn hold_rules() {
-        let it = item(1);
-        let rule = |a: Option<&str>, s: Option<&str>, r: Option<&str>| HoldRule {
-            account: a.map(Into::into),
-            sender_domain: s.map(Into::into),
-            recipient_domain: r.map(Into::into),
-        };
+        let rule =
+            |a: Option<&'static str>, s: Option<&'static str>, r: Option<&'static str>| HoldRule {
+                account: a,
+                sender_domain: s,
+                recipient_domain: r,
+            };
         let cases = [
             (rule(None, None, None), true),
             (rule(Some("alice"), None, None), true),
@@ -321,19 +326,17 @@ mod tests {
             ),
         ];
         for (r, want) in cases {
-            assert_eq!(r.matches(&it), want, "{r:?}");
+            assert_eq!(
+                r.matches(Some("alice"), "a@Example.Org", "b@example.net"),
+                want,
+                "{r:?}"
+            );
         }
-        let mut it2 = item(2);
-        assert!(!apply_hold_rules(
-            &[rule(Some("bob"), None, None)],
-            &mut it2
-        ));
-        assert!(!it2.hold);
-        assert!(apply_hold_rules(
-            &[rule(Some("bob"), None, None), rule(None, None, None)],
-            &mut it2
-        ));
-        assert!(it2.hold);
+        // No sender account, the null sender, an address without a domain.
+        assert!(!rule(Some("alice"), None, None).matches(None, "", "b@example.net"));
+        assert!(!rule(None, Some(""), None).matches(None, "", "b@example.net"));
+        assert!(!rule(None, None, Some("x")).matches(None, "", "x"));
+        assert!(rule(None, None, None).matches(None, "", "x"));
     }
 
     /// Transcript across the pieces: a due item to a null-MX domain is planned, fails

@@ -200,14 +200,6 @@ pub enum Transport {
     Socks5(TransportSocks5),
 }
 
-impl Transport {
-    /// Whether the next hop is found through the recipient domain's MX records (direct and
-    /// SOCKS5) rather than a fixed host.
-    pub fn uses_mx(&self) -> bool {
-        matches!(self, Transport::Direct(_) | Transport::Socks5(_))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,13 +313,5 @@ mod tests {
             mechanisms: vec![],
         };
         assert!(!format!("{a:?}").contains("secret"));
-        assert!(Transport::Direct(TransportDirect::default()).uses_mx());
-        assert!(!Transport::Submission(TransportSubmission {
-            host: "h".into(),
-            port: 465,
-            implicit_tls: true,
-            auth: a,
-        })
-        .uses_mx());
     }
 }

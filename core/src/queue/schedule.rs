@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::dsn::{must_not_send_dsn, Action, DsnKind, DsnRecipient};
 use super::route::Routes;
 use super::{should_suppress, QueueItem};
-use crate::smtp::{Enhanced, Hold, Reply};
+use crate::smtp::{Enhanced, Reply};
 use crate::{Rng, UnixTime};
 
 /// Why a [`QueueConfigBuilder`] was refused.
@@ -50,8 +50,6 @@ pub struct QueueConfigBuilder {
     pub max_total: usize,
     /// Recipients in one transaction.
     pub max_recipients_per_batch: usize,
-    /// Longest FUTURERELEASE hold accepted (RFC 4865 MAX-HOLD).
-    pub max_future_release: Duration,
 }
 
 impl Default for QueueConfigBuilder {
@@ -74,7 +72,6 @@ impl Default for QueueConfigBuilder {
             max_per_domain: 4,
             max_total: 100,
             max_recipients_per_batch: 100,
-            max_future_release: Duration::from_secs(60 * 86_400),
         }
     }
 }
@@ -278,15 +275,6 @@ pub enum Decision {
     },
 }
 
-/// Why a FUTURERELEASE request was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FutureReleaseError {
-    /// The release time is further away than the configured maximum.
-    #[error("release time is more than {0} seconds in the future")]
-    TooFar(u64),
-}
-
 /// What makes recipients combinable into one transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BatchKey {
@@ -407,30 +395,6 @@ impl QueueConfig {
         let range = base.saturating_mul(self.jitter_permille) / 1000;
         let off = rng.below(range.saturating_mul(2).saturating_add(1));
         Duration::from_secs(base.saturating_sub(range).saturating_add(off))
-    }
-
-    /// The first attempt time for a message queued at `now` with an optional FUTURERELEASE
-    /// (RFC 4865) hold. A release time in the past means now.
-    pub fn first_attempt(
-        &self,
-        now: UnixTime,
-        hold: Option<Hold>,
-    ) -> Result<UnixTime, FutureReleaseError> {
-        let max = self.b.max_future_release.as_secs();
-        let until = match hold {
-            None => return Ok(now),
-            Some(Hold::For(secs)) => {
-                if secs > max {
-                    return Err(FutureReleaseError::TooFar(max));
-                }
-                now.add(Duration::from_secs(secs))
-            }
-            Some(Hold::Until(t)) => t,
-        };
-        if until.0.saturating_sub(now.0) > i64::try_from(max).unwrap_or(i64::MAX) {
-            return Err(FutureReleaseError::TooFar(max));
-        }
-        Ok(until.max(now))
     }
 
     /// The due items (not held, `next_attempt <= now`, not in flight), combined into batches:
@@ -999,35 +963,14 @@ mod tests {
         assert_eq!(f.text(), "550-5.1.1 no such user\n550 5.1.1 see https://x");
     }
 
+    /// Transcript: an item released in the future (FUTURERELEASE, decided by the server
+    /// session) is not due before its time.
     #[test]
     fn future_release() {
         let c = cfg();
-        let now = UnixTime(1_000_000);
-        assert_eq!(c.first_attempt(now, None), Ok(now));
-        assert_eq!(
-            c.first_attempt(now, Some(Hold::For(3600))),
-            Ok(UnixTime(1_003_600))
-        );
-        assert_eq!(
-            c.first_attempt(now, Some(Hold::Until(UnixTime(1_000_500)))),
-            Ok(UnixTime(1_000_500))
-        );
-        assert_eq!(
-            c.first_attempt(now, Some(Hold::Until(UnixTime(5)))),
-            Ok(now)
-        );
-        let max = 60 * 86_400;
-        assert_eq!(
-            c.first_attempt(now, Some(Hold::For(max + 1))),
-            Err(FutureReleaseError::TooFar(max))
-        );
-        assert_eq!(
-            c.first_attempt(now, Some(Hold::Until(UnixTime(1_000_000 + max as i64 + 1)))),
-            Err(FutureReleaseError::TooFar(max))
-        );
         // Transcript: an item released in the future is not due before its time.
         let mut it = item(1);
-        it.next_attempt = c.first_attempt(now, Some(Hold::For(600))).unwrap();
+        it.next_attempt = UnixTime(1_000_600);
         let routes = Routes::default();
         let fl = InFlight::default();
         assert!(c

@@ -80,11 +80,6 @@ impl DataReader {
         self.size
     }
 
-    /// Whether the end of the data was reached.
-    pub fn is_done(&self) -> bool {
-        self.state == ENDED
-    }
-
     /// Consumes DATA bytes, appending the unstuffed message to `out`. Returns how many
     /// bytes of `input` were consumed: all of them until the end is seen, then exactly up to
     /// and including the final `.CRLF` (the rest is the next command), together with
@@ -331,7 +326,6 @@ mod tests {
         let mut r = DataReader::new(100);
         let mut out = Vec::new();
         r.feed(b".\r\n", &mut out);
-        assert!(r.is_done());
         assert_eq!(r.feed(b"x\r\n.\r\n", &mut out), (0, Some(NONE)));
         assert!(out.is_empty());
     }

@@ -155,11 +155,6 @@ impl MacroString {
         }
         Ok(MacroString(parts))
     }
-
-    /// Whether the string contains no macro: its expansion is its text.
-    pub fn is_literal(&self) -> bool {
-        self.0.iter().all(|p| matches!(p, MacroPart::Literal(_)))
-    }
 }
 
 impl fmt::Display for MacroString {

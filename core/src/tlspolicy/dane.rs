@@ -124,14 +124,6 @@ pub enum DaneStep {
     Verdict(DaneVerdict),
 }
 
-impl DaneSecure {
-    /// The TLS layer's verification for this verdict: the records, and the reference
-    /// names for DANE-TA besides the SNI (which should be [`DaneSecure::base_domain`]).
-    pub fn client_verify(&self) -> crate::tls::ClientVerify {
-        crate::tls::ClientVerify::DaneNames(self.records.clone(), self.names.clone())
-    }
-}
-
 /// Whether a TLSA record can be used for SMTP (RFC 7672 3.1.3, Dukhovni's checklist:
 /// PKIX usages, unknown selectors or matching types, and digests of the wrong length are
 /// unusable).

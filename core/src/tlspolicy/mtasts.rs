@@ -70,7 +70,7 @@ pub struct StsRecord {
     pub extensions: Vec<(String, String)>,
 }
 
-fn is_ext_name(n: &str) -> bool {
+pub(crate) fn is_ext_name(n: &str) -> bool {
     let b = n.as_bytes();
     !b.is_empty()
         && b.len() <= 32
@@ -80,10 +80,32 @@ fn is_ext_name(n: &str) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
 }
 
-fn is_ext_value(v: &str) -> bool {
+pub(crate) fn is_ext_value(v: &str) -> bool {
     !v.is_empty()
         && v.bytes()
             .all(|c| (0x21..=0x7e).contains(&c) && c != b';' && c != b'=')
+}
+
+/// Of the TXT records (each one's strings concatenated), the one whose first field is
+/// `version`; `Err(n)` when there are `n` != 1 such records (RFC 8461 3.1, RFC 8460 3:
+/// others are ignored, exactly one must remain). Shared with the TLSRPT record.
+pub(crate) fn pick_record<'a, S: AsRef<str>>(
+    txts: &'a [S],
+    version: &str,
+) -> Result<&'a str, usize> {
+    let ours: Vec<&str> = txts
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|v| v.trim_matches([' ', '\t']) == version)
+        })
+        .collect();
+    match ours.as_slice() {
+        [one] => Ok(one),
+        many => Err(many.len()),
+    }
 }
 
 /// Splits `v=X; a=b; c=d;` into fields, checking the version and the field syntax. Shared
@@ -162,19 +184,10 @@ impl StsRecord {
     /// concatenated): records not starting with `v=STSv1` are ignored; exactly one must
     /// remain and parse (RFC 8461 3.1).
     pub fn from_txt<S: AsRef<str>>(txts: &[S]) -> Result<StsRecord, StsRecordError> {
-        let ours: Vec<&str> = txts
-            .iter()
-            .map(AsRef::as_ref)
-            .filter(|t| {
-                t.split(';')
-                    .next()
-                    .is_some_and(|v| v.trim_matches([' ', '\t']) == "v=STSv1")
-            })
-            .collect();
-        match ours.as_slice() {
-            [] => Err(StsRecordError::None),
-            [one] => StsRecord::parse(one),
-            many => Err(StsRecordError::Multiple(many.len())),
+        match pick_record(txts, "v=STSv1") {
+            Ok(one) => StsRecord::parse(one),
+            Err(0) => Err(StsRecordError::None),
+            Err(n) => Err(StsRecordError::Multiple(n)),
         }
     }
 }

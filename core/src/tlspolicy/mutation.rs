@@ -94,7 +94,7 @@ fn tlsrpt_record_and_report_mutations() {
             );
         }
         // Mutated gzip: must fail cleanly or parse.
-        let gz = mutate(&mut rng, &tlsrpt::gzip(report));
+        let gz = mutate(&mut rng, &crate::codec::gzip(report));
         let _ = parse_report_file(&gz);
     }
 }
