@@ -242,6 +242,10 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
             store.account_add(name, &a.domain)?;
         }
     }
+    // Signals before the ports open: a SIGTERM as soon as the port answers is a graceful
+    // stop, not the default action (death with the database unclosed).
+    let shutdown = Shutdown::new();
+    install_signals(Arc::clone(&shutdown))?;
     let bound = bind_all(&c)?;
     let control = crate::ctl::start(Arc::clone(&store))?;
     if let Some(b) = banner {
@@ -287,8 +291,6 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let flusher = crate::world::Flusher::spawn(Arc::clone(&world))?;
     let world: Arc<dyn rmox_driver::Answerer> = world;
     let queue = Arc::new(runner).spawn(workers)?;
-    let shutdown = Shutdown::new();
-    install_signals(Arc::clone(&shutdown))?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
