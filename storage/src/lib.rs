@@ -100,6 +100,9 @@ mod model;
 mod queue;
 mod store;
 mod tables;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 
 pub use backend::{MailStore, QueueChange};
 pub use backup::{verify, BackupReport, VerifyReport};

@@ -69,10 +69,38 @@ impl Store {
     /// the database, records the schema version or migrates an older one, and refuses a
     /// newer one ([`StoreError::SchemaTooNew`]). Only one process may open a data directory.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        // One syncfs per batch instead of one fsync per message file, where the platform
+        // has it and it works for this directory; `RMOX_STORAGE_FSYNC=file` keeps per-file
+        // fsyncs (for file systems where syncfs is slow because of unrelated traffic).
+        let per_file = std::env::var("RMOX_STORAGE_FSYNC").is_ok_and(|v| v == "file");
+        Store::open_with(data_dir, per_file, true, |p| Ok(Database::create(p)?))
+    }
+
+    /// Opens `data_dir` with its database on a custom redb storage backend (tests: crash
+    /// simulation; the database is not `index.db` then). `per_file_fsync` selects per-file
+    /// fsyncs instead of one `syncfs` per batch (without probing whether syncfs works).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn open_with_backend(
+        data_dir: &Path,
+        backend: impl redb::StorageBackend,
+        per_file_fsync: bool,
+    ) -> Result<Store, StoreError> {
+        Store::open_with(data_dir, per_file_fsync, false, move |_| {
+            Ok(redb::Builder::new().create_with_backend(backend)?)
+        })
+    }
+
+    fn open_with(
+        data_dir: &Path,
+        per_file: bool,
+        probe_syncfs: bool,
+        create: impl FnOnce(&Path) -> Result<Database, StoreError>,
+    ) -> Result<Store, StoreError> {
         files::ensure_dir(data_dir)?;
         files::ensure_dir(&data_dir.join(Area::Msg.dir_name()))?;
         files::ensure_dir(&data_dir.join(Area::Queue.dir_name()))?;
-        let db = Database::create(data_dir.join(DB_FILE))?;
+        let db = create(&data_dir.join(DB_FILE))?;
         let txn = db.begin_write()?;
         migrate(&txn)?;
         let counters = Arc::new(Counters::default());
@@ -92,12 +120,8 @@ impl Store {
         }
         txn.commit()?;
         let c = Arc::clone(&counters);
-        // One syncfs per batch instead of one fsync per message file, where the platform
-        // has it and it works for this directory; `RMOX_STORAGE_FSYNC=file` keeps per-file
-        // fsyncs (for file systems where syncfs is slow because of unrelated traffic).
-        let per_file = std::env::var("RMOX_STORAGE_FSYNC").is_ok_and(|v| v == "file");
-        let syncfs_root =
-            (!per_file && files::syncfs_works(data_dir)).then(|| data_dir.to_path_buf());
+        let syncfs_root = (!per_file && (!probe_syncfs || files::syncfs_works(data_dir)))
+            .then(|| data_dir.to_path_buf());
         let committer = Committer::new(
             Box::new(move |txn: &WriteTransaction| {
                 let mut meta = txn.open_table(META)?;
