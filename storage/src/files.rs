@@ -72,6 +72,8 @@ pub enum FileOp<'a> {
     Link(&'a Path, &'a Path),
     /// A directory entry is removed (if present).
     Remove(&'a Path),
+    /// An entry is renamed (`from` to `to`, replacing `to`).
+    Rename(&'a Path, &'a Path),
 }
 
 impl FileOp<'_> {
@@ -85,6 +87,7 @@ impl FileOp<'_> {
             | FileOp::Create(p, _)
             | FileOp::SyncData(p)
             | FileOp::Link(_, p)
+            | FileOp::Rename(_, p)
             | FileOp::Remove(p) => p,
         }
     }
@@ -217,6 +220,19 @@ pub(crate) fn link(
         Ok(()) => Ok(dir),
         Err(_) => write(root, area, to, bytes, sync),
     }
+}
+
+/// Renames `from` to `to` (replacing it); the caller fsyncs the directory.
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<(), StoreError> {
+    io(FileOp::Rename(from, to), || fs::rename(from, to))
+        .map_err(|e| StoreError::io("rename", from, e))
+}
+
+/// Creates an empty file (durably: the caller fsyncs the directory).
+#[cfg(feature = "testing")]
+pub(crate) fn create_empty(p: &Path) -> Result<(), StoreError> {
+    io(FileOp::Create(p, &[]), || File::create(p).map(|_| ()))
+        .map_err(|e| StoreError::io("create", p, e))
 }
 
 /// Reads the file for `id`.

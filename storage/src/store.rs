@@ -20,6 +20,9 @@ use crate::tables::*;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "index.db";
+/// The database while a new data directory is being created; renamed to [`DB_FILE`] once
+/// initialised, so that a crash during creation never leaves a half-written `index.db`.
+pub(crate) const DB_NEW: &str = "index.db.new";
 
 pub(crate) enum Db {
     Rw(Database),
@@ -73,7 +76,9 @@ impl Store {
         // has it and it works for this directory; `RMOX_STORAGE_FSYNC=file` keeps per-file
         // fsyncs (for file systems where syncfs is slow because of unrelated traffic).
         let per_file = std::env::var("RMOX_STORAGE_FSYNC").is_ok_and(|v| v == "file");
-        Store::open_with(data_dir, per_file, true, |p| Ok(Database::create(p)?))
+        Store::open_with(data_dir, per_file, true, false, |p| {
+            Ok(Database::create(p)?)
+        })
     }
 
     /// Opens `data_dir` with its database on a custom redb storage backend (tests: crash
@@ -86,7 +91,9 @@ impl Store {
         backend: impl redb::StorageBackend,
         per_file_fsync: bool,
     ) -> Result<Store, StoreError> {
-        Store::open_with(data_dir, per_file_fsync, false, move |_| {
+        // The backend holds the bytes; an empty file stands for its name (creation and
+        // rename as with a real file, which the crash simulation follows).
+        Store::open_with(data_dir, per_file_fsync, false, true, move |_| {
             Ok(redb::Builder::new().create_with_backend(backend)?)
         })
     }
@@ -95,12 +102,36 @@ impl Store {
         data_dir: &Path,
         per_file: bool,
         probe_syncfs: bool,
+        placeholder: bool,
         create: impl FnOnce(&Path) -> Result<Database, StoreError>,
     ) -> Result<Store, StoreError> {
         files::ensure_dir(data_dir)?;
         files::ensure_dir(&data_dir.join(Area::Msg.dir_name()))?;
         files::ensure_dir(&data_dir.join(Area::Queue.dir_name()))?;
-        let db = create(&data_dir.join(DB_FILE))?;
+        let db_file = data_dir.join(DB_FILE);
+        let db = if db_file.exists() {
+            create(&db_file)?
+        } else {
+            // A new data directory: create and initialise the database under a temporary
+            // name, then rename it into place. A crash before the rename leaves only the
+            // temporary file, replaced on the next start; redb refuses a half-created file.
+            let tmp = data_dir.join(DB_NEW);
+            files::remove(&tmp);
+            #[cfg(feature = "testing")]
+            if placeholder {
+                files::create_empty(&tmp)?;
+            }
+            #[cfg(not(feature = "testing"))]
+            let _ = placeholder;
+            let db = create(&tmp)?;
+            let txn = db.begin_write()?;
+            migrate(&txn)?;
+            txn.commit()?;
+            // The open database follows the rename (Unix semantics).
+            files::rename(&tmp, &db_file)?;
+            files::sync_dir(data_dir)?;
+            db
+        };
         let txn = db.begin_write()?;
         migrate(&txn)?;
         let counters = Arc::new(Counters::default());

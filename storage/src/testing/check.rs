@@ -63,8 +63,8 @@ impl Bytes<'_> {
 /// A message: its bytes follow from a seed and a length class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Msg {
-    seed: u8,
-    len: u8,
+    pub seed: u8,
+    pub len: u8,
 }
 
 impl Msg {
@@ -94,11 +94,11 @@ impl Msg {
 /// A queue recipient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rcpt {
-    to: u8,
-    sender: Option<u8>,
-    next: u8,
-    hold: bool,
-    is_dsn: bool,
+    pub to: u8,
+    pub sender: Option<u8>,
+    pub next: u8,
+    pub hold: bool,
+    pub is_dsn: bool,
 }
 
 impl Rcpt {
@@ -137,11 +137,11 @@ impl Rcpt {
 /// One delivery: account, mailbox, remote IP, MAIL FROM, received time (indexes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct To {
-    account: u8,
-    mailbox: u8,
-    ip: u8,
-    from: u8,
-    time: u8,
+    pub account: u8,
+    pub mailbox: u8,
+    pub ip: u8,
+    pub from: u8,
+    pub time: u8,
 }
 
 impl To {
@@ -345,14 +345,14 @@ pub fn kind(e: &StoreError) -> &'static str {
 /// A delivered message as observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeenMsg {
-    id: u64,
-    mailbox: String,
-    flags: Flags,
-    received: i64,
-    size: u64,
-    expunged: bool,
+    pub id: u64,
+    pub mailbox: String,
+    pub flags: Flags,
+    pub received: i64,
+    pub size: u64,
+    pub expunged: bool,
     /// `None` when expunged (reading fails).
-    bytes: Option<Vec<u8>>,
+    pub bytes: Option<Vec<u8>>,
 }
 
 /// Everything the checks compare.

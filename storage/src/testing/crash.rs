@@ -79,6 +79,23 @@ impl Crash {
         c
     }
 
+    /// A simulator that never crashes whose database starts as `db` (to open a crash
+    /// image without real fsyncs).
+    pub fn with_db(root: &Path, db: Vec<u8>) -> Crash {
+        let c = Crash::new(root, None);
+        {
+            let mut st = c.lock();
+            st.db_durable = db.clone();
+            st.db_written = db;
+        }
+        c
+    }
+
+    /// The database bytes as written.
+    pub fn db_written(&self) -> Vec<u8> {
+        self.lock().db_written.clone()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -131,21 +148,22 @@ impl Crash {
                 Node::Dir => std::fs::create_dir(&to).unwrap(),
                 Node::File(i) => {
                     let ino = &st.inodes[*i];
-                    let bytes = match image {
+                    let mut bytes = match image {
                         Image::Durable => &ino.durable,
                         Image::Written => &ino.written,
                     };
-                    std::fs::write(&to, bytes).unwrap();
+                    // The database's file (an empty stand-in under its current name)
+                    // holds the backend's bytes.
+                    if p.parent() == Some(data_dir) && is_db_name(p) {
+                        bytes = match image {
+                            Image::Durable => &st.db_durable,
+                            Image::Written => &st.db_written,
+                        };
+                    }
+                    write_sparse(&to, bytes);
                 }
             }
         }
-        let db = match image {
-            Image::Durable => &st.db_durable,
-            Image::Written => &st.db_written,
-        };
-        let dd = dest.join(data_dir.strip_prefix(&root).unwrap());
-        std::fs::create_dir_all(&dd).unwrap();
-        std::fs::write(dd.join(crate::DB_FILE), db).unwrap();
     }
 
     /// Checks that the modelled tree as written matches the real one under the root (the
@@ -231,9 +249,40 @@ impl Crash {
             FileOp::Remove(p) => {
                 st.written.remove(p);
             }
+            FileOp::Rename(from, to) => {
+                if let Some(n) = st.written.remove(from) {
+                    st.written.insert(to.to_path_buf(), n);
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Writes `bytes` leaving runs of zeros as holes (database images are mostly zeros).
+pub fn write_sparse(p: &Path, bytes: &[u8]) {
+    let f = std::fs::File::create(p).unwrap();
+    f.set_len(bytes.len() as u64).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        for (i, chunk) in bytes.chunks(4096).enumerate() {
+            if chunk.iter().any(|b| *b != 0) {
+                f.write_all_at(chunk, (i * 4096) as u64).unwrap();
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::Write;
+        let mut f = f;
+        f.write_all(bytes).unwrap();
+    }
+}
+
+fn is_db_name(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n == crate::DB_FILE || n == crate::store::DB_NEW)
 }
 
 fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
