@@ -121,3 +121,36 @@ fn crash_while_creating_the_database_recovers() {
         assert!(rep.points > 3, "{rep:?}");
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: std::env::var("RMOX_CRASH_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        ..Default::default()
+    })]
+
+    /// Random workloads (the model test's operations, reopen included) crashed at a random
+    /// I/O operation, in both fsync modes (the cargo-fuzz target `storage_crash`).
+    #[test]
+    fn random_workload_random_crash_point(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+        point in proptest::prelude::any::<u64>(),
+        per_file in proptest::prelude::any::<bool>(),
+    ) {
+        let ops = rmox_storage::testing::check::ops_from_bytes(&data);
+        if let Err(e) = check_crash_points(&ops, per_file, Some(point), 4) {
+            panic!("{e}\nops: {ops:#?}");
+        }
+    }
+}
+
+/// Three writers sharing group commits, crashed at every third I/O operation, in both
+/// fsync modes: acknowledged writes survive, deliveries are all or nothing.
+#[test]
+fn concurrent_writers_crash_points() {
+    for per_file in [false, true] {
+        let rep = rmox_storage::testing::points::check_concurrent_crash_points(per_file, 3, 6, 3)
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("{rep:?}");
+        assert!(rep.images > 20, "{rep:?}");
+    }
+}

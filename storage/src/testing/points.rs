@@ -12,6 +12,7 @@
 //! * [`crate::verify`] reports no problem (orphan files are allowed);
 //! * a new delivery and a new queue entry get fresh ids and verify stays clean.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use rmox_core::UnixTime;
@@ -33,6 +34,11 @@ pub struct Report {
     pub with_orphans: u64,
     /// Images opened with the real file backend (the others in memory).
     pub real_file_images: u64,
+    /// Images on which [`crate::verify`], run before the store was opened again (as an
+    /// operator would after a crash), reported problems; and the first such report.
+    pub raw_verify_problems: u64,
+    /// The first problem report of such a verify.
+    pub raw_verify_sample: Option<String>,
 }
 
 fn open(data: &Path, sim: &Crash, per_file_fsync: bool) -> Result<Store, String> {
@@ -110,7 +116,8 @@ impl Recovered {
     }
 }
 
-/// Crashes `ops` at every I/O operation (or only at `only`) and checks every image.
+/// Crashes `ops` at every I/O operation (or only at one, `1 + only % count`: fuzzers
+/// and proptests pick any number) and checks every image.
 /// Images are opened with the real file backend (real fsyncs) at every `real_every`-th
 /// crash point, in memory otherwise.
 pub fn check_crash_points(
@@ -151,7 +158,7 @@ pub fn check_crash_points(
         ..Report::default()
     };
     let points: Vec<u64> = match only {
-        Some(n) => vec![n],
+        Some(n) => vec![1 + n % total.max(1)],
         None => (1..=total).collect(),
     };
     for n in points {
@@ -187,6 +194,14 @@ pub fn check_crash_points(
             let (_img, dest) = temp_root();
             sim.write_image(image, &data, &dest);
             let ddata = dest.join("data");
+            // What an operator's `rmox verify` says before any start repaired the image.
+            let raw = crate::verify(&ddata);
+            if ddata.join(crate::DB_FILE).exists() && !raw.is_ok() {
+                rep.raw_verify_problems += 1;
+                if rep.raw_verify_sample.is_none() {
+                    rep.raw_verify_sample = Some(format!("{what}: {:?}", raw.problems));
+                }
+            }
             let real = n % real_every.max(1) == 0;
             let r = Recovered::open(&ddata, real).map_err(|e| format!("{what}: {e}"))?;
             let seen = observe(r.store()).map_err(|e| format!("{what}: observe: {e}"))?;
@@ -292,4 +307,213 @@ fn after_recovery(data: &Path, seen: &Observed, real: bool) -> Result<(), String
         return Err(format!("verify: {:?}", v.lines()));
     }
     Ok(())
+}
+
+/// What the concurrent workload acknowledged.
+#[derive(Debug, Default)]
+struct Acked {
+    /// Message ids and their bytes (each delivery went to two mailboxes in one commit).
+    messages: Vec<(u64, Vec<u8>)>,
+    /// Queue entry ids with their message bytes.
+    queued: Vec<(u64, Vec<u8>)>,
+    /// Entries whose retirement was acknowledged.
+    retired: BTreeSet<u64>,
+}
+
+/// The message of thread `t`, step `k`.
+fn concurrent_msg(t: usize, k: usize) -> Vec<u8> {
+    let mut v = format!("Subject: {t}-{k}\r\n\r\n").into_bytes();
+    v.resize(40 + (t * 977 + k * 131) % 3000, b'a' + (k % 26) as u8);
+    v
+}
+
+/// Runs the concurrent workload on a fresh store until it finishes or the crash stops it.
+fn concurrent_run(
+    data: &Path,
+    sim: &Crash,
+    per_file_fsync: bool,
+    threads: usize,
+    steps: usize,
+) -> Acked {
+    let acked = std::sync::Mutex::new(Acked::default());
+    let Ok(s) = Store::open_with_backend(data, sim.backend(), per_file_fsync) else {
+        return Acked::default();
+    };
+    if s.account_add("a", "example.org").is_err() || s.account_add("b", "example.org").is_err() {
+        return Acked::default();
+    }
+    let barrier = std::sync::Barrier::new(threads);
+    std::thread::scope(|sc| {
+        for t in 0..threads {
+            let (s, acked, barrier) = (&s, &acked, &barrier);
+            sc.spawn(move || {
+                barrier.wait();
+                for k in 0..steps {
+                    let m = concurrent_msg(t, k);
+                    if t == 0 && k % 2 == 1 {
+                        let r = |to: &str| QueueRecipient {
+                            sender_account: Some("a".into()),
+                            mail_from: "a@example.org".into(),
+                            recipient: to.into(),
+                            has_8bit: false,
+                            smtputf8: false,
+                            requiretls: RequireTls::Default,
+                            transport: None,
+                            next_attempt: UnixTime(1),
+                            queued: UnixTime(1),
+                            hold: false,
+                            dsn: Default::default(),
+                            is_dsn: false,
+                        };
+                        let Ok(ids) = s.queue_add(&m, vec![r("x@example.com"), r("y@example.com")])
+                        else {
+                            return;
+                        };
+                        acked
+                            .lock()
+                            .unwrap()
+                            .queued
+                            .extend(ids.iter().map(|i| (i.0, m.clone())));
+                        if s.queue_retire(
+                            ids[0],
+                            crate::Outcome::Delivered("250".into()),
+                            UnixTime(2),
+                        )
+                        .is_err()
+                        {
+                            return;
+                        }
+                        acked.lock().unwrap().retired.insert(ids[0].0);
+                        continue;
+                    }
+                    let to = |acc: &str| Delivery {
+                        account: acc.into(),
+                        mailbox: "Inbox".into(),
+                        message: &m,
+                        flags: Flags::default(),
+                        received: UnixTime(1),
+                        info: MessageInfo::default(),
+                    };
+                    let Ok(ids) = s.deliver_many(vec![to("a"), to("b")]) else {
+                        return;
+                    };
+                    acked
+                        .lock()
+                        .unwrap()
+                        .messages
+                        .extend(ids.iter().map(|i| (i.0, m.clone())));
+                }
+            });
+        }
+    });
+    drop(s);
+    acked.into_inner().unwrap()
+}
+
+/// Group commit under crashes: `threads` writers share commits (deliveries to two
+/// mailboxes, queue add and retire); crashed at every `stride`-th I/O operation of a
+/// probe run's count (batching varies between runs, so points beyond a run's end are
+/// skipped). Every acknowledged operation must be intact in both images, every delivery
+/// present in both mailboxes or in neither, and verify clean.
+pub fn check_concurrent_crash_points(
+    per_file_fsync: bool,
+    threads: usize,
+    steps: usize,
+    stride: u64,
+) -> Result<Report, String> {
+    let total = {
+        let (_tmp, root) = temp_root();
+        let sim = Crash::new(&root, None);
+        let _hook = super::register_file_hook(&root, std::sync::Arc::new(sim.clone()));
+        concurrent_run(&root.join("data"), &sim, per_file_fsync, threads, steps);
+        sim.ops()
+    };
+    let mut rep = Report {
+        points: total,
+        ..Report::default()
+    };
+    let mut n = 1;
+    while n <= total {
+        let (_tmp, root) = temp_root();
+        let data = root.join("data");
+        let sim = Crash::new(&root, Some(n));
+        let hook = super::register_file_hook(&root, std::sync::Arc::new(sim.clone()));
+        let acked = concurrent_run(&data, &sim, per_file_fsync, threads, steps);
+        drop(hook);
+        if !sim.crashed() {
+            n += stride;
+            continue;
+        }
+        for image in [Image::Durable, Image::Written] {
+            let what = format!(
+                "concurrent crash at I/O operation {n} (of about {total}), {image:?} image"
+            );
+            let (_img, dest) = temp_root();
+            sim.write_image(image, &data, &dest);
+            let ddata = dest.join("data");
+            let r = Recovered::open(&ddata, false).map_err(|e| format!("{what}: {e}"))?;
+            let s = r.store();
+            for (id, m) in &acked.messages {
+                match s.message_bytes(crate::MessageId(*id)) {
+                    Ok(b) if b == *m => {}
+                    other => {
+                        return Err(format!(
+                            "{what}: acknowledged message {id}: {:?}",
+                            other.map(|b| b.len())
+                        ))
+                    }
+                }
+            }
+            // All or nothing: each message is in both accounts or in neither.
+            let mut copies: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+            for acc in ["a", "b"] {
+                for rec in s.messages(acc).map_err(|e| format!("{what}: {e}"))? {
+                    let b = s
+                        .message_bytes(rec.id)
+                        .map_err(|e| format!("{what}: message {}: {e}", rec.id))?;
+                    *copies.entry(b).or_default() += 1;
+                }
+            }
+            if let Some((m, c)) = copies.iter().find(|(_, c)| **c != 2) {
+                return Err(format!(
+                    "{what}: a delivery is half visible ({c} copies of {:?})",
+                    String::from_utf8_lossy(&m[..20.min(m.len())])
+                ));
+            }
+            let retired: BTreeSet<u64> = s
+                .queue_retired(usize::MAX)
+                .map_err(|e| format!("{what}: {e}"))?
+                .into_iter()
+                .map(|r| r.entry.id.0)
+                .collect();
+            for (id, m) in &acked.queued {
+                let e = s
+                    .queue_get(crate::QueueId(*id))
+                    .map_err(|e| format!("{what}: {e}"))?;
+                match e {
+                    Some(_) if acked.retired.contains(id) => {
+                        return Err(format!("{what}: retired entry {id} still queued"))
+                    }
+                    Some(e) => {
+                        if s.queue_message(e.msg_id).ok().as_ref() != Some(m) {
+                            return Err(format!("{what}: queued message of entry {id} differs"));
+                        }
+                    }
+                    None if retired.contains(id) => {}
+                    None => return Err(format!("{what}: acknowledged queue entry {id} lost")),
+                }
+            }
+            r.close();
+            let v = crate::verify(&ddata);
+            if !v.is_ok() {
+                return Err(format!("{what}: verify: {:?}", v.lines()));
+            }
+            if !v.orphans.is_empty() {
+                rep.with_orphans += 1;
+            }
+            rep.images += 1;
+        }
+        n += stride;
+    }
+    Ok(rep)
 }
