@@ -39,6 +39,9 @@ pub struct VerifyReport {
     pub messages: u64,
     /// Queue entries checked.
     pub queue_entries: u64,
+    /// The database was not closed cleanly (a crash): the next start recovers it. The
+    /// checks ran on a recovered copy; the data directory was not changed.
+    pub needs_recovery: bool,
 }
 
 impl VerifyReport {
@@ -49,7 +52,13 @@ impl VerifyReport {
 
     /// The report as lines: problems first, then one line per orphan.
     pub fn lines(&self) -> Vec<String> {
-        let mut v = self.problems.clone();
+        let mut v = Vec::new();
+        if self.needs_recovery {
+            v.push(format!(
+                "{DB_FILE}: not closed cleanly (a crash); the next start recovers it (checked a recovered copy)"
+            ));
+        }
+        v.extend(self.problems.iter().cloned());
         for o in &self.orphans {
             v.push(format!("{}: orphan, safe to delete", o.display()));
         }
@@ -211,7 +220,9 @@ impl Store {
 /// Checks a data directory that no process has open for writing (a stopped server's, or a
 /// backup): the database opens and every record decodes; every stored message and queued
 /// message has its file with the recorded size; queue references, the due index and usage
-/// counters agree; files nobody references are listed as orphans (harmless).
+/// counters agree; files nobody references are listed as orphans (harmless). A database
+/// not closed cleanly (a crash) is checked on a recovered copy in the temporary directory
+/// and [`VerifyReport::needs_recovery`] is set: the next start recovers it, it is not damage.
 pub fn verify(data_dir: &Path) -> VerifyReport {
     let mut rep = VerifyReport::default();
     if let Err(e) = verify_into(data_dir, &mut rep) {
@@ -235,8 +246,53 @@ fn check_file(data_dir: &Path, area: Area, id: u64, size: u64, what: &str, rep: 
     }
 }
 
+/// A copy of a database that was not closed cleanly, recovered; removed when dropped.
+struct RecoveredCopy(PathBuf);
+
+impl RecoveredCopy {
+    fn new(db_file: &Path) -> Result<RecoveredCopy, StoreError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rmox-verify-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
+        let copy = RecoveredCopy(dir);
+        let p = copy.path();
+        fs::copy(db_file, &p).map_err(|e| StoreError::io("copy", db_file, e))?;
+        // Opening for writing runs redb's recovery (what the next start does).
+        drop(Database::create(&p)?);
+        Ok(copy)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.0.join(DB_FILE)
+    }
+}
+
+impl Drop for RecoveredCopy {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 fn verify_into(data_dir: &Path, rep: &mut VerifyReport) -> Result<(), StoreError> {
-    let store = Store::open_readonly(data_dir)?;
+    let mut _copy = None;
+    let store = match Store::open_readonly(data_dir) {
+        Ok(s) => s,
+        // Not closed cleanly: a read-only open cannot recover it; check a recovered copy
+        // and leave the data directory as it is.
+        Err(StoreError::Database(e)) if matches!(*e, redb::Error::RepairAborted) => {
+            rep.needs_recovery = true;
+            let copy = RecoveredCopy::new(&data_dir.join(DB_FILE))?;
+            let s = Store::open_readonly_db(&copy.path(), data_dir)?;
+            _copy = Some(copy);
+            s
+        }
+        Err(e) => return Err(e),
+    };
     let rtx = store.read()?;
     let mut accounts = BTreeSet::new();
     for row in rtx.open_table(ACCOUNTS)?.iter()? {
@@ -511,6 +567,53 @@ mod tests {
         // Not a data directory at all.
         let empty = tempfile::tempdir().unwrap();
         assert!(!verify(empty.path()).is_ok());
+    }
+
+    /// Found by the crash points: after a crash (the database not closed cleanly), verify
+    /// answered "verify stopped: database: Database repair aborted." and `rmox verifydata`
+    /// called the data directory damaged, though the next start recovers it. Verify now
+    /// checks a recovered copy and says recovery is due, without calling it damage.
+    #[test]
+    fn verify_after_a_crash_reports_recovery_not_damage() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("data");
+        let copy = d.path().join("crashed");
+        let s = Store::open(&src).unwrap();
+        s.account_add("a", "example.org").unwrap();
+        let id = s.deliver(delivery(b"one", 1)).unwrap();
+        // What a crash leaves: the files as they are while the store is open.
+        fs::create_dir_all(copy.join("msg")).unwrap();
+        fs::create_dir_all(copy.join("queue")).unwrap();
+        fs::copy(src.join(DB_FILE), copy.join(DB_FILE)).unwrap();
+        let f = files::path(&src, Area::Msg, id.0);
+        let to = files::path(&copy, Area::Msg, id.0);
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::copy(&f, &to).unwrap();
+        drop(s);
+        let db_before = fs::read(copy.join(DB_FILE)).unwrap();
+        let r = verify(&copy);
+        assert!(r.is_ok(), "{:?}", r.lines());
+        assert!(r.needs_recovery);
+        assert_eq!(r.messages, 1);
+        assert!(
+            r.lines()[0].contains("not closed cleanly"),
+            "{:?}",
+            r.lines()
+        );
+        // Verify changed nothing; a start recovers, and then all is clean.
+        assert_eq!(fs::read(copy.join(DB_FILE)).unwrap(), db_before);
+        let s = Store::open(&copy).unwrap();
+        assert_eq!(s.message_bytes(id).unwrap(), b"one");
+        drop(s);
+        let r = verify(&copy);
+        assert!(r.is_ok() && !r.needs_recovery, "{:?}", r.lines());
+        // A damaged copy is still damage, recovered or not.
+        let s = Store::open(&src).unwrap();
+        fs::copy(src.join(DB_FILE), copy.join(DB_FILE)).unwrap();
+        fs::remove_file(&to).unwrap();
+        let r = verify(&copy);
+        drop(s);
+        assert!(r.needs_recovery && !r.is_ok(), "{:?}", r.lines());
     }
 
     /// Backup while another thread keeps storing: the copy verifies clean, opens, and holds

@@ -37,7 +37,8 @@
 //!   entry only if its directory was fsynced or `syncfs`ed) and process crash (everything
 //!   written). Each must open, show exactly the state before or after the operation in
 //!   flight (message bytes, index counts, queue, retired entries, suppressions...), pass
-//!   [`verify`] (orphans allowed), and accept a new delivery and queue entry with fresh
+//!   [`verify`] before being opened again (it may say recovery is due) and after (orphans
+//!   allowed), and accept a new delivery and queue entry with fresh
 //!   ids. Both fsync modes (one `syncfs` per batch; per-file fsync). A proptest crashes
 //!   random workloads at random points. Not covered: torn or reordered writes inside one
 //!   redb write or one file write, data reaching disk before its sync in any order other

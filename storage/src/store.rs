@@ -175,7 +175,12 @@ impl Store {
     /// Opens an existing data directory read-only (for verify and inspection; no process may
     /// have it open for writing). Writes return [`StoreError::ReadOnly`].
     pub fn open_readonly(data_dir: &Path) -> Result<Store, StoreError> {
-        let db = ReadOnlyDatabase::open(data_dir.join(DB_FILE))?;
+        Store::open_readonly_db(&data_dir.join(DB_FILE), data_dir)
+    }
+
+    /// [`Store::open_readonly`] with the database at `db_file` (verify's recovered copy).
+    pub(crate) fn open_readonly_db(db_file: &Path, data_dir: &Path) -> Result<Store, StoreError> {
+        let db = ReadOnlyDatabase::open(db_file)?;
         let rtx = db.begin_read()?;
         let version = match rtx.open_table(META) {
             Ok(t) => t.get(K_VERSION)?.map(|g| g.value()).unwrap_or(1),
