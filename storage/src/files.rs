@@ -4,6 +4,7 @@
 //! Layout: `DATA/msg/<id / 4096 in hex>/<id>` for delivered messages and
 //! `DATA/queue/<id / 4096 in hex>/<id>` for queued ones.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -140,14 +141,30 @@ pub(crate) fn syncfs_works(dir: &Path) -> bool {
     return sync_fs(dir).is_ok();
 }
 
-/// Creates `dir` (and its parent) if needed, durably.
+/// Directories known to exist durably (their entries fsynced in their parents by this
+/// process). Existing is not enough: another thread may have created a directory and not
+/// yet fsynced its parent, and a file committed there would be lost with the directory on
+/// power loss (found by the crash-point tests).
+static DURABLE_DIRS: std::sync::Mutex<BTreeSet<PathBuf>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// Creates `dir` (and its parent) if needed, durably: returns once its entry (and its
+/// parents') is durable, even when another thread created it.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
-    if dir.is_dir() {
+    let lock = || DURABLE_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    // (Checked again: a directory removed since, e.g. a backup destination, is made anew.)
+    if lock().contains(dir) && dir.is_dir() {
+        return Ok(());
+    }
+    ensure_dir_locked(dir, &mut lock())
+}
+
+fn ensure_dir_locked(dir: &Path, known: &mut BTreeSet<PathBuf>) -> Result<(), StoreError> {
+    if known.contains(dir) && dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
         if !parent.is_dir() {
-            ensure_dir(parent)?;
+            ensure_dir_locked(parent, known)?;
         }
     }
     io(FileOp::CreateDir(dir), || match fs::create_dir(dir) {
@@ -155,9 +172,11 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
         r => r,
     })
     .map_err(|e| StoreError::io("create directory", dir, e))?;
+    // Also when it existed: a crashed process may have created it without the fsync.
     if let Some(parent) = dir.parent() {
         sync_dir(parent)?;
     }
+    known.insert(dir.to_path_buf());
     Ok(())
 }
 

@@ -154,3 +154,91 @@ fn concurrent_writers_crash_points() {
         assert!(rep.images > 20, "{rep:?}");
     }
 }
+
+/// Found by the concurrent crash points: a writer whose message needed a new shard
+/// directory (`msg/0`) found it already created by another writer that had not yet
+/// fsynced the parent (`msg`), wrote its file there, fsynced only the shard directory and
+/// committed. A power loss before the other writer's fsync lost the shard directory with
+/// the acknowledged message in it. Here a hook holds the creating writer just before that
+/// fsync while the second writer stores; the power-loss image taken once the second writer
+/// has its `Ok` must hold its message.
+#[test]
+fn message_in_a_shard_directory_not_yet_durable() {
+    use rmox_core::UnixTime;
+    use rmox_storage::testing::crash::{Crash, Image};
+    use rmox_storage::testing::{register_file_hook, FileHook, FileOp};
+    use rmox_storage::{Delivery, Flags, MessageInfo, Store};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
+
+    /// Holds the first fsync of `msg` (the parent of a new shard) until released.
+    struct Gate {
+        sim: Crash,
+        state: Mutex<(bool, bool, bool)>, // (armed, at gate, released)
+        cv: Condvar,
+    }
+    impl FileHook for Gate {
+        fn run(
+            &self,
+            op: &FileOp<'_>,
+            real: &mut dyn FnMut() -> std::io::Result<()>,
+        ) -> std::io::Result<()> {
+            if let FileOp::SyncDir(p) = op {
+                let mut st = self.state.lock().unwrap();
+                if st.0 && p.ends_with("msg") {
+                    st.0 = false;
+                    st.1 = true;
+                    self.cv.notify_all();
+                    // With the fix the other writer waits for this one: do not wait forever.
+                    let (g, _) = self
+                        .cv
+                        .wait_timeout_while(st, Duration::from_secs(2), |s| !s.2)
+                        .unwrap();
+                    drop(g);
+                }
+            }
+            self.sim.run(op, real)
+        }
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let data = root.join("data");
+    let sim = Crash::new(&root, None);
+    let gate = Arc::new(Gate {
+        sim: sim.clone(),
+        state: Mutex::new((false, false, false)),
+        cv: Condvar::new(),
+    });
+    let hook = register_file_hook(&root, gate.clone());
+    let s = Arc::new(Store::open_with_backend(&data, sim.backend(), true).unwrap());
+    s.account_add("a", "example.org").unwrap();
+    gate.state.lock().unwrap().0 = true;
+    let d = |m: &'static [u8]| Delivery {
+        account: "a".into(),
+        mailbox: "Inbox".into(),
+        message: m,
+        flags: Flags::default(),
+        received: UnixTime(1),
+        info: MessageInfo::default(),
+    };
+    let first = {
+        let s = Arc::clone(&s);
+        std::thread::spawn(move || s.deliver(d(b"first")).unwrap())
+    };
+    {
+        let st = gate.state.lock().unwrap();
+        drop(gate.cv.wait_while(st, |s| !s.1).unwrap());
+    }
+    let id = s.deliver(d(b"second")).unwrap();
+    // Power loss now: the second message was acknowledged.
+    let img = tempfile::tempdir().unwrap();
+    sim.write_image(Image::Durable, &data, img.path());
+    gate.state.lock().unwrap().2 = true;
+    gate.cv.notify_all();
+    first.join().unwrap();
+    drop(s);
+    drop(hook);
+    let r = Store::open(&img.path().join("data")).unwrap();
+    assert_eq!(r.message_bytes(id).unwrap(), b"second");
+}

@@ -249,6 +249,11 @@ fn after_recovery(data: &Path, seen: &Observed, real: bool) -> Result<(), String
     let s = r.store();
     let msg = b"Subject: after\r\n\r\nrecovery\r\n".to_vec();
     let has_a = seen.accounts.iter().any(|a| a.0 == ACCOUNTS[0]);
+    if has_a {
+        // (The workload may have set a quota.)
+        s.account_set_quota(ACCOUNTS[0], None)
+            .map_err(|e| e.to_string())?;
+    }
     let reqs = if has_a {
         vec![Delivery {
             account: ACCOUNTS[0].into(),
