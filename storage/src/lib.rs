@@ -19,6 +19,10 @@
 //!   worst an unreferenced file, which [`verify`] reports as "orphan, safe to delete". A new
 //!   data directory's database is created as `index.db.new` and renamed to `index.db` once
 //!   initialised, so a crash during the first start never leaves a half-written database.
+//!   A new shard directory's entry is fsynced in its parent before any file in it is
+//!   committed, whichever thread created it. After a crash, [`verify`] checks a recovered
+//!   copy of the database and says recovery is due ([`VerifyReport::needs_recovery`]);
+//!   the next start recovers it.
 //!
 //! # How the guarantees are tested
 //!
