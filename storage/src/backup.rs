@@ -41,7 +41,7 @@ pub struct VerifyReport {
     pub queue_entries: u64,
     /// The database was not closed cleanly (a crash): the next start recovers it. The
     /// checks ran on a recovered copy; the data directory was not changed.
-    pub needs_recovery: bool,
+    pub recovered: bool,
 }
 
 impl VerifyReport {
@@ -53,7 +53,7 @@ impl VerifyReport {
     /// The report as lines: problems first, then one line per orphan.
     pub fn lines(&self) -> Vec<String> {
         let mut v = Vec::new();
-        if self.needs_recovery {
+        if self.recovered {
             v.push(format!(
                 "{DB_FILE}: not closed cleanly (a crash); the next start recovers it (checked a recovered copy)"
             ));
@@ -222,7 +222,7 @@ impl Store {
 /// message has its file with the recorded size; queue references, the due index and usage
 /// counters agree; files nobody references are listed as orphans (harmless). A database
 /// not closed cleanly (a crash) is checked on a recovered copy in the temporary directory
-/// and [`VerifyReport::needs_recovery`] is set: the next start recovers it, it is not damage.
+/// and [`VerifyReport::recovered`] is set: the next start recovers it, it is not damage.
 pub fn verify(data_dir: &Path) -> VerifyReport {
     let mut rep = VerifyReport::default();
     if let Err(e) = verify_into(data_dir, &mut rep) {
@@ -285,7 +285,7 @@ fn verify_into(data_dir: &Path, rep: &mut VerifyReport) -> Result<(), StoreError
         // Not closed cleanly: a read-only open cannot recover it; check a recovered copy
         // and leave the data directory as it is.
         Err(StoreError::Database(e)) if matches!(*e, redb::Error::RepairAborted) => {
-            rep.needs_recovery = true;
+            rep.recovered = true;
             let copy = RecoveredCopy::new(&data_dir.join(DB_FILE))?;
             let s = Store::open_readonly_db(&copy.path(), data_dir)?;
             _copy = Some(copy);
@@ -593,7 +593,7 @@ mod tests {
         let db_before = fs::read(copy.join(DB_FILE)).unwrap();
         let r = verify(&copy);
         assert!(r.is_ok(), "{:?}", r.lines());
-        assert!(r.needs_recovery);
+        assert!(r.recovered);
         assert_eq!(r.messages, 1);
         assert!(
             r.lines()[0].contains("not closed cleanly"),
@@ -606,14 +606,14 @@ mod tests {
         assert_eq!(s.message_bytes(id).unwrap(), b"one");
         drop(s);
         let r = verify(&copy);
-        assert!(r.is_ok() && !r.needs_recovery, "{:?}", r.lines());
+        assert!(r.is_ok() && !r.recovered, "{:?}", r.lines());
         // A damaged copy is still damage, recovered or not.
         let s = Store::open(&src).unwrap();
         fs::copy(src.join(DB_FILE), copy.join(DB_FILE)).unwrap();
         fs::remove_file(&to).unwrap();
         let r = verify(&copy);
         drop(s);
-        assert!(r.needs_recovery && !r.is_ok(), "{:?}", r.lines());
+        assert!(r.recovered && !r.is_ok(), "{:?}", r.lines());
     }
 
     /// Backup while another thread keeps storing: the copy verifies clean, opens, and holds

@@ -21,7 +21,7 @@
 //!   initialised, so a crash during the first start never leaves a half-written database.
 //!   A new shard directory's entry is fsynced in its parent before any file in it is
 //!   committed, whichever thread created it. After a crash, [`verify`] checks a recovered
-//!   copy of the database and says recovery is due ([`VerifyReport::needs_recovery`]);
+//!   copy of the database and says recovery is due ([`VerifyReport::recovered`]);
 //!   the next start recovers it.
 //!
 //! # How the guarantees are tested

@@ -200,7 +200,7 @@ pub fn check_crash_points(
                 if !raw.is_ok() {
                     return Err(format!("{what}: verify before recovery: {:?}", raw.lines()));
                 }
-                if raw.needs_recovery {
+                if raw.recovered {
                     rep.needs_recovery += 1;
                 }
             }
