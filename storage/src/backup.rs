@@ -222,7 +222,9 @@ impl Store {
 /// Checks a data directory that no process has open for writing (a stopped server's, or a
 /// backup): the database opens and every record decodes; every stored message and queued
 /// message has its file with the recorded size; queue references, the due index and usage
-/// counters agree; files nobody references are listed as orphans (harmless).
+/// counters agree; files nobody references are listed as orphans (harmless). A database
+/// not closed cleanly (a crash) is checked on a recovered copy in the temporary directory
+/// and [`VerifyReport::recovered`] is set: the next start recovers it, it is not damage.
 pub fn verify(data_dir: &Path) -> VerifyReport {
     let mut rep = VerifyReport::default();
     let result = match Store::open_readonly(data_dir) {
@@ -567,6 +569,53 @@ mod tests {
         // Not a data directory at all.
         let empty = tempfile::tempdir().unwrap();
         assert!(!verify(empty.path()).is_ok());
+    }
+
+    /// Found by the crash points: after a crash (the database not closed cleanly), verify
+    /// answered "verify stopped: database: Database repair aborted." and `rmox verifydata`
+    /// called the data directory damaged, though the next start recovers it. Verify now
+    /// checks a recovered copy and says recovery is due, without calling it damage.
+    #[test]
+    fn verify_after_a_crash_reports_recovery_not_damage() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("data");
+        let copy = d.path().join("crashed");
+        let s = Store::open(&src).unwrap();
+        s.account_add("a", "example.org").unwrap();
+        let id = s.deliver(delivery(b"one", 1)).unwrap();
+        // What a crash leaves: the files as they are while the store is open.
+        fs::create_dir_all(copy.join("msg")).unwrap();
+        fs::create_dir_all(copy.join("queue")).unwrap();
+        fs::copy(src.join(DB_FILE), copy.join(DB_FILE)).unwrap();
+        let f = files::path(&src, Area::Msg, id.0);
+        let to = files::path(&copy, Area::Msg, id.0);
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::copy(&f, &to).unwrap();
+        drop(s);
+        let db_before = fs::read(copy.join(DB_FILE)).unwrap();
+        let r = verify(&copy);
+        assert!(r.is_ok(), "{:?}", r.lines());
+        assert!(r.recovered);
+        assert_eq!(r.messages, 1);
+        assert!(
+            r.lines()[0].contains("not closed cleanly"),
+            "{:?}",
+            r.lines()
+        );
+        // Verify changed nothing; a start recovers, and then all is clean.
+        assert_eq!(fs::read(copy.join(DB_FILE)).unwrap(), db_before);
+        let s = Store::open(&copy).unwrap();
+        assert_eq!(s.message_bytes(id).unwrap(), b"one");
+        drop(s);
+        let r = verify(&copy);
+        assert!(r.is_ok() && !r.recovered, "{:?}", r.lines());
+        // A damaged copy is still damage, recovered or not.
+        let s = Store::open(&src).unwrap();
+        fs::copy(src.join(DB_FILE), copy.join(DB_FILE)).unwrap();
+        fs::remove_file(&to).unwrap();
+        let r = verify(&copy);
+        drop(s);
+        assert!(r.recovered && !r.is_ok(), "{:?}", r.lines());
     }
 
     /// Backup while another thread keeps storing: the copy verifies clean, opens, and holds

@@ -4,6 +4,7 @@
 //! Layout: `DATA/msg/<id / 4096 in hex>/<id>` for delivered messages and
 //! `DATA/queue/<id / 4096 in hex>/<id>` for queued ones.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,17 +48,76 @@ pub(crate) fn parse_name(shard: &str, name: &str) -> Option<u64> {
 
 /// fsyncs a directory (makes entries created in it durable).
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io("sync directory", dir, e))
+    io(FileOp::SyncDir(dir), || {
+        File::open(dir).and_then(|d| d.sync_all())
+    })
+    .map_err(|e| StoreError::io("sync directory", dir, e))
+}
+
+/// One file-system operation of the store, as the `testing` feature's hooks see it (crash
+/// simulation: counting, failing from a crash point on, recording durability).
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
+pub enum FileOp<'a> {
+    /// A directory is created (if missing).
+    CreateDir(&'a Path),
+    /// A directory is fsynced: its entries become durable.
+    SyncDir(&'a Path),
+    /// The file system holding this directory is synced (`syncfs`): everything is durable.
+    SyncFs(&'a Path),
+    /// A new file (a new inode) is created with these bytes, not yet durable.
+    Create(&'a Path, &'a [u8]),
+    /// A file's data is fsynced.
+    SyncData(&'a Path),
+    /// A hard link `to` of `from` is created.
+    Link(&'a Path, &'a Path),
+    /// A directory entry is removed (if present).
+    Remove(&'a Path),
+    /// An entry is renamed (`from` to `to`, replacing `to`).
+    Rename(&'a Path, &'a Path),
+}
+
+impl FileOp<'_> {
+    /// The path the operation is about (for links, the new one).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub fn path(&self) -> &Path {
+        match self {
+            FileOp::CreateDir(p)
+            | FileOp::SyncDir(p)
+            | FileOp::SyncFs(p)
+            | FileOp::Create(p, _)
+            | FileOp::SyncData(p)
+            | FileOp::Link(_, p)
+            | FileOp::Rename(_, p)
+            | FileOp::Remove(p) => p,
+        }
+    }
+}
+
+/// Runs `f`, the real operation `op`; with the `testing` feature, through the hook
+/// registered for the path, if any (which may fail it, skip it, or record it).
+fn io(op: FileOp<'_>, f: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
+    #[cfg(feature = "testing")]
+    if let Some(h) = crate::testing::file_hook(op.path()) {
+        let mut f = Some(f);
+        return h.run(&op, &mut || f.take().map_or(Ok(()), |f| f()));
+    }
+    #[cfg(not(feature = "testing"))]
+    let _ = op;
+    f()
 }
 
 /// Makes everything written to `dir`'s file system durable: file data and directory
 /// entries (Linux `syncfs`, which reports writeback errors since 5.8).
 #[cfg(target_os = "linux")]
 pub(crate) fn sync_fs(dir: &Path) -> Result<(), StoreError> {
-    let d = File::open(dir).map_err(|e| StoreError::io("open for syncfs", dir, e))?;
-    rustix::fs::syncfs(&d).map_err(|e| StoreError::io("syncfs", dir, std::io::Error::from(e)))
+    io(FileOp::SyncFs(dir), || sync_fs_now(dir)).map_err(|e| StoreError::io("syncfs", dir, e))
+}
+
+#[cfg(target_os = "linux")]
+fn sync_fs_now(dir: &Path) -> std::io::Result<()> {
+    let d = File::open(dir)?;
+    rustix::fs::syncfs(&d).map_err(std::io::Error::from)
 }
 
 /// Other systems have no `syncfs`: never called, since [`syncfs_works`] says no and the
@@ -75,29 +135,55 @@ pub(crate) fn sync_fs(dir: &Path) -> Result<(), StoreError> {
 /// Whether `syncfs` works for `dir` (probed once when a store opens); false where the
 /// platform has none.
 pub(crate) fn syncfs_works(dir: &Path) -> bool {
-    sync_fs(dir).is_ok()
+    #[cfg(target_os = "linux")]
+    return sync_fs_now(dir).is_ok();
+    #[cfg(not(target_os = "linux"))]
+    return sync_fs(dir).is_ok();
 }
 
-/// Creates `dir` (and its parent) if needed, durably.
+/// Directories known to exist durably (their entries fsynced in their parents by this
+/// process). Existing is not enough: another thread may have created a directory and not
+/// yet fsynced its parent, and a file committed there would be lost with the directory on
+/// power loss (found by the crash-point tests).
+static DURABLE_DIRS: std::sync::Mutex<BTreeSet<PathBuf>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// Creates `dir` (and its parent) if needed, durably: returns once its entry (and its
+/// parents') is durable, even when another thread created it.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
+    let lock = || DURABLE_DIRS.lock().unwrap_or_else(|e| e.into_inner());
     // A relative path's last parent is "": the current directory, which exists.
-    if dir.as_os_str().is_empty() || dir.is_dir() {
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    // (Checked again: a directory removed since, e.g. a backup destination, is made anew.)
+    if lock().contains(dir) && dir.is_dir() {
+        return Ok(());
+    }
+    ensure_dir_locked(dir, &mut lock())
+}
+
+fn ensure_dir_locked(dir: &Path, known: &mut BTreeSet<PathBuf>) -> Result<(), StoreError> {
+    if dir.as_os_str().is_empty() || (known.contains(dir) && dir.is_dir()) {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
         if !parent.as_os_str().is_empty() && !parent.is_dir() {
-            ensure_dir(parent)?;
+            ensure_dir_locked(parent, known)?;
         }
     }
-    match private_dir_builder().create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(StoreError::io("create directory", dir, e)),
-    }
+    io(FileOp::CreateDir(dir), || {
+        match private_dir_builder().create(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            r => r,
+        }
+    })
+    .map_err(|e| StoreError::io("create directory", dir, e))?;
+    // Also when it existed: a crashed process may have created it without the fsync.
     match dir.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent)?,
         _ => sync_dir(Path::new("."))?,
     }
+    known.insert(dir.to_path_buf());
     Ok(())
 }
 
@@ -141,20 +227,29 @@ pub(crate) fn write(
     // An id allocated but never committed before a crash is handed out again after the
     // restart, and its orphan file may be a hard link shared with another orphan whose id
     // is reused too: never write into an existing inode, always make a new one.
-    match fs::remove_file(&p) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StoreError::io("remove stale", &p, e)),
-    }
-    let mut f = private_file_options()
-        .write(true)
-        .create_new(true)
-        .open(&p)
-        .map_err(|e| StoreError::io("create", &p, e))?;
-    f.write_all(bytes)
-        .map_err(|e| StoreError::io("write", &p, e))?;
+    io(FileOp::Remove(&p), || match fs::remove_file(&p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    })
+    .map_err(|e| StoreError::io("remove stale", &p, e))?;
+    let mut file = None;
+    io(FileOp::Create(&p, bytes), || {
+        let mut f = private_file_options()
+            .write(true)
+            .create_new(true)
+            .open(&p)?;
+        f.write_all(bytes)?;
+        file = Some(f);
+        Ok(())
+    })
+    .map_err(|e| StoreError::io("create", &p, e))?;
     if sync {
-        f.sync_data().map_err(|e| StoreError::io("sync", &p, e))?;
+        io(FileOp::SyncData(&p), || match &file {
+            Some(f) => f.sync_data(),
+            // A hook that skipped the creation (tests only): reopen to sync.
+            None => File::open(&p).and_then(|f| f.sync_data()),
+        })
+        .map_err(|e| StoreError::io("sync", &p, e))?;
     }
     Ok(dir)
 }
@@ -172,11 +267,25 @@ pub(crate) fn link(
     let dir = shard_dir(root, area, to);
     ensure_dir(&dir)?;
     let dst = dir.join(to.to_string());
-    let _ = fs::remove_file(&dst);
-    match fs::hard_link(path(root, area, from), &dst) {
+    remove(&dst);
+    let src = path(root, area, from);
+    match io(FileOp::Link(&src, &dst), || fs::hard_link(&src, &dst)) {
         Ok(()) => Ok(dir),
         Err(_) => write(root, area, to, bytes, sync),
     }
+}
+
+/// Renames `from` to `to` (replacing it); the caller fsyncs the directory.
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<(), StoreError> {
+    io(FileOp::Rename(from, to), || fs::rename(from, to))
+        .map_err(|e| StoreError::io("rename", from, e))
+}
+
+/// Creates an empty file (durably: the caller fsyncs the directory).
+#[cfg(feature = "testing")]
+pub(crate) fn create_empty(p: &Path) -> Result<(), StoreError> {
+    io(FileOp::Create(p, &[]), || File::create(p).map(|_| ()))
+        .map_err(|e| StoreError::io("create", p, e))
 }
 
 /// Reads the file for `id`.
@@ -187,7 +296,10 @@ pub(crate) fn read(root: &Path, area: Area, id: u64) -> Result<Vec<u8>, StoreErr
 
 /// Removes a file, ignoring "not found".
 pub(crate) fn remove(p: &Path) {
-    let _ = fs::remove_file(p);
+    let _ = io(FileOp::Remove(p), || match fs::remove_file(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    });
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ use crate::tables::*;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "index.db";
+/// The database while a new data directory is being created; renamed to [`DB_FILE`] once
+/// initialised, so that a crash during creation never leaves a half-written `index.db`.
+pub(crate) const DB_NEW: &str = "index.db.new";
 
 pub(crate) enum Db {
     Rw(Database),
@@ -69,16 +72,71 @@ impl Store {
     /// the database, records the schema version or migrates an older one, and refuses a
     /// newer one ([`StoreError::SchemaTooNew`]). Only one process may open a data directory.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        // One syncfs per batch instead of one fsync per message file, where the platform
+        // has it and it works for this directory; `RMOX_STORAGE_FSYNC=file` keeps per-file
+        // fsyncs (for file systems where syncfs is slow because of unrelated traffic).
+        let per_file = std::env::var("RMOX_STORAGE_FSYNC").is_ok_and(|v| v == "file");
+        Store::open_with(data_dir, per_file, true, false, |p| {
+            Ok(Database::create(p)?)
+        })
+    }
+
+    /// Opens `data_dir` with its database on a custom redb storage backend (tests: crash
+    /// simulation; the database is not `index.db` then). `per_file_fsync` selects per-file
+    /// fsyncs instead of one `syncfs` per batch (without probing whether syncfs works).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn open_with_backend(
+        data_dir: &Path,
+        backend: impl redb::StorageBackend,
+        per_file_fsync: bool,
+    ) -> Result<Store, StoreError> {
+        // The backend holds the bytes; an empty file stands for its name (creation and
+        // rename as with a real file, which the crash simulation follows).
+        Store::open_with(data_dir, per_file_fsync, false, true, move |_| {
+            Ok(redb::Builder::new().create_with_backend(backend)?)
+        })
+    }
+
+    fn open_with(
+        data_dir: &Path,
+        per_file: bool,
+        probe_syncfs: bool,
+        placeholder: bool,
+        create: impl FnOnce(&Path) -> Result<Database, StoreError>,
+    ) -> Result<Store, StoreError> {
         files::ensure_dir(data_dir)?;
         files::ensure_dir(&data_dir.join(Area::Msg.dir_name()))?;
         files::ensure_dir(&data_dir.join(Area::Queue.dir_name()))?;
-        let db = Database::create(data_dir.join(DB_FILE))?;
+        let db_file = data_dir.join(DB_FILE);
+        let db = if db_file.exists() {
+            create(&db_file)?
+        } else {
+            // A new data directory: create and initialise the database under a temporary
+            // name, then rename it into place. A crash before the rename leaves only the
+            // temporary file, replaced on the next start; redb refuses a half-created file.
+            let tmp = data_dir.join(DB_NEW);
+            files::remove(&tmp);
+            #[cfg(feature = "testing")]
+            if placeholder {
+                files::create_empty(&tmp)?;
+            }
+            #[cfg(not(feature = "testing"))]
+            let _ = placeholder;
+            let db = create(&tmp)?;
+            let txn = db.begin_write()?;
+            migrate(&txn)?;
+            txn.commit()?;
+            // The open database follows the rename (Unix semantics).
+            files::rename(&tmp, &db_file)?;
+            files::sync_dir(data_dir)?;
+            db
+        };
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let p = data_dir.join(DB_FILE);
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| StoreError::io("set permissions", &p, e))?;
+            std::fs::set_permissions(&db_file, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| StoreError::io("set permissions", &db_file, e))?;
         }
         let txn = db.begin_write()?;
         migrate(&txn)?;
@@ -99,12 +157,8 @@ impl Store {
         }
         txn.commit()?;
         let c = Arc::clone(&counters);
-        // One syncfs per batch instead of one fsync per message file, where the platform
-        // has it and it works for this directory; `RMOX_STORAGE_FSYNC=file` keeps per-file
-        // fsyncs (for file systems where syncfs is slow because of unrelated traffic).
-        let per_file = std::env::var("RMOX_STORAGE_FSYNC").is_ok_and(|v| v == "file");
-        let syncfs_root =
-            (!per_file && files::syncfs_works(data_dir)).then(|| data_dir.to_path_buf());
+        let syncfs_root = (!per_file && (!probe_syncfs || files::syncfs_works(data_dir)))
+            .then(|| data_dir.to_path_buf());
         let committer = Committer::new(
             Box::new(move |txn: &WriteTransaction| {
                 let mut meta = txn.open_table(META)?;
@@ -127,7 +181,12 @@ impl Store {
     /// Opens an existing data directory read-only (for verify and inspection; no process may
     /// have it open for writing). Writes return [`StoreError::ReadOnly`].
     pub fn open_readonly(data_dir: &Path) -> Result<Store, StoreError> {
-        let db = ReadOnlyDatabase::open(data_dir.join(DB_FILE))?;
+        Store::open_readonly_db(&data_dir.join(DB_FILE), data_dir)
+    }
+
+    /// [`Store::open_readonly`] with the database at `db_file` (verify's recovered copy).
+    pub(crate) fn open_readonly_db(db_file: &Path, data_dir: &Path) -> Result<Store, StoreError> {
+        let db = ReadOnlyDatabase::open(db_file)?;
         let rtx = db.begin_read()?;
         let version = match rtx.open_table(META) {
             Ok(t) => t.get(K_VERSION)?.map(|g| g.value()).unwrap_or(1),
