@@ -286,9 +286,18 @@ impl Server {
         }
     }
 
-    /// SIGKILL (no chance to clean up), waiting for the process to be gone.
+    /// SIGKILL (no chance to clean up), waiting for the process to be gone and its port to
+    /// be released: after a SIGKILL the kernel tears down an io_uring instance (glommio)
+    /// asynchronously, and until then the listening socket it references still accepts.
     pub fn kill_hard(&mut self) {
         self.kill();
+        let addr = SocketAddr::from((self.ip, self.probe_port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The process id of the running server.
