@@ -61,6 +61,8 @@ else
     mapfile -t TARGETS < <(cargo fuzz list)
 fi
 
+# The commit the targets are built from (with local changes, if any).
+COMMIT=$(git -C "$FUZZ_DIR" describe --always --dirty 2>/dev/null || echo '?')
 mkdir -p "$WORK"
 echo "building ${#TARGETS[@]} targets (sanitizer $SAN)..." >&2
 for t in "${TARGETS[@]}"; do
@@ -173,7 +175,7 @@ for t in "${TARGETS[@]}"; do
 done
 
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), budget: ${SECS}s per target, sanitizer: $SAN," \
-    "commit: $(git -C "$FUZZ_DIR" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    "built from: $COMMIT"
 echo
 echo "| target | executions | cov | ft | corpus | crashes |"
 echo "|---|---|---|---|---|---|"
