@@ -618,7 +618,12 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let mut c: Config = toml::from_str(text).map_err(|e| {
-            let msg = e.message().replace('\n', " ");
+            let mut msg = e.message().trim().replace('\n', " ");
+            if msg.is_empty() {
+                // toml gives no message for some errors, e.g. a control character in a
+                // comment.
+                msg = "invalid TOML (a control character?)".into();
+            }
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
@@ -1507,6 +1512,18 @@ mailbox = "Postmaster"
         Config::parse(&text, Path::new("/etc/rmox/rmox.toml"))
     }
 
+    /// A control character in a comment gave an error without a problem
+    /// ("rmox.toml: line 2: " and nothing more); found by the `config_parse` fuzz target.
+    #[test]
+    fn control_character_error_says_something() {
+        let e = Config::parse(
+            "hostname = \"mox.example\"\n# a\u{4}\0b\n",
+            Path::new("rmox.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "line 2");
+        assert!(!e.problem.is_empty(), "{e:?}");
+    }
     #[test]
     fn example_is_valid() {
         let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();

@@ -19,7 +19,8 @@
 //!
 //! Not refused: missing or unterminated close delimiters, bad encodings (base64,
 //! quoted-printable, encoded words), 8-bit or NUL bytes, unknown content types, missing
-//! From/Date/Message-Id (checked separately on submission).
+//! From/Date/Message-Id (checked separately on submission), and a multipart message the
+//! MIME parser gives up on (mail-parser panics on some; rule 3 is then not checked).
 
 /// Offset of the body: just after the first empty line (`CRLF CRLF`, or a message that
 /// starts with `CRLF`). `None` when there is no header/body separator.
@@ -103,7 +104,7 @@ pub fn has_field(header: &[u8], name: &str) -> bool {
 /// The addresses in the From field(s) (addr-spec only, display names dropped), as written.
 pub fn from_addresses(header: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
-    let Some(parsed) = mail_parser::MessageParser::new().parse_headers(header) else {
+    let Some(parsed) = no_panic(|| mail_parser::MessageParser::new().parse_headers(header)) else {
         return out;
     };
     if let Some(from) = parsed.from() {
@@ -124,7 +125,7 @@ pub fn first_part<T, E>(
     msg: &[u8],
     mut parse: impl FnMut(&[u8]) -> Option<Result<T, E>>,
 ) -> Option<Result<T, E>> {
-    let parsed = mail_parser::MessageParser::default().parse(msg)?;
+    let parsed = parse_mime(msg)?;
     let mut first_err = None;
     for part in parsed.parts.iter().filter(|p| !p.is_multipart()) {
         match parse(part.contents()) {
@@ -195,9 +196,10 @@ pub fn check_structure(msg: &[u8]) -> Result<(), Malformed> {
     if !multipart {
         return Ok(());
     }
-    let Some(parsed) = mail_parser::MessageParser::default().parse(msg) else {
+    let Some(parsed) = parse_mime(msg) else {
         // mail-parser finds no header at all: only a message that starts with the
-        // separator, whose empty header is valid here.
+        // separator, whose empty header is valid here. Or mail-parser panicked (see
+        // `parse_mime`): the MIME structure cannot be checked, and real mail passes.
         return Ok(());
     };
     for part in &parsed.parts {
@@ -219,6 +221,20 @@ pub fn check_structure(msg: &[u8]) -> Result<(), Malformed> {
         }
     }
     Ok(())
+}
+
+/// Runs mail-parser, turning a panic of it into `None`: mail-parser 0.11.9 panics
+/// ("Invalid part ID, could not find multipart.") on some messages with `message/rfc822`
+/// parts (found by the `message_structure` fuzz target; regression tests
+/// `mail_parser_panic_*`), and a peer's message must never panic the server. The panic
+/// hook still runs (a line on stderr); the caller sees a message that does not parse.
+fn no_panic<T>(parse: impl FnOnce() -> Option<T> + std::panic::UnwindSafe) -> Option<T> {
+    std::panic::catch_unwind(parse).ok().flatten()
+}
+
+/// The whole-message parse of [`first_part`] and [`check_structure`], panic-free.
+fn parse_mime(msg: &[u8]) -> Option<mail_parser::Message<'_>> {
+    no_panic(|| mail_parser::MessageParser::default().parse(msg))
 }
 
 /// The lines of `s`, split at CRLF only (a bare LF stays inside its line).
@@ -433,5 +449,34 @@ mod tests {
         let h = b"From: \"Mjl\" <mjl@mox.example>\r\nTo: x@y\r\n\r\n";
         assert_eq!(from_addresses(h), vec!["mjl@mox.example".to_string()]);
         assert!(from_addresses(b"Subject: x\r\n\r\n").is_empty());
+    }
+
+    /// The message the `message_structure` fuzz target found (minimized): a `message/rfc822`
+    /// part whose header ends with a bare LF and holds another `message/rfc822`.
+    const MAIL_PARSER_PANIC: &[u8] = b"8ach\0\nContent-Type: multipart/mxed; boundary=\"BOUND\"\r\n\r\n--BOUND\r\nContent-Type: message/rfc822\r\n\nContent-Type: message/rfc822\r\n64\r\n\r\n\r\n--BOUND--UN";
+
+    /// The same body behind a valid header, so that `check_structure` gets to the parse.
+    const MAIL_PARSER_PANIC_VALID_HEADER: &[u8] = b"X: y\r\nContent-Type: multipart/mxed; boundary=\"BOUND\"\r\n\r\n--BOUND\r\nContent-Type: message/rfc822\r\n\nContent-Type: message/rfc822\r\n64\r\n\r\n\r\n--BOUND--UN";
+
+    /// mail-parser 0.11.9 panicked ("Invalid part ID, could not find multipart.") inside
+    /// `check_structure`, which runs on every message after DATA: any SMTP peer could
+    /// panic the server session. The panic is now caught and the message passes (its MIME
+    /// structure cannot be checked).
+    #[test]
+    fn mail_parser_panic_check_structure() {
+        assert_eq!(check_structure(MAIL_PARSER_PANIC_VALID_HEADER), Ok(()));
+        assert_eq!(
+            check_structure(MAIL_PARSER_PANIC),
+            Err(Malformed::HeaderLine(1))
+        );
+    }
+
+    /// The same mail-parser panic inside `first_part`, which the DMARC and TLS report
+    /// readers run on incoming report messages: now "does not parse" (`None`).
+    #[test]
+    fn mail_parser_panic_first_part() {
+        for m in [MAIL_PARSER_PANIC, MAIL_PARSER_PANIC_VALID_HEADER] {
+            assert!(first_part(m, |p| Some(Ok::<usize, ()>(p.len()))).is_none());
+        }
     }
 }

@@ -61,7 +61,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let d = Delivery {
         mail_from: from,
-        recipients: vec![(to.clone(), RcptParams::default()), (to, RcptParams::default())],
+        recipients: vec![
+            (to.clone(), RcptParams::default()),
+            (to, RcptParams::default()),
+        ],
         params: MailParams::default(),
         message: Arc::from(&b"Subject: x\r\n\r\n.body\r\n"[..]),
         needs: Needs {
