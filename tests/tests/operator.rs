@@ -221,12 +221,45 @@ checks_timeout_secs = 1
     srv.stop_clean();
 }
 
+/// mail-parser panicked on some nested message/rfc822 multiparts with a bare LF, and the
+/// server ran it on every message after DATA: any client could panic a session (found by the
+/// message_structure fuzz target). The message is answered and the server keeps serving.
+fn mail_parser_panic_input_is_answered(rt: &str) {
+    let dir = TempDir::new(&format!("mpanic-{rt}"));
+    let ip = unique_ip();
+    write_config(&dir, ip, "data", "");
+    let mut srv = Server::serve(rt, dir, ip, SMTP);
+    let mut c = srv.connect(SMTP);
+    c.expect(220);
+    c.expect_cmd("EHLO client.example", 250);
+    c.expect_cmd("MAIL FROM:<remote@example.org>", 250);
+    c.expect_cmd("RCPT TO:<mjl@mox.example>", 250);
+    c.expect_cmd("DATA", 354);
+    c.send(b"X: y\r\nContent-Type: multipart/mxed; boundary=\"BOUND\"\r\n\r\n--BOUND\r\nContent-Type: message/rfc822\r\n\nContent-Type: message/rfc822\r\n64\r\n\r\n\r\n--BOUND--UN\r\n.\r\n");
+    match c.reply() {
+        ReplyOrClose::Reply(code, text) => assert!(code == 250 || code >= 500, "{code} {text}"),
+        ReplyOrClose::Closed => panic!("connection dropped after DATA:\n{}", srv.stderr()),
+    }
+    c.expect_cmd("NOOP", 250);
+    c.shutdown();
+    for _ in 0..3 {
+        let mut c = srv.connect(SMTP);
+        c.expect(220);
+        c.shutdown();
+    }
+    srv.stop_clean();
+}
+
 macro_rules! suite {
     ($($rt:ident),*) => {$(
         mod $rt {
             #[test]
             fn second_server_on_same_address_fails() {
                 super::second_server_on_same_address_fails(stringify!($rt))
+            }
+            #[test]
+            fn mail_parser_panic_input_is_answered() {
+                super::mail_parser_panic_input_is_answered(stringify!($rt))
             }
             #[test]
             fn unanswered_checks_get_451() {
