@@ -16,6 +16,7 @@ use rmox_core::client::{
     ClientConfig, ClientError, ClientSession, Credentials, Delivery, ErrorKind, Event, Extensions,
     Input, Needs, Outcome, Output, Stage, TlsMode, Verify,
 };
+use rmox_core::delivery::is_connection_level;
 use rmox_core::dns::{Lookup, LookupResult, Record, RecordType};
 use rmox_core::queue::{
     AttemptResult, Failure, MxOptions, MxPlan, MxVerdict, SmtpAuth, SmtpTls, Transport,
@@ -461,13 +462,6 @@ fn connection_failure(end: SessionEnd) -> SessionEnd {
         },
         f => f,
     }
-}
-
-/// Whether a failed session failed at the connection level (greeting, TLS) rather than in
-/// the conversation about this message: other addresses and hosts are still worth trying.
-fn is_connection_level(e: &ClientError) -> bool {
-    matches!(e.stage, Stage::Connect | Stage::Greeting | Stage::StartTls)
-        || matches!(e.kind, ErrorKind::Tls(_))
 }
 
 fn connect_failure(host: &str, addr: SocketAddr, e: impl std::fmt::Display) -> AttemptResult {

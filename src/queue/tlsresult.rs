@@ -2,7 +2,7 @@
 //! history and stored as [`ReportKind::TlsResult`](rmox_storage::ReportKind) records
 //! (one JSON object per connection, counts of 1, aggregated when TLS reports are made).
 
-use rmox_core::client::{ClientError, ErrorKind, Stage, TlsMode};
+use rmox_core::client::{ClientError, ErrorKind, Stage};
 use rmox_core::tls::TlsInfo;
 
 /// The policy a connection was made under (RFC 8460 `policy-type`). Delivery applies no
@@ -68,35 +68,8 @@ pub struct TlsAttempt {
     pub result: TlsResult,
 }
 
-/// The name of a STARTTLS mode (`implicit` for TLS around the socket).
-pub fn mode_name(mode: TlsMode, implicit: bool) -> &'static str {
-    if implicit {
-        return "implicit";
-    }
-    match mode {
-        TlsMode::Skip => "skip",
-        TlsMode::Opportunistic => "opportunistic",
-        TlsMode::RequiredStartTls => "required",
-    }
-}
-
-/// The RFC 8460 result type of a TLS error message.
-pub fn result_type(detail: &str) -> &'static str {
-    if detail.contains("STARTTLS refused") {
-        "starttls-not-supported"
-    } else if detail.contains("NotValidForName") {
-        "certificate-host-mismatch"
-    } else if detail.contains("Expired") {
-        "certificate-expired"
-    } else if detail.contains("UnknownIssuer")
-        || detail.contains("BadSignature")
-        || detail.contains("not trusted")
-    {
-        "certificate-not-trusted"
-    } else {
-        "validation-failure"
-    }
-}
+// One implementation of each, in core's delivery machine (the one delivery will use).
+pub use rmox_core::delivery::{mode_name, result_type};
 
 /// The TLS result of a connection: `info` when the handshake completed, else from the
 /// error that ended it. `None` when the connection ended before TLS could be tried (a
