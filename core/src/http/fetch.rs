@@ -29,6 +29,7 @@ use super::codec::{
     encode_request, parse_response, BodyDecoder, Header, HttpError, Limits, RequestHead,
     ResponseHead,
 };
+use super::Response;
 use crate::time::Now;
 use crate::timer::TimerTable;
 use crate::tls::{TlsError, TlsLayer};
@@ -106,24 +107,6 @@ impl FetchRequest {
             headers: vec![Header::new("Content-Type", content_type)],
             body,
         }
-    }
-}
-
-/// A response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Response {
-    /// The status code (3xx included: redirects are not followed).
-    pub status: u16,
-    /// The header fields.
-    pub headers: Vec<Header>,
-    /// The decoded body.
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    /// The `Content-Type` header, if present.
-    pub fn content_type(&self) -> Option<&str> {
-        super::codec::header(&self.headers, "content-type")
     }
 }
 
