@@ -31,11 +31,16 @@ fn cas() -> &'static (Ca, Ca) {
 
 /// A server config for `name` with a leaf signed by `ca`.
 fn server_for(ca: &Ca, name: &str) -> Arc<rustls::ServerConfig> {
+    server_with(
+        ca,
+        rcgen::CertificateParams::new(vec![name.to_string()]).unwrap(),
+    )
+}
+
+/// A server config with a leaf made from `params`, signed by `ca`.
+fn server_with(ca: &Ca, params: rcgen::CertificateParams) -> Arc<rustls::ServerConfig> {
     let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec![name.to_string()])
-        .unwrap()
-        .signed_by(&key, &ca.cert, &ca.key)
-        .unwrap();
+    let leaf = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
     let chain = format!("{}{}", leaf.pem(), ca.cert.pem());
     crate::tls::server_config_from_pem(chain.as_bytes(), key.serialize_pem().as_bytes()).unwrap()
 }
@@ -301,6 +306,29 @@ fn untrusted_root() {
     assert_eq!(
         crate::delivery::result_type(detail),
         "certificate-not-trusted"
+    );
+}
+
+/// A certificate that expired (in 2001): `certificate-expired` as a TLS result,
+/// `sts-webpki-invalid` for MTA-STS.
+#[test]
+fn expired_cert() {
+    let mut params =
+        rcgen::CertificateParams::new(vec!["mta-sts.example.com".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    let mut s = script(&ok_response(POLICY));
+    s.tls = server_with(&cas().0, params);
+    let r = run(config(65536), &FetchRequest::get(URL), s);
+    let e = r.result.unwrap_err();
+    assert_eq!(e.sts_result_type(), ResultType::StsWebpkiInvalid);
+    let FetchError::Certificate(detail) = &e else {
+        unreachable!()
+    };
+    assert_eq!(
+        crate::delivery::result_type(detail),
+        "certificate-expired",
+        "{detail}"
     );
 }
 

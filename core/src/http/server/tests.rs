@@ -83,7 +83,9 @@ impl Conn {
     /// Offers the bytes held back again.
     fn retry(&mut self) -> String {
         self.sent.clear();
-        let n = self.s.handle(self.clock.now(), Input::Received(&self.unread));
+        let n = self
+            .s
+            .handle(self.clock.now(), Input::Received(&self.unread));
         self.unread.drain(..n);
         self.drain();
         std::mem::take(&mut self.sent)
@@ -586,6 +588,32 @@ fn fetch_from_server_over_tls() {
     );
     assert_eq!(r.unwrap().status, 413);
     assert!(seen.is_empty());
+}
+
+/// With TLS: a client that speaks plain HTTP gets no HTTP answer and the session closes;
+/// a client that never finishes the handshake is closed after the handshake timeout.
+#[test]
+fn tls_failures_close() {
+    let cfg = ServerConfig {
+        tls: Some(testkit::server_tls()),
+        ..ServerConfig::new()
+    };
+    let mut c = Conn::new(cfg.clone());
+    let got = c.send("GET / HTTP/1.1\r\nHost: mox.example\r\n\r\n");
+    assert!(!got.contains("HTTP/1.1"), "{got}");
+    assert!(c.closed);
+    assert!(c.requests.is_empty());
+
+    let mut c = Conn::new(cfg);
+    assert_eq!(
+        c.deadline,
+        Some(c.clock.now().mono + Duration::from_secs(10))
+    );
+    // At most a TLS alert (close_notify), record type 21.
+    let got = c.wait();
+    assert!(got.is_empty() || got.as_bytes()[0] == 21, "{got:?}");
+    assert!(c.closed);
+    assert!(!c.s.is_secure());
 }
 
 /// Proptest-style chunking invariance over a fixed set of inputs: every split point of a
