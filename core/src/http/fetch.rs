@@ -348,12 +348,11 @@ impl HttpsFetch {
         let mut headers = vec![
             Header::new(
                 "Host",
-                &if port == 443 {
-                    host.clone()
-                } else if host.contains(':') {
-                    format!("[{host}]:{port}")
-                } else {
-                    format!("{host}:{port}")
+                &match (host.contains(':'), port) {
+                    (false, 443) => host.clone(),
+                    (true, 443) => format!("[{host}]"),
+                    (false, p) => format!("{host}:{p}"),
+                    (true, p) => format!("[{host}]:{p}"),
                 },
             ),
             Header::new("User-Agent", &f.config.user_agent),

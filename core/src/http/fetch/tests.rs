@@ -502,6 +502,17 @@ fn url_forms() {
             "{url}"
         );
     }
+    // The Host header of an IPv6 literal keeps its brackets.
+    for (url, host) in [
+        ("https://[::1]/", "[::1]"),
+        ("https://[::1]:444/", "[::1]:444"),
+    ] {
+        let f = HttpsFetch::new(config(100), &FetchRequest::get(url), TestClock::new().now());
+        let (head, _) = parse_request(&f.request, &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.header("host"), Some(host), "{url}");
+    }
 }
 
 /// A POST (a TLS report to an https rua): Content-Type and Content-Length, the body, and
