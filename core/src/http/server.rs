@@ -20,7 +20,8 @@
 //!   [`ServerConfig::request_timeout`]), 503 (the caller did not answer within
 //!   [`ServerConfig::handler_timeout`]).
 //! * `Expect: 100-continue` gets `100 Continue` when nothing is waiting to be sent before it.
-//! * An idle keep-alive connection is closed after [`ServerConfig::idle_timeout`].
+//! * An idle keep-alive connection is closed after [`ServerConfig::idle_timeout`]. When the
+//!   client closes its sending half, the complete requests it sent are still answered.
 //! * [`Output::Close`] says to flush and close the connection; it is returned from then on.
 
 use std::collections::VecDeque;
@@ -180,8 +181,10 @@ pub struct HttpServerSession {
     /// Bytes to transmit.
     out: Vec<u8>,
     timers: TimerTable<Timer>,
-    /// The last response is queued: close once it is sent.
+    /// Close once the responses due are sent (and no more requests will be read).
     closing: bool,
+    /// The client closed its sending half.
+    peer_closed: bool,
     closed: bool,
     last_now: Instant,
     wall: UnixTime,
@@ -251,6 +254,7 @@ impl HttpServerSession {
             out: Vec::new(),
             timers,
             closing: false,
+            peer_closed: false,
             closed: false,
             last_now: now.mono,
             wall: now.wall,
@@ -283,9 +287,8 @@ impl HttpServerSession {
                 0
             }
             Input::Closed => {
-                // A partial request is dropped; answers still due are sent.
-                self.reading = Reading::Stopped;
-                self.plain.clear();
+                // Complete requests already received are still answered (see `parse`).
+                self.peer_closed = true;
                 self.closing = true;
                 0
             }
@@ -303,7 +306,7 @@ impl HttpServerSession {
     }
 
     fn received(&mut self, now: Instant, bytes: &[u8]) -> usize {
-        if self.closed || matches!(self.reading, Reading::Stopped) {
+        if self.closed || self.peer_closed || matches!(self.reading, Reading::Stopped) {
             return bytes.len();
         }
         if self.pending.len() >= self.config.max_pipelined.max(1) {
@@ -342,19 +345,21 @@ impl HttpServerSession {
     /// Reads requests from the plaintext while the pipeline has room.
     fn parse(&mut self, now: Instant) {
         let limits = self.config.limits;
-        while self.pending.len() < self.config.max_pipelined.max(1) {
+        // Once the client closed its half, what was received is all there is: every
+        // complete request in it is handed out, whatever the pipeline limit.
+        while self.peer_closed || self.pending.len() < self.config.max_pipelined.max(1) {
             match std::mem::replace(&mut self.reading, Reading::Stopped) {
                 Reading::Stopped => return,
                 Reading::Head => {
                     if self.plain.is_empty() {
                         self.reading = Reading::Head;
-                        return;
+                        break;
                     }
                     let (head, n) = match parse_request(&self.plain, &limits) {
                         Ok(Some(v)) => v,
                         Ok(None) => {
                             self.reading = Reading::Head;
-                            return;
+                            break;
                         }
                         Err(e) => return self.fail(now, error_status(&e)),
                     };
@@ -388,7 +393,7 @@ impl HttpServerSession {
                     self.plain.drain(..n);
                     if !dec.is_done() {
                         self.reading = Reading::Body { head, dec, body };
-                        return;
+                        break;
                     }
                     let keep_alive = head.is_keep_alive();
                     let token = Token(self.next_token);
@@ -410,6 +415,11 @@ impl HttpServerSession {
                     };
                 }
             }
+        }
+        if self.peer_closed && !matches!(self.reading, Reading::Stopped) {
+            // The client sent all it will: what is left is a partial request, dropped.
+            self.reading = Reading::Stopped;
+            self.plain.clear();
         }
     }
 
@@ -503,8 +513,10 @@ impl HttpServerSession {
                 break;
             };
             let Some(r) = p.response else { break };
+            let last =
+                self.closing && self.pending.is_empty() && matches!(self.reading, Reading::Stopped);
             let close = !p.keep_alive
-                || (self.closing && self.pending.is_empty())
+                || last
                 || super::codec::header(&r.headers, "connection")
                     .is_some_and(|v| v.eq_ignore_ascii_case("close"));
             // A response the caller made that cannot be encoded (a CR or LF in a header,
@@ -522,7 +534,7 @@ impl HttpServerSession {
                 self.closing = true;
             }
         }
-        if self.closing && self.pending.is_empty() {
+        if self.closing && self.pending.is_empty() && matches!(self.reading, Reading::Stopped) {
             if let Some(tls) = &mut self.tls {
                 tls.close();
                 tls.take_ciphertext(&mut self.out);

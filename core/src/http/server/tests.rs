@@ -424,6 +424,29 @@ fn client_half_close() {
     assert!(c.closed);
 }
 
+/// Regression: with a full pipeline, requests received but held back were dropped when the
+/// client closed its sending half; they are handed out and answered (the last with
+/// `Connection: close`), then the session closes.
+#[test]
+fn client_half_close_with_held_back_requests() {
+    let mut c = Conn::new(ServerConfig {
+        max_pipelined: 1,
+        ..ServerConfig::new()
+    });
+    c.send("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\nGET /partial");
+    c.s.handle(c.clock.now(), Input::Closed);
+    c.drain();
+    assert_eq!(c.paths(), ["GET /a", "GET /b", "GET /c"]);
+    assert_eq!(c.answer(1, text(200, "b")), "");
+    assert_eq!(
+        c.answer(0, text(200, "a")),
+        format!("{}{}", want(200, "a", false), want(200, "b", false))
+    );
+    assert!(!c.closed);
+    assert_eq!(c.answer(0, text(200, "c")), want(200, "c", true));
+    assert!(c.closed);
+}
+
 /// A caller's response that cannot be encoded becomes a 500.
 #[test]
 fn bad_caller_response() {
