@@ -54,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
                         _ => later.push(t),
                     }
                 }
+                Output::Event(_) => {}
                 Output::Idle { .. } => return true,
                 Output::Close => return false,
             }

@@ -19,6 +19,8 @@
 //!   coding other than chunked), 408 (the request did not arrive within
 //!   [`ServerConfig::request_timeout`]), 503 (the caller did not answer within
 //!   [`ServerConfig::handler_timeout`]).
+//! * Every response sent is an [`Event::Responded`] (the access log); refused requests and
+//!   TLS failures are events too.
 //! * `Expect: 100-continue` gets `100 Continue` when nothing is waiting to be sent before it.
 //! * An idle keep-alive connection is closed after [`ServerConfig::idle_timeout`]. When the
 //!   client closes its sending half, the complete requests it sent are still answered.
@@ -113,6 +115,33 @@ pub enum Input<'a> {
     Timeout,
 }
 
+/// What happened, for logs and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A response was sent (the access log line).
+    Responded {
+        /// The request method (empty for a request that could not be read).
+        method: String,
+        /// The request target (empty for a request that could not be read).
+        target: String,
+        /// The status sent.
+        status: u16,
+        /// The body length.
+        body_len: usize,
+    },
+    /// A request could not be read or was not answered in time; the session answers with
+    /// `status` and closes.
+    Refused {
+        /// The status it is answered with (400, 408, 413, 431, 501, 503).
+        status: u16,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS layer failed (handshake or record); the session closes.
+    TlsFailed(String),
+}
+
 /// The session's timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timer {
@@ -133,6 +162,8 @@ pub enum Output {
     Transmit,
     /// Perform this effect and answer with [`Input::Completed`].
     Effect(Token, Effect),
+    /// Log or count this.
+    Event(Event),
     /// Nothing more now: wait for input, a completion or the deadline.
     Idle {
         /// The earliest deadline, if any.
@@ -166,6 +197,9 @@ struct Pending {
     /// Give up on the answer at this time.
     deadline: Instant,
     response: Option<Response>,
+    /// For the log: method and target.
+    method: String,
+    target: String,
 }
 
 /// One server connection; see the module docs.
@@ -178,6 +212,7 @@ pub struct HttpServerSession {
     pending: VecDeque<Pending>,
     next_token: u64,
     effects: VecDeque<(Token, Effect)>,
+    events: VecDeque<Event>,
     /// Bytes to transmit.
     out: Vec<u8>,
     timers: TimerTable<Timer>,
@@ -251,6 +286,7 @@ impl HttpServerSession {
             pending: VecDeque::new(),
             next_token: 1,
             effects: VecDeque::new(),
+            events: VecDeque::new(),
             out: Vec::new(),
             timers,
             closing: false,
@@ -323,8 +359,9 @@ impl HttpServerSession {
                         }
                         n
                     }
-                    Err(_) => {
+                    Err(e) => {
                         // The alert (if any) was taken above; nothing else can be said.
+                        self.events.push_back(Event::TlsFailed(e.to_string()));
                         self.reading = Reading::Stopped;
                         self.pending.clear();
                         self.effects.clear();
@@ -361,12 +398,12 @@ impl HttpServerSession {
                             self.reading = Reading::Head;
                             break;
                         }
-                        Err(e) => return self.fail(now, error_status(&e)),
+                        Err(e) => return self.fail(now, error_status(&e), e.to_string()),
                     };
                     self.plain.drain(..n);
                     let dec = match head.framing().and_then(|f| BodyDecoder::new(f, &limits)) {
                         Ok(d) => d,
-                        Err(e) => return self.fail(now, error_status(&e)),
+                        Err(e) => return self.fail(now, error_status(&e), e.to_string()),
                     };
                     let expects = head
                         .header("expect")
@@ -388,7 +425,7 @@ impl HttpServerSession {
                 } => {
                     let n = match dec.decode(&self.plain, &mut body) {
                         Ok(n) => n,
-                        Err(e) => return self.fail(now, error_status(&e)),
+                        Err(e) => return self.fail(now, error_status(&e), e.to_string()),
                     };
                     self.plain.drain(..n);
                     if !dec.is_done() {
@@ -404,6 +441,8 @@ impl HttpServerSession {
                         keep_alive,
                         deadline: now + self.config.handler_timeout,
                         response: None,
+                        method: head.method.clone(),
+                        target: head.target.clone(),
                     });
                     self.effects
                         .push_back((token, Effect::Request { head, body }));
@@ -424,7 +463,8 @@ impl HttpServerSession {
     }
 
     /// Answers the request being read with `status` and stops reading.
-    fn fail(&mut self, now: Instant, status: u16) {
+    fn fail(&mut self, now: Instant, status: u16, reason: String) {
+        self.events.push_back(Event::Refused { status, reason });
         self.reading = Reading::Stopped;
         self.plain.clear();
         self.pending.push_back(Pending {
@@ -433,6 +473,8 @@ impl HttpServerSession {
             keep_alive: false,
             deadline: now,
             response: Some(error_response(status)),
+            method: String::new(),
+            target: String::new(),
         });
     }
 
@@ -445,12 +487,16 @@ impl HttpServerSession {
                 }
                 Timer::Request => {
                     if !matches!(self.reading, Reading::Stopped) {
-                        self.fail(now, 408);
+                        self.fail(now, 408, "request not received in time".into());
                     }
                 }
                 Timer::Handler => {
                     for p in self.pending.iter_mut() {
                         if p.response.is_none() && p.deadline <= now {
+                            self.events.push_back(Event::Refused {
+                                status: 503,
+                                reason: format!("no answer in time for {} {}", p.method, p.target),
+                            });
                             p.response = Some(error_response(503));
                             p.keep_alive = false;
                         }
@@ -521,11 +567,21 @@ impl HttpServerSession {
                     .is_some_and(|v| v.eq_ignore_ascii_case("close"));
             // A response the caller made that cannot be encoded (a CR or LF in a header,
             // a status out of range) is answered with 500 rather than sent otherwise.
-            let bytes = self
-                .encode(&r, p.head_only, close)
-                .or_else(|| self.encode(&error_response(500), p.head_only, close))
-                .unwrap_or_default();
+            let (status, body_len, bytes) = match self.encode(&r, p.head_only, close) {
+                Some(b) => (r.status, r.body.len(), b),
+                None => {
+                    let e = error_response(500);
+                    let b = self.encode(&e, p.head_only, close).unwrap_or_default();
+                    (500, e.body.len(), b)
+                }
+            };
             self.write(&bytes);
+            self.events.push_back(Event::Responded {
+                method: p.method,
+                target: p.target,
+                status,
+                body_len,
+            });
             if close {
                 // Later requests are not answered: the connection ends here.
                 self.pending.clear();
@@ -591,6 +647,9 @@ impl HttpServerSession {
         }
         if let Some((t, e)) = self.effects.pop_front() {
             return Output::Effect(t, e);
+        }
+        if let Some(e) = self.events.pop_front() {
+            return Output::Event(e);
         }
         if self.closed {
             return Output::Close;

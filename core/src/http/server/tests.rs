@@ -16,6 +16,7 @@ struct Conn {
     /// Requests handed out, not answered yet.
     requests: Vec<(Token, RequestHead, Vec<u8>)>,
     closed: bool,
+    events: Vec<Event>,
     deadline: Option<Instant>,
     /// Input not consumed yet (backpressure).
     unread: Vec<u8>,
@@ -31,6 +32,7 @@ impl Conn {
             sent: String::new(),
             requests: Vec::new(),
             closed: false,
+            events: Vec::new(),
             deadline: None,
             unread: Vec::new(),
         };
@@ -49,6 +51,7 @@ impl Conn {
                 Output::Effect(t, Effect::Request { head, body }) => {
                     self.requests.push((t, head, body))
                 }
+                Output::Event(e) => self.events.push(e),
                 Output::Idle { deadline, .. } => {
                     self.deadline = deadline;
                     return;
@@ -177,6 +180,20 @@ fn get_keep_alive() {
     assert_eq!(c.paths(), ["GET /metrics"]);
     assert_eq!(c.answer(0, text(404, "no")), want(404, "no", false));
     assert!(!c.closed);
+    // The access log: one event per response.
+    let responded = |m: &str, t: &str, status, body_len| Event::Responded {
+        method: m.into(),
+        target: t.into(),
+        status,
+        body_len,
+    };
+    assert_eq!(
+        c.events,
+        [
+            responded("GET", "/.well-known/mta-sts.txt", 200, 15),
+            responded("GET", "/metrics", 404, 2)
+        ]
+    );
 }
 
 /// Pipelined requests in one write, answered by the caller in reverse order, are
@@ -309,6 +326,11 @@ fn bad_requests() {
         );
         assert!(c.closed, "{input:?}");
         assert!(c.requests.is_empty(), "{input:?}");
+        assert!(
+            matches!(&c.events[..], [Event::Refused { status: s, .. }, Event::Responded { status: r, .. }] if s == status && r == status),
+            "{input:?}: {:?}",
+            c.events
+        );
     }
 }
 
@@ -361,6 +383,13 @@ fn deadlines() {
         "{got}"
     );
     assert!(got.contains("\r\nConnection: close\r\n"), "{got}");
+    assert_eq!(
+        c.events[0],
+        Event::Refused {
+            status: 503,
+            reason: "no answer in time for GET /slow".into()
+        }
+    );
     assert!(c.closed);
     c.s.handle(
         c.clock.now(),
@@ -521,6 +550,7 @@ fn pair(
                     s.handle(clock.now(), Input::Completed(t, Completion::Response(r)));
                 }
                 Output::Idle { .. } => break,
+                Output::Event(_) => {}
                 Output::Close => {
                     if !s_closed {
                         s_closed = true;
@@ -626,6 +656,11 @@ fn tls_failures_close() {
     assert!(!got.contains("HTTP/1.1"), "{got}");
     assert!(c.closed);
     assert!(c.requests.is_empty());
+    assert!(
+        matches!(&c.events[..], [Event::TlsFailed(_)]),
+        "{:?}",
+        c.events
+    );
 
     let mut c = Conn::new(cfg);
     assert_eq!(
