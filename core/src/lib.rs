@@ -48,6 +48,7 @@ pub mod dkim;
 pub mod dmarc;
 pub mod dns;
 pub mod dnsbl;
+pub mod http;
 pub mod incoming;
 pub mod iprev;
 pub mod localserve;
