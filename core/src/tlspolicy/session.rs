@@ -72,10 +72,10 @@ use super::requirement::{
     requirement, ConnectTls, FailReason, MessageTls, OnFailure, SkipReason, TlsRequirement,
     Verification,
 };
-use super::results::fetch_failure_result;
-use super::tlsrpt::{Policy, PolicyType, SessionResult};
+use super::results::{fetch_failure_result, session_results, Endpoints, TlsOutcome};
+use super::tlsrpt::{Policy, PolicyType, ResultType, SessionResult};
 use crate::client::{TlsMode, Verify};
-use crate::delivery::{HostTls, HostTlsConnect, TlsPolicyKind};
+use crate::delivery::{HostTls, HostTlsConnect, TlsAttempt, TlsPolicyKind, TlsResult};
 use crate::dns::{Lookup, LookupResult, Record, RecordType};
 use crate::smtp::Enhanced;
 use crate::time::{Now, UnixTime};
@@ -269,6 +269,47 @@ impl HostVerdict {
             (Some(c), Some(p)) if c.report == PolicyType::Sts => Policy::sts(recipient_domain, p),
             _ => Policy::none(recipient_domain),
         }
+    }
+}
+
+impl HostVerdict {
+    /// The TLS report results of one connection the delivery made under this verdict (a
+    /// [`TlsAttempt`] of its report) to `recipient_domain`: the recipient domain's result,
+    /// and for DANE also the MX host's (see [`session_results`]). A session that went on
+    /// in plaintext is recorded as `starttls-not-supported`. Nothing for a verdict that
+    /// did not connect.
+    pub fn session_results(
+        &self,
+        recipient_domain: &str,
+        attempt: &TlsAttempt,
+    ) -> Vec<SessionResult> {
+        let Some(c) = self.connect() else {
+            return Vec::new();
+        };
+        let outcome = match &attempt.result {
+            TlsResult::Established(_) => TlsOutcome::Established,
+            TlsResult::Plaintext => TlsOutcome::NotOffered,
+            TlsResult::Failed {
+                result_type,
+                detail,
+            } => TlsOutcome::Failed {
+                result_type: ResultType::from(result_type.to_string()),
+                detail: detail.clone(),
+            },
+        };
+        let ends = Endpoints {
+            sending_ip: None,
+            receiving_ip: Some(attempt.receiving_ip),
+            receiving_helo: None,
+        };
+        session_results(
+            c,
+            recipient_domain,
+            self.sts.as_ref(),
+            &self.host,
+            &ends,
+            &outcome,
+        )
     }
 }
 

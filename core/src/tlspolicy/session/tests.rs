@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::testkit::{self, TestClock};
-use crate::tlspolicy::ResultType;
+use crate::tlspolicy::{ReportScope, ResultType};
 use std::collections::HashMap;
 
 fn lk(name: &str, rtype: RecordType) -> Lookup {
@@ -963,4 +963,109 @@ fn misuse() {
     assert!(s
         .handle(clock.now(), Input::Completed(t, Completion::Cached(None)))
         .is_err());
+}
+
+/// The TLS report results of the delivery's connections under each verdict: MTA-STS
+/// testing with a failed handshake is an `sts` failure of the recipient domain; DANE adds
+/// the MX host's own `tlsa` result; a plaintext session under no policy is
+/// `starttls-not-supported`; a skipped host has none.
+#[test]
+fn report_results_per_attempt() {
+    let attempt = |host: &str, policy, result| TlsAttempt {
+        policy_domain: String::new(),
+        mx_host: host.into(),
+        receiving_ip: "127.10.0.18".parse().unwrap(),
+        policy,
+        mode: "opportunistic",
+        result,
+    };
+    let summary = |r: Vec<SessionResult>| -> Vec<String> {
+        r.iter()
+            .map(|s| {
+                format!(
+                    "{}/{}/{}/{}",
+                    match s.scope {
+                        ReportScope::RecipientDomain => "domain",
+                        ReportScope::MxHost => "host",
+                    },
+                    s.policy.policy_type.as_str(),
+                    s.policy.policy_domain,
+                    s.failure
+                        .as_ref()
+                        .map(|f| f.result_type.as_str().to_string())
+                        .unwrap_or("ok".into())
+                )
+            })
+            .collect()
+    };
+    let r = harness().run(
+        "sts-testing.example.org",
+        &["mx-selfsigned.example.org"],
+        MessageTls::Default,
+    );
+    let got = r.verdicts[0].session_results(
+        "sts-testing.example.org",
+        &attempt(
+            "mx-selfsigned.example.org",
+            TlsPolicyKind::Sts,
+            TlsResult::Failed {
+                result_type: "certificate-not-trusted",
+                detail: "invalid peer certificate: UnknownIssuer".into(),
+            },
+        ),
+    );
+    assert_eq!(got[0].policy.mx_host, ["mx-selfsigned.example.org"]);
+    assert_eq!(
+        summary(got),
+        ["domain/sts/sts-testing.example.org/certificate-not-trusted"]
+    );
+
+    let r = harness().run("dane.example", &["mx.dane.example"], MessageTls::Default);
+    let got = r.verdicts[0].session_results(
+        "dane.example",
+        &attempt(
+            "mx.dane.example",
+            TlsPolicyKind::Tlsa,
+            TlsResult::Failed {
+                result_type: "validation-failure",
+                detail: "no TLSA record matches".into(),
+            },
+        ),
+    );
+    assert_eq!(
+        summary(got),
+        [
+            "domain/no-policy-found/dane.example/validation-failure",
+            "host/tlsa/mx.dane.example/validation-failure"
+        ]
+    );
+
+    let r = harness().run(
+        "notls.example.org",
+        &["mx-notls.example.org"],
+        MessageTls::Default,
+    );
+    let got = r.verdicts[0].session_results(
+        "notls.example.org",
+        &attempt(
+            "mx-notls.example.org",
+            TlsPolicyKind::NoPolicy,
+            TlsResult::Plaintext,
+        ),
+    );
+    assert_eq!(
+        summary(got),
+        ["domain/no-policy-found/notls.example.org/starttls-not-supported"]
+    );
+
+    let r = harness().run(
+        "sts-mismatch.example.org",
+        &["mx1.example.org"],
+        MessageTls::Default,
+    );
+    let got = r.verdicts[0].session_results(
+        "sts-mismatch.example.org",
+        &attempt("mx1.example.org", TlsPolicyKind::Sts, TlsResult::Plaintext),
+    );
+    assert!(got.is_empty());
 }
