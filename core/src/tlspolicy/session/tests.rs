@@ -35,6 +35,8 @@ struct World {
     /// Fetch results by URL; a URL not here is never answered.
     fetch: HashMap<String, Result<FetchResponse, FetchError>>,
     config: PolicyConfig,
+    /// DNS questions batched with one of these are never answered.
+    silent: Vec<Lookup>,
 }
 
 /// What one run produced.
@@ -102,6 +104,7 @@ impl World {
             cache: BTreeMap::new(),
             fetch: HashMap::new(),
             config,
+            silent: Vec::new(),
         }
     }
 
@@ -178,7 +181,9 @@ impl World {
                                     .join(", ")
                             ));
                             let r = ls.iter().map(|l| self.lookup(l)).collect();
-                            completions.push_back((t, Completion::Dns(r)));
+                            if !ls.iter().any(|l| self.silent.contains(l)) {
+                                completions.push_back((t, Completion::Dns(r)));
+                            }
                         }
                         Output::Effect(t, Effect::CacheGet { domain }) => {
                             transcript.push(format!("cache get {domain}"));
@@ -1068,4 +1073,147 @@ fn report_results_per_attempt() {
         &attempt("mx1.example.org", TlsPolicyKind::Sts, TlsResult::Plaintext),
     );
     assert!(got.is_empty());
+}
+
+/// A world where every answer is drawn from `seed`: any kind of answer to any question,
+/// with or without the AD bit, CNAME chains that may loop, TLSA records of any usage,
+/// policies of any mode, fetch failures, questions never answered.
+fn random_world(seed: u64, trust_ad: bool) -> World {
+    let mut w = World::new();
+    w.config.trust_ad = trust_ad;
+    let mut rng = crate::rng::Rng::new(seed);
+    let names = [
+        "example.org",
+        "_mta-sts.example.org",
+        "mx1.example.org",
+        "mx2.example.org",
+        "a.example.net",
+        "b.example.net",
+        "_25._tcp.mx1.example.org",
+        "_25._tcp.mx2.example.org",
+        "_25._tcp.a.example.net",
+        "_25._tcp.b.example.net",
+    ];
+    let types = [
+        RecordType::Mx,
+        RecordType::Txt,
+        RecordType::Cname,
+        RecordType::A,
+        RecordType::Aaaa,
+        RecordType::Tlsa,
+    ];
+    for name in names {
+        for t in types {
+            let l = lk(name, t);
+            let auth = rng.below(3) != 0;
+            let answer = match rng.below(6) {
+                0 => LookupResult::NxDomain,
+                1 => LookupResult::NoData,
+                2 => LookupResult::TempFail("SERVFAIL".into()),
+                _ => {
+                    let rec = match t {
+                        RecordType::Mx => Record::Mx {
+                            preference: 10,
+                            host: "mx1.example.org".into(),
+                        },
+                        RecordType::Txt => txt(if rng.below(2) == 0 {
+                            "v=STSv1; id=1;"
+                        } else {
+                            "v=STSv1; id=2;"
+                        }),
+                        RecordType::Cname => Record::Cname(
+                            ["a.example.net", "b.example.net", "mx1.example.org"]
+                                [rng.below(3) as usize]
+                                .into(),
+                        ),
+                        RecordType::Tlsa => tlsa(rng.below(4) as u8),
+                        RecordType::Aaaa => Record::Aaaa("::1".parse().unwrap()),
+                        _ => Record::A([127, 0, 0, 1].into()),
+                    };
+                    records(auth, vec![rec])
+                }
+            };
+            if rng.below(20) == 0 {
+                w.silent.push(l.clone());
+            }
+            w.dns.insert(l, answer);
+        }
+    }
+    let mode = ["enforce", "testing", "none"][rng.below(3) as usize];
+    match rng.below(5) {
+        0 => {}
+        1 => {
+            w.fetch.insert(
+                policy_url("example.org"),
+                Err(FetchError::WebPki("bad".into())),
+            );
+        }
+        2 => {
+            w.fetch
+                .insert(policy_url("example.org"), served(b"not a policy".to_vec()));
+        }
+        _ => {
+            w.fetch.insert(
+                policy_url("example.org"),
+                served(policy_body(mode, &["mx1.example.org", "*.example.net"])),
+            );
+        }
+    }
+    if rng.below(3) == 0 {
+        let c = CachedPolicy {
+            id: "1".into(),
+            policy: StsPolicy::parse(&policy_body(mode, &["mx2.example.org"])).unwrap(),
+            fetched: TestClock::new().now().wall.add(Duration::from_secs(3600)),
+        };
+        // Fetched "in the future" or long ago: valid or expired.
+        let mut e = StsCacheEntry::from_cached("example.org", &c);
+        if rng.below(2) == 0 {
+            e.fetched = UnixTime(e.fetched.0 - 200_000);
+            e.expires = UnixTime(e.expires.0 - 200_000);
+        }
+        w.cache.insert("example.org".into(), e);
+    }
+    w
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    /// Whatever the answers (or their absence): every host asked gets exactly one verdict,
+    /// within the effect deadlines; the lookups are bounded; nothing past the MX RRset is
+    /// looked up without a trusted AD bit; a REQUIRETLS message is never sent without
+    /// verified, required STARTTLS; DANE or WebPKI verification failures abort unless the
+    /// policy is only testing or the message says `TLS-Required: No`.
+    #[test]
+    fn any_world(seed in proptest::prelude::any::<u64>(), trust in proptest::prelude::any::<bool>(), m in 0u8..3) {
+        let msg = [MessageTls::Default, MessageTls::RequireTls, MessageTls::TlsRequiredNo][m as usize];
+        let mut w = random_world(seed, trust);
+        let hosts = ["mx1.example.org", "mx2.example.org"];
+        let r = w.run("example.org", &hosts, msg);
+        for h in hosts {
+            proptest::prop_assert_eq!(r.verdicts.iter().filter(|v| v.host == h).count(), 1, "{:#?}", r.transcript);
+        }
+        // Domain lookups, cache, fetch, and per host at most CNAME/A/AAAA, the chain and
+        // two TLSA lookups.
+        proptest::prop_assert!(r.transcript.len() <= 5 + 2 * (1 + MAX_CNAME_STEPS + 2) + 2, "{:#?}", r.transcript);
+        // Two rounds of effect deadlines at most (domain, then fetch or host lookups).
+        proptest::prop_assert!(r.elapsed <= Duration::from_secs(60 * (3 + MAX_CNAME_STEPS as u64)));
+        if !trust {
+            proptest::prop_assert!(!r.transcript.iter().any(|l| l.contains("TLSA") || l.contains("CNAME")));
+        }
+        for v in &r.verdicts {
+            if let TlsRequirement::Connect(c) = &v.requirement {
+                if msg == MessageTls::RequireTls {
+                    proptest::prop_assert!(c.requiretls && c.starttls == crate::tlspolicy::StartTls::Required);
+                    proptest::prop_assert!(c.verify != Verification::None);
+                    proptest::prop_assert!(!matches!(&v.host_tls, HostTls::Connect(h) if matches!(h.verify, Verify::None | Verify::IgnoreErrors)));
+                }
+                if matches!(c.verify, Verification::Dane(_)) && msg != MessageTls::TlsRequiredNo {
+                    proptest::prop_assert!(matches!(&v.host_tls, HostTls::Connect(h) if matches!(h.verify, Verify::Dane(_))));
+                }
+                if let Verification::Dane(_) = c.verify {
+                    proptest::prop_assert!(trust);
+                }
+            }
+        }
+    }
 }
