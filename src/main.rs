@@ -137,6 +137,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DmarcCmd,
     },
+    /// DANE: the TLSA record for our certificate.
+    Dane {
+        #[command(subcommand)]
+        cmd: DaneCmd,
+    },
     /// The outgoing queue (run with the server stopped).
     Queue {
         #[command(subcommand)]
@@ -389,6 +394,31 @@ enum DkimCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum DaneCmd {
+    /// Print the TLSA record (`_25._tcp.HOST. IN TLSA 3 1 1 HEX`) for a certificate.
+    Makerecord {
+        /// Certificate file: PEM (one certificate, or a chain with the leaf first) or DER.
+        certfile: PathBuf,
+        /// 3 (DANE-EE: the first certificate) or 2 (DANE-TA: the last certificate, the
+        /// issuing CA).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+        usage: u8,
+        /// 1: the public key (SubjectPublicKeyInfo); 0: the full certificate.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+        selector: u8,
+        /// 1: SHA-256; 2: SHA-512; 0: the selected data itself.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+        matching: u8,
+        /// The host name the record is for (default: the certificate's first DNS name).
+        #[arg(long)]
+        host: Option<String>,
+        /// The port (25 for SMTP).
+        #[arg(long, default_value_t = 25)]
+        port: u16,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum DmarcCmd {
     /// SPF, DKIM and DMARC for a message on stdin.
     Verify {
@@ -625,6 +655,17 @@ fn main() -> ExitCode {
         Cmd::Dmarc {
             cmd: DmarcCmd::Parsereport { file },
         } => tools::dmarc_parsereport(&file),
+        Cmd::Dane {
+            cmd:
+                DaneCmd::Makerecord {
+                    certfile,
+                    usage,
+                    selector,
+                    matching,
+                    host,
+                    port,
+                },
+        } => tools::dane_makerecord(&certfile, usage, selector, matching, host.as_deref(), port),
         Cmd::Queue { cmd, config } => queue::cli::run(&config, queue_op(cmd)),
     };
     match result {

@@ -1,5 +1,6 @@
 //! The checks as command-line tools, for people testing their DNS and mail: `rmox spf`,
-//! `rmox dnsbl`, `rmox dkim`, `rmox dmarc`. Each runs the same core check the server runs.
+//! `rmox dnsbl`, `rmox dkim`, `rmox dmarc`, `rmox dane`. Each runs the same core check the
+//! server runs.
 
 use std::io::Read;
 use std::net::IpAddr;
@@ -294,5 +295,64 @@ pub fn dmarc_parsereport(file: &Path) -> Result<(), Fail> {
     let f = rmox_core::dmarc::parse_report_file(&data)
         .map_err(|e| Fail(format!("{}: {e}", file.display())))?;
     println!("{f:#?}");
+    Ok(())
+}
+
+/// `rmox dane makerecord CERTFILE`: prints the TLSA record that publishes a certificate for
+/// DANE (RFC 7672): `_PORT._tcp.HOST. IN TLSA USAGE SELECTOR MATCHING HEX`. CERTFILE is PEM
+/// (one certificate or a chain, leaf first) or one DER certificate. Usage 3 (DANE-EE)
+/// describes the first certificate (the server's own), usage 2 (DANE-TA) the last one (the
+/// issuing CA at the top of the chain). HOST defaults to the first DNS name of the first
+/// certificate.
+pub fn dane_makerecord(
+    certfile: &Path,
+    usage: u8,
+    selector: u8,
+    matching: u8,
+    host: Option<&str>,
+    port: u16,
+) -> Result<(), Fail> {
+    let bytes =
+        std::fs::read(certfile).map_err(|e| Fail(format!("{}: {e}", certfile.display())))?;
+    let mut certs: Vec<Vec<u8>> = Vec::new();
+    for c in rustls_pemfile::certs(&mut &bytes[..]) {
+        let c = c.map_err(|e| Fail(format!("{}: {e}", certfile.display())))?;
+        certs.push(c.as_ref().to_vec());
+    }
+    if certs.is_empty() && bytes.first() == Some(&0x30) {
+        certs.push(bytes.clone());
+    }
+    let (Some(first), Some(last)) = (certs.first(), certs.last()) else {
+        return Err(Fail(format!(
+            "{}: no certificate found",
+            certfile.display()
+        )));
+    };
+    let cert = match usage {
+        3 => first,
+        2 => last,
+        u => {
+            return Err(Fail(format!(
+                "usage {u}: only 2 (DANE-TA) and 3 (DANE-EE) are used for SMTP"
+            )))
+        }
+    };
+    let record = rmox_core::tls::Tlsa::for_certificate(usage, selector, matching, cert)
+        .ok_or_else(|| {
+            Fail(format!(
+                "{}: not a certificate, or selector {selector} / matching type {matching} unknown",
+                certfile.display()
+            ))
+        })?;
+    let host = match host {
+        Some(h) => h.trim_end_matches('.').to_ascii_lowercase(),
+        None => rmox_core::tls::certificate_dns_names(first)
+            .into_iter()
+            .find(|n| !n.starts_with('*'))
+            .ok_or_else(|| {
+                Fail("the certificate names no host: give one with --host".to_string())
+            })?,
+    };
+    println!("_{port}._tcp.{host}. IN TLSA {record}");
     Ok(())
 }

@@ -246,8 +246,7 @@ impl Tlsa {
     }
 
     /// The record for a certificate (DER), e.g. `3 1 1` for our own certificate (what
-    /// `rmox dane makerecord` is to print); `None` as for [`Tlsa::matches`].
-    #[cfg(test)]
+    /// `rmox dane makerecord` prints); `None` as for [`Tlsa::matches`].
     pub fn for_certificate(usage: u8, selector: u8, matching: u8, cert: &[u8]) -> Option<Tlsa> {
         Some(Tlsa {
             usage,
@@ -255,6 +254,16 @@ impl Tlsa {
             matching,
             data: Tlsa::association(selector, matching, cert)?,
         })
+    }
+}
+
+/// The DNS names in a certificate's subject alternative names (DER certificate; empty
+/// when it does not parse). For display and defaults only, never for verification.
+pub fn certificate_dns_names(cert: &[u8]) -> Vec<String> {
+    let der = rustls::pki_types::CertificateDer::from(cert);
+    match webpki::EndEntityCert::try_from(&der) {
+        Ok(c) => c.valid_dns_names().map(str::to_string).collect(),
+        Err(_) => Vec::new(),
     }
 }
 

@@ -8,8 +8,8 @@ use std::path::Path;
 use rmox_core::UnixTime;
 
 use crate::{
-    Account, BackupReport, Delivery, HoldRule, IndexKind, MessageId, MessageRecord, Outcome,
-    QueueEntry, QueueId, QueueRecipient, ReportKind, Store, StoreError, Suppression,
+    Account, BackupReport, Delivery, HoldRule, IndexKind, MessageId, MessageRecord, MtaStsRecord,
+    Outcome, QueueEntry, QueueId, QueueRecipient, ReportKind, Store, StoreError, Suppression,
 };
 
 /// A boxed in-place change of a queue entry.
@@ -114,6 +114,16 @@ pub trait MailStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Forgets the counts of days before `before_day`; returns how many rows went.
     fn delivery_counts_cleanup(&self, before_day: i64) -> Result<u64, StoreError>;
+    /// Stores (replaces) a cached MTA-STS policy.
+    fn mtasts_put(&self, rec: MtaStsRecord) -> Result<(), StoreError>;
+    /// The cached MTA-STS policy of a domain, expired or not.
+    fn mtasts_get(&self, domain: &str) -> Result<Option<MtaStsRecord>, StoreError>;
+    /// Forgets the cached MTA-STS policy of a domain.
+    fn mtasts_remove(&self, domain: &str) -> Result<(), StoreError>;
+    /// Sets the last-use time of a cached policy; `false` when none is cached.
+    fn mtasts_touch(&self, domain: &str, at: UnixTime) -> Result<bool, StoreError>;
+    /// Every cached MTA-STS policy, by domain.
+    fn mtasts_list(&self) -> Result<Vec<MtaStsRecord>, StoreError>;
     /// A consistent copy into `dest`, while in use.
     fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError>;
     /// Where the data lives (for the control socket).
@@ -245,6 +255,21 @@ impl MailStore for Store {
     }
     fn delivery_counts_cleanup(&self, before_day: i64) -> Result<u64, StoreError> {
         Store::delivery_counts_cleanup(self, before_day)
+    }
+    fn mtasts_put(&self, rec: MtaStsRecord) -> Result<(), StoreError> {
+        Store::mtasts_put(self, rec)
+    }
+    fn mtasts_get(&self, domain: &str) -> Result<Option<MtaStsRecord>, StoreError> {
+        Store::mtasts_get(self, domain)
+    }
+    fn mtasts_remove(&self, domain: &str) -> Result<(), StoreError> {
+        Store::mtasts_remove(self, domain)
+    }
+    fn mtasts_touch(&self, domain: &str, at: UnixTime) -> Result<bool, StoreError> {
+        Store::mtasts_touch(self, domain, at)
+    }
+    fn mtasts_list(&self) -> Result<Vec<MtaStsRecord>, StoreError> {
+        Store::mtasts_list(self)
     }
     fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError> {
         Store::backup(self, dest)

@@ -120,6 +120,7 @@
 //! report_add(ReportKind, domain, time, Vec<u8>);  reports(kind, domain);  report_domains(kind);
 //! reports_remove(kind, domain, before)
 //! mtasts_put(MtaStsRecord);  mtasts_get(domain);  mtasts_remove(domain)
+//! mtasts_touch(domain, at) -> Result<bool>;  mtasts_list() -> Result<Vec<MtaStsRecord>>  // also on MailStore
 //!
 //! // backup and verify
 //! backup(&self, dest: &Path) -> Result<BackupReport>

@@ -449,7 +449,8 @@ pub struct Suppression {
     pub created: UnixTime,
 }
 
-/// A cached MTA-STS policy.
+/// A cached MTA-STS policy (the record; what it means is decided in core's
+/// `tlspolicy::session`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MtaStsRecord {
     /// The policy domain.
@@ -464,6 +465,35 @@ pub struct MtaStsRecord {
     /// When it expires (fetched + max_age).
     #[serde(with = "unix")]
     pub expires: UnixTime,
+    /// When a delivery last used it (`None`: not since it was stored). Records written
+    /// before this field existed read as `None`.
+    #[serde(default, with = "unix::opt")]
+    pub last_use: Option<UnixTime>,
+}
+
+impl MtaStsRecord {
+    /// The record for a cache entry of the policy machine (`last_use` not set).
+    pub fn from_entry(e: &rmox_core::tlspolicy::StsCacheEntry) -> MtaStsRecord {
+        MtaStsRecord {
+            domain: e.domain.to_ascii_lowercase(),
+            policy: e.policy.clone(),
+            record_id: e.id.clone(),
+            fetched: e.fetched,
+            expires: e.expires,
+            last_use: None,
+        }
+    }
+
+    /// The policy machine's cache entry (the answer to its cache read).
+    pub fn to_entry(&self) -> rmox_core::tlspolicy::StsCacheEntry {
+        rmox_core::tlspolicy::StsCacheEntry {
+            domain: self.domain.clone(),
+            id: self.record_id.clone(),
+            policy: self.policy.clone(),
+            fetched: self.fetched,
+            expires: self.expires,
+        }
+    }
 }
 
 /// Which kind of report record (opaque bytes, serialized by the caller).

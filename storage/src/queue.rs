@@ -583,10 +583,12 @@ impl Store {
         })
     }
 
-    /// Stores (replaces) a cached MTA-STS policy.
+    /// Stores (replaces) a cached MTA-STS policy (its domain is stored lower-case).
     pub fn mtasts_put(&self, rec: MtaStsRecord) -> Result<(), StoreError> {
+        let mut rec = rec;
+        rec.domain = rec.domain.to_ascii_lowercase();
         self.write(vec![], vec![], move |txn| {
-            let d = rec.domain.to_ascii_lowercase();
+            let d = rec.domain.clone();
             txn.open_table(MTASTS)?
                 .insert(d.as_str(), enc(&rec)?.as_slice())?;
             Ok(())
@@ -610,6 +612,36 @@ impl Store {
             Ok(())
         })
     }
+
+    /// Sets the last-use time of a cached MTA-STS policy; `false` when none is cached.
+    pub fn mtasts_touch(&self, domain: &str, at: UnixTime) -> Result<bool, StoreError> {
+        let d = domain.to_ascii_lowercase();
+        self.write(vec![], vec![], move |txn| {
+            let mut t = txn.open_table(MTASTS)?;
+            let rec = match t.get(d.as_str())? {
+                Some(g) => Some(dec::<MtaStsRecord>("mtasts", g.value())?),
+                None => None,
+            };
+            let Some(mut rec) = rec else {
+                return Ok(false);
+            };
+            rec.last_use = Some(at);
+            t.insert(d.as_str(), enc(&rec)?.as_slice())?;
+            Ok(true)
+        })
+    }
+
+    /// Every cached MTA-STS policy, by domain.
+    pub fn mtasts_list(&self) -> Result<Vec<MtaStsRecord>, StoreError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(MTASTS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(dec("mtasts", v.value())?);
+        }
+        Ok(out)
+    }
 }
 
 fn report_code(k: ReportKind) -> u8 {
@@ -623,6 +655,7 @@ fn report_code(k: ReportKind) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MailStore;
     use proptest::prelude::*;
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -925,11 +958,80 @@ mod tests {
             record_id: "20240101".into(),
             fetched: UnixTime(1),
             expires: UnixTime(86401),
+            last_use: None,
         };
         s.mtasts_put(rec.clone()).unwrap();
         assert_eq!(s.mtasts_get("EXAMPLE.org").unwrap(), Some(rec));
         s.mtasts_remove("example.org").unwrap();
         assert_eq!(s.mtasts_get("example.org").unwrap(), None);
+    }
+
+    fn sts_record(domain: &str, id: &str, fetched: i64) -> MtaStsRecord {
+        MtaStsRecord {
+            domain: domain.into(),
+            policy: "version: STSv1\r\nmode: enforce\r\nmx: mx.example.org\r\nmax_age: 86400\r\n"
+                .into(),
+            record_id: id.into(),
+            fetched: UnixTime(fetched),
+            expires: UnixTime(fetched + 86400),
+            last_use: None,
+        }
+    }
+
+    /// The MTA-STS policy cache: put replaces, touch sets the last-use time (only of an
+    /// entry that exists), list returns every entry by domain, remove forgets one, and
+    /// all of it survives closing and reopening the store.
+    #[test]
+    fn mtasts_cache_roundtrip_and_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(d.path()).unwrap();
+            s.mtasts_put(sts_record("b.example", "1", 100)).unwrap();
+            s.mtasts_put(sts_record("A.example", "1", 100)).unwrap();
+            s.mtasts_put(sts_record("a.example", "2", 200)).unwrap();
+            s.mtasts_put(sts_record("c.example", "1", 100)).unwrap();
+            assert!(s.mtasts_touch("B.EXAMPLE", UnixTime(150)).unwrap());
+            assert!(!s.mtasts_touch("none.example", UnixTime(150)).unwrap());
+            s.mtasts_remove("c.example").unwrap();
+        }
+        let s = Store::open(d.path()).unwrap();
+        let list = s.mtasts_list().unwrap();
+        let got: Vec<(&str, &str, Option<UnixTime>)> = list
+            .iter()
+            .map(|r| (r.domain.as_str(), r.record_id.as_str(), r.last_use))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a.example", "2", None),
+                ("b.example", "1", Some(UnixTime(150)))
+            ]
+        );
+        assert_eq!(
+            s.mtasts_get("a.example").unwrap(),
+            Some(sts_record("a.example", "2", 200))
+        );
+        // Through the trait, as the runtimes see the store.
+        let m: &dyn MailStore = &s;
+        m.mtasts_put(sts_record("d.example", "9", 5)).unwrap();
+        assert!(m.mtasts_touch("d.example", UnixTime(6)).unwrap());
+        assert_eq!(
+            m.mtasts_get("d.example").unwrap().unwrap().last_use,
+            Some(UnixTime(6))
+        );
+        m.mtasts_remove("d.example").unwrap();
+        assert_eq!(m.mtasts_list().unwrap().len(), 2);
+        // The policy machine's entries map to records and back.
+        let e = sts_record("e.example", "3", 7).to_entry();
+        assert_eq!(e.to_cached().unwrap().policy.mx.len(), 1);
+        assert_eq!(
+            MtaStsRecord::from_entry(&e),
+            sts_record("e.example", "3", 7)
+        );
+        // A record stored before `last_use` existed still reads.
+        let old = br#"{"domain":"x.example","policy":"p","record_id":"1","fetched":1,"expires":2}"#;
+        let r: MtaStsRecord = crate::tables::dec("mtasts", old).unwrap();
+        assert_eq!(r.last_use, None);
     }
 
     proptest! {

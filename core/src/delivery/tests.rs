@@ -14,6 +14,8 @@ use crate::server::{
 use crate::smtp::Reply;
 use crate::testkit::{self, TestClock};
 use crate::tls::TlsLayer;
+use crate::tlspolicy::mtasts::{policy_url, FetchError};
+use crate::tlspolicy::session::{message_tls, FetchResponse, PolicyConfig, PolicySession};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
@@ -539,6 +541,80 @@ struct Net {
     policy_silent: bool,
     /// Targets a SOCKS5 proxy was asked to connect to.
     asked: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+    /// TLS requirements from the policy machine (DNS from `dns`, fetches from here)
+    /// instead of `host_tls`.
+    policy: Option<PolicyWorld>,
+}
+
+/// What the TLS policy machine sees besides the DNS.
+#[derive(Clone)]
+struct PolicyWorld {
+    config: PolicyConfig,
+    /// Policy fetch results by URL; others fail with "connection refused".
+    fetch: HashMap<String, Result<FetchResponse, FetchError>>,
+}
+
+/// Runs the policy machine of the delivery (made at the first question) until it gives
+/// the verdict for `host`, answering its effects at once.
+#[allow(clippy::too_many_arguments)]
+fn policy_verdict(
+    net: &Net,
+    pw: &PolicyWorld,
+    session: &mut Option<PolicySession>,
+    now: Now,
+    domain: &str,
+    host: &str,
+    requiretls: Option<bool>,
+    transcript: &mut Vec<String>,
+) -> HostTls {
+    use crate::tlspolicy::session::{
+        Completion as PCompletion, Effect as PEffect, Input as PInput, Output as POutput,
+    };
+    let s = session.get_or_insert_with(|| {
+        PolicySession::new(
+            Arc::new(pw.config.clone()),
+            domain,
+            message_tls(requiretls),
+            now,
+        )
+    });
+    s.handle(now, PInput::Ask(host.into())).unwrap();
+    for _ in 0..100 {
+        let mut answers = Vec::new();
+        loop {
+            match s.poll(now) {
+                POutput::Effect(t, PEffect::Dns(ls)) => answers.push((
+                    t,
+                    PCompletion::Dns(ls.iter().map(|l| net.lookup(l)).collect()),
+                )),
+                POutput::Effect(t, PEffect::CacheGet { .. }) => {
+                    answers.push((t, PCompletion::Cached(None)))
+                }
+                POutput::Effect(t, PEffect::Fetch(req)) => {
+                    transcript.push(format!("fetch {}", req.url));
+                    let r = pw
+                        .fetch
+                        .get(&req.url)
+                        .cloned()
+                        .unwrap_or(Err(FetchError::Fetch("connection refused".into())));
+                    answers.push((t, PCompletion::Fetched(r)));
+                }
+                POutput::Cache(u) => transcript.push(format!("policy cache {u:?}")),
+                POutput::Verdict(v) => {
+                    transcript.push(format!("verdict {} {}", v.host, v.requirement));
+                    if v.host == host {
+                        return v.host_tls;
+                    }
+                }
+                POutput::Idle { .. } => break,
+            }
+        }
+        assert!(!answers.is_empty(), "policy machine stuck");
+        for (t, c) in answers {
+            s.handle(now, PInput::Completed(t, c)).unwrap();
+        }
+    }
+    panic!("no policy verdict for {host}");
 }
 
 impl Net {
@@ -677,6 +753,7 @@ fn run(config: DeliveryConfig, job: Job, net: Net, chunk_seed: u64) -> Run {
     let mut rng = (chunk_seed != 0).then(|| crate::rng::Rng::new(chunk_seed));
     let mut s = DeliverySession::new(Arc::new(config), job, clock.now());
     let mut conns: BTreeMap<ConnId, PeerLink> = BTreeMap::new();
+    let mut policy: Option<PolicySession> = None;
     let mut completions: VecDeque<(Token, Completion)> = VecDeque::new();
     let mut transcript = Vec::new();
     let mut tx = Vec::new();
@@ -724,14 +801,28 @@ fn run(config: DeliveryConfig, job: Job, net: Net, chunk_seed: u64) -> Run {
                         }
                     }
                     Effect::HostTls {
-                        host, requiretls, ..
+                        domain,
+                        host,
+                        requiretls,
                     } => {
-                        let v = net
-                            .host_tls
-                            .get(&host)
-                            .cloned()
-                            .unwrap_or_else(|| builtin_host_tls(requiretls, None));
                         transcript.push(format!("policy {host}"));
+                        let v = match &net.policy {
+                            Some(pw) => policy_verdict(
+                                &net,
+                                pw,
+                                &mut policy,
+                                now,
+                                &domain,
+                                &host,
+                                requiretls,
+                                &mut transcript,
+                            ),
+                            None => net
+                                .host_tls
+                                .get(&host)
+                                .cloned()
+                                .unwrap_or_else(|| builtin_host_tls(requiretls, None)),
+                        };
                         if !net.policy_silent {
                             completions.push_back((t, Completion::HostTls(v)));
                         }
@@ -1603,4 +1694,215 @@ fn tls_result_types() {
     for (detail, want) in cases {
         assert_eq!(result_type(detail), want, "{detail}");
     }
+}
+
+// ---- the delivery machine with the TLS policy machine ----
+
+/// example.org with MX mx1.example.org (10) and mox.example (20, whose certificate the
+/// test roots trust), both real server sessions, and the policy machine answering
+/// `HostTls`; `sts` is the MTA-STS policy served (with its record), if any.
+fn policy_net(sts: Option<&str>) -> (DeliveryConfig, Net) {
+    let mut cfg = config();
+    cfg.host_tls = HostTlsSource::Ask;
+    let mut net = Net::default();
+    net.mx(
+        "example.org",
+        &[(10, "mx1.example.org"), (20, "mox.example")],
+    )
+    .a("mx1.example.org", "192.0.2.1")
+    .a("mox.example", "192.0.2.2")
+    .listen("192.0.2.1:25", Listener::Server(server_config()))
+    .listen("192.0.2.2:25", Listener::Server(server_config()));
+    let mut pc = PolicyConfig::new(true);
+    pc.pkix = Some(testkit::client_tls());
+    let mut fetch = HashMap::new();
+    if let Some(body) = sts {
+        net.dns.insert(
+            Lookup {
+                name: "_mta-sts.example.org".into(),
+                rtype: RecordType::Txt,
+            },
+            LookupResult::Records {
+                records: vec![Record::Txt(vec![b"v=STSv1; id=1;".to_vec()])],
+                authentic: false,
+            },
+        );
+        fetch.insert(
+            policy_url("example.org"),
+            Ok(FetchResponse {
+                status: 200,
+                content_type: Some("text/plain".into()),
+                body: body.as_bytes().to_vec(),
+            }),
+        );
+    }
+    net.policy = Some(PolicyWorld { config: pc, fetch });
+    (cfg, net)
+}
+
+fn tls_summary(r: &Run) -> Vec<(String, TlsPolicyKind, String)> {
+    r.report
+        .tls
+        .iter()
+        .map(|t| {
+            (
+                t.mx_host.clone(),
+                t.policy,
+                match &t.result {
+                    TlsResult::Established(_) => "established".to_string(),
+                    TlsResult::Plaintext => "plaintext".to_string(),
+                    TlsResult::Failed { result_type, .. } => result_type.to_string(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The delivery machine paired with the policy machine, MTA-STS enforce listing only
+/// mox.example: mx1.example.org is never connected to (MX mismatch), mox.example gets
+/// the message over PKIX-verified TLS, reported under the `sts` policy.
+#[test]
+fn pair_sts_enforce_mismatch() {
+    let (cfg, net) = policy_net(Some(
+        "version: STSv1\nmode: enforce\nmx: mox.example\nmax_age: 86400\n",
+    ));
+    let r = run(cfg, job(&["a@example.org"]), net, 61);
+    assert_eq!(
+        delivered_by(&r.report.results[0]),
+        Some("mox.example"),
+        "{:#?}",
+        r.transcript
+    );
+    assert_eq!(r.connects(), ["mox.example 192.0.2.2:25"]);
+    assert!(r.has("verdict mx1.example.org skip:mismatch"));
+    assert!(r.has("fetch https://mta-sts.example.org/.well-known/mta-sts.txt"));
+    assert_eq!(
+        tls_summary(&r),
+        [(
+            "mox.example".to_string(),
+            TlsPolicyKind::Sts,
+            "established".to_string()
+        )]
+    );
+}
+
+/// MTA-STS enforce listing both hosts: mx1.example.org's certificate is not valid for its
+/// name, so its verified STARTTLS fails (no plaintext fallback) and mox.example, whose
+/// certificate verifies, gets the message. Without a policy the same hosts take the
+/// message over unverified TLS at the first host.
+#[test]
+fn pair_sts_enforce_verification() {
+    let (cfg, net) = policy_net(Some(
+        "version: STSv1\nmode: enforce\nmx: mx1.example.org\nmx: mox.example\nmax_age: 86400\n",
+    ));
+    let r = run(cfg, job(&["a@example.org"]), net, 67);
+    assert_eq!(
+        delivered_by(&r.report.results[0]),
+        Some("mox.example"),
+        "{:#?}",
+        r.transcript
+    );
+    assert_eq!(
+        tls_summary(&r),
+        [
+            (
+                "mx1.example.org".to_string(),
+                TlsPolicyKind::Sts,
+                "certificate-host-mismatch".to_string()
+            ),
+            (
+                "mox.example".to_string(),
+                TlsPolicyKind::Sts,
+                "established".to_string()
+            )
+        ]
+    );
+
+    let (cfg, net) = policy_net(None);
+    let r = run(cfg, job(&["a@example.org"]), net, 67);
+    assert_eq!(delivered_by(&r.report.results[0]), Some("mx1.example.org"));
+    assert_eq!(
+        tls_summary(&r),
+        [(
+            "mx1.example.org".to_string(),
+            TlsPolicyKind::NoPolicy,
+            "established".to_string()
+        )]
+    );
+}
+
+/// REQUIRETLS with no MTA-STS or DANE: the policy machine fails the first host and the
+/// delivery fails permanently with 5.7.10 without connecting anywhere.
+#[test]
+fn pair_requiretls_without_policy() {
+    let (cfg, net) = policy_net(None);
+    let mut j = job(&["a@example.org"]);
+    j.requiretls = Some(true);
+    let r = run(cfg, j, net, 71);
+    let (perm, f) = failure(&r.report.results[0]);
+    assert!(perm);
+    assert_eq!(enhanced(f), Some(Enhanced::new(5, 7, 10)));
+    assert!(r.connects().is_empty());
+}
+
+/// DANE through both machines: a signed zone whose TLSA record (3 0 1) matches the server
+/// certificate: STARTTLS required and verified by DANE, reported under `tlsa`.
+#[test]
+fn pair_dane() {
+    let (cfg, mut net) = policy_net(None);
+    let sha = ring::digest::digest(&ring::digest::SHA256, &testkit::server_cert_der())
+        .as_ref()
+        .to_vec();
+    for (name, rtype, records) in [
+        (
+            "example.org",
+            RecordType::Mx,
+            vec![Record::Mx {
+                preference: 10,
+                host: "mx1.example.org".into(),
+            }],
+        ),
+        (
+            "mx1.example.org",
+            RecordType::A,
+            vec![Record::A("192.0.2.1".parse().unwrap())],
+        ),
+        (
+            "_25._tcp.mx1.example.org",
+            RecordType::Tlsa,
+            vec![Record::Tlsa {
+                usage: 3,
+                selector: 0,
+                matching: 1,
+                data: sha,
+            }],
+        ),
+    ] {
+        net.dns.insert(
+            Lookup {
+                name: name.into(),
+                rtype,
+            },
+            LookupResult::Records {
+                records,
+                authentic: true,
+            },
+        );
+    }
+    let r = run(cfg, job(&["a@example.org"]), net, 73);
+    assert_eq!(
+        delivered_by(&r.report.results[0]),
+        Some("mx1.example.org"),
+        "{:#?}",
+        r.transcript
+    );
+    assert!(r.has("verdict mx1.example.org required/dane=mx1.example.org/abort/tlsa"));
+    assert_eq!(
+        tls_summary(&r),
+        [(
+            "mx1.example.org".to_string(),
+            TlsPolicyKind::Tlsa,
+            "established".to_string()
+        )]
+    );
 }

@@ -13,10 +13,13 @@
 //!   [`SessionResult`]s to record, per report scope.
 //! * [`tlsrpt`]: the `_smtp._tls` record, [`TlsResults`] collected per policy domain and
 //!   scope, the JSON report (built, gzipped, parsed).
+//! * [`session`]: the machine that runs the above for one delivery: [`PolicySession`]
+//!   answers the delivery machine's `HostTls` question per MX host, asking for DNS, the
+//!   cached policy and the policy fetch as effects.
 //!
 //! Nothing here performs I/O or reads a clock; time is a [`crate::UnixTime`] argument.
-//! Not wired yet: the delivery code in the root package does not call this module (see the
-//! README's Architecture section).
+//! Not wired yet: the delivery driver in the root package does not run [`PolicySession`]
+//! (see the README's Architecture section).
 
 pub mod dane;
 pub mod mtasts;
@@ -26,6 +29,7 @@ pub mod requirement;
 pub mod results;
 #[cfg(test)]
 mod scenarios;
+pub mod session;
 pub mod tlsrpt;
 
 pub use dane::{
@@ -42,6 +46,10 @@ pub use requirement::{
     TlsRequirement, Verification,
 };
 pub use results::{fetch_failure_result, session_results, Endpoints, TlsOutcome};
+pub use session::{
+    message_tls, to_host_tls, CacheUpdate, FetchRequest, FetchResponse, HostVerdict, PolicyConfig,
+    PolicyError, PolicySession, StsCacheEntry,
+};
 pub use tlsrpt::{
     day_range, parse_report, parse_report_file, parse_report_message, DateRange, FailureDetails,
     Policy, PolicyResult, PolicyType, Report, ReportScope, ReportUri, ResultType, SessionResult,
