@@ -129,3 +129,83 @@ impl Dns {
             .unwrap_or(LookupResult::TempFail("no answer".into()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmox_driver::testing_dns::{a, config, responder, Behaviour, ANSWER};
+    use std::path::Path;
+    use std::sync::atomic::Ordering;
+
+    fn answered(r: &LookupResult, authentic: bool) -> bool {
+        *r == LookupResult::Records {
+            records: vec![rmox_core::dns::Record::A(ANSWER)],
+            authentic,
+        }
+    }
+
+    /// The AD bit is trusted only when every configured resolver is on loopback.
+    #[test]
+    fn trust_ad_only_for_loopback_resolvers() {
+        let trust = |list: &[&str]| {
+            let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+            match source(&list, Path::new(".")).unwrap() {
+                Source::Net(c) => c.trust_ad,
+                Source::Zone(_) => panic!("not a zone"),
+            }
+        };
+        assert!(trust(&["127.53.0.2:53"]));
+        assert!(trust(&["127.0.0.1:53", "[::1]:53"]));
+        assert!(!trust(&["192.0.2.53:53"]));
+        assert!(!trust(&["127.0.0.1:53", "192.0.2.53:53"]));
+        assert!(source(&["nonsense".into()], Path::new(".")).is_err());
+    }
+
+    /// Blocking callers on several threads share the resolver thread and its cache; the
+    /// thread's loop is the driver's (a truncated answer is retried over TCP).
+    #[test]
+    fn blocking_callers_share_the_resolver_thread() {
+        let server = responder(Behaviour::Truncate);
+        let dns = Dns::from_config(&[server.addr.to_string()], Path::new(".")).unwrap();
+        let dns = std::sync::Arc::new(dns);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let d = std::sync::Arc::clone(&dns);
+                std::thread::spawn(move || d.lookup_many(&[a("same.test"), a("other.test")]))
+            })
+            .collect();
+        for t in threads {
+            let got = t.join().unwrap();
+            assert!(got.iter().all(|r| answered(r, false)), "{got:?}");
+        }
+        // Each caller's questions went out (callers racing before the first answer was
+        // cached ask again), each truncated over UDP and answered over TCP.
+        let tcp = server.tcp_queries.load(Ordering::SeqCst);
+        assert!((2..=8).contains(&tcp), "{tcp}");
+        assert_eq!(server.udp_queries.load(Ordering::SeqCst), tcp);
+        // Now cached: no new question.
+        assert!(answered(&dns.lookup(&a("same.test")), false));
+        assert_eq!(server.udp_queries.load(Ordering::SeqCst), tcp);
+    }
+
+    /// Tasks use `lookup_many_async` on a loop started with `start_on` on their runtime.
+    #[test]
+    fn start_on_a_runtime_task() {
+        let server = responder(Behaviour::Answer { ad: true });
+        let ex = async_executor::LocalExecutor::new();
+        let got = async_io::block_on(ex.run(async {
+            let (dns, run) = start_on(
+                rmox_runtime_smol::SmolRt,
+                config(vec![server.addr], true),
+                3,
+            );
+            let task = ex.spawn(run);
+            let got = dns.lookup_many_async(&[a("x.test")]).await;
+            drop(dns);
+            // The loop ends once its last handle is gone.
+            task.await;
+            got
+        }));
+        assert!(answered(&got[0], true), "{got:?}");
+    }
+}

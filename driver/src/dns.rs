@@ -385,3 +385,21 @@ pub async fn run_resolver<R: UdpRuntime>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply seen through an IPv6 socket as `[::ffff:a.b.c.d]` must still match the IPv4
+    /// server the machine asked (the old transport bound one `[::]` socket when the first
+    /// server was IPv6 and then dropped every answer from its IPv4 servers).
+    #[test]
+    fn mapped_sources_are_ipv4() {
+        let v4: SocketAddr = "127.53.0.2:53".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.53.0.2]:53".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::53]:53".parse().unwrap();
+        assert_eq!(canonical(mapped), v4);
+        assert_eq!(canonical(v4), v4);
+        assert_eq!(canonical(v6), v6);
+    }
+}
