@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rmox_core::dns::{Lookup, LookupResult, ResolverConfig, StaticZone};
+use rmox_core::dns::{round, Check, Lookup, LookupResult, ResolverConfig, Round, StaticZone};
 use rmox_driver::dns::{run_resolver, DnsClient, UdpRuntime};
 
 use crate::Fail;
@@ -122,6 +122,36 @@ impl Dns {
         futures_lite::future::block_on(self.lookup_many_async(lookups))
     }
 
+    /// Runs a DNS check (SPF, DKIM, DMARC, iprev, DNSBL, MX) to its verdict, each round's
+    /// questions as one batch ([`rmox_core::dns::round`]); `None` after `max_questions`
+    /// questions or when the check is stuck. For tasks.
+    pub async fn run_check_async<C: Check>(
+        &self,
+        check: &mut C,
+        max_questions: usize,
+    ) -> Option<C::Verdict> {
+        let mut budget = max_questions;
+        loop {
+            // At least one poll, even with the budget spent: the verdict may be there.
+            match round(check, budget.max(1)) {
+                Round::Done(v) => return Some(v),
+                Round::Ask(qs) if qs.is_empty() || budget == 0 => return None,
+                Round::Ask(qs) => {
+                    budget = budget.saturating_sub(qs.len());
+                    let answers = self.lookup_many_async(&qs).await;
+                    for (q, a) in qs.iter().zip(answers) {
+                        check.answer(q, a);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Dns::run_check_async`] for blocking callers.
+    pub fn run_check<C: Check>(&self, check: &mut C, max_questions: usize) -> Option<C::Verdict> {
+        futures_lite::future::block_on(self.run_check_async(check, max_questions))
+    }
+
     /// One lookup (blocking).
     pub fn lookup(&self, l: &Lookup) -> LookupResult {
         self.lookup_many(std::slice::from_ref(l))
@@ -186,6 +216,49 @@ mod tests {
         // Now cached: no new question.
         assert!(answered(&dns.lookup(&a("same.test")), false));
         assert_eq!(server.udp_queries.load(Ordering::SeqCst), tcp);
+    }
+
+    /// Asks three names at once, then concludes with how many it had asked when the
+    /// first answer came.
+    #[derive(Default)]
+    struct Three {
+        asked: usize,
+        answered: usize,
+        asked_at_first_answer: Option<usize>,
+    }
+
+    impl Check for Three {
+        type Verdict = Option<usize>;
+        fn poll(&mut self) -> rmox_core::dns::CheckStep<Option<usize>> {
+            use rmox_core::dns::CheckStep;
+            if self.asked < 3 {
+                self.asked += 1;
+                return CheckStep::Lookup(a(["a.test", "b.test", "c.test"][self.asked - 1]));
+            }
+            if self.answered < 3 {
+                return CheckStep::Wait;
+            }
+            CheckStep::Done(self.asked_at_first_answer)
+        }
+        fn answer(&mut self, _: &Lookup, r: LookupResult) {
+            assert!(answered(&r, false), "{r:?}");
+            self.asked_at_first_answer.get_or_insert(self.asked);
+            self.answered += 1;
+        }
+    }
+
+    /// A check's questions go to the resolver as one batch, in flight together (the CLI
+    /// tools asked them one after the other, each waiting for the previous answer): the
+    /// responder answers only once it holds all three.
+    #[test]
+    fn run_check_asks_each_round_at_once() {
+        let server = responder(Behaviour::Gather(3));
+        let dns = Dns::from_config(&[server.addr.to_string()], Path::new(".")).unwrap();
+        assert_eq!(dns.run_check(&mut Three::default(), 10), Some(Some(3)));
+        assert_eq!(server.udp_queries.load(Ordering::SeqCst), 3);
+        // Bounded: a budget below the check's questions gives no verdict.
+        let mut t = Three::default();
+        assert_eq!(dns.run_check(&mut t, 2), None);
     }
 
     /// Tasks use `lookup_many_async` on a loop started with `start_on` on their runtime.

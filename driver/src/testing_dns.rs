@@ -37,6 +37,9 @@ pub enum Behaviour {
     Truncate,
     /// Never answers.
     Silent,
+    /// Holds the questions until this many have arrived, then answers them all: only
+    /// questions sent together (not one after the other's answer) get answers.
+    Gather(usize),
 }
 
 /// A DNS server on loopback, answering every question as its [`Behaviour`] says.
@@ -107,6 +110,7 @@ pub fn responder(behaviour: Behaviour) -> Responder {
             .unwrap();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
+            let mut held: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
             while !stop.load(Ordering::SeqCst) && started.elapsed() < RESPONDER_LIFE {
                 let Ok((n, from)) = udp.recv_from(&mut buf) else {
                     continue;
@@ -116,6 +120,17 @@ pub fn responder(behaviour: Behaviour) -> Responder {
                     Behaviour::Answer { ad } => response(&buf[..n], false, ad),
                     Behaviour::Truncate => response(&buf[..n], true, false),
                     Behaviour::Silent => None,
+                    Behaviour::Gather(want) => {
+                        held.push((buf[..n].to_vec(), from));
+                        if held.len() >= want {
+                            for (q, from) in held.drain(..) {
+                                if let Some(r) = response(&q, false, false) {
+                                    let _ = udp.send_to(&r, from);
+                                }
+                            }
+                        }
+                        None
+                    }
                 };
                 if let Some(r) = reply {
                     let _ = udp.send_to(&r, from);
@@ -143,7 +158,7 @@ pub fn responder(behaviour: Behaviour) -> Responder {
                     continue;
                 }
                 count.fetch_add(1, Ordering::SeqCst);
-                if behaviour == Behaviour::Silent {
+                if matches!(behaviour, Behaviour::Silent | Behaviour::Gather(_)) {
                     continue;
                 }
                 if let Some(r) = response(&q, false, false) {
