@@ -1,105 +1,158 @@
-//! DNS for the binary: the core's sans-IO resolver machine driven by one thread over real
-//! UDP and TCP sockets, or static zone data (`zonefile:PATH`) for offline testing.
+//! DNS for the binary: core's sans-IO resolver machine driven by the one DNS loop of the
+//! driver ([`rmox_driver::dns::run_resolver`]) over a runtime's UDP and TCP sockets, or
+//! static zone data (`zonefile:PATH`) for offline testing.
 //!
-//! Callers (effect answerers on the blocking pools, CLI tools) block on
-//! [`Dns::lookup_many`]; the thread multiplexes all their questions over one UDP socket and
-//! shares one cache.
+//! Who runs the loop: a runtime task ([`start_on`], the caller spawns the returned future),
+//! or, for CLI tools, tests and the blocking parts of the server, a small thread running the
+//! same loop on smol ([`Dns::from_config`]). Blocking callers use [`Dns::lookup_many`],
+//! tasks [`Dns::lookup_many_async`]; every caller of one [`Dns`] shares the machine's cache.
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use rmox_core::dns::{
-    Lookup, LookupResult, QueryId, Resolver, ResolverConfig, ResolverOutput, StaticZone,
-};
-use rmox_core::{Rng, Token};
+use rmox_core::dns::{round, Check, Lookup, LookupResult, ResolverConfig, Round, StaticZone};
+use rmox_driver::dns::{run_resolver, DnsClient, UdpRuntime};
 
 use crate::Fail;
 
-type Reply = mpsc::Sender<LookupResult>;
-
 /// Where answers come from.
 pub enum Dns {
-    /// Real DNS through the resolver thread.
-    Net(mpsc::Sender<(Lookup, Reply)>),
+    /// Real DNS through a resolver loop.
+    Net(DnsClient),
     /// Static zone data.
     Zone(StaticZone),
 }
 
+/// What the config's `resolver` list asks for.
+pub enum Source {
+    /// Real DNS with these settings.
+    Net(ResolverConfig),
+    /// Static zone data.
+    Zone(StaticZone),
+}
+
+/// From the config's `resolver` list: `zonefile:PATH` (relative to `base`), `ip:port`
+/// entries, or (empty) the system's /etc/resolv.conf.
+pub fn source(resolver: &[String], base: &std::path::Path) -> Result<Source, Fail> {
+    if let Some(path) = resolver.iter().find_map(|r| r.strip_prefix("zonefile:")) {
+        let p = base.join(path);
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| Fail(format!("resolver zonefile {}: {e}", p.display())))?;
+        let zone = StaticZone::parse(&text)
+            .map_err(|e| Fail(format!("resolver zonefile {}: {e}", p.display())))?;
+        return Ok(Source::Zone(zone));
+    }
+    let mut servers: Vec<SocketAddr> = Vec::new();
+    for r in resolver {
+        servers.push(
+            r.parse()
+                .map_err(|_| Fail(format!("resolver {r:?}: not ip:port")))?,
+        );
+    }
+    if servers.is_empty() {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        servers = rmox_core::dns::parse_resolv_conf(&text);
+    }
+    if servers.is_empty() {
+        return Err(Fail(
+            "no DNS servers: set `resolver` in the config or fill /etc/resolv.conf".into(),
+        ));
+    }
+    // The AD bit is believed only from loopback resolvers (a validating resolver on this
+    // machine); others could be spoofed on the way.
+    let trust_ad = servers.iter().all(|s| s.ip().is_loopback());
+    Ok(Source::Net(ResolverConfig {
+        servers,
+        trust_ad,
+        timeout: Duration::from_secs(3),
+        ..ResolverConfig::default()
+    }))
+}
+
+/// A [`Dns`] whose loop runs on `rt`: the caller spawns the returned future as a task of
+/// that runtime (it ends when every clone of the handle is dropped and no question is open).
+pub fn start_on<R: UdpRuntime>(
+    rt: R,
+    config: ResolverConfig,
+    seed: u64,
+) -> (Dns, impl Future<Output = ()>) {
+    let (client, requests) = DnsClient::channel();
+    (Dns::Net(client), run_resolver(rt, config, seed, requests))
+}
+
+/// A [`Dns`] whose loop runs on its own thread on smol, for callers without a runtime.
+pub fn start_thread(config: ResolverConfig, seed: u64) -> Result<Dns, Fail> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("rmox-dns".into())
+        .spawn(move || {
+            // The loop is not `Send` (glommio's would not be): it is made on its thread.
+            let (dns, run) = start_on(rmox_runtime_smol::SmolRt, config, seed);
+            if tx.send(dns).is_ok() {
+                async_io::block_on(run);
+            }
+        })
+        .map_err(|e| Fail(format!("starting DNS thread: {e}")))?;
+    rx.recv()
+        .map_err(|_| Fail("the DNS thread exited at start".into()))
+}
+
 impl Dns {
-    /// From the config's `resolver` list: `zonefile:PATH`, `ip:port` entries, or (empty)
-    /// the system's /etc/resolv.conf.
+    /// From the config's `resolver` list (see [`source`]); real DNS runs on a resolver
+    /// thread ([`start_thread`]).
     pub fn from_config(resolver: &[String], base: &std::path::Path) -> Result<Dns, Fail> {
-        if let Some(path) = resolver.iter().find_map(|r| r.strip_prefix("zonefile:")) {
-            let p = base.join(path);
-            let text = std::fs::read_to_string(&p)
-                .map_err(|e| Fail(format!("resolver zonefile {}: {e}", p.display())))?;
-            let zone = StaticZone::parse(&text)
-                .map_err(|e| Fail(format!("resolver zonefile {}: {e}", p.display())))?;
-            return Ok(Dns::Zone(zone));
+        match source(resolver, base)? {
+            Source::Zone(z) => Ok(Dns::Zone(z)),
+            Source::Net(config) => start_thread(config, crate::serve::os_seed()),
         }
-        let mut servers: Vec<SocketAddr> = Vec::new();
-        for r in resolver {
-            servers.push(
-                r.parse()
-                    .map_err(|_| Fail(format!("resolver {r:?}: not ip:port")))?,
-            );
-        }
-        if servers.is_empty() {
-            let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            servers = rmox_core::dns::parse_resolv_conf(&text);
-        }
-        if servers.is_empty() {
-            return Err(Fail(
-                "no DNS servers: set `resolver` in the config or fill /etc/resolv.conf".into(),
-            ));
-        }
-        // The AD bit is believed only from loopback resolvers (a validating resolver on this
-        // machine); others could be spoofed on the way.
-        let trust_ad = servers.iter().all(|s| s.ip().is_loopback());
-        let config = ResolverConfig {
-            servers,
-            trust_ad,
-            timeout: Duration::from_secs(3),
-            ..ResolverConfig::default()
-        };
-        let (tx, rx) = mpsc::channel();
-        let seed = crate::serve::os_seed();
-        std::thread::Builder::new()
-            .name("rmox-dns".into())
-            .spawn(move || run(config, seed, rx))
-            .map_err(|e| Fail(format!("starting DNS thread: {e}")))?;
-        Ok(Dns::Net(tx))
     }
 
-    /// Answers every lookup (in order), waiting for all of them.
-    pub fn lookup_many(&self, lookups: &[Lookup]) -> Vec<LookupResult> {
+    /// Answers every lookup (in order), waiting for all of them: for tasks.
+    pub async fn lookup_many_async(&self, lookups: &[Lookup]) -> Vec<LookupResult> {
         match self {
             Dns::Zone(z) => lookups.iter().map(|l| z.lookup(l)).collect(),
-            Dns::Net(tx) => {
-                let waiting: Vec<mpsc::Receiver<LookupResult>> = lookups
-                    .iter()
-                    .map(|l| {
-                        let (rtx, rrx) = mpsc::channel();
-                        let _ = tx.send((l.clone(), rtx));
-                        rrx
-                    })
-                    .collect();
-                waiting
-                    .into_iter()
-                    .map(|r| {
-                        r.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-                            LookupResult::TempFail("resolver did not answer".into())
-                        })
-                    })
-                    .collect()
+            Dns::Net(c) => c.lookup_many(lookups).await,
+        }
+    }
+
+    /// Answers every lookup (in order), blocking until all are answered: for blocking
+    /// callers only (never inside a runtime task).
+    pub fn lookup_many(&self, lookups: &[Lookup]) -> Vec<LookupResult> {
+        futures_lite::future::block_on(self.lookup_many_async(lookups))
+    }
+
+    /// Runs a DNS check (SPF, DKIM, DMARC, iprev, DNSBL, MX) to its verdict, each round's
+    /// questions as one batch ([`rmox_core::dns::round`]); `None` after `max_questions`
+    /// questions or when the check is stuck. For tasks.
+    pub async fn run_check_async<C: Check>(
+        &self,
+        check: &mut C,
+        max_questions: usize,
+    ) -> Option<C::Verdict> {
+        let mut budget = max_questions;
+        loop {
+            // At least one poll, even with the budget spent: the verdict may be there.
+            match round(check, budget.max(1)) {
+                Round::Done(v) => return Some(v),
+                Round::Ask(qs) if qs.is_empty() || budget == 0 => return None,
+                Round::Ask(qs) => {
+                    budget = budget.saturating_sub(qs.len());
+                    let answers = self.lookup_many_async(&qs).await;
+                    for (q, a) in qs.iter().zip(answers) {
+                        check.answer(q, a);
+                    }
+                }
             }
         }
     }
 
-    /// One lookup.
+    /// [`Dns::run_check_async`] for blocking callers.
+    pub fn run_check<C: Check>(&self, check: &mut C, max_questions: usize) -> Option<C::Verdict> {
+        futures_lite::future::block_on(self.run_check_async(check, max_questions))
+    }
+
+    /// One lookup (blocking).
     pub fn lookup(&self, l: &Lookup) -> LookupResult {
         self.lookup_many(std::slice::from_ref(l))
             .pop()
@@ -107,133 +160,125 @@ impl Dns {
     }
 }
 
-fn now() -> rmox_core::Now {
-    rmox_driver::now()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmox_driver::testing_dns::{a, config, responder, Behaviour, ANSWER};
+    use std::path::Path;
+    use std::sync::atomic::Ordering;
 
-/// The resolver thread: runs until every sender is gone.
-fn run(config: ResolverConfig, seed: u64, rx: mpsc::Receiver<(Lookup, Reply)>) {
-    let bind: SocketAddr = match config.servers.first() {
-        Some(s) if s.is_ipv6() => "[::]:0"
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
-        _ => SocketAddr::from(([0, 0, 0, 0], 0)),
-    };
-    let sock = match UdpSocket::bind(bind) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "dns: cannot bind UDP socket");
-            return;
-        }
-    };
-    let mut r = Resolver::new(config, Rng::new(seed));
-    let mut waiting: HashMap<QueryId, Reply> = HashMap::new();
-    let mut tcp: HashMap<Token, TcpStream> = HashMap::new();
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        // New questions.
-        loop {
-            match rx.try_recv() {
-                Ok((lookup, reply)) => {
-                    let id = r.query(now(), lookup);
-                    waiting.insert(id, reply);
-                }
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    if waiting.is_empty() {
-                        return;
-                    }
-                    break;
-                }
-            }
-        }
-        // Outputs.
-        let deadline = loop {
-            match r.poll(now()) {
-                ResolverOutput::SendUdp { server, bytes } => {
-                    if let Err(e) = sock.send_to(&bytes, server) {
-                        tracing::debug!(error = %e, %server, "dns: udp send failed");
-                    }
-                }
-                ResolverOutput::SendTcp {
-                    server,
-                    conn,
-                    bytes,
-                } => {
-                    let t = now();
-                    match tcp_exchange(&mut tcp, server, conn, &bytes) {
-                        Ok(answer) => r.handle_tcp(t, conn, &answer),
-                        Err(_) => r.handle_tcp_failed(t, conn),
-                    }
-                }
-                ResolverOutput::CloseTcp { conn } => {
-                    tcp.remove(&conn);
-                }
-                ResolverOutput::Answer(id, result) => {
-                    if let Some(reply) = waiting.remove(&id) {
-                        let _ = reply.send(result);
-                    }
-                }
-                ResolverOutput::Idle { deadline } => break deadline,
-            }
-        };
-        // Wait for a datagram, the deadline, or (polling) new questions.
-        let mut wait = Duration::from_millis(if waiting.is_empty() { 20 } else { 5 });
-        if let Some(d) = deadline {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                r.handle_timeout(now());
-                continue;
-            }
-            wait = wait.min(left);
-        }
-        let _ = sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
-        match sock.recv_from(&mut buf) {
-            Ok((n, from)) => r.handle_udp(now(), from, &buf[..n]),
-            Err(_) => {
-                if let Some(d) = deadline {
-                    if Instant::now() >= d {
-                        r.handle_timeout(now());
-                    }
-                }
-                if waiting.is_empty() {
-                    // Block for the next question instead of spinning.
-                    match rx.recv_timeout(Duration::from_secs(1)) {
-                        Ok((lookup, reply)) => {
-                            let id = r.query(now(), lookup);
-                            waiting.insert(id, reply);
-                        }
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                    }
-                }
-            }
+    fn answered(r: &LookupResult, authentic: bool) -> bool {
+        *r == LookupResult::Records {
+            records: vec![rmox_core::dns::Record::A(ANSWER)],
+            authentic,
         }
     }
-}
 
-/// Sends one length-prefixed message over TCP and reads one length-prefixed answer.
-fn tcp_exchange(
-    conns: &mut HashMap<Token, TcpStream>,
-    server: SocketAddr,
-    conn: Token,
-    bytes: &[u8],
-) -> std::io::Result<Vec<u8>> {
-    let s = match conns.entry(conn) {
-        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-        std::collections::hash_map::Entry::Vacant(v) => {
-            let s = TcpStream::connect_timeout(&server, Duration::from_secs(3))?;
-            s.set_read_timeout(Some(Duration::from_secs(3)))?;
-            s.set_write_timeout(Some(Duration::from_secs(3)))?;
-            v.insert(s)
+    /// The AD bit is trusted only when every configured resolver is on loopback.
+    #[test]
+    fn trust_ad_only_for_loopback_resolvers() {
+        let trust = |list: &[&str]| {
+            let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+            match source(&list, Path::new(".")).unwrap() {
+                Source::Net(c) => c.trust_ad,
+                Source::Zone(_) => panic!("not a zone"),
+            }
+        };
+        assert!(trust(&["127.53.0.2:53"]));
+        assert!(trust(&["127.0.0.1:53", "[::1]:53"]));
+        assert!(!trust(&["192.0.2.53:53"]));
+        assert!(!trust(&["127.0.0.1:53", "192.0.2.53:53"]));
+        assert!(source(&["nonsense".into()], Path::new(".")).is_err());
+    }
+
+    /// Blocking callers on several threads share the resolver thread and its cache; the
+    /// thread's loop is the driver's (a truncated answer is retried over TCP).
+    #[test]
+    fn blocking_callers_share_the_resolver_thread() {
+        let server = responder(Behaviour::Truncate);
+        let dns = Dns::from_config(&[server.addr.to_string()], Path::new(".")).unwrap();
+        let dns = std::sync::Arc::new(dns);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let d = std::sync::Arc::clone(&dns);
+                std::thread::spawn(move || d.lookup_many(&[a("same.test"), a("other.test")]))
+            })
+            .collect();
+        for t in threads {
+            let got = t.join().unwrap();
+            assert!(got.iter().all(|r| answered(r, false)), "{got:?}");
         }
-    };
-    s.write_all(bytes)?;
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len)?;
-    let n = usize::from(u16::from_be_bytes(len));
-    let mut out = vec![0u8; n + 2];
-    out[..2].copy_from_slice(&len);
-    s.read_exact(&mut out[2..])?;
-    Ok(out)
+        // Each name went out once (in flight or cached for the other callers), truncated
+        // over UDP and answered over TCP.
+        let tcp = server.tcp_queries.load(Ordering::SeqCst);
+        assert_eq!(tcp, 2, "one query per name, shared by every caller");
+        assert_eq!(server.udp_queries.load(Ordering::SeqCst), tcp);
+        // Now cached: no new question.
+        assert!(answered(&dns.lookup(&a("same.test")), false));
+        assert_eq!(server.udp_queries.load(Ordering::SeqCst), tcp);
+    }
+
+    /// Asks three names at once, then concludes with how many it had asked when the
+    /// first answer came.
+    #[derive(Default)]
+    struct Three {
+        asked: usize,
+        answered: usize,
+        asked_at_first_answer: Option<usize>,
+    }
+
+    impl Check for Three {
+        type Verdict = Option<usize>;
+        fn poll(&mut self) -> rmox_core::dns::CheckStep<Option<usize>> {
+            use rmox_core::dns::CheckStep;
+            if self.asked < 3 {
+                self.asked += 1;
+                return CheckStep::Lookup(a(["a.test", "b.test", "c.test"][self.asked - 1]));
+            }
+            if self.answered < 3 {
+                return CheckStep::Wait;
+            }
+            CheckStep::Done(self.asked_at_first_answer)
+        }
+        fn answer(&mut self, _: &Lookup, r: LookupResult) {
+            assert!(answered(&r, false), "{r:?}");
+            self.asked_at_first_answer.get_or_insert(self.asked);
+            self.answered += 1;
+        }
+    }
+
+    /// A check's questions go to the resolver as one batch, in flight together (the CLI
+    /// tools asked them one after the other, each waiting for the previous answer): the
+    /// responder answers only once it holds all three.
+    #[test]
+    fn run_check_asks_each_round_at_once() {
+        let server = responder(Behaviour::Gather(3));
+        let dns = Dns::from_config(&[server.addr.to_string()], Path::new(".")).unwrap();
+        assert_eq!(dns.run_check(&mut Three::default(), 10), Some(Some(3)));
+        assert_eq!(server.udp_queries.load(Ordering::SeqCst), 3);
+        // Bounded: a budget below the check's questions gives no verdict.
+        let mut t = Three::default();
+        assert_eq!(dns.run_check(&mut t, 2), None);
+    }
+
+    /// Tasks use `lookup_many_async` on a loop started with `start_on` on their runtime.
+    #[test]
+    fn start_on_a_runtime_task() {
+        let server = responder(Behaviour::Answer { ad: true });
+        let ex = async_executor::LocalExecutor::new();
+        let got = async_io::block_on(ex.run(async {
+            let (dns, run) = start_on(
+                rmox_runtime_smol::SmolRt,
+                config(vec![server.addr], true),
+                3,
+            );
+            let task = ex.spawn(run);
+            let got = dns.lookup_many_async(&[a("x.test")]).await;
+            drop(dns);
+            // The loop ends once its last handle is gone.
+            task.await;
+            got
+        }));
+        assert!(answered(&got[0], true), "{got:?}");
+    }
 }

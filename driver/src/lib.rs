@@ -7,8 +7,11 @@
 //! machine; this loop only moves bytes, deadlines and effect answers. Nothing here needs
 //! `Send`: glommio tasks are `!Send`.
 
+pub mod dns;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "testing")]
+pub mod testing_dns;
 
 use std::future::Future;
 use std::pin::Pin;

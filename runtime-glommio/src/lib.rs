@@ -12,6 +12,9 @@
 //! be non-blocking (glommio's accept toggles `O_NONBLOCK` on the shared file description
 //! around a first try; with the flag already set that is a no-op for the other workers).
 
+mod udp;
+pub use udp::*;
+
 use std::future::Future;
 use std::net::TcpListener as StdListener;
 use std::pin::Pin;
@@ -44,8 +47,9 @@ const BLOCKING_THREADS: usize = 16;
 /// How long [`io_uring_available`] waits for its probe executor.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// This runtime for the shared driver loops ([`rmox_driver::serve`], [`rmox_driver::dns`]).
 #[derive(Clone)]
-struct GlommioRt;
+pub struct GlommioRt;
 
 impl Runtime for GlommioRt {
     fn sleep_until(&self, at: Instant) -> Pin<Box<dyn Future<Output = ()>>> {

@@ -4,6 +4,9 @@
 //! Blocking work (storage) runs on the `blocking` thread pool. The session loop itself is
 //! [`rmox_driver::serve`], shared with the other runtimes.
 
+mod udp;
+pub use udp::*;
+
 use std::future::Future;
 use std::net::TcpListener as StdListener;
 use std::pin::Pin;
@@ -25,8 +28,9 @@ pub struct ListenerSpec {
     pub config: Arc<ServerConfig>,
 }
 
+/// This runtime for the shared driver loops ([`rmox_driver::serve`], [`rmox_driver::dns`]).
 #[derive(Clone)]
-struct SmolRt;
+pub struct SmolRt;
 
 impl Runtime for SmolRt {
     fn sleep_until(&self, at: Instant) -> Pin<Box<dyn Future<Output = ()>>> {

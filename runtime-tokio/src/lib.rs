@@ -2,6 +2,9 @@
 //! thread, each with a `LocalSet` (sessions are not `Send`), all accepting from the same
 //! listening sockets. Blocking work (storage) runs on tokio's blocking pool.
 
+mod udp;
+pub use udp::*;
+
 use std::future::Future;
 use std::net::TcpListener as StdListener;
 use std::pin::Pin;
@@ -20,8 +23,9 @@ pub struct ListenerSpec {
     pub config: Arc<ServerConfig>,
 }
 
+/// This runtime for the shared driver loops ([`rmox_driver::serve`], [`rmox_driver::dns`]).
 #[derive(Clone)]
-struct TokioRt;
+pub struct TokioRt;
 
 impl Runtime for TokioRt {
     fn sleep_until(&self, at: Instant) -> Pin<Box<dyn Future<Output = ()>>> {

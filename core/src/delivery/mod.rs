@@ -40,7 +40,7 @@ use crate::client::{
     self, ClientConfig, ClientError, ClientSession, Credentials, Delivery, ErrorKind, Extensions,
     Needs, Outcome, Stage, Timeouts, TlsMode, Verify,
 };
-use crate::dns::{Check, CheckStep, Lookup, LookupResult, Record, RecordType};
+use crate::dns::{round, Check, Lookup, LookupResult, Record, RecordType, Round};
 use crate::queue::mx::{MxOptions, MxPlan, MxVerdict};
 use crate::queue::route::{SmtpAuth, SmtpTls, Transport, TransportDirect};
 use crate::queue::{AttemptResult, Failure};
@@ -53,6 +53,9 @@ use crate::tls::TlsInfo;
 use crate::Token;
 
 use socks5::Socks5Client;
+
+/// Questions the MX plan may ask in one round (far above what it asks).
+const MAX_ROUND: usize = 64;
 
 /// Names one connection of a delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -822,13 +825,9 @@ impl DeliverySession {
         let Some(Resolve::Mx(plan)) = &mut self.resolve else {
             return;
         };
-        let mut asks = Vec::new();
-        let verdict = loop {
-            match plan.poll() {
-                CheckStep::Lookup(l) => asks.push(l),
-                CheckStep::Wait => break None,
-                CheckStep::Done(v) => break Some(v),
-            }
+        let (asks, verdict) = match round(plan, MAX_ROUND) {
+            Round::Ask(asks) => (asks, None),
+            Round::Done(v) => (Vec::new(), Some(v)),
         };
         if !asks.is_empty() {
             return self.ask_dns(now, asks);

@@ -30,6 +30,8 @@
 //! * CNAME chains are followed, inside one answer and, when the server returned only the
 //!   CNAME, by asking for the target; at most [`MAX_CNAME_CHAIN`] links.
 //! * The AD bit is reported (`authentic`) only when the config says the servers are trusted.
+//! * A question asked again while the same lookup is in flight shares that query: one
+//!   query on the wire, the same answer for both ids.
 //! * Answers are cached for their TTL (at most `max_ttl`), NXDOMAIN and NODATA for the SOA
 //!   minimum (at most `max_negative_ttl`); temporary failures are not cached. When the cache
 //!   is full, expired entries go first, then the entry closest to expiry.
@@ -127,6 +129,9 @@ enum Transport {
 #[derive(Debug)]
 struct Pending {
     id: QueryId,
+    /// Later questions for the same lookup asked while this one was in flight: they get
+    /// the same answer (one query on the wire).
+    also: Vec<QueryId>,
     original: Lookup,
     /// The name asked now (the original, or a CNAME target).
     name: String,
@@ -417,9 +422,14 @@ impl Resolver {
             ));
             return id;
         }
+        if let Some(p) = self.pending.values_mut().find(|p| p.original == lookup) {
+            p.also.push(id);
+            return id;
+        }
         let key = id.0;
         let p = Pending {
             id,
+            also: Vec::new(),
             name: lookup.name.clone(),
             original: lookup,
             cnames: 0,
@@ -504,6 +514,10 @@ impl Resolver {
         };
         let ttl = ttl.min(p.min_ttl);
         self.store(now, p.original, &result, ttl);
+        for id in p.also {
+            self.out
+                .push_back(ResolverOutput::Answer(id, result.clone()));
+        }
         self.out.push_back(ResolverOutput::Answer(p.id, result));
     }
 
@@ -1064,6 +1078,44 @@ mod tests {
         let t = now.advance(Duration::from_secs(30));
         ask(&mut r, t);
         one_udp(&drain(&mut r, t));
+    }
+
+    /// Concurrent askers of one name each sent their own query (several sessions checking
+    /// the same SPF record at once multiplied the traffic); now they share the one in flight.
+    #[test]
+    fn same_lookup_in_flight_is_asked_once() {
+        let now = now0();
+        let mut r = resolver(false);
+        let first = r.query(now, lk("shared.example.org", RecordType::A));
+        let (server, q) = one_udp(&drain(&mut r, now));
+        let second = r.query(now, lk("Shared.Example.org.", RecordType::A));
+        let other = r.query(now, lk("shared.example.org", RecordType::Aaaa));
+        // Only the other type goes out.
+        assert_eq!(drain(&mut r, now).len(), 1);
+        r.handle_udp(
+            now,
+            server,
+            &respond(&q, |m| {
+                m.add_answer(rec("shared.example.org", 30, a([192, 0, 2, 7])));
+            }),
+        );
+        let want = LookupResult::Records {
+            records: vec![a([192, 0, 2, 7])],
+            authentic: false,
+        };
+        let mut got = drain(&mut r, now);
+        got.sort_by_key(|o| match o {
+            ResolverOutput::Answer(id, _) => id.0,
+            _ => u64::MAX,
+        });
+        assert_eq!(
+            got,
+            vec![
+                ResolverOutput::Answer(first, want.clone()),
+                ResolverOutput::Answer(second, want)
+            ]
+        );
+        assert_eq!(r.pending(), 1, "{other:?} still open");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use crate::dkim::{DkimResult, DkimVerify, VerifyLimits};
 use crate::dmarc::{DmarcInput, DmarcResult, DmarcVerify};
-use crate::dns::{Check, CheckStep, Lookup, LookupResult, Record, RecordType};
+use crate::dns::{Check, CheckStep, Lookup, LookupResult, Record, RecordType, Round};
 use crate::dnsbl::{DnsblCheck, DnsblStatus};
 use crate::iprev::{IprevCheck, IprevResult};
 use crate::spf::{SpfArgs, SpfCheck, SpfResult};
@@ -291,23 +291,15 @@ impl CheckSet {
             if *done {
                 continue;
             }
-            for _ in 0..64 {
-                let step = each!(c, x => match x.poll() {
-                    CheckStep::Lookup(l) => Some(Some(l)),
-                    CheckStep::Wait => Some(None),
-                    CheckStep::Done(_) => None,
-                });
-                match step {
-                    Some(Some(l)) => {
-                        self.asked.push((i, l.clone()));
-                        out.push(l);
-                    }
-                    Some(None) => break,
-                    None => {
-                        *done = true;
-                        break;
-                    }
+            match each!(c, x => match crate::dns::round(x, 64) {
+                Round::Ask(qs) => Some(qs),
+                Round::Done(_) => None,
+            }) {
+                Some(qs) => {
+                    self.asked.extend(qs.iter().map(|l| (i, l.clone())));
+                    out.extend(qs);
                 }
+                None => *done = true,
             }
         }
         if out.is_empty() || self.rounds > 50 {

@@ -1,0 +1,31 @@
+//! The shared DNS loop (rmox_driver::dns) on smol, against in-process responders
+//! (rmox_driver::testing_dns).
+
+use rmox_driver::dns::LocalBoxFuture;
+use rmox_driver::testing_dns;
+use rmox_runtime_smol::SmolRt;
+
+fn block_on(f: LocalBoxFuture<'static, ()>) {
+    let ex = async_executor::LocalExecutor::new();
+    async_io::block_on(ex.run(f));
+}
+
+#[test]
+fn answers_and_caches() {
+    testing_dns::answers_and_caches(SmolRt, block_on);
+}
+
+#[test]
+fn truncated_answer_retried_over_tcp() {
+    testing_dns::truncated_answer_retried_over_tcp(SmolRt, block_on);
+}
+
+#[test]
+fn timeout_moves_to_next_server() {
+    testing_dns::timeout_moves_to_next_server(SmolRt, block_on);
+}
+
+#[test]
+fn ad_bit_only_from_trusted() {
+    testing_dns::ad_bit_only_from_trusted(SmolRt, block_on);
+}
