@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rmox_core::client::{
     ClientConfig, ClientError, ClientSession, Delivery, ErrorKind, Event, Extensions, Input, Needs,
-    Outcome, Output, Stage,
+    Outcome, Output, Stage, Transport,
 };
 use rmox_core::smtp::{ForwardPath, MailParams, RcptParams, ReversePath};
 use rmox_core::{Now, UnixTime};
@@ -128,12 +128,7 @@ impl Run {
 }
 
 fn io_error(stage: Stage, e: &std::io::Error) -> ClientError {
-    ClientError {
-        stage,
-        permanent: false,
-        kind: ErrorKind::Protocol(format!("i/o: {e}")),
-        reply: None,
-    }
+    ClientError::io(stage, e)
 }
 
 /// Connects to `addr` and drives a client session with `config`, delivering `deliveries`
@@ -226,7 +221,7 @@ pub fn run(
             out.failed.get_or_insert(ClientError {
                 stage: s.error().map_or(Stage::Connect, |e| e.stage),
                 permanent: false,
-                kind: ErrorKind::Protocol(format!("test driver limit of {limit:?} reached")),
+                kind: ErrorKind::Transport(Transport::Timeout),
                 reply: None,
             });
             return out;
