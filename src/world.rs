@@ -533,13 +533,7 @@ impl World {
         info.from_domain = rmox_core::message::from_addresses(header)
             .first()
             .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
-        info.message_id = rmox_core::message::values(header, "Message-Id")
-            .next()
-            .map(|v| {
-                String::from_utf8_lossy(v)
-                    .trim_matches(|c| c == '<' || c == '>')
-                    .to_string()
-            });
+        info.message_id = rmox_core::message::message_id(header);
         info
     }
 
