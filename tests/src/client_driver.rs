@@ -174,12 +174,12 @@ pub fn run(
         loop {
             match s.poll(t, &mut tx) {
                 Output::Transmit => {
-                    if let Err(e) = stream.write_all(&tx) {
-                        let stage = s.error().map_or(Stage::Data, |e| e.stage);
-                        out.failed.get_or_insert(io_error(stage, &e));
-                        return out;
-                    }
+                    let written = stream.write_all(&tx);
                     tx.clear();
+                    if let Err(e) = written {
+                        // The session ends with a transport error; its outcomes follow.
+                        let _ = s.handle(t, Input::IoError(e.to_string()));
+                    }
                 }
                 Output::Event(ev) => {
                     match &ev {
@@ -245,7 +245,7 @@ pub fn run(
                 s.handle(t, Input::Timeout).map(|_| ())
             }
             Err(e) if e.kind() == IoErrorKind::Interrupted => Ok(()),
-            Err(_) => s.handle(t, Input::PeerClosed).map(|_| ()),
+            Err(e) => s.handle(t, Input::IoError(e.to_string())).map(|_| ()),
         };
         if let Err(e) = res {
             out.failed.get_or_insert(e);
