@@ -533,13 +533,7 @@ impl World {
         info.from_domain = rmox_core::message::from_addresses(header)
             .first()
             .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
-        info.message_id = rmox_core::message::values(header, "Message-Id")
-            .next()
-            .map(|v| {
-                String::from_utf8_lossy(v)
-                    .trim_matches(|c| c == '<' || c == '>')
-                    .to_string()
-            });
+        info.message_id = rmox_core::message::message_id(header);
         info
     }
 
@@ -1441,6 +1435,26 @@ checks = false
             "452 4.2.2 ",
         );
         assert_eq!(env.count("full", "Inbox"), 0);
+    }
+
+    /// The stored Message-ID (the reputation index key) was the raw field value with `<`
+    /// and `>` trimmed, so a comment after the id became part of it; it is read through
+    /// mail-parser now.
+    #[test]
+    fn stored_message_id_through_mail_parser() {
+        let mut env = Env::new("messageid");
+        let mut s = env.session(false);
+        assert!(s.cmd("MAIL FROM:<x@remote.example>").starts_with("250"));
+        assert!(s.cmd("RCPT TO:<mjl@mox.example>").starts_with("250"));
+        assert!(s.cmd("DATA").starts_with("354"));
+        let r = s.run(
+            b"From: <x@remote.example>\r\nMessage-ID:\r\n <id@remote.example> (sent by x)\r\n\r\nbody\r\n.\r\n",
+        );
+        assert!(r.starts_with("250"), "{r}");
+        drop(s);
+        let m = env.store.messages("mjl").unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].info.message_id.as_deref(), Some("id@remote.example"));
     }
 
     #[test]

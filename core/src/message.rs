@@ -117,6 +117,18 @@ pub fn from_addresses(header: &[u8]) -> Vec<String> {
     out
 }
 
+/// The Message-ID of a header section (the `msg-id` without angle brackets), read by
+/// mail-parser: comments and folding around it are not part of it. `None` when there is
+/// none (or the header does not parse).
+pub fn message_id(header: &[u8]) -> Option<String> {
+    let parsed = no_panic(|| mail_parser::MessageParser::new().parse_headers(header))?;
+    parsed
+        .message_id()
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+}
+
 /// The first leaf part of `msg` (a whole message) that `parse` reads: `parse` says `None`
 /// for a part that is not a candidate. `None` when the message does not parse or has no
 /// candidate; the first candidate's error when none parsed. Report readers (DMARC, TLSRPT)
@@ -449,6 +461,42 @@ mod tests {
         let h = b"From: \"Mjl\" <mjl@mox.example>\r\nTo: x@y\r\n\r\n";
         assert_eq!(from_addresses(h), vec!["mjl@mox.example".to_string()]);
         assert!(from_addresses(b"Subject: x\r\n\r\n").is_empty());
+    }
+
+    /// The Message-ID was read by hand (the field's value with `<` and `>` trimmed), so a
+    /// comment after it became part of the id (`a@b> (sent by x`) and the reputation index
+    /// had a key no other message matches.
+    #[test]
+    fn message_id_through_mail_parser() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (b"Message-Id: <a@b.example>\r\n\r\n", Some("a@b.example")),
+            (
+                b"Message-ID: <a@b.example> (sent by x)\r\n\r\n",
+                Some("a@b.example"),
+            ),
+            (
+                b"Message-ID:\r\n <a@b.example>\r\n\r\n",
+                Some("a@b.example"),
+            ),
+            (
+                b"message-id:   <a@b.example>  \r\nSubject: x\r\n\r\n",
+                Some("a@b.example"),
+            ),
+            (
+                b"Message-Id: bare@b.example\r\n\r\n",
+                Some("bare@b.example"),
+            ),
+            (b"Subject: x\r\n\r\n", None),
+            (b"Message-Id: \r\n\r\n", None),
+        ];
+        for (header, want) in cases {
+            assert_eq!(
+                message_id(header).as_deref(),
+                *want,
+                "{}",
+                String::from_utf8_lossy(header)
+            );
+        }
     }
 
     /// The message the `message_structure` fuzz target found (minimized): a `message/rfc822`

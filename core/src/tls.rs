@@ -21,6 +21,54 @@ pub enum TlsError {
     Setup(String),
 }
 
+/// A TLS failure as a client reports it: why, in the terms a TLS report (RFC 8460) uses,
+/// and the TLS layer's description.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct TlsFailure {
+    /// Why, as far as the certificate check says.
+    pub reason: TlsFailureReason,
+    /// The TLS layer's description (rustls' text).
+    pub detail: String,
+}
+
+/// Why a TLS connection failed, for the TLS report's result type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsFailureReason {
+    /// The certificate has expired (`certificate-expired`).
+    CertificateExpired,
+    /// The certificate is not valid for the host name (`certificate-host-mismatch`).
+    CertificateHostMismatch,
+    /// The chain does not lead to a trusted root, or a signature in it is wrong
+    /// (`certificate-not-trusted`).
+    CertificateNotTrusted,
+    /// Anything else: another certificate problem, DANE, a bad record, no common cipher,
+    /// the configuration (`validation-failure`).
+    Other,
+}
+
+impl From<&TlsError> for TlsFailure {
+    fn from(e: &TlsError) -> TlsFailure {
+        use rustls::CertificateError as C;
+        let reason = match e {
+            TlsError::Protocol(rustls::Error::InvalidCertificate(c)) => match c {
+                C::Expired | C::ExpiredContext { .. } => TlsFailureReason::CertificateExpired,
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    TlsFailureReason::CertificateHostMismatch
+                }
+                C::UnknownIssuer | C::BadSignature => TlsFailureReason::CertificateNotTrusted,
+                _ => TlsFailureReason::Other,
+            },
+            _ => TlsFailureReason::Other,
+        };
+        TlsFailure {
+            reason,
+            detail: e.to_string(),
+        }
+    }
+}
+
 /// Facts about an established TLS connection, for logs and Received headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsInfo {

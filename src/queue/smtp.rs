@@ -252,12 +252,7 @@ fn drive<S: Conn>(
     let mut tx = Vec::new();
     let mut inbuf: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
-    let io_err = |e: std::io::Error| ClientError {
-        stage: rmox_core::client::Stage::Connect,
-        permanent: false,
-        kind: ErrorKind::Protocol(format!("i/o: {e}")),
-        reply: None,
-    };
+    let io_err = |e: std::io::Error| ClientError::io(rmox_core::client::Stage::Connect, e);
     loop {
         let mut deadline = None;
         let mut closed = false;
@@ -341,7 +336,7 @@ fn drive<S: Conn>(
         (None, None) => SessionEnd::Failed(ClientError {
             stage: rmox_core::client::Stage::Quit,
             permanent: false,
-            kind: ErrorKind::Eof,
+            kind: ErrorKind::Transport(rmox_core::client::Transport::Closed),
             reply: None,
         }),
     }

@@ -2,7 +2,7 @@
 //! history and stored as [`ReportKind::TlsResult`](rmox_storage::ReportKind) records
 //! (one JSON object per connection, counts of 1, aggregated when TLS reports are made).
 
-use rmox_core::client::{ClientError, ErrorKind, Stage};
+use rmox_core::client::{ClientError, Stage};
 use rmox_core::tls::TlsInfo;
 
 /// The policy a connection was made under (RFC 8460 `policy-type`). Delivery applies no
@@ -69,7 +69,7 @@ pub struct TlsAttempt {
 }
 
 // One implementation of each, in core's delivery machine (the one delivery will use).
-pub use rmox_core::delivery::{mode_name, result_type};
+pub use rmox_core::delivery::mode_name;
 
 /// The TLS result of a connection: `info` when the handshake completed, else from the
 /// error that ended it. `None` when the connection ended before TLS could be tried (a
@@ -82,13 +82,13 @@ pub fn classify(info: Option<&TlsInfo>, error: Option<&ClientError>) -> Option<T
         });
     }
     match error {
-        Some(ClientError {
-            kind: ErrorKind::Tls(d),
-            ..
-        }) => Some(TlsResult::Failed {
-            result_type: result_type(d),
-            detail: d.clone(),
-        }),
+        Some(e) if e.is_tls() => {
+            let (result_type, detail) = rmox_core::delivery::tls_failure(e)?;
+            Some(TlsResult::Failed {
+                result_type,
+                detail,
+            })
+        }
         Some(e) if matches!(e.stage, Stage::Connect | Stage::Greeting | Stage::Ehlo) => None,
         _ => Some(TlsResult::Plaintext),
     }
@@ -139,6 +139,8 @@ impl TlsAttempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rmox_core::client::ErrorKind;
+    use rmox_core::delivery::result_type;
 
     #[test]
     fn result_types() {
@@ -176,9 +178,15 @@ mod tests {
             kind,
             reply: None,
         };
-        let tls_err = err(Stage::StartTls, ErrorKind::Tls("STARTTLS refused".into()));
-        let greeting = err(Stage::Greeting, ErrorKind::Eof);
-        let rcpt = err(Stage::Rcpt, ErrorKind::Status);
+        let tls_err = err(
+            Stage::StartTls,
+            ErrorKind::PeerIncompatible(rmox_core::client::PeerIncompatible::StartTls),
+        );
+        let greeting = err(
+            Stage::Greeting,
+            ErrorKind::Transport(rmox_core::client::Transport::Closed),
+        );
+        let rcpt = err(Stage::Rcpt, ErrorKind::TemporaryReply);
         assert!(matches!(
             classify(Some(&info), Some(&rcpt)),
             Some(TlsResult::Established { .. })

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rmox_core::client::{
     ClientConfig, ClientError, ClientSession, Delivery, ErrorKind, Event, Extensions, Input, Needs,
-    Outcome, Output, Stage,
+    Outcome, Output, Stage, Transport,
 };
 use rmox_core::smtp::{ForwardPath, MailParams, RcptParams, ReversePath};
 use rmox_core::{Now, UnixTime};
@@ -128,12 +128,7 @@ impl Run {
 }
 
 fn io_error(stage: Stage, e: &std::io::Error) -> ClientError {
-    ClientError {
-        stage,
-        permanent: false,
-        kind: ErrorKind::Protocol(format!("i/o: {e}")),
-        reply: None,
-    }
+    ClientError::io(stage, e)
 }
 
 /// Connects to `addr` and drives a client session with `config`, delivering `deliveries`
@@ -179,12 +174,12 @@ pub fn run(
         loop {
             match s.poll(t, &mut tx) {
                 Output::Transmit => {
-                    if let Err(e) = stream.write_all(&tx) {
-                        let stage = s.error().map_or(Stage::Data, |e| e.stage);
-                        out.failed.get_or_insert(io_error(stage, &e));
-                        return out;
-                    }
+                    let written = stream.write_all(&tx);
                     tx.clear();
+                    if let Err(e) = written {
+                        // The session ends with a transport error; its outcomes follow.
+                        let _ = s.handle(t, Input::IoError(e.to_string()));
+                    }
                 }
                 Output::Event(ev) => {
                     match &ev {
@@ -226,7 +221,7 @@ pub fn run(
             out.failed.get_or_insert(ClientError {
                 stage: s.error().map_or(Stage::Connect, |e| e.stage),
                 permanent: false,
-                kind: ErrorKind::Protocol(format!("test driver limit of {limit:?} reached")),
+                kind: ErrorKind::Transport(Transport::Timeout),
                 reply: None,
             });
             return out;
@@ -250,7 +245,7 @@ pub fn run(
                 s.handle(t, Input::Timeout).map(|_| ())
             }
             Err(e) if e.kind() == IoErrorKind::Interrupted => Ok(()),
-            Err(_) => s.handle(t, Input::PeerClosed).map(|_| ()),
+            Err(e) => s.handle(t, Input::IoError(e.to_string())).map(|_| ()),
         };
         if let Err(e) = res {
             out.failed.get_or_insert(e);

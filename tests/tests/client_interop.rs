@@ -16,10 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmox_core::client::{
-    ClientConfig, Credentials, ErrorKind, Event, Stage, Timeouts, TlsMode, Verify,
+    ClientConfig, Credentials, ErrorKind, Event, PeerIncompatible, Stage, Timeouts, TlsMode,
+    Transport, Verify,
 };
 use rmox_core::sasl::Mechanism;
 use rmox_core::smtp::{Enhanced, Host};
+use rmox_core::tls::TlsFailureReason;
 use rmox_tests::client_driver::{
     aiosmtpd, aiosmtpd_messages, aiosmtpd_python, delivery, run, sink_dumps, smtp_sink,
     smtp_sink_bin, AioOptions, Run,
@@ -292,7 +294,13 @@ fn sink_required_starttls_fails_permanently() {
         .unwrap_or_else(|| panic!("no failure: {r:#?}"));
     assert_eq!(e.stage, Stage::StartTls, "{e}");
     assert!(e.permanent, "{e}");
-    assert!(matches!(e.kind, ErrorKind::Tls(_)), "{e}");
+    assert!(
+        matches!(
+            e.kind,
+            ErrorKind::PeerIncompatible(PeerIncompatible::StartTls)
+        ),
+        "{e}"
+    );
     let reply = e.reply.clone().unwrap();
     assert!(reply.code / 100 == 5, "{reply}");
     assert!(!r.commands().contains(&"MAIL"), "{r:#?}");
@@ -589,7 +597,14 @@ fn aio_starttls_pkix_name_check() {
         .unwrap_or_else(|| panic!("no failure: {r:#?}"));
     assert_eq!(e.stage, Stage::StartTls, "{e}");
     assert!(e.permanent, "{e}");
-    assert!(matches!(e.kind, ErrorKind::Tls(_)), "{e}");
+    assert!(
+        matches!(
+            &e.kind,
+            ErrorKind::Transport(Transport::Tls(f))
+                if f.reason == TlsFailureReason::CertificateHostMismatch
+        ),
+        "{e}"
+    );
     assert!(!r.tls());
     assert!(!r.commands().contains(&"MAIL"));
 

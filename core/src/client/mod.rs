@@ -14,12 +14,17 @@
 //! is ready.
 //!
 //! A failure that ends the connection (greeting refused, EOF, timeout, TLS failure) is
-//! reported as [`Event::Failed`], preceded by a [`Event::Done`] for a transaction in flight
+//! reported as [`Event::Failed`] (its [`ErrorKind`] says whose fault: an error reply, a
+//! server that broke the protocol or lacks what the delivery needs, a transport failure, or
+//! API misuse), preceded by a [`Event::Done`] for a transaction in flight
 //! (its unanswered recipients carry the error); then [`Output::Close`]. From then on
 //! `handle` returns that error.
 
+mod error;
 #[cfg(test)]
 mod tests;
+
+pub use error::{ClientError, ErrorKind, PeerIncompatible, PeerMisbehaved, Stage, Transport};
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -36,7 +41,7 @@ use crate::smtp::{
 };
 use crate::time::Now;
 use crate::timer::TimerTable;
-use crate::tls::{ClientVerify, TlsInfo, TlsLayer, Tlsa};
+use crate::tls::{ClientVerify, TlsFailure, TlsInfo, TlsLayer, Tlsa};
 
 /// Whether and how STARTTLS is used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,135 +274,6 @@ impl Extensions {
     }
 }
 
-/// The step of the conversation an error happened in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    /// Setting up the connection (before any reply).
-    Connect,
-    /// Waiting for the 220 greeting.
-    Greeting,
-    /// EHLO or HELO.
-    Ehlo,
-    /// STARTTLS and the TLS handshake.
-    StartTls,
-    /// AUTH.
-    Auth,
-    /// MAIL FROM (and checks before it).
-    Mail,
-    /// RCPT TO.
-    Rcpt,
-    /// DATA or BDAT and the message.
-    Data,
-    /// RSET or QUIT.
-    Quit,
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Stage::Connect => "connect",
-            Stage::Greeting => "greeting",
-            Stage::Ehlo => "ehlo",
-            Stage::StartTls => "starttls",
-            Stage::Auth => "auth",
-            Stage::Mail => "mail",
-            Stage::Rcpt => "rcpt",
-            Stage::Data => "data",
-            Stage::Quit => "quit",
-        })
-    }
-}
-
-/// What went wrong.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The server answered with an error code; the reply is in [`ClientError::reply`].
-    #[error("server error reply")]
-    Status,
-    /// The server broke the protocol: garbage, a code with the wrong number of digits, a
-    /// multi-line reply with different codes, an unexpected code, data after STARTTLS.
-    #[error("protocol error: {0}")]
-    Protocol(String),
-    /// The server closed the connection before replying.
-    #[error("connection closed by server")]
-    Eof,
-    /// No reply in time.
-    #[error("timeout waiting for reply")]
-    Timeout,
-    /// STARTTLS was refused or the TLS handshake failed (certificate refused etc.).
-    #[error("tls: {0}")]
-    Tls(String),
-    /// The message needs SMTPUTF8 and the server does not offer it.
-    #[error("SMTPUTF8 required but not supported by server")]
-    SmtpUtf8Unsupported,
-    /// The message needs REQUIRETLS and the server does not offer it.
-    #[error("REQUIRETLS required but not supported by server")]
-    RequireTlsUnsupported,
-    /// The message is larger than the server's announced SIZE.
-    #[error("message of {size} bytes larger than server limit {max}")]
-    SizeExceeded {
-        /// Message size.
-        size: u64,
-        /// The server's limit.
-        max: u64,
-    },
-    /// AUTH is configured but the server offers no mechanism we can use.
-    #[error("no usable authentication mechanism offered")]
-    NoMechanism,
-    /// The SASL exchange failed on our side (bad challenge, server signature wrong).
-    #[error("authentication: {0}")]
-    Sasl(String),
-    /// The recipient was not attempted (beyond the server's RCPTMAX, or after it said "too
-    /// many recipients"): send it in another transaction.
-    #[error("recipient not attempted, deliver in another transaction")]
-    NotAttempted,
-    /// The caller misused the API (a delivery while another is in progress, no
-    /// recipients).
-    #[error("api misuse: {0}")]
-    Misuse(&'static str),
-}
-
-/// An error of a connection, a recipient or a message, with what a DSN needs.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{stage}: {kind}{}", reply.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
-pub struct ClientError {
-    /// Where in the conversation.
-    pub stage: Stage,
-    /// Whether trying again later is pointless.
-    pub permanent: bool,
-    /// What went wrong.
-    pub kind: ErrorKind,
-    /// The server's reply, all lines, when there was one.
-    pub reply: Option<Reply>,
-}
-
-impl ClientError {
-    fn new(stage: Stage, permanent: bool, kind: ErrorKind) -> ClientError {
-        ClientError {
-            stage,
-            permanent,
-            kind,
-            reply: None,
-        }
-    }
-
-    /// An error for an error reply (4xx temporary, 5xx permanent).
-    fn status(stage: Stage, reply: Reply) -> ClientError {
-        ClientError {
-            stage,
-            permanent: reply.is_permanent(),
-            kind: ErrorKind::Status,
-            reply: Some(reply),
-        }
-    }
-
-    /// The enhanced status code of the reply, if any.
-    pub fn enhanced(&self) -> Option<Enhanced> {
-        self.reply.as_ref().and_then(|r| r.enhanced)
-    }
-}
-
 /// The result of one transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
@@ -447,6 +323,9 @@ pub enum Input<'a> {
     Timeout,
     /// The server closed its side (EOF).
     PeerClosed,
+    /// Reading from or writing to the connection failed (the driver's description of the
+    /// I/O error): the session fails with [`Transport::Io`].
+    IoError(String),
     /// Deliver this transaction (after `Ready`, or queued until then). One at a time: the
     /// next after [`Event::Done`].
     Deliver(Box<Delivery>),
@@ -681,7 +560,7 @@ impl ClientSession {
             Verify::Dane(r) => crate::tls::client_config(ClientVerify::Dane(r.clone())),
         };
         cfg.and_then(|c| TlsLayer::client(c, &self.config.remote_hostname))
-            .map_err(|e| ErrorKind::Tls(e.to_string()))
+            .map_err(|e| ErrorKind::Transport(Transport::Tls(TlsFailure::from(&e))))
     }
 
     /// Whether TLS is active.
@@ -725,8 +604,16 @@ impl ClientSession {
                     self.finish();
                 } else {
                     let stage = self.current_stage();
-                    self.fail(ClientError::new(stage, false, ErrorKind::Eof));
+                    self.fail(ClientError::new(
+                        stage,
+                        false,
+                        ErrorKind::Transport(Transport::Closed),
+                    ));
                 }
+            }
+            Input::IoError(detail) => {
+                let stage = self.current_stage();
+                self.fail(ClientError::io(stage, detail));
             }
             Input::Deliver(d) => {
                 if self.queued.is_some()
@@ -848,7 +735,11 @@ impl ClientSession {
                 Timer::Handshake => Stage::StartTls,
                 Timer::Reply => self.current_stage(),
             };
-            self.fail(ClientError::new(stage, false, ErrorKind::Timeout));
+            self.fail(ClientError::new(
+                stage,
+                false,
+                ErrorKind::Transport(Transport::Timeout),
+            ));
         }
     }
 
@@ -871,7 +762,7 @@ impl ClientSession {
                     self.fail(ClientError::new(
                         Stage::StartTls,
                         permanent,
-                        ErrorKind::Tls(e.to_string()),
+                        ErrorKind::Transport(Transport::Tls(TlsFailure::from(&e))),
                     ));
                     return bytes.len();
                 }
@@ -935,11 +826,13 @@ impl ClientSession {
                         if pos < self.plain_in.len() {
                             self.tls = None;
                             let permanent = self.config.tls_mode == TlsMode::RequiredStartTls;
-                            self.fail(ClientError::new(
-                                Stage::StartTls,
+                            self.fail(ClientError {
                                 permanent,
-                                ErrorKind::Protocol("data after STARTTLS reply".into()),
-                            ));
+                                ..ClientError::misbehaved(
+                                    Stage::StartTls,
+                                    PeerMisbehaved::DataAfterStartTls,
+                                )
+                            });
                         }
                         self.plain_in.clear();
                         return;
@@ -951,10 +844,9 @@ impl ClientSession {
                 }
                 Err(e) => {
                     let stage = self.current_stage();
-                    self.fail(ClientError::new(
+                    self.fail(ClientError::misbehaved(
                         stage,
-                        false,
-                        ErrorKind::Protocol(e.to_string()),
+                        PeerMisbehaved::UnparsableReply(e.to_string()),
                     ));
                     break;
                 }
@@ -972,10 +864,9 @@ impl ClientSession {
         self.event(Event::Reply(reply.code));
         let Some(exp) = self.expect.pop_front() else {
             let stage = self.current_stage();
-            return self.fail(ClientError {
-                reply: Some(reply),
-                ..ClientError::new(stage, false, ErrorKind::Protocol("unexpected reply".into()))
-            });
+            return self.fail(
+                ClientError::misbehaved(stage, PeerMisbehaved::UnexpectedReply).with_reply(reply),
+            );
         };
         match self.expect.front() {
             Some(next) => {
@@ -992,7 +883,7 @@ impl ClientSession {
                 } else if reply.is_permanent() || reply.is_transient() {
                     self.fail(ClientError::status(Stage::Greeting, reply));
                 } else {
-                    self.fail(protocol(Stage::Greeting, reply));
+                    self.fail(ClientError::protocol(Stage::Greeting, reply));
                 }
             }
             Expect::Ehlo => {
@@ -1006,7 +897,7 @@ impl ClientSession {
                 } else if reply.is_permanent() || reply.is_transient() {
                     self.fail(ClientError::status(Stage::Ehlo, reply));
                 } else {
-                    self.fail(protocol(Stage::Ehlo, reply));
+                    self.fail(ClientError::protocol(Stage::Ehlo, reply));
                 }
             }
             Expect::Helo => {
@@ -1016,7 +907,7 @@ impl ClientSession {
                 } else if reply.is_permanent() || reply.is_transient() {
                     self.fail(ClientError::status(Stage::Ehlo, reply));
                 } else {
-                    self.fail(protocol(Stage::Ehlo, reply));
+                    self.fail(ClientError::protocol(Stage::Ehlo, reply));
                 }
             }
             Expect::StartTls => self.starttls_reply(now, reply),
@@ -1049,11 +940,8 @@ impl ClientSession {
     fn starttls_reply(&mut self, now: Now, reply: Reply) {
         let permanent = self.config.tls_mode == TlsMode::RequiredStartTls;
         if reply.code != 220 {
-            let kind = ErrorKind::Tls("STARTTLS refused".into());
-            return self.fail(ClientError {
-                reply: Some(reply),
-                ..ClientError::new(Stage::StartTls, permanent, kind)
-            });
+            let kind = ErrorKind::PeerIncompatible(PeerIncompatible::StartTls);
+            return self.fail(ClientError::new(Stage::StartTls, permanent, kind).with_reply(reply));
         }
         match self.tls_layer() {
             Ok(t) => {
@@ -1084,7 +972,8 @@ impl ClientSession {
             ),
         };
         let Some(mech) = mech else {
-            return self.fail(ClientError::new(Stage::Auth, true, ErrorKind::NoMechanism));
+            let kind = ErrorKind::PeerIncompatible(PeerIncompatible::NoAuthMechanism);
+            return self.fail(ClientError::new(Stage::Auth, true, kind));
         };
         // Channel binding with a plain SCRAM mechanism makes the client say "I could bind
         // but you do not offer -PLUS" (gs2 flag y); when the server does offer -PLUS and a
@@ -1102,7 +991,7 @@ impl ClientSession {
                     return self.fail(ClientError::new(
                         Stage::Auth,
                         true,
-                        ErrorKind::Sasl(e.to_string()),
+                        ErrorKind::Misuse(error::auth_misuse(&e)),
                     ))
                 }
             };
@@ -1123,7 +1012,7 @@ impl ClientSession {
 
     fn auth_reply(&mut self, now: Now, reply: Reply) {
         let Phase::Auth(mut auth) = std::mem::replace(&mut self.phase, Phase::Setup) else {
-            return self.fail(protocol(Stage::Auth, reply));
+            return self.fail(ClientError::protocol(Stage::Auth, reply));
         };
         match reply.code {
             334 => {
@@ -1131,14 +1020,13 @@ impl ClientSession {
                 let challenge = match base64::engine::general_purpose::STANDARD.decode(text) {
                     Ok(c) => c,
                     Err(_) => {
-                        return self.fail(ClientError {
-                            reply: Some(reply),
-                            ..ClientError::new(
+                        return self.fail(
+                            ClientError::misbehaved(
                                 Stage::Auth,
-                                false,
-                                ErrorKind::Protocol("bad base64 in 334".into()),
+                                PeerMisbehaved::BadChallengeEncoding,
                             )
-                        })
+                            .with_reply(reply),
+                        )
                     }
                 };
                 match auth.respond(&challenge) {
@@ -1155,7 +1043,7 @@ impl ClientSession {
                         self.fail(ClientError::new(
                             Stage::Auth,
                             true,
-                            ErrorKind::Sasl(e.to_string()),
+                            ErrorKind::PeerMisbehaved(PeerMisbehaved::Auth(e)),
                         ));
                     }
                 }
@@ -1165,13 +1053,17 @@ impl ClientSession {
                     self.event(Event::Authenticated(auth.mechanism()));
                     self.setup_done(now);
                 }
-                Err(e) => self.fail(ClientError {
-                    reply: Some(reply),
-                    ..ClientError::new(Stage::Auth, true, ErrorKind::Sasl(e.to_string()))
-                }),
+                Err(e) => self.fail(
+                    ClientError::new(
+                        Stage::Auth,
+                        true,
+                        ErrorKind::PeerMisbehaved(PeerMisbehaved::Auth(e)),
+                    )
+                    .with_reply(reply),
+                ),
             },
             c if (400..600).contains(&c) => self.fail(ClientError::status(Stage::Auth, reply)),
-            _ => self.fail(protocol(Stage::Auth, reply)),
+            _ => self.fail(ClientError::protocol(Stage::Auth, reply)),
         }
     }
 
@@ -1212,20 +1104,20 @@ impl ClientSession {
             Some(ClientError::new(
                 Stage::Mail,
                 true,
-                ErrorKind::SmtpUtf8Unsupported,
+                ErrorKind::PeerIncompatible(PeerIncompatible::SmtpUtf8),
             ))
         } else if delivery.needs.requiretls && !ext.requiretls {
             Some(ClientError::new(
                 Stage::Mail,
                 true,
-                ErrorKind::RequireTlsUnsupported,
+                ErrorKind::PeerIncompatible(PeerIncompatible::RequireTls),
             ))
         } else {
             match ext.size {
                 Some(max) if max > 0 && size > max => Some(ClientError::new(
                     Stage::Mail,
                     true,
-                    ErrorKind::SizeExceeded { size, max },
+                    ErrorKind::PeerIncompatible(PeerIncompatible::MessageTooLarge { size, max }),
                 )),
                 _ => None,
             }
@@ -1308,7 +1200,7 @@ impl ClientSession {
                 txn.mail = Some(if reply.code == 250 {
                     Ok(reply)
                 } else {
-                    Err(status_or_protocol(Stage::Mail, reply))
+                    Err(ClientError::status_or_protocol(Stage::Mail, reply))
                 });
             }
             Expect::Rcpt(i) => {
@@ -1323,17 +1215,17 @@ impl ClientSession {
                     ))
                 } else if i > 0 && too_many_recipients(&reply) {
                     txn.too_many = true;
-                    Err(ClientError {
-                        reply: Some(reply),
-                        ..ClientError::new(Stage::Rcpt, false, ErrorKind::NotAttempted)
-                    })
+                    Err(
+                        ClientError::new(Stage::Rcpt, false, ErrorKind::NotAttempted)
+                            .with_reply(reply),
+                    )
                 } else if txn.too_many && reply.is_transient() {
-                    Err(ClientError {
-                        reply: Some(reply),
-                        ..ClientError::new(Stage::Rcpt, false, ErrorKind::NotAttempted)
-                    })
+                    Err(
+                        ClientError::new(Stage::Rcpt, false, ErrorKind::NotAttempted)
+                            .with_reply(reply),
+                    )
                 } else {
-                    Err(status_or_protocol(Stage::Rcpt, reply))
+                    Err(ClientError::status_or_protocol(Stage::Rcpt, reply))
                 };
                 if let Some(slot) = txn.rcpts.get_mut(i) {
                     *slot = Some(r);
@@ -1353,14 +1245,14 @@ impl ClientSession {
                         self.wait(now, Expect::DataEnd { discard: true });
                     }
                 } else if ok {
-                    txn.data = Some(Err(status_or_protocol(Stage::Data, reply)));
+                    txn.data = Some(Err(ClientError::status_or_protocol(Stage::Data, reply)));
                 }
             }
             Expect::DataEnd { discard: false } => {
                 txn.data = Some(if reply.code == 250 {
                     Ok(reply)
                 } else {
-                    Err(status_or_protocol(Stage::Data, reply))
+                    Err(ClientError::status_or_protocol(Stage::Data, reply))
                 });
             }
             Expect::DataEnd { discard: true } => {}
@@ -1368,7 +1260,7 @@ impl ClientSession {
                 txn.data = Some(if reply.code == 250 {
                     Ok(reply)
                 } else {
-                    Err(status_or_protocol(Stage::Data, reply))
+                    Err(ClientError::status_or_protocol(Stage::Data, reply))
                 });
             }
             _ => {}
@@ -1431,7 +1323,7 @@ fn complete(txn: Txn, conn: Option<&ClientError>) -> Outcome {
     let missing = |stage| -> ClientError {
         match conn {
             Some(e) => ClientError { stage, ..e.clone() },
-            None => ClientError::new(stage, false, ErrorKind::Protocol("no reply".into())),
+            None => ClientError::misbehaved(stage, PeerMisbehaved::MissingReply),
         }
     };
     if let Some(Err(e)) = mail {
@@ -1481,23 +1373,4 @@ fn too_many_recipients(r: &Reply) -> bool {
                 || r.text()
                     .to_ascii_lowercase()
                     .contains("too many recipients")))
-}
-
-fn status_or_protocol(stage: Stage, reply: Reply) -> ClientError {
-    if reply.is_transient() || reply.is_permanent() {
-        ClientError::status(stage, reply)
-    } else {
-        protocol(stage, reply)
-    }
-}
-
-fn protocol(stage: Stage, reply: Reply) -> ClientError {
-    ClientError {
-        reply: Some(reply),
-        ..ClientError::new(
-            stage,
-            false,
-            ErrorKind::Protocol("unexpected reply code".into()),
-        )
-    }
 }

@@ -6,6 +6,7 @@
 use super::*;
 use crate::sasl::{CredentialKind, ServerAuth, ServerStep, StoredCredentials};
 use crate::testkit::{self, TestClock};
+use crate::tls::TlsFailureReason;
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------------------
@@ -415,10 +416,10 @@ struct Opts {
 }
 
 /// What the seed test expects: a connection error or a delivery error.
-#[derive(Debug, PartialEq)]
 enum Expected {
     Ok,
-    Conn(ErrorKind, bool),
+    /// The connection failed with a kind the function accepts, and whether permanent.
+    Conn(fn(&ErrorKind) -> bool, bool),
     Deliver(ErrorKind, bool),
 }
 
@@ -544,11 +545,7 @@ fn check(r: &Result_, want: &Expected) {
         }
         Expected::Conn(kind, permanent) => {
             let e = r.failed.as_ref().expect("connection error");
-            assert_eq!(
-                std::mem::discriminant(&e.kind),
-                std::mem::discriminant(kind),
-                "{e:?}"
-            );
+            assert!(kind(&e.kind), "{e:?}");
             assert_eq!(e.permanent, *permanent, "{e:?}");
         }
         Expected::Deliver(kind, permanent) => {
@@ -638,7 +635,10 @@ fn seed_client_smtputf8_unsupported() {
             nodeliver: true,
             ..ehlo()
         },
-        Expected::Deliver(ErrorKind::SmtpUtf8Unsupported, true),
+        Expected::Deliver(
+            ErrorKind::PeerIncompatible(PeerIncompatible::SmtpUtf8),
+            true,
+        ),
     );
 }
 
@@ -653,7 +653,18 @@ fn seed_client_tls_name_mismatch_is_permanent() {
             nodeliver: true,
             ..ehlo()
         },
-        Expected::Conn(ErrorKind::Tls(String::new()), true),
+        Expected::Conn(
+            |k| {
+                matches!(
+                    k,
+                    ErrorKind::Transport(Transport::Tls(TlsFailure {
+                        reason: TlsFailureReason::CertificateHostMismatch,
+                        ..
+                    }))
+                )
+            },
+            true,
+        ),
     );
 }
 
@@ -666,10 +677,10 @@ fn seed_client_size_exceeded() {
             ..ehlo()
         },
         Expected::Deliver(
-            ErrorKind::SizeExceeded {
+            ErrorKind::PeerIncompatible(PeerIncompatible::MessageTooLarge {
                 size: msg().len() as u64,
                 max: msg().len() as u64 - 1,
-            },
+            }),
             true,
         ),
     );
@@ -699,7 +710,10 @@ fn seed_client_requiretls_unsupported() {
             nodeliver: true,
             ..ehlo()
         },
-        Expected::Deliver(ErrorKind::RequireTlsUnsupported, true),
+        Expected::Deliver(
+            ErrorKind::PeerIncompatible(PeerIncompatible::RequireTls),
+            true,
+        ),
     );
 }
 
@@ -743,7 +757,13 @@ fn seed_errors_invalid_greeting_is_protocol_error() {
     ] {
         let r = run(config(), vec![], script);
         let e = conn_err(&r);
-        assert!(matches!(e.kind, ErrorKind::Protocol(_)), "{e:?}");
+        assert!(
+            matches!(
+                e.kind,
+                ErrorKind::PeerMisbehaved(PeerMisbehaved::UnparsableReply(_))
+            ),
+            "{e:?}"
+        );
         assert!(!e.permanent);
         assert_eq!(e.stage, Stage::Greeting);
         assert!(r.closed);
@@ -754,17 +774,20 @@ fn seed_errors_invalid_greeting_is_protocol_error() {
 fn seed_errors_server_just_closes_is_temporary_eof() {
     let r = run(config(), vec![delivery(&["mjl@mox.example"])], &[Close]);
     let e = conn_err(&r);
-    assert_eq!(e.kind, ErrorKind::Eof);
+    assert_eq!(e.kind, ErrorKind::Transport(Transport::Closed));
     assert!(!e.permanent);
     // The queued delivery is reported too.
-    assert_eq!(kind_of(&r.outcomes[0].data), Some(&ErrorKind::Eof));
+    assert_eq!(
+        kind_of(&r.outcomes[0].data),
+        Some(&ErrorKind::Transport(Transport::Closed))
+    );
 }
 
 #[test]
 fn seed_errors_521_greeting_is_permanent() {
     let r = run(config(), vec![], &[S("521 not accepting connections")]);
     let e = conn_err(&r);
-    assert_eq!(e.kind, ErrorKind::Status);
+    assert_eq!(e.kind, ErrorKind::PermanentReply);
     assert!(e.permanent);
     assert_eq!(e.reply.as_ref().unwrap().code, 521);
 }
@@ -790,7 +813,7 @@ fn seed_errors_mail_refused_permanently() {
     );
     let o = &r.outcomes[0];
     let e = o.data.as_ref().unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Status);
+    assert_eq!(e.kind, ErrorKind::PermanentReply);
     assert!(e.permanent);
     assert_eq!(e.stage, Stage::Mail);
     assert_eq!(e.enhanced(), Some(Enhanced::new(5, 7, 0)));
@@ -803,7 +826,7 @@ fn seed_errors_mail_refused_temporarily() {
     let e = r.outcomes[0].data.as_ref().unwrap_err();
     assert_eq!(
         (e.kind.clone(), e.permanent, e.stage),
-        (ErrorKind::Status, false, Stage::Mail)
+        (ErrorKind::TemporaryReply, false, Stage::Mail)
     );
 }
 
@@ -819,7 +842,7 @@ fn seed_errors_rcpt_refused_temporarily() {
     let e = o.data.as_ref().unwrap_err();
     assert_eq!(
         (e.kind.clone(), e.permanent, e.stage),
-        (ErrorKind::Status, false, Stage::Rcpt)
+        (ErrorKind::TemporaryReply, false, Stage::Rcpt)
     );
     assert_eq!(o.recipients[0].as_ref().unwrap_err(), e);
 }
@@ -839,7 +862,7 @@ fn seed_errors_data_refused_permanently() {
     let e = o.data.as_ref().unwrap_err();
     assert_eq!(
         (e.kind.clone(), e.permanent, e.stage),
-        (ErrorKind::Status, true, Stage::Data)
+        (ErrorKind::PermanentReply, true, Stage::Data)
     );
 }
 
@@ -860,7 +883,13 @@ fn seed_errors_required_tls_attempted_when_not_announced() {
         ],
     );
     let e = conn_err(&r);
-    assert!(matches!(e.kind, ErrorKind::Tls(_)), "{e:?}");
+    assert!(
+        matches!(
+            e.kind,
+            ErrorKind::PeerIncompatible(PeerIncompatible::StartTls)
+        ),
+        "{e:?}"
+    );
     assert!(e.permanent);
     assert_eq!(e.stage, Stage::StartTls);
     assert_eq!(e.reply.as_ref().unwrap().code, 502);
@@ -882,7 +911,10 @@ fn seed_errors_tls_skip_ignores_offered_starttls() {
         ],
     );
     let e = r.outcomes[0].data.as_ref().unwrap_err();
-    assert_eq!((e.kind.clone(), e.permanent), (ErrorKind::Status, false));
+    assert_eq!(
+        (e.kind.clone(), e.permanent),
+        (ErrorKind::TemporaryReply, false)
+    );
 }
 
 #[test]
@@ -913,9 +945,15 @@ fn seed_errors_rset_after_aborted_transaction() {
     );
     assert_eq!(r.outcomes.len(), 2);
     let e = r.outcomes[0].data.as_ref().unwrap_err();
-    assert_eq!((e.kind.clone(), e.permanent), (ErrorKind::Status, false));
+    assert_eq!(
+        (e.kind.clone(), e.permanent),
+        (ErrorKind::TemporaryReply, false)
+    );
     let e = r.outcomes[1].data.as_ref().unwrap_err();
-    assert_eq!((e.kind.clone(), e.permanent), (ErrorKind::Status, true));
+    assert_eq!(
+        (e.kind.clone(), e.permanent),
+        (ErrorKind::PermanentReply, true)
+    );
 }
 
 #[test]
@@ -938,7 +976,7 @@ fn seed_errors_close_after_550_to_pipelined_mail_is_permanent() {
     let e = o.data.as_ref().unwrap_err();
     assert_eq!(
         (e.kind.clone(), e.permanent, e.stage),
-        (ErrorKind::Status, true, Stage::Mail)
+        (ErrorKind::PermanentReply, true, Stage::Mail)
     );
     assert_eq!(e.reply.as_ref().unwrap().code, 550);
     assert_eq!(o.recipients[0].as_ref().unwrap_err(), e);
@@ -1356,7 +1394,7 @@ mod pair {
         let e = p.failed.unwrap();
         assert_eq!(
             (e.stage, e.permanent, e.kind),
-            (Stage::Auth, true, ErrorKind::Status)
+            (Stage::Auth, true, ErrorKind::PermanentReply)
         );
         assert!(p.outcomes[0].data.is_err());
         assert!(p.stored.is_empty());
@@ -1597,7 +1635,10 @@ fn too_many_recipients_452_and_552_mean_another_transaction() {
     ]);
     let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
     let e = r.outcomes[0].recipients[0].as_ref().unwrap_err();
-    assert_eq!((e.kind.clone(), e.permanent), (ErrorKind::Status, false));
+    assert_eq!(
+        (e.kind.clone(), e.permanent),
+        (ErrorKind::TemporaryReply, false)
+    );
 }
 
 #[test]
@@ -1700,7 +1741,7 @@ fn ehlo_temporary_error_and_helo_refused() {
     let e = conn_err(&r);
     assert_eq!(
         (e.stage, e.permanent, e.kind.clone()),
-        (Stage::Ehlo, false, ErrorKind::Status)
+        (Stage::Ehlo, false, ErrorKind::TemporaryReply)
     );
     let r = run(
         config(),
@@ -1723,7 +1764,11 @@ fn timeouts_per_rfc5321() {
     let e = conn_err(&r);
     assert_eq!(
         (e.stage, e.kind.clone(), e.permanent),
-        (Stage::Greeting, ErrorKind::Timeout, false)
+        (
+            Stage::Greeting,
+            ErrorKind::Transport(Transport::Timeout),
+            false
+        )
     );
     assert!(r.closed);
 
@@ -1731,13 +1776,19 @@ fn timeouts_per_rfc5321() {
     script.extend([C("MAIL"), Silence(300)]);
     let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
     let e = r.outcomes[0].data.as_ref().unwrap_err();
-    assert_eq!((e.stage, e.kind.clone()), (Stage::Mail, ErrorKind::Timeout));
+    assert_eq!(
+        (e.stage, e.kind.clone()),
+        (Stage::Mail, ErrorKind::Transport(Transport::Timeout))
+    );
 
     let mut script = ehlo_lines(&["250 mox.example"]);
     script.extend([C("MAIL"), S("250 ok"), C("RCPT"), Silence(300)]);
     let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
     let e = r.outcomes[0].recipients[0].as_ref().unwrap_err();
-    assert_eq!((e.stage, e.kind.clone()), (Stage::Rcpt, ErrorKind::Timeout));
+    assert_eq!(
+        (e.stage, e.kind.clone()),
+        (Stage::Rcpt, ErrorKind::Transport(Transport::Timeout))
+    );
 
     let mut script = ehlo_lines(&["250 mox.example"]);
     script.extend([
@@ -1752,7 +1803,10 @@ fn timeouts_per_rfc5321() {
     let o = &r.outcomes[0];
     assert!(o.recipients[0].is_ok());
     let e = o.data.as_ref().unwrap_err();
-    assert_eq!((e.stage, e.kind.clone()), (Stage::Data, ErrorKind::Timeout));
+    assert_eq!(
+        (e.stage, e.kind.clone()),
+        (Stage::Data, ErrorKind::Transport(Transport::Timeout))
+    );
 
     let mut script = ehlo_lines(&["250 mox.example"]);
     script.extend([
@@ -1767,7 +1821,10 @@ fn timeouts_per_rfc5321() {
     ]);
     let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
     let e = r.outcomes[0].data.as_ref().unwrap_err();
-    assert_eq!((e.stage, e.kind.clone()), (Stage::Data, ErrorKind::Timeout));
+    assert_eq!(
+        (e.stage, e.kind.clone()),
+        (Stage::Data, ErrorKind::Transport(Transport::Timeout))
+    );
 }
 
 /// STARTTLS response injection: bytes after the 220 must not be taken as replies.
@@ -1787,7 +1844,13 @@ fn data_after_starttls_220_is_refused() {
         ],
     );
     let e = conn_err(&r);
-    assert!(matches!(e.kind, ErrorKind::Protocol(_)), "{e:?}");
+    assert!(
+        matches!(
+            e.kind,
+            ErrorKind::PeerMisbehaved(PeerMisbehaved::DataAfterStartTls)
+        ),
+        "{e:?}"
+    );
     assert!(e.permanent);
     assert_eq!(e.stage, Stage::StartTls);
 }
@@ -1805,14 +1868,20 @@ fn auth_without_usable_mechanism_and_sasl_failure() {
         vec![],
         &[S("220 x"), C("EHLO"), S("250 AUTH GSSAPI")],
     );
-    assert_eq!(conn_err(&r).kind, ErrorKind::NoMechanism);
+    assert_eq!(
+        conn_err(&r).kind,
+        ErrorKind::PeerIncompatible(PeerIncompatible::NoAuthMechanism)
+    );
     // -PLUS is never chosen without TLS.
     let r = run(
         cfg.clone(),
         vec![],
         &[S("220 x"), C("EHLO"), S("250 AUTH SCRAM-SHA-256-PLUS")],
     );
-    assert_eq!(conn_err(&r).kind, ErrorKind::NoMechanism);
+    assert_eq!(
+        conn_err(&r).kind,
+        ErrorKind::PeerIncompatible(PeerIncompatible::NoAuthMechanism)
+    );
     let r = run(
         cfg,
         vec![],
@@ -1924,7 +1993,10 @@ fn dane_ee_records_checked_in_handshake() {
                 .any(|e| matches!(e, Event::TlsEstablished(_))));
         } else {
             let e = conn_err(&r);
-            assert!(matches!(e.kind, ErrorKind::Tls(_)), "{records:?}: {e:?}");
+            assert!(
+                matches!(e.kind, ErrorKind::Transport(Transport::Tls(_))),
+                "{records:?}: {e:?}"
+            );
             assert!(e.permanent);
         }
     }
@@ -1941,7 +2013,7 @@ fn opportunistic_tls_failure_is_temporary() {
     script.extend([C("STARTTLS"), StartTls(testkit::server_tls())]);
     let r = run(cfg, vec![], &script);
     let e = conn_err(&r);
-    assert!(matches!(e.kind, ErrorKind::Tls(_)));
+    assert!(matches!(e.kind, ErrorKind::Transport(Transport::Tls(_))));
     assert!(!e.permanent);
 }
 
@@ -2050,4 +2122,237 @@ proptest! {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors by fault
+// ---------------------------------------------------------------------------------------
+
+/// The fault an error kind names, for the table below.
+fn fault(k: &ErrorKind) -> &'static str {
+    match k {
+        ErrorKind::TemporaryReply => "temporary-reply",
+        ErrorKind::PermanentReply => "permanent-reply",
+        ErrorKind::PeerMisbehaved(_) => "peer-misbehaved",
+        ErrorKind::PeerIncompatible(_) => "peer-incompatible",
+        ErrorKind::Transport(_) => "transport",
+        ErrorKind::Misuse(_) => "misuse",
+        ErrorKind::NotAttempted => "not-attempted",
+    }
+}
+
+/// Each fault has its own kind. Before, error replies were one `Status` kind, a refused
+/// STARTTLS and a failed handshake were one `Tls(String)` kind told apart by text, and a
+/// missing mechanism or extension sat beside protocol errors without saying whose fault.
+#[test]
+fn error_kinds_by_fault() {
+    let required = || {
+        let mut c = config();
+        c.tls_mode = TlsMode::RequiredStartTls;
+        c
+    };
+    let wrong_name = || {
+        let mut c = required();
+        c.verification = Verify::Pkix(testkit::client_tls());
+        c.remote_hostname = "wrong.example".into();
+        c
+    };
+    let mut handshake = ehlo_lines(&["250 STARTTLS"]);
+    handshake.extend([C("STARTTLS"), StartTls(testkit::server_tls())]);
+    let auth = || {
+        let mut c = config();
+        c.auth = Some(Credentials {
+            mechanism: None,
+            username: "test".into(),
+            password: "test".into(),
+        });
+        c
+    };
+    type Case = (
+        &'static str,
+        ClientConfig,
+        Vec<Step>,
+        &'static str,
+        fn(&ErrorKind) -> bool,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "421 greeting",
+            config(),
+            vec![S("421 4.3.2 busy")],
+            "temporary-reply",
+            |k| *k == ErrorKind::TemporaryReply,
+        ),
+        (
+            "554 greeting",
+            config(),
+            vec![S("554 5.7.1 go away")],
+            "permanent-reply",
+            |k| *k == ErrorKind::PermanentReply,
+        ),
+        (
+            "garbage greeting",
+            config(),
+            vec![S("bogus")],
+            "peer-misbehaved",
+            |k| {
+                matches!(
+                    k,
+                    ErrorKind::PeerMisbehaved(PeerMisbehaved::UnparsableReply(_))
+                )
+            },
+        ),
+        (
+            "354 greeting",
+            config(),
+            vec![S("354 what")],
+            "peer-misbehaved",
+            |k| *k == ErrorKind::PeerMisbehaved(PeerMisbehaved::UnexpectedCode),
+        ),
+        (
+            "bad base64 in 334",
+            auth(),
+            vec![
+                S("220 x"),
+                C("EHLO"),
+                S("250 AUTH LOGIN"),
+                C("AUTH LOGIN"),
+                S("334 !!!"),
+            ],
+            "peer-misbehaved",
+            |k| *k == ErrorKind::PeerMisbehaved(PeerMisbehaved::BadChallengeEncoding),
+        ),
+        (
+            "STARTTLS refused",
+            required(),
+            vec![
+                S("220 x"),
+                C("EHLO"),
+                S("250 x"),
+                C("STARTTLS"),
+                S("454 4.7.0 no tls today"),
+            ],
+            "peer-incompatible",
+            |k| *k == ErrorKind::PeerIncompatible(PeerIncompatible::StartTls),
+        ),
+        (
+            "no AUTH mechanism",
+            auth(),
+            vec![S("220 x"), C("EHLO"), S("250 AUTH GSSAPI")],
+            "peer-incompatible",
+            |k| *k == ErrorKind::PeerIncompatible(PeerIncompatible::NoAuthMechanism),
+        ),
+        (
+            "EOF",
+            config(),
+            vec![S("220 x"), C("EHLO"), Close],
+            "transport",
+            |k| *k == ErrorKind::Transport(Transport::Closed),
+        ),
+        ("silence", config(), vec![Silence(300)], "transport", |k| {
+            *k == ErrorKind::Transport(Transport::Timeout)
+        }),
+        (
+            "TLS handshake: wrong name",
+            wrong_name(),
+            handshake,
+            "transport",
+            |k| {
+                matches!(k, ErrorKind::Transport(Transport::Tls(f))
+                    if f.reason == TlsFailureReason::CertificateHostMismatch)
+            },
+        ),
+    ];
+    for (name, cfg, script, want_fault, want_kind) in cases {
+        let r = run(cfg, vec![], &script);
+        let e = conn_err(&r);
+        assert_eq!(fault(&e.kind), want_fault, "{name}: {e:?}");
+        assert!(want_kind(&e.kind), "{name}: {e:?}");
+        // Error replies always carry the reply; transport failures never have one.
+        if e.is_reply() {
+            assert!(e.reply.is_some(), "{name}: {e:?}");
+        }
+        if e.is_transport() {
+            assert_eq!(e.reply, None, "{name}: {e:?}");
+        }
+        assert!(r.closed, "{name}");
+    }
+}
+
+/// The message-level kinds: what the server lacks for this delivery is incompatibility, not
+/// an error reply, and API misuse is the caller's.
+#[test]
+fn delivery_kinds_by_fault() {
+    let mut d = delivery(&["a@mox.example"]);
+    d.needs.smtputf8 = true;
+    let mut script = ehlo_lines(&["250 mox.example"]);
+    script.extend([C("QUIT"), S("221 bye")]);
+    let r = run(config(), vec![d], &script);
+    let e = r.outcomes[0].data.as_ref().unwrap_err();
+    assert_eq!(
+        (fault(&e.kind), &e.kind, e.permanent),
+        (
+            "peer-incompatible",
+            &ErrorKind::PeerIncompatible(PeerIncompatible::SmtpUtf8),
+            true
+        )
+    );
+
+    let r = run(config(), vec![delivery(&[])], &script);
+    let e = r.outcomes[0].data.as_ref().unwrap_err();
+    assert_eq!(fault(&e.kind), "misuse", "{e:?}");
+
+    // A second delivery while one is in flight is refused without ending the session.
+    let mut h = Harness::new(config(), vec![delivery(&["a@mox.example"])], vec![]);
+    let mut script = ehlo_lines(&["250 mox.example"]);
+    script.push(C("MAIL"));
+    h.run(&script);
+    let now = h.clock.now();
+    let e =
+        h.c.handle(now, Input::Deliver(Box::new(delivery(&["b@mox.example"]))))
+            .unwrap_err();
+    assert_eq!(fault(&e.kind), "misuse", "{e:?}");
+    assert_eq!(h.c.error(), None);
+}
+
+/// An I/O failure the driver reports is a transport error on the transaction in flight and
+/// on the session, never a protocol error (drivers used to make one up: `Protocol("i/o:
+/// ...")`), and the session's error keeps that kind whatever comes after it.
+#[test]
+fn io_error_is_transport_and_sticky() {
+    let mut h = Harness::new(config(), vec![delivery(&["a@mox.example"])], vec![]);
+    let mut script = ehlo_lines(&["250 mox.example"]);
+    script.push(C("MAIL"));
+    h.run(&script);
+    let now = h.clock.now();
+    h.c.handle(now, Input::IoError("connection reset by peer".into()))
+        .unwrap();
+    h.drain();
+    let want = ErrorKind::Transport(Transport::Io("connection reset by peer".into()));
+    let e = h.res.failed.clone().expect("session failed");
+    assert_eq!((e.stage, &e.kind), (Stage::Mail, &want));
+    assert_eq!(kind_of(&h.res.outcomes[0].data), Some(&want));
+    assert!(h.res.closed);
+    // Garbage, EOF, a timeout and a delivery afterwards all get the same error back.
+    for input in [
+        Input::Received(b"bogus\r\n"),
+        Input::PeerClosed,
+        Input::Timeout,
+        Input::IoError("broken pipe".into()),
+        Input::Deliver(Box::new(delivery(&["b@mox.example"]))),
+    ] {
+        h.clock.advance(Duration::from_secs(600));
+        let now = h.clock.now();
+        assert_eq!(h.c.handle(now, input).unwrap_err(), e);
+    }
+    assert_eq!(h.c.error(), Some(&e));
+
+    // The same for a protocol error: EOF after it does not turn it into a transport error.
+    let mut h = Harness::new(config(), vec![], vec![]);
+    h.run(&[S("bogus")]);
+    let e = h.res.failed.clone().expect("session failed");
+    assert_eq!(fault(&e.kind), "peer-misbehaved");
+    let now = h.clock.now();
+    assert_eq!(h.c.handle(now, Input::PeerClosed).unwrap_err(), e);
+    assert_eq!(h.c.error(), Some(&e));
 }

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{
     self, ClientConfig, ClientError, ClientSession, Credentials, Delivery, ErrorKind, Extensions,
-    Needs, Outcome, Stage, Timeouts, TlsMode, Verify,
+    Needs, Outcome, PeerIncompatible, Stage, Timeouts, TlsMode, Verify,
 };
 use crate::dns::{round, Check, Lookup, LookupResult, Record, RecordType, Round};
 use crate::queue::mx::{MxOptions, MxPlan, MxVerdict};
@@ -49,6 +49,7 @@ use crate::sasl::Mechanism;
 use crate::smtp::{Enhanced, ForwardPath, Host, MailParams, RcptParams, ReversePath};
 use crate::time::Now;
 use crate::timer::TimerTable;
+use crate::tls::TlsFailureReason;
 use crate::tls::TlsInfo;
 use crate::Token;
 
@@ -408,13 +409,13 @@ pub fn classify(info: Option<&TlsInfo>, error: Option<&ClientError>) -> Option<T
         return Some(TlsResult::Established(i.clone()));
     }
     match error {
-        Some(ClientError {
-            kind: ErrorKind::Tls(d),
-            ..
-        }) => Some(TlsResult::Failed {
-            result_type: result_type(d),
-            detail: d.clone(),
-        }),
+        Some(e) if e.is_tls() => {
+            let (result_type, detail) = tls_failure(e)?;
+            Some(TlsResult::Failed {
+                result_type,
+                detail,
+            })
+        }
         Some(e) if matches!(e.stage, Stage::Connect | Stage::Greeting | Stage::Ehlo) => None,
         _ => Some(TlsResult::Plaintext),
     }
@@ -423,8 +424,28 @@ pub fn classify(info: Option<&TlsInfo>, error: Option<&ClientError>) -> Option<T
 /// Whether a failed session failed at the connection level (greeting, TLS) rather than in
 /// the conversation about this message: other addresses and hosts are still worth trying.
 pub fn is_connection_level(e: &ClientError) -> bool {
-    matches!(e.stage, Stage::Connect | Stage::Greeting | Stage::StartTls)
-        || matches!(e.kind, ErrorKind::Tls(_))
+    matches!(e.stage, Stage::Connect | Stage::Greeting | Stage::StartTls) || e.is_tls()
+}
+
+/// The RFC 8460 result type and the detail of a TLS failure, from the error's kind; `None`
+/// when the error is not about TLS (see [`ClientError::is_tls`]).
+pub fn tls_failure(e: &ClientError) -> Option<(&'static str, String)> {
+    match &e.kind {
+        ErrorKind::PeerIncompatible(PeerIncompatible::StartTls) => {
+            Some(("starttls-not-supported", e.kind.to_string()))
+        }
+        ErrorKind::Transport(client::Transport::Tls(f)) => {
+            let t = match f.reason {
+                TlsFailureReason::CertificateExpired => "certificate-expired",
+                TlsFailureReason::CertificateHostMismatch => "certificate-host-mismatch",
+                TlsFailureReason::CertificateNotTrusted => "certificate-not-trusted",
+                // DANE and other verifier failures carry only text.
+                _ => result_type(&f.detail),
+            };
+            Some((t, f.detail.clone()))
+        }
+        _ => None,
+    }
 }
 
 /// Whether an error is about the AUTH mechanism (not offered, refused with 504, channel
@@ -454,15 +475,21 @@ fn error_result(host: &str, e: &ClientError) -> AttemptResult {
             reply: None,
             detail: match e.kind {
                 // RFC 8689 5: the DSN's status for a next hop without REQUIRETLS.
-                ErrorKind::RequireTlsUnsupported => {
+                ErrorKind::PeerIncompatible(PeerIncompatible::RequireTls) => {
                     format!("{host}: REQUIRETLS support required, not offered by next hop")
                 }
                 _ => format!("{host}: {e}"),
             },
             enhanced: Some(match (&e.kind, e.permanent) {
-                (ErrorKind::RequireTlsUnsupported, _) => Enhanced::new(5, 7, 30),
-                (ErrorKind::SmtpUtf8Unsupported, _) => Enhanced::new(5, 6, 7),
-                (ErrorKind::SizeExceeded { .. }, _) => Enhanced::new(5, 3, 4),
+                (ErrorKind::PeerIncompatible(PeerIncompatible::RequireTls), _) => {
+                    Enhanced::new(5, 7, 30)
+                }
+                (ErrorKind::PeerIncompatible(PeerIncompatible::SmtpUtf8), _) => {
+                    Enhanced::new(5, 6, 7)
+                }
+                (ErrorKind::PeerIncompatible(PeerIncompatible::MessageTooLarge { .. }), _) => {
+                    Enhanced::new(5, 3, 4)
+                }
                 (_, true) => Enhanced::new(5, 0, 0),
                 (_, false) => Enhanced::new(4, 4, 2),
             }),
@@ -506,7 +533,7 @@ enum SessionEnd {
     Failed(ClientError),
 }
 
-/// Whether an error means the connection broke (no reply in time, EOF, garbage) before the
+/// Whether an error means the connection broke (no reply in time, EOF, I/O, garbage) before the
 /// message data was sent: nothing was accepted, so another address may be tried at once.
 /// After the data the message may have arrived; that is left to the next attempt.
 fn broken_before_data(e: &ClientError) -> bool {
@@ -515,7 +542,7 @@ fn broken_before_data(e: &ClientError) -> bool {
         && e.stage != Stage::Data
         && matches!(
             e.kind,
-            ErrorKind::Timeout | ErrorKind::Eof | ErrorKind::Protocol(_)
+            ErrorKind::Transport(_) | ErrorKind::PeerMisbehaved(_)
         )
 }
 
@@ -1410,7 +1437,7 @@ impl DeliverySession {
             (None, None) => SessionEnd::Failed(ClientError {
                 stage: Stage::Quit,
                 permanent: false,
-                kind: ErrorKind::Eof,
+                kind: ErrorKind::Transport(client::Transport::Closed),
                 reply: None,
             }),
         };

@@ -1906,3 +1906,60 @@ fn pair_dane() {
         )]
     );
 }
+
+/// The TLS result and the connection level come from the client error's kind, not its text:
+/// a refused STARTTLS and a failed handshake used to be one `Tls(String)` kind, told apart
+/// (and the certificate problem found) only by matching the text.
+#[test]
+fn tls_results_and_levels_from_kinds() {
+    use crate::client::{PeerIncompatible, PeerMisbehaved, Transport as Tr};
+    use crate::tls::{TlsFailure, TlsFailureReason as R};
+    let err = |stage, kind| ClientError {
+        stage,
+        permanent: false,
+        kind,
+        reply: None,
+    };
+    let tls = |reason| {
+        err(
+            Stage::StartTls,
+            ErrorKind::Transport(Tr::Tls(TlsFailure {
+                reason,
+                detail: "handshake failed".into(),
+            })),
+        )
+    };
+    let cases = [
+        (tls(R::CertificateExpired), "certificate-expired"),
+        (tls(R::CertificateHostMismatch), "certificate-host-mismatch"),
+        (tls(R::CertificateNotTrusted), "certificate-not-trusted"),
+        (tls(R::Other), "validation-failure"),
+        (
+            err(
+                Stage::StartTls,
+                ErrorKind::PeerIncompatible(PeerIncompatible::StartTls),
+            ),
+            "starttls-not-supported",
+        ),
+    ];
+    for (e, want) in cases {
+        assert!(e.is_tls() && is_connection_level(&e), "{e:?}");
+        match classify(None, Some(&e)) {
+            Some(TlsResult::Failed { result_type, .. }) => assert_eq!(result_type, want),
+            other => panic!("{e:?}: {other:?}"),
+        }
+    }
+    // Not TLS: an I/O error or a protocol error after EHLO is a plaintext session, and
+    // only at the greeting is it a connection-level failure.
+    for kind in [
+        ErrorKind::Transport(Tr::Io("reset".into())),
+        ErrorKind::PeerMisbehaved(PeerMisbehaved::UnexpectedReply),
+    ] {
+        let late = err(Stage::Mail, kind.clone());
+        assert!(!late.is_tls() && !is_connection_level(&late), "{late:?}");
+        assert_eq!(classify(None, Some(&late)), Some(TlsResult::Plaintext));
+        let early = err(Stage::Greeting, kind);
+        assert!(is_connection_level(&early));
+        assert_eq!(classify(None, Some(&early)), None);
+    }
+}

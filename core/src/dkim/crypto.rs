@@ -1,15 +1,21 @@
-//! Keys and the signature primitives, all through `ring`.
+//! Keys and the signature primitives: Ed25519 through `ed25519-dalek`, RSA and the hashes
+//! through `ring`.
 //!
-//! Why ring and not the `rsa` crate: the `rsa` crate's private-key operation has a known
-//! timing side channel (RUSTSEC-2023-0071, "Marvin"); ring's RSA signing is constant-time
-//! and blinded, and ring is already in the tree for rustls. ring cannot generate RSA keys,
-//! so RSA key generation is left to the binary; ring's RSA signing wants a
-//! `SecureRandom` for blinding (the signature itself is deterministic), which the caller
-//! passes in because core has no source of OS randomness.
+//! Why ring and not the `rsa` crate for RSA signing: the `rsa` crate's private-key operation
+//! has a known timing side channel (RUSTSEC-2023-0071, "Marvin"); ring's RSA signing is
+//! constant-time and blinded, and ring is already in the tree for rustls. ring cannot
+//! generate RSA keys, so RSA key generation is left to the binary (the `rsa` crate); ring's
+//! RSA signing wants a `SecureRandom` for blinding (the signature itself is deterministic),
+//! which the caller passes in because core has no source of OS randomness.
+//!
+//! Ed25519 (RFC 8463) goes through `ed25519-dalek`, as the design names: signing is
+//! deterministic, and verification is strict (non-canonical signatures and small-order
+//! public keys are refused, as libsodium, which dkimpy uses, refuses them).
 
 use std::sync::Arc;
 
 use base64::Engine as _;
+use ed25519_dalek::Signer as _;
 use ring::signature::{self, KeyPair as _};
 
 use super::sig::{Algorithm, KeyType};
@@ -21,7 +27,7 @@ pub enum KeyError {
     /// The PEM armour is missing or its base64 is broken.
     #[error("bad PEM: {0}")]
     Pem(String),
-    /// The DER is not a key ring accepts (PKCS#8 RSA or Ed25519, PKCS#1 RSA).
+    /// The DER is not a key we accept (PKCS#8 RSA or Ed25519, PKCS#1 RSA).
     #[error("key rejected: {0}")]
     Rejected(String),
 }
@@ -30,7 +36,7 @@ pub enum KeyError {
 #[derive(Clone, Debug)]
 pub enum SigningKey {
     /// An Ed25519 key (RFC 8463).
-    Ed25519(Arc<signature::Ed25519KeyPair>),
+    Ed25519(Arc<ed25519_dalek::SigningKey>),
     /// An RSA key (rsa-sha256).
     Rsa(Arc<signature::RsaKeyPair>),
 }
@@ -39,6 +45,62 @@ pub enum SigningKey {
 const ED25519_PKCS8_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
+
+/// id-Ed25519 (RFC 8410): OID 1.3.101.112.
+const ED25519_OID: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
+
+/// The 32-byte seed of a PKCS#8 Ed25519 private key (RFC 8410: version 1, or version 2 with
+/// the public key, which must then match); `None` when the DER is not one.
+fn ed25519_seed_from_pkcs8(der: &[u8]) -> Result<Option<[u8; 32]>, KeyError> {
+    let Some((0x30, body, b"")) = der_read(der) else {
+        return Ok(None);
+    };
+    let Some((0x02, version, rest)) = der_read(body) else {
+        return Ok(None);
+    };
+    let Some((0x30, alg, rest)) = der_read(rest) else {
+        return Ok(None);
+    };
+    // RFC 8410 3: the parameters are absent.
+    if alg != ED25519_OID {
+        return Ok(None);
+    }
+    let bad = |why: &str| KeyError::Rejected(format!("Ed25519 PKCS#8: {why}"));
+    if version != [0] && version != [1] {
+        return Err(bad("unknown version"));
+    }
+    let (tag, key, mut rest) = der_read(rest).ok_or_else(|| bad("no private key"))?;
+    if tag != 0x04 {
+        return Err(bad("private key not an OCTET STRING"));
+    }
+    // CurvePrivateKey ::= OCTET STRING (the seed), inside the privateKey OCTET STRING.
+    let seed: [u8; 32] = match der_read(key) {
+        Some((0x04, seed, b"")) => seed.try_into().map_err(|_| bad("seed not 32 bytes"))?,
+        _ => return Err(bad("bad CurvePrivateKey")),
+    };
+    let mut public = None;
+    while !rest.is_empty() {
+        let (tag, content, more) = der_read(rest).ok_or_else(|| bad("trailing garbage"))?;
+        match tag {
+            // [0] attributes: ignored.
+            0xa0 => {}
+            // [1] publicKey (version 2): a BIT STRING without unused bits.
+            0x81 if version == [1] => match content.split_first() {
+                Some((0, key)) => public = Some(key),
+                _ => return Err(bad("bad public key")),
+            },
+            _ => return Err(bad("unexpected field")),
+        }
+        rest = more;
+    }
+    if let Some(p) = public {
+        let derived = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+        if p != derived.as_bytes() {
+            return Err(bad("public key does not match the private key"));
+        }
+    }
+    Ok(Some(seed))
+}
 
 /// The PKCS#8 document (DER) for an Ed25519 private key from its 32-byte seed, for storing
 /// a generated key.
@@ -88,13 +150,15 @@ impl SigningKey {
     /// An Ed25519 key from a 32-byte seed (key generation: the caller draws the seed from
     /// the operating system's random source).
     pub fn ed25519_from_seed(seed: &[u8; 32]) -> Result<SigningKey, KeyError> {
-        Self::from_der(&ed25519_pkcs8_from_seed(seed))
+        Ok(SigningKey::Ed25519(Arc::new(
+            ed25519_dalek::SigningKey::from_bytes(seed),
+        )))
     }
 
     /// A key from DER: PKCS#8 (RSA or Ed25519) or PKCS#1 `RSAPrivateKey`.
     pub fn from_der(der: &[u8]) -> Result<SigningKey, KeyError> {
-        if let Ok(k) = signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
-            return Ok(SigningKey::Ed25519(Arc::new(k)));
+        if let Some(seed) = ed25519_seed_from_pkcs8(der)? {
+            return Self::ed25519_from_seed(&seed);
         }
         match signature::RsaKeyPair::from_pkcs8(der) {
             Ok(k) => Ok(SigningKey::Rsa(Arc::new(k))),
@@ -122,7 +186,7 @@ impl SigningKey {
     /// bytes for Ed25519.
     pub fn public_key_bytes(&self) -> Vec<u8> {
         match self {
-            SigningKey::Ed25519(k) => k.public_key().as_ref().to_vec(),
+            SigningKey::Ed25519(k) => k.verifying_key().to_bytes().to_vec(),
             SigningKey::Rsa(k) => rsa_spki(k.public_key().as_ref()),
         }
     }
@@ -147,7 +211,7 @@ impl SigningKey {
             // RFC 8463 3: Ed25519 (PureEdDSA) signs the SHA-256 hash of the data.
             SigningKey::Ed25519(k) => Ok(k
                 .sign(&digest(Algorithm::Ed25519Sha256, data))
-                .as_ref()
+                .to_bytes()
                 .to_vec()),
             SigningKey::Rsa(k) => {
                 let mut sig = vec![0u8; k.public().modulus_len()];
@@ -279,12 +343,17 @@ pub(crate) fn verify(
     }
     match alg {
         Algorithm::Ed25519Sha256 => {
-            if public_key.len() != 32 {
+            let key: &[u8; 32] = public_key.try_into().map_err(|_| VerifyFail::BadKey)?;
+            let key =
+                ed25519_dalek::VerifyingKey::from_bytes(key).map_err(|_| VerifyFail::BadKey)?;
+            // A small-order key would make "signatures" that verify for many messages.
+            if key.is_weak() {
                 return Err(VerifyFail::BadKey);
             }
+            let sig =
+                ed25519_dalek::Signature::from_slice(sig).map_err(|_| VerifyFail::Mismatch)?;
             // RFC 8463 3: the signature is over the SHA-256 hash of the data.
-            signature::UnparsedPublicKey::new(&signature::ED25519, public_key)
-                .verify(&digest(alg, data), sig)
+            key.verify_strict(&digest(alg, data), &sig)
                 .map_err(|_| VerifyFail::Mismatch)?;
             Ok(256)
         }
@@ -340,6 +409,82 @@ mod tests {
             SigningKey::from_pem(&pem).unwrap().public_key_bytes(),
             k.public_key_bytes()
         );
+    }
+
+    /// Ed25519 keys went through ring, which the design card replaces with ed25519-dalek:
+    /// the PKCS#8 forms ring read (version 1, and version 2 with the public key, RFC 8410)
+    /// must still be read, and a version 2 key whose public key is not the private key's
+    /// refused.
+    #[test]
+    fn ed25519_pkcs8_forms() {
+        // RFC 8410 10.3: version 2 with an attribute and the public key.
+        let rfc = "-----BEGIN PRIVATE KEY-----\n\
+            MHICAQEwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n\
+            oB8wHQYKKoZIhvcNAQkJFDEPDA1DdXJkbGUgQ2hhaXJzgSEAGb9ECWmEzf6FQbrB\n\
+            Z9w7lshQhqowtrbLDFw4rXAxZuE=\n\
+            -----END PRIVATE KEY-----\n";
+        let k = SigningKey::from_pem(rfc).unwrap();
+        assert!(matches!(k, SigningKey::Ed25519(_)));
+        let (_, der) = pem_decode(rfc).unwrap();
+        let public = k.public_key_bytes();
+        assert_eq!(Some(&public[..]), der.get(der.len() - 32..));
+        // Version 1 from the same seed: the same key.
+        let seed: [u8; 32] = der[16..48].try_into().unwrap();
+        let v1 = SigningKey::from_der(&ed25519_pkcs8_from_seed(&seed)).unwrap();
+        assert_eq!(v1.public_key_bytes(), public);
+        // ring's own version 2 form: 0x81 public key, no attributes.
+        let mut v2 = vec![0x30, 0x51, 0x02, 0x01, 0x01];
+        v2.extend_from_slice(&ed25519_pkcs8_from_seed(&seed)[5..]);
+        v2.extend_from_slice(&[0x81, 0x21, 0x00]);
+        v2.extend_from_slice(&public);
+        assert_eq!(
+            SigningKey::from_der(&v2).unwrap().public_key_bytes(),
+            public
+        );
+        // Someone else's public key.
+        let last = v2.len() - 1;
+        v2[last] ^= 1;
+        assert!(matches!(
+            SigningKey::from_der(&v2),
+            Err(KeyError::Rejected(_))
+        ));
+        // A seed of the wrong length.
+        let mut short = ed25519_pkcs8_from_seed(&seed);
+        short.pop();
+        assert!(SigningKey::from_der(&short).is_err());
+    }
+
+    /// Signing is deterministic and verification strict: a signature verifies, one bit off
+    /// does not, and a small-order public key (which would accept forged signatures) is an
+    /// unusable key.
+    #[test]
+    fn ed25519_sign_verify() {
+        let k = SigningKey::ed25519_from_seed(&[7; 32]).unwrap();
+        let rng = ring::rand::SystemRandom::new();
+        let sig = k.sign(b"data", &rng).unwrap();
+        assert_eq!(sig, k.sign(b"data", &rng).unwrap());
+        let p = k.public_key_bytes();
+        let v = |key: &[u8], data: &[u8], sig: &[u8]| {
+            verify(
+                Algorithm::Ed25519Sha256,
+                KeyType::Ed25519,
+                key,
+                data,
+                sig,
+                1024,
+            )
+        };
+        assert_eq!(v(&p, b"data", &sig), Ok(256));
+        assert_eq!(v(&p, b"date", &sig), Err(VerifyFail::Mismatch));
+        let mut bad = sig.clone();
+        bad[10] ^= 1;
+        assert_eq!(v(&p, b"data", &bad), Err(VerifyFail::Mismatch));
+        assert_eq!(v(&p, b"data", &sig[..63]), Err(VerifyFail::Mismatch));
+        assert_eq!(v(&p[..31], b"data", &sig), Err(VerifyFail::BadKey));
+        // The identity point (small order).
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(v(&identity, b"data", &sig), Err(VerifyFail::BadKey));
     }
 
     #[test]

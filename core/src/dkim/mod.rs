@@ -7,9 +7,9 @@
 //!   own [`Status`] and an Authentication-Results fragment ([`DkimResult::auth_results`]).
 //! * [`sign`] returns the DKIM-Signature header fields to prepend, one per [`SignConfig`].
 //!
-//! Crypto is `ring` for everything (see [`crypto`] for why not the `rsa` crate):
-//! rsa-sha256 and ed25519-sha256 sign and verify, rsa-sha1 verify only (refused by
-//! default, RFC 8301). RSA keys of 1024 to 8192 bits verify; RSA key generation is left to
+//! Crypto is `ed25519-dalek` for ed25519-sha256 and `ring` for RSA and the hashes (see
+//! [`crypto`] for why not the `rsa` crate for signing): rsa-sha256 and ed25519-sha256 sign
+//! and verify, rsa-sha1 verify only (refused by default, RFC 8301). RSA keys of 1024 to 8192 bits verify; RSA key generation is left to
 //! the binary; Ed25519 keys come from a 32-byte seed the caller draws.
 //!
 //! Header fields are found with a small splitter ([`canon::split_message`]); no MIME
