@@ -476,4 +476,6 @@ pub enum ReportKind {
     TlsResult,
     /// An incoming DMARC aggregate report (the raw message), keyed by our domain it is about.
     DmarcReport,
+    /// An incoming TLS report (RFC 8460), keyed by our policy domain it is about.
+    TlsReport,
 }
