@@ -13,12 +13,14 @@
 //!   [`SessionResult`]s to record, per report scope.
 //! * [`tlsrpt`]: the `_smtp._tls` record, [`TlsResults`] collected per policy domain and
 //!   scope, the JSON report (built, gzipped, parsed).
+//! * [`incoming`]: which of our policy domains an incoming report is kept under.
 //!
 //! Nothing here performs I/O or reads a clock; time is a [`crate::UnixTime`] argument.
 //! Not wired yet: the delivery code in the root package does not call this module (see the
 //! README's Architecture section).
 
 pub mod dane;
+pub mod incoming;
 pub mod mtasts;
 #[cfg(test)]
 mod mutation;
