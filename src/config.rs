@@ -107,6 +107,11 @@ pub struct DomainConfig {
     /// reports about this domain, as mox's DMARC reports destination. Only reports sent to
     /// it, about this domain, by a sender that passed DMARC, are stored as reports.
     pub dmarc_reports: Option<String>,
+    /// The address (at this domain, delivered to an account) that receives TLS reports
+    /// (RFC 8460), as mox's TLSRPT destination. A report sent to it, DKIM-signed by the
+    /// sender's domain, is stored for those of its policy domains that are ours (a
+    /// configured domain or the host name); `rmox tlsrpt list` shows them.
+    pub tls_reports: Option<String>,
 }
 
 /// Settings of one destination address of an account.
@@ -779,11 +784,16 @@ impl Config {
                 }
             }
         }
-        for (d, dc) in &self.domain {
-            let Some(addr) = &dc.dmarc_reports else {
-                continue;
-            };
-            let key = format!("domain.{d:?}.dmarc_reports");
+        let reporting = self.domain.iter().flat_map(|(d, dc)| {
+            [
+                ("dmarc_reports", &dc.dmarc_reports),
+                ("tls_reports", &dc.tls_reports),
+            ]
+            .into_iter()
+            .filter_map(move |(k, a)| a.as_ref().map(|a| (d, k, a)))
+        });
+        for (d, k, addr) in reporting {
+            let key = format!("domain.{d:?}.{k}");
             let Some((lp, ad)) = addr.rsplit_once('@') else {
                 return Err(self.err(key, format!("{addr:?} is not an address")));
             };
@@ -1244,6 +1254,25 @@ impl Config {
         same.then_some(name.as_str())
     }
 
+    /// The domain whose `tls_reports` address `localpart@domain` is, if any.
+    pub fn tls_reports_domain(&self, localpart: &str, domain: &str) -> Option<&str> {
+        let (name, dc) = self.domain.get_key_value(&domain.to_ascii_lowercase())?;
+        let addr = dc.tls_reports.as_deref()?;
+        let (lp, _) = addr.rsplit_once('@')?;
+        let same = if dc.localpart_case_sensitive {
+            lp == localpart
+        } else {
+            lp.eq_ignore_ascii_case(localpart)
+        };
+        same.then_some(name.as_str())
+    }
+
+    /// Whether `domain` (lower case) is ours for TLS reports: a configured domain or the
+    /// host name.
+    pub fn is_tls_report_domain(&self, domain: &str) -> bool {
+        self.domain.contains_key(domain) || domain.eq_ignore_ascii_case(&self.hostname)
+    }
+
     /// Whether `address` (as written in MAIL FROM or From) may be used by `account` to send.
     pub fn account_owns(&self, account: &str, localpart: &str, domain: &str) -> bool {
         match self.resolve(localpart, domain) {
@@ -1310,12 +1339,17 @@ dkim = { selectors = { "2026a" = "dkim/2026a.ed25519.pem" }, sign = ["2026a"] }
 # about this domain, e.g. the rua=mailto: of its DMARC record. Reports sent there, about
 # this domain, from a sender that passes DMARC, are kept as reports; others stay mail.
 dmarc_reports = "info@example.org"
+# Address (at this domain, delivered to an account) that receives TLS reports (RFC 8460),
+# e.g. the rua=mailto: of its _smtp._tls record. Reports sent there, DKIM-signed by the
+# sender's domain, about this domain or our host name, are kept (see `rmox tlsrpt list`);
+# the message is delivered as mail either way.
+tls_reports = "tlsrpt@example.org"
 
 # Accounts and the addresses that deliver to them.
 [account.mjl]
 domain = "example.org"
 # Per address settings; "@example.org" would be a catchall.
-destinations = { "mjl@example.org" = {}, "info@example.org" = { mailbox = "Info" } }
+destinations = { "mjl@example.org" = {}, "info@example.org" = { mailbox = "Info" }, "tlsrpt@example.org" = { mailbox = "TLSRPT" } }
 # Sending limits per 24 hours.
 max_outgoing_messages_per_day = 1000
 max_first_time_recipients_per_day = 200
@@ -1667,6 +1701,25 @@ mailbox = "Postmaster"
         );
         assert_eq!(c.dmarc_reports_domain("other", "third.example"), None);
         assert_eq!(c.dmarc_reports_domain("reports", "mox.example"), None);
+        // tls_reports: checked the same way.
+        let dom = |v: &str| format!("[domain.\"third.example\"]\ntls_reports = \"{v}\"\n");
+        let e = err(&dom("nope"));
+        assert!(
+            e.contains("domain.\"third.example\".tls_reports: \"nope\" is not an address"),
+            "{e}"
+        );
+        assert!(err(&dom("mjl@mox.example")).contains("must be an address at third.example"));
+        assert!(err(&dom("tls@third.example")).contains("is not delivered to an account"));
+        let c = cfg("[domain.\"third.example\"]\ntls_reports = \"tls@third.example\"\n[account.r]\ndomain = \"third.example\"\ndestinations = { \"tls@third.example\" = {} }\n").unwrap();
+        assert_eq!(
+            c.tls_reports_domain("TLS", "third.example"),
+            Some("third.example")
+        );
+        assert_eq!(c.tls_reports_domain("tls", "mox.example"), None);
+        assert_eq!(c.dmarc_reports_domain("tls", "third.example"), None);
+        assert!(c.is_tls_report_domain("third.example"));
+        assert!(c.is_tls_report_domain(&c.hostname.clone()));
+        assert!(!c.is_tls_report_domain("xmox.nl"));
     }
 
     /// Every key the example prints is one `Config` reads (the example parses with unknown
@@ -1684,6 +1737,10 @@ mailbox = "Postmaster"
         assert_eq!(
             c.domain["example.org"].dmarc_reports.as_deref(),
             Some("info@example.org")
+        );
+        assert_eq!(
+            c.domain["example.org"].tls_reports.as_deref(),
+            Some("tlsrpt@example.org")
         );
         assert!(!EXAMPLE.contains("rejects_mailbox"));
         assert!(!EXAMPLE.contains("require_tls_for_auth"));

@@ -546,13 +546,9 @@ impl Store {
         Ok(v)
     }
 
-    /// All report records of `kind`: (domain, time, sequence number within that time,
-    /// record), by domain then oldest first. Domain, time and sequence number identify a
-    /// record (see [`Store::report_get`]).
-    pub fn report_entries(
-        &self,
-        kind: ReportKind,
-    ) -> Result<Vec<(String, UnixTime, u64, Vec<u8>)>, StoreError> {
+    /// All report records of `kind`, by domain then oldest first. Domain, time and sequence
+    /// number identify a record (see [`Store::report_get`]).
+    pub fn report_entries(&self, kind: ReportKind) -> Result<Vec<ReportEntry>, StoreError> {
         let k = report_code(kind);
         let rtx = self.read()?;
         let t = rtx.open_table(REPORTS)?;
@@ -563,12 +559,12 @@ impl Store {
             if key.0 != k {
                 break;
             }
-            v.push((
-                key.1.to_string(),
-                UnixTime(key.2),
-                key.3,
-                val.value().to_vec(),
-            ));
+            v.push(ReportEntry {
+                domain: key.1.to_string(),
+                time: UnixTime(key.2),
+                seq: key.3,
+                record: val.value().to_vec(),
+            });
         }
         Ok(v)
     }
@@ -970,12 +966,18 @@ mod tests {
             .unwrap();
         s.report_add(ReportKind::TlsReport, "a.example", UnixTime(40), vec![8])
             .unwrap();
+        let e = |d: &str, t, seq, r| ReportEntry {
+            domain: d.to_string(),
+            time: UnixTime(t),
+            seq,
+            record: vec![r],
+        };
         assert_eq!(
             s.report_entries(ReportKind::TlsReport).unwrap(),
             vec![
-                ("a.example".to_string(), UnixTime(40), 0, vec![8]),
-                ("b.example".to_string(), UnixTime(30), 0, vec![6]),
-                ("b.example".to_string(), UnixTime(30), 1, vec![7]),
+                e("a.example", 40, 0, 8),
+                e("b.example", 30, 0, 6),
+                e("b.example", 30, 1, 7),
             ]
         );
         assert_eq!(s.report_entries(ReportKind::TlsResult).unwrap().len(), 1);
