@@ -159,6 +159,21 @@ pub struct PostmasterConfig {
     pub mailbox: String,
 }
 
+/// The host's TLS reporting address (mox's HostTLSRPT): `localpart@hostname`, for reports
+/// about our MX host (DANE policies have the MX host name as policy domain), delivered to an
+/// account even when the host name is not a configured domain.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostTlsReports {
+    /// The local part; the address is `localpart@hostname`.
+    pub localpart: String,
+    /// Account.
+    pub account: String,
+    /// Mailbox (default Inbox).
+    #[serde(default = "inbox")]
+    pub mailbox: String,
+}
+
 fn inbox() -> String {
     "Inbox".to_string()
 }
@@ -562,6 +577,8 @@ pub struct Config {
     pub account: BTreeMap<String, AccountConfig>,
     /// Postmaster destination.
     pub postmaster: Option<PostmasterConfig>,
+    /// The host's TLS reporting address (`[host_tls_reports]`).
+    pub host_tls_reports: Option<HostTlsReports>,
     /// Abuse limits.
     #[serde(default)]
     pub limits: Limits,
@@ -826,6 +843,36 @@ impl Config {
                 return Err(self.err(
                     "postmaster.account",
                     format!("account {:?} does not exist", p.account),
+                ));
+            }
+        }
+        if let Some(h) = &self.host_tls_reports {
+            if !self.account.contains_key(&h.account) {
+                return Err(self.err(
+                    "host_tls_reports.account",
+                    format!("account {:?} does not exist", h.account),
+                ));
+            }
+            let lp = &h.localpart;
+            if lp.is_empty()
+                || lp.contains('@')
+                || rmox_core::smtp::Address::parse(&format!("{lp}@{}", self.hostname)).is_err()
+            {
+                return Err(self.err(
+                    "host_tls_reports.localpart",
+                    format!("{lp:?} is not a local part"),
+                ));
+            }
+            if self
+                .domain
+                .contains_key(&self.hostname.to_ascii_lowercase())
+            {
+                return Err(self.err(
+                    "host_tls_reports",
+                    format!(
+                        "the host name {:?} is a configured domain: set its tls_reports instead",
+                        self.hostname
+                    ),
                 ));
             }
         }
@@ -1153,7 +1200,13 @@ impl Config {
             return postmaster();
         }
         let Some(dc) = ours else {
-            return Resolution::UnknownUser;
+            return match &self.host_tls_reports {
+                Some(h) if h.localpart.eq_ignore_ascii_case(localpart) => Resolution::Account {
+                    account: h.account.clone(),
+                    mailbox: h.mailbox.clone(),
+                },
+                _ => Resolution::UnknownUser,
+            };
         };
         if dc.disabled {
             return Resolution::DomainDisabled;
@@ -1254,8 +1307,16 @@ impl Config {
         same.then_some(name.as_str())
     }
 
-    /// The domain whose `tls_reports` address `localpart@domain` is, if any.
+    /// The domain whose `tls_reports` address `localpart@domain` is (or the host name, for
+    /// the `host_tls_reports` address), if any.
     pub fn tls_reports_domain(&self, localpart: &str, domain: &str) -> Option<&str> {
+        if let Some(h) = &self.host_tls_reports {
+            if domain.eq_ignore_ascii_case(&self.hostname)
+                && h.localpart.eq_ignore_ascii_case(localpart)
+            {
+                return Some(self.hostname.as_str());
+            }
+        }
         let (name, dc) = self.domain.get_key_value(&domain.to_ascii_lowercase())?;
         let addr = dc.tls_reports.as_deref()?;
         let (lp, _) = addr.rsplit_once('@')?;
@@ -1357,6 +1418,14 @@ max_first_time_recipients_per_day = 200
 quota_message_size = 0
 # Uncomment to refuse logins with this message.
 # login_disabled = "account suspended, contact the administrator"
+
+# Address at the host name (localpart@HOSTNAME, the host name need not be a configured
+# domain) for TLS reports about our MX host (DANE), e.g. the rua=mailto: of
+# _smtp._tls.HOSTNAME: received as tls_reports addresses are, delivered to this account.
+[host_tls_reports]
+localpart = "tls-reports"
+account = "mjl"
+mailbox = "TLSRPT"
 
 # Mail to postmaster (without domain, or at any of our domains).
 [postmaster]
@@ -1720,6 +1789,44 @@ mailbox = "Postmaster"
         assert!(c.is_tls_report_domain("third.example"));
         assert!(c.is_tls_report_domain(&c.hostname.clone()));
         assert!(!c.is_tls_report_domain("xmox.nl"));
+        // host_tls_reports: an address at the host name, which need not be a domain.
+        let host = |extra: &str| {
+            Config::parse(
+                &format!("hostname = \"mail.mox.example\"\ndata_dir = \"d\"\n[domain.\"mox.example\"]\n[account.r]\ndomain = \"mox.example\"\n[host_tls_reports]\n{extra}"),
+                Path::new("x.toml"),
+            )
+        };
+        let herr = |extra: &str| host(extra).unwrap_err().to_string();
+        let c = host("localpart = \"tls\"\naccount = \"r\"\n").unwrap();
+        assert_eq!(
+            c.resolve("TLS", "mail.mox.example"),
+            Resolution::Account {
+                account: "r".into(),
+                mailbox: "Inbox".into()
+            }
+        );
+        assert_eq!(
+            c.resolve("other", "mail.mox.example"),
+            Resolution::UnknownUser
+        );
+        assert_eq!(c.resolve("tls", "mox.example"), Resolution::UnknownUser);
+        assert_eq!(
+            c.tls_reports_domain("tls", "mail.mox.example"),
+            Some("mail.mox.example")
+        );
+        assert_eq!(c.tls_reports_domain("tls", "mox.example"), None);
+        assert!(herr("localpart = \"tls\"\naccount = \"nobody\"\n")
+            .contains("host_tls_reports.account: account \"nobody\" does not exist"));
+        assert!(herr("localpart = \"a b\"\naccount = \"r\"\n")
+            .contains("host_tls_reports.localpart: \"a b\" is not a local part"));
+        // When the host name is a configured domain, its tls_reports is the way.
+        let e = cfg("[host_tls_reports]\nlocalpart = \"tls\"\naccount = \"mjl\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is a configured domain: set its tls_reports instead"),
+            "{e}"
+        );
     }
 
     /// Every key the example prints is one `Config` reads (the example parses with unknown
@@ -1741,6 +1848,10 @@ mailbox = "Postmaster"
         assert_eq!(
             c.domain["example.org"].tls_reports.as_deref(),
             Some("tlsrpt@example.org")
+        );
+        assert_eq!(
+            c.tls_reports_domain("tls-reports", "mail.example.org"),
+            Some("mail.example.org")
         );
         assert!(!EXAMPLE.contains("rejects_mailbox"));
         assert!(!EXAMPLE.contains("require_tls_for_auth"));

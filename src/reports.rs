@@ -667,6 +667,11 @@ tls_reports = "tls-reports@mox.example"
 domain = "mox.example"
 destinations = { "mjl@mox.example" = {}, "dmarc-reports@mox.example" = { mailbox = "DMARC" }, "tls-reports@mox.example" = { mailbox = "TLSRPT" } }
 
+[host_tls_reports]
+localpart = "tls-reports"
+account = "mjl"
+mailbox = "TLSRPT"
+
 [postmaster]
 account = "mjl"
 
@@ -1037,9 +1042,9 @@ print(total)
         format!("From: remote@example.org\r\nTo: {rcpt}\r\nSubject: tlsrpt report\r\nMIME-Version: 1.0\r\nContent-Type: application/tlsrpt+json\r\n\r\n{json}\r\n")
     }
 
-    /// Seed TestTLSReport in memory: reports sent to the `tls_reports` address, DKIM-signed
-    /// by example.org, are stored for our policy domains only (xmox.nl: 0, mox.example: 1,
-    /// the host name: 2); an unsigned one, a broken one and one sent to another address are
+    /// Seed TestTLSReport in memory: reports sent to the `tls_reports` address (and to the
+    /// `host_tls_reports` one), DKIM-signed by example.org, are stored for our policy
+    /// domains only (xmox.nl: 0, mox.example: 1, the host name: 2); an unsigned one, a broken one and one sent to another address are
     /// delivered but not stored; a gzip attachment is read. Regression: incoming TLS
     /// reports were delivered as mail only, never stored or listed.
     #[test]
@@ -1061,8 +1066,11 @@ print(total)
         let ours = TLSRPT.replace("xmox.nl", "mox.example");
         deliver(to, dkim_signed(&tls_report_msg(to, &ours)));
         assert_eq!(stored(&env), 1);
+        // About our host name, to the host's reporting address (the host name is not a
+        // configured domain).
         let host = TLSRPT.replace("xmox.nl", "mail.mox.example");
-        deliver(to, dkim_signed(&tls_report_msg(to, &host)));
+        let host_to = "tls-reports@mail.mox.example";
+        deliver(host_to, dkim_signed(&tls_report_msg(host_to, &host)));
         assert_eq!(stored(&env), 2);
         // Not signed (SPF and so DMARC pass, but no DKIM), broken, or to an address that is
         // not tls_reports: mail only.

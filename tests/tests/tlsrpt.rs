@@ -1,7 +1,9 @@
 //! Incoming TLS reports (RFC 8460; mox's TestTLSReport, seed 000) through the `rmox serve`
 //! binary on each runtime, DNS from a zone file. Python's email package builds the report
 //! messages (the seed's JSON body, and a multipart/report with a gzip attachment), dkimpy
-//! signs them for example.org, smtplib delivers them to the domain's `tls_reports` address.
+//! signs them for example.org, smtplib delivers them to the domain's `tls_reports` address
+//! (mjl@mox.example) or the host's (`host_tls_reports`: mjl@mailhost.mox.example), as the
+//! seed does.
 //! Only the DKIM-signed reports about our domain or our host name are stored (the seed's
 //! 0, 1, 2 records, plus the gzip one); an unsigned one, a broken one, one about someone
 //! else's domain and one to another address are delivered as mail only. `rmox tlsrpt
@@ -35,6 +37,11 @@ tls_reports = "mjl@mox.example"
 [account.mjl]
 domain = "mox.example"
 destinations = {{ "mjl@mox.example" = {{}}, "other@mox.example" = {{ mailbox = "Other" }} }}
+
+[host_tls_reports]
+localpart = "mjl"
+account = "mjl"
+mailbox = "TLSRPT"
 
 [incoming]
 checks = true
@@ -184,7 +191,13 @@ fn tls_reports_stored_and_listed(rt: &str) {
     send(to, "report xmox.nl", "json", TLSRPT, true);
     send(to, "report mox.example", "json", &ours, true);
     let host = TLSRPT.replace("xmox.nl", "mailhost.mox.example");
-    send(to, "report host", "json", &host, true);
+    send(
+        "mjl@mailhost.mox.example",
+        "report host",
+        "json",
+        &host,
+        true,
+    );
     send(to, "report unsigned", "json", &ours, false);
     let broken = ours.replace("\"policies\"", "\"nopolicies\"");
     send(to, "report broken", "json", &broken, true);
