@@ -255,6 +255,9 @@ pub struct Limits {
     /// Seconds all DNS checks of one command (SPF, DKIM, DMARC, iprev, DNSBL) may take
     /// together before the command is answered `451 4.3.0`.
     pub checks_timeout_secs: u64,
+    /// Largest incoming TLS report read (bytes, compressed and decompressed); a larger one
+    /// is delivered as mail only.
+    pub max_tls_report_size: usize,
 }
 
 impl Default for Limits {
@@ -281,6 +284,7 @@ impl Default for Limits {
             tls_handshake_timeout_secs: 30,
             effect_timeout_secs: 120,
             checks_timeout_secs: 180,
+            max_tls_report_size: rmox_core::tlspolicy::tlsrpt::MAX_REPORT_SIZE,
         }
     }
 }
@@ -1584,6 +1588,9 @@ effect_timeout_secs = 120
 # Seconds all DNS checks of one command (SPF, DKIM, DMARC, iprev, DNSBL) may take together;
 # then 451 4.3.0.
 checks_timeout_secs = 180
+# Largest incoming TLS report read, in bytes, gzipped and after decompression; a larger
+# one sent to a tls_reports address is delivered as mail only, not stored as a report.
+max_tls_report_size = 8388608
 "#;
 
 #[cfg(test)]
@@ -1841,6 +1848,7 @@ mailbox = "Postmaster"
             i.checks && i.ehlo_check && i.mail_from_check && i.spf && i.dkim && i.dmarc && i.iprev
         );
         assert_eq!(c.limits.max_received_headers, 100);
+        assert_eq!(c.limits.max_tls_report_size, 8 << 20);
         assert_eq!(
             c.domain["example.org"].dmarc_reports.as_deref(),
             Some("info@example.org")

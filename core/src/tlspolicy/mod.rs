@@ -45,7 +45,8 @@ pub use requirement::{
 };
 pub use results::{fetch_failure_result, session_results, Endpoints, TlsOutcome};
 pub use tlsrpt::{
-    day_range, parse_report, parse_report_file, parse_report_message, DateRange, FailureDetails,
-    Policy, PolicyResult, PolicyType, Report, ReportScope, ReportUri, ResultType, SessionResult,
-    Summary, TlsReportError, TlsResults, TlsrptRecord, TlsrptRecordError,
+    day_range, parse_report, parse_report_file, parse_report_file_max, parse_report_max,
+    parse_report_message, parse_report_message_max, DateRange, FailureDetails, Policy,
+    PolicyResult, PolicyType, Report, ReportScope, ReportUri, ResultType, SessionResult, Summary,
+    TlsReportError, TlsResults, TlsrptRecord, TlsrptRecordError,
 };
