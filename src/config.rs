@@ -1324,6 +1324,16 @@ impl Config {
         let (name, dc) = self.domain.get_key_value(&domain.to_ascii_lowercase())?;
         let addr = dc.tls_reports.as_deref()?;
         let (lp, _) = addr.rsplit_once('@')?;
+        // As in delivery (and mox): `tlsrpt+x@` is the reporting address `tlsrpt@`.
+        let localpart = match dc
+            .localpart_catchall_separator
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .and_then(|sep| localpart.split_once(sep))
+        {
+            Some((base, _)) => base,
+            None => localpart,
+        };
         let same = if dc.localpart_case_sensitive {
             lp == localpart
         } else {
@@ -1793,6 +1803,15 @@ mailbox = "Postmaster"
         );
         assert_eq!(c.tls_reports_domain("tls", "mox.example"), None);
         assert_eq!(c.dmarc_reports_domain("tls", "third.example"), None);
+        // No catchall separator at third.example: "tls+x" is another address.
+        assert_eq!(c.tls_reports_domain("tls+x", "third.example"), None);
+        let sep = cfg("[domain.\"sep.example\"]\nlocalpart_catchall_separator = \"+\"\ntls_reports = \"tls@sep.example\"\n[account.r]\ndomain = \"sep.example\"\ndestinations = { \"tls@sep.example\" = {} }\n").unwrap();
+        assert_eq!(
+            sep.tls_reports_domain("Tls+more", "sep.example"),
+            Some("sep.example")
+        );
+        assert_eq!(sep.tls_reports_domain("tls-more", "sep.example"), None);
+        assert_eq!(sep.tls_reports_domain("tlsx+tls", "sep.example"), None);
         assert!(c.is_tls_report_domain("third.example"));
         assert!(c.is_tls_report_domain(&c.hostname.clone()));
         assert!(!c.is_tls_report_domain("xmox.nl"));
