@@ -210,6 +210,22 @@ fn tls_reports_stored_and_listed(rt: &str) {
     );
     let gz = ours.replace("\"report-id\":\"1\"", "\"report-id\":\"2\"");
     send(to, "report gzip", "gzip", &gz, true);
+    // The database belongs to the running server: one clear line, no panic.
+    let out = rmox(
+        &[
+            "tlsrpt",
+            "list",
+            "--config",
+            srv.config_path().to_str().unwrap(),
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("the tlsrpt commands need the server stopped"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
     srv.stop_clean();
 
     // Every message was delivered.
