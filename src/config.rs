@@ -107,6 +107,11 @@ pub struct DomainConfig {
     /// reports about this domain, as mox's DMARC reports destination. Only reports sent to
     /// it, about this domain, by a sender that passed DMARC, are stored as reports.
     pub dmarc_reports: Option<String>,
+    /// The address (at this domain, delivered to an account) that receives TLS reports
+    /// (RFC 8460), as mox's TLSRPT destination. A report sent to it, DKIM-signed by the
+    /// sender's domain, is stored for those of its policy domains that are ours (a
+    /// configured domain or the host name); `rmox tlsrpt list` shows them.
+    pub tls_reports: Option<String>,
 }
 
 /// Settings of one destination address of an account.
@@ -147,6 +152,21 @@ pub struct AccountConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PostmasterConfig {
+    /// Account.
+    pub account: String,
+    /// Mailbox (default Inbox).
+    #[serde(default = "inbox")]
+    pub mailbox: String,
+}
+
+/// The host's TLS reporting address (mox's HostTLSRPT): `localpart@hostname`, for reports
+/// about our MX host (DANE policies have the MX host name as policy domain), delivered to an
+/// account even when the host name is not a configured domain.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostTlsReports {
+    /// The local part; the address is `localpart@hostname`.
+    pub localpart: String,
     /// Account.
     pub account: String,
     /// Mailbox (default Inbox).
@@ -235,6 +255,9 @@ pub struct Limits {
     /// Seconds all DNS checks of one command (SPF, DKIM, DMARC, iprev, DNSBL) may take
     /// together before the command is answered `451 4.3.0`.
     pub checks_timeout_secs: u64,
+    /// Largest incoming TLS report read (bytes, compressed and decompressed); a larger one
+    /// is delivered as mail only.
+    pub max_tls_report_size: usize,
 }
 
 impl Default for Limits {
@@ -261,6 +284,7 @@ impl Default for Limits {
             tls_handshake_timeout_secs: 30,
             effect_timeout_secs: 120,
             checks_timeout_secs: 180,
+            max_tls_report_size: rmox_core::tlspolicy::tlsrpt::MAX_REPORT_SIZE,
         }
     }
 }
@@ -557,6 +581,8 @@ pub struct Config {
     pub account: BTreeMap<String, AccountConfig>,
     /// Postmaster destination.
     pub postmaster: Option<PostmasterConfig>,
+    /// The host's TLS reporting address (`[host_tls_reports]`).
+    pub host_tls_reports: Option<HostTlsReports>,
     /// Abuse limits.
     #[serde(default)]
     pub limits: Limits,
@@ -779,11 +805,16 @@ impl Config {
                 }
             }
         }
-        for (d, dc) in &self.domain {
-            let Some(addr) = &dc.dmarc_reports else {
-                continue;
-            };
-            let key = format!("domain.{d:?}.dmarc_reports");
+        let reporting = self.domain.iter().flat_map(|(d, dc)| {
+            [
+                ("dmarc_reports", &dc.dmarc_reports),
+                ("tls_reports", &dc.tls_reports),
+            ]
+            .into_iter()
+            .filter_map(move |(k, a)| a.as_ref().map(|a| (d, k, a)))
+        });
+        for (d, k, addr) in reporting {
+            let key = format!("domain.{d:?}.{k}");
             let Some((lp, ad)) = addr.rsplit_once('@') else {
                 return Err(self.err(key, format!("{addr:?} is not an address")));
             };
@@ -816,6 +847,36 @@ impl Config {
                 return Err(self.err(
                     "postmaster.account",
                     format!("account {:?} does not exist", p.account),
+                ));
+            }
+        }
+        if let Some(h) = &self.host_tls_reports {
+            if !self.account.contains_key(&h.account) {
+                return Err(self.err(
+                    "host_tls_reports.account",
+                    format!("account {:?} does not exist", h.account),
+                ));
+            }
+            let lp = &h.localpart;
+            if lp.is_empty()
+                || lp.contains('@')
+                || rmox_core::smtp::Address::parse(&format!("{lp}@{}", self.hostname)).is_err()
+            {
+                return Err(self.err(
+                    "host_tls_reports.localpart",
+                    format!("{lp:?} is not a local part"),
+                ));
+            }
+            if self
+                .domain
+                .contains_key(&self.hostname.to_ascii_lowercase())
+            {
+                return Err(self.err(
+                    "host_tls_reports",
+                    format!(
+                        "the host name {:?} is a configured domain: set its tls_reports instead",
+                        self.hostname
+                    ),
                 ));
             }
         }
@@ -1143,7 +1204,13 @@ impl Config {
             return postmaster();
         }
         let Some(dc) = ours else {
-            return Resolution::UnknownUser;
+            return match &self.host_tls_reports {
+                Some(h) if h.localpart.eq_ignore_ascii_case(localpart) => Resolution::Account {
+                    account: h.account.clone(),
+                    mailbox: h.mailbox.clone(),
+                },
+                _ => Resolution::UnknownUser,
+            };
         };
         if dc.disabled {
             return Resolution::DomainDisabled;
@@ -1244,6 +1311,43 @@ impl Config {
         same.then_some(name.as_str())
     }
 
+    /// The domain whose `tls_reports` address `localpart@domain` is (or the host name, for
+    /// the `host_tls_reports` address), if any.
+    pub fn tls_reports_domain(&self, localpart: &str, domain: &str) -> Option<&str> {
+        if let Some(h) = &self.host_tls_reports {
+            if domain.eq_ignore_ascii_case(&self.hostname)
+                && h.localpart.eq_ignore_ascii_case(localpart)
+            {
+                return Some(self.hostname.as_str());
+            }
+        }
+        let (name, dc) = self.domain.get_key_value(&domain.to_ascii_lowercase())?;
+        let addr = dc.tls_reports.as_deref()?;
+        let (lp, _) = addr.rsplit_once('@')?;
+        // As in delivery (and mox): `tlsrpt+x@` is the reporting address `tlsrpt@`.
+        let localpart = match dc
+            .localpart_catchall_separator
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .and_then(|sep| localpart.split_once(sep))
+        {
+            Some((base, _)) => base,
+            None => localpart,
+        };
+        let same = if dc.localpart_case_sensitive {
+            lp == localpart
+        } else {
+            lp.eq_ignore_ascii_case(localpart)
+        };
+        same.then_some(name.as_str())
+    }
+
+    /// Whether `domain` (lower case) is ours for TLS reports: a configured domain or the
+    /// host name.
+    pub fn is_tls_report_domain(&self, domain: &str) -> bool {
+        self.domain.contains_key(domain) || domain.eq_ignore_ascii_case(&self.hostname)
+    }
+
     /// Whether `address` (as written in MAIL FROM or From) may be used by `account` to send.
     pub fn account_owns(&self, account: &str, localpart: &str, domain: &str) -> bool {
         match self.resolve(localpart, domain) {
@@ -1310,12 +1414,17 @@ dkim = { selectors = { "2026a" = "dkim/2026a.ed25519.pem" }, sign = ["2026a"] }
 # about this domain, e.g. the rua=mailto: of its DMARC record. Reports sent there, about
 # this domain, from a sender that passes DMARC, are kept as reports; others stay mail.
 dmarc_reports = "info@example.org"
+# Address (at this domain, delivered to an account) that receives TLS reports (RFC 8460),
+# e.g. the rua=mailto: of its _smtp._tls record. Reports sent there, DKIM-signed by the
+# sender's domain, about this domain or our host name, are kept (see `rmox tlsrpt list`);
+# the message is delivered as mail either way.
+tls_reports = "tlsrpt@example.org"
 
 # Accounts and the addresses that deliver to them.
 [account.mjl]
 domain = "example.org"
 # Per address settings; "@example.org" would be a catchall.
-destinations = { "mjl@example.org" = {}, "info@example.org" = { mailbox = "Info" } }
+destinations = { "mjl@example.org" = {}, "info@example.org" = { mailbox = "Info" }, "tlsrpt@example.org" = { mailbox = "TLSRPT" } }
 # Sending limits per 24 hours.
 max_outgoing_messages_per_day = 1000
 max_first_time_recipients_per_day = 200
@@ -1323,6 +1432,14 @@ max_first_time_recipients_per_day = 200
 quota_message_size = 0
 # Uncomment to refuse logins with this message.
 # login_disabled = "account suspended, contact the administrator"
+
+# Address at the host name (localpart@HOSTNAME, the host name need not be a configured
+# domain) for TLS reports about our MX host (DANE), e.g. the rua=mailto: of
+# _smtp._tls.HOSTNAME: received as tls_reports addresses are, delivered to this account.
+[host_tls_reports]
+localpart = "tls-reports"
+account = "mjl"
+mailbox = "TLSRPT"
 
 # Mail to postmaster (without domain, or at any of our domains).
 [postmaster]
@@ -1481,6 +1598,9 @@ effect_timeout_secs = 120
 # Seconds all DNS checks of one command (SPF, DKIM, DMARC, iprev, DNSBL) may take together;
 # then 451 4.3.0.
 checks_timeout_secs = 180
+# Largest incoming TLS report read, in bytes, gzipped and after decompression; a larger
+# one sent to a tls_reports address is delivered as mail only, not stored as a report.
+max_tls_report_size = 8388608
 "#;
 
 #[cfg(test)]
@@ -1667,6 +1787,72 @@ mailbox = "Postmaster"
         );
         assert_eq!(c.dmarc_reports_domain("other", "third.example"), None);
         assert_eq!(c.dmarc_reports_domain("reports", "mox.example"), None);
+        // tls_reports: checked the same way.
+        let dom = |v: &str| format!("[domain.\"third.example\"]\ntls_reports = \"{v}\"\n");
+        let e = err(&dom("nope"));
+        assert!(
+            e.contains("domain.\"third.example\".tls_reports: \"nope\" is not an address"),
+            "{e}"
+        );
+        assert!(err(&dom("mjl@mox.example")).contains("must be an address at third.example"));
+        assert!(err(&dom("tls@third.example")).contains("is not delivered to an account"));
+        let c = cfg("[domain.\"third.example\"]\ntls_reports = \"tls@third.example\"\n[account.r]\ndomain = \"third.example\"\ndestinations = { \"tls@third.example\" = {} }\n").unwrap();
+        assert_eq!(
+            c.tls_reports_domain("TLS", "third.example"),
+            Some("third.example")
+        );
+        assert_eq!(c.tls_reports_domain("tls", "mox.example"), None);
+        assert_eq!(c.dmarc_reports_domain("tls", "third.example"), None);
+        // No catchall separator at third.example: "tls+x" is another address.
+        assert_eq!(c.tls_reports_domain("tls+x", "third.example"), None);
+        let sep = cfg("[domain.\"sep.example\"]\nlocalpart_catchall_separator = \"+\"\ntls_reports = \"tls@sep.example\"\n[account.r]\ndomain = \"sep.example\"\ndestinations = { \"tls@sep.example\" = {} }\n").unwrap();
+        assert_eq!(
+            sep.tls_reports_domain("Tls+more", "sep.example"),
+            Some("sep.example")
+        );
+        assert_eq!(sep.tls_reports_domain("tls-more", "sep.example"), None);
+        assert_eq!(sep.tls_reports_domain("tlsx+tls", "sep.example"), None);
+        assert!(c.is_tls_report_domain("third.example"));
+        assert!(c.is_tls_report_domain(&c.hostname.clone()));
+        assert!(!c.is_tls_report_domain("xmox.nl"));
+        // host_tls_reports: an address at the host name, which need not be a domain.
+        let host = |extra: &str| {
+            Config::parse(
+                &format!("hostname = \"mail.mox.example\"\ndata_dir = \"d\"\n[domain.\"mox.example\"]\n[account.r]\ndomain = \"mox.example\"\n[host_tls_reports]\n{extra}"),
+                Path::new("x.toml"),
+            )
+        };
+        let herr = |extra: &str| host(extra).unwrap_err().to_string();
+        let c = host("localpart = \"tls\"\naccount = \"r\"\n").unwrap();
+        assert_eq!(
+            c.resolve("TLS", "mail.mox.example"),
+            Resolution::Account {
+                account: "r".into(),
+                mailbox: "Inbox".into()
+            }
+        );
+        assert_eq!(
+            c.resolve("other", "mail.mox.example"),
+            Resolution::UnknownUser
+        );
+        assert_eq!(c.resolve("tls", "mox.example"), Resolution::UnknownUser);
+        assert_eq!(
+            c.tls_reports_domain("tls", "mail.mox.example"),
+            Some("mail.mox.example")
+        );
+        assert_eq!(c.tls_reports_domain("tls", "mox.example"), None);
+        assert!(herr("localpart = \"tls\"\naccount = \"nobody\"\n")
+            .contains("host_tls_reports.account: account \"nobody\" does not exist"));
+        assert!(herr("localpart = \"a b\"\naccount = \"r\"\n")
+            .contains("host_tls_reports.localpart: \"a b\" is not a local part"));
+        // When the host name is a configured domain, its tls_reports is the way.
+        let e = cfg("[host_tls_reports]\nlocalpart = \"tls\"\naccount = \"mjl\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is a configured domain: set its tls_reports instead"),
+            "{e}"
+        );
     }
 
     /// Every key the example prints is one `Config` reads (the example parses with unknown
@@ -1681,9 +1867,18 @@ mailbox = "Postmaster"
             i.checks && i.ehlo_check && i.mail_from_check && i.spf && i.dkim && i.dmarc && i.iprev
         );
         assert_eq!(c.limits.max_received_headers, 100);
+        assert_eq!(c.limits.max_tls_report_size, 8 << 20);
         assert_eq!(
             c.domain["example.org"].dmarc_reports.as_deref(),
             Some("info@example.org")
+        );
+        assert_eq!(
+            c.domain["example.org"].tls_reports.as_deref(),
+            Some("tlsrpt@example.org")
+        );
+        assert_eq!(
+            c.tls_reports_domain("tls-reports", "mail.example.org"),
+            Some("mail.example.org")
         );
         assert!(!EXAMPLE.contains("rejects_mailbox"));
         assert!(!EXAMPLE.contains("require_tls_for_auth"));

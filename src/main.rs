@@ -23,6 +23,7 @@ mod resolve;
 mod serve;
 #[cfg(test)]
 mod testutil;
+mod tlsrpt;
 mod tools;
 mod world;
 
@@ -149,6 +150,29 @@ enum Cmd {
         /// Configuration file.
         #[arg(long, global = true, default_value = "rmox.toml")]
         config: PathBuf,
+    },
+    /// Incoming TLS reports (RFC 8460) that were stored (run with the server stopped).
+    Tlsrpt {
+        #[command(subcommand)]
+        cmd: TlsrptCmd,
+        /// Configuration file.
+        #[arg(long, global = true, default_value = "rmox.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TlsrptCmd {
+    /// List stored reports, one line each (ID, domain, sender, counts).
+    List {
+        /// Print one JSON array instead, the reports included.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one stored report as JSON.
+    Show {
+        /// The ID as `list` prints it.
+        id: String,
     },
 }
 
@@ -667,6 +691,10 @@ fn main() -> ExitCode {
                 },
         } => tools::dane_makerecord(&certfile, usage, selector, matching, host.as_deref(), port),
         Cmd::Queue { cmd, config } => queue::cli::run(&config, queue_op(cmd)),
+        Cmd::Tlsrpt { cmd, config } => match cmd {
+            TlsrptCmd::List { json } => tlsrpt::list(&config, json),
+            TlsrptCmd::Show { id } => tlsrpt::show(&config, &id),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -252,7 +252,9 @@ pub fn parse_incoming_report(msg: &[u8]) -> Option<rmox_core::dmarc::Feedback> {
 /// optional). `accounts` are the recipient accounts. Errors are logged, never fatal.
 pub fn store_evaluation(store: &dyn MailStore, t: &Transaction, accounts: &[String]) {
     let Some(v) = &t.auth else { return };
-    let is_report = parse_incoming_report(&t.message).is_some();
+    // A DMARC or TLS report: its evaluation is optional.
+    let is_report = parse_incoming_report(&t.message).is_some()
+        || rmox_core::tlspolicy::parse_report_message(&t.message).is_ok();
     let has_rua = v
         .dmarc
         .as_ref()
@@ -344,6 +346,108 @@ pub fn store_incoming_report(store: &dyn MailStore, config: &Config, t: &Transac
             false
         }
     }
+}
+
+/// The format version written in [`StoredTlsReport::version`].
+const TLS_REPORT_VERSION: u8 = 1;
+
+/// One incoming TLS report (RFC 8460) as stored (JSON, `ReportKind::TlsReport`, keyed by
+/// the policy domain of ours it is about; a report about several of our domains is stored
+/// once for each).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredTlsReport {
+    /// Format version ([`TLS_REPORT_VERSION`]).
+    pub version: u8,
+    /// Our policy domain (a configured domain or the host name) it is stored for.
+    pub policy_domain: String,
+    /// The policy domain is our host name (a report about our MX host, for DANE).
+    pub host_report: bool,
+    /// The From domain whose DKIM signature vouched for it.
+    pub from_domain: String,
+    /// MAIL FROM.
+    pub mail_from: String,
+    /// When it arrived, Unix seconds.
+    pub received: i64,
+    /// The report as parsed.
+    pub report: rmox_core::tlspolicy::Report,
+}
+
+/// Stores an incoming TLS report sent to one of our domains' `tls_reports` addresses
+/// (`ReportKind::TlsReport`). Core's `tlspolicy::incoming` decides: a passing DKIM
+/// signature of the From domain, and only the report's policy domains that are ours.
+/// Returns how many records were stored; a message that is not a report, or not
+/// acceptable, is logged and stays mail only (it is delivered either way).
+pub fn store_incoming_tls_report(store: &dyn MailStore, config: &Config, t: &Transaction) -> usize {
+    let to_reporting = t.recipients.iter().any(|(p, _)| match p {
+        ForwardPath::Mailbox(a) => match &a.host {
+            rmox_core::smtp::Host::Domain(d) => config
+                .tls_reports_domain(&a.localpart.0, &d.ascii)
+                .is_some(),
+            _ => false,
+        },
+        ForwardPath::Postmaster => false,
+    });
+    if !to_reporting {
+        return 0;
+    }
+    let max = config.limits.max_tls_report_size;
+    let report = match rmox_core::tlspolicy::parse_report_message_max(&t.message, max) {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::info!(cid = t.cid, error = %err, "message to a tls reporting address is not a tls report; delivered as mail only");
+            return 0;
+        }
+    };
+    let v = t.auth.as_deref();
+    let from_domain = v.and_then(|v| v.from_domain.clone()).or_else(|| {
+        let end = rmox_core::message::body_offset(&t.message).unwrap_or(t.message.len());
+        rmox_core::message::from_addresses(&t.message[..end])
+            .first()
+            .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+    });
+    let dkim = v.and_then(|v| v.dkim.as_deref()).unwrap_or(&[]);
+    let domains = match rmox_core::tlspolicy::incoming::incoming_report_domains(
+        &report,
+        from_domain.as_deref(),
+        dkim,
+        |d| config.is_tls_report_domain(d),
+    ) {
+        Ok(d) => d,
+        Err(why) => {
+            tracing::info!(cid = t.cid, report_id = %report.report_id, reason = why.as_str(), "tls report not stored; delivered as mail only");
+            return 0;
+        }
+    };
+    let mut stored = 0;
+    for d in domains {
+        let rec = StoredTlsReport {
+            version: TLS_REPORT_VERSION,
+            host_report: d.eq_ignore_ascii_case(&config.hostname),
+            policy_domain: d,
+            from_domain: from_domain.clone().unwrap_or_default(),
+            mail_from: match &t.mail_from {
+                ReversePath::Mailbox(a) => a.to_string(),
+                ReversePath::Null => String::new(),
+            },
+            received: t.received.0,
+            report: report.clone(),
+        };
+        let bytes = match serde_json::to_vec(&rec) {
+            Ok(b) => b,
+            Err(err) => {
+                tracing::error!(error = %err, "serializing tls report");
+                continue;
+            }
+        };
+        match store.report_add(ReportKind::TlsReport, &rec.policy_domain, t.received, bytes) {
+            Ok(()) => {
+                stored += 1;
+                tracing::info!(cid = t.cid, domain = %rec.policy_domain, organization = %rec.report.organization_name, report_id = %rec.report.report_id, "tls report stored");
+            }
+            Err(err) => tracing::error!(error = %err, "storing incoming tls report"),
+        }
+    }
+    stored
 }
 
 /// One composed report, ready to queue.
@@ -558,10 +662,16 @@ data_dir = "data"
 
 [domain."mox.example"]
 dmarc_reports = "dmarc-reports@mox.example"
+tls_reports = "tls-reports@mox.example"
 
 [account.mjl]
 domain = "mox.example"
-destinations = { "mjl@mox.example" = {}, "dmarc-reports@mox.example" = { mailbox = "DMARC" } }
+destinations = { "mjl@mox.example" = {}, "dmarc-reports@mox.example" = { mailbox = "DMARC" }, "tls-reports@mox.example" = { mailbox = "TLSRPT" } }
+
+[host_tls_reports]
+localpart = "tls-reports"
+account = "mjl"
+mailbox = "TLSRPT"
 
 [postmaster]
 account = "mjl"
@@ -582,9 +692,25 @@ require_iprev_for_unknown_senders = false
             "example.org. IN A 192.0.2.99\n\
              example.org. IN TXT \"{spf}\"\n\
              _dmarc.example.org. IN TXT \"v=DMARC1;p=reject;rua=mailto:dmarcrpt@example.org!10m\"\n\
-             _dmarc.example.net. IN TXT \"v=DMARC1;p=none\"\n"
+             _dmarc.example.net. IN TXT \"v=DMARC1;p=none\"\n\
+             testsel._domainkey.example.org. IN TXT \"{}\"\n",
+            dkim_key().dns_record()
         ))
         .unwrap()
+    }
+
+    /// The seed's fake DKIM key of example.org (ed25519, all-zero seed; selector testsel).
+    fn dkim_key() -> rmox_core::dkim::SigningKey {
+        rmox_core::dkim::SigningKey::ed25519_from_seed(&[0; 32]).unwrap()
+    }
+
+    /// `msg` with a DKIM-Signature of example.org (selector testsel) prepended.
+    fn dkim_signed(msg: &str) -> String {
+        let cfg = rmox_core::dkim::SignConfig::new("example.org", "testsel", dkim_key());
+        let rng = ring::rand::SystemRandom::new();
+        let h =
+            rmox_core::dkim::sign(msg.as_bytes(), &[cfg], UnixTime(1_700_000_000), &rng).unwrap();
+        format!("{h}{msg}")
     }
 
     struct Env {
@@ -595,8 +721,12 @@ require_iprev_for_unknown_senders = false
 
     impl Env {
         fn new(tag: &str) -> Env {
+            Env::with_config(tag, CONFIG)
+        }
+
+        fn with_config(tag: &str, config: &str) -> Env {
             let tmp = Tmp::new(tag);
-            let c = Config::parse(CONFIG, &tmp.0.join("rmox.toml")).unwrap();
+            let c = Config::parse(config, &tmp.0.join("rmox.toml")).unwrap();
             let store = Arc::new(Store::open(&c.data_dir()).unwrap());
             for (name, a) in &c.account {
                 store.account_add(name, &a.domain).unwrap();
@@ -908,6 +1038,147 @@ print(total)
         let sent = send_reports(&env.store, &env.config, &Default::default(), now).unwrap();
         assert!(sent.is_empty());
         assert!(env.evals().is_empty());
+    }
+
+    /// The report of mox's TestTLSReport (policy domain xmox.nl).
+    const TLSRPT: &str = r#"{"organization-name":"Example.org","date-range":{"start-datetime":"2022-01-07T00:00:00Z","end-datetime":"2022-01-07T23:59:59Z"},"contact-info":"tlsrpt@example.org","report-id":"1","policies":[{"policy":{"policy-type":"no-policy-found","policy-domain":"xmox.nl"},"summary":{"total-successful-session-count":1,"total-failure-session-count":0}}]}"#;
+
+    fn tls_report_msg(rcpt: &str, json: &str) -> String {
+        format!("From: remote@example.org\r\nTo: {rcpt}\r\nSubject: tlsrpt report\r\nMIME-Version: 1.0\r\nContent-Type: application/tlsrpt+json\r\n\r\n{json}\r\n")
+    }
+
+    /// Seed TestTLSReport in memory: reports sent to the `tls_reports` address (and to the
+    /// `host_tls_reports` one), DKIM-signed by example.org, are stored for our policy
+    /// domains only (xmox.nl: 0, mox.example: 1, the host name: 2); an unsigned one, a broken one and one sent to another address are
+    /// delivered but not stored; a gzip attachment is read. Regression: incoming TLS
+    /// reports were delivered as mail only, never stored or listed.
+    #[test]
+    fn tls_report_scenario() {
+        let env = Env::new("tlsrpt");
+        let to = "tls-reports@mox.example";
+        let stored = |env: &Env| {
+            env.store
+                .report_entries(ReportKind::TlsReport)
+                .unwrap()
+                .len()
+        };
+        let deliver = |rcpt: &str, msg: String| {
+            let r = env.deliver_to(true, rcpt, &msg);
+            assert!(r.starts_with("250"), "{r}");
+        };
+        deliver(to, dkim_signed(&tls_report_msg(to, TLSRPT)));
+        assert_eq!(stored(&env), 0);
+        let ours = TLSRPT.replace("xmox.nl", "mox.example");
+        deliver(to, dkim_signed(&tls_report_msg(to, &ours)));
+        assert_eq!(stored(&env), 1);
+        // About our host name, to the host's reporting address (the host name is not a
+        // configured domain).
+        let host = TLSRPT.replace("xmox.nl", "mail.mox.example");
+        let host_to = "tls-reports@mail.mox.example";
+        deliver(host_to, dkim_signed(&tls_report_msg(host_to, &host)));
+        assert_eq!(stored(&env), 2);
+        // Not signed (SPF and so DMARC pass, but no DKIM), broken, or to an address that is
+        // not tls_reports: mail only.
+        deliver(to, tls_report_msg(to, &ours));
+        deliver(
+            to,
+            dkim_signed(&tls_report_msg(to, &ours.replace("\"policies\"", "\"x\""))),
+        );
+        deliver(
+            "mjl@mox.example",
+            dkim_signed(&tls_report_msg("mjl@mox.example", &ours)),
+        );
+        assert_eq!(stored(&env), 2);
+        // A gzipped report as an attachment of a multipart/report.
+        let gz = rmox_core::codec::gzip(ours.replace("\"1\"", "\"2\"").as_bytes());
+        let b64 = rmox_core::codec::base64_lines(&gz);
+        let msg = format!("From: remote@example.org\r\nTo: {to}\r\nSubject: Report Domain: mox.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=\"tlsrpt\"; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nA report.\r\n--b\r\nContent-Type: application/tlsrpt+gzip\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--b--\r\n");
+        deliver(to, dkim_signed(&msg));
+        assert_eq!(stored(&env), 3);
+        assert_eq!(env.count_mailbox("TLSRPT"), 6);
+        let recs: Vec<StoredTlsReport> = env
+            .store
+            .report_entries(ReportKind::TlsReport)
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::from_slice(&e.record).unwrap())
+            .collect();
+        let summary: Vec<_> = recs
+            .iter()
+            .map(|r| {
+                (
+                    r.policy_domain.as_str(),
+                    r.host_report,
+                    r.report.report_id.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("mail.mox.example", true, "1"),
+                ("mox.example", false, "1"),
+                ("mox.example", false, "2")
+            ]
+        );
+        assert!(recs
+            .iter()
+            .all(|r| r.from_domain == "example.org" && r.mail_from == "remote@example.org"));
+        // Reports' DMARC evaluations are optional (as mox's seed checks).
+        let l = env.evals();
+        assert_eq!(l.len(), 7);
+        assert!(l.iter().all(|e| e.optional), "{l:?}");
+        // What `rmox tlsrpt list` and `show` print.
+        let lines = crate::tlsrpt::list_lines(&env.store, false).unwrap();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[1].contains(" domain mox.example from example.org organization \"Example.org\" report-id \"1\" start 1641513600 end 1641599999 success 1 failure 0"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[0].contains("domain mail.mox.example (host)"),
+            "{lines:?}"
+        );
+        let id = lines[2].split(' ').next().unwrap();
+        let shown: serde_json::Value =
+            serde_json::from_str(&crate::tlsrpt::show_text(&env.store, id).unwrap()).unwrap();
+        assert_eq!(shown["id"], id);
+        assert_eq!(shown["report"]["report-id"], "2");
+        assert_eq!(
+            shown["report"]["policies"][0]["policy"]["policy-domain"],
+            "mox.example"
+        );
+        let json = crate::tlsrpt::list_lines(&env.store, true).unwrap();
+        let all: serde_json::Value = serde_json::from_str(&json.join("\n")).unwrap();
+        assert_eq!(all.as_array().unwrap().len(), 3);
+        assert!(crate::tlsrpt::show_text(&env.store, "1-0-mox.example")
+            .unwrap_err()
+            .0
+            .contains("not found"));
+    }
+
+    /// `limits.max_tls_report_size`: a report larger than it (here the seed's report,
+    /// about 330 bytes, against 300) is delivered but not stored; at the default it is.
+    #[test]
+    fn tls_report_size_limit() {
+        let report = TLSRPT.replace("xmox.nl", "mox.example");
+        assert!(report.len() > 300 && report.len() < 400);
+        let to = "tls-reports@mox.example";
+        for (limit, want) in [(300, 0), (400, 1)] {
+            let env = Env::with_config(
+                &format!("tlsrpt-limit-{limit}"),
+                &format!("{CONFIG}\n[limits]\nmax_tls_report_size = {limit}\n"),
+            );
+            let r = env.deliver_to(true, to, &dkim_signed(&tls_report_msg(to, &report)));
+            assert!(r.starts_with("250"), "{r}");
+            let n = env
+                .store
+                .report_entries(ReportKind::TlsReport)
+                .unwrap()
+                .len();
+            assert_eq!(n, want, "limit {limit}");
+            assert_eq!(env.count_mailbox("TLSRPT"), 1);
+        }
     }
 
     #[test]

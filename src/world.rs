@@ -638,6 +638,7 @@ impl World {
             return StoreOutcome::Refused(r);
         }
         crate::reports::store_incoming_report(self.store.as_ref(), &self.config, t);
+        crate::reports::store_incoming_tls_report(self.store.as_ref(), &self.config, t);
         let delivery = |(account, mailbox, _, index): &(String, String, String, String)| Delivery {
             account: account.clone(),
             mailbox: mailbox.clone(),

@@ -118,6 +118,7 @@
 //!
 //! // reports and policy caches
 //! report_add(ReportKind, domain, time, Vec<u8>);  reports(kind, domain);  report_domains(kind);
+//! report_entries(kind);  report_get(kind, domain, time, seq);
 //! reports_remove(kind, domain, before)
 //! mtasts_put(MtaStsRecord);  mtasts_get(domain);  mtasts_remove(domain)
 //! mtasts_touch(domain, at) -> Result<bool>;  mtasts_list() -> Result<Vec<MtaStsRecord>>  // also on MailStore

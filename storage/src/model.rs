@@ -506,4 +506,19 @@ pub enum ReportKind {
     TlsResult,
     /// An incoming DMARC aggregate report (the raw message), keyed by our domain it is about.
     DmarcReport,
+    /// An incoming TLS report (RFC 8460), keyed by our policy domain it is about.
+    TlsReport,
+}
+
+/// One report record with its key, as [`crate::Store::report_entries`] lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportEntry {
+    /// The domain it is stored under (lower case).
+    pub domain: String,
+    /// The time it was stored under.
+    pub time: UnixTime,
+    /// Its sequence number among records of the same domain and time.
+    pub seq: u64,
+    /// The record as given to `report_add`.
+    pub record: Vec<u8>,
 }

@@ -546,6 +546,44 @@ impl Store {
         Ok(v)
     }
 
+    /// All report records of `kind`, by domain then oldest first. Domain, time and sequence
+    /// number identify a record (see [`Store::report_get`]).
+    pub fn report_entries(&self, kind: ReportKind) -> Result<Vec<ReportEntry>, StoreError> {
+        let k = report_code(kind);
+        let rtx = self.read()?;
+        let t = rtx.open_table(REPORTS)?;
+        let mut v = Vec::new();
+        for r in t.range((k, "", i64::MIN, 0u64)..)? {
+            let (key, val) = r?;
+            let key = key.value();
+            if key.0 != k {
+                break;
+            }
+            v.push(ReportEntry {
+                domain: key.1.to_string(),
+                time: UnixTime(key.2),
+                seq: key.3,
+                record: val.value().to_vec(),
+            });
+        }
+        Ok(v)
+    }
+
+    /// The report record of `kind` for `domain` stored at `time` with sequence number `seq`.
+    pub fn report_get(
+        &self,
+        kind: ReportKind,
+        domain: &str,
+        time: UnixTime,
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let d = domain.to_ascii_lowercase();
+        let rtx = self.read()?;
+        let t = rtx.open_table(REPORTS)?;
+        let r = t.get((report_code(kind), d.as_str(), time.0, seq))?;
+        Ok(r.map(|g| g.value().to_vec()))
+    }
+
     /// Domains with report records of `kind`.
     pub fn report_domains(&self, kind: ReportKind) -> Result<Vec<String>, StoreError> {
         let k = report_code(kind);
@@ -649,6 +687,7 @@ fn report_code(k: ReportKind) -> u8 {
         ReportKind::DmarcEval => 1,
         ReportKind::TlsResult => 2,
         ReportKind::DmarcReport => 3,
+        ReportKind::TlsReport => 4,
     }
 }
 
@@ -951,6 +990,44 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+        // Every record of a kind with its key, and one record by its key; other kinds
+        // (TlsResult before, none after) do not leak in.
+        s.report_add(ReportKind::TlsReport, "B.example", UnixTime(30), vec![6])
+            .unwrap();
+        s.report_add(ReportKind::TlsReport, "b.example", UnixTime(30), vec![7])
+            .unwrap();
+        s.report_add(ReportKind::TlsReport, "a.example", UnixTime(40), vec![8])
+            .unwrap();
+        let e = |d: &str, t, seq, r| ReportEntry {
+            domain: d.to_string(),
+            time: UnixTime(t),
+            seq,
+            record: vec![r],
+        };
+        assert_eq!(
+            s.report_entries(ReportKind::TlsReport).unwrap(),
+            vec![
+                e("a.example", 40, 0, 8),
+                e("b.example", 30, 0, 6),
+                e("b.example", 30, 1, 7),
+            ]
+        );
+        assert_eq!(s.report_entries(ReportKind::TlsResult).unwrap().len(), 1);
+        assert_eq!(
+            s.report_get(ReportKind::TlsReport, "B.example", UnixTime(30), 1)
+                .unwrap(),
+            Some(vec![7])
+        );
+        assert_eq!(
+            s.report_get(ReportKind::TlsReport, "b.example", UnixTime(30), 2)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            s.report_get(ReportKind::TlsResult, "a.example", UnixTime(40), 0)
+                .unwrap(),
+            None
         );
         let rec = MtaStsRecord {
             domain: "example.org".into(),

@@ -16,12 +16,14 @@
 //! * [`session`]: the machine that runs the above for one delivery: [`PolicySession`]
 //!   answers the delivery machine's `HostTls` question per MX host, asking for DNS, the
 //!   cached policy and the policy fetch as effects.
+//! * [`incoming`]: which of our policy domains an incoming report is kept under.
 //!
 //! Nothing here performs I/O or reads a clock; time is a [`crate::UnixTime`] argument.
 //! Not wired yet: the delivery driver in the root package does not run [`PolicySession`]
 //! (see the README's Architecture section).
 
 pub mod dane;
+pub mod incoming;
 pub mod mtasts;
 #[cfg(test)]
 mod mutation;
@@ -51,7 +53,8 @@ pub use session::{
     PolicyError, PolicySession, StsCacheEntry,
 };
 pub use tlsrpt::{
-    day_range, parse_report, parse_report_file, parse_report_message, DateRange, FailureDetails,
-    Policy, PolicyResult, PolicyType, Report, ReportScope, ReportUri, ResultType, SessionResult,
-    Summary, TlsReportError, TlsResults, TlsrptRecord, TlsrptRecordError,
+    day_range, parse_report, parse_report_file, parse_report_file_max, parse_report_max,
+    parse_report_message, parse_report_message_max, DateRange, FailureDetails, Policy,
+    PolicyResult, PolicyType, Report, ReportScope, ReportUri, ResultType, SessionResult, Summary,
+    TlsReportError, TlsResults, TlsrptRecord, TlsrptRecordError,
 };

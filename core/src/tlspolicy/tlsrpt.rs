@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::UnixTime;
 
-/// Largest incoming report accepted, compressed or not, in bytes (decompressed size is
-/// bounded the same).
+/// Largest incoming report accepted by default, compressed or not, in bytes (decompressed
+/// size is bounded the same); the `*_max` parsers take another bound.
 pub const MAX_REPORT_SIZE: usize = 8 << 20;
 
 /// Largest number of distinct failure details kept per policy in one collection; more
@@ -459,9 +459,9 @@ pub struct Report {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsReportError {
-    /// Larger than [`MAX_REPORT_SIZE`] (compressed or after decompression).
-    #[error("tls report: larger than {MAX_REPORT_SIZE} bytes")]
-    TooLarge,
+    /// Larger than the bound (compressed or after decompression), which it carries.
+    #[error("tls report: larger than {0} bytes")]
+    TooLarge(usize),
     /// The gzip container or deflate stream is broken.
     #[error("tls report: gzip: {0}")]
     Compression(String),
@@ -516,33 +516,50 @@ impl Report {
 /// Parses a report's JSON (`application/tlsrpt+json`). Unknown fields are ignored;
 /// `date-range`, `report-id`, `organization-name` and `policies` are required.
 pub fn parse_report(json: &[u8]) -> Result<Report, TlsReportError> {
-    if json.len() > MAX_REPORT_SIZE {
-        return Err(TlsReportError::TooLarge);
+    parse_report_max(json, MAX_REPORT_SIZE)
+}
+
+/// [`parse_report`] with `max` bytes instead of [`MAX_REPORT_SIZE`].
+pub fn parse_report_max(json: &[u8], max: usize) -> Result<Report, TlsReportError> {
+    if json.len() > max {
+        return Err(TlsReportError::TooLarge(max));
     }
     serde_json::from_slice(json).map_err(|e| TlsReportError::Json(e.to_string()))
 }
 
 /// Parses a report file, gzipped (`application/tlsrpt+gzip`) or not.
 pub fn parse_report_file(data: &[u8]) -> Result<Report, TlsReportError> {
-    if data.len() > MAX_REPORT_SIZE {
-        return Err(TlsReportError::TooLarge);
+    parse_report_file_max(data, MAX_REPORT_SIZE)
+}
+
+/// [`parse_report_file`] with `max` bytes (compressed, and decompressed) instead of
+/// [`MAX_REPORT_SIZE`].
+pub fn parse_report_file_max(data: &[u8], max: usize) -> Result<Report, TlsReportError> {
+    if data.len() > max {
+        return Err(TlsReportError::TooLarge(max));
     }
     if data.starts_with(&[0x1f, 0x8b]) {
-        parse_report(&gunzip(data)?)
+        parse_report_max(&gunzip(data, max)?, max)
     } else {
-        parse_report(data)
+        parse_report_max(data, max)
     }
 }
 
 /// Finds and parses the report in a report message: the first non-multipart part that is
 /// gzip or a JSON object and parses as a report.
 pub fn parse_report_message(msg: &[u8]) -> Result<Report, TlsReportError> {
+    parse_report_message_max(msg, MAX_REPORT_SIZE)
+}
+
+/// [`parse_report_message`] with `max` bytes per report (compressed, and decompressed)
+/// instead of [`MAX_REPORT_SIZE`].
+pub fn parse_report_message_max(msg: &[u8], max: usize) -> Result<Report, TlsReportError> {
     crate::message::first_part(msg, |c| {
         let t = c.trim_ascii();
         if t.starts_with(b"{") {
-            Some(parse_report_file(t))
+            Some(parse_report_file_max(t, max))
         } else if t.starts_with(&[0x1f, 0x8b]) {
-            Some(parse_report_file(c))
+            Some(parse_report_file_max(c, max))
         } else {
             None
         }
@@ -550,11 +567,10 @@ pub fn parse_report_message(msg: &[u8]) -> Result<Report, TlsReportError> {
     .unwrap_or(Err(TlsReportError::NoReport))
 }
 
-/// Decompresses one gzip member (checking its CRC), bounding the output by
-/// [`MAX_REPORT_SIZE`].
-fn gunzip(data: &[u8]) -> Result<Vec<u8>, TlsReportError> {
-    crate::codec::gunzip(data, MAX_REPORT_SIZE).map_err(|e| match e {
-        crate::codec::CodecError::TooLarge(_) => TlsReportError::TooLarge,
+/// Decompresses one gzip member (checking its CRC), bounding the output by `max`.
+fn gunzip(data: &[u8], max: usize) -> Result<Vec<u8>, TlsReportError> {
+    crate::codec::gunzip(data, max).map_err(|e| match e {
+        crate::codec::CodecError::TooLarge(_) => TlsReportError::TooLarge(max),
         crate::codec::CodecError::Malformed(m) => TlsReportError::Compression(m),
     })
 }
@@ -806,6 +822,22 @@ mod tests {
         // Round trip through our rendering and through gzip.
         assert_eq!(parse_report(r.to_json().as_bytes()).unwrap(), r);
         assert_eq!(parse_report_file(&r.to_gzip()).unwrap(), r);
+        // A smaller bound (`limits.max_tls_report_size`): the JSON, and a gzip that is
+        // small but inflates past it, are refused naming the bound.
+        let json = r.to_json();
+        let n = json.len();
+        assert_eq!(parse_report_max(json.as_bytes(), n).unwrap(), r);
+        assert!(matches!(
+            parse_report_max(json.as_bytes(), n - 1),
+            Err(TlsReportError::TooLarge(m)) if m == n - 1
+        ));
+        let gz = r.to_gzip();
+        assert!(gz.len() < n - 1);
+        assert!(matches!(
+            parse_report_file_max(&gz, n - 1),
+            Err(TlsReportError::TooLarge(_))
+        ));
+        assert_eq!(parse_report_file_max(&gz, n).unwrap(), r);
     }
 
     /// The report of seed 000's TestTLSReport.
