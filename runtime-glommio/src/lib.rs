@@ -13,7 +13,7 @@
 //! around a first try; with the flag already set that is a no-op for the other workers).
 
 use std::future::Future;
-use std::net::TcpListener as StdListener;
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::pin::Pin;
 use std::sync::{mpsc, Arc};
 use std::task::{Context, Waker};
@@ -23,6 +23,7 @@ use futures_lite::FutureExt;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement, PoolPlacement};
 use rmox_core::server::ServerConfig;
+use rmox_driver::outbound::Net;
 use rmox_driver::{Answerer, Runtime, Shutdown};
 
 /// One listening address and the session config for its connections.
@@ -44,8 +45,9 @@ const BLOCKING_THREADS: usize = 16;
 /// How long [`io_uring_available`] waits for its probe executor.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The glommio runtime as the driver sees it (valid inside a glommio executor).
 #[derive(Clone)]
-struct GlommioRt;
+pub struct GlommioRt;
 
 impl Runtime for GlommioRt {
     fn sleep_until(&self, at: Instant) -> Pin<Box<dyn Future<Output = ()>>> {
@@ -60,6 +62,64 @@ impl Runtime for GlommioRt {
     ) -> Pin<Box<dyn Future<Output = T>>> {
         Box::pin(glommio::executor().spawn_blocking(f))
     }
+}
+
+impl Net for GlommioRt {
+    type Stream = TcpStream;
+
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Self::Stream>>>> {
+        let timeout = timeout.max(Duration::from_millis(1));
+        Box::pin(async move {
+            match source {
+                None => {
+                    let s = TcpStream::connect_timeout(addr, timeout)
+                        .await
+                        .map_err(std::io::Error::from)?;
+                    let _ = s.set_nodelay(true);
+                    Ok(s)
+                }
+                // glommio cannot bind before connecting: a blocking connect from the source
+                // address on the blocking pool, then the socket is adopted.
+                Some(ip) => {
+                    let s = glommio::executor()
+                        .spawn_blocking(move || {
+                            rmox_driver::outbound::bound_connect(addr, ip, timeout)
+                        })
+                        .await?;
+                    Ok(glommio_stream(s))
+                }
+            }
+        })
+    }
+
+    fn spawn<F: Future<Output = ()> + 'static>(&self, f: F) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(glommio::spawn_local(f))
+    }
+}
+
+/// A connected socket as this executor's glommio stream.
+#[allow(unsafe_code)]
+fn glommio_stream(s: std::net::TcpStream) -> TcpStream {
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let fd = s.into_raw_fd();
+    // SAFETY: `fd` is an open, connected TCP socket whose ownership `into_raw_fd` just gave
+    // up (nothing else closes it); glommio's `from_raw_fd` takes that ownership and expects
+    // exactly such a socket. Called inside an executor, whose reactor it is attached to.
+    unsafe { TcpStream::from_raw_fd(fd) }
+}
+
+/// Runs `f` on a new glommio executor on this thread until it completes: for one-off work
+/// outside `run` (tests, command-line tools).
+pub fn block_on<T, Fut: Future<Output = T>>(
+    f: impl FnOnce(GlommioRt) -> Fut,
+) -> std::io::Result<T> {
+    let ex = make_executor("rmox-glommio-once")?;
+    Ok(ex.run(f(GlommioRt)))
 }
 
 fn builder(name: &str, blocking_threads: usize) -> LocalExecutorBuilder {

@@ -5,7 +5,7 @@
 //! [`rmox_driver::serve`], shared with the other runtimes.
 
 use std::future::Future;
-use std::net::TcpListener as StdListener;
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use async_executor::{LocalExecutor, Task};
 use async_net::TcpListener;
 use futures_lite::FutureExt;
 use rmox_core::server::ServerConfig;
+use rmox_driver::outbound::Net;
 use rmox_driver::{Answerer, Runtime, Shutdown};
 
 /// One listening address and the session config for its connections.
@@ -25,8 +26,12 @@ pub struct ListenerSpec {
     pub config: Arc<ServerConfig>,
 }
 
+/// The smol runtime as the driver sees it: the thread's executor (for local tasks) over
+/// the `async-io` reactor.
 #[derive(Clone)]
-struct SmolRt;
+pub struct SmolRt {
+    ex: Rc<LocalExecutor<'static>>,
+}
 
 impl Runtime for SmolRt {
     fn sleep_until(&self, at: Instant) -> Pin<Box<dyn Future<Output = ()>>> {
@@ -42,6 +47,56 @@ impl Runtime for SmolRt {
         // A panic in `f` propagates to the awaiting session, as the answerer's bug it is.
         Box::pin(blocking::unblock(f))
     }
+}
+
+impl Net for SmolRt {
+    type Stream = async_net::TcpStream;
+
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Self::Stream>>>> {
+        Box::pin(async move {
+            let connect = async move {
+                match source {
+                    None => {
+                        let s = async_net::TcpStream::connect(addr).await?;
+                        let _ = s.set_nodelay(true);
+                        Ok(s)
+                    }
+                    // async-io cannot bind before connecting: a blocking connect from the
+                    // source address on the blocking pool, then the socket is adopted.
+                    Some(ip) => {
+                        let s = blocking::unblock(move || {
+                            rmox_driver::outbound::bound_connect(addr, ip, timeout)
+                        })
+                        .await?;
+                        Ok(async_net::TcpStream::from(async_io::Async::new(s)?))
+                    }
+                }
+            };
+            connect
+                .or(async {
+                    async_io::Timer::after(timeout).await;
+                    Err(rmox_driver::outbound::connect_timed_out())
+                })
+                .await
+        })
+    }
+
+    fn spawn<F: Future<Output = ()> + 'static>(&self, f: F) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(self.ex.spawn(f))
+    }
+}
+
+/// Runs `f` on a new local executor on this thread until it completes: for one-off work
+/// outside `run` (tests, command-line tools).
+pub fn block_on<T, Fut: Future<Output = T>>(f: impl FnOnce(SmolRt) -> Fut) -> std::io::Result<T> {
+    let ex = Rc::new(LocalExecutor::new());
+    let rt = SmolRt { ex: Rc::clone(&ex) };
+    Ok(async_io::block_on(ex.run(f(rt))))
 }
 
 /// Serves the listeners on `threads` worker threads until `shutdown` triggers and the open
@@ -114,7 +169,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         open.retain(|t| !t.is_finished());
         open.push(ex.spawn(rmox_driver::connection(
-            SmolRt,
+            SmolRt { ex: Rc::clone(&ex) },
             stream,
             addr,
             Arc::clone(&config),

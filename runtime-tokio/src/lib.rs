@@ -3,14 +3,15 @@
 //! listening sockets. Blocking work (storage) runs on tokio's blocking pool.
 
 use std::future::Future;
-use std::net::TcpListener as StdListener;
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rmox_core::server::ServerConfig;
+use rmox_driver::outbound::Net;
 use rmox_driver::{Answerer, Runtime, Shutdown};
-use tokio_util::compat::TokioAsyncReadCompatExt;
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 /// One listening address and the session config for its connections.
 pub struct ListenerSpec {
@@ -20,8 +21,9 @@ pub struct ListenerSpec {
     pub config: Arc<ServerConfig>,
 }
 
+/// The tokio runtime as the driver sees it (valid inside a `LocalSet` of a tokio runtime).
 #[derive(Clone)]
-struct TokioRt;
+pub struct TokioRt;
 
 impl Runtime for TokioRt {
     fn sleep_until(&self, at: Instant) -> Pin<Box<dyn Future<Output = ()>>> {
@@ -40,6 +42,53 @@ impl Runtime for TokioRt {
             }
         })
     }
+}
+
+impl Net for TokioRt {
+    type Stream = Compat<tokio::net::TcpStream>;
+
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Self::Stream>>>> {
+        Box::pin(async move {
+            let socket = match addr {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            if let Some(ip) = source {
+                socket.bind(SocketAddr::new(ip, 0))?;
+            }
+            let stream = tokio::time::timeout(timeout, socket.connect(addr))
+                .await
+                .map_err(|_| rmox_driver::outbound::connect_timed_out())??;
+            let _ = stream.set_nodelay(true);
+            Ok(stream.compat())
+        })
+    }
+
+    fn spawn<F: Future<Output = ()> + 'static>(&self, f: F) -> Pin<Box<dyn Future<Output = ()>>> {
+        let h = tokio::task::spawn_local(f);
+        Box::pin(async move {
+            if let Err(e) = h.await {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        })
+    }
+}
+
+/// Runs `f` on a new current-thread tokio runtime (with a `LocalSet`) on this thread until
+/// it completes: for one-off work outside `run` (tests, command-line tools).
+pub fn block_on<T, Fut: Future<Output = T>>(f: impl FnOnce(TokioRt) -> Fut) -> std::io::Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    Ok(local.block_on(&rt, f(TokioRt)))
 }
 
 /// Serves the listeners on `threads` worker threads until `shutdown` triggers and the open
@@ -102,7 +151,7 @@ async fn accept_loop(
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
