@@ -24,7 +24,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement, PoolPlacement};
 use rmox_core::server::ServerConfig;
 use rmox_driver::outbound::Net;
-use rmox_driver::{Answerer, Runtime, Shutdown};
+use rmox_driver::{Answerer, Background, Runtime, SharedBackground, Shutdown};
 
 /// One listening address and the session config for its connections.
 pub struct ListenerSpec {
@@ -189,6 +189,19 @@ pub fn run(
     threads: usize,
     shutdown: Arc<Shutdown>,
 ) -> std::io::Result<()> {
+    run_with_background(listeners, answerer, threads, shutdown, None)
+}
+
+/// As [`run`], with `background` started as a local task on worker 0 (the queue runner);
+/// that worker ends once it has ended too.
+pub fn run_with_background(
+    listeners: Vec<ListenerSpec>,
+    answerer: Arc<dyn Answerer>,
+    threads: usize,
+    shutdown: Arc<Shutdown>,
+    background: Option<Background<GlommioRt>>,
+) -> std::io::Result<()> {
+    let background: SharedBackground<GlommioRt> = Arc::new(std::sync::Mutex::new(background));
     let threads = threads.max(1);
     for spec in &listeners {
         spec.listener.set_nonblocking(true)?;
@@ -214,9 +227,10 @@ pub fn run(
         let shutdown = Arc::clone(&shutdown);
         let abort = Arc::clone(&abort);
         let ready = ready_tx.clone();
+        let background = Arc::clone(&background);
         let spawned = std::thread::Builder::new()
             .name(format!("rmox-glommio-{i}"))
-            .spawn(move || worker(i, mine, answerer, shutdown, abort, ready));
+            .spawn(move || worker(i, mine, answerer, shutdown, abort, ready, background));
         match spawned {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -283,6 +297,7 @@ fn worker(
     shutdown: Arc<Shutdown>,
     abort: Arc<Shutdown>,
     ready: mpsc::Sender<std::io::Result<()>>,
+    background: SharedBackground<GlommioRt>,
 ) -> std::io::Result<()> {
     let ex = match make_executor(&format!("rmox-glommio-{i}")) {
         Ok(ex) => ex,
@@ -308,6 +323,9 @@ fn worker(
                 Arc::clone(&answerer),
                 Arc::clone(&shutdown),
             )));
+        }
+        if let Some(b) = rmox_driver::take_background(&background) {
+            tasks.push(glommio::spawn_local(b(GlommioRt)));
         }
         for t in tasks {
             t.await;

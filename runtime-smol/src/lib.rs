@@ -16,7 +16,7 @@ use async_net::TcpListener;
 use futures_lite::FutureExt;
 use rmox_core::server::ServerConfig;
 use rmox_driver::outbound::Net;
-use rmox_driver::{Answerer, Runtime, Shutdown};
+use rmox_driver::{Answerer, Background, Runtime, SharedBackground, Shutdown};
 
 /// One listening address and the session config for its connections.
 pub struct ListenerSpec {
@@ -107,12 +107,30 @@ pub fn run(
     threads: usize,
     shutdown: Arc<Shutdown>,
 ) -> std::io::Result<()> {
+    run_with_background(listeners, answerer, threads, shutdown, None)
+}
+
+/// As [`run`], with `background` started as a local task on one worker (the queue runner);
+/// that worker ends once it has ended too.
+pub fn run_with_background(
+    listeners: Vec<ListenerSpec>,
+    answerer: Arc<dyn Answerer>,
+    threads: usize,
+    shutdown: Arc<Shutdown>,
+    background: Option<Background<SmolRt>>,
+) -> std::io::Result<()> {
     let shared: Vec<(StdListener, Arc<ServerConfig>)> = listeners
         .into_iter()
         .map(|l| (l.listener, l.config))
         .collect();
+    let background: SharedBackground<SmolRt> = Arc::new(std::sync::Mutex::new(background));
     rmox_driver::run_workers("rmox-smol", &shared, threads, move |mine| {
-        worker(mine, Arc::clone(&answerer), Arc::clone(&shutdown))
+        worker(
+            mine,
+            Arc::clone(&answerer),
+            Arc::clone(&shutdown),
+            Arc::clone(&background),
+        )
     })
 }
 
@@ -120,6 +138,7 @@ fn worker(
     listeners: Vec<(StdListener, Arc<ServerConfig>)>,
     answerer: Arc<dyn Answerer>,
     shutdown: Arc<Shutdown>,
+    background: SharedBackground<SmolRt>,
 ) -> std::io::Result<()> {
     let ex = Rc::new(LocalExecutor::new());
     async_io::block_on(ex.run(async {
@@ -134,6 +153,9 @@ fn worker(
                 Arc::clone(&answerer),
                 Arc::clone(&shutdown),
             )));
+        }
+        if let Some(b) = rmox_driver::take_background(&background) {
+            tasks.push(ex.spawn(b(SmolRt { ex: Rc::clone(&ex) })));
         }
         for t in tasks {
             t.await;

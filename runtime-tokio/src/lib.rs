@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rmox_core::server::ServerConfig;
 use rmox_driver::outbound::Net;
-use rmox_driver::{Answerer, Runtime, Shutdown};
+use rmox_driver::{Answerer, Background, Runtime, SharedBackground, Shutdown};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 /// One listening address and the session config for its connections.
@@ -99,12 +99,30 @@ pub fn run(
     threads: usize,
     shutdown: Arc<Shutdown>,
 ) -> std::io::Result<()> {
+    run_with_background(listeners, answerer, threads, shutdown, None)
+}
+
+/// As [`run`], with `background` started as a local task on one worker (the queue runner);
+/// that worker ends once it has ended too.
+pub fn run_with_background(
+    listeners: Vec<ListenerSpec>,
+    answerer: Arc<dyn Answerer>,
+    threads: usize,
+    shutdown: Arc<Shutdown>,
+    background: Option<Background<TokioRt>>,
+) -> std::io::Result<()> {
     let shared: Vec<(StdListener, Arc<ServerConfig>)> = listeners
         .into_iter()
         .map(|l| (l.listener, l.config))
         .collect();
+    let background: SharedBackground<TokioRt> = Arc::new(std::sync::Mutex::new(background));
     rmox_driver::run_workers("rmox-tokio", &shared, threads, move |mine| {
-        worker(mine, Arc::clone(&answerer), Arc::clone(&shutdown))
+        worker(
+            mine,
+            Arc::clone(&answerer),
+            Arc::clone(&shutdown),
+            Arc::clone(&background),
+        )
     })
 }
 
@@ -112,6 +130,7 @@ fn worker(
     listeners: Vec<(StdListener, Arc<ServerConfig>)>,
     answerer: Arc<dyn Answerer>,
     shutdown: Arc<Shutdown>,
+    background: SharedBackground<TokioRt>,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -127,6 +146,9 @@ fn worker(
             tasks.push(tokio::task::spawn_local(accept_loop(
                 l, config, answerer, shutdown,
             )));
+        }
+        if let Some(b) = rmox_driver::take_background(&background) {
+            tasks.push(tokio::task::spawn_local(b(TokioRt)));
         }
         for t in tasks {
             let _ = t.await;
