@@ -7,6 +7,7 @@
 //! machine; this loop only moves bytes, deadlines and effect answers. Nothing here needs
 //! `Send`: glommio tasks are `!Send`.
 
+pub mod accept;
 pub mod outbound;
 #[cfg(feature = "testing")]
 pub mod testing;

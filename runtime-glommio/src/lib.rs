@@ -16,13 +16,12 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::pin::Pin;
 use std::sync::{mpsc, Arc};
-use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use futures_lite::FutureExt;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement, PoolPlacement};
 use rmox_core::server::ServerConfig;
+use rmox_driver::accept::{accept_loop, Listener};
 use rmox_driver::outbound::Net;
 use rmox_driver::{Answerer, Background, Runtime, SharedBackground, Shutdown};
 
@@ -318,7 +317,8 @@ fn worker(
         let mut tasks = Vec::new();
         for (l, config) in listeners {
             tasks.push(glommio::spawn_local(accept_loop(
-                l,
+                GlommioRt,
+                GlommioListener(l),
                 config,
                 Arc::clone(&answerer),
                 Arc::clone(&shutdown),
@@ -334,58 +334,23 @@ fn worker(
     })
 }
 
-async fn accept_loop(
-    l: TcpListener,
-    config: Arc<ServerConfig>,
-    answerer: Arc<dyn Answerer>,
-    shutdown: Arc<Shutdown>,
-) {
-    let mut open: Vec<glommio::Task<()>> = Vec::new();
-    loop {
-        let accepted = async { Some(l.accept().await) }
-            .or(async {
-                shutdown.wait().await;
-                None
-            })
-            .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let addr = match stream.peer_addr() {
-            Ok(a) => a,
-            // Reset before we looked: nothing to serve.
-            Err(_) => continue,
-        };
-        let _ = stream.set_nodelay(true);
-        open.retain_mut(|t| !finished(t));
-        open.push(glommio::spawn_local(rmox_driver::connection(
-            GlommioRt,
-            stream,
-            addr,
-            Arc::clone(&config),
-            Arc::clone(&answerer),
-            Arc::clone(&shutdown),
-        )));
-    }
-    // Stop accepting at once (the pending io_uring accept holds the socket open until
-    // its cancellation is submitted: a short sleep lets the reactor do that), then let
-    // open sessions finish their transactions.
-    drop(l);
-    glommio::timer::sleep(Duration::from_millis(1)).await;
-    for h in open {
-        h.await;
-    }
-}
+/// glommio's listener for the shared accept loop.
+struct GlommioListener(TcpListener);
 
-/// Whether a session task has ended (glommio's `Task` has no `is_finished`): one poll
-/// with a no-op waker, which does not disturb a later `await`.
-fn finished(t: &mut glommio::Task<()>) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
-    Pin::new(t).poll(&mut cx).is_ready()
+impl Listener for GlommioListener {
+    type Stream = TcpStream;
+
+    async fn accept(&self) -> std::io::Result<(Self::Stream, SocketAddr)> {
+        loop {
+            let s = self.0.accept().await.map_err(std::io::Error::from)?;
+            match s.peer_addr() {
+                Ok(addr) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok((s, addr));
+                }
+                // Reset before we looked: nothing to serve.
+                Err(_) => continue,
+            }
+        }
+    }
 }

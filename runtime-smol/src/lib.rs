@@ -11,10 +11,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_executor::{LocalExecutor, Task};
+use async_executor::LocalExecutor;
 use async_net::TcpListener;
 use futures_lite::FutureExt;
 use rmox_core::server::ServerConfig;
+use rmox_driver::accept::{accept_loop, Listener};
 use rmox_driver::outbound::Net;
 use rmox_driver::{Answerer, Background, Runtime, SharedBackground, Shutdown};
 
@@ -147,8 +148,8 @@ fn worker(
             // `Async::new` makes the socket non-blocking and registers it with the reactor.
             let l = TcpListener::from(async_io::Async::new(l)?);
             tasks.push(ex.spawn(accept_loop(
-                Rc::clone(&ex),
-                l,
+                SmolRt { ex: Rc::clone(&ex) },
+                SmolListener(l),
                 config,
                 Arc::clone(&answerer),
                 Arc::clone(&shutdown),
@@ -164,44 +165,15 @@ fn worker(
     }))
 }
 
-async fn accept_loop(
-    ex: Rc<LocalExecutor<'static>>,
-    l: TcpListener,
-    config: Arc<ServerConfig>,
-    answerer: Arc<dyn Answerer>,
-    shutdown: Arc<Shutdown>,
-) {
-    let mut open: Vec<Task<()>> = Vec::new();
-    loop {
-        let accepted = async { Some(l.accept().await) }
-            .or(async {
-                shutdown.wait().await;
-                None
-            })
-            .await;
-        let (stream, addr) = match accepted {
-            None => break,
-            Some(Ok(v)) => v,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "accept failed");
-                async_io::Timer::after(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        open.retain(|t| !t.is_finished());
-        open.push(ex.spawn(rmox_driver::connection(
-            SmolRt { ex: Rc::clone(&ex) },
-            stream,
-            addr,
-            Arc::clone(&config),
-            Arc::clone(&answerer),
-            Arc::clone(&shutdown),
-        )));
-    }
-    // Stop accepting at once, then let open sessions finish their transactions.
-    drop(l);
-    for t in open {
-        t.await;
+/// smol's listener for the shared accept loop.
+struct SmolListener(TcpListener);
+
+impl Listener for SmolListener {
+    type Stream = async_net::TcpStream;
+
+    async fn accept(&self) -> std::io::Result<(Self::Stream, SocketAddr)> {
+        let (s, addr) = self.0.accept().await?;
+        let _ = s.set_nodelay(true);
+        Ok((s, addr))
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rmox_core::server::ServerConfig;
+use rmox_driver::accept::{accept_loop, Listener};
 use rmox_driver::outbound::Net;
 use rmox_driver::{Answerer, Background, Runtime, SharedBackground, Shutdown};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
@@ -144,7 +145,11 @@ fn worker(
             let answerer = Arc::clone(&answerer);
             let shutdown = Arc::clone(&shutdown);
             tasks.push(tokio::task::spawn_local(accept_loop(
-                l, config, answerer, shutdown,
+                TokioRt,
+                TokioListener(l),
+                config,
+                answerer,
+                shutdown,
             )));
         }
         if let Some(b) = rmox_driver::take_background(&background) {
@@ -157,39 +162,15 @@ fn worker(
     })
 }
 
-async fn accept_loop(
-    l: tokio::net::TcpListener,
-    config: Arc<ServerConfig>,
-    answerer: Arc<dyn Answerer>,
-    shutdown: Arc<Shutdown>,
-) {
-    let mut open = Vec::new();
-    loop {
-        let accepted = tokio::select! {
-            a = l.accept() => a,
-            _ = shutdown.wait() => break,
-        };
-        let (stream, addr) = match accepted {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        open.retain(|h: &tokio::task::JoinHandle<()>| !h.is_finished());
-        open.push(tokio::task::spawn_local(rmox_driver::connection(
-            TokioRt,
-            stream.compat(),
-            addr,
-            Arc::clone(&config),
-            Arc::clone(&answerer),
-            Arc::clone(&shutdown),
-        )));
-    }
-    // Let open sessions finish their transactions.
-    for h in open {
-        let _ = h.await;
+/// tokio's listener for the shared accept loop.
+struct TokioListener(tokio::net::TcpListener);
+
+impl Listener for TokioListener {
+    type Stream = Compat<tokio::net::TcpStream>;
+
+    async fn accept(&self) -> std::io::Result<(Self::Stream, SocketAddr)> {
+        let (s, addr) = self.0.accept().await?;
+        let _ = s.set_nodelay(true);
+        Ok((s.compat(), addr))
     }
 }
