@@ -78,6 +78,7 @@ on_every_runtime!(
     smtp_end_to_end_delivery_tempfail_kick_permfail,
     smtp_connection_refused_and_null_mx,
     harness_postfix_and_peers,
+    shutdown_waits_for_deliveries_in_flight,
 );
 
 const T0: i64 = 1_700_000_000;
@@ -629,6 +630,62 @@ fn wakeup_and_stop() {
     h.stop();
     assert!(delivered, "runner delivered after wakeup");
     assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+}
+
+/// Takes 300 ms per delivery; counts the deliveries started.
+#[derive(Default)]
+struct Slow {
+    started: AtomicUsize,
+}
+
+impl Connector for Slow {
+    fn deliver(&self, job: &Job<'_>) -> Vec<AttemptResult> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        job.items
+            .iter()
+            .map(|_| {
+                AttemptResult::from_reply(
+                    "mx.example.net",
+                    Reply::new(250, Enhanced::parse("2.0.0"), "ok"),
+                    false,
+                )
+            })
+            .collect()
+    }
+}
+
+/// The server runs the runner as a task until shutdown: a delivery in flight when
+/// shutdown triggers is finished and its result applied before the runner returns.
+fn shutdown_waits_for_deliveries_in_flight() {
+    struct Loop(Arc<Runner>, Arc<rmox_driver::Shutdown>);
+    impl OnRuntime for Loop {
+        type Output = ();
+        async fn run<R: Net>(self, rt: R) {
+            self.0.run(rt, 2, Some(self.1)).await
+        }
+    }
+    let e = env(false, "");
+    let slow = Arc::new(Slow::default());
+    let r = e.runner(slow.clone());
+    let id = e.queue("mjl@mox.example", &["a@example.net"])[0];
+    let shutdown = rmox_driver::Shutdown::new();
+    let rt = RT.with(|c| c.get()).unwrap_or_else(Runtime::one_off);
+    let s = Arc::clone(&shutdown);
+    let t = std::thread::spawn(move || rt.block_on(Loop(r, s)).unwrap());
+    for _ in 0..500 {
+        if slow.started.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(slow.started.load(Ordering::SeqCst), 1, "delivery started");
+    shutdown.trigger();
+    t.join().unwrap();
+    assert!(
+        matches!(e.retired(id), Some(Outcome::Delivered(_))),
+        "result applied before the runner returned"
+    );
 }
 
 /// Counts deliveries in flight; each holds until three are in flight or 300 ms passed.
