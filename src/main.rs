@@ -20,6 +20,7 @@ mod localserve;
 mod queue;
 mod reports;
 mod resolve;
+mod rt;
 mod serve;
 #[cfg(test)]
 mod testutil;

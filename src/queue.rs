@@ -1,41 +1,47 @@
 //! The queue runner: outgoing delivery of queued messages, retries, DSNs, suppression.
 //!
-//! One runner thread loads due entries from the store ([`Store::queue_due`]), maps them to
-//! the core scheduler's [`QueueItem`]s, groups them into transactions with
-//! [`QueueConfig::due`] and hands each batch to a pool of worker threads. A worker suppresses
-//! recipients on the sender's suppression list, asks a [`Connector`] to deliver the rest
-//! (SMTP to the MX hosts, [`SmtpConnector`]; or back into the sender's account in
-//! localserve, [`LocalserveConnector`]), then applies [`QueueConfig::after_attempt`]: the
-//! attempt is recorded in storage, delivered and failed entries are retired, DSNs are
-//! composed and queued (or delivered locally when the sender is one of ours). The runner
-//! sleeps until the next due time or a [`Wakeup`]. Everything lives in the store, so a
-//! restart loses nothing.
+//! The runner is a task on the server's runtime ([`Runner::run`], generic over the
+//! driver's [`Net`]). It loads due entries from the store ([`Store::queue_due`]), maps them
+//! to the core scheduler's [`QueueItem`]s, groups them into transactions with
+//! [`QueueConfig::due`] and runs each batch as a local task, at most `queue.workers` at a
+//! time. A batch suppresses recipients on the sender's suppression list, delivers the rest
+//! (SMTP: core's delivery machine driven by the runtime's outbound loop, [`SmtpDelivery`];
+//! or a blocking [`Connector`]: localserve's delivery back into the sender's account,
+//! [`LocalserveConnector`], or canned outcomes in tests), then applies
+//! [`QueueConfig::after_attempt`]: the attempt is recorded in storage, delivered and failed
+//! entries are retired, DSNs are composed and queued (or delivered locally when the sender is
+//! one of ours). Storage calls run on the runtime's blocking pool. The runner sleeps until
+//! the next due time or a [`Wakeup`]. Everything lives in the store, so a restart loses
+//! nothing.
 
 pub mod cli;
-mod smtp;
-pub mod socks5;
-pub mod tlsresult;
+mod deliver;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use futures_lite::FutureExt;
+use rmox_core::delivery::TlsAttempt;
 use rmox_core::queue::{
     compose_dsn, AttemptResult, Batch, Decision, DsnInput, DsnKind, DsnNotice, DsnParams, Failure,
     InFlight, QueueConfig, QueueItem, Routes,
 };
 use rmox_core::smtp::{Enhanced, Notify, Ret};
 use rmox_core::{Rng, UnixTime};
+use rmox_driver::outbound::Net;
 use rmox_storage::{
     Attempt, Delivery, Flags, MailStore, MessageInfo, Outcome, QueueEntry, QueueId, QueueRecipient,
     ReportKind, RequireTls, Store, StoreError, Suppression,
 };
 
 use crate::config::{Config, Resolution};
+use crate::rt::{OnRuntime, Runtime};
 
-pub use smtp::SmtpConnector;
-pub use tlsresult::TlsAttempt;
+pub use deliver::SmtpDelivery;
 
 /// Most entries loaded per pass.
 const DUE_LIMIT: usize = 1000;
@@ -43,23 +49,24 @@ const DUE_LIMIT: usize = 1000;
 /// batches).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
-/// Wakes the runner: a new message was queued, a batch finished, or it must stop.
+/// Wakes the runner: a new message was queued, a batch finished, or it must stop. Safe to
+/// use from any thread; the runner waits for it asynchronously.
 #[derive(Debug, Default)]
 pub struct Wakeup {
-    pending: Mutex<bool>,
-    cv: Condvar,
+    pending: AtomicBool,
     stop: AtomicBool,
+    event: event_listener::Event,
 }
 
 impl Wakeup {
     /// Something changed: look at the queue again.
     pub fn notify(&self) {
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        *p = true;
-        self.cv.notify_all();
+        self.pending.store(true, Ordering::SeqCst);
+        self.event.notify(usize::MAX);
     }
 
     /// Ask the runner to stop.
+    #[cfg(test)]
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.notify();
@@ -70,14 +77,18 @@ impl Wakeup {
         self.stop.load(Ordering::SeqCst)
     }
 
-    /// Waits for a notification or `d`.
-    fn wait(&self, d: Duration) {
-        let p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut p, _) = self
-            .cv
-            .wait_timeout_while(p, d, |p| !*p)
-            .unwrap_or_else(|e| e.into_inner());
-        *p = false;
+    /// Completes at the next notification (at once when one came since the last wait).
+    async fn notified(&self) {
+        loop {
+            if self.pending.swap(false, Ordering::SeqCst) {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.pending.swap(false, Ordering::SeqCst) {
+                return;
+            }
+            listener.await;
+        }
     }
 }
 
@@ -94,7 +105,8 @@ pub struct Job<'a> {
     pub message: &'a Arc<[u8]>,
 }
 
-/// Delivers a job; behind a trait so tests give canned outcomes.
+/// Delivers a job with blocking work (run on the runtime's blocking pool): localserve's
+/// local delivery, canned outcomes in tests.
 pub trait Connector: Send + Sync {
     /// One result per item of `job`, in order.
     fn deliver(&self, job: &Job<'_>) -> Vec<AttemptResult>;
@@ -102,6 +114,27 @@ pub trait Connector: Send + Sync {
     /// As [`Connector::deliver`], with the TLS of each connection made, in order.
     fn deliver_recorded(&self, job: &Job<'_>) -> (Vec<AttemptResult>, Vec<TlsAttempt>) {
         (self.deliver(job), Vec::new())
+    }
+}
+
+/// How the runner delivers.
+#[derive(Clone)]
+pub enum Deliverer {
+    /// SMTP through the delivery machine and the runtime's outbound loop.
+    Smtp(Arc<SmtpDelivery>),
+    /// A blocking connector on the runtime's blocking pool.
+    Blocking(Arc<dyn Connector>),
+}
+
+impl From<Arc<dyn Connector>> for Deliverer {
+    fn from(c: Arc<dyn Connector>) -> Deliverer {
+        Deliverer::Blocking(c)
+    }
+}
+
+impl<C: Connector + 'static> From<Arc<C>> for Deliverer {
+    fn from(c: Arc<C>) -> Deliverer {
+        Deliverer::Blocking(c)
     }
 }
 
@@ -174,21 +207,25 @@ pub struct Runner {
     config: Arc<Config>,
     qc: QueueConfig,
     routes: Routes,
-    connector: Arc<dyn Connector>,
+    deliverer: Deliverer,
     rng: Mutex<Rng>,
     wakeup: Arc<Wakeup>,
     in_flight: Mutex<InFlight>,
     clock: Clock,
+    runtime: Runtime,
 }
 
-/// A running runner: stop it with [`RunnerHandle::stop`].
+/// A runner on its own thread (tests; the server runs it on its runtime): stop it with
+/// [`RunnerHandle::stop`].
+#[cfg(test)]
 pub struct RunnerHandle {
     wakeup: Arc<Wakeup>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+#[cfg(test)]
 impl RunnerHandle {
-    /// Stops the runner and waits for batches in progress.
+    /// Stops the runner and waits for deliveries in flight.
     pub fn stop(mut self) {
         self.wakeup.stop();
         if let Some(t) = self.thread.take() {
@@ -197,12 +234,31 @@ impl RunnerHandle {
     }
 }
 
+/// What a batch needs delivered after the suppression check.
+struct Prepared {
+    message: Arc<[u8]>,
+    items: Vec<QueueItem>,
+    entries: Vec<QueueEntry>,
+    notices: Vec<(QueueItem, DsnNotice)>,
+    now: UnixTime,
+}
+
+/// An item's result, or a temporary failure when the deliverer gave none.
+fn result_at(results: &[AttemptResult], i: usize) -> AttemptResult {
+    results.get(i).cloned().unwrap_or_else(|| {
+        AttemptResult::Temporary(Failure::local(
+            "no result for recipient",
+            Enhanced::new(4, 0, 0),
+        ))
+    })
+}
+
 impl Runner {
-    /// A runner over `store` delivering with `connector`.
+    /// A runner over `store` delivering with `deliverer`.
     pub fn new(
         store: Arc<Store>,
         config: Arc<Config>,
-        connector: Arc<dyn Connector>,
+        deliverer: impl Into<Deliverer>,
         seed: u64,
         clock: Clock,
     ) -> Runner {
@@ -211,27 +267,28 @@ impl Runner {
             qc: QueueConfig::default(),
             routes: config.routes(),
             config,
-            connector,
+            deliverer: deliverer.into(),
             rng: Mutex::new(Rng::new(seed)),
             wakeup: Arc::new(Wakeup::default()),
             in_flight: Mutex::new(InFlight::default()),
             clock,
+            runtime: Runtime::one_off(),
         }
     }
 
-    /// The connector a config asks for: localserve delivers back into the sender's account,
-    /// otherwise SMTP to the MX hosts through `dns`.
+    /// The deliverer a config asks for: localserve delivers back into the sender's account,
+    /// otherwise SMTP to the MX hosts (or the configured transports) through `dns`.
     pub fn connector_for(
         config: &Arc<Config>,
         store: &Arc<Store>,
         dns: Option<crate::resolve::Dns>,
         seed: u64,
-    ) -> Result<Arc<dyn Connector>, crate::Fail> {
+    ) -> Result<Deliverer, crate::Fail> {
         if config.localserve {
-            return Ok(Arc::new(LocalserveConnector {
+            return Ok(Deliverer::Blocking(Arc::new(LocalserveConnector {
                 store: Arc::clone(store),
                 config: Arc::clone(config),
-            }));
+            })));
         }
         let dns = match dns {
             Some(d) => d,
@@ -245,17 +302,22 @@ impl Runner {
             }
         };
         let transports = config.transports()?;
-        Ok(Arc::new(
-            SmtpConnector::new(
-                dns,
-                &config.hostname,
-                config.queue.smtp_port,
-                Duration::from_secs(config.queue.connect_timeout_secs.max(1)),
-                seed,
-            )?
-            .with_transports(transports)
-            .with_source_addresses(config.queue.source_ipv4, config.queue.source_ipv6),
-        ))
+        let source_ips = [
+            config.queue.source_ipv4.map(std::net::IpAddr::V4),
+            config.queue.source_ipv6.map(std::net::IpAddr::V6),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        Ok(Deliverer::Smtp(Arc::new(SmtpDelivery::new(
+            dns,
+            &config.hostname,
+            config.queue.smtp_port,
+            Duration::from_secs(config.queue.connect_timeout_secs.max(1)),
+            transports,
+            source_ips,
+            seed,
+        )?)))
     }
 
     /// Replaces the scheduler settings.
@@ -267,6 +329,13 @@ impl Runner {
     /// Uses `w` as this runner's wakeup.
     pub fn with_wakeup(mut self, w: Arc<Wakeup>) -> Runner {
         self.wakeup = w;
+        self
+    }
+
+    /// The runtime for [`Runner::run_selected`] and [`Runner::spawn`] (default:
+    /// [`Runtime::one_off`]).
+    pub fn with_runtime(mut self, rt: Runtime) -> Runner {
+        self.runtime = rt;
         self
     }
 
@@ -301,23 +370,48 @@ impl Runner {
         Ok(out)
     }
 
-    /// Runs one pass at `now` in this thread: every due batch is attempted and its result
-    /// applied. Returns the number of batches.
+    /// Runs one pass at `now` on this thread (a runtime of its own): every due batch is
+    /// attempted and its result applied. Returns the number of batches.
     #[cfg(test)]
-    pub fn run_once(&self, now: UnixTime) -> Result<usize, StoreError> {
+    pub fn run_once(self: &Arc<Self>, now: UnixTime) -> Result<usize, StoreError> {
         self.run_selected(now, None)
     }
 
     /// As [`Runner::run_once`], only batches containing entry `only` when given.
-    pub fn run_selected(&self, now: UnixTime, only: Option<QueueId>) -> Result<usize, StoreError> {
-        let batches = self.take_due(now, only)?;
-        let n = batches.len();
-        for (b, es) in batches {
-            let r = self.process(&b, es);
-            self.finish(&b);
-            r?;
+    pub fn run_selected(
+        self: &Arc<Self>,
+        now: UnixTime,
+        only: Option<QueueId>,
+    ) -> Result<usize, StoreError> {
+        struct Pass(Arc<Runner>, UnixTime, Option<QueueId>);
+        impl OnRuntime for Pass {
+            type Output = Result<usize, StoreError>;
+            async fn run<R: Net>(self, rt: R) -> Self::Output {
+                let Pass(me, now, only) = self;
+                let m = Arc::clone(&me);
+                let batches = rt.unblock(Box::new(move || m.take_due(now, only))).await?;
+                let n = batches.len();
+                let mut first_err = None;
+                for (b, es) in batches {
+                    let r = me.process(&rt, &b, es).await;
+                    me.finish(&b);
+                    if let Err(e) = r {
+                        first_err.get_or_insert(e);
+                    }
+                }
+                match first_err {
+                    Some(e) => Err(e),
+                    None => Ok(n),
+                }
+            }
         }
-        Ok(n)
+        self.runtime
+            .block_on(Pass(Arc::clone(self), now, only))
+            .map_err(|e| StoreError::Io {
+                op: "start runtime",
+                path: std::path::PathBuf::from(self.runtime.name()),
+                source: Arc::new(e),
+            })?
     }
 
     fn finish(&self, b: &Batch) {
@@ -327,10 +421,10 @@ impl Runner {
             .finish(b);
     }
 
-    /// Delivers one batch and applies the results.
-    pub fn process(&self, batch: &Batch, entries: Vec<QueueEntry>) -> Result<(), StoreError> {
+    /// Reads the message and fails suppressed recipients (blocking: storage).
+    fn prepare(&self, entries: Vec<QueueEntry>) -> Result<Option<Prepared>, StoreError> {
         let Some(first) = entries.first() else {
-            return Ok(());
+            return Ok(None);
         };
         let msg_id = first.msg_id;
         let message: Arc<[u8]> = match self.store.queue_message(msg_id) {
@@ -342,7 +436,7 @@ impl Runner {
         };
         let now = (self.clock)();
         // Recipients on the sender's suppression list fail at once.
-        let mut keep_items = Vec::new();
+        let mut items = Vec::new();
         let mut keep_entries = Vec::new();
         let mut notices: Vec<(QueueItem, DsnNotice)> = Vec::new();
         for e in entries {
@@ -355,45 +449,104 @@ impl Runner {
                 let d = self.qc.fail(&mut item, &Failure::suppressed(), now);
                 self.apply(&item, None, None, &d, now, &mut notices)?;
             } else {
-                keep_items.push(item);
+                items.push(item);
                 keep_entries.push(e);
             }
         }
-        if !keep_items.is_empty() {
-            let job = Job {
-                batch,
-                items: &keep_items,
-                entries: &keep_entries,
-                message: &message,
-            };
-            let (results, tls) = self.connector.deliver_recorded(&job);
-            let now = (self.clock)();
-            // A lost report record must not keep the results from being applied.
-            for t in tls.iter().filter(|t| t.is_reportable()) {
-                let r = self.store.report_add(
-                    ReportKind::TlsResult,
-                    &t.policy_domain,
-                    now,
-                    t.to_json(),
-                );
-                if let Err(e) = r {
-                    tracing::error!(domain = %t.policy_domain, error = %e, "storing TLS result");
-                }
-            }
-            let mut rng = self.rng();
-            for (i, mut item) in keep_items.into_iter().enumerate() {
-                let result = results.get(i).cloned().unwrap_or_else(|| {
-                    AttemptResult::Temporary(Failure::local(
-                        "no result for recipient",
-                        Enhanced::new(4, 0, 0),
-                    ))
-                });
-                let d = self.qc.after_attempt(&mut item, &result, now, &mut rng);
-                tracing::info!(id = item.id, recipient = %item.recipient, decision = ?decision_name(&d), "delivery attempt");
-                self.apply(&item, Some(&result), tls.last(), &d, now, &mut notices)?;
+        Ok(Some(Prepared {
+            message,
+            items,
+            entries: keep_entries,
+            notices,
+            now,
+        }))
+    }
+
+    /// Records the results of a delivery and sends the DSNs (blocking: storage).
+    fn conclude(
+        &self,
+        p: Prepared,
+        results: Vec<AttemptResult>,
+        tls: Vec<TlsAttempt>,
+    ) -> Result<(), StoreError> {
+        let Prepared {
+            message,
+            items,
+            mut notices,
+            now,
+            ..
+        } = p;
+        if items.is_empty() {
+            return self.send_dsns(notices, &message, now);
+        }
+        let now = (self.clock)();
+        // A lost report record must not keep the results from being applied.
+        for t in tls.iter().filter(|t| t.is_reportable()) {
+            let r =
+                self.store
+                    .report_add(ReportKind::TlsResult, &t.policy_domain, now, t.to_json());
+            if let Err(e) = r {
+                tracing::error!(domain = %t.policy_domain, error = %e, "storing TLS result");
             }
         }
+        let mut rng = self.rng();
+        for (i, mut item) in items.into_iter().enumerate() {
+            let result = result_at(&results, i);
+            let d = self.qc.after_attempt(&mut item, &result, now, &mut rng);
+            tracing::info!(id = item.id, recipient = %item.recipient, decision = ?decision_name(&d), "delivery attempt");
+            self.apply(&item, Some(&result), tls.last(), &d, now, &mut notices)?;
+        }
         self.send_dsns(notices, &message, now)
+    }
+
+    /// Delivers one batch on runtime `rt` and applies the results; storage work runs on
+    /// the runtime's blocking pool.
+    async fn process<R: Net>(
+        self: &Arc<Self>,
+        rt: &R,
+        batch: &Batch,
+        entries: Vec<QueueEntry>,
+    ) -> Result<(), StoreError> {
+        let me = Arc::clone(self);
+        let Some(p) = rt.unblock(Box::new(move || me.prepare(entries))).await? else {
+            return Ok(());
+        };
+        let (results, tls) = if p.items.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            match &self.deliverer {
+                Deliverer::Smtp(d) => {
+                    let job = Job {
+                        batch,
+                        items: &p.items,
+                        entries: &p.entries,
+                        message: &p.message,
+                    };
+                    d.deliver(rt.clone(), &job).await
+                }
+                Deliverer::Blocking(c) => {
+                    let c = Arc::clone(c);
+                    let (b, items, entries, message) = (
+                        batch.clone(),
+                        p.items.clone(),
+                        p.entries.clone(),
+                        Arc::clone(&p.message),
+                    );
+                    rt.unblock(Box::new(move || {
+                        c.deliver_recorded(&Job {
+                            batch: &b,
+                            items: &items,
+                            entries: &entries,
+                            message: &message,
+                        })
+                    }))
+                    .await
+                }
+            }
+        };
+        let me = Arc::clone(self);
+        rt.unblock(Box::new(move || me.conclude(p, results, tls)))
+            .await
     }
 
     /// Records the attempt (or administrative failure) of `item` in storage.
@@ -557,12 +710,27 @@ impl Runner {
         self.send_dsns(notices, &message, now)
     }
 
-    /// Starts the runner thread with `workers` delivery threads.
+    /// Starts the runner on a thread of its own, on this runner's runtime, with at most
+    /// `workers` deliveries in flight (tests; the server runs [`Runner::run`] on its
+    /// runtime).
+    #[cfg(test)]
     pub fn spawn(self: Arc<Self>, workers: usize) -> Result<RunnerHandle, crate::Fail> {
+        struct Loop(Arc<Runner>, usize);
+        impl OnRuntime for Loop {
+            type Output = ();
+            async fn run<R: Net>(self, rt: R) {
+                self.0.run(rt, self.1, None).await
+            }
+        }
         let wakeup = Arc::clone(&self.wakeup);
+        let rt = self.runtime;
         let thread = std::thread::Builder::new()
             .name("rmox-queue".into())
-            .spawn(move || self.run_loop(workers.max(1)))
+            .spawn(move || {
+                if let Err(e) = rt.block_on(Loop(self, workers)) {
+                    tracing::error!(error = %e, "queue runner: runtime");
+                }
+            })
             .map_err(|e| crate::Fail(format!("starting queue runner: {e}")))?;
         Ok(RunnerHandle {
             wakeup,
@@ -570,61 +738,86 @@ impl Runner {
         })
     }
 
-    fn run_loop(self: Arc<Self>, workers: usize) {
-        type Work = (Batch, Vec<QueueEntry>);
-        let (tx, rx) = mpsc::channel::<Work>();
-        let rx = Arc::new(Mutex::new(rx));
-        let mut pool = Vec::new();
-        for i in 0..workers {
-            let rx = Arc::clone(&rx);
-            let me = Arc::clone(&self);
-            let t = std::thread::Builder::new()
-                .name(format!("rmox-deliver-{i}"))
-                .spawn(move || loop {
-                    let job = {
-                        let r = rx.lock().unwrap_or_else(|e| e.into_inner());
-                        r.recv()
-                    };
-                    let Ok((b, es)) = job else { return };
-                    if let Err(e) = me.process(&b, es) {
+    /// The runner as a task on runtime `rt`: passes over the due entries, each batch a local
+    /// task, at most `workers` in flight. Returns once stopped ([`Wakeup::stop`], or
+    /// `shutdown`) and the deliveries in flight have ended.
+    pub async fn run<R: Net>(
+        self: Arc<Self>,
+        rt: R,
+        workers: usize,
+        shutdown: Option<Arc<rmox_driver::Shutdown>>,
+    ) {
+        let workers = workers.max(1);
+        let mut waiting: VecDeque<(Batch, Vec<QueueEntry>)> = VecDeque::new();
+        let mut running: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
+        tracing::info!(workers, "queue runner started");
+        let stopped =
+            |w: &Wakeup| w.is_stopped() || shutdown.as_ref().is_some_and(|s| s.is_triggered());
+        while !stopped(&self.wakeup) {
+            let now = (self.clock)();
+            if waiting.is_empty() {
+                let me = Arc::clone(&self);
+                match rt.unblock(Box::new(move || me.take_due(now, None))).await {
+                    Ok(batches) => waiting.extend(batches),
+                    Err(e) => tracing::error!(error = %e, "queue: loading due entries"),
+                }
+            }
+            // Drop the handles of ended deliveries, then start more up to the limit.
+            let mut still = Vec::with_capacity(running.len());
+            for mut h in running {
+                if futures_lite::future::poll_once(&mut h).await.is_none() {
+                    still.push(h);
+                }
+            }
+            running = still;
+            while running.len() < workers {
+                let Some((b, es)) = waiting.pop_front() else {
+                    break;
+                };
+                let me = Arc::clone(&self);
+                let rt2 = rt.clone();
+                running.push(rt.spawn(async move {
+                    if let Err(e) = me.process(&rt2, &b, es).await {
                         tracing::error!(error = %e, "queue: applying delivery result");
                     }
                     me.finish(&b);
                     me.wakeup.notify();
-                });
-            match t {
-                Ok(t) => pool.push(t),
-                Err(e) => tracing::error!(error = %e, "starting delivery worker"),
+                }));
             }
-        }
-        if pool.is_empty() {
-            return;
-        }
-        tracing::info!(workers = pool.len(), "queue runner started");
-        while !self.wakeup.is_stopped() {
-            let now = (self.clock)();
-            match self.take_due(now, None) {
-                Ok(batches) => {
-                    for b in batches {
-                        if tx.send(b).is_err() {
-                            break;
-                        }
+            let sleep = if !waiting.is_empty() {
+                // Batches wait for a free slot: the end of a delivery wakes us.
+                MAX_SLEEP
+            } else {
+                let me = Arc::clone(&self);
+                match rt
+                    .unblock(Box::new(move || me.store.queue_next_due()))
+                    .await
+                {
+                    Ok(Some(t)) => {
+                        let secs = t.0.saturating_sub((self.clock)().0).max(1);
+                        Duration::from_secs(u64::try_from(secs).unwrap_or(1)).min(MAX_SLEEP)
                     }
+                    _ => MAX_SLEEP,
                 }
-                Err(e) => tracing::error!(error = %e, "queue: loading due entries"),
-            }
-            let sleep = match self.store.queue_next_due() {
-                Ok(Some(t)) => {
-                    let secs = t.0.saturating_sub((self.clock)().0).max(1);
-                    Duration::from_secs(u64::try_from(secs).unwrap_or(1)).min(MAX_SLEEP)
-                }
-                _ => MAX_SLEEP,
             };
-            self.wakeup.wait(sleep);
+            let stop = async {
+                match &shutdown {
+                    Some(s) => s.wait().await,
+                    None => futures_lite::future::pending::<()>().await,
+                }
+            };
+            self.wakeup
+                .notified()
+                .or(rt.sleep_until(Instant::now() + sleep))
+                .or(stop)
+                .await;
         }
-        drop(tx);
-        for t in pool {
-            let _ = t.join();
+        // Batches taken but not started are due again at the next start.
+        for (b, _) in waiting {
+            self.finish(&b);
+        }
+        for h in running {
+            h.await;
         }
         tracing::info!("queue runner stopped");
     }

@@ -88,10 +88,12 @@ pub fn start_thread(config: ResolverConfig, seed: u64) -> Result<Dns, Fail> {
         .name("rmox-dns".into())
         .spawn(move || {
             // The loop is not `Send` (glommio's would not be): it is made on its thread.
-            let (dns, run) = start_on(rmox_runtime_smol::SmolRt, config, seed);
-            if tx.send(dns).is_ok() {
-                async_io::block_on(run);
-            }
+            let _ = rmox_runtime_smol::block_on(|rt| async move {
+                let (dns, run) = start_on(rt, config, seed);
+                if tx.send(dns).is_ok() {
+                    run.await;
+                }
+            });
         })
         .map_err(|e| Fail(format!("starting DNS thread: {e}")))?;
     rx.recv()
@@ -265,13 +267,10 @@ mod tests {
     #[test]
     fn start_on_a_runtime_task() {
         let server = responder(Behaviour::Answer { ad: true });
-        let ex = async_executor::LocalExecutor::new();
+        let ex = std::rc::Rc::new(async_executor::LocalExecutor::new());
+        let rt = rmox_runtime_smol::SmolRt::new(std::rc::Rc::clone(&ex));
         let got = async_io::block_on(ex.run(async {
-            let (dns, run) = start_on(
-                rmox_runtime_smol::SmolRt,
-                config(vec![server.addr], true),
-                3,
-            );
+            let (dns, run) = start_on(rt, config(vec![server.addr], true), 3);
             let task = ex.spawn(run);
             let got = dns.lookup_many_async(&[a("x.test")]).await;
             drop(dns);

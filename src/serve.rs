@@ -290,13 +290,13 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     );
     let flusher = crate::world::Flusher::spawn(Arc::clone(&world))?;
     let world: Arc<dyn rmox_driver::Answerer> = world;
-    let queue = Arc::new(runner).spawn(workers)?;
+    // The queue runner runs on the chosen runtime, started by `run_on` on one worker.
+    let queue = (Arc::new(runner.with_runtime(rt)), workers);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     tracing::info!(runtime = rt.name(), threads, "starting");
-    let result = run_on(rt, bound, world, threads, shutdown);
-    queue.stop();
+    let result = run_on(rt, bound, world, threads, shutdown, queue);
     reporter.stop();
     flusher.stop();
     control.stop();
@@ -332,32 +332,7 @@ fn close_store(mut store: Arc<Store>) {
     }
 }
 
-/// A runtime compiled into this build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Runtime {
-    /// tokio (feature `tokio`).
-    #[cfg(feature = "tokio")]
-    Tokio,
-    /// smol (feature `smol`).
-    #[cfg(feature = "smol")]
-    Smol,
-    /// glommio on io_uring (feature `glommio`, Linux only).
-    #[cfg(all(feature = "glommio", target_os = "linux"))]
-    Glommio,
-}
-
-impl Runtime {
-    fn name(self) -> &'static str {
-        match self {
-            #[cfg(feature = "tokio")]
-            Runtime::Tokio => "tokio",
-            #[cfg(feature = "smol")]
-            Runtime::Smol => "smol",
-            #[cfg(all(feature = "glommio", target_os = "linux"))]
-            Runtime::Glommio => "glommio",
-        }
-    }
-}
+use crate::rt::Runtime;
 
 /// The error for a runtime this build lacks.
 #[cfg_attr(
@@ -452,16 +427,26 @@ fn compiled_runtimes() -> Vec<&'static str> {
 }
 
 /// Runs the listeners on `rt` until shutdown.
+/// The queue runner as the runtime's background task: it stops on shutdown, after the
+/// deliveries in flight.
+fn queue_task<R: rmox_driver::outbound::Net>(
+    (runner, workers): (Arc<crate::queue::Runner>, usize),
+    shutdown: Arc<Shutdown>,
+) -> rmox_driver::Background<R> {
+    Box::new(move |rt: R| Box::pin(runner.run(rt, workers, Some(shutdown))))
+}
+
 fn run_on(
     rt: Runtime,
     bound: Vec<Bound>,
     world: Arc<dyn rmox_driver::Answerer>,
     threads: usize,
     shutdown: Arc<Shutdown>,
+    queue: (Arc<crate::queue::Runner>, usize),
 ) -> std::io::Result<()> {
     match rt {
         #[cfg(feature = "tokio")]
-        Runtime::Tokio => rmox_runtime_tokio::run(
+        Runtime::Tokio => rmox_runtime_tokio::run_with_background(
             bound
                 .into_iter()
                 .map(|b| rmox_runtime_tokio::ListenerSpec {
@@ -471,10 +456,11 @@ fn run_on(
                 .collect(),
             world,
             threads,
-            shutdown,
+            Arc::clone(&shutdown),
+            Some(queue_task(queue, shutdown)),
         ),
         #[cfg(all(feature = "glommio", target_os = "linux"))]
-        Runtime::Glommio => rmox_runtime_glommio::run(
+        Runtime::Glommio => rmox_runtime_glommio::run_with_background(
             bound
                 .into_iter()
                 .map(|b| rmox_runtime_glommio::ListenerSpec {
@@ -484,10 +470,11 @@ fn run_on(
                 .collect(),
             world,
             threads,
-            shutdown,
+            Arc::clone(&shutdown),
+            Some(queue_task(queue, shutdown)),
         ),
         #[cfg(feature = "smol")]
-        Runtime::Smol => rmox_runtime_smol::run(
+        Runtime::Smol => rmox_runtime_smol::run_with_background(
             bound
                 .into_iter()
                 .map(|b| rmox_runtime_smol::ListenerSpec {
@@ -497,7 +484,8 @@ fn run_on(
                 .collect(),
             world,
             threads,
-            shutdown,
+            Arc::clone(&shutdown),
+            Some(queue_task(queue, shutdown)),
         ),
     }
 }

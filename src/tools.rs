@@ -315,9 +315,12 @@ pub fn dane_makerecord(
     let bytes =
         std::fs::read(certfile).map_err(|e| Fail(format!("{}: {e}", certfile.display())))?;
     let mut certs: Vec<Vec<u8>> = Vec::new();
-    for c in rustls_pemfile::certs(&mut &bytes[..]) {
-        let c = c.map_err(|e| Fail(format!("{}: {e}", certfile.display())))?;
-        certs.push(c.as_ref().to_vec());
+    {
+        use rustls::pki_types::pem::PemObject;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&bytes) {
+            let c = c.map_err(|e| Fail(format!("{}: {e:?}", certfile.display())))?;
+            certs.push(c.as_ref().to_vec());
+        }
     }
     if certs.is_empty() && bytes.first() == Some(&0x30) {
         certs.push(bytes.clone());

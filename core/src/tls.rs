@@ -343,6 +343,27 @@ pub enum ClientVerify {
     DaneNames(Vec<Tlsa>, Vec<String>),
 }
 
+/// A PKIX client config (WebPKI path and name validation) trusting the CA certificates in
+/// `pem`: verified TLS for REQUIRETLS, smarthosts and submission. `Err` says why not (no
+/// certificate in the bundle).
+pub fn pkix_config_from_pem(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err("no certificates".into());
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
 /// A client config for outgoing SMTP with the given verification (PKIX is a caller-built
 /// `rustls::ClientConfig` with its roots, used as is).
 pub fn client_config(verify: ClientVerify) -> Result<Arc<rustls::ClientConfig>, TlsError> {

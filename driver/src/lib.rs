@@ -8,6 +8,8 @@
 //! `Send`: glommio tasks are `!Send`.
 
 pub mod dns;
+pub mod accept;
+pub mod outbound;
 #[cfg(feature = "testing")]
 pub mod testing;
 #[cfg(feature = "testing")]
@@ -55,6 +57,18 @@ pub trait Answerer: Send + Sync + 'static {
     fn ended(&self, cid: u64) {
         let _ = cid;
     }
+}
+
+/// Background work a runtime's `run` starts on one worker with that runtime's value (the
+/// queue runner): a local task, awaited before the worker ends (it should end on shutdown).
+pub type Background<R> = Box<dyn FnOnce(R) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// A [`Background`] shared by the workers of one `run`: the first worker to start takes it.
+pub type SharedBackground<R> = Arc<std::sync::Mutex<Option<Background<R>>>>;
+
+/// Takes the background work if no other worker took it.
+pub fn take_background<R>(b: &SharedBackground<R>) -> Option<Background<R>> {
+    b.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 /// Connection ids, unique in this process.

@@ -14,6 +14,16 @@ use rmox_core::server::{
     Completion, CredentialsAnswer, Effect, PasswordCheck, ServerConfig, Verdict,
 };
 
+use rmox_core::client::Needs;
+use rmox_core::delivery::{
+    builtin_host_tls, Completion as DCompletion, DeliveryConfig, DeliverySession,
+    Effect as DEffect, HostTls, Job,
+};
+use rmox_core::dns::{LookupResult, Record, RecordType};
+use rmox_core::queue::AttemptResult;
+use rmox_core::smtp::{ForwardPath, Host, MailParams, RcptParams, ReversePath};
+
+use crate::outbound::DeliveryAnswerer;
 use crate::{Answerer, Shutdown};
 
 /// Accepts everything and counts stored transactions.
@@ -219,5 +229,187 @@ pub fn shutdown_waits_for_message_in_progress(server: Server) {
     match server.done.recv_timeout(Duration::from_secs(10)) {
         Ok(r) => r.unwrap(),
         Err(e) => panic!("run did not stop within 10 s: {e}"),
+    }
+}
+
+// ---- the outbound loop ----
+
+/// Runs the outbound loop on one runtime: `block_on(|rt| deliver(rt, session, answerer))`.
+pub type DeliverFn<'a> =
+    &'a dyn Fn(DeliverySession, Arc<dyn DeliveryAnswerer>) -> rmox_core::delivery::Report;
+
+/// DNS from a table (everything else: no data) and today's TLS requirement.
+#[derive(Default)]
+pub struct StaticDns {
+    /// Answers by (name, type).
+    pub records: std::collections::HashMap<(String, RecordType), Vec<Record>>,
+}
+
+impl StaticDns {
+    /// Adds an MX record.
+    pub fn mx(mut self, domain: &str, preference: u16, host: &str) -> StaticDns {
+        self.records
+            .entry((domain.into(), RecordType::Mx))
+            .or_default()
+            .push(Record::Mx {
+                preference,
+                host: host.into(),
+            });
+        self
+    }
+
+    /// Adds an A record.
+    pub fn a(mut self, host: &str, ip: std::net::Ipv4Addr) -> StaticDns {
+        self.records
+            .entry((host.into(), RecordType::A))
+            .or_default()
+            .push(Record::A(ip));
+        self
+    }
+}
+
+impl DeliveryAnswerer for StaticDns {
+    fn answer(&self, effect: DEffect) -> DCompletion {
+        match effect {
+            DEffect::Dns(lookups) => DCompletion::Dns(
+                lookups
+                    .iter()
+                    .map(|l| match self.records.get(&(l.name.clone(), l.rtype)) {
+                        Some(r) => LookupResult::Records {
+                            records: r.clone(),
+                            authentic: false,
+                        },
+                        None => LookupResult::NoData,
+                    })
+                    .collect(),
+            ),
+            DEffect::HostTls { requiretls, .. } => {
+                DCompletion::HostTls(builtin_host_tls(requiretls, None))
+            }
+            DEffect::Connect { .. } => DCompletion::ConnectFailed("not the answerer's".into()),
+        }
+    }
+
+    fn host_tls(&self, _domain: &str, _host: &str, requiretls: Option<bool>) -> HostTls {
+        builtin_host_tls(requiretls, None)
+    }
+}
+
+/// A delivery of one message from alice@example.org to bob@test.example, MX hosts on
+/// `port`, giving up on a connection after `connect_timeout`.
+pub fn delivery(port: u16, connect_timeout: Duration) -> DeliverySession {
+    let mut config = DeliveryConfig::new(Host::parse("client.example.org").unwrap());
+    config.smtp_port = port;
+    config.connect_timeout = connect_timeout;
+    let job = Job {
+        domain: "test.example".into(),
+        mail_from: ReversePath::parse("<alice@example.org>").unwrap(),
+        recipients: vec![(
+            ForwardPath::parse("<bob@test.example>").unwrap(),
+            RcptParams::default(),
+        )],
+        params: MailParams::default(),
+        message: Arc::from(
+            &b"From: <alice@example.org>\r\nTo: <bob@test.example>\r\nSubject: hi\r\n\r\nhello\r\n"
+                [..],
+        ),
+        needs: Needs::default(),
+        requiretls: None,
+        seed: 7,
+    };
+    DeliverySession::new(Arc::new(config), job, crate::now())
+}
+
+/// The outbound loop delivers to an in-process SMTP server (the same runtime's `run`): one
+/// transaction stored, the recipient delivered by the MX host, TLS recorded as plaintext
+/// (the server offers no STARTTLS).
+pub fn outbound_delivers(server: Server, deliver: DeliverFn<'_>) {
+    let dns = StaticDns::default()
+        .mx("test.example", 10, "mx.test.example")
+        .a("mx.test.example", ip4(server.addr));
+    let report = deliver(
+        delivery(server.addr.port(), Duration::from_secs(5)),
+        Arc::new(dns),
+    );
+    assert_eq!(report.results.len(), 1, "{report:?}");
+    match &report.results[0] {
+        AttemptResult::Delivered { host, .. } => {
+            assert_eq!(host.as_deref(), Some("mx.test.example"))
+        }
+        r => panic!("not delivered: {r:?}"),
+    }
+    assert_eq!(report.remote_mta.as_deref(), Some("mx.test.example"));
+    assert_eq!(report.tls.len(), 1, "{report:?}");
+    assert_eq!(
+        report.tls[0].result,
+        rmox_core::delivery::TlsResult::Plaintext
+    );
+    assert_eq!(server.answerer.stored.load(Ordering::SeqCst), 1);
+    server.stop();
+}
+
+/// A refused port on the first MX host, then the second host delivers.
+pub fn outbound_refused_then_fallback(server: Server, deliver: DeliverFn<'_>) {
+    // Nothing listens on the server's port at 127.0.0.2 (the server is bound to its own
+    // address only).
+    let refused = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    assert_ne!(ip4(server.addr), refused);
+    let dns = StaticDns::default()
+        .mx("test.example", 10, "mx1.test.example")
+        .mx("test.example", 20, "mx2.test.example")
+        .a("mx1.test.example", refused)
+        .a("mx2.test.example", ip4(server.addr));
+    let report = deliver(
+        delivery(server.addr.port(), Duration::from_secs(5)),
+        Arc::new(dns),
+    );
+    match &report.results[0] {
+        AttemptResult::Delivered { host, .. } => {
+            assert_eq!(host.as_deref(), Some("mx2.test.example"))
+        }
+        r => panic!("not delivered by the second host: {r:?}"),
+    }
+    assert_eq!(server.answerer.stored.load(Ordering::SeqCst), 1);
+    server.stop();
+}
+
+/// A host that never answers the TCP handshake (a listener whose accept queue is full)
+/// fails temporarily once the connect timeout passed; the loop does not hang.
+pub fn outbound_connect_timeout(deliver: DeliverFn<'_>) {
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    l.bind(&addr.into()).unwrap();
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap();
+    // Fill the accept queue: further handshakes are dropped, so connects hang.
+    let mut fill = Vec::new();
+    for _ in 0..4 {
+        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            fill.push(s);
+        }
+    }
+    let dns = StaticDns::default()
+        .mx("test.example", 10, "blackhole.test.example")
+        .a("blackhole.test.example", ip4(addr));
+    let started = std::time::Instant::now();
+    let report = deliver(delivery(addr.port(), Duration::from_secs(1)), Arc::new(dns));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "connect timeout not applied"
+    );
+    match &report.results[0] {
+        AttemptResult::Temporary(f) => {
+            assert!(f.detail.contains("timed out"), "{f:?}");
+            assert_eq!(f.host.as_deref(), Some("blackhole.test.example"));
+        }
+        r => panic!("want a temporary failure: {r:?}"),
+    }
+    drop(fill);
+}
+
+fn ip4(a: SocketAddr) -> std::net::Ipv4Addr {
+    match a.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        std::net::IpAddr::V6(_) => panic!("IPv4 test addresses only"),
     }
 }

@@ -16,17 +16,17 @@ mod udp;
 pub use udp::*;
 
 use std::future::Future;
-use std::net::TcpListener as StdListener;
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::pin::Pin;
 use std::sync::{mpsc, Arc};
-use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use futures_lite::FutureExt;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement, PoolPlacement};
 use rmox_core::server::ServerConfig;
-use rmox_driver::{Answerer, Runtime, Shutdown};
+use rmox_driver::accept::{accept_loop, Listener};
+use rmox_driver::outbound::Net;
+use rmox_driver::{Answerer, Background, Runtime, SharedBackground, Shutdown};
 
 /// One listening address and the session config for its connections.
 pub struct ListenerSpec {
@@ -47,7 +47,7 @@ const BLOCKING_THREADS: usize = 16;
 /// How long [`io_uring_available`] waits for its probe executor.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// This runtime for the shared driver loops ([`rmox_driver::serve`], [`rmox_driver::dns`]).
+/// The glommio runtime as the driver sees it (valid inside a glommio executor).
 #[derive(Clone)]
 pub struct GlommioRt;
 
@@ -64,6 +64,64 @@ impl Runtime for GlommioRt {
     ) -> Pin<Box<dyn Future<Output = T>>> {
         Box::pin(glommio::executor().spawn_blocking(f))
     }
+}
+
+impl Net for GlommioRt {
+    type Stream = TcpStream;
+
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Self::Stream>>>> {
+        let timeout = timeout.max(Duration::from_millis(1));
+        Box::pin(async move {
+            match source {
+                None => {
+                    let s = TcpStream::connect_timeout(addr, timeout)
+                        .await
+                        .map_err(std::io::Error::from)?;
+                    let _ = s.set_nodelay(true);
+                    Ok(s)
+                }
+                // glommio cannot bind before connecting: a blocking connect from the source
+                // address on the blocking pool, then the socket is adopted.
+                Some(ip) => {
+                    let s = glommio::executor()
+                        .spawn_blocking(move || {
+                            rmox_driver::outbound::bound_connect(addr, ip, timeout)
+                        })
+                        .await?;
+                    Ok(glommio_stream(s))
+                }
+            }
+        })
+    }
+
+    fn spawn<F: Future<Output = ()> + 'static>(&self, f: F) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(glommio::spawn_local(f))
+    }
+}
+
+/// A connected socket as this executor's glommio stream.
+#[allow(unsafe_code)]
+fn glommio_stream(s: std::net::TcpStream) -> TcpStream {
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let fd = s.into_raw_fd();
+    // SAFETY: `fd` is an open, connected TCP socket whose ownership `into_raw_fd` just gave
+    // up (nothing else closes it); glommio's `from_raw_fd` takes that ownership and expects
+    // exactly such a socket. Called inside an executor, whose reactor it is attached to.
+    unsafe { TcpStream::from_raw_fd(fd) }
+}
+
+/// Runs `f` on a new glommio executor on this thread until it completes: for one-off work
+/// outside `run` (tests, command-line tools).
+pub fn block_on<T, Fut: Future<Output = T>>(
+    f: impl FnOnce(GlommioRt) -> Fut,
+) -> std::io::Result<T> {
+    let ex = make_executor("rmox-glommio-once")?;
+    Ok(ex.run(f(GlommioRt)))
 }
 
 fn builder(name: &str, blocking_threads: usize) -> LocalExecutorBuilder {
@@ -133,6 +191,19 @@ pub fn run(
     threads: usize,
     shutdown: Arc<Shutdown>,
 ) -> std::io::Result<()> {
+    run_with_background(listeners, answerer, threads, shutdown, None)
+}
+
+/// As [`run`], with `background` started as a local task on worker 0 (the queue runner);
+/// that worker ends once it has ended too.
+pub fn run_with_background(
+    listeners: Vec<ListenerSpec>,
+    answerer: Arc<dyn Answerer>,
+    threads: usize,
+    shutdown: Arc<Shutdown>,
+    background: Option<Background<GlommioRt>>,
+) -> std::io::Result<()> {
+    let background: SharedBackground<GlommioRt> = Arc::new(std::sync::Mutex::new(background));
     let threads = threads.max(1);
     for spec in &listeners {
         spec.listener.set_nonblocking(true)?;
@@ -158,9 +229,10 @@ pub fn run(
         let shutdown = Arc::clone(&shutdown);
         let abort = Arc::clone(&abort);
         let ready = ready_tx.clone();
+        let background = Arc::clone(&background);
         let spawned = std::thread::Builder::new()
             .name(format!("rmox-glommio-{i}"))
-            .spawn(move || worker(i, mine, answerer, shutdown, abort, ready));
+            .spawn(move || worker(i, mine, answerer, shutdown, abort, ready, background));
         match spawned {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -227,6 +299,7 @@ fn worker(
     shutdown: Arc<Shutdown>,
     abort: Arc<Shutdown>,
     ready: mpsc::Sender<std::io::Result<()>>,
+    background: SharedBackground<GlommioRt>,
 ) -> std::io::Result<()> {
     let ex = match make_executor(&format!("rmox-glommio-{i}")) {
         Ok(ex) => ex,
@@ -247,11 +320,15 @@ fn worker(
         let mut tasks = Vec::new();
         for (l, config) in listeners {
             tasks.push(glommio::spawn_local(accept_loop(
-                l,
+                GlommioRt,
+                GlommioListener(l),
                 config,
                 Arc::clone(&answerer),
                 Arc::clone(&shutdown),
             )));
+        }
+        if let Some(b) = rmox_driver::take_background(&background) {
+            tasks.push(glommio::spawn_local(b(GlommioRt)));
         }
         for t in tasks {
             t.await;
@@ -260,58 +337,23 @@ fn worker(
     })
 }
 
-async fn accept_loop(
-    l: TcpListener,
-    config: Arc<ServerConfig>,
-    answerer: Arc<dyn Answerer>,
-    shutdown: Arc<Shutdown>,
-) {
-    let mut open: Vec<glommio::Task<()>> = Vec::new();
-    loop {
-        let accepted = async { Some(l.accept().await) }
-            .or(async {
-                shutdown.wait().await;
-                None
-            })
-            .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let addr = match stream.peer_addr() {
-            Ok(a) => a,
-            // Reset before we looked: nothing to serve.
-            Err(_) => continue,
-        };
-        let _ = stream.set_nodelay(true);
-        open.retain_mut(|t| !finished(t));
-        open.push(glommio::spawn_local(rmox_driver::connection(
-            GlommioRt,
-            stream,
-            addr,
-            Arc::clone(&config),
-            Arc::clone(&answerer),
-            Arc::clone(&shutdown),
-        )));
-    }
-    // Stop accepting at once (the pending io_uring accept holds the socket open until
-    // its cancellation is submitted: a short sleep lets the reactor do that), then let
-    // open sessions finish their transactions.
-    drop(l);
-    glommio::timer::sleep(Duration::from_millis(1)).await;
-    for h in open {
-        h.await;
-    }
-}
+/// glommio's listener for the shared accept loop.
+struct GlommioListener(TcpListener);
 
-/// Whether a session task has ended (glommio's `Task` has no `is_finished`): one poll
-/// with a no-op waker, which does not disturb a later `await`.
-fn finished(t: &mut glommio::Task<()>) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
-    Pin::new(t).poll(&mut cx).is_ready()
+impl Listener for GlommioListener {
+    type Stream = TcpStream;
+
+    async fn accept(&self) -> std::io::Result<(Self::Stream, SocketAddr)> {
+        loop {
+            let s = self.0.accept().await.map_err(std::io::Error::from)?;
+            match s.peer_addr() {
+                Ok(addr) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok((s, addr));
+                }
+                // Reset before we looked: nothing to serve.
+                Err(_) => continue,
+            }
+        }
+    }
 }

@@ -117,3 +117,32 @@ fn shutdown_waits_for_message_in_progress() {
         testing::shutdown_waits_for_message_in_progress(start(2, true));
     }
 }
+
+fn deliver(
+    session: rmox_core::delivery::DeliverySession,
+    answerer: Arc<dyn rmox_driver::outbound::DeliveryAnswerer>,
+) -> rmox_core::delivery::Report {
+    rmox_runtime_glommio::block_on(|rt| rmox_driver::outbound::deliver(rt, session, answerer, 1))
+        .expect("runtime")
+}
+
+#[test]
+fn outbound_delivers() {
+    if glommio_works() {
+        testing::outbound_delivers(start(1, false), &deliver);
+    }
+}
+
+#[test]
+fn outbound_refused_then_fallback() {
+    if glommio_works() {
+        testing::outbound_refused_then_fallback(start(1, false), &deliver);
+    }
+}
+
+#[test]
+fn outbound_connect_timeout() {
+    if glommio_works() {
+        testing::outbound_connect_timeout(&deliver);
+    }
+}

@@ -35,3 +35,26 @@ fn shutdown_closes_idle_sessions_with_421() {
 fn shutdown_waits_for_message_in_progress() {
     testing::shutdown_waits_for_message_in_progress(start(2));
 }
+
+fn deliver(
+    session: rmox_core::delivery::DeliverySession,
+    answerer: Arc<dyn rmox_driver::outbound::DeliveryAnswerer>,
+) -> rmox_core::delivery::Report {
+    rmox_runtime_smol::block_on(|rt| rmox_driver::outbound::deliver(rt, session, answerer, 1))
+        .expect("runtime")
+}
+
+#[test]
+fn outbound_delivers() {
+    testing::outbound_delivers(start(1), &deliver);
+}
+
+#[test]
+fn outbound_refused_then_fallback() {
+    testing::outbound_refused_then_fallback(start(1), &deliver);
+}
+
+#[test]
+fn outbound_connect_timeout() {
+    testing::outbound_connect_timeout(&deliver);
+}

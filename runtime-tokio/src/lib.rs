@@ -6,14 +6,16 @@ mod udp;
 pub use udp::*;
 
 use std::future::Future;
-use std::net::TcpListener as StdListener;
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rmox_core::server::ServerConfig;
-use rmox_driver::{Answerer, Runtime, Shutdown};
-use tokio_util::compat::TokioAsyncReadCompatExt;
+use rmox_driver::accept::{accept_loop, Listener};
+use rmox_driver::outbound::Net;
+use rmox_driver::{Answerer, Background, Runtime, SharedBackground, Shutdown};
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 /// One listening address and the session config for its connections.
 pub struct ListenerSpec {
@@ -23,7 +25,7 @@ pub struct ListenerSpec {
     pub config: Arc<ServerConfig>,
 }
 
-/// This runtime for the shared driver loops ([`rmox_driver::serve`], [`rmox_driver::dns`]).
+/// The tokio runtime as the driver sees it (valid inside a `LocalSet` of a tokio runtime).
 #[derive(Clone)]
 pub struct TokioRt;
 
@@ -46,6 +48,53 @@ impl Runtime for TokioRt {
     }
 }
 
+impl Net for TokioRt {
+    type Stream = Compat<tokio::net::TcpStream>;
+
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Self::Stream>>>> {
+        Box::pin(async move {
+            let socket = match addr {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            if let Some(ip) = source {
+                socket.bind(SocketAddr::new(ip, 0))?;
+            }
+            let stream = tokio::time::timeout(timeout, socket.connect(addr))
+                .await
+                .map_err(|_| rmox_driver::outbound::connect_timed_out())??;
+            let _ = stream.set_nodelay(true);
+            Ok(stream.compat())
+        })
+    }
+
+    fn spawn<F: Future<Output = ()> + 'static>(&self, f: F) -> Pin<Box<dyn Future<Output = ()>>> {
+        let h = tokio::task::spawn_local(f);
+        Box::pin(async move {
+            if let Err(e) = h.await {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        })
+    }
+}
+
+/// Runs `f` on a new current-thread tokio runtime (with a `LocalSet`) on this thread until
+/// it completes: for one-off work outside `run` (tests, command-line tools).
+pub fn block_on<T, Fut: Future<Output = T>>(f: impl FnOnce(TokioRt) -> Fut) -> std::io::Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    Ok(local.block_on(&rt, f(TokioRt)))
+}
+
 /// Serves the listeners on `threads` worker threads until `shutdown` triggers and the open
 /// sessions have ended.
 pub fn run(
@@ -54,12 +103,30 @@ pub fn run(
     threads: usize,
     shutdown: Arc<Shutdown>,
 ) -> std::io::Result<()> {
+    run_with_background(listeners, answerer, threads, shutdown, None)
+}
+
+/// As [`run`], with `background` started as a local task on one worker (the queue runner);
+/// that worker ends once it has ended too.
+pub fn run_with_background(
+    listeners: Vec<ListenerSpec>,
+    answerer: Arc<dyn Answerer>,
+    threads: usize,
+    shutdown: Arc<Shutdown>,
+    background: Option<Background<TokioRt>>,
+) -> std::io::Result<()> {
     let shared: Vec<(StdListener, Arc<ServerConfig>)> = listeners
         .into_iter()
         .map(|l| (l.listener, l.config))
         .collect();
+    let background: SharedBackground<TokioRt> = Arc::new(std::sync::Mutex::new(background));
     rmox_driver::run_workers("rmox-tokio", &shared, threads, move |mine| {
-        worker(mine, Arc::clone(&answerer), Arc::clone(&shutdown))
+        worker(
+            mine,
+            Arc::clone(&answerer),
+            Arc::clone(&shutdown),
+            Arc::clone(&background),
+        )
     })
 }
 
@@ -67,6 +134,7 @@ fn worker(
     listeners: Vec<(StdListener, Arc<ServerConfig>)>,
     answerer: Arc<dyn Answerer>,
     shutdown: Arc<Shutdown>,
+    background: SharedBackground<TokioRt>,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -80,8 +148,15 @@ fn worker(
             let answerer = Arc::clone(&answerer);
             let shutdown = Arc::clone(&shutdown);
             tasks.push(tokio::task::spawn_local(accept_loop(
-                l, config, answerer, shutdown,
+                TokioRt,
+                TokioListener(l),
+                config,
+                answerer,
+                shutdown,
             )));
+        }
+        if let Some(b) = rmox_driver::take_background(&background) {
+            tasks.push(tokio::task::spawn_local(b(TokioRt)));
         }
         for t in tasks {
             let _ = t.await;
@@ -90,39 +165,15 @@ fn worker(
     })
 }
 
-async fn accept_loop(
-    l: tokio::net::TcpListener,
-    config: Arc<ServerConfig>,
-    answerer: Arc<dyn Answerer>,
-    shutdown: Arc<Shutdown>,
-) {
-    let mut open = Vec::new();
-    loop {
-        let accepted = tokio::select! {
-            a = l.accept() => a,
-            _ = shutdown.wait() => break,
-        };
-        let (stream, addr) = match accepted {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        open.retain(|h: &tokio::task::JoinHandle<()>| !h.is_finished());
-        open.push(tokio::task::spawn_local(rmox_driver::connection(
-            TokioRt,
-            stream.compat(),
-            addr,
-            Arc::clone(&config),
-            Arc::clone(&answerer),
-            Arc::clone(&shutdown),
-        )));
-    }
-    // Let open sessions finish their transactions.
-    for h in open {
-        let _ = h.await;
+/// tokio's listener for the shared accept loop.
+struct TokioListener(tokio::net::TcpListener);
+
+impl Listener for TokioListener {
+    type Stream = Compat<tokio::net::TcpStream>;
+
+    async fn accept(&self) -> std::io::Result<(Self::Stream, SocketAddr)> {
+        let (s, addr) = self.0.accept().await?;
+        let _ = s.set_nodelay(true);
+        Ok((s.compat(), addr))
     }
 }

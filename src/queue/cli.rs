@@ -178,13 +178,13 @@ pub fn execute(
                 return Ok(out);
             }
             let connector = Runner::connector_for(c, store, dns, seed())?;
-            let r = Runner::new(
+            let r = Arc::new(Runner::new(
                 Arc::clone(store),
                 Arc::clone(c),
                 connector,
                 seed(),
                 wall_clock(),
-            );
+            ));
             r.run_selected(now, Some(qid))?;
             match store.queue_get(qid)? {
                 Some(e) => out.push(format!("attempted, still queued: {}", entry_line(&e))),

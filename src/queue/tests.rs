@@ -12,6 +12,75 @@ use rmox_storage::QueueFilter;
 use super::cli::{execute, Op};
 use super::*;
 
+thread_local! {
+    /// The runtime the runners of this test use (set by `on_every_runtime!`).
+    static RT: std::cell::Cell<Option<Runtime>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs test `f` with its runners on runtime `rt`.
+pub(crate) fn with_rt(rt: Runtime, f: fn()) {
+    RT.with(|c| c.set(Some(rt)));
+    f();
+}
+
+/// Whether glommio runs here; says why not.
+#[cfg(all(feature = "glommio", target_os = "linux"))]
+pub(crate) fn glommio_works() -> bool {
+    match rmox_runtime_glommio::io_uring_available() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("skipping: glommio/io_uring unavailable here: {e}");
+            false
+        }
+    }
+}
+
+/// Instantiates each named test (a plain `fn()`) once per runtime compiled in: the runner
+/// loop and SMTP delivery run on tokio, smol and glommio alike.
+macro_rules! on_every_runtime {
+    ($($name:ident),* $(,)?) => {
+        #[cfg(feature = "tokio")]
+        mod on_tokio {
+            $(
+                #[test]
+                fn $name() {
+                    crate::queue::tests::with_rt(crate::rt::Runtime::Tokio, super::$name)
+                }
+            )*
+        }
+        #[cfg(feature = "smol")]
+        mod on_smol {
+            $(
+                #[test]
+                fn $name() {
+                    crate::queue::tests::with_rt(crate::rt::Runtime::Smol, super::$name)
+                }
+            )*
+        }
+        #[cfg(all(feature = "glommio", target_os = "linux"))]
+        mod on_glommio {
+            $(
+                #[test]
+                fn $name() {
+                    if crate::queue::tests::glommio_works() {
+                        crate::queue::tests::with_rt(crate::rt::Runtime::Glommio, super::$name)
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_every_runtime!(
+    wakeup_and_stop,
+    workers_key_sets_parallel_deliveries,
+    smtp_source_address,
+    smtp_end_to_end_delivery_tempfail_kick_permfail,
+    smtp_connection_refused_and_null_mx,
+    harness_postfix_and_peers,
+    shutdown_waits_for_deliveries_in_flight,
+);
+
 const T0: i64 = 1_700_000_000;
 
 fn config(dir: &Path, localserve: bool, extra: &str) -> Arc<Config> {
@@ -67,7 +136,7 @@ impl Env {
         self.clock.fetch_add(secs, Ordering::SeqCst);
     }
 
-    fn runner(&self, connector: Arc<dyn Connector>) -> Runner {
+    fn runner(&self, connector: impl Into<Deliverer>) -> Arc<Runner> {
         let qc = QueueConfigBuilder {
             jitter: 0.0,
             backoff: vec![Duration::from_secs(60)],
@@ -77,7 +146,7 @@ impl Env {
         }
         .build()
         .unwrap();
-        Runner::new(
+        let r = Runner::new(
             Arc::clone(&self.store),
             Arc::clone(&self.config),
             connector,
@@ -85,6 +154,8 @@ impl Env {
             self.clock(),
         )
         .with_queue_config(qc)
+        .with_runtime(RT.with(|c| c.get()).unwrap_or_else(Runtime::one_off));
+        Arc::new(r)
     }
 
     fn queue(&self, from: &str, to: &[&str]) -> Vec<QueueId> {
@@ -540,11 +611,10 @@ fn cli_operations() {
     .is_err());
 }
 
-#[test]
 fn wakeup_and_stop() {
     let e = env(false, "");
     let fake = Arc::new(Fake::default());
-    let r = Arc::new(e.runner(fake.clone()));
+    let r = e.runner(fake.clone());
     let w = Arc::clone(&r.wakeup);
     let h = Arc::clone(&r).spawn(2).unwrap();
     let id = e.queue("mjl@mox.example", &["a@example.net"])[0];
@@ -560,6 +630,62 @@ fn wakeup_and_stop() {
     h.stop();
     assert!(delivered, "runner delivered after wakeup");
     assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+}
+
+/// Takes 300 ms per delivery; counts the deliveries started.
+#[derive(Default)]
+struct Slow {
+    started: AtomicUsize,
+}
+
+impl Connector for Slow {
+    fn deliver(&self, job: &Job<'_>) -> Vec<AttemptResult> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        job.items
+            .iter()
+            .map(|_| {
+                AttemptResult::from_reply(
+                    "mx.example.net",
+                    Reply::new(250, Enhanced::parse("2.0.0"), "ok"),
+                    false,
+                )
+            })
+            .collect()
+    }
+}
+
+/// The server runs the runner as a task until shutdown: a delivery in flight when
+/// shutdown triggers is finished and its result applied before the runner returns.
+fn shutdown_waits_for_deliveries_in_flight() {
+    struct Loop(Arc<Runner>, Arc<rmox_driver::Shutdown>);
+    impl OnRuntime for Loop {
+        type Output = ();
+        async fn run<R: Net>(self, rt: R) {
+            self.0.run(rt, 2, Some(self.1)).await
+        }
+    }
+    let e = env(false, "");
+    let slow = Arc::new(Slow::default());
+    let r = e.runner(slow.clone());
+    let id = e.queue("mjl@mox.example", &["a@example.net"])[0];
+    let shutdown = rmox_driver::Shutdown::new();
+    let rt = RT.with(|c| c.get()).unwrap_or_else(Runtime::one_off);
+    let s = Arc::clone(&shutdown);
+    let t = std::thread::spawn(move || rt.block_on(Loop(r, s)).unwrap());
+    for _ in 0..500 {
+        if slow.started.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(slow.started.load(Ordering::SeqCst), 1, "delivery started");
+    shutdown.trigger();
+    t.join().unwrap();
+    assert!(
+        matches!(e.retired(id), Some(Outcome::Delivered(_))),
+        "result applied before the runner returned"
+    );
 }
 
 /// Counts deliveries in flight; each holds until three are in flight or 300 ms passed.
@@ -596,13 +722,12 @@ impl Connector for Gate {
 
 /// `[queue] workers` was documented with no test of its effect: with N workers, N batches
 /// (one per destination domain) are delivered at the same time; with one, one at a time.
-#[test]
 fn workers_key_sets_parallel_deliveries() {
     for workers in [1usize, 3] {
         let e = env(false, &format!("[queue]\nworkers = {workers}\n"));
         assert_eq!(e.config.queue.workers, workers);
         let gate = Arc::new(Gate::default());
-        let r = Arc::new(e.runner(gate.clone()));
+        let r = e.runner(gate.clone());
         for d in ["a.example", "b.example", "c.example"] {
             e.queue("mjl@mox.example", &[&format!("x@{d}")]);
         }
@@ -720,7 +845,6 @@ fn sink() -> Sink {
 }
 
 /// `[queue] source_ipv4` makes outgoing connections from that address.
-#[test]
 fn smtp_source_address() {
     let s = sink();
     let e = env(
@@ -750,7 +874,6 @@ fn zone_dns() -> crate::resolve::Dns {
     crate::resolve::Dns::Zone(zone)
 }
 
-#[test]
 fn smtp_end_to_end_delivery_tempfail_kick_permfail() {
     let s = sink();
     let e = env(false, &format!("[queue]\nsmtp_port = {}\n", s.port));
@@ -793,7 +916,6 @@ fn smtp_end_to_end_delivery_tempfail_kick_permfail() {
     );
 }
 
-#[test]
 fn smtp_connection_refused_and_null_mx() {
     // A port nobody listens on: bind, note the port, close.
     let port = TcpListener::bind("127.0.0.1:0")
@@ -819,7 +941,6 @@ fn smtp_connection_refused_and_null_mx() {
 /// Against ../shared/harness (NSD/Unbound, aiosmtpd peers, real Postfix): run
 /// `/work/shared/harness/up.sh`, then `HARNESS_DIR=/tmp/harness/run cargo test --bin rmox
 /// queue::tests::harness`. Skips with a printed reason when the harness is not up.
-#[test]
 fn harness_postfix_and_peers() {
     // In CI (.ci/run starts the harness) the test must run; elsewhere it skips.
     let in_ci = std::env::var_os("CI").is_some();

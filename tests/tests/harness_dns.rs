@@ -35,11 +35,15 @@ fn dns_loop_on_smol_against_harness() {
     let Some(_h) = Harness::get("dns_loop_on_smol_against_harness") else {
         return;
     };
-    fn block_on(f: LocalBoxFuture<'static, ()>) {
-        let ex = async_executor::LocalExecutor::new();
-        async_io::block_on(ex.run(f));
+    thread_local! {
+        static EX: std::rc::Rc<async_executor::LocalExecutor<'static>> =
+            std::rc::Rc::new(async_executor::LocalExecutor::new());
     }
-    testing_dns::harness_lookups(rmox_runtime_smol::SmolRt, block_on, resolver());
+    fn block_on(f: LocalBoxFuture<'static, ()>) {
+        EX.with(|ex| async_io::block_on(ex.run(f)));
+    }
+    let rt = rmox_runtime_smol::SmolRt::new(EX.with(std::rc::Rc::clone));
+    testing_dns::harness_lookups(rt, block_on, resolver());
 }
 
 #[cfg(all(feature = "glommio", target_os = "linux"))]

@@ -266,6 +266,60 @@ pub struct TlsAttempt {
     pub result: TlsResult,
 }
 
+impl TlsPolicyKind {
+    /// The RFC 8460 `policy-type` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsPolicyKind::NoPolicy => "no-policy-found",
+            TlsPolicyKind::Sts => "sts",
+            TlsPolicyKind::Tlsa => "tlsa",
+        }
+    }
+}
+
+impl TlsAttempt {
+    /// The text of the result in the attempt history.
+    pub fn result_text(&self) -> String {
+        match &self.result {
+            TlsResult::Established(i) => format!("{} {}", i.version, i.cipher),
+            TlsResult::Plaintext => "plaintext".into(),
+            TlsResult::Failed {
+                result_type,
+                detail,
+            } => format!("failed: {result_type}: {detail}"),
+        }
+    }
+
+    /// Whether the attempt belongs in TLS reports: TLS was established or failed.
+    pub fn is_reportable(&self) -> bool {
+        !matches!(self.result, TlsResult::Plaintext)
+    }
+
+    /// The stored TLS result record: one JSON object for this connection, counts of 1
+    /// (aggregated when TLS reports are made).
+    pub fn to_json(&self) -> Vec<u8> {
+        let (success, failure, result_type, detail) = match &self.result {
+            TlsResult::Failed {
+                result_type,
+                detail,
+            } => (0, 1, Some(*result_type), Some(detail.as_str())),
+            _ => (1, 0, None, None),
+        };
+        let v = serde_json::json!({
+            "policy-type": self.policy.as_str(),
+            "policy-domain": self.policy_domain,
+            "mx-host": self.mx_host,
+            "receiving-ip": self.receiving_ip.to_string(),
+            "mode": self.mode,
+            "success-count": success,
+            "failure-count": failure,
+            "result-type": result_type,
+            "failure-reason": detail,
+        });
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+}
+
 /// Things worth a log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

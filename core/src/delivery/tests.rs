@@ -1963,3 +1963,84 @@ fn tls_results_and_levels_from_kinds() {
         assert_eq!(classify(None, Some(&early)), None);
     }
 }
+
+/// The stored TLS result record and history text (moved from the binary's second copy of
+/// these types).
+#[test]
+fn tls_attempt_record() {
+    let a = TlsAttempt {
+        policy_domain: "example.net".into(),
+        mx_host: "mx.example.net".into(),
+        receiving_ip: "127.0.0.1".parse().unwrap(),
+        policy: TlsPolicyKind::NoPolicy,
+        mode: "required",
+        result: TlsResult::Failed {
+            result_type: "certificate-not-trusted",
+            detail: "UnknownIssuer".into(),
+        },
+    };
+    let v: serde_json::Value = serde_json::from_slice(&a.to_json()).unwrap();
+    assert_eq!(v["policy-type"], "no-policy-found");
+    assert_eq!(v["receiving-ip"], "127.0.0.1");
+    assert_eq!(v["failure-count"], 1);
+    assert_eq!(v["success-count"], 0);
+    assert_eq!(v["result-type"], "certificate-not-trusted");
+    assert!(a.is_reportable());
+    assert_eq!(
+        a.result_text(),
+        "failed: certificate-not-trusted: UnknownIssuer"
+    );
+    let ok = TlsAttempt {
+        result: TlsResult::Established(TlsInfo {
+            version: "TLSv1_3".into(),
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+            sni: None,
+        }),
+        ..a.clone()
+    };
+    assert_eq!(ok.result_text(), "TLSv1_3 TLS13_AES_128_GCM_SHA256");
+    let plain = TlsAttempt {
+        result: TlsResult::Plaintext,
+        ..a
+    };
+    assert!(!plain.is_reportable());
+    assert_eq!(plain.result_text(), "plaintext");
+}
+
+#[test]
+fn tls_classify_cases() {
+    let info = TlsInfo {
+        version: "TLSv1_3".into(),
+        cipher: "TLS13_AES_128_GCM_SHA256".into(),
+        sni: None,
+    };
+    let err = |stage, kind| ClientError {
+        stage,
+        permanent: false,
+        kind,
+        reply: None,
+    };
+    let tls_err = err(
+        Stage::StartTls,
+        ErrorKind::PeerIncompatible(crate::client::PeerIncompatible::StartTls),
+    );
+    let greeting = err(
+        Stage::Greeting,
+        ErrorKind::Transport(crate::client::Transport::Closed),
+    );
+    let rcpt = err(Stage::Rcpt, ErrorKind::TemporaryReply);
+    assert!(matches!(
+        classify(Some(&info), Some(&rcpt)),
+        Some(TlsResult::Established(_))
+    ));
+    assert!(matches!(
+        classify(None, Some(&tls_err)),
+        Some(TlsResult::Failed {
+            result_type: "starttls-not-supported",
+            ..
+        })
+    ));
+    assert_eq!(classify(None, Some(&greeting)), None);
+    assert_eq!(classify(None, Some(&rcpt)), Some(TlsResult::Plaintext));
+    assert_eq!(classify(None, None), Some(TlsResult::Plaintext));
+}

@@ -11,6 +11,12 @@ use rmox_storage::ReportKind;
 
 use super::*;
 
+on_every_runtime!(
+    tls_mode_and_result_recorded,
+    requiretls_to_server_without_requiretls_fails_with_dsn,
+    other_family_tried_after_connection_level_failure,
+);
+
 /// Zone data: the sink's MX on 127.0.0.1 and ::1, and a relay name for the sink.
 fn zone() -> crate::resolve::Dns {
     let zone = rmox_core::dns::StaticZone::parse(
@@ -204,7 +210,6 @@ fn listener4() -> (TcpListener, u16) {
     (l, port)
 }
 
-#[test]
 fn tls_mode_and_result_recorded() {
     let (cert, _) = self_signed(&["mx.example.net"]);
     // (sink offers STARTTLS, message REQUIRETLS, delivered, history TLS result starts with,
@@ -316,7 +321,6 @@ fn tls_mode_and_result_recorded() {
     }
 }
 
-#[test]
 fn requiretls_to_server_without_requiretls_fails_with_dsn() {
     // A relay with a certificate trusted through ca_file, so REQUIRETLS gets verified TLS;
     // with and without REQUIRETLS announced.
@@ -386,7 +390,6 @@ fn dual_listeners() -> Option<(TcpListener, TcpListener, u16)> {
     None
 }
 
-#[test]
 fn other_family_tried_after_connection_level_failure() {
     let ok = SinkSetup {
         starttls: None,

@@ -7,6 +7,14 @@ use std::net::{SocketAddr, TcpStream};
 
 use super::*;
 
+on_every_runtime!(
+    smarthost_and_submission_with_auth_through_rmox,
+    socks5_proxy_in_front_of_the_sink,
+    direct_transport_address_family_switches,
+    routes_select_transport_per_attempt,
+    unknown_transport_on_an_item_fails_temporarily,
+);
+
 /// Zone data: the sink's MX on 127.0.0.1 and ::1, and the smarthost's name.
 fn zone() -> crate::resolve::Dns {
     let zone = rmox_core::dns::StaticZone::parse(
@@ -119,7 +127,6 @@ impl Smarthost {
     }
 }
 
-#[test]
 fn smarthost_and_submission_with_auth_through_rmox() {
     let sh = smarthost();
     let cert = sh.cert_file.display().to_string();
@@ -301,7 +308,6 @@ fn serve_socks(
     Ok(())
 }
 
-#[test]
 fn socks5_proxy_in_front_of_the_sink() {
     let s = sink();
     let closed = TcpListener::bind("127.0.0.1:0")
@@ -374,7 +380,6 @@ fn socks5_proxy_in_front_of_the_sink() {
     }
 }
 
-#[test]
 fn direct_transport_address_family_switches() {
     let s = sink();
     // (ipv4, ipv6, delivered?, address in the error)
@@ -425,7 +430,6 @@ impl Connector for Recorder {
     }
 }
 
-#[test]
 fn routes_select_transport_per_attempt() {
     let e = env(
         false,
@@ -473,7 +477,6 @@ transport = "relay"
     );
 }
 
-#[test]
 fn unknown_transport_on_an_item_fails_temporarily() {
     let e = env(false, "");
     let connector = Runner::connector_for(&e.config, &e.store, Some(zone()), 3).unwrap();

@@ -1,0 +1,82 @@
+//! The accept loop, written once for every runtime: a runtime supplies its listening
+//! socket as a [`Listener`] and its [`Net`] value (for timers and local tasks).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
+use rmox_core::server::ServerConfig;
+
+use crate::outbound::Net;
+use crate::{Answerer, Shutdown};
+
+/// A runtime's listening TCP socket.
+pub trait Listener: 'static {
+    /// An accepted connection.
+    type Stream: AsyncRead + AsyncWrite + Unpin + 'static;
+    /// The next connection (with Nagle's algorithm off) and its peer's address.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
+}
+
+/// Pause after a failed accept (out of file descriptors, ...), so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Accepts connections on `l` and serves each as a local task ([`crate::connection`])
+/// until `shutdown` triggers; then stops accepting at once and waits for the open sessions
+/// to finish their transactions.
+pub async fn accept_loop<R: Net, L: Listener>(
+    rt: R,
+    l: L,
+    config: Arc<ServerConfig>,
+    answerer: Arc<dyn Answerer>,
+    shutdown: Arc<Shutdown>,
+) {
+    let mut open: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
+    loop {
+        let accepted = async { Some(l.accept().await) }
+            .or(async {
+                shutdown.wait().await;
+                None
+            })
+            .await;
+        let (stream, addr) = match accepted {
+            None => break,
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                rt.sleep_until(Instant::now() + ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        open.retain_mut(|t| !finished(t));
+        open.push(rt.spawn(crate::connection(
+            rt.clone(),
+            stream,
+            addr,
+            Arc::clone(&config),
+            Arc::clone(&answerer),
+            Arc::clone(&shutdown),
+        )));
+    }
+    // Stop accepting at once (a pending io_uring accept holds the socket open until its
+    // cancellation is submitted: a short sleep lets the reactor do that), then let open
+    // sessions finish their transactions.
+    drop(l);
+    rt.sleep_until(Instant::now() + Duration::from_millis(1))
+        .await;
+    for h in open {
+        h.await;
+    }
+}
+
+/// Whether a session task has ended: one poll with a no-op waker, which does not disturb
+/// a later `await`.
+fn finished(t: &mut Pin<Box<dyn Future<Output = ()>>>) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    t.as_mut().poll(&mut cx).is_ready()
+}

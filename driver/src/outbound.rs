@@ -1,0 +1,334 @@
+//! The outbound loop: drives one [`DeliverySession`] (a queue entry or a combined
+//! transaction) to its [`Report`] on any runtime.
+//!
+//! The machine decides everything (MX plan, addresses, fallbacks, SOCKS5, TLS, SMTP); this
+//! loop opens the TCP connections it asks for ([`Net::connect`], with the effect's source
+//! address and timeout), keeps a map of open connections, races their reads against effect
+//! answers and the machine's deadline, writes what it transmits and closes what it closes.
+//! DNS questions and TLS requirements are answered by a [`DeliveryAnswerer`]: on the
+//! runtime's blocking pool, or at once when the answer needs no blocking work.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
+use rmox_core::delivery::{
+    Completion, ConnId, DeliverySession, Effect, Event, HostTls, Input, Output, Report,
+};
+use rmox_core::queue::{AttemptResult, Failure};
+use rmox_core::smtp::Enhanced;
+use rmox_core::Token;
+
+use crate::{now, Runtime};
+
+/// What the outbound loop needs from a runtime beyond [`Runtime`]: outgoing TCP
+/// connections and local tasks. Nothing here needs `Send` (glommio tasks are `!Send`).
+pub trait Net: Runtime {
+    /// A connected TCP stream.
+    type Stream: AsyncRead + AsyncWrite + Unpin + 'static;
+
+    /// Connects to `addr`, from `source` (port chosen by the system) when given, giving up
+    /// after `timeout`. Never blocks the runtime's thread.
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Self::Stream>>>>;
+
+    /// Runs `f` as a task on this thread's executor. The returned future completes when the
+    /// task has ended; keep it until then (dropping it may cancel the task).
+    fn spawn<F: Future<Output = ()> + 'static>(&self, f: F) -> Pin<Box<dyn Future<Output = ()>>>;
+}
+
+/// Answers a delivery's effects other than connections. [`DeliveryAnswerer::answer`] runs
+/// on the blocking pool and may block (DNS through a blocking resolver).
+pub trait DeliveryAnswerer: Send + Sync + 'static {
+    /// Answers [`Effect::Dns`] and [`Effect::HostTls`]; never given [`Effect::Connect`].
+    fn answer(&self, effect: Effect) -> Completion;
+
+    /// Answers `effect` at once when that needs no blocking work; called on the runtime's
+    /// thread, must not block. By default the TLS requirement ([`Effect::HostTls`]) comes
+    /// from [`DeliveryAnswerer::host_tls`].
+    fn answer_now(&self, effect: &Effect) -> Option<Completion> {
+        match effect {
+            Effect::HostTls {
+                domain,
+                host,
+                requiretls,
+            } => Some(Completion::HostTls(self.host_tls(
+                domain,
+                host,
+                *requiretls,
+            ))),
+            _ => None,
+        }
+    }
+
+    /// The TLS requirement of MX `host` of `domain` when the machine asks
+    /// ([`Effect::HostTls`]): where the TLS policy verdict (MTA-STS, DANE) plugs in; today
+    /// implementations return core's `builtin_host_tls`. Must not block.
+    fn host_tls(&self, domain: &str, host: &str, requiretls: Option<bool>) -> HostTls;
+}
+
+/// Longest a write may block (the peer not reading).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Size of one socket read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Unconsumed input kept per connection before it is treated as broken.
+const MAX_UNCONSUMED: usize = 1 << 20;
+
+/// An effect being answered on the blocking pool.
+type Answering = Pin<Box<dyn Future<Output = Completion>>>;
+
+/// A connection being opened.
+type Connecting<S> = Pin<Box<dyn Future<Output = io::Result<S>>>>;
+
+/// One open connection.
+struct Open<S> {
+    stream: S,
+    inbuf: Vec<u8>,
+}
+
+/// What ended one wait.
+enum Woke<S> {
+    Answer(Token, Completion),
+    Connected(ConnId, Token, io::Result<S>),
+    Read(ConnId, io::Result<usize>),
+    Timer,
+}
+
+/// Drives `session` until it is done and returns its report. `cid` names the delivery
+/// in log lines.
+pub async fn deliver<R: Net>(
+    rt: R,
+    mut session: DeliverySession,
+    answerer: Arc<dyn DeliveryAnswerer>,
+    cid: u64,
+) -> Report {
+    let mut open: BTreeMap<ConnId, Open<R::Stream>> = BTreeMap::new();
+    let mut connecting: BTreeMap<ConnId, (Token, Connecting<R::Stream>)> = BTreeMap::new();
+    let mut pending: VecDeque<(Token, Answering)> = VecDeque::new();
+    let mut tx: Vec<u8> = Vec::with_capacity(512);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        let deadline = loop {
+            match session.poll(now(), &mut tx) {
+                Output::Transmit(id) => {
+                    let r = match open.get_mut(&id) {
+                        Some(c) => {
+                            let limit = rt.sleep_until(Instant::now() + WRITE_TIMEOUT);
+                            c.stream
+                                .write_all(&tx)
+                                .or(async {
+                                    limit.await;
+                                    Err(io::Error::from(io::ErrorKind::TimedOut))
+                                })
+                                .await
+                        }
+                        None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+                    };
+                    tx.clear();
+                    if let Err(e) = r {
+                        tracing::debug!(cid, conn = id.0, error = %e, "write failed");
+                        open.remove(&id);
+                        let _ = session.handle(now(), Input::Closed(id));
+                    }
+                }
+                Output::Effect(
+                    token,
+                    Effect::Connect {
+                        conn,
+                        addr,
+                        source_ip,
+                        timeout,
+                    },
+                ) => {
+                    connecting.insert(conn, (token, rt.connect(addr, source_ip, timeout)));
+                }
+                Output::Effect(token, effect) => match answerer.answer_now(&effect) {
+                    Some(c) => completed(&mut session, token, c),
+                    None => {
+                        let a = Arc::clone(&answerer);
+                        pending.push_back((token, rt.unblock(Box::new(move || a.answer(effect)))));
+                    }
+                },
+                Output::Event(ev) => log_event(cid, &ev),
+                Output::Close(id) => {
+                    connecting.remove(&id);
+                    if let Some(mut c) = open.remove(&id) {
+                        let _ = c.stream.flush().await;
+                        let _ = c.stream.close().await;
+                    }
+                }
+                Output::Idle { deadline, .. } => break deadline,
+                Output::Done => {
+                    for (_, mut c) in std::mem::take(&mut open) {
+                        let _ = c.stream.close().await;
+                    }
+                    return match session.report() {
+                        Some(r) => r.clone(),
+                        // Done means the report is there; never without one.
+                        None => no_report(),
+                    };
+                }
+            }
+        };
+        for c in open.values_mut() {
+            if let Err(e) = c.stream.flush().await {
+                tracing::debug!(cid, error = %e, "flush failed");
+            }
+        }
+        if let Some(d) = deadline {
+            if Instant::now() >= d {
+                let _ = session.handle(now(), Input::Timeout);
+                continue;
+            }
+        }
+        if deadline.is_none() && pending.is_empty() && connecting.is_empty() && open.is_empty() {
+            // Waiting for nothing anyone can give: the machine would never finish.
+            tracing::error!(cid, "delivery stalled without a deadline");
+            return no_report();
+        }
+        let mut timer = deadline.map(|d| rt.sleep_until(d));
+        let woke = futures_lite::future::poll_fn(|cx| {
+            if let Some((token, f)) = pending.front_mut() {
+                if let Poll::Ready(c) = f.as_mut().poll(cx) {
+                    return Poll::Ready(Woke::Answer(*token, c));
+                }
+            }
+            for (id, (token, f)) in connecting.iter_mut() {
+                if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                    return Poll::Ready(Woke::Connected(*id, *token, r));
+                }
+            }
+            for (id, c) in open.iter_mut() {
+                if let Poll::Ready(r) = Pin::new(&mut c.stream).poll_read(cx, &mut chunk) {
+                    return Poll::Ready(Woke::Read(*id, r));
+                }
+            }
+            if let Some(t) = timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Timer);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match woke {
+            Woke::Answer(token, c) => {
+                pending.pop_front();
+                completed(&mut session, token, c);
+            }
+            Woke::Connected(id, token, r) => {
+                connecting.remove(&id);
+                let c = match r {
+                    Ok(stream) => {
+                        open.insert(
+                            id,
+                            Open {
+                                stream,
+                                inbuf: Vec::new(),
+                            },
+                        );
+                        Completion::Connected
+                    }
+                    Err(e) => Completion::ConnectFailed(e.to_string()),
+                };
+                completed(&mut session, token, c);
+            }
+            Woke::Read(id, Ok(n)) if n > 0 => {
+                let Some(c) = open.get_mut(&id) else { continue };
+                c.inbuf
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default());
+                match session.handle(now(), Input::Received(id, &c.inbuf)) {
+                    Ok(used) => {
+                        c.inbuf.drain(..used.min(c.inbuf.len()));
+                    }
+                    Err(e) => tracing::warn!(cid, error = %e, "delivery input refused"),
+                }
+                if c.inbuf.len() > MAX_UNCONSUMED {
+                    tracing::info!(cid, conn = id.0, "peer sent too much unconsumed input");
+                    open.remove(&id);
+                    let _ = session.handle(now(), Input::Closed(id));
+                }
+            }
+            Woke::Read(id, r) => {
+                if let Err(e) = r {
+                    tracing::debug!(cid, conn = id.0, error = %e, "read failed");
+                }
+                open.remove(&id);
+                let _ = session.handle(now(), Input::Closed(id));
+            }
+            Woke::Timer => {
+                let _ = session.handle(now(), Input::Timeout);
+            }
+        }
+    }
+}
+
+/// Hands an effect's answer to the session.
+fn completed(session: &mut DeliverySession, token: Token, c: Completion) {
+    if let Err(e) = session.handle(now(), Input::Completed(token, c)) {
+        tracing::warn!(error = %e, "delivery completion refused");
+    }
+}
+
+/// The report of a delivery that could not finish (never expected).
+fn no_report() -> Report {
+    Report {
+        results: vec![AttemptResult::Temporary(Failure::local(
+            "delivery ended without a result",
+            Enhanced::new(4, 0, 0),
+        ))],
+        tls: Vec::new(),
+        remote_mta: None,
+    }
+}
+
+/// The log lines of a delivery.
+fn log_event(cid: u64, ev: &Event) {
+    match ev {
+        Event::Connecting { host, addr } => tracing::debug!(cid, %host, %addr, "connecting"),
+        Event::AttemptFailed { host, addr, error } => {
+            tracing::info!(cid, %host, %addr, %error, "delivery attempt failed")
+        }
+        Event::Tls(t) => {
+            tracing::debug!(cid, host = %t.mx_host, mode = t.mode, result = ?t.result, "tls")
+        }
+        Event::Client(id, e) => tracing::trace!(cid, conn = id.0, event = ?e, "client"),
+    }
+}
+
+/// A blocking TCP connection to `addr` from `source` (port chosen by the system) within
+/// `timeout`: for runtimes without a way to bind before an asynchronous connect; call it on
+/// the blocking pool ([`Runtime::unblock`]), never on the runtime's thread.
+pub fn bound_connect(
+    addr: SocketAddr,
+    source: IpAddr,
+    timeout: Duration,
+) -> io::Result<std::net::TcpStream> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    s.bind(&SocketAddr::new(source, 0).into())?;
+    s.connect_timeout(&addr.into(), timeout.max(Duration::from_millis(1)))?;
+    s.set_nonblocking(true)?;
+    let _ = s.set_tcp_nodelay(true);
+    Ok(s.into())
+}
+
+/// The error of a connection attempt that took longer than its timeout.
+pub fn connect_timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+}

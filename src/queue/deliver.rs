@@ -1,0 +1,257 @@
+//! SMTP delivery of a queue batch: the batch as core's delivery [`DJob`], one
+//! [`DeliveryConfig`] per transport (direct, SOCKS5, smarthost, submission), and the
+//! [`DeliverySession`] driven to its report by the runtime's outbound loop
+//! ([`rmox_driver::outbound::deliver`]). Connections, SOCKS5, STARTTLS and implicit TLS all
+//! happen in the core machine and the driver: nothing here touches a socket or rustls.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rmox_core::client::Needs;
+use rmox_core::delivery::{
+    builtin_host_tls, Completion, DeliveryConfig, DeliverySession, Effect, HostTls, HostTlsSource,
+    Job as DJob, Report,
+};
+use rmox_core::queue::{AttemptResult, Failure, Transport, TransportDirect};
+use rmox_core::smtp::{Enhanced, ForwardPath, Host, MailParams, RcptParams, ReversePath};
+use rmox_core::Rng;
+use rmox_driver::outbound::{DeliveryAnswerer, Net};
+
+use super::Job;
+use crate::config::TransportSetup;
+use crate::resolve::Dns;
+
+/// Verified-TLS roots: rustls's client config with them.
+type Pkix = Arc<rustls::ClientConfig>;
+
+/// SMTP delivery through the MX hosts or a configured transport.
+pub struct SmtpDelivery {
+    dns: Arc<Dns>,
+    /// The direct transport with today's settings.
+    direct: Arc<DeliveryConfig>,
+    /// Named transports (routes refer to them by name).
+    transports: BTreeMap<String, Arc<DeliveryConfig>>,
+    seed: AtomicU64,
+}
+
+/// A PKIX client config trusting the CA certificates in the PEM file at `path`.
+fn roots_config(path: &Path) -> Result<Pkix, String> {
+    let p = path.display();
+    let pem = std::fs::read(path).map_err(|e| format!("CA bundle {p}: {e}"))?;
+    rmox_core::tls::pkix_config_from_pem(&pem).map_err(|e| format!("CA bundle {p}: {e}"))
+}
+
+/// The system's CA roots for PKIX verification (REQUIRETLS): `SSL_CERT_FILE`, else
+/// /etc/ssl/certs/ca-certificates.crt.
+fn system_roots() -> Result<Pkix, String> {
+    static CONFIG: OnceLock<Result<Pkix, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let path = std::env::var("SSL_CERT_FILE")
+                .unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
+            roots_config(Path::new(&path))
+        })
+        .clone()
+}
+
+/// PKIX with `ca_file` when given, else the system's roots; `None` (logged) when they
+/// cannot be loaded: deliveries needing verified TLS then fail temporarily.
+fn pkix_for(ca_file: Option<&Path>) -> Option<Pkix> {
+    let r = match ca_file {
+        Some(p) => roots_config(p),
+        None => system_roots(),
+    };
+    match r {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "no trusted roots for verified TLS");
+            None
+        }
+    }
+}
+
+impl SmtpDelivery {
+    /// Delivery saying EHLO `hostname`, to `port` of MX hosts, with these named transports
+    /// and source addresses; DNS through `dns`.
+    pub fn new(
+        dns: Dns,
+        hostname: &str,
+        port: u16,
+        connect_timeout: Duration,
+        transports: BTreeMap<String, TransportSetup>,
+        source_ips: Vec<std::net::IpAddr>,
+        seed: u64,
+    ) -> Result<SmtpDelivery, crate::Fail> {
+        let our_hostname = Host::parse(hostname)
+            .map_err(|e| crate::Fail(format!("hostname {hostname:?}: {e}")))?;
+        let make =
+            |transport: Transport, proxy_auth: Option<(String, String)>, pkix: Option<Pkix>| {
+                let mut c = DeliveryConfig::new(our_hostname.clone());
+                c.smtp_port = port;
+                c.transport = transport;
+                c.proxy_auth = proxy_auth;
+                c.pkix = pkix;
+                c.source_ips = source_ips.clone();
+                c.connect_timeout = connect_timeout;
+                // The TLS requirement of each MX host is asked of the answerer: the hook where
+                // the TLS policy (MTA-STS, DANE) plugs in; today's answer is builtin_host_tls.
+                c.host_tls = HostTlsSource::Ask;
+                Arc::new(c)
+            };
+        let direct = make(
+            Transport::Direct(TransportDirect::default()),
+            None,
+            pkix_for(None),
+        );
+        let transports = transports
+            .into_iter()
+            .map(|(name, s)| {
+                let pkix = pkix_for(s.ca_file.as_deref());
+                (name, make(s.transport, s.proxy_auth, pkix))
+            })
+            .collect();
+        Ok(SmtpDelivery {
+            dns: Arc::new(dns),
+            direct,
+            transports,
+            seed: AtomicU64::new(seed),
+        })
+    }
+
+    fn next_seed(&self) -> u64 {
+        let s = self
+            .seed
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        Rng::new(s).next_u64()
+    }
+
+    /// The delivery machine for `job` with its answerer, or the results when it cannot
+    /// start (an unknown transport, a bad address).
+    pub fn session(
+        &self,
+        job: &Job<'_>,
+    ) -> Result<(DeliverySession, Arc<dyn DeliveryAnswerer>), Vec<AttemptResult>> {
+        let n = job.items.len();
+        let all = |r: AttemptResult| vec![r; n];
+        let key = &job.batch.key;
+        let config = match key.transport.as_deref().filter(|t| !t.is_empty()) {
+            None => Arc::clone(&self.direct),
+            Some(t) => match self.transports.get(t) {
+                Some(c) => Arc::clone(c),
+                None => {
+                    return Err(all(temp(
+                        format!("transport {t:?} is not configured"),
+                        Enhanced::new(4, 3, 5),
+                    )))
+                }
+            },
+        };
+        let djob = core_job(job, self.next_seed()).map_err(all)?;
+        let answerer = Arc::new(QueueAnswerer {
+            dns: Arc::clone(&self.dns),
+            pkix: config.pkix.clone(),
+        });
+        let session = DeliverySession::new(config, djob, rmox_driver::now());
+        Ok((session, answerer))
+    }
+
+    /// Delivers `job` on runtime `rt`: one result per item, and the TLS of each connection.
+    pub async fn deliver<R: Net>(
+        &self,
+        rt: R,
+        job: &Job<'_>,
+    ) -> (Vec<AttemptResult>, Vec<rmox_core::delivery::TlsAttempt>) {
+        let (session, answerer) = match self.session(job) {
+            Ok(s) => s,
+            Err(results) => return (results, Vec::new()),
+        };
+        let cid = rmox_driver::next_cid();
+        let Report { results, tls, .. } =
+            rmox_driver::outbound::deliver(rt, session, answerer, cid).await;
+        (results, tls)
+    }
+}
+
+fn temp(detail: String, e: Enhanced) -> AttemptResult {
+    AttemptResult::Temporary(Failure::local(detail, e))
+}
+
+/// The batch as the delivery machine's job.
+fn core_job(job: &Job<'_>, seed: u64) -> Result<DJob, AttemptResult> {
+    let key = &job.batch.key;
+    let mail_from = if key.mail_from.is_empty() {
+        Ok(ReversePath::Null)
+    } else {
+        ReversePath::parse(&format!("<{}>", key.mail_from))
+    };
+    let Ok(mail_from) = mail_from else {
+        return Err(AttemptResult::Permanent(Failure::local(
+            format!("bad MAIL FROM address {:?}", key.mail_from),
+            Enhanced::new(5, 1, 7),
+        )));
+    };
+    let mut recipients = Vec::with_capacity(job.items.len());
+    for it in job.items {
+        let Ok(p) = ForwardPath::parse(&format!("<{}>", it.recipient)) else {
+            return Err(AttemptResult::Permanent(Failure::local(
+                format!("bad recipient address {:?}", it.recipient),
+                Enhanced::new(5, 1, 3),
+            )));
+        };
+        recipients.push((
+            p,
+            RcptParams {
+                notify: it.dsn.notify,
+                orcpt: it.dsn.orcpt.clone(),
+            },
+        ));
+    }
+    let first = job.items.first();
+    Ok(DJob {
+        domain: key.recipient_domain.clone(),
+        mail_from,
+        recipients,
+        params: MailParams {
+            ret: first.and_then(|i| i.dsn.ret),
+            envid: first.and_then(|i| i.dsn.envid.clone()),
+            ..MailParams::default()
+        },
+        message: Arc::clone(job.message),
+        needs: Needs {
+            smtputf8: job.entries.iter().any(|e| e.rcpt.smtputf8),
+            requiretls: key.requiretls == Some(true),
+            eightbit: job.entries.iter().any(|e| e.rcpt.has_8bit),
+        },
+        requiretls: key.requiretls,
+        seed,
+    })
+}
+
+/// Answers a delivery's DNS questions through the binary's resolver (blocking: called on
+/// the runtime's blocking pool) and its TLS requirements with today's rules.
+struct QueueAnswerer {
+    dns: Arc<Dns>,
+    pkix: Option<Pkix>,
+}
+
+impl DeliveryAnswerer for QueueAnswerer {
+    fn answer(&self, effect: Effect) -> Completion {
+        match effect {
+            Effect::Dns(lookups) => Completion::Dns(self.dns.lookup_many(&lookups)),
+            Effect::HostTls {
+                domain,
+                host,
+                requiretls,
+            } => Completion::HostTls(self.host_tls(&domain, &host, requiretls)),
+            // The driver connects; never asked here.
+            Effect::Connect { .. } => Completion::ConnectFailed("not answered here".into()),
+        }
+    }
+
+    fn host_tls(&self, _domain: &str, _host: &str, requiretls: Option<bool>) -> HostTls {
+        builtin_host_tls(requiretls, self.pkix.as_ref())
+    }
+}
