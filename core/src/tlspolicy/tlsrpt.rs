@@ -577,7 +577,7 @@ fn gunzip(data: &[u8], max: usize) -> Result<Vec<u8>, TlsReportError> {
 
 /// Which TLSRPT policy a result is reported to (seed 001: DANE results go to the MX host's
 /// own record, MTA-STS and no-policy results to the recipient domain's).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ReportScope {
     /// The recipient domain (`_smtp._tls.DOMAIN`).
     RecipientDomain,
@@ -586,7 +586,7 @@ pub enum ReportScope {
 }
 
 /// The result of one TLS session (or of a policy fetch) to record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionResult {
     /// Where the result is reported.
     pub scope: ReportScope,
