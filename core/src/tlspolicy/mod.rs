@@ -27,6 +27,7 @@ pub mod incoming;
 pub mod mtasts;
 #[cfg(test)]
 mod mutation;
+pub mod outgoing;
 pub mod requirement;
 pub mod results;
 #[cfg(test)]
