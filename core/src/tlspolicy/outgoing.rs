@@ -200,6 +200,54 @@ pub fn report_message(submitter: &str, p: &PendingReport, to: &[String], now: Un
     m.into_bytes()
 }
 
+/// The stored result of one delivery connection's TLS: the policy type it was made under
+/// (without the policy text, which the attempt does not carry), reported to the MX host's
+/// record for DANE and to the policy domain's otherwise; a failure with its result type,
+/// MX host, IP and detail.
+pub fn attempt_result(t: &crate::delivery::TlsAttempt) -> SessionResult {
+    use super::tlsrpt::{FailureDetails, Policy, PolicyType, ResultType};
+    use crate::delivery::{TlsPolicyKind, TlsResult};
+    let (scope, policy_type, domain) = match t.policy {
+        TlsPolicyKind::Tlsa => (ReportScope::MxHost, PolicyType::Tlsa, &t.mx_host),
+        TlsPolicyKind::Sts => (
+            ReportScope::RecipientDomain,
+            PolicyType::Sts,
+            &t.policy_domain,
+        ),
+        TlsPolicyKind::NoPolicy => (
+            ReportScope::RecipientDomain,
+            PolicyType::NoPolicyFound,
+            &t.policy_domain,
+        ),
+    };
+    let failure = match &t.result {
+        TlsResult::Failed {
+            result_type,
+            detail,
+        } => Some(FailureDetails {
+            result_type: ResultType::from(result_type.to_string()),
+            sending_mta_ip: None,
+            receiving_mx_hostname: Some(t.mx_host.to_ascii_lowercase()),
+            receiving_mx_helo: None,
+            receiving_ip: Some(t.receiving_ip.to_string()),
+            failed_session_count: 1,
+            additional_information: None,
+            failure_reason_code: (!detail.is_empty()).then(|| detail.clone()),
+        }),
+        _ => None,
+    };
+    SessionResult {
+        scope,
+        policy: Policy {
+            policy_type,
+            policy_string: Vec::new(),
+            policy_domain: domain.to_ascii_lowercase(),
+            mx_host: Vec::new(),
+        },
+        failure,
+    }
+}
+
 /// Headers a report's DKIM signature must also cover (RFC 8460 3).
 pub const SIGNED_HEADERS: [&str; 2] = ["TLS-Report-Domain", "TLS-Report-Submitter"];
 
@@ -347,7 +395,13 @@ mod tests {
         ok.report.policies[0].summary.total_failure_session_count = 0;
         ok.report.policies[0].summary.total_successful_session_count = 3;
         ok.report.policies[0].failure_details.clear();
-        let table: &[(&PendingReport, Option<&str>, bool, Result<Vec<&str>, NoReport>)] = &[
+        type Case<'a> = (
+            &'a PendingReport,
+            Option<&'a str>,
+            bool,
+            Result<Vec<&'a str>, NoReport>,
+        );
+        let table: &[Case] = &[
             (&failing, Some("v=TLSRPTv1; rua=mailto:tls@example.org"), false, Ok(vec!["tls@example.org"])),
             // Ours: never, even with a record.
             (&failing, Some("v=TLSRPTv1; rua=mailto:tls@example.org"), true, Err(NoReport::Ours)),
@@ -427,5 +481,51 @@ mod tests {
             back.policies[0].failure_details[0].result_type,
             ResultType::CertificateExpired
         );
+    }
+
+    /// A delivery attempt's TLS becomes the stored result: DANE to the MX host's record,
+    /// MTA-STS and no policy to the recipient domain's; failures keep type, host and IP.
+    #[test]
+    fn attempt_results() {
+        use crate::delivery::{TlsAttempt, TlsPolicyKind, TlsResult};
+        let a = |policy, result| TlsAttempt {
+            policy_domain: "Example.ORG".into(),
+            mx_host: "MX1.example.org".into(),
+            receiving_ip: "10.0.0.25".parse().unwrap(),
+            policy,
+            mode: "required",
+            result,
+        };
+        let failed = || TlsResult::Failed {
+            result_type: "certificate-not-trusted",
+            detail: "unknown issuer".into(),
+        };
+        let r = attempt_result(&a(TlsPolicyKind::Tlsa, failed()));
+        assert_eq!(r.scope, ReportScope::MxHost);
+        assert_eq!(r.policy.policy_domain, "mx1.example.org");
+        let f = r.failure.unwrap();
+        assert_eq!(f.result_type, ResultType::CertificateNotTrusted);
+        assert_eq!(f.receiving_mx_hostname.as_deref(), Some("mx1.example.org"));
+        assert_eq!(f.receiving_ip.as_deref(), Some("10.0.0.25"));
+        assert_eq!(f.failure_reason_code.as_deref(), Some("unknown issuer"));
+        let r = attempt_result(&a(TlsPolicyKind::Sts, failed()));
+        assert_eq!(
+            (
+                r.scope,
+                r.policy.policy_type,
+                r.policy.policy_domain.as_str()
+            ),
+            (
+                ReportScope::RecipientDomain,
+                crate::tlspolicy::PolicyType::Sts,
+                "example.org"
+            )
+        );
+        let r = attempt_result(&a(TlsPolicyKind::NoPolicy, TlsResult::Plaintext));
+        assert_eq!(r.policy, Policy::none("example.org"));
+        assert!(r.failure.is_none());
+        // Round trip through the stored JSON.
+        let json = serde_json::to_vec(&r).unwrap();
+        assert_eq!(serde_json::from_slice::<SessionResult>(&json).unwrap(), r);
     }
 }
