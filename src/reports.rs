@@ -1,7 +1,7 @@
 //! DMARC reporting in the server: every evaluation of incoming mail is stored (as a JSON
 //! [`StoredEval`] under `ReportKind::DmarcEval`, keyed by the policy domain), incoming
 //! aggregate reports about our domains are parsed and stored (`ReportKind::DmarcReport`),
-//! and [`send_reports`] (run by the reporter thread, hourly by default) turns the stored
+//! and [`send_reports`] (run by the [`Reporters`] task, hourly by default) turns the stored
 //! evaluations into aggregate reports: core's `dmarc::aggregate_report` builds the XML and
 //! the message (From postmaster@hostname, the gzipped XML attached) and says which `rua`
 //! mailto addresses its size fits; here it is DKIM-signed when the hostname's domain has
@@ -13,6 +13,13 @@
 //! has no `rua`, or when the sender is unknown to us (no recipient account has sent to the
 //! From or MAIL FROM address). A domain with only optional evaluations gets no report, so
 //! we do not send reports to domains that merely sent us mail we reject (backscatter).
+//!
+//! TLS reporting (RFC 8460) out: delivery stores each connection's TLS result
+//! (`ReportKind::TlsResult`, a JSON `tlspolicy::SessionResult` keyed by the policy domain);
+//! [`tls_pending`], the `_smtp._tls` lookups and [`tls_finish`] turn those of finished UTC
+//! days into reports (core's `tlspolicy::outgoing` decides who gets one and composes it),
+//! signed and queued like the DMARC ones. [`Reporters`] runs both senders as one task on
+//! the server's runtime.
 
 use std::net::IpAddr;
 use std::sync::Arc;
