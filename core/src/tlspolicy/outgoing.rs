@@ -248,6 +248,14 @@ pub fn attempt_result(t: &crate::delivery::TlsAttempt) -> SessionResult {
     }
 }
 
+/// Whether a queued message is one of our TLS reports (it has a `TLS-Report-Domain`
+/// header): the TLS results of delivering it are not recorded, as mox does, so a failing
+/// report delivery does not itself become the next day's report.
+pub fn is_tls_report_message(msg: &[u8]) -> bool {
+    let end = crate::message::body_offset(msg).unwrap_or(msg.len());
+    crate::message::has_field(&msg[..end], "TLS-Report-Domain")
+}
+
 /// Headers a report's DKIM signature must also cover (RFC 8460 3).
 pub const SIGNED_HEADERS: [&str; 2] = ["TLS-Report-Domain", "TLS-Report-Submitter"];
 
@@ -527,5 +535,32 @@ mod tests {
         // Round trip through the stored JSON.
         let json = serde_json::to_vec(&r).unwrap();
         assert_eq!(serde_json::from_slice::<SessionResult>(&json).unwrap(), r);
+    }
+
+    /// Our report messages are recognized (their delivery's TLS is not recorded); other
+    /// mail, including a body that mentions the header, is not.
+    #[test]
+    fn report_messages_recognized() {
+        let p = pending_reports(
+            "h.example",
+            &[(
+                UnixTime(DAY),
+                result(
+                    ReportScope::RecipientDomain,
+                    sts_policy(),
+                    Some(failure(ResultType::StsPolicyInvalid)),
+                ),
+            )],
+            UnixTime(DAY + 86_400),
+        )
+        .remove(0);
+        let m = report_message("h.example", &p, &["a@example.org".into()], UnixTime(DAY));
+        assert!(is_tls_report_message(&m));
+        assert!(is_tls_report_message(
+            b"DKIM-Signature: v=1\r\ntls-report-domain: x\r\n\r\nbody\r\n"
+        ));
+        assert!(!is_tls_report_message(
+            b"Subject: hi\r\n\r\nTLS-Report-Domain: x\r\n"
+        ));
     }
 }
