@@ -367,12 +367,20 @@ impl Default for Incoming {
 pub struct ReportSettings {
     /// Seconds between DMARC aggregate report runs (default 3600); 0 turns them off.
     pub dmarc_interval_secs: u64,
+    /// Send TLS reports (RFC 8460) about our deliveries to the domains that ask for them
+    /// (default true).
+    pub send_tls_reports: bool,
+    /// TLS reports are sent at every multiple of this many seconds in Unix time (default
+    /// 86400: at UTC midnight), for the finished UTC days; 0 turns them off.
+    pub tls_interval_secs: u64,
 }
 
 impl Default for ReportSettings {
     fn default() -> Self {
         ReportSettings {
             dmarc_interval_secs: 3600,
+            send_tls_reports: true,
+            tls_interval_secs: 86_400,
         }
     }
 }
@@ -1601,6 +1609,19 @@ checks_timeout_secs = 180
 # Largest incoming TLS report read, in bytes, gzipped and after decompression; a larger
 # one sent to a tls_reports address is delivered as mail only, not stored as a report.
 max_tls_report_size = 8388608
+
+# Outgoing reports, sent from postmaster@hostname (DKIM-signed when the host name's domain
+# has keys) through the queue.
+[reports]
+# Seconds between DMARC aggregate report runs; 0 turns them off.
+dmarc_interval_secs = 3600
+# TLS reports (RFC 8460) about our deliveries, for each finished UTC day, to the domains
+# whose _smtp._tls record asks for them (mailto only; https rua not supported yet), only
+# when a session failed. false: never.
+send_tls_reports = true
+# TLS reports are sent at each multiple of this many seconds in Unix time (86400: UTC
+# midnight); 0 turns them off.
+tls_interval_secs = 86400
 "#;
 
 #[cfg(test)]
@@ -1656,6 +1677,33 @@ mailbox = "Postmaster"
     fn example_limits_are_the_defaults() {
         let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
         assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.reports, ReportSettings::default());
+    }
+
+    /// `[reports]` keys parse; their effects are shown by src/reports.rs's tests
+    /// (`reporters_follow_config`) and tests/tests/harness_tlsrpt.rs.
+    #[test]
+    fn report_settings() {
+        let parse = |r: &str| {
+            Config::parse(
+                &format!("hostname = \"mox.example\"\ndata_dir = \"data\"\n[reports]\n{r}"),
+                Path::new("rmox.toml"),
+            )
+            .map(|c| c.reports)
+        };
+        let d = parse("").unwrap();
+        assert_eq!(
+            (
+                d.dmarc_interval_secs,
+                d.send_tls_reports,
+                d.tls_interval_secs
+            ),
+            (3600, true, 86400)
+        );
+        let r = parse("send_tls_reports = false\ntls_interval_secs = 5\n").unwrap();
+        assert!(!r.send_tls_reports);
+        assert_eq!(r.tls_interval_secs, 5);
+        assert!(parse("send_tls_report = false\n").is_err());
     }
 
     /// Issue 12: per-network limits as three levels or one number; the old key name

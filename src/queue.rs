@@ -481,10 +481,14 @@ impl Runner {
         }
         let now = (self.clock)();
         // A lost report record must not keep the results from being applied.
-        for t in tls.iter().filter(|t| t.is_reportable()) {
+        // Our own TLS reports' deliveries are not reported (mox).
+        let report = !rmox_core::tlspolicy::outgoing::is_tls_report_message(&message);
+        for t in tls.iter().filter(|t| report && t.is_reportable()) {
+            let sr = rmox_core::tlspolicy::outgoing::attempt_result(t);
+            let json = serde_json::to_vec(&sr).unwrap_or_default();
             let r =
                 self.store
-                    .report_add(ReportKind::TlsResult, &t.policy_domain, now, t.to_json());
+                    .report_add(ReportKind::TlsResult, &sr.policy.policy_domain, now, json);
             if let Err(e) = r {
                 tracing::error!(domain = %t.policy_domain, error = %e, "storing TLS result");
             }

@@ -1,7 +1,7 @@
 //! DMARC reporting in the server: every evaluation of incoming mail is stored (as a JSON
 //! [`StoredEval`] under `ReportKind::DmarcEval`, keyed by the policy domain), incoming
 //! aggregate reports about our domains are parsed and stored (`ReportKind::DmarcReport`),
-//! and [`send_reports`] (run by the reporter thread, hourly by default) turns the stored
+//! and [`send_reports`] (run by the [`Reporters`] task, hourly by default) turns the stored
 //! evaluations into aggregate reports: core's `dmarc::aggregate_report` builds the XML and
 //! the message (From postmaster@hostname, the gzipped XML attached) and says which `rua`
 //! mailto addresses its size fits; here it is DKIM-signed when the hostname's domain has
@@ -13,6 +13,13 @@
 //! has no `rua`, or when the sender is unknown to us (no recipient account has sent to the
 //! From or MAIL FROM address). A domain with only optional evaluations gets no report, so
 //! we do not send reports to domains that merely sent us mail we reject (backscatter).
+//!
+//! TLS reporting (RFC 8460) out: delivery stores each connection's TLS result
+//! (`ReportKind::TlsResult`, a JSON `tlspolicy::SessionResult` keyed by the policy domain);
+//! [`tls_pending`], the `_smtp._tls` lookups and [`tls_finish`] turn those of finished UTC
+//! days into reports (core's `tlspolicy::outgoing` decides who gets one and composes it),
+//! signed and queued like the DMARC ones. [`Reporters`] runs both senders as one task on
+//! the server's runtime.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -571,71 +578,370 @@ fn signing_configs<'a>(
     }
 }
 
-/// The reporter thread: runs [`send_reports`] every `interval`, and whenever `trigger` is
-/// notified; wakes the queue runner after queueing.
-pub fn spawn_reporter(
+/// One outgoing TLS report, composed and queued.
+#[derive(Clone, Debug)]
+pub struct OutgoingTlsReport {
+    /// The policy domain (recipient domain or MX host).
+    pub domain: String,
+    /// Which of the two.
+    pub scope: rmox_core::tlspolicy::ReportScope,
+    /// The report.
+    pub report: rmox_core::tlspolicy::Report,
+    /// The whole message (DKIM-signed when the host name's domain has keys).
+    pub message: Vec<u8>,
+    /// The `mailto:` addresses it was queued for (not suppressed).
+    pub recipients: Vec<String>,
+}
+
+/// The stored TLS results of one policy domain for finished days: the reports core made
+/// of them (possibly none, e.g. when no stored record parsed).
+#[derive(Clone, Debug)]
+pub struct TlsPending {
+    /// The policy domain (as stored).
+    pub domain: String,
+    /// Its reports, one per day and scope.
+    pub reports: Vec<rmox_core::tlspolicy::outgoing::PendingReport>,
+}
+
+/// Reads the stored TLS results (`ReportKind::TlsResult`, each a JSON
+/// [`rmox_core::tlspolicy::SessionResult`]) of finished UTC days and groups them into
+/// reports. Blocking (storage).
+pub fn tls_pending(
+    store: &Store,
+    config: &Config,
+    now: UnixTime,
+) -> Result<Vec<TlsPending>, StoreError> {
+    use rmox_core::tlspolicy::outgoing::{finished_before, pending_reports};
+    use rmox_core::tlspolicy::SessionResult;
+    let cutoff = finished_before(now);
+    let mut out = Vec::new();
+    for domain in store.report_domains(ReportKind::TlsResult)? {
+        let rows = store.reports(ReportKind::TlsResult, &domain)?;
+        if !rows.iter().any(|(t, _)| t.0 < cutoff.0) {
+            continue;
+        }
+        let results: Vec<(UnixTime, SessionResult)> = rows
+            .iter()
+            .filter_map(|(t, b)| match serde_json::from_slice::<SessionResult>(b) {
+                Ok(r) => Some((*t, r)),
+                Err(e) => {
+                    tracing::info!(%domain, error = %e, "stored tls result does not parse, dropped");
+                    None
+                }
+            })
+            .collect();
+        out.push(TlsPending {
+            reports: pending_reports(&config.hostname, &results, now),
+            domain,
+        });
+    }
+    Ok(out)
+}
+
+/// The DNS questions for [`tls_pending`]'s domains: their `_smtp._tls` TXT records, in
+/// order.
+pub fn tls_lookups(pending: &[TlsPending]) -> Vec<rmox_core::dns::Lookup> {
+    pending
+        .iter()
+        .map(|p| rmox_core::dns::Lookup {
+            name: rmox_core::tlspolicy::tlsrpt::record_name(&p.domain),
+            rtype: rmox_core::dns::RecordType::Txt,
+        })
+        .collect()
+}
+
+/// Sends the reports of [`tls_pending`] given the answers to [`tls_lookups`] (same order):
+/// core decides who receives each; it is DKIM-signed (also over the `TLS-Report-*`
+/// headers) and queued from postmaster@hostname for the `mailto:` addresses that are not
+/// suppressed, with `TLS-Required: No` semantics (RFC 8460 3: TLS problems must not keep
+/// the report from arriving). The results of finished days are then removed, sent or not.
+/// Blocking (storage).
+pub fn tls_finish(
+    store: &Store,
+    config: &Config,
+    dkim: &std::collections::HashMap<String, Vec<rmox_core::dkim::SignConfig>>,
+    pending: Vec<TlsPending>,
+    answers: &[rmox_core::dns::LookupResult],
+    now: UnixTime,
+) -> Result<Vec<OutgoingTlsReport>, StoreError> {
+    use rmox_core::tlspolicy::outgoing::{
+        finished_before, report_message, report_recipients, SIGNED_HEADERS,
+    };
+    let mut sent = Vec::new();
+    for (i, p) in pending.into_iter().enumerate() {
+        let record = answers
+            .get(i)
+            .and_then(rmox_core::tlspolicy::TlsrptRecord::from_lookup);
+        let ours = config.is_tls_report_domain(&p.domain);
+        for r in p.reports {
+            let to = match report_recipients(&r, record.as_ref(), ours) {
+                Ok(to) => to,
+                Err(why) => {
+                    tracing::info!(domain = %r.domain, report_id = %r.report.report_id, reason = why.as_str(), "no tls report sent");
+                    continue;
+                }
+            };
+            for uri in &to.https {
+                tracing::info!(domain = %r.domain, %uri, "https rua not supported yet; skipped");
+            }
+            let mut recipients: Vec<String> = Vec::new();
+            for addr in to.mailto {
+                let suppressed = config
+                    .postmaster
+                    .as_ref()
+                    .is_some_and(|pm| store.is_suppressed(&pm.account, &addr).unwrap_or(false));
+                if suppressed {
+                    tracing::info!(domain = %r.domain, %addr, "tls rua address suppressed, skipped");
+                } else {
+                    recipients.push(addr);
+                }
+            }
+            if recipients.is_empty() {
+                continue;
+            }
+            let mut message = report_message(&config.hostname, &r, &recipients, now);
+            if let Some(configs) = signing_configs(dkim, &config.hostname) {
+                let configs: Vec<rmox_core::dkim::SignConfig> = configs
+                    .iter()
+                    .cloned()
+                    .map(|mut c| {
+                        for h in SIGNED_HEADERS {
+                            if !c.headers.iter().any(|x| x.eq_ignore_ascii_case(h)) {
+                                c.headers.push(h.to_string());
+                            }
+                        }
+                        c
+                    })
+                    .collect();
+                let rng = ring::rand::SystemRandom::new();
+                match rmox_core::dkim::sign(&message, &configs, now, &rng) {
+                    Ok(h) => {
+                        let mut m = h.into_bytes();
+                        m.extend_from_slice(&message);
+                        message = m;
+                    }
+                    Err(e) => tracing::error!(error = %e, "dkim signing tls report"),
+                }
+            }
+            let from = format!("postmaster@{}", config.hostname);
+            let q: Vec<QueueRecipient> = recipients
+                .iter()
+                .map(|rcpt| QueueRecipient {
+                    sender_account: None,
+                    mail_from: from.clone(),
+                    recipient: rcpt.clone(),
+                    has_8bit: false,
+                    smtputf8: false,
+                    requiretls: RequireTls::NotRequired,
+                    transport: None,
+                    next_attempt: now,
+                    queued: now,
+                    hold: false,
+                    dsn: DsnParams::default(),
+                    is_dsn: false,
+                })
+                .collect();
+            store.queue_add(&message, q)?;
+            sent.push(OutgoingTlsReport {
+                domain: r.domain,
+                scope: r.scope,
+                report: r.report,
+                message,
+                recipients,
+            });
+        }
+        store.reports_remove(ReportKind::TlsResult, &p.domain, finished_before(now))?;
+    }
+    Ok(sent)
+}
+
+/// Sends the TLS reports of all finished days ([`tls_pending`], the `_smtp._tls` lookups,
+/// [`tls_finish`]), blocking: for tests and commands, never inside a runtime task.
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn send_tls_reports(
+    store: &Store,
+    config: &Config,
+    dkim: &std::collections::HashMap<String, Vec<rmox_core::dkim::SignConfig>>,
+    dns: &crate::resolve::Dns,
+    now: UnixTime,
+) -> Result<Vec<OutgoingTlsReport>, StoreError> {
+    let pending = tls_pending(store, config, now)?;
+    if pending.is_empty() {
+        return Ok(Vec::new());
+    }
+    let answers = dns.lookup_many(&tls_lookups(&pending));
+    tls_finish(store, config, dkim, pending, &answers, now)
+}
+
+/// The report senders, run as one task on the server's runtime ([`Reporters::run`]):
+/// DMARC aggregate reports every `reports.dmarc_interval_secs`, TLS reports at every
+/// multiple of `reports.tls_interval_secs` (UTC midnight at the default of a day) unless
+/// `reports.send_tls_reports` is false. Storage work runs on the blocking pool, DNS
+/// through the async resolver; the queue runner is woken when reports were queued.
+pub struct Reporters {
     store: Arc<Store>,
     config: Arc<Config>,
-    interval: std::time::Duration,
-    trigger: Arc<Trigger>,
+    dkim: Arc<std::collections::HashMap<String, Vec<rmox_core::dkim::SignConfig>>>,
+    dns: Option<Arc<crate::resolve::Dns>>,
     queue_wakeup: Option<Arc<crate::queue::Wakeup>>,
-) -> Result<std::thread::JoinHandle<()>, crate::Fail> {
-    let dkim = crate::world::load_dkim(&config)?;
-    std::thread::Builder::new()
-        .name("dmarc-reporter".into())
-        .spawn(move || loop {
-            if !trigger.wait(interval) {
-                return;
-            }
-            let now = rmox_driver::now().wall;
-            match send_reports(&store, &config, &dkim, now) {
-                Ok(v) if !v.is_empty() => {
-                    for r in &v {
-                        tracing::info!(domain = %r.domain, to = ?r.recipients, xml_bytes = r.xml.len(), message_bytes = r.message.len(), "dmarc aggregate report queued");
+}
+
+impl Reporters {
+    /// The senders the config asks for; `dns` is needed for TLS reports (without it they
+    /// are not sent).
+    pub fn new(
+        store: Arc<Store>,
+        config: Arc<Config>,
+        dns: Option<crate::resolve::Dns>,
+        queue_wakeup: Option<Arc<crate::queue::Wakeup>>,
+    ) -> Result<Reporters, crate::Fail> {
+        let dkim = Arc::new(crate::world::load_dkim(&config)?);
+        Ok(Reporters {
+            store,
+            config,
+            dkim,
+            dns: dns.map(Arc::new),
+            queue_wakeup,
+        })
+    }
+
+    fn dmarc_interval(&self) -> Option<std::time::Duration> {
+        let s = self.config.reports.dmarc_interval_secs;
+        (s > 0).then(|| std::time::Duration::from_secs(s))
+    }
+
+    fn tls_interval(&self) -> Option<u64> {
+        let r = &self.config.reports;
+        (r.send_tls_reports && r.tls_interval_secs > 0 && self.dns.is_some())
+            .then_some(r.tls_interval_secs)
+    }
+
+    /// Whether any sender is configured.
+    pub fn any(&self) -> bool {
+        self.dmarc_interval().is_some() || self.tls_interval().is_some()
+    }
+
+    fn wake_queue(&self) {
+        if let Some(w) = &self.queue_wakeup {
+            w.notify();
+        }
+    }
+
+    /// Runs the senders until `shutdown`.
+    pub async fn run<R: rmox_driver::Runtime>(
+        self: Arc<Self>,
+        rt: R,
+        shutdown: Arc<rmox_driver::Shutdown>,
+    ) {
+        use futures_lite::FutureExt;
+        let dmarc = {
+            let (me, rt, shutdown) = (Arc::clone(&self), rt.clone(), Arc::clone(&shutdown));
+            async move {
+                let Some(every) = me.dmarc_interval() else {
+                    return;
+                };
+                loop {
+                    let stop = async {
+                        shutdown.wait().await;
+                        true
+                    };
+                    let tick = async {
+                        rt.sleep_until(std::time::Instant::now() + every).await;
+                        false
+                    };
+                    if stop.or(tick).await {
+                        return;
                     }
-                    if let Some(w) = &queue_wakeup {
-                        w.notify();
+                    let m = Arc::clone(&me);
+                    let r = rt
+                        .unblock(Box::new(move || {
+                            let now = rmox_driver::now().wall;
+                            send_reports(&m.store, &m.config, &m.dkim, now)
+                        }))
+                        .await;
+                    match r {
+                        Ok(v) if !v.is_empty() => {
+                            for r in &v {
+                                tracing::info!(domain = %r.domain, to = ?r.recipients, xml_bytes = r.xml.len(), message_bytes = r.message.len(), "dmarc aggregate report queued");
+                            }
+                            me.wake_queue();
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "dmarc reporter"),
                     }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "dmarc reporter"),
             }
-        })
-        .map_err(|e| crate::Fail(format!("spawning dmarc reporter: {e}")))
-}
-
-/// Runs the reporter now (`notify`) or stops it (`stop`).
-#[derive(Debug, Default)]
-pub struct Trigger {
-    state: std::sync::Mutex<(bool, bool)>,
-    cv: std::sync::Condvar,
-}
-
-impl Trigger {
-    /// Run the reporter now (tests; a control command could use it).
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub fn notify(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.0 = true;
-        self.cv.notify_all();
+        };
+        let tls = {
+            let (me, rt, shutdown) = (Arc::clone(&self), rt.clone(), Arc::clone(&shutdown));
+            async move {
+                let Some(every) = me.tls_interval() else {
+                    return;
+                };
+                loop {
+                    // The next multiple of the interval in Unix time (UTC midnight for a
+                    // day), so restarts do not postpone the reports.
+                    let now = rmox_driver::now().wall.0;
+                    let every_i = i64::try_from(every).unwrap_or(i64::MAX);
+                    let next = (now.div_euclid(every_i) + 1).saturating_mul(every_i);
+                    let wait = u64::try_from(next.saturating_sub(now)).unwrap_or(every);
+                    let stop = async {
+                        shutdown.wait().await;
+                        true
+                    };
+                    let tick = async {
+                        rt.sleep_until(
+                            std::time::Instant::now() + std::time::Duration::from_secs(wait),
+                        )
+                        .await;
+                        false
+                    };
+                    if stop.or(tick).await {
+                        return;
+                    }
+                    match me.tls_round(&rt).await {
+                        Ok(v) if !v.is_empty() => {
+                            for r in &v {
+                                tracing::info!(domain = %r.domain, scope = ?r.scope, report_id = %r.report.report_id, to = ?r.recipients, message_bytes = r.message.len(), "tls report queued");
+                            }
+                            me.wake_queue();
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "tls reporter"),
+                    }
+                }
+            }
+        };
+        futures_lite::future::zip(dmarc, tls).await;
+        tracing::info!("report senders stopped");
     }
 
-    /// Stop the reporter thread.
-    pub fn stop(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.1 = true;
-        self.cv.notify_all();
-    }
-
-    /// Waits for a notification or `d`; false when stopped.
-    fn wait(&self, d: std::time::Duration) -> bool {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut s, _) = self
-            .cv
-            .wait_timeout_while(s, d, |s| !s.0 && !s.1)
-            .unwrap_or_else(|e| e.into_inner());
-        s.0 = false;
-        !s.1
+    /// One round of TLS reports: storage on the blocking pool, DNS on the task.
+    async fn tls_round<R: rmox_driver::Runtime>(
+        &self,
+        rt: &R,
+    ) -> Result<Vec<OutgoingTlsReport>, StoreError> {
+        let Some(dns) = &self.dns else {
+            return Ok(Vec::new());
+        };
+        let now = rmox_driver::now().wall;
+        let (store, config) = (Arc::clone(&self.store), Arc::clone(&self.config));
+        let pending = rt
+            .unblock(Box::new(move || tls_pending(&store, &config, now)))
+            .await?;
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let answers = dns.lookup_many_async(&tls_lookups(&pending)).await;
+        let (store, config, dkim) = (
+            Arc::clone(&self.store),
+            Arc::clone(&self.config),
+            Arc::clone(&self.dkim),
+        );
+        rt.unblock(Box::new(move || {
+            tls_finish(&store, &config, &dkim, pending, &answers, now)
+        }))
+        .await
     }
 }
 
@@ -1227,34 +1533,216 @@ print(total)
         assert!(sent.is_empty());
     }
 
-    #[test]
-    fn reporter_thread_runs_on_trigger() {
-        let env = Env::new("thread");
+    /// A stored TLS result of `domain` at `t`: an MTA-STS session, failed or not.
+    fn add_tls_result(env: &Env, domain: &str, t: i64, failed: bool) {
+        use rmox_core::tlspolicy::{FailureDetails, Policy, PolicyType, ReportScope, ResultType};
+        let r = rmox_core::tlspolicy::SessionResult {
+            scope: ReportScope::RecipientDomain,
+            policy: Policy {
+                policy_type: PolicyType::Sts,
+                policy_string: vec!["version: STSv1".into(), "mode: testing".into()],
+                policy_domain: domain.into(),
+                mx_host: vec!["mx1.example.org".into()],
+            },
+            failure: failed.then(|| FailureDetails {
+                result_type: ResultType::CertificateNotTrusted,
+                sending_mta_ip: None,
+                receiving_mx_hostname: Some("mx1.example.org".into()),
+                receiving_mx_helo: None,
+                receiving_ip: Some("10.0.0.25".into()),
+                failed_session_count: 1,
+                additional_information: None,
+                failure_reason_code: Some("unknown issuer".into()),
+            }),
+        };
         env.store
-            .record_outgoing("mjl", &["remote@example.org".to_string()], UnixTime(1))
+            .report_add(
+                ReportKind::TlsResult,
+                domain,
+                UnixTime(t),
+                serde_json::to_vec(&r).unwrap(),
+            )
             .unwrap();
-        assert!(env.deliver(true, MSG).starts_with("250"));
-        let trigger = Arc::new(Trigger::default());
-        let h = spawn_reporter(
-            Arc::clone(&env.store),
-            Arc::clone(&env.config),
-            Duration::from_secs(3600),
-            Arc::clone(&trigger),
-            None,
+    }
+
+    fn tls_zone() -> crate::resolve::Dns {
+        crate::resolve::Dns::Zone(
+            StaticZone::parse(
+                "_smtp._tls.sts-testing.example.org. IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@example.org,https://r.example.org/x\"\n\
+                 _smtp._tls.ok.example.org. IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@example.org\"\n\
+                 _smtp._tls.mox.example. IN TXT \"v=TLSRPTv1; rua=mailto:tls-reports@mox.example\"\n",
+            )
+            .unwrap(),
+        )
+    }
+
+    fn tls_rows(env: &Env, domain: &str) -> Vec<i64> {
+        env.store
+            .reports(ReportKind::TlsResult, domain)
+            .unwrap()
+            .iter()
+            .map(|(t, _)| t.0)
+            .collect()
+    }
+
+    const DAY: i64 = 1_700_006_400; // 2023-11-15 00:00:00 UTC.
+
+    /// The TLS report sender: results of finished days are aggregated per policy domain
+    /// into one report, DKIM-signed (also over the TLS-Report-* headers), queued for the
+    /// mailto rua with REQUIRETLS off, and removed; today's results stay; domains with only
+    /// successes, without a record, or of our own get none, their results removed all the
+    /// same.
+    #[test]
+    fn tls_reports_sent_and_removed() {
+        let env = Env::new("tlssend");
+        for (i, failed) in [false, true, true].into_iter().enumerate() {
+            add_tls_result(&env, "sts-testing.example.org", DAY + i as i64, failed);
+        }
+        let now = DAY + 86_400 + 60;
+        add_tls_result(&env, "sts-testing.example.org", now - 10, true);
+        add_tls_result(&env, "ok.example.org", DAY, false);
+        add_tls_result(&env, "norecord.example.org", DAY, true);
+        add_tls_result(&env, "mox.example", DAY, true);
+        let key = rmox_core::dkim::SigningKey::ed25519_from_seed(&[7; 32]).unwrap();
+        let dkim = std::collections::HashMap::from([(
+            "mox.example".to_string(),
+            vec![rmox_core::dkim::SignConfig::new("mox.example", "s1", key)],
+        )]);
+        let sent =
+            send_tls_reports(&env.store, &env.config, &dkim, &tls_zone(), UnixTime(now)).unwrap();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let r = &sent[0];
+        assert_eq!(r.domain, "sts-testing.example.org");
+        assert_eq!(r.recipients, ["tlsrpt@example.org"]);
+        let p = &r.report.policies[0];
+        assert_eq!(p.summary.total_successful_session_count, 1);
+        assert_eq!(p.summary.total_failure_session_count, 2);
+        assert_eq!(p.failure_details[0].failed_session_count, 2);
+        assert_eq!(r.report.date_range.start_datetime, UnixTime(DAY));
+        let text = String::from_utf8(r.message.clone()).unwrap();
+        assert!(text.starts_with("DKIM-Signature:"), "{text}");
+        let sig = &text[..text.find("\r\nFrom:").unwrap()].to_ascii_lowercase();
+        assert!(
+            sig.contains("tls-report-domain") && sig.contains("tls-report-submitter"),
+            "{sig}"
+        );
+        assert_eq!(
+            rmox_core::tlspolicy::parse_report_message(&r.message).unwrap(),
+            r.report
+        );
+        let q = env.store.queue_list(&Default::default()).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].rcpt.recipient, "tlsrpt@example.org");
+        assert_eq!(q[0].rcpt.mail_from, "postmaster@mail.mox.example");
+        assert_eq!(q[0].rcpt.requiretls, RequireTls::NotRequired);
+        // Handled results are gone; today's stays for tomorrow.
+        assert_eq!(tls_rows(&env, "sts-testing.example.org"), [now - 10]);
+        for d in ["ok.example.org", "norecord.example.org", "mox.example"] {
+            assert!(tls_rows(&env, d).is_empty(), "{d}");
+        }
+        // Nothing more to send.
+        let again =
+            send_tls_reports(&env.store, &env.config, &dkim, &tls_zone(), UnixTime(now)).unwrap();
+        assert!(again.is_empty());
+    }
+
+    /// A suppressed rua address gets no TLS report; the results are removed.
+    #[test]
+    fn tls_report_suppressed() {
+        let env = Env::new("tlssuppress");
+        add_tls_result(&env, "sts-testing.example.org", DAY, true);
+        env.store
+            .suppression_add(
+                "mjl",
+                rmox_storage::Suppression {
+                    address: "tlsrpt@example.org".into(),
+                    reason: "test".into(),
+                    manual: true,
+                    created: UnixTime(1),
+                },
+            )
+            .unwrap();
+        let sent = send_tls_reports(
+            &env.store,
+            &env.config,
+            &Default::default(),
+            &tls_zone(),
+            UnixTime(DAY + 86_400),
         )
         .unwrap();
-        trigger.notify();
-        let mut queued = 0;
-        for _ in 0..200 {
-            queued = env.store.queue_list(&Default::default()).unwrap().len();
-            if queued > 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        assert!(sent.is_empty());
+        assert!(env
+            .store
+            .queue_list(&Default::default())
+            .unwrap()
+            .is_empty());
+        assert!(tls_rows(&env, "sts-testing.example.org").is_empty());
+    }
+
+    /// The report senders run as a task on a runtime (here smol): with 1-second intervals
+    /// both DMARC and TLS reports get queued, and the task ends at shutdown;
+    /// `send_tls_reports = false` sends the DMARC report only and keeps the TLS results;
+    /// `dmarc_interval_secs = 0` sends no DMARC report. Regression: the reporter was a
+    /// std thread polling a condition variable, outside the chosen runtime.
+    #[test]
+    fn reporters_follow_config() {
+        for (extra, want_queued, want_tls_left) in [
+            ("dmarc_interval_secs = 1\ntls_interval_secs = 1\n", 2, false),
+            (
+                "dmarc_interval_secs = 1\ntls_interval_secs = 1\nsend_tls_reports = false\n",
+                1,
+                true,
+            ),
+            ("dmarc_interval_secs = 0\ntls_interval_secs = 1\n", 1, false),
+        ] {
+            let env = Env::with_config(
+                &format!("reporters-{}", extra.len()),
+                &format!("{CONFIG}\n[reports]\n{extra}"),
+            );
+            env.store
+                .record_outgoing("mjl", &["remote@example.org".to_string()], UnixTime(1))
+                .unwrap();
+            assert!(env.deliver(true, MSG).starts_with("250"));
+            add_tls_result(&env, "sts-testing.example.org", DAY, true);
+            let wakeup = Arc::new(crate::queue::Wakeup::default());
+            let reporters = Arc::new(
+                Reporters::new(
+                    Arc::clone(&env.store),
+                    Arc::clone(&env.config),
+                    Some(tls_zone()),
+                    Some(Arc::clone(&wakeup)),
+                )
+                .unwrap(),
+            );
+            let shutdown = rmox_driver::Shutdown::new();
+            let (store, stop) = (Arc::clone(&env.store), Arc::clone(&shutdown));
+            let waiter = std::thread::spawn(move || {
+                let mut n = 0;
+                for _ in 0..100 {
+                    n = store.queue_list(&Default::default()).unwrap().len();
+                    if n >= want_queued {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                // Another interval, to see nothing more is queued.
+                std::thread::sleep(Duration::from_millis(1200));
+                stop.trigger();
+                n
+            });
+            rmox_runtime_smol::block_on(|rt| reporters.run(rt, shutdown)).unwrap();
+            let n = waiter.join().unwrap();
+            assert_eq!(n, want_queued, "{extra}");
+            assert_eq!(
+                env.store.queue_list(&Default::default()).unwrap().len(),
+                want_queued,
+                "{extra}"
+            );
+            assert_eq!(
+                !tls_rows(&env, "sts-testing.example.org").is_empty(),
+                want_tls_left,
+                "{extra}"
+            );
         }
-        trigger.stop();
-        h.join().unwrap();
-        assert_eq!(queued, 1);
-        assert!(env.evals().is_empty());
     }
 }

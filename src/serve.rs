@@ -270,16 +270,25 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     .with_wakeup(Arc::clone(&wakeup))
     .with_queue_config(c.queue.queue_config(&c.path)?);
     let workers = c.queue.workers;
-    let reporter = Arc::new(crate::reports::Trigger::default());
-    if !c.localserve && c.reports.dmarc_interval_secs > 0 {
-        crate::reports::spawn_reporter(
+    // The report senders run as a task of the runtime, next to the queue runner; TLS
+    // reports need DNS (`_smtp._tls` records) of their own.
+    let reporters = if c.localserve {
+        None
+    } else {
+        let tls_dns = if c.reports.send_tls_reports && c.reports.tls_interval_secs > 0 {
+            let base = c.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            Some(crate::resolve::Dns::from_config(&c.resolver, &base)?)
+        } else {
+            None
+        };
+        let r = crate::reports::Reporters::new(
             Arc::clone(&store),
             Arc::clone(&c),
-            std::time::Duration::from_secs(c.reports.dmarc_interval_secs),
-            Arc::clone(&reporter),
+            tls_dns,
             Some(Arc::clone(&wakeup)),
         )?;
-    }
+        r.any().then(|| Arc::new(r))
+    };
     let world = Arc::new(
         World::new(
             Arc::clone(&c),
@@ -291,13 +300,12 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let flusher = crate::world::Flusher::spawn(Arc::clone(&world))?;
     let world: Arc<dyn rmox_driver::Answerer> = world;
     // The queue runner runs on the chosen runtime, started by `run_on` on one worker.
-    let queue = (Arc::new(runner.with_runtime(rt)), workers);
+    let queue = (Arc::new(runner.with_runtime(rt)), workers, reporters);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     tracing::info!(runtime = rt.name(), threads, "starting");
     let result = run_on(rt, bound, world, threads, shutdown, queue);
-    reporter.stop();
     flusher.stop();
     control.stop();
     close_store(store);
@@ -306,8 +314,9 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     Ok(())
 }
 
-/// Closes the database cleanly once every user has let go of it (the reporter thread may
-/// take a moment after its stop), so that the next open needs no recovery.
+/// Closes the database cleanly once every user has let go of it (a report sender's work on
+/// the blocking pool may take a moment after shutdown), so that the next open needs no
+/// recovery.
 fn close_store(mut store: Arc<Store>) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -427,14 +436,29 @@ fn compiled_runtimes() -> Vec<&'static str> {
 }
 
 /// Runs the listeners on `rt` until shutdown.
-/// The queue runner as the runtime's background task: it stops on shutdown, after the
-/// deliveries in flight.
+/// The queue runner and the report senders as the runtime's background task: they stop
+/// on shutdown, the runner after the deliveries in flight.
 fn queue_task<R: rmox_driver::outbound::Net>(
-    (runner, workers): (Arc<crate::queue::Runner>, usize),
+    (runner, workers, reporters): Background,
     shutdown: Arc<Shutdown>,
 ) -> rmox_driver::Background<R> {
-    Box::new(move |rt: R| Box::pin(runner.run(rt, workers, Some(shutdown))))
+    Box::new(move |rt: R| {
+        Box::pin(async move {
+            let reports = reporters.map(|r| rt.spawn(r.run(rt.clone(), Arc::clone(&shutdown))));
+            runner.run(rt, workers, Some(shutdown)).await;
+            if let Some(r) = reports {
+                r.await;
+            }
+        })
+    })
 }
+
+/// What [`queue_task`] runs: the queue runner, its workers, the report senders.
+type Background = (
+    Arc<crate::queue::Runner>,
+    usize,
+    Option<Arc<crate::reports::Reporters>>,
+);
 
 fn run_on(
     rt: Runtime,
@@ -442,7 +466,7 @@ fn run_on(
     world: Arc<dyn rmox_driver::Answerer>,
     threads: usize,
     shutdown: Arc<Shutdown>,
-    queue: (Arc<crate::queue::Runner>, usize),
+    queue: Background,
 ) -> std::io::Result<()> {
     match rt {
         #[cfg(feature = "tokio")]

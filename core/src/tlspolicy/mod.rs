@@ -17,6 +17,8 @@
 //!   answers the delivery machine's `HostTls` question per MX host, asking for DNS, the
 //!   cached policy and the policy fetch as effects.
 //! * [`incoming`]: which of our policy domains an incoming report is kept under.
+//! * [`outgoing`]: the reports we send: stored results grouped per finished day and scope,
+//!   who receives them (mox's rules), the report message.
 //!
 //! Nothing here performs I/O or reads a clock; time is a [`crate::UnixTime`] argument.
 //! Not wired yet: the delivery driver in the root package does not run [`PolicySession`]
@@ -27,6 +29,7 @@ pub mod incoming;
 pub mod mtasts;
 #[cfg(test)]
 mod mutation;
+pub mod outgoing;
 pub mod requirement;
 pub mod results;
 #[cfg(test)]

@@ -15,6 +15,7 @@ on_every_runtime!(
     tls_mode_and_result_recorded,
     requiretls_to_server_without_requiretls_fails_with_dsn,
     other_family_tried_after_connection_level_failure,
+    own_tls_report_delivery_not_recorded,
 );
 
 /// Zone data: the sink's MX on 127.0.0.1 and ::1, and a relay name for the sink.
@@ -305,19 +306,67 @@ fn tls_mode_and_result_recorded() {
         match report {
             None => assert!(reps.is_empty(), "case {i}: {reps:?}"),
             Some((ok, fail, rtype)) => {
+                // One stored tlspolicy::SessionResult per session (the report sender's
+                // input); a success has no failure.
                 assert_eq!(reps.len(), 1, "case {i}: {reps:?}");
+                assert_eq!(ok + fail, 1, "case {i}");
                 let v = &reps[0];
-                assert_eq!(v["policy-type"], "no-policy-found", "case {i}");
-                assert_eq!(v["mx-host"], "mx.example.net", "case {i}");
-                assert_eq!(v["receiving-ip"], "127.0.0.1", "case {i}");
-                assert_eq!(v["mode"], *mode, "case {i}");
-                assert_eq!(v["success-count"], *ok, "case {i}");
-                assert_eq!(v["failure-count"], *fail, "case {i}");
+                assert_eq!(v["scope"], "RecipientDomain", "case {i}");
+                assert_eq!(v["policy"]["policy-type"], "no-policy-found", "case {i}");
+                assert_eq!(v["policy"]["policy-domain"], "example.net", "case {i}");
+                let f = &v["failure"];
+                assert_eq!(f.is_null(), *fail == 0, "case {i}: {v}");
+                if *fail > 0 {
+                    assert_eq!(f["receiving-mx-hostname"], "mx.example.net", "case {i}");
+                    assert_eq!(f["receiving-ip"], "127.0.0.1", "case {i}");
+                }
                 if !rtype.is_empty() {
-                    assert_eq!(v["result-type"], *rtype, "case {i}");
+                    assert_eq!(f["result-type"], *rtype, "case {i}");
                 }
             }
         }
+    }
+}
+
+/// Delivering one of our own TLS reports (a message with `TLS-Report-Domain`) records no
+/// TLS result, so a failing report delivery does not become the next report (mox does not
+/// report them either); the same message without the header is recorded.
+fn own_tls_report_delivery_not_recorded() {
+    let (cert, _) = self_signed(&["mx.example.net"]);
+    for (header, want) in [("TLS-Report-Domain: example.net\r\n", 0), ("", 1)] {
+        let (l, port) = listener4();
+        let got = tls_sink(
+            l,
+            SinkSetup {
+                starttls: Some(Arc::clone(&cert)),
+                requiretls: false,
+                greeting: "220 sink ESMTP\r\n",
+            },
+        );
+        let extra = format!("[queue]\nsmtp_port = {port}\n[transport.d]\nkind = \"direct\"\nipv4 = true\nipv6 = false\n[[route]]\ntransport = \"d\"\n");
+        let e = env(false, &extra);
+        let connector = Runner::connector_for(&e.config, &e.store, Some(zone()), 3).unwrap();
+        let r = e.runner(connector);
+        let rcpt = QueueRecipient {
+            sender_account: None,
+            mail_from: "postmaster@mox.example".into(),
+            recipient: "tlsrpt@example.net".into(),
+            has_8bit: false,
+            smtputf8: false,
+            requiretls: RequireTls::NotRequired,
+            transport: None,
+            next_attempt: e.now(),
+            queued: e.now(),
+            hold: false,
+            dsn: rmox_storage::DsnParams::default(),
+            is_dsn: false,
+        };
+        let msg =
+            format!("From: <postmaster@mox.example>\r\n{header}Subject: report\r\n\r\nreport\r\n");
+        e.store.queue_add(msg.as_bytes(), vec![rcpt]).unwrap();
+        r.run_once(e.now()).unwrap();
+        assert_eq!(got.load(Ordering::SeqCst), 1, "{header:?}");
+        assert_eq!(tls_reports(&e, "example.net").len(), want, "{header:?}");
     }
 }
 
@@ -372,7 +421,7 @@ fn requiretls_to_server_without_requiretls_fails_with_dsn() {
         // A successful TLS session for the relay's policy domain either way.
         let reps = tls_reports(&e, "relay.example");
         assert_eq!(reps.len(), 1, "{reps:?}");
-        assert_eq!(reps[0]["success-count"], 1);
+        assert!(reps[0]["failure"].is_null(), "{reps:?}");
     }
 }
 
