@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rmox_core::server::ServerConfig;
+use rmox_driver::accept::{ListenerSpec, Service};
 use rmox_driver::Shutdown;
 use rmox_storage::Store;
 
@@ -12,12 +13,23 @@ use crate::config::Config;
 use crate::world::World;
 use crate::{Fail, RuntimeChoice};
 
-/// A bound listener and the session settings for its connections.
+/// A bound listener and what it serves.
 pub struct Bound {
     /// The socket.
     pub listener: TcpListener,
-    /// Settings.
-    pub config: Arc<ServerConfig>,
+    /// SMTP with its session settings, or HTTP.
+    pub service: Service,
+}
+
+impl Bound {
+    /// The SMTP session settings, for an SMTP listener.
+    #[cfg(test)]
+    pub fn smtp_config(&self) -> Option<&ServerConfig> {
+        match &self.service {
+            Service::Smtp(c) => Some(c),
+            Service::Http { .. } => None,
+        }
+    }
 }
 
 /// 64 bits from the operating system's random source.
@@ -95,6 +107,28 @@ pub fn port_config(
         sc.checks = c.incoming_checks();
     }
     sc
+}
+
+/// The settings of HTTP connections (`limits.http_*`), with implicit TLS when `tls` is set.
+pub fn http_config(
+    c: &Config,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> rmox_core::http::ServerConfig {
+    use std::time::Duration;
+    let l = &c.limits;
+    let mut hc = rmox_core::http::ServerConfig::new();
+    hc.tls = tls;
+    hc.limits = rmox_core::http::Limits {
+        max_head: l.http_max_head_size,
+        max_headers: l.http_max_headers,
+        max_body: l.http_max_body_size,
+    };
+    hc.request_timeout = Duration::from_secs(l.http_request_timeout_secs.max(1));
+    hc.idle_timeout = Duration::from_secs(l.http_idle_timeout_secs.max(1));
+    hc.handler_timeout = Duration::from_secs(l.http_handler_timeout_secs.max(1));
+    hc.tls_handshake_timeout = Duration::from_secs(l.tls_handshake_timeout_secs.max(1));
+    hc.max_pipelined = l.http_max_pipelined.max(1);
+    hc
 }
 
 /// The TLS configuration of each listener (`None` without `tls`), read from its files.
@@ -180,6 +214,7 @@ pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
     let tls = listener_tls(c)?;
     let mut out = Vec::new();
     let seed = os_seed();
+    let web: Arc<dyn rmox_driver::http::HttpAnswerer> = Arc::new(crate::web::Web::new(c)?);
     for (i, l) in c.listener.iter().enumerate() {
         let tls = tls[i].clone();
         let ports = [
@@ -204,7 +239,19 @@ pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
             tracing::info!(listener = %l.name, %addr, submission, implicit_tls = implicit, "listening");
             out.push(Bound {
                 listener,
-                config: Arc::new(sc),
+                service: Service::Smtp(Arc::new(sc)),
+            });
+        }
+        if let Some(p) = l.mta_sts.as_ref().filter(|p| p.enabled) {
+            let addr = SocketAddr::new(l.ip, p.port);
+            let listener = bind(addr)?;
+            tracing::info!(listener = %l.name, %addr, "listening (https, mta-sts policies)");
+            out.push(Bound {
+                listener,
+                service: Service::Http {
+                    config: Arc::new(http_config(c, tls.clone())),
+                    answerer: Arc::clone(&web),
+                },
             });
         }
     }
@@ -247,6 +294,13 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let shutdown = Shutdown::new();
     install_signals(Arc::clone(&shutdown))?;
     let bound = bind_all(&c)?;
+    for (domain, p) in crate::web::Web::new(&c)?.policies() {
+        tracing::info!(
+            domain,
+            record = %format!("_mta-sts.{domain}. TXT \"{}\"", p.record()),
+            "mta-sts policy served; publish this record"
+        );
+    }
     let control = crate::ctl::start(Arc::clone(&store))?;
     if let Some(b) = banner {
         println!("{b}");
@@ -449,9 +503,9 @@ fn run_on(
         Runtime::Tokio => rmox_runtime_tokio::run_with_background(
             bound
                 .into_iter()
-                .map(|b| rmox_runtime_tokio::ListenerSpec {
+                .map(|b| ListenerSpec {
                     listener: b.listener,
-                    config: b.config,
+                    service: b.service,
                 })
                 .collect(),
             world,
@@ -463,9 +517,9 @@ fn run_on(
         Runtime::Glommio => rmox_runtime_glommio::run_with_background(
             bound
                 .into_iter()
-                .map(|b| rmox_runtime_glommio::ListenerSpec {
+                .map(|b| ListenerSpec {
                     listener: b.listener,
-                    config: b.config,
+                    service: b.service,
                 })
                 .collect(),
             world,
@@ -477,9 +531,9 @@ fn run_on(
         Runtime::Smol => rmox_runtime_smol::run_with_background(
             bound
                 .into_iter()
-                .map(|b| rmox_runtime_smol::ListenerSpec {
+                .map(|b| ListenerSpec {
                     listener: b.listener,
-                    config: b.config,
+                    service: b.service,
                 })
                 .collect(),
             world,

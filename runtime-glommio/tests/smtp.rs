@@ -35,7 +35,7 @@ fn glommio_works() -> bool {
 fn start(threads: usize, reuse_port: bool) -> Server {
     let run: RunFn = Box::new(move |listener, config, answerer, shutdown| {
         run(
-            vec![ListenerSpec { listener, config }],
+            vec![ListenerSpec::smtp(listener, config)],
             answerer,
             threads,
             Arc::clone(&shutdown),

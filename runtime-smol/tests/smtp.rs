@@ -12,7 +12,7 @@ fn start(threads: usize) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let run: RunFn = Box::new(move |listener, config, answerer, shutdown| {
         run(
-            vec![ListenerSpec { listener, config }],
+            vec![ListenerSpec::smtp(listener, config)],
             answerer,
             threads,
             Arc::clone(&shutdown),
