@@ -598,4 +598,46 @@ mod tests {
             std::time::Duration::from_secs(2)
         );
     }
+
+    /// `limits.http_*` (and `tls_handshake_timeout_secs`) reach the HTTP sessions of the
+    /// `mta_sts` listeners; the defaults are core's, but for the shared TLS handshake
+    /// timeout. What each limit does is shown by core's `http::server` tests.
+    #[test]
+    fn http_limits_from_config() {
+        use std::time::Duration;
+        let parse = |limits: &str| {
+            let text = format!("hostname = \"mox.example\"\ndata_dir = \"data\"\n{limits}");
+            Config::parse(&text, Path::new("rmox.toml")).unwrap()
+        };
+        let d = http_config(&parse(""), None);
+        let core = rmox_core::http::ServerConfig::new();
+        assert_eq!(d.limits, core.limits);
+        assert_eq!(d.request_timeout, core.request_timeout);
+        assert_eq!(d.idle_timeout, core.idle_timeout);
+        assert_eq!(d.handler_timeout, core.handler_timeout);
+        assert_eq!(d.max_pipelined, core.max_pipelined);
+        assert_eq!(d.tls_handshake_timeout, Duration::from_secs(30));
+        let h = http_config(
+            &parse(
+                "[limits]\nhttp_max_head_size = 1000\nhttp_max_headers = 7\nhttp_max_body_size = 5\n\
+                 http_request_timeout_secs = 2\nhttp_idle_timeout_secs = 3\n\
+                 http_handler_timeout_secs = 4\nhttp_max_pipelined = 1\ntls_handshake_timeout_secs = 6\n",
+            ),
+            None,
+        );
+        assert_eq!(
+            h.limits,
+            rmox_core::http::Limits {
+                max_head: 1000,
+                max_headers: 7,
+                max_body: 5
+            }
+        );
+        assert_eq!(h.request_timeout, Duration::from_secs(2));
+        assert_eq!(h.idle_timeout, Duration::from_secs(3));
+        assert_eq!(h.handler_timeout, Duration::from_secs(4));
+        assert_eq!(h.max_pipelined, 1);
+        assert_eq!(h.tls_handshake_timeout, Duration::from_secs(6));
+        assert!(h.tls.is_none());
+    }
 }

@@ -40,7 +40,10 @@ impl ServedPolicy {
 /// letters and digits).
 pub fn policy_id(text: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    d.as_ref()[..10].iter().map(|b| format!("{b:02x}")).collect()
+    d.as_ref()[..10]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Answers requests on HTTP listeners from the configuration.
@@ -80,8 +83,7 @@ impl Web {
         let Some(p) = self.policies.get(&host).filter(|_| path == POLICY_PATH) else {
             return text(404, "not found\n");
         };
-        if !head.method.eq_ignore_ascii_case("GET") && !head.method.eq_ignore_ascii_case("HEAD")
-        {
+        if !head.method.eq_ignore_ascii_case("GET") && !head.method.eq_ignore_ascii_case("HEAD") {
             let mut r = text(405, "method not allowed\n");
             r.headers.push(Header::new("Allow", "GET, HEAD"));
             return r;
@@ -162,7 +164,12 @@ mod tests {
             ("GET", POLICY_PATH, Some("MTA-STS.Example.ORG:443"), 200),
             ("GET", POLICY_PATH, Some("mta-sts.example.org."), 200),
             ("HEAD", POLICY_PATH, Some("mta-sts.example.org"), 200),
-            ("GET", "/.well-known/mta-sts.txt?x=1", Some("mta-sts.example.org"), 200),
+            (
+                "GET",
+                "/.well-known/mta-sts.txt?x=1",
+                Some("mta-sts.example.org"),
+                200,
+            ),
             ("POST", POLICY_PATH, Some("mta-sts.example.org"), 405),
             ("PUT", POLICY_PATH, Some("mta-sts.example.org"), 405),
             // A domain without a policy, another host, no host.
@@ -170,7 +177,12 @@ mod tests {
             ("GET", POLICY_PATH, Some("example.org"), 404),
             ("GET", POLICY_PATH, None, 404),
             ("GET", "/", Some("mta-sts.example.org"), 404),
-            ("GET", "/.well-known/mta-sts.txt/x", Some("mta-sts.example.org"), 404),
+            (
+                "GET",
+                "/.well-known/mta-sts.txt/x",
+                Some("mta-sts.example.org"),
+                404,
+            ),
             ("POST", "/other", Some("mta-sts.example.org"), 404),
         ];
         for (m, t, h, want) in cases {
@@ -179,7 +191,10 @@ mod tests {
             assert_eq!(r.content_type(), Some("text/plain; charset=utf-8"));
         }
         let r = web.route(&req("POST", POLICY_PATH, Some("mta-sts.example.org")));
-        assert_eq!(rmox_core::http::codec::header(&r.headers, "allow"), Some("GET, HEAD"));
+        assert_eq!(
+            rmox_core::http::codec::header(&r.headers, "allow"),
+            Some("GET, HEAD")
+        );
     }
 
     /// The served text is an RFC 8461 policy that core's parser reads back as configured;
@@ -218,11 +233,16 @@ mod tests {
             p.id.clone()
         };
         let a = id("[domain.\"example.org\".mta_sts]\nmode = \"enforce\"\n");
-        assert_eq!(a, id("[domain.\"example.org\".mta_sts]\nmode = \"enforce\"\n"));
+        assert_eq!(
+            a,
+            id("[domain.\"example.org\".mta_sts]\nmode = \"enforce\"\n")
+        );
         assert!(a.len() <= 32 && a.bytes().all(|c| c.is_ascii_alphanumeric()));
         let b = id("[domain.\"example.org\".mta_sts]\nmode = \"testing\"\n");
         let c = id("[domain.\"example.org\".mta_sts]\nmode = \"enforce\"\nmax_age = 3600\n");
-        let d = id("[domain.\"example.org\".mta_sts]\nmode = \"enforce\"\nmx = [\"mx2.example.org\"]\n");
+        let d = id(
+            "[domain.\"example.org\".mta_sts]\nmode = \"enforce\"\nmx = [\"mx2.example.org\"]\n",
+        );
         assert!(a != b && a != c && a != d && b != c && c != d);
     }
 
@@ -239,20 +259,34 @@ mod tests {
         let e = err(&format!(
             "{base}[[listener]]\nname = \"l\"\nip = \"127.0.0.1\"\nmta_sts = {{ port = 443 }}\n"
         ));
-        assert!(e.contains("listener[0].mta_sts") && e.contains("tls"), "{e}");
+        assert!(
+            e.contains("listener[0].mta_sts") && e.contains("tls"),
+            "{e}"
+        );
         let e = err(&format!(
             "{base}[[listener]]\nname = \"l\"\nip = \"127.0.0.1\"\n{tls}smtp = {{ port = 25 }}\nmta_sts = {{ port = 25 }}\n"
         ));
-        assert!(e.contains("listener[0].mta_sts.port") && e.contains("also"), "{e}");
-        let l = format!("[[listener]]\nname = \"l\"\nip = \"127.0.0.1\"\n{tls}mta_sts = {{ port = 443 }}\n");
+        assert!(
+            e.contains("listener[0].mta_sts.port") && e.contains("also"),
+            "{e}"
+        );
+        let l = format!(
+            "[[listener]]\nname = \"l\"\nip = \"127.0.0.1\"\n{tls}mta_sts = {{ port = 443 }}\n"
+        );
         let e = err(&format!(
             "{base}{l}[domain.\"example.org\".mta_sts]\nmode = \"enforce\"\nmx = [\"bad host\"]\n"
         ));
-        assert!(e.contains("domain.\"example.org\".mta_sts.mx") && e.contains("bad host"), "{e}");
+        assert!(
+            e.contains("domain.\"example.org\".mta_sts.mx") && e.contains("bad host"),
+            "{e}"
+        );
         let e = err(&format!(
             "{base}{l}[domain.\"example.org\".mta_sts]\nmode = \"enforce\"\nmax_age = 99999999999\n"
         ));
-        assert!(e.contains("mta_sts.max_age") && e.contains("99999999999"), "{e}");
+        assert!(
+            e.contains("mta_sts.max_age") && e.contains("99999999999"),
+            "{e}"
+        );
         let e = err(&format!(
             "{base}{l}[domain.\"example.org\".mta_sts]\nmode = \"strict\"\n"
         ));
@@ -260,7 +294,10 @@ mod tests {
         let e = err(&format!(
             "{base}[domain.\"example.org\".mta_sts]\nmode = \"enforce\"\n"
         ));
-        assert!(e.contains("domain.\"example.org\".mta_sts") && e.contains("no listener"), "{e}");
+        assert!(
+            e.contains("domain.\"example.org\".mta_sts") && e.contains("no listener"),
+            "{e}"
+        );
         let e = err(&format!("{base}[limits]\nhttp_max_headers = 0\n"));
         assert!(e.contains("limits.http_max_headers"), "{e}");
     }

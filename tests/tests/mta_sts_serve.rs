@@ -114,7 +114,8 @@ ctx = ssl.create_default_context(cafile=ca)
 class Conn(http.client.HTTPSConnection):
     def __init__(self, h, **kw):
         kw.pop("context", None)
-        super().__init__(h, context=ctx, timeout=20, **kw)
+        kw["timeout"] = 20
+        super().__init__(h, context=ctx, **kw)
     def connect(self):
         sock = socket.create_connection((ip, port), timeout=20)
         self.sock = ctx.wrap_socket(sock, server_hostname=host)
@@ -166,12 +167,37 @@ fn mta_sts_policy_served(rt: &str) {
 
     // 404 for a domain without a policy and for other paths, 405 for other methods.
     let cases = [
-        ("mta-sts.other.example", "GET", "/.well-known/mta-sts.txt", "404"),
+        (
+            "mta-sts.other.example",
+            "GET",
+            "/.well-known/mta-sts.txt",
+            "404",
+        ),
         ("mta-sts.example.org", "GET", "/", "404"),
-        ("mta-sts.example.org", "GET", "/.well-known/other.txt", "404"),
-        ("mta-sts.example.org", "POST", "/.well-known/mta-sts.txt", "405"),
-        ("mta-sts.example.org", "DELETE", "/.well-known/mta-sts.txt", "405"),
-        ("mta-sts.example.org", "HEAD", "/.well-known/mta-sts.txt", "200"),
+        (
+            "mta-sts.example.org",
+            "GET",
+            "/.well-known/other.txt",
+            "404",
+        ),
+        (
+            "mta-sts.example.org",
+            "POST",
+            "/.well-known/mta-sts.txt",
+            "405",
+        ),
+        (
+            "mta-sts.example.org",
+            "DELETE",
+            "/.well-known/mta-sts.txt",
+            "405",
+        ),
+        (
+            "mta-sts.example.org",
+            "HEAD",
+            "/.well-known/mta-sts.txt",
+            "200",
+        ),
     ];
     for (host, method, path, want) in cases {
         if method == "HEAD" {
@@ -185,7 +211,11 @@ fn mta_sts_policy_served(rt: &str) {
             assert_eq!(out, want, "{method} {host}{path}");
             continue;
         }
-        assert_eq!(status(&srv, host, method, path), want, "{method} {host}{path}");
+        assert_eq!(
+            status(&srv, host, method, path),
+            want,
+            "{method} {host}{path}"
+        );
     }
 
     // Python's urllib, and keep-alive: two requests on one connection.
