@@ -146,3 +146,12 @@ fn outbound_connect_timeout() {
         testing::outbound_connect_timeout(&deliver);
     }
 }
+
+#[test]
+fn http_beside_smtp() {
+    if glommio_works() {
+        testing::http_beside_smtp(Box::new(|specs, answerer, shutdown| {
+            run(specs, answerer, 2, shutdown)
+        }));
+    }
+}

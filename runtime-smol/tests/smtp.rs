@@ -58,3 +58,10 @@ fn outbound_refused_then_fallback() {
 fn outbound_connect_timeout() {
     testing::outbound_connect_timeout(&deliver);
 }
+
+#[test]
+fn http_beside_smtp() {
+    testing::http_beside_smtp(Box::new(|specs, answerer, shutdown| {
+        run(specs, answerer, 2, shutdown)
+    }));
+}
