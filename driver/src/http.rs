@@ -99,7 +99,9 @@ where
             }
         };
         stream.flush().await?;
-        if eof && !closed_sent {
+        // Requests still buffered here (a full pipeline) are offered before the session
+        // learns that no more input comes, so that they are answered too.
+        if eof && !closed_sent && (inbuf.is_empty() || pending.is_empty()) {
             closed_sent = true;
             session.handle(now(), Input::Closed);
             continue;

@@ -452,8 +452,10 @@ pub type RunSpecsFn = Box<
 
 /// An SMTP and a plain HTTP listener served by one `run`: two pipelined requests (the first
 /// answered on the blocking pool, the second at once) get their responses in order on one
-/// connection, a third follows on it (keep-alive), SMTP answers meanwhile, and shutdown
-/// closes the idle keep-alive connection and returns.
+/// connection, a third follows on it (keep-alive), SMTP answers meanwhile, requests beyond
+/// a full pipeline are answered after the client closed its sending half (they were
+/// dropped once: the driver told the session about the close before offering them), and
+/// shutdown closes the idle keep-alive connection and returns.
 pub fn http_beside_smtp(run: RunSpecsFn) {
     use std::io::Read;
     let smtp = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -508,6 +510,29 @@ pub fn http_beside_smtp(run: RunSpecsFn) {
     let third = read_responses(&mut h, "/third");
     assert!(third.ends_with("/third"), "{third}");
     c.expect("QUIT\r\n", "221 ");
+    // Regression: requests that arrived while the pipeline was full were dropped when the
+    // client then closed its sending half.
+    // More requests than the pipeline holds (8), the first slow, then the client closes its
+    // sending half: every request is still answered, in order.
+    let mut p = TcpStream::connect(http_addr).unwrap();
+    p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reqs = String::from("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+    for i in 1..8 {
+        reqs.push_str(&format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n"));
+    }
+    p.write_all(reqs.as_bytes()).unwrap();
+    // The rest arrives while the pipeline is full (the slow answer takes 200 ms).
+    std::thread::sleep(Duration::from_millis(50));
+    let rest: String = (8..12)
+        .map(|i| format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n"))
+        .collect();
+    p.write_all(rest.as_bytes()).unwrap();
+    p.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut all = Vec::new();
+    p.read_to_end(&mut all).unwrap();
+    let all = String::from_utf8(all).unwrap();
+    assert_eq!(all.matches("HTTP/1.1 200 OK\r\n").count(), 12, "{all}");
+    assert!(all.ends_with("\r\n\r\n/11"), "{all}");
     shutdown.trigger();
     let mut rest = Vec::new();
     h.read_to_end(&mut rest).unwrap();
