@@ -45,8 +45,9 @@ enum Woke {
 }
 
 /// Drives `session` over `stream` until it closes, the peer goes away, or shutdown is
-/// triggered while no request is waiting for its answer. Each response is logged (one
-/// line per request).
+/// triggered while no request is waiting for its answer. Requests the session refuses
+/// (400, 408, 413, 431, 501, 503) and TLS failures are logged at info; the answerer logs
+/// the requests it answers.
 pub async fn serve_http<S, R>(
     rt: R,
     mut stream: S,
@@ -182,7 +183,7 @@ fn log_event(cid: u64, remote: SocketAddr, ev: &Event) {
             target,
             status,
             body_len,
-        } => tracing::info!(cid, %remote, method, target, status, body_len, "http request"),
+        } => tracing::debug!(cid, %remote, method, target, status, body_len, "http response"),
         Event::Refused { status, reason } => {
             tracing::info!(cid, %remote, status, reason, "http request refused")
         }

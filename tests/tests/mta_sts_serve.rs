@@ -2,8 +2,8 @@
 //! through the `rmox serve` binary on each runtime: curl and Python's urllib fetch
 //! `https://mta-sts.example.org/.well-known/mta-sts.txt` verifying the certificate against
 //! the test CA; other hosts and paths get 404, other methods 405; two requests share one
-//! connection (keep-alive); a client that speaks no TLS to the HTTPS port does not disturb
-//! SMTP on the same server.
+//! connection (keep-alive); more header fields than `limits.http_max_headers` get 431; a
+//! client that speaks no TLS to the HTTPS port does not disturb SMTP on the same server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,6 +38,9 @@ max_age = 604800
 mx = ["mail.example.org", "*.mx.example.org"]
 
 [domain."other.example"]
+
+[limits]
+http_max_headers = 16
 "#
     )
 }
@@ -217,6 +220,23 @@ fn mta_sts_policy_served(rt: &str) {
             "{method} {host}{path}"
         );
     }
+
+    // limits.http_max_headers: a request with more header fields gets 431.
+    let mut many: Vec<String> = Vec::new();
+    for i in 0..20 {
+        many.push("-H".into());
+        many.push(format!("X-Test-{i}: {i}"));
+    }
+    let mut args: Vec<&str> = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+    args.extend(many.iter().map(|s| s.as_str()));
+    let (code, out, err) = curl(
+        &srv,
+        "mta-sts.example.org",
+        &args,
+        "/.well-known/mta-sts.txt",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "431");
 
     // Python's urllib, and keep-alive: two requests on one connection.
     let out = Command::new("python3")
