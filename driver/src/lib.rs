@@ -5,7 +5,9 @@
 //! blocking work (storage calls) off its reactor, and streams implementing `futures-io`
 //! (tokio's through `tokio-util`'s compat layer). Everything about SMTP stays in the core
 //! machine; this loop only moves bytes, deadlines and effect answers. Nothing here needs
-//! `Send`: glommio tasks are `!Send`.
+//! `Send`: glommio tasks are `!Send`. The same is done for HTTP server connections
+//! ([`http`]), outbound delivery ([`outbound`]) and DNS ([`dns`]); [`accept`] serves a
+//! listener of either kind ([`accept::Service`]).
 
 pub mod accept;
 pub mod dns;
