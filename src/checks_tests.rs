@@ -538,9 +538,9 @@ fn port_enabled_key() {
     });
     let bound = crate::serve::bind_all(&c).unwrap();
     assert_eq!(bound.len(), 1);
-    assert!(!bound[0].config.submission);
+    assert!(!bound[0].smtp_config().unwrap().submission);
     c.listener[0].submission.as_mut().unwrap().enabled = true;
     let bound = crate::serve::bind_all(&c).unwrap();
     assert_eq!(bound.len(), 2);
-    assert!(bound[1].config.submission);
+    assert!(bound[1].smtp_config().unwrap().submission);
 }

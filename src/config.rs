@@ -71,6 +71,39 @@ pub struct Listener {
     /// Replaced by `no_require_starttls`; refused with a message saying so.
     #[serde(default)]
     pub require_tls_for_auth: Option<bool>,
+    /// HTTPS (implicit TLS with the listener's `tls`) serving the domains' MTA-STS
+    /// policies at `https://mta-sts.DOMAIN/.well-known/mta-sts.txt` (port 443).
+    pub mta_sts: Option<PortConfig>,
+}
+
+/// MTA-STS mode of a policy we publish (RFC 8461 5).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StsModeConfig {
+    /// Senders refuse to deliver to an MX that does not match or does not verify.
+    Enforce,
+    /// Senders deliver anyway and report failures.
+    Testing,
+    /// The policy is withdrawn.
+    None,
+}
+
+/// `[domain.X.mta_sts]`: the MTA-STS policy we serve for a domain.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MtaStsConfig {
+    /// enforce, testing or none.
+    pub mode: StsModeConfig,
+    /// Seconds senders may cache the policy (default 86400, at most 31557600).
+    #[serde(default = "default_sts_max_age")]
+    pub max_age: u64,
+    /// MX host patterns (`mx.example.org`, `*.example.org`); default: our host name.
+    #[serde(default)]
+    pub mx: Vec<String>,
+}
+
+fn default_sts_max_age() -> u64 {
+    86400
 }
 
 /// DKIM signing settings of a domain.
@@ -112,6 +145,8 @@ pub struct DomainConfig {
     /// sender's domain, is stored for those of its policy domains that are ours (a
     /// configured domain or the host name); `rmox tlsrpt list` shows them.
     pub tls_reports: Option<String>,
+    /// The MTA-STS policy served for this domain on listeners with `mta_sts`.
+    pub mta_sts: Option<MtaStsConfig>,
 }
 
 /// Settings of one destination address of an account.
@@ -258,6 +293,20 @@ pub struct Limits {
     /// Largest incoming TLS report read (bytes, compressed and decompressed); a larger one
     /// is delivered as mail only.
     pub max_tls_report_size: usize,
+    /// HTTP server: largest request head (start line and header fields), in bytes.
+    pub http_max_head_size: usize,
+    /// HTTP server: most header fields in a request.
+    pub http_max_headers: usize,
+    /// HTTP server: largest request body, in bytes.
+    pub http_max_body_size: usize,
+    /// HTTP server: seconds from a request's first byte to the end of its body (then 408).
+    pub http_request_timeout_secs: u64,
+    /// HTTP server: seconds an idle keep-alive connection stays open.
+    pub http_idle_timeout_secs: u64,
+    /// HTTP server: seconds the server may take to answer a request (then 503).
+    pub http_handler_timeout_secs: u64,
+    /// HTTP server: requests read ahead of their answers (pipelining) before reading stops.
+    pub http_max_pipelined: usize,
 }
 
 impl Default for Limits {
@@ -285,6 +334,13 @@ impl Default for Limits {
             effect_timeout_secs: 120,
             checks_timeout_secs: 180,
             max_tls_report_size: rmox_core::tlspolicy::tlsrpt::MAX_REPORT_SIZE,
+            http_max_head_size: 16 * 1024,
+            http_max_headers: 64,
+            http_max_body_size: 1024 * 1024,
+            http_request_timeout_secs: 30,
+            http_idle_timeout_secs: 60,
+            http_handler_timeout_secs: 60,
+            http_max_pipelined: 8,
         }
     }
 }
@@ -724,6 +780,12 @@ impl Config {
                     "STARTTLS needs listener.tls",
                 ));
             }
+            if l.mta_sts.as_ref().is_some_and(|p| p.enabled) && l.tls.is_none() {
+                return Err(self.err(
+                    format!("listener[{i}].mta_sts"),
+                    "HTTPS for MTA-STS policies needs listener.tls",
+                ));
+            }
             if l.submission.as_ref().is_some_and(|p| p.enabled)
                 && l.tls.is_none()
                 && !l.no_require_starttls
@@ -741,6 +803,7 @@ impl Config {
                 ("smtp", &l.smtp),
                 ("submission", &l.submission),
                 ("submissions", &l.submissions),
+                ("mta_sts", &l.mta_sts),
             ] {
                 let Some(p) = p.as_ref().filter(|p| p.enabled) else {
                     continue;
@@ -762,6 +825,31 @@ impl Config {
                     );
                 }
                 bound.insert((l.ip, p.port), format!("listener[{i}].{kind}.port"));
+            }
+        }
+        let serving = self
+            .listener
+            .iter()
+            .any(|l| l.mta_sts.as_ref().is_some_and(|p| p.enabled));
+        for d in self.domain.keys() {
+            if self.domain[d].mta_sts.is_none() {
+                continue;
+            }
+            self.mta_sts_policy(d)?;
+            if !serving {
+                return Err(self.err(
+                    format!("domain.{d:?}.mta_sts"),
+                    "no listener serves MTA-STS policies: add mta_sts = { port = 443 } to a listener with tls",
+                ));
+            }
+        }
+        for (key, v) in [
+            ("limits.http_max_head_size", self.limits.http_max_head_size),
+            ("limits.http_max_headers", self.limits.http_max_headers),
+            ("limits.http_max_pipelined", self.limits.http_max_pipelined),
+        ] {
+            if v == 0 {
+                return Err(self.err(key, "0 would refuse every request"));
             }
         }
         if self.limits.max_message_size == 0 {
@@ -1186,6 +1274,50 @@ impl Config {
             .join(&self.data_dir)
     }
 
+    /// The MTA-STS policy we serve for `domain` (`[domain.X.mta_sts]`), `Ok(None)` when it
+    /// has none; an error names the key and value that make it invalid.
+    pub fn mta_sts_policy(
+        &self,
+        domain: &str,
+    ) -> Result<Option<rmox_core::tlspolicy::mtasts::StsPolicy>, ConfigError> {
+        use rmox_core::tlspolicy::mtasts::{Mode, MxPattern, StsPolicy, MAX_MAX_AGE};
+        let Some(m) = self.domain.get(domain).and_then(|dc| dc.mta_sts.as_ref()) else {
+            return Ok(None);
+        };
+        let key = |k: &str| format!("domain.{domain:?}.mta_sts.{k}");
+        if m.max_age > MAX_MAX_AGE {
+            return Err(self.err(
+                key("max_age"),
+                format!("{} is more than {MAX_MAX_AGE} seconds", m.max_age),
+            ));
+        }
+        let names = if m.mx.is_empty() {
+            vec![self.hostname.clone()]
+        } else {
+            m.mx.clone()
+        };
+        let mut mx = Vec::new();
+        for n in &names {
+            mx.push(MxPattern::parse(n).ok_or_else(|| {
+                self.err(
+                    key("mx"),
+                    format!("{n:?} is not a host name or *. and a domain"),
+                )
+            })?);
+        }
+        let mode = match m.mode {
+            StsModeConfig::Enforce => Mode::Enforce,
+            StsModeConfig::Testing => Mode::Testing,
+            StsModeConfig::None => Mode::None,
+        };
+        Ok(Some(StsPolicy {
+            mode,
+            max_age: m.max_age,
+            mx,
+            extensions: Vec::new(),
+        }))
+    }
+
     /// A path from the config, resolved against the config file's directory.
     pub fn resolve_path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
@@ -1407,6 +1539,10 @@ require_starttls = false
 # Submission (587): AUTH and MAIL need STARTTLS first unless this is true (then a
 # submission port without tls is allowed too).
 no_require_starttls = false
+# HTTPS (with the tls certificate above) serving the MTA-STS policy of every domain that
+# has [domain."X".mta_sts], at https://mta-sts.X/.well-known/mta-sts.txt. The certificate
+# must be valid for mta-sts.X.
+mta_sts = { port = 443, enabled = true }
 
 # Each domain we accept mail for.
 [domain."example.org"]
@@ -1427,6 +1563,16 @@ dmarc_reports = "info@example.org"
 # sender's domain, about this domain or our host name, are kept (see `rmox tlsrpt list`);
 # the message is delivered as mail either way.
 tls_reports = "tlsrpt@example.org"
+
+# The MTA-STS policy (RFC 8461) served for this domain on listeners with mta_sts. mode:
+# "enforce", "testing" or "none"; max_age: seconds senders cache it (default 86400); mx:
+# the MX host patterns (default: the host name). At start the server logs the TXT record
+# to publish at _mta-sts.example.org; its id is derived from the policy text, so it
+# changes whenever the policy does.
+[domain."example.org".mta_sts]
+mode = "enforce"
+max_age = 604800
+mx = ["mail.example.org"]
 
 # Accounts and the addresses that deliver to them.
 [account.mjl]
@@ -1609,6 +1755,19 @@ checks_timeout_secs = 180
 # Largest incoming TLS report read, in bytes, gzipped and after decompression; a larger
 # one sent to a tls_reports address is delivered as mail only, not stored as a report.
 max_tls_report_size = 8388608
+# HTTP server (listener mta_sts): largest request head in bytes and most header fields
+# (431), largest request body in bytes (413).
+http_max_head_size = 16384
+http_max_headers = 64
+http_max_body_size = 1048576
+# Seconds from a request's first byte to its end (408), an idle keep-alive connection
+# stays open, and the server may take to answer (503). The TLS handshake takes at most
+# tls_handshake_timeout_secs.
+http_request_timeout_secs = 30
+http_idle_timeout_secs = 60
+http_handler_timeout_secs = 60
+# Requests read ahead of their answers (pipelining) before reading stops.
+http_max_pipelined = 8
 
 # Outgoing reports, sent from postmaster@hostname (DKIM-signed when the host name's domain
 # has keys) through the queue.

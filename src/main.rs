@@ -26,6 +26,7 @@ mod serve;
 mod testutil;
 mod tlsrpt;
 mod tools;
+mod web;
 mod world;
 
 use std::path::PathBuf;

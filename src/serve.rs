@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rmox_core::server::ServerConfig;
+use rmox_driver::accept::{ListenerSpec, Service};
 use rmox_driver::Shutdown;
 use rmox_storage::Store;
 
@@ -12,12 +13,23 @@ use crate::config::Config;
 use crate::world::World;
 use crate::{Fail, RuntimeChoice};
 
-/// A bound listener and the session settings for its connections.
+/// A bound listener and what it serves.
 pub struct Bound {
     /// The socket.
     pub listener: TcpListener,
-    /// Settings.
-    pub config: Arc<ServerConfig>,
+    /// SMTP with its session settings, or HTTP.
+    pub service: Service,
+}
+
+impl Bound {
+    /// The SMTP session settings, for an SMTP listener.
+    #[cfg(test)]
+    pub fn smtp_config(&self) -> Option<&ServerConfig> {
+        match &self.service {
+            Service::Smtp(c) => Some(c),
+            Service::Http { .. } => None,
+        }
+    }
 }
 
 /// 64 bits from the operating system's random source.
@@ -95,6 +107,28 @@ pub fn port_config(
         sc.checks = c.incoming_checks();
     }
     sc
+}
+
+/// The settings of HTTP connections (`limits.http_*`), with implicit TLS when `tls` is set.
+pub fn http_config(
+    c: &Config,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> rmox_core::http::ServerConfig {
+    use std::time::Duration;
+    let l = &c.limits;
+    let mut hc = rmox_core::http::ServerConfig::new();
+    hc.tls = tls;
+    hc.limits = rmox_core::http::Limits {
+        max_head: l.http_max_head_size,
+        max_headers: l.http_max_headers,
+        max_body: l.http_max_body_size,
+    };
+    hc.request_timeout = Duration::from_secs(l.http_request_timeout_secs.max(1));
+    hc.idle_timeout = Duration::from_secs(l.http_idle_timeout_secs.max(1));
+    hc.handler_timeout = Duration::from_secs(l.http_handler_timeout_secs.max(1));
+    hc.tls_handshake_timeout = Duration::from_secs(l.tls_handshake_timeout_secs.max(1));
+    hc.max_pipelined = l.http_max_pipelined.max(1);
+    hc
 }
 
 /// The TLS configuration of each listener (`None` without `tls`), read from its files.
@@ -180,6 +214,7 @@ pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
     let tls = listener_tls(c)?;
     let mut out = Vec::new();
     let seed = os_seed();
+    let web: Arc<dyn rmox_driver::http::HttpAnswerer> = Arc::new(crate::web::Web::new(c)?);
     for (i, l) in c.listener.iter().enumerate() {
         let tls = tls[i].clone();
         let ports = [
@@ -204,7 +239,19 @@ pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
             tracing::info!(listener = %l.name, %addr, submission, implicit_tls = implicit, "listening");
             out.push(Bound {
                 listener,
-                config: Arc::new(sc),
+                service: Service::Smtp(Arc::new(sc)),
+            });
+        }
+        if let Some(p) = l.mta_sts.as_ref().filter(|p| p.enabled) {
+            let addr = SocketAddr::new(l.ip, p.port);
+            let listener = bind(addr)?;
+            tracing::info!(listener = %l.name, %addr, "listening (https, mta-sts policies)");
+            out.push(Bound {
+                listener,
+                service: Service::Http {
+                    config: Arc::new(http_config(c, tls.clone())),
+                    answerer: Arc::clone(&web),
+                },
             });
         }
     }
@@ -247,6 +294,13 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let shutdown = Shutdown::new();
     install_signals(Arc::clone(&shutdown))?;
     let bound = bind_all(&c)?;
+    for (domain, p) in crate::web::Web::new(&c)?.policies() {
+        tracing::info!(
+            domain,
+            record = %format!("_mta-sts.{domain}. TXT \"{}\"", p.record()),
+            "mta-sts policy served; publish this record"
+        );
+    }
     let control = crate::ctl::start(Arc::clone(&store))?;
     if let Some(b) = banner {
         println!("{b}");
@@ -473,9 +527,9 @@ fn run_on(
         Runtime::Tokio => rmox_runtime_tokio::run_with_background(
             bound
                 .into_iter()
-                .map(|b| rmox_runtime_tokio::ListenerSpec {
+                .map(|b| ListenerSpec {
                     listener: b.listener,
-                    config: b.config,
+                    service: b.service,
                 })
                 .collect(),
             world,
@@ -487,9 +541,9 @@ fn run_on(
         Runtime::Glommio => rmox_runtime_glommio::run_with_background(
             bound
                 .into_iter()
-                .map(|b| rmox_runtime_glommio::ListenerSpec {
+                .map(|b| ListenerSpec {
                     listener: b.listener,
-                    config: b.config,
+                    service: b.service,
                 })
                 .collect(),
             world,
@@ -501,9 +555,9 @@ fn run_on(
         Runtime::Smol => rmox_runtime_smol::run_with_background(
             bound
                 .into_iter()
-                .map(|b| rmox_runtime_smol::ListenerSpec {
+                .map(|b| ListenerSpec {
                     listener: b.listener,
-                    config: b.config,
+                    service: b.service,
                 })
                 .collect(),
             world,
@@ -567,5 +621,47 @@ mod tests {
             sc.unknown_recipient_delay,
             std::time::Duration::from_secs(2)
         );
+    }
+
+    /// `limits.http_*` (and `tls_handshake_timeout_secs`) reach the HTTP sessions of the
+    /// `mta_sts` listeners; the defaults are core's, but for the shared TLS handshake
+    /// timeout. What each limit does is shown by core's `http::server` tests.
+    #[test]
+    fn http_limits_from_config() {
+        use std::time::Duration;
+        let parse = |limits: &str| {
+            let text = format!("hostname = \"mox.example\"\ndata_dir = \"data\"\n{limits}");
+            Config::parse(&text, Path::new("rmox.toml")).unwrap()
+        };
+        let d = http_config(&parse(""), None);
+        let core = rmox_core::http::ServerConfig::new();
+        assert_eq!(d.limits, core.limits);
+        assert_eq!(d.request_timeout, core.request_timeout);
+        assert_eq!(d.idle_timeout, core.idle_timeout);
+        assert_eq!(d.handler_timeout, core.handler_timeout);
+        assert_eq!(d.max_pipelined, core.max_pipelined);
+        assert_eq!(d.tls_handshake_timeout, Duration::from_secs(30));
+        let h = http_config(
+            &parse(
+                "[limits]\nhttp_max_head_size = 1000\nhttp_max_headers = 7\nhttp_max_body_size = 5\n\
+                 http_request_timeout_secs = 2\nhttp_idle_timeout_secs = 3\n\
+                 http_handler_timeout_secs = 4\nhttp_max_pipelined = 1\ntls_handshake_timeout_secs = 6\n",
+            ),
+            None,
+        );
+        assert_eq!(
+            h.limits,
+            rmox_core::http::Limits {
+                max_head: 1000,
+                max_headers: 7,
+                max_body: 5
+            }
+        );
+        assert_eq!(h.request_timeout, Duration::from_secs(2));
+        assert_eq!(h.idle_timeout, Duration::from_secs(3));
+        assert_eq!(h.handler_timeout, Duration::from_secs(4));
+        assert_eq!(h.max_pipelined, 1);
+        assert_eq!(h.tls_handshake_timeout, Duration::from_secs(6));
+        assert!(h.tls.is_none());
     }
 }

@@ -1,5 +1,6 @@
 //! The accept loop, written once for every runtime: a runtime supplies its listening
-//! socket as a [`Listener`] and its [`Net`] value (for timers and local tasks).
+//! socket as a [`Listener`] and its [`Net`] value (for timers and local tasks). What a
+//! listener serves (SMTP or HTTP) is its [`Service`].
 
 use std::future::Future;
 use std::io;
@@ -12,8 +13,47 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
 use rmox_core::server::ServerConfig;
 
+use crate::http::HttpAnswerer;
 use crate::outbound::Net;
 use crate::{Answerer, Shutdown};
+
+/// What a listening socket serves.
+#[derive(Clone)]
+pub enum Service {
+    /// SMTP sessions with these settings, answered by the runtime's [`Answerer`].
+    Smtp(Arc<ServerConfig>),
+    /// HTTP (or HTTPS, with the config's TLS) connections; requests go to `answerer`.
+    Http {
+        /// Session settings.
+        config: Arc<rmox_core::http::ServerConfig>,
+        /// Answers the requests.
+        answerer: Arc<dyn HttpAnswerer>,
+    },
+}
+
+impl From<Arc<ServerConfig>> for Service {
+    fn from(c: Arc<ServerConfig>) -> Service {
+        Service::Smtp(c)
+    }
+}
+
+/// One listening address and what it serves; a runtime's `run` takes a list of them.
+pub struct ListenerSpec {
+    /// Bound, non-blocking listener.
+    pub listener: std::net::TcpListener,
+    /// What it serves.
+    pub service: Service,
+}
+
+impl ListenerSpec {
+    /// An SMTP listener.
+    pub fn smtp(listener: std::net::TcpListener, config: Arc<ServerConfig>) -> ListenerSpec {
+        ListenerSpec {
+            listener,
+            service: Service::Smtp(config),
+        }
+    }
+}
 
 /// A runtime's listening TCP socket.
 pub trait Listener: 'static {
@@ -26,13 +66,14 @@ pub trait Listener: 'static {
 /// Pause after a failed accept (out of file descriptors, ...), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// Accepts connections on `l` and serves each as a local task ([`crate::connection`])
+/// Accepts connections on `l` and serves each as a local task ([`crate::connection`] for
+/// SMTP, [`crate::http::http_connection`] for HTTP)
 /// until `shutdown` triggers; then stops accepting at once and waits for the open sessions
 /// to finish their transactions.
 pub async fn accept_loop<R: Net, L: Listener>(
     rt: R,
     l: L,
-    config: Arc<ServerConfig>,
+    service: Service,
     answerer: Arc<dyn Answerer>,
     shutdown: Arc<Shutdown>,
 ) {
@@ -54,14 +95,25 @@ pub async fn accept_loop<R: Net, L: Listener>(
             }
         };
         open.retain_mut(|t| !finished(t));
-        open.push(rt.spawn(crate::connection(
-            rt.clone(),
-            stream,
-            addr,
-            Arc::clone(&config),
-            Arc::clone(&answerer),
-            Arc::clone(&shutdown),
-        )));
+        let task = match &service {
+            Service::Smtp(config) => rt.spawn(crate::connection(
+                rt.clone(),
+                stream,
+                addr,
+                Arc::clone(config),
+                Arc::clone(&answerer),
+                Arc::clone(&shutdown),
+            )),
+            Service::Http { config, answerer } => rt.spawn(crate::http::http_connection(
+                rt.clone(),
+                stream,
+                addr,
+                Arc::clone(config),
+                Arc::clone(answerer),
+                Arc::clone(&shutdown),
+            )),
+        };
+        open.push(task);
     }
     // Stop accepting at once (a pending io_uring accept holds the socket open until its
     // cancellation is submitted: a short sleep lets the reactor do that), then let open

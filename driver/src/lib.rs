@@ -5,10 +5,13 @@
 //! blocking work (storage calls) off its reactor, and streams implementing `futures-io`
 //! (tokio's through `tokio-util`'s compat layer). Everything about SMTP stays in the core
 //! machine; this loop only moves bytes, deadlines and effect answers. Nothing here needs
-//! `Send`: glommio tasks are `!Send`.
+//! `Send`: glommio tasks are `!Send`. The same is done for HTTP server connections
+//! ([`http`]), outbound delivery ([`outbound`]) and DNS ([`dns`]); [`accept`] serves a
+//! listener of either kind ([`accept::Service`]).
 
 pub mod accept;
 pub mod dns;
+pub mod http;
 pub mod outbound;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -385,13 +388,13 @@ pub async fn connection<S, R>(
 }
 
 /// The listeners one worker thread serves: its own handles on the shared sockets.
-pub type WorkerListeners = Vec<(std::net::TcpListener, Arc<rmox_core::server::ServerConfig>)>;
+pub type WorkerListeners = Vec<(std::net::TcpListener, accept::Service)>;
 
 /// Starts `threads` worker threads named `{name}-{i}`, each given clones of the listening
 /// sockets, and waits for all of them; the first error or panic of a worker is returned.
 pub fn run_workers<F>(
     name: &str,
-    listeners: &[(std::net::TcpListener, Arc<rmox_core::server::ServerConfig>)],
+    listeners: &[(std::net::TcpListener, accept::Service)],
     threads: usize,
     worker: F,
 ) -> std::io::Result<()>
@@ -402,7 +405,7 @@ where
     for i in 0..threads.max(1) {
         let mine: WorkerListeners = listeners
             .iter()
-            .map(|(l, c)| Ok((l.try_clone()?, Arc::clone(c))))
+            .map(|(l, c)| Ok((l.try_clone()?, c.clone())))
             .collect::<std::io::Result<_>>()?;
         let w = worker.clone();
         let h = std::thread::Builder::new()

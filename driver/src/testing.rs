@@ -413,3 +413,132 @@ fn ip4(a: SocketAddr) -> std::net::Ipv4Addr {
         std::net::IpAddr::V6(_) => panic!("IPv4 test addresses only"),
     }
 }
+
+/// Answers `/slow` on the blocking pool after 200 ms and every other path at once, with
+/// the path as the body.
+pub struct PathEcho;
+
+impl crate::http::HttpAnswerer for PathEcho {
+    fn answer(
+        &self,
+        _remote: SocketAddr,
+        head: rmox_core::http::RequestHead,
+        _body: Vec<u8>,
+    ) -> rmox_core::http::Response {
+        std::thread::sleep(Duration::from_millis(200));
+        rmox_core::http::Response::new(200, "text/plain", head.target)
+    }
+
+    fn answer_now(
+        &self,
+        _remote: SocketAddr,
+        head: &rmox_core::http::RequestHead,
+        _body: &[u8],
+    ) -> Option<rmox_core::http::Response> {
+        (head.target != "/slow")
+            .then(|| rmox_core::http::Response::new(200, "text/plain", head.target.clone()))
+    }
+}
+
+/// A runtime's `run` over a list of listeners.
+pub type RunSpecsFn = Box<
+    dyn FnOnce(
+            Vec<crate::accept::ListenerSpec>,
+            Arc<dyn Answerer>,
+            Arc<Shutdown>,
+        ) -> std::io::Result<()>
+        + Send,
+>;
+
+/// An SMTP and a plain HTTP listener served by one `run`: two pipelined requests (the first
+/// answered on the blocking pool, the second at once) get their responses in order on one
+/// connection, a third follows on it (keep-alive), SMTP answers meanwhile, requests beyond
+/// a full pipeline are answered after the client closed its sending half (they were
+/// dropped once: the driver told the session about the close before offering them), and
+/// shutdown closes the idle keep-alive connection and returns.
+pub fn http_beside_smtp(run: RunSpecsFn) {
+    use std::io::Read;
+    let smtp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").unwrap();
+    smtp.set_nonblocking(true).unwrap();
+    http.set_nonblocking(true).unwrap();
+    let (smtp_addr, http_addr) = (smtp.local_addr().unwrap(), http.local_addr().unwrap());
+    let specs = vec![
+        crate::accept::ListenerSpec::smtp(smtp, Arc::new(ServerConfig::new("mx.test.example"))),
+        crate::accept::ListenerSpec {
+            listener: http,
+            service: crate::accept::Service::Http {
+                config: Arc::new(rmox_core::http::ServerConfig::new()),
+                answerer: Arc::new(PathEcho),
+            },
+        },
+    ];
+    let shutdown = Shutdown::new();
+    let (tx, done) = mpsc::channel();
+    let s = Arc::clone(&shutdown);
+    let answerer: Arc<dyn Answerer> = Arc::new(Counting::default());
+    std::thread::spawn(move || {
+        let _ = tx.send(run(specs, answerer, s));
+    });
+
+    let mut h = TcpStream::connect(http_addr).unwrap();
+    h.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    h.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /fast HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut c = Client::connect(smtp_addr);
+    assert!(c.reply()[0].starts_with("220 "));
+    // Reads until the response whose body is `last` has arrived.
+    let read_responses = |h: &mut TcpStream, last: &str| {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).ends_with(&format!("\r\n\r\n{last}")) {
+            let k = h.read(&mut buf).unwrap();
+            assert!(k > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..k]);
+        }
+        String::from_utf8(got).unwrap()
+    };
+    let two = read_responses(&mut h, "/fast");
+    assert_eq!(two.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{two}");
+    let (slow, fast) = (
+        two.find("\r\n\r\n/slow").unwrap(),
+        two.find("\r\n\r\n/fast").unwrap(),
+    );
+    assert!(slow < fast, "responses out of order: {two}");
+    h.write_all(b"GET /third HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let third = read_responses(&mut h, "/third");
+    assert!(third.ends_with("/third"), "{third}");
+    c.expect("QUIT\r\n", "221 ");
+    // Regression: requests that arrived while the pipeline was full were dropped when the
+    // client then closed its sending half.
+    // More requests than the pipeline holds (8), the first slow, then the client closes its
+    // sending half: every request is still answered, in order.
+    let mut p = TcpStream::connect(http_addr).unwrap();
+    p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reqs = String::from("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+    for i in 1..8 {
+        reqs.push_str(&format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n"));
+    }
+    p.write_all(reqs.as_bytes()).unwrap();
+    // The rest arrives while the pipeline is full (the slow answer takes 200 ms).
+    std::thread::sleep(Duration::from_millis(50));
+    let rest: String = (8..12)
+        .map(|i| format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n"))
+        .collect();
+    p.write_all(rest.as_bytes()).unwrap();
+    p.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut all = Vec::new();
+    p.read_to_end(&mut all).unwrap();
+    let all = String::from_utf8(all).unwrap();
+    assert_eq!(all.matches("HTTP/1.1 200 OK\r\n").count(), 12, "{all}");
+    assert!(all.ends_with("\r\n\r\n/11"), "{all}");
+    shutdown.trigger();
+    let mut rest = Vec::new();
+    h.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    match done.recv_timeout(Duration::from_secs(10)) {
+        Ok(r) => r.unwrap(),
+        Err(e) => panic!("run did not stop within 10 s: {e}"),
+    }
+}

@@ -23,18 +23,11 @@ use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement, PoolPlacement};
-use rmox_core::server::ServerConfig;
-use rmox_driver::accept::{accept_loop, Listener};
+use rmox_driver::accept::{accept_loop, Listener, Service};
 use rmox_driver::outbound::Net;
 use rmox_driver::{Answerer, Background, Runtime, SharedBackground, Shutdown};
 
-/// One listening address and the session config for its connections.
-pub struct ListenerSpec {
-    /// Bound, listening socket (made non-blocking by `run`; see the crate docs).
-    pub listener: StdListener,
-    /// Session settings.
-    pub config: Arc<ServerConfig>,
-}
+pub use rmox_driver::accept::ListenerSpec;
 
 /// Memory glommio registers with io_uring for file I/O per executor; we do no file I/O
 /// through glommio, and a small value keeps clear of low `RLIMIT_MEMLOCK` limits.
@@ -209,12 +202,12 @@ pub fn run_with_background(
         spec.listener.set_nonblocking(true)?;
     }
     // Each worker's own duplicates of the listening sockets.
-    let mut per_worker: Vec<Vec<(StdListener, Arc<ServerConfig>)>> = Vec::new();
+    let mut per_worker: Vec<Vec<(StdListener, Service)>> = Vec::new();
     for _ in 0..threads {
         per_worker.push(
             listeners
                 .iter()
-                .map(|l| Ok((l.listener.try_clone()?, Arc::clone(&l.config))))
+                .map(|l| Ok((l.listener.try_clone()?, l.service.clone())))
                 .collect::<std::io::Result<_>>()?,
         );
     }
@@ -294,7 +287,7 @@ fn glommio_listener(l: StdListener) -> TcpListener {
 
 fn worker(
     i: usize,
-    mine: Vec<(StdListener, Arc<ServerConfig>)>,
+    mine: Vec<(StdListener, Service)>,
     answerer: Arc<dyn Answerer>,
     shutdown: Arc<Shutdown>,
     abort: Arc<Shutdown>,
@@ -309,20 +302,20 @@ fn worker(
         }
     };
     ex.run(async move {
-        let listeners: Vec<(TcpListener, Arc<ServerConfig>)> = mine
+        let listeners: Vec<(TcpListener, Service)> = mine
             .into_iter()
-            .map(|(l, config)| (glommio_listener(l), config))
+            .map(|(l, service)| (glommio_listener(l), service))
             .collect();
         let _ = ready.send(Ok(()));
         if abort.is_triggered() {
             return Ok(());
         }
         let mut tasks = Vec::new();
-        for (l, config) in listeners {
+        for (l, service) in listeners {
             tasks.push(glommio::spawn_local(accept_loop(
                 GlommioRt,
                 GlommioListener(l),
-                config,
+                service,
                 Arc::clone(&answerer),
                 Arc::clone(&shutdown),
             )));

@@ -35,7 +35,7 @@ fn glommio_works() -> bool {
 fn start(threads: usize, reuse_port: bool) -> Server {
     let run: RunFn = Box::new(move |listener, config, answerer, shutdown| {
         run(
-            vec![ListenerSpec { listener, config }],
+            vec![ListenerSpec::smtp(listener, config)],
             answerer,
             threads,
             Arc::clone(&shutdown),
@@ -144,5 +144,14 @@ fn outbound_refused_then_fallback() {
 fn outbound_connect_timeout() {
     if glommio_works() {
         testing::outbound_connect_timeout(&deliver);
+    }
+}
+
+#[test]
+fn http_beside_smtp() {
+    if glommio_works() {
+        testing::http_beside_smtp(Box::new(|specs, answerer, shutdown| {
+            run(specs, answerer, 2, shutdown)
+        }));
     }
 }

@@ -17,18 +17,11 @@ use std::time::{Duration, Instant};
 use async_executor::LocalExecutor;
 use async_net::TcpListener;
 use futures_lite::FutureExt;
-use rmox_core::server::ServerConfig;
-use rmox_driver::accept::{accept_loop, Listener};
+use rmox_driver::accept::{accept_loop, Listener, Service};
 use rmox_driver::outbound::Net;
 use rmox_driver::{Answerer, Background, Runtime, SharedBackground, Shutdown};
 
-/// One listening address and the session config for its connections.
-pub struct ListenerSpec {
-    /// Bound, non-blocking listener.
-    pub listener: StdListener,
-    /// Session settings.
-    pub config: Arc<ServerConfig>,
-}
+pub use rmox_driver::accept::ListenerSpec;
 
 /// The smol runtime as the driver sees it: the thread's executor (for local tasks) over
 /// the `async-io` reactor.
@@ -131,9 +124,9 @@ pub fn run_with_background(
     shutdown: Arc<Shutdown>,
     background: Option<Background<SmolRt>>,
 ) -> std::io::Result<()> {
-    let shared: Vec<(StdListener, Arc<ServerConfig>)> = listeners
+    let shared: Vec<(StdListener, Service)> = listeners
         .into_iter()
-        .map(|l| (l.listener, l.config))
+        .map(|l| (l.listener, l.service))
         .collect();
     let background: SharedBackground<SmolRt> = Arc::new(std::sync::Mutex::new(background));
     rmox_driver::run_workers("rmox-smol", &shared, threads, move |mine| {
@@ -147,7 +140,7 @@ pub fn run_with_background(
 }
 
 fn worker(
-    listeners: Vec<(StdListener, Arc<ServerConfig>)>,
+    listeners: Vec<(StdListener, Service)>,
     answerer: Arc<dyn Answerer>,
     shutdown: Arc<Shutdown>,
     background: SharedBackground<SmolRt>,
@@ -155,13 +148,13 @@ fn worker(
     let ex = Rc::new(LocalExecutor::new());
     async_io::block_on(ex.run(async {
         let mut tasks = Vec::new();
-        for (l, config) in listeners {
+        for (l, service) in listeners {
             // `Async::new` makes the socket non-blocking and registers it with the reactor.
             let l = TcpListener::from(async_io::Async::new(l)?);
             tasks.push(ex.spawn(accept_loop(
                 SmolRt { ex: Rc::clone(&ex) },
                 SmolListener(l),
-                config,
+                service,
                 Arc::clone(&answerer),
                 Arc::clone(&shutdown),
             )));

@@ -12,7 +12,7 @@ fn start(threads: usize) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let run: RunFn = Box::new(move |listener, config, answerer, shutdown| {
         run(
-            vec![ListenerSpec { listener, config }],
+            vec![ListenerSpec::smtp(listener, config)],
             answerer,
             threads,
             Arc::clone(&shutdown),
@@ -57,4 +57,11 @@ fn outbound_refused_then_fallback() {
 #[test]
 fn outbound_connect_timeout() {
     testing::outbound_connect_timeout(&deliver);
+}
+
+#[test]
+fn http_beside_smtp() {
+    testing::http_beside_smtp(Box::new(|specs, answerer, shutdown| {
+        run(specs, answerer, 2, shutdown)
+    }));
 }

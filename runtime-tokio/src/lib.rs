@@ -11,19 +11,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rmox_core::server::ServerConfig;
-use rmox_driver::accept::{accept_loop, Listener};
+use rmox_driver::accept::{accept_loop, Listener, Service};
 use rmox_driver::outbound::Net;
 use rmox_driver::{Answerer, Background, Runtime, SharedBackground, Shutdown};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
-/// One listening address and the session config for its connections.
-pub struct ListenerSpec {
-    /// Bound, non-blocking listener.
-    pub listener: StdListener,
-    /// Session settings.
-    pub config: Arc<ServerConfig>,
-}
+pub use rmox_driver::accept::ListenerSpec;
 
 /// The tokio runtime as the driver sees it (valid inside a `LocalSet` of a tokio runtime).
 #[derive(Clone)]
@@ -115,9 +108,9 @@ pub fn run_with_background(
     shutdown: Arc<Shutdown>,
     background: Option<Background<TokioRt>>,
 ) -> std::io::Result<()> {
-    let shared: Vec<(StdListener, Arc<ServerConfig>)> = listeners
+    let shared: Vec<(StdListener, Service)> = listeners
         .into_iter()
-        .map(|l| (l.listener, l.config))
+        .map(|l| (l.listener, l.service))
         .collect();
     let background: SharedBackground<TokioRt> = Arc::new(std::sync::Mutex::new(background));
     rmox_driver::run_workers("rmox-tokio", &shared, threads, move |mine| {
@@ -131,7 +124,7 @@ pub fn run_with_background(
 }
 
 fn worker(
-    listeners: Vec<(StdListener, Arc<ServerConfig>)>,
+    listeners: Vec<(StdListener, Service)>,
     answerer: Arc<dyn Answerer>,
     shutdown: Arc<Shutdown>,
     background: SharedBackground<TokioRt>,
@@ -142,7 +135,7 @@ fn worker(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let mut tasks = Vec::new();
-        for (l, config) in listeners {
+        for (l, service) in listeners {
             l.set_nonblocking(true)?;
             let l = tokio::net::TcpListener::from_std(l)?;
             let answerer = Arc::clone(&answerer);
@@ -150,7 +143,7 @@ fn worker(
             tasks.push(tokio::task::spawn_local(accept_loop(
                 TokioRt,
                 TokioListener(l),
-                config,
+                service,
                 answerer,
                 shutdown,
             )));

@@ -81,10 +81,10 @@ destinations = { "mjl@mox.example" = {} }
         sc.auth_failure_delay = Duration::ZERO;
         sc.command_timeout = Duration::from_secs(10);
         sc.seed = 5;
-        specs.push(rmox_runtime_smol::ListenerSpec {
+        specs.push(rmox_runtime_smol::ListenerSpec::smtp(
             listener,
-            config: Arc::new(sc),
-        });
+            Arc::new(sc),
+        ));
     }
     let world: Arc<dyn rmox_driver::Answerer> = Arc::new(
         crate::world::World::new(
