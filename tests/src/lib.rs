@@ -653,3 +653,33 @@ pub fn swaks(args: &[String]) -> (i32, String) {
 }
 
 pub mod dkimpy;
+
+/// One test module per runtime compiled into the binary under test (this crate's features
+/// follow the root package's): `on_every_runtime!(a, b)` defines `tokio::a`, `smol::a`,
+/// `glommio::a`, ..., each calling the file's `fn a(rt: &str)` with the runtime's name.
+#[macro_export]
+macro_rules! on_every_runtime {
+    ($($test:ident),+ $(,)?) => {
+        #[cfg(feature = "tokio")]
+        mod tokio {
+            $(#[test]
+            fn $test() {
+                super::$test("tokio")
+            })+
+        }
+        #[cfg(feature = "smol")]
+        mod smol {
+            $(#[test]
+            fn $test() {
+                super::$test("smol")
+            })+
+        }
+        #[cfg(feature = "glommio")]
+        mod glommio {
+            $(#[test]
+            fn $test() {
+                super::$test("glommio")
+            })+
+        }
+    };
+}

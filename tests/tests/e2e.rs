@@ -693,62 +693,16 @@ impl ConnExt for Conn {
     }
 }
 
-macro_rules! suite {
-    ($($rt:ident),*) => {$(
-        mod $rt {
-            const RT: &str = stringify!($rt);
-            #[test]
-            fn smtplib_all_ports() {
-                super::smtplib_all_ports(RT)
-            }
-            #[test]
-            fn swaks_runs() {
-                super::swaks_runs(RT)
-            }
-            #[test]
-            fn bad_input() {
-                super::bad_input(RT)
-            }
-            #[test]
-            fn slow_client() {
-                super::slow_client(RT)
-            }
-            #[test]
-            fn graceful_shutdown() {
-                super::graceful_shutdown(RT)
-            }
-            #[test]
-            fn localserve_special_localparts() {
-                super::localserve_special_localparts(RT)
-            }
-            #[test]
-            fn shutdown_mid_transaction() {
-                super::shutdown_mid_transaction(RT)
-            }
-            #[test]
-            fn concurrent_clients() {
-                super::concurrent_clients(RT)
-            }
-            #[test]
-            fn large_message_tls() {
-                super::large_message_tls(RT)
-            }
-            #[test]
-            fn backup_while_running() {
-                super::backup_while_running(RT)
-            }
-            #[test]
-            fn submission_and_message_rules() {
-                super::submission_and_message_rules(RT)
-            }
-        }
-    )*};
-}
-
-// One suite per runtime compiled into the binary under test (the crate's features).
-#[cfg(feature = "tokio")]
-suite!(tokio);
-#[cfg(feature = "smol")]
-suite!(smol);
-#[cfg(feature = "glommio")]
-suite!(glommio);
+rmox_tests::on_every_runtime!(
+    smtplib_all_ports,
+    swaks_runs,
+    bad_input,
+    slow_client,
+    graceful_shutdown,
+    localserve_special_localparts,
+    shutdown_mid_transaction,
+    concurrent_clients,
+    large_message_tls,
+    backup_while_running,
+    submission_and_message_rules,
+);

@@ -448,21 +448,4 @@ fn serve_scenarios(rt: &str) {
     assert!(!ar.contains("iprev=pass"), "{ar}");
 }
 
-macro_rules! suite {
-    ($($rt:ident),*) => {$(
-        mod $rt {
-            #[test]
-            fn serve_scenarios() {
-                super::serve_scenarios(stringify!($rt))
-            }
-        }
-    )*};
-}
-
-// One suite per runtime compiled into the binary under test (the crate's features).
-#[cfg(feature = "tokio")]
-suite!(tokio);
-#[cfg(feature = "smol")]
-suite!(smol);
-#[cfg(feature = "glommio")]
-suite!(glommio);
+rmox_tests::on_every_runtime!(serve_scenarios,);

@@ -368,21 +368,4 @@ fn dmarc_scenarios(rt: &str) {
     let _ = std::fs::remove_file(&signed);
 }
 
-macro_rules! suite {
-    ($($rt:ident),*) => {$(
-        mod $rt {
-            #[test]
-            fn dmarc_scenarios() {
-                super::dmarc_scenarios(stringify!($rt))
-            }
-        }
-    )*};
-}
-
-// One suite per runtime compiled into the binary under test (the crate's features).
-#[cfg(feature = "tokio")]
-suite!(tokio);
-#[cfg(feature = "smol")]
-suite!(smol);
-#[cfg(feature = "glommio")]
-suite!(glommio);
+rmox_tests::on_every_runtime!(dmarc_scenarios,);

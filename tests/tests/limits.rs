@@ -304,42 +304,11 @@ fn b64(b: &[u8]) -> String {
     out
 }
 
-macro_rules! suite {
-    ($($rt:ident),*) => {$(
-        mod $rt {
-            const RT: &str = stringify!($rt);
-            #[test]
-            fn open_connections() {
-                super::open_connections(RT)
-            }
-            #[test]
-            fn connection_rate() {
-                super::connection_rate(RT)
-            }
-            #[test]
-            fn auth_failures() {
-                super::auth_failures(RT)
-            }
-            #[test]
-            fn delivery_messages() {
-                super::delivery_messages(RT)
-            }
-            #[test]
-            fn delivery_bytes() {
-                super::delivery_bytes(RT)
-            }
-            #[test]
-            fn delivery_day_restart() {
-                super::delivery_day_restart(RT)
-            }
-        }
-    )*};
-}
-
-// One suite per runtime compiled into the binary under test (the crate's features).
-#[cfg(feature = "tokio")]
-suite!(tokio);
-#[cfg(feature = "smol")]
-suite!(smol);
-#[cfg(feature = "glommio")]
-suite!(glommio);
+rmox_tests::on_every_runtime!(
+    open_connections,
+    connection_rate,
+    auth_failures,
+    delivery_messages,
+    delivery_bytes,
+    delivery_day_restart,
+);

@@ -300,21 +300,4 @@ fn mta_sts_policy_served(rt: &str) {
     drop(_silent);
 }
 
-macro_rules! suite {
-    ($($rt:ident),*) => {$(
-        mod $rt {
-            #[test]
-            fn mta_sts_policy_served() {
-                super::mta_sts_policy_served(stringify!($rt))
-            }
-        }
-    )*};
-}
-
-// One suite per runtime compiled into the binary under test (the crate's features).
-#[cfg(feature = "tokio")]
-suite!(tokio);
-#[cfg(feature = "smol")]
-suite!(smol);
-#[cfg(feature = "glommio")]
-suite!(glommio);
+rmox_tests::on_every_runtime!(mta_sts_policy_served,);

@@ -250,40 +250,13 @@ fn mail_parser_panic_input_is_answered(rt: &str) {
     srv.stop_clean();
 }
 
-macro_rules! suite {
-    ($($rt:ident),*) => {$(
-        mod $rt {
-            #[test]
-            fn second_server_on_same_address_fails() {
-                super::second_server_on_same_address_fails(stringify!($rt))
-            }
-            #[test]
-            fn mail_parser_panic_input_is_answered() {
-                super::mail_parser_panic_input_is_answered(stringify!($rt))
-            }
-            #[test]
-            fn unanswered_checks_get_451() {
-                super::unanswered_checks_get_451(stringify!($rt))
-            }
-            #[test]
-            fn verifydata_after_stops() {
-                super::verifydata_after_stops(stringify!($rt))
-            }
-            #[test]
-            fn sighup_is_logged_and_ignored() {
-                super::sighup_is_logged_and_ignored(stringify!($rt))
-            }
-        }
-    )*};
-}
-
-// One suite per runtime compiled into the binary under test (the crate's features).
-#[cfg(feature = "tokio")]
-suite!(tokio);
-#[cfg(feature = "smol")]
-suite!(smol);
-#[cfg(feature = "glommio")]
-suite!(glommio);
+rmox_tests::on_every_runtime!(
+    second_server_on_same_address_fails,
+    mail_parser_panic_input_is_answered,
+    unanswered_checks_get_451,
+    verifydata_after_stops,
+    sighup_is_logged_and_ignored,
+);
 
 /// `config check` passed configs that `serve` then refused. Each of these is refused by
 /// both, with one line naming the file and key.

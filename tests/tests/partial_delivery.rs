@@ -242,25 +242,4 @@ fn unknown_recipients_delayed(rt: &str) {
     assert_eq!(queue(&srv, &["list"]).trim(), "", "nothing queued");
 }
 
-macro_rules! suite {
-    ($($rt:ident),*) => {$(
-        mod $rt {
-            #[test]
-            fn partial_delivery_dsn() {
-                super::partial_delivery_dsn(stringify!($rt))
-            }
-            #[test]
-            fn unknown_recipients_delayed() {
-                super::unknown_recipients_delayed(stringify!($rt))
-            }
-        }
-    )*};
-}
-
-// One suite per runtime compiled into the binary under test (the crate's features).
-#[cfg(feature = "tokio")]
-suite!(tokio);
-#[cfg(feature = "smol")]
-suite!(smol);
-#[cfg(feature = "glommio")]
-suite!(glommio);
+rmox_tests::on_every_runtime!(partial_delivery_dsn, unknown_recipients_delayed,);

@@ -137,7 +137,7 @@ fn refused(r: Result<(), Refusal>, stage: &str, code: u16, enhanced: &str) -> St
     }
 }
 
-fn scenarios(rt: &str) {
+fn seed_scenarios(rt: &str) {
     let dir = TempDir::new(&format!("seeds-{rt}"));
     let ip = unique_ip();
     let cfg = dir.path().join("rmox.toml");
@@ -344,21 +344,4 @@ fn scenarios(rt: &str) {
     );
 }
 
-macro_rules! suite {
-    ($($rt:ident),*) => {$(
-        mod $rt {
-            #[test]
-            fn seed_scenarios() {
-                super::scenarios(stringify!($rt))
-            }
-        }
-    )*};
-}
-
-// One suite per runtime compiled into the binary under test (the crate's features).
-#[cfg(feature = "tokio")]
-suite!(tokio);
-#[cfg(feature = "smol")]
-suite!(smol);
-#[cfg(feature = "glommio")]
-suite!(glommio);
+rmox_tests::on_every_runtime!(seed_scenarios,);

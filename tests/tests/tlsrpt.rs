@@ -294,21 +294,4 @@ fn tls_reports_stored_and_listed(rt: &str) {
     );
 }
 
-macro_rules! suite {
-    ($($rt:ident),*) => {$(
-        mod $rt {
-            #[test]
-            fn tls_reports_stored_and_listed() {
-                super::tls_reports_stored_and_listed(stringify!($rt))
-            }
-        }
-    )*};
-}
-
-// One suite per runtime compiled into the binary under test (the crate's features).
-#[cfg(feature = "tokio")]
-suite!(tokio);
-#[cfg(feature = "smol")]
-suite!(smol);
-#[cfg(feature = "glommio")]
-suite!(glommio);
+rmox_tests::on_every_runtime!(tls_reports_stored_and_listed,);
