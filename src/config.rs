@@ -797,7 +797,7 @@ impl Config {
             }
         }
         // Every enabled port once per address: two services on one port would share it.
-        let mut bound: std::collections::BTreeMap<(IpAddr, u16), String> = Default::default();
+        let mut bound: BTreeMap<(IpAddr, u16), String> = Default::default();
         for (i, l) in self.listener.iter().enumerate() {
             for (kind, p) in [
                 ("smtp", &l.smtp),

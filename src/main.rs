@@ -1,38 +1,11 @@
-//! The rmox mail server binary: command line, configuration, wiring of storage and a
-//! runtime to the core machines.
+//! The rmox mail server binary: the command line over the `rmox` library (configuration,
+//! wiring of storage and a runtime to the core machines).
 
-#[cfg(not(any(
-    feature = "tokio",
-    feature = "smol",
-    all(feature = "glommio", target_os = "linux")
-)))]
-compile_error!(
-    "rmox needs a runtime: build with the default features (Linux), or `--no-default-features --features smol` (portable) or `--features tokio`"
-);
-
-mod admin;
-#[cfg(test)]
-mod checks_tests;
-mod config;
-mod creds;
-mod ctl;
-mod localserve;
-mod queue;
-mod reports;
-mod resolve;
-mod rt;
-mod serve;
-#[cfg(test)]
-mod testutil;
-mod tlsrpt;
-mod tools;
-mod web;
-mod world;
-
+use rmox::{admin, config, localserve, queue, serve, tlsrpt, tools, Fail, RuntimeChoice};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 /// rmox: a complete mail server.
 #[derive(Parser, Debug)]
@@ -40,19 +13,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
-}
-
-/// Which runtime drives the machines.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeChoice {
-    /// glommio where io_uring works, else smol.
-    Auto,
-    /// tokio, one current-thread runtime per core.
-    Tokio,
-    /// smol, one local executor per core.
-    Smol,
-    /// glommio (io_uring), one executor per core.
-    Glommio,
 }
 
 #[derive(Subcommand, Debug)]
@@ -544,16 +504,6 @@ enum DomainCmd {
         #[arg(long, default_value = "rmox.toml")]
         config: PathBuf,
     },
-}
-
-/// A user-facing failure: printed as one line, exit code 1.
-#[derive(Debug)]
-pub struct Fail(pub String);
-
-impl<E: std::fmt::Display> From<E> for Fail {
-    fn from(e: E) -> Self {
-        Fail(e.to_string())
-    }
 }
 
 fn init_logging() {

@@ -1,5 +1,8 @@
 //! SMTP wire layer throughput: command parsing, DATA reading and dot-stuffing.
 
+// criterion_group! defines an undocumented public function.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rmox_core::smtp::{dot_stuff, Command, DataReader};
 use std::hint::black_box;

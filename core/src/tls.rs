@@ -108,7 +108,7 @@ impl TlsLayer {
         config: Arc<rustls::ClientConfig>,
         server_name: &str,
     ) -> Result<TlsLayer, TlsError> {
-        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        let name = ServerName::try_from(server_name.to_string())
             .map_err(|e| TlsError::Setup(format!("server name {server_name:?}: {e}")))?;
         let mut conn = rustls::ClientConnection::new(config, name)?;
         // A whole message is queued at once (see write_plain).
@@ -270,7 +270,7 @@ impl Tlsa {
         let selected: Vec<u8> = match selector {
             0 => cert.to_vec(),
             1 => {
-                let der = rustls::pki_types::CertificateDer::from(cert);
+                let der = CertificateDer::from(cert);
                 let c = webpki::EndEntityCert::try_from(&der).ok()?;
                 // The whole SubjectPublicKeyInfo DER, outer SEQUENCE included (checked
                 // against rcgen's public_key_der in client tests).
@@ -308,7 +308,7 @@ impl Tlsa {
 /// The DNS names in a certificate's subject alternative names (DER certificate; empty
 /// when it does not parse). For display and defaults only, never for verification.
 pub fn certificate_dns_names(cert: &[u8]) -> Vec<String> {
-    let der = rustls::pki_types::CertificateDer::from(cert);
+    let der = CertificateDer::from(cert);
     match webpki::EndEntityCert::try_from(&der) {
         Ok(c) => c.valid_dns_names().map(str::to_string).collect(),
         Err(_) => Vec::new(),
@@ -368,7 +368,7 @@ pub fn pkix_config_from_pem(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, Str
 /// `rustls::ClientConfig` with its roots, used as is).
 pub fn client_config(verify: ClientVerify) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = provider();
-    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match verify {
+    let verifier: Arc<dyn ServerCertVerifier> = match verify {
         ClientVerify::AcceptAny => Arc::new(AnyCert {
             provider: Arc::clone(&provider),
         }),

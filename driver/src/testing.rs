@@ -39,12 +39,9 @@ impl Answerer for Counting {
             Effect::CheckConnection { .. }
             | Effect::CheckSender { .. }
             | Effect::CheckRecipient { .. } => Completion::Verdict(Verdict::Accept),
-            Effect::Dns(lookups) => Completion::Dns(
-                lookups
-                    .iter()
-                    .map(|_| rmox_core::dns::LookupResult::NxDomain)
-                    .collect(),
-            ),
+            Effect::Dns(lookups) => {
+                Completion::Dns(lookups.iter().map(|_| LookupResult::NxDomain).collect())
+            }
             Effect::Store(_) => {
                 self.stored.fetch_add(1, Ordering::SeqCst);
                 Completion::Stored(rmox_core::server::StoreOutcome::Delivered)

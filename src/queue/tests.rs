@@ -700,7 +700,7 @@ impl Connector for Gate {
     fn deliver(&self, job: &Job<'_>) -> Vec<AttemptResult> {
         let n = self.active.fetch_add(1, Ordering::SeqCst) + 1;
         self.max.fetch_max(n, Ordering::SeqCst);
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         while self.active.load(Ordering::SeqCst) < 3 && start.elapsed() < Duration::from_millis(300)
         {
             std::thread::sleep(Duration::from_millis(5));

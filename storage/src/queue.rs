@@ -1107,7 +1107,7 @@ mod tests {
         );
         // A record stored before `last_use` existed still reads.
         let old = br#"{"domain":"x.example","policy":"p","record_id":"1","fetched":1,"expires":2}"#;
-        let r: MtaStsRecord = crate::tables::dec("mtasts", old).unwrap();
+        let r: MtaStsRecord = dec("mtasts", old).unwrap();
         assert_eq!(r.last_use, None);
     }
 

@@ -202,16 +202,16 @@ fn dmarc_scenarios(rt: &str) {
     let v = dkim_verify(&tampered);
     assert!(v.contains("dkim=fail") && !v.contains("dkim=pass"), "{v}");
     // dkimpy (a verifier we did not write) checks rmox's signature against the harness DNS.
-    if rmox_tests::dkimpy::have_dkimpy() {
+    if dkimpy::have_dkimpy() {
         let server = RESOLVER.split(':').next().unwrap_or(RESOLVER);
-        let (code, out, err) = rmox_tests::dkimpy::dkimpy(
+        let (code, out, err) = dkimpy::dkimpy(
             &["verify", "--server", server],
             &std::fs::read(&signed).unwrap(),
         );
         let out = String::from_utf8_lossy(&out).to_string();
         assert_eq!(code, 0, "dkimpy verify over the harness DNS: {out} {err}");
         assert!(out.starts_with("pass"), "{out}");
-        let (code, out, _) = rmox_tests::dkimpy::dkimpy(
+        let (code, out, _) = dkimpy::dkimpy(
             &["verify", "--server", server],
             &std::fs::read(&tampered).unwrap(),
         );

@@ -1090,7 +1090,7 @@ mod pair {
     }
 
     impl Pair {
-        pub fn new(
+        pub(super) fn new(
             cc: ClientConfig,
             sc: ServerConfig,
             deliveries: Vec<Delivery>,
@@ -1235,7 +1235,7 @@ mod pair {
             }
         }
 
-        pub fn run(&mut self) {
+        pub(super) fn run(&mut self) {
             for _ in 0..100_000 {
                 let mut moved = self.drain_client() | self.drain_server();
                 let now = self.clock.now();

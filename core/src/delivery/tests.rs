@@ -2022,11 +2022,11 @@ fn tls_classify_cases() {
     };
     let tls_err = err(
         Stage::StartTls,
-        ErrorKind::PeerIncompatible(crate::client::PeerIncompatible::StartTls),
+        ErrorKind::PeerIncompatible(PeerIncompatible::StartTls),
     );
     let greeting = err(
         Stage::Greeting,
-        ErrorKind::Transport(crate::client::Transport::Closed),
+        ErrorKind::Transport(client::Transport::Closed),
     );
     let rcpt = err(Stage::Rcpt, ErrorKind::TemporaryReply);
     assert!(matches!(

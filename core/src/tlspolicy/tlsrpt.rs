@@ -296,11 +296,11 @@ mod rfc3339 {
     /// 1970 are refused too: no report covers them.
     const LAST: i64 = 253_402_300_799;
 
-    pub fn serialize<S: Serializer>(t: &UnixTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(t: &UnixTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&t.rfc3339())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UnixTime, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UnixTime, D::Error> {
         let s = String::deserialize(d)?;
         UnixTime::parse_rfc3339(&s)
             .filter(|t| (0..=LAST).contains(&t.0))

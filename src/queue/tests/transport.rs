@@ -89,7 +89,7 @@ destinations = { "mjl@mox.example" = {} }
     let world: Arc<dyn rmox_driver::Answerer> = Arc::new(
         crate::world::World::new(
             Arc::clone(&config),
-            Arc::clone(&store) as Arc<dyn rmox_storage::MailStore>,
+            Arc::clone(&store) as Arc<dyn MailStore>,
             None,
         )
         .unwrap(),

@@ -760,6 +760,6 @@ mod props {
     }
 
     fn want_response(i: usize) -> String {
-        super::want(200, &i.to_string(), false)
+        want(200, &i.to_string(), false)
     }
 }

@@ -1,0 +1,56 @@
+//! The rmox mail server as a library: configuration, the answers to the core machines'
+//! effects from configuration and storage (`world`), the queue runner and report senders
+//! (tasks on the chosen runtime), DNS wiring, the HTTP router, and the command-line tools'
+//! logic. The `rmox` binary (`src/main.rs`) is the command line over it; tests and
+//! benchmarks use it directly.
+
+#[cfg(not(any(
+    feature = "tokio",
+    feature = "smol",
+    all(feature = "glommio", target_os = "linux")
+)))]
+compile_error!(
+    "rmox needs a runtime: build with the default features (Linux), or `--no-default-features --features smol` (portable) or `--features tokio`"
+);
+
+pub mod admin;
+#[cfg(test)]
+mod checks_tests;
+pub mod config;
+pub mod creds;
+pub mod ctl;
+pub mod localserve;
+pub mod queue;
+pub mod reports;
+pub mod resolve;
+pub mod rt;
+pub mod serve;
+#[cfg(test)]
+mod testutil;
+pub mod tlsrpt;
+pub mod tools;
+pub mod web;
+pub mod world;
+
+/// Which runtime drives the machines.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeChoice {
+    /// glommio where io_uring works, else smol.
+    Auto,
+    /// tokio, one current-thread runtime per core.
+    Tokio,
+    /// smol, one local executor per core.
+    Smol,
+    /// glommio (io_uring), one executor per core.
+    Glommio,
+}
+
+/// A user-facing failure: printed as one line, exit code 1.
+#[derive(Debug)]
+pub struct Fail(pub String);
+
+impl<E: std::fmt::Display> From<E> for Fail {
+    fn from(e: E) -> Self {
+        Fail(e.to_string())
+    }
+}
