@@ -7,8 +7,9 @@
 //! machine; this loop only moves bytes, deadlines and effect answers. Nothing here needs
 //! `Send`: glommio tasks are `!Send`.
 
-pub mod dns;
 pub mod accept;
+pub mod dns;
+pub mod fetch;
 pub mod outbound;
 #[cfg(feature = "testing")]
 pub mod testing;
