@@ -469,7 +469,7 @@ fn drain_policy<R: Net>(rt: &R, p: &mut Policy, session: &mut DeliverySession, c
                     .push((token, Box::pin(async move { PCompletion::Cached(f.await) })));
             }
             POutput::Effect(token, PEffect::Fetch(req)) => {
-                tracing::debug!(cid, url = %req.url, "fetching MTA-STS policy");
+                tracing::info!(cid, url = %req.url, "fetching MTA-STS policy");
                 let f = policy_fetch(rt.clone(), Arc::clone(&p.answerer), req);
                 p.pending.push((
                     token,
