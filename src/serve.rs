@@ -251,15 +251,19 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     if let Some(b) = banner {
         println!("{b}");
     }
-    let dns = if c.localserve && c.resolver.is_empty() {
-        None
+    // One DNS loop for the server (sessions and deliveries share its cache), run as a task
+    // of the chosen runtime next to the queue runner (`queue_task`); the sessions' blocking
+    // callers reach it through its channel.
+    let (dns, dns_loop) = if c.localserve && c.resolver.is_empty() {
+        (None, None)
     } else {
         let base = c.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        Some(crate::resolve::Dns::from_config(&c.resolver, &base)?)
+        let (d, l) = crate::resolve::for_runtime(&c.resolver, &base, os_seed())?;
+        (Some(d), l)
     };
     let c = Arc::new(c);
     let wakeup = Arc::new(crate::queue::Wakeup::default());
-    let connector = crate::queue::Runner::connector_for(&c, &store, None, os_seed())?;
+    let connector = crate::queue::Runner::connector_for(&c, &store, dns.clone(), os_seed())?;
     let runner = crate::queue::Runner::new(
         Arc::clone(&store),
         Arc::clone(&c),
@@ -291,7 +295,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let flusher = crate::world::Flusher::spawn(Arc::clone(&world))?;
     let world: Arc<dyn rmox_driver::Answerer> = world;
     // The queue runner runs on the chosen runtime, started by `run_on` on one worker.
-    let queue = (Arc::new(runner.with_runtime(rt)), workers);
+    let queue = (Arc::new(runner.with_runtime(rt)), workers, dns_loop);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -429,12 +433,25 @@ fn compiled_runtimes() -> Vec<&'static str> {
 /// Runs the listeners on `rt` until shutdown.
 /// The queue runner as the runtime's background task: it stops on shutdown, after the
 /// deliveries in flight.
-fn queue_task<R: rmox_driver::outbound::Net>(
-    (runner, workers): (Arc<crate::queue::Runner>, usize),
+/// The DNS loop runs beside it as a task of the same runtime, until the runner is done.
+fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
+    (runner, workers, dns_loop): QueueTask,
     shutdown: Arc<Shutdown>,
 ) -> rmox_driver::Background<R> {
-    Box::new(move |rt: R| Box::pin(runner.run(rt, workers, Some(shutdown))))
+    Box::new(move |rt: R| {
+        Box::pin(async move {
+            let _dns = dns_loop.map(|l| rt.spawn(l.run(rt.clone())));
+            runner.run(rt, workers, Some(shutdown)).await
+        })
+    })
 }
+
+/// The queue runner, its worker count and the DNS loop to run beside it.
+type QueueTask = (
+    Arc<crate::queue::Runner>,
+    usize,
+    Option<crate::resolve::DnsLoop>,
+);
 
 fn run_on(
     rt: Runtime,
@@ -442,7 +459,7 @@ fn run_on(
     world: Arc<dyn rmox_driver::Answerer>,
     threads: usize,
     shutdown: Arc<Shutdown>,
-    queue: (Arc<crate::queue::Runner>, usize),
+    queue: QueueTask,
 ) -> std::io::Result<()> {
     match rt {
         #[cfg(feature = "tokio")]
