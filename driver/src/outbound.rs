@@ -7,6 +7,15 @@
 //! answers and the machine's deadline, writes what it transmits and closes what it closes.
 //! DNS questions and TLS requirements are answered by a [`DeliveryAnswerer`]: on the
 //! runtime's blocking pool, or at once when the answer needs no blocking work.
+//!
+//! With a [`DeliveryAnswerer::policy`], the TLS requirement of each MX host
+//! ([`Effect::HostTls`]) comes from the TLS policy machine ([`PolicySession`]: MTA-STS and
+//! DANE) that this loop runs beside the delivery, one per delivery: its DNS questions go to
+//! the [`PolicyAnswerer`]'s asynchronous lookup, its cache reads and writes to the blocking
+//! pool, its policy fetches to [`crate::fetch::fetch`] over [`Net::connect`]; its deadline
+//! joins the delivery's. When the delivery is done, [`deliver_reporting`] turns each
+//! connection made under a verdict (and a failed policy fetch) into the TLS report results
+//! to record ([`Delivered::tls_results`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -80,8 +89,8 @@ pub trait DeliveryAnswerer: Send + Sync + 'static {
     }
 
     /// The TLS requirement of MX `host` of `domain` when the machine asks
-    /// ([`Effect::HostTls`]): where the TLS policy verdict (MTA-STS, DANE) plugs in; today
-    /// implementations return core's `builtin_host_tls`. Must not block.
+    /// ([`Effect::HostTls`]) and there is no [`DeliveryAnswerer::policy`] (relays, tests):
+    /// typically core's `builtin_host_tls`. Must not block.
     fn host_tls(&self, domain: &str, host: &str, requiretls: Option<bool>) -> HostTls;
 
     /// The TLS policy (MTA-STS, DANE) of this delivery: when given, [`Effect::HostTls`] is

@@ -3,7 +3,8 @@
 //! domain, checked against the reference verdict table (README §4: what Postfix as a DANE
 //! sender does) plus the MTA-STS verdicts Postfix lacks; the MTA-STS policy cached in
 //! storage (a second message to the same domain fetches nothing); the TLS report results
-//! recorded per policy domain with their policy type. Skips with a printed reason when the
+//! recorded per policy domain with their policy type; the DNS loop a task of the runtime,
+//! not a thread of its own. Skips with a printed reason when the
 //! harness is not up (an error in CI).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -165,6 +166,20 @@ fn tls_policy_verdicts(rt: &str) {
     );
     assert!(out.status.success(), "setpassword");
     let mut srv = Server::serve(rt, dir, ip, 587);
+    // The DNS loop is a task of the runtime: there is no resolver thread (`rmox-dns` used
+    // to be one, the runtime unable to drive it).
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", srv.pid()))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !threads.iter().any(|t| t == "rmox-dns"),
+        "DNS thread: {threads:?}"
+    );
 
     let tag = format!("tp{rt}{}", std::process::id());
     let subject = subject("harness-tlspolicy", rt);
