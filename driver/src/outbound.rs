@@ -141,7 +141,6 @@ impl Policy {
         Policy {
             session: PolicySession::new(answerer.config(), domain, message_tls(requiretls), now()),
             answerer,
-            domain: domain.to_string(),
             asks: Vec::new(),
             verdicts: BTreeMap::new(),
             pending: Vec::new(),
@@ -158,7 +157,6 @@ type PolicyAnswering = Pin<Box<dyn Future<Output = PCompletion>>>;
 struct Policy {
     answerer: Arc<dyn PolicyAnswerer>,
     session: PolicySession,
-    domain: String,
     /// Delivery tokens waiting for a host's verdict.
     asks: Vec<(String, Token)>,
     /// Verdicts given, by host (the last one per host).
@@ -313,7 +311,7 @@ pub async fn deliver_reporting<R: Net>(
                         }
                         for t in &report.tls {
                             if let Some(v) = p.verdicts.get(&t.mx_host) {
-                                tls_results.extend(v.session_results(&p.domain, t));
+                                tls_results.extend(v.session_results(p.session.domain(), t));
                             }
                         }
                         tls_results.extend(p.session.fetch_failure());
