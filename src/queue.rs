@@ -31,6 +31,7 @@ use rmox_core::queue::{
     InFlight, QueueConfig, QueueItem, Routes,
 };
 use rmox_core::smtp::{Enhanced, Notify, Ret};
+use rmox_core::tlspolicy::SessionResult;
 use rmox_core::{Rng, UnixTime};
 use rmox_driver::outbound::Net;
 use rmox_storage::{
@@ -310,6 +311,7 @@ impl Runner {
         .flatten()
         .collect();
         Ok(Deliverer::Smtp(Arc::new(SmtpDelivery::new(
+            Arc::clone(store),
             dns,
             &config.hostname,
             config.queue.smtp_port,
@@ -468,6 +470,7 @@ impl Runner {
         p: Prepared,
         results: Vec<AttemptResult>,
         tls: Vec<TlsAttempt>,
+        tls_results: Vec<SessionResult>,
     ) -> Result<(), StoreError> {
         let Prepared {
             message,
@@ -480,17 +483,23 @@ impl Runner {
             return self.send_dsns(notices, &message, now);
         }
         let now = (self.clock)();
-        // A lost report record must not keep the results from being applied.
-        // Our own TLS reports' deliveries are not reported (mox).
+        // The TLS report results (RFC 8460), one record each under its policy domain (the
+        // recipient domain, or the MX host for DANE) as the report sender reads them. A
+        // lost record must not keep the results from being applied. Our own TLS reports'
+        // deliveries are not reported (mox), so a failing report delivery does not become
+        // the next day's report.
         let report = !rmox_core::tlspolicy::outgoing::is_tls_report_message(&message);
-        for t in tls.iter().filter(|t| report && t.is_reportable()) {
-            let sr = rmox_core::tlspolicy::outgoing::attempt_result(t);
-            let json = serde_json::to_vec(&sr).unwrap_or_default();
-            let r =
-                self.store
-                    .report_add(ReportKind::TlsResult, &sr.policy.policy_domain, now, json);
+        for t in tls_results.iter().filter(|_| report) {
+            let domain = &t.policy.policy_domain;
+            let r = match serde_json::to_vec(t) {
+                Ok(json) => self
+                    .store
+                    .report_add(ReportKind::TlsResult, domain, now, json)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
             if let Err(e) = r {
-                tracing::error!(domain = %t.policy_domain, error = %e, "storing TLS result");
+                tracing::error!(%domain, error = %e, "storing TLS result");
             }
         }
         let mut rng = self.rng();
@@ -515,8 +524,8 @@ impl Runner {
         let Some(p) = rt.unblock(Box::new(move || me.prepare(entries))).await? else {
             return Ok(());
         };
-        let (results, tls) = if p.items.is_empty() {
-            (Vec::new(), Vec::new())
+        let (results, tls, tls_results) = if p.items.is_empty() {
+            (Vec::new(), Vec::new(), Vec::new())
         } else {
             match &self.deliverer {
                 Deliverer::Smtp(d) => {
@@ -536,20 +545,22 @@ impl Runner {
                         p.entries.clone(),
                         Arc::clone(&p.message),
                     );
-                    rt.unblock(Box::new(move || {
-                        c.deliver_recorded(&Job {
-                            batch: &b,
-                            items: &items,
-                            entries: &entries,
-                            message: &message,
-                        })
-                    }))
-                    .await
+                    let (results, tls) = rt
+                        .unblock(Box::new(move || {
+                            c.deliver_recorded(&Job {
+                                batch: &b,
+                                items: &items,
+                                entries: &entries,
+                                message: &message,
+                            })
+                        }))
+                        .await;
+                    (results, tls, Vec::new())
                 }
             }
         };
         let me = Arc::clone(self);
-        rt.unblock(Box::new(move || me.conclude(p, results, tls)))
+        rt.unblock(Box::new(move || me.conclude(p, results, tls, tls_results)))
             .await
     }
 

@@ -12,11 +12,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rmox_core::dns::{round, Check, Lookup, LookupResult, ResolverConfig, Round, StaticZone};
-use rmox_driver::dns::{run_resolver, DnsClient, UdpRuntime};
+use rmox_driver::dns::{run_resolver, DnsClient, DnsRequests, UdpRuntime};
 
 use crate::Fail;
 
 /// Where answers come from.
+#[derive(Clone)]
 pub enum Dns {
     /// Real DNS through a resolver loop.
     Net(DnsClient),
@@ -79,6 +80,47 @@ pub fn start_on<R: UdpRuntime>(
 ) -> (Dns, impl Future<Output = ()>) {
     let (client, requests) = DnsClient::channel();
     (Dns::Net(client), run_resolver(rt, config, seed, requests))
+}
+
+/// The loop of a [`Dns`] made by [`for_runtime`], not started yet: the server runs it as a
+/// task of its runtime ([`DnsLoop::run`]).
+pub struct DnsLoop {
+    config: ResolverConfig,
+    seed: u64,
+    requests: DnsRequests,
+}
+
+impl DnsLoop {
+    /// The loop on `rt`: spawn it as a task of that runtime. It ends when every clone of
+    /// the handle is dropped and no question is open (or when its task is dropped: then
+    /// every question is answered with a temporary failure).
+    pub fn run<R: UdpRuntime>(self, rt: R) -> impl Future<Output = ()> {
+        run_resolver(rt, self.config, self.seed, self.requests)
+    }
+}
+
+/// From the config's `resolver` list (see [`source`]): the handle, and for real DNS the
+/// loop to run as a runtime task. Until the loop runs, questions wait (blocking callers
+/// block): start it before anything asks.
+pub fn for_runtime(
+    resolver: &[String],
+    base: &std::path::Path,
+    seed: u64,
+) -> Result<(Dns, Option<DnsLoop>), Fail> {
+    match source(resolver, base)? {
+        Source::Zone(z) => Ok((Dns::Zone(z), None)),
+        Source::Net(config) => {
+            let (client, requests) = DnsClient::channel();
+            Ok((
+                Dns::Net(client),
+                Some(DnsLoop {
+                    config,
+                    seed,
+                    requests,
+                }),
+            ))
+        }
+    }
 }
 
 /// A [`Dns`] whose loop runs on its own thread on smol, for callers without a runtime.

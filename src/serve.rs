@@ -305,15 +305,19 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     if let Some(b) = banner {
         println!("{b}");
     }
-    let dns = if c.localserve && c.resolver.is_empty() {
-        None
+    // One DNS loop for the server (sessions and deliveries share its cache), run as a task
+    // of the chosen runtime next to the queue runner (`queue_task`); the sessions' blocking
+    // callers reach it through its channel.
+    let (dns, dns_loop) = if c.localserve && c.resolver.is_empty() {
+        (None, None)
     } else {
         let base = c.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        Some(crate::resolve::Dns::from_config(&c.resolver, &base)?)
+        let (d, l) = crate::resolve::for_runtime(&c.resolver, &base, os_seed())?;
+        (Some(d), l)
     };
     let c = Arc::new(c);
     let wakeup = Arc::new(crate::queue::Wakeup::default());
-    let connector = crate::queue::Runner::connector_for(&c, &store, None, os_seed())?;
+    let connector = crate::queue::Runner::connector_for(&c, &store, dns.clone(), os_seed())?;
     let runner = crate::queue::Runner::new(
         Arc::clone(&store),
         Arc::clone(&c),
@@ -325,13 +329,12 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     .with_queue_config(c.queue.queue_config(&c.path)?);
     let workers = c.queue.workers;
     // The report senders run as a task of the runtime, next to the queue runner; TLS
-    // reports need DNS (`_smtp._tls` records) of their own.
+    // reports look up `_smtp._tls` records through the server's DNS loop.
     let reporters = if c.localserve {
         None
     } else {
         let tls_dns = if c.reports.send_tls_reports && c.reports.tls_interval_secs > 0 {
-            let base = c.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-            Some(crate::resolve::Dns::from_config(&c.resolver, &base)?)
+            dns.clone()
         } else {
             None
         };
@@ -354,7 +357,12 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let flusher = crate::world::Flusher::spawn(Arc::clone(&world))?;
     let world: Arc<dyn rmox_driver::Answerer> = world;
     // The queue runner runs on the chosen runtime, started by `run_on` on one worker.
-    let queue = (Arc::new(runner.with_runtime(rt)), workers, reporters);
+    let queue = (
+        Arc::new(runner.with_runtime(rt)),
+        workers,
+        reporters,
+        dns_loop,
+    );
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -491,13 +499,15 @@ fn compiled_runtimes() -> Vec<&'static str> {
 
 /// Runs the listeners on `rt` until shutdown.
 /// The queue runner and the report senders as the runtime's background task: they stop
-/// on shutdown, the runner after the deliveries in flight.
-fn queue_task<R: rmox_driver::outbound::Net>(
-    (runner, workers, reporters): Background,
+/// on shutdown, the runner after the deliveries in flight. The DNS loop runs beside them
+/// as a task of the same runtime, until they are done.
+fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
+    (runner, workers, reporters, dns_loop): Background,
     shutdown: Arc<Shutdown>,
 ) -> rmox_driver::Background<R> {
     Box::new(move |rt: R| {
         Box::pin(async move {
+            let _dns = dns_loop.map(|l| rt.spawn(l.run(rt.clone())));
             let reports = reporters.map(|r| rt.spawn(r.run(rt.clone(), Arc::clone(&shutdown))));
             runner.run(rt, workers, Some(shutdown)).await;
             if let Some(r) = reports {
@@ -507,11 +517,13 @@ fn queue_task<R: rmox_driver::outbound::Net>(
     })
 }
 
-/// What [`queue_task`] runs: the queue runner, its workers, the report senders.
+/// What [`queue_task`] runs: the queue runner, its workers, the report senders, and the
+/// DNS loop beside them.
 type Background = (
     Arc<crate::queue::Runner>,
     usize,
     Option<Arc<crate::reports::Reporters>>,
+    Option<crate::resolve::DnsLoop>,
 );
 
 fn run_on(

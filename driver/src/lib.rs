@@ -11,6 +11,7 @@
 
 pub mod accept;
 pub mod dns;
+pub mod fetch;
 pub mod http;
 pub mod outbound;
 #[cfg(feature = "testing")]

@@ -7,6 +7,15 @@
 //! answers and the machine's deadline, writes what it transmits and closes what it closes.
 //! DNS questions and TLS requirements are answered by a [`DeliveryAnswerer`]: on the
 //! runtime's blocking pool, or at once when the answer needs no blocking work.
+//!
+//! With a [`DeliveryAnswerer::policy`], the TLS requirement of each MX host
+//! ([`Effect::HostTls`]) comes from the TLS policy machine ([`PolicySession`]: MTA-STS and
+//! DANE) that this loop runs beside the delivery, one per delivery: its DNS questions go to
+//! the [`PolicyAnswerer`]'s asynchronous lookup, its cache reads and writes to the blocking
+//! pool, its policy fetches to [`crate::fetch::fetch`] over [`Net::connect`]; its deadline
+//! joins the delivery's. When the delivery is done, [`deliver_reporting`] turns each
+//! connection made under a verdict (and a failed policy fetch) into the TLS report results
+//! to record ([`Delivered::tls_results`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -21,8 +30,16 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
 use rmox_core::delivery::{
     Completion, ConnId, DeliverySession, Effect, Event, HostTls, Input, Output, Report,
 };
+use rmox_core::dns::{Lookup, LookupResult};
 use rmox_core::queue::{AttemptResult, Failure};
 use rmox_core::smtp::Enhanced;
+use rmox_core::tlspolicy::session::{
+    Completion as PCompletion, Effect as PEffect, Input as PInput, Output as POutput,
+};
+use rmox_core::tlspolicy::{
+    message_tls, CacheUpdate, FetchResponse, HostVerdict, PolicyConfig, PolicySession,
+    SessionResult, StsCacheEntry,
+};
 use rmox_core::Token;
 
 use crate::{now, Runtime};
@@ -72,9 +89,82 @@ pub trait DeliveryAnswerer: Send + Sync + 'static {
     }
 
     /// The TLS requirement of MX `host` of `domain` when the machine asks
-    /// ([`Effect::HostTls`]): where the TLS policy verdict (MTA-STS, DANE) plugs in; today
-    /// implementations return core's `builtin_host_tls`. Must not block.
+    /// ([`Effect::HostTls`]) and there is no [`DeliveryAnswerer::policy`] (relays, tests):
+    /// typically core's `builtin_host_tls`. Must not block.
     fn host_tls(&self, domain: &str, host: &str, requiretls: Option<bool>) -> HostTls;
+
+    /// The TLS policy (MTA-STS, DANE) of this delivery: when given, [`Effect::HostTls`] is
+    /// answered by a [`PolicySession`] the loop runs beside the delivery (one per
+    /// delivery, created at the first question), and [`DeliveryAnswerer::host_tls`] is not
+    /// used. `None` (the default): `host_tls` answers.
+    fn policy(&self) -> Option<Arc<dyn PolicyAnswerer>> {
+        None
+    }
+}
+
+/// Answers the effects of the TLS policy machine ([`PolicySession`]) for the outbound loop.
+/// DNS is asynchronous (a resolver task or channel); the cache calls may block and run on
+/// the runtime's blocking pool; fetches are made by the loop itself ([`crate::fetch`]) with
+/// [`PolicyAnswerer::fetch_roots`].
+pub trait PolicyAnswerer: Send + Sync + 'static {
+    /// The machine's settings (DNSSEC trust, WebPKI roots for MX hosts, effect timeout).
+    fn config(&self) -> Arc<PolicyConfig>;
+
+    /// The answers to `lookups`, one per lookup, in order; must not block the thread (the
+    /// future is polled on the runtime's thread).
+    fn lookup(&self, lookups: Vec<Lookup>) -> Pin<Box<dyn Future<Output = Vec<LookupResult>>>>;
+
+    /// The cached MTA-STS policy of `domain`, expired or not (blocking allowed).
+    fn cache_get(&self, domain: &str) -> Option<StsCacheEntry>;
+
+    /// Writes a cache change (blocking allowed); a failure only costs a refetch.
+    fn cache_update(&self, update: CacheUpdate);
+
+    /// The WebPKI roots of MTA-STS policy fetches; `None`: fetches fail (the policy cannot
+    /// be verified).
+    fn fetch_roots(&self) -> Option<Arc<rustls::ClientConfig>>;
+}
+
+/// What a delivery ended with: the machine's report and the TLS report results of its
+/// connections and policy fetch (RFC 8460), by policy domain.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    /// The delivery machine's report.
+    pub report: Report,
+    /// One result per connection under a policy verdict (two for DANE: the recipient
+    /// domain's and the MX host's), and the failed policy fetch if any.
+    pub tls_results: Vec<SessionResult>,
+}
+
+impl Policy {
+    fn new(answerer: Arc<dyn PolicyAnswerer>, domain: &str, requiretls: Option<bool>) -> Policy {
+        Policy {
+            session: PolicySession::new(answerer.config(), domain, message_tls(requiretls), now()),
+            answerer,
+            asks: Vec::new(),
+            verdicts: BTreeMap::new(),
+            pending: Vec::new(),
+            writes: Vec::new(),
+            deadline: None,
+        }
+    }
+}
+
+/// A policy effect being answered.
+type PolicyAnswering = Pin<Box<dyn Future<Output = PCompletion>>>;
+
+/// The policy machine of one delivery and what it waits for.
+struct Policy {
+    answerer: Arc<dyn PolicyAnswerer>,
+    session: PolicySession,
+    /// Delivery tokens waiting for a host's verdict.
+    asks: Vec<(String, Token)>,
+    /// Verdicts given, by host (the last one per host).
+    verdicts: BTreeMap<String, HostVerdict>,
+    pending: Vec<(Token, PolicyAnswering)>,
+    /// Cache writes in progress.
+    writes: Vec<Pin<Box<dyn Future<Output = ()>>>>,
+    deadline: Option<Instant>,
 }
 
 /// Longest a write may block (the peer not reading).
@@ -103,6 +193,8 @@ enum Woke<S> {
     Answer(Token, Completion),
     Connected(ConnId, Token, io::Result<S>),
     Read(ConnId, io::Result<usize>),
+    /// A policy effect's answer (index in the pending list).
+    Policy(usize, Token, PCompletion),
     Timer,
 }
 
@@ -110,10 +202,23 @@ enum Woke<S> {
 /// in log lines.
 pub async fn deliver<R: Net>(
     rt: R,
-    mut session: DeliverySession,
+    session: DeliverySession,
     answerer: Arc<dyn DeliveryAnswerer>,
     cid: u64,
 ) -> Report {
+    deliver_reporting(rt, session, answerer, cid).await.report
+}
+
+/// As [`deliver`], with the TLS report results of the delivery (empty without a
+/// [`DeliveryAnswerer::policy`]).
+pub async fn deliver_reporting<R: Net>(
+    rt: R,
+    mut session: DeliverySession,
+    answerer: Arc<dyn DeliveryAnswerer>,
+    cid: u64,
+) -> Delivered {
+    let policy_answerer = answerer.policy();
+    let mut policy: Option<Policy> = None;
     let mut open: BTreeMap<ConnId, Open<R::Stream>> = BTreeMap::new();
     let mut connecting: BTreeMap<ConnId, (Token, Connecting<R::Stream>)> = BTreeMap::new();
     let mut pending: VecDeque<(Token, Answering)> = VecDeque::new();
@@ -154,6 +259,26 @@ pub async fn deliver<R: Net>(
                 ) => {
                     connecting.insert(conn, (token, rt.connect(addr, source_ip, timeout)));
                 }
+                Output::Effect(
+                    token,
+                    Effect::HostTls {
+                        domain,
+                        host,
+                        requiretls,
+                    },
+                ) if policy_answerer.is_some() => {
+                    if policy.is_none() {
+                        if let Some(a) = &policy_answerer {
+                            policy = Some(Policy::new(Arc::clone(a), &domain, requiretls));
+                        }
+                    }
+                    let Some(p) = policy.as_mut() else { continue };
+                    p.asks.push((host.clone(), token));
+                    if let Err(e) = p.session.handle(now(), PInput::Ask(host)) {
+                        tracing::warn!(cid, error = %e, "policy question refused");
+                    }
+                    drain_policy(&rt, p, &mut session, cid);
+                }
                 Output::Effect(token, effect) => match answerer.answer_now(&effect) {
                     Some(c) => completed(&mut session, token, c),
                     None => {
@@ -174,10 +299,26 @@ pub async fn deliver<R: Net>(
                     for (_, mut c) in std::mem::take(&mut open) {
                         let _ = c.stream.close().await;
                     }
-                    return match session.report() {
+                    let report = match session.report() {
                         Some(r) => r.clone(),
                         // Done means the report is there; never without one.
                         None => no_report(),
+                    };
+                    let mut tls_results = Vec::new();
+                    if let Some(mut p) = policy {
+                        for w in p.writes.drain(..) {
+                            w.await;
+                        }
+                        for t in &report.tls {
+                            if let Some(v) = p.verdicts.get(&t.mx_host) {
+                                tls_results.extend(v.session_results(p.session.domain(), t));
+                            }
+                        }
+                        tls_results.extend(p.session.fetch_failure());
+                    }
+                    return Delivered {
+                        report,
+                        tls_results,
                     };
                 }
             }
@@ -187,17 +328,39 @@ pub async fn deliver<R: Net>(
                 tracing::debug!(cid, error = %e, "flush failed");
             }
         }
+        if let Some(p) = policy.as_mut() {
+            if p.deadline.is_some_and(|d| Instant::now() >= d) {
+                let _ = p.session.handle(now(), PInput::Timeout);
+                drain_policy(&rt, p, &mut session, cid);
+                continue;
+            }
+        }
         if let Some(d) = deadline {
             if Instant::now() >= d {
                 let _ = session.handle(now(), Input::Timeout);
                 continue;
             }
         }
-        if deadline.is_none() && pending.is_empty() && connecting.is_empty() && open.is_empty() {
+        let policy_waits = policy
+            .as_ref()
+            .is_some_and(|p| !p.pending.is_empty() || p.deadline.is_some());
+        if deadline.is_none()
+            && pending.is_empty()
+            && connecting.is_empty()
+            && open.is_empty()
+            && !policy_waits
+        {
             // Waiting for nothing anyone can give: the machine would never finish.
             tracing::error!(cid, "delivery stalled without a deadline");
-            return no_report();
+            return Delivered {
+                report: no_report(),
+                tls_results: Vec::new(),
+            };
         }
+        let deadline = match (deadline, policy.as_ref().and_then(|p| p.deadline)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let mut timer = deadline.map(|d| rt.sleep_until(d));
         let woke = futures_lite::future::poll_fn(|cx| {
             if let Some((token, f)) = pending.front_mut() {
@@ -213,6 +376,14 @@ pub async fn deliver<R: Net>(
             for (id, c) in open.iter_mut() {
                 if let Poll::Ready(r) = Pin::new(&mut c.stream).poll_read(cx, &mut chunk) {
                     return Poll::Ready(Woke::Read(*id, r));
+                }
+            }
+            if let Some(p) = policy.as_mut() {
+                p.writes.retain_mut(|w| w.as_mut().poll(cx).is_pending());
+                for (i, (token, f)) in p.pending.iter_mut().enumerate() {
+                    if let Poll::Ready(c) = f.as_mut().poll(cx) {
+                        return Poll::Ready(Woke::Policy(i, *token, c));
+                    }
                 }
             }
             if let Some(t) = timer.as_mut() {
@@ -268,10 +439,107 @@ pub async fn deliver<R: Net>(
                 open.remove(&id);
                 let _ = session.handle(now(), Input::Closed(id));
             }
+            Woke::Policy(i, token, c) => {
+                if let Some(p) = policy.as_mut() {
+                    drop(p.pending.remove(i));
+                    if let Err(e) = p.session.handle(now(), PInput::Completed(token, c)) {
+                        tracing::warn!(cid, error = %e, "policy completion refused");
+                    }
+                    drain_policy(&rt, p, &mut session, cid);
+                }
+            }
             Woke::Timer => {
+                if let Some(p) = policy.as_mut() {
+                    let _ = p.session.handle(now(), PInput::Timeout);
+                    drain_policy(&rt, p, &mut session, cid);
+                }
                 let _ = session.handle(now(), Input::Timeout);
             }
         }
+    }
+}
+
+/// Takes the policy machine's outputs: effects start, cache writes start, verdicts answer
+/// the delivery's questions for their host.
+fn drain_policy<R: Net>(rt: &R, p: &mut Policy, session: &mut DeliverySession, cid: u64) {
+    loop {
+        match p.session.poll(now()) {
+            POutput::Effect(token, PEffect::Dns(lookups)) => {
+                let f = p.answerer.lookup(lookups);
+                p.pending
+                    .push((token, Box::pin(async move { PCompletion::Dns(f.await) })));
+            }
+            POutput::Effect(token, PEffect::CacheGet { domain }) => {
+                let a = Arc::clone(&p.answerer);
+                let f = rt.unblock(Box::new(move || a.cache_get(&domain)));
+                p.pending
+                    .push((token, Box::pin(async move { PCompletion::Cached(f.await) })));
+            }
+            POutput::Effect(token, PEffect::Fetch(req)) => {
+                tracing::info!(cid, url = %req.url, "fetching MTA-STS policy");
+                let f = policy_fetch(rt.clone(), Arc::clone(&p.answerer), req);
+                p.pending.push((
+                    token,
+                    Box::pin(async move { PCompletion::Fetched(f.await) }),
+                ));
+            }
+            POutput::Cache(update) => {
+                let a = Arc::clone(&p.answerer);
+                p.writes
+                    .push(rt.unblock(Box::new(move || a.cache_update(update))));
+            }
+            POutput::Verdict(v) => {
+                tracing::debug!(cid, host = %v.host, requirement = %v.requirement, "tls policy verdict");
+                let mut i = 0;
+                while i < p.asks.len() {
+                    if p.asks.get(i).is_some_and(|(h, _)| *h == v.host) {
+                        let (_, token) = p.asks.remove(i);
+                        completed(session, token, Completion::HostTls(v.host_tls.clone()));
+                    } else {
+                        i += 1;
+                    }
+                }
+                p.verdicts.insert(v.host.clone(), *v);
+            }
+            POutput::Idle { deadline } => {
+                p.deadline = deadline;
+                return;
+            }
+        }
+    }
+}
+
+/// One MTA-STS policy fetch through [`crate::fetch::fetch`], with the answerer's roots and
+/// DNS and the request's limits.
+async fn policy_fetch<R: Net>(
+    rt: R,
+    answerer: Arc<dyn PolicyAnswerer>,
+    req: rmox_core::tlspolicy::FetchRequest,
+) -> Result<FetchResponse, rmox_core::tlspolicy::FetchError> {
+    let Some(roots) = answerer.fetch_roots() else {
+        return Err(rmox_core::tlspolicy::FetchError::Fetch(
+            "no trusted roots for the policy fetch".into(),
+        ));
+    };
+    let mut config = rmox_core::http::FetchConfig::mta_sts(roots);
+    config.limits.max_body = req.max_body;
+    config.timeout = req.timeout;
+    let a = Arc::clone(&answerer);
+    let resolve: crate::fetch::Resolve = Arc::new(move |l| a.lookup(l));
+    let r = crate::fetch::fetch(
+        rt,
+        Arc::new(config),
+        &rmox_core::http::FetchRequest::get(&req.url),
+        resolve,
+    )
+    .await;
+    match r {
+        Ok(r) => Ok(FetchResponse {
+            status: r.status,
+            content_type: r.content_type().map(str::to_string),
+            body: r.body,
+        }),
+        Err(e) => Err(e.to_sts()),
     }
 }
 

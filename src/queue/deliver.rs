@@ -15,10 +15,13 @@ use rmox_core::delivery::{
     builtin_host_tls, Completion, DeliveryConfig, DeliverySession, Effect, HostTls, HostTlsSource,
     Job as DJob, Report,
 };
+use rmox_core::dns::{Lookup, LookupResult};
 use rmox_core::queue::{AttemptResult, Failure, Transport, TransportDirect};
 use rmox_core::smtp::{Enhanced, ForwardPath, Host, MailParams, RcptParams, ReversePath};
+use rmox_core::tlspolicy::{CacheUpdate, PolicyConfig, SessionResult, StsCacheEntry};
 use rmox_core::Rng;
-use rmox_driver::outbound::{DeliveryAnswerer, Net};
+use rmox_driver::outbound::{DeliveryAnswerer, Net, PolicyAnswerer};
+use rmox_storage::MtaStsRecord;
 
 use super::Job;
 use crate::config::TransportSetup;
@@ -30,6 +33,9 @@ type Pkix = Arc<rustls::ClientConfig>;
 /// SMTP delivery through the MX hosts or a configured transport.
 pub struct SmtpDelivery {
     dns: Arc<Dns>,
+    /// The TLS policy (MTA-STS, DANE) of direct deliveries, answered from `dns` and the
+    /// policy cache in storage.
+    policy: Arc<QueuePolicy>,
     /// The direct transport with today's settings.
     direct: Arc<DeliveryConfig>,
     /// Named transports (routes refer to them by name).
@@ -75,8 +81,10 @@ fn pkix_for(ca_file: Option<&Path>) -> Option<Pkix> {
 
 impl SmtpDelivery {
     /// Delivery saying EHLO `hostname`, to `port` of MX hosts, with these named transports
-    /// and source addresses; DNS through `dns`.
+    /// and source addresses; DNS through `dns`, the MTA-STS policy cache in `store`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        store: Arc<rmox_storage::Store>,
         dns: Dns,
         hostname: &str,
         port: u16,
@@ -113,8 +121,22 @@ impl SmtpDelivery {
                 (name, make(s.transport, s.proxy_auth, pkix))
             })
             .collect();
+        let dns = Arc::new(dns);
+        // The AD bit is trusted as far as the resolver is: the resolver itself clears it on
+        // answers from servers it does not trust (resolve::source: loopback only), and a
+        // zone file is local configuration. MX hosts under an MTA-STS policy and policy
+        // fetches are verified with the direct transport's roots (the system's, or
+        // SSL_CERT_FILE).
+        let mut pc = PolicyConfig::new(true);
+        pc.pkix = direct.pkix.clone();
+        let policy = Arc::new(QueuePolicy {
+            dns: Arc::clone(&dns),
+            store,
+            config: Arc::new(pc),
+        });
         Ok(SmtpDelivery {
-            dns: Arc::new(dns),
+            dns,
+            policy,
             direct,
             transports,
             seed: AtomicU64::new(seed),
@@ -150,28 +172,37 @@ impl SmtpDelivery {
             },
         };
         let djob = core_job(job, self.next_seed()).map_err(all)?;
+        // MTA-STS and DANE apply to delivery to MX hosts, not to relays.
+        let policy = matches!(config.transport, Transport::Direct(_))
+            .then(|| Arc::clone(&self.policy) as Arc<dyn PolicyAnswerer>);
         let answerer = Arc::new(QueueAnswerer {
             dns: Arc::clone(&self.dns),
             pkix: config.pkix.clone(),
+            policy,
         });
         let session = DeliverySession::new(config, djob, rmox_driver::now());
         Ok((session, answerer))
     }
 
-    /// Delivers `job` on runtime `rt`: one result per item, and the TLS of each connection.
+    /// Delivers `job` on runtime `rt`: one result per item, the TLS of each connection
+    /// (for the attempt history) and the TLS report results (RFC 8460) to record.
     pub async fn deliver<R: Net>(
         &self,
         rt: R,
         job: &Job<'_>,
-    ) -> (Vec<AttemptResult>, Vec<rmox_core::delivery::TlsAttempt>) {
+    ) -> (
+        Vec<AttemptResult>,
+        Vec<rmox_core::delivery::TlsAttempt>,
+        Vec<SessionResult>,
+    ) {
         let (session, answerer) = match self.session(job) {
             Ok(s) => s,
-            Err(results) => return (results, Vec::new()),
+            Err(results) => return (results, Vec::new(), Vec::new()),
         };
         let cid = rmox_driver::next_cid();
-        let Report { results, tls, .. } =
-            rmox_driver::outbound::deliver(rt, session, answerer, cid).await;
-        (results, tls)
+        let d = rmox_driver::outbound::deliver_reporting(rt, session, answerer, cid).await;
+        let Report { results, tls, .. } = d.report;
+        (results, tls, d.tls_results)
     }
 }
 
@@ -235,6 +266,55 @@ fn core_job(job: &Job<'_>, seed: u64) -> Result<DJob, AttemptResult> {
 struct QueueAnswerer {
     dns: Arc<Dns>,
     pkix: Option<Pkix>,
+    /// The TLS policy machine's answers (direct delivery only).
+    policy: Option<Arc<dyn PolicyAnswerer>>,
+}
+
+/// The TLS policy machine's effects for the queue: DNS through the binary's resolver
+/// (asynchronously), the MTA-STS policy cache in storage.
+struct QueuePolicy {
+    dns: Arc<Dns>,
+    store: Arc<rmox_storage::Store>,
+    config: Arc<PolicyConfig>,
+}
+
+impl PolicyAnswerer for QueuePolicy {
+    fn config(&self) -> Arc<PolicyConfig> {
+        Arc::clone(&self.config)
+    }
+
+    fn lookup(
+        &self,
+        lookups: Vec<Lookup>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<LookupResult>>>> {
+        let dns = Arc::clone(&self.dns);
+        Box::pin(async move { dns.lookup_many_async(&lookups).await })
+    }
+
+    fn cache_get(&self, domain: &str) -> Option<StsCacheEntry> {
+        match self.store.mtasts_get(domain) {
+            Ok(r) => r.map(|r| r.to_entry()),
+            Err(e) => {
+                tracing::warn!(%domain, error = %e, "reading the MTA-STS policy cache");
+                None
+            }
+        }
+    }
+
+    fn cache_update(&self, update: CacheUpdate) {
+        let r = match &update {
+            CacheUpdate::Put(e) => self.store.mtasts_put(MtaStsRecord::from_entry(e)),
+            CacheUpdate::Drop { domain } => self.store.mtasts_remove(domain),
+            CacheUpdate::Used { domain, at } => self.store.mtasts_touch(domain, *at).map(|_| ()),
+        };
+        if let Err(e) = r {
+            tracing::warn!(?update, error = %e, "writing the MTA-STS policy cache");
+        }
+    }
+
+    fn fetch_roots(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.config.pkix.clone()
+    }
 }
 
 impl DeliveryAnswerer for QueueAnswerer {
@@ -253,5 +333,9 @@ impl DeliveryAnswerer for QueueAnswerer {
 
     fn host_tls(&self, _domain: &str, _host: &str, requiretls: Option<bool>) -> HostTls {
         builtin_host_tls(requiretls, self.pkix.as_ref())
+    }
+
+    fn policy(&self) -> Option<Arc<dyn PolicyAnswerer>> {
+        self.policy.clone()
     }
 }

@@ -198,21 +198,4 @@ fn rmox_out(args: &[&str]) -> (bool, String) {
     )
 }
 
-macro_rules! suite {
-    ($($rt:ident),*) => {$(
-        mod $rt {
-            #[test]
-            fn queue_scenarios() {
-                super::queue_scenarios(stringify!($rt))
-            }
-        }
-    )*};
-}
-
-// One suite per runtime compiled into the binary under test (the crate's features).
-#[cfg(feature = "tokio")]
-suite!(tokio);
-#[cfg(feature = "smol")]
-suite!(smol);
-#[cfg(feature = "glommio")]
-suite!(glommio);
+rmox_tests::on_every_runtime!(queue_scenarios,);

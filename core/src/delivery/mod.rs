@@ -512,6 +512,22 @@ fn temp(detail: String, e: Enhanced) -> AttemptResult {
     AttemptResult::Temporary(Failure::local(detail, e))
 }
 
+/// A failed TLS session is temporary unless the message requires TLS (REQUIRETLS, RFC 8689
+/// 4.1, is permanent): a DANE mismatch (RFC 7672 2.2, "4.7.5" as Postfix says) or an MX host
+/// refusing STARTTLS under an enforced MTA-STS policy (RFC 8461 5) only defer the message;
+/// the TLS client marks them permanent for REQUIRETLS' sake.
+fn policy_tls_temporary(r: AttemptResult, e: &ClientError) -> AttemptResult {
+    match r {
+        AttemptResult::Permanent(mut f) if tls_failure(e).is_some() => {
+            if f.reply.is_none() {
+                f.enhanced = Some(Enhanced::new(4, 7, 5));
+            }
+            AttemptResult::Temporary(f)
+        }
+        r => r,
+    }
+}
+
 /// The attempt result of a client error (a reply, or a local description).
 fn error_result(host: &str, e: &ClientError) -> AttemptResult {
     if e.kind == ErrorKind::NotAttempted {
@@ -1544,7 +1560,10 @@ impl DeliverySession {
                     self.mech_i += 1;
                     return self.next_attempt(now);
                 }
-                let r = error_result(&conn.host, &e);
+                let mut r = error_result(&conn.host, &e);
+                if !self.job.needs.requiretls {
+                    r = policy_tls_temporary(r, &e);
+                }
                 // A refused greeting or a TLS failure may be particular to this address
                 // (the other family, another host): try the rest first. A relay's
                 // permanent error ends the attempt whatever its stage.

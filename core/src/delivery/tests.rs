@@ -1907,6 +1907,55 @@ fn pair_dane() {
     );
 }
 
+/// A DANE mismatch (TLSA 3 0 1 that does not match the certificate) defers the message
+/// (RFC 7672 2.2; Postfix: deferred 4.7.5). It used to fail permanently, as the TLS client
+/// marks verification failures permanent for REQUIRETLS.
+#[test]
+fn pair_dane_mismatch_is_temporary() {
+    let (cfg, mut net) = policy_net(None);
+    for (name, rtype, records) in [
+        (
+            "example.org",
+            RecordType::Mx,
+            vec![Record::Mx {
+                preference: 10,
+                host: "mx1.example.org".into(),
+            }],
+        ),
+        (
+            "mx1.example.org",
+            RecordType::A,
+            vec![Record::A("192.0.2.1".parse().unwrap())],
+        ),
+        (
+            "_25._tcp.mx1.example.org",
+            RecordType::Tlsa,
+            vec![Record::Tlsa {
+                usage: 3,
+                selector: 0,
+                matching: 1,
+                data: vec![7; 32],
+            }],
+        ),
+    ] {
+        net.dns.insert(
+            Lookup {
+                name: name.into(),
+                rtype,
+            },
+            LookupResult::Records {
+                records,
+                authentic: true,
+            },
+        );
+    }
+    let r = run(cfg, job(&["a@example.org"]), net, 74);
+    let (perm, f) = failure(&r.report.results[0]);
+    assert!(!perm, "{f:?}\n{:#?}", r.transcript);
+    assert_eq!(enhanced(f), Some(Enhanced::new(4, 7, 5)));
+    assert!(r.stored.is_empty());
+}
+
 /// The TLS result and the connection level come from the client error's kind, not its text:
 /// a refused STARTTLS and a failed handshake used to be one `Tls(String)` kind, told apart
 /// (and the certificate problem found) only by matching the text.
