@@ -57,7 +57,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// One file-system operation of the store, as the `testing` feature's hooks see it (crash
 /// simulation: counting, failing from a crash point on, recording durability).
 #[derive(Clone, Copy, Debug)]
-#[cfg_attr(not(feature = "testing"), allow(dead_code))]
+#[cfg_attr(not(feature = "testing"), allow(dead_code, unreachable_pub))]
 pub enum FileOp<'a> {
     /// A directory is created (if missing).
     CreateDir(&'a Path),
@@ -79,7 +79,7 @@ pub enum FileOp<'a> {
 
 impl FileOp<'_> {
     /// The path the operation is about (for links, the new one).
-    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    #[cfg_attr(not(feature = "testing"), allow(dead_code, unreachable_pub))]
     pub fn path(&self) -> &Path {
         match self {
             FileOp::CreateDir(p)
