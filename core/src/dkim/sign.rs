@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use super::canon::{
-    canon_body, canon_header, relaxed_header_no_crlf, split_message, Canon, HeaderError,
-};
+use super::canon::{canon_header, relaxed_header_no_crlf, split_message, Canon, HeaderError};
 use super::crypto::{self, KeyError, SigningKey};
 use super::sig::{valid_dns_name, Canonicalization};
 use crate::time::UnixTime;
@@ -146,7 +144,9 @@ pub fn sign(
                 names.push(h);
             }
         }
-        let bh = crypto::digest(alg, &canon_body(c.canonicalization.body, body));
+        // Streamed: a large (spooled) body is read, not copied. Without a limit there is
+        // always a hash.
+        let bh = crypto::body_digest(alg, c.canonicalization.body, body, None).unwrap_or_default();
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
 
         let mut hdr = String::from("DKIM-Signature:");
