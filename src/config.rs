@@ -235,6 +235,9 @@ pub struct Limits {
     /// Seconds all DNS checks of one command (SPF, DKIM, DMARC, iprev, DNSBL) may take
     /// together before the command is answered `451 4.3.0`.
     pub checks_timeout_secs: u64,
+    /// Message data a connection holds in memory; past it the message goes to a spool file
+    /// in the data directory as it arrives. A spooled message's header must fit in it.
+    pub spool_threshold_bytes: usize,
 }
 
 impl Default for Limits {
@@ -261,6 +264,7 @@ impl Default for Limits {
             tls_handshake_timeout_secs: 30,
             effect_timeout_secs: 120,
             checks_timeout_secs: 180,
+            spool_threshold_bytes: 256 << 10,
         }
     }
 }
@@ -729,6 +733,12 @@ impl Config {
                 }
                 bound.insert((l.ip, p.port), format!("listener[{i}].{kind}.port"));
             }
+        }
+        if self.limits.spool_threshold_bytes == 0 {
+            return Err(self.err(
+                "limits.spool_threshold_bytes",
+                "0 is not a size; give the octets held in memory before spooling",
+            ));
         }
         if self.limits.max_message_size == 0 {
             return Err(self.err(
@@ -1468,6 +1478,10 @@ auth_failure_delay_secs = 1
 unknown_recipient_delay_secs = 5
 # Port 25: more Received header fields than this is a mail loop (550 5.4.6).
 max_received_headers = 100
+# Message data one connection holds in memory (octets); past it the message is written to
+# a spool file under the data directory as it arrives, so memory per connection stays
+# bounded. The header of a spooled message must fit in it (else 552 5.3.4).
+spool_threshold_bytes = 262144
 # Failed commands (MAIL, RCPT, DATA, unknown ones) a connection may make without delivering
 # a message; the next failure closes it with 550 5.1.0.
 max_errors = 10

@@ -21,6 +21,7 @@ mod queue;
 mod reports;
 mod resolve;
 mod serve;
+mod spool;
 #[cfg(test)]
 mod testutil;
 mod tools;

@@ -678,6 +678,7 @@ impl Connector for LocalserveConnector {
                 let r = self.store.deliver(Delivery {
                     account,
                     mailbox: "Inbox".into(),
+                    head: &[],
                     message: job.message,
                     flags: Flags::default(),
                     received: rmox_driver::now().wall,
@@ -752,6 +753,7 @@ pub fn dsn_delivery<'a>(
     Delivery {
         account,
         mailbox,
+        head: &[],
         message: dsn,
         flags: Flags::default(),
         received: now,

@@ -252,7 +252,11 @@ pub fn parse_incoming_report(msg: &[u8]) -> Option<rmox_core::dmarc::Feedback> {
 /// optional). `accounts` are the recipient accounts. Errors are logged, never fatal.
 pub fn store_evaluation(store: &dyn MailStore, t: &Transaction, accounts: &[String]) {
     let Some(v) = &t.auth else { return };
-    let is_report = parse_incoming_report(&t.message).is_some();
+    let is_report = t
+        .message
+        .as_slice()
+        .and_then(parse_incoming_report)
+        .is_some();
     let has_rua = v
         .dmarc
         .as_ref()
@@ -324,7 +328,8 @@ pub fn store_incoming_report(store: &dyn MailStore, config: &Config, t: &Transac
     if destinations.is_empty() {
         return false;
     }
-    let Some(f) = parse_incoming_report(&t.message) else {
+    // A report is small: a spooled message is none.
+    let Some(f) = t.message.as_slice().and_then(parse_incoming_report) else {
         return false;
     };
     // Core decides whether and under which domain it is kept.
@@ -336,7 +341,7 @@ pub fn store_incoming_report(store: &dyn MailStore, config: &Config, t: &Transac
         ReportKind::DmarcReport,
         &domain,
         t.received,
-        t.message.clone(),
+        t.message.to_vec(),
     ) {
         Ok(()) => true,
         Err(err) => {

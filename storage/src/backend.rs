@@ -297,6 +297,7 @@ mod tests {
         let d = Delivery {
             account: "a".into(),
             mailbox: "Inbox".into(),
+            head: &[],
             message: b"Subject: x\r\n\r\nbody\r\n",
             flags: Default::default(),
             received: UnixTime(1000),

@@ -139,7 +139,7 @@ impl Store {
             &self.dir,
             Area::Queue,
             msg_id,
-            msg,
+            &[msg],
             !self.committer.batch_syncs_files(),
         ) {
             Ok(d) => d,

@@ -109,6 +109,31 @@ pub fn sign(
 ) -> Result<String, SignError> {
     let split = split_message(message)?;
     let body = message.get(split.body_start..).unwrap_or(&[]);
+    sign_split(message, &split, body, configs, now, rng)
+}
+
+/// [`sign`] for a message given as its header section (through the empty line) and its
+/// body apart: a spooled message's header is copied into memory, its body is read where it
+/// is (a memory map).
+pub fn sign_parts(
+    header: &[u8],
+    body: &[u8],
+    configs: &[SignConfig],
+    now: UnixTime,
+    rng: &dyn ring::rand::SecureRandom,
+) -> Result<String, SignError> {
+    let split = split_message(header)?;
+    sign_split(header, &split, body, configs, now, rng)
+}
+
+fn sign_split(
+    message: &[u8],
+    split: &super::canon::SplitMessage,
+    body: &[u8],
+    configs: &[SignConfig],
+    now: UnixTime,
+    rng: &dyn ring::rand::SecureRandom,
+) -> Result<String, SignError> {
     let name_of = |i: usize| {
         split
             .fields

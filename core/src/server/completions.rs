@@ -113,6 +113,10 @@ impl ServerSession {
                 },
                 Completion::Stored(outcome),
             ) => self.stored(now, hello, outcome, size, recipients),
+            (Pending::Spool { data }, Completion::Spool(a)) => self.spooled_data(data, a),
+            (Pending::SpoolEnd { hello, txn }, Completion::Spool(a)) => {
+                self.spooled_end(now, hello, txn, a)
+            }
             (
                 Pending::Checks {
                     mut set,
@@ -180,6 +184,18 @@ impl ServerSession {
     /// connection policy and AUTH have no such fallback: `421 4.3.0` and close.
     pub(super) fn effect_expired(&mut self, pending: Pending) -> State {
         let stage = match pending {
+            // In the middle of DATA the client is still sending: the rest is read and
+            // dropped, and the message refused at its end.
+            Pending::Spool { mut data } => {
+                data.failed = Some(Reply::new(
+                    451,
+                    Some(Enhanced::new(4, 3, 0)),
+                    "internal timeout, try again later",
+                ));
+                data.msg.clear();
+                return State::Data(data);
+            }
+            Pending::SpoolEnd { hello, .. } => Stage::ExpectMail(hello),
             Pending::Sender { hello, .. }
             | Pending::FromHeader { hello, .. }
             | Pending::Store { hello, .. }
@@ -304,8 +320,7 @@ impl ServerSession {
                 set.collect(&mut verdicts);
                 let want_dmarc = self.config.checks.as_ref().is_some_and(|c| c.dmarc);
                 if !dmarc && want_dmarc {
-                    let header_end = message::body_offset(&t.message).unwrap_or(t.message.len());
-                    let from = message::from_addresses(&t.message[..header_end])
+                    let from = message::from_addresses(&t.message.header())
                         .first()
                         .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
                     if let Some(d) = from {
@@ -322,10 +337,7 @@ impl ServerSession {
                     }
                 }
                 let headers = checks::auth_headers(&self.config.hostname, self.peer.ip, &verdicts);
-                let mut msg = Vec::with_capacity(headers.len() + t.message.len());
-                msg.extend_from_slice(headers.as_bytes());
-                msg.extend_from_slice(&t.message);
-                t.message = msg;
+                t.message.prepend(headers.as_bytes());
                 t.auth = Some(verdicts);
                 self.store(now, hello, t)
             }

@@ -355,7 +355,7 @@ pub fn partial_failure_dsn<'a>(
         to: sender.to_string(),
         kind: DsnKind::Failure,
         recipients,
-        original: &t.message,
+        original: t.message.original(),
         ret: t.params.ret.unwrap_or(Ret::Hdrs),
         envid: t.params.envid.clone(),
         arrival_date: Some(t.received),

@@ -12,7 +12,7 @@ use crate::tls::TlsLayer;
 use crate::Token;
 
 use super::state::{Authenticated, Delayed, Pending, Stage, State};
-use super::{Effect, Event, Input, Output, Peer, ServerConfig, SessionError, Timer};
+use super::{Effect, Event, Input, Output, Peer, ServerConfig, SessionError, SpoolId, Timer};
 
 /// Largest amount of decrypted input buffered while the session waits for an effect.
 const MAX_PLAIN_BUFFER: usize = 1 << 20;
@@ -47,6 +47,11 @@ pub struct ServerSession {
     pub(super) auth_failures: u32,
     pub(super) shutting_down: bool,
     close_after_flush: bool,
+    /// The spool file of the current transaction, once message data went to one; ended
+    /// ([`Event::SpoolEnded`]) by the next reply (DATA has one reply, at its end) or close.
+    pub(super) spool: Option<SpoolId>,
+    /// Transactions that spooled so far (numbers the next spool).
+    spools: u32,
     /// The latest time given; an earlier one is ignored.
     last_now: Now,
 }
@@ -97,6 +102,8 @@ impl ServerSession {
             auth_failures: 0,
             shutting_down: false,
             close_after_flush: false,
+            spool: None,
+            spools: 0,
             last_now: now,
         };
         if s.tls.is_some() {
@@ -268,6 +275,7 @@ impl ServerSession {
     pub(super) fn reply(&mut self, r: Reply) {
         r.render(&mut self.out_plain);
         self.outputs.push_back(Output::Event(Event::Reply(r.code)));
+        self.end_spool();
         if r.code >= 400 {
             self.outputs.push_back(Output::Event(Event::Refused {
                 ip: self.peer.ip,
@@ -296,10 +304,33 @@ impl ServerSession {
 
     /// The session ends: the state to enter is [`State::Closed`].
     pub(super) fn finish(&mut self, why: &str) -> State {
+        self.end_spool();
         self.close_after_flush = true;
         self.timers.clear();
         self.event(Event::Closing(why.to_string()));
         State::Closed
+    }
+
+    /// The spool of the current transaction, made when its first data goes out.
+    pub(super) fn spool_id(&mut self) -> SpoolId {
+        if let Some(id) = self.spool {
+            return id;
+        }
+        self.spools += 1;
+        let id = SpoolId {
+            cid: self.peer.cid,
+            txn: self.spools,
+        };
+        self.spool = Some(id);
+        id
+    }
+
+    /// The transaction that spooled is over: its file can go. DATA has exactly one reply,
+    /// at its end, so the first reply after spooling began (or the close) ends it.
+    fn end_spool(&mut self) {
+        if let Some(id) = self.spool.take() {
+            self.outputs.push_back(Output::Event(Event::SpoolEnded(id)));
+        }
     }
 
     /// Ends the session from outside a transition.
@@ -420,11 +451,25 @@ impl ServerSession {
             match &mut self.state {
                 State::Waiting { .. } | State::Delayed { .. } | State::Closed => break,
                 State::Data(d) => {
-                    let (n, end) = d.reader.feed(rest, &mut d.msg);
+                    // At most the spool threshold is held: past it the data goes to the
+                    // spool file, and no more is read until that is done.
+                    let threshold = self.config.spool_threshold.max(1);
+                    let room = threshold.saturating_sub(d.msg.len()).max(1);
+                    let input = &rest[..rest.len().min(room)];
+                    let (n, end) = d.reader.feed(input, &mut d.msg);
                     pos += n;
-                    let Some(end) = end else { break };
-                    let st = self.take_state();
-                    self.state = self.data_end(now, st, end);
+                    if d.failed.is_some() {
+                        d.msg.clear();
+                    }
+                    if let Some(end) = end {
+                        let st = self.take_state();
+                        self.state = self.data_end(now, st, end);
+                    } else if d.msg.len() >= threshold {
+                        let st = self.take_state();
+                        self.state = self.spool_data(now, st);
+                    } else if n == rest.len() {
+                        break;
+                    }
                 }
                 State::Chunk { txn, remaining, .. } => {
                     let take = usize::try_from(*remaining)

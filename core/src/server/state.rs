@@ -16,7 +16,7 @@ use crate::time::UnixTime;
 use crate::Token;
 
 use super::checks::{CheckSet, Verdicts};
-use super::Transaction;
+use super::{SpooledBytes, Transaction};
 
 /// Proof that a transaction was stored durably: only made from a
 /// [`super::Completion::Stored`] with [`super::StoreOutcome::Delivered`] or
@@ -114,12 +114,32 @@ impl Stage {
     }
 }
 
+/// What the client sent after DATA, complete.
+pub(super) enum Sent {
+    /// Held in memory (under the spool threshold).
+    Memory(Vec<u8>),
+    /// In the spool file.
+    Spooled(SpooledBytes),
+}
+
+impl Sent {
+    pub(super) fn bytes(&self) -> &[u8] {
+        match self {
+            Sent::Memory(v) => v,
+            Sent::Spooled(s) => s.bytes(),
+        }
+    }
+}
+
 /// Reading the message after DATA.
 pub(super) struct DataState {
     pub(super) hello: Hello,
     pub(super) txn: Box<Txn>,
     pub(super) reader: DataReader,
+    /// Message data not yet spooled.
     pub(super) msg: Vec<u8>,
+    /// The spool failed: the rest of the message is read and dropped, then this refuses it.
+    pub(super) failed: Option<Reply>,
 }
 
 /// An AUTH exchange between two lines of the client.
@@ -174,6 +194,10 @@ pub(super) enum Pending {
         size: usize,
         recipients: usize,
     },
+    /// Message data being appended to the spool file, in the middle of DATA.
+    Spool { data: Box<DataState> },
+    /// The last message data being appended to the spool file, after the final dot.
+    SpoolEnd { hello: Hello, txn: Box<Txn> },
     /// A round of DNS lookups of a set of checks.
     Checks {
         set: CheckSet,
