@@ -1023,6 +1023,28 @@ mod tests {
 
     /// Issue 12: the DSN about failed recipients and the deliveries to the others are one
     /// commit: both are there, or (a delivery refused) neither.
+    /// A spooled message comes in two parts (our header fields, then a memory map of the
+    /// spool file): the file holds both in order, shared by the recipients, and the size
+    /// counts both.
+    #[test]
+    fn delivery_head_and_message_parts() {
+        let (_d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        s.account_add("b", "example.org").unwrap();
+        let body = b"Subject: x\r\n\r\nbody\r\n".to_vec();
+        let head = b"Received: by us\r\n".to_vec();
+        let mut da = delivery("a", "Inbox", &body, 5);
+        da.head = &head;
+        let mut db = delivery("b", "Inbox", &body, 5);
+        db.head = &head;
+        let ids = s.deliver_many(vec![da, db]).unwrap();
+        let want = [&head[..], &body[..]].concat();
+        for id in ids {
+            assert_eq!(s.message_bytes(id).unwrap(), want);
+            assert_eq!(s.message(id).unwrap().unwrap().size, want.len() as u64);
+        }
+    }
+
     #[test]
     fn deliver_and_queue_all_or_nothing() {
         let (_d, s) = store();
