@@ -11,7 +11,7 @@ use super::outcome::{is_unknown_recipients_only, transaction_failed_reply};
 use super::state::{AfterChecks, Delayed, Hello, Pending, Spooled, Stage, State};
 use super::{
     Completion, CredentialsAnswer, Event, PasswordCheck, RecipientFailure, ServerSession,
-    SessionError, StoreOutcome, Timer, Verdict,
+    SessionError, SpoolAnswer, StoreOutcome, Timer, Verdict,
 };
 
 impl ServerSession {
@@ -114,6 +114,13 @@ impl ServerSession {
                 Completion::Stored(outcome),
             ) => self.stored(now, hello, outcome, size, recipients),
             (Pending::Spool { data }, Completion::Spool(a)) => self.spooled_data(data, a),
+            (p @ Pending::SpoolChunk { .. }, Completion::Spool(a)) => {
+                let failed = match a {
+                    SpoolAnswer::Failed(why) => Some(super::data::spool_failed(&why)),
+                    _ => None,
+                };
+                self.spooled_chunk(now, p, failed)
+            }
             (Pending::SpoolEnd { hello, txn }, Completion::Spool(a)) => {
                 self.spooled_end(now, hello, txn, a)
             }
@@ -196,6 +203,23 @@ impl ServerSession {
                 return State::Data(data);
             }
             Pending::SpoolEnd { hello, .. } => Stage::ExpectMail(hello),
+            Pending::SpoolChunk {
+                hello, remaining, ..
+            } => {
+                let reply = Reply::new(
+                    451,
+                    Some(Enhanced::new(4, 3, 0)),
+                    "internal timeout, try again later",
+                );
+                if remaining == 0 {
+                    return self.reply_error(reply, Stage::ExpectMail(hello));
+                }
+                return State::Discard {
+                    stage: Stage::ExpectMail(hello),
+                    remaining,
+                    reply,
+                };
+            }
             Pending::Sender { hello, .. }
             | Pending::FromHeader { hello, .. }
             | Pending::Store { hello, .. }

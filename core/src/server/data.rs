@@ -127,6 +127,71 @@ impl ServerSession {
         self.effect(now, Pending::Spool { data: d }, effect)
     }
 
+    /// The BDAT data held reached the spool threshold: as for DATA, it goes to the spool
+    /// file and the session reads no more until that is done.
+    pub(super) fn spool_chunk(&mut self, now: Now, st: State) -> State {
+        let State::Chunk {
+            hello,
+            mut txn,
+            remaining,
+            last,
+        } = st
+        else {
+            return st;
+        };
+        let chunk = txn.chunks.as_mut().map(std::mem::take).unwrap_or_default();
+        txn.spooled += chunk.len() as u64;
+        let effect = Effect::Spool {
+            spool: self.spool_id(),
+            chunk,
+            last: false,
+        };
+        let pending = Pending::SpoolChunk {
+            hello,
+            txn,
+            remaining,
+            last,
+        };
+        self.effect(now, pending, effect)
+    }
+
+    /// The answer to spooling BDAT data: reading the chunk goes on (it may be complete);
+    /// after a failure the rest of the chunk is read and dropped and the chunk refused,
+    /// which ends the transaction.
+    pub(super) fn spooled_chunk(
+        &mut self,
+        now: Now,
+        pending: Pending,
+        failed: Option<Reply>,
+    ) -> State {
+        let Pending::SpoolChunk {
+            hello,
+            txn,
+            remaining,
+            last,
+        } = pending
+        else {
+            return State::Closed;
+        };
+        let next = match failed {
+            Some(reply) => State::Discard {
+                stage: Stage::ExpectMail(hello),
+                remaining,
+                reply,
+            },
+            None => State::Chunk {
+                hello,
+                txn,
+                remaining,
+                last,
+            },
+        };
+        if remaining == 0 {
+            return self.chunk_end(now, next);
+        }
+        next
+    }
+
     /// The answer to spooling data in the middle of DATA: reading goes on (after a
     /// failure, only to drop the rest and refuse the message at its end).
     pub(super) fn spooled_data(&mut self, mut d: Box<DataState>, answer: SpoolAnswer) -> State {
@@ -168,7 +233,7 @@ impl ServerSession {
                 last: false,
                 ..
             } => {
-                let size = txn.chunks.as_ref().map_or(0, Vec::len);
+                let size = txn.spooled + txn.chunks.as_ref().map_or(0, Vec::len) as u64;
                 self.reply(Reply::new(
                     250,
                     Some(Enhanced::new(2, 0, 0)),
@@ -178,6 +243,14 @@ impl ServerSession {
             }
             State::Chunk { hello, mut txn, .. } => {
                 let msg = txn.chunks.take().unwrap_or_default();
+                if self.spool.is_some() {
+                    let effect = Effect::Spool {
+                        spool: self.spool_id(),
+                        chunk: msg,
+                        last: true,
+                    };
+                    return self.effect(now, Pending::SpoolEnd { hello, txn }, effect);
+                }
                 self.message_complete(now, hello, txn, Sent::Memory(msg))
             }
             other => other,
@@ -384,7 +457,7 @@ impl ServerSession {
 }
 
 /// The reply to a message whose data could not be spooled.
-fn spool_failed(why: &str) -> Reply {
+pub(super) fn spool_failed(why: &str) -> Reply {
     Reply::new(
         451,
         Some(Enhanced::new(4, 3, 0)),

@@ -187,6 +187,7 @@ impl ServerSession {
                 0
             }
         };
+        self.settle_spool();
         Ok(consumed)
     }
 
@@ -275,7 +276,6 @@ impl ServerSession {
     pub(super) fn reply(&mut self, r: Reply) {
         r.render(&mut self.out_plain);
         self.outputs.push_back(Output::Event(Event::Reply(r.code)));
-        self.end_spool();
         if r.code >= 400 {
             self.outputs.push_back(Output::Event(Event::Refused {
                 ip: self.peer.ip,
@@ -325,8 +325,34 @@ impl ServerSession {
         id
     }
 
-    /// The transaction that spooled is over: its file can go. DATA has exactly one reply,
-    /// at its end, so the first reply after spooling began (or the close) ends it.
+    /// Whether the state still writes to or waits on the spool file: reading DATA or
+    /// BDAT, a spool write out, or a BDAT transaction open between chunks. Once the whole
+    /// message is back (mapped) or the transaction is gone, the file can go.
+    fn holds_spool(&self) -> bool {
+        match &self.state {
+            State::Data(_) | State::Chunk { .. } => true,
+            State::Waiting { pending, .. } => matches!(
+                pending,
+                Pending::Spool { .. }
+                    | Pending::SpoolChunk { .. }
+                    | Pending::SpoolEnd { .. }
+                    | Pending::Recipient { .. }
+            ),
+            State::Command(stage) | State::Auth { stage, .. } | State::Delayed { stage, .. } => {
+                stage.has_txn()
+            }
+            State::Discard { .. } | State::Closed => false,
+        }
+    }
+
+    /// Ends the spool when the state no longer holds it (after every input).
+    fn settle_spool(&mut self) {
+        if self.spool.is_some() && !self.holds_spool() {
+            self.end_spool();
+        }
+    }
+
+    /// The transaction that spooled is over: its file can go.
     fn end_spool(&mut self) {
         if let Some(id) = self.spool.take() {
             self.outputs.push_back(Output::Event(Event::SpoolEnded(id)));
@@ -476,7 +502,9 @@ impl ServerSession {
                         .unwrap_or(usize::MAX)
                         .min(rest.len());
                     let buf = txn.chunks.get_or_insert_with(Vec::new);
-                    if (buf.len() + take) as u64 > self.config.max_message_size {
+                    let threshold = self.config.spool_threshold.max(1);
+                    let take = take.min(threshold.saturating_sub(buf.len()).max(1));
+                    if txn.spooled + (buf.len() + take) as u64 > self.config.max_message_size {
                         // The rest of the chunk is read and dropped, then refused.
                         let st = self.take_state();
                         self.state = chunk_too_large(st);
@@ -485,7 +513,16 @@ impl ServerSession {
                     buf.extend_from_slice(&rest[..take]);
                     *remaining -= take as u64;
                     pos += take;
+                    if buf.len() >= threshold {
+                        // Past the threshold the chunk data goes to the spool file.
+                        let st = self.take_state();
+                        self.state = self.spool_chunk(now, st);
+                        continue;
+                    }
                     if *remaining > 0 {
+                        if pos < data.len() {
+                            continue;
+                        }
                         break;
                     }
                     let st = self.take_state();

@@ -25,13 +25,19 @@
 //! memory and the spooled bytes after them; storage writes both parts into the message
 //! file (and fsyncs it) before the `250`, so durability is unchanged.
 //!
-//! A spool file lives as long as its transaction: the session emits
-//! [`super::Event::SpoolEnded`] at the transaction's one reply after the data (stored,
-//! refused, failed) or when the session closes (peer gone, timeout, shutdown); the driver
-//! removes the file then, and again at the end of the connection, and leftovers from a
-//! crash are removed at startup.
+//! BDAT chunks are spooled the same way: the chunk data held reaches the threshold, it
+//! goes out, and the chunk is read on once the write is answered; the last chunk's answer
+//! gives the whole message. A spool write that fails ends the transaction with `451 4.3.0`
+//! after the rest of the DATA or of the chunk was read (never cutting a message short,
+//! which would make its rest commands).
 //!
-//! BDAT chunks are not spooled yet: they are bounded by the message size limit only.
+//! A spool file lives as long as the session needs it: after every input the session checks
+//! whether its state still writes to the spool (reading DATA or a chunk, a write out, a BDAT
+//! transaction open between chunks); once the whole message is back (mapped) or the
+//! transaction is gone (stored, refused, RSET, timeout, peer gone, close) it emits
+//! [`super::Event::SpoolEnded`]. The driver removes the file then (a map of it stays
+//! readable until dropped), again at the end of the connection, and leftovers from a crash
+//! at startup.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -78,6 +78,8 @@ pub(super) struct Txn {
     /// The message collected by BDAT chunks so far; `None` until the first BDAT (then DATA
     /// is refused).
     pub(super) chunks: Option<Vec<u8>>,
+    /// Octets of BDAT chunks already in the spool file (not in `chunks`).
+    pub(super) spooled: u64,
 }
 
 /// How far the conversation got, between commands.
@@ -196,6 +198,14 @@ pub(super) enum Pending {
     },
     /// Message data being appended to the spool file, in the middle of DATA.
     Spool { data: Box<DataState> },
+    /// BDAT chunk data being appended to the spool file; `remaining` octets of the chunk
+    /// follow.
+    SpoolChunk {
+        hello: Hello,
+        txn: Box<Txn>,
+        remaining: u64,
+        last: bool,
+    },
     /// The last message data being appended to the spool file, after the final dot.
     SpoolEnd { hello: Hello, txn: Box<Txn> },
     /// A round of DNS lookups of a set of checks.

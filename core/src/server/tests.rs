@@ -2247,3 +2247,77 @@ fn spooled_message_is_dkim_verified() {
     let text = t.message.to_vec();
     assert!(String::from_utf8_lossy(&text).contains("dkim=pass"));
 }
+
+/// A session past MAIL and RCPT with a 1 KiB spool threshold, for BDAT.
+fn spooling_bdat() -> H {
+    let mut c = config();
+    c.spool_threshold = 1024;
+    let mut h = H::new(c);
+    h.replies();
+    h.expect(
+        "EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\n",
+        &["250", "250", "250"],
+    );
+    h
+}
+
+/// Issue 15, BDAT: chunk data past the threshold goes to the spool as it arrives, across
+/// chunks; the sizes reported count what was spooled, and the message is stored byte-exact.
+#[test]
+fn bdat_chunks_are_spooled_and_stored_byte_exact() {
+    let mut h = spooling_bdat();
+    let msg = big_message(5000);
+    let (a, b) = msg.as_bytes().split_at(3000);
+    h.expect(
+        &format!("BDAT {}\r\n{}", a.len(), String::from_utf8_lossy(a)),
+        &["250 2.0.0 chunk received, 3000 octets so far"],
+    );
+    assert_eq!(
+        h.world.spools.len(),
+        1,
+        "the open transaction keeps its spool"
+    );
+    assert_eq!(spool_ended(&h), 0);
+    h.expect(
+        &format!("BDAT {} LAST\r\n{}", b.len(), String::from_utf8_lossy(b)),
+        &["250 2.0.0 it is done"],
+    );
+    let log = &h.world.spool_log;
+    assert!(log.iter().all(|(_, n, _)| *n <= 1024), "{log:?}");
+    assert!(log.last().unwrap().2);
+    let t = &h.stored()[0];
+    assert!(t.message.is_spooled());
+    assert_eq!(t.message.parts()[1], msg.as_bytes());
+    assert_eq!(spool_ended(&h), 1);
+    assert!(h.world.spools.is_empty());
+}
+
+/// The spool of a BDAT transaction ends with RSET between chunks; a failed spool write
+/// refuses the chunk (its rest read and dropped) and ends the transaction.
+#[test]
+fn bdat_spool_ends_with_rset_and_failure() {
+    let mut h = spooling_bdat();
+    let msg = big_message(3000);
+    h.expect(
+        &format!("BDAT {}\r\n{msg}", msg.len()),
+        &["250 2.0.0 chunk received"],
+    );
+    assert_eq!(h.world.spools.len(), 1);
+    h.expect("RSET\r\n", &["250"]);
+    assert_eq!(spool_ended(&h), 1);
+    assert!(h.world.spools.is_empty());
+
+    h.expect(
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\n",
+        &["250", "250"],
+    );
+    h.world.spool_fail = Some("disk full");
+    h.expect(
+        &format!("BDAT {} LAST\r\n{msg}NOOP\r\n", msg.len()),
+        &["451 4.3.0 error writing message to spool", "250"],
+    );
+    assert_eq!(spool_ended(&h), 2);
+    assert!(h.stored().is_empty());
+    // The transaction is gone.
+    h.expect("BDAT 3 LAST\r\nabc", &["503 5.5.1"]);
+}
