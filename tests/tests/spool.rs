@@ -1,7 +1,7 @@
 //! Message data goes to disk as it arrives (issue 15), through the `rmox serve` binary on
 //! each runtime: many connections in the middle of a large DATA keep the server's memory
-//! bounded, their spool files go when the transactions end, and a spooled message is
-//! stored byte-exact.
+//! bounded, their spool files go when the transactions end, and spooled messages (DATA
+//! and BDAT) are stored byte-exact.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -173,6 +173,19 @@ fn memory_bounded_mid_data(rt: &str) {
     let small = format!("From: <sender@remote.example>\r\nSubject: small {rt}\r\n\r\nhello\r\n");
     c.transaction("sender@remote.example", &["mjl@mox.example"], &small)
         .unwrap();
+    // BDAT is spooled too: 1 MiB in two chunks.
+    let mut chunked =
+        format!("From: <sender@remote.example>\r\nSubject: bdat {rt}\r\n\r\n").into_bytes();
+    chunked.extend_from_slice(&body(MIB, "chunked"));
+    let (a, b) = chunked.split_at(chunked.len() / 2);
+    c.expect_cmd("MAIL FROM:<sender@remote.example>", 250);
+    c.expect_cmd("RCPT TO:<mjl@mox.example>", 250);
+    c.send(format!("BDAT {}\r\n", a.len()).as_bytes());
+    c.send(a);
+    c.expect(250);
+    c.send(format!("BDAT {} LAST\r\n", b.len()).as_bytes());
+    c.send(b);
+    c.expect(250);
     c.expect_cmd("QUIT", 221);
     assert_eq!(spooled(&dir), (0, 0), "{rt}: spool files left");
 
@@ -181,8 +194,17 @@ fn memory_bounded_mid_data(rt: &str) {
     let msgs = mbox_messages(&mbox);
     assert_eq!(
         msgs.len(),
-        3,
-        "{rt}: the finished big one, the exact one, the small one"
+        4,
+        "{rt}: the finished big one, the exact one, the small one, the chunked one"
+    );
+    let stored = msgs
+        .iter()
+        .find(|m| m.contains(&format!("Subject: bdat {rt}")))
+        .expect("the chunked message");
+    let want = String::from_utf8(chunked).unwrap().replace("\r\n", "\n");
+    assert!(
+        stored.replace("\r\n", "\n").contains(&want),
+        "{rt}: the spooled BDAT message is not stored byte-exact"
     );
     let exact = msgs
         .iter()

@@ -1628,11 +1628,19 @@ fn implicit_tls_greets_after_handshake() {
 // ---- Properties ----
 
 fn transcript(chunks: &[usize]) -> Vec<String> {
+    transcript_with(config(), chunks).0
+}
+
+/// The replies and stored messages, and how many spool effects there were.
+fn transcript_with(c: ServerConfig, chunks: &[usize]) -> (Vec<String>, usize) {
+    let body = "a line of the body to make the message longer\r\n".repeat(8);
     let script = format!(
-        "EHLO c.example\r\nMAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nRCPT TO:<unknown@mox.example>\r\nDATA\r\n{MSG}..dot\r\n.\r\nBDAT 3\r\nabcRSET\r\nNOOP\r\nQUIT\r\n"
+        "EHLO c.example\r\nMAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nRCPT TO:<unknown@mox.example>\r\nDATA\r\n{MSG}{body}..dot\r\n.\r\nMAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nBDAT {}\r\n{MSG}BDAT {} LAST\r\n{body}BDAT 3\r\nabcRSET\r\nNOOP\r\nQUIT\r\n",
+        MSG.len(),
+        body.len(),
     );
     let bytes = script.as_bytes();
-    let mut h = H::new(config());
+    let mut h = H::new(c);
     let mut pos = 0;
     let mut i = 0;
     while pos < bytes.len() {
@@ -1648,10 +1656,12 @@ fn transcript(chunks: &[usize]) -> Vec<String> {
     }
     let mut r = h.replies();
     r.push(format!("stored={}", h.stored().len()));
-    if let Some(t) = h.stored().first() {
+    for t in h.stored() {
         r.push(String::from_utf8_lossy(&t.message.to_vec()[t.message.len() - 30..]).to_string());
+        r.push(format!("size={}", t.message.len()));
     }
-    r
+    r.push(format!("spools left={}", h.world.spools.len()));
+    (r, h.world.spool_log.len())
 }
 
 proptest! {
@@ -1662,6 +1672,19 @@ proptest! {
     fn chunking_invariance(chunks in proptest::collection::vec(1usize..40, 0..200)) {
         let whole = transcript(&[]);
         prop_assert_eq!(transcript(&chunks), whole);
+    }
+
+    /// Spooling changes nothing the client or the store sees: any threshold the header
+    /// fits under, with any split of the input, gives the transcript of a session that
+    /// holds everything in memory.
+    #[test]
+    fn spooling_is_invisible(threshold in 90usize..600, chunks in proptest::collection::vec(1usize..80, 0..100)) {
+        let whole = transcript(&[]);
+        let mut c = config();
+        c.spool_threshold = threshold;
+        let (got, spooled) = transcript_with(c, &chunks);
+        prop_assert_eq!(got, whole);
+        prop_assert!(threshold > 400 || spooled > 0);
     }
 
     /// Arbitrary bytes never panic the session, in any phase.
