@@ -67,6 +67,16 @@ pub trait MailStore: Send + Sync {
         msg: &[u8],
         recipients: Vec<QueueRecipient>,
     ) -> Result<Vec<QueueId>, StoreError>;
+    /// Queues a message given in consecutive parts (a spooled message after our header
+    /// fields), durably. By default the parts are joined in memory; a backend that can
+    /// write them in order does so.
+    fn queue_add_parts(
+        &self,
+        parts: &[&[u8]],
+        recipients: Vec<QueueRecipient>,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        self.queue_add(&parts.concat(), recipients)
+    }
     /// Entries due at `now`, not held, oldest first.
     fn queue_due(&self, now: UnixTime, limit: usize) -> Result<Vec<QueueEntry>, StoreError>;
     /// The earliest next attempt of any entry not held.
@@ -192,6 +202,13 @@ impl MailStore for Store {
         recipients: Vec<QueueRecipient>,
     ) -> Result<Vec<QueueId>, StoreError> {
         Store::queue_add(self, msg, recipients)
+    }
+    fn queue_add_parts(
+        &self,
+        parts: &[&[u8]],
+        recipients: Vec<QueueRecipient>,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        Store::queue_add_parts(self, parts, recipients)
     }
     fn queue_due(&self, now: UnixTime, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
         Store::queue_due(self, now, limit)
