@@ -232,6 +232,36 @@ fn memory_bounded_mid_data(rt: &str) {
     assert!(big.contains("last line of the big one"));
 }
 
+/// A spool file left by a crash (kill -9 mid-DATA) is removed when the server starts
+/// again, and nothing of the unfinished message is delivered.
+fn leftover_spool_removed_at_restart(rt: &str) {
+    let mut srv = server(rt);
+    let dir = spool_dir(&srv);
+    let mut c = open_data(&srv, &format!("killed {rt}"));
+    c.send(&body(2 * MIB, "killed"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while spooled(&dir).0 == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(spooled(&dir).0, 1, "{rt}: a spool file mid-DATA");
+    srv.kill_hard();
+    drop(c);
+    assert_eq!(spooled(&dir).0, 1, "{rt}: the file outlives the crash");
+    srv.start();
+    assert_eq!(spooled(&dir), (0, 0), "{rt}: leftover removed at start");
+    let mut c = srv.connect(SMTP);
+    c.expect(220);
+    c.expect_cmd("EHLO client.example", 250);
+    let msg = format!("From: <sender@remote.example>\r\nSubject: after {rt}\r\n\r\nhi\r\n");
+    c.transaction("sender@remote.example", &["mjl@mox.example"], &msg)
+        .unwrap();
+    c.expect_cmd("QUIT", 221);
+    srv.stop_clean();
+    let mbox = srv.export_mbox("mjl");
+    assert_eq!(count_subject(&mbox, &format!("after {rt}")), 1);
+    assert_eq!(count_subject(&mbox, &format!("killed {rt}")), 0);
+}
+
 macro_rules! suite {
     ($($rt:ident),*) => {$(
         mod $rt {
@@ -239,6 +269,10 @@ macro_rules! suite {
             #[test]
             fn memory_bounded_mid_data() {
                 super::memory_bounded_mid_data(RT)
+            }
+            #[test]
+            fn leftover_spool_removed_at_restart() {
+                super::leftover_spool_removed_at_restart(RT)
             }
         }
     )*};

@@ -2344,3 +2344,24 @@ fn bdat_spool_ends_with_rset_and_failure() {
     // The transaction is gone.
     h.expect("BDAT 3 LAST\r\nabc", &["503 5.5.1"]);
 }
+
+/// Inside TLS the decrypted data is spooled the same way (the session's own plaintext
+/// buffer is what waits while a chunk is written).
+#[test]
+fn spooling_inside_tls() {
+    let mut c = tls_config();
+    c.submission = false;
+    c.spool_threshold = 1024;
+    let mut h = greeted(c);
+    h.expect("EHLO client.example\r\n", &["250"]);
+    starttls(&mut h);
+    let msg = big_message(20_000);
+    h.expect(
+        &format!("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n{msg}.\r\n"),
+        &["250", "250", "250", "354", "250"],
+    );
+    assert!(h.world.spool_log.len() >= 19);
+    let t = &h.stored()[0];
+    assert_eq!(t.message.parts()[1], msg.as_bytes());
+    assert!(h.world.spools.is_empty());
+}
