@@ -331,13 +331,16 @@ impl ServerSession {
     fn holds_spool(&self) -> bool {
         match &self.state {
             State::Data(_) | State::Chunk { .. } => true,
-            State::Waiting { pending, .. } => matches!(
-                pending,
+            State::Waiting { pending, .. } => match pending {
                 Pending::Spool { .. }
-                    | Pending::SpoolChunk { .. }
-                    | Pending::SpoolEnd { .. }
-                    | Pending::Recipient { .. }
-            ),
+                | Pending::SpoolChunk { .. }
+                | Pending::SpoolEnd { .. }
+                | Pending::Recipient { .. } => true,
+                Pending::Password { stage, .. } | Pending::Credentials { stage, .. } => {
+                    stage.has_txn()
+                }
+                _ => false,
+            },
             State::Command(stage) | State::Auth { stage, .. } | State::Delayed { stage, .. } => {
                 stage.has_txn()
             }
