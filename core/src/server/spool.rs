@@ -24,6 +24,8 @@
 //! The message handed out for storing is a [`MessageData`]: our prepended header fields in
 //! memory and the spooled bytes after them; storage writes both parts into the message
 //! file (and fsyncs it) before the `250`, so durability is unchanged.
+//! A DSN about recipients that failed carries a spooled message's header only, even with
+//! `RET=FULL` (the whole message would be composed in memory).
 //!
 //! BDAT chunks are spooled the same way: the chunk data held reaches the threshold, it
 //! goes out, and the chunk is read on once the write is answered; the last chunk's answer
@@ -75,7 +77,7 @@ impl std::fmt::Debug for SpooledBytes {
     }
 }
 
-/// The answer to [`Effect::Spool`].
+/// The answer to [`super::Effect::Spool`].
 #[derive(Debug, Clone)]
 pub enum SpoolAnswer {
     /// The chunk was appended (not the last one).
