@@ -472,7 +472,7 @@ destinations = { "rmox@localhost" = {}, "@localhost" = {} }
 fn limits_keys_reach_the_session() {
     let env = Env::new(
         "limits",
-        "[limits]\nmax_message_size = 200\nmax_recipients = 1\ncommand_timeout_secs = 400\ndata_timeout_secs = 500\nauth_failure_delay_secs = 2\nmax_received_headers = 7\nmax_errors = 2\nmax_auth_failures_per_connection = 5\ntls_handshake_timeout_secs = 9\neffect_timeout_secs = 11\nchecks_timeout_secs = 12\n[incoming]\nchecks = false\n",
+        "[limits]\nmax_message_size = 200\nmax_recipients = 1\ncommand_timeout_secs = 400\ndata_timeout_secs = 500\nauth_failure_delay_secs = 2\nmax_received_headers = 7\nmax_errors = 2\nmax_auth_failures_per_connection = 5\ntls_handshake_timeout_secs = 9\neffect_timeout_secs = 11\nchecks_timeout_secs = 12\nspool_threshold_bytes = 4096\n[incoming]\nchecks = false\n",
         zone(true, "none", true),
     );
     let sc = crate::serve::port_config(&env.config, &env.config.listener[0], false, false, None, 1);
@@ -487,6 +487,7 @@ fn limits_keys_reach_the_session() {
     assert_eq!(sc.tls_handshake_timeout, std::time::Duration::from_secs(9));
     assert_eq!(sc.effect_timeout, std::time::Duration::from_secs(11));
     assert_eq!(sc.checks_timeout, std::time::Duration::from_secs(12));
+    assert_eq!(sc.spool_threshold, 4096);
     assert!(sc.checks.is_none());
     // hostname names us in the greeting.
     let r = env.script(false, &[]);

@@ -307,6 +307,9 @@ pub struct Limits {
     pub http_handler_timeout_secs: u64,
     /// HTTP server: requests read ahead of their answers (pipelining) before reading stops.
     pub http_max_pipelined: usize,
+    /// Message data a connection holds in memory; past it the message goes to a spool file
+    /// in the data directory as it arrives. A spooled message's header must fit in it.
+    pub spool_threshold_bytes: usize,
 }
 
 impl Default for Limits {
@@ -341,6 +344,7 @@ impl Default for Limits {
             http_idle_timeout_secs: 60,
             http_handler_timeout_secs: 60,
             http_max_pipelined: 8,
+            spool_threshold_bytes: 256 << 10,
         }
     }
 }
@@ -851,6 +855,12 @@ impl Config {
             if v == 0 {
                 return Err(self.err(key, "0 would refuse every request"));
             }
+        }
+        if self.limits.spool_threshold_bytes == 0 {
+            return Err(self.err(
+                "limits.spool_threshold_bytes",
+                "0 is not a size; give the octets held in memory before spooling",
+            ));
         }
         if self.limits.max_message_size == 0 {
             return Err(self.err(
@@ -1739,6 +1749,10 @@ auth_failure_delay_secs = 1
 unknown_recipient_delay_secs = 5
 # Port 25: more Received header fields than this is a mail loop (550 5.4.6).
 max_received_headers = 100
+# Message data one connection holds in memory (octets); past it the message is written to
+# a spool file under the data directory as it arrives, so memory per connection stays
+# bounded. The header of a spooled message must fit in it (else 552 5.3.4).
+spool_threshold_bytes = 262144
 # Failed commands (MAIL, RCPT, DATA, unknown ones) a connection may make without delivering
 # a message; the next failure closes it with 550 5.1.0.
 max_errors = 10

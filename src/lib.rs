@@ -25,6 +25,7 @@ pub mod reports;
 pub mod resolve;
 pub mod rt;
 pub mod serve;
+pub mod spool;
 #[cfg(test)]
 mod testutil;
 pub mod tlsrpt;

@@ -886,6 +886,7 @@ impl Connector for LocalserveConnector {
                 let r = self.store.deliver(Delivery {
                     account,
                     mailbox: "Inbox".into(),
+                    head: &[],
                     message: job.message,
                     flags: Flags::default(),
                     received: rmox_driver::now().wall,
@@ -960,6 +961,7 @@ pub fn dsn_delivery<'a>(
     Delivery {
         account,
         mailbox,
+        head: &[],
         message: dsn,
         flags: Flags::default(),
         received: now,

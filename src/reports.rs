@@ -259,9 +259,11 @@ pub fn parse_incoming_report(msg: &[u8]) -> Option<rmox_core::dmarc::Feedback> {
 /// optional). `accounts` are the recipient accounts. Errors are logged, never fatal.
 pub fn store_evaluation(store: &dyn MailStore, t: &Transaction, accounts: &[String]) {
     let Some(v) = &t.auth else { return };
-    // A DMARC or TLS report: its evaluation is optional.
-    let is_report = parse_incoming_report(&t.message).is_some()
-        || rmox_core::tlspolicy::parse_report_message(&t.message).is_ok();
+    // A DMARC or TLS report: its evaluation is optional. A spooled message (larger than
+    // the spool threshold) is not read as one.
+    let is_report = t.message.as_slice().is_some_and(|m| {
+        parse_incoming_report(m).is_some() || rmox_core::tlspolicy::parse_report_message(m).is_ok()
+    });
     let has_rua = v
         .dmarc
         .as_ref()
@@ -333,7 +335,8 @@ pub fn store_incoming_report(store: &dyn MailStore, config: &Config, t: &Transac
     if destinations.is_empty() {
         return false;
     }
-    let Some(f) = parse_incoming_report(&t.message) else {
+    // A report is small: a spooled message is none.
+    let Some(f) = t.message.as_slice().and_then(parse_incoming_report) else {
         return false;
     };
     // Core decides whether and under which domain it is kept.
@@ -345,7 +348,7 @@ pub fn store_incoming_report(store: &dyn MailStore, config: &Config, t: &Transac
         ReportKind::DmarcReport,
         &domain,
         t.received,
-        t.message.clone(),
+        t.message.to_vec(),
     ) {
         Ok(()) => true,
         Err(err) => {
@@ -398,7 +401,14 @@ pub fn store_incoming_tls_report(store: &dyn MailStore, config: &Config, t: &Tra
         return 0;
     }
     let max = config.limits.max_tls_report_size;
-    let report = match rmox_core::tlspolicy::parse_report_message_max(&t.message, max) {
+    // A report larger than the limit is refused by the parser; a message far larger (base64
+    // adds a third) is not even read back from its spool file.
+    if t.message.len() > max.saturating_mul(2).saturating_add(64 << 10) {
+        tracing::info!(cid = t.cid, size = t.message.len(), "message to a tls reporting address is too large for a tls report; delivered as mail only");
+        return 0;
+    }
+    let message = t.message.to_vec();
+    let report = match rmox_core::tlspolicy::parse_report_message_max(&message, max) {
         Ok(r) => r,
         Err(err) => {
             tracing::info!(cid = t.cid, error = %err, "message to a tls reporting address is not a tls report; delivered as mail only");
@@ -407,8 +417,8 @@ pub fn store_incoming_tls_report(store: &dyn MailStore, config: &Config, t: &Tra
     };
     let v = t.auth.as_deref();
     let from_domain = v.and_then(|v| v.from_domain.clone()).or_else(|| {
-        let end = rmox_core::message::body_offset(&t.message).unwrap_or(t.message.len());
-        rmox_core::message::from_addresses(&t.message[..end])
+        let end = rmox_core::message::body_offset(&message).unwrap_or(message.len());
+        rmox_core::message::from_addresses(&message[..end])
             .first()
             .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
     });

@@ -67,6 +67,7 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, Fail> {
 fn base_config(c: &Config, seed: u64) -> ServerConfig {
     let mut sc = ServerConfig::new(c.hostname.clone());
     sc.max_message_size = c.limits.max_message_size;
+    sc.spool_threshold = c.limits.spool_threshold_bytes;
     sc.max_recipients = c.limits.max_recipients;
     sc.seed = seed;
     sc.command_timeout = std::time::Duration::from_secs(c.limits.command_timeout_secs.max(1));

@@ -68,6 +68,8 @@ pub struct World {
     dkim: HashMap<String, Vec<rmox_core::dkim::SignConfig>>,
     /// Wakes the queue runner when a message is queued.
     queue_wakeup: Option<Arc<crate::queue::Wakeup>>,
+    /// Spool files of messages past the spool threshold.
+    spools: crate::spool::Spools,
 }
 
 /// Loads the DKIM keys of every domain that signs.
@@ -150,6 +152,7 @@ impl World {
     ) -> Result<World, crate::Fail> {
         let dkim = load_dkim(&config)?;
         let counters = Mutex::new(Counters::new(&config.limits));
+        let spools = crate::spool::Spools::open(&config.data_dir())?;
         Ok(World {
             config,
             store,
@@ -157,6 +160,7 @@ impl World {
             counters,
             dkim,
             queue_wakeup: None,
+            spools,
         })
     }
 
@@ -166,25 +170,29 @@ impl World {
         self
     }
 
-    /// DKIM-signs a submitted message for its From domain, when that domain signs.
+    /// DKIM-signs a submitted message for its From domain, when that domain signs: the
+    /// DKIM-Signature fields to put in front (empty when not signed).
     fn dkim_sign(&self, t: &Transaction) -> Vec<u8> {
         let domain = t
             .from_header
             .as_ref()
             .and_then(|f| f.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
         let Some(configs) = domain.and_then(|d| self.dkim.get(&d)) else {
-            return t.message.clone();
+            return Vec::new();
         };
         let rng = ring::rand::SystemRandom::new();
-        match rmox_core::dkim::sign(&t.message, configs, t.received, &rng) {
-            Ok(h) => {
-                let mut m = h.into_bytes();
-                m.extend_from_slice(&t.message);
-                m
-            }
+        // The header is copied (it is small); the body is read where it is.
+        let header = t.message.header();
+        let [head, rest] = t.message.parts();
+        let body = match rest.is_empty() {
+            true => head.get(header.len()..).unwrap_or_default(),
+            false => rest.get(header.len() - head.len()..).unwrap_or_default(),
+        };
+        match rmox_core::dkim::sign_parts(&header, body, configs, t.received, &rng) {
+            Ok(h) => h.into_bytes(),
             Err(e) => {
                 tracing::error!(error = %e, "dkim signing failed, sending unsigned");
-                t.message.clone()
+                Vec::new()
             }
         }
     }
@@ -528,12 +536,11 @@ impl World {
                 };
             }
         }
-        let header_end = rmox_core::message::body_offset(&t.message).unwrap_or(t.message.len());
-        let header = &t.message[..header_end];
-        info.from_domain = rmox_core::message::from_addresses(header)
+        let header = t.message.header();
+        info.from_domain = rmox_core::message::from_addresses(&header)
             .first()
             .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
-        info.message_id = rmox_core::message::message_id(header);
+        info.message_id = rmox_core::message::message_id(&header);
         info
     }
 
@@ -642,7 +649,8 @@ impl World {
         let delivery = |(account, mailbox, _, index): &(String, String, String, String)| Delivery {
             account: account.clone(),
             mailbox: mailbox.clone(),
-            message: &t.message,
+            head: t.message.parts()[0],
+            message: t.message.parts()[1],
             flags: Flags::default(),
             received: t.received,
             info: Self::info(t, Some(index.clone())),
@@ -791,7 +799,7 @@ impl World {
         if first + new_first > u64::from(max_first) {
             return Err(reply(451, (4, 7, 1), format!("max number of new/first-time recipients ({max_first}) over past 24h reached, try increasing per-account setting max_first_time_recipients_per_day")));
         }
-        let has_8bit = t.message.iter().any(|b| *b >= 0x80);
+        let has_8bit = t.message.has_8bit();
         let queue: Vec<QueueRecipient> = t
             .recipients
             .iter()
@@ -841,9 +849,11 @@ impl World {
                 is_dsn: false,
             })
             .collect();
-        let signed = self.dkim_sign(t);
+        // Written in parts: a spooled submission is not copied into memory.
+        let signature = self.dkim_sign(t);
+        let [head, rest] = t.message.parts();
         self.store
-            .queue_add(&signed, queue)
+            .queue_add_parts(&[&signature, head, rest], queue)
             .map_err(|e| store_error(&e))?;
         self.store
             .record_outgoing(account, &rcpts, now)
@@ -888,7 +898,8 @@ impl World {
         let d = Delivery {
             account,
             mailbox,
-            message: &t.message,
+            head: t.message.parts()[0],
+            message: t.message.parts()[1],
             flags: Flags::default(),
             received: t.received,
             info: Self::info(t, rcpt),
@@ -1027,6 +1038,9 @@ impl rmox_driver::Answerer for World {
                 Ok(()) => self.store_message(&t),
                 Err(r) => StoreOutcome::Refused(r),
             }),
+            Effect::Spool { spool, chunk, last } => {
+                Completion::Spool(self.spools.append(spool, &chunk, last))
+            }
             Effect::Dns(lookups) => Completion::Dns(match &self.dns {
                 Some(d) => d.lookup_many(&lookups),
                 None => lookups
@@ -1065,6 +1079,7 @@ impl rmox_driver::Answerer for World {
                 let enhanced = enhanced.map_or_else(String::new, |e| e.to_string());
                 tracing::info!(cid, ip = %ip, code, enhanced = %enhanced, reply = %text, "refused");
             }
+            Event::SpoolEnded(id) => self.spools.end(*id),
             Event::Closing(why) => {
                 tracing::debug!(cid, why = %why, "closing");
                 self.ended(cid);
@@ -1108,6 +1123,7 @@ impl rmox_driver::Answerer for World {
     }
 
     fn ended(&self, cid: u64) {
+        self.spools.end_connection(cid);
         let mut c = self.counters();
         if let Some(i) = c.cids.remove(&cid) {
             c.conn.closed(wall_now(), i.ip);
@@ -1614,6 +1630,63 @@ checks = false
         assert_eq!(seen, ["mox.example", "other.example"]);
     }
 
+    /// A spooled submission (our fields in memory, the client's message mapped) is signed
+    /// exactly as the same message held in memory: header copied, body read in place.
+    #[test]
+    fn dkim_sign_spooled_equals_memory() {
+        const CFG: &str = r#"
+hostname = "host.mox.example"
+data_dir = "data"
+[domain."mox.example"]
+dkim = { selectors = { "sel1" = "dkim1.pem" }, sign = ["sel1"] }
+[account.mjl]
+domain = "mox.example"
+destinations = { "mjl@mox.example" = {} }
+[incoming]
+checks = false
+"#;
+        let env = Env::with_config("dkimspool", CFG, |dir| {
+            let der = rmox_core::dkim::ed25519_pkcs8_from_seed(&[9; 32]);
+            std::fs::write(
+                dir.join("dkim1.pem"),
+                rmox_core::dkim::pem_encode("PRIVATE KEY", &der),
+            )
+            .unwrap();
+        });
+        let ours = b"Received: from x by host.mox.example\r\n".to_vec();
+        let sent = format!(
+            "From: <mjl@mox.example>\r\nSubject: big\r\n\r\n{}",
+            "a body line\r\n".repeat(1000)
+        )
+        .into_bytes();
+        let t = |message| Transaction {
+            cid: 1,
+            remote_ip: "192.0.2.1".parse().unwrap(),
+            ehlo: "remote.example".into(),
+            tls: None,
+            account: Some("mjl".into()),
+            mail_from: ReversePath::Null,
+            params: Default::default(),
+            recipients: Vec::new(),
+            message,
+            requiretls: None,
+            hold_until: None,
+            from_header: Some("mjl@mox.example".into()),
+            received: UnixTime(1_800_000_000),
+            auth: None,
+        };
+        let memory = t(rmox_core::server::MessageData::memory(
+            [&ours[..], &sent[..]].concat(),
+        ));
+        let spooled = t(rmox_core::server::MessageData::spooled(
+            ours.clone(),
+            rmox_core::server::SpooledBytes::new(Arc::new(sent.clone())),
+        ));
+        let a = env.world.dkim_sign(&memory);
+        assert!(a.starts_with(b"DKIM-Signature: "));
+        assert_eq!(env.world.dkim_sign(&spooled), a);
+    }
+
     /// DNS for the partial-delivery tests: the client 192.0.2.1 is remote.example (iprev
     /// passes); spf.example allows it (SPF pass), neutral.example says nothing (`?all`).
     const PARTIAL_ZONE: &str = "\
@@ -1781,7 +1854,9 @@ mox.example. TXT \"v=spf1 ip4:192.0.2.1 -all\"
             mail_from,
             params: Default::default(),
             recipients: rcpts.iter().map(rcpt).collect(),
-            message: b"From: <x@remote.example>\r\nSubject: direct\r\n\r\nbody\r\n".to_vec(),
+            message: rmox_core::server::MessageData::memory(
+                b"From: <x@remote.example>\r\nSubject: direct\r\n\r\nbody\r\n".to_vec(),
+            ),
             requiretls: None,
             hold_until: None,
             from_header: None,

@@ -200,6 +200,8 @@ where
     let mut eof = false;
     let mut peer_closed_sent = false;
     let mut shutdown_sent = false;
+    // The last effect sent to the pool was a spool write.
+    let mut spooling = false;
     // Effects answered on the blocking pool, oldest first. The session has a deadline for
     // each (its `Timer::Effect`), so an answer that never comes does not pin the
     // connection: the wait below races the answer against input, the deadline and
@@ -228,6 +230,7 @@ where
                         offer(&mut session, &mut inbuf)?;
                     }
                     None => {
+                        spooling = matches!(effect, Effect::Spool { .. });
                         let a = Arc::clone(&answerer);
                         pending.push_back((token, rt.unblock(Box::new(move || a.answer(effect)))));
                     }
@@ -266,8 +269,11 @@ where
             // The peer is gone and the session waits for nothing we can give it.
             return Ok(());
         }
+        // While message data is being spooled the session takes no input: reading on would
+        // only move the message from the socket into this buffer (backpressure instead).
+        let hold_input = spooling && !pending.is_empty();
         let read = async {
-            if eof {
+            if eof || hold_input {
                 futures_lite::future::pending::<()>().await;
             }
             Woke::Read(stream.read(&mut chunk).await)

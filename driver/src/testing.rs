@@ -31,6 +31,8 @@ use crate::{Answerer, Shutdown};
 pub struct Counting {
     /// Transactions stored.
     pub stored: AtomicUsize,
+    /// Spooled message data, in memory.
+    pub spools: rmox_core::server::MemorySpool,
 }
 
 impl Answerer for Counting {
@@ -42,12 +44,21 @@ impl Answerer for Counting {
             Effect::Dns(lookups) => {
                 Completion::Dns(lookups.iter().map(|_| LookupResult::NxDomain).collect())
             }
+            Effect::Spool { spool, chunk, last } => {
+                Completion::Spool(self.spools.append(spool, &chunk, last))
+            }
             Effect::Store(_) => {
                 self.stored.fetch_add(1, Ordering::SeqCst);
                 Completion::Stored(rmox_core::server::StoreOutcome::Delivered)
             }
             Effect::CheckPassword { .. } => Completion::Password(PasswordCheck::Invalid),
             Effect::LookupCredentials { .. } => Completion::Credentials(CredentialsAnswer::Unknown),
+        }
+    }
+
+    fn event(&self, _cid: u64, event: &rmox_core::server::Event) {
+        if let rmox_core::server::Event::SpoolEnded(id) = event {
+            self.spools.end(*id);
         }
     }
 }

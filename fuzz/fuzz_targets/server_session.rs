@@ -20,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
     cfg.submission = mode & 1 == 1;
     cfg.require_tls_for_auth = false;
     cfg.auth_failure_delay = Duration::ZERO;
+    // Small, so that fuzzed messages go through the spool effects too.
+    cfg.spool_threshold = 64;
+    let spools = rmox_core::server::MemorySpool::default();
     #[allow(clippy::disallowed_methods)]
     let mut now = Now {
         mono: Instant::now(),
@@ -57,6 +60,9 @@ fuzz_target!(|data: &[u8]| {
                         }),
                         Effect::LookupCredentials { .. } => {
                             Completion::Credentials(rmox_core::server::CredentialsAnswer::Unknown)
+                        }
+                        Effect::Spool { spool, chunk, last } => {
+                            Completion::Spool(spools.append(spool, &chunk, last))
                         }
                         Effect::Store(_) => Completion::Stored(
                             if flip {

@@ -67,6 +67,16 @@ pub trait MailStore: Send + Sync {
         msg: &[u8],
         recipients: Vec<QueueRecipient>,
     ) -> Result<Vec<QueueId>, StoreError>;
+    /// Queues a message given in consecutive parts (a spooled message after our header
+    /// fields), durably. By default the parts are joined in memory; a backend that can
+    /// write them in order does so.
+    fn queue_add_parts(
+        &self,
+        parts: &[&[u8]],
+        recipients: Vec<QueueRecipient>,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        self.queue_add(&parts.concat(), recipients)
+    }
     /// Entries due at `now`, not held, oldest first.
     fn queue_due(&self, now: UnixTime, limit: usize) -> Result<Vec<QueueEntry>, StoreError>;
     /// The earliest next attempt of any entry not held.
@@ -193,6 +203,13 @@ impl MailStore for Store {
     ) -> Result<Vec<QueueId>, StoreError> {
         Store::queue_add(self, msg, recipients)
     }
+    fn queue_add_parts(
+        &self,
+        parts: &[&[u8]],
+        recipients: Vec<QueueRecipient>,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        Store::queue_add_parts(self, parts, recipients)
+    }
     fn queue_due(&self, now: UnixTime, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
         Store::queue_due(self, now, limit)
     }
@@ -297,6 +314,7 @@ mod tests {
         let d = Delivery {
             account: "a".into(),
             mailbox: "Inbox".into(),
+            head: &[],
             message: b"Subject: x\r\n\r\nbody\r\n",
             flags: Default::default(),
             received: UnixTime(1000),

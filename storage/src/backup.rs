@@ -506,6 +506,7 @@ mod tests {
         Delivery {
             account: "a".into(),
             mailbox: "Inbox".into(),
+            head: &[],
             message: msg,
             flags: Flags::default(),
             received: UnixTime(t),

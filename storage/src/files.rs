@@ -65,8 +65,9 @@ pub enum FileOp<'a> {
     SyncDir(&'a Path),
     /// The file system holding this directory is synced (`syncfs`): everything is durable.
     SyncFs(&'a Path),
-    /// A new file (a new inode) is created with these bytes, not yet durable.
-    Create(&'a Path, &'a [u8]),
+    /// A new file (a new inode) is created with these bytes (in consecutive parts), not
+    /// yet durable.
+    Create(&'a Path, &'a [&'a [u8]]),
     /// A file's data is fsynced.
     SyncData(&'a Path),
     /// A hard link `to` of `from` is created.
@@ -218,7 +219,7 @@ pub(crate) fn write(
     root: &Path,
     area: Area,
     id: u64,
-    bytes: &[u8],
+    parts: &[&[u8]],
     sync: bool,
 ) -> Result<PathBuf, StoreError> {
     let dir = shard_dir(root, area, id);
@@ -233,12 +234,16 @@ pub(crate) fn write(
     })
     .map_err(|e| StoreError::io("remove stale", &p, e))?;
     let mut file = None;
-    io(FileOp::Create(&p, bytes), || {
+    io(FileOp::Create(&p, parts), || {
         let mut f = private_file_options()
             .write(true)
             .create_new(true)
             .open(&p)?;
-        f.write_all(bytes)?;
+        // A spooled message's second part is a memory map of its spool file: written
+        // from the page cache, not copied into the heap.
+        for b in parts {
+            f.write_all(b)?;
+        }
         file = Some(f);
         Ok(())
     })
@@ -261,7 +266,7 @@ pub(crate) fn link(
     area: Area,
     from: u64,
     to: u64,
-    bytes: &[u8],
+    parts: &[&[u8]],
     sync: bool,
 ) -> Result<PathBuf, StoreError> {
     let dir = shard_dir(root, area, to);
@@ -271,7 +276,7 @@ pub(crate) fn link(
     let src = path(root, area, from);
     match io(FileOp::Link(&src, &dst), || fs::hard_link(&src, &dst)) {
         Ok(()) => Ok(dir),
-        Err(_) => write(root, area, to, bytes, sync),
+        Err(_) => write(root, area, to, parts, sync),
     }
 }
 
@@ -312,9 +317,9 @@ mod tests {
     #[test]
     fn write_never_reuses_an_inode() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), Area::Msg, 1, b"first", true).unwrap();
-        link(d.path(), Area::Msg, 1, 2, b"first", true).unwrap();
-        write(d.path(), Area::Msg, 2, b"second, longer", true).unwrap();
+        write(d.path(), Area::Msg, 1, &[&b"first"[..]], true).unwrap();
+        link(d.path(), Area::Msg, 1, 2, &[&b"first"[..]], true).unwrap();
+        write(d.path(), Area::Msg, 2, &[&b"second, longer"[..]], true).unwrap();
         assert_eq!(read(d.path(), Area::Msg, 1).unwrap(), b"first");
         assert_eq!(read(d.path(), Area::Msg, 2).unwrap(), b"second, longer");
     }

@@ -171,7 +171,10 @@ pub struct Delivery<'a> {
     pub account: String,
     /// Mailbox name ("Inbox", "Junk", "Rejects", ...); created on demand.
     pub mailbox: String,
-    /// The whole message as received (headers and body, CRLF line ends).
+    /// Header fields written before `message` (our Received and check results in front of
+    /// a spooled message, whose bytes are a memory map); usually empty.
+    pub head: &'a [u8],
+    /// The whole message as received (headers and body, CRLF line ends), after `head`.
     pub message: &'a [u8],
     /// Initial flags.
     pub flags: Flags,

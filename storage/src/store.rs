@@ -508,21 +508,29 @@ impl Store {
         let mut new_files = Vec::new();
         let mut dirs = Vec::new();
         let mut recs = Vec::with_capacity(reqs.len());
-        let mut written: Vec<(*const u8, usize, u64)> = Vec::new();
+        // Deliveries of the same bytes (one message for several recipients) share a file.
+        type Key = (*const u8, usize, *const u8, usize);
+        let key = |d: &Delivery<'_>| -> Key {
+            (
+                d.head.as_ptr(),
+                d.head.len(),
+                d.message.as_ptr(),
+                d.message.len(),
+            )
+        };
+        let mut written: Vec<(Key, u64)> = Vec::new();
         let result = (|| {
             for (i, d) in reqs.iter().enumerate() {
                 let id = first + i as u64;
-                let same = written
-                    .iter()
-                    .find(|(p, l, _)| *p == d.message.as_ptr() && *l == d.message.len())
-                    .map(|w| w.2);
+                let same = written.iter().find(|(k, _)| *k == key(d)).map(|w| w.1);
+                let parts = [d.head, d.message];
                 let dir = match same {
-                    Some(from) => files::link(&self.dir, Area::Msg, from, id, d.message, sync),
-                    None => files::write(&self.dir, Area::Msg, id, d.message, sync),
+                    Some(from) => files::link(&self.dir, Area::Msg, from, id, &parts, sync),
+                    None => files::write(&self.dir, Area::Msg, id, &parts, sync),
                 };
                 new_files.push(files::path(&self.dir, Area::Msg, id));
                 let dir = dir?;
-                written.push((d.message.as_ptr(), d.message.len(), id));
+                written.push((key(d), id));
                 if !dirs.contains(&dir) {
                     dirs.push(dir);
                 }
@@ -533,7 +541,7 @@ impl Store {
                     mailbox: d.mailbox.clone(),
                     received: d.received,
                     flags: d.flags,
-                    size: d.message.len() as u64,
+                    size: (d.head.len() + d.message.len()) as u64,
                     info: d.info.clone(),
                     networks,
                     expunged: false,
@@ -548,7 +556,7 @@ impl Store {
                 let (msg_id, qfirst) = self.queue_reserve(rcpts.len());
                 let path = files::path(&self.dir, Area::Queue, msg_id);
                 new_files.push(path);
-                files::write(&self.dir, Area::Queue, msg_id, msg, sync).map(|dir| {
+                files::write(&self.dir, Area::Queue, msg_id, &[msg], sync).map(|dir| {
                     if !dirs.contains(&dir) {
                         dirs.push(dir);
                     }
@@ -913,6 +921,7 @@ mod tests {
         Delivery {
             account: account.into(),
             mailbox: mailbox.into(),
+            head: &[],
             message: msg,
             flags: Flags::default(),
             received: UnixTime(t),
@@ -1014,6 +1023,28 @@ mod tests {
 
     /// Issue 12: the DSN about failed recipients and the deliveries to the others are one
     /// commit: both are there, or (a delivery refused) neither.
+    /// A spooled message comes in two parts (our header fields, then a memory map of the
+    /// spool file): the file holds both in order, shared by the recipients, and the size
+    /// counts both.
+    #[test]
+    fn delivery_head_and_message_parts() {
+        let (_d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        s.account_add("b", "example.org").unwrap();
+        let body = b"Subject: x\r\n\r\nbody\r\n".to_vec();
+        let head = b"Received: by us\r\n".to_vec();
+        let mut da = delivery("a", "Inbox", &body, 5);
+        da.head = &head;
+        let mut db = delivery("b", "Inbox", &body, 5);
+        db.head = &head;
+        let ids = s.deliver_many(vec![da, db]).unwrap();
+        let want = [&head[..], &body[..]].concat();
+        for id in ids {
+            assert_eq!(s.message_bytes(id).unwrap(), want);
+            assert_eq!(s.message(id).unwrap().unwrap().size, want.len() as u64);
+        }
+    }
+
     #[test]
     fn deliver_and_queue_all_or_nothing() {
         let (_d, s) = store();

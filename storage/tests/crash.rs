@@ -122,6 +122,7 @@ fn delivery<'a>(m: &'a [u8], mailbox: &str) -> Delivery<'a> {
     Delivery {
         account: "a".into(),
         mailbox: mailbox.into(),
+        head: &[],
         message: m,
         flags: Flags::default(),
         received: UnixTime(100),

@@ -217,6 +217,7 @@ fn message_in_a_shard_directory_not_yet_durable() {
     let d = |m: &'static [u8]| Delivery {
         account: "a".into(),
         mailbox: "Inbox".into(),
+        head: &[],
         message: m,
         flags: Flags::default(),
         received: UnixTime(1),

@@ -83,6 +83,7 @@ fn delivery(m: &[u8], t: i64) -> Delivery<'_> {
     Delivery {
         account: "bench".into(),
         mailbox: "Inbox".into(),
+        head: &[],
         message: m,
         flags: Flags::default(),
         received: UnixTime(t),

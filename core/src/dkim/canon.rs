@@ -176,62 +176,72 @@ fn trim_end_wsp(b: &[u8]) -> &[u8] {
 /// The canonical body (RFC 6376 3.4.3, 3.4.4).
 pub fn canon_body(c: Canon, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 2);
-    // Lines: split on CRLF; a final line without CRLF is a line too.
-    let mut lines: Vec<&[u8]> = Vec::new();
+    canon_body_into(c, body, &mut |b| out.extend_from_slice(b));
+    out
+}
+
+/// The canonical body handed to `sink` in pieces, without building it: a body hash over a
+/// spooled message of many MiB costs no heap (the body is only read).
+pub fn canon_body_into(c: Canon, body: &[u8], sink: &mut dyn FnMut(&[u8])) {
+    // Empty lines are held back until a non-empty line follows: trailing ones are dropped.
+    let mut empty = 0usize;
+    let mut any = false;
     let mut rest = body;
     while !rest.is_empty() {
-        match find_crlf(rest) {
+        let line = match find_crlf(rest) {
             Some(i) => {
-                lines.push(&rest[..i]);
+                let l = &rest[..i];
                 rest = &rest[i + 2..];
+                l
             }
-            None => {
-                lines.push(rest);
-                rest = &[];
+            None => std::mem::take(&mut rest),
+        };
+        let blank = match c {
+            Canon::Simple => line.is_empty(),
+            Canon::Relaxed => line.iter().all(|&ch| ch == b' ' || ch == b'\t'),
+        };
+        if blank {
+            empty += 1;
+            continue;
+        }
+        for _ in 0..empty {
+            sink(b"\r\n");
+        }
+        empty = 0;
+        any = true;
+        match c {
+            Canon::Simple => sink(line),
+            Canon::Relaxed => relaxed_line(line, sink),
+        }
+        sink(b"\r\n");
+    }
+    if !any && c == Canon::Simple {
+        sink(b"\r\n");
+    }
+}
+
+/// One body line in relaxed form (whitespace runs as one space, none at the end), as
+/// slices of the line.
+fn relaxed_line(line: &[u8], sink: &mut dyn FnMut(&[u8])) {
+    let wsp = |ch: &u8| *ch == b' ' || *ch == b'\t';
+    let mut rest = line;
+    let mut space = false;
+    while !rest.is_empty() {
+        let n = rest.iter().position(wsp).unwrap_or(rest.len());
+        if n > 0 {
+            if space {
+                sink(b" ");
             }
+            sink(&rest[..n]);
+            space = false;
+            rest = &rest[n..];
+        }
+        let w = rest.iter().position(|c| !wsp(c)).unwrap_or(rest.len());
+        if w > 0 {
+            space = true;
+            rest = &rest[w..];
         }
     }
-    match c {
-        Canon::Simple => {
-            while lines.last().is_some_and(|l| l.is_empty()) {
-                lines.pop();
-            }
-            for l in &lines {
-                out.extend_from_slice(l);
-                out.extend_from_slice(b"\r\n");
-            }
-            if lines.is_empty() {
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-        Canon::Relaxed => {
-            let mut canon_lines: Vec<Vec<u8>> = Vec::with_capacity(lines.len());
-            for l in lines {
-                let mut cl = Vec::with_capacity(l.len());
-                let mut pending = false;
-                for &ch in l {
-                    if ch == b' ' || ch == b'\t' {
-                        pending = true;
-                    } else {
-                        if pending {
-                            cl.push(b' ');
-                        }
-                        pending = false;
-                        cl.push(ch);
-                    }
-                }
-                canon_lines.push(cl);
-            }
-            while canon_lines.last().is_some_and(|l| l.is_empty()) {
-                canon_lines.pop();
-            }
-            for l in &canon_lines {
-                out.extend_from_slice(l);
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-    }
-    out
 }
 
 fn find_crlf(b: &[u8]) -> Option<usize> {

@@ -387,6 +387,32 @@ pub(crate) fn digest(alg: Algorithm, data: &[u8]) -> Vec<u8> {
     ring::digest::digest(a, data).as_ref().to_vec()
 }
 
+/// The body hash of `body` in canonical form `c`, streamed into the digest (nothing the
+/// size of the body is allocated); with `limit` (the `l=` tag) only that many canonical
+/// octets, `None` when the canonical body is shorter.
+pub(crate) fn body_digest(
+    alg: Algorithm,
+    c: super::canon::Canon,
+    body: &[u8],
+    limit: Option<usize>,
+) -> Option<Vec<u8>> {
+    let a = match alg {
+        Algorithm::RsaSha1 => &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        _ => &ring::digest::SHA256,
+    };
+    let mut ctx = ring::digest::Context::new(a);
+    let mut left = limit.unwrap_or(usize::MAX);
+    super::canon::canon_body_into(c, body, &mut |b| {
+        let n = b.len().min(left);
+        ctx.update(&b[..n]);
+        left -= n;
+    });
+    if limit.is_some() && left > 0 {
+        return None;
+    }
+    Some(ctx.finish().as_ref().to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

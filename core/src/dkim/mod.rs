@@ -27,7 +27,7 @@ pub use crypto::{ed25519_pkcs8_from_seed, pem_encode, KeyError, SigningKey};
 pub use sig::{
     Algorithm, Canonicalization, KeyRecord, KeyRecordError, KeyType, Signature, SignatureError,
 };
-pub use sign::{sign, SignConfig, SignError, DEFAULT_HEADERS, DEFAULT_OVERSIGN};
+pub use sign::{sign, sign_parts, SignConfig, SignError, DEFAULT_HEADERS, DEFAULT_OVERSIGN};
 pub use tags::TagError;
 pub use verify::{DkimResult, DkimVerify, Status, VerifyError, VerifyLimits};
 

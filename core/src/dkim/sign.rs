@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use super::canon::{
-    canon_body, canon_header, relaxed_header_no_crlf, split_message, Canon, HeaderError,
-};
+use super::canon::{canon_header, relaxed_header_no_crlf, split_message, Canon, HeaderError};
 use super::crypto::{self, KeyError, SigningKey};
 use super::sig::{valid_dns_name, Canonicalization};
 use crate::time::UnixTime;
@@ -111,6 +109,31 @@ pub fn sign(
 ) -> Result<String, SignError> {
     let split = split_message(message)?;
     let body = message.get(split.body_start..).unwrap_or(&[]);
+    sign_split(message, &split, body, configs, now, rng)
+}
+
+/// [`sign`] for a message given as its header section (through the empty line) and its
+/// body apart: a spooled message's header is copied into memory, its body is read where it
+/// is (a memory map).
+pub fn sign_parts(
+    header: &[u8],
+    body: &[u8],
+    configs: &[SignConfig],
+    now: UnixTime,
+    rng: &dyn ring::rand::SecureRandom,
+) -> Result<String, SignError> {
+    let split = split_message(header)?;
+    sign_split(header, &split, body, configs, now, rng)
+}
+
+fn sign_split(
+    message: &[u8],
+    split: &super::canon::SplitMessage,
+    body: &[u8],
+    configs: &[SignConfig],
+    now: UnixTime,
+    rng: &dyn ring::rand::SecureRandom,
+) -> Result<String, SignError> {
     let name_of = |i: usize| {
         split
             .fields
@@ -146,7 +169,9 @@ pub fn sign(
                 names.push(h);
             }
         }
-        let bh = crypto::digest(alg, &canon_body(c.canonicalization.body, body));
+        // Streamed: a large (spooled) body is read, not copied. Without a limit there is
+        // always a hash.
+        let bh = crypto::body_digest(alg, c.canonicalization.body, body, None).unwrap_or_default();
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
 
         let mut hdr = String::from("DKIM-Signature:");

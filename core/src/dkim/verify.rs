@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::canon::{
-    canon_body, canon_header, relaxed_header_no_crlf, split_message, Canon, HeaderError,
-};
+use super::canon::{canon_header, relaxed_header_no_crlf, split_message, Canon, HeaderError};
 use super::crypto::{self, VerifyFail};
 use super::sig::{
     loose_domain_selector, strip_b_value, Algorithm, KeyRecord, KeyRecordError, Signature,
@@ -306,7 +304,6 @@ impl DkimVerify {
         };
         let body = message.get(split.body_start..).unwrap_or(&[]);
         let mut body_cache: HashMap<BodyKey, Result<Vec<u8>, VerifyError>> = HashMap::new();
-        let mut canon_bodies: HashMap<Canon, Vec<u8>> = HashMap::new();
         let name_of = |f: &super::canon::HeaderField| message.get(f.name.clone()).unwrap_or(&[]);
         let sig_fields = split
             .fields
@@ -365,17 +362,9 @@ impl DkimVerify {
             let bh = body_cache
                 .entry(key)
                 .or_insert_with(|| {
-                    let cb = canon_bodies
-                        .entry(bc)
-                        .or_insert_with(|| canon_body(bc, body));
-                    let part = match sig.length {
-                        None => &cb[..],
-                        Some(l) => {
-                            let l = usize::try_from(l).unwrap_or(usize::MAX);
-                            cb.get(..l).ok_or(VerifyError::LengthBeyondBody)?
-                        }
-                    };
-                    Ok(crypto::digest(sig.algorithm, part))
+                    let limit = sig.length.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+                    crypto::body_digest(sig.algorithm, bc, body, limit)
+                        .ok_or(VerifyError::LengthBeyondBody)
                 })
                 .clone();
             let body = bh.map(|h| h == sig.body_hash);

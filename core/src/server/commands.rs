@@ -236,6 +236,7 @@ impl ServerSession {
             hold_until,
             verdicts: Verdicts::default(),
             chunks: None,
+            spooled: 0,
         });
         if let (false, Some(c)) = (self.config.submission, self.config.checks.clone()) {
             let ehlo = match &hello.host {

@@ -11,7 +11,7 @@ use super::outcome::{is_unknown_recipients_only, transaction_failed_reply};
 use super::state::{AfterChecks, Delayed, Hello, Pending, Spooled, Stage, State};
 use super::{
     Completion, CredentialsAnswer, Event, PasswordCheck, RecipientFailure, ServerSession,
-    SessionError, StoreOutcome, Timer, Verdict,
+    SessionError, SpoolAnswer, StoreOutcome, Timer, Verdict,
 };
 
 impl ServerSession {
@@ -113,6 +113,17 @@ impl ServerSession {
                 },
                 Completion::Stored(outcome),
             ) => self.stored(now, hello, outcome, size, recipients),
+            (Pending::Spool { data }, Completion::Spool(a)) => self.spooled_data(data, a),
+            (p @ Pending::SpoolChunk { .. }, Completion::Spool(a)) => {
+                let failed = match a {
+                    SpoolAnswer::Failed(why) => Some(super::data::spool_failed(&why)),
+                    _ => None,
+                };
+                self.spooled_chunk(now, p, failed)
+            }
+            (Pending::SpoolEnd { hello, txn }, Completion::Spool(a)) => {
+                self.spooled_end(now, hello, txn, a)
+            }
             (
                 Pending::Checks {
                     mut set,
@@ -180,6 +191,35 @@ impl ServerSession {
     /// connection policy and AUTH have no such fallback: `421 4.3.0` and close.
     pub(super) fn effect_expired(&mut self, pending: Pending) -> State {
         let stage = match pending {
+            // In the middle of DATA the client is still sending: the rest is read and
+            // dropped, and the message refused at its end.
+            Pending::Spool { mut data } => {
+                data.failed = Some(Reply::new(
+                    451,
+                    Some(Enhanced::new(4, 3, 0)),
+                    "internal timeout, try again later",
+                ));
+                data.msg.clear();
+                return State::Data(data);
+            }
+            Pending::SpoolEnd { hello, .. } => Stage::ExpectMail(hello),
+            Pending::SpoolChunk {
+                hello, remaining, ..
+            } => {
+                let reply = Reply::new(
+                    451,
+                    Some(Enhanced::new(4, 3, 0)),
+                    "internal timeout, try again later",
+                );
+                if remaining == 0 {
+                    return self.reply_error(reply, Stage::ExpectMail(hello));
+                }
+                return State::Discard {
+                    stage: Stage::ExpectMail(hello),
+                    remaining,
+                    reply,
+                };
+            }
             Pending::Sender { hello, .. }
             | Pending::FromHeader { hello, .. }
             | Pending::Store { hello, .. }
@@ -304,8 +344,7 @@ impl ServerSession {
                 set.collect(&mut verdicts);
                 let want_dmarc = self.config.checks.as_ref().is_some_and(|c| c.dmarc);
                 if !dmarc && want_dmarc {
-                    let header_end = message::body_offset(&t.message).unwrap_or(t.message.len());
-                    let from = message::from_addresses(&t.message[..header_end])
+                    let from = message::from_addresses(&t.message.header())
                         .first()
                         .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
                     if let Some(d) = from {
@@ -322,10 +361,7 @@ impl ServerSession {
                     }
                 }
                 let headers = checks::auth_headers(&self.config.hostname, self.peer.ip, &verdicts);
-                let mut msg = Vec::with_capacity(headers.len() + t.message.len());
-                msg.extend_from_slice(headers.as_bytes());
-                msg.extend_from_slice(&t.message);
-                t.message = msg;
+                t.message.prepend(headers.as_bytes());
                 t.auth = Some(verdicts);
                 self.store(now, hello, t)
             }

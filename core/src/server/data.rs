@@ -9,8 +9,8 @@ use crate::tls::TlsLayer;
 
 use super::checks::{self, CheckSet};
 use super::commands::seq_error;
-use super::state::{AfterChecks, DataState, Hello, Pending, Stage, State, Txn};
-use super::{Effect, Event, SenderSource, ServerSession, Transaction};
+use super::state::{AfterChecks, DataState, Hello, Pending, Sent, Stage, State, Txn};
+use super::{Effect, Event, MessageData, SenderSource, ServerSession, SpoolAnswer, Transaction};
 
 impl ServerSession {
     /// DATA: only in a transaction with recipients and no BDAT chunks.
@@ -37,6 +37,7 @@ impl ServerSession {
             txn,
             reader: DataReader::new(self.config.max_message_size),
             msg: Vec::new(),
+            failed: None,
         }))
     }
 
@@ -77,7 +78,11 @@ impl ServerSession {
             return st;
         };
         let DataState {
-            hello, txn, msg, ..
+            hello,
+            txn,
+            msg,
+            failed,
+            ..
         } = *d;
         if end.smuggling {
             self.event(Event::Smuggling);
@@ -92,7 +97,130 @@ impl ServerSession {
             let r = Reply::new(552, Some(Enhanced::new(5, 3, 4)), "message too large");
             return self.reply_error(r, Stage::ExpectMail(hello));
         }
-        self.message_complete(now, hello, txn, msg)
+        if let Some(r) = failed {
+            return self.reply_error(r, Stage::ExpectMail(hello));
+        }
+        if self.spool.is_some() {
+            // The rest goes after the spooled data; the answer gives the whole message.
+            let effect = Effect::Spool {
+                spool: self.spool_id(),
+                chunk: msg,
+                last: true,
+            };
+            return self.effect(now, Pending::SpoolEnd { hello, txn }, effect);
+        }
+        self.message_complete(now, hello, txn, Sent::Memory(msg))
+    }
+
+    /// The message data held reached the spool threshold: it goes to the spool file, and
+    /// the session reads no more until that is done (backpressure).
+    pub(super) fn spool_data(&mut self, now: Now, st: State) -> State {
+        let State::Data(mut d) = st else {
+            return st;
+        };
+        let chunk = std::mem::take(&mut d.msg);
+        let effect = Effect::Spool {
+            spool: self.spool_id(),
+            chunk,
+            last: false,
+        };
+        self.effect(now, Pending::Spool { data: d }, effect)
+    }
+
+    /// The BDAT data held reached the spool threshold: as for DATA, it goes to the spool
+    /// file and the session reads no more until that is done.
+    pub(super) fn spool_chunk(&mut self, now: Now, st: State) -> State {
+        let State::Chunk {
+            hello,
+            mut txn,
+            remaining,
+            last,
+        } = st
+        else {
+            return st;
+        };
+        let chunk = txn.chunks.as_mut().map(std::mem::take).unwrap_or_default();
+        txn.spooled += chunk.len() as u64;
+        let effect = Effect::Spool {
+            spool: self.spool_id(),
+            chunk,
+            last: false,
+        };
+        let pending = Pending::SpoolChunk {
+            hello,
+            txn,
+            remaining,
+            last,
+        };
+        self.effect(now, pending, effect)
+    }
+
+    /// The answer to spooling BDAT data: reading the chunk goes on (it may be complete);
+    /// after a failure the rest of the chunk is read and dropped and the chunk refused,
+    /// which ends the transaction.
+    pub(super) fn spooled_chunk(
+        &mut self,
+        now: Now,
+        pending: Pending,
+        failed: Option<Reply>,
+    ) -> State {
+        let Pending::SpoolChunk {
+            hello,
+            txn,
+            remaining,
+            last,
+        } = pending
+        else {
+            return State::Closed;
+        };
+        let next = match failed {
+            Some(reply) => State::Discard {
+                stage: Stage::ExpectMail(hello),
+                remaining,
+                reply,
+            },
+            None => State::Chunk {
+                hello,
+                txn,
+                remaining,
+                last,
+            },
+        };
+        if remaining == 0 {
+            return self.chunk_end(now, next);
+        }
+        next
+    }
+
+    /// The answer to spooling data in the middle of DATA: reading goes on (after a
+    /// failure, only to drop the rest and refuse the message at its end).
+    pub(super) fn spooled_data(&mut self, mut d: Box<DataState>, answer: SpoolAnswer) -> State {
+        if let SpoolAnswer::Failed(why) = answer {
+            d.failed = Some(spool_failed(&why));
+        }
+        State::Data(d)
+    }
+
+    /// The answer to spooling the last data after the final dot.
+    pub(super) fn spooled_end(
+        &mut self,
+        now: Now,
+        hello: Hello,
+        txn: Box<Txn>,
+        answer: SpoolAnswer,
+    ) -> State {
+        match answer {
+            SpoolAnswer::Complete(bytes) => {
+                self.message_complete(now, hello, txn, Sent::Spooled(bytes))
+            }
+            SpoolAnswer::Failed(why) => {
+                self.reply_error(spool_failed(&why), Stage::ExpectMail(hello))
+            }
+            SpoolAnswer::Appended => self.reply_error(
+                spool_failed("no message after the last chunk"),
+                Stage::ExpectMail(hello),
+            ),
+        }
     }
 
     /// The end of a BDAT chunk (read or discarded).
@@ -105,7 +233,7 @@ impl ServerSession {
                 last: false,
                 ..
             } => {
-                let size = txn.chunks.as_ref().map_or(0, Vec::len);
+                let size = txn.spooled + txn.chunks.as_ref().map_or(0, Vec::len) as u64;
                 self.reply(Reply::new(
                     250,
                     Some(Enhanced::new(2, 0, 0)),
@@ -115,7 +243,15 @@ impl ServerSession {
             }
             State::Chunk { hello, mut txn, .. } => {
                 let msg = txn.chunks.take().unwrap_or_default();
-                self.message_complete(now, hello, txn, msg)
+                if self.spool.is_some() {
+                    let effect = Effect::Spool {
+                        spool: self.spool_id(),
+                        chunk: msg,
+                        last: true,
+                    };
+                    return self.effect(now, Pending::SpoolEnd { hello, txn }, effect);
+                }
+                self.message_complete(now, hello, txn, Sent::Memory(msg))
             }
             other => other,
         }
@@ -123,9 +259,10 @@ impl ServerSession {
 
     /// The message of the transaction is complete: check it, then store it. The
     /// transaction ends here whatever happens next.
-    fn message_complete(&mut self, now: Now, hello: Hello, txn: Box<Txn>, msg: Vec<u8>) -> State {
+    fn message_complete(&mut self, now: Now, hello: Hello, txn: Box<Txn>, sent: Sent) -> State {
         let after = Stage::ExpectMail;
-        if let Err(e) = message::check_structure(&msg) {
+        let msg = sent.bytes();
+        if let Err(e) = message::check_structure(msg) {
             let text = match e {
                 message::Malformed::NoBody => e.to_string(),
                 _ => format!("malformed message: {e}"),
@@ -133,7 +270,7 @@ impl ServerSession {
             let r = Reply::new(554, Some(Enhanced::new(5, 6, 0)), text);
             return self.reply_error(r, after(hello));
         }
-        let Some(body_at) = message::body_offset(&msg) else {
+        let Some(body_at) = message::body_offset(msg) else {
             // check_structure refuses a message without a separator; kept as a reply.
             let r = Reply::new(
                 554,
@@ -142,6 +279,15 @@ impl ServerSession {
             );
             return self.reply_error(r, after(hello));
         };
+        if body_at > self.config.spool_threshold.max(1) {
+            // Only a spooled message can get here: its header is read into memory.
+            let r = Reply::new(
+                552,
+                Some(Enhanced::new(5, 3, 4)),
+                "message header too large",
+            );
+            return self.reply_error(r, after(hello));
+        }
         let header = &msg[..body_at];
         if !self.config.submission
             && message::received_count(header) > self.config.max_received_headers
@@ -201,10 +347,20 @@ impl ServerSession {
             }
         }
         let received = self.received_header(now, &hello, &txn);
-        let mut full = Vec::with_capacity(received.len() + prefix.len() + msg.len());
-        full.extend_from_slice(received.as_bytes());
-        full.extend_from_slice(prefix.as_bytes());
-        full.extend_from_slice(&msg);
+        let checks = match (self.config.submission, &self.config.checks) {
+            (false, Some(c)) => Some(checks::data_checks(c, self.peer.ip, msg, now.wall)),
+            _ => None,
+        };
+        let mut head = Vec::with_capacity(received.len() + prefix.len());
+        head.extend_from_slice(received.as_bytes());
+        head.extend_from_slice(prefix.as_bytes());
+        let message = match sent {
+            Sent::Memory(msg) => {
+                head.extend_from_slice(&msg);
+                MessageData::memory(head)
+            }
+            Sent::Spooled(bytes) => MessageData::spooled(head, bytes),
+        };
         let txn = *txn;
         let t = Box::new(Transaction {
             cid: self.peer.cid,
@@ -215,15 +371,14 @@ impl ServerSession {
             mail_from: txn.mail_from,
             params: txn.params,
             recipients: txn.recipients,
-            message: full,
+            message,
             requiretls,
             hold_until: txn.hold_until,
             from_header: from_header.clone(),
             received: now.wall,
             auth: None,
         });
-        if let (false, Some(c)) = (self.config.submission, self.config.checks.clone()) {
-            let list = checks::data_checks(&c, self.peer.ip, &msg, now.wall);
+        if let Some(list) = checks {
             let deadline = now.mono + self.config.checks_timeout;
             let after = AfterChecks::Data {
                 hello,
@@ -299,6 +454,15 @@ impl ServerSession {
         h.push_str(&format!(";\r\n\t{}\r\n", now.wall.rfc5322()));
         h
     }
+}
+
+/// The reply to a message whose data could not be spooled.
+pub(super) fn spool_failed(why: &str) -> Reply {
+    Reply::new(
+        451,
+        Some(Enhanced::new(4, 3, 0)),
+        format!("error writing message to spool, try again later ({why})"),
+    )
 }
 
 /// Keeps a peer-supplied name safe inside a header comment.

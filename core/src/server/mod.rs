@@ -21,6 +21,7 @@
 //! * `data`: DATA and BDAT, the finished message and its store;
 //! * `auth`: the AUTH exchange;
 //! * `completions`: the answers to effects, and what happens when none comes in time;
+//! * `spool`: message data past a threshold goes to a spool file as it arrives;
 //! * `checks`, `outcome`: the DNS checks of incoming mail, and what a store outcome means.
 //!
 //! # Deadlines
@@ -39,6 +40,7 @@ mod completions;
 mod data;
 pub mod outcome;
 mod session;
+pub mod spool;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -49,6 +51,7 @@ pub use outcome::{
     DsnFacts, FailureCause, RecipientFailure, StoreOutcome,
 };
 pub use session::ServerSession;
+pub use spool::{MemorySpool, MessageData, SpoolAnswer, SpoolId, SpooledBytes};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -120,6 +123,9 @@ pub struct ServerConfig {
     /// DNS-based checks of incoming delivery; `None` runs none (submission, tests,
     /// localserve).
     pub checks: Option<IncomingChecks>,
+    /// Message data held in memory before it goes to a spool file ([`Effect::Spool`]); a
+    /// spooled message's header must fit in it too. 256 KiB by default.
+    pub spool_threshold: usize,
 }
 
 impl ServerConfig {
@@ -148,6 +154,7 @@ impl ServerConfig {
             unknown_recipient_delay: Duration::from_secs(5),
             seed: 0,
             checks: None,
+            spool_threshold: 256 << 10,
         }
     }
 }
@@ -234,6 +241,8 @@ pub enum Completion {
     Credentials(CredentialsAnswer),
     /// Answer to [`Effect::Dns`]: one result per lookup, in order.
     Dns(Vec<crate::dns::LookupResult>),
+    /// Answer to [`Effect::Spool`].
+    Spool(SpoolAnswer),
     /// Answer to [`Effect::Store`]: [`StoreOutcome::Delivered`] or
     /// [`StoreOutcome::Partial`] only once the message is durable for the recipients that got
     /// it (delivered to the mailboxes, or queued), and the DSN about the others too when one
@@ -271,7 +280,7 @@ pub struct Transaction {
     pub recipients: Vec<(ForwardPath, RcptParams)>,
     /// The message, with our Received header (and, on submission, Message-Id/Date when
     /// missing) prepended.
-    pub message: Vec<u8>,
+    pub message: MessageData,
     /// REQUIRETLS (`Some(true)`), `TLS-Required: No` (`Some(false)`), or neither.
     pub requiretls: Option<bool>,
     /// FUTURERELEASE: do not deliver before this time.
@@ -341,6 +350,18 @@ pub enum Effect {
         /// The remote IP.
         ip: IpAddr,
     },
+    /// Append message data to the transaction's spool file (created by the first chunk).
+    /// The session reads no more input until answered with [`Completion::Spool`]; the
+    /// last chunk's answer gives the whole message ([`SpoolAnswer::Complete`]). The file is
+    /// no longer needed after [`Event::SpoolEnded`] (or the end of the connection).
+    Spool {
+        /// The transaction's spool.
+        spool: SpoolId,
+        /// The message bytes to append (already unstuffed).
+        chunk: Vec<u8>,
+        /// Whether this is the last chunk (the message is complete).
+        last: bool,
+    },
     /// Make the transaction durable: deliver (port 25) or queue (submission). Answered with
     /// [`Completion::Stored`].
     Store(Box<Transaction>),
@@ -402,6 +423,9 @@ pub enum Event {
         /// Number of recipients.
         recipients: usize,
     },
+    /// The transaction that had this spool file ended (stored, refused, reset or the
+    /// connection closed): the file can be removed.
+    SpoolEnded(SpoolId),
     /// The session ends.
     Closing(String),
 }

@@ -355,8 +355,13 @@ pub fn partial_failure_dsn<'a>(
         to: sender.to_string(),
         kind: DsnKind::Failure,
         recipients,
-        original: &t.message,
-        ret: t.params.ret.unwrap_or(Ret::Hdrs),
+        original: t.message.original(),
+        // A spooled message is past the memory threshold: its DSN carries the header only
+        // (RET=FULL would compose the whole message in memory).
+        ret: match t.message.is_spooled() {
+            true => Ret::Hdrs,
+            false => t.params.ret.unwrap_or(Ret::Hdrs),
+        },
         envid: t.params.envid.clone(),
         arrival_date: Some(t.received),
         message_id,
@@ -366,6 +371,46 @@ pub fn partial_failure_dsn<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A DSN about a spooled message returns its header only, even with RET=FULL: the
+    /// whole message would be composed in memory.
+    #[test]
+    fn spooled_message_dsn_returns_headers_only() {
+        use crate::server::{MessageData, SpooledBytes};
+        use crate::smtp::{Address, MailParams};
+        let sender = Address::parse("s@example.org").unwrap();
+        let rcpt = Address::parse("r@mox.example").unwrap();
+        let mk = |message| Transaction {
+            cid: 1,
+            remote_ip: "192.0.2.1".parse().unwrap(),
+            ehlo: "x".into(),
+            tls: None,
+            account: None,
+            mail_from: ReversePath::Mailbox(sender.clone()),
+            params: MailParams {
+                ret: Some(Ret::Full),
+                ..Default::default()
+            },
+            recipients: vec![(ForwardPath::Mailbox(rcpt.clone()), Default::default())],
+            message,
+            requiretls: None,
+            hold_until: None,
+            from_header: None,
+            received: crate::UnixTime(1),
+            auth: None,
+        };
+        let msg = b"Subject: x\r\n\r\nbody\r\n".to_vec();
+        let failed = [f("r@mox.example", 550, (5, 1, 1), "no", true)];
+        let memory = mk(MessageData::memory(msg.clone()));
+        let d = partial_failure_dsn(&memory, &failed, "mx", "id".into()).unwrap();
+        assert_eq!(d.ret, Ret::Full);
+        let spooled = mk(MessageData::spooled(
+            Vec::new(),
+            SpooledBytes::new(std::sync::Arc::new(msg)),
+        ));
+        let d = partial_failure_dsn(&spooled, &failed, "mx", "id".into()).unwrap();
+        assert_eq!(d.ret, Ret::Hdrs);
+    }
 
     fn f(rcpt: &str, code: u16, e: (u8, u16, u16), reason: &str, user: bool) -> RecipientFailure {
         RecipientFailure {

@@ -12,7 +12,7 @@ use crate::tls::TlsLayer;
 use crate::Token;
 
 use super::state::{Authenticated, Delayed, Pending, Stage, State};
-use super::{Effect, Event, Input, Output, Peer, ServerConfig, SessionError, Timer};
+use super::{Effect, Event, Input, Output, Peer, ServerConfig, SessionError, SpoolId, Timer};
 
 /// Largest amount of decrypted input buffered while the session waits for an effect.
 const MAX_PLAIN_BUFFER: usize = 1 << 20;
@@ -47,6 +47,11 @@ pub struct ServerSession {
     pub(super) auth_failures: u32,
     pub(super) shutting_down: bool,
     close_after_flush: bool,
+    /// The spool file of the current transaction, once message data went to one; ended
+    /// ([`Event::SpoolEnded`]) by the next reply (DATA has one reply, at its end) or close.
+    pub(super) spool: Option<SpoolId>,
+    /// Transactions that spooled so far (numbers the next spool).
+    spools: u32,
     /// The latest time given; an earlier one is ignored.
     last_now: Now,
 }
@@ -97,6 +102,8 @@ impl ServerSession {
             auth_failures: 0,
             shutting_down: false,
             close_after_flush: false,
+            spool: None,
+            spools: 0,
             last_now: now,
         };
         if s.tls.is_some() {
@@ -180,6 +187,7 @@ impl ServerSession {
                 0
             }
         };
+        self.settle_spool();
         Ok(consumed)
     }
 
@@ -296,10 +304,62 @@ impl ServerSession {
 
     /// The session ends: the state to enter is [`State::Closed`].
     pub(super) fn finish(&mut self, why: &str) -> State {
+        self.end_spool();
         self.close_after_flush = true;
         self.timers.clear();
         self.event(Event::Closing(why.to_string()));
         State::Closed
+    }
+
+    /// The spool of the current transaction, made when its first data goes out.
+    pub(super) fn spool_id(&mut self) -> SpoolId {
+        if let Some(id) = self.spool {
+            return id;
+        }
+        self.spools += 1;
+        let id = SpoolId {
+            cid: self.peer.cid,
+            txn: self.spools,
+        };
+        self.spool = Some(id);
+        id
+    }
+
+    /// Whether the state still writes to or waits on the spool file: reading DATA or
+    /// BDAT, a spool write out, or a BDAT transaction open between chunks. Once the whole
+    /// message is back (mapped) or the transaction is gone, the file can go.
+    fn holds_spool(&self) -> bool {
+        match &self.state {
+            State::Data(_) | State::Chunk { .. } => true,
+            State::Waiting { pending, .. } => match pending {
+                Pending::Spool { .. }
+                | Pending::SpoolChunk { .. }
+                | Pending::SpoolEnd { .. }
+                | Pending::Recipient { .. } => true,
+                Pending::Password { stage, .. } | Pending::Credentials { stage, .. } => {
+                    stage.has_txn()
+                }
+                _ => false,
+            },
+            State::Command(stage) | State::Auth { stage, .. } | State::Delayed { stage, .. } => {
+                stage.has_txn()
+            }
+            State::Discard { .. } | State::Closed => false,
+        }
+    }
+
+    /// Ends the spool when the state no longer holds it (after every input).
+    fn settle_spool(&mut self) {
+        if self.spool.is_some() && !self.holds_spool() {
+            self.end_spool();
+        }
+    }
+
+    /// The transaction that spooled is over: its file can go.
+    fn end_spool(&mut self) {
+        if let Some(id) = self.spool.take() {
+            self.outputs.push_back(Output::Event(Event::SpoolEnded(id)));
+        }
     }
 
     /// Ends the session from outside a transition.
@@ -420,18 +480,34 @@ impl ServerSession {
             match &mut self.state {
                 State::Waiting { .. } | State::Delayed { .. } | State::Closed => break,
                 State::Data(d) => {
-                    let (n, end) = d.reader.feed(rest, &mut d.msg);
+                    // At most the spool threshold is held: past it the data goes to the
+                    // spool file, and no more is read until that is done.
+                    let threshold = self.config.spool_threshold.max(1);
+                    let room = threshold.saturating_sub(d.msg.len()).max(1);
+                    let input = &rest[..rest.len().min(room)];
+                    let (n, end) = d.reader.feed(input, &mut d.msg);
                     pos += n;
-                    let Some(end) = end else { break };
-                    let st = self.take_state();
-                    self.state = self.data_end(now, st, end);
+                    if d.failed.is_some() {
+                        d.msg.clear();
+                    }
+                    if let Some(end) = end {
+                        let st = self.take_state();
+                        self.state = self.data_end(now, st, end);
+                    } else if d.msg.len() >= threshold {
+                        let st = self.take_state();
+                        self.state = self.spool_data(now, st);
+                    } else if n == rest.len() {
+                        break;
+                    }
                 }
                 State::Chunk { txn, remaining, .. } => {
                     let take = usize::try_from(*remaining)
                         .unwrap_or(usize::MAX)
                         .min(rest.len());
                     let buf = txn.chunks.get_or_insert_with(Vec::new);
-                    if (buf.len() + take) as u64 > self.config.max_message_size {
+                    let threshold = self.config.spool_threshold.max(1);
+                    let take = take.min(threshold.saturating_sub(buf.len()).max(1));
+                    if txn.spooled + (buf.len() + take) as u64 > self.config.max_message_size {
                         // The rest of the chunk is read and dropped, then refused.
                         let st = self.take_state();
                         self.state = chunk_too_large(st);
@@ -440,7 +516,16 @@ impl ServerSession {
                     buf.extend_from_slice(&rest[..take]);
                     *remaining -= take as u64;
                     pos += take;
+                    if buf.len() >= threshold {
+                        // Past the threshold the chunk data goes to the spool file.
+                        let st = self.take_state();
+                        self.state = self.spool_chunk(now, st);
+                        continue;
+                    }
                     if *remaining > 0 {
+                        if pos < data.len() {
+                            continue;
+                        }
                         break;
                     }
                     let st = self.take_state();

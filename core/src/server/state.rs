@@ -16,7 +16,7 @@ use crate::time::UnixTime;
 use crate::Token;
 
 use super::checks::{CheckSet, Verdicts};
-use super::Transaction;
+use super::{SpooledBytes, Transaction};
 
 /// Proof that a transaction was stored durably: only made from a
 /// [`super::Completion::Stored`] with [`super::StoreOutcome::Delivered`] or
@@ -78,6 +78,8 @@ pub(super) struct Txn {
     /// The message collected by BDAT chunks so far; `None` until the first BDAT (then DATA
     /// is refused).
     pub(super) chunks: Option<Vec<u8>>,
+    /// Octets of BDAT chunks already in the spool file (not in `chunks`).
+    pub(super) spooled: u64,
 }
 
 /// How far the conversation got, between commands.
@@ -114,12 +116,32 @@ impl Stage {
     }
 }
 
+/// What the client sent after DATA, complete.
+pub(super) enum Sent {
+    /// Held in memory (under the spool threshold).
+    Memory(Vec<u8>),
+    /// In the spool file.
+    Spooled(SpooledBytes),
+}
+
+impl Sent {
+    pub(super) fn bytes(&self) -> &[u8] {
+        match self {
+            Sent::Memory(v) => v,
+            Sent::Spooled(s) => s.bytes(),
+        }
+    }
+}
+
 /// Reading the message after DATA.
 pub(super) struct DataState {
     pub(super) hello: Hello,
     pub(super) txn: Box<Txn>,
     pub(super) reader: DataReader,
+    /// Message data not yet spooled.
     pub(super) msg: Vec<u8>,
+    /// The spool failed: the rest of the message is read and dropped, then this refuses it.
+    pub(super) failed: Option<Reply>,
 }
 
 /// An AUTH exchange between two lines of the client.
@@ -174,6 +196,18 @@ pub(super) enum Pending {
         size: usize,
         recipients: usize,
     },
+    /// Message data being appended to the spool file, in the middle of DATA.
+    Spool { data: Box<DataState> },
+    /// BDAT chunk data being appended to the spool file; `remaining` octets of the chunk
+    /// follow.
+    SpoolChunk {
+        hello: Hello,
+        txn: Box<Txn>,
+        remaining: u64,
+        last: bool,
+    },
+    /// The last message data being appended to the spool file, after the final dot.
+    SpoolEnd { hello: Hello, txn: Box<Txn> },
     /// A round of DNS lookups of a set of checks.
     Checks {
         set: CheckSet,

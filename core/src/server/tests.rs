@@ -23,6 +23,12 @@ struct World {
     stored: Vec<Transaction>,
     connection: Verdict,
     zone: crate::dns::StaticZone,
+    /// Spool files: what each holds; removed at `Event::SpoolEnded` (see `H::drain`).
+    spools: std::collections::HashMap<SpoolId, Vec<u8>>,
+    /// Every spool effect seen: the spool, the chunk's size, whether it was the last.
+    spool_log: Vec<(SpoolId, usize, bool)>,
+    /// Spool effects fail with this reason.
+    spool_fail: Option<&'static str>,
 }
 
 impl World {
@@ -41,6 +47,9 @@ impl World {
             stored: Vec::new(),
             connection: Verdict::Accept,
             zone: crate::dns::StaticZone::new(),
+            spools: Default::default(),
+            spool_log: Vec::new(),
+            spool_fail: None,
         }
     }
 
@@ -124,6 +133,18 @@ impl World {
             },
             Effect::Dns(lookups) => {
                 Completion::Dns(lookups.iter().map(|l| self.zone.lookup(l)).collect())
+            }
+            Effect::Spool { spool, chunk, last } => {
+                self.spool_log.push((*spool, chunk.len(), *last));
+                if let Some(why) = self.spool_fail {
+                    return Some(Completion::Spool(SpoolAnswer::Failed(why.into())));
+                }
+                let file = self.spools.entry(*spool).or_default();
+                file.extend_from_slice(chunk);
+                Completion::Spool(match last {
+                    false => SpoolAnswer::Appended,
+                    true => SpoolAnswer::Complete(SpooledBytes::new(Arc::new(file.clone()))),
+                })
             }
             Effect::Store(t) => {
                 if matches!(
@@ -231,7 +252,12 @@ impl H {
                         self.feed_pending();
                     }
                 }
-                Output::Event(e) => self.events.push(e),
+                Output::Event(e) => {
+                    if let Event::SpoolEnded(id) = &e {
+                        self.world.spools.remove(id);
+                    }
+                    self.events.push(e)
+                }
                 Output::Idle { .. } => return,
                 Output::Close => {
                     self.closed = true;
@@ -492,7 +518,7 @@ fn delivery_is_acknowledged_only_after_store_completes() {
     let Effect::Store(txn) = &e else {
         panic!("expected store, got {e:?}")
     };
-    let text = String::from_utf8(txn.message.clone()).unwrap();
+    let text = String::from_utf8(txn.message.to_vec()).unwrap();
     assert!(
         text.starts_with(
             "Received: from client.example ([192.0.2.10])\r\n\tby mox.example with ESMTP id 7"
@@ -714,7 +740,7 @@ fn smuggling_sequences_are_refused() {
             assert!(r[0].starts_with("250"), "{name}: {r:?}");
             assert_eq!(h.stored().len(), 1, "{name}");
             assert!(
-                String::from_utf8_lossy(&h.stored()[0].message).contains("smuggled"),
+                String::from_utf8_lossy(&h.stored()[0].message.to_vec()).contains("smuggled"),
                 "{name}"
             );
         }
@@ -980,6 +1006,7 @@ fn bdat_chunks() {
     let stored = &h.stored()[0];
     assert!(stored
         .message
+        .to_vec()
         .ends_with(format!("{part1}{part2}").as_bytes()));
     // BDAT without a transaction: the chunk is read and discarded, then 503.
     h.expect("BDAT 5 LAST\r\nhello", &["503 5.5.1"]);
@@ -1254,7 +1281,7 @@ fn submission_message_rules() {
         "MAIL FROM:<mjl@mox.example>\r\nRCPT TO:<remote@example.org>\r\nDATA\r\nFrom: <mjl@mox.example>\r\n\r\nx\r\n.\r\n",
         &["250", "250", "354", "250 2.0.0"],
     );
-    let text = String::from_utf8(h.stored()[0].message.clone()).unwrap();
+    let text = String::from_utf8(h.stored()[0].message.to_vec()).unwrap();
     assert!(text.contains("\r\nMessage-Id: <"), "{text}");
     assert!(text.contains("\r\nDate: "), "{text}");
     assert!(text.contains("with ESMTPA"), "{text}");
@@ -1266,7 +1293,7 @@ fn submission_message_rules() {
         ),
         &["250", "250", "354", "250"],
     );
-    let text = String::from_utf8(h.stored()[1].message.clone()).unwrap();
+    let text = String::from_utf8(h.stored()[1].message.to_vec()).unwrap();
     assert_eq!(text.matches("Message-Id:").count(), 1);
 }
 
@@ -1441,7 +1468,7 @@ fn starttls_then_auth_with_channel_binding() {
     let t = &h.stored()[0];
     assert_eq!(t.requiretls, Some(true));
     assert!(t.tls.is_some());
-    assert!(String::from_utf8_lossy(&t.message).contains("with ESMTPSA"));
+    assert!(String::from_utf8_lossy(&t.message.to_vec()).contains("with ESMTPSA"));
 }
 
 /// Plaintext pipelined after STARTTLS must never be executed inside TLS (CVE-2011-0411
@@ -1601,11 +1628,19 @@ fn implicit_tls_greets_after_handshake() {
 // ---- Properties ----
 
 fn transcript(chunks: &[usize]) -> Vec<String> {
+    transcript_with(config(), chunks).0
+}
+
+/// The replies and stored messages, and how many spool effects there were.
+fn transcript_with(c: ServerConfig, chunks: &[usize]) -> (Vec<String>, usize) {
+    let body = "a line of the body to make the message longer\r\n".repeat(8);
     let script = format!(
-        "EHLO c.example\r\nMAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nRCPT TO:<unknown@mox.example>\r\nDATA\r\n{MSG}..dot\r\n.\r\nBDAT 3\r\nabcRSET\r\nNOOP\r\nQUIT\r\n"
+        "EHLO c.example\r\nMAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nRCPT TO:<unknown@mox.example>\r\nDATA\r\n{MSG}{body}..dot\r\n.\r\nMAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nBDAT {}\r\n{MSG}BDAT {} LAST\r\n{body}BDAT 3\r\nabcRSET\r\nNOOP\r\nQUIT\r\n",
+        MSG.len(),
+        body.len(),
     );
     let bytes = script.as_bytes();
-    let mut h = H::new(config());
+    let mut h = H::new(c);
     let mut pos = 0;
     let mut i = 0;
     while pos < bytes.len() {
@@ -1621,10 +1656,12 @@ fn transcript(chunks: &[usize]) -> Vec<String> {
     }
     let mut r = h.replies();
     r.push(format!("stored={}", h.stored().len()));
-    if let Some(t) = h.stored().first() {
-        r.push(String::from_utf8_lossy(&t.message[t.message.len() - 30..]).to_string());
+    for t in h.stored() {
+        r.push(String::from_utf8_lossy(&t.message.to_vec()[t.message.len() - 30..]).to_string());
+        r.push(format!("size={}", t.message.len()));
     }
-    r
+    r.push(format!("spools left={}", h.world.spools.len()));
+    (r, h.world.spool_log.len())
 }
 
 proptest! {
@@ -1635,6 +1672,19 @@ proptest! {
     fn chunking_invariance(chunks in proptest::collection::vec(1usize..40, 0..200)) {
         let whole = transcript(&[]);
         prop_assert_eq!(transcript(&chunks), whole);
+    }
+
+    /// Spooling changes nothing the client or the store sees: any threshold the header
+    /// fits under, with any split of the input, gives the transcript of a session that
+    /// holds everything in memory.
+    #[test]
+    fn spooling_is_invisible(threshold in 90usize..600, chunks in proptest::collection::vec(1usize..80, 0..100)) {
+        let whole = transcript(&[]);
+        let mut c = config();
+        c.spool_threshold = threshold;
+        let (got, spooled) = transcript_with(c, &chunks);
+        prop_assert_eq!(got, whole);
+        prop_assert!(threshold > 400 || spooled > 0);
     }
 
     /// Arbitrary bytes never panic the session, in any phase.
@@ -1711,7 +1761,8 @@ fn authentication_results_after_data() {
         &["250", "250", "250", "354", "250"],
     );
     let t = &h.stored()[0];
-    let text = String::from_utf8_lossy(&t.message);
+    let text = t.message.to_vec();
+    let text = String::from_utf8_lossy(&text);
     assert!(text.starts_with("Authentication-Results: mox.example;\r\n\tiprev=pass policy.iprev=192.0.2.10;\r\n\tdkim=none;\r\n\tspf=pass smtp.mailfrom=good.example;\r\n\tdmarc=pass"), "{text}");
     assert!(text.contains("\r\nReceived-SPF: pass"), "{text}");
     let auth = t.auth.as_ref().unwrap();
@@ -2007,4 +2058,310 @@ fn idle_names_the_next_timer() {
     assert_eq!(h.idle().1, Some(Timer::Delay));
     h.timeout();
     assert_eq!(h.replies(), vec!["535 5.7.8 bad user/pass"]);
+}
+
+// ---- Spooling: message data past the threshold goes out as it arrives ----
+
+/// A session whose spool threshold is 1 KiB.
+fn spooling(hold: bool) -> H {
+    let mut c = config();
+    c.spool_threshold = 1024;
+    let mut h = H::new(c);
+    h.replies();
+    h.expect(
+        "EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n",
+        &["250", "250", "250", "354"],
+    );
+    h.hold_effects = hold;
+    h
+}
+
+/// A message of about `size` octets with distinct lines.
+fn big_message(size: usize) -> String {
+    let mut m = String::from("From: <a@example.org>\r\nSubject: big\r\n\r\n");
+    let mut i = 0;
+    while m.len() < size {
+        m.push_str(&format!(
+            "line {i} of a large message, padded out a bit\r\n"
+        ));
+        i += 1;
+    }
+    m
+}
+
+fn spool_ended(h: &H) -> usize {
+    h.events
+        .iter()
+        .filter(|e| matches!(e, Event::SpoolEnded(_)))
+        .count()
+}
+
+/// Messages under the threshold (the common case) never leave memory.
+#[test]
+fn small_message_is_not_spooled() {
+    let mut h = spooling(false);
+    h.expect(&format!("{}.\r\n", big_message(900)), &["250"]);
+    assert!(h.world.spool_log.is_empty());
+    assert!(!h.stored()[0].message.is_spooled());
+    assert_eq!(spool_ended(&h), 0);
+}
+
+/// Issue 15: a message was held in memory while it arrived (ten connections at 95 MiB
+/// took the server to 1 GB). Past the threshold the data goes out in chunks of at most
+/// the threshold, the last after the final dot, and the stored message is byte-exact.
+#[test]
+fn large_message_is_spooled_in_chunks_and_stored_byte_exact() {
+    let mut h = spooling(false);
+    let msg = big_message(10_000);
+    h.expect(&format!("{msg}.\r\n"), &["250"]);
+    let log = &h.world.spool_log;
+    assert!(log.len() >= 9, "{log:?}");
+    assert!(log.iter().all(|(id, n, _)| *n <= 1024 && id.cid == 7));
+    assert!(log[..log.len() - 1]
+        .iter()
+        .all(|(_, n, last)| *n == 1024 && !last));
+    assert!(log[log.len() - 1].2);
+    let t = &h.stored()[0];
+    assert!(t.message.is_spooled());
+    let stored = t.message.to_vec();
+    assert!(stored.starts_with(b"Received: from client.example"));
+    assert!(stored.ends_with(msg.as_bytes()));
+    assert_eq!(t.message.parts()[1], msg.as_bytes());
+    // The spool is given up with the transaction's reply; a next transaction gets its own.
+    assert_eq!(spool_ended(&h), 1);
+    assert!(h.world.spools.is_empty());
+    h.expect(
+        &format!("MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n{msg}.\r\n"),
+        &["250", "250", "354", "250"],
+    );
+    assert_eq!(h.world.spool_log.last().unwrap().0.txn, 2);
+    assert!(h.world.spools.is_empty());
+}
+
+/// Backpressure: while a chunk is being spooled the session consumes no more input; the
+/// rest stays with the driver until the answer comes.
+#[test]
+fn spooling_blocks_input_until_answered() {
+    let mut h = spooling(true);
+    let msg = big_message(5000);
+    h.send_str(&format!("{msg}.\r\n"));
+    assert_eq!(h.held.len(), 1);
+    assert!(matches!(h.held[0].1, Effect::Spool { last: false, .. }));
+    assert!(h.inbuf.len() >= 5000 - 1100, "{}", h.inbuf.len());
+    // The session waits for the effect, not for data.
+    assert_eq!(h.idle().1, Some(Timer::Effect));
+    let mut rounds = 0;
+    while !h.held.is_empty() {
+        assert!(h.held.len() == 1, "one chunk at a time");
+        h.answer_held().unwrap();
+        h.feed_pending();
+        h.drain();
+        rounds += 1;
+        if matches!(h.held.front(), Some((_, Effect::Store(_)))) {
+            h.answer_held().unwrap();
+        }
+    }
+    assert!(rounds >= 5);
+    assert_eq!(h.replies(), vec!["250 2.0.0 it is done".to_string()]);
+    assert!(h.inbuf.is_empty());
+}
+
+/// The spool ends however the transaction does: a refused message, a failed store, the
+/// peer leaving mid-DATA, a data timeout.
+#[test]
+fn spool_ends_with_the_transaction() {
+    let msg = big_message(5000);
+    // Refused at the end (smuggling).
+    let mut h = spooling(false);
+    h.expect(&format!("{msg}bad\n.\r\n.\r\n"), &["500 5.5.2"]);
+    assert_eq!(spool_ended(&h), 1);
+    assert!(h.world.spools.is_empty());
+    // The store fails.
+    let mut h = spooling(false);
+    h.world.store_result =
+        StoreOutcome::Refused(Reply::new(554, Some(Enhanced::new(5, 0, 0)), "no"));
+    h.expect(&format!("{msg}.\r\n"), &["554"]);
+    assert_eq!(spool_ended(&h), 1);
+    assert!(h.world.spools.is_empty());
+    // The peer goes away mid-DATA.
+    let mut h = spooling(false);
+    h.send_str(&msg);
+    assert_eq!(h.world.spools.len(), 1);
+    h.s.handle(h.clock.now(), Input::PeerClosed).unwrap();
+    h.drain();
+    assert_eq!(spool_ended(&h), 1);
+    assert!(h.world.spools.is_empty());
+    assert!(h.stored().is_empty());
+    // A data timeout.
+    let mut h = spooling(false);
+    h.send_str(&msg);
+    h.timeout();
+    assert_eq!(h.replies(), vec!["421 4.4.2 timeout, closing".to_string()]);
+    assert_eq!(spool_ended(&h), 1);
+    assert!(h.world.spools.is_empty());
+}
+
+/// A spool write that fails does not cut the DATA short (the rest would be read as
+/// commands): the rest is read and dropped, and the message refused with 451 at its end.
+#[test]
+fn spool_failure_refuses_after_the_final_dot() {
+    let mut h = spooling(false);
+    h.world.spool_fail = Some("disk full");
+    let msg = big_message(5000);
+    h.expect(
+        &format!("{msg}.\r\nNOOP\r\n"),
+        &["451 4.3.0 error writing message to spool", "250"],
+    );
+    assert_eq!(h.world.spool_log.len(), 1);
+    assert_eq!(spool_ended(&h), 1);
+    assert!(h.stored().is_empty());
+}
+
+/// The header of a spooled message is read into memory: it must fit under the threshold.
+#[test]
+fn spooled_header_over_the_threshold_is_refused() {
+    let mut h = spooling(false);
+    let mut msg = String::from("From: <a@example.org>\r\n");
+    for i in 0..100 {
+        msg.push_str(&format!(
+            "X-Filler-{i}: some header value to make it long\r\n"
+        ));
+    }
+    msg.push_str("\r\nbody\r\n");
+    h.expect(
+        &format!("{msg}.\r\n"),
+        &["552 5.3.4 message header too large"],
+    );
+    assert_eq!(spool_ended(&h), 1);
+}
+
+/// DKIM and the other checks after DATA read a spooled message as well as one in memory.
+#[test]
+fn spooled_message_is_dkim_verified() {
+    let key = crate::dkim::SigningKey::ed25519_from_seed(&[7u8; 32]).unwrap();
+    let mut c = config();
+    c.checks = Some(IncomingChecks::default());
+    c.spool_threshold = 4096;
+    let mut w = World::new();
+    w.zone = crate::dns::StaticZone::parse(ZONE).unwrap();
+    let record = key.dns_record();
+    w.zone.add(
+        "sel._domainkey.good.example",
+        crate::dns::Record::Txt(record.as_bytes().chunks(255).map(<[u8]>::to_vec).collect()),
+    );
+    let mut h = H::with_world(c, w);
+    h.replies();
+    let msg = big_message(40_000).replace("From: <a@example.org>", "From: <a@good.example>");
+    let cfg = crate::dkim::SignConfig::new("good.example", "sel", key);
+    let rng = ring::rand::SystemRandom::new();
+    let sig = crate::dkim::sign(msg.as_bytes(), &[cfg], h.clock.now().wall, &rng).unwrap();
+    let signed = format!("{sig}{msg}");
+    h.expect(
+        &format!("EHLO client.example\r\nMAIL FROM:<a@good.example>\r\nRCPT TO:<x@mox.example>\r\nDATA\r\n{signed}.\r\n"),
+        &["250", "250", "250", "354", "250"],
+    );
+    assert!(h.world.spool_log.len() >= 9);
+    let t = &h.stored()[0];
+    assert!(t.message.is_spooled());
+    assert_eq!(t.message.parts()[1], signed.as_bytes());
+    let dkim = t.auth.as_ref().unwrap().dkim.clone().unwrap();
+    assert_eq!(dkim.len(), 1);
+    assert_eq!(dkim[0].status, crate::dkim::Status::Pass, "{dkim:?}");
+    let text = t.message.to_vec();
+    assert!(String::from_utf8_lossy(&text).contains("dkim=pass"));
+}
+
+/// A session past MAIL and RCPT with a 1 KiB spool threshold, for BDAT.
+fn spooling_bdat() -> H {
+    let mut c = config();
+    c.spool_threshold = 1024;
+    let mut h = H::new(c);
+    h.replies();
+    h.expect(
+        "EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\n",
+        &["250", "250", "250"],
+    );
+    h
+}
+
+/// Issue 15, BDAT: chunk data past the threshold goes to the spool as it arrives, across
+/// chunks; the sizes reported count what was spooled, and the message is stored byte-exact.
+#[test]
+fn bdat_chunks_are_spooled_and_stored_byte_exact() {
+    let mut h = spooling_bdat();
+    let msg = big_message(5000);
+    let (a, b) = msg.as_bytes().split_at(3000);
+    h.expect(
+        &format!("BDAT {}\r\n{}", a.len(), String::from_utf8_lossy(a)),
+        &["250 2.0.0 chunk received, 3000 octets so far"],
+    );
+    assert_eq!(
+        h.world.spools.len(),
+        1,
+        "the open transaction keeps its spool"
+    );
+    assert_eq!(spool_ended(&h), 0);
+    h.expect(
+        &format!("BDAT {} LAST\r\n{}", b.len(), String::from_utf8_lossy(b)),
+        &["250 2.0.0 it is done"],
+    );
+    let log = &h.world.spool_log;
+    assert!(log.iter().all(|(_, n, _)| *n <= 1024), "{log:?}");
+    assert!(log.last().unwrap().2);
+    let t = &h.stored()[0];
+    assert!(t.message.is_spooled());
+    assert_eq!(t.message.parts()[1], msg.as_bytes());
+    assert_eq!(spool_ended(&h), 1);
+    assert!(h.world.spools.is_empty());
+}
+
+/// The spool of a BDAT transaction ends with RSET between chunks; a failed spool write
+/// refuses the chunk (its rest read and dropped) and ends the transaction.
+#[test]
+fn bdat_spool_ends_with_rset_and_failure() {
+    let mut h = spooling_bdat();
+    let msg = big_message(3000);
+    h.expect(
+        &format!("BDAT {}\r\n{msg}", msg.len()),
+        &["250 2.0.0 chunk received"],
+    );
+    assert_eq!(h.world.spools.len(), 1);
+    h.expect("RSET\r\n", &["250"]);
+    assert_eq!(spool_ended(&h), 1);
+    assert!(h.world.spools.is_empty());
+
+    h.expect(
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\n",
+        &["250", "250"],
+    );
+    h.world.spool_fail = Some("disk full");
+    h.expect(
+        &format!("BDAT {} LAST\r\n{msg}NOOP\r\n", msg.len()),
+        &["451 4.3.0 error writing message to spool", "250"],
+    );
+    assert_eq!(spool_ended(&h), 2);
+    assert!(h.stored().is_empty());
+    // The transaction is gone.
+    h.expect("BDAT 3 LAST\r\nabc", &["503 5.5.1"]);
+}
+
+/// Inside TLS the decrypted data is spooled the same way (the session's own plaintext
+/// buffer is what waits while a chunk is written).
+#[test]
+fn spooling_inside_tls() {
+    let mut c = tls_config();
+    c.submission = false;
+    c.spool_threshold = 1024;
+    let mut h = greeted(c);
+    h.expect("EHLO client.example\r\n", &["250"]);
+    starttls(&mut h);
+    let msg = big_message(20_000);
+    h.expect(
+        &format!("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n{msg}.\r\n"),
+        &["250", "250", "250", "354", "250"],
+    );
+    assert!(h.world.spool_log.len() >= 19);
+    let t = &h.stored()[0];
+    assert_eq!(t.message.parts()[1], msg.as_bytes());
+    assert!(h.world.spools.is_empty());
 }

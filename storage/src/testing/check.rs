@@ -159,6 +159,7 @@ impl To {
         Delivery {
             account: ACCOUNTS[usize::from(self.account)].into(),
             mailbox: MAILBOXES[usize::from(self.mailbox)].into(),
+            head: &[],
             message,
             flags: Flags::default(),
             received: UnixTime(i64::from(self.time)),

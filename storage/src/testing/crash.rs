@@ -229,7 +229,7 @@ impl Crash {
             }
             FileOp::Create(p, bytes) => {
                 st.inodes.push(Inode {
-                    written: bytes.to_vec(),
+                    written: bytes.concat(),
                     durable: Vec::new(),
                 });
                 st.written

@@ -258,6 +258,7 @@ fn after_recovery(data: &Path, seen: &Observed, real: bool) -> Result<(), String
         vec![Delivery {
             account: ACCOUNTS[0].into(),
             mailbox: "Inbox".into(),
+            head: &[],
             message: &msg,
             flags: Flags::default(),
             received: UnixTime(50),
@@ -396,6 +397,7 @@ fn concurrent_run(
                     let to = |acc: &str| Delivery {
                         account: acc.into(),
                         mailbox: "Inbox".into(),
+                        head: &[],
                         message: &m,
                         flags: Flags::default(),
                         received: UnixTime(1),
