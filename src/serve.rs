@@ -355,21 +355,23 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         )?
         .with_queue_wakeup(wakeup),
     );
-    let flusher = crate::world::Flusher::spawn(Arc::clone(&world))?;
-    let world: Arc<dyn rmox_driver::Answerer> = world;
+    let counts = Arc::clone(&world);
+    let answerer: Arc<dyn rmox_driver::Answerer> = world;
     // The queue runner runs on the chosen runtime, started by `run_on` on one worker.
-    let queue = (
-        Arc::new(runner.with_runtime(rt)),
+    let queue = Background {
+        runner: Arc::new(runner.with_runtime(rt)),
         workers,
         reporters,
         dns_loop,
-    );
+        counts: Arc::clone(&counts),
+    };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     tracing::info!(runtime = rt.name(), threads, "starting");
-    let result = run_on(rt, bound, world, threads, shutdown, queue);
-    flusher.stop();
+    let result = run_on(rt, bound, answerer, threads, shutdown, queue);
+    // The sessions that ended after the background task stopped: their counts too.
+    counts.flush_delivery_counts();
     control.stop();
     close_store(store);
     result.map_err(|e| Fail(format!("server: {e}")))?;
@@ -499,33 +501,47 @@ fn compiled_runtimes() -> Vec<&'static str> {
 }
 
 /// Runs the listeners on `rt` until shutdown.
-/// The queue runner and the report senders as the runtime's background task: they stop
-/// on shutdown, the runner after the deliveries in flight. The DNS loop runs beside them
-/// as a task of the same runtime, until they are done.
+/// The queue runner, the report senders and the writer of the per-day delivery counts as
+/// the runtime's background task: they stop on shutdown, the runner after the deliveries
+/// in flight. The DNS loop runs beside them as a task of the same runtime, until they are
+/// done.
 fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
-    (runner, workers, reporters, dns_loop): Background,
+    b: Background,
     shutdown: Arc<Shutdown>,
 ) -> rmox_driver::Background<R> {
     Box::new(move |rt: R| {
         Box::pin(async move {
-            let _dns = dns_loop.map(|l| rt.spawn(l.run(rt.clone())));
-            let reports = reporters.map(|r| rt.spawn(r.run(rt.clone(), Arc::clone(&shutdown))));
-            runner.run(rt, workers, Some(shutdown)).await;
+            let _dns = b.dns_loop.map(|l| rt.spawn(l.run(rt.clone())));
+            let reports = b
+                .reporters
+                .map(|r| rt.spawn(r.run(rt.clone(), Arc::clone(&shutdown))));
+            let counts = rt.spawn(crate::world::flush_counts(
+                b.counts,
+                rt.clone(),
+                Arc::clone(&shutdown),
+            ));
+            b.runner.run(rt, b.workers, Some(shutdown)).await;
             if let Some(r) = reports {
                 r.await;
             }
+            counts.await;
         })
     })
 }
 
-/// What [`queue_task`] runs: the queue runner, its workers, the report senders, and the
-/// DNS loop beside them.
-type Background = (
-    Arc<crate::queue::Runner>,
-    usize,
-    Option<Arc<crate::reports::Reporters>>,
-    Option<crate::resolve::DnsLoop>,
-);
+/// What [`queue_task`] runs.
+struct Background {
+    /// The queue runner.
+    runner: Arc<crate::queue::Runner>,
+    /// Its deliveries in flight at most.
+    workers: usize,
+    /// The report senders, when any report is on.
+    reporters: Option<Arc<crate::reports::Reporters>>,
+    /// The DNS loop, when the server resolves names.
+    dns_loop: Option<crate::resolve::DnsLoop>,
+    /// The effect answerer whose per-day delivery counts are written to storage.
+    counts: Arc<World>,
+}
 
 fn run_on(
     rt: Runtime,
