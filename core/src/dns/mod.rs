@@ -8,7 +8,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub mod resolver;
 pub mod zone;
 
-pub use resolver::{parse_resolv_conf, QueryId, Resolver, ResolverConfig, ResolverOutput};
+pub use resolver::{
+    parse_resolv_conf, QueryId, Resolver, ResolverConfig, ResolverInput, ResolverOutput,
+    ResolverTimer,
+};
 pub use zone::{StaticZone, ZoneError};
 
 /// Record types the checks ask for.
