@@ -6,12 +6,14 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub mod resolver;
+pub mod session;
 pub mod zone;
 
 pub use resolver::{
     parse_resolv_conf, QueryId, Resolver, ResolverConfig, ResolverInput, ResolverOutput,
     ResolverTimer,
 };
+pub use session::{CheckInput, CheckLimits, CheckOutput, CheckSession, CheckTimer, GiveUp};
 pub use zone::{StaticZone, ZoneError};
 
 /// Record types the checks ask for.
@@ -164,6 +166,16 @@ pub trait Check {
     fn poll(&mut self) -> CheckStep<Self::Verdict>;
     /// The answer to a question asked earlier.
     fn answer(&mut self, lookup: &Lookup, result: LookupResult);
+}
+
+impl<C: Check + ?Sized> Check for &mut C {
+    type Verdict = C::Verdict;
+    fn poll(&mut self) -> CheckStep<C::Verdict> {
+        (**self).poll()
+    }
+    fn answer(&mut self, lookup: &Lookup, result: LookupResult) {
+        (**self).answer(lookup, result)
+    }
 }
 
 impl<C: Check + ?Sized> Check for Box<C> {
