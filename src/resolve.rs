@@ -181,8 +181,10 @@ impl Dns {
     where
         C::Verdict: Clone,
     {
+        // One round's questions go out together however many there are.
         let limits = CheckLimits {
             max_questions,
+            max_batch: max_questions,
             ..CheckLimits::default()
         };
         let mut session = CheckSession::new(check, limits);

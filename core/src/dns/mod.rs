@@ -148,17 +148,13 @@ pub enum CheckStep<V> {
     Done(V),
 }
 
-/// A check that needs DNS: poll it for questions, answer them, until it is done.
+/// A check that needs DNS, as the steps of its own logic: poll it for questions, answer
+/// them, until it is done.
 ///
-/// ```text
-/// loop {
-///     match check.poll() {
-///         CheckStep::Lookup(q) => send q to the resolver, remember it,
-///         CheckStep::Wait => wait for an answer, then check.answer(&q, result),
-///         CheckStep::Done(v) => break v,
-///     }
-/// }
-/// ```
+/// Drivers do not run these steps themselves: they run the check as a [`CheckSession`] (the
+/// session shape of every machine here: `handle(now, input)`, `poll` until `Idle`, effects
+/// with tokens, deadlines inside), or, without a clock, with [`run_sync`]/[`run_batched`].
+/// Both collect a round's questions with [`round`].
 pub trait Check {
     /// What the check concludes.
     type Verdict;

@@ -37,6 +37,8 @@ pub struct CheckLimits {
     pub answer_timeout: Duration,
     /// Questions asked at most over the whole check.
     pub max_questions: usize,
+    /// Questions in one effect at most; a round with more gives the rest in the next effect.
+    pub max_batch: usize,
 }
 
 impl Default for CheckLimits {
@@ -44,6 +46,7 @@ impl Default for CheckLimits {
         CheckLimits {
             answer_timeout: Duration::from_secs(30),
             max_questions: 64,
+            max_batch: 64,
         }
     }
 }
@@ -138,6 +141,14 @@ impl<C: Check> CheckSession<C> {
         &self.check
     }
 
+    /// The verdict, once [`CheckSession::poll`] has returned it.
+    pub fn verdict(&self) -> Option<&C::Verdict> {
+        match &self.state {
+            State::Done(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// Takes one input; drain [`CheckSession::poll`] afterwards.
     pub fn handle(&mut self, now: Now, input: CheckInput) {
         let now = self.clock(now);
@@ -204,7 +215,10 @@ where
             State::Running => {}
         }
         // At least one poll, even with the budget spent: the verdict may be there.
-        match round(&mut self.check, self.budget.max(1)) {
+        match round(
+            &mut self.check,
+            self.budget.min(self.limits.max_batch).max(1),
+        ) {
             Round::Done(v) => {
                 self.state = State::Done(v.clone());
                 CheckOutput::Done(v)
@@ -302,6 +316,7 @@ mod tests {
     const LIMITS: CheckLimits = CheckLimits {
         answer_timeout: Duration::from_secs(5),
         max_questions: 10,
+        max_batch: 10,
     };
 
     /// The whole shape: one effect per round with its token, Idle naming that effect's
@@ -395,6 +410,29 @@ mod tests {
         );
         s.handle(now.advance(Duration::from_secs(5)), CheckInput::Timeout);
         assert!(matches!(s.poll(now), CheckOutput::Idle { .. }));
+    }
+
+    /// `max_batch` splits a round: the rest of the questions come in the next effect.
+    #[test]
+    fn batches_are_bounded() {
+        let now = now0();
+        let limits = CheckLimits {
+            max_batch: 1,
+            ..LIMITS
+        };
+        let mut s = CheckSession::new(Two::default(), limits);
+        let CheckOutput::Effect(t0, q0) = s.poll(now) else {
+            panic!("expected an effect");
+        };
+        assert_eq!(q0, vec![a("x.test")]);
+        s.handle(now, CheckInput::Answered(t0, vec![records()]));
+        let CheckOutput::Effect(t1, q1) = s.poll(now) else {
+            panic!("expected an effect");
+        };
+        assert_eq!(q1, vec![a("y.test")]);
+        s.handle(now, CheckInput::Answered(t1, vec![records()]));
+        assert!(matches!(s.poll(now), CheckOutput::Effect(_, q) if q == vec![a("z.test")]));
+        assert_eq!(s.verdict(), None);
     }
 
     /// Bounded: a check asking more than `max_questions`, or waiting for nothing, ends
