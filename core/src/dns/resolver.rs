@@ -99,7 +99,9 @@ pub struct QueryId(pub u64);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResolverInput<'a> {
     /// Ask `Lookup`; the answer comes out of [`Resolver::poll`] as `Answer` with this id. The
-    /// caller picks the id (a token it can match); ids of questions still open must differ.
+    /// caller picks the id (a token it can match); ids of questions still open must differ
+    /// (a repeated open id is answered at once with a `TempFail`, and the open question
+    /// keeps its own answer).
     Query(QueryId, Lookup),
     /// A datagram from `from`. Anything that is not the answer to an outstanding UDP
     /// question from that server (a stale or spoofed answer) is ignored.
