@@ -11,7 +11,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rmox_core::dns::{round, Check, Lookup, LookupResult, ResolverConfig, Round, StaticZone};
+use rmox_core::dns::{
+    Check, CheckInput, CheckLimits, CheckOutput, CheckSession, Lookup, LookupResult,
+    ResolverConfig, StaticZone,
+};
 use rmox_driver::dns::{run_resolver, DnsClient, DnsRequests, UdpRuntime};
 
 use crate::Fail;
@@ -166,33 +169,45 @@ impl Dns {
         futures_lite::future::block_on(self.lookup_many_async(lookups))
     }
 
-    /// Runs a DNS check (SPF, DKIM, DMARC, iprev, DNSBL, MX) to its verdict, each round's
-    /// questions as one batch ([`rmox_core::dns::round`]); `None` after `max_questions`
-    /// questions or when the check is stuck. For tasks.
+    /// Runs a DNS check (SPF, DKIM, DMARC, iprev, DNSBL, MX) to its verdict as a
+    /// [`CheckSession`]: each effect (one round's questions) goes to the resolver as one
+    /// batch and comes back with its token; `None` after `max_questions` questions or when
+    /// the check is stuck. For tasks.
     pub async fn run_check_async<C: Check>(
         &self,
         check: &mut C,
         max_questions: usize,
-    ) -> Option<C::Verdict> {
-        let mut budget = max_questions;
+    ) -> Option<C::Verdict>
+    where
+        C::Verdict: Clone,
+    {
+        // One round's questions go out together however many there are.
+        let limits = CheckLimits {
+            max_questions,
+            max_batch: max_questions,
+            ..CheckLimits::default()
+        };
+        let mut session = CheckSession::new(check, limits);
         loop {
-            // At least one poll, even with the budget spent: the verdict may be there.
-            match round(check, budget.max(1)) {
-                Round::Done(v) => return Some(v),
-                Round::Ask(qs) if qs.is_empty() || budget == 0 => return None,
-                Round::Ask(qs) => {
-                    budget = budget.saturating_sub(qs.len());
-                    let answers = self.lookup_many_async(&qs).await;
-                    for (q, a) in qs.iter().zip(answers) {
-                        check.answer(q, a);
-                    }
+            match session.poll(rmox_driver::now()) {
+                CheckOutput::Effect(token, lookups) => {
+                    let answers = self.lookup_many_async(&lookups).await;
+                    session.handle(rmox_driver::now(), CheckInput::Answered(token, answers));
                 }
+                CheckOutput::Done(v) => return Some(v),
+                CheckOutput::GaveUp(_) => return None,
+                // Not reached: every effect is answered (the resolver bounds its own wait)
+                // before the session is polled again.
+                CheckOutput::Idle { .. } => return None,
             }
         }
     }
 
     /// [`Dns::run_check_async`] for blocking callers.
-    pub fn run_check<C: Check>(&self, check: &mut C, max_questions: usize) -> Option<C::Verdict> {
+    pub fn run_check<C: Check>(&self, check: &mut C, max_questions: usize) -> Option<C::Verdict>
+    where
+        C::Verdict: Clone,
+    {
         futures_lite::future::block_on(self.run_check_async(check, max_questions))
     }
 

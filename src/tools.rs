@@ -18,7 +18,10 @@ fn dns(resolver: &Option<String>) -> Result<Dns, Fail> {
 }
 
 /// Runs a check against real DNS (or a zone file), bounded in questions.
-fn run<C: Check>(check: &mut C, d: &Dns) -> Result<C::Verdict, Fail> {
+fn run<C: Check>(check: &mut C, d: &Dns) -> Result<C::Verdict, Fail>
+where
+    C::Verdict: Clone,
+{
     // Each round's questions go out together; 256 questions is far above any check's limit.
     d.run_check(check, 256)
         .ok_or_else(|| Fail("check did not finish".into()))

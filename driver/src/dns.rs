@@ -20,7 +20,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use rmox_core::dns::{Lookup, LookupResult, QueryId, Resolver, ResolverConfig, ResolverOutput};
+use rmox_core::dns::{
+    Lookup, LookupResult, QueryId, Resolver, ResolverConfig, ResolverInput, ResolverOutput,
+};
 use rmox_core::{Rng, Token};
 
 use crate::{now, Runtime};
@@ -230,6 +232,7 @@ pub async fn run_resolver<R: UdpRuntime>(
     }
     let mut batches: HashMap<u64, Batch> = HashMap::new();
     let mut next_batch = 0u64;
+    let mut next_query = 0u64;
     let mut waiting: HashMap<QueryId, (u64, usize)> = HashMap::new();
     let mut tcp: Vec<(Token, LocalBoxFuture<'static, io::Result<Vec<u8>>>)> = Vec::new();
     let mut open = true;
@@ -286,7 +289,7 @@ pub async fn run_resolver<R: UdpRuntime>(
                         }
                     }
                 }
-                ResolverOutput::Idle { deadline } => break deadline,
+                ResolverOutput::Idle { deadline, .. } => break deadline,
             }
         };
         if !open && batches.is_empty() {
@@ -294,7 +297,7 @@ pub async fn run_resolver<R: UdpRuntime>(
         }
         if let Some(d) = deadline {
             if Instant::now() >= d {
-                machine.handle_timeout(now());
+                machine.handle(now(), ResolverInput::Timeout);
                 continue;
             }
         }
@@ -335,7 +338,13 @@ pub async fn run_resolver<R: UdpRuntime>(
                 let failed = match r {
                     Ok((n, from)) => {
                         if let Some(d) = buf.get(..n) {
-                            machine.handle_udp(now(), canonical(from), d);
+                            machine.handle(
+                                now(),
+                                ResolverInput::Udp {
+                                    from: canonical(from),
+                                    bytes: d,
+                                },
+                            );
                         }
                         false
                     }
@@ -351,10 +360,16 @@ pub async fn run_resolver<R: UdpRuntime>(
             Woke::Tcp(i, r) => {
                 let (conn, _) = tcp.swap_remove(i);
                 match r {
-                    Ok(answer) => machine.handle_tcp(now(), conn, &answer),
+                    Ok(answer) => machine.handle(
+                        now(),
+                        ResolverInput::Tcp {
+                            conn,
+                            bytes: &answer,
+                        },
+                    ),
                     Err(e) => {
                         tracing::debug!(error = %e, "dns: tcp exchange failed");
-                        machine.handle_tcp_failed(now(), conn);
+                        machine.handle(now(), ResolverInput::TcpFailed(conn));
                     }
                 }
             }
@@ -377,11 +392,14 @@ pub async fn run_resolver<R: UdpRuntime>(
                     }
                 }
                 for (i, l) in req.lookups.into_iter().enumerate() {
-                    let id = machine.query(now(), l);
+                    // The id is the token the answer comes back with.
+                    let id = QueryId(next_query);
+                    next_query += 1;
                     waiting.insert(id, (b, i));
+                    machine.handle(now(), ResolverInput::Query(id, l));
                 }
             }
-            Woke::Timer => machine.handle_timeout(now()),
+            Woke::Timer => machine.handle(now(), ResolverInput::Timeout),
         }
     }
 }

@@ -6,7 +6,9 @@
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use rmox_core::dns::{Lookup, RecordType, Resolver, ResolverConfig, ResolverOutput, StaticZone};
+use rmox_core::dns::{
+    Lookup, RecordType, Resolver, ResolverConfig, ResolverInput, ResolverOutput, StaticZone,
+};
 use rmox_core::{Now, Rng, UnixTime};
 
 fuzz_target!(|data: &[u8]| {
@@ -38,10 +40,18 @@ fuzz_target!(|data: &[u8]| {
     if msg.len() >= 2 {
         msg[..2].copy_from_slice(&id);
     }
-    r.handle_udp(now, server, &msg);
+    r.handle(
+        now,
+        ResolverInput::Udp {
+            from: server,
+            bytes: &msg,
+        },
+    );
     loop {
         match r.poll(now) {
-            ResolverOutput::SendTcp { conn, .. } => r.handle_tcp(now, conn, data),
+            ResolverOutput::SendTcp { conn, .. } => {
+                r.handle(now, ResolverInput::Tcp { conn, bytes: data })
+            }
             ResolverOutput::Idle { .. } => break,
             _ => {}
         }

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rmox_core::dns::{
-    Lookup, LookupResult, Record, RecordType, Resolver, ResolverConfig, ResolverOutput,
+    Lookup, LookupResult, Record, RecordType, Resolver, ResolverConfig, ResolverInput,
+    ResolverOutput,
 };
 use rmox_core::tlspolicy::mtasts::FetchError;
 use rmox_core::tlspolicy::session::{
@@ -43,7 +44,7 @@ fn lookup(r: &mut Resolver, sock: &UdpSocket, l: &Lookup) -> LookupResult {
             }
             ResolverOutput::Answer(q, a) if q == id => return a,
             ResolverOutput::Answer(..) => {}
-            ResolverOutput::Idle { deadline } => {
+            ResolverOutput::Idle { deadline, .. } => {
                 assert!(Instant::now() < limit, "DNS did not finish");
                 let wait = deadline
                     .map(|d| d.saturating_duration_since(Instant::now()))
@@ -52,8 +53,14 @@ fn lookup(r: &mut Resolver, sock: &UdpSocket, l: &Lookup) -> LookupResult {
                 sock.set_read_timeout(Some(wait)).unwrap();
                 let mut buf = [0u8; 65535];
                 match sock.recv_from(&mut buf) {
-                    Ok((n, from)) => r.handle_udp(now(), from, &buf[..n]),
-                    Err(_) => r.handle_timeout(now()),
+                    Ok((n, from)) => r.handle(
+                        now(),
+                        ResolverInput::Udp {
+                            from,
+                            bytes: &buf[..n],
+                        },
+                    ),
+                    Err(_) => r.handle(now(), ResolverInput::Timeout),
                 }
             }
         }

@@ -6,9 +6,14 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub mod resolver;
+pub mod session;
 pub mod zone;
 
-pub use resolver::{parse_resolv_conf, QueryId, Resolver, ResolverConfig, ResolverOutput};
+pub use resolver::{
+    parse_resolv_conf, QueryId, Resolver, ResolverConfig, ResolverInput, ResolverOutput,
+    ResolverTimer,
+};
+pub use session::{CheckInput, CheckLimits, CheckOutput, CheckSession, CheckTimer, GiveUp};
 pub use zone::{StaticZone, ZoneError};
 
 /// Record types the checks ask for.
@@ -143,17 +148,13 @@ pub enum CheckStep<V> {
     Done(V),
 }
 
-/// A check that needs DNS: poll it for questions, answer them, until it is done.
+/// A check that needs DNS, as the steps of its own logic: poll it for questions, answer
+/// them, until it is done.
 ///
-/// ```text
-/// loop {
-///     match check.poll() {
-///         CheckStep::Lookup(q) => send q to the resolver, remember it,
-///         CheckStep::Wait => wait for an answer, then check.answer(&q, result),
-///         CheckStep::Done(v) => break v,
-///     }
-/// }
-/// ```
+/// Drivers do not run these steps themselves: they run the check as a [`CheckSession`] (the
+/// session shape of every machine here: `handle(now, input)`, `poll` until `Idle`, effects
+/// with tokens, deadlines inside), or, without a clock, with [`run_sync`]/[`run_batched`].
+/// Both collect a round's questions with [`round`].
 pub trait Check {
     /// What the check concludes.
     type Verdict;
@@ -161,6 +162,16 @@ pub trait Check {
     fn poll(&mut self) -> CheckStep<Self::Verdict>;
     /// The answer to a question asked earlier.
     fn answer(&mut self, lookup: &Lookup, result: LookupResult);
+}
+
+impl<C: Check + ?Sized> Check for &mut C {
+    type Verdict = C::Verdict;
+    fn poll(&mut self) -> CheckStep<C::Verdict> {
+        (**self).poll()
+    }
+    fn answer(&mut self, lookup: &Lookup, result: LookupResult) {
+        (**self).answer(lookup, result)
+    }
 }
 
 impl<C: Check + ?Sized> Check for Box<C> {

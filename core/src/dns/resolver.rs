@@ -1,22 +1,30 @@
 //! A sans-IO DNS stub resolver on `hickory-proto`: questions in, datagrams out, answers back.
 //!
+//! It has the session shape every machine here has: one `handle(now, input)`, then `poll`
+//! until `Idle`; effects and answers carry tokens.
+//!
 //! ```text
 //! let mut r = Resolver::new(config, rng);
-//! let id = r.query(now, lookup);                  // a question; the answer comes later
-//! r.handle_udp(now, from, &datagram);             // a datagram from a server
-//! r.handle_tcp(now, conn, &bytes);                // bytes read from a TCP connection
-//! r.handle_tcp_failed(now, conn);                 // connect/read/write failed or closed
-//! r.handle_timeout(now);                          // a deadline passed; early calls are no-ops
-//! loop {                                          // after every call above: drain until Idle
+//! r.handle(now, ResolverInput::Query(id, lookup));        // a question; the answer comes later
+//! r.handle(now, ResolverInput::Udp { from, bytes });      // a datagram from a server
+//! r.handle(now, ResolverInput::Tcp { conn, bytes });      // bytes read from a TCP connection
+//! r.handle(now, ResolverInput::TcpFailed(conn));          // connect/read/write failed or closed
+//! r.handle(now, ResolverInput::Timeout);                  // a deadline passed; early calls are no-ops
+//! loop {                                                  // after every handle: drain until Idle
 //!     match r.poll(now) {
 //!         ResolverOutput::SendUdp { server, bytes } => { /* send one datagram */ }
 //!         ResolverOutput::SendTcp { server, conn, bytes } => { /* connect (once per conn), write */ }
 //!         ResolverOutput::CloseTcp { conn } => { /* close that connection */ }
 //!         ResolverOutput::Answer(id, result) => { /* hand result to whoever asked */ }
-//!         ResolverOutput::Idle { deadline } => break,
+//!         ResolverOutput::Idle { deadline, timer } => break, // wake at deadline: Timeout
 //!     }
 //! }
 //! ```
+//!
+//! * A `now` earlier than one given before is ignored: the resolver goes on at the latest
+//!   time it knows, so a clock stepping back cannot move a retry earlier or fire it twice.
+//! * [`Resolver::query`] is `Query` with the next free id, for callers that do not keep
+//!   their own ids.
 //!
 //! * Each question is sent over UDP with EDNS0 (payload 1232, DO bit set) and recursion
 //!   desired, with a random 16-bit ID from the [`Rng`]. A truncated answer (TC bit) is asked
@@ -87,6 +95,45 @@ impl Default for ResolverConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueryId(pub u64);
 
+/// What the resolver is told: [`Resolver::handle`]'s input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResolverInput<'a> {
+    /// Ask `Lookup`; the answer comes out of [`Resolver::poll`] as `Answer` with this id. The
+    /// caller picks the id (a token it can match); ids of questions still open must differ
+    /// (a repeated open id is answered at once with a `TempFail`, and the open question
+    /// keeps its own answer).
+    Query(QueryId, Lookup),
+    /// A datagram from `from`. Anything that is not the answer to an outstanding UDP
+    /// question from that server (a stale or spoofed answer) is ignored.
+    Udp {
+        /// The sender.
+        from: SocketAddr,
+        /// The datagram.
+        bytes: &'a [u8],
+    },
+    /// Bytes read from TCP connection `conn` (any chunking; the 2-byte length prefix first).
+    Tcp {
+        /// The connection, as named in `SendTcp`.
+        conn: Token,
+        /// The bytes.
+        bytes: &'a [u8],
+    },
+    /// TCP connection `conn` failed (connect, read or write) or was closed early.
+    TcpFailed(Token),
+    /// A deadline may have passed: queries whose deadline is at or before `now` move to the
+    /// next server (or fail). Early calls do nothing.
+    Timeout,
+}
+
+/// The deadlines the resolver keeps; [`ResolverOutput::Idle`] names the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResolverTimer {
+    /// The wait for the answer to this query from its current server
+    /// ([`ResolverConfig::timeout`]); when it passes the next server is asked.
+    Retry(QueryId),
+}
+
 /// What the resolver wants done, or has concluded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResolverOutput {
@@ -101,7 +148,7 @@ pub enum ResolverOutput {
     SendTcp {
         /// The DNS server.
         server: SocketAddr,
-        /// Names the connection in [`Resolver::handle_tcp`] and [`Resolver::handle_tcp_failed`].
+        /// Names the connection in [`ResolverInput::Tcp`] and [`ResolverInput::TcpFailed`].
         conn: Token,
         /// The DNS message with its 2-byte length prefix.
         bytes: Vec<u8>,
@@ -115,8 +162,10 @@ pub enum ResolverOutput {
     Answer(QueryId, LookupResult),
     /// Nothing to do until input arrives or `deadline` passes.
     Idle {
-        /// When to call [`Resolver::handle_timeout`].
+        /// When to give [`ResolverInput::Timeout`].
         deadline: Option<Instant>,
+        /// The timer that deadline belongs to.
+        timer: Option<ResolverTimer>,
     },
 }
 
@@ -162,6 +211,8 @@ pub struct Resolver {
     timers: TimerTable<u64>,
     out: VecDeque<ResolverOutput>,
     cache: HashMap<Lookup, CacheEntry>,
+    /// The latest `now` given; an earlier one is ignored.
+    last_now: Option<Now>,
 }
 
 /// Reads `nameserver` lines of resolv.conf (port 53); everything else is ignored.
@@ -386,6 +437,33 @@ impl Resolver {
             timers: TimerTable::default(),
             out: VecDeque::new(),
             cache: HashMap::new(),
+            last_now: None,
+        }
+    }
+
+    /// Takes one input; drain [`Resolver::poll`] until `Idle` afterwards.
+    ///
+    /// A `now` earlier than one given before is ignored: the resolver acts at the latest
+    /// time it knows.
+    pub fn handle(&mut self, now: Now, input: ResolverInput<'_>) {
+        let now = self.clock(now);
+        match input {
+            ResolverInput::Query(id, lookup) => self.handle_query(now, id, lookup),
+            ResolverInput::Udp { from, bytes } => self.handle_udp(now, from, bytes),
+            ResolverInput::Tcp { conn, bytes } => self.handle_tcp(now, conn, bytes),
+            ResolverInput::TcpFailed(conn) => self.handle_tcp_failed(now, conn),
+            ResolverInput::Timeout => self.handle_timeout(now),
+        }
+    }
+
+    /// The time to act at: `now`, unless it is earlier than a time given before.
+    fn clock(&mut self, now: Now) -> Now {
+        match self.last_now {
+            Some(last) if now.mono < last.mono => last,
+            _ => {
+                self.last_now = Some(now);
+                now
+            }
         }
     }
 
@@ -399,11 +477,25 @@ impl Resolver {
         self.pending.len()
     }
 
-    /// Asks a question. The answer comes out of [`Resolver::poll`] as `Answer(id, ..)`,
-    /// at once when it is cached.
+    /// Asks a question with the next id no question has used: [`ResolverInput::Query`] for
+    /// callers that keep no ids of their own. The answer comes out of [`Resolver::poll`] as
+    /// `Answer(id, ..)`, at once when it is cached.
     pub fn query(&mut self, now: Now, lookup: Lookup) -> QueryId {
         let id = QueryId(self.next_id);
-        self.next_id += 1;
+        self.handle(now, ResolverInput::Query(id, lookup));
+        id
+    }
+
+    fn handle_query(&mut self, now: Now, id: QueryId, lookup: Lookup) {
+        self.next_id = self.next_id.max(id.0.saturating_add(1));
+        // An id still open would make two questions share a key: the new one is refused.
+        if self.pending.contains_key(&id.0) || self.pending.values().any(|p| p.also.contains(&id)) {
+            self.out.push_back(ResolverOutput::Answer(
+                id,
+                LookupResult::TempFail("query id already in use".into()),
+            ));
+            return;
+        }
         let lookup = Lookup {
             name: normalize_name(&lookup.name),
             rtype: lookup.rtype,
@@ -412,7 +504,7 @@ impl Resolver {
             if e.expires > now.mono {
                 self.out
                     .push_back(ResolverOutput::Answer(id, e.result.clone()));
-                return id;
+                return;
             }
         }
         if self.config.servers.is_empty() {
@@ -420,11 +512,11 @@ impl Resolver {
                 id,
                 LookupResult::TempFail("no DNS servers configured".into()),
             ));
-            return id;
+            return;
         }
         if let Some(p) = self.pending.values_mut().find(|p| p.original == lookup) {
             p.also.push(id);
-            return id;
+            return;
         }
         let key = id.0;
         let p = Pending {
@@ -441,7 +533,6 @@ impl Resolver {
         };
         self.pending.insert(key, p);
         self.send(now, key, Transport::Udp);
-        id
     }
 
     /// Sends (or resends) the current question of query `key`.
@@ -555,7 +646,7 @@ impl Resolver {
 
     /// A datagram from `from`. Anything that is not the answer to an outstanding UDP
     /// question from that server is ignored.
-    pub fn handle_udp(&mut self, now: Now, from: SocketAddr, bytes: &[u8]) {
+    fn handle_udp(&mut self, now: Now, from: SocketAddr, bytes: &[u8]) {
         let Ok(msg) = Message::from_vec(bytes) else {
             return;
         };
@@ -574,7 +665,7 @@ impl Resolver {
 
     /// Bytes read from TCP connection `conn` (any chunking; the 2-byte length prefix is
     /// expected first).
-    pub fn handle_tcp(&mut self, now: Now, conn: Token, bytes: &[u8]) {
+    fn handle_tcp(&mut self, now: Now, conn: Token, bytes: &[u8]) {
         let Some((key, buf)) = self.tcp.get_mut(&conn) else {
             return;
         };
@@ -604,7 +695,7 @@ impl Resolver {
     }
 
     /// TCP connection `conn` failed (connect, read or write) or was closed early.
-    pub fn handle_tcp_failed(&mut self, now: Now, conn: Token) {
+    fn handle_tcp_failed(&mut self, now: Now, conn: Token) {
         if let Some((key, _)) = self.tcp.remove(&conn) {
             if let Some(p) = self.pending.get_mut(&key) {
                 // Already closed: no CloseTcp for it.
@@ -669,7 +760,7 @@ impl Resolver {
 
     /// Deadlines that passed move their queries to the next server (or fail them). Early
     /// calls do nothing.
-    pub fn handle_timeout(&mut self, now: Now) {
+    fn handle_timeout(&mut self, now: Now) {
         while let Some(key) = self.timers.expired(now.mono) {
             self.next_server(now, key, "timeout");
         }
@@ -679,9 +770,13 @@ impl Resolver {
     pub fn poll(&mut self, _now: Now) -> ResolverOutput {
         match self.out.pop_front() {
             Some(o) => o,
-            None => ResolverOutput::Idle {
-                deadline: self.timers.next_timeout(),
-            },
+            None => {
+                let next = self.timers.next();
+                ResolverOutput::Idle {
+                    deadline: next.map(|(_, at)| at),
+                    timer: next.map(|(key, _)| ResolverTimer::Retry(QueryId(key))),
+                }
+            }
         }
     }
 }
@@ -879,7 +974,13 @@ mod tests {
         let (s1, _) = one_udp(&drain(&mut r, now));
         assert_eq!(s1, S1.parse::<SocketAddr>().unwrap());
         let deadline = match r.poll(now) {
-            ResolverOutput::Idle { deadline: Some(d) } => d,
+            ResolverOutput::Idle {
+                deadline: Some(d),
+                timer: Some(ResolverTimer::Retry(t)),
+            } => {
+                assert_eq!(t, id);
+                d
+            }
             other => panic!("{other:?}"),
         };
         assert_eq!(deadline, now.mono + Duration::from_secs(2));
@@ -902,7 +1003,13 @@ mod tests {
             [ResolverOutput::Answer(i, LookupResult::TempFail(_))] => assert_eq!(*i, id),
             other => panic!("{other:?}"),
         }
-        assert_eq!(r.poll(t2), ResolverOutput::Idle { deadline: None });
+        assert_eq!(
+            r.poll(t2),
+            ResolverOutput::Idle {
+                deadline: None,
+                timer: None
+            }
+        );
     }
 
     #[test]
@@ -1278,5 +1385,175 @@ mod tests {
             }
             drain(&mut r, now);
         }
+    }
+
+    /// The resolver in the session shape: the caller's ids are the tokens answers come back
+    /// with (in the order the servers answer, not the order asked); a stale answer (to a
+    /// query already moved on) is ignored; `Idle` names the next timer.
+    #[test]
+    fn session_shape_transcript() {
+        let now = now0();
+        let mut r = resolver(false);
+        let (x, y) = (QueryId(70), QueryId(71));
+        r.handle(
+            now,
+            ResolverInput::Query(x, lk("x.example.org", RecordType::A)),
+        );
+        let (_, qx) = one_udp(&drain(&mut r, now));
+        let later = now.advance(Duration::from_millis(500));
+        r.handle(
+            later,
+            ResolverInput::Query(y, lk("y.example.org", RecordType::A)),
+        );
+        let (_, qy) = one_udp(&drain(&mut r, later));
+        // Idle names x's retry: its deadline is the earlier one.
+        assert_eq!(
+            r.poll(later),
+            ResolverOutput::Idle {
+                deadline: Some(now.mono + Duration::from_secs(2)),
+                timer: Some(ResolverTimer::Retry(x)),
+            }
+        );
+        // y is answered first: its answer carries y's token.
+        let s1: SocketAddr = S1.parse().unwrap();
+        let ans_y = respond(&qy, |m| {
+            m.add_answer(rec("y.example.org", 60, a([192, 0, 2, 2])));
+        });
+        r.handle(
+            later,
+            ResolverInput::Udp {
+                from: s1,
+                bytes: &ans_y,
+            },
+        );
+        match drain(&mut r, later).as_slice() {
+            [ResolverOutput::Answer(id, LookupResult::Records { records, .. })] => {
+                assert_eq!(*id, y);
+                assert_eq!(records, &[a([192, 0, 2, 2])]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // y's answer again (a duplicate): stale, ignored.
+        r.handle(
+            later,
+            ResolverInput::Udp {
+                from: s1,
+                bytes: &ans_y,
+            },
+        );
+        assert!(drain(&mut r, later).is_empty());
+        // x times out at S1 and moves to S2; S1's answer to the old question is stale.
+        let t1 = now.advance(Duration::from_secs(2));
+        r.handle(t1, ResolverInput::Timeout);
+        let (s2, qx2) = one_udp(&drain(&mut r, t1));
+        assert_eq!(s2, S2.parse::<SocketAddr>().unwrap());
+        let stale = respond(&qx, |m| {
+            m.add_answer(rec("x.example.org", 60, a([192, 0, 2, 9])));
+        });
+        r.handle(
+            t1,
+            ResolverInput::Udp {
+                from: s1,
+                bytes: &stale,
+            },
+        );
+        assert!(drain(&mut r, t1).is_empty());
+        let fresh = respond(&qx2, |m| {
+            m.add_answer(rec("x.example.org", 60, a([192, 0, 2, 1])));
+        });
+        r.handle(
+            t1,
+            ResolverInput::Udp {
+                from: s2,
+                bytes: &fresh,
+            },
+        );
+        match drain(&mut r, t1).as_slice() {
+            [ResolverOutput::Answer(id, LookupResult::Records { records, .. })] => {
+                assert_eq!(*id, x);
+                assert_eq!(records, &[a([192, 0, 2, 1])]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            r.poll(t1),
+            ResolverOutput::Idle {
+                deadline: None,
+                timer: None
+            }
+        );
+    }
+
+    /// A `now` earlier than one given before is ignored: a clock stepping back neither sets a
+    /// deadline earlier than the latest time known nor makes the cache serve an expired entry.
+    #[test]
+    fn earlier_now_is_ignored() {
+        let now = now0();
+        let late = now.advance(Duration::from_secs(10));
+        let mut r = resolver(false);
+        // The machine has seen `late`; a question at `now` is asked at `late`.
+        r.handle(late, ResolverInput::Timeout);
+        let id = QueryId(1);
+        r.handle(
+            now,
+            ResolverInput::Query(id, lk("z.example.org", RecordType::A)),
+        );
+        let (server, q) = one_udp(&drain(&mut r, now));
+        assert_eq!(
+            r.poll(now),
+            ResolverOutput::Idle {
+                deadline: Some(late.mono + Duration::from_secs(2)),
+                timer: Some(ResolverTimer::Retry(id)),
+            }
+        );
+        // A timeout at the earlier `now + 2s` is early for the real deadline: nothing moves.
+        r.handle(now.advance(Duration::from_secs(2)), ResolverInput::Timeout);
+        assert!(drain(&mut r, now).is_empty());
+        // Cached for 5 seconds from `late`: an earlier `now` does not stretch the entry.
+        let resp = respond(&q, |m| {
+            m.add_answer(rec("z.example.org", 5, a([192, 0, 2, 3])));
+        });
+        r.handle(
+            late,
+            ResolverInput::Udp {
+                from: server,
+                bytes: &resp,
+            },
+        );
+        assert_eq!(drain(&mut r, late).len(), 1);
+        let after = late.advance(Duration::from_secs(6));
+        r.handle(after, ResolverInput::Timeout);
+        r.handle(
+            now,
+            ResolverInput::Query(QueryId(2), lk("z.example.org", RecordType::A)),
+        );
+        // Expired at `after`: asked on the wire again, not served from the cache.
+        assert!(matches!(
+            drain(&mut r, now).as_slice(),
+            [ResolverOutput::SendUdp { .. }]
+        ));
+    }
+
+    /// A caller's id that is still open is refused with a temporary failure, not merged
+    /// into the other question.
+    #[test]
+    fn open_query_id_is_refused() {
+        let now = now0();
+        let mut r = resolver(false);
+        r.handle(
+            now,
+            ResolverInput::Query(QueryId(5), lk("a.example.org", RecordType::A)),
+        );
+        assert_eq!(drain(&mut r, now).len(), 1);
+        r.handle(
+            now,
+            ResolverInput::Query(QueryId(5), lk("b.example.org", RecordType::A)),
+        );
+        match drain(&mut r, now).as_slice() {
+            [ResolverOutput::Answer(QueryId(5), LookupResult::TempFail(_))] => {}
+            other => panic!("{other:?}"),
+        }
+        // `query` picks an id past the caller's.
+        assert_eq!(r.query(now, lk("c.example.org", RecordType::A)), QueryId(6));
     }
 }

@@ -3,13 +3,18 @@
 //! MAIL FROM; DKIM, iprev and DNSBL after DATA, then DMARC.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::dkim::{DkimResult, DkimVerify, VerifyLimits};
 use crate::dmarc::{DmarcInput, DmarcResult, DmarcVerify};
-use crate::dns::{Check, CheckStep, Lookup, LookupResult, Record, RecordType, Round};
+use crate::dns::{
+    Check, CheckInput, CheckLimits, CheckOutput, CheckSession, CheckStep, Lookup, LookupResult,
+    Record, RecordType,
+};
 use crate::dnsbl::{DnsblCheck, DnsblStatus};
 use crate::iprev::{IprevCheck, IprevResult};
 use crate::spf::{SpfArgs, SpfCheck, SpfResult};
+use crate::{Now, Token};
 
 /// Which checks incoming delivery runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +234,61 @@ pub(crate) enum AnyCheck {
     Dmarc(Box<DmarcVerify>),
 }
 
+/// The verdict of an [`AnyCheck`].
+#[derive(Debug, Clone)]
+pub(crate) enum AnyVerdict {
+    Host(HostStatus),
+    MailDomain(MailDomainStatus),
+    Spf(SpfResult),
+    Iprev(IprevResult),
+    Dnsbl(Vec<(String, DnsblStatus)>),
+    Dkim(Vec<DkimResult>),
+    Dmarc(DmarcResult),
+}
+
+macro_rules! each {
+    ($c:expr, $x:ident => $e:expr) => {
+        match $c {
+            AnyCheck::Host($x) => $e,
+            AnyCheck::MailDomain($x) => $e,
+            AnyCheck::Spf($x) => $e,
+            AnyCheck::Iprev($x) => $e,
+            AnyCheck::Dnsbl($x) => $e,
+            AnyCheck::Dkim($x) => $e,
+            AnyCheck::Dmarc($x) => $e,
+        }
+    };
+}
+
+/// `step` of a check, its verdict wrapped in `wrap`.
+fn step_of<C: Check>(c: &mut C, wrap: fn(C::Verdict) -> AnyVerdict) -> CheckStep<AnyVerdict> {
+    match c.poll() {
+        CheckStep::Lookup(l) => CheckStep::Lookup(l),
+        CheckStep::Wait => CheckStep::Wait,
+        CheckStep::Done(v) => CheckStep::Done(wrap(v)),
+    }
+}
+
+impl Check for AnyCheck {
+    type Verdict = AnyVerdict;
+
+    fn poll(&mut self) -> CheckStep<AnyVerdict> {
+        match self {
+            AnyCheck::Host(x) => step_of(x, AnyVerdict::Host),
+            AnyCheck::MailDomain(x) => step_of(x, AnyVerdict::MailDomain),
+            AnyCheck::Spf(x) => step_of(x, AnyVerdict::Spf),
+            AnyCheck::Iprev(x) => step_of(x, AnyVerdict::Iprev),
+            AnyCheck::Dnsbl(x) => step_of(x, AnyVerdict::Dnsbl),
+            AnyCheck::Dkim(x) => step_of(x, AnyVerdict::Dkim),
+            AnyCheck::Dmarc(x) => step_of(x, AnyVerdict::Dmarc),
+        }
+    }
+
+    fn answer(&mut self, lookup: &Lookup, result: LookupResult) {
+        each!(self, x => x.answer(lookup, result))
+    }
+}
+
 /// The verdicts of finished checks.
 #[derive(Debug, Clone, Default)]
 pub struct Verdicts {
@@ -252,121 +312,92 @@ pub struct Verdicts {
     pub from_domain: Option<String>,
 }
 
-/// Several checks progressing together; their questions go out as one batch per step.
-pub(crate) struct CheckSet {
-    checks: Vec<(AnyCheck, bool)>,
-    asked: Vec<(usize, Lookup)>,
-    /// Bound on rounds, so a broken check cannot loop forever.
-    rounds: u32,
-}
+/// Questions one check may ask in one step; more come in the next step.
+const MAX_BATCH: usize = 64;
 
-macro_rules! each {
-    ($c:expr, $x:ident => $e:expr) => {
-        match $c {
-            AnyCheck::Host($x) => $e,
-            AnyCheck::MailDomain($x) => $e,
-            AnyCheck::Spf($x) => $e,
-            AnyCheck::Iprev($x) => $e,
-            AnyCheck::Dnsbl($x) => $e,
-            AnyCheck::Dkim($x) => $e,
-            AnyCheck::Dmarc($x) => $e,
-        }
-    };
+/// Steps at most, so a broken check cannot loop forever.
+const MAX_STEPS: u32 = 50;
+
+/// Several checks progressing together, each a [`CheckSession`]: their effects of one step
+/// go out as one batch (the session's own effect and deadline, `checks_timeout`), and the
+/// answers go back to each check with its effect's token.
+pub(crate) struct CheckSet {
+    sessions: Vec<CheckSession<AnyCheck>>,
+    /// The effects of the last step: which session, its token, how many lookups.
+    asked: Vec<(usize, Token, usize)>,
+    /// Steps taken.
+    steps: u32,
 }
 
 impl CheckSet {
-    pub(crate) fn new(checks: Vec<AnyCheck>) -> CheckSet {
+    /// The checks, each with `answer_timeout` as its effects' deadline (the session's
+    /// checks deadline, which ends the wait first, bounds the whole set).
+    pub(crate) fn new(checks: Vec<AnyCheck>, answer_timeout: Duration) -> CheckSet {
+        let limits = CheckLimits {
+            answer_timeout,
+            max_questions: MAX_BATCH * MAX_STEPS as usize,
+            max_batch: MAX_BATCH,
+        };
         CheckSet {
-            checks: checks.into_iter().map(|c| (c, false)).collect(),
+            sessions: checks
+                .into_iter()
+                .map(|c| CheckSession::new(c, limits))
+                .collect(),
             asked: Vec::new(),
-            rounds: 0,
+            steps: 0,
         }
     }
 
-    /// The next batch of questions, or `None` when every check is done.
-    pub(crate) fn step(&mut self) -> Option<Vec<Lookup>> {
-        self.rounds += 1;
+    /// The next batch of questions, or `None` when every check is done (or stuck).
+    pub(crate) fn step(&mut self, now: Now) -> Option<Vec<Lookup>> {
+        self.steps += 1;
         let mut out = Vec::new();
-        for (i, (c, done)) in self.checks.iter_mut().enumerate() {
-            if *done {
-                continue;
-            }
-            match each!(c, x => match crate::dns::round(x, 64) {
-                Round::Ask(qs) => Some(qs),
-                Round::Done(_) => None,
-            }) {
-                Some(qs) => {
-                    self.asked.extend(qs.iter().map(|l| (i, l.clone())));
-                    out.extend(qs);
-                }
-                None => *done = true,
+        for (i, s) in self.sessions.iter_mut().enumerate() {
+            if let CheckOutput::Effect(token, qs) = s.poll(now) {
+                self.asked.push((i, token, qs.len()));
+                out.extend(qs);
             }
         }
-        if out.is_empty() || self.rounds > 50 {
+        if out.is_empty() || self.steps > MAX_STEPS {
             // Everything done, or stuck: checks still waiting get no more answers.
+            self.asked.clear();
             return None;
         }
         Some(out)
     }
 
     /// Answers to the last batch, in order.
-    pub(crate) fn answer(&mut self, results: Vec<LookupResult>) {
-        let asked = std::mem::take(&mut self.asked);
+    pub(crate) fn answer(&mut self, now: Now, results: Vec<LookupResult>) {
         let mut results = results.into_iter();
-        for (i, l) in asked {
-            let r = results
-                .next()
-                .unwrap_or_else(|| LookupResult::TempFail("no answer".into()));
-            if let Some((c, _)) = self.checks.get_mut(i) {
-                each!(c, x => x.answer(&l, r));
+        for (i, token, n) in std::mem::take(&mut self.asked) {
+            let mine: Vec<LookupResult> = results.by_ref().take(n).collect();
+            if let Some(s) = self.sessions.get_mut(i) {
+                s.handle(now, CheckInput::Answered(token, mine));
             }
         }
     }
 
-    /// Moves the verdicts of finished checks into `v`.
+    /// Moves the verdicts of finished checks into `v`; a check without one counts as a
+    /// temporary failure where the verdict has one.
     pub(crate) fn collect(self, v: &mut Verdicts) {
-        for (mut c, _) in self.checks {
-            match &mut c {
-                AnyCheck::Host(x) => {
-                    if let CheckStep::Done(s) = x.poll() {
-                        v.ehlo = Some(s);
-                    } else {
-                        v.ehlo = Some(HostStatus::TempFail);
-                    }
+        for s in self.sessions {
+            if let AnyCheck::Spf(x) = s.check() {
+                v.spf_args = Some(x.args().clone());
+            }
+            match (s.check(), s.verdict().cloned()) {
+                (_, Some(AnyVerdict::Host(r))) => v.ehlo = Some(r),
+                (AnyCheck::Host(_), _) => v.ehlo = Some(HostStatus::TempFail),
+                (_, Some(AnyVerdict::MailDomain(r))) => v.mail_domain = Some(r),
+                (AnyCheck::MailDomain(_), _) => v.mail_domain = Some(MailDomainStatus::TempFail),
+                (_, Some(AnyVerdict::Spf(r))) => v.spf = Some(r),
+                (_, Some(AnyVerdict::Iprev(r))) => v.iprev = Some(r),
+                (AnyCheck::Iprev(_), _) => {
+                    v.iprev = Some(IprevResult::TempError("no answer".into()))
                 }
-                AnyCheck::MailDomain(x) => {
-                    v.mail_domain = Some(match x.poll() {
-                        CheckStep::Done(s) => s,
-                        _ => MailDomainStatus::TempFail,
-                    })
-                }
-                AnyCheck::Spf(x) => {
-                    v.spf_args = Some(x.args().clone());
-                    if let CheckStep::Done(r) = x.poll() {
-                        v.spf = Some(r);
-                    }
-                }
-                AnyCheck::Iprev(x) => {
-                    v.iprev = Some(match x.poll() {
-                        CheckStep::Done(r) => r,
-                        _ => IprevResult::TempError("no answer".into()),
-                    })
-                }
-                AnyCheck::Dnsbl(x) => {
-                    if let CheckStep::Done(r) = x.poll() {
-                        v.dnsbl = Some(r);
-                    }
-                }
-                AnyCheck::Dkim(x) => {
-                    if let CheckStep::Done(r) = x.poll() {
-                        v.dkim = Some(r);
-                    }
-                }
-                AnyCheck::Dmarc(x) => {
-                    if let CheckStep::Done(r) = x.poll() {
-                        v.dmarc = Some(r);
-                    }
-                }
+                (_, Some(AnyVerdict::Dnsbl(r))) => v.dnsbl = Some(r),
+                (_, Some(AnyVerdict::Dkim(r))) => v.dkim = Some(r),
+                (_, Some(AnyVerdict::Dmarc(r))) => v.dmarc = Some(r),
+                _ => {}
             }
         }
     }

@@ -261,7 +261,7 @@ impl ServerSession {
             let deadline = now.mono + self.config.checks_timeout;
             return self.run_checks(
                 now,
-                CheckSet::new(list),
+                CheckSet::new(list, self.config.checks_timeout),
                 AfterChecks::Mail { hello, txn },
                 deadline,
             );

@@ -132,7 +132,7 @@ impl ServerSession {
                 },
                 Completion::Dns(results),
             ) => {
-                set.answer(results);
+                set.answer(now, results);
                 self.run_checks(now, set, after, deadline)
             }
             (
@@ -307,7 +307,7 @@ impl ServerSession {
         after: AfterChecks,
         deadline: std::time::Instant,
     ) -> State {
-        match set.step() {
+        match set.step(now) {
             Some(lookups) => {
                 let pending = Pending::Checks {
                     set,
@@ -357,7 +357,12 @@ impl ServerSession {
                             verdicts,
                             dmarc: true,
                         };
-                        return self.run_checks(now, CheckSet::new(vec![check]), after, deadline);
+                        return self.run_checks(
+                            now,
+                            CheckSet::new(vec![check], self.config.checks_timeout),
+                            after,
+                            deadline,
+                        );
                     }
                 }
                 let headers = checks::auth_headers(&self.config.hostname, self.peer.ip, &verdicts);

@@ -386,7 +386,12 @@ impl ServerSession {
                 verdicts: Box::new(txn.verdicts),
                 dmarc: false,
             };
-            return self.run_checks(now, CheckSet::new(list), after, deadline);
+            return self.run_checks(
+                now,
+                CheckSet::new(list, self.config.checks_timeout),
+                after,
+                deadline,
+            );
         }
         let Some(f) = from_header else {
             return self.store(now, hello, t);

@@ -31,7 +31,7 @@
 //!   digest of the right length) are usable; PKIX-TA(0)/PKIX-EE(1) are not (3.1.3). A
 //!   secure RRset with no usable record: TLS is mandatory but not authenticated (2.2).
 
-use crate::dns::{LookupResult, Record};
+use crate::dns::{run_sync, Check, CheckStep, Lookup, LookupResult, Record, RecordType};
 use crate::tls::Tlsa;
 
 /// The TLSA query name for SMTP on port 25 at `base`: `_25._tcp.BASE`.
@@ -239,21 +239,63 @@ impl DaneInput {
         Verdict(Insecure(InsecureReason::NoTlsa))
     }
 
-    /// Runs [`DaneInput::step`] to the verdict with a lookup function (tests, tools).
-    pub fn evaluate(mut self, mut lookup: impl FnMut(&str) -> LookupResult) -> DaneVerdict {
-        // At most one lookup per candidate (two): the loop is bounded.
-        for _ in 0..4 {
-            match self.step() {
-                DaneStep::Verdict(v) => return v,
-                DaneStep::LookupTlsa(name) => {
-                    let a = lookup(&name);
-                    self.tlsa.push(a);
-                }
+    /// Runs [`DaneInput::step`] to the verdict with a lookup function (tests, tools), as a
+    /// [`DaneCheck`] through [`run_sync`].
+    pub fn evaluate(self, mut lookup: impl FnMut(&str) -> LookupResult) -> DaneVerdict {
+        let name = tlsa_name(&self.mx_host);
+        // At most one lookup per candidate (two): the run is bounded.
+        run_sync(&mut DaneCheck::new(self), |l| lookup(&l.name), 4).unwrap_or(
+            DaneVerdict::TempFail {
+                name,
+                reason: "too many lookups".into(),
+            },
+        )
+    }
+}
+
+/// [`DaneInput`] as a DNS [`Check`], so the drivers of checks
+/// ([`crate::dns::CheckSession`], [`run_sync`]) run it: each TLSA question is asked once
+/// and its answer pushed to [`DaneInput::tlsa`].
+#[derive(Clone, Debug)]
+pub struct DaneCheck {
+    input: DaneInput,
+    /// TLSA questions asked so far (answered ones are in `input.tlsa`).
+    asked: usize,
+}
+
+impl DaneCheck {
+    /// The check for `input` (its TLSA answers so far count as asked).
+    pub fn new(input: DaneInput) -> DaneCheck {
+        let asked = input.tlsa.len();
+        DaneCheck { input, asked }
+    }
+
+    /// The facts gathered so far.
+    pub fn input(&self) -> &DaneInput {
+        &self.input
+    }
+}
+
+impl Check for DaneCheck {
+    type Verdict = DaneVerdict;
+
+    fn poll(&mut self) -> CheckStep<DaneVerdict> {
+        match self.input.step() {
+            DaneStep::Verdict(v) => CheckStep::Done(v),
+            DaneStep::LookupTlsa(_) if self.asked > self.input.tlsa.len() => CheckStep::Wait,
+            DaneStep::LookupTlsa(name) => {
+                self.asked += 1;
+                CheckStep::Lookup(Lookup {
+                    name,
+                    rtype: RecordType::Tlsa,
+                })
             }
         }
-        DaneVerdict::TempFail {
-            name: tlsa_name(&self.mx_host),
-            reason: "too many lookups".into(),
+    }
+
+    fn answer(&mut self, lookup: &Lookup, result: LookupResult) {
+        if lookup.rtype == RecordType::Tlsa && self.asked > self.input.tlsa.len() {
+            self.input.tlsa.push(result);
         }
     }
 }
@@ -497,6 +539,49 @@ mod tests {
         assert_eq!(s.base_domain, "b.host.example");
         assert_eq!(s.names, vec!["b.host.example", "mx.dane.example"]);
         assert_eq!(tlsa_name("x.example."), "_25._tcp.x.example");
+    }
+
+    /// DANE in the session shape: the TLSA questions come as effects with tokens, one
+    /// candidate at a time (expanded name first, then the MX host name after a secure
+    /// denial), and the verdict is the one `evaluate` gives.
+    #[test]
+    fn dane_check_as_a_session() {
+        use crate::dns::{CheckInput, CheckLimits, CheckOutput, CheckSession};
+        #[allow(clippy::disallowed_methods)]
+        let now = crate::Now {
+            mono: std::time::Instant::now(),
+            wall: crate::UnixTime(1_700_000_000),
+        };
+        let input = DaneInput::new(
+            "mx.dane.example",
+            true,
+            addr(&["b.host.example"], true),
+            true,
+        );
+        let mut s = CheckSession::new(DaneCheck::new(input), CheckLimits::default());
+        let CheckOutput::Effect(t0, q0) = s.poll(now) else {
+            panic!("expected the first TLSA effect");
+        };
+        assert_eq!(q0.len(), 1);
+        assert_eq!(q0[0].name, "_25._tcp.b.host.example");
+        assert_eq!(q0[0].rtype, RecordType::Tlsa);
+        assert!(matches!(s.poll(now), CheckOutput::Idle { .. }));
+        s.handle(now, CheckInput::Answered(t0, vec![LookupResult::NxDomain]));
+        let CheckOutput::Effect(t1, q1) = s.poll(now) else {
+            panic!("expected the second TLSA effect");
+        };
+        assert_ne!(t1, t0);
+        assert_eq!(q1[0].name, "_25._tcp.mx.dane.example");
+        s.handle(
+            now,
+            CheckInput::Answered(t1, vec![secure(vec![tlsa(3, 1, 1, 32)])]),
+        );
+        match s.poll(now) {
+            CheckOutput::Done(DaneVerdict::Secure(d)) => {
+                assert_eq!(d.base_domain, "mx.dane.example")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     proptest! {

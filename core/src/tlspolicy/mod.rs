@@ -38,7 +38,7 @@ pub mod session;
 pub mod tlsrpt;
 
 pub use dane::{
-    is_usable, tlsa_name, AddressFacts, DaneInput, DaneSecure, DaneStep, DaneVerdict,
+    is_usable, tlsa_name, AddressFacts, DaneCheck, DaneInput, DaneSecure, DaneStep, DaneVerdict,
     InsecureReason,
 };
 pub use mtasts::{
