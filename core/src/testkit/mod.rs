@@ -157,3 +157,9 @@ pub(crate) fn smuggling_vectors() -> Vec<(String, Vec<u8>)> {
     );
     out
 }
+
+pub(crate) mod pair;
+#[cfg(test)]
+mod pair_tests;
+
+pub(crate) use pair::{Dir, Pair};
