@@ -180,3 +180,24 @@ fn corrupted_tls_record_never_accepted() {
         writes.len() - tls_from
     );
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Any seed and chunk size: the delivery over STARTTLS succeeds and the message
+        /// arrives as sent.
+        #[test]
+        fn delivery_any_seed_any_chunk(seed: u64, max_chunk in 0usize..200) {
+            let mut p = smtp_pair(seed, max_chunk);
+            p.run();
+            prop_assert!(p.closed());
+            prop_assert!(p.client.failed.is_none(), "{:?}", p.client.failed);
+            prop_assert_eq!(p.server.stored.len(), 1);
+            prop_assert!(stored_intact(&p));
+        }
+    }
+}
