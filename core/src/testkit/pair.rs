@@ -17,7 +17,7 @@ use crate::rng::Rng;
 use crate::time::Now;
 
 /// One end of a [`Pair`]: a machine with whatever answers its effects.
-pub(crate) trait Endpoint {
+pub trait Endpoint {
     /// Offers the received bytes not consumed so far; returns how many were consumed.
     fn receive(&mut self, now: Now, data: &[u8]) -> usize;
     /// The other side closed its side of the connection.
@@ -30,7 +30,7 @@ pub(crate) trait Endpoint {
 
 /// Where an [`Endpoint::drive`] left the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ran {
+pub enum Ran {
     /// Waiting for input or the deadline.
     Idle(Option<Instant>),
     /// The machine closed the connection (or is done with it).
@@ -39,7 +39,7 @@ pub(crate) enum Ran {
 
 /// The direction of bytes on the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dir {
+pub enum Dir {
     /// Written by the client, read by the server.
     ToServer,
     /// Written by the server, read by the client.
@@ -48,7 +48,7 @@ pub(crate) enum Dir {
 
 /// A hook that sees every write before it is put on the link and may change it: drop it
 /// (clear), corrupt bytes or inject more.
-pub(crate) type Tamper = Box<dyn FnMut(Dir, &mut Vec<u8>)>;
+pub type Tamper = Box<dyn FnMut(Dir, &mut Vec<u8>)>;
 
 /// One direction of the link and the state of the end that writes into it.
 #[derive(Default)]
@@ -66,13 +66,13 @@ struct Link {
 }
 
 /// A client and a server machine connected by an in-memory link.
-pub(crate) struct Pair<C, S> {
+pub struct Pair<C, S> {
     /// The client end.
-    pub(crate) client: C,
+    pub client: C,
     /// The server end.
-    pub(crate) server: S,
+    pub server: S,
     /// The virtual clock both ends share.
-    pub(crate) clock: TestClock,
+    pub clock: TestClock,
     rng: Rng,
     /// Most bytes delivered at once; 0 delivers everything written so far.
     max_chunk: usize,
@@ -80,13 +80,13 @@ pub(crate) struct Pair<C, S> {
     to_server: Link,
     to_client: Link,
     /// Every byte put on the link, per direction (after tampering).
-    pub(crate) wire_log: [Vec<u8>; 2],
+    pub wire_log: [Vec<u8>; 2],
 }
 
 impl<C: Endpoint, S: Endpoint> Pair<C, S> {
     /// Connects `client` and `server`, both created at `clock`'s time. Bytes are delivered
     /// in chunks of 1 to `max_chunk` bytes chosen with `seed` (0: whole writes).
-    pub(crate) fn new(client: C, server: S, clock: TestClock, seed: u64, max_chunk: usize) -> Self {
+    pub fn new(client: C, server: S, clock: TestClock, seed: u64, max_chunk: usize) -> Self {
         Pair {
             client,
             server,
@@ -101,30 +101,30 @@ impl<C: Endpoint, S: Endpoint> Pair<C, S> {
     }
 
     /// Sets the tamper hook (see [`Tamper`]).
-    pub(crate) fn tamper(mut self, hook: impl FnMut(Dir, &mut Vec<u8>) + 'static) -> Self {
+    pub fn tamper(mut self, hook: impl FnMut(Dir, &mut Vec<u8>) + 'static) -> Self {
         self.tamper = Some(Box::new(hook));
         self
     }
 
     /// Whether both ends have closed.
-    pub(crate) fn closed(&self) -> bool {
+    pub fn closed(&self) -> bool {
         self.to_server.writer_closed && self.to_client.writer_closed
     }
 
     /// Whether the client has closed.
-    pub(crate) fn client_closed(&self) -> bool {
+    pub fn client_closed(&self) -> bool {
         self.to_server.writer_closed
     }
 
     /// Whether the server has closed.
-    pub(crate) fn server_closed(&self) -> bool {
+    pub fn server_closed(&self) -> bool {
         self.to_client.writer_closed
     }
 
     /// One round: both ends run, a chunk moves each way, closes are delivered; when
     /// nothing moved, time jumps to the earliest deadline and its end times out. Returns
     /// false when nothing can happen any more (both closed, or no bytes and no deadline).
-    pub(crate) fn step(&mut self) -> bool {
+    pub fn step(&mut self) -> bool {
         let now = self.clock.now();
         let mut moved = false;
         // Run both ends and put their writes on the link.
@@ -218,13 +218,13 @@ impl<C: Endpoint, S: Endpoint> Pair<C, S> {
     }
 
     /// Steps until nothing can happen any more; panics after a bounded number of steps.
-    pub(crate) fn run(&mut self) {
+    pub fn run(&mut self) {
         self.run_until(|_| false);
     }
 
     /// Steps until `done` holds or nothing can happen any more; returns whether `done`
     /// held. Panics after a bounded number of steps.
-    pub(crate) fn run_until(&mut self, mut done: impl FnMut(&Self) -> bool) -> bool {
+    pub fn run_until(&mut self, mut done: impl FnMut(&Self) -> bool) -> bool {
         for _ in 0..100_000 {
             if done(self) {
                 return true;
@@ -239,22 +239,22 @@ impl<C: Endpoint, S: Endpoint> Pair<C, S> {
 
 /// The SMTP client session with deliveries to make: each is handed over once the session
 /// is ready (after the previous one's result), then QUIT.
-pub(crate) struct SmtpClient {
+pub struct SmtpClient {
     /// The session.
-    pub(crate) s: crate::client::ClientSession,
+    pub s: crate::client::ClientSession,
     /// Deliveries not handed over yet.
-    pub(crate) deliveries: VecDeque<crate::client::Delivery>,
+    pub deliveries: VecDeque<crate::client::Delivery>,
     /// Every event.
-    pub(crate) events: Vec<crate::client::Event>,
+    pub events: Vec<crate::client::Event>,
     /// The result of each delivery.
-    pub(crate) outcomes: Vec<crate::client::Outcome>,
+    pub outcomes: Vec<crate::client::Outcome>,
     /// Why the session failed, if it did.
-    pub(crate) failed: Option<crate::client::ClientError>,
+    pub failed: Option<crate::client::ClientError>,
 }
 
 impl SmtpClient {
     /// A client session for `config` that makes `deliveries`.
-    pub(crate) fn new(
+    pub fn new(
         config: crate::client::ClientConfig,
         deliveries: Vec<crate::client::Delivery>,
         now: Now,
@@ -319,19 +319,19 @@ impl Endpoint for SmtpClient {
 }
 
 /// Answers a server session's effects.
-pub(crate) type SmtpWorld = Box<dyn FnMut(&crate::server::Effect) -> crate::server::Completion>;
+pub type SmtpWorld = Box<dyn FnMut(&crate::server::Effect) -> crate::server::Completion>;
 
 /// The SMTP server session with a world that answers its effects.
-pub(crate) struct SmtpServer {
+pub struct SmtpServer {
     /// The session.
-    pub(crate) s: crate::server::ServerSession,
+    pub s: crate::server::ServerSession,
     world: SmtpWorld,
     /// Every event.
-    pub(crate) events: Vec<crate::server::Event>,
+    pub events: Vec<crate::server::Event>,
     /// Transactions the session asked to store.
-    pub(crate) stored: Vec<crate::server::Transaction>,
+    pub stored: Vec<crate::server::Transaction>,
     /// The session's error, if `handle` returned one.
-    pub(crate) error: Option<String>,
+    pub error: Option<String>,
     spools: std::collections::HashMap<crate::server::SpoolId, Vec<u8>>,
 }
 
@@ -339,7 +339,7 @@ impl SmtpServer {
     /// A server session for `config` whose effects are all accepted (DNS from an empty
     /// zone, spools in memory, every store delivered) unless `world` answers them: it is
     /// asked first and may return `None` for the default.
-    pub(crate) fn new(
+    pub fn new(
         config: crate::server::ServerConfig,
         now: Now,
         world: Option<SmtpWorld>,
@@ -395,7 +395,7 @@ impl SmtpServer {
 }
 
 /// The default SMTP world: everything accepted, no credentials, an empty DNS zone.
-pub(crate) fn accept_all(e: &crate::server::Effect) -> crate::server::Completion {
+pub fn accept_all(e: &crate::server::Effect) -> crate::server::Completion {
     use crate::server::{
         Completion, CredentialsAnswer, Effect, PasswordCheck, SpoolAnswer, StoreOutcome, Verdict,
     };
@@ -450,9 +450,9 @@ impl Endpoint for SmtpServer {
 }
 
 /// The HTTPS fetch machine; its connect effect succeeds at once.
-pub(crate) struct HttpFetch {
+pub struct HttpFetch {
     /// The machine.
-    pub(crate) f: crate::http::fetch::HttpsFetch,
+    pub f: crate::http::fetch::HttpsFetch,
 }
 
 impl Endpoint for HttpFetch {
@@ -487,22 +487,22 @@ impl Endpoint for HttpFetch {
 }
 
 /// Answers an HTTP server session's requests.
-pub(crate) type Route = Box<dyn FnMut(&crate::http::RequestHead, &[u8]) -> crate::http::Response>;
+pub type Route = Box<dyn FnMut(&crate::http::RequestHead, &[u8]) -> crate::http::Response>;
 
 /// The HTTP server session with a route that answers its requests.
-pub(crate) struct HttpServer {
+pub struct HttpServer {
     /// The session.
-    pub(crate) s: crate::http::server::HttpServerSession,
+    pub s: crate::http::server::HttpServerSession,
     route: Route,
     /// The requests seen, in order.
-    pub(crate) seen: Vec<crate::http::RequestHead>,
+    pub seen: Vec<crate::http::RequestHead>,
     /// Every event.
-    pub(crate) events: Vec<crate::http::server::Event>,
+    pub events: Vec<crate::http::server::Event>,
 }
 
 impl HttpServer {
     /// A session for `config` answering with `route`.
-    pub(crate) fn new(
+    pub fn new(
         config: crate::http::server::ServerConfig,
         now: Now,
         route: impl FnMut(&crate::http::RequestHead, &[u8]) -> crate::http::Response + 'static,
