@@ -180,13 +180,22 @@ impl<C: Endpoint, S: Endpoint> Pair<C, S> {
                 link.unread.extend(link.wire.drain(..n));
                 moved = true;
             }
+            let mut stalled = false;
             if !link.unread.is_empty() {
                 let n = reader.receive(now, &link.unread);
                 if n > 0 {
                     link.unread.drain(..n.min(link.unread.len()));
                     moved = true;
+                } else {
+                    stalled = true;
                 }
-            } else if link.wire.is_empty() && link.writer_closed && !link.eof_delivered {
+            }
+            // The close follows the last byte, or comes while the reader holds bytes back.
+            if (link.unread.is_empty() || stalled)
+                && link.wire.is_empty()
+                && link.writer_closed
+                && !link.eof_delivered
+            {
                 link.eof_delivered = true;
                 reader.peer_closed(now);
                 moved = true;
