@@ -61,8 +61,8 @@ pub mod sasl;
 pub mod server;
 pub mod smtp;
 pub mod spf;
-#[cfg(test)]
-pub(crate) mod testkit;
+#[cfg(any(test, feature = "testing"))]
+pub mod testkit;
 pub mod time;
 pub mod timer;
 pub mod tls;

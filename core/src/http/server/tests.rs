@@ -491,95 +491,38 @@ fn bad_caller_response() {
     assert!(!got.contains("Injected"), "{got}");
 }
 
-/// Moves bytes between a fetch and a server session until the fetch is done, answering the
-/// server's requests with `route`.
+/// Runs a fetch against a server session through the testkit's [`testkit::Pair`] until
+/// the fetch is done, answering the server's requests with `route`; bytes move in chunks
+/// of up to `max_chunk` (0: whole writes).
+fn pair_chunked(
+    fetch_cfg: FetchConfig,
+    req: &FetchRequest,
+    server_cfg: ServerConfig,
+    route: impl Fn(&RequestHead, &[u8]) -> Response + 'static,
+    seed: u64,
+    max_chunk: usize,
+) -> (Result<Response, fetch::FetchError>, Vec<RequestHead>) {
+    let clock = TestClock::new();
+    let client = testkit::pair::HttpFetch {
+        f: HttpsFetch::new(Arc::new(fetch_cfg), req, clock.now()),
+    };
+    let server = testkit::pair::HttpServer::new(server_cfg, clock.now(), route);
+    let mut p = testkit::Pair::new(client, server, clock, seed, max_chunk);
+    assert!(
+        p.run_until(|p| p.client.f.result().is_some()),
+        "fetch did not finish"
+    );
+    (p.client.f.take_result().unwrap(), p.server.seen)
+}
+
+/// [`pair_chunked`] with whole writes.
 fn pair(
     fetch_cfg: FetchConfig,
     req: &FetchRequest,
     server_cfg: ServerConfig,
-    route: impl Fn(&RequestHead, &[u8]) -> Response,
+    route: impl Fn(&RequestHead, &[u8]) -> Response + 'static,
 ) -> (Result<Response, fetch::FetchError>, Vec<RequestHead>) {
-    let mut clock = TestClock::new();
-    let mut f = HttpsFetch::new(Arc::new(fetch_cfg), req, clock.now());
-    let mut s = HttpServerSession::new(Arc::new(server_cfg), clock.now()).unwrap();
-    let mut seen = Vec::new();
-    let (mut connected, mut s_closed, mut f_closed) = (false, false, false);
-    for _ in 0..10_000 {
-        let mut c2s = Vec::new();
-        let f_deadline;
-        loop {
-            match f.poll(clock.now(), &mut c2s) {
-                fetch::Output::Transmit => {}
-                fetch::Output::Effect(t, _) => {
-                    connected = true;
-                    f.handle(
-                        clock.now(),
-                        fetch::Input::Completed(t, fetch::Completion::Connected),
-                    );
-                }
-                fetch::Output::Close => f_closed = true,
-                fetch::Output::Idle { deadline, .. } => {
-                    f_deadline = deadline;
-                    break;
-                }
-                fetch::Output::Done => return (f.take_result().unwrap(), seen),
-            }
-        }
-        let mut progressed = false;
-        if connected && !c2s.is_empty() && !s_closed {
-            progressed = true;
-            let mut off = 0;
-            while off < c2s.len() {
-                let n = s.handle(clock.now(), Input::Received(&c2s[off..]));
-                if n == 0 {
-                    break;
-                }
-                off += n;
-            }
-        }
-        if f_closed && !s_closed {
-            s.handle(clock.now(), Input::Closed);
-        }
-        let mut s2c = Vec::new();
-        loop {
-            match s.poll(clock.now(), &mut s2c) {
-                Output::Transmit => {}
-                Output::Effect(t, Effect::Request { head, body }) => {
-                    let r = route(&head, &body);
-                    seen.push(head);
-                    s.handle(clock.now(), Input::Completed(t, Completion::Response(r)));
-                }
-                Output::Idle { .. } => break,
-                Output::Event(_) => {}
-                Output::Close => {
-                    if !s_closed {
-                        s_closed = true;
-                        progressed = true;
-                    }
-                    break;
-                }
-            }
-        }
-        if !s2c.is_empty() {
-            progressed = true;
-            let mut off = 0;
-            while off < s2c.len() {
-                let n = f.handle(clock.now(), fetch::Input::Received(&s2c[off..]));
-                if n == 0 {
-                    break;
-                }
-                off += n;
-            }
-        }
-        if s_closed && s2c.is_empty() {
-            f.handle(clock.now(), fetch::Input::Closed);
-        }
-        if !progressed {
-            clock.set_mono(f_deadline.expect("stuck"));
-            f.handle(clock.now(), fetch::Input::Timeout);
-        }
-    }
-    panic!("pair did not finish");
+    pair_chunked(fetch_cfg, req, server_cfg, route, 1, 0)
 }
 
 /// The fetch machine against the server session over implicit TLS (the MTA-STS policy
@@ -595,7 +538,7 @@ fn fetch_from_server_over_tls() {
         FetchConfig::mta_sts(testkit::client_tls()),
         &FetchRequest::get("https://mox.example/.well-known/mta-sts.txt"),
         server_cfg.clone(),
-        |h, _| {
+        move |h, _| {
             if h.target == "/.well-known/mta-sts.txt" {
                 Response::new(200, "text/plain", policy)
             } else {
@@ -641,6 +584,75 @@ fn fetch_from_server_over_tls() {
     );
     assert_eq!(r.unwrap().status, 413);
     assert!(seen.is_empty());
+}
+
+/// The policy fetch over TLS with the bytes in random chunks (down to one byte): the
+/// same request and the same policy whatever the split.
+#[test]
+fn fetch_from_server_any_chunking() {
+    let policy = "version: STSv1\r\nmode: enforce\r\nmx: mx.mox.example\r\nmax_age: 86400\r\n";
+    let server_cfg = ServerConfig {
+        tls: Some(testkit::server_tls()),
+        ..ServerConfig::new()
+    };
+    for (seed, max_chunk) in [(1, 1), (2, 3), (3, 17), (4, 500)] {
+        let (r, seen) = pair_chunked(
+            FetchConfig::mta_sts(testkit::client_tls()),
+            &FetchRequest::get("https://mox.example/.well-known/mta-sts.txt"),
+            server_cfg.clone(),
+            move |_, _| Response::new(200, "text/plain", policy),
+            seed,
+            max_chunk,
+        );
+        assert_eq!(seen.len(), 1, "seed {seed}");
+        let p = fetch::sts_policy(&r).unwrap();
+        assert_eq!(p.max_age, 86400, "seed {seed}");
+    }
+}
+
+/// A flipped bit in a record the server sends (its handshake flight, or the flight with
+/// the response): the fetch fails with an error, it never yields a response. A damaged
+/// record after the response (the close_notify) does not undo the fetch.
+#[test]
+fn fetch_corrupted_response_fails() {
+    let server_cfg = ServerConfig {
+        tls: Some(testkit::server_tls()),
+        ..ServerConfig::new()
+    };
+    for target in 0..4 {
+        let clock = TestClock::new();
+        let client = testkit::pair::HttpFetch {
+            f: HttpsFetch::new(
+                Arc::new(FetchConfig::mta_sts(testkit::client_tls())),
+                &FetchRequest::get("https://mox.example/.well-known/mta-sts.txt"),
+                clock.now(),
+            ),
+        };
+        let server = testkit::pair::HttpServer::new(server_cfg.clone(), clock.now(), |_, _| {
+            Response::new(200, "text/plain", "version: STSv1\r\n")
+        });
+        let mut n = 0;
+        let mut p = testkit::Pair::new(client, server, clock, 1, 0).tamper(move |dir, bytes| {
+            if dir == testkit::Dir::ToClient {
+                if n == target {
+                    let at = bytes.len() - 1;
+                    bytes[at] ^= 0x01;
+                }
+                n += 1;
+            }
+        });
+        assert!(
+            p.run_until(|p| p.client.f.result().is_some()),
+            "write {target}"
+        );
+        let r = p.client.f.take_result().unwrap();
+        match target {
+            // The handshake flight and the flight with the response.
+            0 | 1 => assert!(r.is_err(), "write {target}: {r:?}"),
+            // After the response (the close_notify): the fetch is already done.
+            _ => assert_eq!(r.unwrap().body, b"version: STSv1\r\n", "write {target}"),
+        }
+    }
 }
 
 /// With TLS: a client that speaks plain HTTP gets no HTTP answer and the session closes;

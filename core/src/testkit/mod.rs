@@ -1,5 +1,8 @@
 //! Test support shared by the machine tests: a virtual clock, TLS configs with a
-//! self-signed certificate, and the shared test vectors.
+//! self-signed certificate, the shared test vectors, and the [`Pair`] that runs a client
+//! and a server machine against each other ([`pair`]). Compiled for core's own tests and,
+//! with the `testing` feature, for the tests of other crates; never part of a release
+//! build.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,7 +18,7 @@ use crate::time::{Now, UnixTime};
 
 /// Virtual time: starts at a fixed wall time and only moves when told.
 #[derive(Debug, Clone)]
-pub(crate) struct TestClock {
+pub struct TestClock {
     base: Instant,
     mono: Instant,
     wall0: UnixTime,
@@ -23,7 +26,7 @@ pub(crate) struct TestClock {
 
 impl TestClock {
     /// A clock at 2026-11-22T02:41:08Z.
-    pub(crate) fn new() -> TestClock {
+    pub fn new() -> TestClock {
         let base = Instant::now();
         TestClock {
             base,
@@ -33,7 +36,7 @@ impl TestClock {
     }
 
     /// The current virtual time.
-    pub(crate) fn now(&self) -> Now {
+    pub fn now(&self) -> Now {
         let elapsed = self.mono.duration_since(self.base);
         Now {
             mono: self.mono,
@@ -42,12 +45,12 @@ impl TestClock {
     }
 
     /// Moves time forward by `d`.
-    pub(crate) fn advance(&mut self, d: Duration) {
+    pub fn advance(&mut self, d: Duration) {
         self.mono += d;
     }
 
     /// Moves monotonic time to `at` (never backwards).
-    pub(crate) fn set_mono(&mut self, at: Instant) {
+    pub fn set_mono(&mut self, at: Instant) {
         if at > self.mono {
             self.mono = at;
         }
@@ -81,17 +84,17 @@ fn pki() -> &'static Pki {
 }
 
 /// A server TLS config for `mox.example` with a self-signed certificate.
-pub(crate) fn server_tls() -> Arc<rustls::ServerConfig> {
+pub fn server_tls() -> Arc<rustls::ServerConfig> {
     Arc::clone(&pki().server)
 }
 
 /// The DER certificate of [`server_tls`] (for DANE records).
-pub(crate) fn server_cert_der() -> Vec<u8> {
+pub fn server_cert_der() -> Vec<u8> {
     pki().cert_der.clone()
 }
 
 /// A client TLS config that trusts exactly the certificate of [`server_tls`].
-pub(crate) fn client_tls() -> Arc<rustls::ClientConfig> {
+pub fn client_tls() -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(
@@ -107,7 +110,7 @@ pub(crate) fn client_tls() -> Arc<rustls::ClientConfig> {
 }
 
 /// Where the shared test material lives (`../shared/vectors` next to the repository).
-pub(crate) fn vectors_dir() -> std::path::PathBuf {
+pub fn vectors_dir() -> std::path::PathBuf {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for up in [
         manifest.join("../../shared/vectors"),
@@ -121,7 +124,7 @@ pub(crate) fn vectors_dir() -> std::path::PathBuf {
 }
 
 /// The fake end-of-data sequences from `smtp-smuggling/smuggling_vectors.json`, named.
-pub(crate) fn smuggling_vectors() -> Vec<(String, Vec<u8>)> {
+pub fn smuggling_vectors() -> Vec<(String, Vec<u8>)> {
     let text = std::fs::read_to_string(vectors_dir().join("smtp-smuggling/smuggling_vectors.json"))
         .unwrap();
     // A tiny extraction of the JSON string values that are sequences (short, only CR, LF,
@@ -157,3 +160,9 @@ pub(crate) fn smuggling_vectors() -> Vec<(String, Vec<u8>)> {
     );
     out
 }
+
+pub mod pair;
+#[cfg(test)]
+mod pair_tests;
+
+pub use pair::{Dir, Pair};
