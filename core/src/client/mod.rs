@@ -41,7 +41,7 @@ use crate::smtp::{
 };
 use crate::time::Now;
 use crate::timer::TimerTable;
-use crate::tls::{ClientVerify, TlsFailure, TlsInfo, TlsLayer, Tlsa};
+use crate::tls::{ClientVerify, TlsFailure, TlsInfo, TlsLayer, Tlsa, VerifyReport};
 
 /// Whether and how STARTTLS is used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +66,12 @@ pub enum Verify {
     Dane(Vec<Tlsa>),
     /// No verification (opportunistic TLS accepts any certificate, RFC 7435).
     None,
+    /// PKIX from these roots (path and `remote_hostname`), but a failure does not stop the
+    /// session: it is reported ([`Event::VerifyFailed`]) and TLS is used anyway (MTA-STS
+    /// `testing`, `TLS-Required: No` with roots configured).
+    PkixReport(Arc<rustls::RootCertStore>),
+    /// DANE as [`Verify::Dane`], a failure reported as for [`Verify::PkixReport`].
+    DaneReport(Vec<Tlsa>),
 }
 
 impl fmt::Debug for Verify {
@@ -75,6 +81,8 @@ impl fmt::Debug for Verify {
             Verify::IgnoreErrors => f.write_str("IgnoreErrors"),
             Verify::Dane(r) => write!(f, "Dane({} records)", r.len()),
             Verify::None => f.write_str("None"),
+            Verify::PkixReport(_) => f.write_str("PkixReport"),
+            Verify::DaneReport(r) => write!(f, "DaneReport({} records)", r.len()),
         }
     }
 }
@@ -342,6 +350,10 @@ pub enum Event {
     Command(&'static str),
     /// A reply was received.
     Reply(u16),
+    /// The certificate did not verify under a reporting mode ([`Verify::PkixReport`],
+    /// [`Verify::DaneReport`]); the session goes on over TLS. Comes before
+    /// [`Event::TlsEstablished`].
+    VerifyFailed(TlsFailure),
     /// TLS is established.
     TlsEstablished(TlsInfo),
     /// AUTH succeeded with this mechanism.
@@ -480,6 +492,8 @@ pub struct ClientSession {
     parser: ReplyParser,
     timers: TimerTable<Timer>,
     tls: Option<TlsLayer>,
+    /// Where a reporting verification keeps its failure, until the handshake is done.
+    verify_report: Option<VerifyReport>,
     tls_announced: bool,
     ext: Extensions,
     plain_in: Vec<u8>,
@@ -523,6 +537,7 @@ impl ClientSession {
             parser: ReplyParser::new(),
             timers: TimerTable::default(),
             tls: None,
+            verify_report: None,
             tls_announced: false,
             ext: Extensions::default(),
             plain_in: Vec::new(),
@@ -550,17 +565,35 @@ impl ClientSession {
         s
     }
 
-    /// The TLS client for the configured verification.
-    fn tls_layer(&self) -> Result<TlsLayer, ErrorKind> {
+    /// The TLS client for the configured verification (and where a reporting mode keeps
+    /// its failure).
+    fn tls_layer(&mut self) -> Result<TlsLayer, ErrorKind> {
+        let report = VerifyReport::default();
+        let reporting = |v| ClientVerify::Report(Box::new(v), report.clone());
         let cfg = match &self.config.verification {
             Verify::Pkix(c) => Ok(Arc::clone(c)),
             Verify::IgnoreErrors | Verify::None => {
                 crate::tls::client_config(ClientVerify::AcceptAny)
             }
             Verify::Dane(r) => crate::tls::client_config(ClientVerify::Dane(r.clone())),
+            Verify::PkixReport(roots) => {
+                self.verify_report = Some(report.clone());
+                crate::tls::client_config(reporting(ClientVerify::Pkix(Arc::clone(roots))))
+            }
+            Verify::DaneReport(r) => {
+                self.verify_report = Some(report.clone());
+                crate::tls::client_config(reporting(ClientVerify::Dane(r.clone())))
+            }
         };
         cfg.and_then(|c| TlsLayer::client(c, &self.config.remote_hostname))
             .map_err(|e| ErrorKind::Transport(Transport::Tls(TlsFailure::from(&e))))
+    }
+
+    /// The failure a reporting verification let through, once (before TLS is announced).
+    fn report_verify_failure(&mut self) {
+        if let Some(f) = self.verify_report.take().and_then(|r| r.failure()) {
+            self.event(Event::VerifyFailed(f));
+        }
     }
 
     /// Whether TLS is active.
@@ -784,6 +817,7 @@ impl ClientSession {
         };
         self.timers.stop(Timer::Handshake);
         self.tls_announced = true;
+        self.report_verify_failure();
         if let Some(info) = info {
             self.event(Event::TlsEstablished(info));
         }
@@ -802,6 +836,7 @@ impl ClientSession {
         };
         self.timers.stop(Timer::Handshake);
         self.tls_announced = true;
+        self.report_verify_failure();
         if let Some(info) = info {
             self.event(Event::TlsEstablished(info));
         }

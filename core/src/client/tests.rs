@@ -2021,6 +2021,83 @@ fn opportunistic_tls_failure_is_temporary() {
     assert!(!e.permanent);
 }
 
+/// Reporting verification (MTA-STS `testing`, `TLS-Required: No`): `IgnoreErrors` used to
+/// accept any certificate without looking, so the TLS report counted an untrusted or
+/// misnamed certificate as a success. The certificate is now verified (PKIX or DANE), a
+/// failure reported with its RFC 8460 reason before TLS is announced, and the session
+/// goes on over TLS; a good certificate reports nothing.
+#[test]
+fn reporting_verification_goes_on_and_reports() {
+    use crate::tls::Tlsa;
+    let der = testkit::server_cert_der();
+    let roots = |der: Vec<u8>| {
+        let mut r = rustls::RootCertStore::empty();
+        r.add(rustls::pki_types::CertificateDer::from(der)).unwrap();
+        Arc::new(r)
+    };
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let other = rcgen::CertificateParams::new(vec!["mox.example".to_string()])
+        .unwrap()
+        .self_signed(&other_key)
+        .unwrap();
+    let ee = Tlsa::for_certificate(3, 1, 1, &der).unwrap();
+    let wrong = Tlsa {
+        data: vec![0; 32],
+        ..ee.clone()
+    };
+    let cases: Vec<(Verify, &str, Option<TlsFailureReason>)> = vec![
+        (Verify::PkixReport(roots(der.clone())), "mox.example", None),
+        (
+            Verify::PkixReport(roots(der.clone())),
+            "wrong.example",
+            Some(TlsFailureReason::CertificateHostMismatch),
+        ),
+        (
+            Verify::PkixReport(roots(other.der().to_vec())),
+            "mox.example",
+            Some(TlsFailureReason::CertificateNotTrusted),
+        ),
+        (Verify::DaneReport(vec![ee]), "other.example", None),
+        (
+            Verify::DaneReport(vec![wrong]),
+            "mox.example",
+            Some(TlsFailureReason::Other),
+        ),
+    ];
+    for (verify, host, want) in cases {
+        let name = format!("{verify:?} {host}");
+        let mut cfg = config();
+        cfg.verification = verify;
+        cfg.remote_hostname = host.into();
+        let mut script = ehlo_lines(&["250 STARTTLS"]);
+        script.extend([
+            C("STARTTLS"),
+            StartTls(testkit::server_tls()),
+            C("EHLO"),
+            S("250 mox.example"),
+            C("QUIT"),
+            S("221 bye"),
+        ]);
+        let r = run(cfg, vec![], &script);
+        assert_eq!(r.failed, None, "{name}: {:?}", r.events);
+        let failed: Vec<TlsFailureReason> = r
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::VerifyFailed(f) => Some(f.reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed, want.into_iter().collect::<Vec<_>>(), "{name}");
+        let at = |f: fn(&Event) -> bool| r.events.iter().position(f);
+        let established = at(|e| matches!(e, Event::TlsEstablished(_)));
+        assert!(established.is_some(), "{name}: {:?}", r.events);
+        if want.is_some() {
+            assert!(at(|e| matches!(e, Event::VerifyFailed(_))) < established);
+        }
+    }
+}
+
 #[test]
 fn deliver_while_busy_is_misuse() {
     let clock = TestClock::new();

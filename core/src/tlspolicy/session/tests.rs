@@ -99,6 +99,13 @@ impl World {
     fn new() -> World {
         let mut config = PolicyConfig::new(true);
         config.pkix = Some(testkit::client_tls());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(
+                testkit::server_cert_der(),
+            ))
+            .unwrap();
+        config.pkix_roots = Some(Arc::new(roots));
         World {
             dns: HashMap::new(),
             cache: BTreeMap::new(),
@@ -492,6 +499,13 @@ fn harness_verdicts_requiretls() {
         assert_eq!(r.verdict(host), *want_req, "REQUIRETLS {domain}");
         let r = harness().run(domain, &[host], MessageTls::TlsRequiredNo);
         assert_eq!(r.verdict(host), *want_no, "TLS-Required: No {domain}");
+        // DANE under `TLS-Required: No` still verifies, reporting a failure.
+        if want_no.contains("dane=") {
+            let HostTls::Connect(c) = &r.verdicts[0].host_tls else {
+                panic!("{domain}")
+            };
+            assert!(matches!(&c.verify, Verify::DaneReport(r) if !r.is_empty()), "{domain}");
+        }
     }
 }
 
@@ -929,8 +943,21 @@ fn host_tls_forms() {
     let HostTls::Connect(c) = &r.verdicts[0].host_tls else {
         panic!()
     };
-    assert!(matches!(c.verify, Verify::IgnoreErrors));
+    // Verified all the same, a failure reported (IgnoreErrors used to record success).
+    assert!(matches!(c.verify, Verify::PkixReport(_)), "{:?}", c.verify);
     assert_eq!(c.policy, TlsPolicyKind::Sts);
+    // Without roots to verify with: not verified.
+    let mut w = harness();
+    w.config.pkix_roots = None;
+    let r = w.run(
+        "sts-testing.example.org",
+        &["mx-selfsigned.example.org"],
+        MessageTls::Default,
+    );
+    let HostTls::Connect(c) = &r.verdicts[0].host_tls else {
+        panic!()
+    };
+    assert!(matches!(c.verify, Verify::IgnoreErrors));
 
     let r = harness().run(
         "pf.example.org",
