@@ -58,6 +58,17 @@ impl From<&TlsError> for TlsFailure {
                     TlsFailureReason::CertificateHostMismatch
                 }
                 C::UnknownIssuer | C::BadSignature => TlsFailureReason::CertificateNotTrusted,
+                // A self-signed CA certificate presented as the server's own: no chain to a
+                // trusted root can be built from it (what other verifiers call an unknown
+                // authority).
+                C::Other(o)
+                    if matches!(
+                        o.0.downcast_ref::<webpki::Error>(),
+                        Some(webpki::Error::CaUsedAsEndEntity)
+                    ) =>
+                {
+                    TlsFailureReason::CertificateNotTrusted
+                }
                 _ => TlsFailureReason::Other,
             },
             _ => TlsFailureReason::Other,

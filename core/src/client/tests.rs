@@ -2045,6 +2045,15 @@ fn reporting_verification_goes_on_and_reports() {
         data: vec![0; 32],
         ..ee.clone()
     };
+    // A self-signed CA certificate as the server's own (the harness's mx-selfsigned):
+    // webpki says "CA used as end entity", the report says not trusted.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(vec!["mox.example".to_string()]).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca_server =
+        crate::tls::server_config_from_pem(ca.pem().as_bytes(), ca_key.serialize_pem().as_bytes())
+            .unwrap();
     let cases: Vec<(Verify, &str, Option<TlsFailureReason>)> = vec![
         (Verify::PkixReport(roots(der.clone())), "mox.example", None),
         (
@@ -2064,7 +2073,16 @@ fn reporting_verification_goes_on_and_reports() {
             Some(TlsFailureReason::Other),
         ),
     ];
-    for (verify, host, want) in cases {
+    let cases = cases
+        .into_iter()
+        .map(|(v, h, w)| (v, h, w, testkit::server_tls()))
+        .chain([(
+            Verify::PkixReport(roots(der.clone())),
+            "mox.example",
+            Some(TlsFailureReason::CertificateNotTrusted),
+            ca_server,
+        )]);
+    for (verify, host, want, server) in cases {
         let name = format!("{verify:?} {host}");
         let mut cfg = config();
         cfg.verification = verify;
@@ -2072,7 +2090,7 @@ fn reporting_verification_goes_on_and_reports() {
         let mut script = ehlo_lines(&["250 STARTTLS"]);
         script.extend([
             C("STARTTLS"),
-            StartTls(testkit::server_tls()),
+            StartTls(server),
             C("EHLO"),
             S("250 mox.example"),
             C("QUIT"),

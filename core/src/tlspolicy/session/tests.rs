@@ -504,7 +504,10 @@ fn harness_verdicts_requiretls() {
             let HostTls::Connect(c) = &r.verdicts[0].host_tls else {
                 panic!("{domain}")
             };
-            assert!(matches!(&c.verify, Verify::DaneReport(r) if !r.is_empty()), "{domain}");
+            assert!(
+                matches!(&c.verify, Verify::DaneReport(r) if !r.is_empty()),
+                "{domain}"
+            );
         }
     }
 }
