@@ -59,11 +59,13 @@ pub enum TlsMode {
 pub enum Verify {
     /// PKIX: this rustls config (its roots) checks the chain and `remote_hostname`.
     Pkix(Arc<rustls::ClientConfig>),
-    /// Verification errors are ignored (`TLS-Required: No`): any certificate is accepted.
+    /// Verification errors are ignored: any certificate is accepted, nothing reported
+    /// (`TLS-Required: No` or MTA-STS `testing` when no roots are configured to verify
+    /// with; with roots, [`Verify::PkixReport`]).
     IgnoreErrors,
     /// DANE: the certificate must match one of these TLSA records (usage 2 or 3), checked
     /// inside the handshake.
-    Dane(Vec<Tlsa>),
+    Dane(DaneCheck),
     /// No verification (opportunistic TLS accepts any certificate, RFC 7435).
     None,
     /// PKIX from these roots (path and `remote_hostname`), but a failure does not stop the
@@ -71,7 +73,32 @@ pub enum Verify {
     /// `testing`, `TLS-Required: No` with roots configured).
     PkixReport(Arc<rustls::RootCertStore>),
     /// DANE as [`Verify::Dane`], a failure reported as for [`Verify::PkixReport`].
-    DaneReport(Vec<Tlsa>),
+    DaneReport(DaneCheck),
+}
+
+/// DANE verification of one host (RFC 7672): its records and the names to check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaneCheck {
+    /// The usable TLSA records (usage 2 or 3).
+    pub records: Vec<Tlsa>,
+    /// The SNI to send: the TLSA base domain (RFC 7672 8.1), which may be the MX host's
+    /// CNAME target. `None`: [`ClientConfig::remote_hostname`].
+    pub sni: Option<String>,
+    /// The reference identifiers a DANE-TA chain may match besides the SNI: the TLSA base
+    /// domain and the MX host name before CNAME expansion (RFC 7672 3.2.2). DANE-EE checks
+    /// no name.
+    pub names: Vec<String>,
+}
+
+impl DaneCheck {
+    /// These records, the SNI and the only name the remote host name.
+    pub fn new(records: Vec<Tlsa>) -> DaneCheck {
+        DaneCheck {
+            records,
+            sni: None,
+            names: Vec::new(),
+        }
+    }
 }
 
 impl fmt::Debug for Verify {
@@ -79,10 +106,17 @@ impl fmt::Debug for Verify {
         match self {
             Verify::Pkix(_) => f.write_str("Pkix"),
             Verify::IgnoreErrors => f.write_str("IgnoreErrors"),
-            Verify::Dane(r) => write!(f, "Dane({} records)", r.len()),
+            Verify::Dane(d) => write!(f, "Dane({} records, sni {:?})", d.records.len(), d.sni),
             Verify::None => f.write_str("None"),
             Verify::PkixReport(_) => f.write_str("PkixReport"),
-            Verify::DaneReport(r) => write!(f, "DaneReport({} records)", r.len()),
+            Verify::DaneReport(d) => {
+                write!(
+                    f,
+                    "DaneReport({} records, sni {:?})",
+                    d.records.len(),
+                    d.sni
+                )
+            }
         }
     }
 }
@@ -570,22 +604,28 @@ impl ClientSession {
     fn tls_layer(&mut self) -> Result<TlsLayer, ErrorKind> {
         let report = VerifyReport::default();
         let reporting = |v| ClientVerify::Report(Box::new(v), report.clone());
+        let dane = |d: &DaneCheck| ClientVerify::DaneNames(d.records.clone(), d.names.clone());
+        let mut sni = self.config.remote_hostname.as_str();
         let cfg = match &self.config.verification {
             Verify::Pkix(c) => Ok(Arc::clone(c)),
             Verify::IgnoreErrors | Verify::None => {
                 crate::tls::client_config(ClientVerify::AcceptAny)
             }
-            Verify::Dane(r) => crate::tls::client_config(ClientVerify::Dane(r.clone())),
+            Verify::Dane(d) => {
+                sni = d.sni.as_deref().unwrap_or(sni);
+                crate::tls::client_config(dane(d))
+            }
             Verify::PkixReport(roots) => {
                 self.verify_report = Some(report.clone());
                 crate::tls::client_config(reporting(ClientVerify::Pkix(Arc::clone(roots))))
             }
-            Verify::DaneReport(r) => {
+            Verify::DaneReport(d) => {
+                sni = d.sni.as_deref().unwrap_or(sni);
                 self.verify_report = Some(report.clone());
-                crate::tls::client_config(reporting(ClientVerify::Dane(r.clone())))
+                crate::tls::client_config(reporting(dane(d)))
             }
         };
-        cfg.and_then(|c| TlsLayer::client(c, &self.config.remote_hostname))
+        cfg.and_then(|c| TlsLayer::client(c, sni))
             .map_err(|e| ErrorKind::Transport(Transport::Tls(TlsFailure::from(&e))))
     }
 

@@ -1982,7 +1982,7 @@ fn dane_ee_records_checked_in_handshake() {
         let mut cfg = config();
         cfg.tls_mode = TlsMode::RequiredStartTls;
         cfg.remote_hostname = "mx.mox.example".into(); // DANE-EE: name not checked.
-        cfg.verification = Verify::Dane(vec![records.clone()]);
+        cfg.verification = Verify::Dane(DaneCheck::new(vec![records.clone()]));
         let mut script = ehlo_lines(&["250 STARTTLS"]);
         script.extend([C("STARTTLS"), StartTls(Arc::clone(&srv))]);
         if ok {
@@ -2066,9 +2066,13 @@ fn reporting_verification_goes_on_and_reports() {
             "mox.example",
             Some(TlsFailureReason::CertificateNotTrusted),
         ),
-        (Verify::DaneReport(vec![ee]), "other.example", None),
         (
-            Verify::DaneReport(vec![wrong]),
+            Verify::DaneReport(DaneCheck::new(vec![ee])),
+            "other.example",
+            None,
+        ),
+        (
+            Verify::DaneReport(DaneCheck::new(vec![wrong])),
             "mox.example",
             Some(TlsFailureReason::Other),
         ),
@@ -2112,6 +2116,73 @@ fn reporting_verification_goes_on_and_reports() {
         assert!(established.is_some(), "{name}: {:?}", r.events);
         if want.is_some() {
             assert!(at(|e| matches!(e, Event::VerifyFailed(_))) < established);
+        }
+    }
+}
+
+/// DANE names (RFC 7672 3.2.2, 8.1): `ClientVerify::DaneNames` existed but DANE used only
+/// the MX host name, so a CNAME-expanded host sent the wrong SNI and a DANE-TA chain for the
+/// MX name as published failed. The SNI is now the TLSA base domain; DANE-TA accepts a
+/// chain for it or for the MX host name before expansion, nothing else; DANE-EE checks no
+/// name.
+#[test]
+fn dane_sni_and_reference_names() {
+    use crate::tls::Tlsa;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["mx.original.example".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let chain = format!("{}{}", leaf.pem(), ca.pem());
+    let srv =
+        crate::tls::server_config_from_pem(chain.as_bytes(), leaf_key.serialize_pem().as_bytes())
+            .unwrap();
+    let ta = Tlsa::for_certificate(2, 1, 1, ca.der()).unwrap();
+    let ee = Tlsa::for_certificate(3, 1, 1, leaf.der()).unwrap();
+    let check = |r: &Tlsa, names: &[&str]| DaneCheck {
+        records: vec![r.clone()],
+        sni: Some("b.host.example".into()),
+        names: names.iter().map(|n| n.to_string()).collect(),
+    };
+    let cases = [
+        (check(&ta, &["b.host.example", "mx.original.example"]), true),
+        (check(&ta, &["b.host.example"]), false),
+        (check(&ee, &["b.host.example"]), true),
+        (check(&ee, &[]), true),
+    ];
+    for (dane, ok) in cases {
+        let name = format!("{dane:?}");
+        let mut cfg = config();
+        cfg.tls_mode = TlsMode::RequiredStartTls;
+        cfg.remote_hostname = "mx.original.example".into();
+        cfg.verification = Verify::Dane(dane);
+        let mut script = ehlo_lines(&["250 STARTTLS"]);
+        script.extend([C("STARTTLS"), StartTls(Arc::clone(&srv))]);
+        if ok {
+            script.extend([C("EHLO"), S("250 mox.example"), C("QUIT"), S("221 bye")]);
+        }
+        let mut h = Harness::new(cfg, vec![], Vec::new());
+        h.run(&script);
+        if ok {
+            assert_eq!(h.res.failed, None, "{name}");
+        } else {
+            let e = h.res.failed.as_ref().expect("handshake failure");
+            assert!(
+                matches!(e.kind, ErrorKind::Transport(Transport::Tls(_))),
+                "{name}: {e:?}"
+            );
+        }
+        let sni = h
+            .srv_tls
+            .as_ref()
+            .and_then(|t| t.info())
+            .and_then(|i| i.sni);
+        if ok {
+            assert_eq!(sni.as_deref(), Some("b.host.example"), "{name}");
         }
     }
 }

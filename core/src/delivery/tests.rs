@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::client::DaneCheck;
 use crate::queue::route::{SmtpAuth, TransportSmtp, TransportSocks5, TransportSubmission};
 use crate::server::{
     self, Completion as SCompletion, CredentialsAnswer, Effect as SEffect, PasswordCheck,
@@ -1550,12 +1551,12 @@ fn dane_verdict_per_host() {
     let dane = |data: Vec<u8>| {
         HostTls::Connect(HostTlsConnect {
             mode: TlsMode::RequiredStartTls,
-            verify: Verify::Dane(vec![crate::tls::Tlsa {
+            verify: Verify::Dane(DaneCheck::new(vec![crate::tls::Tlsa {
                 usage: 3,
                 selector: 0,
                 matching: 1,
                 data,
-            }]),
+            }])),
             policy: TlsPolicyKind::Tlsa,
         })
     };
@@ -1611,14 +1612,18 @@ fn reporting_verdict_delivers_and_records_failure() {
     let ee = crate::tls::Tlsa::for_certificate(3, 1, 1, &testkit::server_cert_der()).unwrap();
     let cases = [
         (
-            Verify::DaneReport(vec![crate::tls::Tlsa {
+            Verify::DaneReport(DaneCheck::new(vec![crate::tls::Tlsa {
                 data: vec![0; 32],
                 ..ee.clone()
-            }]),
+            }])),
             TlsPolicyKind::Tlsa,
             Some("validation-failure"),
         ),
-        (Verify::DaneReport(vec![ee]), TlsPolicyKind::Tlsa, None),
+        (
+            Verify::DaneReport(DaneCheck::new(vec![ee])),
+            TlsPolicyKind::Tlsa,
+            None,
+        ),
         (
             Verify::PkixReport({
                 let mut roots = rustls::RootCertStore::empty();

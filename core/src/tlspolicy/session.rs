@@ -63,7 +63,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::dane::{AddressFacts, DaneInput, DaneStep, DaneVerdict};
+use super::dane::{AddressFacts, DaneInput, DaneSecure, DaneStep, DaneVerdict};
 use super::mtasts::{
     decide, policy_from_response, policy_url, record_name, Applied, CacheAction, CachedPolicy,
     FetchError, PolicySource, RecordAnswer, StsDecision, StsPolicy, MAX_POLICY_SIZE,
@@ -74,7 +74,7 @@ use super::requirement::{
 };
 use super::results::{fetch_failure_result, session_results, Endpoints, TlsOutcome};
 use super::tlsrpt::{Policy, PolicyType, ResultType, SessionResult};
-use crate::client::{TlsMode, Verify};
+use crate::client::{DaneCheck, TlsMode, Verify};
 use crate::delivery::{HostTls, HostTlsConnect, TlsAttempt, TlsPolicyKind, TlsResult};
 use crate::dns::{Lookup, LookupResult, Record, RecordType};
 use crate::smtp::Enhanced;
@@ -398,13 +398,13 @@ pub fn to_host_tls(
                 (Verification::None, _) => Verify::None,
                 // Verified all the same, a failure reported (RFC 8461 5, RFC 8689 5).
                 (Verification::Dane(d), OnFailure::DeliverAndReport) => {
-                    Verify::DaneReport(d.records.clone())
+                    Verify::DaneReport(dane_check(d))
                 }
                 (Verification::WebPki { .. }, OnFailure::DeliverAndReport) => match pkix_roots {
                     Some(r) => Verify::PkixReport(Arc::clone(r)),
                     None => Verify::IgnoreErrors,
                 },
-                (Verification::Dane(d), OnFailure::Abort) => Verify::Dane(d.records.clone()),
+                (Verification::Dane(d), OnFailure::Abort) => Verify::Dane(dane_check(d)),
                 (Verification::WebPki { .. }, OnFailure::Abort) => match pkix {
                     Some(p) => Verify::Pkix(Arc::clone(p)),
                     None => {
@@ -426,6 +426,16 @@ pub fn to_host_tls(
                 policy,
             })
         }
+    }
+}
+
+/// The client's DANE check for a secure host: its records, the TLSA base domain as SNI,
+/// and the base domain and the MX host name as DANE-TA reference identifiers.
+fn dane_check(d: &DaneSecure) -> DaneCheck {
+    DaneCheck {
+        records: d.records.clone(),
+        sni: Some(d.base_domain.clone()),
+        names: d.names.clone(),
     }
 }
 

@@ -505,7 +505,7 @@ fn harness_verdicts_requiretls() {
                 panic!("{domain}")
             };
             assert!(
-                matches!(&c.verify, Verify::DaneReport(r) if !r.is_empty()),
+                matches!(&c.verify, Verify::DaneReport(d) if !d.records.is_empty()),
                 "{domain}"
             );
         }
@@ -831,7 +831,14 @@ fn dane_facts() {
     let HostTls::Connect(c) = &v.host_tls else {
         panic!()
     };
-    assert!(matches!(&c.verify, Verify::Dane(r) if r.len() == 1));
+    let Verify::Dane(d) = &c.verify else {
+        panic!("{:?}", c.verify)
+    };
+    assert_eq!(d.records.len(), 1);
+    // RFC 7672 8.1 and 3.2.2: SNI the TLSA base domain; DANE-TA names the base domain and
+    // the MX host name as published.
+    assert_eq!(d.sni.as_deref(), Some("b.hosting.example"));
+    assert_eq!(d.names, ["b.hosting.example", "mx.dane.example"]);
     assert_eq!(c.policy, TlsPolicyKind::Tlsa);
 
     // An unsigned step in the chain: no TLSA lookups, no DANE.
