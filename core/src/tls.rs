@@ -58,6 +58,17 @@ impl From<&TlsError> for TlsFailure {
                     TlsFailureReason::CertificateHostMismatch
                 }
                 C::UnknownIssuer | C::BadSignature => TlsFailureReason::CertificateNotTrusted,
+                // A self-signed CA certificate presented as the server's own: no chain to a
+                // trusted root can be built from it (what other verifiers call an unknown
+                // authority).
+                C::Other(o)
+                    if matches!(
+                        o.0.downcast_ref::<webpki::Error>(),
+                        Some(webpki::Error::CaUsedAsEndEntity)
+                    ) =>
+                {
+                    TlsFailureReason::CertificateNotTrusted
+                }
                 _ => TlsFailureReason::Other,
             },
             _ => TlsFailureReason::Other,
@@ -341,12 +352,40 @@ pub enum ClientVerify {
     /// TLSA base domain and the MX host name before CNAME expansion
     /// ([`crate::tlspolicy::DaneSecure::names`]).
     DaneNames(Vec<Tlsa>, Vec<String>),
+    /// PKIX (WebPKI path and name validation) from these trusted roots.
+    Pkix(Arc<rustls::RootCertStore>),
+    /// Verify as the inner mode says, but let the handshake go on when that fails: the
+    /// failure is kept in the [`VerifyReport`] for the TLS report (RFC 8460) of a
+    /// connection that is used anyway (MTA-STS `testing`, `TLS-Required: No`).
+    Report(Box<ClientVerify>, VerifyReport),
 }
 
-/// A PKIX client config (WebPKI path and name validation) trusting the CA certificates in
-/// `pem`: verified TLS for REQUIRETLS, smarthosts and submission. `Err` says why not (no
-/// certificate in the bundle).
-pub fn pkix_config_from_pem(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+/// Where a [`ClientVerify::Report`] verifier keeps the failure it let through. Made for one
+/// connection: its config must not be shared with another.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyReport(Arc<std::sync::Mutex<Option<TlsFailure>>>);
+
+impl VerifyReport {
+    /// The verification failure of the handshake, if it failed.
+    pub fn failure(&self) -> Option<TlsFailure> {
+        // A poisoned lock still holds the last value written.
+        match self.0.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, f: TlsFailure) {
+        match self.0.lock() {
+            Ok(mut g) => *g = Some(f),
+            Err(p) => *p.into_inner() = Some(f),
+        }
+    }
+}
+
+/// The trusted roots in `pem` (CA certificates), for [`ClientVerify::Pkix`]; `Err` when the
+/// bundle has none.
+pub fn pkix_roots_from_pem(pem: &[u8]) -> Result<Arc<rustls::RootCertStore>, String> {
     use rustls::pki_types::pem::PemObject;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .filter_map(Result::ok)
@@ -356,6 +395,14 @@ pub fn pkix_config_from_pem(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, Str
     if added == 0 {
         return Err("no certificates".into());
     }
+    Ok(Arc::new(roots))
+}
+
+/// A PKIX client config (WebPKI path and name validation) trusting the CA certificates in
+/// `pem`: verified TLS for REQUIRETLS, smarthosts and submission. `Err` says why not (no
+/// certificate in the bundle).
+pub fn pkix_config_from_pem(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let roots = pkix_roots_from_pem(pem)?;
     let cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -368,27 +415,42 @@ pub fn pkix_config_from_pem(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, Str
 /// `rustls::ClientConfig` with its roots, used as is).
 pub fn client_config(verify: ClientVerify) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = provider();
-    let verifier: Arc<dyn ServerCertVerifier> = match verify {
-        ClientVerify::AcceptAny => Arc::new(AnyCert {
-            provider: Arc::clone(&provider),
-        }),
-        ClientVerify::Dane(records) => Arc::new(DaneVerifier {
-            provider: Arc::clone(&provider),
-            records,
-            names: Vec::new(),
-        }),
-        ClientVerify::DaneNames(records, names) => Arc::new(DaneVerifier {
-            provider: Arc::clone(&provider),
-            records,
-            names,
-        }),
-    };
+    let verifier = verifier(verify, &provider)?;
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Ok(Arc::new(cfg))
+}
+
+fn verifier(
+    verify: ClientVerify,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
+    let provider = Arc::clone(provider);
+    Ok(match verify {
+        ClientVerify::AcceptAny => Arc::new(AnyCert { provider }),
+        ClientVerify::Dane(records) => Arc::new(DaneVerifier {
+            provider,
+            records,
+            names: Vec::new(),
+        }),
+        ClientVerify::DaneNames(records, names) => Arc::new(DaneVerifier {
+            provider,
+            records,
+            names,
+        }),
+        ClientVerify::Pkix(roots) => {
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| TlsError::Setup(format!("pkix verifier: {e}")))?
+        }
+        ClientVerify::Report(inner, report) => Arc::new(Reporting {
+            inner: verifier(*inner, &provider)?,
+            report,
+        }),
+    })
 }
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -453,6 +515,61 @@ impl ServerCertVerifier for AnyCert {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// Runs another verifier; a certificate it refuses is accepted all the same, the refusal
+/// kept for the TLS report. Handshake signatures are checked as the inner verifier does.
+#[derive(Debug)]
+struct Reporting {
+    inner: Arc<dyn ServerCertVerifier>,
+    report: VerifyReport,
+}
+
+impl ServerCertVerifier for Reporting {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: TlsTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.report.set(TlsFailure::from(&TlsError::Protocol(e)));
+                Ok(ServerCertVerified::assertion())
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -79,6 +79,20 @@ fn pkix_for(ca_file: Option<&Path>) -> Option<Pkix> {
     }
 }
 
+/// The system's roots as [`system_roots`] loads them, for reporting verification (MX hosts
+/// under an MTA-STS `testing` policy); `None` when they cannot be loaded.
+fn system_pkix_roots() -> Option<Arc<rustls::RootCertStore>> {
+    static ROOTS: OnceLock<Option<Arc<rustls::RootCertStore>>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let path = std::env::var("SSL_CERT_FILE")
+                .unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
+            let pem = std::fs::read(&path).ok()?;
+            rmox_core::tls::pkix_roots_from_pem(&pem).ok()
+        })
+        .clone()
+}
+
 impl SmtpDelivery {
     /// Delivery saying EHLO `hostname`, to `port` of MX hosts, with these named transports
     /// and source addresses; DNS through `dns`, the MTA-STS policy cache in `store`.
@@ -129,6 +143,7 @@ impl SmtpDelivery {
         // SSL_CERT_FILE).
         let mut pc = PolicyConfig::new(true);
         pc.pkix = direct.pkix.clone();
+        pc.pkix_roots = system_pkix_roots();
         let policy = Arc::new(QueuePolicy {
             dns: Arc::clone(&dns),
             store,

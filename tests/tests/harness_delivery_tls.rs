@@ -3,7 +3,9 @@
 //! domain, checked against the reference verdict table (README §4: what Postfix as a DANE
 //! sender does) plus the MTA-STS verdicts Postfix lacks; the MTA-STS policy cached in
 //! storage (a second message to the same domain fetches nothing); the TLS report results
-//! recorded per policy domain with their policy type; the DNS loop a task of the runtime,
+//! recorded per policy domain with their policy type (an MTA-STS `testing` host that does
+//! not verify is delivered to and reported as a failure, and that report reaches mx1);
+//! the DNS loop a task of the runtime,
 //! not a thread of its own. Skips with a printed reason when the
 //! harness is not up (an error in CI).
 
@@ -328,6 +330,14 @@ fn tls_policy_verdicts(rt: &str) {
         ["no-policy-found starttls-not-supported"],
         "{dump}"
     );
+    // MTA-STS testing: the MX host's self-signed certificate does not verify; the message
+    // was delivered all the same (the table above) and the failure is in the report (it
+    // used to be recorded as a success).
+    let testing = types("sts-testing.example.org");
+    assert!(
+        testing == ["sts certificate-not-trusted"] || testing == ["sts certificate-host-mismatch"],
+        "{dump}"
+    );
     // The policy fetch failed on the untrusted certificate.
     assert!(
         types("sts-badcert.example.org").contains(&"sts sts-webpki-invalid".to_string()),
@@ -348,4 +358,117 @@ fn rmox_out(args: &[&str]) -> (bool, String) {
     )
 }
 
-rmox_tests::on_every_runtime!(tls_policy_verdicts,);
+/// The MTA-STS `testing` domain's TLS report made from a real delivery: `IgnoreErrors`
+/// recorded the untrusted MX certificate of sts-testing.example.org as a success, so its
+/// report said all was well. The message is delivered; the stored result is a
+/// certificate-not-trusted failure; moved back one day (reports cover finished UTC days and
+/// the binary's clock cannot be moved), the report sender (`tls_interval_secs = 1`) mails
+/// it to the domain's rua at mx1 with that failure.
+fn sts_testing_report_from_delivery(rt: &str) {
+    let test = format!("sts_testing_report_from_delivery({rt})");
+    let Some(h) = Harness::get(&test) else {
+        return;
+    };
+    let _guard = Harness::lock();
+    std::env::set_var("SSL_CERT_FILE", h.var("HARNESS_CA_BUNDLE"));
+    let ip = unique_ip();
+    let ips = ip.to_string();
+    let dir = TempDir::new(&format!("harness-ststesting-{rt}"));
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("rmox.toml");
+    let dkim = h.dir.join("dkim");
+    let text = format!(
+        "{}\n[domain.\"mox.example\".dkim]\nselectors = {{ \"harness\" = \"{}\" }}\nsign = [\"harness\"]\n\n[reports]\ndmarc_interval_secs = 0\ntls_interval_secs = 1\n",
+        config(&h, &ips),
+        dkim.join("mox.example.rsa.pem").display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let cfgs = cfg.to_str().unwrap().to_string();
+    let out = rmox(&["config", "check", "--config", &cfgs], None);
+    assert!(
+        out.status.success(),
+        "config check: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = rmox(
+        &["account", "setpassword", "mjl", "--config", &cfgs],
+        Some("testtest\n"),
+    );
+    assert!(out.status.success(), "setpassword");
+    let mut srv = Server::serve(rt, dir, ip, 587);
+    let tag = format!("st{rt}{}", std::process::id());
+    let rcpt = format!("rcpt-{tag}@sts-testing.example.org");
+    submit(&ips, &subject("harness-ststesting", rt), false, &rcpt);
+    let delivered = || {
+        h.events()
+            .iter()
+            .any(|l| l.contains(&format!("\"{rcpt}\"")) && l.contains("\"result\": \"250\""))
+    };
+    assert!(
+        wait_for(60, delivered),
+        "{rcpt} not delivered:\n{}",
+        srv.stderr()
+    );
+    srv.stop_clean();
+    {
+        let store = Store::open(&data).unwrap();
+        let entries: Vec<_> = store
+            .report_entries(ReportKind::TlsResult)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.domain == "sts-testing.example.org")
+            .collect();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        let v: serde_json::Value = serde_json::from_slice(&entries[0].record).unwrap();
+        assert_eq!(
+            v["failure"]["result-type"].as_str(),
+            Some("certificate-not-trusted"),
+            "{v:#}"
+        );
+        store
+            .report_add(
+                ReportKind::TlsResult,
+                "sts-testing.example.org",
+                rmox_core::UnixTime(entries[0].time.0 - 86_400),
+                entries[0].record.clone(),
+            )
+            .unwrap();
+    }
+    let mx1 = h.dir.join("mail/mx1.example.org");
+    let files = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&mx1)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let before = files();
+    srv.start();
+    let mut found = None;
+    let ours = |t: &str| {
+        let r = rmox_core::tlspolicy::parse_report_message(t.as_bytes()).ok()?;
+        r.policies.into_iter().find(|p| {
+            p.policy.policy_domain == "sts-testing.example.org"
+                && p.failure_details.iter().any(|f| {
+                    f.receiving_mx_hostname.as_deref() == Some("mx-selfsigned.example.org")
+                })
+        })
+    };
+    let got = wait_for(40, || {
+        found = files()
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .find_map(|p| ours(&std::fs::read_to_string(&p).ok()?).map(|r| (p, r)));
+        found.is_some()
+    });
+    srv.stop_clean();
+    assert!(got, "no TLS report at mx1:\n{}", srv.stderr());
+    let (file, p) = found.unwrap();
+    assert_eq!(p.policy.policy_type, rmox_core::tlspolicy::PolicyType::Sts);
+    assert_eq!(p.summary.total_failure_session_count, 1, "{p:?}");
+    assert_eq!(
+        p.failure_details[0].result_type,
+        rmox_core::tlspolicy::ResultType::CertificateNotTrusted
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
+rmox_tests::on_every_runtime!(tls_policy_verdicts, sts_testing_report_from_delivery);

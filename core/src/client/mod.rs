@@ -41,7 +41,7 @@ use crate::smtp::{
 };
 use crate::time::Now;
 use crate::timer::TimerTable;
-use crate::tls::{ClientVerify, TlsFailure, TlsInfo, TlsLayer, Tlsa};
+use crate::tls::{ClientVerify, TlsFailure, TlsInfo, TlsLayer, Tlsa, VerifyReport};
 
 /// Whether and how STARTTLS is used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,13 +59,46 @@ pub enum TlsMode {
 pub enum Verify {
     /// PKIX: this rustls config (its roots) checks the chain and `remote_hostname`.
     Pkix(Arc<rustls::ClientConfig>),
-    /// Verification errors are ignored (`TLS-Required: No`): any certificate is accepted.
+    /// Verification errors are ignored: any certificate is accepted, nothing reported
+    /// (`TLS-Required: No` or MTA-STS `testing` when no roots are configured to verify
+    /// with; with roots, [`Verify::PkixReport`]).
     IgnoreErrors,
     /// DANE: the certificate must match one of these TLSA records (usage 2 or 3), checked
     /// inside the handshake.
-    Dane(Vec<Tlsa>),
+    Dane(DaneCheck),
     /// No verification (opportunistic TLS accepts any certificate, RFC 7435).
     None,
+    /// PKIX from these roots (path and `remote_hostname`), but a failure does not stop the
+    /// session: it is reported ([`Event::VerifyFailed`]) and TLS is used anyway (MTA-STS
+    /// `testing`, `TLS-Required: No` with roots configured).
+    PkixReport(Arc<rustls::RootCertStore>),
+    /// DANE as [`Verify::Dane`], a failure reported as for [`Verify::PkixReport`].
+    DaneReport(DaneCheck),
+}
+
+/// DANE verification of one host (RFC 7672): its records and the names to check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaneCheck {
+    /// The usable TLSA records (usage 2 or 3).
+    pub records: Vec<Tlsa>,
+    /// The SNI to send: the TLSA base domain (RFC 7672 8.1), which may be the MX host's
+    /// CNAME target. `None`: [`ClientConfig::remote_hostname`].
+    pub sni: Option<String>,
+    /// The reference identifiers a DANE-TA chain may match besides the SNI: the TLSA base
+    /// domain and the MX host name before CNAME expansion (RFC 7672 3.2.2). DANE-EE checks
+    /// no name.
+    pub names: Vec<String>,
+}
+
+impl DaneCheck {
+    /// These records, the SNI and the only name the remote host name.
+    pub fn new(records: Vec<Tlsa>) -> DaneCheck {
+        DaneCheck {
+            records,
+            sni: None,
+            names: Vec::new(),
+        }
+    }
 }
 
 impl fmt::Debug for Verify {
@@ -73,8 +106,17 @@ impl fmt::Debug for Verify {
         match self {
             Verify::Pkix(_) => f.write_str("Pkix"),
             Verify::IgnoreErrors => f.write_str("IgnoreErrors"),
-            Verify::Dane(r) => write!(f, "Dane({} records)", r.len()),
+            Verify::Dane(d) => write!(f, "Dane({} records, sni {:?})", d.records.len(), d.sni),
             Verify::None => f.write_str("None"),
+            Verify::PkixReport(_) => f.write_str("PkixReport"),
+            Verify::DaneReport(d) => {
+                write!(
+                    f,
+                    "DaneReport({} records, sni {:?})",
+                    d.records.len(),
+                    d.sni
+                )
+            }
         }
     }
 }
@@ -342,6 +384,10 @@ pub enum Event {
     Command(&'static str),
     /// A reply was received.
     Reply(u16),
+    /// The certificate did not verify under a reporting mode ([`Verify::PkixReport`],
+    /// [`Verify::DaneReport`]); the session goes on over TLS. Comes before
+    /// [`Event::TlsEstablished`].
+    VerifyFailed(TlsFailure),
     /// TLS is established.
     TlsEstablished(TlsInfo),
     /// AUTH succeeded with this mechanism.
@@ -480,6 +526,8 @@ pub struct ClientSession {
     parser: ReplyParser,
     timers: TimerTable<Timer>,
     tls: Option<TlsLayer>,
+    /// Where a reporting verification keeps its failure, until the handshake is done.
+    verify_report: Option<VerifyReport>,
     tls_announced: bool,
     ext: Extensions,
     plain_in: Vec<u8>,
@@ -523,6 +571,7 @@ impl ClientSession {
             parser: ReplyParser::new(),
             timers: TimerTable::default(),
             tls: None,
+            verify_report: None,
             tls_announced: false,
             ext: Extensions::default(),
             plain_in: Vec::new(),
@@ -550,17 +599,41 @@ impl ClientSession {
         s
     }
 
-    /// The TLS client for the configured verification.
-    fn tls_layer(&self) -> Result<TlsLayer, ErrorKind> {
+    /// The TLS client for the configured verification (and where a reporting mode keeps
+    /// its failure).
+    fn tls_layer(&mut self) -> Result<TlsLayer, ErrorKind> {
+        let report = VerifyReport::default();
+        let reporting = |v| ClientVerify::Report(Box::new(v), report.clone());
+        let dane = |d: &DaneCheck| ClientVerify::DaneNames(d.records.clone(), d.names.clone());
+        let mut sni = self.config.remote_hostname.as_str();
         let cfg = match &self.config.verification {
             Verify::Pkix(c) => Ok(Arc::clone(c)),
             Verify::IgnoreErrors | Verify::None => {
                 crate::tls::client_config(ClientVerify::AcceptAny)
             }
-            Verify::Dane(r) => crate::tls::client_config(ClientVerify::Dane(r.clone())),
+            Verify::Dane(d) => {
+                sni = d.sni.as_deref().unwrap_or(sni);
+                crate::tls::client_config(dane(d))
+            }
+            Verify::PkixReport(roots) => {
+                self.verify_report = Some(report.clone());
+                crate::tls::client_config(reporting(ClientVerify::Pkix(Arc::clone(roots))))
+            }
+            Verify::DaneReport(d) => {
+                sni = d.sni.as_deref().unwrap_or(sni);
+                self.verify_report = Some(report.clone());
+                crate::tls::client_config(reporting(dane(d)))
+            }
         };
-        cfg.and_then(|c| TlsLayer::client(c, &self.config.remote_hostname))
+        cfg.and_then(|c| TlsLayer::client(c, sni))
             .map_err(|e| ErrorKind::Transport(Transport::Tls(TlsFailure::from(&e))))
+    }
+
+    /// The failure a reporting verification let through, once (before TLS is announced).
+    fn report_verify_failure(&mut self) {
+        if let Some(f) = self.verify_report.take().and_then(|r| r.failure()) {
+            self.event(Event::VerifyFailed(f));
+        }
     }
 
     /// Whether TLS is active.
@@ -784,6 +857,7 @@ impl ClientSession {
         };
         self.timers.stop(Timer::Handshake);
         self.tls_announced = true;
+        self.report_verify_failure();
         if let Some(info) = info {
             self.event(Event::TlsEstablished(info));
         }
@@ -802,6 +876,7 @@ impl ClientSession {
         };
         self.timers.stop(Timer::Handshake);
         self.tls_announced = true;
+        self.report_verify_failure();
         if let Some(info) = info {
             self.event(Event::TlsEstablished(info));
         }

@@ -1982,7 +1982,7 @@ fn dane_ee_records_checked_in_handshake() {
         let mut cfg = config();
         cfg.tls_mode = TlsMode::RequiredStartTls;
         cfg.remote_hostname = "mx.mox.example".into(); // DANE-EE: name not checked.
-        cfg.verification = Verify::Dane(vec![records.clone()]);
+        cfg.verification = Verify::Dane(DaneCheck::new(vec![records.clone()]));
         let mut script = ehlo_lines(&["250 STARTTLS"]);
         script.extend([C("STARTTLS"), StartTls(Arc::clone(&srv))]);
         if ok {
@@ -2019,6 +2019,172 @@ fn opportunistic_tls_failure_is_temporary() {
     let e = conn_err(&r);
     assert!(matches!(e.kind, ErrorKind::Transport(Transport::Tls(_))));
     assert!(!e.permanent);
+}
+
+/// Reporting verification (MTA-STS `testing`, `TLS-Required: No`): `IgnoreErrors` used to
+/// accept any certificate without looking, so the TLS report counted an untrusted or
+/// misnamed certificate as a success. The certificate is now verified (PKIX or DANE), a
+/// failure reported with its RFC 8460 reason before TLS is announced, and the session
+/// goes on over TLS; a good certificate reports nothing.
+#[test]
+fn reporting_verification_goes_on_and_reports() {
+    use crate::tls::Tlsa;
+    let der = testkit::server_cert_der();
+    let roots = |der: Vec<u8>| {
+        let mut r = rustls::RootCertStore::empty();
+        r.add(rustls::pki_types::CertificateDer::from(der)).unwrap();
+        Arc::new(r)
+    };
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let other = rcgen::CertificateParams::new(vec!["mox.example".to_string()])
+        .unwrap()
+        .self_signed(&other_key)
+        .unwrap();
+    let ee = Tlsa::for_certificate(3, 1, 1, &der).unwrap();
+    let wrong = Tlsa {
+        data: vec![0; 32],
+        ..ee.clone()
+    };
+    // A self-signed CA certificate as the server's own (the harness's mx-selfsigned):
+    // webpki says "CA used as end entity", the report says not trusted.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(vec!["mox.example".to_string()]).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca_server =
+        crate::tls::server_config_from_pem(ca.pem().as_bytes(), ca_key.serialize_pem().as_bytes())
+            .unwrap();
+    let cases: Vec<(Verify, &str, Option<TlsFailureReason>)> = vec![
+        (Verify::PkixReport(roots(der.clone())), "mox.example", None),
+        (
+            Verify::PkixReport(roots(der.clone())),
+            "wrong.example",
+            Some(TlsFailureReason::CertificateHostMismatch),
+        ),
+        (
+            Verify::PkixReport(roots(other.der().to_vec())),
+            "mox.example",
+            Some(TlsFailureReason::CertificateNotTrusted),
+        ),
+        (
+            Verify::DaneReport(DaneCheck::new(vec![ee])),
+            "other.example",
+            None,
+        ),
+        (
+            Verify::DaneReport(DaneCheck::new(vec![wrong])),
+            "mox.example",
+            Some(TlsFailureReason::Other),
+        ),
+    ];
+    let cases = cases
+        .into_iter()
+        .map(|(v, h, w)| (v, h, w, testkit::server_tls()))
+        .chain([(
+            Verify::PkixReport(roots(der.clone())),
+            "mox.example",
+            Some(TlsFailureReason::CertificateNotTrusted),
+            ca_server,
+        )]);
+    for (verify, host, want, server) in cases {
+        let name = format!("{verify:?} {host}");
+        let mut cfg = config();
+        cfg.verification = verify;
+        cfg.remote_hostname = host.into();
+        let mut script = ehlo_lines(&["250 STARTTLS"]);
+        script.extend([
+            C("STARTTLS"),
+            StartTls(server),
+            C("EHLO"),
+            S("250 mox.example"),
+            C("QUIT"),
+            S("221 bye"),
+        ]);
+        let r = run(cfg, vec![], &script);
+        assert_eq!(r.failed, None, "{name}: {:?}", r.events);
+        let failed: Vec<TlsFailureReason> = r
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::VerifyFailed(f) => Some(f.reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed, want.into_iter().collect::<Vec<_>>(), "{name}");
+        let at = |f: fn(&Event) -> bool| r.events.iter().position(f);
+        let established = at(|e| matches!(e, Event::TlsEstablished(_)));
+        assert!(established.is_some(), "{name}: {:?}", r.events);
+        if want.is_some() {
+            assert!(at(|e| matches!(e, Event::VerifyFailed(_))) < established);
+        }
+    }
+}
+
+/// DANE names (RFC 7672 3.2.2, 8.1): `ClientVerify::DaneNames` existed but DANE used only
+/// the MX host name, so a CNAME-expanded host sent the wrong SNI and a DANE-TA chain for the
+/// MX name as published failed. The SNI is now the TLSA base domain; DANE-TA accepts a
+/// chain for it or for the MX host name before expansion, nothing else; DANE-EE checks no
+/// name.
+#[test]
+fn dane_sni_and_reference_names() {
+    use crate::tls::Tlsa;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["mx.original.example".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let chain = format!("{}{}", leaf.pem(), ca.pem());
+    let srv =
+        crate::tls::server_config_from_pem(chain.as_bytes(), leaf_key.serialize_pem().as_bytes())
+            .unwrap();
+    let ta = Tlsa::for_certificate(2, 1, 1, ca.der()).unwrap();
+    let ee = Tlsa::for_certificate(3, 1, 1, leaf.der()).unwrap();
+    let check = |r: &Tlsa, names: &[&str]| DaneCheck {
+        records: vec![r.clone()],
+        sni: Some("b.host.example".into()),
+        names: names.iter().map(|n| n.to_string()).collect(),
+    };
+    let cases = [
+        (check(&ta, &["b.host.example", "mx.original.example"]), true),
+        (check(&ta, &["b.host.example"]), false),
+        (check(&ee, &["b.host.example"]), true),
+        (check(&ee, &[]), true),
+    ];
+    for (dane, ok) in cases {
+        let name = format!("{dane:?}");
+        let mut cfg = config();
+        cfg.tls_mode = TlsMode::RequiredStartTls;
+        cfg.remote_hostname = "mx.original.example".into();
+        cfg.verification = Verify::Dane(dane);
+        let mut script = ehlo_lines(&["250 STARTTLS"]);
+        script.extend([C("STARTTLS"), StartTls(Arc::clone(&srv))]);
+        if ok {
+            script.extend([C("EHLO"), S("250 mox.example"), C("QUIT"), S("221 bye")]);
+        }
+        let mut h = Harness::new(cfg, vec![], Vec::new());
+        h.run(&script);
+        if ok {
+            assert_eq!(h.res.failed, None, "{name}");
+        } else {
+            let e = h.res.failed.as_ref().expect("handshake failure");
+            assert!(
+                matches!(e.kind, ErrorKind::Transport(Transport::Tls(_))),
+                "{name}: {e:?}"
+            );
+        }
+        let sni = h
+            .srv_tls
+            .as_ref()
+            .and_then(|t| t.info())
+            .and_then(|i| i.sni);
+        if ok {
+            assert_eq!(sni.as_deref(), Some("b.host.example"), "{name}");
+        }
+    }
 }
 
 #[test]

@@ -489,16 +489,20 @@ pub fn tls_failure(e: &ClientError) -> Option<(&'static str, String)> {
             Some(("starttls-not-supported", e.kind.to_string()))
         }
         ErrorKind::Transport(client::Transport::Tls(f)) => {
-            let t = match f.reason {
-                TlsFailureReason::CertificateExpired => "certificate-expired",
-                TlsFailureReason::CertificateHostMismatch => "certificate-host-mismatch",
-                TlsFailureReason::CertificateNotTrusted => "certificate-not-trusted",
-                // DANE and other verifier failures carry only text.
-                _ => result_type(&f.detail),
-            };
-            Some((t, f.detail.clone()))
+            Some((failure_result_type(f), f.detail.clone()))
         }
         _ => None,
+    }
+}
+
+/// The RFC 8460 result type of a TLS failure.
+fn failure_result_type(f: &crate::tls::TlsFailure) -> &'static str {
+    match f.reason {
+        TlsFailureReason::CertificateExpired => "certificate-expired",
+        TlsFailureReason::CertificateHostMismatch => "certificate-host-mismatch",
+        TlsFailureReason::CertificateNotTrusted => "certificate-not-trusted",
+        // DANE and other verifier failures carry only text.
+        _ => result_type(&f.detail),
     }
 }
 
@@ -696,6 +700,8 @@ struct Conn {
     implicit: bool,
     policy: TlsPolicyKind,
     info: Option<TlsInfo>,
+    /// A reporting verification's failure: TLS was used anyway.
+    verify_failed: Option<crate::tls::TlsFailure>,
     ext: Extensions,
     done: Option<(Outcome, Extensions)>,
     failed: Option<ClientError>,
@@ -1156,6 +1162,7 @@ impl DeliverySession {
             implicit,
             policy: tls.policy,
             info: None,
+            verify_failed: None,
             ext: Extensions::default(),
             done: None,
             failed: None,
@@ -1480,6 +1487,7 @@ impl DeliverySession {
         match &ev {
             client::Event::Ready(x) => conn.ext = x.clone(),
             client::Event::TlsEstablished(i) => conn.info = Some(i.clone()),
+            client::Event::VerifyFailed(f) => conn.verify_failed = Some(f.clone()),
             client::Event::Done(o) => {
                 if conn.done.is_none() {
                     conn.done = Some((o.clone(), conn.ext.clone()));
@@ -1516,7 +1524,15 @@ impl DeliverySession {
             SessionEnd::Failed(e) => Some(e),
             SessionEnd::Done(..) => None,
         };
-        if let Some(result) = classify(conn.info.as_ref(), err) {
+        let result = match &conn.verify_failed {
+            // Delivered (or tried) over TLS that did not verify: a failure for the report.
+            Some(f) if conn.info.is_some() => Some(TlsResult::Failed {
+                result_type: failure_result_type(f),
+                detail: f.detail.clone(),
+            }),
+            _ => classify(conn.info.as_ref(), err),
+        };
+        if let Some(result) = result {
             let policy_domain = match &self.target {
                 Target::Mx { .. } => self.job.domain.clone(),
                 Target::Relay { host, .. } => host.to_ascii_lowercase(),

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::client::DaneCheck;
 use crate::queue::route::{SmtpAuth, TransportSmtp, TransportSocks5, TransportSubmission};
 use crate::server::{
     self, Completion as SCompletion, CredentialsAnswer, Effect as SEffect, PasswordCheck,
@@ -1550,12 +1551,12 @@ fn dane_verdict_per_host() {
     let dane = |data: Vec<u8>| {
         HostTls::Connect(HostTlsConnect {
             mode: TlsMode::RequiredStartTls,
-            verify: Verify::Dane(vec![crate::tls::Tlsa {
+            verify: Verify::Dane(DaneCheck::new(vec![crate::tls::Tlsa {
                 usage: 3,
                 selector: 0,
                 matching: 1,
                 data,
-            }]),
+            }])),
             policy: TlsPolicyKind::Tlsa,
         })
     };
@@ -1599,6 +1600,77 @@ fn dane_verdict_per_host() {
             ("mx2.example.org", TlsPolicyKind::Tlsa, true)
         ]
     );
+}
+
+/// A reporting verification (MTA-STS `testing`, `TLS-Required: No`) whose certificate
+/// check fails: the message is still delivered by the first MX host, over TLS, and the
+/// connection's TLS record is a failure with its RFC 8460 result type (it used to be
+/// recorded as a success, so the TLS report never showed the problem); a check that
+/// passes is recorded as established.
+#[test]
+fn reporting_verdict_delivers_and_records_failure() {
+    let ee = crate::tls::Tlsa::for_certificate(3, 1, 1, &testkit::server_cert_der()).unwrap();
+    let cases = [
+        (
+            Verify::DaneReport(DaneCheck::new(vec![crate::tls::Tlsa {
+                data: vec![0; 32],
+                ..ee.clone()
+            }])),
+            TlsPolicyKind::Tlsa,
+            Some("validation-failure"),
+        ),
+        (
+            Verify::DaneReport(DaneCheck::new(vec![ee])),
+            TlsPolicyKind::Tlsa,
+            None,
+        ),
+        (
+            Verify::PkixReport({
+                let mut roots = rustls::RootCertStore::empty();
+                roots
+                    .add(rustls::pki_types::CertificateDer::from(
+                        testkit::server_cert_der(),
+                    ))
+                    .unwrap();
+                Arc::new(roots)
+            }),
+            TlsPolicyKind::Sts,
+            // The test certificate is for mox.example, not the MX host.
+            Some("certificate-host-mismatch"),
+        ),
+    ];
+    for (verify, policy, want) in cases {
+        let name = format!("{verify:?}");
+        let mut cfg = config();
+        cfg.host_tls = HostTlsSource::Ask;
+        let mut net = two_mx(
+            Listener::Server(server_config()),
+            Listener::Server(server_config()),
+        );
+        net.host_tls.insert(
+            "mx1.example.org".into(),
+            HostTls::Connect(HostTlsConnect {
+                mode: TlsMode::Opportunistic,
+                verify,
+                policy,
+            }),
+        );
+        let r = run(cfg, job(&["a@example.org"]), net, 53);
+        assert_eq!(
+            delivered_by(&r.report.results[0]),
+            Some("mx1.example.org"),
+            "{name}: {:#?}",
+            r.transcript
+        );
+        assert_eq!(r.report.tls.len(), 1, "{name}: {:?}", r.report.tls);
+        let t = &r.report.tls[0];
+        assert_eq!(t.policy, policy, "{name}");
+        match (&t.result, want) {
+            (TlsResult::Failed { result_type, .. }, Some(w)) => assert_eq!(*result_type, w),
+            (TlsResult::Established(_), None) => {}
+            (other, _) => panic!("{name}: {other:?}, want {want:?}"),
+        }
+    }
 }
 
 /// The MX results of a mixed scenario for a chunking seed.

@@ -63,7 +63,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::dane::{AddressFacts, DaneInput, DaneStep, DaneVerdict};
+use super::dane::{AddressFacts, DaneInput, DaneSecure, DaneStep, DaneVerdict};
 use super::mtasts::{
     decide, policy_from_response, policy_url, record_name, Applied, CacheAction, CachedPolicy,
     FetchError, PolicySource, RecordAnswer, StsDecision, StsPolicy, MAX_POLICY_SIZE,
@@ -74,7 +74,7 @@ use super::requirement::{
 };
 use super::results::{fetch_failure_result, session_results, Endpoints, TlsOutcome};
 use super::tlsrpt::{Policy, PolicyType, ResultType, SessionResult};
-use crate::client::{TlsMode, Verify};
+use crate::client::{DaneCheck, TlsMode, Verify};
 use crate::delivery::{HostTls, HostTlsConnect, TlsAttempt, TlsPolicyKind, TlsResult};
 use crate::dns::{Lookup, LookupResult, Record, RecordType};
 use crate::smtp::Enhanced;
@@ -96,6 +96,9 @@ pub struct PolicyConfig {
     /// Trusted roots for WebPKI verification of MX hosts under an MTA-STS policy. `None`:
     /// a host that must be verified that way is skipped (temporary failure).
     pub pkix: Option<Arc<rustls::ClientConfig>>,
+    /// The same roots, for verifying MX hosts under an MTA-STS `testing` policy: a failure
+    /// is reported, not fatal. `None`: such hosts are not verified at all.
+    pub pkix_roots: Option<Arc<rustls::RootCertStore>>,
     /// Time an effect (DNS, cache read, policy fetch) may take.
     pub effect_timeout: Duration,
 }
@@ -106,6 +109,7 @@ impl PolicyConfig {
         PolicyConfig {
             trust_ad,
             pkix: None,
+            pkix_roots: None,
             effect_timeout: Duration::from_secs(60),
         }
     }
@@ -361,6 +365,7 @@ pub fn to_host_tls(
     req: &TlsRequirement,
     domain: &str,
     pkix: Option<&Arc<rustls::ClientConfig>>,
+    pkix_roots: Option<&Arc<rustls::RootCertStore>>,
 ) -> HostTls {
     match req {
         TlsRequirement::Skip(SkipReason::StsMxMismatch) => HostTls::Skip(format!(
@@ -391,8 +396,15 @@ pub fn to_host_tls(
             };
             let verify = match (&c.verify, c.on_failure) {
                 (Verification::None, _) => Verify::None,
-                (_, OnFailure::DeliverAndReport) => Verify::IgnoreErrors,
-                (Verification::Dane(d), OnFailure::Abort) => Verify::Dane(d.records.clone()),
+                // Verified all the same, a failure reported (RFC 8461 5, RFC 8689 5).
+                (Verification::Dane(d), OnFailure::DeliverAndReport) => {
+                    Verify::DaneReport(dane_check(d))
+                }
+                (Verification::WebPki { .. }, OnFailure::DeliverAndReport) => match pkix_roots {
+                    Some(r) => Verify::PkixReport(Arc::clone(r)),
+                    None => Verify::IgnoreErrors,
+                },
+                (Verification::Dane(d), OnFailure::Abort) => Verify::Dane(dane_check(d)),
                 (Verification::WebPki { .. }, OnFailure::Abort) => match pkix {
                     Some(p) => Verify::Pkix(Arc::clone(p)),
                     None => {
@@ -414,6 +426,16 @@ pub fn to_host_tls(
                 policy,
             })
         }
+    }
+}
+
+/// The client's DANE check for a secure host: its records, the TLSA base domain as SNI,
+/// and the base domain and the MX host name as DANE-TA reference identifiers.
+fn dane_check(d: &DaneSecure) -> DaneCheck {
+    DaneCheck {
+        records: d.records.clone(),
+        sni: Some(d.base_domain.clone()),
+        names: d.names.clone(),
     }
 }
 
@@ -954,7 +976,12 @@ impl PolicySession {
             }
             h.want = false;
             let req = requirement(sts.as_ref(), &h.host, dane, self.message);
-            let host_tls = to_host_tls(&req, &self.domain, self.config.pkix.as_ref());
+            let host_tls = to_host_tls(
+                &req,
+                &self.domain,
+                self.config.pkix.as_ref(),
+                self.config.pkix_roots.as_ref(),
+            );
             self.outputs
                 .push_back(Output::Verdict(Box::new(HostVerdict {
                     host: h.host.clone(),

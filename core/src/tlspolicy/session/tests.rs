@@ -99,6 +99,13 @@ impl World {
     fn new() -> World {
         let mut config = PolicyConfig::new(true);
         config.pkix = Some(testkit::client_tls());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(
+                testkit::server_cert_der(),
+            ))
+            .unwrap();
+        config.pkix_roots = Some(Arc::new(roots));
         World {
             dns: HashMap::new(),
             cache: BTreeMap::new(),
@@ -492,6 +499,16 @@ fn harness_verdicts_requiretls() {
         assert_eq!(r.verdict(host), *want_req, "REQUIRETLS {domain}");
         let r = harness().run(domain, &[host], MessageTls::TlsRequiredNo);
         assert_eq!(r.verdict(host), *want_no, "TLS-Required: No {domain}");
+        // DANE under `TLS-Required: No` still verifies, reporting a failure.
+        if want_no.contains("dane=") {
+            let HostTls::Connect(c) = &r.verdicts[0].host_tls else {
+                panic!("{domain}")
+            };
+            assert!(
+                matches!(&c.verify, Verify::DaneReport(d) if !d.records.is_empty()),
+                "{domain}"
+            );
+        }
     }
 }
 
@@ -814,7 +831,14 @@ fn dane_facts() {
     let HostTls::Connect(c) = &v.host_tls else {
         panic!()
     };
-    assert!(matches!(&c.verify, Verify::Dane(r) if r.len() == 1));
+    let Verify::Dane(d) = &c.verify else {
+        panic!("{:?}", c.verify)
+    };
+    assert_eq!(d.records.len(), 1);
+    // RFC 7672 8.1 and 3.2.2: SNI the TLSA base domain; DANE-TA names the base domain and
+    // the MX host name as published.
+    assert_eq!(d.sni.as_deref(), Some("b.hosting.example"));
+    assert_eq!(d.names, ["b.hosting.example", "mx.dane.example"]);
     assert_eq!(c.policy, TlsPolicyKind::Tlsa);
 
     // An unsigned step in the chain: no TLSA lookups, no DANE.
@@ -929,8 +953,21 @@ fn host_tls_forms() {
     let HostTls::Connect(c) = &r.verdicts[0].host_tls else {
         panic!()
     };
-    assert!(matches!(c.verify, Verify::IgnoreErrors));
+    // Verified all the same, a failure reported (IgnoreErrors used to record success).
+    assert!(matches!(c.verify, Verify::PkixReport(_)), "{:?}", c.verify);
     assert_eq!(c.policy, TlsPolicyKind::Sts);
+    // Without roots to verify with: not verified.
+    let mut w = harness();
+    w.config.pkix_roots = None;
+    let r = w.run(
+        "sts-testing.example.org",
+        &["mx-selfsigned.example.org"],
+        MessageTls::Default,
+    );
+    let HostTls::Connect(c) = &r.verdicts[0].host_tls else {
+        panic!()
+    };
+    assert!(matches!(c.verify, Verify::IgnoreErrors));
 
     let r = harness().run(
         "pf.example.org",
