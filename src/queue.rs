@@ -299,7 +299,7 @@ impl Runner {
                     .parent()
                     .unwrap_or(std::path::Path::new("."))
                     .to_path_buf();
-                crate::resolve::Dns::from_config(&config.resolver, &base)?
+                crate::resolve::Dns::from_config(&config.resolver, config.resolver_trust_ad, &base)?
             }
         };
         let transports = config.transports()?;
@@ -318,6 +318,7 @@ impl Runner {
             Duration::from_secs(config.queue.connect_timeout_secs.max(1)),
             transports,
             source_ips,
+            config.resolver_trust_ad != crate::config::TrustAd::Never,
             seed,
         )?)))
     }

@@ -313,7 +313,8 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         (None, None)
     } else {
         let base = c.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let (d, l) = crate::resolve::for_runtime(&c.resolver, &base, os_seed())?;
+        let (d, l) =
+            crate::resolve::for_runtime(&c.resolver, c.resolver_trust_ad, &base, os_seed())?;
         (Some(d), l)
     };
     let c = Arc::new(c);

@@ -81,7 +81,8 @@ fn pkix_for(ca_file: Option<&Path>) -> Option<Pkix> {
 
 impl SmtpDelivery {
     /// Delivery saying EHLO `hostname`, to `port` of MX hosts, with these named transports
-    /// and source addresses; DNS through `dns`, the MTA-STS policy cache in `store`.
+    /// and source addresses; DNS through `dns` (its AD bit believed only when `trust_ad`), the
+    /// MTA-STS policy cache in `store`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<rmox_storage::Store>,
@@ -91,6 +92,7 @@ impl SmtpDelivery {
         connect_timeout: Duration,
         transports: BTreeMap<String, TransportSetup>,
         source_ips: Vec<std::net::IpAddr>,
+        trust_ad: bool,
         seed: u64,
     ) -> Result<SmtpDelivery, crate::Fail> {
         let our_hostname = Host::parse(hostname)
@@ -123,11 +125,12 @@ impl SmtpDelivery {
             .collect();
         let dns = Arc::new(dns);
         // The AD bit is trusted as far as the resolver is: the resolver itself clears it on
-        // answers from servers it does not trust (resolve::source: loopback only), and a
-        // zone file is local configuration. MX hosts under an MTA-STS policy and policy
+        // answers from servers it does not trust (resolve::source, `resolver_trust_ad`), and
+        // a zone file is local configuration, unless `trust_ad` is false
+        // (`resolver_trust_ad = "never"`). MX hosts under an MTA-STS policy and policy
         // fetches are verified with the direct transport's roots (the system's, or
         // SSL_CERT_FILE).
-        let mut pc = PolicyConfig::new(true);
+        let mut pc = PolicyConfig::new(trust_ad);
         pc.pkix = direct.pkix.clone();
         let policy = Arc::new(QueuePolicy {
             dns: Arc::clone(&dns),

@@ -262,7 +262,4 @@ fn leftover_spool_removed_at_restart(rt: &str) {
     assert_eq!(count_subject(&mbox, &format!("killed {rt}")), 0);
 }
 
-rmox_tests::on_every_runtime!(
-    memory_bounded_mid_data,
-    leftover_spool_removed_at_restart,
-);
+rmox_tests::on_every_runtime!(memory_bounded_mid_data, leftover_spool_removed_at_restart,);
