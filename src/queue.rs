@@ -42,6 +42,7 @@ use rmox_storage::{
 use crate::config::{Config, Resolution};
 use crate::rt::{OnRuntime, Runtime};
 
+pub(crate) use deliver::pkix_for;
 pub use deliver::SmtpDelivery;
 
 /// Most entries loaded per pass.

@@ -65,7 +65,7 @@ fn system_roots() -> Result<Pkix, String> {
 
 /// PKIX with `ca_file` when given, else the system's roots; `None` (logged) when they
 /// cannot be loaded: deliveries needing verified TLS then fail temporarily.
-fn pkix_for(ca_file: Option<&Path>) -> Option<Pkix> {
+pub(crate) fn pkix_for(ca_file: Option<&Path>) -> Option<Pkix> {
     let r = match ca_file {
         Some(p) => roots_config(p),
         None => system_roots(),
@@ -332,6 +332,16 @@ impl DeliveryAnswerer for QueueAnswerer {
             // The driver connects; never asked here.
             Effect::Connect { .. } => Completion::ConnectFailed("not answered here".into()),
         }
+    }
+
+    fn lookup(
+        &self,
+        lookups: Vec<Lookup>,
+    ) -> Result<rmox_driver::outbound::AsyncAnswers, Vec<Lookup>> {
+        let dns = Arc::clone(&self.dns);
+        Ok(Box::pin(
+            async move { dns.lookup_many_async(&lookups).await },
+        ))
     }
 
     fn host_tls(&self, _domain: &str, _host: &str, requiretls: Option<bool>) -> HostTls {
