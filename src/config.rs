@@ -482,6 +482,9 @@ pub struct QueueSettings {
     pub source_ipv4: Option<std::net::Ipv4Addr>,
     /// Local IPv6 address outgoing connections are made from.
     pub source_ipv6: Option<std::net::Ipv6Addr>,
+    /// Seconds between looks at the MTA-STS policy cache for recently used policies to
+    /// refresh before they expire or after their id changed; 0: no background refresh.
+    pub mtasts_refresh_interval_secs: u64,
 }
 
 impl Default for QueueSettings {
@@ -497,6 +500,7 @@ impl Default for QueueSettings {
             jitter_percent: 10,
             source_ipv4: None,
             source_ipv6: None,
+            mtasts_refresh_interval_secs: 3600,
         }
     }
 }
@@ -1674,6 +1678,10 @@ jitter_percent = 10
 # Local addresses for outgoing connections (default: the system's choice).
 # source_ipv4 = "192.0.2.25"
 # source_ipv6 = "2001:db8::25"
+# Every this many seconds, recently used MTA-STS policies (used within 30 days, fetched
+# over 12 hours ago or expiring within a day) are refreshed in the background: the
+# _mta-sts record looked up, the policy fetched when its id changed. 0: no refresh.
+mtasts_refresh_interval_secs = 3600
 
 # Transports: other ways for outgoing mail to leave than direct delivery to the MX hosts.
 # Routes (below) choose one per delivery attempt.

@@ -16,6 +16,7 @@
 
 pub mod cli;
 mod deliver;
+mod refresh;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -44,6 +45,7 @@ use crate::rt::{OnRuntime, Runtime};
 
 pub(crate) use deliver::pkix_for;
 pub use deliver::SmtpDelivery;
+pub use refresh::StsRefresher;
 
 /// Most entries loaded per pass.
 const DUE_LIMIT: usize = 1000;

@@ -348,6 +348,16 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         )?;
         r.any().then(|| Arc::new(r))
     };
+    // MTA-STS policies refreshed in the background, a task beside the report senders.
+    let refresher = match (&dns, c.localserve) {
+        (Some(d), false) => crate::queue::StsRefresher::new(
+            Arc::clone(&store),
+            d.clone(),
+            c.queue.mtasts_refresh_interval_secs,
+        )
+        .map(Arc::new),
+        _ => None,
+    };
     let world = Arc::new(
         World::new(
             Arc::clone(&c),
@@ -364,6 +374,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         workers,
         reporters,
         dns_loop,
+        refresher,
     );
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -504,28 +515,33 @@ fn compiled_runtimes() -> Vec<&'static str> {
 /// on shutdown, the runner after the deliveries in flight. The DNS loop runs beside them
 /// as a task of the same runtime, until they are done.
 fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
-    (runner, workers, reporters, dns_loop): Background,
+    (runner, workers, reporters, dns_loop, refresher): Background,
     shutdown: Arc<Shutdown>,
 ) -> rmox_driver::Background<R> {
     Box::new(move |rt: R| {
         Box::pin(async move {
             let _dns = dns_loop.map(|l| rt.spawn(l.run(rt.clone())));
             let reports = reporters.map(|r| rt.spawn(r.run(rt.clone(), Arc::clone(&shutdown))));
+            let refresh = refresher.map(|r| rt.spawn(r.run(rt.clone(), Arc::clone(&shutdown))));
             runner.run(rt, workers, Some(shutdown)).await;
             if let Some(r) = reports {
+                r.await;
+            }
+            if let Some(r) = refresh {
                 r.await;
             }
         })
     })
 }
 
-/// What [`queue_task`] runs: the queue runner, its workers, the report senders, and the
-/// DNS loop beside them.
+/// What [`queue_task`] runs: the queue runner, its workers, the report senders, the DNS
+/// loop beside them, and the MTA-STS policy refresher.
 type Background = (
     Arc<crate::queue::Runner>,
     usize,
     Option<Arc<crate::reports::Reporters>>,
     Option<crate::resolve::DnsLoop>,
+    Option<Arc<crate::queue::StsRefresher>>,
 );
 
 fn run_on(
