@@ -85,7 +85,7 @@ impl StsRefresher {
             };
             let mut decision = refresh(&cached, &record, None, now);
             if decision == StsDecision::Fetch {
-                tracing::info!(%domain, url = %rmox_core::tlspolicy::policy_url(&domain), "fetching MTA-STS policy (refresh)");
+                tracing::info!(%domain, url = %rmox_core::tlspolicy::policy_url(&domain), "refreshing MTA-STS policy: fetch");
                 let fetched = self.fetch(rt, &domain).await;
                 decision = refresh(&cached, &record, Some(fetched), now);
             }
