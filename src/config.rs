@@ -76,6 +76,20 @@ pub struct Listener {
     pub mta_sts: Option<PortConfig>,
 }
 
+/// Whose DNSSEC verdict (the AD bit of an answer) is believed: DANE needs it.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustAd {
+    /// Only when every resolver is on loopback (a validating resolver on this machine:
+    /// answers from farther away could be altered on the way).
+    #[default]
+    Loopback,
+    /// Whatever resolvers are configured (the path to them is trusted).
+    Always,
+    /// Never: no answer counts as DNSSEC-secure, so DANE is never used.
+    Never,
+}
+
 /// MTA-STS mode of a policy we publish (RFC 8461 5).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -468,6 +482,9 @@ pub struct QueueSettings {
     pub source_ipv4: Option<std::net::Ipv4Addr>,
     /// Local IPv6 address outgoing connections are made from.
     pub source_ipv6: Option<std::net::Ipv6Addr>,
+    /// Seconds between looks at the MTA-STS policy cache for recently used policies to
+    /// refresh before they expire or after their id changed; 0: no background refresh.
+    pub mtasts_refresh_interval_secs: u64,
 }
 
 impl Default for QueueSettings {
@@ -483,6 +500,7 @@ impl Default for QueueSettings {
             jitter_percent: 10,
             source_ipv4: None,
             source_ipv6: None,
+            mtasts_refresh_interval_secs: 3600,
         }
     }
 }
@@ -638,6 +656,9 @@ pub struct Config {
     /// DNS servers (`ip:port`); default: the system's resolv.conf.
     #[serde(default)]
     pub resolver: Vec<String>,
+    /// Whose AD bit is believed (`resolver_trust_ad`).
+    #[serde(default)]
+    pub resolver_trust_ad: TrustAd,
     /// Listeners.
     #[serde(default)]
     pub listener: Vec<Listener>,
@@ -1530,6 +1551,10 @@ data_dir = "data"
 
 # DNS servers as ip:port. Empty: use /etc/resolv.conf.
 resolver = ["127.0.0.53:53"]
+# Whose DNSSEC verdict (the AD bit) is believed, which DANE needs: "loopback" (default:
+# only when every resolver above is on this machine), "always", or "never" (DANE off;
+# a zonefile resolver's answers count as insecure too).
+resolver_trust_ad = "loopback"
 
 # One [[listener]] per address.
 [[listener]]
@@ -1653,6 +1678,10 @@ jitter_percent = 10
 # Local addresses for outgoing connections (default: the system's choice).
 # source_ipv4 = "192.0.2.25"
 # source_ipv6 = "2001:db8::25"
+# Every this many seconds, recently used MTA-STS policies (used within 30 days, fetched
+# over 12 hours ago or expiring within a day) are refreshed in the background: the
+# _mta-sts record looked up, the policy fetched when its id changed. 0: no refresh.
+mtasts_refresh_interval_secs = 3600
 
 # Transports: other ways for outgoing mail to leave than direct delivery to the MX hosts.
 # Routes (below) choose one per delivery attempt.
@@ -1843,6 +1872,34 @@ mailbox = "Postmaster"
         let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
         assert_eq!(c.hostname, "mail.example.org");
         assert_eq!(c.listener[0].smtp.as_ref().unwrap().port, 25);
+    }
+
+    /// `resolver_trust_ad` takes loopback, always or never (default loopback); its effect
+    /// is shown by resolve.rs's `trust_ad_by_setting` and, on DANE, by
+    /// tests/tests/harness_delivery_tls.rs's `trust_ad_never`.
+    #[test]
+    fn resolver_trust_ad() {
+        let parse = |extra: &str| {
+            Config::parse(
+                &format!("hostname = \"mox.example\"\ndata_dir = \"d\"\n{extra}"),
+                Path::new("rmox.toml"),
+            )
+        };
+        assert_eq!(parse("").unwrap().resolver_trust_ad, TrustAd::Loopback);
+        for (v, want) in [
+            ("loopback", TrustAd::Loopback),
+            ("always", TrustAd::Always),
+            ("never", TrustAd::Never),
+        ] {
+            let c = parse(&format!("resolver_trust_ad = \"{v}\"\n")).unwrap();
+            assert_eq!(c.resolver_trust_ad, want, "{v}");
+        }
+        let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
+        assert_eq!(c.resolver_trust_ad, TrustAd::default());
+        for bad in ["\"sometimes\"", "true"] {
+            let e = parse(&format!("resolver_trust_ad = {bad}\n")).unwrap_err();
+            assert_eq!(e.key, "line 3", "{bad}: {e}");
+        }
     }
 
     /// The example shows the defaults of every limit.

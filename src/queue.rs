@@ -16,6 +16,7 @@
 
 pub mod cli;
 mod deliver;
+mod refresh;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -42,7 +43,9 @@ use rmox_storage::{
 use crate::config::{Config, Resolution};
 use crate::rt::{OnRuntime, Runtime};
 
+pub(crate) use deliver::pkix_for;
 pub use deliver::SmtpDelivery;
+pub use refresh::StsRefresher;
 
 /// Most entries loaded per pass.
 const DUE_LIMIT: usize = 1000;
@@ -299,7 +302,7 @@ impl Runner {
                     .parent()
                     .unwrap_or(std::path::Path::new("."))
                     .to_path_buf();
-                crate::resolve::Dns::from_config(&config.resolver, &base)?
+                crate::resolve::Dns::from_config(&config.resolver, config.resolver_trust_ad, &base)?
             }
         };
         let transports = config.transports()?;
@@ -318,6 +321,7 @@ impl Runner {
             Duration::from_secs(config.queue.connect_timeout_secs.max(1)),
             transports,
             source_ips,
+            config.resolver_trust_ad != crate::config::TrustAd::Never,
             seed,
         )?)))
     }

@@ -597,10 +597,13 @@ pub struct OutgoingTlsReport {
     pub scope: rmox_core::tlspolicy::ReportScope,
     /// The report.
     pub report: rmox_core::tlspolicy::Report,
-    /// The whole message (DKIM-signed when the host name's domain has keys).
+    /// The whole message (DKIM-signed when the host name's domain has keys); empty when
+    /// no `mailto:` address got it.
     pub message: Vec<u8>,
     /// The `mailto:` addresses it was queued for (not suppressed).
     pub recipients: Vec<String>,
+    /// The `https:` rua to POST it to ([`post_tls_report`]; not done by [`tls_finish`]).
+    pub https: Vec<String>,
 }
 
 /// The stored TLS results of one policy domain for finished days: the reports core made
@@ -691,9 +694,6 @@ pub fn tls_finish(
                     continue;
                 }
             };
-            for uri in &to.https {
-                tracing::info!(domain = %r.domain, %uri, "https rua not supported yet; skipped");
-            }
             let mut recipients: Vec<String> = Vec::new();
             for addr in to.mailto {
                 let suppressed = config
@@ -707,6 +707,16 @@ pub fn tls_finish(
                 }
             }
             if recipients.is_empty() {
+                if !to.https.is_empty() {
+                    sent.push(OutgoingTlsReport {
+                        domain: r.domain,
+                        scope: r.scope,
+                        report: r.report,
+                        message: Vec::new(),
+                        recipients,
+                        https: to.https,
+                    });
+                }
                 continue;
             }
             let mut message = report_message(&config.hostname, &r, &recipients, now);
@@ -758,6 +768,7 @@ pub fn tls_finish(
                 report: r.report,
                 message,
                 recipients,
+                https: to.https,
             });
         }
         store.reports_remove(ReportKind::TlsResult, &p.domain, finished_before(now))?;
@@ -765,8 +776,62 @@ pub fn tls_finish(
     Ok(sent)
 }
 
+/// POSTs `r` to each of its `https:` rua (RFC 8460 5.3.2: the gzipped JSON as
+/// `application/tlsrpt+gzip`) through the driver's HTTPS fetch loop on `rt`, host names
+/// resolved through `dns`, the server's certificate verified against `roots` (WebPKI):
+/// per URI, the status when a 2xx took it, else why not. Logged either way; not retried.
+pub async fn post_tls_report<R: rmox_driver::outbound::Net>(
+    rt: &R,
+    dns: &Arc<crate::resolve::Dns>,
+    roots: Option<Arc<rustls::ClientConfig>>,
+    r: &OutgoingTlsReport,
+) -> Vec<(String, Result<u16, String>)> {
+    use rmox_core::tlspolicy::outgoing::{post_accepted, report_post};
+    let mut out = Vec::new();
+    if r.https.is_empty() {
+        return out;
+    }
+    let config = roots.map(|t| Arc::new(rmox_core::http::FetchConfig::mta_sts(t)));
+    let d = Arc::clone(dns);
+    let resolve: rmox_driver::fetch::Resolve = Arc::new(move |lookups| {
+        let d = Arc::clone(&d);
+        Box::pin(async move { d.lookup_many_async(&lookups).await })
+    });
+    for uri in &r.https {
+        let result = match &config {
+            None => Err("no trusted roots for https".to_string()),
+            Some(config) => {
+                let req = report_post(&r.report, uri);
+                match rmox_driver::fetch::fetch(
+                    rt.clone(),
+                    Arc::clone(config),
+                    &req,
+                    Arc::clone(&resolve),
+                )
+                .await
+                {
+                    Ok(resp) if post_accepted(resp.status) => Ok(resp.status),
+                    Ok(resp) => Err(format!("status {}", resp.status)),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        match &result {
+            Ok(status) => {
+                tracing::info!(domain = %r.domain, scope = ?r.scope, report_id = %r.report.report_id, %uri, status, "tls report posted")
+            }
+            Err(e) => {
+                tracing::warn!(domain = %r.domain, scope = ?r.scope, report_id = %r.report.report_id, %uri, error = %e, "tls report post failed")
+            }
+        }
+        out.push((uri.clone(), result));
+    }
+    out
+}
+
 /// Sends the TLS reports of all finished days ([`tls_pending`], the `_smtp._tls` lookups,
-/// [`tls_finish`]), blocking: for tests and commands, never inside a runtime task.
+/// [`tls_finish`]; mailto only, `https:` rua are left to the caller), blocking: for tests
+/// and commands, never inside a runtime task.
 #[cfg_attr(not(test), allow(dead_code))]
 pub fn send_tls_reports(
     store: &Store,
@@ -838,7 +903,7 @@ impl Reporters {
     }
 
     /// Runs the senders until `shutdown`.
-    pub async fn run<R: rmox_driver::Runtime>(
+    pub async fn run<R: rmox_driver::outbound::Net>(
         self: Arc<Self>,
         rt: R,
         shutdown: Arc<rmox_driver::Shutdown>,
@@ -910,13 +975,16 @@ impl Reporters {
                         return;
                     }
                     match me.tls_round(&rt).await {
-                        Ok(v) if !v.is_empty() => {
-                            for r in &v {
+                        Ok(v) => {
+                            let queued: Vec<&OutgoingTlsReport> =
+                                v.iter().filter(|r| !r.recipients.is_empty()).collect();
+                            for r in &queued {
                                 tracing::info!(domain = %r.domain, scope = ?r.scope, report_id = %r.report.report_id, to = ?r.recipients, message_bytes = r.message.len(), "tls report queued");
                             }
-                            me.wake_queue();
+                            if !queued.is_empty() {
+                                me.wake_queue();
+                            }
                         }
-                        Ok(_) => {}
                         Err(e) => tracing::error!(error = %e, "tls reporter"),
                     }
                 }
@@ -926,8 +994,9 @@ impl Reporters {
         tracing::info!("report senders stopped");
     }
 
-    /// One round of TLS reports: storage on the blocking pool, DNS on the task.
-    async fn tls_round<R: rmox_driver::Runtime>(
+    /// One round of TLS reports: storage on the blocking pool, DNS and the `https:` rua
+    /// POSTs on the task.
+    async fn tls_round<R: rmox_driver::outbound::Net>(
         &self,
         rt: &R,
     ) -> Result<Vec<OutgoingTlsReport>, StoreError> {
@@ -948,10 +1017,18 @@ impl Reporters {
             Arc::clone(&self.config),
             Arc::clone(&self.dkim),
         );
-        rt.unblock(Box::new(move || {
-            tls_finish(&store, &config, &dkim, pending, &answers, now)
-        }))
-        .await
+        let sent = rt
+            .unblock(Box::new(move || {
+                tls_finish(&store, &config, &dkim, pending, &answers, now)
+            }))
+            .await?;
+        if sent.iter().any(|r| !r.https.is_empty()) {
+            let roots = crate::queue::pkix_for(None);
+            for r in &sent {
+                post_tls_report(rt, dns, roots.clone(), r).await;
+            }
+        }
+        Ok(sent)
     }
 }
 
@@ -1621,6 +1698,8 @@ print(total)
         let sent =
             send_tls_reports(&env.store, &env.config, &dkim, &tls_zone(), UnixTime(now)).unwrap();
         assert_eq!(sent.len(), 1, "{sent:?}");
+        // Its https rua is handed back to be POSTed (the report task does).
+        assert_eq!(sent[0].https, ["https://r.example.org/x"]);
         let r = &sent[0];
         assert_eq!(r.domain, "sts-testing.example.org");
         assert_eq!(r.recipients, ["tlsrpt@example.org"]);
@@ -1656,7 +1735,8 @@ print(total)
         assert!(again.is_empty());
     }
 
-    /// A suppressed rua address gets no TLS report; the results are removed.
+    /// A suppressed rua address gets no TLS report (the https rua is left to post); the
+    /// results are removed.
     #[test]
     fn tls_report_suppressed() {
         let env = Env::new("tlssuppress");
@@ -1680,7 +1760,10 @@ print(total)
             UnixTime(DAY + 86_400),
         )
         .unwrap();
-        assert!(sent.is_empty());
+        // Only the record's https rua remains, for the caller to POST.
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].recipients.is_empty() && sent[0].message.is_empty());
+        assert_eq!(sent[0].https, ["https://r.example.org/x"]);
         assert!(env
             .store
             .queue_list(&Default::default())

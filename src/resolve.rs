@@ -17,6 +17,7 @@ use rmox_core::dns::{
 };
 use rmox_driver::dns::{run_resolver, DnsClient, DnsRequests, UdpRuntime};
 
+use crate::config::TrustAd;
 use crate::Fail;
 
 /// Where answers come from.
@@ -37,8 +38,8 @@ pub enum Source {
 }
 
 /// From the config's `resolver` list: `zonefile:PATH` (relative to `base`), `ip:port`
-/// entries, or (empty) the system's /etc/resolv.conf.
-pub fn source(resolver: &[String], base: &std::path::Path) -> Result<Source, Fail> {
+/// entries, or (empty) the system's /etc/resolv.conf; the AD bit believed as `trust` says.
+pub fn source(resolver: &[String], trust: TrustAd, base: &std::path::Path) -> Result<Source, Fail> {
     if let Some(path) = resolver.iter().find_map(|r| r.strip_prefix("zonefile:")) {
         let p = base.join(path);
         let text = std::fs::read_to_string(&p)
@@ -63,9 +64,13 @@ pub fn source(resolver: &[String], base: &std::path::Path) -> Result<Source, Fai
             "no DNS servers: set `resolver` in the config or fill /etc/resolv.conf".into(),
         ));
     }
-    // The AD bit is believed only from loopback resolvers (a validating resolver on this
-    // machine); others could be spoofed on the way.
-    let trust_ad = servers.iter().all(|s| s.ip().is_loopback());
+    // By default the AD bit is believed only from loopback resolvers (a validating
+    // resolver on this machine); others could be spoofed on the way.
+    let trust_ad = match trust {
+        TrustAd::Loopback => servers.iter().all(|s| s.ip().is_loopback()),
+        TrustAd::Always => true,
+        TrustAd::Never => false,
+    };
     Ok(Source::Net(ResolverConfig {
         servers,
         trust_ad,
@@ -107,10 +112,11 @@ impl DnsLoop {
 /// block): start it before anything asks.
 pub fn for_runtime(
     resolver: &[String],
+    trust: TrustAd,
     base: &std::path::Path,
     seed: u64,
 ) -> Result<(Dns, Option<DnsLoop>), Fail> {
-    match source(resolver, base)? {
+    match source(resolver, trust, base)? {
         Source::Zone(z) => Ok((Dns::Zone(z), None)),
         Source::Net(config) => {
             let (client, requests) = DnsClient::channel();
@@ -146,10 +152,14 @@ pub fn start_thread(config: ResolverConfig, seed: u64) -> Result<Dns, Fail> {
 }
 
 impl Dns {
-    /// From the config's `resolver` list (see [`source`]); real DNS runs on a resolver
-    /// thread ([`start_thread`]).
-    pub fn from_config(resolver: &[String], base: &std::path::Path) -> Result<Dns, Fail> {
-        match source(resolver, base)? {
+    /// From the config's `resolver` list and AD trust (see [`source`]); real DNS runs on a
+    /// resolver thread ([`start_thread`]).
+    pub fn from_config(
+        resolver: &[String],
+        trust: TrustAd,
+        base: &std::path::Path,
+    ) -> Result<Dns, Fail> {
+        match source(resolver, trust, base)? {
             Source::Zone(z) => Ok(Dns::Zone(z)),
             Source::Net(config) => start_thread(config, crate::serve::os_seed()),
         }
@@ -233,21 +243,28 @@ mod tests {
         }
     }
 
-    /// The AD bit is trusted only when every configured resolver is on loopback.
+    /// By default (`resolver_trust_ad = "loopback"`) the AD bit is trusted only when every
+    /// configured resolver is on loopback; "always" and "never" override that.
     #[test]
-    fn trust_ad_only_for_loopback_resolvers() {
-        let trust = |list: &[&str]| {
+    fn trust_ad_by_setting() {
+        let trust = |t: TrustAd, list: &[&str]| {
             let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
-            match source(&list, Path::new(".")).unwrap() {
+            match source(&list, t, Path::new(".")).unwrap() {
                 Source::Net(c) => c.trust_ad,
                 Source::Zone(_) => panic!("not a zone"),
             }
         };
-        assert!(trust(&["127.53.0.2:53"]));
-        assert!(trust(&["127.0.0.1:53", "[::1]:53"]));
-        assert!(!trust(&["192.0.2.53:53"]));
-        assert!(!trust(&["127.0.0.1:53", "192.0.2.53:53"]));
-        assert!(source(&["nonsense".into()], Path::new(".")).is_err());
+        let l = TrustAd::default();
+        assert_eq!(l, TrustAd::Loopback);
+        assert!(trust(l, &["127.53.0.2:53"]));
+        assert!(trust(l, &["127.0.0.1:53", "[::1]:53"]));
+        assert!(!trust(l, &["192.0.2.53:53"]));
+        assert!(!trust(l, &["127.0.0.1:53", "192.0.2.53:53"]));
+        assert!(trust(TrustAd::Always, &["192.0.2.53:53"]));
+        assert!(trust(TrustAd::Always, &["127.0.0.1:53"]));
+        assert!(!trust(TrustAd::Never, &["127.0.0.1:53"]));
+        assert!(!trust(TrustAd::Never, &["192.0.2.53:53"]));
+        assert!(source(&["nonsense".into()], l, Path::new(".")).is_err());
     }
 
     /// Blocking callers on several threads share the resolver thread and its cache; the
@@ -255,7 +272,12 @@ mod tests {
     #[test]
     fn blocking_callers_share_the_resolver_thread() {
         let server = responder(Behaviour::Truncate);
-        let dns = Dns::from_config(&[server.addr.to_string()], Path::new(".")).unwrap();
+        let dns = Dns::from_config(
+            &[server.addr.to_string()],
+            TrustAd::default(),
+            Path::new("."),
+        )
+        .unwrap();
         let dns = std::sync::Arc::new(dns);
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -312,7 +334,12 @@ mod tests {
     #[test]
     fn run_check_asks_each_round_at_once() {
         let server = responder(Behaviour::Gather(3));
-        let dns = Dns::from_config(&[server.addr.to_string()], Path::new(".")).unwrap();
+        let dns = Dns::from_config(
+            &[server.addr.to_string()],
+            TrustAd::default(),
+            Path::new("."),
+        )
+        .unwrap();
         assert_eq!(dns.run_check(&mut Three::default(), 10), Some(Some(3)));
         assert_eq!(server.udp_queries.load(Ordering::SeqCst), 3);
         // Bounded: a budget below the check's questions gives no verdict.

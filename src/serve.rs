@@ -313,7 +313,8 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         (None, None)
     } else {
         let base = c.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let (d, l) = crate::resolve::for_runtime(&c.resolver, &base, os_seed())?;
+        let (d, l) =
+            crate::resolve::for_runtime(&c.resolver, c.resolver_trust_ad, &base, os_seed())?;
         (Some(d), l)
     };
     let c = Arc::new(c);
@@ -347,6 +348,16 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         )?;
         r.any().then(|| Arc::new(r))
     };
+    // MTA-STS policies refreshed in the background, a task beside the report senders.
+    let refresher = match (&dns, c.localserve) {
+        (Some(d), false) => crate::queue::StsRefresher::new(
+            Arc::clone(&store),
+            d.clone(),
+            c.queue.mtasts_refresh_interval_secs,
+        )
+        .map(Arc::new),
+        _ => None,
+    };
     let world = Arc::new(
         World::new(
             Arc::clone(&c),
@@ -364,6 +375,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         reporters,
         dns_loop,
         counts: Arc::clone(&counts),
+        refresher,
     };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -515,6 +527,9 @@ fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
             let reports = b
                 .reporters
                 .map(|r| rt.spawn(r.run(rt.clone(), Arc::clone(&shutdown))));
+            let refresh = b
+                .refresher
+                .map(|r| rt.spawn(r.run(rt.clone(), Arc::clone(&shutdown))));
             let counts = rt.spawn(crate::world::flush_counts(
                 b.counts,
                 rt.clone(),
@@ -522,6 +537,9 @@ fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
             ));
             b.runner.run(rt, b.workers, Some(shutdown)).await;
             if let Some(r) = reports {
+                r.await;
+            }
+            if let Some(r) = refresh {
                 r.await;
             }
             counts.await;
@@ -541,6 +559,8 @@ struct Background {
     dns_loop: Option<crate::resolve::DnsLoop>,
     /// The effect answerer whose per-day delivery counts are written to storage.
     counts: Arc<World>,
+    /// The MTA-STS policy refresher, when on.
+    refresher: Option<Arc<crate::queue::StsRefresher>>,
 }
 
 fn run_on(

@@ -14,7 +14,7 @@ use crate::Fail;
 
 fn dns(resolver: &Option<String>) -> Result<Dns, Fail> {
     let list: Vec<String> = resolver.iter().cloned().collect();
-    Dns::from_config(&list, Path::new("."))
+    Dns::from_config(&list, crate::config::TrustAd::default(), Path::new("."))
 }
 
 /// Runs a check against real DNS (or a zone file), bounded in questions.

@@ -93,6 +93,14 @@ pub trait DeliveryAnswerer: Send + Sync + 'static {
     /// typically core's `builtin_host_tls`. Must not block.
     fn host_tls(&self, domain: &str, host: &str, requiretls: Option<bool>) -> HostTls;
 
+    /// The answers to the delivery's DNS questions ([`Effect::Dns`]) without blocking: a
+    /// future polled on the runtime's thread (a resolver task or channel), one answer per
+    /// lookup, in order. `Err` gives the lookups back (the default): then
+    /// [`DeliveryAnswerer::answer`] answers them on the blocking pool.
+    fn lookup(&self, lookups: Vec<Lookup>) -> Result<AsyncAnswers, Vec<Lookup>> {
+        Err(lookups)
+    }
+
     /// The TLS policy (MTA-STS, DANE) of this delivery: when given, [`Effect::HostTls`] is
     /// answered by a [`PolicySession`] the loop runs beside the delivery (one per
     /// delivery, created at the first question), and [`DeliveryAnswerer::host_tls`] is not
@@ -178,6 +186,9 @@ const MAX_UNCONSUMED: usize = 1 << 20;
 
 /// An effect being answered on the blocking pool.
 type Answering = Pin<Box<dyn Future<Output = Completion>>>;
+
+/// DNS answers on their way ([`DeliveryAnswerer::lookup`]): one per lookup, in order.
+pub type AsyncAnswers = Pin<Box<dyn Future<Output = Vec<LookupResult>>>>;
 
 /// A connection being opened.
 type Connecting<S> = Pin<Box<dyn Future<Output = io::Result<S>>>>;
@@ -279,13 +290,29 @@ pub async fn deliver_reporting<R: Net>(
                     }
                     drain_policy(&rt, p, &mut session, cid);
                 }
-                Output::Effect(token, effect) => match answerer.answer_now(&effect) {
-                    Some(c) => completed(&mut session, token, c),
-                    None => {
-                        let a = Arc::clone(&answerer);
-                        pending.push_back((token, rt.unblock(Box::new(move || a.answer(effect)))));
+                Output::Effect(token, effect) => {
+                    // DNS asynchronously when the answerer can (no blocking-pool thread
+                    // waiting on the resolver).
+                    let effect = match effect {
+                        Effect::Dns(lookups) => match answerer.lookup(lookups) {
+                            Ok(f) => {
+                                let f = async move { Completion::Dns(f.await) };
+                                pending.push_back((token, Box::pin(f)));
+                                continue;
+                            }
+                            Err(lookups) => Effect::Dns(lookups),
+                        },
+                        other => other,
+                    };
+                    match answerer.answer_now(&effect) {
+                        Some(c) => completed(&mut session, token, c),
+                        None => {
+                            let a = Arc::clone(&answerer);
+                            pending
+                                .push_back((token, rt.unblock(Box::new(move || a.answer(effect)))));
+                        }
                     }
-                },
+                }
                 Output::Event(ev) => log_event(cid, &ev),
                 Output::Close(id) => {
                     connecting.remove(&id);

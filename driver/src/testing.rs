@@ -356,6 +356,87 @@ pub fn outbound_delivers(server: Server, deliver: DeliverFn<'_>) {
     server.stop();
 }
 
+/// [`StaticDns`] answering DNS only asynchronously ([`DeliveryAnswerer::lookup`]): a DNS
+/// question on the blocking pool ([`DeliveryAnswerer::answer`]) gets a temporary failure.
+pub struct AsyncOnlyDns {
+    dns: StaticDns,
+    /// DNS questions answered through [`DeliveryAnswerer::lookup`].
+    pub asked: AtomicUsize,
+    /// DNS questions that reached [`DeliveryAnswerer::answer`].
+    pub blocking: AtomicUsize,
+}
+
+impl DeliveryAnswerer for AsyncOnlyDns {
+    fn answer(&self, effect: DEffect) -> DCompletion {
+        match effect {
+            DEffect::Dns(lookups) => {
+                self.blocking.fetch_add(1, Ordering::SeqCst);
+                DCompletion::Dns(
+                    lookups
+                        .iter()
+                        .map(|_| LookupResult::TempFail("blocking pool".into()))
+                        .collect(),
+                )
+            }
+            other => self.dns.answer(other),
+        }
+    }
+
+    fn lookup(
+        &self,
+        lookups: Vec<rmox_core::dns::Lookup>,
+    ) -> Result<crate::outbound::AsyncAnswers, Vec<rmox_core::dns::Lookup>> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let answers = match self.dns.answer(DEffect::Dns(lookups)) {
+            DCompletion::Dns(a) => a,
+            _ => Vec::new(),
+        };
+        Ok(Box::pin(async move {
+            // Answered later, as a resolver would.
+            futures_lite::future::yield_now().await;
+            answers
+        }))
+    }
+
+    fn host_tls(&self, domain: &str, host: &str, requiretls: Option<bool>) -> HostTls {
+        self.dns.host_tls(domain, host, requiretls)
+    }
+}
+
+/// Issue 13: delivery's DNS (MX plan, addresses) was answered by blocking calls on the
+/// blocking pool; with an answerer that answers asynchronously, every question goes
+/// through [`DeliveryAnswerer::lookup`] and none to the blocking pool, and the MX
+/// fallback still works.
+pub fn outbound_dns_async(server: Server, deliver: DeliverFn<'_>) {
+    let refused = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let dns = Arc::new(AsyncOnlyDns {
+        dns: StaticDns::default()
+            .mx("test.example", 10, "mx1.test.example")
+            .mx("test.example", 20, "mx2.test.example")
+            .a("mx1.test.example", refused)
+            .a("mx2.test.example", ip4(server.addr)),
+        asked: AtomicUsize::new(0),
+        blocking: AtomicUsize::new(0),
+    });
+    let report = deliver(
+        delivery(server.addr.port(), Duration::from_secs(5)),
+        Arc::clone(&dns) as Arc<dyn DeliveryAnswerer>,
+    );
+    match &report.results[0] {
+        AttemptResult::Delivered { host, .. } => {
+            assert_eq!(host.as_deref(), Some("mx2.test.example"))
+        }
+        r => panic!("not delivered by the second host: {r:?}"),
+    }
+    assert!(
+        dns.asked.load(Ordering::SeqCst) >= 2,
+        "MX and address questions"
+    );
+    assert_eq!(dns.blocking.load(Ordering::SeqCst), 0);
+    assert_eq!(server.answerer.stored.load(Ordering::SeqCst), 1);
+    server.stop();
+}
+
 /// A refused port on the first MX host, then the second host delivers.
 pub fn outbound_refused_then_fallback(server: Server, deliver: DeliverFn<'_>) {
     // Nothing listens on the server's port at 127.0.0.2 (the server is bound to its own

@@ -141,6 +141,13 @@ fn outbound_refused_then_fallback() {
 }
 
 #[test]
+fn outbound_dns_async() {
+    if glommio_works() {
+        testing::outbound_dns_async(start(1, false), &deliver);
+    }
+}
+
+#[test]
 fn outbound_connect_timeout() {
     if glommio_works() {
         testing::outbound_connect_timeout(&deliver);

@@ -55,6 +55,11 @@ fn outbound_refused_then_fallback() {
 }
 
 #[test]
+fn outbound_dns_async() {
+    testing::outbound_dns_async(start(1), &deliver);
+}
+
+#[test]
 fn outbound_connect_timeout() {
     testing::outbound_connect_timeout(&deliver);
 }

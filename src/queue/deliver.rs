@@ -65,7 +65,7 @@ fn system_roots() -> Result<Pkix, String> {
 
 /// PKIX with `ca_file` when given, else the system's roots; `None` (logged) when they
 /// cannot be loaded: deliveries needing verified TLS then fail temporarily.
-fn pkix_for(ca_file: Option<&Path>) -> Option<Pkix> {
+pub(crate) fn pkix_for(ca_file: Option<&Path>) -> Option<Pkix> {
     let r = match ca_file {
         Some(p) => roots_config(p),
         None => system_roots(),
@@ -95,7 +95,8 @@ fn system_pkix_roots() -> Option<Arc<rustls::RootCertStore>> {
 
 impl SmtpDelivery {
     /// Delivery saying EHLO `hostname`, to `port` of MX hosts, with these named transports
-    /// and source addresses; DNS through `dns`, the MTA-STS policy cache in `store`.
+    /// and source addresses; DNS through `dns` (its AD bit believed only when `trust_ad`), the
+    /// MTA-STS policy cache in `store`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<rmox_storage::Store>,
@@ -105,6 +106,7 @@ impl SmtpDelivery {
         connect_timeout: Duration,
         transports: BTreeMap<String, TransportSetup>,
         source_ips: Vec<std::net::IpAddr>,
+        trust_ad: bool,
         seed: u64,
     ) -> Result<SmtpDelivery, crate::Fail> {
         let our_hostname = Host::parse(hostname)
@@ -137,11 +139,12 @@ impl SmtpDelivery {
             .collect();
         let dns = Arc::new(dns);
         // The AD bit is trusted as far as the resolver is: the resolver itself clears it on
-        // answers from servers it does not trust (resolve::source: loopback only), and a
-        // zone file is local configuration. MX hosts under an MTA-STS policy and policy
+        // answers from servers it does not trust (resolve::source, `resolver_trust_ad`), and
+        // a zone file is local configuration, unless `trust_ad` is false
+        // (`resolver_trust_ad = "never"`). MX hosts under an MTA-STS policy and policy
         // fetches are verified with the direct transport's roots (the system's, or
         // SSL_CERT_FILE).
-        let mut pc = PolicyConfig::new(true);
+        let mut pc = PolicyConfig::new(trust_ad);
         pc.pkix = direct.pkix.clone();
         pc.pkix_roots = system_pkix_roots();
         let policy = Arc::new(QueuePolicy {
@@ -344,6 +347,16 @@ impl DeliveryAnswerer for QueueAnswerer {
             // The driver connects; never asked here.
             Effect::Connect { .. } => Completion::ConnectFailed("not answered here".into()),
         }
+    }
+
+    fn lookup(
+        &self,
+        lookups: Vec<Lookup>,
+    ) -> Result<rmox_driver::outbound::AsyncAnswers, Vec<Lookup>> {
+        let dns = Arc::clone(&self.dns);
+        Ok(Box::pin(
+            async move { dns.lookup_many_async(&lookups).await },
+        ))
     }
 
     fn host_tls(&self, _domain: &str, _host: &str, requiretls: Option<bool>) -> HostTls {

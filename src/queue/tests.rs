@@ -960,8 +960,12 @@ fn harness_postfix_and_peers() {
     // The resolver is given to the connector directly (a `resolver` line in `extra` would
     // land in the last table of the config, [postmaster]).
     let e = env(false, "");
-    let dns =
-        crate::resolve::Dns::from_config(&["127.53.0.2:53".to_string()], Path::new(".")).unwrap();
+    let dns = crate::resolve::Dns::from_config(
+        &["127.53.0.2:53".to_string()],
+        crate::config::TrustAd::default(),
+        Path::new("."),
+    )
+    .unwrap();
     let connector = Runner::connector_for(&e.config, &e.store, Some(dns), 11).unwrap();
     let r = e.runner(connector);
     let pf = e.queue("mjl@mox.example", &["rcpt@pf.example.org"])[0];

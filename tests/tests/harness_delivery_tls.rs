@@ -345,6 +345,78 @@ fn tls_policy_verdicts(rt: &str) {
     );
 }
 
+/// `resolver_trust_ad = "never"` turns DANE off although the harness resolver (on
+/// loopback, validating) sets the AD bit: bad.dane.example, whose TLSA records match
+/// nothing (deferred under the default, see TABLE), is delivered with opportunistic TLS,
+/// and no result is recorded under a TLSA policy.
+fn trust_ad_never(rt: &str) {
+    let test = format!("trust_ad_never({rt})");
+    let Some(h) = Harness::get(&test) else {
+        return;
+    };
+    let _guard = Harness::lock();
+    std::env::set_var("SSL_CERT_FILE", h.var("HARNESS_CA_BUNDLE"));
+    let ip = unique_ip();
+    let ips = ip.to_string();
+    let dir = TempDir::new(&format!("harness-trustad-{rt}"));
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("rmox.toml");
+    let text = config(&h, &ips).replacen(
+        "\n[[listener]]",
+        "resolver_trust_ad = \"never\"\n\n[[listener]]",
+        1,
+    );
+    assert!(text.contains("resolver_trust_ad"));
+    std::fs::write(&cfg, text).unwrap();
+    let cfgs = cfg.to_str().unwrap().to_string();
+    let out = rmox(
+        &["account", "setpassword", "mjl", "--config", &cfgs],
+        Some("testtest\n"),
+    );
+    assert!(out.status.success(), "setpassword");
+    let mut srv = Server::serve(rt, dir, ip, 587);
+    let tag = format!("ta{rt}{}", std::process::id());
+    let subject = subject("harness-trustad", rt);
+    let domains = ["dane.example", "bad.dane.example"];
+    let rcpt = |d: &str| format!("rcpt-{tag}@{d}");
+    for d in domains {
+        submit(&ips, &subject, false, &rcpt(d));
+    }
+    let delivered = |r: &str| {
+        h.events()
+            .iter()
+            .any(|l| l.contains(&format!("\"{r}\"")) && l.contains("\"result\": \"250\""))
+    };
+    let all = wait_for(60, || domains.iter().all(|d| delivered(&rcpt(d))));
+    srv.stop_clean();
+    let (_, list) = rmox_out(&["queue", "list", "--config", &cfgs]);
+    assert!(
+        all,
+        "not delivered without DANE:\nqueue:\n{list}\nstderr:\n{}",
+        srv.stderr()
+    );
+    let store = Store::open(&data).unwrap();
+    let results: Vec<(String, serde_json::Value)> = store
+        .report_entries(ReportKind::TlsResult)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.domain, serde_json::from_slice(&e.record).unwrap()))
+        .collect();
+    let dump = format!("{results:#?}");
+    assert!(
+        results
+            .iter()
+            .all(|(_, v)| v["policy"]["policy-type"].as_str() != Some("tlsa")),
+        "{dump}"
+    );
+    assert!(
+        !results
+            .iter()
+            .any(|(d, _)| d.ends_with("dane.example") && d.starts_with("mx.")),
+        "{dump}"
+    );
+}
+
 /// `rmox ARGS`: (success, stdout + stderr).
 fn rmox_out(args: &[&str]) -> (bool, String) {
     let out = rmox(args, None);
@@ -471,4 +543,8 @@ fn sts_testing_report_from_delivery(rt: &str) {
     let _ = std::fs::remove_file(&file);
 }
 
-rmox_tests::on_every_runtime!(tls_policy_verdicts, sts_testing_report_from_delivery);
+rmox_tests::on_every_runtime!(
+    tls_policy_verdicts,
+    sts_testing_report_from_delivery,
+    trust_ad_never,
+);

@@ -42,9 +42,10 @@ pub use dane::{
     InsecureReason,
 };
 pub use mtasts::{
-    decide, needs_refresh, policy_from_response, policy_url, Applied, CacheAction, CachedPolicy,
-    FetchError, Mode, MxPattern, PolicySource, RecordAnswer, StsDecision, StsPolicy,
-    StsPolicyError, StsRecord, StsRecordError, MAX_POLICY_SIZE,
+    decide, needs_refresh, policy_from_response, policy_url, refresh, refresh_due, Applied,
+    CacheAction, CachedPolicy, FetchError, Mode, MxPattern, PolicySource, RecordAnswer,
+    StsDecision, StsPolicy, StsPolicyError, StsRecord, StsRecordError, MAX_POLICY_SIZE,
+    REFRESH_AFTER_SECS, REFRESH_RECENT_USE_SECS,
 };
 pub use requirement::{
     requirement, ConnectTls, FailReason, MessageTls, OnFailure, SkipReason, StartTls,

@@ -720,6 +720,46 @@ pub fn needs_refresh(cached: &CachedPolicy, refresh_after: u64, now: UnixTime) -
     since >= i64::try_from(refresh_after).unwrap_or(i64::MAX) || left < 86_400
 }
 
+/// A cached policy is refreshed in the background once this long passed since its fetch
+/// ([`needs_refresh`]'s `refresh_after`; 12 hours).
+pub const REFRESH_AFTER_SECS: u64 = 12 * 3600;
+
+/// Only policies a delivery used (or, never used, that were fetched) within this long are
+/// refreshed in the background (30 days); others are left to expire.
+pub const REFRESH_RECENT_USE_SECS: u64 = 30 * 86_400;
+
+/// Whether the background refresher should look at a cached policy at `now`: used
+/// recently ([`REFRESH_RECENT_USE_SECS`]; `last_use` `None`: never used, its fetch time
+/// counts) and [`needs_refresh`] with [`REFRESH_AFTER_SECS`].
+pub fn refresh_due(cached: &CachedPolicy, last_use: Option<UnixTime>, now: UnixTime) -> bool {
+    let used = last_use.unwrap_or(cached.fetched);
+    let recent =
+        now.0.saturating_sub(used.0) <= i64::try_from(REFRESH_RECENT_USE_SECS).unwrap_or(i64::MAX);
+    recent && needs_refresh(cached, REFRESH_AFTER_SECS, now)
+}
+
+/// A background refresh of a cached policy (RFC 8461 5.1, 10.2), outside any delivery:
+/// [`decide`] with the cached policy, except that a policy whose record id did not change
+/// but that has less than a day of validity left is fetched again (to extend it). Call
+/// with `fetched` `None` after the record lookup; on [`StsDecision::Fetch`], fetch and call
+/// again; apply the [`Applied::cache`] update (the policy itself is not used).
+pub fn refresh(
+    cached: &CachedPolicy,
+    record: &RecordAnswer,
+    fetched: Option<Result<StsPolicy, FetchError>>,
+    now: UnixTime,
+) -> StsDecision {
+    if fetched.is_none() {
+        if let RecordAnswer::Present(rec) = record {
+            let left = cached.expires().0.saturating_sub(now.0);
+            if rec.id == cached.id && cached.is_valid(now) && left < 86_400 {
+                return StsDecision::Fetch;
+            }
+        }
+    }
+    decide(Some(cached), record, fetched, now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1241,6 +1281,74 @@ mod tests {
             policy_from_response(200, None, &big),
             Err(FetchError::Fetch(_))
         ));
+    }
+
+    /// The background refresher's choices: which cached policies it looks at, and what a
+    /// changed id, an unchanged one, a near expiry, a failed fetch and a gone record do.
+    #[test]
+    fn background_refresh() {
+        let day = 86_400;
+        let c = cached("1", Mode::Enforce, 0, 30 * day as u64);
+        // Fresh: not yet; after 12 hours: yes; not used for over 30 days: no.
+        assert!(!refresh_due(&c, None, UnixTime(3600)));
+        assert!(refresh_due(&c, None, UnixTime(13 * 3600)));
+        assert!(refresh_due(&c, Some(UnixTime(day)), UnixTime(2 * day)));
+        let old = cached("1", Mode::Enforce, 0, 400 * day as u64);
+        assert!(!refresh_due(&old, Some(UnixTime(day)), UnixTime(40 * day)));
+        assert!(refresh_due(
+            &old,
+            Some(UnixTime(35 * day)),
+            UnixTime(40 * day)
+        ));
+        let now = UnixTime(2 * day);
+        // Same id, long valid: kept, no fetch.
+        match super::refresh(&c, &present("1"), None, now) {
+            StsDecision::Apply(a) => assert_eq!(a.cache, CacheAction::Keep),
+            d => panic!("{d:?}"),
+        }
+        // Changed id: fetch; the new policy is stored under the new id.
+        assert_eq!(
+            super::refresh(&c, &present("2"), None, now),
+            StsDecision::Fetch
+        );
+        let newp = policy(Mode::Testing, 86_400 * 7);
+        match super::refresh(&c, &present("2"), Some(Ok(newp.clone())), now) {
+            StsDecision::Apply(a) => assert_eq!(
+                a.cache,
+                CacheAction::Store(CachedPolicy {
+                    id: "2".into(),
+                    policy: newp,
+                    fetched: now,
+                })
+            ),
+            d => panic!("{d:?}"),
+        }
+        // The fetch failed: the valid cached policy stays.
+        match super::refresh(
+            &c,
+            &present("2"),
+            Some(Err(FetchError::Fetch("x".into()))),
+            now,
+        ) {
+            StsDecision::Apply(a) => assert_eq!(a.cache, CacheAction::Keep),
+            d => panic!("{d:?}"),
+        }
+        // Same id, under a day left: fetched again.
+        let near = UnixTime(30 * day - 3600);
+        assert_eq!(
+            super::refresh(&c, &present("1"), None, near),
+            StsDecision::Fetch
+        );
+        // Record gone: a mode none policy is dropped; others kept while valid.
+        let none = cached("1", Mode::None, 0, 30 * day as u64);
+        match super::refresh(&none, &RecordAnswer::Absent, None, now) {
+            StsDecision::Apply(a) => assert_eq!(a.cache, CacheAction::Delete),
+            d => panic!("{d:?}"),
+        }
+        match super::refresh(&c, &RecordAnswer::TempError, None, now) {
+            StsDecision::Apply(a) => assert_eq!(a.cache, CacheAction::Keep),
+            d => panic!("{d:?}"),
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Behaviour follows mox (seed 001): one report per policy domain and scope (results of
 //! MTA-STS and no-policy sessions go to the recipient domain's record, DANE results to the
 //! MX host's own record), for a finished UTC day; no report when the domain has no TLSRPT
-//! record or no usable `mailto:` address, none when every session succeeded (only failures
+//! record or no usable `mailto:` or `https:` rua, none when every session succeeded (only failures
 //! are worth a message), and none to our own domains or host (we would report to
 //! ourselves).
 
@@ -89,8 +89,8 @@ pub enum NoReport {
     NoRecord,
     /// Every session succeeded: nothing worth reporting.
     OnlySuccess,
-    /// The record has no `mailto:` address (`https:` ones are not supported yet).
-    NoMailto,
+    /// The record has no usable `mailto:` or `https:` rua.
+    NoRua,
 }
 
 impl NoReport {
@@ -100,23 +100,23 @@ impl NoReport {
             NoReport::Ours => "policy domain is ours",
             NoReport::NoRecord => "no tlsrpt record",
             NoReport::OnlySuccess => "only successful sessions",
-            NoReport::NoMailto => "no mailto rua",
+            NoReport::NoRua => "no mailto or https rua",
         }
     }
 }
 
-/// Who receives a report: the `mailto:` addresses of the record's `rua`, in order,
-/// without duplicates; `https` lists the `https:` URIs that are not served (POSTing is not
-/// built yet). `ours`: the policy domain is our host name or one of our domains.
+/// Who receives a report: the `mailto:` addresses and the `https:` URIs of the record's
+/// `rua`, each in order, without duplicates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recipients {
     /// Addresses to mail the report to.
     pub mailto: Vec<String>,
-    /// `https:` URIs skipped.
+    /// URIs to POST the report to ([`report_post`]).
     pub https: Vec<String>,
 }
 
 /// Decides whether `p` is sent and to whom, given the policy domain's TLSRPT record.
+/// `ours`: the policy domain is our host name or one of our domains.
 pub fn report_recipients(
     p: &PendingReport,
     record: Option<&TlsrptRecord>,
@@ -144,12 +144,12 @@ pub fn report_recipients(
             if valid && !mailto.iter().any(|m| m.eq_ignore_ascii_case(a)) {
                 mailto.push(a.to_string());
             }
-        } else if u.is_https() {
+        } else if u.is_https() && !https.contains(&u.0) {
             https.push(u.0.clone());
         }
     }
-    if mailto.is_empty() {
-        return Err(NoReport::NoMailto);
+    if mailto.is_empty() && https.is_empty() {
+        return Err(NoReport::NoRua);
     }
     Ok(Recipients { mailto, https })
 }
@@ -198,6 +198,18 @@ pub fn report_message(submitter: &str, p: &PendingReport, to: &[String], now: Un
     m.push_str(&crate::codec::base64_lines(&r.to_gzip()));
     m.push_str(&format!("--{boundary}--\r\n"));
     m.into_bytes()
+}
+
+/// The request that delivers `report` to an `https:` rua (RFC 8460 5.3.2): a POST of the
+/// gzipped JSON report as `application/tlsrpt+gzip`.
+pub fn report_post(report: &Report, uri: &str) -> crate::http::FetchRequest {
+    crate::http::FetchRequest::post(uri, super::tlsrpt::MEDIA_TYPE_GZIP, report.to_gzip())
+}
+
+/// Whether the answer to [`report_post`] means the report was taken: a 2xx status
+/// (RFC 8460 5.3.2); anything else (redirects included) is a failure, logged, not retried.
+pub fn post_accepted(status: u16) -> bool {
+    (200..300).contains(&status)
 }
 
 /// The stored result of one delivery connection's TLS: the policy type it was made under
@@ -415,7 +427,9 @@ mod tests {
             (&failing, Some("v=TLSRPTv1; rua=mailto:tls@example.org"), true, Err(NoReport::Ours)),
             (&failing, None, false, Err(NoReport::NoRecord)),
             (&ok, Some("v=TLSRPTv1; rua=mailto:tls@example.org"), false, Err(NoReport::OnlySuccess)),
-            (&failing, Some("v=TLSRPTv1; rua=https://r.example.org/tlsrpt"), false, Err(NoReport::NoMailto)),
+            // https only: sent (POSTed), no mailto address.
+            (&failing, Some("v=TLSRPTv1; rua=https://r.example.org/tlsrpt"), false, Ok(vec![])),
+            (&failing, Some("v=TLSRPTv1; rua=ftp://r.example.org/tlsrpt"), false, Err(NoReport::NoRua)),
             (
                 &failing,
                 Some("v=TLSRPTv1; rua=mailto:a@example.org?subject=x,https://r.example.org/x,mailto:A@example.org,mailto:b@example.net"),
@@ -440,6 +454,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.https, ["https://r.example.org/x"]);
+    }
+
+    /// An https rua gets a POST of the gzipped JSON as application/tlsrpt+gzip (RFC 8460
+    /// 5.3.2), which parses back to the report; only 2xx counts as taken.
+    #[test]
+    fn https_post() {
+        let p = pending_reports(
+            "mail.mox.example",
+            &[(
+                UnixTime(DAY + 1),
+                result(
+                    ReportScope::RecipientDomain,
+                    sts_policy(),
+                    Some(failure(ResultType::CertificateExpired)),
+                ),
+            )],
+            UnixTime(DAY + 86_400 + 7),
+        )
+        .remove(0);
+        let req = report_post(&p.report, "https://r.example.org/tlsrpt");
+        assert_eq!(req.method, crate::http::Method::Post);
+        assert_eq!(req.url, "https://r.example.org/tlsrpt");
+        assert_eq!(req.headers.len(), 1);
+        assert!(req.headers[0].name.eq_ignore_ascii_case("content-type"));
+        assert_eq!(req.headers[0].value, b"application/tlsrpt+gzip");
+        let back = super::super::tlsrpt::parse_report_file(&req.body).unwrap();
+        assert_eq!(back, p.report);
+        for (status, ok) in [
+            (200, true),
+            (201, true),
+            (204, true),
+            (299, true),
+            (199, false),
+            (301, false),
+            (400, false),
+            (500, false),
+        ] {
+            assert_eq!(post_accepted(status), ok, "{status}");
+        }
     }
 
     /// The message is multipart/report with the RFC's headers and file name, and parses
