@@ -1818,7 +1818,7 @@ http_max_pipelined = 8
 # Seconds between DMARC aggregate report runs; 0 turns them off.
 dmarc_interval_secs = 3600
 # TLS reports (RFC 8460) about our deliveries, for each finished UTC day, to the domains
-# whose _smtp._tls record asks for them (mailto only; https rua not supported yet), only
+# whose _smtp._tls record asks for them (mailto rua: DKIM-signed mail; https rua: POST), only
 # when a session failed. false: never.
 send_tls_reports = true
 # TLS reports are sent at each multiple of this many seconds in Unix time (86400: UTC

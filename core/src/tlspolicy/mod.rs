@@ -21,8 +21,8 @@
 //!   who receives them (mox's rules), the report message.
 //!
 //! Nothing here performs I/O or reads a clock; time is a [`crate::UnixTime`] argument.
-//! Not wired yet: the delivery driver in the root package does not run [`PolicySession`]
-//! (see the README's Architecture section).
+//! The outbound driver (`driver/src/outbound.rs`) runs a [`PolicySession`] beside every
+//! direct delivery (see the README's Architecture section).
 
 pub mod dane;
 pub mod incoming;
