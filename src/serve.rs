@@ -366,7 +366,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         )?
         .with_queue_wakeup(wakeup),
     );
-    let counts = Arc::clone(&world);
+    let flusher = crate::world::Flusher::spawn(Arc::clone(&world))?;
     let answerer: Arc<dyn rmox_driver::Answerer> = world;
     // The queue runner runs on the chosen runtime, started by `run_on` on one worker.
     let queue = Background {
@@ -374,7 +374,6 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         workers,
         reporters,
         dns_loop,
-        counts: Arc::clone(&counts),
         refresher,
     };
     let threads = std::thread::available_parallelism()
@@ -382,8 +381,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         .unwrap_or(1);
     tracing::info!(runtime = rt.name(), threads, "starting");
     let result = run_on(rt, bound, answerer, threads, shutdown, queue);
-    // The sessions that ended after the background task stopped: their counts too.
-    counts.flush_delivery_counts();
+    flusher.stop();
     control.stop();
     close_store(store);
     result.map_err(|e| Fail(format!("server: {e}")))?;
@@ -513,9 +511,8 @@ fn compiled_runtimes() -> Vec<&'static str> {
 }
 
 /// Runs the listeners on `rt` until shutdown.
-/// The queue runner, the report senders and the writer of the per-day delivery counts as
-/// the runtime's background task: they stop on shutdown, the runner after the deliveries
-/// in flight. The DNS loop runs beside them as a task of the same runtime, until they are
+/// The queue runner, the report senders and the MTA-STS refresher as the runtime's
+/// background task: they stop on shutdown, the runner after the deliveries in flight. The DNS loop runs beside them as a task of the same runtime, until they are
 /// done.
 fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
     b: Background,
@@ -530,11 +527,6 @@ fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
             let refresh = b
                 .refresher
                 .map(|r| rt.spawn(r.run(rt.clone(), Arc::clone(&shutdown))));
-            let counts = rt.spawn(crate::world::flush_counts(
-                b.counts,
-                rt.clone(),
-                Arc::clone(&shutdown),
-            ));
             b.runner.run(rt, b.workers, Some(shutdown)).await;
             if let Some(r) = reports {
                 r.await;
@@ -542,7 +534,6 @@ fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
             if let Some(r) = refresh {
                 r.await;
             }
-            counts.await;
         })
     })
 }
@@ -557,8 +548,6 @@ struct Background {
     reporters: Option<Arc<crate::reports::Reporters>>,
     /// The DNS loop, when the server resolves names.
     dns_loop: Option<crate::resolve::DnsLoop>,
-    /// The effect answerer whose per-day delivery counts are written to storage.
-    counts: Arc<World>,
     /// The MTA-STS policy refresher, when on.
     refresher: Option<Arc<crate::queue::StsRefresher>>,
 }
