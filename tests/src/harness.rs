@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
 
 /// The validating resolver every lookup should use.
 pub const RESOLVER: &str = "127.53.0.2:53";
@@ -93,7 +94,7 @@ impl Harness {
         };
         // env.sh stays after down.sh: check the resolver actually answers (TCP port 53).
         let alive = RESOLVER.parse::<std::net::SocketAddr>().is_ok_and(|a| {
-            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+            std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok()
         });
         if !alive {
             assert!(
@@ -229,8 +230,7 @@ pub fn smtp_sink(ip: &str) -> std::thread::JoinHandle<String> {
     let l = std::net::TcpListener::bind((ip, 25)).unwrap_or_else(|e| panic!("bind {ip}:25: {e}"));
     std::thread::spawn(move || {
         let (s, _) = l.accept().unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut w = s.try_clone().unwrap();
         let mut r = BufReader::new(s);
         let mut seen = String::new();
@@ -267,4 +267,91 @@ pub fn smtp_sink(ip: &str) -> std::thread::JoinHandle<String> {
         }
         seen
     })
+}
+
+/// `rmox serve` listening on `ip` (not the shared MTA address: only submission is needed)
+/// with a 2-second connect timeout.
+pub fn serve_config(h: &Harness, ip: &str) -> String {
+    format!(
+        r#"hostname = "{host}"
+data_dir = "data"
+resolver = ["{RESOLVER}"]
+
+[[listener]]
+name = "q"
+ip = "{ip}"
+smtp = {{ port = 25 }}
+submission = {{ port = 587 }}
+tls = {{ cert_file = "{cert}", key_file = "{key}" }}
+no_require_starttls = true
+
+[domain."mox.example"]
+
+[account.mjl]
+domain = "mox.example"
+destinations = {{ "mjl@mox.example" = {{}} }}
+
+[postmaster]
+account = "mjl"
+mailbox = "Inbox"
+
+[limits]
+auth_failure_delay_secs = 0
+unknown_recipient_delay_secs = 0
+
+[queue]
+connect_timeout_secs = 2
+"#,
+        host = h.var("HARNESS_MTA_HOSTNAME"),
+        cert = h.var("HARNESS_MTA_CERT"),
+        key = h.var("HARNESS_MTA_KEY"),
+    )
+}
+
+/// Submits one message over STARTTLS with AUTH PLAIN, with REQUIRETLS when asked.
+const SUBMIT: &str = r#"
+import smtplib, ssl, sys
+host, port, subject, requiretls, rcpt = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", sys.argv[5]
+s = smtplib.SMTP(host, port, timeout=30)
+s.ehlo()
+s.starttls(context=ssl._create_unverified_context())
+s.ehlo()
+s.login("mjl@mox.example", "testtest")
+msg = "From: <mjl@mox.example>\r\nTo: <%s>\r\nSubject: %s\r\n\r\nhello\r\n" % (rcpt, subject)
+s.sendmail("mjl@mox.example", [rcpt], msg, mail_options=["REQUIRETLS"] if requiretls else [])
+s.quit()
+print("sent")
+"#;
+
+/// Submits one message to `ip`:587 with python's smtplib (see `SUBMIT`); panics when it
+/// is not sent.
+pub fn submit(ip: &str, subject: &str, requiretls: bool, rcpt: &str) {
+    let out = Command::new("python3")
+        .args(["-c", SUBMIT, ip, "587", subject])
+        .arg(if requiretls { "1" } else { "0" })
+        .arg(rcpt)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("sent"),
+        "submit: {text}"
+    );
+}
+
+/// Waits up to `secs` for `f` to hold.
+pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    f()
 }

@@ -6,96 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rmox_tests::harness::{Harness, RESOLVER};
+use rmox_tests::harness::{serve_config as config, submit, wait_for, Harness};
 use rmox_tests::*;
-
-/// `rmox serve` listening on `ip` (not the shared MTA address: only submission is needed)
-/// with a 2-second connect timeout.
-fn config(h: &Harness, ip: &str) -> String {
-    format!(
-        r#"hostname = "{host}"
-data_dir = "data"
-resolver = ["{RESOLVER}"]
-
-[[listener]]
-name = "q"
-ip = "{ip}"
-smtp = {{ port = 25 }}
-submission = {{ port = 587 }}
-tls = {{ cert_file = "{cert}", key_file = "{key}" }}
-no_require_starttls = true
-
-[domain."mox.example"]
-
-[account.mjl]
-domain = "mox.example"
-destinations = {{ "mjl@mox.example" = {{}} }}
-
-[postmaster]
-account = "mjl"
-mailbox = "Inbox"
-
-[limits]
-auth_failure_delay_secs = 0
-unknown_recipient_delay_secs = 0
-
-[queue]
-connect_timeout_secs = 2
-"#,
-        host = h.var("HARNESS_MTA_HOSTNAME"),
-        cert = h.var("HARNESS_MTA_CERT"),
-        key = h.var("HARNESS_MTA_KEY"),
-    )
-}
-
-/// Submits one message over STARTTLS with AUTH PLAIN, with REQUIRETLS when asked.
-const SUBMIT: &str = r#"
-import smtplib, ssl, sys
-host, port, subject, requiretls, rcpt = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", sys.argv[5]
-s = smtplib.SMTP(host, port, timeout=30)
-s.ehlo()
-s.starttls(context=ssl._create_unverified_context())
-s.ehlo()
-s.login("mjl@mox.example", "testtest")
-msg = "From: <mjl@mox.example>\r\nTo: <%s>\r\nSubject: %s\r\n\r\nhello\r\n" % (rcpt, subject)
-s.sendmail("mjl@mox.example", [rcpt], msg, mail_options=["REQUIRETLS"] if requiretls else [])
-s.quit()
-print("sent")
-"#;
-
-fn submit(ip: &str, subject: &str, requiretls: bool, rcpt: &str) {
-    let out = Command::new("python3")
-        .args(["-c", SUBMIT, ip, "587", subject])
-        .arg(if requiretls { "1" } else { "0" })
-        .arg(rcpt)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running python3");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("sent"),
-        "submit: {text}"
-    );
-}
-
-/// Waits up to `secs` for `f` to hold.
-fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    f()
-}
 
 fn queue_scenarios(rt: &str) {
     let test = format!("queue_scenarios({rt})");
