@@ -287,6 +287,84 @@ fn delivery_day_restart(rt: &str) {
     deliver(&srv, Ipv4Addr::new(127, 0, 64, 1), 10).unwrap();
 }
 
+/// Issue 15: a pipelined recipient over `max_recipients` counted as a failed command, so
+/// enough of them ended the session with 550 and the accepted recipients were lost. Over
+/// the limit each RCPT gets 452 and counts for nothing: the transaction goes on and the
+/// message is delivered, once.
+fn pipelined_recipients_over_limit(rt: &str) {
+    let mut srv = server(rt, "rcpts", "max_recipients = 1\nmax_errors = 3");
+    let subject = subject("pipelined-over-limit", rt);
+    let mut c = srv.connect(SMTP);
+    c.expect(220);
+    let ehlo = c.expect_cmd("EHLO remote.example", 250);
+    assert!(ehlo.contains("PIPELINING"), "{ehlo}");
+    // MAIL, one recipient within the limit, twelve over it (more than max_errors), DATA:
+    // all in one write, as a pipelining client sends them.
+    let mut batch = String::from("MAIL FROM:<remote@example.org>\r\n");
+    for _ in 0..13 {
+        batch.push_str("RCPT TO:<mjl@mox.example>\r\n");
+    }
+    batch.push_str("DATA\r\n");
+    c.send(batch.as_bytes());
+    c.expect(250);
+    c.expect(250);
+    for i in 0..12 {
+        match c.reply() {
+            ReplyOrClose::Reply(452, t) if t.starts_with("452 4.5.3 ") => {}
+            other => panic!(
+                "recipient {} over the limit: expected 452 4.5.3, got {other:?}",
+                i + 2
+            ),
+        }
+    }
+    c.expect(354);
+    c.send(
+        format!("From: <remote@example.org>\r\nSubject: {subject}\r\n\r\nhello\r\n.\r\n")
+            .as_bytes(),
+    );
+    c.expect(250);
+    c.expect_cmd("QUIT", 221);
+    srv.stop_clean();
+    assert_eq!(count_subject(&srv.export_mbox("mjl"), &subject), 1);
+}
+
+/// Issue 15: the DATA timeout was a total deadline, so a client sending steadily but
+/// slower than the whole message per `data_timeout_secs` was cut off. It is per read: a
+/// message sent over three seconds in pieces 300 ms apart is accepted with a one-second
+/// `data_timeout_secs`, and a client silent for longer than that mid-DATA gets 421.
+fn data_timeout_is_per_read(rt: &str) {
+    let mut srv = server(rt, "dataslow", "data_timeout_secs = 1");
+    let subject = subject("data-per-read", rt);
+    let mut c = srv.connect(SMTP);
+    c.expect(220);
+    c.expect_cmd("EHLO remote.example", 250);
+    c.expect_cmd("MAIL FROM:<remote@example.org>", 250);
+    c.expect_cmd("RCPT TO:<mjl@mox.example>", 250);
+    c.expect_cmd("DATA", 354);
+    c.send(format!("From: <remote@example.org>\r\nSubject: {subject}\r\n\r\n").as_bytes());
+    for i in 0..10 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        c.send(format!("line {i} of a slow message\r\n").as_bytes());
+    }
+    c.send(b".\r\n");
+    c.expect(250);
+
+    // Silent mid-DATA for three times the timeout: the server gives up with 421.
+    c.expect_cmd("MAIL FROM:<remote@example.org>", 250);
+    c.expect_cmd("RCPT TO:<mjl@mox.example>", 250);
+    c.expect_cmd("DATA", 354);
+    c.send(b"Subject: never finished\r\n\r\nstart\r\n");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    match c.reply() {
+        ReplyOrClose::Reply(421, _) => {}
+        other => panic!("silent client mid-DATA: expected 421, got {other:?}"),
+    }
+    srv.stop_clean();
+    let mbox = srv.export_mbox("mjl");
+    assert_eq!(count_subject(&mbox, &subject), 1);
+    assert_eq!(count_subject(&mbox, "never finished"), 0);
+}
+
 fn b64(b: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -311,4 +389,6 @@ rmox_tests::on_every_runtime!(
     delivery_messages,
     delivery_bytes,
     delivery_day_restart,
+    pipelined_recipients_over_limit,
+    data_timeout_is_per_read,
 );
