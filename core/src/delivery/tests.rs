@@ -1397,6 +1397,57 @@ fn dns_timeout() {
     assert_eq!(r.elapsed, Duration::from_secs(60));
 }
 
+/// The MX plan runs as a check session inside the delivery: its effects go out with the
+/// delivery's tokens, its answer deadline is the delivery's `Effect` timer, and when the
+/// address lookups after the MX answer never come, the plan itself concludes (a temporary
+/// failure naming the host) at that deadline; the late answer is ignored.
+#[test]
+fn mx_plan_deadline_is_forwarded() {
+    let mut net = Net::default();
+    net.mx("example.org", &[(10, "mx1.example.org")]);
+    let mut clock = TestClock::new();
+    let mut s = DeliverySession::new(Arc::new(config()), job(&["a@example.org"]), clock.now());
+    let mut tx = Vec::new();
+    let Output::Effect(t0, Effect::Dns(ls)) = s.poll(clock.now(), &mut tx) else {
+        panic!("expected the MX question");
+    };
+    let answers = ls.iter().map(|l| net.lookup(l)).collect();
+    clock.advance(Duration::from_secs(10));
+    s.handle(clock.now(), Input::Completed(t0, Completion::Dns(answers)))
+        .unwrap();
+    let Output::Effect(t1, Effect::Dns(addrs)) = s.poll(clock.now(), &mut tx) else {
+        panic!("expected the address questions");
+    };
+    assert_ne!(t1, t0);
+    assert!(
+        addrs.iter().all(|l| l.name == "mx1.example.org"),
+        "{addrs:?}"
+    );
+    match s.poll(clock.now(), &mut tx) {
+        Output::Idle { deadline, timer } => {
+            assert_eq!(timer, Some(Timer::Effect));
+            assert_eq!(deadline, Some(clock.now().mono + Duration::from_secs(60)));
+        }
+        o => panic!("{o:?}"),
+    }
+    clock.advance(Duration::from_secs(60));
+    s.handle(clock.now(), Input::Timeout).unwrap();
+    let late = addrs.iter().map(|_| LookupResult::NxDomain).collect();
+    s.handle(clock.now(), Input::Completed(t1, Completion::Dns(late)))
+        .unwrap();
+    let done = (0..100).any(|_| matches!(s.poll(clock.now(), &mut tx), Output::Done));
+    assert!(done, "the delivery ends at the deadline");
+    let report = s.report().expect("a report once done");
+    let (perm, f) = failure(&report.results[0]);
+    assert!(!perm);
+    assert!(
+        f.detail
+            .contains("looking up mail servers for example.org: mx1.example.org: DNS timed out"),
+        "{}",
+        f.detail
+    );
+}
+
 /// IPv6 is tried before IPv4 for a host with both; the transport's family switches are
 /// obeyed.
 #[test]
