@@ -1361,6 +1361,17 @@ fn reply_timeout() {
     assert!(f.detail.contains("timeout"), "{}", f.detail);
 }
 
+/// The delivery waits for an effect's answer, until `now + wait`.
+fn assert_effect_wait(s: &mut DeliverySession, now: Now, wait: Duration) {
+    match s.poll(now, &mut Vec::new()) {
+        Output::Idle { deadline, timer } => {
+            assert_eq!(timer, Some(Timer::Effect));
+            assert_eq!(deadline, Some(now.mono + wait));
+        }
+        o => panic!("{o:?}"),
+    }
+}
+
 /// A DNS answer that never comes ends the delivery with a temporary failure at the
 /// effect deadline.
 #[test]
@@ -1376,13 +1387,7 @@ fn dns_timeout() {
         s.poll(clock.now(), &mut tx),
         Output::Effect(_, Effect::Dns(_))
     ));
-    match s.poll(clock.now(), &mut tx) {
-        Output::Idle { deadline, timer } => {
-            assert_eq!(timer, Some(Timer::Effect));
-            assert_eq!(deadline, Some(clock.now().mono + Duration::from_secs(60)));
-        }
-        o => panic!("{o:?}"),
-    }
+    assert_effect_wait(&mut s, clock.now(), Duration::from_secs(60));
     clock.advance(Duration::from_secs(59));
     s.handle(clock.now(), Input::Timeout).unwrap();
     assert!(
@@ -1423,13 +1428,7 @@ fn mx_plan_deadline_is_forwarded() {
         addrs.iter().all(|l| l.name == "mx1.example.org"),
         "{addrs:?}"
     );
-    match s.poll(clock.now(), &mut tx) {
-        Output::Idle { deadline, timer } => {
-            assert_eq!(timer, Some(Timer::Effect));
-            assert_eq!(deadline, Some(clock.now().mono + Duration::from_secs(60)));
-        }
-        o => panic!("{o:?}"),
-    }
+    assert_effect_wait(&mut s, clock.now(), Duration::from_secs(60));
     clock.advance(Duration::from_secs(60));
     s.handle(clock.now(), Input::Timeout).unwrap();
     let late = addrs.iter().map(|_| LookupResult::NxDomain).collect();

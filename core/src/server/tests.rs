@@ -139,12 +139,12 @@ impl World {
                 if let Some(why) = self.spool_fail {
                     return Some(Completion::Spool(SpoolAnswer::Failed(why.into())));
                 }
-                let file = self.spools.entry(*spool).or_default();
-                file.extend_from_slice(chunk);
-                Completion::Spool(match last {
-                    false => SpoolAnswer::Appended,
-                    true => SpoolAnswer::Complete(SpooledBytes::new(Arc::new(file.clone()))),
-                })
+                Completion::Spool(testkit::pair::spool_in_memory(
+                    &mut self.spools,
+                    *spool,
+                    chunk,
+                    *last,
+                ))
             }
             Effect::Store(t) => {
                 if matches!(

@@ -405,15 +405,10 @@ impl SmtpServer {
     }
 
     fn answer(&mut self, e: &crate::server::Effect) -> crate::server::Completion {
-        use crate::server::{Completion, Effect, SpoolAnswer, SpooledBytes, StoreOutcome};
+        use crate::server::{Completion, Effect, StoreOutcome};
         match e {
             Effect::Spool { spool, chunk, last } => {
-                let file = self.spools.entry(*spool).or_default();
-                file.extend_from_slice(chunk);
-                Completion::Spool(match last {
-                    false => SpoolAnswer::Appended,
-                    true => SpoolAnswer::Complete(SpooledBytes::new(Arc::new(file.clone()))),
-                })
+                Completion::Spool(spool_in_memory(&mut self.spools, *spool, chunk, *last))
             }
             Effect::Store(t) => {
                 let c = (self.world)(e);
@@ -437,6 +432,23 @@ impl SmtpServer {
                 0
             }
         }
+    }
+}
+
+/// Answers a server session's spool effect with files kept in `spools`: the chunk is
+/// appended, and the whole file handed back with the last one.
+pub fn spool_in_memory(
+    spools: &mut std::collections::HashMap<crate::server::SpoolId, Vec<u8>>,
+    spool: crate::server::SpoolId,
+    chunk: &[u8],
+    last: bool,
+) -> crate::server::SpoolAnswer {
+    use crate::server::{SpoolAnswer, SpooledBytes};
+    let file = spools.entry(spool).or_default();
+    file.extend_from_slice(chunk);
+    match last {
+        false => SpoolAnswer::Appended,
+        true => SpoolAnswer::Complete(SpooledBytes::new(Arc::new(file.clone()))),
     }
 }
 
