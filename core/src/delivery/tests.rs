@@ -10,9 +10,10 @@ use crate::client::DaneCheck;
 use crate::queue::route::{SmtpAuth, TransportSmtp, TransportSocks5, TransportSubmission};
 use crate::server::{
     self, Completion as SCompletion, CredentialsAnswer, Effect as SEffect, PasswordCheck,
-    ServerConfig, ServerSession, StoreOutcome, Verdict,
+    ServerConfig, StoreOutcome, Verdict,
 };
 use crate::smtp::Reply;
+use crate::testkit::pair::{Endpoint, Ran, SmtpServer};
 use crate::testkit::{self, TestClock};
 use crate::tls::TlsLayer;
 use crate::tlspolicy::mtasts::{policy_url, FetchError};
@@ -36,14 +37,13 @@ trait Peer {
     fn timeout(&mut self, now: Now);
 }
 
-/// The server session machine with a fake outside world.
+/// The server session machine with a fake outside world ([`answer`]): the Pair's server
+/// end, behind the delivery's in-memory network.
 struct ServerPeer {
-    s: ServerSession,
+    s: SmtpServer,
     inbuf: Vec<u8>,
     out: Vec<u8>,
-    closed: bool,
-    deadline: Option<Instant>,
-    stored: Arc<std::sync::Mutex<Vec<server::Transaction>>>,
+    ran: Ran,
 }
 
 fn answer(e: &SEffect) -> SCompletion {
@@ -111,65 +111,30 @@ impl ServerPeer {
         now: Now,
         stored: Arc<std::sync::Mutex<Vec<server::Transaction>>>,
     ) -> ServerPeer {
-        let peer = server::Peer {
-            ip: "192.0.2.99".parse().unwrap(),
-            cid: 1,
+        let world = move |e: &SEffect| {
+            if let SEffect::Store(t) = e {
+                stored.lock().unwrap().push((**t).clone());
+            }
+            answer(e)
         };
         let mut p = ServerPeer {
-            s: ServerSession::new(config, peer, now).unwrap(),
+            s: SmtpServer::new((*config).clone(), now, Some(Box::new(world))),
             inbuf: Vec::new(),
             out: Vec::new(),
-            closed: false,
-            deadline: None,
-            stored,
+            ran: Ran::Idle(None),
         };
-        p.drain(now);
+        p.ran = p.s.drive(now, &mut p.out);
         p
-    }
-
-    fn drain(&mut self, now: Now) {
-        let mut tx = Vec::new();
-        loop {
-            match self.s.poll(now, &mut tx) {
-                server::Output::Transmit => self.out.append(&mut tx),
-                server::Output::Effect(t, e) => {
-                    if let SEffect::Store(t) = &e {
-                        self.stored.lock().unwrap().push((**t).clone());
-                    }
-                    let c = answer(&e);
-                    let _ = self.s.handle(now, server::Input::Completed(t, c));
-                }
-                server::Output::Event(_) => {}
-                server::Output::Idle { deadline, .. } => {
-                    self.deadline = deadline;
-                    return;
-                }
-                server::Output::Close => {
-                    self.closed = true;
-                    self.deadline = None;
-                    return;
-                }
-            }
-        }
     }
 }
 
 impl Peer for ServerPeer {
     fn input(&mut self, now: Now, bytes: &[u8]) {
         self.inbuf.extend_from_slice(bytes);
-        loop {
-            if self.closed || self.inbuf.is_empty() {
-                return;
-            }
-            let n = match self.s.handle(now, server::Input::Received(&self.inbuf)) {
-                Ok(n) => n,
-                Err(_) => {
-                    self.closed = true;
-                    return;
-                }
-            };
+        while self.ran != Ran::Closed && !self.inbuf.is_empty() {
+            let n = self.s.receive(now, &self.inbuf).min(self.inbuf.len());
             self.inbuf.drain(..n);
-            self.drain(now);
+            self.ran = self.s.drive(now, &mut self.out);
             if n == 0 {
                 return;
             }
@@ -179,14 +144,17 @@ impl Peer for ServerPeer {
         out.append(&mut self.out);
     }
     fn closed(&self) -> bool {
-        self.closed && self.out.is_empty()
+        self.ran == Ran::Closed && self.out.is_empty()
     }
     fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        match self.ran {
+            Ran::Idle(d) => d,
+            Ran::Closed => None,
+        }
     }
     fn timeout(&mut self, now: Now) {
-        let _ = self.s.handle(now, server::Input::Timeout);
-        self.drain(now);
+        self.s.timeout(now);
+        self.ran = self.s.drive(now, &mut self.out);
     }
 }
 
