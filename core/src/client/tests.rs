@@ -989,13 +989,13 @@ fn seed_errors_close_after_550_to_pipelined_mail_is_permanent() {
 mod pair {
     use super::*;
     use crate::server::{
-        Completion, CredentialsAnswer, Effect, Input as SInput, Output as SOutput, PasswordCheck,
-        Peer, ServerConfig, ServerSession, Transaction, Verdict,
+        Completion, CredentialsAnswer, Effect, PasswordCheck, ServerConfig, Verdict,
     };
+    use crate::testkit::pair::{SmtpClient, SmtpServer};
 
     /// Answers the server's effects: users `mjl@mox.example` / `testtest`; recipient
     /// localpart `unknown` does not exist.
-    fn answer(e: &Effect, stored: &mut Vec<Transaction>) -> Completion {
+    fn answer(e: &Effect) -> Completion {
         match e {
             // The messages here stay under the spool threshold.
             Effect::Spool { .. } => Completion::Spool(crate::server::SpoolAnswer::Failed(
@@ -1059,232 +1059,25 @@ mod pair {
                 }
                 _ => Completion::Verdict(Verdict::Accept),
             },
-            Effect::Store(t) => {
-                stored.push((**t).clone());
-                Completion::Stored(crate::server::StoreOutcome::Delivered)
-            }
+            // The server end keeps what it stores.
+            Effect::Store(_) => Completion::Stored(crate::server::StoreOutcome::Delivered),
         }
     }
 
-    pub(super) struct Pair {
-        c: ClientSession,
-        s: ServerSession,
-        clock: TestClock,
-        c2s: Vec<u8>,
-        s2c: Vec<u8>,
-        s_in: Vec<u8>,
-        c_in: Vec<u8>,
-        chunker: crate::Rng,
-        /// 0: whole buffers; otherwise chunks of 1..=max bytes.
+    /// The client and the server machine over the shared [`testkit::Pair`].
+    type Pair = testkit::Pair<SmtpClient, SmtpServer>;
+
+    fn new_pair(
+        cc: ClientConfig,
+        sc: ServerConfig,
+        deliveries: Vec<Delivery>,
+        seed: u64,
         max_chunk: usize,
-        deliveries: VecDeque<Delivery>,
-        /// Re-deliver recipients that were not attempted (what the queue does).
-        redeliver: bool,
-        pending_deliver: Option<Delivery>,
-        last: Option<Delivery>,
-        pub stored: Vec<Transaction>,
-        pub outcomes: Vec<Outcome>,
-        pub events: Vec<Event>,
-        pub failed: Option<ClientError>,
-        /// Client transmits in plaintext sessions, one entry per write.
-        pub writes: Vec<Vec<u8>>,
-        c_closed: bool,
-        s_closed: bool,
-        eof_sent: bool,
-    }
-
-    impl Pair {
-        pub(super) fn new(
-            cc: ClientConfig,
-            sc: ServerConfig,
-            deliveries: Vec<Delivery>,
-            seed: u64,
-            max_chunk: usize,
-        ) -> Pair {
-            let clock = TestClock::new();
-            let peer = Peer {
-                ip: "192.0.2.10".parse().unwrap(),
-                cid: 1,
-            };
-            let s = ServerSession::new(Arc::new(sc), peer, clock.now()).unwrap();
-            let c = ClientSession::new(Arc::new(cc), clock.now());
-            let mut p = Pair {
-                c,
-                s,
-                clock,
-                c2s: Vec::new(),
-                s2c: Vec::new(),
-                s_in: Vec::new(),
-                c_in: Vec::new(),
-                chunker: crate::Rng::new(seed),
-                max_chunk,
-                deliveries: deliveries.into(),
-                redeliver: false,
-                pending_deliver: None,
-                last: None,
-                stored: Vec::new(),
-                outcomes: Vec::new(),
-                events: Vec::new(),
-                failed: None,
-                writes: Vec::new(),
-                c_closed: false,
-                s_closed: false,
-                eof_sent: false,
-            };
-            p.next_delivery();
-            p
-        }
-
-        fn next_delivery(&mut self) {
-            let now = self.clock.now();
-            let next = self
-                .pending_deliver
-                .take()
-                .or_else(|| self.deliveries.pop_front());
-            match next {
-                Some(d) => {
-                    self.last = Some(d.clone());
-                    self.c.handle(now, Input::Deliver(Box::new(d))).unwrap();
-                }
-                None => {
-                    let _ = self.c.handle(now, Input::Quit);
-                }
-            }
-        }
-
-        fn drain_client(&mut self) -> bool {
-            let mut moved = false;
-            let mut again = false;
-            loop {
-                let now = self.clock.now();
-                let mut tx = Vec::new();
-                match self.c.poll(now, &mut tx) {
-                    Output::Transmit => {
-                        if !self.c.is_tls() {
-                            self.writes.push(tx.clone());
-                        }
-                        self.c2s.extend_from_slice(&tx);
-                        moved = true;
-                    }
-                    Output::Event(e) => {
-                        match &e {
-                            Event::Done(o) => {
-                                self.outcomes.push(o.clone());
-                                if self.redeliver {
-                                    if let Some(last) = &self.last {
-                                        let rest: Vec<_> = o
-                                            .not_attempted()
-                                            .map(|i| last.recipients[i].clone())
-                                            .collect();
-                                        if !rest.is_empty() {
-                                            let mut d = last.clone();
-                                            d.recipients = rest;
-                                            self.pending_deliver = Some(d);
-                                        }
-                                    }
-                                }
-                                again = true;
-                            }
-                            Event::Failed(err) => self.failed = Some(err.clone()),
-                            _ => {}
-                        }
-                        self.events.push(e);
-                    }
-                    Output::Idle { .. } => break,
-                    Output::Close => {
-                        self.c_closed = true;
-                        break;
-                    }
-                }
-            }
-            if again && !self.c_closed {
-                self.next_delivery();
-                self.drain_client();
-                moved = true;
-            }
-            moved
-        }
-
-        fn drain_server(&mut self) -> bool {
-            let mut moved = false;
-            for _ in 0..10_000 {
-                let now = self.clock.now();
-                let mut tx = Vec::new();
-                match self.s.poll(now, &mut tx) {
-                    SOutput::Transmit => {
-                        self.s2c.extend_from_slice(&tx);
-                        moved = true;
-                    }
-                    SOutput::Effect(t, e) => {
-                        let c = answer(&e, &mut self.stored);
-                        self.s.handle(now, SInput::Completed(t, c)).unwrap();
-                        moved = true;
-                    }
-                    SOutput::Event(_) => {}
-                    SOutput::Idle { .. } => break,
-                    SOutput::Close => {
-                        self.s_closed = true;
-                        break;
-                    }
-                }
-            }
-            moved
-        }
-
-        fn take(&mut self, len: usize) -> usize {
-            if self.max_chunk == 0 {
-                len
-            } else {
-                (1 + self.chunker.below(self.max_chunk as u64) as usize).min(len)
-            }
-        }
-
-        pub(super) fn run(&mut self) {
-            for _ in 0..100_000 {
-                let mut moved = self.drain_client() | self.drain_server();
-                let now = self.clock.now();
-                // Bytes arrive in random pieces; the driver offers all it holds.
-                if !self.c2s.is_empty() && !self.s_closed {
-                    let k = self.take(self.c2s.len());
-                    self.s_in.extend(self.c2s.drain(..k));
-                    moved = true;
-                }
-                if !self.s_in.is_empty() && !self.s_closed {
-                    if let Ok(n) = self.s.handle(now, SInput::Received(&self.s_in)) {
-                        self.s_in.drain(..n);
-                        moved |= n > 0;
-                    }
-                }
-                if !self.s2c.is_empty() && !self.c_closed {
-                    let k = self.take(self.s2c.len());
-                    self.c_in.extend(self.s2c.drain(..k));
-                    moved = true;
-                    match self.c.handle(now, Input::Received(&self.c_in)) {
-                        Ok(n) => {
-                            self.c_in.drain(..n);
-                        }
-                        Err(_) => self.c_in.clear(),
-                    }
-                }
-                if self.s_closed
-                    && self.s2c.is_empty()
-                    && self.c_in.is_empty()
-                    && !self.eof_sent
-                    && !self.c_closed
-                {
-                    self.eof_sent = true;
-                    let _ = self.c.handle(now, Input::PeerClosed);
-                    moved = true;
-                }
-                if self.c_closed {
-                    return;
-                }
-                if !moved {
-                    panic!("pair stuck; events {:?}", self.events);
-                }
-            }
-            panic!("pair did not finish");
-        }
+    ) -> Pair {
+        let clock = TestClock::new();
+        let client = SmtpClient::new(cc, deliveries, clock.now());
+        let server = SmtpServer::new(sc, clock.now(), Some(Box::new(answer)));
+        testkit::Pair::new(client, server, clock, seed, max_chunk)
     }
 
     fn cconfig() -> ClientConfig {
@@ -1315,7 +1108,7 @@ mod pair {
         seed: u64,
         chunk: usize,
     ) -> Pair {
-        let mut p = Pair::new(cc, sc, d, seed, chunk);
+        let mut p = new_pair(cc, sc, d, seed, chunk);
         p.run();
         p
     }
@@ -1329,13 +1122,13 @@ mod pair {
             1,
             0,
         );
-        assert_eq!(p.failed, None);
-        assert_eq!(p.outcomes.len(), 1);
-        assert!(p.outcomes[0].data.is_ok(), "{:?}", p.outcomes);
-        assert_eq!(p.stored.len(), 1);
-        assert!(p.stored[0].message.to_vec().ends_with(&msg()[..]));
-        assert_eq!(p.stored[0].recipients.len(), 1);
-        assert!(!p.c.is_tls());
+        assert_eq!(p.client.failed, None);
+        assert_eq!(p.client.outcomes.len(), 1);
+        assert!(p.client.outcomes[0].data.is_ok(), "{:?}", p.client.outcomes);
+        assert_eq!(p.server.stored.len(), 1);
+        assert!(p.server.stored[0].message.to_vec().ends_with(&msg()[..]));
+        assert_eq!(p.server.stored[0].recipients.len(), 1);
+        assert!(!p.client.s.is_tls());
     }
 
     #[test]
@@ -1344,15 +1137,16 @@ mod pair {
         let mut d = delivery(&["mjl@mox.example"]);
         d.needs.requiretls = true;
         let p = run_pair(cc, sc, vec![d], 1, 0);
-        assert_eq!(p.failed, None, "{:?}", p.events);
-        assert!(p.outcomes[0].data.is_ok());
+        assert_eq!(p.client.failed, None, "{:?}", p.client.events);
+        assert!(p.client.outcomes[0].data.is_ok());
         assert!(p
+            .client
             .events
             .iter()
             .any(|e| matches!(e, Event::TlsEstablished(_))));
-        assert_eq!(p.stored.len(), 1);
-        assert_eq!(p.stored[0].requiretls, Some(true));
-        assert!(p.stored[0].tls.is_some());
+        assert_eq!(p.server.stored.len(), 1);
+        assert_eq!(p.server.stored[0].requiretls, Some(true));
+        assert!(p.server.stored[0].tls.is_some());
     }
 
     #[test]
@@ -1368,10 +1162,10 @@ mod pair {
             let mut d = delivery(&["other@remote.example"]);
             d.mail_from = ReversePath::parse("<mjl@mox.example>").unwrap();
             let p = run_pair(cc, sc, vec![d], 2, 0);
-            assert_eq!(p.failed, None, "{m:?}: {:?}", p.events);
-            assert!(p.events.contains(&Event::Authenticated(m)), "{m:?}");
-            assert!(p.outcomes[0].data.is_ok(), "{m:?}");
-            assert_eq!(p.stored[0].account.as_deref(), Some("mjl"));
+            assert_eq!(p.client.failed, None, "{m:?}: {:?}", p.client.events);
+            assert!(p.client.events.contains(&Event::Authenticated(m)), "{m:?}");
+            assert!(p.client.outcomes[0].data.is_ok(), "{m:?}");
+            assert_eq!(p.server.stored[0].account.as_deref(), Some("mjl"));
         }
     }
 
@@ -1386,6 +1180,7 @@ mod pair {
         });
         let p = run_pair(cc.clone(), sc.clone(), vec![], 2, 0);
         assert!(p
+            .client
             .events
             .contains(&Event::Authenticated(Mechanism::ScramSha256Plus)));
 
@@ -1395,13 +1190,13 @@ mod pair {
             password: "wrong".into(),
         });
         let p = run_pair(cc, sc, vec![delivery(&["x@remote.example"])], 2, 0);
-        let e = p.failed.unwrap();
+        let e = p.client.failed.unwrap();
         assert_eq!(
             (e.stage, e.permanent, e.kind),
             (Stage::Auth, true, ErrorKind::PermanentReply)
         );
-        assert!(p.outcomes[0].data.is_err());
-        assert!(p.stored.is_empty());
+        assert!(p.client.outcomes[0].data.is_err());
+        assert!(p.server.stored.is_empty());
     }
 
     #[test]
@@ -1417,7 +1212,7 @@ mod pair {
             .collect();
         let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
         let p = run_pair(cconfig(), sconfig(), vec![delivery(&refs)], 3, 0);
-        let o = &p.outcomes[0];
+        let o = &p.client.outcomes[0];
         assert!(o.data.is_ok());
         assert_eq!(o.recipients.len(), 60);
         for (i, r) in o.recipients.iter().enumerate() {
@@ -1430,9 +1225,10 @@ mod pair {
             }
         }
         assert_eq!(o.delivered().count(), 59);
-        assert_eq!(p.stored[0].recipients.len(), 59);
+        assert_eq!(p.server.stored[0].recipients.len(), 59);
         // MAIL and every RCPT in one write.
         let w = p
+            .client
             .writes
             .iter()
             .find(|w| w.starts_with(b"MAIL FROM"))
@@ -1452,27 +1248,29 @@ mod pair {
             "d@mox.example",
             "e@mox.example",
         ];
-        let mut p = Pair::new(cconfig(), sc, vec![delivery(&rcpts)], 4, 0);
-        p.redeliver = true;
+        let mut p = new_pair(cconfig(), sc, vec![delivery(&rcpts)], 4, 0);
+        p.client.redeliver = true;
         p.run();
-        assert_eq!(p.failed, None);
-        assert_eq!(p.outcomes.len(), 3);
-        let first = &p.outcomes[0];
+        assert_eq!(p.client.failed, None);
+        assert_eq!(p.client.outcomes.len(), 3);
+        let first = &p.client.outcomes[0];
         assert_eq!(first.delivered().count(), 2);
         assert_eq!(first.not_attempted().collect::<Vec<_>>(), vec![2, 3, 4]);
         let got: Vec<String> = p
+            .server
             .stored
             .iter()
             .flat_map(|t| t.recipients.iter().map(|r| r.0.to_string()))
             .collect();
         assert_eq!(got.len(), 5, "{got:?}");
-        assert_eq!(p.stored.len(), 3);
-        assert!(p.stored.iter().all(|t| t.recipients.len() <= 2));
+        assert_eq!(p.server.stored.len(), 3);
+        assert!(p.server.stored.iter().all(|t| t.recipients.len() <= 2));
     }
 
     /// The outcome with the server's variable text removed.
     pub(super) fn summary(p: &Pair) -> Vec<(bool, Vec<Option<u16>>)> {
-        p.outcomes
+        p.client
+            .outcomes
             .iter()
             .map(|o| {
                 (
@@ -1508,7 +1306,7 @@ mod pair {
                 7,
             );
             assert_eq!(summary(&p), want, "seed {seed}");
-            assert_eq!(p.stored.len(), 1);
+            assert_eq!(p.server.stored.len(), 1);
         }
         let want = summary(&run_pair(
             cconfig(),
@@ -1536,7 +1334,7 @@ mod pair {
             let rcpts = ["a@mox.example", "unknown@mox.example", "b@mox.example"];
             let p = run_pair(cconfig(), sconfig(), vec![delivery(&rcpts), delivery(&rcpts)], seed, max);
             prop_assert_eq!(summary(&p), vec![(true, vec![Some(250), Some(550), Some(250)]); 2]);
-            prop_assert_eq!(p.stored.len(), 2);
+            prop_assert_eq!(p.server.stored.len(), 2);
         }
     }
 }

@@ -40,7 +40,9 @@ use crate::client::{
     self, ClientConfig, ClientError, ClientSession, Credentials, Delivery, ErrorKind, Extensions,
     Needs, Outcome, PeerIncompatible, Stage, Timeouts, TlsMode, Verify,
 };
-use crate::dns::{round, Check, Lookup, LookupResult, Record, RecordType, Round};
+use crate::dns::{
+    CheckInput, CheckLimits, CheckOutput, CheckSession, Lookup, LookupResult, Record, RecordType,
+};
 use crate::queue::mx::{MxOptions, MxPlan, MxVerdict};
 use crate::queue::route::{SmtpAuth, SmtpTls, Transport, TransportDirect};
 use crate::queue::{AttemptResult, Failure};
@@ -55,8 +57,9 @@ use crate::Token;
 
 use socks5::Socks5Client;
 
-/// Questions the MX plan may ask in one round (far above what it asks).
-const MAX_ROUND: usize = 64;
+/// Questions the MX plan may ask in one effect, and over the whole plan (far above what it
+/// asks: the MX question, then two per host, hosts capped at [`crate::queue::mx::MAX_MX_HOSTS`]).
+const MX_PLAN_QUESTIONS: usize = 64;
 
 /// Names one connection of a delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -662,16 +665,22 @@ struct HostEntry {
     tls: Option<HostTls>,
 }
 
-/// The DNS part: the MX plan, or the addresses of a relay host.
+/// The DNS part: the MX plan (a check session, whose effects the delivery forwards with its
+/// own tokens, and whose answer deadline is the delivery's effect timer), or the addresses of
+/// a relay host.
 enum Resolve {
-    Mx(MxPlan),
+    Mx(Box<CheckSession<MxPlan>>),
     Relay,
 }
 
 /// What the machine waits for.
 enum Pending {
-    /// DNS answers.
-    Dns { token: Token, lookups: Vec<Lookup> },
+    /// DNS answers; `plan` is the MX plan session's token for the same effect.
+    Dns {
+        token: Token,
+        lookups: Vec<Lookup>,
+        plan: Option<Token>,
+    },
     /// The TLS requirement of host `hosts[i]`.
     HostTls { token: Token },
     /// A connection.
@@ -883,7 +892,12 @@ impl DeliverySession {
         match self.target.clone() {
             Target::Mx { opts, .. } => {
                 let plan = MxPlan::new(&self.job.domain, opts, self.rng.child());
-                self.resolve = Some(Resolve::Mx(plan));
+                let limits = CheckLimits {
+                    answer_timeout: self.config.effect_timeout,
+                    max_questions: MX_PLAN_QUESTIONS,
+                    max_batch: MX_PLAN_QUESTIONS,
+                };
+                self.resolve = Some(Resolve::Mx(Box::new(CheckSession::new(plan, limits))));
                 self.advance_dns(now);
             }
             Target::Relay { host, .. } => {
@@ -904,7 +918,9 @@ impl DeliverySession {
                     })
                     .collect();
                 self.resolve = Some(Resolve::Relay);
-                self.ask_dns(now, lookups);
+                self.ask_dns(lookups, None);
+                self.timers
+                    .set(Timer::Effect, now.mono + self.config.effect_timeout);
             }
         }
     }
@@ -914,35 +930,61 @@ impl DeliverySession {
         Token(self.next_token)
     }
 
-    fn ask_dns(&mut self, now: Now, lookups: Vec<Lookup>) {
+    /// Gives DNS lookups out as an effect with our token (`plan`: the MX plan session's
+    /// token for them).
+    fn ask_dns(&mut self, lookups: Vec<Lookup>, plan: Option<Token>) {
         let token = self.token();
         self.outputs
             .push_back(Output::Effect(token, Effect::Dns(lookups.clone())));
-        self.pending = Some(Pending::Dns { token, lookups });
-        self.timers
-            .set(Timer::Effect, now.mono + self.config.effect_timeout);
+        self.pending = Some(Pending::Dns {
+            token,
+            lookups,
+            plan,
+        });
     }
 
-    /// Polls the MX plan: asks its questions, or acts on its verdict.
+    /// Polls the MX plan's session: forwards its effect (with its deadline as our effect
+    /// timer), or acts on its verdict.
     fn advance_dns(&mut self, now: Now) {
         let Some(Resolve::Mx(plan)) = &mut self.resolve else {
             return;
         };
-        let (asks, verdict) = match round(plan, MAX_ROUND) {
-            Round::Ask(asks) => (asks, None),
-            Round::Done(v) => (Vec::new(), Some(v)),
-        };
-        if !asks.is_empty() {
-            return self.ask_dns(now, asks);
-        }
-        let Some(verdict) = verdict else {
-            // Waiting without a question asked cannot happen; do not hang on it.
-            return self.finish_all(temp(
-                "DNS lookups did not finish".into(),
-                Enhanced::new(4, 4, 3),
-            ));
+        let verdict = match plan.poll(now) {
+            CheckOutput::Effect(inner, lookups) => {
+                let deadline = match plan.poll(now) {
+                    CheckOutput::Idle { deadline, .. } => deadline,
+                    _ => None,
+                };
+                self.ask_dns(lookups, Some(inner));
+                match deadline {
+                    Some(at) => self.timers.set(Timer::Effect, at),
+                    None => self.timers.stop(Timer::Effect),
+                }
+                return;
+            }
+            CheckOutput::Idle { deadline, .. } => {
+                // Still waiting (an early timeout): keep the effect and its deadline.
+                if let Some(at) = deadline {
+                    self.timers.set(Timer::Effect, at);
+                }
+                return;
+            }
+            CheckOutput::Done(v) => v,
+            CheckOutput::GaveUp(_) => {
+                // Too many questions, or waiting without a question asked: do not hang on
+                // it.
+                self.resolve = None;
+                self.pending = None;
+                self.timers.stop(Timer::Effect);
+                return self.finish_all(temp(
+                    "DNS lookups did not finish".into(),
+                    Enhanced::new(4, 4, 3),
+                ));
+            }
         };
         self.resolve = None;
+        self.pending = None;
+        self.timers.stop(Timer::Effect);
         match verdict {
             MxVerdict::Hosts(hosts) => {
                 self.hosts = hosts
@@ -1242,20 +1284,18 @@ impl DeliverySession {
             return Ok(());
         };
         match (pending, c) {
-            (Pending::Dns { lookups, .. }, Completion::Dns(answers)) => {
+            (Pending::Dns { lookups, plan, .. }, Completion::Dns(answers)) => {
                 self.timers.stop(Timer::Effect);
-                match self.resolve.as_mut() {
-                    Some(Resolve::Mx(plan)) => {
-                        for (l, r) in lookups.iter().zip(answers) {
-                            plan.answer(l, r);
-                        }
+                match (self.resolve.as_mut(), plan) {
+                    (Some(Resolve::Mx(session)), Some(inner)) => {
+                        session.handle(now, CheckInput::Answered(inner, answers));
                         self.advance_dns(now);
                     }
-                    Some(Resolve::Relay) => {
+                    (Some(Resolve::Relay), _) => {
                         self.resolve = None;
                         self.relay_addresses(now, &lookups, answers);
                     }
-                    None => {}
+                    _ => {}
                 }
             }
             (Pending::HostTls { .. }, Completion::HostTls(t)) => {
@@ -1416,6 +1456,15 @@ impl DeliverySession {
         while let Some(t) = self.timers.expired(now.mono) {
             match t {
                 Timer::Effect => match self.pending.take() {
+                    // The MX plan's deadline is its session's: the session answers the
+                    // overdue lookups with temporary failures and goes on to its verdict.
+                    Some(p @ Pending::Dns { plan: Some(_), .. }) => {
+                        self.pending = Some(p);
+                        if let Some(Resolve::Mx(session)) = &mut self.resolve {
+                            session.handle(now, CheckInput::Timeout);
+                        }
+                        self.advance_dns(now);
+                    }
                     Some(Pending::Dns { .. }) => {
                         let domain = self.job.domain.clone();
                         self.resolve = None;

@@ -10,9 +10,10 @@ use crate::client::DaneCheck;
 use crate::queue::route::{SmtpAuth, TransportSmtp, TransportSocks5, TransportSubmission};
 use crate::server::{
     self, Completion as SCompletion, CredentialsAnswer, Effect as SEffect, PasswordCheck,
-    ServerConfig, ServerSession, StoreOutcome, Verdict,
+    ServerConfig, StoreOutcome, Verdict,
 };
 use crate::smtp::Reply;
+use crate::testkit::pair::{Endpoint, Ran, SmtpServer};
 use crate::testkit::{self, TestClock};
 use crate::tls::TlsLayer;
 use crate::tlspolicy::mtasts::{policy_url, FetchError};
@@ -36,14 +37,13 @@ trait Peer {
     fn timeout(&mut self, now: Now);
 }
 
-/// The server session machine with a fake outside world.
+/// The server session machine with a fake outside world ([`answer`]): the Pair's server
+/// end, behind the delivery's in-memory network.
 struct ServerPeer {
-    s: ServerSession,
+    s: SmtpServer,
     inbuf: Vec<u8>,
     out: Vec<u8>,
-    closed: bool,
-    deadline: Option<Instant>,
-    stored: Arc<std::sync::Mutex<Vec<server::Transaction>>>,
+    ran: Ran,
 }
 
 fn answer(e: &SEffect) -> SCompletion {
@@ -111,65 +111,30 @@ impl ServerPeer {
         now: Now,
         stored: Arc<std::sync::Mutex<Vec<server::Transaction>>>,
     ) -> ServerPeer {
-        let peer = server::Peer {
-            ip: "192.0.2.99".parse().unwrap(),
-            cid: 1,
+        let world = move |e: &SEffect| {
+            if let SEffect::Store(t) = e {
+                stored.lock().unwrap().push((**t).clone());
+            }
+            answer(e)
         };
         let mut p = ServerPeer {
-            s: ServerSession::new(config, peer, now).unwrap(),
+            s: SmtpServer::new((*config).clone(), now, Some(Box::new(world))),
             inbuf: Vec::new(),
             out: Vec::new(),
-            closed: false,
-            deadline: None,
-            stored,
+            ran: Ran::Idle(None),
         };
-        p.drain(now);
+        p.ran = p.s.drive(now, &mut p.out);
         p
-    }
-
-    fn drain(&mut self, now: Now) {
-        let mut tx = Vec::new();
-        loop {
-            match self.s.poll(now, &mut tx) {
-                server::Output::Transmit => self.out.append(&mut tx),
-                server::Output::Effect(t, e) => {
-                    if let SEffect::Store(t) = &e {
-                        self.stored.lock().unwrap().push((**t).clone());
-                    }
-                    let c = answer(&e);
-                    let _ = self.s.handle(now, server::Input::Completed(t, c));
-                }
-                server::Output::Event(_) => {}
-                server::Output::Idle { deadline, .. } => {
-                    self.deadline = deadline;
-                    return;
-                }
-                server::Output::Close => {
-                    self.closed = true;
-                    self.deadline = None;
-                    return;
-                }
-            }
-        }
     }
 }
 
 impl Peer for ServerPeer {
     fn input(&mut self, now: Now, bytes: &[u8]) {
         self.inbuf.extend_from_slice(bytes);
-        loop {
-            if self.closed || self.inbuf.is_empty() {
-                return;
-            }
-            let n = match self.s.handle(now, server::Input::Received(&self.inbuf)) {
-                Ok(n) => n,
-                Err(_) => {
-                    self.closed = true;
-                    return;
-                }
-            };
+        while self.ran != Ran::Closed && !self.inbuf.is_empty() {
+            let n = self.s.receive(now, &self.inbuf).min(self.inbuf.len());
             self.inbuf.drain(..n);
-            self.drain(now);
+            self.ran = self.s.drive(now, &mut self.out);
             if n == 0 {
                 return;
             }
@@ -179,14 +144,17 @@ impl Peer for ServerPeer {
         out.append(&mut self.out);
     }
     fn closed(&self) -> bool {
-        self.closed && self.out.is_empty()
+        self.ran == Ran::Closed && self.out.is_empty()
     }
     fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        match self.ran {
+            Ran::Idle(d) => d,
+            Ran::Closed => None,
+        }
     }
     fn timeout(&mut self, now: Now) {
-        let _ = self.s.handle(now, server::Input::Timeout);
-        self.drain(now);
+        self.s.timeout(now);
+        self.ran = self.s.drive(now, &mut self.out);
     }
 }
 
@@ -1361,6 +1329,17 @@ fn reply_timeout() {
     assert!(f.detail.contains("timeout"), "{}", f.detail);
 }
 
+/// The delivery waits for an effect's answer, until `now + wait`.
+fn assert_effect_wait(s: &mut DeliverySession, now: Now, wait: Duration) {
+    match s.poll(now, &mut Vec::new()) {
+        Output::Idle { deadline, timer } => {
+            assert_eq!(timer, Some(Timer::Effect));
+            assert_eq!(deadline, Some(now.mono + wait));
+        }
+        o => panic!("{o:?}"),
+    }
+}
+
 /// A DNS answer that never comes ends the delivery with a temporary failure at the
 /// effect deadline.
 #[test]
@@ -1376,13 +1355,7 @@ fn dns_timeout() {
         s.poll(clock.now(), &mut tx),
         Output::Effect(_, Effect::Dns(_))
     ));
-    match s.poll(clock.now(), &mut tx) {
-        Output::Idle { deadline, timer } => {
-            assert_eq!(timer, Some(Timer::Effect));
-            assert_eq!(deadline, Some(clock.now().mono + Duration::from_secs(60)));
-        }
-        o => panic!("{o:?}"),
-    }
+    assert_effect_wait(&mut s, clock.now(), Duration::from_secs(60));
     clock.advance(Duration::from_secs(59));
     s.handle(clock.now(), Input::Timeout).unwrap();
     assert!(
@@ -1395,6 +1368,51 @@ fn dns_timeout() {
     assert!(!perm);
     assert!(f.detail.contains("DNS timed out"), "{}", f.detail);
     assert_eq!(r.elapsed, Duration::from_secs(60));
+}
+
+/// The MX plan runs as a check session inside the delivery: its effects go out with the
+/// delivery's tokens, its answer deadline is the delivery's `Effect` timer, and when the
+/// address lookups after the MX answer never come, the plan itself concludes (a temporary
+/// failure naming the host) at that deadline; the late answer is ignored.
+#[test]
+fn mx_plan_deadline_is_forwarded() {
+    let mut net = Net::default();
+    net.mx("example.org", &[(10, "mx1.example.org")]);
+    let mut clock = TestClock::new();
+    let mut s = DeliverySession::new(Arc::new(config()), job(&["a@example.org"]), clock.now());
+    let mut tx = Vec::new();
+    let Output::Effect(t0, Effect::Dns(ls)) = s.poll(clock.now(), &mut tx) else {
+        panic!("expected the MX question");
+    };
+    let answers = ls.iter().map(|l| net.lookup(l)).collect();
+    clock.advance(Duration::from_secs(10));
+    s.handle(clock.now(), Input::Completed(t0, Completion::Dns(answers)))
+        .unwrap();
+    let Output::Effect(t1, Effect::Dns(addrs)) = s.poll(clock.now(), &mut tx) else {
+        panic!("expected the address questions");
+    };
+    assert_ne!(t1, t0);
+    assert!(
+        addrs.iter().all(|l| l.name == "mx1.example.org"),
+        "{addrs:?}"
+    );
+    assert_effect_wait(&mut s, clock.now(), Duration::from_secs(60));
+    clock.advance(Duration::from_secs(60));
+    s.handle(clock.now(), Input::Timeout).unwrap();
+    let late = addrs.iter().map(|_| LookupResult::NxDomain).collect();
+    s.handle(clock.now(), Input::Completed(t1, Completion::Dns(late)))
+        .unwrap();
+    let done = (0..100).any(|_| matches!(s.poll(clock.now(), &mut tx), Output::Done));
+    assert!(done, "the delivery ends at the deadline");
+    let report = s.report().expect("a report once done");
+    let (perm, f) = failure(&report.results[0]);
+    assert!(!perm);
+    assert!(
+        f.detail
+            .contains("looking up mail servers for example.org: mx1.example.org: DNS timed out"),
+        "{}",
+        f.detail
+    );
 }
 
 /// IPv6 is tried before IPv4 for a host with both; the transport's family switches are

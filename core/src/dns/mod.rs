@@ -1,7 +1,14 @@
 //! DNS as the checks see it: a check (SPF, DKIM, DMARC, iprev, DNSBL, MX lookup) is a machine
 //! that asks for [`Lookup`]s and is answered with [`LookupResult`]s. Who answers is not its
 //! business: the sans-IO stub resolver in this module (driven by a runtime's UDP/TCP), or
-//! the static zone data in tests ([`run_sync`]).
+//! the static zone data in tests and tools ([`run_sync`]).
+//!
+//! Why two layers: a check is written as the steps of its own logic ([`Check`]: poll for a
+//! question, take an answer, conclude) and is run by one wrapper, [`CheckSession`], which
+//! alone holds tokens, the fan-out into batches, the question budget, the clock guard and
+//! the answer deadline. Making every check a session would repeat those five things in each
+//! of nine checks (and in their combinations, like [`crate::server::checks`]'s `AnyCheck`)
+//! for no change in what any check decides; [`run_sync`] drives the same session untimed.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -13,7 +20,9 @@ pub use resolver::{
     parse_resolv_conf, QueryId, Resolver, ResolverConfig, ResolverInput, ResolverOutput,
     ResolverTimer,
 };
-pub use session::{CheckInput, CheckLimits, CheckOutput, CheckSession, CheckTimer, GiveUp};
+pub use session::{
+    run_batched, run_sync, CheckInput, CheckLimits, CheckOutput, CheckSession, CheckTimer, GiveUp,
+};
 pub use zone::{StaticZone, ZoneError};
 
 /// Record types the checks ask for.
@@ -153,8 +162,8 @@ pub enum CheckStep<V> {
 ///
 /// Drivers do not run these steps themselves: they run the check as a [`CheckSession`] (the
 /// session shape of every machine here: `handle(now, input)`, `poll` until `Idle`, effects
-/// with tokens, deadlines inside), or, without a clock, with [`run_sync`]/[`run_batched`].
-/// Both collect a round's questions with [`round`].
+/// with tokens, deadlines inside), or, without a clock, with [`run_sync`]/[`run_batched`],
+/// which drive the same session.
 pub trait Check {
     /// What the check concludes.
     type Verdict;
@@ -181,162 +190,5 @@ impl<C: Check + ?Sized> Check for Box<C> {
     }
     fn answer(&mut self, lookup: &Lookup, result: LookupResult) {
         (**self).answer(lookup, result)
-    }
-}
-
-/// One round of a check: every question it asks before it waits, or its verdict.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Round<V> {
-    /// Ask these (together, as one batch) and give every answer to [`Check::answer`];
-    /// empty when the check waits without asking anything (stuck: nobody will answer).
-    Ask(Vec<Lookup>),
-    /// The verdict.
-    Done(V),
-}
-
-/// The "ask N lookups, collect, decide" fan-out, written once for every check (SPF, DKIM,
-/// DMARC, iprev, DNSBL, MX) and every driver of checks: polls `check` until it waits or
-/// concludes. At most `max` questions are collected; a check with more gets the rest in
-/// its next round.
-pub fn round<C: Check + ?Sized>(check: &mut C, max: usize) -> Round<C::Verdict> {
-    let mut ask = Vec::new();
-    while ask.len() < max {
-        match check.poll() {
-            CheckStep::Lookup(q) => ask.push(q),
-            CheckStep::Wait => break,
-            CheckStep::Done(v) => return Round::Done(v),
-        }
-    }
-    Round::Ask(ask)
-}
-
-/// Runs a check to completion, answering each round's questions as one batch with
-/// `resolve_many` (answers in the order asked). Gives up with `None` after `max_questions`
-/// questions, or when the check waits for nothing, so a broken check cannot loop forever.
-pub fn run_batched<C: Check>(
-    check: &mut C,
-    mut resolve_many: impl FnMut(&[Lookup]) -> Vec<LookupResult>,
-    max_questions: usize,
-) -> Option<C::Verdict> {
-    let mut budget = max_questions;
-    loop {
-        // At least one poll, even with the budget spent: the verdict may be there.
-        match round(check, budget.max(1)) {
-            Round::Done(v) => return Some(v),
-            Round::Ask(qs) if qs.is_empty() || budget == 0 => return None,
-            Round::Ask(qs) => {
-                budget = budget.saturating_sub(qs.len());
-                let mut answers = resolve_many(&qs).into_iter();
-                for q in &qs {
-                    let r = answers
-                        .next()
-                        .unwrap_or_else(|| LookupResult::TempFail("no answer".into()));
-                    check.answer(q, r);
-                }
-            }
-        }
-    }
-}
-
-/// Runs a check to completion with a synchronous answer function (tests, CLI tools over a
-/// static zone); see [`run_batched`].
-pub fn run_sync<C: Check>(
-    check: &mut C,
-    mut resolve: impl FnMut(&Lookup) -> LookupResult,
-    max_questions: usize,
-) -> Option<C::Verdict> {
-    run_batched(
-        check,
-        |qs| qs.iter().map(&mut resolve).collect(),
-        max_questions,
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Asks `names` all at once, then one more name after the answers, then concludes
-    /// with the number of answers it got; `stuck` waits without asking instead.
-    struct Fan {
-        names: Vec<&'static str>,
-        asked: usize,
-        answered: usize,
-        second: bool,
-        stuck: bool,
-    }
-
-    impl Check for Fan {
-        type Verdict = usize;
-        fn poll(&mut self) -> CheckStep<usize> {
-            if self.stuck {
-                return CheckStep::Wait;
-            }
-            if let Some(n) = self.names.get(self.asked) {
-                self.asked += 1;
-                return CheckStep::Lookup(Lookup {
-                    name: (*n).into(),
-                    rtype: RecordType::A,
-                });
-            }
-            if self.answered < self.asked {
-                return CheckStep::Wait;
-            }
-            if !self.second {
-                self.second = true;
-                self.names.push("last.test");
-                return self.poll();
-            }
-            CheckStep::Done(self.answered)
-        }
-        fn answer(&mut self, _: &Lookup, _: LookupResult) {
-            self.answered += 1;
-        }
-    }
-
-    fn fan(names: &[&'static str]) -> Fan {
-        Fan {
-            names: names.to_vec(),
-            asked: 0,
-            answered: 0,
-            second: false,
-            stuck: false,
-        }
-    }
-
-    /// The questions a check asks before it waits go out as one batch, not one by one.
-    #[test]
-    fn rounds_batch_the_questions() {
-        let mut batches = Vec::new();
-        let v = run_batched(
-            &mut fan(&["a.test", "b.test", "c.test"]),
-            |qs| {
-                batches.push(qs.len());
-                qs.iter().map(|_| LookupResult::NxDomain).collect()
-            },
-            10,
-        );
-        assert_eq!(v, Some(4));
-        assert_eq!(batches, vec![3, 1]);
-        // A round of at most 2: the third question waits for the next round.
-        let mut f = fan(&["a.test", "b.test", "c.test"]);
-        assert!(matches!(round(&mut f, 2), Round::Ask(q) if q.len() == 2));
-    }
-
-    /// Bounded: a budget smaller than the check's questions, or a check that waits for
-    /// nothing, gives `None` instead of looping.
-    #[test]
-    fn rounds_are_bounded() {
-        let nx = |qs: &[Lookup]| qs.iter().map(|_| LookupResult::NxDomain).collect();
-        assert_eq!(run_batched(&mut fan(&["a.test", "b.test"]), nx, 2), None);
-        assert_eq!(run_batched(&mut fan(&["a.test", "b.test"]), nx, 3), Some(3));
-        let mut stuck = fan(&["a.test"]);
-        stuck.stuck = true;
-        assert_eq!(run_batched(&mut stuck, nx, 10), None);
-        // Fewer answers than questions: the missing ones are temporary failures.
-        assert_eq!(
-            run_batched(&mut fan(&["a.test", "b.test"]), |_| Vec::new(), 5),
-            Some(3)
-        );
     }
 }

@@ -17,18 +17,48 @@
 //! ```
 //!
 //! * The deadline of an effect is inside the machine: when no answer came by
-//!   [`CheckLimits::answer_timeout`], its lookups count as temporary failures and the check
-//!   goes on (to its temporary-error verdict, usually); a late answer is stale and ignored.
+//!   [`CheckLimits::answer_timeout`], its lookups count as temporary failures ("DNS timed
+//!   out") and the check goes on (to its temporary-error verdict, usually); a late answer is
+//!   stale and ignored.
 //! * An answer with a token that is not outstanding (stale, duplicate, made up) is ignored.
 //! * A `now` earlier than one given before is ignored: the session acts at the latest time
 //!   it knows.
-//! * The fan-out is [`round`]: the questions a check asks before it waits go out as one
-//!   effect; [`CheckLimits::max_questions`] bounds the questions of the whole check.
+//! * The fan-out ("ask N lookups, collect, decide") is written once, here: the questions a
+//!   check asks before it waits go out as one effect; [`CheckLimits::max_questions`] bounds
+//!   the questions of the whole check.
+//! * Without a clock (tests, tools over a static zone), [`run_sync`] and [`run_batched`]
+//!   drive the same session, answering every effect at once, so no deadline applies.
 
 use std::time::{Duration, Instant};
 
-use super::{round, Check, Lookup, LookupResult, Round};
+use super::{Check, CheckStep, Lookup, LookupResult};
 use crate::{Now, Token};
+
+/// The reason given to the lookups of an effect whose answers did not come in time.
+const TIMED_OUT: &str = "DNS timed out";
+
+/// One round of a check: every question it asks before it waits, or its verdict.
+enum Round<V> {
+    /// Ask these together, as one effect; empty when the check waits without asking
+    /// anything (stuck: nobody will answer).
+    Ask(Vec<Lookup>),
+    /// The verdict.
+    Done(V),
+}
+
+/// The fan-out: polls `check` until it waits or concludes, collecting at most `max`
+/// questions; a check with more gets the rest in its next round.
+fn round<C: Check + ?Sized>(check: &mut C, max: usize) -> Round<C::Verdict> {
+    let mut ask = Vec::new();
+    while ask.len() < max {
+        match check.poll() {
+            CheckStep::Lookup(q) => ask.push(q),
+            CheckStep::Wait => break,
+            CheckStep::Done(v) => return Round::Done(v),
+        }
+    }
+    Round::Ask(ask)
+}
 
 /// Bounds of one check session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,14 +130,23 @@ pub enum CheckOutput<V> {
 enum State<V> {
     /// Ready to poll the check for its next round.
     Running,
-    /// Effect `token` is out with these lookups, due by `deadline`.
+    /// Effect `token` is out with these lookups, due by `deadline` (none when driven
+    /// without a clock).
     Waiting {
         token: Token,
         lookups: Vec<Lookup>,
-        deadline: Instant,
+        deadline: Option<Instant>,
     },
     Done(V),
     GaveUp(GiveUp),
+}
+
+/// What one step of the session gives: an effect to send, a wait, or the end (the verdict
+/// or the reason is in the state).
+enum Step {
+    Effect(Token, Vec<Lookup>),
+    Idle(Option<Instant>, Token),
+    Ended,
 }
 
 /// A [`Check`] in the session shape. See the module documentation.
@@ -153,22 +192,31 @@ impl<C: Check> CheckSession<C> {
     pub fn handle(&mut self, now: Now, input: CheckInput) {
         let now = self.clock(now);
         match input {
-            CheckInput::Answered(token, results) => {
-                if matches!(&self.state, State::Waiting { token: t, .. } if *t == token) {
-                    self.answer(results);
-                }
-            }
+            CheckInput::Answered(token, results) => self.answered(token, results),
             CheckInput::Timeout => {
-                if matches!(&self.state, State::Waiting { deadline, .. } if *deadline <= now.mono) {
-                    self.answer(Vec::new());
+                let due = match &self.state {
+                    State::Waiting {
+                        deadline: Some(d), ..
+                    } => *d <= now.mono,
+                    _ => false,
+                };
+                if due {
+                    self.answer(Vec::new(), TIMED_OUT);
                 }
             }
         }
     }
 
+    /// The answers to effect `token`, if it is the outstanding one.
+    fn answered(&mut self, token: Token, results: Vec<LookupResult>) {
+        if matches!(&self.state, State::Waiting { token: t, .. } if *t == token) {
+            self.answer(results, "no answer");
+        }
+    }
+
     /// Gives the outstanding effect's lookups their answers (missing ones: temporary
-    /// failures) and makes the session ready for the next round.
-    fn answer(&mut self, results: Vec<LookupResult>) {
+    /// failures for `missing`) and makes the session ready for the next round.
+    fn answer(&mut self, results: Vec<LookupResult>, missing: &str) {
         let State::Waiting { lookups, .. } = std::mem::replace(&mut self.state, State::Running)
         else {
             return;
@@ -177,7 +225,7 @@ impl<C: Check> CheckSession<C> {
         for l in &lookups {
             let r = results
                 .next()
-                .unwrap_or_else(|| LookupResult::TempFail("no answer in time".into()));
+                .unwrap_or_else(|| LookupResult::TempFail(missing.into()));
             self.check.answer(l, r);
         }
     }
@@ -192,6 +240,64 @@ impl<C: Check> CheckSession<C> {
             }
         }
     }
+
+    /// The next step; a new effect is due by `deadline`.
+    fn step(&mut self, deadline: Option<Instant>) -> Step {
+        match &self.state {
+            State::Done(_) | State::GaveUp(_) => return Step::Ended,
+            State::Waiting {
+                token, deadline, ..
+            } => return Step::Idle(*deadline, *token),
+            State::Running => {}
+        }
+        // At least one poll, even with the budget spent: the verdict may be there.
+        match round(
+            &mut self.check,
+            self.budget.min(self.limits.max_batch).max(1),
+        ) {
+            Round::Done(v) => self.state = State::Done(v),
+            Round::Ask(qs) if qs.is_empty() => self.state = State::GaveUp(GiveUp::Stuck),
+            Round::Ask(_) if self.budget == 0 => {
+                self.state = State::GaveUp(GiveUp::TooManyQuestions)
+            }
+            Round::Ask(qs) => {
+                self.budget = self.budget.saturating_sub(qs.len());
+                let token = Token(self.next_token);
+                self.next_token += 1;
+                self.state = State::Waiting {
+                    token,
+                    lookups: qs.clone(),
+                    deadline,
+                };
+                return Step::Effect(token, qs);
+            }
+        }
+        Step::Ended
+    }
+
+    /// Runs the session to its end without a clock: every effect is answered by
+    /// `resolve_many` before the next step, so no deadline applies.
+    fn run_untimed(
+        mut self,
+        mut resolve_many: impl FnMut(&[Lookup]) -> Vec<LookupResult>,
+    ) -> Option<C::Verdict> {
+        loop {
+            match self.step(None) {
+                Step::Effect(token, lookups) => {
+                    let answers = resolve_many(&lookups);
+                    self.answered(token, answers);
+                }
+                // Not reached: every effect is answered before the next step.
+                Step::Idle(..) => return None,
+                Step::Ended => {
+                    return match self.state {
+                        State::Done(v) => Some(v),
+                        _ => None,
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl<C: Check> CheckSession<C>
@@ -201,48 +307,52 @@ where
     /// The next output: an effect, `Idle`, or the end (returned from then on).
     pub fn poll(&mut self, now: Now) -> CheckOutput<C::Verdict> {
         let now = self.clock(now);
-        match &self.state {
-            State::Done(v) => return CheckOutput::Done(v.clone()),
-            State::GaveUp(why) => return CheckOutput::GaveUp(*why),
-            State::Waiting {
-                token, deadline, ..
-            } => {
-                return CheckOutput::Idle {
-                    deadline: Some(*deadline),
-                    timer: Some(CheckTimer::Answer(*token)),
-                }
-            }
-            State::Running => {}
-        }
-        // At least one poll, even with the budget spent: the verdict may be there.
-        match round(
-            &mut self.check,
-            self.budget.min(self.limits.max_batch).max(1),
-        ) {
-            Round::Done(v) => {
-                self.state = State::Done(v.clone());
-                CheckOutput::Done(v)
-            }
-            Round::Ask(qs) if qs.is_empty() => self.give_up(GiveUp::Stuck),
-            Round::Ask(_) if self.budget == 0 => self.give_up(GiveUp::TooManyQuestions),
-            Round::Ask(qs) => {
-                self.budget = self.budget.saturating_sub(qs.len());
-                let token = Token(self.next_token);
-                self.next_token += 1;
-                self.state = State::Waiting {
-                    token,
-                    lookups: qs.clone(),
-                    deadline: now.mono + self.limits.answer_timeout,
-                };
-                CheckOutput::Effect(token, qs)
-            }
+        match self.step(Some(now.mono + self.limits.answer_timeout)) {
+            Step::Effect(token, lookups) => CheckOutput::Effect(token, lookups),
+            Step::Idle(deadline, token) => CheckOutput::Idle {
+                deadline,
+                timer: deadline.map(|_| CheckTimer::Answer(token)),
+            },
+            Step::Ended => match &self.state {
+                State::Done(v) => CheckOutput::Done(v.clone()),
+                State::GaveUp(why) => CheckOutput::GaveUp(*why),
+                // Not reached: `step` ends only in `Done` or `GaveUp`.
+                _ => CheckOutput::GaveUp(GiveUp::Stuck),
+            },
         }
     }
+}
 
-    fn give_up(&mut self, why: GiveUp) -> CheckOutput<C::Verdict> {
-        self.state = State::GaveUp(why);
-        CheckOutput::GaveUp(why)
-    }
+/// Runs a check to completion without a clock, as a [`CheckSession`] whose every effect
+/// (one round's questions) is answered at once by `resolve_many` (answers in the order
+/// asked; missing ones are temporary failures). `None` after `max_questions` questions, or
+/// when the check waits for nothing, so a broken check cannot loop forever. For tests and
+/// tools over a static zone; a driver with a clock polls a [`CheckSession`] itself.
+pub fn run_batched<C: Check>(
+    check: &mut C,
+    resolve_many: impl FnMut(&[Lookup]) -> Vec<LookupResult>,
+    max_questions: usize,
+) -> Option<C::Verdict> {
+    let limits = CheckLimits {
+        max_questions,
+        // One round's questions go out together however many there are.
+        max_batch: max_questions,
+        ..CheckLimits::default()
+    };
+    CheckSession::new(check, limits).run_untimed(resolve_many)
+}
+
+/// [`run_batched`] with a synchronous answer function for one lookup at a time.
+pub fn run_sync<C: Check>(
+    check: &mut C,
+    mut resolve: impl FnMut(&Lookup) -> LookupResult,
+    max_questions: usize,
+) -> Option<C::Verdict> {
+    run_batched(
+        check,
+        |qs| qs.iter().map(&mut resolve).collect(),
+        max_questions,
+    )
 }
 
 #[cfg(test)]
@@ -464,5 +574,95 @@ mod tests {
         }
         let mut s = CheckSession::new(Stuck, LIMITS);
         assert_eq!(s.poll(now), CheckOutput::GaveUp(GiveUp::Stuck));
+    }
+
+    /// Asks `names` all at once, then one more name after the answers, then concludes
+    /// with the number of answers it got; `stuck` waits without asking instead.
+    struct Fan {
+        names: Vec<&'static str>,
+        asked: usize,
+        answered: usize,
+        second: bool,
+        stuck: bool,
+    }
+
+    impl Check for Fan {
+        type Verdict = usize;
+        fn poll(&mut self) -> CheckStep<usize> {
+            if self.stuck {
+                return CheckStep::Wait;
+            }
+            if let Some(n) = self.names.get(self.asked) {
+                self.asked += 1;
+                return CheckStep::Lookup(a(n));
+            }
+            if self.answered < self.asked {
+                return CheckStep::Wait;
+            }
+            if !self.second {
+                self.second = true;
+                self.names.push("last.test");
+                return self.poll();
+            }
+            CheckStep::Done(self.answered)
+        }
+        fn answer(&mut self, _: &Lookup, _: LookupResult) {
+            self.answered += 1;
+        }
+    }
+
+    fn fan(names: &[&'static str]) -> Fan {
+        Fan {
+            names: names.to_vec(),
+            asked: 0,
+            answered: 0,
+            second: false,
+            stuck: false,
+        }
+    }
+
+    /// Untimed driving ([`run_batched`]): the questions a check asks before it waits go out
+    /// as one batch, not one by one.
+    #[test]
+    fn run_batched_batches_the_questions() {
+        let mut batches = Vec::new();
+        let v = run_batched(
+            &mut fan(&["a.test", "b.test", "c.test"]),
+            |qs| {
+                batches.push(qs.len());
+                qs.iter().map(|_| LookupResult::NxDomain).collect()
+            },
+            10,
+        );
+        assert_eq!(v, Some(4));
+        assert_eq!(batches, vec![3, 1]);
+    }
+
+    /// Untimed driving is bounded like the session: a budget smaller than the check's
+    /// questions, or a check that waits for nothing, gives `None` instead of looping.
+    #[test]
+    fn run_batched_is_bounded() {
+        let nx = |qs: &[Lookup]| qs.iter().map(|_| LookupResult::NxDomain).collect();
+        assert_eq!(run_batched(&mut fan(&["a.test", "b.test"]), nx, 2), None);
+        assert_eq!(run_batched(&mut fan(&["a.test", "b.test"]), nx, 3), Some(3));
+        let mut stuck = fan(&["a.test"]);
+        stuck.stuck = true;
+        assert_eq!(run_batched(&mut stuck, nx, 10), None);
+        // Fewer answers than questions: the missing ones are temporary failures.
+        assert_eq!(
+            run_batched(&mut fan(&["a.test", "b.test"]), |_| Vec::new(), 5),
+            Some(3)
+        );
+        let mut heard = Vec::new();
+        let v = run_sync(
+            &mut Two::default(),
+            |l| {
+                heard.push(l.name.clone());
+                records()
+            },
+            3,
+        );
+        assert_eq!(v.as_deref(), Some("x:records y:records z:records"));
+        assert_eq!(heard, ["x.test", "y.test", "z.test"]);
     }
 }

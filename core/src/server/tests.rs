@@ -139,12 +139,12 @@ impl World {
                 if let Some(why) = self.spool_fail {
                     return Some(Completion::Spool(SpoolAnswer::Failed(why.into())));
                 }
-                let file = self.spools.entry(*spool).or_default();
-                file.extend_from_slice(chunk);
-                Completion::Spool(match last {
-                    false => SpoolAnswer::Appended,
-                    true => SpoolAnswer::Complete(SpooledBytes::new(Arc::new(file.clone()))),
-                })
+                Completion::Spool(testkit::pair::spool_in_memory(
+                    &mut self.spools,
+                    *spool,
+                    chunk,
+                    *last,
+                ))
             }
             Effect::Store(t) => {
                 if matches!(
@@ -1594,28 +1594,11 @@ fn submission_require_starttls_for_mail() {
 fn implicit_tls_greets_after_handshake() {
     let mut c = tls_config();
     c.implicit_tls = true;
-    let clock = TestClock::new();
-    let peer = Peer {
-        ip: "192.0.2.10".parse().unwrap(),
-        cid: 1,
-    };
-    let s = ServerSession::new(Arc::new(c), peer, clock.now()).unwrap();
-    let mut h = H {
-        s,
-        clock,
-        world: World::new(),
-        inbuf: Vec::new(),
-        tx: Vec::new(),
-        received: Vec::new(),
-        closed: false,
-        events: Vec::new(),
-        held: VecDeque::new(),
-        hold_effects: false,
-        client_tls: Some(
-            crate::tls::TlsLayer::client(testkit::client_tls(), "mox.example").unwrap(),
-        ),
-        parser: ReplyParser::new(),
-    };
+    // The server speaks first only after the handshake: nothing to drain before the
+    // client side's TLS is set.
+    let mut h = H::new(c);
+    h.client_tls =
+        Some(crate::tls::TlsLayer::client(testkit::client_tls(), "mox.example").unwrap());
     h.drain();
     for _ in 0..10 {
         h.send(b"");

@@ -246,8 +246,9 @@ impl<C: Endpoint, S: Endpoint> Pair<C, S> {
     }
 }
 
-/// The SMTP client session with deliveries to make: each is handed over once the session
-/// is ready (after the previous one's result), then QUIT.
+/// The SMTP client session with deliveries to make: the first is handed over with the new
+/// session (as the delivery machine does), each next one after the previous one's result,
+/// then QUIT.
 pub struct SmtpClient {
     /// The session.
     pub s: crate::client::ClientSession,
@@ -259,6 +260,13 @@ pub struct SmtpClient {
     pub outcomes: Vec<crate::client::Outcome>,
     /// Why the session failed, if it did.
     pub failed: Option<crate::client::ClientError>,
+    /// Hand the recipients a delivery did not attempt (a server's recipient limit) over
+    /// again as the next delivery, as the queue does.
+    pub redeliver: bool,
+    /// The client's writes before TLS, one entry per transmit.
+    pub writes: Vec<Vec<u8>>,
+    /// The delivery handed over last.
+    last: Option<crate::client::Delivery>,
 }
 
 impl SmtpClient {
@@ -268,22 +276,46 @@ impl SmtpClient {
         deliveries: Vec<crate::client::Delivery>,
         now: Now,
     ) -> SmtpClient {
-        SmtpClient {
+        let mut c = SmtpClient {
             s: crate::client::ClientSession::new(Arc::new(config), now),
             deliveries: deliveries.into(),
             events: Vec::new(),
             outcomes: Vec::new(),
             failed: None,
-        }
+            redeliver: false,
+            writes: Vec::new(),
+            last: None,
+        };
+        c.next(now);
+        c
     }
 
     fn next(&mut self, now: Now) {
         use crate::client::Input;
         match self.deliveries.pop_front() {
-            Some(d) => self.s.handle(now, Input::Deliver(Box::new(d))),
+            Some(d) => {
+                self.last = Some(d.clone());
+                self.s.handle(now, Input::Deliver(Box::new(d)))
+            }
             None => self.s.handle(now, Input::Quit),
         }
         .ok();
+    }
+
+    /// With [`SmtpClient::redeliver`], queues the recipients `o` did not attempt.
+    fn requeue(&mut self, o: &crate::client::Outcome) {
+        let Some(last) = self.last.as_ref().filter(|_| self.redeliver) else {
+            return;
+        };
+        let rest: Vec<_> = o
+            .not_attempted()
+            .filter_map(|i| last.recipients.get(i).cloned())
+            .collect();
+        if !rest.is_empty() {
+            let mut d = last.clone();
+            d.recipients = rest;
+            self.deliveries.push_front(d);
+        }
     }
 }
 
@@ -305,13 +337,18 @@ impl Endpoint for SmtpClient {
     fn drive(&mut self, now: Now, tx: &mut Vec<u8>) -> Ran {
         use crate::client::{Event, Output};
         for _ in 0..10_000 {
+            let from = tx.len();
             match self.s.poll(now, tx) {
-                Output::Transmit => {}
+                Output::Transmit => {
+                    if !self.s.is_tls() {
+                        self.writes.push(tx[from..].to_vec());
+                    }
+                }
                 Output::Event(e) => {
                     match &e {
-                        Event::Ready(_) => self.next(now),
                         Event::Done(o) => {
                             self.outcomes.push(o.clone());
+                            self.requeue(o);
                             self.next(now);
                         }
                         Event::Failed(err) => self.failed = Some(err.clone()),
@@ -368,15 +405,10 @@ impl SmtpServer {
     }
 
     fn answer(&mut self, e: &crate::server::Effect) -> crate::server::Completion {
-        use crate::server::{Completion, Effect, SpoolAnswer, SpooledBytes, StoreOutcome};
+        use crate::server::{Completion, Effect, StoreOutcome};
         match e {
             Effect::Spool { spool, chunk, last } => {
-                let file = self.spools.entry(*spool).or_default();
-                file.extend_from_slice(chunk);
-                Completion::Spool(match last {
-                    false => SpoolAnswer::Appended,
-                    true => SpoolAnswer::Complete(SpooledBytes::new(Arc::new(file.clone()))),
-                })
+                Completion::Spool(spool_in_memory(&mut self.spools, *spool, chunk, *last))
             }
             Effect::Store(t) => {
                 let c = (self.world)(e);
@@ -400,6 +432,23 @@ impl SmtpServer {
                 0
             }
         }
+    }
+}
+
+/// Answers a server session's spool effect with files kept in `spools`: the chunk is
+/// appended, and the whole file handed back with the last one.
+pub fn spool_in_memory(
+    spools: &mut std::collections::HashMap<crate::server::SpoolId, Vec<u8>>,
+    spool: crate::server::SpoolId,
+    chunk: &[u8],
+    last: bool,
+) -> crate::server::SpoolAnswer {
+    use crate::server::{SpoolAnswer, SpooledBytes};
+    let file = spools.entry(spool).or_default();
+    file.extend_from_slice(chunk);
+    match last {
+        false => SpoolAnswer::Appended,
+        true => SpoolAnswer::Complete(SpooledBytes::new(Arc::new(file.clone()))),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Tests of both SMTP ends at once through the [`Pair`]: the client session delivering to
 //! the server session over STARTTLS, with bytes in random chunks, and with the link
-//! tampered with (injection after STARTTLS, corrupted TLS records).
+//! tampered with (injection after STARTTLS, corrupted TLS records, a flipped byte either
+//! way); a whole transaction arrives identical whatever the chunking.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,6 +12,12 @@ use super::{Dir, Pair, TestClock};
 use crate::client::{ClientConfig, Delivery, Event as CEvent, Needs, TlsMode};
 use crate::server::{Event as SEvent, ServerConfig};
 use crate::smtp::{ForwardPath, Host, MailParams, RcptParams, ReversePath};
+
+/// The SMTP client session against the server session.
+type SmtpPair = Pair<SmtpClient, SmtpServer>;
+
+/// The writes one way, as a tamper hook saw them.
+type Writes = Rc<RefCell<Vec<Vec<u8>>>>;
 
 const MESSAGE: &[u8] =
     b"From: <postmaster@mox.example>\r\nTo: <mjl@mox.example>\r\nSubject: pair\r\n\r\nhello\r\n.dot\r\n";
@@ -30,7 +37,12 @@ fn delivery() -> Delivery {
 
 /// A client that requires STARTTLS and trusts the test certificate, and a server offering
 /// STARTTLS, with one delivery to make.
-fn smtp_pair(seed: u64, max_chunk: usize) -> Pair<SmtpClient, SmtpServer> {
+fn smtp_pair(seed: u64, max_chunk: usize) -> SmtpPair {
+    smtp_pair_with(seed, max_chunk, vec![delivery()])
+}
+
+/// [`smtp_pair`] with these deliveries.
+fn smtp_pair_with(seed: u64, max_chunk: usize, deliveries: Vec<Delivery>) -> SmtpPair {
     let clock = TestClock::new();
     let mut cc = ClientConfig::new(Host::parse("localhost").unwrap(), "mox.example");
     cc.seed = seed;
@@ -38,12 +50,12 @@ fn smtp_pair(seed: u64, max_chunk: usize) -> Pair<SmtpClient, SmtpServer> {
     cc.verification = crate::client::Verify::Pkix(super::client_tls());
     let mut sc = ServerConfig::new("mox.example");
     sc.tls = Some(super::server_tls());
-    let client = SmtpClient::new(cc, vec![delivery()], clock.now());
+    let client = SmtpClient::new(cc, deliveries, clock.now());
     let server = SmtpServer::new(sc, clock.now(), None);
     Pair::new(client, server, clock, seed, max_chunk)
 }
 
-fn stored_intact(p: &Pair<SmtpClient, SmtpServer>) -> bool {
+fn stored_intact(p: &SmtpPair) -> bool {
     p.server
         .stored
         .iter()
@@ -198,6 +210,160 @@ mod props {
             prop_assert!(p.client.failed.is_none(), "{:?}", p.client.failed);
             prop_assert_eq!(p.server.stored.len(), 1);
             prop_assert!(stored_intact(&p));
+        }
+    }
+}
+
+/// A message with what chunking could break: dot lines (stuffed on the wire), empty
+/// lines, a line longer than most chunks, a lone dot and a double dot.
+fn chunky_message() -> Vec<u8> {
+    let mut m =
+        b"From: <postmaster@mox.example>\r\nTo: <mjl@mox.example>\r\nSubject: chunks\r\n\r\n"
+            .to_vec();
+    m.extend_from_slice(b".leading dot\r\n..two dots\r\n\r\n\r\n");
+    m.extend(std::iter::repeat_n(b'x', 900));
+    m.extend_from_slice(b"\r\n.\r\n..\r\nend\r\n");
+    m
+}
+
+/// Two deliveries: [`chunky_message`] to two recipients, then [`MESSAGE`].
+fn transaction_pair(seed: u64, max_chunk: usize) -> SmtpPair {
+    let mut first = delivery();
+    first.message = Arc::from(&chunky_message()[..]);
+    first.recipients.push((
+        ForwardPath::parse("<other@mox.example>").unwrap(),
+        RcptParams::default(),
+    ));
+    smtp_pair_with(seed, max_chunk, vec![first, delivery()])
+}
+
+/// What the server stored, whole: envelope, TLS, and the message bytes as stored.
+fn stored_transactions(p: &SmtpPair) -> Vec<String> {
+    p.server
+        .stored
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {:?} {:?} {:?} {:?} tls={} {:?}",
+                t.ehlo,
+                t.mail_from,
+                t.params,
+                t.recipients,
+                t.requiretls,
+                t.tls.is_some(),
+                String::from_utf8_lossy(&t.message.to_vec()),
+            )
+        })
+        .collect()
+}
+
+/// A whole transaction arrives identical whatever the chunking: over seeds and chunk
+/// sizes, the server stores byte for byte what it stores when every write arrives whole
+/// (both deliveries, dot lines unstuffed), and the client sees the same replies.
+#[test]
+fn whole_transaction_identical_any_chunking() {
+    let mut want = transaction_pair(0, 0);
+    want.run();
+    let stored = stored_transactions(&want);
+    assert_eq!(stored.len(), 2, "{:?}", want.client.failed);
+    assert!(want.server.stored[0]
+        .message
+        .to_vec()
+        .ends_with(&chunky_message()));
+    assert!(want.server.stored[1].message.to_vec().ends_with(MESSAGE));
+    let replies = |p: &SmtpPair| -> Vec<String> {
+        p.client
+            .outcomes
+            .iter()
+            .map(|o| format!("{:?}", o.delivered().collect::<Vec<_>>()))
+            .collect()
+    };
+    for seed in 1..=24u64 {
+        let max_chunk = [1, 2, 3, 5, 8, 13, 64, 500][seed as usize % 8];
+        let mut p = transaction_pair(seed, max_chunk);
+        p.run();
+        assert!(p.closed(), "seed {seed}");
+        assert!(
+            p.client.failed.is_none(),
+            "seed {seed}: {:?}",
+            p.client.failed
+        );
+        assert_eq!(
+            stored_transactions(&p),
+            stored,
+            "seed {seed} chunk {max_chunk}"
+        );
+        assert_eq!(replies(&p), replies(&want), "seed {seed} chunk {max_chunk}");
+    }
+}
+
+/// Counts the writes in direction `dir` through a tamper hook, flipping one bit in the
+/// middle of write number `flip` (if any).
+fn counting_pair(dir: Dir, flip: Option<usize>) -> (SmtpPair, Writes) {
+    let writes = Rc::new(RefCell::new(Vec::<Vec<u8>>::new()));
+    let w = Rc::clone(&writes);
+    let p = smtp_pair(1, 0).tamper(move |d, bytes| {
+        if d == dir {
+            if Some(w.borrow().len()) == flip {
+                let at = bytes.len() / 2;
+                bytes[at] ^= 0x01;
+            }
+            w.borrow_mut().push(bytes.clone());
+        }
+    });
+    (p, writes)
+}
+
+/// A byte flipped in any write after STARTTLS, either way, is rejected: the end that
+/// reads it refuses the record (the client reports a TLS failure, its own or the server's
+/// alert), the connection ends, and the damaged record is never acted on: a flip in any
+/// write made before the server stored the message means nothing is stored, and whatever
+/// is stored is the message as sent.
+#[test]
+fn flipped_byte_after_starttls_rejected() {
+    for dir in [Dir::ToServer, Dir::ToClient] {
+        // The clean run: which write follows STARTTLS, and how many writes this way had
+        // been made when the server stored the message.
+        let (mut p, writes) = counting_pair(dir, None);
+        // (Writes made in the step that stored come after the store: counted from the
+        // step before.)
+        let mut before_store = None;
+        let mut made = 0;
+        while p.step() {
+            if before_store.is_none() && !p.server.stored.is_empty() {
+                before_store = Some(made);
+            }
+            made = writes.borrow().len();
+        }
+        let (Some(before_store), true) = (before_store, p.client.failed.is_none()) else {
+            panic!("{dir:?}: the clean run delivers");
+        };
+        let writes = writes.borrow().clone();
+        let starttls = match dir {
+            Dir::ToServer => writes.iter().position(|w| w == b"STARTTLS\r\n"),
+            Dir::ToClient => writes.iter().position(|w| w.starts_with(b"220 2.0.0")),
+        };
+        let after = starttls.expect("STARTTLS in the clean run") + 1;
+        assert!(after + 2 < before_store, "{dir:?}: {after} {before_store}");
+        for target in after..writes.len() {
+            let (mut p, _) = counting_pair(dir, Some(target));
+            p.run();
+            let what = format!("{dir:?} write {target}");
+            assert!(p.closed(), "{what}");
+            assert!(stored_intact(&p), "{what}");
+            let failure = p.client.failed.as_ref().map(|f| f.kind.clone());
+            assert!(
+                matches!(
+                    failure,
+                    Some(crate::client::ErrorKind::Transport(
+                        crate::client::Transport::Tls(_)
+                    ))
+                ),
+                "{what}: {failure:?}"
+            );
+            if target < before_store {
+                assert!(p.server.stored.is_empty(), "{what}");
+            }
         }
     }
 }
