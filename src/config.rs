@@ -546,25 +546,12 @@ pub struct RouteConfig {
     pub transport: String,
 }
 
-/// What a transport does.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum TransportKind {
-    /// Relay everything to one SMTP server, optionally authenticated.
-    Smarthost,
-    /// Submit to a mail service with AUTH (587 STARTTLS or 465 implicit TLS).
-    Submission,
-    /// Deliver to the MX hosts, connecting through a SOCKS5 proxy.
-    Socks5,
-    /// Deliver to the MX hosts directly.
-    Direct,
-}
-
-/// TLS towards a smarthost or submission service.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+/// TLS towards a smarthost.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportTls {
     /// STARTTLS when offered.
+    #[default]
     Opportunistic,
     /// STARTTLS required.
     Starttls,
@@ -574,11 +561,22 @@ pub enum TransportTls {
     None,
 }
 
+/// TLS towards a submission service: always TLS, the only choice is when it starts.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SubmissionTls {
+    /// STARTTLS required (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Implicit,
+}
+
 /// AUTH credentials of a transport.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TransportAuth {
-    /// User name.
+    /// User name, not empty.
+    #[serde(deserialize_with = "non_empty")]
     pub username: String,
     /// Password (or `password_file`).
     pub password: Option<String>,
@@ -600,38 +598,124 @@ impl std::fmt::Debug for TransportAuth {
     }
 }
 
-/// `[transport.NAME]`: the keys valid for each kind are checked in validation.
+/// `[transport.NAME]`, tagged by `kind`: each kind has exactly its own keys, so a key of
+/// another kind (`host` for `kind = "direct"`) is refused when the file is parsed.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TransportConfig {
+    /// Relay everything to one SMTP server, optionally authenticated.
+    Smarthost(SmarthostConfig),
+    /// Submit to a mail service with AUTH (587 STARTTLS or 465 implicit TLS).
+    Submission(SubmissionConfig),
+    /// Deliver to the MX hosts, connecting through a SOCKS5 proxy.
+    Socks5(Socks5Config),
+    /// Deliver to the MX hosts directly.
+    Direct(DirectConfig),
+}
+
+impl TransportConfig {
+    /// The `kind` as written in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TransportConfig::Smarthost(_) => "smarthost",
+            TransportConfig::Submission(_) => "submission",
+            TransportConfig::Socks5(_) => "socks5",
+            TransportConfig::Direct(_) => "direct",
+        }
+    }
+}
+
+/// `kind = "smarthost"`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct TransportConfig {
-    /// smarthost, submission, socks5 or direct.
-    pub kind: TransportKind,
-    /// Smarthost/submission: host name or IP.
-    pub host: Option<String>,
-    /// Smarthost/submission: port (default 25 for smarthost, 587 for submission, 465 with
-    /// implicit TLS).
+pub struct SmarthostConfig {
+    /// Host name or IP.
+    #[serde(deserialize_with = "host_name_or_ip")]
+    pub host: String,
+    /// Port (default 25, 465 with implicit TLS).
     pub port: Option<u16>,
-    /// Smarthost: opportunistic (default), starttls, implicit or none; submission:
-    /// starttls (default) or implicit.
-    pub tls: Option<TransportTls>,
-    /// Smarthost: check the certificate with starttls/implicit (default true).
-    pub verify: Option<bool>,
-    /// Smarthost/submission: PEM file of CA certificates to trust instead of the system's.
+    /// opportunistic (default), starttls, implicit or none.
+    #[serde(default)]
+    pub tls: TransportTls,
+    /// Check the certificate with starttls/implicit (default true).
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// PEM file of CA certificates to trust instead of the system's.
     pub ca_file: Option<PathBuf>,
-    /// Smarthost (optional), submission (required): credentials.
+    /// Credentials (optional).
     pub auth: Option<TransportAuth>,
-    /// Socks5: the proxy's `ip:port`.
-    pub proxy: Option<String>,
-    /// Socks5: user name for the proxy (RFC 1929), with `proxy_password`.
+}
+
+/// `kind = "submission"`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SubmissionConfig {
+    /// Host name or IP.
+    #[serde(deserialize_with = "host_name_or_ip")]
+    pub host: String,
+    /// Port (default 587, 465 with implicit TLS).
+    pub port: Option<u16>,
+    /// starttls or implicit; default: implicit on port 465, else starttls.
+    pub tls: Option<SubmissionTls>,
+    /// PEM file of CA certificates to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Credentials (required).
+    pub auth: TransportAuth,
+}
+
+/// `kind = "socks5"`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Socks5Config {
+    /// The proxy's `ip:port`.
+    #[serde(deserialize_with = "ip_port")]
+    pub proxy: SocketAddr,
+    /// User name for the proxy (RFC 1929), with `proxy_password`.
     pub proxy_username: Option<String>,
-    /// Socks5: password for the proxy.
+    /// Password for the proxy.
     pub proxy_password: Option<String>,
-    /// Socks5: EHLO name matching the proxy's IPs (default: `hostname`).
+    /// EHLO name matching the proxy's IPs (default: `hostname`).
     pub ehlo_hostname: Option<String>,
-    /// Direct: use IPv4 (default true).
-    pub ipv4: Option<bool>,
-    /// Direct: use IPv6 (default true).
-    pub ipv6: Option<bool>,
+}
+
+/// `kind = "direct"`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DirectConfig {
+    /// Use IPv4 (default true).
+    #[serde(default = "yes")]
+    pub ipv4: bool,
+    /// Use IPv6 (default true).
+    #[serde(default = "yes")]
+    pub ipv6: bool,
+}
+
+/// A string that must not be empty; the error quotes the value, so that
+/// [`locate_error`] finds its key.
+fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Err(serde::de::Error::custom("\"\" must not be empty"));
+    }
+    Ok(s)
+}
+
+/// A host name or IP address (as text).
+fn host_name_or_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let h = String::deserialize(d)?;
+    if h.parse::<IpAddr>().is_err() && rmox_core::smtp::Domain::parse(&h).is_err() {
+        return Err(serde::de::Error::custom(format!(
+            "{h:?} is not a host name or IP"
+        )));
+    }
+    Ok(h)
+}
+
+/// An `ip:port`.
+fn ip_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse()
+        .map_err(|_| serde::de::Error::custom(format!("{s:?} is not ip:port")))
 }
 
 /// A transport ready to use: the core description and what only the binary needs.
@@ -733,6 +817,9 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let mut c: Config = toml::from_str(text).map_err(|e| {
+            if let Some(located) = locate_error(text, &file) {
+                return located;
+            }
             let mut msg = e.message().trim().replace('\n', " ");
             if msg.is_empty() {
                 // toml gives no message for some errors, e.g. a control character in a
@@ -1037,123 +1124,32 @@ impl Config {
         Ok(())
     }
 
-    /// Checks `[transport.NAME]` and builds its setup; `read_files` reads `password_file`
-    /// (validation only checks that one of password and password_file is set).
+    /// Builds the setup of `[transport.NAME]` and checks what its types cannot say (one of
+    /// password and password_file, both proxy credentials or neither, ...); `read_files`
+    /// reads `password_file` (validation only checks that one of the two is set).
     fn transport_setup(&self, name: &str, read_files: bool) -> Result<TransportSetup, ConfigError> {
         use rmox_core::queue::{
-            SmtpAuth, SmtpTls, Transport, TransportDirect, TransportSmtp, TransportSocks5,
+            SmtpTls, Transport, TransportDirect, TransportSmtp, TransportSocks5,
             TransportSubmission,
         };
         let key = |k: &str| format!("transport.{name}.{k}");
         let Some(t) = self.transport.get(name) else {
             return Err(self.err(format!("transport.{name}"), "not configured"));
         };
-        let kind = match t.kind {
-            TransportKind::Smarthost => "smarthost",
-            TransportKind::Submission => "submission",
-            TransportKind::Socks5 => "socks5",
-            TransportKind::Direct => "direct",
-        };
-        let relay = matches!(t.kind, TransportKind::Smarthost | TransportKind::Submission);
-        let not_for = |k: &str, set: bool, ok: bool| -> Result<(), ConfigError> {
-            if set && !ok {
-                return Err(self.err(key(k), format!("not valid for kind = {kind:?}")));
-            }
-            Ok(())
-        };
-        not_for("host", t.host.is_some(), relay)?;
-        not_for("port", t.port.is_some(), relay)?;
-        not_for("tls", t.tls.is_some(), relay)?;
-        not_for("ca_file", t.ca_file.is_some(), relay)?;
-        not_for("auth", t.auth.is_some(), relay)?;
-        not_for(
-            "verify",
-            t.verify.is_some(),
-            t.kind == TransportKind::Smarthost,
-        )?;
-        let socks = t.kind == TransportKind::Socks5;
-        not_for("proxy", t.proxy.is_some(), socks)?;
-        not_for("proxy_username", t.proxy_username.is_some(), socks)?;
-        not_for("proxy_password", t.proxy_password.is_some(), socks)?;
-        not_for("ehlo_hostname", t.ehlo_hostname.is_some(), socks)?;
-        let direct = t.kind == TransportKind::Direct;
-        not_for("ipv4", t.ipv4.is_some(), direct)?;
-        not_for("ipv6", t.ipv6.is_some(), direct)?;
-        let auth = match &t.auth {
-            None => None,
-            Some(a) => {
-                if a.username.is_empty() {
-                    return Err(self.err(key("auth.username"), "must not be empty"));
-                }
-                for m in &a.mechanisms {
-                    if rmox_core::sasl::Mechanism::from_name(m).is_none() {
-                        return Err(self.err(
-                            key("auth.mechanisms"),
-                            format!("unknown mechanism {m:?} (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-256-PLUS)"),
-                        ));
-                    }
-                }
-                let password = match (&a.password, &a.password_file) {
-                    (Some(p), None) => p.clone(),
-                    (None, Some(f)) if read_files => {
-                        let path = self.resolve_path(f);
-                        let text = std::fs::read_to_string(&path).map_err(|e| {
-                            self.err(
-                                key("auth.password_file"),
-                                format!("{}: {e}", path.display()),
-                            )
-                        })?;
-                        let p = text.lines().next().unwrap_or_default().to_string();
-                        if p.is_empty() {
-                            return Err(self.err(
-                                key("auth.password_file"),
-                                format!("{}: empty first line", path.display()),
-                            ));
-                        }
-                        p
-                    }
-                    (None, Some(_)) => String::new(),
-                    _ => {
-                        return Err(
-                            self.err(key("auth"), "set exactly one of password and password_file")
-                        )
-                    }
-                };
-                Some(SmtpAuth {
-                    username: a.username.clone(),
-                    password,
-                    mechanisms: a
-                        .mechanisms
-                        .iter()
-                        .map(|m| m.to_ascii_uppercase())
-                        .collect(),
-                })
-            }
-        };
-        let host = || -> Result<String, ConfigError> {
-            let h = t
-                .host
-                .clone()
-                .ok_or_else(|| self.err(key("host"), format!("required for kind = {kind:?}")))?;
-            if h.parse::<IpAddr>().is_err() && rmox_core::smtp::Domain::parse(&h).is_err() {
-                return Err(self.err(key("host"), format!("{h:?} is not a host name or IP")));
-            }
-            Ok(h)
-        };
-        let transport = match t.kind {
-            TransportKind::Direct => {
-                let d = TransportDirect {
-                    ipv4: t.ipv4.unwrap_or(true),
-                    ipv6: t.ipv6.unwrap_or(true),
-                };
+        let (transport, ca_file, proxy_auth) = match t {
+            TransportConfig::Direct(d) => {
                 if !d.ipv4 && !d.ipv6 {
                     return Err(self.err(key("ipv4"), "ipv4 and ipv6 cannot both be false"));
                 }
-                Transport::Direct(d)
+                let d = TransportDirect {
+                    ipv4: d.ipv4,
+                    ipv6: d.ipv6,
+                };
+                (Transport::Direct(d), None, None)
             }
-            TransportKind::Smarthost => {
-                let verify = t.verify.unwrap_or(true);
-                let tls = match t.tls.unwrap_or(TransportTls::Opportunistic) {
+            TransportConfig::Smarthost(s) => {
+                let verify = s.verify;
+                let tls = match s.tls {
                     TransportTls::Opportunistic => SmtpTls::Opportunistic,
                     TransportTls::Starttls => SmtpTls::StartTls { verify },
                     TransportTls::Implicit => SmtpTls::Implicit { verify },
@@ -1164,43 +1160,34 @@ impl Config {
                 } else {
                     25
                 };
-                Transport::Smarthost(TransportSmtp {
-                    host: host()?,
-                    port: t.port.unwrap_or(default_port),
+                let auth = match &s.auth {
+                    Some(a) => Some(self.smtp_auth(name, a, read_files)?),
+                    None => None,
+                };
+                let t = Transport::Smarthost(TransportSmtp {
+                    host: s.host.clone(),
+                    port: s.port.unwrap_or(default_port),
                     tls,
                     auth,
-                })
+                });
+                (t, s.ca_file.as_ref(), None)
             }
-            TransportKind::Submission => {
-                let implicit_tls = match t.tls {
-                    None => t.port == Some(465),
-                    Some(TransportTls::Starttls) => false,
-                    Some(TransportTls::Implicit) => true,
-                    Some(other) => {
-                        return Err(self.err(
-                            key("tls"),
-                            format!("{other:?} is not valid for submission: starttls or implicit"),
-                        ))
-                    }
+            TransportConfig::Submission(s) => {
+                let implicit_tls = match s.tls {
+                    None => s.port == Some(465),
+                    Some(SubmissionTls::Starttls) => false,
+                    Some(SubmissionTls::Implicit) => true,
                 };
-                let Some(auth) = auth else {
-                    return Err(self.err(key("auth"), "required for kind = \"submission\""));
-                };
-                Transport::Submission(TransportSubmission {
-                    host: host()?,
-                    port: t.port.unwrap_or(if implicit_tls { 465 } else { 587 }),
+                let t = Transport::Submission(TransportSubmission {
+                    host: s.host.clone(),
+                    port: s.port.unwrap_or(if implicit_tls { 465 } else { 587 }),
                     implicit_tls,
-                    auth,
-                })
+                    auth: self.smtp_auth(name, &s.auth, read_files)?,
+                });
+                (t, s.ca_file.as_ref(), None)
             }
-            TransportKind::Socks5 => {
-                let p = t.proxy.as_deref().ok_or_else(|| {
-                    self.err(key("proxy"), "required for kind = \"socks5\" (ip:port)")
-                })?;
-                let proxy: SocketAddr = p
-                    .parse()
-                    .map_err(|_| self.err(key("proxy"), format!("{p:?} is not ip:port")))?;
-                let ehlo = t
+            TransportConfig::Socks5(s) => {
+                let ehlo = s
                     .ehlo_hostname
                     .clone()
                     .unwrap_or_else(|| self.hostname.clone());
@@ -1210,36 +1197,86 @@ impl Config {
                         format!("{ehlo:?} is not a valid host name"),
                     ));
                 }
-                Transport::Socks5(TransportSocks5 {
-                    proxy,
+                let proxy_auth = match (&s.proxy_username, &s.proxy_password) {
+                    (None, None) => None,
+                    (Some(u), Some(p)) => {
+                        if u.is_empty() || u.len() > 255 || p.is_empty() || p.len() > 255 {
+                            return Err(self.err(
+                                key("proxy_username"),
+                                "proxy user name and password must be 1 to 255 bytes",
+                            ));
+                        }
+                        Some((u.clone(), p.clone()))
+                    }
+                    _ => {
+                        return Err(self.err(
+                            key("proxy_username"),
+                            "set both proxy_username and proxy_password, or neither",
+                        ))
+                    }
+                };
+                let t = Transport::Socks5(TransportSocks5 {
+                    proxy: s.proxy,
                     // Nothing reads the proxy's IPs yet; the key was removed as inert.
                     remote_ips: Vec::new(),
                     ehlo_hostname: ehlo,
-                })
-            }
-        };
-        let proxy_auth = match (&t.proxy_username, &t.proxy_password) {
-            (None, None) => None,
-            (Some(u), Some(p)) => {
-                if u.is_empty() || u.len() > 255 || p.is_empty() || p.len() > 255 {
-                    return Err(self.err(
-                        key("proxy_username"),
-                        "proxy user name and password must be 1 to 255 bytes",
-                    ));
-                }
-                Some((u.clone(), p.clone()))
-            }
-            _ => {
-                return Err(self.err(
-                    key("proxy_username"),
-                    "set both proxy_username and proxy_password, or neither",
-                ))
+                });
+                (t, None, proxy_auth)
             }
         };
         Ok(TransportSetup {
             transport,
-            ca_file: t.ca_file.as_ref().map(|f| self.resolve_path(f)),
+            ca_file: ca_file.map(|f| self.resolve_path(f)),
             proxy_auth,
+        })
+    }
+
+    /// The credentials of `[transport.NAME].auth`; `read_files` reads `password_file`.
+    fn smtp_auth(
+        &self,
+        name: &str,
+        a: &TransportAuth,
+        read_files: bool,
+    ) -> Result<rmox_core::queue::SmtpAuth, ConfigError> {
+        let key = |k: &str| format!("transport.{name}.{k}");
+        for m in &a.mechanisms {
+            if rmox_core::sasl::Mechanism::from_name(m).is_none() {
+                return Err(self.err(
+                    key("auth.mechanisms"),
+                    format!("unknown mechanism {m:?} (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-256-PLUS)"),
+                ));
+            }
+        }
+        let password = match (&a.password, &a.password_file) {
+            (Some(p), None) => p.clone(),
+            (None, Some(f)) if read_files => {
+                let path = self.resolve_path(f);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    self.err(
+                        key("auth.password_file"),
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                let p = text.lines().next().unwrap_or_default().to_string();
+                if p.is_empty() {
+                    return Err(self.err(
+                        key("auth.password_file"),
+                        format!("{}: empty first line", path.display()),
+                    ));
+                }
+                p
+            }
+            (None, Some(_)) => String::new(),
+            _ => return Err(self.err(key("auth"), "set exactly one of password and password_file")),
+        };
+        Ok(rmox_core::queue::SmtpAuth {
+            username: a.username.clone(),
+            password,
+            mechanisms: a
+                .mechanisms
+                .iter()
+                .map(|m| m.to_ascii_uppercase())
+                .collect(),
         })
     }
 
@@ -1538,6 +1575,96 @@ impl Config {
             _ => None,
         }
     }
+}
+
+/// After the file failed to parse: the error of a `[transport.NAME]` table with the key
+/// it is about, or `None` when the error is elsewhere. serde reports errors inside an
+/// internally tagged enum without a position, so the table is parsed again on its own and
+/// the key found from serde's message: the field it names, else the value it quotes.
+fn locate_error(text: &str, file: &str) -> Option<ConfigError> {
+    let doc: toml::Table = toml::from_str(text).ok()?;
+    let transports = doc.get("transport")?.as_table()?;
+    for (name, v) in transports {
+        let Some(t) = v.as_table() else {
+            continue;
+        };
+        let Err(e) = v.clone().try_into::<TransportConfig>() else {
+            continue;
+        };
+        let msg = e.message().trim().replace('\n', " ");
+        let (key, problem) = transport_problem(t, &msg);
+        return Some(ConfigError {
+            file: file.to_string(),
+            key: format!(
+                "transport.{name}{}",
+                key.map(|k| format!(".{k}")).unwrap_or_default()
+            ),
+            problem,
+        });
+    }
+    None
+}
+
+/// The key (within the transport table `t`) and the problem for serde's message `msg`.
+fn transport_problem(t: &toml::Table, msg: &str) -> (Option<String>, String) {
+    const AUTH_KEYS: [&str; 4] = ["username", "password", "password_file", "mechanisms"];
+    let kind = t.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+    let quoted = |prefix: &str| -> Option<(String, String)> {
+        let rest = msg.strip_prefix(prefix)?.strip_prefix('`')?;
+        let (field, tail) = rest.split_once('`')?;
+        Some((
+            field.to_string(),
+            tail.trim_start_matches(',').trim().to_string(),
+        ))
+    };
+    if let Some((field, _)) = quoted("missing field ") {
+        if field == "kind" {
+            return (
+                Some(field),
+                "required: smarthost, submission, socks5 or direct".into(),
+            );
+        }
+        if AUTH_KEYS.contains(&field.as_str()) && t.contains_key("auth") {
+            return (Some(format!("auth.{field}")), "required".into());
+        }
+        return (Some(field), format!("required for kind = {kind:?}"));
+    }
+    if let Some((field, expected)) = quoted("unknown field ") {
+        if t.contains_key(&field) {
+            return (
+                Some(field),
+                format!("not valid for kind = {kind:?} ({expected})"),
+            );
+        }
+        return (
+            Some(format!("auth.{field}")),
+            format!("unknown key ({expected})"),
+        );
+    }
+    // A value error: the key whose value the message quotes.
+    fn find(prefix: &str, v: &toml::Value, msg: &str) -> Option<String> {
+        let hit = |s: String| msg.contains(&format!("{s:?}")) || msg.contains(&format!("`{s}`"));
+        match v {
+            toml::Value::Table(t) => t.iter().find_map(|(k, v)| {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                find(&path, v, msg)
+            }),
+            toml::Value::Array(a) => a.iter().find_map(|v| find(prefix, v, msg)),
+            toml::Value::String(s) => hit(s.clone()).then(|| prefix.to_string()),
+            toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) => {
+                msg.contains(&format!("`{v}`")).then(|| prefix.to_string())
+            }
+            toml::Value::Datetime(_) => None,
+        }
+    }
+    (
+        find("", &toml::Value::Table(t.clone()), msg),
+        msg.to_string(),
+    )
 }
 
 /// A fully commented example that `config check` accepts.
@@ -2338,7 +2465,7 @@ proxy_password = "p"
             ),
             (
                 "[transport.t]\nkind = \"submission\"\nhost = \"h.example\"\ntls = \"none\"\nauth = { username = \"u\", password = \"p\" }\n",
-                "transport.t.tls: None is not valid for submission",
+                "transport.t.tls: unknown variant `none`, expected `starttls` or `implicit`",
             ),
             (
                 "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nauth = { username = \"u\" }\n",
@@ -2371,6 +2498,51 @@ proxy_password = "p"
             (
                 "[transport.t]\nkind = \"submission\"\nhost = \"h.example\"\nverify = false\nauth = { username = \"u\", password = \"p\" }\n",
                 "transport.t.verify: not valid for kind = \"submission\"",
+            ),
+            // Each kind takes only its own keys, named in the error with the key path.
+            (
+                "[transport.t]\nkind = \"socks5\"\nproxy = \"127.0.0.1:1080\"\nipv4 = true\n",
+                "transport.t.ipv4: not valid for kind = \"socks5\" (expected one of `proxy`, `proxy_username`, `proxy_password`, `ehlo_hostname`)",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nproxy = \"127.0.0.1:1080\"\n",
+                "transport.t.proxy: not valid for kind = \"smarthost\"",
+            ),
+            (
+                "[transport.t]\nkind = \"direct\"\nipv5 = true\n",
+                "transport.t.ipv5: not valid for kind = \"direct\" (expected `ipv4` or `ipv6`)",
+            ),
+            (
+                "[transport.t]\nhost = \"h.example\"\n",
+                "transport.t.kind: required: smarthost, submission, socks5 or direct",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nport = \"x\"\n",
+                "transport.t.port: invalid type: string \"x\", expected u16",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nport = 70000\n",
+                "transport.t.port: invalid value: integer `70000`",
+            ),
+            (
+                "[transport.t]\nkind = \"submission\"\nhost = \"h.example\"\ntls = \"opportunistic\"\nauth = { username = \"u\", password = \"p\" }\n",
+                "transport.t.tls: unknown variant `opportunistic`, expected `starttls` or `implicit`",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nauth = { user = \"u\", password = \"p\" }\n",
+                "transport.t.auth.user: unknown key (expected one of `username`",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nauth = { password = \"p\" }\n",
+                "transport.t.auth.username: required",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nauth = { username = \"\", password = \"p\" }\n",
+                "transport.t.auth.username: \"\" must not be empty",
+            ),
+            (
+                "[transport.t]\nkind = \"socks5\"\nproxy = \"127.0.0.1:1080\"\nehlo_hostname = \"bad name\"\n",
+                "transport.t.ehlo_hostname: \"bad name\" is not a valid host name",
             ),
             (
                 "[[route]]\ntransport = \"nope\"\n",
