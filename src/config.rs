@@ -19,6 +19,62 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// Where DNS answers come from (`resolver`), parsed when the config is loaded.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "Vec<String>")]
+pub enum Resolver {
+    /// The servers of the system's /etc/resolv.conf (`resolver = []`, the default).
+    #[default]
+    System,
+    /// These servers (`resolver = ["ip:port", ...]`), not empty.
+    Servers(Vec<SocketAddr>),
+    /// Static zone data for offline testing (`resolver = ["zonefile:PATH"]`), the path
+    /// relative to the config file's directory.
+    Zonefile(PathBuf),
+}
+
+impl Resolver {
+    /// From the list as written (in the config or on the command line): `ip:port`
+    /// entries, or one `zonefile:PATH` alone, or nothing. The error quotes the value.
+    pub fn parse(list: &[String]) -> Result<Resolver, String> {
+        let mut servers = Vec::new();
+        let mut zone: Option<PathBuf> = None;
+        for r in list {
+            if let Some(p) = r.strip_prefix("zonefile:") {
+                if p.is_empty() {
+                    return Err(format!("{r:?}: zonefile: needs a path"));
+                }
+                if zone.is_some() {
+                    return Err(format!("{r:?}: only one zonefile:PATH"));
+                }
+                zone = Some(PathBuf::from(p));
+            } else {
+                servers.push(
+                    r.parse()
+                        .map_err(|_| format!("{r:?} is not ip:port (or zonefile:PATH)"))?,
+                );
+            }
+        }
+        match zone {
+            Some(_) if !servers.is_empty() => Err(format!(
+                "{:?}: zonefile:PATH answers every question, it cannot be combined with servers",
+                list.join(", ")
+            )),
+            Some(z) => Ok(Resolver::Zonefile(z)),
+            None if servers.is_empty() => Ok(Resolver::System),
+            None => Ok(Resolver::Servers(servers)),
+        }
+    }
+}
+
+impl TryFrom<Vec<String>> for Resolver {
+    type Error = String;
+
+    fn try_from(list: Vec<String>) -> Result<Self, Self::Error> {
+        Resolver::parse(&list)
+    }
+}
+
 /// One port of a listener.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -737,9 +793,10 @@ pub struct Config {
     pub hostname: String,
     /// Where data lives; relative to the config file's directory.
     pub data_dir: PathBuf,
-    /// DNS servers (`ip:port`); default: the system's resolv.conf.
+    /// Where DNS answers come from: `["ip:port", ...]`, `["zonefile:PATH"]`, or (empty,
+    /// the default) the system's resolv.conf.
     #[serde(default)]
-    pub resolver: Vec<String>,
+    pub resolver: Resolver,
     /// Whose AD bit is believed (`resolver_trust_ad`).
     #[serde(default)]
     pub resolver_trust_ad: TrustAd,
@@ -857,14 +914,6 @@ impl Config {
                 "hostname",
                 format!("{:?} is not a valid host name", self.hostname),
             ));
-        }
-        for r in &self.resolver {
-            if r.parse::<SocketAddr>().is_err() && !r.starts_with("zonefile:") {
-                return Err(self.err(
-                    "resolver",
-                    format!("{r:?} is not ip:port (or zonefile:PATH)"),
-                ));
-            }
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, l) in self.listener.iter().enumerate() {
@@ -1280,6 +1329,17 @@ impl Config {
         })
     }
 
+    /// The zone data of `resolver = ["zonefile:PATH"]`, read as serve reads it, the error
+    /// naming the key; `None` for the other resolvers.
+    pub fn zonefile(&self) -> Result<Option<rmox_core::dns::StaticZone>, ConfigError> {
+        let Resolver::Zonefile(p) = &self.resolver else {
+            return Ok(None);
+        };
+        crate::resolve::read_zone(&self.resolve_path(p))
+            .map(Some)
+            .map_err(|e| self.err("resolver", format!("zonefile: {e}")))
+    }
+
     /// Every configured transport by name, password files read.
     pub fn transports(&self) -> Result<BTreeMap<String, TransportSetup>, ConfigError> {
         self.transport
@@ -1577,12 +1637,21 @@ impl Config {
     }
 }
 
-/// After the file failed to parse: the error of a `[transport.NAME]` table with the key
-/// it is about, or `None` when the error is elsewhere. serde reports errors inside an
+/// After the file failed to parse: the error of `resolver` or of a `[transport.NAME]` table
+/// with the key it is about, or `None` when the error is elsewhere. serde reports errors inside an
 /// internally tagged enum without a position, so the table is parsed again on its own and
 /// the key found from serde's message: the field it names, else the value it quotes.
 fn locate_error(text: &str, file: &str) -> Option<ConfigError> {
     let doc: toml::Table = toml::from_str(text).ok()?;
+    let located = |key: String, problem: String| ConfigError {
+        file: file.to_string(),
+        key,
+        problem,
+    };
+    let list: Option<Vec<String>> = doc.get("resolver").and_then(|r| r.clone().try_into().ok());
+    if let Some(Err(problem)) = list.map(|l| Resolver::parse(&l)) {
+        return Some(located("resolver".into(), problem));
+    }
     let transports = doc.get("transport")?.as_table()?;
     for (name, v) in transports {
         let Some(t) = v.as_table() else {
@@ -1593,14 +1662,11 @@ fn locate_error(text: &str, file: &str) -> Option<ConfigError> {
         };
         let msg = e.message().trim().replace('\n', " ");
         let (key, problem) = transport_problem(t, &msg);
-        return Some(ConfigError {
-            file: file.to_string(),
-            key: format!(
-                "transport.{name}{}",
-                key.map(|k| format!(".{k}")).unwrap_or_default()
-            ),
-            problem,
-        });
+        let key = format!(
+            "transport.{name}{}",
+            key.map(|k| format!(".{k}")).unwrap_or_default()
+        );
+        return Some(located(key, problem));
     }
     None
 }
@@ -2027,6 +2093,70 @@ mailbox = "Postmaster"
             let e = parse(&format!("resolver_trust_ad = {bad}\n")).unwrap_err();
             assert_eq!(e.key, "line 3", "{bad}: {e}");
         }
+    }
+
+    /// `resolver` is parsed once at load into where answers come from; a value that is
+    /// neither `ip:port` nor one `zonefile:PATH` alone is refused naming the key and value.
+    #[test]
+    fn resolver_forms() {
+        let parse = |extra: &str| {
+            Config::parse(
+                &format!("hostname = \"mox.example\"\ndata_dir = \"d\"\n{extra}"),
+                Path::new("rmox.toml"),
+            )
+        };
+        assert_eq!(parse("").unwrap().resolver, Resolver::System);
+        assert_eq!(parse("resolver = []\n").unwrap().resolver, Resolver::System);
+        assert_eq!(
+            parse("resolver = [\"127.0.0.1:53\", \"[::1]:5353\"]\n")
+                .unwrap()
+                .resolver,
+            Resolver::Servers(vec![
+                "127.0.0.1:53".parse().unwrap(),
+                "[::1]:5353".parse().unwrap()
+            ])
+        );
+        assert_eq!(
+            parse("resolver = [\"zonefile:zone\"]\n").unwrap().resolver,
+            Resolver::Zonefile("zone".into())
+        );
+        let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
+        assert_eq!(
+            c.resolver,
+            Resolver::Servers(vec!["127.0.0.53:53".parse().unwrap()])
+        );
+        for (bad, want) in [
+            (
+                "[\"127.0.0.1\"]",
+                "rmox.toml: resolver: \"127.0.0.1\" is not ip:port (or zonefile:PATH)",
+            ),
+            (
+                "[\"zonefile:\"]",
+                "rmox.toml: resolver: \"zonefile:\": zonefile: needs a path",
+            ),
+            (
+                "[\"zonefile:a\", \"zonefile:b\"]",
+                "rmox.toml: resolver: \"zonefile:b\": only one zonefile:PATH",
+            ),
+            (
+                "[\"zonefile:a\", \"127.0.0.1:53\"]",
+                "rmox.toml: resolver: \"zonefile:a, 127.0.0.1:53\": zonefile:PATH answers every question, it cannot be combined with servers",
+            ),
+        ] {
+            let e = parse(&format!("resolver = {bad}\n")).unwrap_err().to_string();
+            assert_eq!(e, want, "{bad}");
+        }
+        // The zone file is read by `config check` and at start, the error naming the key.
+        let c = parse("resolver = [\"zonefile:/nonexistent/zone\"]\n").unwrap();
+        let e = c.zonefile().unwrap_err().to_string();
+        assert!(
+            e.starts_with("rmox.toml: resolver: zonefile: /nonexistent/zone: "),
+            "{e}"
+        );
+        assert!(parse("").unwrap().zonefile().unwrap().is_none());
+        // Not a list of strings: a type error, at its line.
+        let e = parse("resolver = \"127.0.0.1:53\"\n").unwrap_err();
+        assert_eq!(e.key, "line 3", "{e}");
     }
 
     /// The example shows the defaults of every limit.
