@@ -638,10 +638,10 @@ pub struct TransportAuth {
     pub password: Option<String>,
     /// File whose first line is the password, relative to the config file.
     pub password_file: Option<PathBuf>,
-    /// Mechanisms to use (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256 and -PLUS);
-    /// empty: the strongest the server offers.
-    #[serde(default)]
-    pub mechanisms: Vec<String>,
+    /// Mechanisms to use, in order (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256 and
+    /// -PLUS, any case); empty: the strongest the server offers.
+    #[serde(default, deserialize_with = "mechanisms")]
+    pub mechanisms: Vec<rmox_core::sasl::Mechanism>,
 }
 
 impl std::fmt::Debug for TransportAuth {
@@ -754,6 +754,22 @@ fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error>
         return Err(serde::de::Error::custom("\"\" must not be empty"));
     }
     Ok(s)
+}
+
+/// SASL mechanism names, as core's [`rmox_core::sasl::Mechanism`].
+fn mechanisms<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<rmox_core::sasl::Mechanism>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|m| {
+            rmox_core::sasl::Mechanism::from_name(m).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown mechanism {m:?} (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-256-PLUS)"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// A host name or IP address (as text).
@@ -1288,14 +1304,6 @@ impl Config {
         read_files: bool,
     ) -> Result<rmox_core::queue::SmtpAuth, ConfigError> {
         let key = |k: &str| format!("transport.{name}.{k}");
-        for m in &a.mechanisms {
-            if rmox_core::sasl::Mechanism::from_name(m).is_none() {
-                return Err(self.err(
-                    key("auth.mechanisms"),
-                    format!("unknown mechanism {m:?} (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-256-PLUS)"),
-                ));
-            }
-        }
         let password = match (&a.password, &a.password_file) {
             (Some(p), None) => p.clone(),
             (None, Some(f)) if read_files => {
@@ -1321,11 +1329,7 @@ impl Config {
         Ok(rmox_core::queue::SmtpAuth {
             username: a.username.clone(),
             password,
-            mechanisms: a
-                .mechanisms
-                .iter()
-                .map(|m| m.to_ascii_uppercase())
-                .collect(),
+            mechanisms: a.mechanisms.clone(),
         })
     }
 
@@ -2477,6 +2481,7 @@ mailbox = "Postmaster"
     #[test]
     fn example_transports_and_routes() {
         use rmox_core::queue::{SmtpTls, Transport};
+        use rmox_core::sasl::Mechanism;
         let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
         let t = c.transports().unwrap();
         match &t["relay"].transport {
@@ -2485,7 +2490,7 @@ mailbox = "Postmaster"
                 assert_eq!(s.tls, SmtpTls::StartTls { verify: true });
                 let a = s.auth.as_ref().unwrap();
                 assert_eq!(a.password, "secret");
-                assert_eq!(a.mechanisms, vec!["SCRAM-SHA-256", "PLAIN"]);
+                assert_eq!(a.mechanisms, vec![Mechanism::ScramSha256, Mechanism::Plain]);
             }
             other => panic!("{other:?}"),
         }
@@ -2531,6 +2536,10 @@ transport = "direct"
 [transport.sh]
 kind = "smarthost"
 host = "10.0.0.1"
+[transport.lower]
+kind = "smarthost"
+host = "10.0.0.2"
+auth = {{ username = "u", password = "p", mechanisms = ["cram-md5", "Scram-Sha-1"] }}
 [transport.sub]
 kind = "submission"
 host = "smtp.example"
@@ -2558,6 +2567,17 @@ proxy_password = "p"
                 assert_eq!(s.auth.password, "from-file");
                 assert!(s.auth.mechanisms.is_empty());
             }
+            other => panic!("{other:?}"),
+        }
+        // Mechanism names in any case are core's mechanisms.
+        match &t["lower"].transport {
+            Transport::Smarthost(s) => assert_eq!(
+                s.auth.as_ref().unwrap().mechanisms,
+                vec![
+                    rmox_core::sasl::Mechanism::CramMd5,
+                    rmox_core::sasl::Mechanism::ScramSha1
+                ]
+            ),
             other => panic!("{other:?}"),
         }
         assert_eq!(t["s5"].proxy_auth, Some(("u".into(), "p".into())));
