@@ -575,10 +575,39 @@ impl QueueSettings {
             max_attempts: self.max_attempts,
             ..Default::default()
         };
-        b.build().map_err(|e| ConfigError {
-            file: file.display().to_string(),
-            key: "queue".into(),
-            problem: e.to_string(),
+        use rmox_core::queue::QueueConfigError as E;
+        b.build().map_err(|e| {
+            let (key, problem) = match &e {
+                E::EmptyBackoff => (
+                    "queue.backoff_secs".to_string(),
+                    "[]: at least one interval is needed".to_string(),
+                ),
+                E::BackoffNotMonotone(i) => {
+                    let at = |i: usize| self.backoff_secs.get(i).copied().unwrap_or_default();
+                    (
+                        format!("queue.backoff_secs[{i}]"),
+                        format!(
+                            "{} is shorter than the interval before it ({}): the list must not decrease",
+                            at(*i),
+                            at(i.saturating_sub(1))
+                        ),
+                    )
+                }
+                E::Jitter(_) => (
+                    "queue.jitter_percent".to_string(),
+                    format!("{} is not between 0 and 50", self.jitter_percent),
+                ),
+                E::ZeroAttempts => (
+                    "queue.max_attempts".to_string(),
+                    "0: must be at least 1".to_string(),
+                ),
+                _ => ("queue".to_string(), e.to_string()),
+            };
+            ConfigError {
+                file: file.display().to_string(),
+                key,
+                problem,
+            }
         })
     }
 }
@@ -2247,10 +2276,32 @@ mailbox = "Postmaster"
         let e = cfg("bogus = 1").unwrap_err().to_string();
         assert!(e.starts_with("/etc/rmox/rmox.toml: line "), "{e}");
         assert!(e.contains("bogus"), "{e}");
-        let e = cfg("[queue]\nbackoff_secs = [600, 60]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("/etc/rmox/rmox.toml: queue: "), "{e}");
+        // The queue settings are checked by core's builder; its error becomes the key and
+        // value it is about.
+        for (bad, want) in [
+            (
+                "backoff_secs = [600, 60]",
+                "queue.backoff_secs[1]: 60 is shorter than the interval before it (600)",
+            ),
+            (
+                "backoff_secs = []",
+                "queue.backoff_secs: []: at least one interval is needed",
+            ),
+            (
+                "jitter_percent = 60",
+                "queue.jitter_percent: 60 is not between 0 and 50",
+            ),
+            (
+                "max_attempts = 0",
+                "queue.max_attempts: 0: must be at least 1",
+            ),
+        ] {
+            let e = cfg(&format!("[queue]\n{bad}\n")).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("/etc/rmox/rmox.toml: {want}")),
+                "{e}"
+            );
+        }
         let e = Config::parse(
             "hostname = \"bad host\"\ndata_dir = \"d\"\n",
             Path::new("x.toml"),
