@@ -656,29 +656,82 @@ pub enum SubmissionTls {
     Implicit,
 }
 
-/// AUTH credentials of a transport.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+/// AUTH credentials of a transport (`auth = { username, password | password_file,
+/// mechanisms }`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "RawTransportAuth")]
 pub struct TransportAuth {
     /// User name, not empty.
-    #[serde(deserialize_with = "non_empty")]
     pub username: String,
-    /// Password (or `password_file`).
-    pub password: Option<String>,
-    /// File whose first line is the password, relative to the config file.
-    pub password_file: Option<PathBuf>,
+    /// The password: exactly one of `password` and `password_file`.
+    pub secret: TransportSecret,
     /// Mechanisms to use, in order (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256 and
     /// -PLUS, any case); empty: the strongest the server offers.
-    #[serde(default, deserialize_with = "mechanisms")]
     pub mechanisms: Vec<rmox_core::sasl::Mechanism>,
 }
 
-impl std::fmt::Debug for TransportAuth {
+/// Where a transport's password comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TransportSecret {
+    /// `password`: the password itself.
+    Password(String),
+    /// `password_file`: a file whose first line is the password, relative to the config
+    /// file (read when the transports are set up).
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for TransportSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TransportAuth")
+        match self {
+            TransportSecret::Password(_) => f.write_str("Password(<redacted>)"),
+            TransportSecret::File(p) => f.debug_tuple("File").field(p).finish(),
+        }
+    }
+}
+
+/// `auth` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransportAuth {
+    #[serde(deserialize_with = "non_empty")]
+    username: String,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "mechanisms")]
+    mechanisms: Vec<rmox_core::sasl::Mechanism>,
+}
+
+impl TryFrom<RawTransportAuth> for TransportAuth {
+    /// `KEY: problem`, KEY relative to the transport (see [`transport_problem`]).
+    type Error = String;
+
+    fn try_from(a: RawTransportAuth) -> Result<Self, String> {
+        let secret = match (a.password, a.password_file) {
+            (Some(p), None) => TransportSecret::Password(p),
+            (None, Some(f)) => TransportSecret::File(f),
+            _ => return Err("auth: set exactly one of password and password_file".into()),
+        };
+        Ok(TransportAuth {
+            username: a.username,
+            secret,
+            mechanisms: a.mechanisms,
+        })
+    }
+}
+
+/// SOCKS5 proxy credentials (RFC 1929), each 1 to 255 bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyAuth {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for ProxyAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyAuth")
             .field("username", &self.username)
-            .field("password_file", &self.password_file)
-            .field("mechanisms", &self.mechanisms)
             .finish_non_exhaustive()
     }
 }
@@ -750,17 +803,57 @@ pub struct SubmissionConfig {
 
 /// `kind = "socks5"`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawSocks5")]
 pub struct Socks5Config {
     /// The proxy's `ip:port`.
-    #[serde(deserialize_with = "ip_port")]
     pub proxy: SocketAddr,
-    /// User name for the proxy (RFC 1929), with `proxy_password`.
-    pub proxy_username: Option<String>,
-    /// Password for the proxy.
-    pub proxy_password: Option<String>,
+    /// Credentials for the proxy (`proxy_username` and `proxy_password`, both or neither).
+    pub proxy_auth: Option<ProxyAuth>,
     /// EHLO name matching the proxy's IPs (default: `hostname`).
     pub ehlo_hostname: Option<String>,
+}
+
+/// `kind = "socks5"` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSocks5 {
+    #[serde(deserialize_with = "ip_port")]
+    proxy: SocketAddr,
+    proxy_username: Option<String>,
+    proxy_password: Option<String>,
+    #[serde(default, deserialize_with = "opt_host_name")]
+    ehlo_hostname: Option<String>,
+}
+
+impl TryFrom<RawSocks5> for Socks5Config {
+    /// `KEY: problem`, KEY relative to the transport (see [`transport_problem`]).
+    type Error = String;
+
+    fn try_from(s: RawSocks5) -> Result<Self, String> {
+        let proxy_auth = match (s.proxy_username, s.proxy_password) {
+            (None, None) => None,
+            (Some(username), Some(password)) => {
+                let ok = |v: &str| (1..=255).contains(&v.len());
+                if !ok(&username) || !ok(&password) {
+                    return Err(
+                        "proxy_username: proxy user name and password must be 1 to 255 bytes"
+                            .into(),
+                    );
+                }
+                Some(ProxyAuth { username, password })
+            }
+            _ => {
+                return Err(
+                    "proxy_username: set both proxy_username and proxy_password, or neither".into(),
+                )
+            }
+        };
+        Ok(Socks5Config {
+            proxy: s.proxy,
+            proxy_auth,
+            ehlo_hostname: s.ehlo_hostname,
+        })
+    }
 }
 
 /// `kind = "direct"`.
@@ -799,6 +892,17 @@ fn mechanisms<'de, D: serde::Deserializer<'de>>(
             })
         })
         .collect()
+}
+
+/// An optional host name.
+fn opt_host_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let h = String::deserialize(d)?;
+    if rmox_core::smtp::Domain::parse(&h).is_err() {
+        return Err(serde::de::Error::custom(format!(
+            "{h:?} is not a valid host name"
+        )));
+    }
+    Ok(Some(h))
 }
 
 /// A host name or IP address (as text).
@@ -1281,34 +1385,15 @@ impl Config {
                 (t, s.ca_file.as_ref(), None)
             }
             TransportConfig::Socks5(s) => {
+                // Both checked when parsed (`hostname` at its key, `ehlo_hostname` here).
                 let ehlo = s
                     .ehlo_hostname
                     .clone()
                     .unwrap_or_else(|| self.hostname.clone());
-                if rmox_core::smtp::Domain::parse(&ehlo).is_err() {
-                    return Err(self.err(
-                        key("ehlo_hostname"),
-                        format!("{ehlo:?} is not a valid host name"),
-                    ));
-                }
-                let proxy_auth = match (&s.proxy_username, &s.proxy_password) {
-                    (None, None) => None,
-                    (Some(u), Some(p)) => {
-                        if u.is_empty() || u.len() > 255 || p.is_empty() || p.len() > 255 {
-                            return Err(self.err(
-                                key("proxy_username"),
-                                "proxy user name and password must be 1 to 255 bytes",
-                            ));
-                        }
-                        Some((u.clone(), p.clone()))
-                    }
-                    _ => {
-                        return Err(self.err(
-                            key("proxy_username"),
-                            "set both proxy_username and proxy_password, or neither",
-                        ))
-                    }
-                };
+                let proxy_auth = s
+                    .proxy_auth
+                    .as_ref()
+                    .map(|a| (a.username.clone(), a.password.clone()));
                 let t = Transport::Socks5(TransportSocks5 {
                     proxy: s.proxy,
                     // Nothing reads the proxy's IPs yet; the key was removed as inert.
@@ -1333,9 +1418,9 @@ impl Config {
         read_files: bool,
     ) -> Result<rmox_core::queue::SmtpAuth, ConfigError> {
         let key = |k: &str| format!("transport.{name}.{k}");
-        let password = match (&a.password, &a.password_file) {
-            (Some(p), None) => p.clone(),
-            (None, Some(f)) if read_files => {
+        let password = match &a.secret {
+            TransportSecret::Password(p) => p.clone(),
+            TransportSecret::File(f) if read_files => {
                 let path = self.resolve_path(f);
                 let text = std::fs::read_to_string(&path).map_err(|e| {
                     self.err(
@@ -1352,8 +1437,7 @@ impl Config {
                 }
                 p
             }
-            (None, Some(_)) => String::new(),
-            _ => return Err(self.err(key("auth"), "set exactly one of password and password_file")),
+            TransportSecret::File(_) => String::new(),
         };
         Ok(rmox_core::queue::SmtpAuth {
             username: a.username.clone(),
@@ -1739,6 +1823,12 @@ fn transport_problem(t: &toml::Table, msg: &str) -> (Option<String>, String) {
             Some(format!("auth.{field}")),
             format!("unknown key ({expected})"),
         );
+    }
+    // A nested type's own check: `KEY: problem`.
+    if let Some((k, problem)) = msg.split_once(": ") {
+        if !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return (Some(k.to_string()), problem.to_string());
+        }
     }
     // A value error: the key whose value the message quotes.
     fn find(prefix: &str, v: &toml::Value, msg: &str) -> Option<String> {
@@ -2560,6 +2650,12 @@ mailbox = "Postmaster"
             Transport::Direct(d) => assert!(d.ipv4 && !d.ipv6),
             other => panic!("{other:?}"),
         }
+        // Passwords stay out of logs.
+        let shown = format!("{:?}", c.transport);
+        assert!(
+            shown.contains("relay") && !shown.contains("\"secret\""),
+            "{shown}"
+        );
         let r = c.routes();
         assert_eq!(r.global.len(), 2);
         assert_eq!(r.global[0].to_domains, vec!["example.com", ".example.com"]);
@@ -2632,6 +2728,12 @@ proxy_password = "p"
             other => panic!("{other:?}"),
         }
         assert_eq!(t["s5"].proxy_auth, Some(("u".into(), "p".into())));
+        // The proxy password was printed by the derived Debug of the transport config.
+        let shown = format!("{:?}", c.transport["s5"]);
+        assert!(
+            shown.contains("\"u\"") && !shown.contains("\"p\""),
+            "{shown}"
+        );
         match &t["s5"].transport {
             Transport::Socks5(s) => assert_eq!(s.ehlo_hostname, "mox.example"),
             other => panic!("{other:?}"),
@@ -2740,6 +2842,18 @@ proxy_password = "p"
             (
                 "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nauth = { username = \"\", password = \"p\" }\n",
                 "transport.t.auth.username: \"\" must not be empty",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nauth = { username = \"u\", password = \"p\", password_file = \"f\" }\n",
+                "transport.t.auth: set exactly one of password and password_file",
+            ),
+            (
+                "[transport.t]\nkind = \"socks5\"\nproxy = \"127.0.0.1:1080\"\nproxy_username = \"u\"\nproxy_password = \"\"\n",
+                "transport.t.proxy_username: proxy user name and password must be 1 to 255 bytes",
+            ),
+            (
+                "[transport.t]\nkind = \"socks5\"\nproxy = \"127.0.0.1:1080\"\nproxy_password = \"p\"\n",
+                "transport.t.proxy_username: set both proxy_username and proxy_password, or neither",
             ),
             (
                 "[transport.t]\nkind = \"socks5\"\nproxy = \"127.0.0.1:1080\"\nehlo_hostname = \"bad name\"\n",
