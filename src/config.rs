@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// A user's mistake in the configuration: printed as one line.
+/// A user's mistake in the configuration: printed as one line, `FILE: KEY: problem`, the
+/// key the dotted path of the key at fault (`transport.relay.auth.mechanisms`,
+/// `queue.backoff_secs[1]`; `line N` for a TOML syntax or type error) and the problem
+/// quoting the value.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {problem}")]
 pub struct ConfigError {
@@ -702,7 +705,7 @@ struct RawTransportAuth {
 }
 
 impl TryFrom<RawTransportAuth> for TransportAuth {
-    /// `KEY: problem`, KEY relative to the transport (see [`transport_problem`]).
+    /// `KEY: problem`, KEY relative to the transport (see `transport_problem`).
     type Error = String;
 
     fn try_from(a: RawTransportAuth) -> Result<Self, String> {
@@ -826,7 +829,7 @@ struct RawSocks5 {
 }
 
 impl TryFrom<RawSocks5> for Socks5Config {
-    /// `KEY: problem`, KEY relative to the transport (see [`transport_problem`]).
+    /// `KEY: problem`, KEY relative to the transport (see `transport_problem`).
     type Error = String;
 
     fn try_from(s: RawSocks5) -> Result<Self, String> {
@@ -869,7 +872,7 @@ pub struct DirectConfig {
 }
 
 /// A string that must not be empty; the error quotes the value, so that
-/// [`locate_error`] finds its key.
+/// `locate_error` finds its key.
 fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     if s.is_empty() {
