@@ -42,8 +42,8 @@ pub enum Source {
 pub fn source(resolver: &Resolver, trust: TrustAd, base: &std::path::Path) -> Result<Source, Fail> {
     let servers: Vec<SocketAddr> = match resolver {
         Resolver::Zonefile(path) => {
-            let zone =
-                read_zone(&base.join(path)).map_err(|e| Fail(format!("resolver zonefile {e}")))?;
+            let zone = crate::config::read_zone(&base.join(path))
+                .map_err(|e| Fail(format!("resolver zonefile {e}")))?;
             return Ok(Source::Zone(zone));
         }
         Resolver::Servers(servers) => servers.clone(),
@@ -70,12 +70,6 @@ pub fn source(resolver: &Resolver, trust: TrustAd, base: &std::path::Path) -> Re
         timeout: Duration::from_secs(3),
         ..ResolverConfig::default()
     }))
-}
-
-/// The zone data of a `zonefile:PATH` resolver; the error starts with the path.
-pub fn read_zone(p: &std::path::Path) -> Result<StaticZone, String> {
-    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    StaticZone::parse(&text).map_err(|e| format!("{}: {e}", p.display()))
 }
 
 /// A [`Dns`] whose loop runs on `rt`: the caller spawns the returned future as a task of
