@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// A user's mistake in the configuration: printed as one line.
+/// A user's mistake in the configuration: printed as one line, `FILE: KEY: problem`, the
+/// key the dotted path of the key at fault (`transport.relay.auth.mechanisms`,
+/// `queue.backoff_secs[1]`; `line N` for a TOML syntax or type error) and the problem
+/// quoting the value.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {problem}")]
 pub struct ConfigError {
@@ -17,6 +20,69 @@ pub struct ConfigError {
     pub key: String,
     /// What is wrong.
     pub problem: String,
+}
+
+/// Where DNS answers come from (`resolver`), parsed when the config is loaded.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "Vec<String>")]
+pub enum Resolver {
+    /// The servers of the system's /etc/resolv.conf (`resolver = []`, the default).
+    #[default]
+    System,
+    /// These servers (`resolver = ["ip:port", ...]`), not empty.
+    Servers(Vec<SocketAddr>),
+    /// Static zone data for offline testing (`resolver = ["zonefile:PATH"]`), the path
+    /// relative to the config file's directory.
+    Zonefile(PathBuf),
+}
+
+impl Resolver {
+    /// From the list as written (in the config or on the command line): `ip:port`
+    /// entries, or one `zonefile:PATH` alone, or nothing. The error quotes the value.
+    pub fn parse(list: &[String]) -> Result<Resolver, String> {
+        let mut servers = Vec::new();
+        let mut zone: Option<PathBuf> = None;
+        for r in list {
+            if let Some(p) = r.strip_prefix("zonefile:") {
+                if p.is_empty() {
+                    return Err(format!("{r:?}: zonefile: needs a path"));
+                }
+                if zone.is_some() {
+                    return Err(format!("{r:?}: only one zonefile:PATH"));
+                }
+                zone = Some(PathBuf::from(p));
+            } else {
+                servers.push(
+                    r.parse()
+                        .map_err(|_| format!("{r:?} is not ip:port (or zonefile:PATH)"))?,
+                );
+            }
+        }
+        match zone {
+            Some(_) if !servers.is_empty() => Err(format!(
+                "{:?}: zonefile:PATH answers every question, it cannot be combined with servers",
+                list.join(", ")
+            )),
+            Some(z) => Ok(Resolver::Zonefile(z)),
+            None if servers.is_empty() => Ok(Resolver::System),
+            None => Ok(Resolver::Servers(servers)),
+        }
+    }
+}
+
+/// The zone data of a `zonefile:PATH` resolver; the error starts with the path. (Here
+/// rather than in resolve.rs: the `config_parse` fuzz target compiles this file alone.)
+pub fn read_zone(p: &Path) -> Result<rmox_core::dns::StaticZone, String> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    rmox_core::dns::StaticZone::parse(&text).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+impl TryFrom<Vec<String>> for Resolver {
+    type Error = String;
+
+    fn try_from(list: Vec<String>) -> Result<Self, Self::Error> {
+        Resolver::parse(&list)
+    }
 }
 
 /// One port of a listener.
@@ -519,10 +585,39 @@ impl QueueSettings {
             max_attempts: self.max_attempts,
             ..Default::default()
         };
-        b.build().map_err(|e| ConfigError {
-            file: file.display().to_string(),
-            key: "queue".into(),
-            problem: e.to_string(),
+        use rmox_core::queue::QueueConfigError as E;
+        b.build().map_err(|e| {
+            let (key, problem) = match &e {
+                E::EmptyBackoff => (
+                    "queue.backoff_secs".to_string(),
+                    "[]: at least one interval is needed".to_string(),
+                ),
+                E::BackoffNotMonotone(i) => {
+                    let at = |i: usize| self.backoff_secs.get(i).copied().unwrap_or_default();
+                    (
+                        format!("queue.backoff_secs[{i}]"),
+                        format!(
+                            "{} is shorter than the interval before it ({}): the list must not decrease",
+                            at(*i),
+                            at(i.saturating_sub(1))
+                        ),
+                    )
+                }
+                E::Jitter(_) => (
+                    "queue.jitter_percent".to_string(),
+                    format!("{} is not between 0 and 50", self.jitter_percent),
+                ),
+                E::ZeroAttempts => (
+                    "queue.max_attempts".to_string(),
+                    "0: must be at least 1".to_string(),
+                ),
+                _ => ("queue".to_string(), e.to_string()),
+            };
+            ConfigError {
+                file: file.display().to_string(),
+                key,
+                problem,
+            }
         })
     }
 }
@@ -546,25 +641,12 @@ pub struct RouteConfig {
     pub transport: String,
 }
 
-/// What a transport does.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum TransportKind {
-    /// Relay everything to one SMTP server, optionally authenticated.
-    Smarthost,
-    /// Submit to a mail service with AUTH (587 STARTTLS or 465 implicit TLS).
-    Submission,
-    /// Deliver to the MX hosts, connecting through a SOCKS5 proxy.
-    Socks5,
-    /// Deliver to the MX hosts directly.
-    Direct,
-}
-
-/// TLS towards a smarthost or submission service.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+/// TLS towards a smarthost.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportTls {
     /// STARTTLS when offered.
+    #[default]
     Opportunistic,
     /// STARTTLS required.
     Starttls,
@@ -574,64 +656,281 @@ pub enum TransportTls {
     None,
 }
 
-/// AUTH credentials of a transport.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct TransportAuth {
-    /// User name.
-    pub username: String,
-    /// Password (or `password_file`).
-    pub password: Option<String>,
-    /// File whose first line is the password, relative to the config file.
-    pub password_file: Option<PathBuf>,
-    /// Mechanisms to use (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256 and -PLUS);
-    /// empty: the strongest the server offers.
-    #[serde(default)]
-    pub mechanisms: Vec<String>,
+/// TLS towards a submission service: always TLS, the only choice is when it starts.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SubmissionTls {
+    /// STARTTLS required (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Implicit,
 }
 
-impl std::fmt::Debug for TransportAuth {
+/// AUTH credentials of a transport (`auth = { username, password | password_file,
+/// mechanisms }`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "RawTransportAuth")]
+pub struct TransportAuth {
+    /// User name, not empty.
+    pub username: String,
+    /// The password: exactly one of `password` and `password_file`.
+    pub secret: TransportSecret,
+    /// Mechanisms to use, in order (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256 and
+    /// -PLUS, any case); empty: the strongest the server offers.
+    pub mechanisms: Vec<rmox_core::sasl::Mechanism>,
+}
+
+/// Where a transport's password comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TransportSecret {
+    /// `password`: the password itself.
+    Password(String),
+    /// `password_file`: a file whose first line is the password, relative to the config
+    /// file (read when the transports are set up).
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for TransportSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TransportAuth")
+        match self {
+            TransportSecret::Password(_) => f.write_str("Password(<redacted>)"),
+            TransportSecret::File(p) => f.debug_tuple("File").field(p).finish(),
+        }
+    }
+}
+
+/// `auth` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransportAuth {
+    #[serde(deserialize_with = "non_empty")]
+    username: String,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "mechanisms")]
+    mechanisms: Vec<rmox_core::sasl::Mechanism>,
+}
+
+impl TryFrom<RawTransportAuth> for TransportAuth {
+    /// `KEY: problem`, KEY relative to the transport (see `transport_problem`).
+    type Error = String;
+
+    fn try_from(a: RawTransportAuth) -> Result<Self, String> {
+        let secret = match (a.password, a.password_file) {
+            (Some(p), None) => TransportSecret::Password(p),
+            (None, Some(f)) => TransportSecret::File(f),
+            _ => return Err("auth: set exactly one of password and password_file".into()),
+        };
+        Ok(TransportAuth {
+            username: a.username,
+            secret,
+            mechanisms: a.mechanisms,
+        })
+    }
+}
+
+/// SOCKS5 proxy credentials (RFC 1929), each 1 to 255 bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyAuth {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for ProxyAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyAuth")
             .field("username", &self.username)
-            .field("password_file", &self.password_file)
-            .field("mechanisms", &self.mechanisms)
             .finish_non_exhaustive()
     }
 }
 
-/// `[transport.NAME]`: the keys valid for each kind are checked in validation.
+/// `[transport.NAME]`, tagged by `kind`: each kind has exactly its own keys, so a key of
+/// another kind (`host` for `kind = "direct"`) is refused when the file is parsed.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TransportConfig {
+    /// Relay everything to one SMTP server, optionally authenticated.
+    Smarthost(SmarthostConfig),
+    /// Submit to a mail service with AUTH (587 STARTTLS or 465 implicit TLS).
+    Submission(SubmissionConfig),
+    /// Deliver to the MX hosts, connecting through a SOCKS5 proxy.
+    Socks5(Socks5Config),
+    /// Deliver to the MX hosts directly.
+    Direct(DirectConfig),
+}
+
+impl TransportConfig {
+    /// The `kind` as written in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TransportConfig::Smarthost(_) => "smarthost",
+            TransportConfig::Submission(_) => "submission",
+            TransportConfig::Socks5(_) => "socks5",
+            TransportConfig::Direct(_) => "direct",
+        }
+    }
+}
+
+/// `kind = "smarthost"`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct TransportConfig {
-    /// smarthost, submission, socks5 or direct.
-    pub kind: TransportKind,
-    /// Smarthost/submission: host name or IP.
-    pub host: Option<String>,
-    /// Smarthost/submission: port (default 25 for smarthost, 587 for submission, 465 with
-    /// implicit TLS).
+pub struct SmarthostConfig {
+    /// Host name or IP.
+    #[serde(deserialize_with = "host_name_or_ip")]
+    pub host: String,
+    /// Port (default 25, 465 with implicit TLS).
     pub port: Option<u16>,
-    /// Smarthost: opportunistic (default), starttls, implicit or none; submission:
-    /// starttls (default) or implicit.
-    pub tls: Option<TransportTls>,
-    /// Smarthost: check the certificate with starttls/implicit (default true).
-    pub verify: Option<bool>,
-    /// Smarthost/submission: PEM file of CA certificates to trust instead of the system's.
+    /// opportunistic (default), starttls, implicit or none.
+    #[serde(default)]
+    pub tls: TransportTls,
+    /// Check the certificate with starttls/implicit (default true).
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// PEM file of CA certificates to trust instead of the system's.
     pub ca_file: Option<PathBuf>,
-    /// Smarthost (optional), submission (required): credentials.
+    /// Credentials (optional).
     pub auth: Option<TransportAuth>,
-    /// Socks5: the proxy's `ip:port`.
-    pub proxy: Option<String>,
-    /// Socks5: user name for the proxy (RFC 1929), with `proxy_password`.
-    pub proxy_username: Option<String>,
-    /// Socks5: password for the proxy.
-    pub proxy_password: Option<String>,
-    /// Socks5: EHLO name matching the proxy's IPs (default: `hostname`).
+}
+
+/// `kind = "submission"`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SubmissionConfig {
+    /// Host name or IP.
+    #[serde(deserialize_with = "host_name_or_ip")]
+    pub host: String,
+    /// Port (default 587, 465 with implicit TLS).
+    pub port: Option<u16>,
+    /// starttls or implicit; default: implicit on port 465, else starttls.
+    pub tls: Option<SubmissionTls>,
+    /// PEM file of CA certificates to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Credentials (required).
+    pub auth: TransportAuth,
+}
+
+/// `kind = "socks5"`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "RawSocks5")]
+pub struct Socks5Config {
+    /// The proxy's `ip:port`.
+    pub proxy: SocketAddr,
+    /// Credentials for the proxy (`proxy_username` and `proxy_password`, both or neither).
+    pub proxy_auth: Option<ProxyAuth>,
+    /// EHLO name matching the proxy's IPs (default: `hostname`).
     pub ehlo_hostname: Option<String>,
-    /// Direct: use IPv4 (default true).
-    pub ipv4: Option<bool>,
-    /// Direct: use IPv6 (default true).
-    pub ipv6: Option<bool>,
+}
+
+/// `kind = "socks5"` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSocks5 {
+    #[serde(deserialize_with = "ip_port")]
+    proxy: SocketAddr,
+    proxy_username: Option<String>,
+    proxy_password: Option<String>,
+    #[serde(default, deserialize_with = "opt_host_name")]
+    ehlo_hostname: Option<String>,
+}
+
+impl TryFrom<RawSocks5> for Socks5Config {
+    /// `KEY: problem`, KEY relative to the transport (see `transport_problem`).
+    type Error = String;
+
+    fn try_from(s: RawSocks5) -> Result<Self, String> {
+        let proxy_auth = match (s.proxy_username, s.proxy_password) {
+            (None, None) => None,
+            (Some(username), Some(password)) => {
+                let ok = |v: &str| (1..=255).contains(&v.len());
+                if !ok(&username) || !ok(&password) {
+                    return Err(
+                        "proxy_username: proxy user name and password must be 1 to 255 bytes"
+                            .into(),
+                    );
+                }
+                Some(ProxyAuth { username, password })
+            }
+            _ => {
+                return Err(
+                    "proxy_username: set both proxy_username and proxy_password, or neither".into(),
+                )
+            }
+        };
+        Ok(Socks5Config {
+            proxy: s.proxy,
+            proxy_auth,
+            ehlo_hostname: s.ehlo_hostname,
+        })
+    }
+}
+
+/// `kind = "direct"`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DirectConfig {
+    /// Use IPv4 (default true).
+    #[serde(default = "yes")]
+    pub ipv4: bool,
+    /// Use IPv6 (default true).
+    #[serde(default = "yes")]
+    pub ipv6: bool,
+}
+
+/// A string that must not be empty; the error quotes the value, so that
+/// `locate_error` finds its key.
+fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Err(serde::de::Error::custom("\"\" must not be empty"));
+    }
+    Ok(s)
+}
+
+/// SASL mechanism names, as core's [`rmox_core::sasl::Mechanism`].
+fn mechanisms<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<rmox_core::sasl::Mechanism>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|m| {
+            rmox_core::sasl::Mechanism::from_name(m).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown mechanism {m:?} (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-256-PLUS)"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// An optional host name.
+fn opt_host_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let h = String::deserialize(d)?;
+    if rmox_core::smtp::Domain::parse(&h).is_err() {
+        return Err(serde::de::Error::custom(format!(
+            "{h:?} is not a valid host name"
+        )));
+    }
+    Ok(Some(h))
+}
+
+/// A host name or IP address (as text).
+fn host_name_or_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let h = String::deserialize(d)?;
+    if h.parse::<IpAddr>().is_err() && rmox_core::smtp::Domain::parse(&h).is_err() {
+        return Err(serde::de::Error::custom(format!(
+            "{h:?} is not a host name or IP"
+        )));
+    }
+    Ok(h)
+}
+
+/// An `ip:port`.
+fn ip_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse()
+        .map_err(|_| serde::de::Error::custom(format!("{s:?} is not ip:port")))
 }
 
 /// A transport ready to use: the core description and what only the binary needs.
@@ -653,9 +952,10 @@ pub struct Config {
     pub hostname: String,
     /// Where data lives; relative to the config file's directory.
     pub data_dir: PathBuf,
-    /// DNS servers (`ip:port`); default: the system's resolv.conf.
+    /// Where DNS answers come from: `["ip:port", ...]`, `["zonefile:PATH"]`, or (empty,
+    /// the default) the system's resolv.conf.
     #[serde(default)]
-    pub resolver: Vec<String>,
+    pub resolver: Resolver,
     /// Whose AD bit is believed (`resolver_trust_ad`).
     #[serde(default)]
     pub resolver_trust_ad: TrustAd,
@@ -733,6 +1033,9 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let mut c: Config = toml::from_str(text).map_err(|e| {
+            if let Some(located) = locate_error(text, &file) {
+                return located;
+            }
             let mut msg = e.message().trim().replace('\n', " ");
             if msg.is_empty() {
                 // toml gives no message for some errors, e.g. a control character in a
@@ -770,14 +1073,6 @@ impl Config {
                 "hostname",
                 format!("{:?} is not a valid host name", self.hostname),
             ));
-        }
-        for r in &self.resolver {
-            if r.parse::<SocketAddr>().is_err() && !r.starts_with("zonefile:") {
-                return Err(self.err(
-                    "resolver",
-                    format!("{r:?} is not ip:port (or zonefile:PATH)"),
-                ));
-            }
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, l) in self.listener.iter().enumerate() {
@@ -1037,123 +1332,32 @@ impl Config {
         Ok(())
     }
 
-    /// Checks `[transport.NAME]` and builds its setup; `read_files` reads `password_file`
-    /// (validation only checks that one of password and password_file is set).
+    /// Builds the setup of `[transport.NAME]` and checks what its types cannot say (one of
+    /// password and password_file, both proxy credentials or neither, ...); `read_files`
+    /// reads `password_file` (validation only checks that one of the two is set).
     fn transport_setup(&self, name: &str, read_files: bool) -> Result<TransportSetup, ConfigError> {
         use rmox_core::queue::{
-            SmtpAuth, SmtpTls, Transport, TransportDirect, TransportSmtp, TransportSocks5,
+            SmtpTls, Transport, TransportDirect, TransportSmtp, TransportSocks5,
             TransportSubmission,
         };
         let key = |k: &str| format!("transport.{name}.{k}");
         let Some(t) = self.transport.get(name) else {
             return Err(self.err(format!("transport.{name}"), "not configured"));
         };
-        let kind = match t.kind {
-            TransportKind::Smarthost => "smarthost",
-            TransportKind::Submission => "submission",
-            TransportKind::Socks5 => "socks5",
-            TransportKind::Direct => "direct",
-        };
-        let relay = matches!(t.kind, TransportKind::Smarthost | TransportKind::Submission);
-        let not_for = |k: &str, set: bool, ok: bool| -> Result<(), ConfigError> {
-            if set && !ok {
-                return Err(self.err(key(k), format!("not valid for kind = {kind:?}")));
-            }
-            Ok(())
-        };
-        not_for("host", t.host.is_some(), relay)?;
-        not_for("port", t.port.is_some(), relay)?;
-        not_for("tls", t.tls.is_some(), relay)?;
-        not_for("ca_file", t.ca_file.is_some(), relay)?;
-        not_for("auth", t.auth.is_some(), relay)?;
-        not_for(
-            "verify",
-            t.verify.is_some(),
-            t.kind == TransportKind::Smarthost,
-        )?;
-        let socks = t.kind == TransportKind::Socks5;
-        not_for("proxy", t.proxy.is_some(), socks)?;
-        not_for("proxy_username", t.proxy_username.is_some(), socks)?;
-        not_for("proxy_password", t.proxy_password.is_some(), socks)?;
-        not_for("ehlo_hostname", t.ehlo_hostname.is_some(), socks)?;
-        let direct = t.kind == TransportKind::Direct;
-        not_for("ipv4", t.ipv4.is_some(), direct)?;
-        not_for("ipv6", t.ipv6.is_some(), direct)?;
-        let auth = match &t.auth {
-            None => None,
-            Some(a) => {
-                if a.username.is_empty() {
-                    return Err(self.err(key("auth.username"), "must not be empty"));
-                }
-                for m in &a.mechanisms {
-                    if rmox_core::sasl::Mechanism::from_name(m).is_none() {
-                        return Err(self.err(
-                            key("auth.mechanisms"),
-                            format!("unknown mechanism {m:?} (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-256-PLUS)"),
-                        ));
-                    }
-                }
-                let password = match (&a.password, &a.password_file) {
-                    (Some(p), None) => p.clone(),
-                    (None, Some(f)) if read_files => {
-                        let path = self.resolve_path(f);
-                        let text = std::fs::read_to_string(&path).map_err(|e| {
-                            self.err(
-                                key("auth.password_file"),
-                                format!("{}: {e}", path.display()),
-                            )
-                        })?;
-                        let p = text.lines().next().unwrap_or_default().to_string();
-                        if p.is_empty() {
-                            return Err(self.err(
-                                key("auth.password_file"),
-                                format!("{}: empty first line", path.display()),
-                            ));
-                        }
-                        p
-                    }
-                    (None, Some(_)) => String::new(),
-                    _ => {
-                        return Err(
-                            self.err(key("auth"), "set exactly one of password and password_file")
-                        )
-                    }
-                };
-                Some(SmtpAuth {
-                    username: a.username.clone(),
-                    password,
-                    mechanisms: a
-                        .mechanisms
-                        .iter()
-                        .map(|m| m.to_ascii_uppercase())
-                        .collect(),
-                })
-            }
-        };
-        let host = || -> Result<String, ConfigError> {
-            let h = t
-                .host
-                .clone()
-                .ok_or_else(|| self.err(key("host"), format!("required for kind = {kind:?}")))?;
-            if h.parse::<IpAddr>().is_err() && rmox_core::smtp::Domain::parse(&h).is_err() {
-                return Err(self.err(key("host"), format!("{h:?} is not a host name or IP")));
-            }
-            Ok(h)
-        };
-        let transport = match t.kind {
-            TransportKind::Direct => {
-                let d = TransportDirect {
-                    ipv4: t.ipv4.unwrap_or(true),
-                    ipv6: t.ipv6.unwrap_or(true),
-                };
+        let (transport, ca_file, proxy_auth) = match t {
+            TransportConfig::Direct(d) => {
                 if !d.ipv4 && !d.ipv6 {
                     return Err(self.err(key("ipv4"), "ipv4 and ipv6 cannot both be false"));
                 }
-                Transport::Direct(d)
+                let d = TransportDirect {
+                    ipv4: d.ipv4,
+                    ipv6: d.ipv6,
+                };
+                (Transport::Direct(d), None, None)
             }
-            TransportKind::Smarthost => {
-                let verify = t.verify.unwrap_or(true);
-                let tls = match t.tls.unwrap_or(TransportTls::Opportunistic) {
+            TransportConfig::Smarthost(s) => {
+                let verify = s.verify;
+                let tls = match s.tls {
                     TransportTls::Opportunistic => SmtpTls::Opportunistic,
                     TransportTls::Starttls => SmtpTls::StartTls { verify },
                     TransportTls::Implicit => SmtpTls::Implicit { verify },
@@ -1164,83 +1368,103 @@ impl Config {
                 } else {
                     25
                 };
-                Transport::Smarthost(TransportSmtp {
-                    host: host()?,
-                    port: t.port.unwrap_or(default_port),
+                let auth = match &s.auth {
+                    Some(a) => Some(self.smtp_auth(name, a, read_files)?),
+                    None => None,
+                };
+                let t = Transport::Smarthost(TransportSmtp {
+                    host: s.host.clone(),
+                    port: s.port.unwrap_or(default_port),
                     tls,
                     auth,
-                })
+                });
+                (t, s.ca_file.as_ref(), None)
             }
-            TransportKind::Submission => {
-                let implicit_tls = match t.tls {
-                    None => t.port == Some(465),
-                    Some(TransportTls::Starttls) => false,
-                    Some(TransportTls::Implicit) => true,
-                    Some(other) => {
-                        return Err(self.err(
-                            key("tls"),
-                            format!("{other:?} is not valid for submission: starttls or implicit"),
-                        ))
-                    }
+            TransportConfig::Submission(s) => {
+                let implicit_tls = match s.tls {
+                    None => s.port == Some(465),
+                    Some(SubmissionTls::Starttls) => false,
+                    Some(SubmissionTls::Implicit) => true,
                 };
-                let Some(auth) = auth else {
-                    return Err(self.err(key("auth"), "required for kind = \"submission\""));
-                };
-                Transport::Submission(TransportSubmission {
-                    host: host()?,
-                    port: t.port.unwrap_or(if implicit_tls { 465 } else { 587 }),
+                let t = Transport::Submission(TransportSubmission {
+                    host: s.host.clone(),
+                    port: s.port.unwrap_or(if implicit_tls { 465 } else { 587 }),
                     implicit_tls,
-                    auth,
-                })
+                    auth: self.smtp_auth(name, &s.auth, read_files)?,
+                });
+                (t, s.ca_file.as_ref(), None)
             }
-            TransportKind::Socks5 => {
-                let p = t.proxy.as_deref().ok_or_else(|| {
-                    self.err(key("proxy"), "required for kind = \"socks5\" (ip:port)")
-                })?;
-                let proxy: SocketAddr = p
-                    .parse()
-                    .map_err(|_| self.err(key("proxy"), format!("{p:?} is not ip:port")))?;
-                let ehlo = t
+            TransportConfig::Socks5(s) => {
+                // Both checked when parsed (`hostname` at its key, `ehlo_hostname` here).
+                let ehlo = s
                     .ehlo_hostname
                     .clone()
                     .unwrap_or_else(|| self.hostname.clone());
-                if rmox_core::smtp::Domain::parse(&ehlo).is_err() {
-                    return Err(self.err(
-                        key("ehlo_hostname"),
-                        format!("{ehlo:?} is not a valid host name"),
-                    ));
-                }
-                Transport::Socks5(TransportSocks5 {
-                    proxy,
+                let proxy_auth = s
+                    .proxy_auth
+                    .as_ref()
+                    .map(|a| (a.username.clone(), a.password.clone()));
+                let t = Transport::Socks5(TransportSocks5 {
+                    proxy: s.proxy,
                     // Nothing reads the proxy's IPs yet; the key was removed as inert.
                     remote_ips: Vec::new(),
                     ehlo_hostname: ehlo,
-                })
-            }
-        };
-        let proxy_auth = match (&t.proxy_username, &t.proxy_password) {
-            (None, None) => None,
-            (Some(u), Some(p)) => {
-                if u.is_empty() || u.len() > 255 || p.is_empty() || p.len() > 255 {
-                    return Err(self.err(
-                        key("proxy_username"),
-                        "proxy user name and password must be 1 to 255 bytes",
-                    ));
-                }
-                Some((u.clone(), p.clone()))
-            }
-            _ => {
-                return Err(self.err(
-                    key("proxy_username"),
-                    "set both proxy_username and proxy_password, or neither",
-                ))
+                });
+                (t, None, proxy_auth)
             }
         };
         Ok(TransportSetup {
             transport,
-            ca_file: t.ca_file.as_ref().map(|f| self.resolve_path(f)),
+            ca_file: ca_file.map(|f| self.resolve_path(f)),
             proxy_auth,
         })
+    }
+
+    /// The credentials of `[transport.NAME].auth`; `read_files` reads `password_file`.
+    fn smtp_auth(
+        &self,
+        name: &str,
+        a: &TransportAuth,
+        read_files: bool,
+    ) -> Result<rmox_core::queue::SmtpAuth, ConfigError> {
+        let key = |k: &str| format!("transport.{name}.{k}");
+        let password = match &a.secret {
+            TransportSecret::Password(p) => p.clone(),
+            TransportSecret::File(f) if read_files => {
+                let path = self.resolve_path(f);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    self.err(
+                        key("auth.password_file"),
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                let p = text.lines().next().unwrap_or_default().to_string();
+                if p.is_empty() {
+                    return Err(self.err(
+                        key("auth.password_file"),
+                        format!("{}: empty first line", path.display()),
+                    ));
+                }
+                p
+            }
+            TransportSecret::File(_) => String::new(),
+        };
+        Ok(rmox_core::queue::SmtpAuth {
+            username: a.username.clone(),
+            password,
+            mechanisms: a.mechanisms.clone(),
+        })
+    }
+
+    /// The zone data of `resolver = ["zonefile:PATH"]`, read as serve reads it, the error
+    /// naming the key; `None` for the other resolvers.
+    pub fn zonefile(&self) -> Result<Option<rmox_core::dns::StaticZone>, ConfigError> {
+        let Resolver::Zonefile(p) = &self.resolver else {
+            return Ok(None);
+        };
+        read_zone(&self.resolve_path(p))
+            .map(Some)
+            .map_err(|e| self.err("resolver", format!("zonefile: {e}")))
     }
 
     /// Every configured transport by name, password files read.
@@ -1538,6 +1762,108 @@ impl Config {
             _ => None,
         }
     }
+}
+
+/// After the file failed to parse: the error of `resolver` or of a `[transport.NAME]` table
+/// with the key it is about, or `None` when the error is elsewhere. serde reports errors inside an
+/// internally tagged enum without a position, so the table is parsed again on its own and
+/// the key found from serde's message: the field it names, else the value it quotes.
+fn locate_error(text: &str, file: &str) -> Option<ConfigError> {
+    let doc: toml::Table = toml::from_str(text).ok()?;
+    let located = |key: String, problem: String| ConfigError {
+        file: file.to_string(),
+        key,
+        problem,
+    };
+    let list: Option<Vec<String>> = doc.get("resolver").and_then(|r| r.clone().try_into().ok());
+    if let Some(Err(problem)) = list.map(|l| Resolver::parse(&l)) {
+        return Some(located("resolver".into(), problem));
+    }
+    let transports = doc.get("transport")?.as_table()?;
+    for (name, v) in transports {
+        let Some(t) = v.as_table() else {
+            continue;
+        };
+        let Err(e) = v.clone().try_into::<TransportConfig>() else {
+            continue;
+        };
+        let msg = e.message().trim().replace('\n', " ");
+        let (key, problem) = transport_problem(t, &msg);
+        let key = format!(
+            "transport.{name}{}",
+            key.map(|k| format!(".{k}")).unwrap_or_default()
+        );
+        return Some(located(key, problem));
+    }
+    None
+}
+
+/// The key (within the transport table `t`) and the problem for serde's message `msg`.
+fn transport_problem(t: &toml::Table, msg: &str) -> (Option<String>, String) {
+    const AUTH_KEYS: [&str; 4] = ["username", "password", "password_file", "mechanisms"];
+    let kind = t.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+    let quoted = |prefix: &str| -> Option<(String, String)> {
+        let rest = msg.strip_prefix(prefix)?.strip_prefix('`')?;
+        let (field, tail) = rest.split_once('`')?;
+        Some((
+            field.to_string(),
+            tail.trim_start_matches(',').trim().to_string(),
+        ))
+    };
+    if let Some((field, _)) = quoted("missing field ") {
+        if field == "kind" {
+            return (
+                Some(field),
+                "required: smarthost, submission, socks5 or direct".into(),
+            );
+        }
+        if AUTH_KEYS.contains(&field.as_str()) && t.contains_key("auth") {
+            return (Some(format!("auth.{field}")), "required".into());
+        }
+        return (Some(field), format!("required for kind = {kind:?}"));
+    }
+    if let Some((field, expected)) = quoted("unknown field ") {
+        if t.contains_key(&field) {
+            return (
+                Some(field),
+                format!("not valid for kind = {kind:?} ({expected})"),
+            );
+        }
+        return (
+            Some(format!("auth.{field}")),
+            format!("unknown key ({expected})"),
+        );
+    }
+    // A nested type's own check: `KEY: problem`.
+    if let Some((k, problem)) = msg.split_once(": ") {
+        if !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return (Some(k.to_string()), problem.to_string());
+        }
+    }
+    // A value error: the key whose value the message quotes.
+    fn find(prefix: &str, v: &toml::Value, msg: &str) -> Option<String> {
+        let hit = |s: String| msg.contains(&format!("{s:?}")) || msg.contains(&format!("`{s}`"));
+        match v {
+            toml::Value::Table(t) => t.iter().find_map(|(k, v)| {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                find(&path, v, msg)
+            }),
+            toml::Value::Array(a) => a.iter().find_map(|v| find(prefix, v, msg)),
+            toml::Value::String(s) => hit(s.clone()).then(|| prefix.to_string()),
+            toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) => {
+                msg.contains(&format!("`{v}`")).then(|| prefix.to_string())
+            }
+            toml::Value::Datetime(_) => None,
+        }
+    }
+    (
+        find("", &toml::Value::Table(t.clone()), msg),
+        msg.to_string(),
+    )
 }
 
 /// A fully commented example that `config check` accepts.
@@ -1902,6 +2228,70 @@ mailbox = "Postmaster"
         }
     }
 
+    /// `resolver` is parsed once at load into where answers come from; a value that is
+    /// neither `ip:port` nor one `zonefile:PATH` alone is refused naming the key and value.
+    #[test]
+    fn resolver_forms() {
+        let parse = |extra: &str| {
+            Config::parse(
+                &format!("hostname = \"mox.example\"\ndata_dir = \"d\"\n{extra}"),
+                Path::new("rmox.toml"),
+            )
+        };
+        assert_eq!(parse("").unwrap().resolver, Resolver::System);
+        assert_eq!(parse("resolver = []\n").unwrap().resolver, Resolver::System);
+        assert_eq!(
+            parse("resolver = [\"127.0.0.1:53\", \"[::1]:5353\"]\n")
+                .unwrap()
+                .resolver,
+            Resolver::Servers(vec![
+                "127.0.0.1:53".parse().unwrap(),
+                "[::1]:5353".parse().unwrap()
+            ])
+        );
+        assert_eq!(
+            parse("resolver = [\"zonefile:zone\"]\n").unwrap().resolver,
+            Resolver::Zonefile("zone".into())
+        );
+        let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
+        assert_eq!(
+            c.resolver,
+            Resolver::Servers(vec!["127.0.0.53:53".parse().unwrap()])
+        );
+        for (bad, want) in [
+            (
+                "[\"127.0.0.1\"]",
+                "rmox.toml: resolver: \"127.0.0.1\" is not ip:port (or zonefile:PATH)",
+            ),
+            (
+                "[\"zonefile:\"]",
+                "rmox.toml: resolver: \"zonefile:\": zonefile: needs a path",
+            ),
+            (
+                "[\"zonefile:a\", \"zonefile:b\"]",
+                "rmox.toml: resolver: \"zonefile:b\": only one zonefile:PATH",
+            ),
+            (
+                "[\"zonefile:a\", \"127.0.0.1:53\"]",
+                "rmox.toml: resolver: \"zonefile:a, 127.0.0.1:53\": zonefile:PATH answers every question, it cannot be combined with servers",
+            ),
+        ] {
+            let e = parse(&format!("resolver = {bad}\n")).unwrap_err().to_string();
+            assert_eq!(e, want, "{bad}");
+        }
+        // The zone file is read by `config check` and at start, the error naming the key.
+        let c = parse("resolver = [\"zonefile:/nonexistent/zone\"]\n").unwrap();
+        let e = c.zonefile().unwrap_err().to_string();
+        assert!(
+            e.starts_with("rmox.toml: resolver: zonefile: /nonexistent/zone: "),
+            "{e}"
+        );
+        assert!(parse("").unwrap().zonefile().unwrap().is_none());
+        // Not a list of strings: a type error, at its line.
+        let e = parse("resolver = \"127.0.0.1:53\"\n").unwrap_err();
+        assert_eq!(e.key, "line 3", "{e}");
+    }
+
     /// The example shows the defaults of every limit.
     #[test]
     fn example_limits_are_the_defaults() {
@@ -1986,10 +2376,32 @@ mailbox = "Postmaster"
         let e = cfg("bogus = 1").unwrap_err().to_string();
         assert!(e.starts_with("/etc/rmox/rmox.toml: line "), "{e}");
         assert!(e.contains("bogus"), "{e}");
-        let e = cfg("[queue]\nbackoff_secs = [600, 60]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("/etc/rmox/rmox.toml: queue: "), "{e}");
+        // The queue settings are checked by core's builder; its error becomes the key and
+        // value it is about.
+        for (bad, want) in [
+            (
+                "backoff_secs = [600, 60]",
+                "queue.backoff_secs[1]: 60 is shorter than the interval before it (600)",
+            ),
+            (
+                "backoff_secs = []",
+                "queue.backoff_secs: []: at least one interval is needed",
+            ),
+            (
+                "jitter_percent = 60",
+                "queue.jitter_percent: 60 is not between 0 and 50",
+            ),
+            (
+                "max_attempts = 0",
+                "queue.max_attempts: 0: must be at least 1",
+            ),
+        ] {
+            let e = cfg(&format!("[queue]\n{bad}\n")).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("/etc/rmox/rmox.toml: {want}")),
+                "{e}"
+            );
+        }
         let e = Config::parse(
             "hostname = \"bad host\"\ndata_dir = \"d\"\n",
             Path::new("x.toml"),
@@ -2220,6 +2632,7 @@ mailbox = "Postmaster"
     #[test]
     fn example_transports_and_routes() {
         use rmox_core::queue::{SmtpTls, Transport};
+        use rmox_core::sasl::Mechanism;
         let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
         let t = c.transports().unwrap();
         match &t["relay"].transport {
@@ -2228,7 +2641,7 @@ mailbox = "Postmaster"
                 assert_eq!(s.tls, SmtpTls::StartTls { verify: true });
                 let a = s.auth.as_ref().unwrap();
                 assert_eq!(a.password, "secret");
-                assert_eq!(a.mechanisms, vec!["SCRAM-SHA-256", "PLAIN"]);
+                assert_eq!(a.mechanisms, vec![Mechanism::ScramSha256, Mechanism::Plain]);
             }
             other => panic!("{other:?}"),
         }
@@ -2247,6 +2660,12 @@ mailbox = "Postmaster"
             Transport::Direct(d) => assert!(d.ipv4 && !d.ipv6),
             other => panic!("{other:?}"),
         }
+        // Passwords stay out of logs.
+        let shown = format!("{:?}", c.transport);
+        assert!(
+            shown.contains("relay") && !shown.contains("\"secret\""),
+            "{shown}"
+        );
         let r = c.routes();
         assert_eq!(r.global.len(), 2);
         assert_eq!(r.global[0].to_domains, vec!["example.com", ".example.com"]);
@@ -2274,6 +2693,10 @@ transport = "direct"
 [transport.sh]
 kind = "smarthost"
 host = "10.0.0.1"
+[transport.lower]
+kind = "smarthost"
+host = "10.0.0.2"
+auth = {{ username = "u", password = "p", mechanisms = ["cram-md5", "Scram-Sha-1"] }}
 [transport.sub]
 kind = "submission"
 host = "smtp.example"
@@ -2303,7 +2726,24 @@ proxy_password = "p"
             }
             other => panic!("{other:?}"),
         }
+        // Mechanism names in any case are core's mechanisms.
+        match &t["lower"].transport {
+            Transport::Smarthost(s) => assert_eq!(
+                s.auth.as_ref().unwrap().mechanisms,
+                vec![
+                    rmox_core::sasl::Mechanism::CramMd5,
+                    rmox_core::sasl::Mechanism::ScramSha1
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(t["s5"].proxy_auth, Some(("u".into(), "p".into())));
+        // The proxy password was printed by the derived Debug of the transport config.
+        let shown = format!("{:?}", c.transport["s5"]);
+        assert!(
+            shown.contains("\"u\"") && !shown.contains("\"p\""),
+            "{shown}"
+        );
         match &t["s5"].transport {
             Transport::Socks5(s) => assert_eq!(s.ehlo_hostname, "mox.example"),
             other => panic!("{other:?}"),
@@ -2338,7 +2778,7 @@ proxy_password = "p"
             ),
             (
                 "[transport.t]\nkind = \"submission\"\nhost = \"h.example\"\ntls = \"none\"\nauth = { username = \"u\", password = \"p\" }\n",
-                "transport.t.tls: None is not valid for submission",
+                "transport.t.tls: unknown variant `none`, expected `starttls` or `implicit`",
             ),
             (
                 "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nauth = { username = \"u\" }\n",
@@ -2371,6 +2811,63 @@ proxy_password = "p"
             (
                 "[transport.t]\nkind = \"submission\"\nhost = \"h.example\"\nverify = false\nauth = { username = \"u\", password = \"p\" }\n",
                 "transport.t.verify: not valid for kind = \"submission\"",
+            ),
+            // Each kind takes only its own keys, named in the error with the key path.
+            (
+                "[transport.t]\nkind = \"socks5\"\nproxy = \"127.0.0.1:1080\"\nipv4 = true\n",
+                "transport.t.ipv4: not valid for kind = \"socks5\" (expected one of `proxy`, `proxy_username`, `proxy_password`, `ehlo_hostname`)",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nproxy = \"127.0.0.1:1080\"\n",
+                "transport.t.proxy: not valid for kind = \"smarthost\"",
+            ),
+            (
+                "[transport.t]\nkind = \"direct\"\nipv5 = true\n",
+                "transport.t.ipv5: not valid for kind = \"direct\" (expected `ipv4` or `ipv6`)",
+            ),
+            (
+                "[transport.t]\nhost = \"h.example\"\n",
+                "transport.t.kind: required: smarthost, submission, socks5 or direct",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nport = \"x\"\n",
+                "transport.t.port: invalid type: string \"x\", expected u16",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nport = 70000\n",
+                "transport.t.port: invalid value: integer `70000`",
+            ),
+            (
+                "[transport.t]\nkind = \"submission\"\nhost = \"h.example\"\ntls = \"opportunistic\"\nauth = { username = \"u\", password = \"p\" }\n",
+                "transport.t.tls: unknown variant `opportunistic`, expected `starttls` or `implicit`",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nauth = { user = \"u\", password = \"p\" }\n",
+                "transport.t.auth.user: unknown key (expected one of `username`",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nauth = { password = \"p\" }\n",
+                "transport.t.auth.username: required",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nauth = { username = \"\", password = \"p\" }\n",
+                "transport.t.auth.username: \"\" must not be empty",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nauth = { username = \"u\", password = \"p\", password_file = \"f\" }\n",
+                "transport.t.auth: set exactly one of password and password_file",
+            ),
+            (
+                "[transport.t]\nkind = \"socks5\"\nproxy = \"127.0.0.1:1080\"\nproxy_username = \"u\"\nproxy_password = \"\"\n",
+                "transport.t.proxy_username: proxy user name and password must be 1 to 255 bytes",
+            ),
+            (
+                "[transport.t]\nkind = \"socks5\"\nproxy = \"127.0.0.1:1080\"\nproxy_password = \"p\"\n",
+                "transport.t.proxy_username: set both proxy_username and proxy_password, or neither",
+            ),
+            (
+                "[transport.t]\nkind = \"socks5\"\nproxy = \"127.0.0.1:1080\"\nehlo_hostname = \"bad name\"\n",
+                "transport.t.ehlo_hostname: \"bad name\" is not a valid host name",
             ),
             (
                 "[[route]]\ntransport = \"nope\"\n",

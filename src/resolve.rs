@@ -17,7 +17,7 @@ use rmox_core::dns::{
 };
 use rmox_driver::dns::{run_resolver, DnsClient, DnsRequests, UdpRuntime};
 
-use crate::config::TrustAd;
+use crate::config::{Resolver, TrustAd};
 use crate::Fail;
 
 /// Where answers come from.
@@ -37,28 +37,21 @@ pub enum Source {
     Zone(StaticZone),
 }
 
-/// From the config's `resolver` list: `zonefile:PATH` (relative to `base`), `ip:port`
-/// entries, or (empty) the system's /etc/resolv.conf; the AD bit believed as `trust` says.
-pub fn source(resolver: &[String], trust: TrustAd, base: &std::path::Path) -> Result<Source, Fail> {
-    if let Some(path) = resolver.iter().find_map(|r| r.strip_prefix("zonefile:")) {
-        let p = base.join(path);
-        let text = std::fs::read_to_string(&p)
-            .map_err(|e| Fail(format!("resolver zonefile {}: {e}", p.display())))?;
-        let zone = StaticZone::parse(&text)
-            .map_err(|e| Fail(format!("resolver zonefile {}: {e}", p.display())))?;
-        return Ok(Source::Zone(zone));
-    }
-    let mut servers: Vec<SocketAddr> = Vec::new();
-    for r in resolver {
-        servers.push(
-            r.parse()
-                .map_err(|_| Fail(format!("resolver {r:?}: not ip:port")))?,
-        );
-    }
-    if servers.is_empty() {
-        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        servers = rmox_core::dns::parse_resolv_conf(&text);
-    }
+/// From the config's `resolver`: a zone file (relative to `base`), servers, or the
+/// system's /etc/resolv.conf; the AD bit believed as `trust` says.
+pub fn source(resolver: &Resolver, trust: TrustAd, base: &std::path::Path) -> Result<Source, Fail> {
+    let servers: Vec<SocketAddr> = match resolver {
+        Resolver::Zonefile(path) => {
+            let zone = crate::config::read_zone(&base.join(path))
+                .map_err(|e| Fail(format!("resolver zonefile {e}")))?;
+            return Ok(Source::Zone(zone));
+        }
+        Resolver::Servers(servers) => servers.clone(),
+        Resolver::System => {
+            let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            rmox_core::dns::parse_resolv_conf(&text)
+        }
+    };
     if servers.is_empty() {
         return Err(Fail(
             "no DNS servers: set `resolver` in the config or fill /etc/resolv.conf".into(),
@@ -111,7 +104,7 @@ impl DnsLoop {
 /// loop to run as a runtime task. Until the loop runs, questions wait (blocking callers
 /// block): start it before anything asks.
 pub fn for_runtime(
-    resolver: &[String],
+    resolver: &Resolver,
     trust: TrustAd,
     base: &std::path::Path,
     seed: u64,
@@ -155,7 +148,7 @@ impl Dns {
     /// From the config's `resolver` list and AD trust (see [`source`]); real DNS runs on a
     /// resolver thread ([`start_thread`]).
     pub fn from_config(
-        resolver: &[String],
+        resolver: &Resolver,
         trust: TrustAd,
         base: &std::path::Path,
     ) -> Result<Dns, Fail> {
@@ -249,7 +242,8 @@ mod tests {
     fn trust_ad_by_setting() {
         let trust = |t: TrustAd, list: &[&str]| {
             let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
-            match source(&list, t, Path::new(".")).unwrap() {
+            let r = Resolver::parse(&list).unwrap();
+            match source(&r, t, Path::new(".")).unwrap() {
                 Source::Net(c) => c.trust_ad,
                 Source::Zone(_) => panic!("not a zone"),
             }
@@ -264,7 +258,8 @@ mod tests {
         assert!(trust(TrustAd::Always, &["127.0.0.1:53"]));
         assert!(!trust(TrustAd::Never, &["127.0.0.1:53"]));
         assert!(!trust(TrustAd::Never, &["192.0.2.53:53"]));
-        assert!(source(&["nonsense".into()], l, Path::new(".")).is_err());
+        let r = Resolver::Zonefile("/nonexistent/zone".into());
+        assert!(source(&r, l, Path::new(".")).is_err());
     }
 
     /// Blocking callers on several threads share the resolver thread and its cache; the
@@ -273,7 +268,7 @@ mod tests {
     fn blocking_callers_share_the_resolver_thread() {
         let server = responder(Behaviour::Truncate);
         let dns = Dns::from_config(
-            &[server.addr.to_string()],
+            &Resolver::Servers(vec![server.addr]),
             TrustAd::default(),
             Path::new("."),
         )
@@ -335,7 +330,7 @@ mod tests {
     fn run_check_asks_each_round_at_once() {
         let server = responder(Behaviour::Gather(3));
         let dns = Dns::from_config(
-            &[server.addr.to_string()],
+            &Resolver::Servers(vec![server.addr]),
             TrustAd::default(),
             Path::new("."),
         )

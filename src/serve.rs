@@ -201,9 +201,10 @@ pub fn exposed_files(c: &Config) -> Vec<String> {
 
 /// Everything `serve` reads besides the config text, checked the same way for
 /// `rmox config check` and at start: certificates and keys, DKIM keys, transports and their
-/// password files, the queue settings. A config that passes here does not fail later.
+/// password files, the resolver's zone file, the queue settings. A config that passes here does not fail later.
 pub fn check(c: &Config) -> Result<(), Fail> {
     c.transports()?;
+    c.zonefile()?;
     listener_tls(c)?;
     crate::world::load_dkim(c)?;
     c.queue.queue_config(&c.path)?;
@@ -309,7 +310,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     // One DNS loop for the server (sessions and deliveries share its cache), run as a task
     // of the chosen runtime next to the queue runner (`queue_task`); the sessions' blocking
     // callers reach it through its channel.
-    let (dns, dns_loop) = if c.localserve && c.resolver.is_empty() {
+    let (dns, dns_loop) = if c.localserve && c.resolver == crate::config::Resolver::System {
         (None, None)
     } else {
         let base = c.path.parent().unwrap_or(Path::new(".")).to_path_buf();

@@ -14,7 +14,8 @@ use crate::Fail;
 
 fn dns(resolver: &Option<String>) -> Result<Dns, Fail> {
     let list: Vec<String> = resolver.iter().cloned().collect();
-    Dns::from_config(&list, crate::config::TrustAd::default(), Path::new("."))
+    let r = crate::config::Resolver::parse(&list).map_err(|e| Fail(format!("--resolver {e}")))?;
+    Dns::from_config(&r, crate::config::TrustAd::default(), Path::new("."))
 }
 
 /// Runs a check against real DNS (or a zone file), bounded in questions.

@@ -961,7 +961,7 @@ fn harness_postfix_and_peers() {
     // land in the last table of the config, [postmaster]).
     let e = env(false, "");
     let dns = crate::resolve::Dns::from_config(
-        &["127.53.0.2:53".to_string()],
+        &crate::config::Resolver::Servers(vec!["127.53.0.2:53".parse().unwrap()]),
         crate::config::TrustAd::default(),
         Path::new("."),
     )

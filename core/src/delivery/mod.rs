@@ -836,12 +836,9 @@ impl DeliverySession {
             },
         };
         let mechanisms = match &target {
-            Target::Relay { auth: Some(a), .. } if !a.mechanisms.is_empty() => a
-                .mechanisms
-                .iter()
-                .filter_map(|m| Mechanism::from_name(m))
-                .map(Some)
-                .collect(),
+            Target::Relay { auth: Some(a), .. } if !a.mechanisms.is_empty() => {
+                a.mechanisms.iter().copied().map(Some).collect()
+            }
             _ => vec![None],
         };
         let domain = job.domain.clone();

@@ -1209,7 +1209,7 @@ fn smarthost_mechanism_fallback() {
         auth: Some(SmtpAuth {
             username: "mjl@mox.example".into(),
             password: "secret".into(),
-            mechanisms: vec!["XOAUTH-UNKNOWN".into(), "CRAM-MD5".into(), "PLAIN".into()],
+            mechanisms: vec![Mechanism::CramMd5, Mechanism::Plain],
         }),
     });
     let mut sc = ServerConfig::new("mox.example");

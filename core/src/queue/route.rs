@@ -96,9 +96,9 @@ pub struct SmtpAuth {
     pub username: String,
     /// Password.
     pub password: String,
-    /// Mechanisms allowed, strongest first; empty: the strongest the server offers among
-    /// SCRAM-SHA-256(-PLUS), SCRAM-SHA-1(-PLUS), CRAM-MD5, PLAIN.
-    pub mechanisms: Vec<String>,
+    /// Mechanisms allowed, in the order to try them; empty: the strongest the server
+    /// offers among SCRAM-SHA-256(-PLUS), SCRAM-SHA-1(-PLUS), CRAM-MD5, PLAIN.
+    pub mechanisms: Vec<crate::sasl::Mechanism>,
 }
 
 impl std::fmt::Debug for SmtpAuth {
