@@ -1,13 +1,15 @@
-//! rmox-driver: the one async loop that drives rmox's sans-IO server session over any
-//! byte stream, written once for every runtime.
+//! rmox-driver: the one async loop that drives rmox's sans-IO machines over byte streams,
+//! written once for every runtime.
 //!
 //! A runtime crate supplies three things through [`Runtime`]: a timer, a way to run
 //! blocking work (storage calls) off its reactor, and streams implementing `futures-io`
-//! (tokio's through `tokio-util`'s compat layer). Everything about SMTP stays in the core
-//! machine; this loop only moves bytes, deadlines and effect answers. Nothing here needs
-//! `Send`: glommio tasks are `!Send`. The same is done for HTTP server connections
-//! ([`http`]), outbound delivery ([`outbound`]) and DNS ([`dns`]); [`accept`] serves a
-//! listener of either kind ([`accept::Service`]).
+//! (tokio's through `tokio-util`'s compat layer). Everything about the protocols stays in
+//! the core machines; the loop ([`machine::drive`]) only moves bytes, deadlines and effect
+//! answers. Nothing here needs `Send`: glommio tasks are `!Send`. Every stream machine runs
+//! on that loop through a thin adapter: the SMTP server session (here, [`serve`]), HTTP
+//! server connections ([`http`]), outbound delivery ([`outbound`]) and HTTPS fetches
+//! ([`fetch`]); DNS over UDP has its own loop ([`dns`]); [`accept`] serves a listener of
+//! either kind ([`accept::Service`]).
 
 pub mod accept;
 pub mod dns;
