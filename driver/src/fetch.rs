@@ -4,7 +4,8 @@
 //! The machine asks for a connection by host **name**; this loop resolves it through the
 //! caller's asynchronous DNS callback (A, then AAAA), tries the addresses in that order
 //! with [`Net::connect`] (each bounded by the time the machine has left), and then moves
-//! bytes between the stream and the machine (TLS and HTTP live in core) until it is done.
+//! bytes between the stream and the machine (TLS and HTTP live in core) until it is done,
+//! through [`crate::machine::drive`].
 //! The machine's own deadline bounds the whole fetch; this loop adds none of its own
 //! except the write timeout.
 
@@ -13,16 +14,19 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncRead, AsyncWriteExt, FutureExt};
+use futures_lite::FutureExt;
 use rmox_core::dns::{Lookup, LookupResult, Record, RecordType};
 use rmox_core::http::fetch::{
     Completion, Effect, FetchConfig, FetchError, FetchRequest, HttpsFetch, Input, Output,
 };
 use rmox_core::http::Response;
+use rmox_core::{Now, Token};
 
+use crate::machine::{
+    drive, Answer, Answers, ConnId, Connecting, End, Eof, In, IoOp, Machine, Overflow, Step,
+};
 use crate::now;
 use crate::outbound::Net;
 
@@ -31,9 +35,6 @@ pub type Resolve = Arc<dyn Fn(Vec<Lookup>) -> Pin<Box<dyn Future<Output = Vec<Lo
 
 /// Longest a write may block (the server not reading).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Size of one socket read.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// Input the machine has not taken yet, kept before the connection is treated as broken.
 const MAX_UNCONSUMED: usize = 1 << 20;
@@ -96,8 +97,11 @@ async fn connect<R: Net>(
     Err(last)
 }
 
+/// The connection of a fetch (its only one).
+const CONN: ConnId = ConnId(0);
+
 /// Fetches `request` with `config` on `rt`, resolving host names through `resolve`: the
-/// response (any status) or why not.
+/// response (any status) or why not ([`crate::machine::drive`] over [`Fetch`]).
 pub async fn fetch<R: Net>(
     rt: R,
     config: Arc<FetchConfig>,
@@ -106,106 +110,120 @@ pub async fn fetch<R: Net>(
 ) -> Result<Response, FetchError> {
     let start = now();
     let deadline = start.mono + config.timeout;
-    let mut m = HttpsFetch::new(config, request, start);
-    let mut stream: Option<R::Stream> = None;
-    let mut tx = Vec::with_capacity(1024);
-    let mut chunk = vec![0u8; READ_CHUNK];
-    let mut inbuf: Vec<u8> = Vec::new();
-    loop {
-        let idle = loop {
-            match m.poll(now(), &mut tx) {
-                Output::Transmit => {
-                    let r = match stream.as_mut() {
-                        Some(s) => {
-                            let limit = rt.sleep_until(Instant::now() + WRITE_TIMEOUT);
-                            s.write_all(&tx)
-                                .or(async {
-                                    limit.await;
-                                    Err(io::Error::from(io::ErrorKind::TimedOut))
-                                })
-                                .await
-                        }
-                        None => Err(io::Error::from(io::ErrorKind::NotConnected)),
-                    };
-                    tx.clear();
-                    if r.is_err() {
-                        stream = None;
-                        m.handle(now(), Input::Closed);
-                    }
-                }
-                Output::Effect(token, Effect::Connect { host, port, .. }) => {
-                    let c = connect(&rt, &resolve, &host, port, deadline)
-                        .or(async {
-                            rt.sleep_until(deadline).await;
-                            Err("timed out".to_string())
-                        })
-                        .await;
-                    let completion = match c {
-                        Ok(s) => {
-                            stream = Some(s);
-                            Completion::Connected
-                        }
-                        Err(e) => Completion::ConnectFailed(e),
-                    };
-                    m.handle(now(), Input::Completed(token, completion));
-                }
-                Output::Close => {
-                    if let Some(mut s) = stream.take() {
-                        let _ = s.flush().await;
-                        let _ = s.close().await;
-                    }
-                }
-                Output::Idle { deadline, .. } => break deadline,
-                Output::Done => {
-                    return m
-                        .take_result()
-                        // Done means the result is set; never without one.
-                        .unwrap_or(Err(FetchError::Timeout));
-                }
+    let machine = Fetch {
+        m: HttpsFetch::new(config, request, start),
+        deadline,
+    };
+    let answers = FetchAnswers {
+        rt: rt.clone(),
+        resolve,
+        deadline,
+    };
+    match drive(&rt, machine, &answers, None, None).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+/// The HTTPS fetch as a [`Machine`]: one connection, opened by host name when the machine
+/// asks; the end of stream, an I/O error or 1 MiB of unconsumed input drops it; the
+/// machine's deadline (or the fetch's) bounds every wait.
+struct Fetch {
+    m: HttpsFetch,
+    /// When the whole fetch times out.
+    deadline: Instant,
+}
+
+/// A connection the fetch asks for: the effect's token, the host name and the port.
+struct Dial {
+    token: Token,
+    host: String,
+    port: u16,
+}
+
+impl Machine for Fetch {
+    type Token = Token;
+    type Effect = std::convert::Infallible;
+    type Completion = std::convert::Infallible;
+    type Event = std::convert::Infallible;
+    type Dial = Dial;
+    type Outcome = Result<Response, FetchError>;
+    type Error = std::convert::Infallible;
+
+    const MAX_UNCONSUMED: usize = MAX_UNCONSUMED;
+    const OVERFLOW: Overflow = Overflow::Drop;
+    const EOF: Eof = Eof::Drop;
+    const WRITE_TIMEOUT: Option<Duration> = Some(WRITE_TIMEOUT);
+
+    fn poll(&mut self, now: Now, tx: &mut Vec<u8>) -> Step<Self> {
+        match self.m.poll(now, tx) {
+            Output::Transmit => Step::Transmit(CONN),
+            Output::Effect(token, Effect::Connect { host, port, .. }) => {
+                Step::Connect(CONN, Dial { token, host, port })
             }
-        };
-        if let Some(s) = stream.as_mut() {
-            let _ = s.flush().await;
+            Output::Close => Step::Close(CONN),
+            Output::Idle { deadline, .. } => Step::Idle(Some(deadline.unwrap_or(self.deadline))),
+            Output::Done => Step::Done,
         }
-        let d = idle.unwrap_or(deadline);
-        if Instant::now() >= d {
-            m.handle(now(), Input::Timeout);
-            continue;
-        }
-        let Some(s) = stream.as_mut() else {
-            // Not connected and idle: only the deadline can move the machine.
-            rt.sleep_until(d).await;
-            m.handle(now(), Input::Timeout);
-            continue;
+    }
+
+    fn handle(&mut self, now: Now, input: In<'_, Self>) -> Result<usize, Self::Error> {
+        let input = match input {
+            In::Received(_, bytes) => return Ok(self.m.handle(now, Input::Received(bytes))),
+            In::Closed(_) | In::Overflow(_) => Input::Closed,
+            In::Failed(_, IoOp::Flush, _) => return Ok(0),
+            In::Failed(_, _, _) => Input::Closed,
+            In::Connected(_, dial, r) => Input::Completed(
+                dial.token,
+                match r {
+                    Ok(()) => Completion::Connected,
+                    Err(e) => Completion::ConnectFailed(e.to_string()),
+                },
+            ),
+            In::Completed(_, never) => match never {},
+            In::Timeout => Input::Timeout,
+            In::Shutdown => return Ok(0),
         };
-        let mut timer = rt.sleep_until(d);
-        let read = futures_lite::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = Pin::new(&mut *s).poll_read(cx, &mut chunk) {
-                return Poll::Ready(Some(r));
-            }
-            if timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            Poll::Pending
+        Ok(self.m.handle(now, input))
+    }
+
+    fn end(mut self, _: End) -> Self::Outcome {
+        self.m
+            .take_result()
+            // Done means the result is set; never without one (and a fetch always has a
+            // deadline, so it never stalls).
+            .unwrap_or(Err(FetchError::Timeout))
+    }
+}
+
+/// Opens the fetch's connection: the host's addresses through the DNS callback, each tried
+/// within the time the fetch has left.
+struct FetchAnswers<R> {
+    rt: R,
+    resolve: Resolve,
+    deadline: Instant,
+}
+
+impl<R: Net> Answers<Fetch, R::Stream> for FetchAnswers<R> {
+    fn answer(&self, effect: std::convert::Infallible) -> Answer<std::convert::Infallible> {
+        match effect {}
+    }
+
+    fn connect(&self, dial: &Dial) -> Connecting<R::Stream> {
+        let (rt, resolve, deadline) = (self.rt.clone(), Arc::clone(&self.resolve), self.deadline);
+        let (host, port) = (dial.host.clone(), dial.port);
+        Box::pin(async move {
+            connect(&rt, &resolve, &host, port, deadline)
+                .or(async {
+                    rt.sleep_until(deadline).await;
+                    Err("timed out".to_string())
+                })
+                .await
+                .map_err(io::Error::other)
         })
-        .await;
-        match read {
-            None => {
-                m.handle(now(), Input::Timeout);
-            }
-            Some(Ok(n)) if n > 0 => {
-                inbuf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                let used = m.handle(now(), Input::Received(&inbuf));
-                inbuf.drain(..used.min(inbuf.len()));
-                if inbuf.len() > MAX_UNCONSUMED {
-                    stream = None;
-                    m.handle(now(), Input::Closed);
-                }
-            }
-            Some(_) => {
-                stream = None;
-                m.handle(now(), Input::Closed);
-            }
-        }
+    }
+
+    fn event(&self, event: std::convert::Infallible) {
+        match event {}
     }
 }

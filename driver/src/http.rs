@@ -1,17 +1,20 @@
 //! The HTTP server loop, written once for every runtime: drives a core
-//! [`HttpServerSession`] over any byte stream, as [`crate::serve`] drives the SMTP session.
+//! [`HttpServerSession`] over any byte stream through [`crate::machine::drive`], as
+//! [`crate::serve`] drives the SMTP session.
 //! Requests go to an [`HttpAnswerer`]; answers that need blocking work run on the runtime's
 //! blocking pool.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
+use futures_lite::{AsyncRead, AsyncWrite};
 use rmox_core::http::server::{Completion, Effect, Event, Input, Output};
 use rmox_core::http::{HttpServerSession, RequestHead, Response, ServerConfig};
+use rmox_core::{Now, Token};
 
+use crate::machine::{
+    drive, Answer, Answers, ConnId, Connecting, End, Eof, In, Machine, Overflow, Step,
+};
 use crate::{now, Runtime, Shutdown};
 
 /// Answers HTTP requests (routing by host and path). `answer` runs on the blocking pool.
@@ -27,31 +30,21 @@ pub trait HttpAnswerer: Send + Sync + 'static {
     }
 }
 
-/// Size of one socket read.
-const READ_CHUNK: usize = 16 * 1024;
-
-/// Unconsumed input kept before the connection is dropped (the session stops consuming
-/// while its pipeline is full).
+/// Unconsumed input kept before reads stop (the session stops consuming while its
+/// pipeline is full).
 const MAX_UNCONSUMED: usize = 1 << 20;
 
-/// A response being computed on the blocking pool.
-type Answering = Pin<Box<dyn std::future::Future<Output = Response>>>;
-
-enum Woke {
-    Answer(Response),
-    Read(std::io::Result<usize>),
-    Timer,
-    Stop,
-}
+/// The connection of an HTTP server session (its only one).
+const CONN: ConnId = ConnId(0);
 
 /// Drives `session` over `stream` until it closes, the peer goes away, or shutdown is
-/// triggered while no request is waiting for its answer. Requests the session refuses
-/// (400, 408, 413, 431, 501, 503) and TLS failures are logged at info; the answerer logs
-/// the requests it answers.
+/// triggered while no request is waiting for its answer ([`crate::machine::drive`] over
+/// [`Http`]). Requests the session refuses (400, 408, 413, 431, 501, 503) and TLS failures
+/// are logged at info; the answerer logs the requests it answers.
 pub async fn serve_http<S, R>(
     rt: R,
-    mut stream: S,
-    mut session: HttpServerSession,
+    stream: S,
+    session: HttpServerSession,
     answerer: Arc<dyn HttpAnswerer>,
     remote: SocketAddr,
     cid: u64,
@@ -61,119 +54,134 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     R: Runtime,
 {
-    let mut inbuf: Vec<u8> = Vec::new();
-    let mut tx: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; READ_CHUNK];
-    let mut eof = false;
-    let mut closed_sent = false;
-    let mut pending: std::collections::VecDeque<(rmox_core::Token, Answering)> =
-        std::collections::VecDeque::new();
-    loop {
-        let deadline = loop {
-            match session.poll(now(), &mut tx) {
-                Output::Transmit => {
-                    stream.write_all(&tx).await?;
-                    tx.clear();
-                }
-                Output::Effect(token, Effect::Request { head, body }) => {
-                    match answerer.answer_now(remote, &head, &body) {
-                        Some(r) => {
-                            session.handle(now(), Input::Completed(token, Completion::Response(r)));
-                            offer(&mut session, &mut inbuf);
-                        }
-                        None => {
-                            let a = Arc::clone(&answerer);
-                            pending.push_back((
-                                token,
-                                rt.unblock(Box::new(move || a.answer(remote, head, body))),
-                            ));
-                        }
-                    }
-                }
-                Output::Event(ev) => log_event(cid, remote, &ev),
-                Output::Idle { deadline, .. } => break deadline,
-                Output::Close => {
-                    let _ = stream.flush().await;
-                    let _ = stream.close().await;
-                    return Ok(());
-                }
-            }
-        };
-        stream.flush().await?;
-        // Requests still buffered here (a full pipeline) are offered before the session
-        // learns that no more input comes, so that they are answered too.
-        if eof && !closed_sent && (inbuf.is_empty() || pending.is_empty()) {
-            closed_sent = true;
-            session.handle(now(), Input::Closed);
-            continue;
-        }
-        if let Some(d) = deadline {
-            if Instant::now() >= d {
-                session.handle(now(), Input::Timeout);
-                offer(&mut session, &mut inbuf);
-                continue;
-            }
-        }
-        if shutdown.is_triggered() && pending.is_empty() {
-            // Requests answered: an idle keep-alive connection does not delay shutdown.
-            let _ = stream.close().await;
-            return Ok(());
-        }
-        if eof && pending.is_empty() && deadline.is_none() {
-            return Ok(());
-        }
-        let read = async {
-            if eof || inbuf.len() > MAX_UNCONSUMED {
-                futures_lite::future::pending::<()>().await;
-            }
-            Woke::Read(stream.read(&mut chunk).await)
-        };
-        let answer = async {
-            match pending.front_mut() {
-                Some((_, f)) => Woke::Answer(f.await),
-                None => futures_lite::future::pending::<Woke>().await,
-            }
-        };
-        let timer = async {
-            match deadline {
-                Some(d) => rt.sleep_until(d).await,
-                None => futures_lite::future::pending::<()>().await,
-            }
-            Woke::Timer
-        };
-        let stop = async {
-            shutdown.wait().await;
-            Woke::Stop
-        };
-        match answer.or(read).or(timer).or(stop).await {
-            Woke::Answer(r) => {
-                if let Some((token, _)) = pending.pop_front() {
-                    session.handle(now(), Input::Completed(token, Completion::Response(r)));
-                    offer(&mut session, &mut inbuf);
-                }
-            }
-            Woke::Read(Ok(0)) => eof = true,
-            Woke::Read(Ok(n)) => {
-                inbuf.extend_from_slice(&chunk[..n]);
-                offer(&mut session, &mut inbuf);
-            }
-            Woke::Read(Err(e)) => return Err(e),
-            Woke::Timer => {
-                session.handle(now(), Input::Timeout);
-                offer(&mut session, &mut inbuf);
-            }
-            Woke::Stop => {}
-        }
-    }
+    let answers = HttpAnswers {
+        rt: rt.clone(),
+        answerer,
+        remote,
+        cid,
+    };
+    let machine = Http {
+        session,
+        closed: false,
+        shutdown: false,
+        outstanding: 0,
+    };
+    drive(
+        &rt,
+        machine,
+        &answers,
+        Some((CONN, stream)),
+        Some(&shutdown),
+    )
+    .await
 }
 
-/// Offers buffered input to the session and drops what it consumed.
-fn offer(session: &mut HttpServerSession, inbuf: &mut Vec<u8>) {
-    if inbuf.is_empty() {
-        return;
+/// The HTTP server session as a [`Machine`]: one connection, reads held while 1 MiB waits
+/// unconsumed, pipelined requests answered before the peer's end of stream is given; after
+/// shutdown the connection closes once no request waits for its answer.
+struct Http {
+    session: HttpServerSession,
+    /// The connection is closed (or being closed).
+    closed: bool,
+    /// Shutdown was triggered.
+    shutdown: bool,
+    /// Requests sent to the answerer and not answered yet.
+    outstanding: usize,
+}
+
+impl Machine for Http {
+    type Token = Token;
+    type Effect = Effect;
+    type Completion = Completion;
+    type Event = Event;
+    type Dial = std::convert::Infallible;
+    type Outcome = ();
+    type Error = std::io::Error;
+
+    const MAX_UNCONSUMED: usize = MAX_UNCONSUMED;
+    const OVERFLOW: Overflow = Overflow::Hold;
+    const EOF: Eof = Eof::HalfOpenAfterInput;
+
+    fn poll(&mut self, now: Now, tx: &mut Vec<u8>) -> Step<Self> {
+        if self.closed {
+            return Step::Done;
+        }
+        match self.session.poll(now, tx) {
+            Output::Transmit => Step::Transmit(CONN),
+            Output::Effect(token, effect) => {
+                self.outstanding += 1;
+                Step::Effect(token, effect)
+            }
+            Output::Event(ev) => Step::Event(ev),
+            Output::Idle { .. } if self.shutdown && self.outstanding == 0 => {
+                // Requests answered: an idle keep-alive connection does not delay shutdown.
+                self.closed = true;
+                Step::Close(CONN)
+            }
+            Output::Idle { deadline, .. } => Step::Idle(deadline),
+            Output::Close => {
+                self.closed = true;
+                Step::Close(CONN)
+            }
+        }
     }
-    let n = session.handle(now(), Input::Received(inbuf));
-    inbuf.drain(..n.min(inbuf.len()));
+
+    fn handle(&mut self, now: Now, input: In<'_, Self>) -> std::io::Result<usize> {
+        let input = match input {
+            In::Received(_, bytes) => Input::Received(bytes),
+            In::Closed(_) => Input::Closed,
+            In::Failed(_, _, e) => return Err(e),
+            // Reads stop instead (Overflow::Hold).
+            In::Overflow(_) => return Ok(0),
+            In::Connected(_, dial, _) => match dial {},
+            In::Completed(token, c) => {
+                self.outstanding = self.outstanding.saturating_sub(1);
+                Input::Completed(token, c)
+            }
+            In::Timeout => Input::Timeout,
+            In::Shutdown => {
+                self.shutdown = true;
+                return Ok(0);
+            }
+        };
+        Ok(self.session.handle(now, input))
+    }
+
+    fn end(self, _: End) {}
+}
+
+/// Requests go to the [`HttpAnswerer`]: at once when it can, else on the blocking pool.
+struct HttpAnswers<R> {
+    rt: R,
+    answerer: Arc<dyn HttpAnswerer>,
+    remote: SocketAddr,
+    cid: u64,
+}
+
+impl<R: Runtime, S> Answers<Http, S> for HttpAnswers<R> {
+    fn answer(&self, effect: Effect) -> Answer<Completion> {
+        let Effect::Request { head, body } = effect;
+        match self.answerer.answer_now(self.remote, &head, &body) {
+            Some(r) => Answer::Now(Completion::Response(r)),
+            None => {
+                let (a, remote) = (Arc::clone(&self.answerer), self.remote);
+                Answer::Later {
+                    answer: self.rt.unblock(Box::new(move || {
+                        Completion::Response(a.answer(remote, head, body))
+                    })),
+                    hold_input: false,
+                }
+            }
+        }
+    }
+
+    fn connect(&self, dial: &std::convert::Infallible) -> Connecting<S> {
+        match *dial {}
+    }
+
+    fn event(&self, ev: Event) {
+        log_event(self.cid, self.remote, &ev);
+    }
 }
 
 fn log_event(cid: u64, remote: SocketAddr, ev: &Event) {

@@ -1,18 +1,21 @@
-//! rmox-driver: the one async loop that drives rmox's sans-IO server session over any
-//! byte stream, written once for every runtime.
+//! rmox-driver: the one async loop that drives rmox's sans-IO machines over byte streams,
+//! written once for every runtime.
 //!
 //! A runtime crate supplies three things through [`Runtime`]: a timer, a way to run
 //! blocking work (storage calls) off its reactor, and streams implementing `futures-io`
-//! (tokio's through `tokio-util`'s compat layer). Everything about SMTP stays in the core
-//! machine; this loop only moves bytes, deadlines and effect answers. Nothing here needs
-//! `Send`: glommio tasks are `!Send`. The same is done for HTTP server connections
-//! ([`http`]), outbound delivery ([`outbound`]) and DNS ([`dns`]); [`accept`] serves a
-//! listener of either kind ([`accept::Service`]).
+//! (tokio's through `tokio-util`'s compat layer). Everything about the protocols stays in
+//! the core machines; the loop ([`machine::drive`]) only moves bytes, deadlines and effect
+//! answers. Nothing here needs `Send`: glommio tasks are `!Send`. Every stream machine runs
+//! on that loop through a thin adapter: the SMTP server session (here, [`serve`]), HTTP
+//! server connections ([`http`]), outbound delivery ([`outbound`]) and HTTPS fetches
+//! ([`fetch`]); DNS over UDP has its own loop ([`dns`]); [`accept`] serves a listener of
+//! either kind ([`accept::Service`]).
 
 pub mod accept;
 pub mod dns;
 pub mod fetch;
 pub mod http;
+pub mod machine;
 pub mod outbound;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -25,9 +28,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
+use futures_lite::{AsyncRead, AsyncWrite};
+use machine::{Answer, Answers, ConnId, End, Eof, In, Machine, Overflow, Step};
 use rmox_core::server::{Completion, Effect, Event, Input, Output, ServerSession};
-use rmox_core::{Now, UnixTime};
+use rmox_core::{Now, Token, UnixTime};
 
 /// What the driver needs from a runtime.
 pub trait Runtime: Clone + 'static {
@@ -154,17 +158,18 @@ impl std::fmt::Display for ConnError {
 /// Unconsumed input kept before the connection is dropped.
 const MAX_UNCONSUMED: usize = 8 << 20;
 
-/// Size of one socket read.
-const READ_CHUNK: usize = 16 * 1024;
-
 /// First size of the read buffer: most sessions are command lines and small messages, and
-/// idle sessions should cost little memory; it grows to [`READ_CHUNK`] on a full read.
+/// idle sessions should cost little memory; it grows to [`machine::READ_CHUNK`] on a full
+/// read.
 const FIRST_CHUNK: usize = 1024;
 
-/// Drives `session` over `stream` until it closes. Bytes the session did not consume yet
-/// stay buffered and are offered again after the next input (backpressure: while the
-/// session waits for an effect it consumes nothing and we stop reading).
-/// [`Answerer::ended`] is called when it returns, on every path.
+/// The connection of a server session (its only one).
+const CONN: ConnId = ConnId(0);
+
+/// Drives `session` over `stream` until it closes ([`machine::drive`] over [`Smtp`]).
+/// Bytes the session did not consume yet stay buffered and are offered again after the
+/// next input (backpressure: while the session waits for an effect it consumes nothing
+/// and we stop reading). [`Answerer::ended`] is called when it returns, on every path.
 pub async fn serve<S, R>(
     rt: R,
     stream: S,
@@ -177,189 +182,113 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     R: Runtime,
 {
-    let r = serve_session(rt, stream, session, Arc::clone(&answerer), cid, shutdown).await;
+    let answers = SmtpAnswers {
+        rt: rt.clone(),
+        answerer: Arc::clone(&answerer),
+        cid,
+    };
+    let machine = Smtp {
+        session,
+        closed: false,
+    };
+    let r = machine::drive(
+        &rt,
+        machine,
+        &answers,
+        Some((CONN, stream)),
+        Some(&shutdown),
+    )
+    .await;
     answerer.ended(cid);
     r
 }
 
-async fn serve_session<S, R>(
+/// The SMTP server session as a [`Machine`]: one connection, kept open for writing after
+/// the peer's end of stream; 8 MiB of unconsumed input ends the session with a 421.
+struct Smtp {
+    session: ServerSession,
+    /// The session said [`Output::Close`].
+    closed: bool,
+}
+
+impl Machine for Smtp {
+    type Token = Token;
+    type Effect = Effect;
+    type Completion = Completion;
+    type Event = Event;
+    type Dial = std::convert::Infallible;
+    type Outcome = ();
+    type Error = ConnError;
+
+    const FIRST_READ: usize = FIRST_CHUNK;
+    const MAX_UNCONSUMED: usize = MAX_UNCONSUMED;
+    const OVERFLOW: Overflow = Overflow::Tell;
+    const EOF: Eof = Eof::HalfOpen;
+
+    fn poll(&mut self, now: Now, tx: &mut Vec<u8>) -> Step<Self> {
+        if self.closed {
+            return Step::Done;
+        }
+        match self.session.poll(now, tx) {
+            Output::Transmit => Step::Transmit(CONN),
+            Output::Effect(token, effect) => Step::Effect(token, effect),
+            Output::Event(ev) => Step::Event(ev),
+            Output::Idle { deadline, .. } => Step::Idle(deadline),
+            Output::Close => {
+                self.closed = true;
+                Step::Close(CONN)
+            }
+        }
+    }
+
+    fn handle(&mut self, now: Now, input: In<'_, Self>) -> Result<usize, ConnError> {
+        let input = match input {
+            In::Received(_, bytes) => Input::Received(bytes),
+            In::Closed(_) => Input::PeerClosed,
+            In::Failed(_, _, e) => return Err(ConnError::Io(e)),
+            In::Overflow(_) => Input::Overflow,
+            In::Connected(_, dial, _) => match dial {},
+            In::Completed(token, c) => Input::Completed(token, c),
+            In::Timeout => Input::Timeout,
+            In::Shutdown => Input::Shutdown,
+        };
+        self.session.handle(now, input).map_err(ConnError::Session)
+    }
+
+    fn end(self, _: End) {}
+}
+
+/// The SMTP session's effects go to the [`Answerer`]: at once when it can, else on the
+/// blocking pool; a spool write holds input until it is answered.
+struct SmtpAnswers<R> {
     rt: R,
-    mut stream: S,
-    mut session: ServerSession,
     answerer: Arc<dyn Answerer>,
     cid: u64,
-    shutdown: Arc<Shutdown>,
-) -> Result<(), ConnError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    R: Runtime,
-{
-    let mut inbuf: Vec<u8> = Vec::new();
-    let mut tx: Vec<u8> = Vec::with_capacity(512);
-    let mut chunk = vec![0u8; FIRST_CHUNK];
-    let mut eof = false;
-    let mut peer_closed_sent = false;
-    let mut shutdown_sent = false;
-    // The last effect sent to the pool was a spool write.
-    let mut spooling = false;
-    // Effects answered on the blocking pool, oldest first. The session has a deadline for
-    // each (its `Timer::Effect`), so an answer that never comes does not pin the
-    // connection: the wait below races the answer against input, the deadline and
-    // shutdown, and an answer arriving after its deadline is ignored by the session.
-    let mut pending: std::collections::VecDeque<(rmox_core::Token, Answering)> =
-        std::collections::VecDeque::new();
-    loop {
-        if !shutdown_sent && shutdown.is_triggered() {
-            shutdown_sent = true;
-            session
-                .handle(now(), Input::Shutdown)
-                .map_err(ConnError::Session)?;
-        }
-        // Drain outputs until idle.
-        let deadline = loop {
-            match session.poll(now(), &mut tx) {
-                Output::Transmit => {
-                    stream.write_all(&tx).await.map_err(ConnError::Io)?;
-                    tx.clear();
-                }
-                Output::Effect(token, effect) => match answerer.answer_now(&effect) {
-                    Some(c) => {
-                        session
-                            .handle(now(), Input::Completed(token, c))
-                            .map_err(ConnError::Session)?;
-                        offer(&mut session, &mut inbuf)?;
-                    }
-                    None => {
-                        spooling = matches!(effect, Effect::Spool { .. });
-                        let a = Arc::clone(&answerer);
-                        pending.push_back((token, rt.unblock(Box::new(move || a.answer(effect)))));
-                    }
-                },
-                Output::Event(ev) => {
-                    tracing::debug!(cid, event = ?ev, "smtp");
-                    answerer.event(cid, &ev);
-                }
-                Output::Idle { deadline, .. } => break deadline,
-                Output::Close => {
-                    let _ = stream.flush().await;
-                    let _ = stream.close().await;
-                    return Ok(());
-                }
-            }
-        };
-        stream.flush().await.map_err(ConnError::Io)?;
-        if eof && !peer_closed_sent {
-            peer_closed_sent = true;
-            session
-                .handle(now(), Input::PeerClosed)
-                .map_err(ConnError::Session)?;
-            continue;
-        }
-        // Wait for input, an effect's answer, the deadline or shutdown.
-        if let Some(d) = deadline {
-            if Instant::now() >= d {
-                session
-                    .handle(now(), Input::Timeout)
-                    .map_err(ConnError::Session)?;
-                offer(&mut session, &mut inbuf)?;
-                continue;
-            }
-        }
-        if eof && pending.is_empty() && deadline.is_none() {
-            // The peer is gone and the session waits for nothing we can give it.
-            return Ok(());
-        }
-        // While message data is being spooled the session takes no input: reading on would
-        // only move the message from the socket into this buffer (backpressure instead).
-        let hold_input = spooling && !pending.is_empty();
-        let read = async {
-            if eof || hold_input {
-                futures_lite::future::pending::<()>().await;
-            }
-            Woke::Read(stream.read(&mut chunk).await)
-        };
-        let answer = async {
-            match pending.front_mut() {
-                Some((_, f)) => Woke::Answer(f.await),
-                None => futures_lite::future::pending::<Woke>().await,
-            }
-        };
-        let timer = async {
-            match deadline {
-                Some(d) => rt.sleep_until(d).await,
-                None => futures_lite::future::pending::<()>().await,
-            }
-            Woke::Timer
-        };
-        let stop = async {
-            if shutdown_sent {
-                futures_lite::future::pending::<()>().await;
-            }
-            shutdown.wait().await;
-            Woke::Stop
-        };
-        match answer.or(read).or(timer).or(stop).await {
-            Woke::Answer(completion) => {
-                if let Some((token, _)) = pending.pop_front() {
-                    session
-                        .handle(now(), Input::Completed(token, completion))
-                        .map_err(ConnError::Session)?;
-                    offer(&mut session, &mut inbuf)?;
-                }
-            }
-            Woke::Read(Ok(0)) => eof = true,
-            Woke::Read(Ok(n)) => {
-                if inbuf.len() > MAX_UNCONSUMED {
-                    // Told why (421) and closed by the session.
-                    inbuf.clear();
-                    session
-                        .handle(now(), Input::Overflow)
-                        .map_err(ConnError::Session)?;
-                    continue;
-                }
-                inbuf.extend_from_slice(&chunk[..n]);
-                if n == chunk.len() && chunk.len() < READ_CHUNK {
-                    chunk.resize(READ_CHUNK, 0);
-                }
-                offer(&mut session, &mut inbuf)?;
-            }
-            Woke::Read(Err(e)) => return Err(ConnError::Io(e)),
-            Woke::Timer => {
-                session
-                    .handle(now(), Input::Timeout)
-                    .map_err(ConnError::Session)?;
-                offer(&mut session, &mut inbuf)?;
-            }
-            Woke::Stop => {}
-        }
-    }
 }
 
-/// An effect being answered on the blocking pool.
-type Answering = Pin<Box<dyn Future<Output = Completion>>>;
-
-/// What ended one wait of the session loop.
-enum Woke {
-    /// An effect's answer (the oldest pending one).
-    Answer(Completion),
-    /// A read finished.
-    Read(std::io::Result<usize>),
-    /// The session's deadline passed.
-    Timer,
-    /// Shutdown was triggered.
-    Stop,
-}
-
-/// Offers buffered input to the session and drops what it consumed.
-fn offer(session: &mut ServerSession, inbuf: &mut Vec<u8>) -> Result<(), ConnError> {
-    if inbuf.is_empty() {
-        return Ok(());
+impl<R: Runtime, S> Answers<Smtp, S> for SmtpAnswers<R> {
+    fn answer(&self, effect: Effect) -> Answer<Completion> {
+        match self.answerer.answer_now(&effect) {
+            Some(c) => Answer::Now(c),
+            None => {
+                let hold_input = matches!(effect, Effect::Spool { .. });
+                let a = Arc::clone(&self.answerer);
+                Answer::Later {
+                    answer: self.rt.unblock(Box::new(move || a.answer(effect))),
+                    hold_input,
+                }
+            }
+        }
     }
-    let n = session
-        .handle(now(), Input::Received(inbuf))
-        .map_err(ConnError::Session)?;
-    inbuf.drain(..n.min(inbuf.len()));
-    Ok(())
+
+    fn connect(&self, dial: &std::convert::Infallible) -> machine::Connecting<S> {
+        match *dial {}
+    }
+
+    fn event(&self, ev: Event) {
+        tracing::debug!(cid = self.cid, event = ?ev, "smtp");
+        self.answerer.event(self.cid, &ev);
+    }
 }
 
 /// One accepted connection, start to end: a session for the peer, served until it closes,

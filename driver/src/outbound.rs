@@ -23,10 +23,9 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
+use futures_lite::{AsyncRead, AsyncWrite};
 use rmox_core::delivery::{
     Completion, ConnId, DeliverySession, Effect, Event, HostTls, Input, Output, Report,
 };
@@ -40,8 +39,11 @@ use rmox_core::tlspolicy::{
     message_tls, CacheUpdate, FetchResponse, HostVerdict, PolicyConfig, PolicySession,
     SessionResult, StsCacheEntry,
 };
-use rmox_core::Token;
+use rmox_core::{Now, Token};
 
+use crate::machine::{
+    drive, Answer, Answers, Connecting, End, Eof, In, IoOp, Machine, Overflow, Step,
+};
 use crate::{now, Runtime};
 
 /// What the outbound loop needs from a runtime beyond [`Runtime`]: outgoing TCP
@@ -144,70 +146,14 @@ pub struct Delivered {
     pub tls_results: Vec<SessionResult>,
 }
 
-impl Policy {
-    fn new(answerer: Arc<dyn PolicyAnswerer>, domain: &str, requiretls: Option<bool>) -> Policy {
-        Policy {
-            session: PolicySession::new(answerer.config(), domain, message_tls(requiretls), now()),
-            answerer,
-            asks: Vec::new(),
-            verdicts: BTreeMap::new(),
-            pending: Vec::new(),
-            writes: Vec::new(),
-            deadline: None,
-        }
-    }
-}
-
-/// A policy effect being answered.
-type PolicyAnswering = Pin<Box<dyn Future<Output = PCompletion>>>;
-
-/// The policy machine of one delivery and what it waits for.
-struct Policy {
-    answerer: Arc<dyn PolicyAnswerer>,
-    session: PolicySession,
-    /// Delivery tokens waiting for a host's verdict.
-    asks: Vec<(String, Token)>,
-    /// Verdicts given, by host (the last one per host).
-    verdicts: BTreeMap<String, HostVerdict>,
-    pending: Vec<(Token, PolicyAnswering)>,
-    /// Cache writes in progress.
-    writes: Vec<Pin<Box<dyn Future<Output = ()>>>>,
-    deadline: Option<Instant>,
-}
-
 /// Longest a write may block (the peer not reading).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Size of one socket read.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// Unconsumed input kept per connection before it is treated as broken.
 const MAX_UNCONSUMED: usize = 1 << 20;
 
-/// An effect being answered on the blocking pool.
-type Answering = Pin<Box<dyn Future<Output = Completion>>>;
-
 /// DNS answers on their way ([`DeliveryAnswerer::lookup`]): one per lookup, in order.
 pub type AsyncAnswers = Pin<Box<dyn Future<Output = Vec<LookupResult>>>>;
-
-/// A connection being opened.
-type Connecting<S> = Pin<Box<dyn Future<Output = io::Result<S>>>>;
-
-/// One open connection.
-struct Open<S> {
-    stream: S,
-    inbuf: Vec<u8>,
-}
-
-/// What ended one wait.
-enum Woke<S> {
-    Answer(Token, Completion),
-    Connected(ConnId, Token, io::Result<S>),
-    Read(ConnId, io::Result<usize>),
-    /// A policy effect's answer (index in the pending list).
-    Policy(usize, Token, PCompletion),
-    Timer,
-}
 
 /// Drives `session` until it is done and returns its report. `cid` names the delivery
 /// in log lines.
@@ -221,44 +167,112 @@ pub async fn deliver<R: Net>(
 }
 
 /// As [`deliver`], with the TLS report results of the delivery (empty without a
-/// [`DeliveryAnswerer::policy`]).
+/// [`DeliveryAnswerer::policy`]): [`crate::machine::drive`] over [`Delivery`].
 pub async fn deliver_reporting<R: Net>(
     rt: R,
-    mut session: DeliverySession,
+    session: DeliverySession,
     answerer: Arc<dyn DeliveryAnswerer>,
     cid: u64,
 ) -> Delivered {
-    let policy_answerer = answerer.policy();
-    let mut policy: Option<Policy> = None;
-    let mut open: BTreeMap<ConnId, Open<R::Stream>> = BTreeMap::new();
-    let mut connecting: BTreeMap<ConnId, (Token, Connecting<R::Stream>)> = BTreeMap::new();
-    let mut pending: VecDeque<(Token, Answering)> = VecDeque::new();
-    let mut tx: Vec<u8> = Vec::with_capacity(512);
-    let mut chunk = vec![0u8; READ_CHUNK];
-    loop {
-        let deadline = loop {
-            match session.poll(now(), &mut tx) {
-                Output::Transmit(id) => {
-                    let r = match open.get_mut(&id) {
-                        Some(c) => {
-                            let limit = rt.sleep_until(Instant::now() + WRITE_TIMEOUT);
-                            c.stream
-                                .write_all(&tx)
-                                .or(async {
-                                    limit.await;
-                                    Err(io::Error::from(io::ErrorKind::TimedOut))
-                                })
-                                .await
-                        }
-                        None => Err(io::Error::from(io::ErrorKind::NotConnected)),
-                    };
-                    tx.clear();
-                    if let Err(e) = r {
-                        tracing::debug!(cid, conn = id.0, error = %e, "write failed");
-                        open.remove(&id);
-                        let _ = session.handle(now(), Input::Closed(id));
-                    }
-                }
+    let policy = answerer.policy();
+    let machine = Delivery {
+        session,
+        policy_answerer: policy.clone(),
+        policy: None,
+        out: VecDeque::new(),
+        writes: 0,
+        cid,
+    };
+    let answers = DeliveryAnswers {
+        rt: rt.clone(),
+        answerer,
+        policy,
+        cid,
+    };
+    match drive(&rt, machine, &answers, None::<(ConnId, R::Stream)>, None).await {
+        Ok(d) => d,
+        Err(never) => match never {},
+    }
+}
+
+/// The policy machine of one delivery and what it waits for.
+struct Policy {
+    session: PolicySession,
+    /// Delivery tokens waiting for a host's verdict.
+    asks: Vec<(String, Token)>,
+    /// Verdicts given, by host (the last one per host).
+    verdicts: BTreeMap<String, HostVerdict>,
+    deadline: Option<Instant>,
+}
+
+/// A delivery (with its TLS policy machine beside it, when the answerer has a policy) as a
+/// [`Machine`]: many connections by [`ConnId`], opened as it asks; the end of stream, an
+/// I/O error or 1 MiB of unconsumed input drops a connection. The policy machine's effects
+/// and cache writes are effects of this machine; its verdicts answer the delivery's
+/// [`Effect::HostTls`] questions inside; its deadline joins the delivery's. Done waits for
+/// the cache writes.
+struct Delivery {
+    session: DeliverySession,
+    policy_answerer: Option<Arc<dyn PolicyAnswerer>>,
+    policy: Option<Policy>,
+    /// Steps of the policy machine not given to the loop yet.
+    out: VecDeque<Step<Delivery>>,
+    /// Cache writes in progress.
+    writes: usize,
+    cid: u64,
+}
+
+/// Names an effect of a [`Delivery`]: the delivery's, the policy machine's, a cache write.
+#[derive(Clone, Copy)]
+enum DTok {
+    Delivery(Token),
+    Policy(Token),
+    Write,
+}
+
+/// An effect of a [`Delivery`].
+enum DEffect {
+    Delivery(Effect),
+    Policy(PEffect),
+    Write(CacheUpdate),
+}
+
+/// An answer to a [`DEffect`].
+enum DCompletion {
+    Delivery(Completion),
+    Policy(PCompletion),
+    Written,
+}
+
+/// A connection the delivery asks for.
+struct Dial {
+    token: Token,
+    addr: SocketAddr,
+    source_ip: Option<IpAddr>,
+    timeout: Duration,
+}
+
+impl Machine for Delivery {
+    type Token = DTok;
+    type Effect = DEffect;
+    type Completion = DCompletion;
+    type Event = Event;
+    type Dial = Dial;
+    type Outcome = Delivered;
+    type Error = std::convert::Infallible;
+
+    const MAX_UNCONSUMED: usize = MAX_UNCONSUMED;
+    const OVERFLOW: Overflow = Overflow::Drop;
+    const EOF: Eof = Eof::Drop;
+    const WRITE_TIMEOUT: Option<Duration> = Some(WRITE_TIMEOUT);
+
+    fn poll(&mut self, now: Now, tx: &mut Vec<u8>) -> Step<Self> {
+        loop {
+            if let Some(s) = self.out.pop_front() {
+                return s;
+            }
+            return match self.session.poll(now, tx) {
+                Output::Transmit(id) => Step::Transmit(id),
                 Output::Effect(
                     token,
                     Effect::Connect {
@@ -267,9 +281,15 @@ pub async fn deliver_reporting<R: Net>(
                         source_ip,
                         timeout,
                     },
-                ) => {
-                    connecting.insert(conn, (token, rt.connect(addr, source_ip, timeout)));
-                }
+                ) => Step::Connect(
+                    conn,
+                    Dial {
+                        token,
+                        addr,
+                        source_ip,
+                        timeout,
+                    },
+                ),
                 Output::Effect(
                     token,
                     Effect::HostTls {
@@ -277,262 +297,271 @@ pub async fn deliver_reporting<R: Net>(
                         host,
                         requiretls,
                     },
-                ) if policy_answerer.is_some() => {
-                    if policy.is_none() {
-                        if let Some(a) = &policy_answerer {
-                            policy = Some(Policy::new(Arc::clone(a), &domain, requiretls));
+                ) if self.policy_answerer.is_some() => {
+                    if self.policy.is_none() {
+                        if let Some(a) = &self.policy_answerer {
+                            self.policy = Some(Policy {
+                                session: PolicySession::new(
+                                    a.config(),
+                                    &domain,
+                                    message_tls(requiretls),
+                                    now,
+                                ),
+                                asks: Vec::new(),
+                                verdicts: BTreeMap::new(),
+                                deadline: None,
+                            });
                         }
                     }
-                    let Some(p) = policy.as_mut() else { continue };
+                    let Some(p) = self.policy.as_mut() else {
+                        continue;
+                    };
                     p.asks.push((host.clone(), token));
-                    if let Err(e) = p.session.handle(now(), PInput::Ask(host)) {
-                        tracing::warn!(cid, error = %e, "policy question refused");
+                    if let Err(e) = p.session.handle(now, PInput::Ask(host)) {
+                        tracing::warn!(cid = self.cid, error = %e, "policy question refused");
                     }
-                    drain_policy(&rt, p, &mut session, cid);
+                    self.drain_policy(now);
+                    continue;
                 }
                 Output::Effect(token, effect) => {
-                    // DNS asynchronously when the answerer can (no blocking-pool thread
-                    // waiting on the resolver).
-                    let effect = match effect {
-                        Effect::Dns(lookups) => match answerer.lookup(lookups) {
-                            Ok(f) => {
-                                let f = async move { Completion::Dns(f.await) };
-                                pending.push_back((token, Box::pin(f)));
-                                continue;
-                            }
-                            Err(lookups) => Effect::Dns(lookups),
-                        },
-                        other => other,
-                    };
-                    match answerer.answer_now(&effect) {
-                        Some(c) => completed(&mut session, token, c),
-                        None => {
-                            let a = Arc::clone(&answerer);
-                            pending
-                                .push_back((token, rt.unblock(Box::new(move || a.answer(effect)))));
-                        }
-                    }
+                    Step::Effect(DTok::Delivery(token), DEffect::Delivery(effect))
                 }
-                Output::Event(ev) => log_event(cid, &ev),
-                Output::Close(id) => {
-                    connecting.remove(&id);
-                    if let Some(mut c) = open.remove(&id) {
-                        let _ = c.stream.flush().await;
-                        let _ = c.stream.close().await;
-                    }
+                Output::Event(ev) => Step::Event(ev),
+                Output::Close(id) => Step::Close(id),
+                Output::Idle { deadline, .. } => {
+                    let policy = self.policy.as_ref().and_then(|p| p.deadline);
+                    Step::Idle(match (deadline, policy) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    })
                 }
-                Output::Idle { deadline, .. } => break deadline,
-                Output::Done => {
-                    for (_, mut c) in std::mem::take(&mut open) {
-                        let _ = c.stream.close().await;
+                // The cache writes end before the delivery does.
+                Output::Done if self.writes > 0 => Step::Idle(None),
+                Output::Done => Step::Done,
+            };
+        }
+    }
+
+    fn handle(&mut self, now: Now, input: In<'_, Self>) -> Result<usize, Self::Error> {
+        let cid = self.cid;
+        let closed = match input {
+            In::Received(id, bytes) => {
+                return Ok(match self.session.handle(now, Input::Received(id, bytes)) {
+                    Ok(used) => used,
+                    Err(e) => {
+                        tracing::warn!(cid, error = %e, "delivery input refused");
+                        0
                     }
-                    let report = match session.report() {
-                        Some(r) => r.clone(),
-                        // Done means the report is there; never without one.
-                        None => no_report(),
-                    };
-                    let mut tls_results = Vec::new();
-                    if let Some(mut p) = policy {
-                        for w in p.writes.drain(..) {
-                            w.await;
-                        }
-                        for t in &report.tls {
-                            if let Some(v) = p.verdicts.get(&t.mx_host) {
-                                tls_results.extend(v.session_results(p.session.domain(), t));
-                            }
-                        }
-                        tls_results.extend(p.session.fetch_failure());
-                    }
-                    return Delivered {
-                        report,
-                        tls_results,
-                    };
-                }
+                })
             }
-        };
-        for c in open.values_mut() {
-            if let Err(e) = c.stream.flush().await {
+            In::Closed(id) => id,
+            In::Failed(id, IoOp::Read, e) => {
+                tracing::debug!(cid, conn = id.0, error = %e, "read failed");
+                id
+            }
+            In::Failed(id, IoOp::Write, e) => {
+                tracing::debug!(cid, conn = id.0, error = %e, "write failed");
+                id
+            }
+            In::Failed(_, IoOp::Flush, e) => {
                 tracing::debug!(cid, error = %e, "flush failed");
+                return Ok(0);
             }
-        }
-        if let Some(p) = policy.as_mut() {
-            if p.deadline.is_some_and(|d| Instant::now() >= d) {
-                let _ = p.session.handle(now(), PInput::Timeout);
-                drain_policy(&rt, p, &mut session, cid);
-                continue;
+            In::Overflow(id) => {
+                tracing::info!(cid, conn = id.0, "peer sent too much unconsumed input");
+                id
             }
-        }
-        if let Some(d) = deadline {
-            if Instant::now() >= d {
-                let _ = session.handle(now(), Input::Timeout);
-                continue;
+            In::Connected(_, dial, r) => {
+                let c = match r {
+                    Ok(()) => Completion::Connected,
+                    Err(e) => Completion::ConnectFailed(e.to_string()),
+                };
+                completed(&mut self.session, dial.token, c);
+                return Ok(0);
             }
-        }
-        let policy_waits = policy
-            .as_ref()
-            .is_some_and(|p| !p.pending.is_empty() || p.deadline.is_some());
-        if deadline.is_none()
-            && pending.is_empty()
-            && connecting.is_empty()
-            && open.is_empty()
-            && !policy_waits
-        {
+            In::Completed(DTok::Delivery(token), DCompletion::Delivery(c)) => {
+                completed(&mut self.session, token, c);
+                return Ok(0);
+            }
+            In::Completed(DTok::Policy(token), DCompletion::Policy(c)) => {
+                if let Some(p) = self.policy.as_mut() {
+                    if let Err(e) = p.session.handle(now, PInput::Completed(token, c)) {
+                        tracing::warn!(cid, error = %e, "policy completion refused");
+                    }
+                    self.drain_policy(now);
+                }
+                return Ok(0);
+            }
+            In::Completed(_, _) => {
+                // A cache write ended (tokens and answers always pair up).
+                self.writes = self.writes.saturating_sub(1);
+                return Ok(0);
+            }
+            In::Timeout => {
+                if let Some(p) = self.policy.as_mut() {
+                    let _ = p.session.handle(now, PInput::Timeout);
+                    self.drain_policy(now);
+                }
+                let _ = self.session.handle(now, Input::Timeout);
+                return Ok(0);
+            }
+            In::Shutdown => return Ok(0),
+        };
+        let _ = self.session.handle(now, Input::Closed(closed));
+        Ok(0)
+    }
+
+    fn end(self, how: End) -> Delivered {
+        if how == End::Stalled {
             // Waiting for nothing anyone can give: the machine would never finish.
-            tracing::error!(cid, "delivery stalled without a deadline");
+            tracing::error!(cid = self.cid, "delivery stalled without a deadline");
             return Delivered {
                 report: no_report(),
                 tls_results: Vec::new(),
             };
         }
-        let deadline = match (deadline, policy.as_ref().and_then(|p| p.deadline)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let report = match self.session.report() {
+            Some(r) => r.clone(),
+            // Done means the report is there; never without one.
+            None => no_report(),
         };
-        let mut timer = deadline.map(|d| rt.sleep_until(d));
-        let woke = futures_lite::future::poll_fn(|cx| {
-            if let Some((token, f)) = pending.front_mut() {
-                if let Poll::Ready(c) = f.as_mut().poll(cx) {
-                    return Poll::Ready(Woke::Answer(*token, c));
+        let mut tls_results = Vec::new();
+        if let Some(p) = self.policy {
+            for t in &report.tls {
+                if let Some(v) = p.verdicts.get(&t.mx_host) {
+                    tls_results.extend(v.session_results(p.session.domain(), t));
                 }
             }
-            for (id, (token, f)) in connecting.iter_mut() {
-                if let Poll::Ready(r) = f.as_mut().poll(cx) {
-                    return Poll::Ready(Woke::Connected(*id, *token, r));
+            tls_results.extend(p.session.fetch_failure());
+        }
+        Delivered {
+            report,
+            tls_results,
+        }
+    }
+}
+
+impl Delivery {
+    /// Takes the policy machine's outputs: effects and cache writes become steps, verdicts
+    /// answer the delivery's questions for their host.
+    fn drain_policy(&mut self, now: Now) {
+        let Some(p) = self.policy.as_mut() else {
+            return;
+        };
+        loop {
+            match p.session.poll(now) {
+                POutput::Effect(token, effect) => self
+                    .out
+                    .push_back(Step::Effect(DTok::Policy(token), DEffect::Policy(effect))),
+                POutput::Cache(update) => {
+                    self.writes += 1;
+                    self.out
+                        .push_back(Step::Effect(DTok::Write, DEffect::Write(update)));
                 }
-            }
-            for (id, c) in open.iter_mut() {
-                if let Poll::Ready(r) = Pin::new(&mut c.stream).poll_read(cx, &mut chunk) {
-                    return Poll::Ready(Woke::Read(*id, r));
-                }
-            }
-            if let Some(p) = policy.as_mut() {
-                p.writes.retain_mut(|w| w.as_mut().poll(cx).is_pending());
-                for (i, (token, f)) in p.pending.iter_mut().enumerate() {
-                    if let Poll::Ready(c) = f.as_mut().poll(cx) {
-                        return Poll::Ready(Woke::Policy(i, *token, c));
+                POutput::Verdict(v) => {
+                    tracing::debug!(cid = self.cid, host = %v.host, requirement = %v.requirement, "tls policy verdict");
+                    let mut i = 0;
+                    while i < p.asks.len() {
+                        if p.asks.get(i).is_some_and(|(h, _)| *h == v.host) {
+                            let (_, token) = p.asks.remove(i);
+                            completed(
+                                &mut self.session,
+                                token,
+                                Completion::HostTls(v.host_tls.clone()),
+                            );
+                        } else {
+                            i += 1;
+                        }
                     }
+                    p.verdicts.insert(v.host.clone(), *v);
                 }
-            }
-            if let Some(t) = timer.as_mut() {
-                if t.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Woke::Timer);
+                POutput::Idle { deadline } => {
+                    p.deadline = deadline;
+                    return;
                 }
-            }
-            Poll::Pending
-        })
-        .await;
-        match woke {
-            Woke::Answer(token, c) => {
-                pending.pop_front();
-                completed(&mut session, token, c);
-            }
-            Woke::Connected(id, token, r) => {
-                connecting.remove(&id);
-                let c = match r {
-                    Ok(stream) => {
-                        open.insert(
-                            id,
-                            Open {
-                                stream,
-                                inbuf: Vec::new(),
-                            },
-                        );
-                        Completion::Connected
-                    }
-                    Err(e) => Completion::ConnectFailed(e.to_string()),
-                };
-                completed(&mut session, token, c);
-            }
-            Woke::Read(id, Ok(n)) if n > 0 => {
-                let Some(c) = open.get_mut(&id) else { continue };
-                c.inbuf
-                    .extend_from_slice(chunk.get(..n).unwrap_or_default());
-                match session.handle(now(), Input::Received(id, &c.inbuf)) {
-                    Ok(used) => {
-                        c.inbuf.drain(..used.min(c.inbuf.len()));
-                    }
-                    Err(e) => tracing::warn!(cid, error = %e, "delivery input refused"),
-                }
-                if c.inbuf.len() > MAX_UNCONSUMED {
-                    tracing::info!(cid, conn = id.0, "peer sent too much unconsumed input");
-                    open.remove(&id);
-                    let _ = session.handle(now(), Input::Closed(id));
-                }
-            }
-            Woke::Read(id, r) => {
-                if let Err(e) = r {
-                    tracing::debug!(cid, conn = id.0, error = %e, "read failed");
-                }
-                open.remove(&id);
-                let _ = session.handle(now(), Input::Closed(id));
-            }
-            Woke::Policy(i, token, c) => {
-                if let Some(p) = policy.as_mut() {
-                    drop(p.pending.remove(i));
-                    if let Err(e) = p.session.handle(now(), PInput::Completed(token, c)) {
-                        tracing::warn!(cid, error = %e, "policy completion refused");
-                    }
-                    drain_policy(&rt, p, &mut session, cid);
-                }
-            }
-            Woke::Timer => {
-                if let Some(p) = policy.as_mut() {
-                    let _ = p.session.handle(now(), PInput::Timeout);
-                    drain_policy(&rt, p, &mut session, cid);
-                }
-                let _ = session.handle(now(), Input::Timeout);
             }
         }
     }
 }
 
-/// Takes the policy machine's outputs: effects start, cache writes start, verdicts answer
-/// the delivery's questions for their host.
-fn drain_policy<R: Net>(rt: &R, p: &mut Policy, session: &mut DeliverySession, cid: u64) {
-    loop {
-        match p.session.poll(now()) {
-            POutput::Effect(token, PEffect::Dns(lookups)) => {
-                let f = p.answerer.lookup(lookups);
-                p.pending
-                    .push((token, Box::pin(async move { PCompletion::Dns(f.await) })));
-            }
-            POutput::Effect(token, PEffect::CacheGet { domain }) => {
-                let a = Arc::clone(&p.answerer);
-                let f = rt.unblock(Box::new(move || a.cache_get(&domain)));
-                p.pending
-                    .push((token, Box::pin(async move { PCompletion::Cached(f.await) })));
-            }
-            POutput::Effect(token, PEffect::Fetch(req)) => {
-                tracing::info!(cid, url = %req.url, "fetching MTA-STS policy");
-                let f = policy_fetch(rt.clone(), Arc::clone(&p.answerer), req);
-                p.pending.push((
-                    token,
-                    Box::pin(async move { PCompletion::Fetched(f.await) }),
-                ));
-            }
-            POutput::Cache(update) => {
-                let a = Arc::clone(&p.answerer);
-                p.writes
-                    .push(rt.unblock(Box::new(move || a.cache_update(update))));
-            }
-            POutput::Verdict(v) => {
-                tracing::debug!(cid, host = %v.host, requirement = %v.requirement, "tls policy verdict");
-                let mut i = 0;
-                while i < p.asks.len() {
-                    if p.asks.get(i).is_some_and(|(h, _)| *h == v.host) {
-                        let (_, token) = p.asks.remove(i);
-                        completed(session, token, Completion::HostTls(v.host_tls.clone()));
-                    } else {
-                        i += 1;
+/// Answers a [`Delivery`]'s effects and opens its connections ([`Net::connect`]).
+struct DeliveryAnswers<R> {
+    rt: R,
+    answerer: Arc<dyn DeliveryAnswerer>,
+    policy: Option<Arc<dyn PolicyAnswerer>>,
+    cid: u64,
+}
+
+impl<R: Net> Answers<Delivery, R::Stream> for DeliveryAnswers<R> {
+    fn answer(&self, effect: DEffect) -> Answer<DCompletion> {
+        let later = |answer: Pin<Box<dyn Future<Output = DCompletion>>>| Answer::Later {
+            answer,
+            hold_input: false,
+        };
+        let effect = match effect {
+            DEffect::Delivery(e) => e,
+            DEffect::Policy(e) => {
+                let Some(pa) = self.policy.as_ref().map(Arc::clone) else {
+                    // Policy effects come only from a policy machine, made only with an
+                    // answerer; never without one.
+                    return later(Box::pin(futures_lite::future::pending()));
+                };
+                return later(match e {
+                    PEffect::Dns(lookups) => {
+                        let f = pa.lookup(lookups);
+                        Box::pin(async move { DCompletion::Policy(PCompletion::Dns(f.await)) })
                     }
-                }
-                p.verdicts.insert(v.host.clone(), *v);
+                    PEffect::CacheGet { domain } => self.rt.unblock(Box::new(move || {
+                        DCompletion::Policy(PCompletion::Cached(pa.cache_get(&domain)))
+                    })),
+                    PEffect::Fetch(req) => {
+                        tracing::info!(cid = self.cid, url = %req.url, "fetching MTA-STS policy");
+                        let f = policy_fetch(self.rt.clone(), pa, req);
+                        Box::pin(async move { DCompletion::Policy(PCompletion::Fetched(f.await)) })
+                    }
+                });
             }
-            POutput::Idle { deadline } => {
-                p.deadline = deadline;
-                return;
+            DEffect::Write(update) => {
+                let Some(pa) = self.policy.as_ref().map(Arc::clone) else {
+                    return Answer::Now(DCompletion::Written);
+                };
+                return later(self.rt.unblock(Box::new(move || {
+                    pa.cache_update(update);
+                    DCompletion::Written
+                })));
+            }
+        };
+        // DNS asynchronously when the answerer can (no blocking-pool thread waiting on the
+        // resolver).
+        let effect = match effect {
+            Effect::Dns(lookups) => match self.answerer.lookup(lookups) {
+                Ok(f) => {
+                    return later(Box::pin(async move {
+                        DCompletion::Delivery(Completion::Dns(f.await))
+                    }))
+                }
+                Err(lookups) => Effect::Dns(lookups),
+            },
+            other => other,
+        };
+        match self.answerer.answer_now(&effect) {
+            Some(c) => Answer::Now(DCompletion::Delivery(c)),
+            None => {
+                let a = Arc::clone(&self.answerer);
+                later(
+                    self.rt
+                        .unblock(Box::new(move || DCompletion::Delivery(a.answer(effect)))),
+                )
             }
         }
+    }
+
+    fn connect(&self, dial: &Dial) -> Connecting<R::Stream> {
+        self.rt.connect(dial.addr, dial.source_ip, dial.timeout)
+    }
+
+    fn event(&self, ev: Event) {
+        log_event(self.cid, &ev);
     }
 }
 
