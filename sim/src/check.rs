@@ -1,7 +1,9 @@
 //! The invariants checked after every run.
 //!
 //! * Every recipient our server answered `250` for is delivered (to our mailbox, durably, or
-//!   to the remote host) or a failure DSN naming it reached the sender.
+//!   to the remote host) or a failure DSN naming it reached the sender (or failed for good
+//!   itself, a double bounce, counted: the sender's server was unreachable for the whole
+//!   retry period).
 //! * Nothing is delivered that was not committed durably, and what is delivered is
 //!   byte-for-byte what the client sent (behind the Received fields).
 //! * No duplicate beyond the documented window: a recipient is delivered at most once per
@@ -77,7 +79,11 @@ pub(crate) fn check(w: &World) -> Vec<String> {
         if count.contains_key(key) {
             continue;
         }
-        let dsn = w.remote_mail.iter().any(|d| dsn_reports(d, &key.0, &key.1));
+        let dsn = w
+            .remote_mail
+            .iter()
+            .chain(w.double_bounced.iter())
+            .any(|d| dsn_reports(d, &key.0, &key.1));
         if !dsn {
             v.push(format!(
                 "lost: {} to {} was answered 250 but neither delivered nor reported in a DSN",

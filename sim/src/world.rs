@@ -64,6 +64,8 @@ pub struct Stats {
     pub deliveries: u64,
     /// Failure and delay DSNs queued.
     pub dsns: u64,
+    /// DSNs that could not be delivered either (dropped).
+    pub double_bounces: u64,
     /// Connections opened.
     pub connections: u64,
     /// Crashes of our server.
@@ -72,6 +74,13 @@ pub struct Stats {
     pub cuts: u64,
     /// Cuts right after a final dot, before the reply.
     pub cuts_after_dot: u64,
+    /// Connections lost while the receiving server (ours or a remote one) read a message or
+    /// waited on its store.
+    pub lost_mid_data: u64,
+    /// Recipients over the limit our server answered 452.
+    pub over_rcpt_limit: u64,
+    /// Messages over the size limit our server refused (552).
+    pub over_size_limit: u64,
     /// Writes lost in crashes (not synced).
     pub lost_writes: u64,
     /// Outgoing duplicate-window events (remote accepted, we did not record it).
@@ -103,6 +112,7 @@ enum Ev {
     ConnectRefused(u64),
     Arrive(u64, usize),
     Eof(u64, Actor),
+    Cut(u64),
     Timer(Actor),
     Sync,
     Dns(u64, Token, Vec<Lookup>),
@@ -159,6 +169,25 @@ struct ClientState {
     conn: Option<u64>,
     current: Option<usize>,
     tried: BTreeSet<usize>,
+    /// A scripted client instead of the client machine.
+    raw: Option<Raw>,
+}
+
+/// A scripted client: pipelines EHLO, MAIL, every RCPT (beyond the server's limit too) and
+/// DATA in one write, sends the message after `354` whatever its size, then QUIT; it
+/// never retries. It shows the server's limits hold against a client that ignores SIZE and
+/// RCPTMAX.
+#[derive(Default)]
+struct Raw {
+    active: bool,
+    /// Final reply lines seen.
+    finals: usize,
+    /// Bytes of reply not yet split into lines.
+    buf: Vec<u8>,
+    /// The message was sent after 354.
+    sent_data: bool,
+    /// The client gives up on the connection at this time.
+    deadline: u64,
 }
 
 struct CommitInfo {
@@ -229,7 +258,6 @@ pub(crate) struct Disk {
 
 enum Op {
     PutMsg(u64, Msg),
-    DelMsg(u64),
     PutItem(QueueItem),
     DelItem(u64),
     Mailbox(Delivered),
@@ -240,9 +268,6 @@ impl Disk {
         match op {
             Op::PutMsg(id, m) => {
                 self.msgs.insert(*id, m.clone());
-            }
-            Op::DelMsg(id) => {
-                self.msgs.remove(id);
             }
             Op::PutItem(it) => {
                 self.queue.insert(it.id, it.clone());
@@ -260,7 +285,8 @@ enum OnSync {
         info: CommitInfo,
         ack: Option<(u64, Token)>,
     },
-    Recorded(Vec<Key>),
+    /// A delivery's outcome; its batch stays in flight until this is synced.
+    Recorded(Vec<Key>, Batch),
 }
 
 struct Write {
@@ -272,6 +298,8 @@ struct Write {
 /// The whole simulated world.
 pub(crate) struct World {
     pub(crate) cfg: SimConfig,
+    /// `RMOX_SIM_TRACE=<session id>`: print that server session's outputs.
+    trace: Option<u64>,
     rng: Rng,
     base: Instant,
     now_ms: u64,
@@ -294,7 +322,6 @@ pub(crate) struct World {
     wake_at: Option<u64>,
     our_up: bool,
     partitions: Vec<(IpAddr, u64, u64)>,
-    pub(crate) live: Disk,
     pub(crate) durable: Disk,
     pending: VecDeque<Write>,
     /// Durable commits per (tag, recipient).
@@ -309,6 +336,9 @@ pub(crate) struct World {
     pub(crate) window_out: BTreeMap<Key, u32>,
     /// DSN tags queued, with their kind.
     pub(crate) dsn_tags: BTreeMap<String, DsnKind>,
+    /// DSNs that failed for good themselves (the sender's server unreachable for the whole
+    /// retry period): dropped, as RFC 3461 wants, and counted.
+    pub(crate) double_bounced: Vec<Delivered>,
     /// Violations seen while running (limits, memory, unexplained outcomes).
     pub(crate) runtime_violations: Vec<String>,
     pub(crate) stats: Stats,
@@ -454,6 +484,9 @@ impl World {
         .collect();
         let chaos_ms = cfg.chaos.as_millis() as u64;
         let mut w = World {
+            trace: std::env::var("RMOX_SIM_TRACE")
+                .ok()
+                .and_then(|v| v.parse().ok()),
             rng,
             base: Instant::now(),
             now_ms: 0,
@@ -476,7 +509,6 @@ impl World {
             wake_at: None,
             our_up: true,
             partitions: Vec::new(),
-            live: Disk::default(),
             durable: Disk::default(),
             pending: VecDeque::new(),
             committed: BTreeMap::new(),
@@ -485,6 +517,7 @@ impl World {
             remote_mail: Vec::new(),
             window_out: BTreeMap::new(),
             dsn_tags: BTreeMap::new(),
+            double_bounced: Vec::new(),
             runtime_violations: Vec::new(),
             stats: Stats::default(),
             unfinished: None,
@@ -535,6 +568,7 @@ impl World {
                 conn: None,
                 current: None,
                 tried: BTreeSet::new(),
+                raw: (i % 4 == 3).then(Raw::default),
             });
             let at = w.rng.below(chaos_ms.max(1) * 3 / 4);
             w.push(at, Ev::ClientConnect(i));
@@ -640,6 +674,10 @@ impl World {
                 self.arrive(c, dir);
                 self.gc(c);
             }
+            Ev::Cut(c) => {
+                self.cut(c);
+                self.gc(c);
+            }
             Ev::Eof(c, a) => {
                 self.eof(c, a);
                 self.gc(c);
@@ -659,7 +697,6 @@ impl World {
             Ev::Crash => self.crash(),
             Ev::Restart => {
                 self.our_up = true;
-                self.live = self.durable.clone();
                 self.in_flight = InFlight::default();
                 self.queue_run();
             }
@@ -787,6 +824,7 @@ impl World {
         }
         self.drive(acc);
         match init {
+            Actor::Client(i) if self.clients[i].raw.is_some() => self.raw_start(i, c),
             Actor::Client(i) => {
                 let mut cc = (*self.client_cfg).clone();
                 cc.seed = self.rng.next_u64();
@@ -845,7 +883,7 @@ impl World {
             _ => return,
         };
         let part = self.partitioned(src).or(self.partitioned(target));
-        let mut cut = false;
+        let mut cut: Option<usize> = None;
         {
             let Some(conn) = self.conns.get_mut(&c) else {
                 return;
@@ -858,7 +896,7 @@ impl World {
             if dir == TO_ACC {
                 if let Some(at) = conn.cut_at {
                     if before <= at && at < conn.dirs[dir].sent {
-                        cut = true;
+                        cut = Some((at - before) as usize);
                     }
                 }
                 if let Some(at) = conn.stall_at {
@@ -870,11 +908,12 @@ impl World {
                 }
             }
         }
-        if cut {
-            self.cut(c);
-            return;
-        }
-        let mut rest = &bytes[..];
+        // A cut delivers the bytes before the cut point, then breaks the connection.
+        let bytes = match cut {
+            Some(n) => &bytes[..n.min(bytes.len())],
+            None => &bytes[..],
+        };
+        let mut rest = bytes;
         let mut arrivals = Vec::new();
         while !rest.is_empty() {
             let n = if self.rng.below(4) == 0 {
@@ -908,8 +947,12 @@ impl World {
             arrivals.push(at);
             rest = &rest[n..];
         }
+        let last = arrivals.last().copied().unwrap_or(now);
         for at in arrivals {
             self.push(at, Ev::Arrive(c, dir));
+        }
+        if cut.is_some() {
+            self.push(last + 1, Ev::Cut(c));
         }
     }
 
@@ -1019,6 +1062,10 @@ impl World {
                 if self.clients[i].conn != Some(c) {
                     return;
                 }
+                if self.clients[i].raw.is_some() {
+                    self.raw_end(i, c);
+                    return;
+                }
                 if let Some(s) = self.clients[i].sess.as_mut() {
                     let _ = s.handle(now, client::Input::PeerClosed);
                 }
@@ -1030,6 +1077,10 @@ impl World {
                 if s.conn != c {
                     return;
                 }
+                let state = format!("{:?}", s.sess);
+                if mid_data(&state) {
+                    self.stats.lost_mid_data += 1;
+                }
                 let _ = s.sess.handle(now, Input::PeerClosed);
             }
             Actor::Remote(rid) => {
@@ -1038,6 +1089,10 @@ impl World {
                 };
                 match s.sess.as_mut() {
                     Some(sess) => {
+                        let state = format!("{sess:?}");
+                        if mid_data(&state) {
+                            self.stats.lost_mid_data += 1;
+                        }
                         let _ = sess.handle(now, Input::PeerClosed);
                     }
                     None => {
@@ -1065,6 +1120,13 @@ impl World {
         let now = self.now();
         match a {
             Actor::Client(i) => {
+                let cl = &self.clients[i];
+                if let (Some(r), Some(c)) = (cl.raw.as_ref(), cl.conn) {
+                    if r.active && r.deadline <= self.now_ms {
+                        self.raw_end(i, c);
+                    }
+                    return;
+                }
                 if let Some(s) = self.clients[i].sess.as_mut() {
                     let _ = s.handle(now, client::Input::Timeout);
                 }
@@ -1167,7 +1229,104 @@ impl World {
         }
     }
 
+    /// The scripted client's first write: everything up to DATA.
+    fn raw_start(&mut self, i: usize, c: u64) {
+        let cl = &mut self.clients[i];
+        let Some(k) = cl.msgs.iter().position(|m| !m.done) else {
+            self.fin(c, TO_ACC);
+            return;
+        };
+        cl.current = Some(k);
+        let m = &mut cl.msgs[k];
+        m.attempts += 1;
+        let mut out = format!("EHLO raw.senders.sim\r\nMAIL FROM:<{}>\r\n", m.from);
+        for r in &m.rcpts {
+            out.push_str(&format!("RCPT TO:<{r}>\r\n"));
+        }
+        out.push_str("DATA\r\n");
+        if let Some(r) = cl.raw.as_mut() {
+            *r = Raw {
+                active: true,
+                deadline: self.now_ms + 20 * 60_000,
+                ..Raw::default()
+            };
+        }
+        self.push(self.now_ms + 20 * 60_000, Ev::Timer(Actor::Client(i)));
+        self.send(c, TO_ACC, out.into_bytes());
+    }
+
+    /// The scripted client's connection ended: its message is finished (sent or not).
+    fn raw_end(&mut self, i: usize, c: u64) {
+        let cl = &mut self.clients[i];
+        if let Some(k) = cl.current.take() {
+            cl.msgs[k].done = true;
+        }
+        if let Some(r) = cl.raw.as_mut() {
+            r.active = false;
+        }
+        self.fin(c, TO_ACC);
+        self.client_retry(i);
+    }
+
+    fn drive_raw(&mut self, i: usize) {
+        let Some(c) = self.clients[i].conn else {
+            return;
+        };
+        let data = self
+            .unread_of(Actor::Client(i), c)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let cl = &mut self.clients[i];
+        let Some(r) = cl.raw.as_mut().filter(|r| r.active) else {
+            return;
+        };
+        let Some(k) = cl.current else { return };
+        r.buf.extend_from_slice(&data);
+        let n_rcpt = cl.msgs[k].rcpts.len();
+        let mut send = Vec::new();
+        let mut quit = false;
+        while let Some(pos) = r.buf.windows(2).position(|w| w == b"\r\n") {
+            let line: Vec<u8> = r.buf.drain(..pos + 2).collect();
+            if line.get(3) != Some(&b' ') {
+                continue; // not the last line of a reply
+            }
+            r.finals += 1;
+            // greeting, EHLO, MAIL, the RCPTs, then DATA's reply.
+            if r.finals == 3 + n_rcpt + 1 {
+                if line.starts_with(b"354") {
+                    let m = &cl.msgs[k];
+                    let body = client_message(m, m.attempts);
+                    let mut stuffed = Vec::with_capacity(body.len() + 64);
+                    for l in body.split_inclusive(|&b| b == b'\n') {
+                        if l.first() == Some(&b'.') {
+                            stuffed.push(b'.');
+                        }
+                        stuffed.extend_from_slice(l);
+                    }
+                    stuffed.extend_from_slice(b".\r\n");
+                    send = stuffed;
+                    r.sent_data = true;
+                } else {
+                    quit = true;
+                }
+            } else if r.finals > 3 + n_rcpt + 1 && r.sent_data && !quit {
+                quit = true;
+                r.sent_data = false;
+            }
+        }
+        if !send.is_empty() {
+            self.send(c, TO_ACC, send);
+        }
+        if quit {
+            self.send(c, TO_ACC, b"QUIT\r\n".to_vec());
+        }
+    }
+
     fn drive_client(&mut self, i: usize) {
+        if self.clients[i].raw.is_some() {
+            self.drive_raw(i);
+            return;
+        }
         for _ in 0..64 {
             let now = self.now();
             let Some(c) = self.clients[i].conn else {
@@ -1329,13 +1488,15 @@ impl World {
                     }
                 }
             }
-            if std::env::var("RMOX_SIM_TRACE").ok() == Some(id.to_string()) {
+            if self.trace == Some(id) {
                 eprintln!("t={} {actor:?} effects {effects:?} events {events:?} close {close} deadline {:?} tx {:?} unread {:?}", self.now_ms, deadline.map(|d| self.ms_of(d)), String::from_utf8_lossy(&tx), self.conns.get(&c).map(|x| (x.dead, x.stalled, x.dirs[0].unread.len(), x.dirs[0].segs.len())));
             }
             let mut accepted = false;
             for e in events {
                 match e {
                     Event::Accepted { .. } => accepted = true,
+                    Event::Refused { code: 452, .. } if !remote => self.stats.over_rcpt_limit += 1,
+                    Event::Refused { code: 552, .. } if !remote => self.stats.over_size_limit += 1,
                     Event::SpoolEnded(sp) => {
                         if let Some(s) = self.servers.get(&id).filter(|_| !remote) {
                             s.spool.end(sp);
@@ -1579,9 +1740,6 @@ impl World {
 
     /// Applies a write to the live state now and to durable storage when synced.
     fn write(&mut self, ops: Vec<Op>, on_sync: OnSync) {
-        for op in &ops {
-            self.live.apply(op);
-        }
         let last = self.pending.back().map(|w| w.sync_at).unwrap_or(0);
         let sync_at = (self.now_ms + 1 + self.rng.below(20)).max(last);
         self.pending.push_back(Write {
@@ -1610,7 +1768,14 @@ impl World {
                 self.durable.apply(op);
             }
             match w.on_sync {
-                OnSync::Recorded(_) => {}
+                OnSync::Recorded(_, batch) => {
+                    // A message goes with its last queue entry, in the same commit.
+                    let used: BTreeSet<u64> =
+                        self.durable.queue.values().map(|i| i.msg_id).collect();
+                    self.durable.msgs.retain(|id, _| used.contains(id));
+                    self.in_flight.finish(&batch);
+                    self.push(self.now_ms, Ev::QueueWake);
+                }
                 OnSync::Commit { info, ack } => {
                     self.stats.commits += 1;
                     *self.commits_per_tag.entry(info.tag.clone()).or_default() += 1;
@@ -1651,7 +1816,7 @@ impl World {
         self.our_up = false;
         for w in std::mem::take(&mut self.pending) {
             self.stats.lost_writes += 1;
-            if let OnSync::Recorded(keys) = w.on_sync {
+            if let OnSync::Recorded(keys, _) = w.on_sync {
                 for k in keys {
                     self.stats.window_out += 1;
                     *self.window_out.entry(k).or_default() += 1;
@@ -1678,7 +1843,6 @@ impl World {
         self.servers.clear();
         self.timers
             .retain(|a, _| !matches!(a, Actor::Server(_) | Actor::Delivery(_)));
-        self.live = self.durable.clone();
         self.in_flight = InFlight::default();
         let d = 2_000 + self.rng.below(60_000);
         self.push(self.now_ms + d, Ev::Restart);
@@ -1691,7 +1855,7 @@ impl World {
             return;
         }
         let wall = self.wall();
-        let items: Vec<QueueItem> = self.live.queue.values().cloned().collect();
+        let items: Vec<QueueItem> = self.durable.queue.values().cloned().collect();
         let batches = self
             .qcfg
             .due(&items, wall, &Routes::default(), &self.in_flight);
@@ -1714,7 +1878,7 @@ impl World {
         }
         // Wake for the next item not in flight that is due later.
         let later: Vec<QueueItem> = self
-            .live
+            .durable
             .queue
             .values()
             .filter(|i| !self.in_flight.contains(i.id) && i.next_attempt > wall)
@@ -1730,11 +1894,11 @@ impl World {
     }
 
     fn start_delivery(&mut self, b: Batch) {
-        let Some(first) = b.items.first().and_then(|i| self.live.queue.get(i)) else {
+        let Some(first) = b.items.first().and_then(|i| self.durable.queue.get(i)) else {
             self.in_flight.finish(&b);
             return;
         };
-        let Some(msg) = self.live.msgs.get(&first.msg_id) else {
+        let Some(msg) = self.durable.msgs.get(&first.msg_id) else {
             self.runtime_violations
                 .push(format!("queue item {} without its message", first.id));
             self.in_flight.finish(&b);
@@ -1743,7 +1907,7 @@ impl World {
         let recipients = b
             .items
             .iter()
-            .filter_map(|i| self.live.queue.get(i))
+            .filter_map(|i| self.durable.queue.get(i))
             .filter_map(|it| ForwardPath::parse(&format!("<{}>", it.recipient)).ok())
             .map(|f| (f, RcptParams::default()))
             .collect();
@@ -1940,14 +2104,12 @@ impl World {
         let mut ops = Vec::new();
         let mut recorded = Vec::new();
         let mut dsns: Vec<(QueueItem, DsnNotice)> = Vec::new();
-        let mut msg_id = None;
         for (i, item_id) in d.batch.items.iter().enumerate() {
-            let Some(mut item) = self.live.queue.get(item_id).cloned() else {
+            let Some(mut item) = self.durable.queue.get(item_id).cloned() else {
                 continue;
             };
-            msg_id = Some(item.msg_id);
             let tag = self
-                .live
+                .durable
                 .msgs
                 .get(&item.msg_id)
                 .map(|m| m.tag.clone())
@@ -1997,6 +2159,18 @@ impl World {
                     ops.push(Op::PutItem(item));
                 }
                 Decision::Failed { dsn, .. } => {
+                    if item.is_dsn {
+                        // A DSN that cannot be delivered is dropped (no DSN about a DSN).
+                        if let Some(m) = self.durable.msgs.get(&item.msg_id) {
+                            self.stats.double_bounces += 1;
+                            self.double_bounced.push(Delivered {
+                                rcpt: item.recipient.clone(),
+                                mail_from: String::new(),
+                                tag: m.tag.clone(),
+                                bytes: Arc::clone(&m.bytes),
+                            });
+                        }
+                    }
                     if let Some(n) = dsn {
                         if self.cfg.bug != Bug::DropFailureDsn {
                             dsns.push((item.clone(), n));
@@ -2008,7 +2182,7 @@ impl World {
         }
         for (item, notice) in dsns {
             let original = self
-                .live
+                .durable
                 .msgs
                 .get(&item.msg_id)
                 .map(|m| Arc::clone(&m.bytes))
@@ -2056,26 +2230,8 @@ impl World {
                 queued: wall,
             }));
         }
-        // The message goes once none of its recipients is queued.
-        let mut gone = BTreeSet::new();
-        for op in &ops {
-            if let Op::DelItem(id) = op {
-                gone.insert(*id);
-            }
-        }
-        if let Some(m) = msg_id {
-            let left = self
-                .live
-                .queue
-                .values()
-                .any(|it| it.msg_id == m && !gone.contains(&it.id));
-            if !left {
-                ops.push(Op::DelMsg(m));
-            }
-        }
-        self.write(ops, OnSync::Recorded(recorded));
-        self.in_flight.finish(&d.batch);
-        self.queue_run();
+        // The batch stays in flight until its outcome is synced.
+        self.write(ops, OnSync::Recorded(recorded, d.batch));
     }
 }
 
@@ -2091,7 +2247,7 @@ impl World {
         if std::env::var_os("RMOX_SIM_DEBUG").is_some() {
             v.push(format!(
                 "debug: queue {:?} servers {} remotes {} events {}",
-                self.live
+                self.durable
                     .queue
                     .values()
                     .map(|i| (i.id, &i.recipient, i.next_attempt.0 - WALL0, i.attempts))
@@ -2122,10 +2278,10 @@ impl World {
         if self.unfinished.is_some() {
             return v;
         }
-        if !self.live.queue.is_empty() || !self.durable.queue.is_empty() {
+        if !self.durable.queue.is_empty() {
             v.push(format!(
                 "liveness: {} queue entries left",
-                self.durable.queue.len().max(self.live.queue.len())
+                self.durable.queue.len()
             ));
         }
         if !self.durable.msgs.is_empty() {
@@ -2206,6 +2362,13 @@ impl World {
         self.stats.window_in = n;
         self.stats.virtual_secs = self.now_ms / 1000;
     }
+}
+
+/// Whether a server session (its Debug form) is reading a message or waiting on its store.
+fn mid_data(state: &str) -> bool {
+    ["data", "bdat", "waiting"]
+        .iter()
+        .any(|s| state.contains(&format!("state: \"{s}\"")))
 }
 
 /// Whether `addr` is in `domain`.

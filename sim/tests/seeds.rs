@@ -67,35 +67,51 @@ fn a_seed_replays_exactly() {
     assert_eq!(a.violations, b.violations);
 }
 
-/// Which fixed seeds catch `bug`.
-fn caught(bug: Bug) -> Vec<u64> {
-    FIXED
-        .filter(|&s| {
-            let mut c = SimConfig::new(s);
-            c.bug = bug;
-            !run(&c).ok()
-        })
-        .collect()
+/// The first fixed seed that catches `bug`, with its report (which must name the seed and
+/// the replay command).
+fn caught(bug: Bug) -> Option<u64> {
+    FIXED.into_iter().find(|&s| {
+        let mut c = SimConfig::new(s);
+        c.bug = bug;
+        let r = run(&c);
+        if r.ok() {
+            return false;
+        }
+        let report = r.failure_report();
+        assert!(report.contains(&format!("seed={s}")), "{report}");
+        assert!(
+            report.contains(&format!("cargo run -p rmox-sim -- --seed {s}")),
+            "{report}"
+        );
+        eprintln!("{bug:?} caught by seed {s}:\n{report}");
+        true
+    })
 }
 
 /// The checker can fail: acknowledging before the store is synced loses acknowledged mail
 /// in a crash, and some fixed seed shows it.
 #[test]
 fn ack_before_durable_is_caught() {
-    let seeds = caught(Bug::AckBeforeDurable);
-    assert!(!seeds.is_empty(), "no fixed seed caught AckBeforeDurable");
+    assert!(
+        caught(Bug::AckBeforeDurable).is_some(),
+        "no fixed seed caught AckBeforeDurable"
+    );
 }
 
 /// Dropping a failure DSN is caught.
 #[test]
 fn dropped_failure_dsn_is_caught() {
-    let seeds = caught(Bug::DropFailureDsn);
-    assert!(!seeds.is_empty(), "no fixed seed caught DropFailureDsn");
+    assert!(
+        caught(Bug::DropFailureDsn).is_some(),
+        "no fixed seed caught DropFailureDsn"
+    );
 }
 
 /// Delivering a recipient again after it was delivered is caught as a duplicate.
 #[test]
 fn redelivery_is_caught() {
-    let seeds = caught(Bug::ForgetDelivered);
-    assert!(!seeds.is_empty(), "no fixed seed caught ForgetDelivered");
+    assert!(
+        caught(Bug::ForgetDelivered).is_some(),
+        "no fixed seed caught ForgetDelivered"
+    );
 }
