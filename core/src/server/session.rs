@@ -151,8 +151,10 @@ impl ServerSession {
                 0
             }
             Input::Timeout => {
-                self.handle_timeout(now);
-                self.resume(now);
+                // An early call changes nothing: the idle deadline is not pushed back.
+                if self.handle_timeout(now) {
+                    self.resume(now);
+                }
                 0
             }
             Input::PeerClosed => {
@@ -583,8 +585,11 @@ impl ServerSession {
 
     // ---- Deadlines ----
 
-    fn handle_timeout(&mut self, now: Now) {
+    /// Acts on the timers that expired; returns whether any did.
+    fn handle_timeout(&mut self, now: Now) -> bool {
+        let mut fired = false;
         while let Some(t) = self.timers.expired(now.mono) {
+            fired = true;
             match t {
                 Timer::Delay => {
                     let st = self.take_state();
@@ -615,6 +620,7 @@ impl ServerSession {
                 }
             }
         }
+        fired
     }
 
     /// Sends a held-back reply.

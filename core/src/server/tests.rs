@@ -2348,3 +2348,24 @@ fn spooling_inside_tls() {
     assert_eq!(t.message.parts()[1], msg.as_bytes());
     assert!(h.world.spools.is_empty());
 }
+
+/// Found by the whole-MTA simulation (sim/): a `Timeout` before any deadline restarted the
+/// command timer (`handle` touched the idle timer after every timeout), so a peer that went
+/// silent in a transaction was never timed out while early timeouts kept coming. An early
+/// `Timeout` must change nothing.
+#[test]
+fn early_timeout_does_not_push_back_the_idle_deadline() {
+    let mut h = ehloed(config());
+    h.expect("MAIL FROM:<a@example.org>\r\n", &["250 2.1.0"]);
+    let (deadline, timer) = h.idle();
+    assert_eq!(timer, Some(Timer::Command));
+    let deadline = deadline.expect("a command deadline");
+    h.clock.advance(Duration::from_secs(200));
+    let now = h.clock.now();
+    h.s.handle(now, Input::Timeout).unwrap();
+    h.drain();
+    assert_eq!(h.idle().0, Some(deadline));
+    h.timeout();
+    assert!(h.closed);
+    assert_eq!(h.replies(), vec!["421 4.4.2 timeout, closing"]);
+}
