@@ -59,6 +59,10 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// it reads them again from storage (at once when a message was queued meanwhile).
 const BACKLOG_MAX_AGE: Duration = Duration::from_secs(1);
 
+/// Entries per recipient domain (the first ones due) the scheduler looks at in one pass over
+/// the backlog; a transaction of more recipients of one message and domain is split.
+const BACKLOG_HEAD: usize = 128;
+
 /// Due entries the runner read and has not started yet, and when it read them.
 #[derive(Default)]
 struct Backlog {
@@ -438,7 +442,25 @@ impl Runner {
         let changed = self.wakeup.take_changed();
         let fresh = backlog.read.is_some_and(|t| t.elapsed() < BACKLOG_MAX_AGE);
         if fresh && !changed && !backlog.entries.is_empty() {
-            let (out, rest) = self.select(std::mem::take(&mut backlog.entries), now, None);
+            // The scheduler looks at the first entries of each recipient domain only, so a
+            // pass costs what the domains' heads cost, not the whole backlog.
+            let entries = std::mem::take(&mut backlog.entries);
+            let mut per_domain: BTreeMap<&str, usize> = BTreeMap::new();
+            let heads: Vec<bool> = entries
+                .iter()
+                .map(|e| {
+                    let d = e.rcpt.recipient.rsplit('@').next().unwrap_or_default();
+                    let n = per_domain.entry(d).or_default();
+                    *n += 1;
+                    *n <= BACKLOG_HEAD
+                })
+                .collect();
+            let (head, tail): (Vec<_>, Vec<_>) =
+                entries.into_iter().zip(heads).partition(|(_, h)| *h);
+            let (out, mut rest) =
+                self.select(head.into_iter().map(|(e, _)| e).collect(), now, None);
+            rest.extend(tail.into_iter().map(|(e, _)| e));
+            rest.sort_by_key(|e| (e.rcpt.next_attempt, e.id.0));
             backlog.entries = rest;
             return out;
         }
