@@ -21,6 +21,8 @@ mod refresh;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+#[cfg(test)]
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,11 +55,29 @@ const DUE_LIMIT: usize = 1000;
 /// batches).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
+/// How long the runner starts deliveries from the due entries it read (its backlog) before
+/// it reads them again from storage (at once when a message was queued meanwhile).
+const BACKLOG_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Entries per recipient domain (the first ones due) the scheduler looks at in one pass over
+/// the backlog; a transaction of more recipients of one message and domain is split.
+const BACKLOG_HEAD: usize = 128;
+
+/// Due entries the runner read and has not started yet, and when it read them.
+#[derive(Default)]
+struct Backlog {
+    entries: Vec<QueueEntry>,
+    read: Option<Instant>,
+}
+
 /// Wakes the runner: a new message was queued, a batch finished, or it must stop. Safe to
 /// use from any thread; the runner waits for it asynchronously.
 #[derive(Debug, Default)]
 pub struct Wakeup {
     pending: AtomicBool,
+    /// Set by [`Wakeup::notify`], not by [`Wakeup::notify_finished`]: the queue may hold
+    /// entries the runner's backlog lacks.
+    changed: AtomicBool,
     stop: AtomicBool,
     event: event_listener::Event,
 }
@@ -65,8 +85,21 @@ pub struct Wakeup {
 impl Wakeup {
     /// Something changed: look at the queue again.
     pub fn notify(&self) {
+        self.changed.store(true, Ordering::SeqCst);
         self.pending.store(true, Ordering::SeqCst);
         self.event.notify(usize::MAX);
+    }
+
+    /// A delivery of the runner ended: a slot is free (the queue itself is as the runner
+    /// last read it, apart from that delivery's entries).
+    fn notify_finished(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+        self.event.notify(usize::MAX);
+    }
+
+    /// Whether [`Wakeup::notify`] was called since the last call.
+    fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::SeqCst)
     }
 
     /// Ask the runner to stop.
@@ -217,6 +250,9 @@ pub struct Runner {
     in_flight: Mutex<InFlight>,
     clock: Clock,
     runtime: Runtime,
+    /// Reads of the due entries by the runner loop (tests).
+    #[cfg(test)]
+    due_reads: AtomicUsize,
 }
 
 /// A runner on its own thread (tests; the server runs it on its runtime): stop it with
@@ -277,6 +313,8 @@ impl Runner {
             in_flight: Mutex::new(InFlight::default()),
             clock,
             runtime: Runtime::one_off(),
+            #[cfg(test)]
+            due_reads: AtomicUsize::new(0),
         }
     }
 
@@ -357,21 +395,108 @@ impl Runner {
         only: Option<QueueId>,
     ) -> Result<Vec<(Batch, Vec<QueueEntry>)>, StoreError> {
         let entries = self.store.queue_due(now, DUE_LIMIT)?;
+        Ok(self.select(entries, now, only).0)
+    }
+
+    /// The batches due at `now` among `entries` (only those containing `only` when given),
+    /// marked in flight, each with its entries; and the entries left (due, not in flight,
+    /// not taken: waiting for a slot under the scheduler's limits).
+    fn select(
+        &self,
+        entries: Vec<QueueEntry>,
+        now: UnixTime,
+        only: Option<QueueId>,
+    ) -> (Vec<(Batch, Vec<QueueEntry>)>, Vec<QueueEntry>) {
         let items: Vec<QueueItem> = entries.iter().map(to_item).collect();
-        let by_id: BTreeMap<u64, &QueueEntry> = entries.iter().map(|e| (e.id.0, e)).collect();
+        let mut by_id: BTreeMap<u64, QueueEntry> =
+            entries.into_iter().map(|e| (e.id.0, e)).collect();
         let mut inf = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for b in self.qc.due(&items, now, &self.routes, &inf) {
             if only.is_some_and(|id| !b.items.contains(&id.0)) {
                 continue;
             }
-            let es: Vec<QueueEntry> = b
-                .items
-                .iter()
-                .filter_map(|id| by_id.get(id).map(|e| (*e).clone()))
-                .collect();
+            let es: Vec<QueueEntry> = b.items.iter().filter_map(|id| by_id.remove(id)).collect();
             inf.start(&b);
             out.push((b, es));
+        }
+        let rest = by_id
+            .into_values()
+            .filter(|e| !inf.contains(e.id.0))
+            .collect();
+        (out, rest)
+    }
+
+    /// The runner's next batches at `now`, marked in flight: from `backlog` (due entries
+    /// read before and not started for lack of a slot) while it is younger than
+    /// [`BACKLOG_MAX_AGE`] and nothing was queued since ([`Wakeup::notify`]), else from a
+    /// fresh read of the due entries, whose rest becomes the backlog. So a delivery's end
+    /// does not cost a read and decoding of up to [`DUE_LIMIT`] entries; [`Runner::prepare`]
+    /// reads each taken entry again before its delivery.
+    async fn next_batches<R: Net>(
+        self: &Arc<Self>,
+        rt: &R,
+        backlog: &mut Backlog,
+        now: UnixTime,
+    ) -> Vec<(Batch, Vec<QueueEntry>)> {
+        let changed = self.wakeup.take_changed();
+        let fresh = backlog.read.is_some_and(|t| t.elapsed() < BACKLOG_MAX_AGE);
+        if fresh && !changed && !backlog.entries.is_empty() {
+            // The scheduler looks at the first entries of each recipient domain only, so a
+            // pass costs what the domains' heads cost, not the whole backlog.
+            let entries = std::mem::take(&mut backlog.entries);
+            let mut per_domain: BTreeMap<&str, usize> = BTreeMap::new();
+            let heads: Vec<bool> = entries
+                .iter()
+                .map(|e| {
+                    let d = e.rcpt.recipient.rsplit('@').next().unwrap_or_default();
+                    let n = per_domain.entry(d).or_default();
+                    *n += 1;
+                    *n <= BACKLOG_HEAD
+                })
+                .collect();
+            let (head, tail): (Vec<_>, Vec<_>) =
+                entries.into_iter().zip(heads).partition(|(_, h)| *h);
+            let (out, mut rest) =
+                self.select(head.into_iter().map(|(e, _)| e).collect(), now, None);
+            rest.extend(tail.into_iter().map(|(e, _)| e));
+            rest.sort_by_key(|e| (e.rcpt.next_attempt, e.id.0));
+            backlog.entries = rest;
+            return out;
+        }
+        #[cfg(test)]
+        self.due_reads.fetch_add(1, Ordering::SeqCst);
+        let me = Arc::clone(self);
+        let read = rt
+            .unblock(Box::new(move || {
+                let entries = me.store.queue_due(now, DUE_LIMIT)?;
+                Ok::<_, StoreError>(me.select(entries, now, None))
+            }))
+            .await;
+        match read {
+            Ok((out, rest)) => {
+                backlog.entries = rest;
+                backlog.read = Some(Instant::now());
+                out
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "queue: loading due entries");
+                Vec::new()
+            }
+        }
+    }
+
+    /// `entries` as stored now, without those that left the queue, were held or were
+    /// rescheduled later since they were read (a backlog is read before its delivery).
+    fn reread(&self, entries: Vec<QueueEntry>) -> Result<Vec<QueueEntry>, StoreError> {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            match self.store.queue_get(e.id)? {
+                Some(s) if !s.rcpt.hold && s.rcpt.next_attempt <= e.rcpt.next_attempt => {
+                    out.push(s)
+                }
+                _ => {}
+            }
         }
         Ok(out)
     }
@@ -429,6 +554,7 @@ impl Runner {
 
     /// Reads the message and fails suppressed recipients (blocking: storage).
     fn prepare(&self, entries: Vec<QueueEntry>) -> Result<Option<Prepared>, StoreError> {
+        let entries = self.reread(entries)?;
         let Some(first) = entries.first() else {
             return Ok(None);
         };
@@ -591,55 +717,27 @@ impl Runner {
             }
             None => (String::new(), item.last_error.clone().unwrap_or_default()),
         };
-        let attempts = item.attempts;
-        let last_error = item.last_error.clone();
-        let next = item.next_attempt;
-        let record = result.is_some();
-        let (h, t) = (host.clone(), text.clone());
-        let tls_mode = tls.map(|t| t.mode.to_string());
-        let tls_result = tls.map(TlsAttempt::result_text);
-        self.store.queue_update(QueueId(item.id), move |e| {
-            e.attempts = attempts;
-            e.last_error = last_error;
-            e.rcpt.next_attempt = next;
-            if record {
-                e.last_attempt = Some(now);
-                e.history.push(Attempt {
-                    time: now,
-                    host: h,
-                    result: t,
-                    tls_mode,
-                    tls_result,
-                });
-            }
-        })?;
+        let retire = match d {
+            Decision::Delivered { .. } => Some(Outcome::Delivered(text.clone())),
+            Decision::Retry { .. } => None,
+            Decision::Failed { .. } => Some(Outcome::Failed(text.clone())),
+        };
+        // Storage counts failed messages in a row (a delivery ends the streak); core
+        // decides (three suppress). Failed DSNs are not counted.
+        let streak = match (d, &item.sender_account, result) {
+            (Decision::Delivered { .. }, Some(a), Some(_)) => Some((a.clone(), false)),
+            (Decision::Failed { .. }, Some(a), Some(_)) if !item.is_dsn => Some((a.clone(), true)),
+            _ => None,
+        };
+        let attempt = result.map(|_| (host, text.clone()));
+        let streak = self.record_outcome(item, attempt, tls, now, retire, streak)?;
         match d {
-            Decision::Delivered { dsn } => {
-                self.store
-                    .queue_retire(QueueId(item.id), Outcome::Delivered(text), now)?;
-                if let (Some(a), Some(_)) = (&item.sender_account, result) {
-                    self.store
-                        .failure_streak_record(a, &item.recipient, false)?;
-                }
-                if let Some(n) = dsn {
-                    notices.push((item.clone(), n.clone()));
-                }
-            }
-            Decision::Retry { dsn, .. } => {
+            Decision::Delivered { dsn } | Decision::Retry { dsn, .. } => {
                 if let Some(n) = dsn {
                     notices.push((item.clone(), n.clone()));
                 }
             }
             Decision::Failed { dsn, suppress } => {
-                self.store
-                    .queue_retire(QueueId(item.id), Outcome::Failed(text.clone()), now)?;
-                // Storage counts failed messages in a row; core decides (three suppress).
-                let streak = match (&item.sender_account, result) {
-                    (Some(a), Some(_)) if !item.is_dsn => {
-                        self.store.failure_streak_record(a, &item.recipient, true)?
-                    }
-                    _ => 0,
-                };
                 let reason = rmox_core::queue::suppression_after_failure(*suppress, streak, &text);
                 if let (Some(reason), Some(a)) = (reason, &item.sender_account) {
                     self.store.suppression_add(
@@ -658,6 +756,45 @@ impl Runner {
             }
         }
         Ok(())
+    }
+
+    /// Writes what an attempt (or administrative decision) changed about `item` in one
+    /// commit: the entry's attempt count, error and next attempt; after an attempt
+    /// (`attempt`: host and result text) a history line; with `retire`, the entry leaves
+    /// the queue with that outcome; with `streak` (sender account, failed), the failures in
+    /// a row to the recipient. Returns those failures in a row (0 without `streak`).
+    fn record_outcome(
+        &self,
+        item: &QueueItem,
+        attempt: Option<(String, String)>,
+        tls: Option<&TlsAttempt>,
+        now: UnixTime,
+        retire: Option<Outcome>,
+        streak: Option<(String, bool)>,
+    ) -> Result<u32, StoreError> {
+        let attempts = item.attempts;
+        let last_error = item.last_error.clone();
+        let next = item.next_attempt;
+        let tls_mode = tls.map(|t| t.mode.to_string());
+        let tls_result = tls.map(TlsAttempt::result_text);
+        let update = move |e: &mut QueueEntry| {
+            e.attempts = attempts;
+            e.last_error = last_error;
+            e.rcpt.next_attempt = next;
+            if let Some((host, result)) = attempt {
+                e.last_attempt = Some(now);
+                e.history.push(Attempt {
+                    time: now,
+                    host,
+                    result,
+                    tls_mode,
+                    tls_result,
+                });
+            }
+        };
+        let streak = streak.map(|(account, failed)| (account, item.recipient.clone(), failed));
+        self.store
+            .queue_record(QueueId(item.id), update, retire.map(|o| (o, now)), streak)
     }
 
     /// Composes one DSN per kind for the notices (all about one message) and sends them.
@@ -768,6 +905,7 @@ impl Runner {
     ) {
         let workers = workers.max(1);
         let mut waiting: VecDeque<(Batch, Vec<QueueEntry>)> = VecDeque::new();
+        let mut backlog = Backlog::default();
         let mut running: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
         tracing::info!(workers, "queue runner started");
         let stopped =
@@ -775,11 +913,7 @@ impl Runner {
         while !stopped(&self.wakeup) {
             let now = (self.clock)();
             if waiting.is_empty() {
-                let me = Arc::clone(&self);
-                match rt.unblock(Box::new(move || me.take_due(now, None))).await {
-                    Ok(batches) => waiting.extend(batches),
-                    Err(e) => tracing::error!(error = %e, "queue: loading due entries"),
-                }
+                waiting.extend(self.next_batches(&rt, &mut backlog, now).await);
             }
             // Drop the handles of ended deliveries, then start more up to the limit.
             let mut still = Vec::with_capacity(running.len());
@@ -800,12 +934,15 @@ impl Runner {
                         tracing::error!(error = %e, "queue: applying delivery result");
                     }
                     me.finish(&b);
-                    me.wakeup.notify();
+                    me.wakeup.notify_finished();
                 }));
             }
             let sleep = if !waiting.is_empty() {
                 // Batches wait for a free slot: the end of a delivery wakes us.
                 MAX_SLEEP
+            } else if !backlog.entries.is_empty() {
+                // Entries wait for a slot (the end of a delivery wakes us) or a new look.
+                BACKLOG_MAX_AGE
             } else {
                 let me = Arc::clone(&self);
                 match rt

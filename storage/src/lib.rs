@@ -103,6 +103,7 @@
 //! queue_update(QueueId, FnOnce(&mut QueueEntry)) -> Result<QueueEntry>
 //! queue_hold(QueueId), queue_release(QueueId) -> Result<()>
 //! queue_retire(QueueId, Outcome, now) -> Result<()>;  queue_drop(QueueId) -> Result<()>
+//! queue_record(QueueId, FnOnce(&mut QueueEntry), Option<(Outcome, now)>, Option<(account, addr, failed)>) -> Result<u32>  // one commit
 //! queue_retired(limit) -> Result<Vec<RetiredEntry>>;  queue_retired_cleanup(before) -> Result<u64>
 //! hold_rule_add(HoldRule) -> Result<u64>;  hold_rules();  hold_rule_remove(id) -> Result<bool>
 //! suppression_add(account, Suppression);  suppressions(account);  suppression_remove(account, addr);
