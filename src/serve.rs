@@ -284,6 +284,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let data = c.data_dir();
     let store = Store::open(&data)
         .map_err(|e| Fail(format!("opening data directory {}: {e}", data.display())))?;
+    remove_queue_orphans(&store);
     let store = Arc::new(store);
     for (name, a) in &c.account {
         if store.account(name)?.is_none() {
@@ -390,6 +391,23 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     result.map_err(|e| Fail(format!("server: {e}")))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Removes the queue message files no queue entry references, before the queue runs: a
+/// crash between the commit that retired a message's last entry and the removal of its file
+/// leaves one (issue 15). One log line per file.
+fn remove_queue_orphans(store: &Store) {
+    match store.queue_remove_orphans() {
+        Ok(ids) => {
+            for msg_id in ids {
+                tracing::info!(
+                    msg_id,
+                    "removed orphan queue message file (no queue entry refers to it)"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "looking for orphan queue message files"),
+    }
 }
 
 /// Closes the database cleanly once every user has let go of it (a report sender's work on

@@ -103,6 +103,8 @@
 //! queue_update(QueueId, FnOnce(&mut QueueEntry)) -> Result<QueueEntry>
 //! queue_hold(QueueId), queue_release(QueueId) -> Result<()>
 //! queue_retire(QueueId, Outcome, now) -> Result<()>;  queue_drop(QueueId) -> Result<()>
+//! queue_record(Vec<QueueRecord>, now) -> Result<Vec<QueueId> /*gone*/>  // attempts and retirements, one commit
+//! queue_remove_orphans() -> Result<Vec<u64>>   // unreferenced queue message files, at start
 //! queue_retired(limit) -> Result<Vec<RetiredEntry>>;  queue_retired_cleanup(before) -> Result<u64>
 //! hold_rule_add(HoldRule) -> Result<u64>;  hold_rules();  hold_rule_remove(id) -> Result<bool>
 //! suppression_add(account, Suppression);  suppressions(account);  suppression_remove(account, addr);
@@ -147,5 +149,6 @@ pub use backup::{verify, BackupReport, VerifyReport};
 pub use error::StoreError;
 pub use group::{MAX_BATCH, MAX_PENDING};
 pub use model::*;
+pub use queue::QueueRecord;
 pub use store::{ip_networks, Store, DB_FILE};
 pub use tables::SCHEMA_VERSION;

@@ -11,6 +11,16 @@ use crate::model::*;
 use crate::store::Store;
 use crate::tables::*;
 
+/// One entry's delivery attempt for [`Store::queue_record`].
+pub struct QueueRecord {
+    /// The entry.
+    pub id: QueueId,
+    /// Records the attempt (may change anything but `id`, `msg_id` and `size`).
+    pub change: crate::QueueChange,
+    /// When the entry leaves the queue: its outcome.
+    pub retire: Option<Outcome>,
+}
+
 fn get_entry(txn: &WriteTransaction, id: QueueId) -> Result<QueueEntry, StoreError> {
     let t = txn.open_table(QUEUE)?;
     let g = t.get(id.0)?;
@@ -282,6 +292,109 @@ impl Store {
             self.remove_files(vec![files::path(&self.dir, Area::Queue, m)]);
         }
         Ok(())
+    }
+
+    /// Records delivery attempts of several entries in one durable commit (issue 15: a crash
+    /// between recording an attempt and retiring its entry made the next start deliver the
+    /// message again). For each entry, `change` records the attempt as [`Store::queue_update`]
+    /// does; then, when `retire` is given, the entry moves to the retired list as
+    /// [`Store::queue_retire`] does. Message files no entry references anymore are removed
+    /// right after the commit (a crash in between leaves them for
+    /// [`Store::queue_remove_orphans`]). Entries that are gone are skipped and returned.
+    pub fn queue_record(
+        &self,
+        records: Vec<QueueRecord>,
+        now: UnixTime,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (freed, missing) = self.write(vec![], vec![], move |txn| {
+            let mut freed = Vec::new();
+            let mut missing = Vec::new();
+            for r in records {
+                let old = match get_entry(txn, r.id) {
+                    Ok(e) => e,
+                    Err(StoreError::NoQueueEntry(id)) => {
+                        missing.push(id);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut new = old.clone();
+                (r.change)(&mut new);
+                new.id = old.id;
+                new.msg_id = old.msg_id;
+                new.size = old.size;
+                match r.retire {
+                    None => put_entry(txn, Some(&old), &new)?,
+                    Some(outcome) => {
+                        // The due index holds the old entry's time: remove by it.
+                        freed.extend(remove_entry(txn, &old)?);
+                        let retired = RetiredEntry {
+                            entry: new,
+                            outcome,
+                            retired: now,
+                        };
+                        txn.open_table(RETIRED)?
+                            .insert(r.id.0, enc(&retired)?.as_slice())?;
+                    }
+                }
+            }
+            Ok((freed, missing))
+        })?;
+        if !freed.is_empty() {
+            self.remove_files(
+                freed
+                    .into_iter()
+                    .map(|m| files::path(&self.dir, Area::Queue, m))
+                    .collect(),
+            );
+        }
+        Ok(missing)
+    }
+
+    /// Removes queue message files that no queue entry references (left by a crash between
+    /// the commit that retired their last entry and the file's removal, or between writing
+    /// a file and the commit that would have queued it). Call before the queue is used (at
+    /// start): a file being queued concurrently would look unreferenced. Returns the
+    /// removed message ids.
+    pub fn queue_remove_orphans(&self) -> Result<Vec<u64>, StoreError> {
+        let referenced: std::collections::BTreeSet<u64> = {
+            let rtx = self.read()?;
+            let t = rtx.open_table(QUEUE_MSGS)?;
+            let mut v = std::collections::BTreeSet::new();
+            for row in t.iter()? {
+                v.insert(row?.0.value());
+            }
+            v
+        };
+        let root = self.dir.join(Area::Queue.dir_name());
+        let mut removed = Vec::new();
+        let shards = match std::fs::read_dir(&root) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+            Err(e) => return Err(StoreError::io("read directory", &root, e)),
+        };
+        for shard in shards {
+            let shard = shard.map_err(|e| StoreError::io("read directory", &root, e))?;
+            let sp = shard.path();
+            if !sp.is_dir() {
+                continue;
+            }
+            let sname = shard.file_name().to_string_lossy().into_owned();
+            for f in std::fs::read_dir(&sp).map_err(|e| StoreError::io("read directory", &sp, e))? {
+                let f = f.map_err(|e| StoreError::io("read directory", &sp, e))?;
+                let name = f.file_name().to_string_lossy().into_owned();
+                if let Some(id) = files::parse_name(&sname, &name) {
+                    if !referenced.contains(&id) {
+                        self.remove_files(vec![f.path()]);
+                        removed.push(id);
+                    }
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Removes an entry without a trace (administrator's drop); the message file goes when
@@ -831,6 +944,114 @@ mod tests {
         assert_eq!(s.queue_retired_cleanup(UnixTime(650)).unwrap(), 1);
         assert_eq!(s.queue_retired(10).unwrap().len(), 1);
         assert!(s.queue_add(&msg, vec![]).is_err());
+    }
+
+    /// Issue 15: an attempt was recorded in one commit and the entry retired in another,
+    /// so a crash between them delivered the message again. queue_record does both for
+    /// every entry of a transaction in one commit, and removes the message file after it.
+    #[test]
+    fn record_updates_and_retires_in_one_step() {
+        let (_d, s) = store();
+        let ids = s
+            .queue_add(
+                b"m",
+                vec![
+                    rcpt("a@x.example", 1),
+                    rcpt("b@x.example", 1),
+                    rcpt("c@x.example", 1),
+                ],
+            )
+            .unwrap();
+        let msg_id = s.queue_get(ids[0]).unwrap().unwrap().msg_id;
+        let attempt = |e: &mut QueueEntry| {
+            e.attempts += 1;
+            e.rcpt.next_attempt = UnixTime(900);
+            e.history.push(Attempt {
+                time: UnixTime(5),
+                host: "mx.x.example".into(),
+                result: "250 ok".into(),
+                tls_mode: None,
+                tls_result: None,
+            });
+        };
+        let gone = s
+            .queue_record(
+                vec![
+                    QueueRecord {
+                        id: ids[0],
+                        change: Box::new(attempt),
+                        retire: Some(Outcome::Delivered("250 ok".into())),
+                    },
+                    QueueRecord {
+                        id: ids[1],
+                        change: Box::new(attempt),
+                        retire: None,
+                    },
+                    QueueRecord {
+                        id: QueueId(9999),
+                        change: Box::new(attempt),
+                        retire: None,
+                    },
+                ],
+                UnixTime(5),
+            )
+            .unwrap();
+        assert_eq!(gone, [QueueId(9999)]);
+        assert!(s.queue_get(ids[0]).unwrap().is_none());
+        let r = s.queue_retired(10).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].entry.history.len(), 1);
+        assert_eq!(r[0].entry.attempts, 1);
+        let b = s.queue_get(ids[1]).unwrap().unwrap();
+        assert_eq!(b.attempts, 1);
+        assert_eq!(s.queue_next_due().unwrap(), Some(UnixTime(1)));
+        assert_eq!(s.queue_due(UnixTime(10), 10).unwrap().len(), 1);
+        assert!(s.queue_message(msg_id).is_ok());
+        // The last two references go in one step: the file goes with them.
+        s.queue_record(
+            vec![
+                QueueRecord {
+                    id: ids[1],
+                    change: Box::new(|_| {}),
+                    retire: Some(Outcome::Failed("550 no".into())),
+                },
+                QueueRecord {
+                    id: ids[2],
+                    change: Box::new(attempt),
+                    retire: Some(Outcome::Delivered("250 ok".into())),
+                },
+            ],
+            UnixTime(6),
+        )
+        .unwrap();
+        assert!(s.queue_message(msg_id).is_err());
+        assert!(s.queue_due(UnixTime(i64::MAX), 10).unwrap().is_empty());
+        assert_eq!(s.queue_retired(10).unwrap().len(), 3);
+        drop(s);
+        let v = crate::verify(_d.path());
+        assert!(v.is_ok() && v.orphans.is_empty(), "{:?}", v.lines());
+    }
+
+    /// Issue 15: kill -9 between retiring a message's last entry and removing its file left
+    /// an orphan queue file. The sweep at start removes exactly the unreferenced files.
+    #[test]
+    fn orphan_queue_files_removed() {
+        let (d, s) = store();
+        let ids = s.queue_add(b"kept", vec![rcpt("a@x.example", 1)]).unwrap();
+        let kept = s.queue_get(ids[0]).unwrap().unwrap().msg_id;
+        let orphan = files::path(d.path(), Area::Queue, kept + 7);
+        std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+        std::fs::write(&orphan, b"left behind").unwrap();
+        drop(s);
+        assert_eq!(crate::verify(d.path()).orphans, vec![orphan.clone()]);
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.queue_remove_orphans().unwrap(), [kept + 7]);
+        assert!(!orphan.exists());
+        assert_eq!(s.queue_message(kept).unwrap(), b"kept");
+        assert!(s.queue_remove_orphans().unwrap().is_empty());
+        drop(s);
+        let v = crate::verify(d.path());
+        assert!(v.is_ok() && v.orphans.is_empty(), "{:?}", v.lines());
     }
 
     #[test]
