@@ -75,7 +75,10 @@ fn python() -> Option<PathBuf> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        assert!(std::env::var_os("CI").is_none(), "python3 missing but CI is set");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 missing but CI is set"
+        );
         eprintln!("SKIP: python3 not available");
         return None;
     }
@@ -182,10 +185,20 @@ fn kill_during_outgoing_burst(rt: &str) {
     std::fs::write(dir.path().join("zone"), zone(sink_ip)).unwrap();
     let cfg = dir.path().join("rmox.toml");
     let out = rmox(
-        &["account", "setpassword", "mjl", "--config", cfg.to_str().unwrap()],
+        &[
+            "account",
+            "setpassword",
+            "mjl",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
         Some("testtest\n"),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut srv = Server::serve(rt, dir, ip, SUBMISSION);
     let data = srv.dir.path().join("data");
     let mut summary = Vec::new();
@@ -251,7 +264,10 @@ fn kill_during_outgoing_burst(rt: &str) {
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "round {round}: verifydata:\n{text}");
-        assert!(!text.contains("orphan"), "round {round}: verifydata:\n{text}");
+        assert!(
+            !text.contains("orphan"),
+            "round {round}: verifydata:\n{text}"
+        );
         let queue_files = walk_files(&data.join("queue"));
         assert!(
             queue_files.is_empty(),
