@@ -6,7 +6,8 @@ EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP and QUIT, and for every message accepted
 one line to --log: its Subject field value. The line is written and flushed before the
 final 250 is sent, so every message the sender was told was taken is in the log. With
 --delay-ms the 250 after the data comes that much later (a window in which the sender has
-sent the final dot and waits). Exits by itself after --lifetime seconds.
+sent the final dot and waits); with --quit-delay-ms the 221 after QUIT comes that much
+later. Exits by itself after --lifetime seconds.
 """
 
 import argparse
@@ -16,9 +17,10 @@ import sys
 
 
 class Sink:
-    def __init__(self, log, delay):
+    def __init__(self, log, delay, quit_delay):
         self.log = open(log, "a", buffering=1)
         self.delay = delay
+        self.quit_delay = quit_delay
 
     async def session(self, reader, writer):
         def send(line):
@@ -61,6 +63,8 @@ class Sink:
                     self.log.flush()
                     send("250 ok: queued")
                 elif verb == "QUIT":
+                    if self.quit_delay:
+                        await asyncio.sleep(self.quit_delay)
                     send("221 bye")
                     await writer.drain()
                     return
@@ -79,11 +83,12 @@ async def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--log", required=True)
     p.add_argument("--delay-ms", type=int, default=0)
+    p.add_argument("--quit-delay-ms", type=int, default=0)
     p.add_argument("--lifetime", type=int, default=120)
     a = p.parse_args()
     if not ipaddress.ip_address(a.host).is_loopback:
         sys.exit("loopback addresses only")
-    sink = Sink(a.log, a.delay_ms / 1000.0)
+    sink = Sink(a.log, a.delay_ms / 1000.0, a.quit_delay_ms / 1000.0)
     server = await asyncio.start_server(sink.session, a.host, a.port, reuse_address=True)
     async with server:
         await asyncio.sleep(a.lifetime)
