@@ -39,7 +39,7 @@ use rmox_core::{Rng, UnixTime};
 use rmox_driver::outbound::Net;
 use rmox_storage::{
     Attempt, Delivery, Flags, MailStore, MessageInfo, Outcome, QueueEntry, QueueId, QueueRecipient,
-    ReportKind, RequireTls, Store, StoreError, Suppression,
+    QueueRecord, ReportKind, RequireTls, Store, StoreError, Suppression,
 };
 
 use crate::config::{Config, Resolution};
@@ -281,6 +281,80 @@ struct Prepared {
     entries: Vec<QueueEntry>,
     notices: Vec<(QueueItem, DsnNotice)>,
     now: UnixTime,
+}
+
+/// The host and text recorded for `item`'s attempt: the result's, or (an administrative
+/// failure, no attempt) the entry's last error.
+fn outcome_text(item: &QueueItem, result: Option<&AttemptResult>) -> (String, String) {
+    match result {
+        Some(AttemptResult::Delivered { host, reply, .. }) => (
+            host.clone().unwrap_or_else(|| "local".into()),
+            reply
+                .as_ref()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "delivered".into()),
+        ),
+        Some(AttemptResult::Temporary(f)) | Some(AttemptResult::Permanent(f)) => {
+            (f.host.clone().unwrap_or_default(), f.text())
+        }
+        None => (String::new(), item.last_error.clone().unwrap_or_default()),
+    }
+}
+
+/// The storage record of `item`'s attempt (`result`; none for an administrative failure)
+/// and of core's decision `d`: the attempt in the entry's history, and the entry retired
+/// when delivered or failed. Written with the others of its transaction in one commit
+/// ([`rmox_storage::Store::queue_record`]).
+fn attempt_record(
+    item: &QueueItem,
+    result: Option<&AttemptResult>,
+    tls: Option<&TlsAttempt>,
+    d: &Decision,
+    now: UnixTime,
+) -> QueueRecord {
+    let (host, text) = outcome_text(item, result);
+    let attempts = item.attempts;
+    let last_error = item.last_error.clone();
+    let next = item.next_attempt;
+    let record = result.is_some();
+    let tls_mode = tls.map(|t| t.mode.to_string());
+    let tls_result = tls.map(TlsAttempt::result_text);
+    let retire = match d {
+        Decision::Delivered { .. } => Some(Outcome::Delivered(text.clone())),
+        Decision::Failed { .. } => Some(Outcome::Failed(text.clone())),
+        Decision::Retry { .. } => None,
+    };
+    // Storage counts failed messages in a row (a delivery ends the streak); core decides
+    // (three suppress). Failed DSNs are not counted.
+    let streak = match (d, &item.sender_account, result) {
+        (Decision::Delivered { .. }, Some(a), Some(_)) => {
+            Some((a.clone(), item.recipient.clone(), false))
+        }
+        (Decision::Failed { .. }, Some(a), Some(_)) if !item.is_dsn => {
+            Some((a.clone(), item.recipient.clone(), true))
+        }
+        _ => None,
+    };
+    QueueRecord {
+        id: QueueId(item.id),
+        change: Box::new(move |e| {
+            e.attempts = attempts;
+            e.last_error = last_error;
+            e.rcpt.next_attempt = next;
+            if record {
+                e.last_attempt = Some(now);
+                e.history.push(Attempt {
+                    time: now,
+                    host,
+                    result: text,
+                    tls_mode,
+                    tls_result,
+                });
+            }
+        }),
+        retire,
+        streak,
+    }
 }
 
 /// An item's result, or a temporary failure when the deliverer gave none.
@@ -613,6 +687,20 @@ impl Runner {
             return self.send_dsns(notices, &message, now);
         }
         let now = (self.clock)();
+        // Every recipient's result first, in one durable commit with the retirement of the
+        // entries that are done and the removal of the message file when it was the last
+        // (issue 15): what was delivered is never sent again after a crash from here on.
+        let mut rng = self.rng();
+        let mut records = Vec::with_capacity(items.len());
+        let mut decided = Vec::with_capacity(items.len());
+        for (i, mut item) in items.into_iter().enumerate() {
+            let result = result_at(&results, i);
+            let d = self.qc.after_attempt(&mut item, &result, now, &mut rng);
+            tracing::info!(id = item.id, recipient = %item.recipient, decision = ?decision_name(&d), "delivery attempt");
+            records.push(attempt_record(&item, Some(&result), tls.last(), &d, now));
+            decided.push((item, result, d));
+        }
+        let rec = self.store.queue_record(records, now)?;
         // The TLS report results (RFC 8460), one record each under its policy domain (the
         // recipient domain, or the MX host for DANE) as the report sender reads them. A
         // lost record must not keep the results from being applied. Our own TLS reports'
@@ -632,12 +720,17 @@ impl Runner {
                 tracing::error!(%domain, error = %e, "storing TLS result");
             }
         }
-        let mut rng = self.rng();
-        for (i, mut item) in items.into_iter().enumerate() {
-            let result = result_at(&results, i);
-            let d = self.qc.after_attempt(&mut item, &result, now, &mut rng);
-            tracing::info!(id = item.id, recipient = %item.recipient, decision = ?decision_name(&d), "delivery attempt");
-            self.apply(&item, Some(&result), tls.last(), &d, now, &mut notices)?;
+        for (i, (item, result, d)) in decided.into_iter().enumerate() {
+            if rec.gone.contains(&QueueId(item.id)) {
+                // Dropped or retired by the administrator during the delivery.
+                tracing::info!(
+                    id = item.id,
+                    "queue entry gone during its delivery; result not recorded"
+                );
+                continue;
+            }
+            let streak = rec.streaks.get(i).copied().unwrap_or(0);
+            self.after_record(&item, Some(&result), &d, now, streak, &mut notices)?;
         }
         self.send_dsns(notices, &message, now)
     }
@@ -694,7 +787,8 @@ impl Runner {
             .await
     }
 
-    /// Records the attempt (or administrative failure) of `item` in storage.
+    /// Records the attempt (or administrative failure) of `item` in storage, then what
+    /// follows from it ([`Runner::after_record`]).
     fn apply(
         &self,
         item: &QueueItem,
@@ -704,33 +798,28 @@ impl Runner {
         now: UnixTime,
         notices: &mut Vec<(QueueItem, DsnNotice)>,
     ) -> Result<(), StoreError> {
-        let (host, text) = match result {
-            Some(AttemptResult::Delivered { host, reply, .. }) => (
-                host.clone().unwrap_or_else(|| "local".into()),
-                reply
-                    .as_ref()
-                    .map(|r| r.to_string())
-                    .unwrap_or_else(|| "delivered".into()),
-            ),
-            Some(AttemptResult::Temporary(f)) | Some(AttemptResult::Permanent(f)) => {
-                (f.host.clone().unwrap_or_default(), f.text())
-            }
-            None => (String::new(), item.last_error.clone().unwrap_or_default()),
-        };
-        let retire = match d {
-            Decision::Delivered { .. } => Some(Outcome::Delivered(text.clone())),
-            Decision::Retry { .. } => None,
-            Decision::Failed { .. } => Some(Outcome::Failed(text.clone())),
-        };
-        // Storage counts failed messages in a row (a delivery ends the streak); core
-        // decides (three suppress). Failed DSNs are not counted.
-        let streak = match (d, &item.sender_account, result) {
-            (Decision::Delivered { .. }, Some(a), Some(_)) => Some((a.clone(), false)),
-            (Decision::Failed { .. }, Some(a), Some(_)) if !item.is_dsn => Some((a.clone(), true)),
-            _ => None,
-        };
-        let attempt = result.map(|_| (host, text.clone()));
-        let streak = self.record_outcome(item, attempt, tls, now, retire, streak)?;
+        let rec = self
+            .store
+            .queue_record(vec![attempt_record(item, result, tls, d, now)], now)?;
+        if let Some(id) = rec.gone.first() {
+            return Err(StoreError::NoQueueEntry(*id));
+        }
+        let streak = rec.streaks.first().copied().unwrap_or(0);
+        self.after_record(item, result, d, now, streak, notices)
+    }
+
+    /// What follows a decision already recorded by [`attempt_record`] (with the sender's
+    /// failures in a row to the recipient after it, `streak`): the suppression list and the
+    /// DSN notices.
+    fn after_record(
+        &self,
+        item: &QueueItem,
+        result: Option<&AttemptResult>,
+        d: &Decision,
+        now: UnixTime,
+        streak: u32,
+        notices: &mut Vec<(QueueItem, DsnNotice)>,
+    ) -> Result<(), StoreError> {
         match d {
             Decision::Delivered { dsn } | Decision::Retry { dsn, .. } => {
                 if let Some(n) = dsn {
@@ -738,6 +827,7 @@ impl Runner {
                 }
             }
             Decision::Failed { dsn, suppress } => {
+                let text = outcome_text(item, result).1;
                 let reason = rmox_core::queue::suppression_after_failure(*suppress, streak, &text);
                 if let (Some(reason), Some(a)) = (reason, &item.sender_account) {
                     self.store.suppression_add(
@@ -756,45 +846,6 @@ impl Runner {
             }
         }
         Ok(())
-    }
-
-    /// Writes what an attempt (or administrative decision) changed about `item` in one
-    /// commit: the entry's attempt count, error and next attempt; after an attempt
-    /// (`attempt`: host and result text) a history line; with `retire`, the entry leaves
-    /// the queue with that outcome; with `streak` (sender account, failed), the failures in
-    /// a row to the recipient. Returns those failures in a row (0 without `streak`).
-    fn record_outcome(
-        &self,
-        item: &QueueItem,
-        attempt: Option<(String, String)>,
-        tls: Option<&TlsAttempt>,
-        now: UnixTime,
-        retire: Option<Outcome>,
-        streak: Option<(String, bool)>,
-    ) -> Result<u32, StoreError> {
-        let attempts = item.attempts;
-        let last_error = item.last_error.clone();
-        let next = item.next_attempt;
-        let tls_mode = tls.map(|t| t.mode.to_string());
-        let tls_result = tls.map(TlsAttempt::result_text);
-        let update = move |e: &mut QueueEntry| {
-            e.attempts = attempts;
-            e.last_error = last_error;
-            e.rcpt.next_attempt = next;
-            if let Some((host, result)) = attempt {
-                e.last_attempt = Some(now);
-                e.history.push(Attempt {
-                    time: now,
-                    host,
-                    result,
-                    tls_mode,
-                    tls_result,
-                });
-            }
-        };
-        let streak = streak.map(|(account, failed)| (account, item.recipient.clone(), failed));
-        self.store
-            .queue_record(QueueId(item.id), update, retire.map(|o| (o, now)), streak)
     }
 
     /// Composes one DSN per kind for the notices (all about one message) and sends them.

@@ -285,6 +285,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let data = c.data_dir();
     let store = Store::open(&data)
         .map_err(|e| Fail(format!("opening data directory {}: {e}", data.display())))?;
+    remove_queue_orphans(&store);
     let store = Arc::new(store);
     for (name, a) in &c.account {
         if store.account(name)?.is_none() {
@@ -367,8 +368,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         )?
         .with_queue_wakeup(wakeup),
     );
-    let flusher = crate::world::Flusher::spawn(Arc::clone(&world))?;
-    let answerer: Arc<dyn rmox_driver::Answerer> = world;
+    let answerer: Arc<dyn rmox_driver::Answerer> = Arc::clone(&world) as _;
     // The queue runner runs on the chosen runtime, started by `run_on` on one worker.
     let queue = Background {
         runner: Arc::new(runner.with_runtime(rt)),
@@ -376,18 +376,39 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         reporters,
         dns_loop,
         refresher,
+        counts: Arc::clone(&world),
     };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     tracing::info!(runtime = rt.name(), threads, "starting");
     let result = run_on(rt, bound, answerer, threads, shutdown, queue);
-    flusher.stop();
+    // Every session has ended: the counts they added since the last write, then the last
+    // user of storage besides `store` lets go, so that it can be closed cleanly.
+    world.flush_delivery_counts();
+    drop(world);
     control.stop();
     close_store(store);
     result.map_err(|e| Fail(format!("server: {e}")))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Removes the queue message files no queue entry references, before the queue runs: a
+/// crash between the commit that retired a message's last entry and the removal of its file
+/// leaves one (issue 15). One log line per file.
+fn remove_queue_orphans(store: &Store) {
+    match store.queue_remove_orphans() {
+        Ok(ids) => {
+            for msg_id in ids {
+                tracing::info!(
+                    msg_id,
+                    "removed orphan queue message file (no queue entry refers to it)"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "looking for orphan queue message files"),
+    }
 }
 
 /// Closes the database cleanly once every user has let go of it (a report sender's work on
@@ -512,9 +533,11 @@ fn compiled_runtimes() -> Vec<&'static str> {
 }
 
 /// Runs the listeners on `rt` until shutdown.
-/// The queue runner, the report senders and the MTA-STS refresher as the runtime's
-/// background task: they stop on shutdown, the runner after the deliveries in flight. The DNS loop runs beside them as a task of the same runtime, until they are
-/// done.
+/// The queue runner, the report senders, the MTA-STS refresher and the writer of the
+/// per-day delivery counts as the runtime's background task: they stop on shutdown, the
+/// runner after the deliveries in flight. The DNS loop runs beside them as a task of the
+/// same runtime, until they are done. No wait after shutdown is unbounded: each is logged
+/// when it takes long and given up after [`STOP_GRACE`] (see [`bounded_after`]).
 fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
     b: Background,
     shutdown: Arc<Shutdown>,
@@ -528,15 +551,69 @@ fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
             let refresh = b
                 .refresher
                 .map(|r| rt.spawn(r.run(rt.clone(), Arc::clone(&shutdown))));
-            b.runner.run(rt, b.workers, Some(shutdown)).await;
+            let counts = rt.spawn(crate::world::flush_counts(
+                b.counts,
+                rt.clone(),
+                Arc::clone(&shutdown),
+            ));
+            let runner = b
+                .runner
+                .run(rt.clone(), b.workers, Some(Arc::clone(&shutdown)));
+            bounded_after(&rt, &shutdown, "queue runner", QUEUE_STOP_GRACE, runner).await;
             if let Some(r) = reports {
-                r.await;
+                bounded_after(&rt, &shutdown, "report senders", STOP_GRACE, r).await;
             }
             if let Some(r) = refresh {
-                r.await;
+                bounded_after(&rt, &shutdown, "MTA-STS refresher", STOP_GRACE, r).await;
             }
+            bounded_after(&rt, &shutdown, "delivery counts writer", STOP_GRACE, counts).await;
         })
     })
+}
+
+/// How long a background task other than the queue runner may take to end after shutdown.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long the queue runner may take to end after shutdown (its deliveries in flight
+/// finish first; a delivery given up is sent again at the next start).
+const QUEUE_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Awaits `task` (`what`); once `shutdown` has triggered it may take `grace` more, with a
+/// log line every second after the first, and is then given up with a warning (dropped:
+/// on tokio it runs on detached until the worker ends, elsewhere it is cancelled).
+async fn bounded_after<R: rmox_driver::Runtime, F: std::future::Future<Output = ()>>(
+    rt: &R,
+    shutdown: &Shutdown,
+    what: &str,
+    grace: std::time::Duration,
+    task: F,
+) {
+    use futures_lite::FutureExt;
+    use std::time::{Duration, Instant};
+    let limit = async {
+        shutdown.wait().await;
+        let start = Instant::now();
+        let mut next = start + Duration::from_secs(1);
+        loop {
+            rt.sleep_until(next.min(start + grace)).await;
+            let waited = start.elapsed();
+            if waited >= grace {
+                tracing::warn!(
+                    task = what,
+                    waited_ms = waited.as_millis() as u64,
+                    "stop: given up waiting for a background task"
+                );
+                return;
+            }
+            tracing::info!(
+                task = what,
+                waited_ms = waited.as_millis() as u64,
+                "stop: still waiting for a background task"
+            );
+            next += Duration::from_secs(1);
+        }
+    };
+    task.or(limit).await;
 }
 
 /// What [`queue_task`] runs.
@@ -551,6 +628,8 @@ struct Background {
     dns_loop: Option<crate::resolve::DnsLoop>,
     /// The MTA-STS policy refresher, when on.
     refresher: Option<Arc<crate::queue::StsRefresher>>,
+    /// The effect answerer whose per-day delivery counts are written to storage.
+    counts: Arc<World>,
 }
 
 fn run_on(

@@ -914,48 +914,33 @@ impl World {
 /// How often the per-day delivery counts gathered in memory are written to storage.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The thread that writes per-day delivery counts to storage every [`FLUSH_INTERVAL`], and
-/// once more when stopped (so a graceful restart keeps every count; a crash loses at most
-/// the last interval's).
-pub struct Flusher {
-    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Flusher {
-    /// Starts the thread for `world`.
-    pub fn spawn(world: Arc<World>) -> Result<Flusher, crate::Fail> {
-        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let s = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("rate-limit-counts".into())
-            .spawn(move || loop {
-                let stopped = {
-                    let g = s.0.lock().unwrap_or_else(|e| e.into_inner());
-                    let (g, _) =
-                        s.1.wait_timeout_while(g, FLUSH_INTERVAL, |stop| !*stop)
-                            .unwrap_or_else(|e| e.into_inner());
-                    *g
-                };
-                world.flush_delivery_counts();
-                if stopped {
-                    return;
-                }
-            })
-            .map_err(|e| crate::Fail(format!("starting the rate limit counts thread: {e}")))?;
-        Ok(Flusher {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Writes what is left and stops the thread.
-    pub fn stop(mut self) {
-        *self.stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.stop.1.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+/// Writes `world`'s per-day delivery counts to storage every [`FLUSH_INTERVAL`] until
+/// `shutdown`: a task of the server's runtime beside the queue runner (the storage write on
+/// the runtime's blocking pool). It ends as soon as shutdown triggers, without writing: the
+/// server writes the counts once more after every session has ended (`serve::run`), so a
+/// graceful restart keeps every count and a crash loses at most the last interval's.
+pub async fn flush_counts<R: rmox_driver::Runtime>(
+    world: Arc<World>,
+    rt: R,
+    shutdown: Arc<rmox_driver::Shutdown>,
+) {
+    use futures_lite::FutureExt;
+    loop {
+        let at = std::time::Instant::now() + FLUSH_INTERVAL;
+        let stop = async {
+            shutdown.wait().await;
+            true
+        };
+        let tick = async {
+            rt.sleep_until(at).await;
+            false
+        };
+        if stop.or(tick).await {
+            return;
         }
+        let w = Arc::clone(&world);
+        rt.unblock(Box::new(move || w.flush_delivery_counts()))
+            .await;
     }
 }
 

@@ -11,6 +11,30 @@ use crate::model::*;
 use crate::store::Store;
 use crate::tables::*;
 
+/// One entry's delivery attempt for [`Store::queue_record`].
+pub struct QueueRecord {
+    /// The entry.
+    pub id: QueueId,
+    /// Records the attempt (may change anything but `id`, `msg_id` and `size`).
+    pub change: crate::QueueChange,
+    /// When the entry leaves the queue: its outcome.
+    pub retire: Option<Outcome>,
+    /// The sender's failures in a row to the recipient, as [`Store::failure_streak_record`]
+    /// records them: (account, address, failed).
+    pub streak: Option<(String, String, bool)>,
+}
+
+/// What [`Store::queue_record`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// The entries that were gone (dropped or retired meanwhile): nothing was recorded for
+    /// them.
+    pub gone: Vec<QueueId>,
+    /// For each record in order, the failures in a row after it (0 without a streak, or
+    /// when the entry was gone).
+    pub streaks: Vec<u32>,
+}
+
 fn get_entry(txn: &WriteTransaction, id: QueueId) -> Result<QueueEntry, StoreError> {
     let t = txn.open_table(QUEUE)?;
     let g = t.get(id.0)?;
@@ -303,57 +327,116 @@ impl Store {
         Ok(())
     }
 
-    /// Records the end of an attempt on entry `id` in one commit (one fsync instead of up to
-    /// three): `f` changes the entry as in [`Store::queue_update`]; with `retire`, the entry
-    /// then moves to the retired list with that outcome as in [`Store::queue_retire`]; with
-    /// `streak` (account, address, failed) the failures in a row are recorded as in
-    /// [`Store::failure_streak_record`]. Returns those failures in a row (0 without
-    /// `streak`). Nothing is written when any part fails.
-    pub fn queue_record<F>(
+    /// Records delivery attempts of several entries in one durable commit (issue 15: a crash
+    /// between recording an attempt and retiring its entry made the next start deliver the
+    /// message again). For each entry, `change` records the attempt as [`Store::queue_update`]
+    /// does; then, when `retire` is given, the entry moves to the retired list as
+    /// [`Store::queue_retire`] does; with `streak`, the sender's failures in a row are
+    /// recorded as [`Store::failure_streak_record`] does (one fsync for all of it, where
+    /// these were up to three each). Message files no entry references anymore are removed
+    /// right after the commit (a crash in between leaves them for
+    /// [`Store::queue_remove_orphans`]). Entries that are gone are skipped and returned.
+    pub fn queue_record(
         &self,
-        id: QueueId,
-        f: F,
-        retire: Option<(Outcome, UnixTime)>,
-        streak: Option<(String, String, bool)>,
-    ) -> Result<u32, StoreError>
-    where
-        F: FnOnce(&mut QueueEntry) + Send + 'static,
-    {
-        let (freed, n) = self.write(vec![], vec![], move |txn| {
-            let old = get_entry(txn, id)?;
-            let mut new = old.clone();
-            f(&mut new);
-            new.id = old.id;
-            new.msg_id = old.msg_id;
-            new.size = old.size;
-            let freed = match retire {
-                Some((outcome, now)) => {
-                    let freed = remove_entry(txn, &old)?;
-                    let r = RetiredEntry {
-                        entry: new,
-                        outcome,
-                        retired: now,
-                    };
-                    txn.open_table(RETIRED)?.insert(id.0, enc(&r)?.as_slice())?;
-                    freed
-                }
-                None => {
-                    put_entry(txn, Some(&old), &new)?;
-                    None
-                }
-            };
-            let n = match streak {
-                Some((account, address, failed)) => {
-                    streak_txn(txn, &account, &address.to_ascii_lowercase(), failed)?
-                }
-                None => 0,
-            };
-            Ok((freed, n))
-        })?;
-        if let Some(m) = freed {
-            self.remove_files(vec![files::path(&self.dir, Area::Queue, m)]);
+        records: Vec<QueueRecord>,
+        now: UnixTime,
+    ) -> Result<Recorded, StoreError> {
+        if records.is_empty() {
+            return Ok(Recorded::default());
         }
-        Ok(n)
+        let (freed, done) = self.write(vec![], vec![], move |txn| {
+            let mut freed = Vec::new();
+            let mut done = Recorded::default();
+            for r in records {
+                let old = match get_entry(txn, r.id) {
+                    Ok(e) => e,
+                    Err(StoreError::NoQueueEntry(id)) => {
+                        done.gone.push(id);
+                        done.streaks.push(0);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                done.streaks.push(match &r.streak {
+                    Some((account, address, failed)) => {
+                        streak_txn(txn, account, &address.to_ascii_lowercase(), *failed)?
+                    }
+                    None => 0,
+                });
+                let mut new = old.clone();
+                (r.change)(&mut new);
+                new.id = old.id;
+                new.msg_id = old.msg_id;
+                new.size = old.size;
+                match r.retire {
+                    None => put_entry(txn, Some(&old), &new)?,
+                    Some(outcome) => {
+                        // The due index holds the old entry's time: remove by it.
+                        freed.extend(remove_entry(txn, &old)?);
+                        let retired = RetiredEntry {
+                            entry: new,
+                            outcome,
+                            retired: now,
+                        };
+                        txn.open_table(RETIRED)?
+                            .insert(r.id.0, enc(&retired)?.as_slice())?;
+                    }
+                }
+            }
+            Ok((freed, done))
+        })?;
+        if !freed.is_empty() {
+            self.remove_files(
+                freed
+                    .into_iter()
+                    .map(|m| files::path(&self.dir, Area::Queue, m))
+                    .collect(),
+            );
+        }
+        Ok(done)
+    }
+
+    /// Removes queue message files that no queue entry references (left by a crash between
+    /// the commit that retired their last entry and the file's removal, or between writing
+    /// a file and the commit that would have queued it). Call before the queue is used (at
+    /// start): a file being queued concurrently would look unreferenced. Returns the
+    /// removed message ids.
+    pub fn queue_remove_orphans(&self) -> Result<Vec<u64>, StoreError> {
+        let referenced: std::collections::BTreeSet<u64> = {
+            let rtx = self.read()?;
+            let t = rtx.open_table(QUEUE_MSGS)?;
+            let mut v = std::collections::BTreeSet::new();
+            for row in t.iter()? {
+                v.insert(row?.0.value());
+            }
+            v
+        };
+        let root = self.dir.join(Area::Queue.dir_name());
+        let mut removed = Vec::new();
+        let shards = match std::fs::read_dir(&root) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+            Err(e) => return Err(StoreError::io("read directory", &root, e)),
+        };
+        for shard in shards {
+            let shard = shard.map_err(|e| StoreError::io("read directory", &root, e))?;
+            let sp = shard.path();
+            if !sp.is_dir() {
+                continue;
+            }
+            let sname = shard.file_name().to_string_lossy().into_owned();
+            for f in std::fs::read_dir(&sp).map_err(|e| StoreError::io("read directory", &sp, e))? {
+                let f = f.map_err(|e| StoreError::io("read directory", &sp, e))?;
+                let name = f.file_name().to_string_lossy().into_owned();
+                if let Some(id) = files::parse_name(&sname, &name) {
+                    if !referenced.contains(&id) {
+                        self.remove_files(vec![f.path()]);
+                        removed.push(id);
+                    }
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Removes an entry without a trace (administrator's drop); the message file goes when
@@ -841,15 +924,23 @@ mod tests {
             });
         };
         // A temporary failure: the entry is rescheduled, the streak grows (case-insensitive).
+        let one = |id, retire, streak| QueueRecord {
+            id,
+            change: Box::new(attempt),
+            retire,
+            streak,
+        };
         let n = s
             .queue_record(
-                ids[0],
-                attempt,
-                None,
-                Some(("mjl".into(), "a@X.example".into(), true)),
+                vec![one(
+                    ids[0],
+                    None,
+                    Some(("mjl".into(), "a@X.example".into(), true)),
+                )],
+                UnixTime(20),
             )
             .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(n.streaks, [1]);
         let e = s.queue_get(ids[0]).unwrap().unwrap();
         assert_eq!((e.attempts, e.history.len()), (1, 1));
         assert_eq!(s.queue_next_due().unwrap(), Some(UnixTime(10)));
@@ -858,13 +949,15 @@ mod tests {
         // stays for the other entry.
         let n = s
             .queue_record(
-                ids[0],
-                attempt,
-                Some((Outcome::Delivered("250 ok".into()), UnixTime(30))),
-                Some(("mjl".into(), "a@x.example".into(), false)),
+                vec![one(
+                    ids[0],
+                    Some(Outcome::Delivered("250 ok".into())),
+                    Some(("mjl".into(), "a@x.example".into(), false)),
+                )],
+                UnixTime(30),
             )
             .unwrap();
-        assert_eq!(n, 0);
+        assert_eq!(n.streaks, [0]);
         assert!(s.queue_get(ids[0]).unwrap().is_none());
         assert_eq!(s.failure_streak("mjl", "a@x.example").unwrap(), 0);
         let r = s.queue_retired(10).unwrap();
@@ -876,26 +969,32 @@ mod tests {
         // Failed, no streak: the last reference goes, and so does the file.
         let n = s
             .queue_record(
-                ids[1],
-                |_| {},
-                Some((Outcome::Failed("550 no".into()), UnixTime(40))),
-                None,
+                vec![QueueRecord {
+                    id: ids[1],
+                    change: Box::new(|_| {}),
+                    retire: Some(Outcome::Failed("550 no".into())),
+                    streak: None,
+                }],
+                UnixTime(40),
             )
             .unwrap();
-        assert_eq!(n, 0);
+        assert_eq!(n.streaks, [0]);
         assert_eq!(s.failure_streak("mjl", "b@x.example").unwrap(), 1);
         assert!(s.queue_message(msg_id).is_err());
         assert!(s.queue_due(UnixTime(i64::MAX), 10).unwrap().is_empty());
-        // An entry that is gone: an error, and no streak written either.
-        assert!(matches!(
-            s.queue_record(
-                ids[1],
-                |_| {},
-                None,
-                Some(("mjl".into(), "c@x.example".into(), true))
-            ),
-            Err(StoreError::NoQueueEntry(_))
-        ));
+        // An entry that is gone: reported, and no streak written either.
+        let n = s
+            .queue_record(
+                vec![QueueRecord {
+                    id: ids[1],
+                    change: Box::new(|_| {}),
+                    retire: None,
+                    streak: Some(("mjl".into(), "c@x.example".into(), true)),
+                }],
+                UnixTime(50),
+            )
+            .unwrap();
+        assert_eq!((n.gone, n.streaks), (vec![ids[1]], vec![0]));
         assert_eq!(s.failure_streak("mjl", "c@x.example").unwrap(), 0);
     }
 
@@ -978,6 +1077,119 @@ mod tests {
         assert_eq!(s.queue_retired_cleanup(UnixTime(650)).unwrap(), 1);
         assert_eq!(s.queue_retired(10).unwrap().len(), 1);
         assert!(s.queue_add(&msg, vec![]).is_err());
+    }
+
+    /// Issue 15: an attempt was recorded in one commit and the entry retired in another,
+    /// so a crash between them delivered the message again. queue_record does both for
+    /// every entry of a transaction in one commit, and removes the message file after it.
+    #[test]
+    fn record_updates_and_retires_in_one_step() {
+        let (_d, s) = store();
+        let ids = s
+            .queue_add(
+                b"m",
+                vec![
+                    rcpt("a@x.example", 1),
+                    rcpt("b@x.example", 1),
+                    rcpt("c@x.example", 1),
+                ],
+            )
+            .unwrap();
+        let msg_id = s.queue_get(ids[0]).unwrap().unwrap().msg_id;
+        let attempt = |e: &mut QueueEntry| {
+            e.attempts += 1;
+            e.rcpt.next_attempt = UnixTime(900);
+            e.history.push(Attempt {
+                time: UnixTime(5),
+                host: "mx.x.example".into(),
+                result: "250 ok".into(),
+                tls_mode: None,
+                tls_result: None,
+            });
+        };
+        let gone = s
+            .queue_record(
+                vec![
+                    QueueRecord {
+                        id: ids[0],
+                        change: Box::new(attempt),
+                        retire: Some(Outcome::Delivered("250 ok".into())),
+                        streak: None,
+                    },
+                    QueueRecord {
+                        id: ids[1],
+                        change: Box::new(attempt),
+                        retire: None,
+                        streak: None,
+                    },
+                    QueueRecord {
+                        id: QueueId(9999),
+                        change: Box::new(attempt),
+                        retire: None,
+                        streak: None,
+                    },
+                ],
+                UnixTime(5),
+            )
+            .unwrap();
+        assert_eq!(gone.gone, [QueueId(9999)]);
+        assert!(s.queue_get(ids[0]).unwrap().is_none());
+        let r = s.queue_retired(10).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].entry.history.len(), 1);
+        assert_eq!(r[0].entry.attempts, 1);
+        let b = s.queue_get(ids[1]).unwrap().unwrap();
+        assert_eq!(b.attempts, 1);
+        assert_eq!(s.queue_next_due().unwrap(), Some(UnixTime(1)));
+        assert_eq!(s.queue_due(UnixTime(10), 10).unwrap().len(), 1);
+        assert!(s.queue_message(msg_id).is_ok());
+        // The last two references go in one step: the file goes with them.
+        s.queue_record(
+            vec![
+                QueueRecord {
+                    id: ids[1],
+                    change: Box::new(|_| {}),
+                    retire: Some(Outcome::Failed("550 no".into())),
+                    streak: None,
+                },
+                QueueRecord {
+                    id: ids[2],
+                    change: Box::new(attempt),
+                    retire: Some(Outcome::Delivered("250 ok".into())),
+                    streak: None,
+                },
+            ],
+            UnixTime(6),
+        )
+        .unwrap();
+        assert!(s.queue_message(msg_id).is_err());
+        assert!(s.queue_due(UnixTime(i64::MAX), 10).unwrap().is_empty());
+        assert_eq!(s.queue_retired(10).unwrap().len(), 3);
+        drop(s);
+        let v = crate::verify(_d.path());
+        assert!(v.is_ok() && v.orphans.is_empty(), "{:?}", v.lines());
+    }
+
+    /// Issue 15: kill -9 between retiring a message's last entry and removing its file left
+    /// an orphan queue file. The sweep at start removes exactly the unreferenced files.
+    #[test]
+    fn orphan_queue_files_removed() {
+        let (d, s) = store();
+        let ids = s.queue_add(b"kept", vec![rcpt("a@x.example", 1)]).unwrap();
+        let kept = s.queue_get(ids[0]).unwrap().unwrap().msg_id;
+        let orphan = files::path(d.path(), Area::Queue, kept + 7);
+        std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+        std::fs::write(&orphan, b"left behind").unwrap();
+        drop(s);
+        assert_eq!(crate::verify(d.path()).orphans, vec![orphan.clone()]);
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.queue_remove_orphans().unwrap(), [kept + 7]);
+        assert!(!orphan.exists());
+        assert_eq!(s.queue_message(kept).unwrap(), b"kept");
+        assert!(s.queue_remove_orphans().unwrap().is_empty());
+        drop(s);
+        let v = crate::verify(d.path());
+        assert!(v.is_ok() && v.orphans.is_empty(), "{:?}", v.lines());
     }
 
     #[test]

@@ -365,6 +365,33 @@ fn data_timeout_is_per_read(rt: &str) {
     assert_eq!(count_subject(&mbox, "never finished"), 0);
 }
 
+/// The per-day counts' writer as a runtime task (61ed118) held the server's effect
+/// answerer, and with it storage, until the process ended: the graceful stop then waited
+/// 10 s for storage to be free, was killed by the harness (CI, fresh binary) or left the
+/// database unclosed. Now a stop after counted deliveries ends promptly, storage closes
+/// cleanly, no background task is given up, and the counts are kept.
+fn counts_writer_stop(rt: &str) {
+    let mut srv = server(rt, "countstop", "deliveries_per_day = [1, 100, 100]");
+    let src = Ipv4Addr::new(127, 0, 0, 1);
+    deliver(&srv, src, 10).unwrap();
+    // Past the writer's interval, so that it has written at least once before the stop.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    srv.stop_clean();
+    let log = srv.stderr();
+    assert!(!log.contains("storage still in use"), "{log}");
+    assert!(!log.contains("given up waiting"), "{log}");
+    let data = srv.dir.path().join("data");
+    let out = rmox(&["verifydata", data.to_str().unwrap()], None);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !text.contains("not closed cleanly"),
+        "{text}"
+    );
+    srv.start();
+    refused_452(&deliver(&srv, src, 10), "mail");
+}
+
 fn b64(b: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -391,4 +418,5 @@ rmox_tests::on_every_runtime!(
     delivery_day_restart,
     pipelined_recipients_over_limit,
     data_timeout_is_per_read,
+    counts_writer_stop,
 );

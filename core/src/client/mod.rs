@@ -196,6 +196,11 @@ pub struct ClientConfig {
     /// [`ClientConfig::verification`] says, comes before the greeting; STARTTLS is then
     /// never used.
     pub implicit_tls: bool,
+    /// After QUIT, close at once instead of waiting for the server's 221 (Postfix's
+    /// `smtp_skip_quit_response`): the outcome is known at the reply to the data, and the
+    /// queue records it as soon as the session ends (issue 15: the window in which a crash
+    /// sends a message twice ends with that record).
+    pub skip_quit_response: bool,
 }
 
 impl ClientConfig {
@@ -210,6 +215,7 @@ impl ClientConfig {
             timeouts: Timeouts::default(),
             seed: 0,
             implicit_tls: false,
+            skip_quit_response: false,
         }
     }
 }
@@ -1160,6 +1166,10 @@ impl ClientSession {
         if self.quit_requested {
             self.phase = Phase::Quitting;
             self.send(now, &Command::Quit, Expect::Quit);
+            if self.config.skip_quit_response {
+                // QUIT still goes out (poll transmits before it says Close).
+                self.finish();
+            }
         }
     }
 

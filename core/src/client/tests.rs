@@ -2324,3 +2324,32 @@ fn io_error_is_transport_and_sticky() {
     assert_eq!(h.c.handle(now, Input::PeerClosed).unwrap_err(), e);
     assert_eq!(h.c.error(), Some(&e));
 }
+
+/// Issue 15: a crash between the remote's reply to the data and the queue's record of it
+/// sends the message again, and waiting for the 221 after QUIT widened that window. With
+/// `skip_quit_response` the session closes as soon as QUIT is out, with the same outcome;
+/// without it, it still waits for the 221.
+#[test]
+fn skip_quit_response_closes_after_quit() {
+    let mut script = ehlo_lines(&["250 mox.example"]);
+    script.extend([
+        C("MAIL FROM:"),
+        S("250 ok"),
+        C("RCPT TO:"),
+        S("250 ok"),
+        C("DATA"),
+        S("354 go"),
+        Msg,
+        S("250 2.0.0 queued"),
+        C("QUIT"),
+    ]);
+    let mut cfg = config();
+    cfg.skip_quit_response = true;
+    let r = run(cfg, vec![delivery(&["a@mox.example"])], &script);
+    assert!(r.closed, "closed after QUIT");
+    assert_eq!(r.failed, None);
+    assert!(r.outcomes[0].data.is_ok());
+    assert!(r.leftover.is_empty(), "{:?}", r.leftover);
+    let r = run(config(), vec![delivery(&["a@mox.example"])], &script);
+    assert!(!r.closed, "waits for the 221 by default");
+}

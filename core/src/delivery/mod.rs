@@ -1369,6 +1369,9 @@ impl DeliverySession {
         cfg.tls_mode = conn.mode;
         cfg.verification = verify;
         cfg.implicit_tls = conn.implicit;
+        // The results are final at the reply to the data: the session ends right after
+        // QUIT is sent, so that the queue records them without waiting for the 221.
+        cfg.skip_quit_response = true;
         cfg.timeouts = self.config.timeouts;
         cfg.seed = seed;
         cfg.auth = auth.map(|a| Credentials {

@@ -974,6 +974,8 @@ fn enhanced(f: &Failure) -> Option<Enhanced> {
 // ---- transcripts ----
 
 /// Success with STARTTLS: EHLO, STARTTLS, EHLO again inside TLS, the transaction, QUIT.
+/// The session ends once QUIT is sent, without waiting for the 221 (the results are known
+/// at the reply to the data; issue 15).
 #[test]
 fn delivers_with_starttls() {
     let net = two_mx(Listener::Server(server_config()), Listener::Refuse);
@@ -996,7 +998,6 @@ fn delivers_with_starttls() {
         "C: BDAT",
         "S: 250",
         "C: QUIT",
-        "S: 221",
         "tls mx1.example.org opportunistic established",
     ];
     assert_eq!(r.transcript, want);
