@@ -785,10 +785,11 @@ pub struct SmarthostConfig {
     /// opportunistic (default), starttls, implicit or none.
     #[serde(default)]
     pub tls: TransportTls,
-    /// Check the certificate with starttls/implicit (default true).
-    #[serde(default = "yes")]
-    pub verify: bool,
-    /// PEM file of CA certificates to trust instead of the system's.
+    /// Check the certificate with starttls/implicit (default true); refused with the other
+    /// modes, where no certificate is checked.
+    pub verify: Option<bool>,
+    /// PEM file of CA certificates to trust instead of the system's (not with tls = none;
+    /// with opportunistic TLS they verify what REQUIRETLS needs verified).
     pub ca_file: Option<PathBuf>,
     /// Credentials (optional).
     pub auth: Option<TransportAuth>,
@@ -1356,7 +1357,17 @@ impl Config {
                 (Transport::Direct(d), None, None)
             }
             TransportConfig::Smarthost(s) => {
-                let verify = s.verify;
+                let checked = matches!(s.tls, TransportTls::Starttls | TransportTls::Implicit);
+                if !checked && s.verify.is_some() {
+                    return Err(self.err(
+                        key("verify"),
+                        "only with tls = \"starttls\" or \"implicit\" (no certificate is checked otherwise)",
+                    ));
+                }
+                let verify = s.verify.unwrap_or(true);
+                if s.ca_file.is_some() && s.tls == TransportTls::None {
+                    return Err(self.err(key("ca_file"), "not with tls = \"none\" (no TLS)"));
+                }
                 let tls = match s.tls {
                     TransportTls::Opportunistic => SmtpTls::Opportunistic,
                     TransportTls::Starttls => SmtpTls::StartTls { verify },
@@ -2811,6 +2822,19 @@ proxy_password = "p"
             (
                 "[transport.t]\nkind = \"submission\"\nhost = \"h.example\"\nverify = false\nauth = { username = \"u\", password = \"p\" }\n",
                 "transport.t.verify: not valid for kind = \"submission\"",
+            ),
+            // verify and ca_file only where a certificate is checked (they did nothing).
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\nverify = false\n",
+                "transport.t.verify: only with tls = \"starttls\" or \"implicit\"",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\ntls = \"none\"\nverify = true\n",
+                "transport.t.verify: only with tls = \"starttls\" or \"implicit\"",
+            ),
+            (
+                "[transport.t]\nkind = \"smarthost\"\nhost = \"h.example\"\ntls = \"none\"\nca_file = \"ca.pem\"\n",
+                "transport.t.ca_file: not with tls = \"none\"",
             ),
             // Each kind takes only its own keys, named in the error with the key path.
             (
