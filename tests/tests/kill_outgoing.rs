@@ -119,23 +119,6 @@ fn sink_with(python: &Path, ip: Ipv4Addr, log: &Path, quit_delay_ms: u64) -> Dae
     )
 }
 
-fn b64(b: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for ch in b.chunks(3) {
-        let g = |i: usize| u32::from(ch.get(i).copied().unwrap_or(0));
-        let n = (g(0) << 16) | (g(1) << 8) | g(2);
-        for i in 0..4 {
-            out.push(if i <= ch.len() {
-                A[((n >> (18 - 6 * i)) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
-
 fn subject(rt: &str, round: usize, i: usize) -> String {
     format!("burst {rt} r{round} m{i}")
 }
@@ -151,7 +134,13 @@ fn submit_n(srv: &Server, rt: &str, round: usize, n: usize) {
     c.set_read_timeout(Duration::from_secs(30));
     c.expect(220);
     c.expect_cmd("EHLO client.example", 250);
-    c.expect_cmd(&format!("AUTH PLAIN {}", b64(b"\0mjl\0testtest")), 235);
+    c.expect_cmd(
+        &format!(
+            "AUTH PLAIN {}",
+            rmox_core::codec::base64(b"\0mjl\0testtest")
+        ),
+        235,
+    );
     for i in 0..n {
         let s = subject(rt, round, i);
         let body = format!(

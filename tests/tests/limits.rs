@@ -191,7 +191,7 @@ fn auth_failures(rt: &str) {
         raw.extend_from_slice(user.as_bytes());
         raw.push(0);
         raw.extend_from_slice(pass.as_bytes());
-        format!("AUTH PLAIN {}", b64(&raw))
+        format!("AUTH PLAIN {}", rmox_core::codec::base64(&raw))
     };
     let mut refused = false;
     for i in 0..5 {
@@ -390,23 +390,6 @@ fn counts_writer_stop(rt: &str) {
     );
     srv.start();
     refused_452(&deliver(&srv, src, 10), "mail");
-}
-
-fn b64(b: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for ch in b.chunks(3) {
-        let g = |i: usize| u32::from(ch.get(i).copied().unwrap_or(0));
-        let n = (g(0) << 16) | (g(1) << 8) | g(2);
-        for i in 0..4 {
-            out.push(if i <= ch.len() {
-                A[((n >> (18 - 6 * i)) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 rmox_tests::on_every_runtime!(

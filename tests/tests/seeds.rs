@@ -96,7 +96,7 @@ fn submit(
     let mut c = srv.connect(SUBMISSION);
     c.expect(220);
     c.expect_cmd("EHLO client.example", 250);
-    let ir = base64(format!("\0{user}\0{pass}").as_bytes());
+    let ir = rmox_core::codec::base64(format!("\0{user}\0{pass}").as_bytes());
     match c.cmd(&format!("AUTH PLAIN {ir}")) {
         ReplyOrClose::Reply(235, _) => {}
         ReplyOrClose::Reply(code, t) => return Err(("auth", code, t)),
@@ -105,24 +105,6 @@ fn submit(
     let r = c.transaction(from, &[to], &msg(from, to, subj));
     let _ = c.cmd("QUIT");
     r
-}
-
-fn base64(b: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for ch in b.chunks(3) {
-        let n = (u32::from(ch[0]) << 16)
-            | (u32::from(*ch.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*ch.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= ch.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[track_caller]
