@@ -531,8 +531,12 @@ impl Default for ReportSettings {
 pub struct QueueSettings {
     /// TCP port of MX hosts (25; another value only makes sense for tests).
     pub smtp_port: u16,
-    /// Delivery worker threads.
+    /// Deliveries (SMTP transactions) in flight at most, in total.
     pub workers: usize,
+    /// Transactions in flight at most to one recipient domain.
+    pub connections_per_domain: usize,
+    /// Recipients in one outgoing transaction at most.
+    pub recipients_per_transaction: usize,
     /// Seconds to wait for a TCP connection to a host.
     pub connect_timeout_secs: u64,
     /// Seconds to wait after each failed attempt (the last value repeats); the message
@@ -558,6 +562,8 @@ impl Default for QueueSettings {
         QueueSettings {
             smtp_port: 25,
             workers: 8,
+            connections_per_domain: 4,
+            recipients_per_transaction: 100,
             connect_timeout_secs: 30,
             // Close to mox: 7.5 minutes, doubling to 8 hours.
             backoff_secs: vec![450, 900, 1800, 3600, 7200, 14_400, 28_800, 28_800],
@@ -583,7 +589,9 @@ impl QueueSettings {
             jitter: f64::from(self.jitter_percent) / 100.0,
             delayed_dsn_after_attempt: self.delayed_dsn_after_attempt,
             max_attempts: self.max_attempts,
-            ..Default::default()
+            max_per_domain: self.connections_per_domain,
+            max_total: self.workers,
+            max_recipients_per_batch: self.recipients_per_transaction,
         };
         use rmox_core::queue::QueueConfigError as E;
         b.build().map_err(|e| {
@@ -611,6 +619,14 @@ impl QueueSettings {
                     "queue.max_attempts".to_string(),
                     "0: must be at least 1".to_string(),
                 ),
+                E::ZeroLimit(name) => {
+                    let key = match *name {
+                        "max_per_domain" => "connections_per_domain",
+                        "max_total" => "workers",
+                        _ => "recipients_per_transaction",
+                    };
+                    (format!("queue.{key}"), "0: must be at least 1".to_string())
+                }
                 _ => ("queue".to_string(), e.to_string()),
             };
             ConfigError {
@@ -2000,8 +2016,12 @@ require_iprev_for_unknown_senders = true
 [queue]
 # Port of MX hosts; only tests use another value.
 smtp_port = 25
-# Delivery worker threads.
+# Deliveries (SMTP transactions) in flight at most, in total.
 workers = 8
+# Transactions in flight at most to one recipient domain.
+connections_per_domain = 4
+# Recipients in one outgoing transaction at most (more go in further transactions).
+recipients_per_transaction = 100
 # Seconds to wait for a TCP connection to a host.
 connect_timeout_secs = 30
 # Waits after each failed attempt, in seconds (the last repeats): 7.5 min doubling to 8 h.
@@ -2382,6 +2402,34 @@ mailbox = "Postmaster"
         }
     }
 
+    /// The scheduler's limits were fixed in core (4 transactions per domain, 100 in all, 100
+    /// recipients each) whatever `queue.workers` said: they come from `[queue]` now
+    /// (`connections_per_domain`, `workers`, `recipients_per_transaction`); core's
+    /// scheduler tests show what each limit does.
+    #[test]
+    fn queue_limits_reach_the_scheduler() {
+        let c = cfg(
+            "[queue]\nworkers = 3\nconnections_per_domain = 2\nrecipients_per_transaction = 7\n",
+        )
+        .unwrap();
+        let q = c.queue.queue_config(Path::new("x.toml")).unwrap();
+        let v = q.values();
+        assert_eq!(
+            (v.max_total, v.max_per_domain, v.max_recipients_per_batch),
+            (3, 2, 7)
+        );
+        let d = cfg("")
+            .unwrap()
+            .queue
+            .queue_config(Path::new("x.toml"))
+            .unwrap();
+        let v = d.values();
+        assert_eq!(
+            (v.max_total, v.max_per_domain, v.max_recipients_per_batch),
+            (8, 4, 100)
+        );
+    }
+
     #[test]
     fn errors_name_file_key_and_problem() {
         let e = cfg("bogus = 1").unwrap_err().to_string();
@@ -2406,6 +2454,15 @@ mailbox = "Postmaster"
                 "max_attempts = 0",
                 "queue.max_attempts: 0: must be at least 1",
             ),
+            (
+                "connections_per_domain = 0",
+                "queue.connections_per_domain: 0: must be at least 1",
+            ),
+            (
+                "recipients_per_transaction = 0",
+                "queue.recipients_per_transaction: 0: must be at least 1",
+            ),
+            ("workers = 0", "queue.workers: 0: must be at least 1"),
         ] {
             let e = cfg(&format!("[queue]\n{bad}\n")).unwrap_err().to_string();
             assert!(
