@@ -41,6 +41,7 @@ use rmox_storage::{
     Attempt, Delivery, Flags, MailStore, MessageInfo, Outcome, QueueEntry, QueueId, QueueRecipient,
     QueueRecord, ReportKind, RequireTls, Store, StoreError, Suppression,
 };
+use rmox_storage::{Notice, NoticeMessage, NoticeOutcome};
 
 use crate::config::{Config, Resolution};
 use crate::rt::{OnRuntime, Runtime};
@@ -279,8 +280,29 @@ struct Prepared {
     message: Arc<[u8]>,
     items: Vec<QueueItem>,
     entries: Vec<QueueEntry>,
-    notices: Vec<(QueueItem, DsnNotice)>,
-    now: UnixTime,
+}
+
+/// A DSN composed for the entries `about` (`item` is the first: its sender).
+struct ComposedDsn {
+    item: QueueItem,
+    dsn: Vec<u8>,
+    about: Vec<QueueId>,
+}
+
+/// The DSN notice a decision calls for.
+fn dsn_of(d: &Decision) -> Option<&DsnNotice> {
+    match d {
+        Decision::Delivered { dsn }
+        | Decision::Retry { dsn, .. }
+        | Decision::Failed { dsn, .. } => dsn.as_ref(),
+    }
+}
+
+/// One recipient's decided result, to record.
+struct Decided {
+    item: QueueItem,
+    result: Option<AttemptResult>,
+    decision: Decision,
 }
 
 /// The host and text recorded for `item`'s attempt: the result's, or (an administrative
@@ -644,31 +666,36 @@ impl Runner {
         // Recipients on the sender's suppression list fail at once.
         let mut items = Vec::new();
         let mut keep_entries = Vec::new();
-        let mut notices: Vec<(QueueItem, DsnNotice)> = Vec::new();
+        let mut suppressed = Vec::new();
         for e in entries {
             let mut item = to_item(&e);
-            let suppressed = match &item.sender_account {
+            let is_suppressed = match &item.sender_account {
                 Some(a) if !item.is_dsn => self.store.is_suppressed(a, &item.recipient)?,
                 _ => false,
             };
-            if suppressed {
-                let d = self.qc.fail(&mut item, &Failure::suppressed(), now);
-                self.apply(&item, None, None, &d, now, &mut notices)?;
+            if is_suppressed {
+                let decision = self.qc.fail(&mut item, &Failure::suppressed(), now);
+                suppressed.push(Decided {
+                    item,
+                    result: None,
+                    decision,
+                });
             } else {
                 items.push(item);
                 keep_entries.push(e);
             }
         }
+        if !suppressed.is_empty() {
+            self.record_decided(suppressed, None, &message, now)?;
+        }
         Ok(Some(Prepared {
             message,
             items,
             entries: keep_entries,
-            notices,
-            now,
         }))
     }
 
-    /// Records the results of a delivery and sends the DSNs (blocking: storage).
+    /// Records the results of a delivery and the DSNs they call for (blocking: storage).
     fn conclude(
         &self,
         p: Prepared,
@@ -676,31 +703,23 @@ impl Runner {
         tls: Vec<TlsAttempt>,
         tls_results: Vec<SessionResult>,
     ) -> Result<(), StoreError> {
-        let Prepared {
-            message,
-            items,
-            mut notices,
-            now,
-            ..
-        } = p;
+        let Prepared { message, items, .. } = p;
         if items.is_empty() {
-            return self.send_dsns(notices, &message, now);
+            return Ok(());
         }
         let now = (self.clock)();
-        // Every recipient's result first, in one durable commit with the retirement of the
-        // entries that are done and the removal of the message file when it was the last
-        // (issue 15): what was delivered is never sent again after a crash from here on.
         let mut rng = self.rng();
-        let mut records = Vec::with_capacity(items.len());
         let mut decided = Vec::with_capacity(items.len());
         for (i, mut item) in items.into_iter().enumerate() {
             let result = result_at(&results, i);
-            let d = self.qc.after_attempt(&mut item, &result, now, &mut rng);
-            tracing::info!(id = item.id, recipient = %item.recipient, decision = ?decision_name(&d), "delivery attempt");
-            records.push(attempt_record(&item, Some(&result), tls.last(), &d, now));
-            decided.push((item, result, d));
+            let decision = self.qc.after_attempt(&mut item, &result, now, &mut rng);
+            tracing::info!(id = item.id, recipient = %item.recipient, decision = ?decision_name(&decision), "delivery attempt");
+            decided.push(Decided {
+                item,
+                result: Some(result),
+                decision,
+            });
         }
-        let rec = self.store.queue_record(records, now)?;
         // The TLS report results (RFC 8460), one record each under its policy domain (the
         // recipient domain, or the MX host for DANE) as the report sender reads them. A
         // lost record must not keep the results from being applied. Our own TLS reports'
@@ -720,19 +739,101 @@ impl Runner {
                 tracing::error!(%domain, error = %e, "storing TLS result");
             }
         }
-        for (i, (item, result, d)) in decided.into_iter().enumerate() {
-            if rec.gone.contains(&QueueId(item.id)) {
-                // Dropped or retired by the administrator during the delivery.
-                tracing::info!(
-                    id = item.id,
-                    "queue entry gone during its delivery; result not recorded"
-                );
+        let rec = self.record_decided(decided, tls.last(), &message, now)?;
+        for id in &rec.gone {
+            // Dropped or retired by the administrator during the delivery.
+            tracing::info!(
+                id = id.0,
+                "queue entry gone during its delivery; result not recorded"
+            );
+        }
+        Ok(())
+    }
+
+    /// Records decided results in one durable commit (issue 15): every recipient's
+    /// attempt, the retirement of the entries that are done (their message file is removed
+    /// when it was the last), and the DSNs the decisions call for, composed one per kind
+    /// and delivered locally or queued. So what was delivered is never sent again after a
+    /// crash, and a recorded failure never loses its DSN. Then the suppression list, which
+    /// needs the failure streaks the commit counted.
+    fn record_decided(
+        &self,
+        decided: Vec<Decided>,
+        tls: Option<&TlsAttempt>,
+        message: &[u8],
+        now: UnixTime,
+    ) -> Result<rmox_storage::Recorded, StoreError> {
+        let records = decided
+            .iter()
+            .map(|d| attempt_record(&d.item, d.result.as_ref(), tls, &d.decision, now))
+            .collect();
+        let notices: Vec<(QueueItem, DsnNotice)> = decided
+            .iter()
+            .filter_map(|d| dsn_of(&d.decision).map(|n| (d.item.clone(), n.clone())))
+            .collect();
+        let dsns = self.compose_dsns(&notices, message, now);
+        let store_notices = dsns
+            .iter()
+            .map(|c| Notice {
+                about: c.about.clone(),
+                message: match dsn_local_destination(
+                    &self.config,
+                    &c.item.mail_from,
+                    c.item.sender_account.as_deref(),
+                ) {
+                    Some((account, mailbox)) => NoticeMessage::Deliver(dsn_delivery(
+                        account,
+                        mailbox,
+                        &c.item.mail_from,
+                        &c.dsn,
+                        now,
+                    )),
+                    None => NoticeMessage::Queue(
+                        &c.dsn,
+                        dsn_queue_recipient(&c.item.mail_from, &c.dsn, now),
+                    ),
+                },
+            })
+            .collect();
+        let rec = self.store.queue_record_with(records, store_notices, now)?;
+        let mut queued = false;
+        let mut again = Vec::new();
+        for (c, outcome) in dsns.iter().zip(&rec.notices) {
+            match outcome {
+                NoticeOutcome::Queued(_) => queued = true,
+                NoticeOutcome::Delivered(_) => {}
+                NoticeOutcome::Refused(e) => {
+                    tracing::error!(to = %c.item.mail_from, error = %e, "DSN not delivered to the local sender")
+                }
+                // An entry it reports on was dropped during the delivery: the DSN goes
+                // out again for the other entries (a rare, administrative race; this one
+                // takes a commit of its own).
+                NoticeOutcome::Gone => again.extend(
+                    notices
+                        .iter()
+                        .filter(|(i, _)| {
+                            c.about.contains(&QueueId(i.id)) && !rec.gone.contains(&QueueId(i.id))
+                        })
+                        .cloned(),
+                ),
+            }
+        }
+        if queued {
+            self.wakeup.notify();
+        }
+        for (i, d) in decided.iter().enumerate() {
+            if rec.gone.contains(&QueueId(d.item.id)) {
                 continue;
             }
             let streak = rec.streaks.get(i).copied().unwrap_or(0);
-            self.after_record(&item, Some(&result), &d, now, streak, &mut notices)?;
+            self.suppress_after(&d.item, d.result.as_ref(), &d.decision, now, streak)?;
         }
-        self.send_dsns(notices, &message, now)
+        if !again.is_empty() {
+            for c in self.compose_dsns(&again, message, now) {
+                self.send_dsn(&c.item, &c.dsn, now)?;
+            }
+        }
+        Ok(rec)
     }
 
     /// Delivers one batch on runtime `rt` and applies the results; storage work runs on
@@ -787,96 +888,81 @@ impl Runner {
             .await
     }
 
-    /// Records the attempt (or administrative failure) of `item` in storage, then what
-    /// follows from it ([`Runner::after_record`]).
-    fn apply(
-        &self,
-        item: &QueueItem,
-        result: Option<&AttemptResult>,
-        tls: Option<&TlsAttempt>,
-        d: &Decision,
-        now: UnixTime,
-        notices: &mut Vec<(QueueItem, DsnNotice)>,
-    ) -> Result<(), StoreError> {
-        let rec = self
-            .store
-            .queue_record(vec![attempt_record(item, result, tls, d, now)], now)?;
-        if let Some(id) = rec.gone.first() {
-            return Err(StoreError::NoQueueEntry(*id));
-        }
-        let streak = rec.streaks.first().copied().unwrap_or(0);
-        self.after_record(item, result, d, now, streak, notices)
-    }
-
-    /// What follows a decision already recorded by [`attempt_record`] (with the sender's
-    /// failures in a row to the recipient after it, `streak`): the suppression list and the
-    /// DSN notices.
-    fn after_record(
+    /// Adds the recipient of a failed delivery to the sender's suppression list when core
+    /// says so (from the failure and the sender's failures in a row to it, `streak`, as the
+    /// commit of the decision counted them).
+    fn suppress_after(
         &self,
         item: &QueueItem,
         result: Option<&AttemptResult>,
         d: &Decision,
         now: UnixTime,
         streak: u32,
-        notices: &mut Vec<(QueueItem, DsnNotice)>,
     ) -> Result<(), StoreError> {
-        match d {
-            Decision::Delivered { dsn } | Decision::Retry { dsn, .. } => {
-                if let Some(n) = dsn {
-                    notices.push((item.clone(), n.clone()));
-                }
-            }
-            Decision::Failed { dsn, suppress } => {
-                let text = outcome_text(item, result).1;
-                let reason = rmox_core::queue::suppression_after_failure(*suppress, streak, &text);
-                if let (Some(reason), Some(a)) = (reason, &item.sender_account) {
-                    self.store.suppression_add(
-                        a,
-                        Suppression {
-                            address: item.recipient.clone(),
-                            reason,
-                            manual: false,
-                            created: now,
-                        },
-                    )?;
-                }
-                if let Some(n) = dsn {
-                    notices.push((item.clone(), n.clone()));
-                }
-            }
+        let Decision::Failed { suppress, .. } = d else {
+            return Ok(());
+        };
+        let text = outcome_text(item, result).1;
+        let reason = rmox_core::queue::suppression_after_failure(*suppress, streak, &text);
+        if let (Some(reason), Some(a)) = (reason, &item.sender_account) {
+            self.store.suppression_add(
+                a,
+                Suppression {
+                    address: item.recipient.clone(),
+                    reason,
+                    manual: false,
+                    created: now,
+                },
+            )?;
         }
         Ok(())
     }
 
-    /// Composes one DSN per kind for the notices (all about one message) and sends them.
-    fn send_dsns(
+    /// Composes one DSN per kind for the notices (all about one message).
+    fn compose_dsns(
         &self,
-        notices: Vec<(QueueItem, DsnNotice)>,
+        notices: &[(QueueItem, DsnNotice)],
         original: &[u8],
         now: UnixTime,
-    ) -> Result<(), StoreError> {
-        let mut by_kind: Vec<(DsnKind, QueueItem, Vec<rmox_core::queue::DsnRecipient>)> =
-            Vec::new();
+    ) -> Vec<ComposedDsn> {
+        let mut by_kind: Vec<(
+            DsnKind,
+            &QueueItem,
+            Vec<rmox_core::queue::DsnRecipient>,
+            Vec<QueueId>,
+        )> = Vec::new();
         for (item, n) in notices {
-            match by_kind.iter_mut().find(|(k, _, _)| *k == n.kind) {
-                Some((_, _, v)) => v.push(n.recipient),
-                None => by_kind.push((n.kind, item, vec![n.recipient])),
+            match by_kind.iter_mut().find(|(k, ..)| *k == n.kind) {
+                Some((_, _, v, about)) => {
+                    v.push(n.recipient.clone());
+                    about.push(QueueId(item.id));
+                }
+                None => by_kind.push((
+                    n.kind,
+                    item,
+                    vec![n.recipient.clone()],
+                    vec![QueueId(item.id)],
+                )),
             }
         }
-        for (kind, item, recipients) in by_kind {
+        let mut out = Vec::with_capacity(by_kind.len());
+        for (kind, item, recipients, about) in by_kind {
             let nonce = self.rng().next_u64();
             let input = DsnInput::for_item(
-                &item,
+                item,
                 kind,
                 recipients,
                 &self.config.hostname,
                 original,
                 format!("{}.{nonce:016x}", item.id),
             );
-            let dsn = compose_dsn(&input, now);
-            self.send_dsn(&item, &dsn, now)?;
+            out.push(ComposedDsn {
+                item: item.clone(),
+                dsn: compose_dsn(&input, now),
+                about,
+            });
         }
-        Ok(())
+        out
     }
 
     /// Delivers a DSN about `item` to its MAIL FROM: into a local account when the sender is
@@ -912,9 +998,20 @@ impl Runner {
             ),
             now,
         );
-        let mut notices = Vec::new();
-        self.apply(&item, None, None, &d, now, &mut notices)?;
-        self.send_dsns(notices, &message, now)
+        let rec = self.record_decided(
+            vec![Decided {
+                item,
+                result: None,
+                decision: d,
+            }],
+            None,
+            &message,
+            now,
+        )?;
+        match rec.gone.first() {
+            Some(id) => Err(StoreError::NoQueueEntry(*id)),
+            None => Ok(()),
+        }
     }
 
     /// Starts the runner on a thread of its own, on this runner's runtime, with at most

@@ -1065,3 +1065,41 @@ fn harness_postfix_and_peers() {
 
 mod tls;
 mod transport;
+
+/// Fails every recipient for good, after dropping the first entry of the batch from the
+/// queue (an administrator's `queue drop` during the delivery).
+struct DropFirstThenFail(Arc<Store>);
+
+impl Connector for DropFirstThenFail {
+    fn deliver(&self, job: &Job<'_>) -> Vec<AttemptResult> {
+        self.0.queue_drop(job.entries[0].id).unwrap();
+        job.items
+            .iter()
+            .map(|_| {
+                AttemptResult::Permanent(Failure::from_reply(
+                    "mx.example.net",
+                    Reply::new(550, Enhanced::parse("5.1.1"), "no such user"),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// The failure DSN is now written in the commit that records the failures, unless an entry
+/// it reports on is gone by then: an entry dropped during its delivery must not be named in
+/// the DSN, and the other recipients' failure must still be reported (in a DSN of its own).
+#[test]
+fn failure_dsn_leaves_out_an_entry_dropped_during_delivery() {
+    let e = env(false, "");
+    let r = e.runner(Arc::new(DropFirstThenFail(Arc::clone(&e.store))));
+    let ids = e.queue("mjl@mox.example", &["gone@example.net", "kept@example.net"]);
+    assert_eq!(r.run_once(e.now()).unwrap(), 1);
+    assert!(e.store.queue_get(ids[0]).unwrap().is_none());
+    assert!(e.retired(ids[0]).is_none(), "dropped, not retired");
+    assert!(matches!(e.retired(ids[1]), Some(Outcome::Failed(_))));
+    let inbox = e.inbox();
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    assert!(inbox[0].contains("Action: failed"), "{}", inbox[0]);
+    assert!(inbox[0].contains("kept@example.net"), "{}", inbox[0]);
+    assert!(!inbox[0].contains("gone@example.net"), "{}", inbox[0]);
+}

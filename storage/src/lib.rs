@@ -104,6 +104,7 @@
 //! queue_hold(QueueId), queue_release(QueueId) -> Result<()>
 //! queue_retire(QueueId, Outcome, now) -> Result<()>;  queue_drop(QueueId) -> Result<()>
 //! queue_record(Vec<QueueRecord>, now) -> Result<Recorded>  // attempts, retirements, failure streaks: one commit
+//! queue_record_with(Vec<QueueRecord>, Vec<Notice>, now) -> Result<Recorded>  // and the DSNs they call for, same commit
 //! queue_remove_orphans() -> Result<Vec<u64>>   // unreferenced queue message files, at start
 //! queue_retired(limit) -> Result<Vec<RetiredEntry>>;  queue_retired_cleanup(before) -> Result<u64>
 //! hold_rule_add(HoldRule) -> Result<u64>;  hold_rules();  hold_rule_remove(id) -> Result<bool>
@@ -149,6 +150,6 @@ pub use backup::{verify, BackupReport, VerifyReport};
 pub use error::StoreError;
 pub use group::{MAX_BATCH, MAX_PENDING};
 pub use model::*;
-pub use queue::{QueueRecord, Recorded};
+pub use queue::{Notice, NoticeMessage, NoticeOutcome, QueueRecord, Recorded};
 pub use store::{ip_networks, Store, DB_FILE};
 pub use tables::SCHEMA_VERSION;

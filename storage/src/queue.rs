@@ -8,7 +8,7 @@ use rmox_core::UnixTime;
 use crate::error::StoreError;
 use crate::files::{self, Area};
 use crate::model::*;
-use crate::store::Store;
+use crate::store::{ip_networks, Store};
 use crate::tables::*;
 
 /// One entry's delivery attempt for [`Store::queue_record`].
@@ -25,7 +25,7 @@ pub struct QueueRecord {
 }
 
 /// What [`Store::queue_record`] did.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Recorded {
     /// The entries that were gone (dropped or retired meanwhile): nothing was recorded for
     /// them.
@@ -33,6 +33,49 @@ pub struct Recorded {
     /// For each record in order, the failures in a row after it (0 without a streak, or
     /// when the entry was gone).
     pub streaks: Vec<u32>,
+    /// What became of each notice given to [`Store::queue_record_with`], in order.
+    pub notices: Vec<NoticeOutcome>,
+}
+
+/// A message that queue results call for (a DSN), written in their commit by
+/// [`Store::queue_record_with`].
+pub struct Notice<'a> {
+    /// The entries it reports on: it is not written when one of them is gone.
+    pub about: Vec<QueueId>,
+    /// Where it goes.
+    pub message: NoticeMessage<'a>,
+}
+
+/// Where a [`Notice`] goes.
+pub enum NoticeMessage<'a> {
+    /// Into a local mailbox.
+    Deliver(Delivery<'a>),
+    /// Into the queue, with its one recipient.
+    Queue(&'a [u8], QueueRecipient),
+}
+
+/// What became of a [`Notice`], in order, in [`Recorded::notices`].
+#[derive(Debug)]
+pub enum NoticeOutcome {
+    /// Delivered into the local mailbox.
+    Delivered(MessageId),
+    /// Queued as this entry.
+    Queued(QueueId),
+    /// Not written: an entry it is about was gone.
+    Gone,
+    /// Not written: the local delivery was refused (the error says why).
+    Refused(StoreError),
+}
+
+/// A notice's write inside the commit.
+enum PlannedWrite {
+    Deliver(MessageRecord),
+    Queue {
+        msg_id: u64,
+        size: u64,
+        first: u64,
+        rcpt: QueueRecipient,
+    },
 }
 
 fn get_entry(txn: &WriteTransaction, id: QueueId) -> Result<QueueEntry, StoreError> {
@@ -341,10 +384,82 @@ impl Store {
         records: Vec<QueueRecord>,
         now: UnixTime,
     ) -> Result<Recorded, StoreError> {
-        if records.is_empty() {
+        self.queue_record_with(records, Vec::new(), now)
+    }
+
+    /// [`Store::queue_record`], and in the same commit the messages the results call for
+    /// (DSNs): each is delivered into a local mailbox or queued, unless an entry it is
+    /// about was gone (dropped or retired meanwhile: [`NoticeOutcome::Gone`]) or the local
+    /// delivery is refused (no such account, quota: [`NoticeOutcome::Refused`]; the
+    /// results are recorded all the same). A crash can no longer record a failure and lose
+    /// the DSN that reports it: both are durable in one commit, or neither is.
+    pub fn queue_record_with(
+        &self,
+        records: Vec<QueueRecord>,
+        notices: Vec<Notice<'_>>,
+        now: UnixTime,
+    ) -> Result<Recorded, StoreError> {
+        if records.is_empty() && notices.is_empty() {
             return Ok(Recorded::default());
         }
-        let (freed, done) = self.write(vec![], vec![], move |txn| {
+        let sync = !self.committer.batch_syncs_files();
+        // The notices' files are written (and synced with the commit) first, as
+        // [`Store::deliver_and_queue`] writes its own.
+        let mut new_files = Vec::new();
+        let mut dirs = Vec::new();
+        let mut planned = Vec::with_capacity(notices.len());
+        let written = (|| {
+            for n in notices {
+                let (area, id, parts, write) = match n.message {
+                    NoticeMessage::Deliver(d) => {
+                        let id = self.counters.next_msg.fetch_add(1, Ordering::SeqCst);
+                        let networks = d.info.remote_ip.map(ip_networks).unwrap_or_default();
+                        let rec = MessageRecord {
+                            id: MessageId(id),
+                            account: d.account.clone(),
+                            mailbox: d.mailbox.clone(),
+                            received: d.received,
+                            flags: d.flags,
+                            size: (d.head.len() + d.message.len()) as u64,
+                            info: d.info.clone(),
+                            networks,
+                            expunged: false,
+                        };
+                        (
+                            Area::Msg,
+                            id,
+                            [d.head, d.message],
+                            PlannedWrite::Deliver(rec),
+                        )
+                    }
+                    NoticeMessage::Queue(msg, rcpt) => {
+                        let (msg_id, first) = self.queue_reserve(1);
+                        let w = PlannedWrite::Queue {
+                            msg_id,
+                            size: msg.len() as u64,
+                            first,
+                            rcpt,
+                        };
+                        (Area::Queue, msg_id, [&[][..], msg], w)
+                    }
+                };
+                let path = files::path(&self.dir, area, id);
+                new_files.push(path.clone());
+                let dir = files::write(&self.dir, area, id, &parts, sync)?;
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+                planned.push((n.about, path, write));
+            }
+            Ok::<(), StoreError>(())
+        })();
+        if let Err(e) = written {
+            for p in &new_files {
+                files::remove(p);
+            }
+            return Err(e);
+        }
+        let (freed, done, unused) = self.write(new_files, dirs, move |txn| {
             let mut freed = Vec::new();
             let mut done = Recorded::default();
             for r in records {
@@ -383,15 +498,48 @@ impl Store {
                     }
                 }
             }
-            Ok((freed, done))
+            let mut unused = Vec::new();
+            for (about, path, write) in planned {
+                if about.iter().any(|id| done.gone.contains(id)) {
+                    done.notices.push(NoticeOutcome::Gone);
+                    unused.push(path);
+                    continue;
+                }
+                let outcome = match write {
+                    PlannedWrite::Deliver(rec) => {
+                        // deliver_txn checks the account and its quota before it writes.
+                        match crate::store::deliver_txn(txn, std::slice::from_ref(&rec)) {
+                            Ok(_) => NoticeOutcome::Delivered(rec.id),
+                            Err(
+                                e @ (StoreError::NoAccount(_) | StoreError::QuotaExceeded { .. }),
+                            ) => {
+                                unused.push(path);
+                                NoticeOutcome::Refused(e)
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    PlannedWrite::Queue {
+                        msg_id,
+                        size,
+                        first,
+                        rcpt,
+                    } => {
+                        queue_add_txn(txn, msg_id, size, first, vec![rcpt])?;
+                        NoticeOutcome::Queued(QueueId(first))
+                    }
+                };
+                done.notices.push(outcome);
+            }
+            Ok((freed, done, unused))
         })?;
-        if !freed.is_empty() {
-            self.remove_files(
-                freed
-                    .into_iter()
-                    .map(|m| files::path(&self.dir, Area::Queue, m))
-                    .collect(),
-            );
+        let mut remove: Vec<_> = freed
+            .into_iter()
+            .map(|m| files::path(&self.dir, Area::Queue, m))
+            .collect();
+        remove.extend(unused);
+        if !remove.is_empty() {
+            self.remove_files(remove);
         }
         Ok(done)
     }
@@ -897,6 +1045,94 @@ mod tests {
         let e = s.queue_get(ids[0]).unwrap().unwrap();
         assert_eq!(s.queue_message(e.msg_id).unwrap(), parts.concat());
         assert_eq!(e.size, parts.concat().len() as u64);
+    }
+
+    /// A DSN that a result called for was written in a second commit after the result's:
+    /// a crash between the two recorded the failure and lost the DSN. `queue_record_with`
+    /// writes both in one commit; a notice about an entry that is gone is not written, and a
+    /// refused local delivery (quota) does not keep the results from being recorded.
+    #[test]
+    fn queue_record_with_writes_notices_in_the_same_commit() {
+        let (d, s) = store();
+        s.account_add("mjl", "example.org").unwrap();
+        s.account_add("full", "example.org").unwrap();
+        s.account_set_quota("full", Some(10)).unwrap();
+        let msg = b"Subject: q\r\n\r\nbody\r\n".to_vec();
+        let ids = s
+            .queue_add(&msg, vec![rcpt("a@x.example", 1), rcpt("b@x.example", 1)])
+            .unwrap();
+        let fail = |id| QueueRecord {
+            id,
+            change: Box::new(|_| {}),
+            retire: Some(Outcome::Failed("550 no".into())),
+            streak: None,
+        };
+        let dsn_local = b"Subject: failed (local)\r\n\r\nx\r\n".to_vec();
+        let dsn_remote = b"Subject: failed (remote)\r\n\r\ny\r\n".to_vec();
+        let dsn_gone = b"Subject: about a gone entry\r\n\r\nz\r\n".to_vec();
+        let dsn_full = b"Subject: to a full mailbox\r\n\r\nw\r\n".to_vec();
+        let deliver = |account: &str, m: &'static [u8]| Delivery {
+            account: account.into(),
+            mailbox: "Inbox".into(),
+            head: &[],
+            message: m,
+            flags: Flags::default(),
+            received: UnixTime(7),
+            info: MessageInfo::default(),
+        };
+        let leak = |v: Vec<u8>| -> &'static [u8] { Vec::leak(v) };
+        let (local, gone, full) = (leak(dsn_local), leak(dsn_gone), leak(dsn_full));
+        let mut back = rcpt("sender@y.example", 7);
+        back.mail_from = String::new();
+        let r = s
+            .queue_record_with(
+                vec![fail(ids[0]), fail(QueueId(9999))],
+                vec![
+                    Notice {
+                        about: vec![ids[0]],
+                        message: NoticeMessage::Deliver(deliver("mjl", local)),
+                    },
+                    Notice {
+                        about: vec![ids[0]],
+                        message: NoticeMessage::Queue(&dsn_remote, back),
+                    },
+                    Notice {
+                        about: vec![ids[0], QueueId(9999)],
+                        message: NoticeMessage::Deliver(deliver("mjl", gone)),
+                    },
+                    Notice {
+                        about: vec![ids[0]],
+                        message: NoticeMessage::Deliver(deliver("full", full)),
+                    },
+                ],
+                UnixTime(7),
+            )
+            .unwrap();
+        assert_eq!(r.gone, [QueueId(9999)]);
+        assert_eq!(r.notices.len(), 4);
+        assert!(matches!(r.notices[0], NoticeOutcome::Delivered(_)));
+        let NoticeOutcome::Queued(q) = r.notices[1] else {
+            panic!("{:?}", r.notices[1]);
+        };
+        assert!(matches!(r.notices[2], NoticeOutcome::Gone));
+        assert!(matches!(
+            r.notices[3],
+            NoticeOutcome::Refused(StoreError::QuotaExceeded { .. })
+        ));
+        // The result is recorded: a retired, b still queued; the DSNs are there.
+        assert!(s.queue_get(ids[0]).unwrap().is_none());
+        assert!(s.queue_get(ids[1]).unwrap().is_some());
+        let m = s.messages("mjl").unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(s.message_bytes(m[0].id).unwrap(), local);
+        assert!(s.messages("full").unwrap().is_empty());
+        let e = s.queue_get(q).unwrap().unwrap();
+        assert_eq!(s.queue_message(e.msg_id).unwrap(), dsn_remote);
+        assert_eq!(e.rcpt.recipient, "sender@y.example");
+        // The files of the notices not written are gone: nothing orphaned.
+        drop(s);
+        let v = crate::verify(d.path());
+        assert!(v.is_ok() && v.orphans.is_empty(), "{:?}", v.lines());
     }
 
     /// The queue runner wrote an attempt's outcome in up to three commits (attempt, retire,

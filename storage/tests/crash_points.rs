@@ -75,6 +75,13 @@ fn workload() -> Vec<Op> {
             adds: vec![(0, 1, 100)],
         },
         Op::QueueRelease(1),
+        Op::QueueFailWithDsn {
+            entry: 1,
+            time: 11,
+            dsn: m(7, 2),
+            to: Some(to(0, 1)),
+            back: rcpt(1, false),
+        },
         Op::QueueRetire {
             entry: 0,
             delivered: false,

@@ -17,9 +17,9 @@ use rmox_core::UnixTime;
 
 use super::crash::{Crash, Image};
 use crate::{
-    ip_networks, Delivery, DsnParams, Flags, IndexKind, MailStore, MessageId, MessageInfo,
-    Outcome as QueueOutcome, QueueEntry, QueueFilter, QueueId, QueueRecipient, RequireTls,
-    RetiredEntry, Store, StoreError, Suppression,
+    ip_networks, Delivery, DsnParams, Flags, IndexKind, MailStore, MessageId, MessageInfo, Notice,
+    NoticeMessage, NoticeOutcome, Outcome as QueueOutcome, QueueEntry, QueueFilter, QueueId,
+    QueueRecipient, QueueRecord, RequireTls, RetiredEntry, Store, StoreError, Suppression,
 };
 
 /// Account names the operations use; `a` and `b` are created first, `c` only by an
@@ -199,6 +199,15 @@ pub enum Op {
     },
     /// `queue_drop`.
     QueueDrop(u8),
+    /// `queue_record_with`: the entry failed for good, retired at `time`, with its DSN
+    /// delivered locally (`to`) or queued (`back`) in the same commit.
+    QueueFailWithDsn {
+        entry: u8,
+        time: u8,
+        dsn: Msg,
+        to: Option<To>,
+        back: Rcpt,
+    },
     /// `expunge`.
     Expunge(u8),
     /// `set_flags`.
@@ -247,7 +256,7 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
     while !b.0.is_empty() && ops.len() < MAX_OPS {
         let acc = |b: &mut Bytes<'_>| b.below(ACCOUNTS.len() as u8);
         let addr = |b: &mut Bytes<'_>| b.below(ADDRS.len() as u8);
-        let op = match b.below(21) {
+        let op = match b.below(22) {
             0..=2 => Op::Deliver(To::read(&mut b), Msg::read(&mut b)),
             3 => Op::DeliverMany(read_tos(&mut b, 0), Msg::read(&mut b), b.bool()),
             4 => Op::DeliverAndQueue(
@@ -301,6 +310,13 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
                 Op::CountsAdd { day, adds }
             }
             19 => Op::CountsCleanup(b.below(5)),
+            20 => Op::QueueFailWithDsn {
+                entry: b.u8(),
+                time: b.below(30),
+                dsn: Msg::read(&mut b),
+                to: b.bool().then(|| To::read(&mut b)),
+                back: Rcpt::read(&mut b),
+            },
             _ => Op::Reopen,
         };
         ops.push(op);
@@ -728,6 +744,49 @@ impl Model {
                 );
                 want_unit(got, op)
             }
+            Op::QueueFailWithDsn {
+                entry,
+                time,
+                dsn,
+                to,
+                back,
+            } => {
+                let id = pick(self.queue.keys().copied(), *entry);
+                let Some(e) = self.unqueue(id) else {
+                    return err(err_of(got), "NoQueueEntry", op);
+                };
+                self.retired.insert(
+                    id,
+                    RetiredEntry {
+                        entry: e,
+                        outcome: QueueOutcome::Failed("550 no".into()),
+                        retired: UnixTime(i64::from(*time)),
+                    },
+                );
+                match to {
+                    Some(t) => {
+                        // A refused local delivery leaves the retirement in place.
+                        if let Some(e) = self.deliver_error(&[*t], dsn.bytes().len() as u64) {
+                            return err(err_of(got), e, op);
+                        }
+                        let Answer::Stored(ids, q) = got else {
+                            return Err(format!(
+                                "{op:?}: store answered {got:?}, model expects Ok"
+                            ));
+                        };
+                        if !q.is_empty() {
+                            return Err(format!("{op:?}: queued instead of delivered"));
+                        }
+                        self.add_messages(op, &[*t], *dsn, ids)
+                    }
+                    None => match got {
+                        Answer::Stored(ids, q) if ids.is_empty() => {
+                            self.add_queued(op, *dsn, std::slice::from_ref(back), q)
+                        }
+                        g => Err(format!("{op:?}: store answered {g:?}")),
+                    },
+                }
+            }
             Op::QueueDrop(sel) => {
                 let id = pick(self.queue.keys().copied(), *sel);
                 if self.unqueue(id).is_none() {
@@ -1072,6 +1131,50 @@ pub fn exec(s: &Store, model: &Model, op: &Op) -> Answer {
                 QueueOutcome::Failed("550 no".into())
             };
             unit(s.queue_retire(entry_sel(*entry), outcome, UnixTime(i64::from(*time))))
+        }
+        Op::QueueFailWithDsn {
+            entry,
+            time,
+            dsn,
+            to,
+            back,
+        } => {
+            let bytes = dsn.bytes();
+            let id = entry_sel(*entry);
+            let message = match to {
+                Some(t) => NoticeMessage::Deliver(t.delivery(&bytes)),
+                None => NoticeMessage::Queue(&bytes, back.recipient()),
+            };
+            let r = s.queue_record_with(
+                vec![QueueRecord {
+                    id,
+                    change: Box::new(|_| {}),
+                    retire: Some(QueueOutcome::Failed("550 no".into())),
+                    streak: None,
+                }],
+                vec![Notice {
+                    about: vec![id],
+                    message,
+                }],
+                UnixTime(i64::from(*time)),
+            );
+            match r {
+                Err(e) => Answer::Err(kind(&e)),
+                Ok(rec) if !rec.gone.is_empty() => match rec.notices.first() {
+                    Some(NoticeOutcome::Gone) => Answer::Err("NoQueueEntry"),
+                    n => Answer::Err(if n.is_none() { "NoNotice" } else { "NotGone" }),
+                },
+                Ok(rec) => match rec.notices.first() {
+                    Some(NoticeOutcome::Delivered(m)) => Answer::Stored(vec![m.0], vec![]),
+                    Some(NoticeOutcome::Queued(q)) => {
+                        let msg = s.queue_get(*q).ok().flatten().map_or(MISSING, |e| e.msg_id);
+                        Answer::Stored(vec![], vec![(q.0, msg)])
+                    }
+                    Some(NoticeOutcome::Refused(e)) => Answer::Err(kind(e)),
+                    Some(NoticeOutcome::Gone) => Answer::Err("GoneWithoutEntry"),
+                    None => Answer::Err("NoNotice"),
+                },
+            }
         }
         Op::QueueDrop(sel) => unit(s.queue_drop(entry_sel(*sel))),
         Op::Expunge(sel) => unit(s.expunge(msg_sel(*sel))),
