@@ -537,6 +537,9 @@ pub struct QueueSettings {
     pub connections_per_domain: usize,
     /// Recipients in one outgoing transaction at most.
     pub recipients_per_transaction: usize,
+    /// Transactions (messages) delivered one after the other over one connection at most
+    /// (connection reuse); 1 opens a connection per transaction.
+    pub transactions_per_connection: usize,
     /// Seconds to wait for a TCP connection to a host.
     pub connect_timeout_secs: u64,
     /// Seconds to wait after each failed attempt (the last value repeats); the message
@@ -564,6 +567,7 @@ impl Default for QueueSettings {
             workers: 8,
             connections_per_domain: 4,
             recipients_per_transaction: 100,
+            transactions_per_connection: 20,
             connect_timeout_secs: 30,
             // Close to mox: 7.5 minutes, doubling to 8 hours.
             backoff_secs: vec![450, 900, 1800, 3600, 7200, 14_400, 28_800, 28_800],
@@ -592,6 +596,7 @@ impl QueueSettings {
             max_per_domain: self.connections_per_domain,
             max_total: self.workers,
             max_recipients_per_batch: self.recipients_per_transaction,
+            max_transactions_per_connection: self.transactions_per_connection,
         };
         use rmox_core::queue::QueueConfigError as E;
         b.build().map_err(|e| {
@@ -623,6 +628,7 @@ impl QueueSettings {
                     let key = match *name {
                         "max_per_domain" => "connections_per_domain",
                         "max_total" => "workers",
+                        "max_transactions_per_connection" => "transactions_per_connection",
                         _ => "recipients_per_transaction",
                     };
                     (format!("queue.{key}"), "0: must be at least 1".to_string())
@@ -2022,6 +2028,11 @@ workers = 8
 connections_per_domain = 4
 # Recipients in one outgoing transaction at most (more go in further transactions).
 recipients_per_transaction = 100
+# Messages to one destination delivered one after the other over one connection at most
+# (connection reuse: no new connection, greeting and TLS handshake per message); the
+# connections to a domain are opened first, up to connections_per_domain. 1: a connection
+# per message.
+transactions_per_connection = 20
 # Seconds to wait for a TCP connection to a host.
 connect_timeout_secs = 30
 # Waits after each failed attempt, in seconds (the last repeats): 7.5 min doubling to 8 h.
@@ -2409,14 +2420,19 @@ mailbox = "Postmaster"
     #[test]
     fn queue_limits_reach_the_scheduler() {
         let c = cfg(
-            "[queue]\nworkers = 3\nconnections_per_domain = 2\nrecipients_per_transaction = 7\n",
+            "[queue]\nworkers = 3\nconnections_per_domain = 2\nrecipients_per_transaction = 7\ntransactions_per_connection = 5\n",
         )
         .unwrap();
         let q = c.queue.queue_config(Path::new("x.toml")).unwrap();
         let v = q.values();
         assert_eq!(
-            (v.max_total, v.max_per_domain, v.max_recipients_per_batch),
-            (3, 2, 7)
+            (
+                v.max_total,
+                v.max_per_domain,
+                v.max_recipients_per_batch,
+                v.max_transactions_per_connection
+            ),
+            (3, 2, 7, 5)
         );
         let d = cfg("")
             .unwrap()
@@ -2463,6 +2479,10 @@ mailbox = "Postmaster"
                 "queue.recipients_per_transaction: 0: must be at least 1",
             ),
             ("workers = 0", "queue.workers: 0: must be at least 1"),
+            (
+                "transactions_per_connection = 0",
+                "queue.transactions_per_connection: 0: must be at least 1",
+            ),
         ] {
             let e = cfg(&format!("[queue]\n{bad}\n")).unwrap_err().to_string();
             assert!(

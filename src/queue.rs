@@ -47,7 +47,7 @@ use crate::config::{Config, Resolution};
 use crate::rt::{OnRuntime, Runtime};
 
 pub(crate) use deliver::pkix_for;
-pub use deliver::SmtpDelivery;
+pub use deliver::{Recorder, SmtpDelivery};
 pub use refresh::StsRefresher;
 
 /// Most entries loaded per pass.
@@ -275,6 +275,9 @@ impl RunnerHandle {
     }
 }
 
+/// The batches of one connection (connection reuse), each with its stored entries.
+type Conn = Vec<(Batch, Vec<QueueEntry>)>;
+
 /// What a batch needs delivered after the suppression check.
 struct Prepared {
     message: Arc<[u8]>,
@@ -485,11 +488,7 @@ impl Runner {
 
     /// The due batches at `now` (only those containing `only` when given), marked in
     /// flight, each with its stored entries.
-    fn take_due(
-        &self,
-        now: UnixTime,
-        only: Option<QueueId>,
-    ) -> Result<Vec<(Batch, Vec<QueueEntry>)>, StoreError> {
+    fn take_due(&self, now: UnixTime, only: Option<QueueId>) -> Result<Vec<Conn>, StoreError> {
         let entries = self.store.queue_due(now, DUE_LIMIT)?;
         Ok(self.select(entries, now, only).0)
     }
@@ -502,19 +501,31 @@ impl Runner {
         entries: Vec<QueueEntry>,
         now: UnixTime,
         only: Option<QueueId>,
-    ) -> (Vec<(Batch, Vec<QueueEntry>)>, Vec<QueueEntry>) {
+    ) -> (Vec<Conn>, Vec<QueueEntry>) {
         let items: Vec<QueueItem> = entries.iter().map(to_item).collect();
         let mut by_id: BTreeMap<u64, QueueEntry> =
             entries.into_iter().map(|e| (e.id.0, e)).collect();
         let mut inf = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
-        for b in self.qc.due(&items, now, &self.routes, &inf) {
-            if only.is_some_and(|id| !b.items.contains(&id.0)) {
+        for bs in self.qc.due_connections(&items, now, &self.routes, &inf) {
+            let bs: Vec<Batch> = match only {
+                // An administrator's kick: that batch alone.
+                Some(id) => bs.into_iter().filter(|b| b.items.contains(&id.0)).collect(),
+                None => bs,
+            };
+            if bs.is_empty() {
                 continue;
             }
-            let es: Vec<QueueEntry> = b.items.iter().filter_map(|id| by_id.remove(id)).collect();
-            inf.start(&b);
-            out.push((b, es));
+            inf.start_connection(&bs);
+            let conn = bs
+                .into_iter()
+                .map(|b| {
+                    let es: Vec<QueueEntry> =
+                        b.items.iter().filter_map(|id| by_id.remove(id)).collect();
+                    (b, es)
+                })
+                .collect();
+            out.push(conn);
         }
         let rest = by_id
             .into_values()
@@ -534,7 +545,7 @@ impl Runner {
         rt: &R,
         backlog: &mut Backlog,
         now: UnixTime,
-    ) -> Vec<(Batch, Vec<QueueEntry>)> {
+    ) -> Vec<Conn> {
         let changed = self.wakeup.take_changed();
         let fresh = backlog.read.is_some_and(|t| t.elapsed() < BACKLOG_MAX_AGE);
         if fresh && !changed && !backlog.entries.is_empty() {
@@ -616,12 +627,13 @@ impl Runner {
             async fn run<R: Net>(self, rt: R) -> Self::Output {
                 let Pass(me, now, only) = self;
                 let m = Arc::clone(&me);
-                let batches = rt.unblock(Box::new(move || m.take_due(now, only))).await?;
-                let n = batches.len();
+                let conns = rt.unblock(Box::new(move || m.take_due(now, only))).await?;
+                let n = conns.iter().map(Vec::len).sum();
                 let mut first_err = None;
-                for (b, es) in batches {
-                    let r = me.process(&rt, &b, es).await;
-                    me.finish(&b);
+                for conn in conns {
+                    let batches: Vec<Batch> = conn.iter().map(|(b, _)| b.clone()).collect();
+                    let r = me.process_connection(&rt, conn).await;
+                    me.finish(&batches);
                     if let Err(e) = r {
                         first_err.get_or_insert(e);
                     }
@@ -641,11 +653,11 @@ impl Runner {
             })?
     }
 
-    fn finish(&self, b: &Batch) {
+    fn finish(&self, batches: &[Batch]) {
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .finish(b);
+            .finish_connection(batches);
     }
 
     /// Reads the message and fails suppressed recipients (blocking: storage).
@@ -720,13 +732,27 @@ impl Runner {
                 decision,
             });
         }
-        // The TLS report results (RFC 8460), one record each under its policy domain (the
-        // recipient domain, or the MX host for DANE) as the report sender reads them. A
-        // lost record must not keep the results from being applied. Our own TLS reports'
-        // deliveries are not reported (mox), so a failing report delivery does not become
-        // the next day's report.
-        let report = !rmox_core::tlspolicy::outgoing::is_tls_report_message(&message);
-        for t in tls_results.iter().filter(|_| report) {
+        // Our own TLS reports' deliveries are not reported (mox), so a failing report
+        // delivery does not become the next day's report.
+        if !rmox_core::tlspolicy::outgoing::is_tls_report_message(&message) {
+            self.record_tls_results(&tls_results, now);
+        }
+        let rec = self.record_decided(decided, tls.last(), &message, now)?;
+        for id in &rec.gone {
+            // Dropped or retired by the administrator during the delivery.
+            tracing::info!(
+                id = id.0,
+                "queue entry gone during its delivery; result not recorded"
+            );
+        }
+        Ok(())
+    }
+
+    /// Stores the TLS report results (RFC 8460), one record each under its policy domain (the
+    /// recipient domain, or the MX host for DANE) as the report sender reads them. A lost
+    /// record must not keep the results from being applied: failures are logged.
+    fn record_tls_results(&self, tls_results: &[SessionResult], now: UnixTime) {
+        for t in tls_results {
             let domain = &t.policy.policy_domain;
             let r = match serde_json::to_vec(t) {
                 Ok(json) => self
@@ -739,15 +765,118 @@ impl Runner {
                 tracing::error!(%domain, error = %e, "storing TLS result");
             }
         }
-        let rec = self.record_decided(decided, tls.last(), &message, now)?;
-        for id in &rec.gone {
-            // Dropped or retired by the administrator during the delivery.
-            tracing::info!(
-                id = id.0,
-                "queue entry gone during its delivery; result not recorded"
-            );
+    }
+
+    /// Delivers the batches of one connection (from [`QueueConfig::due_connections`]): one
+    /// after the other over one SMTP connection while it stays healthy, each batch's
+    /// results recorded as soon as they are final (so a crash loses no more than a single
+    /// delivery in flight would), then the TLS report results of the connections. TLS
+    /// report messages go alone, as do batches of a blocking deliverer.
+    async fn process_connection<R: Net>(
+        self: &Arc<Self>,
+        rt: &R,
+        conn: Conn,
+    ) -> Result<(), StoreError> {
+        let Deliverer::Smtp(d) = &self.deliverer else {
+            return self.process_each(rt, conn).await;
+        };
+        if conn.len() < 2 {
+            return self.process_each(rt, conn).await;
         }
-        Ok(())
+        let me = Arc::clone(self);
+        let prepared = rt
+            .unblock(Box::new(move || {
+                let mut out = Vec::new();
+                for (b, es) in conn {
+                    if let Some(p) = me.prepare(es)? {
+                        if !p.items.is_empty() {
+                            out.push((b, p));
+                        }
+                    }
+                }
+                Ok::<_, StoreError>(out)
+            }))
+            .await?;
+        let (alone, together): (Vec<_>, Vec<_>) = prepared
+            .into_iter()
+            .partition(|(_, p)| rmox_core::tlspolicy::outgoing::is_tls_report_message(&p.message));
+        let mut first_err = None;
+        for (b, p) in alone {
+            if let Err(e) = self.deliver_prepared(rt, &b, p).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        if together.is_empty() {
+            return first_err.map_or(Ok(()), Err);
+        }
+        type View = (Batch, Vec<QueueItem>, Vec<QueueEntry>, Arc<[u8]>);
+        let views: Vec<View> = together
+            .iter()
+            .map(|(b, p)| {
+                (
+                    b.clone(),
+                    p.items.clone(),
+                    p.entries.clone(),
+                    Arc::clone(&p.message),
+                )
+            })
+            .collect();
+        let slots: Arc<Mutex<Vec<Option<Prepared>>>> = Arc::new(Mutex::new(
+            together.into_iter().map(|(_, p)| Some(p)).collect(),
+        ));
+        let me = Arc::clone(self);
+        let s2 = Arc::clone(&slots);
+        let recorder: Recorder = Arc::new(move |i, results, tls| {
+            let p = s2
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(i)
+                .and_then(Option::take);
+            if let Some(p) = p {
+                if let Err(e) = me.conclude(p, results, tls, Vec::new()) {
+                    tracing::error!(error = %e, "queue: applying delivery result");
+                }
+            }
+        });
+        let jobs: Vec<Job<'_>> = views
+            .iter()
+            .map(|(b, items, entries, message)| Job {
+                batch: b,
+                items,
+                entries,
+                message,
+            })
+            .collect();
+        let tls_results = d.deliver_many(rt.clone(), &jobs, recorder).await;
+        let me = Arc::clone(self);
+        rt.unblock(Box::new(move || {
+            let now = (me.clock)();
+            me.record_tls_results(&tls_results, now);
+            // Every job was recorded (the delivery reports each); a slot left over means a
+            // job without results: it is tried again as due.
+            let left = slots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|p| p.is_some())
+                .count();
+            if left > 0 {
+                tracing::error!(left, "queue: jobs of a connection without results");
+            }
+        }))
+        .await;
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Each batch of `conn` on its own, one after the other.
+    async fn process_each<R: Net>(self: &Arc<Self>, rt: &R, conn: Conn) -> Result<(), StoreError> {
+        let mut first_err = None;
+        for (b, es) in conn {
+            if let Err(e) = self.process(rt, &b, es).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Records decided results in one durable commit (issue 15): every recipient's
@@ -848,6 +977,16 @@ impl Runner {
         let Some(p) = rt.unblock(Box::new(move || me.prepare(entries))).await? else {
             return Ok(());
         };
+        self.deliver_prepared(rt, batch, p).await
+    }
+
+    /// Delivers a prepared batch on runtime `rt` and applies the results.
+    async fn deliver_prepared<R: Net>(
+        self: &Arc<Self>,
+        rt: &R,
+        batch: &Batch,
+        p: Prepared,
+    ) -> Result<(), StoreError> {
         let (results, tls, tls_results) = if p.items.is_empty() {
             (Vec::new(), Vec::new(), Vec::new())
         } else {
@@ -1052,7 +1191,7 @@ impl Runner {
         shutdown: Option<Arc<rmox_driver::Shutdown>>,
     ) {
         let workers = workers.max(1);
-        let mut waiting: VecDeque<(Batch, Vec<QueueEntry>)> = VecDeque::new();
+        let mut waiting: VecDeque<Conn> = VecDeque::new();
         let mut backlog = Backlog::default();
         let mut running: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
         tracing::info!(workers, "queue runner started");
@@ -1072,16 +1211,17 @@ impl Runner {
             }
             running = still;
             while running.len() < workers {
-                let Some((b, es)) = waiting.pop_front() else {
+                let Some(conn) = waiting.pop_front() else {
                     break;
                 };
                 let me = Arc::clone(&self);
                 let rt2 = rt.clone();
                 running.push(rt.spawn(async move {
-                    if let Err(e) = me.process(&rt2, &b, es).await {
+                    let batches: Vec<Batch> = conn.iter().map(|(b, _)| b.clone()).collect();
+                    if let Err(e) = me.process_connection(&rt2, conn).await {
                         tracing::error!(error = %e, "queue: applying delivery result");
                     }
-                    me.finish(&b);
+                    me.finish(&batches);
                     me.wakeup.notify_finished();
                 }));
             }
@@ -1117,8 +1257,9 @@ impl Runner {
                 .await;
         }
         // Batches taken but not started are due again at the next start.
-        for (b, _) in waiting {
-            self.finish(&b);
+        for conn in waiting {
+            let batches: Vec<Batch> = conn.into_iter().map(|(b, _)| b).collect();
+            self.finish(&batches);
         }
         for h in running {
             h.await;

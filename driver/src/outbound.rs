@@ -110,6 +110,18 @@ pub trait DeliveryAnswerer: Send + Sync + 'static {
     fn policy(&self) -> Option<Arc<dyn PolicyAnswerer>> {
         None
     }
+
+    /// Whether [`DeliveryAnswerer::job_done`] records reports (default: no; they come back
+    /// in [`Delivered::reports`] only).
+    fn records_jobs(&self) -> bool {
+        false
+    }
+
+    /// Records the final report of job `job` as soon as the machine has it
+    /// ([`Event::JobDone`]), while the jobs after it are being delivered over the same
+    /// connection; runs on the blocking pool. The delivery is done only after every
+    /// record has returned.
+    fn job_done(&self, _job: usize, _report: Report) {}
 }
 
 /// Answers the effects of the TLS policy machine ([`PolicySession`]) for the outbound loop.
@@ -139,8 +151,11 @@ pub trait PolicyAnswerer: Send + Sync + 'static {
 /// connections and policy fetch (RFC 8460), by policy domain.
 #[derive(Debug, Clone)]
 pub struct Delivered {
-    /// The delivery machine's report.
+    /// The delivery machine's report (of its first job).
     pub report: Report,
+    /// The report of every job, in order (connection reuse: [`DeliverySession::new_many`]);
+    /// empty when the delivery could not finish.
+    pub reports: Vec<Report>,
     /// One result per connection under a policy verdict (two for DANE: the recipient
     /// domain's and the MX host's), and the failed policy fetch if any.
     pub tls_results: Vec<SessionResult>,
@@ -176,6 +191,7 @@ pub async fn deliver_reporting<R: Net>(
 ) -> Delivered {
     let policy = answerer.policy();
     let machine = Delivery {
+        record_jobs: answerer.records_jobs(),
         session,
         policy_answerer: policy.clone(),
         policy: None,
@@ -217,8 +233,10 @@ struct Delivery {
     policy: Option<Policy>,
     /// Steps of the policy machine not given to the loop yet.
     out: VecDeque<Step<Delivery>>,
-    /// Cache writes in progress.
+    /// Cache writes and job records in progress.
     writes: usize,
+    /// Job reports go out as effects ([`DeliveryAnswerer::job_done`]).
+    record_jobs: bool,
     cid: u64,
 }
 
@@ -235,6 +253,8 @@ enum DEffect {
     Delivery(Effect),
     Policy(PEffect),
     Write(CacheUpdate),
+    /// A job's final report to record.
+    Record(usize, Report),
 }
 
 /// An answer to a [`DEffect`].
@@ -326,6 +346,14 @@ impl Machine for Delivery {
                 Output::Effect(token, effect) => {
                     Step::Effect(DTok::Delivery(token), DEffect::Delivery(effect))
                 }
+                Output::Event(Event::JobDone { job }) if self.record_jobs => {
+                    if let Some(r) = self.session.job_report(job) {
+                        self.writes += 1;
+                        self.out
+                            .push_back(Step::Effect(DTok::Write, DEffect::Record(job, r.clone())));
+                    }
+                    Step::Event(Event::JobDone { job })
+                }
                 Output::Event(ev) => Step::Event(ev),
                 Output::Close(id) => Step::Close(id),
                 Output::Idle { deadline, .. } => {
@@ -335,7 +363,7 @@ impl Machine for Delivery {
                         (a, b) => a.or(b),
                     })
                 }
-                // The cache writes end before the delivery does.
+                // The cache writes and job records end before the delivery does.
                 Output::Done if self.writes > 0 => Step::Idle(None),
                 Output::Done => Step::Done,
             };
@@ -417,17 +445,20 @@ impl Machine for Delivery {
             tracing::error!(cid = self.cid, "delivery stalled without a deadline");
             return Delivered {
                 report: no_report(),
+                reports: Vec::new(),
                 tls_results: Vec::new(),
             };
         }
-        let report = match self.session.report() {
+        let reports = self.session.reports().to_vec();
+        let report = match reports.first() {
             Some(r) => r.clone(),
             // Done means the report is there; never without one.
             None => no_report(),
         };
         let mut tls_results = Vec::new();
         if let Some(p) = self.policy {
-            for t in &report.tls {
+            // Each connection once, however many jobs it carried.
+            for t in self.session.connections_tls() {
                 if let Some(v) = p.verdicts.get(&t.mx_host) {
                     tls_results.extend(v.session_results(p.session.domain(), t));
                 }
@@ -436,6 +467,7 @@ impl Machine for Delivery {
         }
         Delivered {
             report,
+            reports,
             tls_results,
         }
     }
@@ -520,6 +552,13 @@ impl<R: Net> Answers<Delivery, R::Stream> for DeliveryAnswers<R> {
                         Box::pin(async move { DCompletion::Policy(PCompletion::Fetched(f.await)) })
                     }
                 });
+            }
+            DEffect::Record(job, report) => {
+                let a = Arc::clone(&self.answerer);
+                return later(self.rt.unblock(Box::new(move || {
+                    a.job_done(job, report);
+                    DCompletion::Written
+                })));
             }
             DEffect::Write(update) => {
                 let Some(pa) = self.policy.as_ref().map(Arc::clone) else {
@@ -629,6 +668,7 @@ fn log_event(cid: u64, ev: &Event) {
             tracing::debug!(cid, host = %t.mx_host, mode = t.mode, result = ?t.result, "tls")
         }
         Event::Client(id, e) => tracing::trace!(cid, conn = id.0, event = ?e, "client"),
+        Event::JobDone { job } => tracing::trace!(cid, job, "job done"),
     }
 }
 

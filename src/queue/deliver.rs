@@ -13,7 +13,7 @@ use std::time::Duration;
 use rmox_core::client::Needs;
 use rmox_core::delivery::{
     builtin_host_tls, Completion, DeliveryConfig, DeliverySession, Effect, HostTls, HostTlsSource,
-    Job as DJob, Report,
+    Job as DJob, Report, TlsAttempt,
 };
 use rmox_core::dns::{Lookup, LookupResult};
 use rmox_core::queue::{AttemptResult, Failure, Transport, TransportDirect};
@@ -176,30 +176,112 @@ impl SmtpDelivery {
     ) -> Result<(DeliverySession, Arc<dyn DeliveryAnswerer>), Vec<AttemptResult>> {
         let n = job.items.len();
         let all = |r: AttemptResult| vec![r; n];
-        let key = &job.batch.key;
-        let config = match key.transport.as_deref().filter(|t| !t.is_empty()) {
-            None => Arc::clone(&self.direct),
-            Some(t) => match self.transports.get(t) {
-                Some(c) => Arc::clone(c),
-                None => {
-                    return Err(all(temp(
-                        format!("transport {t:?} is not configured"),
-                        Enhanced::new(4, 3, 5),
-                    )))
-                }
-            },
-        };
+        let config = self.config_for(job).map_err(all)?;
         let djob = core_job(job, self.next_seed()).map_err(all)?;
+        let answerer = self.answerer(&config, None);
+        let session = DeliverySession::new(config, djob, rmox_driver::now());
+        Ok((session, answerer))
+    }
+
+    /// The delivery settings of `job`'s transport.
+    fn config_for(&self, job: &Job<'_>) -> Result<Arc<DeliveryConfig>, AttemptResult> {
+        match job.batch.key.transport.as_deref().filter(|t| !t.is_empty()) {
+            None => Ok(Arc::clone(&self.direct)),
+            Some(t) => self.transports.get(t).map(Arc::clone).ok_or_else(|| {
+                temp(
+                    format!("transport {t:?} is not configured"),
+                    Enhanced::new(4, 3, 5),
+                )
+            }),
+        }
+    }
+
+    /// The answerer of a delivery with `config`, recording each job's report with
+    /// `recorder` when given.
+    fn answerer(
+        &self,
+        config: &DeliveryConfig,
+        recorder: Option<Recorder2>,
+    ) -> Arc<dyn DeliveryAnswerer> {
         // MTA-STS and DANE apply to delivery to MX hosts, not to relays.
         let policy = matches!(config.transport, Transport::Direct(_))
             .then(|| Arc::clone(&self.policy) as Arc<dyn PolicyAnswerer>);
-        let answerer = Arc::new(QueueAnswerer {
+        Arc::new(QueueAnswerer {
             dns: Arc::clone(&self.dns),
             pkix: config.pkix.clone(),
             policy,
-        });
-        let session = DeliverySession::new(config, djob, rmox_driver::now());
-        Ok((session, answerer))
+            recorder,
+        })
+    }
+
+    /// Delivers `jobs` (for one destination: domain, transport, REQUIRETLS state) over one
+    /// connection while it stays healthy (connection reuse), on runtime `rt`. Each job's
+    /// results go to `recorder` with its index as soon as they are final, on the blocking
+    /// pool, while the jobs after it are delivered; a job that cannot start (a bad address)
+    /// goes to it at once. Returns the TLS report results (RFC 8460) of the connections.
+    pub async fn deliver_many<R: Net>(
+        &self,
+        rt: R,
+        jobs: &[Job<'_>],
+        recorder: Recorder,
+    ) -> Vec<SessionResult> {
+        let Some(first) = jobs.first() else {
+            return Vec::new();
+        };
+        let config = match self.config_for(first) {
+            Ok(c) => c,
+            Err(r) => {
+                for (i, j) in jobs.iter().enumerate() {
+                    recorder(i, vec![r.clone(); j.items.len()], Vec::new());
+                }
+                return Vec::new();
+            }
+        };
+        let mut djobs = Vec::with_capacity(jobs.len());
+        let mut index = Vec::with_capacity(jobs.len());
+        for (i, j) in jobs.iter().enumerate() {
+            match core_job(j, self.next_seed()) {
+                Ok(d) => {
+                    djobs.push(d);
+                    index.push(i);
+                }
+                Err(r) => recorder(i, vec![r; j.items.len()], Vec::new()),
+            }
+        }
+        if djobs.is_empty() {
+            return Vec::new();
+        }
+        let lead = djobs.remove(0);
+        let index = Arc::new(index);
+        let by_job = {
+            let index = Arc::clone(&index);
+            let recorder = Arc::clone(&recorder);
+            Arc::new(move |job: usize, report: Report| {
+                if let Some(&i) = index.get(job) {
+                    recorder(i, report.results, report.tls);
+                }
+            }) as Recorder2
+        };
+        let answerer = self.answerer(&config, Some(by_job));
+        let session = DeliverySession::new_many(config, lead, djobs, rmox_driver::now());
+        let cid = rmox_driver::next_cid();
+        let d = rmox_driver::outbound::deliver_reporting(rt, session, answerer, cid).await;
+        // Jobs without a recorded report (never expected: the machine reports every job).
+        for &i in index.iter().skip(d.reports.len()) {
+            let n = jobs.get(i).map_or(0, |j| j.items.len());
+            recorder(
+                i,
+                vec![
+                    temp(
+                        "delivery ended without a result".into(),
+                        Enhanced::new(4, 0, 0)
+                    );
+                    n
+                ],
+                Vec::new(),
+            );
+        }
+        d.tls_results
     }
 
     /// Delivers `job` on runtime `rt`: one result per item, the TLS of each connection
@@ -208,11 +290,7 @@ impl SmtpDelivery {
         &self,
         rt: R,
         job: &Job<'_>,
-    ) -> (
-        Vec<AttemptResult>,
-        Vec<rmox_core::delivery::TlsAttempt>,
-        Vec<SessionResult>,
-    ) {
+    ) -> (Vec<AttemptResult>, Vec<TlsAttempt>, Vec<SessionResult>) {
         let (session, answerer) = match self.session(job) {
             Ok(s) => s,
             Err(results) => return (results, Vec::new(), Vec::new()),
@@ -286,7 +364,16 @@ struct QueueAnswerer {
     pkix: Option<Pkix>,
     /// The TLS policy machine's answers (direct delivery only).
     policy: Option<Arc<dyn PolicyAnswerer>>,
+    /// Records each job's report as it is final (connection reuse).
+    recorder: Option<Recorder2>,
 }
+
+/// Records the results of job `i` (its index in [`SmtpDelivery::deliver_many`]'s jobs):
+/// one result per item, and the TLS of the connections it used (blocking: storage).
+pub type Recorder = Arc<dyn Fn(usize, Vec<AttemptResult>, Vec<TlsAttempt>) + Send + Sync>;
+
+/// A [`Recorder`] by the delivery machine's job index.
+type Recorder2 = Arc<dyn Fn(usize, Report) + Send + Sync>;
 
 /// The TLS policy machine's effects for the queue: DNS through the binary's resolver
 /// (asynchronously), the MTA-STS policy cache in storage.
@@ -365,5 +452,15 @@ impl DeliveryAnswerer for QueueAnswerer {
 
     fn policy(&self) -> Option<Arc<dyn PolicyAnswerer>> {
         self.policy.clone()
+    }
+
+    fn records_jobs(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    fn job_done(&self, job: usize, report: Report) {
+        if let Some(r) = &self.recorder {
+            r(job, report);
+        }
     }
 }

@@ -80,6 +80,7 @@ on_every_runtime!(
     harness_postfix_and_peers,
     shutdown_waits_for_deliveries_in_flight,
     backlog_spares_a_read_per_delivery,
+    smtp_reuses_connections,
 );
 
 const T0: i64 = 1_700_000_000;
@@ -1102,4 +1103,56 @@ fn failure_dsn_leaves_out_an_entry_dropped_during_delivery() {
     assert!(inbox[0].contains("Action: failed"), "{}", inbox[0]);
     assert!(inbox[0].contains("kept@example.net"), "{}", inbox[0]);
     assert!(!inbox[0].contains("gone@example.net"), "{}", inbox[0]);
+}
+
+/// rmox opened a connection per message (Postfix delivers dozens over one): messages to
+/// one destination now share connections, up to `connections_per_domain` of them, each
+/// message in its own transaction with its own results (a refused recipient, a temporary
+/// failure) recorded and its DSN sent, as without reuse.
+fn smtp_reuses_connections() {
+    let s = sink();
+    let e = env(false, &format!("[queue]\nsmtp_port = {}\n", s.port));
+    let connector = Runner::connector_for(&e.config, &e.store, Some(zone_dns()), 3).unwrap();
+    let qc = QueueConfigBuilder {
+        jitter: 0.0,
+        backoff: vec![Duration::from_secs(60)],
+        max_per_domain: 2,
+        max_transactions_per_connection: 20,
+        ..QueueConfigBuilder::default()
+    }
+    .build()
+    .unwrap();
+    let r = Runner::new(
+        Arc::clone(&e.store),
+        Arc::clone(&e.config),
+        connector,
+        7,
+        e.clock(),
+    )
+    .with_queue_config(qc)
+    .with_runtime(RT.with(|c| c.get()).unwrap_or_else(Runtime::one_off));
+    let r = Arc::new(r);
+    let mut ok = Vec::new();
+    for i in 0..10 {
+        ok.extend(e.queue("mjl@mox.example", &[&format!("r{i}@example.net")]));
+    }
+    let perm = e.queue("mjl@mox.example", &["permfail@example.net"])[0];
+    let temp = e.queue("mjl@mox.example", &["tempfail@example.net"])[0];
+    assert_eq!(r.run_once(e.now()).unwrap(), 12, "batches");
+    assert_eq!(s.peers.lock().unwrap().len(), 2, "two connections for 12 messages");
+    assert_eq!(s.received.lock().unwrap().len(), 10);
+    for id in ok {
+        assert!(matches!(e.retired(id), Some(Outcome::Delivered(_))), "{id:?}");
+    }
+    assert!(matches!(e.retired(perm), Some(Outcome::Failed(_))));
+    let inbox = e.inbox();
+    assert_eq!(inbox.len(), 1, "the DSN for the refused recipient");
+    assert!(inbox[0].contains("550 5.1.1 no such user"), "{}", inbox[0]);
+    let q = e.store.queue_get(temp).unwrap().unwrap();
+    assert_eq!(q.attempts, 1);
+    assert!(q.last_error.unwrap().contains("451 4.2.0 mailbox busy"));
+    // Every entry's attempt names the host.
+    for r in e.store.queue_retired(100).unwrap() {
+        assert_eq!(r.entry.history.last().unwrap().host, "mx.example.net");
+    }
 }

@@ -26,6 +26,15 @@
 //!
 //! When [`Output::Done`] is returned the [`Report`] is ready: one [`AttemptResult`] per
 //! recipient, the TLS result of every connection, and the remote MTA for DSNs.
+//!
+//! Connection reuse: [`DeliverySession::new_many`] takes several jobs for the same
+//! destination (domain, transport, REQUIRETLS state). They are delivered one after the
+//! other, each on the connection the one before it used while that connection stays
+//! healthy (a transaction that ended with replies, not with a broken or failed session);
+//! a job whose connection fails goes on to the next address as a single job would. A
+//! failure before or of a whole session (DNS, no address reachable, a refused greeting or
+//! TLS) ends the jobs that did not get their turn with the same result. There is one
+//! [`Report`] per job, in order ([`DeliverySession::reports`]).
 
 pub mod socks5;
 #[cfg(test)]
@@ -346,6 +355,13 @@ pub enum Event {
     Tls(TlsAttempt),
     /// An event of the SMTP client session on a connection.
     Client(ConnId, client::Event),
+    /// The report of job `job` (0: the first) is final
+    /// ([`DeliverySession::job_report`]): with connection reuse, before the jobs after it
+    /// are delivered, so that it can be recorded at once.
+    JobDone {
+        /// The job's index.
+        job: usize,
+    },
 }
 
 /// Outputs drained with [`DeliverySession::poll`].
@@ -754,7 +770,14 @@ impl DeliverySession {
 /// One delivery.
 pub struct DeliverySession {
     config: Arc<DeliveryConfig>,
+    /// The job being delivered.
     job: Job,
+    /// The jobs after it, for the same destination (connection reuse).
+    follow: VecDeque<Job>,
+    /// One report per finished job, in order.
+    reports: Vec<Report>,
+    /// The TLS of every connection, once each (TLS reporting).
+    connections_tls: Vec<TlsAttempt>,
     target: Target,
     rng: Rng,
     resolve: Option<Resolve>,
@@ -770,7 +793,9 @@ pub struct DeliverySession {
     next_token: u64,
     next_conn: u64,
     last: AttemptResult,
-    report: Option<Report>,
+    /// Every job has its report.
+    done: bool,
+    /// The TLS of the connections the current job used.
     tls_log: Vec<TlsAttempt>,
     last_now: Option<Instant>,
     /// The verification for the SMTP session while the SOCKS5 handshake runs.
@@ -783,15 +808,35 @@ impl std::fmt::Debug for DeliverySession {
             .field("domain", &self.job.domain)
             .field("host_i", &self.host_i)
             .field("ip_i", &self.ip_i)
-            .field("done", &self.report.is_some())
+            .field("done", &self.done)
             .finish_non_exhaustive()
     }
 }
 
 impl DeliverySession {
     /// A delivery of `job`; the first effects are ready to poll.
-    pub fn new(config: Arc<DeliveryConfig>, mut job: Job, now: Now) -> DeliverySession {
+    pub fn new(config: Arc<DeliveryConfig>, job: Job, now: Now) -> DeliverySession {
+        DeliverySession::new_many(config, job, Vec::new(), now)
+    }
+
+    /// A delivery of `job`, then of the `follow` jobs on the same connection while it stays
+    /// healthy (connection reuse). They must have `job`'s domain and REQUIRETLS state (the
+    /// TLS requirement of a host is decided once); what differs is checked per transaction
+    /// by the SMTP session (SMTPUTF8, 8BITMIME, SIZE).
+    pub fn new_many(
+        config: Arc<DeliveryConfig>,
+        mut job: Job,
+        follow: Vec<Job>,
+        now: Now,
+    ) -> DeliverySession {
         job.needs.requiretls = job.requiretls == Some(true);
+        let follow: VecDeque<Job> = follow
+            .into_iter()
+            .map(|mut j| {
+                j.needs.requiretls = j.requiretls == Some(true);
+                j
+            })
+            .collect();
         let mut rng = Rng::new(job.seed);
         let mut setup_error = None;
         let target = match &config.transport {
@@ -859,7 +904,10 @@ impl DeliverySession {
             outputs: VecDeque::new(),
             next_token: 0,
             next_conn: 0,
-            report: None,
+            done: false,
+            follow,
+            reports: Vec::new(),
+            connections_tls: Vec::new(),
             tls_log: Vec::new(),
             last_now: Some(now.mono),
             socks_verify: None,
@@ -875,14 +923,37 @@ impl DeliverySession {
         s
     }
 
-    /// The results, once [`Output::Done`] was returned.
+    /// The results of the first job, once [`Output::Done`] was returned.
     pub fn report(&self) -> Option<&Report> {
-        self.report.as_ref()
+        self.reports.first().filter(|_| self.done)
+    }
+
+    /// The results of every job, in order, once [`Output::Done`] was returned (empty
+    /// before).
+    pub fn reports(&self) -> &[Report] {
+        if self.done {
+            &self.reports
+        } else {
+            &[]
+        }
+    }
+
+    /// The report of job `i` (0: the first) once it is final ([`Event::JobDone`]), even
+    /// while later jobs are being delivered.
+    pub fn job_report(&self, i: usize) -> Option<&Report> {
+        self.reports.get(i)
+    }
+
+    /// The TLS of every connection the delivery used, once each (for TLS reports; a
+    /// job's [`Report::tls`] names the connections it used, so a reused connection is in
+    /// several).
+    pub fn connections_tls(&self) -> &[TlsAttempt] {
+        &self.connections_tls
     }
 
     /// Whether the delivery is over.
     pub fn is_done(&self) -> bool {
-        self.report.is_some() && self.outputs.is_empty()
+        self.done && self.outputs.is_empty()
     }
 
     fn start(&mut self, now: Now) {
@@ -1245,7 +1316,7 @@ impl DeliverySession {
                 return o;
             }
             let Some(conn) = self.conn.as_mut() else {
-                if self.report.is_some() {
+                if self.done {
                     return Output::Done;
                 }
                 return self.idle(None);
@@ -1530,6 +1601,16 @@ impl DeliverySession {
     }
 
     fn client_event(&mut self, now: Now, ev: client::Event) {
+        if let client::Event::Done(o) = &ev {
+            if self.reuse_for_next(o) {
+                self.next_on_connection(now, o);
+                if let Some(conn) = self.conn.as_ref() {
+                    let id = conn.id;
+                    self.outputs.push_back(Output::Event(Event::Client(id, ev)));
+                }
+                return;
+            }
+        }
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
@@ -1552,13 +1633,113 @@ impl DeliverySession {
         self.outputs.push_back(Output::Event(Event::Client(id, ev)));
     }
 
+    /// Whether the transaction that ended with `o` leaves the connection for the next job:
+    /// a job waits, the session is healthy (no failure behind this `Done`), the outcome is
+    /// not a connection-level failure, and it is not a relay's authentication problem that
+    /// the next mechanism is to retry.
+    fn reuse_for_next(&self, o: &Outcome) -> bool {
+        if self.follow.is_empty() {
+            return false;
+        }
+        let Some(conn) = self.conn.as_ref() else {
+            return false;
+        };
+        let Link::Smtp(client) = &conn.link else {
+            return false;
+        };
+        if conn.done.is_some() || conn.failed.is_some() || client.error().is_some() {
+            return false;
+        }
+        let relay = matches!(self.target, Target::Relay { .. });
+        let retry_mechanism = relay
+            && self.mech_i + 1 < self.mechanisms.len()
+            && !o.recipients.is_empty()
+            && o.recipients
+                .iter()
+                .all(|r| r.as_ref().is_err_and(mechanism_problem));
+        !retry_mechanism
+            && matches!(
+                connection_failure(SessionEnd::Done(o.clone(), conn.ext.clone())),
+                SessionEnd::Done(..)
+            )
+    }
+
+    /// The current job's transaction ended with `o` on a connection that goes on: its
+    /// report, then the next job's transaction on the same session.
+    fn next_on_connection(&mut self, now: Now, o: &Outcome) {
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        let n = self.job.recipients.len();
+        let results = outcome_results(&conn.host, o, &conn.ext, n);
+        let host = conn.host.clone();
+        let mut tls = std::mem::take(&mut self.tls_log);
+        tls.extend(self.conn_tls(conn, None));
+        self.push_report(Report {
+            results,
+            tls,
+            remote_mta: Some(host),
+        });
+        let Some(next) = self.follow.pop_front() else {
+            return;
+        };
+        self.job = next;
+        let delivery = Delivery {
+            mail_from: self.job.mail_from.clone(),
+            recipients: self.job.recipients.clone(),
+            params: self.job.params.clone(),
+            message: Arc::clone(&self.job.message),
+            needs: self.job.needs,
+        };
+        if let Some(Conn {
+            link: Link::Smtp(client),
+            ..
+        }) = self.conn.as_mut()
+        {
+            // A session that cannot take it reports why through its events.
+            let _ = client.handle(now, client::Input::Deliver(Box::new(delivery)));
+        }
+    }
+
+    /// Adds the current job's report and says so.
+    fn push_report(&mut self, r: Report) {
+        let job = self.reports.len();
+        self.reports.push(r);
+        self.outputs
+            .push_back(Output::Event(Event::JobDone { job }));
+    }
+
+    /// The TLS record of a connection (`err`: how its session failed, if it did).
+    fn conn_tls(&self, conn: &Conn, err: Option<&ClientError>) -> Option<TlsAttempt> {
+        let result = match &conn.verify_failed {
+            // Delivered (or tried) over TLS that did not verify: a failure for the report.
+            Some(f) if conn.info.is_some() => Some(TlsResult::Failed {
+                result_type: failure_result_type(f),
+                detail: f.detail.clone(),
+            }),
+            _ => classify(conn.info.as_ref(), err),
+        }?;
+        let policy_domain = match &self.target {
+            Target::Mx { .. } => self.job.domain.clone(),
+            Target::Relay { host, .. } => host.to_ascii_lowercase(),
+        };
+        Some(TlsAttempt {
+            policy_domain,
+            mx_host: conn.host.clone(),
+            receiving_ip: conn.addr.ip(),
+            policy: conn.policy,
+            mode: mode_name(conn.mode, conn.implicit),
+            result,
+        })
+    }
+
     /// The SMTP session of the current connection ended: results, or the next attempt.
     fn end_session(&mut self, now: Now) {
-        let Some(conn) = self.conn.take() else {
+        let Some(mut conn) = self.conn.take() else {
             return;
         };
         self.outputs.push_back(Output::Close(conn.id));
-        let end = match (conn.done, conn.failed) {
+        let end = match (conn.done.take(), conn.failed.take()) {
             (Some((o, x)), _) => SessionEnd::Done(o, x),
             (None, Some(e)) => SessionEnd::Failed(e),
             (None, None) => SessionEnd::Failed(ClientError {
@@ -1573,28 +1754,9 @@ impl DeliverySession {
             SessionEnd::Failed(e) => Some(e),
             SessionEnd::Done(..) => None,
         };
-        let result = match &conn.verify_failed {
-            // Delivered (or tried) over TLS that did not verify: a failure for the report.
-            Some(f) if conn.info.is_some() => Some(TlsResult::Failed {
-                result_type: failure_result_type(f),
-                detail: f.detail.clone(),
-            }),
-            _ => classify(conn.info.as_ref(), err),
-        };
-        if let Some(result) = result {
-            let policy_domain = match &self.target {
-                Target::Mx { .. } => self.job.domain.clone(),
-                Target::Relay { host, .. } => host.to_ascii_lowercase(),
-            };
-            let t = TlsAttempt {
-                policy_domain,
-                mx_host: conn.host.clone(),
-                receiving_ip: conn.addr.ip(),
-                policy: conn.policy,
-                mode: mode_name(conn.mode, conn.implicit),
-                result,
-            };
+        if let Some(t) = self.conn_tls(&conn, err) {
             self.outputs.push_back(Output::Event(Event::Tls(t.clone())));
+            self.connections_tls.push(t.clone());
             self.tls_log.push(t);
         }
         let n = self.job.recipients.len();
@@ -1652,19 +1814,35 @@ impl DeliverySession {
         self.finish(vec![r; n], host);
     }
 
+    /// The current job's results, and the end of the delivery: jobs still waiting get the
+    /// same result (the session or connection failure that ended the current job would end
+    /// theirs; a session that ended normally leaves none waiting).
     fn finish(&mut self, results: Vec<AttemptResult>, remote_mta: Option<String>) {
-        if self.report.is_some() {
+        if self.done {
             return;
         }
+        self.done = true;
         self.timers.clear();
         self.pending = None;
         if let Some(c) = self.conn.take() {
             self.outputs.push_back(Output::Close(c.id));
         }
-        self.report = Some(Report {
+        let rest = results
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.last.clone());
+        let tls = std::mem::take(&mut self.tls_log);
+        self.push_report(Report {
             results,
-            tls: std::mem::take(&mut self.tls_log),
-            remote_mta,
+            tls,
+            remote_mta: remote_mta.clone(),
         });
+        for j in std::mem::take(&mut self.follow) {
+            self.push_report(Report {
+                results: vec![rest.clone(); j.recipients.len()],
+                tls: Vec::new(),
+                remote_mta: remote_mta.clone(),
+            });
+        }
     }
 }

@@ -684,6 +684,8 @@ struct PeerLink {
 /// What a run produced.
 struct Run {
     report: Report,
+    /// Every job's report (connection reuse), the first is `report`.
+    reports: Vec<Report>,
     transcript: Vec<String>,
     stored: Vec<server::Transaction>,
     elapsed: Duration,
@@ -719,16 +721,22 @@ fn chunk(rng: &mut Option<crate::rng::Rng>, len: usize) -> usize {
 /// Runs a delivery to the end against the network, with virtual time. `chunk_seed` 0
 /// moves bytes whole; any other seed splits every transfer at random points.
 fn run(config: DeliveryConfig, job: Job, net: Net, chunk_seed: u64) -> Run {
+    run_jobs(config, job, Vec::new(), net, chunk_seed)
+}
+
+/// [`run`] for `job` and the jobs that `follow` it on its connection.
+fn run_jobs(config: DeliveryConfig, job: Job, follow: Vec<Job>, net: Net, chunk_seed: u64) -> Run {
     let net = Arc::new(net);
     let mut clock = TestClock::new();
     let start = clock.now().mono;
     let stored: Stored = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut rng = (chunk_seed != 0).then(|| crate::rng::Rng::new(chunk_seed));
-    let mut s = DeliverySession::new(Arc::new(config), job, clock.now());
+    let mut s = DeliverySession::new_many(Arc::new(config), job, follow, clock.now());
     let mut conns: BTreeMap<ConnId, PeerLink> = BTreeMap::new();
     let mut policy: Option<PolicySession> = None;
     let mut completions: VecDeque<(Token, Completion)> = VecDeque::new();
     let mut transcript = Vec::new();
+    let mut jobs_done = Vec::new();
     let mut tx = Vec::new();
     for _ in 0..1_000_000 {
         let now = clock.now();
@@ -826,6 +834,10 @@ fn run(config: DeliveryConfig, job: Job, net: Net, chunk_seed: u64) -> Run {
                         transcript.push("S: <tls>".into())
                     }
                     Event::Client(_, _) => {}
+                    Event::JobDone { job } => {
+                        assert!(s.job_report(job).is_some());
+                        jobs_done.push(job);
+                    }
                 },
                 Output::Close(id) => {
                     conns.remove(&id);
@@ -840,8 +852,14 @@ fn run(config: DeliveryConfig, job: Job, net: Net, chunk_seed: u64) -> Run {
                 "connections left open: {:?}",
                 conns.keys()
             );
+            assert_eq!(
+                jobs_done,
+                (0..s.reports().len()).collect::<Vec<_>>(),
+                "every job said done once, in order"
+            );
             return Run {
                 report: s.report().unwrap().clone(),
+                reports: s.reports().to_vec(),
                 transcript,
                 stored: stored.lock().unwrap().clone(),
                 elapsed: clock.now().mono.duration_since(start),
@@ -2187,4 +2205,108 @@ fn tls_classify_cases() {
     assert_eq!(classify(None, Some(&greeting)), None);
     assert_eq!(classify(None, Some(&rcpt)), Some(TlsResult::Plaintext));
     assert_eq!(classify(None, None), Some(TlsResult::Plaintext));
+}
+
+// ---- connection reuse ----
+
+/// A job for `rcpts` whose message says `n`.
+fn job_n(rcpts: &[&str], n: usize) -> Job {
+    let mut j = job(rcpts);
+    j.message = Arc::from(format!("Subject: message {n}\r\n\r\nbody {n}\r\n").as_bytes());
+    j
+}
+
+/// rmox opened one connection per message where Postfix delivers dozens over one: the
+/// jobs that follow the first go over its connection, one transaction each, without a new
+/// connection, greeting, EHLO or TLS handshake; each job has its own report.
+#[test]
+fn following_jobs_reuse_the_connection() {
+    for seed in [0, 5, 11] {
+        let net = two_mx(Listener::Server(server_config()), Listener::Refuse);
+        let follow = vec![
+            job_n(&["b@example.org"], 2),
+            job_n(&["c@example.org", "d@example.org"], 3),
+        ];
+        let r = run_jobs(config(), job_n(&["a@example.org"], 1), follow, net, seed);
+        assert_eq!(
+            r.connects(),
+            ["mx1.example.org 192.0.2.1:25"],
+            "seed {seed}"
+        );
+        let count = |l: &str| r.transcript.iter().filter(|t| *t == l).count();
+        assert_eq!(
+            (count("C: EHLO"), count("C: STARTTLS")),
+            (2, 1),
+            "{:#?}",
+            r.transcript
+        );
+        assert_eq!(
+            (count("C: MAIL"), count("C: QUIT")),
+            (3, 1),
+            "{:#?}",
+            r.transcript
+        );
+        assert_eq!(r.reports.len(), 3);
+        for (i, (rep, n)) in r.reports.iter().zip([1, 1, 2]).enumerate() {
+            assert_eq!(rep.results.len(), n, "job {i}");
+            for res in &rep.results {
+                assert_eq!(
+                    delivered_by(res),
+                    Some("mx1.example.org"),
+                    "job {i}: {res:?}"
+                );
+            }
+            assert_eq!(rep.remote_mta.as_deref(), Some("mx1.example.org"));
+            assert_eq!(rep.tls.len(), 1, "job {i}: the connection it used");
+        }
+        assert_eq!(r.stored.len(), 3);
+        for (i, t) in r.stored.iter().enumerate() {
+            let want = format!("body {}", i + 1);
+            assert!(
+                String::from_utf8_lossy(&t.message.to_vec()).contains(&want),
+                "transaction {i} carries message {}",
+                i + 1
+            );
+        }
+        // The TLS report sees the connection once.
+        assert_eq!(count("tls mx1.example.org opportunistic established"), 1);
+    }
+}
+
+/// A job whose recipients are all refused leaves the connection healthy: the next job
+/// goes over it too.
+#[test]
+fn refused_recipients_do_not_end_reuse() {
+    let net = two_mx(Listener::Server(server_config()), Listener::Refuse);
+    let follow = vec![job_n(&["b@example.org"], 2)];
+    let r = run_jobs(config(), job_n(&["bad@example.org"], 1), follow, net, 3);
+    assert_eq!(r.connects().len(), 1, "{:#?}", r.transcript);
+    let (permanent, f) = failure(&r.reports[0].results[0]);
+    assert!(permanent, "{f:?}");
+    assert_eq!(
+        delivered_by(&r.reports[1].results[0]),
+        Some("mx1.example.org")
+    );
+    assert_eq!(r.stored.len(), 1);
+}
+
+/// When no host can be reached, the jobs waiting behind the first end with its result
+/// (each with one result per recipient), instead of trying every host again.
+#[test]
+fn unreachable_destination_ends_every_job() {
+    let net = two_mx(Listener::Refuse, Listener::Refuse);
+    let follow = vec![job_n(&["b@example.org", "c@example.org"], 2)];
+    let r = run_jobs(config(), job_n(&["a@example.org"], 1), follow, net, 0);
+    assert_eq!(r.connects().len(), 2, "one try per address, not per job");
+    assert_eq!(r.reports.len(), 2);
+    assert_eq!(r.reports[1].results.len(), 2);
+    for rep in &r.reports {
+        for res in &rep.results {
+            let (permanent, f) = failure(res);
+            assert!(
+                !permanent && f.detail.contains("connection refused"),
+                "{f:?}"
+            );
+        }
+    }
 }

@@ -50,6 +50,9 @@ pub struct QueueConfigBuilder {
     pub max_total: usize,
     /// Recipients in one transaction.
     pub max_recipients_per_batch: usize,
+    /// Transactions (messages) delivered over one connection, one after the other
+    /// ([`QueueConfig::due_connections`]); 1 turns connection reuse off.
+    pub max_transactions_per_connection: usize,
 }
 
 impl Default for QueueConfigBuilder {
@@ -72,6 +75,7 @@ impl Default for QueueConfigBuilder {
             max_per_domain: 4,
             max_total: 100,
             max_recipients_per_batch: 100,
+            max_transactions_per_connection: 20,
         }
     }
 }
@@ -97,6 +101,10 @@ impl QueueConfigBuilder {
             ("max_per_domain", self.max_per_domain),
             ("max_total", self.max_total),
             ("max_recipients_per_batch", self.max_recipients_per_batch),
+            (
+                "max_transactions_per_connection",
+                self.max_transactions_per_connection,
+            ),
         ] {
             if v == 0 {
                 return Err(QueueConfigError::ZeroLimit(name));
@@ -321,6 +329,31 @@ impl InFlight {
         self.total += 1;
     }
 
+    /// Batches delivered over one connection were started: their items are in flight, and
+    /// the connection counts once against the limits (as one batch).
+    pub fn start_connection(&mut self, batches: &[Batch]) {
+        let Some(first) = batches.first() else {
+            return;
+        };
+        self.start(first);
+        for b in batches.iter().skip(1) {
+            self.items.extend(b.items.iter().copied());
+        }
+    }
+
+    /// Batches started together by [`InFlight::start_connection`] finished.
+    pub fn finish_connection(&mut self, batches: &[Batch]) {
+        let Some(first) = batches.first() else {
+            return;
+        };
+        self.finish(first);
+        for b in batches.iter().skip(1) {
+            for id in &b.items {
+                self.items.remove(id);
+            }
+        }
+    }
+
     /// A batch started earlier finished.
     pub fn finish(&mut self, b: &Batch) {
         for id in &b.items {
@@ -409,6 +442,84 @@ impl QueueConfig {
         routes: &Routes,
         in_flight: &InFlight,
     ) -> Vec<Batch> {
+        let groups = self.batches(items, now, routes, in_flight);
+        let mut total = in_flight.total();
+        let mut per_domain: BTreeMap<String, usize> = BTreeMap::new();
+        let mut out = Vec::new();
+        for b in groups {
+            if total >= self.b.max_total {
+                break;
+            }
+            let d = &b.key.recipient_domain;
+            let n = per_domain
+                .entry(d.clone())
+                .or_insert_with(|| in_flight.to_domain(d));
+            if *n >= self.b.max_per_domain {
+                continue;
+            }
+            *n += 1;
+            total += 1;
+            out.push(b);
+        }
+        out
+    }
+
+    /// The due batches as [`QueueConfig::due`] makes them, in connections: batches for the
+    /// same recipient domain, transport and REQUIRETLS state share a connection, one
+    /// transaction after the other, up to `max_transactions_per_connection` each. A
+    /// connection counts once against the per-domain and total limits. New connections are
+    /// opened while the limits allow, so a short queue still goes out in parallel; only
+    /// then do batches join the open connection with the fewest. Start each with
+    /// [`InFlight::start_connection`].
+    pub fn due_connections(
+        &self,
+        items: &[QueueItem],
+        now: UnixTime,
+        routes: &Routes,
+        in_flight: &InFlight,
+    ) -> Vec<Vec<Batch>> {
+        type ConnKey = (String, Option<String>, Option<bool>);
+        let key = |b: &Batch| -> ConnKey {
+            (
+                b.key.recipient_domain.clone(),
+                b.key.transport.clone(),
+                b.key.requiretls,
+            )
+        };
+        let mut total = in_flight.total();
+        let mut per_domain: BTreeMap<String, usize> = BTreeMap::new();
+        let mut conns: Vec<(ConnKey, Vec<Batch>)> = Vec::new();
+        for b in self.batches(items, now, routes, in_flight) {
+            let d = &b.key.recipient_domain;
+            let n = per_domain
+                .entry(d.clone())
+                .or_insert_with(|| in_flight.to_domain(d));
+            if total < self.b.max_total && *n < self.b.max_per_domain {
+                *n += 1;
+                total += 1;
+                conns.push((key(&b), vec![b]));
+                continue;
+            }
+            let k = key(&b);
+            let join = conns
+                .iter_mut()
+                .filter(|(ck, bs)| *ck == k && bs.len() < self.b.max_transactions_per_connection)
+                .min_by_key(|(_, bs)| bs.len());
+            if let Some((_, bs)) = join {
+                bs.push(b);
+            }
+        }
+        conns.into_iter().map(|(_, bs)| bs).collect()
+    }
+
+    /// The due items not in flight combined into batches, earliest first (no limits).
+    fn batches(
+        &self,
+        items: &[QueueItem],
+        now: UnixTime,
+        routes: &Routes,
+        in_flight: &InFlight,
+    ) -> Vec<Batch> {
         let mut due: Vec<&QueueItem> = items
             .iter()
             .filter(|i| i.is_due(now) && !in_flight.contains(i.id))
@@ -451,25 +562,7 @@ impl QueueConfig {
                 }
             }
         }
-        let mut total = in_flight.total();
-        let mut per_domain: BTreeMap<String, usize> = BTreeMap::new();
-        let mut out = Vec::new();
-        for b in groups {
-            if total >= self.b.max_total {
-                break;
-            }
-            let d = &b.key.recipient_domain;
-            let n = per_domain
-                .entry(d.clone())
-                .or_insert_with(|| in_flight.to_domain(d));
-            if *n >= self.b.max_per_domain {
-                continue;
-            }
-            *n += 1;
-            total += 1;
-            out.push(b);
-        }
-        out
+        groups
     }
 
     /// An estimate of the last attempt for an item that just failed its `attempts`-th
@@ -1004,6 +1097,79 @@ mod tests {
         assert_eq!(d[0].items, vec![1]);
         assert_eq!(next_wakeup(&items), Some(UnixTime(1000)));
         assert_eq!(next_wakeup(&[]), None);
+    }
+
+    /// Connection reuse: messages (each its own batch) to one destination share
+    /// connections, opened first up to the per-domain limit, then filled evenly up to
+    /// `max_transactions_per_connection`; a connection counts once against the limits;
+    /// another transport, REQUIRETLS state or domain never shares.
+    #[test]
+    fn connections() {
+        let c = QueueConfigBuilder {
+            max_per_domain: 2,
+            max_total: 3,
+            max_transactions_per_connection: 3,
+            ..QueueConfigBuilder::default()
+        }
+        .build()
+        .unwrap();
+        let routes = Routes::default();
+        let mut fl = InFlight::default();
+        // Ten messages to example.net (ids 1..=10), one to other.example (11), one with
+        // REQUIRETLS (12), one through a relay (13).
+        let mut items: Vec<QueueItem> = (1..=13)
+            .map(|i| {
+                let mut it = item(i);
+                it.msg_id = i;
+                it
+            })
+            .collect();
+        items[10].recipient_domain = "other.example".into();
+        items[11].requiretls = Some(true);
+        items[12].transport = Some("relay".into());
+        let conns = c.due_connections(&items, UnixTime(1000), &routes, &fl);
+        let got: Vec<Vec<Vec<u64>>> = conns.iter().map(|bs| ids(bs)).collect();
+        assert_eq!(
+            got,
+            vec![
+                vec![vec![1], vec![3], vec![5]],
+                vec![vec![2], vec![4], vec![6]],
+                vec![vec![11]],
+            ],
+            "two connections to example.net (the per-domain limit), three transactions each; \
+             the total limit of 3 leaves REQUIRETLS and the relay for later"
+        );
+        for bs in &conns {
+            fl.start_connection(bs);
+        }
+        assert_eq!((fl.total(), fl.to_domain("example.net")), (3, 2));
+        assert!(fl.contains(6) && !fl.contains(7));
+        assert!(c
+            .due_connections(&items, UnixTime(1000), &routes, &fl)
+            .is_empty());
+        fl.finish_connection(&conns[0]);
+        assert_eq!((fl.total(), fl.to_domain("example.net")), (2, 1));
+        assert!(!fl.contains(5));
+        let next = c.due_connections(&items, UnixTime(1000), &routes, &fl);
+        assert_eq!(next.len(), 1, "one slot: {next:?}");
+        assert_eq!(ids(&next[0]), vec![vec![1], vec![3], vec![5]]);
+        // With reuse off, one batch per connection, as `due` gives them.
+        let one = QueueConfigBuilder {
+            max_transactions_per_connection: 1,
+            ..QueueConfigBuilder::default()
+        }
+        .build()
+        .unwrap();
+        let fl = InFlight::default();
+        let flat: Vec<Vec<Batch>> = one
+            .due(&items, UnixTime(1000), &routes, &fl)
+            .into_iter()
+            .map(|b| vec![b])
+            .collect();
+        assert_eq!(
+            one.due_connections(&items, UnixTime(1000), &routes, &fl),
+            flat
+        );
     }
 
     fn ids(b: &[Batch]) -> Vec<Vec<u64>> {
