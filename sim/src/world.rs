@@ -462,6 +462,9 @@ impl World {
             max_per_domain: 2,
             max_total: 6,
             max_recipients_per_batch: 3,
+            // The simulation delivers one transaction per connection (`due`, not
+            // `due_connections`): connection reuse is not simulated yet.
+            max_transactions_per_connection: 1,
         }
         .build()
         .unwrap_or_else(|e| unreachable!("valid queue config: {e}"));
