@@ -1139,10 +1139,17 @@ fn smtp_reuses_connections() {
     let perm = e.queue("mjl@mox.example", &["permfail@example.net"])[0];
     let temp = e.queue("mjl@mox.example", &["tempfail@example.net"])[0];
     assert_eq!(r.run_once(e.now()).unwrap(), 12, "batches");
-    assert_eq!(s.peers.lock().unwrap().len(), 2, "two connections for 12 messages");
+    assert_eq!(
+        s.peers.lock().unwrap().len(),
+        2,
+        "two connections for 12 messages"
+    );
     assert_eq!(s.received.lock().unwrap().len(), 10);
     for id in ok {
-        assert!(matches!(e.retired(id), Some(Outcome::Delivered(_))), "{id:?}");
+        assert!(
+            matches!(e.retired(id), Some(Outcome::Delivered(_))),
+            "{id:?}"
+        );
     }
     assert!(matches!(e.retired(perm), Some(Outcome::Failed(_))));
     let inbox = e.inbox();
