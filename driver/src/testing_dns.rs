@@ -253,6 +253,33 @@ pub fn answers_and_caches<R: UdpRuntime>(rt: R, block_on: BlockOn) {
     );
 }
 
+/// A caller that gives up on its request (drops the future after sending it) does not stop
+/// the loop: its answer has nowhere to go and is dropped, the next caller is answered, and
+/// the loop still ends when the last client is dropped (`with_loop` returns).
+pub fn abandoned_request_does_not_stop_the_loop<R: UdpRuntime>(rt: R, block_on: BlockOn) {
+    let server = responder(Behaviour::Answer { ad: false });
+    let got = with_loop(
+        rt,
+        block_on,
+        config(vec![server.addr], false),
+        |c| async move {
+            // Sent, then dropped before any answer can come.
+            let first = futures_lite::future::poll_once(c.lookup_many(&[a("gone.test")])).await;
+            assert!(
+                first.is_none(),
+                "answered without the loop running: {first:?}"
+            );
+            c.lookup_many(&[a("kept.test")]).await
+        },
+    );
+    assert!(is_answer(&got[0], false), "{got:?}");
+    assert_eq!(
+        server.udp_queries.load(Ordering::SeqCst),
+        2,
+        "both were asked"
+    );
+}
+
 /// A truncated UDP answer is asked again over TCP, whose full answer is returned.
 pub fn truncated_answer_retried_over_tcp<R: UdpRuntime>(rt: R, block_on: BlockOn) {
     let server = responder(Behaviour::Truncate);

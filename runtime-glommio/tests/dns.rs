@@ -53,3 +53,10 @@ fn ad_bit_only_from_trusted() {
         testing_dns::ad_bit_only_from_trusted(GlommioRt, block_on);
     }
 }
+
+#[test]
+fn abandoned_request_does_not_stop_the_loop() {
+    if glommio_works() {
+        testing_dns::abandoned_request_does_not_stop_the_loop(GlommioRt, block_on);
+    }
+}

@@ -40,3 +40,8 @@ fn timeout_moves_to_next_server() {
 fn ad_bit_only_from_trusted() {
     testing_dns::ad_bit_only_from_trusted(SmolRt(), block_on);
 }
+
+#[test]
+fn abandoned_request_does_not_stop_the_loop() {
+    testing_dns::abandoned_request_does_not_stop_the_loop(SmolRt(), block_on);
+}
