@@ -90,6 +90,7 @@ fn main() -> ExitCode {
     let mut deliveries = 0u64;
     let mut messages = 0u64;
     let mut crashes = 0u64;
+    let mut reused = 0u64;
     let mut seed = first;
     while seed < end {
         if let Some(b) = budget {
@@ -102,6 +103,7 @@ fn main() -> ExitCode {
         deliveries += r.stats.deliveries;
         messages += r.stats.messages;
         crashes += r.stats.crashes;
+        reused += r.stats.reused;
         if single {
             println!("seed={seed} {:?}", r.stats);
         }
@@ -115,7 +117,8 @@ fn main() -> ExitCode {
     let cpu = now_cpu - cpu0;
     println!(
         "seeds {first}..{seed} ({runs} runs), failed: {failed:?}; client messages {messages}, \
-         simulated deliveries {deliveries}, crashes {crashes}; {cpu:.1} {kind} seconds \
+         simulated deliveries {deliveries} ({reused} transactions over a reused connection), \
+         crashes {crashes}; {cpu:.1} {kind} seconds \
          ({:.1} wall), {:.0} deliveries per {kind}-second",
         started.elapsed().as_secs_f64(),
         deliveries as f64 / cpu.max(1e-9)

@@ -89,6 +89,8 @@ pub struct Stats {
     pub window_in: u64,
     /// Delivery attempts (transactions) by our queue.
     pub attempts: u64,
+    /// Of those, jobs that followed another on its connection (connection reuse).
+    pub reused: u64,
     /// Most bytes buffered in one direction of one connection.
     pub peak_conn_buffer: u64,
     /// Most connections open at once.
@@ -226,7 +228,12 @@ struct RemoteState {
 
 struct DlState {
     sess: DeliverySession,
-    batch: Batch,
+    /// The batches of the connection, one job each (connection reuse).
+    batches: Vec<Batch>,
+    /// Which jobs' outcomes were written.
+    recorded: Vec<bool>,
+    /// A write carries the batches' release from flight.
+    released: bool,
     conns: BTreeMap<ConnId, u64>,
     faulted: bool,
     stored: Vec<Key>,
@@ -285,8 +292,9 @@ enum OnSync {
         info: CommitInfo,
         ack: Option<(u64, Token)>,
     },
-    /// A delivery's outcome; its batch stays in flight until this is synced.
-    Recorded(Vec<Key>, Batch),
+    /// A job's outcome; with the batches of its connection (the last job's write), they
+    /// stay in flight until this is synced.
+    Recorded(Vec<Key>, Option<Vec<Batch>>),
 }
 
 struct Write {
@@ -459,12 +467,12 @@ impl World {
             jitter: 0.1,
             delayed_dsn_after_attempt: 2,
             max_attempts: 5,
-            max_per_domain: 2,
+            // One or two connections per domain, one to four transactions each (connection
+            // reuse), by seed.
+            max_per_domain: 1 + (cfg.seed % 2) as usize,
             max_total: 6,
             max_recipients_per_batch: 3,
-            // The simulation delivers one transaction per connection (`due`, not
-            // `due_connections`): connection reuse is not simulated yet.
-            max_transactions_per_connection: 1,
+            max_transactions_per_connection: 1 + (cfg.seed / 2 % 4) as usize,
         }
         .build()
         .unwrap_or_else(|e| unreachable!("valid queue config: {e}"));
@@ -1771,13 +1779,15 @@ impl World {
                 self.durable.apply(op);
             }
             match w.on_sync {
-                OnSync::Recorded(_, batch) => {
+                OnSync::Recorded(_, batches) => {
                     // A message goes with its last queue entry, in the same commit.
                     let used: BTreeSet<u64> =
                         self.durable.queue.values().map(|i| i.msg_id).collect();
                     self.durable.msgs.retain(|id, _| used.contains(id));
-                    self.in_flight.finish(&batch);
-                    self.push(self.now_ms, Ev::QueueWake);
+                    if let Some(bs) = batches {
+                        self.in_flight.finish_connection(&bs);
+                        self.push(self.now_ms, Ev::QueueWake);
+                    }
                 }
                 OnSync::Commit { info, ack } => {
                     self.stats.commits += 1;
@@ -1859,25 +1869,33 @@ impl World {
         }
         let wall = self.wall();
         let items: Vec<QueueItem> = self.durable.queue.values().cloned().collect();
-        let batches = self
+        let conns = self
             .qcfg
-            .due(&items, wall, &Routes::default(), &self.in_flight);
-        for b in batches {
-            self.in_flight.start(&b);
+            .due_connections(&items, wall, &Routes::default(), &self.in_flight);
+        for bs in conns {
+            self.in_flight.start_connection(&bs);
             let v = self.qcfg.values();
+            let domain = bs
+                .first()
+                .map(|b| b.key.recipient_domain.clone())
+                .unwrap_or_default();
             if self.in_flight.total() > v.max_total
-                || self.in_flight.to_domain(&b.key.recipient_domain) > v.max_per_domain
-                || b.items.len() > v.max_recipients_per_batch
+                || self.in_flight.to_domain(&domain) > v.max_per_domain
+                || bs
+                    .iter()
+                    .any(|b| b.items.len() > v.max_recipients_per_batch)
+                || bs.len() > v.max_transactions_per_connection
+                || bs.iter().any(|b| b.key.recipient_domain != domain)
             {
                 self.runtime_violations.push(format!(
-                    "limit: queue concurrency exceeded (total {}, domain {} {}, batch {})",
+                    "limit: queue concurrency exceeded (total {}, domain {} {}, batches {:?})",
                     self.in_flight.total(),
-                    b.key.recipient_domain,
-                    self.in_flight.to_domain(&b.key.recipient_domain),
-                    b.items.len()
+                    domain,
+                    self.in_flight.to_domain(&domain),
+                    bs.iter().map(|b| b.items.len()).collect::<Vec<_>>()
                 ));
             }
-            self.start_delivery(b);
+            self.start_delivery(bs);
         }
         // Wake for the next item not in flight that is due later.
         let later: Vec<QueueItem> = self
@@ -1896,16 +1914,13 @@ impl World {
         }
     }
 
-    fn start_delivery(&mut self, b: Batch) {
-        let Some(first) = b.items.first().and_then(|i| self.durable.queue.get(i)) else {
-            self.in_flight.finish(&b);
-            return;
-        };
+    /// The delivery job of batch `b`, or `None` (its items or message are gone).
+    fn job_of(&mut self, b: &Batch) -> Option<Job> {
+        let first = b.items.first().and_then(|i| self.durable.queue.get(i))?;
         let Some(msg) = self.durable.msgs.get(&first.msg_id) else {
             self.runtime_violations
                 .push(format!("queue item {} without its message", first.id));
-            self.in_flight.finish(&b);
-            return;
+            return None;
         };
         let recipients = b
             .items
@@ -1914,7 +1929,7 @@ impl World {
             .filter_map(|it| ForwardPath::parse(&format!("<{}>", it.recipient)).ok())
             .map(|f| (f, RcptParams::default()))
             .collect();
-        let job = Job {
+        Some(Job {
             domain: b.key.recipient_domain.clone(),
             mail_from: ReversePath::parse(&format!("<{}>", first.mail_from))
                 .unwrap_or(ReversePath::Null),
@@ -1923,16 +1938,48 @@ impl World {
             message: Arc::clone(&msg.bytes),
             needs: Needs::default(),
             requiretls: None,
-            seed: self.rng.next_u64(),
-        };
-        self.stats.attempts += 1;
+            seed: 0,
+        })
+    }
+
+    /// Delivers the batches of one connection, one job each, over one connection while it
+    /// stays healthy (connection reuse).
+    fn start_delivery(&mut self, bs: Vec<Batch>) {
+        let taken = bs.clone();
+        let mut batches = Vec::new();
+        let mut jobs = Vec::new();
+        for b in bs {
+            if let Some(mut j) = self.job_of(&b) {
+                j.seed = self.rng.next_u64();
+                jobs.push(j);
+                batches.push(b);
+            }
+        }
+        if batches.len() < taken.len() {
+            // Some are gone (their items or message): the connection is taken again for
+            // the rest only.
+            self.in_flight.finish_connection(&taken);
+            if !batches.is_empty() {
+                self.in_flight.start_connection(&batches);
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        self.stats.attempts += jobs.len() as u64;
+        self.stats.reused += jobs.len().saturating_sub(1) as u64;
         let did = self.id();
-        let sess = DeliverySession::new(Arc::clone(&self.delivery_cfg), job, self.now());
+        let lead = jobs.remove(0);
+        let sess =
+            DeliverySession::new_many(Arc::clone(&self.delivery_cfg), lead, jobs, self.now());
+        let n = batches.len();
         self.deliveries.insert(
             did,
             DlState {
                 sess,
-                batch: b,
+                batches,
+                recorded: vec![false; n],
+                released: false,
                 conns: BTreeMap::new(),
                 faulted: false,
                 stored: Vec::new(),
@@ -2002,6 +2049,9 @@ impl World {
                 match d.sess.poll(now, &mut tx) {
                     delivery::Output::Transmit(cid) => outs.push(DOut::Tx(cid, tx)),
                     delivery::Output::Effect(t, e) => outs.push(DOut::Effect(t, e)),
+                    delivery::Output::Event(delivery::Event::JobDone { job }) => {
+                        outs.push(DOut::JobDone(job))
+                    }
                     delivery::Output::Event(_) => {}
                     delivery::Output::Close(cid) => outs.push(DOut::Close(cid)),
                     delivery::Output::Idle { deadline: dl, .. } => {
@@ -2017,6 +2067,7 @@ impl World {
             let mut immediate = Vec::new();
             for o in outs {
                 match o {
+                    DOut::JobDone(job) => self.record_job(did, job),
                     DOut::Tx(cid, tx) => {
                         if let Some(c) = self
                             .deliveries
@@ -2087,27 +2138,73 @@ impl World {
     }
 
     fn finish_delivery(&mut self, did: u64) {
+        let Some(n) = self.deliveries.get(&did).map(|d| d.recorded.len()) else {
+            return;
+        };
+        // Every job said done before the delivery did; a job without its outcome would be
+        // a machine bug: recorded with a temporary failure.
+        for job in 0..n {
+            if self
+                .deliveries
+                .get(&did)
+                .is_some_and(|d| !d.recorded.get(job).copied().unwrap_or(true))
+            {
+                self.runtime_violations
+                    .push(format!("delivery {did}: job {job} ended without JobDone"));
+                self.record_job(did, job);
+            }
+        }
         let Some(d) = self.deliveries.remove(&did) else {
             return;
         };
         for c in d.conns.values() {
             self.fin(*c, TO_ACC);
         }
-        let conn_faulted = d.faulted
+        if !d.released {
+            self.write(Vec::new(), OnSync::Recorded(Vec::new(), Some(d.batches)));
+        }
+    }
+
+    /// Writes the outcome of job `job` of delivery `did` (its batch's results, the DSNs
+    /// they call for), as soon as it is final; the last job's write releases the
+    /// connection's batches from flight once synced.
+    fn record_job(&mut self, did: u64, job: usize) {
+        let Some(d) = self.deliveries.get_mut(&did) else {
+            return;
+        };
+        if d.recorded.get(job).copied().unwrap_or(true) {
+            return;
+        }
+        if let Some(r) = d.recorded.get_mut(job) {
+            *r = true;
+        }
+        let last = d.recorded.iter().all(|r| *r) && d.sess.is_done();
+        let Some(batch) = d.batches.get(job).cloned() else {
+            return;
+        };
+        let release = if last {
+            d.released = true;
+            Some(d.batches.clone())
+        } else {
+            None
+        };
+        let results = d
+            .sess
+            .job_report(job)
+            .map(|r| r.results.clone())
+            .unwrap_or_default();
+        let stored_keys = d.stored.clone();
+        let d_faulted = d.faulted;
+        let conn_faulted = d_faulted
             || self
                 .conns
                 .values()
                 .any(|c| c.init == Actor::Delivery(did) && c.faulted);
-        let results = d
-            .sess
-            .report()
-            .map(|r| r.results.clone())
-            .unwrap_or_default();
         let wall = self.wall();
         let mut ops = Vec::new();
         let mut recorded = Vec::new();
         let mut dsns: Vec<(QueueItem, DsnNotice)> = Vec::new();
-        for (i, item_id) in d.batch.items.iter().enumerate() {
+        for (i, item_id) in batch.items.iter().enumerate() {
             let Some(mut item) = self.durable.queue.get(item_id).cloned() else {
                 continue;
             };
@@ -2124,7 +2221,7 @@ impl World {
                     Enhanced::new(4, 0, 0),
                 ))
             });
-            let stored = d.stored.contains(&key);
+            let stored = stored_keys.contains(&key);
             let delivered = matches!(result, AttemptResult::Delivered { .. });
             if stored && !delivered {
                 if conn_faulted {
@@ -2233,8 +2330,8 @@ impl World {
                 queued: wall,
             }));
         }
-        // The batch stays in flight until its outcome is synced.
-        self.write(ops, OnSync::Recorded(recorded, d.batch));
+        // The connection's batches stay in flight until the last outcome is synced.
+        self.write(ops, OnSync::Recorded(recorded, release));
     }
 }
 
@@ -2311,7 +2408,7 @@ impl World {
             for (id, d) in &self.deliveries {
                 v.push(format!(
                     "debug: delivery {id} {:?} conns {:?} timer {:?} done {}",
-                    d.batch.key.recipient_domain,
+                    d.batches.first().map(|b| b.key.recipient_domain.clone()),
                     d.conns,
                     self.timers.get(&Actor::Delivery(*id)),
                     d.sess.is_done()
@@ -2380,6 +2477,7 @@ pub(crate) fn domain_is(addr: &str, domain: &str) -> bool {
 }
 
 enum DOut {
+    JobDone(usize),
     Tx(ConnId, Vec<u8>),
     Effect(Token, delivery::Effect),
     Close(ConnId),
