@@ -10,7 +10,8 @@ use crate::config::Config;
 use crate::Fail;
 
 /// Export formats.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ExportFormat {
     /// One mbox file (mboxrd quoting).
     Mbox,
@@ -81,9 +82,12 @@ pub fn account_add(config: &Path, name: &str, address: &str) -> Result<(), Fail>
         accounts.insert(name, toml_edit::Item::Table(t));
         Ok(())
     })?;
-    let store = open_store(&c)?;
-    if store.account(name)?.is_none() {
-        store.account_add(name, &domain)?;
+    // A running server adds it to storage with the reload; else it is added here.
+    if !crate::ctl::reload_if_running(&c)? {
+        let store = open_store(&c)?;
+        if store.account(name)?.is_none() {
+            store.account_add(name, &domain)?;
+        }
     }
     println!("account {name} added with address {a}; set a password with: rmox account setpassword {name}");
     Ok(())
@@ -123,13 +127,14 @@ pub fn account_setpassword(config: &Path, name: &str) -> Result<(), Fail> {
     if password.len() < 8 {
         return Err(Fail("password too short: at least 8 characters".into()));
     }
-    let store = open_store(&c)?;
-    if store.account(name)?.is_none() {
-        store.account_add(name, &c.account[name].domain)?;
-    }
-    set_password(&store, name, password)?;
-    println!("password set for {name}");
-    Ok(())
+    crate::ctl::run(
+        config,
+        crate::ctl::Request::AccountPassword {
+            name: name.to_string(),
+            password: password.to_string(),
+        },
+        false,
+    )
 }
 
 /// `rmox account disable|enable NAME`.
@@ -141,18 +146,14 @@ pub fn account_disable(config: &Path, name: &str, message: Option<String>) -> Re
             config.display()
         )));
     }
-    let store = open_store(&c)?;
-    if store.account(name)?.is_none() {
-        store.account_add(name, &c.account[name].domain)?;
-    }
-    let state = if message.is_some() {
-        "disabled"
-    } else {
-        "enabled"
-    };
-    store.account_set_login_disabled(name, message)?;
-    println!("logins {state} for {name}");
-    Ok(())
+    crate::ctl::run(
+        config,
+        crate::ctl::Request::AccountLogins {
+            name: name.to_string(),
+            disabled: message,
+        },
+        false,
+    )
 }
 
 /// `rmox domain add DOMAIN`.
@@ -178,7 +179,7 @@ pub fn domain_add(config: &Path, domain: &str) -> Result<(), Fail> {
         Ok(())
     })?;
     println!("domain {} added", d.ascii);
-    Ok(())
+    crate::ctl::reload_if_running(&current).map(|_| ())
 }
 
 /// `rmox domain disable|enable DOMAIN`.
@@ -204,13 +205,30 @@ pub fn domain_set_disabled(config: &Path, domain: &str, disabled: bool) -> Resul
         "domain {domain} {}",
         if disabled { "disabled" } else { "enabled" }
     );
-    Ok(())
+    crate::ctl::reload_if_running(&current).map(|_| ())
 }
 
-/// `rmox export mbox|maildir ACCOUNT DEST`.
+/// `rmox export mbox|maildir ACCOUNT DEST` (through the running server when there is one).
 pub fn export(config: &Path, format: ExportFormat, account: &str, dest: &Path) -> Result<(), Fail> {
-    let c = Config::load(config)?;
-    let store = Store::open_readonly(&c.data_dir()).or_else(|_| open_store(&c))?;
+    let dest = std::path::absolute(dest).map_err(|e| Fail(format!("{}: {e}", dest.display())))?;
+    crate::ctl::run(
+        config,
+        crate::ctl::Request::Export {
+            format,
+            account: account.to_string(),
+            dest,
+        },
+        false,
+    )
+}
+
+/// Writes `account`'s messages to `dest`; the line to print.
+pub fn export_store(
+    store: &Store,
+    format: ExportFormat,
+    account: &str,
+    dest: &Path,
+) -> Result<String, Fail> {
     let msgs = store.messages(account)?;
     let mut n = 0;
     match format {
@@ -257,8 +275,10 @@ pub fn export(config: &Path, format: ExportFormat, account: &str, dest: &Path) -
             }
         }
     }
-    println!("exported {n} messages of {account} to {}", dest.display());
-    Ok(())
+    Ok(format!(
+        "exported {n} messages of {account} to {}",
+        dest.display()
+    ))
 }
 
 /// Appends one message to an mboxrd file body, after its `From ` line: the message's bytes
@@ -288,8 +308,8 @@ pub fn backup(config: &Path, dir: &Path) -> Result<(), Fail> {
     let c = Config::load(config)?;
     // A running server owns the database: ask it to make the copy.
     let abs = std::path::absolute(dir).map_err(|e| Fail(format!("{}: {e}", dir.display())))?;
-    if let Some(r) = crate::ctl::send(&c.data_dir(), &format!("backup {}", abs.display())) {
-        println!("{}", r?);
+    if let Some(r) = crate::ctl::request(&c.data_dir(), &crate::ctl::Request::Backup { dir: abs }) {
+        r?.print(false);
         return Ok(());
     }
     let store = open_store(&c)?;

@@ -1,7 +1,17 @@
-//! The control socket: a running `rmox serve` owns the database (redb allows one process),
-//! so commands that need it while the server runs (`rmox backup`) are sent over a Unix
-//! socket in the data directory. One line in (`backup DIR`), one line out (`ok ...` or
-//! `error ...`).
+//! The admin API: a running `rmox serve` owns the database (redb allows one process), so the
+//! administration commands reach it through a Unix socket in the data directory (mode
+//! 0600: whoever can connect can administer the server). One JSON request per line, one
+//! JSON reply per line, with the protocol version in both ([`VERSION`]): a request of
+//! another version gets an error that names both versions.
+//!
+//! Every command runs the same function whether the server runs or not ([`execute`]): with
+//! a running server, the server runs it on its store (queue changes wake its queue runner;
+//! `kick` schedules the entry for its runner instead of delivering from the command); with
+//! the server stopped, the command opens the data directory itself. The answer is lines for
+//! people and a JSON value for scripts (`--json`).
+//!
+//! The socket is answered by a thread of its own: each request is blocking storage work,
+//! kept off the runtime's threads; one request at a time, each with a read timeout.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -11,15 +21,233 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmox_storage::Store;
+use serde::{Deserialize, Serialize};
 
+use crate::config::Config;
+use crate::queue::cli::Op;
+use crate::queue::Wakeup;
 use crate::Fail;
+
+/// The version of the admin protocol.
+pub const VERSION: u32 = 1;
+
+/// Longest line read from the socket (a request; a reply is read without a limit).
+const MAX_REQUEST: u64 = 1 << 20;
+
+/// An administration request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    /// A queue command (`rmox queue ...`).
+    Queue {
+        /// What to do.
+        op: Op,
+    },
+    /// The stored incoming TLS reports (`rmox tlsrpt list`).
+    TlsrptList,
+    /// One stored TLS report (`rmox tlsrpt show`).
+    TlsrptShow {
+        /// The report's ID.
+        id: String,
+    },
+    /// A consistent copy of the data directory into `dir` (`rmox backup`).
+    Backup {
+        /// The destination (must not exist), absolute.
+        dir: PathBuf,
+    },
+    /// Read the configuration file again (`rmox config reload`, SIGHUP).
+    Reload,
+    /// Set an account's password (`rmox account setpassword`).
+    AccountPassword {
+        /// The account.
+        name: String,
+        /// The new password.
+        password: String,
+    },
+    /// Refuse (with this message) or allow an account's logins (`rmox account
+    /// disable|enable`).
+    AccountLogins {
+        /// The account.
+        name: String,
+        /// The message logins are refused with; `None` allows them.
+        disabled: Option<String>,
+    },
+    /// Write an account's messages out (`rmox export`).
+    Export {
+        /// mbox or maildir.
+        format: crate::admin::ExportFormat,
+        /// The account.
+        account: String,
+        /// The destination, absolute.
+        dest: PathBuf,
+    },
+}
+
+/// What a request produced: lines for people, a value for scripts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Answer {
+    /// What `rmox` prints.
+    pub lines: Vec<String>,
+    /// What `rmox ... --json` prints.
+    pub json: serde_json::Value,
+}
+
+impl Answer {
+    /// An answer of lines, its JSON the same lines.
+    pub fn lines(lines: Vec<String>) -> Answer {
+        let json = serde_json::Value::from(lines.clone());
+        Answer { lines, json }
+    }
+
+    /// Prints the answer: its lines, or its JSON with `json`.
+    pub fn print(&self, json: bool) {
+        if json {
+            match serde_json::to_string_pretty(&self.json) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("rmox: {e}"),
+            }
+        } else {
+            for l in &self.lines {
+                println!("{l}");
+            }
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct RequestLine {
+    v: u32,
+    #[serde(flatten)]
+    request: Request,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ReplyLine {
+    v: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    answer: Option<Answer>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    error: Option<String>,
+}
+
+/// What the running server lends its admin API.
+pub struct Live {
+    /// Its queue runner's wakeup.
+    pub wakeup: Arc<Wakeup>,
+    /// Reloads the configuration; the notes of what waits for a restart.
+    pub reload: Box<dyn Fn() -> Result<Vec<String>, Fail> + Send + Sync>,
+    /// The configuration now.
+    pub config: Box<dyn Fn() -> Arc<Config> + Send + Sync>,
+}
+
+/// Runs `request` on `store` with configuration `c`: for a running server (`live`), or for
+/// a command with the server stopped (`None`).
+pub fn execute(
+    c: &Arc<Config>,
+    store: &Arc<Store>,
+    request: Request,
+    live: Option<&Live>,
+) -> Result<Answer, Fail> {
+    match request {
+        Request::Queue { op } => {
+            crate::queue::cli::execute_answer(c, store, op, None, live.map(|l| &l.wakeup))
+        }
+        Request::TlsrptList => {
+            let lines = crate::tlsrpt::list_lines(store, false)?;
+            let json = crate::tlsrpt::list_lines(store, true)?
+                .first()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default();
+            Ok(Answer { lines, json })
+        }
+        Request::TlsrptShow { id } => {
+            let text = crate::tlsrpt::show_text(store, &id)?;
+            let json = serde_json::from_str(&text).unwrap_or_default();
+            Ok(Answer {
+                lines: vec![text],
+                json,
+            })
+        }
+        Request::Backup { dir } => {
+            let r = store.backup(&dir)?;
+            let line = format!(
+                "backup written to {}: {} messages, {} queued messages, {} bytes",
+                dir.display(),
+                r.messages,
+                r.queue_messages,
+                r.bytes
+            );
+            Ok(Answer {
+                lines: vec![line],
+                json: serde_json::json!({
+                    "dir": dir,
+                    "messages": r.messages,
+                    "queue_messages": r.queue_messages,
+                    "bytes": r.bytes,
+                }),
+            })
+        }
+        Request::AccountPassword { name, password } => {
+            let a = configured_account(c, store, &name)?;
+            crate::admin::set_password(store, &a, &password)?;
+            Ok(Answer::lines(vec![format!("password set for {a}")]))
+        }
+        Request::AccountLogins { name, disabled } => {
+            let a = configured_account(c, store, &name)?;
+            let state = if disabled.is_some() {
+                "disabled"
+            } else {
+                "enabled"
+            };
+            store.account_set_login_disabled(&a, disabled)?;
+            Ok(Answer::lines(vec![format!("logins {state} for {a}")]))
+        }
+        Request::Export {
+            format,
+            account,
+            dest,
+        } => Ok(Answer::lines(vec![crate::admin::export_store(
+            store, format, &account, &dest,
+        )?])),
+        Request::Reload => match live {
+            None => Err(Fail(format!(
+                "no server is running for {} (nothing to reload)",
+                c.data_dir().display()
+            ))),
+            Some(l) => {
+                let notes = (l.reload)()?;
+                let mut lines = vec!["configuration reloaded".to_string()];
+                lines.extend(notes.iter().cloned());
+                Ok(Answer {
+                    lines,
+                    json: serde_json::json!({ "reloaded": true, "restart_needed": notes }),
+                })
+            }
+        },
+    }
+}
+
+/// `name` when it is an account of the configuration (added to storage when it is not
+/// there yet).
+fn configured_account(c: &Config, store: &Store, name: &str) -> Result<String, Fail> {
+    let Some(a) = c.account.get(name) else {
+        return Err(Fail(format!(
+            "{}: account.{name}: no such account",
+            c.path.display()
+        )));
+    };
+    if store.account(name)?.is_none() {
+        store.account_add(name, &a.domain)?;
+    }
+    Ok(name.to_string())
+}
 
 /// The socket's path for a data directory.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("ctl.sock")
 }
 
-/// The running control thread; [`Control::stop`] ends it and removes the socket.
+/// The running admin thread; [`Control::stop`] ends it and removes the socket.
 pub struct Control {
     path: PathBuf,
     stop: Arc<AtomicBool>,
@@ -40,8 +268,8 @@ impl Control {
     }
 }
 
-/// Starts answering control commands for `store` on a thread.
-pub fn start(store: Arc<Store>) -> Result<Control, Fail> {
+/// Starts answering admin requests for `store` on a thread.
+pub fn start(store: Arc<Store>, live: Live) -> Result<Control, Fail> {
     let path = socket_path(store.data_dir());
     // A socket left by a crashed server: nothing listens on it any more.
     if path.exists() && UnixStream::connect(&path).is_err() {
@@ -49,7 +277,6 @@ pub fn start(store: Arc<Store>) -> Result<Control, Fail> {
     }
     let listener = UnixListener::bind(&path)
         .map_err(|e| Fail(format!("control socket {}: {e}", path.display())))?;
-    // Whoever can connect can administer the server: the owner only.
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
@@ -66,13 +293,13 @@ pub fn start(store: Arc<Store>) -> Result<Control, Fail> {
                 }
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut line = String::new();
-                let mut r = BufReader::new(&conn);
+                let mut r = BufReader::new(std::io::Read::take(&conn, MAX_REQUEST));
                 if r.read_line(&mut line).is_err() {
                     continue;
                 }
-                let answer = handle(&store, line.trim_end());
+                let reply = handle(&store, &live, line.trim_end());
                 let mut w = &conn;
-                let _ = w.write_all(format!("{answer}\n").as_bytes());
+                let _ = w.write_all(format!("{reply}\n").as_bytes());
             }
         })
         .map_err(|e| Fail(format!("starting control thread: {e}")))?;
@@ -83,36 +310,95 @@ pub fn start(store: Arc<Store>) -> Result<Control, Fail> {
     })
 }
 
-fn handle(store: &Store, line: &str) -> String {
-    match line.split_once(' ') {
-        Some(("backup", dir)) => match store.backup(Path::new(dir)) {
-            Ok(r) => format!(
-                "ok backup written to {}: {} messages, {} queued messages, {} bytes",
-                dir, r.messages, r.queue_messages, r.bytes
-            ),
-            Err(e) => format!("error {e}"),
-        },
-        _ => format!("error unknown command {line:?}"),
+fn handle(store: &Arc<Store>, live: &Live, line: &str) -> String {
+    let reply = |r: Result<Answer, Fail>| {
+        let (answer, error) = match r {
+            Ok(a) => (Some(a), None),
+            Err(Fail(e)) => (None, Some(e)),
+        };
+        serde_json::to_string(&ReplyLine {
+            v: VERSION,
+            answer,
+            error,
+        })
+        .unwrap_or_else(|e| format!("{{\"v\":{VERSION},\"error\":\"{e}\"}}"))
+    };
+    let v: serde_json::Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => return reply(Err(Fail(format!("admin request is not JSON: {e}")))),
+    };
+    let version = v.get("v").and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(VERSION)) {
+        return reply(Err(Fail(format!(
+            "admin protocol version {} is not spoken here: the server speaks version {VERSION} \
+             (use the rmox binary of the running server)",
+            version.map_or("none".to_string(), |v| v.to_string())
+        ))));
+    }
+    let r = match serde_json::from_value::<RequestLine>(v) {
+        Ok(req) => {
+            let config = (live.config)();
+            execute(&config, store, req.request, Some(live))
+        }
+        Err(e) => Err(Fail(format!("admin request not understood: {e}"))),
+    };
+    reply(r)
+}
+
+/// Sends `request` to a running server, if one listens for `data_dir`; `None` when no
+/// server runs.
+pub fn request(data_dir: &Path, request: &Request) -> Option<Result<Answer, Fail>> {
+    let mut s = UnixStream::connect(socket_path(data_dir)).ok()?;
+    Some(exchange(&mut s, request))
+}
+
+fn exchange(s: &mut UnixStream, request: &Request) -> Result<Answer, Fail> {
+    let io = |e: std::io::Error| Fail(format!("admin socket: {e}"));
+    let _ = s.set_read_timeout(Some(Duration::from_secs(600)));
+    let line = serde_json::to_string(&RequestLine {
+        v: VERSION,
+        request: request.clone(),
+    })
+    .map_err(|e| Fail(e.to_string()))?;
+    s.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
+    let mut reply = String::new();
+    BufReader::new(&*s).read_line(&mut reply).map_err(io)?;
+    let r: ReplyLine = serde_json::from_str(reply.trim_end())
+        .map_err(|e| Fail(format!("admin socket: unreadable reply: {e}")))?;
+    match (r.answer, r.error) {
+        (_, Some(e)) => Err(Fail(e)),
+        (Some(a), None) => Ok(a),
+        (None, None) => Err(Fail("admin socket: empty reply".into())),
     }
 }
 
-/// Sends `command` to a running server, if one listens for `data_dir`; `None` when no
-/// server runs.
-pub fn send(data_dir: &Path, command: &str) -> Option<Result<String, Fail>> {
-    let mut s = UnixStream::connect(socket_path(data_dir)).ok()?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(600)));
-    if let Err(e) = s.write_all(format!("{command}\n").as_bytes()) {
-        return Some(Err(Fail(format!("control socket: {e}"))));
+/// Runs `request` for the configuration at `config`: through the running server when one
+/// answers, else on the data directory itself; prints the answer (JSON with `json`).
+pub fn run(config: &Path, request: Request, json: bool) -> Result<(), Fail> {
+    let c = Arc::new(Config::load(config)?);
+    let answer = match self::request(&c.data_dir(), &request) {
+        Some(r) => r?,
+        None => {
+            let data = c.data_dir();
+            let store = Store::open(&data)
+                .map_err(|e| Fail(format!("opening data directory {}: {e}", data.display())))?;
+            execute(&c, &Arc::new(store), request, None)?
+        }
+    };
+    answer.print(json);
+    Ok(())
+}
+
+/// Tells a running server for `config` to reload its configuration (after a command
+/// changed the file) and prints what it answered; whether a server runs.
+pub fn reload_if_running(config: &Config) -> Result<bool, Fail> {
+    let Some(r) = request(&config.data_dir(), &Request::Reload) else {
+        return Ok(false);
+    };
+    let a =
+        r.map_err(|Fail(e)| Fail(format!("the running server did not take the change: {e}")))?;
+    for l in a.lines {
+        println!("server: {l}");
     }
-    let mut line = String::new();
-    if let Err(e) = BufReader::new(&s).read_line(&mut line) {
-        return Some(Err(Fail(format!("control socket: {e}"))));
-    }
-    let line = line.trim_end();
-    Some(match line.strip_prefix("ok ") {
-        Some(rest) => Ok(rest.to_string()),
-        None => Err(Fail(
-            line.strip_prefix("error ").unwrap_or(line).to_string(),
-        )),
-    })
+    Ok(true)
 }

@@ -1,7 +1,7 @@
 //! The rmox mail server binary: the command line over the `rmox` library (configuration,
 //! wiring of storage and a runtime to the core machines).
 
-use rmox::{admin, config, localserve, queue, serve, tlsrpt, tools, Fail, RuntimeChoice};
+use rmox::{admin, config, localserve, queue, serve, tools, Fail, RuntimeChoice};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -105,15 +105,19 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DaneCmd,
     },
-    /// The outgoing queue (run with the server stopped).
+    /// The outgoing queue (through the running server, or on the data directory when it is
+    /// stopped).
     Queue {
         #[command(subcommand)]
         cmd: QueueCmd,
         /// Configuration file.
         #[arg(long, global = true, default_value = "rmox.toml")]
         config: PathBuf,
+        /// Print the answer as JSON.
+        #[arg(long, global = true)]
+        json: bool,
     },
-    /// Incoming TLS reports (RFC 8460) that were stored (run with the server stopped).
+    /// Incoming TLS reports (RFC 8460) that were stored.
     Tlsrpt {
         #[command(subcommand)]
         cmd: TlsrptCmd,
@@ -435,6 +439,13 @@ enum ConfigCmd {
     },
     /// Print a fully commented example configuration.
     Example,
+    /// Make the running server read its configuration file again (as SIGHUP does); an
+    /// invalid file is refused with its error and the server keeps the old configuration.
+    Reload {
+        /// Configuration file.
+        #[arg(long, default_value = "rmox.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -537,6 +548,17 @@ fn main() -> ExitCode {
                     c.listener.len()
                 );
             }),
+        Cmd::Config {
+            cmd: ConfigCmd::Reload { config },
+        } => config::Config::load(&config).map_err(Fail::from).and_then(
+            |c| match rmox::ctl::request(&c.data_dir(), &rmox::ctl::Request::Reload) {
+                Some(r) => r.map(|a| a.print(false)),
+                None => Err(Fail(format!(
+                    "no server is running for {} (nothing to reload)",
+                    c.data_dir().display()
+                ))),
+            },
+        ),
         Cmd::Config {
             cmd: ConfigCmd::Example,
         } => {
@@ -642,10 +664,14 @@ fn main() -> ExitCode {
                     port,
                 },
         } => tools::dane_makerecord(&certfile, usage, selector, matching, host.as_deref(), port),
-        Cmd::Queue { cmd, config } => queue::cli::run(&config, queue_op(cmd)),
+        Cmd::Queue { cmd, config, json } => queue::cli::run(&config, queue_op(cmd), json),
         Cmd::Tlsrpt { cmd, config } => match cmd {
-            TlsrptCmd::List { json } => tlsrpt::list(&config, json),
-            TlsrptCmd::Show { id } => tlsrpt::show(&config, &id),
+            TlsrptCmd::List { json } => {
+                rmox::ctl::run(&config, rmox::ctl::Request::TlsrptList, json)
+            }
+            TlsrptCmd::Show { id } => {
+                rmox::ctl::run(&config, rmox::ctl::Request::TlsrptShow { id }, false)
+            }
         },
     };
     match result {

@@ -167,6 +167,42 @@ fn listener_tls(c: &Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, Fa
     Ok(out)
 }
 
+/// What differs between `old` and `new` that a running server applies only at its next
+/// start (listeners and their session settings, the queue, reports, DNS, served MTA-STS
+/// policies): one line per setting, for the reload's answer and log.
+pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut differs = |key: &str, changed: bool| {
+        if changed {
+            out.push(format!("{key} changed: applied at the next restart"));
+        }
+    };
+    differs("hostname", old.hostname != new.hostname);
+    differs("data_dir", old.data_dir() != new.data_dir());
+    differs(
+        "resolver",
+        old.resolver != new.resolver || old.resolver_trust_ad != new.resolver_trust_ad,
+    );
+    differs("listener", old.listener != new.listener);
+    differs("limits", old.limits != new.limits);
+    differs("incoming", old.incoming != new.incoming);
+    differs("localserve", old.localserve != new.localserve);
+    differs("queue", old.queue != new.queue);
+    differs("reports", old.reports != new.reports);
+    differs(
+        "transport/route",
+        old.transport != new.transport || old.route != new.route,
+    );
+    let policies = |c: &Config| -> Vec<(String, String)> {
+        c.domain
+            .iter()
+            .map(|(d, dc)| (d.clone(), format!("{:?}", dc.mta_sts)))
+            .collect()
+    };
+    differs("domain.*.mta_sts", policies(old) != policies(new));
+    out
+}
+
 /// Files readable by other users than the server's: private keys and the data directory
 /// should be 0600/0700. Returns one line per such file, for a warning at start.
 pub fn exposed_files(c: &Config) -> Vec<String> {
@@ -295,7 +331,8 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     // Signals before the ports open: a SIGTERM as soon as the port answers is a graceful
     // stop, not the default action (death with the database unclosed).
     let shutdown = Shutdown::new();
-    install_signals(Arc::clone(&shutdown))?;
+    let on_hup: Arc<std::sync::OnceLock<Reload>> = Arc::new(std::sync::OnceLock::new());
+    install_signals(Arc::clone(&shutdown), Arc::clone(&on_hup))?;
     let bound = bind_all(&c)?;
     for (domain, p) in crate::web::Web::new(&c)?.policies() {
         tracing::info!(
@@ -303,10 +340,6 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
             record = %format!("_mta-sts.{domain}. TXT \"{}\"", p.record()),
             "mta-sts policy served; publish this record"
         );
-    }
-    let control = crate::ctl::start(Arc::clone(&store))?;
-    if let Some(b) = banner {
-        println!("{b}");
     }
     // One DNS loop for the server (sessions and deliveries share its cache), run as a task
     // of the chosen runtime next to the queue runner (`queue_task`); the sessions' blocking
@@ -366,9 +399,47 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
             Arc::clone(&store) as Arc<dyn rmox_storage::MailStore>,
             dns,
         )?
-        .with_queue_wakeup(wakeup),
+        .with_queue_wakeup(Arc::clone(&wakeup)),
     );
     let answerer: Arc<dyn rmox_driver::Answerer> = Arc::clone(&world) as _;
+    // Reloads go through a weak handle: neither the admin thread nor the signal thread
+    // keeps the world (and its store) alive past the shutdown.
+    let reload: Reload = {
+        let w = Arc::downgrade(&world);
+        let path = c.path.clone();
+        Arc::new(move || {
+            let Some(world) = w.upgrade() else {
+                return Err(Fail("the server is stopping".into()));
+            };
+            let new = Config::load(&path)?;
+            let notes = world.reload(new)?;
+            tracing::info!(config = %path.display(), "configuration reloaded");
+            for n in &notes {
+                tracing::warn!("reload: {n}");
+            }
+            Ok(notes)
+        })
+    };
+    let _ = on_hup.set(Arc::clone(&reload));
+    let control = {
+        let w = Arc::downgrade(&world);
+        let first = Arc::clone(&c);
+        let r = Arc::clone(&reload);
+        crate::ctl::start(
+            Arc::clone(&store),
+            crate::ctl::Live {
+                wakeup: Arc::clone(&wakeup),
+                reload: Box::new(move || r()),
+                config: Box::new(move || match w.upgrade() {
+                    Some(world) => world.config(),
+                    None => Arc::clone(&first),
+                }),
+            },
+        )?
+    };
+    if let Some(b) = banner {
+        println!("{b}");
+    }
     // The queue runner runs on the chosen runtime, started by `run_on` on one worker.
     let queue = Background {
         runner: Arc::new(runner.with_runtime(rt)),
@@ -686,8 +757,16 @@ fn run_on(
     }
 }
 
-/// First SIGINT/SIGTERM: graceful shutdown; second: exit at once.
-fn install_signals(shutdown: Arc<Shutdown>) -> Result<(), Fail> {
+/// Reloads the configuration of the running server: what waits for a restart, or why the
+/// new configuration was refused (the old one stays).
+type Reload = Arc<dyn Fn() -> Result<Vec<String>, Fail> + Send + Sync>;
+
+/// First SIGINT/SIGTERM: graceful shutdown; second: exit at once. SIGHUP: reload the
+/// configuration (once the server is up).
+fn install_signals(
+    shutdown: Arc<Shutdown>,
+    on_hup: Arc<std::sync::OnceLock<Reload>>,
+) -> Result<(), Fail> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| Fail(format!("installing signal handlers: {e}")))?;
@@ -696,11 +775,16 @@ fn install_signals(shutdown: Arc<Shutdown>) -> Result<(), Fail> {
         .spawn(move || {
             for sig in signals.forever() {
                 if sig == SIGHUP {
-                    // Reloading the configuration is not built yet: say so, keep serving.
-                    tracing::warn!(
-                        sig,
-                        "SIGHUP: configuration reload is not supported yet; ignored (restart to apply changes)"
-                    );
+                    match on_hup.get() {
+                        Some(reload) => {
+                            if let Err(Fail(e)) = reload() {
+                                tracing::error!(
+                                    "SIGHUP: configuration not reloaded, the old one stays: {e}"
+                                );
+                            }
+                        }
+                        None => tracing::warn!("SIGHUP before the server is up: ignored"),
+                    }
                     continue;
                 }
                 if shutdown.is_triggered() {

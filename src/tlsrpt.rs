@@ -1,16 +1,13 @@
 //! `rmox tlsrpt list|show`: the incoming TLS reports (RFC 8460) that were stored (see
-//! `reports::store_incoming_tls_report`). Like the queue commands, these open the data
-//! directory and need the server stopped (the database allows one process).
+//! `reports::store_incoming_tls_report`), through the admin API ([`crate::ctl`]) as every
+//! administration command.
 //!
 //! A report's ID is `TIME-SEQ-DOMAIN`: when it arrived (Unix seconds), its sequence number
 //! within that second, and our policy domain it is stored under.
 
-use std::path::Path;
-
 use rmox_storage::{ReportKind, Store};
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::reports::StoredTlsReport;
 use crate::Fail;
 
@@ -20,16 +17,6 @@ struct Listed {
     id: String,
     #[serde(flatten)]
     record: StoredTlsReport,
-}
-
-fn open(c: &Config) -> Result<Store, Fail> {
-    let data = c.data_dir();
-    Store::open(&data).map_err(|e| {
-        Fail(format!(
-            "opening data directory {}: {e} (is `rmox serve` running? the tlsrpt commands need the server stopped)",
-            data.display()
-        ))
-    })
 }
 
 fn id(domain: &str, time: i64, seq: u64) -> String {
@@ -120,22 +107,6 @@ pub fn show_text(store: &Store, report_id: &str) -> Result<String, Fail> {
         record,
     })
     .map_err(|e| Fail(e.to_string()))
-}
-
-/// `rmox tlsrpt list [--json]`.
-pub fn list(config: &Path, json: bool) -> Result<(), Fail> {
-    let c = Config::load(config)?;
-    for l in list_lines(&open(&c)?, json)? {
-        println!("{l}");
-    }
-    Ok(())
-}
-
-/// `rmox tlsrpt show ID`.
-pub fn show(config: &Path, report_id: &str) -> Result<(), Fail> {
-    let c = Config::load(config)?;
-    println!("{}", show_text(&open(&c)?, report_id)?);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -59,18 +59,23 @@ impl Counters {
 
 /// The real server's answers.
 pub struct World {
-    config: Arc<Config>,
+    /// The configuration; replaced as a whole by [`World::reload`] (SIGHUP, `rmox config
+    /// reload`): each answer reads the one current at that moment.
+    config: std::sync::RwLock<Arc<Config>>,
     /// Any storage backend: the server needs only the `MailStore` interface.
     store: Arc<dyn MailStore>,
     dns: Option<Dns>,
     counters: Mutex<Counters>,
-    /// DKIM signing configs per domain (lower-case ASCII).
-    dkim: HashMap<String, Vec<rmox_core::dkim::SignConfig>>,
+    /// DKIM signing configs per domain (lower-case ASCII), reloaded with the configuration.
+    dkim: std::sync::RwLock<Arc<DkimKeys>>,
     /// Wakes the queue runner when a message is queued.
     queue_wakeup: Option<Arc<crate::queue::Wakeup>>,
     /// Spool files of messages past the spool threshold.
     spools: crate::spool::Spools,
 }
+
+/// DKIM signing configs per domain.
+type DkimKeys = HashMap<String, Vec<rmox_core::dkim::SignConfig>>;
 
 /// Loads the DKIM keys of every domain that signs.
 pub fn load_dkim(
@@ -154,14 +159,40 @@ impl World {
         let counters = Mutex::new(Counters::new(&config.limits));
         let spools = crate::spool::Spools::open(&config.data_dir())?;
         Ok(World {
-            config,
+            config: std::sync::RwLock::new(config),
             store,
             dns,
             counters,
-            dkim,
+            dkim: std::sync::RwLock::new(Arc::new(dkim)),
             queue_wakeup: None,
             spools,
         })
+    }
+
+    /// The configuration now.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replaces the configuration (and the DKIM keys it names) for every answer from now
+    /// on: accounts, domains, destinations, checks and limits of new transactions. Open
+    /// sessions keep their connection; what is bound at start (listeners, TLS certificates,
+    /// the queue's transports) stays until a restart, and the answer says which of those
+    /// changed. Accounts new in the configuration are added to storage. Nothing changes
+    /// when the new configuration cannot be used (its error is returned).
+    pub fn reload(&self, new: Config) -> Result<Vec<String>, crate::Fail> {
+        crate::serve::check(&new)?;
+        let dkim = load_dkim(&new)?;
+        let old = self.config();
+        for (name, a) in &new.account {
+            if self.store.account(name)?.is_none() {
+                self.store.account_add(name, &a.domain)?;
+            }
+        }
+        let notes = crate::serve::restart_needed(&old, &new);
+        *self.dkim.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(dkim);
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        Ok(notes)
     }
 
     /// Notifies `w` whenever a message is queued (the queue runner's wakeup).
@@ -177,7 +208,8 @@ impl World {
             .from_header
             .as_ref()
             .and_then(|f| f.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
-        let Some(configs) = domain.and_then(|d| self.dkim.get(&d)) else {
+        let keys = Arc::clone(&self.dkim.read().unwrap_or_else(|e| e.into_inner()));
+        let Some(configs) = domain.and_then(|d| keys.get(&d)) else {
             return Vec::new();
         };
         let rng = ring::rand::SystemRandom::new();
@@ -316,7 +348,7 @@ impl World {
 
     fn login_disabled(&self, account: &str) -> Option<String> {
         if let Some(m) = self
-            .config
+            .config()
             .account
             .get(account)
             .and_then(|a| a.login_disabled.clone())
@@ -334,7 +366,7 @@ impl World {
         if self.auth_limited(ip) {
             return PasswordCheck::RateLimited;
         }
-        let Some(account) = self.config.login_account(username) else {
+        let Some(account) = self.config().login_account(username) else {
             return PasswordCheck::Invalid;
         };
         if let Some(m) = self.login_disabled(&account) {
@@ -359,7 +391,7 @@ impl World {
         if self.auth_limited(ip) {
             return CredentialsAnswer::RateLimited;
         }
-        let Some(account) = self.config.login_account(username) else {
+        let Some(account) = self.config().login_account(username) else {
             return CredentialsAnswer::Unknown;
         };
         if let Some(m) = self.login_disabled(&account) {
@@ -397,8 +429,8 @@ impl World {
         // authenticated account's. Port 25 sender checks that need DNS (SPF, MX of the
         // domain) are the core's incoming checks.
         if let (Some(account), ReversePath::Mailbox(a)) = (account, address) {
-            let owned =
-                domain_of(a).is_some_and(|d| self.config.account_owns(account, &a.localpart.0, &d));
+            let owned = domain_of(a)
+                .is_some_and(|d| self.config().account_owns(account, &a.localpart.0, &d));
             if !owned {
                 return Verdict::Reject(reply(
                     550,
@@ -407,7 +439,7 @@ impl World {
                 ));
             }
         }
-        if self.config.localserve {
+        if self.config().localserve {
             if let (ReversePath::Mailbox(a), SenderSource::MailFrom) = (address, source) {
                 if let Some(s) = local_special(LocalStage::MailFrom, &a.localpart.0) {
                     return Verdict::Reject(special_reply(s, LocalStage::MailFrom));
@@ -422,7 +454,7 @@ impl World {
             ForwardPath::Postmaster => return Verdict::Accept,
             ForwardPath::Mailbox(a) => a,
         };
-        if self.config.localserve {
+        if self.config().localserve {
             if let Some(s) = local_special(LocalStage::RcptTo, &a.localpart.0) {
                 return Verdict::Reject(special_reply(s, LocalStage::RcptTo));
             }
@@ -437,12 +469,12 @@ impl World {
         if account.is_some() {
             // Submission: any destination; send limits are checked with the whole message.
             // A local address that does not exist is refused now: nobody would get it.
-            if let Resolution::UnknownUser = self.config.resolve(&a.localpart.0, &d) {
+            if let Resolution::UnknownUser = self.config().resolve(&a.localpart.0, &d) {
                 return Verdict::Reject(reply(550, (5, 1, 1), "no such user"));
             }
             return Verdict::Accept;
         }
-        match self.config.resolve(&a.localpart.0, &d) {
+        match self.config().resolve(&a.localpart.0, &d) {
             Resolution::Account { account, .. } => self.quota_verdict(&account, 0),
             // Unknown users are refused after DATA, so addresses cannot be probed cheaply.
             Resolution::UnknownUser => Verdict::Accept,
@@ -466,7 +498,7 @@ impl World {
     /// Whether `extra` more bytes take the account over its quota.
     fn over_quota(&self, account: &str, extra: u64) -> Result<bool, Reply> {
         let quota = self
-            .config
+            .config()
             .account
             .get(account)
             .map_or(0, |a| a.quota_message_size);
@@ -545,7 +577,7 @@ impl World {
     }
 
     fn store_message(&self, t: &Transaction) -> StoreOutcome {
-        if self.config.localserve {
+        if self.config().localserve {
             return self.store_localserve(t).into();
         }
         match &t.account {
@@ -557,9 +589,9 @@ impl World {
     /// The incoming policy's switches from config (core decides: [`IncomingPolicy`]).
     fn incoming_policy(&self) -> IncomingPolicy {
         IncomingPolicy {
-            dmarc_reject: self.config.incoming.dmarc_reject,
+            dmarc_reject: self.config().incoming.dmarc_reject,
             require_iprev_for_unknown_senders: self
-                .config
+                .config()
                 .incoming
                 .require_iprev_for_unknown_senders,
         }
@@ -603,7 +635,9 @@ impl World {
         let mut failed: Vec<RecipientFailure> = Vec::new();
         for (path, _) in &t.recipients {
             let (lp, dom) = match path {
-                ForwardPath::Postmaster => ("postmaster".to_string(), self.config.hostname.clone()),
+                ForwardPath::Postmaster => {
+                    ("postmaster".to_string(), self.config().hostname.clone())
+                }
                 ForwardPath::Mailbox(a) => {
                     (a.localpart.0.clone(), domain_of(a).unwrap_or_default())
                 }
@@ -612,7 +646,7 @@ impl World {
                 ForwardPath::Postmaster => "postmaster".to_string(),
                 ForwardPath::Mailbox(a) => a.to_string(),
             };
-            match self.config.resolve(&lp, &dom) {
+            match self.config().resolve(&lp, &dom) {
                 Resolution::Account { account, mailbox } => {
                     match self.over_quota(&account, t.message.len() as u64) {
                         Ok(false) => targets.push((account, mailbox, rcpt, format!("{lp}@{dom}"))),
@@ -644,8 +678,8 @@ impl World {
         if let Err(r) = policy {
             return StoreOutcome::Refused(r);
         }
-        crate::reports::store_incoming_report(self.store.as_ref(), &self.config, t);
-        crate::reports::store_incoming_tls_report(self.store.as_ref(), &self.config, t);
+        crate::reports::store_incoming_report(self.store.as_ref(), &self.config(), t);
+        crate::reports::store_incoming_tls_report(self.store.as_ref(), &self.config(), t);
         let delivery = |(account, mailbox, _, index): &(String, String, String, String)| Delivery {
             account: account.clone(),
             mailbox: mailbox.clone(),
@@ -663,7 +697,7 @@ impl World {
         let all = match &dsn {
             None => self.store.deliver_many(batch),
             Some((to, bytes)) => {
-                match crate::queue::dsn_local_destination(&self.config, to, None) {
+                match crate::queue::dsn_local_destination(&self.config(), to, None) {
                     Some((account, mailbox)) => {
                         batch.push(crate::queue::dsn_delivery(
                             account, mailbox, to, bytes, t.received,
@@ -710,7 +744,7 @@ impl World {
         if let Some((to, bytes)) = self.failure_dsn(t, &failed) {
             match crate::queue::deliver_or_queue_dsn(
                 self.store.as_ref(),
-                &self.config,
+                &self.config(),
                 &to,
                 None,
                 &bytes,
@@ -756,7 +790,7 @@ impl World {
             return None;
         }
         let id = format!("{}.{}.{}", t.received.0, t.cid, t.message.len());
-        let input = partial_failure_dsn(t, failed, &self.config.hostname, id)?;
+        let input = partial_failure_dsn(t, failed, &self.config().hostname, id)?;
         Some((
             input.to.clone(),
             rmox_core::queue::compose_dsn(&input, t.received),
@@ -765,7 +799,8 @@ impl World {
 
     /// Submission: check send limits, then queue per recipient.
     fn submit(&self, account: &str, t: &Transaction) -> Result<(), Reply> {
-        let acc = self.config.account.get(account);
+        let config = self.config();
+        let acc = config.account.get(account);
         let max_msgs = acc
             .and_then(|a| a.max_outgoing_messages_per_day)
             .unwrap_or(1000);
@@ -777,7 +812,7 @@ impl World {
         let rcpts: Vec<String> = t
             .recipients
             .iter()
-            .map(|(p, _)| path_string(p, &self.config.hostname))
+            .map(|(p, _)| path_string(p, &self.config().hostname))
             .collect();
         let (msgs, first) = self
             .store
@@ -885,7 +920,7 @@ impl World {
         if let Some(account) = &t.account {
             return self.submit(account, t);
         }
-        let account = match (&t.account, &self.config.postmaster) {
+        let account = match (&t.account, &self.config().postmaster) {
             (Some(a), _) => a.clone(),
             (None, Some(p)) => p.account.clone(),
             (None, None) => return Err(reply(550, (5, 1, 1), "no account to deliver to")),
@@ -894,7 +929,7 @@ impl World {
         let rcpt = t
             .recipients
             .first()
-            .map(|(p, _)| path_string(p, &self.config.hostname));
+            .map(|(p, _)| path_string(p, &self.config().hostname));
         let d = Delivery {
             account,
             mailbox,
@@ -964,20 +999,20 @@ impl rmox_driver::Answerer for World {
                 ip,
                 ..
             } if self.delivery_needs_load(*ip) => None,
-            Effect::CheckSender { .. } if !self.config.localserve => {
+            Effect::CheckSender { .. } if !self.config().localserve => {
                 Some(self.answer(effect.clone()))
             }
             Effect::CheckRecipient {
                 account, recipient, ..
-            } if !self.config.localserve => {
+            } if !self.config().localserve => {
                 let needs_store = match recipient {
                     ForwardPath::Postmaster => false,
                     ForwardPath::Mailbox(a) => match (account, domain_of(a)) {
                         // Submission and IP literals are decided from configuration.
                         (Some(_), _) | (_, None) => false,
-                        (None, Some(d)) => match self.config.resolve(&a.localpart.0, &d) {
+                        (None, Some(d)) => match self.config().resolve(&a.localpart.0, &d) {
                             Resolution::Account { account, .. } => self
-                                .config
+                                .config()
                                 .account
                                 .get(&account)
                                 .is_some_and(|a| a.quota_message_size > 0),
@@ -2048,7 +2083,7 @@ mox.example. TXT \"v=spf1 ip4:192.0.2.1 -all\"
         assert_eq!(env.store.delivery_counts(day, "192.0.0.0/21").unwrap().0, 2);
         // "Restart": a new World over the same store and config.
         env.world = World::new(
-            Arc::clone(&env.world.config),
+            env.world.config(),
             Arc::clone(&env.store) as Arc<dyn MailStore>,
             None,
         )

@@ -1,5 +1,6 @@
-//! `rmox queue ...`: administration of the queue with the server stopped (the store allows
-//! one process).
+//! `rmox queue ...`: administration of the queue, through the running server's admin API
+//! ([`crate::ctl`]) or, with the server stopped, on the data directory itself: the same
+//! [`execute_answer`] either way.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use crate::config::Config;
 use crate::Fail;
 
 /// What to do.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Op {
     /// List entries.
     List {
@@ -58,16 +60,6 @@ pub enum Op {
     SuppressionRemove(String, String),
 }
 
-fn open(c: &Config) -> Result<Store, Fail> {
-    let data = c.data_dir();
-    Store::open(&data).map_err(|e| {
-        Fail(format!(
-            "opening data directory {}: {e} (is `rmox serve` running? the queue commands need the server stopped)",
-            data.display()
-        ))
-    })
-}
-
 fn time(t: UnixTime) -> String {
     t.0.to_string()
 }
@@ -95,27 +87,41 @@ pub fn entry_line(e: &QueueEntry) -> String {
     )
 }
 
-/// Runs `op` against the config's store, printing to stdout.
-pub fn run(config: &Path, op: Op) -> Result<(), Fail> {
-    let c = Arc::new(Config::load(config)?);
-    let store = Arc::new(open(&c)?);
-    let out = execute(&c, &store, op, None)?;
-    for l in out {
-        println!("{l}");
-    }
-    Ok(())
+/// Runs `op` for the config at `config` (through the running server when there is one),
+/// printing lines, or JSON with `json`.
+pub fn run(config: &Path, op: Op, json: bool) -> Result<(), Fail> {
+    crate::ctl::run(config, crate::ctl::Request::Queue { op }, json)
 }
 
-/// Executes `op` and returns the lines to print. `dns` overrides the configured resolver
-/// for `kick` (tests).
+/// Executes `op` with the server stopped and returns the lines to print. `dns` overrides
+/// the configured resolver for `kick` (tests).
 pub fn execute(
     c: &Arc<Config>,
     store: &Arc<Store>,
     op: Op,
     dns: Option<crate::resolve::Dns>,
 ) -> Result<Vec<String>, Fail> {
+    execute_answer(c, store, op, dns, None).map(|a| a.lines)
+}
+
+/// Executes `op`: with `live`, the running server's queue runner (woken after a change;
+/// `kick` schedules the entry for it), else on a stopped server's data directory (`kick`
+/// delivers from the command, through `dns` when given). Lines for people, JSON for
+/// scripts (the entries, rules or suppressions for the listings).
+pub fn execute_answer(
+    c: &Arc<Config>,
+    store: &Arc<Store>,
+    op: Op,
+    dns: Option<crate::resolve::Dns>,
+    live: Option<&Arc<super::Wakeup>>,
+) -> Result<crate::ctl::Answer, Fail> {
     let now = rmox_driver::now().wall;
     let mut out = Vec::new();
+    let to_json =
+        |v: Result<serde_json::Value, serde_json::Error>| -> Result<serde_json::Value, Fail> {
+            v.map_err(|e| Fail(e.to_string()))
+        };
+    let mut json: Option<serde_json::Value> = None;
     let exists = |id: u64| -> Result<QueueId, Fail> {
         match store.queue_get(QueueId(id))? {
             Some(_) => Ok(QueueId(id)),
@@ -134,16 +140,22 @@ pub fn execute(
                 hold: held.then_some(true),
                 ..QueueFilter::default()
             };
-            for e in store.queue_list(&f)? {
-                out.push(entry_line(&e));
+            let list = store.queue_list(&f)?;
+            for e in &list {
+                out.push(entry_line(e));
             }
+            json = Some(to_json(serde_json::to_value(&list))?);
         }
         Op::Show(id) => {
             let Some(e) = store.queue_get(QueueId(id))? else {
                 return Err(Fail(format!("queue entry {id} not found")));
             };
             let msg = store.queue_message(e.msg_id)?;
-            out.push(String::from_utf8_lossy(&msg).into_owned());
+            let text = String::from_utf8_lossy(&msg).into_owned();
+            json = Some(
+                serde_json::json!({ "entry": to_json(serde_json::to_value(&e))?, "message": text }),
+            );
+            out.push(text);
         }
         Op::Hold(id) => {
             store.queue_hold(exists(id)?)?;
@@ -151,6 +163,9 @@ pub fn execute(
         }
         Op::Release(id) => {
             store.queue_release(exists(id)?)?;
+            if let Some(w) = live {
+                w.notify();
+            }
             out.push(format!("{id} released"));
         }
         Op::Drop(id) => {
@@ -168,6 +183,10 @@ pub fn execute(
                 wall_clock(),
             );
             r.fail_entry(id)?;
+            if let Some(w) = live {
+                // The DSN may have been queued.
+                w.notify();
+            }
             out.push(format!("{} failed, DSN sent to the sender", id.0));
         }
         Op::Kick(id) => {
@@ -175,7 +194,16 @@ pub fn execute(
             let e = store.queue_update(qid, move |e| e.rcpt.next_attempt = now)?;
             if e.rcpt.hold {
                 out.push(format!("{id} is held: release it first"));
-                return Ok(out);
+                return Ok(crate::ctl::Answer::lines(out));
+            }
+            if let Some(w) = live {
+                // The running server's runner delivers it: a second runner here could
+                // deliver it twice.
+                w.notify();
+                out.push(format!(
+                    "{id} scheduled now: the running server attempts it (see `rmox queue list`)"
+                ));
+                return Ok(crate::ctl::Answer::lines(out));
             }
             let connector = Runner::connector_for(c, store, dns, seed())?;
             let r = Arc::new(Runner::new(
@@ -213,7 +241,9 @@ pub fn execute(
             out.push(format!("hold rule {id} added"));
         }
         Op::HoldruleList => {
-            for r in store.hold_rules()? {
+            let rules = store.hold_rules()?;
+            json = Some(to_json(serde_json::to_value(&rules))?);
+            for r in rules {
                 out.push(format!(
                     "{} account {} sender-domain {} recipient-domain {}",
                     r.id,
@@ -230,7 +260,9 @@ pub fn execute(
             out.push(format!("hold rule {id} removed"));
         }
         Op::RetiredList => {
-            for r in store.queue_retired(1000)? {
+            let retired = store.queue_retired(1000)?;
+            json = Some(to_json(serde_json::to_value(&retired))?);
+            for r in retired {
                 out.push(format!(
                     "{} retired {} {:?}: {}",
                     r.entry.id.0,
@@ -241,7 +273,9 @@ pub fn execute(
             }
         }
         Op::SuppressionList(a) => {
-            for s in store.suppressions(&a)? {
+            let list = store.suppressions(&a)?;
+            json = Some(to_json(serde_json::to_value(&list))?);
+            for s in list {
                 out.push(format!(
                     "{} {} {}{}",
                     s.address,
@@ -275,7 +309,10 @@ pub fn execute(
             out.push(format!("{addr} removed from the suppression list of {a}"));
         }
     }
-    Ok(out)
+    Ok(match json {
+        Some(json) => crate::ctl::Answer { lines: out, json },
+        None => crate::ctl::Answer::lines(out),
+    })
 }
 
 fn seed() -> u64 {
