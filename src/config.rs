@@ -140,6 +140,9 @@ pub struct Listener {
     /// HTTPS (implicit TLS with the listener's `tls`) serving the domains' MTA-STS
     /// policies at `https://mta-sts.DOMAIN/.well-known/mta-sts.txt` (port 443).
     pub mta_sts: Option<PortConfig>,
+    /// Plain HTTP serving Prometheus metrics at `/metrics`.
+    #[serde(default)]
+    pub metrics: Option<PortConfig>,
 }
 
 /// Whose DNSSEC verdict (the AD bit of an answer) is believed: DANE needs it.
@@ -1147,6 +1150,7 @@ impl Config {
                 ("submission", &l.submission),
                 ("submissions", &l.submissions),
                 ("mta_sts", &l.mta_sts),
+                ("metrics", &l.metrics),
             ] {
                 let Some(p) = p.as_ref().filter(|p| p.enabled) else {
                     continue;
@@ -1937,6 +1941,9 @@ no_require_starttls = false
 # has [domain."X".mta_sts], at https://mta-sts.X/.well-known/mta-sts.txt. The certificate
 # must be valid for mta-sts.X.
 mta_sts = { port = 443, enabled = true }
+# Prometheus metrics (text format) at http://IP:PORT/metrics, plain HTTP: put it on a
+# listener whose address only your monitoring reaches (the README lists the metrics).
+metrics = { port = 9100, enabled = false }
 
 # Each domain we accept mail for.
 [domain."example.org"]

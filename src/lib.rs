@@ -20,6 +20,7 @@ pub mod config;
 pub mod creds;
 pub mod ctl;
 pub mod localserve;
+pub mod metrics;
 pub mod queue;
 pub mod reports;
 pub mod resolve;

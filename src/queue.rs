@@ -892,6 +892,11 @@ impl Runner {
         message: &[u8],
         now: UnixTime,
     ) -> Result<rmox_storage::Recorded, StoreError> {
+        for d in &decided {
+            if let Some(r) = &d.result {
+                crate::metrics::get().delivery(r, tls.map(|t| t.mode));
+            }
+        }
         let records = decided
             .iter()
             .map(|d| attempt_record(&d.item, d.result.as_ref(), tls, &d.decision, now))

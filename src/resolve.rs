@@ -160,10 +160,13 @@ impl Dns {
 
     /// Answers every lookup (in order), waiting for all of them: for tasks.
     pub async fn lookup_many_async(&self, lookups: &[Lookup]) -> Vec<LookupResult> {
-        match self {
+        let started = std::time::Instant::now();
+        let answers = match self {
             Dns::Zone(z) => lookups.iter().map(|l| z.lookup(l)).collect(),
             Dns::Net(c) => c.lookup_many(lookups).await,
-        }
+        };
+        crate::metrics::get().dns(&answers, started.elapsed());
+        answers
     }
 
     /// Answers every lookup (in order), blocking until all are answered: for blocking

@@ -302,6 +302,29 @@ pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
     Ok(out)
 }
 
+/// The listeners' metrics ports (plain HTTP, `GET /metrics`).
+fn bind_metrics(c: &Config, store: &Arc<Store>) -> Result<Vec<Bound>, Fail> {
+    let answerer: Arc<dyn rmox_driver::http::HttpAnswerer> = Arc::new(crate::metrics::MetricsWeb {
+        store: Arc::clone(store),
+    });
+    let mut out = Vec::new();
+    for l in &c.listener {
+        if let Some(p) = l.metrics.as_ref().filter(|p| p.enabled) {
+            let addr = SocketAddr::new(l.ip, p.port);
+            let listener = bind(addr)?;
+            tracing::info!(listener = %l.name, %addr, "listening (http, metrics)");
+            out.push(Bound {
+                listener,
+                service: Service::Http {
+                    config: Arc::new(http_config(c, None)),
+                    answerer: Arc::clone(&answerer),
+                },
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// `rmox serve --config FILE`.
 pub fn run_config(path: &Path, runtime: RuntimeChoice) -> Result<(), Fail> {
     let c = Config::load(path)?;
@@ -333,7 +356,8 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let shutdown = Shutdown::new();
     let on_hup: Arc<std::sync::OnceLock<Reload>> = Arc::new(std::sync::OnceLock::new());
     install_signals(Arc::clone(&shutdown), Arc::clone(&on_hup))?;
-    let bound = bind_all(&c)?;
+    let mut bound = bind_all(&c)?;
+    bound.extend(bind_metrics(&c, &store)?);
     for (domain, p) in crate::web::Web::new(&c)?.policies() {
         tracing::info!(
             domain,

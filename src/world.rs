@@ -1036,7 +1036,11 @@ impl rmox_driver::Answerer for World {
                 ip,
                 cid,
                 submission,
-            } => Completion::Verdict(self.check_connection(ip, cid, submission)),
+            } => {
+                let v = self.check_connection(ip, cid, submission);
+                crate::metrics::get().connection(submission, matches!(v, Verdict::Accept));
+                Completion::Verdict(v)
+            }
             Effect::CheckPassword {
                 username,
                 password,
@@ -1074,8 +1078,15 @@ impl rmox_driver::Answerer for World {
     }
 
     fn event(&self, cid: u64, event: &Event) {
+        let m = crate::metrics::get();
         match event {
-            Event::AuthFailed { username } => {
+            Event::Command(verb) => m.command(verb),
+            Event::Reply(code) => m.reply(*code),
+            Event::AuthFailed {
+                username,
+                mechanism,
+            } => {
+                m.auth(mechanism, false);
                 // The IP is not in the event; the failure counts against the connection's IP.
                 let mut c = self.counters();
                 let ip = c.cids.get(&cid).map(|i| i.ip);
@@ -1087,6 +1098,7 @@ impl rmox_driver::Answerer for World {
                     cid,
                     ip = %ip.map_or_else(|| "-".to_string(), |i| i.to_string()),
                     username = username.as_deref().unwrap_or(""),
+                    mechanism,
                     "authentication failed"
                 );
             }
@@ -1109,6 +1121,11 @@ impl rmox_driver::Answerer for World {
                 // Deliveries into the server (not submissions) count toward its limits.
                 let now = wall_now();
                 let mut c = self.counters();
+                let submission = c
+                    .cids
+                    .get(&cid)
+                    .is_some_and(|i| i.submission || i.authenticated);
+                m.accepted(submission, *size);
                 let ip = match c.cids.get(&cid) {
                     Some(i) if !i.submission && !i.authenticated => i.ip,
                     _ => return,
@@ -1127,9 +1144,11 @@ impl rmox_driver::Answerer for World {
                 enhanced,
                 reason,
             } => {
+                m.recipient_failed();
                 tracing::info!(cid, recipient = %recipient, code, enhanced = %enhanced, reason = %reason, "delivery to recipient failed");
             }
             Event::Authenticated { account, mechanism } => {
+                m.auth(mechanism, true);
                 tracing::info!(cid, account = %account, mechanism, "authenticated");
                 let mut c = self.counters();
                 if let Some(i) = c.cids.get_mut(&cid) {

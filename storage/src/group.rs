@@ -171,6 +171,8 @@ impl Committer {
     }
 
     fn try_batch(&self, db: &Database, batch: Vec<Job>) {
+        let started = std::time::Instant::now();
+        let size = batch.len() as u64;
         let mut slots = Vec::with_capacity(batch.len());
         let mut works = Vec::with_capacity(batch.len());
         let mut dirs = BTreeSet::new();
@@ -253,6 +255,9 @@ impl Committer {
         } else {
             txn.abort().map_err(StoreError::from)
         };
+        if commit.is_ok() {
+            COMMIT_STATS.record(started.elapsed(), size);
+        }
         match commit {
             Ok(()) => {
                 for (s, r) in slots.iter().zip(results) {
@@ -276,5 +281,70 @@ impl Committer {
                 }
             }
         }
+    }
+}
+
+/// Upper bounds (seconds) of the commit latency histogram's buckets.
+pub const COMMIT_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Counts of the process's storage commits (for metrics; storage only counts).
+struct CommitCounters {
+    commits: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
+    micros: std::sync::atomic::AtomicU64,
+    buckets: [std::sync::atomic::AtomicU64; COMMIT_BUCKETS.len()],
+}
+
+static COMMIT_STATS: CommitCounters = CommitCounters {
+    commits: std::sync::atomic::AtomicU64::new(0),
+    writes: std::sync::atomic::AtomicU64::new(0),
+    micros: std::sync::atomic::AtomicU64::new(0),
+    buckets: [const { std::sync::atomic::AtomicU64::new(0) }; COMMIT_BUCKETS.len()],
+};
+
+impl CommitCounters {
+    fn record(&self, took: std::time::Duration, writes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.commits.fetch_add(1, Relaxed);
+        self.writes.fetch_add(writes, Relaxed);
+        self.micros
+            .fetch_add(took.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+        let secs = took.as_secs_f64();
+        if let Some(b) = COMMIT_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .and_then(|i| self.buckets.get(i))
+        {
+            b.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// The process's durable commits so far: how many, the writes they carried (batch sizes
+/// summed), their total time, and how many took at most each of [`COMMIT_BUCKETS`]
+/// (per bucket, not cumulative).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CommitStats {
+    /// Commits.
+    pub commits: u64,
+    /// Writes (jobs) committed.
+    pub writes: u64,
+    /// Seconds spent, in total.
+    pub seconds: f64,
+    /// Commits per bucket of [`COMMIT_BUCKETS`].
+    pub buckets: Vec<u64>,
+}
+
+/// The commit counts of this process.
+pub fn commit_stats() -> CommitStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &COMMIT_STATS;
+    CommitStats {
+        commits: s.commits.load(Relaxed),
+        writes: s.writes.load(Relaxed),
+        seconds: s.micros.load(Relaxed) as f64 / 1e6,
+        buckets: s.buckets.iter().map(|b| b.load(Relaxed)).collect(),
     }
 }

@@ -148,7 +148,7 @@ pub mod testing;
 pub use backend::{MailStore, QueueChange};
 pub use backup::{verify, BackupReport, VerifyReport};
 pub use error::StoreError;
-pub use group::{MAX_BATCH, MAX_PENDING};
+pub use group::{commit_stats, CommitStats, COMMIT_BUCKETS, MAX_BATCH, MAX_PENDING};
 pub use model::*;
 pub use queue::{Notice, NoticeMessage, NoticeOutcome, QueueRecord, Recorded};
 pub use store::{ip_networks, Store, DB_FILE};

@@ -186,7 +186,7 @@ impl ServerSession {
                 } else {
                     Reply::new(535, Some(Enhanced::new(5, 7, 8)), "bad user/pass")
                 };
-                self.auth_failed(now, stage, None, r)
+                self.auth_failed(now, stage, None, exchange.mechanism, r)
             }
         }
     }
@@ -208,11 +208,15 @@ impl ServerSession {
         now: Now,
         stage: Stage,
         username: Option<String>,
+        mechanism: Mechanism,
         r: Reply,
     ) -> State {
         self.auth_failures += 1;
         self.errors += 1;
-        self.event(Event::AuthFailed { username });
+        self.event(Event::AuthFailed {
+            username,
+            mechanism: mechanism.name(),
+        });
         let close = self.auth_failures >= self.config.max_auth_failures;
         let delay = self.config.auth_failure_delay * self.auth_failures;
         let mut reply = r;

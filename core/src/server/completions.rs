@@ -150,11 +150,15 @@ impl ServerSession {
                 }
                 PasswordCheck::Invalid => {
                     let r = Reply::new(535, Some(Enhanced::new(5, 7, 8)), "bad user/pass");
-                    self.auth_failed(now, stage, Some(username), r)
+                    self.auth_failed(now, stage, Some(username), exchange.mechanism, r)
                 }
-                PasswordCheck::Disabled(msg) => {
-                    self.auth_failed(now, stage, Some(username), login_disabled(&msg))
-                }
+                PasswordCheck::Disabled(msg) => self.auth_failed(
+                    now,
+                    stage,
+                    Some(username),
+                    exchange.mechanism,
+                    login_disabled(&msg),
+                ),
                 PasswordCheck::RateLimited => self.auth_rate_limited(),
             },
             (
@@ -177,9 +181,13 @@ impl ServerSession {
                     let step = exchange.auth.credentials(None);
                     self.auth_step(now, stage, exchange, step)
                 }
-                CredentialsAnswer::Disabled(msg) => {
-                    self.auth_failed(now, stage, Some(username), login_disabled(&msg))
-                }
+                CredentialsAnswer::Disabled(msg) => self.auth_failed(
+                    now,
+                    stage,
+                    Some(username),
+                    exchange.mechanism,
+                    login_disabled(&msg),
+                ),
                 CredentialsAnswer::RateLimited => self.auth_rate_limited(),
             },
             _ => return Err(SessionError::Misuse("completion of the wrong kind")),

@@ -390,6 +390,8 @@ pub enum Event {
     AuthFailed {
         /// The user name tried, when known.
         username: Option<String>,
+        /// The SASL mechanism (`PLAIN`, `SCRAM-SHA-256`, ...).
+        mechanism: &'static str,
     },
     /// The message could not be accepted because it contained a smuggling sequence.
     Smuggling,
