@@ -22,6 +22,7 @@ pub mod ctl;
 pub mod localserve;
 pub mod metrics;
 pub mod queue;
+pub mod quickstart;
 pub mod reports;
 pub mod resolve;
 pub mod rt;

@@ -30,6 +30,18 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = RuntimeChoice::Auto)]
         runtime: RuntimeChoice,
     },
+    /// Write a configuration for a new domain (an account for EMAIL, DKIM keys, a
+    /// certificate) into DIR and print the DNS records to create.
+    Quickstart {
+        /// The first account's address, e.g. you@example.org.
+        email: String,
+        /// The mail server's host name (default mail.DOMAIN).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Where to write the configuration (created).
+        #[arg(long, default_value = "rmox")]
+        dir: PathBuf,
+    },
     /// Run the server.
     Serve {
         /// Configuration file.
@@ -533,6 +545,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Localserve { dir, ip, runtime } => localserve::run(&dir, ip, runtime),
         Cmd::Serve { config, runtime } => serve::run_config(&config, runtime),
+        Cmd::Quickstart {
+            email,
+            hostname,
+            dir,
+        } => rmox::quickstart::run(&email, hostname.as_deref(), &dir),
         Cmd::Config {
             cmd: ConfigCmd::Check { config },
         } => config::Config::load(&config)

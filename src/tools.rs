@@ -146,6 +146,14 @@ pub fn dkim_verify(file: &Path, resolver: &Option<String>) -> Result<(), Fail> {
 
 /// `rmox dkim gened25519 DOMAIN SELECTOR KEYFILE`: writes a key, prints the DNS record.
 pub fn dkim_gen_ed25519(domain: &str, selector: &str, keyfile: &Path) -> Result<(), Fail> {
+    let record = write_ed25519_key(keyfile)?;
+    println!("{selector}._domainkey.{domain}. IN TXT \"{record}\"");
+    Ok(())
+}
+
+/// Writes a new Ed25519 DKIM key (PKCS#8 PEM, mode 0600) to `keyfile` (which must not
+/// exist); its DNS record's text.
+pub fn write_ed25519_key(keyfile: &Path) -> Result<String, Fail> {
     use ring::rand::SecureRandom;
     let mut seed = [0u8; 32];
     ring::rand::SystemRandom::new()
@@ -162,11 +170,7 @@ pub fn dkim_gen_ed25519(domain: &str, selector: &str, keyfile: &Path) -> Result<
     crate::localserve::write_private(keyfile, pem.as_bytes())?;
     let key =
         rmox_core::dkim::SigningKey::ed25519_from_seed(&seed).map_err(|e| Fail(e.to_string()))?;
-    println!(
-        "{selector}._domainkey.{domain}. IN TXT \"{}\"",
-        key.dns_record()
-    );
-    Ok(())
+    Ok(key.dns_record())
 }
 
 /// Parses `HEADER/BODY` canonicalization names (`relaxed/simple`; a lone name is the
@@ -191,6 +195,14 @@ fn parse_canon(s: &str) -> Result<rmox_core::dkim::Canonicalization, Fail> {
 /// its DNS record. Key generation uses the `rsa` crate (its timing advisory concerns
 /// private-key operations, which rmox leaves to ring); signing uses ring.
 pub fn dkim_gen_rsa(domain: &str, selector: &str, keyfile: &Path, bits: usize) -> Result<(), Fail> {
+    let record = write_rsa_key(keyfile, bits)?;
+    println!("{selector}._domainkey.{domain}. IN TXT \"{record}\"");
+    Ok(())
+}
+
+/// Writes a new RSA DKIM key of `bits` (PKCS#8 PEM, mode 0600) to `keyfile` (which must not
+/// exist); its DNS record's text.
+pub fn write_rsa_key(keyfile: &Path, bits: usize) -> Result<String, Fail> {
     use rsa::pkcs8::EncodePrivateKey;
     if !(2048..=4096).contains(&bits) {
         return Err(Fail(format!(
@@ -211,11 +223,7 @@ pub fn dkim_gen_rsa(domain: &str, selector: &str, keyfile: &Path, bits: usize) -
     let signing = rmox_core::dkim::SigningKey::from_pem(&pem)
         .map_err(|e| Fail(format!("generated key: {e}")))?;
     crate::localserve::write_private(keyfile, pem.as_bytes())?;
-    println!(
-        "{selector}._domainkey.{domain}. IN TXT \"{}\"",
-        signing.dns_record()
-    );
-    Ok(())
+    Ok(signing.dns_record())
 }
 
 /// `rmox dkim sign DOMAIN SELECTOR KEYFILE FILE [--canon H/B]`: prints the message with a
