@@ -26,6 +26,7 @@ pub mod quickstart;
 pub mod reports;
 pub mod resolve;
 pub mod rt;
+pub mod sdnotify;
 pub mod serve;
 pub mod spool;
 #[cfg(test)]

@@ -477,6 +477,9 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         .map(|n| n.get())
         .unwrap_or(1);
     tracing::info!(runtime = rt.name(), threads, "starting");
+    // The ports are bound and listening (connections wait in their backlogs until the
+    // runtime accepts them): ready for the service manager.
+    crate::sdnotify::notify("READY=1");
     let result = run_on(rt, bound, answerer, threads, shutdown, queue);
     // Every session has ended: the counts they added since the last write, then the last
     // user of storage besides `store` lets go, so that it can be closed cleanly.
@@ -816,6 +819,7 @@ fn install_signals(
                     std::process::exit(1);
                 }
                 tracing::info!(sig, "shutting down: finishing open sessions");
+                crate::sdnotify::notify("STOPPING=1");
                 shutdown.trigger();
             }
         })
