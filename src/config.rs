@@ -266,6 +266,16 @@ pub struct AccountConfig {
     pub routes: Vec<RouteConfig>,
 }
 
+/// `[sendmail]`: local programs (cron, PHP's mail(), git send-email) submit through `rmox
+/// sendmail` as this account, without a password: whoever can reach the admin socket
+/// (the server's user) sends as it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SendmailConfig {
+    /// The account.
+    pub account: String,
+}
+
 /// Where mail to postmaster goes.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -998,6 +1008,8 @@ pub struct Config {
     pub postmaster: Option<PostmasterConfig>,
     /// The host's TLS reporting address (`[host_tls_reports]`).
     pub host_tls_reports: Option<HostTlsReports>,
+    /// `rmox sendmail`: the account it submits as (`[sendmail]`).
+    pub sendmail: Option<SendmailConfig>,
     /// Abuse limits.
     #[serde(default)]
     pub limits: Limits,
@@ -1291,6 +1303,14 @@ impl Config {
             self.check_routes(&format!("account.{a}.routes"), &ac.routes)?;
         }
         self.queue.queue_config(&self.path)?;
+        if let Some(s) = &self.sendmail {
+            if !self.account.contains_key(&s.account) {
+                return Err(self.err(
+                    "sendmail.account",
+                    format!("account {:?} does not exist", s.account),
+                ));
+            }
+        }
         if let Some(p) = &self.postmaster {
             if !self.account.contains_key(&p.account) {
                 return Err(self.err(
@@ -1995,6 +2015,11 @@ quota_message_size = 0
 localpart = "tls-reports"
 account = "mjl"
 mailbox = "TLSRPT"
+
+# `rmox sendmail` (the sendmail interface of cron, PHP's mail(), git send-email) submits
+# through the running server as this account, without a password.
+[sendmail]
+account = "mjl"
 
 # Mail to postmaster (without domain, or at any of our domains).
 [postmaster]

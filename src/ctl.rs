@@ -72,6 +72,17 @@ pub enum Request {
         /// The message logins are refused with; `None` allows them.
         disabled: Option<String>,
     },
+    /// Submit a message as the `[sendmail]` account (`rmox sendmail`); running server only.
+    Sendmail {
+        /// The envelope sender (`-f`), an address of the account.
+        mail_from: Option<String>,
+        /// The sender's name for a From field rmox adds (`-F`).
+        from_name: Option<String>,
+        /// The recipients.
+        recipients: Vec<String>,
+        /// The message, CRLF lines, standard base64.
+        message: String,
+    },
     /// Write an account's messages out (`rmox export`).
     Export {
         /// mbox or maildir.
@@ -138,6 +149,11 @@ pub struct Live {
     pub reload: Box<dyn Fn() -> Result<Vec<String>, Fail> + Send + Sync>,
     /// The configuration now.
     pub config: Box<dyn Fn() -> Arc<Config> + Send + Sync>,
+    /// Submits as the `[sendmail]` account (`World::sendmail`).
+    #[allow(clippy::type_complexity)]
+    pub sendmail: Box<
+        dyn Fn(Option<&str>, Option<&str>, &[String], &[u8]) -> Result<String, Fail> + Send + Sync,
+    >,
 }
 
 /// Runs `request` on `store` with configuration `c`: for a running server (`live`), or for
@@ -209,6 +225,30 @@ pub fn execute(
         } => Ok(Answer::lines(vec![crate::admin::export_store(
             store, format, &account, &dest,
         )?])),
+        Request::Sendmail {
+            mail_from,
+            from_name,
+            recipients,
+            message,
+        } => {
+            let Some(l) = live else {
+                return Err(Fail(format!(
+                    "rmox is not running for {}: sendmail submits through the running server",
+                    c.data_dir().display()
+                )));
+            };
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(message.as_bytes())
+                .map_err(|e| Fail(format!("sendmail request: message: {e}")))?;
+            let line = (l.sendmail)(
+                mail_from.as_deref(),
+                from_name.as_deref(),
+                &recipients,
+                &bytes,
+            )?;
+            Ok(Answer::lines(vec![line]))
+        }
         Request::Reload => match live {
             None => Err(Fail(format!(
                 "no server is running for {} (nothing to reload)",

@@ -27,6 +27,7 @@ pub mod reports;
 pub mod resolve;
 pub mod rt;
 pub mod sdnotify;
+pub mod sendmail;
 pub mod serve;
 pub mod spool;
 #[cfg(test)]

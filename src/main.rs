@@ -42,6 +42,14 @@ enum Cmd {
         #[arg(long, default_value = "rmox")]
         dir: PathBuf,
     },
+    /// The sendmail interface (cron, PHP's mail(), git send-email): the message on stdin,
+    /// submitted through the running server as the `[sendmail]` account. Options as
+    /// sendmail's: -t, -i/-oi, -f ADDR, -F NAME, --config FILE (or RMOX_CONFIG).
+    Sendmail {
+        /// Options and recipients.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the server.
     Serve {
         /// Configuration file.
@@ -540,9 +548,23 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    // Invoked as `sendmail` (a link, /usr/sbin/sendmail for cron and mail(1)): the
+    // sendmail interface, whose options are not rmox's.
+    let mut argv = std::env::args();
+    let invoked = argv.next().unwrap_or_default();
+    if std::path::Path::new(&invoked)
+        .file_name()
+        .is_some_and(|n| n == "sendmail")
+    {
+        return rmox::sendmail::run(&argv.collect::<Vec<_>>());
+    }
     let cli = Cli::parse();
     init_logging();
+    if let Cmd::Sendmail { args } = &cli.command {
+        return rmox::sendmail::run(args);
+    }
     let result = match cli.command {
+        Cmd::Sendmail { .. } => Ok(()),
         Cmd::Localserve { dir, ip, runtime } => localserve::run(&dir, ip, runtime),
         Cmd::Serve { config, runtime } => serve::run_config(&config, runtime),
         Cmd::Quickstart {

@@ -458,6 +458,13 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
                     Some(world) => world.config(),
                     None => Arc::clone(&first),
                 }),
+                sendmail: {
+                    let w = Arc::downgrade(&world);
+                    Box::new(move |from, name, rcpts, msg| match w.upgrade() {
+                        Some(world) => world.sendmail(from, name, rcpts, msg),
+                        None => Err(Fail("the server is stopping".into())),
+                    })
+                },
             },
         )?
     };

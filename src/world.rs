@@ -899,6 +899,138 @@ impl World {
         Ok(())
     }
 
+    /// `rmox sendmail`: submits `message` (CRLF lines) for `recipients` as the configured
+    /// `[sendmail]` account, as a submission would be stored (the sender checks, the
+    /// account's sending limits, DKIM signing, the queue): durable when it returns `Ok`.
+    /// Without a From field one is added (the account's address, with `from_name`); Date
+    /// and Message-Id are added when missing, as for submissions. `mail_from` (`-f`) must
+    /// be an address of the account; by default it is the From address.
+    pub fn sendmail(
+        &self,
+        mail_from: Option<&str>,
+        from_name: Option<&str>,
+        recipients: &[String],
+        message: &[u8],
+    ) -> Result<String, crate::Fail> {
+        use crate::Fail;
+        use rmox_core::message;
+        let config = self.config();
+        let Some(account) = config.sendmail.as_ref().map(|s| s.account.clone()) else {
+            return Err(Fail(format!(
+                "{}: no [sendmail] account configured: rmox sendmail submits as that account",
+                config.path.display()
+            )));
+        };
+        if recipients.is_empty() {
+            return Err(Fail("no recipients (give them as arguments, or -t)".into()));
+        }
+        let owns = |addr: &str| {
+            addr.rsplit_once('@')
+                .is_some_and(|(lp, d)| config.account_owns(&account, lp, &d.to_ascii_lowercase()))
+        };
+        let body_at = message::body_offset(message).unwrap_or(message.len());
+        let header = message.get(..body_at).unwrap_or_default();
+        let mut prefix = String::new();
+        let froms = message::from_addresses(header);
+        let from = match froms.as_slice() {
+            [] => {
+                // ACCOUNT@DOMAIN when it is one of its addresses, else its first address.
+                let Some(addr) = config.account.get(&account).and_then(|a| {
+                    let own = format!("{account}@{}", a.domain);
+                    if a.destinations.contains_key(&own) {
+                        Some(own)
+                    } else {
+                        a.destinations.keys().find(|d| !d.starts_with('@')).cloned()
+                    }
+                }) else {
+                    return Err(Fail(format!(
+                        "account {account} has no address to send from"
+                    )));
+                };
+                match from_name {
+                    Some(n) => prefix.push_str(&format!(
+                        "From: \"{}\" <{addr}>\r\n",
+                        n.replace(['"', '\\', '\r', '\n'], "")
+                    )),
+                    None => prefix.push_str(&format!("From: <{addr}>\r\n")),
+                }
+                addr
+            }
+            [one] => one.clone(),
+            _ => return Err(Fail("message must have exactly one From address".into())),
+        };
+        if !owns(&from) {
+            return Err(Fail(format!(
+                "From address {from} is not an address of account {account}"
+            )));
+        }
+        let mail_from = mail_from.unwrap_or(&from).to_string();
+        if !owns(&mail_from) {
+            return Err(Fail(format!(
+                "sender (-f) {mail_from} is not an address of account {account}"
+            )));
+        }
+        let now = rmox_driver::now().wall;
+        let id = {
+            use ring::rand::SecureRandom;
+            let mut b = [0u8; 8];
+            let _ = ring::rand::SystemRandom::new().fill(&mut b);
+            u64::from_be_bytes(b)
+        };
+        if !message::has_field(header, "Message-Id") {
+            prefix.push_str(&format!(
+                "Message-Id: <{id:016x}.sendmail@{}>\r\n",
+                config.hostname
+            ));
+        }
+        if !message::has_field(header, "Date") {
+            prefix.push_str(&format!("Date: {}\r\n", now.rfc5322()));
+        }
+        let mut rcpts = Vec::with_capacity(recipients.len());
+        for r in recipients {
+            let p = ForwardPath::parse(&format!("<{}>", r.trim()))
+                .map_err(|e| Fail(format!("recipient {r:?}: {e}")))?;
+            rcpts.push((p, rmox_core::smtp::RcptParams::default()));
+        }
+        let reverse = ReversePath::parse(&format!("<{mail_from}>"))
+            .map_err(|e| Fail(format!("sender {mail_from:?}: {e}")))?;
+        let mut data = format!(
+            "Received: from localhost (rmox sendmail)\r\n\tby {} with local id {id:016x};\r\n\t{}\r\n",
+            config.hostname,
+            now.rfc5322()
+        )
+        .into_bytes();
+        data.extend_from_slice(prefix.as_bytes());
+        data.extend_from_slice(message);
+        let smtputf8 = !mail_from.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
+        let t = Transaction {
+            cid: 0,
+            remote_ip: IpAddr::from([127, 0, 0, 1]),
+            ehlo: "localhost".into(),
+            tls: None,
+            account: Some(account.clone()),
+            mail_from: reverse,
+            params: rmox_core::smtp::MailParams {
+                smtputf8,
+                ..Default::default()
+            },
+            recipients: rcpts,
+            message: rmox_core::server::MessageData::memory(data),
+            requiretls: None,
+            hold_until: None,
+            from_header: Some(from),
+            received: now,
+            auth: None,
+        };
+        self.submit(&account, &t)
+            .map_err(|r| Fail(format!("{} {}", r.code, r.lines.join("; "))))?;
+        tracing::info!(account = %account, recipients = recipients.len(), size = t.message.len(), "sendmail: message queued");
+        Ok(format!(
+            "queued for {} recipient(s) as {account}",
+            recipients.len()
+        ))
+    }
+
     /// localserve: everything lands in the one account, except special local parts.
     /// Submitted messages go through the queue, whose localserve delivery puts them back
     /// into the sender's account (local parts starting with `queue` fail there, with DSNs).
