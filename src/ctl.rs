@@ -83,6 +83,17 @@ pub enum Request {
         /// The message, CRLF lines, standard base64.
         message: String,
     },
+    /// Import an mbox or maildir into an account's mailbox (`rmox import`).
+    Import {
+        /// mbox or maildir.
+        format: crate::import::Format,
+        /// The account.
+        account: String,
+        /// The mailbox.
+        mailbox: String,
+        /// The mbox file or maildir, absolute.
+        path: PathBuf,
+    },
     /// Write an account's messages out (`rmox export`).
     Export {
         /// mbox or maildir.
@@ -225,6 +236,39 @@ pub fn execute(
         } => Ok(Answer::lines(vec![crate::admin::export_store(
             store, format, &account, &dest,
         )?])),
+        Request::Import {
+            format,
+            account,
+            mailbox,
+            path,
+        } => {
+            // Progress lines on the command's terminal when it runs the import itself; a
+            // running server logs the result.
+            let r =
+                crate::import::import(store, format, &account, &mailbox, &path, live.is_none())?;
+            let line = format!(
+                "imported {} messages into {account}/{mailbox} from {}{}{}",
+                r.messages,
+                path.display(),
+                if r.resumed {
+                    " (went on from where an earlier run stopped)"
+                } else {
+                    ""
+                },
+                if r.skipped > 0 {
+                    format!("; {} skipped (unreadable or over 100 MiB)", r.skipped)
+                } else {
+                    String::new()
+                }
+            );
+            if live.is_some() {
+                tracing::info!("{line}");
+            }
+            Ok(Answer {
+                lines: vec![line],
+                json: serde_json::to_value(&r).unwrap_or_default(),
+            })
+        }
         Request::Sendmail {
             mail_from,
             from_name,
@@ -394,7 +438,8 @@ pub fn request(data_dir: &Path, request: &Request) -> Option<Result<Answer, Fail
 
 fn exchange(s: &mut UnixStream, request: &Request) -> Result<Answer, Fail> {
     let io = |e: std::io::Error| Fail(format!("admin socket: {e}"));
-    let _ = s.set_read_timeout(Some(Duration::from_secs(600)));
+    // Long enough for an import of a large mailbox.
+    let _ = s.set_read_timeout(Some(Duration::from_secs(6 * 3600)));
     let line = serde_json::to_string(&RequestLine {
         v: VERSION,
         request: request.clone(),

@@ -87,6 +87,22 @@ enum Cmd {
         #[arg(long, default_value = "rmox.toml")]
         config: PathBuf,
     },
+    /// Import an mbox file or a maildir into an account's mailbox (resumable).
+    Import {
+        /// Format.
+        #[arg(value_enum)]
+        format: rmox::import::Format,
+        /// Account name.
+        account: String,
+        /// The mbox file or maildir.
+        path: PathBuf,
+        /// The mailbox to import into.
+        #[arg(long, default_value = "Inbox")]
+        mailbox: String,
+        /// Configuration file.
+        #[arg(long, default_value = "rmox.toml")]
+        config: PathBuf,
+    },
     /// Consistent copy of the data directory into DIR.
     Backup {
         /// Destination directory (must not exist).
@@ -634,6 +650,26 @@ fn main() -> ExitCode {
             config,
         } => admin::export(&config, format, &account, &dest),
         Cmd::Backup { dir, config } => admin::backup(&config, &dir),
+        Cmd::Import {
+            format,
+            account,
+            path,
+            mailbox,
+            config,
+        } => std::path::absolute(&path)
+            .map_err(|e| Fail(format!("{}: {e}", path.display())))
+            .and_then(|path| {
+                rmox::ctl::run(
+                    &config,
+                    rmox::ctl::Request::Import {
+                        format,
+                        account,
+                        mailbox,
+                        path,
+                    },
+                    false,
+                )
+            }),
         Cmd::Verifydata { datadir } => admin::verifydata(&datadir),
         Cmd::Spf {
             cmd:
