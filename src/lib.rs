@@ -19,6 +19,7 @@ mod checks_tests;
 pub mod config;
 pub mod creds;
 pub mod ctl;
+pub mod dnscheck;
 pub mod import;
 pub mod localserve;
 pub mod metrics;

@@ -116,6 +116,11 @@ enum Cmd {
         /// The data directory.
         datadir: PathBuf,
     },
+    /// DNS: check what is published for a domain against the configuration.
+    Dns {
+        #[command(subcommand)]
+        cmd: DnsCmd,
+    },
     /// SPF: evaluate or look up records.
     Spf {
         #[command(subcommand)]
@@ -331,6 +336,22 @@ fn queue_op(cmd: QueueCmd) -> queue::cli::Op {
             SuppressionCmd::Remove { account, address } => Op::SuppressionRemove(account, address),
         },
     }
+}
+
+#[derive(Subcommand, Debug)]
+enum DnsCmd {
+    /// MX, addresses, PTR, SPF, DKIM, DMARC, MTA-STS, TLSRPT and TLSA of DOMAIN against the
+    /// configuration: one line per record, OK/WARN/ERROR; exit 1 on an ERROR.
+    Check {
+        /// The domain (one of the configuration's).
+        domain: String,
+        /// Configuration file.
+        #[arg(long, default_value = "rmox.toml")]
+        config: PathBuf,
+        /// DNS server ip:port or zonefile:PATH (default: the configuration's resolver).
+        #[arg(long)]
+        resolver: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -671,6 +692,14 @@ fn main() -> ExitCode {
                 )
             }),
         Cmd::Verifydata { datadir } => admin::verifydata(&datadir),
+        Cmd::Dns {
+            cmd:
+                DnsCmd::Check {
+                    domain,
+                    config,
+                    resolver,
+                },
+        } => rmox::dnscheck::run(&config, &domain, &resolver),
         Cmd::Spf {
             cmd:
                 SpfCmd::Check {
