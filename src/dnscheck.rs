@@ -151,7 +151,7 @@ pub fn check(c: &Config, domain: &str, d: &Dns) -> Vec<Finding> {
                 _ => None,
             })
             .collect();
-        if ptrs.iter().any(|p| *p == host) {
+        if ptrs.contains(&host) {
             say("OK", format!("PTR {ip}"), host.clone());
         } else {
             say(
