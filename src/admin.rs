@@ -156,6 +156,34 @@ pub fn account_disable(config: &Path, name: &str, message: Option<String>) -> Re
     )
 }
 
+/// `rmox account quota NAME BYTES`: `quota_message_size` in the configuration file, then
+/// the running server reloads it.
+pub fn account_quota(config: &Path, name: &str, bytes: u64) -> Result<(), Fail> {
+    let current = Config::load(config)?;
+    if !current.account.contains_key(name) {
+        return Err(Fail(format!(
+            "{}: account.{name}: no such account",
+            config.display()
+        )));
+    }
+    let c = edit_config(config, |doc| {
+        let t = doc["account"][name]
+            .as_table_like_mut()
+            .ok_or_else(|| Fail(format!("{}: account.{name}: not a table", config.display())))?;
+        t.insert(
+            "quota_message_size",
+            toml_edit::value(i64::try_from(bytes).unwrap_or(i64::MAX)),
+        );
+        Ok(())
+    })?;
+    if bytes == 0 {
+        println!("no quota for {name}");
+    } else {
+        println!("quota of {name}: {bytes} octets");
+    }
+    crate::ctl::reload_if_running(&c).map(|_| ())
+}
+
 /// `rmox domain add DOMAIN`.
 pub fn domain_add(config: &Path, domain: &str) -> Result<(), Fail> {
     let d = rmox_core::smtp::Domain::parse(domain)

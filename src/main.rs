@@ -544,6 +544,17 @@ enum AccountCmd {
         #[arg(long, default_value = "rmox.toml")]
         config: PathBuf,
     },
+    /// Set an account's quota: total size of its stored messages in octets (0: none);
+    /// edits the configuration file, then a running server reloads it.
+    Quota {
+        /// Account name.
+        name: String,
+        /// Octets; 0 for no quota.
+        bytes: u64,
+        /// Configuration file.
+        #[arg(long, default_value = "rmox.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -654,6 +665,11 @@ fn main() -> ExitCode {
                 config,
             } => admin::account_disable(&config, &name, Some(message)),
             AccountCmd::Enable { name, config } => admin::account_disable(&config, &name, None),
+            AccountCmd::Quota {
+                name,
+                bytes,
+                config,
+            } => admin::account_quota(&config, &name, bytes),
         },
         Cmd::Domain { cmd } => match cmd {
             DomainCmd::Add { domain, config } => admin::domain_add(&config, &domain),

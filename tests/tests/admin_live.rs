@@ -238,6 +238,16 @@ fn admin_commands_work_while_serving(rt: &str) {
     let text = std::fs::read_to_string(&mbox).unwrap();
     assert!(text.contains("Action: failed"), "{text}");
 
+    // A quota set while serving applies at once; removed again, mail arrives.
+    let out = rmox(&["account", "quota", "mjl", "1", "--config", cfg], None);
+    assert!(ok(&out, "quota").contains("server: configuration reloaded"));
+    let (code, _) = deliver(ip, "mjl@mox.example", "over-quota");
+    assert_ne!(code, 0, "accepted over the quota");
+    let out = rmox(&["account", "quota", "mjl", "0", "--config", cfg], None);
+    ok(&out, "quota 0");
+    let (code, text) = deliver(ip, "mjl@mox.example", "under-quota");
+    assert_eq!(code, 0, "{text}");
+
     // The same commands on the stopped server's data directory, same JSON shape.
     srv.stop_clean();
     assert!(queue_json(cfg).is_empty());
