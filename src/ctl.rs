@@ -31,8 +31,18 @@ use crate::Fail;
 /// The version of the admin protocol.
 pub const VERSION: u32 = 1;
 
-/// Longest line read from the socket (a request; a reply is read without a limit).
-const MAX_REQUEST: u64 = 1 << 20;
+/// Longest request line besides a message it carries (`sendmail`: base64, so 4/3 of the
+/// message): a request may be `limits.max_message_size` * 4/3 plus this.
+const MAX_REQUEST_OVERHEAD: u64 = 1 << 20;
+
+/// Longest request line read for configuration `c` (a reply is read without a limit).
+fn max_request(c: &Config) -> u64 {
+    c.limits
+        .max_message_size
+        .saturating_mul(4)
+        .div_ceil(3)
+        .saturating_add(MAX_REQUEST_OVERHEAD)
+}
 
 /// An administration request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -377,7 +387,8 @@ pub fn start(store: Arc<Store>, live: Live) -> Result<Control, Fail> {
                 }
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut line = String::new();
-                let mut r = BufReader::new(std::io::Read::take(&conn, MAX_REQUEST));
+                let limit = max_request(&(live.config)());
+                let mut r = BufReader::new(std::io::Read::take(&conn, limit));
                 if r.read_line(&mut line).is_err() {
                     continue;
                 }

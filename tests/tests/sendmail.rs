@@ -181,6 +181,17 @@ account = "mjl"
         assert_eq!(entry.1, "mjl@mox.example");
     }
 
+    // A 3 MB message (the admin socket once took 1 MiB requests at most).
+    let big = format!(
+        "Subject: big-{rt}\n\n{}",
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n".repeat(48_000)
+    );
+    let (code, err) = run(&link, &["big@example.net"], &big, &cfg);
+    assert_eq!(code, 0, "{err}");
+    let q = queued(&cfg);
+    let e = q.iter().find(|(r, _, _)| r == "big@example.net").unwrap();
+    assert!(e.2.len() > 3_000_000, "{}", e.2.len());
+
     // A sender that is not the account's: refused, nothing queued.
     let before = queued(&cfg).len();
     let (code, err) = run(
