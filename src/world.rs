@@ -13,7 +13,8 @@ use rmox_core::ratelimit::{ConnectionLimits, DeliveryLimiter, Network};
 use rmox_core::sasl::CredentialKind;
 use rmox_core::server::{
     partial_failure_dsn, should_send_dsn, Completion, CredentialsAnswer, DsnFacts, Effect, Event,
-    PasswordCheck, RecipientFailure, SenderSource, StoreOutcome, Transaction, Verdict,
+    PasswordCheck, RecipientFailure, SenderSource, StoreOutcome, Transaction, TransactionLog,
+    Verdict,
 };
 use rmox_core::smtp::{Address, Enhanced, ForwardPath, Host, Reply, ReversePath};
 use rmox_core::UnixTime;
@@ -1248,8 +1249,11 @@ impl rmox_driver::Answerer for World {
                 tracing::debug!(cid, why = %why, "closing");
                 self.ended(cid);
             }
-            Event::Accepted { size, recipients } => {
-                tracing::info!(cid, size, recipients, "message accepted");
+            Event::Transaction(t) => {
+                let ip = self.counters().cids.get(&cid).map(|i| i.ip);
+                log_transaction(cid, ip, t);
+            }
+            Event::Accepted { size, .. } => {
                 // Deliveries into the server (not submissions) count toward its limits.
                 let now = wall_now();
                 let mut c = self.counters();
@@ -1277,7 +1281,7 @@ impl rmox_driver::Answerer for World {
                 reason,
             } => {
                 m.recipient_failed();
-                tracing::info!(cid, recipient = %recipient, code, enhanced = %enhanced, reason = %reason, "delivery to recipient failed");
+                tracing::debug!(cid, recipient = %recipient, code, enhanced = %enhanced, reason = %reason, "delivery to recipient failed");
             }
             Event::Authenticated { account, mechanism } => {
                 m.auth(mechanism, true);
@@ -1300,6 +1304,33 @@ impl rmox_driver::Answerer for World {
             c.conn.closed(wall_now(), i.ip);
         }
     }
+}
+
+/// The one log line of a transaction: connection id, client, verdict and reason, sender,
+/// recipients (accepted, and refused at RCPT with their codes), size and authentication.
+fn log_transaction(cid: u64, ip: Option<IpAddr>, t: &TransactionLog) {
+    let ip = ip.map_or_else(|| "-".to_string(), |i| i.to_string());
+    let mut rcpts = t.recipient_names.join(",");
+    if t.recipients > t.recipient_names.len() {
+        rcpts.push_str(&format!(",+{}", t.recipients - t.recipient_names.len()));
+    }
+    let mut refused: Vec<String> = t.refused.iter().map(|(a, c)| format!("{a}={c}")).collect();
+    if t.refused_count > t.refused.len() {
+        refused.push(format!("+{}", t.refused_count - t.refused.len()));
+    }
+    let size = t.size.map_or_else(|| "-".to_string(), |s| s.to_string());
+    tracing::info!(
+        cid,
+        ip = %ip,
+        verdict = %t.verdict.as_str(),
+        reason = %t.reason,
+        from = %t.mail_from,
+        rcpts = %rcpts,
+        refused = %refused.join(","),
+        size = %size,
+        auth = %t.auth.as_deref().unwrap_or("-"),
+        "transaction"
+    );
 }
 
 #[cfg(test)]

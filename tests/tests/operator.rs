@@ -255,7 +255,64 @@ fn mail_parser_panic_input_is_answered(rt: &str) {
     srv.stop_clean();
 }
 
+/// Issue 16: a transaction's outcome was spread over "message accepted", "refused" and
+/// per-recipient lines (and an abandoned one left no line). Each transaction now ends with
+/// exactly one `transaction` line: connection id, client IP, verdict, reason, sender,
+/// recipients and the ones refused.
+fn transactions_are_logged_one_line_each(rt: &str) {
+    let dir = TempDir::new(&format!("txnlog-{rt}"));
+    let ip = unique_ip();
+    write_config(&dir, ip, "data", "");
+    let mut srv = Server::serve(rt, dir, ip, SMTP);
+    let mut c = srv.connect(SMTP);
+    c.expect(220);
+    c.expect_cmd("EHLO client.example", 250);
+    c.expect_cmd("MAIL FROM:<remote@example.org>", 250);
+    c.expect_cmd("RCPT TO:<mjl@mox.example>", 250);
+    c.expect_cmd("RCPT TO:<x@elsewhere.example>", 550);
+    c.expect_cmd("DATA", 354);
+    c.send(b"Subject: hi\r\n\r\nhello\r\n.\r\n");
+    match c.reply() {
+        ReplyOrClose::Reply(code, text) => assert_eq!(code, 250, "{text}"),
+        ReplyOrClose::Closed => panic!("closed after DATA:\n{}", srv.stderr()),
+    }
+    c.expect_cmd("MAIL FROM:<second@example.org>", 250);
+    c.expect_cmd("RCPT TO:<mjl@mox.example>", 250);
+    c.expect_cmd("RSET", 250);
+    c.shutdown();
+    srv.stop_clean();
+    let log = srv.stderr();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(" transaction")).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    for (l, want) in lines.iter().zip([
+        &[
+            "INFO",
+            "cid=",
+            "ip=127.0.0.1",
+            "verdict=accepted",
+            "reason=stored",
+            "from=<remote@example.org>",
+            "rcpts=<mjl@mox.example>",
+            "refused=<x@elsewhere.example>=550",
+            "auth=",
+        ][..],
+        &[
+            "INFO",
+            "verdict=abandoned",
+            "reason=RSET",
+            "from=<second@example.org>",
+            "size=-",
+        ][..],
+    ]) {
+        for w in want {
+            assert!(l.contains(w), "{w:?} not in {l}\n{log}");
+        }
+    }
+    assert!(!log.contains("message accepted"), "{log}");
+}
+
 rmox_tests::on_every_runtime!(
+    transactions_are_logged_one_line_each,
     second_server_on_same_address_fails,
     mail_parser_panic_input_is_answered,
     unanswered_checks_get_451,

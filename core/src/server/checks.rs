@@ -474,8 +474,40 @@ pub(crate) fn dmarc_check(from_domain: &str, v: &Verdicts, sample: u8) -> AnyChe
     ))))
 }
 
+/// The results in one short line for logs: `iprev=pass dkim=pass spf=pass dmarc=pass`.
+pub(crate) fn auth_summary(ip: IpAddr, v: &Verdicts) -> String {
+    let parts = auth_parts(ip, v);
+    if parts.is_empty() {
+        return "none".to_string();
+    }
+    let words: Vec<&str> = parts
+        .iter()
+        .map(|p| p.split_whitespace().next().unwrap_or(p))
+        .collect();
+    words.join(" ")
+}
+
 /// The Authentication-Results header (RFC 8601) and Received-SPF, CRLF-terminated.
 pub(crate) fn auth_headers(hostname: &str, ip: IpAddr, v: &Verdicts) -> String {
+    let parts = auth_parts(ip, v);
+    let mut h = format!("Authentication-Results: {hostname}");
+    if parts.is_empty() {
+        h.push_str("; none");
+    }
+    for p in parts {
+        h.push_str(";\r\n\t");
+        h.push_str(&p);
+    }
+    h.push_str("\r\n");
+    if let (Some(s), Some(a)) = (&v.spf, &v.spf_args) {
+        h.push_str(&crate::spf::received_spf_header(s, a));
+        h.push_str("\r\n");
+    }
+    h
+}
+
+/// The method results of Authentication-Results, one string each.
+fn auth_parts(ip: IpAddr, v: &Verdicts) -> Vec<String> {
     let mut parts: Vec<String> = Vec::new();
     if let Some(i) = &v.iprev {
         let s = match i {
@@ -505,18 +537,5 @@ pub(crate) fn auth_headers(hostname: &str, ip: IpAddr, v: &Verdicts) -> String {
     if let (Some(d), Some(f)) = (&v.dmarc, &v.from_domain) {
         parts.push(d.auth_results(f));
     }
-    let mut h = format!("Authentication-Results: {hostname}");
-    if parts.is_empty() {
-        h.push_str("; none");
-    }
-    for p in parts {
-        h.push_str(";\r\n\t");
-        h.push_str(&p);
-    }
-    h.push_str("\r\n");
-    if let (Some(s), Some(a)) = (&v.spf, &v.spf_args) {
-        h.push_str(&crate::spf::received_spf_header(s, a));
-        h.push_str("\r\n");
-    }
-    h
+    parts
 }

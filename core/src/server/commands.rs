@@ -8,7 +8,7 @@ use crate::tls::TlsLayer;
 
 use super::checks::{self, CheckSet, Verdicts};
 use super::state::{AfterChecks, Hello, Pending, Stage, State, Txn};
-use super::{Effect, Event, SenderSource, ServerSession};
+use super::{Effect, Event, SenderSource, ServerSession, TxnVerdict};
 
 /// `503 5.5.1`: a command out of sequence.
 pub(super) fn seq_error(msg: &str) -> Reply {
@@ -76,6 +76,9 @@ impl ServerSession {
             Command::Data => self.cmd_data(stage),
             Command::Bdat { size, last } => self.cmd_bdat(now, stage, size, last),
             Command::Rset => {
+                if stage.has_txn() {
+                    self.txn_end(TxnVerdict::Abandoned, "RSET");
+                }
                 self.reply(Reply::new(250, Some(Enhanced::new(2, 0, 0)), "all clear"));
                 State::Command(stage.without_txn())
             }
@@ -121,7 +124,10 @@ impl ServerSession {
 
     /// EHLO/HELO: whatever the stage was (a transaction included) is replaced by the new
     /// hello facts.
-    fn cmd_hello(&mut self, now: Now, _old: Stage, host: Host, ehlo: bool) -> State {
+    fn cmd_hello(&mut self, now: Now, old: Stage, host: Host, ehlo: bool) -> State {
+        if old.has_txn() {
+            self.txn_end(TxnVerdict::Abandoned, "new EHLO/HELO");
+        }
         let hello = Hello { host, esmtp: ehlo };
         if !ehlo {
             let r = Reply::new(250, None, self.config.hostname.clone());
@@ -215,6 +221,9 @@ impl ServerSession {
                 return (self.reply_error(r, stage), None);
             }
         };
+        if stage.has_txn() {
+            self.txn_end(TxnVerdict::Abandoned, "STARTTLS");
+        }
         self.reply(Reply::new(220, Some(Enhanced::new(2, 0, 0)), "go!"));
         drop(stage);
         (State::Command(Stage::ExpectHello), Some(layer))
@@ -400,6 +409,9 @@ impl ServerSession {
             return State::Command(Stage::InTransaction(hello, txn));
         }
         if let Some(r) = self.rcpt_refusal(&txn, &path) {
+            if let Some(l) = &mut self.txn_log {
+                l.recipient_refused(&path, r.code);
+            }
             return self.reply_error(r, Stage::InTransaction(hello, txn));
         }
         let effect = Effect::CheckRecipient {

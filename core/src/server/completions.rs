@@ -11,7 +11,7 @@ use super::outcome::{is_unknown_recipients_only, transaction_failed_reply};
 use super::state::{AfterChecks, Delayed, Hello, Pending, Spooled, Stage, State};
 use super::{
     Completion, CredentialsAnswer, Event, PasswordCheck, RecipientFailure, ServerSession,
-    SessionError, SpoolAnswer, StoreOutcome, Timer, Verdict,
+    SessionError, SpoolAnswer, StoreOutcome, Timer, TransactionLog, TxnVerdict, Verdict,
 };
 
 impl ServerSession {
@@ -72,6 +72,7 @@ impl ServerSession {
             },
             (Pending::Sender { hello, txn }, Completion::Verdict(v)) => match v {
                 Verdict::Accept => {
+                    self.txn_log = Some(TransactionLog::new(&txn.mail_from));
                     self.reply(Reply::new(
                         250,
                         Some(Enhanced::new(2, 1, 0)),
@@ -91,6 +92,9 @@ impl ServerSession {
                 Completion::Verdict(v),
             ) => match v {
                 Verdict::Accept => {
+                    if let Some(l) = &mut self.txn_log {
+                        l.recipient_accepted(&path);
+                    }
                     txn.recipients.push((path, params));
                     self.reply(Reply::new(
                         250,
@@ -99,7 +103,12 @@ impl ServerSession {
                     ));
                     State::Command(Stage::InTransaction(hello, txn))
                 }
-                Verdict::Reject(r) => self.reply_error(r, Stage::InTransaction(hello, txn)),
+                Verdict::Reject(r) => {
+                    if let Some(l) = &mut self.txn_log {
+                        l.recipient_refused(&path, r.code);
+                    }
+                    self.reply_error(r, Stage::InTransaction(hello, txn))
+                }
             },
             (Pending::FromHeader { hello, txn }, Completion::Verdict(v)) => match v {
                 Verdict::Accept => self.store(now, hello, txn),
@@ -235,7 +244,14 @@ impl ServerSession {
                 after: AfterChecks::Mail { hello, .. } | AfterChecks::Data { hello, .. },
                 ..
             } => Stage::ExpectMail(hello),
-            Pending::Recipient { hello, txn, .. } => Stage::InTransaction(hello, txn),
+            Pending::Recipient {
+                hello, txn, path, ..
+            } => {
+                if let Some(l) = &mut self.txn_log {
+                    l.recipient_refused(&path, 451);
+                }
+                Stage::InTransaction(hello, txn)
+            }
             Pending::Connection | Pending::Password { .. } | Pending::Credentials { .. } => {
                 self.reply(Reply::new(
                     421,
@@ -245,6 +261,9 @@ impl ServerSession {
                 return self.finish("effect timed out");
             }
         };
+        if !stage.has_txn() {
+            self.txn_end(TxnVerdict::Refused(451), "internal timeout");
+        }
         self.reply(Reply::new(
             451,
             Some(Enhanced::new(4, 3, 0)),
@@ -264,12 +283,24 @@ impl ServerSession {
         let next = Stage::ExpectMail(hello);
         match outcome {
             StoreOutcome::Delivered => {
+                self.txn_end(TxnVerdict::Accepted, "stored");
                 self.accepted(Spooled::from_store_completion(), size, recipients);
                 State::Command(next)
             }
             StoreOutcome::Partial { failed } => {
                 self.recipients_failed(&failed);
                 let delivered = recipients.saturating_sub(failed.len());
+                let reason = match failed.first() {
+                    Some(f) => format!(
+                        "stored for {delivered} of {recipients} recipients; {} failed, first {} {}: {}",
+                        failed.len(),
+                        f.code,
+                        f.recipient,
+                        f.reason
+                    ),
+                    None => "stored".to_string(),
+                };
+                self.txn_end(TxnVerdict::Partial, reason);
                 self.accepted(Spooled::from_store_completion(), size, delivered);
                 State::Command(next)
             }

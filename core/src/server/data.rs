@@ -419,6 +419,13 @@ impl ServerSession {
     /// Asks for the transaction to be made durable.
     pub(super) fn store(&mut self, now: Now, hello: Hello, t: Box<Transaction>) -> State {
         let (size, recipients) = (t.message.len(), t.recipients.len());
+        if let Some(l) = &mut self.txn_log {
+            l.size = Some(size);
+            l.auth = t
+                .auth
+                .as_deref()
+                .map(|v| checks::auth_summary(self.peer.ip, v));
+        }
         let pending = Pending::Store {
             hello,
             size,

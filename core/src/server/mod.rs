@@ -430,6 +430,94 @@ pub enum Event {
     SpoolEnded(SpoolId),
     /// The session ends.
     Closing(String),
+    /// A mail transaction ended (stored, refused, reset or abandoned): one log line per
+    /// transaction, with its verdict and the reason.
+    Transaction(Box<TransactionLog>),
+}
+
+/// Recipient addresses a [`TransactionLog`] lists by name (the counts are always whole).
+pub const LOGGED_RECIPIENTS: usize = 20;
+
+/// How a transaction ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnVerdict {
+    /// Stored for every recipient it had (250).
+    Accepted,
+    /// Stored for some recipients; the others failed (250, with DSNs or failure events).
+    Partial,
+    /// Refused after MAIL FROM was accepted (at RCPT, DATA or the store), with this code.
+    Refused(u16),
+    /// Ended without a message: RSET, a new EHLO/HELO, STARTTLS, QUIT or the connection
+    /// closing while the transaction was open.
+    Abandoned,
+}
+
+impl TxnVerdict {
+    /// The verdict's name in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxnVerdict::Accepted => "accepted",
+            TxnVerdict::Partial => "partial",
+            TxnVerdict::Refused(c) if c < 500 => "deferred",
+            TxnVerdict::Refused(_) => "rejected",
+            TxnVerdict::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// One transaction as it ended, for [`Event::Transaction`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionLog {
+    /// MAIL FROM (`<>` for the null path).
+    pub mail_from: String,
+    /// Recipients accepted at RCPT TO (how many).
+    pub recipients: usize,
+    /// The first [`LOGGED_RECIPIENTS`] of them.
+    pub recipient_names: Vec<String>,
+    /// Recipients refused at RCPT TO, with the reply code (the first
+    /// [`LOGGED_RECIPIENTS`]); `refused_count` has them all.
+    pub refused: Vec<(String, u16)>,
+    /// How many recipients were refused at RCPT TO.
+    pub refused_count: usize,
+    /// The message size, once a message was received.
+    pub size: Option<usize>,
+    /// The message authentication results (`iprev=pass dkim=pass spf=pass dmarc=pass`),
+    /// when the incoming checks ran.
+    pub auth: Option<String>,
+    /// How it ended.
+    pub verdict: TxnVerdict,
+    /// Why: the final reply's text, or what ended it.
+    pub reason: String,
+}
+
+impl TransactionLog {
+    pub(crate) fn new(mail_from: &ReversePath) -> TransactionLog {
+        TransactionLog {
+            mail_from: mail_from.to_string(),
+            recipients: 0,
+            recipient_names: Vec::new(),
+            refused: Vec::new(),
+            refused_count: 0,
+            size: None,
+            auth: None,
+            verdict: TxnVerdict::Abandoned,
+            reason: String::new(),
+        }
+    }
+
+    pub(crate) fn recipient_accepted(&mut self, r: &ForwardPath) {
+        self.recipients += 1;
+        if self.recipient_names.len() < LOGGED_RECIPIENTS {
+            self.recipient_names.push(r.to_string());
+        }
+    }
+
+    pub(crate) fn recipient_refused(&mut self, r: &ForwardPath, code: u16) {
+        self.refused_count += 1;
+        if self.refused.len() < LOGGED_RECIPIENTS {
+            self.refused.push((r.to_string(), code));
+        }
+    }
 }
 
 /// Outputs drained with [`ServerSession::poll`].

@@ -12,7 +12,10 @@ use crate::tls::TlsLayer;
 use crate::Token;
 
 use super::state::{Authenticated, Delayed, Pending, Stage, State};
-use super::{Effect, Event, Input, Output, Peer, ServerConfig, SessionError, SpoolId, Timer};
+use super::{
+    Effect, Event, Input, Output, Peer, ServerConfig, SessionError, SpoolId, Timer, TransactionLog,
+    TxnVerdict,
+};
 
 /// Largest amount of decrypted input buffered while the session waits for an effect.
 const MAX_PLAIN_BUFFER: usize = 1 << 20;
@@ -54,6 +57,9 @@ pub struct ServerSession {
     spools: u32,
     /// The latest time given; an earlier one is ignored.
     last_now: Now,
+    /// The open transaction's log record, from MAIL FROM's 250 until it ends
+    /// ([`Event::Transaction`]).
+    pub(super) txn_log: Option<TransactionLog>,
 }
 
 impl std::fmt::Debug for ServerSession {
@@ -105,6 +111,7 @@ impl ServerSession {
             spool: None,
             spools: 0,
             last_now: now,
+            txn_log: None,
         };
         if s.tls.is_some() {
             s.timers
@@ -291,6 +298,9 @@ impl ServerSession {
     /// A failed MAIL/RCPT/DATA or unknown command: counted toward the error limit. Goes on
     /// with `next`, or closes when there were too many.
     pub(super) fn reply_error(&mut self, r: Reply, next: Stage) -> State {
+        if !next.has_txn() {
+            self.txn_end(TxnVerdict::Refused(r.code), r.lines.join("; "));
+        }
         self.reply(r);
         self.errors += 1;
         if self.errors > self.config.max_errors && self.delivered == 0 {
@@ -306,11 +316,21 @@ impl ServerSession {
 
     /// The session ends: the state to enter is [`State::Closed`].
     pub(super) fn finish(&mut self, why: &str) -> State {
+        self.txn_end(TxnVerdict::Abandoned, why);
         self.end_spool();
         self.close_after_flush = true;
         self.timers.clear();
         self.event(Event::Closing(why.to_string()));
         State::Closed
+    }
+
+    /// The open transaction (if one is) ended: its one log line goes out.
+    pub(super) fn txn_end(&mut self, verdict: TxnVerdict, reason: impl Into<String>) {
+        if let Some(mut l) = self.txn_log.take() {
+            l.verdict = verdict;
+            l.reason = reason.into();
+            self.event(Event::Transaction(Box::new(l)));
+        }
     }
 
     /// The spool of the current transaction, made when its first data goes out.

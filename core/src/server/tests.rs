@@ -2369,3 +2369,126 @@ fn early_timeout_does_not_push_back_the_idle_deadline() {
     assert!(h.closed);
     assert_eq!(h.replies(), vec!["421 4.4.2 timeout, closing"]);
 }
+
+/// The transactions' log records, in order.
+fn txn_logs(h: &H) -> Vec<TransactionLog> {
+    h.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Transaction(t) => Some((**t).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 16: each transaction ends with exactly one [`Event::Transaction`] that names its
+/// verdict and reason; a refused recipient is in the same record, not a line of its own.
+#[test]
+fn one_log_record_per_accepted_transaction() {
+    let mut h = greeted(config());
+    h.expect(
+        &format!("EHLO c.example\r\nMAIL FROM:<remote@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nRCPT TO:<unknown@mox.example>\r\nRCPT TO:<other@mox.example>\r\nDATA\r\n{MSG}.\r\n"),
+        &["250 mox.example", "250 2.1.0", "250 2.1.5", "550 5.1.1", "250 2.1.5", "354", "250 2.0.0"],
+    );
+    let logs = txn_logs(&h);
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let t = &logs[0];
+    assert_eq!(t.verdict, TxnVerdict::Accepted);
+    assert_eq!(t.verdict.as_str(), "accepted");
+    assert_eq!(t.reason, "stored");
+    assert_eq!(t.mail_from, "<remote@example.org>");
+    assert_eq!(t.recipients, 2);
+    assert_eq!(
+        t.recipient_names,
+        vec![
+            "<mjl@mox.example>".to_string(),
+            "<other@mox.example>".to_string()
+        ]
+    );
+    assert_eq!(t.refused, vec![("<unknown@mox.example>".to_string(), 550)]);
+    assert_eq!(t.size, Some(h.stored()[0].message.len()));
+    // QUIT after the transaction ended adds no record.
+    h.expect("QUIT\r\n", &["221"]);
+    assert_eq!(txn_logs(&h).len(), 1);
+}
+
+#[test]
+fn abandoned_transactions_are_logged_with_what_ended_them() {
+    let mut h = ehloed(config());
+    h.expect(
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nRSET\r\n",
+        &["250", "250", "250"],
+    );
+    h.expect(
+        "MAIL FROM:<b@example.org>\r\nEHLO again.example\r\n",
+        &["250", "250"],
+    );
+    h.expect("MAIL FROM:<c@example.org>\r\nQUIT\r\n", &["250", "221"]);
+    let logs = txn_logs(&h);
+    let got: Vec<(&str, &str, &str)> = logs
+        .iter()
+        .map(|t| (t.mail_from.as_str(), t.verdict.as_str(), t.reason.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("<a@example.org>", "abandoned", "RSET"),
+            ("<b@example.org>", "abandoned", "new EHLO/HELO"),
+            ("<c@example.org>", "abandoned", "quit"),
+        ]
+    );
+    assert_eq!(logs[0].recipients, 1);
+    assert_eq!(logs[0].size, None);
+}
+
+#[test]
+fn refused_message_is_logged_with_the_reply() {
+    let mut c = config();
+    c.max_message_size = 100;
+    let mut h = ehloed(c);
+    // A refused MAIL FROM opens no transaction: no record.
+    h.expect("MAIL FROM:<a@example.org> SIZE=1001\r\n", &["552 5.3.4"]);
+    assert!(txn_logs(&h).is_empty());
+    h.expect(
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<mjl@mox.example>\r\nDATA\r\n",
+        &["250", "250", "354"],
+    );
+    let body = format!("Subject: x\r\n\r\n{}\r\n.\r\n", "y".repeat(200));
+    h.expect(&body, &["552 5.3.4"]);
+    let logs = txn_logs(&h);
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].verdict, TxnVerdict::Refused(552));
+    assert_eq!(logs[0].verdict.as_str(), "rejected");
+    assert_eq!(logs[0].reason, "message too large");
+}
+
+#[test]
+fn partial_and_failed_stores_are_logged() {
+    let h = three_recipient_transaction(
+        StoreOutcome::Partial {
+            failed: vec![RecipientFailure::unknown_user("nobody@mox.example")],
+        },
+        Duration::from_secs(0),
+    );
+    let logs = txn_logs(&h);
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].verdict, TxnVerdict::Partial);
+    assert!(
+        logs[0]
+            .reason
+            .starts_with("stored for 2 of 3 recipients; 1 failed, first 550 nobody@mox.example"),
+        "{}",
+        logs[0].reason
+    );
+    let h = three_recipient_transaction(
+        StoreOutcome::Failed(vec![
+            RecipientFailure::mailbox_full("mjl@mox.example"),
+            RecipientFailure::mailbox_full("nobody@mox.example"),
+            RecipientFailure::mailbox_full("full@mox.example"),
+        ]),
+        Duration::from_secs(0),
+    );
+    let logs = txn_logs(&h);
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].verdict.as_str(), "deferred");
+}
