@@ -21,7 +21,7 @@ pub enum ExportFormat {
 
 fn open_store(c: &Config) -> Result<Store, Fail> {
     let data = c.data_dir();
-    Store::open(&data).map_err(|e| {
+    Store::open_with_cache(&data, c.storage_cache_bytes()).map_err(|e| {
         Fail(format!(
             "opening data directory {}: {e} (is `rmox serve` running? stop it first)",
             data.display()

@@ -980,6 +980,15 @@ pub struct TransportSetup {
     pub proxy_auth: Option<(String, String)>,
 }
 
+/// Smallest `storage_cache_mb`.
+pub const MIN_STORAGE_CACHE_MB: u64 = 4;
+/// Largest `storage_cache_mb` (64 GiB).
+pub const MAX_STORAGE_CACHE_MB: u64 = 65536;
+
+fn default_storage_cache_mb() -> u64 {
+    (rmox_storage::DEFAULT_CACHE_BYTES >> 20) as u64
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -995,6 +1004,10 @@ pub struct Config {
     /// Whose AD bit is believed (`resolver_trust_ad`).
     #[serde(default)]
     pub resolver_trust_ad: TrustAd,
+    /// MiB of database page cache (redb); memory stays flat beyond it however large the
+    /// data grows. Default [`rmox_storage::DEFAULT_CACHE_BYTES`].
+    #[serde(default = "default_storage_cache_mb")]
+    pub storage_cache_mb: u64,
     /// Listeners.
     #[serde(default)]
     pub listener: Vec<Listener>,
@@ -1106,6 +1119,15 @@ impl Config {
     }
 
     fn validate(&mut self) -> Result<(), ConfigError> {
+        if !(MIN_STORAGE_CACHE_MB..=MAX_STORAGE_CACHE_MB).contains(&self.storage_cache_mb) {
+            return Err(self.err(
+                "storage_cache_mb",
+                format!(
+                    "{}: must be between {MIN_STORAGE_CACHE_MB} and {MAX_STORAGE_CACHE_MB}",
+                    self.storage_cache_mb
+                ),
+            ));
+        }
         if rmox_core::smtp::Domain::parse(&self.hostname).is_err() {
             return Err(self.err(
                 "hostname",
@@ -1575,6 +1597,11 @@ impl Config {
         }
     }
 
+    /// The database page cache in bytes (`storage_cache_mb`).
+    pub fn storage_cache_bytes(&self) -> usize {
+        usize::try_from(self.storage_cache_mb << 20).unwrap_or(usize::MAX)
+    }
+
     /// The data directory, resolved against the config file's directory.
     pub fn data_dir(&self) -> PathBuf {
         if self.data_dir.is_absolute() {
@@ -1939,6 +1966,10 @@ resolver = ["127.0.0.53:53"]
 # a zonefile resolver's answers count as insecure too).
 resolver_trust_ad = "loopback"
 
+# MiB of database page cache (default 64, 4 to 65536). Memory stays flat beyond it however
+# large the accounts and the queue grow; more cache means fewer reads from disk.
+storage_cache_mb = 64
+
 # One [[listener]] per address.
 [[listener]]
 name = "public"
@@ -2272,6 +2303,27 @@ mailbox = "Postmaster"
         let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
         assert_eq!(c.hostname, "mail.example.org");
         assert_eq!(c.listener[0].smtp.as_ref().unwrap().port, 25);
+    }
+
+    /// `storage_cache_mb` is bounded: 0 or a typo'd huge value is refused naming the key.
+    #[test]
+    fn storage_cache_bounds() {
+        let parse = |extra: &str| {
+            Config::parse(
+                &format!("hostname = \"mox.example\"\ndata_dir = \"d\"\n{extra}"),
+                Path::new("rmox.toml"),
+            )
+        };
+        assert_eq!(parse("").unwrap().storage_cache_mb, 64);
+        assert_eq!(
+            parse("storage_cache_mb = 16\n").unwrap().storage_cache_mb,
+            16
+        );
+        for bad in ["0", "3", "65537"] {
+            let e = parse(&format!("storage_cache_mb = {bad}\n")).unwrap_err();
+            assert_eq!(e.key, "storage_cache_mb", "{bad}");
+            assert!(e.problem.contains("must be between 4 and 65536"), "{e}");
+        }
     }
 
     /// `resolver_trust_ad` takes loopback, always or never (default loopback); its effect

@@ -476,7 +476,7 @@ pub fn run(config: &Path, request: Request, json: bool) -> Result<(), Fail> {
         Some(r) => r?,
         None => {
             let data = c.data_dir();
-            let store = Store::open(&data)
+            let store = Store::open_with_cache(&data, c.storage_cache_bytes())
                 .map_err(|e| Fail(format!("opening data directory {}: {e}", data.display())))?;
             execute(&c, &Arc::new(store), request, None)?
         }

@@ -88,13 +88,50 @@ impl Histogram {
     }
 }
 
-/// Every counter of the process.
-pub struct Metrics {
+/// The SMTP counters of one listener (`[[listener]] name`): a connection's are found once,
+/// when it starts, and kept with it.
+pub struct ListenerMetrics {
     /// Connections by kind (0 smtp, 1 submission) and outcome (0 accepted, 1 refused).
     connections: [[AtomicU64; 2]; 2],
     commands: [AtomicU64; VERBS.len()],
     /// Replies by class 2xx..5xx.
     replies: [AtomicU64; 4],
+}
+
+impl ListenerMetrics {
+    fn new() -> ListenerMetrics {
+        ListenerMetrics {
+            connections: [const { [const { AtomicU64::new(0) }; 2] }; 2],
+            commands: [const { AtomicU64::new(0) }; VERBS.len()],
+            replies: [const { AtomicU64::new(0) }; 4],
+        }
+    }
+
+    /// A connection was accepted or refused at its start.
+    pub fn connection(&self, submission: bool, accepted: bool) {
+        inc(self
+            .connections
+            .get(usize::from(submission))
+            .and_then(|k| k.get(usize::from(!accepted))));
+    }
+
+    /// A command was received (its verb).
+    pub fn command(&self, verb: &str) {
+        inc(self.commands.get(index(&VERBS, verb)));
+    }
+
+    /// A reply was sent.
+    pub fn reply(&self, code: u16) {
+        if (200..600).contains(&code) {
+            inc(self.replies.get(usize::from(code / 100 - 2)));
+        }
+    }
+}
+
+/// Every counter of the process.
+pub struct Metrics {
+    /// Per listener, by name (a handful; looked up once per connection).
+    listeners: std::sync::Mutex<Vec<(String, Arc<ListenerMetrics>)>>,
     /// Messages accepted by kind (0 smtp, 1 submission), and their bytes.
     accepted: [AtomicU64; 2],
     accepted_bytes: [AtomicU64; 2],
@@ -108,12 +145,7 @@ pub struct Metrics {
 }
 
 static METRICS: Metrics = Metrics {
-    connections: [
-        [AtomicU64::new(0), AtomicU64::new(0)],
-        [AtomicU64::new(0), AtomicU64::new(0)],
-    ],
-    commands: [const { AtomicU64::new(0) }; VERBS.len()],
-    replies: [const { AtomicU64::new(0) }; 4],
+    listeners: std::sync::Mutex::new(Vec::new()),
     accepted: [AtomicU64::new(0), AtomicU64::new(0)],
     accepted_bytes: [AtomicU64::new(0), AtomicU64::new(0)],
     recipient_failures: AtomicU64::new(0),
@@ -142,24 +174,25 @@ fn index(list: &[&str], name: &str) -> usize {
 }
 
 impl Metrics {
-    /// A connection was accepted or refused at its start.
-    pub fn connection(&self, submission: bool, accepted: bool) {
-        inc(self
-            .connections
-            .get(usize::from(submission))
-            .and_then(|k| k.get(usize::from(!accepted))));
-    }
-
-    /// A command was received (its verb).
-    pub fn command(&self, verb: &str) {
-        inc(self.commands.get(index(&VERBS, verb)));
-    }
-
-    /// A reply was sent.
-    pub fn reply(&self, code: u16) {
-        if (200..600).contains(&code) {
-            inc(self.replies.get(usize::from(code / 100 - 2)));
+    /// The counters of the listener named `name` (made on first use).
+    pub fn listener(&self, name: &str) -> Arc<ListenerMetrics> {
+        let mut l = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, m)) = l.iter().find(|(n, _)| n == name) {
+            return Arc::clone(m);
         }
+        let m = Arc::new(ListenerMetrics::new());
+        l.push((name.to_string(), Arc::clone(&m)));
+        m
+    }
+
+    fn listeners(&self) -> Vec<(String, Arc<ListenerMetrics>)> {
+        let mut l = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        l.sort_by(|a, b| a.0.cmp(&b.0));
+        l
     }
 
     /// A message was accepted with 250.
@@ -288,38 +321,53 @@ pub fn render(store: Option<&Store>, now: rmox_core::UnixTime) -> String {
     let m = get();
     let mut o = Out(String::with_capacity(8192));
     let kinds = ["smtp", "submission"];
+    let listeners = m.listeners();
     o.head(
         "rmox_smtp_connections_total",
         "counter",
-        "SMTP connections by port kind and whether they were accepted.",
+        "SMTP connections by listener, port kind and whether they were accepted.",
     );
-    for (k, kind) in kinds.iter().enumerate() {
-        for (r, result) in ["accepted", "refused"].iter().enumerate() {
-            let v = m.connections.get(k).and_then(|x| x.get(r)).map_or(0, load);
-            o.sample(
-                "rmox_smtp_connections_total",
-                &[("kind", kind), ("result", result)],
-                v,
-            );
+    for (name, l) in &listeners {
+        for (k, kind) in kinds.iter().enumerate() {
+            for (r, result) in ["accepted", "refused"].iter().enumerate() {
+                let v = l.connections.get(k).and_then(|x| x.get(r)).map_or(0, load);
+                o.sample(
+                    "rmox_smtp_connections_total",
+                    &[("listener", name), ("kind", kind), ("result", result)],
+                    v,
+                );
+            }
         }
     }
     o.head(
         "rmox_smtp_commands_total",
         "counter",
-        "SMTP commands received, by verb.",
+        "SMTP commands received, by listener and verb.",
     );
-    for (v, verb) in VERBS.iter().enumerate() {
-        let n = m.commands.get(v).map_or(0, load);
-        o.sample("rmox_smtp_commands_total", &[("verb", verb)], n);
+    for (name, l) in &listeners {
+        for (v, verb) in VERBS.iter().enumerate() {
+            let n = l.commands.get(v).map_or(0, load);
+            o.sample(
+                "rmox_smtp_commands_total",
+                &[("listener", name), ("verb", verb)],
+                n,
+            );
+        }
     }
     o.head(
         "rmox_smtp_replies_total",
         "counter",
-        "SMTP replies sent, by class.",
+        "SMTP replies sent, by listener and class (the outcome of commands).",
     );
-    for (i, class) in ["2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-        let n = m.replies.get(i).map_or(0, load);
-        o.sample("rmox_smtp_replies_total", &[("class", class)], n);
+    for (name, l) in &listeners {
+        for (i, class) in ["2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            let n = l.replies.get(i).map_or(0, load);
+            o.sample(
+                "rmox_smtp_replies_total",
+                &[("listener", name), ("class", class)],
+                n,
+            );
+        }
     }
     o.head(
         "rmox_messages_accepted_total",

@@ -96,6 +96,7 @@ pub fn port_config(
     seed: u64,
 ) -> ServerConfig {
     let mut sc = base_config(c, seed);
+    sc.listener = Arc::from(l.name.as_str());
     sc.submission = submission;
     sc.implicit_tls = implicit;
     sc.tls = tls;
@@ -342,7 +343,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         tracing::warn!("{w}");
     }
     let data = c.data_dir();
-    let store = Store::open(&data)
+    let store = Store::open_with_cache(&data, c.storage_cache_bytes())
         .map_err(|e| Fail(format!("opening data directory {}: {e}", data.display())))?;
     remove_queue_orphans(&store);
     let store = Arc::new(store);

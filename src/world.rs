@@ -31,6 +31,8 @@ struct ConnInfo {
     ip: IpAddr,
     submission: bool,
     authenticated: bool,
+    /// The counters of the connection's listener.
+    metrics: Arc<crate::metrics::ListenerMetrics>,
 }
 
 /// Rate-limit state: the core limiters (the decisions), the connections they count, and
@@ -237,21 +239,25 @@ impl World {
         }
     }
 
-    fn check_connection(&self, ip: IpAddr, cid: u64, submission: bool) -> Verdict {
+    fn check_connection(&self, ip: IpAddr, cid: u64, submission: bool, listener: &str) -> Verdict {
+        let metrics = crate::metrics::get().listener(listener);
         let mut c = self.counters();
         match c.conn.connect(wall_now(), ip, submission) {
             Ok(()) => {
+                metrics.connection(submission, true);
                 c.cids.insert(
                     cid,
                     ConnInfo {
                         ip,
                         submission,
                         authenticated: false,
+                        metrics,
                     },
                 );
                 Verdict::Accept
             }
             Err(r) => {
+                metrics.connection(submission, false);
                 tracing::debug!(cid, %ip, reply = %r, "connection refused by rate limit");
                 Verdict::Reject(r)
             }
@@ -1169,11 +1175,8 @@ impl rmox_driver::Answerer for World {
                 ip,
                 cid,
                 submission,
-            } => {
-                let v = self.check_connection(ip, cid, submission);
-                crate::metrics::get().connection(submission, matches!(v, Verdict::Accept));
-                Completion::Verdict(v)
-            }
+                listener,
+            } => Completion::Verdict(self.check_connection(ip, cid, submission, &listener)),
             Effect::CheckPassword {
                 username,
                 password,
@@ -1213,8 +1216,16 @@ impl rmox_driver::Answerer for World {
     fn event(&self, cid: u64, event: &Event) {
         let m = crate::metrics::get();
         match event {
-            Event::Command(verb) => m.command(verb),
-            Event::Reply(code) => m.reply(*code),
+            Event::Command(verb) => {
+                if let Some(i) = self.counters().cids.get(&cid) {
+                    i.metrics.command(verb);
+                }
+            }
+            Event::Reply(code) => {
+                if let Some(i) = self.counters().cids.get(&cid) {
+                    i.metrics.reply(*code);
+                }
+            }
             Event::AuthFailed {
                 username,
                 mechanism,

@@ -151,5 +151,5 @@ pub use error::StoreError;
 pub use group::{commit_stats, CommitStats, COMMIT_BUCKETS, MAX_BATCH, MAX_PENDING};
 pub use model::*;
 pub use queue::{Notice, NoticeMessage, NoticeOutcome, QueueRecord, Recorded};
-pub use store::{ip_networks, Store, DB_FILE};
+pub use store::{ip_networks, Store, DB_FILE, DEFAULT_CACHE_BYTES};
 pub use tables::SCHEMA_VERSION;

@@ -61,6 +61,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// redb's page cache for [`Store::open`]: enough for the hot tables of a small deployment,
+/// small enough that memory stays flat while an import or a big account grows the database.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 fn last_key<V: redb::Value + 'static>(t: &impl ReadableTable<u64, V>) -> Result<u64, StoreError> {
     Ok(t.last()?
         .map(|(k, _)| k.value().saturating_add(1))
@@ -72,12 +76,19 @@ impl Store {
     /// the database, records the schema version or migrates an older one, and refuses a
     /// newer one ([`StoreError::SchemaTooNew`]). Only one process may open a data directory.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(data_dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with redb's page cache limited to `cache_bytes` (redb's own default is
+    /// 1 GiB, which a long import or a large account would fill: memory would grow with the
+    /// data instead of staying flat).
+    pub fn open_with_cache(data_dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         // One syncfs per batch instead of one fsync per message file, where the platform
         // has it and it works for this directory; `RMOX_STORAGE_FSYNC=file` keeps per-file
         // fsyncs (for file systems where syncfs is slow because of unrelated traffic).
         let per_file = std::env::var("RMOX_STORAGE_FSYNC").is_ok_and(|v| v == "file");
         Store::open_with(data_dir, per_file, true, false, |p| {
-            Ok(Database::create(p)?)
+            Ok(redb::Builder::new().set_cache_size(cache_bytes).create(p)?)
         })
     }
 

@@ -114,9 +114,13 @@ resolver = ["zonefile:zone.txt"]
 name = "test"
 ip = "{ip}"
 smtp = {{ port = {SMTP} }}
+metrics = {{ port = {METRICS} }}
+
+[[listener]]
+name = "submit"
+ip = "{ip}"
 submission = {{ port = {SUBMISSION} }}
 no_require_starttls = true
-metrics = {{ port = {METRICS} }}
 
 [domain."mox.example"]
 
@@ -174,9 +178,21 @@ workers = 1
     assert_eq!(delta("rmox_messages_accepted_total{kind=submission}"), 1.0);
     assert_eq!(delta("rmox_auth_total{mechanism=PLAIN,result=failed}"), 1.0);
     assert_eq!(delta("rmox_auth_total{mechanism=PLAIN,result=ok}"), 1.0);
-    assert!(delta("rmox_smtp_connections_total{kind=smtp,result=accepted}") >= 2.0);
-    assert!(delta("rmox_smtp_commands_total{verb=RCPT}") >= 3.0);
-    assert!(delta("rmox_smtp_replies_total{class=5xx}") >= 2.0);
+    assert!(delta("rmox_smtp_connections_total{kind=smtp,listener=test,result=accepted}") >= 2.0);
+    // Two RCPTs on port 25 (listener "test"), at least one on submission ("submit").
+    assert!(delta("rmox_smtp_commands_total{listener=test,verb=RCPT}") >= 2.0);
+    assert!(delta("rmox_smtp_commands_total{listener=submit,verb=AUTH}") >= 2.0);
+    assert_eq!(
+        delta("rmox_smtp_commands_total{listener=test,verb=AUTH}"),
+        0.0
+    );
+    // The unknown recipient on port 25, the wrong password on submission.
+    assert!(delta("rmox_smtp_replies_total{class=5xx,listener=test}") >= 1.0);
+    assert!(delta("rmox_smtp_replies_total{class=5xx,listener=submit}") >= 1.0);
+    assert!(
+        delta("rmox_smtp_connections_total{kind=submission,listener=submit,result=accepted}")
+            >= 2.0
+    );
     assert!(delta("rmox_storage_commit_seconds_count{}") >= 2.0);
     assert!(get(&after, "rmox_storage_commit_writes_total{}") >= 2.0);
     // The submitted message waits in the queue (its relay is down): due or waiting.

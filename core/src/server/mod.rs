@@ -69,6 +69,8 @@ use crate::Token;
 pub struct ServerConfig {
     /// Our host name, in the greeting, EHLO reply and Received header.
     pub hostname: String,
+    /// The name of the listener this port belongs to (logs and metrics label by it).
+    pub listener: Arc<str>,
     /// A submission listener: AUTH required, messages are queued for delivery.
     pub submission: bool,
     /// TLS from the first byte (port 465).
@@ -133,6 +135,7 @@ impl ServerConfig {
     pub fn new(hostname: impl Into<String>) -> ServerConfig {
         ServerConfig {
             hostname: hostname.into(),
+            listener: Arc::from(""),
             submission: false,
             implicit_tls: false,
             tls: None,
@@ -305,6 +308,8 @@ pub enum Effect {
         cid: u64,
         /// A submission port (failed-login limits refuse connections there).
         submission: bool,
+        /// The listener's name ([`ServerConfig::listener`]).
+        listener: Arc<str>,
     },
     /// PLAIN/LOGIN: is this password right? Answered with [`Completion::Password`].
     CheckPassword {

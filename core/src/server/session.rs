@@ -121,6 +121,7 @@ impl ServerSession {
             ip: peer.ip,
             cid: peer.cid,
             submission: s.config.submission,
+            listener: Arc::clone(&s.config.listener),
         };
         s.state = s.effect(now, Pending::Connection, effect);
         Ok(s)
