@@ -181,6 +181,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     differs("hostname", old.hostname != new.hostname);
     differs("data_dir", old.data_dir() != new.data_dir());
     differs(
+        "storage_cache_mb",
+        old.storage_cache_mb != new.storage_cache_mb,
+    );
+    differs(
         "resolver",
         old.resolver != new.resolver || old.resolver_trust_ad != new.resolver_trust_ad,
     );
@@ -858,6 +862,21 @@ mod tests {
         assert_eq!(
             sc.unknown_recipient_delay,
             std::time::Duration::from_secs(2)
+        );
+    }
+
+    /// A reload cannot resize the open database's cache: the change is reported as waiting
+    /// for a restart, not silently dropped.
+    #[test]
+    fn storage_cache_change_needs_restart() {
+        let parse = |extra: &str| {
+            let text = format!("hostname = \"mox.example\"\ndata_dir = \"data\"\n{extra}");
+            Config::parse(&text, Path::new("rmox.toml")).unwrap()
+        };
+        assert!(restart_needed(&parse(""), &parse("storage_cache_mb = 64\n")).is_empty());
+        assert_eq!(
+            restart_needed(&parse(""), &parse("storage_cache_mb = 128\n")),
+            vec!["storage_cache_mb changed: applied at the next restart".to_string()]
         );
     }
 
