@@ -56,6 +56,7 @@ pub mod message;
 pub mod publicsuffix;
 pub mod queue;
 pub mod ratelimit;
+pub mod reputation;
 pub mod rng;
 pub mod sasl;
 pub mod server;
