@@ -106,6 +106,25 @@ pub trait MailStore: Send + Sync {
     fn count_outgoing(&self, account: &str, since: UnixTime) -> Result<(u64, u64), StoreError>;
     /// Whether the account sent to this address before.
     fn has_sent_to(&self, account: &str, address: &str) -> Result<bool, StoreError>;
+    /// Whether the account sent to an address, a domain, or within a domain since a time.
+    fn sent_to_since(
+        &self,
+        account: &str,
+        to: crate::SentTo<'_>,
+        since: UnixTime,
+    ) -> Result<bool, StoreError>;
+    /// Reputation's view of the account's history (see [`Store::history`]).
+    #[allow(clippy::too_many_arguments)]
+    fn history(
+        &self,
+        account: &str,
+        kind: IndexKind,
+        value: &str,
+        since: UnixTime,
+        limit: usize,
+        from_validated: Option<bool>,
+        skip_mailbox: Option<&str>,
+    ) -> Result<Vec<crate::HistoryHit>, StoreError>;
     /// Keeps a report record (DMARC evaluation, TLS result, incoming report).
     fn report_add(
         &self,
@@ -250,6 +269,35 @@ impl MailStore for Store {
     }
     fn has_sent_to(&self, account: &str, address: &str) -> Result<bool, StoreError> {
         Store::has_sent_to(self, account, address)
+    }
+    fn sent_to_since(
+        &self,
+        account: &str,
+        to: crate::SentTo<'_>,
+        since: UnixTime,
+    ) -> Result<bool, StoreError> {
+        Store::sent_to_since(self, account, to, since)
+    }
+    fn history(
+        &self,
+        account: &str,
+        kind: IndexKind,
+        value: &str,
+        since: UnixTime,
+        limit: usize,
+        from_validated: Option<bool>,
+        skip_mailbox: Option<&str>,
+    ) -> Result<Vec<crate::HistoryHit>, StoreError> {
+        Store::history(
+            self,
+            account,
+            kind,
+            value,
+            since,
+            limit,
+            from_validated,
+            skip_mailbox,
+        )
     }
     fn report_add(
         &self,

@@ -150,6 +150,6 @@ pub use backup::{verify, BackupReport, VerifyReport};
 pub use error::StoreError;
 pub use group::{commit_stats, CommitStats, COMMIT_BUCKETS, MAX_BATCH, MAX_PENDING};
 pub use model::*;
-pub use queue::{Notice, NoticeMessage, NoticeOutcome, QueueRecord, Recorded};
-pub use store::{ip_networks, Store, DB_FILE, DEFAULT_CACHE_BYTES};
+pub use queue::{Notice, NoticeMessage, NoticeOutcome, QueueRecord, Recorded, SentTo};
+pub use store::{ip_networks, Store, DB_FILE, DEFAULT_CACHE_BYTES, HISTORY_SCAN_FACTOR};
 pub use tables::SCHEMA_VERSION;

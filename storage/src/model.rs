@@ -144,6 +144,12 @@ pub struct MessageInfo {
     /// Domain of the message's From header.
     #[serde(default)]
     pub from_domain: Option<String>,
+    /// The message's From header address (`localpart@domain`), when it has exactly one.
+    #[serde(default)]
+    pub from_address: Option<String>,
+    /// The organisational domain of `from_domain`.
+    #[serde(default)]
+    pub from_org_domain: Option<String>,
     /// From-domain validation (DMARC/DKIM alignment).
     #[serde(default)]
     pub from_validation: Validation,
@@ -228,6 +234,10 @@ pub enum IndexKind {
     Ehlo,
     /// The Message-ID.
     MessageId,
+    /// The full From header address.
+    FromAddress,
+    /// The organisational domain of the From header domain.
+    FromOrgDomain,
 }
 
 impl IndexKind {
@@ -240,6 +250,8 @@ impl IndexKind {
             IndexKind::DkimDomain => 5,
             IndexKind::Ehlo => 6,
             IndexKind::MessageId => 7,
+            IndexKind::FromAddress => 8,
+            IndexKind::FromOrgDomain => 9,
         }
     }
 }
@@ -257,6 +269,15 @@ pub struct IndexHit {
     pub mailbox: String,
     /// Whether it was expunged since.
     pub expunged: bool,
+}
+
+/// One earlier message as reputation sees it ([`crate::Store::history`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryHit {
+    /// It was classified junk.
+    pub junk: bool,
+    /// The local part of its From address, when it had one.
+    pub from_localpart: Option<String>,
 }
 
 /// REQUIRETLS state of a queued message.

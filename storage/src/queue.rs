@@ -759,9 +759,21 @@ impl Store {
                 if !seen.insert(r.as_str()) {
                     continue;
                 }
-                if sent.get((a, r.as_str()))?.is_none() {
-                    sent.insert((a, r.as_str()), time.0)?;
+                if sent.insert((a, r.as_str()), time.0)?.is_none() {
                     first += 1;
+                }
+                // Reputation asks about domains too: "@domain" for the exact domain and
+                // "@.d" for each domain d at or above it (sent within d).
+                if let Some((_, dom)) = r.rsplit_once('@') {
+                    sent.insert((a, format!("@{dom}").as_str()), time.0)?;
+                    let mut d = dom;
+                    loop {
+                        sent.insert((a, format!("@.{d}").as_str()), time.0)?;
+                        match d.split_once('.') {
+                            Some((_, rest)) if !rest.is_empty() => d = rest,
+                            _ => break,
+                        }
+                    }
                 }
             }
             let mut log = txn.open_table(OUTGOING)?;
@@ -789,6 +801,28 @@ impl Store {
             first += u64::from(v.value().1);
         }
         Ok((msgs, first))
+    }
+
+    /// Whether `account` sent a message since `since` to: `SentTo::Address`, an address at
+    /// exactly `SentTo::Domain`, or an address at or below `SentTo::Within` (one key each,
+    /// kept by [`Store::record_outgoing`]; case-insensitive).
+    pub fn sent_to_since(
+        &self,
+        account: &str,
+        to: SentTo<'_>,
+        since: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let key = match to {
+            SentTo::Address(a) => a.to_ascii_lowercase(),
+            SentTo::Domain(d) => format!("@{}", d.to_ascii_lowercase()),
+            SentTo::Within(d) => format!("@.{}", d.to_ascii_lowercase()),
+        };
+        let rtx = self.read()?;
+        let t = rtx.open_table(SENT_TO)?;
+        let v = t
+            .get((account, key.as_str()))?
+            .is_some_and(|g| g.value() >= since.0);
+        Ok(v)
     }
 
     /// Whether `account` has sent to `address` before (case-insensitive).
@@ -1774,4 +1808,15 @@ mod tests {
             prop_assert_eq!(limited.len(), want.len().min(2));
         }
     }
+}
+
+/// What [`Store::sent_to_since`] asks about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SentTo<'a> {
+    /// Exactly this address.
+    Address(&'a str),
+    /// An address at exactly this domain.
+    Domain(&'a str),
+    /// An address at this domain or a domain below it.
+    Within(&'a str),
 }

@@ -61,6 +61,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// [`Store::history`] looks at no more than this many index entries per hit wanted.
+pub const HISTORY_SCAN_FACTOR: usize = 8;
+
 /// redb's page cache for [`Store::open`]: enough for the hot tables of a small deployment,
 /// small enough that memory stays flat while an import or a big account grows the database.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
@@ -723,6 +726,61 @@ impl Store {
         Ok(hits)
     }
 
+    /// Reputation's view of `account`'s history: the newest messages (at most `limit`)
+    /// indexed under (`kind`, `value`) since `since`, newest first, leaving out those in
+    /// mailbox `skip_mailbox` (the rejects mailbox: what was refused is not evidence) and,
+    /// with `from_validated`, those whose From was (not) validated by DMARC. An index range
+    /// read backwards: at most [`HISTORY_SCAN_FACTOR`] × `limit` entries are looked at, so
+    /// the cost does not grow with the account's history.
+    #[allow(clippy::too_many_arguments)]
+    pub fn history(
+        &self,
+        account: &str,
+        kind: IndexKind,
+        value: &str,
+        since: UnixTime,
+        limit: usize,
+        from_validated: Option<bool>,
+        skip_mailbox: Option<&str>,
+    ) -> Result<Vec<HistoryHit>, StoreError> {
+        let v = normalize(kind, value);
+        let rtx = self.read()?;
+        let idx = rtx.open_table(MSG_INDEX)?;
+        let msgs = rtx.open_table(MESSAGES)?;
+        let mut hits = Vec::new();
+        let range = idx.range(
+            (account, kind.code(), v.as_str(), since.0, 0u64)
+                ..=(account, kind.code(), v.as_str(), i64::MAX, u64::MAX),
+        )?;
+        for r in range.rev().take(limit.saturating_mul(HISTORY_SCAN_FACTOR)) {
+            if hits.len() >= limit {
+                break;
+            }
+            let (k, _) = r?;
+            let Some(g) = msgs.get(k.value().4)? else {
+                continue;
+            };
+            let rec: MessageRecord = dec("messages", g.value())?;
+            if skip_mailbox.is_some_and(|m| m == rec.mailbox) {
+                continue;
+            }
+            let validated = rec.info.from_validation == Validation::Dmarc;
+            if from_validated.is_some_and(|want| want != validated) {
+                continue;
+            }
+            hits.push(HistoryHit {
+                junk: rec.flags.junk,
+                from_localpart: rec
+                    .info
+                    .from_address
+                    .as_deref()
+                    .and_then(|a| a.rsplit_once('@'))
+                    .map(|(l, _)| l.to_ascii_lowercase()),
+            });
+        }
+        Ok(hits)
+    }
+
     /// How many messages of `account` are indexed under (`kind`, `value`) since `since`
     /// (e.g. deliveries from this /26 in the last minute).
     pub fn count_since(
@@ -839,6 +897,12 @@ fn index_entries(r: &MessageRecord) -> Vec<(u8, String)> {
     if let Some(d) = &r.info.from_domain {
         add(IndexKind::FromDomain, d);
     }
+    if let Some(a) = &r.info.from_address {
+        add(IndexKind::FromAddress, a);
+    }
+    if let Some(d) = &r.info.from_org_domain {
+        add(IndexKind::FromOrgDomain, d);
+    }
     for d in &r.info.dkim_domains {
         add(IndexKind::DkimDomain, d);
     }
@@ -920,6 +984,7 @@ use ReadableTableMetadata as _;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SentTo;
     use std::net::Ipv4Addr;
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -1200,6 +1265,89 @@ mod tests {
             .unwrap();
         let times: Vec<i64> = hits.iter().map(|h| h.received.0).collect();
         assert_eq!(times, [40, 30, 20]);
+    }
+
+    /// Reputation's history: newest first, limited, the rejects mailbox left out, From
+    /// validation filtered, junk flags and From local parts as stored.
+    #[test]
+    fn history_for_reputation() {
+        let (_d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        let m = b"x".to_vec();
+        let mut ids = Vec::new();
+        for (t, lp, validated, mailbox) in [
+            (10, "ann", true, "Inbox"),
+            (20, "bob", false, "Inbox"),
+            (30, "cat", true, "Rejects"),
+            (40, "dan", true, "Archive"),
+        ] {
+            let mut d = delivery("a", mailbox, &m, t);
+            d.info.from_address = Some(format!("{lp}@Example.org"));
+            d.info.from_org_domain = Some("example.org".into());
+            if validated {
+                d.info.from_validation = Validation::Dmarc;
+            }
+            ids.push(s.deliver(d).unwrap());
+        }
+        s.set_flags(
+            ids[3],
+            Flags {
+                junk: true,
+                ..Flags::default()
+            },
+        )
+        .unwrap();
+        let h = |kind, v: &str, limit, fv| {
+            s.history("a", kind, v, UnixTime(0), limit, fv, Some("Rejects"))
+                .unwrap()
+                .into_iter()
+                .map(|h| (h.from_localpart.unwrap_or_default(), h.junk))
+                .collect::<Vec<_>>()
+        };
+        let all = h(IndexKind::FromOrgDomain, "EXAMPLE.ORG", 10, None);
+        assert_eq!(
+            all,
+            [
+                ("dan".into(), true),
+                ("bob".into(), false),
+                ("ann".into(), false)
+            ]
+        );
+        assert_eq!(h(IndexKind::FromOrgDomain, "example.org", 2, None).len(), 2);
+        assert_eq!(
+            h(IndexKind::FromOrgDomain, "example.org", 10, Some(false)),
+            [("bob".into(), false)]
+        );
+        assert_eq!(
+            h(IndexKind::FromAddress, "ann@example.org", 10, Some(true)),
+            [("ann".into(), false)]
+        );
+        assert!(h(IndexKind::FromAddress, "cat@example.org", 10, None).is_empty());
+    }
+
+    /// Sent-to keys for addresses, exact domains and domains within, with the newest time.
+    #[test]
+    fn sent_to_domains() {
+        let (_d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        s.record_outgoing("a", &["Bob@Mail.Example.ORG".into()], UnixTime(100))
+            .unwrap();
+        let sent = |to, since| s.sent_to_since("a", to, UnixTime(since)).unwrap();
+        assert!(sent(SentTo::Address("bob@mail.example.org"), 50));
+        assert!(!sent(SentTo::Address("bob@mail.example.org"), 150));
+        assert!(sent(SentTo::Domain("mail.example.org"), 50));
+        assert!(!sent(SentTo::Domain("example.org"), 50));
+        assert!(sent(SentTo::Within("example.org"), 50));
+        assert!(sent(SentTo::Within("mail.example.org"), 50));
+        assert!(!sent(SentTo::Within("other.org"), 50));
+        // A later message updates the time; the first-time count does not change.
+        assert_eq!(
+            s.record_outgoing("a", &["bob@mail.example.org".into()], UnixTime(200))
+                .unwrap(),
+            0
+        );
+        assert!(sent(SentTo::Address("bob@mail.example.org"), 150));
+        assert!(s.has_sent_to("a", "BOB@mail.example.org").unwrap());
     }
 
     #[test]

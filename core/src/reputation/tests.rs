@@ -41,9 +41,9 @@ impl History {
                     .filter(|m| NOW.0 - m.age_days * DAY >= since.0)
                     .filter(|m| from_validated.is_none_or(|fv| m.from_validated == fv))
                     .filter(|m| match key {
-                        Key::FromAddress(a) => m
-                            .from
-                            .is_some_and(|(lp, d, _)| format!("{lp}@{d}") == *a),
+                        Key::FromAddress(a) => {
+                            m.from.is_some_and(|(lp, d, _)| format!("{lp}@{d}") == *a)
+                        }
                         Key::FromDomain(d) => m.from.is_some_and(|(_, fd, _)| fd == d),
                         Key::FromOrgDomain(d) => m.from.is_some_and(|(_, _, o)| o == d),
                         Key::DkimDomain(d) => m.dkim.contains(&d.as_str()),
@@ -176,11 +176,17 @@ fn exact_from_address_decides_first() {
     // Two junk messages: junk, conclusive; one junk after a good one: not junk.
     let mut h = History::default();
     h.msgs = vec![from_msg("remote", true), from_msg("remote", true)];
-    assert_eq!(summary(&run(facts(true), &h).1), (Some(true), true, "msgfromfull"));
+    assert_eq!(
+        summary(&run(facts(true), &h).1),
+        (Some(true), true, "msgfromfull")
+    );
     let mut newest_junk = from_msg("remote", true);
     newest_junk.age_days = 0;
     h.msgs = vec![newest_junk, from_msg("remote", false)];
-    assert_eq!(summary(&run(facts(true), &h).1), (Some(false), true, "msgfromfull"));
+    assert_eq!(
+        summary(&run(facts(true), &h).1),
+        (Some(false), true, "msgfromfull")
+    );
 }
 
 /// An unvalidated From is judged apart from validated history: history of the same
@@ -193,7 +199,10 @@ fn unvalidated_from_address() {
         msgs: vec![unvalidated],
         ..History::default()
     };
-    assert_eq!(summary(&run(facts(false), &h).1), (Some(false), false, "msgfromfull"));
+    assert_eq!(
+        summary(&run(facts(false), &h).1),
+        (Some(false), false, "msgfromfull")
+    );
     let h = History {
         msgs: vec![from_msg("remote", true), from_msg("remote", true)],
         ..History::default()
@@ -209,17 +218,26 @@ fn sent_to_the_sender_accepts() {
         sent: vec![("remote@mail.example.org", 10)],
         ..History::default()
     };
-    assert_eq!(summary(&run(facts(true), &h).1), (Some(false), true, "msgtofull"));
+    assert_eq!(
+        summary(&run(facts(true), &h).1),
+        (Some(false), true, "msgtofull")
+    );
     let h = History {
         sent: vec![("other@mail.example.org", 10)],
         ..History::default()
     };
-    assert_eq!(summary(&run(facts(true), &h).1), (Some(false), true, "msgtodomain"));
+    assert_eq!(
+        summary(&run(facts(true), &h).1),
+        (Some(false), true, "msgtodomain")
+    );
     let h = History {
         sent: vec![("other@www.example.org", 10)],
         ..History::default()
     };
-    assert_eq!(summary(&run(facts(true), &h).1), (Some(false), true, "msgtoorgdomain"));
+    assert_eq!(
+        summary(&run(facts(true), &h).1),
+        (Some(false), true, "msgtoorgdomain")
+    );
     // Longer ago than the window: no evidence.
     let h = History {
         sent: vec![("remote@mail.example.org", 4 * 365)],
@@ -235,24 +253,40 @@ fn from_domain_reputation() {
         msgs: good,
         ..History::default()
     };
-    assert_eq!(summary(&run(facts(true), &h).1), (Some(false), true, "msgfromdomain"));
+    assert_eq!(
+        summary(&run(facts(true), &h).1),
+        (Some(false), true, "msgfromdomain")
+    );
     // All junk from three addresses: conclusive; from one: not.
     let h = History {
-        msgs: vec![from_msg("a", true), from_msg("b", true), from_msg("c", true)],
+        msgs: vec![
+            from_msg("a", true),
+            from_msg("b", true),
+            from_msg("c", true),
+        ],
         ..History::default()
     };
-    assert_eq!(summary(&run(facts(true), &h).1), (Some(true), true, "msgfromdomain"));
+    assert_eq!(
+        summary(&run(facts(true), &h).1),
+        (Some(true), true, "msgfromdomain")
+    );
     let h = History {
         msgs: vec![from_msg("a", true), from_msg("a", true)],
         ..History::default()
     };
-    assert_eq!(summary(&run(facts(true), &h).1), (Some(true), false, "msgfromdomain"));
+    assert_eq!(
+        summary(&run(facts(true), &h).1),
+        (Some(true), false, "msgfromdomain")
+    );
     // Mixed: no opinion, so a new sender at the domain is not blocked.
     let h = History {
         msgs: vec![from_msg("a", true), from_msg("b", false)],
         ..History::default()
     };
-    assert_eq!(summary(&run(facts(true), &h).1), (None, false, "msgfromdomain"));
+    assert_eq!(
+        summary(&run(facts(true), &h).1),
+        (None, false, "msgfromdomain")
+    );
     // The organisational domain when the exact domain has no history.
     let mut m = from_msg("a", false);
     m.from = Some(("a", "www.example.org", "example.org"));
@@ -284,20 +318,30 @@ fn dkim_and_spf_reputation() {
     let (asked, o) = run(facts(true), &h);
     assert_eq!(summary(&o), (Some(false), true, "dkimspf"));
     // The MAIL FROM questions were asked too: all signals are gathered before deciding.
-    assert!(asked
-        .iter()
-        .any(|q| matches!(q, Query::Messages { key: Key::MailFrom(_), .. })));
+    assert!(asked.iter().any(|q| matches!(
+        q,
+        Query::Messages {
+            key: Key::MailFrom(_),
+            ..
+        }
+    )));
     let h = History {
         msgs: (0..3).map(|_| dkim_msg(true)).collect(),
         ..History::default()
     };
-    assert_eq!(summary(&run(facts(true), &h).1), (Some(true), true, "dkimspf"));
+    assert_eq!(
+        summary(&run(facts(true), &h).1),
+        (Some(true), true, "dkimspf")
+    );
     // One junk message only: junk, not conclusive.
     let h = History {
         msgs: vec![dkim_msg(true)],
         ..History::default()
     };
-    assert_eq!(summary(&run(facts(true), &h).1), (Some(true), false, "dkimspf"));
+    assert_eq!(
+        summary(&run(facts(true), &h).1),
+        (Some(true), false, "dkimspf")
+    );
     // Good DKIM domain, bad SPF domain: mixed.
     let mut spf_bad = dkim_msg(true);
     spf_bad.dkim = vec![];
@@ -311,9 +355,13 @@ fn dkim_and_spf_reputation() {
     let mut f = facts(true);
     f.mail_from_validated = false;
     let (asked, _) = run(f, &History::default());
-    assert!(!asked
-        .iter()
-        .any(|q| matches!(q, Query::Messages { key: Key::MailFrom(_) | Key::MailFromDomain(_), .. })));
+    assert!(!asked.iter().any(|q| matches!(
+        q,
+        Query::Messages {
+            key: Key::MailFrom(_) | Key::MailFromDomain(_),
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -411,18 +459,16 @@ fn without_from_header_starts_at_dkim() {
 fn arb_answer() -> impl Strategy<Value = Answer> {
     prop_oneof![
         any::<bool>().prop_map(Answer::SentTo),
-        proptest::collection::vec(
-            (any::<bool>(), proptest::option::of("[a-c]")),
-            0..30
-        )
-        .prop_map(|v| Answer::Messages(
-            v.into_iter()
-                .map(|(junk, from_localpart)| Hit {
-                    junk,
-                    from_localpart
-                })
-                .collect()
-        )),
+        proptest::collection::vec((any::<bool>(), proptest::option::of("[a-c]")), 0..30).prop_map(
+            |v| Answer::Messages(
+                v.into_iter()
+                    .map(|(junk, from_localpart)| Hit {
+                        junk,
+                        from_localpart
+                    })
+                    .collect()
+            )
+        ),
     ]
 }
 
