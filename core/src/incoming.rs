@@ -6,9 +6,15 @@
 //! Pure: whether the sender is known (an account here got mail from its domain before) is
 //! a fact the caller looks up in storage, and only when [`IncomingPolicy::needs_sender_known`]
 //! says the answer matters.
+//!
+//! [`IncomingPolicy::analyze`] is the whole decision for one receiving account, with the
+//! account's [`crate::reputation`] outcome: conclusive history decides before DNSBL and
+//! iprev do; weak or no history makes an SPF failure or a bad reverse DNS count.
 
 use crate::dnsbl::DnsblStatus;
 use crate::iprev::IprevResult;
+use crate::reputation;
+use crate::spf::SpfStatus;
 use crate::server::Verdicts;
 use crate::smtp::{Enhanced, Reply};
 
@@ -62,15 +68,156 @@ impl IncomingPolicy {
             }
         }
         if self.needs_sender_known(v) && !sender_known {
-            return Err(reply(
-                451,
-                (4, 7, 0),
-                "your ip has no valid reverse dns, required for first-time senders, try again later"
-                    .into(),
-            ));
+            return Err(iprev_reply());
         }
         Ok(())
     }
+
+    /// The decision for one receiving account: `rep` is the account's reputation outcome
+    /// (`None` when reputation is off), `forwarded` that the message came through a
+    /// forwarder (its DMARC result and the forwarder's identity are not held against it),
+    /// `sender_known` as for [`IncomingPolicy::decide`]. In order:
+    ///
+    /// 1. a DMARC `reject` policy (not for forwarded mail): 550;
+    /// 2. conclusive reputation: accept, or 451 for junk;
+    /// 3. with weak or no reputation (DKIM/SPF, IP or none): an SPF fail or softfail is
+    ///    451, and so is a junk signal from a client without valid reverse DNS;
+    /// 4. a DNSBL listing: 451;
+    /// 5. no valid reverse DNS for a first-time sender (when required): 451;
+    /// 6. otherwise accept: no bad signals.
+    pub fn analyze(
+        &self,
+        v: &Verdicts,
+        rep: Option<&reputation::Outcome>,
+        forwarded: bool,
+        sender_known: bool,
+    ) -> Decision {
+        let mut text = Vec::new();
+        if forwarded {
+            text.push("forwarded message: dmarc result not used".to_string());
+        } else if self.dmarc_rejects(v) {
+            text.push("message fails the dmarc policy of its domain, which asks to reject".into());
+            let r = Reply::new(
+                550,
+                Some(Enhanced::new(5, 7, 1)),
+                format!(
+                    "rejecting per DMARC policy of {}",
+                    v.from_domain.as_deref().unwrap_or("the From domain")
+                ),
+            );
+            return Decision::refuse(r, "dmarc-policy", text);
+        }
+        let iprev_pass = matches!(v.iprev, Some(IprevResult::Pass(_)) | None);
+        if let Some(r) = rep {
+            let opinion = match r.junk {
+                Some(true) => "junk",
+                Some(false) => "not junk",
+                None => "no opinion",
+            };
+            let strength = if r.conclusive {
+                "conclusive"
+            } else {
+                "inconclusive"
+            };
+            text.push(format!("reputation: {opinion}, {strength}: {}", r.reason));
+            if r.conclusive {
+                return match r.junk {
+                    Some(true) => Decision::refuse(junk_reply(), r.method.as_str(), text),
+                    _ => Decision::accept(r.method.as_str(), text),
+                };
+            }
+            if r.method.is_weak() {
+                let spf_failed = v
+                    .spf
+                    .as_ref()
+                    .is_some_and(|s| matches!(s.result, SpfStatus::Fail | SpfStatus::Softfail));
+                if spf_failed {
+                    text.push("no earlier messages from the sender, and spf (soft)fails".into());
+                    return Decision::refuse(junk_reply(), "spf-policy", text);
+                }
+                if !iprev_pass && r.junk == Some(true) {
+                    text.push("junk signal and no valid reverse dns".into());
+                    return Decision::refuse(junk_reply(), "iprev", text);
+                }
+            }
+        }
+        for (zone, status) in v.dnsbl.iter().flatten() {
+            if let DnsblStatus::Fail(reason) = status {
+                text.push(format!("ip listed in {zone}"));
+                let r = Reply::new(
+                    451,
+                    Some(Enhanced::new(4, 7, 1)),
+                    format!("your ip is listed in {zone}: {reason}"),
+                );
+                return Decision::refuse(r, "dns-blocklisted", text);
+            }
+        }
+        if self.needs_sender_known(v) && !sender_known {
+            text.push("first-time sender without valid reverse dns".into());
+            return Decision::refuse(iprev_reply(), "iprev", text);
+        }
+        text.push("no bad signals".into());
+        Decision::accept("no-bad-signals", text)
+    }
+}
+
+fn iprev_reply() -> Reply {
+    Reply::new(
+        451,
+        Some(Enhanced::new(4, 7, 0)),
+        "your ip has no valid reverse dns, required for first-time senders, try again later",
+    )
+}
+
+/// The decision for one receiving account ([`IncomingPolicy::analyze`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Accept, or the reply that refuses.
+    pub verdict: Result<(), Reply>,
+    /// The rule that decided: a [`reputation::Method`] name, or `dmarc-policy`,
+    /// `spf-policy`, `iprev`, `dns-blocklisted`, `no-bad-signals`.
+    pub reason: &'static str,
+    /// What was considered, for people (the `X-Rmox-Reason` header, logs).
+    pub text: Vec<String>,
+}
+
+impl Decision {
+    fn accept(reason: &'static str, text: Vec<String>) -> Decision {
+        Decision {
+            verdict: Ok(()),
+            reason,
+            text,
+        }
+    }
+
+    fn refuse(reply: Reply, reason: &'static str, text: Vec<String>) -> Decision {
+        Decision {
+            verdict: Err(reply),
+            reason,
+            text,
+        }
+    }
+
+    /// The header that records why a message was accepted: `X-Rmox-Reason: REASON;
+    /// TEXT; ...` (CRLF-terminated, folded, control characters removed).
+    pub fn header(&self) -> String {
+        let mut h = format!("X-Rmox-Reason: {}", self.reason);
+        for t in &self.text {
+            h.push_str(";\r\n\t");
+            h.extend(t.chars().filter(|c| !c.is_control()));
+        }
+        h.push_str("\r\n");
+        h
+    }
+}
+
+/// The refusal for junk: temporary, and saying nothing that helps a spammer tune.
+fn junk_reply() -> Reply {
+    Reply::new(
+        451,
+        Some(Enhanced::new(4, 3, 0)),
+        "error processing, try again later",
+    )
 }
 
 #[cfg(test)]
@@ -190,5 +337,135 @@ mod tests {
         let r = on.decide(&v, false).unwrap_err();
         assert_eq!(r.code, 451);
         assert_eq!(r.enhanced, Some(Enhanced::new(4, 7, 0)));
+    }
+}
+
+#[cfg(test)]
+mod analyze_tests {
+    //! [`IncomingPolicy::analyze`]: the order of the rules, as a table.
+
+    use super::*;
+    use crate::dmarc::{DmarcResult, DmarcStatus, Policy};
+    use crate::reputation::{Method, Outcome};
+    use crate::spf::SpfResult;
+
+    fn rep(junk: Option<bool>, conclusive: bool, method: Method) -> Outcome {
+        Outcome {
+            junk,
+            conclusive,
+            method,
+            reason: "test".into(),
+        }
+    }
+
+    fn verdicts(dmarc_reject: bool, spf: SpfStatus, iprev_ok: bool, listed: bool) -> Verdicts {
+        Verdicts {
+            dmarc: dmarc_reject.then(|| DmarcResult {
+                status: DmarcStatus::Fail,
+                disposition: Policy::Reject,
+                requested: Policy::Reject,
+                policy_domain: "example.org".into(),
+                record: None,
+                dkim_aligned: false,
+                spf_aligned: false,
+                sampled_out: false,
+                error: None,
+            }),
+            spf: Some(SpfResult {
+                result: spf,
+                mechanism: None,
+                explanation: None,
+                lookups: 1,
+                void_lookups: 0,
+                problem: None,
+            }),
+            iprev: Some(if iprev_ok {
+                IprevResult::Pass(vec!["mx.example.org".into()])
+            } else {
+                IprevResult::Fail
+            }),
+            dnsbl: Some(vec![(
+                "bl.example".into(),
+                if listed {
+                    DnsblStatus::Fail("listed".into())
+                } else {
+                    DnsblStatus::Pass
+                },
+            )]),
+            from_domain: Some("example.org".into()),
+            ..Verdicts::default()
+        }
+    }
+
+    #[test]
+    fn rules_in_order() {
+        let policy = IncomingPolicy {
+            dmarc_reject: true,
+            require_iprev_for_unknown_senders: true,
+        };
+        let good = rep(Some(false), true, Method::MsgFromFull);
+        let bad = rep(Some(true), true, Method::MsgFromFull);
+        let weak_junk = rep(Some(true), false, Method::Ip2);
+        let none = rep(None, false, Method::None);
+        let pass = SpfStatus::Pass;
+        let fail = SpfStatus::Fail;
+        #[rustfmt::skip]
+        let cases: Vec<(Verdicts, Option<&Outcome>, bool, bool, Option<u16>, &str)> = vec![
+            // DMARC reject first, even over good reputation; not for forwarded mail.
+            (verdicts(true, pass, true, false), Some(&good), false, true, Some(550), "dmarc-policy"),
+            (verdicts(true, pass, true, false), Some(&good), true, true, None, "msgfromfull"),
+            // Conclusive reputation decides before DNSBL and SPF.
+            (verdicts(false, fail, false, true), Some(&good), false, false, None, "msgfromfull"),
+            (verdicts(false, pass, true, false), Some(&bad), false, true, Some(451), "msgfromfull"),
+            // Weak reputation: SPF fail refuses; a junk signal with bad iprev refuses.
+            (verdicts(false, fail, true, false), Some(&none), false, true, Some(451), "spf-policy"),
+            (verdicts(false, SpfStatus::Softfail, true, false), Some(&none), false, true, Some(451), "spf-policy"),
+            (verdicts(false, pass, false, false), Some(&weak_junk), false, true, Some(451), "iprev"),
+            (verdicts(false, pass, true, false), Some(&weak_junk), false, true, None, "no-bad-signals"),
+            // DNSBL, then iprev for first-time senders.
+            (verdicts(false, pass, true, true), Some(&none), false, true, Some(451), "dns-blocklisted"),
+            (verdicts(false, pass, false, false), Some(&none), false, false, Some(451), "iprev"),
+            (verdicts(false, pass, false, false), Some(&none), false, true, None, "no-bad-signals"),
+            // Without reputation: the old rules.
+            (verdicts(false, fail, true, false), None, false, true, None, "no-bad-signals"),
+            (verdicts(false, pass, true, true), None, false, true, Some(451), "dns-blocklisted"),
+        ];
+        for (i, (v, r, fwd, known, code, reason)) in cases.into_iter().enumerate() {
+            let d = policy.analyze(&v, r, fwd, known);
+            assert_eq!(
+                (d.verdict.as_ref().err().map(|r| r.code), d.reason),
+                (code, reason),
+                "case {i}: {:?}",
+                d.text
+            );
+        }
+    }
+
+    /// The junk refusal says nothing a spammer could tune against; the header records why.
+    #[test]
+    fn junk_reply_and_header() {
+        let d = IncomingPolicy::default().analyze(
+            &verdicts(false, SpfStatus::Pass, true, false),
+            Some(&rep(Some(true), true, Method::Ip1)),
+            false,
+            true,
+        );
+        assert_eq!(
+            d.verdict.unwrap_err().to_string(),
+            "451 4.3.0 error processing, try again later"
+        );
+        let d = IncomingPolicy::default().analyze(
+            &verdicts(false, SpfStatus::Pass, true, false),
+            Some(&Outcome {
+                reason: "evil\r\nInjected: yes".into(),
+                ..rep(Some(false), true, Method::MsgToFull)
+            }),
+            false,
+            true,
+        );
+        assert_eq!(
+            d.header(),
+            "X-Rmox-Reason: msgtofull;\r\n\treputation: not junk, conclusive: evilInjected: yes\r\n"
+        );
     }
 }
