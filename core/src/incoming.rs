@@ -409,8 +409,9 @@ mod analyze_tests {
         let none = rep(None, false, Method::None);
         let pass = SpfStatus::Pass;
         let fail = SpfStatus::Fail;
+        type Case<'a> = (Verdicts, Option<&'a Outcome>, bool, bool, Option<u16>, &'a str);
         #[rustfmt::skip]
-        let cases: Vec<(Verdicts, Option<&Outcome>, bool, bool, Option<u16>, &str)> = vec![
+        let cases: Vec<Case<'_>> = vec![
             // DMARC reject first, even over good reputation; not for forwarded mail.
             (verdicts(true, pass, true, false), Some(&good), false, true, Some(550), "dmarc-policy"),
             (verdicts(true, pass, true, false), Some(&good), true, true, None, "msgfromfull"),

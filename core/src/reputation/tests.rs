@@ -174,8 +174,10 @@ fn exact_from_address_decides_first() {
     assert_eq!(asked.len(), 1);
     assert_eq!(summary(&o), (Some(false), true, "msgfromfull"));
     // Two junk messages: junk, conclusive; one junk after a good one: not junk.
-    let mut h = History::default();
-    h.msgs = vec![from_msg("remote", true), from_msg("remote", true)];
+    let mut h = History {
+        msgs: vec![from_msg("remote", true), from_msg("remote", true)],
+        ..History::default()
+    };
     assert_eq!(
         summary(&run(facts(true), &h).1),
         (Some(true), true, "msgfromfull")
