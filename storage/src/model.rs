@@ -238,6 +238,9 @@ pub enum IndexKind {
     FromAddress,
     /// The organisational domain of the From header domain.
     FromOrgDomain,
+    /// The mailbox a message was delivered to (removed when the message is expunged): how
+    /// many messages a mailbox holds, and its oldest, without reading the account.
+    Mailbox,
 }
 
 impl IndexKind {
@@ -252,6 +255,7 @@ impl IndexKind {
             IndexKind::MessageId => 7,
             IndexKind::FromAddress => 8,
             IndexKind::FromOrgDomain => 9,
+            IndexKind::Mailbox => 10,
         }
     }
 }

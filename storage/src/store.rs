@@ -673,6 +673,14 @@ impl Store {
             }
             r.expunged = true;
             t.insert(id.0, enc(&r)?.as_slice())?;
+            let mb = normalize(IndexKind::Mailbox, &r.mailbox);
+            txn.open_table(MSG_INDEX)?.remove((
+                r.account.as_str(),
+                IndexKind::Mailbox.code(),
+                mb.as_str(),
+                r.received.0,
+                id.0,
+            ))?;
             let mut u = txn.open_table(USAGE)?;
             let used = u.get(r.account.as_str())?.map(|g| g.value()).unwrap_or(0);
             u.insert(r.account.as_str(), used.saturating_sub(r.size))?;
@@ -682,6 +690,36 @@ impl Store {
             self.remove_files(vec![files::path(&self.dir, Area::Msg, id.0)]);
         }
         Ok(())
+    }
+
+    /// Expunges the messages of `account`'s `mailbox` received before `before`, oldest
+    /// first, at most `max`; returns how many. Through the mailbox index: the cost is that
+    /// of the messages removed.
+    pub fn mailbox_expunge_before(
+        &self,
+        account: &str,
+        mailbox: &str,
+        before: UnixTime,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        let mb = normalize(IndexKind::Mailbox, mailbox);
+        let ids: Vec<MessageId> = {
+            let rtx = self.read()?;
+            let idx = rtx.open_table(MSG_INDEX)?;
+            let range = idx.range(
+                (account, IndexKind::Mailbox.code(), mb.as_str(), i64::MIN, 0u64)
+                    ..(account, IndexKind::Mailbox.code(), mb.as_str(), before.0, 0u64),
+            )?;
+            let mut ids = Vec::new();
+            for r in range.take(max) {
+                ids.push(MessageId(r?.0.value().4));
+            }
+            ids
+        };
+        for id in &ids {
+            self.expunge(*id)?;
+        }
+        Ok(ids.len())
     }
 
     // ---- indexes ----
@@ -888,6 +926,7 @@ fn index_entries(r: &MessageRecord) -> Vec<(u8, String)> {
     for n in &r.networks {
         add(IndexKind::Network, n);
     }
+    add(IndexKind::Mailbox, &r.mailbox);
     if let Some(mf) = &r.info.mail_from {
         add(IndexKind::MailFrom, mf);
         if let Some((_, d)) = mf.rsplit_once('@') {
@@ -1323,6 +1362,37 @@ mod tests {
             [("ann".into(), false)]
         );
         assert!(h(IndexKind::FromAddress, "cat@example.org", 10, None).is_empty());
+    }
+
+    /// The mailbox index counts what a mailbox holds (expunged messages leave it) and finds
+    /// its oldest messages for tidying.
+    #[test]
+    fn mailbox_index_and_tidy() {
+        let (_d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        let m = b"x".to_vec();
+        for t in [10, 20, 30] {
+            s.deliver(delivery("a", "Rejects", &m, t)).unwrap();
+        }
+        s.deliver(delivery("a", "Inbox", &m, 5)).unwrap();
+        let count = || {
+            s.count_since("a", IndexKind::Mailbox, "rejects", UnixTime(0))
+                .unwrap()
+        };
+        assert_eq!(count(), 3);
+        assert_eq!(
+            s.mailbox_expunge_before("a", "Rejects", UnixTime(25), 1)
+                .unwrap(),
+            1
+        );
+        assert_eq!(count(), 2);
+        assert_eq!(
+            s.mailbox_expunge_before("a", "Rejects", UnixTime(25), 10)
+                .unwrap(),
+            1
+        );
+        assert_eq!(count(), 1);
+        assert_eq!(s.messages("a").unwrap().iter().filter(|m| !m.expunged).count(), 2);
     }
 
     /// Sent-to keys for addresses, exact domains and domains within, with the newest time.
