@@ -141,6 +141,7 @@ impl Env {
             .messages("mjl")
             .unwrap()
             .iter()
+            .filter(|m| !m.expunged)
             .map(|m| String::from_utf8_lossy(&self.store.message_bytes(m.id).unwrap()).into())
             .collect()
     }
@@ -204,7 +205,9 @@ fn spf_switch() {
     for on in [true, false] {
         let env = Env::new(
             "spf",
-            &incoming(&format!("spf = {on}")),
+            // Reputation off: an unknown sender's SPF fail would be refused (see
+            // `reputation_spf_fail_of_unknown_sender`).
+            &incoming(&format!("spf = {on}\nreputation = false")),
             zone(false, "none", true),
         );
         let r = env.deliver("remote.example", "remote@example.org", MSG);
@@ -266,7 +269,7 @@ fn dmarc_reject_switch() {
         let env = Env::new(
             "dmarcreject",
             &format!(
-                "[incoming]\nrequire_iprev_for_unknown_senders = false\ndmarc_reject = {on}\n"
+                "[incoming]\nrequire_iprev_for_unknown_senders = false\nreputation = false\ndmarc_reject = {on}\n"
             ),
             zone(false, "reject", true),
         );
@@ -544,4 +547,143 @@ fn port_enabled_key() {
     let bound = crate::serve::bind_all(&c).unwrap();
     assert_eq!(bound.len(), 2);
     assert!(bound[1].smtp_config().unwrap().submission);
+}
+
+/// A message from remote@example.org as an earlier delivery to mjl, DMARC-validated, junk
+/// or not.
+fn earlier(env: &Env, junk: bool, age_secs: i64) {
+    let info = rmox_storage::MessageInfo {
+        from_address: Some("remote@example.org".into()),
+        from_domain: Some("example.org".into()),
+        from_org_domain: Some("example.org".into()),
+        from_validation: rmox_storage::Validation::Dmarc,
+        ..Default::default()
+    };
+    env.store
+        .deliver(rmox_storage::Delivery {
+            account: "mjl".into(),
+            mailbox: "Inbox".into(),
+            head: b"",
+            message: b"From: <remote@example.org>\r\nSubject: earlier\r\n\r\nx\r\n",
+            flags: rmox_storage::Flags {
+                junk,
+                ..Default::default()
+            },
+            received: rmox_core::UnixTime(rmox_driver::now().wall.0 - age_secs),
+            info,
+        })
+        .unwrap();
+}
+
+fn mailbox_count(env: &Env, mailbox: &str) -> usize {
+    env.store
+        .messages("mjl")
+        .unwrap()
+        .iter()
+        .filter(|m| m.mailbox == mailbox && !m.expunged)
+        .count()
+}
+
+/// mox's TestSpam: a sender whose earlier messages the user marked junk is refused (451,
+/// nothing leaked) and the refused message kept in the rejects mailbox, once however often
+/// the sender retries; once the user marks them not junk, the message is accepted, says
+/// why in X-Rmox-Reason, and leaves the rejects mailbox.
+#[test]
+fn reputation_refuses_known_junk_and_keeps_it_in_rejects() {
+    let base = BASE.replace(
+        "destinations = { \"mjl@mox.example\" = {}, \"other@mox.example\" = {} }",
+        "destinations = { \"mjl@mox.example\" = {}, \"other@mox.example\" = {} }\nrejects_mailbox = \"Rejects\"",
+    );
+    let env = Env::with_text(
+        "repjunk",
+        &format!(
+            "{base}\n[[listener]]\nname = \"t\"\nip = \"127.0.0.1\"\nsmtp = {{ port = 25 }}\n{}",
+            incoming("")
+        ),
+        zone(true, "reject", true),
+    );
+    for _ in 0..3 {
+        earlier(&env, true, 3600);
+    }
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("451 4.3.0 error processing"), "{r}");
+    assert_eq!(mailbox_count(&env, "Rejects"), 1);
+    // A retry is refused again but not kept twice.
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("451"), "{r}");
+    assert_eq!(mailbox_count(&env, "Rejects"), 1);
+    // The user marks the earlier messages as not junk.
+    for m in env.store.messages("mjl").unwrap() {
+        if m.mailbox == "Inbox" {
+            env.store
+                .set_flags(
+                    m.id,
+                    rmox_storage::Flags {
+                        notjunk: true,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+        }
+    }
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(mailbox_count(&env, "Rejects"), 0);
+    let last = env
+        .stored()
+        .into_iter()
+        .find(|m| m.contains("Message-Id: <t@example.org>") && m.contains("X-Rmox-Reason"))
+        .expect("the accepted message");
+    assert!(last.starts_with("X-Rmox-Reason: msgfromfull;"), "{last}");
+}
+
+/// mox's TestDMARCSent: a message to the sender earlier makes it known: accepted even
+/// though its SPF fails (which refuses an unknown sender).
+#[test]
+fn reputation_spf_fail_of_unknown_sender() {
+    let env = Env::new("repspf", &incoming(""), zone(false, "none", true));
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("451 4.3.0"), "{r}");
+    env.store
+        .record_outgoing(
+            "mjl",
+            &["remote@example.org".into()],
+            rmox_driver::now().wall,
+        )
+        .unwrap();
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("250"), "{r}");
+    assert!(env
+        .stored()
+        .pop()
+        .unwrap()
+        .starts_with("X-Rmox-Reason: msgtofull;"));
+    // With reputation off, the SPF fail alone refuses nothing.
+    let env = Env::new(
+        "repoff",
+        &incoming("reputation = false"),
+        zone(false, "none", true),
+    );
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("250"), "{r}");
+    assert!(env
+        .stored()
+        .pop()
+        .unwrap()
+        .starts_with("X-Rmox-Reason: no-bad-signals;"));
+}
+
+/// Good history overrides a DNSBL listing (the listing only counts for unknown senders).
+#[test]
+fn reputation_good_history_beats_dnsbl() {
+    let env = Env::new(
+        "repdnsbl",
+        &incoming("dnsbl = [\"bl.example\"]"),
+        zone(true, "none", true),
+    );
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("451 4.7.1"), "{r}");
+    earlier(&env, false, 3600);
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("250"), "{r}");
 }

@@ -258,8 +258,10 @@ pub struct AccountConfig {
     pub quota_message_size: u64,
     /// When set, logins are refused with this message.
     pub login_disabled: Option<String>,
-    /// Not supported yet (a later version keeps refused messages there): refused with a
-    /// message saying so, so that nobody relies on it.
+    /// Where messages refused by the incoming analysis are kept (the sender still gets the
+    /// refusal), so that the user can rescue one; tidied after `incoming.rejects_keep_days`,
+    /// at most `incoming.rejects_max_messages`; a copy is removed when the same message
+    /// (Message-ID) is later accepted. `None`: refused messages are not kept.
     pub rejects_mailbox: Option<String>,
     /// Routes for mail from this account, tried first.
     #[serde(default)]
@@ -495,6 +497,15 @@ pub struct Incoming {
     pub dmarc_reject: bool,
     /// Refuse (temporarily) first-time senders without valid reverse DNS.
     pub require_iprev_for_unknown_senders: bool,
+    /// Judge each message by the receiving account's history (core's `reputation`):
+    /// accept known-good senders, refuse (451) known junk, weigh SPF and iprev for unknown
+    /// senders. Needs `checks`.
+    pub reputation: bool,
+    /// Days a refused message stays in an account's `rejects_mailbox`.
+    pub rejects_keep_days: u32,
+    /// Messages an account's `rejects_mailbox` holds at most; more refused messages are
+    /// not kept.
+    pub rejects_max_messages: u32,
 }
 
 impl Default for Incoming {
@@ -510,6 +521,9 @@ impl Default for Incoming {
             dnsbl: Vec::new(),
             dmarc_reject: true,
             require_iprev_for_unknown_senders: true,
+            reputation: true,
+            rejects_keep_days: 14,
+            rejects_max_messages: 1000,
         }
     }
 }
@@ -1258,10 +1272,13 @@ impl Config {
             }
         }
         for (name, a) in &self.account {
-            if a.rejects_mailbox.is_some() {
+            if a.rejects_mailbox
+                .as_deref()
+                .is_some_and(|m| m.trim().is_empty())
+            {
                 return Err(self.err(
                     format!("account.{name}.rejects_mailbox"),
-                    "not supported yet: refused messages are not kept; remove the key",
+                    "empty mailbox name: give a name such as \"Rejects\" or remove the key",
                 ));
             }
             if !self.domain.contains_key(&a.domain) {
@@ -2038,6 +2055,9 @@ max_first_time_recipients_per_day = 200
 quota_message_size = 0
 # Uncomment to refuse logins with this message.
 # login_disabled = "account suspended, contact the administrator"
+# Keep messages the incoming analysis refuses in this mailbox (the sender still gets the
+# refusal), so that a wanted one can be rescued. Unset: refused messages are not kept.
+rejects_mailbox = "Rejects"
 
 # Address at the host name (localpart@HOSTNAME, the host name need not be a configured
 # domain) for TLS reports about our MX host (DANE), e.g. the rua=mailto: of
@@ -2080,6 +2100,14 @@ dnsbl = []
 dmarc_reject = true
 # Refuse (temporarily) first-time senders without valid reverse DNS.
 require_iprev_for_unknown_senders = true
+# Judge each message by the receiving account's own history: earlier messages from the
+# same From address, domain, DKIM/SPF domain or IP network (junk or not), and whether the
+# account wrote to the sender. Known-good senders are accepted, known junk refused (451);
+# for unknown senders an SPF fail or a junk signal without reverse DNS refuses.
+reputation = true
+# An account's rejects_mailbox keeps refused messages this many days, at most this many.
+rejects_keep_days = 14
+rejects_max_messages = 1000
 
 # Outgoing queue (defaults shown).
 [queue]
@@ -2603,10 +2631,10 @@ mailbox = "Postmaster"
     #[test]
     fn refused_and_checked_keys() {
         let err = |extra: &str| cfg(extra).unwrap_err().to_string();
-        let e = err("[account.x]\ndomain = \"mox.example\"\nrejects_mailbox = \"Rejects\"\n");
+        let e = err("[account.x]\ndomain = \"mox.example\"\nrejects_mailbox = \" \"\n");
         assert_eq!(
             e,
-            "/etc/rmox/rmox.toml: account.x.rejects_mailbox: not supported yet: refused messages are not kept; remove the key"
+            "/etc/rmox/rmox.toml: account.x.rejects_mailbox: empty mailbox name: give a name such as \"Rejects\" or remove the key"
         );
         let listener = "[[listener]]\nname = \"a\"\nip = \"1.2.3.4\"\n";
         let tls = "tls = { cert_file = \"c\", key_file = \"k\" }\n";
@@ -2742,7 +2770,6 @@ mailbox = "Postmaster"
             c.tls_reports_domain("tls-reports", "mail.example.org"),
             Some("mail.example.org")
         );
-        assert!(!EXAMPLE.contains("rejects_mailbox"));
         assert!(!EXAMPLE.contains("require_tls_for_auth"));
         assert!(!EXAMPLE.contains("remote_ips"));
     }

@@ -14,6 +14,7 @@ compile_error!(
 );
 
 pub mod admin;
+pub mod analysis;
 #[cfg(test)]
 mod checks_tests;
 pub mod config;

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rmox_core::incoming::IncomingPolicy;
+use rmox_core::incoming::{Decision, IncomingPolicy};
 use rmox_core::localserve::{special as local_special, Stage as LocalStage};
 use rmox_core::ratelimit::{ConnectionLimits, DeliveryLimiter, Network};
 use rmox_core::sasl::CredentialKind;
@@ -579,6 +579,10 @@ impl World {
         info.from_domain = rmox_core::message::from_addresses(&header)
             .first()
             .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
+        if let Some((lp, d)) = crate::analysis::from_address(t) {
+            info.from_org_domain = Some(rmox_core::publicsuffix::organizational_domain(&d));
+            info.from_address = Some(format!("{lp}@{d}"));
+        }
         info.message_id = rmox_core::message::message_id(&header);
         info
     }
@@ -604,12 +608,19 @@ impl World {
         }
     }
 
-    /// Port 25 policy on the checks' results (DMARC reject, DNSBL, iprev for unknown
-    /// senders), decided by core on the verdicts and, when it matters, on whether the
-    /// sender is known: an account here got mail from its domain before.
-    fn incoming_verdict(&self, t: &Transaction, accounts: &[String]) -> Result<(), Reply> {
-        let Some(v) = &t.auth else { return Ok(()) };
+    /// Port 25 analysis per receiving account, decided by core (`IncomingPolicy::analyze`)
+    /// on the checks' results, the account's reputation (when `incoming.reputation` is on)
+    /// and, when it matters, whether the sender is known: an account here got mail from its
+    /// MAIL FROM domain before. Empty when the checks did not run.
+    fn incoming_decisions(
+        &self,
+        t: &Transaction,
+        accounts: &[String],
+    ) -> BTreeMap<String, Decision> {
+        let mut out = BTreeMap::new();
+        let Some(v) = &t.auth else { return out };
         let policy = self.incoming_policy();
+        let config = self.config();
         let known = policy.needs_sender_known(v) && {
             let domain = match &t.mail_from {
                 ReversePath::Mailbox(a) => domain_of(a),
@@ -629,7 +640,160 @@ impl World {
                 })
             })
         };
-        policy.decide(v, known)
+        let facts = config
+            .incoming
+            .reputation
+            .then(|| crate::analysis::facts(t, v));
+        for account in accounts {
+            if out.contains_key(account) {
+                continue;
+            }
+            let rejects = config
+                .account
+                .get(account)
+                .and_then(|a| a.rejects_mailbox.as_deref());
+            let rep = match &facts {
+                None => None,
+                Some(f) => match crate::analysis::reputation(
+                    self.store.as_ref(),
+                    account,
+                    rejects,
+                    f.clone(),
+                    t.received,
+                ) {
+                    Ok(o) => Some(o),
+                    Err(e) => {
+                        tracing::error!(cid = t.cid, account = %account, error = %e, "reputation lookup failed");
+                        let r = reply(
+                            451,
+                            (4, 3, 0),
+                            "error processing, try again later".to_string(),
+                        );
+                        out.insert(
+                            account.clone(),
+                            Decision {
+                                verdict: Err(r),
+                                reason: "reputation-error",
+                                text: vec![format!("reputation lookup failed: {e}")],
+                            },
+                        );
+                        continue;
+                    }
+                },
+            };
+            let d = policy.analyze(v, rep.as_ref(), false, known);
+            tracing::info!(
+                cid = t.cid,
+                account = %account,
+                accept = d.verdict.is_ok(),
+                reason = d.reason,
+                why = %d.text.join("; "),
+                "incoming analysis"
+            );
+            out.insert(account.clone(), d);
+        }
+        out
+    }
+
+    /// Keeps refused copies in the rejects mailboxes of the accounts that have one: not
+    /// twice (same Message-ID), tidied first (older than `incoming.rejects_keep_days`), not
+    /// when full (`incoming.rejects_max_messages`). Best effort: the sender got the
+    /// refusal either way.
+    fn keep_rejected(&self, t: &Transaction, accounts: &[(String, String)]) {
+        let config = self.config();
+        let keep_secs = i64::from(config.incoming.rejects_keep_days) * 24 * 3600;
+        let mut batch: Vec<Delivery<'_>> = Vec::new();
+        let message_id = Self::info(t, None).message_id;
+        for (account, mailbox) in accounts {
+            if let Some(mid) = &message_id {
+                let present = self
+                    .store
+                    .lookup(
+                        account,
+                        rmox_storage::IndexKind::MessageId,
+                        mid,
+                        UnixTime(0),
+                        20,
+                    )
+                    .map(|hits| hits.iter().any(|h| &h.mailbox == mailbox && !h.expunged))
+                    .unwrap_or(false);
+                if present {
+                    continue;
+                }
+            }
+            let before = UnixTime(t.received.0.saturating_sub(keep_secs));
+            if let Err(e) = self
+                .store
+                .mailbox_expunge_before(account, mailbox, before, 100)
+            {
+                tracing::error!(account = %account, error = %e, "tidying rejects mailbox");
+            }
+            let held = self
+                .store
+                .count_since(
+                    account,
+                    rmox_storage::IndexKind::Mailbox,
+                    mailbox,
+                    UnixTime(0),
+                )
+                .unwrap_or(u64::MAX);
+            if held >= u64::from(config.incoming.rejects_max_messages) {
+                tracing::info!(account = %account, mailbox = %mailbox, "rejects mailbox full, refused message not kept");
+                continue;
+            }
+            batch.push(Delivery {
+                account: account.clone(),
+                mailbox: mailbox.clone(),
+                head: t.message.parts()[0],
+                message: t.message.parts()[1],
+                flags: Flags {
+                    seen: true,
+                    ..Flags::default()
+                },
+                received: t.received,
+                info: Self::info(t, None),
+            });
+        }
+        if batch.is_empty() {
+            return;
+        }
+        match self.store.deliver_many(batch) {
+            Ok(_) => tracing::info!(cid = t.cid, "refused message kept in rejects mailbox"),
+            Err(e) => {
+                tracing::error!(cid = t.cid, error = %e, "keeping refused message in rejects mailbox")
+            }
+        }
+    }
+
+    /// A message accepted for `account` is no longer a reject: an earlier refused copy
+    /// (same Message-ID) leaves the rejects mailbox.
+    fn unreject(&self, t: &Transaction, account: &str) {
+        let Some(mailbox) = self
+            .config()
+            .account
+            .get(account)
+            .and_then(|a| a.rejects_mailbox.clone())
+        else {
+            return;
+        };
+        let Some(mid) = Self::info(t, None).message_id else {
+            return;
+        };
+        let hits = match self.store.lookup(
+            account,
+            rmox_storage::IndexKind::MessageId,
+            &mid,
+            UnixTime(0),
+            20,
+        ) {
+            Ok(h) => h,
+            Err(_) => return,
+        };
+        for h in hits.iter().filter(|h| h.mailbox == mailbox && !h.expunged) {
+            if let Err(e) = self.store.expunge(h.id) {
+                tracing::error!(account = %account, error = %e, "removing message from rejects mailbox");
+            }
+        }
     }
 
     /// Port 25: deliver into the local accounts; unknown users are refused here, after DATA.
@@ -671,26 +835,79 @@ impl World {
             return StoreOutcome::Failed(failed);
         }
         let accounts: Vec<String> = targets.iter().map(|d| d.0.clone()).collect();
-        let policy = self.incoming_verdict(t, &accounts);
+        let decisions = self.incoming_decisions(t, &accounts);
+        // Recipients whose account refused the message fail with that refusal.
+        let mut refusals: Vec<Reply> = Vec::new();
+        let mut rejected: Vec<(String, String)> = Vec::new();
+        targets.retain(
+            |(account, _, rcpt, _)| match decisions.get(account).map(|d| &d.verdict) {
+                Some(Err(r)) => {
+                    failed.push(RecipientFailure::from_reply(
+                        rcpt,
+                        r,
+                        false,
+                        rmox_core::server::FailureCause::Policy,
+                    ));
+                    refusals.push(r.clone());
+                    if let Some(m) = self
+                        .config()
+                        .account
+                        .get(account)
+                        .and_then(|a| a.rejects_mailbox.clone())
+                    {
+                        if !rejected.iter().any(|(a, _)| a == account) {
+                            rejected.push((account.clone(), m));
+                        }
+                    }
+                    false
+                }
+                _ => true,
+            },
+        );
         // DMARC reporting (src/reports.rs): the evaluation is stored when the message is
         // accepted or refused for its DMARC policy, not when refused for other reasons
         // (a temporary refusal would store it again on each retry).
-        let dmarc_refused = t
-            .auth
-            .as_ref()
-            .is_some_and(|v| self.incoming_policy().dmarc_rejects(v));
-        if policy.is_ok() || dmarc_refused {
+        let dmarc_refused = decisions.values().any(|d| d.reason == "dmarc-policy");
+        if !targets.is_empty() || dmarc_refused {
             crate::reports::store_evaluation(self.store.as_ref(), t, &accounts);
         }
-        if let Err(r) = policy {
-            return StoreOutcome::Refused(r);
+        if !rejected.is_empty() {
+            self.keep_rejected(t, &rejected);
+        }
+        if targets.is_empty() {
+            // One refusal for every recipient (the usual case): its own reply.
+            if refusals.len() == failed.len() && refusals.windows(2).all(|w| w[0] == w[1]) {
+                if let Some(r) = refusals.into_iter().next() {
+                    return StoreOutcome::Refused(r);
+                }
+            }
+            return StoreOutcome::Failed(failed);
         }
         crate::reports::store_incoming_report(self.store.as_ref(), &self.config(), t);
         crate::reports::store_incoming_tls_report(self.store.as_ref(), &self.config(), t);
+        // Each accepted copy records why it was accepted (X-Rmox-Reason, for users).
+        let heads: Vec<Vec<u8>> = targets
+            .iter()
+            .map(|(account, ..)| {
+                let mut h = decisions
+                    .get(account)
+                    .map(|d| d.header().into_bytes())
+                    .unwrap_or_default();
+                h.extend_from_slice(t.message.parts()[0]);
+                h
+            })
+            .collect();
+        let head_of = |account: &str| -> &[u8] {
+            targets
+                .iter()
+                .position(|(a, ..)| a == account)
+                .and_then(|i| heads.get(i))
+                .map_or(t.message.parts()[0], Vec::as_slice)
+        };
         let delivery = |(account, mailbox, _, index): &(String, String, String, String)| Delivery {
             account: account.clone(),
             mailbox: mailbox.clone(),
-            head: t.message.parts()[0],
+            head: head_of(account),
             message: t.message.parts()[1],
             flags: Flags::default(),
             received: t.received,
@@ -723,6 +940,11 @@ impl World {
         if all.is_ok() {
             if let Some((to, _)) = &dsn {
                 tracing::info!(cid = t.cid, to = %to, "dsn about failed recipients");
+            }
+            for (account, ..) in &targets {
+                if decisions.contains_key(account) {
+                    self.unreject(t, account);
+                }
             }
             if failed.is_empty() {
                 return StoreOutcome::Delivered;

@@ -14,9 +14,9 @@
 use crate::dnsbl::DnsblStatus;
 use crate::iprev::IprevResult;
 use crate::reputation;
-use crate::spf::SpfStatus;
 use crate::server::Verdicts;
 use crate::smtp::{Enhanced, Reply};
+use crate::spf::SpfStatus;
 
 /// The configuration switches of the incoming policy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -409,7 +409,14 @@ mod analyze_tests {
         let none = rep(None, false, Method::None);
         let pass = SpfStatus::Pass;
         let fail = SpfStatus::Fail;
-        type Case<'a> = (Verdicts, Option<&'a Outcome>, bool, bool, Option<u16>, &'a str);
+        type Case<'a> = (
+            Verdicts,
+            Option<&'a Outcome>,
+            bool,
+            bool,
+            Option<u16>,
+            &'a str,
+        );
         #[rustfmt::skip]
         let cases: Vec<Case<'_>> = vec![
             // DMARC reject first, even over good reputation; not for forwarded mail.

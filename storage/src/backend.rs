@@ -106,6 +106,25 @@ pub trait MailStore: Send + Sync {
     fn count_outgoing(&self, account: &str, since: UnixTime) -> Result<(u64, u64), StoreError>;
     /// Whether the account sent to this address before.
     fn has_sent_to(&self, account: &str, address: &str) -> Result<bool, StoreError>;
+    /// Messages indexed under (`kind`, `value`) since a time, newest first, at most `limit`.
+    fn lookup(
+        &self,
+        account: &str,
+        kind: IndexKind,
+        value: &str,
+        since: UnixTime,
+        limit: usize,
+    ) -> Result<Vec<crate::IndexHit>, StoreError>;
+    /// Removes a message (its record stays for reputation).
+    fn expunge(&self, id: MessageId) -> Result<(), StoreError>;
+    /// Expunges a mailbox's messages received before a time, oldest first, at most `max`.
+    fn mailbox_expunge_before(
+        &self,
+        account: &str,
+        mailbox: &str,
+        before: UnixTime,
+        max: usize,
+    ) -> Result<usize, StoreError>;
     /// Whether the account sent to an address, a domain, or within a domain since a time.
     fn sent_to_since(
         &self,
@@ -277,6 +296,28 @@ impl MailStore for Store {
         since: UnixTime,
     ) -> Result<bool, StoreError> {
         Store::sent_to_since(self, account, to, since)
+    }
+    fn lookup(
+        &self,
+        account: &str,
+        kind: IndexKind,
+        value: &str,
+        since: UnixTime,
+        limit: usize,
+    ) -> Result<Vec<crate::IndexHit>, StoreError> {
+        Store::lookup(self, account, kind, value, since, limit)
+    }
+    fn expunge(&self, id: MessageId) -> Result<(), StoreError> {
+        Store::expunge(self, id)
+    }
+    fn mailbox_expunge_before(
+        &self,
+        account: &str,
+        mailbox: &str,
+        before: UnixTime,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        Store::mailbox_expunge_before(self, account, mailbox, before, max)
     }
     fn history(
         &self,

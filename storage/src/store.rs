@@ -707,8 +707,20 @@ impl Store {
             let rtx = self.read()?;
             let idx = rtx.open_table(MSG_INDEX)?;
             let range = idx.range(
-                (account, IndexKind::Mailbox.code(), mb.as_str(), i64::MIN, 0u64)
-                    ..(account, IndexKind::Mailbox.code(), mb.as_str(), before.0, 0u64),
+                (
+                    account,
+                    IndexKind::Mailbox.code(),
+                    mb.as_str(),
+                    i64::MIN,
+                    0u64,
+                )
+                    ..(
+                        account,
+                        IndexKind::Mailbox.code(),
+                        mb.as_str(),
+                        before.0,
+                        0u64,
+                    ),
             )?;
             let mut ids = Vec::new();
             for r in range.take(max) {
@@ -1392,7 +1404,14 @@ mod tests {
             1
         );
         assert_eq!(count(), 1);
-        assert_eq!(s.messages("a").unwrap().iter().filter(|m| !m.expunged).count(), 2);
+        assert_eq!(
+            s.messages("a")
+                .unwrap()
+                .iter()
+                .filter(|m| !m.expunged)
+                .count(),
+            2
+        );
     }
 
     /// Sent-to keys for addresses, exact domains and domains within, with the newest time.
