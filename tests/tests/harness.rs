@@ -227,8 +227,9 @@ fn serve_scenarios(rt: &str) {
         ],
         "451 4.7.1",
     );
-    // No PTR for 127.20.0.1, example.org not yet known: iprev required, 451 4.7.0 (DKIM
-    // keeps DMARC passing although SPF fails).
+    // No PTR for 127.20.0.1, example.org not yet known, SPF fails (DKIM keeps DMARC
+    // passing): the analysis refuses an unknown sender whose SPF fails, 451 4.3.0 without
+    // details (mox's order; the iprev rule comes after it).
     let s_noptr = sub("noptr");
     inject_expect(
         &h,
@@ -242,7 +243,7 @@ fn serve_scenarios(rt: &str) {
             "--subject",
             &s_noptr,
         ],
-        "451 4.7.0",
+        "451 4.3.0",
     );
     // With PTR (127.10.0.11 = mx1.example.org), SPF pass, DKIM: accepted over STARTTLS
     // verified against the harness CA and name.

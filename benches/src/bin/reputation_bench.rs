@@ -1,0 +1,144 @@
+//! Reputation cost against the size of an account's history: the time of one incoming
+//! analysis (core's machine answered from storage, `rmox::analysis::reputation`) on an
+//! empty account and on one holding `--prefill` messages (default 100,000), in one run.
+//!
+//! ```text
+//! cargo run --release -p rmox-benches --bin reputation_bench -- [--prefill N] [--n N]
+//! ```
+//!
+//! Two cases each: a first-time sender (every question is asked: the worst case) and a
+//! sender with history (the first question decides). Prints microseconds per analysis and
+//! the ratio full/empty, with the issue's target (within 10%) as pass/fail. Figures only,
+//! no assertions; run on a quiet machine.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use rmox_core::reputation::{Facts, FromFacts};
+use rmox_core::UnixTime;
+use rmox_storage::{Delivery, Flags, MessageInfo, Store, Validation};
+
+const NOW: UnixTime = UnixTime(2_000_000_000);
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Message `i` of the prefill: 2,000 sender domains, 20 addresses each, 5,000 client IPs,
+/// one in ten junk, spread over the last 90 days.
+fn prefill_delivery(i: usize, body: &[u8]) -> Delivery<'_> {
+    let dom = format!("d{}.example", i % 2000);
+    let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + (i % 5000) as u32 * 7));
+    Delivery {
+        account: "a".into(),
+        mailbox: "Inbox".into(),
+        head: b"",
+        message: body,
+        flags: Flags {
+            junk: i % 10 == 0,
+            ..Flags::default()
+        },
+        received: UnixTime(NOW.0 - (i as i64 % 90) * 86400 - 60),
+        info: MessageInfo {
+            remote_ip: Some(ip),
+            ehlo: Some(format!("mx.{dom}")),
+            mail_from: Some(format!("bounce@{dom}")),
+            mail_from_validation: Validation::Pass,
+            from_address: Some(format!("u{}@{dom}", i % 20)),
+            from_domain: Some(dom.clone()),
+            from_org_domain: Some(dom.clone()),
+            from_validation: Validation::Dmarc,
+            dkim_domains: vec![dom],
+            ..MessageInfo::default()
+        },
+    }
+}
+
+fn facts(new_sender: bool) -> Facts {
+    let dom = if new_sender {
+        "new.example".to_string()
+    } else {
+        "d7.example".to_string()
+    };
+    let ip = if new_sender {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + 7 * 7))
+    };
+    Facts {
+        from: Some(FromFacts {
+            localpart: "u7".into(),
+            domain: dom.clone(),
+            org_domain: dom.clone(),
+            validated: true,
+        }),
+        mail_from: Some(format!("bounce@{dom}")),
+        mail_from_domain: Some(dom.clone()),
+        mail_from_validated: true,
+        ehlo: Some(format!("mx.{dom}")),
+        ehlo_validated: false,
+        dkim_domains: vec![dom],
+        networks: rmox_storage::ip_networks(ip),
+        ipv6: false,
+    }
+}
+
+/// Microseconds per analysis, the median of 5 rounds of `n`.
+fn measure(store: &Store, new_sender: bool, n: usize) -> f64 {
+    let f = facts(new_sender);
+    let mut rounds: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..n {
+                let o = rmox::analysis::reputation(store, "a", Some("Rejects"), f.clone(), NOW)
+                    .expect("analysis");
+                std::hint::black_box(o);
+            }
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
+        })
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    rounds[2]
+}
+
+fn main() {
+    let prefill = arg("--prefill", 100_000);
+    let n = arg("--n", 2000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let empty = Store::open(&dir.path().join("empty")).expect("store");
+    empty.account_add("a", "example.org").expect("account");
+    let full = Store::open(&dir.path().join("full")).expect("store");
+    full.account_add("a", "example.org").expect("account");
+    let body = b"From: x@example.org\r\nSubject: s\r\n\r\nbody\r\n".to_vec();
+    let t = Instant::now();
+    let mut i = 0;
+    while i < prefill {
+        let batch: Vec<Delivery<'_>> = (i..(i + 1000).min(prefill))
+            .map(|j| prefill_delivery(j, &body))
+            .collect();
+        full.deliver_many(batch).expect("prefill");
+        i += 1000;
+    }
+    eprintln!("prefilled {prefill} messages in {:.1} s", t.elapsed().as_secs_f64());
+    // The empty store gets the known sender's history only (one message), so that the
+    // known-sender case is decided by the same first question on both.
+    empty
+        .deliver(prefill_delivery(7, &body))
+        .expect("one message");
+    println!("| case | empty account (µs) | {prefill} messages (µs) | ratio | target ≤ 1.10 |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (name, new_sender) in [("first-time sender (all questions)", true), ("known sender (first question)", false)] {
+        let e = measure(&empty, new_sender, n);
+        let f = measure(&full, new_sender, n);
+        let ratio = f / e;
+        println!(
+            "| {name} | {e:.1} | {f:.1} | {ratio:.2} | {} |",
+            if ratio <= 1.10 { "pass" } else { "FAIL" }
+        );
+    }
+}
