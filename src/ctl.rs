@@ -104,6 +104,26 @@ pub enum Request {
         /// The mbox file or maildir, absolute.
         path: PathBuf,
     },
+    /// An account's messages (`rmox message list`): id, mailbox, received, flags, size,
+    /// From; the newest `limit`.
+    MessageList {
+        /// The account.
+        account: String,
+        /// Only this mailbox.
+        mailbox: Option<String>,
+        /// At most this many, newest first.
+        limit: usize,
+    },
+    /// Classify a message as junk or not junk (`rmox message junk|notjunk`): the evidence
+    /// reputation reads.
+    MessageClassify {
+        /// The account that owns it.
+        account: String,
+        /// The message id, as `message list` prints it.
+        id: u64,
+        /// Junk (true) or not junk.
+        junk: bool,
+    },
     /// Write an account's messages out (`rmox export`).
     Export {
         /// mbox or maildir.
@@ -188,6 +208,74 @@ pub fn execute(
     match request {
         Request::Queue { op } => {
             crate::queue::cli::execute_answer(c, store, op, None, live.map(|l| &l.wakeup))
+        }
+        Request::MessageList {
+            account,
+            mailbox,
+            limit,
+        } => {
+            if store.account(&account)?.is_none() {
+                return Err(Fail(format!("account {account:?} not found")));
+            }
+            let mut msgs: Vec<rmox_storage::MessageRecord> = store
+                .messages(&account)?
+                .into_iter()
+                .filter(|m| !m.expunged && mailbox.as_ref().is_none_or(|b| &m.mailbox == b))
+                .collect();
+            msgs.sort_by_key(|m| std::cmp::Reverse(m.id));
+            msgs.truncate(limit);
+            let mut lines = vec![format!(
+                "{:>8}  {:<12} {:<20} {:<13} {:>9}  from",
+                "id", "mailbox", "received", "flags", "size"
+            )];
+            let mut json = Vec::new();
+            for m in &msgs {
+                let mut flags = Vec::new();
+                if m.flags.seen {
+                    flags.push("seen");
+                }
+                if m.flags.junk {
+                    flags.push("junk");
+                }
+                if m.flags.notjunk {
+                    flags.push("notjunk");
+                }
+                let from = m.info.from_address.clone().unwrap_or_default();
+                lines.push(format!(
+                    "{:>8}  {:<12} {:<20} {:<13} {:>9}  {}",
+                    m.id.0,
+                    m.mailbox,
+                    m.received.rfc3339(),
+                    flags.join(","),
+                    m.size,
+                    from
+                ));
+                json.push(serde_json::json!({
+                    "id": m.id.0, "mailbox": m.mailbox, "received": m.received.0,
+                    "seen": m.flags.seen, "junk": m.flags.junk, "notjunk": m.flags.notjunk,
+                    "size": m.size, "from": from,
+                }));
+            }
+            Ok(Answer {
+                lines,
+                json: serde_json::Value::from(json),
+            })
+        }
+        Request::MessageClassify { account, id, junk } => {
+            let id = rmox_storage::MessageId(id);
+            let rec = store
+                .message(id)?
+                .filter(|m| m.account == account && !m.expunged)
+                .ok_or_else(|| Fail(format!("no message {} in account {account:?}", id.0)))?;
+            let mut flags = rec.flags;
+            flags.junk = junk;
+            flags.notjunk = !junk;
+            store.set_flags(id, flags)?;
+            Ok(Answer::lines(vec![format!(
+                "message {} of {account} marked {}",
+                id.0,
+                if junk { "junk" } else { "not junk" }
+            )]))
         }
         Request::TlsrptList => {
             let lines = crate::tlsrpt::list_lines(store, false)?;

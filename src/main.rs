@@ -158,6 +158,17 @@ enum Cmd {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// An account's messages, and classifying them as junk or not (what reputation reads).
+    Message {
+        #[command(subcommand)]
+        cmd: MessageCmd,
+        /// Configuration file.
+        #[arg(long, global = true, default_value = "rmox.toml")]
+        config: PathBuf,
+        /// Print the answer as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Incoming TLS reports (RFC 8460) that were stored.
     Tlsrpt {
         #[command(subcommand)]
@@ -165,6 +176,35 @@ enum Cmd {
         /// Configuration file.
         #[arg(long, global = true, default_value = "rmox.toml")]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MessageCmd {
+    /// List an account's messages, newest first: id, mailbox, received, flags, size, From.
+    List {
+        /// The account.
+        account: String,
+        /// Only this mailbox.
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Classify a message as junk: later mail from its sender counts against it.
+    Junk {
+        /// The account.
+        account: String,
+        /// The message id (from `message list`).
+        id: u64,
+    },
+    /// Classify a message as not junk.
+    Notjunk {
+        /// The account.
+        account: String,
+        /// The message id (from `message list`).
+        id: u64,
     },
 }
 
@@ -785,6 +825,31 @@ fn main() -> ExitCode {
                 },
         } => tools::dane_makerecord(&certfile, usage, selector, matching, host.as_deref(), port),
         Cmd::Queue { cmd, config, json } => queue::cli::run(&config, queue_op(cmd), json),
+        Cmd::Message { cmd, config, json } => {
+            use rmox::ctl::Request;
+            let request = match cmd {
+                MessageCmd::List {
+                    account,
+                    mailbox,
+                    limit,
+                } => Request::MessageList {
+                    account,
+                    mailbox,
+                    limit,
+                },
+                MessageCmd::Junk { account, id } => Request::MessageClassify {
+                    account,
+                    id,
+                    junk: true,
+                },
+                MessageCmd::Notjunk { account, id } => Request::MessageClassify {
+                    account,
+                    id,
+                    junk: false,
+                },
+            };
+            rmox::ctl::run(&config, request, json)
+        }
         Cmd::Tlsrpt { cmd, config } => match cmd {
             TlsrptCmd::List { json } => {
                 rmox::ctl::run(&config, rmox::ctl::Request::TlsrptList, json)

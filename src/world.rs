@@ -686,7 +686,7 @@ impl World {
                 cid = t.cid,
                 account = %account,
                 accept = d.verdict.is_ok(),
-                reason = d.reason,
+                reason = %d.reason,
                 why = %d.text.join("; "),
                 "incoming analysis"
             );

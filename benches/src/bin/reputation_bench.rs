@@ -11,6 +11,8 @@
 //! the ratio full/empty, with the target (within 10%) as pass/fail. Figures only,
 //! no assertions; run on a quiet machine.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool: failures abort
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
@@ -124,7 +126,10 @@ fn main() {
         full.deliver_many(batch).expect("prefill");
         i += 1000;
     }
-    eprintln!("prefilled {prefill} messages in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "prefilled {prefill} messages in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     // The empty store gets the known sender's history only (one message), so that the
     // known-sender case is decided by the same first question on both.
     empty
@@ -132,7 +137,10 @@ fn main() {
         .expect("one message");
     println!("| case | empty account (µs) | {prefill} messages (µs) | ratio | target ≤ 1.10 |");
     println!("| --- | --- | --- | --- | --- |");
-    for (name, new_sender) in [("first-time sender (all questions)", true), ("known sender (first question)", false)] {
+    for (name, new_sender) in [
+        ("first-time sender (all questions)", true),
+        ("known sender (first question)", false),
+    ] {
         let e = measure(&empty, new_sender, n);
         let f = measure(&full, new_sender, n);
         let ratio = f / e;
