@@ -21,12 +21,14 @@ pub enum ExportFormat {
 
 fn open_store(c: &Config) -> Result<Store, Fail> {
     let data = c.data_dir();
-    Store::open_with_cache(&data, c.storage_cache_bytes()).map_err(|e| {
+    let store = Store::open_with_cache(&data, c.storage_cache_bytes()).map_err(|e| {
         Fail(format!(
             "opening data directory {}: {e} (is `rmox serve` running? stop it first)",
             data.display()
         ))
-    })
+    })?;
+    store.set_maildirs(c.maildirs()?);
+    Ok(store)
 }
 
 /// Edits the config file as TOML, keeping comments, and writes it back atomically after

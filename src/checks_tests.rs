@@ -73,6 +73,7 @@ impl Env {
         let tmp = Tmp::new(tag);
         let c = Config::parse(text, &tmp.0.join("rmox.toml")).unwrap();
         let store = Arc::new(Store::open(&c.data_dir()).unwrap());
+        store.set_maildirs(c.maildirs().unwrap());
         for (name, a) in &c.account {
             store.account_add(name, &a.domain).unwrap();
             crate::admin::set_password(&store, name, "testtest").unwrap();
@@ -686,4 +687,31 @@ fn reputation_good_history_beats_dnsbl() {
     earlier(&env, false, 3600);
     let r = env.deliver("remote.example", "remote@example.org", MSG);
     assert!(r.starts_with("250"), "{r}");
+}
+
+/// The 250 promise covers the maildir copy: when it cannot be written (here its path is a
+/// file), the recipient gets a temporary failure, not a 250 with the copy missing.
+#[test]
+fn maildir_write_failure_is_not_a_250() {
+    let base = BASE.replace(
+        "destinations = { \"mjl@mox.example\" = {}, \"other@mox.example\" = {} }",
+        "destinations = { \"mjl@mox.example\" = {}, \"other@mox.example\" = {} }\nmaildir = \"blocked/Maildir\"",
+    );
+    let text = format!(
+        "{base}\n[[listener]]\nname = \"t\"\nip = \"127.0.0.1\"\nsmtp = {{ port = 25 }}\n[incoming]\nchecks = false\n"
+    );
+    let env = Env::with_text("maildirfail", &text, zone(true, "none", true));
+    std::fs::write(env._tmp.0.join("blocked"), b"a file, not a directory").unwrap();
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("451 4.3.0"), "{r}");
+    assert!(env.stored().is_empty());
+    // Once the path works, the message is written to both.
+    std::fs::remove_file(env._tmp.0.join("blocked")).unwrap();
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(env.stored().len(), 1);
+    let new = std::fs::read_dir(env._tmp.0.join("blocked/Maildir/new"))
+        .unwrap()
+        .count();
+    assert_eq!(new, 1);
 }

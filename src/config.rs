@@ -266,6 +266,10 @@ pub struct AccountConfig {
     /// Routes for mail from this account, tried first.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// A Maildir++ directory (relative to the config file) that every message delivered to
+    /// the account is also written to, durably before the 250, for an IMAP server such as
+    /// Dovecot to serve; messages the user moves to its Junk folder count as junk.
+    pub maildir: Option<PathBuf>,
 }
 
 /// `[sendmail]`: local programs (cron, PHP's mail(), git send-email) submit through `rmox
@@ -994,6 +998,19 @@ pub struct TransportSetup {
     pub proxy_auth: Option<(String, String)>,
 }
 
+/// A group's id from its name (in /etc/group) or number.
+fn group_id(g: &str) -> Option<u32> {
+    if let Ok(n) = g.parse() {
+        return Some(n);
+    }
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == g).then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
+}
+
 /// Smallest `storage_cache_mb`.
 pub const MIN_STORAGE_CACHE_MB: u64 = 4;
 /// Largest `storage_cache_mb` (64 GiB).
@@ -1018,6 +1035,10 @@ pub struct Config {
     /// Whose AD bit is believed (`resolver_trust_ad`).
     #[serde(default)]
     pub resolver_trust_ad: TrustAd,
+    /// The group (name or number) that gets read/write access to the accounts' maildirs
+    /// (files 0660, directories 2770), for an IMAP server running as another user.
+    #[serde(default)]
+    pub maildir_group: Option<String>,
     /// MiB of database page cache (redb); memory stays flat beyond it however large the
     /// data grows. Default [`rmox_storage::DEFAULT_CACHE_BYTES`].
     #[serde(default = "default_storage_cache_mb")]
@@ -1133,6 +1154,7 @@ impl Config {
     }
 
     fn validate(&mut self) -> Result<(), ConfigError> {
+        self.maildirs()?;
         if !(MIN_STORAGE_CACHE_MB..=MAX_STORAGE_CACHE_MB).contains(&self.storage_cache_mb) {
             return Err(self.err(
                 "storage_cache_mb",
@@ -1614,6 +1636,35 @@ impl Config {
         }
     }
 
+    /// The accounts' maildirs (`account.NAME.maildir`, `maildir_group`), for
+    /// `Store::set_maildirs`.
+    pub fn maildirs(&self) -> Result<BTreeMap<String, rmox_storage::Maildir>, ConfigError> {
+        let group = match &self.maildir_group {
+            None => None,
+            Some(g) => Some(group_id(g).ok_or_else(|| {
+                self.err(
+                    "maildir_group",
+                    format!("{g:?}: no such group (a name in /etc/group or a number)"),
+                )
+            })?),
+        };
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        Ok(self
+            .account
+            .iter()
+            .filter_map(|(name, a)| {
+                let root = a.maildir.as_ref()?;
+                Some((
+                    name.clone(),
+                    rmox_storage::Maildir {
+                        root: base.join(root),
+                        group,
+                    },
+                ))
+            })
+            .collect())
+    }
+
     /// The database page cache in bytes (`storage_cache_mb`).
     pub fn storage_cache_bytes(&self) -> usize {
         usize::try_from(self.storage_cache_mb << 20).unwrap_or(usize::MAX)
@@ -1983,6 +2034,10 @@ resolver = ["127.0.0.53:53"]
 # a zonefile resolver's answers count as insecure too).
 resolver_trust_ad = "loopback"
 
+# The group that gets read/write access to the accounts' maildirs (files 0660, directories
+# 2770), for an IMAP server running as another user. Unset: private to rmox's user.
+# maildir_group = "dovecot"
+
 # MiB of database page cache (default 64, 4 to 65536). Memory stays flat beyond it however
 # large the accounts and the queue grow; more cache means fewer reads from disk.
 storage_cache_mb = 64
@@ -2058,6 +2113,10 @@ quota_message_size = 0
 # Keep messages the incoming analysis refuses in this mailbox (the sender still gets the
 # refusal), so that a wanted one can be rescued. Unset: refused messages are not kept.
 rejects_mailbox = "Rejects"
+# Also write every delivered message to this Maildir++ directory (durably, before the
+# 250), for an IMAP server such as Dovecot to serve; messages the user moves to its Junk
+# folder count as junk for reputation.
+# maildir = "/var/mail/mjl/Maildir"
 
 # Address at the host name (localpart@HOSTNAME, the host name need not be a configured
 # domain) for TLS reports about our MX host (DANE), e.g. the rua=mailto: of

@@ -217,6 +217,7 @@ pub fn execute(
             if store.account(&account)?.is_none() {
                 return Err(Fail(format!("account {account:?} not found")));
             }
+            store.maildir_junk_sync(&account)?;
             let mut msgs: Vec<rmox_storage::MessageRecord> = store
                 .messages(&account)?
                 .into_iter()
@@ -566,6 +567,7 @@ pub fn run(config: &Path, request: Request, json: bool) -> Result<(), Fail> {
             let data = c.data_dir();
             let store = Store::open_with_cache(&data, c.storage_cache_bytes())
                 .map_err(|e| Fail(format!("opening data directory {}: {e}", data.display())))?;
+            store.set_maildirs(c.maildirs()?);
             execute(&c, &Arc::new(store), request, None)?
         }
     };

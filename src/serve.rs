@@ -350,6 +350,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let store = Store::open_with_cache(&data, c.storage_cache_bytes())
         .map_err(|e| Fail(format!("opening data directory {}: {e}", data.display())))?;
     remove_queue_orphans(&store);
+    store.set_maildirs(c.maildirs()?);
     let store = Arc::new(store);
     for (name, a) in &c.account {
         if store.account(name)?.is_none() {

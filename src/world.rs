@@ -193,6 +193,7 @@ impl World {
             }
         }
         let notes = crate::serve::restart_needed(&old, &new);
+        self.store.set_maildirs(new.maildirs()?);
         *self.dkim.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(dkim);
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         Ok(notes)
@@ -652,6 +653,16 @@ impl World {
                 .account
                 .get(account)
                 .and_then(|a| a.rejects_mailbox.as_deref());
+            // What the user moved to Junk through IMAP counts before the history is read.
+            match self.store.maildir_junk_sync(account) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(account = %account, messages = n, "maildir junk folder: marked as junk")
+                }
+                Err(e) => {
+                    tracing::error!(account = %account, error = %e, "reading the maildir junk folder")
+                }
+            }
             let rep = match &facts {
                 None => None,
                 Some(f) => match crate::analysis::reputation(

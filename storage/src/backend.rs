@@ -115,6 +115,10 @@ pub trait MailStore: Send + Sync {
         since: UnixTime,
         limit: usize,
     ) -> Result<Vec<crate::IndexHit>, StoreError>;
+    /// The accounts whose messages are also written to a maildir.
+    fn set_maildirs(&self, maildirs: std::collections::BTreeMap<String, crate::Maildir>);
+    /// Marks as junk what the user moved to the account's maildir Junk folder.
+    fn maildir_junk_sync(&self, account: &str) -> Result<usize, StoreError>;
     /// Removes a message (its record stays for reputation).
     fn expunge(&self, id: MessageId) -> Result<(), StoreError>;
     /// Expunges a mailbox's messages received before a time, oldest first, at most `max`.
@@ -309,6 +313,12 @@ impl MailStore for Store {
     }
     fn expunge(&self, id: MessageId) -> Result<(), StoreError> {
         Store::expunge(self, id)
+    }
+    fn set_maildirs(&self, maildirs: std::collections::BTreeMap<String, crate::Maildir>) {
+        Store::set_maildirs(self, maildirs)
+    }
+    fn maildir_junk_sync(&self, account: &str) -> Result<usize, StoreError> {
+        Store::maildir_junk_sync(self, account)
     }
     fn mailbox_expunge_before(
         &self,

@@ -53,6 +53,10 @@ pub struct Store {
     pub(crate) committer: Committer,
     pub(crate) counters: Arc<Counters>,
     pub(crate) deletes: Mutex<Deletes>,
+    /// Accounts whose messages are also written to a maildir ([`Store::set_maildirs`]).
+    pub(crate) maildirs: std::sync::RwLock<BTreeMap<String, crate::Maildir>>,
+    /// Per account, when its maildir Junk folder was last read (seconds).
+    pub(crate) junk_synced: Mutex<BTreeMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -189,6 +193,8 @@ impl Store {
             committer,
             counters,
             deletes: Mutex::new(Deletes::default()),
+            maildirs: Default::default(),
+            junk_synced: Default::default(),
         })
     }
 
@@ -220,7 +226,74 @@ impl Store {
             committer: Committer::new(Box::new(|_| Err(StoreError::ReadOnly)), None),
             counters: Arc::new(Counters::default()),
             deletes: Mutex::new(Deletes::default()),
+            maildirs: Default::default(),
+            junk_synced: Default::default(),
         })
+    }
+
+    /// The accounts whose delivered messages are also written, durably, to a maildir (for
+    /// an IMAP server), replacing the earlier list (a configuration reload).
+    pub fn set_maildirs(&self, maildirs: BTreeMap<String, crate::Maildir>) {
+        *self.maildirs.write().unwrap_or_else(|p| p.into_inner()) = maildirs;
+    }
+
+    /// The maildir of `account`, when it has one.
+    pub fn maildir(&self, account: &str) -> Option<crate::Maildir> {
+        self.maildirs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .cloned()
+    }
+
+    /// Marks as junk the messages of `account` that are in its maildir's Junk folder (moved
+    /// there through IMAP) and not yet junk; returns how many. Nothing without a maildir.
+    pub fn maildir_junk_sync(&self, account: &str) -> Result<usize, StoreError> {
+        let Some(md) = self.maildir(account) else {
+            return Ok(0);
+        };
+        // Only files that arrived since the last look (a second of overlap); the first
+        // look after a start reads them all.
+        let since = self
+            .junk_synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .copied()
+            .unwrap_or(0);
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut ids = Vec::new();
+        for f in md.junk_since(since.saturating_sub(1))? {
+            match f {
+                crate::maildir::JunkFile::Id(id) => ids.push(MessageId(id)),
+                crate::maildir::JunkFile::MessageId(mid) => {
+                    for h in self.lookup(account, IndexKind::MessageId, &mid, UnixTime(0), 10)? {
+                        ids.push(h.id);
+                    }
+                }
+            }
+        }
+        self.junk_synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(account.to_string(), started);
+        let mut n = 0;
+        for id in ids {
+            let Some(rec) = self.message(id)? else {
+                continue;
+            };
+            if rec.account != account || rec.expunged || rec.flags.junk {
+                continue;
+            }
+            let mut f = rec.flags;
+            f.junk = true;
+            f.notjunk = false;
+            self.set_flags(rec.id, f)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// The data directory.
@@ -544,6 +617,10 @@ impl Store {
                 };
                 new_files.push(files::path(&self.dir, Area::Msg, id));
                 let dir = dir?;
+                if let Some(md) = self.maildir(&d.account) {
+                    let p = md.deliver(&d.mailbox, id, d.received.0, &parts, d.flags.seen)?;
+                    new_files.push(p);
+                }
                 written.push((key(d), id));
                 if !dirs.contains(&dir) {
                     dirs.push(dir);
@@ -669,7 +746,7 @@ impl Store {
                 None => return Err(StoreError::NoMessage(id)),
             };
             if r.expunged {
-                return Ok(false);
+                return Ok(None);
             }
             r.expunged = true;
             t.insert(id.0, enc(&r)?.as_slice())?;
@@ -684,10 +761,13 @@ impl Store {
             let mut u = txn.open_table(USAGE)?;
             let used = u.get(r.account.as_str())?.map(|g| g.value()).unwrap_or(0);
             u.insert(r.account.as_str(), used.saturating_sub(r.size))?;
-            Ok(true)
+            Ok(Some((r.account, r.mailbox)))
         })?;
-        if removed {
+        if let Some((account, mailbox)) = removed {
             self.remove_files(vec![files::path(&self.dir, Area::Msg, id.0)]);
+            if let Some(md) = self.maildir(&account) {
+                md.remove(&mailbox, id.0)?;
+            }
         }
         Ok(())
     }
