@@ -1,9 +1,12 @@
-//! The answers of rmox's HTTP listeners: requests routed by host and path. Today one route:
+//! The answers of rmox's HTTP listeners: requests routed by host and path. Two routes:
 //! each hosted domain's MTA-STS policy (RFC 8461 3.3) at
-//! `https://mta-sts.DOMAIN/.well-known/mta-sts.txt`.
+//! `https://mta-sts.DOMAIN/.well-known/mta-sts.txt`, and the key authorizations of ACME
+//! `http-01` challenges (RFC 8555 8.3) at `/.well-known/acme-challenge/TOKEN` on any host
+//! while their order runs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rmox_core::http::{Header, RequestHead, Response};
 use rmox_core::tlspolicy::mtasts::StsPolicy;
@@ -51,6 +54,8 @@ pub fn policy_id(text: &str) -> String {
 pub struct Web {
     /// Host name (`mta-sts.DOMAIN`, lower case) -> policy.
     policies: BTreeMap<String, ServedPolicy>,
+    /// The `http-01` challenges being answered.
+    http01: Option<Arc<crate::acme::Http01>>,
 }
 
 impl Web {
@@ -65,7 +70,16 @@ impl Web {
                 );
             }
         }
-        Ok(Web { policies })
+        Ok(Web {
+            policies,
+            http01: None,
+        })
+    }
+
+    /// Answers the `http-01` challenges in `h` too.
+    pub fn with_http01(mut self, h: Arc<crate::acme::Http01>) -> Web {
+        self.http01 = Some(h);
+        self
     }
 
     /// The domains with a policy and the policy as served.
@@ -79,14 +93,22 @@ impl Web {
     /// for another host or path, 405 for another method.
     pub fn route(&self, head: &RequestHead) -> Response {
         let host = head.header("host").map(host_name).unwrap_or_default();
+        let is_get =
+            head.method.eq_ignore_ascii_case("GET") || head.method.eq_ignore_ascii_case("HEAD");
         let path = head.target.split(['?', '#']).next().unwrap_or_default();
+        if let Some(token) = path.strip_prefix(rmox_core::acme::HTTP01_PREFIX) {
+            let answer = self.http01.as_ref().and_then(|h| h.answer(token));
+            return match answer {
+                Some(_) if !is_get => method_not_allowed(),
+                Some(k) => Response::new(200, "application/octet-stream", k),
+                None => text(404, "not found\n"),
+            };
+        }
         let Some(p) = self.policies.get(&host).filter(|_| path == POLICY_PATH) else {
             return text(404, "not found\n");
         };
-        if !head.method.eq_ignore_ascii_case("GET") && !head.method.eq_ignore_ascii_case("HEAD") {
-            let mut r = text(405, "method not allowed\n");
-            r.headers.push(Header::new("Allow", "GET, HEAD"));
-            return r;
+        if !is_get {
+            return method_not_allowed();
         }
         text(200, &p.text)
     }
@@ -100,6 +122,12 @@ fn host_name(v: &str) -> String {
         _ => v,
     };
     h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn method_not_allowed() -> Response {
+    let mut r = text(405, "method not allowed\n");
+    r.headers.push(Header::new("Allow", "GET, HEAD"));
+    r
 }
 
 fn text(status: u16, body: &str) -> Response {

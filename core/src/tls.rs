@@ -264,6 +264,16 @@ pub type CertifiedKey = Arc<rustls::sign::CertifiedKey>;
 
 /// A certificate chain and key from PEM text (the key PKCS#8, PKCS#1 or SEC1).
 pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
+    let ck = certified_key_unchecked(cert_pem, key_pem)?;
+    // The key must belong to the leaf certificate.
+    ck.keys_match()?;
+    Ok(ck)
+}
+
+/// As [`certified_key_from_pem`] without checking that the key belongs to the leaf: for
+/// a `tls-alpn-01` certificate made a moment ago, which WebPKI cannot parse (its critical
+/// `acmeIdentifier` extension is unknown to it).
+pub fn certified_key_unchecked(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::PrivateKeyDer;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
@@ -275,10 +285,7 @@ pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Certifi
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| TlsError::Setup(format!("private key: {e}")))?;
     let key = provider().key_provider.load_private_key(key)?;
-    let ck = rustls::sign::CertifiedKey::new(certs, key);
-    // The key must belong to the leaf certificate.
-    ck.keys_match()?;
-    Ok(Arc::new(ck))
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(certs, key)))
 }
 
 /// The DER of the leaf certificate of a certified key.
