@@ -2422,6 +2422,131 @@ mailbox = "Postmaster"
         assert_eq!(e.key, "line 2");
         assert!(!e.problem.is_empty(), "{e:?}");
     }
+    /// `listener.acme` and `listener.http`: defaults, and every mistake refused with the
+    /// key and value named (what ACME does is shown by tests/tests/acme.rs).
+    #[test]
+    fn acme_settings() {
+        let parse = |listener: &str, extra: &str| {
+            Config::parse(
+                &format!(
+                    "hostname = \"mail.example.org\"\ndata_dir = \"d\"\n[[listener]]\nname = \"l\"\nip = \"127.0.0.1\"\n{listener}\n{extra}"
+                ),
+                Path::new("rmox.toml"),
+            )
+        };
+        let dir = "directory_url = \"https://ca.example/dir\"";
+        let c = parse(
+            &format!(
+                "mta_sts = {{ port = 443 }}\nsubmissions = {{ port = 465 }}\nacme = {{ {dir} }}"
+            ),
+            "",
+        )
+        .unwrap();
+        let a = c.listener[0].acme.as_ref().unwrap();
+        assert_eq!(a.challenge, AcmeChallenge::TlsAlpn01);
+        assert_eq!(a.renew_before_days, 30);
+        assert!(a.contact.is_empty() && a.ca_file.is_none());
+        assert_eq!(
+            crate::acme::names(&c, a),
+            vec!["mail.example.org".to_string()]
+        );
+        assert!(c.listener[0].has_tls());
+        assert_eq!(c.limits.acme_min_renew_interval_secs, 3600);
+        let c = parse(
+            &format!("http = {{ port = 80 }}\nacme = {{ {dir}, challenge = \"http-01\", hostnames = [\"A.example.org\", \"b.example.org\"], contact = [\"mailto:x@example.org\"], ca_file = \"ca.pem\", renew_before_days = 10 }}"),
+            "[limits]\nacme_min_renew_interval_secs = 5\n",
+        )
+        .unwrap();
+        let a = c.listener[0].acme.as_ref().unwrap();
+        assert_eq!(a.challenge, AcmeChallenge::Http01);
+        assert_eq!(a.renew_before_days, 10);
+        assert_eq!(
+            crate::acme::names(&c, a),
+            vec!["a.example.org".to_string(), "b.example.org".to_string()]
+        );
+        assert_eq!(c.limits.acme_min_renew_interval_secs, 5);
+        let mta = "mta_sts = { port = 443 }\n";
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                format!("{mta}tls = {{ cert_file = \"c\", key_file = \"k\" }}\nacme = {{ {dir} }}"),
+                "listener[0].acme",
+                "not with tls",
+            ),
+            (
+                format!("{mta}acme = {{ directory_url = \"http://ca.example/dir\" }}"),
+                "listener[0].acme.directory_url",
+                "\"http://ca.example/dir\"",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, hostnames = [] }}"),
+                "listener[0].acme.hostnames",
+                "no name",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, hostnames = [\"*.example.org\"] }}"),
+                "listener[0].acme.hostnames",
+                "\"*.example.org\"",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, hostnames = [\"bad host\"] }}"),
+                "listener[0].acme.hostnames",
+                "\"bad host\"",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, renew_before_days = 0 }}"),
+                "listener[0].acme.renew_before_days",
+                "0",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, contact = [\"admin\"] }}"),
+                "listener[0].acme.contact",
+                "\"admin\"",
+            ),
+            (
+                format!("smtp = {{ port = 25 }}\nacme = {{ {dir} }}"),
+                "listener[0].acme.challenge",
+                "tls-alpn-01 needs an implicit TLS port",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, challenge = \"http-01\" }}"),
+                "listener[0].acme.challenge",
+                "http-01 needs http",
+            ),
+            (
+                format!("{mta}http = {{ port = 80 }}\nacme = {{ {dir} }}"),
+                "listener[0].http",
+                "only answers ACME http-01",
+            ),
+            (
+                "http = { port = 80 }".into(),
+                "listener[0].http",
+                "only answers ACME http-01",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, challenge = \"dns-01\" }}"),
+                "line",
+                "dns-01",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, renew = 3 }}"),
+                "line",
+                "renew",
+            ),
+            (
+                format!(
+                    "{mta}http = {{ port = 443 }}\nacme = {{ {dir}, challenge = \"http-01\" }}"
+                ),
+                "listener[0].http.port",
+                "also",
+            ),
+        ];
+        for (listener, key, problem) in cases {
+            let e = parse(&listener, "").unwrap_err();
+            assert!(e.key.starts_with(key), "{listener}: {e}");
+            assert!(e.to_string().contains(problem), "{listener}: {e}");
+        }
+    }
+
     #[test]
     fn example_is_valid() {
         let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();

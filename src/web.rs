@@ -225,6 +225,52 @@ mod tests {
         );
     }
 
+    /// `http-01`: a published token's key authorization on any host (GET/HEAD), as
+    /// application/octet-stream; 404 once taken away or for another token; 405 for
+    /// other methods; the policy routes are unchanged.
+    #[test]
+    fn acme_http01_route() {
+        let h = Arc::new(crate::acme::Http01::default());
+        let web = Web::new(&config(
+            "[domain.\"example.org\".mta_sts]\nmode = \"enforce\"\n",
+        ))
+        .unwrap()
+        .with_http01(Arc::clone(&h));
+        let path = "/.well-known/acme-challenge/tok_1";
+        assert_eq!(
+            web.route(&req("GET", path, Some("mail.example.org")))
+                .status,
+            404
+        );
+        h.set("tok_1", Some("tok_1.thumb".into()));
+        for host in [Some("mail.example.org"), Some("other.example:80"), None] {
+            let r = web.route(&req("GET", path, host));
+            assert_eq!(
+                (r.status, r.body.as_slice()),
+                (200, &b"tok_1.thumb"[..]),
+                "{host:?}"
+            );
+            assert_eq!(r.content_type(), Some("application/octet-stream"));
+        }
+        assert_eq!(web.route(&req("HEAD", path, None)).status, 200);
+        assert_eq!(web.route(&req("POST", path, None)).status, 405);
+        assert_eq!(
+            web.route(&req("GET", "/.well-known/acme-challenge/other", None))
+                .status,
+            404
+        );
+        assert_eq!(
+            web.route(&req("GET", POLICY_PATH, Some("mta-sts.example.org")))
+                .status,
+            200
+        );
+        h.set("tok_1", None);
+        assert_eq!(web.route(&req("GET", path, None)).status, 404);
+        // Without http-01 answers (the mta_sts port of a server with no ACME) the same.
+        let plain = Web::new(&config("")).unwrap();
+        assert_eq!(plain.route(&req("GET", path, None)).status, 404);
+    }
+
     /// The served text is an RFC 8461 policy that core's parser reads back as configured;
     /// mx defaults to the host name and max_age to a day.
     #[test]
