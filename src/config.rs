@@ -143,6 +143,65 @@ pub struct Listener {
     /// Plain HTTP serving Prometheus metrics at `/metrics`.
     #[serde(default)]
     pub metrics: Option<PortConfig>,
+    /// The certificate from an ACME CA (RFC 8555) instead of `tls` files: obtained at
+    /// start, renewed, swapped without a restart.
+    pub acme: Option<AcmeListener>,
+    /// Plain HTTP answering ACME `http-01` challenges at
+    /// `/.well-known/acme-challenge/TOKEN` (port 80); everything else is 404.
+    pub http: Option<PortConfig>,
+}
+
+impl Listener {
+    /// Whether the listener has a certificate: `tls` files or `acme`.
+    pub fn has_tls(&self) -> bool {
+        self.tls.is_some() || self.acme.is_some()
+    }
+
+    /// Whether the listener serves implicit TLS (`submissions` or `mta_sts`), where
+    /// `tls-alpn-01` validations can reach it.
+    pub fn has_implicit_tls(&self) -> bool {
+        [&self.submissions, &self.mta_sts]
+            .iter()
+            .any(|p| p.as_ref().is_some_and(|p| p.enabled))
+    }
+}
+
+/// The ACME challenge a listener answers.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// `tls-alpn-01` (RFC 8737) on the listener's implicit TLS port (`mta_sts`, or
+    /// `submissions`): the CA connects to port 443 of each name.
+    #[default]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// `http-01` on the listener's `http` port: the CA connects to port 80 of each name.
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
+/// `acme = { ... }` of a listener.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeListener {
+    /// The CA's directory URL (`https://`).
+    pub directory_url: String,
+    /// Contact URLs for the account, e.g. `mailto:postmaster@example.org`.
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// The challenge answered (default `tls-alpn-01`).
+    #[serde(default)]
+    pub challenge: AcmeChallenge,
+    /// The names of the certificate (default: `hostname`).
+    pub hostnames: Option<Vec<String>>,
+    /// PEM file of CA certificates trusted for the CA's own HTTPS (default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// Renew when fewer days than this remain (default 30).
+    #[serde(default = "thirty")]
+    pub renew_before_days: u32,
+}
+
+fn thirty() -> u32 {
+    30
 }
 
 /// Whose DNSSEC verdict (the AD bit of an answer) is believed: DANE needs it.
@@ -409,6 +468,9 @@ pub struct Limits {
     /// Message data a connection holds in memory; past it the message goes to a spool file
     /// in the data directory as it arrives. A spooled message's header must fit in it.
     pub spool_threshold_bytes: usize,
+    /// ACME: the least time between two issues of one certificate, whatever
+    /// `renew_before_days` says (a value longer than the CA's lifetimes renews this often).
+    pub acme_min_renew_interval_secs: u64,
 }
 
 impl Default for Limits {
@@ -444,6 +506,7 @@ impl Default for Limits {
             http_handler_timeout_secs: 60,
             http_max_pipelined: 8,
             spool_threshold_bytes: 256 << 10,
+            acme_min_renew_interval_secs: 3600,
         }
     }
 }
@@ -1153,6 +1216,68 @@ impl Config {
         }
     }
 
+    /// `listener[i].acme`: with no `tls` files, an `https` directory, valid names, and the
+    /// port its challenge needs.
+    fn validate_acme(&self, i: usize, l: &Listener) -> Result<(), ConfigError> {
+        let Some(a) = &l.acme else {
+            return Ok(());
+        };
+        let key = |k: &str| format!("listener[{i}].acme{k}");
+        if l.tls.is_some() {
+            return Err(self.err(
+                key(""),
+                "not with tls: the certificate comes from ACME (remove tls or acme)",
+            ));
+        }
+        if !a.directory_url.starts_with("https://") || a.directory_url.len() <= 8 {
+            return Err(self.err(
+                key(".directory_url"),
+                format!("{:?} is not an https:// URL", a.directory_url),
+            ));
+        }
+        if let Some(names) = &a.hostnames {
+            if names.is_empty() {
+                return Err(self.err(
+                    key(".hostnames"),
+                    "[] has no name; leave it out for hostname",
+                ));
+            }
+            for n in names {
+                if rmox_core::smtp::Domain::parse(n).is_err() || n.starts_with('*') {
+                    return Err(self.err(
+                        key(".hostnames"),
+                        format!("{n:?} is not a host name (wildcards need dns-01, which rmox does not do)"),
+                    ));
+                }
+            }
+        }
+        if a.renew_before_days == 0 {
+            return Err(self.err(
+                key(".renew_before_days"),
+                "0 would renew only after expiry; give days, e.g. 30",
+            ));
+        }
+        for c in &a.contact {
+            if !c.contains(':') {
+                return Err(self.err(
+                    key(".contact"),
+                    format!("{c:?} is not a URL (e.g. \"mailto:postmaster@example.org\")"),
+                ));
+            }
+        }
+        match a.challenge {
+            AcmeChallenge::TlsAlpn01 if !l.has_implicit_tls() => Err(self.err(
+                key(".challenge"),
+                "tls-alpn-01 needs an implicit TLS port on this listener (mta_sts = { port = 443 }, or submissions): the CA connects to port 443",
+            )),
+            AcmeChallenge::Http01 if !l.http.as_ref().is_some_and(|p| p.enabled) => Err(self.err(
+                key(".challenge"),
+                "http-01 needs http = { port = 80 } on this listener: the CA connects to port 80",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn validate(&mut self) -> Result<(), ConfigError> {
         self.maildirs()?;
         if !(MIN_STORAGE_CACHE_MB..=MAX_STORAGE_CACHE_MB).contains(&self.storage_cache_mb) {
@@ -1178,10 +1303,10 @@ impl Config {
                     format!("duplicate listener name {:?}", l.name),
                 ));
             }
-            if l.submissions.as_ref().is_some_and(|p| p.enabled) && l.tls.is_none() {
+            if l.submissions.as_ref().is_some_and(|p| p.enabled) && !l.has_tls() {
                 return Err(self.err(
                     format!("listener[{i}].submissions"),
-                    "implicit TLS needs listener.tls",
+                    "implicit TLS needs listener.tls (or acme)",
                 ));
             }
             if l.require_tls_for_auth.is_some() {
@@ -1190,20 +1315,20 @@ impl Config {
                     "replaced by no_require_starttls: submission requires TLS before AUTH and MAIL unless no_require_starttls = true",
                 ));
             }
-            if l.require_starttls && l.tls.is_none() {
+            if l.require_starttls && !l.has_tls() {
                 return Err(self.err(
                     format!("listener[{i}].require_starttls"),
-                    "STARTTLS needs listener.tls",
+                    "STARTTLS needs listener.tls (or acme)",
                 ));
             }
-            if l.mta_sts.as_ref().is_some_and(|p| p.enabled) && l.tls.is_none() {
+            if l.mta_sts.as_ref().is_some_and(|p| p.enabled) && !l.has_tls() {
                 return Err(self.err(
                     format!("listener[{i}].mta_sts"),
-                    "HTTPS for MTA-STS policies needs listener.tls",
+                    "HTTPS for MTA-STS policies needs listener.tls (or acme)",
                 ));
             }
             if l.submission.as_ref().is_some_and(|p| p.enabled)
-                && l.tls.is_none()
+                && !l.has_tls()
                 && !l.no_require_starttls
             {
                 return Err(self.err(
@@ -1211,6 +1336,19 @@ impl Config {
                     "submission requires STARTTLS: set listener.tls (or no_require_starttls = true)",
                 ));
             }
+            self.validate_acme(i, l)?;
+        }
+        if let Some(i) = self.listener.iter().position(|l| {
+            l.http.as_ref().is_some_and(|p| p.enabled)
+                && !l
+                    .acme
+                    .as_ref()
+                    .is_some_and(|a| a.challenge == AcmeChallenge::Http01)
+        }) {
+            return Err(self.err(
+                format!("listener[{i}].http"),
+                "the http port only answers ACME http-01 challenges: set acme with challenge = \"http-01\" on this listener",
+            ));
         }
         // Every enabled port once per address: two services on one port would share it.
         let mut bound: BTreeMap<(IpAddr, u16), String> = Default::default();
@@ -1221,6 +1359,7 @@ impl Config {
                 ("submissions", &l.submissions),
                 ("mta_sts", &l.mta_sts),
                 ("metrics", &l.metrics),
+                ("http", &l.http),
             ] {
                 let Some(p) = p.as_ref().filter(|p| p.enabled) else {
                     continue;
@@ -2067,6 +2206,18 @@ mta_sts = { port = 443, enabled = true }
 # Prometheus metrics (text format) at http://IP:PORT/metrics, plain HTTP: put it on a
 # listener whose address only your monitoring reaches (the README lists the metrics).
 metrics = { port = 9100, enabled = false }
+# Instead of tls files, the certificate can come from an ACME CA (RFC 8555, e.g. Let's
+# Encrypt): obtained at the first start, kept in DATA/acme/, renewed when fewer than
+# renew_before_days (default 30) remain and swapped in without a restart. Until the first
+# one arrives the listener serves a self-signed certificate for the names. challenge:
+# "tls-alpn-01" (default; the CA connects to port 443, so the listener needs mta_sts or
+# submissions reachable there) or "http-01" (the CA connects to port 80: set http below).
+# hostnames: the certificate's names (default: hostname). ca_file: CA certificates
+# trusted for the CA's own HTTPS (default: the system's). Not together with tls.
+# acme = { directory_url = "https://acme-v02.api.letsencrypt.org/directory", contact = ["mailto:postmaster@example.org"], challenge = "tls-alpn-01", hostnames = ["mail.example.org", "mta-sts.example.org"], renew_before_days = 30 }
+# Plain HTTP answering ACME http-01 challenges (and 404 to everything else); only with
+# acme and challenge = "http-01".
+# http = { port = 80, enabled = true }
 
 # Each domain we accept mail for.
 [domain."example.org"]
@@ -2329,6 +2480,10 @@ http_idle_timeout_secs = 60
 http_handler_timeout_secs = 60
 # Requests read ahead of their answers (pipelining) before reading stops.
 http_max_pipelined = 8
+# ACME: the least seconds between two issues of one certificate, whatever
+# renew_before_days says (a renew_before_days longer than the CA's certificate lifetime
+# then renews this often instead of in a loop).
+acme_min_renew_interval_secs = 3600
 
 # Outgoing reports, sent from postmaster@hostname (DKIM-signed when the host name's domain
 # has keys) through the queue.
@@ -2385,6 +2540,131 @@ mailbox = "Postmaster"
         assert_eq!(e.key, "line 2");
         assert!(!e.problem.is_empty(), "{e:?}");
     }
+    /// `listener.acme` and `listener.http`: defaults, and every mistake refused with the
+    /// key and value named (what ACME does is shown by tests/tests/acme.rs).
+    #[test]
+    fn acme_settings() {
+        let parse = |listener: &str, extra: &str| {
+            Config::parse(
+                &format!(
+                    "hostname = \"mail.example.org\"\ndata_dir = \"d\"\n[[listener]]\nname = \"l\"\nip = \"127.0.0.1\"\n{listener}\n{extra}"
+                ),
+                Path::new("rmox.toml"),
+            )
+        };
+        let dir = "directory_url = \"https://ca.example/dir\"";
+        let c = parse(
+            &format!(
+                "mta_sts = {{ port = 443 }}\nsubmissions = {{ port = 465 }}\nacme = {{ {dir} }}"
+            ),
+            "",
+        )
+        .unwrap();
+        let a = c.listener[0].acme.as_ref().unwrap();
+        assert_eq!(a.challenge, AcmeChallenge::TlsAlpn01);
+        assert_eq!(a.renew_before_days, 30);
+        assert!(a.contact.is_empty() && a.ca_file.is_none());
+        assert_eq!(
+            crate::acme::names(&c, a),
+            vec!["mail.example.org".to_string()]
+        );
+        assert!(c.listener[0].has_tls());
+        assert_eq!(c.limits.acme_min_renew_interval_secs, 3600);
+        let c = parse(
+            &format!("http = {{ port = 80 }}\nacme = {{ {dir}, challenge = \"http-01\", hostnames = [\"A.example.org\", \"b.example.org\"], contact = [\"mailto:x@example.org\"], ca_file = \"ca.pem\", renew_before_days = 10 }}"),
+            "[limits]\nacme_min_renew_interval_secs = 5\n",
+        )
+        .unwrap();
+        let a = c.listener[0].acme.as_ref().unwrap();
+        assert_eq!(a.challenge, AcmeChallenge::Http01);
+        assert_eq!(a.renew_before_days, 10);
+        assert_eq!(
+            crate::acme::names(&c, a),
+            vec!["a.example.org".to_string(), "b.example.org".to_string()]
+        );
+        assert_eq!(c.limits.acme_min_renew_interval_secs, 5);
+        let mta = "mta_sts = { port = 443 }\n";
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                format!("{mta}tls = {{ cert_file = \"c\", key_file = \"k\" }}\nacme = {{ {dir} }}"),
+                "listener[0].acme",
+                "not with tls",
+            ),
+            (
+                format!("{mta}acme = {{ directory_url = \"http://ca.example/dir\" }}"),
+                "listener[0].acme.directory_url",
+                "\"http://ca.example/dir\"",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, hostnames = [] }}"),
+                "listener[0].acme.hostnames",
+                "no name",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, hostnames = [\"*.example.org\"] }}"),
+                "listener[0].acme.hostnames",
+                "\"*.example.org\"",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, hostnames = [\"bad host\"] }}"),
+                "listener[0].acme.hostnames",
+                "\"bad host\"",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, renew_before_days = 0 }}"),
+                "listener[0].acme.renew_before_days",
+                "0",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, contact = [\"admin\"] }}"),
+                "listener[0].acme.contact",
+                "\"admin\"",
+            ),
+            (
+                format!("smtp = {{ port = 25 }}\nacme = {{ {dir} }}"),
+                "listener[0].acme.challenge",
+                "tls-alpn-01 needs an implicit TLS port",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, challenge = \"http-01\" }}"),
+                "listener[0].acme.challenge",
+                "http-01 needs http",
+            ),
+            (
+                format!("{mta}http = {{ port = 80 }}\nacme = {{ {dir} }}"),
+                "listener[0].http",
+                "only answers ACME http-01",
+            ),
+            (
+                "http = { port = 80 }".into(),
+                "listener[0].http",
+                "only answers ACME http-01",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, challenge = \"dns-01\" }}"),
+                "line",
+                "dns-01",
+            ),
+            (
+                format!("{mta}acme = {{ {dir}, renew = 3 }}"),
+                "line",
+                "renew",
+            ),
+            (
+                format!(
+                    "{mta}http = {{ port = 443 }}\nacme = {{ {dir}, challenge = \"http-01\" }}"
+                ),
+                "listener[0].http.port",
+                "also",
+            ),
+        ];
+        for (listener, key, problem) in cases {
+            let e = parse(&listener, "").unwrap_err();
+            assert!(e.key.starts_with(key), "{listener}: {e}");
+            assert!(e.to_string().contains(problem), "{listener}: {e}");
+        }
+    }
+
     #[test]
     fn example_is_valid() {
         let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();

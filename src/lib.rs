@@ -13,6 +13,7 @@ compile_error!(
     "rmox needs a runtime: build with the default features (Linux), or `--no-default-features --features smol` (portable) or `--features tokio`"
 );
 
+pub mod acme;
 pub mod admin;
 pub mod analysis;
 #[cfg(test)]

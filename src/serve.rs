@@ -247,6 +247,21 @@ pub fn check(c: &Config) -> Result<(), Fail> {
     c.transports()?;
     c.zonefile()?;
     listener_tls(c)?;
+    for (i, l) in c.listener.iter().enumerate() {
+        if let Some(f) = l.acme.as_ref().and_then(|a| a.ca_file.as_ref()) {
+            let p = c.resolve_path(f);
+            std::fs::read(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| rmox_core::tls::pkix_config_from_pem(&pem))
+                .map_err(|e| {
+                    Fail(format!(
+                        "{}: listener[{i}].acme.ca_file: {}: {e}",
+                        c.path.display(),
+                        p.display()
+                    ))
+                })?;
+        }
+    }
     crate::world::load_dkim(c)?;
     c.queue.queue_config(&c.path)?;
     Ok(())
@@ -254,12 +269,29 @@ pub fn check(c: &Config) -> Result<(), Fail> {
 
 /// Binds every enabled port of every listener.
 pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
+    bind_with(c, &crate::acme::Acme::setup(c)?)
+}
+
+/// Binds every enabled port of every listener; the certificates of ACME listeners come
+/// from `acme`'s resolvers, its `http-01` answers from the `http` ports.
+pub fn bind_with(c: &Config, acme: &crate::acme::Acme) -> Result<Vec<Bound>, Fail> {
     let tls = listener_tls(c)?;
     let mut out = Vec::new();
     let seed = os_seed();
-    let web: Arc<dyn rmox_driver::http::HttpAnswerer> = Arc::new(crate::web::Web::new(c)?);
+    let web: Arc<dyn rmox_driver::http::HttpAnswerer> =
+        Arc::new(crate::web::Web::new(c)?.with_http01(Arc::clone(&acme.http01)));
     for (i, l) in c.listener.iter().enumerate() {
-        let tls = tls[i].clone();
+        // ACME: one resolver for every TLS port; HTTPS also negotiates http/1.1.
+        let (tls, https_tls) = match acme.listener(i) {
+            Some(a) => {
+                let cfg = |alpn: &[&[u8]]| {
+                    rmox_core::tls::server_config_with_resolver(Arc::clone(&a.resolver), alpn)
+                        .map_err(|e| Fail(format!("{}: acme: tls: {e}", a.label())))
+                };
+                (Some(cfg(&[])?), Some(cfg(&[b"http/1.1"])?))
+            }
+            None => (tls[i].clone(), tls[i].clone()),
+        };
         let ports = [
             (&l.smtp, false, false),
             (&l.submission, true, false),
@@ -292,7 +324,19 @@ pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
             out.push(Bound {
                 listener,
                 service: Service::Http {
-                    config: Arc::new(http_config(c, tls.clone())),
+                    config: Arc::new(http_config(c, https_tls.clone())),
+                    answerer: Arc::clone(&web),
+                },
+            });
+        }
+        if let Some(p) = l.http.as_ref().filter(|p| p.enabled) {
+            let addr = SocketAddr::new(l.ip, p.port);
+            let listener = bind(addr)?;
+            tracing::info!(listener = %l.name, %addr, "listening (http, acme http-01)");
+            out.push(Bound {
+                listener,
+                service: Service::Http {
+                    config: Arc::new(http_config(c, None)),
                     answerer: Arc::clone(&web),
                 },
             });
@@ -362,7 +406,8 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let shutdown = Shutdown::new();
     let on_hup: Arc<std::sync::OnceLock<Reload>> = Arc::new(std::sync::OnceLock::new());
     install_signals(Arc::clone(&shutdown), Arc::clone(&on_hup))?;
-    let mut bound = bind_all(&c)?;
+    let acme = crate::acme::Acme::setup(&c)?;
+    let mut bound = bind_with(&c, &acme)?;
     bound.extend(bind_metrics(&c, &store)?);
     for (domain, p) in crate::web::Web::new(&c)?.policies() {
         tracing::info!(
@@ -423,6 +468,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         .map(Arc::new),
         _ => None,
     };
+    let acme_dns = dns.clone();
     let world = Arc::new(
         World::new(
             Arc::clone(&c),
@@ -485,6 +531,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         dns_loop,
         refresher,
         counts: Arc::clone(&world),
+        acme: acme.any().then(|| (Arc::new(acme), acme_dns)),
     };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -662,6 +709,9 @@ fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
             let refresh = b
                 .refresher
                 .map(|r| rt.spawn(r.run(rt.clone(), Arc::clone(&shutdown))));
+            let acme = b
+                .acme
+                .map(|(a, dns)| rt.spawn(a.run(rt.clone(), dns, Arc::clone(&shutdown))));
             let counts = rt.spawn(crate::world::flush_counts(
                 b.counts,
                 rt.clone(),
@@ -676,6 +726,9 @@ fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
             }
             if let Some(r) = refresh {
                 bounded_after(&rt, &shutdown, "MTA-STS refresher", STOP_GRACE, r).await;
+            }
+            if let Some(a) = acme {
+                bounded_after(&rt, &shutdown, "ACME renewal", STOP_GRACE, a).await;
             }
             bounded_after(&rt, &shutdown, "delivery counts writer", STOP_GRACE, counts).await;
         })
@@ -741,6 +794,8 @@ struct Background {
     refresher: Option<Arc<crate::queue::StsRefresher>>,
     /// The effect answerer whose per-day delivery counts are written to storage.
     counts: Arc<World>,
+    /// The ACME renewal loop and its DNS, when a listener uses ACME.
+    acme: Option<(Arc<crate::acme::Acme>, Option<crate::resolve::Dns>)>,
 }
 
 fn run_on(

@@ -1,9 +1,12 @@
-//! The answers of rmox's HTTP listeners: requests routed by host and path. Today one route:
+//! The answers of rmox's HTTP listeners: requests routed by host and path. Two routes:
 //! each hosted domain's MTA-STS policy (RFC 8461 3.3) at
-//! `https://mta-sts.DOMAIN/.well-known/mta-sts.txt`.
+//! `https://mta-sts.DOMAIN/.well-known/mta-sts.txt`, and the key authorizations of ACME
+//! `http-01` challenges (RFC 8555 8.3) at `/.well-known/acme-challenge/TOKEN` on any host
+//! while their order runs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rmox_core::http::{Header, RequestHead, Response};
 use rmox_core::tlspolicy::mtasts::StsPolicy;
@@ -51,6 +54,8 @@ pub fn policy_id(text: &str) -> String {
 pub struct Web {
     /// Host name (`mta-sts.DOMAIN`, lower case) -> policy.
     policies: BTreeMap<String, ServedPolicy>,
+    /// The `http-01` challenges being answered.
+    http01: Option<Arc<crate::acme::Http01>>,
 }
 
 impl Web {
@@ -65,7 +70,16 @@ impl Web {
                 );
             }
         }
-        Ok(Web { policies })
+        Ok(Web {
+            policies,
+            http01: None,
+        })
+    }
+
+    /// Answers the `http-01` challenges in `h` too.
+    pub fn with_http01(mut self, h: Arc<crate::acme::Http01>) -> Web {
+        self.http01 = Some(h);
+        self
     }
 
     /// The domains with a policy and the policy as served.
@@ -79,14 +93,22 @@ impl Web {
     /// for another host or path, 405 for another method.
     pub fn route(&self, head: &RequestHead) -> Response {
         let host = head.header("host").map(host_name).unwrap_or_default();
+        let is_get =
+            head.method.eq_ignore_ascii_case("GET") || head.method.eq_ignore_ascii_case("HEAD");
         let path = head.target.split(['?', '#']).next().unwrap_or_default();
+        if let Some(token) = path.strip_prefix(rmox_core::acme::HTTP01_PREFIX) {
+            let answer = self.http01.as_ref().and_then(|h| h.answer(token));
+            return match answer {
+                Some(_) if !is_get => method_not_allowed(),
+                Some(k) => Response::new(200, "application/octet-stream", k),
+                None => text(404, "not found\n"),
+            };
+        }
         let Some(p) = self.policies.get(&host).filter(|_| path == POLICY_PATH) else {
             return text(404, "not found\n");
         };
-        if !head.method.eq_ignore_ascii_case("GET") && !head.method.eq_ignore_ascii_case("HEAD") {
-            let mut r = text(405, "method not allowed\n");
-            r.headers.push(Header::new("Allow", "GET, HEAD"));
-            return r;
+        if !is_get {
+            return method_not_allowed();
         }
         text(200, &p.text)
     }
@@ -100,6 +122,12 @@ fn host_name(v: &str) -> String {
         _ => v,
     };
     h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn method_not_allowed() -> Response {
+    let mut r = text(405, "method not allowed\n");
+    r.headers.push(Header::new("Allow", "GET, HEAD"));
+    r
 }
 
 fn text(status: u16, body: &str) -> Response {
@@ -195,6 +223,52 @@ mod tests {
             rmox_core::http::codec::header(&r.headers, "allow"),
             Some("GET, HEAD")
         );
+    }
+
+    /// `http-01`: a published token's key authorization on any host (GET/HEAD), as
+    /// application/octet-stream; 404 once taken away or for another token; 405 for
+    /// other methods; the policy routes are unchanged.
+    #[test]
+    fn acme_http01_route() {
+        let h = Arc::new(crate::acme::Http01::default());
+        let web = Web::new(&config(
+            "[domain.\"example.org\".mta_sts]\nmode = \"enforce\"\n",
+        ))
+        .unwrap()
+        .with_http01(Arc::clone(&h));
+        let path = "/.well-known/acme-challenge/tok_1";
+        assert_eq!(
+            web.route(&req("GET", path, Some("mail.example.org")))
+                .status,
+            404
+        );
+        h.set("tok_1", Some("tok_1.thumb".into()));
+        for host in [Some("mail.example.org"), Some("other.example:80"), None] {
+            let r = web.route(&req("GET", path, host));
+            assert_eq!(
+                (r.status, r.body.as_slice()),
+                (200, &b"tok_1.thumb"[..]),
+                "{host:?}"
+            );
+            assert_eq!(r.content_type(), Some("application/octet-stream"));
+        }
+        assert_eq!(web.route(&req("HEAD", path, None)).status, 200);
+        assert_eq!(web.route(&req("POST", path, None)).status, 405);
+        assert_eq!(
+            web.route(&req("GET", "/.well-known/acme-challenge/other", None))
+                .status,
+            404
+        );
+        assert_eq!(
+            web.route(&req("GET", POLICY_PATH, Some("mta-sts.example.org")))
+                .status,
+            200
+        );
+        h.set("tok_1", None);
+        assert_eq!(web.route(&req("GET", path, None)).status, 404);
+        // Without http-01 answers (the mta_sts port of a server with no ACME) the same.
+        let plain = Web::new(&config("")).unwrap();
+        assert_eq!(plain.route(&req("GET", path, None)).status, 404);
     }
 
     /// The served text is an RFC 8461 policy that core's parser reads back as configured;

@@ -41,6 +41,7 @@
 //!   `handle` means the session cannot continue; it is sticky. Nothing reachable from network
 //!   bytes panics.
 
+pub mod acme;
 pub mod client;
 pub mod codec;
 pub mod delivery;

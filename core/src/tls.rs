@@ -257,6 +257,128 @@ pub fn server_config_from_pem(
     Ok(Arc::new(cfg))
 }
 
+// ---- Server side: certificates that change while serving (ACME) ----
+
+/// A certificate chain with its private key, ready to serve.
+pub type CertifiedKey = Arc<rustls::sign::CertifiedKey>;
+
+/// A certificate chain and key from PEM text (the key PKCS#8, PKCS#1 or SEC1).
+pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
+    let ck = certified_key_unchecked(cert_pem, key_pem)?;
+    // The key must belong to the leaf certificate.
+    ck.keys_match()?;
+    Ok(ck)
+}
+
+/// As [`certified_key_from_pem`] without checking that the key belongs to the leaf: for
+/// a `tls-alpn-01` certificate made a moment ago, which WebPKI cannot parse (its critical
+/// `acmeIdentifier` extension is unknown to it).
+pub fn certified_key_unchecked(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Setup(format!("certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::Setup("no certificate in PEM".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| TlsError::Setup(format!("private key: {e}")))?;
+    let key = provider().key_provider.load_private_key(key)?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(certs, key)))
+}
+
+/// The DER of the leaf certificate of a certified key.
+pub fn leaf_der(ck: &CertifiedKey) -> Option<&[u8]> {
+    ck.cert.first().map(|c| c.as_ref())
+}
+
+/// Chooses the certificate of each TLS connection of a listener whose certificate comes
+/// from ACME: the current certificate (replaced while serving, without a restart), or, for a
+/// client offering ALPN `acme-tls/1` (RFC 8737: the CA validating a `tls-alpn-01`
+/// challenge), the challenge certificate of the name it asks for (SNI); no certificate (the
+/// handshake fails) when there is none.
+#[derive(Default)]
+pub struct CertResolver {
+    current: std::sync::RwLock<Option<CertifiedKey>>,
+    challenges: std::sync::RwLock<std::collections::BTreeMap<String, CertifiedKey>>,
+}
+
+impl std::fmt::Debug for CertResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertResolver").finish_non_exhaustive()
+    }
+}
+
+impl CertResolver {
+    /// Serves `ck` from the next handshake on.
+    pub fn set_certificate(&self, ck: CertifiedKey) {
+        // A poisoned lock still holds a valid value: writers only assign.
+        match self.current.write() {
+            Ok(mut g) => *g = Some(ck),
+            Err(p) => *p.into_inner() = Some(ck),
+        }
+    }
+
+    /// The certificate served now.
+    pub fn certificate(&self) -> Option<CertifiedKey> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Serves `ck` to `acme-tls/1` clients asking for `name` (`None` takes it away).
+    pub fn set_challenge(&self, name: &str, ck: Option<CertifiedKey>) {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let mut g = match self.challenges.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        match ck {
+            Some(ck) => g.insert(name, ck),
+            None => g.remove(&name),
+        };
+    }
+
+    fn challenge(&self, name: &str) -> Option<CertifiedKey> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        match self.challenges.read() {
+            Ok(g) => g.get(&name).cloned(),
+            Err(p) => p.into_inner().get(&name).cloned(),
+        }
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertResolver {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<CertifiedKey> {
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut a| a.any(|p| p == crate::acme::ALPN_PROTOCOL));
+        if acme {
+            return self.challenge(hello.server_name()?);
+        }
+        self.certificate()
+    }
+}
+
+/// A server config whose certificates come from `resolver`, negotiating ALPN
+/// `acme-tls/1` for `tls-alpn-01` validations besides the protocols in `alpn` (e.g.
+/// `http/1.1` on an HTTPS port). A client that offers ALPN protocols none of which is in
+/// the list is refused (rustls' rule), so `alpn` should name the port's protocol.
+pub fn server_config_with_resolver(
+    resolver: Arc<CertResolver>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    cfg.alpn_protocols.push(crate::acme::ALPN_PROTOCOL.to_vec());
+    Ok(Arc::new(cfg))
+}
+
 // ---- Client side: certificate verification for outgoing SMTP ----
 
 /// A DANE TLSA record (RFC 6698), as handed to the client by the caller who looked it up

@@ -136,6 +136,22 @@ fn config_check_errors_name_file_key_and_value() {
             String::new(),
             "resolver: zonefile: ",
         ),
+        (
+            "acme ca_file",
+            "",
+            "[[listener]]\nname = \"l\"\nip = \"127.0.0.1\"\nmta_sts = { port = 443 }\n\
+             acme = { directory_url = \"https://ca.example/dir\", ca_file = \"noca.pem\" }\n"
+                .into(),
+            "listener[0].acme.ca_file: ",
+        ),
+        (
+            "acme without its challenge port",
+            "",
+            "[[listener]]\nname = \"l\"\nip = \"127.0.0.1\"\nsmtp = { port = 25 }\n\
+             acme = { directory_url = \"https://ca.example/dir\" }\n"
+                .into(),
+            "listener[0].acme.challenge: tls-alpn-01 needs an implicit TLS port",
+        ),
     ];
     for (what, top, extra, want) in cases {
         let (ok, err) = check(&dir, top, &extra);

@@ -76,7 +76,7 @@ pub enum Method {
 }
 
 /// What to fetch.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FetchRequest {
     /// GET or POST.
     pub method: Method,
