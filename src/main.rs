@@ -41,6 +41,10 @@ enum Cmd {
         /// Where to write the configuration (created).
         #[arg(long, default_value = "rmox")]
         dir: PathBuf,
+        /// Get certificates from this ACME directory (an https:// URL, or "letsencrypt")
+        /// instead of writing a self-signed one.
+        #[arg(long)]
+        acme: Option<String>,
     },
     /// The sendmail interface (cron, PHP's mail(), git send-email): the message on stdin,
     /// submitted through the running server as the `[sendmail]` account. Options as
@@ -659,7 +663,8 @@ fn main() -> ExitCode {
             email,
             hostname,
             dir,
-        } => rmox::quickstart::run(&email, hostname.as_deref(), &dir),
+            acme,
+        } => rmox::quickstart::run(&email, hostname.as_deref(), &dir, acme.as_deref()),
         Cmd::Config {
             cmd: ConfigCmd::Check { config },
         } => config::Config::load(&config)

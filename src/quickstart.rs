@@ -44,7 +44,19 @@ fn config_text(
     address: &str,
     rsa: &str,
     ed: &str,
+    acme: Option<&str>,
 ) -> String {
+    let tls = match acme {
+        None => format!(
+            "# Self-signed until you put a certificate from a CA for {host} and mta-sts.{domain} here.\n\
+             tls = {{ cert_file = \"tls/cert.pem\", key_file = \"tls/key.pem\" }}"
+        ),
+        Some(url) => format!(
+            "# Certificates from an ACME CA for both names, validated on port 443 (tls-alpn-01),\n\
+             # kept in data/acme/ and renewed 30 days before they expire.\n\
+             acme = {{ directory_url = \"{url}\", contact = [\"mailto:{address}\"], challenge = \"tls-alpn-01\", hostnames = [\"{host}\", \"mta-sts.{domain}\"] }}"
+        ),
+    };
     format!(
         r#"# rmox configuration written by `rmox quickstart` for {address}. See `rmox config
 # example` for every key. Paths are relative to this file.
@@ -57,8 +69,7 @@ ip = "0.0.0.0"
 smtp = {{ port = 25 }}
 submission = {{ port = 587 }}
 submissions = {{ port = 465 }}
-# Self-signed until you put a certificate from a CA for {host} and mta-sts.{domain} here.
-tls = {{ cert_file = "tls/cert.pem", key_file = "tls/key.pem" }}
+{tls}
 mta_sts = {{ port = 443 }}
 
 [domain."{domain}"]
@@ -90,7 +101,28 @@ mailbox = "Postmaster"
 }
 
 /// `rmox quickstart EMAIL [--hostname HOST] [--dir DIR]`.
-pub fn run(email: &str, hostname: Option<&str>, dir: &Path) -> Result<(), Fail> {
+/// Let's Encrypt's ACME directory, for `--acme letsencrypt`.
+pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// Writes the configuration for `email`'s domain into `dir` and prints the DNS records.
+/// `acme`: an ACME directory URL (`letsencrypt` for Let's Encrypt) to get certificates
+/// from, instead of a self-signed one.
+pub fn run(
+    email: &str,
+    hostname: Option<&str>,
+    dir: &Path,
+    acme: Option<&str>,
+) -> Result<(), Fail> {
+    let acme = match acme {
+        Some("letsencrypt") => Some(LETSENCRYPT.to_string()),
+        Some(u) if u.starts_with("https://") => Some(u.to_string()),
+        Some(u) => {
+            return Err(Fail(format!(
+                "--acme {u:?}: give an https:// ACME directory URL or \"letsencrypt\""
+            )))
+        }
+        None => None,
+    };
     let a = rmox_core::smtp::Address::parse(email)
         .map_err(|e| Fail(format!("address {email:?}: {e}")))?;
     let rmox_core::smtp::Host::Domain(d) = &a.host else {
@@ -134,15 +166,25 @@ pub fn run(email: &str, hostname: Option<&str>, dir: &Path) -> Result<(), Fail> 
     let ed_record = crate::tools::write_ed25519_key(&dir.join(format!("dkim/{ed}.ed25519.pem")))?;
     let ck = rcgen::generate_simple_self_signed(vec![host.clone(), format!("mta-sts.{domain}")])
         .map_err(|e| Fail(format!("generating certificate: {e}")))?;
-    crate::localserve::write_private(
-        &dir.join("tls/key.pem"),
-        ck.key_pair.serialize_pem().as_bytes(),
-    )?;
-    std::fs::write(dir.join("tls/cert.pem"), ck.cert.pem())
-        .map_err(|e| Fail(format!("writing certificate: {e}")))?;
+    if acme.is_none() {
+        crate::localserve::write_private(
+            &dir.join("tls/key.pem"),
+            ck.key_pair.serialize_pem().as_bytes(),
+        )?;
+        std::fs::write(dir.join("tls/cert.pem"), ck.cert.pem())
+            .map_err(|e| Fail(format!("writing certificate: {e}")))?;
+    }
     std::fs::write(
         &config_path,
-        config_text(&host, &domain, &account, &address, &rsa, &ed),
+        config_text(
+            &host,
+            &domain,
+            &account,
+            &address,
+            &rsa,
+            &ed,
+            acme.as_deref(),
+        ),
     )
     .map_err(|e| Fail(format!("writing {}: {e}", config_path.display())))?;
     // What `rmox serve` will check, now.
@@ -191,20 +233,32 @@ pub fn run(email: &str, hostname: Option<&str>, dir: &Path) -> Result<(), Fail> 
     println!("; TLS reports (RFC 8460) for the domain and for the host (DANE)");
     println!("_smtp._tls.{domain}. IN TXT \"v=TLSRPTv1; rua=mailto:tls-reports@{domain}\"");
     println!("_smtp._tls.{host}. IN TXT \"v=TLSRPTv1; rua=mailto:tls-reports@{host}\"");
-    println!("; DANE (only with DNSSEC on the zone of {host}): the certificate's key");
-    println!("_25._tcp.{host}. IN TLSA {tlsa}");
+    if acme.is_some() {
+        println!("; DANE: not with ACME certificates as written here (each renewal has a new");
+        println!("; key); publish a TLSA record only for a key that stays.");
+    } else {
+        println!("; DANE (only with DNSSEC on the zone of {host}): the certificate's key");
+        println!("_25._tcp.{host}. IN TLSA {tlsa}");
+    }
     println!();
     println!("PTR: ask your hosting provider to set the reverse DNS (PTR) of each address of");
     println!("{host} to {host}. Many receivers refuse mail from addresses without one.");
     println!();
-    println!("Then: put a certificate from a CA for {host} and mta-sts.{domain} in");
-    println!(
-        "{}/tls (then set the MTA-STS mode to \"enforce\" and update the _mta-sts id that",
-        dir.display()
-    );
-    println!(
-        "`rmox serve` logs), and start: rmox serve --config {}",
-        config_path.display()
-    );
+    if acme.is_some() {
+        println!("Then start: rmox serve --config {}", config_path.display());
+        println!("It serves a self-signed certificate until the CA's arrives (port 443 must be");
+        println!("reachable from the internet for tls-alpn-01); then set the MTA-STS mode to");
+        println!("\"enforce\" and update the _mta-sts id that `rmox serve` logs.");
+    } else {
+        println!("Then: put a certificate from a CA for {host} and mta-sts.{domain} in");
+        println!(
+            "{}/tls (then set the MTA-STS mode to \"enforce\" and update the _mta-sts id that",
+            dir.display()
+        );
+        println!(
+            "`rmox serve` logs), and start: rmox serve --config {}",
+            config_path.display()
+        );
+    }
     Ok(())
 }

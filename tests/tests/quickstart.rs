@@ -190,3 +190,70 @@ fn quickstart_config_serves_and_signs_twice(rt: &str) {
 }
 
 on_every_runtime!(quickstart_config_serves_and_signs_twice);
+
+/// `--acme`: the listener gets its certificates from the ACME CA (tls-alpn-01 on the
+/// MTA-STS port 443) instead of a self-signed file; `config check` accepts what it wrote,
+/// no TLSA is printed for keys that change at each renewal, and a bad value is one line.
+/// (That ACME itself works is `tests/tests/acme.rs`, against Pebble.)
+#[cfg(feature = "smol")]
+#[test]
+fn quickstart_with_acme() {
+    let dir = TempDir::new("qs-acme");
+    let qs = dir.path().join("conf");
+    let q = qs.to_str().unwrap();
+    let out = rmox(
+        &[
+            "quickstart",
+            "mjl@example.org",
+            "--acme",
+            "letsencrypt",
+            "--dir",
+            q,
+        ],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = std::fs::read_to_string(qs.join("rmox.toml")).unwrap();
+    assert!(
+        cfg.contains("acme = { directory_url = \"https://acme-v02.api.letsencrypt.org/directory\", contact = [\"mailto:mjl@example.org\"], challenge = \"tls-alpn-01\", hostnames = [\"mail.example.org\", \"mta-sts.example.org\"] }"),
+        "{cfg}"
+    );
+    assert!(!cfg.contains("cert_file"), "{cfg}");
+    assert!(!qs.join("tls/cert.pem").exists());
+    assert!(!text.contains("IN TLSA"), "{text}");
+    let out = rmox(
+        &[
+            "config",
+            "check",
+            "--config",
+            qs.join("rmox.toml").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = dir.path().join("bad");
+    let out = rmox(
+        &[
+            "quickstart",
+            "mjl@example.org",
+            "--acme",
+            "ftp://x",
+            "--dir",
+            bad.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--acme \"ftp://x\""), "{err}");
+}
