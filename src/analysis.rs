@@ -69,6 +69,40 @@ pub fn facts(t: &Transaction, v: &Verdicts) -> Facts {
     }
 }
 
+/// The domains verified for a message: the SPF-passed MAIL FROM domain and the domains of
+/// passing DKIM signatures (lowercase), what a ruleset's `verified_domain` is checked against.
+pub fn verified_domains(t: &Transaction) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(v) = &t.auth else { return out };
+    if v.spf.as_ref().is_some_and(|s| s.result == SpfStatus::Pass) {
+        if let ReversePath::Mailbox(a) = &t.mail_from {
+            if let Some((_, d)) = a.to_string().rsplit_once('@') {
+                out.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    for r in v.dkim.iter().flatten() {
+        if r.status == rmox_core::dkim::Status::Pass {
+            out.push(r.domain.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// The facts of a message a ruleset says came through a forwarder: the forwarder's IP,
+/// EHLO and MAIL FROM domain, and its own DKIM signature (`forwarder_domain`), say nothing
+/// about the original sender, so they are left out.
+pub fn forwarded(mut f: Facts, forwarder_domain: &str) -> Facts {
+    f.networks.clear();
+    f.ehlo = None;
+    f.ehlo_validated = false;
+    f.mail_from_domain = None;
+    f.mail_from_validated = false;
+    f.dkim_domains
+        .retain(|d| !d.eq_ignore_ascii_case(forwarder_domain));
+    f
+}
+
 /// Runs core's reputation analysis for `account`, answering its questions from storage.
 /// Messages in `rejects_mailbox` are not evidence.
 pub fn reputation(

@@ -715,3 +715,126 @@ fn maildir_write_failure_is_not_a_250() {
         .count();
     assert_eq!(new, 1);
 }
+
+/// A message from the forwarder's IP, junk or not.
+fn earlier_from_ip(env: &Env, junk: bool) {
+    let info = rmox_storage::MessageInfo {
+        remote_ip: Some(IP.parse().unwrap()),
+        ..Default::default()
+    };
+    env.store
+        .deliver(rmox_storage::Delivery {
+            account: "mjl".into(),
+            mailbox: "Inbox".into(),
+            head: b"",
+            message: b"Subject: earlier\r\n\r\nx\r\n",
+            flags: rmox_storage::Flags {
+                junk,
+                ..Default::default()
+            },
+            received: rmox_core::UnixTime(rmox_driver::now().wall.0 - 3600),
+            info,
+        })
+        .unwrap();
+}
+
+/// mox's TestForward: mail a ruleset marks as forwarded (MAIL FROM and a verified domain of
+/// the forwarder) is not judged by the forwarder's IP, which has a junk history; the same
+/// IP without the ruleset is refused. A ruleset's `accept_rejects_to_mailbox` turns the
+/// refusal into delivery to that mailbox, flagged junk and seen.
+#[test]
+fn rulesets_forward_and_accept_rejects() {
+    let base = BASE.replace(
+        "destinations = { \"mjl@mox.example\" = {}, \"other@mox.example\" = {} }",
+        "destinations = { \"mjl@mox.example\" = { rulesets = [{ smtp_mail_from_regexp = \"@forward\\\\.example$\", verified_domain = \"forward.example\", is_forward = true, mailbox = \"Forwarded\" }] }, \"other@mox.example\" = { rulesets = [{ accept_rejects_to_mailbox = \"otherjunk\" }] } }",
+    );
+    let text = format!(
+        "{base}\n[[listener]]\nname = \"t\"\nip = \"127.0.0.1\"\nsmtp = {{ port = 25 }}\n{}",
+        incoming("")
+    );
+    let zone = StaticZone::parse(&format!(
+        "remote.example. IN A {IP}\n\
+         10.2.0.192.in-addr.arpa. IN PTR remote.example.\n\
+         forward.example. IN A {IP}\n\
+         forward.example. IN TXT \"v=spf1 ip4:{IP} -all\"\n\
+         elsewhere.example. IN A 192.0.2.99\n"
+    ))
+    .unwrap();
+    let env = Env::with_text("rulesets", &text, zone);
+    for _ in 0..5 {
+        earlier_from_ip(&env, true);
+    }
+    let msg = "From: <someone@good.example>\r\nTo: <mjl@mox.example>\r\nSubject: fwd\r\nMessage-Id: <fwd1@good.example>\r\n\r\nforwarded\r\n";
+    // Not through the forwarder: the IP's junk history refuses.
+    let r = env.deliver("remote.example", "x@elsewhere.example", msg);
+    assert!(r.starts_with("451 4.3.0"), "{r}");
+    // Through the forwarder: the ruleset applies, the IP is not evidence, accepted into
+    // the ruleset's mailbox.
+    let r = env.deliver("remote.example", "remote@forward.example", msg);
+    assert!(r.starts_with("250"), "{r}");
+    let fwd = env
+        .store
+        .messages("mjl")
+        .unwrap()
+        .into_iter()
+        .find(|m| m.mailbox == "Forwarded")
+        .expect("delivered to the ruleset's mailbox");
+    assert!(!fwd.flags.junk);
+    let stored = String::from_utf8(env.store.message_bytes(fwd.id).unwrap()).unwrap();
+    assert!(
+        stored.contains("forwarded message: dmarc result not used"),
+        "{stored}"
+    );
+    // other@: refused by reputation, but its ruleset accepts into a mailbox.
+    let mut s = env.session(false);
+    run(&mut s, &env.world, b"");
+    let mut last = String::new();
+    for input in [
+        "EHLO remote.example\r\n".to_string(),
+        "MAIL FROM:<x@elsewhere.example>\r\n".to_string(),
+        "RCPT TO:<other@mox.example>\r\n".to_string(),
+        "DATA\r\n".to_string(),
+        // A From without history (someone@good.example now has the forwarded message).
+        format!(
+            "{}.\r\n",
+            msg.replace("someone@good.example", "stranger@elsewhere.example")
+        ),
+    ] {
+        last = run(&mut s, &env.world, input.as_bytes());
+    }
+    assert!(last.starts_with("250"), "{last}");
+    let kept = env
+        .store
+        .messages("mjl")
+        .unwrap()
+        .into_iter()
+        .find(|m| m.mailbox == "otherjunk")
+        .unwrap_or_else(|| {
+            panic!(
+                "not accepted into the ruleset's rejects mailbox: {:?}",
+                env.store
+                    .messages("mjl")
+                    .unwrap()
+                    .iter()
+                    .map(|m| (m.mailbox.clone(), m.flags, m.info.remote_ip))
+                    .collect::<Vec<_>>()
+            )
+        });
+    assert!(kept.flags.junk && kept.flags.seen);
+}
+
+/// A bad regular expression in a ruleset is refused when the config is loaded, naming it.
+#[test]
+fn ruleset_regexp_errors_name_the_key() {
+    let base = BASE.replace(
+        "\"other@mox.example\" = {}",
+        "\"other@mox.example\" = { rulesets = [{ smtp_mail_from_regexp = \"(\" }] }",
+    );
+    let tmp = Tmp::new("rulesetbad");
+    let e = Config::parse(&base, &tmp.0.join("rmox.toml")).unwrap_err();
+    assert_eq!(
+        e.key,
+        "account.mjl.destinations.\"other@mox.example\".rulesets[0].smtp_mail_from_regexp"
+    );
+    assert!(e.problem.starts_with("\"(\": "), "{e}");
+}

@@ -297,6 +297,81 @@ pub struct DomainConfig {
 pub struct Destination {
     /// Mailbox to deliver to (default Inbox).
     pub mailbox: Option<String>,
+    /// Rulesets, the first that matches applies (see [`RulesetConfig`]).
+    #[serde(default)]
+    pub rulesets: Vec<RulesetConfig>,
+}
+
+/// One ruleset of a destination (core's `ruleset::Ruleset`): every condition given must
+/// hold; then the message goes to `mailbox`, is treated as forwarded (`is_forward`), or is
+/// accepted into `accept_rejects_to_mailbox` instead of being refused.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RulesetConfig {
+    /// MAIL FROM must match this regular expression (case-insensitive).
+    pub smtp_mail_from_regexp: Option<String>,
+    /// This domain must be verified (SPF pass of the MAIL FROM domain, or a passing DKIM
+    /// signature).
+    pub verified_domain: Option<String>,
+    /// Header field name -> regular expression its value must match.
+    #[serde(default)]
+    pub header_regexps: BTreeMap<String, String>,
+    /// Mail through a forwarder: not judged by the forwarder's IP, EHLO, MAIL FROM or its
+    /// DMARC result.
+    #[serde(default)]
+    pub is_forward: bool,
+    /// Accept refused messages into this mailbox instead of refusing them.
+    pub accept_rejects_to_mailbox: Option<String>,
+    /// Where matching messages go (default: the destination's mailbox).
+    pub mailbox: Option<String>,
+}
+
+impl RulesetConfig {
+    /// Core's form, or (key, problem) for a bad regular expression.
+    pub fn compile(
+        &self,
+        default_mailbox: &str,
+    ) -> Result<rmox_core::ruleset::Ruleset, (String, String)> {
+        let re = |key: &str, p: &str| {
+            rmox_core::ruleset::regex(p).map_err(|e| (key.to_string(), format!("{p:?}: {e}")))
+        };
+        let smtp_mail_from = match &self.smtp_mail_from_regexp {
+            Some(p) => Some(re("smtp_mail_from_regexp", p)?),
+            None => None,
+        };
+        let mut headers = Vec::new();
+        for (name, p) in &self.header_regexps {
+            headers.push((
+                name.to_ascii_lowercase(),
+                re(&format!("header_regexps.{name}"), p)?,
+            ));
+        }
+        Ok(rmox_core::ruleset::Ruleset {
+            smtp_mail_from,
+            verified_domain: self
+                .verified_domain
+                .as_ref()
+                .map(|d| d.to_ascii_lowercase()),
+            headers,
+            is_forward: self.is_forward,
+            accept_rejects_to_mailbox: self.accept_rejects_to_mailbox.clone(),
+            mailbox: self
+                .mailbox
+                .clone()
+                .unwrap_or_else(|| default_mailbox.to_string()),
+        })
+    }
+}
+
+impl Destination {
+    /// The rulesets in core's form (validated when the config was loaded).
+    pub fn compiled_rulesets(&self) -> Vec<rmox_core::ruleset::Ruleset> {
+        let mailbox = self.mailbox.as_deref().unwrap_or("Inbox");
+        self.rulesets
+            .iter()
+            .filter_map(|r| r.compile(mailbox).ok())
+            .collect()
+    }
 }
 
 /// An account.
@@ -1433,6 +1508,16 @@ impl Config {
             }
         }
         for (name, a) in &self.account {
+            for (dest, d) in &a.destinations {
+                for (i, r) in d.rulesets.iter().enumerate() {
+                    if let Err((key, problem)) = r.compile("Inbox") {
+                        return Err(self.err(
+                            format!("account.{name}.destinations.{dest:?}.rulesets[{i}].{key}"),
+                            problem,
+                        ));
+                    }
+                }
+            }
             if a.rejects_mailbox
                 .as_deref()
                 .is_some_and(|m| m.trim().is_empty())
@@ -1875,6 +1960,15 @@ impl Config {
 
     /// Where mail to `localpart@domain` goes. `domain` is the lower-case ASCII form.
     pub fn resolve(&self, localpart: &str, domain: &str) -> Resolution {
+        self.resolve_destination(localpart, domain).0
+    }
+
+    /// [`Config::resolve`], and the destination that matched (its rulesets apply).
+    pub fn resolve_destination(
+        &self,
+        localpart: &str,
+        domain: &str,
+    ) -> (Resolution, Option<&Destination>) {
         let postmaster = || match &self.postmaster {
             Some(p) => Resolution::Account {
                 account: p.account.clone(),
@@ -1884,22 +1978,23 @@ impl Config {
         };
         let ours = self.domain.get(domain);
         if ours.is_none() && !domain.eq_ignore_ascii_case(&self.hostname) {
-            return Resolution::UnknownDomain;
+            return (Resolution::UnknownDomain, None);
         }
         if localpart.eq_ignore_ascii_case("postmaster") {
-            return postmaster();
+            return (postmaster(), None);
         }
         let Some(dc) = ours else {
-            return match &self.host_tls_reports {
+            let r = match &self.host_tls_reports {
                 Some(h) if h.localpart.eq_ignore_ascii_case(localpart) => Resolution::Account {
                     account: h.account.clone(),
                     mailbox: h.mailbox.clone(),
                 },
                 _ => Resolution::UnknownUser,
             };
+            return (r, None);
         };
         if dc.disabled {
-            return Resolution::DomainDisabled;
+            return (Resolution::DomainDisabled, None);
         }
         let mut lp = localpart.to_string();
         if let Some(sep) = dc
@@ -1928,10 +2023,11 @@ impl Config {
         for (name, a) in &self.account {
             for (dest, d) in &a.destinations {
                 if !dest.starts_with('@') && matches(dest) {
-                    return Resolution::Account {
+                    let r = Resolution::Account {
                         account: name.clone(),
                         mailbox: d.mailbox.clone().unwrap_or_else(inbox),
                     };
+                    return (r, Some(d));
                 }
             }
         }
@@ -1940,10 +2036,11 @@ impl Config {
             for (name, a) in &self.account {
                 for (dest, d) in &a.destinations {
                     if dest.starts_with("\"\"@") && dest[3..].eq_ignore_ascii_case(domain) {
-                        return Resolution::Account {
+                        let r = Resolution::Account {
                             account: name.clone(),
                             mailbox: d.mailbox.clone().unwrap_or_else(inbox),
                         };
+                        return (r, Some(d));
                     }
                 }
             }
@@ -1952,15 +2049,16 @@ impl Config {
             for (dest, d) in &a.destinations {
                 if let Some(cd) = dest.strip_prefix('@') {
                     if cd.eq_ignore_ascii_case(domain) {
-                        return Resolution::Account {
+                        let r = Resolution::Account {
                             account: name.clone(),
                             mailbox: d.mailbox.clone().unwrap_or_else(inbox),
                         };
+                        return (r, Some(d));
                     }
                 }
             }
         }
-        Resolution::UnknownUser
+        (Resolution::UnknownUser, None)
     }
 
     /// The checks port 25 runs, from `[incoming]`; `None` when none run (`checks = false`,
@@ -2252,8 +2350,12 @@ mx = ["mail.example.org"]
 # Accounts and the addresses that deliver to them.
 [account.mjl]
 domain = "example.org"
-# Per address settings; "@example.org" would be a catchall.
-destinations = { "mjl@example.org" = {}, "info@example.org" = { mailbox = "Info" }, "tlsrpt@example.org" = { mailbox = "TLSRPT" } }
+# Per address settings; "@example.org" would be a catchall. Rulesets: the first whose
+# conditions (smtp_mail_from_regexp, verified_domain, header_regexps = { "list-id" = "..." })
+# all hold sends the message to its mailbox; is_forward = true for mail through a
+# forwarder (not judged by the forwarder's IP, EHLO, MAIL FROM or DMARC result);
+# accept_rejects_to_mailbox accepts what the analysis refuses into that mailbox.
+destinations = { "mjl@example.org" = { rulesets = [{ header_regexps = { "list-id" = "dev\\.lists\\.example\\.org" }, mailbox = "Lists/dev" }] }, "info@example.org" = { mailbox = "Info" }, "tlsrpt@example.org" = { mailbox = "TLSRPT" } }
 # Sending limits per 24 hours.
 max_outgoing_messages_per_day = 1000
 max_first_time_recipients_per_day = 200

@@ -616,8 +616,10 @@ impl World {
     fn incoming_decisions(
         &self,
         t: &Transaction,
-        accounts: &[String],
-    ) -> BTreeMap<String, Decision> {
+        keys: &[DecisionKey],
+    ) -> BTreeMap<DecisionKey, Decision> {
+        let accounts: Vec<String> = keys.iter().map(|k| k.account.clone()).collect();
+        let accounts = accounts.as_slice();
         let mut out = BTreeMap::new();
         let Some(v) = &t.auth else { return out };
         let policy = self.incoming_policy();
@@ -645,10 +647,11 @@ impl World {
             .incoming
             .reputation
             .then(|| crate::analysis::facts(t, v));
-        for account in accounts {
-            if out.contains_key(account) {
+        for key in keys {
+            if out.contains_key(key) {
                 continue;
             }
+            let account = &key.account;
             let rejects = config
                 .account
                 .get(account)
@@ -669,7 +672,10 @@ impl World {
                     self.store.as_ref(),
                     account,
                     rejects,
-                    f.clone(),
+                    match &key.forwarder {
+                        Some(fwd) => crate::analysis::forwarded(f.clone(), fwd),
+                        None => f.clone(),
+                    },
                     t.received,
                 ) {
                     Ok(o) => Some(o),
@@ -681,7 +687,7 @@ impl World {
                             "error processing, try again later".to_string(),
                         );
                         out.insert(
-                            account.clone(),
+                            key.clone(),
                             Decision {
                                 verdict: Err(r),
                                 reason: "reputation-error",
@@ -692,7 +698,7 @@ impl World {
                     }
                 },
             };
-            let d = policy.analyze(v, rep.as_ref(), false, known);
+            let d = policy.analyze(v, rep.as_ref(), key.forwarder.is_some(), known);
             tracing::info!(
                 cid = t.cid,
                 account = %account,
@@ -701,7 +707,7 @@ impl World {
                 why = %d.text.join("; "),
                 "incoming analysis"
             );
-            out.insert(account.clone(), d);
+            out.insert(key.clone(), d);
         }
         out
     }
@@ -815,6 +821,15 @@ impl World {
         // (account, mailbox, recipient as given, recipient for the index)
         let mut targets: Vec<(String, String, String, String)> = Vec::new();
         let mut failed: Vec<RecipientFailure> = Vec::new();
+        // The ruleset that matched, per recipient (as given).
+        let mut rules: BTreeMap<String, rmox_core::ruleset::Ruleset> = BTreeMap::new();
+        let config = self.config();
+        let header = t.message.header();
+        let verified = crate::analysis::verified_domains(t);
+        let mail_from = match &t.mail_from {
+            ReversePath::Mailbox(a) => a.to_string(),
+            ReversePath::Null => String::new(),
+        };
         for (path, _) in &t.recipients {
             let (lp, dom) = match path {
                 ForwardPath::Postmaster => {
@@ -828,8 +843,24 @@ impl World {
                 ForwardPath::Postmaster => "postmaster".to_string(),
                 ForwardPath::Mailbox(a) => a.to_string(),
             };
-            match self.config().resolve(&lp, &dom) {
-                Resolution::Account { account, mailbox } => {
+            let (resolution, destination) = config.resolve_destination(&lp, &dom);
+            match resolution {
+                Resolution::Account {
+                    account,
+                    mut mailbox,
+                } => {
+                    let compiled = destination
+                        .map(crate::config::Destination::compiled_rulesets)
+                        .unwrap_or_default();
+                    let facts = rmox_core::ruleset::RuleFacts {
+                        mail_from: &mail_from,
+                        verified_domains: &verified,
+                        header: &header,
+                    };
+                    if let Some(r) = rmox_core::ruleset::first_match(&compiled, &facts) {
+                        mailbox = r.mailbox.clone();
+                        rules.insert(rcpt.clone(), r.clone());
+                    }
                     match self.over_quota(&account, t.message.len() as u64) {
                         Ok(false) => targets.push((account, mailbox, rcpt, format!("{lp}@{dom}"))),
                         Ok(true) => failed.push(RecipientFailure::mailbox_full(&rcpt)),
@@ -846,12 +877,49 @@ impl World {
             return StoreOutcome::Failed(failed);
         }
         let accounts: Vec<String> = targets.iter().map(|d| d.0.clone()).collect();
-        let decisions = self.incoming_decisions(t, &accounts);
+        // One analysis per account, and one more for mail a ruleset says was forwarded.
+        let keys: Vec<DecisionKey> = targets
+            .iter()
+            .map(|(account, _, rcpt, _)| DecisionKey {
+                account: account.clone(),
+                forwarder: rules
+                    .get(rcpt)
+                    .filter(|r| r.is_forward)
+                    .map(|r| r.verified_domain.clone().unwrap_or_default()),
+            })
+            .collect();
+        let decisions = self.incoming_decisions(t, &keys);
+        let key_of = |rcpt: &str, account: &str| DecisionKey {
+            account: account.to_string(),
+            forwarder: rules
+                .get(rcpt)
+                .filter(|r| r.is_forward)
+                .map(|r| r.verified_domain.clone().unwrap_or_default()),
+        };
+        // A refusal a ruleset turns into delivery to a mailbox: (recipient) -> mailbox.
+        let mut accepted_rejects: BTreeMap<String, String> = BTreeMap::new();
+        for (account, mailbox, rcpt, _) in targets.iter_mut() {
+            let refused = matches!(
+                decisions.get(&key_of(rcpt, account)).map(|d| &d.verdict),
+                Some(Err(_))
+            );
+            if let Some(m) = rules
+                .get(rcpt.as_str())
+                .and_then(|r| r.accept_rejects_to_mailbox.clone())
+                .filter(|_| refused)
+            {
+                *mailbox = m.clone();
+                accepted_rejects.insert(rcpt.clone(), m);
+            }
+        }
         // Recipients whose account refused the message fail with that refusal.
         let mut refusals: Vec<Reply> = Vec::new();
         let mut rejected: Vec<(String, String)> = Vec::new();
-        targets.retain(
-            |(account, _, rcpt, _)| match decisions.get(account).map(|d| &d.verdict) {
+        targets.retain(|(account, _, rcpt, _)| {
+            if accepted_rejects.contains_key(rcpt) {
+                return true;
+            }
+            match decisions.get(&key_of(rcpt, account)).map(|d| &d.verdict) {
                 Some(Err(r)) => {
                     failed.push(RecipientFailure::from_reply(
                         rcpt,
@@ -873,8 +941,8 @@ impl World {
                     false
                 }
                 _ => true,
-            },
-        );
+            }
+        });
         // DMARC reporting (src/reports.rs): the evaluation is stored when the message is
         // accepted or refused for its DMARC policy, not when refused for other reasons
         // (a temporary refusal would store it again on each retry).
@@ -897,37 +965,56 @@ impl World {
         crate::reports::store_incoming_report(self.store.as_ref(), &self.config(), t);
         crate::reports::store_incoming_tls_report(self.store.as_ref(), &self.config(), t);
         // Each accepted copy records why it was accepted (X-Rmox-Reason, for users).
+        // A refusal accepted into a ruleset's mailbox says so, and is junk (seen): it is
+        // not good evidence for the sender.
         let heads: Vec<Vec<u8>> = targets
             .iter()
-            .map(|(account, ..)| {
-                let mut h = decisions
-                    .get(account)
-                    .map(|d| d.header().into_bytes())
-                    .unwrap_or_default();
+            .map(|(account, mailbox, rcpt, _)| {
+                let mut h = match decisions.get(&key_of(rcpt, account)) {
+                    Some(d) if accepted_rejects.contains_key(rcpt) => {
+                        let mut d = d.clone();
+                        d.text.push(format!(
+                            "refused, accepted into {mailbox} by the destination's ruleset"
+                        ));
+                        d.header().into_bytes()
+                    }
+                    Some(d) => d.header().into_bytes(),
+                    None => Vec::new(),
+                };
                 h.extend_from_slice(t.message.parts()[0]);
                 h
             })
             .collect();
-        let head_of = |account: &str| -> &[u8] {
-            targets
-                .iter()
-                .position(|(a, ..)| a == account)
-                .and_then(|i| heads.get(i))
-                .map_or(t.message.parts()[0], Vec::as_slice)
-        };
-        let delivery = |(account, mailbox, _, index): &(String, String, String, String)| Delivery {
-            account: account.clone(),
-            mailbox: mailbox.clone(),
-            head: head_of(account),
-            message: t.message.parts()[1],
-            flags: Flags::default(),
-            received: t.received,
-            info: Self::info(t, Some(index.clone())),
+        let delivery = |i: usize| {
+            let (account, mailbox, rcpt, index) = &targets[i];
+            let reject = accepted_rejects.contains_key(rcpt);
+            let mut info = Self::info(t, Some(index.clone()));
+            if let Some(r) = rules.get(rcpt).filter(|r| r.is_forward) {
+                // The forwarder's identity is not the sender's: not indexed as evidence.
+                info.remote_ip = None;
+                info.ehlo = None;
+                info.mail_from = None;
+                let fwd = r.verified_domain.clone().unwrap_or_default();
+                info.dkim_domains.retain(|d| !d.eq_ignore_ascii_case(&fwd));
+            }
+            Delivery {
+                account: account.clone(),
+                mailbox: mailbox.clone(),
+                head: heads.get(i).map_or(t.message.parts()[0], Vec::as_slice),
+                message: t.message.parts()[1],
+                flags: Flags {
+                    seen: reject,
+                    junk: reject,
+                    notjunk: false,
+                },
+                received: t.received,
+                info,
+            }
         };
         // One commit for all recipients and the DSN about those refused so far; when it
         // fails, each recipient on its own, so one mailbox the storage refuses does not cost
         // the others their message (the DSN then follows in its own commit).
-        let mut batch: Vec<Delivery<'_>> = targets.iter().map(delivery).collect();
+        let mut batch: Vec<Delivery<'_>> = (0..targets.len()).map(delivery).collect();
         let dsn = self.failure_dsn(t, &failed);
         let all = match &dsn {
             None => self.store.deliver_many(batch),
@@ -952,8 +1039,10 @@ impl World {
             if let Some((to, _)) = &dsn {
                 tracing::info!(cid = t.cid, to = %to, "dsn about failed recipients");
             }
-            for (account, ..) in &targets {
-                if decisions.contains_key(account) {
+            for (account, _, rcpt, _) in &targets {
+                if !accepted_rejects.contains_key(rcpt)
+                    && decisions.contains_key(&key_of(rcpt, account))
+                {
                     self.unreject(t, account);
                 }
             }
@@ -966,8 +1055,8 @@ impl World {
             tracing::info!(cid = t.cid, error = %e, "delivery to all recipients failed, trying each");
         }
         let mut delivered = 0;
-        for target in &targets {
-            match self.store.deliver(delivery(target)) {
+        for (i, target) in targets.iter().enumerate() {
+            match self.store.deliver(delivery(i)) {
                 Ok(_) => delivered += 1,
                 Err(StoreError::QuotaExceeded { .. }) => {
                     failed.push(RecipientFailure::mailbox_full(&target.2))
@@ -1548,6 +1637,14 @@ impl rmox_driver::Answerer for World {
             c.conn.closed(wall_now(), i.ip);
         }
     }
+}
+
+/// Whose analysis a recipient gets: its account's, separately for mail a ruleset says came
+/// through a forwarder (`forwarder`: the forwarder's verified domain, possibly empty).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct DecisionKey {
+    account: String,
+    forwarder: Option<String>,
 }
 
 /// The one log line of a transaction: connection id, client, verdict and reason, sender,

@@ -59,6 +59,7 @@ pub mod queue;
 pub mod ratelimit;
 pub mod reputation;
 pub mod rng;
+pub mod ruleset;
 pub mod sasl;
 pub mod server;
 pub mod smtp;
