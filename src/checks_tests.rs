@@ -838,3 +838,52 @@ fn ruleset_regexp_errors_name_the_key() {
     );
     assert!(e.problem.starts_with("\"(\": "), "{e}");
 }
+
+/// mox's TestBlocklistedSubjectpass: a DNSBL-listed sender without history whose message
+/// passes DMARC is refused permanently with a pass; the message sent again with the pass in
+/// its Subject is accepted. Without subjectpass the listing is a temporary refusal.
+#[test]
+fn subjectpass_for_a_listed_sender() {
+    let env = Env::new(
+        "subjectpass-off",
+        &incoming("dnsbl = [\"bl.example\"]"),
+        zone(true, "reject", true),
+    );
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("451 4.7.1"), "{r}: {:?}", env.stored());
+
+    let base = BASE.replace(
+        "destinations = { \"mjl@mox.example\" = {}, \"other@mox.example\" = {} }",
+        "destinations = { \"mjl@mox.example\" = {}, \"other@mox.example\" = {} }\nsubjectpass_period_secs = 3600",
+    );
+    let text = format!(
+        "{base}\n[[listener]]\nname = \"t\"\nip = \"127.0.0.1\"\nsmtp = {{ port = 25 }}\n{}",
+        incoming("dnsbl = [\"bl.example\"]")
+    );
+    let env = Env::with_text("subjectpass", &text, zone(true, "reject", true));
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("550 5.7.1 "), "{r}");
+    let at = r
+        .find(rmox_core::subjectpass::EXPLANATION)
+        .expect("the refusal explains the pass");
+    let pass = r[at + rmox_core::subjectpass::EXPLANATION.len()..].trim();
+    assert!(pass.starts_with("rmoxpass-"), "{pass}");
+    // A pass that is not ours does not work.
+    let forged = MSG.replace(
+        "Subject: test",
+        "Subject: test rmoxpass-AAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    );
+    let r = env.deliver("remote.example", "remote@example.org", &forged);
+    assert!(r.starts_with("550 5.7.1"), "{r}");
+    let with_pass = MSG.replace("Subject: test", &format!("Subject: test {pass}"));
+    let r = env.deliver("remote.example", "remote@example.org", &with_pass);
+    assert!(r.starts_with("250"), "{r}");
+    assert!(env
+        .stored()
+        .pop()
+        .unwrap()
+        .starts_with("X-Rmox-Reason: subjectpass;"));
+    // Once accepted, the sender is known: later messages need no pass.
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("250"), "{r}");
+}

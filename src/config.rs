@@ -400,6 +400,11 @@ pub struct AccountConfig {
     /// Routes for mail from this account, tried first.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Seconds a subjectpass is valid; set, a DNSBL-listed sender without history whose
+    /// message passes DMARC is refused with a pass to put in the Subject (mox's
+    /// subjectpass). Unset or 0: off.
+    #[serde(default)]
+    pub subjectpass_period_secs: u64,
     /// A Maildir++ directory (relative to the config file) that every message delivered to
     /// the account is also written to, durably before the 250, for an IMAP server such as
     /// Dovecot to serve; messages the user moves to its Junk folder count as junk.
@@ -2363,6 +2368,9 @@ max_first_time_recipients_per_day = 200
 quota_message_size = 0
 # Uncomment to refuse logins with this message.
 # login_disabled = "account suspended, contact the administrator"
+# A DNSBL-listed sender without history whose message passes DMARC is refused with a pass
+# to add to the Subject when sending again, valid this many seconds (0: off).
+subjectpass_period_secs = 0
 # Keep messages the incoming analysis refuses in this mailbox (the sender still gets the
 # refusal), so that a wanted one can be rescued. Unset: refused messages are not kept.
 rejects_mailbox = "Rejects"

@@ -698,7 +698,46 @@ impl World {
                     }
                 },
             };
-            let d = policy.analyze(v, rep.as_ref(), key.forwarder.is_some(), known);
+            let period = config
+                .account
+                .get(account)
+                .map_or(0, |a| a.subjectpass_period_secs);
+            let pass_key = if period > 0 {
+                let mut fresh = [0u8; 32];
+                match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
+                    .map_err(|_| "no randomness".to_string())
+                    .and_then(|()| {
+                        self.store
+                            .account_subjectpass_key(account, &fresh)
+                            .map_err(|e| e.to_string())
+                    }) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        tracing::error!(account = %account, error = %e, "subjectpass key");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let from = crate::analysis::from_address(t).map(|(lp, d)| format!("{lp}@{d}"));
+            let subject = rmox_core::message::values(&t.message.header(), "subject")
+                .next()
+                .map(|s| String::from_utf8_lossy(s).into_owned());
+            let pass = pass_key.as_ref().map(|k| rmox_core::incoming::PassCheck {
+                key: k,
+                period_secs: i64::try_from(period).unwrap_or(i64::MAX),
+                now: t.received,
+                from: from.as_deref(),
+                subject: subject.as_deref(),
+            });
+            let d = policy.analyze_with_pass(
+                v,
+                rep.as_ref(),
+                key.forwarder.is_some(),
+                known,
+                pass.as_ref(),
+            );
             tracing::info!(
                 cid = t.cid,
                 account = %account,

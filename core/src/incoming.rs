@@ -92,6 +92,21 @@ impl IncomingPolicy {
         forwarded: bool,
         sender_known: bool,
     ) -> Decision {
+        self.analyze_with_pass(v, rep, forwarded, sender_known, None)
+    }
+
+    /// [`IncomingPolicy::analyze`] for an account with subjectpass on (`pass`): a message
+    /// whose Subject holds a valid pass is accepted when only weak signals were against it
+    /// (after rule 3); a DNSBL-listed sender with a DMARC pass and no history at all gets a
+    /// `550 5.7.1` carrying a pass (after rule 4), so that a human can send again with it.
+    pub fn analyze_with_pass(
+        &self,
+        v: &Verdicts,
+        rep: Option<&reputation::Outcome>,
+        forwarded: bool,
+        sender_known: bool,
+        pass: Option<&PassCheck<'_>>,
+    ) -> Decision {
         let mut text = Vec::new();
         if forwarded {
             text.push("forwarded message: dmarc result not used".to_string());
@@ -141,9 +156,41 @@ impl IncomingPolicy {
                 }
             }
         }
+        if let Some(p) = pass {
+            let valid = match (p.from, p.subject) {
+                (Some(from), Some(subject)) => {
+                    crate::subjectpass::verify(p.key, from, subject, p.period_secs, p.now)
+                }
+                _ => false,
+            };
+            if valid {
+                text.push("message has a valid subjectpass in its subject".into());
+                return Decision::accept("subjectpass", text);
+            }
+        }
         for (zone, status) in v.dnsbl.iter().flatten() {
             if let DnsblStatus::Fail(reason) = status {
                 text.push(format!("ip listed in {zone}"));
+                let dmarc_pass = v
+                    .dmarc
+                    .as_ref()
+                    .is_some_and(|d| d.status == crate::dmarc::DmarcStatus::Pass);
+                let no_history = rep.is_some_and(|r| r.method == reputation::Method::None);
+                if let (Some(p), Some(from), true, true) =
+                    (pass, pass.and_then(|p| p.from), dmarc_pass, no_history)
+                {
+                    text.push("refused with a subjectpass for the sender".into());
+                    let r = Reply::new(
+                        550,
+                        Some(Enhanced::new(5, 7, 1)),
+                        format!(
+                            "{}{}",
+                            crate::subjectpass::EXPLANATION,
+                            crate::subjectpass::generate(p.key, from, p.now)
+                        ),
+                    );
+                    return Decision::refuse(r, "give-subjectpass", text);
+                }
                 let r = Reply::new(
                     451,
                     Some(Enhanced::new(4, 7, 1)),
@@ -209,6 +256,21 @@ impl Decision {
         h.push_str("\r\n");
         h
     }
+}
+
+/// Subjectpass for one account ([`IncomingPolicy::analyze_with_pass`]).
+#[derive(Clone, Debug)]
+pub struct PassCheck<'a> {
+    /// The account's secret key.
+    pub key: &'a [u8],
+    /// How long a pass is valid, in seconds.
+    pub period_secs: i64,
+    /// Now.
+    pub now: crate::time::UnixTime,
+    /// The message's From address (exactly one), lowercase.
+    pub from: Option<&'a str>,
+    /// The message's Subject.
+    pub subject: Option<&'a str>,
 }
 
 /// The refusal for junk: temporary, and saying nothing that helps a spammer tune.

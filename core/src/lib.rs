@@ -64,6 +64,7 @@ pub mod sasl;
 pub mod server;
 pub mod smtp;
 pub mod spf;
+pub mod subjectpass;
 #[cfg(any(test, feature = "testing"))]
 pub mod testkit;
 pub mod time;

@@ -115,6 +115,8 @@ pub trait MailStore: Send + Sync {
         since: UnixTime,
         limit: usize,
     ) -> Result<Vec<crate::IndexHit>, StoreError>;
+    /// The account's subjectpass key (made from `fresh` on first use).
+    fn account_subjectpass_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StoreError>;
     /// The accounts whose messages are also written to a maildir.
     fn set_maildirs(&self, maildirs: std::collections::BTreeMap<String, crate::Maildir>);
     /// Marks as junk what the user moved to the account's maildir Junk folder.
@@ -313,6 +315,9 @@ impl MailStore for Store {
     }
     fn expunge(&self, id: MessageId) -> Result<(), StoreError> {
         Store::expunge(self, id)
+    }
+    fn account_subjectpass_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {
+        Store::account_subjectpass_key(self, name, fresh)
     }
     fn set_maildirs(&self, maildirs: std::collections::BTreeMap<String, crate::Maildir>) {
         Store::set_maildirs(self, maildirs)

@@ -73,6 +73,9 @@ pub struct Account {
     /// Maximum bytes of stored messages; `None` for no limit.
     #[serde(default)]
     pub quota_bytes: Option<u64>,
+    /// The secret key of its subjectpass tokens (hex), made on first use.
+    #[serde(default)]
+    pub subjectpass_key: Option<String>,
 }
 
 /// Message flags the store indexes on.

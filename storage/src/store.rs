@@ -360,6 +360,7 @@ impl Store {
             domain: domain.to_string(),
             login_disabled: None,
             quota_bytes: None,
+            subjectpass_key: None,
         };
         self.write(vec![], vec![], move |txn| {
             let mut t = txn.open_table(ACCOUNTS)?;
@@ -515,6 +516,34 @@ impl Store {
         quota_bytes: Option<u64>,
     ) -> Result<(), StoreError> {
         self.account_update(name, move |a| a.quota_bytes = quota_bytes)
+    }
+
+    /// The account's subjectpass key: the stored one, or `fresh` (random bytes from the
+    /// caller), stored now for the next time.
+    pub fn account_subjectpass_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let unhex = |s: &str| -> Option<Vec<u8>> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+                .collect()
+        };
+        let a = self
+            .account(name)?
+            .ok_or_else(|| StoreError::NoAccount(name.to_string()))?;
+        if let Some(k) = a.subjectpass_key.as_deref().and_then(unhex) {
+            return Ok(k);
+        }
+        let k = hex(fresh);
+        self.account_update(name, move |a| {
+            if a.subjectpass_key.is_none() {
+                a.subjectpass_key = Some(k.clone());
+            }
+        })?;
+        // What was stored (another caller may have been first).
+        self.account(name)?
+            .and_then(|a| a.subjectpass_key.as_deref().and_then(unhex))
+            .ok_or_else(|| StoreError::NoAccount(name.to_string()))
     }
 
     /// Bytes of (non-expunged) messages stored for the account, from a counter kept in the
@@ -1585,6 +1614,7 @@ mod tests {
                 domain: "example.org".into(),
                 login_disabled: None,
                 quota_bytes: None,
+                subjectpass_key: None,
             };
             txn.open_table(ACCOUNTS)
                 .unwrap()
