@@ -92,7 +92,7 @@ mod tests {
             record: None,
             dkim_aligned: false,
             spf_aligned: false,
-            sampled_out: false,
+            testing: false,
             error: None,
         }
     }
