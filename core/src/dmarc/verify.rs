@@ -441,18 +441,33 @@ impl DmarcVerify {
             r.policy_domain = domain;
             return Ok(r);
         }
+        // A walk that failed temporarily leaves its identifier unaligned; it matters only
+        // when no other identifier is aligned.
+        let mut temp: Option<String> = None;
+        let mut aligned = |mode: Align, id: &str| -> Eval<bool> {
+            match self.is_aligned(mode, id) {
+                Err(Halt::TempFail(e)) => {
+                    temp.get_or_insert(e);
+                    Ok(false)
+                }
+                r => r,
+            }
+        };
         let spf_aligned = match &self.input.spf_pass_domain {
-            Some(d) => self.is_aligned(record.aspf, d)?,
+            Some(d) => aligned(record.aspf, d)?,
             None => false,
         };
         let mut dkim_aligned = false;
         for d in &self.input.dkim_pass_domains {
-            if self.is_aligned(record.adkim, d)? {
+            if aligned(record.adkim, d)? {
                 dkim_aligned = true;
                 break;
             }
         }
         let pass = spf_aligned || dkim_aligned;
+        if let (false, Some(e)) = (pass, temp) {
+            return Err(Halt::TempFail(e));
+        }
         let requested = if at_author {
             record.policy
         } else {
@@ -930,6 +945,28 @@ mod tests {
                 status: DmarcStatus::Temperror,
                 disposition: Policy::None,
                 asked: q(&["a.example.org", "example.org", "org"]),
+            },
+            Case {
+                name: "a walk for one identifier fails temporarily, another is aligned: pass",
+                input: input("example.org", Some("bounce.example.org"), &["example.org"]),
+                zone: vec![
+                    ("_dmarc.example.org", reject.clone()),
+                    ("_dmarc.org", LookupResult::TempFail("servfail".into())),
+                ],
+                status: DmarcStatus::Pass,
+                disposition: Policy::None,
+                asked: q(&["example.org", "org"]),
+            },
+            Case {
+                name: "a walk for the only identifier fails temporarily: temperror",
+                input: input("example.org", Some("bounce.example.org"), &[]),
+                zone: vec![
+                    ("_dmarc.example.org", reject.clone()),
+                    ("_dmarc.org", LookupResult::TempFail("servfail".into())),
+                ],
+                status: DmarcStatus::Temperror,
+                disposition: Policy::None,
+                asked: q(&["example.org", "org"]),
             },
             Case {
                 name: "multiple records are discarded; the walk goes on",
