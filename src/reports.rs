@@ -38,8 +38,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 
-/// The format version written in [`StoredEval::version`].
-const EVAL_VERSION: u8 = 1;
+/// The format version written in [`StoredEval::version`]. Version 1 had `pct` (ignored
+/// when read) and no `testing` (read as `false`).
+const EVAL_VERSION: u8 = 2;
 
 /// One stored DMARC evaluation: [`Evaluation`] in a serde-friendly shape, plus what the
 /// reporter needs later (the `rua` addresses as published, whether it is optional).
@@ -81,8 +82,9 @@ pub struct StoredEval {
     pub adkim: String,
     /// Published `aspf` (`r`/`s`).
     pub aspf: String,
-    /// Published `pct`.
-    pub pct: u8,
+    /// Published `t=y` (test mode).
+    #[serde(default)]
+    pub testing: bool,
     /// Published `fo`.
     pub fo: String,
     /// `rua` URIs as published, with their size limit in bytes.
@@ -113,8 +115,8 @@ impl StoredEval {
             return None;
         }
         let mut reasons = Vec::new();
-        if d.sampled_out {
-            reasons.push(("sampled_out".to_string(), None));
+        if d.testing {
+            reasons.push(("policy_test_mode".to_string(), None));
         }
         let envelope_to = t.recipients.first().and_then(|(p, _)| match p {
             ForwardPath::Postmaster => None,
@@ -167,7 +169,7 @@ impl StoredEval {
             np: record.nonexistent_policy.map(|p| p.as_str().to_string()),
             adkim: record.adkim.as_str().to_string(),
             aspf: record.aspf.as_str().to_string(),
-            pct: record.percentage,
+            testing: record.testing,
             fo: record.failure_options.clone(),
             rua: record
                 .aggregate
@@ -187,7 +189,9 @@ impl StoredEval {
             p: policy(&self.p),
             sp: self.sp.as_deref().map(policy),
             np: self.np.as_deref().map(policy),
-            pct: Some(self.pct),
+            pct: None,
+            testing: Some(self.testing),
+            discovery_method: Some(rmox_core::dmarc::DiscoveryMethod::TreeWalk),
             fo: Some(self.fo.clone()),
         }
     }
@@ -1235,7 +1239,7 @@ require_iprev_for_unknown_senders = false
         assert!(f
             .records
             .iter()
-            .any(|r| r.disposition == Policy::Reject && r.count == 2));
+            .any(|r| r.disposition == rmox_core::dmarc::Disposition::Reject && r.count == 2));
         assert_eq!(f.metadata.org_name, "mail.mox.example");
         // A second run has nothing to send.
         let again = send_reports(&env.store, &env.config, &Default::default(), now).unwrap();
@@ -1327,12 +1331,17 @@ require_iprev_for_unknown_senders = false
     }
 
     /// Python's xml.etree (a parser we did not write) reads the report's DMARC schema
-    /// fields. Skipped without python3 unless CI is set.
+    /// fields, in the RFC 9990 namespace. Skipped without python3 unless CI is set.
     fn check_with_python(xml: &str, want_total: u64) {
         let script = r#"
 import sys, xml.etree.ElementTree as ET
 r = ET.fromstring(sys.stdin.buffer.read())
-assert r.tag == "feedback", r.tag
+# RFC 9990: the root is in the DMARC namespace; element names below it are the same.
+NS = "{urn:ietf:params:xml:ns:dmarc-2.0}"
+assert r.tag == NS + "feedback", r.tag
+for e in r.iter():
+    assert e.tag.startswith(NS), e.tag
+    e.tag = e.tag[len(NS):]
 md = r.find("report_metadata")
 for f in ("org_name", "email", "report_id", "date_range/begin", "date_range/end"):
     assert md.find(f) is not None and md.find(f).text, f

@@ -286,7 +286,7 @@ pub fn dmarc_verify(
         return Err(Fail("message has no From address".into()));
     };
     let spf_pass = (spf.result == rmox_core::spf::SpfStatus::Pass).then_some(args.domain.as_str());
-    let input = rmox_core::dmarc::DmarcInput::new(&from_domain, spf_pass, &dkim, 0);
+    let input = rmox_core::dmarc::DmarcInput::new(&from_domain, spf_pass, &dkim);
     let r = run(&mut rmox_core::dmarc::DmarcVerify::new(input), &d)?;
     println!("{}", r.auth_results(&from_domain));
     println!(

@@ -301,7 +301,7 @@ mod tests {
             record: None,
             dkim_aligned: false,
             spf_aligned: false,
-            sampled_out: false,
+            testing: false,
             error: None,
         }
     }
@@ -430,7 +430,7 @@ mod analyze_tests {
                 record: None,
                 dkim_aligned: false,
                 spf_aligned: false,
-                sampled_out: false,
+                testing: false,
                 error: None,
             }),
             spf: Some(SpfResult {

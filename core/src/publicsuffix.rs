@@ -1,6 +1,7 @@
 //! The Public Suffix List: which part of a domain is a public suffix, and so which
-//! domain is the organizational domain (RFC 7489 3.2) used by DMARC alignment and by DKIM
-//! to refuse signatures for a TLD.
+//! domain is the registrable ("organizational") domain. DKIM uses it to refuse signatures
+//! for a TLD, and the TLS and DSN heuristics to group a domain's hosts. DMARC does not:
+//! RFC 9989 finds Organizational Domains by the DNS tree walk (`crate::dmarc`).
 //!
 //! The list is embedded at build time (`core/data/public_suffix_list.dat`, MPL-2.0; see
 //! `core/data/SOURCE-public_suffix_list.txt`) and parsed once per process on first use.

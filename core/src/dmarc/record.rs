@@ -1,8 +1,8 @@
-//! The DMARC record (RFC 7489 6.3; `np` from RFC 9091).
+//! The DMARC record (RFC 9989 4.7, which obsoletes RFC 7489 and RFC 9091).
 
 use std::fmt;
 
-use crate::dkim::tags::{parse_tags, TagError};
+use crate::dkim::tags::TagError;
 
 /// A requested policy, also the disposition applied to a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -32,7 +32,8 @@ impl Policy {
             .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
     }
 
-    /// The next milder policy (pct sampling, RFC 7489 6.6.4).
+    /// The policy one level milder (`t=y`, RFC 9989 4.7): reject gives quarantine,
+    /// quarantine and none give none.
     pub fn milder(self) -> Policy {
         match self {
             Policy::Reject => Policy::Quarantine,
@@ -163,31 +164,67 @@ impl fmt::Display for ReportUri {
     }
 }
 
-/// A parsed DMARC record.
+/// The `psd=` tag (RFC 9989): whether the record is published for a Public Suffix Domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Psd {
+    /// `y`: a Public Suffix Domain; the Organizational Domain is the name one label below.
+    Yes,
+    /// `n`: not a PSD, and the Organizational Domain of itself and its subdomains.
+    No,
+    /// `u` (the default): not a PSD; the tree walk decides the Organizational Domain.
+    #[default]
+    Unknown,
+}
+
+impl Psd {
+    /// `y`, `n` or `u`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Psd::Yes => "y",
+            Psd::No => "n",
+            Psd::Unknown => "u",
+        }
+    }
+
+    /// Parses `y`, `n` or `u`, case-insensitively (ABNF literals).
+    pub fn parse(s: &str) -> Option<Psd> {
+        match s.trim() {
+            "y" | "Y" => Some(Psd::Yes),
+            "n" | "N" => Some(Psd::No),
+            "u" | "U" => Some(Psd::Unknown),
+            _ => None,
+        }
+    }
+
+    /// Whether the tree walk stops at a record with this value (`psd=y` or `psd=n`).
+    pub fn stops_walk(self) -> bool {
+        self != Psd::Unknown
+    }
+}
+
+/// A parsed DMARC record (RFC 9989 4.7).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DmarcRecord {
-    /// `p=`.
+    /// `p=` (default `none` when absent).
     pub policy: Policy,
-    /// `sp=`: for subdomains of the organizational domain (default `p`).
+    /// `sp=`: for existing subdomains of the Organizational Domain (default `p`).
     pub subdomain_policy: Option<Policy>,
-    /// `np=`: for non-existent subdomains (RFC 9091; default `sp`).
+    /// `np=`: for non-existent subdomains (default `sp`, then `p`).
     pub nonexistent_policy: Option<Policy>,
-    /// `pct=`: 0 to 100 (default 100).
-    pub percentage: u8,
+    /// `psd=` (default `u`).
+    pub psd: Psd,
+    /// `t=y`: test mode, the policy is applied one level milder (default `n`).
+    pub testing: bool,
     /// `adkim=` (default relaxed).
     pub adkim: Align,
     /// `aspf=` (default relaxed).
     pub aspf: Align,
-    /// `rua=`: aggregate report addresses.
+    /// `rua=`: aggregate report addresses (malformed URIs left out).
     pub aggregate: Vec<ReportUri>,
-    /// `ruf=`: failure report addresses.
+    /// `ruf=`: failure report addresses (malformed URIs left out).
     pub failure: Vec<ReportUri>,
     /// `fo=`: failure reporting options, colon-separated (default `0`).
     pub failure_options: String,
-    /// `rf=`: failure report format (default `afrf`).
-    pub report_format: String,
-    /// `ri=`: aggregate report interval in seconds (default 86400).
-    pub report_interval: u32,
 }
 
 impl Default for DmarcRecord {
@@ -196,14 +233,13 @@ impl Default for DmarcRecord {
             policy: Policy::None,
             subdomain_policy: None,
             nonexistent_policy: None,
-            percentage: 100,
+            psd: Psd::Unknown,
+            testing: false,
             adkim: Align::Relaxed,
             aspf: Align::Relaxed,
             aggregate: Vec::new(),
             failure: Vec::new(),
             failure_options: "0".into(),
-            report_format: "afrf".into(),
-            report_interval: 86_400,
         }
     }
 }
@@ -212,101 +248,149 @@ impl Default for DmarcRecord {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecordError {
-    /// The tag list is malformed.
+    /// The tag list is malformed (a tag given twice).
     #[error("malformed tag list: {0}")]
     Tags(#[from] TagError),
-    /// The record does not start with `v=DMARC1`.
+    /// The record does not start with `v=DMARC1` (the record is not a DMARC record).
     #[error("record does not start with v=DMARC1")]
     Version,
-    /// `p=` is missing or invalid and there is no valid `rua=` to fall back on.
-    #[error("missing or invalid p=")]
+    /// `p=` is invalid and there is no valid `rua=` to fall back on.
+    #[error("invalid p=")]
     Policy,
-    /// A tag has an invalid value.
+    /// `sp=` or `np=` is invalid and there is no valid `rua=` to fall back on.
     #[error("invalid value for {0}=")]
     Value(&'static str),
 }
 
+/// The tags of a record, split leniently (RFC 9989 4.7: syntax errors in the remainder of
+/// the record are discarded): names are `1*ALPHA`, compared case-insensitively; a part
+/// without `=` or with another name is skipped. A tag given twice makes the tag list
+/// invalid (the DKIM tag-list rule DMARC records follow).
+fn split_tags(txt: &str) -> Result<Vec<(&str, &str)>, RecordError> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for part in txt.split(';') {
+        let Some((name, value)) = part.split_once('=') else {
+            continue;
+        };
+        let name = name.trim_matches(|c: char| c.is_ascii_whitespace());
+        let value = value.trim_matches(|c: char| c.is_ascii_whitespace());
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphabetic()) {
+            continue;
+        }
+        if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            return Err(RecordError::Tags(TagError::Duplicate(name.to_string())));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// The first tag of `txt` is `v=DMARC1`: the name case-insensitive, the value exact.
+fn has_version(txt: &str) -> bool {
+    let first = txt.split(';').next().unwrap_or("");
+    match first.split_once('=') {
+        Some((k, v)) => {
+            k.trim_matches(|c: char| c.is_ascii_whitespace())
+                .eq_ignore_ascii_case("v")
+                && v.trim_matches(|c: char| c.is_ascii_whitespace()) == "DMARC1"
+        }
+        None => false,
+    }
+}
+
+/// A valid `fo=` value (RFC 9989 dmarc-fo): colon-separated `0`, `1`, `d`, `s`, in any
+/// order, with at most one of `0` and `1` (they exclude each other) and each of `d` and `s`
+/// at most once.
+fn valid_fo(v: &str) -> bool {
+    let opts: Vec<&str> = v.split(':').map(str::trim).collect();
+    let count = |o: &str| opts.iter().filter(|x| x.eq_ignore_ascii_case(o)).count();
+    opts.iter()
+        .all(|o| matches!(*o, "0" | "1" | "d" | "s" | "D" | "S"))
+        && count("0") + count("1") <= 1
+        && count("d") <= 1
+        && count("s") <= 1
+}
+
 impl DmarcRecord {
-    /// Whether a TXT record looks like a DMARC record (to pick records at `_dmarc.`).
+    /// Whether a TXT record is a DMARC record: its first tag is `v=DMARC1` (value case
+    /// sensitive, RFC 9989). Others at `_dmarc.` are discarded.
     pub fn is_dmarc(txt: &str) -> bool {
-        let first = txt.split(';').next().unwrap_or("");
-        match first.split_once('=') {
-            Some((k, v)) => k.trim() == "v" && v.trim().eq_ignore_ascii_case("DMARC1"),
-            None => false,
+        has_version(txt)
+    }
+
+    /// Parses a record (the TXT strings concatenated) as RFC 9989 says: `v=DMARC1` first and
+    /// exact; tag names case-insensitive; unknown tags ignored, `pct`, `rf` and `ri`
+    /// (historic) among them; a missing `p=` reads as `p=none`; an invalid value of another
+    /// tag gives that tag's default and a malformed report URI is left out. An invalid
+    /// `p=`, `sp=` or `np=` reads as a record with only `p=none` when `rua=` has a valid
+    /// URI, and is an error otherwise (no DMARC processing).
+    pub fn parse(txt: &str) -> Result<DmarcRecord, RecordError> {
+        let (r, err) = Self::parse_inner(txt)?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(r),
         }
     }
 
-    /// Parses a record (the TXT strings concatenated). Unknown tags are ignored. A missing
-    /// or invalid `p=` with a valid `rua=` reads as `p=none` (RFC 7489 6.6.3).
-    pub fn parse(txt: &str) -> Result<DmarcRecord, RecordError> {
-        let tags = parse_tags(txt)?;
-        match tags.first() {
-            Some((k, v)) if k.eq_ignore_ascii_case("v") && v.eq_ignore_ascii_case("DMARC1") => {}
-            _ => return Err(RecordError::Version),
+    /// [`DmarcRecord::parse`], but a record with an invalid policy tag (and no `rua=`) is
+    /// returned with the error beside it, so the tree walk still sees its `psd=`.
+    pub(crate) fn parse_inner(
+        txt: &str,
+    ) -> Result<(DmarcRecord, Option<RecordError>), RecordError> {
+        if !has_version(txt) {
+            return Err(RecordError::Version);
         }
+        let tags = split_tags(txt)?;
         let mut r = DmarcRecord::default();
-        let mut policy = None;
-        let mut bad_sp = false;
+        let mut bad: Option<RecordError> = None;
+        let mut policy = |v: &str, what: &'static str| {
+            let p = Policy::parse(v);
+            if p.is_none() && bad.is_none() {
+                bad = Some(if what == "p" {
+                    RecordError::Policy
+                } else {
+                    RecordError::Value(what)
+                });
+            }
+            p
+        };
+        let mut p = None;
+        let mut sp = None;
+        let mut np = None;
         for (k, v) in tags.iter().skip(1) {
-            let k = k.to_ascii_lowercase();
-            match k.as_str() {
-                "p" => policy = Policy::parse(v),
-                "sp" => {
-                    r.subdomain_policy = Policy::parse(v);
-                    bad_sp = r.subdomain_policy.is_none();
-                }
-                "np" => {
-                    r.nonexistent_policy = Some(Policy::parse(v).ok_or(RecordError::Value("np"))?)
-                }
-                "pct" => {
-                    r.percentage = v
-                        .parse::<u8>()
-                        .ok()
-                        .filter(|p| *p <= 100)
-                        .ok_or(RecordError::Value("pct"))?
-                }
-                "adkim" => r.adkim = Align::parse(v).ok_or(RecordError::Value("adkim"))?,
-                "aspf" => r.aspf = Align::parse(v).ok_or(RecordError::Value("aspf"))?,
-                "rua" | "ruf" => {
-                    let list = v
-                        .split(',')
-                        .map(ReportUri::parse)
-                        .collect::<Option<Vec<_>>>()
-                        .ok_or(if k == "rua" {
-                            RecordError::Value("rua")
-                        } else {
-                            RecordError::Value("ruf")
-                        })?;
-                    if k == "rua" {
-                        r.aggregate = list;
-                    } else {
-                        r.failure = list;
-                    }
-                }
-                "fo" => {
-                    let ok = v
+            match k.to_ascii_lowercase().as_str() {
+                "p" => p = policy(v, "p"),
+                "sp" => sp = policy(v, "sp"),
+                "np" => np = policy(v, "np"),
+                "psd" => r.psd = Psd::parse(v).unwrap_or_default(),
+                "t" => r.testing = matches!(v.trim(), "y" | "Y"),
+                "adkim" => r.adkim = Align::parse(v).unwrap_or(Align::Relaxed),
+                "aspf" => r.aspf = Align::parse(v).unwrap_or(Align::Relaxed),
+                "rua" => r.aggregate = v.split(',').filter_map(ReportUri::parse).collect(),
+                "ruf" => r.failure = v.split(',').filter_map(ReportUri::parse).collect(),
+                "fo" if valid_fo(v) => {
+                    r.failure_options = v
                         .split(':')
-                        .all(|o| matches!(o.trim(), "0" | "1" | "d" | "s"));
-                    if !ok {
-                        return Err(RecordError::Value("fo"));
-                    }
-                    r.failure_options = v.split(':').map(str::trim).collect::<Vec<_>>().join(":");
+                        .map(|o| o.trim().to_ascii_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(":")
                 }
-                "rf" => r.report_format = v.to_string(),
-                "ri" => r.report_interval = v.parse().map_err(|_| RecordError::Value("ri"))?,
                 _ => {}
             }
         }
-        match policy {
-            Some(p) if !bad_sp => r.policy = p,
-            _ if !r.aggregate.is_empty() => {
-                r.policy = Policy::None;
-                r.subdomain_policy = None;
+        match bad {
+            None => {
+                r.policy = p.unwrap_or(Policy::None);
+                r.subdomain_policy = sp;
+                r.nonexistent_policy = np;
+                Ok((r, None))
             }
-            _ if policy.is_some() => return Err(RecordError::Value("sp")),
-            _ => return Err(RecordError::Policy),
+            Some(_) if !r.aggregate.is_empty() => {
+                r.policy = Policy::None;
+                Ok((r, None))
+            }
+            Some(e) => Ok((r, Some(e))),
         }
-        Ok(r)
     }
 }
 
@@ -320,8 +404,11 @@ impl fmt::Display for DmarcRecord {
         if let Some(np) = self.nonexistent_policy {
             write!(f, "; np={}", np.as_str())?;
         }
-        if self.percentage != 100 {
-            write!(f, "; pct={}", self.percentage)?;
+        if self.psd != Psd::Unknown {
+            write!(f, "; psd={}", self.psd.as_str())?;
+        }
+        if self.testing {
+            write!(f, "; t=y")?;
         }
         if self.adkim != Align::Relaxed {
             write!(f, "; adkim={}", self.adkim.as_str())?;
@@ -338,12 +425,6 @@ impl fmt::Display for DmarcRecord {
         if self.failure_options != "0" {
             write!(f, "; fo={}", self.failure_options)?;
         }
-        if self.report_format != "afrf" {
-            write!(f, "; rf={}", self.report_format)?;
-        }
-        if self.report_interval != 86_400 {
-            write!(f, "; ri={}", self.report_interval)?;
-        }
         Ok(())
     }
 }
@@ -355,11 +436,12 @@ mod tests {
 
     #[test]
     fn parse_ok() {
-        let r = DmarcRecord::parse("v=DMARC1; p=reject; sp=quarantine; np=reject; pct=50; adkim=s; aspf=s; rua=mailto:a@example.org!10m,mailto:b@example.org; ruf=mailto:f@example.org!500; fo=1:d; rf=afrf; ri=3600; x=ignored").unwrap();
+        let r = DmarcRecord::parse("v=DMARC1; p=reject; sp=quarantine; np=reject; psd=n; t=y; adkim=s; aspf=s; rua=mailto:a@example.org!10m,mailto:b@example.org; ruf=mailto:f@example.org!500; fo=1:d; x=ignored").unwrap();
         assert_eq!(r.policy, Policy::Reject);
         assert_eq!(r.subdomain_policy, Some(Policy::Quarantine));
         assert_eq!(r.nonexistent_policy, Some(Policy::Reject));
-        assert_eq!(r.percentage, 50);
+        assert_eq!(r.psd, Psd::No);
+        assert!(r.testing);
         assert_eq!((r.adkim, r.aspf), (Align::Strict, Align::Strict));
         assert_eq!(r.aggregate.len(), 2);
         assert_eq!(r.aggregate[0].max_bytes(), Some(10 << 20));
@@ -378,53 +460,170 @@ mod tests {
         }
         assert_eq!(r.failure[0].max_bytes(), Some(500));
         assert_eq!(r.failure_options, "1:d");
-        assert_eq!(r.report_interval, 3600);
         let min = DmarcRecord::parse("v=DMARC1;p=none").unwrap();
         assert_eq!(min, DmarcRecord::default());
         assert_eq!(min.to_string(), "v=DMARC1; p=none");
-        // RFC 7489 6.6.3: no valid p= but a valid rua= reads as p=none.
+        // No valid p= but a valid rua= reads as p=none.
         let r = DmarcRecord::parse("v=DMARC1; rua=mailto:a@example.org").unwrap();
         assert_eq!(r.policy, Policy::None);
         let r = DmarcRecord::parse("v=DMARC1; p=bogus; rua=mailto:a@example.org").unwrap();
         assert_eq!(r.policy, Policy::None);
         assert!(DmarcRecord::is_dmarc("v=DMARC1; p=none"));
-        assert!(DmarcRecord::is_dmarc("v = dmarc1"));
+        assert!(DmarcRecord::is_dmarc("V = DMARC1"));
+        assert!(!DmarcRecord::is_dmarc("v = dmarc1"));
         assert!(!DmarcRecord::is_dmarc("v=spf1 -all"));
+        assert!(!DmarcRecord::is_dmarc("p=none; v=DMARC1"));
+    }
+
+    /// RFC 9989 4.7, rule by rule: (record, the record it reads as). Tag names are
+    /// case-insensitive, `v=DMARC1` exact and first, unknown and historic tags (`pct`,
+    /// `rf`, `ri`) ignored, syntax errors in other tags give their defaults, a missing
+    /// `p=` is `p=none`.
+    #[test]
+    fn rfc9989_table() {
+        let d = DmarcRecord::default;
+        let reject = || DmarcRecord {
+            policy: Policy::Reject,
+            ..d()
+        };
+        let table: Vec<(&str, DmarcRecord)> = vec![
+            // A missing p= is p=none.
+            ("v=DMARC1", d()),
+            ("v=DMARC1;", d()),
+            (
+                "v=DMARC1; adkim=s",
+                DmarcRecord {
+                    adkim: Align::Strict,
+                    ..d()
+                },
+            ),
+            // Tag names are case-insensitive ABNF literals, and so are the values.
+            ("V=DMARC1; P=reject", reject()),
+            ("v=DMARC1; p=REJECT", reject()),
+            (
+                "v=DMARC1;P=Reject;ADKIM=S",
+                DmarcRecord {
+                    policy: Policy::Reject,
+                    adkim: Align::Strict,
+                    ..d()
+                },
+            ),
+            (
+                "v=DMARC1; p=reject; PSD=Y",
+                DmarcRecord {
+                    psd: Psd::Yes,
+                    ..reject()
+                },
+            ),
+            (
+                "v=DMARC1; p=reject; T=Y",
+                DmarcRecord {
+                    testing: true,
+                    ..reject()
+                },
+            ),
+            // Unknown tags ignored; pct, rf and ri are historic: accepted and ignored,
+            // whatever their value.
+            ("v=DMARC1; p=reject; foo=bar; x=1", reject()),
+            ("v=DMARC1; p=reject; pct=50", reject()),
+            ("v=DMARC1; p=reject; pct=0", reject()),
+            ("v=DMARC1; p=reject; pct=200", reject()),
+            ("v=DMARC1; p=reject; rf=iodef; ri=3600", reject()),
+            ("v=DMARC1; p=reject; ri=soon", reject()),
+            // psd and t and their defaults.
+            (
+                "v=DMARC1; p=reject; psd=n",
+                DmarcRecord {
+                    psd: Psd::No,
+                    ..reject()
+                },
+            ),
+            ("v=DMARC1; p=reject; psd=u", reject()),
+            ("v=DMARC1; p=reject; psd=maybe", reject()),
+            ("v=DMARC1; p=reject; t=n", reject()),
+            ("v=DMARC1; p=reject; t=yes", reject()),
+            // Syntax errors in the other tags give their defaults.
+            ("v=DMARC1; p=reject; adkim=x", reject()),
+            ("v=DMARC1; p=reject; aspf=", reject()),
+            ("v=DMARC1; p=reject; fo=2", reject()),
+            ("v=DMARC1; p=reject; fo=0:1", reject()),
+            ("v=DMARC1; p=reject; fo=d:d", reject()),
+            (
+                "v=DMARC1; p=reject; fo=D:s",
+                DmarcRecord {
+                    failure_options: "d:s".into(),
+                    ..reject()
+                },
+            ),
+            // A malformed report URI is left out, the others kept.
+            ("v=DMARC1; p=reject; rua=nourl", reject()),
+            ("v=DMARC1; p=reject; rua=mailto:a@b!10x", reject()),
+            (
+                "v=DMARC1; p=reject; rua=nourl, mailto:a@b.example",
+                DmarcRecord {
+                    aggregate: vec![ReportUri {
+                        uri: "mailto:a@b.example".into(),
+                        max_size: None,
+                        unit: None,
+                    }],
+                    ..reject()
+                },
+            ),
+            // Parts that are no tag are discarded.
+            ("v=DMARC1; p=reject; junk", reject()),
+            ("v=DMARC1;; p=reject;;", reject()),
+            ("v=DMARC1; p=reject; 1x=y; _=z", reject()),
+            // An invalid policy tag with a valid rua reads as p=none with that rua.
+            (
+                "v=DMARC1; p=reject; sp=bogus; rua=mailto:a@b.example",
+                DmarcRecord {
+                    aggregate: vec![ReportUri {
+                        uri: "mailto:a@b.example".into(),
+                        max_size: None,
+                        unit: None,
+                    }],
+                    ..d()
+                },
+            ),
+        ];
+        for (input, want) in table {
+            assert_eq!(DmarcRecord::parse(input), Ok(want), "{input}");
+        }
     }
 
     #[test]
     fn parse_errors() {
         let table: &[(&str, RecordError)] = &[
+            // v=DMARC1 first and exact, or the record is ignored.
             ("p=none; v=DMARC1", RecordError::Version),
             ("v=DMARC2; p=none", RecordError::Version),
+            ("v=dmarc1; p=none", RecordError::Version),
+            ("v=DMARC1 p=none", RecordError::Version),
             ("", RecordError::Version),
-            ("v=DMARC1", RecordError::Policy),
+            // An invalid policy tag without a valid rua: no DMARC processing.
             ("v=DMARC1; p=bogus", RecordError::Policy),
+            ("v=DMARC1; p=", RecordError::Policy),
             ("v=DMARC1; p=none; sp=bogus", RecordError::Value("sp")),
             ("v=DMARC1; p=none; np=x", RecordError::Value("np")),
-            ("v=DMARC1; p=none; pct=101", RecordError::Value("pct")),
-            ("v=DMARC1; p=none; pct=-1", RecordError::Value("pct")),
-            ("v=DMARC1; p=none; adkim=x", RecordError::Value("adkim")),
-            ("v=DMARC1; p=none; aspf=", RecordError::Value("aspf")),
-            ("v=DMARC1; p=none; rua=nourl", RecordError::Value("rua")),
             (
-                "v=DMARC1; p=none; rua=mailto:a@b!10x",
-                RecordError::Value("rua"),
+                "v=DMARC1; p=none; np=x; rua=nourl",
+                RecordError::Value("np"),
             ),
-            (
-                "v=DMARC1; p=none; ruf=mailto:a@b!",
-                RecordError::Value("ruf"),
-            ),
-            ("v=DMARC1; p=none; fo=2", RecordError::Value("fo")),
-            ("v=DMARC1; p=none; ri=soon", RecordError::Value("ri")),
             (
                 "v=DMARC1; p=none; p=reject",
                 RecordError::Tags(TagError::Duplicate("p".into())),
+            ),
+            (
+                "v=DMARC1; p=none; P=reject",
+                RecordError::Tags(TagError::Duplicate("P".into())),
             ),
         ];
         for (input, want) in table {
             assert_eq!(DmarcRecord::parse(input).unwrap_err(), *want, "{input}");
         }
+        // The tree walk still sees psd= of a record with an invalid policy.
+        let (r, e) = DmarcRecord::parse_inner("v=DMARC1; p=bogus; psd=y").unwrap();
+        assert_eq!((r.psd, e), (Psd::Yes, Some(RecordError::Policy)));
     }
 
     fn arb_policy() -> impl Strategy<Value = Policy> {
@@ -437,6 +636,10 @@ mod tests {
 
     fn arb_align() -> impl Strategy<Value = Align> {
         prop_oneof![Just(Align::Relaxed), Just(Align::Strict)]
+    }
+
+    fn arb_psd() -> impl Strategy<Value = Psd> {
+        prop_oneof![Just(Psd::Yes), Just(Psd::No), Just(Psd::Unknown)]
     }
 
     fn arb_uri() -> impl Strategy<Value = ReportUri> {
@@ -452,6 +655,31 @@ mod tests {
             })
     }
 
+    /// Randomly changes the case of ASCII letters in tag names (not in `DMARC1`).
+    fn recase(s: &str, flips: &[bool]) -> String {
+        let mut out = String::new();
+        for (i, part) in s.split("; ").enumerate() {
+            if i > 0 {
+                out.push_str("; ");
+            }
+            let (name, value) = part.split_once('=').unwrap();
+            for (j, c) in name.chars().enumerate() {
+                if flips
+                    .get((i * 7 + j) % flips.len().max(1))
+                    .copied()
+                    .unwrap_or(false)
+                {
+                    out.push(c.to_ascii_uppercase());
+                } else {
+                    out.push(c);
+                }
+            }
+            out.push('=');
+            out.push_str(value);
+        }
+        out
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -460,20 +688,32 @@ mod tests {
             p in arb_policy(),
             sp in proptest::option::of(arb_policy()),
             np in proptest::option::of(arb_policy()),
-            pct in 0u8..=100,
+            psd in arb_psd(),
+            testing in any::<bool>(),
             adkim in arb_align(),
             aspf in arb_align(),
             rua in proptest::collection::vec(arb_uri(), 0..3),
             ruf in proptest::collection::vec(arb_uri(), 0..2),
-            fo in prop_oneof![Just("0"), Just("1"), Just("d:s"), Just("0:1:d:s")],
-            ri in any::<u32>(),
+            fo in prop_oneof![Just("0"), Just("1"), Just("d:s"), Just("1:d:s"), Just("s")],
+            flips in proptest::collection::vec(any::<bool>(), 1..16),
+            extra in proptest::option::of("[a-z]{3,6}=[a-z0-9]{0,5}"),
         ) {
             let r = DmarcRecord {
-                policy: p, subdomain_policy: sp, nonexistent_policy: np, percentage: pct,
+                policy: p, subdomain_policy: sp, nonexistent_policy: np, psd, testing,
                 adkim, aspf, aggregate: rua, failure: ruf, failure_options: fo.to_string(),
-                report_format: "afrf".into(), report_interval: ri,
             };
-            prop_assert_eq!(DmarcRecord::parse(&r.to_string()).unwrap(), r);
+            let text = r.to_string();
+            prop_assert_eq!(DmarcRecord::parse(&text).unwrap(), r.clone());
+            // Tag names in any case, and an unknown tag, read the same.
+            let mut other = recase(&text, &flips);
+            if let Some(x) = extra {
+                let name = x.split('=').next().unwrap_or("");
+                if !["psd", "adkim", "aspf", "rua", "ruf"].contains(&name) {
+                    other.push_str("; ");
+                    other.push_str(&x);
+                }
+            }
+            prop_assert_eq!(DmarcRecord::parse(&other).unwrap(), r);
         }
 
         #[test]

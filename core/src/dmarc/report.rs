@@ -1,6 +1,18 @@
-//! DMARC aggregate reports (RFC 7489 7.2, Appendix C): parsing incoming reports (XML,
-//! possibly in a gzip or zip attachment of a message) into a typed [`Feedback`], and
-//! building outgoing reports from stored [`Evaluation`]s.
+//! DMARC aggregate reports (RFC 9990, the DMARCbis reporting document, and the RFC 7489
+//! format it replaces): parsing incoming reports (XML, possibly in a gzip or zip attachment
+//! of a message) into a typed [`Feedback`], and building outgoing reports from stored
+//! [`Evaluation`]s.
+//!
+//! Both formats are read, with or without the `urn:ietf:params:xml:ns:dmarc-2.0`
+//! namespace. A record with an unexpected value (an address that is none, a disposition
+//! outside the schema, a missing element) is left out and counted in
+//! [`Feedback::skipped`]; the other records are kept. An unexpected value in an optional
+//! element of `policy_published` reads as absent. Only the report's frame (metadata,
+//! the policy domain and `p`) must be right for the report to be read at all.
+//!
+//! Outgoing reports are in the RFC 9990 format ([`DMARC_NS`], `version` 1.0,
+//! `discovery_method`, `testing`, `generator`); elements that RFC 7489 readers know keep
+//! their meaning, and a pass is written as disposition `none`, as RFC 7489 has it.
 //!
 //! Decompression goes through [`crate::codec`] (miniz_oxide's deflate; the gzip and zip
 //! containers are small enough to read by hand). Output is capped at [`MAX_REPORT_SIZE`]
@@ -16,6 +28,12 @@ use crate::time::UnixTime;
 
 /// Largest decompressed report accepted, in bytes.
 pub const MAX_REPORT_SIZE: usize = 20 << 20;
+/// The XML namespace of RFC 9990 reports.
+pub const DMARC_NS: &str = "urn:ietf:params:xml:ns:dmarc-2.0";
+/// The `generator` of outgoing reports.
+pub const GENERATOR: &str = concat!("rmox ", env!("CARGO_PKG_VERSION"));
+/// Unexpected values kept in [`Feedback::problems`]; more are only counted.
+pub const MAX_PROBLEMS: usize = 10;
 /// Deepest XML nesting accepted.
 const MAX_DEPTH: usize = 32;
 /// Most XML elements accepted.
@@ -66,6 +84,82 @@ impl AlignResult {
     }
 }
 
+/// `policy_evaluated/disposition`: what was done with the messages of a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Disposition {
+    /// `none`: no action.
+    None,
+    /// `pass` (RFC 9990): no action, the messages passed DMARC under an enforcing policy.
+    Pass,
+    /// `quarantine`.
+    Quarantine,
+    /// `reject`.
+    Reject,
+}
+
+impl Disposition {
+    /// The report name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::None => "none",
+            Disposition::Pass => "pass",
+            Disposition::Quarantine => "quarantine",
+            Disposition::Reject => "reject",
+        }
+    }
+
+    /// Parses a name, case-insensitively.
+    pub fn parse(s: &str) -> Option<Disposition> {
+        let s = s.trim();
+        [
+            Disposition::None,
+            Disposition::Pass,
+            Disposition::Quarantine,
+            Disposition::Reject,
+        ]
+        .into_iter()
+        .find(|d| d.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl From<Policy> for Disposition {
+    fn from(p: Policy) -> Disposition {
+        match p {
+            Policy::None => Disposition::None,
+            Policy::Quarantine => Disposition::Quarantine,
+            Policy::Reject => Disposition::Reject,
+        }
+    }
+}
+
+/// `policy_published/discovery_method` (RFC 9990): how the policy was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DiscoveryMethod {
+    /// `psl`: RFC 7489's public suffix list.
+    Psl,
+    /// `treewalk`: RFC 9989's DNS tree walk.
+    TreeWalk,
+}
+
+impl DiscoveryMethod {
+    /// The report name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscoveryMethod::Psl => "psl",
+            DiscoveryMethod::TreeWalk => "treewalk",
+        }
+    }
+
+    /// Parses a name, case-insensitively.
+    pub fn parse(s: &str) -> Option<DiscoveryMethod> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "psl" => Some(DiscoveryMethod::Psl),
+            "treewalk" => Some(DiscoveryMethod::TreeWalk),
+            _ => None,
+        }
+    }
+}
+
 /// `report_metadata`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReportMetadata {
@@ -83,6 +177,8 @@ pub struct ReportMetadata {
     pub end: i64,
     /// `error` elements.
     pub errors: Vec<String>,
+    /// `generator` (RFC 9990): the reporting software.
+    pub generator: Option<String>,
 }
 
 /// `policy_published`.
@@ -100,10 +196,14 @@ pub struct PolicyPublished {
     pub sp: Option<Policy>,
     /// `np` (RFC 9091).
     pub np: Option<Policy>,
-    /// `pct`.
+    /// `pct` (RFC 7489 reports only; RFC 9989 made the tag historic).
     pub pct: Option<u8>,
     /// `fo`.
     pub fo: Option<String>,
+    /// `testing` (RFC 9990): the record's `t=`.
+    pub testing: Option<bool>,
+    /// `discovery_method` (RFC 9990).
+    pub discovery_method: Option<DiscoveryMethod>,
 }
 
 impl PolicyPublished {
@@ -117,8 +217,10 @@ impl PolicyPublished {
             p: record.policy,
             sp: record.subdomain_policy,
             np: record.nonexistent_policy,
-            pct: Some(record.percentage),
+            pct: None,
             fo: Some(record.failure_options.clone()),
+            testing: Some(record.testing),
+            discovery_method: Some(DiscoveryMethod::TreeWalk),
         }
     }
 }
@@ -126,7 +228,8 @@ impl PolicyPublished {
 /// A `reason` in `policy_evaluated`: why the disposition differs from the policy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Reason {
-    /// `type`: forwarded, sampled_out, trusted_forwarder, mailing_list, local_policy, other.
+    /// `type`: local_policy, mailing_list, other, policy_test_mode, trusted_forwarder
+    /// (RFC 9990); forwarded, sampled_out (RFC 7489).
     pub kind: String,
     /// `comment`.
     pub comment: Option<String>,
@@ -184,7 +287,7 @@ pub struct ReportRecord {
     /// `row/count`.
     pub count: u64,
     /// `row/policy_evaluated/disposition`.
-    pub disposition: Policy,
+    pub disposition: Disposition,
     /// `row/policy_evaluated/dkim`.
     pub dkim: Option<AlignResult>,
     /// `row/policy_evaluated/spf`.
@@ -195,25 +298,41 @@ pub struct ReportRecord {
     pub identifiers: Identifiers,
     /// `auth_results`.
     pub auth_results: AuthResults,
+    /// The local names of extension elements after `auth_results` (RFC 9990), in order;
+    /// their contents are not kept.
+    pub extensions: Vec<String>,
 }
 
 /// A DMARC aggregate report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Feedback {
+    /// The root element's namespace (`urn:ietf:params:xml:ns:dmarc-2.0` for RFC 9990
+    /// reports), if it has one.
+    pub namespace: Option<String>,
     /// `version`, if given.
     pub version: Option<String>,
     /// `report_metadata`.
     pub metadata: ReportMetadata,
     /// `policy_published`.
     pub policy: PolicyPublished,
-    /// `record` elements.
+    /// The local names of the elements in `extension` (RFC 9990), in order; their
+    /// contents are not kept.
+    pub extensions: Vec<String>,
+    /// `record` elements, but those with an unexpected value.
     pub records: Vec<ReportRecord>,
+    /// Records left out for an unexpected value.
+    pub skipped: u64,
+    /// The first [`MAX_PROBLEMS`] unexpected values: those of the records left out, and
+    /// those of optional `policy_published` elements, which read as absent.
+    pub problems: Vec<ReportError>,
 }
 
 /// A minimal element tree.
 #[derive(Debug, Default)]
 struct Node {
     name: String,
+    /// The element's namespace, recorded for the root only.
+    ns: Option<String>,
     text: String,
     children: Vec<Node>,
 }
@@ -244,6 +363,19 @@ fn xml_err(e: impl std::fmt::Display) -> ReportError {
     ReportError::Xml(e.to_string())
 }
 
+/// The namespace an element's own attributes declare for it (`xmlns`, or `xmlns:p` for a
+/// `p:` prefix); declarations on ancestors are not looked at (used for the root only).
+fn element_ns(e: &quick_xml::events::BytesStart<'_>) -> Option<String> {
+    let want: Vec<u8> = match e.name().prefix() {
+        Some(p) => [b"xmlns:".as_slice(), p.as_ref()].concat(),
+        None => b"xmlns".to_vec(),
+    };
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.as_ref() == want.as_slice())
+        .and_then(|a| a.unescape_value().ok().map(|v| v.trim().to_string()))
+}
+
 fn parse_tree(xml: &[u8]) -> Result<Node, ReportError> {
     let mut reader = quick_xml::Reader::from_reader(xml);
     let mut stack: Vec<Node> = vec![Node::default()];
@@ -258,8 +390,14 @@ fn parse_tree(xml: &[u8]) -> Result<Node, ReportError> {
                     return Err(ReportError::TooLarge);
                 }
                 let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                let ns = if stack.len() == 1 {
+                    element_ns(&e)
+                } else {
+                    None
+                };
                 stack.push(Node {
                     name,
+                    ns,
                     ..Node::default()
                 });
             }
@@ -321,9 +459,116 @@ fn opt_nonempty(s: Option<String>) -> Option<String> {
     s.filter(|x| !x.is_empty())
 }
 
-/// Parses a report's XML.
+/// Unexpected values met while reading a report.
+#[derive(Default)]
+struct Problems {
+    skipped: u64,
+    kept: Vec<ReportError>,
+}
+
+impl Problems {
+    fn note(&mut self, e: ReportError) {
+        if self.kept.len() < MAX_PROBLEMS {
+            self.kept.push(e);
+        }
+    }
+
+    /// An optional element: its value, or `None` (noted) when it is unexpected.
+    fn optional<T>(&mut self, r: Result<Option<T>, ReportError>) -> Option<T> {
+        r.unwrap_or_else(|e| {
+            self.note(e);
+            None
+        })
+    }
+}
+
+/// The local name of an extension element, if it is a plain XML name (letters, digits,
+/// `_`, `-`, `.`, starting with a letter or `_`), so it can be written back as is.
+fn extension_name(n: &Node) -> Option<String> {
+    let mut c = n.name.chars();
+    let ok = c
+        .next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || matches!(x, '_' | '-' | '.'));
+    ok.then(|| n.name.clone())
+}
+
+/// One `record`.
+fn parse_record(rec: &Node) -> Result<ReportRecord, ReportError> {
+    let row = rec.node("row")?;
+    let pe = row.node("policy_evaluated")?;
+    let ip_s = row.req("source_ip")?;
+    let ar = |what: &'static str| -> Result<Option<AlignResult>, ReportError> {
+        match opt_nonempty(pe.opt(what)).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(None),
+            Some(v) if v == "pass" => Ok(Some(AlignResult::Pass)),
+            Some(v) if v == "fail" => Ok(Some(AlignResult::Fail)),
+            Some(v) => Err(ReportError::Value(what, v)),
+        }
+    };
+    let ids = rec.node("identifiers")?;
+    let auth = rec.child("auth_results");
+    let disposition = pe.req("disposition")?;
+    Ok(ReportRecord {
+        source_ip: ip_s
+            .parse()
+            .map_err(|_| ReportError::Value("source_ip", ip_s.clone()))?,
+        count: {
+            let c = row.req("count")?;
+            c.parse().map_err(|_| ReportError::Value("count", c))?
+        },
+        disposition: Disposition::parse(&disposition)
+            .ok_or(ReportError::Value("disposition", disposition))?,
+        dkim: ar("dkim")?,
+        spf: ar("spf")?,
+        reasons: pe
+            .all("reason")
+            .map(|r| Reason {
+                kind: r.opt("type").unwrap_or_default(),
+                comment: opt_nonempty(r.opt("comment")),
+            })
+            .collect(),
+        identifiers: Identifiers {
+            envelope_to: opt_nonempty(ids.opt("envelope_to")),
+            envelope_from: opt_nonempty(ids.opt("envelope_from")),
+            header_from: ids.opt("header_from").unwrap_or_default(),
+        },
+        auth_results: AuthResults {
+            dkim: auth
+                .into_iter()
+                .flat_map(|a| a.all("dkim"))
+                .map(|d| DkimAuth {
+                    domain: d.opt("domain").unwrap_or_default(),
+                    selector: opt_nonempty(d.opt("selector")),
+                    result: d.opt("result").unwrap_or_default(),
+                    human_result: opt_nonempty(d.opt("human_result")),
+                })
+                .collect(),
+            spf: auth
+                .into_iter()
+                .flat_map(|a| a.all("spf"))
+                .map(|s| SpfAuth {
+                    domain: s.opt("domain").unwrap_or_default(),
+                    scope: opt_nonempty(s.opt("scope")),
+                    result: s.opt("result").unwrap_or_default(),
+                })
+                .collect(),
+        },
+        extensions: rec
+            .children
+            .iter()
+            .filter(|c| !matches!(c.name.as_str(), "row" | "identifiers" | "auth_results"))
+            .filter_map(extension_name)
+            .collect(),
+    })
+}
+
+/// Parses a report's XML (RFC 9990 or RFC 7489). A record with an unexpected value is left
+/// out and counted; the report fails only when its metadata, policy domain or `p` is
+/// missing or unexpected.
 pub fn parse_report(xml: &[u8]) -> Result<Feedback, ReportError> {
     let root = parse_tree(xml)?;
+    let mut problems = Problems::default();
     let md = root.node("report_metadata")?;
     let dr = md.node("date_range")?;
     let int = |what: &'static str, s: String| -> Result<i64, ReportError> {
@@ -337,6 +582,7 @@ pub fn parse_report(xml: &[u8]) -> Result<Feedback, ReportError> {
         begin: int("begin", dr.req("begin")?)?,
         end: int("end", dr.req("end")?)?,
         errors: md.all("error").map(|e| e.text.trim().to_string()).collect(),
+        generator: opt_nonempty(md.opt("generator")),
     };
     let pp = root.node("policy_published")?;
     let align = |what: &'static str| -> Result<Option<Align>, ReportError> {
@@ -352,84 +598,54 @@ pub fn parse_report(xml: &[u8]) -> Result<Feedback, ReportError> {
             .map(|v| policy_val(what, &v))
             .transpose()
     };
+    let testing = match opt_nonempty(pp.opt("testing")) {
+        None => Ok(None),
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "y" => Ok(Some(true)),
+            "n" => Ok(Some(false)),
+            _ => Err(ReportError::Value("testing", v)),
+        },
+    };
+    let discovery = opt_nonempty(pp.opt("discovery_method"))
+        .map(|v| DiscoveryMethod::parse(&v).ok_or(ReportError::Value("discovery_method", v)))
+        .transpose();
+    let pct = opt_nonempty(pp.opt("pct"))
+        .map(|v| v.parse().map_err(|_| ReportError::Value("pct", v)))
+        .transpose();
     let policy = PolicyPublished {
         domain: pp.req("domain")?,
-        adkim: align("adkim")?,
-        aspf: align("aspf")?,
+        adkim: problems.optional(align("adkim")),
+        aspf: problems.optional(align("aspf")),
         p: policy_val("p", &pp.req("p")?)?,
-        sp: opt_policy("sp")?,
-        np: opt_policy("np")?,
-        pct: opt_nonempty(pp.opt("pct"))
-            .map(|v| v.parse().map_err(|_| ReportError::Value("pct", v)))
-            .transpose()?,
+        sp: problems.optional(opt_policy("sp")),
+        np: problems.optional(opt_policy("np")),
+        pct: problems.optional(pct),
         fo: opt_nonempty(pp.opt("fo")),
+        testing: problems.optional(testing),
+        discovery_method: problems.optional(discovery),
     };
     let mut records = Vec::new();
     for rec in root.all("record") {
-        let row = rec.node("row")?;
-        let pe = row.node("policy_evaluated")?;
-        let ip_s = row.req("source_ip")?;
-        let ar = |what: &'static str| -> Result<Option<AlignResult>, ReportError> {
-            match opt_nonempty(pe.opt(what)).map(|v| v.to_ascii_lowercase()) {
-                None => Ok(None),
-                Some(v) if v == "pass" => Ok(Some(AlignResult::Pass)),
-                Some(v) if v == "fail" => Ok(Some(AlignResult::Fail)),
-                Some(v) => Err(ReportError::Value(what, v)),
+        match parse_record(rec) {
+            Ok(r) => records.push(r),
+            Err(e) => {
+                problems.skipped += 1;
+                problems.note(e);
             }
-        };
-        let ids = rec.node("identifiers")?;
-        let auth = rec.child("auth_results");
-        records.push(ReportRecord {
-            source_ip: ip_s
-                .parse()
-                .map_err(|_| ReportError::Value("source_ip", ip_s.clone()))?,
-            count: {
-                let c = row.req("count")?;
-                c.parse().map_err(|_| ReportError::Value("count", c))?
-            },
-            disposition: policy_val("disposition", &pe.req("disposition")?)?,
-            dkim: ar("dkim")?,
-            spf: ar("spf")?,
-            reasons: pe
-                .all("reason")
-                .map(|r| Reason {
-                    kind: r.opt("type").unwrap_or_default(),
-                    comment: opt_nonempty(r.opt("comment")),
-                })
-                .collect(),
-            identifiers: Identifiers {
-                envelope_to: opt_nonempty(ids.opt("envelope_to")),
-                envelope_from: opt_nonempty(ids.opt("envelope_from")),
-                header_from: ids.opt("header_from").unwrap_or_default(),
-            },
-            auth_results: AuthResults {
-                dkim: auth
-                    .into_iter()
-                    .flat_map(|a| a.all("dkim"))
-                    .map(|d| DkimAuth {
-                        domain: d.opt("domain").unwrap_or_default(),
-                        selector: opt_nonempty(d.opt("selector")),
-                        result: d.opt("result").unwrap_or_default(),
-                        human_result: opt_nonempty(d.opt("human_result")),
-                    })
-                    .collect(),
-                spf: auth
-                    .into_iter()
-                    .flat_map(|a| a.all("spf"))
-                    .map(|s| SpfAuth {
-                        domain: s.opt("domain").unwrap_or_default(),
-                        scope: opt_nonempty(s.opt("scope")),
-                        result: s.opt("result").unwrap_or_default(),
-                    })
-                    .collect(),
-            },
-        });
+        }
     }
     Ok(Feedback {
+        namespace: root.ns.clone().filter(|n| !n.is_empty()),
         version: opt_nonempty(root.opt("version")),
         metadata,
         policy,
+        extensions: root
+            .child("extension")
+            .map(|x| x.children.iter().filter_map(extension_name).collect())
+            .unwrap_or_default(),
         records,
+        skipped: problems.skipped,
+        problems: problems.kept,
     })
 }
 
@@ -540,9 +756,14 @@ fn opt_elem(out: &mut String, indent: usize, name: &str, value: Option<&str>) {
 }
 
 impl Feedback {
-    /// The report as XML (RFC 7489 Appendix C).
+    /// The report as XML (RFC 9990 with a namespace, else RFC 7489 Appendix C).
+    /// Extension elements are written empty (their contents were not kept).
     pub fn to_xml(&self) -> String {
-        let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<feedback>\n");
+        let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<feedback");
+        if let Some(ns) = &self.namespace {
+            o.push_str(&format!(" xmlns=\"{}\"", esc(ns)));
+        }
+        o.push_str(">\n");
         opt_elem(&mut o, 2, "version", self.version.as_deref());
         let m = &self.metadata;
         o.push_str("  <report_metadata>\n");
@@ -562,6 +783,7 @@ impl Feedback {
         for e in &m.errors {
             elem(&mut o, 4, "error", e);
         }
+        opt_elem(&mut o, 4, "generator", m.generator.as_deref());
         o.push_str("  </report_metadata>\n  <policy_published>\n");
         let p = &self.policy;
         elem(&mut o, 4, "domain", &p.domain);
@@ -572,7 +794,26 @@ impl Feedback {
         opt_elem(&mut o, 4, "np", p.np.map(Policy::as_str));
         opt_elem(&mut o, 4, "pct", p.pct.map(|x| x.to_string()).as_deref());
         opt_elem(&mut o, 4, "fo", p.fo.as_deref());
+        opt_elem(
+            &mut o,
+            4,
+            "testing",
+            p.testing.map(|t| if t { "y" } else { "n" }),
+        );
+        opt_elem(
+            &mut o,
+            4,
+            "discovery_method",
+            p.discovery_method.map(DiscoveryMethod::as_str),
+        );
         o.push_str("  </policy_published>\n");
+        if !self.extensions.is_empty() {
+            o.push_str("  <extension>\n");
+            for x in &self.extensions {
+                o.push_str(&format!("    <{x}/>\n"));
+            }
+            o.push_str("  </extension>\n");
+        }
         for r in &self.records {
             o.push_str("  <record>\n    <row>\n");
             elem(&mut o, 6, "source_ip", &r.source_ip.to_string());
@@ -608,7 +849,11 @@ impl Feedback {
                 elem(&mut o, 8, "result", &s.result);
                 o.push_str("      </spf>\n");
             }
-            o.push_str("    </auth_results>\n  </record>\n");
+            o.push_str("    </auth_results>\n");
+            for x in &r.extensions {
+                o.push_str(&format!("    <{x}/>\n"));
+            }
+            o.push_str("  </record>\n");
         }
         o.push_str("</feedback>\n");
         o
@@ -688,21 +933,26 @@ pub fn build_report(
                 ReportRecord {
                     source_ip: ip,
                     count,
-                    disposition: disp,
+                    disposition: disp.into(),
                     dkim: pass_fail(dkim),
                     spf: pass_fail(spf),
                     reasons,
                     identifiers,
                     auth_results,
+                    extensions: Vec::new(),
                 }
             },
         )
         .collect();
     Feedback {
+        namespace: Some(DMARC_NS.into()),
         version: Some("1.0".into()),
         metadata: metadata.clone(),
         policy: published.clone(),
+        extensions: Vec::new(),
         records,
+        skipped: 0,
+        problems: Vec::new(),
     }
     .to_xml()
 }
@@ -794,6 +1044,7 @@ pub fn aggregate_report(
         begin,
         end: now.0,
         errors: Vec::new(),
+        generator: Some(GENERATOR.to_string()),
     };
     let all: Vec<Evaluation> = evals.iter().map(|e| e.evaluation.clone()).collect();
     let xml = build_report(&meta, &latest.evaluation.published, &all);
@@ -903,18 +1154,42 @@ mod tests {
         };
         let table: Vec<(String, ReportError)> = vec![
             ("<notfeedback/>".into(), ReportError::NotFeedback),
-            ("<feedback>".into(), ReportError::Xml("unclosed element".into())),
-            ("<feedback></feedback>".into(), ReportError::Missing("report_metadata")),
-            (MIN.replace("<p>none</p>", "<p>maybe</p>") + "</feedback>", ReportError::Value("p", "maybe".into())),
-            (MIN.replace("<begin>1</begin>", "<begin>x</begin>") + "</feedback>", ReportError::Value("begin", "x".into())),
+            (
+                "<feedback>".into(),
+                ReportError::Xml("unclosed element".into()),
+            ),
+            (
+                "<feedback></feedback>".into(),
+                ReportError::Missing("report_metadata"),
+            ),
+            (
+                MIN.replace("<p>none</p>", "<p>maybe</p>") + "</feedback>",
+                ReportError::Value("p", "maybe".into()),
+            ),
+            (
+                MIN.replace("<begin>1</begin>", "<begin>x</begin>") + "</feedback>",
+                ReportError::Value("begin", "x".into()),
+            ),
+            (
+                format!("{}</feedback>", "<a>".repeat(40)),
+                ReportError::TooLarge,
+            ),
+        ];
+        for (xml, want) in table {
+            assert_eq!(parse_report(xml.as_bytes()).unwrap_err(), want, "{xml}");
+        }
+        // A record with an unexpected value is left out, counted, and its error kept.
+        let skips: Vec<(String, ReportError)> = vec![
             (rec("<source_ip>1.2.3.4</source_ip><count>1</count>"), ReportError::Missing("policy_evaluated")),
             (rec("<source_ip>nope</source_ip><count>1</count><policy_evaluated><disposition>none</disposition></policy_evaluated>"), ReportError::Value("source_ip", "nope".into())),
             (rec("<source_ip>1.2.3.4</source_ip><count>-1</count><policy_evaluated><disposition>none</disposition></policy_evaluated>"), ReportError::Value("count", "-1".into())),
             (rec("<source_ip>1.2.3.4</source_ip><count>1</count><policy_evaluated><disposition>none</disposition><dkim>maybe</dkim></policy_evaluated>"), ReportError::Value("dkim", "maybe".into())),
-            (format!("{}</feedback>", "<a>".repeat(40)), ReportError::TooLarge),
+            (rec("<source_ip>1.2.3.4</source_ip><count>1</count><policy_evaluated><disposition>discard</disposition></policy_evaluated>"), ReportError::Value("disposition", "discard".into())),
         ];
-        for (xml, want) in table {
-            assert_eq!(parse_report(xml.as_bytes()).unwrap_err(), want, "{xml}");
+        for (xml, want) in skips {
+            let f = parse_report(xml.as_bytes()).unwrap();
+            assert_eq!((f.records.len(), f.skipped), (0, 1), "{xml}");
+            assert_eq!(f.problems, vec![want], "{xml}");
         }
         assert!(matches!(
             parse_report(b"<feedback><a></b></feedback>"),
@@ -1125,6 +1400,174 @@ mod tests {
         }
     }
 
+    /// An RFC 9990 report: the namespace, the new elements (generator, testing,
+    /// discovery_method, np, disposition `pass`, extensions) read, and read back the same.
+    #[test]
+    fn rfc9990_report() {
+        let xml = r#"<?xml version="1.0"?>
+<feedback xmlns="urn:ietf:params:xml:ns:dmarc-2.0" xmlns:x="urn:example:ext">
+  <version>1.0</version>
+  <report_metadata>
+    <org_name>Reporter</org_name>
+    <email>dmarc@reporter.example</email>
+    <report_id>1721054318-example.com@reporter.example</report_id>
+    <date_range><begin>1721001600</begin><end>1721087999</end></date_range>
+    <generator>Reporter 2.1</generator>
+  </report_metadata>
+  <policy_published>
+    <domain>example.com</domain>
+    <p>reject</p>
+    <sp>quarantine</sp>
+    <np>reject</np>
+    <testing>y</testing>
+    <discovery_method>treewalk</discovery_method>
+  </policy_published>
+  <extension><x:thing>1</x:thing></extension>
+  <record>
+    <row>
+      <source_ip>2001:db8::25</source_ip>
+      <count>7</count>
+      <policy_evaluated>
+        <disposition>pass</disposition><dkim>pass</dkim><spf>fail</spf>
+      </policy_evaluated>
+    </row>
+    <identifiers><header_from>example.com</header_from></identifiers>
+    <auth_results>
+      <dkim><domain>example.com</domain><selector>s1</selector><result>pass</result></dkim>
+      <spf><domain>bounce.example.com</domain><scope>mfrom</scope><result>fail</result></spf>
+    </auth_results>
+    <x:detail>extra</x:detail>
+  </record>
+  <record>
+    <row>
+      <source_ip>192.0.2.7</source_ip>
+      <count>2</count>
+      <policy_evaluated>
+        <disposition>quarantine</disposition><dkim>fail</dkim><spf>fail</spf>
+        <reason><type>policy_test_mode</type></reason>
+      </policy_evaluated>
+    </row>
+    <identifiers><header_from>gone.example.com</header_from></identifiers>
+    <auth_results></auth_results>
+  </record>
+</feedback>
+"#;
+        let f = parse_report(xml.as_bytes()).unwrap();
+        assert_eq!(f.namespace.as_deref(), Some(DMARC_NS));
+        assert_eq!(f.version.as_deref(), Some("1.0"));
+        assert_eq!(f.metadata.generator.as_deref(), Some("Reporter 2.1"));
+        assert_eq!(f.policy.np, Some(Policy::Reject));
+        assert_eq!(f.policy.testing, Some(true));
+        assert_eq!(f.policy.discovery_method, Some(DiscoveryMethod::TreeWalk));
+        assert_eq!(f.policy.pct, None);
+        assert_eq!(f.extensions, vec!["thing".to_string()]);
+        assert_eq!(f.records.len(), 2);
+        assert_eq!(f.records[0].disposition, Disposition::Pass);
+        assert_eq!(f.records[0].extensions, vec!["detail".to_string()]);
+        assert_eq!(f.records[1].reasons[0].kind, "policy_test_mode");
+        assert_eq!((f.skipped, f.problems.len()), (0, 0));
+        assert_eq!(parse_report(f.to_xml().as_bytes()).unwrap(), f);
+    }
+
+    /// One unexpected value leaves out its record only; the others are kept, and what was
+    /// left out is counted. Unexpected optional policy values read as absent.
+    #[test]
+    fn report_skips_bad_records() {
+        let rec = |ip: &str, disp: &str| {
+            format!("<record><row><source_ip>{ip}</source_ip><count>3</count><policy_evaluated><disposition>{disp}</disposition><dkim>pass</dkim><spf>pass</spf></policy_evaluated></row><identifiers><header_from>d.example</header_from></identifiers><auth_results/></record>")
+        };
+        let xml = format!(
+            "{MIN}{}{}{}{}</feedback>",
+            rec("192.0.2.1", "none"),
+            rec("192.0.2.300", "none"),
+            rec("192.0.2.3", "bounce"),
+            rec("192.0.2.4", "reject"),
+        );
+        let f = parse_report(xml.as_bytes()).unwrap();
+        let ips: Vec<String> = f.records.iter().map(|r| r.source_ip.to_string()).collect();
+        assert_eq!(ips, ["192.0.2.1", "192.0.2.4"]);
+        assert_eq!(f.skipped, 2);
+        assert_eq!(
+            f.problems,
+            vec![
+                ReportError::Value("source_ip", "192.0.2.300".into()),
+                ReportError::Value("disposition", "bounce".into()),
+            ]
+        );
+        // Many bad records: all counted, the first MAX_PROBLEMS kept.
+        let many: String = (0..25).map(|i| rec(&format!("bad{i}"), "none")).collect();
+        let f =
+            parse_report(format!("{MIN}{many}{}</feedback>", rec("192.0.2.9", "none")).as_bytes())
+                .unwrap();
+        assert_eq!(
+            (f.records.len(), f.skipped, f.problems.len()),
+            (1, 25, MAX_PROBLEMS)
+        );
+        // Unexpected optional policy values: absent, noted, records kept.
+        let odd = MIN.replace(
+            "<p>none</p>",
+            "<p>none</p><sp>sometimes</sp><adkim>x</adkim><testing>maybe</testing><discovery_method>guess</discovery_method><pct>all</pct>",
+        );
+        let f = parse_report(format!("{odd}{}</feedback>", rec("192.0.2.1", "none")).as_bytes())
+            .unwrap();
+        assert_eq!(f.records.len(), 1);
+        assert_eq!(f.skipped, 0);
+        assert_eq!(
+            (
+                f.policy.sp,
+                f.policy.adkim,
+                f.policy.testing,
+                f.policy.discovery_method,
+                f.policy.pct
+            ),
+            (None, None, None, None, None)
+        );
+        assert_eq!(f.problems.len(), 5);
+        assert!(f
+            .problems
+            .contains(&ReportError::Value("testing", "maybe".into())));
+        // What is left still reads back the same.
+        assert_eq!(
+            parse_report(f.to_xml().as_bytes()).unwrap().records,
+            f.records
+        );
+    }
+
+    /// Outgoing reports are RFC 9990 reports that RFC 7489 readers understand: the
+    /// namespace, version 1.0, the generator, discovery_method and testing; no pct; a pass
+    /// written as disposition none.
+    #[test]
+    fn outgoing_report_format() {
+        let now = UnixTime(1_700_090_000);
+        let mut e = stored("192.0.2.1", 100, false, &[("a@sender.example", None)]);
+        e.evaluation.published = PolicyPublished::from_record(
+            "sender.example",
+            &DmarcRecord::parse("v=DMARC1; p=reject; np=quarantine; t=y").unwrap(),
+        );
+        let r = aggregate_report("mail.rmox.example", "sender.example", &[e], now).unwrap();
+        assert!(
+            r.xml
+                .contains("<feedback xmlns=\"urn:ietf:params:xml:ns:dmarc-2.0\">"),
+            "{}",
+            r.xml
+        );
+        for want in [
+            "<version>1.0</version>",
+            &format!("<generator>{GENERATOR}</generator>"),
+            "<np>quarantine</np>",
+            "<testing>y</testing>",
+            "<discovery_method>treewalk</discovery_method>",
+            "<disposition>none</disposition>",
+        ] {
+            assert!(r.xml.contains(want), "{want} missing:\n{}", r.xml);
+        }
+        assert!(!r.xml.contains("<pct>"), "{}", r.xml);
+        let f = parse_report(r.xml.as_bytes()).unwrap();
+        assert_eq!(f.namespace.as_deref(), Some(DMARC_NS));
+        assert_eq!(f.policy.testing, Some(true));
+        assert_eq!(f.records[0].disposition, Disposition::None);
+    }
+
     #[test]
     fn build_and_read_back() {
         let meta = ReportMetadata {
@@ -1135,6 +1578,7 @@ mod tests {
             begin: 1_700_000_000,
             end: 1_700_086_400,
             errors: vec![],
+            generator: Some(GENERATOR.into()),
         };
         let evals = vec![
             eval("192.0.2.1", true, Policy::None, "sender.example"),
@@ -1168,6 +1612,7 @@ mod tests {
                 begin: 1,
                 end: 2,
                 errors: err.iter().map(|e| e.trim().to_string()).collect(),
+                generator: None,
             };
             prop_assume!(!meta.report_id.is_empty());
             let xml = build_report(&meta, &published(), &[]);

@@ -459,7 +459,7 @@ pub(crate) fn data_checks(
 }
 
 /// The DMARC check for a From domain, given SPF and DKIM results.
-pub(crate) fn dmarc_check(from_domain: &str, v: &Verdicts, sample: u8) -> AnyCheck {
+pub(crate) fn dmarc_check(from_domain: &str, v: &Verdicts) -> AnyCheck {
     let spf_pass = v
         .spf
         .as_ref()
@@ -470,7 +470,6 @@ pub(crate) fn dmarc_check(from_domain: &str, v: &Verdicts, sample: u8) -> AnyChe
         from_domain,
         spf_pass.as_deref(),
         &dkim,
-        sample,
     ))))
 }
 

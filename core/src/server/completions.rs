@@ -387,8 +387,7 @@ impl ServerSession {
                         .first()
                         .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
                     if let Some(d) = from {
-                        let sample = (self.rng.below(100)) as u8;
-                        let check = checks::dmarc_check(&d, &verdicts, sample);
+                        let check = checks::dmarc_check(&d, &verdicts);
                         verdicts.from_domain = Some(d);
                         let after = AfterChecks::Data {
                             hello,

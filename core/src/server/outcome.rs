@@ -10,7 +10,6 @@
 //! or a DKIM signature of an aligned domain), so that forged senders do not receive
 //! backscatter; otherwise the failures are only logged.
 
-use crate::dmarc::{aligned, Align};
 use crate::queue::{Action, DsnInput, DsnKind, DsnRecipient};
 use crate::smtp::{Enhanced, ForwardPath, Host, Reply, Ret, ReversePath};
 
@@ -292,7 +291,17 @@ pub fn should_send_dsn(f: &DsnFacts) -> bool {
     }
     f.dkim_pass_domains
         .iter()
-        .any(|d| !d.is_empty() && aligned(Align::Relaxed, d, domain))
+        .any(|d| !d.is_empty() && same_organization(d, domain))
+}
+
+/// Whether two domains have the same registrable domain by the public suffix list (a
+/// heuristic for backscatter, not DMARC alignment, which RFC 9989 bases on the DNS tree
+/// walk).
+fn same_organization(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_end_matches('.'), b.trim_end_matches('.'));
+    a.eq_ignore_ascii_case(b)
+        || crate::publicsuffix::organizational_domain(a)
+            == crate::publicsuffix::organizational_domain(b)
 }
 
 /// The DSN input about the failed recipients of a delivered transaction, to the MAIL FROM

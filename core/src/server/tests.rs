@@ -1693,6 +1693,9 @@ nospf IN MX 10 mx.good.example.\n\
 nullmx IN MX 0 .\n\
 implicit IN A 192.0.2.30\n\
 _dmarc.good IN TXT \"v=DMARC1; p=reject\"\n\
+_dmarc.trial IN TXT \"v=DMARC1; p=reject; t=y\"\n\
+_dmarc.psd IN TXT \"v=DMARC1; p=none; sp=reject; np=quarantine; psd=y\"\n\
+shop.psd IN A 192.0.2.40\n\
 10.2.0.192.in-addr.arpa. IN PTR client.example.\n\
 ;@tempfail broken\n";
 
@@ -1763,6 +1766,57 @@ fn dmarc_reject_policy_is_reported_for_unaligned_mail() {
     );
     let auth = h.stored()[0].auth.as_ref().unwrap();
     assert!(auth.dmarc.as_ref().unwrap().is_reject(), "{:?}", auth.dmarc);
+}
+
+/// RFC 9989 through the session: the policy found by the tree walk above the From domain
+/// (a PSD record), np for a From domain that does not exist, sp for one that does, and t=y
+/// making p=reject a quarantine.
+#[test]
+fn dmarc_tree_walk_np_and_testing_in_the_session() {
+    use crate::dmarc::{DmarcStatus, Policy};
+    let cases = [
+        (
+            "a@gone.shop.psd.example",
+            DmarcStatus::Fail,
+            Policy::Quarantine,
+            "psd.example",
+            false,
+        ),
+        (
+            "a@shop.psd.example",
+            DmarcStatus::Fail,
+            Policy::Reject,
+            "psd.example",
+            false,
+        ),
+        (
+            "a@trial.example",
+            DmarcStatus::Fail,
+            Policy::Quarantine,
+            "trial.example",
+            true,
+        ),
+        (
+            "a@sub.trial.example",
+            DmarcStatus::Fail,
+            Policy::Quarantine,
+            "trial.example",
+            true,
+        ),
+    ];
+    for (from, status, disposition, policy_domain, testing) in cases {
+        let mut h = checked();
+        h.expect(
+            &format!("EHLO client.example\r\nMAIL FROM:<a@nospf.example>\r\nRCPT TO:<x@mox.example>\r\nDATA\r\nFrom: <{from}>\r\n\r\nbody\r\n.\r\n"),
+            &["250", "250", "250", "354", "250"],
+        );
+        let d = h.stored()[0].auth.as_ref().unwrap().dmarc.clone().unwrap();
+        assert_eq!(
+            (d.status, d.disposition, d.policy_domain.as_str(), d.testing),
+            (status, disposition, policy_domain, testing),
+            "{from}: {d:?}"
+        );
+    }
 }
 
 // ---- Effect deadlines and the machine contract ----
