@@ -887,3 +887,45 @@ fn subjectpass_for_a_listed_sender() {
     let r = env.deliver("remote.example", "remote@example.org", MSG);
     assert!(r.starts_with("250"), "{r}");
 }
+
+/// `delay_first_time_senders_secs`: a sender without any history is refused (451) until it
+/// tries again after the delay; then accepted, and from then on known. Off by default.
+#[test]
+fn first_time_senders_are_delayed_when_asked() {
+    let env = Env::new(
+        "delay",
+        &incoming("delay_first_time_senders_secs = 300"),
+        zone(true, "none", true),
+    );
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(
+        r.starts_with("451 4.7.1 first-time sender: try again in 300 seconds"),
+        "{r}"
+    );
+    let r = env.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("451 4.7.1 first-time sender"), "{r}");
+    // The first attempt was long enough ago (as if the sender retried after the delay).
+    let key = "192.0.2.0/26 remote@example.org";
+    let env2 = Env::new(
+        "delay2",
+        &incoming("delay_first_time_senders_secs = 300"),
+        zone(true, "none", true),
+    );
+    env2.store
+        .first_seen(
+            "mjl",
+            key,
+            rmox_core::UnixTime(rmox_driver::now().wall.0 - 301),
+        )
+        .unwrap();
+    let r = env2.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("250"), "{r}");
+    // Known now: the next message needs no waiting.
+    let r = env2.deliver("remote.example", "remote@example.org", MSG);
+    assert!(r.starts_with("250"), "{r}");
+    // Off by default.
+    let env3 = Env::new("delay3", &incoming(""), zone(true, "none", true));
+    assert!(env3
+        .deliver("remote.example", "remote@example.org", MSG)
+        .starts_with("250"));
+}

@@ -648,6 +648,9 @@ pub struct Incoming {
     /// accept known-good senders, refuse (451) known junk, weigh SPF and iprev for unknown
     /// senders. Needs `checks`.
     pub reputation: bool,
+    /// Seconds a first-time sender (no history at all, nothing else against it) is refused
+    /// with 451 before a retry gets through; 0 (the default): no delay.
+    pub delay_first_time_senders_secs: u64,
     /// Days a refused message stays in an account's `rejects_mailbox`.
     pub rejects_keep_days: u32,
     /// Messages an account's `rejects_mailbox` holds at most; more refused messages are
@@ -669,6 +672,7 @@ impl Default for Incoming {
             dmarc_reject: true,
             require_iprev_for_unknown_senders: true,
             reputation: true,
+            delay_first_time_senders_secs: 0,
             rejects_keep_days: 14,
             rejects_max_messages: 1000,
         }
@@ -2425,6 +2429,9 @@ require_iprev_for_unknown_senders = true
 # account wrote to the sender. Known-good senders are accepted, known junk refused (451);
 # for unknown senders an SPF fail or a junk signal without reverse DNS refuses.
 reputation = true
+# Refuse (451) a first-time sender (no history, nothing else against it) until it tries
+# again this many seconds later (0: off, the default, as in mox).
+delay_first_time_senders_secs = 0
 # An account's rejects_mailbox keeps refused messages this many days, at most this many.
 rejects_keep_days = 14
 rejects_max_messages = 1000

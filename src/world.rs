@@ -731,13 +731,53 @@ impl World {
                 from: from.as_deref(),
                 subject: subject.as_deref(),
             });
-            let d = policy.analyze_with_pass(
+            let mut d = policy.analyze_with_pass(
                 v,
                 rep.as_ref(),
                 key.forwarder.is_some(),
                 known,
                 pass.as_ref(),
             );
+            let delay = config.incoming.delay_first_time_senders_secs;
+            let first_time = rep
+                .as_ref()
+                .is_some_and(|r| r.method == rmox_core::reputation::Method::None);
+            if delay > 0 && first_time && d.reason == "no-bad-signals" {
+                let net = rmox_storage::ip_networks(t.remote_ip)
+                    .get(1)
+                    .cloned()
+                    .unwrap_or_default();
+                let sender = match &t.mail_from {
+                    ReversePath::Mailbox(a) => a.to_string().to_lowercase(),
+                    ReversePath::Null => String::new(),
+                };
+                let first = self
+                    .store
+                    .first_seen(account, &format!("{net} {sender}"), t.received);
+                let verdict = match first {
+                    Ok(f) => rmox_core::incoming::first_time_delay(
+                        f,
+                        t.received,
+                        i64::try_from(delay).unwrap_or(i64::MAX),
+                    ),
+                    Err(e) => {
+                        tracing::error!(account = %account, error = %e, "first-seen record");
+                        Err(reply(
+                            451,
+                            (4, 3, 0),
+                            "error processing, try again later".to_string(),
+                        ))
+                    }
+                };
+                if let Err(r) = verdict {
+                    d.text.push("first-time sender delayed".into());
+                    d = Decision {
+                        verdict: Err(r),
+                        reason: "first-time-delay",
+                        text: d.text,
+                    };
+                }
+            }
             tracing::info!(
                 cid = t.cid,
                 account = %account,

@@ -273,6 +273,28 @@ pub struct PassCheck<'a> {
     pub subject: Option<&'a str>,
 }
 
+/// The delay of first-time senders: `Err` (451) until `delay_secs` after the sender was
+/// first seen; a sender that tries again after that gets through (greylisting: what sends
+/// once and never retries is mostly spam).
+pub fn first_time_delay(
+    first_seen: crate::time::UnixTime,
+    now: crate::time::UnixTime,
+    delay_secs: i64,
+) -> Result<(), Reply> {
+    let waited = now.0.saturating_sub(first_seen.0);
+    if waited >= delay_secs {
+        return Ok(());
+    }
+    Err(Reply::new(
+        451,
+        Some(Enhanced::new(4, 7, 1)),
+        format!(
+            "first-time sender: try again in {} seconds",
+            delay_secs - waited
+        ),
+    ))
+}
+
 /// The refusal for junk: temporary, and saying nothing that helps a spammer tune.
 fn junk_reply() -> Reply {
     Reply::new(
@@ -509,6 +531,20 @@ mod analyze_tests {
                 d.text
             );
         }
+    }
+
+    #[test]
+    fn first_time_delay_table() {
+        use crate::time::UnixTime;
+        assert_eq!(
+            first_time_delay(UnixTime(100), UnixTime(100), 300)
+                .unwrap_err()
+                .to_string(),
+            "451 4.7.1 first-time sender: try again in 300 seconds"
+        );
+        assert!(first_time_delay(UnixTime(100), UnixTime(399), 300).is_err());
+        assert!(first_time_delay(UnixTime(100), UnixTime(400), 300).is_ok());
+        assert!(first_time_delay(UnixTime(100), UnixTime(100), 0).is_ok());
     }
 
     /// The junk refusal says nothing a spammer could tune against; the header records why.

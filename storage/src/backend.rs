@@ -115,6 +115,8 @@ pub trait MailStore: Send + Sync {
         since: UnixTime,
         limit: usize,
     ) -> Result<Vec<crate::IndexHit>, StoreError>;
+    /// When a first-time sender was first seen (stored as `now` the first time).
+    fn first_seen(&self, account: &str, key: &str, now: UnixTime) -> Result<UnixTime, StoreError>;
     /// The account's subjectpass key (made from `fresh` on first use).
     fn account_subjectpass_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StoreError>;
     /// The accounts whose messages are also written to a maildir.
@@ -318,6 +320,9 @@ impl MailStore for Store {
     }
     fn account_subjectpass_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {
         Store::account_subjectpass_key(self, name, fresh)
+    }
+    fn first_seen(&self, account: &str, key: &str, now: UnixTime) -> Result<UnixTime, StoreError> {
+        Store::first_seen(self, account, key, now)
     }
     fn set_maildirs(&self, maildirs: std::collections::BTreeMap<String, crate::Maildir>) {
         Store::set_maildirs(self, maildirs)

@@ -163,6 +163,7 @@ impl Store {
             FAILURE_STREAKS,
             OUTGOING,
             SENT_TO,
+            FIRST_SEEN,
             REPORTS,
             MTASTS,
         );

@@ -518,6 +518,35 @@ impl Store {
         self.account_update(name, move |a| a.quota_bytes = quota_bytes)
     }
 
+    /// When `key` (a first-time sender) was first seen by `account`: the stored time, or
+    /// `now`, stored durably for the next attempt.
+    pub fn first_seen(
+        &self,
+        account: &str,
+        key: &str,
+        now: UnixTime,
+    ) -> Result<UnixTime, StoreError> {
+        {
+            let rtx = self.read()?;
+            let t = rtx.open_table(FIRST_SEEN)?;
+            if let Some(g) = t.get((account, key))? {
+                return Ok(UnixTime(g.value()));
+            }
+        }
+        let (a, k) = (account.to_string(), key.to_string());
+        self.write(vec![], vec![], move |txn| {
+            let mut t = txn.open_table(FIRST_SEEN)?;
+            let first = t.get((a.as_str(), k.as_str()))?.map(|g| g.value());
+            match first {
+                Some(f) => Ok(UnixTime(f)),
+                None => {
+                    t.insert((a.as_str(), k.as_str()), now.0)?;
+                    Ok(now)
+                }
+            }
+        })
+    }
+
     /// The account's subjectpass key: the stored one, or `fresh` (random bytes from the
     /// caller), stored now for the next time.
     pub fn account_subjectpass_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {

@@ -56,6 +56,10 @@ pub(crate) const REPORTS: TableDefinition<(u8, &str, i64, u64), &[u8]> =
 /// delivered into the server from that network that day (per-day rate limits).
 pub(crate) const DELIVERY_COUNTS: TableDefinition<(i64, &str), (u64, u64)> =
     TableDefinition::new("delivery_counts");
+/// `first_seen`: (account, sender key) -> when a first-time sender was first seen (the
+/// delay of first-time senders).
+pub(crate) const FIRST_SEEN: TableDefinition<(&str, &str), i64> =
+    TableDefinition::new("first_seen");
 /// `mtasts`: domain -> JSON [`crate::MtaStsRecord`].
 pub(crate) const MTASTS: TableDefinition<&str, &[u8]> = TableDefinition::new("mtasts");
 
@@ -97,6 +101,7 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(FAILURE_STREAKS)?;
     txn.open_table(OUTGOING)?;
     txn.open_table(SENT_TO)?;
+    txn.open_table(FIRST_SEEN)?;
     txn.open_table(REPORTS)?;
     txn.open_table(MTASTS)?;
     txn.open_table(DELIVERY_COUNTS)?;
