@@ -648,6 +648,12 @@ pub struct Incoming {
     /// accept known-good senders, refuse (451) known junk, weigh SPF and iprev for unknown
     /// senders. Needs `checks`.
     pub reputation: bool,
+    /// Seconds between looks at our own sending addresses in the `dnsbl` zones (a listing
+    /// is logged as a warning and shown in metrics); 0: off. Default 3600.
+    pub dnsbl_monitor_interval_secs: u64,
+    /// The addresses the DNSBL monitor checks; empty (the default): the host name's A and
+    /// AAAA records.
+    pub dnsbl_monitor_ips: Vec<IpAddr>,
     /// Seconds a first-time sender (no history at all, nothing else against it) is refused
     /// with 451 before a retry gets through; 0 (the default): no delay.
     pub delay_first_time_senders_secs: u64,
@@ -673,6 +679,8 @@ impl Default for Incoming {
             require_iprev_for_unknown_senders: true,
             reputation: true,
             delay_first_time_senders_secs: 0,
+            dnsbl_monitor_interval_secs: 3600,
+            dnsbl_monitor_ips: Vec::new(),
             rejects_keep_days: 14,
             rejects_max_messages: 1000,
         }
@@ -2424,6 +2432,11 @@ dnsbl = []
 dmarc_reject = true
 # Refuse (temporarily) first-time senders without valid reverse DNS.
 require_iprev_for_unknown_senders = true
+# Look up our own sending addresses in the dnsbl zones this often (seconds, 0: off); a
+# listing is a warning in the log and the metric rmox_dnsbl_own_listed. The addresses are
+# the host name's unless listed here.
+dnsbl_monitor_interval_secs = 3600
+dnsbl_monitor_ips = []
 # Judge each message by the receiving account's own history: earlier messages from the
 # same From address, domain, DKIM/SPF domain or IP network (junk or not), and whether the
 # account wrote to the sender. Known-good senders are accepted, known junk refused (451);

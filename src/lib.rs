@@ -21,6 +21,7 @@ mod checks_tests;
 pub mod config;
 pub mod creds;
 pub mod ctl;
+pub mod dnsblmon;
 pub mod dnscheck;
 pub mod import;
 pub mod localserve;

@@ -9,6 +9,7 @@
 //! from storage when scraped.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,6 +131,8 @@ impl ListenerMetrics {
 
 /// Every counter of the process.
 pub struct Metrics {
+    /// Our own addresses in DNSBL zones: (ip, zone) -> listed (the monitor's last round).
+    own_dnsbl: std::sync::Mutex<Vec<(IpAddr, String, bool)>>,
     /// Per listener, by name (a handful; looked up once per connection).
     listeners: std::sync::Mutex<Vec<(String, Arc<ListenerMetrics>)>>,
     /// Messages accepted by kind (0 smtp, 1 submission), and their bytes.
@@ -145,6 +148,7 @@ pub struct Metrics {
 }
 
 static METRICS: Metrics = Metrics {
+    own_dnsbl: std::sync::Mutex::new(Vec::new()),
     listeners: std::sync::Mutex::new(Vec::new()),
     accepted: [AtomicU64::new(0), AtomicU64::new(0)],
     accepted_bytes: [AtomicU64::new(0), AtomicU64::new(0)],
@@ -174,6 +178,15 @@ fn index(list: &[&str], name: &str) -> usize {
 }
 
 impl Metrics {
+    /// The DNSBL monitor's finding about our address `ip` in `zone`.
+    pub fn own_dnsbl(&self, ip: IpAddr, zone: &str, listed: bool) {
+        let mut v = self.own_dnsbl.lock().unwrap_or_else(|p| p.into_inner());
+        match v.iter_mut().find(|(i, z, _)| *i == ip && z == zone) {
+            Some(e) => e.2 = listed,
+            None => v.push((ip, zone.to_string(), listed)),
+        }
+    }
+
     /// The counters of the listener named `name` (made on first use).
     pub fn listener(&self, name: &str) -> Arc<ListenerMetrics> {
         let mut l = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
@@ -476,6 +489,25 @@ pub fn render(store: Option<&Store>, now: rmox_core::UnixTime) -> String {
             for (state, n) in [("held", held), ("due", due), ("waiting", waiting)] {
                 o.sample("rmox_queue_entries", &[("state", state)], n);
             }
+        }
+    }
+    let own = m
+        .own_dnsbl
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if !own.is_empty() {
+        o.head(
+            "rmox_dnsbl_own_listed",
+            "gauge",
+            "Whether our sending address is listed in a DNSBL zone (1) or not (0), at the monitor's last look.",
+        );
+        for (ip, zone, listed) in own {
+            o.sample(
+                "rmox_dnsbl_own_listed",
+                &[("ip", &ip.to_string()), ("zone", &zone)],
+                u64::from(listed),
+            );
         }
     }
     o.0

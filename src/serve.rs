@@ -458,6 +458,11 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         )?;
         r.any().then(|| Arc::new(r))
     };
+    // Our own addresses looked up in the DNSBL zones, a task beside the report senders.
+    let dnsbl_monitor = dns
+        .clone()
+        .and_then(|d| crate::dnsblmon::DnsblMonitor::new(&c, d))
+        .map(Arc::new);
     // MTA-STS policies refreshed in the background, a task beside the report senders.
     let refresher = match (&dns, c.localserve) {
         (Some(d), false) => crate::queue::StsRefresher::new(
@@ -530,6 +535,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         reporters,
         dns_loop,
         refresher,
+        dnsbl_monitor,
         counts: Arc::clone(&world),
         acme: acme.any().then(|| (Arc::new(acme), acme_dns)),
     };
@@ -709,6 +715,9 @@ fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
             let refresh = b
                 .refresher
                 .map(|r| rt.spawn(r.run(rt.clone(), Arc::clone(&shutdown))));
+            let dnsbl = b
+                .dnsbl_monitor
+                .map(|m| rt.spawn(m.run(rt.clone(), Arc::clone(&shutdown))));
             let acme = b
                 .acme
                 .map(|(a, dns)| rt.spawn(a.run(rt.clone(), dns, Arc::clone(&shutdown))));
@@ -729,6 +738,9 @@ fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
             }
             if let Some(a) = acme {
                 bounded_after(&rt, &shutdown, "ACME renewal", STOP_GRACE, a).await;
+            }
+            if let Some(d) = dnsbl {
+                bounded_after(&rt, &shutdown, "DNSBL monitor", STOP_GRACE, d).await;
             }
             bounded_after(&rt, &shutdown, "delivery counts writer", STOP_GRACE, counts).await;
         })
@@ -792,6 +804,8 @@ struct Background {
     dns_loop: Option<crate::resolve::DnsLoop>,
     /// The MTA-STS policy refresher, when on.
     refresher: Option<Arc<crate::queue::StsRefresher>>,
+    /// The DNSBL monitor of our own addresses, when on.
+    dnsbl_monitor: Option<Arc<crate::dnsblmon::DnsblMonitor>>,
     /// The effect answerer whose per-day delivery counts are written to storage.
     counts: Arc<World>,
     /// The ACME renewal loop and its DNS, when a listener uses ACME.
