@@ -283,6 +283,67 @@ fn serve_scenarios(rt: &str) {
         "250",
     );
 
+    // Reputation (issue 17, mox's TestSpam through the harness DNS): the user marks what
+    // example.org sent as junk (`rmox message junk`, through the running server); its next
+    // message is refused without details; marked not junk again, it is accepted.
+    let ids = |what: &str| -> Vec<String> {
+        let out = rmox(
+            &["message", "list", "mjl", "--json", "--config", &cfgs],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ids: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| {
+                m["from"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with("@example.org"))
+            })
+            .map(|m| m["id"].to_string())
+            .collect();
+        assert!(!ids.is_empty(), "{what}: no messages from example.org: {v}");
+        ids
+    };
+    let classify = |what: &str| {
+        for id in ids(what) {
+            let out = rmox(&["message", what, "mjl", &id, "--config", &cfgs], None);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    let ok_args = |subject: &str| -> Vec<String> {
+        [
+            "--to",
+            to,
+            "--source-ip",
+            "127.10.0.11",
+            "--dkim",
+            "example.org:harness",
+            "--subject",
+            subject,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    classify("junk");
+    let s_junk = sub("junk");
+    let a = ok_args(&s_junk);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    inject_expect(&h, &a, "451 4.3.0");
+    classify("notjunk");
+    inject_expect(&h, &a, "250");
+
     // Outgoing (issue 8): one submitted message to the real Postfix MX, to a domain whose
     // MX10 refuses connections (fallback to MX20 = mx1), and to mx1's tempfail/permfail.
     let tag = format!("{rt}{}", std::process::id());
