@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -300,7 +301,23 @@ pub struct Destination {
     /// Rulesets, the first that matches applies (see [`RulesetConfig`]).
     #[serde(default)]
     pub rulesets: Vec<RulesetConfig>,
+    /// `rulesets` compiled once when the config is loaded (not per message).
+    #[serde(skip)]
+    pub compiled: CompiledRulesets,
 }
+
+/// A destination's rulesets in core's form, made from `rulesets` at load; compares equal
+/// always (it follows `rulesets`, which is compared).
+#[derive(Clone, Debug, Default)]
+pub struct CompiledRulesets(Arc<Vec<rmox_core::ruleset::Ruleset>>);
+
+impl PartialEq for CompiledRulesets {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for CompiledRulesets {}
 
 /// One ruleset of a destination (core's `ruleset::Ruleset`): every condition given must
 /// hold; then the message goes to `mailbox`, is treated as forwarded (`is_forward`), or is
@@ -364,13 +381,9 @@ impl RulesetConfig {
 }
 
 impl Destination {
-    /// The rulesets in core's form (validated when the config was loaded).
-    pub fn compiled_rulesets(&self) -> Vec<rmox_core::ruleset::Ruleset> {
-        let mailbox = self.mailbox.as_deref().unwrap_or("Inbox");
-        self.rulesets
-            .iter()
-            .filter_map(|r| r.compile(mailbox).ok())
-            .collect()
+    /// The rulesets in core's form (compiled when the config was loaded).
+    pub fn compiled_rulesets(&self) -> &[rmox_core::ruleset::Ruleset] {
+        &self.compiled.0
     }
 }
 
@@ -1535,6 +1548,19 @@ impl Config {
                     }
                 }
             }
+        }
+        for a in self.account.values_mut() {
+            for d in a.destinations.values_mut() {
+                let mailbox = d.mailbox.as_deref().unwrap_or("Inbox");
+                let compiled = d
+                    .rulesets
+                    .iter()
+                    .filter_map(|r| r.compile(mailbox).ok())
+                    .collect();
+                d.compiled = CompiledRulesets(Arc::new(compiled));
+            }
+        }
+        for (name, a) in &self.account {
             if a.rejects_mailbox
                 .as_deref()
                 .is_some_and(|m| m.trim().is_empty())

@@ -936,7 +936,7 @@ impl World {
                         verified_domains: &verified,
                         header: &header,
                     };
-                    if let Some(r) = rmox_core::ruleset::first_match(&compiled, &facts) {
+                    if let Some(r) = rmox_core::ruleset::first_match(compiled, &facts) {
                         mailbox = r.mailbox.clone();
                         rules.insert(rcpt.clone(), r.clone());
                     }

@@ -25,16 +25,11 @@ fn scrape(ip: Ipv4Addr) -> String {
     out
 }
 
-fn own_addresses_checked(rt: &str) {
-    let Some(_h) = Harness::get(&format!("own_addresses_checked({rt})")) else {
-        return;
-    };
-    let dir = TempDir::new(&format!("dnsblmon-{rt}"));
-    let ip = unique_ip();
-    std::fs::write(
-        dir.path().join("rmox.toml"),
-        format!(
-            r#"hostname = "mx-notls.example.org"
+/// A server named `hostname` on `ip` with metrics, checking bl.example.org; `extra` more
+/// `[incoming]` keys.
+fn config(ip: Ipv4Addr, hostname: &str, extra: &str) -> String {
+    format!(
+        r#"hostname = "{hostname}"
 data_dir = "data"
 resolver = ["{RESOLVER}"]
 
@@ -48,8 +43,23 @@ metrics = {{ port = {METRICS} }}
 
 [incoming]
 dnsbl = ["bl.example.org"]
-dnsbl_monitor_interval_secs = 3600
+{extra}
 "#
+    )
+}
+
+fn own_addresses_checked(rt: &str) {
+    let Some(_h) = Harness::get(&format!("own_addresses_checked({rt})")) else {
+        return;
+    };
+    let dir = TempDir::new(&format!("dnsblmon-{rt}"));
+    let ip = unique_ip();
+    std::fs::write(
+        dir.path().join("rmox.toml"),
+        config(
+            ip,
+            "mx-notls.example.org",
+            "dnsbl_monitor_interval_secs = 3600",
         ),
     )
     .unwrap();
@@ -81,23 +91,10 @@ fn fixed_addresses(rt: &str) {
     let ip = unique_ip();
     std::fs::write(
         dir.path().join("rmox.toml"),
-        format!(
-            r#"hostname = "mail.mox.example"
-data_dir = "data"
-resolver = ["{RESOLVER}"]
-
-[[listener]]
-name = "t"
-ip = "{ip}"
-smtp = {{ port = {SMTP} }}
-metrics = {{ port = {METRICS} }}
-
-[domain."mox.example"]
-
-[incoming]
-dnsbl = ["bl.example.org"]
-dnsbl_monitor_ips = ["127.10.0.15", "127.10.0.11"]
-"#
+        config(
+            ip,
+            "mail.mox.example",
+            "dnsbl_monitor_ips = [\"127.10.0.15\", \"127.10.0.11\"]",
         ),
     )
     .unwrap();
