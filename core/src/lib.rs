@@ -52,6 +52,7 @@ pub mod dnsbl;
 pub mod http;
 pub mod incoming;
 pub mod iprev;
+pub mod junk;
 pub mod localserve;
 pub mod message;
 pub mod publicsuffix;

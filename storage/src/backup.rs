@@ -166,6 +166,8 @@ impl Store {
             FIRST_SEEN,
             REPORTS,
             MTASTS,
+            JUNK_WORDS,
+            JUNK_TRAINED,
         );
         wtx.commit()?;
         drop(db);

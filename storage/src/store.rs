@@ -797,6 +797,10 @@ impl Store {
     /// Expunges a message: its bytes are removed and no longer count for the quota; the
     /// record and its index entries stay for reputation.
     pub fn expunge(&self, id: MessageId) -> Result<(), StoreError> {
+        // Its junk filter training goes with its bytes (untrained from them, first).
+        if self.junk_trained(id)?.is_some() {
+            self.junk_set_class(id, None, &rmox_core::junk::Params::default())?;
+        }
         let removed = self.write(vec![], vec![], move |txn| {
             let mut t = txn.open_table(MESSAGES)?;
             let mut r: MessageRecord = match t.get(id.0)? {

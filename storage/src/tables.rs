@@ -60,6 +60,14 @@ pub(crate) const DELIVERY_COUNTS: TableDefinition<(i64, &str), (u64, u64)> =
 /// delay of first-time senders).
 pub(crate) const FIRST_SEEN: TableDefinition<(&str, &str), i64> =
     TableDefinition::new("first_seen");
+/// `junk_words`: (account, token) -> (ham, spam) message counts of the account's junk
+/// filter; the empty token holds the numbers of trained ham and spam messages.
+pub(crate) const JUNK_WORDS: TableDefinition<(&str, &str), (u32, u32)> =
+    TableDefinition::new("junk_words");
+/// `junk_trained`: (account, received, message id) -> how the message is trained
+/// ([`crate::junk::TRAINED_SPAM`] and the gram bits it was tokenized with).
+pub(crate) const JUNK_TRAINED: TableDefinition<(&str, i64, u64), u8> =
+    TableDefinition::new("junk_trained");
 /// `mtasts`: domain -> JSON [`crate::MtaStsRecord`].
 pub(crate) const MTASTS: TableDefinition<&str, &[u8]> = TableDefinition::new("mtasts");
 
@@ -105,6 +113,8 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(REPORTS)?;
     txn.open_table(MTASTS)?;
     txn.open_table(DELIVERY_COUNTS)?;
+    txn.open_table(JUNK_WORDS)?;
+    txn.open_table(JUNK_TRAINED)?;
     Ok(())
 }
 
