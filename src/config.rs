@@ -422,6 +422,95 @@ pub struct AccountConfig {
     /// the account is also written to, durably before the 250, for an IMAP server such as
     /// Dovecot to serve; messages the user moves to its Junk folder count as junk.
     pub maildir: Option<PathBuf>,
+    /// The account's junk filter (a Bayesian classifier trained from its own mail); absent:
+    /// no content filtering.
+    pub junk_filter: Option<JunkFilterConfig>,
+}
+
+/// `[account.X.junk_filter]`: how the account's junk filter tokenizes, classifies and
+/// learns. Defaults are mox's recommended settings, with word pairs on.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JunkFilterConfig {
+    /// Junk probability above which a message is refused (a little random jitter is added
+    /// per message).
+    pub threshold: f64,
+    /// Single words are tokens.
+    pub onegrams: bool,
+    /// Pairs of consecutive words are tokens.
+    pub twograms: bool,
+    /// A token's spamminess is kept in `[max_power, 1 - max_power]`.
+    pub max_power: f64,
+    /// How many of the hammiest and of the spammiest tokens decide.
+    pub top_words: usize,
+    /// Tokens this close to 0.5 are ignored.
+    pub ignore_words: f64,
+    /// Tokens seen in at most this many messages count less.
+    pub rare_words: u32,
+    /// Messages received more than this many days ago are untrained (the filter follows
+    /// the account's recent mail); 0: kept trained.
+    pub train_max_age_days: u32,
+}
+
+impl Default for JunkFilterConfig {
+    fn default() -> JunkFilterConfig {
+        let p = rmox_core::junk::Params::default();
+        JunkFilterConfig {
+            threshold: p.threshold,
+            onegrams: p.onegrams,
+            twograms: p.twograms,
+            max_power: p.max_power,
+            top_words: p.top_words,
+            ignore_words: p.ignore_words,
+            rare_words: p.rare_words,
+            train_max_age_days: 365,
+        }
+    }
+}
+
+// The floats are checked finite when the config is loaded (NaN is refused), so equality is
+// an equivalence, as the config's own `Eq` needs.
+impl Eq for JunkFilterConfig {}
+
+impl JunkFilterConfig {
+    /// The classifier's parameters.
+    pub fn params(&self) -> rmox_core::junk::Params {
+        rmox_core::junk::Params {
+            onegrams: self.onegrams,
+            twograms: self.twograms,
+            max_power: self.max_power,
+            top_words: self.top_words,
+            ignore_words: self.ignore_words,
+            rare_words: self.rare_words,
+            threshold: self.threshold,
+        }
+    }
+
+    /// What is wrong with the settings, if anything.
+    fn check(&self) -> Result<(), String> {
+        if !(self.threshold > 0.0 && self.threshold <= 1.0) {
+            return Err(format!("threshold {} is not in (0, 1]", self.threshold));
+        }
+        if !self.onegrams && !self.twograms {
+            return Err("onegrams and twograms are both off: no tokens".into());
+        }
+        if !(0.0..0.5).contains(&self.max_power) {
+            return Err(format!("max_power {} is not in [0, 0.5)", self.max_power));
+        }
+        if !(0.0..0.5).contains(&self.ignore_words) {
+            return Err(format!(
+                "ignore_words {} is not in [0, 0.5)",
+                self.ignore_words
+            ));
+        }
+        if self.top_words == 0 || self.top_words > 1000 {
+            return Err(format!("top_words {} is not in 1..=1000", self.top_words));
+        }
+        if self.rare_words > 100 {
+            return Err(format!("rare_words {} is over 100", self.rare_words));
+        }
+        Ok(())
+    }
 }
 
 /// `[sendmail]`: local programs (cron, PHP's mail(), git send-email) submit through `rmox
@@ -1561,6 +1650,9 @@ impl Config {
             }
         }
         for (name, a) in &self.account {
+            if let Some(Err(e)) = a.junk_filter.as_ref().map(JunkFilterConfig::check) {
+                return Err(self.err(format!("account.{name}.junk_filter"), e));
+            }
             if a.rejects_mailbox
                 .as_deref()
                 .is_some_and(|m| m.trim().is_empty())
@@ -2416,6 +2508,23 @@ rejects_mailbox = "Rejects"
 # 250), for an IMAP server such as Dovecot to serve; messages the user moves to its Junk
 # folder count as junk for reputation.
 # maildir = "/var/mail/mjl/Maildir"
+# The junk filter: a Bayesian classifier trained from this account's own mail (messages
+# marked junk and what is in the Junk mailbox as spam; marked not-junk and what is in
+# mailboxes other than Inbox, Junk and the rejects mailbox as ham; `rmox junk train` for a
+# corpus). Asked when reputation is not conclusive: above `threshold` (0.25 for a client
+# without valid reverse DNS, without TLS, or a message not addressed to the recipient in
+# To/Cc) the message is refused with 451. Until 50 ham messages are trained it only
+# refuses together with a bad reverse DNS. Remove the table to turn it off.
+[account.mjl.junk_filter]
+threshold = 0.95
+onegrams = true
+twograms = true
+max_power = 0.01
+top_words = 10
+ignore_words = 0.1
+rare_words = 2
+# Messages received longer ago than this are untrained (0: never).
+train_max_age_days = 365
 
 # Address at the host name (localpart@HOSTNAME, the host name need not be a configured
 # domain) for TLS reports about our MX host (DANE), e.g. the rua=mailto: of

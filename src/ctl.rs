@@ -124,6 +124,28 @@ pub enum Request {
         /// Junk (true) or not junk.
         junk: bool,
     },
+    /// Train an account's junk filter from a corpus (`rmox junk train`).
+    JunkTrain {
+        /// The account.
+        account: String,
+        /// Spam: an mbox file, a maildir or a directory of message files, absolute.
+        spam: Option<PathBuf>,
+        /// Ham, the same.
+        ham: Option<PathBuf>,
+    },
+    /// Retrain an account's junk filter from its stored, classified messages (`rmox junk
+    /// retrain`).
+    JunkRetrain {
+        /// The account.
+        account: String,
+    },
+    /// The junk probability of a message for an account's filter (`rmox junk check`).
+    JunkCheck {
+        /// The account.
+        account: String,
+        /// The message, standard base64.
+        message: String,
+    },
     /// Write an account's messages out (`rmox export`).
     Export {
         /// mbox or maildir.
@@ -217,7 +239,9 @@ pub fn execute(
             if store.account(&account)?.is_none() {
                 return Err(Fail(format!("account {account:?} not found")));
             }
-            store.maildir_junk_sync(&account)?;
+            for id in store.maildir_junk_sync(&account)? {
+                crate::junk::sync(store.as_ref(), c, id, now())?;
+            }
             let mut msgs: Vec<rmox_storage::MessageRecord> = store
                 .messages(&account)?
                 .into_iter()
@@ -272,11 +296,86 @@ pub fn execute(
             flags.junk = junk;
             flags.notjunk = !junk;
             store.set_flags(id, flags)?;
+            crate::junk::sync(store.as_ref(), c, id, now())?;
             Ok(Answer::lines(vec![format!(
                 "message {} of {account} marked {}",
                 id.0,
                 if junk { "junk" } else { "not junk" }
             )]))
+        }
+        Request::JunkTrain { account, spam, ham } => {
+            // A progress line on the command's terminal when it trains itself; a running
+            // server logs the result.
+            let r = crate::junk::train(
+                store.as_ref(),
+                c,
+                &account,
+                spam.as_deref(),
+                ham.as_deref(),
+                live.is_none(),
+            )?;
+            let line = format!(
+                "junk filter of {account}: trained {} spam and {} ham messages{}",
+                r.spam,
+                r.ham,
+                if r.skipped > 0 {
+                    format!("; {} unreadable files skipped", r.skipped)
+                } else {
+                    String::new()
+                }
+            );
+            if live.is_some() {
+                tracing::info!("{line}");
+            }
+            Ok(Answer {
+                lines: vec![line],
+                json: serde_json::to_value(&r).unwrap_or_default(),
+            })
+        }
+        Request::JunkRetrain { account } => {
+            let n = crate::junk::retrain(store.as_ref(), c, &account, now())?;
+            Ok(Answer {
+                lines: vec![format!(
+                    "junk filter of {account}: {n} stored messages (re)trained or untrained"
+                )],
+                json: serde_json::json!({ "changed": n }),
+            })
+        }
+        Request::JunkCheck { account, message } => {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(message.as_bytes())
+                .map_err(|e| Fail(format!("junk check request: message: {e}")))?;
+            let cfg = crate::junk::junk_config(c, &account)?;
+            let r = crate::junk::classify(store.as_ref(), &account, &cfg.params(), &bytes)?;
+            let verdict = if r.probability > cfg.threshold {
+                "junk"
+            } else {
+                "not junk"
+            };
+            Ok(Answer {
+                lines: vec![
+                    format!("{:.4}", r.probability),
+                    format!(
+                        "{verdict} at threshold {:.2}{}",
+                        cfg.threshold,
+                        if r.significant {
+                            ""
+                        } else {
+                            " (not significant: fewer than 50 ham messages trained)"
+                        }
+                    ),
+                    r.words(false),
+                ],
+                json: serde_json::json!({
+                    "probability": r.probability,
+                    "significant": r.significant,
+                    "threshold": cfg.threshold,
+                    "junk": r.probability > cfg.threshold,
+                    "ham": r.ham.iter().map(|s| serde_json::json!([s.token, s.score])).collect::<Vec<_>>(),
+                    "spam": r.spam.iter().map(|s| serde_json::json!([s.token, s.score])).collect::<Vec<_>>(),
+                }),
+            })
         }
         Request::TlsrptList => {
             let lines = crate::tlsrpt::list_lines(store, false)?;
@@ -408,6 +507,15 @@ pub fn execute(
             }
         },
     }
+}
+
+/// The wall clock.
+fn now() -> rmox_core::UnixTime {
+    rmox_core::UnixTime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    )
 }
 
 /// `name` when it is an account of the configuration (added to storage when it is not

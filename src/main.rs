@@ -173,6 +173,19 @@ enum Cmd {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// An account's junk filter: train it from a corpus or from its classified messages,
+    /// check a message (through the running server, or on the data directory when it is
+    /// stopped).
+    Junk {
+        #[command(subcommand)]
+        cmd: JunkCmd,
+        /// Configuration file.
+        #[arg(long, global = true, default_value = "rmox.toml")]
+        config: PathBuf,
+        /// Print the answer as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Incoming TLS reports (RFC 8460) that were stored.
     Tlsrpt {
         #[command(subcommand)]
@@ -209,6 +222,37 @@ enum MessageCmd {
         account: String,
         /// The message id (from `message list`).
         id: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JunkCmd {
+    /// Train from a corpus: every message of --spam as spam, of --ham as ham. Each is an
+    /// mbox file, a maildir or a directory with one message per file. Shows progress when
+    /// the server is stopped (a running server logs the result).
+    Train {
+        /// The account.
+        account: String,
+        /// Spam messages.
+        #[arg(long)]
+        spam: Option<PathBuf>,
+        /// Ham (wanted) messages.
+        #[arg(long)]
+        ham: Option<PathBuf>,
+    },
+    /// Retrain from the account's stored messages: marked junk or in Junk as spam, marked
+    /// not junk or in mailboxes other than Inbox/Junk/rejects as ham.
+    Retrain {
+        /// The account.
+        account: String,
+    },
+    /// The junk probability (0 to 1) of a message on the first line, then the verdict at
+    /// the account's threshold and the words that decided.
+    Check {
+        /// The account.
+        account: String,
+        /// The message file ("-": standard input).
+        file: PathBuf,
     },
 }
 
@@ -855,6 +899,9 @@ fn main() -> ExitCode {
             };
             rmox::ctl::run(&config, request, json)
         }
+        Cmd::Junk { cmd, config, json } => {
+            junk_request(cmd).and_then(|request| rmox::ctl::run(&config, request, json))
+        }
         Cmd::Tlsrpt { cmd, config } => match cmd {
             TlsrptCmd::List { json } => {
                 rmox::ctl::run(&config, rmox::ctl::Request::TlsrptList, json)
@@ -871,4 +918,41 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The admin request of a `rmox junk` command (paths made absolute, the message read).
+fn junk_request(cmd: JunkCmd) -> Result<rmox::ctl::Request, Fail> {
+    use rmox::ctl::Request;
+    let abs = |p: Option<PathBuf>| {
+        p.map(|p| std::path::absolute(&p).map_err(|e| Fail(format!("{}: {e}", p.display()))))
+            .transpose()
+    };
+    Ok(match cmd {
+        JunkCmd::Train { account, spam, ham } => {
+            if spam.is_none() && ham.is_none() {
+                return Err(Fail("junk train: give --spam DIR and/or --ham DIR".into()));
+            }
+            Request::JunkTrain {
+                account,
+                spam: abs(spam)?,
+                ham: abs(ham)?,
+            }
+        }
+        JunkCmd::Retrain { account } => Request::JunkRetrain { account },
+        JunkCmd::Check { account, file } => {
+            use base64::Engine;
+            let bytes = if file.as_os_str() == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+                    .map_err(|e| Fail(format!("standard input: {e}")))?;
+                b
+            } else {
+                std::fs::read(&file).map_err(|e| Fail(format!("{}: {e}", file.display())))?
+            };
+            Request::JunkCheck {
+                account,
+                message: base64::engine::general_purpose::STANDARD.encode(bytes),
+            }
+        }
+    })
 }

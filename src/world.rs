@@ -617,6 +617,7 @@ impl World {
         &self,
         t: &Transaction,
         keys: &[DecisionKey],
+        rcpts_by_account: &BTreeMap<&str, Vec<String>>,
     ) -> BTreeMap<DecisionKey, Decision> {
         let accounts: Vec<String> = keys.iter().map(|k| k.account.clone()).collect();
         let accounts = accounts.as_slice();
@@ -647,6 +648,17 @@ impl World {
             .incoming
             .reputation
             .then(|| crate::analysis::facts(t, v));
+        // For the junk filter: the message's tokens (made once, for the first account that
+        // asks), the To/Cc addresses and each account's recipients.
+        let mut tokens: Option<Vec<String>> = None;
+        let to_cc: Vec<String> = {
+            let header = t.message.header();
+            ["to", "cc"]
+                .iter()
+                .flat_map(|f| rmox_core::message::addresses(&header, f))
+                .map(|a| a.to_lowercase())
+                .collect()
+        };
         for key in keys {
             if out.contains_key(key) {
                 continue;
@@ -658,9 +670,16 @@ impl World {
                 .and_then(|a| a.rejects_mailbox.as_deref());
             // What the user moved to Junk through IMAP counts before the history is read.
             match self.store.maildir_junk_sync(account) {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(account = %account, messages = n, "maildir junk folder: marked as junk")
+                Ok(ids) if ids.is_empty() => {}
+                Ok(ids) => {
+                    tracing::info!(account = %account, messages = ids.len(), "maildir junk folder: marked as junk");
+                    for id in ids {
+                        if let Err(e) =
+                            crate::junk::sync(self.store.as_ref(), &config, id, t.received)
+                        {
+                            tracing::error!(account = %account, error = %e, "junk filter: training a message marked junk");
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::error!(account = %account, error = %e, "reading the maildir junk folder")
@@ -731,12 +750,69 @@ impl World {
                 from: from.as_deref(),
                 subject: subject.as_deref(),
             });
-            let mut d = policy.analyze_with_pass(
+            // The junk filter, when reputation did not decide.
+            let junk_cfg = config
+                .account
+                .get(account)
+                .and_then(|a| a.junk_filter.as_ref());
+            let content = match junk_cfg {
+                Some(jc) if !rep.as_ref().is_some_and(|r| r.conclusive) => {
+                    let params = jc.params();
+                    let tokens = tokens.get_or_insert_with(|| {
+                        let [head, rest] = t.message.parts();
+                        let whole: std::borrow::Cow<'_, [u8]> = if rest.is_empty() {
+                            head.into()
+                        } else {
+                            [head, rest].concat().into()
+                        };
+                        rmox_core::junk::tokenize(&params, &whole)
+                            .into_iter()
+                            .collect::<Vec<_>>()
+                    });
+                    match crate::junk::classify_tokens(
+                        self.store.as_ref(),
+                        account,
+                        &params,
+                        tokens.clone(),
+                    ) {
+                        Ok(c) => Some(rmox_core::incoming::ContentCheck {
+                            probability: c.probability,
+                            significant: c.significant,
+                            threshold: jc.threshold + jitter(),
+                            tls: t.tls.is_some(),
+                            recipient_in_to_cc: rcpts_by_account
+                                .get(account.as_str())
+                                .is_some_and(|r| r.iter().any(|a| to_cc.contains(a))),
+                            words: c.words(true),
+                        }),
+                        Err(e) => {
+                            tracing::error!(cid = t.cid, account = %account, error = %e, "junk filter lookup failed");
+                            let r = reply(
+                                451,
+                                (4, 3, 0),
+                                "error processing, try again later".to_string(),
+                            );
+                            out.insert(
+                                key.clone(),
+                                Decision {
+                                    verdict: Err(r),
+                                    reason: "junk-filter-error",
+                                    text: vec![format!("junk filter lookup failed: {e}")],
+                                },
+                            );
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let mut d = policy.analyze_all(
                 v,
                 rep.as_ref(),
                 key.forwarder.is_some(),
                 known,
                 pass.as_ref(),
+                content.as_ref(),
             );
             let delay = config.incoming.delay_first_time_senders_secs;
             let first_time = rep
@@ -967,7 +1043,14 @@ impl World {
                     .map(|r| r.verified_domain.clone().unwrap_or_default()),
             })
             .collect();
-        let decisions = self.incoming_decisions(t, &keys);
+        let mut rcpts_by_account: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (account, _, rcpt, _) in &targets {
+            rcpts_by_account
+                .entry(account.as_str())
+                .or_default()
+                .push(rcpt.to_lowercase());
+        }
+        let decisions = self.incoming_decisions(t, &keys, &rcpts_by_account);
         let key_of = |rcpt: &str, account: &str| DecisionKey {
             account: account.to_string(),
             forwarder: rules
@@ -1114,10 +1197,24 @@ impl World {
                 }
             }
         };
-        if all.is_ok() {
+        if let Ok(ids) = &all {
             if let Some((to, _)) = &dsn {
                 tracing::info!(cid = t.cid, to = %to, "dsn about failed recipients");
             }
+            let trains: Vec<rmox_storage::MessageId> = targets
+                .iter()
+                .zip(ids)
+                .filter(|((account, mailbox, rcpt, _), _)| {
+                    !accepted_rejects.contains_key(rcpt)
+                        && !mailbox.eq_ignore_ascii_case("Inbox")
+                        && config
+                            .account
+                            .get(account)
+                            .is_some_and(|a| a.junk_filter.is_some())
+                })
+                .map(|(_, id)| *id)
+                .collect();
+            self.train_delivered(&trains, t.received);
             for (account, _, rcpt, _) in &targets {
                 if !accepted_rejects.contains_key(rcpt)
                     && decisions.contains_key(&key_of(rcpt, account))
@@ -1170,6 +1267,30 @@ impl World {
             }
         }
         StoreOutcome::Partial { failed }
+    }
+
+    /// Trains the junk filters with delivered messages whose mailbox says what they are
+    /// (a ruleset's Junk, Archive or list mailbox; not Inbox). Best effort: the message is
+    /// stored either way; a failure is logged and `rmox junk retrain` catches up.
+    fn train_delivered(&self, ids: &[rmox_storage::MessageId], now: UnixTime) {
+        let config = self.config();
+        for id in ids {
+            if let Err(e) = crate::junk::sync(self.store.as_ref(), &config, *id, now) {
+                tracing::error!(id = id.0, error = %e, "junk filter: training a delivered message");
+            }
+        }
+    }
+
+    /// Untrains what the junk filters' `train_max_age_days` leaves out (logged when any).
+    pub fn junk_sweep(&self) {
+        match crate::junk::sweep(self.store.as_ref(), &self.config(), wall_now()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                messages = n,
+                "junk filter: untrained messages past the age limit"
+            ),
+            Err(e) => tracing::error!(error = %e, "junk filter: age limit"),
+        }
     }
 
     fn wake_queue(&self) {
@@ -1500,6 +1621,7 @@ pub async fn flush_counts<R: rmox_driver::Runtime>(
     shutdown: Arc<rmox_driver::Shutdown>,
 ) {
     use futures_lite::FutureExt;
+    let mut last_sweep: Option<std::time::Instant> = None;
     loop {
         let at = std::time::Instant::now() + FLUSH_INTERVAL;
         let stop = async {
@@ -1514,10 +1636,22 @@ pub async fn flush_counts<R: rmox_driver::Runtime>(
             return;
         }
         let w = Arc::clone(&world);
-        rt.unblock(Box::new(move || w.flush_delivery_counts()))
-            .await;
+        let sweep = last_sweep.is_none_or(|l| l.elapsed() >= JUNK_SWEEP_INTERVAL);
+        if sweep {
+            last_sweep = Some(std::time::Instant::now());
+        }
+        rt.unblock(Box::new(move || {
+            w.flush_delivery_counts();
+            if sweep {
+                w.junk_sweep();
+            }
+        }))
+        .await;
     }
 }
+
+/// How often the junk filters' age limit is applied (by the delivery counts writer).
+const JUNK_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
 fn path_string(p: &ForwardPath, hostname: &str) -> String {
     match p {
@@ -1716,6 +1850,16 @@ impl rmox_driver::Answerer for World {
             c.conn.closed(wall_now(), i.ip);
         }
     }
+}
+
+/// The junk threshold's jitter per message: up to 0.05 either way (as mox), so that a
+/// spammer probing the filter cannot find its exact edge.
+fn jitter() -> f64 {
+    let mut b = [0u8; 2];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+        return 0.0;
+    }
+    (f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) - 0.5) / 10.0
 }
 
 /// Whose analysis a recipient gets: its account's, separately for mail a ruleset says came

@@ -107,6 +107,27 @@ impl IncomingPolicy {
         sender_known: bool,
         pass: Option<&PassCheck<'_>>,
     ) -> Decision {
+        self.analyze_all(v, rep, forwarded, sender_known, pass, None)
+    }
+
+    /// [`IncomingPolicy::analyze_with_pass`] with the account's junk filter (`content`):
+    /// when reputation was not conclusive and nothing before refused, the message's junk
+    /// probability is held against the threshold, made stricter (0.25) for a client
+    /// without valid reverse DNS, a connection without TLS, or a message whose To/Cc does
+    /// not name the recipient (not for forwarded mail). Above it the message is refused
+    /// (451, `junk-content` or `junk-content-strict`), unless the filter has too little ham
+    /// to be significant and the reverse DNS is fine. Content judged junk gets no
+    /// subjectpass (a pass is for a listed IP, not for spammy words). Below it, the DNSBL
+    /// rule follows as before.
+    pub fn analyze_all(
+        &self,
+        v: &Verdicts,
+        rep: Option<&reputation::Outcome>,
+        forwarded: bool,
+        sender_known: bool,
+        pass: Option<&PassCheck<'_>>,
+        content: Option<&ContentCheck>,
+    ) -> Decision {
         let mut text = Vec::new();
         if forwarded {
             text.push("forwarded message: dmarc result not used".to_string());
@@ -168,28 +189,61 @@ impl IncomingPolicy {
                 return Decision::accept("subjectpass", text);
             }
         }
+        let weak = rep.is_none_or(|r| r.method.is_weak());
+        let suspicious_iprev = weak && !iprev_pass;
+        let dmarc_pass = v
+            .dmarc
+            .as_ref()
+            .is_some_and(|d| d.status == crate::dmarc::DmarcStatus::Pass);
+        let no_history = rep.is_some_and(|r| r.method == reputation::Method::None);
+        if let Some(c) = content {
+            let (mut threshold, mut strict) = (c.threshold, "");
+            if threshold > STRICT_THRESHOLD {
+                if suspicious_iprev {
+                    strict = " (stricter: no valid reverse dns)";
+                } else if !c.tls {
+                    strict = " (stricter: no tls)";
+                } else if !forwarded && !c.recipient_in_to_cc {
+                    strict = " (stricter: recipient not in to/cc)";
+                }
+                if !strict.is_empty() {
+                    threshold = STRICT_THRESHOLD;
+                }
+            }
+            let accept = c.probability <= threshold || (!c.significant && !suspicious_iprev);
+            text.push(format!(
+                "content: {}{}, spamscore {:.2}, threshold {:.2}{strict}; {}",
+                if c.probability > threshold {
+                    "junk"
+                } else {
+                    "not junk"
+                },
+                if c.significant {
+                    ""
+                } else {
+                    " (not significant)"
+                },
+                c.probability,
+                threshold,
+                c.words,
+            ));
+            if !accept {
+                let reason = if strict.is_empty() {
+                    "junk-content"
+                } else {
+                    "junk-content-strict"
+                };
+                return Decision::refuse(junk_reply(), reason, text);
+            }
+        }
         for (zone, status) in v.dnsbl.iter().flatten() {
             if let DnsblStatus::Fail(reason) = status {
                 text.push(format!("ip listed in {zone}"));
-                let dmarc_pass = v
-                    .dmarc
-                    .as_ref()
-                    .is_some_and(|d| d.status == crate::dmarc::DmarcStatus::Pass);
-                let no_history = rep.is_some_and(|r| r.method == reputation::Method::None);
                 if let (Some(p), Some(from), true, true) =
                     (pass, pass.and_then(|p| p.from), dmarc_pass, no_history)
                 {
                     text.push("refused with a subjectpass for the sender".into());
-                    let r = Reply::new(
-                        550,
-                        Some(Enhanced::new(5, 7, 1)),
-                        format!(
-                            "{}{}",
-                            crate::subjectpass::EXPLANATION,
-                            crate::subjectpass::generate(p.key, from, p.now)
-                        ),
-                    );
-                    return Decision::refuse(r, "give-subjectpass", text);
+                    return Decision::refuse(give_pass(p, from), "give-subjectpass", text);
                 }
                 let r = Reply::new(
                     451,
@@ -206,6 +260,41 @@ impl IncomingPolicy {
         text.push("no bad signals".into());
         Decision::accept("no-bad-signals", text)
     }
+}
+
+/// The junk threshold for suspicious circumstances (mox's): no valid reverse DNS, no TLS,
+/// or the recipient not in To/Cc.
+pub const STRICT_THRESHOLD: f64 = 0.25;
+
+/// What the account's junk filter says about the message ([`IncomingPolicy::analyze_all`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContentCheck {
+    /// The junk probability, 0 to 1 ([`crate::junk::classify`]).
+    pub probability: f64,
+    /// The filter had enough ham trained to count.
+    pub significant: bool,
+    /// The account's threshold, with a little random jitter added by the caller (so that
+    /// a spammer cannot find the exact edge).
+    pub threshold: f64,
+    /// The message came over TLS.
+    pub tls: bool,
+    /// The message's To or Cc names the recipient.
+    pub recipient_in_to_cc: bool,
+    /// The deciding words, for the reason text ([`crate::junk::Classification::words`]).
+    pub words: String,
+}
+
+/// The 550 that hands a sender a subjectpass.
+fn give_pass(p: &PassCheck<'_>, from: &str) -> Reply {
+    Reply::new(
+        550,
+        Some(Enhanced::new(5, 7, 1)),
+        format!(
+            "{}{}",
+            crate::subjectpass::EXPLANATION,
+            crate::subjectpass::generate(p.key, from, p.now)
+        ),
+    )
 }
 
 fn iprev_reply() -> Reply {
@@ -531,6 +620,122 @@ mod analyze_tests {
                 d.text
             );
         }
+    }
+
+    /// The junk filter's place and thresholds (mox's analysis): after conclusive
+    /// reputation, before the DNSBL; stricter for bad iprev, plain text and a recipient not
+    /// in To/Cc; not significant only refuses with bad iprev; subjectpass for moderate junk.
+    #[test]
+    fn content_rules() {
+        let policy = IncomingPolicy::default();
+        let good = rep(Some(false), true, Method::MsgFromFull);
+        let none = rep(None, false, Method::None);
+        let c = |p: f64, significant: bool, tls: bool, in_to: bool| ContentCheck {
+            probability: p,
+            significant,
+            threshold: 0.95,
+            tls,
+            recipient_in_to_cc: in_to,
+            words: "ham words: ; spam words: ".into(),
+        };
+        let pass = SpfStatus::Pass;
+        type Case<'a> = (
+            Verdicts,
+            &'a Outcome,
+            bool,
+            ContentCheck,
+            Option<u16>,
+            &'a str,
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case<'_>> = vec![
+            // Conclusive reputation: the content is not even looked at.
+            (verdicts(false, pass, true, false), &good, false, c(0.99, true, true, true), None, "msgfromfull"),
+            // Above the threshold: 451; at or under: on to the DNSBL.
+            (verdicts(false, pass, true, false), &none, false, c(0.96, true, true, true), Some(451), "junk-content"),
+            (verdicts(false, pass, true, false), &none, false, c(0.95, true, true, true), None, "no-bad-signals"),
+            (verdicts(false, pass, true, true), &none, false, c(0.10, true, true, true), Some(451), "dns-blocklisted"),
+            // Stricter (0.25) without TLS, with bad iprev, with the recipient not in To/Cc.
+            (verdicts(false, pass, true, false), &none, false, c(0.30, true, false, true), Some(451), "junk-content-strict"),
+            (verdicts(false, pass, false, false), &none, false, c(0.30, true, true, true), Some(451), "junk-content-strict"),
+            (verdicts(false, pass, true, false), &none, false, c(0.30, true, true, false), Some(451), "junk-content-strict"),
+            (verdicts(false, pass, true, false), &none, false, c(0.20, true, false, false), None, "no-bad-signals"),
+            // Forwarded mail does not name the recipient: not stricter for that.
+            (verdicts(false, pass, true, false), &none, true, c(0.30, true, true, false), None, "no-bad-signals"),
+            // Not significant: accepted, unless iprev is bad too.
+            (verdicts(false, pass, true, false), &none, false, c(0.99, false, true, true), None, "no-bad-signals"),
+            (verdicts(false, pass, false, false), &none, false, c(0.99, false, true, true), Some(451), "junk-content-strict"),
+        ];
+        for (i, (v, r, fwd, content, code, reason)) in cases.into_iter().enumerate() {
+            let d = policy.analyze_all(&v, Some(r), fwd, true, None, Some(&content));
+            assert_eq!(
+                (d.verdict.as_ref().err().map(|r| r.code), d.reason),
+                (code, reason),
+                "case {i}: {:?}",
+                d.text
+            );
+        }
+        // The reason text shows the score, the threshold and why it was stricter.
+        let d = policy.analyze_all(
+            &verdicts(false, pass, true, false),
+            Some(&none),
+            false,
+            true,
+            None,
+            Some(&c(0.3, true, false, true)),
+        );
+        assert!(
+            d.text.iter().any(|t| t
+                == "content: junk, spamscore 0.30, threshold 0.25 (stricter: no tls); ham words: ; spam words: "),
+            "{:?}",
+            d.text
+        );
+        // A DNSBL-listed sender without history with a DMARC pass whose content is fine
+        // gets a subjectpass; junk content does not.
+        let key = b"0123456789abcdef";
+        let p = PassCheck {
+            key,
+            period_secs: 3600,
+            now: crate::time::UnixTime(1_000_000),
+            from: Some("a@example.org"),
+            subject: Some("hello"),
+        };
+        let mut v = verdicts(false, pass, true, true);
+        v.dmarc = Some(DmarcResult {
+            status: DmarcStatus::Pass,
+            disposition: Policy::None,
+            requested: Policy::None,
+            policy_domain: "example.org".into(),
+            record: None,
+            dkim_aligned: true,
+            spf_aligned: false,
+            testing: false,
+            error: None,
+        });
+        let d = policy.analyze_all(
+            &v,
+            Some(&none),
+            false,
+            true,
+            Some(&p),
+            Some(&c(0.5, true, true, true)),
+        );
+        assert_eq!(
+            (d.verdict.as_ref().err().map(|r| r.code), d.reason),
+            (Some(550), "give-subjectpass")
+        );
+        let d = policy.analyze_all(
+            &v,
+            Some(&none),
+            false,
+            true,
+            Some(&p),
+            Some(&c(0.99, true, true, true)),
+        );
+        assert_eq!(
+            (d.verdict.as_ref().err().map(|r| r.code), d.reason),
+            (Some(451), "junk-content")
+        );
     }
 
     #[test]

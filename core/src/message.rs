@@ -117,6 +117,25 @@ pub fn from_addresses(header: &[u8]) -> Vec<String> {
     out
 }
 
+/// The addresses in the fields named `field` (`from`, `to`, `cc`...; addr-spec only,
+/// display names dropped, groups flattened), as written.
+pub fn addresses(header: &[u8], field: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(parsed) = no_panic(|| mail_parser::MessageParser::new().parse_headers(header)) else {
+        return out;
+    };
+    for v in parsed.header_values(field) {
+        if let mail_parser::HeaderValue::Address(list) = v {
+            for a in list.iter() {
+                if let Some(addr) = a.address() {
+                    out.push(addr.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The Message-ID of a header section (the `msg-id` without angle brackets), read by
 /// mail-parser: comments and folding around it are not part of it. `None` when there is
 /// none (or the header does not parse).

@@ -121,8 +121,39 @@ pub trait MailStore: Send + Sync {
     fn account_subjectpass_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StoreError>;
     /// The accounts whose messages are also written to a maildir.
     fn set_maildirs(&self, maildirs: std::collections::BTreeMap<String, crate::Maildir>);
-    /// Marks as junk what the user moved to the account's maildir Junk folder.
-    fn maildir_junk_sync(&self, account: &str) -> Result<usize, StoreError>;
+    /// Marks as junk what the user moved to the account's maildir Junk folder; the
+    /// messages it marked.
+    fn maildir_junk_sync(&self, account: &str) -> Result<Vec<MessageId>, StoreError>;
+    /// One message's record.
+    fn message(&self, id: MessageId) -> Result<Option<MessageRecord>, StoreError>;
+    /// The junk filter's message totals (ham, spam) and the counts of `tokens`.
+    fn junk_counts(
+        &self,
+        account: &str,
+        tokens: &[String],
+    ) -> Result<(u32, u32, Vec<rmox_core::junk::Counts>), StoreError>;
+    /// Trains a stored message as spam, ham or not at all (see [`Store::junk_set_class`]).
+    fn junk_set_class(
+        &self,
+        id: MessageId,
+        class: Option<bool>,
+        params: &rmox_core::junk::Params,
+    ) -> Result<bool, StoreError>;
+    /// Trains token sets of messages not stored here.
+    fn junk_train_tokens(
+        &self,
+        account: &str,
+        messages: Vec<(bool, std::collections::BTreeSet<String>)>,
+    ) -> Result<(), StoreError>;
+    /// Trained messages received before `before`.
+    fn junk_trained_before(
+        &self,
+        account: &str,
+        before: UnixTime,
+        limit: usize,
+    ) -> Result<Vec<MessageId>, StoreError>;
+    /// Forgets what the account's junk filter learned.
+    fn junk_reset(&self, account: &str) -> Result<(), StoreError>;
     /// Removes a message (its record stays for reputation).
     fn expunge(&self, id: MessageId) -> Result<(), StoreError>;
     /// Expunges a mailbox's messages received before a time, oldest first, at most `max`.
@@ -327,8 +358,44 @@ impl MailStore for Store {
     fn set_maildirs(&self, maildirs: std::collections::BTreeMap<String, crate::Maildir>) {
         Store::set_maildirs(self, maildirs)
     }
-    fn maildir_junk_sync(&self, account: &str) -> Result<usize, StoreError> {
+    fn maildir_junk_sync(&self, account: &str) -> Result<Vec<MessageId>, StoreError> {
         Store::maildir_junk_sync(self, account)
+    }
+    fn message(&self, id: MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        Store::message(self, id)
+    }
+    fn junk_counts(
+        &self,
+        account: &str,
+        tokens: &[String],
+    ) -> Result<(u32, u32, Vec<rmox_core::junk::Counts>), StoreError> {
+        Store::junk_counts(self, account, tokens)
+    }
+    fn junk_set_class(
+        &self,
+        id: MessageId,
+        class: Option<bool>,
+        params: &rmox_core::junk::Params,
+    ) -> Result<bool, StoreError> {
+        Store::junk_set_class(self, id, class, params)
+    }
+    fn junk_train_tokens(
+        &self,
+        account: &str,
+        messages: Vec<(bool, std::collections::BTreeSet<String>)>,
+    ) -> Result<(), StoreError> {
+        Store::junk_train_tokens(self, account, messages)
+    }
+    fn junk_trained_before(
+        &self,
+        account: &str,
+        before: UnixTime,
+        limit: usize,
+    ) -> Result<Vec<MessageId>, StoreError> {
+        Store::junk_trained_before(self, account, before, limit)
+    }
+    fn junk_reset(&self, account: &str) -> Result<(), StoreError> {
+        Store::junk_reset(self, account)
     }
     fn mailbox_expunge_before(
         &self,

@@ -247,10 +247,10 @@ impl Store {
     }
 
     /// Marks as junk the messages of `account` that are in its maildir's Junk folder (moved
-    /// there through IMAP) and not yet junk; returns how many. Nothing without a maildir.
-    pub fn maildir_junk_sync(&self, account: &str) -> Result<usize, StoreError> {
+    /// there through IMAP) and not yet junk; returns those it marked. Nothing without a maildir.
+    pub fn maildir_junk_sync(&self, account: &str) -> Result<Vec<MessageId>, StoreError> {
         let Some(md) = self.maildir(account) else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         // Only files that arrived since the last look (a second of overlap); the first
         // look after a start reads them all.
@@ -279,7 +279,7 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(account.to_string(), started);
-        let mut n = 0;
+        let mut marked = Vec::new();
         for id in ids {
             let Some(rec) = self.message(id)? else {
                 continue;
@@ -291,9 +291,9 @@ impl Store {
             f.junk = true;
             f.notjunk = false;
             self.set_flags(rec.id, f)?;
-            n += 1;
+            marked.push(rec.id);
         }
-        Ok(n)
+        Ok(marked)
     }
 
     /// The data directory.
