@@ -24,7 +24,7 @@
 
 use std::collections::BTreeSet;
 
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::{MimeHeaders, PartType};
 
 /// The longest token kept, in bytes (longer ones are ids and encodings, not words).
 pub const MAX_WORD: usize = 64;
@@ -208,8 +208,14 @@ pub fn tokenize(p: &Params, message: &[u8]) -> BTreeSet<String> {
         p,
         out: BTreeSet::new(),
     };
-    if let Some(m) = MessageParser::default().parse(message) {
-        t.message(&m, 0);
+    if let Some(m) = crate::message::parse_mime(message) {
+        // mail-parser's decoders are not trusted not to panic on a peer's bytes either.
+        let walked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            t.message(&m, 0);
+        }));
+        if walked.is_err() {
+            t.out.clear();
+        }
     }
     if t.out.is_empty() {
         // Nothing mail-parser could make sense of: the bytes as text.

@@ -264,7 +264,7 @@ fn no_panic<T>(parse: impl FnOnce() -> Option<T> + std::panic::UnwindSafe) -> Op
 }
 
 /// The whole-message parse of [`first_part`] and [`check_structure`], panic-free.
-fn parse_mime(msg: &[u8]) -> Option<mail_parser::Message<'_>> {
+pub(crate) fn parse_mime(msg: &[u8]) -> Option<mail_parser::Message<'_>> {
     no_panic(|| mail_parser::MessageParser::default().parse(msg))
 }
 
