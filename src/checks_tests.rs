@@ -987,3 +987,37 @@ fn junk_filter_refuses_spammy_content() {
         "{last}"
     );
 }
+
+/// The rejects mailbox is bounded: at most `incoming.rejects_max_messages` messages and
+/// `incoming.rejects_max_size_mb` megabytes; what does not fit is refused all the same,
+/// only not kept.
+#[test]
+fn rejects_mailbox_limits() {
+    for (limits, kept) in [
+        ("rejects_max_messages = 2", 2),
+        ("rejects_max_size_mb = 0", 0),
+        ("", 3),
+    ] {
+        let base = BASE.replace(
+            "destinations = { \"mjl@mox.example\" = {}, \"other@mox.example\" = {} }",
+            "destinations = { \"mjl@mox.example\" = {}, \"other@mox.example\" = {} }\nrejects_mailbox = \"Rejects\"",
+        );
+        let env = Env::with_text(
+            "rejectslimits",
+            &format!(
+                "{base}\n[[listener]]\nname = \"t\"\nip = \"127.0.0.1\"\nsmtp = {{ port = 25 }}\n{}",
+                incoming(limits)
+            ),
+            zone(true, "reject", true),
+        );
+        for _ in 0..3 {
+            earlier(&env, true, 3600);
+        }
+        for n in 0..3 {
+            let msg = MSG.replace("<t@example.org>", &format!("<t{n}@example.org>"));
+            let r = env.deliver("remote.example", "remote@example.org", &msg);
+            assert!(r.starts_with("451 4.3.0"), "{r}");
+        }
+        assert_eq!(mailbox_count(&env, "Rejects"), kept, "{limits}");
+    }
+}

@@ -764,6 +764,9 @@ pub struct Incoming {
     /// Messages an account's `rejects_mailbox` holds at most; more refused messages are
     /// not kept.
     pub rejects_max_messages: u32,
+    /// Megabytes an account's `rejects_mailbox` holds at most; a refused message that
+    /// would take it over is not kept.
+    pub rejects_max_size_mb: u64,
 }
 
 impl Default for Incoming {
@@ -785,6 +788,7 @@ impl Default for Incoming {
             dnsbl_monitor_ips: Vec::new(),
             rejects_keep_days: 14,
             rejects_max_messages: 1000,
+            rejects_max_size_mb: 100,
         }
     }
 }
@@ -2580,9 +2584,11 @@ reputation = true
 # Refuse (451) a first-time sender (no history, nothing else against it) until it tries
 # again this many seconds later (0: off, the default, as in mox).
 delay_first_time_senders_secs = 0
-# An account's rejects_mailbox keeps refused messages this many days, at most this many.
+# An account's rejects_mailbox keeps refused messages this many days, at most this many
+# messages and this many megabytes (a refused message that does not fit is not kept).
 rejects_keep_days = 14
 rejects_max_messages = 1000
+rejects_max_size_mb = 100
 
 # Outgoing queue (defaults shown).
 [queue]

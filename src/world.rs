@@ -869,7 +869,7 @@ impl World {
 
     /// Keeps refused copies in the rejects mailboxes of the accounts that have one: not
     /// twice (same Message-ID), tidied first (older than `incoming.rejects_keep_days`), not
-    /// when full (`incoming.rejects_max_messages`). Best effort: the sender got the
+    /// when full (`incoming.rejects_max_messages`, `incoming.rejects_max_size_mb`). Best effort: the sender got the
     /// refusal either way.
     fn keep_rejected(&self, t: &Transaction, accounts: &[(String, String)]) {
         let config = self.config();
@@ -911,6 +911,29 @@ impl World {
                 .unwrap_or(u64::MAX);
             if held >= u64::from(config.incoming.rejects_max_messages) {
                 tracing::info!(account = %account, mailbox = %mailbox, "rejects mailbox full, refused message not kept");
+                continue;
+            }
+            // Its size: the messages it holds (at most rejects_max_messages, through the
+            // mailbox index) and this one.
+            let max_bytes = config.incoming.rejects_max_size_mb.saturating_mul(1 << 20);
+            let bytes = self
+                .store
+                .lookup(
+                    account,
+                    rmox_storage::IndexKind::Mailbox,
+                    mailbox,
+                    UnixTime(0),
+                    config.incoming.rejects_max_messages as usize,
+                )
+                .map(|hits| {
+                    hits.iter()
+                        .filter(|h| !h.expunged)
+                        .map(|h| h.size)
+                        .sum::<u64>()
+                })
+                .unwrap_or(u64::MAX);
+            if bytes.saturating_add(t.message.len() as u64) > max_bytes {
+                tracing::info!(account = %account, mailbox = %mailbox, bytes, "rejects mailbox over its size limit, refused message not kept");
                 continue;
             }
             batch.push(Delivery {

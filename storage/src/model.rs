@@ -276,6 +276,8 @@ pub struct IndexHit {
     pub mailbox: String,
     /// Whether it was expunged since.
     pub expunged: bool,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// One earlier message as reputation sees it ([`crate::Store::history`]).

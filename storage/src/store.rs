@@ -912,6 +912,7 @@ impl Store {
                     flags: rec.flags,
                     mailbox: rec.mailbox,
                     expunged: rec.expunged,
+                    size: rec.size,
                 });
             }
         }
