@@ -101,6 +101,7 @@ no_require_starttls = true
 [account.mjl]
 domain = "mox.example"
 destinations = {{ "mjl@mox.example" = {{}} }}
+subjectpass_period_secs = 3600
 
 [postmaster]
 account = "mjl"
@@ -209,11 +210,12 @@ fn serve_scenarios(rt: &str) {
         "550 5.7.27",
     );
     inject_expect(&h, &["--to", to, "--from", "a@bogus.example"], "451 4.4.0");
-    // Listed in bl.example.org (127.10.0.15 = mx-notls.example.org): 451 4.7.1.
+    // Listed in bl.example.org (127.10.0.15 = mx-notls.example.org), DMARC passing (DKIM),
+    // no history: mox's TestBlocklistedSubjectpass, a 550 5.7.1 with a pass for the
+    // Subject (the account has subjectpass on).
     let s_dnsbl = sub("dnsbl");
-    inject_expect(
-        &h,
-        &[
+    let listed = |subject: &str| -> Vec<String> {
+        [
             "--to",
             to,
             "--source-ip",
@@ -223,10 +225,29 @@ fn serve_scenarios(rt: &str) {
             "--dkim",
             "example.org:harness",
             "--subject",
-            &s_dnsbl,
-        ],
-        "451 4.7.1",
+            subject,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let a = listed(&s_dnsbl);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (_, out) = h.inject(&a);
+    let refusal = last_line(&out).to_string();
+    assert!(
+        refusal.starts_with("550 5.7.1 your message resembles spam"),
+        "{out}"
     );
+    let pass = refusal
+        .split_whitespace()
+        .find(|w| w.starts_with("rmoxpass-"))
+        .unwrap_or_else(|| panic!("no pass in {refusal:?}"))
+        .to_string();
+    // A wrong pass does not help: the listing's 550 again.
+    let a = listed(&format!("{s_dnsbl} rmoxpass-AAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    inject_expect(&h, &a, "550 5.7.1");
     // No PTR for 127.20.0.1, example.org not yet known, SPF fails (DKIM keeps DMARC
     // passing): the analysis refuses an unknown sender whose SPF fails, 451 4.3.0 without
     // details (mox's order; the iprev rule comes after it).
@@ -245,6 +266,10 @@ fn serve_scenarios(rt: &str) {
         ],
         "451 4.3.0",
     );
+    // The sender puts the pass in the Subject: accepted from the listed IP.
+    let a = listed(&format!("{s_dnsbl} {pass}"));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    inject_expect(&h, &a, "250");
     // With PTR (127.10.0.11 = mx1.example.org), SPF pass, DKIM: accepted over STARTTLS
     // verified against the harness CA and name.
     let s_ok = sub("ok");
@@ -487,9 +512,18 @@ fn serve_scenarios(rt: &str) {
             .find(|m| m.contains(&format!("Subject: {s}")))
             .cloned()
     };
+    assert!(find(&s_noptr).is_none(), "{mbox}");
+    // Of the listed sender's three tries only the one with the pass was stored.
+    let passed: Vec<&String> = msgs
+        .iter()
+        .filter(|m| m.contains(&format!("Subject: {s_dnsbl}")))
+        .collect();
+    assert_eq!(passed.len(), 1, "{mbox}");
     assert!(
-        find(&s_dnsbl).is_none() && find(&s_noptr).is_none(),
-        "{mbox}"
+        passed[0].contains(&format!("Subject: {s_dnsbl} {pass}"))
+            && passed[0].contains("X-Rmox-Reason: subjectpass;"),
+        "{}",
+        passed[0]
     );
     let ok = find(&s_ok).unwrap_or_else(|| panic!("{s_ok} not stored:\n{mbox}"));
     let ar: String = ok.split("\n\n").next().unwrap_or("").to_string();
