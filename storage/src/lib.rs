@@ -133,6 +133,7 @@
 
 mod backend;
 mod backup;
+mod bloom;
 mod counts;
 mod error;
 mod files;

@@ -459,6 +459,7 @@ impl Store {
             }
             return Err(e);
         }
+        let bloom = self.bloom.clone();
         let (freed, done, unused) = self.write(new_files, dirs, move |txn| {
             let mut freed = Vec::new();
             let mut done = Recorded::default();
@@ -508,7 +509,11 @@ impl Store {
                 let outcome = match write {
                     PlannedWrite::Deliver(rec) => {
                         // deliver_txn checks the account and its quota before it writes.
-                        match crate::store::deliver_txn(txn, std::slice::from_ref(&rec)) {
+                        match crate::store::deliver_txn(
+                            txn,
+                            std::slice::from_ref(&rec),
+                            bloom.as_deref(),
+                        ) {
                             Ok(_) => NoticeOutcome::Delivered(rec.id),
                             Err(
                                 e @ (StoreError::NoAccount(_) | StoreError::QuotaExceeded { .. }),

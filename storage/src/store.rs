@@ -57,6 +57,8 @@ pub struct Store {
     pub(crate) maildirs: std::sync::RwLock<BTreeMap<String, crate::Maildir>>,
     /// Per account, when its maildir Junk folder was last read (seconds).
     pub(crate) junk_synced: Mutex<BTreeMap<String, i64>>,
+    /// The message index's keys ([`crate::bloom`]); `None` for a read-only store.
+    pub(crate) bloom: Option<Arc<crate::bloom::IndexBloom>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -174,6 +176,7 @@ impl Store {
             counters.next_queue.store(q, Ordering::SeqCst);
         }
         txn.commit()?;
+        let bloom = Arc::new(index_bloom(&db)?);
         let c = Arc::clone(&counters);
         let syncfs_root = (!per_file && (!probe_syncfs || files::syncfs_works(data_dir)))
             .then(|| data_dir.to_path_buf());
@@ -195,6 +198,7 @@ impl Store {
             deletes: Mutex::new(Deletes::default()),
             maildirs: Default::default(),
             junk_synced: Default::default(),
+            bloom: Some(bloom),
         })
     }
 
@@ -228,6 +232,7 @@ impl Store {
             deletes: Mutex::new(Deletes::default()),
             maildirs: Default::default(),
             junk_synced: Default::default(),
+            bloom: None,
         })
     }
 
@@ -722,8 +727,9 @@ impl Store {
                 return Err(e);
             }
         };
+        let bloom = self.bloom.clone();
         self.write(new_files, dirs, move |txn| {
-            let ids = deliver_txn(txn, &recs)?;
+            let ids = deliver_txn(txn, &recs, bloom.as_deref())?;
             if let Some((msg_id, size, first, rcpts)) = queue {
                 crate::queue::queue_add_txn(txn, msg_id, size, first, rcpts)?;
             }
@@ -890,6 +896,9 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<IndexHit>, StoreError> {
         let v = normalize(kind, value);
+        if !may_have(self, account, kind, &v) {
+            return Ok(Vec::new());
+        }
         let rtx = self.read()?;
         let idx = rtx.open_table(MSG_INDEX)?;
         let msgs = rtx.open_table(MESSAGES)?;
@@ -937,6 +946,9 @@ impl Store {
         skip_mailbox: Option<&str>,
     ) -> Result<Vec<HistoryHit>, StoreError> {
         let v = normalize(kind, value);
+        if !may_have(self, account, kind, &v) {
+            return Ok(Vec::new());
+        }
         let rtx = self.read()?;
         let idx = rtx.open_table(MSG_INDEX)?;
         let msgs = rtx.open_table(MESSAGES)?;
@@ -984,6 +996,9 @@ impl Store {
         since: UnixTime,
     ) -> Result<u64, StoreError> {
         let v = normalize(kind, value);
+        if !may_have(self, account, kind, &v) {
+            return Ok(0);
+        }
         let rtx = self.read()?;
         let idx = rtx.open_table(MSG_INDEX)?;
         let mut n = 0;
@@ -1070,6 +1085,29 @@ pub fn ip_networks(ip: IpAddr) -> Vec<String> {
     }
 }
 
+/// The Bloom filter of the message index's keys, from the index.
+fn index_bloom(db: &Database) -> Result<crate::bloom::IndexBloom, StoreError> {
+    let rtx = db.begin_read()?;
+    let idx = rtx.open_table(MSG_INDEX)?;
+    let n = idx.len()? as usize;
+    let b = crate::bloom::IndexBloom::with_capacity(n);
+    for r in idx.iter()? {
+        let (k, _) = r?;
+        let (account, kind, value, _, _) = k.value();
+        b.insert(account, kind, value);
+    }
+    Ok(b)
+}
+
+/// Whether `store`'s index may hold (`account`, `kind`, `value`): `false` only when no
+/// message was ever indexed under it.
+fn may_have(store: &Store, account: &str, kind: IndexKind, value: &str) -> bool {
+    store
+        .bloom
+        .as_ref()
+        .is_none_or(|b| b.may_contain(account, kind.code(), value))
+}
+
 /// The (kind, value) index entries of a message record.
 fn index_entries(r: &MessageRecord) -> Vec<(u8, String)> {
     let mut v: Vec<(u8, String)> = Vec::new();
@@ -1116,6 +1154,7 @@ fn index_entries(r: &MessageRecord) -> Vec<(u8, String)> {
 pub(crate) fn deliver_txn(
     txn: &WriteTransaction,
     recs: &[MessageRecord],
+    bloom: Option<&crate::bloom::IndexBloom>,
 ) -> Result<Vec<MessageId>, StoreError> {
     let mut per_account: BTreeMap<&str, u64> = BTreeMap::new();
     for r in recs {
@@ -1153,6 +1192,9 @@ pub(crate) fn deliver_txn(
         am.insert((r.account.as_str(), r.id.0), ())?;
         mb.insert((r.account.as_str(), r.mailbox.as_str()), ())?;
         for (k, v) in index_entries(r) {
+            if let Some(b) = bloom {
+                b.insert(&r.account, k, &v);
+            }
             idx.insert(
                 (r.account.as_str(), k, v.as_str(), r.received.0, r.id.0),
                 (),

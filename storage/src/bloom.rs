@@ -1,0 +1,91 @@
+//! A Bloom filter over the keys of the message index (account, kind, value), kept in
+//! memory: a history question about a key that no message was ever indexed under (a
+//! first-time sender's address, domain, network...) is answered "none" without reading
+//! the index, so its cost does not grow with the account's history. Built from the index
+//! when the store opens; every index entry a delivery writes is added before its commit
+//! (so a reader that sees the commit also sees the key). Entries are never removed (an
+//! expunged message's mailbox entry stays a harmless false positive). False positives only
+//! cost the index read the filter would have saved; there are no false negatives.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bits at least (1 MiB), and per key at the size chosen when the store opens.
+const MIN_BITS: usize = 1 << 23;
+const BITS_PER_KEY: usize = 16;
+/// At most 128 MiB of filter.
+const MAX_BITS: usize = 1 << 30;
+/// Bit positions per key.
+const K: u64 = 3;
+
+/// The filter.
+pub(crate) struct IndexBloom {
+    words: Vec<AtomicU64>,
+    mask: u64,
+}
+
+impl IndexBloom {
+    /// A filter for about `keys` keys (and room to grow).
+    pub(crate) fn with_capacity(keys: usize) -> IndexBloom {
+        let bits = keys
+            .saturating_mul(BITS_PER_KEY)
+            .saturating_mul(2)
+            .next_power_of_two()
+            .clamp(MIN_BITS, MAX_BITS);
+        IndexBloom {
+            words: (0..bits / 64).map(|_| AtomicU64::new(0)).collect(),
+            mask: bits as u64 - 1,
+        }
+    }
+
+    fn positions(&self, account: &str, kind: u8, value: &str) -> [u64; K as usize] {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (account, kind, value).hash(&mut h);
+        let a = h.finish();
+        let mut h2 = std::collections::hash_map::DefaultHasher::new();
+        (value, kind, account, 0x5eed_u32).hash(&mut h2);
+        let b = h2.finish() | 1;
+        let mut out = [0u64; K as usize];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = a.wrapping_add((i as u64).wrapping_mul(b)) & self.mask;
+        }
+        out
+    }
+
+    /// Adds a key.
+    pub(crate) fn insert(&self, account: &str, kind: u8, value: &str) {
+        for p in self.positions(account, kind, value) {
+            self.words[(p / 64) as usize].fetch_or(1 << (p % 64), Ordering::Release);
+        }
+    }
+
+    /// Whether the key may have been added (`false`: it never was).
+    pub(crate) fn may_contain(&self, account: &str, kind: u8, value: &str) -> bool {
+        self.positions(account, kind, value)
+            .iter()
+            .all(|p| self.words[(p / 64) as usize].load(Ordering::Acquire) & (1 << (p % 64)) != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_false_negatives_few_false_positives() {
+        let b = IndexBloom::with_capacity(10_000);
+        for i in 0..10_000 {
+            b.insert("a", 3, &format!("v{i}"));
+        }
+        for i in 0..10_000 {
+            assert!(b.may_contain("a", 3, &format!("v{i}")));
+        }
+        let fp = (0..10_000)
+            .filter(|i| {
+                b.may_contain("a", 3, &format!("w{i}")) || b.may_contain("b", 3, &format!("v{i}"))
+            })
+            .count();
+        assert!(fp < 100, "{fp} false positives in 20000");
+        assert!(!b.may_contain("a", 4, "v1") || !b.may_contain("a", 4, "v2"));
+    }
+}
