@@ -168,6 +168,7 @@ impl Store {
             MTASTS,
             JUNK_WORDS,
             JUNK_TRAINED,
+            MSG_FACTS,
         );
         wtx.commit()?;
         drop(db);

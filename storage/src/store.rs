@@ -160,6 +160,7 @@ impl Store {
         }
         let txn = db.begin_write()?;
         migrate(&txn)?;
+        fill_facts(&txn)?;
         let counters = Arc::new(Counters::default());
         {
             let meta = txn.open_table(META)?;
@@ -452,8 +453,10 @@ impl Store {
             txn.open_table(ACCOUNT_MESSAGES)?
                 .retain_in((n, 0u64)..=(n, u64::MAX), |_, _| false)?;
             let mut msgs = txn.open_table(MESSAGES)?;
+            let mut facts = txn.open_table(MSG_FACTS)?;
             let mut paths = Vec::new();
             for id in ids {
+                facts.remove(id)?;
                 if let Some(g) = msgs.remove(id)? {
                     let r: MessageRecord = dec("messages", g.value())?;
                     if !r.expunged {
@@ -796,6 +799,7 @@ impl Store {
             };
             r.flags = flags;
             t.insert(id.0, enc(&r)?.as_slice())?;
+            put_facts(&mut txn.open_table(MSG_FACTS)?, &r)?;
             Ok(())
         })
     }
@@ -951,7 +955,7 @@ impl Store {
         }
         let rtx = self.read()?;
         let idx = rtx.open_table(MSG_INDEX)?;
-        let msgs = rtx.open_table(MESSAGES)?;
+        let facts = rtx.open_table(MSG_FACTS)?;
         let mut hits = Vec::new();
         let range = idx.range(
             (account, kind.code(), v.as_str(), since.0, 0u64)
@@ -962,25 +966,20 @@ impl Store {
                 break;
             }
             let (k, _) = r?;
-            let Some(g) = msgs.get(k.value().4)? else {
+            let Some(g) = facts.get(k.value().4)? else {
                 continue;
             };
-            let rec: MessageRecord = dec("messages", g.value())?;
-            if skip_mailbox.is_some_and(|m| m == rec.mailbox) {
+            let (bits, mailbox, localpart) = g.value();
+            if skip_mailbox.is_some_and(|m| m == mailbox) {
                 continue;
             }
-            let validated = rec.info.from_validation == Validation::Dmarc;
+            let validated = bits & 2 != 0;
             if from_validated.is_some_and(|want| want != validated) {
                 continue;
             }
             hits.push(HistoryHit {
-                junk: rec.flags.junk,
-                from_localpart: rec
-                    .info
-                    .from_address
-                    .as_deref()
-                    .and_then(|a| a.rsplit_once('@'))
-                    .map(|(l, _)| l.to_ascii_lowercase()),
+                junk: bits & 1 != 0,
+                from_localpart: (!localpart.is_empty()).then(|| localpart.to_string()),
             });
         }
         Ok(hits)
@@ -1085,6 +1084,45 @@ pub fn ip_networks(ip: IpAddr) -> Vec<String> {
     }
 }
 
+/// Writes the reputation facts of a message record ([`MSG_FACTS`]).
+fn put_facts(
+    t: &mut redb::Table<'_, u64, (u8, &'static str, &'static str)>,
+    r: &MessageRecord,
+) -> Result<(), StoreError> {
+    let bits =
+        u8::from(r.flags.junk) | (u8::from(r.info.from_validation == Validation::Dmarc) << 1);
+    let lp = from_localpart(r).unwrap_or_default();
+    t.insert(r.id.0, (bits, r.mailbox.as_str(), lp.as_str()))?;
+    Ok(())
+}
+
+/// The From local part of a message record, lowercase.
+fn from_localpart(r: &MessageRecord) -> Option<String> {
+    r.info
+        .from_address
+        .as_deref()
+        .and_then(|a| a.rsplit_once('@'))
+        .map(|(l, _)| l.to_ascii_lowercase())
+}
+
+/// Fills [`MSG_FACTS`] from the message records when it holds fewer entries than there are
+/// messages (a database from before the table); how many were written.
+pub(crate) fn fill_facts(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let msgs = txn.open_table(MESSAGES)?;
+    let mut facts = txn.open_table(MSG_FACTS)?;
+    if facts.len()? >= msgs.len()? {
+        return Ok(0);
+    }
+    let mut n = 0;
+    for row in msgs.iter()? {
+        let (_, v) = row?;
+        let r: MessageRecord = dec("messages", v.value())?;
+        put_facts(&mut facts, &r)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// The Bloom filter of the message index's keys, from the index.
 fn index_bloom(db: &Database) -> Result<crate::bloom::IndexBloom, StoreError> {
     let rtx = db.begin_read()?;
@@ -1187,8 +1225,10 @@ pub(crate) fn deliver_txn(
     let mut am = txn.open_table(ACCOUNT_MESSAGES)?;
     let mut mb = txn.open_table(MAILBOXES)?;
     let mut idx = txn.open_table(MSG_INDEX)?;
+    let mut facts = txn.open_table(MSG_FACTS)?;
     for r in recs {
         msgs.insert(r.id.0, enc(r)?.as_slice())?;
+        put_facts(&mut facts, r)?;
         am.insert((r.account.as_str(), r.id.0), ())?;
         mb.insert((r.account.as_str(), r.mailbox.as_str()), ())?;
         for (k, v) in index_entries(r) {
@@ -1800,5 +1840,88 @@ mod tests {
         let before = s.counters.next_msg.load(Ordering::SeqCst);
         assert!(s.deliver(delivery("nobody", "Inbox", b"m", 1)).is_err());
         assert!(!files::path(s.data_dir(), Area::Msg, before).exists());
+    }
+}
+
+#[cfg(test)]
+mod facts_tests {
+    use super::*;
+    use crate::model::{Delivery, Flags, MessageInfo};
+
+    /// History reads the small facts table; a database without it (from before the table)
+    /// gets it filled when it opens, and a flag change reaches it.
+    #[test]
+    fn facts_filled_at_open_and_follow_flags() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.account_add("a", "example.org").unwrap();
+        let info = MessageInfo {
+            from_address: Some("Bob@example.org".into()),
+            from_domain: Some("example.org".into()),
+            from_validation: Validation::Dmarc,
+            ..MessageInfo::default()
+        };
+        let id = s
+            .deliver(Delivery {
+                account: "a".into(),
+                mailbox: "Inbox".into(),
+                head: b"",
+                message: b"Subject: x\r\n\r\nx\r\n",
+                flags: Flags::default(),
+                received: UnixTime(100),
+                info,
+            })
+            .unwrap();
+        let ask = |s: &Store| {
+            s.history(
+                "a",
+                IndexKind::FromDomain,
+                "example.org",
+                UnixTime(0),
+                10,
+                Some(true),
+                None,
+            )
+            .unwrap()
+        };
+        let h = ask(&s);
+        assert_eq!(h.len(), 1);
+        assert_eq!(
+            (h[0].junk, h[0].from_localpart.as_deref()),
+            (false, Some("bob"))
+        );
+        s.set_flags(
+            id,
+            Flags {
+                junk: true,
+                ..Flags::default()
+            },
+        )
+        .unwrap();
+        assert!(ask(&s)[0].junk);
+        assert!(s
+            .history(
+                "a",
+                IndexKind::FromDomain,
+                "example.org",
+                UnixTime(0),
+                10,
+                None,
+                Some("Inbox")
+            )
+            .unwrap()
+            .is_empty());
+        // An older database: the table emptied, then opened again.
+        s.write(vec![], vec![], |txn| {
+            txn.open_table(MSG_FACTS)?.retain(|_, _| false)?;
+            Ok(())
+        })
+        .unwrap();
+        assert!(ask(&s).is_empty());
+        drop(s);
+        let s = Store::open(d.path()).unwrap();
+        let h = ask(&s);
+        assert_eq!(h.len(), 1);
+        assert!(h[0].junk);
     }
 }

@@ -60,6 +60,11 @@ pub(crate) const DELIVERY_COUNTS: TableDefinition<(i64, &str), (u64, u64)> =
 /// delay of first-time senders).
 pub(crate) const FIRST_SEEN: TableDefinition<(&str, &str), i64> =
     TableDefinition::new("first_seen");
+/// `msg_facts`: message id -> what reputation reads of it (bits: 1 junk, 2 From validated
+/// by DMARC; its mailbox; its From local part, lowercase, "" when none): a small record,
+/// so that a sender's history is read without decoding whole message records.
+pub(crate) const MSG_FACTS: TableDefinition<u64, (u8, &str, &str)> =
+    TableDefinition::new("msg_facts");
 /// `junk_words`: (account, token) -> (ham, spam) message counts of the account's junk
 /// filter; the empty token holds the numbers of trained ham and spam messages.
 pub(crate) const JUNK_WORDS: TableDefinition<(&str, &str), (u32, u32)> =
@@ -115,6 +120,7 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(DELIVERY_COUNTS)?;
     txn.open_table(JUNK_WORDS)?;
     txn.open_table(JUNK_TRAINED)?;
+    txn.open_table(MSG_FACTS)?;
     Ok(())
 }
 
