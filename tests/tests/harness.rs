@@ -270,6 +270,53 @@ fn serve_scenarios(rt: &str) {
     let a = listed(&format!("{s_dnsbl} {pass}"));
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     inject_expect(&h, &a, "250");
+    // mox's TestDMARCSent: the account writes to bob@example.org (a submission: what it
+    // sent is recorded at once); his first message, still without PTR and failing SPF, is
+    // accepted because the account wrote to him (msgtofull), before what the domain's
+    // other senders did counts.
+    let s_sent = sub("dmarcsent");
+    let (code, out) = py_send(
+        &[
+            "--host",
+            &ip.to_string(),
+            "--port",
+            "587",
+            "--mode",
+            "starttls",
+            "--auth",
+            "PLAIN",
+            "--user",
+            "mjl@mox.example",
+            "--password",
+            "testtest",
+            "--mail-from",
+            "mjl@mox.example",
+            "--subject",
+            &format!("to bob {s_sent}"),
+            "--to",
+            "bob@example.org",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>(),
+    );
+    assert_eq!(code, 0, "submission to bob: {out}");
+    inject_expect(
+        &h,
+        &[
+            "--to",
+            to,
+            "--source-ip",
+            "127.20.0.1",
+            "--from",
+            "bob@example.org",
+            "--dkim",
+            "example.org:harness",
+            "--subject",
+            &s_sent,
+        ],
+        "250",
+    );
     // With PTR (127.10.0.11 = mx1.example.org), SPF pass, DKIM: accepted over STARTTLS
     // verified against the harness CA and name.
     let s_ok = sub("ok");
@@ -513,6 +560,8 @@ fn serve_scenarios(rt: &str) {
             .cloned()
     };
     assert!(find(&s_noptr).is_none(), "{mbox}");
+    let sent = find(&s_sent).unwrap_or_else(|| panic!("{s_sent} not stored:\n{mbox}"));
+    assert!(sent.contains("X-Rmox-Reason: msgtofull;"), "{sent}");
     // Of the listed sender's three tries only the one with the pass was stored.
     let passed: Vec<&String> = msgs
         .iter()
