@@ -28,6 +28,10 @@ use crate::queue::cli::Op;
 use crate::queue::Wakeup;
 use crate::Fail;
 
+/// How long a command waits for a server that holds the database but whose admin socket
+/// does not answer yet (starting) or any more (stopping).
+const LOCKED_WAIT: Duration = Duration::from_secs(15);
+
 /// The version of the admin protocol.
 pub const VERSION: u32 = 1;
 
@@ -669,14 +673,35 @@ fn exchange(s: &mut UnixStream, request: &Request) -> Result<Answer, Fail> {
 /// answers, else on the data directory itself; prints the answer (JSON with `json`).
 pub fn run(config: &Path, request: Request, json: bool) -> Result<(), Fail> {
     let c = Arc::new(Config::load(config)?);
-    let answer = match self::request(&c.data_dir(), &request) {
-        Some(r) => r?,
-        None => {
-            let data = c.data_dir();
-            let store = Store::open_with_cache(&data, c.storage_cache_bytes())
-                .map_err(|e| Fail(format!("opening data directory {}: {e}", data.display())))?;
-            store.set_maildirs(c.maildirs()?);
-            execute(&c, &Arc::new(store), request, None)?
+    let data = c.data_dir();
+    // A server that is starting holds the database before its admin socket answers (and
+    // one that is stopping after): wait for it a little instead of failing.
+    let deadline = std::time::Instant::now() + LOCKED_WAIT;
+    let answer = loop {
+        if let Some(r) = self::request(&data, &request) {
+            break r?;
+        }
+        match Store::open_with_cache(&data, c.storage_cache_bytes()) {
+            Ok(store) => {
+                store.set_maildirs(c.maildirs()?);
+                break execute(&c, &Arc::new(store), request, None)?;
+            }
+            Err(e) if e.is_locked() && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) if e.is_locked() => {
+                return Err(Fail(format!(
+                    "opening data directory {}: {e}; another process holds it and its admin socket did not answer within {} s (a server starting or stopping?)",
+                    data.display(),
+                    LOCKED_WAIT.as_secs()
+                )))
+            }
+            Err(e) => {
+                return Err(Fail(format!(
+                    "opening data directory {}: {e}",
+                    data.display()
+                )))
+            }
         }
     };
     answer.print(json);

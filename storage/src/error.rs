@@ -79,6 +79,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the database is held by another process (a running server, or one
+    /// starting or stopping).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, StoreError::Database(e) if matches!(e.as_ref(), redb::Error::DatabaseAlreadyOpen))
+    }
+
     /// True when the failure is the disk being full (the server answers 452, not 451).
     pub fn is_disk_full(&self) -> bool {
         match self {
