@@ -150,6 +150,25 @@ pub struct Listener {
     /// Plain HTTP answering ACME `http-01` challenges at
     /// `/.well-known/acme-challenge/TOKEN` (port 80); everything else is 404.
     pub http: Option<PortConfig>,
+    /// The webapi (mox's `/webapi/v0/` methods) for applications, with HTTP basic
+    /// authentication by account credentials.
+    #[serde(default)]
+    pub webapi: Option<WebapiPort>,
+}
+
+/// `webapi = { port = 1080 }` of a listener.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebapiPort {
+    /// TCP port.
+    pub port: u16,
+    /// Whether to listen on it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Implicit TLS with the listener's certificate (default). `false` (plain HTTP, where
+    /// passwords travel readable) only on a loopback address.
+    #[serde(default = "yes")]
+    pub tls: bool,
 }
 
 impl Listener {
@@ -1548,9 +1567,31 @@ impl Config {
                 "the http port only answers ACME http-01 challenges: set acme with challenge = \"http-01\" on this listener",
             ));
         }
+        for (i, l) in self.listener.iter().enumerate() {
+            let Some(w) = l.webapi.as_ref().filter(|w| w.enabled) else {
+                continue;
+            };
+            if w.tls && !l.has_tls() {
+                return Err(self.err(
+                    format!("listener[{i}].webapi"),
+                    "the webapi takes passwords: set tls (or acme) on this listener, or tls = false on a loopback address",
+                ));
+            }
+            // localserve is a development server: plain HTTP wherever it listens, as mox's.
+            if !w.tls && !l.ip.is_loopback() && !self.localserve {
+                return Err(self.err(
+                    format!("listener[{i}].webapi.tls"),
+                    format!("plain HTTP sends passwords readable: tls = false only on a loopback address, not {}", l.ip),
+                ));
+            }
+        }
         // Every enabled port once per address: two services on one port would share it.
         let mut bound: BTreeMap<(IpAddr, u16), String> = Default::default();
         for (i, l) in self.listener.iter().enumerate() {
+            let webapi = l.webapi.as_ref().map(|w| PortConfig {
+                port: w.port,
+                enabled: w.enabled,
+            });
             for (kind, p) in [
                 ("smtp", &l.smtp),
                 ("submission", &l.submission),
@@ -1558,6 +1599,7 @@ impl Config {
                 ("mta_sts", &l.mta_sts),
                 ("metrics", &l.metrics),
                 ("http", &l.http),
+                ("webapi", &webapi),
             ] {
                 let Some(p) = p.as_ref().filter(|p| p.enabled) else {
                     continue;
@@ -2455,6 +2497,12 @@ metrics = { port = 9100, enabled = false }
 # Plain HTTP answering ACME http-01 challenges (and 404 to everything else); only with
 # acme and challenge = "http-01".
 # http = { port = 80, enabled = true }
+# The webapi for applications (mox's /webapi/v0/ methods: Send, SuppressionList, MessageGet,
+# ...), HTTP basic authentication with an account's address and password, over TLS with this
+# listener's certificate; tls = false (plain HTTP) only on a loopback address (or with
+# localserve). Described in
+# docs/webapi.openapi.json.
+# webapi = { port = 1443, enabled = true, tls = true }
 
 # Each domain we accept mail for.
 [domain."example.org"]

@@ -41,6 +41,7 @@ mod testutil;
 pub mod tlsrpt;
 pub mod tools;
 pub mod web;
+pub mod webapi;
 pub mod world;
 
 /// Which runtime drives the machines.

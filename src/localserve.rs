@@ -32,6 +32,10 @@ ip = "{ip}"
 smtp = {{ port = 1025 }}
 submission = {{ port = 1587 }}
 submissions = {{ port = 1465 }}
+# The webapi (mox's /webapi/v0/ methods, e.g. Send) as mox localserve serves it: plain HTTP
+# on port 1080 of this loopback address, HTTP basic auth with the account's address and
+# password.
+webapi = {{ port = 1080, tls = false }}
 tls = {{ cert_file = "tls/cert.pem", key_file = "tls/key.pem" }}
 # As mox localserve: submission on 1587 does not require STARTTLS (AUTH and MAIL in plain
 # text are fine on loopback); STARTTLS is offered.
@@ -95,7 +99,8 @@ pub fn run(dir: &Path, ip_arg: Option<IpAddr>, runtime: RuntimeChoice) -> Result
         .first()
         .map_or(IpAddr::from([127, 0, 0, 1]), |l| l.ip);
     let banner = format!(
-        "rmox localserve: SMTP {ip}:1025, submission {ip}:1587 (STARTTLS), submissions {ip}:1465 (TLS)\n\
+        "rmox localserve: SMTP {ip}:1025, submission {ip}:1587 (STARTTLS), submissions {ip}:1465 (TLS),\n\
+         webapi http://{ip}:1080/webapi/v0/\n\
          account {ADDRESS}, password {PASSWORD}; data in {}",
         c.data_dir().display()
     );

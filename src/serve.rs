@@ -269,12 +269,17 @@ pub fn check(c: &Config) -> Result<(), Fail> {
 
 /// Binds every enabled port of every listener.
 pub fn bind_all(c: &Config) -> Result<Vec<Bound>, Fail> {
-    bind_with(c, &crate::acme::Acme::setup(c)?)
+    bind_with(c, &crate::acme::Acme::setup(c)?, &Arc::default())
 }
 
 /// Binds every enabled port of every listener; the certificates of ACME listeners come
 /// from `acme`'s resolvers, its `http-01` answers from the `http` ports.
-pub fn bind_with(c: &Config, acme: &crate::acme::Acme) -> Result<Vec<Bound>, Fail> {
+/// The webapi ports answer through `webapi` (given its server once that exists).
+pub fn bind_with(
+    c: &Config,
+    acme: &crate::acme::Acme,
+    webapi: &Arc<crate::webapi::Late>,
+) -> Result<Vec<Bound>, Fail> {
     let tls = listener_tls(c)?;
     let mut out = Vec::new();
     let seed = os_seed();
@@ -338,6 +343,23 @@ pub fn bind_with(c: &Config, acme: &crate::acme::Acme) -> Result<Vec<Bound>, Fai
                 service: Service::Http {
                     config: Arc::new(http_config(c, None)),
                     answerer: Arc::clone(&web),
+                },
+            });
+        }
+        if let Some(w) = l.webapi.as_ref().filter(|w| w.enabled) {
+            let addr = SocketAddr::new(l.ip, w.port);
+            let listener = bind(addr)?;
+            let tls = if w.tls { https_tls.clone() } else { None };
+            tracing::info!(listener = %l.name, %addr, tls = w.tls, "listening (webapi)");
+            out.push(Bound {
+                listener,
+                service: Service::Http {
+                    config: Arc::new({
+                        let mut hc = http_config(c, tls);
+                        hc.json_errors = true;
+                        hc
+                    }),
+                    answerer: Arc::clone(webapi) as Arc<dyn rmox_driver::http::HttpAnswerer>,
                 },
             });
         }
@@ -407,7 +429,8 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let on_hup: Arc<std::sync::OnceLock<Reload>> = Arc::new(std::sync::OnceLock::new());
     install_signals(Arc::clone(&shutdown), Arc::clone(&on_hup))?;
     let acme = crate::acme::Acme::setup(&c)?;
-    let mut bound = bind_with(&c, &acme)?;
+    let webapi = Arc::new(crate::webapi::Late::default());
+    let mut bound = bind_with(&c, &acme, &webapi)?;
     bound.extend(bind_metrics(&c, &store)?);
     for (domain, p) in crate::web::Web::new(&c)?.policies() {
         tracing::info!(
@@ -482,6 +505,10 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         )?
         .with_queue_wakeup(Arc::clone(&wakeup)),
     );
+    webapi.set(crate::webapi::Webapi::new(
+        Arc::clone(&world),
+        Arc::clone(&store),
+    ));
     let answerer: Arc<dyn rmox_driver::Answerer> = Arc::clone(&world) as _;
     // Reloads go through a weak handle: neither the admin thread nor the signal thread
     // keeps the world (and its store) alive past the shutdown.

@@ -1351,6 +1351,15 @@ impl World {
 
     /// Submission: check send limits, then queue per recipient.
     fn submit(&self, account: &str, t: &Transaction) -> Result<(), Reply> {
+        self.submit_queued(account, t).map(|_| ())
+    }
+
+    /// [`World::submit`], returning the queue entries made (one per recipient, in order).
+    fn submit_queued(
+        &self,
+        account: &str,
+        t: &Transaction,
+    ) -> Result<Vec<rmox_storage::QueueId>, Reply> {
         let config = self.config();
         let acc = config.account.get(account);
         let max_msgs = acc
@@ -1439,7 +1448,8 @@ impl World {
         // Written in parts: a spooled submission is not copied into memory.
         let signature = self.dkim_sign(t);
         let [head, rest] = t.message.parts();
-        self.store
+        let ids = self
+            .store
             .queue_add_parts(&[&signature, head, rest], queue)
             .map_err(|e| store_error(&e))?;
         self.store
@@ -1448,7 +1458,92 @@ impl World {
         if let Some(w) = &self.queue_wakeup {
             w.notify();
         }
-        Ok(())
+        Ok(ids)
+    }
+
+    /// HTTP basic credentials (webapi): the account, or why not. A wrong password or a
+    /// disabled login counts against `ip` as an SMTP AUTH failure does; while `ip` is over
+    /// `limits.auth_failures_per_minute` nothing is checked.
+    pub fn http_login(&self, username: &str, password: &str, ip: IpAddr) -> PasswordCheck {
+        let r = self.check_password(username, password, ip);
+        if matches!(r, PasswordCheck::Invalid | PasswordCheck::Disabled(_)) {
+            self.counters().conn.auth_failed(wall_now(), ip);
+        }
+        r
+    }
+
+    /// The webapi's `Send`: a composed message submitted for `account` from `ip` as a
+    /// submission is (the From address must be the account's, the sending limits, DKIM,
+    /// the queue); durable when it returns. The queue entries, one per recipient.
+    pub fn webapi_send(
+        &self,
+        account: &str,
+        c: &rmox_core::webapi::Composed,
+        ip: IpAddr,
+    ) -> Result<Vec<rmox_storage::QueueId>, rmox_core::webapi::ApiError> {
+        use rmox_core::webapi::ApiError;
+        let config = self.config();
+        let owns = |addr: &str| {
+            addr.rsplit_once('@')
+                .is_some_and(|(lp, d)| config.account_owns(account, lp, &d.to_ascii_lowercase()))
+        };
+        if !owns(&c.from) {
+            return Err(ApiError::new(
+                "badFrom",
+                "from-address not configured for account",
+            ));
+        }
+        let mut rcpts = Vec::with_capacity(c.recipients.len());
+        for r in &c.recipients {
+            let p = ForwardPath::parse(&format!("<{r}>"))
+                .map_err(|e| ApiError::new("badAddress", format!("{r}: {e}")))?;
+            rcpts.push((p, rmox_core::smtp::RcptParams::default()));
+        }
+        let reverse = ReversePath::parse(&format!("<{}>", c.from))
+            .map_err(|e| ApiError::new("badAddress", format!("{}: {e}", c.from)))?;
+        let now = wall_now();
+        let mut data = format!(
+            "Received: from [{ip}] (rmox webapi)\r\n\tby {} with HTTP;\r\n\t{}\r\n",
+            config.hostname,
+            now.rfc5322()
+        )
+        .into_bytes();
+        data.extend_from_slice(&c.message);
+        let smtputf8 = !c.from.is_ascii() || c.recipients.iter().any(|r| !r.is_ascii());
+        let t = Transaction {
+            cid: 0,
+            remote_ip: ip,
+            ehlo: "webapi".into(),
+            tls: None,
+            account: Some(account.to_string()),
+            mail_from: reverse,
+            params: rmox_core::smtp::MailParams {
+                smtputf8,
+                ..Default::default()
+            },
+            recipients: rcpts,
+            message: rmox_core::server::MessageData::memory(data),
+            requiretls: c.require_tls,
+            hold_until: c.hold_until,
+            from_header: Some(c.from.clone()),
+            received: now,
+            auth: None,
+        };
+        let ids = self.submit_queued(account, &t).map_err(|r| {
+            let text = r.lines.join("; ");
+            let code = if r.code == 451 && text.contains("first-time recipients") {
+                "recipientLimitReached"
+            } else if r.code == 451 && text.contains("max number of messages") {
+                "messageLimitReached"
+            } else if r.code >= 500 {
+                "user"
+            } else {
+                "server"
+            };
+            ApiError::new(code, format!("{} {text}", r.code))
+        })?;
+        tracing::info!(account, %ip, recipients = ids.len(), size = t.message.len(), message_id = %c.message_id, "webapi: message queued");
+        Ok(ids)
     }
 
     /// `rmox sendmail`: submits `message` (CRLF lines) for `recipients` as the configured

@@ -72,6 +72,7 @@ pub mod time;
 pub mod timer;
 pub mod tls;
 pub mod tlspolicy;
+pub mod webapi;
 
 pub use rng::Rng;
 pub use time::{Now, UnixTime};

@@ -58,6 +58,9 @@ pub struct ServerConfig {
     /// The most requests waiting for an answer or to be sent before the session stops
     /// reading.
     pub max_pipelined: usize,
+    /// Refusals (400, 408, 413, 431, 501, 503, 500) as JSON `{"Code": "protocol",
+    /// "Message": ...}` (webapi listeners) instead of plain text.
+    pub json_errors: bool,
 }
 
 impl ServerConfig {
@@ -72,6 +75,7 @@ impl ServerConfig {
             handler_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
             max_pipelined: 8,
+            json_errors: false,
         }
     }
 }
@@ -258,12 +262,14 @@ fn error_status(e: &HttpError) -> u16 {
     }
 }
 
-fn error_response(status: u16) -> Response {
-    Response::new(
-        status,
-        "text/plain; charset=utf-8",
-        format!("{status} {}\n", super::codec::reason(status)),
-    )
+fn error_response(status: u16, json: bool) -> Response {
+    let text = format!("{status} {}", super::codec::reason(status));
+    if json {
+        let code = if status >= 500 { "server" } else { "protocol" };
+        let e = crate::webapi::ApiError::new(code, text);
+        return Response::new(status, "application/json; charset=utf-8", e.to_json());
+    }
+    Response::new(status, "text/plain; charset=utf-8", text + "\n")
 }
 
 impl HttpServerSession {
@@ -472,7 +478,7 @@ impl HttpServerSession {
             head_only: false,
             keep_alive: false,
             deadline: now,
-            response: Some(error_response(status)),
+            response: Some(error_response(status, self.config.json_errors)),
             method: String::new(),
             target: String::new(),
         });
@@ -497,7 +503,7 @@ impl HttpServerSession {
                                 status: 503,
                                 reason: format!("no answer in time for {} {}", p.method, p.target),
                             });
-                            p.response = Some(error_response(503));
+                            p.response = Some(error_response(503, self.config.json_errors));
                             p.keep_alive = false;
                         }
                     }
@@ -570,7 +576,7 @@ impl HttpServerSession {
             let (status, body_len, bytes) = match self.encode(&r, p.head_only, close) {
                 Some(b) => (r.status, r.body.len(), b),
                 None => {
-                    let e = error_response(500);
+                    let e = error_response(500, self.config.json_errors);
                     let b = self.encode(&e, p.head_only, close).unwrap_or_default();
                     (500, e.body.len(), b)
                 }

@@ -579,11 +579,33 @@ fn fetch_from_server_over_tls() {
             "application/json",
             b"{\"a\":1}".to_vec(),
         ),
-        small,
+        small.clone(),
         |_, _| Response::new(200, "text/plain", ""),
     );
     assert_eq!(r.unwrap().status, 413);
     assert!(seen.is_empty());
+    // On a webapi listener the refusal is JSON, as its own errors are.
+    let json = ServerConfig {
+        json_errors: true,
+        ..small
+    };
+    let (r, _) = pair(
+        FetchConfig::mta_sts(testkit::client_tls()),
+        &FetchRequest::post(
+            "https://mox.example/webapi/v0/Send",
+            "application/json",
+            b"{\"a\":1}".to_vec(),
+        ),
+        json,
+        |_, _| Response::new(200, "text/plain", ""),
+    );
+    let r = r.unwrap();
+    assert_eq!(r.status, 413);
+    let e: crate::webapi::ApiError = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("protocol", "413 Content Too Large")
+    );
 }
 
 /// The policy fetch over TLS with the bytes in random chunks (down to one byte): the

@@ -1,0 +1,448 @@
+//! The webapi answered in process: authentication and its limit, every method, and the
+//! errors of bad requests (what a real HTTP client sees is tested in tests/tests/webapi.rs).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rmox_core::http::{Header, RequestHead, Response};
+use rmox_storage::{Delivery, Flags, MailStore, MessageId, Store};
+use serde_json::{json, Value};
+
+use super::Webapi;
+use crate::config::Config;
+use crate::testutil::Tmp;
+use crate::world::World;
+
+const CONFIG: &str = r#"
+hostname = "host.mox.example"
+data_dir = "data"
+
+[domain."mox.example"]
+[domain."other.example"]
+
+[account.mjl]
+domain = "mox.example"
+destinations = { "mjl@mox.example" = {} }
+max_outgoing_messages_per_day = 2
+[account.mjl.junk_filter]
+
+[account.other]
+domain = "other.example"
+destinations = { "other@other.example" = {} }
+
+[limits]
+auth_failures_per_minute = 3
+"#;
+
+struct Env {
+    _tmp: Tmp,
+    store: Arc<Store>,
+    api: Webapi,
+}
+
+fn env(tag: &str) -> Env {
+    let tmp = Tmp::new(tag);
+    let c = Config::parse(CONFIG, &tmp.0.join("rmox.toml")).unwrap();
+    let store = Arc::new(Store::open(&c.data_dir()).unwrap());
+    for (name, a) in &c.account {
+        store.account_add(name, &a.domain).unwrap();
+        crate::admin::set_password(&store, name, "testtest").unwrap();
+    }
+    let world =
+        Arc::new(World::new(Arc::new(c), Arc::clone(&store) as Arc<dyn MailStore>, None).unwrap());
+    Env {
+        _tmp: tmp,
+        api: Webapi::new(world, Arc::clone(&store)),
+        store,
+    }
+}
+
+const MJL: &str = "Basic bWpsQG1veC5leGFtcGxlOnRlc3R0ZXN0"; // mjl@mox.example:testtest
+
+fn remote(ip: &str) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), 40000)
+}
+
+impl Env {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        ct: Option<&str>,
+        body: &[u8],
+        ip: &str,
+    ) -> Response {
+        let mut headers = vec![Header::new("Host", "localhost")];
+        if let Some(a) = auth {
+            headers.push(Header::new("Authorization", a));
+        }
+        if let Some(c) = ct {
+            headers.push(Header::new("Content-Type", c));
+        }
+        let head = RequestHead {
+            method: method.into(),
+            target: path.into(),
+            minor: 1,
+            headers,
+        };
+        self.api.answer(remote(ip), &head, body)
+    }
+
+    /// A JSON call as mjl; the status and the JSON answer.
+    fn call(&self, method: &str, req: Value) -> (u16, Value) {
+        let r = self.request(
+            "POST",
+            &format!("/webapi/v0/{method}"),
+            Some(MJL),
+            Some("application/json"),
+            req.to_string().as_bytes(),
+            "192.0.2.1",
+        );
+        (r.status, body_json(&r))
+    }
+
+    fn deliver(&self, account: &str, msg: &[u8]) -> MessageId {
+        self.store
+            .deliver(Delivery {
+                account: account.into(),
+                mailbox: "Inbox".into(),
+                head: b"",
+                message: msg,
+                flags: Flags::default(),
+                received: rmox_core::UnixTime(1_800_000_000),
+                info: rmox_storage::MessageInfo {
+                    mail_from: Some("bob@example.org".into()),
+                    remote_ip: Some("198.51.100.7".parse().unwrap()),
+                    ..Default::default()
+                },
+            })
+            .unwrap()
+    }
+}
+
+fn body_json(r: &Response) -> Value {
+    assert!(
+        r.content_type()
+            .unwrap_or("")
+            .starts_with("application/json"),
+        "{} {:?}: {}",
+        r.status,
+        r.content_type(),
+        String::from_utf8_lossy(&r.body)
+    );
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+fn code(v: &Value) -> &str {
+    v["Code"].as_str().unwrap_or("")
+}
+
+/// No credentials or wrong ones: 401 JSON with a Basic challenge; after
+/// `auth_failures_per_minute` failures from one IP even the right password gets 429,
+/// while another IP is not affected.
+#[test]
+fn authentication_and_its_limit() {
+    let e = env("webapi-auth");
+    let body = br#"{}"#;
+    let path = "/webapi/v0/SuppressionList";
+    let r = e.request(
+        "POST",
+        path,
+        None,
+        Some("application/json"),
+        body,
+        "192.0.2.9",
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(code(&body_json(&r)), "badAuth");
+    assert_eq!(
+        rmox_core::http::codec::header(&r.headers, "www-authenticate"),
+        Some("Basic realm=\"webapi\"")
+    );
+    // The right password, by address and by account name.
+    let r = e.request(
+        "POST",
+        path,
+        Some(MJL),
+        Some("application/json"),
+        body,
+        "192.0.2.9",
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let by_name = "Basic bWpsOnRlc3R0ZXN0"; // mjl:testtest
+    let r = e.request(
+        "POST",
+        path,
+        Some(by_name),
+        Some("application/json"),
+        body,
+        "192.0.2.9",
+    );
+    assert_eq!(r.status, 200);
+    let wrong = "Basic bWpsQG1veC5leGFtcGxlOndyb25n"; // mjl@mox.example:wrong
+    for _ in 0..3 {
+        let r = e.request(
+            "POST",
+            path,
+            Some(wrong),
+            Some("application/json"),
+            body,
+            "192.0.2.9",
+        );
+        assert_eq!(r.status, 401);
+    }
+    let r = e.request(
+        "POST",
+        path,
+        Some(MJL),
+        Some("application/json"),
+        body,
+        "192.0.2.9",
+    );
+    assert_eq!(r.status, 429);
+    assert_eq!(code(&body_json(&r)), "tooManyAuthFailures");
+    let r = e.request(
+        "POST",
+        path,
+        Some(MJL),
+        Some("application/json"),
+        body,
+        "192.0.2.10",
+    );
+    assert_eq!(r.status, 200);
+}
+
+/// Paths and methods: redirect, index, description, unknown method 404, GET on a method
+/// 405; malformed requests 400 with code protocol.
+#[test]
+fn routes_and_bad_requests() {
+    let e = env("webapi-routes");
+    let r = e.request("GET", "/webapi/", None, None, b"", "192.0.2.1");
+    assert_eq!(r.status, 303);
+    let r = e.request("GET", "/webapi/v0/", None, None, b"", "192.0.2.1");
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("SuppressionList"));
+    let r = e.request(
+        "GET",
+        "/webapi/v0/openapi.json",
+        None,
+        None,
+        b"",
+        "192.0.2.1",
+    );
+    let doc = body_json(&r);
+    // Every method served is described, and nothing else.
+    let mut described: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.strip_prefix("/webapi/v0/").unwrap())
+        .collect();
+    described.sort_unstable();
+    let mut served = rmox_core::webapi::METHODS.to_vec();
+    served.sort_unstable();
+    assert_eq!(described, served);
+    let r = e.request("POST", "/webapi/v0/Nope", Some(MJL), None, b"", "192.0.2.1");
+    assert_eq!(
+        (r.status, code(&body_json(&r)).to_string()),
+        (404, "notFound".into())
+    );
+    let r = e.request("GET", "/webapi/v0/Send", Some(MJL), None, b"", "192.0.2.1");
+    assert_eq!(r.status, 405);
+    assert_eq!(code(&body_json(&r)), "protocol");
+    for (ct, body, want) in [
+        (
+            Some("application/json"),
+            &b"{\"To\": ["[..],
+            "parsing request",
+        ),
+        (Some("application/json"), b"{\"Bogus\": 1}", "unknown field"),
+        (Some("text/plain"), b"{}", "content-type"),
+        (None, b"{}", "content-type"),
+        (
+            Some("application/x-www-form-urlencoded"),
+            b"other=1",
+            "missing/empty request",
+        ),
+    ] {
+        let r = e.request("POST", "/webapi/v0/Send", Some(MJL), ct, body, "192.0.2.1");
+        assert_eq!(r.status, 400);
+        let v = body_json(&r);
+        assert_eq!(code(&v), "protocol");
+        assert!(v["Message"].as_str().unwrap().contains(want), "{v}");
+    }
+}
+
+/// Send queues one entry per recipient with the composed message; the From must be the
+/// account's; the account's sending limit answers messageLimitReached.
+#[test]
+fn send_queues_each_recipient() {
+    let e = env("webapi-send");
+    let (status, v) = e.call(
+        "Send",
+        json!({"To": [{"Name": "Bob", "Address": "bob@example.org"}],
+               "BCC": [{"Address": "carol@example.org"}],
+               "Subject": "webapi test", "Text": "hello\n",
+               "AttachedFiles": [{"Name": "a.txt", "Data": "aGk="}]}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let subs = v["Submissions"].as_array().unwrap();
+    assert_eq!(subs.len(), 2);
+    assert_eq!(subs[1]["Address"], "carol@example.org");
+    let msgid = v["MessageID"].as_str().unwrap();
+    for (s, rcpt) in subs.iter().zip(["bob@example.org", "carol@example.org"]) {
+        let id = rmox_storage::QueueId(s["QueueMsgID"].as_u64().unwrap());
+        let q = e.store.queue_get(id).unwrap().expect("queued");
+        assert_eq!(q.rcpt.recipient, rcpt);
+        assert_eq!(q.rcpt.mail_from, "mjl@mox.example");
+        let m = e.store.queue_message(q.msg_id).unwrap();
+        let text = String::from_utf8_lossy(&m);
+        assert!(text.contains("Subject: webapi test\r\n"), "{text}");
+        assert!(text.contains(&format!("Message-ID: {msgid}\r\n")));
+        assert!(text.contains("filename=\"a.txt\""));
+        assert!(!text.contains("carol"), "Bcc stays out of the message");
+    }
+    let (status, v) = e.call(
+        "Send",
+        json!({"From": [{"Address": "other@other.example"}], "To": [{"Address": "bob@example.org"}], "Text": "x"}),
+    );
+    assert_eq!((status, code(&v)), (400, "badFrom"));
+    let (status, v) = e.call(
+        "Send",
+        json!({"To": [{"Address": "bob@example.org"}], "Text": "x"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    // max_outgoing_messages_per_day = 2.
+    let (status, v) = e.call(
+        "Send",
+        json!({"To": [{"Address": "bob@example.org"}], "Text": "x"}),
+    );
+    assert_eq!((status, code(&v)), (400, "messageLimitReached"), "{v}");
+}
+
+#[test]
+fn suppressions() {
+    let e = env("webapi-suppr");
+    let present = |e: &Env| {
+        e.call(
+            "SuppressionPresent",
+            json!({"EmailAddress": "Bob@Example.org"}),
+        )
+        .1["Present"]
+            .clone()
+    };
+    assert_eq!(present(&e), json!(false));
+    let (s, _) = e.call(
+        "SuppressionAdd",
+        json!({"EmailAddress": "bob@example.org", "Manual": true, "Reason": "asked"}),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(present(&e), json!(true));
+    let (_, v) = e.call("SuppressionList", json!({}));
+    let list = v["Suppressions"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["BaseAddress"], "bob@example.org");
+    assert_eq!(list[0]["Manual"], true);
+    assert_eq!(list[0]["Reason"], "asked");
+    assert_eq!(list[0]["Account"], "mjl");
+    // The queue refuses to send to it.
+    assert!(e.store.is_suppressed("mjl", "bob@example.org").unwrap());
+    let (s, _) = e.call(
+        "SuppressionRemove",
+        json!({"EmailAddress": "bob@example.org"}),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(present(&e), json!(false));
+    let (s, v) = e.call(
+        "SuppressionRemove",
+        json!({"EmailAddress": "bob@example.org"}),
+    );
+    assert_eq!((s, code(&v)), (400, "notFound"));
+    let (s, v) = e.call("SuppressionAdd", json!({"EmailAddress": "not an address"}));
+    assert_eq!((s, code(&v)), (400, "badAddress"));
+}
+
+/// The account's own messages: parsed, raw, a part, flags (junk flags train), delete;
+/// another account's message and a deleted one are notFound.
+#[test]
+fn messages() {
+    let e = env("webapi-msgs");
+    let msg = b"From: Bob <bob@example.org>\r\nTo: mjl@mox.example\r\nSubject: parts\r\n\
+        Message-ID: <m1@example.org>\r\nMIME-Version: 1.0\r\n\
+        Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n\
+        the text\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+        AAECAw==\r\n--b--\r\n";
+    let id = e.deliver("mjl", msg);
+    let theirs = e.deliver("other", msg);
+    let (s, v) = e.call("MessageGet", json!({"MsgID": id.0}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["Message"]["Subject"], "parts");
+    assert_eq!(v["Message"]["From"][0]["Address"], "bob@example.org");
+    assert_eq!(v["Message"]["MessageID"], "<m1@example.org>");
+    assert_eq!(v["Message"]["Text"].as_str().unwrap().trim(), "the text");
+    assert_eq!(v["Structure"]["ContentType"], "multipart/mixed");
+    assert_eq!(v["Structure"]["Parts"][1]["DecodedSize"], 4);
+    assert_eq!(v["Meta"]["MailboxName"], "Inbox");
+    assert_eq!(v["Meta"]["MailFrom"], "bob@example.org");
+    assert_eq!(v["Meta"]["RemoteIP"], "198.51.100.7");
+    let raw = e.request(
+        "POST",
+        "/webapi/v0/MessageRawGet",
+        Some(MJL),
+        Some("application/json"),
+        json!({"MsgID": id.0}).to_string().as_bytes(),
+        "192.0.2.1",
+    );
+    assert_eq!((raw.status, raw.body.as_slice()), (200, &msg[..]));
+    let p = e.request(
+        "POST",
+        "/webapi/v0/MessagePartGet",
+        Some(MJL),
+        Some("application/json"),
+        json!({"MsgID": id.0, "PartPath": [1]})
+            .to_string()
+            .as_bytes(),
+        "192.0.2.1",
+    );
+    assert_eq!((p.status, p.body.as_slice()), (200, &[0u8, 1, 2, 3][..]));
+    assert_eq!(p.content_type(), Some("application/octet-stream"));
+    let (s, v) = e.call("MessagePartGet", json!({"MsgID": id.0, "PartPath": [5]}));
+    assert_eq!((s, code(&v)), (400, "notFound"));
+    let (s, v) = e.call("MessagePartGet", json!({"MsgID": id.0, "PartPath": [0, 0]}));
+    assert_eq!((s, code(&v)), (400, "notFound"));
+    let (s, _) = e.call(
+        "MessageFlagsAdd",
+        json!({"MsgID": id.0, "Flags": ["\\Seen", "$Junk"]}),
+    );
+    assert_eq!(s, 200);
+    let rec = e.store.message(id).unwrap().unwrap();
+    assert!(rec.flags.seen && rec.flags.junk);
+    assert!(
+        e.store.junk_trained(id).unwrap().is_some(),
+        "junk flag trains the filter"
+    );
+    let (_, v) = e.call("MessageGet", json!({"MsgID": id.0}));
+    assert_eq!(v["Meta"]["Flags"], json!(["\\seen", "$junk"]));
+    let (s, _) = e.call(
+        "MessageFlagsRemove",
+        json!({"MsgID": id.0, "Flags": ["$junk"]}),
+    );
+    assert_eq!(s, 200);
+    assert!(!e.store.message(id).unwrap().unwrap().flags.junk);
+    let (s, v) = e.call(
+        "MessageFlagsAdd",
+        json!({"MsgID": id.0, "Flags": ["$Forwarded"]}),
+    );
+    assert_eq!((s, code(&v)), (400, "user"));
+    let (s, v) = e.call("MessageGet", json!({"MsgID": theirs.0}));
+    assert_eq!((s, code(&v)), (400, "notFound"));
+    let (s, v) = e.call("MessageDelete", json!({"MsgID": theirs.0}));
+    assert_eq!((s, code(&v)), (400, "notFound"));
+    let (s, _) = e.call("MessageDelete", json!({"MsgID": id.0}));
+    assert_eq!(s, 200);
+    let (s, v) = e.call("MessageGet", json!({"MsgID": id.0}));
+    assert_eq!((s, code(&v)), (400, "notFound"));
+    let (s, v) = e.call("MessageGet", json!({"MsgID": 999_999}));
+    assert_eq!((s, code(&v)), (400, "notFound"));
+}
