@@ -574,6 +574,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     // runtime accepts them): ready for the service manager.
     crate::sdnotify::notify("READY=1");
     let result = run_on(rt, bound, answerer, threads, shutdown, queue);
+    webapi.clear();
     // Every session has ended: the counts they added since the last write, then the last
     // user of storage besides `store` lets go, so that it can be closed cleanly.
     world.flush_delivery_counts();

@@ -10,7 +10,7 @@
 //! `/webapi/v0/openapi.json`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 
 use rmox_core::http::{Header, RequestHead, Response};
 use rmox_core::server::PasswordCheck;
@@ -29,22 +29,32 @@ pub struct Webapi {
 }
 
 /// The answerer of webapi ports, bound before the server's [`World`] exists and given its
-/// [`Webapi`] once it does; until then (never once serving) requests get 503.
+/// [`Webapi`] once it does; let go of it when the server stops (so that the store can
+/// close). Without one requests get 503.
 #[derive(Default)]
-pub struct Late(OnceLock<Arc<Webapi>>);
+pub struct Late(RwLock<Option<Arc<Webapi>>>);
 
 impl Late {
     /// Serves `w` from now on.
     pub fn set(&self, w: Webapi) {
-        let _ = self.0.set(Arc::new(w));
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(w));
+    }
+
+    /// Lets go of the server's world and store.
+    pub fn clear(&self) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
 impl rmox_driver::http::HttpAnswerer for Late {
     fn answer(&self, remote: SocketAddr, head: RequestHead, body: Vec<u8>) -> Response {
-        match self.0.get() {
+        let w = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match w {
             Some(w) => w.answer(remote, &head, &body),
-            None => error(503, &ApiError::new("server", "starting")),
+            None => error(
+                503,
+                &ApiError::new("server", "not serving (starting or stopping)"),
+            ),
         }
     }
 }

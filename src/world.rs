@@ -1462,12 +1462,16 @@ impl World {
     }
 
     /// HTTP basic credentials (webapi): the account, or why not. A wrong password or a
-    /// disabled login counts against `ip` as an SMTP AUTH failure does; while `ip` is over
-    /// `limits.auth_failures_per_minute` nothing is checked.
+    /// disabled login counts against `ip` as an SMTP AUTH failure does, a success resets its
+    /// count; while `ip` is over `limits.auth_failures_per_minute` nothing is checked.
     pub fn http_login(&self, username: &str, password: &str, ip: IpAddr) -> PasswordCheck {
         let r = self.check_password(username, password, ip);
-        if matches!(r, PasswordCheck::Invalid | PasswordCheck::Disabled(_)) {
-            self.counters().conn.auth_failed(wall_now(), ip);
+        match r {
+            PasswordCheck::Invalid | PasswordCheck::Disabled(_) => {
+                self.counters().conn.auth_failed(wall_now(), ip);
+            }
+            PasswordCheck::Valid { .. } => self.counters().conn.auth_succeeded(wall_now(), ip),
+            _ => {}
         }
         r
     }

@@ -446,3 +446,69 @@ fn messages() {
     let (s, v) = e.call("MessageGet", json!({"MsgID": 999_999}));
     assert_eq!((s, code(&v)), (400, "notFound"));
 }
+
+/// `listener.webapi`: TLS by default (needs the listener's certificate), plain HTTP only on
+/// loopback or in localserve, its port neither shared nor 0.
+#[test]
+fn listener_config() {
+    let parse = |ip: &str, extra: &str, webapi: &str| {
+        let text = format!(
+            "hostname = \"mail.example.org\"\ndata_dir = \"data\"\n{extra}\
+             [[listener]]\nname = \"l\"\nip = \"{ip}\"\nsmtp = {{ port = 25 }}\n{webapi}\n"
+        );
+        Config::parse(&text, std::path::Path::new("rmox.toml")).map_err(|e| e.to_string())
+    };
+    let tls = "tls = { cert_file = \"c.pem\", key_file = \"k.pem\" }\n";
+    assert!(parse("127.0.0.1", "", "webapi = { port = 1080, tls = false }").is_ok());
+    assert!(parse("192.0.2.1", "", &format!("{tls}webapi = {{ port = 1443 }}")).is_ok());
+    assert!(parse(
+        "0.0.0.0",
+        "localserve = true\n",
+        "webapi = { port = 1080, tls = false }"
+    )
+    .is_ok());
+    // Disabled: nothing checked.
+    assert!(parse(
+        "192.0.2.1",
+        "",
+        "webapi = { port = 1080, tls = false, enabled = false }"
+    )
+    .is_ok());
+    let e = parse("192.0.2.1", "", "webapi = { port = 1080, tls = false }").unwrap_err();
+    assert!(
+        e.contains("listener[0].webapi.tls") && e.contains("loopback"),
+        "{e}"
+    );
+    let e = parse("127.0.0.1", "", "webapi = { port = 1443 }").unwrap_err();
+    assert!(
+        e.contains("listener[0].webapi") && e.contains("set tls"),
+        "{e}"
+    );
+    let e = parse("127.0.0.1", "", "webapi = { port = 25, tls = false }").unwrap_err();
+    assert!(
+        e.contains("listener[0].webapi.port") && e.contains("also"),
+        "{e}"
+    );
+    let e = parse(
+        "127.0.0.1",
+        "",
+        "webapi = { port = 1080, tls = false, bogus = 1 }",
+    )
+    .unwrap_err();
+    assert!(e.contains("bogus"), "{e}");
+
+    let tmp = Tmp::new("webapi-bind");
+    let ip = "127.0.0.1";
+    let text = format!(
+        "hostname = \"mail.example.org\"\ndata_dir = \"data\"\n\
+         [[listener]]\nname = \"l\"\nip = \"{ip}\"\nwebapi = {{ port = 0, tls = false }}\n"
+    );
+    // Port 0 is refused like every other port.
+    let e = Config::parse(&text, &tmp.0.join("rmox.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("listener[0].webapi.port") && e.contains("port 0"),
+        "{e}"
+    );
+}
