@@ -24,6 +24,7 @@ pub mod ctl;
 pub mod dnsblmon;
 pub mod dnscheck;
 pub mod import;
+pub mod inbox;
 pub mod junk;
 pub mod localserve;
 pub mod metrics;

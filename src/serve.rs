@@ -505,10 +505,16 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         )?
         .with_queue_wakeup(Arc::clone(&wakeup)),
     );
-    webapi.set(crate::webapi::Webapi::new(
-        Arc::clone(&world),
-        Arc::clone(&store),
-    ));
+    webapi.set({
+        let w = crate::webapi::Webapi::new(Arc::clone(&world), Arc::clone(&store));
+        match (c.localserve, &c.postmaster) {
+            // localserve's web inbox shows the account everything is delivered to.
+            (true, Some(p)) => {
+                w.with_inbox(crate::inbox::Inbox::new(Arc::clone(&store), &p.account))
+            }
+            _ => w,
+        }
+    });
     let answerer: Arc<dyn rmox_driver::Answerer> = Arc::clone(&world) as _;
     // Reloads go through a weak handle: neither the admin thread nor the signal thread
     // keeps the world (and its store) alive past the shutdown.

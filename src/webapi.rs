@@ -26,6 +26,8 @@ pub const OPENAPI: &str = include_str!("../docs/webapi.openapi.json");
 pub struct Webapi {
     world: Arc<World>,
     store: Arc<Store>,
+    /// localserve's web inbox, on the same port.
+    inbox: Option<crate::inbox::Inbox>,
 }
 
 /// The answerer of webapi ports, bound before the server's [`World`] exists and given its
@@ -80,7 +82,17 @@ const FLAGS: &[&str] = &["\\Seen", "$Junk", "$NotJunk"];
 impl Webapi {
     /// The webapi of a server.
     pub fn new(world: Arc<World>, store: Arc<Store>) -> Webapi {
-        Webapi { world, store }
+        Webapi {
+            world,
+            store,
+            inbox: None,
+        }
+    }
+
+    /// Serves `inbox` on the paths outside `/webapi/`.
+    pub fn with_inbox(mut self, inbox: crate::inbox::Inbox) -> Webapi {
+        self.inbox = Some(inbox);
+        self
     }
 
     /// Answers one request; logs it with its result.
@@ -105,6 +117,9 @@ impl Webapi {
     ) -> (Response, Option<String>) {
         let path = head.target.split(['?', '#']).next().unwrap_or_default();
         let get = head.method.eq_ignore_ascii_case("GET");
+        if let Some(inbox) = self.inbox.as_ref().filter(|_| !path.starts_with("/webapi")) {
+            return (inbox.route(head, body), None);
+        }
         if path == "/webapi" || path == "/webapi/" {
             let mut r = Response::new(303, "text/plain; charset=utf-8", "see /webapi/v0/\n");
             r.headers.push(Header::new("Location", api::PREFIX));

@@ -50,6 +50,7 @@ pub mod dmarc;
 pub mod dns;
 pub mod dnsbl;
 pub mod http;
+pub mod inbox;
 pub mod incoming;
 pub mod iprev;
 pub mod junk;

@@ -123,7 +123,7 @@ pub fn request_json(content_type: Option<&str>, body: &[u8]) -> Result<String, A
 }
 
 /// Decodes one `application/x-www-form-urlencoded` name or value (`+` is a space).
-fn form_decode(s: &str) -> Result<String, ApiError> {
+pub fn form_decode(s: &str) -> Result<String, ApiError> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -144,6 +144,16 @@ fn form_decode(s: &str) -> Result<String, ApiError> {
         i += 1;
     }
     String::from_utf8(out).map_err(|_| ApiError::new("protocol", "form value is not UTF-8"))
+}
+
+/// The value of parameter `name` in the query string of a request target, decoded.
+pub fn query_param(target: &str, name: &str) -> Option<String> {
+    let (_, q) = target.split_once('?')?;
+    let q = q.split('#').next().unwrap_or("");
+    q.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(k).ok()? == name).then(|| form_decode(v).ok())?
+    })
 }
 
 /// Parses a method's request: unknown fields and wrong types are `protocol` errors naming

@@ -91,6 +91,19 @@ fn parse_errors() {
 }
 
 #[test]
+fn query_params() {
+    let t = "/api/v1/search?query=from%3Aalice+invoice&limit=5#x";
+    assert_eq!(
+        query_param(t, "query").as_deref(),
+        Some("from:alice invoice")
+    );
+    assert_eq!(query_param(t, "limit").as_deref(), Some("5"));
+    assert_eq!(query_param(t, "start"), None);
+    assert_eq!(query_param("/x", "query"), None);
+    assert_eq!(query_param("/x?query=%zz", "query"), None);
+}
+
+#[test]
 fn basic_credentials() {
     // "mjl@mox.example:test:pass" (the password may contain ':').
     let h = "Basic bWpsQG1veC5leGFtcGxlOnRlc3Q6cGFzcw==";
