@@ -275,6 +275,7 @@ impl Acme {
                 },
                 timeout: Duration::from_secs(60),
                 user_agent: "rmox".into(),
+                allow_http: false,
             };
             let base = names[0].clone();
             let cert_path = dir.join(format!("{base}.crt"));

@@ -444,6 +444,44 @@ pub struct AccountConfig {
     /// The account's junk filter (a Bayesian classifier trained from its own mail); absent:
     /// no content filtering.
     pub junk_filter: Option<JunkFilterConfig>,
+    /// Webhooks for the account's mail (`[account.X.webhooks]`); absent: none.
+    pub webhooks: Option<AccountWebhooks>,
+}
+
+/// `[account.X.webhooks]`: where the account's delivery events and incoming messages are
+/// POSTed as JSON (mox's webhook shapes), signed with `secret`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AccountWebhooks {
+    /// Outgoing delivery events (delivered, delayed, failed, suppressed, canceled) of the
+    /// account's submissions: an `http://` or `https://` URL.
+    pub outgoing_url: Option<String>,
+    /// Each message delivered to the account: an `http://` or `https://` URL.
+    pub incoming_url: Option<String>,
+    /// The HMAC-SHA256 key of the `X-Rmox-Signature` header (at least 16 characters).
+    pub secret: String,
+    /// An `Authorization` header value sent along, e.g. `Basic ...`.
+    pub authorization: Option<String>,
+}
+
+/// `[webhooks]`: how webhooks are POSTed.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Seconds to wait before each retry after a failed POST (not a 2xx, no answer, or
+    /// no answer within `timeout_secs`); after the last, the hook is retired as failed.
+    pub retry_intervals_secs: Vec<u64>,
+    /// How long one POST may take.
+    pub timeout_secs: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> WebhookSettings {
+        WebhookSettings {
+            retry_intervals_secs: rmox_core::webhook::RETRY_INTERVALS.to_vec(),
+            timeout_secs: 60,
+        }
+    }
 }
 
 /// `[account.X.junk_filter]`: how the account's junk filter tokenizes, classifies and
@@ -1354,6 +1392,9 @@ pub struct Config {
     /// Outgoing reports (`[reports]`).
     #[serde(default)]
     pub reports: ReportSettings,
+    /// How webhooks are POSTed (`[webhooks]`).
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
     /// Named transports (`[transport.NAME]`) that routes refer to.
     #[serde(default)]
     pub transport: BTreeMap<String, TransportConfig>,
@@ -1554,6 +1595,48 @@ impl Config {
                 ));
             }
             self.validate_acme(i, l)?;
+        }
+        for (name, a) in &self.account {
+            let Some(w) = &a.webhooks else { continue };
+            for (k, url) in [
+                ("outgoing_url", &w.outgoing_url),
+                ("incoming_url", &w.incoming_url),
+            ] {
+                let Some(u) = url else { continue };
+                let lower = u.to_ascii_lowercase();
+                let rest = lower
+                    .strip_prefix("http://")
+                    .or_else(|| lower.strip_prefix("https://"));
+                if rest.is_none_or(|r| r.is_empty() || r.starts_with('/'))
+                    || u.contains(char::is_whitespace)
+                {
+                    return Err(self.err(
+                        format!("account.{name}.webhooks.{k}"),
+                        format!("{u:?} is not an http:// or https:// URL"),
+                    ));
+                }
+            }
+            if w.secret.chars().count() < 16 {
+                return Err(self.err(
+                    format!("account.{name}.webhooks.secret"),
+                    "at least 16 characters (the HMAC key receivers check signatures with)",
+                ));
+            }
+            if w.authorization
+                .as_ref()
+                .is_some_and(|a| a.contains(['\r', '\n']))
+            {
+                return Err(self.err(
+                    format!("account.{name}.webhooks.authorization"),
+                    "a header value cannot contain a line break",
+                ));
+            }
+        }
+        if self.webhooks.retry_intervals_secs.contains(&0) || self.webhooks.timeout_secs == 0 {
+            return Err(self.err(
+                "webhooks",
+                "retry_intervals_secs and timeout_secs must be above 0",
+            ));
         }
         if let Some(i) = self.listener.iter().position(|l| {
             l.http.as_ref().is_some_and(|p| p.enabled)

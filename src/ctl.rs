@@ -59,6 +59,16 @@ pub enum Request {
     },
     /// The stored incoming TLS reports (`rmox tlsrpt list`).
     TlsrptList,
+    /// The webhooks waiting, or the retired ones (`rmox webhook list|retired`).
+    WebhookList {
+        /// The retired ones.
+        retired: bool,
+    },
+    /// Retire a waiting webhook without POSTing it again (`rmox webhook drop`).
+    WebhookDrop {
+        /// Its id.
+        id: u64,
+    },
     /// One stored TLS report (`rmox tlsrpt show`).
     TlsrptShow {
         /// The report's ID.
@@ -380,6 +390,70 @@ pub fn execute(
                     "spam": r.spam.iter().map(|s| serde_json::json!([s.token, s.score])).collect::<Vec<_>>(),
                 }),
             })
+        }
+        Request::WebhookList { retired: false } => {
+            let hooks = store.webhooks()?;
+            let mut lines = vec![format!(
+                "{:>6}  {:<10} {:<9} {:<10} {:>8}  {:<20}  url",
+                "id", "account", "kind", "event", "attempts", "next attempt"
+            )];
+            for h in &hooks {
+                lines.push(format!(
+                    "{:>6}  {:<10} {:<9} {:<10} {:>8}  {:<20}  {}",
+                    h.id,
+                    h.account,
+                    h.kind,
+                    h.event,
+                    h.attempts,
+                    h.next_attempt.rfc3339(),
+                    h.url
+                ));
+            }
+            Ok(Answer {
+                lines,
+                json: serde_json::to_value(&hooks).unwrap_or_default(),
+            })
+        }
+        Request::WebhookList { retired: true } => {
+            let mut hooks = store.webhooks_retired()?;
+            hooks.reverse();
+            let mut lines = vec![format!(
+                "{:>6}  {:<10} {:<10} {:<7} {:>8}  {:<20}  last result",
+                "id", "account", "event", "result", "attempts", "retired"
+            )];
+            for r in &hooks {
+                let last = r
+                    .hook
+                    .results
+                    .last()
+                    .map(|x| {
+                        if x.error.is_empty() {
+                            format!("status {}", x.status)
+                        } else {
+                            x.error.clone()
+                        }
+                    })
+                    .unwrap_or_else(|| "dropped".into());
+                lines.push(format!(
+                    "{:>6}  {:<10} {:<10} {:<7} {:>8}  {:<20}  {last}",
+                    r.hook.id,
+                    r.hook.account,
+                    r.hook.event,
+                    if r.success { "ok" } else { "failed" },
+                    r.hook.attempts,
+                    r.retired.rfc3339(),
+                ));
+            }
+            Ok(Answer {
+                lines,
+                json: serde_json::to_value(&hooks).unwrap_or_default(),
+            })
+        }
+        Request::WebhookDrop { id } => {
+            if !store.webhook_drop(id, now())? {
+                return Err(Fail(format!("no waiting webhook {id}")));
+            }
+            Ok(Answer::lines(vec![format!("webhook {id} dropped")]))
         }
         Request::TlsrptList => {
             let lines = crate::tlsrpt::list_lines(store, false)?;

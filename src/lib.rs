@@ -43,6 +43,7 @@ pub mod tlsrpt;
 pub mod tools;
 pub mod web;
 pub mod webapi;
+pub mod webhooks;
 pub mod world;
 
 /// Which runtime drives the machines.

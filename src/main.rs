@@ -194,6 +194,30 @@ enum Cmd {
         #[arg(long, global = true, default_value = "rmox.toml")]
         config: PathBuf,
     },
+    /// Webhooks: those waiting to be POSTed, and the retired ones with every attempt.
+    Webhook {
+        #[command(subcommand)]
+        cmd: WebhookCmd,
+        /// Configuration file.
+        #[arg(long, global = true, default_value = "rmox.toml")]
+        config: PathBuf,
+        /// Print JSON instead.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WebhookCmd {
+    /// The webhooks waiting (id, account, event, attempts, next attempt, url).
+    List,
+    /// The retired webhooks, newest first (success or failure, attempts, last result).
+    Retired,
+    /// Stop POSTing a waiting webhook (it is retired as failed).
+    Drop {
+        /// The id as `list` prints it.
+        id: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -901,6 +925,14 @@ fn main() -> ExitCode {
         }
         Cmd::Junk { cmd, config, json } => {
             junk_request(cmd).and_then(|request| rmox::ctl::run(&config, request, json))
+        }
+        Cmd::Webhook { cmd, config, json } => {
+            let request = match cmd {
+                WebhookCmd::List => rmox::ctl::Request::WebhookList { retired: false },
+                WebhookCmd::Retired => rmox::ctl::Request::WebhookList { retired: true },
+                WebhookCmd::Drop { id } => rmox::ctl::Request::WebhookDrop { id },
+            };
+            rmox::ctl::run(&config, request, json)
         }
         Cmd::Tlsrpt { cmd, config } => match cmd {
             TlsrptCmd::List { json } => {

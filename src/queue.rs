@@ -379,6 +379,7 @@ fn attempt_record(
         }),
         retire,
         streak,
+        webhook: None,
     }
 }
 
@@ -899,7 +900,11 @@ impl Runner {
         }
         let records = decided
             .iter()
-            .map(|d| attempt_record(&d.item, d.result.as_ref(), tls, &d.decision, now))
+            .map(|d| {
+                let mut r = attempt_record(&d.item, d.result.as_ref(), tls, &d.decision, now);
+                r.webhook = self.outgoing_hook(d, message, now);
+                r
+            })
             .collect();
         let notices: Vec<(QueueItem, DsnNotice)> = decided
             .iter()
@@ -955,6 +960,16 @@ impl Runner {
         if queued {
             self.wakeup.notify();
         }
+        // DSNs delivered into a local account are incoming mail for its webhooks.
+        let local_dsns: Vec<rmox_storage::MessageId> = rec
+            .notices
+            .iter()
+            .filter_map(|n| match n {
+                NoticeOutcome::Delivered(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        crate::webhooks::store_incoming(self.store.as_ref(), &self.config, &local_dsns);
         for (i, d) in decided.iter().enumerate() {
             if rec.gone.contains(&QueueId(d.item.id)) {
                 continue;
@@ -1030,6 +1045,44 @@ impl Runner {
         let me = Arc::clone(self);
         rt.unblock(Box::new(move || me.conclude(p, results, tls, tls_results)))
             .await
+    }
+
+    /// The outgoing webhook of a decided attempt, when its sender account has one: whether
+    /// the failure suppresses the recipient is decided as [`Runner::suppress_after`] will,
+    /// from the streak storage holds plus this failure.
+    fn outgoing_hook(
+        &self,
+        d: &Decided,
+        message: &[u8],
+        now: UnixTime,
+    ) -> Option<rmox_storage::Webhook> {
+        let account = d.item.sender_account.as_deref()?;
+        let w = self.config.account.get(account)?.webhooks.as_ref()?;
+        w.outgoing_url.as_ref()?;
+        let text = outcome_text(&d.item, d.result.as_ref()).1;
+        let suppressing = match &d.decision {
+            Decision::Failed { suppress, .. } if d.result.is_some() => {
+                let prior = self
+                    .store
+                    .failure_streak(account, &d.item.recipient.to_ascii_lowercase())
+                    .unwrap_or(0);
+                rmox_core::queue::suppression_after_failure(*suppress, prior + 1, &text).is_some()
+            }
+            _ => false,
+        };
+        let suppressed = d.result.is_none()
+            && matches!(d.decision, Decision::Failed { .. })
+            && text == Failure::suppressed().text();
+        crate::webhooks::outgoing_for_attempt(
+            &self.config,
+            &d.item,
+            &d.decision,
+            &text,
+            suppressing,
+            suppressed,
+            message,
+            now,
+        )
     }
 
     /// Adds the recipient of a failed delivery to the sender's suppression list when core
@@ -1328,11 +1381,14 @@ impl Connector for LocalserveConnector {
                     info,
                 });
                 match r {
-                    Ok(_) => AttemptResult::Delivered {
-                        host: None,
-                        reply: None,
-                        remote_supports_dsn: false,
-                    },
+                    Ok(id) => {
+                        crate::webhooks::store_incoming(self.store.as_ref(), &self.config, &[id]);
+                        AttemptResult::Delivered {
+                            host: None,
+                            reply: None,
+                            remote_supports_dsn: false,
+                        }
+                    }
                     Err(e) => AttemptResult::Temporary(Failure::local(
                         format!("local delivery: {e}"),
                         Enhanced::new(4, 3, 0),

@@ -497,6 +497,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         _ => None,
     };
     let acme_dns = dns.clone();
+    let webhook_dns = dns.clone();
     let world = Arc::new(
         World::new(
             Arc::clone(&c),
@@ -505,6 +506,20 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         )?
         .with_queue_wakeup(Arc::clone(&wakeup)),
     );
+    // Webhooks are POSTed by a task of the runtime (always: a reload may add an account's
+    // hooks), reading the configuration current at each POST.
+    let webhooks = Some({
+        let w = Arc::downgrade(&world);
+        let first = Arc::clone(&c);
+        Arc::new(crate::webhooks::Sender::new(
+            Arc::clone(&store),
+            Arc::new(move || match w.upgrade() {
+                Some(world) => world.config(),
+                None => Arc::clone(&first),
+            }),
+            webhook_dns,
+        ))
+    });
     webapi.set({
         let w = crate::webapi::Webapi::new(Arc::clone(&world), Arc::clone(&store));
         match (c.localserve, &c.postmaster) {
@@ -571,6 +586,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         dnsbl_monitor,
         counts: Arc::clone(&world),
         acme: acme.any().then(|| (Arc::new(acme), acme_dns)),
+        webhooks,
     };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -755,6 +771,9 @@ fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
             let acme = b
                 .acme
                 .map(|(a, dns)| rt.spawn(a.run(rt.clone(), dns, Arc::clone(&shutdown))));
+            let webhooks = b
+                .webhooks
+                .map(|w| rt.spawn(w.run(rt.clone(), Arc::clone(&shutdown))));
             let counts = rt.spawn(crate::world::flush_counts(
                 b.counts,
                 rt.clone(),
@@ -775,6 +794,9 @@ fn queue_task<R: rmox_driver::outbound::Net + rmox_driver::dns::UdpRuntime>(
             }
             if let Some(d) = dnsbl {
                 bounded_after(&rt, &shutdown, "DNSBL monitor", STOP_GRACE, d).await;
+            }
+            if let Some(w) = webhooks {
+                bounded_after(&rt, &shutdown, "webhook sender", STOP_GRACE, w).await;
             }
             bounded_after(&rt, &shutdown, "delivery counts writer", STOP_GRACE, counts).await;
         })
@@ -844,6 +866,8 @@ struct Background {
     counts: Arc<World>,
     /// The ACME renewal loop and its DNS, when a listener uses ACME.
     acme: Option<(Arc<crate::acme::Acme>, Option<crate::resolve::Dns>)>,
+    /// The webhook sender, when an account has webhooks.
+    webhooks: Option<Arc<crate::webhooks::Sender>>,
 }
 
 fn run_on(

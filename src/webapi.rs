@@ -412,7 +412,7 @@ fn index() -> Response {
 
 /// `MessageGet`: the parsed message (addresses, subject, text, HTML), its MIME structure
 /// and what rmox knows of its delivery.
-fn message_get(rec: &rmox_storage::MessageRecord, bytes: &[u8]) -> serde_json::Value {
+pub(crate) fn message_get(rec: &rmox_storage::MessageRecord, bytes: &[u8]) -> serde_json::Value {
     use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
     use serde_json::json;
     let parsed = MessageParser::default().parse(bytes);

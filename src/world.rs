@@ -1238,6 +1238,13 @@ impl World {
                 .map(|(_, id)| *id)
                 .collect();
             self.train_delivered(&trains, t.received);
+            let hooked: Vec<rmox_storage::MessageId> = targets
+                .iter()
+                .zip(ids)
+                .filter(|((_, _, rcpt, _), _)| !accepted_rejects.contains_key(rcpt))
+                .map(|(_, id)| *id)
+                .collect();
+            self.incoming_hooks(&hooked);
             for (account, _, rcpt, _) in &targets {
                 if !accepted_rejects.contains_key(rcpt)
                     && decisions.contains_key(&key_of(rcpt, account))
@@ -1256,7 +1263,12 @@ impl World {
         let mut delivered = 0;
         for (i, target) in targets.iter().enumerate() {
             match self.store.deliver(delivery(i)) {
-                Ok(_) => delivered += 1,
+                Ok(id) => {
+                    delivered += 1;
+                    if !accepted_rejects.contains_key(&target.2) {
+                        self.incoming_hooks(&[id]);
+                    }
+                }
                 Err(StoreError::QuotaExceeded { .. }) => {
                     failed.push(RecipientFailure::mailbox_full(&target.2))
                 }
@@ -1290,6 +1302,11 @@ impl World {
             }
         }
         StoreOutcome::Partial { failed }
+    }
+
+    /// Stores the incoming webhooks of delivered messages ([`crate::webhooks::store_incoming`]).
+    fn incoming_hooks(&self, ids: &[rmox_storage::MessageId]) {
+        crate::webhooks::store_incoming(self.store.as_ref(), &self.config(), ids);
     }
 
     /// Trains the junk filters with delivered messages whose mailbox says what they are
@@ -1722,10 +1739,9 @@ impl World {
             received: t.received,
             info: Self::info(t, rcpt),
         };
-        self.store
-            .deliver(d)
-            .map(|_| ())
-            .map_err(|e| store_error(&e))
+        let id = self.store.deliver(d).map_err(|e| store_error(&e))?;
+        self.incoming_hooks(&[id]);
+        Ok(())
     }
 }
 

@@ -74,6 +74,7 @@ pub mod timer;
 pub mod tls;
 pub mod tlspolicy;
 pub mod webapi;
+pub mod webhook;
 
 pub use rng::Rng;
 pub use time::{Now, UnixTime};

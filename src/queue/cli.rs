@@ -169,7 +169,25 @@ pub fn execute_answer(
             out.push(format!("{id} released"));
         }
         Op::Drop(id) => {
-            store.queue_drop(exists(id)?)?;
+            let id = exists(id)?;
+            // The sender's application learns of it (a `canceled` webhook, in the commit).
+            let hook = match store.queue_get(id)? {
+                Some(e) if !e.rcpt.is_dsn => match e.rcpt.sender_account.as_deref() {
+                    Some(a) => crate::webhooks::outgoing(
+                        c,
+                        a,
+                        id.0,
+                        rmox_core::webhook::Event::Canceled,
+                        "",
+                        false,
+                        &store.queue_message(e.msg_id).unwrap_or_default(),
+                        rmox_driver::now().wall,
+                    ),
+                    None => None,
+                },
+                _ => None,
+            };
+            store.queue_drop_with(id, hook)?;
             out.push(format!("{id} dropped"));
         }
         Op::Fail(id) => {

@@ -215,6 +215,8 @@ pub trait MailStore: Send + Sync {
     fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError>;
     /// Where the data lives (for the control socket).
     fn data_dir(&self) -> &Path;
+    /// Stores a webhook to be POSTed; its id.
+    fn webhook_add(&self, hook: crate::Webhook) -> Result<u64, StoreError>;
 }
 
 impl MailStore for Store {
@@ -466,6 +468,9 @@ impl MailStore for Store {
     }
     fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError> {
         Store::backup(self, dest)
+    }
+    fn webhook_add(&self, hook: crate::Webhook) -> Result<u64, StoreError> {
+        Store::webhook_add(self, hook)
     }
     fn data_dir(&self) -> &Path {
         Store::data_dir(self)

@@ -169,6 +169,8 @@ impl Store {
             JUNK_WORDS,
             JUNK_TRAINED,
             MSG_FACTS,
+            WEBHOOKS,
+            WEBHOOKS_RETIRED,
         );
         wtx.commit()?;
         drop(db);

@@ -147,6 +147,7 @@ mod tables;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
+mod webhook;
 
 pub use backend::{MailStore, QueueChange};
 pub use backup::{verify, BackupReport, VerifyReport};
@@ -158,3 +159,4 @@ pub use model::*;
 pub use queue::{Notice, NoticeMessage, NoticeOutcome, QueueRecord, Recorded, SentTo};
 pub use store::{ip_networks, Store, DB_FILE, DEFAULT_CACHE_BYTES, HISTORY_SCAN_FACTOR};
 pub use tables::SCHEMA_VERSION;
+pub use webhook::{RetiredWebhook, Webhook, WebhookResult};

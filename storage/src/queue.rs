@@ -22,6 +22,9 @@ pub struct QueueRecord {
     /// The sender's failures in a row to the recipient, as [`Store::failure_streak_record`]
     /// records them: (account, address, failed).
     pub streak: Option<(String, String, bool)>,
+    /// The webhook this attempt causes, stored in the same commit (not when the entry is
+    /// gone).
+    pub webhook: Option<crate::Webhook>,
 }
 
 /// What [`Store::queue_record`] did.
@@ -479,6 +482,9 @@ impl Store {
                     }
                     None => 0,
                 });
+                if let Some(h) = &r.webhook {
+                    crate::webhook::webhook_add_txn(txn, h)?;
+                }
                 let mut new = old.clone();
                 (r.change)(&mut new);
                 new.id = old.id;
@@ -595,8 +601,20 @@ impl Store {
     /// Removes an entry without a trace (administrator's drop); the message file goes when
     /// no entry references it anymore.
     pub fn queue_drop(&self, id: QueueId) -> Result<(), StoreError> {
+        self.queue_drop_with(id, None)
+    }
+
+    /// [`Store::queue_drop`], storing `hook` (the `canceled` webhook) in the same commit.
+    pub fn queue_drop_with(
+        &self,
+        id: QueueId,
+        hook: Option<crate::Webhook>,
+    ) -> Result<(), StoreError> {
         let freed = self.write(vec![], vec![], move |txn| {
             let e = get_entry(txn, id)?;
+            if let Some(h) = &hook {
+                crate::webhook::webhook_add_txn(txn, h)?;
+            }
             remove_entry(txn, &e)
         })?;
         if let Some(m) = freed {
@@ -1105,6 +1123,7 @@ mod tests {
             change: Box::new(|_| {}),
             retire: Some(Outcome::Failed("550 no".into())),
             streak: None,
+            webhook: None,
         };
         let dsn_local = b"Subject: failed (local)\r\n\r\nx\r\n".to_vec();
         let dsn_remote = b"Subject: failed (remote)\r\n\r\ny\r\n".to_vec();
@@ -1204,6 +1223,7 @@ mod tests {
             change: Box::new(attempt),
             retire,
             streak,
+            webhook: None,
         };
         let n = s
             .queue_record(
@@ -1249,6 +1269,7 @@ mod tests {
                     change: Box::new(|_| {}),
                     retire: Some(Outcome::Failed("550 no".into())),
                     streak: None,
+                    webhook: None,
                 }],
                 UnixTime(40),
             )
@@ -1265,6 +1286,7 @@ mod tests {
                     change: Box::new(|_| {}),
                     retire: None,
                     streak: Some(("mjl".into(), "c@x.example".into(), true)),
+                    webhook: None,
                 }],
                 UnixTime(50),
             )
@@ -1390,18 +1412,21 @@ mod tests {
                         change: Box::new(attempt),
                         retire: Some(Outcome::Delivered("250 ok".into())),
                         streak: None,
+                        webhook: None,
                     },
                     QueueRecord {
                         id: ids[1],
                         change: Box::new(attempt),
                         retire: None,
                         streak: None,
+                        webhook: None,
                     },
                     QueueRecord {
                         id: QueueId(9999),
                         change: Box::new(attempt),
                         retire: None,
                         streak: None,
+                        webhook: None,
                     },
                 ],
                 UnixTime(5),
@@ -1426,12 +1451,14 @@ mod tests {
                     change: Box::new(|_| {}),
                     retire: Some(Outcome::Failed("550 no".into())),
                     streak: None,
+                    webhook: None,
                 },
                 QueueRecord {
                     id: ids[2],
                     change: Box::new(attempt),
                     retire: Some(Outcome::Delivered("250 ok".into())),
                     streak: None,
+                    webhook: None,
                 },
             ],
             UnixTime(6),

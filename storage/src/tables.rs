@@ -75,12 +75,18 @@ pub(crate) const JUNK_TRAINED: TableDefinition<(&str, i64, u64), u8> =
     TableDefinition::new("junk_trained");
 /// `mtasts`: domain -> JSON [`crate::MtaStsRecord`].
 pub(crate) const MTASTS: TableDefinition<&str, &[u8]> = TableDefinition::new("mtasts");
+/// Webhooks waiting: id -> [`crate::Webhook`].
+pub(crate) const WEBHOOKS: TableDefinition<u64, &[u8]> = TableDefinition::new("webhooks");
+/// Webhooks done: id -> [`crate::RetiredWebhook`].
+pub(crate) const WEBHOOKS_RETIRED: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("webhooks_retired");
 
 pub(crate) const K_VERSION: &str = "schema_version";
 pub(crate) const K_NEXT_MSG: &str = "next_message_id";
 pub(crate) const K_NEXT_QMSG: &str = "next_queue_msg_id";
 pub(crate) const K_NEXT_QUEUE: &str = "next_queue_id";
 pub(crate) const K_NEXT_RULE: &str = "next_hold_rule_id";
+pub(crate) const K_NEXT_HOOK: &str = "next_webhook_id";
 
 /// Encodes a record.
 pub(crate) fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -121,6 +127,8 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(JUNK_WORDS)?;
     txn.open_table(JUNK_TRAINED)?;
     txn.open_table(MSG_FACTS)?;
+    txn.open_table(WEBHOOKS)?;
+    txn.open_table(WEBHOOKS_RETIRED)?;
     Ok(())
 }
 

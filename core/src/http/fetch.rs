@@ -48,6 +48,9 @@ pub struct FetchConfig {
     pub timeout: Duration,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// Also `http://` URLs, in plain text (webhooks to the operator's applications);
+    /// MTA-STS, ACME and reports never set it.
+    pub allow_http: bool,
 }
 
 impl FetchConfig {
@@ -62,6 +65,7 @@ impl FetchConfig {
             },
             timeout: Duration::from_secs(60),
             user_agent: "rmox".to_string(),
+            allow_http: false,
         }
     }
 }
@@ -246,7 +250,8 @@ enum State {
 
 #[derive(Debug)]
 struct Exchange {
-    tls: TlsLayer,
+    /// `None` for plain `http://`.
+    tls: Option<TlsLayer>,
     /// Plaintext received and not parsed yet.
     plain: Vec<u8>,
     head: Option<(ResponseHead, BodyDecoder)>,
@@ -259,6 +264,8 @@ pub struct HttpsFetch {
     config: Arc<FetchConfig>,
     host: String,
     port: u16,
+    /// `https://` (else plain `http://`).
+    https: bool,
     method: &'static str,
     request: Vec<u8>,
     state: State,
@@ -277,6 +284,25 @@ fn parse_url(url: &str) -> Result<(String, u16, String), String> {
         .filter(|s| s.eq_ignore_ascii_case("https://"))
         .map(|_| &url[8..])
         .ok_or("not an https url")?;
+    parse_rest(rest, 443)
+}
+
+/// Host, port, path-and-query and whether TLS is used, of an `https` or `http` URL.
+fn parse_any_url(url: &str) -> Result<(String, u16, String, bool), String> {
+    if let Some(rest) = url
+        .get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("http://"))
+        .map(|_| &url[7..])
+    {
+        let (h, p, path) = parse_rest(rest, 80)?;
+        return Ok((h, p, path, false));
+    }
+    let (h, p, path) = parse_url(url).map_err(|_| "not an http or https url".to_string())?;
+    Ok((h, p, path, true))
+}
+
+/// The part of a URL after its scheme; `default_port` when it names none.
+fn parse_rest(rest: &str, default_port: u16) -> Result<(String, u16, String), String> {
     let rest = rest.split('#').next().unwrap_or_default();
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
@@ -300,7 +326,7 @@ fn parse_url(url: &str) -> Result<(String, u16, String), String> {
     };
     let port = match port {
         Some(p) => p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?,
-        None => 443,
+        None => default_port,
     };
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     if host.is_empty()
@@ -325,6 +351,7 @@ impl HttpsFetch {
         let mut f = HttpsFetch {
             host: String::new(),
             port: 443,
+            https: true,
             method: match request.method {
                 Method::Get => "GET",
                 Method::Post => "POST",
@@ -338,19 +365,26 @@ impl HttpsFetch {
             last_now: now.mono,
             config,
         };
-        let (host, port, path) = match parse_url(&request.url) {
+        let parsed = if f.config.allow_http {
+            parse_any_url(&request.url)
+        } else {
+            parse_url(&request.url).map(|(h, p, path)| (h, p, path, true))
+        };
+        let (host, port, path, https) = match parsed {
             Ok(v) => v,
             Err(e) => {
                 f.finish(Err(FetchError::InvalidUrl(e)));
                 return f;
             }
         };
+        f.https = https;
+        let default_port = if https { 443 } else { 80 };
         let mut headers = vec![
             Header::new(
                 "Host",
                 &match (host.contains(':'), port) {
-                    (false, 443) => host.clone(),
-                    (true, 443) => format!("[{host}]"),
+                    (false, p) if p == default_port => host.clone(),
+                    (true, p) if p == default_port => format!("[{host}]"),
                     (false, p) => format!("{host}:{p}"),
                     (true, p) => format!("[{host}]:{p}"),
                 },
@@ -436,12 +470,18 @@ impl HttpsFetch {
     }
 
     fn connected(&mut self) {
-        let mut tls = match TlsLayer::client(Arc::clone(&self.config.tls), &self.host) {
-            Ok(t) => t,
-            Err(e) => return self.finish(Err(tls_error(e))),
+        let tls = if self.https {
+            let mut tls = match TlsLayer::client(Arc::clone(&self.config.tls), &self.host) {
+                Ok(t) => t,
+                Err(e) => return self.finish(Err(tls_error(e))),
+            };
+            tls.write_plain(&self.request);
+            tls.take_ciphertext(&mut self.out);
+            Some(tls)
+        } else {
+            self.out.extend_from_slice(&self.request);
+            None
         };
-        tls.write_plain(&self.request);
-        tls.take_ciphertext(&mut self.out);
         self.state = State::Exchanging(Box::new(Exchange {
             tls,
             plain: Vec::new(),
@@ -455,15 +495,24 @@ impl HttpsFetch {
             // Nothing is expected: drop the bytes.
             return bytes.len();
         };
-        let used = match x.tls.feed(bytes, &mut x.plain) {
-            Ok(n) => n,
-            Err(e) => {
-                x.tls.take_ciphertext(&mut self.out);
-                self.finish(Err(tls_error(e)));
-                return bytes.len();
+        let used = match &mut x.tls {
+            None => {
+                x.plain.extend_from_slice(bytes);
+                bytes.len()
+            }
+            Some(tls) => {
+                let used = match tls.feed(bytes, &mut x.plain) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tls.take_ciphertext(&mut self.out);
+                        self.finish(Err(tls_error(e)));
+                        return bytes.len();
+                    }
+                };
+                tls.take_ciphertext(&mut self.out);
+                used
             }
         };
-        x.tls.take_ciphertext(&mut self.out);
         match self.parse() {
             Ok(Some(r)) => self.finish(Ok(r)),
             Ok(None) => {}
@@ -524,7 +573,7 @@ impl HttpsFetch {
                 }),
                 Err(e) => Err(http_error(e)),
             },
-            None if x.tls.is_handshaking() => Err(FetchError::Tls(
+            None if x.tls.as_ref().is_some_and(TlsLayer::is_handshaking) => Err(FetchError::Tls(
                 "connection closed during the handshake".into(),
             )),
             None => Err(FetchError::Protocol(HttpError::UnexpectedEof)),
@@ -535,8 +584,10 @@ impl HttpsFetch {
     fn finish(&mut self, outcome: Result<Response, FetchError>) {
         match std::mem::replace(&mut self.state, State::Finished) {
             State::Exchanging(mut x) => {
-                x.tls.close();
-                x.tls.take_ciphertext(&mut self.out);
+                if let Some(tls) = &mut x.tls {
+                    tls.close();
+                    tls.take_ciphertext(&mut self.out);
+                }
                 self.outputs.push_back(Output::Close);
             }
             State::Connecting(_) => {

@@ -1151,6 +1151,7 @@ pub fn exec(s: &Store, model: &Model, op: &Op) -> Answer {
                     change: Box::new(|_| {}),
                     retire: Some(QueueOutcome::Failed("550 no".into())),
                     streak: None,
+                    webhook: None,
                 }],
                 vec![Notice {
                     about: vec![id],

@@ -573,3 +573,60 @@ fn stray_inputs_ignored() {
     assert!(tx.is_empty());
     assert!(f.result().is_none());
 }
+
+/// `allow_http`: an `http://` URL is fetched in plain text (port 80 by default, Host
+/// without it); without the flag it is an invalid URL, as before.
+#[test]
+fn plain_http_when_allowed() {
+    let now = TestClock::new().now();
+    let f = HttpsFetch::new(
+        config(100),
+        &FetchRequest::get("http://hooks.example/x"),
+        now,
+    );
+    assert!(matches!(f.result(), Some(Err(FetchError::InvalidUrl(_)))));
+    let mut c = FetchConfig::mta_sts(client_tls());
+    c.allow_http = true;
+    let c = Arc::new(c);
+    for (url, port, host) in [
+        ("http://hooks.example/x", 80, "hooks.example"),
+        ("HTTP://hooks.example:8080/x", 8080, "hooks.example:8080"),
+    ] {
+        let mut f = HttpsFetch::new(
+            Arc::clone(&c),
+            &FetchRequest::post(url, "application/json", b"{}".to_vec()),
+            now,
+        );
+        let mut tx = Vec::new();
+        let Output::Effect(
+            token,
+            Effect::Connect {
+                host: h, port: p, ..
+            },
+        ) = f.poll(now, &mut tx)
+        else {
+            panic!("no connect for {url}");
+        };
+        assert_eq!((h.as_str(), p), ("hooks.example", port));
+        f.handle(now, Input::Completed(token, Completion::Connected));
+        assert!(matches!(f.poll(now, &mut tx), Output::Transmit));
+        let (head, n) = parse_request(&tx, &Limits::default()).unwrap().unwrap();
+        assert_eq!(head.method, "POST");
+        assert_eq!(head.target, "/x");
+        assert_eq!(head.header("host"), Some(host));
+        assert_eq!(&tx[n..], b"{}");
+        let reply = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(f.handle(now, Input::Received(reply)), reply.len());
+        loop {
+            match f.poll(now, &mut tx) {
+                Output::Done => break,
+                Output::Idle { .. } => panic!("not done"),
+                _ => {}
+            }
+        }
+        assert_eq!(f.result().unwrap().as_ref().unwrap().status, 204);
+    }
+    // https still goes through TLS with the flag set.
+    let f = HttpsFetch::new(c, &FetchRequest::get("https://hooks.example/x"), now);
+    assert_eq!(f.target(), ("hooks.example", 443));
+}
