@@ -2661,6 +2661,17 @@ rare_words = 2
 # Messages received longer ago than this are untrained (0: never).
 train_max_age_days = 365
 
+# Webhooks: JSON POSTed to the account's application (mox's webhook shapes). Outgoing:
+# delivered, delayed, failed, suppressed and canceled events of its submissions (webapi or
+# SMTP); incoming: each message delivered to it. Every POST carries X-Rmox-Signature:
+# t=UNIX,v1=HEX, HEX the HMAC-SHA256 under `secret` of "UNIX." followed by the body.
+# Retried on [webhooks] retry_intervals_secs until a 2xx; `rmox webhook list|retired`.
+# [account.mjl.webhooks]
+# outgoing_url = "https://app.example.org/hooks/outgoing"
+# incoming_url = "https://app.example.org/hooks/incoming"
+# secret = "a long random string"
+# authorization = "Basic dXNlcjpwYXNz"
+
 # Address at the host name (localpart@HOSTNAME, the host name need not be a configured
 # domain) for TLS reports about our MX host (DANE), e.g. the rua=mailto: of
 # _smtp._tls.HOSTNAME: received as tls_reports addresses are, delivered to this account.
@@ -2899,6 +2910,13 @@ send_tls_reports = true
 # TLS reports are sent at each multiple of this many seconds in Unix time (86400: UTC
 # midnight); 0 turns them off.
 tls_interval_secs = 86400
+
+# How webhooks ([account.X.webhooks]) are POSTed: the waits before each retry after a
+# failed POST (not a 2xx, or no answer within timeout_secs); after the last the hook is
+# retired as failed.
+[webhooks]
+retry_intervals_secs = [60, 120, 240, 480, 900, 1800, 3600, 7200, 14400, 28800, 57600]
+timeout_secs = 60
 "#;
 
 #[cfg(test)]
@@ -3513,6 +3531,58 @@ mailbox = "Postmaster"
         );
         assert!(!EXAMPLE.contains("require_tls_for_auth"));
         assert!(!EXAMPLE.contains("remote_ips"));
+    }
+
+    /// `[account.X.webhooks]` and `[webhooks]`: defaults, and each mistake refused with its
+    /// key.
+    #[test]
+    fn webhook_settings() {
+        let c = cfg("").unwrap();
+        assert_eq!(c.webhooks, WebhookSettings::default());
+        assert_eq!(
+            c.webhooks.retry_intervals_secs,
+            rmox_core::webhook::RETRY_INTERVALS
+        );
+        let ex = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
+        assert_eq!(ex.webhooks, WebhookSettings::default());
+        let hooks = |body: &str| {
+            cfg(&format!("[account.mjl.webhooks]\n{body}\n")).map_err(|e| e.to_string())
+        };
+        let ok = hooks("outgoing_url = \"http://127.0.0.1:8080/h\"\nsecret = \"0123456789abcdef\"")
+            .unwrap();
+        let w = ok.account["mjl"].webhooks.as_ref().unwrap();
+        assert_eq!(w.outgoing_url.as_deref(), Some("http://127.0.0.1:8080/h"));
+        assert_eq!(w.incoming_url, None);
+        for (body, key) in [
+            (
+                "outgoing_url = \"ftp://x\"\nsecret = \"0123456789abcdef\"",
+                "webhooks.outgoing_url",
+            ),
+            (
+                "incoming_url = \"https:///x\"\nsecret = \"0123456789abcdef\"",
+                "webhooks.incoming_url",
+            ),
+            (
+                "incoming_url = \"https://x\"\nsecret = \"short\"",
+                "webhooks.secret",
+            ),
+            (
+                "secret = \"0123456789abcdef\"\nauthorization = \"a\\nb\"",
+                "webhooks.authorization",
+            ),
+            ("secret = \"0123456789abcdef\"\nbogus = 1", "bogus"),
+        ] {
+            let e = hooks(body).unwrap_err();
+            assert!(e.contains(key), "{body}: {e}");
+        }
+        let e = cfg("[webhooks]\nretry_intervals_secs = [1, 0]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("webhooks"), "{e}");
+        let e = cfg("[webhooks]\ntimeout_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("webhooks"), "{e}");
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub fn outgoing(
     let w = c.account.get(account)?.webhooks.as_ref()?;
     let url = w.outgoing_url.clone()?;
     let (message_id, subject) = id_and_subject(message);
+    let end = rmox_core::message::body_offset(message).unwrap_or(message.len());
+    let extra = rmox_core::webapi::extra_from_header(message.get(..end).unwrap_or_default());
     let (smtp_code, smtp_enhanced_code) = hook::smtp_codes(error);
     let payload = Outgoing {
         version: 0,
@@ -98,7 +100,7 @@ pub fn outgoing(
         smtp_code,
         smtp_enhanced_code,
         error: error.to_string(),
-        extra: Default::default(),
+        extra,
     };
     Some(new_hook(
         account,

@@ -244,7 +244,7 @@ pub struct SendRequest {
     /// HTML body.
     #[serde(default, rename = "HTML")]
     pub html: String,
-    /// Metadata for delivery webhooks (refused while rmox has no webhooks).
+    /// Metadata returned in delivery webhooks (sent as `X-Mox-Extra-<Key>` headers).
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
     /// Extra header fields, `[name, value]`.
@@ -406,11 +406,24 @@ pub fn compose(req: &SendRequest, cx: &ComposeContext) -> Result<Composed, ApiEr
             "at least text or html body required",
         ));
     }
-    if !req.extra.is_empty() {
-        return Err(ApiError::new(
-            "user",
-            "Extra is not supported yet: rmox has no delivery webhooks to return it in",
-        ));
+    let mut extra = Vec::new();
+    for (k, v) in &req.extra {
+        let key = canonical_extra_key(k).ok_or_else(|| {
+            ApiError::new(
+                "user",
+                format!("Extra: invalid key {k:?} (letters, digits and dashes)"),
+            )
+        })?;
+        if v.contains(['\r', '\n']) {
+            return Err(ApiError::new(
+                "user",
+                format!("Extra: the value of {k} has a line break"),
+            ));
+        }
+        if extra.iter().any(|(e, _)| *e == key) {
+            return Err(ApiError::new("user", format!("Extra: duplicate key {key}")));
+        }
+        extra.push((key, v.clone()));
     }
     if req.save_sent {
         return Err(ApiError::new(
@@ -549,6 +562,11 @@ pub fn compose(req: &SendRequest, cx: &ComposeContext) -> Result<Composed, ApiEr
     for [name, value] in &req.headers {
         h.push_str(&format!("{name}: {}\r\n", encode_text(value)));
     }
+    // Extra travels with the message, as mox's X-Mox-Extra- headers do for SMTP
+    // submissions, and comes back in the delivery webhooks.
+    for (k, v) in &extra {
+        h.push_str(&format!("{EXTRA_PREFIX}{k}: {}\r\n", encode_text(v)));
+    }
     if !user_agent {
         h.push_str("User-Agent: rmox-webapi\r\n");
     }
@@ -609,6 +627,58 @@ pub fn compose(req: &SendRequest, cx: &ComposeContext) -> Result<Composed, ApiEr
         require_tls: req.require_tls,
         hold_until,
     })
+}
+
+/// The header prefix of per-message metadata (mox's): `X-Mox-Extra-<Key>: <value>`, set
+/// through the webapi's `Extra` or by an SMTP submitter, returned in delivery webhooks.
+pub const EXTRA_PREFIX: &str = "X-Mox-Extra-";
+
+/// An Extra key as mox canonicalises it (each dash-separated word capitalised, the rest
+/// lower case), or `None` when it is empty or has other than letters, digits and dashes.
+pub fn canonical_extra_key(k: &str) -> Option<String> {
+    if k.is_empty() || !k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
+        return None;
+    }
+    let words: Vec<String> = k
+        .split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_ascii_uppercase().to_string() + &c.as_str().to_ascii_lowercase(),
+                None => String::new(),
+            }
+        })
+        .collect();
+    Some(words.join("-"))
+}
+
+/// The Extra metadata in a message header (`X-Mox-Extra-<Key>` fields), keys canonical.
+pub fn extra_from_header(header: &[u8]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let text = String::from_utf8_lossy(header);
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.split("\r\n").flat_map(|l| l.split('\n')) {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = fields.last_mut() {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+        } else if let Some((n, v)) = line.split_once(':') {
+            fields.push((n.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    for (n, v) in fields {
+        let lower = n.to_ascii_lowercase();
+        if let Some(k) = lower.strip_prefix(&EXTRA_PREFIX.to_ascii_lowercase()) {
+            if let Some(k) = canonical_extra_key(k) {
+                out.entry(k).or_insert(v);
+            }
+        }
+    }
+    out
 }
 
 /// `<local@domain>` without spaces or nested brackets.

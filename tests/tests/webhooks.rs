@@ -49,6 +49,7 @@ fn webhooks_retry_and_sign(rt: &str) {
         "To": [{"Address": "someone@localhost"}, {"Address": "queuepermerror@localhost"}],
         "Subject": subj,
         "Text": "hooked\n",
+        "Extra": {"order-id": "A-17"},
     });
     let out = Command::new("python3")
         .arg(py_dir().join("webapi_client.py"))
@@ -140,6 +141,10 @@ fn webhooks_retry_and_sign(rt: &str) {
     assert_eq!(delivered["body"]["QueueMsgID"].as_u64(), Some(queue_ids[0]));
     assert_eq!(delivered["body"]["MessageID"], sent["MessageID"]);
     assert_eq!(delivered["body"]["Subject"], subj.as_str());
+    assert_eq!(
+        delivered["body"]["Extra"],
+        serde_json::json!({"Order-Id": "A-17"})
+    );
     let failed = taken
         .iter()
         .find(|l| l["body"]["Event"] == "failed")

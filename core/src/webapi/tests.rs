@@ -248,7 +248,15 @@ fn compose_errors() {
             "badAddress",
         ),
         (
-            format!(r#"{{"Text": "x", "Extra": {{"k": "v"}}, {to}}}"#),
+            format!(r#"{{"Text": "x", "Extra": {{"a b": "v"}}, {to}}}"#),
+            "user",
+        ),
+        (
+            format!(r#"{{"Text": "x", "Extra": {{"k": "v\r\nBcc: x"}}, {to}}}"#),
+            "user",
+        ),
+        (
+            format!(r#"{{"Text": "x", "Extra": {{"k": "1", "K": "2"}}, {to}}}"#),
             "user",
         ),
         (
@@ -315,6 +323,24 @@ fn compose_errors() {
         ApiError::new("user", "m").to_json(),
         b"{\"Code\":\"user\",\"Message\":\"m\"}\n"
     );
+}
+
+/// Extra travels as X-Mox-Extra- headers with mox's canonical keys and is read back.
+#[test]
+fn extra_headers() {
+    let c = send(r#"{"To": [{"Address": "b@example.org"}], "Text": "x", "Extra": {"customer-ID": "42", "plan": "gold"}}"#).unwrap();
+    let text = String::from_utf8_lossy(&c.message);
+    assert!(
+        text.contains("\r\nX-Mox-Extra-Customer-Id: 42\r\n"),
+        "{text}"
+    );
+    let got = extra_from_header(&c.message);
+    assert_eq!(got.get("Customer-Id").map(String::as_str), Some("42"));
+    assert_eq!(got.get("Plan").map(String::as_str), Some("gold"));
+    assert_eq!(got.len(), 2);
+    assert_eq!(canonical_extra_key("a--b"), Some("A--B".into()));
+    assert_eq!(canonical_extra_key(""), None);
+    assert!(extra_from_header(b"Subject: x\r\n\r\nX-Mox-Extra-A: body\r\n").is_empty());
 }
 
 #[test]
