@@ -383,6 +383,58 @@ fn permanent_failure_dsn_and_suppression() {
     assert_eq!(e.inbox().len(), 2);
 }
 
+/// An account with an outgoing webhook gets one hook per event, stored with the attempt:
+/// delivered, delayed, failed (suppressing), suppressed, canceled; DSNs and accounts
+/// without webhooks get none.
+#[test]
+fn webhooks_for_every_outgoing_event() {
+    let e = env(
+        false,
+        "[account.mjl.webhooks]\noutgoing_url = \"http://127.0.0.1:9/out\"\nsecret = \"0123456789abcdef\"\n",
+    );
+    let fake = Arc::new(Fake::default());
+    let r = e.runner(fake.clone());
+    let ids = e.queue(
+        "mjl@mox.example",
+        &["ok@example.net", "temp@example.net", "perm@example.net"],
+    );
+    r.run_once(e.now()).unwrap();
+    let again = e.queue("mjl@mox.example", &["perm@example.net"])[0];
+    r.run_once(e.now()).unwrap();
+    let dropped = e.queue("mjl@mox.example", &["held@example.net"])[0];
+    e.store.queue_hold(dropped).unwrap();
+    execute(&e.config, &e.store, Op::Drop(dropped.0), None).unwrap();
+    let hooks = e.store.webhooks().unwrap();
+    let got: Vec<(String, u64, bool, u64)> = hooks
+        .iter()
+        .map(|h| {
+            let p: serde_json::Value = serde_json::from_str(&h.payload).unwrap();
+            assert_eq!(h.url, "http://127.0.0.1:9/out");
+            assert_eq!(p["Subject"], "test");
+            assert_eq!(p["Event"], h.event.as_str());
+            (
+                h.event.clone(),
+                p["QueueMsgID"].as_u64().unwrap(),
+                p["Suppressing"].as_bool().unwrap(),
+                p["SMTPCode"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut want = vec![
+        ("delivered".to_string(), ids[0].0, false, 0),
+        ("delayed".to_string(), ids[1].0, false, 451),
+        ("failed".to_string(), ids[2].0, true, 550),
+        ("suppressed".to_string(), again.0, false, 0),
+        ("canceled".to_string(), dropped.0, false, 0),
+    ];
+    let mut got_sorted = got.clone();
+    got_sorted.sort_by_key(|g| g.1);
+    want.sort_by_key(|w| w.1);
+    assert_eq!(got_sorted, want, "{hooks:?}");
+    // The DSNs about the failures were delivered locally, not hooked as outgoing mail.
+    assert_eq!(hooks.len(), 5);
+}
+
 #[test]
 fn three_failed_deliveries_in_a_row_suppress() {
     let e = env(false, "");
