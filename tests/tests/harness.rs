@@ -95,6 +95,7 @@ smtp = {{ port = 25 }}
 submission = {{ port = 587 }}
 tls = {{ cert_file = "{cert}", key_file = "{key}" }}
 no_require_starttls = true
+webapi = {{ port = 1080, tls = false }}
 
 [domain."mox.example"]
 
@@ -172,7 +173,36 @@ fn serve_scenarios(rt: &str) {
     let _guard = Harness::lock();
     let dir = TempDir::new(&format!("harness-{rt}"));
     let cfg = dir.path().join("rmox.toml");
-    std::fs::write(&cfg, serve_config(&h)).unwrap();
+    // The account's application: a webhook receiver (fails, times out, then takes each hook).
+    let hook_log = dir.path().join("hooks.jsonl");
+    let mut receiver = std::process::Command::new("python3")
+        .arg(py_dir().join("webhook_receiver.py"))
+        .args([
+            "harness-webhook-secret",
+            hook_log.to_str().unwrap(),
+            "3",
+            "600",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let hook_port: u16 = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(receiver.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.trim().strip_prefix("PORT ").unwrap().parse().unwrap()
+    };
+    let config = format!(
+        "{}\n[account.mjl.webhooks]\noutgoing_url = \"http://127.0.0.1:{hook_port}/outgoing\"\n\
+         secret = \"harness-webhook-secret\"\n[webhooks]\nretry_intervals_secs = [1, 1, 1]\n\
+         timeout_secs = 1\n",
+        serve_config(&h)
+    );
+    std::fs::write(&cfg, config).unwrap();
     let cfgs = cfg.to_str().unwrap().to_string();
     let out = rmox(&["config", "check", "--config", &cfgs], None);
     assert!(
@@ -498,7 +528,78 @@ fn serve_scenarios(rt: &str) {
     // The DSN for permfail is delivered locally by the runner: give it a moment.
     std::thread::sleep(std::time::Duration::from_secs(1));
 
+    // An application sends through the webapi to the real Postfix and learns of the
+    // delivery from its webhook (issue 19).
+    let s_api = sub("webapi");
+    let r_api = format!("api-{tag}@pf.example.org");
+    let req = serde_json::json!({
+        "To": [{"Address": r_api}], "Subject": s_api, "Text": "through the webapi\n",
+    });
+    let out = std::process::Command::new("python3")
+        .arg(py_dir().join("webapi_client.py"))
+        .args([
+            &format!("http://{ip}:1080/webapi/v0"),
+            "mjl@mox.example",
+            "testtest",
+            "Send",
+            &req.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        answer.starts_with("STATUS 200"),
+        "{answer}\n{}",
+        srv.stderr()
+    );
+    let sent: serde_json::Value =
+        serde_json::from_str(answer.splitn(3, '\n').nth(2).unwrap()).unwrap();
+    let qid = sent["Submissions"][0]["QueueMsgID"].as_u64().unwrap();
+    assert!(
+        wait_for(30, || h
+            .postfix_messages()
+            .iter()
+            .any(|m| m.contains(&format!("Subject: {s_api}")))),
+        "{s_api} not in the Postfix Maildir; stderr:\n{}",
+        srv.stderr()
+    );
+    let mut hooks = serde_json::Value::Null;
+    let hooked = wait_for(60, || {
+        let out = rmox(&["webhook", "retired", "--json", "--config", &cfgs], None);
+        hooks = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        hooks.as_array().is_some_and(|a| {
+            a.iter().any(|r| {
+                let p: serde_json::Value =
+                    serde_json::from_str(r["hook"]["payload"].as_str().unwrap_or(""))
+                        .unwrap_or_default();
+                p["Event"] == "delivered"
+                    && p["QueueMsgID"].as_u64() == Some(qid)
+                    && r["success"] == true
+            })
+        })
+    });
+    assert!(
+        hooked,
+        "no delivered webhook for queue entry {qid}: {hooks}\n{}",
+        srv.stderr()
+    );
+    let received = std::fs::read_to_string(&hook_log).unwrap();
+    let delivered = received
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| {
+            l["body"]["Event"] == "delivered"
+                && l["body"]["QueueMsgID"].as_u64() == Some(qid)
+                && l["attempt"] == 3
+        })
+        .unwrap_or_else(|| panic!("{received}"));
+    assert_eq!(delivered["sig_ok"], true);
+    assert_eq!(delivered["body"]["Subject"], s_api.as_str());
+    assert_eq!(delivered["body"]["MessageID"], sent["MessageID"]);
+
     srv.stop_clean();
+    let _ = receiver.kill();
+    let _ = receiver.wait();
 
     // tempfail is still queued after one attempt; `rmox queue kick` attempts it again now.
     let (_, list) = rmox_out(&["queue", "list", "--config", &cfgs]);
