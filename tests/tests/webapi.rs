@@ -218,4 +218,56 @@ fn webapi_bad_input(rt: &str) {
     assert!(log.contains("webapi request"), "{log}");
 }
 
-rmox_tests::on_every_runtime!(webapi_send_and_read, webapi_bad_input);
+/// The webapi over TLS (the default off loopback): Python verifies localserve's certificate
+/// and authenticates; a plain-HTTP request to the TLS port gets no answer.
+fn webapi_over_tls(rt: &str) {
+    let mut srv = Server::localserve(rt);
+    srv.stop_clean();
+    let cfg = srv.config_path();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace(
+        "webapi = { port = 1080, tls = false }",
+        "webapi = { port = 1080 }",
+    );
+    assert!(text.contains("webapi = { port = 1080 }\n"), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+    srv.start();
+    let ca = cfg.parent().unwrap().join("tls/cert.pem");
+    let url = format!("https://{}:{WEBAPI_PORT}/webapi/v0", srv.ip);
+    let run = |user: &str, pass: &str| {
+        let out = Command::new("python3")
+            .arg(py_dir().join("webapi_client.py"))
+            .args([url.as_str(), user, pass, "SuppressionList", "{}"])
+            .env("CAFILE", &ca)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running python3");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let ok = run("rmox@localhost", "rmoxrmox");
+    assert!(ok.starts_with("STATUS 200"), "{ok}\n{}", srv.stderr());
+    assert!(ok.contains("\"Suppressions\":[]"), "{ok}");
+    let bad = run("rmox@localhost", "wrongwrong");
+    assert!(bad.starts_with("STATUS 401"), "{bad}");
+    // Plain HTTP to the TLS port: no HTTP answer.
+    let plain = Command::new("python3")
+        .arg(py_dir().join("webapi_client.py"))
+        .args([
+            format!("http://{}:{WEBAPI_PORT}/webapi/v0", srv.ip).as_str(),
+            "rmox@localhost",
+            "rmoxrmox",
+            "SuppressionList",
+            "{}",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let plain = String::from_utf8_lossy(&plain.stdout);
+    assert!(
+        !plain.starts_with("STATUS 200"),
+        "plain HTTP was answered on the TLS port: {plain}"
+    );
+    srv.stop_clean();
+}
+
+rmox_tests::on_every_runtime!(webapi_send_and_read, webapi_bad_input, webapi_over_tls);
