@@ -2396,6 +2396,25 @@ impl Config {
         self.domain.contains_key(domain) || domain.eq_ignore_ascii_case(&self.hostname)
     }
 
+    /// Whether `address` (`localpart@domain`) is delivered to `account`.
+    pub fn account_owns_address(&self, account: &str, address: &str) -> bool {
+        address
+            .rsplit_once('@')
+            .is_some_and(|(lp, d)| self.account_owns(account, lp, &d.to_ascii_lowercase()))
+    }
+
+    /// The address an account sends from by default: `ACCOUNT@DOMAIN` when it is one of
+    /// its addresses, else its first address (not a catchall).
+    pub fn account_address(&self, account: &str) -> Option<String> {
+        let a = self.account.get(account)?;
+        let own = format!("{account}@{}", a.domain);
+        if a.destinations.contains_key(&own) {
+            Some(own)
+        } else {
+            a.destinations.keys().find(|d| !d.starts_with('@')).cloned()
+        }
+    }
+
     /// Whether `address` (as written in MAIL FROM or From) may be used by `account` to send.
     pub fn account_owns(&self, account: &str, localpart: &str, domain: &str) -> bool {
         match self.resolve(localpart, domain) {

@@ -358,17 +358,9 @@ impl Webapi {
 
     /// `ACCOUNT@DOMAIN` when it is an address of the account, else its first address.
     fn default_address(&self, account: &str) -> Result<String, ApiError> {
-        let c = self.world.config();
-        c.account
-            .get(account)
-            .and_then(|a| {
-                let own = format!("{account}@{}", a.domain);
-                if a.destinations.contains_key(&own) {
-                    Some(own)
-                } else {
-                    a.destinations.keys().find(|d| !d.starts_with('@')).cloned()
-                }
-            })
+        self.world
+            .config()
+            .account_address(account)
             .ok_or_else(|| ApiError::new("badFrom", "the account has no address to send from"))
     }
 }

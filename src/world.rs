@@ -1504,11 +1504,7 @@ impl World {
     ) -> Result<Vec<rmox_storage::QueueId>, rmox_core::webapi::ApiError> {
         use rmox_core::webapi::ApiError;
         let config = self.config();
-        let owns = |addr: &str| {
-            addr.rsplit_once('@')
-                .is_some_and(|(lp, d)| config.account_owns(account, lp, &d.to_ascii_lowercase()))
-        };
-        if !owns(&c.from) {
+        if !config.account_owns_address(account, &c.from) {
             return Err(ApiError::new(
                 "badFrom",
                 "from-address not configured for account",
@@ -1592,25 +1588,14 @@ impl World {
         if recipients.is_empty() {
             return Err(Fail("no recipients (give them as arguments, or -t)".into()));
         }
-        let owns = |addr: &str| {
-            addr.rsplit_once('@')
-                .is_some_and(|(lp, d)| config.account_owns(&account, lp, &d.to_ascii_lowercase()))
-        };
+        let owns = |addr: &str| config.account_owns_address(&account, addr);
         let body_at = message::body_offset(message).unwrap_or(message.len());
         let header = message.get(..body_at).unwrap_or_default();
         let mut prefix = String::new();
         let froms = message::from_addresses(header);
         let from = match froms.as_slice() {
             [] => {
-                // ACCOUNT@DOMAIN when it is one of its addresses, else its first address.
-                let Some(addr) = config.account.get(&account).and_then(|a| {
-                    let own = format!("{account}@{}", a.domain);
-                    if a.destinations.contains_key(&own) {
-                        Some(own)
-                    } else {
-                        a.destinations.keys().find(|d| !d.starts_with('@')).cloned()
-                    }
-                }) else {
+                let Some(addr) = config.account_address(&account) else {
                     return Err(Fail(format!(
                         "account {account} has no address to send from"
                     )));
