@@ -446,6 +446,12 @@ pub struct AccountConfig {
     pub junk_filter: Option<JunkFilterConfig>,
     /// Webhooks for the account's mail (`[account.X.webhooks]`); absent: none.
     pub webhooks: Option<AccountWebhooks>,
+    /// Login addresses (of this account, in a domain with a `localpart_catchall_separator`)
+    /// whose webapi sends get a unique MAIL FROM per recipient (mox's fromid,
+    /// `LOCAL+ID@DOMAIN`): a DSN that comes back to it is attributed to the message and
+    /// reported as an outgoing webhook event instead of an incoming message.
+    #[serde(default)]
+    pub from_id_login_addresses: Vec<String>,
 }
 
 /// `[account.X.webhooks]`: where the account's delivery events and incoming messages are
@@ -1597,6 +1603,25 @@ impl Config {
             self.validate_acme(i, l)?;
         }
         for (name, a) in &self.account {
+            for addr in &a.from_id_login_addresses {
+                let key = format!("account.{name}.from_id_login_addresses");
+                let Some((_, d)) = addr.rsplit_once('@') else {
+                    return Err(self.err(key, format!("{addr:?} is not an address")));
+                };
+                if !self.account_owns_address(name, addr) {
+                    return Err(
+                        self.err(key, format!("{addr:?} is not an address of account {name}"))
+                    );
+                }
+                if self.catchall_separator(d).is_none() {
+                    return Err(self.err(
+                        key,
+                        format!("domain of {addr:?} has no localpart_catchall_separator (the unique id goes after it)"),
+                    ));
+                }
+            }
+        }
+        for (name, a) in &self.account {
             let Some(w) = &a.webhooks else { continue };
             for (k, url) in [
                 ("outgoing_url", &w.outgoing_url),
@@ -2396,6 +2421,33 @@ impl Config {
         self.domain.contains_key(domain) || domain.eq_ignore_ascii_case(&self.hostname)
     }
 
+    /// The local part catchall separator of `domain` (any case), when it has one.
+    pub fn catchall_separator(&self, domain: &str) -> Option<&str> {
+        self.domain
+            .get(&domain.to_ascii_lowercase())?
+            .localpart_catchall_separator
+            .as_deref()
+            .filter(|s| !s.is_empty())
+    }
+
+    /// When a send by `account` logged in as `login` gets unique return addresses (mox's
+    /// fromid): the MAIL FROM local part before the separator, and the separator.
+    /// `from` is the message's sending address.
+    pub fn from_id_base(&self, account: &str, login: &str, from: &str) -> Option<(String, String)> {
+        let a = self.account.get(account)?;
+        if !a
+            .from_id_login_addresses
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case(login))
+        {
+            return None;
+        }
+        let (lp, d) = from.rsplit_once('@')?;
+        let sep = self.catchall_separator(d)?;
+        let base = lp.split_once(sep).map_or(lp, |(b, _)| b);
+        Some((format!("{base}{sep}"), d.to_string()))
+    }
+
     /// Whether `address` (`localpart@domain`) is delivered to `account`.
     pub fn account_owns_address(&self, account: &str, address: &str) -> bool {
         address
@@ -2662,6 +2714,11 @@ rejects_mailbox = "Rejects"
 # 250), for an IMAP server such as Dovecot to serve; messages the user moves to its Junk
 # folder count as junk for reputation.
 # maildir = "/var/mail/mjl/Maildir"
+# Logged in to the webapi as one of these addresses, each recipient of a Send gets its own
+# MAIL FROM, LOCAL+ID@DOMAIN (ID random, the domain needs a localpart_catchall_separator):
+# a DSN that comes back to it becomes an outgoing webhook event of that message
+# (delivered, relayed, expanded, delayed, failed or unrecognized, with DSN = true).
+from_id_login_addresses = ["mjl@example.org"]
 # The junk filter: a Bayesian classifier trained from this account's own mail (messages
 # marked junk and what is in the Junk mailbox as spam; marked not-junk and what is in
 # mailboxes other than Inbox, Junk and the rejects mailbox as ham; `rmox junk train` for a

@@ -1073,6 +1073,18 @@ impl Runner {
         let suppressed = d.result.is_none()
             && matches!(d.decision, Decision::Failed { .. })
             && text == Failure::suppressed().text();
+        // The entry's unique return-address id: in its MAIL FROM after the separator, when
+        // storage knows that id as this entry's.
+        let from_id = d
+            .item
+            .mail_from
+            .rsplit_once('@')
+            .and_then(|(lp, dom)| lp.split_once(self.config.catchall_separator(dom)?))
+            .map(|(_, id)| id)
+            .filter(|id| {
+                matches!(self.store.queue_by_from_id(id), Ok(Some((e, _))) if e.id.0 == d.item.id)
+            })
+            .unwrap_or_default();
         crate::webhooks::outgoing_for_attempt(
             &self.config,
             &d.item,
@@ -1080,6 +1092,7 @@ impl Runner {
             &text,
             suppressing,
             suppressed,
+            from_id,
             message,
             now,
         )
@@ -1438,6 +1451,7 @@ pub fn dsn_queue_recipient(to: &str, dsn: &[u8], now: UnixTime) -> QueueRecipien
         hold: false,
         dsn: rmox_storage::DsnParams::default(),
         is_dsn: true,
+        from_id: None,
     }
 }
 

@@ -561,6 +561,7 @@ pub fn send_reports(
                 hold: false,
                 dsn: DsnParams::default(),
                 is_dsn: false,
+                from_id: None,
             })
             .collect();
         store.queue_add(&message, q)?;
@@ -763,6 +764,7 @@ pub fn tls_finish(
                     hold: false,
                     dsn: DsnParams::default(),
                     is_dsn: false,
+                    from_id: None,
                 })
                 .collect();
             store.queue_add(&message, q)?;

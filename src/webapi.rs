@@ -173,8 +173,8 @@ impl Webapi {
                 );
             }
         };
-        let r = api::request_json(head.header("content-type"), body)
-            .and_then(|text| self.call(method, &account, &user, ip, &text));
+        let r = api::read_request(head.header("content-type"), body)
+            .and_then(|req| self.call(method, &account, &user, ip, req));
         let r = match r {
             Ok(r) => r,
             Err(e) if e.code == "server" => error(500, &e),
@@ -190,12 +190,17 @@ impl Webapi {
         account: &str,
         login: &str,
         ip: std::net::IpAddr,
-        text: &str,
+        request: api::ApiRequest,
     ) -> Result<Response, ApiError> {
         let ok = |v: &dyn erased::Json| Ok(json_response(200, v.json()));
+        let text = request.json.as_str();
+        if method != "Send" && !request.files.is_empty() {
+            return Err(ApiError::new("user", format!("{method} takes no files")));
+        }
         match method {
             "Send" => {
-                let req: api::SendRequest = api::parse(text)?;
+                let mut req: api::SendRequest = api::parse(text)?;
+                request.files.add_to(&mut req);
                 let c = self.world.config();
                 let default_from = api::NameAddress {
                     name: String::new(),
@@ -213,17 +218,17 @@ impl Webapi {
                     max_size: usize::try_from(c.limits.max_message_size).unwrap_or(usize::MAX),
                 };
                 let composed = api::compose(&req, &cx)?;
-                let ids = self.world.webapi_send(account, &composed, ip)?;
+                let ids = self.world.webapi_send(account, login, &composed, ip)?;
                 let result = api::SendResult {
                     message_id: composed.message_id.clone(),
                     submissions: composed
                         .recipients
                         .iter()
                         .zip(ids)
-                        .map(|(a, id)| api::Submission {
+                        .map(|(a, (id, from_id))| api::Submission {
                             address: a.clone(),
                             queue_msg_id: id.0,
-                            from_id: String::new(),
+                            from_id,
                         })
                         .collect(),
                 };
@@ -352,8 +357,63 @@ impl Webapi {
                     }
                 }
             }
+            "MessageMove" => {
+                let req: api::MessageMoveRequest = api::parse(text)?;
+                let id = MessageId(req.msg_id);
+                let rec = self
+                    .store
+                    .message(id)
+                    .map_err(server_error)?
+                    .filter(|m| m.account == account && !m.expunged)
+                    .ok_or_else(|| ApiError::new("notFound", "message not found"))?;
+                let dest = self.mailbox_named(account, &req.dest_mailbox_name)?;
+                if dest != rec.mailbox {
+                    self.store.message_move(id, &dest).map_err(server_error)?;
+                    // Its junk training follows the mailbox (Junk: spam; others: ham).
+                    let c = self.world.config();
+                    crate::junk::sync(self.store.as_ref(), &c, id, rmox_driver::now().wall)
+                        .map_err(server_error)?;
+                }
+                ok(&serde_json::json!({}))
+            }
+            "WebhookList" | "WebhookRetiredList" => {
+                let req: api::WebhookListRequest = api::parse(text)?;
+                let limit = req
+                    .limit
+                    .unwrap_or(api::WEBHOOK_LIST_MAX)
+                    .min(api::WEBHOOK_LIST_MAX);
+                let list: Vec<serde_json::Value> = if method == "WebhookList" {
+                    let mut v = self.store.webhooks().map_err(server_error)?;
+                    v.retain(|h| h.account == account);
+                    v.iter()
+                        .rev()
+                        .take(limit)
+                        .map(|h| hook_json(h, None))
+                        .collect()
+                } else {
+                    let mut v = self.store.webhooks_retired().map_err(server_error)?;
+                    v.retain(|r| r.hook.account == account);
+                    v.iter()
+                        .rev()
+                        .take(limit)
+                        .map(|r| hook_json(&r.hook, Some(r)))
+                        .collect()
+                };
+                ok(&serde_json::json!({ "Webhooks": list }))
+            }
             _ => Err(ApiError::new("notFound", format!("no method {method}"))),
         }
+    }
+
+    /// The account's mailbox called `name` (any case for the standard ones and those it
+    /// has), as it is stored; `notFound` for one it does not have.
+    fn mailbox_named(&self, account: &str, name: &str) -> Result<String, ApiError> {
+        let have = self.store.mailboxes(account).map_err(server_error)?;
+        let std = api::STANDARD_MAILBOXES.iter().map(|m| m.to_string());
+        have.into_iter()
+            .chain(std)
+            .find(|m| m.eq_ignore_ascii_case(name))
+            .ok_or_else(|| ApiError::new("notFound", format!("mailbox {name:?} not found")))
     }
 
     /// `ACCOUNT@DOMAIN` when it is an address of the account, else its first address.
@@ -582,3 +642,38 @@ fn part(bytes: &[u8], path: &[usize]) -> Result<Response, ApiError> {
 
 #[cfg(test)]
 mod tests;
+
+/// A webhook as WebhookList and WebhookRetiredList show it (the payload as JSON).
+fn hook_json(
+    h: &rmox_storage::Webhook,
+    retired: Option<&rmox_storage::RetiredWebhook>,
+) -> serde_json::Value {
+    let results: Vec<serde_json::Value> = h
+        .results
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "Time": r.time.rfc3339(),
+                "Status": r.status,
+                "Error": r.error,
+                "DurationMS": r.duration_ms,
+            })
+        })
+        .collect();
+    let mut v = serde_json::json!({
+        "ID": h.id,
+        "Kind": h.kind,
+        "Event": h.event,
+        "URL": h.url,
+        "Queued": h.queued.rfc3339(),
+        "Attempts": h.attempts,
+        "NextAttempt": h.next_attempt.rfc3339(),
+        "Payload": serde_json::from_str::<serde_json::Value>(&h.payload).unwrap_or(serde_json::Value::Null),
+        "Results": results,
+    });
+    if let Some(r) = retired {
+        v["Success"] = r.success.into();
+        v["Retired"] = r.retired.rfc3339().into();
+    }
+    v
+}

@@ -34,7 +34,8 @@ fn id_and_subject(message: &[u8]) -> (String, String) {
 /// The outgoing hook for a delivery attempt of `item` (of `message`) that core decided
 /// `d`, when its sender account has an `outgoing_url`: delivered, failed or delayed.
 /// `suppressing`: this failure puts the recipient on the suppression list.
-/// `suppressed`: not attempted, the recipient being on the suppression list.
+/// `suppressed`: not attempted, the recipient being on the suppression list. `from_id`:
+/// the entry's unique return-address id, if it has one.
 #[allow(clippy::too_many_arguments)]
 pub fn outgoing_for_attempt(
     c: &Config,
@@ -43,6 +44,7 @@ pub fn outgoing_for_attempt(
     error: &str,
     suppressing: bool,
     suppressed: bool,
+    from_id: &str,
     message: &[u8],
     now: UnixTime,
 ) -> Option<Webhook> {
@@ -63,6 +65,7 @@ pub fn outgoing_for_attempt(
         event,
         error,
         suppressing,
+        from_id,
         message,
         now,
     )
@@ -78,6 +81,7 @@ pub fn outgoing(
     event: Event,
     error: &str,
     suppressing: bool,
+    from_id: &str,
     message: &[u8],
     now: UnixTime,
 ) -> Option<Webhook> {
@@ -93,7 +97,7 @@ pub fn outgoing(
         dsn: false,
         suppressing,
         queue_msg_id: queue_id,
-        from_id: String::new(),
+        from_id: from_id.to_string(),
         message_id,
         subject,
         webhook_queued: now.rfc3339(),
@@ -158,26 +162,146 @@ pub fn incoming(
     ))
 }
 
-/// Stores the incoming webhooks of delivered messages `ids` whose account has an
-/// `incoming_url`. After the delivery's commit: a crash in between loses the hook (never
-/// the message); a failure is logged.
+/// The outgoing hook of a message that came back (`r`, read by core) to the unique return
+/// address of queue entry `entry` (`from_id`) of `account`, when it has an `outgoing_url`.
+pub fn returned_hook(
+    c: &Config,
+    account: &str,
+    entry: &rmox_storage::QueueEntry,
+    from_id: &rmox_storage::FromId,
+    r: &hook::Returned,
+    now: UnixTime,
+) -> Option<Webhook> {
+    let w = c.account.get(account)?.webhooks.as_ref()?;
+    let url = w.outgoing_url.clone()?;
+    let payload = Outgoing {
+        version: 0,
+        event: r.event.as_str().into(),
+        dsn: r.dsn,
+        suppressing: r.suppressing,
+        queue_msg_id: entry.id.0,
+        from_id: from_id.id.clone(),
+        message_id: from_id.message_id.clone(),
+        subject: from_id.subject.clone(),
+        webhook_queued: now.rfc3339(),
+        smtp_code: r.smtp_code,
+        smtp_enhanced_code: r.smtp_enhanced_code.clone(),
+        error: if r.event == Event::Delivered {
+            String::new()
+        } else {
+            r.note.clone()
+        },
+        extra: from_id.extra.clone(),
+    };
+    Some(new_hook(
+        account,
+        url,
+        "outgoing",
+        r.event.as_str(),
+        &payload,
+        now,
+    ))
+}
+
+/// The id in a recipient address's local part after its domain's catchall separator.
+fn from_id_of<'a>(c: &Config, rcpt_to: &'a str) -> Option<&'a str> {
+    let (lp, domain) = rcpt_to.rsplit_once('@')?;
+    let sep = c.catchall_separator(domain)?;
+    lp.split_once(sep)
+        .map(|(_, id)| id)
+        .filter(|id| !id.is_empty())
+}
+
+/// A delivered message that came back to the unique return address of one of its
+/// account's queue entries (mox's fromid): noted in the entry's history, its failure may
+/// suppress the recipient, and the account's outgoing hook gets the DSN's event. `false`:
+/// it is not such a message (an ordinary incoming one).
+fn process_returned(
+    store: &dyn rmox_storage::MailStore,
+    c: &Config,
+    rec: &rmox_storage::MessageRecord,
+    now: UnixTime,
+) -> Result<bool, rmox_storage::StoreError> {
+    let Some(fid) = rec.info.rcpt_to.as_deref().and_then(|r| from_id_of(c, r)) else {
+        return Ok(false);
+    };
+    let Some((entry, _retired)) = store.queue_by_from_id(fid)? else {
+        return Ok(false);
+    };
+    let Some(from_id) = entry.rcpt.from_id.as_ref() else {
+        return Ok(false);
+    };
+    if entry.rcpt.sender_account.as_deref() != Some(rec.account.as_str()) {
+        return Ok(false);
+    }
+    let bytes = store.message_bytes(rec.id)?;
+    let r = hook::returned(&bytes);
+    tracing::info!(
+        account = %rec.account,
+        message = rec.id.0,
+        queue_id = entry.id.0,
+        from_id = fid,
+        event = r.event.as_str(),
+        note = %r.note,
+        "message about an earlier delivery came back to its return address"
+    );
+    store.queue_note(
+        entry.id,
+        rmox_storage::Attempt {
+            time: now,
+            host: "returned".into(),
+            result: r.note.clone(),
+            tls_mode: None,
+            tls_result: None,
+        },
+    )?;
+    if r.suppressing {
+        store.suppression_add(
+            &rec.account,
+            rmox_storage::Suppression {
+                address: entry.rcpt.recipient.clone(),
+                reason: r.note.clone(),
+                manual: false,
+                created: now,
+            },
+        )?;
+    }
+    if let Some(h) = returned_hook(c, &rec.account, &entry, from_id, &r, now) {
+        let id = store.webhook_add(h)?;
+        tracing::debug!(
+            message = rec.id.0,
+            hook = id,
+            "outgoing webhook of a returned message stored"
+        );
+    }
+    Ok(true)
+}
+
+/// After delivered messages `ids` were committed: a message that came back to a unique
+/// return address is processed as such ([`process_returned`]); any other gets the
+/// incoming webhook when its account has an `incoming_url`. A crash before this runs
+/// loses the hook (never the message); a failure is logged.
 pub fn store_incoming(
     store: &dyn rmox_storage::MailStore,
     c: &Config,
     ids: &[rmox_storage::MessageId],
 ) {
-    if !c.account.values().any(|a| {
-        a.webhooks
-            .as_ref()
-            .is_some_and(|w| w.incoming_url.is_some())
-    }) {
+    if !c
+        .account
+        .values()
+        .any(|a| a.webhooks.is_some() || !a.from_id_login_addresses.is_empty())
+    {
         return;
     }
+    let now = rmox_driver::now().wall;
     for id in ids {
         let made = (|| {
             let Some(rec) = store.message(*id)? else {
                 return Ok(None);
             };
+            if process_returned(store, c, &rec, now)? {
+                return Ok(None);
+            }
             let wanted = c
                 .account
                 .get(&rec.account)
@@ -187,7 +311,7 @@ pub fn store_incoming(
                 return Ok(None);
             }
             let bytes = store.message_bytes(*id)?;
-            match incoming(c, &rec, &bytes, rmox_driver::now().wall) {
+            match incoming(c, &rec, &bytes, now) {
                 Some(h) => store.webhook_add(h).map(Some),
                 None => Ok(None),
             }

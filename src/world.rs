@@ -1368,7 +1368,8 @@ impl World {
 
     /// Submission: check send limits, then queue per recipient.
     fn submit(&self, account: &str, t: &Transaction) -> Result<(), Reply> {
-        self.submit_queued(account, t).map(|_| ())
+        self.submit_queued(account, t, &Submit::default())
+            .map(|_| ())
     }
 
     /// [`World::submit`], returning the queue entries made (one per recipient, in order).
@@ -1376,6 +1377,7 @@ impl World {
         &self,
         account: &str,
         t: &Transaction,
+        opts: &Submit,
     ) -> Result<Vec<rmox_storage::QueueId>, Reply> {
         let config = self.config();
         let acc = config.account.get(account);
@@ -1417,11 +1419,13 @@ impl World {
             .recipients
             .iter()
             .zip(&rcpts)
-            .map(|((_, params), r)| QueueRecipient {
+            .enumerate()
+            .map(|(i, ((_, params), r))| QueueRecipient {
                 sender_account: Some(account.to_string()),
-                mail_from: match &t.mail_from {
-                    ReversePath::Null => String::new(),
-                    ReversePath::Mailbox(a) => a.to_string(),
+                mail_from: match (opts.from_ids.get(i), &t.mail_from) {
+                    (Some((mail_from, _)), _) => mail_from.clone(),
+                    (None, ReversePath::Null) => String::new(),
+                    (None, ReversePath::Mailbox(a)) => a.to_string(),
                 },
                 recipient: r.clone(),
                 has_8bit,
@@ -1460,15 +1464,39 @@ impl World {
                     orcpt: params.orcpt.as_ref().map(|(k, v)| format!("{k};{v}")),
                 },
                 is_dsn: false,
+                from_id: opts.from_ids.get(i).map(|(_, f)| f.clone()),
             })
             .collect();
-        // Written in parts: a spooled submission is not copied into memory.
         let signature = self.dkim_sign(t);
         let [head, rest] = t.message.parts();
-        let ids = self
-            .store
-            .queue_add_parts(&[&signature, head, rest], queue)
-            .map_err(|e| store_error(&e))?;
+        let ids = if opts.save_sent {
+            // The Sent copy and the queue entries in one commit: both or neither.
+            let whole = [signature.as_slice(), head, rest].concat();
+            let copy = Delivery {
+                account: account.to_string(),
+                mailbox: SENT_MAILBOX.into(),
+                head: &[],
+                message: &whole,
+                flags: Flags {
+                    seen: true,
+                    ..Default::default()
+                },
+                received: now,
+                info: MessageInfo {
+                    message_id: rmox_core::message::message_id(&whole),
+                    ..Default::default()
+                },
+            };
+            self.store
+                .deliver_and_queue_ids(vec![copy], &whole, queue)
+                .map_err(|e| store_error(&e))?
+                .1
+        } else {
+            // Written in parts: a spooled submission is not copied into memory.
+            self.store
+                .queue_add_parts(&[&signature, head, rest], queue)
+                .map_err(|e| store_error(&e))?
+        };
         self.store
             .record_outgoing(account, &rcpts, now)
             .map_err(|e| store_error(&e))?;
@@ -1496,12 +1524,17 @@ impl World {
     /// The webapi's `Send`: a composed message submitted for `account` from `ip` as a
     /// submission is (the From address must be the account's, the sending limits, DKIM,
     /// the queue); durable when it returns. The queue entries, one per recipient.
+    ///
+    /// When `login` is one of the account's `from_id_login_addresses`, each recipient gets
+    /// its own MAIL FROM with a random id after the catchall separator (mox's fromid),
+    /// returned with its queue entry; otherwise the ids are empty.
     pub fn webapi_send(
         &self,
         account: &str,
+        login: &str,
         c: &rmox_core::webapi::Composed,
         ip: IpAddr,
-    ) -> Result<Vec<rmox_storage::QueueId>, rmox_core::webapi::ApiError> {
+    ) -> Result<Vec<(rmox_storage::QueueId, String)>, rmox_core::webapi::ApiError> {
         use rmox_core::webapi::ApiError;
         let config = self.config();
         if !config.account_owns_address(account, &c.from) {
@@ -1546,7 +1579,25 @@ impl World {
             received: now,
             auth: None,
         };
-        let ids = self.submit_queued(account, &t).map_err(|r| {
+        let mut opts = Submit {
+            save_sent: c.save_sent,
+            ..Default::default()
+        };
+        if let Some((base, domain)) = config.from_id_base(account, login, &c.from) {
+            for _ in &c.recipients {
+                let id = from_id();
+                opts.from_ids.push((
+                    format!("{base}{id}@{domain}"),
+                    rmox_storage::FromId {
+                        id,
+                        message_id: c.message_id.clone(),
+                        subject: c.subject.clone(),
+                        extra: c.extra.clone(),
+                    },
+                ));
+            }
+        }
+        let ids = self.submit_queued(account, &t, &opts).map_err(|r| {
             let text = r.lines.join("; ");
             let code = if r.code == 451 && text.contains("first-time recipients") {
                 "recipientLimitReached"
@@ -1559,8 +1610,12 @@ impl World {
             };
             ApiError::new(code, format!("{} {text}", r.code))
         })?;
-        tracing::info!(account, %ip, recipients = ids.len(), size = t.message.len(), message_id = %c.message_id, "webapi: message queued");
-        Ok(ids)
+        tracing::info!(account, %ip, recipients = ids.len(), size = t.message.len(), message_id = %c.message_id, save_sent = c.save_sent, "webapi: message queued");
+        let mut from_ids = opts.from_ids.into_iter().map(|(_, f)| f.id);
+        Ok(ids
+            .into_iter()
+            .map(|id| (id, from_ids.next().unwrap_or_default()))
+            .collect())
     }
 
     /// `rmox sendmail`: submits `message` (CRLF lines) for `recipients` as the configured
@@ -1731,6 +1786,18 @@ impl World {
 }
 
 /// How often the per-day delivery counts gathered in memory are written to storage.
+/// The mailbox a webapi `SaveSent` copy goes to.
+pub const SENT_MAILBOX: &str = "Sent";
+
+/// How a submission is queued beyond the transaction itself.
+#[derive(Default)]
+struct Submit {
+    /// Per recipient (in order; empty: none), a unique MAIL FROM and its id.
+    from_ids: Vec<(String, rmox_storage::FromId)>,
+    /// Keep a copy in the account's [`SENT_MAILBOX`], in the same commit.
+    save_sent: bool,
+}
+
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Writes `world`'s per-day delivery counts to storage every [`FLUSH_INTERVAL`] until
@@ -2018,6 +2085,19 @@ fn log_transaction(cid: u64, ip: Option<IpAddr>, t: &TransactionLog) {
         auth = %t.auth.as_deref().unwrap_or("-"),
         "transaction"
     );
+}
+
+/// A fresh unique return-address id: 16 random bytes, base64url without padding (mox's
+/// form, 22 characters, safe in a local part). Storage refuses a repeat.
+fn from_id() -> String {
+    use base64::Engine;
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        b[..8].copy_from_slice(&crate::serve::os_seed().to_le_bytes());
+        b[8..].copy_from_slice(&rmox_driver::now().wall.0.to_le_bytes());
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
 #[cfg(test)]

@@ -33,6 +33,9 @@ pub const METHODS: &[&str] = &[
     "MessageDelete",
     "MessageFlagsAdd",
     "MessageFlagsRemove",
+    "MessageMove",
+    "WebhookList",
+    "WebhookRetiredList",
 ];
 
 /// An error answer: `{"Code": ..., "Message": ...}` with status 400 (401 for credentials,
@@ -69,9 +72,100 @@ pub fn json<T: Serialize>(v: &T) -> Vec<u8> {
     out
 }
 
+/// Files of a `multipart/form-data` request, for `Send` (mox's form fields
+/// `alternativefile`, `inlinefile`, `attachedfile`), as [`File`]s.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FormFiles {
+    /// `alternativefile` parts.
+    pub alternative: Vec<File>,
+    /// `inlinefile` parts.
+    pub inline: Vec<File>,
+    /// `attachedfile` parts.
+    pub attached: Vec<File>,
+}
+
+impl FormFiles {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.alternative.is_empty() && self.inline.is_empty() && self.attached.is_empty()
+    }
+
+    /// Adds them after the request's own files (as mox does).
+    pub fn add_to(self, req: &mut SendRequest) {
+        req.alternative_files.extend(self.alternative);
+        req.inline_files.extend(self.inline);
+        req.attached_files.extend(self.attached);
+    }
+}
+
+/// A method call's request: its JSON and, from a `multipart/form-data` body, its files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApiRequest {
+    /// The JSON text.
+    pub json: String,
+    /// Files sent as form parts.
+    pub files: FormFiles,
+}
+
+/// Reads a method call: the form field `request` of an `application/x-www-form-urlencoded`
+/// body (what mox's clients send) or of a `multipart/form-data` body (with files), or the
+/// whole body when it is `application/json`.
+pub fn read_request(content_type: Option<&str>, body: &[u8]) -> Result<ApiRequest, ApiError> {
+    use crate::http::multipart::{parse_form_data, FormLimits};
+    let ct = content_type.unwrap_or("");
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media != "multipart/form-data" {
+        return Ok(ApiRequest {
+            json: request_json(content_type, body)?,
+            files: FormFiles::default(),
+        });
+    }
+    let parts = parse_form_data(ct, body, &FormLimits::default())
+        .map_err(|e| ApiError::new("protocol", format!("parsing form: {e}")))?;
+    let mut out = ApiRequest::default();
+    let mut json = None;
+    for p in parts {
+        let list = match p.name.as_str() {
+            "request" => {
+                if json.is_none() {
+                    let text = std::str::from_utf8(p.data).map_err(|_| {
+                        ApiError::new("protocol", "form field request is not UTF-8")
+                    })?;
+                    json = Some(text.to_string());
+                }
+                continue;
+            }
+            "alternativefile" => &mut out.files.alternative,
+            "inlinefile" => &mut out.files.inline,
+            "attachedfile" => &mut out.files.attached,
+            // Other fields are ignored, as an HTML form's extra fields would be.
+            _ => continue,
+        };
+        use base64::Engine;
+        list.push(File {
+            name: p.filename.unwrap_or_default(),
+            content_type: p
+                .content_type
+                .filter(|t| !t.eq_ignore_ascii_case("application/octet-stream"))
+                .unwrap_or_default(),
+            content_id: p.content_id.unwrap_or_default(),
+            data: base64::engine::general_purpose::STANDARD.encode(p.data),
+        });
+    }
+    out.json = json
+        .filter(|j| !j.trim().is_empty())
+        .ok_or_else(|| ApiError::new("protocol", "missing/empty request"))?;
+    Ok(out)
+}
+
 /// The JSON request of a method call: the form field `request` of an
 /// `application/x-www-form-urlencoded` body (what mox's clients send), or the whole body
-/// when it is `application/json`.
+/// when it is `application/json`; [`read_request`] also reads `multipart/form-data`.
 pub fn request_json(content_type: Option<&str>, body: &[u8]) -> Result<String, ApiError> {
     let media = content_type
         .unwrap_or("")
@@ -97,16 +191,11 @@ pub fn request_json(content_type: Option<&str>, body: &[u8]) -> Result<String, A
             }
             found.unwrap_or_default()
         }
-        "multipart/form-data" => {
-            return Err(ApiError::new(
-                "protocol",
-                "multipart/form-data is not supported: send files base64-encoded in the request's AttachedFiles",
-            ))
-        }
+        "multipart/form-data" => return read_request(content_type, body).map(|r| r.json),
         "" => {
             return Err(ApiError::new(
                 "protocol",
-                "missing content-type: use application/x-www-form-urlencoded with field \"request\", or application/json",
+                "missing content-type: use application/x-www-form-urlencoded or multipart/form-data with field \"request\", or application/json",
             ))
         }
         other => {
@@ -329,6 +418,34 @@ pub struct MessageRequest {
     pub part_path: Vec<usize>,
 }
 
+/// MessageMove's request (mox's MessageMoveRequest).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct MessageMoveRequest {
+    /// The message id.
+    #[serde(rename = "MsgID")]
+    pub msg_id: u64,
+    /// The mailbox to move it to: one the account has, or a standard one
+    /// ([`STANDARD_MAILBOXES`]).
+    pub dest_mailbox_name: String,
+}
+
+/// Mailboxes a message can be moved to before any message was delivered there.
+pub const STANDARD_MAILBOXES: &[&str] = &["Inbox", "Sent", "Archive", "Drafts", "Trash", "Junk"];
+
+/// WebhookList's and WebhookRetiredList's request (rmox's additions): the newest `Limit`
+/// hooks of the account (default and most: [`WEBHOOK_LIST_MAX`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct WebhookListRequest {
+    /// How many at most.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// The most hooks one WebhookList or WebhookRetiredList answer holds.
+pub const WEBHOOK_LIST_MAX: usize = 1000;
+
 /// A suppressed address as listed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -380,6 +497,12 @@ pub struct Composed {
     pub require_tls: Option<bool>,
     /// First attempt not before.
     pub hold_until: Option<UnixTime>,
+    /// The Subject as given (unencoded), for webhooks.
+    pub subject: String,
+    /// The request's `Extra` values, canonical keys.
+    pub extra: BTreeMap<String, String>,
+    /// Keep a copy in the account's Sent mailbox (`SaveSent`).
+    pub save_sent: bool,
 }
 
 /// Checks an address as an SMTP path would take it; `what` names it in the error.
@@ -424,12 +547,6 @@ pub fn compose(req: &SendRequest, cx: &ComposeContext) -> Result<Composed, ApiEr
             return Err(ApiError::new("user", format!("Extra: duplicate key {key}")));
         }
         extra.push((key, v.clone()));
-    }
-    if req.save_sent {
-        return Err(ApiError::new(
-            "user",
-            "SaveSent is not supported: rmox keeps no Sent copy of submissions",
-        ));
     }
     let from = match req.from.as_slice() {
         [] => cx.default_from.clone(),
@@ -626,6 +743,9 @@ pub fn compose(req: &SendRequest, cx: &ComposeContext) -> Result<Composed, ApiEr
         message_id,
         require_tls: req.require_tls,
         hold_until,
+        subject: req.subject.clone(),
+        extra: extra.into_iter().collect(),
+        save_sent: req.save_sent,
     })
 }
 

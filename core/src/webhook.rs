@@ -37,6 +37,13 @@ pub enum Event {
     Failed,
     /// Cancelled by an administrator.
     Canceled,
+    /// A DSN came back: relayed to a system that sends no DSNs.
+    Relayed,
+    /// A DSN came back: delivered to a list or alias that expands to other addresses.
+    Expanded,
+    /// Something came back to the message's unique return address that is not a DSN rmox
+    /// understands.
+    Unrecognized,
 }
 
 impl Event {
@@ -48,6 +55,9 @@ impl Event {
             Event::Delayed => "delayed",
             Event::Failed => "failed",
             Event::Canceled => "canceled",
+            Event::Relayed => "relayed",
+            Event::Expanded => "expanded",
+            Event::Unrecognized => "unrecognized",
         }
     }
 }
@@ -108,6 +118,81 @@ pub fn smtp_codes(error: &str) -> (u16, String) {
         .unwrap_or("")
         .to_string();
     (code, enhanced)
+}
+
+/// What a message that came back to a sent message's unique return address (mox's fromid)
+/// says about that message: the webhook event and what goes with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Returned {
+    /// The event: the DSN's action, or [`Event::Unrecognized`].
+    pub event: Event,
+    /// It was a DSN (possibly one that could not be used).
+    pub dsn: bool,
+    /// The SMTP code: the Diagnostic-Code's, else 400/500 from the Status class; 0: none.
+    pub smtp_code: u16,
+    /// The enhanced status code, e.g. `5.1.1`; empty: none.
+    pub smtp_enhanced_code: String,
+    /// What it said, for the payload's Error and the queue entry's history.
+    pub note: String,
+    /// A failure that puts the recipient on the sender's suppression list (the rules of
+    /// [`crate::queue::should_suppress_codes`]).
+    pub suppressing: bool,
+}
+
+/// Reads `message`, which came back to a unique return address, as mox does: a DSN about
+/// exactly one recipient gives its action (failed, delayed, delivered, relayed, expanded)
+/// and codes; anything else is [`Event::Unrecognized`] with the reason in `note`.
+pub fn returned(message: &[u8]) -> Returned {
+    use crate::queue::dsnread::{read_dsn, DsnAction, DsnReadError};
+    let unrecognized = |dsn: bool, note: String| Returned {
+        event: Event::Unrecognized,
+        dsn,
+        smtp_code: 0,
+        smtp_enhanced_code: String::new(),
+        note,
+        suppressing: false,
+    };
+    let report = match read_dsn(message) {
+        Ok(r) => r,
+        Err(DsnReadError::NotReport) => {
+            return unrecognized(false, "incoming message not a dsn".into())
+        }
+        Err(e) => return unrecognized(true, format!("parsing incoming dsn: {e}")),
+    };
+    let [rcpt] = report.recipients.as_slice() else {
+        return unrecognized(
+            true,
+            format!(
+                "incoming dsn has {} recipients, expecting 1",
+                report.recipients.len()
+            ),
+        );
+    };
+    let (code, enhanced) = rcpt.codes();
+    let enhanced = enhanced.unwrap_or_default();
+    let mut note = format!("dsn: {} {}", rcpt.action.as_str(), rcpt.status);
+    if let Some(d) = &rcpt.diagnostic_code {
+        note.push_str(": ");
+        note.push_str(d);
+    }
+    let event = match &rcpt.action {
+        DsnAction::Failed => Event::Failed,
+        DsnAction::Delayed => Event::Delayed,
+        DsnAction::Delivered => Event::Delivered,
+        DsnAction::Relayed => Event::Relayed,
+        DsnAction::Expanded => Event::Expanded,
+        DsnAction::Other(a) => return unrecognized(true, format!("unrecognized dsn action {a:?}")),
+    };
+    let suppressing = event == Event::Failed
+        && crate::queue::should_suppress_codes(code, crate::smtp::Enhanced::parse(&enhanced));
+    Returned {
+        event,
+        dsn: true,
+        smtp_code: code,
+        smtp_enhanced_code: enhanced,
+        note,
+        suppressing,
+    }
 }
 
 /// How long to wait before the next POST after `attempts` failed ones (1 or more), or

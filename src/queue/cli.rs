@@ -180,6 +180,7 @@ pub fn execute_answer(
                         rmox_core::webhook::Event::Canceled,
                         "",
                         false,
+                        e.rcpt.from_id.as_ref().map_or("", |f| f.id.as_str()),
                         &store.queue_message(e.msg_id).unwrap_or_default(),
                         rmox_driver::now().wall,
                     ),

@@ -176,6 +176,7 @@ impl Env {
                 hold: false,
                 dsn: rmox_storage::DsnParams::default(),
                 is_dsn: false,
+                from_id: None,
             })
             .collect();
         self.store

@@ -38,22 +38,35 @@ struct Env {
     _tmp: Tmp,
     store: Arc<Store>,
     api: Webapi,
+    config: Arc<Config>,
 }
 
 fn env(tag: &str) -> Env {
+    env_with(tag, CONFIG)
+}
+
+fn env_with(tag: &str, config: &str) -> Env {
     let tmp = Tmp::new(tag);
-    let c = Config::parse(CONFIG, &tmp.0.join("rmox.toml")).unwrap();
+    let c = Config::parse(config, &tmp.0.join("rmox.toml")).unwrap();
     let store = Arc::new(Store::open(&c.data_dir()).unwrap());
     for (name, a) in &c.account {
         store.account_add(name, &a.domain).unwrap();
         crate::admin::set_password(&store, name, "testtest").unwrap();
     }
-    let world =
-        Arc::new(World::new(Arc::new(c), Arc::clone(&store) as Arc<dyn MailStore>, None).unwrap());
+    let c = Arc::new(c);
+    let world = Arc::new(
+        World::new(
+            Arc::clone(&c),
+            Arc::clone(&store) as Arc<dyn MailStore>,
+            None,
+        )
+        .unwrap(),
+    );
     Env {
         _tmp: tmp,
         api: Webapi::new(world, Arc::clone(&store)),
         store,
+        config: c,
     }
 }
 
@@ -319,6 +332,263 @@ fn send_queues_each_recipient() {
         json!({"To": [{"Address": "bob@example.org"}], "Text": "x"}),
     );
     assert_eq!((status, code(&v)), (400, "messageLimitReached"), "{v}");
+}
+
+/// A DSN in RFC 3464's form about `rcpt`, sent back by `mta`.
+fn dsn(to: &str, rcpt: &str, action: &str, status: &str, diagnostic: &str) -> Vec<u8> {
+    format!(
+        "From: MAILER-DAEMON@mta.example.org\r\nTo: {to}\r\nSubject: Delivery Status Notification\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\
+         --b1\r\nContent-Type: message/delivery-status\r\n\r\n\
+         Reporting-MTA: dns; mta.example.org\r\n\r\n\
+         Final-Recipient: rfc822; {rcpt}\r\nAction: {action}\r\nStatus: {status}\r\n{diagnostic}\
+         \r\n--b1--\r\n"
+    )
+    .into_bytes()
+}
+
+/// mox's fromid: logged in as a `from_id_login_addresses` address, each recipient gets its
+/// own MAIL FROM; what comes back to it (a failed DSN, a delayed DSN, something else)
+/// becomes an outgoing webhook of that entry, noted in its history, a failure suppressing
+/// the recipient. SaveSent keeps a copy in Sent. Logged in otherwise, no ids.
+#[test]
+fn from_ids_attribute_returned_messages() {
+    let config = CONFIG
+        .replace(
+            "[domain.\"mox.example\"]\n",
+            "[domain.\"mox.example\"]\nlocalpart_catchall_separator = \"+\"\n",
+        )
+        .replace(
+            "max_outgoing_messages_per_day = 2\n",
+            "from_id_login_addresses = [\"mjl@mox.example\"]\n\
+             [account.mjl.webhooks]\noutgoing_url = \"http://127.0.0.1:9/out\"\nsecret = \"0123456789abcdef\"\n",
+        );
+    let e = env_with("webapi-fromid", &config);
+    let (status, v) = e.call(
+        "Send",
+        json!({"To": [{"Address": "bob@example.org"}, {"Address": "carol@example.org"}],
+               "Subject": "order 7", "Text": "hello\n", "SaveSent": true,
+               "Extra": {"order": "7"}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let msgid = v["MessageID"].as_str().unwrap().to_string();
+    let subs = v["Submissions"].as_array().unwrap();
+    let mut ids = Vec::new();
+    for s in subs {
+        let fid = s["FromID"].as_str().unwrap().to_string();
+        assert_eq!(fid.len(), 22, "{fid}");
+        assert!(fid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        let q = rmox_storage::QueueId(s["QueueMsgID"].as_u64().unwrap());
+        let entry = e.store.queue_get(q).unwrap().unwrap();
+        assert_eq!(entry.rcpt.mail_from, format!("mjl+{fid}@mox.example"));
+        assert_eq!(entry.rcpt.from_id.as_ref().unwrap().message_id, msgid);
+        ids.push((fid, q));
+    }
+    assert_ne!(ids[0].0, ids[1].0);
+    // The Sent copy, read, with the queued bytes.
+    let sent: Vec<_> = e
+        .store
+        .messages("mjl")
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.mailbox == "Sent")
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].flags.seen);
+    let copy = e.store.message_bytes(sent[0].id).unwrap();
+    assert!(String::from_utf8_lossy(&copy).contains("Subject: order 7\r\n"));
+
+    let arrive = |to: &str, msg: &[u8]| {
+        let id = e
+            .store
+            .deliver(Delivery {
+                account: "mjl".into(),
+                mailbox: "Inbox".into(),
+                head: b"",
+                message: msg,
+                flags: Flags::default(),
+                received: rmox_core::UnixTime(1_800_000_000),
+                info: rmox_storage::MessageInfo {
+                    rcpt_to: Some(to.into()),
+                    ..Default::default()
+                },
+            })
+            .unwrap();
+        crate::webhooks::store_incoming(e.store.as_ref(), &e.config, &[id]);
+    };
+    let hooks = || -> Vec<Value> {
+        e.store
+            .webhooks()
+            .unwrap()
+            .iter()
+            .map(|h| serde_json::from_str(&h.payload).unwrap())
+            .collect()
+    };
+    let (bob, carol) = (&ids[0], &ids[1]);
+    arrive(
+        &format!("mjl+{}@mox.example", bob.0),
+        &dsn(
+            "mjl@mox.example",
+            "bob@example.org",
+            "failed",
+            "5.1.1",
+            "Diagnostic-Code: smtp; 550 5.1.1 <bob@example.org>: no such user\r\n",
+        ),
+    );
+    arrive(
+        &format!("mjl+{}@mox.example", carol.0),
+        &dsn(
+            "mjl@mox.example",
+            "carol@example.org",
+            "delayed",
+            "4.4.1",
+            "",
+        ),
+    );
+    arrive(
+        &format!("mjl+{}@mox.example", carol.0),
+        b"Subject: out of office\r\n\r\nBack monday.\r\n",
+    );
+    // An id nobody sent with is ordinary mail (and without incoming_url, no hook).
+    arrive(
+        "mjl+AAAAAAAAAAAAAAAAAAAAAA@mox.example",
+        &dsn("mjl@mox.example", "x@example.org", "failed", "5.1.1", ""),
+    );
+    let h = hooks();
+    assert_eq!(h.len(), 3, "{h:?}");
+    assert_eq!(h[0]["Event"], "failed");
+    assert_eq!(h[0]["DSN"], true);
+    assert_eq!(h[0]["Suppressing"], true);
+    assert_eq!(h[0]["FromID"], bob.0.as_str());
+    assert_eq!(h[0]["QueueMsgID"], bob.1 .0);
+    assert_eq!(h[0]["MessageID"], msgid.as_str());
+    assert_eq!(h[0]["Subject"], "order 7");
+    assert_eq!(h[0]["SMTPCode"], 550);
+    assert_eq!(h[0]["SMTPEnhancedCode"], "5.1.1");
+    assert_eq!(h[0]["Extra"]["Order"], "7");
+    assert_eq!(h[1]["Event"], "delayed");
+    assert_eq!(
+        (h[1]["SMTPCode"].clone(), h[1]["Suppressing"].clone()),
+        (json!(400), json!(false))
+    );
+    assert_eq!(h[1]["SMTPEnhancedCode"], "4.4.1");
+    assert_eq!(
+        (h[2]["Event"].clone(), h[2]["DSN"].clone()),
+        (json!("unrecognized"), json!(false))
+    );
+    assert!(e.store.is_suppressed("mjl", "bob@example.org").unwrap());
+    assert!(!e.store.is_suppressed("mjl", "carol@example.org").unwrap());
+    let history = e.store.queue_get(carol.1).unwrap().unwrap().history;
+    let notes: Vec<&str> = history.iter().map(|a| a.result.as_str()).collect();
+    assert_eq!(notes, ["dsn: delayed 4.4.1", "incoming message not a dsn"]);
+
+    // Logged in by account name (not a from-id login address): one plain MAIL FROM.
+    let r = e.request(
+        "POST",
+        "/webapi/v0/Send",
+        Some("Basic bWpsOnRlc3R0ZXN0"), // mjl:testtest
+        Some("application/json"),
+        json!({"To": [{"Address": "dave@example.org"}], "Text": "x"})
+            .to_string()
+            .as_bytes(),
+        "192.0.2.1",
+    );
+    let v = body_json(&r);
+    assert_eq!(r.status, 200, "{v}");
+    assert_eq!(v["Submissions"][0]["FromID"], "");
+    let q = rmox_storage::QueueId(v["Submissions"][0]["QueueMsgID"].as_u64().unwrap());
+    assert_eq!(
+        e.store.queue_get(q).unwrap().unwrap().rcpt.mail_from,
+        "mjl@mox.example"
+    );
+}
+
+/// MessageMove: to a standard mailbox (any case) or one the account has, its training
+/// following (Junk: spam, Archive: ham); an unknown mailbox, another account's message or
+/// an unknown field is refused. WebhookList/WebhookRetiredList show the account's hooks only.
+#[test]
+fn message_move_and_webhook_lists() {
+    let e = env("webapi-move");
+    let id = e.deliver(
+        "mjl",
+        b"From: bob@example.org\r\nSubject: move me\r\n\r\nhello\r\n",
+    );
+    let (status, v) = e.call(
+        "MessageMove",
+        json!({"MsgID": id.0, "DestMailboxName": "junk"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(e.store.message(id).unwrap().unwrap().mailbox, "Junk");
+    assert!(e.store.junk_trained(id).unwrap().unwrap().spam);
+    let (status, v) = e.call(
+        "MessageMove",
+        json!({"MsgID": id.0, "DestMailboxName": "Archive"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(!e.store.junk_trained(id).unwrap().unwrap().spam);
+    let (status, v) = e.call(
+        "MessageMove",
+        json!({"MsgID": id.0, "DestMailboxName": "Nope"}),
+    );
+    assert_eq!((status, code(&v)), (400, "notFound"), "{v}");
+    let theirs = e.deliver("other", b"Subject: x\r\n\r\nx\r\n");
+    let (status, v) = e.call(
+        "MessageMove",
+        json!({"MsgID": theirs.0, "DestMailboxName": "Junk"}),
+    );
+    assert_eq!((status, code(&v)), (400, "notFound"), "{v}");
+    let (status, v) = e.call("MessageMove", json!({"MsgID": id.0, "Mailbox": "Junk"}));
+    assert_eq!((status, code(&v)), (400, "protocol"), "{v}");
+    assert_eq!(e.store.message(id).unwrap().unwrap().mailbox, "Archive");
+
+    let hook = |account: &str, event: &str| rmox_storage::Webhook {
+        id: 0,
+        account: account.into(),
+        url: "http://127.0.0.1:9/h".into(),
+        kind: "outgoing".into(),
+        event: event.into(),
+        payload: json!({"Event": event}).to_string(),
+        queued: rmox_core::UnixTime(1_800_000_000),
+        attempts: 0,
+        next_attempt: rmox_core::UnixTime(1_800_000_000),
+        results: Vec::new(),
+    };
+    let a = e.store.webhook_add(hook("mjl", "delivered")).unwrap();
+    e.store.webhook_add(hook("other", "failed")).unwrap();
+    e.store.webhook_add(hook("mjl", "delayed")).unwrap();
+    let result = rmox_storage::WebhookResult {
+        time: rmox_core::UnixTime(1_800_000_001),
+        status: 204,
+        error: String::new(),
+        duration_ms: 3,
+    };
+    e.store
+        .webhook_result(a, result, None, true, rmox_core::UnixTime(1_800_000_001))
+        .unwrap();
+    let (status, v) = e.call("WebhookList", json!({}));
+    assert_eq!(status, 200, "{v}");
+    let events: Vec<&str> = v["Webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["Event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["delayed"]);
+    assert_eq!(v["Webhooks"][0]["Payload"]["Event"], "delayed");
+    let (status, v) = e.call("WebhookRetiredList", json!({"Limit": 5}));
+    assert_eq!(status, 200, "{v}");
+    let list = v["Webhooks"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{v}");
+    assert_eq!(
+        (list[0]["ID"].as_u64(), list[0]["Success"].as_bool()),
+        (Some(a), Some(true))
+    );
+    assert_eq!(list[0]["Results"][0]["Status"], 204);
+    let (status, v) = e.call("WebhookList", json!({"Limit": "x"}));
+    assert_eq!((status, code(&v)), (400, "protocol"), "{v}");
 }
 
 #[test]

@@ -8,8 +8,9 @@ use std::path::Path;
 use rmox_core::UnixTime;
 
 use crate::{
-    Account, BackupReport, Delivery, HoldRule, IndexKind, MessageId, MessageRecord, MtaStsRecord,
-    Outcome, QueueEntry, QueueId, QueueRecipient, ReportKind, Store, StoreError, Suppression,
+    Account, Attempt, BackupReport, Delivery, HoldRule, IndexKind, MessageId, MessageRecord,
+    MtaStsRecord, Outcome, QueueEntry, QueueId, QueueRecipient, ReportKind, Store, StoreError,
+    Suppression,
 };
 
 /// A boxed in-place change of a queue entry.
@@ -49,8 +50,17 @@ pub trait MailStore: Send + Sync {
         msg: &[u8],
         recipients: Vec<QueueRecipient>,
     ) -> Result<Vec<MessageId>, StoreError>;
+    /// [`MailStore::deliver_and_queue`], returning the queue entry ids too.
+    fn deliver_and_queue_ids(
+        &self,
+        reqs: Vec<Delivery<'_>>,
+        msg: &[u8],
+        recipients: Vec<QueueRecipient>,
+    ) -> Result<(Vec<MessageId>, Vec<QueueId>), StoreError>;
     /// The messages of an account.
     fn messages(&self, account: &str) -> Result<Vec<MessageRecord>, StoreError>;
+    /// Moves a message to another mailbox of its account; the mailbox it was in.
+    fn message_move(&self, id: MessageId, mailbox: &str) -> Result<String, StoreError>;
     /// A message's bytes.
     fn message_bytes(&self, id: MessageId) -> Result<Vec<u8>, StoreError>;
     /// Messages indexed under `value` of `kind` since a time (reputation, rate limits).
@@ -83,6 +93,10 @@ pub trait MailStore: Send + Sync {
     fn queue_next_due(&self) -> Result<Option<UnixTime>, StoreError>;
     /// One entry.
     fn queue_get(&self, id: QueueId) -> Result<Option<QueueEntry>, StoreError>;
+    /// The entry (queued, or retired: `true`) whose MAIL FROM carried `from_id`.
+    fn queue_by_from_id(&self, from_id: &str) -> Result<Option<(QueueEntry, bool)>, StoreError>;
+    /// Appends an attempt to a queued or retired entry's history; `false` when it is gone.
+    fn queue_note(&self, id: QueueId, attempt: Attempt) -> Result<bool, StoreError>;
     /// A queued message's bytes.
     fn queue_message(&self, msg_id: u64) -> Result<Vec<u8>, StoreError>;
     /// Changes an entry in place.
@@ -260,11 +274,22 @@ impl MailStore for Store {
     ) -> Result<Vec<MessageId>, StoreError> {
         Store::deliver_and_queue(self, reqs, Some((msg, recipients)))
     }
+    fn deliver_and_queue_ids(
+        &self,
+        reqs: Vec<Delivery<'_>>,
+        msg: &[u8],
+        recipients: Vec<QueueRecipient>,
+    ) -> Result<(Vec<MessageId>, Vec<QueueId>), StoreError> {
+        Store::deliver_and_queue_ids(self, reqs, Some((msg, recipients)))
+    }
     fn messages(&self, account: &str) -> Result<Vec<MessageRecord>, StoreError> {
         Store::messages(self, account)
     }
     fn message_bytes(&self, id: MessageId) -> Result<Vec<u8>, StoreError> {
         Store::message_bytes(self, id)
+    }
+    fn message_move(&self, id: MessageId, mailbox: &str) -> Result<String, StoreError> {
+        Store::message_move(self, id, mailbox)
     }
     fn count_since(
         &self,
@@ -297,6 +322,12 @@ impl MailStore for Store {
     }
     fn queue_get(&self, id: QueueId) -> Result<Option<QueueEntry>, StoreError> {
         Store::queue_get(self, id)
+    }
+    fn queue_by_from_id(&self, from_id: &str) -> Result<Option<(QueueEntry, bool)>, StoreError> {
+        Store::queue_by_from_id(self, from_id)
+    }
+    fn queue_note(&self, id: QueueId, attempt: Attempt) -> Result<bool, StoreError> {
+        Store::queue_note(self, id, attempt)
     }
     fn queue_message(&self, msg_id: u64) -> Result<Vec<u8>, StoreError> {
         Store::queue_message(self, msg_id)

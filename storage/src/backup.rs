@@ -171,6 +171,8 @@ impl Store {
             MSG_FACTS,
             WEBHOOKS,
             WEBHOOKS_RETIRED,
+            FROM_IDS,
+            WEBHOOKS_DUE,
         );
         wtx.commit()?;
         drop(db);
@@ -547,6 +549,7 @@ mod tests {
                         hold: false,
                         dsn: DsnParams::default(),
                         is_dsn: true,
+                        from_id: None,
                     }],
                 )
                 .unwrap();

@@ -348,6 +348,25 @@ pub struct QueueRecipient {
     pub dsn: DsnParams,
     /// This message is itself a DSN (never generate a DSN about it).
     pub is_dsn: bool,
+    /// The unique id in this entry's MAIL FROM (mox's fromid): a DSN that comes back to
+    /// that address is attributed to this entry ([`crate::Store::queue_by_from_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_id: Option<FromId>,
+}
+
+/// A queue entry's unique return-address id and what a later DSN's webhook reports about
+/// the message (kept with the entry: the message file is gone once it is retired).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FromId {
+    /// The id, after the local part's catchall separator in MAIL FROM.
+    pub id: String,
+    /// The message's Message-ID (with `<>`).
+    pub message_id: String,
+    /// The message's Subject.
+    pub subject: String,
+    /// The webapi's per-message `Extra` values.
+    #[serde(default)]
+    pub extra: std::collections::BTreeMap<String, String>,
 }
 
 /// One delivery attempt in an entry's history.

@@ -109,10 +109,22 @@ pub(crate) fn queue_add_txn(
         v
     };
     txn.open_table(QUEUE_MSGS)?.insert(msg_id, (size, n))?;
+    let mut from_ids = txn.open_table(FROM_IDS)?;
     let mut ids = Vec::with_capacity(recipients.len());
     for (i, mut rcpt) in recipients.into_iter().enumerate() {
         if rules.iter().any(|r| r.matches(&rcpt)) {
             rcpt.hold = true;
+        }
+        if let Some(f) = &rcpt.from_id {
+            // Ids are random (mox's 16 bytes): a repeat is a caller's bug, and would
+            // attribute DSNs to the wrong message.
+            if f.id.is_empty() || from_ids.get(f.id.as_str())?.is_some() {
+                return Err(StoreError::Invalid(format!(
+                    "queue_add: from id {:?} empty or not unique",
+                    f.id
+                )));
+            }
+            from_ids.insert(f.id.as_str(), first + i as u64)?;
         }
         let e = QueueEntry {
             id: QueueId(first + i as u64),
@@ -639,15 +651,72 @@ impl Store {
         self.write(vec![], vec![], move |txn| {
             let mut t = txn.open_table(RETIRED)?;
             let mut n = 0u64;
+            let mut gone = Vec::new();
             // Undecodable records are kept (verify reports them).
             t.retain(|_, v| match dec::<RetiredEntry>("retired", v) {
                 Ok(r) if r.retired < before => {
                     n += 1;
+                    gone.extend(r.entry.rcpt.from_id.map(|f| f.id));
                     false
                 }
                 _ => true,
             })?;
+            let mut from_ids = txn.open_table(FROM_IDS)?;
+            for f in &gone {
+                from_ids.remove(f.as_str())?;
+            }
             Ok(n)
+        })
+    }
+
+    /// The queue entry whose MAIL FROM carried `from_id`, queued or retired (`true`).
+    pub fn queue_by_from_id(
+        &self,
+        from_id: &str,
+    ) -> Result<Option<(QueueEntry, bool)>, StoreError> {
+        let rtx = self.read()?;
+        let Some(id) = rtx.open_table(FROM_IDS)?.get(from_id)?.map(|g| g.value()) else {
+            return Ok(None);
+        };
+        if let Some(g) = rtx.open_table(QUEUE)?.get(id)? {
+            return Ok(Some((dec("queue", g.value())?, false)));
+        }
+        match rtx.open_table(RETIRED)?.get(id)? {
+            Some(g) => Ok(Some((
+                dec::<RetiredEntry>("retired", g.value())?.entry,
+                true,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends `attempt` to the history of entry `id`, queued or retired (a DSN that came
+    /// back about it, say); `false` when the entry is gone.
+    pub fn queue_note(&self, id: QueueId, attempt: Attempt) -> Result<bool, StoreError> {
+        self.write(vec![], vec![], move |txn| {
+            let mut q = txn.open_table(QUEUE)?;
+            let queued: Option<QueueEntry> = match q.get(id.0)? {
+                Some(g) => Some(dec("queue", g.value())?),
+                None => None,
+            };
+            if let Some(mut e) = queued {
+                e.history.push(attempt);
+                q.insert(id.0, enc(&e)?.as_slice())?;
+                return Ok(true);
+            }
+            let mut r = txn.open_table(RETIRED)?;
+            let retired: Option<RetiredEntry> = match r.get(id.0)? {
+                Some(g) => Some(dec("retired", g.value())?),
+                None => None,
+            };
+            match retired {
+                Some(mut e) => {
+                    e.entry.history.push(attempt);
+                    r.insert(id.0, enc(&e)?.as_slice())?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
         })
     }
 
@@ -1085,6 +1154,7 @@ mod tests {
                 orcpt: Some("rfc822;x@example.com".into()),
             },
             is_dsn: false,
+            from_id: None,
         }
     }
 
@@ -1474,6 +1544,72 @@ mod tests {
 
     /// Issue 15: kill -9 between retiring a message's last entry and removing its file left
     /// an orphan queue file. The sweep at start removes exactly the unreferenced files.
+    /// A DSN coming back to an entry's unique MAIL FROM finds the entry while it is queued,
+    /// after it retired (its history noted), and no more once the retired entry is cleaned
+    /// up; an id cannot be used twice.
+    #[test]
+    fn entries_found_by_from_id() {
+        let (d, s) = store();
+        let with_id = |to: &str, id: &str| {
+            let mut r = rcpt(to, 10);
+            r.mail_from = format!("mjl+{id}@example.org");
+            r.from_id = Some(FromId {
+                id: id.into(),
+                message_id: "<m1@example.org>".into(),
+                subject: "hi".into(),
+                extra: [("k".to_string(), "v".to_string())].into(),
+            });
+            r
+        };
+        let ids = s
+            .queue_add(
+                b"m",
+                vec![
+                    with_id("a@x.example", "AAA"),
+                    with_id("b@x.example", "BBB"),
+                    rcpt("c@x.example", 10),
+                ],
+            )
+            .unwrap();
+        let (e, retired) = s.queue_by_from_id("BBB").unwrap().unwrap();
+        assert_eq!((e.id, retired), (ids[1], false));
+        assert_eq!(e.rcpt.from_id.as_ref().unwrap().extra["k"], "v");
+        assert!(s.queue_by_from_id("CCC").unwrap().is_none());
+        // A repeated id is refused, and nothing of that add is kept.
+        let err = s.queue_add(
+            b"m",
+            vec![rcpt("d@x.example", 10), with_id("e@x.example", "AAA")],
+        );
+        assert!(matches!(err, Err(StoreError::Invalid(_))), "{err:?}");
+        assert_eq!(s.queue_list(&QueueFilter::default()).unwrap().len(), 3);
+
+        let note = |what: &str| Attempt {
+            time: UnixTime(50),
+            host: "dsn".into(),
+            result: what.into(),
+            tls_mode: None,
+            tls_result: None,
+        };
+        assert!(s.queue_note(ids[0], note("queued note")).unwrap());
+        assert_eq!(s.queue_get(ids[0]).unwrap().unwrap().history.len(), 1);
+        s.queue_retire(ids[0], Outcome::Delivered("250 ok".into()), UnixTime(100))
+            .unwrap();
+        assert!(s.queue_note(ids[0], note("retired note")).unwrap());
+        let (e, retired) = s.queue_by_from_id("AAA").unwrap().unwrap();
+        assert!(retired);
+        let seen: Vec<&str> = e.history.iter().map(|a| a.result.as_str()).collect();
+        assert_eq!(seen, ["queued note", "retired note"]);
+
+        // Kept across a reopen, gone with the retired entry.
+        drop(s);
+        let s = Store::open(d.path()).unwrap();
+        assert!(s.queue_by_from_id("AAA").unwrap().is_some());
+        assert_eq!(s.queue_retired_cleanup(UnixTime(101)).unwrap(), 1);
+        assert!(s.queue_by_from_id("AAA").unwrap().is_none());
+        assert!(!s.queue_note(ids[0], note("gone")).unwrap());
+        assert!(s.queue_by_from_id("BBB").unwrap().is_some());
+    }
+
     #[test]
     fn orphan_queue_files_removed() {
         let (d, s) = store();

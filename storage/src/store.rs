@@ -161,6 +161,7 @@ impl Store {
         let txn = db.begin_write()?;
         migrate(&txn)?;
         fill_facts(&txn)?;
+        crate::webhook::fill_due(&txn)?;
         let counters = Arc::new(Counters::default());
         {
             let meta = txn.open_table(META)?;
@@ -649,8 +650,18 @@ impl Store {
         reqs: Vec<Delivery<'_>>,
         queued: Option<(&[u8], Vec<QueueRecipient>)>,
     ) -> Result<Vec<MessageId>, StoreError> {
+        self.deliver_and_queue_ids(reqs, queued).map(|(m, _)| m)
+    }
+
+    /// [`Store::deliver_and_queue`], returning the queue entry ids too (in the order of the
+    /// queued recipients).
+    pub fn deliver_and_queue_ids(
+        &self,
+        reqs: Vec<Delivery<'_>>,
+        queued: Option<(&[u8], Vec<QueueRecipient>)>,
+    ) -> Result<(Vec<MessageId>, Vec<QueueId>), StoreError> {
         if reqs.is_empty() && queued.is_none() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         if queued.as_ref().is_some_and(|(_, r)| r.is_empty()) {
             return Err(StoreError::Invalid("queue_add without recipients".into()));
@@ -733,10 +744,13 @@ impl Store {
         let bloom = self.bloom.clone();
         self.write(new_files, dirs, move |txn| {
             let ids = deliver_txn(txn, &recs, bloom.as_deref())?;
-            if let Some((msg_id, size, first, rcpts)) = queue {
-                crate::queue::queue_add_txn(txn, msg_id, size, first, rcpts)?;
-            }
-            Ok(ids)
+            let queued = match queue {
+                Some((msg_id, size, first, rcpts)) => {
+                    crate::queue::queue_add_txn(txn, msg_id, size, first, rcpts)?
+                }
+                None => Vec::new(),
+            };
+            Ok((ids, queued))
         })
     }
 
@@ -802,6 +816,53 @@ impl Store {
             put_facts(&mut txn.open_table(MSG_FACTS)?, &r)?;
             Ok(())
         })
+    }
+
+    /// Moves a message (not expunged) to `mailbox` of its account, created on demand; the
+    /// account's maildir copy moves too (written to the new folder, then removed from the
+    /// old). Returns the mailbox it was in; moving to where it is changes nothing.
+    pub fn message_move(&self, id: MessageId, mailbox: &str) -> Result<String, StoreError> {
+        if mailbox.is_empty() || mailbox.len() > 200 || mailbox.contains(['\0', '\r', '\n']) {
+            return Err(StoreError::Invalid(format!("mailbox name {mailbox:?}")));
+        }
+        let to = mailbox.to_string();
+        let moved = self.write(vec![], vec![], move |txn| {
+            let mut t = txn.open_table(MESSAGES)?;
+            let mut r: MessageRecord = match t.get(id.0)? {
+                Some(g) => dec("messages", g.value())?,
+                None => return Err(StoreError::NoMessage(id)),
+            };
+            if r.expunged {
+                return Err(StoreError::NoMessage(id));
+            }
+            let from = std::mem::replace(&mut r.mailbox, to.clone());
+            if from == to {
+                return Ok((from, None));
+            }
+            t.insert(id.0, enc(&r)?.as_slice())?;
+            put_facts(&mut txn.open_table(MSG_FACTS)?, &r)?;
+            let mut ix = txn.open_table(MSG_INDEX)?;
+            let code = IndexKind::Mailbox.code();
+            let old = normalize(IndexKind::Mailbox, &from);
+            ix.remove((r.account.as_str(), code, old.as_str(), r.received.0, id.0))?;
+            let new = normalize(IndexKind::Mailbox, &to);
+            ix.insert(
+                (r.account.as_str(), code, new.as_str(), r.received.0, id.0),
+                (),
+            )?;
+            txn.open_table(MAILBOXES)?
+                .insert((r.account.as_str(), to.as_str()), ())?;
+            Ok((from, Some(r)))
+        })?;
+        let (from, rec) = moved;
+        if let Some(r) = rec {
+            if let Some(md) = self.maildir(&r.account) {
+                let bytes = self.message_bytes(id)?;
+                md.deliver(&r.mailbox, id.0, r.received.0, &[&bytes], r.flags.seen)?;
+                md.remove(&from, id.0)?;
+            }
+        }
+        Ok(from)
     }
 
     /// Expunges a message: its bytes are removed and no longer count for the quota; the
@@ -1370,6 +1431,7 @@ mod tests {
             hold: false,
             dsn: DsnParams::default(),
             is_dsn: true,
+            from_id: None,
         }
     }
 

@@ -80,6 +80,12 @@ pub(crate) const WEBHOOKS: TableDefinition<u64, &[u8]> = TableDefinition::new("w
 /// Webhooks done: id -> [`crate::RetiredWebhook`].
 pub(crate) const WEBHOOKS_RETIRED: TableDefinition<u64, &[u8]> =
     TableDefinition::new("webhooks_retired");
+/// Webhooks waiting, by when they are due: (next attempt, id) -> ().
+pub(crate) const WEBHOOKS_DUE: TableDefinition<(i64, u64), ()> =
+    TableDefinition::new("webhooks_due");
+/// Queue entries by the unique id in their MAIL FROM: from id -> entry id (queued or
+/// retired; removed with the retired entry).
+pub(crate) const FROM_IDS: TableDefinition<&str, u64> = TableDefinition::new("from_ids");
 
 pub(crate) const K_VERSION: &str = "schema_version";
 pub(crate) const K_NEXT_MSG: &str = "next_message_id";
@@ -129,6 +135,8 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MSG_FACTS)?;
     txn.open_table(WEBHOOKS)?;
     txn.open_table(WEBHOOKS_RETIRED)?;
+    txn.open_table(FROM_IDS)?;
+    txn.open_table(WEBHOOKS_DUE)?;
     Ok(())
 }
 

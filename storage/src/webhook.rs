@@ -2,7 +2,7 @@
 //! Outgoing delivery hooks are written in the commit that records the delivery attempt
 //! ([`crate::QueueRecord::webhook`]), so a hook is never lost and never made twice.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 use rmox_core::UnixTime;
 use serde::{Deserialize, Serialize};
 
@@ -71,7 +71,27 @@ pub(crate) fn webhook_add_txn(txn: &WriteTransaction, hook: &Webhook) -> Result<
     meta.insert(K_NEXT_HOOK, id + 1)?;
     let h = Webhook { id, ..hook.clone() };
     txn.open_table(WEBHOOKS)?.insert(id, enc(&h)?.as_slice())?;
+    txn.open_table(WEBHOOKS_DUE)?
+        .insert((h.next_attempt.0, id), ())?;
     Ok(id)
+}
+
+/// Fills [`WEBHOOKS_DUE`] when it holds fewer entries than there are waiting hooks (a
+/// database from before the index); how many were written.
+pub(crate) fn fill_due(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let hooks = txn.open_table(WEBHOOKS)?;
+    let mut due = txn.open_table(WEBHOOKS_DUE)?;
+    if due.len()? >= hooks.len()? {
+        return Ok(0);
+    }
+    let mut n = 0;
+    for r in hooks.iter()? {
+        let (k, v) = r?;
+        let h: Webhook = dec("webhooks", v.value())?;
+        due.insert((h.next_attempt.0, k.value()), ())?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 impl Store {
@@ -91,14 +111,22 @@ impl Store {
         Ok(v)
     }
 
-    /// The webhooks due at `now`, oldest first, at most `limit`.
+    /// The webhooks due at `now`, by due time then id, at most `limit`: a range scan of the
+    /// due index (the cost is that of the hooks returned).
     pub fn webhooks_due(&self, now: UnixTime, limit: usize) -> Result<Vec<Webhook>, StoreError> {
-        let mut v: Vec<Webhook> = self
-            .webhooks()?
-            .into_iter()
-            .filter(|h| h.next_attempt.0 <= now.0)
-            .collect();
-        v.truncate(limit);
+        let rtx = self.read()?;
+        let due = rtx.open_table(WEBHOOKS_DUE)?;
+        let t = rtx.open_table(WEBHOOKS)?;
+        let mut v = Vec::new();
+        for r in due.range((i64::MIN, 0u64)..=(now.0, u64::MAX))? {
+            if v.len() >= limit {
+                break;
+            }
+            let (k, _) = r?;
+            if let Some(g) = t.get(k.value().1)? {
+                v.push(dec("webhooks", g.value())?);
+            }
+        }
         Ok(v)
     }
 
@@ -120,10 +148,13 @@ impl Store {
             };
             h.attempts += 1;
             h.results.push(result);
+            let mut due = txn.open_table(WEBHOOKS_DUE)?;
+            due.remove((h.next_attempt.0, id))?;
             match next {
                 Some(at) => {
                     h.next_attempt = at;
                     t.insert(id, enc(&h)?.as_slice())?;
+                    due.insert((at.0, id), ())?;
                 }
                 None => {
                     t.remove(id)?;
@@ -149,6 +180,8 @@ impl Store {
                 None => return Ok(false),
             };
             drop(t);
+            txn.open_table(WEBHOOKS_DUE)?
+                .remove((hook.next_attempt.0, id))?;
             let r = RetiredWebhook {
                 hook,
                 success: false,
@@ -198,6 +231,34 @@ mod tests {
             error: String::new(),
             duration_ms: 1,
         }
+    }
+
+    /// Due hooks come by due time (not id), through the index; an index that is missing (a
+    /// database from before it) is rebuilt when the store opens.
+    #[test]
+    fn due_by_time_and_index_rebuilt() {
+        let d = tempfile::tempdir().unwrap();
+        let due = |s: &Store, at: i64| -> Vec<u64> {
+            s.webhooks_due(UnixTime(at), 10)
+                .unwrap()
+                .iter()
+                .map(|h| h.id)
+                .collect()
+        };
+        {
+            let s = Store::open(d.path()).unwrap();
+            for at in [30, 10, 20] {
+                s.webhook_add(hook(at)).unwrap();
+            }
+            assert_eq!(due(&s, 25), [2, 3]);
+            s.write(vec![], vec![], |txn| {
+                txn.delete_table(WEBHOOKS_DUE)?;
+                Ok(())
+            })
+            .unwrap();
+        }
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(due(&s, 100), [2, 3, 1]);
     }
 
     /// Add, due, retry later, retire on success or after the last try, drop; all kept

@@ -55,6 +55,7 @@ fn rcpt(to: &str) -> QueueRecipient {
         hold: false,
         dsn: DsnParams::default(),
         is_dsn: false,
+        from_id: None,
     }
 }
 

@@ -2,7 +2,8 @@
 //! localserve` on every runtime: Send queues a message that localserve delivers back into
 //! the account, MessageGet and MessageRawGet read it, the suppression list round-trips, and
 //! bad input (wrong credentials, malformed JSON, an oversize body, an unknown method) gets a
-//! JSON error.
+//! JSON error. curl sends multipart/form-data requests with files, as mox's documentation
+//! shows, and the files end up in the message.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -270,4 +271,125 @@ fn webapi_over_tls(rt: &str) {
     srv.stop_clean();
 }
 
-rmox_tests::on_every_runtime!(webapi_send_and_read, webapi_bad_input, webapi_over_tls);
+/// curl -F against Send: the JSON in the form field `request`, an attachment and an inline
+/// file (with its Content-ID) as file fields; the delivered message has them, and SaveSent
+/// kept a read copy in Sent. A form without `request`, and files for another method, get
+/// JSON errors.
+fn webapi_multipart_form(rt: &str) {
+    let mut srv = Server::localserve(rt);
+    let dir = TempDir::new(&format!("webapi-form-{rt}"));
+    let csv = dir.path().join("report.csv");
+    std::fs::write(&csv, "day,count\r\nmonday,7\r\n").unwrap();
+    let png = dir.path().join("logo.png");
+    std::fs::write(&png, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR-not-really").unwrap();
+    let url = |m: &str| format!("http://{}:{WEBAPI_PORT}/webapi/v0/{m}", srv.ip);
+    let curl = |m: &str, fields: &[String]| -> (u16, serde_json::Value) {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "-m",
+            "30",
+            "-u",
+            "rmox@localhost:rmoxrmox",
+            "-w",
+            "\n%{http_code}",
+        ]);
+        for f in fields {
+            cmd.arg("-F").arg(f);
+        }
+        let out = cmd.arg(url(m)).output().expect("running curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}")),
+        )
+    };
+    let subj = subject("webapi-form", rt);
+    let req = serde_json::json!({
+        "To": [{"Address": "someone@localhost"}],
+        "Subject": subj,
+        "Text": "see the report\n",
+        "HTML": "<p><img src=\"cid:logo1@example.org\"></p>",
+        "SaveSent": true,
+    });
+    let (status, v) = curl(
+        "Send",
+        &[
+            format!("request={req}"),
+            format!("attachedfile=@{};type=text/csv", csv.display()),
+            format!(
+                "inlinefile=@{};type=image/png;headers=\"Content-ID: <logo1@example.org>\"",
+                png.display()
+            ),
+        ],
+    );
+    assert_eq!(status, 200, "{v}\n{}", srv.stderr());
+    let message_id = v["MessageID"].as_str().unwrap().to_string();
+
+    let cfg = srv.config_path();
+    let cfg = cfg.to_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let list = loop {
+        let out = rmox(
+            &["message", "list", "rmox", "--json", "--config", cfg],
+            None,
+        );
+        let list: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        // The Sent copy and the delivered one.
+        if list.as_array().is_some_and(|l| l.len() == 2) {
+            break list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not delivered: {list}\n{}",
+            srv.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let list = list.as_array().unwrap();
+    let sent = list
+        .iter()
+        .find(|m| m["mailbox"] == "Sent")
+        .expect("a Sent copy");
+    assert_eq!(sent["seen"], true, "{sent}");
+    let got = list
+        .iter()
+        .find(|m| m["mailbox"] == "Inbox")
+        .expect("delivered");
+    let (status, _, raw) = call(
+        &srv,
+        "rmox@localhost",
+        "rmoxrmox",
+        "MessageRawGet",
+        &[&format!("{{\"MsgID\": {}}}", got["id"])],
+    );
+    assert_eq!(status, 200);
+    assert!(raw.contains(&format!("Message-ID: {message_id}")), "{raw}");
+    assert!(raw.contains("filename=\"report.csv\""), "{raw}");
+    assert!(raw.contains("Content-Type: text/csv"), "{raw}");
+    assert!(raw.contains("Content-ID: <logo1@example.org>"), "{raw}");
+    assert!(raw.contains("multipart/related"), "{raw}");
+    // base64 of the file as written above.
+    assert!(raw.contains("ZGF5LGNvdW50DQptb25kYXksNw0K"), "{raw}");
+
+    let (status, v) = curl("Send", &[format!("attachedfile=@{}", csv.display())]);
+    assert_eq!((status, v["Code"].as_str()), (400, Some("protocol")), "{v}");
+    let (status, v) = curl(
+        "SuppressionList",
+        &[
+            "request={}".into(),
+            format!("attachedfile=@{}", csv.display()),
+        ],
+    );
+    assert_eq!((status, v["Code"].as_str()), (400, Some("user")), "{v}");
+    srv.stop_clean();
+}
+
+rmox_tests::on_every_runtime!(
+    webapi_send_and_read,
+    webapi_bad_input,
+    webapi_over_tls,
+    webapi_multipart_form
+);

@@ -4,6 +4,8 @@
 //!   (Content-Length, chunked, until close) with size limits, and encoders.
 //! * [`fetch`]: [`HttpsFetch`], the client machine for one HTTPS request over the core TLS
 //!   layer (MTA-STS policy fetches, RFC 8461 3.3; TLS reports to https `rua`, RFC 8460 3).
+//! * [`multipart`]: multipart/form-data request bodies (RFC 7578) read into borrowed
+//!   [`FormPart`]s (the webapi's form with files).
 //! * [`server`]: [`HttpServerSession`], one server connection (plain or implicit TLS) with
 //!   keep-alive and pipelining; each request goes to the caller as an effect and is answered
 //!   with a [`Response`] (metrics, ACME http-01, the MTA-STS policy, the webapi).
@@ -12,12 +14,14 @@
 
 pub mod codec;
 pub mod fetch;
+pub mod multipart;
 pub mod server;
 
 pub use codec::{
     BodyDecoder, EncodeError, Framing, Header, HttpError, Limits, RequestHead, ResponseHead,
 };
 pub use fetch::{FetchConfig, FetchError, FetchRequest, HttpsFetch, Method};
+pub use multipart::{FormError, FormLimits, FormPart};
 pub use server::{HttpServerSession, ServerConfig};
 
 /// A response.

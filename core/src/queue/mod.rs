@@ -26,6 +26,7 @@
 //! ```
 
 pub mod dsn;
+pub mod dsnread;
 pub mod mx;
 pub mod route;
 pub mod schedule;
@@ -199,10 +200,14 @@ pub const SUPPRESS_AFTER_FAILURES: u32 = 3;
 /// Whether a permanent failure with this reply puts the recipient on the suppression list.
 /// Transient replies never do.
 pub fn should_suppress(reply: &Reply) -> bool {
-    if !reply.is_permanent() {
-        return false;
-    }
-    SUPPRESS_CODES.contains(&reply.code) || reply.enhanced.is_some_and(is_suppress_enhanced)
+    reply.is_permanent() && should_suppress_codes(reply.code, reply.enhanced)
+}
+
+/// [`should_suppress`] for a failure known by its codes only (a DSN's Diagnostic-Code
+/// and Status): a 5xx code that suppresses, or a suppressing enhanced code.
+pub fn should_suppress_codes(code: u16, enhanced: Option<Enhanced>) -> bool {
+    (500..600).contains(&code)
+        && (SUPPRESS_CODES.contains(&code) || enhanced.is_some_and(is_suppress_enhanced))
 }
 
 fn is_suppress_enhanced(e: Enhanced) -> bool {

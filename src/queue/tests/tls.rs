@@ -173,6 +173,7 @@ fn queue_with(e: &Env, to: &str, requiretls: RequireTls) -> QueueId {
         hold: false,
         dsn: rmox_storage::DsnParams::default(),
         is_dsn: false,
+        from_id: None,
     };
     e.store
         .queue_add(
@@ -351,6 +352,7 @@ fn own_tls_report_delivery_not_recorded() {
             hold: false,
             dsn: rmox_storage::DsnParams::default(),
             is_dsn: false,
+            from_id: None,
         };
         let msg =
             format!("From: <postmaster@mox.example>\r\n{header}Subject: report\r\n\r\nreport\r\n");

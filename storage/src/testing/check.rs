@@ -130,6 +130,7 @@ impl Rcpt {
             hold: self.hold,
             dsn: DsnParams::default(),
             is_dsn: self.is_dsn,
+            from_id: None,
         }
     }
 }

@@ -280,6 +280,7 @@ fn after_recovery(data: &Path, seen: &Observed, real: bool) -> Result<(), String
         hold: false,
         dsn: Default::default(),
         is_dsn: true,
+        from_id: None,
     };
     let ids = s
         .deliver_and_queue(reqs, Some((&msg, vec![rcpt])))
@@ -372,6 +373,7 @@ fn concurrent_run(
                             hold: false,
                             dsn: Default::default(),
                             is_dsn: false,
+                            from_id: None,
                         };
                         let Ok(ids) = s.queue_add(&m, vec![r("x@example.com"), r("y@example.com")])
                         else {
