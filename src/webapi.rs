@@ -401,6 +401,59 @@ impl Webapi {
                 };
                 ok(&serde_json::json!({ "Webhooks": list }))
             }
+            "QueueList" => {
+                let _: api::Empty = api::parse(text)?;
+                let f = rmox_storage::QueueFilter {
+                    account: Some(account.to_string()),
+                    ..Default::default()
+                };
+                let list = self.store.queue_list(&f).map_err(server_error)?;
+                let out: Vec<serde_json::Value> = list.iter().map(queue_json).collect();
+                ok(&serde_json::json!({ "Entries": out }))
+            }
+            "QueueHold" | "QueueRelease" | "QueueKick" | "QueueDrop" => {
+                let req: api::QueueEntryRequest = api::parse(text)?;
+                let id = rmox_storage::QueueId(req.queue_msg_id);
+                let e = self
+                    .store
+                    .queue_get(id)
+                    .map_err(server_error)?
+                    .filter(|e| e.rcpt.sender_account.as_deref() == Some(account))
+                    .ok_or_else(|| ApiError::new("notFound", "queue entry not found"))?;
+                let now = rmox_driver::now().wall;
+                match method {
+                    "QueueHold" => {
+                        self.store.queue_hold(id).map_err(server_error)?;
+                    }
+                    "QueueRelease" => {
+                        self.store.queue_release(id).map_err(server_error)?;
+                        self.world.wake_queue();
+                    }
+                    "QueueKick" => {
+                        if e.rcpt.hold {
+                            return Err(ApiError::new(
+                                "user",
+                                "the entry is held: QueueRelease it first",
+                            ));
+                        }
+                        self.store
+                            .queue_update(id, move |e| e.rcpt.next_attempt = now)
+                            .map_err(server_error)?;
+                        self.world.wake_queue();
+                    }
+                    _ => {
+                        let c = self.world.config();
+                        crate::queue::cli::drop_entry(&c, &self.store, &e).map_err(server_error)?;
+                    }
+                }
+                tracing::info!(
+                    account,
+                    queue_id = id.0,
+                    method,
+                    "webapi: queue entry changed"
+                );
+                ok(&serde_json::json!({}))
+            }
             _ => Err(ApiError::new("notFound", format!("no method {method}"))),
         }
     }
@@ -642,6 +695,28 @@ fn part(bytes: &[u8], path: &[usize]) -> Result<Response, ApiError> {
 
 #[cfg(test)]
 mod tests;
+
+/// A queue entry as QueueList shows it.
+fn queue_json(e: &rmox_storage::QueueEntry) -> serde_json::Value {
+    serde_json::json!({
+        "QueueMsgID": e.id.0,
+        "Recipient": e.rcpt.recipient,
+        "MailFrom": e.rcpt.mail_from,
+        "FromID": e.rcpt.from_id.as_ref().map_or("", |f| f.id.as_str()),
+        "Size": e.size,
+        "Queued": e.rcpt.queued.rfc3339(),
+        "NextAttempt": e.rcpt.next_attempt.rfc3339(),
+        "Hold": e.rcpt.hold,
+        "Attempts": e.attempts,
+        "LastAttempt": e.last_attempt.map(|t| t.rfc3339()),
+        "LastError": e.last_error,
+        "RequireTLS": match e.rcpt.requiretls {
+            rmox_storage::RequireTls::Required => Some(true),
+            rmox_storage::RequireTls::NotRequired => Some(false),
+            _ => None,
+        },
+    })
+}
 
 /// A webhook as WebhookList and WebhookRetiredList show it (the payload as JSON).
 fn hook_json(

@@ -199,6 +199,13 @@ impl World {
         Ok(notes)
     }
 
+    /// Wakes the server's queue runner after a change to the queue (nothing without one).
+    pub fn wake_queue(&self) {
+        if let Some(w) = &self.queue_wakeup {
+            w.notify();
+        }
+    }
+
     /// Notifies `w` whenever a message is queued (the queue runner's wakeup).
     pub fn with_queue_wakeup(mut self, w: Arc<crate::queue::Wakeup>) -> World {
         self.queue_wakeup = Some(w);
@@ -1330,12 +1337,6 @@ impl World {
                 "junk filter: untrained messages past the age limit"
             ),
             Err(e) => tracing::error!(error = %e, "junk filter: age limit"),
-        }
-    }
-
-    fn wake_queue(&self) {
-        if let Some(w) = &self.queue_wakeup {
-            w.notify();
         }
     }
 

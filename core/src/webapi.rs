@@ -36,6 +36,11 @@ pub const METHODS: &[&str] = &[
     "MessageMove",
     "WebhookList",
     "WebhookRetiredList",
+    "QueueList",
+    "QueueHold",
+    "QueueRelease",
+    "QueueKick",
+    "QueueDrop",
 ];
 
 /// An error answer: `{"Code": ..., "Message": ...}` with status 400 (401 for credentials,
@@ -441,6 +446,16 @@ pub struct WebhookListRequest {
     /// How many at most.
     #[serde(default)]
     pub limit: Option<usize>,
+}
+
+/// QueueHold's, QueueRelease's, QueueKick's and QueueDrop's request (rmox's additions): one
+/// of the account's queue entries, by the id `Send` answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct QueueEntryRequest {
+    /// The queue entry.
+    #[serde(rename = "QueueMsgID")]
+    pub queue_msg_id: u64,
 }
 
 /// The most hooks one WebhookList or WebhookRetiredList answer holds.

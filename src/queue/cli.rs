@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rmox_core::UnixTime;
-use rmox_storage::{HoldRule, QueueEntry, QueueFilter, QueueId, Store, Suppression};
+use rmox_storage::{HoldRule, QueueEntry, QueueFilter, QueueId, Store, StoreError, Suppression};
 
 use super::{wall_clock, Runner};
 use crate::config::Config;
@@ -58,6 +58,26 @@ pub enum Op {
     SuppressionAdd(String, String),
     /// Remove from an account's suppression list.
     SuppressionRemove(String, String),
+}
+
+/// Removes entry `e` from the queue; the sender's application learns of it (a `canceled`
+/// webhook, stored in the same commit).
+pub fn drop_entry(c: &Config, store: &Store, e: &QueueEntry) -> Result<(), StoreError> {
+    let hook = match e.rcpt.sender_account.as_deref() {
+        Some(a) if !e.rcpt.is_dsn => crate::webhooks::outgoing(
+            c,
+            a,
+            e.id.0,
+            rmox_core::webhook::Event::Canceled,
+            "",
+            false,
+            e.rcpt.from_id.as_ref().map_or("", |f| f.id.as_str()),
+            &store.queue_message(e.msg_id).unwrap_or_default(),
+            rmox_driver::now().wall,
+        ),
+        _ => None,
+    };
+    store.queue_drop_with(e.id, hook)
 }
 
 fn time(t: UnixTime) -> String {
@@ -170,25 +190,9 @@ pub fn execute_answer(
         }
         Op::Drop(id) => {
             let id = exists(id)?;
-            // The sender's application learns of it (a `canceled` webhook, in the commit).
-            let hook = match store.queue_get(id)? {
-                Some(e) if !e.rcpt.is_dsn => match e.rcpt.sender_account.as_deref() {
-                    Some(a) => crate::webhooks::outgoing(
-                        c,
-                        a,
-                        id.0,
-                        rmox_core::webhook::Event::Canceled,
-                        "",
-                        false,
-                        e.rcpt.from_id.as_ref().map_or("", |f| f.id.as_str()),
-                        &store.queue_message(e.msg_id).unwrap_or_default(),
-                        rmox_driver::now().wall,
-                    ),
-                    None => None,
-                },
-                _ => None,
-            };
-            store.queue_drop_with(id, hook)?;
+            if let Some(e) = store.queue_get(id)? {
+                drop_entry(c, store.as_ref(), &e)?;
+            }
             out.push(format!("{id} dropped"));
         }
         Op::Fail(id) => {

@@ -591,6 +591,94 @@ fn message_move_and_webhook_lists() {
     assert_eq!((status, code(&v)), (400, "protocol"), "{v}");
 }
 
+/// The account's own queue over the webapi: listed, held, released, kicked, dropped (with
+/// a canceled webhook); another account's entry is not found; a held entry is not kicked.
+#[test]
+fn queue_management() {
+    let config = CONFIG.replace(
+        "max_outgoing_messages_per_day = 2\n",
+        "[account.mjl.webhooks]\noutgoing_url = \"http://127.0.0.1:9/out\"\nsecret = \"0123456789abcdef\"\n",
+    );
+    let e = env_with("webapi-queue", &config);
+    let (status, v) = e.call(
+        "Send",
+        json!({"To": [{"Address": "bob@example.org"}, {"Address": "carol@example.org"}], "Text": "x",
+               "FutureRelease": "2099-01-01T00:00:00Z"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let ids: Vec<u64> = v["Submissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["QueueMsgID"].as_u64().unwrap())
+        .collect();
+    let theirs = e
+        .store
+        .queue_add(
+            b"Subject: x\r\n\r\nx\r\n",
+            vec![rmox_storage::QueueRecipient {
+                sender_account: Some("other".into()),
+                mail_from: "other@other.example".into(),
+                recipient: "z@example.org".into(),
+                has_8bit: false,
+                smtputf8: false,
+                requiretls: rmox_storage::RequireTls::Default,
+                transport: None,
+                next_attempt: rmox_core::UnixTime(4_000_000_000),
+                queued: rmox_core::UnixTime(1),
+                hold: false,
+                dsn: Default::default(),
+                is_dsn: false,
+                from_id: None,
+            }],
+        )
+        .unwrap()[0];
+    let (status, v) = e.call("QueueList", json!({}));
+    assert_eq!(status, 200, "{v}");
+    let listed: Vec<(u64, &str)> = v["Entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["QueueMsgID"].as_u64().unwrap(),
+                x["Recipient"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [(ids[0], "bob@example.org"), (ids[1], "carol@example.org")]
+    );
+    assert_eq!(v["Entries"][0]["NextAttempt"], "2099-01-01T00:00:00Z");
+
+    let q = |id: u64| e.store.queue_get(rmox_storage::QueueId(id)).unwrap();
+    let (status, v) = e.call("QueueHold", json!({"QueueMsgID": ids[0]}));
+    assert_eq!(status, 200, "{v}");
+    assert!(q(ids[0]).unwrap().rcpt.hold);
+    let (status, v) = e.call("QueueKick", json!({"QueueMsgID": ids[0]}));
+    assert_eq!((status, code(&v)), (400, "user"), "{v}");
+    let (status, _) = e.call("QueueRelease", json!({"QueueMsgID": ids[0]}));
+    assert_eq!(status, 200);
+    assert!(!q(ids[0]).unwrap().rcpt.hold);
+    let (status, _) = e.call("QueueKick", json!({"QueueMsgID": ids[0]}));
+    assert_eq!(status, 200);
+    assert!(q(ids[0]).unwrap().rcpt.next_attempt.0 < 4_000_000_000);
+    let (status, _) = e.call("QueueDrop", json!({"QueueMsgID": ids[1]}));
+    assert_eq!(status, 200);
+    assert!(q(ids[1]).is_none());
+    let hooks = e.store.webhooks().unwrap();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].event, "canceled");
+    for m in ["QueueHold", "QueueRelease", "QueueKick", "QueueDrop"] {
+        let (status, v) = e.call(m, json!({"QueueMsgID": theirs.0}));
+        assert_eq!((status, code(&v)), (400, "notFound"), "{m}: {v}");
+    }
+    assert!(q(theirs.0).is_some());
+    let (status, v) = e.call("QueueDrop", json!({"ID": 1}));
+    assert_eq!((status, code(&v)), (400, "protocol"), "{v}");
+}
+
 #[test]
 fn suppressions() {
     let e = env("webapi-suppr");

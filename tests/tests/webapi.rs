@@ -174,6 +174,23 @@ fn webapi_send_and_read(rt: &str) {
     assert_eq!(status, 200);
     let (status, v) = api(&srv, "MessageGet", serde_json::json!({"MsgID": id}));
     assert_eq!((status, v["Code"].as_str().unwrap()), (400, "notFound"));
+
+    // The account's queue: a message released next year waits, is listed, and is dropped.
+    let (status, v) = api(
+        &srv,
+        "Send",
+        serde_json::json!({"To": [{"Address": "later@localhost"}], "Text": "later\n",
+                           "FutureRelease": "2099-01-01T00:00:00Z"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let qid = v["Submissions"][0]["QueueMsgID"].as_u64().unwrap();
+    let (_, v) = api(&srv, "QueueList", serde_json::json!({}));
+    assert_eq!(v["Entries"][0]["QueueMsgID"].as_u64(), Some(qid), "{v}");
+    assert_eq!(v["Entries"][0]["Recipient"], "later@localhost");
+    let (status, _) = api(&srv, "QueueDrop", serde_json::json!({"QueueMsgID": qid}));
+    assert_eq!(status, 200);
+    let (_, v) = api(&srv, "QueueList", serde_json::json!({}));
+    assert_eq!(v["Entries"], serde_json::json!([]), "{v}");
     srv.stop_clean();
 }
 
