@@ -447,9 +447,10 @@ pub struct AccountConfig {
     /// Webhooks for the account's mail (`[account.X.webhooks]`); absent: none.
     pub webhooks: Option<AccountWebhooks>,
     /// Login addresses (of this account, in a domain with a `localpart_catchall_separator`)
-    /// whose webapi sends get a unique MAIL FROM per recipient (mox's fromid,
-    /// `LOCAL+ID@DOMAIN`): a DSN that comes back to it is attributed to the message and
-    /// reported as an outgoing webhook event instead of an incoming message.
+    /// whose webapi sends and SMTP submissions get a unique MAIL FROM per recipient (mox's
+    /// fromid, `LOCAL+ID@DOMAIN`; a submission may bring its own id in MAIL FROM): a DSN
+    /// that comes back to it is attributed to the message and reported as an outgoing
+    /// webhook event instead of an incoming message.
     #[serde(default)]
     pub from_id_login_addresses: Vec<String>,
 }
@@ -2714,8 +2715,9 @@ rejects_mailbox = "Rejects"
 # 250), for an IMAP server such as Dovecot to serve; messages the user moves to its Junk
 # folder count as junk for reputation.
 # maildir = "/var/mail/mjl/Maildir"
-# Logged in to the webapi as one of these addresses, each recipient of a Send gets its own
-# MAIL FROM, LOCAL+ID@DOMAIN (ID random, the domain needs a localpart_catchall_separator):
+# Logged in as one of these addresses (webapi or SMTP submission), each recipient gets its
+# own MAIL FROM, LOCAL+ID@DOMAIN (ID random, or the one a submission put in MAIL FROM for a
+# single recipient; the domain needs a localpart_catchall_separator):
 # a DSN that comes back to it becomes an outgoing webhook event of that message
 # (delivered, relayed, expanded, delayed, failed or unrecognized, with DSN = true).
 from_id_login_addresses = ["mjl@example.org"]

@@ -18,7 +18,7 @@ use crate::config::Config;
 const BATCH: usize = 16;
 
 /// Message-ID (with `<>`) and Subject of a message.
-fn id_and_subject(message: &[u8]) -> (String, String) {
+pub fn id_and_subject(message: &[u8]) -> (String, String) {
     let end = rmox_core::message::body_offset(message).unwrap_or(message.len());
     let head = message.get(..end).unwrap_or_default();
     let m = mail_parser::MessageParser::default().parse_headers(head);

@@ -1369,8 +1369,71 @@ impl World {
 
     /// Submission: check send limits, then queue per recipient.
     fn submit(&self, account: &str, t: &Transaction) -> Result<(), Reply> {
-        self.submit_queued(account, t, &Submit::default())
-            .map(|_| ())
+        let opts = self.submission_from_ids(account, t)?;
+        self.submit_queued(account, t, &opts).map(|_| ())
+    }
+
+    /// mox's fromid for an SMTP submission logged in as one of the account's
+    /// `from_id_login_addresses`: the id the client put in MAIL FROM after the separator
+    /// (one recipient only: an id names one queue entry), else a fresh one per recipient.
+    fn submission_from_ids(&self, account: &str, t: &Transaction) -> Result<Submit, Reply> {
+        let config = self.config();
+        let (Some(login), ReversePath::Mailbox(mail_from)) = (&t.login, &t.mail_from) else {
+            return Ok(Submit::default());
+        };
+        let mail_from = mail_from.to_string();
+        let Some((base, domain)) = config.from_id_base(account, login, &mail_from) else {
+            return Ok(Submit::default());
+        };
+        let chosen = mail_from
+            .rsplit_once('@')
+            .and_then(|(lp, d)| lp.split_once(config.catchall_separator(d)?))
+            .map(|(_, id)| id.to_string())
+            .filter(|id| !id.is_empty());
+        if let Some(id) = &chosen {
+            if t.recipients.len() > 1 {
+                return Err(reply(
+                    554,
+                    (5, 5, 3),
+                    "cannot send to multiple recipients with chosen fromid",
+                ));
+            }
+            if self
+                .store
+                .queue_by_from_id(id)
+                .map_err(|e| store_error(&e))?
+                .is_some()
+            {
+                return Err(reply(
+                    554,
+                    (5, 1, 7),
+                    format!("bad fromid in smtp mail from address: {id:?} was used before"),
+                ));
+            }
+        }
+        let header = t.message.header();
+        let (message_id, subject) = crate::webhooks::id_and_subject(&header);
+        let extra = rmox_core::webapi::extra_from_header(&header);
+        let from_ids = t
+            .recipients
+            .iter()
+            .map(|_| {
+                let id = chosen.clone().unwrap_or_else(from_id);
+                (
+                    format!("{base}{id}@{domain}"),
+                    rmox_storage::FromId {
+                        id,
+                        message_id: message_id.clone(),
+                        subject: subject.clone(),
+                        extra: extra.clone(),
+                    },
+                )
+            })
+            .collect();
+        Ok(Submit {
+            from_ids,
+            save_sent: false,
+        })
     }
 
     /// [`World::submit`], returning the queue entries made (one per recipient, in order).
@@ -1577,6 +1640,7 @@ impl World {
             requiretls: c.require_tls,
             hold_until: c.hold_until,
             from_header: Some(c.from.clone()),
+            login: None,
             received: now,
             auth: None,
         };
@@ -1728,6 +1792,7 @@ impl World {
             requiretls: None,
             hold_until: None,
             from_header: Some(from),
+            login: None,
             received: now,
             auth: None,
         };
@@ -2600,6 +2665,77 @@ checks = false
         assert_eq!(seen, ["mox.example", "other.example"]);
     }
 
+    /// mox's fromid for SMTP submission: logged in as a from-id login address, each
+    /// recipient gets MAIL FROM mjl+ID@ with a fresh id, or the id the client put in MAIL
+    /// FROM (once, and for one recipient only: 554 otherwise); logged in by account name,
+    /// MAIL FROM stays as given.
+    #[test]
+    fn submission_from_ids() {
+        const CFG: &str = r#"
+hostname = "host.mox.example"
+data_dir = "data"
+[domain."mox.example"]
+localpart_catchall_separator = "+"
+[account.mjl]
+domain = "mox.example"
+destinations = { "mjl@mox.example" = {} }
+from_id_login_addresses = ["mjl@mox.example"]
+[incoming]
+checks = false
+"#;
+        let mut env = Env::with_config("fromid-smtp", CFG, |_| {});
+        let entry = |env: &Env, rcpt: &str| {
+            env.store
+                .queue_list(&Default::default())
+                .unwrap()
+                .into_iter()
+                .find(|e| e.rcpt.recipient == rcpt)
+                .unwrap()
+        };
+        {
+            let mut s = env.session(true);
+            expect(&s.auth("mjl@mox.example", "testtest"), "235 ");
+            expect(&s.deliver("mjl@mox.example", "a@remote.example"), "250 ");
+            expect(
+                &s.deliver("mjl+order42@mox.example", "b@remote.example"),
+                "250 ",
+            );
+            expect(
+                &s.deliver("mjl+order42@mox.example", "c@remote.example"),
+                "554 5.1.7 ",
+            );
+            expect(&s.cmd("RSET"), "250 ");
+            expect(&s.cmd("MAIL FROM:<mjl+order43@mox.example>"), "250 ");
+            expect(&s.cmd("RCPT TO:<d@remote.example>"), "250 ");
+            expect(&s.cmd("RCPT TO:<e@remote.example>"), "250 ");
+            expect(&s.cmd("DATA"), "354 ");
+            let r = s.run(b"From: <mjl@mox.example>\r\nSubject: two\r\n\r\nx\r\n.\r\n");
+            expect(&r, "554 5.5.3 ");
+        }
+        let a = entry(&env, "a@remote.example");
+        let id = a.rcpt.from_id.as_ref().unwrap();
+        assert_eq!(id.id.len(), 22);
+        assert_eq!(a.rcpt.mail_from, format!("mjl+{}@mox.example", id.id));
+        assert_eq!(
+            (id.message_id.as_str(), id.subject.as_str()),
+            ("<t@example.org>", "test")
+        );
+        let b = entry(&env, "b@remote.example");
+        assert_eq!(b.rcpt.mail_from, "mjl+order42@mox.example");
+        assert_eq!(b.rcpt.from_id.as_ref().unwrap().id, "order42");
+        assert_eq!(env.store.queue_list(&Default::default()).unwrap().len(), 2);
+        {
+            let mut s = env.session(true);
+            expect(&s.auth("mjl", "testtest"), "235 ");
+            expect(&s.deliver("mjl+x@mox.example", "f@remote.example"), "250 ");
+        }
+        let f = entry(&env, "f@remote.example");
+        assert_eq!(
+            (f.rcpt.mail_from.as_str(), f.rcpt.from_id.is_none()),
+            ("mjl+x@mox.example", true)
+        );
+    }
+
     /// A spooled submission (our fields in memory, the client's message mapped) is signed
     /// exactly as the same message held in memory: header copied, body read in place.
     #[test]
@@ -2642,6 +2778,7 @@ checks = false
             requiretls: None,
             hold_until: None,
             from_header: Some("mjl@mox.example".into()),
+            login: None,
             received: UnixTime(1_800_000_000),
             auth: None,
         };
@@ -2830,6 +2967,7 @@ mox.example. TXT \"v=spf1 ip4:192.0.2.1 -all\"
             requiretls: None,
             hold_until: None,
             from_header: None,
+            login: None,
             received: wall_now(),
             auth: auth.map(Box::new),
         };

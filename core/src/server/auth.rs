@@ -113,8 +113,8 @@ impl ServerSession {
             let r = Reply::new(501, Some(Enhanced::new(5, 5, 2)), "invalid base64");
             return self.reply_error(r, stage);
         };
-        if let Some(account) = exchange.final_sent.take() {
-            return self.auth_success(stage, account, exchange.mechanism);
+        if let Some((account, login)) = exchange.final_sent.take() {
+            return self.auth_success(stage, account, login, exchange.mechanism);
         }
         let step = exchange.auth.respond(&decoded);
         self.auth_step(now, stage, exchange, step)
@@ -165,15 +165,15 @@ impl ServerSession {
                 final_data,
             } => {
                 // The account comes from the completion that led here.
-                let account = exchange.resolved.take().unwrap_or(username);
+                let account = exchange.resolved.take().unwrap_or_else(|| username.clone());
                 match final_data {
                     Some(d) => {
                         let text = base64::engine::general_purpose::STANDARD.encode(d);
                         self.reply(Reply::new(334, None, text));
-                        exchange.final_sent = Some(account);
+                        exchange.final_sent = Some((account, username));
                         State::Auth { stage, exchange }
                     }
-                    None => self.auth_success(stage, account, exchange.mechanism),
+                    None => self.auth_success(stage, account, username, exchange.mechanism),
                 }
             }
             ServerStep::Failure(f) => {
@@ -191,12 +191,18 @@ impl ServerSession {
         }
     }
 
-    fn auth_success(&mut self, stage: Stage, account: String, mech: Mechanism) -> State {
+    fn auth_success(
+        &mut self,
+        stage: Stage,
+        account: String,
+        login: String,
+        mech: Mechanism,
+    ) -> State {
         self.event(Event::Authenticated {
             account: account.clone(),
             mechanism: mech.name(),
         });
-        self.account = Some(Authenticated::from_exchange(account));
+        self.account = Some(Authenticated::from_exchange(account, login));
         self.reply(Reply::new(235, Some(Enhanced::new(2, 7, 0)), "nice"));
         State::Command(stage)
     }

@@ -368,6 +368,7 @@ impl ServerSession {
             ehlo: hello.name(),
             tls: self.tls.as_ref().and_then(TlsLayer::info),
             account: self.account().map(str::to_string),
+            login: self.login().map(str::to_string),
             mail_from: txn.mail_from,
             params: txn.params,
             recipients: txn.recipients,

@@ -290,6 +290,9 @@ pub struct Transaction {
     pub hold_until: Option<UnixTime>,
     /// The From header address (submission).
     pub from_header: Option<String>,
+    /// The user name the client authenticated with (submission): an address or an account
+    /// name.
+    pub login: Option<String>,
     /// When the transaction completed.
     pub received: UnixTime,
     /// Results of the incoming checks (SPF, DKIM, DMARC, iprev, DNSBL), when they ran.

@@ -405,6 +405,7 @@ mod tests {
             requiretls: None,
             hold_until: None,
             from_header: None,
+            login: None,
             received: crate::UnixTime(1),
             auth: None,
         };

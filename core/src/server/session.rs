@@ -137,6 +137,11 @@ impl ServerSession {
         self.account.as_ref().map(Authenticated::account)
     }
 
+    /// The user name the client authenticated with, when it did.
+    pub fn login(&self) -> Option<&str> {
+        self.account.as_ref().map(Authenticated::login)
+    }
+
     /// Takes one input. For [`Input::Received`], returns how many bytes were consumed; the
     /// caller keeps the rest and offers it again (with more) after the next input.
     ///

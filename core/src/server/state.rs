@@ -36,17 +36,24 @@ impl Spooled {
 #[derive(Debug)]
 pub(super) struct Authenticated {
     account: String,
+    login: String,
 }
 
 impl Authenticated {
-    /// Made only at the successful end of an AUTH exchange (`auth`).
-    pub(super) fn from_exchange(account: String) -> Authenticated {
-        Authenticated { account }
+    /// Made only at the successful end of an AUTH exchange (`auth`): the account, and the
+    /// user name the client gave.
+    pub(super) fn from_exchange(account: String, login: String) -> Authenticated {
+        Authenticated { account, login }
     }
 
     /// The account logged in to.
     pub(super) fn account(&self) -> &str {
         &self.account
+    }
+
+    /// The user name the client authenticated with (an address or an account name).
+    pub(super) fn login(&self) -> &str {
+        &self.login
     }
 }
 
@@ -150,7 +157,7 @@ pub(super) struct AuthExchange {
     pub(super) mechanism: Mechanism,
     /// The server-final data was sent for this account; an empty response completes the
     /// exchange.
-    pub(super) final_sent: Option<String>,
+    pub(super) final_sent: Option<(String, String)>,
     /// The account a password or credentials completion resolved the user name to.
     pub(super) resolved: Option<String>,
 }
