@@ -226,6 +226,14 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
+        if version < SCHEMA_VERSION {
+            // Its tables are not this version's (e.g. the index without facts): only a
+            // read-write open migrates them.
+            return Err(StoreError::Invalid(format!(
+                "{}: data of schema version {version}, this rmox reads {SCHEMA_VERSION}: start rmox on it once (it migrates when opened for writing)",
+                db_file.display()
+            )));
+        }
         Ok(Store {
             dir: data_dir.to_path_buf(),
             db: Db::Ro(db),
@@ -814,6 +822,7 @@ impl Store {
             r.flags = flags;
             t.insert(id.0, enc(&r)?.as_slice())?;
             put_facts(&mut txn.open_table(MSG_FACTS)?, &r)?;
+            put_index(&mut txn.open_table(MSG_INDEX)?, &r)?;
             Ok(())
         })
     }
@@ -845,11 +854,7 @@ impl Store {
             let code = IndexKind::Mailbox.code();
             let old = normalize(IndexKind::Mailbox, &from);
             ix.remove((r.account.as_str(), code, old.as_str(), r.received.0, id.0))?;
-            let new = normalize(IndexKind::Mailbox, &to);
-            ix.insert(
-                (r.account.as_str(), code, new.as_str(), r.received.0, id.0),
-                (),
-            )?;
+            put_index(&mut ix, &r)?;
             txn.open_table(MAILBOXES)?
                 .insert((r.account.as_str(), to.as_str()), ())?;
             Ok((from, Some(r)))
@@ -1016,7 +1021,6 @@ impl Store {
         }
         let rtx = self.read()?;
         let idx = rtx.open_table(MSG_INDEX)?;
-        let facts = rtx.open_table(MSG_FACTS)?;
         let mut hits = Vec::new();
         let range = idx.range(
             (account, kind.code(), v.as_str(), since.0, 0u64)
@@ -1026,10 +1030,7 @@ impl Store {
             if hits.len() >= limit {
                 break;
             }
-            let (k, _) = r?;
-            let Some(g) = facts.get(k.value().4)? else {
-                continue;
-            };
+            let (_, g) = r?;
             let (bits, mailbox, localpart) = g.value();
             if skip_mailbox.is_some_and(|m| m == mailbox) {
                 continue;
@@ -1145,15 +1146,41 @@ pub fn ip_networks(ip: IpAddr) -> Vec<String> {
     }
 }
 
-/// Writes the reputation facts of a message record ([`MSG_FACTS`]).
-fn put_facts(
-    t: &mut redb::Table<'_, u64, (u8, &'static str, &'static str)>,
-    r: &MessageRecord,
-) -> Result<(), StoreError> {
+/// The reputation facts of a message record: bits (junk, DMARC-validated From), its
+/// mailbox, its From local part.
+pub(crate) fn facts_of(r: &MessageRecord) -> (u8, &str, String) {
     let bits =
         u8::from(r.flags.junk) | (u8::from(r.info.from_validation == Validation::Dmarc) << 1);
-    let lp = from_localpart(r).unwrap_or_default();
-    t.insert(r.id.0, (bits, r.mailbox.as_str(), lp.as_str()))?;
+    (
+        bits,
+        r.mailbox.as_str(),
+        from_localpart(r).unwrap_or_default(),
+    )
+}
+
+/// Writes the reputation facts of a message record ([`MSG_FACTS`]).
+fn put_facts(t: &mut redb::Table<'_, u64, Facts>, r: &MessageRecord) -> Result<(), StoreError> {
+    let (bits, mailbox, lp) = facts_of(r);
+    t.insert(r.id.0, (bits, mailbox, lp.as_str()))?;
+    Ok(())
+}
+
+/// Writes message `r`'s index entries with its current facts (after a change of its flags
+/// or mailbox); the mailbox entry of an expunged message stays removed.
+fn put_index(
+    idx: &mut redb::Table<'_, (&str, u8, &str, i64, u64), Facts>,
+    r: &MessageRecord,
+) -> Result<(), StoreError> {
+    let (bits, mailbox, lp) = facts_of(r);
+    for (k, v) in index_entries(r) {
+        if r.expunged && k == IndexKind::Mailbox.code() {
+            continue;
+        }
+        idx.insert(
+            (r.account.as_str(), k, v.as_str(), r.received.0, r.id.0),
+            (bits, mailbox, lp.as_str()),
+        )?;
+    }
     Ok(())
 }
 
@@ -1292,15 +1319,12 @@ pub(crate) fn deliver_txn(
         put_facts(&mut facts, r)?;
         am.insert((r.account.as_str(), r.id.0), ())?;
         mb.insert((r.account.as_str(), r.mailbox.as_str()), ())?;
-        for (k, v) in index_entries(r) {
-            if let Some(b) = bloom {
+        if let Some(b) = bloom {
+            for (k, v) in index_entries(r) {
                 b.insert(&r.account, k, &v);
             }
-            idx.insert(
-                (r.account.as_str(), k, v.as_str(), r.received.0, r.id.0),
-                (),
-            )?;
         }
+        put_index(&mut idx, r)?;
     }
     let mut usage = txn.open_table(USAGE)?;
     for (acc, n) in new_usage {
@@ -1910,8 +1934,8 @@ mod facts_tests {
     use super::*;
     use crate::model::{Delivery, Flags, MessageInfo};
 
-    /// History reads the small facts table; a database without it (from before the table)
-    /// gets it filled when it opens, and a flag change reaches it.
+    /// History reads the facts kept in the index entries; a flag change and a move reach
+    /// them; a database from before (v2: the index without facts) is migrated when it opens.
     #[test]
     fn facts_filled_at_open_and_follow_flags() {
         let d = tempfile::tempdir().unwrap();
@@ -1973,17 +1997,57 @@ mod facts_tests {
             )
             .unwrap()
             .is_empty());
-        // An older database: the table emptied, then opened again.
+        s.message_move(id, "Archive").unwrap();
+        let in_box = |s: &Store, mb: &str| {
+            s.history(
+                "a",
+                IndexKind::FromDomain,
+                "example.org",
+                UnixTime(0),
+                10,
+                None,
+                Some(mb),
+            )
+            .unwrap()
+            .len()
+        };
+        assert_eq!((in_box(&s, "Inbox"), in_box(&s, "Archive")), (1, 0));
+        // An older database: version 2, whose index has no facts (and the facts table
+        // emptied, as before that table), then opened again.
         s.write(vec![], vec![], |txn| {
+            let keys: Vec<(String, u8, String, i64, u64)> = txn
+                .open_table(MSG_INDEX)?
+                .iter()?
+                .map(|r| {
+                    r.map(|(k, _)| {
+                        let (a, b, c, d, e) = k.value();
+                        (a.to_string(), b, c.to_string(), d, e)
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            txn.delete_table(MSG_INDEX)?;
+            let mut old = txn.open_table(MSG_INDEX_V2)?;
+            for (a, b, c, d, e) in &keys {
+                old.insert((a.as_str(), *b, c.as_str(), *d, *e), ())?;
+            }
             txn.open_table(MSG_FACTS)?.retain(|_, _| false)?;
+            txn.open_table(META)?.insert(K_VERSION, 2)?;
             Ok(())
         })
         .unwrap();
-        assert!(ask(&s).is_empty());
         drop(s);
         let s = Store::open(d.path()).unwrap();
         let h = ask(&s);
         assert_eq!(h.len(), 1);
         assert!(h[0].junk);
+        assert_eq!((in_box(&s, "Inbox"), in_box(&s, "Archive")), (1, 0));
+        assert_eq!(
+            s.lookup("a", IndexKind::Mailbox, "Archive", UnixTime(0), 10)
+                .unwrap()
+                .len(),
+            1
+        );
+        let rtx = s.read().unwrap();
+        assert!(rtx.open_table(MSG_INDEX_V2).is_err(), "old index removed");
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::error::StoreError;
 
 /// Schema version written by this build.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// `meta`: schema version and id counters.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -25,9 +25,17 @@ pub(crate) const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("m
 /// `account_messages`: (account, id) -> ().
 pub(crate) const ACCOUNT_MESSAGES: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("account_messages");
-/// `msg_index`: (account, kind, value, received, id) -> ().
-pub(crate) const MSG_INDEX: TableDefinition<(&str, u8, &str, i64, u64), ()> =
+/// `msg_index_v3` (since v3): (account, kind, value, received, id) -> the message's
+/// reputation facts, as in [`MSG_FACTS`]: reputation reads a sender's history from one
+/// index range, without a lookup per message.
+pub(crate) const MSG_INDEX: TableDefinition<(&str, u8, &str, i64, u64), Facts> =
+    TableDefinition::new("msg_index_v3");
+/// `msg_index` (v1, v2): the index without facts, migrated into [`MSG_INDEX`].
+pub(crate) const MSG_INDEX_V2: TableDefinition<(&str, u8, &str, i64, u64), ()> =
     TableDefinition::new("msg_index");
+/// A message's reputation facts: bit 0 junk, bit 1 From validated by DMARC; mailbox; From
+/// local part (lower case, empty when none).
+pub(crate) type Facts = (u8, &'static str, &'static str);
 /// `queue_msgs`: queued message id -> (size, entries referencing it).
 pub(crate) const QUEUE_MSGS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("queue_msgs");
 /// `queue`: entry id -> JSON [`crate::QueueEntry`].
@@ -63,8 +71,7 @@ pub(crate) const FIRST_SEEN: TableDefinition<(&str, &str), i64> =
 /// `msg_facts`: message id -> what reputation reads of it (bits: 1 junk, 2 From validated
 /// by DMARC; its mailbox; its From local part, lowercase, "" when none): a small record,
 /// so that a sender's history is read without decoding whole message records.
-pub(crate) const MSG_FACTS: TableDefinition<u64, (u8, &str, &str)> =
-    TableDefinition::new("msg_facts");
+pub(crate) const MSG_FACTS: TableDefinition<u64, Facts> = TableDefinition::new("msg_facts");
 /// `junk_words`: (account, token) -> (ham, spam) message counts of the account's junk
 /// filter; the empty token holds the numbers of trained ham and spam messages.
 pub(crate) const JUNK_WORDS: TableDefinition<(&str, &str), (u32, u32)> =
@@ -170,8 +177,41 @@ pub(crate) fn migrate(txn: &WriteTransaction) -> Result<u64, StoreError> {
     if found < 2 {
         migrate_1_to_2(txn)?;
     }
+    if found < 3 {
+        migrate_2_to_3(txn)?;
+    }
     txn.open_table(META)?.insert(K_VERSION, SCHEMA_VERSION)?;
     Ok(found)
+}
+
+/// Version 3 keeps each message's reputation facts in its index entries: the old index is
+/// copied with the facts of each record, then removed.
+fn migrate_2_to_3(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut facts: std::collections::HashMap<u64, (u8, String, String)> = Default::default();
+    {
+        let msgs = txn.open_table(MESSAGES)?;
+        for row in msgs.iter()? {
+            let (k, v) = row?;
+            let r: crate::MessageRecord = dec("messages", v.value())?;
+            let (bits, mailbox, lp) = crate::store::facts_of(&r);
+            facts.insert(k.value(), (bits, mailbox.to_string(), lp));
+        }
+    }
+    {
+        let old = txn.open_table(MSG_INDEX_V2)?;
+        let mut new = txn.open_table(MSG_INDEX)?;
+        for row in old.iter()? {
+            let (k, _) = row?;
+            let key = k.value();
+            let (bits, mailbox, lp) = facts
+                .get(&key.4)
+                .map(|(b, m, l)| (*b, m.as_str(), l.as_str()))
+                .unwrap_or((0, "", ""));
+            new.insert(key, (bits, mailbox, lp))?;
+        }
+    }
+    txn.delete_table(MSG_INDEX_V2)?;
+    Ok(())
 }
 
 /// Version 2 added the per-account `usage` counter: sum the sizes of non-expunged messages.
