@@ -5,7 +5,10 @@
 //! address without rules, and accepted into the ruleset's mailbox when it arrives at an
 //! address whose ruleset says mail from example.org there is forwarded (`is_forward`: the
 //! forwarder's IP, EHLO and MAIL FROM are not evidence). Messages are sent by Python's
-//! smtplib from that source address. Skipped without the harness (fails in CI).
+//! smtplib from that source address. Before that, the reputation part of mox's
+//! TestDelivery: an unknown sender whose SPF passes but whose address has no reverse DNS
+//! (127.10.0.50) is refused with 451, the same from mx1.example.org is accepted. Skipped
+//! without the harness (fails in CI).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -40,6 +43,7 @@ unknown_recipient_delay_secs = 0
 
 [incoming]
 checks = true
+require_iprev_for_unknown_senders = true
 "#,
         host = h.var("HARNESS_MTA_HOSTNAME"),
     )
@@ -47,18 +51,30 @@ checks = true
 
 /// One message through tests/py/forward_send.py from the forwarder: the final reply.
 fn send(ip: &str, mail_from: &str, rcpt: &str, from: &str, subject: &str) -> String {
+    send_from(
+        FORWARDER,
+        "mx1.example.org",
+        ip,
+        mail_from,
+        rcpt,
+        from,
+        subject,
+    )
+}
+
+/// One message from `source` (EHLO `helo`): the final reply.
+fn send_from(
+    source: &str,
+    helo: &str,
+    ip: &str,
+    mail_from: &str,
+    rcpt: &str,
+    from: &str,
+    subject: &str,
+) -> String {
     let out = std::process::Command::new("python3")
         .arg(py_dir().join("forward_send.py"))
-        .args([
-            ip,
-            "25",
-            FORWARDER,
-            "mx1.example.org",
-            mail_from,
-            rcpt,
-            from,
-            subject,
-        ])
+        .args([ip, "25", source, helo, mail_from, rcpt, from, subject])
         .output()
         .expect("python3");
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -106,6 +122,25 @@ fn forward_through_harness(rt: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut srv = Server::serve(rt, dir, ip.parse().unwrap(), 25);
+
+    // mox's TestDelivery: an unknown sender, SPF passing (127.10.0.0/24 is in example.org's
+    // record), but no reverse DNS for 127.10.0.50: refused until it has one.
+    let s_new = subject("forward-noptr", rt);
+    let r = send_from(
+        "127.10.0.50",
+        "mx1.example.org",
+        ip,
+        "newcomer@example.org",
+        "mjl@mox.example",
+        "newcomer@example.org",
+        &s_new,
+    );
+    assert!(
+        r.starts_with("451 4.7.0") && r.contains("reverse dns"),
+        "{r}\n{}",
+        srv.stderr()
+    );
+    assert!(messages(&cfgs).is_empty());
 
     // History of the forwarding host: its mail, then marked junk by the user.
     for i in 0..5 {
