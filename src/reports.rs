@@ -3,10 +3,10 @@
 //! aggregate reports about our domains are parsed and stored (`ReportKind::DmarcReport`),
 //! and [`send_reports`] (run by the [`Reporters`] task, hourly by default) turns the stored
 //! evaluations into aggregate reports: core's `dmarc::aggregate_report` builds the XML and
-//! the message (From postmaster@hostname, the gzipped XML attached) and says which `rua`
-//! mailto addresses its size fits; here it is DKIM-signed when the hostname's domain has
-//! keys and queued for those addresses that are not suppressed, after which the
-//! evaluations are removed.
+//! the message (From postmaster@hostname, the gzipped XML attached) for the `rua` mailto
+//! addresses, whatever its size (RFC 9989 removed the RFC 7489 `!size` limit); here it is
+//! DKIM-signed when the hostname's domain has keys and queued for those addresses that are
+//! not suppressed, after which the evaluations are removed.
 //!
 //! Which evaluations are kept follows mox: an evaluation is stored only when a DMARC record
 //! was found; it is *optional* when the message is itself a DMARC report, when the record
@@ -39,8 +39,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 
 /// The format version written in [`StoredEval::version`]. Version 1 had `pct` (ignored
-/// when read) and no `testing` (read as `false`).
-const EVAL_VERSION: u8 = 2;
+/// when read) and no `testing` (read as `false`). Version 2 and earlier recorded the RFC
+/// 7489 size limit of each `rua` URI, ignored when read (RFC 9989 removed it); version 3
+/// writes `None` there.
+const EVAL_VERSION: u8 = 3;
 
 /// One stored DMARC evaluation: [`Evaluation`] in a serde-friendly shape, plus what the
 /// reporter needs later (the `rua` addresses as published, whether it is optional).
@@ -70,7 +72,11 @@ pub struct StoredEval {
     pub header_from: String,
     /// DKIM results: (domain, selector, result).
     pub dkim: Vec<(String, String, String)>,
-    /// SPF results: (domain, scope, result).
+    /// SPF results: (domain, scope, result). The scope is the identity checked: `mfrom`
+    /// for the MAIL FROM domain, `helo` for the HELO name (checked when the reverse path is
+    /// null, RFC 7208 2.4, or has no domain name). Reports never show `helo`: core's
+    /// `dmarc::build_report` writes the null reverse path's result with scope `mfrom` and
+    /// leaves other HELO results out (RFC 9990 allows only `mfrom`).
     pub spf: Vec<(String, String, String)>,
     /// Published `p`.
     pub p: String,
@@ -87,7 +93,11 @@ pub struct StoredEval {
     pub testing: bool,
     /// Published `fo`.
     pub fo: String,
-    /// `rua` URIs as published, with their size limit in bytes.
+    /// `rua` URIs as published (without an RFC 7489 `!size` suffix) and, from version 2
+    /// and earlier, that suffix's size limit in bytes. The limit is never applied: RFC 9989
+    /// 4.8 made the suffix obsolete syntax ("reporters should ignore the
+    /// obs-dmarc-report-size"); version 3 writes `None`. Kept as a pair so that stored
+    /// evaluations of every version read.
     pub rua: Vec<(String, Option<u64>)>,
     /// Only reported together with non-optional evaluations of the same domain.
     pub optional: bool,
@@ -138,6 +148,8 @@ impl StoredEval {
             .flatten()
             .map(|r| (r.domain.clone(), r.selector.clone(), r.status.to_string()))
             .collect();
+        // The identity as checked; core's report builder turns `helo` into what RFC 9990
+        // allows (see `spf` above).
         let spf = match (&v.spf, &v.spf_args) {
             (Some(r), Some(a)) => vec![(
                 a.domain.clone(),
@@ -171,10 +183,11 @@ impl StoredEval {
             aspf: record.aspf.as_str().to_string(),
             testing: record.testing,
             fo: record.failure_options.clone(),
+            // An RFC 7489 size suffix is not recorded: it limits nothing (RFC 9989 4.8).
             rua: record
                 .aggregate
                 .iter()
-                .map(|u| (u.uri.clone(), u.max_bytes()))
+                .map(|u| (u.uri.clone(), None))
                 .collect(),
             optional,
         })
@@ -243,13 +256,12 @@ impl StoredEval {
         }
     }
 
-    /// The `mailto:` addresses of `rua` with their size limits (core reads the URIs).
-    pub fn mailto(&self) -> Vec<(String, Option<u64>)> {
+    /// The `mailto:` addresses of `rua` (core reads the URIs). A size limit stored by
+    /// version 2 or earlier is ignored: the report goes to the address whatever its size.
+    pub fn mailto(&self) -> Vec<String> {
         self.rua
             .iter()
-            .filter_map(|(u, max)| {
-                rmox_core::dmarc::mailto_address(u).map(|a| (a.to_string(), *max))
-            })
+            .filter_map(|(u, _)| rmox_core::dmarc::mailto_address(u).map(str::to_string))
             .collect()
     }
 }
@@ -480,7 +492,7 @@ pub struct OutgoingReport {
     pub xml: String,
     /// The whole message (possibly DKIM-signed).
     pub message: Vec<u8>,
-    /// Recipients it fits (size limits) and that are not suppressed.
+    /// The `rua` mailto recipients that are not suppressed (whatever the report's size).
     pub recipients: Vec<String>,
 }
 
@@ -508,17 +520,14 @@ pub fn send_reports(
             .collect();
         let done = || store.reports_remove(ReportKind::DmarcEval, &domain, UnixTime(now.0 + 1));
         // Core builds the report (none for optional-only domains: mox does not report
-        // them) and says which rua addresses its size fits.
+        // them). It goes to every rua address, whatever its size: RFC 9989 4.8 made the
+        // RFC 7489 `!size` suffix obsolete syntax that reporters ignore.
         let Some(report) = aggregate_report(&config.hostname, &domain, &evals, now) else {
             done()?;
             continue;
         };
-        let (fit, over) = report.recipients();
-        for (addr, size) in over {
-            tracing::info!(%domain, %addr, size, "dmarc report over rua size limit, skipped");
-        }
         let mut recipients: Vec<String> = Vec::new();
-        for addr in fit {
+        for addr in report.mailto.iter().cloned() {
             let suppressed = config
                 .postmaster
                 .as_ref()
@@ -1081,7 +1090,10 @@ require_iprev_for_unknown_senders = false
 
     const IP: &str = "192.0.2.10";
 
-    fn zone(spf_pass: bool) -> StaticZone {
+    /// The `rua` of example.org's DMARC record in [`zone`], unless a test sets its own.
+    const RUA: &str = "mailto:dmarcrpt@example.org!10m";
+
+    fn zone(spf_pass: bool, rua: &str) -> StaticZone {
         let spf = if spf_pass {
             format!("v=spf1 ip4:{IP} -all")
         } else {
@@ -1090,7 +1102,7 @@ require_iprev_for_unknown_senders = false
         StaticZone::parse(&format!(
             "example.org. IN A 192.0.2.99\n\
              example.org. IN TXT \"{spf}\"\n\
-             _dmarc.example.org. IN TXT \"v=DMARC1;p=reject;rua=mailto:dmarcrpt@example.org!10m\"\n\
+             _dmarc.example.org. IN TXT \"v=DMARC1;p=reject;rua={rua}\"\n\
              _dmarc.example.net. IN TXT \"v=DMARC1;p=none\"\n\
              testsel._domainkey.example.org. IN TXT \"{}\"\n",
             dkim_key().dns_record()
@@ -1116,6 +1128,8 @@ require_iprev_for_unknown_senders = false
         _tmp: Tmp,
         config: Arc<Config>,
         store: Arc<Store>,
+        /// The `rua` example.org publishes ([`RUA`] by default).
+        rua: String,
     }
 
     impl Env {
@@ -1134,6 +1148,7 @@ require_iprev_for_unknown_senders = false
                 _tmp: tmp,
                 config: Arc::new(c),
                 store,
+                rua: RUA.to_string(),
             }
         }
 
@@ -1147,7 +1162,7 @@ require_iprev_for_unknown_senders = false
             let world = World::new(
                 Arc::clone(&self.config),
                 Arc::clone(&self.store) as Arc<dyn MailStore>,
-                Some(crate::resolve::Dns::Zone(zone(spf_pass))),
+                Some(crate::resolve::Dns::Zone(zone(spf_pass, &self.rua))),
             )
             .unwrap();
             let mut sc = ServerConfig::new("mail.mox.example");
@@ -1585,30 +1600,57 @@ print(total)
         }
     }
 
+    /// Reports larger than a `rua` URI's RFC 7489 size limit (`!100`) were not sent to it.
+    /// RFC 9989 made the suffix obsolete syntax that reporters ignore: the URI is used and
+    /// gets the report whatever its size, from a fresh evaluation and from one stored by
+    /// version 2 with the limit. A suppressed address is still skipped.
     #[test]
-    fn rua_size_limit_and_suppression() {
-        let env = Env::new("limits");
+    fn rua_size_limit_ignored_and_suppression() {
+        let mut env = Env::new("limits");
+        env.rua = "mailto:dmarcrpt@example.org!100".into();
         env.store
             .record_outgoing("mjl", &["remote@example.org".to_string()], UnixTime(1))
             .unwrap();
         assert!(env.deliver(true, MSG).starts_with("250"));
-        let mut e = env.evals().pop().unwrap();
-        // Too small a limit: nobody to send to.
-        e.rua = vec![("mailto:small@example.org".into(), Some(100))];
-        e.evaluated += 1;
+        let e = env.evals().pop().unwrap();
+        assert_eq!(e.version, EVAL_VERSION);
+        assert_eq!(
+            e.rua,
+            vec![("mailto:dmarcrpt@example.org".to_string(), None)]
+        );
+        let now = UnixTime(e.evaluated + 10);
+        let sent = send_reports(&env.store, &env.config, &Default::default(), now).unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].recipients, ["dmarcrpt@example.org"]);
+        assert!(sent[0].message.len() > 100, "{}", sent[0].message.len());
+        assert!(env.evals().is_empty());
+
+        // As version 2 stored it: the limit recorded, and ignored all the same.
+        let mut old = e.clone();
+        old.version = 2;
+        old.rua = vec![("mailto:small@example.org".into(), Some(100))];
+        old.evaluated = now.0 + 1;
         env.store
             .report_add(
                 ReportKind::DmarcEval,
                 "example.org",
-                UnixTime(e.evaluated),
-                serde_json::to_vec(&e).unwrap(),
+                UnixTime(old.evaluated),
+                serde_json::to_vec(&old).unwrap(),
             )
             .unwrap();
-        let now = UnixTime(e.evaluated + 10);
+        let now = UnixTime(old.evaluated + 10);
         let sent = send_reports(&env.store, &env.config, &Default::default(), now).unwrap();
-        assert!(sent.is_empty());
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].recipients, ["small@example.org"]);
+        assert!(sent[0].message.len() > 100, "{}", sent[0].message.len());
+        let queued = env.store.queue_list(&Default::default()).unwrap();
+        assert_eq!(queued.len(), 2);
+        assert!(queued
+            .iter()
+            .any(|q| q.rcpt.recipient == "small@example.org"));
         assert!(env.evals().is_empty());
-        // A suppressed address is skipped too.
+
+        // A suppressed address is skipped.
         assert!(env.deliver(true, MSG).starts_with("250"));
         env.store
             .suppression_add(
@@ -1629,6 +1671,77 @@ print(total)
         )
         .unwrap();
         assert!(sent.is_empty());
+    }
+
+    /// Outgoing reports wrote `<scope>helo</scope>` for an SPF result of the HELO name, a
+    /// scope RFC 9990 no longer has (DMARC uses only the MAIL FROM identity). Stored
+    /// evaluations (version 2 ones too) with such a result now give: for a null reverse
+    /// path, the result with scope `mfrom` (RFC 7208 2.4: the MAIL FROM identity is then
+    /// postmaster@ the HELO name); for a reverse path with an address, no SPF result. A
+    /// MAIL FROM result keeps `mfrom`.
+    #[test]
+    fn report_spf_scope_mfrom_only() {
+        let env = Env::new("spfscope");
+        env.store
+            .record_outgoing("mjl", &["remote@example.org".to_string()], UnixTime(1))
+            .unwrap();
+        assert!(env.deliver(true, MSG).starts_with("250"));
+        let e = env.evals().pop().unwrap();
+        assert_eq!(
+            e.spf,
+            vec![("example.org".into(), "mfrom".into(), "pass".into())]
+        );
+        let add = |ip: &str, version: u8, envelope_from: Option<&str>| {
+            let mut h = e.clone();
+            h.version = version;
+            h.source_ip = ip.parse().unwrap();
+            h.envelope_from = envelope_from.map(Into::into);
+            h.spf = vec![("mx.example.org".into(), "helo".into(), "pass".into())];
+            env.store
+                .report_add(
+                    ReportKind::DmarcEval,
+                    "example.org",
+                    UnixTime(h.evaluated),
+                    serde_json::to_vec(&h).unwrap(),
+                )
+                .unwrap();
+        };
+        add("192.0.2.21", EVAL_VERSION, None);
+        add("192.0.2.22", 2, None);
+        add("192.0.2.23", EVAL_VERSION, Some("example.org"));
+        add("192.0.2.24", 2, Some("example.org"));
+        let now = UnixTime(e.evaluated + 10);
+        let sent = send_reports(&env.store, &env.config, &Default::default(), now).unwrap();
+        assert_eq!(sent.len(), 1);
+        let xml = &sent[0].xml;
+        assert!(!xml.contains("helo"), "{xml}");
+        let f = rmox_core::dmarc::parse_report_message(&sent[0].message).unwrap();
+        let by_ip = |ip: &str| -> Vec<(String, Option<String>, String)> {
+            let r = f
+                .records
+                .iter()
+                .find(|r| r.source_ip.to_string() == ip)
+                .unwrap_or_else(|| panic!("no record of {ip}:\n{xml}"));
+            r.auth_results
+                .spf
+                .iter()
+                .map(|s| (s.domain.clone(), s.scope.clone(), s.result.clone()))
+                .collect()
+        };
+        let mfrom = |d: &str| vec![(d.to_string(), Some("mfrom".to_string()), "pass".into())];
+        assert_eq!(by_ip(IP), mfrom("example.org"));
+        assert_eq!(by_ip("192.0.2.21"), mfrom("mx.example.org"));
+        assert_eq!(by_ip("192.0.2.22"), mfrom("mx.example.org"));
+        assert_eq!(by_ip("192.0.2.23"), vec![]);
+        assert_eq!(by_ip("192.0.2.24"), vec![]);
+        // The rest of such a record is kept: its DKIM results and identifiers.
+        let r = f
+            .records
+            .iter()
+            .find(|r| r.source_ip.to_string() == "192.0.2.23")
+            .unwrap();
+        assert_eq!(r.identifiers.envelope_from.as_deref(), Some("example.org"));
+        assert_eq!(r.auth_results.dkim.len(), e.dkim.len());
     }
 
     /// A stored TLS result of `domain` at `t`: an MTA-STS session, failed or not.

@@ -15,12 +15,14 @@ const MIN_BITS: usize = 1 << 23;
 const BITS_PER_KEY: usize = 16;
 /// At most 128 MiB of filter.
 const MAX_BITS: usize = 1 << 30;
-/// Bit positions per key.
-const K: u64 = 3;
+/// Bit positions per key, all in one 64-bit word (a blocked filter: one memory access per
+/// question, which matters once the filter is larger than the CPU's caches).
+const K: u32 = 3;
 
 /// The filter.
 pub(crate) struct IndexBloom {
     words: Vec<AtomicU64>,
+    /// Mask of a word index.
     mask: u64,
 }
 
@@ -34,36 +36,35 @@ impl IndexBloom {
             .clamp(MIN_BITS, MAX_BITS);
         IndexBloom {
             words: (0..bits / 64).map(|_| AtomicU64::new(0)).collect(),
-            mask: bits as u64 - 1,
+            mask: (bits / 64) as u64 - 1,
         }
     }
 
-    fn positions(&self, account: &str, kind: u8, value: &str) -> [u64; K as usize] {
+    /// The key's word and the bits it sets there.
+    fn slot(&self, account: &str, kind: u8, value: &str) -> (usize, u64) {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (account, kind, value).hash(&mut h);
         let a = h.finish();
         let mut h2 = std::collections::hash_map::DefaultHasher::new();
         (value, kind, account, 0x5eed_u32).hash(&mut h2);
-        let b = h2.finish() | 1;
-        let mut out = [0u64; K as usize];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = a.wrapping_add((i as u64).wrapping_mul(b)) & self.mask;
+        let b = h2.finish();
+        let mut bits = 0u64;
+        for i in 0..K {
+            bits |= 1 << ((b >> (i * 6)) & 63);
         }
-        out
+        ((a & self.mask) as usize, bits)
     }
 
     /// Adds a key.
     pub(crate) fn insert(&self, account: &str, kind: u8, value: &str) {
-        for p in self.positions(account, kind, value) {
-            self.words[(p / 64) as usize].fetch_or(1 << (p % 64), Ordering::Release);
-        }
+        let (w, bits) = self.slot(account, kind, value);
+        self.words[w].fetch_or(bits, Ordering::Release);
     }
 
     /// Whether the key may have been added (`false`: it never was).
     pub(crate) fn may_contain(&self, account: &str, kind: u8, value: &str) -> bool {
-        self.positions(account, kind, value)
-            .iter()
-            .all(|p| self.words[(p / 64) as usize].load(Ordering::Acquire) & (1 << (p % 64)) != 0)
+        let (w, bits) = self.slot(account, kind, value);
+        self.words[w].load(Ordering::Acquire) & bits == bits
     }
 }
 

@@ -81,30 +81,24 @@ pub fn mailto_address(uri: &str) -> Option<&str> {
     (!addr.is_empty() && addr.contains('@')).then_some(addr)
 }
 
-/// A reporting URI with an optional size limit (`mailto:a@example.org!10m`).
+/// A reporting URI, possibly with the size suffix of RFC 7489 (`mailto:a@example.org!10m`).
+///
+/// RFC 9989 removed the size limit: the suffix is obsolete syntax that is still read, so
+/// the URI is used, but it limits nothing (4.8, `obs-dmarc-uri`: "reporters should ignore
+/// the obs-dmarc-report-size if it is found in a DMARC Policy Record"; Appendix C.4: "the
+/// ability to specify a maximum report size in the DMARC URI has been removed"). The
+/// suffix is kept only to show the record as published.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportUri {
     /// The URI, e.g. `mailto:dmarc@example.org`.
     pub uri: String,
-    /// The size limit number, if any.
+    /// The number of the obsolete size suffix, if any; never a limit on reports.
     pub max_size: Option<u64>,
-    /// The unit of the limit: `k`, `m`, `g`, `t`, or none for bytes.
+    /// The unit of the obsolete size suffix: `k`, `m`, `g`, `t`, or none for bytes.
     pub unit: Option<char>,
 }
 
 impl ReportUri {
-    /// The size limit in bytes, if any.
-    pub fn max_bytes(&self) -> Option<u64> {
-        let shift = match self.unit {
-            None => 0,
-            Some('k') => 10,
-            Some('m') => 20,
-            Some('g') => 30,
-            Some(_) => 40,
-        };
-        self.max_size.map(|n| n.saturating_mul(1u64 << shift))
-    }
-
     /// The address of a `mailto:` URI (percent-escapes and `?` parameters not decoded).
     pub fn mailto(&self) -> Option<&str> {
         mailto_address(&self.uri)
@@ -444,8 +438,13 @@ mod tests {
         assert!(r.testing);
         assert_eq!((r.adkim, r.aspf), (Align::Strict, Align::Strict));
         assert_eq!(r.aggregate.len(), 2);
-        assert_eq!(r.aggregate[0].max_bytes(), Some(10 << 20));
+        // The obsolete size suffix is read (the URI is used) and kept as published.
         assert_eq!(r.aggregate[0].mailto(), Some("a@example.org"));
+        assert_eq!(
+            (r.aggregate[0].max_size, r.aggregate[0].unit),
+            (Some(10), Some('m'))
+        );
+        assert_eq!(r.aggregate[0].to_string(), "mailto:a@example.org!10m");
         let cases = [
             ("mailto:a@example.org", Some("a@example.org")),
             ("MAILTO:a@example.org?subject=x", Some("a@example.org")),
@@ -458,7 +457,14 @@ mod tests {
         for (uri, want) in cases {
             assert_eq!(mailto_address(uri), want, "{uri}");
         }
-        assert_eq!(r.failure[0].max_bytes(), Some(500));
+        assert_eq!(
+            (
+                r.failure[0].mailto(),
+                r.failure[0].max_size,
+                r.failure[0].unit
+            ),
+            (Some("f@example.org"), Some(500), None)
+        );
         assert_eq!(r.failure_options, "1:d");
         let min = DmarcRecord::parse("v=DMARC1;p=none").unwrap();
         assert_eq!(min, DmarcRecord::default());
@@ -565,6 +571,37 @@ mod tests {
                         uri: "mailto:a@b.example".into(),
                         max_size: None,
                         unit: None,
+                    }],
+                    ..reject()
+                },
+            ),
+            // The RFC 7489 size suffix is obsolete syntax (4.8, obs-dmarc-uri): the URI is
+            // read and used, the suffix kept only as published (it limits nothing).
+            (
+                "v=DMARC1; p=reject; rua=mailto:a@b.example!10m, mailto:c@b.example!100",
+                DmarcRecord {
+                    aggregate: vec![
+                        ReportUri {
+                            uri: "mailto:a@b.example".into(),
+                            max_size: Some(10),
+                            unit: Some('m'),
+                        },
+                        ReportUri {
+                            uri: "mailto:c@b.example".into(),
+                            max_size: Some(100),
+                            unit: None,
+                        },
+                    ],
+                    ..reject()
+                },
+            ),
+            (
+                "v=DMARC1; p=reject; rua=mailto:a@b.example!1K",
+                DmarcRecord {
+                    aggregate: vec![ReportUri {
+                        uri: "mailto:a@b.example".into(),
+                        max_size: Some(1),
+                        unit: Some('k'),
                     }],
                     ..reject()
                 },

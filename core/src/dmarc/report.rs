@@ -12,7 +12,10 @@
 //!
 //! Outgoing reports are in the RFC 9990 format ([`DMARC_NS`], `version` 1.0,
 //! `discovery_method`, `testing`, `generator`); elements that RFC 7489 readers know keep
-//! their meaning, and a pass is written as disposition `none`, as RFC 7489 has it.
+//! their meaning, and a pass is written as disposition `none`, as RFC 7489 has it. Their
+//! SPF results are those of the MAIL FROM identity only, with scope `mfrom` (see
+//! [`build_report`]), and they go to every `rua` address whatever their size (RFC 9989
+//! removed the `!size` limit, see [`crate::dmarc::ReportUri`]).
 //!
 //! Decompression goes through [`crate::codec`] (miniz_oxide's deflate; the gzip and zip
 //! containers are small enough to read by hand). Output is capped at [`MAX_REPORT_SIZE`]
@@ -264,7 +267,8 @@ pub struct DkimAuth {
 pub struct SpfAuth {
     /// `domain`.
     pub domain: String,
-    /// `scope`: helo or mfrom.
+    /// `scope`: `mfrom`, or `helo` in RFC 7489 reports (RFC 9990 allows only `mfrom`,
+    /// which is all outgoing reports write).
     pub scope: Option<String>,
     /// `result`: none, neutral, pass, fail, softfail, temperror, permerror.
     pub result: String,
@@ -887,8 +891,9 @@ pub struct Evaluation {
 }
 
 /// Builds an aggregate report for `published.domain` from evaluations: rows with equal
-/// contents are counted together; evaluations for other domains are skipped. Returns the
-/// XML, which [`parse_report`] reads back.
+/// contents are counted together; evaluations for other domains are skipped. SPF results
+/// are written as [`outgoing_spf`] says (only the MAIL FROM identity, scope `mfrom`).
+/// Returns the XML, which [`parse_report`] reads back.
 pub fn build_report(
     metadata: &ReportMetadata,
     published: &PolicyPublished,
@@ -908,6 +913,10 @@ pub fn build_report(
         .iter()
         .filter(|e| e.policy_domain.eq_ignore_ascii_case(&published.domain))
     {
+        let auth_results = AuthResults {
+            dkim: e.auth_results.dkim.clone(),
+            spf: outgoing_spf(e),
+        };
         let key = (
             e.source_ip.to_string(),
             e.disposition.as_str(),
@@ -915,7 +924,7 @@ pub fn build_report(
             e.spf_aligned,
             e.reasons.clone(),
             e.identifiers.clone(),
-            e.auth_results.clone(),
+            auth_results,
         );
         rows.entry(key).or_insert((e.source_ip, e.disposition, 0)).2 += 1;
     }
@@ -957,6 +966,42 @@ pub fn build_report(
     .to_xml()
 }
 
+/// The SPF results an outgoing report shows for `e`. RFC 9990, "Contents of the "spf"
+/// element": "Only the "MAIL FROM" identity (see [RFC7208, section 2.4]) is used in DMARC",
+/// and "The only valid value for the "scope" element is "mfrom"" (its schema's
+/// `SPFDomainScope` has no `helo`); RFC 9989 3.2.4: "DMARC relies solely on SPF validation
+/// of the MAIL FROM identity".
+///
+/// So a result with scope `mfrom` (or none) is shown as it is. A `helo` one is shown with
+/// scope `mfrom` when the reverse path was null (`envelope_from` absent or empty): RFC 7208
+/// 2.4 defines the MAIL FROM identity of a null reverse path as `postmaster@` the HELO
+/// name, and RFC 9989 3.2.4 points there, so that check was of the MAIL FROM identity.
+/// Any other `helo` result (a check of the HELO name for a non-null reverse path) and any
+/// other scope is left out: it is no DMARC input and the format has no place for it.
+fn outgoing_spf(e: &Evaluation) -> Vec<SpfAuth> {
+    let null_path = e
+        .identifiers
+        .envelope_from
+        .as_deref()
+        .is_none_or(|d| d.trim().is_empty());
+    e.auth_results
+        .spf
+        .iter()
+        .filter_map(|s| {
+            let mail_from = match s.scope.as_deref().map(str::trim) {
+                None => return Some(s.clone()),
+                Some(x) if x.eq_ignore_ascii_case("mfrom") => true,
+                Some(x) if x.eq_ignore_ascii_case("helo") => null_path,
+                Some(_) => false,
+            };
+            mail_from.then(|| SpfAuth {
+                scope: Some("mfrom".into()),
+                ..s.clone()
+            })
+        })
+        .collect()
+}
+
 /// Whether an evaluation is stored as optional: only reported together with others of its
 /// domain (mox's rule, against backscatter to domains that merely sent us mail). It is
 /// when the message is itself an aggregate report, when the record has no `rua`, or when
@@ -989,15 +1034,16 @@ pub fn incoming_report_domain(
 }
 
 /// One stored evaluation as the reporter reads it back: the evaluation, whether it is only
-/// reported together with others, and the `rua` mailto addresses with their size limits.
+/// reported together with others, and the `rua` mailto addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEvaluation {
     /// The evaluation (its `published` is the policy in force then).
     pub evaluation: Evaluation,
     /// Only reported together with non-optional evaluations of the same domain.
     pub optional: bool,
-    /// `rua` mailto addresses and their size limits in bytes, as published then.
-    pub mailto: Vec<(String, Option<u64>)>,
+    /// `rua` mailto addresses as published then (an RFC 7489 `!size` suffix limits
+    /// nothing: RFC 9989 made it obsolete syntax that reporters ignore).
+    pub mailto: Vec<String>,
 }
 
 /// An outgoing aggregate report (RFC 7489 7.2.1.1) about one policy domain.
@@ -1011,8 +1057,9 @@ pub struct AggregateReport {
     pub meta: ReportMetadata,
     /// The report XML.
     pub xml: String,
-    /// The `rua` mailto addresses in force (the latest evaluation's), with size limits.
-    pub mailto: Vec<(String, Option<u64>)>,
+    /// The `rua` mailto addresses in force (the latest evaluation's): the report goes to
+    /// each, whatever its size (RFC 9989 removed the `!size` limit).
+    pub mailto: Vec<String>,
     /// When it was built.
     pub now: UnixTime,
 }
@@ -1093,22 +1140,6 @@ impl AggregateReport {
         )));
         m.push_str(&format!("--{boundary}--\r\n"));
         m.into_bytes()
-    }
-
-    /// The `rua` addresses whose size limit the report message fits, and those it does not
-    /// (with the message size), measured on the message without recipients.
-    pub fn recipients(&self) -> (Vec<String>, Vec<(String, usize)>) {
-        let size = self.message(&[]).len();
-        let mut fit = Vec::new();
-        let mut over = Vec::new();
-        for (addr, max) in &self.mailto {
-            if max.is_some_and(|m| size as u64 > m) {
-                over.push((addr.clone(), size));
-            } else {
-                fit.push(addr.clone());
-            }
-        }
-        (fit, over)
     }
 }
 
@@ -1266,18 +1297,13 @@ mod tests {
         PolicyPublished::from_record("sender.example", &rec)
     }
 
-    fn stored(
-        ip: &str,
-        evaluated: i64,
-        optional: bool,
-        rua: &[(&str, Option<u64>)],
-    ) -> StoredEvaluation {
+    fn stored(ip: &str, evaluated: i64, optional: bool, rua: &[&str]) -> StoredEvaluation {
         let mut e = eval(ip, true, Policy::None, "sender.example");
         e.evaluated = UnixTime(evaluated);
         StoredEvaluation {
             evaluation: e,
             optional,
-            mailto: rua.iter().map(|(a, m)| (a.to_string(), *m)).collect(),
+            mailto: rua.iter().map(|a| a.to_string()).collect(),
         }
     }
 
@@ -1285,7 +1311,7 @@ mod tests {
     #[test]
     fn aggregate_report_table() {
         let now = UnixTime(1_700_090_000);
-        let rua = [("dmarc@sender.example", None)];
+        let rua = ["dmarc@sender.example"];
         let none: &[StoredEvaluation] = &[];
         assert_eq!(
             aggregate_report("mail.rmox.example", "sender.example", none, now),
@@ -1300,21 +1326,20 @@ mod tests {
             None
         );
         let mixed = [
-            stored("192.0.2.1", 30, true, &[("old@sender.example", None)]),
-            stored("192.0.2.2", 20, false, &[("older@sender.example", None)]),
+            stored("192.0.2.1", 30, true, &["old@sender.example"]),
+            stored("192.0.2.2", 20, false, &["older@sender.example"]),
             stored("192.0.2.3", 40, true, &rua),
         ];
         let r = aggregate_report("mail.rmox.example", "sender.example", &mixed, now).unwrap();
         assert_eq!((r.meta.begin, r.meta.end), (20, now.0));
         assert_eq!(r.meta.report_id, format!("sender.example.{}", now.0));
         assert_eq!(r.meta.email, "postmaster@mail.rmox.example");
-        assert_eq!(r.mailto, vec![("dmarc@sender.example".to_string(), None)]);
+        assert_eq!(r.mailto, vec!["dmarc@sender.example".to_string()]);
         let f = parse_report(r.xml.as_bytes()).unwrap();
         assert_eq!(f.records.len(), 3);
     }
 
-    /// The message reads back as a report; the attachment is named as RFC 7489 asks; rua
-    /// size limits are checked against the message.
+    /// The message reads back as a report; the attachment is named as RFC 7489 asks.
     #[test]
     fn aggregate_report_message() {
         let now = UnixTime(1_700_090_000);
@@ -1322,11 +1347,7 @@ mod tests {
             "192.0.2.1",
             100,
             false,
-            &[
-                ("a@sender.example", None),
-                ("b@sender.example", Some(10)),
-                ("c@sender.example", Some(1 << 20)),
-            ],
+            &["a@sender.example", "c@sender.example"],
         )];
         let r = aggregate_report("mail.rmox.example", "sender.example", &evals, now).unwrap();
         let msg = r.message(&["a@sender.example".into(), "c@sender.example".into()]);
@@ -1339,18 +1360,101 @@ mod tests {
         assert!(text.lines().all(|l| l.len() <= 998));
         let f = parse_report_message(&msg).unwrap();
         assert_eq!(f, parse_report(r.xml.as_bytes()).unwrap());
-        let (fit, over) = r.recipients();
-        assert_eq!(
-            fit,
-            vec![
-                "a@sender.example".to_string(),
-                "c@sender.example".to_string()
-            ]
-        );
-        assert_eq!(
-            over,
-            vec![("b@sender.example".to_string(), r.message(&[]).len())]
-        );
+    }
+
+    /// Reports once went only to the `rua` addresses whose RFC 7489 `!size` limit the
+    /// message fitted; RFC 9989 removed that limit (obsolete syntax, ignored), so a record
+    /// with a limit far below the report's size still gets it at that address.
+    #[test]
+    fn rua_size_suffix_limits_nothing() {
+        let now = UnixTime(1_700_090_000);
+        let rec = DmarcRecord::parse(
+            "v=DMARC1; p=reject; rua=mailto:small@sender.example!10,mailto:big@sender.example!1m",
+        )
+        .unwrap();
+        let mailto: Vec<&str> = rec.aggregate.iter().filter_map(|u| u.mailto()).collect();
+        let r = aggregate_report(
+            "mail.rmox.example",
+            "sender.example",
+            &[stored("192.0.2.1", 100, false, &mailto)],
+            now,
+        )
+        .unwrap();
+        assert_eq!(r.mailto, ["small@sender.example", "big@sender.example"]);
+        assert!(r.message(&r.mailto).len() > 10);
+    }
+
+    /// Outgoing reports wrote SPF results of the HELO identity with `<scope>helo</scope>`,
+    /// which RFC 9990 does not allow (only `mfrom`; DMARC uses only the MAIL FROM
+    /// identity). (scope, envelope_from) as evaluated -> the `spf` auth result written
+    /// (domain, scope), if any.
+    #[test]
+    fn outgoing_spf_scope() {
+        /// The `spf` auth result written: (domain, scope).
+        type Written = Option<(&'static str, Option<&'static str>)>;
+        let table: &[(Option<&str>, Option<&str>, Written)] = &[
+            // The MAIL FROM identity: as it is.
+            (
+                Some("mfrom"),
+                Some("sender.example"),
+                Some(("sender.example", Some("mfrom"))),
+            ),
+            (
+                Some("MFROM"),
+                Some("sender.example"),
+                Some(("sender.example", Some("mfrom"))),
+            ),
+            (None, Some("sender.example"), Some(("sender.example", None))),
+            // The HELO name checked for a null reverse path is the MAIL FROM identity
+            // postmaster@HELO (RFC 7208 2.4).
+            (
+                Some("helo"),
+                None,
+                Some(("mx.sender.example", Some("mfrom"))),
+            ),
+            (
+                Some("helo"),
+                Some(""),
+                Some(("mx.sender.example", Some("mfrom"))),
+            ),
+            // The HELO identity of a message with a MAIL FROM address: left out.
+            (Some("helo"), Some("sender.example"), None),
+            (Some("HELO"), Some("[192.0.2.1]"), None),
+            // No other scope exists in RFC 9990.
+            (Some("pra"), Some("sender.example"), None),
+            (Some("pra"), None, None),
+        ];
+        let now = UnixTime(1_700_090_000);
+        for (scope, from, want) in table {
+            let mut e = stored("192.0.2.1", 100, false, &["a@sender.example"]);
+            let ev = &mut e.evaluation;
+            ev.identifiers.envelope_from = from.map(Into::into);
+            ev.auth_results.spf = vec![SpfAuth {
+                domain: if scope.is_some_and(|s| s.eq_ignore_ascii_case("helo")) {
+                    "mx.sender.example".into()
+                } else {
+                    "sender.example".into()
+                },
+                scope: scope.map(Into::into),
+                result: "pass".into(),
+            }];
+            let r = aggregate_report("mail.rmox.example", "sender.example", &[e], now).unwrap();
+            assert!(!r.xml.contains("helo"), "{scope:?} {from:?}:\n{}", r.xml);
+            let f = parse_report(r.xml.as_bytes()).unwrap();
+            let got: Vec<(&str, Option<&str>)> = f.records[0]
+                .auth_results
+                .spf
+                .iter()
+                .map(|s| (s.domain.as_str(), s.scope.as_deref()))
+                .collect();
+            assert_eq!(
+                got,
+                want.iter().copied().collect::<Vec<_>>(),
+                "{scope:?} {from:?}"
+            );
+            // The DKIM results are untouched.
+            assert_eq!(f.records[0].auth_results.dkim.len(), 1);
+        }
     }
 
     #[test]
@@ -1539,7 +1643,7 @@ mod tests {
     #[test]
     fn outgoing_report_format() {
         let now = UnixTime(1_700_090_000);
-        let mut e = stored("192.0.2.1", 100, false, &[("a@sender.example", None)]);
+        let mut e = stored("192.0.2.1", 100, false, &["a@sender.example"]);
         e.evaluation.published = PolicyPublished::from_record(
             "sender.example",
             &DmarcRecord::parse("v=DMARC1; p=reject; np=quarantine; t=y").unwrap(),
