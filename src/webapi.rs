@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use rmox_core::http::{Header, RequestHead, Response};
 use rmox_core::server::PasswordCheck;
 use rmox_core::webapi::{self as api, ApiError};
-use rmox_storage::{MessageId, Store};
+use rmox_storage::{MessageId, MessageRecord, Store};
 
 use crate::world::World;
 
@@ -300,12 +300,7 @@ impl Webapi {
             | "MessageFlagsAdd" | "MessageFlagsRemove" => {
                 let req: api::MessageRequest = api::parse(text)?;
                 let id = MessageId(req.msg_id);
-                let rec = self
-                    .store
-                    .message(id)
-                    .map_err(server_error)?
-                    .filter(|m| m.account == account && !m.expunged)
-                    .ok_or_else(|| ApiError::new("notFound", "message not found"))?;
+                let rec = self.own_message(account, id)?;
                 match method {
                     "MessageDelete" => {
                         self.store.expunge(id).map_err(server_error)?;
@@ -360,12 +355,7 @@ impl Webapi {
             "MessageMove" => {
                 let req: api::MessageMoveRequest = api::parse(text)?;
                 let id = MessageId(req.msg_id);
-                let rec = self
-                    .store
-                    .message(id)
-                    .map_err(server_error)?
-                    .filter(|m| m.account == account && !m.expunged)
-                    .ok_or_else(|| ApiError::new("notFound", "message not found"))?;
+                let rec = self.own_message(account, id)?;
                 let dest = self.mailbox_named(account, &req.dest_mailbox_name)?;
                 if dest != rec.mailbox {
                     self.store.message_move(id, &dest).map_err(server_error)?;
@@ -458,6 +448,15 @@ impl Webapi {
         }
     }
 
+    /// Message `id` when it is the account's and not expunged; `notFound` otherwise.
+    fn own_message(&self, account: &str, id: MessageId) -> Result<MessageRecord, ApiError> {
+        self.store
+            .message(id)
+            .map_err(server_error)?
+            .filter(|m| m.account == account && !m.expunged)
+            .ok_or_else(|| ApiError::new("notFound", "message not found"))
+    }
+
     /// The account's mailbox called `name` (any case for the standard ones and those it
     /// has), as it is stored; `notFound` for one it does not have.
     fn mailbox_named(&self, account: &str, name: &str) -> Result<String, ApiError> {
@@ -517,7 +516,7 @@ fn index() -> Response {
 
 /// `MessageGet`: the parsed message (addresses, subject, text, HTML), its MIME structure
 /// and what rmox knows of its delivery.
-pub(crate) fn message_get(rec: &rmox_storage::MessageRecord, bytes: &[u8]) -> serde_json::Value {
+pub(crate) fn message_get(rec: &MessageRecord, bytes: &[u8]) -> serde_json::Value {
     use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
     use serde_json::json;
     let parsed = MessageParser::default().parse(bytes);

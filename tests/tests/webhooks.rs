@@ -21,19 +21,7 @@ fn webhooks_retry_and_sign(rt: &str) {
     let mut srv = Server::localserve(rt);
     let dir = TempDir::new(&format!("webhooks-{rt}"));
     let log = dir.path().join("hooks.jsonl");
-    let mut receiver = Command::new("python3")
-        .arg(py_dir().join("webhook_receiver.py"))
-        .args([SECRET, log.to_str().unwrap(), "4", "120"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(receiver.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().strip_prefix("PORT ").unwrap().parse().unwrap();
+    let (mut receiver, port) = receiver(&log, "4");
 
     srv.stop_clean();
     let cfg = srv.config_path();
@@ -172,11 +160,12 @@ fn webhooks_retry_and_sign(rt: &str) {
     let _ = receiver.wait();
 }
 
-/// Starts the receiver (see webhook_receiver.py): it, and its port.
-fn receiver(log: &std::path::Path) -> (std::process::Child, u16) {
+/// Starts the receiver (see webhook_receiver.py; its second answer waits `slow` seconds):
+/// it, and its port.
+fn receiver(log: &std::path::Path, slow: &str) -> (std::process::Child, u16) {
     let mut child = Command::new("python3")
         .arg(py_dir().join("webhook_receiver.py"))
-        .args([SECRET, log.to_str().unwrap(), "2", "120"])
+        .args([SECRET, log.to_str().unwrap(), slow, "120"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -224,7 +213,7 @@ fn webhooks_from_returned_dsn(rt: &str) {
     let mut srv = Server::localserve(rt);
     let dir = TempDir::new(&format!("webhooks-dsn-{rt}"));
     let log = dir.path().join("hooks.jsonl");
-    let (mut rcv, port) = receiver(&log);
+    let (mut rcv, port) = receiver(&log, "2");
     srv.stop_clean();
     let cfg = srv.config_path();
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
