@@ -95,15 +95,24 @@ impl Webapi {
         self
     }
 
-    /// Answers one request; logs it with its result.
+    /// Answers one request; logs it with its result (a refusal with its reason: the JSON
+    /// error's message, as the client got it).
     pub fn answer(&self, remote: SocketAddr, head: &RequestHead, body: &[u8]) -> Response {
         let (r, who) = self.route(remote, head, body);
+        let reason = if r.status >= 400 {
+            serde_json::from_slice::<ApiError>(&r.body)
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .unwrap_or_else(|_| String::from_utf8_lossy(&r.body).trim().to_string())
+        } else {
+            String::new()
+        };
         tracing::info!(
             %remote,
             method = %head.method,
             target = %head.target,
             status = r.status,
             account = who.as_deref().unwrap_or("-"),
+            reason = %reason,
             "webapi request"
         );
         r

@@ -815,10 +815,7 @@ impl Store {
     pub fn set_flags(&self, id: MessageId, flags: Flags) -> Result<(), StoreError> {
         self.write(vec![], vec![], move |txn| {
             let mut t = txn.open_table(MESSAGES)?;
-            let mut r: MessageRecord = match t.get(id.0)? {
-                Some(g) => dec("messages", g.value())?,
-                None => return Err(StoreError::NoMessage(id)),
-            };
+            let mut r = record_of(&t, id)?;
             r.flags = flags;
             t.insert(id.0, enc(&r)?.as_slice())?;
             put_facts(&mut txn.open_table(MSG_FACTS)?, &r)?;
@@ -837,10 +834,7 @@ impl Store {
         let to = mailbox.to_string();
         let moved = self.write(vec![], vec![], move |txn| {
             let mut t = txn.open_table(MESSAGES)?;
-            let mut r: MessageRecord = match t.get(id.0)? {
-                Some(g) => dec("messages", g.value())?,
-                None => return Err(StoreError::NoMessage(id)),
-            };
+            let mut r = record_of(&t, id)?;
             if r.expunged {
                 return Err(StoreError::NoMessage(id));
             }
@@ -879,10 +873,7 @@ impl Store {
         }
         let removed = self.write(vec![], vec![], move |txn| {
             let mut t = txn.open_table(MESSAGES)?;
-            let mut r: MessageRecord = match t.get(id.0)? {
-                Some(g) => dec("messages", g.value())?,
-                None => return Err(StoreError::NoMessage(id)),
-            };
+            let mut r = record_of(&t, id)?;
             if r.expunged {
                 return Ok(None);
             }
@@ -1143,6 +1134,17 @@ pub fn ip_networks(ip: IpAddr) -> Vec<String> {
                 })
                 .collect()
         }
+    }
+}
+
+/// Message `id`'s record from the messages table; [`StoreError::NoMessage`] without one.
+fn record_of(
+    t: &impl ReadableTable<u64, &'static [u8]>,
+    id: MessageId,
+) -> Result<MessageRecord, StoreError> {
+    match t.get(id.0)? {
+        Some(g) => dec("messages", g.value()),
+        None => Err(StoreError::NoMessage(id)),
     }
 }
 
