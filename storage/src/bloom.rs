@@ -7,8 +7,9 @@
 //! expunged message's mailbox entry stays a harmless false positive). False positives only
 //! cost the index read the filter would have saved; there are no false negatives.
 
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::ikey::Slot;
 
 /// Bits at least (1 MiB), and per key at the size chosen when the store opens.
 const MIN_BITS: usize = 1 << 23;
@@ -40,30 +41,25 @@ impl IndexBloom {
         }
     }
 
-    /// The key's word and the bits it sets there.
-    fn slot(&self, account: &str, kind: u8, value: &str) -> (usize, u64) {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (account, kind, value).hash(&mut h);
-        let a = h.finish();
-        let mut h2 = std::collections::hash_map::DefaultHasher::new();
-        (value, kind, account, 0x5eed_u32).hash(&mut h2);
-        let b = h2.finish();
+    /// The key's word and the bits it sets there: the word from the slot's hash, the bits
+    /// from its check (independent halves of one 128-bit keyed hash).
+    fn word_bits(&self, slot: Slot) -> (usize, u64) {
         let mut bits = 0u64;
         for i in 0..K {
-            bits |= 1 << ((b >> (i * 6)) & 63);
+            bits |= 1 << ((slot.check >> (i * 6)) & 63);
         }
-        ((a & self.mask) as usize, bits)
+        ((slot.hash & self.mask) as usize, bits)
     }
 
     /// Adds a key.
-    pub(crate) fn insert(&self, account: &str, kind: u8, value: &str) {
-        let (w, bits) = self.slot(account, kind, value);
+    pub(crate) fn insert(&self, slot: Slot) {
+        let (w, bits) = self.word_bits(slot);
         self.words[w].fetch_or(bits, Ordering::Release);
     }
 
     /// Whether the key may have been added (`false`: it never was).
-    pub(crate) fn may_contain(&self, account: &str, kind: u8, value: &str) -> bool {
-        let (w, bits) = self.slot(account, kind, value);
+    pub(crate) fn may_contain(&self, slot: Slot) -> bool {
+        let (w, bits) = self.word_bits(slot);
         self.words[w].load(Ordering::Acquire) & bits == bits
     }
 }
@@ -71,22 +67,26 @@ impl IndexBloom {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ikey::IndexKeyer;
 
     #[test]
     fn no_false_negatives_few_false_positives() {
         let b = IndexBloom::with_capacity(10_000);
+        let k = IndexKeyer::new(3, 4);
+        let slot = |a: &str, kind: u8, v: &str| k.slot(a, kind, v);
         for i in 0..10_000 {
-            b.insert("a", 3, &format!("v{i}"));
+            b.insert(slot("a", 3, &format!("v{i}")));
         }
         for i in 0..10_000 {
-            assert!(b.may_contain("a", 3, &format!("v{i}")));
+            assert!(b.may_contain(slot("a", 3, &format!("v{i}"))));
         }
         let fp = (0..10_000)
             .filter(|i| {
-                b.may_contain("a", 3, &format!("w{i}")) || b.may_contain("b", 3, &format!("v{i}"))
+                b.may_contain(slot("a", 3, &format!("w{i}")))
+                    || b.may_contain(slot("b", 3, &format!("v{i}")))
             })
             .count();
         assert!(fp < 100, "{fp} false positives in 20000");
-        assert!(!b.may_contain("a", 4, "v1") || !b.may_contain("a", 4, "v2"));
+        assert!(!b.may_contain(slot("a", 4, "v1")) || !b.may_contain(slot("a", 4, "v2")));
     }
 }

@@ -137,6 +137,7 @@ mod bloom;
 mod counts;
 mod error;
 mod files;
+mod ikey;
 mod group;
 mod junk;
 mod maildir;

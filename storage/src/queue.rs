@@ -475,6 +475,7 @@ impl Store {
             return Err(e);
         }
         let bloom = self.bloom.clone();
+        let ikeys = self.ikeys;
         let (freed, done, unused) = self.write(new_files, dirs, move |txn| {
             let mut freed = Vec::new();
             let mut done = Recorded::default();
@@ -530,6 +531,7 @@ impl Store {
                         match crate::store::deliver_txn(
                             txn,
                             std::slice::from_ref(&rec),
+                            ikeys,
                             bloom.as_deref(),
                         ) {
                             Ok(_) => NoticeOutcome::Delivered(rec.id),

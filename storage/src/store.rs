@@ -15,6 +15,7 @@ use rmox_core::UnixTime;
 use crate::error::StoreError;
 use crate::files::{self, Area};
 use crate::group::Committer;
+use crate::ikey::IndexKeyer;
 use crate::model::*;
 use crate::tables::*;
 
@@ -59,6 +60,8 @@ pub struct Store {
     pub(crate) junk_synced: Mutex<BTreeMap<String, i64>>,
     /// The message index's keys ([`crate::bloom`]); `None` for a read-only store.
     pub(crate) bloom: Option<Arc<crate::bloom::IndexBloom>>,
+    /// The message index's hash key ([`crate::ikey`]).
+    pub(crate) ikeys: IndexKeyer,
 }
 
 impl std::fmt::Debug for Store {
@@ -160,6 +163,7 @@ impl Store {
         }
         let txn = db.begin_write()?;
         migrate(&txn)?;
+        let ikeys = index_keyer(&txn)?;
         fill_facts(&txn)?;
         crate::webhook::fill_due(&txn)?;
         let counters = Arc::new(Counters::default());
@@ -201,6 +205,7 @@ impl Store {
             maildirs: Default::default(),
             junk_synced: Default::default(),
             bloom: Some(bloom),
+            ikeys,
         })
     }
 
@@ -214,9 +219,18 @@ impl Store {
     pub(crate) fn open_readonly_db(db_file: &Path, data_dir: &Path) -> Result<Store, StoreError> {
         let db = ReadOnlyDatabase::open(db_file)?;
         let rtx = db.begin_read()?;
-        let version = match rtx.open_table(META) {
-            Ok(t) => t.get(K_VERSION)?.map(|g| g.value()).unwrap_or(1),
-            Err(redb::TableError::TableDoesNotExist(_)) => 1,
+        let (version, k0, k1) = match rtx.open_table(META) {
+            Ok(t) => {
+                let get = |k: &str| -> Result<Option<u64>, StoreError> {
+                    Ok(t.get(k)?.map(|g| g.value()))
+                };
+                (
+                    get(K_VERSION)?.unwrap_or(1),
+                    get(K_INDEX_KEY0)?,
+                    get(K_INDEX_KEY1)?,
+                )
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => (1, None, None),
             Err(e) => return Err(e.into()),
         };
         drop(rtx);
@@ -234,6 +248,12 @@ impl Store {
                 db_file.display()
             )));
         }
+        let (Some(k0), Some(k1)) = (k0, k1) else {
+            return Err(StoreError::Corrupt {
+                table: "meta",
+                detail: "the message index's hash key is missing".into(),
+            });
+        };
         Ok(Store {
             dir: data_dir.to_path_buf(),
             db: Db::Ro(db),
@@ -243,6 +263,7 @@ impl Store {
             maildirs: Default::default(),
             junk_synced: Default::default(),
             bloom: None,
+            ikeys: IndexKeyer::new(k0, k1),
         })
     }
 
@@ -393,6 +414,7 @@ impl Store {
     pub fn account_remove(&self, name: &str) -> Result<(), StoreError> {
         let name = name.to_string();
         let root = self.dir.clone();
+        let ikeys = self.ikeys;
         let paths = self.write(vec![], vec![], move |txn| {
             let n = name.as_str();
             if txn.open_table(ACCOUNTS)?.get(n)?.is_none() {
@@ -436,21 +458,6 @@ impl Store {
                 let mut t = txn.open_table(OUTGOING)?;
                 t.retain_in((n, i64::MIN, 0u64)..=(n, i64::MAX, u64::MAX), |_, _| false)?;
             }
-            {
-                let mut t = txn.open_table(MSG_INDEX)?;
-                let mut keys: Vec<(u8, String, i64, u64)> = Vec::new();
-                for r in t.range((n, 0u8, "", i64::MIN, 0u64)..)? {
-                    let (k, _) = r?;
-                    let k = k.value();
-                    if k.0 != n {
-                        break;
-                    }
-                    keys.push((k.1, k.2.to_string(), k.3, k.4));
-                }
-                for (a, b, c, d) in keys {
-                    t.remove((n, a, b.as_str(), c, d))?;
-                }
-            }
             let ids: Vec<u64> = {
                 let t = txn.open_table(ACCOUNT_MESSAGES)?;
                 let v = t
@@ -463,11 +470,17 @@ impl Store {
                 .retain_in((n, 0u64)..=(n, u64::MAX), |_, _| false)?;
             let mut msgs = txn.open_table(MESSAGES)?;
             let mut facts = txn.open_table(MSG_FACTS)?;
+            let mut idx = txn.open_table(MSG_INDEX)?;
             let mut paths = Vec::new();
             for id in ids {
                 facts.remove(id)?;
                 if let Some(g) = msgs.remove(id)? {
                     let r: MessageRecord = dec("messages", g.value())?;
+                    // Its index entries are those its record makes.
+                    for (kind, v) in index_entries(&r) {
+                        let slot = ikeys.slot(&r.account, kind, &v);
+                        idx.remove(crate::ikey::key(slot.hash, r.received.0, r.id.0))?;
+                    }
                     if !r.expunged {
                         paths.push(files::path(&root, Area::Msg, id));
                     }
@@ -750,8 +763,9 @@ impl Store {
             }
         };
         let bloom = self.bloom.clone();
+        let ikeys = self.ikeys;
         self.write(new_files, dirs, move |txn| {
-            let ids = deliver_txn(txn, &recs, bloom.as_deref())?;
+            let ids = deliver_txn(txn, &recs, ikeys, bloom.as_deref())?;
             let queued = match queue {
                 Some((msg_id, size, first, rcpts)) => {
                     crate::queue::queue_add_txn(txn, msg_id, size, first, rcpts)?
@@ -813,13 +827,14 @@ impl Store {
 
     /// Sets a message's flags (e.g. the user marks it junk or not junk).
     pub fn set_flags(&self, id: MessageId, flags: Flags) -> Result<(), StoreError> {
+        let ikeys = self.ikeys;
         self.write(vec![], vec![], move |txn| {
             let mut t = txn.open_table(MESSAGES)?;
             let mut r = record_of(&t, id)?;
             r.flags = flags;
             t.insert(id.0, enc(&r)?.as_slice())?;
             put_facts(&mut txn.open_table(MSG_FACTS)?, &r)?;
-            put_index(&mut txn.open_table(MSG_INDEX)?, &r)?;
+            put_index(&mut txn.open_table(MSG_INDEX)?, ikeys, None, &r)?;
             Ok(())
         })
     }
@@ -832,6 +847,8 @@ impl Store {
             return Err(StoreError::Invalid(format!("mailbox name {mailbox:?}")));
         }
         let to = mailbox.to_string();
+        let ikeys = self.ikeys;
+        let bloom = self.bloom.clone();
         let moved = self.write(vec![], vec![], move |txn| {
             let mut t = txn.open_table(MESSAGES)?;
             let mut r = record_of(&t, id)?;
@@ -846,9 +863,9 @@ impl Store {
             put_facts(&mut txn.open_table(MSG_FACTS)?, &r)?;
             let mut ix = txn.open_table(MSG_INDEX)?;
             let code = IndexKind::Mailbox.code();
-            let old = normalize(IndexKind::Mailbox, &from);
-            ix.remove((r.account.as_str(), code, old.as_str(), r.received.0, id.0))?;
-            put_index(&mut ix, &r)?;
+            let old = ikeys.slot(&r.account, code, &normalize(IndexKind::Mailbox, &from));
+            ix.remove(crate::ikey::key(old.hash, r.received.0, id.0))?;
+            put_index(&mut ix, ikeys, bloom.as_deref(), &r)?;
             txn.open_table(MAILBOXES)?
                 .insert((r.account.as_str(), to.as_str()), ())?;
             Ok((from, Some(r)))
@@ -871,6 +888,7 @@ impl Store {
         if self.junk_trained(id)?.is_some() {
             self.junk_set_class(id, None, &rmox_core::junk::Params::default())?;
         }
+        let ikeys = self.ikeys;
         let removed = self.write(vec![], vec![], move |txn| {
             let mut t = txn.open_table(MESSAGES)?;
             let mut r = record_of(&t, id)?;
@@ -880,13 +898,9 @@ impl Store {
             r.expunged = true;
             t.insert(id.0, enc(&r)?.as_slice())?;
             let mb = normalize(IndexKind::Mailbox, &r.mailbox);
-            txn.open_table(MSG_INDEX)?.remove((
-                r.account.as_str(),
-                IndexKind::Mailbox.code(),
-                mb.as_str(),
-                r.received.0,
-                id.0,
-            ))?;
+            let slot = ikeys.slot(&r.account, IndexKind::Mailbox.code(), &mb);
+            txn.open_table(MSG_INDEX)?
+                .remove(crate::ikey::key(slot.hash, r.received.0, id.0))?;
             let mut u = txn.open_table(USAGE)?;
             let used = u.get(r.account.as_str())?.map(|g| g.value()).unwrap_or(0);
             u.insert(r.account.as_str(), used.saturating_sub(r.size))?;
@@ -912,28 +926,20 @@ impl Store {
         max: usize,
     ) -> Result<usize, StoreError> {
         let mb = normalize(IndexKind::Mailbox, mailbox);
+        let slot = self.ikeys.slot(account, IndexKind::Mailbox.code(), &mb);
         let ids: Vec<MessageId> = {
             let rtx = self.read()?;
             let idx = rtx.open_table(MSG_INDEX)?;
-            let range = idx.range(
-                (
-                    account,
-                    IndexKind::Mailbox.code(),
-                    mb.as_str(),
-                    i64::MIN,
-                    0u64,
-                )
-                    ..(
-                        account,
-                        IndexKind::Mailbox.code(),
-                        mb.as_str(),
-                        before.0,
-                        0u64,
-                    ),
-            )?;
+            let range = idx.range(crate::ikey::range(slot.hash, i64::MIN, Some(before.0)))?;
             let mut ids = Vec::new();
-            for r in range.take(max) {
-                ids.push(MessageId(r?.0.value().4));
+            for r in range {
+                if ids.len() >= max {
+                    break;
+                }
+                let (k, v) = r?;
+                if v.value().1 == slot.check {
+                    ids.push(MessageId(k.value().2));
+                }
             }
             ids
         };
@@ -956,24 +962,23 @@ impl Store {
         since: UnixTime,
         limit: usize,
     ) -> Result<Vec<IndexHit>, StoreError> {
-        let v = normalize(kind, value);
-        if !may_have(self, account, kind, &v) {
+        let Some(slot) = self.index_slot(account, kind, value) else {
             return Ok(Vec::new());
-        }
+        };
         let rtx = self.read()?;
         let idx = rtx.open_table(MSG_INDEX)?;
         let msgs = rtx.open_table(MESSAGES)?;
         let mut hits = Vec::new();
-        let range = idx.range(
-            (account, kind.code(), v.as_str(), since.0, 0u64)
-                ..=(account, kind.code(), v.as_str(), i64::MAX, u64::MAX),
-        )?;
+        let range = idx.range(crate::ikey::range(slot.hash, since.0, None))?;
         for r in range.rev() {
             if hits.len() >= limit {
                 break;
             }
-            let (k, _) = r?;
-            let id = k.value().4;
+            let (k, v) = r?;
+            if v.value().1 != slot.check {
+                continue;
+            }
+            let id = k.value().2;
             if let Some(g) = msgs.get(id)? {
                 let rec: MessageRecord = dec("messages", g.value())?;
                 hits.push(IndexHit {
@@ -1006,23 +1011,22 @@ impl Store {
         from_validated: Option<bool>,
         skip_mailbox: Option<&str>,
     ) -> Result<Vec<HistoryHit>, StoreError> {
-        let v = normalize(kind, value);
-        if !may_have(self, account, kind, &v) {
+        let Some(slot) = self.index_slot(account, kind, value) else {
             return Ok(Vec::new());
-        }
+        };
         let rtx = self.read()?;
         let idx = rtx.open_table(MSG_INDEX)?;
         let mut hits = Vec::new();
-        let range = idx.range(
-            (account, kind.code(), v.as_str(), since.0, 0u64)
-                ..=(account, kind.code(), v.as_str(), i64::MAX, u64::MAX),
-        )?;
+        let range = idx.range(crate::ikey::range(slot.hash, since.0, None))?;
         for r in range.rev().take(limit.saturating_mul(HISTORY_SCAN_FACTOR)) {
             if hits.len() >= limit {
                 break;
             }
             let (_, g) = r?;
-            let (bits, mailbox, localpart) = g.value();
+            let (bits, check, mailbox, localpart) = g.value();
+            if check != slot.check {
+                continue;
+            }
             if skip_mailbox.is_some_and(|m| m == mailbox) {
                 continue;
             }
@@ -1047,21 +1051,30 @@ impl Store {
         value: &str,
         since: UnixTime,
     ) -> Result<u64, StoreError> {
-        let v = normalize(kind, value);
-        if !may_have(self, account, kind, &v) {
+        let Some(slot) = self.index_slot(account, kind, value) else {
             return Ok(0);
-        }
+        };
         let rtx = self.read()?;
         let idx = rtx.open_table(MSG_INDEX)?;
         let mut n = 0;
-        for r in idx.range(
-            (account, kind.code(), v.as_str(), since.0, 0u64)
-                ..=(account, kind.code(), v.as_str(), i64::MAX, u64::MAX),
-        )? {
-            r?;
-            n += 1;
+        for r in idx.range(crate::ikey::range(slot.hash, since.0, None))? {
+            if r?.1.value().1 == slot.check {
+                n += 1;
+            }
         }
         Ok(n)
+    }
+
+    /// The index slot of (`account`, `kind`, `value`), or `None` when no message was ever
+    /// indexed under it (the Bloom filter says so; a read-only store always reads).
+    fn index_slot(&self, account: &str, kind: IndexKind, value: &str) -> Option<crate::ikey::Slot> {
+        let slot = self
+            .ikeys
+            .slot(account, kind.code(), &normalize(kind, value));
+        self.bloom
+            .as_ref()
+            .is_none_or(|b| b.may_contain(slot))
+            .then_some(slot)
     }
 }
 
@@ -1169,8 +1182,12 @@ fn put_facts(t: &mut redb::Table<'_, u64, Facts>, r: &MessageRecord) -> Result<(
 
 /// Writes message `r`'s index entries with its current facts (after a change of its flags
 /// or mailbox); the mailbox entry of an expunged message stays removed.
-fn put_index(
-    idx: &mut redb::Table<'_, (&str, u8, &str, i64, u64), Facts>,
+/// Writes the index entries of a message record, adding their slots to `bloom` (before the
+/// commit, so a reader that sees the commit finds them there too).
+pub(crate) fn put_index(
+    idx: &mut redb::Table<'_, (u64, u64, u64), IndexFacts>,
+    keys: IndexKeyer,
+    bloom: Option<&crate::bloom::IndexBloom>,
     r: &MessageRecord,
 ) -> Result<(), StoreError> {
     let (bits, mailbox, lp) = facts_of(r);
@@ -1178,9 +1195,13 @@ fn put_index(
         if r.expunged && k == IndexKind::Mailbox.code() {
             continue;
         }
+        let slot = keys.slot(&r.account, k, &v);
+        if let Some(b) = bloom {
+            b.insert(slot);
+        }
         idx.insert(
-            (r.account.as_str(), k, v.as_str(), r.received.0, r.id.0),
-            (bits, mailbox, lp.as_str()),
+            crate::ikey::key(slot.hash, r.received.0, r.id.0),
+            (bits, slot.check, mailbox, lp.as_str()),
         )?;
     }
     Ok(())
@@ -1220,20 +1241,13 @@ fn index_bloom(db: &Database) -> Result<crate::bloom::IndexBloom, StoreError> {
     let n = idx.len()? as usize;
     let b = crate::bloom::IndexBloom::with_capacity(n);
     for r in idx.iter()? {
-        let (k, _) = r?;
-        let (account, kind, value, _, _) = k.value();
-        b.insert(account, kind, value);
+        let (k, v) = r?;
+        b.insert(crate::ikey::Slot {
+            hash: k.value().0,
+            check: v.value().1,
+        });
     }
     Ok(b)
-}
-
-/// Whether `store`'s index may hold (`account`, `kind`, `value`): `false` only when no
-/// message was ever indexed under it.
-fn may_have(store: &Store, account: &str, kind: IndexKind, value: &str) -> bool {
-    store
-        .bloom
-        .as_ref()
-        .is_none_or(|b| b.may_contain(account, kind.code(), value))
 }
 
 /// The (kind, value) index entries of a message record.
@@ -1282,6 +1296,7 @@ fn index_entries(r: &MessageRecord) -> Vec<(u8, String)> {
 pub(crate) fn deliver_txn(
     txn: &WriteTransaction,
     recs: &[MessageRecord],
+    keys: IndexKeyer,
     bloom: Option<&crate::bloom::IndexBloom>,
 ) -> Result<Vec<MessageId>, StoreError> {
     let mut per_account: BTreeMap<&str, u64> = BTreeMap::new();
@@ -1321,12 +1336,7 @@ pub(crate) fn deliver_txn(
         put_facts(&mut facts, r)?;
         am.insert((r.account.as_str(), r.id.0), ())?;
         mb.insert((r.account.as_str(), r.mailbox.as_str()), ())?;
-        if let Some(b) = bloom {
-            for (k, v) in index_entries(r) {
-                b.insert(&r.account, k, &v);
-            }
-        }
-        put_index(&mut idx, r)?;
+        put_index(&mut idx, keys, bloom, r)?;
     }
     let mut usage = txn.open_table(USAGE)?;
     for (acc, n) in new_usage {
@@ -2014,42 +2024,69 @@ mod facts_tests {
             .len()
         };
         assert_eq!((in_box(&s, "Inbox"), in_box(&s, "Archive")), (1, 0));
-        // An older database: version 2, whose index has no facts (and the facts table
-        // emptied, as before that table), then opened again.
-        s.write(vec![], vec![], |txn| {
-            let keys: Vec<(String, u8, String, i64, u64)> = txn
-                .open_table(MSG_INDEX)?
-                .iter()?
-                .map(|r| {
-                    r.map(|(k, _)| {
-                        let (a, b, c, d, e) = k.value();
-                        (a.to_string(), b, c.to_string(), d, e)
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            txn.delete_table(MSG_INDEX)?;
-            let mut old = txn.open_table(MSG_INDEX_V2)?;
-            for (a, b, c, d, e) in &keys {
-                old.insert((a.as_str(), *b, c.as_str(), *d, *e), ())?;
-            }
-            txn.open_table(MSG_FACTS)?.retain(|_, _| false)?;
-            txn.open_table(META)?.insert(K_VERSION, 2)?;
-            Ok(())
-        })
-        .unwrap();
-        drop(s);
-        let s = Store::open(d.path()).unwrap();
-        let h = ask(&s);
-        assert_eq!(h.len(), 1);
-        assert!(h[0].junk);
-        assert_eq!((in_box(&s, "Inbox"), in_box(&s, "Archive")), (1, 0));
-        assert_eq!(
-            s.lookup("a", IndexKind::Mailbox, "Archive", UnixTime(0), 10)
-                .unwrap()
-                .len(),
-            1
-        );
-        let rtx = s.read().unwrap();
-        assert!(rtx.open_table(MSG_INDEX_V2).is_err(), "old index removed");
+        // Older databases: version 2 (an index of strings without facts, and the facts
+        // table emptied, as before that table) and version 3 (strings with facts), neither
+        // with the index's hash key; each opened again is rebuilt as version 4.
+        let mut s = s;
+        for version in [2u64, 3] {
+            s.write(vec![], vec![], move |txn| {
+                let recs: Vec<MessageRecord> = txn
+                    .open_table(MESSAGES)?
+                    .iter()?
+                    .map(|r| r.map(|(_, v)| v.value().to_vec()))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .iter()
+                    .map(|v| dec("messages", v))
+                    .collect::<Result<_, _>>()?;
+                txn.delete_table(MSG_INDEX)?;
+                let mut v2 = txn.open_table(MSG_INDEX_V2)?;
+                let mut v3 = txn.open_table(MSG_INDEX_V3)?;
+                for r in &recs {
+                    let (bits, mailbox, lp) = facts_of(r);
+                    for (k, v) in index_entries(r) {
+                        let key = (r.account.as_str(), k, v.as_str(), r.received.0, r.id.0);
+                        if version == 2 {
+                            v2.insert(key, ())?;
+                        } else {
+                            v3.insert(key, (bits, mailbox, lp.as_str()))?;
+                        }
+                    }
+                }
+                if version == 2 {
+                    txn.open_table(MSG_FACTS)?.retain(|_, _| false)?;
+                }
+                let mut meta = txn.open_table(META)?;
+                meta.remove(K_INDEX_KEY0)?;
+                meta.remove(K_INDEX_KEY1)?;
+                meta.insert(K_VERSION, version)?;
+                Ok(())
+            })
+            .unwrap();
+            drop(s);
+            assert!(
+                matches!(Store::open_readonly(d.path()), Err(StoreError::Invalid(_))),
+                "version {version} is migrated only when opened for writing"
+            );
+            s = Store::open(d.path()).unwrap();
+            let h = ask(&s);
+            assert_eq!(h.len(), 1, "version {version}");
+            assert!(h[0].junk);
+            assert_eq!((in_box(&s, "Inbox"), in_box(&s, "Archive")), (1, 0));
+            assert_eq!(
+                s.lookup("a", IndexKind::Mailbox, "Archive", UnixTime(0), 10)
+                    .unwrap()
+                    .len(),
+                1
+            );
+            let rtx = s.read().unwrap();
+            assert!(rtx.open_table(MSG_INDEX_V2).is_err(), "old index removed");
+            assert!(rtx.open_table(MSG_INDEX_V3).is_err(), "old index removed");
+            let meta = rtx.open_table(META).unwrap();
+            assert_eq!(
+                meta.get(K_VERSION).unwrap().unwrap().value(),
+                SCHEMA_VERSION
+            );
+            assert!(meta.get(K_INDEX_KEY0).unwrap().is_some());
+        }
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::error::StoreError;
 
 /// Schema version written by this build.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// `meta`: schema version and id counters.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -25,12 +25,19 @@ pub(crate) const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("m
 /// `account_messages`: (account, id) -> ().
 pub(crate) const ACCOUNT_MESSAGES: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("account_messages");
-/// `msg_index_v3` (since v3): (account, kind, value, received, id) -> the message's
-/// reputation facts, as in [`MSG_FACTS`]: reputation reads a sender's history from one
-/// index range, without a lookup per message.
-pub(crate) const MSG_INDEX: TableDefinition<(&str, u8, &str, i64, u64), Facts> =
+/// `msg_index_v4` (since v4): (hash, received, id) -> the entry's check and the message's
+/// reputation facts. The hash and check are the halves of a keyed hash of (account, kind,
+/// normalised value) ([`crate::ikey`]); received is stored as [`crate::ikey::key`] does.
+/// Reputation reads a sender's history from one index range, without a lookup per message.
+pub(crate) const MSG_INDEX: TableDefinition<(u64, u64, u64), IndexFacts> =
+    TableDefinition::new("msg_index_v4");
+/// An index entry's value: bits as in [`Facts`], the check, mailbox, From local part.
+pub(crate) type IndexFacts = (u8, u64, &'static str, &'static str);
+/// `msg_index_v3` (v3): (account, kind, value, received, id) -> facts; rebuilt as
+/// [`MSG_INDEX`].
+pub(crate) const MSG_INDEX_V3: TableDefinition<(&str, u8, &str, i64, u64), Facts> =
     TableDefinition::new("msg_index_v3");
-/// `msg_index` (v1, v2): the index without facts, migrated into [`MSG_INDEX`].
+/// `msg_index` (v1, v2): the index without facts; rebuilt as [`MSG_INDEX`].
 pub(crate) const MSG_INDEX_V2: TableDefinition<(&str, u8, &str, i64, u64), ()> =
     TableDefinition::new("msg_index");
 /// A message's reputation facts: bit 0 junk, bit 1 From validated by DMARC; mailbox; From
@@ -100,6 +107,24 @@ pub(crate) const K_NEXT_QMSG: &str = "next_queue_msg_id";
 pub(crate) const K_NEXT_QUEUE: &str = "next_queue_id";
 pub(crate) const K_NEXT_RULE: &str = "next_hold_rule_id";
 pub(crate) const K_NEXT_HOOK: &str = "next_webhook_id";
+/// The two halves of the message index's hash key ([`crate::ikey`]), since v4.
+pub(crate) const K_INDEX_KEY0: &str = "index_key_0";
+pub(crate) const K_INDEX_KEY1: &str = "index_key_1";
+
+/// The message index's hash key recorded in `meta` (made and recorded when missing).
+pub(crate) fn index_keyer(txn: &WriteTransaction) -> Result<crate::ikey::IndexKeyer, StoreError> {
+    let mut meta = txn.open_table(META)?;
+    let k0 = meta.get(K_INDEX_KEY0)?.map(|g| g.value());
+    let k1 = meta.get(K_INDEX_KEY1)?.map(|g| g.value());
+    if let (Some(k0), Some(k1)) = (k0, k1) {
+        return Ok(crate::ikey::IndexKeyer::new(k0, k1));
+    }
+    let k = crate::ikey::IndexKeyer::random();
+    let (k0, k1) = k.parts();
+    meta.insert(K_INDEX_KEY0, k0)?;
+    meta.insert(K_INDEX_KEY1, k1)?;
+    Ok(k)
+}
 
 /// Encodes a record.
 pub(crate) fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -174,43 +199,31 @@ pub(crate) fn migrate(txn: &WriteTransaction) -> Result<u64, StoreError> {
         });
     }
     create_all(txn)?;
+    let keyer = index_keyer(txn)?;
     if found < 2 {
         migrate_1_to_2(txn)?;
     }
-    if found < 3 {
-        migrate_2_to_3(txn)?;
+    if found < 4 {
+        migrate_to_4(txn, keyer)?;
     }
     txn.open_table(META)?.insert(K_VERSION, SCHEMA_VERSION)?;
     Ok(found)
 }
 
-/// Version 3 keeps each message's reputation facts in its index entries: the old index is
-/// copied with the facts of each record, then removed.
-fn migrate_2_to_3(txn: &WriteTransaction) -> Result<(), StoreError> {
-    let mut facts: std::collections::HashMap<u64, (u8, String, String)> = Default::default();
-    {
-        let msgs = txn.open_table(MESSAGES)?;
-        for row in msgs.iter()? {
-            let (k, v) = row?;
-            let r: crate::MessageRecord = dec("messages", v.value())?;
-            let (bits, mailbox, lp) = crate::store::facts_of(&r);
-            facts.insert(k.value(), (bits, mailbox.to_string(), lp));
-        }
-    }
-    {
-        let old = txn.open_table(MSG_INDEX_V2)?;
-        let mut new = txn.open_table(MSG_INDEX)?;
-        for row in old.iter()? {
-            let (k, _) = row?;
-            let key = k.value();
-            let (bits, mailbox, lp) = facts
-                .get(&key.4)
-                .map(|(b, m, l)| (*b, m.as_str(), l.as_str()))
-                .unwrap_or((0, "", ""));
-            new.insert(key, (bits, mailbox, lp))?;
-        }
-    }
+/// Version 4 keys the message index by a keyed hash (and version 3 put each message's
+/// reputation facts in its entries): the index of an older version is removed and rebuilt
+/// from the message records, which hold everything it is made of.
+fn migrate_to_4(txn: &WriteTransaction, keyer: crate::ikey::IndexKeyer) -> Result<(), StoreError> {
     txn.delete_table(MSG_INDEX_V2)?;
+    txn.delete_table(MSG_INDEX_V3)?;
+    let mut idx = txn.open_table(MSG_INDEX)?;
+    idx.retain(|_, _| false)?;
+    let msgs = txn.open_table(MESSAGES)?;
+    for row in msgs.iter()? {
+        let (_, v) = row?;
+        let r: crate::MessageRecord = dec("messages", v.value())?;
+        crate::store::put_index(&mut idx, keyer, None, &r)?;
+    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! empty account and on one holding `--prefill` messages (default 100,000), in one run.
 //!
 //! ```text
-//! cargo run --release -p rmox-benches --bin reputation_bench -- [--prefill N] [--n N]
+//! cargo run --release -p rmox-benches --bin reputation_bench -- [--prefill N] [--n N] [--case new|known]
 //! ```
 //!
 //! Two cases each: a first-time sender (every question is asked: the worst case) and a
@@ -163,10 +163,20 @@ fn main() {
         "| case | account with {own_n} messages (the sender's own) (µs) | {prefill} messages (µs) | ratio | target ≤ 1.10 |"
     );
     println!("| --- | --- | --- | --- | --- |");
+    // `--case new` or `--case known` measures one case (e.g. under a profiler).
+    let only: Option<String> = {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter()
+            .position(|a| a == "--case")
+            .and_then(|i| args.get(i + 1).cloned())
+    };
     for (name, new_sender) in [
         ("first-time sender (all questions)", true),
         ("known sender (first question)", false),
     ] {
+        if only.as_deref().is_some_and(|o| (o == "new") != new_sender) {
+            continue;
+        }
         let (e, f, ratio) = measure_pair(&empty, &full, new_sender, n);
         println!(
             "| {name} | {e:.1} | {f:.1} | {ratio:.2} | {} |",
