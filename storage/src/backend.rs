@@ -8,9 +8,9 @@ use std::path::Path;
 use rmox_core::UnixTime;
 
 use crate::{
-    Account, Attempt, BackupReport, Delivery, HoldRule, IndexKind, MessageId, MessageRecord,
-    MtaStsRecord, Outcome, QueueEntry, QueueId, QueueRecipient, ReportKind, Store, StoreError,
-    Suppression,
+    Account, Attempt, BackupReport, Delivery, Flags, HoldRule, IndexKind, MessageId, MessageRecord,
+    MtaStsRecord, Notice, Outcome, QueueEntry, QueueFilter, QueueId, QueueRecipient, QueueRecord,
+    Recorded, ReportKind, RetiredEntry, Store, StoreError, Suppression,
 };
 
 /// A boxed in-place change of a queue entry.
@@ -231,6 +231,50 @@ pub trait MailStore: Send + Sync {
     fn data_dir(&self) -> &Path;
     /// Stores a webhook to be POSTed; its id.
     fn webhook_add(&self, hook: crate::Webhook) -> Result<u64, StoreError>;
+    /// All accounts, by name.
+    fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+    /// Removes an account with its credentials, messages, indexes, suppression list,
+    /// failure streaks and outgoing log (queue entries it submitted stay queued).
+    fn account_remove(&self, name: &str) -> Result<(), StoreError>;
+    /// Sets the quota in bytes (`None`: unlimited).
+    fn account_set_quota(&self, name: &str, quota_bytes: Option<u64>) -> Result<(), StoreError>;
+    /// Mailbox names of the account (created on delivery), by name.
+    fn mailboxes(&self, account: &str) -> Result<Vec<String>, StoreError>;
+    /// Sets a message's flags.
+    fn set_flags(&self, id: MessageId, flags: Flags) -> Result<(), StoreError>;
+    /// Queue entries matching `filter`, by id.
+    fn queue_list(&self, filter: &QueueFilter) -> Result<Vec<QueueEntry>, StoreError>;
+    /// Holds an entry (not due until released).
+    fn queue_hold(&self, id: QueueId) -> Result<(), StoreError>;
+    /// Releases a held entry.
+    fn queue_release(&self, id: QueueId) -> Result<(), StoreError>;
+    /// Removes an entry without a trace (administrator's drop).
+    fn queue_drop(&self, id: QueueId) -> Result<(), StoreError>;
+    /// Retired entries, newest id first, at most `limit`.
+    fn queue_retired(&self, limit: usize) -> Result<Vec<RetiredEntry>, StoreError>;
+    /// Records delivery attempts (and retirements, failure streaks, webhooks) of several
+    /// entries and writes the notices (DSNs) they call for, in one commit (see
+    /// [`Store::queue_record_with`]).
+    fn queue_record_with(
+        &self,
+        records: Vec<QueueRecord>,
+        notices: Vec<Notice<'_>>,
+        now: UnixTime,
+    ) -> Result<Recorded, StoreError>;
+    /// The account's suppression list, by address.
+    fn suppressions(&self, account: &str) -> Result<Vec<Suppression>, StoreError>;
+    /// Removes an address from the suppression list (case-insensitive); true if it was there.
+    fn suppression_remove(&self, account: &str, address: &str) -> Result<bool, StoreError>;
+    /// Records the end of a delivery (failed adds one, delivered ends the streak); the
+    /// failures in a row now.
+    fn failure_streak_record(
+        &self,
+        account: &str,
+        address: &str,
+        failed: bool,
+    ) -> Result<u32, StoreError>;
+    /// The failed deliveries in a row to `address` for `account`.
+    fn failure_streak(&self, account: &str, address: &str) -> Result<u32, StoreError>;
 }
 
 impl MailStore for Store {
@@ -505,6 +549,61 @@ impl MailStore for Store {
     }
     fn data_dir(&self) -> &Path {
         Store::data_dir(self)
+    }
+    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        Store::accounts(self)
+    }
+    fn account_remove(&self, name: &str) -> Result<(), StoreError> {
+        Store::account_remove(self, name)
+    }
+    fn account_set_quota(&self, name: &str, quota_bytes: Option<u64>) -> Result<(), StoreError> {
+        Store::account_set_quota(self, name, quota_bytes)
+    }
+    fn mailboxes(&self, account: &str) -> Result<Vec<String>, StoreError> {
+        Store::mailboxes(self, account)
+    }
+    fn set_flags(&self, id: MessageId, flags: Flags) -> Result<(), StoreError> {
+        Store::set_flags(self, id, flags)
+    }
+    fn queue_list(&self, filter: &QueueFilter) -> Result<Vec<QueueEntry>, StoreError> {
+        Store::queue_list(self, filter)
+    }
+    fn queue_hold(&self, id: QueueId) -> Result<(), StoreError> {
+        Store::queue_hold(self, id)
+    }
+    fn queue_release(&self, id: QueueId) -> Result<(), StoreError> {
+        Store::queue_release(self, id)
+    }
+    fn queue_drop(&self, id: QueueId) -> Result<(), StoreError> {
+        Store::queue_drop(self, id)
+    }
+    fn queue_retired(&self, limit: usize) -> Result<Vec<RetiredEntry>, StoreError> {
+        Store::queue_retired(self, limit)
+    }
+    fn queue_record_with(
+        &self,
+        records: Vec<QueueRecord>,
+        notices: Vec<Notice<'_>>,
+        now: UnixTime,
+    ) -> Result<Recorded, StoreError> {
+        Store::queue_record_with(self, records, notices, now)
+    }
+    fn suppressions(&self, account: &str) -> Result<Vec<Suppression>, StoreError> {
+        Store::suppressions(self, account)
+    }
+    fn suppression_remove(&self, account: &str, address: &str) -> Result<bool, StoreError> {
+        Store::suppression_remove(self, account, address)
+    }
+    fn failure_streak_record(
+        &self,
+        account: &str,
+        address: &str,
+        failed: bool,
+    ) -> Result<u32, StoreError> {
+        Store::failure_streak_record(self, account, address, failed)
+    }
+    fn failure_streak(&self, account: &str, address: &str) -> Result<u32, StoreError> {
+        Store::failure_streak(self, account, address)
     }
 }
 

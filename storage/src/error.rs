@@ -76,6 +76,24 @@ pub enum StoreError {
     /// Code running inside a commit panicked; the batch was aborted.
     #[error("a write operation panicked; batch aborted")]
     Panicked,
+    /// A backend other than the embedded redb one failed (a lost connection, a failed
+    /// commit, a statement the database refused). Whether the write happened is unknown
+    /// only when the commit itself failed; every other failure stored nothing.
+    #[error("{backend}: {message}")]
+    Backend {
+        /// Which backend ("postgres").
+        backend: &'static str,
+        /// What failed, as the backend said it.
+        message: String,
+    },
+    /// The backend cannot do this operation (yet); nothing was changed.
+    #[error("not supported by the {backend} backend: {what}")]
+    Unsupported {
+        /// Which backend ("postgres").
+        backend: &'static str,
+        /// The operation.
+        what: &'static str,
+    },
 }
 
 impl StoreError {
@@ -103,7 +121,10 @@ impl StoreError {
     pub fn is_storage_failure(&self) -> bool {
         matches!(
             self,
-            StoreError::Database(_) | StoreError::Io { .. } | StoreError::Panicked
+            StoreError::Database(_)
+                | StoreError::Io { .. }
+                | StoreError::Panicked
+                | StoreError::Backend { .. }
         )
     }
 

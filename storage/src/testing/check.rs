@@ -1,11 +1,13 @@
 //! Model-based checking of the storage interface: a sequence of operations, decoded from
-//! arbitrary bytes, is applied to a real [`Store`] and to [`Model`], a plain in-memory
+//! arbitrary bytes, is applied to a real store (any [`MailStore`] backend, opened through
+//! [`CheckBackend`]; the redb [`Store`] by [`check_ops`]) and to [`Model`], a plain in-memory
 //! model of what the store promises; after every step the store's observable state
 //! ([`Observed`]: messages with their bytes, mailboxes, usage, index counts, queue entries
 //! and their messages, the due list, retired entries, suppressions, failure streaks,
 //! delivery counts) must equal the model's, and every answer (ids, errors, booleans,
-//! counts) must be the one the model predicts. `Reopen` closes the store, runs
-//! [`crate::verify`] (no problems, no orphans) and opens it again.
+//! counts) must be the one the model predicts. `Reopen` closes the store, checks what the
+//! backend can check of a closed store (redb: [`crate::verify`], no problems, no orphans)
+//! and opens it again.
 //!
 //! Ids are the store's to choose: the model learns them from the answers and checks that
 //! they are fresh (never the id of a live record).
@@ -356,6 +358,8 @@ pub fn kind(e: &StoreError) -> &'static str {
         StoreError::SchemaTooNew { .. } => "SchemaTooNew",
         StoreError::Io { .. } => "Io",
         StoreError::Database(_) => "Database",
+        StoreError::Backend { .. } => "Backend",
+        StoreError::Unsupported { .. } => "Unsupported",
         _ => "other",
     }
 }
@@ -399,7 +403,7 @@ pub struct Observed {
 }
 
 /// Reads the observable state of a store.
-pub fn observe(s: &Store) -> Result<Observed, StoreError> {
+pub fn observe(s: &dyn MailStore) -> Result<Observed, StoreError> {
     let mut o = Observed::default();
     for a in s.accounts()? {
         let usage = s.account_usage(&a.name)?;
@@ -1049,7 +1053,7 @@ impl Model {
 
 /// Runs one operation (other than [`Op::Reopen`]) on the store; selectors are resolved
 /// against the model's live records.
-pub fn exec(s: &Store, model: &Model, op: &Op) -> Answer {
+pub fn exec(s: &dyn MailStore, model: &Model, op: &Op) -> Answer {
     fn ans<T>(r: Result<T, StoreError>, f: impl FnOnce(T) -> Answer) -> Answer {
         match r {
             Ok(v) => f(v),
@@ -1059,7 +1063,7 @@ pub fn exec(s: &Store, model: &Model, op: &Op) -> Answer {
     let unit = |r: Result<(), StoreError>| ans(r, |()| Answer::Unit);
     let entry_sel = |sel: u8| QueueId(pick(model.queue.keys().copied(), sel));
     let msg_sel = |sel: u8| MessageId(pick(model.messages.keys().copied(), sel));
-    let queued_now = |s: &Store| -> BTreeMap<u64, u64> {
+    let queued_now = |s: &dyn MailStore| -> BTreeMap<u64, u64> {
         s.queue_list(&QueueFilter::default())
             .map(|v| v.into_iter().map(|e| (e.id.0, e.msg_id)).collect())
             .unwrap_or_default()
@@ -1247,48 +1251,85 @@ pub enum Backing {
     Memory,
 }
 
-/// Applies `ops` to a new store under `root` (an empty directory) and to the model,
+/// A backend under check: opens its store (again, at [`Op::Reopen`], on the same data).
+pub trait CheckBackend {
+    /// Opens the store on the backend's data (empty the first time).
+    fn open(&mut self) -> Result<Box<dyn MailStore>, String>;
+    /// Checks what can be checked of the data while no store has it open (redb: verify).
+    fn check_closed(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The redb [`Store`] under `root` for [`check_backend`].
+struct Redb<'a> {
+    root: &'a Path,
+    backing: Backing,
+    sim: Crash,
+}
+
+impl CheckBackend for Redb<'_> {
+    fn open(&mut self) -> Result<Box<dyn MailStore>, String> {
+        let data = self.root.join("data");
+        match self.backing {
+            Backing::File => Store::open(&data),
+            Backing::Memory => Store::open_with_backend(&data, self.sim.backend(), false),
+        }
+        .map(|s| Box::new(s) as Box<dyn MailStore>)
+        .map_err(|e| format!("open: {e}"))
+    }
+
+    fn check_closed(&mut self) -> Result<(), String> {
+        let data = self.root.join("data");
+        if self.backing == Backing::Memory {
+            self.sim
+                .write_image(Image::Written, &data, &self.root.join("image"));
+        }
+        let vdir = match self.backing {
+            Backing::File => data.clone(),
+            Backing::Memory => self.root.join("image/data"),
+        };
+        let v = crate::verify(&vdir);
+        if !v.is_ok() || !v.orphans.is_empty() {
+            return Err(format!("verify: {:?}", v.lines()));
+        }
+        if self.backing == Backing::Memory {
+            let _ = std::fs::remove_dir_all(self.root.join("image"));
+        }
+        Ok(())
+    }
+}
+
+/// Applies `ops` to a new redb store under `root` (an empty directory) and to the model,
 /// comparing after every step. Returns the first difference.
 pub fn check_ops(root: &Path, ops: &[Op], backing: Backing) -> Result<(), String> {
-    let data = root.join("data");
     let sim = Crash::new(root, None);
     let _hook = (backing == Backing::Memory)
         .then(|| super::register_file_hook(root, std::sync::Arc::new(sim.clone())));
-    let open = |sim: &Crash| -> Result<Store, String> {
-        match backing {
-            Backing::File => Store::open(&data),
-            Backing::Memory => Store::open_with_backend(&data, sim.backend(), false),
-        }
-        .map_err(|e| format!("open: {e}"))
-    };
-    let mut store = Some(open(&sim)?);
+    check_backend(&mut Redb { root, backing, sim }, ops)
+}
+
+/// Applies `ops` to a new store of `backend` (whose data starts empty) and to the model,
+/// comparing answers and the whole observable state after every step. Returns the first
+/// difference.
+pub fn check_backend(backend: &mut dyn CheckBackend, ops: &[Op]) -> Result<(), String> {
+    let mut store = Some(backend.open()?);
     let mut model = Model::default();
     for (i, op) in ops.iter().enumerate() {
         let got = if *op == Op::Reopen {
             drop(store.take());
-            if backing == Backing::Memory {
-                sim.write_image(Image::Written, &data, &root.join("image"));
-            }
-            let vdir = match backing {
-                Backing::File => data.clone(),
-                Backing::Memory => root.join("image/data"),
-            };
-            let v = crate::verify(&vdir);
-            if !v.is_ok() || !v.orphans.is_empty() {
-                return Err(format!("step {i}: verify: {:?}", v.lines()));
-            }
-            if backing == Backing::Memory {
-                let _ = std::fs::remove_dir_all(root.join("image"));
-            }
-            store = Some(open(&sim)?);
+            backend
+                .check_closed()
+                .map_err(|e| format!("step {i}: {e}"))?;
+            store = Some(backend.open()?);
             Answer::Unit
         } else {
-            exec(store.as_ref().ok_or("no store")?, &model, op)
+            exec(store.as_deref().ok_or("no store")?, &model, op)
         };
         model
             .apply(op, &got)
             .map_err(|e| format!("step {i}: {e}"))?;
-        let s = store.as_ref().ok_or("no store")?;
+        let s = store.as_deref().ok_or("no store")?;
         let seen = observe(s).map_err(|e| format!("step {i} ({op:?}): observe: {e}"))?;
         let want = model.expected();
         if seen != want {

@@ -1,0 +1,349 @@
+//! The PostgreSQL backend against the storage model: the model-based check the redb store
+//! passes (`rmox_storage::testing::check`, operation sequences decoded from random bytes,
+//! every answer and the whole observable state compared after every step; `Reopen` opens
+//! the store again on the same database), plus scenario tests.
+//!
+//! PostgreSQL comes from `RMOX_TEST_PG_URL` (e.g. `host=127.0.0.1 port=54329 user=postgres
+//! dbname=postgres`; `storage-pg/pg-up.sh` starts one). Unset, the tests fail when `CI` is
+//! set and are skipped (saying so) otherwise. Each test (each proptest case) works in a
+//! database of its own, created here and dropped at the end. `RMOX_PG_CASES` sets the
+//! number of model cases (default 32).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: failing loudly is the point
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use rmox_core::UnixTime;
+use rmox_storage::testing::check::{check_backend, ops_from_bytes, CheckBackend};
+use rmox_storage::{
+    Delivery, DsnParams, Flags, MailStore, MessageInfo, Outcome, QueueRecipient, RequireTls,
+    StoreError, Suppression,
+};
+use rmox_storage_pg::{Config, PgOptions, PgStore};
+
+/// The server's URL, or `None` (skipped) outside CI.
+fn server() -> Option<Config> {
+    match std::env::var("RMOX_TEST_PG_URL") {
+        Ok(url) => Some(url.parse().expect("RMOX_TEST_PG_URL does not parse")),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("RMOX_TEST_PG_URL is not set, and CI is: .ci/run starts PostgreSQL and sets it")
+        }
+        Err(_) => {
+            eprintln!("skipped: RMOX_TEST_PG_URL is not set (storage-pg/pg-up.sh starts a server)");
+            None
+        }
+    }
+}
+
+/// A database of one test, dropped with it.
+struct TestDb {
+    admin: Config,
+    name: String,
+    config: Config,
+}
+
+impl TestDb {
+    fn new(server: &Config) -> TestDb {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "rmox_test_{}_{}_{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut admin = server.clone();
+        admin.connect_timeout(Duration::from_secs(10));
+        let mut c = admin
+            .connect(postgres::NoTls)
+            .expect("connect to RMOX_TEST_PG_URL");
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let mut config = admin.clone();
+        config.dbname(&name);
+        TestDb {
+            admin,
+            name,
+            config,
+        }
+    }
+
+    fn open(&self) -> Result<PgStore, StoreError> {
+        PgStore::open_config(self.config.clone(), PgOptions::default())
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.admin.connect(postgres::NoTls) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+impl CheckBackend for TestDb {
+    fn open(&mut self) -> Result<Box<dyn MailStore>, String> {
+        TestDb::open(self)
+            .map(|s| Box::new(s) as Box<dyn MailStore>)
+            .map_err(|e| format!("open: {e}"))
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("RMOX_PG_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    /// The same model check as storage/tests/model.rs, on PostgreSQL.
+    #[test]
+    fn postgres_matches_model(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let Some(server) = server() else { return Ok(()) };
+        let mut db = TestDb::new(&server);
+        let ops = ops_from_bytes(&data);
+        if let Err(e) = check_backend(&mut db, &ops) {
+            panic!("{e}\nops: {ops:#?}");
+        }
+    }
+}
+
+fn delivery<'a>(account: &str, msg: &'a [u8], t: i64) -> Delivery<'a> {
+    Delivery {
+        account: account.into(),
+        mailbox: "Inbox".into(),
+        head: b"Received: x\r\n",
+        message: msg,
+        flags: Flags::default(),
+        received: UnixTime(t),
+        info: MessageInfo {
+            remote_ip: "192.0.2.77".parse().ok(),
+            mail_from: Some("Bob@Example.ORG".into()),
+            ..Default::default()
+        },
+    }
+}
+
+fn rcpt(to: &str, next: i64) -> QueueRecipient {
+    QueueRecipient {
+        sender_account: Some("a".into()),
+        mail_from: "a@example.org".into(),
+        recipient: to.into(),
+        has_8bit: false,
+        smtputf8: false,
+        requiretls: RequireTls::Default,
+        transport: None,
+        next_attempt: UnixTime(next),
+        queued: UnixTime(0),
+        hold: false,
+        dsn: DsnParams::default(),
+        is_dsn: false,
+        from_id: None,
+    }
+}
+
+/// Delivery stores head and body, counts usage, indexes; the quota refuses what would go
+/// over and stores nothing; an unknown account is refused.
+#[test]
+fn deliver_and_quota() {
+    let Some(server) = server() else { return };
+    let db = TestDb::new(&server);
+    let s = db.open().unwrap();
+    s.account_add("a", "example.org").unwrap();
+    assert!(matches!(
+        s.account_add("a", "example.org"),
+        Err(StoreError::AccountExists(_))
+    ));
+    let id = s
+        .deliver(delivery("a", b"Subject: hi\r\n\r\nbody\r\n", 100))
+        .unwrap();
+    assert_eq!(
+        s.message_bytes(id).unwrap(),
+        b"Received: x\r\nSubject: hi\r\n\r\nbody\r\n"
+    );
+    let used = s.account_usage("a").unwrap();
+    assert_eq!(used, 13 + 21);
+    assert_eq!(
+        s.count_since(
+            "a",
+            rmox_storage::IndexKind::MailFrom,
+            "bob@example.org",
+            UnixTime(0)
+        )
+        .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.count_since(
+            "a",
+            rmox_storage::IndexKind::Network,
+            "192.0.2.64/26",
+            UnixTime(101)
+        )
+        .unwrap(),
+        0
+    );
+    s.account_set_quota("a", Some(used + 20)).unwrap();
+    match s.deliver(delivery("a", b"12345678", 101)) {
+        Err(StoreError::QuotaExceeded { used: u, size, .. }) => {
+            assert_eq!((u, size), (used, 21));
+        }
+        r => panic!("expected QuotaExceeded, got {r:?}"),
+    }
+    assert_eq!(s.messages("a").unwrap().len(), 1);
+    assert!(matches!(
+        s.deliver(delivery("nobody", b"x", 1)),
+        Err(StoreError::NoAccount(_))
+    ));
+    s.expunge(id).unwrap();
+    assert_eq!(s.account_usage("a").unwrap(), 0);
+    assert!(matches!(s.message_bytes(id), Err(StoreError::NoMessage(_))));
+}
+
+/// deliver_and_queue is all or nothing: a refused delivery queues nothing.
+#[test]
+fn deliver_and_queue_all_or_nothing() {
+    let Some(server) = server() else { return };
+    let db = TestDb::new(&server);
+    let s = db.open().unwrap();
+    s.account_add("a", "example.org").unwrap();
+    let r = s.deliver_and_queue(
+        vec![delivery("a", b"one", 1), delivery("missing", b"two", 1)],
+        b"dsn",
+        vec![rcpt("x@example.com", 0)],
+    );
+    assert!(matches!(r, Err(StoreError::NoAccount(_))), "{r:?}");
+    assert!(s.messages("a").unwrap().is_empty());
+    assert!(s.queue_due(UnixTime(100), 10).unwrap().is_empty());
+    let (m, q) = s
+        .deliver_and_queue_ids(
+            vec![delivery("a", b"one", 1)],
+            b"dsn",
+            vec![rcpt("x@example.com", 0)],
+        )
+        .unwrap();
+    assert_eq!((m.len(), q.len()), (1, 1));
+}
+
+/// Queue: add, due in order, update, retire (the message goes with its last entry).
+#[test]
+fn queue_add_due_retire() {
+    let Some(server) = server() else { return };
+    let db = TestDb::new(&server);
+    let s = db.open().unwrap();
+    let ids = s
+        .queue_add(
+            b"msg",
+            vec![rcpt("x@example.com", 5), rcpt("y@example.com", 3)],
+        )
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    let due: Vec<_> = s
+        .queue_due(UnixTime(10), 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(due, vec![ids[1], ids[0]]);
+    assert_eq!(s.queue_due(UnixTime(4), 10).unwrap().len(), 1);
+    assert_eq!(s.queue_next_due().unwrap(), Some(UnixTime(3)));
+    let e = s
+        .queue_update_with(ids[1], Box::new(|e| e.rcpt.next_attempt = UnixTime(50)))
+        .unwrap();
+    assert_eq!(e.rcpt.next_attempt, UnixTime(50));
+    assert_eq!(s.queue_next_due().unwrap(), Some(UnixTime(5)));
+    let msg_id = e.msg_id;
+    s.queue_retire(ids[0], Outcome::Delivered("250 ok".into()), UnixTime(7))
+        .unwrap();
+    assert_eq!(s.queue_message(msg_id).unwrap(), b"msg");
+    s.queue_retire(ids[1], Outcome::Failed("550 no".into()), UnixTime(8))
+        .unwrap();
+    assert!(s.queue_message(msg_id).is_err());
+    assert!(matches!(
+        s.queue_retire(ids[1], Outcome::Failed("550 no".into()), UnixTime(9)),
+        Err(StoreError::NoQueueEntry(_))
+    ));
+    let retired = s.queue_retired(10).unwrap();
+    assert_eq!(retired.len(), 2);
+    assert_eq!(retired[0].entry.id, ids[1]);
+    assert_eq!(s.queue_next_due().unwrap(), None);
+    assert!(matches!(
+        s.queue_add(b"msg", vec![]),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+/// Suppressions are case-insensitive; removal says whether the address was there.
+#[test]
+fn suppression_case_insensitive() {
+    let Some(server) = server() else { return };
+    let db = TestDb::new(&server);
+    let s = db.open().unwrap();
+    s.suppression_add(
+        "a",
+        Suppression {
+            address: "X@Example.COM".into(),
+            reason: "bounced".into(),
+            manual: false,
+            created: UnixTime(1),
+        },
+    )
+    .unwrap();
+    assert!(s.is_suppressed("a", "x@example.com").unwrap());
+    assert!(s.is_suppressed("a", "X@EXAMPLE.com").unwrap());
+    assert!(!s.is_suppressed("b", "x@example.com").unwrap());
+    assert_eq!(s.suppressions("a").unwrap()[0].address, "x@example.com");
+    assert!(s.suppression_remove("a", "x@EXAMPLE.com").unwrap());
+    assert!(!s.suppression_remove("a", "x@example.com").unwrap());
+    assert!(!s.is_suppressed("a", "x@example.com").unwrap());
+}
+
+/// Opening again migrates nothing; a database from a newer rmox is refused.
+#[test]
+fn migrations_versioned() {
+    let Some(server) = server() else { return };
+    let db = TestDb::new(&server);
+    drop(db.open().unwrap());
+    drop(db.open().unwrap());
+    let mut c = db.config.connect(postgres::NoTls).unwrap();
+    let versions: Vec<i64> = c
+        .query("SELECT version FROM rmox_schema ORDER BY version", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![rmox_storage_pg::SCHEMA_VERSION]);
+    c.execute("INSERT INTO rmox_schema (version) VALUES (9999)", &[])
+        .unwrap();
+    assert!(matches!(
+        db.open(),
+        Err(StoreError::SchemaTooNew { found: 9999, .. })
+    ));
+}
+
+/// What the backend cannot do says so.
+#[test]
+fn unsupported_is_an_error() {
+    let Some(server) = server() else { return };
+    let db = TestDb::new(&server);
+    let s = db.open().unwrap();
+    let e = s.backup(std::path::Path::new("/nonexistent")).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("not supported by the postgres backend: "),
+        "{e}"
+    );
+    assert!(matches!(
+        s.maildir_junk_sync("a"),
+        Err(StoreError::Unsupported { .. })
+    ));
+}
