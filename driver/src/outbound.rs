@@ -197,6 +197,7 @@ pub async fn deliver_reporting<R: Net>(
         policy: None,
         out: VecDeque::new(),
         writes: 0,
+        records: 0,
         cid,
     };
     let answers = DeliveryAnswers {
@@ -235,6 +236,11 @@ struct Delivery {
     out: VecDeque<Step<Delivery>>,
     /// Cache writes and job records in progress.
     writes: usize,
+    /// Job records in progress. While one is, the session is not polled: the next job's
+    /// message is not sent before the last one's result is recorded, so a crash leaves at
+    /// most one delivered-but-unrecorded message per connection (the duplicate bound of
+    /// README's Durability section), however slow the recording is.
+    records: usize,
     /// Job reports go out as effects ([`DeliveryAnswerer::job_done`]).
     record_jobs: bool,
     cid: u64,
@@ -246,6 +252,7 @@ enum DTok {
     Delivery(Token),
     Policy(Token),
     Write,
+    Record,
 }
 
 /// An effect of a [`Delivery`].
@@ -290,6 +297,10 @@ impl Machine for Delivery {
         loop {
             if let Some(s) = self.out.pop_front() {
                 return s;
+            }
+            if self.records > 0 {
+                // Woken by the record's completion.
+                return Step::Idle(None);
             }
             return match self.session.poll(now, tx) {
                 Output::Transmit(id) => Step::Transmit(id),
@@ -349,8 +360,9 @@ impl Machine for Delivery {
                 Output::Event(Event::JobDone { job }) if self.record_jobs => {
                     if let Some(r) = self.session.job_report(job) {
                         self.writes += 1;
+                        self.records += 1;
                         self.out
-                            .push_back(Step::Effect(DTok::Write, DEffect::Record(job, r.clone())));
+                            .push_back(Step::Effect(DTok::Record, DEffect::Record(job, r.clone())));
                     }
                     Step::Event(Event::JobDone { job })
                 }
@@ -420,9 +432,12 @@ impl Machine for Delivery {
                 }
                 return Ok(0);
             }
-            In::Completed(_, _) => {
-                // A cache write ended (tokens and answers always pair up).
+            In::Completed(tok, _) => {
+                // A cache write or a job record ended (tokens and answers always pair up).
                 self.writes = self.writes.saturating_sub(1);
+                if matches!(tok, DTok::Record) {
+                    self.records = self.records.saturating_sub(1);
+                }
                 return Ok(0);
             }
             In::Timeout => {

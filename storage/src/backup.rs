@@ -153,6 +153,7 @@ impl Store {
             MAILBOXES,
             MESSAGES,
             ACCOUNT_MESSAGES,
+            MSG_BODIES,
             MSG_INDEX,
             QUEUE_MSGS,
             QUEUE,
@@ -183,6 +184,7 @@ impl Store {
         let mut dirs = BTreeSet::new();
         {
             let msgs = rtx.open_table(MESSAGES)?;
+            let bodies = rtx.open_table(MSG_BODIES)?;
             for row in msgs.iter()? {
                 let (k, v) = row?;
                 let r: MessageRecord = dec("messages", v.value())?;
@@ -190,6 +192,12 @@ impl Store {
                     continue;
                 }
                 let id = k.value();
+                report.messages += 1;
+                if let Some(b) = bodies.get(id)? {
+                    // In the database: copied with it.
+                    report.bytes += b.value().len() as u64;
+                    continue;
+                }
                 let d = files::shard_dir(dest, Area::Msg, id);
                 files::ensure_dir(&d)?;
                 copy_file(
@@ -198,7 +206,6 @@ impl Store {
                     &mut report,
                 )?;
                 dirs.insert(d);
-                report.messages += 1;
             }
         }
         {
@@ -316,6 +323,7 @@ fn verify_into(store: &Store, data_dir: &Path, rep: &mut VerifyReport) -> Result
     let mut msg_files = BTreeSet::new();
     let mut usage: BTreeMap<String, u64> = BTreeMap::new();
     let account_messages = rtx.open_table(ACCOUNT_MESSAGES)?;
+    let bodies = rtx.open_table(MSG_BODIES)?;
     for row in rtx.open_table(MESSAGES)?.iter()? {
         let (k, v) = row?;
         let id = k.value();
@@ -340,15 +348,29 @@ fn verify_into(store: &Store, data_dir: &Path, rep: &mut VerifyReport) -> Result
         }
         if !r.expunged {
             *usage.entry(r.account.clone()).or_default() += r.size;
-            check_file(
-                data_dir,
-                Area::Msg,
-                id,
-                r.size,
-                &format!("message {id}"),
-                rep,
-            );
-            msg_files.insert(id);
+            match bodies.get(id)? {
+                Some(b) if b.value().len() as u64 == r.size => {}
+                Some(b) => rep.problems.push(format!(
+                    "message {id}: {} bytes in the database, record says {}",
+                    b.value().len(),
+                    r.size
+                )),
+                None => {
+                    check_file(
+                        data_dir,
+                        Area::Msg,
+                        id,
+                        r.size,
+                        &format!("message {id}"),
+                        rep,
+                    );
+                    msg_files.insert(id);
+                }
+            }
+        } else if bodies.get(id)?.is_some() {
+            rep.problems.push(format!(
+                "message {id}: expunged, but its bytes are still kept"
+            ));
         }
     }
     for row in rtx.open_table(USAGE)?.iter()? {
@@ -528,11 +550,15 @@ mod tests {
     #[test]
     fn verify_finds_damage_and_orphans() {
         let d = tempfile::tempdir().unwrap();
+        // Two messages with files (larger than INLINE_BODY_MAX), one in the database.
+        let big = vec![b'x'; crate::INLINE_BODY_MAX + 1];
         let (id1, id2, qmsg) = {
             let s = Store::open(d.path()).unwrap();
             s.account_add("a", "example.org").unwrap();
-            let id1 = s.deliver(delivery(b"one", 1)).unwrap();
-            let id2 = s.deliver(delivery(b"two", 2)).unwrap();
+            let id1 = s.deliver(delivery(&big, 1)).unwrap();
+            let id2 = s.deliver(delivery(&big, 2)).unwrap();
+            let small = s.deliver(delivery(b"small", 3)).unwrap();
+            assert!(!files::path(d.path(), Area::Msg, small.0).exists());
             let q = s
                 .queue_add(
                     b"queued",
@@ -559,7 +585,7 @@ mod tests {
         let clean = verify(d.path());
         assert!(clean.is_ok(), "{:?}", clean.lines());
         assert!(clean.orphans.is_empty());
-        assert_eq!((clean.messages, clean.queue_entries), (2, 1));
+        assert_eq!((clean.messages, clean.queue_entries), (3, 1));
         // An orphan (crash between file write and commit) is harmless.
         let orphan = files::path(d.path(), Area::Msg, id2.0 + 100);
         fs::write(&orphan, b"half").unwrap();
@@ -573,7 +599,11 @@ mod tests {
         fs::remove_file(files::path(d.path(), Area::Queue, qmsg)).unwrap();
         let r = verify(d.path());
         assert_eq!(r.problems.len(), 3, "{:?}", r.problems);
-        assert!(r.problems[0].contains("has 2 bytes, record says 3"));
+        assert!(
+            r.problems[0].contains(&format!("has 2 bytes, record says {}", big.len())),
+            "{:?}",
+            r.problems
+        );
         assert!(r.problems[1].contains("missing"));
         assert!(r.problems[2].starts_with("queued message"));
         // Not a data directory at all.
@@ -592,7 +622,8 @@ mod tests {
         let copy = d.path().join("crashed");
         let s = Store::open(&src).unwrap();
         s.account_add("a", "example.org").unwrap();
-        let id = s.deliver(delivery(b"one", 1)).unwrap();
+        let big = vec![b'x'; crate::INLINE_BODY_MAX + 1];
+        let id = s.deliver(delivery(&big, 1)).unwrap();
         // What a crash leaves: the files as they are while the store is open.
         fs::create_dir_all(copy.join("msg")).unwrap();
         fs::create_dir_all(copy.join("queue")).unwrap();
@@ -615,7 +646,7 @@ mod tests {
         // Verify changed nothing; a start recovers, and then all is clean.
         assert_eq!(fs::read(copy.join(DB_FILE)).unwrap(), db_before);
         let s = Store::open(&copy).unwrap();
-        assert_eq!(s.message_bytes(id).unwrap(), b"one");
+        assert_eq!(s.message_bytes(id).unwrap(), big);
         drop(s);
         let r = verify(&copy);
         assert!(r.is_ok() && !r.recovered, "{:?}", r.lines());

@@ -12,7 +12,6 @@ use redb::ReadableTable;
 use rmox_core::junk::{self, Counts, Params};
 
 use crate::error::StoreError;
-use crate::files::{self, Area};
 use crate::model::MessageId;
 use crate::store::Store;
 use crate::tables::*;
@@ -164,7 +163,7 @@ impl Store {
         if before.is_none() && want.is_none() {
             return Ok(false);
         }
-        let bytes = files::read(&self.dir, Area::Msg, id.0).ok();
+        let bytes = self.body(id).ok();
         let old_tokens = match (before, &bytes) {
             (Some(b), Some(m)) => Some(junk::tokenize(&params_of(b), m)),
             _ => None,

@@ -158,6 +158,8 @@ pub use junk::Trained;
 pub use maildir::Maildir;
 pub use model::*;
 pub use queue::{Notice, NoticeMessage, NoticeOutcome, QueueRecord, Recorded, SentTo};
-pub use store::{ip_networks, Store, DB_FILE, DEFAULT_CACHE_BYTES, HISTORY_SCAN_FACTOR};
+pub use store::{
+    ip_networks, Store, DB_FILE, DEFAULT_CACHE_BYTES, HISTORY_SCAN_FACTOR, INLINE_BODY_MAX,
+};
 pub use tables::SCHEMA_VERSION;
 pub use webhook::{RetiredWebhook, Webhook, WebhookResult};

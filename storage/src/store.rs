@@ -70,6 +70,12 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Messages of at most this many bytes are kept in the database itself, committed with their
+/// records: their delivery writes no file, so it costs no file-system sync (`syncfs`) of
+/// its own, only the database commit it shares with the rest of its batch. Larger messages
+/// get a file each (written, then synced once per batch before the commit).
+pub const INLINE_BODY_MAX: usize = 32 * 1024;
+
 /// [`Store::history`] looks at no more than this many index entries per hit wanted.
 pub const HISTORY_SCAN_FACTOR: usize = 8;
 
@@ -471,9 +477,11 @@ impl Store {
             let mut msgs = txn.open_table(MESSAGES)?;
             let mut facts = txn.open_table(MSG_FACTS)?;
             let mut idx = txn.open_table(MSG_INDEX)?;
+            let mut bodies = txn.open_table(MSG_BODIES)?;
             let mut paths = Vec::new();
             for id in ids {
                 facts.remove(id)?;
+                let had_file = bodies.remove(id)?.is_none();
                 if let Some(g) = msgs.remove(id)? {
                     let r: MessageRecord = dec("messages", g.value())?;
                     // Its index entries are those its record makes.
@@ -481,7 +489,7 @@ impl Store {
                         let slot = ikeys.slot(&r.account, kind, &v);
                         idx.remove(crate::ikey::key(slot.hash, r.received.0, r.id.0))?;
                     }
-                    if !r.expunged {
+                    if !r.expunged && had_file {
                         paths.push(files::path(&root, Area::Msg, id));
                     }
                 }
@@ -704,24 +712,31 @@ impl Store {
             )
         };
         let mut written: Vec<(Key, u64)> = Vec::new();
+        // Small messages go into the database with their records.
+        let mut inline: Vec<(u64, Vec<u8>)> = Vec::new();
         let result = (|| {
             for (i, d) in reqs.iter().enumerate() {
                 let id = first + i as u64;
-                let same = written.iter().find(|(k, _)| *k == key(d)).map(|w| w.1);
                 let parts = [d.head, d.message];
-                let dir = match same {
-                    Some(from) => files::link(&self.dir, Area::Msg, from, id, &parts, sync),
-                    None => files::write(&self.dir, Area::Msg, id, &parts, sync),
-                };
-                new_files.push(files::path(&self.dir, Area::Msg, id));
-                let dir = dir?;
+                if d.head.len() + d.message.len() <= INLINE_BODY_MAX {
+                    inline.push((id, [d.head, d.message].concat()));
+                } else {
+                    let same = written.iter().find(|(k, _)| *k == key(d)).map(|w| w.1);
+                    let dir = match same {
+                        Some(from) => files::link(&self.dir, Area::Msg, from, id, &parts, sync),
+                        None => files::write(&self.dir, Area::Msg, id, &parts, sync),
+                    };
+                    new_files.push(files::path(&self.dir, Area::Msg, id));
+                    let dir = dir?;
+                    written.push((key(d), id));
+                    if !dirs.contains(&dir) {
+                        dirs.push(dir);
+                    }
+                }
                 if let Some(md) = self.maildir(&d.account) {
                     let p = md.deliver(&d.mailbox, id, d.received.0, &parts, d.flags.seen)?;
+                    // Written and synced, file and directory, by the maildir itself.
                     new_files.push(p);
-                }
-                written.push((key(d), id));
-                if !dirs.contains(&dir) {
-                    dirs.push(dir);
                 }
                 let networks = d.info.remote_ip.map(ip_networks).unwrap_or_default();
                 recs.push(MessageRecord {
@@ -766,6 +781,12 @@ impl Store {
         let ikeys = self.ikeys;
         self.write(new_files, dirs, move |txn| {
             let ids = deliver_txn(txn, &recs, ikeys, bloom.as_deref())?;
+            if !inline.is_empty() {
+                let mut bodies = txn.open_table(MSG_BODIES)?;
+                for (id, bytes) in &inline {
+                    bodies.insert(*id, bytes.as_slice())?;
+                }
+            }
             let queued = match queue {
                 Some((msg_id, size, first, rcpts)) => {
                     crate::queue::queue_add_txn(txn, msg_id, size, first, rcpts)?
@@ -804,8 +825,23 @@ impl Store {
     /// The bytes of a stored, non-expunged message.
     pub fn message_bytes(&self, id: MessageId) -> Result<Vec<u8>, StoreError> {
         match self.message(id)? {
-            Some(r) if !r.expunged => files::read(&self.dir, Area::Msg, id.0),
+            Some(r) if !r.expunged => self.body(id),
             _ => Err(StoreError::NoMessage(id)),
+        }
+    }
+
+    /// A message's bytes, from the database ([`INLINE_BODY_MAX`]) or its file; no check of
+    /// its record.
+    pub(crate) fn body(&self, id: MessageId) -> Result<Vec<u8>, StoreError> {
+        let inline = {
+            let rtx = self.read()?;
+            let t = rtx.open_table(MSG_BODIES)?;
+            let v = t.get(id.0)?.map(|g| g.value().to_vec());
+            v
+        };
+        match inline {
+            Some(b) => Ok(b),
+            None => files::read(&self.dir, Area::Msg, id.0),
         }
     }
 
@@ -897,6 +933,7 @@ impl Store {
             }
             r.expunged = true;
             t.insert(id.0, enc(&r)?.as_slice())?;
+            let had_file = txn.open_table(MSG_BODIES)?.remove(id.0)?.is_none();
             let mb = normalize(IndexKind::Mailbox, &r.mailbox);
             let slot = ikeys.slot(&r.account, IndexKind::Mailbox.code(), &mb);
             txn.open_table(MSG_INDEX)?
@@ -904,10 +941,12 @@ impl Store {
             let mut u = txn.open_table(USAGE)?;
             let used = u.get(r.account.as_str())?.map(|g| g.value()).unwrap_or(0);
             u.insert(r.account.as_str(), used.saturating_sub(r.size))?;
-            Ok(Some((r.account, r.mailbox)))
+            Ok(Some((r.account, r.mailbox, had_file)))
         })?;
-        if let Some((account, mailbox)) = removed {
-            self.remove_files(vec![files::path(&self.dir, Area::Msg, id.0)]);
+        if let Some((account, mailbox, had_file)) = removed {
+            if had_file {
+                self.remove_files(vec![files::path(&self.dir, Area::Msg, id.0)]);
+            }
             if let Some(md) = self.maildir(&account) {
                 md.remove(&mailbox, id.0)?;
             }
@@ -1768,7 +1807,8 @@ mod tests {
         s.account_add("a", "example.org").unwrap();
         s.account_add("b", "example.org").unwrap();
         s.set_credentials("a", vec![("k".into(), vec![1])]).unwrap();
-        let m = b"hello".to_vec();
+        // Large enough for a file of its own.
+        let m = vec![b'h'; INLINE_BODY_MAX + 1];
         let ida = s.deliver(delivery("a", "Inbox", &m, 1)).unwrap();
         let idb = s.deliver(delivery("b", "Inbox", &m, 1)).unwrap();
         let pa = files::path(s.data_dir(), Area::Msg, ida.0);
@@ -1791,6 +1831,61 @@ mod tests {
         // The name can be reused.
         s.account_add("a", "example.org").unwrap();
         assert_eq!(s.account_usage("a").unwrap(), 0);
+    }
+
+    /// Small messages live in the database: no file, no file-system sync; read, expunged,
+    /// removed with their account, backed up and verified like the others.
+    #[test]
+    fn small_messages_are_kept_in_the_database() {
+        let (d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        let small = vec![b's'; INLINE_BODY_MAX];
+        let big = vec![b'b'; INLINE_BODY_MAX + 1];
+        let ids = s
+            .deliver_many(vec![
+                delivery("a", "Inbox", &small, 1),
+                delivery("a", "Inbox", &big, 2),
+                delivery("a", "Inbox", &small, 3),
+            ])
+            .unwrap();
+        let file = |id: MessageId| files::path(s.data_dir(), Area::Msg, id.0).exists();
+        assert_eq!(
+            ids.iter().map(|&id| file(id)).collect::<Vec<_>>(),
+            [false, true, false]
+        );
+        assert_eq!(s.message_bytes(ids[0]).unwrap(), small);
+        assert_eq!(s.message_bytes(ids[1]).unwrap(), big);
+        assert_eq!(
+            s.account_usage("a").unwrap(),
+            (2 * small.len() + big.len()) as u64
+        );
+        let backup = d.path().join("backup");
+        let rep = s.backup(&backup).unwrap();
+        assert_eq!(rep.messages, 3);
+        s.expunge(ids[0]).unwrap();
+        assert!(matches!(
+            s.message_bytes(ids[0]),
+            Err(StoreError::NoMessage(_))
+        ));
+        assert_eq!(
+            s.account_usage("a").unwrap(),
+            (small.len() + big.len()) as u64
+        );
+        drop(s);
+        let v = crate::verify(&d.path().join("data"));
+        assert!(v.is_ok() && v.orphans.is_empty(), "{:?}", v.lines());
+        assert_eq!(v.messages, 3);
+        let b = Store::open(&backup).unwrap();
+        assert_eq!(b.message_bytes(ids[0]).unwrap(), small);
+        assert_eq!(b.message_bytes(ids[2]).unwrap(), small);
+        b.account_remove("a").unwrap();
+        assert!(matches!(
+            b.message_bytes(ids[2]),
+            Err(StoreError::NoMessage(_))
+        ));
+        drop(b);
+        let v = crate::verify(&backup);
+        assert!(v.is_ok() && v.orphans.is_empty(), "{:?}", v.lines());
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub(crate) const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage
 pub(crate) const MAILBOXES: TableDefinition<(&str, &str), ()> = TableDefinition::new("mailboxes");
 /// `messages`: id -> JSON [`crate::MessageRecord`].
 pub(crate) const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// `msg_bodies` (v4): id -> the bytes of a message small enough to live in the database
+/// ([`crate::INLINE_BODY_MAX`]); a message without a row here has a file.
+pub(crate) const MSG_BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("msg_bodies");
 /// `account_messages`: (account, id) -> ().
 pub(crate) const ACCOUNT_MESSAGES: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("account_messages");
@@ -148,6 +151,7 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MAILBOXES)?;
     txn.open_table(MESSAGES)?;
     txn.open_table(ACCOUNT_MESSAGES)?;
+    txn.open_table(MSG_BODIES)?;
     txn.open_table(MSG_INDEX)?;
     txn.open_table(QUEUE_MSGS)?;
     txn.open_table(QUEUE)?;

@@ -221,6 +221,11 @@ fn message_in_a_shard_directory_not_yet_durable() {
     let s = Arc::new(Store::open_with_backend(&data, sim.backend(), true).unwrap());
     s.account_add("a", "example.org").unwrap();
     gate.state.lock().unwrap().0 = true;
+    // Messages with files of their own (larger than INLINE_BODY_MAX).
+    let big = |c: u8| -> &'static [u8] {
+        Box::leak(vec![c; rmox_storage::INLINE_BODY_MAX + 1].into_boxed_slice())
+    };
+    let (first_msg, second_msg) = (big(b'1'), big(b'2'));
     let d = |m: &'static [u8]| Delivery {
         account: "a".into(),
         mailbox: "Inbox".into(),
@@ -232,13 +237,13 @@ fn message_in_a_shard_directory_not_yet_durable() {
     };
     let first = {
         let s = Arc::clone(&s);
-        std::thread::spawn(move || s.deliver(d(b"first")).unwrap())
+        std::thread::spawn(move || s.deliver(d(first_msg)).unwrap())
     };
     {
         let st = gate.state.lock().unwrap();
         drop(gate.cv.wait_while(st, |s| !s.1).unwrap());
     }
-    let id = s.deliver(d(b"second")).unwrap();
+    let id = s.deliver(d(second_msg)).unwrap();
     // Power loss now: the second message was acknowledged.
     let img = tempfile::tempdir().unwrap();
     sim.write_image(Image::Durable, &data, img.path());
@@ -248,5 +253,5 @@ fn message_in_a_shard_directory_not_yet_durable() {
     drop(s);
     drop(hook);
     let r = Store::open(&img.path().join("data")).unwrap();
-    assert_eq!(r.message_bytes(id).unwrap(), b"second");
+    assert_eq!(r.message_bytes(id).unwrap(), second_msg);
 }

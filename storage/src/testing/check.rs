@@ -77,9 +77,10 @@ impl Msg {
         }
     }
 
-    /// The bytes: empty, short, or up to a few KB.
+    /// The bytes: empty, short, a few KB (all kept in the database), or just over
+    /// [`crate::INLINE_BODY_MAX`] (a message file of its own).
     pub fn bytes(self) -> Vec<u8> {
-        let len = [0usize, 1, 40, 700, 5000][usize::from(self.len)];
+        let len = [0usize, 1, 40, 5000, crate::INLINE_BODY_MAX + 100][usize::from(self.len)];
         let mut v = format!("Subject: {}\r\n\r\n", self.seed).into_bytes();
         let mut x = u32::from(self.seed) | 0x100;
         while v.len() < len {
