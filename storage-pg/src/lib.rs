@@ -511,7 +511,9 @@ fn entry_locked(t: &mut Tx<'_>, id: QueueId) -> Result<QueueEntry, StoreError> {
 
 fn put_entry(t: &mut Tx<'_>, e: &QueueEntry) -> Result<(), StoreError> {
     t.x(
-        "UPDATE rmox_queue SET held = $2, next_attempt = $3, rec = $4 WHERE id = $1",
+        // A recorded change ends the entry's lease (see PgStore::queue_lease).
+        "UPDATE rmox_queue SET held = $2, next_attempt = $3, rec = $4,
+         lease_node = NULL, lease_until = NULL WHERE id = $1",
         &[
             &big(e.id.0)?,
             &e.rcpt.hold,
@@ -693,6 +695,64 @@ fn records<T: DeserializeOwned>(table: &'static str, rows: &[Row]) -> Result<Vec
 }
 
 impl PgStore {
+    /// Leases up to `limit` entries due at `now` to `node` for `lease_secs` seconds: entries
+    /// not held, whose lease is absent or over, oldest first. Rows another node is leasing
+    /// at the same moment are skipped (`FOR UPDATE SKIP LOCKED`), so while a lease runs no
+    /// other node gets the entry; a node that dies loses its leases when they end, and
+    /// another node takes the entries then. Recording the attempt's result (any change of
+    /// the entry) or retiring it ends the lease.
+    pub fn queue_lease(
+        &self,
+        node: &str,
+        now: UnixTime,
+        lease_secs: i64,
+        limit: usize,
+    ) -> Result<Vec<QueueEntry>, StoreError> {
+        if lease_secs <= 0 {
+            return Err(StoreError::Invalid(format!(
+                "lease of {lease_secs} seconds"
+            )));
+        }
+        let limit = big(limit.min(i64::MAX as usize) as u64)?;
+        let until = now.0.saturating_add(lease_secs);
+        self.tx(|t| {
+            let rows = t.q(
+                "UPDATE rmox_queue SET lease_node = $1, lease_until = $2
+                 WHERE id IN (
+                     SELECT id FROM rmox_queue
+                     WHERE NOT held AND next_attempt <= $3
+                       AND (lease_until IS NULL OR lease_until <= $3)
+                     ORDER BY next_attempt, id LIMIT $4
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING next_attempt, id, rec",
+                &[&node, &until, &now.0, &limit],
+            )?;
+            let mut v: Vec<(i64, i64, QueueEntry)> = Vec::with_capacity(rows.len());
+            for r in &rows {
+                v.push((col(r, 0)?, col(r, 1)?, rec("queue", r, 2)?));
+            }
+            v.sort_by_key(|(n, id, _)| (*n, *id));
+            Ok(v.into_iter().map(|(_, _, e)| e).collect())
+        })
+    }
+
+    /// The node holding entry `id`'s lease and when it ends, if a lease was taken and not
+    /// ended by a change of the entry.
+    pub fn queue_lease_of(&self, id: QueueId) -> Result<Option<(String, UnixTime)>, StoreError> {
+        self.read(|c| {
+            let Some(r) = c.opt(
+                "SELECT lease_node, lease_until FROM rmox_queue WHERE id = $1",
+                &[&big(id.0)?],
+            )?
+            else {
+                return Ok(None);
+            };
+            let node: Option<String> = col(&r, 0)?;
+            let until: Option<i64> = col(&r, 1)?;
+            Ok(node.zip(until.map(UnixTime)))
+        })
+    }
+
     /// Expunge inside a transaction (junk training already removed).
     fn expunge_tx(t: &mut Tx<'_>, id: MessageId) -> Result<(), StoreError> {
         let mut r = message_locked(t, id)?;

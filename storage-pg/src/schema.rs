@@ -12,10 +12,17 @@ use crate::{pg, Q};
 const MIGRATION_LOCK: i64 = 0x726d_6f78;
 
 /// (version, SQL) in order. Never change a migration that was released: add one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Version 2: queue leases. A node that takes an entry for an attempt writes its name and
+/// the lease's end; other nodes skip the entry until the lease ends or the entry changes
+/// (any recorded change ends the lease).
+const V2: &str = "
+ALTER TABLE rmox_queue ADD COLUMN lease_node text, ADD COLUMN lease_until bigint;
+";
 
 /// Records are the storage crate's serde types as JSON (bytea); the columns beside them
 /// are what queries select and order by. Ids come from sequences: never reused.

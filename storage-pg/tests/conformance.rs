@@ -321,12 +321,104 @@ fn migrations_versioned() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![rmox_storage_pg::SCHEMA_VERSION]);
+    assert_eq!(
+        versions,
+        (1..=rmox_storage_pg::SCHEMA_VERSION).collect::<Vec<_>>()
+    );
     c.execute("INSERT INTO rmox_schema (version) VALUES (9999)", &[])
         .unwrap();
     assert!(matches!(
         db.open(),
         Err(StoreError::SchemaTooNew { found: 9999, .. })
+    ));
+}
+
+/// Two nodes (two stores on one database) leasing due entries at once never get the same
+/// entry while its lease runs; an entry whose lease ended (its node died) goes to the other
+/// node; recording a result ends the lease.
+#[test]
+fn queue_leases_between_nodes() {
+    let Some(server) = server() else { return };
+    let db = TestDb::new(&server);
+    let a = std::sync::Arc::new(db.open().unwrap());
+    let b = std::sync::Arc::new(db.open().unwrap());
+    a.account_add("a", "example.org").unwrap();
+    const N: usize = 60;
+    for i in 0..N {
+        a.queue_add(
+            b"Subject: x\r\n\r\nx\r\n",
+            vec![rcpt(&format!("r{i}@example.com"), 10)],
+        )
+        .unwrap();
+    }
+    let take = |s: std::sync::Arc<PgStore>, node: &'static str| {
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            for _ in 0..N {
+                let l = s.queue_lease(node, UnixTime(100), 60, 4).unwrap();
+                if l.is_empty() {
+                    break;
+                }
+                got.extend(l.into_iter().map(|e| e.id));
+            }
+            got
+        })
+    };
+    let (ta, tb) = (take(a.clone(), "node-a"), take(b.clone(), "node-b"));
+    let (ga, gb) = (ta.join().unwrap(), tb.join().unwrap());
+    let mut all: Vec<_> = ga.iter().chain(gb.iter()).copied().collect();
+    all.sort();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(
+        (n, all.len()),
+        (N, N),
+        "each entry leased once: a {ga:?} b {gb:?}"
+    );
+    assert_eq!(
+        a.queue_lease_of(ga[0]).unwrap().map(|(n, t)| (n, t.0)),
+        Some(("node-a".to_string(), 160))
+    );
+    // During the leases nothing is due for anyone; after them (node-a died) node-b
+    // takes node-a's entries.
+    assert!(b
+        .queue_lease("node-b", UnixTime(159), 60, 100)
+        .unwrap()
+        .is_empty());
+    let again: Vec<_> = b
+        .queue_lease("node-b", UnixTime(160), 60, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(again.len(), N);
+    // Recording the attempt's result ends the lease.
+    let id = again[0];
+    b.queue_update_with(
+        id,
+        Box::new(|e: &mut rmox_storage::QueueEntry| e.rcpt.next_attempt = UnixTime(500)),
+    )
+    .unwrap();
+    assert_eq!(b.queue_lease_of(id).unwrap(), None);
+    // At 499 the other entries' leases (to 220) are over, this one is not due yet.
+    let at499: Vec<_> = a
+        .queue_lease("node-a", UnixTime(499), 60, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(at499.len(), N - 1);
+    assert!(!at499.contains(&id));
+    let at500: Vec<_> = a
+        .queue_lease("node-a", UnixTime(500), 60, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(at500, vec![id]);
+    assert!(matches!(
+        a.queue_lease("node-a", UnixTime(500), 0, 1),
+        Err(StoreError::Invalid(_))
     ));
 }
 
