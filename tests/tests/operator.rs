@@ -430,12 +430,10 @@ fn serve_creates_private_data_directory() {
     let mut c = srv.connect(SMTP);
     c.expect(220);
     c.expect_cmd("EHLO client.example", 250);
-    c.transaction(
-        "remote@example.org",
-        &["mjl@mox.example"],
-        "Subject: x\r\n\r\nbody\r\n",
-    )
-    .unwrap();
+    // Larger than rmox_storage::INLINE_BODY_MAX: the message gets a file of its own.
+    let body = format!("Subject: x\r\n\r\n{}", "body line of text\r\n".repeat(2400));
+    c.transaction("remote@example.org", &["mjl@mox.example"], &body)
+        .unwrap();
     c.shutdown();
     srv.stop_clean();
     let data = srv.dir.path().join("nested/data");
