@@ -252,77 +252,24 @@ impl PgStore {
 // ---- helpers inside a transaction ----
 
 /// The index code of a kind (the redb store's codes, so both read alike).
+/// The kind's code in stored index rows (the storage crate's, as every backend's).
 fn kind_code(k: IndexKind) -> Result<i16, StoreError> {
-    Ok(match k {
-        IndexKind::Network => 1,
-        IndexKind::MailFrom => 2,
-        IndexKind::MailFromDomain => 3,
-        IndexKind::FromDomain => 4,
-        IndexKind::DkimDomain => 5,
-        IndexKind::Ehlo => 6,
-        IndexKind::MessageId => 7,
-        IndexKind::FromAddress => 8,
-        IndexKind::FromOrgDomain => 9,
-        IndexKind::Mailbox => 10,
-        _ => return Err(unsupported("an index kind newer than this backend")),
-    })
+    Ok(i16::from(k.code()))
 }
 
 const MAILBOX_CODE: i16 = 10;
 
-/// An index value as indexed: Message-IDs without `<>` and space, the rest lowercase.
+/// An index value as indexed (the storage crate's normalisation).
 fn normalize(kind: IndexKind, value: &str) -> String {
-    match kind {
-        IndexKind::MessageId => value
-            .trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .to_string(),
-        _ => value.trim().to_ascii_lowercase(),
-    }
+    rmox_storage::normalize_index_value(kind, value)
 }
 
-/// The (kind code, value) index entries of a record.
+/// The (kind code, value) index entries of a record, as the storage crate derives them.
 fn index_entries(r: &MessageRecord) -> Vec<(i16, String)> {
-    let mut v = Vec::new();
-    let mut add = |k: IndexKind, s: &str| {
-        if !s.is_empty() {
-            if let Ok(c) = kind_code(k) {
-                v.push((c, normalize(k, s)));
-            }
-        }
-    };
-    for n in &r.networks {
-        add(IndexKind::Network, n);
-    }
-    add(IndexKind::Mailbox, &r.mailbox);
-    if let Some(mf) = &r.info.mail_from {
-        add(IndexKind::MailFrom, mf);
-        if let Some((_, d)) = mf.rsplit_once('@') {
-            add(IndexKind::MailFromDomain, d);
-        }
-    }
-    if let Some(d) = &r.info.from_domain {
-        add(IndexKind::FromDomain, d);
-    }
-    if let Some(a) = &r.info.from_address {
-        add(IndexKind::FromAddress, a);
-    }
-    if let Some(d) = &r.info.from_org_domain {
-        add(IndexKind::FromOrgDomain, d);
-    }
-    for d in &r.info.dkim_domains {
-        add(IndexKind::DkimDomain, d);
-    }
-    if let Some(e) = &r.info.ehlo {
-        add(IndexKind::Ehlo, e);
-    }
-    if let Some(m) = &r.info.message_id {
-        add(IndexKind::MessageId, m);
-    }
-    v.sort();
-    v.dedup();
-    v
+    rmox_storage::index_entries(r)
+        .into_iter()
+        .map(|(k, v)| (i16::from(k), v))
+        .collect()
 }
 
 fn account_locked(t: &mut Tx<'_>, name: &str) -> Result<(Account, u64), StoreError> {

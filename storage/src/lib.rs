@@ -159,7 +159,8 @@ pub use maildir::Maildir;
 pub use model::*;
 pub use queue::{Notice, NoticeMessage, NoticeOutcome, QueueRecord, Recorded, SentTo};
 pub use store::{
-    ip_networks, Store, DB_FILE, DEFAULT_CACHE_BYTES, HISTORY_SCAN_FACTOR, INLINE_BODY_MAX,
+    index_entries, ip_networks, normalize as normalize_index_value, Store, DB_FILE,
+    DEFAULT_CACHE_BYTES, HISTORY_SCAN_FACTOR, INLINE_BODY_MAX,
 };
 pub use tables::SCHEMA_VERSION;
 pub use webhook::{RetiredWebhook, Webhook, WebhookResult};

@@ -247,7 +247,8 @@ pub enum IndexKind {
 }
 
 impl IndexKind {
-    pub(crate) fn code(self) -> u8 {
+    /// The kind's number in stored index keys (the same in every backend; never changes).
+    pub fn code(self) -> u8 {
         match self {
             IndexKind::Network => 1,
             IndexKind::MailFrom => 2,

@@ -1151,7 +1151,7 @@ fn remove_prefix2u(t: &mut redb::Table<(&str, &str), ()>, n: &str) -> Result<(),
 
 /// Normalises an index value: Message-IDs lose surrounding `<>` and space, everything else
 /// is lowercased.
-pub(crate) fn normalize(kind: IndexKind, value: &str) -> String {
+pub fn normalize(kind: IndexKind, value: &str) -> String {
     match kind {
         IndexKind::MessageId => value
             .trim()
@@ -1289,8 +1289,9 @@ fn index_bloom(db: &Database) -> Result<crate::bloom::IndexBloom, StoreError> {
     Ok(b)
 }
 
-/// The (kind, value) index entries of a message record.
-fn index_entries(r: &MessageRecord) -> Vec<(u8, String)> {
+/// The (kind code, normalised value) index entries of a message record, sorted, without
+/// duplicates: what every backend indexes a message under.
+pub fn index_entries(r: &MessageRecord) -> Vec<(u8, String)> {
     let mut v: Vec<(u8, String)> = Vec::new();
     let mut add = |k: IndexKind, s: &str| {
         if !s.is_empty() {
