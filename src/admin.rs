@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use clap::ValueEnum;
-use rmox_storage::Store;
+use rmox_storage::MailStore;
 
 use crate::config::Config;
 use crate::Fail;
@@ -19,16 +19,8 @@ pub enum ExportFormat {
     Maildir,
 }
 
-fn open_store(c: &Config) -> Result<Store, Fail> {
-    let data = c.data_dir();
-    let store = Store::open_with_cache(&data, c.storage_cache_bytes()).map_err(|e| {
-        Fail(format!(
-            "opening data directory {}: {e} (is `rmox serve` running? stop it first)",
-            data.display()
-        ))
-    })?;
-    store.set_maildirs(c.maildirs()?);
-    Ok(store)
+fn open_store(c: &Config) -> Result<std::sync::Arc<dyn MailStore>, Fail> {
+    crate::storage::open(c, crate::storage::Opener::Offline)
 }
 
 /// Edits the config file as TOML, keeping comments, and writes it back atomically after
@@ -87,16 +79,14 @@ pub fn account_add(config: &Path, name: &str, address: &str) -> Result<(), Fail>
     // A running server adds it to storage with the reload; else it is added here.
     if !crate::ctl::reload_if_running(&c)? {
         let store = open_store(&c)?;
-        if store.account(name)?.is_none() {
-            store.account_add(name, &domain)?;
-        }
+        crate::storage::ensure_account(store.as_ref(), name, &domain)?;
     }
     println!("account {name} added with address {a}; set a password with: rmox account setpassword {name}");
     Ok(())
 }
 
 /// Derives and stores the credentials for `password`.
-pub fn set_password(store: &Store, account: &str, password: &str) -> Result<(), Fail> {
+pub fn set_password(store: &dyn MailStore, account: &str, password: &str) -> Result<(), Fail> {
     use ring::rand::SecureRandom;
     let mut salt = [0u8; 16];
     ring::rand::SystemRandom::new()
@@ -254,7 +244,7 @@ pub fn export(config: &Path, format: ExportFormat, account: &str, dest: &Path) -
 
 /// Writes `account`'s messages to `dest`; the line to print.
 pub fn export_store(
-    store: &Store,
+    store: &dyn MailStore,
     format: ExportFormat,
     account: &str,
     dest: &Path,

@@ -76,7 +76,7 @@ impl Env {
         store.set_maildirs(c.maildirs().unwrap());
         for (name, a) in &c.account {
             store.account_add(name, &a.domain).unwrap();
-            crate::admin::set_password(&store, name, "testtest").unwrap();
+            crate::admin::set_password(store.as_ref(), name, "testtest").unwrap();
         }
         let config = Arc::new(c);
         let world = World::new(

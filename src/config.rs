@@ -1345,6 +1345,69 @@ fn default_storage_cache_mb() -> u64 {
     (rmox_storage::DEFAULT_CACHE_BYTES >> 20) as u64
 }
 
+/// Which storage backend keeps accounts, messages and the queue (`[storage] kind`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageKind {
+    /// The embedded database and message files in `data_dir` (one machine).
+    #[default]
+    Redb,
+    /// A PostgreSQL database, shareable by several rmox nodes.
+    Postgres,
+}
+
+/// Shortest `[storage] lease_secs`.
+pub const MIN_LEASE_SECS: u64 = 5;
+/// Longest `[storage] lease_secs` (a day).
+pub const MAX_LEASE_SECS: u64 = 86_400;
+/// Default `[storage] lease_secs`: longer than any attempt can take with the default
+/// timeouts.
+pub const DEFAULT_LEASE_SECS: u64 = 900;
+
+fn default_lease_secs() -> u64 {
+    DEFAULT_LEASE_SECS
+}
+
+fn default_pool_idle() -> usize {
+    16
+}
+
+/// `[storage]`: where rmox keeps what it stores.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The backend (default: redb in `data_dir`).
+    #[serde(default)]
+    pub kind: StorageKind,
+    /// PostgreSQL: the connection string (`postgresql://user@host:port/db` or libpq's
+    /// `key=value` form).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PostgreSQL: this node's name in queue leases; unique among the nodes sharing the
+    /// database. Default: `hostname`.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// PostgreSQL: how long a node holds a queue entry it is delivering. Another node
+    /// takes the entry over only after this, so it must be longer than an attempt can take.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+    /// PostgreSQL: idle connections kept open for reuse.
+    #[serde(default = "default_pool_idle")]
+    pub pool_idle: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            kind: StorageKind::Redb,
+            url: None,
+            node: None,
+            lease_secs: DEFAULT_LEASE_SECS,
+            pool_idle: default_pool_idle(),
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -1368,6 +1431,9 @@ pub struct Config {
     /// data grows. Default [`rmox_storage::DEFAULT_CACHE_BYTES`].
     #[serde(default = "default_storage_cache_mb")]
     pub storage_cache_mb: u64,
+    /// The storage backend (`[storage]`).
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// Listeners.
     #[serde(default)]
     pub listener: Vec<Listener>,
@@ -1545,6 +1611,7 @@ impl Config {
 
     fn validate(&mut self) -> Result<(), ConfigError> {
         self.maildirs()?;
+        self.validate_storage()?;
         if !(MIN_STORAGE_CACHE_MB..=MAX_STORAGE_CACHE_MB).contains(&self.storage_cache_mb) {
             return Err(self.err(
                 "storage_cache_mb",
@@ -2179,6 +2246,67 @@ impl Config {
             .collect())
     }
 
+    /// `[storage]`: a PostgreSQL backend needs its URL and a lease in range; the redb one
+    /// takes none of the PostgreSQL keys (a key that does nothing is refused).
+    fn validate_storage(&self) -> Result<(), ConfigError> {
+        let st = &self.storage;
+        match st.kind {
+            StorageKind::Redb => {
+                for (key, set) in [
+                    ("storage.url", st.url.is_some()),
+                    ("storage.node", st.node.is_some()),
+                    ("storage.lease_secs", st.lease_secs != DEFAULT_LEASE_SECS),
+                    ("storage.pool_idle", st.pool_idle != default_pool_idle()),
+                ] {
+                    if set {
+                        return Err(self.err(key, "only for kind = \"postgres\"".to_string()));
+                    }
+                }
+            }
+            StorageKind::Postgres => {
+                let url = st.url.as_deref().unwrap_or_default();
+                if url.trim().is_empty() {
+                    return Err(self.err(
+                        "storage.url",
+                        "kind = \"postgres\" needs the database's url".to_string(),
+                    ));
+                }
+                if let Some(n) = &st.node {
+                    if n.is_empty() || n.len() > 255 || n.chars().any(|c| c.is_control()) {
+                        return Err(self.err(
+                            "storage.node",
+                            format!("{n:?}: 1 to 255 printable characters"),
+                        ));
+                    }
+                }
+                if st.pool_idle == 0 || st.pool_idle > 1024 {
+                    return Err(self.err(
+                        "storage.pool_idle",
+                        format!("{}: must be between 1 and 1024", st.pool_idle),
+                    ));
+                }
+            }
+        }
+        if !(MIN_LEASE_SECS..=MAX_LEASE_SECS).contains(&st.lease_secs) {
+            return Err(self.err(
+                "storage.lease_secs",
+                format!(
+                    "{}: must be between {MIN_LEASE_SECS} and {MAX_LEASE_SECS}",
+                    st.lease_secs
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// This node's name in queue leases (`[storage] node`, else the host name).
+    pub fn storage_node(&self) -> String {
+        self.storage
+            .node
+            .clone()
+            .unwrap_or_else(|| self.hostname.clone())
+    }
+
     /// The database page cache in bytes (`storage_cache_mb`).
     pub fn storage_cache_bytes(&self) -> usize {
         usize::try_from(self.storage_cache_mb << 20).unwrap_or(usize::MAX)
@@ -2614,6 +2742,21 @@ resolver_trust_ad = "loopback"
 # MiB of database page cache (default 64, 4 to 65536). Memory stays flat beyond it however
 # large the accounts and the queue grow; more cache means fewer reads from disk.
 storage_cache_mb = 64
+
+# Where accounts, messages and the queue are kept. kind = "redb" (default): the embedded
+# database and message files in data_dir, one machine. kind = "postgres": a PostgreSQL
+# database that several rmox nodes share (accounts, queue, reputation, counters); url is
+# its connection string, node this node's name in queue leases (default: hostname; unique
+# per node), lease_secs how long a node holds a queue entry it is delivering (5 to 86400,
+# default 900; longer than an attempt can take: a node that dies loses its entries to the
+# others after it), pool_idle the connections kept open (default 16).
+[storage]
+kind = "redb"
+# kind = "postgres"
+# url = "postgresql://rmox@127.0.0.1:5432/rmox"
+# node = "mx1"
+# lease_secs = 900
+# pool_idle = 16
 
 # One [[listener]] per address.
 [[listener]]
@@ -3609,6 +3752,47 @@ mailbox = "Postmaster"
         );
         assert!(!EXAMPLE.contains("require_tls_for_auth"));
         assert!(!EXAMPLE.contains("remote_ips"));
+    }
+
+    /// `[storage]`: redb by default; postgres needs its url; keys that would do nothing
+    /// (PostgreSQL's with redb) and values out of range are refused with their key.
+    #[test]
+    fn storage_settings() {
+        let c = cfg("").unwrap();
+        assert_eq!(c.storage.kind, StorageKind::Redb);
+        assert_eq!(c.storage_node(), "mox.example");
+        let ok = cfg("[storage]\nkind = \"postgres\"\nurl = \"host=127.0.0.1 dbname=rmox\"\nnode = \"mx1\"\nlease_secs = 30\npool_idle = 4\n").unwrap();
+        assert_eq!(ok.storage.kind, StorageKind::Postgres);
+        assert_eq!(ok.storage_node(), "mx1");
+        assert_eq!((ok.storage.lease_secs, ok.storage.pool_idle), (30, 4));
+        for (body, key) in [
+            ("kind = \"postgres\"", "storage.url"),
+            ("kind = \"postgres\"\nurl = \" \"", "storage.url"),
+            ("url = \"host=x\"", "storage.url"),
+            ("node = \"a\"", "storage.node"),
+            ("lease_secs = 60", "storage.lease_secs"),
+            ("pool_idle = 2", "storage.pool_idle"),
+            (
+                "kind = \"postgres\"\nurl = \"host=x\"\nlease_secs = 4",
+                "storage.lease_secs",
+            ),
+            (
+                "kind = \"postgres\"\nurl = \"host=x\"\nlease_secs = 86401",
+                "storage.lease_secs",
+            ),
+            (
+                "kind = \"postgres\"\nurl = \"host=x\"\npool_idle = 0",
+                "storage.pool_idle",
+            ),
+            (
+                "kind = \"postgres\"\nurl = \"host=x\"\nnode = \"\"",
+                "storage.node",
+            ),
+        ] {
+            let e = cfg(&format!("[storage]\n{body}\n")).unwrap_err();
+            assert_eq!(e.key, key, "{body}: {e}");
+        }
+        assert!(cfg("[storage]\nkind = \"mysql\"\n").is_err());
     }
 
     /// `[account.X.webhooks]` and `[webhooks]`: defaults, and each mistake refused with its

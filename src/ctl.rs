@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmox_storage::Store;
+use rmox_storage::MailStore;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -237,7 +237,7 @@ pub struct Live {
 /// a command with the server stopped (`None`).
 pub fn execute(
     c: &Arc<Config>,
-    store: &Arc<Store>,
+    store: &Arc<dyn MailStore>,
     request: Request,
     live: Option<&Live>,
 ) -> Result<Answer, Fail> {
@@ -456,15 +456,15 @@ pub fn execute(
             Ok(Answer::lines(vec![format!("webhook {id} dropped")]))
         }
         Request::TlsrptList => {
-            let lines = crate::tlsrpt::list_lines(store, false)?;
-            let json = crate::tlsrpt::list_lines(store, true)?
+            let lines = crate::tlsrpt::list_lines(store.as_ref(), false)?;
+            let json = crate::tlsrpt::list_lines(store.as_ref(), true)?
                 .first()
                 .and_then(|s| serde_json::from_str(s).ok())
                 .unwrap_or_default();
             Ok(Answer { lines, json })
         }
         Request::TlsrptShow { id } => {
-            let text = crate::tlsrpt::show_text(store, &id)?;
+            let text = crate::tlsrpt::show_text(store.as_ref(), &id)?;
             let json = serde_json::from_str(&text).unwrap_or_default();
             Ok(Answer {
                 lines: vec![text],
@@ -491,12 +491,12 @@ pub fn execute(
             })
         }
         Request::AccountPassword { name, password } => {
-            let a = configured_account(c, store, &name)?;
-            crate::admin::set_password(store, &a, &password)?;
+            let a = configured_account(c, store.as_ref(), &name)?;
+            crate::admin::set_password(store.as_ref(), &a, &password)?;
             Ok(Answer::lines(vec![format!("password set for {a}")]))
         }
         Request::AccountLogins { name, disabled } => {
-            let a = configured_account(c, store, &name)?;
+            let a = configured_account(c, store.as_ref(), &name)?;
             let state = if disabled.is_some() {
                 "disabled"
             } else {
@@ -510,7 +510,10 @@ pub fn execute(
             account,
             dest,
         } => Ok(Answer::lines(vec![crate::admin::export_store(
-            store, format, &account, &dest,
+            store.as_ref(),
+            format,
+            &account,
+            &dest,
         )?])),
         Request::Import {
             format,
@@ -520,8 +523,15 @@ pub fn execute(
         } => {
             // Progress lines on the command's terminal when it runs the import itself; a
             // running server logs the result.
-            let r =
-                crate::import::import(store, format, &account, &mailbox, &path, live.is_none())?;
+            let r = crate::import::import(
+                store.as_ref(),
+                &c.data_dir(),
+                format,
+                &account,
+                &mailbox,
+                &path,
+                live.is_none(),
+            )?;
             let line = format!(
                 "imported {} messages into {account}/{mailbox} from {}{}{}",
                 r.messages,
@@ -598,16 +608,14 @@ fn now() -> rmox_core::UnixTime {
 
 /// `name` when it is an account of the configuration (added to storage when it is not
 /// there yet).
-fn configured_account(c: &Config, store: &Store, name: &str) -> Result<String, Fail> {
+fn configured_account(c: &Config, store: &dyn MailStore, name: &str) -> Result<String, Fail> {
     let Some(a) = c.account.get(name) else {
         return Err(Fail(format!(
             "{}: account.{name}: no such account",
             c.path.display()
         )));
     };
-    if store.account(name)?.is_none() {
-        store.account_add(name, &a.domain)?;
-    }
+    crate::storage::ensure_account(store, name, &a.domain)?;
     Ok(name.to_string())
 }
 
@@ -638,8 +646,8 @@ impl Control {
 }
 
 /// Starts answering admin requests for `store` on a thread.
-pub fn start(store: Arc<Store>, live: Live) -> Result<Control, Fail> {
-    let path = socket_path(store.data_dir());
+pub fn start(store: Arc<dyn MailStore>, live: Live) -> Result<Control, Fail> {
+    let path = socket_path(&(live.config)().data_dir());
     // A socket left by a crashed server: nothing listens on it any more.
     if path.exists() && UnixStream::connect(&path).is_err() {
         let _ = std::fs::remove_file(&path);
@@ -680,7 +688,7 @@ pub fn start(store: Arc<Store>, live: Live) -> Result<Control, Fail> {
     })
 }
 
-fn handle(store: &Arc<Store>, live: &Live, line: &str) -> String {
+fn handle(store: &Arc<dyn MailStore>, live: &Live, line: &str) -> String {
     let reply = |r: Result<Answer, Fail>| {
         let (answer, error) = match r {
             Ok(a) => (Some(a), None),
@@ -755,11 +763,8 @@ pub fn run(config: &Path, request: Request, json: bool) -> Result<(), Fail> {
         if let Some(r) = self::request(&data, &request) {
             break r?;
         }
-        match Store::open_with_cache(&data, c.storage_cache_bytes()) {
-            Ok(store) => {
-                store.set_maildirs(c.maildirs()?);
-                break execute(&c, &Arc::new(store), request, None)?;
-            }
+        match crate::storage::open_raw(&c) {
+            Ok(store) => break execute(&c, &store, request, None)?,
             Err(e) if e.is_locked() && std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -771,9 +776,10 @@ pub fn run(config: &Path, request: Request, json: bool) -> Result<(), Fail> {
                 )))
             }
             Err(e) => {
-                return Err(Fail(format!(
-                    "opening data directory {}: {e}",
-                    data.display()
+                return Err(Fail(crate::storage::describe(
+                    &c,
+                    &e,
+                    crate::storage::Opener::Server,
                 )))
             }
         }

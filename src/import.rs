@@ -15,7 +15,7 @@
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use rmox_storage::{Delivery, Flags, MessageInfo, Store};
+use rmox_storage::{Delivery, Flags, MailStore, MessageInfo};
 
 use crate::Fail;
 
@@ -51,14 +51,13 @@ pub struct Imported {
     pub skipped: u64,
 }
 
-fn state_path(store: &Store, account: &str, path: &Path) -> PathBuf {
+fn state_path(data_dir: &Path, account: &str, path: &Path) -> PathBuf {
     let key = ring::digest::digest(&ring::digest::SHA256, path.to_string_lossy().as_bytes());
     let hex: String = key.as_ref()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    store
-        .data_dir()
+    data_dir
         .join("import-state")
         .join(format!("{account}-{hex}"))
 }
@@ -77,7 +76,7 @@ fn write_state(p: &Path, text: &str) -> Result<(), Fail> {
 
 /// Collects messages and commits them in batches.
 struct Batcher<'a> {
-    store: &'a Store,
+    store: &'a dyn MailStore,
     account: &'a str,
     mailbox: &'a str,
     pending: Vec<(Vec<u8>, bool)>,
@@ -141,9 +140,11 @@ fn crlf(line: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Imports `path` into `account`'s `mailbox`; `progress`: lines on standard error.
+/// Imports `path` into `account`'s `mailbox`; `progress`: lines on standard error. Where
+/// an interrupted import resumes from is kept under `data_dir`.
 pub fn import(
-    store: &Store,
+    store: &dyn MailStore,
+    data_dir: &Path,
     format: Format,
     account: &str,
     mailbox: &str,
@@ -153,7 +154,7 @@ pub fn import(
     if store.account(account)?.is_none() {
         return Err(Fail(format!("account {account:?} not found")));
     }
-    let state = state_path(store, account, path);
+    let state = state_path(data_dir, account, path);
     let mut b = Batcher {
         store,
         account,

@@ -22,7 +22,8 @@ use mail_parser::{Address, MessageParser, MimeHeaders};
 use rmox_core::http::{Header, RequestHead, Response};
 use rmox_core::inbox::{Facts, Query};
 use rmox_core::webapi::query_param;
-use rmox_storage::{MessageId, MessageRecord, Store};
+use rmox_storage::MailStore;
+use rmox_storage::{MessageId, MessageRecord};
 use serde_json::{json, Value};
 
 /// The page.
@@ -40,7 +41,7 @@ const MAX_LIMIT: usize = 1000;
 
 /// The inbox of one account.
 pub struct Inbox {
-    store: Arc<Store>,
+    store: Arc<dyn MailStore>,
     account: String,
 }
 
@@ -391,7 +392,7 @@ struct Summary {
 
 impl Inbox {
     /// The inbox of `account`.
-    pub fn new(store: Arc<Store>, account: &str) -> Inbox {
+    pub fn new(store: Arc<dyn MailStore>, account: &str) -> Inbox {
         Inbox {
             store,
             account: account.to_string(),

@@ -37,6 +37,7 @@ pub mod sdnotify;
 pub mod sendmail;
 pub mod serve;
 pub mod spool;
+pub mod storage;
 #[cfg(test)]
 mod testutil;
 pub mod tlsrpt;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmox_core::http::{RequestHead, Response};
-use rmox_storage::{QueueFilter, Store};
+use rmox_storage::{MailStore, QueueFilter};
 
 /// SMTP verbs counted by name; others count as `other`.
 const VERBS: [&str; 15] = [
@@ -330,7 +330,7 @@ impl Out {
 }
 
 /// The text exposition of every metric; the queue's size by state from `store` at `now`.
-pub fn render(store: Option<&Store>, now: rmox_core::UnixTime) -> String {
+pub fn render(store: Option<&dyn MailStore>, now: rmox_core::UnixTime) -> String {
     let m = get();
     let mut o = Out(String::with_capacity(8192));
     let kinds = ["smtp", "submission"];
@@ -516,7 +516,7 @@ pub fn render(store: Option<&Store>, now: rmox_core::UnixTime) -> String {
 /// Answers `GET /metrics` on the metrics listeners.
 pub struct MetricsWeb {
     /// The store whose queue is counted.
-    pub store: Arc<Store>,
+    pub store: Arc<dyn MailStore>,
 }
 
 impl rmox_driver::http::HttpAnswerer for MetricsWeb {
@@ -532,7 +532,7 @@ impl rmox_driver::http::HttpAnswerer for MetricsWeb {
         Response::new(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
-            render(Some(&self.store), now),
+            render(Some(self.store.as_ref()), now),
         )
     }
 }

@@ -39,7 +39,7 @@ use rmox_core::{Rng, UnixTime};
 use rmox_driver::outbound::Net;
 use rmox_storage::{
     Attempt, Delivery, Flags, MailStore, MessageInfo, Outcome, QueueEntry, QueueId, QueueRecipient,
-    QueueRecord, ReportKind, RequireTls, Store, StoreError, Suppression,
+    QueueRecord, ReportKind, RequireTls, StoreError, Suppression,
 };
 use rmox_storage::{Notice, NoticeMessage, NoticeOutcome};
 
@@ -241,7 +241,7 @@ fn notify_of(words: &[String]) -> Option<Notify> {
 
 /// The queue runner.
 pub struct Runner {
-    store: Arc<Store>,
+    store: Arc<dyn MailStore>,
     config: Arc<Config>,
     qc: QueueConfig,
     routes: Routes,
@@ -396,7 +396,7 @@ fn result_at(results: &[AttemptResult], i: usize) -> AttemptResult {
 impl Runner {
     /// A runner over `store` delivering with `deliverer`.
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn MailStore>,
         config: Arc<Config>,
         deliverer: impl Into<Deliverer>,
         seed: u64,
@@ -422,7 +422,7 @@ impl Runner {
     /// otherwise SMTP to the MX hosts (or the configured transports) through `dns`.
     pub fn connector_for(
         config: &Arc<Config>,
-        store: &Arc<Store>,
+        store: &Arc<dyn MailStore>,
         dns: Option<crate::resolve::Dns>,
         seed: u64,
     ) -> Result<Deliverer, crate::Fail> {
@@ -595,18 +595,24 @@ impl Runner {
     }
 
     /// `entries` as stored now, without those that left the queue, were held or were
-    /// rescheduled later since they were read (a backlog is read before its delivery).
+    /// rescheduled later since they were read (a backlog is read before its delivery), or
+    /// (a store shared by several nodes) that another node is delivering: the entries
+    /// returned are this node's until their results are recorded
+    /// ([`MailStore::queue_claim`]).
     fn reread(&self, entries: Vec<QueueEntry>) -> Result<Vec<QueueEntry>, StoreError> {
-        let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            match self.store.queue_get(e.id)? {
-                Some(s) if !s.rcpt.hold && s.rcpt.next_attempt <= e.rcpt.next_attempt => {
-                    out.push(s)
-                }
-                _ => {}
-            }
+        let read: Vec<(QueueId, UnixTime)> = entries
+            .iter()
+            .map(|e| (e.id, e.rcpt.next_attempt))
+            .collect();
+        let claimed = self.store.queue_claim(&read, (self.clock)())?;
+        if claimed.len() < read.len() {
+            tracing::debug!(
+                read = read.len(),
+                claimed = claimed.len(),
+                "queue: entries gone, held, rescheduled or leased by another node"
+            );
         }
-        Ok(out)
+        Ok(claimed)
     }
 
     /// Runs one pass at `now` on this thread (a runtime of its own): every due batch is
@@ -1296,9 +1302,13 @@ impl Runner {
                     me.wakeup.notify_finished();
                 }));
             }
+            // Other nodes sharing the store queue entries without waking this one, and a
+            // node that dies leaves its leased entries: look again within a lease at most.
+            let max_sleep =
+                MAX_SLEEP.min(Duration::from_secs(self.config.storage.lease_secs.max(1)));
             let sleep = if !waiting.is_empty() {
                 // Batches wait for a free slot: the end of a delivery wakes us.
-                MAX_SLEEP
+                max_sleep
             } else if !backlog.entries.is_empty() {
                 // Entries wait for a slot (the end of a delivery wakes us) or a new look.
                 BACKLOG_MAX_AGE
@@ -1310,9 +1320,9 @@ impl Runner {
                 {
                     Ok(Some(t)) => {
                         let secs = t.0.saturating_sub((self.clock)().0).max(1);
-                        Duration::from_secs(u64::try_from(secs).unwrap_or(1)).min(MAX_SLEEP)
+                        Duration::from_secs(u64::try_from(secs).unwrap_or(1)).min(max_sleep)
                     }
-                    _ => MAX_SLEEP,
+                    _ => max_sleep,
                 }
             };
             let stop = async {
@@ -1351,7 +1361,7 @@ fn decision_name(d: &Decision) -> &'static str {
 /// `queue` that fail like mox localserve does: `queuetemperror*` temporarily,
 /// `queuepermerror*` permanently, `queuetimeout*` with a (temporary) timeout.
 pub struct LocalserveConnector {
-    store: Arc<Store>,
+    store: Arc<dyn MailStore>,
     config: Arc<Config>,
 }
 

@@ -31,9 +31,7 @@ use rmox_core::dmarc::{
 use rmox_core::server::{Transaction, Verdicts};
 use rmox_core::smtp::{ForwardPath, ReversePath};
 use rmox_core::UnixTime;
-use rmox_storage::{
-    DsnParams, MailStore, QueueRecipient, ReportKind, RequireTls, Store, StoreError,
-};
+use rmox_storage::{DsnParams, MailStore, QueueRecipient, ReportKind, RequireTls, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -500,7 +498,7 @@ pub struct OutgoingReport {
 /// Returns the reports queued. `dkim`: the signing configs per domain (the hostname's
 /// domain, or its parent, signs when it has keys).
 pub fn send_reports(
-    store: &Store,
+    store: &dyn MailStore,
     config: &Config,
     dkim: &std::collections::HashMap<String, Vec<rmox_core::dkim::SignConfig>>,
     now: UnixTime,
@@ -634,7 +632,7 @@ pub struct TlsPending {
 /// [`rmox_core::tlspolicy::SessionResult`]) of finished UTC days and groups them into
 /// reports. Blocking (storage).
 pub fn tls_pending(
-    store: &Store,
+    store: &dyn MailStore,
     config: &Config,
     now: UnixTime,
 ) -> Result<Vec<TlsPending>, StoreError> {
@@ -684,7 +682,7 @@ pub fn tls_lookups(pending: &[TlsPending]) -> Vec<rmox_core::dns::Lookup> {
 /// the report from arriving). The results of finished days are then removed, sent or not.
 /// Blocking (storage).
 pub fn tls_finish(
-    store: &Store,
+    store: &dyn MailStore,
     config: &Config,
     dkim: &std::collections::HashMap<String, Vec<rmox_core::dkim::SignConfig>>,
     pending: Vec<TlsPending>,
@@ -849,7 +847,7 @@ pub async fn post_tls_report<R: rmox_driver::outbound::Net>(
 /// and commands, never inside a runtime task.
 #[cfg_attr(not(test), allow(dead_code))]
 pub fn send_tls_reports(
-    store: &Store,
+    store: &dyn MailStore,
     config: &Config,
     dkim: &std::collections::HashMap<String, Vec<rmox_core::dkim::SignConfig>>,
     dns: &crate::resolve::Dns,
@@ -869,7 +867,7 @@ pub fn send_tls_reports(
 /// `reports.send_tls_reports` is false. Storage work runs on the blocking pool, DNS
 /// through the async resolver; the queue runner is woken when reports were queued.
 pub struct Reporters {
-    store: Arc<Store>,
+    store: Arc<dyn MailStore>,
     config: Arc<Config>,
     dkim: Arc<std::collections::HashMap<String, Vec<rmox_core::dkim::SignConfig>>>,
     dns: Option<Arc<crate::resolve::Dns>>,
@@ -880,7 +878,7 @@ impl Reporters {
     /// The senders the config asks for; `dns` is needed for TLS reports (without it they
     /// are not sent).
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn MailStore>,
         config: Arc<Config>,
         dns: Option<crate::resolve::Dns>,
         queue_wakeup: Option<Arc<crate::queue::Wakeup>>,
@@ -917,6 +915,11 @@ impl Reporters {
         }
     }
 
+    /// How long a round holds its task lease ([`MailStore::task_lease`]).
+    fn lease_secs(&self) -> i64 {
+        i64::try_from(self.config.storage.lease_secs).unwrap_or(i64::MAX)
+    }
+
     /// Runs the senders until `shutdown`.
     pub async fn run<R: rmox_driver::outbound::Net>(
         self: Arc<Self>,
@@ -946,7 +949,11 @@ impl Reporters {
                     let r = rt
                         .unblock(Box::new(move || {
                             let now = rmox_driver::now().wall;
-                            send_reports(&m.store, &m.config, &m.dkim, now)
+                            // One node at a time (a store shared by several nodes).
+                            if !m.store.task_lease("dmarc-reports", now, m.lease_secs())? {
+                                return Ok(Vec::new());
+                            }
+                            send_reports(m.store.as_ref(), &m.config, &m.dkim, now)
                         }))
                         .await;
                     match r {
@@ -1020,8 +1027,15 @@ impl Reporters {
         };
         let now = rmox_driver::now().wall;
         let (store, config) = (Arc::clone(&self.store), Arc::clone(&self.config));
+        let lease = self.lease_secs();
         let pending = rt
-            .unblock(Box::new(move || tls_pending(&store, &config, now)))
+            .unblock(Box::new(move || {
+                // One node at a time (a store shared by several nodes).
+                if !store.task_lease("tls-reports", now, lease)? {
+                    return Ok(Vec::new());
+                }
+                tls_pending(store.as_ref(), &config, now)
+            }))
             .await?;
         if pending.is_empty() {
             return Ok(Vec::new());
@@ -1034,7 +1048,7 @@ impl Reporters {
         );
         let sent = rt
             .unblock(Box::new(move || {
-                tls_finish(&store, &config, &dkim, pending, &answers, now)
+                tls_finish(store.as_ref(), &config, &dkim, pending, &answers, now)
             }))
             .await?;
         if sent.iter().any(|r| !r.https.is_empty()) {
@@ -1059,6 +1073,8 @@ mod tests {
 
     use rmox_core::dns::StaticZone;
     use rmox_core::server::{IncomingChecks, Peer, ServerConfig, ServerSession};
+
+    use rmox_storage::Store;
 
     use super::*;
     use crate::testutil::{run, Tmp};
@@ -1241,7 +1257,7 @@ require_iprev_for_unknown_senders = false
 
         // The reporter: one report to the rua address, queued, evaluations removed.
         let now = UnixTime(l[2].evaluated + 10);
-        let sent = send_reports(&env.store, &env.config, &Default::default(), now).unwrap();
+        let sent = send_reports(&*env.store, &env.config, &Default::default(), now).unwrap();
         assert_eq!(sent.len(), 1);
         let rep = &sent[0];
         assert_eq!(rep.recipients, vec!["dmarcrpt@example.org".to_string()]);
@@ -1259,7 +1275,7 @@ require_iprev_for_unknown_senders = false
             .any(|r| r.disposition == rmox_core::dmarc::Disposition::Reject && r.count == 2));
         assert_eq!(f.metadata.org_name, "mail.mox.example");
         // A second run has nothing to send.
-        let again = send_reports(&env.store, &env.config, &Default::default(), now).unwrap();
+        let again = send_reports(&*env.store, &env.config, &Default::default(), now).unwrap();
         assert!(again.is_empty());
         check_with_python(&rep.xml, 3);
         check_with_dmarc_cat(&rep.message, "example.org", &[(IP, 2), (IP, 1)]);
@@ -1454,7 +1470,7 @@ print(total)
         assert!(l.iter().all(|e| e.optional));
         // Optional-only domains get no report; the evaluations are dropped.
         let now = UnixTime(l[1].evaluated + 10);
-        let sent = send_reports(&env.store, &env.config, &Default::default(), now).unwrap();
+        let sent = send_reports(&*env.store, &env.config, &Default::default(), now).unwrap();
         assert!(sent.is_empty());
         assert!(env.evals().is_empty());
     }
@@ -1548,7 +1564,7 @@ print(total)
         assert_eq!(l.len(), 7);
         assert!(l.iter().all(|e| e.optional), "{l:?}");
         // What `rmox tlsrpt list` and `show` print.
-        let lines = crate::tlsrpt::list_lines(&env.store, false).unwrap();
+        let lines = crate::tlsrpt::list_lines(&*env.store, false).unwrap();
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert!(
             lines[1].contains(" domain mox.example from example.org organization \"Example.org\" report-id \"1\" start 1641513600 end 1641599999 success 1 failure 0"),
@@ -1560,17 +1576,17 @@ print(total)
         );
         let id = lines[2].split(' ').next().unwrap();
         let shown: serde_json::Value =
-            serde_json::from_str(&crate::tlsrpt::show_text(&env.store, id).unwrap()).unwrap();
+            serde_json::from_str(&crate::tlsrpt::show_text(&*env.store, id).unwrap()).unwrap();
         assert_eq!(shown["id"], id);
         assert_eq!(shown["report"]["report-id"], "2");
         assert_eq!(
             shown["report"]["policies"][0]["policy"]["policy-domain"],
             "mox.example"
         );
-        let json = crate::tlsrpt::list_lines(&env.store, true).unwrap();
+        let json = crate::tlsrpt::list_lines(&*env.store, true).unwrap();
         let all: serde_json::Value = serde_json::from_str(&json.join("\n")).unwrap();
         assert_eq!(all.as_array().unwrap().len(), 3);
-        assert!(crate::tlsrpt::show_text(&env.store, "1-0-mox.example")
+        assert!(crate::tlsrpt::show_text(&*env.store, "1-0-mox.example")
             .unwrap_err()
             .0
             .contains("not found"));
@@ -1619,7 +1635,7 @@ print(total)
             vec![("mailto:dmarcrpt@example.org".to_string(), None)]
         );
         let now = UnixTime(e.evaluated + 10);
-        let sent = send_reports(&env.store, &env.config, &Default::default(), now).unwrap();
+        let sent = send_reports(&*env.store, &env.config, &Default::default(), now).unwrap();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].recipients, ["dmarcrpt@example.org"]);
         assert!(sent[0].message.len() > 100, "{}", sent[0].message.len());
@@ -1639,7 +1655,7 @@ print(total)
             )
             .unwrap();
         let now = UnixTime(old.evaluated + 10);
-        let sent = send_reports(&env.store, &env.config, &Default::default(), now).unwrap();
+        let sent = send_reports(&*env.store, &env.config, &Default::default(), now).unwrap();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].recipients, ["small@example.org"]);
         assert!(sent[0].message.len() > 100, "{}", sent[0].message.len());
@@ -1664,7 +1680,7 @@ print(total)
             )
             .unwrap();
         let sent = send_reports(
-            &env.store,
+            &*env.store,
             &env.config,
             &Default::default(),
             UnixTime(i64::MAX / 2),
@@ -1711,7 +1727,7 @@ print(total)
         add("192.0.2.23", EVAL_VERSION, Some("example.org"));
         add("192.0.2.24", 2, Some("example.org"));
         let now = UnixTime(e.evaluated + 10);
-        let sent = send_reports(&env.store, &env.config, &Default::default(), now).unwrap();
+        let sent = send_reports(&*env.store, &env.config, &Default::default(), now).unwrap();
         assert_eq!(sent.len(), 1);
         let xml = &sent[0].xml;
         assert!(!xml.contains("helo"), "{xml}");
@@ -1820,7 +1836,7 @@ print(total)
             vec![rmox_core::dkim::SignConfig::new("mox.example", "s1", key)],
         )]);
         let sent =
-            send_tls_reports(&env.store, &env.config, &dkim, &tls_zone(), UnixTime(now)).unwrap();
+            send_tls_reports(&*env.store, &env.config, &dkim, &tls_zone(), UnixTime(now)).unwrap();
         assert_eq!(sent.len(), 1, "{sent:?}");
         // Its https rua is handed back to be POSTed (the report task does).
         assert_eq!(sent[0].https, ["https://r.example.org/x"]);
@@ -1855,7 +1871,7 @@ print(total)
         }
         // Nothing more to send.
         let again =
-            send_tls_reports(&env.store, &env.config, &dkim, &tls_zone(), UnixTime(now)).unwrap();
+            send_tls_reports(&*env.store, &env.config, &dkim, &tls_zone(), UnixTime(now)).unwrap();
         assert!(again.is_empty());
     }
 
@@ -1877,7 +1893,7 @@ print(total)
             )
             .unwrap();
         let sent = send_tls_reports(
-            &env.store,
+            &*env.store,
             &env.config,
             &Default::default(),
             &tls_zone(),
@@ -1924,7 +1940,7 @@ print(total)
             let wakeup = Arc::new(crate::queue::Wakeup::default());
             let reporters = Arc::new(
                 Reporters::new(
-                    Arc::clone(&env.store),
+                    env.store.clone(),
                     Arc::clone(&env.config),
                     Some(tls_zone()),
                     Some(Arc::clone(&wakeup)),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rmox_core::server::ServerConfig;
 use rmox_driver::accept::{ListenerSpec, Service};
 use rmox_driver::Shutdown;
-use rmox_storage::Store;
+use rmox_storage::MailStore;
 
 use crate::config::Config;
 use crate::world::World;
@@ -374,7 +374,7 @@ pub fn bind_with(
 }
 
 /// The listeners' metrics ports (plain HTTP, `GET /metrics`).
-fn bind_metrics(c: &Config, store: &Arc<Store>) -> Result<Vec<Bound>, Fail> {
+fn bind_metrics(c: &Config, store: &Arc<dyn MailStore>) -> Result<Vec<Bound>, Fail> {
     let answerer: Arc<dyn rmox_driver::http::HttpAnswerer> = Arc::new(crate::metrics::MetricsWeb {
         store: Arc::clone(store),
     });
@@ -412,16 +412,15 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     for w in exposed_files(&c) {
         tracing::warn!("{w}");
     }
-    let data = c.data_dir();
-    let store = Store::open_with_cache(&data, c.storage_cache_bytes())
-        .map_err(|e| Fail(format!("opening data directory {}: {e}", data.display())))?;
-    remove_queue_orphans(&store);
-    store.set_maildirs(c.maildirs()?);
-    let store = Arc::new(store);
+    let store = crate::storage::open(&c, crate::storage::Opener::Server)?;
+    tracing::info!(
+        storage = crate::storage::kind_name(&c),
+        node = %c.storage_node(),
+        "storage opened"
+    );
+    remove_queue_orphans(store.as_ref());
     for (name, a) in &c.account {
-        if store.account(name)?.is_none() {
-            store.account_add(name, &a.domain)?;
-        }
+        crate::storage::ensure_account(store.as_ref(), name, &a.domain)?;
     }
     // Signals before the ports open: a SIGTERM as soon as the port answers is a graceful
     // stop, not the default action (death with the database unclosed).
@@ -499,12 +498,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
     let acme_dns = dns.clone();
     let webhook_dns = dns.clone();
     let world = Arc::new(
-        World::new(
-            Arc::clone(&c),
-            Arc::clone(&store) as Arc<dyn rmox_storage::MailStore>,
-            dns,
-        )?
-        .with_queue_wakeup(Arc::clone(&wakeup)),
+        World::new(Arc::clone(&c), Arc::clone(&store), dns)?.with_queue_wakeup(Arc::clone(&wakeup)),
     );
     // Webhooks are POSTed by a task of the runtime (always: a reload may add an account's
     // hooks), reading the configuration current at each POST.
@@ -611,7 +605,7 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
 /// Removes the queue message files no queue entry references, before the queue runs: a
 /// crash between the commit that retired a message's last entry and the removal of its file
 /// leaves one (issue 15). One log line per file.
-fn remove_queue_orphans(store: &Store) {
+fn remove_queue_orphans(store: &dyn MailStore) {
     match store.queue_remove_orphans() {
         Ok(ids) => {
             for msg_id in ids {
@@ -628,27 +622,20 @@ fn remove_queue_orphans(store: &Store) {
 /// Closes the database cleanly once every user has let go of it (a report sender's work on
 /// the blocking pool may take a moment after shutdown), so that the next open needs no
 /// recovery.
-fn close_store(mut store: Arc<Store>) {
+fn close_store(store: Arc<dyn MailStore>) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match Arc::try_unwrap(store) {
-            Ok(s) => {
-                drop(s);
-                tracing::debug!("storage closed");
-                return;
-            }
-            Err(s) if std::time::Instant::now() < deadline => {
-                store = s;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(s) => {
-                tracing::warn!(
-                    users = Arc::strong_count(&s),
-                    "storage still in use at exit: the next start recovers the database"
-                );
-                return;
-            }
-        }
+    while Arc::strong_count(&store) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let users = Arc::strong_count(&store);
+    drop(store);
+    if users > 1 {
+        tracing::warn!(
+            users,
+            "storage still in use at exit: the next start recovers the database"
+        );
+    } else {
+        tracing::debug!("storage closed");
     }
 }
 

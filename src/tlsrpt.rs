@@ -5,7 +5,7 @@
 //! A report's ID is `TIME-SEQ-DOMAIN`: when it arrived (Unix seconds), its sequence number
 //! within that second, and our policy domain it is stored under.
 
-use rmox_storage::{ReportKind, Store};
+use rmox_storage::{MailStore, ReportKind};
 use serde::Serialize;
 
 use crate::reports::StoredTlsReport;
@@ -67,7 +67,7 @@ fn line(id: &str, r: &StoredTlsReport) -> String {
 
 /// The lines `rmox tlsrpt list [--json]` prints: one per stored report (by domain, oldest
 /// first), or one JSON array.
-pub fn list_lines(store: &Store, json: bool) -> Result<Vec<String>, Fail> {
+pub fn list_lines(store: &dyn MailStore, json: bool) -> Result<Vec<String>, Fail> {
     let mut out = Vec::new();
     let mut all = Vec::new();
     for e in store.report_entries(ReportKind::TlsReport)? {
@@ -86,7 +86,7 @@ pub fn list_lines(store: &Store, json: bool) -> Result<Vec<String>, Fail> {
 }
 
 /// The text `rmox tlsrpt show ID` prints: the stored record as JSON, the report included.
-pub fn show_text(store: &Store, report_id: &str) -> Result<String, Fail> {
+pub fn show_text(store: &dyn MailStore, report_id: &str) -> Result<String, Fail> {
     let Some((time, seq, domain)) = parse_id(report_id) else {
         return Err(Fail(format!(
             "tls report id {report_id:?}: expected TIME-SEQ-DOMAIN as `rmox tlsrpt list` prints"

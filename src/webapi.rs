@@ -15,7 +15,8 @@ use std::sync::{Arc, RwLock};
 use rmox_core::http::{Header, RequestHead, Response};
 use rmox_core::server::PasswordCheck;
 use rmox_core::webapi::{self as api, ApiError};
-use rmox_storage::{MessageId, MessageRecord, Store};
+use rmox_storage::MailStore;
+use rmox_storage::{MessageId, MessageRecord};
 
 use crate::world::World;
 
@@ -25,7 +26,7 @@ pub const OPENAPI: &str = include_str!("../docs/webapi.openapi.json");
 /// The webapi's answers.
 pub struct Webapi {
     world: Arc<World>,
-    store: Arc<Store>,
+    store: Arc<dyn MailStore>,
     /// localserve's web inbox, on the same port.
     inbox: Option<crate::inbox::Inbox>,
 }
@@ -81,7 +82,7 @@ const FLAGS: &[&str] = &["\\Seen", "$Junk", "$NotJunk"];
 
 impl Webapi {
     /// The webapi of a server.
-    pub fn new(world: Arc<World>, store: Arc<Store>) -> Webapi {
+    pub fn new(world: Arc<World>, store: Arc<dyn MailStore>) -> Webapi {
         Webapi {
             world,
             store,
@@ -436,13 +437,14 @@ impl Webapi {
                             ));
                         }
                         self.store
-                            .queue_update(id, move |e| e.rcpt.next_attempt = now)
+                            .queue_update_with(id, Box::new(move |e| e.rcpt.next_attempt = now))
                             .map_err(server_error)?;
                         self.world.wake_queue();
                     }
                     _ => {
                         let c = self.world.config();
-                        crate::queue::cli::drop_entry(&c, &self.store, &e).map_err(server_error)?;
+                        crate::queue::cli::drop_entry(&c, self.store.as_ref(), &e)
+                            .map_err(server_error)?;
                     }
                 }
                 tracing::info!(

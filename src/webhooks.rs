@@ -10,7 +10,8 @@ use rmox_core::http::{FetchConfig, FetchRequest, Header};
 use rmox_core::queue::{Decision, QueueItem};
 use rmox_core::webhook::{self as hook, Event, Outgoing};
 use rmox_core::UnixTime;
-use rmox_storage::{Store, Webhook, WebhookResult};
+use rmox_storage::MailStore;
+use rmox_storage::{Webhook, WebhookResult};
 
 use crate::config::Config;
 
@@ -217,7 +218,7 @@ fn from_id_of<'a>(c: &Config, rcpt_to: &'a str) -> Option<&'a str> {
 /// suppress the recipient, and the account's outgoing hook gets the DSN's event. `false`:
 /// it is not such a message (an ordinary incoming one).
 fn process_returned(
-    store: &dyn rmox_storage::MailStore,
+    store: &dyn MailStore,
     c: &Config,
     rec: &rmox_storage::MessageRecord,
     now: UnixTime,
@@ -281,11 +282,7 @@ fn process_returned(
 /// return address is processed as such ([`process_returned`]); any other gets the
 /// incoming webhook when its account has an `incoming_url`. A crash before this runs
 /// loses the hook (never the message); a failure is logged.
-pub fn store_incoming(
-    store: &dyn rmox_storage::MailStore,
-    c: &Config,
-    ids: &[rmox_storage::MessageId],
-) {
+pub fn store_incoming(store: &dyn MailStore, c: &Config, ids: &[rmox_storage::MessageId]) {
     if !c
         .account
         .values()
@@ -348,9 +345,12 @@ fn new_hook<T: serde::Serialize>(
     }
 }
 
+/// The webhook sender's task lease ([`MailStore::task_lease`]).
+const TASK: &str = "webhooks";
+
 /// POSTs the stored webhooks as they come due, on the server's runtime.
 pub struct Sender {
-    store: Arc<Store>,
+    store: Arc<dyn MailStore>,
     config: Arc<dyn Fn() -> Arc<Config> + Send + Sync>,
     dns: Option<crate::resolve::Dns>,
     /// The system's roots for https URLs (`None`: they could not be loaded, https hooks
@@ -365,7 +365,7 @@ impl Sender {
     /// A sender reading the current configuration through `config`; host names resolved
     /// through `dns` (IP literals need none); HTTPS verified against the system's roots.
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn MailStore>,
         config: Arc<dyn Fn() -> Arc<Config> + Send + Sync>,
         dns: Option<crate::resolve::Dns>,
     ) -> Sender {
@@ -400,12 +400,20 @@ impl Sender {
             if stop.or(tick).await {
                 return;
             }
+            // One node at a time POSTs (a store shared by several nodes): the pass runs
+            // while this node holds the webhooks' task lease, renewed as it goes.
+            let lease = i64::try_from((self.config)().storage.lease_secs).unwrap_or(i64::MAX);
             let store = Arc::clone(&self.store);
             let due = rt
                 .unblock(Box::new(move || {
-                    store.webhooks_due(rmox_driver::now().wall, BATCH)
+                    let now = rmox_driver::now().wall;
+                    if !store.task_lease(TASK, now, lease)? {
+                        return Ok(Vec::new());
+                    }
+                    store.webhooks_due(now, BATCH)
                 }))
                 .await;
+            let mut leased = std::time::Instant::now();
             let due = match due {
                 Ok(d) => d,
                 Err(e) => {
@@ -416,6 +424,22 @@ impl Sender {
             for h in due {
                 if shutdown.is_triggered() {
                     return;
+                }
+                if leased.elapsed().as_secs() >= u64::try_from(lease / 3).unwrap_or(0) {
+                    let store = Arc::clone(&self.store);
+                    let renewed = rt
+                        .unblock(Box::new(move || {
+                            store.task_lease(TASK, rmox_driver::now().wall, lease)
+                        }))
+                        .await;
+                    match renewed {
+                        Ok(true) => leased = std::time::Instant::now(),
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::error!(error = %e, "webhooks: renewing the task lease");
+                            break;
+                        }
+                    }
                 }
                 self.post(&rt, h).await;
             }

@@ -46,7 +46,14 @@ struct Counters {
     pending: BTreeMap<(i64, Network), (u64, u64)>,
     /// The last day whose older counts were removed from storage.
     cleaned_day: i64,
+    /// A store shared with other nodes: when each network's per-day counts were last read
+    /// again from it (the other nodes add to them).
+    refreshed: HashMap<Network, std::time::Instant>,
 }
+
+/// How old a network's per-day counts read from a store shared with other nodes may get
+/// before a delivery check reads them again (other nodes flush theirs about every second).
+const SHARED_COUNTS_MAX_AGE: Duration = Duration::from_secs(1);
 
 impl Counters {
     fn new(l: &crate::config::Limits) -> Counters {
@@ -56,6 +63,7 @@ impl Counters {
             cids: HashMap::new(),
             pending: BTreeMap::new(),
             cleaned_day: i64::MIN,
+            refreshed: HashMap::new(),
         }
     }
 }
@@ -188,9 +196,7 @@ impl World {
         let dkim = load_dkim(&new)?;
         let old = self.config();
         for (name, a) in &new.account {
-            if self.store.account(name)?.is_none() {
-                self.store.account_add(name, &a.domain)?;
-            }
+            crate::storage::ensure_account(self.store.as_ref(), name, &a.domain)?;
         }
         let notes = crate::serve::restart_needed(&old, &new);
         self.store.set_maildirs(new.maildirs()?);
@@ -279,24 +285,72 @@ impl World {
     /// Whether the per-day delivery counts of `ip`'s networks must be read from storage
     /// before a delivery check (then the check goes to the blocking pool).
     fn delivery_needs_load(&self, ip: IpAddr) -> bool {
-        !self
-            .counters()
-            .delivery
-            .missing_day(wall_now(), ip)
-            .is_empty()
+        let shared = self.shared_store();
+        let mut c = self.counters();
+        !c.delivery.missing_day(wall_now(), ip).is_empty()
+            || (shared && Self::refresh_applies(&c, ip) && !Self::stale_shared(&c, ip).is_empty())
     }
 
-    /// Reads today's stored delivery counts of `ip`'s networks not in memory yet.
+    /// Whether `ip`'s per-day counts are limited at all (else nothing to read again).
+    fn refresh_applies(c: &Counters, ip: IpAddr) -> bool {
+        c.delivery.has_day_limits() && !c.delivery.is_exempt(ip)
+    }
+
+    /// Whether the store is shared with other nodes (their deliveries count too).
+    fn shared_store(&self) -> bool {
+        self.config().storage.kind == crate::config::StorageKind::Postgres
+    }
+
+    /// `ip`'s networks (with their level) whose shared per-day counts are older than
+    /// [`SHARED_COUNTS_MAX_AGE`].
+    fn stale_shared(c: &Counters, ip: IpAddr) -> Vec<(usize, Network)> {
+        rmox_core::ratelimit::networks(ip)
+            .into_iter()
+            .enumerate()
+            .filter(|(_, net)| {
+                c.refreshed
+                    .get(net)
+                    .is_none_or(|t| t.elapsed() >= SHARED_COUNTS_MAX_AGE)
+            })
+            .collect()
+    }
+
+    /// Reads today's stored delivery counts of `ip`'s networks not in memory yet, and (a
+    /// store shared with other nodes) those read more than [`SHARED_COUNTS_MAX_AGE`] ago:
+    /// stored counts plus this node's not yet written.
     fn load_delivery_counts(&self, ip: IpAddr) {
         let now = wall_now();
         let day = rmox_core::ratelimit::day_of(now);
-        let missing = self.counters().delivery.missing_day(now, ip);
-        for (level, net) in missing {
+        let shared = self.shared_store();
+        let todo = {
+            let mut c = self.counters();
+            let mut v = c.delivery.missing_day(now, ip);
+            if shared && Self::refresh_applies(&c, ip) {
+                for n in Self::stale_shared(&c, ip) {
+                    if !v.contains(&n) {
+                        v.push(n);
+                    }
+                }
+            }
+            if c.delivery.is_exempt(ip) {
+                v.clear();
+            }
+            v
+        };
+        for (level, net) in todo {
             match self.store.delivery_counts(day, &net.to_string()) {
                 Ok((m, b)) => {
                     let mut c = self.counters();
                     let (pm, pb) = c.pending.get(&(day, net)).copied().unwrap_or((0, 0));
-                    c.delivery.load_day(now, level, net, m + pm, b + pb);
+                    if shared {
+                        c.delivery.refresh_day(now, level, net, m + pm, b + pb);
+                        if c.refreshed.len() >= 65_536 {
+                            c.refreshed.clear();
+                        }
+                        c.refreshed.insert(net, std::time::Instant::now());
+                    } else {
+                        c.delivery.load_day(now, level, net, m + pm, b + pb);
+                    }
                 }
                 // Without the stored count the memory one (from zero) still applies.
                 Err(e) => tracing::error!(error = %e, network = %net, "reading delivery counts"),
@@ -2272,7 +2326,7 @@ checks = false
             }
             for name in ["mjl", "off"] {
                 if c.account.contains_key(name) {
-                    crate::admin::set_password(&store, name, "testtest").unwrap();
+                    crate::admin::set_password(&*store, name, "testtest").unwrap();
                 }
             }
             let world =

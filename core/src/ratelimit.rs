@@ -306,6 +306,23 @@ impl Limiter {
         }
     }
 
+    /// Sets the count of `net` at `level` in the current window to `count`, known or not
+    /// (a count shared with other processes, read again from where they all add to it).
+    pub fn set(&mut self, now: UnixTime, level: usize, net: Network, count: u64) {
+        self.roll(now);
+        if level >= LEVELS || self.limits.0[level].is_none() {
+            return;
+        }
+        let m = &mut self.counts[level];
+        if let Some(c) = m.get_mut(&net) {
+            *c = count;
+        } else if m.len() < self.max_keys {
+            m.insert(net, count);
+        } else {
+            self.untracked = self.untracked.saturating_add(1);
+        }
+    }
+
     /// Networks tracked now, all levels together.
     pub fn len(&self) -> usize {
         self.counts.iter().map(|m| m.len()).sum()
@@ -575,6 +592,26 @@ impl DeliveryLimiter {
     ) {
         self.day_msgs.load(now, level, net, messages);
         self.day_bytes.load(now, level, net, bytes);
+    }
+
+    /// Whether any per-day limit is set (only then do per-day counts matter).
+    pub fn has_day_limits(&self) -> bool {
+        self.day_msgs.limits.0.iter().any(|l| l.is_some())
+            || self.day_bytes.limits.0.iter().any(|l| l.is_some())
+    }
+
+    /// Today's counts of `net` as kept elsewhere now (other servers sharing the counts add
+    /// to them): replaces what is known.
+    pub fn refresh_day(
+        &mut self,
+        now: UnixTime,
+        level: usize,
+        net: Network,
+        messages: u64,
+        bytes: u64,
+    ) {
+        self.day_msgs.set(now, level, net, messages);
+        self.day_bytes.set(now, level, net, bytes);
     }
 
     /// Before a transaction (MAIL FROM): refused when one more message would exceed a
@@ -893,6 +930,39 @@ mod tests {
         let tomorrow = UnixTime(86400 * 6);
         assert_eq!(d.missing_day(tomorrow, a).len(), 3);
         assert!(d.check_start(tomorrow, a).is_ok());
+    }
+
+    /// Counts shared with other servers: a refresh replaces what is known (here another
+    /// server delivered 4 since the load), so the limit counts every server's messages.
+    #[test]
+    fn delivery_day_counts_refreshed() {
+        let t = UnixTime(86400 * 5 + 100);
+        let a = ip("192.0.2.9");
+        let mut d = DeliveryLimiter::new(DeliverySettings {
+            messages_per_day: Levels::new(5, 100, 100),
+            exempt_loopback: false,
+            ..Default::default()
+        });
+        for (level, net) in d.missing_day(t, a) {
+            d.load_day(t, level, net, 0, 0);
+        }
+        d.record(t, a, 10);
+        assert!(d.check_start(t, a).is_ok());
+        // Loading again changes nothing; a refresh does.
+        for (level, net) in networks(a).into_iter().enumerate() {
+            d.load_day(t, level, net, 5, 50);
+        }
+        assert!(d.check_start(t, a).is_ok());
+        for (level, net) in networks(a).into_iter().enumerate() {
+            d.refresh_day(t, level, net, 5, 50);
+        }
+        let over = d.check_start(t, a).unwrap_err();
+        assert!(over.day && !over.bytes);
+        // Down again (another day's cleanup elsewhere): allowed.
+        for (level, net) in networks(a).into_iter().enumerate() {
+            d.refresh_day(t, level, net, 1, 10);
+        }
+        assert!(d.check_start(t, a).is_ok());
     }
 
     #[test]

@@ -34,7 +34,7 @@ fn env(tag: &str) -> Env {
     store.account_add("rmox", "localhost").unwrap();
     store.account_add("other", "localhost").unwrap();
     Env {
-        inbox: Inbox::new(Arc::clone(&store), "rmox"),
+        inbox: Inbox::new(store.clone(), "rmox"),
         store,
         _tmp: tmp,
     }

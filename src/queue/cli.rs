@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rmox_core::UnixTime;
-use rmox_storage::{HoldRule, QueueEntry, QueueFilter, QueueId, Store, StoreError, Suppression};
+use rmox_storage::MailStore;
+use rmox_storage::{HoldRule, QueueEntry, QueueFilter, QueueId, StoreError, Suppression};
 
 use super::{wall_clock, Runner};
 use crate::config::Config;
@@ -62,7 +63,7 @@ pub enum Op {
 
 /// Removes entry `e` from the queue; the sender's application learns of it (a `canceled`
 /// webhook, stored in the same commit).
-pub fn drop_entry(c: &Config, store: &Store, e: &QueueEntry) -> Result<(), StoreError> {
+pub fn drop_entry(c: &Config, store: &dyn MailStore, e: &QueueEntry) -> Result<(), StoreError> {
     let hook = match e.rcpt.sender_account.as_deref() {
         Some(a) if !e.rcpt.is_dsn => crate::webhooks::outgoing(
             c,
@@ -117,7 +118,7 @@ pub fn run(config: &Path, op: Op, json: bool) -> Result<(), Fail> {
 /// the configured resolver for `kick` (tests).
 pub fn execute(
     c: &Arc<Config>,
-    store: &Arc<Store>,
+    store: &Arc<dyn MailStore>,
     op: Op,
     dns: Option<crate::resolve::Dns>,
 ) -> Result<Vec<String>, Fail> {
@@ -130,7 +131,7 @@ pub fn execute(
 /// scripts (the entries, rules or suppressions for the listings).
 pub fn execute_answer(
     c: &Arc<Config>,
-    store: &Arc<Store>,
+    store: &Arc<dyn MailStore>,
     op: Op,
     dns: Option<crate::resolve::Dns>,
     live: Option<&Arc<super::Wakeup>>,
@@ -214,7 +215,7 @@ pub fn execute_answer(
         }
         Op::Kick(id) => {
             let qid = exists(id)?;
-            let e = store.queue_update(qid, move |e| e.rcpt.next_attempt = now)?;
+            let e = store.queue_update_with(qid, Box::new(move |e| e.rcpt.next_attempt = now))?;
             if e.rcpt.hold {
                 out.push(format!("{id} is held: release it first"));
                 return Ok(crate::ctl::Answer::lines(out));

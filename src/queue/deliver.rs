@@ -99,7 +99,7 @@ impl SmtpDelivery {
     /// MTA-STS policy cache in `store`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: Arc<rmox_storage::Store>,
+        store: Arc<dyn rmox_storage::MailStore>,
         dns: Dns,
         hostname: &str,
         port: u16,
@@ -379,7 +379,7 @@ type Recorder2 = Arc<dyn Fn(usize, Report) + Send + Sync>;
 /// (asynchronously), the MTA-STS policy cache in storage.
 struct QueuePolicy {
     dns: Arc<Dns>,
-    store: Arc<rmox_storage::Store>,
+    store: Arc<dyn rmox_storage::MailStore>,
     config: Arc<PolicyConfig>,
 }
 

@@ -17,20 +17,21 @@ use rmox_core::tlspolicy::{
 };
 use rmox_core::UnixTime;
 use rmox_driver::outbound::Net;
-use rmox_storage::{MtaStsRecord, Store, StoreError};
+use rmox_storage::MailStore;
+use rmox_storage::{MtaStsRecord, StoreError};
 
 use crate::resolve::Dns;
 
 /// The refresher: the policy cache in `store`, DNS through `dns`.
 pub struct StsRefresher {
-    store: Arc<Store>,
+    store: Arc<dyn MailStore>,
     dns: Arc<Dns>,
     every: Duration,
 }
 
 impl StsRefresher {
     /// Looks every `every` (`None` when zero: no refresher).
-    pub fn new(store: Arc<Store>, dns: Dns, every_secs: u64) -> Option<StsRefresher> {
+    pub fn new(store: Arc<dyn MailStore>, dns: Dns, every_secs: u64) -> Option<StsRefresher> {
         (every_secs > 0).then(|| StsRefresher {
             store,
             dns: Arc::new(dns),
@@ -144,10 +145,12 @@ mod tests {
 
     use rmox_core::dns::StaticZone;
 
+    use rmox_storage::Store;
+
     use super::*;
     use crate::testutil::Tmp;
 
-    fn put(store: &Store, domain: &str, mode: &str, fetched: i64, last_use: Option<i64>) {
+    fn put(store: &dyn MailStore, domain: &str, mode: &str, fetched: i64, last_use: Option<i64>) {
         store
             .mtasts_put(MtaStsRecord {
                 domain: domain.into(),
@@ -174,14 +177,14 @@ mod tests {
         let tmp = Tmp::new("stsrefresh");
         let store = Arc::new(Store::open(&tmp.0.join("data")).unwrap());
         let zone = StaticZone::parse("_mta-sts.same.example. TXT \"v=STSv1; id=1\"\n").unwrap();
-        assert!(StsRefresher::new(Arc::clone(&store), Dns::Zone(zone.clone()), 0).is_none());
-        let r = StsRefresher::new(Arc::clone(&store), Dns::Zone(zone), 60).unwrap();
+        assert!(StsRefresher::new(store.clone(), Dns::Zone(zone.clone()), 0).is_none());
+        let r = StsRefresher::new(store.clone(), Dns::Zone(zone), 60).unwrap();
         let now = 100 * 86_400;
         let fetched = now - 13 * 3600;
-        put(&store, "none.example", "none", fetched, Some(now - 60));
-        put(&store, "same.example", "enforce", fetched, Some(now - 60));
+        put(&*store, "none.example", "none", fetched, Some(now - 60));
+        put(&*store, "same.example", "enforce", fetched, Some(now - 60));
         put(
-            &store,
+            &*store,
             "unused.example",
             "none",
             fetched,

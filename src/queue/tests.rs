@@ -7,7 +7,7 @@ use std::time::Duration;
 use rmox_core::queue::QueueConfigBuilder;
 use rmox_core::smtp::Reply;
 
-use rmox_storage::QueueFilter;
+use rmox_storage::{QueueFilter, Store};
 
 use super::cli::{execute, Op};
 use super::*;
@@ -149,7 +149,7 @@ impl Env {
         .build()
         .unwrap();
         let r = Runner::new(
-            Arc::clone(&self.store),
+            self.store.clone(),
             Arc::clone(&self.config),
             connector,
             7,
@@ -404,7 +404,13 @@ fn webhooks_for_every_outgoing_event() {
     r.run_once(e.now()).unwrap();
     let dropped = e.queue("mjl@mox.example", &["held@example.net"])[0];
     e.store.queue_hold(dropped).unwrap();
-    execute(&e.config, &e.store, Op::Drop(dropped.0), None).unwrap();
+    execute(
+        &e.config,
+        &(e.store.clone() as Arc<dyn MailStore>),
+        Op::Drop(dropped.0),
+        None,
+    )
+    .unwrap();
     let hooks = e.store.webhooks().unwrap();
     let got: Vec<(String, u64, bool, u64)> = hooks
         .iter()
@@ -614,7 +620,15 @@ fn cli_operations() {
         "mjl@mox.example",
         &["a@example.net", "b@example.net", "c@x.example"],
     );
-    let run = |op| execute(&e.config, &e.store, op, None).unwrap();
+    let run = |op| {
+        execute(
+            &e.config,
+            &(e.store.clone() as Arc<dyn MailStore>),
+            op,
+            None,
+        )
+        .unwrap()
+    };
     let list = run(Op::List {
         account: None,
         domain: Some("example.net".into()),
@@ -640,7 +654,13 @@ fn cli_operations() {
     assert_eq!(inbox.len(), 1);
     assert!(inbox[0].contains("c@x.example") && inbox[0].contains("administrator"));
     assert_eq!(run(Op::RetiredList).len(), 1);
-    assert!(execute(&e.config, &e.store, Op::Hold(9999), None).is_err());
+    assert!(execute(
+        &e.config,
+        &(e.store.clone() as Arc<dyn MailStore>),
+        Op::Hold(9999),
+        None
+    )
+    .is_err());
     let added = run(Op::HoldruleAdd {
         account: Some("mjl".into()),
         sender_domain: None,
@@ -650,7 +670,13 @@ fn cli_operations() {
     assert_eq!(run(Op::HoldruleList).len(), 1);
     run(Op::HoldruleRemove(1));
     assert!(run(Op::HoldruleList).is_empty());
-    assert!(execute(&e.config, &e.store, Op::HoldruleRemove(1), None).is_err());
+    assert!(execute(
+        &e.config,
+        &(e.store.clone() as Arc<dyn MailStore>),
+        Op::HoldruleRemove(1),
+        None
+    )
+    .is_err());
     run(Op::SuppressionAdd("mjl".into(), "X@Example.com".into()));
     let s = run(Op::SuppressionList("mjl".into()));
     assert_eq!(s.len(), 1);
@@ -659,7 +685,7 @@ fn cli_operations() {
     assert!(run(Op::SuppressionList("mjl".into())).is_empty());
     assert!(execute(
         &e.config,
-        &e.store,
+        &(e.store.clone() as Arc<dyn MailStore>),
         Op::SuppressionAdd("nobody".into(), "a@b.c".into()),
         None
     )
@@ -973,7 +999,13 @@ fn smtp_source_address() {
             s.port
         ),
     );
-    let connector = Runner::connector_for(&e.config, &e.store, Some(zone_dns()), 3).unwrap();
+    let connector = Runner::connector_for(
+        &e.config,
+        &(e.store.clone() as Arc<dyn MailStore>),
+        Some(zone_dns()),
+        3,
+    )
+    .unwrap();
     let r = e.runner(connector);
     e.queue("mjl@mox.example", &["a@example.net"]);
     r.run_once(e.now()).unwrap();
@@ -996,7 +1028,13 @@ fn zone_dns() -> crate::resolve::Dns {
 fn smtp_end_to_end_delivery_tempfail_kick_permfail() {
     let s = sink();
     let e = env(false, &format!("[queue]\nsmtp_port = {}\n", s.port));
-    let connector = Runner::connector_for(&e.config, &e.store, Some(zone_dns()), 3).unwrap();
+    let connector = Runner::connector_for(
+        &e.config,
+        &(e.store.clone() as Arc<dyn MailStore>),
+        Some(zone_dns()),
+        3,
+    )
+    .unwrap();
     let r = e.runner(connector);
     let ok = e.queue("mjl@mox.example", &["a@example.net", "b@example.net"]);
     r.run_once(e.now()).unwrap();
@@ -1018,7 +1056,13 @@ fn smtp_end_to_end_delivery_tempfail_kick_permfail() {
     assert!(q.last_error.unwrap().contains("451 4.2.0 mailbox busy"));
     assert_eq!(q.history[0].host, "mx.example.net");
     s.accept.store(true, Ordering::SeqCst);
-    let out = execute(&e.config, &e.store, Op::Kick(temp.0), Some(zone_dns())).unwrap();
+    let out = execute(
+        &e.config,
+        &(e.store.clone() as Arc<dyn MailStore>),
+        Op::Kick(temp.0),
+        Some(zone_dns()),
+    )
+    .unwrap();
     assert!(out[0].contains("Delivered"), "{out:?}");
     assert_eq!(s.received.lock().unwrap().len(), 2);
     // Permanent failure: DSN in the sender's Inbox.
@@ -1043,7 +1087,13 @@ fn smtp_connection_refused_and_null_mx() {
         .unwrap()
         .port();
     let e = env(false, &format!("[queue]\nsmtp_port = {port}\n"));
-    let connector = Runner::connector_for(&e.config, &e.store, Some(zone_dns()), 3).unwrap();
+    let connector = Runner::connector_for(
+        &e.config,
+        &(e.store.clone() as Arc<dyn MailStore>),
+        Some(zone_dns()),
+        3,
+    )
+    .unwrap();
     let r = e.runner(connector);
     let id = e.queue("mjl@mox.example", &["a@example.net"])[0];
     let null = e.queue("mjl@mox.example", &["a@nullmx.example"])[0];
@@ -1085,7 +1135,13 @@ fn harness_postfix_and_peers() {
         Path::new("."),
     )
     .unwrap();
-    let connector = Runner::connector_for(&e.config, &e.store, Some(dns), 11).unwrap();
+    let connector = Runner::connector_for(
+        &e.config,
+        &(e.store.clone() as Arc<dyn MailStore>),
+        Some(dns),
+        11,
+    )
+    .unwrap();
     let r = e.runner(connector);
     let pf = e.queue("mjl@mox.example", &["rcpt@pf.example.org"])[0];
     let temp = e.queue("mjl@mox.example", &["tempfail@example.org"])[0];
@@ -1165,7 +1221,13 @@ fn failure_dsn_leaves_out_an_entry_dropped_during_delivery() {
 fn smtp_reuses_connections() {
     let s = sink();
     let e = env(false, &format!("[queue]\nsmtp_port = {}\n", s.port));
-    let connector = Runner::connector_for(&e.config, &e.store, Some(zone_dns()), 3).unwrap();
+    let connector = Runner::connector_for(
+        &e.config,
+        &(e.store.clone() as Arc<dyn MailStore>),
+        Some(zone_dns()),
+        3,
+    )
+    .unwrap();
     let qc = QueueConfigBuilder {
         jitter: 0.0,
         backoff: vec![Duration::from_secs(60)],
@@ -1176,7 +1238,7 @@ fn smtp_reuses_connections() {
     .build()
     .unwrap();
     let r = Runner::new(
-        Arc::clone(&e.store),
+        e.store.clone(),
         Arc::clone(&e.config),
         connector,
         7,

@@ -51,7 +51,7 @@ fn env_with(tag: &str, config: &str) -> Env {
     let store = Arc::new(Store::open(&c.data_dir()).unwrap());
     for (name, a) in &c.account {
         store.account_add(name, &a.domain).unwrap();
-        crate::admin::set_password(&store, name, "testtest").unwrap();
+        crate::admin::set_password(store.as_ref(), name, "testtest").unwrap();
     }
     let c = Arc::new(c);
     let world = Arc::new(
@@ -64,7 +64,7 @@ fn env_with(tag: &str, config: &str) -> Env {
     );
     Env {
         _tmp: tmp,
-        api: Webapi::new(world, Arc::clone(&store)),
+        api: Webapi::new(world, store.clone()),
         store,
         config: c,
     }

@@ -5,9 +5,9 @@
 //!
 //! * Every write that returns `Ok` is committed: each connection sets
 //!   `synchronous_commit = on`, and a method returns after `COMMIT` returned.
-//! * Every method is one transaction (a refusal, e.g. [`StoreError::QuotaExceeded`], rolls
-//!   it back: nothing is stored). `deliver_and_queue` and `queue_record_with` are all or
-//!   nothing.
+//! * Every method is one transaction, or one savepoint of a shared one (group commit,
+//!   below): a refusal, e.g. [`StoreError::QuotaExceeded`], rolls it back and nothing is
+//!   stored. `deliver_and_queue` and `queue_record_with` are all or nothing.
 //! * Message bodies and queued messages are `bytea` columns beside their records; records
 //!   are the storage crate's serde types as JSON. Ids come from sequences and are never
 //!   reused.
@@ -15,10 +15,25 @@
 //!   `rmox_schema` table), each in one transaction.
 //! * Quota and usage: the account row is locked (`FOR UPDATE`) for the check and the
 //!   update, so concurrent deliveries from several nodes cannot overrun a quota.
+//! * Group commit: deliveries and queue additions (`deliver`, `deliver_many`,
+//!   `deliver_and_queue`, `deliver_and_queue_ids`, `queue_add`, `queue_add_parts`) made at
+//!   once by many threads share one transaction and one `COMMIT` (up to [`MAX_BATCH`] of
+//!   them; at most [`MAX_PENDING`] wait, more callers block). Each runs inside a savepoint:
+//!   one refused for its own reason (no account, over quota, invalid) is rolled back and
+//!   fails alone, the others are stored. Every call still returns `Ok` only after the
+//!   commit that holds its write returned, with the ids that commit stored; a failed commit
+//!   or a lost connection fails every call of the batch ([`StoreError::Backend`]), and then
+//!   whether the batch was stored is unknown. [`PgStore::group_stats`] counts the commits.
+//! * Queue leases between nodes: [`MailStore::queue_claim`] leases the entries it returns
+//!   to this node ([`PgOptions::node`]) for [`PgOptions::lease_secs`], skipping those
+//!   another node leases or is leasing at that moment (`FOR UPDATE SKIP LOCKED`): one node
+//!   at a time attempts an entry. `queue_due` leaves out entries another node leases and
+//!   `queue_next_due` counts them due when their lease ends. Recording the attempt's result
+//!   (any change of the entry) ends the lease; a node that dies loses its leases when they
+//!   run out, and another node takes the entries then.
 //!
 //! Not supported (yet): the file-system methods (`backup` to a directory, maildir copies,
-//! `maildir_junk_sync`) return [`StoreError::Unsupported`]. Queue leases between nodes are
-//! not here yet: two nodes running the queue on one database would both attempt an entry.
+//! `maildir_junk_sync`) return [`StoreError::Unsupported`].
 //!
 //! Connections come from a small pool of the crate's own ([`Pool`]); a connection that
 //! failed is dropped, not reused.
@@ -41,8 +56,12 @@ use rmox_storage::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+mod admin;
+mod group;
+mod lease;
 mod schema;
 
+pub use group::{GroupStats, MAX_BATCH, MAX_PENDING};
 pub use postgres::Config;
 pub use schema::SCHEMA_VERSION;
 
@@ -165,6 +184,12 @@ pub struct PgStore {
     pool: Pool,
     /// Accounts with a maildir copy (refused: not supported by this backend).
     maildirs: Mutex<BTreeMap<String, Maildir>>,
+    /// This node's name in queue leases ([`PgOptions::node`]).
+    node: String,
+    /// How long a lease taken by [`MailStore::queue_claim`] runs ([`PgOptions::lease_secs`]).
+    lease_secs: i64,
+    /// The shared commits of deliveries and queue additions.
+    group: group::Committer,
 }
 
 /// What [`PgStore::open_with`] may change.
@@ -174,6 +199,16 @@ pub struct PgOptions {
     pub max_idle: usize,
     /// How long connecting may take.
     pub connect_timeout: Duration,
+    /// This node's name in queue leases (default `"rmox"`): every node sharing the
+    /// database needs its own, or two nodes take each other's leases as their own. A
+    /// restarted node with the same name takes its unfinished leases back at once. Empty
+    /// is refused ([`StoreError::Invalid`]).
+    pub node: String,
+    /// How long (seconds) an entry taken by [`MailStore::queue_claim`] stays this node's
+    /// (default 600): longer than an attempt can take, since once it runs out another node
+    /// may attempt the entry too; short enough that a dead node's entries do not wait long.
+    /// Must be more than 0.
+    pub lease_secs: i64,
 }
 
 impl Default for PgOptions {
@@ -181,6 +216,8 @@ impl Default for PgOptions {
         PgOptions {
             max_idle: 8,
             connect_timeout: Duration::from_secs(10),
+            node: "rmox".into(),
+            lease_secs: 600,
         }
     }
 }
@@ -202,6 +239,15 @@ impl PgStore {
 
     /// [`PgStore::open`] with a parsed connection configuration.
     pub fn open_config(mut config: Config, opts: PgOptions) -> Result<PgStore, StoreError> {
+        if opts.node.is_empty() {
+            return Err(StoreError::Invalid("postgres node name: empty".into()));
+        }
+        if opts.lease_secs <= 0 {
+            return Err(StoreError::Invalid(format!(
+                "postgres lease_secs: {} (must be more than 0)",
+                opts.lease_secs
+            )));
+        }
         config.connect_timeout(opts.connect_timeout);
         let s = PgStore {
             pool: Pool {
@@ -210,6 +256,9 @@ impl PgStore {
                 max_idle: opts.max_idle,
             },
             maildirs: Mutex::new(BTreeMap::new()),
+            node: opts.node,
+            lease_secs: opts.lease_secs,
+            group: group::Committer::default(),
         };
         let mut c = s.pool.get()?;
         schema::migrate(&mut c)?;
@@ -314,12 +363,38 @@ fn put_message_rec(t: &mut Tx<'_>, r: &MessageRecord) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// A [`Delivery`] owning its bytes (head and message joined), to hand to the group commit.
+struct Owned {
+    account: String,
+    mailbox: String,
+    body: Vec<u8>,
+    flags: Flags,
+    received: UnixTime,
+    info: rmox_storage::MessageInfo,
+}
+
+impl Owned {
+    fn new(d: Delivery<'_>) -> Owned {
+        let mut body = Vec::with_capacity(d.head.len() + d.message.len());
+        body.extend_from_slice(d.head);
+        body.extend_from_slice(d.message);
+        Owned {
+            account: d.account,
+            mailbox: d.mailbox,
+            body,
+            flags: d.flags,
+            received: d.received,
+            info: d.info,
+        }
+    }
+}
+
 /// Stores deliveries (account and quota checked first, in account name order: a refusal
 /// writes nothing). Ids in order.
-fn deliver_tx(t: &mut Tx<'_>, reqs: &[Delivery<'_>]) -> Result<Vec<MessageId>, StoreError> {
+fn deliver_tx(t: &mut Tx<'_>, reqs: &[Owned]) -> Result<Vec<MessageId>, StoreError> {
     let mut per: BTreeMap<&str, u64> = BTreeMap::new();
     for d in reqs {
-        *per.entry(d.account.as_str()).or_default() += (d.head.len() + d.message.len()) as u64;
+        *per.entry(d.account.as_str()).or_default() += d.body.len() as u64;
     }
     let mut usage = Vec::new();
     for (acc, size) in &per {
@@ -348,17 +423,14 @@ fn deliver_tx(t: &mut Tx<'_>, reqs: &[Delivery<'_>]) -> Result<Vec<MessageId>, S
             mailbox: d.mailbox.clone(),
             received: d.received,
             flags: d.flags,
-            size: (d.head.len() + d.message.len()) as u64,
+            size: d.body.len() as u64,
             info: d.info.clone(),
             networks: d.info.remote_ip.map(ip_networks).unwrap_or_default(),
             expunged: false,
         };
-        let mut body = Vec::with_capacity(d.head.len() + d.message.len());
-        body.extend_from_slice(d.head);
-        body.extend_from_slice(d.message);
         t.x(
             "INSERT INTO rmox_messages (id, account, rec, body) VALUES ($1, $2, $3, $4)",
-            &[&big(id.0)?, &r.account, &enc(&r)?, &body],
+            &[&big(id.0)?, &r.account, &enc(&r)?, &d.body],
         )?;
         t.x(
             "INSERT INTO rmox_mailboxes (account, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -661,26 +733,7 @@ impl PgStore {
             )));
         }
         let limit = big(limit.min(i64::MAX as usize) as u64)?;
-        let until = now.0.saturating_add(lease_secs);
-        self.tx(|t| {
-            let rows = t.q(
-                "UPDATE rmox_queue SET lease_node = $1, lease_until = $2
-                 WHERE id IN (
-                     SELECT id FROM rmox_queue
-                     WHERE NOT held AND next_attempt <= $3
-                       AND (lease_until IS NULL OR lease_until <= $3)
-                     ORDER BY next_attempt, id LIMIT $4
-                     FOR UPDATE SKIP LOCKED)
-                 RETURNING next_attempt, id, rec",
-                &[&node, &until, &now.0, &limit],
-            )?;
-            let mut v: Vec<(i64, i64, QueueEntry)> = Vec::with_capacity(rows.len());
-            for r in &rows {
-                v.push((col(r, 0)?, col(r, 1)?, rec("queue", r, 2)?));
-            }
-            v.sort_by_key(|(n, id, _)| (*n, *id));
-            Ok(v.into_iter().map(|(_, _, e)| e).collect())
-        })
+        self.tx(|t| lease::lease_tx(t, node, now, lease_secs, lease::Pick::Due { limit }))
     }
 
     /// The node holding entry `id`'s lease and when it ends, if a lease was taken and not
@@ -698,6 +751,17 @@ impl PgStore {
             let until: Option<i64> = col(&r, 1)?;
             Ok(node.zip(until.map(UnixTime)))
         })
+    }
+
+    /// What the group commit of deliveries and queue additions has done so far (see the
+    /// crate docs).
+    pub fn group_stats(&self) -> GroupStats {
+        self.group.stats()
+    }
+
+    /// This node's name in queue leases ([`PgOptions::node`]).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Expunge inside a transaction (junk training already removed).
@@ -967,17 +1031,23 @@ impl MailStore for PgStore {
         if recipients.is_empty() {
             return Err(StoreError::Invalid("queue_add without recipients".into()));
         }
-        self.tx(|t| queue_add_tx(t, msg, recipients))
+        let msg = msg.to_vec();
+        self.group.run(&self.pool, Vec::new(), move |t| {
+            queue_add_tx(t, &msg, recipients)
+        })
     }
 
     fn queue_due(&self, now: UnixTime, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
         let limit = big(limit.min(i64::MAX as usize) as u64)?;
         self.read(|c| {
-            let rows = c.q(
-                "SELECT rec FROM rmox_queue WHERE NOT held AND next_attempt <= $1
+            // Not what another node leases now; this node's own leases are due (a restarted
+            // node takes its entries back at once).
+            let sql = format!(
+                "SELECT rec FROM rmox_queue WHERE NOT held AND next_attempt <= $1 AND {}
                  ORDER BY next_attempt, id LIMIT $2",
-                &[&now.0, &limit],
-            )?;
+                lease::lease_free("", "$1", Some("$3"))
+            );
+            let rows = c.q(&sql, &[&now.0, &limit, &self.node])?;
             records("queue", &rows)
         })
     }
@@ -985,12 +1055,28 @@ impl MailStore for PgStore {
     fn queue_next_due(&self) -> Result<Option<UnixTime>, StoreError> {
         self.read(|c| {
             let r = c
-                .opt(
-                    "SELECT min(next_attempt) FROM rmox_queue WHERE NOT held",
-                    &[],
-                )?
+                .opt(lease::NEXT_DUE, &[&self.node])?
                 .ok_or_else(|| StoreError::Invalid("no minimum".into()))?;
             Ok(col::<Option<i64>>(&r, 0)?.map(UnixTime))
+        })
+    }
+
+    fn queue_claim(
+        &self,
+        entries: &[(QueueId, UnixTime)],
+        now: UnixTime,
+    ) -> Result<Vec<QueueEntry>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.tx(|t| {
+            lease::lease_tx(
+                t,
+                &self.node,
+                now,
+                self.lease_secs,
+                lease::Pick::Listed(entries),
+            )
         })
     }
 
@@ -1031,7 +1117,11 @@ impl MailStore for PgStore {
             )? {
                 let mut e: QueueEntry = rec("queue", &r, 0)?;
                 e.history.push(attempt);
-                put_entry(t, &e)?;
+                // A note is no change of the entry's schedule: its lease stays.
+                t.x(
+                    "UPDATE rmox_queue SET rec = $2 WHERE id = $1",
+                    &[&idb, &enc(&e)?],
+                )?;
                 return Ok(true);
             }
             let Some(r) = t.opt(
@@ -1644,11 +1734,6 @@ impl MailStore for PgStore {
         Err(unsupported("backup to a directory (use pg_dump)"))
     }
 
-    fn data_dir(&self) -> &Path {
-        // No data directory: the data lives in the database.
-        Path::new("")
-    }
-
     fn webhook_add(&self, hook: Webhook) -> Result<u64, StoreError> {
         self.tx(|t| webhook_add_tx(t, &hook))
     }
@@ -1798,7 +1883,7 @@ impl MailStore for PgStore {
                         }
                         // A refusal rolls back to here; the results stay recorded.
                         let mut sp = t.transaction().map_err(pg)?;
-                        match deliver_tx(&mut sp, std::slice::from_ref(&d)) {
+                        match deliver_tx(&mut sp, &[Owned::new(d)]) {
                             Ok(ids) => {
                                 sp.commit().map_err(pg)?;
                                 match ids.first() {
@@ -1892,10 +1977,13 @@ impl PgStore {
         if reqs.iter().any(|d| self.has_maildir(&d.account)) {
             return Err(unsupported("maildir copies"));
         }
-        self.tx(|t| {
+        let reqs: Vec<Owned> = reqs.into_iter().map(Owned::new).collect();
+        let queued = queued.map(|(m, r)| (m.to_vec(), r));
+        let accounts = reqs.iter().map(|d| d.account.clone()).collect();
+        self.group.run(&self.pool, accounts, move |t| {
             let ids = deliver_tx(t, &reqs)?;
             let q = match queued {
-                Some((msg, rcpts)) => queue_add_tx(t, msg, rcpts)?,
+                Some((msg, rcpts)) => queue_add_tx(t, &msg, rcpts)?,
                 None => Vec::new(),
             };
             Ok((ids, q))

@@ -12,10 +12,34 @@ use crate::{pg, Q};
 const MIGRATION_LOCK: i64 = 0x726d_6f78;
 
 /// (version, SQL) in order. Never change a migration that was released: add one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 4;
+
+/// Version 4: the leased entries, for when an entry another node leases is due (the
+/// queue's next wake-up reads them without scanning the queue).
+const V4: &str = "
+CREATE INDEX rmox_queue_leased ON rmox_queue (lease_until)
+    WHERE lease_node IS NOT NULL AND NOT held;
+";
+
+/// Version 3: hold rule ids, retired webhooks and the webhooks' due index (queue
+/// administration and webhooks through the backend-neutral interface), and the leases of
+/// background tasks one node at a time runs (report senders, webhook POSTs).
+const V3: &str = "
+CREATE SEQUENCE rmox_hold_rule_ids;
+CREATE TABLE rmox_webhooks_retired (
+    id bigint PRIMARY KEY,
+    rec bytea NOT NULL
+);
+CREATE INDEX rmox_webhooks_due ON rmox_webhooks (next_attempt, id);
+CREATE TABLE rmox_task_leases (
+    task text PRIMARY KEY,
+    node text NOT NULL,
+    until bigint NOT NULL
+);
+";
 
 /// Version 2: queue leases. A node that takes an entry for an attempt writes its name and
 /// the lease's end; other nodes skip the entry until the lease ends or the entry changes

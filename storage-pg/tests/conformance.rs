@@ -11,81 +11,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: failing loudly is the point
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+mod common;
 
+use common::{delivery, rcpt, server, TestDb};
 use proptest::prelude::*;
 use rmox_core::UnixTime;
 use rmox_storage::testing::check::{check_backend, ops_from_bytes, CheckBackend};
-use rmox_storage::{
-    Delivery, DsnParams, Flags, MailStore, MessageInfo, Outcome, QueueRecipient, RequireTls,
-    StoreError, Suppression,
-};
-use rmox_storage_pg::{Config, PgOptions, PgStore};
-
-/// The server's URL, or `None` (skipped) outside CI.
-fn server() -> Option<Config> {
-    match std::env::var("RMOX_TEST_PG_URL") {
-        Ok(url) => Some(url.parse().expect("RMOX_TEST_PG_URL does not parse")),
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("RMOX_TEST_PG_URL is not set, and CI is: .ci/run starts PostgreSQL and sets it")
-        }
-        Err(_) => {
-            eprintln!("skipped: RMOX_TEST_PG_URL is not set (storage-pg/pg-up.sh starts a server)");
-            None
-        }
-    }
-}
-
-/// A database of one test, dropped with it.
-struct TestDb {
-    admin: Config,
-    name: String,
-    config: Config,
-}
-
-impl TestDb {
-    fn new(server: &Config) -> TestDb {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "rmox_test_{}_{}_{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let mut admin = server.clone();
-        admin.connect_timeout(Duration::from_secs(10));
-        let mut c = admin
-            .connect(postgres::NoTls)
-            .expect("connect to RMOX_TEST_PG_URL");
-        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-        let mut config = admin.clone();
-        config.dbname(&name);
-        TestDb {
-            admin,
-            name,
-            config,
-        }
-    }
-
-    fn open(&self) -> Result<PgStore, StoreError> {
-        PgStore::open_config(self.config.clone(), PgOptions::default())
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Ok(mut c) = self.admin.connect(postgres::NoTls) {
-            let _ = c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-}
+use rmox_storage::{MailStore, Outcome, StoreError, Suppression};
+use rmox_storage_pg::PgStore;
 
 impl CheckBackend for TestDb {
     fn open(&mut self) -> Result<Box<dyn MailStore>, String> {
@@ -114,40 +47,6 @@ proptest! {
         if let Err(e) = check_backend(&mut db, &ops) {
             panic!("{e}\nops: {ops:#?}");
         }
-    }
-}
-
-fn delivery<'a>(account: &str, msg: &'a [u8], t: i64) -> Delivery<'a> {
-    Delivery {
-        account: account.into(),
-        mailbox: "Inbox".into(),
-        head: b"Received: x\r\n",
-        message: msg,
-        flags: Flags::default(),
-        received: UnixTime(t),
-        info: MessageInfo {
-            remote_ip: "192.0.2.77".parse().ok(),
-            mail_from: Some("Bob@Example.ORG".into()),
-            ..Default::default()
-        },
-    }
-}
-
-fn rcpt(to: &str, next: i64) -> QueueRecipient {
-    QueueRecipient {
-        sender_account: Some("a".into()),
-        mail_from: "a@example.org".into(),
-        recipient: to.into(),
-        has_8bit: false,
-        smtputf8: false,
-        requiretls: RequireTls::Default,
-        transport: None,
-        next_attempt: UnixTime(next),
-        queued: UnixTime(0),
-        hold: false,
-        dsn: DsnParams::default(),
-        is_dsn: false,
-        from_id: None,
     }
 }
 

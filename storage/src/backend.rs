@@ -16,8 +16,88 @@ use crate::{
 /// A boxed in-place change of a queue entry.
 pub type QueueChange = Box<dyn FnOnce(&mut QueueEntry) + Send + 'static>;
 
-/// What rmox keeps, whatever keeps it.
-pub trait MailStore: Send + Sync {
+/// The queue's administration: hold rules, drops with their webhook, and the start-up
+/// cleanup of message bytes no entry references.
+pub trait QueueAdminStore: Send + Sync {
+    /// Adds a hold rule (its `id` is assigned); returns the id.
+    fn hold_rule_add(&self, rule: HoldRule) -> Result<u64, StoreError>;
+    /// Removes a hold rule; true if it existed. Entries it held stay held.
+    fn hold_rule_remove(&self, id: u64) -> Result<bool, StoreError>;
+    /// Removes an entry without delivering it, storing `hook` (the `canceled` webhook) in
+    /// the same commit.
+    fn queue_drop_with(&self, id: QueueId, hook: Option<crate::Webhook>) -> Result<(), StoreError>;
+    /// Removes queued message bytes no entry references (left by a crash between two
+    /// steps); called at start, before the queue is used. Returns the removed message ids.
+    /// A backend that stores bytes and references in one transaction has none.
+    fn queue_remove_orphans(&self) -> Result<Vec<u64>, StoreError>;
+}
+
+/// The records reports are made from (DMARC aggregate, TLS), by kind and domain.
+pub trait ReportStore: Send + Sync {
+    /// Report records of `kind` for `domain`, oldest first, with their times.
+    fn reports(
+        &self,
+        kind: ReportKind,
+        domain: &str,
+    ) -> Result<Vec<(UnixTime, Vec<u8>)>, StoreError>;
+    /// Domains with report records of `kind`.
+    fn report_domains(&self, kind: ReportKind) -> Result<Vec<String>, StoreError>;
+    /// All report records of `kind`, by domain then oldest first; domain, time and
+    /// sequence number identify a record ([`ReportStore::report_get`]).
+    fn report_entries(&self, kind: ReportKind) -> Result<Vec<crate::ReportEntry>, StoreError>;
+    /// The report record of `kind` for `domain` stored at `time` with sequence number `seq`.
+    fn report_get(
+        &self,
+        kind: ReportKind,
+        domain: &str,
+        time: UnixTime,
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Removes report records of `kind` for `domain` older than `before` (after sending).
+    fn reports_remove(
+        &self,
+        kind: ReportKind,
+        domain: &str,
+        before: UnixTime,
+    ) -> Result<(), StoreError>;
+}
+
+/// Outgoing webhooks waiting to be POSTed, and those retired.
+pub trait WebhookStore: Send + Sync {
+    /// The webhooks waiting, by id.
+    fn webhooks(&self) -> Result<Vec<crate::Webhook>, StoreError>;
+    /// The webhooks due at `now`, by due time then id, at most `limit`.
+    fn webhooks_due(&self, now: UnixTime, limit: usize) -> Result<Vec<crate::Webhook>, StoreError>;
+    /// Records a POST's result: with `next` the hook waits until then, without it it is
+    /// retired (`success` says how). False when the hook is gone (dropped meanwhile).
+    fn webhook_result(
+        &self,
+        id: u64,
+        result: crate::WebhookResult,
+        next: Option<UnixTime>,
+        success: bool,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
+    /// Retires a waiting webhook without POSTing it again (an administrator's drop).
+    fn webhook_drop(&self, id: u64, now: UnixTime) -> Result<bool, StoreError>;
+    /// The retired webhooks, by id.
+    fn webhooks_retired(&self) -> Result<Vec<crate::RetiredWebhook>, StoreError>;
+}
+
+/// Background tasks that one node at a time runs when several nodes share a store.
+pub trait TaskLeases: Send + Sync {
+    /// Takes or renews this node's lease on a background `task` (sending reports, POSTing
+    /// webhooks): true when this node holds it from `now` for `secs` seconds, false when
+    /// another node's lease has not run out.
+    fn task_lease(&self, task: &str, now: UnixTime, secs: i64) -> Result<bool, StoreError>;
+}
+
+/// What rmox keeps, whatever keeps it: one interface (with its focused parts
+/// [`QueueAdminStore`], [`ReportStore`], [`WebhookStore`], [`TaskLeases`]) for every
+/// backend.
+pub trait MailStore:
+    QueueAdminStore + ReportStore + WebhookStore + TaskLeases + Send + Sync
+{
     /// The account record.
     fn account(&self, name: &str) -> Result<Option<Account>, StoreError>;
     /// Creates an account.
@@ -91,6 +171,28 @@ pub trait MailStore: Send + Sync {
     fn queue_due(&self, now: UnixTime, limit: usize) -> Result<Vec<QueueEntry>, StoreError>;
     /// The earliest next attempt of any entry not held.
     fn queue_next_due(&self) -> Result<Option<UnixTime>, StoreError>;
+    /// Takes entries for one delivery attempt by this node: each `(id, due)` read earlier
+    /// (from [`MailStore::queue_due`], `due` its next attempt then) comes back as stored now
+    /// when it is still queued, not held, not rescheduled past `due`, and (on a store shared
+    /// by several nodes) not leased by another node; the entries returned are leased to
+    /// this node until the attempt's result is recorded or the lease runs out. Entries not
+    /// returned must not be attempted. The embedded store serves one node: no lease, every
+    /// entry still queued and due comes back.
+    fn queue_claim(
+        &self,
+        entries: &[(QueueId, UnixTime)],
+        now: UnixTime,
+    ) -> Result<Vec<QueueEntry>, StoreError> {
+        let _ = now;
+        let mut out = Vec::with_capacity(entries.len());
+        for (id, due) in entries {
+            match self.queue_get(*id)? {
+                Some(s) if !s.rcpt.hold && s.rcpt.next_attempt <= *due => out.push(s),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
     /// One entry.
     fn queue_get(&self, id: QueueId) -> Result<Option<QueueEntry>, StoreError>;
     /// The entry (queued, or retired: `true`) whose MAIL FROM carried `from_id`.
@@ -227,8 +329,6 @@ pub trait MailStore: Send + Sync {
     fn mtasts_list(&self) -> Result<Vec<MtaStsRecord>, StoreError>;
     /// A consistent copy into `dest`, while in use.
     fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError>;
-    /// Where the data lives (for the control socket).
-    fn data_dir(&self) -> &Path;
     /// Stores a webhook to be POSTed; its id.
     fn webhook_add(&self, hook: crate::Webhook) -> Result<u64, StoreError>;
     /// All accounts, by name.
@@ -275,6 +375,86 @@ pub trait MailStore: Send + Sync {
     ) -> Result<u32, StoreError>;
     /// The failed deliveries in a row to `address` for `account`.
     fn failure_streak(&self, account: &str, address: &str) -> Result<u32, StoreError>;
+}
+
+impl QueueAdminStore for Store {
+    fn hold_rule_add(&self, rule: HoldRule) -> Result<u64, StoreError> {
+        Store::hold_rule_add(self, rule)
+    }
+    fn hold_rule_remove(&self, id: u64) -> Result<bool, StoreError> {
+        Store::hold_rule_remove(self, id)
+    }
+    fn queue_drop_with(&self, id: QueueId, hook: Option<crate::Webhook>) -> Result<(), StoreError> {
+        Store::queue_drop_with(self, id, hook)
+    }
+    fn queue_remove_orphans(&self) -> Result<Vec<u64>, StoreError> {
+        Store::queue_remove_orphans(self)
+    }
+}
+
+/// The embedded store serves one node: it always holds every task.
+impl TaskLeases for Store {
+    fn task_lease(&self, _task: &str, _now: UnixTime, _secs: i64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+}
+
+impl ReportStore for Store {
+    fn reports(
+        &self,
+        kind: ReportKind,
+        domain: &str,
+    ) -> Result<Vec<(UnixTime, Vec<u8>)>, StoreError> {
+        Store::reports(self, kind, domain)
+    }
+    fn report_domains(&self, kind: ReportKind) -> Result<Vec<String>, StoreError> {
+        Store::report_domains(self, kind)
+    }
+    fn report_entries(&self, kind: ReportKind) -> Result<Vec<crate::ReportEntry>, StoreError> {
+        Store::report_entries(self, kind)
+    }
+    fn report_get(
+        &self,
+        kind: ReportKind,
+        domain: &str,
+        time: UnixTime,
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Store::report_get(self, kind, domain, time, seq)
+    }
+    fn reports_remove(
+        &self,
+        kind: ReportKind,
+        domain: &str,
+        before: UnixTime,
+    ) -> Result<(), StoreError> {
+        Store::reports_remove(self, kind, domain, before)
+    }
+}
+
+impl WebhookStore for Store {
+    fn webhooks(&self) -> Result<Vec<crate::Webhook>, StoreError> {
+        Store::webhooks(self)
+    }
+    fn webhooks_due(&self, now: UnixTime, limit: usize) -> Result<Vec<crate::Webhook>, StoreError> {
+        Store::webhooks_due(self, now, limit)
+    }
+    fn webhook_result(
+        &self,
+        id: u64,
+        result: crate::WebhookResult,
+        next: Option<UnixTime>,
+        success: bool,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        Store::webhook_result(self, id, result, next, success, now)
+    }
+    fn webhook_drop(&self, id: u64, now: UnixTime) -> Result<bool, StoreError> {
+        Store::webhook_drop(self, id, now)
+    }
+    fn webhooks_retired(&self) -> Result<Vec<crate::RetiredWebhook>, StoreError> {
+        Store::webhooks_retired(self)
+    }
 }
 
 impl MailStore for Store {
@@ -546,9 +726,6 @@ impl MailStore for Store {
     }
     fn webhook_add(&self, hook: crate::Webhook) -> Result<u64, StoreError> {
         Store::webhook_add(self, hook)
-    }
-    fn data_dir(&self) -> &Path {
-        Store::data_dir(self)
     }
     fn accounts(&self) -> Result<Vec<Account>, StoreError> {
         Store::accounts(self)

@@ -150,7 +150,7 @@ mod tables;
 pub mod testing;
 mod webhook;
 
-pub use backend::{MailStore, QueueChange};
+pub use backend::{MailStore, QueueAdminStore, QueueChange, ReportStore, TaskLeases, WebhookStore};
 pub use backup::{verify, BackupReport, VerifyReport};
 pub use error::StoreError;
 pub use group::{commit_stats, CommitStats, COMMIT_BUCKETS, MAX_BATCH, MAX_PENDING};

@@ -268,7 +268,13 @@ fn tls_mode_and_result_recorded() {
         );
         let extra = format!("[queue]\nsmtp_port = {port}\n[transport.d]\nkind = \"direct\"\nipv4 = true\nipv6 = false\n[[route]]\ntransport = \"d\"\n");
         let e = env(false, &extra);
-        let connector = Runner::connector_for(&e.config, &e.store, Some(zone()), 3).unwrap();
+        let connector = Runner::connector_for(
+            &e.config,
+            &(e.store.clone() as Arc<dyn MailStore>),
+            Some(zone()),
+            3,
+        )
+        .unwrap();
         let r = e.runner(connector);
         let id = queue_with(&e, "rcpt@example.net", *rt);
         r.run_once(e.now()).unwrap();
@@ -337,7 +343,13 @@ fn own_tls_report_delivery_not_recorded() {
         );
         let extra = format!("[queue]\nsmtp_port = {port}\n[transport.d]\nkind = \"direct\"\nipv4 = true\nipv6 = false\n[[route]]\ntransport = \"d\"\n");
         let e = env(false, &extra);
-        let connector = Runner::connector_for(&e.config, &e.store, Some(zone()), 3).unwrap();
+        let connector = Runner::connector_for(
+            &e.config,
+            &(e.store.clone() as Arc<dyn MailStore>),
+            Some(zone()),
+            3,
+        )
+        .unwrap();
         let r = e.runner(connector);
         let rcpt = QueueRecipient {
             sender_account: None,
@@ -385,7 +397,13 @@ fn requiretls_to_server_without_requiretls_fails_with_dsn() {
             ca.display()
         );
         let e = env(false, &extra);
-        let connector = Runner::connector_for(&e.config, &e.store, Some(zone()), 3).unwrap();
+        let connector = Runner::connector_for(
+            &e.config,
+            &(e.store.clone() as Arc<dyn MailStore>),
+            Some(zone()),
+            3,
+        )
+        .unwrap();
         let r = e.runner(connector);
         let id = queue_with(&e, "rcpt@example.net", RequireTls::Required);
         r.run_once(e.now()).unwrap();
@@ -458,7 +476,13 @@ fn other_family_tried_after_connection_level_failure() {
         }
         let got6 = tls_sink(l6, ok.clone());
         let e = env(false, &format!("[queue]\nsmtp_port = {port}\n"));
-        let connector = Runner::connector_for(&e.config, &e.store, Some(zone()), 3).unwrap();
+        let connector = Runner::connector_for(
+            &e.config,
+            &(e.store.clone() as Arc<dyn MailStore>),
+            Some(zone()),
+            3,
+        )
+        .unwrap();
         let r = e.runner(connector);
         let id = e.queue("mjl@mox.example", &["rcpt@example.net"])[0];
         r.run_once(e.now()).unwrap();

@@ -5,6 +5,8 @@
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 
+use rmox_storage::Store;
+
 use super::*;
 
 on_every_runtime!(
@@ -59,7 +61,7 @@ destinations = { "mjl@mox.example" = {} }
     let config = Arc::new(Config::parse(text, &dir.path().join("rmox.toml")).unwrap());
     let store = Arc::new(Store::open(&config.data_dir()).unwrap());
     store.account_add("relayuser", "mox.example").unwrap();
-    crate::admin::set_password(&store, "relayuser", "password123").unwrap();
+    crate::admin::set_password(&*store, "relayuser", "password123").unwrap();
     let ck = rcgen::generate_simple_self_signed(vec!["smarthost.example".to_string()]).unwrap();
     let cert_file = dir.path().join("cert.pem");
     std::fs::write(&cert_file, ck.cert.pem()).unwrap();
@@ -189,7 +191,13 @@ fn smarthost_and_submission_with_auth_through_rmox() {
             false,
             &format!("[transport.relay]\n{transport}\n[[route]]\ntransport = \"relay\"\n"),
         );
-        let connector = Runner::connector_for(&e.config, &e.store, Some(zone()), 3).unwrap();
+        let connector = Runner::connector_for(
+            &e.config,
+            &(e.store.clone() as Arc<dyn MailStore>),
+            Some(zone()),
+            3,
+        )
+        .unwrap();
         let r = e.runner(connector);
         let to = format!("rcpt{i}@example.net");
         let id = e.queue("mjl@mox.example", &[&to])[0];
@@ -352,7 +360,13 @@ fn socks5_proxy_in_front_of_the_sink() {
                 p.addr
             ),
         );
-        let connector = Runner::connector_for(&e.config, &e.store, Some(zone_dns()), 3).unwrap();
+        let connector = Runner::connector_for(
+            &e.config,
+            &(e.store.clone() as Arc<dyn MailStore>),
+            Some(zone_dns()),
+            3,
+        )
+        .unwrap();
         let r = e.runner(connector);
         let to = format!("socks{i}@example.net");
         let id = e.queue("mjl@mox.example", &[&to])[0];
@@ -392,7 +406,13 @@ fn direct_transport_address_family_switches() {
                 s.port
             ),
         );
-        let connector = Runner::connector_for(&e.config, &e.store, Some(zone()), 3).unwrap();
+        let connector = Runner::connector_for(
+            &e.config,
+            &(e.store.clone() as Arc<dyn MailStore>),
+            Some(zone()),
+            3,
+        )
+        .unwrap();
         let r = e.runner(connector);
         let id = e.queue("mjl@mox.example", &["direct@example.net"])[0];
         r.run_once(e.now()).unwrap();
@@ -479,7 +499,13 @@ transport = "relay"
 
 fn unknown_transport_on_an_item_fails_temporarily() {
     let e = env(false, "");
-    let connector = Runner::connector_for(&e.config, &e.store, Some(zone()), 3).unwrap();
+    let connector = Runner::connector_for(
+        &e.config,
+        &(e.store.clone() as Arc<dyn MailStore>),
+        Some(zone()),
+        3,
+    )
+    .unwrap();
     let r = e.runner(connector);
     let id = e.queue("mjl@mox.example", &["x@example.net"])[0];
     e.store
