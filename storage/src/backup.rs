@@ -247,7 +247,10 @@ pub fn verify(data_dir: &Path) -> VerifyReport {
         // Not closed cleanly (a crash, kill -9): redb recovers such a file when it is next
         // opened for writing, which a read-only open may not do. Recover a copy and check
         // that; the data directory itself is left untouched.
-        Err(StoreError::Database(e)) if matches!(e.as_ref(), redb::Error::RepairAborted) => {
+        Err(StoreError::Database {
+            failure: crate::DbFailure::NeedsRecovery,
+            ..
+        }) => {
             rep.recovered = true;
             match recovered_copy(data_dir) {
                 Ok((copy, store)) => {

@@ -13,10 +13,15 @@ use crate::model::{MessageId, QueueId};
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The database failed (I/O error, full disk, corruption, a failed commit). After a failed
-    /// commit redb refuses further writes until the store is reopened.
-    #[error("database: {0}")]
-    Database(Arc<redb::Error>),
+    /// The embedded database failed (I/O error, full disk, corruption, a failed commit).
+    /// After a failed commit it refuses further writes until the store is reopened.
+    #[error("database: {message}")]
+    Database {
+        /// What kind of failure, for callers that answer them differently.
+        failure: DbFailure,
+        /// What failed, as the database said it.
+        message: String,
+    },
     /// Creating, writing, syncing, reading or removing a file failed.
     #[error("{op} {}: {source}", path.display())]
     Io {
@@ -96,21 +101,41 @@ pub enum StoreError {
     },
 }
 
+/// The kinds of [`StoreError::Database`] failure callers tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DbFailure {
+    /// Another process holds the database (a running server, or one starting or stopping).
+    Locked,
+    /// The database was not closed cleanly and a read-only open cannot repair it.
+    NeedsRecovery,
+    /// An operating system error of this kind.
+    Io(io::ErrorKind),
+    /// Anything else (corruption, a failed commit, ...).
+    Other,
+}
+
 impl StoreError {
     /// True when the database is held by another process (a running server, or one
     /// starting or stopping).
     pub fn is_locked(&self) -> bool {
-        matches!(self, StoreError::Database(e) if matches!(e.as_ref(), redb::Error::DatabaseAlreadyOpen))
+        matches!(
+            self,
+            StoreError::Database {
+                failure: DbFailure::Locked,
+                ..
+            }
+        )
     }
 
     /// True when the failure is the disk being full (the server answers 452, not 451).
     pub fn is_disk_full(&self) -> bool {
         match self {
             StoreError::Io { source, .. } => source.kind() == io::ErrorKind::StorageFull,
-            StoreError::Database(e) => match e.as_ref() {
-                redb::Error::Io(io) => io.kind() == io::ErrorKind::StorageFull,
-                _ => false,
-            },
+            StoreError::Database {
+                failure: DbFailure::Io(k),
+                ..
+            } => *k == io::ErrorKind::StorageFull,
             _ => false,
         }
     }
@@ -121,7 +146,7 @@ impl StoreError {
     pub fn is_storage_failure(&self) -> bool {
         matches!(
             self,
-            StoreError::Database(_)
+            StoreError::Database { .. }
                 | StoreError::Io { .. }
                 | StoreError::Panicked
                 | StoreError::Backend { .. }
@@ -137,11 +162,27 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// The embedded database's error in storage terms.
+    fn from_redb(e: redb::Error) -> StoreError {
+        let failure = match &e {
+            redb::Error::DatabaseAlreadyOpen => DbFailure::Locked,
+            redb::Error::RepairAborted => DbFailure::NeedsRecovery,
+            redb::Error::Io(io) => DbFailure::Io(io.kind()),
+            _ => DbFailure::Other,
+        };
+        StoreError::Database {
+            failure,
+            message: e.to_string(),
+        }
+    }
+}
+
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> StoreError {
-                StoreError::Database(Arc::new(redb::Error::from(e)))
+                StoreError::from_redb(redb::Error::from(e))
             }
         }
     )*};

@@ -152,7 +152,7 @@ mod webhook;
 
 pub use backend::{MailStore, QueueAdminStore, QueueChange, ReportStore, TaskLeases, WebhookStore};
 pub use backup::{verify, BackupReport, VerifyReport};
-pub use error::StoreError;
+pub use error::{DbFailure, StoreError};
 pub use group::{commit_stats, CommitStats, COMMIT_BUCKETS, MAX_BATCH, MAX_PENDING};
 pub use junk::Trained;
 pub use maildir::Maildir;

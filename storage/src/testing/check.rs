@@ -358,7 +358,7 @@ pub fn kind(e: &StoreError) -> &'static str {
         StoreError::Corrupt { .. } => "Corrupt",
         StoreError::SchemaTooNew { .. } => "SchemaTooNew",
         StoreError::Io { .. } => "Io",
-        StoreError::Database(_) => "Database",
+        StoreError::Database { .. } => "Database",
         StoreError::Backend { .. } => "Backend",
         StoreError::Unsupported { .. } => "Unsupported",
         _ => "other",
