@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use common::{delivery, inconsistency, rcpt, server, TestDb};
 use rmox_core::UnixTime;
-use rmox_storage::{Attempt, MailStore, MessageId, QueueEntry, QueueId, QueueRecord, StoreError};
+use rmox_storage::{
+    Attempt, MailStore, MessageId, QueueEntry, QueueId, QueueRecord, StoreError, TaskLeases,
+};
 use rmox_storage_pg::PgOptions;
 
 fn ids(v: &[QueueEntry]) -> BTreeSet<QueueId> {
@@ -565,4 +567,53 @@ fn group_commit_lost_connection_fails_the_batch() {
     let id = s.deliver(delivery("a", b"after", 2)).unwrap();
     assert_eq!(s.message_bytes(id).unwrap(), b"Received: x\r\nafter");
     assert_eq!(inconsistency(&mut db.connect()), None);
+}
+
+/// Background tasks (report senders, webhook POSTs) run on one node at a time: the first
+/// node to ask holds the task until its lease runs out, renewing extends it, the other
+/// node gets it only after the end; tasks are independent; from 8 threads of two nodes
+/// racing for a fresh task, exactly one node wins.
+#[test]
+fn task_leases_one_node_at_a_time() {
+    let Some(server) = server() else { return };
+    let db = TestDb::new(&server);
+    let a = Arc::new(db.open_node("a", 600).unwrap());
+    let b = Arc::new(db.open_node("b", 600).unwrap());
+    let t = |s: i64| UnixTime(1_000_000 + s);
+    assert!(a.task_lease("reports", t(0), 60).unwrap());
+    assert!(!b.task_lease("reports", t(1), 60).unwrap());
+    assert!(
+        a.task_lease("reports", t(30), 60).unwrap(),
+        "renewed by its holder"
+    );
+    assert!(
+        !b.task_lease("reports", t(89), 60).unwrap(),
+        "renewal moved the end to 90"
+    );
+    assert!(
+        b.task_lease("webhooks", t(89), 60).unwrap(),
+        "another task is free"
+    );
+    assert!(
+        b.task_lease("reports", t(90), 60).unwrap(),
+        "run out: b takes it"
+    );
+    assert!(!a.task_lease("reports", t(91), 60).unwrap());
+    assert!(a.task_lease("reports", t(91), 0).is_err());
+
+    let winners: Vec<bool> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|i| {
+                let st = if i % 2 == 0 { &a } else { &b };
+                s.spawn(move || st.task_lease("race", t(0), 60).unwrap())
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let a_won = winners.iter().step_by(2).any(|w| *w);
+    let b_won = winners.iter().skip(1).step_by(2).any(|w| *w);
+    assert!(
+        a_won != b_won,
+        "exactly one node holds the task: {winners:?}"
+    );
 }
