@@ -2279,6 +2279,13 @@ impl Config {
                         ));
                     }
                 }
+                // Maildir copies are files on one machine: not with a shared database.
+                if let Some((name, _)) = self.account.iter().find(|(_, a)| a.maildir.is_some()) {
+                    return Err(self.err(
+                        format!("account.{name}.maildir"),
+                        "maildir copies need kind = \"redb\" (files on one machine); the postgres backend does not keep them".to_string(),
+                    ));
+                }
                 if st.pool_idle == 0 || st.pool_idle > 1024 {
                     return Err(self.err(
                         "storage.pool_idle",
@@ -3793,6 +3800,8 @@ mailbox = "Postmaster"
             assert_eq!(e.key, key, "{body}: {e}");
         }
         assert!(cfg("[storage]\nkind = \"mysql\"\n").is_err());
+        let e = cfg("[account.md]\ndomain = \"mox.example\"\nmaildir = \"md\"\n[storage]\nkind = \"postgres\"\nurl = \"host=x\"\n").unwrap_err();
+        assert_eq!(e.key, "account.md.maildir", "{e}");
     }
 
     /// `[account.X.webhooks]` and `[webhooks]`: defaults, and each mistake refused with its
