@@ -1387,8 +1387,9 @@ pub struct StorageConfig {
     /// database. Default: `hostname`.
     #[serde(default)]
     pub node: Option<String>,
-    /// PostgreSQL: how long a node holds a queue entry it is delivering. Another node
-    /// takes the entry over only after this, so it must be longer than an attempt can take.
+    /// PostgreSQL: how long a node holds a queue entry it is delivering without renewing
+    /// the lease (it renews every third of this while the attempt runs). A node that dies
+    /// loses its entries to the other nodes after this.
     #[serde(default = "default_lease_secs")]
     pub lease_secs: u64,
     /// PostgreSQL: idle connections kept open for reuse.
@@ -2754,9 +2755,10 @@ storage_cache_mb = 64
 # database and message files in data_dir, one machine. kind = "postgres": a PostgreSQL
 # database that several rmox nodes share (accounts, queue, reputation, counters); url is
 # its connection string, node this node's name in queue leases (default: hostname; unique
-# per node), lease_secs how long a node holds a queue entry it is delivering (5 to 86400,
-# default 900; longer than an attempt can take: a node that dies loses its entries to the
-# others after it), pool_idle the connections kept open (default 16).
+# per node), lease_secs how long a node holds a queue entry it is delivering without
+# renewing (5 to 86400, default 900; renewed every third of it while the attempt runs; a
+# node that dies loses its entries to the others after it), pool_idle the connections kept
+# open (default 16).
 [storage]
 kind = "redb"
 # kind = "postgres"

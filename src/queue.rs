@@ -249,6 +249,10 @@ pub struct Runner {
     rng: Mutex<Rng>,
     wakeup: Arc<Wakeup>,
     in_flight: Mutex<InFlight>,
+    /// Entries this node claimed for the attempts in flight, with their next attempt then
+    /// ([`MailStore::queue_claim`]); a store shared with other nodes has their leases
+    /// renewed while the attempts run ([`Runner::renew_leases`]).
+    claimed: Mutex<BTreeMap<u64, UnixTime>>,
     clock: Clock,
     runtime: Runtime,
     /// Reads of the due entries by the runner loop (tests).
@@ -411,6 +415,7 @@ impl Runner {
             rng: Mutex::new(Rng::new(seed)),
             wakeup: Arc::new(Wakeup::default()),
             in_flight: Mutex::new(InFlight::default()),
+            claimed: Mutex::new(BTreeMap::new()),
             clock,
             runtime: Runtime::one_off(),
             #[cfg(test)]
@@ -605,6 +610,12 @@ impl Runner {
             .map(|e| (e.id, e.rcpt.next_attempt))
             .collect();
         let claimed = self.store.queue_claim(&read, (self.clock)())?;
+        {
+            let mut c = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+            for e in &claimed {
+                c.insert(e.id.0, e.rcpt.next_attempt);
+            }
+        }
         if claimed.len() < read.len() {
             tracing::debug!(
                 read = read.len(),
@@ -661,10 +672,52 @@ impl Runner {
     }
 
     fn finish(&self, batches: &[Batch]) {
+        {
+            let mut c = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+            for id in batches.iter().flat_map(|b| b.items.iter()) {
+                c.remove(id);
+            }
+        }
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .finish_connection(batches);
+    }
+
+    /// Whether the store is shared with other nodes (leases matter).
+    fn shared_store(&self) -> bool {
+        self.config.storage.kind == crate::config::StorageKind::Postgres
+    }
+
+    /// How often the leases of the entries being attempted are renewed: a third of a lease,
+    /// so that an attempt longer than `[storage] lease_secs` keeps its entries.
+    fn renew_every(&self) -> Duration {
+        Duration::from_secs((self.config.storage.lease_secs / 3).max(1))
+    }
+
+    /// Renews this node's leases of the entries whose attempts run (a store shared with
+    /// other nodes; blocking: storage). An entry whose result was recorded meanwhile is
+    /// not taken again (its lease ended, and its next attempt moved or it left the queue).
+    fn renew_leases(&self) {
+        let list: Vec<(QueueId, UnixTime)> = self
+            .claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, due)| (QueueId(*id), *due))
+            .collect();
+        if list.is_empty() {
+            return;
+        }
+        match self.store.queue_claim(&list, (self.clock)()) {
+            Ok(kept) if kept.len() < list.len() => tracing::debug!(
+                renewed = kept.len(),
+                of = list.len(),
+                "queue: leases renewed (the others were recorded meanwhile)"
+            ),
+            Ok(kept) => tracing::debug!(renewed = kept.len(), "queue: leases renewed"),
+            Err(e) => tracing::warn!(error = %e, "queue: renewing leases"),
+        }
     }
 
     /// Reads the message and fails suppressed recipients (blocking: storage).
@@ -1274,8 +1327,15 @@ impl Runner {
         tracing::info!(workers, "queue runner started");
         let stopped =
             |w: &Wakeup| w.is_stopped() || shutdown.as_ref().is_some_and(|s| s.is_triggered());
+        let shared = self.shared_store();
+        let mut renewed = Instant::now();
         while !stopped(&self.wakeup) {
             let now = (self.clock)();
+            if shared && renewed.elapsed() >= self.renew_every() {
+                renewed = Instant::now();
+                let me = Arc::clone(&self);
+                rt.unblock(Box::new(move || me.renew_leases())).await;
+            }
             if waiting.is_empty() {
                 waiting.extend(self.next_batches(&rt, &mut backlog, now).await);
             }
@@ -1304,8 +1364,12 @@ impl Runner {
             }
             // Other nodes sharing the store queue entries without waking this one, and a
             // node that dies leaves its leased entries: look again within a lease at most.
-            let max_sleep =
+            let mut max_sleep =
                 MAX_SLEEP.min(Duration::from_secs(self.config.storage.lease_secs.max(1)));
+            if shared && !running.is_empty() {
+                // Attempts run: wake to renew their leases in time.
+                max_sleep = max_sleep.min(self.renew_every());
+            }
             let sleep = if !waiting.is_empty() {
                 // Batches wait for a free slot: the end of a delivery wakes us.
                 max_sleep

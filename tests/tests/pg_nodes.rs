@@ -342,4 +342,93 @@ fn rmox_out(args: &[&str]) -> (bool, String) {
     )
 }
 
-rmox_tests::on_every_runtime!(two_nodes_share_queue_and_accounts);
+/// An attempt that takes longer than a lease keeps its entry: the node renews the leases
+/// of the attempts it runs (every third of `lease_secs`), so the other node does not send
+/// the message a second time meanwhile. The remote (a counting sink on the harness's
+/// `later.example.org` MX address) answers the final dot after 2 leases.
+fn long_attempt_keeps_its_lease(rt: &str) {
+    let test = format!("long_attempt_keeps_its_lease({rt})");
+    let Some(h) = Harness::get(&test) else { return };
+    let Some(server) = pg_server(&test) else {
+        return;
+    };
+    let _guard = Harness::lock();
+    let db = Db::new(&server);
+    let url = db.url();
+    let a = node(&h, rt, &url, "a");
+    let b = node(&h, rt, &url, "b");
+    let out = rmox(
+        &[
+            "account",
+            "setpassword",
+            "mjl",
+            "--config",
+            a.config_path().to_str().unwrap(),
+        ],
+        Some("testtest\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = a.dir.path().join("sink.log");
+    let delay = Duration::from_secs(2 * LEASE_SECS);
+    let lifetime = Duration::from_secs(60);
+    let _sink = client_driver::Daemon::start(
+        "counting sink",
+        std::path::Path::new("python3"),
+        &[
+            py_dir().join("counting_sink.py").display().to_string(),
+            "--host".into(),
+            harness::LATER_MX.into(),
+            "--port".into(),
+            "25".into(),
+            "--log".into(),
+            log.display().to_string(),
+            "--delay-ms".into(),
+            delay.as_millis().to_string(),
+            "--lifetime".into(),
+            lifetime.as_secs().to_string(),
+        ],
+        std::net::SocketAddr::from((harness::LATER_MX.parse::<Ipv4Addr>().unwrap(), 25)),
+        lifetime + Duration::from_secs(10),
+        a.dir.path().join("sink.stderr"),
+    );
+    let rcpt = format!("slow-{rt}{}@later.example.org", std::process::id());
+    let acked = std::sync::Mutex::new(Vec::new());
+    submit(&a, std::slice::from_ref(&rcpt), &acked);
+    // The sink logs a message when its data ends, then holds the 250 back.
+    let got = wait_until(30, || {
+        !std::fs::read_to_string(&log).unwrap_or_default().is_empty()
+    });
+    assert!(got, "not attempted; A:\n{}\nB:\n{}", a.stderr(), b.stderr());
+    // The attempt's reply comes after 2 leases; then a little longer for a second copy.
+    std::thread::sleep(delay + Duration::from_secs(LEASE_SECS));
+    let bcfg = b.config_path();
+    let empty = wait_until(30, || {
+        let (_, list) = rmox_out(&["queue", "list", "--config", bcfg.to_str().unwrap()]);
+        list.trim().is_empty()
+    });
+    let lines = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        empty,
+        "queue not empty; A:\n{}\nB:\n{}",
+        a.stderr(),
+        b.stderr()
+    );
+    assert_eq!(
+        lines.lines().count(),
+        1,
+        "sent more than once during one long attempt:\n{lines}\nA:\n{}\nB:\n{}",
+        a.stderr(),
+        b.stderr()
+    );
+    drop((a, b));
+    drop(db);
+}
+
+rmox_tests::on_every_runtime!(
+    two_nodes_share_queue_and_accounts,
+    long_attempt_keeps_its_lease
+);
