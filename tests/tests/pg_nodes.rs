@@ -207,6 +207,30 @@ fn node(h: &Harness, rt: &str, url: &str, name: &str) -> Server {
     Server::serve(rt, dir, ip, 587)
 }
 
+/// Nodes a and b on the database at `url`, with mjl's password set (through A's config:
+/// one set of accounts, so it is B's too).
+fn two_nodes(h: &Harness, rt: &str, url: &str) -> (Server, Server) {
+    let a = node(h, rt, url, "a");
+    let b = node(h, rt, url, "b");
+    let cfg = a.config_path();
+    let out = rmox(
+        &[
+            "account",
+            "setpassword",
+            "mjl",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        Some("testtest\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (a, b)
+}
+
 fn two_nodes_share_queue_and_accounts(rt: &str) {
     let test = format!("two_nodes_share_queue_and_accounts({rt})");
     let Some(h) = Harness::get(&test) else { return };
@@ -216,24 +240,7 @@ fn two_nodes_share_queue_and_accounts(rt: &str) {
     let _guard = Harness::lock();
     let db = Db::new(&server);
     let url = db.url();
-    let mut a = node(&h, rt, &url, "a");
-    let b = node(&h, rt, &url, "b");
-    // One set of accounts: the password set through A's config is B's too.
-    let out = rmox(
-        &[
-            "account",
-            "setpassword",
-            "mjl",
-            "--config",
-            a.config_path().to_str().unwrap(),
-        ],
-        Some("testtest\n"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (mut a, b) = two_nodes(&h, rt, &url);
 
     // Accepted through either node: the same account.
     let tag = format!("{rt}{}", std::process::id());
@@ -355,23 +362,7 @@ fn long_attempt_keeps_its_lease(rt: &str) {
     let _guard = Harness::lock();
     let db = Db::new(&server);
     let url = db.url();
-    let a = node(&h, rt, &url, "a");
-    let b = node(&h, rt, &url, "b");
-    let out = rmox(
-        &[
-            "account",
-            "setpassword",
-            "mjl",
-            "--config",
-            a.config_path().to_str().unwrap(),
-        ],
-        Some("testtest\n"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (a, b) = two_nodes(&h, rt, &url);
     let log = a.dir.path().join("sink.log");
     let delay = Duration::from_secs(2 * LEASE_SECS);
     let lifetime = Duration::from_secs(60);
