@@ -411,12 +411,20 @@ fn deliver_tx(t: &mut Tx<'_>, reqs: &[Owned]) -> Result<Vec<MessageId>, StoreErr
         }
         usage.push((*acc, used.saturating_add(*size)));
     }
+    // The ids of all of them in one round trip.
+    let n = i64::try_from(reqs.len()).map_err(|_| StoreError::Invalid("too many".into()))?;
+    let mut fresh = Vec::with_capacity(reqs.len());
+    for row in t.q(
+        "SELECT nextval('rmox_message_ids') FROM generate_series(1::bigint, $1::bigint)",
+        &[&n],
+    )? {
+        fresh.push(MessageId(unbig("messages", col(&row, 0)?)?));
+    }
+    if fresh.len() != reqs.len() {
+        return Err(StoreError::Invalid("too few ids from the sequence".into()));
+    }
     let mut ids = Vec::with_capacity(reqs.len());
-    for d in reqs {
-        let row = t
-            .opt("SELECT nextval('rmox_message_ids')", &[])?
-            .ok_or_else(|| StoreError::Invalid("no id from the sequence".into()))?;
-        let id = MessageId(unbig("messages", col(&row, 0)?)?);
+    for (d, id) in reqs.iter().zip(fresh) {
         let r = MessageRecord {
             id,
             account: d.account.clone(),
@@ -428,21 +436,29 @@ fn deliver_tx(t: &mut Tx<'_>, reqs: &[Owned]) -> Result<Vec<MessageId>, StoreErr
             networks: d.info.remote_ip.map(ip_networks).unwrap_or_default(),
             expunged: false,
         };
+        // The message, its mailbox and its index rows in one statement (one round trip).
+        let (kinds, values): (Vec<i16>, Vec<String>) = index_entries(&r).into_iter().unzip();
         t.x(
-            "INSERT INTO rmox_messages (id, account, rec, body) VALUES ($1, $2, $3, $4)",
-            &[&big(id.0)?, &r.account, &enc(&r)?, &d.body],
+            "WITH m AS (
+                 INSERT INTO rmox_messages (id, account, rec, body) VALUES ($1, $2, $3, $4)
+             ), b AS (
+                 INSERT INTO rmox_mailboxes (account, name) VALUES ($2, $5)
+                 ON CONFLICT DO NOTHING
+             )
+             INSERT INTO rmox_msg_index (account, kind, value, received, msg_id)
+             SELECT $2, k, v, $6, $1 FROM unnest($7::smallint[], $8::text[]) AS u(k, v)
+             ON CONFLICT DO NOTHING",
+            &[
+                &big(id.0)?,
+                &r.account,
+                &enc(&r)?,
+                &d.body,
+                &r.mailbox,
+                &r.received.0,
+                &kinds,
+                &values,
+            ],
         )?;
-        t.x(
-            "INSERT INTO rmox_mailboxes (account, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&r.account, &r.mailbox],
-        )?;
-        for (k, v) in index_entries(&r) {
-            t.x(
-                "INSERT INTO rmox_msg_index (account, kind, value, received, msg_id)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                &[&r.account, &k, &v, &r.received.0, &big(id.0)?],
-            )?;
-        }
         ids.push(id);
     }
     for (acc, n) in usage {
