@@ -3,7 +3,8 @@
 //! Leader/follower: a caller puts its job (a closure over the transaction, owning its
 //! data) into the store's queue. If no batch is running, it becomes the leader: it takes
 //! up to [`MAX_BATCH`] jobs, locks the account rows they named (in name order, so batches of
-//! several nodes cannot deadlock on them), runs each job inside `SAVEPOINT job`, commits
+//! several nodes cannot deadlock on them), runs each job inside `SAVEPOINT job` (a batch of
+//! one needs none: its refusal rolls the transaction back), commits
 //! once, publishes every job's result and wakes the others. A caller whose job is still
 //! waiting when the leader is done (it arrived during the commit) becomes the next leader.
 //! At most [`MAX_PENDING`] jobs wait; more callers block until there is room.
@@ -167,9 +168,11 @@ impl Committer {
             r
         }));
         let fail = match r {
-            Ok(Ok(())) => {
-                self.commits.fetch_add(1, Ordering::Relaxed);
-                self.jobs.fetch_add(size, Ordering::Relaxed);
+            Ok(Ok(committed)) => {
+                if committed {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    self.jobs.fetch_add(size, Ordering::Relaxed);
+                }
                 None
             }
             Ok(Err(e)) => Some(e),
@@ -183,9 +186,10 @@ impl Committer {
     }
 }
 
-/// Runs a batch and publishes its results once committed; `Err` (every job fails) when
-/// the transaction could not be committed.
-fn try_batch(c: &mut Client, batch: Vec<Job>) -> Result<(), StoreError> {
+/// Runs a batch and publishes its results once committed (whether a commit happened: a
+/// batch of one refused job is rolled back); `Err` (every job fails) when the transaction
+/// could not be committed.
+fn try_batch(c: &mut Client, batch: Vec<Job>) -> Result<bool, StoreError> {
     let mut t = c.transaction().map_err(pg)?;
     let accounts: Vec<&str> = batch
         .iter()
@@ -199,6 +203,28 @@ fn try_batch(c: &mut Client, batch: Vec<Job>) -> Result<(), StoreError> {
              ORDER BY name COLLATE \"C\" FOR UPDATE",
             &[&accounts],
         )?;
+    }
+    if batch.len() == 1 {
+        // A batch of one needs no savepoint: its refusal rolls the transaction back.
+        let mut batch = batch;
+        let job = batch.remove(0);
+        let r = match catch_unwind(AssertUnwindSafe(|| (job.work)(&mut t))) {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Panicked),
+        };
+        return match r {
+            Ok(out) => {
+                t.commit().map_err(pg)?;
+                job.done.set(Ok(out));
+                Ok(true)
+            }
+            Err(e) => {
+                t.rollback()
+                    .map_err(|e| backend(format!("rolling back a refused write: {}", pg(e))))?;
+                job.done.set(Err(e));
+                Ok(false)
+            }
+        };
     }
     let mut results = Vec::with_capacity(batch.len());
     let mut first = true;
@@ -226,5 +252,5 @@ fn try_batch(c: &mut Client, batch: Vec<Job>) -> Result<(), StoreError> {
     for (slot, r) in results {
         slot.set(r);
     }
-    Ok(())
+    Ok(true)
 }
