@@ -191,9 +191,9 @@ pub fn run(
     let c = Config::load(&config_path)?;
     crate::serve::check(&c)?;
     let pw = password()?;
-    let store = rmox_storage::Store::open(&c.data_dir())?;
-    store.account_add(&account, &domain)?;
-    crate::admin::set_password(&store, &account, &pw)?;
+    let store = crate::storage::open(&c, crate::storage::Opener::Offline)?;
+    crate::storage::ensure_account(store.as_ref(), &account, &domain)?;
+    crate::admin::set_password(store.as_ref(), &account, &pw)?;
     drop(store);
     let sts = crate::web::Web::new(&c)?
         .policies()
