@@ -240,80 +240,11 @@ fn next_due_counts_other_nodes_leases() {
 fn shared_counters_exact() {
     let Some(server) = server() else { return };
     let db = TestDb::new(&server);
-    let stores = [
+    let stores: [Arc<dyn MailStore>; 2] = [
         Arc::new(db.open_node("a", 60).unwrap()),
         Arc::new(db.open_node("b", 60).unwrap()),
     ];
-    stores[0].account_add("q", "example.org").unwrap();
-    const QUOTA: u64 = 10_000;
-    stores[0].account_set_quota("q", Some(QUOTA)).unwrap();
-    const THREADS: usize = 4;
-    const ROUNDS: usize = 25;
-    let mut handles = Vec::new();
-    for s in &stores {
-        for t in 0..THREADS {
-            let s = Arc::clone(s);
-            handles.push(std::thread::spawn(move || {
-                let mut accepted = 0u64;
-                for i in 0..ROUNDS {
-                    s.record_outgoing(
-                        "out",
-                        &[
-                            format!("R{}@Example.com", i % 10),
-                            format!("s{}@example.net", (i + t) % 5),
-                        ],
-                        UnixTime(1000 + i as i64),
-                    )
-                    .unwrap();
-                    s.delivery_counts_add(
-                        7,
-                        vec![
-                            ("192.0.2.0/24".into(), 1, 100),
-                            (format!("net{}", i % 3), 2, 10),
-                        ],
-                    )
-                    .unwrap();
-                    // 13 bytes of head and 87 of message: 100 bytes.
-                    let msg = format!("Subject: {t:02} {i:02}\r\n\r\n{}\r\n", "x".repeat(67));
-                    assert_eq!(msg.len(), 87);
-                    match s.deliver(delivery("q", msg.as_bytes(), 1)) {
-                        Ok(_) => accepted += 100,
-                        Err(StoreError::QuotaExceeded { .. }) => {}
-                        Err(e) => panic!("deliver: {e}"),
-                    }
-                }
-                accepted
-            }));
-        }
-    }
-    let accepted: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    let s = &stores[1];
-    let calls = (2 * THREADS * ROUNDS) as u64;
-    assert_eq!(s.count_outgoing("out", UnixTime(0)).unwrap(), (calls, 15));
-    assert_eq!(
-        s.count_outgoing("out", UnixTime(1000 + ROUNDS as i64 - 1))
-            .unwrap()
-            .0,
-        (2 * THREADS) as u64
-    );
-    assert!(s.has_sent_to("out", "r3@example.com").unwrap());
-    assert_eq!(
-        s.delivery_counts(7, "192.0.2.0/24").unwrap(),
-        (calls, calls * 100)
-    );
-    for (n, times) in [(0u64, 9u64), (1, 8), (2, 8)] {
-        let k = times * (2 * THREADS) as u64;
-        assert_eq!(
-            s.delivery_counts(7, &format!("net{n}")).unwrap(),
-            (2 * k, 10 * k)
-        );
-    }
-    assert_eq!(
-        accepted, QUOTA,
-        "every 100 bytes that fit were accepted, no more"
-    );
-    assert_eq!(s.account_usage("q").unwrap(), accepted);
-    assert_eq!(s.messages("q").unwrap().len() as u64, accepted / 100);
+    rmox_storage::testing::shared::counters_under_concurrency(&stores);
     assert_eq!(inconsistency(&mut db.connect()), None);
 }
 

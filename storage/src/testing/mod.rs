@@ -14,6 +14,7 @@ pub use crate::files::FileOp;
 pub mod check;
 pub mod crash;
 pub mod points;
+pub mod shared;
 
 /// Sees (and may fail or skip) every message-file operation of stores whose data directory
 /// lies under the root it was registered for.
