@@ -23,10 +23,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use postgres::Client;
 use rmox_storage::StoreError;
 
-use crate::{pg, Pool, Tx, BACKEND, Q};
+use crate::{pg, Conn, Pool, Tx, BACKEND, Q};
 
 /// Most jobs in one transaction. Each job is a subtransaction; PostgreSQL caches the ids of
 /// 64 per session, and a transaction with more slows every other session's snapshots.
@@ -189,8 +188,8 @@ impl Committer {
 /// Runs a batch and publishes its results once committed (whether a commit happened: a
 /// batch of one refused job is rolled back); `Err` (every job fails) when the transaction
 /// could not be committed.
-fn try_batch(c: &mut Client, batch: Vec<Job>) -> Result<bool, StoreError> {
-    let mut t = c.transaction().map_err(pg)?;
+fn try_batch(c: &mut Conn, batch: Vec<Job>) -> Result<bool, StoreError> {
+    let mut t = Tx::begin(c)?;
     let accounts: Vec<&str> = batch
         .iter()
         .flat_map(|j| j.accounts.iter().map(String::as_str))

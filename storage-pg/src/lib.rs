@@ -38,13 +38,13 @@
 //! Connections come from a small pool of the crate's own ([`Pool`]); a connection that
 //! failed is dropped, not reused.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use postgres::types::{FromSql, ToSql};
-use postgres::{Client, GenericClient, NoTls, Row};
+use postgres::{Client, GenericClient, NoTls, Row, Statement};
 use rmox_core::UnixTime;
 use rmox_storage::{
     ip_networks, Account, Attempt, BackupReport, Delivery, Flags, HistoryHit, HoldRule, IndexHit,
@@ -144,20 +144,99 @@ impl<C: GenericClient> Q for C {
     }
 }
 
-type Tx<'a> = postgres::Transaction<'a>;
+/// Most prepared statements kept per connection (the store's SQL is a fixed set; more
+/// means text built at run time, and the cache starts over).
+const MAX_STATEMENTS: usize = 256;
+
+/// A pooled connection and the statements prepared on it: a statement is parsed once per
+/// connection, then each use is one round trip (a statement given as text costs two: one
+/// to prepare it, one to run it).
+pub(crate) struct Conn {
+    client: Client,
+    stmts: HashMap<String, Statement>,
+}
+
+/// A transaction on a pooled connection, running its SQL as cached prepared statements.
+pub(crate) struct Tx<'a> {
+    t: postgres::Transaction<'a>,
+    stmts: &'a mut HashMap<String, Statement>,
+}
+
+impl<'a> Tx<'a> {
+    /// Begins a transaction on `conn`.
+    pub(crate) fn begin(conn: &'a mut Conn) -> Result<Tx<'a>, StoreError> {
+        let Conn { client, stmts } = conn;
+        Ok(Tx {
+            t: client.transaction().map_err(pg)?,
+            stmts,
+        })
+    }
+
+    /// Commits.
+    pub(crate) fn commit(self) -> Result<(), postgres::Error> {
+        self.t.commit()
+    }
+
+    /// Rolls back.
+    pub(crate) fn rollback(self) -> Result<(), postgres::Error> {
+        self.t.rollback()
+    }
+
+    /// Runs `sql` (one or more statements, no parameters) as text.
+    pub(crate) fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        self.t.batch_execute(sql)
+    }
+
+    /// A nested transaction (a savepoint), with the same statements.
+    pub(crate) fn transaction(&mut self) -> Result<Tx<'_>, postgres::Error> {
+        let Tx { t, stmts } = self;
+        Ok(Tx {
+            t: t.transaction()?,
+            stmts,
+        })
+    }
+
+    /// `sql` prepared on this connection (once).
+    fn stmt(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.t.prepare(sql).map_err(pg)?;
+        if self.stmts.len() >= MAX_STATEMENTS {
+            self.stmts.clear();
+        }
+        self.stmts.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+}
+
+impl Q for Tx<'_> {
+    fn q(&mut self, sql: &str, p: Params<'_>) -> Result<Vec<Row>, StoreError> {
+        let s = self.stmt(sql)?;
+        self.t.query(&s, p).map_err(pg)
+    }
+    fn opt(&mut self, sql: &str, p: Params<'_>) -> Result<Option<Row>, StoreError> {
+        let s = self.stmt(sql)?;
+        self.t.query_opt(&s, p).map_err(pg)
+    }
+    fn x(&mut self, sql: &str, p: Params<'_>) -> Result<u64, StoreError> {
+        let s = self.stmt(sql)?;
+        self.t.execute(&s, p).map_err(pg)
+    }
+}
 
 /// A few open connections, reused; a connection is opened when none is idle.
 pub struct Pool {
     config: Config,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Conn>>,
     max_idle: usize,
 }
 
 impl Pool {
-    fn get(&self) -> Result<Client, StoreError> {
+    fn get(&self) -> Result<Conn, StoreError> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         if let Some(c) = idle {
-            if !c.is_closed() {
+            if !c.client.is_closed() {
                 return Ok(c);
             }
         }
@@ -165,11 +244,14 @@ impl Pool {
         // A 250 means durable: the commit waits for the WAL flush, whatever the server's
         // default.
         c.batch_execute("SET synchronous_commit = on").map_err(pg)?;
-        Ok(c)
+        Ok(Conn {
+            client: c,
+            stmts: HashMap::new(),
+        })
     }
 
-    fn put(&self, c: Client) {
-        if c.is_closed() {
+    fn put(&self, c: Conn) {
+        if c.client.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -261,7 +343,7 @@ impl PgStore {
             group: group::Committer::default(),
         };
         let mut c = s.pool.get()?;
-        schema::migrate(&mut c)?;
+        schema::migrate(&mut c.client)?;
         s.pool.put(c);
         Ok(s)
     }
@@ -270,7 +352,7 @@ impl PgStore {
     fn tx<R>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let mut c = self.pool.get()?;
         let r = (|| {
-            let mut t = c.transaction().map_err(pg)?;
+            let mut t = Tx::begin(&mut c)?;
             let r = f(&mut t)?;
             t.commit().map_err(pg)?;
             Ok(r)
@@ -285,7 +367,7 @@ impl PgStore {
         f: impl FnOnce(&mut Client) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         let mut c = self.pool.get()?;
-        let r = f(&mut c);
+        let r = f(&mut c.client);
         self.pool.put(c);
         r
     }
