@@ -184,6 +184,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         "storage_cache_mb",
         old.storage_cache_mb != new.storage_cache_mb,
     );
+    differs("storage", old.storage != new.storage);
     differs(
         "resolver",
         old.resolver != new.resolver || old.resolver_trust_ad != new.resolver_trust_ad,

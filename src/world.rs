@@ -75,6 +75,9 @@ pub struct World {
     config: std::sync::RwLock<Arc<Config>>,
     /// Any storage backend: the server needs only the `MailStore` interface.
     store: Arc<dyn MailStore>,
+    /// The store is shared with other nodes (`[storage] kind = "postgres"`; fixed until a
+    /// restart, as the store is).
+    shared: bool,
     dns: Option<Dns>,
     counters: Mutex<Counters>,
     /// DKIM signing configs per domain (lower-case ASCII), reloaded with the configuration.
@@ -170,6 +173,7 @@ impl World {
         let counters = Mutex::new(Counters::new(&config.limits));
         let spools = crate::spool::Spools::open(&config.data_dir())?;
         Ok(World {
+            shared: config.storage.kind == crate::config::StorageKind::Postgres,
             config: std::sync::RwLock::new(config),
             store,
             dns,
@@ -298,7 +302,7 @@ impl World {
 
     /// Whether the store is shared with other nodes (their deliveries count too).
     fn shared_store(&self) -> bool {
-        self.config().storage.kind == crate::config::StorageKind::Postgres
+        self.shared
     }
 
     /// `ip`'s networks (with their level) whose shared per-day counts are older than
