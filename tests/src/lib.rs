@@ -340,6 +340,21 @@ impl Server {
         std::fs::read_to_string(&dest).unwrap_or_else(|e| panic!("reading {}: {e}", dest.display()))
     }
 
+    /// A connection to `port` after its greeting, EHLO and AUTH PLAIN as `user` (a 30 s
+    /// read timeout).
+    pub fn authenticated(&self, port: u16, user: &str, password: &str) -> Conn {
+        let mut c = self.connect(port);
+        c.set_read_timeout(Duration::from_secs(30));
+        c.expect(220);
+        c.expect_cmd("EHLO client.example", 250);
+        let raw = format!("\0{user}\0{password}");
+        c.expect_cmd(
+            &format!("AUTH PLAIN {}", rmox_core::codec::base64(raw.as_bytes())),
+            235,
+        );
+        c
+    }
+
     /// A raw connection to `port`, with a read timeout.
     pub fn connect(&self, port: u16) -> Conn {
         Conn::new(SocketAddr::from((self.ip, port)))
@@ -355,6 +370,25 @@ impl Drop for Server {
             eprintln!("--- rmox ({}) stderr ---\n{}", self.runtime, self.stderr());
         }
     }
+}
+
+/// `rmox account setpassword ACCOUNT --config CONFIG` with `password`; panics when it fails.
+pub fn set_password(config: &Path, account: &str, password: &str) {
+    let out = rmox(
+        &[
+            "account",
+            "setpassword",
+            account,
+            "--config",
+            &config.display().to_string(),
+        ],
+        Some(&format!("{password}\n")),
+    );
+    assert!(
+        out.status.success(),
+        "setpassword {account}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs `rmox ARGS` to completion with optional stdin.

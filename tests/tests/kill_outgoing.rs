@@ -130,17 +130,7 @@ fn submit_all(srv: &Server, rt: &str, round: usize) {
 
 /// Submits `n` messages of the round.
 fn submit_n(srv: &Server, rt: &str, round: usize, n: usize) {
-    let mut c = srv.connect(SUBMISSION);
-    c.set_read_timeout(Duration::from_secs(30));
-    c.expect(220);
-    c.expect_cmd("EHLO client.example", 250);
-    c.expect_cmd(
-        &format!(
-            "AUTH PLAIN {}",
-            rmox_core::codec::base64(b"\0mjl\0testtest")
-        ),
-        235,
-    );
+    let mut c = srv.authenticated(SUBMISSION, "mjl", "testtest");
     for i in 0..n {
         let s = subject(rt, round, i);
         let body = format!(
@@ -185,21 +175,7 @@ fn server(rt: &str, tag: &str) -> (Server, Ipv4Addr) {
     std::fs::write(dir.path().join("rmox.toml"), config(ip)).unwrap();
     std::fs::write(dir.path().join("zone"), zone(sink_ip)).unwrap();
     let cfg = dir.path().join("rmox.toml");
-    let out = rmox(
-        &[
-            "account",
-            "setpassword",
-            "mjl",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-        Some("testtest\n"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    set_password(&cfg, "mjl", "testtest");
     (Server::serve(rt, dir, ip, SUBMISSION), sink_ip)
 }
 

@@ -150,17 +150,7 @@ jitter_percent = 0
 /// each to `acked` once the server answered 250 to its final dot. Panics (the thread)
 /// when the server goes away.
 fn submit(srv: &Server, rcpts: &[String], acked: &std::sync::Mutex<Vec<String>>) {
-    let mut c = srv.connect(587);
-    c.set_read_timeout(Duration::from_secs(30));
-    c.expect(220);
-    c.expect_cmd("EHLO client.example", 250);
-    c.expect_cmd(
-        &format!(
-            "AUTH PLAIN {}",
-            rmox_core::codec::base64(b"\0mjl\0testtest")
-        ),
-        235,
-    );
+    let mut c = srv.authenticated(587, "mjl", "testtest");
     for r in rcpts {
         let body = format!("From: <mjl@mox.example>\r\nTo: <{r}>\r\nSubject: {r}\r\n\r\nbody\r\n");
         c.transaction("mjl@mox.example", &[r.as_str()], &body)
@@ -213,21 +203,7 @@ fn two_nodes(h: &Harness, rt: &str, url: &str) -> (Server, Server) {
     let a = node(h, rt, url, "a");
     let b = node(h, rt, url, "b");
     let cfg = a.config_path();
-    let out = rmox(
-        &[
-            "account",
-            "setpassword",
-            "mjl",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-        Some("testtest\n"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    set_password(&cfg, "mjl", "testtest");
     (a, b)
 }
 
