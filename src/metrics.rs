@@ -469,6 +469,19 @@ pub fn render(store: Option<&dyn MailStore>, now: rmox_core::UnixTime) -> String
         "Writes made durable by the storage commits (the batch sizes summed).",
     );
     o.sample("rmox_storage_commit_writes_total", &[], cs.writes);
+    let (appends, records) = rmox_storage::log_stats();
+    o.head(
+        "rmox_storage_log_appends_total",
+        "counter",
+        "Appends to the acceptance log (one fdatasync each).",
+    );
+    o.sample("rmox_storage_log_appends_total", &[], appends);
+    o.head(
+        "rmox_storage_log_records_total",
+        "counter",
+        "Writes made durable by acceptance-log appends (the records appended).",
+    );
+    o.sample("rmox_storage_log_records_total", &[], records);
     if let Some(store) = store {
         if let Ok(entries) = store.queue_list(&QueueFilter::default()) {
             let (mut held, mut due, mut waiting) = (0u64, 0u64, 0u64);

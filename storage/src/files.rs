@@ -76,6 +76,9 @@ pub enum FileOp<'a> {
     Remove(&'a Path),
     /// An entry is renamed (`from` to `to`, replacing `to`).
     Rename(&'a Path, &'a Path),
+    /// Bytes are written into an existing file at an offset (the acceptance log), not yet
+    /// durable.
+    WriteAt(&'a Path, u64, &'a [u8]),
 }
 
 impl FileOp<'_> {
@@ -88,6 +91,7 @@ impl FileOp<'_> {
             | FileOp::SyncFs(p)
             | FileOp::Create(p, _)
             | FileOp::SyncData(p)
+            | FileOp::WriteAt(p, _, _)
             | FileOp::Link(_, p)
             | FileOp::Rename(_, p)
             | FileOp::Remove(p) => p,
@@ -97,7 +101,7 @@ impl FileOp<'_> {
 
 /// Runs `f`, the real operation `op`; with the `testing` feature, through the hook
 /// registered for the path, if any (which may fail it, skip it, or record it).
-fn io(op: FileOp<'_>, f: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
+pub(crate) fn io(op: FileOp<'_>, f: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
     #[cfg(feature = "testing")]
     if let Some(h) = crate::testing::file_hook(op.path()) {
         let mut f = Some(f);
@@ -202,7 +206,7 @@ fn private_dir_builder() -> fs::DirBuilder {
 }
 
 /// Files the store creates are private to the server's user (0600 on Unix).
-fn private_file_options() -> OpenOptions {
+pub(crate) fn private_file_options() -> OpenOptions {
     let mut o = OpenOptions::new();
     #[cfg(unix)]
     {

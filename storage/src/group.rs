@@ -18,9 +18,11 @@ use std::collections::{BTreeSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use redb::{Database, Durability, WriteTransaction};
 
+use crate::alog::{Log, CHECKPOINT_AFTER};
 use crate::error::StoreError;
 
 /// Most jobs in one transaction.
@@ -61,7 +63,21 @@ impl Slot {
 struct Job {
     work: Work,
     dirs: Vec<PathBuf>,
+    /// The write's redo record for the acceptance log; `None`: the write needs a durable
+    /// commit of its own (a checkpoint).
+    log: Option<Vec<u8>>,
     done: Arc<Slot>,
+}
+
+/// The acceptance log and what the next checkpoint must make durable first.
+struct LogState {
+    log: Log,
+    /// Directories with entries (files) created since the last checkpoint.
+    dirs: BTreeSet<PathBuf>,
+    /// When the first record since the last checkpoint was appended.
+    since: Option<Instant>,
+    /// Why writes stopped (a failed log write); every later write fails with it.
+    poisoned: Option<StoreError>,
 }
 
 struct State {
@@ -80,6 +96,8 @@ pub(crate) struct Committer {
     /// durable before the commit (Linux); otherwise every file is fsynced by its writer and
     /// every touched directory here.
     syncfs_root: Option<PathBuf>,
+    /// The acceptance log ([`crate::alog`]); `None`: every batch commits durably.
+    log: Option<Mutex<LogState>>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -87,7 +105,11 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl Committer {
-    pub(crate) fn new(before_commit: Hook, syncfs_root: Option<PathBuf>) -> Committer {
+    pub(crate) fn new(
+        before_commit: Hook,
+        syncfs_root: Option<PathBuf>,
+        log: Option<Log>,
+    ) -> Committer {
         Committer {
             state: Mutex::new(State {
                 pending: VecDeque::new(),
@@ -96,7 +118,30 @@ impl Committer {
             cv: Condvar::new(),
             before_commit,
             syncfs_root,
+            log: log.map(|log| {
+                Mutex::new(LogState {
+                    log,
+                    dirs: BTreeSet::new(),
+                    since: None,
+                    poisoned: None,
+                })
+            }),
         }
+    }
+
+    /// Whether writes may carry a redo record (the store has an acceptance log).
+    pub(crate) fn logs(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// Whether acceptance-log records wait for a checkpoint.
+    pub(crate) fn log_pending(&self) -> bool {
+        self.log.as_ref().is_some_and(|m| {
+            m.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .log
+                .has_records()
+        })
     }
 
     /// Whether writers may skip their own file fsync (the batch syncs the file system).
@@ -110,6 +155,7 @@ impl Committer {
         &self,
         db: &Database,
         dirs: Vec<PathBuf>,
+        log: Option<Vec<u8>>,
         f: F,
     ) -> Result<R, (StoreError, bool)>
     where
@@ -120,6 +166,7 @@ impl Committer {
         let job = Job {
             work: Box::new(move |txn| f(txn).map(|r| Box::new(r) as Box<dyn Any + Send>)),
             dirs,
+            log: log.filter(|_| self.log.is_some()),
             done: Arc::clone(&done),
         };
         let mut st = lock(&self.state);
@@ -171,14 +218,16 @@ impl Committer {
     }
 
     fn try_batch(&self, db: &Database, batch: Vec<Job>) {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let size = batch.len() as u64;
         let mut slots = Vec::with_capacity(batch.len());
         let mut works = Vec::with_capacity(batch.len());
+        let mut logs = Vec::with_capacity(batch.len());
         let mut dirs = BTreeSet::new();
         for j in batch {
             slots.push(j.done);
             works.push(j.work);
+            logs.push(j.log);
             dirs.extend(j.dirs);
         }
         let fail_all = |slots: &[Arc<Slot>], e: &StoreError, commit_failed: bool| {
@@ -189,6 +238,32 @@ impl Committer {
                 });
             }
         };
+        let mut log = self
+            .log
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(e) = log.as_ref().and_then(|l| l.poisoned.clone()) {
+            fail_all(&slots, &e, false);
+            return;
+        }
+        // Logged: every write has a redo record and no checkpoint is due. Otherwise this
+        // batch is a checkpoint: it also makes durable what was logged since the last one.
+        let log_bytes: u64 = logs
+            .iter()
+            .flatten()
+            .map(|p| (p.len() + crate::alog::HEAD) as u64)
+            .sum();
+        let logged = log.as_ref().is_some_and(|l| {
+            logs.iter().all(Option::is_some)
+                && l.log.fits(log_bytes)
+                && l.since.is_none_or(|t| t.elapsed() < CHECKPOINT_AFTER)
+        });
+        if let Some(l) = log.as_mut() {
+            if logged {
+                return self.logged_batch(db, l, slots, works, logs, dirs, started, size);
+            }
+            dirs.append(&mut l.dirs.clone());
+        }
         match &self.syncfs_root {
             Some(root) if !dirs.is_empty() => {
                 if let Err(e) = crate::files::sync_fs(root) {
@@ -244,6 +319,14 @@ impl Committer {
                 Err(_) => fatal = Some(StoreError::Panicked),
             }
         }
+        if fatal.is_none() {
+            if let Some(l) = &log {
+                // Everything appended so far is in this commit's state.
+                if let Err(e) = record_log_done(&txn, l.log.last_seq()) {
+                    fatal = Some(e);
+                }
+            }
+        }
         if let Some(e) = fatal {
             let _ = txn.abort();
             fail_all(&slots, &e, false);
@@ -257,6 +340,12 @@ impl Committer {
         };
         if commit.is_ok() {
             COMMIT_STATS.record(started.elapsed(), size);
+            if let (Some(l), true) = (log.as_mut(), any_ok) {
+                let next = l.log.last_seq() + 1;
+                l.log.restart(next);
+                l.dirs.clear();
+                l.since = None;
+            }
         }
         match commit {
             Ok(()) => {
@@ -282,6 +371,136 @@ impl Committer {
             }
         }
     }
+}
+
+impl Committer {
+    /// A batch whose every write has a redo record: applied and committed without fsync,
+    /// then made durable by one append to the acceptance log.
+    #[allow(clippy::too_many_arguments)]
+    fn logged_batch(
+        &self,
+        db: &Database,
+        l: &mut LogState,
+        slots: Vec<Arc<Slot>>,
+        works: Vec<Work>,
+        logs: Vec<Option<Vec<u8>>>,
+        dirs: BTreeSet<PathBuf>,
+        started: Instant,
+        size: u64,
+    ) {
+        let fail_all = |e: &StoreError, commit_failed: bool| {
+            for s in &slots {
+                s.set(Done {
+                    result: Err(e.clone()),
+                    commit_failed,
+                });
+            }
+        };
+        let mut txn = match db.begin_write() {
+            Ok(t) => t,
+            Err(e) => return fail_all(&e.into(), false),
+        };
+        if let Err(e) = txn.set_durability(Durability::None) {
+            return fail_all(&e.into(), false);
+        }
+        let mut results: Vec<Option<Result<Box<dyn Any + Send>, StoreError>>> =
+            Vec::with_capacity(works.len());
+        let mut fatal: Option<StoreError> = None;
+        for w in works {
+            if fatal.is_some() {
+                results.push(None);
+                continue;
+            }
+            match catch_unwind(AssertUnwindSafe(|| w(&txn))) {
+                Ok(Ok(r)) => results.push(Some(Ok(r))),
+                Ok(Err(e)) if !e.is_storage_failure() => results.push(Some(Err(e))),
+                Ok(Err(e)) => {
+                    fatal = Some(e);
+                    results.push(None);
+                }
+                Err(_) => {
+                    fatal = Some(StoreError::Panicked);
+                    results.push(None);
+                }
+            }
+        }
+        if fatal.is_none() {
+            match catch_unwind(AssertUnwindSafe(|| (self.before_commit)(&txn))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => fatal = Some(e),
+                Err(_) => fatal = Some(StoreError::Panicked),
+            }
+        }
+        if let Some(e) = fatal {
+            let _ = txn.abort();
+            return fail_all(&e, false);
+        }
+        let payloads: Vec<&[u8]> = results
+            .iter()
+            .zip(&logs)
+            .filter(|(r, _)| matches!(r, Some(Ok(_))))
+            .filter_map(|(_, p)| p.as_deref())
+            .collect();
+        if payloads.is_empty() {
+            let _ = txn.abort();
+        } else {
+            if let Err(e) = txn.commit() {
+                return fail_all(&e.into(), false);
+            }
+            // The batch is in the database (not durably): from here on a failure must stop
+            // every later write, or a checkpoint would make durable what was refused.
+            if let Err(e) = l.log.append(&payloads) {
+                l.poisoned = Some(e.clone());
+                return fail_all(&e, true);
+            }
+            l.dirs.extend(dirs);
+            l.since.get_or_insert_with(Instant::now);
+            COMMIT_STATS.record(started.elapsed(), size);
+            LOG_STATS.record(payloads.len() as u64);
+        }
+        for (s, r) in slots.iter().zip(results) {
+            s.set(Done {
+                result: r.unwrap_or(Err(StoreError::Panicked)),
+                commit_failed: false,
+            });
+        }
+    }
+}
+
+/// Stores in `txn` that the database holds every log record up to `seq`.
+pub(crate) fn record_log_done(txn: &WriteTransaction, seq: u64) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(crate::tables::META)?;
+    meta.insert(crate::tables::K_LOG_DONE, seq)?;
+    Ok(())
+}
+
+/// Counts of the process's acceptance-log appends (for metrics).
+struct LogCounters {
+    appends: std::sync::atomic::AtomicU64,
+    records: std::sync::atomic::AtomicU64,
+}
+
+static LOG_STATS: LogCounters = LogCounters {
+    appends: std::sync::atomic::AtomicU64::new(0),
+    records: std::sync::atomic::AtomicU64::new(0),
+};
+
+impl LogCounters {
+    fn record(&self, records: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.appends.fetch_add(1, Relaxed);
+        self.records.fetch_add(records, Relaxed);
+    }
+}
+
+/// The process's acceptance-log appends so far (each one `fdatasync`) and the records they
+/// carried.
+pub fn log_stats() -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (
+        LOG_STATS.appends.load(Relaxed),
+        LOG_STATS.records.load(Relaxed),
+    )
 }
 
 /// Upper bounds (seconds) of the commit latency histogram's buckets.

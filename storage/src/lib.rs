@@ -8,9 +8,13 @@
 //!
 //! # Guarantees
 //!
-//! * **Durable before `Ok`.** A write returns `Ok` only after the message file's data was
-//!   fsynced (`fdatasync` by the calling thread), its directory entry was fsynced, and the
-//!   redb transaction referencing it committed with [`redb::Durability::Immediate`]. Any
+//! * **Durable before `Ok`.** A delivery or a queued message returns `Ok` only after its
+//!   redo record (records and message bytes) is in the acceptance log and the log was
+//!   `fdatasync`ed (see the `alog` module: the database commit of such a batch has no
+//!   sync; checkpoints make files and database durable, replay at open applies what
+//!   follows the last one). Every other write returns `Ok` after its message files and
+//!   directory entries were synced and the redb transaction committed with
+//!   [`redb::Durability::Immediate`] (a checkpoint). Any
 //!   failure (full disk, I/O error, redb error) returns `Err`, never `Ok`;
 //!   [`StoreError::is_storage_failure`] / [`StoreError::is_disk_full`] tell the server
 //!   to answer 451 or 452.
@@ -131,6 +135,7 @@
 //! verify(data_dir: &Path) -> VerifyReport                           // free function
 //! ```
 
+mod alog;
 mod backend;
 mod backup;
 mod bloom;
@@ -150,10 +155,11 @@ mod tables;
 pub mod testing;
 mod webhook;
 
+pub use alog::{CHECKPOINT_AFTER, LOG_MAX};
 pub use backend::{MailStore, QueueAdminStore, QueueChange, ReportStore, TaskLeases, WebhookStore};
 pub use backup::{verify, BackupReport, VerifyReport};
 pub use error::{DbFailure, StoreError};
-pub use group::{commit_stats, CommitStats, COMMIT_BUCKETS, MAX_BATCH, MAX_PENDING};
+pub use group::{commit_stats, log_stats, CommitStats, COMMIT_BUCKETS, MAX_BATCH, MAX_PENDING};
 pub use junk::Trained;
 pub use maildir::Maildir;
 pub use model::*;

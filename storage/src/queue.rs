@@ -261,7 +261,20 @@ impl Store {
             }
         };
         let size = parts.iter().map(|p| p.len() as u64).sum();
-        self.write(vec![path], vec![dir], move |txn| {
+        let log = if self.committer.logs() {
+            let mut r = crate::alog::Redo::default();
+            r.file(Area::Queue, msg_id, parts);
+            match r.finish(&[], Some((msg_id, size, first, &recipients))) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    files::remove(&path);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        self.write_logged(vec![path], vec![dir], log, move |txn| {
             queue_add_txn(txn, msg_id, size, first, recipients)
         })
     }

@@ -172,6 +172,9 @@ impl Store {
         let ikeys = index_keyer(&txn)?;
         fill_facts(&txn)?;
         crate::webhook::fill_due(&txn)?;
+        let syncfs_root = (!per_file && (!probe_syncfs || files::syncfs_works(data_dir)))
+            .then(|| data_dir.to_path_buf());
+        let log = replay(&txn, data_dir, ikeys, syncfs_root.as_deref())?;
         let counters = Arc::new(Counters::default());
         {
             let meta = txn.open_table(META)?;
@@ -190,8 +193,6 @@ impl Store {
         txn.commit()?;
         let bloom = Arc::new(index_bloom(&db)?);
         let c = Arc::clone(&counters);
-        let syncfs_root = (!per_file && (!probe_syncfs || files::syncfs_works(data_dir)))
-            .then(|| data_dir.to_path_buf());
         let committer = Committer::new(
             Box::new(move |txn: &WriteTransaction| {
                 let mut meta = txn.open_table(META)?;
@@ -201,6 +202,7 @@ impl Store {
                 Ok(())
             }),
             syncfs_root,
+            Some(log),
         );
         Ok(Store {
             dir: data_dir.to_path_buf(),
@@ -263,7 +265,7 @@ impl Store {
         Ok(Store {
             dir: data_dir.to_path_buf(),
             db: Db::Ro(db),
-            committer: Committer::new(Box::new(|_| Err(StoreError::ReadOnly)), None),
+            committer: Committer::new(Box::new(|_| Err(StoreError::ReadOnly)), None, None),
             counters: Arc::new(Counters::default()),
             deletes: Mutex::new(Deletes::default()),
             maildirs: Default::default(),
@@ -362,10 +364,26 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     {
+        self.write_logged(new_files, dirs, None, f)
+    }
+
+    /// [`Store::write`] with the write's redo record for the acceptance log
+    /// ([`crate::alog`]): the write is then durable once the record is.
+    pub(crate) fn write_logged<R, F>(
+        &self,
+        new_files: Vec<PathBuf>,
+        dirs: Vec<PathBuf>,
+        log: Option<Vec<u8>>,
+        f: F,
+    ) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    {
         let Db::Rw(db) = &self.db else {
             return Err(StoreError::ReadOnly);
         };
-        match self.committer.run(db, dirs, f) {
+        match self.committer.run(db, dirs, log, f) {
             Ok(r) => Ok(r),
             Err((e, commit_failed)) => {
                 if !commit_failed {
@@ -714,14 +732,26 @@ impl Store {
         let mut written: Vec<(Key, u64)> = Vec::new();
         // Small messages go into the database with their records.
         let mut inline: Vec<(u64, Vec<u8>)> = Vec::new();
+        // The redo record for the acceptance log: the same records and bytes.
+        let mut redo = self.committer.logs().then(crate::alog::Redo::default);
         let result = (|| {
             for (i, d) in reqs.iter().enumerate() {
                 let id = first + i as u64;
                 let parts = [d.head, d.message];
                 if d.head.len() + d.message.len() <= INLINE_BODY_MAX {
-                    inline.push((id, [d.head, d.message].concat()));
+                    let bytes = [d.head, d.message].concat();
+                    if let Some(r) = &mut redo {
+                        r.inline(id, &bytes);
+                    }
+                    inline.push((id, bytes));
                 } else {
                     let same = written.iter().find(|(k, _)| *k == key(d)).map(|w| w.1);
+                    if let Some(r) = &mut redo {
+                        match same {
+                            Some(from) => r.link(Area::Msg, id, from),
+                            None => r.file(Area::Msg, id, &parts),
+                        }
+                    }
                     let dir = match same {
                         Some(from) => files::link(&self.dir, Area::Msg, from, id, &parts, sync),
                         None => files::write(&self.dir, Area::Msg, id, &parts, sync),
@@ -760,6 +790,9 @@ impl Store {
                 let (msg_id, qfirst) = self.queue_reserve(rcpts.len());
                 let path = files::path(&self.dir, Area::Queue, msg_id);
                 new_files.push(path);
+                if let Some(r) = &mut redo {
+                    r.file(Area::Queue, msg_id, &[msg]);
+                }
                 files::write(&self.dir, Area::Queue, msg_id, &[msg], sync).map(|dir| {
                     if !dirs.contains(&dir) {
                         dirs.push(dir);
@@ -777,9 +810,26 @@ impl Store {
                 return Err(e);
             }
         };
+        let log = match redo {
+            None => None,
+            Some(r) => {
+                let q = queue
+                    .as_ref()
+                    .map(|(msg_id, size, first, rcpts)| (*msg_id, *size, *first, rcpts.as_slice()));
+                match r.finish(&recs, q) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        for p in &new_files {
+                            files::remove(p);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        };
         let bloom = self.bloom.clone();
         let ikeys = self.ikeys;
-        self.write(new_files, dirs, move |txn| {
+        self.write_logged(new_files, dirs, log, move |txn| {
             let ids = deliver_txn(txn, &recs, ikeys, bloom.as_deref())?;
             if !inline.is_empty() {
                 let mut bodies = txn.open_table(MSG_BODIES)?;
@@ -1383,6 +1433,51 @@ pub(crate) fn deliver_txn(
         usage.insert(acc, n)?;
     }
     Ok(recs.iter().map(|r| r.id).collect())
+}
+
+/// Opens the acceptance log and applies, in `txn` (committed durably by the caller), every
+/// record the database does not hold yet; files it writes are made durable here. Returns
+/// the log, ready to append after them.
+fn replay(
+    txn: &WriteTransaction,
+    dir: &Path,
+    keys: IndexKeyer,
+    syncfs_root: Option<&Path>,
+) -> Result<crate::alog::Log, StoreError> {
+    let (mut log, records) = crate::alog::Log::open(dir)?;
+    let done = txn
+        .open_table(META)?
+        .get(K_LOG_DONE)?
+        .map(|g| g.value())
+        .unwrap_or(0);
+    let mut last = done;
+    let mut dirs = std::collections::BTreeSet::new();
+    for r in records.iter().filter(|r| r.seq > done) {
+        crate::alog::apply(txn, dir, &r.payload, keys, &mut dirs)?;
+        last = r.seq;
+    }
+    if last > done {
+        match syncfs_root {
+            Some(root) => files::sync_fs(root)?,
+            None => {
+                for d in &dirs {
+                    files::sync_dir(d)?;
+                }
+            }
+        }
+    }
+    crate::group::record_log_done(txn, last)?;
+    log.restart(last + 1);
+    Ok(log)
+}
+
+impl Drop for Store {
+    /// Closing: a last checkpoint, so the next open has nothing to replay.
+    fn drop(&mut self) {
+        if self.committer.log_pending() {
+            let _ = self.write(Vec::new(), Vec::new(), |_| Ok(()));
+        }
+    }
 }
 
 #[allow(dead_code)]

@@ -113,6 +113,8 @@ pub(crate) const K_NEXT_HOOK: &str = "next_webhook_id";
 /// The two halves of the message index's hash key ([`crate::ikey`]), since v4.
 pub(crate) const K_INDEX_KEY0: &str = "index_key_0";
 pub(crate) const K_INDEX_KEY1: &str = "index_key_1";
+/// The sequence number of the last acceptance-log record the database holds durably.
+pub(crate) const K_LOG_DONE: &str = "accept_log_done";
 
 /// The message index's hash key recorded in `meta` (made and recorded when missing).
 pub(crate) fn index_keyer(txn: &WriteTransaction) -> Result<crate::ikey::IndexKeyer, StoreError> {

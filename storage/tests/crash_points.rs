@@ -104,6 +104,10 @@ fn every_crash_point_recovers_syncfs() {
     eprintln!("{rep:?}");
     assert!(rep.points > 50, "{rep:?}");
     assert_eq!(rep.images, 2 * rep.points);
+    // Acknowledged deliveries were only in the acceptance log at many crash points, and
+    // replays were crashed too.
+    assert!(rep.log_pending > 10, "{rep:?}");
+    assert!(rep.replay_crashed > 1 && rep.replay_points > 10, "{rep:?}");
 }
 
 /// Each message file fsynced by its writer, each touched directory by the committer
@@ -114,6 +118,7 @@ fn every_crash_point_recovers_per_file_fsync() {
         check_crash_points(&workload(), true, None, real_every()).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{rep:?}");
     assert!(rep.points > 50, "{rep:?}");
+    assert!(rep.log_pending > 10 && rep.replay_crashed > 1, "{rep:?}");
 }
 
 /// Found by the crash points: a crash while a new data directory's database was being

@@ -91,6 +91,36 @@ impl Crash {
         c
     }
 
+    /// A simulator whose starting state is the tree under `root` as it is on disk, all of
+    /// it durable, and whose database starts as `data_dir/index.db` (to crash the recovery
+    /// of a crash image), crashing at operation `crash_at`.
+    pub fn from_tree(root: &Path, data_dir: &Path, crash_at: Option<u64>) -> Crash {
+        let db = std::fs::read(data_dir.join(crate::DB_FILE)).unwrap_or_default();
+        let c = Crash::new(root, crash_at);
+        {
+            let mut st = c.lock();
+            st.db_durable = db.clone();
+            st.db_written = db;
+            let mut tree = BTreeMap::new();
+            walk(root, &mut tree);
+            for (p, bytes) in tree {
+                let node = match bytes {
+                    None => Node::Dir,
+                    Some(b) => {
+                        st.inodes.push(Inode {
+                            written: b.clone(),
+                            durable: b,
+                        });
+                        Node::File(st.inodes.len() - 1)
+                    }
+                };
+                st.written.insert(p.clone(), node);
+                st.durable.insert(p, node);
+            }
+        }
+        c
+    }
+
     /// The database bytes as written.
     pub fn db_written(&self) -> Vec<u8> {
         self.lock().db_written.clone()
@@ -239,6 +269,16 @@ impl Crash {
                 if let Some(Node::File(i)) = st.written.get(p) {
                     let ino = &mut st.inodes[*i];
                     ino.durable = ino.written.clone();
+                }
+            }
+            FileOp::WriteAt(p, off, bytes) => {
+                if let Some(Node::File(i)) = st.written.get(p) {
+                    let w = &mut st.inodes[*i].written;
+                    let start = off as usize;
+                    if w.len() < start + bytes.len() {
+                        w.resize(start + bytes.len(), 0);
+                    }
+                    w[start..start + bytes.len()].copy_from_slice(bytes);
                 }
             }
             FileOp::Link(from, to) => {

@@ -38,6 +38,12 @@ pub struct Report {
     /// Images on which [`crate::verify`], run before the store was opened again (as an
     /// operator would after a crash), said recovery is due (and found no problem).
     pub needs_recovery: u64,
+    /// Images whose acceptance log held acknowledged writes to replay.
+    pub log_pending: u64,
+    /// Of those, images whose replay was itself crashed at every I/O operation.
+    pub replay_crashed: u64,
+    /// Crash points tried inside replays.
+    pub replay_points: u64,
 }
 
 fn open(data: &Path, sim: &Crash, per_file_fsync: bool) -> Result<Store, String> {
@@ -203,6 +209,15 @@ pub fn check_crash_points(
                 if raw.recovered {
                     rep.needs_recovery += 1;
                 }
+                if raw.log_pending > 0 {
+                    rep.log_pending += 1;
+                    // Crash the replay itself: the first such image, then every 16th.
+                    if rep.replay_crashed == 0 || rep.log_pending % 16 == 0 {
+                        rep.replay_points +=
+                            check_replay_crashes(&dest).map_err(|e| format!("{what}: {e}"))?;
+                        rep.replay_crashed += 1;
+                    }
+                }
             }
             let real = n % real_every.max(1) == 0;
             let r = Recovered::open(&ddata, real).map_err(|e| format!("{what}: {e}"))?;
@@ -241,6 +256,69 @@ pub fn check_crash_points(
         }
     }
     Ok(rep)
+}
+
+/// Copies the tree under `from` into `to` (files and directories).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}
+
+/// Crashes the recovery of the crash image under `image` (its `data` directory holds
+/// acceptance-log records to replay) at each of its I/O operations; every image of every
+/// such crash must recover to the state a clean recovery reaches, and verify clean.
+/// Returns the number of crash points tried.
+fn check_replay_crashes(image: &Path) -> Result<u64, String> {
+    let (want, count) = {
+        let (_tmp, root) = temp_root();
+        copy_tree(image, &root);
+        let data = root.join("data");
+        let sim = Crash::from_tree(&root, &data, None);
+        let hook = super::register_file_hook(&root, std::sync::Arc::new(sim.clone()));
+        let s = open(&data, &sim, false).map_err(|e| format!("clean replay: {e}"))?;
+        let count = sim.ops();
+        let want = observe(&s).map_err(|e| format!("clean replay: observe: {e}"))?;
+        drop(s);
+        drop(hook);
+        (want, count)
+    };
+    for m in 1..=count {
+        let what = format!("crash during replay at I/O operation {m} of {count}");
+        let (_tmp, root) = temp_root();
+        copy_tree(image, &root);
+        let data = root.join("data");
+        let sim = Crash::from_tree(&root, &data, Some(m));
+        let hook = super::register_file_hook(&root, std::sync::Arc::new(sim.clone()));
+        drop(open(&data, &sim, false));
+        drop(hook);
+        if !sim.crashed() {
+            return Err(format!("{what}: never reached"));
+        }
+        for img in [Image::Durable, Image::Written] {
+            let (_img, dest) = temp_root();
+            sim.write_image(img, &data, &dest);
+            let ddata = dest.join("data");
+            let r = Recovered::open(&ddata, false).map_err(|e| format!("{what}, {img:?}: {e}"))?;
+            let seen = observe(r.store()).map_err(|e| format!("{what}, {img:?}: {e}"))?;
+            if seen != want {
+                return Err(format!("{what}, {img:?} image: {}", diff(&seen, &want)));
+            }
+            r.close();
+            let v = crate::verify(&ddata);
+            if !v.is_ok() {
+                return Err(format!("{what}, {img:?} image: verify: {:?}", v.lines()));
+            }
+        }
+    }
+    Ok(count)
 }
 
 /// A recovered store keeps working: new ids are fresh, verify stays clean.
