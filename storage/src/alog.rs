@@ -48,6 +48,12 @@ pub const LOG_MAX: u64 = 64 << 20;
 /// A checkpoint happens at the first batch after the oldest record since the last one
 /// reached this age.
 pub const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
+/// A write goes through the log when the message bytes it stores total at most this
+/// (the same bound as a message kept in the database); a larger one is committed durably
+/// with its files (a checkpoint): logging its bytes would write them twice and cost more
+/// than the sync it saves (measured: 64 KiB messages at 10 and 50 sessions lost 15 to 20 %
+/// through the log).
+pub const LOG_WRITE_MAX: usize = crate::INLINE_BODY_MAX;
 /// The file grows in steps of this many bytes, written as zeros, so that appends within
 /// it change no file metadata (`fdatasync` then writes data only).
 const GROW: u64 = 1 << 20;
@@ -244,33 +250,12 @@ fn parse(bytes: &[u8]) -> Vec<Record> {
     out
 }
 
-const CRC_TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-};
-
 /// CRC-32 (IEEE) of the sequence number and the payload.
 fn crc(seq: u64, payload: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for b in seq.to_le_bytes().iter().chain(payload) {
-        c = CRC_TABLE[((c ^ u32::from(*b)) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seq.to_le_bytes());
+    h.update(payload);
+    h.finalize()
 }
 
 // ---- redo records ----
@@ -513,13 +498,9 @@ mod tests {
 
     #[test]
     fn crc_check_value() {
-        // The CRC-32 check value of "123456789" (with our 8-byte sequence prefix removed:
-        // computed by hand over the digits alone).
-        let mut c = !0u32;
-        for b in b"123456789" {
-            c = CRC_TABLE[((c ^ u32::from(*b)) & 0xff) as usize] ^ (c >> 8);
-        }
-        assert_eq!(!c, 0xCBF4_3926);
+        // The CRC-32 (IEEE) check value of "123456789".
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        assert_ne!(crc(1, b"x"), crc(2, b"x"));
     }
 
     #[test]

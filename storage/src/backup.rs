@@ -651,7 +651,31 @@ mod tests {
         let s = Store::open(&src).unwrap();
         s.account_add("a", "example.org").unwrap();
         let big = vec![b'x'; crate::INLINE_BODY_MAX + 1];
+        // A large message is committed durably with its file; a small one and a small
+        // queued message are acknowledged by the acceptance log.
         let id = s.deliver(delivery(&big, 1)).unwrap();
+        let small = s.deliver(delivery(b"small", 2)).unwrap();
+        let q = s
+            .queue_add(
+                b"queued",
+                vec![QueueRecipient {
+                    sender_account: None,
+                    mail_from: String::new(),
+                    recipient: "x@example.com".into(),
+                    has_8bit: false,
+                    smtputf8: false,
+                    requiretls: RequireTls::Default,
+                    transport: None,
+                    next_attempt: UnixTime(1),
+                    queued: UnixTime(1),
+                    hold: false,
+                    dsn: DsnParams::default(),
+                    is_dsn: true,
+                    from_id: None,
+                }],
+            )
+            .unwrap();
+        let qmsg = s.queue_get(q[0]).unwrap().unwrap().msg_id;
         // What a crash leaves: the files as they are while the store is open.
         fs::create_dir_all(copy.join("msg")).unwrap();
         fs::create_dir_all(copy.join("queue")).unwrap();
@@ -661,14 +685,17 @@ mod tests {
         let to = files::path(&copy, Area::Msg, id.0);
         fs::create_dir_all(to.parent().unwrap()).unwrap();
         fs::copy(&f, &to).unwrap();
+        let qf = files::path(&copy, Area::Queue, qmsg);
+        fs::create_dir_all(qf.parent().unwrap()).unwrap();
+        fs::copy(files::path(&src, Area::Queue, qmsg), &qf).unwrap();
         drop(s);
         let db_before = fs::read(copy.join(DB_FILE)).unwrap();
         let r = verify(&copy);
         assert!(r.is_ok(), "{:?}", r.lines());
         assert!(r.recovered);
-        // The delivery is acknowledged by the acceptance log, not yet in the database; its
-        // file is not an orphan.
-        assert_eq!((r.messages, r.log_pending), (0, 1));
+        // Two writes are only in the acceptance log; the queued message's file is not an
+        // orphan.
+        assert_eq!((r.messages, r.queue_entries, r.log_pending), (1, 0, 2));
         assert!(r.orphans.is_empty(), "{:?}", r.orphans);
         assert!(
             r.lines()[0].contains("not closed cleanly"),
@@ -679,6 +706,8 @@ mod tests {
         assert_eq!(fs::read(copy.join(DB_FILE)).unwrap(), db_before);
         let s = Store::open(&copy).unwrap();
         assert_eq!(s.message_bytes(id).unwrap(), big);
+        assert_eq!(s.message_bytes(small).unwrap(), b"small");
+        assert_eq!(s.queue_message(qmsg).unwrap(), b"queued");
         drop(s);
         let r = verify(&copy);
         assert!(r.is_ok() && !r.recovered, "{:?}", r.lines());

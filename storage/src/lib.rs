@@ -155,7 +155,7 @@ mod tables;
 pub mod testing;
 mod webhook;
 
-pub use alog::{CHECKPOINT_AFTER, LOG_MAX};
+pub use alog::{CHECKPOINT_AFTER, LOG_MAX, LOG_WRITE_MAX};
 pub use backend::{MailStore, QueueAdminStore, QueueChange, ReportStore, TaskLeases, WebhookStore};
 pub use backup::{verify, BackupReport, VerifyReport};
 pub use error::{DbFailure, StoreError};

@@ -261,7 +261,7 @@ impl Store {
             }
         };
         let size = parts.iter().map(|p| p.len() as u64).sum();
-        let log = if self.committer.logs() {
+        let log = if self.committer.logs() && size as usize <= crate::alog::LOG_WRITE_MAX {
             let mut r = crate::alog::Redo::default();
             r.file(Area::Queue, msg_id, parts);
             match r.finish(&[], Some((msg_id, size, first, &recipients))) {

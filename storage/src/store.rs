@@ -733,7 +733,13 @@ impl Store {
         // Small messages go into the database with their records.
         let mut inline: Vec<(u64, Vec<u8>)> = Vec::new();
         // The redo record for the acceptance log: the same records and bytes.
-        let mut redo = self.committer.logs().then(crate::alog::Redo::default);
+        let bytes: usize = reqs
+            .iter()
+            .map(|d| d.head.len() + d.message.len())
+            .sum::<usize>()
+            + queued.as_ref().map_or(0, |(m, _)| m.len());
+        let mut redo = (self.committer.logs() && bytes <= crate::alog::LOG_WRITE_MAX)
+            .then(crate::alog::Redo::default);
         let result = (|| {
             for (i, d) in reqs.iter().enumerate() {
                 let id = first + i as u64;
