@@ -560,6 +560,25 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
+    /// A DSN recipient to queue (no sender account, null reverse path).
+    fn dsn_rcpt() -> QueueRecipient {
+        QueueRecipient {
+            sender_account: None,
+            mail_from: String::new(),
+            recipient: "x@example.com".into(),
+            has_8bit: false,
+            smtputf8: false,
+            requiretls: RequireTls::Default,
+            transport: None,
+            next_attempt: UnixTime(1),
+            queued: UnixTime(1),
+            hold: false,
+            dsn: DsnParams::default(),
+            is_dsn: true,
+            from_id: None,
+        }
+    }
+
     fn delivery(msg: &[u8], t: i64) -> Delivery<'_> {
         Delivery {
             account: "a".into(),
@@ -587,26 +606,7 @@ mod tests {
             let id2 = s.deliver(delivery(&big, 2)).unwrap();
             let small = s.deliver(delivery(b"small", 3)).unwrap();
             assert!(!files::path(d.path(), Area::Msg, small.0).exists());
-            let q = s
-                .queue_add(
-                    b"queued",
-                    vec![QueueRecipient {
-                        sender_account: None,
-                        mail_from: String::new(),
-                        recipient: "x@example.com".into(),
-                        has_8bit: false,
-                        smtputf8: false,
-                        requiretls: RequireTls::Default,
-                        transport: None,
-                        next_attempt: UnixTime(1),
-                        queued: UnixTime(1),
-                        hold: false,
-                        dsn: DsnParams::default(),
-                        is_dsn: true,
-                        from_id: None,
-                    }],
-                )
-                .unwrap();
+            let q = s.queue_add(b"queued", vec![dsn_rcpt()]).unwrap();
             let qmsg = s.queue_get(q[0]).unwrap().unwrap().msg_id;
             (id1, id2, qmsg)
         };
@@ -655,26 +655,7 @@ mod tests {
         // queued message are acknowledged by the acceptance log.
         let id = s.deliver(delivery(&big, 1)).unwrap();
         let small = s.deliver(delivery(b"small", 2)).unwrap();
-        let q = s
-            .queue_add(
-                b"queued",
-                vec![QueueRecipient {
-                    sender_account: None,
-                    mail_from: String::new(),
-                    recipient: "x@example.com".into(),
-                    has_8bit: false,
-                    smtputf8: false,
-                    requiretls: RequireTls::Default,
-                    transport: None,
-                    next_attempt: UnixTime(1),
-                    queued: UnixTime(1),
-                    hold: false,
-                    dsn: DsnParams::default(),
-                    is_dsn: true,
-                    from_id: None,
-                }],
-            )
-            .unwrap();
+        let q = s.queue_add(b"queued", vec![dsn_rcpt()]).unwrap();
         let qmsg = s.queue_get(q[0]).unwrap().unwrap().msg_id;
         // What a crash leaves: the files as they are while the store is open.
         fs::create_dir_all(copy.join("msg")).unwrap();

@@ -291,34 +291,7 @@ impl Committer {
             fail_all(&slots, &e.into(), false);
             return;
         }
-        let mut results: Vec<Option<Result<Box<dyn Any + Send>, StoreError>>> =
-            Vec::with_capacity(works.len());
-        let mut fatal: Option<StoreError> = None;
-        for w in works {
-            if fatal.is_some() {
-                results.push(None);
-                continue;
-            }
-            match catch_unwind(AssertUnwindSafe(|| w(&txn))) {
-                Ok(Ok(r)) => results.push(Some(Ok(r))),
-                Ok(Err(e)) if !e.is_storage_failure() => results.push(Some(Err(e))),
-                Ok(Err(e)) => {
-                    fatal = Some(e);
-                    results.push(None);
-                }
-                Err(_) => {
-                    fatal = Some(StoreError::Panicked);
-                    results.push(None);
-                }
-            }
-        }
-        if fatal.is_none() {
-            match catch_unwind(AssertUnwindSafe(|| (self.before_commit)(&txn))) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => fatal = Some(e),
-                Err(_) => fatal = Some(StoreError::Panicked),
-            }
-        }
+        let (results, mut fatal) = self.run_works(&txn, works);
         if fatal.is_none() {
             if let Some(l) = &log {
                 // Everything appended so far is in this commit's state.
@@ -373,6 +346,49 @@ impl Committer {
     }
 }
 
+/// One job's result in a batch: `None` when the batch failed before or at it.
+type JobResult = Option<Result<Box<dyn Any + Send>, StoreError>>;
+
+impl Committer {
+    /// Runs a batch's jobs in `txn`, then the before-commit hook. A job refused for its own
+    /// reason fails alone; a storage failure or a panic is fatal to the batch (returned;
+    /// the jobs after it do not run).
+    fn run_works(
+        &self,
+        txn: &WriteTransaction,
+        works: Vec<Work>,
+    ) -> (Vec<JobResult>, Option<StoreError>) {
+        let mut results: Vec<JobResult> = Vec::with_capacity(works.len());
+        let mut fatal: Option<StoreError> = None;
+        for w in works {
+            if fatal.is_some() {
+                results.push(None);
+                continue;
+            }
+            match catch_unwind(AssertUnwindSafe(|| w(txn))) {
+                Ok(Ok(r)) => results.push(Some(Ok(r))),
+                Ok(Err(e)) if !e.is_storage_failure() => results.push(Some(Err(e))),
+                Ok(Err(e)) => {
+                    fatal = Some(e);
+                    results.push(None);
+                }
+                Err(_) => {
+                    fatal = Some(StoreError::Panicked);
+                    results.push(None);
+                }
+            }
+        }
+        if fatal.is_none() {
+            match catch_unwind(AssertUnwindSafe(|| (self.before_commit)(txn))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => fatal = Some(e),
+                Err(_) => fatal = Some(StoreError::Panicked),
+            }
+        }
+        (results, fatal)
+    }
+}
+
 impl Committer {
     /// A batch whose every write has a redo record: applied and committed without fsync,
     /// then made durable by one append to the acceptance log.
@@ -403,34 +419,7 @@ impl Committer {
         if let Err(e) = txn.set_durability(Durability::None) {
             return fail_all(&e.into(), false);
         }
-        let mut results: Vec<Option<Result<Box<dyn Any + Send>, StoreError>>> =
-            Vec::with_capacity(works.len());
-        let mut fatal: Option<StoreError> = None;
-        for w in works {
-            if fatal.is_some() {
-                results.push(None);
-                continue;
-            }
-            match catch_unwind(AssertUnwindSafe(|| w(&txn))) {
-                Ok(Ok(r)) => results.push(Some(Ok(r))),
-                Ok(Err(e)) if !e.is_storage_failure() => results.push(Some(Err(e))),
-                Ok(Err(e)) => {
-                    fatal = Some(e);
-                    results.push(None);
-                }
-                Err(_) => {
-                    fatal = Some(StoreError::Panicked);
-                    results.push(None);
-                }
-            }
-        }
-        if fatal.is_none() {
-            match catch_unwind(AssertUnwindSafe(|| (self.before_commit)(&txn))) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => fatal = Some(e),
-                Err(_) => fatal = Some(StoreError::Panicked),
-            }
-        }
+        let (results, fatal) = self.run_works(&txn, works);
         if let Some(e) = fatal {
             let _ = txn.abort();
             return fail_all(&e, false);
