@@ -911,7 +911,26 @@ struct Sink {
 }
 
 fn sink() -> Sink {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    sink_on(TcpListener::bind("127.0.0.1:0").unwrap())
+}
+
+/// Binds the same port on ::1 and 127.0.0.1 (retrying when the port is taken on one);
+/// `None` when the machine has no IPv6 loopback.
+fn dual_listeners() -> Option<(TcpListener, TcpListener, u16)> {
+    for _ in 0..20 {
+        let Ok(l6) = TcpListener::bind("[::1]:0") else {
+            return None;
+        };
+        let port = l6.local_addr().unwrap().port();
+        if let Ok(l4) = TcpListener::bind(std::net::SocketAddr::from(([127, 0, 0, 1], port))) {
+            return Some((l6, l4, port));
+        }
+    }
+    None
+}
+
+/// A sink serving on `l`.
+fn sink_on(l: TcpListener) -> Sink {
     let port = l.local_addr().unwrap().port();
     let accept = Arc::new(AtomicBool::new(false));
     let received: Received = Arc::new(Mutex::new(Vec::new()));

@@ -436,20 +436,6 @@ fn requiretls_to_server_without_requiretls_fails_with_dsn() {
     }
 }
 
-/// Binds the same port on ::1 and 127.0.0.1 (retrying when the port is taken on one).
-fn dual_listeners() -> Option<(TcpListener, TcpListener, u16)> {
-    for _ in 0..20 {
-        let Ok(l6) = TcpListener::bind("[::1]:0") else {
-            return None;
-        };
-        let port = l6.local_addr().unwrap().port();
-        if let Ok(l4) = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))) {
-            return Some((l6, l4, port));
-        }
-    }
-    None
-}
-
 fn other_family_tried_after_connection_level_failure() {
     let ok = SinkSetup {
         starttls: None,
@@ -462,8 +448,18 @@ fn other_family_tried_after_connection_level_failure() {
             eprintln!("skipping: no IPv6 loopback");
             return;
         };
+        // Holds 127.0.0.1's port, bound but not listening: connections are refused and no
+        // other test's listener can take the port while ::1 serves it.
+        let mut _refuser = None;
         match greeting {
-            None => drop(l4),
+            None => {
+                drop(l4);
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                s.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+                    .expect("the port just released");
+                _refuser = Some(s);
+            }
             Some(g) => {
                 tls_sink(
                     l4,

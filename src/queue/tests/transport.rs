@@ -394,15 +394,17 @@ fn socks5_proxy_in_front_of_the_sink() {
     }
 }
 
+/// `ipv4`/`ipv6` of a direct transport choose the address family of the MX connection.
+/// The MX listens on the same port on 127.0.0.1 and ::1 (held by this test, so no other
+/// test's server can answer on ::1), and each listener records who connected.
 fn direct_transport_address_family_switches() {
-    let s = sink();
-    // (ipv4, ipv6, delivered?, address in the error)
-    let cases = [(true, false, true, ""), (false, true, false, "[::1]")];
-    for (i, (v4, v6, want, addr)) in cases.into_iter().enumerate() {
+    let Some((l6, l4, port)) = dual_listeners() else {
+        // No IPv6 loopback: an IPv6-only transport must still try ::1, and only it.
+        let s = sink();
         let e = env(
             false,
             &format!(
-                "[queue]\nsmtp_port = {}\n[transport.d]\nkind = \"direct\"\nipv4 = {v4}\nipv6 = {v6}\n[[route]]\ntransport = \"d\"\n",
+                "[queue]\nsmtp_port = {}\n[transport.d]\nkind = \"direct\"\nipv4 = false\nipv6 = true\n[[route]]\ntransport = \"d\"\n",
                 s.port
             ),
         );
@@ -413,20 +415,49 @@ fn direct_transport_address_family_switches() {
             3,
         )
         .unwrap();
-        let r = e.runner(connector);
         let id = e.queue("mjl@mox.example", &["direct@example.net"])[0];
+        e.runner(connector).run_once(e.now()).unwrap();
+        let err = e.store.queue_get(id).unwrap().unwrap().last_error.unwrap();
+        assert!(err.contains("[::1]"), "{err}");
+        assert!(s.peers.lock().unwrap().is_empty());
+        return;
+    };
+    let (s4, s6) = (sink_on(l4), sink_on(l6));
+    // (ipv4, ipv6, the listener that must get the message)
+    let cases = [(true, false, "127.0.0.1"), (false, true, "::1")];
+    for (i, (v4, v6, want)) in cases.into_iter().enumerate() {
+        let e = env(
+            false,
+            &format!(
+                "[queue]\nsmtp_port = {port}\n[transport.d]\nkind = \"direct\"\nipv4 = {v4}\nipv6 = {v6}\n[[route]]\ntransport = \"d\"\n"
+            ),
+        );
+        let connector = Runner::connector_for(
+            &e.config,
+            &(e.store.clone() as Arc<dyn MailStore>),
+            Some(zone()),
+            3,
+        )
+        .unwrap();
+        let r = e.runner(connector);
+        let to = format!("direct{i}@example.net");
+        let id = e.queue("mjl@mox.example", &[&to])[0];
         r.run_once(e.now()).unwrap();
-        if want {
-            assert!(
-                matches!(e.retired(id), Some(Outcome::Delivered(_))),
-                "case {i}"
-            );
-        } else {
-            let err = e.store.queue_get(id).unwrap().unwrap().last_error.unwrap();
-            assert!(err.contains(addr), "case {i}: {err}");
-            assert!(!err.contains("127.0.0.1"), "case {i}: {err}");
+        assert!(
+            matches!(e.retired(id), Some(Outcome::Delivered(_))),
+            "case {i}: {:?}",
+            e.store.queue_get(id).unwrap().and_then(|q| q.last_error)
+        );
+        for s in [&s4, &s6] {
+            let got = s.received.lock().unwrap();
+            let here = got.iter().any(|(_, rc, _)| rc.contains(&format!("<{to}>")));
+            let peers = s.peers.lock().unwrap();
+            let is_want = peers.first().map(|p| p.to_string()) == Some(want.to_string());
+            assert_eq!(here, is_want, "case {i}: {peers:?} {got:?}");
         }
     }
+    assert_eq!(s4.peers.lock().unwrap().len(), 1);
+    assert_eq!(s6.peers.lock().unwrap().len(), 1);
 }
 
 /// Records the transport of every batch and fails temporarily.
