@@ -148,6 +148,11 @@ fn wall_now() -> UnixTime {
 
 /// The reply refusing a special local part of localserve at `stage` (core's table); a
 /// `timeout` one after its delay, as mox localserve.
+/// Whether localserve's reply to `a` at `stage` waits first (the `timeout` special).
+fn local_sleeps(stage: LocalStage, a: &Address) -> bool {
+    local_special(stage, &a.localpart.0) == Some(rmox_core::localserve::Special::Timeout)
+}
+
 fn special_reply(s: rmox_core::localserve::Special, stage: LocalStage) -> Reply {
     if s == rmox_core::localserve::Special::Timeout {
         std::thread::sleep(rmox_core::localserve::TIMEOUT_DELAY);
@@ -1987,12 +1992,26 @@ impl rmox_driver::Answerer for World {
                 ip,
                 ..
             } if self.delivery_needs_load(*ip) => None,
-            Effect::CheckSender { .. } if !self.config().localserve => {
-                Some(self.answer(effect.clone()))
+            // localserve's `timeout` addresses sleep before their reply: on the pool.
+            Effect::CheckSender {
+                address: ReversePath::Mailbox(a),
+                source: SenderSource::MailFrom,
+                ..
+            } if self.config().localserve && local_sleeps(LocalStage::MailFrom, a) => None,
+            Effect::CheckSender { .. } => Some(self.answer(effect.clone())),
+            Effect::CheckRecipient {
+                recipient: ForwardPath::Mailbox(a),
+                ..
+            } if self.config().localserve => {
+                if local_sleeps(LocalStage::RcptTo, a) {
+                    None
+                } else {
+                    Some(self.answer(effect.clone()))
+                }
             }
             Effect::CheckRecipient {
                 account, recipient, ..
-            } if !self.config().localserve => {
+            } => {
                 let needs_store = match recipient {
                     ForwardPath::Postmaster => false,
                     ForwardPath::Mailbox(a) => match (account, domain_of(a)) {

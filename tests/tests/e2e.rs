@@ -388,8 +388,13 @@ fn backup_while_running(rt: &str) {
 }
 
 /// localserve's special local parts: failures at MAIL, RCPT and DATA as mox localserve does.
+/// A `timeout` recipient's reply waits (3 s) while another session goes on.
 fn localserve_special_localparts(rt: &str) {
     let mut srv = Server::localserve(rt);
+    let mut slow = greeted(&srv, SMTP_PORT);
+    slow.expect_cmd("EHLO slow.example", 250);
+    slow.expect_cmd("MAIL FROM:<remote@example.org>", 250);
+    slow.send(b"RCPT TO:<rcpttotimeout@localhost>\r\n");
     let mut c = greeted(&srv, SMTP_PORT);
     c.expect_cmd("EHLO e2e.example", 250);
     let cases: [(&str, &str, &str, u16); 5] = [
@@ -425,6 +430,11 @@ fn localserve_special_localparts(rt: &str) {
     )
     .unwrap();
     c.expect_cmd("QUIT", 221);
+    match slow.reply() {
+        ReplyOrClose::Reply(451, t) if t.contains("4.4.2") && t.contains("timing out") => {}
+        other => panic!("rcpttotimeout: {other:?}"),
+    }
+    slow.expect_cmd("QUIT", 221);
     srv.stop_clean();
     let mbox = srv.export_mbox("rmox");
     assert_eq!(count_subject(&mbox, &ok), 1, "mbox:\n{mbox}");
