@@ -270,6 +270,7 @@ sync_start() { # server
             perf stat -x, -o "$TMP/counter.txt" -p "$pids" \
                 -e syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync,syscalls:sys_enter_syncfs \
                 -e syscalls:sys_enter_msync,syscalls:sys_enter_sync,syscalls:sys_enter_sync_file_range \
+                "${WAKE_EV[@]}" \
                 -e syscalls:sys_enter_openat --filter 'flags & 0x1000' \
                 "${IOURING_EV[@]}" 2>"$TMP/counter.err" &
             ;;
@@ -321,6 +322,17 @@ sync_stop() { # out.json load.json
            messages_ok: $n,
            syncs_per_message: (if $c.fdatasync == null or $n == 0 then null else $t / $n end)}' >"$1"
 }
+
+# Where the CPU goes besides the work itself (counted with the syncs, perf only): context
+# switches and the calls that wait for or hand off work (epoll_wait, io_uring_enter, futex),
+# each where the kernel can count it; the "wake-ups" table shows them per message.
+WAKE_EV=()
+if [ "$SYNC_METHOD" = perf ]; then
+    for ev in context-switches syscalls:sys_enter_epoll_wait syscalls:sys_enter_epoll_pwait \
+        syscalls:sys_enter_io_uring_enter syscalls:sys_enter_futex; do
+        perf stat -e "$ev" -o /dev/null -- true >/dev/null 2>&1 && WAKE_EV+=(-e "$ev")
+    done
+fi
 
 # io_uring FSYNC requests (IORING_OP_FSYNC = 3), where the kernel has the tracepoint.
 IOURING_EV=()
@@ -622,6 +634,28 @@ targets() {
     done
     echo "(+D = the server also opened files with O_DSYNC/O_SYNC, whose writes are syncs not in the figure)"
     echo
+    if [ "${#WAKE_EV[@]}" -gt 0 ]; then
+        echo "wake-ups per acknowledged message, 1 KiB, no pipelining (server's processes, perf):" \
+            "context switches / epoll_wait+epoll_pwait / io_uring_enter / futex"
+        printf "%-4s" sess
+        for s in "${SERVERS[@]}"; do printf " %22s" "$s"; done
+        echo
+        for sess in 1 10 50; do
+            line=$(printf "%-4s" "$sess")
+            for s in "${SERVERS[@]}"; do
+                f="$OUT/syncs-$s-1024-$sess-no.json"
+                v=n/a
+                [ -f "$f" ] && v=$(jq -r '.messages_ok as $n | .counts as $c
+                    | if ($n // 0) == 0 or $c["context-switches"] == null then "n/a" else
+                      [$c["context-switches"], (($c.epoll_wait // 0) + ($c.epoll_pwait // 0)),
+                       ($c.io_uring_enter // 0), ($c.futex // 0)]
+                      | map(. / $n * 10 | round / 10 | tostring) | join("/") end' "$f")
+                line+=$(printf " %22s" "$v")
+            done
+            echo "$line"
+        done
+        echo
+    fi
     physical_limit
 } | tee "$OUT/table.txt"
 

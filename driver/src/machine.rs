@@ -248,6 +248,10 @@ where
     let mut tx: Vec<u8> = Vec::with_capacity(512);
     let mut chunk = vec![0u8; M::FIRST_READ];
     let mut shutdown_sent = shutdown.is_none();
+    // The timer and when it fires. Kept while the machine's deadline moves later (each
+    // command moves a session's): it then fires early, is checked against the deadline of
+    // that moment and set anew, so a timer is made once per timeout period, not per wait.
+    let mut timer: Option<(Instant, Pin<Box<dyn Future<Output = ()>>>)> = None;
     loop {
         if !shutdown_sent && shutdown.is_some_and(Shutdown::is_triggered) {
             shutdown_sent = true;
@@ -335,7 +339,11 @@ where
         }
         // Wait for input, an answer, a connection, the deadline or shutdown.
         let hold_input = hold && !pending.is_empty();
-        let mut timer = deadline.map(|d| rt.sleep_until(d));
+        match deadline {
+            None => timer = None,
+            Some(d) if timer.as_ref().is_some_and(|(at, _)| *at <= d) => {}
+            Some(d) => timer = Some((d, rt.sleep_until(d))),
+        }
         let waits_shutdown = if shutdown_sent { None } else { shutdown };
         let mut stop = pin!(async move {
             match waits_shutdown {
@@ -365,7 +373,7 @@ where
                     }
                 }
             }
-            if let Some(t) = timer.as_mut() {
+            if let Some((_, t)) = timer.as_mut() {
                 if t.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Woke::Timer);
                 }
@@ -376,7 +384,6 @@ where
             Poll::Pending
         })
         .await;
-        drop(timer);
         match woke {
             Woke::Answer(i, c) => {
                 let (token, _) = pending.remove(i);
@@ -425,8 +432,12 @@ where
                 m.handle(now(), In::Failed(c.id, IoOp::Read, e))?;
             }
             Woke::Timer => {
-                m.handle(now(), In::Timeout)?;
-                offer_all(&mut m, &mut conns)?;
+                timer = None;
+                // Early (set for an earlier deadline): the next wait sets it anew.
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    m.handle(now(), In::Timeout)?;
+                    offer_all(&mut m, &mut conns)?;
+                }
             }
             Woke::Stop => {}
         }
@@ -443,14 +454,17 @@ async fn write<R: Runtime, S: AsyncWrite + Unpin>(
     match timeout {
         None => stream.write_all(buf).await,
         Some(t) => {
+            // Most writes finish at once (the socket buffer has room): they need no timer.
+            let mut w = pin!(stream.write_all(buf));
+            if let Some(r) = futures_lite::future::poll_once(w.as_mut()).await {
+                return r;
+            }
             let limit = rt.sleep_until(Instant::now() + t);
-            stream
-                .write_all(buf)
-                .or(async {
-                    limit.await;
-                    Err(io::Error::from(io::ErrorKind::TimedOut))
-                })
-                .await
+            w.or(async {
+                limit.await;
+                Err(io::Error::from(io::ErrorKind::TimedOut))
+            })
+            .await
         }
     }
 }
@@ -552,6 +566,9 @@ mod tests {
         peer_closed: bool,
         closed: bool,
         answered: usize,
+        /// A line that is a number N moves the deadline to `base` + N seconds.
+        base: Option<Instant>,
+        deadline: Option<Instant>,
     }
 
     impl Machine for Upper {
@@ -581,7 +598,7 @@ mod tests {
                 self.closed = true;
                 return Step::Close(C);
             }
-            Step::Idle(None)
+            Step::Idle(self.deadline)
         }
 
         fn handle(&mut self, _: Now, input: In<'_, Self>) -> Result<usize, Infallible> {
@@ -590,7 +607,11 @@ mod tests {
                     let Some(end) = bytes.iter().position(|b| *b == b'\n') else {
                         return Ok(0);
                     };
-                    self.effect = Some(String::from_utf8_lossy(&bytes[..end]).into_owned());
+                    let line = String::from_utf8_lossy(&bytes[..end]).into_owned();
+                    if let (Some(base), Ok(n)) = (self.base, line.parse::<u64>()) {
+                        self.deadline = Some(base + Duration::from_secs(n));
+                    }
+                    self.effect = Some(line);
                     self.waiting = true;
                     return Ok(end + 1);
                 }
@@ -648,6 +669,49 @@ mod tests {
         let Ok(r) = r;
         assert_eq!(r, (End::Done, 2));
         assert_eq!(pipe.output, b"AB\nCD\n");
+    }
+
+    /// Timers that never fire; every one asked for is recorded.
+    #[derive(Clone, Default)]
+    struct CountedTimers(std::rc::Rc<std::cell::RefCell<Vec<Instant>>>);
+
+    impl Runtime for CountedTimers {
+        fn sleep_until(&self, at: Instant) -> Pin<Box<dyn Future<Output = ()>>> {
+            self.0.borrow_mut().push(at);
+            Box::pin(futures_lite::future::pending())
+        }
+        fn unblock<T: Send + 'static>(
+            &self,
+            f: Box<dyn FnOnce() -> T + Send + 'static>,
+        ) -> Pin<Box<dyn Future<Output = T>>> {
+            NoTimers.unblock(f)
+        }
+    }
+
+    /// A timer is kept while the deadline moves later and made anew when it moves earlier:
+    /// deadlines 100, 200, 300, 50, 60 s make two timers (100 and 50).
+    #[test]
+    fn timer_kept_while_the_deadline_moves_later() {
+        let mut pipe = Pipe {
+            input: b"100\n200\n300\n50\n60\n".to_vec(),
+            pos: 0,
+            output: Vec::new(),
+        };
+        let base = Instant::now();
+        let rt = CountedTimers::default();
+        let m = Upper {
+            base: Some(base),
+            ..Upper::default()
+        };
+        let r = futures_lite::future::block_on(drive(&rt, m, &ToUpper, Some((C, &mut pipe)), None));
+        let Ok(r) = r;
+        assert_eq!(r, (End::Done, 5));
+        let at: Vec<u64> =
+            rt.0.borrow()
+                .iter()
+                .map(|t| (*t - base).as_secs())
+                .collect();
+        assert_eq!(at, [100, 50]);
     }
 
     /// With nothing to read, no answer pending and no deadline, the drive ends as stalled

@@ -326,12 +326,21 @@ fn slow_client(rt: &str) {
     );
     c.expect_closed();
 
-    // A client that goes quiet in the middle of a command line gets the same.
+    // A client that goes quiet in the middle of a command line gets the same, counted from
+    // its last command (a timer set at the greeting would fire 1 s after the NOOP).
     let mut c = greeted(&srv, SMTP_PORT);
     c.set_read_timeout(Duration::from_secs(10));
     c.expect_cmd("EHLO e2e.example", 250);
+    std::thread::sleep(Duration::from_secs(1));
+    c.expect_cmd("NOOP", 250);
+    let start = Instant::now();
     c.send(b"MAIL FROM:<slow@exa");
     c.expect(421);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+        "421 {took:?} after the last command"
+    );
     srv.stop_clean();
 }
 
