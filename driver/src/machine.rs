@@ -209,6 +209,9 @@ impl<S> Conn<S> {
     }
 }
 
+/// A runtime's timer future.
+type Sleep = Pin<Box<dyn Future<Output = ()>>>;
+
 /// What ended one wait.
 enum Woke<C, S> {
     /// Pending answer `i` came.
@@ -251,7 +254,7 @@ where
     // The timer and when it fires. Kept while the machine's deadline moves later (each
     // command moves a session's): it then fires early, is checked against the deadline of
     // that moment and set anew, so a timer is made once per timeout period, not per wait.
-    let mut timer: Option<(Instant, Pin<Box<dyn Future<Output = ()>>>)> = None;
+    let mut timer: Option<(Instant, Sleep)> = None;
     loop {
         if !shutdown_sent && shutdown.is_some_and(Shutdown::is_triggered) {
             shutdown_sent = true;
