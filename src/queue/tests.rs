@@ -138,6 +138,13 @@ impl Env {
         self.clock.fetch_add(secs, Ordering::SeqCst);
     }
 
+    /// A runner over the queue's own SMTP connector resolving with `dns`.
+    fn dns_runner(&self, dns: crate::resolve::Dns) -> Arc<Runner> {
+        let store = self.store.clone() as Arc<dyn MailStore>;
+        let connector = Runner::connector_for(&self.config, &store, Some(dns), 3).unwrap();
+        self.runner(connector)
+    }
+
     fn runner(&self, connector: impl Into<Deliverer>) -> Arc<Runner> {
         let qc = QueueConfigBuilder {
             jitter: 0.0,
@@ -1018,14 +1025,7 @@ fn smtp_source_address() {
             s.port
         ),
     );
-    let connector = Runner::connector_for(
-        &e.config,
-        &(e.store.clone() as Arc<dyn MailStore>),
-        Some(zone_dns()),
-        3,
-    )
-    .unwrap();
-    let r = e.runner(connector);
+    let r = e.dns_runner(zone_dns());
     e.queue("mjl@mox.example", &["a@example.net"]);
     r.run_once(e.now()).unwrap();
     assert_eq!(s.received.lock().unwrap().len(), 1);
@@ -1047,14 +1047,7 @@ fn zone_dns() -> crate::resolve::Dns {
 fn smtp_end_to_end_delivery_tempfail_kick_permfail() {
     let s = sink();
     let e = env(false, &format!("[queue]\nsmtp_port = {}\n", s.port));
-    let connector = Runner::connector_for(
-        &e.config,
-        &(e.store.clone() as Arc<dyn MailStore>),
-        Some(zone_dns()),
-        3,
-    )
-    .unwrap();
-    let r = e.runner(connector);
+    let r = e.dns_runner(zone_dns());
     let ok = e.queue("mjl@mox.example", &["a@example.net", "b@example.net"]);
     r.run_once(e.now()).unwrap();
     {
@@ -1106,14 +1099,7 @@ fn smtp_connection_refused_and_null_mx() {
         .unwrap()
         .port();
     let e = env(false, &format!("[queue]\nsmtp_port = {port}\n"));
-    let connector = Runner::connector_for(
-        &e.config,
-        &(e.store.clone() as Arc<dyn MailStore>),
-        Some(zone_dns()),
-        3,
-    )
-    .unwrap();
-    let r = e.runner(connector);
+    let r = e.dns_runner(zone_dns());
     let id = e.queue("mjl@mox.example", &["a@example.net"])[0];
     let null = e.queue("mjl@mox.example", &["a@nullmx.example"])[0];
     r.run_once(e.now()).unwrap();

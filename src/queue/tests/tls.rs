@@ -268,14 +268,7 @@ fn tls_mode_and_result_recorded() {
         );
         let extra = format!("[queue]\nsmtp_port = {port}\n[transport.d]\nkind = \"direct\"\nipv4 = true\nipv6 = false\n[[route]]\ntransport = \"d\"\n");
         let e = env(false, &extra);
-        let connector = Runner::connector_for(
-            &e.config,
-            &(e.store.clone() as Arc<dyn MailStore>),
-            Some(zone()),
-            3,
-        )
-        .unwrap();
-        let r = e.runner(connector);
+        let r = e.dns_runner(zone());
         let id = queue_with(&e, "rcpt@example.net", *rt);
         r.run_once(e.now()).unwrap();
         let h = history(&e, id);
@@ -343,14 +336,7 @@ fn own_tls_report_delivery_not_recorded() {
         );
         let extra = format!("[queue]\nsmtp_port = {port}\n[transport.d]\nkind = \"direct\"\nipv4 = true\nipv6 = false\n[[route]]\ntransport = \"d\"\n");
         let e = env(false, &extra);
-        let connector = Runner::connector_for(
-            &e.config,
-            &(e.store.clone() as Arc<dyn MailStore>),
-            Some(zone()),
-            3,
-        )
-        .unwrap();
-        let r = e.runner(connector);
+        let r = e.dns_runner(zone());
         let rcpt = QueueRecipient {
             sender_account: None,
             mail_from: "postmaster@mox.example".into(),
@@ -397,14 +383,7 @@ fn requiretls_to_server_without_requiretls_fails_with_dsn() {
             ca.display()
         );
         let e = env(false, &extra);
-        let connector = Runner::connector_for(
-            &e.config,
-            &(e.store.clone() as Arc<dyn MailStore>),
-            Some(zone()),
-            3,
-        )
-        .unwrap();
-        let r = e.runner(connector);
+        let r = e.dns_runner(zone());
         let id = queue_with(&e, "rcpt@example.net", RequireTls::Required);
         r.run_once(e.now()).unwrap();
         let h = history(&e, id);
@@ -472,14 +451,7 @@ fn other_family_tried_after_connection_level_failure() {
         }
         let got6 = tls_sink(l6, ok.clone());
         let e = env(false, &format!("[queue]\nsmtp_port = {port}\n"));
-        let connector = Runner::connector_for(
-            &e.config,
-            &(e.store.clone() as Arc<dyn MailStore>),
-            Some(zone()),
-            3,
-        )
-        .unwrap();
-        let r = e.runner(connector);
+        let r = e.dns_runner(zone());
         let id = e.queue("mjl@mox.example", &["rcpt@example.net"])[0];
         r.run_once(e.now()).unwrap();
         let out = e.retired(id);

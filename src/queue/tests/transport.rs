@@ -191,14 +191,7 @@ fn smarthost_and_submission_with_auth_through_rmox() {
             false,
             &format!("[transport.relay]\n{transport}\n[[route]]\ntransport = \"relay\"\n"),
         );
-        let connector = Runner::connector_for(
-            &e.config,
-            &(e.store.clone() as Arc<dyn MailStore>),
-            Some(zone()),
-            3,
-        )
-        .unwrap();
-        let r = e.runner(connector);
+        let r = e.dns_runner(zone());
         let to = format!("rcpt{i}@example.net");
         let id = e.queue("mjl@mox.example", &[&to])[0];
         r.run_once(e.now()).unwrap();
@@ -360,14 +353,7 @@ fn socks5_proxy_in_front_of_the_sink() {
                 p.addr
             ),
         );
-        let connector = Runner::connector_for(
-            &e.config,
-            &(e.store.clone() as Arc<dyn MailStore>),
-            Some(zone_dns()),
-            3,
-        )
-        .unwrap();
-        let r = e.runner(connector);
+        let r = e.dns_runner(zone_dns());
         let to = format!("socks{i}@example.net");
         let id = e.queue("mjl@mox.example", &[&to])[0];
         r.run_once(e.now()).unwrap();
@@ -408,15 +394,8 @@ fn direct_transport_address_family_switches() {
                 s.port
             ),
         );
-        let connector = Runner::connector_for(
-            &e.config,
-            &(e.store.clone() as Arc<dyn MailStore>),
-            Some(zone()),
-            3,
-        )
-        .unwrap();
         let id = e.queue("mjl@mox.example", &["direct@example.net"])[0];
-        e.runner(connector).run_once(e.now()).unwrap();
+        e.dns_runner(zone()).run_once(e.now()).unwrap();
         let err = e.store.queue_get(id).unwrap().unwrap().last_error.unwrap();
         assert!(err.contains("[::1]"), "{err}");
         assert!(s.peers.lock().unwrap().is_empty());
@@ -432,14 +411,7 @@ fn direct_transport_address_family_switches() {
                 "[queue]\nsmtp_port = {port}\n[transport.d]\nkind = \"direct\"\nipv4 = {v4}\nipv6 = {v6}\n[[route]]\ntransport = \"d\"\n"
             ),
         );
-        let connector = Runner::connector_for(
-            &e.config,
-            &(e.store.clone() as Arc<dyn MailStore>),
-            Some(zone()),
-            3,
-        )
-        .unwrap();
-        let r = e.runner(connector);
+        let r = e.dns_runner(zone());
         let to = format!("direct{i}@example.net");
         let id = e.queue("mjl@mox.example", &[&to])[0];
         r.run_once(e.now()).unwrap();
@@ -530,14 +502,7 @@ transport = "relay"
 
 fn unknown_transport_on_an_item_fails_temporarily() {
     let e = env(false, "");
-    let connector = Runner::connector_for(
-        &e.config,
-        &(e.store.clone() as Arc<dyn MailStore>),
-        Some(zone()),
-        3,
-    )
-    .unwrap();
-    let r = e.runner(connector);
+    let r = e.dns_runner(zone());
     let id = e.queue("mjl@mox.example", &["x@example.net"])[0];
     e.store
         .queue_update(id, |q| q.rcpt.transport = Some("gone".into()))
