@@ -41,22 +41,36 @@ pub(crate) struct Done {
     pub commit_failed: bool,
 }
 
-/// Where a job's result is published; set once.
-#[derive(Default)]
-struct Slot(Mutex<Option<Done>>);
+/// Where a job's result is published; set once, which wakes the job's caller.
+struct Slot {
+    done: Mutex<Option<Done>>,
+    /// The caller's thread, parked until its job is done or it is to lead the next batch.
+    waiter: std::thread::Thread,
+}
 
 impl Slot {
+    fn new() -> Slot {
+        Slot {
+            done: Mutex::new(None),
+            waiter: std::thread::current(),
+        }
+    }
     fn set(&self, d: Done) {
-        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = self.done.lock().unwrap_or_else(|e| e.into_inner());
         if g.is_none() {
             *g = Some(d);
+            drop(g);
+            self.waiter.unpark();
         }
     }
     fn is_set(&self) -> bool {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
     fn take(&self) -> Option<Done> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.done.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -83,6 +97,8 @@ struct LogState {
 struct State {
     pending: VecDeque<Job>,
     leader: bool,
+    /// Callers waiting for room in `pending` (on the condition variable).
+    room_waiters: usize,
 }
 
 /// The shared commit queue of one store.
@@ -114,6 +130,7 @@ impl Committer {
             state: Mutex::new(State {
                 pending: VecDeque::new(),
                 leader: false,
+                room_waiters: 0,
             }),
             cv: Condvar::new(),
             before_commit,
@@ -162,7 +179,7 @@ impl Committer {
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     {
-        let done = Arc::new(Slot::default());
+        let done = Arc::new(Slot::new());
         let job = Job {
             work: Box::new(move |txn| f(txn).map(|r| Box::new(r) as Box<dyn Any + Send>)),
             dirs,
@@ -171,15 +188,23 @@ impl Committer {
         };
         let mut st = lock(&self.state);
         while st.pending.len() >= MAX_PENDING {
+            st.room_waiters += 1;
             st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.room_waiters -= 1;
         }
         st.pending.push_back(job);
+        // Waiting callers are woken one by one, never all at once: each when its job's
+        // result is published (`Slot::set`), and the first pending job's caller when the
+        // leader leaves with work left. A wake-up between the check and `park` is not lost
+        // (`unpark` before `park` makes `park` return), and a spurious one only loops.
         loop {
             if done.is_set() {
                 break;
             }
             if st.leader {
-                st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+                drop(st);
+                std::thread::park();
+                st = lock(&self.state);
                 continue;
             }
             st.leader = true;
@@ -189,7 +214,16 @@ impl Committer {
             self.commit_batch(db, batch);
             st = lock(&self.state);
             st.leader = false;
-            self.cv.notify_all();
+            if st.room_waiters > 0 {
+                self.cv.notify_all();
+            }
+            if done.is_set() {
+                // Leaving: the next pending job's caller leads (this one would otherwise).
+                if let Some(next) = st.pending.front() {
+                    next.done.waiter.unpark();
+                }
+                break;
+            }
         }
         drop(st);
         let Some(d) = done.take() else {
@@ -554,5 +588,45 @@ pub fn commit_stats() -> CommitStats {
         writes: s.writes.load(Relaxed),
         seconds: s.micros.load(Relaxed) as f64 / 1e6,
         buckets: s.buckets.iter().map(|b| b.load(Relaxed)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A caller whose job arrives while another caller commits waits; when that leader
+    /// leaves with its own job done and no one else calls, the waiting caller must be woken
+    /// to lead its own job (it is never woken otherwise: no later caller, no result).
+    #[test]
+    fn leader_leaving_wakes_the_next_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db.redb")).unwrap());
+        let c = Arc::new(Committer::new(Box::new(|_| Ok(())), None, None));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (c2, db2, tx2) = (Arc::clone(&c), Arc::clone(&db), tx.clone());
+        let a = std::thread::spawn(move || {
+            c2.run(&db2, Vec::new(), None, |_| {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok("a")
+            })
+            .map_err(|(e, _)| e.to_string())
+        });
+        // B arrives while A's batch commits.
+        std::thread::sleep(Duration::from_millis(100));
+        std::thread::spawn(move || {
+            let r = c.run(&db, Vec::new(), None, |_| Ok("b"));
+            let _ = tx2.send(r.map_err(|(e, _)| e.to_string()));
+        });
+        drop(tx);
+        assert_eq!(a.join().unwrap(), Ok("a"));
+        let b = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the waiting caller was never woken");
+        assert_eq!(b, Ok("b"));
     }
 }

@@ -2128,6 +2128,41 @@ mod tests {
         }
     }
 
+    /// Group commit under contention: 24 threads deliver 100 messages each with no pause,
+    /// so batches form while others commit, callers lead in turn and followers are woken one
+    /// by one. A caller that is never woken shows as a thread that does not finish within
+    /// two minutes; every delivery must succeed with its own id.
+    #[test]
+    fn group_commit_wakes_every_caller() {
+        let (_d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        let s = Arc::new(s);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for t in 0..24u64 {
+            let (s, tx) = (Arc::clone(&s), tx.clone());
+            std::thread::spawn(move || {
+                let ids: Vec<u64> = (0..100)
+                    .map(|i| {
+                        let m = format!("message {t} {i}").into_bytes();
+                        s.deliver(delivery("a", "Inbox", &m, i)).unwrap().0
+                    })
+                    .collect();
+                let _ = tx.send(ids);
+            });
+        }
+        drop(tx);
+        let mut ids = Vec::new();
+        for n in 0..24 {
+            match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+                Ok(got) => ids.extend(got),
+                Err(e) => panic!("{n} of 24 threads finished, then: {e}"),
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 2400);
+    }
+
     /// A refused job in a batch must not disturb the others or leave files behind.
     #[test]
     fn refused_delivery_leaves_no_file() {
