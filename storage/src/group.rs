@@ -4,9 +4,11 @@
 //! directories whose new entries must be durable into a shared queue. If no commit is
 //! running, it becomes the leader: it takes up to [`MAX_BATCH`] jobs, fsyncs their
 //! directories, runs every closure in one transaction, commits once with immediate
-//! durability, publishes each job's result and wakes the others. Whoever then finds its job
-//! still pending (it arrived during the commit) becomes the next leader. The queue is
-//! bounded by [`MAX_PENDING`]; callers beyond it wait, so memory stays bounded.
+//! durability and publishes each job's result, which wakes that job's caller (callers park
+//! their thread; no caller is woken for another's result). A leader whose own job is done
+//! leaves and wakes the caller of the first job still pending (it arrived during the
+//! commit), which becomes the next leader. The queue is bounded by [`MAX_PENDING`];
+//! callers beyond it wait, so memory stays bounded.
 //!
 //! A job that returns an error that is not a storage failure (no such account, over quota)
 //! must not have changed anything; only that job fails. A storage failure or a panic aborts
