@@ -104,16 +104,15 @@ pub fn has_field(header: &[u8], name: &str) -> bool {
 /// The addresses in the From field(s) (addr-spec only, display names dropped), as written.
 pub fn from_addresses(header: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
-    let Some(parsed) = no_panic(|| mail_parser::MessageParser::new().parse_headers(header)) else {
-        return out;
-    };
-    if let Some(from) = parsed.from() {
-        for a in from.iter() {
-            if let Some(addr) = a.address() {
-                out.push(addr.to_string());
+    with_fields_parsed(header, "From", |parsed| {
+        if let Some(from) = parsed.from() {
+            for a in from.iter() {
+                if let Some(addr) = a.address() {
+                    out.push(addr.to_string());
+                }
             }
         }
-    }
+    });
     out
 }
 
@@ -121,18 +120,17 @@ pub fn from_addresses(header: &[u8]) -> Vec<String> {
 /// display names dropped, groups flattened), as written.
 pub fn addresses(header: &[u8], field: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let Some(parsed) = no_panic(|| mail_parser::MessageParser::new().parse_headers(header)) else {
-        return out;
-    };
-    for v in parsed.header_values(field) {
-        if let mail_parser::HeaderValue::Address(list) = v {
-            for a in list.iter() {
-                if let Some(addr) = a.address() {
-                    out.push(addr.to_string());
+    with_fields_parsed(header, field, |parsed| {
+        for v in parsed.header_values(field) {
+            if let mail_parser::HeaderValue::Address(list) = v {
+                for a in list.iter() {
+                    if let Some(addr) = a.address() {
+                        out.push(addr.to_string());
+                    }
                 }
             }
         }
-    }
+    });
     out
 }
 
@@ -140,12 +138,66 @@ pub fn addresses(header: &[u8], field: &str) -> Vec<String> {
 /// mail-parser: comments and folding around it are not part of it. `None` when there is
 /// none (or the header does not parse).
 pub fn message_id(header: &[u8]) -> Option<String> {
-    let parsed = no_panic(|| mail_parser::MessageParser::new().parse_headers(header))?;
-    parsed
-        .message_id()
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .map(str::to_string)
+    with_fields_parsed(header, "Message-ID", |parsed| {
+        parsed
+            .message_id()
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+    })
+    .flatten()
+}
+
+/// Runs `read` on mail-parser's parse of the fields named `name` only. The server reads a
+/// field or two of every message; parsing them alone skips the costly rest (a long chain of
+/// `Received` fields is most of a header). A field's value parses the same without the
+/// others, so the answer is the whole header's; when a line of `header` is not a field (the
+/// splitter and mail-parser could disagree on where fields end) the whole header is parsed.
+/// `None` when mail-parser finds no header (or panics).
+fn with_fields_parsed<T>(
+    header: &[u8],
+    name: &str,
+    read: impl FnOnce(&mail_parser::Message<'_>) -> T,
+) -> Option<T> {
+    fn parse(h: &[u8]) -> Option<mail_parser::Message<'_>> {
+        no_panic(|| mail_parser::MessageParser::new().parse_headers(h))
+    }
+    match only_fields(header, name) {
+        Some(only) => parse(&only).map(|m| read(&m)),
+        None => parse(header).map(|m| read(&m)),
+    }
+}
+
+/// The fields of `header` named `name`, as written, ending with the empty line (so a
+/// header section of their own); `None` when a line of `header` is not a field or a
+/// continuation of one, or a field is empty of any byte after its name.
+fn only_fields(header: &[u8], name: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut next = 0;
+    for f in fields(header) {
+        let start = f.name.as_ptr() as usize - header.as_ptr() as usize;
+        // `fields` trims the name; only an untrimmed line start is a field as written.
+        if start != next {
+            return None;
+        }
+        let end = f.value.as_ptr() as usize - header.as_ptr() as usize + f.value.len();
+        if f.name.eq_ignore_ascii_case(name.as_bytes()) {
+            out.extend_from_slice(&header[start..end]);
+            out.extend_from_slice(b"\r\n");
+        }
+        next = end + 2;
+    }
+    // Every byte up to the end (or the empty line that ends the section) was a field.
+    let rest = header.get(next..).unwrap_or(&[]);
+    if !(rest.is_empty() || rest.starts_with(b"\r\n")) {
+        return None;
+    }
+    if out.is_empty() {
+        // No such field: an empty section (mail-parser finds no header at all then).
+        return Some(b"X: \r\n\r\n".to_vec());
+    }
+    out.extend_from_slice(b"\r\n");
+    Some(out)
 }
 
 /// The first leaf part of `msg` (a whole message) that `parse` reads: `parse` says `None`
@@ -451,6 +503,107 @@ mod tests {
             received_count(b"Received: a\r\nreceived: b\r\n c\r\nX: y\r\n"),
             2
         );
+    }
+
+    /// What the field readers answered before they parsed only the fields they read: the
+    /// whole header through mail-parser.
+    fn whole_parse(header: &[u8]) -> (Vec<String>, Vec<String>, Option<String>) {
+        let Some(p) = no_panic(|| mail_parser::MessageParser::new().parse_headers(header)) else {
+            return (Vec::new(), Vec::new(), None);
+        };
+        let list = |v: &mail_parser::HeaderValue<'_>| -> Vec<String> {
+            match v {
+                mail_parser::HeaderValue::Address(l) => l
+                    .iter()
+                    .filter_map(|a| a.address().map(str::to_string))
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let from = p.from().map(|f| {
+            f.iter()
+                .filter_map(|a| a.address().map(str::to_string))
+                .collect()
+        });
+        let to = p.header_values("to").flat_map(list).collect();
+        let id = p
+            .message_id()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .map(str::to_string);
+        (from.unwrap_or_default(), to, id)
+    }
+
+    fn field_reads(header: &[u8]) -> (Vec<String>, Vec<String>, Option<String>) {
+        (
+            from_addresses(header),
+            addresses(header, "to"),
+            message_id(header),
+        )
+    }
+
+    /// The fields read alone give the whole header's answers: with Received chains, folded
+    /// and repeated fields, odd names, a malformed line (then the whole header is parsed),
+    /// no such field and no header at all.
+    #[test]
+    fn fields_read_alone_as_in_the_whole_header() {
+        let cases: &[&[u8]] = &[
+            b"Received: from a by b; Mon, 1 Jan 2024 00:00:00 +0000\r\nReceived: from c\r\n by d\r\nFrom: \"A\" <a@x.example>\r\nTo: b@y.example, c@z.example\r\nMessage-ID: <m1@x.example>\r\n",
+            b"from: a@x.example\r\nFROM: b@x.example\r\nmessage-id:\r\n <m2@x>\r\n",
+            b"From : spaced@x.example\r\nTo:\r\n  g: one@x.example, two@x.example;\r\n",
+            b"Subject: no from\r\n",
+            b"not a field\r\nFrom: after@x.example\r\n",
+            b" leading continuation\r\nFrom: a@x.example\r\n",
+            b"From: a@x.example\r\n\r\nFrom: body@x.example\r\n",
+            b"",
+            b"From: <unterminated@x.example\r\n",
+            b"To: a@x.example\r\nFrom: \xff\xfe@x.example\r\n",
+        ];
+        for h in cases {
+            assert_eq!(
+                field_reads(h),
+                whole_parse(h),
+                "{}",
+                String::from_utf8_lossy(h)
+            );
+        }
+        assert_eq!(from_addresses(cases[0]), vec!["a@x.example".to_string()]);
+        assert_eq!(message_id(cases[1]).as_deref(), Some("m2@x"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Arbitrary headers of Received, From, To, Message-ID and other fields (folded,
+        /// odd bytes, now and then a line that is no field): the same answers as the whole
+        /// header's parse.
+        #[test]
+        fn fields_read_alone_match_the_whole_parse(
+            lines in proptest::collection::vec(
+                (0usize..7, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), proptest::prelude::any::<bool>()),
+                0..12,
+            )
+        ) {
+            let names = ["Received", "From", "To", "Message-ID", "Subject", "from", "X-Odd"];
+            let mut h = Vec::new();
+            for (n, value, fold) in &lines {
+                let value: Vec<u8> = value.iter().map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }).collect();
+                if *n == 6 && *fold {
+                    // A line that is not a field.
+                    h.extend_from_slice(b"no colon here");
+                } else {
+                    h.extend_from_slice(names[*n].as_bytes());
+                    h.extend_from_slice(b": ");
+                }
+                let cut = value.len() / 2;
+                h.extend_from_slice(&value[..cut]);
+                if *fold {
+                    h.extend_from_slice(b"\r\n ");
+                }
+                h.extend_from_slice(&value[cut..]);
+                h.extend_from_slice(b"\r\n");
+            }
+            proptest::prop_assert_eq!(field_reads(&h), whole_parse(&h));
+        }
     }
 
     #[test]

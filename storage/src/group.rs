@@ -426,8 +426,13 @@ impl Committer {
 }
 
 impl Committer {
-    /// A batch whose every write has a redo record: applied and committed without fsync,
-    /// then made durable by one append to the acceptance log.
+    /// A batch whose every write has a redo record: made durable by one append to the
+    /// acceptance log, and applied and committed to the database without fsync while the
+    /// disk syncs that append (io_uring; [`Log::stage`]). The records go to the log before
+    /// the writes run, so the record of a write that is then refused (or of every write,
+    /// when the batch fails) is cancelled by a durable cancel record before its caller
+    /// hears; replay skips cancelled records, and re-checks the others (a refused record
+    /// whose cancel was lost in a crash is refused again and skipped).
     #[allow(clippy::too_many_arguments)]
     fn logged_batch(
         &self,
@@ -448,40 +453,76 @@ impl Committer {
                 });
             }
         };
-        let mut txn = match db.begin_write() {
-            Ok(t) => t,
-            Err(e) => return fail_all(&e.into(), false),
-        };
-        if let Err(e) = txn.set_durability(Durability::None) {
-            return fail_all(&e.into(), false);
-        }
-        let (results, fatal) = self.run_works(&txn, works);
-        if let Some(e) = fatal {
-            let _ = txn.abort();
-            return fail_all(&e, false);
-        }
-        let payloads: Vec<&[u8]> = results
-            .iter()
-            .zip(&logs)
-            .filter(|(r, _)| matches!(r, Some(Ok(_))))
-            .filter_map(|(_, p)| p.as_deref())
-            .collect();
-        if payloads.is_empty() {
-            let _ = txn.abort();
-        } else {
-            if let Err(e) = txn.commit() {
-                return fail_all(&e.into(), false);
-            }
-            // The batch is in the database (not durably): from here on a failure must stop
-            // every later write, or a checkpoint would make durable what was refused.
-            if let Err(e) = l.log.append(&payloads) {
+        let payloads: Vec<&[u8]> = logs.iter().map(|p| p.as_deref().unwrap_or(&[])).collect();
+        let staged = match l.log.stage(&payloads) {
+            Ok(s) => s,
+            Err(e) => {
+                // Some of the records may be on disk: stop writing (the log decides on
+                // the next open).
                 l.poisoned = Some(e.clone());
                 return fail_all(&e, true);
             }
+        };
+        let seqs: Vec<u64> = staged.seqs.clone().collect();
+        // Runs the batch's writes and commits what they did (without fsync): their
+        // results, or why the whole batch failed (nothing committed then).
+        let applied = (|| -> Result<Vec<JobResult>, (StoreError, bool)> {
+            let early = |e: StoreError| (e, false);
+            let mut txn = db.begin_write().map_err(|e| early(e.into()))?;
+            txn.set_durability(Durability::None)
+                .map_err(|e| early(e.into()))?;
+            let (results, fatal) = self.run_works(&txn, works);
+            if let Some(e) = fatal {
+                let _ = txn.abort();
+                return Err(early(e));
+            }
+            if results.iter().any(|r| matches!(r, Some(Ok(_)))) {
+                // From here on, a failure must stop every later write, or a checkpoint
+                // would make durable what was refused.
+                txn.commit().map_err(|e| (StoreError::from(e), true))?;
+            } else {
+                let _ = txn.abort();
+            }
+            Ok(results)
+        })();
+        let synced = l.log.wait(staged);
+        let results = match (applied, synced) {
+            (_, Err(e)) | (Err((e, true)), _) => {
+                // The records may or may not be durable, or the database holds what the
+                // log may not: stop writing.
+                l.poisoned = Some(e.clone());
+                return fail_all(&e, true);
+            }
+            (Err((e, false)), Ok(())) => {
+                // Nothing was committed: cancel every record of the batch.
+                return match l.log.cancel(&seqs) {
+                    Ok(()) => fail_all(&e, false),
+                    Err(c) => {
+                        l.poisoned = Some(c);
+                        fail_all(&e, true)
+                    }
+                };
+            }
+            (Ok(results), Ok(())) => results,
+        };
+        let refused: Vec<u64> = results
+            .iter()
+            .zip(&seqs)
+            .filter(|(r, _)| !matches!(r, Some(Ok(_))))
+            .map(|(_, seq)| *seq)
+            .collect();
+        if !refused.is_empty() {
+            if let Err(c) = l.log.cancel(&refused) {
+                // The refused records are refused again on replay; the log itself failed:
+                // stop writing.
+                l.poisoned = Some(c);
+            }
+        }
+        if refused.len() < seqs.len() {
             l.dirs.extend(dirs);
             l.since.get_or_insert_with(Instant::now);
             COMMIT_STATS.record(started.elapsed(), size);
-            LOG_STATS.record(payloads.len() as u64);
+            LOG_STATS.record((seqs.len() - refused.len()) as u64);
         }
         for (s, r) in slots.iter().zip(results) {
             s.set(Done {
@@ -492,7 +533,6 @@ impl Committer {
     }
 }
 
-/// Stores in `txn` that the database holds every log record up to `seq`.
 pub(crate) fn record_log_done(txn: &WriteTransaction, seq: u64) -> Result<(), StoreError> {
     let mut meta = txn.open_table(crate::tables::META)?;
     meta.insert(crate::tables::K_LOG_DONE, seq)?;

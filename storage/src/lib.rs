@@ -153,6 +153,8 @@ mod tables;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
+#[cfg(target_os = "linux")]
+mod uring;
 mod webhook;
 
 pub use alog::{CHECKPOINT_AFTER, LOG_MAX, LOG_WRITE_MAX};

@@ -39,7 +39,8 @@ fn rcpt(to: u8, hold: bool) -> Rcpt {
     }
 }
 
-/// Deliveries (one, shared to three mailboxes, with a DSN queued in the same commit),
+/// Deliveries (one, shared to three mailboxes, with a DSN queued in the same commit, two
+/// refused),
 /// queue add / update / hold / retire, expunge, suppression, failure streak, counts, and a
 /// reopen in the middle.
 fn workload() -> Vec<Op> {
@@ -48,6 +49,8 @@ fn workload() -> Vec<Op> {
         Op::AccountAdd(0),
         Op::AccountAdd(1),
         Op::Deliver(to(0, 0), m(1, 3)),
+        // Refused (no such account): its log record is cancelled.
+        Op::Deliver(to(2, 0), m(8, 1)),
         Op::DeliverMany(vec![to(0, 1), to(1, 0), to(1, 2)], m(2, 4), true),
         Op::QueueAdd(m(3, 3), vec![rcpt(0, false), rcpt(2, false)]),
         Op::QueueUpdate { entry: 0, next: 7 },
@@ -58,6 +61,10 @@ fn workload() -> Vec<Op> {
             time: 9,
         },
         Op::Reopen,
+        // Refused (over quota) between deliveries that are not.
+        Op::SetQuota(1, Some(0)),
+        Op::Deliver(to(1, 0), m(9, 2)),
+        Op::SetQuota(1, None),
         Op::Expunge(0),
         Op::SuppressionAdd {
             account: 0,
