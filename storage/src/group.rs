@@ -533,6 +533,7 @@ impl Committer {
     }
 }
 
+/// Stores in `txn` that the database holds every log record up to `seq`.
 pub(crate) fn record_log_done(txn: &WriteTransaction, seq: u64) -> Result<(), StoreError> {
     let mut meta = txn.open_table(crate::tables::META)?;
     meta.insert(crate::tables::K_LOG_DONE, seq)?;
