@@ -7,6 +7,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc instead of glibc's malloc on Linux: sessions allocate on a runtime thread and
+/// storage frees on the blocking pool (and back), and glibc's per-thread arenas spent about
+/// 10 % of the server's CPU per message in `malloc`, `free` and `malloc_consolidate`; with
+/// jemalloc the server uses about 8 % less CPU per message (README, Performance).
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// rmox: a complete mail server.
 #[derive(Parser, Debug)]
 #[command(name = "rmox", version, about = "rmox: a complete mail server (MTA)")]
