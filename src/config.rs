@@ -1341,6 +1341,9 @@ pub const MIN_STORAGE_CACHE_MB: u64 = 4;
 /// Largest `storage_cache_mb` (64 GiB).
 pub const MAX_STORAGE_CACHE_MB: u64 = 65536;
 
+/// Most runtime worker threads (`threads`).
+pub const MAX_THREADS: u64 = 1024;
+
 fn default_storage_cache_mb() -> u64 {
     (rmox_storage::DEFAULT_CACHE_BYTES >> 20) as u64
 }
@@ -1432,6 +1435,10 @@ pub struct Config {
     /// data grows. Default [`rmox_storage::DEFAULT_CACHE_BYTES`].
     #[serde(default = "default_storage_cache_mb")]
     pub storage_cache_mb: u64,
+    /// Runtime worker threads (`threads`, 1 to [`MAX_THREADS`]); unset: one per CPU on tokio
+    /// and smol, one per two CPUs (at least one) on glommio ([`crate::rt::default_threads`]).
+    #[serde(default)]
+    pub threads: Option<u64>,
     /// The storage backend (`[storage]`).
     #[serde(default)]
     pub storage: StorageConfig,
@@ -1621,6 +1628,14 @@ impl Config {
                     self.storage_cache_mb
                 ),
             ));
+        }
+        if let Some(t) = self.threads {
+            if !(1..=MAX_THREADS).contains(&t) {
+                return Err(self.err(
+                    "threads",
+                    format!("{t}: must be between 1 and {MAX_THREADS}"),
+                ));
+            }
         }
         if rmox_core::smtp::Domain::parse(&self.hostname).is_err() {
             return Err(self.err(
@@ -2751,6 +2766,12 @@ resolver_trust_ad = "loopback"
 # large the accounts and the queue grow; more cache means fewer reads from disk.
 storage_cache_mb = 64
 
+# Runtime worker threads, each serving its share of the connections (1 to 1024). Unset:
+# one per CPU on tokio and smol; one per two CPUs (at least one) on glommio, whose
+# executors sleep and wake at a higher cost and leave the other CPUs to the storage work
+# on the blocking pool (README, Performance, has the measurement).
+# threads = 2
+
 # Where accounts, messages and the queue are kept. kind = "redb" (default): the embedded
 # database and message files in data_dir, one machine. kind = "postgres": a PostgreSQL
 # database that several rmox nodes share (accounts, queue, reputation, counters); url is
@@ -3341,6 +3362,28 @@ mailbox = "Postmaster"
             assert_eq!(e.key, "storage_cache_mb", "{bad}");
             assert!(e.problem.contains("must be between 4 and 65536"), "{e}");
         }
+    }
+
+    /// `threads` is bounded (1 to 1024) and unset by default; a bad value names the key.
+    #[test]
+    fn threads_bounds() {
+        let parse = |extra: &str| {
+            Config::parse(
+                &format!("hostname = \"mox.example\"\ndata_dir = \"d\"\n{extra}"),
+                Path::new("rmox.toml"),
+            )
+        };
+        assert_eq!(parse("").unwrap().threads, None);
+        assert_eq!(parse("threads = 3\n").unwrap().threads, Some(3));
+        assert_eq!(parse("threads = 1024\n").unwrap().threads, Some(1024));
+        for bad in ["0", "1025"] {
+            let e = parse(&format!("threads = {bad}\n")).unwrap_err();
+            assert_eq!(e.key, "threads", "{bad}: {e}");
+            assert!(e.problem.contains("must be between 1 and 1024"), "{e}");
+        }
+        // Not a count at all: refused by the parser, naming the line.
+        let e = parse("threads = -1\n").unwrap_err();
+        assert!(e.to_string().contains("line 3"), "{e}");
     }
 
     /// `resolver_trust_ad` takes loopback, always or never (default loopback); its effect

@@ -52,11 +52,11 @@ pub mod world;
 pub enum RuntimeChoice {
     /// glommio where io_uring works, else smol.
     Auto,
-    /// tokio, one current-thread runtime per core.
+    /// tokio, one current-thread runtime per CPU (`threads` in the configuration).
     Tokio,
-    /// smol, one local executor per core.
+    /// smol, one local executor per CPU (`threads` in the configuration).
     Smol,
-    /// glommio (io_uring), one executor per core.
+    /// glommio (io_uring), one executor per two CPUs (`threads` in the configuration).
     Glommio,
 }
 

@@ -184,6 +184,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         "storage_cache_mb",
         old.storage_cache_mb != new.storage_cache_mb,
     );
+    differs("threads", old.threads != new.threads);
     differs("storage", old.storage != new.storage);
     differs(
         "resolver",
@@ -583,10 +584,14 @@ pub fn run(c: Config, runtime: RuntimeChoice, banner: Option<String>) -> Result<
         acme: acme.any().then(|| (Arc::new(acme), acme_dns)),
         webhooks,
     };
-    let threads = std::thread::available_parallelism()
+    let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    tracing::info!(runtime = rt.name(), threads, "starting");
+    let threads = match c.threads {
+        Some(t) => usize::try_from(t).unwrap_or(usize::MAX),
+        None => rt.default_threads(cpus),
+    };
+    tracing::info!(runtime = rt.name(), threads, cpus, "starting");
     // The ports are bound and listening (connections wait in their backlogs until the
     // runtime accepts them): ready for the service manager.
     crate::sdnotify::notify("READY=1");
@@ -990,6 +995,10 @@ mod tests {
             Config::parse(&text, Path::new("rmox.toml")).unwrap()
         };
         assert!(restart_needed(&parse(""), &parse("storage_cache_mb = 64\n")).is_empty());
+        assert_eq!(
+            restart_needed(&parse(""), &parse("threads = 1\n")),
+            vec!["threads changed: applied at the next restart".to_string()]
+        );
         assert_eq!(
             restart_needed(&parse(""), &parse("storage_cache_mb = 128\n")),
             vec!["storage_cache_mb changed: applied at the next restart".to_string()]

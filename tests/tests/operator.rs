@@ -311,8 +311,64 @@ fn transactions_are_logged_one_line_each(rt: &str) {
     assert!(!log.contains("message accepted"), "{log}");
 }
 
+/// The runtime's worker threads of the process `pid`: the distinct names `rmox-RUNTIME-N`
+/// (threads a worker starts without a name of their own, such as glommio's blocking pool,
+/// inherit its name).
+fn worker_threads(pid: u32, rt: &str) -> usize {
+    let prefix = format!("rmox-{rt}-");
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|comm| comm.trim().to_string())
+        .filter(|comm| {
+            comm.strip_prefix(&prefix)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+/// `threads` sets how many worker threads serve: with `threads = 3` the runtime runs three;
+/// unset, tokio and smol run one per CPU and glommio one per two CPUs (at least one). The
+/// count is read from the server's threads in /proc, not from its log.
+fn threads_setting_starts_that_many_workers(rt: &str) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let default = if rt == "glommio" {
+        cpus.div_ceil(2)
+    } else {
+        cpus
+    };
+    for (setting, want) in [("threads = 3\n", 3), ("", default)] {
+        let dir = TempDir::new(&format!("threads-{rt}-{want}"));
+        let ip = unique_ip();
+        write_config(&dir, ip, "data", "");
+        // A top-level key: before the first table.
+        let path = dir.path().join("rmox.toml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{setting}{config}")).unwrap();
+        let mut srv = Server::serve(rt, dir, ip, SMTP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = worker_threads(srv.pid(), rt);
+        while got != want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            got = worker_threads(srv.pid(), rt);
+        }
+        assert_eq!(
+            got,
+            want,
+            "{rt} with {setting:?} on {cpus} CPUs:\n{}",
+            srv.stderr()
+        );
+        let mut c = srv.connect(SMTP);
+        c.expect(220);
+        c.shutdown();
+        srv.stop_clean();
+    }
+}
+
 rmox_tests::on_every_runtime!(
     transactions_are_logged_one_line_each,
+    threads_setting_starts_that_many_workers,
     second_server_on_same_address_fails,
     mail_parser_panic_input_is_answered,
     unanswered_checks_get_451,
