@@ -341,6 +341,25 @@ if [ "$SYNC_METHOD" = perf ] &&
     IOURING_EV=(-e io_uring:io_uring_submit_req --filter 'opcode == 3')
 fi
 
+# The file system the servers write to, as "TYPE on SOURCE"; ext4 also says whether it has a
+# journal (a journal's jbd2 thread is listed under /proc/fs/jbd2 as DEVICE-INODE). Without
+# one, ext4 skips recently deleted inodes when it allocates one, which makes creating files
+# cost more CPU after many were deleted (README, "Why 64 KiB messages cost twice as much
+# CPU on some runs").
+fs_desc() {
+    local type src
+    type=$(findmnt -n -o FSTYPE -T "$TMP")
+    src=$(findmnt -n -o SOURCE -T "$TMP")
+    if [ "$type" = ext4 ]; then
+        if compgen -G "/proc/fs/jbd2/$(basename "$src")-*" >/dev/null; then
+            type="ext4 (journal)"
+        else
+            type="ext4 (no journal)"
+        fi
+    fi
+    echo "$type on $src"
+}
+
 # The physical limit of the file system the servers write to.
 fsync_limit() { # out.json
     "$FSYNC_BENCH" "$TMP" --seconds 2 --record 1024 --batch 8 >"$1" ||
@@ -428,7 +447,7 @@ fsync_p50_us() {
 
 physical_limit() {
     local a b
-    printf "%-58s %9s %9s\n" "physical limit of $(findmnt -n -o FSTYPE -T "$TMP") on $(findmnt -n -o SOURCE -T "$TMP") (fsync_bench, 1 KiB records)" \
+    printf "%-58s %9s %9s\n" "physical limit of $(fs_desc) (fsync_bench, 1 KiB records)" \
         "before" "after"
     for row in "append+fdatasync per second|.single.fdatasyncs_per_second|1" \
         "append+fdatasync p50 latency (ms)|.single.latency_us.p50|0.001" \
@@ -538,7 +557,7 @@ targets() {
 # The table.
 {
     echo "$(date -u +%F) $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))," \
-        "kernel $(uname -r), data on $(findmnt -n -o FSTYPE -T "$TMP") ($(findmnt -n -o SOURCE -T "$TMP"))," \
+        "kernel $(uname -r), data on $(fs_desc)," \
         "load average at start $LOAD_START"
     echo "msg/s per server; ratios rmox/postfix and rmox/smtp-sink for each runtime"
     printf "%-6s %4s %4s" size sess pipe
