@@ -625,7 +625,7 @@ pub(crate) fn apply(
     }
     // First the records, which check the accounts and quotas (a refusal changes nothing,
     // and then no file is written either).
-    crate::store::deliver_txn(txn, &head.recs, keys, None)?;
+    crate::store::deliver_txn(txn, &head.recs, keys, None, None)?;
     for (f, bytes) in parts {
         let area = if f.area == 0 { Area::Msg } else { Area::Queue };
         let dir = match f.link {

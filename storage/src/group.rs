@@ -26,6 +26,7 @@ use redb::{Database, Durability, WriteTransaction};
 
 use crate::alog::{Log, CHECKPOINT_AFTER};
 use crate::error::StoreError;
+use crate::overlay::Overlay;
 
 /// Most jobs in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -116,6 +117,10 @@ pub(crate) struct Committer {
     syncfs_root: Option<PathBuf>,
     /// The acceptance log ([`crate::alog`]); `None`: every batch commits durably.
     log: Option<Mutex<LogState>>,
+    /// Index entries of logged deliveries not yet in the table ([`crate::overlay`]): every
+    /// checkpoint writes them first, a logged batch when more than
+    /// [`crate::overlay::INDEX_FLUSH_AT`] wait.
+    overlay: Option<Arc<Overlay>>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -127,6 +132,7 @@ impl Committer {
         before_commit: Hook,
         syncfs_root: Option<PathBuf>,
         log: Option<Log>,
+        overlay: Option<Arc<Overlay>>,
     ) -> Committer {
         Committer {
             state: Mutex::new(State {
@@ -145,6 +151,7 @@ impl Committer {
                     poisoned: None,
                 })
             }),
+            overlay,
         }
     }
 
@@ -327,6 +334,17 @@ impl Committer {
             fail_all(&slots, &e.into(), false);
             return;
         }
+        // The index entries waiting in memory go in first: this batch's writes may remove
+        // some (an expunge), and the commit records that the table holds everything logged.
+        let flushed = match self.overlay.as_ref().map(|o| o.flush_into(&txn)) {
+            None => Vec::new(),
+            Some(Ok(k)) => k,
+            Some(Err(e)) => {
+                let _ = txn.abort();
+                fail_all(&slots, &e, false);
+                return;
+            }
+        };
         let (results, mut fatal) = self.run_works(&txn, works);
         if fatal.is_none() {
             if let Some(l) = &log {
@@ -342,11 +360,18 @@ impl Committer {
             return;
         }
         let any_ok = results.iter().any(|r| matches!(r, Some(Ok(_))));
+        let view = self.overlay.as_ref().map(|o| o.commit_guard());
         let commit = if any_ok {
             txn.commit().map_err(StoreError::from)
         } else {
             txn.abort().map_err(StoreError::from)
         };
+        if commit.is_ok() {
+            if let (Some(o), true) = (&self.overlay, any_ok) {
+                o.forget(&flushed);
+            }
+        }
+        drop(view);
         if commit.is_ok() {
             COMMIT_STATS.record(started.elapsed(), size);
             if let (Some(l), true) = (log.as_mut(), any_ok) {
@@ -464,9 +489,17 @@ impl Committer {
             }
         };
         let seqs: Vec<u64> = staged.seqs.clone().collect();
+        let overlay = self.overlay.as_deref();
+        if let Some(o) = overlay {
+            o.begin_batch();
+        }
         // Runs the batch's writes and commits what they did (without fsync): their
-        // results, or why the whole batch failed (nothing committed then).
-        let applied = (|| -> Result<Vec<JobResult>, (StoreError, bool)> {
+        // results and whether anything was committed (then the index entries the batch
+        // wrote from memory), or why the whole batch failed (nothing committed then).
+        type Applied = (Vec<JobResult>, Option<Vec<crate::overlay::Key>>);
+        // Held from the commit until the overlay matches it (below).
+        let mut view = None;
+        let applied = (|| -> Result<Applied, (StoreError, bool)> {
             let early = |e: StoreError| (e, false);
             let mut txn = db.begin_write().map_err(|e| early(e.into()))?;
             txn.set_durability(Durability::None)
@@ -477,14 +510,41 @@ impl Committer {
                 return Err(early(e));
             }
             if results.iter().any(|r| matches!(r, Some(Ok(_)))) {
+                let flushed = match overlay {
+                    Some(o) if o.waiting() > crate::overlay::INDEX_FLUSH_AT => {
+                        match o.flush_some_into(&txn, crate::overlay::INDEX_FLUSH_CHUNK) {
+                            Ok(k) => k,
+                            Err(e) => {
+                                let _ = txn.abort();
+                                return Err(early(e));
+                            }
+                        }
+                    }
+                    _ => Vec::new(),
+                };
+                view = overlay.map(|o| o.commit_guard());
                 // From here on, a failure must stop every later write, or a checkpoint
                 // would make durable what was refused.
                 txn.commit().map_err(|e| (StoreError::from(e), true))?;
+                Ok((results, Some(flushed)))
             } else {
                 let _ = txn.abort();
+                Ok((results, None))
             }
-            Ok(results)
         })();
+        if let Some(o) = overlay {
+            // The batch's entries are visible once its commit is: before its writers hear.
+            let flushed = match &applied {
+                Ok((_, Some(flushed))) => Some(flushed),
+                _ => None,
+            };
+            o.end_batch(flushed.is_some());
+            if let Some(f) = flushed {
+                o.forget(f);
+            }
+        }
+        drop(view);
+        let applied = applied.map(|(results, _)| results);
         let synced = l.log.wait(staged);
         let results = match (applied, synced) {
             (_, Err(e)) | (Err((e, true)), _) => {
@@ -649,7 +709,7 @@ mod tests {
     fn leader_leaving_wakes_the_next_caller() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::create(dir.path().join("db.redb")).unwrap());
-        let c = Arc::new(Committer::new(Box::new(|_| Ok(())), None, None));
+        let c = Arc::new(Committer::new(Box::new(|_| Ok(())), None, None, None));
         let (tx, rx) = std::sync::mpsc::channel();
         let (c2, db2, tx2) = (Arc::clone(&c), Arc::clone(&db), tx.clone());
         let a = std::thread::spawn(move || {

@@ -147,6 +147,7 @@ mod ikey;
 mod junk;
 mod maildir;
 mod model;
+mod overlay;
 mod queue;
 mod store;
 mod tables;
@@ -165,6 +166,7 @@ pub use group::{commit_stats, log_stats, CommitStats, COMMIT_BUCKETS, MAX_BATCH,
 pub use junk::Trained;
 pub use maildir::Maildir;
 pub use model::*;
+pub use overlay::{INDEX_FLUSH_AT, INDEX_FLUSH_CHUNK};
 pub use queue::{Notice, NoticeMessage, NoticeOutcome, QueueRecord, Recorded, SentTo};
 pub use store::{
     index_entries, ip_networks, normalize as normalize_index_value, Store, DB_FILE,

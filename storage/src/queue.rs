@@ -546,6 +546,7 @@ impl Store {
                             std::slice::from_ref(&rec),
                             ikeys,
                             bloom.as_deref(),
+                            None,
                         ) {
                             Ok(_) => NoticeOutcome::Delivered(rec.id),
                             Err(

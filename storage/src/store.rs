@@ -17,6 +17,7 @@ use crate::files::{self, Area};
 use crate::group::Committer;
 use crate::ikey::IndexKeyer;
 use crate::model::*;
+use crate::overlay::Overlay;
 use crate::tables::*;
 
 /// File name of the database inside the data directory.
@@ -62,6 +63,9 @@ pub struct Store {
     pub(crate) bloom: Option<Arc<crate::bloom::IndexBloom>>,
     /// The message index's hash key ([`crate::ikey`]).
     pub(crate) ikeys: IndexKeyer,
+    /// Index entries of recent deliveries not yet in the table ([`crate::overlay`]);
+    /// every index read merges them.
+    pub(crate) overlay: Arc<Overlay>,
 }
 
 impl std::fmt::Debug for Store {
@@ -202,6 +206,7 @@ impl Store {
         }
         txn.commit()?;
         let bloom = Arc::new(index_bloom(&db)?);
+        let overlay = Arc::new(Overlay::default());
         let c = Arc::clone(&counters);
         let committer = Committer::new(
             Box::new(move |txn: &WriteTransaction| {
@@ -213,6 +218,7 @@ impl Store {
             }),
             syncfs_root,
             Some(log),
+            Some(Arc::clone(&overlay)),
         );
         Ok(Store {
             dir: data_dir.to_path_buf(),
@@ -224,6 +230,7 @@ impl Store {
             junk_synced: Default::default(),
             bloom: Some(bloom),
             ikeys,
+            overlay,
         })
     }
 
@@ -275,13 +282,14 @@ impl Store {
         Ok(Store {
             dir: data_dir.to_path_buf(),
             db: Db::Ro(db),
-            committer: Committer::new(Box::new(|_| Err(StoreError::ReadOnly)), None, None),
+            committer: Committer::new(Box::new(|_| Err(StoreError::ReadOnly)), None, None, None),
             counters: Arc::new(Counters::default()),
             deletes: Mutex::new(Deletes::default()),
             maildirs: Default::default(),
             junk_synced: Default::default(),
             bloom: None,
             ikeys: IndexKeyer::new(k0, k1),
+            overlay: Arc::default(),
         })
     }
 
@@ -845,8 +853,9 @@ impl Store {
         };
         let bloom = self.bloom.clone();
         let ikeys = self.ikeys;
+        let overlay = Arc::clone(&self.overlay);
         self.write_logged(new_files, dirs, log, move |txn| {
-            let ids = deliver_txn(txn, &recs, ikeys, bloom.as_deref())?;
+            let ids = deliver_txn(txn, &recs, ikeys, bloom.as_deref(), Some(&overlay))?;
             if !inline.is_empty() {
                 let mut bodies = txn.open_table(MSG_BODIES)?;
                 for (id, bytes) in &inline {
@@ -1033,19 +1042,17 @@ impl Store {
         let mb = normalize(IndexKind::Mailbox, mailbox);
         let slot = self.ikeys.slot(account, IndexKind::Mailbox.code(), &mb);
         let ids: Vec<MessageId> = {
-            let rtx = self.read()?;
-            let idx = rtx.open_table(MSG_INDEX)?;
-            let range = idx.range(crate::ikey::range(slot.hash, i64::MIN, Some(before.0)))?;
+            let range = crate::ikey::range(slot.hash, i64::MIN, Some(before.0));
             let mut ids = Vec::new();
-            for r in range {
+            self.index_scan(range, false, |k, e| {
                 if ids.len() >= max {
-                    break;
+                    return false;
                 }
-                let (k, v) = r?;
-                if v.value().1 == slot.check {
-                    ids.push(MessageId(k.value().2));
+                if e.check == slot.check {
+                    ids.push(MessageId(k.2));
                 }
-            }
+                true
+            })?;
             ids
         };
         for id in &ids {
@@ -1070,20 +1077,24 @@ impl Store {
         let Some(slot) = self.index_slot(account, kind, value) else {
             return Ok(Vec::new());
         };
+        let mut ids = Vec::new();
+        self.index_scan(
+            crate::ikey::range(slot.hash, since.0, None),
+            true,
+            |k, e| {
+                if ids.len() >= limit {
+                    return false;
+                }
+                if e.check == slot.check {
+                    ids.push(k.2);
+                }
+                true
+            },
+        )?;
         let rtx = self.read()?;
-        let idx = rtx.open_table(MSG_INDEX)?;
         let msgs = rtx.open_table(MESSAGES)?;
         let mut hits = Vec::new();
-        let range = idx.range(crate::ikey::range(slot.hash, since.0, None))?;
-        for r in range.rev() {
-            if hits.len() >= limit {
-                break;
-            }
-            let (k, v) = r?;
-            if v.value().1 != slot.check {
-                continue;
-            }
-            let id = k.value().2;
+        for id in ids {
             if let Some(g) = msgs.get(id)? {
                 let rec: MessageRecord = dec("messages", g.value())?;
                 hits.push(IndexHit {
@@ -1119,31 +1130,33 @@ impl Store {
         let Some(slot) = self.index_slot(account, kind, value) else {
             return Ok(Vec::new());
         };
-        let rtx = self.read()?;
-        let idx = rtx.open_table(MSG_INDEX)?;
         let mut hits = Vec::new();
-        let range = idx.range(crate::ikey::range(slot.hash, since.0, None))?;
-        for r in range.rev().take(limit.saturating_mul(HISTORY_SCAN_FACTOR)) {
-            if hits.len() >= limit {
-                break;
-            }
-            let (_, g) = r?;
-            let (bits, check, mailbox, localpart) = g.value();
-            if check != slot.check {
-                continue;
-            }
-            if skip_mailbox.is_some_and(|m| m == mailbox) {
-                continue;
-            }
-            let validated = bits & 2 != 0;
-            if from_validated.is_some_and(|want| want != validated) {
-                continue;
-            }
-            hits.push(HistoryHit {
-                junk: bits & 1 != 0,
-                from_localpart: (!localpart.is_empty()).then(|| localpart.to_string()),
-            });
-        }
+        let mut scan = limit.saturating_mul(HISTORY_SCAN_FACTOR);
+        self.index_scan(
+            crate::ikey::range(slot.hash, since.0, None),
+            true,
+            |_, e| {
+                if hits.len() >= limit || scan == 0 {
+                    return false;
+                }
+                scan -= 1;
+                if e.check != slot.check {
+                    return true;
+                }
+                if skip_mailbox.is_some_and(|m| m == e.mailbox) {
+                    return true;
+                }
+                let validated = e.bits & 2 != 0;
+                if from_validated.is_some_and(|want| want != validated) {
+                    return true;
+                }
+                hits.push(HistoryHit {
+                    junk: e.bits & 1 != 0,
+                    from_localpart: (!e.localpart.is_empty()).then(|| e.localpart.to_string()),
+                });
+                true
+            },
+        )?;
         Ok(hits)
     }
 
@@ -1159,15 +1172,84 @@ impl Store {
         let Some(slot) = self.index_slot(account, kind, value) else {
             return Ok(0);
         };
-        let rtx = self.read()?;
-        let idx = rtx.open_table(MSG_INDEX)?;
         let mut n = 0;
-        for r in idx.range(crate::ikey::range(slot.hash, since.0, None))? {
-            if r?.1.value().1 == slot.check {
-                n += 1;
+        self.index_scan(
+            crate::ikey::range(slot.hash, since.0, None),
+            false,
+            |_, e| {
+                if e.check == slot.check {
+                    n += 1;
+                }
+                true
+            },
+        )?;
+        Ok(n)
+    }
+
+    /// Calls `f` with the index entries whose keys are in `range`, from the table and from
+    /// the entries still in memory ([`crate::overlay`]), in key order (`descending`: newest
+    /// first), each once, until `f` returns false.
+    fn index_scan(
+        &self,
+        range: std::ops::Range<crate::overlay::Key>,
+        descending: bool,
+        mut f: impl FnMut(crate::overlay::Key, IndexEntryRef<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        // Both under one hold: they show the same commits.
+        let (extra, rtx) = {
+            let _view = self.overlay.view();
+            (self.overlay.range(range.clone()), self.read()?)
+        };
+        let idx = rtx.open_table(MSG_INDEX)?;
+        let rows = idx.range(range)?;
+        let rows: Box<dyn Iterator<Item = _>> = if descending {
+            Box::new(rows.rev())
+        } else {
+            Box::new(rows)
+        };
+        let mut extra = if descending {
+            Box::new(extra.into_iter().rev()) as Box<dyn Iterator<Item = _>>
+        } else {
+            Box::new(extra.into_iter())
+        }
+        .peekable();
+        let before = |a: &crate::overlay::Key, b: &crate::overlay::Key| {
+            if descending {
+                a > b
+            } else {
+                a < b
+            }
+        };
+        for row in rows {
+            let (k, v) = row?;
+            let key = k.value();
+            // Entries only in memory that come before this row.
+            while let Some((ek, e)) = extra.next_if(|(ek, _)| before(ek, &key)) {
+                if !f(ek, IndexEntryRef::of(&e)) {
+                    return Ok(());
+                }
+            }
+            if extra.peek().is_some_and(|(ek, _)| *ek == key) {
+                // Flushed but not yet forgotten: the table's copy.
+                extra.next();
+            }
+            let (bits, check, mailbox, localpart) = v.value();
+            let e = IndexEntryRef {
+                bits,
+                check,
+                mailbox,
+                localpart,
+            };
+            if !f(key, e) {
+                return Ok(());
             }
         }
-        Ok(n)
+        for (ek, e) in extra {
+            if !f(ek, IndexEntryRef::of(&e)) {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// The index slot of (`account`, `kind`, `value`), or `None` when no message was ever
@@ -1180,6 +1262,26 @@ impl Store {
             .as_ref()
             .is_none_or(|b| b.may_contain(slot))
             .then_some(slot)
+    }
+}
+
+/// An index entry's value as [`Store::index_scan`] shows it.
+#[derive(Clone, Copy)]
+struct IndexEntryRef<'a> {
+    bits: u8,
+    check: u64,
+    mailbox: &'a str,
+    localpart: &'a str,
+}
+
+impl<'a> IndexEntryRef<'a> {
+    fn of(e: &'a crate::overlay::Entry) -> IndexEntryRef<'a> {
+        IndexEntryRef {
+            bits: e.bits,
+            check: e.check,
+            mailbox: &e.names.mailbox,
+            localpart: &e.names.localpart,
+        }
     }
 }
 
@@ -1295,7 +1397,20 @@ pub(crate) fn put_index(
     bloom: Option<&crate::bloom::IndexBloom>,
     r: &MessageRecord,
 ) -> Result<(), StoreError> {
+    put_index_via(idx, keys, bloom, None, r)
+}
+
+/// [`put_index`], or into `overlay` while it stages a logged batch's entries.
+fn put_index_via(
+    idx: &mut redb::Table<'_, (u64, u64, u64), IndexFacts>,
+    keys: IndexKeyer,
+    bloom: Option<&crate::bloom::IndexBloom>,
+    overlay: Option<&Overlay>,
+    r: &MessageRecord,
+) -> Result<(), StoreError> {
     let (bits, mailbox, lp) = facts_of(r);
+    let overlay = overlay.filter(|o| o.staging());
+    let mut names = None;
     for (k, v) in index_entries(r) {
         if r.expunged && k == IndexKind::Mailbox.code() {
             continue;
@@ -1304,10 +1419,25 @@ pub(crate) fn put_index(
         if let Some(b) = bloom {
             b.insert(slot);
         }
-        idx.insert(
-            crate::ikey::key(slot.hash, r.received.0, r.id.0),
-            (bits, slot.check, mailbox, lp.as_str()),
-        )?;
+        let key = crate::ikey::key(slot.hash, r.received.0, r.id.0);
+        match overlay {
+            Some(o) => o.stage(
+                key,
+                crate::overlay::Entry {
+                    bits,
+                    check: slot.check,
+                    names: Arc::clone(names.get_or_insert_with(|| {
+                        Arc::new(crate::overlay::Names {
+                            mailbox: mailbox.to_string(),
+                            localpart: lp.clone(),
+                        })
+                    })),
+                },
+            ),
+            None => {
+                idx.insert(key, (bits, slot.check, mailbox, lp.as_str()))?;
+            }
+        }
     }
     Ok(())
 }
@@ -1404,6 +1534,7 @@ pub(crate) fn deliver_txn(
     recs: &[MessageRecord],
     keys: IndexKeyer,
     bloom: Option<&crate::bloom::IndexBloom>,
+    overlay: Option<&Overlay>,
 ) -> Result<Vec<MessageId>, StoreError> {
     let mut per_account: BTreeMap<&str, u64> = BTreeMap::new();
     for r in recs {
@@ -1446,7 +1577,7 @@ pub(crate) fn deliver_txn(
         if mb.get(mailbox)?.is_none() {
             mb.insert(mailbox, ())?;
         }
-        put_index(&mut idx, keys, bloom, r)?;
+        put_index_via(&mut idx, keys, bloom, overlay, r)?;
     }
     let mut usage = txn.open_table(USAGE)?;
     for (acc, n) in new_usage {
@@ -1800,6 +1931,145 @@ mod tests {
             .unwrap();
         let times: Vec<i64> = hits.iter().map(|h| h.received.0).collect();
         assert_eq!(times, [40, 30, 20]);
+    }
+
+    /// Index entries of deliveries committed through the acceptance log wait in memory
+    /// (crate::overlay): every read sees them merged with the table's in order, a
+    /// checkpoint moves them into the table, and an expunge of a message whose entries are
+    /// still in memory removes its mailbox entry all the same.
+    #[test]
+    fn index_entries_in_memory_are_read_flushed_and_expunged() {
+        let (_d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        let m = b"x".to_vec();
+        let table = |s: &Store| -> u64 {
+            s.read()
+                .unwrap()
+                .open_table(MSG_INDEX)
+                .unwrap()
+                .len()
+                .unwrap()
+        };
+        let count =
+            |s: &Store, kind: IndexKind, v: &str| s.count_since("a", kind, v, UnixTime(0)).unwrap();
+        let times = |s: &Store| -> Vec<i64> {
+            s.lookup("a", IndexKind::MailFrom, "bob@example.org", UnixTime(0), 10)
+                .unwrap()
+                .iter()
+                .map(|h| h.received.0)
+                .collect()
+        };
+        for t in [10, 20, 30] {
+            s.deliver(delivery("a", "Inbox", &m, t)).unwrap();
+        }
+        assert!(
+            s.overlay.waiting() > 0,
+            "logged deliveries keep their entries in memory"
+        );
+        assert_eq!(table(&s), 0, "not in the table yet");
+        assert_eq!(count(&s, IndexKind::MailFrom, "bob@example.org"), 3);
+        assert_eq!(times(&s), [30, 20, 10]);
+
+        // A write that is not logged is a checkpoint: the entries go into the table.
+        s.account_add("b", "example.org").unwrap();
+        assert_eq!(s.overlay.waiting(), 0);
+        let in_table = table(&s);
+        assert!(in_table > 0);
+        assert_eq!(count(&s, IndexKind::MailFrom, "bob@example.org"), 3);
+
+        // Some in the table, some in memory: merged, newest first, each once.
+        for t in [25, 40] {
+            s.deliver(delivery("a", "Inbox", &m, t)).unwrap();
+        }
+        assert_eq!(table(&s), in_table);
+        assert_eq!(times(&s), [40, 30, 25, 20, 10]);
+        let recent = s
+            .lookup("a", IndexKind::MailFrom, "bob@example.org", UnixTime(0), 2)
+            .unwrap();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(
+            s.history(
+                "a",
+                IndexKind::MailFrom,
+                "bob@example.org",
+                UnixTime(0),
+                3,
+                None,
+                None
+            )
+            .unwrap()
+            .len(),
+            3
+        );
+        assert_eq!(count(&s, IndexKind::MailFrom, "bob@example.org"), 5);
+        // The same entry in memory and in the table (a flush committed, not yet forgotten)
+        // is read once.
+        let dup = s.overlay.all();
+        assert!(!dup.is_empty());
+        {
+            let w = match &s.db {
+                Db::Rw(db) => db.begin_write().unwrap(),
+                Db::Ro(_) => unreachable!(),
+            };
+            let mut idx = w.open_table(MSG_INDEX).unwrap();
+            for (k, e) in &dup {
+                let n = &e.names;
+                idx.insert(
+                    *k,
+                    (e.bits, e.check, n.mailbox.as_str(), n.localpart.as_str()),
+                )
+                .unwrap();
+            }
+            drop(idx);
+            w.commit().unwrap();
+        }
+        assert_eq!(count(&s, IndexKind::MailFrom, "bob@example.org"), 5);
+        assert_eq!(times(&s), [40, 30, 25, 20, 10]);
+
+        // Expunging messages whose mailbox entries are partly in memory.
+        assert_eq!(count(&s, IndexKind::Mailbox, "Inbox"), 5);
+        assert_eq!(
+            s.mailbox_expunge_before("a", "Inbox", UnixTime(35), 10)
+                .unwrap(),
+            4
+        );
+        assert_eq!(count(&s, IndexKind::Mailbox, "Inbox"), 1);
+        assert_eq!(s.overlay.waiting(), 0);
+        assert_eq!(count(&s, IndexKind::MailFrom, "bob@example.org"), 5);
+    }
+
+    /// However many logged deliveries come between checkpoints, the entries waiting in
+    /// memory stay bounded (a logged batch writes them once more than INDEX_FLUSH_AT wait),
+    /// and reads stay exact throughout.
+    #[test]
+    fn index_entries_in_memory_are_bounded() {
+        let (_d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        let m = b"x".to_vec();
+        let per = index_entries(&MessageRecord {
+            id: MessageId(1),
+            account: "a".into(),
+            mailbox: "Inbox".into(),
+            received: UnixTime(1),
+            flags: Flags::default(),
+            size: 1,
+            info: delivery("a", "Inbox", &m, 1).info,
+            networks: ip_networks("192.0.2.77".parse().unwrap()),
+            expunged: false,
+        })
+        .len();
+        let n = crate::INDEX_FLUSH_AT / per + 20;
+        let mut most = 0;
+        for t in 0..n {
+            s.deliver(delivery("a", "Inbox", &m, t as i64)).unwrap();
+            most = most.max(s.overlay.waiting());
+        }
+        assert!(most <= crate::INDEX_FLUSH_AT + per, "{most} waiting");
+        assert_eq!(
+            s.count_since("a", IndexKind::MailFrom, "bob@example.org", UnixTime(0))
+                .unwrap(),
+            n as u64
+        );
     }
 
     /// Reputation's history: newest first, limited, the rejects mailbox left out, From
