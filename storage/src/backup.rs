@@ -191,16 +191,7 @@ impl Store {
             FROM_IDS,
             WEBHOOKS_DUE,
         );
-        {
-            let mut idx = wtx.open_table(MSG_INDEX)?;
-            for (k, e) in &waiting {
-                let n = &e.names;
-                idx.insert(
-                    *k,
-                    (e.bits, e.check, n.mailbox.as_str(), n.localpart.as_str()),
-                )?;
-            }
-        }
+        crate::overlay::insert(&wtx, &waiting)?;
         wtx.commit()?;
         drop(db);
         let mut report = BackupReport {

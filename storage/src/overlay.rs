@@ -146,14 +146,7 @@ impl Overlay {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let mut idx = txn.open_table(MSG_INDEX)?;
-        for (k, e) in &entries {
-            let n = &e.names;
-            idx.insert(
-                *k,
-                (e.bits, e.check, n.mailbox.as_str(), n.localpart.as_str()),
-            )?;
-        }
+        insert(txn, &entries)?;
         Ok(entries.into_iter().map(|(k, _)| k).collect())
     }
 
@@ -184,6 +177,19 @@ impl Overlay {
             .map(|(k, e)| (*k, e.clone()))
             .collect()
     }
+}
+
+/// Inserts `entries` into `txn`'s index table.
+pub(crate) fn insert(txn: &WriteTransaction, entries: &[(Key, Entry)]) -> Result<(), StoreError> {
+    let mut idx = txn.open_table(MSG_INDEX)?;
+    for (k, e) in entries {
+        let n = &e.names;
+        idx.insert(
+            *k,
+            (e.bits, e.check, n.mailbox.as_str(), n.localpart.as_str()),
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2011,16 +2011,7 @@ mod tests {
                 Db::Rw(db) => db.begin_write().unwrap(),
                 Db::Ro(_) => unreachable!(),
             };
-            let mut idx = w.open_table(MSG_INDEX).unwrap();
-            for (k, e) in &dup {
-                let n = &e.names;
-                idx.insert(
-                    *k,
-                    (e.bits, e.check, n.mailbox.as_str(), n.localpart.as_str()),
-                )
-                .unwrap();
-            }
-            drop(idx);
+            crate::overlay::insert(&w, &dup).unwrap();
             w.commit().unwrap();
         }
         assert_eq!(count(&s, IndexKind::MailFrom, "bob@example.org"), 5);
