@@ -3336,6 +3336,14 @@ mailbox = "Postmaster"
         }
     }
 
+    /// The smallest configuration (hostname and data directory) followed by `extra`.
+    fn parse_minimal(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            &format!("hostname = \"mox.example\"\ndata_dir = \"d\"\n{extra}"),
+            Path::new("rmox.toml"),
+        )
+    }
+
     #[test]
     fn example_is_valid() {
         let c = Config::parse(EXAMPLE, Path::new("rmox.toml")).unwrap();
@@ -3346,12 +3354,7 @@ mailbox = "Postmaster"
     /// `storage_cache_mb` is bounded: 0 or a typo'd huge value is refused naming the key.
     #[test]
     fn storage_cache_bounds() {
-        let parse = |extra: &str| {
-            Config::parse(
-                &format!("hostname = \"mox.example\"\ndata_dir = \"d\"\n{extra}"),
-                Path::new("rmox.toml"),
-            )
-        };
+        let parse = parse_minimal;
         assert_eq!(parse("").unwrap().storage_cache_mb, 64);
         assert_eq!(
             parse("storage_cache_mb = 16\n").unwrap().storage_cache_mb,
@@ -3367,12 +3370,7 @@ mailbox = "Postmaster"
     /// `threads` is bounded (1 to 1024) and unset by default; a bad value names the key.
     #[test]
     fn threads_bounds() {
-        let parse = |extra: &str| {
-            Config::parse(
-                &format!("hostname = \"mox.example\"\ndata_dir = \"d\"\n{extra}"),
-                Path::new("rmox.toml"),
-            )
-        };
+        let parse = parse_minimal;
         assert_eq!(parse("").unwrap().threads, None);
         assert_eq!(parse("threads = 3\n").unwrap().threads, Some(3));
         assert_eq!(parse("threads = 1024\n").unwrap().threads, Some(1024));
@@ -3391,12 +3389,7 @@ mailbox = "Postmaster"
     /// tests/tests/harness_delivery_tls.rs's `trust_ad_never`.
     #[test]
     fn resolver_trust_ad() {
-        let parse = |extra: &str| {
-            Config::parse(
-                &format!("hostname = \"mox.example\"\ndata_dir = \"d\"\n{extra}"),
-                Path::new("rmox.toml"),
-            )
-        };
+        let parse = parse_minimal;
         assert_eq!(parse("").unwrap().resolver_trust_ad, TrustAd::Loopback);
         for (v, want) in [
             ("loopback", TrustAd::Loopback),
@@ -3418,12 +3411,7 @@ mailbox = "Postmaster"
     /// neither `ip:port` nor one `zonefile:PATH` alone is refused naming the key and value.
     #[test]
     fn resolver_forms() {
-        let parse = |extra: &str| {
-            Config::parse(
-                &format!("hostname = \"mox.example\"\ndata_dir = \"d\"\n{extra}"),
-                Path::new("rmox.toml"),
-            )
-        };
+        let parse = parse_minimal;
         assert_eq!(parse("").unwrap().resolver, Resolver::System);
         assert_eq!(parse("resolver = []\n").unwrap().resolver, Resolver::System);
         assert_eq!(
