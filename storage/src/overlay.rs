@@ -98,9 +98,9 @@ impl Overlay {
         self.staging.load(Ordering::Acquire)
     }
 
-    /// Adds an entry of the running batch.
-    pub(crate) fn stage(&self, key: Key, entry: Entry) {
-        lock(&self.staged).push((key, entry));
+    /// Adds entries of the running batch.
+    pub(crate) fn stage(&self, entries: Vec<(Key, Entry)>) {
+        lock(&self.staged).extend(entries);
     }
 
     /// A logged batch starts: its deliveries stage their entries.
@@ -212,7 +212,7 @@ mod tests {
         let o = Overlay::default();
         o.begin_batch();
         assert!(o.staging());
-        o.stage((1, 1, 1), e(1));
+        o.stage(vec![((1, 1, 1), e(1))]);
         assert!(
             o.range((0, 0, 0)..(9, 0, 0)).is_empty(),
             "not before its commit"
@@ -221,7 +221,7 @@ mod tests {
         assert!(!o.staging());
         assert_eq!(o.waiting(), 0, "a failed batch leaves nothing");
         o.begin_batch();
-        o.stage((1, 1, 1), e(1));
+        o.stage(vec![((1, 1, 1), e(1))]);
         o.end_batch(true);
         assert_eq!(o.range((0, 0, 0)..(9, 0, 0)).len(), 1);
         o.forget(&[(1, 1, 1)]);

@@ -1410,7 +1410,14 @@ fn put_index_via(
 ) -> Result<(), StoreError> {
     let (bits, mailbox, lp) = facts_of(r);
     let overlay = overlay.filter(|o| o.staging());
-    let mut names = None;
+    // Staged: one shared copy of the names, one hand-over for the message's entries.
+    let names = overlay.map(|_| {
+        Arc::new(crate::overlay::Names {
+            mailbox: mailbox.to_string(),
+            localpart: lp.clone(),
+        })
+    });
+    let mut staged = Vec::new();
     for (k, v) in index_entries(r) {
         if r.expunged && k == IndexKind::Mailbox.code() {
             continue;
@@ -1420,24 +1427,22 @@ fn put_index_via(
             b.insert(slot);
         }
         let key = crate::ikey::key(slot.hash, r.received.0, r.id.0);
-        match overlay {
-            Some(o) => o.stage(
+        match &names {
+            Some(names) => staged.push((
                 key,
                 crate::overlay::Entry {
                     bits,
                     check: slot.check,
-                    names: Arc::clone(names.get_or_insert_with(|| {
-                        Arc::new(crate::overlay::Names {
-                            mailbox: mailbox.to_string(),
-                            localpart: lp.clone(),
-                        })
-                    })),
+                    names: Arc::clone(names),
                 },
-            ),
+            )),
             None => {
                 idx.insert(key, (bits, slot.check, mailbox, lp.as_str()))?;
             }
         }
+    }
+    if let Some(o) = overlay {
+        o.stage(staged);
     }
     Ok(())
 }
