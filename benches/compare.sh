@@ -26,23 +26,21 @@
 # per fdatasync (records per second). It runs before the first message cell and after the
 # last; the latency target uses the lower of the two p50s (a busy disk would loosen it).
 #
-# fdatasyncs per acknowledged message: while each cell runs, `perf stat` counts the calls the
-# server's process tree (the server and every process or thread it starts, for Postfix all
+# fdatasyncs per acknowledged message: in a pass of its own after the timed cells (the same
+# cells, at most 1000 messages each; counting slows a server, one with many threads most),
+# `perf stat` counts the calls the server's process tree (the server and every process or thread it starts, for Postfix all
 # its daemons) makes to fdatasync, fsync, syncfs, msync, sync, plus io_uring FSYNC requests
 # (io_uring:io_uring_submit_req with opcode 3, which is how glommio syncs), from syscall
 # tracepoints counted in the kernel; the sum is divided by the messages the load generator
-# saw acknowledged. Counting tracepoints in the kernel costs each system call far less than
-# ptrace does, so it runs in the timing cells themselves and the count belongs to the same
-# run as the rate.
+# saw acknowledged.
 # Also counted, not summed: sync_file_range (it does not flush the disk's cache) and files
 # opened with O_DSYNC/O_SYNC by openat(2) (each write to such a file is a sync the sum
 # misses; the table flags them). Not seen: O_DSYNC files opened through io_uring, RWF_DSYNC
 # writes. The window is the load plus about 0.3 s either side; work a server defers past
 # the cell (Postfix's delivery, a background index) is counted only as far as it happens
 # within it. Where perf cannot count tracepoints (not installed, perf_event_paranoid, a
-# container), strace -c -f counts the same system calls on a separate, shorter pass (1 KiB,
-# no pipelining, at most 1000 messages) so that ptrace does not slow the timing cells; strace
-# sees no io_uring requests. Neither: the column says n/a.
+# container), strace -c -f counts the same system calls in that pass (1 KiB cells without
+# pipelining only); strace sees no io_uring requests. Neither: the column says n/a.
 #
 # Targets (issue 18) are judged from this run's JSON and printed last (also targets.md):
 # rates as ratios against Postfix or smtp-sink in the same run, for each rmox runtime.
@@ -91,6 +89,11 @@ fi
 
 TMP=$(mktemp -d /var/tmp/rmox-compare.XXXXXX)
 chmod 755 "$TMP" # Postfix daemons run as user postfix
+# Each server's directory (made in $TMP) goes to a block group of its own on ext2/3/4 (the
+# "top of a directory hierarchy" flag): a server's file creations then do not pass over
+# the inodes another server just freed (Postfix frees a queue file per message), which
+# costs CPU on ext4 without a journal (see start_rmox). Elsewhere chattr fails harmlessly.
+chattr +T "$TMP" 2>/dev/null || true
 OUT=${OUT:-$TMP/results}
 mkdir -p "$OUT"
 PIDS=() # servers still running, stopped by cleanup
@@ -143,9 +146,41 @@ for a in 127.0.0.4/2525 127.0.0.5/2525 127.0.0.11/1025 127.0.0.12/1025 127.0.0.1
     fi
 done
 
-# rmox runs on a fresh data directory for every cell (so the disk never holds more than one
-# cell's messages); start_rmox/stop_rmox keep ADDR and PIDOF current.
+# rmox runs on a fresh data directory for every cell; start_rmox/stop_rmox keep ADDR and
+# PIDOF current. A finished cell's files (rmox's data directory, the messages Postfix
+# delivered) are removed only when the run ends, where the disk has room for all of them:
+# removing thousands of files makes the next cell's file creations slow on ext4 without a
+# journal (its inode allocator passes over every inode freed in the last minute, reading
+# its inode table entry), which would charge one server's cell for the cleanup of another's.
+# Without that room (estimate: every 64 KiB cell storing all its messages, twice over)
+# they are removed after each cell and the run says so.
 declare -A IPOF
+RETIRED="$TMP/retired"
+mkdir -p "$RETIRED"
+n_rt=$(wc -w <<<"$RUNTIMES")
+room_kib=$(df -Pk "$TMP" | awk 'NR == 2 { print $4 }')
+need_kib=$((MSGS * 64 * 6 * (n_rt + 1) * 2))
+if [ "${room_kib:-0}" -ge "$need_kib" ]; then
+    DEFER_RM=1
+else
+    DEFER_RM=0
+    echo "compare.sh: $((room_kib / 1024)) MiB free in $TMP, $((need_kib / 1024)) MiB wanted to keep every cell's files until the end: removing them after each cell (on ext4 without a journal that slows the next cell's file creations)" >&2
+fi
+retired=0
+# Removes a finished cell's directory now, or moves it aside for removal at the end.
+retire() { # dir
+    [ -e "$1" ] || return 0
+    if [ "$DEFER_RM" = 1 ]; then
+        retired=$((retired + 1))
+        mv "$1" "$RETIRED/$retired"
+    else
+        rm -rf "$1"
+    fi
+}
+# Postfix's delivered messages, after its cell.
+postfix_retire() {
+    [ "$DEFER_RM" = 1 ] || find "$PFX/mail" -type f -path '*/new/*' -delete
+}
 start_rmox() { # name
     local rt=${1#rmox-} ip=${IPOF[$1]}
     rm -rf "$TMP/$1"
@@ -168,7 +203,7 @@ stop_rmox() { # name
     local keep=() p
     for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
     PIDS=("${keep[@]}")
-    rm -rf "$TMP/$1"
+    retire "$TMP/$1"
 }
 
 i=11
@@ -377,14 +412,12 @@ for size in 1024 65536; do
                 flag=()
                 [ "$pipe" = yes ] && flag=(--pipelining)
                 f="$OUT/send-$s-$size-$sess-$pipe.json"
-                [ "$SYNC_METHOD" = perf ] && sync_start "$s"
                 "$LOAD" --target "${ADDR[$s]}" --sessions "$sess" --messages "$MSGS" --size "$size" \
                     "${flag[@]}" --max-seconds "$SECS" --pid "${PIDOF[$s]}" --label "$s $size/$sess/$pipe" \
                     --json "$f" >&2
-                [ "$SYNC_METHOD" = perf ] && sync_stop "$OUT/syncs-$s-$size-$sess-$pipe.json" "$f"
                 case $s in
                     rmox-*) stop_rmox "$s" ;;
-                    postfix) postfix_drain && find "$PFX/mail" -type f -path '*/new/*' -delete ;;
+                    postfix) postfix_drain && postfix_retire ;;
                 esac
             done
         done
@@ -393,20 +426,33 @@ done
 
 fsync_limit "$OUT/fsync-end.json"
 
-# strace slows every system call it sees: its count gets a pass of its own.
-if [ "$SYNC_METHOD" = strace ]; then
-    for sess in 1 10 50; do
-        for s in "${SERVERS[@]}"; do
-            case $s in rmox-*) start_rmox "$s" ;; esac
-            sync_start "$s"
-            "$LOAD" --target "${ADDR[$s]}" --sessions "$sess" --messages "$((MSGS < 1000 ? MSGS : 1000))" \
-                --size 1024 --max-seconds "$SECS" --label "$s 1024/$sess/no (strace)" \
-                --json "$TMP/strace-load.json" >&2
-            sync_stop "$OUT/syncs-$s-1024-$sess-no.json" "$TMP/strace-load.json"
-            case $s in
-                rmox-*) stop_rmox "$s" ;;
-                postfix) postfix_drain && find "$PFX/mail" -type f -path '*/new/*' -delete ;;
-            esac
+# Counting slows the server it counts (strace stops it at every system call it sees; perf's
+# per-thread counters add work to every context switch and traced call), and a server with
+# more threads and switches pays more: the counts get a pass of their own, after the timed
+# cells, with at most 1000 messages per cell. perf: every cell; strace: 1 KiB, no
+# pipelining.
+if [ "$SYNC_METHOD" != none ]; then
+    CMSGS=$((MSGS < 1000 ? MSGS : 1000))
+    csizes=(1024 65536) cpipes=(no yes)
+    [ "$SYNC_METHOD" = strace ] && csizes=(1024) cpipes=(no)
+    for size in "${csizes[@]}"; do
+        for sess in 1 10 50; do
+            for pipe in "${cpipes[@]}"; do
+                for s in "${SERVERS[@]}"; do
+                    case $s in rmox-*) start_rmox "$s" ;; esac
+                    flag=()
+                    [ "$pipe" = yes ] && flag=(--pipelining)
+                    sync_start "$s"
+                    "$LOAD" --target "${ADDR[$s]}" --sessions "$sess" --messages "$CMSGS" --size "$size" \
+                        "${flag[@]}" --max-seconds "$SECS" --label "$s $size/$sess/$pipe (counted)" \
+                        --json "$TMP/count-load.json" >&2
+                    sync_stop "$OUT/syncs-$s-$size-$sess-$pipe.json" "$TMP/count-load.json"
+                    case $s in
+                        rmox-*) stop_rmox "$s" ;;
+                        postfix) postfix_drain && postfix_retire ;;
+                    esac
+                done
+            done
         done
     done
 fi
@@ -462,6 +508,14 @@ physical_limit() {
             "$(awk -v v="$b" -v k="$scale" 'BEGIN { if (v == "") print "n/a"; else if (k == 1) printf "%.0f", v; else printf "%.2f", v * k }')"
     done
     echo "  (before and after the message cells, 2 s per phase; apart by more than 2x: other work used the disk)"
+    if [ "$DEFER_RM" = 1 ]; then
+        echo "  (each cell's files were removed at the end of the run, not before the next cell)"
+    else
+        echo "  (each cell's files were removed before the next cell: not enough room to keep them)"
+    fi
+    if lsattr -d "$TMP" 2>/dev/null | cut -d' ' -f1 | grep -q T; then
+        echo "  (each server's directory in a block group of its own: chattr +T on the parent)"
+    fi
 }
 
 # Issue 18's targets, judged from this run's JSON: a markdown table.
@@ -628,7 +682,7 @@ targets() {
     done
     echo
     echo "fdatasyncs per acknowledged message (fdatasync+fsync+syncfs+msync+sync+io_uring fsync by the" \
-        "server's processes during the cell / messages acknowledged; counted with $SYNC_METHOD)"
+        "server's processes during the cell / messages acknowledged; counted with $SYNC_METHOD in the counting pass, at most 1000 messages per cell)"
     printf "%-6s %4s %4s" size sess pipe
     for s in "${SERVERS[@]}"; do printf " %11s" "$s"; done
     echo
