@@ -91,14 +91,12 @@ impl DataReader {
         let mut i = 0;
         while let Some(rest) = input.get(i..) {
             let Some(&b) = rest.first() else { break };
-            if self.state == MID {
-                // Fast path: copy up to the next CR or LF.
-                let n = rest
-                    .iter()
-                    .position(|&c| c == b'\r' || c == b'\n')
-                    .unwrap_or(rest.len());
+            if self.state == MID || (self.state == LINE_START && b != b'.') {
+                // Fast path: ordinary lines are copied whole, many at a time.
+                let (n, line_start) = plain_run(rest);
                 if n > 0 {
                     self.emit(out, rest.get(..n).unwrap_or_default());
+                    self.state = if line_start { LINE_START } else { MID };
                     i += n;
                     continue;
                 }
@@ -202,6 +200,28 @@ impl DataReader {
     }
 }
 
+/// The length of the longest start of `rest` that is ordinary content where the reader is
+/// inside a line or at a line start before anything but a dot: bytes other than CR and LF,
+/// and CRLFs whose next byte is in `rest` and is not a dot. Whether it ends right after a
+/// CRLF (a line start) comes with it. What stops it (a dot after CRLF, a bare CR or LF, a
+/// CR or CRLF at the end of `rest`) is left to [`DataReader::step`].
+fn plain_run(rest: &[u8]) -> (usize, bool) {
+    let mut j = 0;
+    loop {
+        let Some(k) = rest.get(j..).and_then(|r| memchr::memchr2(b'\r', b'\n', r)) else {
+            return (rest.len(), false);
+        };
+        let p = j + k;
+        if rest.get(p) != Some(&b'\r') || rest.get(p + 1) != Some(&b'\n') {
+            return (p, false);
+        }
+        match rest.get(p + 2) {
+            Some(&b'.') | None => return (p + 2, true),
+            Some(_) => j = p + 2,
+        }
+    }
+}
+
 /// Appends `msg` in DATA wire form: a `.` is doubled at the start of every line (after
 /// any LF, and after a bare CR, so receivers that treat bare line endings as line ends
 /// cannot see a fake end), CRLF is added when `msg` is non-empty and does not end with
@@ -214,10 +234,7 @@ pub fn dot_stuff(msg: &[u8], out: &mut Vec<u8>) {
         if line_start && rest.first() == Some(&b'.') {
             out.push(b'.');
         }
-        let n = rest
-            .iter()
-            .position(|&c| c == b'\r' || c == b'\n')
-            .map_or(rest.len(), |p| p + 1);
+        let n = memchr::memchr2(b'\r', b'\n', rest).map_or(rest.len(), |p| p + 1);
         let (line, tail) = rest.split_at(n.min(rest.len()));
         out.extend_from_slice(line);
         line_start = match line.last() {
@@ -513,5 +530,39 @@ mod tests {
             prop_assert!(whole.2.is_some());
             prop_assert!(whole.0.len() as u64 <= max);
         }
+
+        /// The fast path (whole ordinary lines at once) reads what the byte-by-byte state
+        /// machine reads, on input made of the pieces that matter: line ends of every
+        /// kind, dots at line starts, text.
+        #[test]
+        fn fast_path_matches_steps(
+            pieces in proptest::collection::vec(prop_oneof![
+                Just(&b"\r\n"[..]), Just(&b"\r"[..]), Just(&b"\n"[..]), Just(&b"."[..]),
+                Just(&b".."[..]), Just(&b"text"[..]), Just(&b"a long line of text"[..]),
+                Just(&b"\r\n.\r\n"[..]),
+            ], 0..60),
+            max in prop_oneof![Just(1u64 << 20), 0u64..200],
+        ) {
+            let input: Vec<u8> = pieces.concat();
+            prop_assert_eq!(read(&input, max), read_by_steps(&input, max));
+        }
+    }
+
+    /// [`DataReader::feed`] without its fast path: every byte through `step`.
+    fn read_by_steps(input: &[u8], max: u64) -> (Vec<u8>, usize, Option<DataEnd>) {
+        let mut r = DataReader::new(max);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(&b) = input.get(i) {
+            match r.step(b, &mut out) {
+                Step::Next => i += 1,
+                Step::Again => {}
+                Step::End => {
+                    r.state = ENDED;
+                    return (out, i + 1, Some(r.end));
+                }
+            }
+        }
+        (out, i, None)
     }
 }
