@@ -402,23 +402,37 @@ fsync_limit() { # out.json
 }
 fsync_limit "$OUT/fsync-start.json"
 
+# One cell: server $1 gets messages of $2 bytes over $3 sessions, pipelining $4, $5 messages
+# (bounded by SECS). timed: the rate and CPU go to send-*.json; counted: the server's syncs
+# and wake-ups go to syncs-*.json (see the counting pass).
+run_cell() { # server size sessions pipe messages timed|counted
+    local s=$1 size=$2 sess=$3 pipe=$4 n=$5 flag=()
+    case $s in rmox-*) start_rmox "$s" ;; esac
+    [ "$pipe" = yes ] && flag=(--pipelining)
+    if [ "$6" = timed ]; then
+        "$LOAD" --target "${ADDR[$s]}" --sessions "$sess" --messages "$n" --size "$size" \
+            "${flag[@]}" --max-seconds "$SECS" --pid "${PIDOF[$s]}" --label "$s $size/$sess/$pipe" \
+            --json "$OUT/send-$s-$size-$sess-$pipe.json" >&2
+    else
+        sync_start "$s"
+        "$LOAD" --target "${ADDR[$s]}" --sessions "$sess" --messages "$n" --size "$size" \
+            "${flag[@]}" --max-seconds "$SECS" --label "$s $size/$sess/$pipe (counted)" \
+            --json "$TMP/count-load.json" >&2
+        sync_stop "$OUT/syncs-$s-$size-$sess-$pipe.json" "$TMP/count-load.json"
+    fi
+    case $s in
+        rmox-*) stop_rmox "$s" ;;
+        postfix) postfix_drain && postfix_retire ;;
+    esac
+}
+
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "compare.sh: servers ${SERVERS[*]}; $MSGS messages or ${SECS}s per cell; results in $OUT" >&2
 for size in 1024 65536; do
     for sess in 1 10 50; do
         for pipe in no yes; do
             for s in "${SERVERS[@]}"; do
-                case $s in rmox-*) start_rmox "$s" ;; esac
-                flag=()
-                [ "$pipe" = yes ] && flag=(--pipelining)
-                f="$OUT/send-$s-$size-$sess-$pipe.json"
-                "$LOAD" --target "${ADDR[$s]}" --sessions "$sess" --messages "$MSGS" --size "$size" \
-                    "${flag[@]}" --max-seconds "$SECS" --pid "${PIDOF[$s]}" --label "$s $size/$sess/$pipe" \
-                    --json "$f" >&2
-                case $s in
-                    rmox-*) stop_rmox "$s" ;;
-                    postfix) postfix_drain && postfix_retire ;;
-                esac
+                run_cell "$s" "$size" "$sess" "$pipe" "$MSGS" timed
             done
         done
     done
@@ -439,18 +453,7 @@ if [ "$SYNC_METHOD" != none ]; then
         for sess in 1 10 50; do
             for pipe in "${cpipes[@]}"; do
                 for s in "${SERVERS[@]}"; do
-                    case $s in rmox-*) start_rmox "$s" ;; esac
-                    flag=()
-                    [ "$pipe" = yes ] && flag=(--pipelining)
-                    sync_start "$s"
-                    "$LOAD" --target "${ADDR[$s]}" --sessions "$sess" --messages "$CMSGS" --size "$size" \
-                        "${flag[@]}" --max-seconds "$SECS" --label "$s $size/$sess/$pipe (counted)" \
-                        --json "$TMP/count-load.json" >&2
-                    sync_stop "$OUT/syncs-$s-$size-$sess-$pipe.json" "$TMP/count-load.json"
-                    case $s in
-                        rmox-*) stop_rmox "$s" ;;
-                        postfix) postfix_drain && postfix_retire ;;
-                    esac
+                    run_cell "$s" "$size" "$sess" "$pipe" "$CMSGS" counted
                 done
             done
         done
