@@ -229,29 +229,39 @@ pub(crate) fn write(
     let dir = shard_dir(root, area, id);
     ensure_dir(&dir)?;
     let p = dir.join(id.to_string());
+    let mut file = None;
+    let mut create = || {
+        io(FileOp::Create(&p, parts), || {
+            let mut f = private_file_options()
+                .write(true)
+                .create_new(true)
+                .open(&p)?;
+            // A spooled message's second part is a memory map of its spool file: written
+            // from the page cache, not copied into the heap.
+            for b in parts {
+                f.write_all(b)?;
+            }
+            file = Some(f);
+            Ok(())
+        })
+    };
     // An id allocated but never committed before a crash is handed out again after the
     // restart, and its orphan file may be a hard link shared with another orphan whose id
-    // is reused too: never write into an existing inode, always make a new one.
-    io(FileOp::Remove(&p), || match fs::remove_file(&p) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        r => r,
-    })
-    .map_err(|e| StoreError::io("remove stale", &p, e))?;
-    let mut file = None;
-    io(FileOp::Create(&p, parts), || {
-        let mut f = private_file_options()
-            .write(true)
-            .create_new(true)
-            .open(&p)?;
-        // A spooled message's second part is a memory map of its spool file: written
-        // from the page cache, not copied into the heap.
-        for b in parts {
-            f.write_all(b)?;
+    // is reused too: never write into an existing inode, always make a new one. Only then
+    // is there a name to remove first (an unconditional unlink would cost every write a
+    // system call that locks the directory).
+    let made = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            io(FileOp::Remove(&p), || match fs::remove_file(&p) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            })
+            .map_err(|e| StoreError::io("remove stale", &p, e))?;
+            create()
         }
-        file = Some(f);
-        Ok(())
-    })
-    .map_err(|e| StoreError::io("create", &p, e))?;
+        r => r,
+    };
+    made.map_err(|e| StoreError::io("create", &p, e))?;
     if sync {
         io(FileOp::SyncData(&p), || match &file {
             Some(f) => f.sync_data(),
@@ -276,9 +286,17 @@ pub(crate) fn link(
     let dir = shard_dir(root, area, to);
     ensure_dir(&dir)?;
     let dst = dir.join(to.to_string());
-    remove(&dst);
     let src = path(root, area, from);
-    match io(FileOp::Link(&src, &dst), || fs::hard_link(&src, &dst)) {
+    let link = || io(FileOp::Link(&src, &dst), || fs::hard_link(&src, &dst));
+    // A stale name (an id handed out again after a crash, see `write`) is removed first.
+    let linked = match link() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            remove(&dst);
+            link()
+        }
+        r => r,
+    };
+    match linked {
         Ok(()) => Ok(dir),
         Err(_) => write(root, area, to, parts, sync),
     }
@@ -326,6 +344,21 @@ mod tests {
         write(d.path(), Area::Msg, 2, &[&b"second, longer"[..]], true).unwrap();
         assert_eq!(read(d.path(), Area::Msg, 1).unwrap(), b"first");
         assert_eq!(read(d.path(), Area::Msg, 2).unwrap(), b"second, longer");
+    }
+
+    /// A name left by an earlier crash is replaced by the link, and the file it named is
+    /// not changed.
+    #[test]
+    fn link_replaces_a_stale_name() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), Area::Msg, 1, &[&b"first"[..]], true).unwrap();
+        write(d.path(), Area::Msg, 2, &[&b"stale"[..]], true).unwrap();
+        let stale = File::open(path(d.path(), Area::Msg, 2)).unwrap();
+        link(d.path(), Area::Msg, 1, 2, &[&b"first"[..]], true).unwrap();
+        assert_eq!(read(d.path(), Area::Msg, 2).unwrap(), b"first");
+        let mut old = String::new();
+        std::io::Read::read_to_string(&mut &stale, &mut old).unwrap();
+        assert_eq!(old, "stale");
     }
 
     #[test]
