@@ -278,16 +278,20 @@ fn process_returned(
     Ok(true)
 }
 
+/// Whether any account may need a webhook (or a returned-message check) about an incoming
+/// message ([`store_incoming`] does nothing otherwise).
+pub fn wanted(c: &Config) -> bool {
+    c.account
+        .values()
+        .any(|a| a.webhooks.is_some() || !a.from_id_login_addresses.is_empty())
+}
+
 /// After delivered messages `ids` were committed: a message that came back to a unique
 /// return address is processed as such ([`process_returned`]); any other gets the
 /// incoming webhook when its account has an `incoming_url`. A crash before this runs
 /// loses the hook (never the message); a failure is logged.
 pub fn store_incoming(store: &dyn MailStore, c: &Config, ids: &[rmox_storage::MessageId]) {
-    if !c
-        .account
-        .values()
-        .any(|a| a.webhooks.is_some() || !a.from_id_login_addresses.is_empty())
-    {
+    if !wanted(c) {
         return;
     }
     let now = rmox_driver::now().wall;

@@ -1889,30 +1889,72 @@ impl World {
         if let Some(account) = &t.account {
             return self.submit(account, t);
         }
-        let account = match (&t.account, &self.config().postmaster) {
-            (Some(a), _) => a.clone(),
-            (None, Some(p)) => p.account.clone(),
-            (None, None) => return Err(reply(550, (5, 1, 1), "no account to deliver to")),
+        let id = self
+            .store
+            .deliver(self.localserve_delivery(t)?)
+            .map_err(|e| store_error(&e))?;
+        self.incoming_hooks(&[id]);
+        Ok(())
+    }
+
+    /// localserve's delivery of an incoming message (no account): to the postmaster's
+    /// account's Inbox.
+    fn localserve_delivery<'t>(&self, t: &'t Transaction) -> Result<Delivery<'t>, Reply> {
+        let Some(p) = &self.config().postmaster else {
+            return Err(reply(550, (5, 1, 1), "no account to deliver to"));
         };
-        let mailbox = "Inbox".to_string();
         let rcpt = t
             .recipients
             .first()
             .map(|(p, _)| path_string(p, &self.config().hostname));
-        let d = Delivery {
-            account,
-            mailbox,
+        Ok(Delivery {
+            account: p.account.clone(),
+            mailbox: "Inbox".to_string(),
             head: t.message.parts()[0],
             message: t.message.parts()[1],
             flags: Flags::default(),
             received: t.received,
             info: Self::info(t, rcpt),
+        })
+    }
+
+    /// The store effect answered from the runtime's thread ([`Answerer::answer_soon`]):
+    /// localserve's incoming delivery, when no special local part asks for a reply of its
+    /// own, no webhook needs the stored message, and the store can deliver it without
+    /// blocking (a message kept in its database). Everything else: `None`.
+    fn store_soon(&self, t: &Transaction) -> Option<SoonAnswer> {
+        if !self.config().localserve
+            || t.account.is_some()
+            || crate::webhooks::wanted(&self.config())
+        {
+            return None;
+        }
+        let special = t.recipients.iter().any(|(p, _)| {
+            matches!(p, ForwardPath::Mailbox(a) if local_special(LocalStage::Data, &a.localpart.0).is_some())
+        });
+        if special {
+            return None;
+        }
+        let ready = |o: StoreOutcome| -> Option<SoonAnswer> {
+            Some(Box::pin(std::future::ready(Completion::Stored(o))))
         };
-        let id = self.store.deliver(d).map_err(|e| store_error(&e))?;
-        self.incoming_hooks(&[id]);
-        Ok(())
+        if let Err(r) = self.delivery_size_limit(t) {
+            return ready(StoreOutcome::Refused(r));
+        }
+        let d = match self.localserve_delivery(t) {
+            Ok(d) => d,
+            Err(r) => return ready(Err::<(), Reply>(r).into()),
+        };
+        let stored = self.store.deliver_soon(d)?;
+        Some(Box::pin(async move {
+            let r: Result<(), Reply> = stored.await.map(|_| ()).map_err(|e| store_error(&e));
+            Completion::Stored(r.into())
+        }))
     }
 }
+
+/// An answer on its way ([`Answerer::answer_soon`]).
+type SoonAnswer = std::pin::Pin<Box<dyn std::future::Future<Output = Completion> + Send>>;
 
 /// How often the per-day delivery counts gathered in memory are written to storage.
 /// The mailbox a webapi `SaveSent` copy goes to.
@@ -2033,6 +2075,13 @@ impl rmox_driver::Answerer for World {
                     Some(self.answer(effect.clone()))
                 }
             }
+            _ => None,
+        }
+    }
+
+    fn answer_soon(&self, effect: &Effect) -> Option<SoonAnswer> {
+        match effect {
+            Effect::Store(t) => self.store_soon(t),
             _ => None,
         }
     }

@@ -56,6 +56,18 @@ pub trait Answerer: Send + Sync + 'static {
         let _ = effect;
         None
     }
+    /// Answers `effect` from the runtime's own thread where the only wait is for storage
+    /// to make it durable (a delivery whose records need no disk read or file): the work is
+    /// done now and the future is ready with the answer once it is durable, without a
+    /// blocking-pool thread waiting for it. `None`: [`Answerer::answer`] on the blocking
+    /// pool. Like `answer_now`, it must never block.
+    fn answer_soon(
+        &self,
+        effect: &Effect,
+    ) -> Option<Pin<Box<dyn Future<Output = Completion> + Send>>> {
+        let _ = effect;
+        None
+    }
     /// A session event, for logging and policy counters (auth failures).
     fn event(&self, cid: u64, event: &Event) {
         let _ = (cid, event);
@@ -268,8 +280,14 @@ struct SmtpAnswers<R> {
 
 impl<R: Runtime, S> Answers<Smtp, S> for SmtpAnswers<R> {
     fn answer(&self, effect: Effect) -> Answer<Completion> {
-        match self.answerer.answer_now(&effect) {
-            Some(c) => Answer::Now(c),
+        if let Some(c) = self.answerer.answer_now(&effect) {
+            return Answer::Now(c);
+        }
+        match self.answerer.answer_soon(&effect) {
+            Some(answer) => Answer::Later {
+                answer,
+                hold_input: false,
+            },
             None => {
                 let hold_input = matches!(effect, Effect::Spool { .. });
                 let a = Arc::clone(&self.answerer);

@@ -92,6 +92,10 @@ pub trait TaskLeases: Send + Sync {
     fn task_lease(&self, task: &str, now: UnixTime, secs: i64) -> Result<bool, StoreError>;
 }
 
+/// A delivery on its way to being durable ([`MailStore::deliver_soon`]).
+pub type DeliverySoon =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<MessageId, StoreError>> + Send>>;
+
 /// What rmox keeps, whatever keeps it: one interface (with its focused parts
 /// [`QueueAdminStore`], [`ReportStore`], [`WebhookStore`], [`TaskLeases`]) for every
 /// backend.
@@ -120,6 +124,14 @@ pub trait MailStore:
     fn credentials(&self, account: &str, kind: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Delivers one message to one mailbox, durably.
     fn deliver(&self, req: Delivery<'_>) -> Result<MessageId, StoreError>;
+    /// [`MailStore::deliver`] for a caller that must not block (an async runtime's
+    /// thread), where this backend can: what needs no waiting is done here, and the future
+    /// is ready once the delivery is durable. `None` (the default, and for deliveries the
+    /// backend cannot do so): call [`MailStore::deliver`] where blocking is allowed.
+    fn deliver_soon(&self, req: Delivery<'_>) -> Option<DeliverySoon> {
+        let _ = req;
+        None
+    }
     /// Delivers one message to several accounts/mailboxes, all or nothing, durably.
     fn deliver_many(&self, reqs: Vec<Delivery<'_>>) -> Result<Vec<MessageId>, StoreError>;
     /// Delivers and queues a message for its recipients (a DSN about the recipients that
@@ -486,6 +498,9 @@ impl MailStore for Store {
     }
     fn deliver(&self, req: Delivery<'_>) -> Result<MessageId, StoreError> {
         Store::deliver(self, req)
+    }
+    fn deliver_soon(&self, req: Delivery<'_>) -> Option<DeliverySoon> {
+        Store::deliver_soon(self, req).map(|f| Box::pin(f) as DeliverySoon)
     }
     fn deliver_many(&self, reqs: Vec<Delivery<'_>>) -> Result<Vec<MessageId>, StoreError> {
         Store::deliver_many(self, reqs)

@@ -10,6 +10,12 @@
 //! commit), which becomes the next leader. The queue is bounded by [`MAX_PENDING`];
 //! callers beyond it wait, so memory stays bounded.
 //!
+//! Jobs may also come from tasks that must not block (an async runtime's thread,
+//! [`Committer::submit`]): such a job's result wakes its task, and since no thread of its
+//! own waits to lead, the store's commit thread ([`Committer::helper_round`]) leads while
+//! such jobs wait. The first job of a burst that finds no leader wakes it; a thread leader
+//! leaving with such a job at the front of the queue hands over to it.
+//!
 //! A job that returns an error that is not a storage failure (no such account, over quota)
 //! must not have changed anything; only that job fails. A storage failure or a panic aborts
 //! the whole batch and every job in it gets the error. A failed commit also fails every
@@ -17,9 +23,15 @@
 
 use std::any::Any;
 use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
 use std::time::Instant;
 
 use redb::{Database, Durability, WriteTransaction};
@@ -46,34 +58,81 @@ pub(crate) struct Done {
 
 /// Where a job's result is published; set once, which wakes the job's caller.
 struct Slot {
-    done: Mutex<Option<Done>>,
-    /// The caller's thread, parked until its job is done or it is to lead the next batch.
-    waiter: std::thread::Thread,
+    /// The result, and the waker of the task waiting for it (a job from
+    /// [`Committer::submit`]).
+    done: Mutex<(Option<Done>, Option<Waker>)>,
+    /// The caller's thread, parked until its job is done or it is to lead the next batch;
+    /// `None` for a task's job.
+    waiter: Option<Thread>,
 }
 
 impl Slot {
-    fn new() -> Slot {
+    fn new(waiter: Option<Thread>) -> Slot {
         Slot {
-            done: Mutex::new(None),
-            waiter: std::thread::current(),
+            done: Mutex::new((None, None)),
+            waiter,
         }
     }
+    fn lock(&self) -> MutexGuard<'_, (Option<Done>, Option<Waker>)> {
+        self.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
     fn set(&self, d: Done) {
-        let mut g = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        if g.is_none() {
-            *g = Some(d);
+        let mut g = self.lock();
+        if g.0.is_none() {
+            g.0 = Some(d);
+            let waker = g.1.take();
             drop(g);
-            self.waiter.unpark();
+            if let Some(t) = &self.waiter {
+                t.unpark();
+            }
+            if let Some(w) = waker {
+                w.wake();
+            }
         }
     }
     fn is_set(&self) -> bool {
-        self.done
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.lock().0.is_some()
     }
     fn take(&self) -> Option<Done> {
-        self.done.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.lock().0.take()
+    }
+}
+
+/// A job's result as its caller gets it.
+fn outcome<R: 'static>(d: Option<Done>) -> Result<R, (StoreError, bool)> {
+    let Some(d) = d else {
+        return Err((StoreError::Panicked, true));
+    };
+    match d.result {
+        Ok(b) => match b.downcast::<R>() {
+            Ok(r) => Ok(*r),
+            Err(_) => Err((StoreError::Panicked, d.commit_failed)),
+        },
+        Err(e) => Err((e, d.commit_failed)),
+    }
+}
+
+/// The result of a job from [`Committer::submit`]: ready once its batch is committed (or
+/// failed), as [`Committer::run`] would return it. Dropping it does not withdraw the job.
+pub(crate) struct Committed<R> {
+    slot: Arc<Slot>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R: 'static> Future for Committed<R> {
+    type Output = Result<R, (StoreError, bool)>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut g = self.slot.lock();
+        match g.0.take() {
+            Some(d) => Poll::Ready(outcome(Some(d))),
+            None => {
+                if !g.1.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    g.1 = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
     }
 }
 
@@ -100,6 +159,8 @@ struct LogState {
 struct State {
     pending: VecDeque<Job>,
     leader: bool,
+    /// The commit thread is the leader (or is woken to be): set with `leader`.
+    helper_leads: bool,
     /// Callers waiting for room in `pending` (on the condition variable).
     room_waiters: usize,
 }
@@ -121,6 +182,12 @@ pub(crate) struct Committer {
     /// checkpoint writes them first, a logged batch when more than
     /// [`crate::overlay::INDEX_FLUSH_AT`] wait.
     overlay: Option<Arc<Overlay>>,
+    /// The commit thread, which leads while tasks' jobs wait (started by the store with its
+    /// first such job; it ends when the store is gone). `None`: it could not be started.
+    helper: OnceLock<Option<Thread>>,
+    /// `helper_leads`, readable without the store: the commit thread takes the store only
+    /// when it has work (an idle store is never held by it).
+    helper_flag: Arc<AtomicBool>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -138,6 +205,7 @@ impl Committer {
             state: Mutex::new(State {
                 pending: VecDeque::new(),
                 leader: false,
+                helper_leads: false,
                 room_waiters: 0,
             }),
             cv: Condvar::new(),
@@ -152,6 +220,96 @@ impl Committer {
                 })
             }),
             overlay,
+            helper: OnceLock::new(),
+            helper_flag: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether the commit thread runs (see the module docs); `start` starts it if it was
+    /// not tried yet (it runs once, even when called from several threads at once).
+    pub(crate) fn helper_started(&self, start: impl FnOnce() -> Option<Thread>) -> bool {
+        self.helper.get_or_init(start).is_some()
+    }
+
+    /// Whether the commit thread is to lead now, readable without the committer.
+    pub(crate) fn helper_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.helper_flag)
+    }
+
+    /// Makes the commit thread the leader (the caller holds the state, with no leader).
+    fn lead_by_helper(&self, st: &mut State) {
+        st.leader = true;
+        st.helper_leads = true;
+        self.helper_flag.store(true, Ordering::SeqCst);
+    }
+
+    /// Queues `f` like [`Committer::run`] without waiting: the returned future is ready
+    /// once the batch that ran it is committed. Never blocks (the queue's bound is for
+    /// threads; a task has at most one job waiting). The commit thread must be started
+    /// ([`Committer::helper`]).
+    pub(crate) fn submit<R, F>(
+        &self,
+        dirs: Vec<PathBuf>,
+        log: Option<Vec<u8>>,
+        f: F,
+    ) -> Committed<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    {
+        let done = Arc::new(Slot::new(None));
+        let job = Job {
+            work: Box::new(move |txn| f(txn).map(|r| Box::new(r) as Box<dyn Any + Send>)),
+            dirs,
+            log: log.filter(|_| self.log.is_some()),
+            done: Arc::clone(&done),
+        };
+        let mut st = lock(&self.state);
+        st.pending.push_back(job);
+        let wake = !st.leader;
+        if wake {
+            self.lead_by_helper(&mut st);
+        }
+        drop(st);
+        if wake {
+            self.wake_helper();
+        }
+        Committed {
+            slot: done,
+            _r: PhantomData,
+        }
+    }
+
+    fn wake_helper(&self) {
+        match self.helper.get() {
+            Some(Some(t)) => t.unpark(),
+            // Only `submit` hands leadership to the helper, after the store started it.
+            _ => debug_assert!(false, "commit thread not started"),
+        }
+    }
+
+    /// The commit thread's turn: when it was made the leader, it commits batch after batch
+    /// until the queue is empty. Returns at once otherwise.
+    pub(crate) fn helper_round(&self, db: &Database) {
+        let mut st = lock(&self.state);
+        if !st.helper_leads {
+            return;
+        }
+        loop {
+            if st.pending.is_empty() {
+                st.leader = false;
+                st.helper_leads = false;
+                self.helper_flag.store(false, Ordering::SeqCst);
+                return;
+            }
+            let n = st.pending.len().min(MAX_BATCH);
+            let batch: Vec<Job> = st.pending.drain(..n).collect();
+            drop(st);
+            self.commit_batch(db, batch);
+            st = lock(&self.state);
+            if st.room_waiters > 0 {
+                self.cv.notify_all();
+            }
         }
     }
 
@@ -188,7 +346,7 @@ impl Committer {
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     {
-        let done = Arc::new(Slot::new());
+        let done = Arc::new(Slot::new(Some(std::thread::current())));
         let job = Job {
             work: Box::new(move |txn| f(txn).map(|r| Box::new(r) as Box<dyn Any + Send>)),
             dirs,
@@ -227,24 +385,27 @@ impl Committer {
                 self.cv.notify_all();
             }
             if done.is_set() {
-                // Leaving: the next pending job's caller leads (this one would otherwise).
+                // Leaving: the next pending job's caller leads (this one would otherwise),
+                // or the commit thread for a task's job.
+                let mut helper = false;
                 if let Some(next) = st.pending.front() {
-                    next.done.waiter.unpark();
+                    match &next.done.waiter {
+                        Some(t) => t.unpark(),
+                        None => {
+                            self.lead_by_helper(&mut st);
+                            helper = true;
+                        }
+                    }
                 }
-                break;
+                drop(st);
+                if helper {
+                    self.wake_helper();
+                }
+                return outcome(done.take());
             }
         }
         drop(st);
-        let Some(d) = done.take() else {
-            return Err((StoreError::Panicked, true));
-        };
-        match d.result {
-            Ok(b) => match b.downcast::<R>() {
-                Ok(r) => Ok(*r),
-                Err(_) => Err((StoreError::Panicked, d.commit_failed)),
-            },
-            Err(e) => Err((e, d.commit_failed)),
-        }
+        outcome(done.take())
     }
 
     fn commit_batch(&self, db: &Database, batch: Vec<Job>) {
@@ -702,34 +863,115 @@ mod tests {
 
     use super::*;
 
+    /// A committer on a fresh database, with a commit thread that wakes by itself every
+    /// `park` (as the store's does every second) and ends with the committer.
+    fn committer(park: Duration) -> (tempfile::TempDir, Arc<Database>, Arc<Committer>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db.redb")).unwrap());
+        let c = Arc::new(Committer::new(Box::new(|_| Ok(())), None, None, None));
+        let (weak, db1) = (Arc::downgrade(&c), Arc::clone(&db));
+        assert!(c.helper_started(move || {
+            let h = std::thread::spawn(move || loop {
+                std::thread::park_timeout(park);
+                let Some(c) = weak.upgrade() else { return };
+                c.helper_round(&db1);
+            });
+            Some(h.thread().clone())
+        }));
+        (dir, db, c)
+    }
+
+    /// A thread that leads a batch whose one job takes 300 ms.
+    fn slow_leader(
+        c: &Arc<Committer>,
+        db: &Arc<Database>,
+    ) -> std::thread::JoinHandle<Result<&'static str, String>> {
+        let (c, db) = (Arc::clone(c), Arc::clone(db));
+        std::thread::spawn(move || {
+            c.run(&db, Vec::new(), None, |_| {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok("a")
+            })
+            .map_err(|(e, _)| e.to_string())
+        })
+    }
+
     /// A caller whose job arrives while another caller commits waits; when that leader
     /// leaves with its own job done and no one else calls, the waiting caller must be woken
     /// to lead its own job (it is never woken otherwise: no later caller, no result).
     #[test]
     fn leader_leaving_wakes_the_next_caller() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("db.redb")).unwrap());
-        let c = Arc::new(Committer::new(Box::new(|_| Ok(())), None, None, None));
+        let (_dir, db, c) = committer(Duration::from_secs(60));
         let (tx, rx) = std::sync::mpsc::channel();
-        let (c2, db2, tx2) = (Arc::clone(&c), Arc::clone(&db), tx.clone());
-        let a = std::thread::spawn(move || {
-            c2.run(&db2, Vec::new(), None, |_| {
-                std::thread::sleep(Duration::from_millis(300));
-                Ok("a")
-            })
-            .map_err(|(e, _)| e.to_string())
-        });
+        let a = slow_leader(&c, &db);
         // B arrives while A's batch commits.
         std::thread::sleep(Duration::from_millis(100));
         std::thread::spawn(move || {
             let r = c.run(&db, Vec::new(), None, |_| Ok("b"));
-            let _ = tx2.send(r.map_err(|(e, _)| e.to_string()));
+            let _ = tx.send(r.map_err(|(e, _)| e.to_string()));
         });
-        drop(tx);
         assert_eq!(a.join().unwrap(), Ok("a"));
         let b = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the waiting caller was never woken");
         assert_eq!(b, Ok("b"));
+    }
+
+    /// A task's job that arrives while a thread leads waits for that leader to leave; the
+    /// leader must then wake the commit thread for it (the task has no thread to lead
+    /// with). The commit thread here only wakes by itself after 60 s.
+    #[test]
+    fn leader_leaving_wakes_the_commit_thread_for_a_task() {
+        let (_dir, db, c) = committer(Duration::from_secs(60));
+        let a = slow_leader(&c, &db);
+        std::thread::sleep(Duration::from_millis(100));
+        let task = c.submit(Vec::new(), None, |_| Ok("task"));
+        assert_eq!(a.join().unwrap(), Ok("a"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(futures_lite::future::block_on(task).map_err(|(e, _)| e.to_string()));
+        });
+        let r = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the task's job was never committed");
+        assert_eq!(r, Ok("task"));
+    }
+
+    /// Tasks' jobs and threads' jobs in any mix all complete, each with its own result;
+    /// one job's refusal fails only that job.
+    #[test]
+    fn tasks_and_threads_share_batches() {
+        let (_dir, db, c) = committer(Duration::from_millis(50));
+        let mut handles = Vec::new();
+        for t in 0..6u64 {
+            let (c, db) = (Arc::clone(&c), Arc::clone(&db));
+            handles.push(std::thread::spawn(move || {
+                for i in 0..50u64 {
+                    let n = t * 1000 + i;
+                    let work = move |_: &WriteTransaction| {
+                        if n % 7 == 0 {
+                            Err(StoreError::NoAccount(format!("{n}")))
+                        } else {
+                            Ok(n)
+                        }
+                    };
+                    let r = if t % 2 == 0 {
+                        futures_lite::future::block_on(c.submit(Vec::new(), None, work))
+                    } else {
+                        c.run(&db, Vec::new(), None, work)
+                    };
+                    match r {
+                        Ok(got) => assert_eq!(got, n),
+                        Err((StoreError::NoAccount(a), false)) => {
+                            assert_eq!((a, n % 7), (format!("{n}"), 0));
+                        }
+                        Err((e, f)) => panic!("job {n}: {e} (commit failed: {f})"),
+                    }
+                }
+            }));
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
     }
 }

@@ -159,7 +159,9 @@ mod uring;
 mod webhook;
 
 pub use alog::{CHECKPOINT_AFTER, LOG_MAX, LOG_WRITE_MAX};
-pub use backend::{MailStore, QueueAdminStore, QueueChange, ReportStore, TaskLeases, WebhookStore};
+pub use backend::{
+    DeliverySoon, MailStore, QueueAdminStore, QueueChange, ReportStore, TaskLeases, WebhookStore,
+};
 pub use backup::{verify, BackupReport, VerifyReport};
 pub use error::{DbFailure, StoreError};
 pub use group::{commit_stats, log_stats, CommitStats, COMMIT_BUCKETS, MAX_BATCH, MAX_PENDING};

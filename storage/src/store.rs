@@ -27,7 +27,8 @@ pub const DB_FILE: &str = "index.db";
 pub(crate) const DB_NEW: &str = "index.db.new";
 
 pub(crate) enum Db {
-    Rw(Database),
+    /// Shared with the commit thread ([`crate::group`]).
+    Rw(Arc<Database>),
     Ro(ReadOnlyDatabase),
 }
 
@@ -52,7 +53,7 @@ pub(crate) struct Deletes {
 pub struct Store {
     pub(crate) dir: PathBuf,
     pub(crate) db: Db,
-    pub(crate) committer: Committer,
+    pub(crate) committer: Arc<Committer>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) deletes: Mutex<Deletes>,
     /// Accounts whose messages are also written to a maildir ([`Store::set_maildirs`]).
@@ -71,6 +72,54 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+/// A write made ready for the committer: the files it wrote (removed when it fails
+/// before the commit), the directories whose entries must be durable, its redo record and
+/// its work in the batch's transaction.
+pub(crate) struct PreparedWrite<R> {
+    pub new_files: Vec<PathBuf>,
+    pub dirs: Vec<PathBuf>,
+    pub log: Option<Vec<u8>>,
+    pub work: TxnWork<R>,
+}
+
+/// A write's work in its batch's transaction.
+pub(crate) type TxnWork<R> = Box<dyn FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send>;
+
+/// What a delivery's work returns: the messages' ids and the queue entries' ids.
+type Delivered = (Vec<MessageId>, Vec<QueueId>);
+
+/// Starts the store's commit thread ([`crate::group`]): it leads batches whenever it is
+/// woken to, until the store is gone (checked at least every second; the store is held
+/// only while there is work). `None`: no thread could be started (logged).
+fn commit_thread(
+    committer: std::sync::Weak<Committer>,
+    wanted: Arc<std::sync::atomic::AtomicBool>,
+    db: std::sync::Weak<Database>,
+) -> Option<std::thread::Thread> {
+    let spawned = std::thread::Builder::new()
+        .name("rmox-commit".into())
+        .spawn(move || loop {
+            std::thread::park_timeout(std::time::Duration::from_secs(1));
+            if committer.strong_count() == 0 {
+                return;
+            }
+            if !wanted.load(Ordering::SeqCst) {
+                continue;
+            }
+            let (Some(c), Some(db)) = (committer.upgrade(), db.upgrade()) else {
+                return;
+            };
+            c.helper_round(&db);
+        });
+    match spawned {
+        Ok(h) => Some(h.thread().clone()),
+        Err(e) => {
+            tracing::warn!(error = %e, "storage: cannot start the commit thread; deliveries wait on the blocking pool");
+            None
+        }
     }
 }
 
@@ -222,8 +271,8 @@ impl Store {
         );
         Ok(Store {
             dir: data_dir.to_path_buf(),
-            db: Db::Rw(db),
-            committer,
+            db: Db::Rw(Arc::new(db)),
+            committer: Arc::new(committer),
             counters,
             deletes: Mutex::new(Deletes::default()),
             maildirs: Default::default(),
@@ -282,7 +331,12 @@ impl Store {
         Ok(Store {
             dir: data_dir.to_path_buf(),
             db: Db::Ro(db),
-            committer: Committer::new(Box::new(|_| Err(StoreError::ReadOnly)), None, None, None),
+            committer: Arc::new(Committer::new(
+                Box::new(|_| Err(StoreError::ReadOnly)),
+                None,
+                None,
+                None,
+            )),
             counters: Arc::new(Counters::default()),
             deletes: Mutex::new(Deletes::default()),
             maildirs: Default::default(),
@@ -725,8 +779,66 @@ impl Store {
         reqs: Vec<Delivery<'_>>,
         queued: Option<(&[u8], Vec<QueueRecipient>)>,
     ) -> Result<(Vec<MessageId>, Vec<QueueId>), StoreError> {
+        let w = self.prepare_delivery(reqs, queued)?;
+        self.write_logged(w.new_files, w.dirs, w.log, w.work)
+    }
+
+    /// [`Store::deliver`] for a caller that must not block (an async runtime's thread),
+    /// where that is possible: a message small enough to be kept in the database
+    /// ([`INLINE_BODY_MAX`]) for an account without a maildir. Its records are made here
+    /// and its commit is queued; the returned future is ready once the delivery is durable,
+    /// with what [`Store::deliver`] would return. `None`: the delivery writes a file (or
+    /// the store is read-only); call [`Store::deliver`] where blocking is allowed.
+    pub fn deliver_soon(
+        &self,
+        req: Delivery<'_>,
+    ) -> Option<impl std::future::Future<Output = Result<MessageId, StoreError>> + Send + 'static>
+    {
+        let Db::Rw(db) = &self.db else {
+            return None;
+        };
+        if req.head.len() + req.message.len() > INLINE_BODY_MAX
+            || self.maildir(&req.account).is_some()
+        {
+            return None;
+        }
+        let committer = Arc::downgrade(&self.committer);
+        let wanted = self.committer.helper_flag();
+        let database = Arc::downgrade(db);
+        if !self
+            .committer
+            .helper_started(move || commit_thread(committer, wanted, database))
+        {
+            return None;
+        }
+        let prepared = self.prepare_delivery(vec![req], None);
+        let committed = prepared.map(|w| {
+            debug_assert!(w.new_files.is_empty());
+            self.committer.submit(w.dirs, w.log, w.work)
+        });
+        Some(async move {
+            match committed?.await {
+                Ok((ids, _)) => ids.into_iter().next().ok_or(StoreError::Panicked),
+                Err((e, _)) => Err(e),
+            }
+        })
+    }
+
+    /// The files, redo record and database work of a delivery (see
+    /// [`Store::deliver_and_queue_ids`]): files are written (and synced, per the store's
+    /// mode) here; the work runs in a batch of the committer.
+    fn prepare_delivery(
+        &self,
+        reqs: Vec<Delivery<'_>>,
+        queued: Option<(&[u8], Vec<QueueRecipient>)>,
+    ) -> Result<PreparedWrite<Delivered>, StoreError> {
         if reqs.is_empty() && queued.is_none() {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(PreparedWrite {
+                new_files: Vec::new(),
+                dirs: Vec::new(),
+                log: None,
+                work: Box::new(|_| Ok((Vec::new(), Vec::new()))),
+            });
         }
         if queued.as_ref().is_some_and(|(_, r)| r.is_empty()) {
             return Err(StoreError::Invalid("queue_add without recipients".into()));
@@ -854,21 +966,26 @@ impl Store {
         let bloom = self.bloom.clone();
         let ikeys = self.ikeys;
         let overlay = Arc::clone(&self.overlay);
-        self.write_logged(new_files, dirs, log, move |txn| {
-            let ids = deliver_txn(txn, &recs, ikeys, bloom.as_deref(), Some(&overlay))?;
-            if !inline.is_empty() {
-                let mut bodies = txn.open_table(MSG_BODIES)?;
-                for (id, bytes) in &inline {
-                    bodies.insert(*id, bytes.as_slice())?;
+        Ok(PreparedWrite {
+            new_files,
+            dirs,
+            log,
+            work: Box::new(move |txn| {
+                let ids = deliver_txn(txn, &recs, ikeys, bloom.as_deref(), Some(&overlay))?;
+                if !inline.is_empty() {
+                    let mut bodies = txn.open_table(MSG_BODIES)?;
+                    for (id, bytes) in &inline {
+                        bodies.insert(*id, bytes.as_slice())?;
+                    }
                 }
-            }
-            let queued = match queue {
-                Some((msg_id, size, first, rcpts)) => {
-                    crate::queue::queue_add_txn(txn, msg_id, size, first, rcpts)?
-                }
-                None => Vec::new(),
-            };
-            Ok((ids, queued))
+                let queued = match queue {
+                    Some((msg_id, size, first, rcpts)) => {
+                        crate::queue::queue_add_txn(txn, msg_id, size, first, rcpts)?
+                    }
+                    None => Vec::new(),
+                };
+                Ok((ids, queued))
+            }),
         })
     }
 
@@ -1682,6 +1799,32 @@ mod tests {
                 ..Default::default()
             },
         }
+    }
+
+    /// A delivery from a caller that must not block: ready once durable, readable like any
+    /// other, refused alone when its account is missing; a message that needs a file of its
+    /// own is left to `deliver`.
+    #[test]
+    fn deliver_soon_commits_and_refuses() {
+        let (d, s) = store();
+        s.account_add("a", "example.org").unwrap();
+        let msg = b"Subject: soon\r\n\r\nbody\r\n".to_vec();
+        let f = s.deliver_soon(delivery("a", "Inbox", &msg, 100)).unwrap();
+        let id = futures_lite::future::block_on(f).unwrap();
+        assert_eq!(s.message_bytes(id).unwrap(), msg);
+        let f = s
+            .deliver_soon(delivery("nobody", "Inbox", &msg, 100))
+            .unwrap();
+        assert!(matches!(
+            futures_lite::future::block_on(f),
+            Err(StoreError::NoAccount(_))
+        ));
+        let big = vec![b'x'; INLINE_BODY_MAX + 1];
+        assert!(s.deliver_soon(delivery("a", "Inbox", &big, 100)).is_none());
+        // Durable: the message is there after a reopen.
+        drop(s);
+        let s = Store::open(&d.path().join("data")).unwrap();
+        assert_eq!(s.message_bytes(id).unwrap(), msg);
     }
 
     #[test]

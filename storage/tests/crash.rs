@@ -1,7 +1,9 @@
 //! Crash test: a child process (this test binary, re-executed) stores messages and queue
 //! entries in a loop from several threads and prints each id after `Ok`; the parent
 //! SIGKILLs it at seeded random points, reopens the data directory, and checks that every
-//! acknowledged store is intact and that verify finds nothing but harmless orphans.
+//! acknowledged store is intact and that verify finds nothing but harmless orphans. One
+//! thread delivers as an async runtime's task does (`deliver_soon`, led by the commit
+//! thread).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: failing loudly is the point
 
@@ -107,6 +109,14 @@ fn child(dir: &Path, round: &str) {
                         &out,
                         format!("D {} {key}\nD {} {key}\n", ids[0].0, ids[1].0),
                     );
+                } else if t == 1 {
+                    // The path of a caller that must not block: the commit thread leads
+                    // its batches, beside the other threads' leaders.
+                    let id = match s.deliver_soon(delivery(&m, "Inbox")) {
+                        Some(f) => futures_lite::future::block_on(f).unwrap(),
+                        None => s.deliver(delivery(&m, "Inbox")).unwrap(),
+                    };
+                    say(&out, format!("D {} {key}\n", id.0));
                 } else {
                     let id = s.deliver(delivery(&m, "Inbox")).unwrap();
                     say(&out, format!("D {} {key}\n", id.0));
