@@ -1921,7 +1921,7 @@ impl World {
     /// The store effect answered from the runtime's thread ([`Answerer::answer_soon`]):
     /// localserve's incoming delivery, when no special local part asks for a reply of its
     /// own, no webhook needs the stored message, and the store can deliver it without
-    /// blocking (a message kept in its database). Everything else: `None`.
+    /// blocking ([`rmox_storage::Store::deliver_soon`]). Everything else: `None`.
     fn store_soon(&self, t: &Transaction) -> Option<SoonAnswer> {
         if !self.config().localserve
             || t.account.is_some()

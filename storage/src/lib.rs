@@ -172,7 +172,7 @@ pub use overlay::{INDEX_FLUSH_AT, INDEX_FLUSH_CHUNK};
 pub use queue::{Notice, NoticeMessage, NoticeOutcome, QueueRecord, Recorded, SentTo};
 pub use store::{
     index_entries, ip_networks, normalize as normalize_index_value, Store, DB_FILE,
-    DEFAULT_CACHE_BYTES, HISTORY_SCAN_FACTOR, INLINE_BODY_MAX,
+    DEFAULT_CACHE_BYTES, HISTORY_SCAN_FACTOR, INLINE_BODY_MAX, SOON_FILE_MAX,
 };
 pub use tables::SCHEMA_VERSION;
 pub use webhook::{RetiredWebhook, Webhook, WebhookResult};

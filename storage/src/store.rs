@@ -129,6 +129,12 @@ fn commit_thread(
 /// get a file each (written, then synced once per batch before the commit).
 pub const INLINE_BODY_MAX: usize = 32 * 1024;
 
+/// [`Store::deliver_soon`] writes a message file on the caller's thread up to this size
+/// (where the store syncs the file system per batch): writing into the page cache is a
+/// copy, but it blocks the runtime's thread for its duration, so larger messages go to
+/// [`Store::deliver`] on the blocking pool.
+pub const SOON_FILE_MAX: usize = 128 * 1024;
+
 /// [`Store::history`] looks at no more than this many index entries per hit wanted.
 pub const HISTORY_SCAN_FACTOR: usize = 8;
 
@@ -784,11 +790,14 @@ impl Store {
     }
 
     /// [`Store::deliver`] for a caller that must not block (an async runtime's thread),
-    /// where that is possible: a message small enough to be kept in the database
-    /// ([`INLINE_BODY_MAX`]) for an account without a maildir. Its records are made here
-    /// and its commit is queued; the returned future is ready once the delivery is durable,
-    /// with what [`Store::deliver`] would return. `None`: the delivery writes a file (or
-    /// the store is read-only); call [`Store::deliver`] where blocking is allowed.
+    /// where that is possible: an account without a maildir, and either a message small
+    /// enough to be kept in the database ([`INLINE_BODY_MAX`]) or one of at most
+    /// [`SOON_FILE_MAX`] bytes whose file needs no sync of its own (the store syncs the file
+    /// system once per batch: its file is written here, into the page cache, and made
+    /// durable by the batch's `syncfs`). Its records are made here and its commit is
+    /// queued; the returned future is ready once the delivery is durable, with what
+    /// [`Store::deliver`] would return (a file written for a delivery that then failed is
+    /// removed first). `None`: call [`Store::deliver`] where blocking is allowed.
     pub fn deliver_soon(
         &self,
         req: Delivery<'_>,
@@ -797,9 +806,9 @@ impl Store {
         let Db::Rw(db) = &self.db else {
             return None;
         };
-        if req.head.len() + req.message.len() > INLINE_BODY_MAX
-            || self.maildir(&req.account).is_some()
-        {
+        let size = req.head.len() + req.message.len();
+        let file_ok = size <= SOON_FILE_MAX && self.committer.batch_syncs_files();
+        if (size > INLINE_BODY_MAX && !file_ok) || self.maildir(&req.account).is_some() {
             return None;
         }
         let committer = Arc::downgrade(&self.committer);
@@ -811,15 +820,22 @@ impl Store {
         {
             return None;
         }
-        let prepared = self.prepare_delivery(vec![req], None);
-        let committed = prepared.map(|w| {
-            debug_assert!(w.new_files.is_empty());
-            self.committer.submit(w.dirs, w.log, w.work)
-        });
+        let committed = self
+            .prepare_delivery(vec![req], None)
+            .map(|w| (w.new_files, self.committer.submit(w.dirs, w.log, w.work)));
         Some(async move {
-            match committed?.await {
+            let (new_files, committed) = committed?;
+            match committed.await {
                 Ok((ids, _)) => ids.into_iter().next().ok_or(StoreError::Panicked),
-                Err((e, _)) => Err(e),
+                Err((e, commit_failed)) => {
+                    // As in `write_logged`: after a failed commit they may be referenced.
+                    if !commit_failed {
+                        for p in &new_files {
+                            files::remove(p);
+                        }
+                    }
+                    Err(e)
+                }
             }
         })
     }
@@ -1819,12 +1835,64 @@ mod tests {
             futures_lite::future::block_on(f),
             Err(StoreError::NoAccount(_))
         ));
-        let big = vec![b'x'; INLINE_BODY_MAX + 1];
-        assert!(s.deliver_soon(delivery("a", "Inbox", &big, 100)).is_none());
+        // Over the bound for a file written on the caller's thread: not offered.
+        let huge = vec![b'x'; SOON_FILE_MAX + 1];
+        assert!(s.deliver_soon(delivery("a", "Inbox", &huge, 100)).is_none());
         // Durable: the message is there after a reopen.
         drop(s);
         let s = Store::open(&d.path().join("data")).unwrap();
         assert_eq!(s.message_bytes(id).unwrap(), msg);
+    }
+
+    /// A message with a file of its own, delivered by `deliver_soon` where the store syncs
+    /// the file system per batch (the default here): written, committed and durable; a
+    /// refused one leaves no file; with per-file fsync it is not offered (its fsync would
+    /// block the caller).
+    #[test]
+    fn deliver_soon_writes_a_file_and_removes_a_refused_one() {
+        let msg_files = |data: &Path| -> usize {
+            let mut n = 0;
+            let mut dirs = vec![data.join(Area::Msg.dir_name())];
+            while let Some(d) = dirs.pop() {
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    if e.path().is_dir() {
+                        dirs.push(e.path());
+                    } else {
+                        n += 1;
+                    }
+                }
+            }
+            n
+        };
+        let (d, s) = store();
+        let data = d.path().join("data");
+        assert!(s.committer.batch_syncs_files(), "this test needs syncfs");
+        s.account_add("a", "example.org").unwrap();
+        let big = vec![b'y'; INLINE_BODY_MAX + 1];
+        let f = s.deliver_soon(delivery("a", "Inbox", &big, 100)).unwrap();
+        let id = futures_lite::future::block_on(f).unwrap();
+        assert_eq!(msg_files(&data), 1);
+        let f = s
+            .deliver_soon(delivery("nobody", "Inbox", &big, 100))
+            .unwrap();
+        assert!(matches!(
+            futures_lite::future::block_on(f),
+            Err(StoreError::NoAccount(_))
+        ));
+        assert_eq!(
+            msg_files(&data),
+            1,
+            "the refused delivery's file is removed"
+        );
+        drop(s);
+        let s = Store::open(&data).unwrap();
+        assert_eq!(s.message_bytes(id).unwrap(), big);
+        drop(s);
+        let s = Store::open_with(&data, true, false, false, |p| {
+            Ok(redb::Builder::new().create(p)?)
+        })
+        .unwrap();
+        assert!(s.deliver_soon(delivery("a", "Inbox", &big, 100)).is_none());
     }
 
     #[test]

@@ -40,7 +40,7 @@ fn rcpt(to: u8, hold: bool) -> Rcpt {
 }
 
 /// Deliveries (one, shared to three mailboxes, with a DSN queued in the same commit, two
-/// refused),
+/// refused; three more as an async runtime's thread makes them, one refused),
 /// queue add / update / hold / retire, expunge, suppression, failure streak, counts, and a
 /// reopen in the middle.
 fn workload() -> Vec<Op> {
@@ -51,6 +51,11 @@ fn workload() -> Vec<Op> {
         Op::Deliver(to(0, 0), m(1, 3)),
         // Refused (no such account): its log record is cancelled.
         Op::Deliver(to(2, 0), m(8, 1)),
+        // As an async runtime's thread delivers: led by the commit thread; a message file
+        // written by the caller (syncfs mode), one refused (its file removed), one inline.
+        Op::DeliverSoon(to(0, 1), m(10, 4)),
+        Op::DeliverSoon(to(2, 0), m(11, 4)),
+        Op::DeliverSoon(to(1, 1), m(12, 2)),
         Op::DeliverMany(vec![to(0, 1), to(1, 0), to(1, 2)], m(2, 4), true),
         Op::QueueAdd(m(3, 3), vec![rcpt(0, false), rcpt(2, false)]),
         Op::QueueUpdate { entry: 0, next: 7 },

@@ -182,6 +182,9 @@ impl To {
 pub enum Op {
     /// `deliver`.
     Deliver(To, Msg),
+    /// `deliver_soon` (as an async runtime's thread delivers), awaited; `deliver` where
+    /// the store does not offer it for this message.
+    DeliverSoon(To, Msg),
     /// `deliver_many`; `shared`: one message slice for all (hard links).
     DeliverMany(Vec<To>, Msg, bool),
     /// `deliver_and_queue` with a DSN for these recipients.
@@ -261,7 +264,8 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
         let acc = |b: &mut Bytes<'_>| b.below(ACCOUNTS.len() as u8);
         let addr = |b: &mut Bytes<'_>| b.below(ADDRS.len() as u8);
         let op = match b.below(22) {
-            0..=2 => Op::Deliver(To::read(&mut b), Msg::read(&mut b)),
+            0 | 1 => Op::Deliver(To::read(&mut b), Msg::read(&mut b)),
+            2 => Op::DeliverSoon(To::read(&mut b), Msg::read(&mut b)),
             3 => Op::DeliverMany(read_tos(&mut b, 0), Msg::read(&mut b), b.bool()),
             4 => Op::DeliverAndQueue(
                 read_tos(&mut b, 0),
@@ -684,7 +688,9 @@ impl Model {
             _ => "Ok",
         };
         match op {
-            Op::Deliver(t, m) => self.apply_deliveries(op, &[*t], *m, None, got),
+            Op::Deliver(t, m) | Op::DeliverSoon(t, m) => {
+                self.apply_deliveries(op, &[*t], *m, None, got)
+            }
             Op::DeliverMany(tos, m, _) => self.apply_deliveries(op, tos, *m, None, got),
             Op::DeliverAndQueue(tos, m, dsn, rcpts) => {
                 self.apply_deliveries(op, tos, *m, Some((*dsn, rcpts)), got)
@@ -1075,6 +1081,14 @@ pub fn exec(s: &dyn MailStore, model: &Model, op: &Op) -> Answer {
             ans(s.deliver(t.delivery(&b)), |id| {
                 Answer::Stored(vec![id.0], vec![])
             })
+        }
+        Op::DeliverSoon(t, m) => {
+            let b = m.bytes();
+            let r = match s.deliver_soon(t.delivery(&b)) {
+                Some(f) => futures_lite::future::block_on(f),
+                None => s.deliver(t.delivery(&b)),
+            };
+            ans(r, |id| Answer::Stored(vec![id.0], vec![]))
         }
         Op::DeliverMany(tos, m, shared) => {
             let one = m.bytes();
