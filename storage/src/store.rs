@@ -67,6 +67,15 @@ pub struct Store {
     /// Index entries of recent deliveries not yet in the table ([`crate::overlay`]);
     /// every index read merges them.
     pub(crate) overlay: Arc<Overlay>,
+    /// The commit thread once started ([`Store::deliver_soon`]): stopped and joined when
+    /// the store is dropped, so that the database is closed when `drop` returns.
+    pub(crate) commit_thread: Mutex<Option<CommitThread>>,
+}
+
+/// The store's commit thread: its handle and the flag that tells it to end.
+pub(crate) struct CommitThread {
+    handle: std::thread::JoinHandle<()>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -98,24 +107,26 @@ fn commit_thread(
     committer: std::sync::Weak<Committer>,
     wanted: Arc<std::sync::atomic::AtomicBool>,
     db: std::sync::Weak<Database>,
-) -> Option<std::thread::Thread> {
+) -> Option<CommitThread> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
     let spawned = std::thread::Builder::new()
         .name("rmox-commit".into())
         .spawn(move || loop {
             std::thread::park_timeout(std::time::Duration::from_secs(1));
-            if committer.strong_count() == 0 {
+            // Jobs waiting are committed first, also when the store is being dropped.
+            if wanted.load(Ordering::SeqCst) {
+                let (Some(c), Some(db)) = (committer.upgrade(), db.upgrade()) else {
+                    return;
+                };
+                c.helper_round(&db);
+            }
+            if stopped.load(Ordering::SeqCst) || committer.strong_count() == 0 {
                 return;
             }
-            if !wanted.load(Ordering::SeqCst) {
-                continue;
-            }
-            let (Some(c), Some(db)) = (committer.upgrade(), db.upgrade()) else {
-                return;
-            };
-            c.helper_round(&db);
         });
     match spawned {
-        Ok(h) => Some(h.thread().clone()),
+        Ok(handle) => Some(CommitThread { handle, stop }),
         Err(e) => {
             tracing::warn!(error = %e, "storage: cannot start the commit thread; deliveries wait on the blocking pool");
             None
@@ -286,6 +297,7 @@ impl Store {
             bloom: Some(bloom),
             ikeys,
             overlay,
+            commit_thread: Mutex::new(None),
         })
     }
 
@@ -350,6 +362,7 @@ impl Store {
             bloom: None,
             ikeys: IndexKeyer::new(k0, k1),
             overlay: Arc::default(),
+            commit_thread: Mutex::new(None),
         })
     }
 
@@ -814,10 +827,13 @@ impl Store {
         let committer = Arc::downgrade(&self.committer);
         let wanted = self.committer.helper_flag();
         let database = Arc::downgrade(db);
-        if !self
-            .committer
-            .helper_started(move || commit_thread(committer, wanted, database))
-        {
+        let started = self.committer.helper_started(|| {
+            let t = commit_thread(committer, wanted, database)?;
+            let thread = t.handle.thread().clone();
+            *self.commit_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+            Some(thread)
+        });
+        if !started {
             return None;
         }
         let committed = self
@@ -1768,9 +1784,22 @@ fn replay(
 
 impl Drop for Store {
     /// Closing: a last checkpoint, so the next open has nothing to replay.
+    /// The commit thread ends before the database is closed: a thread still holding it
+    /// would keep it open past this drop (a reopen of the directory would then find it
+    /// open, and its late close would write to a database opened anew).
     fn drop(&mut self) {
         if self.committer.log_pending() {
             let _ = self.write(Vec::new(), Vec::new(), |_| Ok(()));
+        }
+        let t = self
+            .commit_thread
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = t {
+            t.stop.store(true, Ordering::SeqCst);
+            t.handle.thread().unpark();
+            let _ = t.handle.join();
         }
     }
 }
@@ -1842,6 +1871,24 @@ mod tests {
         drop(s);
         let s = Store::open(&d.path().join("data")).unwrap();
         assert_eq!(s.message_bytes(id).unwrap(), msg);
+    }
+
+    /// Dropping a store ends its commit thread first, so the database is closed when the
+    /// drop returns: reopening the directory at once never finds it still open.
+    #[test]
+    fn drop_ends_the_commit_thread_before_closing() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        let msg = b"Subject: soon\r\n\r\nbody\r\n".to_vec();
+        Store::open(&data)
+            .unwrap()
+            .account_add("a", "example.org")
+            .unwrap();
+        for i in 0..200 {
+            let s = Store::open(&data).unwrap_or_else(|e| panic!("reopen {i}: {e}"));
+            let f = s.deliver_soon(delivery("a", "Inbox", &msg, 100)).unwrap();
+            futures_lite::future::block_on(f).unwrap();
+        }
     }
 
     /// A message with a file of its own, delivered by `deliver_soon` where the store syncs
