@@ -804,8 +804,15 @@ targets() {
             done
         done
     done
-    echo "1-minute load average after each cell: min $(jq -s 'map(.loadavg_1min_at_end) | min' "$OUT"/send-*.json)," \
-        "max $(jq -s 'map(.loadavg_1min_at_end) | max' "$OUT"/send-*.json) (above 2 on this machine means other work competed)"
+    # The 1-minute load average counts the run's own runnable threads (rmox-load's client
+    # threads, one per session; the server's; Postfix's smtpd processes) and decays over
+    # about a minute: after a cell it says more about the run than about other work. The
+    # figure at the start, before any cell, is the one that tells whether the machine was
+    # idle.
+    echo "1-minute load average at the start: $(cut -d' ' -f1 <<<"$LOAD_START") (above 1 on these 2 CPUs:" \
+        "other work ran in the minute before); after each cell, with the run's own threads counted:" \
+        "min $(jq -s 'map(.loadavg_1min_at_end) | min' "$OUT"/send-*.json)," \
+        "max $(jq -s 'map(.loadavg_1min_at_end) | max' "$OUT"/send-*.json)"
     echo
     echo "p99 final-dot latency (ms) / server CPU s per 1000 messages"
     printf "%-6s %4s %4s" size sess pipe
