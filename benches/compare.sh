@@ -74,6 +74,8 @@ esac
 IDLE=${IDLE:-5000}
 RUNTIMES=${RUNTIMES:-"tokio smol glommio"}
 RMOX=$ROOT/target/release/rmox
+# shellcheck source=benches/compare-lib.sh
+. "$ROOT/benches/compare-lib.sh"
 LOAD=$ROOT/target/release/rmox-load
 FSYNC_BENCH=$ROOT/target/release/fsync_bench
 
@@ -461,40 +463,13 @@ run_cell() { # server size sessions pipe messages timed|counted [round]
     esac
 }
 
-# A value from a JSON result, empty when the file or the value is missing.
-val() { # file jq-path
-    [ -s "$1" ] && jq -r "$2 // empty" "$1" 2>/dev/null || true
-}
-# A cell's rounds for one server: "msg/s file" lines, slowest first.
-rounds_of() { # server size sessions pipe
-    local r v
-    for ((r = 1; r <= ROUNDS; r++)); do
-        v=$(val "$OUT/send-$1-$2-$3-$4-r$r.json" .messages_per_second)
-        [ -n "$v" ] && echo "$v $OUT/send-$1-$2-$3-$4-r$r.json"
-    done | sort -g
-}
-# Keeps a server's median round of a cell as the cell's result (the lower middle one for an
-# even count).
-keep_median() { # server size sessions pipe
-    local f
-    f=$(rounds_of "$@" | awk '{ a[NR] = $2 } END { if (NR) print a[int((NR + 1) / 2)] }')
-    [ -n "$f" ] && cp "$f" "$OUT/send-$1-$2-$3-$4.json"
-    return 0
-}
-# A cell's slowest and fastest round for a server: "min max" (msg/s), empty without rounds.
-spread() { # server size sessions pipe
-    rounds_of "$@" | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%.0f %.0f", lo, hi }'
-}
-
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "compare.sh: servers ${SERVERS[*]}; $MSGS messages or ${SECS}s per cell, $ROUNDS rounds; results in $OUT" >&2
 for size in 1024 65536; do
     for sess in 1 10 50; do
         for pipe in no yes; do
-            n=${#SERVERS[@]}
             for ((round = 1; round <= ROUNDS; round++)); do
-                for ((k = 0; k < n; k++)); do
-                    s=${SERVERS[$(((k + round - 1) % n))]}
+                for s in $(rotated "$round" "${SERVERS[@]}"); do
                     run_cell "$s" "$size" "$sess" "$pipe" "$MSGS" timed "$round"
                 done
             done
@@ -541,14 +516,6 @@ for s in "${SERVERS[@]}"; do
     stop_rmox "$s"
 done
 
-rate() { val "$OUT/send-$1-$2-$3-$4.json" .messages_per_second; } # server size sessions pipe
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.2f", a / b }'; }
-judge() { # measured op limit: pass, FAIL or n/a (nothing measured)
-    if [ -z "$1" ]; then echo n/a; return; fi
-    awk -v m="$1" -v op="$2" -v l="$3" 'BEGIN {
-        ok = op == ">=" ? m + 0 >= l + 0 : op == "<=" ? m + 0 <= l + 0 : m + 0 < l + 0
-        print ok ? "pass" : "FAIL" }'
-}
 # The median append+fdatasync latency in microseconds: the lower of the runs before and
 # after the cells (other work on the disk only ever makes it slower, and a slower fdatasync
 # would loosen the latency target).
