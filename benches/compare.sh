@@ -712,6 +712,48 @@ targets() {
     done
 }
 
+# A table with a row per cell and a column per server, WIDTH wide: `FUNCTION SERVER SIZE
+# SESSIONS PIPE` prints each value (nothing: n/a; a row of nothing is left out).
+cell_table() { # width function
+    local w=$1 f=$2 size sess pipe s v line any
+    printf "%-6s %4s %4s" size sess pipe
+    for s in "${SERVERS[@]}"; do printf " %${w}s" "$s"; done
+    echo
+    for size in 1024 65536; do
+        for sess in 1 10 50; do
+            for pipe in no yes; do
+                line=$(printf "%-6s %4s %4s" "$((size / 1024))KiB" "$sess" "$pipe")
+                any=0
+                for s in "${SERVERS[@]}"; do
+                    v=$("$f" "$s" "$size" "$sess" "$pipe")
+                    [ -n "$v" ] && any=1
+                    line+=$(printf " %${w}s" "${v:-n/a}")
+                done
+                [ "$any" = 0 ] || echo "$line"
+            done
+        done
+    done
+}
+# A cell's rounds: slowest-fastest msg/s and their distance in % of the median.
+round_cell() { # server size sessions pipe
+    local lo hi
+    read -r lo hi <<<"$(spread "$@")"
+    awk -v lo="$lo" -v hi="$hi" -v m="$(rate "$@")" \
+        'BEGIN { if (lo == "" || m + 0 <= 0) print "n/a"; else printf "%.0f-%.0f %3.0f%%", lo, hi, 100 * (hi - lo) / m }'
+}
+p99_cpu_cell() { # server size sessions pipe
+    local f=$OUT/send-$1-$2-$3-$4.json
+    [ -s "$f" ] || return 0
+    jq -r '"\(.latency_us.p99 / 1000 * 10 | round / 10) / \(.server_cpu_seconds_per_1000_msgs * 100 | round / 100)"' "$f"
+}
+# fdatasyncs per acknowledged message from the counting pass; +D: O_DSYNC files were opened.
+syncs_cell() { # server size sessions pipe
+    local f=$OUT/syncs-$1-$2-$3-$4.json
+    [ -f "$f" ] || return 0
+    jq -r 'if .syncs_per_message == null then "n/a" else
+        "\(.syncs_per_message * 100 | round / 100)\(if (.counts.dsync_opens // 0) > 0 then "+D" else "" end)" end' "$f"
+}
+
 # The table.
 {
     echo "$(date -u +%F) $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))," \
@@ -755,22 +797,7 @@ targets() {
     echo "(each figure is the server's median of $ROUNDS rounds; the servers ran in a rotated order each round)"
     echo
     echo "rounds: each server's slowest-fastest msg/s, and (fastest - slowest) / median in %"
-    printf "%-6s %4s %4s" size sess pipe
-    for s in "${SERVERS[@]}"; do printf " %19s" "$s"; done
-    echo
-    for size in 1024 65536; do
-        for sess in 1 10 50; do
-            for pipe in no yes; do
-                printf "%-6s %4s %4s" "$((size / 1024))KiB" "$sess" "$pipe"
-                for s in "${SERVERS[@]}"; do
-                    read -r lo hi <<<"$(spread "$s" "$size" "$sess" "$pipe")"
-                    printf " %19s" "$(awk -v lo="$lo" -v hi="$hi" -v m="$(rate "$s" "$size" "$sess" "$pipe")" \
-                        'BEGIN { if (lo == "" || m + 0 <= 0) print "n/a"; else printf "%.0f-%.0f %3.0f%%", lo, hi, 100 * (hi - lo) / m }')"
-                done
-                echo
-            done
-        done
-    done
+    cell_table 19 round_cell
     # The 1-minute load average counts the run's own runnable threads (rmox-load's client
     # threads, one per session; the server's; Postfix's smtpd processes) and decays over
     # about a minute: after a cell it says more about the run than about other work. The
@@ -782,21 +809,7 @@ targets() {
         "max $(jq -s 'map(.loadavg_1min_at_end) | max' "$OUT"/send-*.json)"
     echo
     echo "p99 final-dot latency (ms) / server CPU s per 1000 messages"
-    printf "%-6s %4s %4s" size sess pipe
-    for s in "${SERVERS[@]}"; do printf " %15s" "$s"; done
-    echo
-    for size in 1024 65536; do
-        for sess in 1 10 50; do
-            for pipe in no yes; do
-                printf "%-6s %4s %4s" "$((size / 1024))KiB" "$sess" "$pipe"
-                for s in "${SERVERS[@]}"; do
-                    f="$OUT/send-$s-$size-$sess-$pipe.json"
-                    printf " %15s" "$(jq -r '"\(.latency_us.p99 / 1000 * 10 | round / 10) / \(.server_cpu_seconds_per_1000_msgs * 100 | round / 100)"' "$f")"
-                done
-                echo
-            done
-        done
-    done
+    cell_table 15 p99_cpu_cell
     echo
     echo "connections accepted per second (10 clients: connect, greeting, QUIT)"
     for s in "${SERVERS[@]}"; do
@@ -813,28 +826,7 @@ targets() {
     echo
     echo "fdatasyncs per acknowledged message (fdatasync+fsync+syncfs+msync+sync+io_uring fsync by the" \
         "server's processes during the cell / messages acknowledged; counted with $SYNC_METHOD in the counting pass, at most 1000 messages per cell)"
-    printf "%-6s %4s %4s" size sess pipe
-    for s in "${SERVERS[@]}"; do printf " %11s" "$s"; done
-    echo
-    for size in 1024 65536; do
-        for sess in 1 10 50; do
-            for pipe in no yes; do
-                line=$(printf "%-6s %4s %4s" "$((size / 1024))KiB" "$sess" "$pipe")
-                any=0
-                for s in "${SERVERS[@]}"; do
-                    f="$OUT/syncs-$s-$size-$sess-$pipe.json"
-                    v=n/a
-                    if [ -f "$f" ]; then
-                        any=1
-                        v=$(jq -r 'if .syncs_per_message == null then "n/a" else
-                            "\(.syncs_per_message * 100 | round / 100)\(if (.counts.dsync_opens // 0) > 0 then "+D" else "" end)" end' "$f")
-                    fi
-                    line+=$(printf " %11s" "$v")
-                done
-                [ "$any" = 1 ] && echo "$line"
-            done
-        done
-    done
+    cell_table 11 syncs_cell
     echo "(+D = the server also opened files with O_DSYNC/O_SYNC, whose writes are syncs not in the figure)"
     echo
     if [ "${#WAKE_EV[@]}" -gt 0 ]; then
