@@ -50,7 +50,7 @@
 # pipelining only); strace sees no io_uring requests. Neither: the column says n/a.
 #
 # Rounds: a short cell (3000 messages at several thousand a second) lasts under a second,
-# and one run of it varies by 10 to 30 % from the next on a small, shared machine. So every
+# and one run of it varies by up to 30 % from the next on a small, shared machine. So every
 # timed cell runs ROUNDS times, each round with the servers in a rotated order (each server
 # runs at a different point in the machine's drift), one after the other for the same cell;
 # the round with the median msg/s is the cell's result (send-SERVER-SIZE-SESSIONS-PIPE.json),
