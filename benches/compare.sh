@@ -6,7 +6,8 @@
 # Environment: MSGS (messages per cell, default 3000), SECS (time bound per cell, default 6),
 # ROUNDS (timed runs of every cell and server, default 3: the tables and targets use each
 # server's median round),
-# IDLE (idle sessions for the memory test, default 5000), RUNTIMES (default
+# IDLE (idle sessions for the memory test, default 5000), NOOPS (round trips for the
+# runtime floor, default 30000; see below), RUNTIMES (default
 # "tokio smol glommio"), NO_BUILD=1 (reuse target/release), KEEP=1 (keep the temp dir),
 # OUT (directory for JSON results and the table; default a temp dir).
 #
@@ -58,6 +59,15 @@
 # glommio's table its range against the other runtime's, so a verdict within the noise shows
 # as one.
 #
+# The runtime floor: after the message cells, every server answers NOOP round trips (one
+# command, one reply; nothing parsed beyond the verb, nothing stored) from 1 and from 10
+# sessions, NOOPS in all from one session (default 30000) and three times as many from ten
+# (they go three to five times faster; the CPU figures come in 10 ms ticks), bounded by SECS, ROUNDS rounds rotated as above,
+# then a counted pass (perf, at most 5000) for the wake-up calls per round trip. A round trip
+# wakes the server once: its CPU per round trip is what one wake-up costs each runtime with
+# the same rmox code on top. The glommio line compares glommio's extra CPU per round trip
+# with its extra CPU per 1 KiB message at one session.
+#
 # Targets (issue 18) are judged from this run's JSON and printed last (also targets.md):
 # rates as ratios against Postfix or smtp-sink in the same run, for each rmox runtime.
 set -euo pipefail
@@ -72,6 +82,12 @@ case $ROUNDS in '' | *[!0-9]* | 0*)
     ;;
 esac
 IDLE=${IDLE:-5000}
+NOOPS=${NOOPS:-30000}
+case $NOOPS in '' | *[!0-9]* | 0*)
+    echo "compare.sh: NOOPS must be a whole number from 1 up, not '$NOOPS'" >&2
+    exit 2
+    ;;
+esac
 RUNTIMES=${RUNTIMES:-"tokio smol glommio"}
 RMOX=$ROOT/target/release/rmox
 # shellcheck source=benches/compare-lib.sh
@@ -280,6 +296,9 @@ maillog_file_prefixes = $TMP
 maillog_file = $PFX/maillog
 smtputf8_enable = no
 biff = no
+# The runtime floor sends NOOPs: by default, after 100 of them Postfix counts each as an
+# error, then sleeps before its replies and disconnects (smtpd_junk_command_limit).
+smtpd_junk_command_limit = 1000000000
 EOF
 awk '/^smtp +inet/ {print "127.0.0.4:2525 inet n - n - - smtpd"; next}
      /^[a-z]/ && NF >= 8 {$5 = "n"} {print}' /etc/postfix/master.cf >"$PFX/etc/master.cf"
@@ -515,6 +534,45 @@ for s in "${SERVERS[@]}"; do
         --pid "${PIDOF[$s]}" --label "$s idle" --json "$OUT/idle-$s.json" >&2
     stop_rmox "$s"
 done
+
+# The runtime floor (see the header). Its results are named as cells of size "noop" without
+# pipelining (send-SERVER-noop-SESSIONS-no[-rN].json), so that the median helpers apply;
+# the message tables and targets read only the 1024 and 65536 cells.
+noop_cell() { # server sessions timed|counted [round]
+    local s=$1 sess=$2 n=$NOOPS json=$OUT/send-$1-noop-$2-no.json
+    [ "$sess" = 1 ] || n=$((NOOPS * 3))
+    [ -n "${4:-}" ] && json=$OUT/send-$1-noop-$2-no-r$4.json
+    case $s in rmox-*) start_rmox "$s" ;; esac
+    if [ "$3" = timed ]; then
+        "$LOAD" --mode noop --target "${ADDR[$s]}" --sessions "$sess" --messages "$n" \
+            --max-seconds "$SECS" --pid "${PIDOF[$s]}" \
+            --label "$s noop/$sess${4:+ round $4}" --json "$json" >&2
+    else
+        sync_start "$s"
+        "$LOAD" --mode noop --target "${ADDR[$s]}" --sessions "$sess" \
+            --messages $((n < 5000 ? n : 5000)) --max-seconds "$SECS" \
+            --label "$s noop/$sess (counted)" --json "$TMP/count-load.json" >&2
+        sync_stop "$OUT/wakes-$s-noop-$sess.json" "$TMP/count-load.json"
+    fi
+    case $s in rmox-*) stop_rmox "$s" ;; esac
+}
+for sess in 1 10; do
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for s in $(rotated "$round" "${SERVERS[@]}"); do
+            noop_cell "$s" "$sess" timed "$round"
+        done
+    done
+    for s in "${SERVERS[@]}"; do
+        keep_median "$s" noop "$sess" no
+    done
+done
+if [ "${#WAKE_EV[@]}" -gt 0 ]; then
+    for sess in 1 10; do
+        for s in "${SERVERS[@]}"; do
+            noop_cell "$s" "$sess" counted
+        done
+    done
+fi
 
 # The median append+fdatasync latency in microseconds: the lower of the runs before and
 # after the cells (other work on the disk only ever makes it slower, and a slower fdatasync
@@ -754,6 +812,64 @@ syncs_cell() { # server size sessions pipe
         "\(.syncs_per_message * 100 | round / 100)\(if (.counts.dsync_opens // 0) > 0 then "+D" else "" end)" end' "$f"
 }
 
+# Server CPU per NOOP round trip in microseconds (median round), empty when not run.
+noop_cpu_us() { # server sessions
+    val "$OUT/send-$1-noop-$2-no.json" .server_cpu_seconds_per_1000_msgs |
+        awk 'NF { printf "%.1f", $1 * 1000 }'
+}
+# The runtime floor's table, and how glommio's extra CPU per round trip compares with its
+# extra CPU per message.
+runtime_floor() {
+    local s sess line v w g o best bs gm om
+    [ -f "$OUT/send-${SERVERS[0]}-noop-1-no.json" ] || return 0
+    echo "runtime floor: NOOP round trips (one command, one reply, one wake-up of the server; nothing" \
+        "stored), $NOOPS from one session, $((NOOPS * 3)) from ten; median of $ROUNDS rounds"
+    printf "%-12s %11s %11s %9s %9s   %s\n" server "rt/s, 1 s" "rt/s, 10 s" "us/rt, 1" "us/rt, 10" \
+        "wake-up calls per round trip, 1 session: context switches / epoll_wait+epoll_pwait / io_uring_enter / futex / membarrier"
+    for s in "${SERVERS[@]}"; do
+        line=$(printf "%-12s" "$s")
+        for sess in 1 10; do
+            v=$(rate "$s" noop "$sess" no)
+            line+=$(printf " %11s" "$(awk -v v="$v" 'BEGIN { if (v == "") print "n/a"; else printf "%.0f", v }')")
+        done
+        for sess in 1 10; do
+            v=$(noop_cpu_us "$s" "$sess")
+            line+=$(printf " %9s" "${v:-n/a}")
+        done
+        w=$(val "$OUT/wakes-$s-noop-1.json" '.messages_ok as $n | .counts as $c
+            | if ($n // 0) == 0 or $c["context-switches"] == null then empty else
+              [$c["context-switches"], (($c.epoll_wait // 0) + ($c.epoll_pwait // 0)),
+               ($c.io_uring_enter // 0), ($c.futex // 0), ($c.membarrier // 0)]
+              | map(. / $n * 10 | round / 10 | tostring) | join("/") end')
+        echo "$line   ${w:-n/a}"
+    done
+    echo "(server CPU per round trip: the server's process tree; Postfix's is its smtpd per session)"
+    # glommio against the other runtime with the least CPU per round trip at one session.
+    g=$(noop_cpu_us rmox-glommio 1)
+    best="" bs=""
+    for s in "${SERVERS[@]}"; do
+        case $s in rmox-glommio | postfix | smtp-sink) continue ;; esac
+        o=$(noop_cpu_us "$s" 1)
+        if [ -n "$o" ] && { [ -z "$best" ] || awk -v a="$o" -v b="$best" 'BEGIN { exit !(a + 0 < b + 0) }'; }; then
+            best=$o bs=$s
+        fi
+    done
+    if [ -n "$g" ] && [ -n "$best" ]; then
+        gm=$(val "$OUT/send-rmox-glommio-1024-1-no.json" .server_cpu_seconds_per_1000_msgs)
+        om=$(val "$OUT/send-$bs-1024-1-no.json" .server_cpu_seconds_per_1000_msgs)
+        awk -v g="$g" -v o="$best" -v gm="$gm" -v om="$om" -v other="${bs#rmox-}" 'BEGIN {
+            d = g - o
+            printf "glommio, one session: %.1f us of server CPU per round trip against %s'"'"'s %.1f (%+.1f us per wake-up)", g, other, o, d
+            if (gm != "" && om != "") {
+                dm = (gm - om) * 1000
+                printf "; per 1 KiB message %.0f against %.0f us (%+.0f us)", gm * 1000, om * 1000, dm
+                if (d > 0) printf ", the extra cost of %.1f round trips (a message without pipelining is 4 round trips and a wait for storage)", dm / d
+            }
+            print "" }'
+    fi
+    echo
+}
+
 # The table.
 {
     echo "$(date -u +%F) $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))," \
@@ -852,6 +968,7 @@ syncs_cell() { # server size sessions pipe
         echo
     fi
     glommio_cells
+    runtime_floor
     physical_limit
 } | tee "$OUT/table.txt"
 

@@ -37,6 +37,11 @@ enum Mode {
     Idle,
     /// Connect, read the greeting, QUIT, close; as fast as possible from `--sessions` threads.
     Accept,
+    /// Open `--sessions` sessions (EHLO, and STARTTLS or AUTH when asked), then send NOOP and
+    /// wait for its reply, `--messages` times in all: one round trip, and one wake-up of the
+    /// server, per command, with nothing stored. The JSON's `messages_*` fields count these
+    /// round trips.
+    Noop,
 }
 
 /// SMTP load generator (loopback only).
@@ -125,6 +130,7 @@ fn run(args: &Args) -> Result<(), String> {
     let out = match args.mode {
         Mode::Send => send(args, addr, &sizes),
         Mode::Accept => accept(args, addr),
+        Mode::Noop => noop(args, addr),
         Mode::Idle => idle(args, addr, &before)?,
     };
     let after: Vec<ProcSample> = args
@@ -627,8 +633,52 @@ fn send(args: &Args, addr: SocketAddr, sizes: &[(usize, u32)]) -> Outcome {
     }
 }
 
-fn accept(args: &Args, addr: SocketAddr) -> Outcome {
+/// NOOP round trips (see [`Mode::Noop`]): each thread holds one session and sends the
+/// next NOOP when the last one's reply is in; a failed session is opened again.
+fn noop(args: &Args, addr: SocketAddr) -> Outcome {
+    let tls = args.starttls.then(tls_config);
     let next = AtomicU64::new(0);
+    on_threads(args, |t, deadline| {
+        let mut conn: Option<Conn> = None;
+        while Instant::now() < deadline && next.fetch_add(1, Ordering::Relaxed) < args.messages {
+            if conn.is_none() {
+                match open_session(args, addr, tls.as_ref()) {
+                    Ok(c) => {
+                        t.connections += 1;
+                        conn = Some(c);
+                    }
+                    Err(k) => {
+                        t.err(k);
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            let sent = Instant::now();
+            match c.cmd(b"NOOP\r\n") {
+                Ok(r) if r.code == 250 => {
+                    t.ok += 1;
+                    t.latencies_us.push(sent.elapsed().as_micros() as u64);
+                }
+                Ok(r) => {
+                    t.err(fail_key(&r));
+                    conn = None;
+                }
+                Err(e) => {
+                    t.err(io_key(&e));
+                    conn = None;
+                }
+            }
+        }
+        if let Some(mut c) = conn {
+            let _ = c.cmd(b"QUIT\r\n");
+        }
+    })
+}
+
+/// Runs `work` on `--sessions` threads, each with a tally of its own (and the run's
+/// deadline), and merges their tallies.
+fn on_threads(args: &Args, work: impl Fn(&mut Tally, Instant) + Sync) -> Outcome {
     let total = Mutex::new(Tally::default());
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.max_seconds);
@@ -636,22 +686,7 @@ fn accept(args: &Args, addr: SocketAddr) -> Outcome {
         for _ in 0..args.sessions {
             sc.spawn(|| {
                 let mut t = Tally::default();
-                while Instant::now() < deadline
-                    && next.fetch_add(1, Ordering::Relaxed) < args.messages
-                {
-                    let r = Conn::connect(addr).and_then(|mut c| {
-                        let r = c.reply()?;
-                        if r.code == 220 {
-                            let _ = c.cmd(b"QUIT\r\n")?;
-                        }
-                        Ok(r)
-                    });
-                    match r {
-                        Ok(r) if r.code == 220 => t.connections += 1,
-                        Ok(r) => t.err(fail_key(&r)),
-                        Err(e) => t.err(io_key(&e)),
-                    }
-                }
+                work(&mut t, deadline);
                 if let Ok(mut g) = total.lock() {
                     g.merge(t);
                 }
@@ -663,6 +698,26 @@ fn accept(args: &Args, addr: SocketAddr) -> Outcome {
         elapsed: start.elapsed(),
         idle: None,
     }
+}
+
+fn accept(args: &Args, addr: SocketAddr) -> Outcome {
+    let next = AtomicU64::new(0);
+    on_threads(args, |t, deadline| {
+        while Instant::now() < deadline && next.fetch_add(1, Ordering::Relaxed) < args.messages {
+            let r = Conn::connect(addr).and_then(|mut c| {
+                let r = c.reply()?;
+                if r.code == 220 {
+                    let _ = c.cmd(b"QUIT\r\n")?;
+                }
+                Ok(r)
+            });
+            match r {
+                Ok(r) if r.code == 220 => t.connections += 1,
+                Ok(r) => t.err(fail_key(&r)),
+                Err(e) => t.err(io_key(&e)),
+            }
+        }
+    })
 }
 
 fn idle(args: &Args, addr: SocketAddr, before: &[ProcSample]) -> Result<Outcome, String> {
@@ -817,6 +872,7 @@ fn report(args: &Args, o: &Outcome, server: Option<(f64, u64)>) -> Result<(), St
         Mode::Send => "send",
         Mode::Idle => "idle",
         Mode::Accept => "accept",
+        Mode::Noop => "noop",
     };
     let mut j = serde_json::json!({
         "label": args.label,
@@ -853,6 +909,15 @@ fn report(args: &Args, o: &Outcome, server: Option<(f64, u64)>) -> Result<(), St
             p90 as f64 / 1e3,
             p99 as f64 / 1e3
         )),
+        Mode::Noop => line.push_str(&format!(
+            "{} NOOPs in {:.2}s: {:.0} round trips/s, latency p50/p90/p99 {:.3}/{:.3}/{:.3} ms",
+            t.ok,
+            secs,
+            t.ok as f64 / secs,
+            p50 as f64 / 1e3,
+            p90 as f64 / 1e3,
+            p99 as f64 / 1e3
+        )),
         Mode::Accept => line.push_str(&format!(
             "{} connections in {:.2}s: {:.0} conn/s",
             t.connections,
@@ -883,8 +948,13 @@ fn report(args: &Args, o: &Outcome, server: Option<(f64, u64)>) -> Result<(), St
         j["server_cpu_seconds"] = cpu.into();
         j["server_cpu_seconds_per_1000_msgs"] = per_k.into();
         j["server_peak_rss_kib"] = hwm.into();
-        if args.mode == Mode::Send {
-            line.push_str(&format!(", server CPU {per_k:.3} s/1000 msgs"));
+        match args.mode {
+            Mode::Send => line.push_str(&format!(", server CPU {per_k:.3} s/1000 msgs")),
+            // s per 1000 round trips is ms per round trip; in us:
+            Mode::Noop => {
+                line.push_str(&format!(", server CPU {:.1} us/round trip", per_k * 1000.0))
+            }
+            Mode::Accept | Mode::Idle => {}
         }
         line.push_str(&format!(", server peak RSS {:.1} MiB", hwm as f64 / 1024.0));
     }
