@@ -7,9 +7,12 @@
 # ROUNDS (timed runs of every cell and server, default 3: the tables and targets use each
 # server's median round),
 # IDLE (idle sessions for the memory test, default 5000), NOOPS (round trips for the
-# runtime floor, default 30000; see below), RUNTIMES (default
+# runtime floor, default 30000; see below), FSYNC_SECS (seconds per phase of the physical
+# limit, default 2), RUNTIMES (default
 # "tokio smol glommio"), NO_BUILD=1 (reuse target/release), KEEP=1 (keep the temp dir),
-# OUT (directory for JSON results and the table; default a temp dir).
+# OUT (directory for JSON results and the table; default a temp dir), RMOX_BIN, LOAD_BIN and
+# FSYNC_BENCH_BIN (the binaries to run instead of target/release's; with NO_BUILD=1, as
+# benches/tests/compare_smoke.rs runs it on the test build's binaries).
 #
 # Servers, each on its own loopback address and fresh directory:
 #   rmox localserve --runtime R  127.0.0.1x:1025   durable: message file + redb commit (fsync);
@@ -24,7 +27,7 @@
 # Every server started here is stopped by PID on exit.
 #
 # The physical limit: target/release/fsync_bench (benches/src/bin/fsync_bench.rs) appends
-# 1 KiB records to a file in $TMP (the file system every server writes to) for 2 s per
+# 1 KiB records to a file in $TMP (the file system every server writes to) for FSYNC_SECS (2) s per
 # phase: one fdatasync per record (append+fdatasync per second, p50 latency), and 8 records
 # per fdatasync (records per second). It runs before the first message cell and after the
 # last; the latency target uses the lower of the two p50s (a busy disk would loosen it).
@@ -83,17 +86,19 @@ case $ROUNDS in '' | *[!0-9]* | 0*)
 esac
 IDLE=${IDLE:-5000}
 NOOPS=${NOOPS:-30000}
+# Seconds per phase of the physical limit (fsync_bench; a decimal number).
+FSYNC_SECS=${FSYNC_SECS:-2}
 case $NOOPS in '' | *[!0-9]* | 0*)
     echo "compare.sh: NOOPS must be a whole number from 1 up, not '$NOOPS'" >&2
     exit 2
     ;;
 esac
 RUNTIMES=${RUNTIMES:-"tokio smol glommio"}
-RMOX=$ROOT/target/release/rmox
+RMOX=${RMOX_BIN:-$ROOT/target/release/rmox}
 # shellcheck source=benches/compare-lib.sh
 . "$ROOT/benches/compare-lib.sh"
-LOAD=$ROOT/target/release/rmox-load
-FSYNC_BENCH=$ROOT/target/release/fsync_bench
+LOAD=${LOAD_BIN:-$ROOT/target/release/rmox-load}
+FSYNC_BENCH=${FSYNC_BENCH_BIN:-$ROOT/target/release/fsync_bench}
 
 for tool in postfix smtp-sink postconf jq; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool not found (apt-get install postfix jq)" >&2; exit 1; }
@@ -370,9 +375,14 @@ sync_start() { # server
         *) return 0 ;;
     esac
     COUNTER=$!
-    # perf writes its file's first line once it has attached; strace writes only at the end.
+    # perf (like strace) writes its file only when it stops: it has attached once it holds
+    # perf_event descriptors (it opens every counter before it enables any). Waiting for the
+    # file instead, as this did before, always waited the full 3 s.
     if [ "$SYNC_METHOD" = perf ]; then
-        for _ in $(seq 30); do [ -s "$TMP/counter.txt" ] && break; sleep 0.1; done
+        for _ in $(seq 30); do
+            find "/proc/$COUNTER/fd" -lname 'anon_inode:*perf_event*' 2>/dev/null | grep -q . && break
+            sleep 0.1
+        done
     fi
     sleep 0.3
 }
@@ -452,7 +462,7 @@ fs_desc() {
 
 # The physical limit of the file system the servers write to.
 fsync_limit() { # out.json
-    "$FSYNC_BENCH" "$TMP" --seconds 2 --record 1024 --batch 8 >"$1" ||
+    "$FSYNC_BENCH" "$TMP" --seconds "$FSYNC_SECS" --record 1024 --batch 8 >"$1" ||
         echo "compare.sh: fsync_bench failed" >&2
 }
 fsync_limit "$OUT/fsync-start.json"
@@ -523,7 +533,8 @@ fi
 
 for s in "${SERVERS[@]}"; do
     case $s in rmox-*) start_rmox "$s" ;; esac
-    "$LOAD" --mode accept --target "${ADDR[$s]}" --sessions 10 --messages 20000 --max-seconds 5 \
+    "$LOAD" --mode accept --target "${ADDR[$s]}" --sessions 10 --messages 20000 \
+        --max-seconds "$((SECS < 5 ? SECS : 5))" \
         --pid "${PIDOF[$s]}" --label "$s accept" --json "$OUT/accept-$s.json" >&2
     case $s in rmox-*) stop_rmox "$s" ;; esac
 done
@@ -608,7 +619,7 @@ physical_limit() {
             [ -z "$a" ] || echo "  ($k phase did not run at the $w: $a)"
         done
     done
-    echo "  (before and after the message cells, 2 s per phase; apart by more than 2x: other work used the disk)"
+    echo "  (before and after the message cells, $FSYNC_SECS s per phase; apart by more than 2x: other work used the disk)"
     if [ "$DEFER_RM" = 1 ]; then
         echo "  (each cell's files were removed at the end of the run, not before the next cell)"
     else
