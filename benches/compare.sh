@@ -79,20 +79,17 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MSGS=${MSGS:-3000}
 SECS=${SECS:-6}
 ROUNDS=${ROUNDS:-3}
-case $ROUNDS in '' | *[!0-9]* | 0*)
-    echo "compare.sh: ROUNDS must be a whole number from 1 up, not '$ROUNDS'" >&2
-    exit 2
-    ;;
-esac
 IDLE=${IDLE:-5000}
 NOOPS=${NOOPS:-30000}
 # Seconds per phase of the physical limit (fsync_bench; a decimal number).
 FSYNC_SECS=${FSYNC_SECS:-2}
-case $NOOPS in '' | *[!0-9]* | 0*)
-    echo "compare.sh: NOOPS must be a whole number from 1 up, not '$NOOPS'" >&2
-    exit 2
-    ;;
-esac
+for v in ROUNDS NOOPS; do
+    case ${!v} in '' | *[!0-9]* | 0*)
+        echo "compare.sh: $v must be a whole number from 1 up, not '${!v}'" >&2
+        exit 2
+        ;;
+    esac
+done
 RUNTIMES=${RUNTIMES:-"tokio smol glommio"}
 RMOX=${RMOX_BIN:-$ROOT/target/release/rmox}
 # shellcheck source=benches/compare-lib.sh

@@ -6,27 +6,8 @@
 //! under CI a missing one fails the test; elsewhere the test says so and does nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-/// The `rmox` binary of this build (target/<profile>/rmox, beside this test's deps/).
-fn rmox_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe
-        .parent()
-        .expect("the test executable has a directory")
-        .to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join("rmox");
-    assert!(
-        bin.is_file(),
-        "rmox binary not found at {}: `cargo test --workspace` builds it (or `cargo build --bin rmox`)",
-        bin.display()
-    );
-    bin
-}
 
 /// Why compare.sh cannot run here, if it cannot.
 fn missing() -> Option<String> {
@@ -78,7 +59,7 @@ fn compare_sh_prints_every_table_and_judges_every_target() {
         .env("NOOPS", "100")
         .env("FSYNC_SECS", "0.5")
         .env("OUT", out)
-        .env("RMOX_BIN", rmox_bin())
+        .env("RMOX_BIN", rmox_tests::rmox_bin())
         .env("LOAD_BIN", env!("CARGO_BIN_EXE_rmox-load"))
         .env("FSYNC_BENCH_BIN", env!("CARGO_BIN_EXE_fsync_bench"))
         .output()
