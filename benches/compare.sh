@@ -10,9 +10,9 @@
 # runtime floor, default 30000; see below), FSYNC_SECS (seconds per phase of the physical
 # limit, default 2), RUNTIMES (default
 # "tokio smol glommio"), NO_BUILD=1 (reuse target/release), KEEP=1 (keep the temp dir),
-# OUT (directory for JSON results and the table; default a temp dir), RMOX_BIN, LOAD_BIN and
-# FSYNC_BENCH_BIN (the binaries to run instead of target/release's; with NO_BUILD=1, as
-# benches/tests/compare_smoke.rs runs it on the test build's binaries).
+# OUT (directory for JSON results and the table; default a temp dir), RMOX_BIN, LOAD_BIN,
+# FLOOR_BIN and FSYNC_BENCH_BIN (the binaries to run instead of target/release's; with
+# NO_BUILD=1, as benches/tests/compare_smoke.rs runs it on the test build's binaries).
 #
 # Servers, each on its own loopback address and fresh directory:
 #   rmox localserve --runtime R  127.0.0.1x:1025   durable: message file + redb commit (fsync);
@@ -69,7 +69,12 @@
 # then a counted pass (perf, at most 5000) for the wake-up calls per round trip. A round trip
 # wakes the server once: its CPU per round trip is what one wake-up costs each runtime with
 # the same rmox code on top. The glommio line compares glommio's extra CPU per round trip
-# with its extra CPU per 1 KiB message at one session.
+# with its extra CPU per 1 KiB message at one session. Beside the servers, the floor has one
+# row per runtime without rmox's code: target/release/rmox-floor (127.0.0.2x:1025) runs the
+# runtime crate's accept loop, executors and threads as rmox does, but answers every line
+# with a fixed 250 (no SMTP machine, no answerer, no timers). rmox's row minus its runtime's
+# floor row is what rmox's own code costs per round trip; the floor rows against each other
+# are what the runtimes cost, with nothing of rmox's session code in them.
 #
 # Targets (issue 18) are judged from this run's JSON and printed last (also targets.md):
 # rates as ratios against Postfix or smtp-sink in the same run, for each rmox runtime.
@@ -95,6 +100,7 @@ RMOX=${RMOX_BIN:-$ROOT/target/release/rmox}
 # shellcheck source=benches/compare-lib.sh
 . "$ROOT/benches/compare-lib.sh"
 LOAD=${LOAD_BIN:-$ROOT/target/release/rmox-load}
+FLOOR=${FLOOR_BIN:-$ROOT/target/release/rmox-floor}
 FSYNC_BENCH=${FSYNC_BENCH_BIN:-$ROOT/target/release/fsync_bench}
 
 for tool in postfix smtp-sink postconf jq; do
@@ -116,7 +122,7 @@ else
     echo "compare.sh: neither perf (apt-get install linux-perf) nor strace (apt-get install strace) can count fdatasyncs; that column will say n/a" >&2
 fi
 if [ "${NO_BUILD:-}" != 1 ]; then
-    (cd "$ROOT" && cargo build --release -p rmox --bin rmox -p rmox-benches --bin rmox-load --bin fsync_bench)
+    (cd "$ROOT" && cargo build --release -p rmox --bin rmox -p rmox-benches --bin rmox-load --bin rmox-floor --bin fsync_bench)
 fi
 
 # Idle sessions need a descriptor each in the server and in the load generator.
@@ -181,7 +187,8 @@ declare -A ADDR PIDOF
 SERVERS=()
 
 # Another server on one of our addresses would be measured instead of ours: refuse.
-for a in 127.0.0.4/2525 127.0.0.5/2525 127.0.0.11/1025 127.0.0.12/1025 127.0.0.13/1025; do
+for a in 127.0.0.4/2525 127.0.0.5/2525 127.0.0.11/1025 127.0.0.12/1025 127.0.0.13/1025 \
+    127.0.0.21/1025 127.0.0.22/1025 127.0.0.23/1025; do
     if (exec 3<>"/dev/tcp/$a") 2>/dev/null; then
         echo "compare.sh: something already listens on ${a/\//:}; stop it first" >&2
         exit 1
@@ -243,7 +250,8 @@ start_rmox() { # name
     ADDR[$1]=$ip:1025
     wait_port "$ip" 1025 "$pid"
 }
-stop_rmox() { # name
+# Stops a server started here (SIGTERM, then SIGKILL after 10 s) and forgets its PID.
+stop_server() { # name
     local pid=${PIDOF[$1]}
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -255,6 +263,9 @@ stop_rmox() { # name
     local keep=() p
     for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
     PIDS=("${keep[@]}")
+}
+stop_rmox() { # name
+    stop_server "$1"
     retire "$TMP/$1.d/data"
 }
 
@@ -564,23 +575,44 @@ noop_cell() { # server sessions timed|counted [round]
     fi
     case $s in rmox-*) stop_rmox "$s" ;; esac
 }
+# The floor of each runtime without rmox's code (see the header): one rmox-floor per runtime
+# rmox started on, running through the phase (it keeps no state between cells).
+FLOORS=()
+i=21
+for s in "${SERVERS[@]}"; do
+    case $s in rmox-*) ;; *) continue ;; esac
+    f=floor-${s#rmox-}
+    "$FLOOR" --runtime "${s#rmox-}" --listen "127.0.0.$i:1025" --max-seconds 3600 >"$TMP/$f.log" 2>&1 &
+    PIDS+=("$!")
+    PIDOF[$f]=$!
+    ADDR[$f]=127.0.0.$i:1025
+    if wait_port "127.0.0.$i" 1025 "${PIDOF[$f]}"; then
+        FLOORS+=("$f")
+    else
+        echo "compare.sh: $f did not start; its row is left out:" >&2
+        tail -3 "$TMP/$f.log" >&2
+        stop_server "$f"
+    fi
+    i=$((i + 1))
+done
 for sess in 1 10; do
     for ((round = 1; round <= ROUNDS; round++)); do
-        for s in $(rotated "$round" "${SERVERS[@]}"); do
+        for s in $(rotated "$round" "${SERVERS[@]}" "${FLOORS[@]}"); do
             noop_cell "$s" "$sess" timed "$round"
         done
     done
-    for s in "${SERVERS[@]}"; do
+    for s in "${SERVERS[@]}" "${FLOORS[@]}"; do
         keep_median "$s" noop "$sess" no
     done
 done
 if [ "${#WAKE_EV[@]}" -gt 0 ]; then
     for sess in 1 10; do
-        for s in "${SERVERS[@]}"; do
+        for s in "${SERVERS[@]}" "${FLOORS[@]}"; do
             noop_cell "$s" "$sess" counted
         done
     done
 fi
+for f in "${FLOORS[@]}"; do stop_server "$f"; done
 
 # The median append+fdatasync latency in microseconds: the lower of the runs before and
 # after the cells (other work on the disk only ever makes it slower, and a slower fdatasync
@@ -834,7 +866,7 @@ runtime_floor() {
         "stored), $NOOPS from one session, $((NOOPS * 3)) from ten; median of $ROUNDS rounds"
     printf "%-12s %11s %11s %9s %9s   %s\n" server "rt/s, 1 s" "rt/s, 10 s" "us/rt, 1" "us/rt, 10" \
         "wake-up calls per round trip, 1 session: context switches / epoll_wait+epoll_pwait / io_uring_enter / futex / membarrier"
-    for s in "${SERVERS[@]}"; do
+    for s in "${SERVERS[@]}" "${FLOORS[@]}"; do
         line=$(printf "%-12s" "$s")
         for sess in 1 10; do
             v=$(rate "$s" noop "$sess" no)
@@ -851,7 +883,9 @@ runtime_floor() {
               | map(. / $n * 10 | round / 10 | tostring) | join("/") end')
         echo "$line   ${w:-n/a}"
     done
-    echo "(server CPU per round trip: the server's process tree; Postfix's is its smtpd per session)"
+    echo "(server CPU per round trip: the server's process tree; Postfix's is its smtpd per session;" \
+        "floor-R: rmox-floor, runtime R's accept loop, executors and threads with a fixed reply to every line)"
+    floor_lines
     # glommio against the other runtime with the least CPU per round trip at one session.
     g=$(noop_cpu_us rmox-glommio 1)
     best="" bs=""
@@ -876,6 +910,35 @@ runtime_floor() {
             print "" }'
     fi
     echo
+}
+
+# What the floor rows say: rmox's own code per round trip on each runtime (its row minus the
+# runtime's floor row), and glommio's floor against the cheapest other runtime's floor.
+floor_lines() {
+    local f r a b own="" g best="" bs=""
+    for f in "${FLOORS[@]}"; do
+        a=$(noop_cpu_us "rmox-${f#floor-}" 1)
+        b=$(noop_cpu_us "$f" 1)
+        [ -n "$a" ] && [ -n "$b" ] || continue
+        own+=$(awk -v a="$a" -v b="$b" -v r="${f#floor-}" 'BEGIN { printf "%s %+.1f us", r, a - b }')", "
+    done
+    [ -n "$own" ] && echo "rmox's own code per round trip, one session (rmox row minus its runtime's floor row): ${own%, }"
+    g=$(noop_cpu_us floor-glommio 1)
+    for f in "${FLOORS[@]}"; do
+        [ "$f" = floor-glommio ] && continue
+        b=$(noop_cpu_us "$f" 1)
+        if [ -n "$b" ] && { [ -z "$best" ] || awk -v a="$b" -v b="$best" 'BEGIN { exit !(a + 0 < b + 0) }'; }; then
+            best=$b bs=$f
+        fi
+    done
+    if [ -n "$g" ] && [ -n "$best" ]; then
+        r=$(noop_cpu_us rmox-glommio 1)
+        a=$(noop_cpu_us "rmox-${bs#floor-}" 1)
+        awk -v g="$g" -v o="$best" -v other="${bs#floor-}" -v r="$r" -v a="$a" 'BEGIN {
+            printf "glommio'"'"'s floor, one session: %.1f us per round trip against %s'"'"'s %.1f (%+.1f us per wake-up with no rmox code in it", g, other, o, g - o
+            if (r != "" && a != "") printf "; with rmox: %+.1f us", r - a
+            print ")" }'
+    fi
 }
 
 # The table.

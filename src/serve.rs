@@ -27,7 +27,7 @@ impl Bound {
     pub fn smtp_config(&self) -> Option<&ServerConfig> {
         match &self.service {
             Service::Smtp(c) => Some(c),
-            Service::Http { .. } => None,
+            Service::Http { .. } | Service::Floor => None,
         }
     }
 }

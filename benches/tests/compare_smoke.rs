@@ -1,6 +1,7 @@
 //! `benches/compare.sh` end to end, small (20 messages per cell, one round, tokio and
 //! glommio), on this build's binaries: it must finish and print every table, the runtime
-//! floor with its glommio line, and the targets with a pass/FAIL/n/a column for each.
+//! floor with a row for each runtime's `rmox-floor` and the lines drawn from them, and the
+//! targets with a pass/FAIL/n/a column for each.
 //! The figures themselves are not judged here (timing claims belong to the benchmark's own
 //! runs, README's Performance). It needs root, Postfix and jq, which `.ci/run` installs:
 //! under CI a missing one fails the test; elsewhere the test says so and does nothing.
@@ -61,6 +62,7 @@ fn compare_sh_prints_every_table_and_judges_every_target() {
         .env("OUT", out)
         .env("RMOX_BIN", rmox_tests::rmox_bin())
         .env("LOAD_BIN", env!("CARGO_BIN_EXE_rmox-load"))
+        .env("FLOOR_BIN", env!("CARGO_BIN_EXE_rmox-floor"))
         .env("FSYNC_BENCH_BIN", env!("CARGO_BIN_EXE_fsync_bench"))
         .output()
         .unwrap();
@@ -121,27 +123,37 @@ fn compare_sh_prints_every_table_and_judges_every_target() {
         .count();
     assert_eq!(cells, 12, "{table}");
 
-    // The runtime floor: a rate for every server from 1 session, and glommio's line.
+    // The runtime floor: a rate for every server and every runtime's floor from 1 session,
+    // and the lines drawn from them.
+    let servers = [
+        "rmox-tokio",
+        "rmox-glommio",
+        "postfix",
+        "smtp-sink",
+        "floor-tokio",
+        "floor-glommio",
+    ];
     let floor: Vec<&str> = table
         .lines()
         .skip_while(|l| !l.starts_with("runtime floor:"))
         .skip(2)
-        .take(4)
+        .take(servers.len())
         .collect();
-    for (line, server) in floor
-        .iter()
-        .zip(["rmox-tokio", "rmox-glommio", "postfix", "smtp-sink"])
-    {
+    assert_eq!(floor.len(), servers.len(), "{table}");
+    for (line, server) in floor.iter().zip(servers) {
         let mut w = line.split_whitespace();
         assert_eq!(w.next(), Some(server), "{table}");
         let rate: f64 = w.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
         assert!(rate > 0.0, "{line}");
     }
-    assert!(
-        table.contains("glommio, one session: "),
-        "no glommio line in\n{table}"
-    );
-    for s in ["rmox-tokio", "rmox-glommio", "postfix", "smtp-sink"] {
+    for line in [
+        "glommio, one session: ",
+        "rmox's own code per round trip, one session (rmox row minus its runtime's floor row): tokio ",
+        "glommio's floor, one session: ",
+    ] {
+        assert!(table.contains(line), "no {line:?} in\n{table}");
+    }
+    for s in servers {
         let f = out.join(format!("send-{s}-noop-1-no.json"));
         let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
         assert_eq!(j["mode"], "noop", "{}", f.display());

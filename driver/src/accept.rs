@@ -29,6 +29,12 @@ pub enum Service {
         /// Answers the requests.
         answerer: Arc<dyn HttpAnswerer>,
     },
+    /// No protocol and no machine: a greeting, then a fixed `250` reply to every line
+    /// until `QUIT` or the peer closes ([`floor_connection`]). It measures what the
+    /// runtime's own accept, reads, writes and wake-ups cost under the same accept loop,
+    /// executors and threads as [`Service::Smtp`]: the runtime floor of `benches/compare.sh`
+    /// (`rmox-floor`). Not for serving mail.
+    Floor,
 }
 
 impl From<Arc<ServerConfig>> for Service {
@@ -112,6 +118,7 @@ pub async fn accept_loop<R: Net, L: Listener>(
                 Arc::clone(answerer),
                 Arc::clone(&shutdown),
             )),
+            Service::Floor => rt.spawn(floor_connection(stream)),
         };
         open.push(task);
     }
@@ -126,9 +133,91 @@ pub async fn accept_loop<R: Net, L: Listener>(
     }
 }
 
+/// The longest line [`floor_connection`] takes; a longer one ends the connection.
+pub const FLOOR_LINE_MAX: usize = crate::machine::READ_CHUNK;
+
+/// [`Service::Floor`]'s connection: `220` on connecting, then for each line read a `250`
+/// (`221` and the end for `QUIT`), the replies to one read written together, as a
+/// pipelining SMTP server does. Reads go into one buffer of [`FLOOR_LINE_MAX`] bytes.
+/// Ends when the peer closes, on an I/O error, on `QUIT` or on a line longer than the
+/// buffer; it has no timers, so an idle peer keeps it open (it is for benchmarks only).
+pub async fn floor_connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    if stream.write_all(b"220 floor\r\n").await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; FLOOR_LINE_MAX];
+    let mut have = 0;
+    let mut replies = Vec::new();
+    loop {
+        let n = match stream.read(&mut buf[have..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        have += n;
+        let (used, quit) = floor_replies(&buf[..have], &mut replies);
+        buf.copy_within(used..have, 0);
+        have -= used;
+        if !replies.is_empty() {
+            if stream.write_all(&replies).await.is_err() {
+                return;
+            }
+            replies.clear();
+        }
+        if quit || have == buf.len() {
+            let _ = stream.close().await;
+            return;
+        }
+    }
+}
+
+/// The replies to the complete lines at the start of `input`, appended to `out`: how many
+/// bytes those lines took, and whether the last was `QUIT` (no line after it is answered).
+fn floor_replies(input: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
+    let mut used = 0;
+    while let Some(i) = input[used..].iter().position(|&b| b == b'\n') {
+        let line = &input[used..used + i];
+        used += i + 1;
+        if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"QUIT") {
+            out.extend_from_slice(b"221 floor\r\n");
+            return (used, true);
+        }
+        out.extend_from_slice(b"250 floor\r\n");
+    }
+    (used, false)
+}
+
 /// Whether a session task has ended: one poll with a no-op waker, which does not disturb
 /// a later `await`.
 fn finished(t: &mut Pin<Box<dyn Future<Output = ()>>>) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     t.as_mut().poll(&mut cx).is_ready()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::floor_replies;
+
+    #[test]
+    fn floor_answers_each_complete_line_and_keeps_a_partial_one() {
+        let mut out = Vec::new();
+        assert_eq!(
+            floor_replies(b"EHLO x\r\nNOOP\r\nNO", &mut out),
+            (14, false)
+        );
+        assert_eq!(out, b"250 floor\r\n250 floor\r\n");
+        out.clear();
+        assert_eq!(floor_replies(b"NO", &mut out), (0, false));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn floor_ends_at_quit_in_any_case_and_answers_nothing_after_it() {
+        let mut out = Vec::new();
+        assert_eq!(
+            floor_replies(b"NOOP\r\nquit\r\nNOOP\r\n", &mut out),
+            (12, true)
+        );
+        assert_eq!(out, b"250 floor\r\n221 floor\r\n");
+    }
 }
