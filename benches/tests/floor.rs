@@ -1,7 +1,8 @@
 //! `rmox-floor` on every runtime: a greeting, a 250 for every line (several lines in one
 //! write get one reply each, in order), 221 and the end of the connection for QUIT, the end
 //! of the connection for a line longer than its buffer, and `rmox-load --mode noop` counts
-//! every round trip against it.
+//! every round trip against it. On SIGTERM it exits with status 0 and its address can be
+//! bound again at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -101,6 +102,26 @@ fn check(runtime: &str) {
         serde_json::from_slice(&std::fs::read(json.path()).unwrap()).unwrap();
     assert_eq!(j["messages_ok"], 300, "{runtime}: {j}");
     assert_eq!(j["connections"], 2, "{runtime}: {j}");
+
+    // SIGTERM: a clean exit, and the address is free (a glommio accept still pending in
+    // the ring would hold the socket past the process's end).
+    let mut floor = floor;
+    let pid = floor.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = floor.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "{runtime}: no exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{runtime}: {status:?}");
+    std::net::TcpListener::bind(floor.addr).unwrap_or_else(|e| panic!("{runtime}: {e}"));
 }
 
 #[test]

@@ -11,8 +11,10 @@
 //! rmox-floor --runtime glommio --listen 127.0.0.21:1025 [--threads N] [--max-seconds 600]
 //! ```
 //!
-//! It prints `listening on ADDR` once the socket is bound, and exits after `--max-seconds`
-//! (or on SIGTERM). Only loopback addresses are accepted.
+//! It prints `listening on ADDR` once the socket is bound, and exits after `--max-seconds`,
+//! or on SIGTERM or SIGINT: then its accept loops stop first, so that the address is free
+//! when it has exited (glommio releases a socket with an accept pending in its ring only
+//! some time after the process ends). Only loopback addresses are accepted.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -22,6 +24,10 @@ use clap::{Parser, ValueEnum};
 use rmox::rt::Runtime;
 use rmox_driver::accept::{ListenerSpec, Service};
 use rmox_driver::{Answerer, Shutdown};
+
+/// From shutdown to exit: time for the accept loops to drop their listeners (the shared
+/// accept loop waits 1 ms for glommio to cancel its pending accept).
+const STOP_GRACE: Duration = Duration::from_millis(100);
 
 /// The runtime to serve on.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -83,18 +89,37 @@ fn run(args: &Args) -> std::io::Result<()> {
         listener.local_addr()?,
         rt.name()
     );
+    let shutdown = Arc::new(Shutdown::default());
+    // Floor connections do not watch for shutdown: the process ends by itself, once the
+    // accept loops have dropped their listeners.
+    let stop = {
+        let shutdown = Arc::clone(&shutdown);
+        move || {
+            shutdown.trigger();
+            std::thread::sleep(STOP_GRACE);
+            std::process::exit(0);
+        }
+    };
     let secs = args.max_seconds;
-    // Floor connections do not watch for shutdown: the process ends by itself.
+    let timed = stop.clone();
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(secs));
-        std::process::exit(0);
+        timed();
+    });
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            stop();
+        }
     });
     let specs = vec![ListenerSpec {
         listener,
         service: Service::Floor,
     }];
     let answerer: Arc<dyn Answerer> = Arc::new(rmox_driver::testing::Counting::default());
-    let shutdown = Arc::new(Shutdown::default());
     match rt {
         Runtime::Tokio => rmox_runtime_tokio::run(specs, answerer, threads, shutdown),
         Runtime::Smol => rmox_runtime_smol::run(specs, answerer, threads, shutdown),
