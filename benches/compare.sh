@@ -706,7 +706,8 @@ glommio_cells() {
             done
         done
     done
-    echo "(read in glommio 0.9's source; the runtime floor below measures what a wake-up costs: its loop submits each of its rings with a"
+    echo "(read in glommio 0.9's source; the runtime floor below measures what a wake-up costs, with"
+    echo " and without rmox's code (its floor-R rows): glommio's loop submits each of its rings with a"
     echo " call of its own and re-arms its preemption timer on every turn, hence several io_uring_enter"
     echo " calls per wake-up where tokio and smol make one epoll_wait; and each time the executor goes"
     echo " to sleep it calls membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which interrupts every other"
