@@ -858,6 +858,18 @@ noop_cpu_us() { # server sessions
     val "$OUT/send-$1-noop-$2-no.json" .server_cpu_seconds_per_1000_msgs |
         awk 'NF { printf "%.1f", $1 * 1000 }'
 }
+# Of the servers named, the one with the least server CPU per round trip at one session:
+# "MICROSECONDS SERVER", or nothing when none was measured.
+cheapest_noop() { # server...
+    local s v best="" bs=""
+    for s in "$@"; do
+        v=$(noop_cpu_us "$s" 1)
+        if [ -n "$v" ] && { [ -z "$best" ] || awk -v a="$v" -v b="$best" 'BEGIN { exit !(a + 0 < b + 0) }'; }; then
+            best=$v bs=$s
+        fi
+    done
+    [ -z "$best" ] || echo "$best $bs"
+}
 # The runtime floor's table, and how glommio's extra CPU per round trip compares with its
 # extra CPU per message.
 runtime_floor() {
@@ -889,14 +901,11 @@ runtime_floor() {
     floor_lines
     # glommio against the other runtime with the least CPU per round trip at one session.
     g=$(noop_cpu_us rmox-glommio 1)
-    best="" bs=""
+    local others=()
     for s in "${SERVERS[@]}"; do
-        case $s in rmox-glommio | postfix | smtp-sink) continue ;; esac
-        o=$(noop_cpu_us "$s" 1)
-        if [ -n "$o" ] && { [ -z "$best" ] || awk -v a="$o" -v b="$best" 'BEGIN { exit !(a + 0 < b + 0) }'; }; then
-            best=$o bs=$s
-        fi
+        case $s in rmox-glommio | postfix | smtp-sink) ;; *) others+=("$s") ;; esac
     done
+    read -r best bs <<<"$(cheapest_noop "${others[@]}")" || true
     if [ -n "$g" ] && [ -n "$best" ]; then
         gm=$(val "$OUT/send-rmox-glommio-1024-1-no.json" .server_cpu_seconds_per_1000_msgs)
         om=$(val "$OUT/send-$bs-1024-1-no.json" .server_cpu_seconds_per_1000_msgs)
@@ -916,7 +925,7 @@ runtime_floor() {
 # What the floor rows say: rmox's own code per round trip on each runtime (its row minus the
 # runtime's floor row), and glommio's floor against the cheapest other runtime's floor.
 floor_lines() {
-    local f r a b own="" g best="" bs=""
+    local f r a b own="" g best="" bs="" others=()
     for f in "${FLOORS[@]}"; do
         a=$(noop_cpu_us "rmox-${f#floor-}" 1)
         b=$(noop_cpu_us "$f" 1)
@@ -926,12 +935,9 @@ floor_lines() {
     [ -n "$own" ] && echo "rmox's own code per round trip, one session (rmox row minus its runtime's floor row): ${own%, }"
     g=$(noop_cpu_us floor-glommio 1)
     for f in "${FLOORS[@]}"; do
-        [ "$f" = floor-glommio ] && continue
-        b=$(noop_cpu_us "$f" 1)
-        if [ -n "$b" ] && { [ -z "$best" ] || awk -v a="$b" -v b="$best" 'BEGIN { exit !(a + 0 < b + 0) }'; }; then
-            best=$b bs=$f
-        fi
+        [ "$f" = floor-glommio ] || others+=("$f")
     done
+    read -r best bs <<<"$(cheapest_noop "${others[@]}")" || true
     if [ -n "$g" ] && [ -n "$best" ]; then
         r=$(noop_cpu_us rmox-glommio 1)
         a=$(noop_cpu_us "rmox-${bs#floor-}" 1)
